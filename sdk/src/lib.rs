@@ -1,0 +1,1 @@
+//! Haven's client-side cryptographic core (sans-I/O).

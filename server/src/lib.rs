@@ -1,0 +1,1 @@
+//! Haven's blind relay.
