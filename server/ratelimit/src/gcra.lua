@@ -4,6 +4,8 @@
 -- ARGV[1]  interval_us   (>= 1)
 -- ARGV[2]  limit_us      (= interval_us * max)
 -- ARGV[3]  "1" = hit (consume on success), "0" = peek (never writes)
+-- ARGV[4]  optional "now" in microseconds, used only by the crate's tests to cross-check this
+--          script against gcra.rs; the crate never sends it in production
 -- returns  { allowed (1 or 0), remaining, retry_after_us }
 --
 -- All times stay far below 2^53, so Lua's doubles hold them exactly. They are written back with
@@ -16,8 +18,11 @@ local interval = tonumber(ARGV[1])
 local limit = tonumber(ARGV[2])
 local consume = ARGV[3] == '1'
 
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local now = tonumber(ARGV[4])
+if now == nil then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
 
 -- Absent (false) or unparsable values count as a fresh key.
 local tat = tonumber(redis.call('GET', KEYS[1]))

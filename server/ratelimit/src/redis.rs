@@ -113,14 +113,26 @@ impl RedisLimiter {
         quota: Quota,
         consume: bool,
     ) -> Result<Decision, RateLimitError> {
+        self.run_at(key, quota, consume, None).await
+    }
+
+    /// Runs the script; `now_us` overrides Redis' clock and is only ever `Some` in tests.
+    async fn run_at(
+        &self,
+        key: &str,
+        quota: Quota,
+        consume: bool,
+        now_us: Option<u64>,
+    ) -> Result<Decision, RateLimitError> {
         validate_key(key)?;
         let params = Params::new(quota)?;
         let full_key = self.full_key(key);
-        let args = vec![
+        let mut args = vec![
             params.interval_us.to_string(),
             params.limit_us.to_string(),
             if consume { "1" } else { "0" }.to_owned(),
         ];
+        args.extend(now_us.map(|now| now.to_string()));
         let reply: Vec<i64> = match self
             .client
             .evalsha(&*self.script_sha, full_key.as_str(), args.clone())
@@ -193,6 +205,7 @@ fn decode_reply(reply: &[i64]) -> Result<Decision, RateLimitError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::gcra;
 
     #[test]
     fn script_sha_is_the_sha1_of_the_script() {
@@ -245,6 +258,83 @@ mod tests {
                 Err(RateLimitError::InvalidPrefix { len, max: MAX_PREFIX_LEN }) if len == bad.len()
             ));
         }
+    }
+
+    /// The Lua script and `gcra.rs` compute the same decisions and the same stored TAT, bit for
+    /// bit, over a long pseudo-random sequence of hits, peeks and clock advances (the script is
+    /// given the same "now" as the Rust code, at a realistic epoch-microsecond magnitude).
+    #[tokio::test]
+    async fn lua_script_matches_rust_gcra() {
+        let Ok(url) = std::env::var("HAVEN_TEST_REDIS_URL") else {
+            println!("skipping lua_script_matches_rust_gcra: HAVEN_TEST_REDIS_URL is not set");
+            return;
+        };
+        let prefix = format!("haven-test-crosscheck-{}", std::process::id());
+        let limiter = RedisLimiter::connect(&url, &prefix).await.unwrap();
+        // Intervals of at least 1 s keep every real TTL far longer than the test's run time, so
+        // Redis never expires a key behind the model's back; the simulated clock covers the
+        // arithmetic (the step sizes below scale with the interval).
+        let quotas = [
+            Quota::new(3, Duration::from_secs(3)),
+            Quota::new(7, Duration::from_secs(60)),
+            Quota::new(13, Duration::from_secs(17)),
+            Quota::new(1_000, Duration::from_secs(1_000)),
+            Quota::new(1, crate::MAX_WINDOW),
+        ];
+        // xorshift64: deterministic, no dependency.
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let mut seen = [[0_u32; 2]; 2];
+        for (qi, quota) in quotas.into_iter().enumerate() {
+            let params = Params::new(quota).unwrap();
+            let key = format!("q{qi}");
+            let mut now: u64 = 1_763_900_000_123_457; // ~2025 in µs: 16 digits, like Redis TIME.
+            let mut tat: Option<u64> = None;
+            for step in 0..400 {
+                let r = next();
+                // Mostly tiny steps (bursts), sometimes about one interval, rarely a whole window.
+                now += match r % 10 {
+                    0..=5 => r % 3,
+                    6..=8 => (r >> 8) % (2 * params.interval_us + 1),
+                    _ => (r >> 8) % (2 * params.limit_us + 1),
+                };
+                let consume = (r >> 40) % 4 != 0;
+                let lua = limiter
+                    .run_at(&key, quota, consume, Some(now))
+                    .await
+                    .unwrap();
+                let rust = if consume {
+                    let out = gcra::hit(params, tat, now);
+                    if out.new_tat_us.is_some() {
+                        tat = out.new_tat_us;
+                    }
+                    out.decision
+                } else {
+                    gcra::peek(params, tat, now)
+                };
+                assert_eq!(lua, rust, "quota {qi} step {step} now {now}");
+                seen[usize::from(consume)][usize::from(lua.is_allowed())] += 1;
+                if let (Some(tat), true) = (tat, consume && lua.is_allowed()) {
+                    let stored: String = limiter.client.get(limiter.full_key(&key)).await.unwrap();
+                    assert_eq!(stored, tat.to_string(), "quota {qi} step {step}");
+                    // The TTL is the time until the state equals "absent", in whole ms.
+                    let expected = i64::try_from((tat - now).div_ceil(1_000)).unwrap();
+                    let ttl: i64 = limiter.client.pttl(limiter.full_key(&key)).await.unwrap();
+                    assert!(
+                        ttl <= expected && ttl > expected - 1_000,
+                        "quota {qi} step {step}: pttl {ttl}, expected {expected}"
+                    );
+                }
+            }
+            limiter.reset(&key).await.unwrap();
+        }
+        // Every branch of the script was exercised: {peek, hit} x {limited, allowed}.
+        assert!(seen.iter().flatten().all(|&n| n > 20), "{seen:?}");
     }
 
     /// The EVAL fallback: a limiter that believes in a SHA the server never saw still works, and
