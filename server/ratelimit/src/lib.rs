@@ -7,7 +7,7 @@
 //!   same limits (used when the relay is given `REDIS_URL`).
 //!
 //! Both run the **Generic Cell Rate Algorithm** (GCRA) with identical integer arithmetic (see
-//! the `gcra` module docs), so adding Redis does not change behaviour. A [`Quota`] of `max` hits
+//! [Algorithm](#algorithm)), so adding Redis does not change behaviour. A [`Quota`] of `max` hits
 //! per `window` allows a burst of `max` hits on a fresh key, then refills smoothly at one hit per
 //! `window / max`; a key left alone for `window` has its full burst again. Each key costs one
 //! integer of state, and a denied hit costs nothing (hammering a limited key does not extend the
@@ -33,6 +33,30 @@
 //! Keys are opaque strings of 1 to [`MAX_KEY_LEN`] bytes. Callers must hash anything personal
 //! (IP prefixes, usernames) with a server secret before using it as a key, and should namespace
 //! keys per quota (`"login:…"`, `"send:…"`): one key's state is only meaningful for one quota.
+//!
+//! # Algorithm
+//!
+//! GCRA rather than a sliding-window counter: it needs one integer per key instead of two
+//! counters, has no window-boundary burst (a sliding-window counter approximates; GCRA is
+//! exact), and yields an exact `retry_after`. All times are integer microseconds.
+//!
+//! ```text
+//! interval = floor(window_us / max)      what one hit costs (>= 1 µs)
+//! limit    = interval * max              how far ahead of now the schedule may run (<= window)
+//! state    = tat, the "theoretical arrival time"; an absent key means tat = now
+//!
+//! hit(now):   tat = max(tat, now); new = tat + interval
+//!             new - now > limit  =>  Limited { retry_after = new - limit - now }, nothing stored
+//!             otherwise          =>  Allowed { remaining = floor((limit - (new - now)) / interval) },
+//!                                    store new, expiring at `new` (then it equals "absent")
+//! peek(now):  tat = max(tat, now)
+//!             tat + interval - now > limit  =>  Limited { retry_after = tat + interval - limit - now }
+//!             otherwise  =>  Allowed { remaining = floor((limit - (tat - now)) / interval) }
+//! ```
+//!
+//! The in-memory backend reads time from a [`Clock`] (monotonic; injectable for tests). The Redis
+//! backend runs the same steps in one Lua script using the Redis server's `TIME`, so instances
+//! with skewed clocks agree; a test checks the script against the Rust code step by step.
 //!
 //! # Errors
 //!
