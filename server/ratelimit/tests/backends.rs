@@ -380,3 +380,61 @@ async fn redis_outage_is_reported_then_recovered_from() {
     limiter.ping().await.unwrap();
     proxy_task.abort();
 }
+
+#[tokio::test]
+async fn redis_errors_do_not_echo_the_password() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let mut urls = vec![
+        format!("redis://user:hunter2-secret@127.0.0.1:{port}"),
+        "redis://user:hunter2-secret@[not-a-host".to_owned(),
+    ];
+    // Against a real server without ACLs the AUTH itself is refused.
+    if let Some(url) = redis_url("redis_errors_do_not_echo_the_password (live part)")
+        && let Some(host) = url.strip_prefix("redis://")
+        && !host.contains('@')
+    {
+        urls.push(format!("redis://user:hunter2-secret@{host}"));
+    }
+    for url in urls {
+        match RateLimiter::redis(&url, "p").await {
+            Err(e) => {
+                let shown = format!("{e} / {e:?}");
+                assert!(!shown.contains("hunter2"), "{shown}");
+            }
+            Ok(limiter) => {
+                let shown = format!("{limiter:?}");
+                assert!(!shown.contains("hunter2"), "{shown}");
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn redis_wrong_type_at_key_is_an_error_not_a_panic() {
+    let Some(url) = redis_url("redis_wrong_type_at_key_is_an_error_not_a_panic") else {
+        return;
+    };
+    let prefix = unique_prefix("wrongtype");
+    let limiter = RateLimiter::redis(&url, &prefix).await.unwrap();
+    let raw = raw_client(&url).await;
+    let _: i64 = raw
+        .custom(
+            fred::types::CustomCommand::new_static("RPUSH", None, false),
+            vec![format!("{prefix}:k"), "x".to_owned()],
+        )
+        .await
+        .unwrap();
+    let quota = Quota::per_minute(2);
+    assert!(matches!(
+        limiter.hit("k", quota).await,
+        Err(RateLimitError::Redis(_))
+    ));
+    assert!(limiter.peek("k", quota).await.is_err());
+    // Reset clears whatever is there, after which the key works normally.
+    limiter.reset("k").await.unwrap();
+    assert!(limiter.hit("k", quota).await.unwrap().is_allowed());
+    let _: i64 = raw.del(format!("{prefix}:k")).await.unwrap();
+}
