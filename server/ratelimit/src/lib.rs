@@ -184,6 +184,9 @@ impl RateLimiter {
 
     /// A Redis-backed limiter storing keys as `key_prefix:KEY` (prefix 1 to
     /// [`MAX_PREFIX_LEN`] bytes). Fails if the URL is invalid or Redis cannot be reached now.
+    ///
+    /// Each call opens its own connection: create one limiter at start-up and clone it. Every
+    /// instance that should share limits must use the same Redis and the same prefix.
     pub async fn redis(url: &str, key_prefix: &str) -> Result<Self, RateLimitError> {
         RedisLimiter::connect(url, key_prefix)
             .await
