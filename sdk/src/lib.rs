@@ -1,1 +1,9 @@
 //! Haven's client-side cryptographic core (sans-I/O).
+
+mod encoding;
+pub mod identity;
+pub mod pqxdh;
+pub mod prekeys;
+pub mod ratchet;
+pub mod session_cipher;
+pub mod store;
