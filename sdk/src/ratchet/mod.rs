@@ -58,3 +58,28 @@ pub enum RatchetError {
     #[error("chain counter exhausted")]
     ChainExhausted,
 }
+
+/// hazmat: the raw ratchet KDFs, exposed for test vectors and independent implementations.
+/// Nothing here is needed to use sessions; misuse (key reuse) breaks security.
+pub mod hazmat {
+    use zeroize::Zeroizing;
+
+    /// `KDF_RK(rk, dh_out)` → `(next root key, chain key)`.
+    #[must_use]
+    pub fn kdf_rk(rk: &[u8; 32], dh_out: &[u8; 32]) -> (Zeroizing<[u8; 32]>, Zeroizing<[u8; 32]>) {
+        let (root, chain) = super::root_key::RootKey::new(*rk).kdf(dh_out);
+        (
+            Zeroizing::new(*root.as_bytes()),
+            Zeroizing::new(*chain.as_bytes()),
+        )
+    }
+
+    /// `KDF_CK(ck)` → `(message key seed, next chain key)`.
+    #[must_use]
+    pub fn kdf_ck(ck: &[u8; 32]) -> (Zeroizing<[u8; 32]>, Zeroizing<[u8; 32]>) {
+        let chain = super::chain_key::ChainKey::new(*ck, 0);
+        let mk = chain.message_key();
+        let next = chain.next().map_or([0u8; 32], |c| *c.as_bytes());
+        (Zeroizing::new(*mk.as_bytes()), Zeroizing::new(next))
+    }
+}
