@@ -406,3 +406,108 @@ proptest! {
         let _ = haven_sdk::ratchet::session::Session::from_bytes(&bytes);
     }
 }
+
+#[test]
+fn skipped_key_total_cap_evicts_oldest() {
+    use haven_sdk::ratchet::session::MAX_SKIPPED_KEYS;
+    let (mut a, mut b, mut rng) = established(30);
+    let mut firsts = Vec::new();
+    for round in 0..3 {
+        let mut msgs = Vec::new();
+        for _ in 0..=MAX_SKIP_PER_CHAIN {
+            msgs.push(encrypt(&mut a.store, &BOB, b"r").unwrap());
+        }
+        decrypt(&mut b.store, &ALICE, msgs.last().unwrap(), &mut rng).unwrap();
+        firsts.push(msgs[0].clone());
+        // Bob answers so Alice's next round uses a new chain.
+        let r = encrypt(&mut b.store, &ALICE, &[round]).unwrap();
+        decrypt(&mut a.store, &BOB, &r, &mut rng).unwrap();
+    }
+    let rec = b.store.load_session(&ALICE).unwrap().unwrap();
+    assert_eq!(rec.current().unwrap().skipped_key_count(), MAX_SKIPPED_KEYS);
+    // Round 0's keys were evicted: its message is now rejected as a duplicate...
+    assert_eq!(
+        decrypt(&mut b.store, &ALICE, &firsts[0], &mut rng),
+        Err(SessionError::Ratchet(RatchetError::DuplicateMessage {
+            index: 0
+        }))
+    );
+    // ...while round 2's are still there.
+    assert_eq!(
+        &*decrypt(&mut b.store, &ALICE, &firsts[2], &mut rng).unwrap(),
+        b"r"
+    );
+}
+
+#[test]
+fn session_pickle_roundtrip_keeps_working_and_debug_is_redacted() {
+    use haven_sdk::snapshot::{LABEL_SESSION, StorageKey, open, seal};
+    let (mut a, mut b, mut rng) = established(31);
+    let m1 = encrypt(&mut a.store, &BOB, b"one").unwrap();
+    let m2 = encrypt(&mut a.store, &BOB, b"two").unwrap();
+    decrypt(&mut b.store, &ALICE, &m2, &mut rng).unwrap();
+    let rec = b.store.load_session(&ALICE).unwrap().unwrap();
+    let key = StorageKey::generate(&mut rng);
+    let snap = seal(&key, LABEL_SESSION, &rec.to_bytes(), &mut rng);
+    let mut back = SessionRecord::from_bytes(&open(&key, LABEL_SESSION, &snap).unwrap()).unwrap();
+    assert_eq!(back.to_bytes(), rec.to_bytes());
+    let haven_sdk::ratchet::message::SessionMessage::Ratchet(m1) =
+        haven_sdk::ratchet::message::SessionMessage::from_bytes(&m1).unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(&*back.decrypt(&m1, &mut rng).unwrap(), b"one");
+    let dbg = format!("{back:?} {:?}", back.current().unwrap());
+    assert!(!dbg.contains("root") && !dbg.contains("secret"), "{dbg}");
+    // Truncations never decode.
+    let bytes = rec.to_bytes();
+    for cut in [0, 1, 2, 10, bytes.len() / 2, bytes.len() - 1] {
+        assert!(SessionRecord::from_bytes(&bytes[..cut]).is_err());
+    }
+}
+
+#[test]
+fn receiving_chains_are_bounded() {
+    use haven_sdk::ratchet::session::MAX_RECEIVER_CHAINS;
+    let (mut a, mut b, mut rng) = established(32);
+    // A message from Alice's first post-handshake chain, held back.
+    let old = encrypt(&mut a.store, &BOB, b"old").unwrap();
+    let _ = encrypt(&mut a.store, &BOB, b"pad").unwrap();
+    for i in 0..MAX_RECEIVER_CHAINS + 1 {
+        let q = encrypt(&mut a.store, &BOB, &[i as u8]).unwrap();
+        decrypt(&mut b.store, &ALICE, &q, &mut rng).unwrap();
+        let r = encrypt(&mut b.store, &ALICE, b"r").unwrap();
+        decrypt(&mut a.store, &BOB, &r, &mut rng).unwrap();
+    }
+    // "old" was skipped when its chain moved on, so its key is still stored and decrypts even
+    // though its chain has been dropped from the bounded list.
+    assert_eq!(
+        &*decrypt(&mut b.store, &ALICE, &old, &mut rng).unwrap(),
+        b"old"
+    );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// Other decoders never panic on arbitrary bytes.
+    #[test]
+    fn other_decoders_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
+        let _ = haven_sdk::sealed_sender::SenderCertificate::from_bytes(&bytes);
+        let _ = haven_sdk::identity::IdentityKey::from_bytes(&bytes);
+        let _ = haven_sdk::identity::IdentityKeyPair::from_bytes(&bytes);
+        let _ = SignedPreKey::from_bytes(&bytes);
+        let _ = OneTimePreKey::from_bytes(&bytes);
+        let _ = KemPreKey::from_bytes(&bytes);
+        let _ = haven_sdk::ratchet::message::SessionMessage::from_bytes(&bytes);
+    }
+
+    /// Opening arbitrary bytes as a sealed envelope never panics and never succeeds.
+    #[test]
+    fn open_sealed_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+        let mut rng = ChaCha20Rng::from_seed([33; 32]);
+        let me = IdentityKeyPair::generate(&mut rng);
+        let relay = ed25519_dalek::SigningKey::generate(&mut rng);
+        prop_assert!(haven_sdk::open_sealed(&me, &relay.verifying_key(), &bytes, 0).is_err());
+    }
+}
