@@ -511,3 +511,38 @@ proptest! {
         prop_assert!(haven_sdk::open_sealed(&me, &relay.verifying_key(), &bytes, 0).is_err());
     }
 }
+
+#[test]
+fn low_order_signed_prekey_is_refused_even_if_signed() {
+    use haven_sdk::prekeys::{KEY_TYPE_X25519, prekey_signature_message};
+    let (mut a, b, mut rng, mut bundle) = setup(34);
+    let bob_id = b.store.identity_key_pair().unwrap();
+    bundle.signed_prekey = x25519_dalek::PublicKey::from([0u8; 32]);
+    bundle.signed_prekey_signature = bob_id.sign(&prekey_signature_message(
+        KEY_TYPE_X25519,
+        bundle.signed_prekey_id,
+        &[0u8; 32],
+    ));
+    bundle.verify().unwrap();
+    assert_eq!(
+        initiate(&mut a.store, &BOB, &bundle, b"x", &mut rng),
+        Err(SessionError::Handshake(PqxdhError::InvalidPublicKey))
+    );
+    assert!(a.store.load_session(&BOB).unwrap().is_none());
+}
+
+#[test]
+fn responder_refuses_prekey_message_from_changed_identity() {
+    let (mut a, mut b, mut rng, bundle) = setup(35);
+    let m = initiate(&mut a.store, &BOB, &bundle, b"x", &mut rng).unwrap();
+    let impostor = IdentityKeyPair::generate(&mut rng);
+    b.store.save_identity(&ALICE, impostor.public()).unwrap();
+    assert_eq!(
+        decrypt(&mut b.store, &ALICE, &m, &mut rng),
+        Err(SessionError::UntrustedIdentity)
+    );
+    assert!(
+        b.store.one_time_prekey(100).unwrap().is_some(),
+        "nothing consumed"
+    );
+}

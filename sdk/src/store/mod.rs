@@ -160,9 +160,11 @@ impl SessionStore for InMemoryProtocolStore {
     }
 }
 
-/// The conformance suite every store backend runs:
-/// `haven_sdk::store_conformance_tests!(|| make_store());` where `make_store(identity,
-/// registration_id)` returns a fresh [`ProtocolStore`]. Expands to a `conformance` test module.
+/// The conformance suite every store backend runs. Invoke it in a test module with a
+/// constructor `fn(IdentityKeyPair, u32 /* registration id */) -> impl ProtocolStore`, e.g.
+/// `haven_sdk::store_conformance_tests!(InMemoryProtocolStore::new);` (an SQLite store passes a
+/// closure opening a fresh temporary database). Expands to a `conformance` test module; the
+/// invoking crate needs `rand_chacha` and `rand_core` 0.10 as dev-dependencies.
 #[macro_export]
 macro_rules! store_conformance_tests {
     ($make:expr) => {
