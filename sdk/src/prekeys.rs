@@ -1,7 +1,7 @@
 //! Signed prekeys (X25519), one-time prekeys (X25519), signed ML-KEM-1024 prekeys (one-time and
 //! last-resort), the [`PreKeyBundle`] the relay stores and serves, and rotation policies.
 //!
-//! Every prekey signature covers `"Haven_PreKeySignature_v1" || type || id || public_key` where
+//! Every prekey signature covers `"Haven_PreKeySignature_v1" || IK || type || id || public_key` where
 //! `type` is [`KEY_TYPE_X25519`] or [`KEY_TYPE_ML_KEM_1024`]: a signature over one kind of key
 //! can never be replayed as a signature over the other kind (PQXDH §3.2 "EncodeEC / EncodeKEM").
 
@@ -72,11 +72,19 @@ pub enum PreKeyError {
     },
 }
 
-/// The byte string a prekey signature covers.
+/// The byte string a prekey signature covers:
+/// `"Haven_PreKeySignature_v1" || IK (64) || type || id || public_key`. Including the whole
+/// identity key binds its X25519 half (which nothing else signs) to the Ed25519 half.
 #[must_use]
-pub fn prekey_signature_message(key_type: u8, id: u32, public_key: &[u8]) -> Vec<u8> {
-    let mut m = Vec::with_capacity(PREKEY_SIGNATURE_CONTEXT.len() + 5 + public_key.len());
+pub fn prekey_signature_message(
+    identity: &IdentityKey,
+    key_type: u8,
+    id: u32,
+    public_key: &[u8],
+) -> Vec<u8> {
+    let mut m = Vec::with_capacity(PREKEY_SIGNATURE_CONTEXT.len() + 69 + public_key.len());
     m.extend_from_slice(PREKEY_SIGNATURE_CONTEXT);
+    m.extend_from_slice(&identity.to_bytes());
     m.push(key_type);
     m.extend_from_slice(&id.to_be_bytes());
     m.extend_from_slice(public_key);
@@ -114,6 +122,7 @@ impl SignedPreKey {
     ) -> Self {
         let public = PublicKey::from(&secret);
         let signature = identity.sign(&prekey_signature_message(
+            identity.public(),
             KEY_TYPE_X25519,
             id,
             public.as_bytes(),
@@ -318,6 +327,7 @@ impl KemPreKey {
     ) -> Self {
         let public = kem_public_from_seed(&seed);
         let signature = identity.sign(&prekey_signature_message(
+            identity.public(),
             KEY_TYPE_ML_KEM_1024,
             id,
             public.as_slice(),
@@ -506,6 +516,7 @@ impl PreKeyBundle {
     /// [`PreKeyError::BadSignedPreKeySignature`] / [`PreKeyError::BadKemPreKeySignature`].
     pub fn verify(&self) -> Result<(), PreKeyError> {
         let m = prekey_signature_message(
+            &self.identity_key,
             KEY_TYPE_X25519,
             self.signed_prekey_id,
             self.signed_prekey.as_bytes(),
@@ -516,6 +527,7 @@ impl PreKeyBundle {
                 id: self.signed_prekey_id,
             })?;
         let m = prekey_signature_message(
+            &self.identity_key,
             KEY_TYPE_ML_KEM_1024,
             self.kem_prekey_id,
             self.kem_prekey.as_slice(),
@@ -763,11 +775,16 @@ mod tests {
     fn signature_over_one_key_type_does_not_verify_as_the_other() {
         let (id, _, _, _) = fixture();
         let key = [9u8; 32];
-        let sig = id.sign(&prekey_signature_message(KEY_TYPE_X25519, 1, &key));
+        let sig = id.sign(&prekey_signature_message(
+            id.public(),
+            KEY_TYPE_X25519,
+            1,
+            &key,
+        ));
         assert!(
             id.public()
                 .verify(
-                    &prekey_signature_message(KEY_TYPE_ML_KEM_1024, 1, &key),
+                    &prekey_signature_message(id.public(), KEY_TYPE_ML_KEM_1024, 1, &key),
                     &sig
                 )
                 .is_err()

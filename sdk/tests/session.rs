@@ -519,6 +519,7 @@ fn low_order_signed_prekey_is_refused_even_if_signed() {
     let bob_id = b.store.identity_key_pair().unwrap();
     bundle.signed_prekey = x25519_dalek::PublicKey::from([0u8; 32]);
     bundle.signed_prekey_signature = bob_id.sign(&prekey_signature_message(
+        bob_id.public(),
         KEY_TYPE_X25519,
         bundle.signed_prekey_id,
         &[0u8; 32],
@@ -545,4 +546,67 @@ fn responder_refuses_prekey_message_from_changed_identity() {
         b.store.one_time_prekey(100).unwrap().is_some(),
         "nothing consumed"
     );
+}
+
+#[test]
+fn simultaneous_initiation_converges() {
+    let mut rng = ChaCha20Rng::from_seed([36; 32]);
+    let mut a = party(&mut rng, 5);
+    let mut b = party(&mut rng, 9);
+    let bundle_b = publish(&mut b, &mut rng, true, KemPreKeyKind::OneTime);
+    let bundle_a = publish(&mut a, &mut rng, true, KemPreKeyKind::OneTime);
+    let from_a = initiate(&mut a.store, &BOB, &bundle_b, b"a-first", &mut rng).unwrap();
+    let from_b = initiate(&mut b.store, &ALICE, &bundle_a, b"b-first", &mut rng).unwrap();
+    assert_eq!(
+        &*decrypt(&mut b.store, &ALICE, &from_a, &mut rng).unwrap(),
+        b"a-first"
+    );
+    assert_eq!(
+        &*decrypt(&mut a.store, &BOB, &from_b, &mut rng).unwrap(),
+        b"b-first"
+    );
+    for i in 0..4u8 {
+        let m = encrypt(&mut a.store, &BOB, &[i]).unwrap();
+        assert_eq!(&*decrypt(&mut b.store, &ALICE, &m, &mut rng).unwrap(), &[i]);
+        let r = encrypt(&mut b.store, &ALICE, &[i, i]).unwrap();
+        assert_eq!(
+            &*decrypt(&mut a.store, &BOB, &r, &mut rng).unwrap(),
+            &[i, i]
+        );
+    }
+    assert_eq!(
+        a.store
+            .load_session(&BOB)
+            .unwrap()
+            .unwrap()
+            .previous_count(),
+        1
+    );
+}
+
+#[test]
+fn archived_sessions_are_bounded() {
+    use haven_sdk::ratchet::session::MAX_ARCHIVED_SESSIONS;
+    let (mut a, mut b, mut rng, _) = setup(37);
+    for _ in 0..MAX_ARCHIVED_SESSIONS + 3 {
+        let bundle = publish(&mut b, &mut rng, false, KemPreKeyKind::LastResort);
+        initiate(&mut a.store, &BOB, &bundle, b"x", &mut rng).unwrap();
+    }
+    let rec = a.store.load_session(&BOB).unwrap().unwrap();
+    assert_eq!(rec.previous_count(), MAX_ARCHIVED_SESSIONS);
+}
+
+#[test]
+fn bundle_every_byte_tampered_is_caught() {
+    let (_a, _b, _rng, bundle) = setup(38);
+    let bytes = bundle.to_bytes();
+    // Unsigned by design (as in PQXDH): the registration and device ids (bytes 2..10, routing
+    // data) and the one-time prekey id and key (bytes 175..211). A relay able to alter those can
+    // equally withhold the one-time prekey; everything else is signed or structural.
+    for i in (0..bytes.len()).filter(|i| !(2..10).contains(i) && !(175..211).contains(i)) {
+        let mut t = bytes.clone();
+        t[i] ^= 0x01;
+        let ok = PreKeyBundle::from_bytes(&t).and_then(|b| b.verify());
+        assert!(ok.is_err(), "byte {i}");
+    }
 }

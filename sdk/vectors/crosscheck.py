@@ -48,13 +48,13 @@ def check_pqxdh():
         bundle = H(c["bundle"])
         kem_pk = bundle[-64 - 1568:-64]
         b = b"\x01\x20" + u32(c["bob_registration_id"]) + u32(c["bob_device_id"]) + bik
-        b += u32(c["bob_signed_prekey_id"]) + raw(spk) + be.sign(ctx + b"\x01" + u32(c["bob_signed_prekey_id"]) + raw(spk))
+        b += u32(c["bob_signed_prekey_id"]) + raw(spk) + be.sign(ctx + bik + b"\x01" + u32(c["bob_signed_prekey_id"]) + raw(spk))
         if c["with_one_time_prekey"]:
             opk = X25519PrivateKey.from_private_bytes(H(c["bob_one_time_prekey_secret"]))
             b += b"\x01" + u32(c["bob_one_time_prekey_id"]) + raw(opk)
         else:
             b += b"\x00"
-        b += u32(c["bob_kem_prekey_id"]) + kem_pk + be.sign(ctx + b"\x02" + u32(c["bob_kem_prekey_id"]) + kem_pk)
+        b += u32(c["bob_kem_prekey_id"]) + kem_pk + be.sign(ctx + bik + b"\x02" + u32(c["bob_kem_prekey_id"]) + kem_pk)
         assert b == bundle, "bundle"
         assert H(c["associated_data"]) == aik + bik
         # Ratchet part of the first message, from SK (§4.2, §4.3).
