@@ -871,3 +871,27 @@ mod tests {
         assert_eq!(big.to_generate(0), MAX_ONE_TIME_BATCH);
     }
 }
+
+#[cfg(test)]
+mod debug_tests {
+    use super::*;
+
+    #[test]
+    fn debug_of_private_records_is_redacted() {
+        let id = IdentityKeyPair::from_secret_bytes(&[1; 32], &[2; 32]);
+        let spk = SignedPreKey::from_secret(&id, 1, 0, StaticSecret::from([0xAB; 32]));
+        let otpk = OneTimePreKey::from_secret(2, StaticSecret::from([0xAB; 32]));
+        let kem = KemPreKey::from_seed(
+            &id,
+            3,
+            KemPreKeyKind::LastResort,
+            0,
+            Zeroizing::new([0xAB; 64]),
+        );
+        let s = format!("{spk:?}{otpk:?}{kem:?}").to_lowercase();
+        assert!(
+            !s.contains("ab, ") && !s.contains("abab") && !s.contains("171"),
+            "{s}"
+        );
+    }
+}

@@ -243,3 +243,59 @@ impl core::fmt::Debug for SessionMessage {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(ct_len: usize) -> RatchetMessage {
+        RatchetMessage {
+            ratchet_key: PublicKey::from([9u8; 32]),
+            previous_counter: 3,
+            counter: 4,
+            ciphertext: vec![0xAB; ct_len],
+        }
+    }
+
+    #[test]
+    fn roundtrip_and_size_limits() {
+        let m = msg(TAG_LEN + 5);
+        assert_eq!(RatchetMessage::from_bytes(&m.to_bytes()).unwrap(), m);
+        assert_eq!(
+            RatchetMessage::from_bytes(&msg(TAG_LEN - 1).to_bytes()),
+            Err(RatchetError::Malformed)
+        );
+        let max = msg(MAX_PLAINTEXT_LEN + TAG_LEN);
+        assert!(RatchetMessage::from_bytes(&max.to_bytes()).is_ok());
+        assert_eq!(
+            RatchetMessage::from_bytes(&msg(MAX_PLAINTEXT_LEN + TAG_LEN + 1).to_bytes()),
+            Err(RatchetError::MessageTooLarge {
+                len: MAX_PLAINTEXT_LEN + 1,
+                max: MAX_PLAINTEXT_LEN
+            })
+        );
+    }
+
+    #[test]
+    fn version_type_and_key_checks() {
+        let mut b = msg(TAG_LEN).to_bytes();
+        b[0] = 2;
+        assert_eq!(
+            SessionMessage::from_bytes(&b),
+            Err(RatchetError::UnsupportedVersion)
+        );
+        let mut b = msg(TAG_LEN).to_bytes();
+        b[33] |= 0x80; // non-canonical ratchet key
+        assert_eq!(RatchetMessage::from_bytes(&b), Err(RatchetError::Malformed));
+        assert_eq!(
+            SessionMessage::from_bytes(&[1]),
+            Err(RatchetError::Malformed)
+        );
+    }
+
+    #[test]
+    fn debug_shows_no_ciphertext() {
+        let s = format!("{:?}", msg(TAG_LEN));
+        assert!(!s.to_lowercase().contains("abab"), "{s}");
+    }
+}
