@@ -610,3 +610,21 @@ fn bundle_every_byte_tampered_is_caught() {
         assert!(ok.is_err(), "byte {i}");
     }
 }
+
+#[test]
+fn exhausted_sending_chain_is_typed() {
+    use haven_sdk::ratchet::session::Session;
+    let (a, _b, _rng) = established(39);
+    let rec = a.store.load_session(&BOB).unwrap().unwrap();
+    let mut bytes = rec.current().unwrap().to_bytes().to_vec();
+    // Session pickle (PROTOCOL.md §4.7): Ns sits after version/type, 2 identities, AD, EK_A, RK,
+    // DHs secret, the has_CKs flag and CKs.
+    let ns = 2 + 64 + 64 + 128 + 32 + 32 + 32 + 1 + 32;
+    assert_eq!(bytes[ns - 33], 1, "has sending chain");
+    bytes[ns..ns + 4].copy_from_slice(&u32::MAX.to_be_bytes());
+    let mut s = Session::from_bytes(&bytes).unwrap();
+    assert_eq!(
+        s.ratchet_encrypt(b"x").unwrap_err(),
+        RatchetError::ChainExhausted
+    );
+}
