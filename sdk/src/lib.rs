@@ -1,1 +1,35 @@
 //! Haven's client-side cryptographic core (sans-I/O).
+//!
+//! No network, disk, clock or OS randomness: operations take `now` (unix **seconds**, `u64`)
+//! and an `rng: &mut impl rand_core::CryptoRng` as arguments, so the core is deterministic under
+//! test and compiles to `wasm32-unknown-unknown`. Wire formats are specified in
+//! `docs/PROTOCOL.md`.
+//!
+//! Session crypto (§§1–6): [`identity`], [`prekeys`], [`pqxdh`], [`ratchet`],
+//! [`session_cipher`] (the high-level API), [`sealed_sender`], [`safety_number`](mod@safety_number), [`store`],
+//! [`snapshot`]. Low-level functions whose docs start with "hazmat:" exist for test vectors.
+
+mod encoding;
+pub mod identity;
+pub mod pqxdh;
+pub mod prekeys;
+pub mod ratchet;
+pub mod safety_number;
+pub mod sealed_sender;
+pub mod session_cipher;
+pub mod snapshot;
+pub mod store;
+
+pub use identity::{IdentityKey, IdentityKeyPair};
+pub use prekeys::{
+    KemPreKey, KemPreKeyKind, OneTimePreKey, OneTimePreKeyPolicy, PreKeyBundle, SignedPreKey,
+    SignedPreKeyPolicy,
+};
+pub use ratchet::session::{Session, SessionRecord};
+pub use safety_number::safety_number;
+pub use sealed_sender::{OpenedEnvelope, SenderCertificate, open_sealed, seal_sender};
+pub use session_cipher::{SessionError, decrypt, encrypt, initiate};
+pub use snapshot::StorageKey;
+pub use store::{
+    DeviceAddress, IdentityStore, InMemoryProtocolStore, PreKeyStore, ProtocolStore, SessionStore,
+};

@@ -1,0 +1,126 @@
+#!/usr/bin/env python3
+"""Independent re-implementation (from docs/PROTOCOL.md only) of the parts of the session vectors
+that do not need ML-KEM: bundle encoding and signatures, the ratchet part of the PQXDH first
+message (given SK), ratchet KDFs, sealed sender, safety numbers. Needs `cryptography`.
+Run: python3 sdk/vectors/crosscheck.py"""
+import hashlib, hmac, json, os
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+D = os.path.dirname(os.path.abspath(__file__))
+H = bytes.fromhex
+raw = lambda k: k.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+xpub = lambda b: X25519PublicKey.from_public_bytes(b)
+u32 = lambda n: n.to_bytes(4, "big")
+load = lambda n: json.load(open(os.path.join(D, n + ".json")))
+
+
+def hkdf(salt, ikm, info, n):
+    return HKDF(hashes.SHA256(), n, salt, info).derive(ikm)
+
+
+def ident(ed, x):
+    e = Ed25519PrivateKey.from_private_bytes(H(ed))
+    xk = X25519PrivateKey.from_private_bytes(H(x))
+    return e, xk, raw(e) + raw(xk)
+
+
+def kdf_rk(rk, dh):
+    okm = hkdf(rk, dh, b"Haven_Ratchet_Root_v1", 64)
+    return okm[:32], okm[32:]
+
+
+def mk_cipher(mk):
+    okm = hkdf(bytes(32), mk, b"Haven_Ratchet_MessageKeys_v1", 44)
+    return ChaCha20Poly1305(okm[:32]), okm[32:]
+
+
+def check_pqxdh():
+    for c in load("pqxdh")["cases"]:
+        ae, ax, aik = ident(c["alice_identity_ed25519_seed"], c["alice_identity_x25519_secret"])
+        be, bx, bik = ident(c["bob_identity_ed25519_seed"], c["bob_identity_x25519_secret"])
+        spk = X25519PrivateKey.from_private_bytes(H(c["bob_signed_prekey_secret"]))
+        ctx = b"Haven_PreKeySignature_v1"
+        bundle = H(c["bundle"])
+        kem_pk = bundle[-64 - 1568:-64]
+        b = b"\x01\x20" + u32(c["bob_registration_id"]) + u32(c["bob_device_id"]) + bik
+        b += u32(c["bob_signed_prekey_id"]) + raw(spk) + be.sign(ctx + bik + b"\x01" + u32(c["bob_signed_prekey_id"]) + raw(spk))
+        if c["with_one_time_prekey"]:
+            opk = X25519PrivateKey.from_private_bytes(H(c["bob_one_time_prekey_secret"]))
+            b += b"\x01" + u32(c["bob_one_time_prekey_id"]) + raw(opk)
+        else:
+            b += b"\x00"
+        b += u32(c["bob_kem_prekey_id"]) + kem_pk + be.sign(ctx + bik + b"\x02" + u32(c["bob_kem_prekey_id"]) + kem_pk)
+        assert b == bundle, "bundle"
+        assert H(c["associated_data"]) == aik + bik
+        # Ratchet part of the first message, from SK (§4.2, §4.3).
+        sk = H(c["sk"])
+        ra = X25519PrivateKey.from_private_bytes(H(c["alice_first_ratchet_secret"]))
+        ek = X25519PrivateKey.from_private_bytes(H(c["alice_ephemeral_secret"]))
+        rk, cks = kdf_rk(sk, ra.exchange(xpub(raw(spk))))
+        mk = hmac.new(cks, b"\x01", hashlib.sha256).digest()
+        header = b"\x01\x01" + raw(ra) + u32(0) + u32(0)
+        cipher, nonce = mk_cipher(mk)
+        ct = cipher.encrypt(nonce, H(c["plaintext"]), aik + bik + header)
+        msg = H(c["prekey_message"])
+        prefix = b"\x01\x02" + aik + raw(ek) + u32(c["bob_signed_prekey_id"])
+        prefix += (b"\x01" + u32(c["bob_one_time_prekey_id"])) if c["with_one_time_prekey"] else b"\x00"
+        prefix += u32(c["bob_kem_prekey_id"])
+        assert msg.startswith(prefix), "prekey message prefix"
+        assert msg[len(prefix) + 1568:] == header + ct, "embedded ratchet message"
+    print("pqxdh: bundle, AD and first ratchet message ok (SK taken from the vector)")
+
+
+def check_ratchet_kdfs():
+    v = load("ratchet")
+    r = v["kdf_rk"]
+    assert kdf_rk(H(r["root_key"]), H(r["dh_out"])) == (H(r["next_root_key"]), H(r["chain_key"]))
+    k = v["kdf_ck"]
+    assert hmac.new(H(k["chain_key"]), b"\x01", hashlib.sha256).digest() == H(k["message_key_seed"])
+    assert hmac.new(H(k["chain_key"]), b"\x02", hashlib.sha256).digest() == H(k["next_chain_key"])
+    print("ratchet KDFs ok")
+
+
+def check_sealed_sender():
+    v = load("sealed_sender")
+    ae, ax, aik = ident(v["sender_identity_ed25519_seed"], v["sender_identity_x25519_secret"])
+    be, bx, bik = ident(v["recipient_identity_ed25519_seed"], v["recipient_identity_x25519_secret"])
+    relay = Ed25519PrivateKey.from_private_bytes(H(v["relay_ed25519_seed"]))
+    body = b"\x01\x40" + H(v["sender_account_id"]) + u32(v["sender_device_id"]) + aik + v["expires"].to_bytes(8, "big")
+    cert = body + relay.sign(b"Haven_SenderCertificate_v1" + body)
+    assert cert.hex() == v["certificate"], "certificate"
+    e = X25519PrivateKey.from_private_bytes(H(v["ephemeral_secret"]))
+    hdr = b"\x01\x41" + raw(e)
+    okm1 = hkdf(bik + raw(e), e.exchange(xpub(bik[32:])), b"Haven_SealedSender_Ephemeral_v1", 76)
+    sct = ChaCha20Poly1305(okm1[32:64]).encrypt(okm1[64:76], aik, hdr)
+    okm2 = hkdf(okm1[:32] + sct, ax.exchange(xpub(bik[32:])), b"Haven_SealedSender_Static_v1", 44)
+    content = H(v["content"])
+    inner = b"\x01" + bytes([v["content_type"]]) + u32(len(cert)) + cert + u32(len(content)) + content
+    mct = ChaCha20Poly1305(okm2[:32]).encrypt(okm2[32:44], inner, hdr)
+    assert (hdr + sct + mct).hex() == v["envelope"], "envelope"
+    print("sealed sender ok")
+
+
+def check_safety_number():
+    for c in load("safety_number")["cases"]:
+        def digits(i, k):
+            k = H(k)
+            h = hashlib.sha512(b"\x00\x01" + k + H(i)).digest()
+            for _ in range(5200):
+                h = hashlib.sha512(h + k).digest()
+            return "".join("%05d" % (int.from_bytes(h[5 * j:5 * j + 5], "big") % 100000) for j in range(6))
+        a = digits(c["local_stable_id"], c["local_identity_key"])
+        b = digits(c["remote_stable_id"], c["remote_identity_key"])
+        assert (a, b) == (c["local_digits"], c["remote_digits"])
+        assert min(a, b) + max(a, b) == c["safety_number"]
+    print("safety numbers ok")
+
+
+check_pqxdh()
+check_ratchet_kdfs()
+check_sealed_sender()
+check_safety_number()
