@@ -107,13 +107,13 @@ impl AttachmentKey {
 }
 
 /// The stream cipher state derived from an [`AttachmentKey`].
-struct StreamKeys {
+pub(crate) struct StreamKeys {
     aead: ChaCha20Poly1305,
-    nonce_prefix: [u8; NONCE_PREFIX_LEN],
+    pub(crate) nonce_prefix: [u8; NONCE_PREFIX_LEN],
 }
 
 impl StreamKeys {
-    fn derive(key: &AttachmentKey) -> Self {
+    pub(crate) fn derive(key: &AttachmentKey) -> Self {
         let mut okm = Zeroizing::new([0u8; 32 + NONCE_PREFIX_LEN]);
         // 39 bytes is far below HKDF-SHA-256's 8160-byte limit, so expand cannot fail.
         let _ = Hkdf::<Sha256>::new(None, key.as_bytes()).expand(INFO, okm.as_mut_slice());

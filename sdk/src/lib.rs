@@ -12,6 +12,15 @@ pub mod groups;
 pub mod padding;
 pub mod store;
 
+#[cfg(test)]
+mod vectors;
+
 pub use attachment::{AttachmentDecryptor, AttachmentEncryptor, AttachmentError, AttachmentKey};
 
+pub use diary::{DiaryError, DiaryKeys, KdfParams, RecoveryCode, WrappedKeyBundle};
+pub use groups::{
+    DistributionId, GroupError, GroupSenderSession, SenderKeyDistributionMessage, SenderKeyMessage,
+    SenderKeyRecord,
+};
 pub use padding::{PaddingError, pad, unpad};
+pub use store::sender_keys::{InMemorySenderKeyStore, SenderKeyName, SenderKeyStore};
