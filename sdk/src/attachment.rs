@@ -523,3 +523,104 @@ impl AttachmentDecryptor {
         Ok(out)
     }
 }
+
+/// `std::io` adapters around the incremental encryptor and decryptor. They only move bytes
+/// between the caller's reader/writer and the core; the core itself performs no I/O.
+#[cfg(feature = "std")]
+pub mod io {
+    use std::io::{self, Read, Write};
+
+    use super::{AttachmentDecryptor, AttachmentEncryptor, AttachmentError, CHUNK_LEN, DIGEST_LEN};
+
+    fn to_io(e: AttachmentError) -> io::Error {
+        io::Error::new(io::ErrorKind::InvalidData, e)
+    }
+
+    /// Encrypts everything written to it into `inner`. Call [`finish`](Self::finish) at the end.
+    pub struct EncryptingWriter<W: Write> {
+        enc: AttachmentEncryptor,
+        inner: W,
+    }
+
+    impl<W: Write> EncryptingWriter<W> {
+        /// Wraps `inner`; `enc` must be fresh.
+        pub fn new(enc: AttachmentEncryptor, inner: W) -> Self {
+            Self { enc, inner }
+        }
+
+        /// Writes the padding chunks and returns the writer and the blob digest.
+        ///
+        /// # Errors
+        /// Write errors of `inner`, or `InvalidData` if fewer bytes than announced were written.
+        pub fn finish(mut self) -> io::Result<(W, [u8; DIGEST_LEN])> {
+            let mut tail = self.enc.finish_streaming().map_err(to_io)?;
+            while let Some(chunk) = tail.next_chunk().map_err(to_io)? {
+                self.inner.write_all(&chunk)?;
+            }
+            let digest = tail
+                .digest()
+                .ok_or_else(|| to_io(AttachmentError::Poisoned))?;
+            Ok((self.inner, digest))
+        }
+    }
+
+    impl<W: Write> Write for EncryptingWriter<W> {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            let out = self.enc.push(buf).map_err(to_io)?;
+            self.inner.write_all(&out)?;
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            self.inner.flush()
+        }
+    }
+
+    /// Reads a blob from `inner` and yields verified plaintext.
+    pub struct DecryptingReader<R: Read> {
+        dec: Option<AttachmentDecryptor>,
+        inner: R,
+        out: Vec<u8>,
+        pos: usize,
+        buf: Vec<u8>,
+    }
+
+    impl<R: Read> DecryptingReader<R> {
+        /// Wraps `inner`.
+        pub fn new(dec: AttachmentDecryptor, inner: R) -> Self {
+            Self {
+                dec: Some(dec),
+                inner,
+                out: Vec::new(),
+                pos: 0,
+                buf: vec![0; CHUNK_LEN],
+            }
+        }
+    }
+
+    impl<R: Read> Read for DecryptingReader<R> {
+        fn read(&mut self, dst: &mut [u8]) -> io::Result<usize> {
+            loop {
+                if let Some(avail) = self.out.get(self.pos..).filter(|a| !a.is_empty()) {
+                    let n = avail.len().min(dst.len());
+                    dst[..n].copy_from_slice(&avail[..n]);
+                    self.pos += n;
+                    return Ok(n);
+                }
+                let Some(dec) = self.dec.as_mut() else {
+                    return Ok(0);
+                };
+                let n = self.inner.read(&mut self.buf)?;
+                self.pos = 0;
+                self.out = if n == 0 {
+                    match self.dec.take() {
+                        Some(dec) => dec.finish().map_err(to_io)?,
+                        None => Vec::new(),
+                    }
+                } else {
+                    dec.push(&self.buf[..n]).map_err(to_io)?
+                };
+            }
+        }
+    }
+}

@@ -258,3 +258,32 @@ proptest! {
         let _ = decrypt(&key(1), &bytes, [0; 32], split);
     }
 }
+
+#[test]
+fn io_adapters_round_trip_and_reject_tampering() {
+    use haven_sdk::attachment::io::{DecryptingReader, EncryptingWriter};
+    use std::io::{Read, Write};
+    let k = key(11);
+    let pt = data(2 * CHUNK_LEN + 12345);
+    let mut w = EncryptingWriter::new(
+        AttachmentEncryptor::new(&k, pt.len() as u64).unwrap(),
+        Vec::new(),
+    );
+    for part in pt.chunks(10_000) {
+        w.write_all(part).unwrap();
+    }
+    let (blob, digest) = w.finish().unwrap();
+    let mut out = Vec::new();
+    DecryptingReader::new(AttachmentDecryptor::new(&k, digest), blob.as_slice())
+        .read_to_end(&mut out)
+        .unwrap();
+    assert_eq!(out, pt);
+    let mut bad = blob.clone();
+    bad[100] ^= 1;
+    let mut out = Vec::new();
+    let err = DecryptingReader::new(AttachmentDecryptor::new(&k, digest), bad.as_slice())
+        .read_to_end(&mut out)
+        .unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::InvalidData);
+    assert!(out.is_empty());
+}
