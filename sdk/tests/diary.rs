@@ -263,3 +263,40 @@ fn decoders_never_panic_on_prefixes() {
         assert!(RecoveryCode::parse(s).is_err());
     }
 }
+
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+        #[test]
+        fn bundle_and_code_decoders_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..1400), s in ".{0,60}") {
+            let _ = WrappedKeyBundle::from_bytes(&bytes);
+            let _ = RecoveryCode::parse(&s);
+        }
+
+        #[test]
+        fn recovery_code_text_round_trips(seed in any::<u8>()) {
+            let code = RecoveryCode::generate(&mut rng(seed));
+            let text = code.to_text();
+            prop_assert_eq!(text.len(), 39);
+            let again = RecoveryCode::parse(&text).unwrap();
+            prop_assert_eq!(&*again.to_text(), &*text);
+        }
+    }
+
+    #[test]
+    fn item_decrypt_never_panics_on_garbage() {
+        let (keys, _, _) = DiaryKeys::create(b"pw", FAST, &mut rng(9)).unwrap();
+        let mut r = rng(10);
+        for n in 0..300usize {
+            let mut garbage = vec![0u8; n];
+            rand_core::Rng::fill_bytes(&mut r, &mut garbage);
+            if let Some(b) = garbage.first_mut() {
+                *b = 1;
+            }
+            assert!(keys.decrypt_item(&C1, &I1, 0, &garbage).is_err());
+        }
+    }
+}

@@ -337,7 +337,8 @@ impl GroupSenderSession {
         s
     }
 
-    /// Builds a session from explicit values (deterministic tests and vectors).
+    /// hazmat: builds a session from explicit key material, for deterministic tests and
+    /// vectors. Re-using a (chain key, iteration) pair re-uses AEAD nonces; use [`Self::new`].
     #[must_use]
     pub fn from_parts(
         distribution_id: DistributionId,
