@@ -608,7 +608,11 @@ impl SenderKeyRecord {
             msg.chain_id,
             msg.iteration,
         );
-        let body_len = msg.ciphertext.len() - TAG_LEN; // from_bytes guarantees >= TAG_LEN
+        let body_len = msg
+            .ciphertext
+            .len()
+            .checked_sub(TAG_LEN)
+            .ok_or(GroupError::Malformed)?;
         let (body, tag) = msg.ciphertext.split_at(body_len);
         let tag = Tag::try_from(tag).map_err(|_| GroupError::Malformed)?;
         let mut plaintext = body.to_vec();
