@@ -5,3 +5,5 @@
 
 /// Version of the relay HTTP API, carried in the `/v1` path prefix.
 pub const API_VERSION: u32 = 1;
+
+pub mod padding;

@@ -7,10 +7,18 @@
 //!
 //! Session crypto (§§1–6): [`identity`], [`prekeys`], [`pqxdh`], [`ratchet`],
 //! [`session_cipher`] (the high-level API), [`sealed_sender`], [`safety_number`](mod@safety_number), [`store`],
-//! [`snapshot`]. Low-level functions whose docs start with "hazmat:" exist for test vectors.
+//! [`snapshot`]. Data crypto (§§7–10): [`padding`], [`groups`], [`diary`], [`attachment`].
+//! Low-level functions whose docs start with "hazmat:" exist for test vectors.
+#![cfg_attr(not(feature = "std"), no_std)]
 
+extern crate alloc;
+
+pub mod attachment;
+pub mod diary;
 mod encoding;
+pub mod groups;
 pub mod identity;
+pub mod padding;
 pub mod pqxdh;
 pub mod prekeys;
 pub mod ratchet;
@@ -20,7 +28,17 @@ pub mod session_cipher;
 pub mod snapshot;
 pub mod store;
 
+#[cfg(test)]
+mod vectors;
+
+pub use attachment::{AttachmentDecryptor, AttachmentEncryptor, AttachmentError, AttachmentKey};
+pub use diary::{DiaryError, DiaryKeys, KdfParams, RecoveryCode, WrappedKeyBundle};
+pub use groups::{
+    DistributionId, GroupError, GroupSenderSession, SenderKeyDistributionMessage, SenderKeyMessage,
+    SenderKeyRecord,
+};
 pub use identity::{IdentityKey, IdentityKeyPair};
+pub use padding::{PaddingError, pad, unpad};
 pub use prekeys::{
     KemPreKey, KemPreKeyKind, OneTimePreKey, OneTimePreKeyPolicy, PreKeyBundle, SignedPreKey,
     SignedPreKeyPolicy,
@@ -30,6 +48,7 @@ pub use safety_number::safety_number;
 pub use sealed_sender::{OpenedEnvelope, SenderCertificate, open_sealed, seal_sender};
 pub use session_cipher::{SessionError, decrypt, encrypt, initiate};
 pub use snapshot::StorageKey;
+pub use store::sender_keys::{InMemorySenderKeyStore, SenderKeyName, SenderKeyStore};
 pub use store::{
     DeviceAddress, IdentityStore, InMemoryProtocolStore, PreKeyStore, ProtocolStore, SessionStore,
 };

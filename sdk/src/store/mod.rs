@@ -5,10 +5,12 @@
 
 pub mod identity;
 pub mod prekeys;
+pub mod sender_keys;
 pub mod sessions;
 
 pub use identity::{IdentityChange, IdentityStore, InMemoryIdentityStore};
 pub use prekeys::{InMemoryPreKeyStore, PreKeyStore};
+pub use sender_keys::{InMemorySenderKeyStore, SenderKeyName, SenderKeyStore};
 pub use sessions::{InMemorySessionStore, SessionStore};
 
 /// Errors any store may return.

@@ -1,0 +1,265 @@
+//! Deterministic test vectors (`sdk/vectors/*.json`): every input and output in hex. The
+//! normal tests recompute each file and compare; `HAVEN_WRITE_VECTORS=1 cargo test -p haven-sdk
+//! vectors -- --ignored` rewrites them.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use serde_json::{Value, json};
+
+use crate::attachment::{AttachmentDecryptor, AttachmentEncryptor, AttachmentKey, StreamKeys};
+use crate::diary::{
+    self, COLLECTION_INFO, DiaryKeys, ITEM_INFO, KdfParams, PasswordSlotInputs,
+    RECOVERY_WRAP_LABEL, RecoveryCode, WrappedKeyBundle,
+};
+use crate::groups::{
+    DistributionId, GroupSenderSession, SenderKeyDistributionMessage, SenderKeyRecord, chain_step,
+    message_key_and_nonce,
+};
+use crate::padding;
+use haven_protocol::padding as buckets;
+
+fn h(b: &[u8]) -> String {
+    hex::encode(b)
+}
+
+fn arr<const N: usize>(start: u8) -> [u8; N] {
+    core::array::from_fn(|i| start.wrapping_add(i as u8))
+}
+
+fn pattern(n: usize) -> Vec<u8> {
+    (0..n).map(|i| (i % 251) as u8).collect()
+}
+
+fn padding_vectors() -> Value {
+    let sizes = [
+        0u64,
+        1,
+        100,
+        255,
+        256,
+        500,
+        511,
+        512,
+        1000,
+        4095,
+        65535,
+        65536,
+        1_000_000,
+        123_456_789,
+        1 << 32,
+    ];
+    let buckets_v: Vec<Value> = sizes
+        .iter()
+        .map(|&n| {
+            let p = buckets::padded_len(n).unwrap();
+            json!({"n": n, "padded_len": p, "is_bucket_n": buckets::is_bucket_size(n)})
+        })
+        .collect();
+    let blobs: Vec<Value> = [0u64, 1, 65527, 65528, 65536, 3 << 20]
+        .iter()
+        .map(|&n| {
+            let p = buckets::attachment_padded_len(n).unwrap();
+            json!({"plaintext_len": n, "attachment_padded_len": p,
+                "ciphertext_len": buckets::attachment_ciphertext_len(p).unwrap()})
+        })
+        .collect();
+    let pads: Vec<Value> = [&b""[..], b"hi", &[0x80, 0][..]]
+        .iter()
+        .map(|p| json!({"payload": h(p), "padded": h(&padding::pad(p).unwrap())}))
+        .collect();
+    json!({"description": "Padmé buckets with MIN_BUCKET 256 (PROTOCOL.md §7)",
+        "buckets": buckets_v, "attachment_sizes": blobs, "pad": pads})
+}
+
+fn sender_key_vectors() -> Value {
+    let dist = arr::<16>(0xd0);
+    let chain_key = arr::<32>(0x10);
+    let seed = arr::<32>(0x40);
+    let chain_id = 0x0102_0304u32;
+    let mut s = GroupSenderSession::from_parts(DistributionId(dist), chain_id, 0, chain_key, seed);
+    let skdm = s.distribution_message().to_bytes();
+    let mut ck = zeroize::Zeroizing::new(chain_key);
+    let mut msgs = Vec::new();
+    for (i, pt) in [&b"hello group"[..], b"", b"third"].iter().enumerate() {
+        let (mk_seed, next) = chain_step(&ck);
+        let (key, nonce) = message_key_and_nonce(&mk_seed);
+        msgs.push(json!({"iteration": i, "chain_key": h(ck.as_slice()),
+            "message_key_seed": h(mk_seed.as_slice()), "aead_key": h(key.as_slice()),
+            "aead_nonce": h(&nonce), "plaintext": h(pt), "message": h(&s.encrypt(pt).unwrap())}));
+        ck = next;
+    }
+    json!({"description": "Sender keys (PROTOCOL.md §8)", "distribution_id": h(&dist),
+        "chain_id": chain_id, "initial_chain_key": h(&chain_key), "signing_seed": h(&seed),
+        "signing_public": h(&skdm[58..]), "distribution_message": h(&skdm), "messages": msgs})
+}
+
+fn diary_vectors() -> Value {
+    let master = arr::<32>(0x00);
+    let password = b"correct horse battery staple";
+    let params = KdfParams::MIN;
+    let pw_salt = arr::<16>(0x20);
+    let pw_nonce = arr::<24>(0x30);
+    let rec_salt = arr::<16>(0x50);
+    let entries = [
+        (arr::<16>(0x60), arr::<24>(0x70)),
+        (arr::<16>(0x90), arr::<24>(0xa0)),
+    ];
+    let keys = DiaryKeys::from_master(master);
+    let password_slot = keys
+        .password_slot(
+            password,
+            params,
+            &PasswordSlotInputs {
+                salt: pw_salt,
+                nonce: pw_nonce,
+            },
+        )
+        .unwrap();
+    let bundle = WrappedKeyBundle {
+        password: password_slot,
+        recovery_salt: rec_salt,
+        recovery: keys.recovery_slots_from(rec_salt, &entries),
+    };
+    let kek = diary::password_kek(password, &pw_salt, &params).unwrap();
+    let codes: Vec<Value> = entries
+        .iter()
+        .map(|(e, n)| {
+            json!({"entropy": h(e), "nonce": h(n),
+                "text": RecoveryCode::from_entropy(*e).to_text().as_str(),
+                "kek": h(diary::hkdf32(Some(&rec_salt), e, &[RECOVERY_WRAP_LABEL]).as_slice())})
+        })
+        .collect();
+    let collection = arr::<16>(0xc0);
+    let item = arr::<16>(0xe0);
+    let item_nonce = arr::<24>(0xf0);
+    let plaintext = b"Dear diary, today I wrote test vectors.";
+    let ck = diary::hkdf32(None, &master, &[COLLECTION_INFO, &collection]);
+    let ik = diary::hkdf32(None, ck.as_slice(), &[ITEM_INFO, &item]);
+    let ct = keys
+        .encrypt_item_with_nonce(&collection, &item, 42, plaintext, item_nonce)
+        .unwrap();
+    json!({"description": "Diary key hierarchy (PROTOCOL.md §9)", "master_key": h(&master),
+        "password": h(password), "kdf_params": {"m_cost_kib": params.m_cost_kib,
+        "t_cost": params.t_cost, "p_cost": params.p_cost}, "password_salt": h(&pw_salt),
+        "password_nonce": h(&pw_nonce), "password_kek": h(kek.as_slice()),
+        "recovery_salt": h(&rec_salt), "recovery_codes": codes, "bundle": h(&bundle.to_bytes()),
+        "collection_id": h(&collection), "collection_key": h(ck.as_slice()), "item_id": h(&item),
+        "item_key": h(ik.as_slice()), "revision": 42, "item_nonce": h(&item_nonce),
+        "item_plaintext": h(plaintext), "item_ciphertext": h(&ct)})
+}
+
+fn attachment_vectors() -> Value {
+    let cases: Vec<Value> = [(0usize, 0x01u8), (100, 0x02), (65_536, 0x03)]
+        .iter()
+        .map(|&(n, k)| {
+            let key = AttachmentKey::from_bytes(arr::<32>(k));
+            let sk = StreamKeys::derive(&key);
+            let mut enc = AttachmentEncryptor::new(&key, n as u64).unwrap();
+            let mut blob = enc.push(&pattern(n)).unwrap();
+            let (tail, digest) = enc.finish().unwrap();
+            blob.extend(tail);
+            let mut v = json!({"key": h(key.as_bytes()), "nonce_prefix": h(&sk.nonce_prefix),
+                "plaintext_len": n, "blob_len": blob.len(), "blob_sha256": h(&digest)});
+            if n <= 100 {
+                v["blob"] = json!(h(&blob));
+            } else {
+                v["blob_last_64"] = json!(h(&blob[blob.len() - 64..]));
+            }
+            v
+        })
+        .collect();
+    json!({"description": "Attachment stream (PROTOCOL.md §10); plaintext byte i = i mod 251",
+        "cases": cases})
+}
+
+fn build(name: &str) -> Value {
+    match name {
+        "padding" => padding_vectors(),
+        "sender_keys" => sender_key_vectors(),
+        "diary" => diary_vectors(),
+        "attachment" => attachment_vectors(),
+        _ => panic!("unknown vector set {name}"),
+    }
+}
+
+const NAMES: [&str; 4] = ["padding", "sender_keys", "diary", "attachment"];
+
+fn path(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("vectors")
+        .join(format!("{name}.json"))
+}
+
+fn load(name: &str) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(path(name)).unwrap()).unwrap()
+}
+
+fn unhex(v: &Value) -> Vec<u8> {
+    hex::decode(v.as_str().unwrap()).unwrap()
+}
+
+#[test]
+#[ignore = "writes sdk/vectors; run with HAVEN_WRITE_VECTORS=1"]
+fn generate_vectors() {
+    if std::env::var("HAVEN_WRITE_VECTORS").is_err() {
+        return;
+    }
+    for name in NAMES {
+        let text = serde_json::to_string_pretty(&build(name)).unwrap() + "\n";
+        std::fs::write(path(name), text).unwrap();
+    }
+}
+
+#[test]
+fn vectors_match_committed_files() {
+    for name in NAMES {
+        assert_eq!(
+            build(name),
+            load(name),
+            "vector set {name} differs from sdk/vectors/{name}.json"
+        );
+    }
+}
+
+#[test]
+fn vectors_decrypt() {
+    let sk = load("sender_keys");
+    let skdm =
+        SenderKeyDistributionMessage::from_bytes(&unhex(&sk["distribution_message"])).unwrap();
+    let mut record = SenderKeyRecord::new(&skdm);
+    for m in sk["messages"].as_array().unwrap().iter().rev() {
+        assert_eq!(
+            record.decrypt(&unhex(&m["message"])).unwrap(),
+            unhex(&m["plaintext"])
+        );
+    }
+
+    let d = load("diary");
+    let bundle = WrappedKeyBundle::from_bytes(&unhex(&d["bundle"])).unwrap();
+    let keys = DiaryKeys::unlock_with_password(&bundle, &unhex(&d["password"])).unwrap();
+    let coll: [u8; 16] = unhex(&d["collection_id"]).try_into().unwrap();
+    let item: [u8; 16] = unhex(&d["item_id"]).try_into().unwrap();
+    let pt = keys
+        .decrypt_item(&coll, &item, 42, &unhex(&d["item_ciphertext"]))
+        .unwrap();
+    assert_eq!(*pt, unhex(&d["item_plaintext"]));
+    for c in d["recovery_codes"].as_array().unwrap() {
+        let k = DiaryKeys::unlock_with_recovery_code(&bundle, c["text"].as_str().unwrap()).unwrap();
+        assert!(
+            k.decrypt_item(&coll, &item, 42, &unhex(&d["item_ciphertext"]))
+                .is_ok()
+        );
+    }
+
+    let a = load("attachment");
+    for c in a["cases"].as_array().unwrap() {
+        if c.get("blob").is_none() {
+            continue;
+        }
+        let key = AttachmentKey::from_bytes(unhex(&c["key"]).try_into().unwrap());
+        let digest: [u8; 32] = unhex(&c["blob_sha256"]).try_into().unwrap();
+        let mut dec = AttachmentDecryptor::new(&key, digest);
+        let mut out = dec.push(&unhex(&c["blob"])).unwrap();
+        out.extend(dec.finish().unwrap());
+        assert_eq!(out, pattern(c["plaintext_len"].as_u64().unwrap() as usize));
+    }
+}
