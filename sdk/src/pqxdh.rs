@@ -63,33 +63,8 @@ pub enum PqxdhError {
     },
 }
 
-/// The initiator's random inputs, explicit so vectors can fix them.
-pub struct InitiatorRandomness {
-    /// Ephemeral key `EK_A` (also the session's base key).
-    pub ephemeral: StaticSecret,
-    /// ML-KEM encapsulation randomness `m` (FIPS 203 `Encaps_internal`).
-    pub kem_m: Zeroizing<[u8; 32]>,
-    /// First sending ratchet key pair.
-    pub ratchet: StaticSecret,
-}
-
-impl InitiatorRandomness {
-    /// Draws all three from `rng`.
-    pub fn generate<R: CryptoRng + ?Sized>(rng: &mut R) -> Self {
-        let ephemeral = StaticSecret::random_from_rng(rng);
-        let mut kem_m = Zeroizing::new([0u8; 32]);
-        rng.fill_bytes(kem_m.as_mut());
-        let ratchet = StaticSecret::random_from_rng(rng);
-        Self {
-            ephemeral,
-            kem_m,
-            ratchet,
-        }
-    }
-}
-
 /// Derives `SK` from the DH outputs and the KEM shared secret.
-fn derive_sk(dhs: &[&[u8; 32]], ss: &[u8; 32]) -> Zeroizing<[u8; 32]> {
+pub(crate) fn derive_sk(dhs: &[&[u8; 32]], ss: &[u8; 32]) -> Zeroizing<[u8; 32]> {
     let mut ikm = Zeroizing::new(Vec::with_capacity(32 * 6));
     ikm.extend_from_slice(&PQXDH_F);
     for d in dhs {
@@ -112,63 +87,7 @@ pub fn initiate<R: CryptoRng + ?Sized>(
     bundle: &PreKeyBundle,
     rng: &mut R,
 ) -> Result<Session, PqxdhError> {
-    initiate_with(own, bundle, InitiatorRandomness::generate(rng))
-}
-
-/// hazmat: [`initiate`] with explicit randomness (test vectors). Reusing randomness breaks
-/// forward secrecy.
-///
-/// # Errors
-/// As [`initiate`].
-pub fn initiate_with(
-    own: &IdentityKeyPair,
-    bundle: &PreKeyBundle,
-    randomness: InitiatorRandomness,
-) -> Result<Session, PqxdhError> {
-    bundle.verify()?;
-    let (sk, kem_ciphertext) = initiator_secret(own, bundle, &randomness)?;
-    let pending = PendingPreKey {
-        signed_prekey_id: bundle.signed_prekey_id,
-        one_time_prekey_id: bundle.one_time_prekey.map(|(id, _)| id),
-        kem_prekey_id: bundle.kem_prekey_id,
-        kem_ciphertext,
-    };
-    Session::initiator(
-        *own.public(),
-        bundle.identity_key,
-        &sk,
-        &bundle.signed_prekey,
-        PublicKey::from(&randomness.ephemeral),
-        randomness.ratchet,
-        pending,
-    )
-    .map_err(|_| PqxdhError::InvalidPublicKey)
-}
-
-/// hazmat: the initiator's `SK` and KEM ciphertext, without verifying the bundle.
-///
-/// # Errors
-/// [`PqxdhError::InvalidPublicKey`], [`PqxdhError::InvalidBundle`] (invalid KEM key).
-pub fn initiator_secret(
-    own: &IdentityKeyPair,
-    bundle: &PreKeyBundle,
-    randomness: &InitiatorRandomness,
-) -> Result<(SharedKey, KemCiphertext), PqxdhError> {
-    let bad = || PqxdhError::InvalidPublicKey;
-    let ek = &randomness.ephemeral;
-    let dh1 = dh(own.dh_secret(), &bundle.signed_prekey).ok_or_else(bad)?;
-    let dh2 = dh(ek, bundle.identity_key.dh_public()).ok_or_else(bad)?;
-    let dh3 = dh(ek, &bundle.signed_prekey).ok_or_else(bad)?;
-    let dh4 = match &bundle.one_time_prekey {
-        Some((_, opk)) => Some(dh(ek, opk).ok_or_else(bad)?),
-        None => None,
-    };
-    let (ct, ss) = kem_encapsulate(&bundle.kem_prekey, &randomness.kem_m)?;
-    let mut dhs: Vec<&[u8; 32]> = vec![&dh1, &dh2, &dh3];
-    if let Some(d) = &dh4 {
-        dhs.push(d);
-    }
-    Ok((derive_sk(&dhs, &ss), ct))
+    hazmat::initiate_with(own, bundle, hazmat::InitiatorRandomness::generate(rng))
 }
 
 /// The responder's private keys named by a [`PreKeyMessage`].
@@ -181,43 +100,17 @@ pub struct ResponderKeys<'a> {
     pub kem_prekey: &'a KemPreKey,
 }
 
-/// hazmat: the responder's `SK` for `message` (no store access, no deletion).
-///
-/// # Errors
-/// [`PqxdhError::InvalidPublicKey`].
-pub fn responder_secret(
-    own: &IdentityKeyPair,
-    message: &PreKeyMessage,
-    keys: &ResponderKeys<'_>,
-) -> Result<Zeroizing<[u8; 32]>, PqxdhError> {
-    let bad = || PqxdhError::InvalidPublicKey;
-    let spk = keys.signed_prekey.secret();
-    let dh1 = dh(spk, message.identity_key.dh_public()).ok_or_else(bad)?;
-    let dh2 = dh(own.dh_secret(), &message.base_key).ok_or_else(bad)?;
-    let dh3 = dh(spk, &message.base_key).ok_or_else(bad)?;
-    let dh4 = match keys.one_time_prekey {
-        Some(k) => Some(dh(k.secret(), &message.base_key).ok_or_else(bad)?),
-        None => None,
-    };
-    let ss = keys.kem_prekey.decapsulate(&message.kem_ciphertext);
-    let mut dhs: Vec<&[u8; 32]> = vec![&dh1, &dh2, &dh3];
-    if let Some(d) = &dh4 {
-        dhs.push(d);
-    }
-    Ok(derive_sk(&dhs, &ss))
-}
-
 /// Responder side: builds the session `message` creates. The caller decrypts the embedded
 /// ratchet message with it and only then deletes the one-time keys.
 ///
 /// # Errors
-/// As [`responder_secret`].
+/// As [`hazmat::responder_secret`].
 pub fn respond(
     own: &IdentityKeyPair,
     message: &PreKeyMessage,
     keys: &ResponderKeys<'_>,
 ) -> Result<Session, PqxdhError> {
-    let sk = responder_secret(own, message, keys)?;
+    let sk = hazmat::responder_secret(own, message, keys)?;
     Ok(Session::responder(
         *own.public(),
         message.identity_key,
@@ -231,4 +124,117 @@ pub fn respond(
 #[must_use]
 pub fn associated_data(initiator: &IdentityKey, responder: &IdentityKey) -> [u8; 128] {
     crate::ratchet::session::session_ad(initiator, responder)
+}
+
+/// hazmat: explicit-randomness and raw-secret variants of the handshake, for test vectors and
+/// independent implementations. Reusing randomness breaks forward secrecy.
+pub mod hazmat {
+    use super::*;
+
+    /// The initiator's random inputs, explicit so vectors can fix them.
+    pub struct InitiatorRandomness {
+        /// Ephemeral key `EK_A` (also the session's base key).
+        pub ephemeral: StaticSecret,
+        /// ML-KEM encapsulation randomness `m` (FIPS 203 `Encaps_internal`).
+        pub kem_m: Zeroizing<[u8; 32]>,
+        /// First sending ratchet key pair.
+        pub ratchet: StaticSecret,
+    }
+
+    impl InitiatorRandomness {
+        /// Draws all three from `rng`.
+        pub fn generate<R: CryptoRng + ?Sized>(rng: &mut R) -> Self {
+            let ephemeral = StaticSecret::random_from_rng(rng);
+            let mut kem_m = Zeroizing::new([0u8; 32]);
+            rng.fill_bytes(kem_m.as_mut());
+            let ratchet = StaticSecret::random_from_rng(rng);
+            Self {
+                ephemeral,
+                kem_m,
+                ratchet,
+            }
+        }
+    }
+
+    /// hazmat: [`initiate`] with explicit randomness (test vectors). Reusing randomness breaks
+    /// forward secrecy.
+    ///
+    /// # Errors
+    /// As [`initiate`].
+    pub fn initiate_with(
+        own: &IdentityKeyPair,
+        bundle: &PreKeyBundle,
+        randomness: InitiatorRandomness,
+    ) -> Result<Session, PqxdhError> {
+        bundle.verify()?;
+        let (sk, kem_ciphertext) = initiator_secret(own, bundle, &randomness)?;
+        let pending = PendingPreKey {
+            signed_prekey_id: bundle.signed_prekey_id,
+            one_time_prekey_id: bundle.one_time_prekey.map(|(id, _)| id),
+            kem_prekey_id: bundle.kem_prekey_id,
+            kem_ciphertext,
+        };
+        Session::initiator(
+            *own.public(),
+            bundle.identity_key,
+            &sk,
+            &bundle.signed_prekey,
+            PublicKey::from(&randomness.ephemeral),
+            randomness.ratchet,
+            pending,
+        )
+        .map_err(|_| PqxdhError::InvalidPublicKey)
+    }
+
+    /// hazmat: the initiator's `SK` and KEM ciphertext, without verifying the bundle.
+    ///
+    /// # Errors
+    /// [`PqxdhError::InvalidPublicKey`], [`PqxdhError::InvalidBundle`] (invalid KEM key).
+    pub fn initiator_secret(
+        own: &IdentityKeyPair,
+        bundle: &PreKeyBundle,
+        randomness: &InitiatorRandomness,
+    ) -> Result<(SharedKey, KemCiphertext), PqxdhError> {
+        let bad = || PqxdhError::InvalidPublicKey;
+        let ek = &randomness.ephemeral;
+        let dh1 = dh(own.dh_secret(), &bundle.signed_prekey).ok_or_else(bad)?;
+        let dh2 = dh(ek, bundle.identity_key.dh_public()).ok_or_else(bad)?;
+        let dh3 = dh(ek, &bundle.signed_prekey).ok_or_else(bad)?;
+        let dh4 = match &bundle.one_time_prekey {
+            Some((_, opk)) => Some(dh(ek, opk).ok_or_else(bad)?),
+            None => None,
+        };
+        let (ct, ss) = kem_encapsulate(&bundle.kem_prekey, &randomness.kem_m)?;
+        let mut dhs: Vec<&[u8; 32]> = vec![&dh1, &dh2, &dh3];
+        if let Some(d) = &dh4 {
+            dhs.push(d);
+        }
+        Ok((derive_sk(&dhs, &ss), ct))
+    }
+
+    /// hazmat: the responder's `SK` for `message` (no store access, no deletion).
+    ///
+    /// # Errors
+    /// [`PqxdhError::InvalidPublicKey`].
+    pub fn responder_secret(
+        own: &IdentityKeyPair,
+        message: &PreKeyMessage,
+        keys: &ResponderKeys<'_>,
+    ) -> Result<Zeroizing<[u8; 32]>, PqxdhError> {
+        let bad = || PqxdhError::InvalidPublicKey;
+        let spk = keys.signed_prekey.secret();
+        let dh1 = dh(spk, message.identity_key.dh_public()).ok_or_else(bad)?;
+        let dh2 = dh(own.dh_secret(), &message.base_key).ok_or_else(bad)?;
+        let dh3 = dh(spk, &message.base_key).ok_or_else(bad)?;
+        let dh4 = match keys.one_time_prekey {
+            Some(k) => Some(dh(k.secret(), &message.base_key).ok_or_else(bad)?),
+            None => None,
+        };
+        let ss = keys.kem_prekey.decapsulate(&message.kem_ciphertext);
+        let mut dhs: Vec<&[u8; 32]> = vec![&dh1, &dh2, &dh3];
+        if let Some(d) = &dh4 {
+            dhs.push(d);
+        }
+        Ok(derive_sk(&dhs, &ss))
+    }
 }

@@ -256,7 +256,7 @@ pub fn seal_sender<R: CryptoRng + ?Sized>(
     content: &[u8],
     rng: &mut R,
 ) -> Result<Vec<u8>, SealedSenderError> {
-    seal_sender_with(
+    hazmat::seal_sender_with(
         sender,
         certificate,
         recipient,
@@ -264,48 +264,6 @@ pub fn seal_sender<R: CryptoRng + ?Sized>(
         content,
         StaticSecret::random_from_rng(rng),
     )
-}
-
-/// hazmat: [`seal_sender`] with an explicit ephemeral secret (test vectors only).
-///
-/// # Errors
-/// As [`seal_sender`].
-pub fn seal_sender_with(
-    sender: &IdentityKeyPair,
-    certificate: &SenderCertificate,
-    recipient: &IdentityKey,
-    content_type: u8,
-    content: &[u8],
-    ephemeral: StaticSecret,
-) -> Result<Vec<u8>, SealedSenderError> {
-    if content.len() > MAX_SEALED_CONTENT_LEN {
-        return Err(SealedSenderError::ContentTooLarge {
-            len: content.len(),
-            max: MAX_SEALED_CONTENT_LEN,
-        });
-    }
-    let e_pub = PublicKey::from(&ephemeral);
-    let header = envelope_header(&e_pub);
-    let dh_e = dh(&ephemeral, recipient.dh_public()).ok_or(SealedSenderError::DecryptionFailed)?;
-    let mut chain = Zeroizing::new([0u8; 32]);
-    let eph = layer(
-        &ephemeral_salt(recipient, &e_pub),
-        &dh_e,
-        EPHEMERAL_INFO,
-        Some(&mut chain),
-    );
-    let static_ct = seal_layer(&eph, &sender.public().to_bytes(), &header)
-        .ok_or(SealedSenderError::DecryptionFailed)?;
-    let dh_s =
-        dh(sender.dh_secret(), recipient.dh_public()).ok_or(SealedSenderError::DecryptionFailed)?;
-    let stat = layer(&static_salt(&chain, &static_ct), &dh_s, STATIC_INFO, None);
-    let inner = inner_content(certificate, content_type, content);
-    let message_ct =
-        seal_layer(&stat, &inner, &header).ok_or(SealedSenderError::DecryptionFailed)?;
-    let mut out = header.to_vec();
-    out.extend_from_slice(&static_ct);
-    out.extend_from_slice(&message_ct);
-    Ok(out)
 }
 
 fn envelope_header(e_pub: &PublicKey) -> [u8; 34] {
@@ -411,6 +369,54 @@ pub fn open_sealed(
         content_type,
         content,
     })
+}
+
+/// hazmat: sealing with caller-chosen randomness (test vectors only).
+pub mod hazmat {
+    use super::*;
+
+    /// hazmat: [`seal_sender`] with an explicit ephemeral secret (test vectors only).
+    ///
+    /// # Errors
+    /// As [`seal_sender`].
+    pub fn seal_sender_with(
+        sender: &IdentityKeyPair,
+        certificate: &SenderCertificate,
+        recipient: &IdentityKey,
+        content_type: u8,
+        content: &[u8],
+        ephemeral: StaticSecret,
+    ) -> Result<Vec<u8>, SealedSenderError> {
+        if content.len() > MAX_SEALED_CONTENT_LEN {
+            return Err(SealedSenderError::ContentTooLarge {
+                len: content.len(),
+                max: MAX_SEALED_CONTENT_LEN,
+            });
+        }
+        let e_pub = PublicKey::from(&ephemeral);
+        let header = envelope_header(&e_pub);
+        let dh_e =
+            dh(&ephemeral, recipient.dh_public()).ok_or(SealedSenderError::DecryptionFailed)?;
+        let mut chain = Zeroizing::new([0u8; 32]);
+        let eph = layer(
+            &ephemeral_salt(recipient, &e_pub),
+            &dh_e,
+            EPHEMERAL_INFO,
+            Some(&mut chain),
+        );
+        let static_ct = seal_layer(&eph, &sender.public().to_bytes(), &header)
+            .ok_or(SealedSenderError::DecryptionFailed)?;
+        let dh_s = dh(sender.dh_secret(), recipient.dh_public())
+            .ok_or(SealedSenderError::DecryptionFailed)?;
+        let stat = layer(&static_salt(&chain, &static_ct), &dh_s, STATIC_INFO, None);
+        let inner = inner_content(certificate, content_type, content);
+        let message_ct =
+            seal_layer(&stat, &inner, &header).ok_or(SealedSenderError::DecryptionFailed)?;
+        let mut out = header.to_vec();
+        out.extend_from_slice(&static_ct);
+        out.extend_from_slice(&message_ct);
+        Ok(out)
+    }
 }
 
 #[cfg(test)]

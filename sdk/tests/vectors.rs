@@ -10,12 +10,16 @@ use std::convert::Infallible;
 
 use ed25519_dalek::SigningKey;
 use haven_sdk::identity::{IdentityKey, IdentityKeyPair};
-use haven_sdk::pqxdh::{self, InitiatorRandomness, ResponderKeys};
+use haven_sdk::pqxdh::hazmat::{
+    InitiatorRandomness, initiate_with, initiator_secret, responder_secret,
+};
+use haven_sdk::pqxdh::{self, ResponderKeys};
 use haven_sdk::prekeys::{KemPreKey, KemPreKeyKind, OneTimePreKey, PreKeyBundle, SignedPreKey};
 use haven_sdk::ratchet::hazmat::{kdf_ck, kdf_rk};
 use haven_sdk::ratchet::message::SessionMessage;
 use haven_sdk::safety_number::safety_number;
-use haven_sdk::sealed_sender::{SenderCertificate, open_sealed, seal_sender_with};
+use haven_sdk::sealed_sender::hazmat::seal_sender_with;
+use haven_sdk::sealed_sender::{SenderCertificate, open_sealed};
 use haven_sdk::store::DeviceAddress;
 use rand_core::{TryCryptoRng, TryRng};
 use serde_json::{Value, json};
@@ -120,8 +124,8 @@ fn pqxdh_vectors() {
     for with_otpk in [true, false] {
         let hs = handshake(with_otpk);
         let r = randomness();
-        let (sk, _ct) = pqxdh::initiator_secret(&hs.alice, &hs.bundle, &r).unwrap();
-        let mut session = pqxdh::initiate_with(&hs.alice, &hs.bundle, randomness()).unwrap();
+        let (sk, _ct) = initiator_secret(&hs.alice, &hs.bundle, &r).unwrap();
+        let mut session = initiate_with(&hs.alice, &hs.bundle, randomness()).unwrap();
         let plaintext = b"PQXDH first message";
         let msg = session.encrypt(plaintext).unwrap().to_bytes();
         // Decrypt direction.
@@ -133,7 +137,7 @@ fn pqxdh_vectors() {
             one_time_prekey: with_otpk.then_some(&hs.otpk),
             kem_prekey: &hs.kem,
         };
-        assert_eq!(*pqxdh::responder_secret(&hs.bob, &pm, &keys).unwrap(), *sk);
+        assert_eq!(*responder_secret(&hs.bob, &pm, &keys).unwrap(), *sk);
         let mut bob_session = pqxdh::respond(&hs.bob, &pm, &keys).unwrap();
         let mut rng = ScriptedRng(VecDeque::from([b32(0xB0, 7)]));
         assert_eq!(
@@ -177,7 +181,7 @@ fn ratchet_vectors() {
     let (mk, ck2) = kdf_ck(&b32(0x33, 0));
     // A scripted conversation starting from the PQXDH case with a one-time prekey.
     let hs = handshake(true);
-    let mut alice = pqxdh::initiate_with(&hs.alice, &hs.bundle, randomness()).unwrap();
+    let mut alice = initiate_with(&hs.alice, &hs.bundle, randomness()).unwrap();
     let keys = ResponderKeys {
         signed_prekey: &hs.spk,
         one_time_prekey: Some(&hs.otpk),
