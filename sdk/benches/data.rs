@@ -43,6 +43,13 @@ fn attachments(c: &mut Criterion) {
         blob.extend(tail);
         (blob, digest)
     };
+    let mut seal2 = bare_seal(MIB);
+    g.bench_function("bare_seal_plus_sha256", |b| {
+        b.iter(|| {
+            let ct = seal2();
+            black_box(<sha2::Sha256 as sha2::Digest>::digest(&ct))
+        })
+    });
     g.bench_function("encrypt", |b| {
         b.iter(|| black_box(encrypt(black_box(&data))))
     });

@@ -300,3 +300,22 @@ mod fuzz {
         }
     }
 }
+
+#[test]
+fn bundle_debug_shows_no_key_material() {
+    let (_, bundle, _) = DiaryKeys::create(b"pw", FAST, &mut rng(12)).unwrap();
+    let dbg = format!("{bundle:?}");
+    assert!(dbg.contains("recovery_slots: 10"), "{dbg}");
+    let bytes = bundle.to_bytes();
+    // No 8-byte window of the salts, nonces or wrapped keys appears in hex or decimal form.
+    for w in bytes[14..].windows(8).step_by(8) {
+        assert!(!dbg.contains(&hex::encode(w)));
+        assert!(
+            !dbg.contains(
+                &format!("{:?}", w)
+                    .trim_matches(|c| c == '[' || c == ']')
+                    .to_string()
+            )
+        );
+    }
+}

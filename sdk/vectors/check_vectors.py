@@ -1,0 +1,187 @@
+#!/usr/bin/env python3
+"""Independent re-implementation of docs/PROTOCOL.md §7-§10 checked against sdk/vectors/*.json.
+
+Uses only the Python standard library and `cryptography` (>= 44, for Argon2id). Run from the
+repository root: python3 sdk/vectors/check_vectors.py
+"""
+import hashlib
+import hmac
+import json
+import os
+import struct
+import sys
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def load(name):
+    with open(os.path.join(HERE, name + ".json")) as f:
+        return json.load(f)
+
+
+def hkdf(salt, ikm, info, length):
+    return HKDF(hashes.SHA256(), length, salt, info).derive(ikm)
+
+
+# §7 -------------------------------------------------------------------------------------------
+def padme(n):
+    if n < 2:
+        return n
+    e = n.bit_length() - 1
+    s = e.bit_length()  # floor(log2 e) + 1
+    mask = (1 << (e - s)) - 1
+    return (n + mask) & ~mask
+
+
+def padded_len(n):
+    return padme(max(n + 1, 256))
+
+
+def is_bucket(n):
+    return n >= 256 and padme(n) == n
+
+
+def pad(p):
+    return p + b"\x80" + b"\x00" * (padded_len(len(p)) - len(p) - 1)
+
+
+def blob_len(b):
+    return 1 + b + 16 * -(-b // 65536)
+
+
+def check_padding():
+    v = load("padding")
+    for c in v["buckets"]:
+        assert padded_len(c["n"]) == c["padded_len"], c
+        assert is_bucket(c["n"]) == c["is_bucket_n"], c
+    for c in v["attachment_sizes"]:
+        b = padded_len(c["plaintext_len"] + 8)
+        assert b == c["attachment_padded_len"] and blob_len(b) == c["ciphertext_len"], c
+    for c in v["pad"]:
+        assert pad(bytes.fromhex(c["payload"])).hex() == c["padded"], c
+
+
+# §8 -------------------------------------------------------------------------------------------
+def check_sender_keys():
+    v = load("sender_keys")
+    dist = bytes.fromhex(v["distribution_id"])
+    ck = bytes.fromhex(v["initial_chain_key"])
+    sk = Ed25519PrivateKey.from_private_bytes(bytes.fromhex(v["signing_seed"]))
+    pub = sk.public_key().public_bytes_raw()
+    assert pub.hex() == v["signing_public"]
+    skdm = b"\x01\x01" + dist + struct.pack(">II", v["chain_id"], 0) + ck + pub
+    assert skdm.hex() == v["distribution_message"]
+    for m in v["messages"]:
+        i = m["iteration"]
+        seed = hmac.new(ck, b"\x01", hashlib.sha256).digest()
+        okm = hkdf(None, seed, b"Haven_SenderKeyMessage_v1", 44)
+        header = b"\x01\x02" + dist + struct.pack(">II", v["chain_id"], i)
+        ct = ChaCha20Poly1305(okm[:32]).encrypt(okm[32:], bytes.fromhex(m["plaintext"]), header)
+        signed = header + struct.pack(">I", len(ct)) + ct
+        msg = signed + sk.sign(signed)
+        assert msg.hex() == m["message"], i
+        Ed25519PublicKey.from_public_bytes(pub).verify(msg[-64:], msg[:-64])
+        ck = hmac.new(ck, b"\x02", hashlib.sha256).digest()
+
+
+# §9 -------------------------------------------------------------------------------------------
+def rotl(x, n):
+    return ((x << n) & 0xFFFFFFFF) | (x >> (32 - n))
+
+
+def hchacha20(key, nonce16):
+    st = [0x61707865, 0x3320646E, 0x79622D32, 0x6B206574]
+    st += list(struct.unpack("<8I", key)) + list(struct.unpack("<4I", nonce16))
+
+    def qr(a, b, c, d):
+        st[a] = (st[a] + st[b]) & 0xFFFFFFFF; st[d] = rotl(st[d] ^ st[a], 16)
+        st[c] = (st[c] + st[d]) & 0xFFFFFFFF; st[b] = rotl(st[b] ^ st[c], 12)
+        st[a] = (st[a] + st[b]) & 0xFFFFFFFF; st[d] = rotl(st[d] ^ st[a], 8)
+        st[c] = (st[c] + st[d]) & 0xFFFFFFFF; st[b] = rotl(st[b] ^ st[c], 7)
+
+    for _ in range(10):
+        qr(0, 4, 8, 12); qr(1, 5, 9, 13); qr(2, 6, 10, 14); qr(3, 7, 11, 15)
+        qr(0, 5, 10, 15); qr(1, 6, 11, 12); qr(2, 7, 8, 13); qr(3, 4, 9, 14)
+    return struct.pack("<8I", *(st[0:4] + st[12:16]))
+
+
+def xaead_encrypt(key, nonce24, msg, ad):
+    sub = hchacha20(key, nonce24[:16])
+    return ChaCha20Poly1305(sub).encrypt(b"\x00" * 4 + nonce24[16:], msg, ad)
+
+
+CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+
+
+def recovery_text(entropy):
+    raw = entropy + hashlib.sha256(b"Haven_RecoveryCode_v1" + entropy).digest()[:4]
+    bits = int.from_bytes(raw, "big")
+    chars = [CROCKFORD[(bits >> (155 - 5 * i)) & 31] for i in range(32)]
+    return "-".join("".join(chars[i:i + 4]) for i in range(0, 32, 4))
+
+
+def check_diary():
+    v = load("diary")
+    b = lambda k: bytes.fromhex(v[k])  # noqa: E731
+    p = v["kdf_params"]
+    kek = Argon2id(salt=b("password_salt"), length=32, iterations=p["t_cost"], lanes=p["p_cost"],
+                   memory_cost=p["m_cost_kib"]).derive(b("password"))
+    assert kek == b("password_kek")
+    params = struct.pack(">III", p["m_cost_kib"], p["t_cost"], p["p_cost"])
+    ad_pw = b"Haven_DiaryPasswordWrap_v1\x01" + params + b("password_salt")
+    bundle = b"\x01\x05" + params + b("password_salt") + b("password_nonce")
+    bundle += xaead_encrypt(kek, b("password_nonce"), b("master_key"), ad_pw)
+    rsalt = b("recovery_salt")
+    bundle += rsalt + bytes([len(v["recovery_codes"])])
+    for j, c in enumerate(v["recovery_codes"]):
+        e, n = bytes.fromhex(c["entropy"]), bytes.fromhex(c["nonce"])
+        assert recovery_text(e) == c["text"]
+        k = hkdf(rsalt, e, b"Haven_DiaryRecoveryWrap_v1", 32)
+        assert k.hex() == c["kek"]
+        ad = b"Haven_DiaryRecoveryWrap_v1\x01" + bytes([j]) + rsalt
+        bundle += n + xaead_encrypt(k, n, b("master_key"), ad)
+    assert bundle == b("bundle")
+    ck = hkdf(None, b("master_key"), b"Haven_DiaryCollectionKey_v1" + b("collection_id"), 32)
+    assert ck == b("collection_key")
+    ik = hkdf(None, ck, b"Haven_DiaryItemKey_v1" + b("item_id"), 32)
+    assert ik == b("item_key")
+    ad = b"\x01" + b("collection_id") + b("item_id") + struct.pack(">Q", v["revision"])
+    ct = b"\x01" + b("item_nonce") + xaead_encrypt(ik, b("item_nonce"), pad(b("item_plaintext")), ad)
+    assert ct == b("item_ciphertext")
+
+
+# §10 ------------------------------------------------------------------------------------------
+def check_attachment():
+    for c in load("attachment")["cases"]:
+        key = bytes.fromhex(c["key"])
+        okm = hkdf(None, key, b"Haven_Attachment_v1", 39)
+        assert okm[32:].hex() == c["nonce_prefix"]
+        n = c["plaintext_len"]
+        plain = bytes(i % 251 for i in range(n))
+        b = padded_len(n + 8)
+        padded = struct.pack(">Q", n) + plain + b"\x80" + b"\x00" * (b - n - 9)
+        chunks = [padded[i:i + 65536] for i in range(0, b, 65536)]
+        blob = b"\x01"
+        aead = ChaCha20Poly1305(okm[:32])
+        for i, ch in enumerate(chunks):
+            last = 1 if i == len(chunks) - 1 else 0
+            blob += aead.encrypt(okm[32:] + struct.pack(">IB", i, last), ch, b"\x01")
+        assert len(blob) == c["blob_len"] == blob_len(b)
+        assert hashlib.sha256(blob).hexdigest() == c["blob_sha256"]
+        if "blob" in c:
+            assert blob.hex() == c["blob"]
+        else:
+            assert blob[-64:].hex() == c["blob_last_64"]
+
+
+if __name__ == "__main__":
+    for f in (check_padding, check_sender_keys, check_diary, check_attachment):
+        f()
+        print("ok", f.__name__)
+    sys.exit(0)
