@@ -287,3 +287,15 @@ fn io_adapters_round_trip_and_reject_tampering() {
     assert_eq!(err.kind(), std::io::ErrorKind::InvalidData);
     assert!(out.is_empty());
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(16))]
+    #[test]
+    fn random_tamper_detected(n in 0usize..200_000, pos in any::<prop::sample::Index>(), bit in 0u8..8) {
+        let k = key(12);
+        let (mut blob, digest) = encrypt(&k, &data(n), 7777);
+        let i = pos.index(blob.len());
+        blob[i] ^= 1 << bit;
+        prop_assert!(decrypt(&k, &blob, digest, 5000).is_err());
+    }
+}
