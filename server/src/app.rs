@@ -36,6 +36,9 @@ pub enum LaunchError {
     /// Loading the server secrets failed.
     #[error(transparent)]
     Secrets(#[from] SecretsError),
+    /// Connecting to Redis for the shared rate limits failed.
+    #[error("rate limiter: {0}")]
+    RateLimit(#[from] haven_ratelimit::RateLimitError),
     /// Binding or serving failed.
     #[error("i/o error: {0}")]
     Io(#[from] std::io::Error),
@@ -65,6 +68,10 @@ pub fn app<S: Store>(state: AppState<S>) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(settings.body_limit_bytes))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::limits::per_client::<S>,
+        ))
         .layer(middleware::from_fn(track_metrics))
         .with_state(state);
     router
@@ -216,7 +223,8 @@ async fn serve<S: Store>(
             }
         });
     }
-    let state = AppState::new(store, settings, secrets);
+    let limits = crate::limits::Limits::from_settings(&settings).await?;
+    let state = AppState::new(store, settings, secrets, limits);
     tracing::info!(addr = %listener.local_addr()?, "relay listening");
     axum::serve(
         listener,

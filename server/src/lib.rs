@@ -8,7 +8,7 @@ pub mod app;
 pub mod auth;
 pub mod error;
 pub mod ids;
-mod limits;
+pub mod limits;
 pub mod openapi;
 pub mod routes;
 pub mod secrets;

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::limits::Limits;
 use crate::secrets::{Key32, ServerSecrets};
 use crate::settings::Settings;
 use crate::store::Store;
@@ -16,6 +17,7 @@ struct Inner<S> {
     store: S,
     settings: Settings,
     secrets: ServerSecrets,
+    limits: Limits,
     /// Per-process random key for hashing client addresses (never stored, never shared).
     addr_key: Key32,
 }
@@ -30,12 +32,13 @@ impl<S: Store> Clone for AppState<S> {
 
 impl<S: Store> AppState<S> {
     /// Builds the state.
-    pub fn new(store: S, settings: Settings, secrets: ServerSecrets) -> Self {
+    pub fn new(store: S, settings: Settings, secrets: ServerSecrets, limits: Limits) -> Self {
         Self {
             inner: Arc::new(Inner {
                 store,
                 settings,
                 secrets,
+                limits,
                 addr_key: Key32::random(),
             }),
         }
@@ -54,6 +57,11 @@ impl<S: Store> AppState<S> {
     /// The server secrets.
     pub fn secrets(&self) -> &ServerSecrets {
         &self.inner.secrets
+    }
+
+    /// The rate limiters.
+    pub fn limits(&self) -> &Limits {
+        &self.inner.limits
     }
 
     /// The per-process key for client-address hashes.

@@ -750,6 +750,148 @@ async fn health_ready_headers_and_openapi<S: Store>(h: Harness<S>) {
     }
 }
 
+async fn login_lockout_after_failures<S: Store>(h: Harness<S>) {
+    let alice = h.register(Some("alice"), PASSWORD).await;
+    // login_max_failures = 3 in the test settings.
+    for _ in 0..3 {
+        h.try_login(
+            json!({"username": "alice"}),
+            "wrong",
+            json!({"device_id": alice.device_id}),
+        )
+        .await
+        .expect_error(StatusCode::UNAUTHORIZED, "invalid_credentials");
+    }
+    // Now even the right password is refused, by username and by id alike.
+    let locked = h
+        .try_login(
+            json!({"username": "alice"}),
+            PASSWORD,
+            json!({"device_id": alice.device_id}),
+        )
+        .await
+        .expect_error(StatusCode::TOO_MANY_REQUESTS, "rate_limited");
+    let retry: u64 = locked
+        .headers
+        .get(header::RETRY_AFTER)
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=900).contains(&retry), "{retry}");
+    h.try_login(
+        json!({"account_id": alice.account_id}),
+        PASSWORD,
+        json!({"device_id": alice.device_id}),
+    )
+    .await
+    .expect_error(StatusCode::TOO_MANY_REQUESTS, "rate_limited");
+    // Other accounts are unaffected; a success clears the count.
+    let bob = h.register(Some("bob"), PASSWORD).await;
+    h.try_login(
+        json!({"username": "bob"}),
+        "wrong",
+        json!({"device_id": bob.device_id}),
+    )
+    .await;
+    h.login_existing(&bob, PASSWORD).await;
+    for _ in 0..2 {
+        h.try_login(
+            json!({"username": "bob"}),
+            "wrong",
+            json!({"device_id": bob.device_id}),
+        )
+        .await
+        .expect_error(StatusCode::UNAUTHORIZED, "invalid_credentials");
+    }
+    h.login_existing(&bob, PASSWORD).await;
+    // Unknown usernames lock the same way, so lockout does not reveal which accounts exist.
+    for _ in 0..3 {
+        h.try_login(json!({"username": "nobody"}), PASSWORD, new_device(1))
+            .await
+            .expect_error(StatusCode::UNAUTHORIZED, "invalid_credentials");
+    }
+    h.try_login(json!({"username": "nobody"}), PASSWORD, new_device(1))
+        .await
+        .expect_error(StatusCode::TOO_MANY_REQUESTS, "rate_limited");
+}
+
+async fn wrong_totp_codes_count_as_failures<S: Store>(h: Harness<S>) {
+    let alice = h.register(None, PASSWORD).await;
+    let token = Some(alice.access.as_str());
+    let setup = h
+        .call(Method::POST, "/v1/account/totp/setup", None, token)
+        .await
+        .expect(StatusCode::OK);
+    let secret = base32_decode(setup.body["secret"].as_str().unwrap());
+    let t = early_in_step().await;
+    let wrong = if totp::code_at(&secret, t) == "000000" {
+        "111111"
+    } else {
+        "000000"
+    };
+    for _ in 0..3 {
+        h.call(
+            Method::POST,
+            "/v1/account/totp/verify",
+            Some(json!({"code": wrong})),
+            token,
+        )
+        .await
+        .expect_error(StatusCode::UNAUTHORIZED, "totp_invalid");
+    }
+    let right = json!({"code": totp::code_at(&secret, t)});
+    h.call(Method::POST, "/v1/account/totp/verify", Some(right), token)
+        .await
+        .expect_error(StatusCode::TOO_MANY_REQUESTS, "rate_limited");
+}
+
+/// Sends `body` to `path` as if from `ip` (the socket peer address).
+async fn from_addr<S: Store>(
+    h: &Harness<S>,
+    ip: [u8; 4],
+    path: &str,
+    body: Value,
+) -> common::Reply {
+    let mut req = Request::builder()
+        .method(Method::POST)
+        .uri(path)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(body.to_string()))
+        .unwrap();
+    let peer = std::net::SocketAddr::from((ip, 40_000));
+    req.extensions_mut()
+        .insert(axum::extract::ConnectInfo(peer));
+    h.raw(req).await
+}
+
+async fn per_address_limits<S: Store>(h: Harness<S>) {
+    // auth_rate_limit_per_minute = 30 by default: the 31st login/start from one address is refused.
+    let body = || json!({"username": "someone", "credential_request": ke1()});
+    for _ in 0..30 {
+        from_addr(&h, [10, 0, 0, 1], "/v1/login/start", body())
+            .await
+            .expect(StatusCode::OK);
+    }
+    let refused = from_addr(&h, [10, 0, 0, 1], "/v1/login/start", body())
+        .await
+        .expect_error(StatusCode::TOO_MANY_REQUESTS, "rate_limited");
+    assert!(refused.headers.get(header::RETRY_AFTER).is_some());
+    // Another address is unaffected, and so are non-auth routes from the first one.
+    from_addr(&h, [10, 0, 0, 2], "/v1/login/start", body())
+        .await
+        .expect(StatusCode::OK);
+    from_addr(
+        &h,
+        [10, 0, 0, 1],
+        "/v1/token/refresh",
+        json!({"refresh_token": "x"}),
+    )
+    .await
+    .expect_error(StatusCode::UNAUTHORIZED, "invalid_token");
+}
+
 /// Every route of the API (the router and the OpenAPI document must both match this).
 const ROUTES: &[(&str, &str)] = &[
     ("GET", "/health"),
@@ -785,4 +927,7 @@ on_both_backends!(
     delete_account_removes_everything,
     export_returns_everything,
     health_ready_headers_and_openapi,
+    login_lockout_after_failures,
+    wrong_totp_codes_count_as_failures,
+    per_address_limits,
 );

@@ -261,6 +261,7 @@ pub struct LoginStartResponse {
               (status = 429, description = "too many failed logins", body = ErrorBody)))]
 pub async fn login_start<S: Store>(
     State(state): State<AppState<S>>,
+    client: ClientKey,
     ApiJson(req): ApiJson<LoginStartRequest>,
 ) -> Result<Json<LoginStartResponse>, AppError> {
     let bytes = opaque_message("credential_request", &req.credential_request)?;
@@ -299,6 +300,7 @@ pub async fn login_start<S: Store>(
         None => (identifier.clone(), identifier),
     };
     let limit_key = pepper.hmac(b"haven/login-limit/v1", &limit_subject);
+    crate::limits::check_client(&state, &client).await?;
     crate::limits::check_login(&state, &limit_key).await?;
     let params = ServerLoginStartParameters {
         context: Some(OPAQUE_CONTEXT),

@@ -39,5 +39,12 @@ pub async fn ready<S: Store>(
             "database unavailable",
         ));
     }
+    if !state.limits().ping().await {
+        return Err(AppError::client(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            "redis unavailable",
+        ));
+    }
     Ok(Json(StatusBody { status: "ready" }))
 }

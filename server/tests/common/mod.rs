@@ -15,6 +15,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use haven_protocol::opaque::{HavenCipherSuite, OPAQUE_CONTEXT};
 use haven_relay::ids::Id;
+use haven_relay::limits::Limits;
 use haven_relay::secrets::ServerSecrets;
 use haven_relay::settings::SecretSetting;
 use haven_relay::store::{PgStore, SqliteStore, Store};
@@ -35,8 +36,13 @@ pub const TEST_JWT_KEY: [u8; 32] = [42u8; 32];
 
 /// Deletes what a test store created when dropped (temp dir or Postgres database).
 pub enum Guard {
+    /// Nothing to clean up (a second harness sharing another's store).
+    None,
     Dir(tempfile::TempDir),
-    Postgres { admin_url: String, db: String },
+    Postgres {
+        admin_url: String,
+        db: String,
+    },
 }
 
 impl Drop for Guard {
@@ -199,7 +205,7 @@ pub fn b64(bytes: &[u8]) -> String {
 impl<S: Store> Harness<S> {
     pub async fn with_settings(store: S, guard: Guard, settings: Settings) -> Self {
         let secrets = ServerSecrets::load(&settings, &store).await.unwrap();
-        let state = AppState::new(store.clone(), settings, secrets);
+        let state = AppState::new(store.clone(), settings, secrets, Limits::in_memory());
         Self {
             app: app(state.clone()),
             state,
@@ -268,6 +274,9 @@ impl<S: Store> Harness<S> {
         let response = STANDARD
             .decode(reply.body["registration_response"].as_str().unwrap())
             .unwrap();
+        // Sizes as specified in PROTOCOL.md §11.3.
+        assert_eq!(start.message.serialize().len(), 32);
+        assert_eq!(response.len(), 64);
         let response = RegistrationResponse::<Cs>::deserialize(&response).unwrap();
         let finish = start
             .state
@@ -278,6 +287,7 @@ impl<S: Store> Harness<S> {
                 ClientRegistrationFinishParameters::default(),
             )
             .unwrap();
+        assert_eq!(finish.message.serialize().len(), 192);
         let mut body = json!({
             "registration_id": reply.body["registration_id"],
             "registration_upload": b64(&finish.message.serialize()),
@@ -310,13 +320,18 @@ impl<S: Store> Harness<S> {
         let response = STANDARD
             .decode(reply.body["credential_response"].as_str().unwrap())
             .unwrap();
+        assert_eq!(start.message.serialize().len(), 96);
+        assert_eq!(response.len(), 320);
         let response = CredentialResponse::<Cs>::deserialize(&response).unwrap();
         let params =
             ClientLoginFinishParameters::new(Some(OPAQUE_CONTEXT), Identifiers::default(), None);
         // A wrong password fails on the client already; send a well-formed but wrong KE3 so the
         // server sees (and counts) the failure, as a malicious client would.
         let finalization = match start.state.finish(password.as_bytes(), response, params) {
-            Ok(done) => done.message.serialize().to_vec(),
+            Ok(done) => {
+                assert_eq!(done.message.serialize().len(), 64);
+                done.message.serialize().to_vec()
+            }
             Err(_) => vec![0u8; 64],
         };
         let mut finish = device;
