@@ -2,8 +2,13 @@
 //!
 //! This crate holds plain data types only: no cryptography and no I/O. Every type here is
 //! specified byte for byte (or field for field, for JSON bodies) in `docs/PROTOCOL.md`.
+//! The one exception is the optional `opaque` feature, which names the OPAQUE parameter set
+//! (a type-level choice of primitives, not an implementation) so relay and client agree on it.
 
 /// Version of the relay HTTP API, carried in the `/v1` path prefix.
 pub const API_VERSION: u32 = 1;
+
+#[cfg(feature = "opaque")]
+pub mod opaque;
 
 pub mod padding;

@@ -1,0 +1,237 @@
+//! The router, its middleware, and the server launch functions.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{delete, get, post, put};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tokio::net::TcpListener;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::timeout::TimeoutLayer;
+
+use crate::error::AppError;
+use crate::routes::{account, auth, devices, health};
+use crate::secrets::{SecretsError, ServerSecrets};
+use crate::settings::Settings;
+use crate::state::AppState;
+use crate::store::{PgStore, SqliteStore, Store, StoreError};
+
+/// Errors that stop the relay from starting or serving.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LaunchError {
+    /// The database URL has an unsupported scheme (only `sqlite:` and `postgres://`).
+    #[error("unsupported database url scheme (use sqlite: or postgres://)")]
+    UnsupportedDatabase,
+    /// Opening or migrating the store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Loading the server secrets failed.
+    #[error(transparent)]
+    Secrets(#[from] SecretsError),
+    /// Connecting to Redis for the shared rate limits failed.
+    #[error("rate limiter: {0}")]
+    RateLimit(#[from] haven_ratelimit::RateLimitError),
+    /// Binding or serving failed.
+    #[error("i/o error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Builds the API router for `state` (tests drive it with `tower::ServiceExt::oneshot`).
+pub fn app<S: Store>(state: AppState<S>) -> Router {
+    let settings = state.settings().clone();
+    let router = Router::new()
+        .route("/health", get(health::health))
+        .route("/ready", get(health::ready::<S>))
+        .route("/openapi.json", get(crate::openapi::openapi_json))
+        .route("/v1/register/start", post(auth::register_start::<S>))
+        .route("/v1/register/finish", post(auth::register_finish::<S>))
+        .route("/v1/login/start", post(auth::login_start::<S>))
+        .route("/v1/login/finish", post(auth::login_finish::<S>))
+        .route("/v1/token/refresh", post(auth::refresh::<S>))
+        .route("/v1/logout", post(auth::logout::<S>))
+        .route("/v1/devices", get(devices::list::<S>))
+        .route("/v1/devices/{device_id}", delete(devices::unlink::<S>))
+        .route("/v1/devices/{device_id}/name", put(devices::rename::<S>))
+        .route("/v1/account", delete(account::delete::<S>))
+        .route("/v1/account/export", get(account::export::<S>))
+        .route("/v1/account/totp/setup", post(account::totp_setup::<S>))
+        .route("/v1/account/totp/verify", post(account::totp_verify::<S>))
+        .route("/v1/account/totp/disable", post(account::totp_disable::<S>))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(settings.body_limit_bytes))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::limits::per_client::<S>,
+        ))
+        .layer(middleware::from_fn(track_metrics))
+        .with_state(state);
+    router
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            Duration::from_secs(settings.request_timeout_secs),
+        ))
+        .layer(cors_layer(&settings.cors_allowed_origins))
+        // Outermost, so every response (errors, timeouts, CORS preflights) gets the headers.
+        .layer(middleware::from_fn_with_state(
+            settings.hsts,
+            security_headers,
+        ))
+}
+
+async fn not_found() -> AppError {
+    AppError::not_found("not_found", "no such route")
+}
+
+async fn method_not_allowed() -> AppError {
+    AppError::client(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "method not allowed here",
+    )
+}
+
+fn cors_layer(origins: &[String]) -> CorsLayer {
+    // Settings validation guarantees every origin parses; an empty list allows no origin.
+    let origins: Vec<HeaderValue> = origins
+        .iter()
+        .filter_map(|o| HeaderValue::from_str(o).ok())
+        .collect();
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::list(origins))
+        .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE])
+        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+        .max_age(Duration::from_secs(600))
+}
+
+async fn security_headers(State(hsts): State<bool>, req: Request, next: Next) -> Response {
+    let mut response = next.run(req).await;
+    let headers = response.headers_mut();
+    let fixed: [(HeaderName, &'static str); 5] = [
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::REFERRER_POLICY, "no-referrer"),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'none'; frame-ancestors 'none'",
+        ),
+        (header::CACHE_CONTROL, "no-store"),
+    ];
+    for (name, value) in fixed {
+        headers.insert(name, HeaderValue::from_static(value));
+    }
+    if hsts {
+        headers.insert(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static("max-age=63072000; includeSubDomains"),
+        );
+    }
+    response
+}
+
+/// Records request count and latency by route template (never the raw path, which has ids).
+async fn track_metrics(req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let method = req.method().as_str().to_owned();
+    let started = Instant::now();
+    let response = next.run(req).await;
+    let status = response.status().as_u16().to_string();
+    metrics::counter!("haven_http_requests_total",
+        "method" => method.clone(), "route" => route.clone(), "status" => status)
+    .increment(1);
+    metrics::histogram!("haven_http_request_duration_seconds", "method" => method, "route" => route)
+        .record(started.elapsed().as_secs_f64());
+    response
+}
+
+/// The process-wide Prometheus recorder (installed on first use).
+pub fn metrics_handle() -> Option<PrometheusHandle> {
+    static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            PrometheusBuilder::new()
+                .set_buckets(&[
+                    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                ])
+                .ok()?
+                .install_recorder()
+                .ok()
+        })
+        .clone()
+}
+
+/// The router of the metrics listener: `GET /metrics` in Prometheus text format.
+pub fn metrics_app(handle: PrometheusHandle) -> Router {
+    Router::new().route("/metrics", get(move || async move { handle.render() }))
+}
+
+/// Opens the store named by `settings.database_url` and serves on `listener` until `shutdown`
+/// completes (then drains in-flight requests).
+pub async fn launch_with_listener(
+    settings: Settings,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), LaunchError> {
+    let url = settings.database_url.expose().to_owned();
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        let store = PgStore::connect(&url).await?;
+        serve(settings, store, listener, shutdown).await
+    } else if url.starts_with("sqlite:") {
+        let store = SqliteStore::connect(&url).await?;
+        serve(settings, store, listener, shutdown).await
+    } else {
+        Err(LaunchError::UnsupportedDatabase)
+    }
+}
+
+async fn serve<S: Store>(
+    settings: Settings,
+    store: S,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), LaunchError> {
+    let secrets = ServerSecrets::load(&settings, &store).await?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    if let (Some(addr), Some(handle)) = (settings.metrics_listen, metrics_handle()) {
+        let metrics_listener = TcpListener::bind(addr).await?;
+        tracing::info!(addr = %metrics_listener.local_addr()?, "metrics listening");
+        let rx = stop_rx.clone();
+        tokio::spawn(async move {
+            let served = axum::serve(metrics_listener, metrics_app(handle))
+                .with_graceful_shutdown(wait(rx))
+                .await;
+            if let Err(err) = served {
+                tracing::error!(%err, "metrics listener failed");
+            }
+        });
+    }
+    let limits = crate::limits::Limits::from_settings(&settings).await?;
+    let state = AppState::new(store, settings, secrets, limits);
+    tracing::info!(addr = %listener.local_addr()?, "relay listening");
+    axum::serve(
+        listener,
+        app(state).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(wait(stop_rx))
+    .await?;
+    tracing::info!("relay stopped");
+    Ok(())
+}

@@ -1,0 +1,204 @@
+//! Rate limits, on `haven-ratelimit`.
+//!
+//! - Login failures (wrong password, wrong TOTP code) per account: key
+//!   `login:acct:<hex HMAC(pepper, account id or unknown identifier)>` on the *shared* limiter
+//!   (Redis when `REDIS_URL` is set, so every instance sees the same count).
+//! - Login failures per client address and per-route request limits per client address: always
+//!   on a separate in-process limiter, keyed by an HMAC of the address under a per-process random
+//!   key (the address is ephemeral and never leaves the process).
+//!
+//! Limiter errors (Redis unreachable) fail closed: the request gets a 500 and the cause is logged.
+
+use std::time::Duration;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use haven_ratelimit::{Decision, Quota, RateLimitError, RateLimiter};
+
+use crate::auth::ClientKey;
+use crate::error::AppError;
+use crate::settings::Settings;
+use crate::state::AppState;
+use crate::store::Store;
+
+/// Prefix of every Redis key the relay writes.
+pub const REDIS_KEY_PREFIX: &str = "haven:rl:";
+
+/// The two limiters of a relay process.
+#[derive(Clone)]
+pub struct Limits {
+    shared: RateLimiter,
+    per_addr: RateLimiter,
+    redis: bool,
+}
+
+impl Limits {
+    /// Both limiters in process memory (single instance, tests).
+    pub fn in_memory() -> Self {
+        Self {
+            shared: RateLimiter::in_memory(),
+            per_addr: RateLimiter::in_memory(),
+            redis: false,
+        }
+    }
+
+    /// The shared limiter on Redis if `redis_url` is set, else in memory.
+    pub async fn from_settings(settings: &Settings) -> Result<Self, RateLimitError> {
+        match &settings.redis_url {
+            Some(url) => Ok(Self {
+                shared: RateLimiter::redis(url.expose(), REDIS_KEY_PREFIX).await?,
+                per_addr: RateLimiter::in_memory(),
+                redis: true,
+            }),
+            None => Ok(Self::in_memory()),
+        }
+    }
+
+    /// Whether the shared limiter answers (always true in memory).
+    pub async fn ping(&self) -> bool {
+        if !self.redis {
+            return true;
+        }
+        match self.shared.ping().await {
+            Ok(()) => true,
+            Err(err) => {
+                tracing::warn!(%err, "readiness: redis ping failed");
+                false
+            }
+        }
+    }
+}
+
+fn limiter_error(err: RateLimitError) -> AppError {
+    AppError::internal(format!("rate limiter: {err}"))
+}
+
+fn refuse(decision: &Decision) -> Result<(), AppError> {
+    match decision.retry_after() {
+        Some(retry_after) => Err(AppError::RateLimited { retry_after }),
+        None => Ok(()),
+    }
+}
+
+fn account_key(limit_key: &[u8]) -> String {
+    format!("login:acct:{}", hex::encode(limit_key))
+}
+
+fn failure_quotas(settings: &Settings) -> (Quota, Quota) {
+    let window = Duration::from_secs(settings.login_failure_window_secs);
+    (
+        Quota::new(settings.login_max_failures, window),
+        Quota::new(settings.addr_login_max_failures, window),
+    )
+}
+
+/// Refuses (429) when the account behind `limit_key` is locked after too many failures.
+pub(crate) async fn check_login<S: Store>(
+    state: &AppState<S>,
+    limit_key: &[u8],
+) -> Result<(), AppError> {
+    let (account, _) = failure_quotas(state.settings());
+    let decision = state
+        .limits()
+        .shared
+        .peek(&account_key(limit_key), account)
+        .await
+        .map_err(limiter_error)?;
+    refuse(&decision)
+}
+
+/// Refuses (429) when the client address has too many recent failures.
+pub(crate) async fn check_client<S: Store>(
+    state: &AppState<S>,
+    client: &ClientKey,
+) -> Result<(), AppError> {
+    let Some(addr) = &client.0 else { return Ok(()) };
+    let (_, per_addr) = failure_quotas(state.settings());
+    let key = format!("login:addr:{addr}");
+    let decision = state
+        .limits()
+        .per_addr
+        .peek(&key, per_addr)
+        .await
+        .map_err(limiter_error)?;
+    refuse(&decision)
+}
+
+/// Counts one failed login (or wrong TOTP code) against the account and the client address.
+pub(crate) async fn record_failure<S: Store>(
+    state: &AppState<S>,
+    limit_key: &[u8],
+    client: &ClientKey,
+) -> Result<(), AppError> {
+    let (account, per_addr) = failure_quotas(state.settings());
+    let limits = state.limits();
+    limits
+        .shared
+        .hit(&account_key(limit_key), account)
+        .await
+        .map_err(limiter_error)?;
+    if let Some(addr) = &client.0 {
+        limits
+            .per_addr
+            .hit(&format!("login:addr:{addr}"), per_addr)
+            .await
+            .map_err(limiter_error)?;
+    }
+    tracing::info!("failed login attempt counted");
+    Ok(())
+}
+
+/// A successful login clears the account's failure count.
+pub(crate) async fn record_success<S: Store>(
+    state: &AppState<S>,
+    limit_key: &[u8],
+) -> Result<(), AppError> {
+    state
+        .limits()
+        .shared
+        .reset(&account_key(limit_key))
+        .await
+        .map_err(limiter_error)
+}
+
+/// Middleware: per-client-address request limits, a general one on every route and a stricter
+/// one on registration and login. Requests without a known address (in-process) are not limited.
+pub(crate) async fn per_client<S: Store>(
+    State(state): State<AppState<S>>,
+    client: ClientKey,
+    req: Request,
+    next: Next,
+) -> Response {
+    if let Some(addr) = &client.0 {
+        let settings = state.settings();
+        let minute = Duration::from_secs(60);
+        let mut checks = vec![(
+            format!("req:{addr}"),
+            Quota::new(settings.rate_limit_per_minute, minute),
+        )];
+        let route = req
+            .extensions()
+            .get::<MatchedPath>()
+            .map(MatchedPath::as_str)
+            .unwrap_or("");
+        if route.starts_with("/v1/register/") || route.starts_with("/v1/login/") {
+            checks.push((
+                format!("auth:{addr}"),
+                Quota::new(settings.auth_rate_limit_per_minute, minute),
+            ));
+        }
+        for (key, quota) in checks {
+            let outcome = state
+                .limits()
+                .per_addr
+                .hit(&key, quota)
+                .await
+                .map_err(limiter_error);
+            if let Err(err) = outcome.and_then(|d| refuse(&d)) {
+                return err.into_response();
+            }
+        }
+    }
+    next.run(req).await
+}

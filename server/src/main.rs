@@ -1,0 +1,89 @@
+//! The `haven-relay` binary: `haven-relay [--config PATH]`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use haven_relay::Settings;
+use tracing_subscriber::EnvFilter;
+
+fn config_path() -> Result<Option<PathBuf>, String> {
+    let mut args = std::env::args().skip(1);
+    let mut path = std::env::var_os("HAVEN_CONFIG").map(PathBuf::from);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--config" => path = Some(args.next().ok_or("--config needs a path")?.into()),
+            "--help" | "-h" => {
+                return Err(
+                    "usage: haven-relay [--config PATH]   (see docs/SELF_HOSTING.md)".into(),
+                );
+            }
+            other => return Err(format!("unknown argument {other:?}")),
+        }
+    }
+    Ok(path)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutdown signal received");
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let settings = match config_path().and_then(|path| {
+        Settings::load(path.as_deref(), |name| std::env::var(name).ok()).map_err(|e| e.to_string())
+    }) {
+        Ok(settings) => settings,
+        Err(err) => {
+            eprintln!("haven-relay: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_new(&settings.log).unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let listener = match tokio::net::TcpListener::bind(settings.listen).await {
+        Ok(listener) => listener,
+        Err(err) => {
+            eprintln!("haven-relay: cannot bind {}: {err}", settings.listen);
+            return ExitCode::FAILURE;
+        }
+    };
+    match listener.local_addr() {
+        // Tests and scripts parse this exact line from stdout.
+        Ok(addr) => println!("haven-relay listening on http://{addr}"),
+        Err(err) => {
+            eprintln!("haven-relay: {err}");
+            return ExitCode::FAILURE;
+        }
+    }
+    match haven_relay::launch_with_listener(settings, listener, shutdown_signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!(%err, "relay failed");
+            ExitCode::FAILURE
+        }
+    }
+}

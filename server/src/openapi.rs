@@ -1,0 +1,65 @@
+//! The OpenAPI document, generated from the handlers' annotations.
+
+use std::sync::OnceLock;
+
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use utoipa::OpenApi as _;
+use utoipa::openapi::OpenApi;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+
+use crate::routes::{account, auth, devices, health};
+
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(
+        title = "Haven relay API",
+        version = "1",
+        description = "Blind relay: accounts, devices and OPAQUE login. See docs/PROTOCOL.md §11."
+    ),
+    paths(
+        health::health,
+        health::ready,
+        openapi_json,
+        auth::register_start,
+        auth::register_finish,
+        auth::login_start,
+        auth::login_finish,
+        auth::refresh,
+        auth::logout,
+        devices::list,
+        devices::rename,
+        devices::unlink,
+        account::delete,
+        account::export,
+        account::totp_setup,
+        account::totp_verify,
+        account::totp_disable,
+    )
+)]
+struct ApiDoc;
+
+/// The OpenAPI document served at `/openapi.json`.
+pub fn document() -> OpenApi {
+    let mut doc = ApiDoc::openapi();
+    let components = doc.components.get_or_insert_with(Default::default);
+    components.add_security_scheme(
+        "bearer",
+        SecurityScheme::Http(
+            HttpBuilder::new()
+                .scheme(HttpAuthScheme::Bearer)
+                .bearer_format("JWT")
+                .build(),
+        ),
+    );
+    doc
+}
+
+/// The OpenAPI document of this API (generated from the code).
+#[utoipa::path(get, path = "/openapi.json", tag = "ops",
+    responses((status = 200, description = "OpenAPI 3.1 document", content_type = "application/json")))]
+pub async fn openapi_json() -> Response {
+    static DOC: OnceLock<String> = OnceLock::new();
+    let doc = DOC.get_or_init(|| document().to_json().unwrap_or_default());
+    ([(header::CONTENT_TYPE, "application/json")], doc.clone()).into_response()
+}

@@ -1,0 +1,123 @@
+//! Listing, renaming and unlinking devices.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::{MAX_DEVICE_NAME_LEN, b64, decode_b64, path_id};
+use crate::auth::Auth;
+use crate::error::{ApiJson, AppError, ErrorBody};
+use crate::ids::Id;
+use crate::state::AppState;
+use crate::store::Store;
+
+/// One device.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct DeviceBody {
+    /// Device id.
+    pub device_id: Id,
+    /// Public identity key, base64.
+    pub identity_key: String,
+    /// Encrypted name, base64, if set.
+    pub name: Option<String>,
+    /// Creation time, Unix seconds.
+    pub created_at: i64,
+    /// Whether this is the device making the request.
+    pub current: bool,
+}
+
+/// Reply to `GET /v1/devices`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct DeviceList {
+    /// The account's devices, oldest first.
+    pub devices: Vec<DeviceBody>,
+}
+
+/// Lists the account's devices.
+#[utoipa::path(get, path = "/v1/devices", tag = "devices", security(("bearer" = [])),
+    responses((status = 200, body = DeviceList),
+              (status = 401, description = "no valid session", body = ErrorBody)))]
+pub async fn list<S: Store>(
+    State(state): State<AppState<S>>,
+    Auth(session): Auth,
+) -> Result<Json<DeviceList>, AppError> {
+    let devices = state.store().devices(&session.account).await?;
+    Ok(Json(DeviceList {
+        devices: devices
+            .into_iter()
+            .map(|d| DeviceBody {
+                device_id: d.id,
+                identity_key: b64(&d.identity_key),
+                name: d.name_blob.as_deref().map(b64),
+                created_at: d.created_at,
+                current: d.id == session.device,
+            })
+            .collect(),
+    }))
+}
+
+/// Body of `PUT /v1/devices/{device_id}/name`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RenameRequest {
+    /// New encrypted name, base64 (1–1024 bytes), or `null` to clear it.
+    pub name: Option<String>,
+}
+
+/// Replaces a device's encrypted name.
+#[utoipa::path(put, path = "/v1/devices/{device_id}/name", tag = "devices", security(("bearer" = [])),
+    params(("device_id" = String, Path, description = "device id (32 hex digits)")),
+    request_body = RenameRequest,
+    responses((status = 204, description = "renamed"),
+              (status = 400, description = "malformed input", body = ErrorBody),
+              (status = 401, description = "no valid session", body = ErrorBody),
+              (status = 404, description = "`device_not_found`", body = ErrorBody)))]
+pub async fn rename<S: Store>(
+    State(state): State<AppState<S>>,
+    Auth(session): Auth,
+    Path(device_id): Path<String>,
+    ApiJson(req): ApiJson<RenameRequest>,
+) -> Result<StatusCode, AppError> {
+    let device_id = path_id(&device_id)?;
+    let name = req
+        .name
+        .as_deref()
+        .map(|n| decode_b64("name", n, MAX_DEVICE_NAME_LEN))
+        .transpose()?;
+    if state
+        .store()
+        .set_device_name(&session.account, &device_id, name.as_deref())
+        .await?
+    {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(AppError::not_found("device_not_found", "no such device"))
+    }
+}
+
+/// Unlinks a device; its sessions end at once.
+#[utoipa::path(delete, path = "/v1/devices/{device_id}", tag = "devices", security(("bearer" = [])),
+    params(("device_id" = String, Path, description = "device id (32 hex digits)")),
+    responses((status = 204, description = "unlinked"),
+              (status = 400, description = "malformed id", body = ErrorBody),
+              (status = 401, description = "no valid session", body = ErrorBody),
+              (status = 404, description = "`device_not_found`", body = ErrorBody)))]
+pub async fn unlink<S: Store>(
+    State(state): State<AppState<S>>,
+    Auth(session): Auth,
+    Path(device_id): Path<String>,
+) -> Result<StatusCode, AppError> {
+    let device_id = path_id(&device_id)?;
+    if state
+        .store()
+        .delete_device(&session.account, &device_id)
+        .await?
+    {
+        tracing::info!("device unlinked");
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(AppError::not_found("device_not_found", "no such device"))
+    }
+}

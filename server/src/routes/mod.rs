@@ -1,0 +1,104 @@
+//! HTTP handlers and their request/response bodies.
+
+pub mod account;
+pub mod auth;
+pub mod devices;
+pub mod health;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::error::AppError;
+use crate::ids::Id;
+
+/// Maximum bytes of a device's public identity key.
+pub const MAX_IDENTITY_KEY_LEN: usize = 2048;
+/// Maximum bytes of a device's encrypted name.
+pub const MAX_DEVICE_NAME_LEN: usize = 1024;
+
+/// Decodes a standard-base64 field, enforcing `1..=max` decoded bytes.
+pub(crate) fn decode_b64(field: &'static str, text: &str, max: usize) -> Result<Vec<u8>, AppError> {
+    // Reject before decoding anything absurdly long (4 chars per 3 bytes, plus padding).
+    if text.len() > max.div_ceil(3) * 4 {
+        return Err(AppError::bad_request(
+            "field_too_large",
+            format!("{field} is too large"),
+        ));
+    }
+    let bytes = STANDARD.decode(text).map_err(|_| {
+        AppError::bad_request("invalid_base64", format!("{field} is not valid base64"))
+    })?;
+    if bytes.len() > max {
+        return Err(AppError::bad_request(
+            "field_too_large",
+            format!("{field} is over {max} bytes"),
+        ));
+    }
+    if bytes.is_empty() {
+        return Err(AppError::bad_request(
+            "invalid_length",
+            format!("{field} must not be empty"),
+        ));
+    }
+    Ok(bytes)
+}
+
+/// Standard base64 with padding.
+pub(crate) fn b64(bytes: &[u8]) -> String {
+    STANDARD.encode(bytes)
+}
+
+/// A device being added (at registration or when logging in on a new device).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewDeviceBody {
+    /// The device's public identity key, base64 (1–2048 bytes, opaque to the relay).
+    pub identity_key: String,
+    /// The device's encrypted name, base64 (1–1024 bytes, opaque), optional.
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+/// A validated [`NewDeviceBody`].
+pub(crate) struct NewDevice {
+    pub(crate) identity_key: Vec<u8>,
+    pub(crate) name_blob: Option<Vec<u8>>,
+}
+
+impl NewDeviceBody {
+    pub(crate) fn validate(&self) -> Result<NewDevice, AppError> {
+        Ok(NewDevice {
+            identity_key: decode_b64("identity_key", &self.identity_key, MAX_IDENTITY_KEY_LEN)?,
+            name_blob: self
+                .name
+                .as_deref()
+                .map(|n| decode_b64("name", n, MAX_DEVICE_NAME_LEN))
+                .transpose()?,
+        })
+    }
+}
+
+/// Tokens issued by registration, login and refresh.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct TokenResponse {
+    /// The account.
+    pub account_id: Id,
+    /// The device this session belongs to.
+    pub device_id: Id,
+    /// JWT access token (HS256), sent as `Authorization: Bearer …`.
+    pub access_token: String,
+    /// Single-use refresh token (base64url of 32 bytes, no padding).
+    pub refresh_token: String,
+    /// Always `Bearer`.
+    pub token_type: String,
+    /// Access-token lifetime in seconds.
+    pub expires_in: u64,
+}
+
+/// Parses an id from a path segment.
+pub(crate) fn path_id(text: &str) -> Result<Id, AppError> {
+    text.parse()
+        .map_err(|_| AppError::bad_request("invalid_id", "ids are 32 lowercase hex digits"))
+}

@@ -1,0 +1,144 @@
+//! Server-wide secrets: the username pepper, the JWT key and the OPAQUE server setup.
+//!
+//! Each comes from the settings if given; otherwise a fresh random value is offered to the
+//! `server_secrets` table with insert-if-absent and the stored value read back, so N instances
+//! sharing one database converge on the same secrets whichever starts first.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use haven_protocol::opaque::HavenCipherSuite;
+use hmac::{Hmac, Mac};
+use opaque_ke::ServerSetup;
+use rand::RngCore;
+use rand::rngs::OsRng;
+use sha2::Sha256;
+use zeroize::{Zeroize, ZeroizeOnDrop};
+
+use crate::settings::{SecretSetting, Settings};
+use crate::store::{SecretStore, StoreError};
+
+/// Errors while loading the server secrets.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SecretsError {
+    /// A configured secret is not valid base64 or has the wrong length; carries its name.
+    #[error("configured secret {0} is malformed")]
+    Malformed(&'static str),
+    /// The stored OPAQUE server setup could not be decoded.
+    #[error("stored OPAQUE server setup is corrupt")]
+    CorruptSetup,
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A 32-byte key: zeroized on drop, no `Debug`.
+#[derive(Clone, Zeroize, ZeroizeOnDrop)]
+pub struct Key32([u8; 32]);
+
+impl Key32 {
+    /// A random key.
+    pub fn random() -> Self {
+        let mut key = [0u8; 32];
+        OsRng.fill_bytes(&mut key);
+        Self(key)
+    }
+
+    /// Wraps given key bytes.
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+
+    fn from_slice(bytes: &[u8]) -> Option<Self> {
+        <[u8; 32]>::try_from(bytes).ok().map(Self)
+    }
+
+    /// HMAC-SHA256 under this key of `label || 0x00 || data` (the label separates uses).
+    pub fn hmac(&self, label: &[u8], data: &[u8]) -> [u8; 32] {
+        // HMAC accepts keys of any length, so this cannot fail for a 32-byte key.
+        let mut mac =
+            <Hmac<Sha256> as Mac>::new_from_slice(&self.0).unwrap_or_else(|_| unreachable_hmac());
+        mac.update(label);
+        mac.update(&[0]);
+        mac.update(data);
+        mac.finalize().into_bytes().into()
+    }
+
+    /// The raw key bytes.
+    pub fn expose(&self) -> &[u8; 32] {
+        &self.0
+    }
+}
+
+#[allow(clippy::panic)] // HMAC-SHA256 accepts every key length; this is unreachable.
+fn unreachable_hmac() -> Hmac<Sha256> {
+    panic!("HMAC-SHA256 rejected a 32-byte key")
+}
+
+/// The loaded server secrets.
+pub struct ServerSecrets {
+    /// Key of HMAC-SHA256 over usernames (and other identifiers that must not be stored raw).
+    pub username_pepper: Key32,
+    /// HS256 key for access tokens.
+    pub jwt_key: Key32,
+    /// OPAQUE server key pair and OPRF seed.
+    pub opaque_setup: ServerSetup<HavenCipherSuite>,
+}
+
+fn decode_key(name: &'static str, setting: &SecretSetting) -> Result<Key32, SecretsError> {
+    let mut bytes = STANDARD
+        .decode(setting.expose().trim())
+        .map_err(|_| SecretsError::Malformed(name))?;
+    let key = Key32::from_slice(&bytes).ok_or(SecretsError::Malformed(name));
+    bytes.zeroize();
+    key
+}
+
+async fn stored_key<S: SecretStore>(store: &S, name: &'static str) -> Result<Key32, SecretsError> {
+    let fresh = Key32::random();
+    let stored = store.secret_or_insert(name, fresh.expose()).await?;
+    Key32::from_slice(stored.expose()).ok_or(SecretsError::Malformed(name))
+}
+
+impl ServerSecrets {
+    /// Loads (or generates and stores) every secret.
+    pub async fn load<S: SecretStore>(
+        settings: &Settings,
+        store: &S,
+    ) -> Result<Self, SecretsError> {
+        let username_pepper = match &settings.username_pepper {
+            Some(s) => decode_key("username_pepper", s)?,
+            None => stored_key(store, "username_pepper").await?,
+        };
+        let jwt_key = match &settings.jwt_secret {
+            Some(s) => decode_key("jwt_secret", s)?,
+            None => stored_key(store, "jwt_key").await?,
+        };
+        let opaque_setup = match &settings.opaque_server_setup {
+            Some(s) => {
+                let mut bytes = STANDARD
+                    .decode(s.expose().trim())
+                    .map_err(|_| SecretsError::Malformed("opaque_server_setup"))?;
+                let setup = ServerSetup::deserialize(&bytes)
+                    .map_err(|_| SecretsError::Malformed("opaque_server_setup"));
+                bytes.zeroize();
+                setup?
+            }
+            None => {
+                let fresh = ServerSetup::<HavenCipherSuite>::new(&mut OsRng);
+                let mut fresh_bytes = fresh.serialize().to_vec();
+                let stored = store
+                    .secret_or_insert("opaque_server_setup", &fresh_bytes)
+                    .await;
+                fresh_bytes.zeroize();
+                ServerSetup::deserialize(stored?.expose())
+                    .map_err(|_| SecretsError::CorruptSetup)?
+            }
+        };
+        Ok(Self {
+            username_pepper,
+            jwt_key,
+            opaque_setup,
+        })
+    }
+}

@@ -1,0 +1,392 @@
+//! Typed settings: defaults, then a TOML file, then environment variables.
+//!
+//! Every setting is documented in `docs/SELF_HOSTING.md`. `Debug` never prints secrets.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::Path;
+
+use serde::Deserialize;
+use zeroize::{Zeroize, ZeroizeOnDrop};
+
+/// Errors while loading settings.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SettingsError {
+    /// The config file could not be read.
+    #[error("cannot read config file: {0}")]
+    Read(#[source] std::io::Error),
+    /// The config file is not valid TOML for these settings.
+    #[error("invalid config file: {0}")]
+    Toml(#[source] toml::de::Error),
+    /// An environment variable had an unparsable value; carries the variable name.
+    #[error("invalid value in environment variable {0}")]
+    Env(&'static str),
+    /// A value is out of its allowed range; carries the setting name.
+    #[error("setting {0} is out of range")]
+    Range(&'static str),
+}
+
+/// A secret setting (base64 text): zeroized on drop, redacted in `Debug`, never serialized.
+#[derive(Clone, Deserialize, Zeroize, ZeroizeOnDrop)]
+#[serde(transparent)]
+pub struct SecretSetting(String);
+
+impl SecretSetting {
+    /// Wraps a value.
+    pub fn new(value: String) -> Self {
+        Self(value)
+    }
+
+    /// The secret text.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for SecretSetting {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// A URL that may carry a password: `Debug` shows only the scheme.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct ConnectionUrl(String);
+
+impl ConnectionUrl {
+    /// Wraps a URL.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self(url.into())
+    }
+
+    /// The full URL.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for ConnectionUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let scheme = self.0.split(':').next().unwrap_or("");
+        write!(f, "{scheme}:[redacted]")
+    }
+}
+
+/// All relay settings.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// API listen address (`HAVEN_LISTEN`).
+    pub listen: SocketAddr,
+    /// Prometheus metrics listen address, `None` to disable (`HAVEN_METRICS_LISTEN`, `off`).
+    pub metrics_listen: Option<SocketAddr>,
+    /// Database URL, `sqlite:…` or `postgres://…` (`DATABASE_URL` / `HAVEN_DATABASE_URL`).
+    pub database_url: ConnectionUrl,
+    /// Redis URL for shared rate limits (`REDIS_URL` / `HAVEN_REDIS_URL`).
+    pub redis_url: Option<ConnectionUrl>,
+    /// Maximum devices per account (`HAVEN_MAX_DEVICES`).
+    pub max_devices: u32,
+    /// Access-token lifetime in seconds (`HAVEN_ACCESS_TOKEN_TTL_SECS`).
+    pub access_token_ttl_secs: u64,
+    /// Refresh-token lifetime in seconds (`HAVEN_REFRESH_TOKEN_TTL_SECS`).
+    pub refresh_token_ttl_secs: u64,
+    /// Maximum request body in bytes (`HAVEN_BODY_LIMIT_BYTES`).
+    pub body_limit_bytes: usize,
+    /// Per-request timeout in seconds (`HAVEN_REQUEST_TIMEOUT_SECS`).
+    pub request_timeout_secs: u64,
+    /// Origins allowed by CORS; empty means no CORS headers (`HAVEN_CORS_ALLOWED_ORIGINS`,
+    /// comma-separated).
+    pub cors_allowed_origins: Vec<String>,
+    /// Send `Strict-Transport-Security` (`HAVEN_HSTS`).
+    pub hsts: bool,
+    /// Take the client address from `X-Forwarded-For` (`HAVEN_TRUSTED_PROXY`).
+    pub trusted_proxy: bool,
+    /// Failed logins allowed per account per window (`HAVEN_LOGIN_MAX_FAILURES`).
+    pub login_max_failures: u32,
+    /// Failed logins allowed per client address per window (`HAVEN_ADDR_LOGIN_MAX_FAILURES`).
+    pub addr_login_max_failures: u32,
+    /// Window for the failure limits in seconds (`HAVEN_LOGIN_FAILURE_WINDOW_SECS`).
+    pub login_failure_window_secs: u64,
+    /// Requests per minute per client address on all routes (`HAVEN_RATE_LIMIT_PER_MINUTE`).
+    pub rate_limit_per_minute: u32,
+    /// Requests per minute per client address on register/login (`HAVEN_AUTH_RATE_LIMIT_PER_MINUTE`).
+    pub auth_rate_limit_per_minute: u32,
+    /// Log filter (`HAVEN_LOG`, `RUST_LOG` syntax).
+    pub log: String,
+    /// Username pepper, base64 of 32 bytes; generated and stored if absent
+    /// (`HAVEN_USERNAME_PEPPER`).
+    pub username_pepper: Option<SecretSetting>,
+    /// JWT signing key, base64 of 32–64 bytes; generated and stored if absent
+    /// (`HAVEN_JWT_SECRET`).
+    pub jwt_secret: Option<SecretSetting>,
+    /// Serialized OPAQUE `ServerSetup`, base64; generated and stored if absent
+    /// (`HAVEN_OPAQUE_SERVER_SETUP`).
+    pub opaque_server_setup: Option<SecretSetting>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            metrics_listen: Some(SocketAddr::from(([127, 0, 0, 1], 9464))),
+            database_url: ConnectionUrl::new("sqlite://data/haven.db"),
+            redis_url: None,
+            max_devices: 5,
+            access_token_ttl_secs: 15 * 60,
+            refresh_token_ttl_secs: 30 * 24 * 3600,
+            body_limit_bytes: 64 * 1024,
+            request_timeout_secs: 30,
+            cors_allowed_origins: Vec::new(),
+            hsts: false,
+            trusted_proxy: false,
+            login_max_failures: 5,
+            addr_login_max_failures: 20,
+            login_failure_window_secs: 15 * 60,
+            rate_limit_per_minute: 600,
+            auth_rate_limit_per_minute: 30,
+            log: "info".to_owned(),
+            username_pepper: None,
+            jwt_secret: None,
+            opaque_server_setup: None,
+        }
+    }
+}
+
+fn parse<T: std::str::FromStr>(name: &'static str, value: &str) -> Result<T, SettingsError> {
+    value.trim().parse().map_err(|_| SettingsError::Env(name))
+}
+
+fn parse_bool(name: &'static str, value: &str) -> Result<bool, SettingsError> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        _ => Err(SettingsError::Env(name)),
+    }
+}
+
+impl Settings {
+    /// Loads settings: defaults, then the TOML file at `file` (if any), then the environment as
+    /// read through `env` (a function so tests need not touch the process environment).
+    pub fn load(
+        file: Option<&Path>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, SettingsError> {
+        let mut settings = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(SettingsError::Read)?;
+                Self::from_toml(&text)?
+            }
+            None => Self::default(),
+        };
+        settings.apply_env(env)?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Parses settings from TOML text (missing keys take their defaults).
+    pub fn from_toml(text: &str) -> Result<Self, SettingsError> {
+        toml::from_str(text).map_err(SettingsError::Toml)
+    }
+
+    fn apply_env(&mut self, env: impl Fn(&str) -> Option<String>) -> Result<(), SettingsError> {
+        let get = |name: &str| env(name).filter(|v| !v.is_empty());
+        if let Some(v) = get("HAVEN_LISTEN") {
+            self.listen = parse("HAVEN_LISTEN", &v)?;
+        }
+        if let Some(v) = get("HAVEN_METRICS_LISTEN") {
+            self.metrics_listen = if v.trim() == "off" {
+                None
+            } else {
+                Some(parse("HAVEN_METRICS_LISTEN", &v)?)
+            };
+        }
+        if let Some(v) = get("HAVEN_DATABASE_URL").or_else(|| get("DATABASE_URL")) {
+            self.database_url = ConnectionUrl::new(v);
+        }
+        if let Some(v) = get("HAVEN_REDIS_URL").or_else(|| get("REDIS_URL")) {
+            self.redis_url = Some(ConnectionUrl::new(v));
+        }
+        macro_rules! number {
+            ($field:ident, $name:literal) => {
+                if let Some(v) = get($name) {
+                    self.$field = parse($name, &v)?;
+                }
+            };
+        }
+        number!(max_devices, "HAVEN_MAX_DEVICES");
+        number!(access_token_ttl_secs, "HAVEN_ACCESS_TOKEN_TTL_SECS");
+        number!(refresh_token_ttl_secs, "HAVEN_REFRESH_TOKEN_TTL_SECS");
+        number!(body_limit_bytes, "HAVEN_BODY_LIMIT_BYTES");
+        number!(request_timeout_secs, "HAVEN_REQUEST_TIMEOUT_SECS");
+        number!(login_max_failures, "HAVEN_LOGIN_MAX_FAILURES");
+        number!(addr_login_max_failures, "HAVEN_ADDR_LOGIN_MAX_FAILURES");
+        number!(login_failure_window_secs, "HAVEN_LOGIN_FAILURE_WINDOW_SECS");
+        number!(rate_limit_per_minute, "HAVEN_RATE_LIMIT_PER_MINUTE");
+        number!(
+            auth_rate_limit_per_minute,
+            "HAVEN_AUTH_RATE_LIMIT_PER_MINUTE"
+        );
+        if let Some(v) = get("HAVEN_CORS_ALLOWED_ORIGINS") {
+            self.cors_allowed_origins = v
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect();
+        }
+        if let Some(v) = get("HAVEN_HSTS") {
+            self.hsts = parse_bool("HAVEN_HSTS", &v)?;
+        }
+        if let Some(v) = get("HAVEN_TRUSTED_PROXY") {
+            self.trusted_proxy = parse_bool("HAVEN_TRUSTED_PROXY", &v)?;
+        }
+        if let Some(v) = get("HAVEN_LOG") {
+            self.log = v;
+        }
+        if let Some(v) = get("HAVEN_USERNAME_PEPPER") {
+            self.username_pepper = Some(SecretSetting::new(v));
+        }
+        if let Some(v) = get("HAVEN_JWT_SECRET") {
+            self.jwt_secret = Some(SecretSetting::new(v));
+        }
+        if let Some(v) = get("HAVEN_OPAQUE_SERVER_SETUP") {
+            self.opaque_server_setup = Some(SecretSetting::new(v));
+        }
+        Ok(())
+    }
+
+    fn validate(&self) -> Result<(), SettingsError> {
+        let checks: [(bool, &'static str); 8] = [
+            ((1..=1000).contains(&self.max_devices), "max_devices"),
+            (
+                (10..=86_400).contains(&self.access_token_ttl_secs),
+                "access_token_ttl_secs",
+            ),
+            (
+                (60..=31_536_000).contains(&self.refresh_token_ttl_secs),
+                "refresh_token_ttl_secs",
+            ),
+            (
+                (1024..=16 << 20).contains(&self.body_limit_bytes),
+                "body_limit_bytes",
+            ),
+            (
+                (1..=3600).contains(&self.request_timeout_secs),
+                "request_timeout_secs",
+            ),
+            (
+                self.login_max_failures >= 1 && self.addr_login_max_failures >= 1,
+                "login_max_failures",
+            ),
+            (
+                (1..=86_400).contains(&self.login_failure_window_secs),
+                "login_failure_window_secs",
+            ),
+            (
+                self.rate_limit_per_minute >= 1 && self.auth_rate_limit_per_minute >= 1,
+                "rate_limit_per_minute",
+            ),
+        ];
+        let origins_ok = self.cors_allowed_origins.iter().all(|o| {
+            (o.starts_with("https://") || o.starts_with("http://"))
+                && axum::http::HeaderValue::from_str(o).is_ok()
+        });
+        if !origins_ok {
+            return Err(SettingsError::Range("cors_allowed_origins"));
+        }
+        match checks.iter().find(|(ok, _)| !ok) {
+            Some((_, name)) => Err(SettingsError::Range(name)),
+            None => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let pairs: Vec<(String, String)> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        move |name| {
+            pairs
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+        }
+    }
+
+    #[test]
+    fn defaults_then_file_then_env() {
+        let dir = std::env::temp_dir().join(format!("haven-settings-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("relay.toml");
+        std::fs::write(
+            &file,
+            "max_devices = 3\nhsts = true\nlisten = \"127.0.0.1:9000\"\n",
+        )
+        .unwrap();
+        let s = Settings::load(
+            Some(&file),
+            env_of(&[
+                ("HAVEN_LISTEN", "127.0.0.1:0"),
+                ("DATABASE_URL", "postgres://u:hunter2@db/x"),
+                (
+                    "HAVEN_CORS_ALLOWED_ORIGINS",
+                    "https://a.example, https://b.example",
+                ),
+                ("HAVEN_METRICS_LISTEN", "off"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.max_devices, 3);
+        assert!(s.hsts);
+        assert_eq!(s.listen, SocketAddr::from(([127, 0, 0, 1], 0)));
+        assert_eq!(s.database_url.expose(), "postgres://u:hunter2@db/x");
+        assert_eq!(
+            s.cors_allowed_origins,
+            ["https://a.example", "https://b.example"]
+        );
+        assert_eq!(s.metrics_listen, None);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn debug_redacts_secrets_and_urls() {
+        let s = Settings::load(
+            None,
+            env_of(&[
+                ("DATABASE_URL", "postgres://u:hunter2@db/x"),
+                ("REDIS_URL", "redis://:sekret@r:6379"),
+                ("HAVEN_JWT_SECRET", "c2VjcmV0LWp3dA=="),
+                ("HAVEN_USERNAME_PEPPER", "cGVwcGVy"),
+            ]),
+        )
+        .unwrap();
+        let debug = format!("{s:?}");
+        for secret in ["hunter2", "sekret", "c2VjcmV0LWp3dA==", "cGVwcGVy"] {
+            assert!(!debug.contains(secret), "{secret} leaked in {debug}");
+        }
+        assert!(debug.contains("postgres:[redacted]"));
+    }
+
+    #[test]
+    fn bad_values_are_rejected() {
+        assert!(matches!(
+            Settings::load(None, env_of(&[("HAVEN_MAX_DEVICES", "many")])),
+            Err(SettingsError::Env("HAVEN_MAX_DEVICES"))
+        ));
+        assert!(matches!(
+            Settings::load(None, env_of(&[("HAVEN_MAX_DEVICES", "0")])),
+            Err(SettingsError::Range("max_devices"))
+        ));
+        assert!(matches!(
+            Settings::from_toml("unknown_key = 1"),
+            Err(SettingsError::Toml(_))
+        ));
+    }
+}

@@ -1,0 +1,84 @@
+//! Shared application state.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::limits::Limits;
+use crate::secrets::{Key32, ServerSecrets};
+use crate::settings::Settings;
+use crate::store::Store;
+
+/// State shared by all handlers (cheap to clone).
+pub struct AppState<S: Store> {
+    inner: Arc<Inner<S>>,
+}
+
+struct Inner<S> {
+    store: S,
+    settings: Settings,
+    secrets: ServerSecrets,
+    limits: Limits,
+    /// Per-process random key for hashing client addresses (never stored, never shared).
+    addr_key: Key32,
+}
+
+impl<S: Store> Clone for AppState<S> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+impl<S: Store> AppState<S> {
+    /// Builds the state.
+    pub fn new(store: S, settings: Settings, secrets: ServerSecrets, limits: Limits) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                store,
+                settings,
+                secrets,
+                limits,
+                addr_key: Key32::random(),
+            }),
+        }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &S {
+        &self.inner.store
+    }
+
+    /// The settings.
+    pub fn settings(&self) -> &Settings {
+        &self.inner.settings
+    }
+
+    /// The server secrets.
+    pub fn secrets(&self) -> &ServerSecrets {
+        &self.inner.secrets
+    }
+
+    /// The rate limiters.
+    pub fn limits(&self) -> &Limits {
+        &self.inner.limits
+    }
+
+    /// The per-process key for client-address hashes.
+    pub(crate) fn addr_key(&self) -> &Key32 {
+        &self.inner.addr_key
+    }
+}
+
+/// Current Unix time in seconds.
+pub fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Current Unix time as the `i64` the store uses.
+pub fn now_i64() -> i64 {
+    i64::try_from(now_secs()).unwrap_or(i64::MAX)
+}

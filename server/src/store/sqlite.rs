@@ -1,0 +1,71 @@
+//! The SQLite backend (the zero-configuration default).
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::Row as _;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
+
+use super::{StoreError, StoreResult};
+
+/// Store on an SQLite database file.
+#[derive(Clone, Debug)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating the file and its directory if needed) and migrates the database at `url`
+    /// (`sqlite:PATH` or `sqlite://PATH`).
+    pub async fn connect(url: &str) -> StoreResult<Self> {
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(|e| StoreError::InvalidUrl(e.to_string()))?
+            .create_if_missing(true)
+            .foreign_keys(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .busy_timeout(Duration::from_secs(5));
+        if let Some(dir) = options.get_filename().parent()
+            && !dir.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| StoreError::InvalidUrl(format!("cannot create directory: {e}")))?;
+        }
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await?;
+        sqlx::migrate!("../migrations/sqlite").run(&pool).await?;
+        Ok(Self { pool })
+    }
+
+    /// The underlying pool (tests use it to dump tables).
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    /// Closes the pool (checkpointing the WAL happens on the last close).
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+super::sql::impl_sql_store!(SqliteStore, sqlx::Sqlite);
+
+impl super::Store for SqliteStore {
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn table_names(&self) -> StoreResult<Vec<String>> {
+        let rows = sqlx::query(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' \
+             ORDER BY name",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| r.try_get::<String, _>("name").map_err(StoreError::from))
+            .collect()
+    }
+}

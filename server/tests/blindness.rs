@@ -1,0 +1,125 @@
+//! Blindness: after registering (and logging in as) `alice` with a password, neither string, in
+//! any common encoding, appears anywhere in the database (both engines).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use common::Harness;
+use haven_relay::store::Store;
+use serde_json::json;
+
+const USERNAME: &str = "alice";
+const PASSWORD: &str = "correct horse battery staple";
+
+/// Every form in which a string could plausibly leak.
+fn forbidden_forms() -> Vec<Vec<u8>> {
+    let mut forms = Vec::new();
+    for s in [USERNAME, PASSWORD, "Alice", "ALICE"] {
+        let b = s.as_bytes();
+        forms.push(b.to_vec());
+        forms.push(hex::encode(b).into_bytes());
+        forms.push(hex::encode_upper(b).into_bytes());
+        forms.push(STANDARD.encode(b).trim_end_matches('=').as_bytes().to_vec());
+        forms.push(URL_SAFE_NO_PAD.encode(b).into_bytes());
+        // UTF-16LE, as some engines store text.
+        forms.push(s.encode_utf16().flat_map(u16::to_le_bytes).collect());
+    }
+    forms
+}
+
+fn assert_clean(haystack: &[u8], what: &str) {
+    assert!(
+        !haystack.is_empty(),
+        "{what} is empty: the test would prove nothing"
+    );
+    for form in forbidden_forms() {
+        assert!(
+            !haystack.windows(form.len()).any(|w| w == form.as_slice()),
+            "{what} contains {:?}",
+            String::from_utf8_lossy(&form)
+        );
+    }
+}
+
+async fn exercise<S: Store>(h: &Harness<S>) {
+    let tokens = h.register(Some(USERNAME), PASSWORD).await;
+    h.try_login(
+        json!({"username": USERNAME}),
+        PASSWORD,
+        json!({"device_id": tokens.device_id}),
+    )
+    .await
+    .expect(axum::http::StatusCode::OK);
+    // A failed attempt and a pending login leave state behind too.
+    h.try_login(
+        json!({"username": USERNAME}),
+        "wrong",
+        json!({"device_id": tokens.device_id}),
+    )
+    .await;
+    let start =
+        opaque_ke::ClientLogin::<common::Cs>::start(&mut rand::rngs::OsRng, PASSWORD.as_bytes())
+            .unwrap();
+    h.post(
+        "/v1/login/start",
+        json!({
+            "username": USERNAME,
+            "credential_request": common::b64(&start.message.serialize()),
+        }),
+    )
+    .await
+    .expect(axum::http::StatusCode::OK);
+}
+
+#[tokio::test]
+async fn sqlite_file_never_contains_username_or_password() {
+    let h = Harness::sqlite().await.unwrap();
+    exercise(&h).await;
+    let common::Guard::Dir(dir) = &h.guard else {
+        panic!("sqlite harness has a directory")
+    };
+    let read_all = || {
+        let mut bytes = Vec::new();
+        let mut names = Vec::new();
+        for entry in std::fs::read_dir(dir.path()).unwrap() {
+            let path = entry.unwrap().path();
+            names.push(path.file_name().unwrap().to_string_lossy().into_owned());
+            bytes.extend(std::fs::read(&path).unwrap());
+        }
+        (bytes, names)
+    };
+    // While open: the main file plus the write-ahead log (where fresh rows live).
+    let (bytes, names) = read_all();
+    assert!(names.iter().any(|n| n == "haven.db-wal"), "{names:?}");
+    assert_clean(&bytes, "sqlite db + wal");
+    // After a checkpoint on close, everything is in the main file.
+    h.store.close().await;
+    let (bytes, _) = read_all();
+    assert_clean(&bytes, "sqlite db after close");
+}
+
+#[tokio::test]
+async fn postgres_tables_never_contain_username_or_password() {
+    let Some(h) = Harness::postgres().await else {
+        return;
+    };
+    exercise(&h).await;
+    let mut dump = String::new();
+    let tables = h.store.table_names().await.unwrap();
+    assert!(tables.iter().any(|t| t == "accounts"));
+    for table in tables {
+        let rows: Vec<(String,)> = sqlx::query_as(&format!("SELECT t::text FROM {table} t"))
+            .fetch_all(h.store.pool())
+            .await
+            .unwrap();
+        for (row,) in rows {
+            dump.push_str(&row);
+            dump.push('\n');
+        }
+    }
+    assert!(dump.contains("\\x"), "bytea columns are dumped in hex");
+    assert_clean(dump.as_bytes(), "postgres dump");
+    assert_clean(dump.to_lowercase().as_bytes(), "postgres dump (lowercased)");
+}
