@@ -1,4 +1,4 @@
-//! Bounds-checked byte reader and writer helpers shared by the session wire formats.
+//! Bounds-checked byte reader and writer helpers shared by every wire format of the core.
 //!
 //! Every read checks the remaining length first (`split_at_checked`), so a decoder built on
 //! [`Reader`] cannot index out of range on untrusted input.
@@ -29,6 +29,11 @@ impl<'a> Reader<'a> {
     /// Reads one byte.
     pub(crate) fn u8(&mut self) -> Option<u8> {
         Some(self.array::<1>()?[0])
+    }
+
+    /// Reads a big-endian u16.
+    pub(crate) fn u16(&mut self) -> Option<u16> {
+        Some(u16::from_be_bytes(self.array()?))
     }
 
     /// Reads a big-endian u32.

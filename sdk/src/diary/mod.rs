@@ -16,6 +16,7 @@
 
 mod recovery;
 
+use crate::encoding::Reader;
 use alloc::boxed::Box;
 use alloc::vec::Vec;
 
@@ -350,58 +351,43 @@ impl WrappedKeyBundle {
     /// # Errors
     /// [`DiaryError::Malformed`] or [`DiaryError::UnsupportedVersion`].
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, DiaryError> {
-        let mut r = Reader(bytes);
-        let version = r.array::<1>()?[0];
+        let mut r = Reader::new(bytes);
+        let version = r.array::<1>().ok_or(DiaryError::Malformed)?[0];
         if version != DIARY_VERSION {
             return Err(DiaryError::UnsupportedVersion(version));
         }
-        if r.array::<1>()?[0] != TYPE_BUNDLE {
+        if r.array::<1>().ok_or(DiaryError::Malformed)?[0] != TYPE_BUNDLE {
             return Err(DiaryError::Malformed);
         }
         let params = KdfParams {
-            m_cost_kib: u32::from_be_bytes(r.array()?),
-            t_cost: u32::from_be_bytes(r.array()?),
-            p_cost: u32::from_be_bytes(r.array()?),
+            m_cost_kib: u32::from_be_bytes(r.array().ok_or(DiaryError::Malformed)?),
+            t_cost: u32::from_be_bytes(r.array().ok_or(DiaryError::Malformed)?),
+            p_cost: u32::from_be_bytes(r.array().ok_or(DiaryError::Malformed)?),
         };
         let password = PasswordSlot {
             params,
-            salt: r.array()?,
-            nonce: r.array()?,
-            wrapped: r.array()?,
+            salt: r.array().ok_or(DiaryError::Malformed)?,
+            nonce: r.array().ok_or(DiaryError::Malformed)?,
+            wrapped: r.array().ok_or(DiaryError::Malformed)?,
         };
-        let recovery_salt = r.array()?;
-        let n = usize::from(r.array::<1>()?[0]);
+        let recovery_salt = r.array().ok_or(DiaryError::Malformed)?;
+        let n = usize::from(r.array::<1>().ok_or(DiaryError::Malformed)?[0]);
         if n > MAX_RECOVERY_SLOTS {
             return Err(DiaryError::Malformed);
         }
         let mut recovery = Vec::with_capacity(n);
         for _ in 0..n {
             recovery.push(RecoverySlot {
-                nonce: r.array()?,
-                wrapped: r.array()?,
+                nonce: r.array().ok_or(DiaryError::Malformed)?,
+                wrapped: r.array().ok_or(DiaryError::Malformed)?,
             });
         }
-        if !r.0.is_empty() {
-            return Err(DiaryError::Malformed);
-        }
+        r.finish().ok_or(DiaryError::Malformed)?;
         Ok(Self {
             password,
             recovery_salt,
             recovery,
         })
-    }
-}
-
-struct Reader<'a>(&'a [u8]);
-
-impl Reader<'_> {
-    fn array<const N: usize>(&mut self) -> Result<[u8; N], DiaryError> {
-        let (head, rest) = self
-            .0
-            .split_first_chunk::<N>()
-            .ok_or(DiaryError::Malformed)?;
-        self.0 = rest;
-        Ok(*head)
     }
 }
 

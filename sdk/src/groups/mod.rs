@@ -7,6 +7,7 @@
 //! sender. When a member leaves, the others call [`GroupSenderSession::rotate`] and redistribute
 //! to the remaining members only. Wire formats and KDFs: `docs/PROTOCOL.md` §8.
 
+use crate::encoding::Reader;
 use alloc::vec::Vec;
 
 use chacha20poly1305::aead::{AeadInOut, KeyInit};
@@ -96,46 +97,21 @@ impl DistributionId {
     }
 }
 
-/// Small reader over untrusted bytes that never panics.
-struct Reader<'a>(&'a [u8]);
+/// A short or overlong input is `Malformed`; the shared [`Reader`] says only "too short".
+fn need<T>(value: Option<T>) -> Result<T, GroupError> {
+    value.ok_or(GroupError::Malformed)
+}
 
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], GroupError> {
-        let (head, rest) = self.0.split_at_checked(n).ok_or(GroupError::Malformed)?;
-        self.0 = rest;
-        Ok(head)
+/// Reads and checks `version || type`.
+fn read_header(r: &mut Reader<'_>, ty: u8) -> Result<(), GroupError> {
+    let version = need(r.u8())?;
+    if version != SENDER_KEY_VERSION {
+        return Err(GroupError::UnsupportedVersion(version));
     }
-    fn array<const N: usize>(&mut self) -> Result<[u8; N], GroupError> {
-        let mut a = [0u8; N];
-        a.copy_from_slice(self.take(N)?);
-        Ok(a)
+    if need(r.u8())? != ty {
+        return Err(GroupError::Malformed);
     }
-    fn u8(&mut self) -> Result<u8, GroupError> {
-        Ok(self.array::<1>()?[0])
-    }
-    fn u16(&mut self) -> Result<u16, GroupError> {
-        Ok(u16::from_be_bytes(self.array()?))
-    }
-    fn u32(&mut self) -> Result<u32, GroupError> {
-        Ok(u32::from_be_bytes(self.array()?))
-    }
-    fn header(&mut self, ty: u8) -> Result<(), GroupError> {
-        let version = self.u8()?;
-        if version != SENDER_KEY_VERSION {
-            return Err(GroupError::UnsupportedVersion(version));
-        }
-        if self.u8()? != ty {
-            return Err(GroupError::Malformed);
-        }
-        Ok(())
-    }
-    fn end(&self) -> Result<(), GroupError> {
-        if self.0.is_empty() {
-            Ok(())
-        } else {
-            Err(GroupError::Malformed)
-        }
-    }
+    Ok(())
 }
 
 fn hmac(key: &[u8; 32], byte: u8) -> Zeroizing<[u8; 32]> {
@@ -227,15 +203,15 @@ impl SenderKeyDistributionMessage {
     /// # Errors
     /// [`GroupError::Malformed`] or [`GroupError::UnsupportedVersion`].
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, GroupError> {
-        let mut r = Reader(bytes);
-        r.header(TYPE_DISTRIBUTION)?;
-        let distribution_id = DistributionId(r.array()?);
-        let chain_id = r.u32()?;
-        let iteration = r.u32()?;
-        let chain_key = Zeroizing::new(r.array::<32>()?);
+        let mut r = Reader::new(bytes);
+        read_header(&mut r, TYPE_DISTRIBUTION)?;
+        let distribution_id = DistributionId(need(r.array())?);
+        let chain_id = need(r.u32())?;
+        let iteration = need(r.u32())?;
+        let chain_key = Zeroizing::new(need(r.array::<32>())?);
         let signing_public =
-            VerifyingKey::from_bytes(&r.array()?).map_err(|_| GroupError::Malformed)?;
-        r.end()?;
+            VerifyingKey::from_bytes(&need(r.array())?).map_err(|_| GroupError::Malformed)?;
+        need(r.finish())?;
         Ok(Self {
             distribution_id,
             chain_id,
@@ -289,21 +265,21 @@ impl SenderKeyMessage {
     /// [`GroupError::Malformed`], [`GroupError::UnsupportedVersion`] or
     /// [`GroupError::TooLarge`].
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, GroupError> {
-        let mut r = Reader(bytes);
-        r.header(TYPE_MESSAGE)?;
-        let distribution_id = DistributionId(r.array()?);
-        let chain_id = r.u32()?;
-        let iteration = r.u32()?;
-        let len = r.u32()? as usize;
+        let mut r = Reader::new(bytes);
+        read_header(&mut r, TYPE_MESSAGE)?;
+        let distribution_id = DistributionId(need(r.array())?);
+        let chain_id = need(r.u32())?;
+        let iteration = need(r.u32())?;
+        let len = need(r.u32())? as usize;
         if len < TAG_LEN {
             return Err(GroupError::Malformed);
         }
         if len - TAG_LEN > MAX_GROUP_PLAINTEXT_LEN {
             return Err(GroupError::TooLarge(len - TAG_LEN));
         }
-        let ciphertext = r.take(len)?.to_vec();
-        let signature = r.array()?;
-        r.end()?;
+        let ciphertext = need(r.take(len))?.to_vec();
+        let signature = need(r.array())?;
+        need(r.finish())?;
         Ok(Self {
             distribution_id,
             chain_id,
@@ -456,14 +432,14 @@ impl GroupSenderSession {
     /// # Errors
     /// [`GroupError::Malformed`] or [`GroupError::UnsupportedVersion`].
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, GroupError> {
-        let mut r = Reader(bytes);
-        r.header(TYPE_SENDER_STATE)?;
-        let distribution_id = DistributionId(r.array()?);
-        let chain_id = r.u32()?;
-        let iteration = r.u32()?;
-        let chain_key = r.array::<32>()?;
-        let seed = r.array::<32>()?;
-        r.end()?;
+        let mut r = Reader::new(bytes);
+        read_header(&mut r, TYPE_SENDER_STATE)?;
+        let distribution_id = DistributionId(need(r.array())?);
+        let chain_id = need(r.u32())?;
+        let iteration = need(r.u32())?;
+        let chain_key = need(r.array::<32>())?;
+        let seed = need(r.array::<32>())?;
+        need(r.finish())?;
         Ok(Self::from_parts(
             distribution_id,
             chain_id,
@@ -653,28 +629,28 @@ impl SenderKeyRecord {
     /// # Errors
     /// [`GroupError::Malformed`] or [`GroupError::UnsupportedVersion`].
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, GroupError> {
-        let mut r = Reader(bytes);
-        r.header(TYPE_RECORD)?;
-        let distribution_id = DistributionId(r.array()?);
-        let n = usize::from(r.u8()?);
+        let mut r = Reader::new(bytes);
+        read_header(&mut r, TYPE_RECORD)?;
+        let distribution_id = DistributionId(need(r.array())?);
+        let n = usize::from(need(r.u8())?);
         if n > MAX_SENDER_CHAINS {
             return Err(GroupError::Malformed);
         }
         let mut chains = Vec::with_capacity(n);
         for _ in 0..n {
-            let chain_id = r.u32()?;
-            let iteration = r.u32()?;
-            let chain_key = Zeroizing::new(r.array::<32>()?);
+            let chain_id = need(r.u32())?;
+            let iteration = need(r.u32())?;
+            let chain_key = Zeroizing::new(need(r.array::<32>())?);
             let signing_public =
-                VerifyingKey::from_bytes(&r.array()?).map_err(|_| GroupError::Malformed)?;
-            let k = usize::from(r.u16()?);
+                VerifyingKey::from_bytes(&need(r.array())?).map_err(|_| GroupError::Malformed)?;
+            let k = usize::from(need(r.u16())?);
             if k > MAX_STORED_SENDER_MESSAGE_KEYS {
                 return Err(GroupError::Malformed);
             }
             let mut skipped = Vec::with_capacity(k);
             for _ in 0..k {
-                let i = r.u32()?;
-                skipped.push((i, Zeroizing::new(r.array::<32>()?)));
+                let i = need(r.u32())?;
+                skipped.push((i, Zeroizing::new(need(r.array::<32>())?)));
             }
             chains.push(ReceiverChain {
                 chain_id,
@@ -684,7 +660,7 @@ impl SenderKeyRecord {
                 skipped,
             });
         }
-        r.end()?;
+        need(r.finish())?;
         Ok(Self {
             distribution_id,
             chains,
