@@ -7,6 +7,7 @@
 pub mod app;
 pub mod auth;
 pub mod error;
+pub mod hub;
 pub mod ids;
 pub mod limits;
 pub mod openapi;

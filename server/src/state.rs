@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::hub::Hub;
 use crate::limits::Limits;
 use crate::secrets::{Key32, ServerSecrets};
 use crate::settings::Settings;
@@ -20,6 +21,8 @@ struct Inner<S> {
     limits: Limits,
     /// Per-process random key for hashing client addresses (never stored, never shared).
     addr_key: Key32,
+    /// In-process wake-up hints for sockets.
+    hub: Hub,
 }
 
 impl<S: Store> Clone for AppState<S> {
@@ -40,6 +43,7 @@ impl<S: Store> AppState<S> {
                 secrets,
                 limits,
                 addr_key: Key32::random(),
+                hub: Hub::new(),
             }),
         }
     }
@@ -62,6 +66,11 @@ impl<S: Store> AppState<S> {
     /// The rate limiters.
     pub fn limits(&self) -> &Limits {
         &self.inner.limits
+    }
+
+    /// The wake-up hub.
+    pub fn hub(&self) -> &Hub {
+        &self.inner.hub
     }
 
     /// The per-process key for client-address hashes.
