@@ -10,6 +10,7 @@ pub mod error;
 pub mod hub;
 pub mod ids;
 pub mod limits;
+pub mod messaging;
 pub mod openapi;
 pub mod routes;
 pub mod secrets;

@@ -5,6 +5,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::hub::Hub;
 use crate::limits::Limits;
+use crate::messaging::EphemeralHub;
 use crate::secrets::{Key32, ServerSecrets};
 use crate::settings::Settings;
 use crate::store::Store;
@@ -23,6 +24,8 @@ struct Inner<S> {
     addr_key: Key32,
     /// In-process wake-up hints for sockets.
     hub: Hub,
+    /// In-process routing of ephemeral (never stored) messages to live sockets.
+    ephemeral: EphemeralHub,
 }
 
 impl<S: Store> Clone for AppState<S> {
@@ -44,6 +47,7 @@ impl<S: Store> AppState<S> {
                 limits,
                 addr_key: Key32::random(),
                 hub: Hub::new(),
+                ephemeral: EphemeralHub::new(),
             }),
         }
     }
@@ -71,6 +75,11 @@ impl<S: Store> AppState<S> {
     /// The wake-up hub.
     pub fn hub(&self) -> &Hub {
         &self.inner.hub
+    }
+
+    /// The ephemeral-message router.
+    pub fn ephemeral(&self) -> &EphemeralHub {
+        &self.inner.ephemeral
     }
 
     /// The per-process key for client-address hashes.

@@ -87,6 +87,8 @@ pub struct TokenResponse {
     pub account_id: Id,
     /// The device this session belongs to.
     pub device_id: Id,
+    /// The device's small per-account number (the SDK's `DeviceAddress::device_id`).
+    pub device_number: u32,
     /// JWT access token (HS256), sent as `Authorization: Bearer …`.
     pub access_token: String,
     /// Single-use refresh token (base64url of 32 bytes, no padding).

@@ -23,6 +23,7 @@ macro_rules! store_conformance_tests {
                     identity_key: vec![7u8; 32],
                     name_blob: Some(vec![1, 2, 3]),
                     created_at,
+                    number: 1,
                 }
             }
 
@@ -112,8 +113,9 @@ macro_rules! store_conformance_tests {
                 };
                 let (a, first) = account(&store, None).await;
                 let (b, _) = account(&store, None).await;
-                let second = device(a, 11);
-                store.create_device(&second, 2).await.unwrap();
+                let mut second = device(a, 11);
+                second.number = store.create_device(&second, 2).await.unwrap();
+                assert_eq!(second.number, 2);
                 let err = store.create_device(&device(a, 12), 2).await.unwrap_err();
                 assert!(matches!(err, StoreError::LimitReached), "{err:?}");
                 assert_eq!(store.devices(&a).await.unwrap().len(), 2);

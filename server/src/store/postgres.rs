@@ -34,7 +34,7 @@ impl PgStore {
     }
 }
 
-super::sql::impl_sql_store!(PgStore, sqlx::Postgres);
+super::sql::impl_sql_store!(PgStore, sqlx::Postgres, " FOR UPDATE SKIP LOCKED");
 
 impl super::Store for PgStore {
     async fn ping(&self) -> StoreResult<()> {
