@@ -2,8 +2,11 @@
 
 pub mod account;
 pub mod auth;
+pub mod certificate;
 pub mod devices;
 pub mod health;
+pub mod keys;
+pub mod messages;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
