@@ -8,7 +8,7 @@ use utoipa::OpenApi as _;
 use utoipa::openapi::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 
-use crate::routes::{account, auth, devices, health};
+use crate::routes::{account, auth, devices, health, vault};
 
 #[derive(utoipa::OpenApi)]
 #[openapi(
@@ -35,6 +35,13 @@ use crate::routes::{account, auth, devices, health};
         account::totp_setup,
         account::totp_verify,
         account::totp_disable,
+        vault::put,
+        vault::get,
+        vault::delete,
+        vault::restore,
+        vault::history,
+        vault::changes,
+        vault::usage,
     )
 )]
 struct ApiDoc;

@@ -4,6 +4,7 @@ pub mod account;
 pub mod auth;
 pub mod devices;
 pub mod health;
+pub mod vault;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
