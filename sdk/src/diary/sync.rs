@@ -518,10 +518,10 @@ impl DiarySync {
             }
             updates.push((id, local));
         }
+        if let Some(seen) = self.resync.as_mut() {
+            seen.extend(page.changes.iter().map(|c| c.item_id));
+        }
         for (id, local) in updates {
-            if let Some(seen) = self.resync.as_mut() {
-                seen.insert(id);
-            }
             self.items.insert(id, local);
             self.reindex(&id);
         }
@@ -532,7 +532,11 @@ impl DiarySync {
             let gone: Vec<[u8; 16]> = self
                 .items
                 .iter()
-                .filter(|(id, l)| !seen.contains(*id) && !(l.revision == 0 && l.pending.is_some()))
+                .filter(|(id, l)| {
+                    // Keep what the listing had, and local creations not yet written.
+                    let unsent = l.revision == 0 && l.pending.is_some();
+                    !seen.contains(*id) && !unsent
+                })
                 .map(|(id, _)| *id)
                 .collect();
             for id in gone {
