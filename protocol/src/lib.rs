@@ -12,3 +12,4 @@ pub const API_VERSION: u32 = 1;
 pub mod opaque;
 
 pub mod padding;
+pub mod vault;

@@ -17,7 +17,7 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::timeout::TimeoutLayer;
 
 use crate::error::AppError;
-use crate::routes::{account, auth, certificate, devices, health, keys, messages};
+use crate::routes::{account, auth, certificate, devices, health, keys, messages, vault};
 use crate::secrets::{SecretsError, ServerSecrets};
 use crate::settings::Settings;
 use crate::state::AppState;
@@ -49,6 +49,13 @@ pub fn app<S: Store>(state: AppState<S>) -> Router {
     let settings = state.settings().clone();
     // Key uploads and sends carry many keys or one envelope per device.
     let big = settings.mail.max_request_bytes;
+    // Vault writes carry two base64 blobs and may exceed the general body limit.
+    let vault_limit = DefaultBodyLimit::max(
+        settings
+            .vault
+            .request_limit_bytes()
+            .max(settings.body_limit_bytes),
+    );
     let router = Router::new()
         .route("/health", get(health::health))
         .route("/ready", get(health::ready::<S>))
@@ -95,6 +102,26 @@ pub fn app<S: Store>(state: AppState<S>) -> Router {
         )
         .route("/v1/certificate", post(certificate::issue::<S>))
         .route("/v1/certificate/key", get(certificate::key::<S>))
+        .route("/v1/vault/usage", get(vault::usage::<S>))
+        .route(
+            "/v1/vault/{collection_id}/items/{item_id}",
+            put(vault::put::<S>)
+                .get(vault::get::<S>)
+                .delete(vault::delete::<S>)
+                .layer(vault_limit),
+        )
+        .route(
+            "/v1/vault/{collection_id}/items/{item_id}/restore",
+            post(vault::restore::<S>).layer(vault_limit),
+        )
+        .route(
+            "/v1/vault/{collection_id}/items/{item_id}/history",
+            get(vault::history::<S>),
+        )
+        .route(
+            "/v1/vault/{collection_id}/changes",
+            get(vault::changes::<S>),
+        )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(settings.body_limit_bytes))
@@ -254,6 +281,11 @@ async fn serve<S: Store>(
         });
     }
     let limits = crate::limits::Limits::from_settings(&settings).await?;
+    tokio::spawn(crate::routes::vault::purge_task(
+        store.clone(),
+        settings.vault.clone(),
+        stop_rx.clone(),
+    ));
     let state = AppState::new(store, settings, secrets, limits);
     let reaper = crate::messaging::spawn_reaper(
         state.clone(),

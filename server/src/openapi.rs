@@ -8,7 +8,7 @@ use utoipa::OpenApi as _;
 use utoipa::openapi::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 
-use crate::routes::{account, auth, certificate, devices, health, keys, messages};
+use crate::routes::{account, auth, certificate, devices, health, keys, messages, vault};
 
 #[derive(utoipa::OpenApi)]
 #[openapi(
@@ -48,6 +48,13 @@ use crate::routes::{account, auth, certificate, devices, health, keys, messages}
         messages::ack,
         certificate::key,
         certificate::issue,
+        vault::put,
+        vault::get,
+        vault::delete,
+        vault::restore,
+        vault::history,
+        vault::changes,
+        vault::usage,
     )
 )]
 struct ApiDoc;

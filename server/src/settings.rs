@@ -131,6 +131,8 @@ pub struct Settings {
     pub mail: MailSettings,
     /// Key directory and sender certificates (`[keys]`).
     pub keys: KeySettings,
+    /// The vault's limits and retention (`[vault]` table).
+    pub vault: VaultSettings,
 }
 
 /// The `[mail]` section: mailbox limits and expiry. Environment: `HAVEN_MAIL_<FIELD>` in upper
@@ -184,6 +186,49 @@ impl Default for MailSettings {
     }
 }
 
+/// Limits and retention of the vault (`[vault]` in the TOML file, `HAVEN_VAULT_*` variables).
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct VaultSettings {
+    /// Largest encrypted body of one revision, bytes (`HAVEN_VAULT_MAX_BODY_BYTES`).
+    pub max_body_bytes: u64,
+    /// Largest encrypted metadata of one revision, bytes (`HAVEN_VAULT_MAX_META_BYTES`).
+    pub max_meta_bytes: u64,
+    /// Most items per account, live and soft-deleted (`HAVEN_VAULT_MAX_ITEMS`).
+    pub max_items: u64,
+    /// Most bytes per account, all revisions (`HAVEN_VAULT_MAX_BYTES`).
+    pub max_bytes: u64,
+    /// Largest page of changes or history (`HAVEN_VAULT_MAX_PAGE`).
+    pub max_page: u32,
+    /// Most blob bytes in one page of changes or history, at least one item is always
+    /// returned (`HAVEN_VAULT_MAX_PAGE_BYTES`).
+    pub max_page_bytes: u64,
+    /// How long soft-deleted items are kept before they are purged, seconds
+    /// (`HAVEN_VAULT_RETENTION_SECS`).
+    pub retention_secs: u64,
+    /// How often the purge runs, seconds (`HAVEN_VAULT_PURGE_INTERVAL_SECS`).
+    pub purge_interval_secs: u64,
+    /// Server timestamps are rounded down to a multiple of this, seconds
+    /// (`HAVEN_VAULT_TIME_GRANULARITY_SECS`).
+    pub time_granularity_secs: u64,
+}
+
+impl Default for VaultSettings {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 1 << 20,
+            max_meta_bytes: 64 * 1024,
+            max_items: 100_000,
+            max_bytes: 1 << 30,
+            max_page: 200,
+            max_page_bytes: 4 << 20,
+            retention_secs: 30 * 24 * 3600,
+            purge_interval_secs: 3600,
+            time_granularity_secs: 3600,
+        }
+    }
+}
+
 /// The `[keys]` section: key directory limits and sender certificates. Environment:
 /// `HAVEN_KEYS_<FIELD>` in upper case.
 #[derive(Clone, Debug, Deserialize)]
@@ -216,6 +261,51 @@ impl Default for KeySettings {
     }
 }
 
+impl VaultSettings {
+    /// Largest JSON request body a vault write can need (both blobs in base64 plus room for
+    /// the other fields), so vault routes can accept more than `body_limit_bytes`.
+    pub fn request_limit_bytes(&self) -> usize {
+        let blobs = self.max_body_bytes.saturating_add(self.max_meta_bytes);
+        let b64 = blobs.div_ceil(3).saturating_mul(4);
+        usize::try_from(b64.saturating_add(1024)).unwrap_or(usize::MAX)
+    }
+
+    fn validate(&self) -> Result<(), SettingsError> {
+        let min_item = haven_protocol::vault::MIN_ITEM_LEN;
+        let checks: [(bool, &'static str); 8] = [
+            (
+                (min_item..=16 << 20).contains(&self.max_body_bytes),
+                "vault.max_body_bytes",
+            ),
+            (
+                (min_item..=16 << 20).contains(&self.max_meta_bytes),
+                "vault.max_meta_bytes",
+            ),
+            (self.max_items >= 1, "vault.max_items"),
+            (
+                self.max_bytes >= self.max_body_bytes.saturating_add(self.max_meta_bytes)
+                    && i64::try_from(self.max_bytes).is_ok(),
+                "vault.max_bytes",
+            ),
+            ((1..=10_000).contains(&self.max_page), "vault.max_page"),
+            (self.max_page_bytes >= 1, "vault.max_page_bytes"),
+            (
+                (1..=86_400).contains(&self.purge_interval_secs)
+                    && i64::try_from(self.retention_secs).is_ok(),
+                "vault.purge_interval_secs",
+            ),
+            (
+                (1..=86_400).contains(&self.time_granularity_secs),
+                "vault.time_granularity_secs",
+            ),
+        ];
+        match checks.iter().find(|(ok, _)| !ok) {
+            Some((_, name)) => Err(SettingsError::Range(name)),
+            None => Ok(()),
+        }
+    }
+}
+
 impl Default for Settings {
     fn default() -> Self {
         Self {
@@ -243,6 +333,7 @@ impl Default for Settings {
             certificate_key: None,
             mail: MailSettings::default(),
             keys: KeySettings::default(),
+            vault: VaultSettings::default(),
         }
     }
 }
@@ -302,9 +393,9 @@ impl Settings {
             self.redis_url = Some(ConnectionUrl::new(v));
         }
         macro_rules! number {
-            ($field:ident, $name:literal) => {
+            ($($field:ident).+, $name:literal) => {
                 if let Some(v) = get($name) {
-                    self.$field = parse($name, &v)?;
+                    self.$($field).+ = parse($name, &v)?;
                 }
             };
         }
@@ -320,6 +411,18 @@ impl Settings {
         number!(
             auth_rate_limit_per_minute,
             "HAVEN_AUTH_RATE_LIMIT_PER_MINUTE"
+        );
+        number!(vault.max_body_bytes, "HAVEN_VAULT_MAX_BODY_BYTES");
+        number!(vault.max_meta_bytes, "HAVEN_VAULT_MAX_META_BYTES");
+        number!(vault.max_items, "HAVEN_VAULT_MAX_ITEMS");
+        number!(vault.max_bytes, "HAVEN_VAULT_MAX_BYTES");
+        number!(vault.max_page, "HAVEN_VAULT_MAX_PAGE");
+        number!(vault.max_page_bytes, "HAVEN_VAULT_MAX_PAGE_BYTES");
+        number!(vault.retention_secs, "HAVEN_VAULT_RETENTION_SECS");
+        number!(vault.purge_interval_secs, "HAVEN_VAULT_PURGE_INTERVAL_SECS");
+        number!(
+            vault.time_granularity_secs,
+            "HAVEN_VAULT_TIME_GRANULARITY_SECS"
         );
         if let Some(v) = get("HAVEN_CORS_ALLOWED_ORIGINS") {
             self.cors_allowed_origins = v
@@ -496,6 +599,7 @@ impl Settings {
         if let Some((_, name)) = nested.iter().find(|(ok, _)| !ok) {
             return Err(SettingsError::Range(name));
         }
+        self.vault.validate()?;
         match checks.iter().find(|(ok, _)| !ok) {
             Some((_, name)) => Err(SettingsError::Range(name)),
             None => Ok(()),
@@ -588,5 +692,24 @@ mod tests {
             Settings::from_toml("unknown_key = 1"),
             Err(SettingsError::Toml(_))
         ));
+        assert!(matches!(
+            Settings::load(None, env_of(&[("HAVEN_VAULT_MAX_BODY_BYTES", "100")])),
+            Err(SettingsError::Range("vault.max_body_bytes"))
+        ));
+        assert!(matches!(
+            Settings::from_toml("[vault]\nunknown = 1"),
+            Err(SettingsError::Toml(_))
+        ));
+    }
+
+    #[test]
+    fn vault_table_and_env() {
+        let s = Settings::from_toml("[vault]\nmax_items = 7\nretention_secs = 60\n").unwrap();
+        assert_eq!(s.vault.max_items, 7);
+        assert_eq!(s.vault.retention_secs, 60);
+        assert_eq!(s.vault.max_page, VaultSettings::default().max_page);
+        let s = Settings::load(None, env_of(&[("HAVEN_VAULT_MAX_BYTES", "9999999")])).unwrap();
+        assert_eq!(s.vault.max_bytes, 9_999_999);
+        assert!(s.vault.request_limit_bytes() > 4 * (1 << 20) / 3);
     }
 }

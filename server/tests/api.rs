@@ -735,10 +735,19 @@ async fn health_ready_headers_and_openapi<S: Store>(h: Harness<S>) {
     assert_eq!(listed, expected);
     // Every documented route exists in the router (not the 404 fallback or 405).
     for (method, path) in ROUTES {
-        let path = path.replace("{device_id}", &Id::random().to_hex());
+        let mut path = path.replace("{device_number}", "1");
+        for param in [
+            "{device_id}",
+            "{account_id}",
+            "{collection_id}",
+            "{item_id}",
+        ] {
+            path = path.replace(param, &Id::random().to_hex());
+        }
         let reply = h.call(method.parse().unwrap(), &path, None, None).await;
+        // A 404 may name a missing resource, never the router's fallback.
         assert!(
-            reply.status != StatusCode::NOT_FOUND || reply.code() == "device_not_found",
+            reply.status != StatusCode::NOT_FOUND || reply.code() != "not_found",
             "{method} {path}: {}",
             reply.body
         );
@@ -911,6 +920,26 @@ const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/account/totp/setup"),
     ("POST", "/v1/account/totp/verify"),
     ("POST", "/v1/account/totp/disable"),
+    ("PUT", "/v1/account/access-key"),
+    ("PUT", "/v1/keys"),
+    ("GET", "/v1/keys/counts"),
+    ("GET", "/v1/keys/digest"),
+    ("GET", "/v1/keys/{account_id}"),
+    ("GET", "/v1/keys/{account_id}/{device_number}"),
+    ("POST", "/v1/messages/{account_id}"),
+    ("POST", "/v1/messages/{account_id}/sealed"),
+    ("POST", "/v1/messages/multi"),
+    ("GET", "/v1/messages"),
+    ("POST", "/v1/messages/ack"),
+    ("GET", "/v1/certificate/key"),
+    ("POST", "/v1/certificate"),
+    ("PUT", "/v1/vault/{collection_id}/items/{item_id}"),
+    ("GET", "/v1/vault/{collection_id}/items/{item_id}"),
+    ("DELETE", "/v1/vault/{collection_id}/items/{item_id}"),
+    ("POST", "/v1/vault/{collection_id}/items/{item_id}/restore"),
+    ("GET", "/v1/vault/{collection_id}/items/{item_id}/history"),
+    ("GET", "/v1/vault/{collection_id}/changes"),
+    ("GET", "/v1/vault/usage"),
 ];
 
 on_both_backends!(

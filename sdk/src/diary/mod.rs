@@ -14,7 +14,11 @@
 //! be kept, and a password change re-wraps only the master key. A collection key can still be
 //! shared alone because HKDF is one-way.
 
+pub mod entry;
+pub mod index;
+pub mod merge;
 mod recovery;
+pub mod sync;
 
 use crate::encoding::Reader;
 use alloc::boxed::Box;
@@ -28,7 +32,11 @@ use rand_core::CryptoRng;
 use sha2::Sha256;
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
+pub use entry::{AttachmentRef, Entry, EntryError, EntryMeta, SealedEntry};
+pub use index::{DiaryIndex, DiaryQuery};
+pub use merge::{EntryMerge, TextMerge, merge_entries, merge_text};
 pub use recovery::{RECOVERY_CODE_COUNT, RecoveryCode};
+pub use sync::{ChangesPage, DiarySync, RemoteItem, SyncError, VaultRequest};
 
 use crate::padding;
 

@@ -13,9 +13,16 @@ mod conformance;
 mod postgres;
 mod sql;
 mod sqlite;
+mod vault;
+mod vault_conformance;
+mod vault_sql;
 
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
+pub use vault::{
+    VaultBlobs, VaultChanges, VaultHead, VaultItemRecord, VaultKey, VaultQuota,
+    VaultRevisionRecord, VaultStore, VaultUsage, VaultWriteOutcome,
+};
 
 /// Errors from a store.
 #[derive(Debug, thiserror::Error)]
@@ -658,6 +665,7 @@ pub trait Store:
     + TokenStore
     + AuthStateStore
     + SecretStore
+    + VaultStore
     + Clone
     + Send
     + Sync

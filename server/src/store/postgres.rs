@@ -35,6 +35,7 @@ impl PgStore {
 }
 
 super::sql::impl_sql_store!(PgStore, sqlx::Postgres, " FOR UPDATE SKIP LOCKED");
+super::vault_sql::impl_sql_vault_store!(PgStore, sqlx::Postgres);
 
 impl super::Store for PgStore {
     async fn ping(&self) -> StoreResult<()> {
