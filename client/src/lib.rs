@@ -2,11 +2,14 @@
 //!
 //! - [`store`]: an SQLite store for all SDK state, every value encrypted under a storage key the
 //!   host application provides.
+//! - [`relay`]: the relay's HTTP API: OPAQUE registration and login, transparent token refresh.
 #![cfg_attr(
     not(test),
     warn(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+pub mod relay;
 pub mod store;
 
+pub use relay::{RelayClient, RelayError, Session};
 pub use store::{ClientStore, ClientStoreError, Space};

@@ -380,10 +380,7 @@ impl ClientStore {
     ///
     /// # Errors
     /// [`ClientStoreError::Corrupt`], [`ClientStoreError::Sqlite`].
-    pub fn entries(
-        &self,
-        space: Space,
-    ) -> Result<Vec<Entry>, ClientStoreError> {
+    pub fn entries(&self, space: Space) -> Result<Vec<Entry>, ClientStoreError> {
         let mut stmt = self
             .conn
             .prepare_cached("SELECT key, value FROM kv WHERE space = ?1")?;
