@@ -1,0 +1,15 @@
+//! Haven's native client: everything the sans-I/O SDK core needs from a real device.
+//!
+//! - [`store`]: an SQLite store for all SDK state, every value encrypted under a storage key the
+//!   host application provides.
+//! - [`relay`]: the relay's HTTP API: OPAQUE registration and login, transparent token refresh.
+#![cfg_attr(
+    not(test),
+    warn(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
+
+pub mod relay;
+pub mod store;
+
+pub use relay::{RelayClient, RelayError, Session};
+pub use store::{ClientStore, ClientStoreError, Space};
