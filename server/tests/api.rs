@@ -735,7 +735,10 @@ async fn health_ready_headers_and_openapi<S: Store>(h: Harness<S>) {
     assert_eq!(listed, expected);
     // Every documented route exists in the router (not the 404 fallback or 405).
     for (method, path) in ROUTES {
-        let path = path.replace("{device_id}", &Id::random().to_hex());
+        let path = path
+            .replace("{device_id}", &Id::random().to_hex())
+            .replace("{collection_id}", &Id::random().to_hex())
+            .replace("{item_id}", &Id::random().to_hex());
         let reply = h.call(method.parse().unwrap(), &path, None, None).await;
         assert!(
             reply.status != StatusCode::NOT_FOUND || reply.code() == "device_not_found",
@@ -911,6 +914,13 @@ const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/account/totp/setup"),
     ("POST", "/v1/account/totp/verify"),
     ("POST", "/v1/account/totp/disable"),
+    ("GET", "/v1/vault/usage"),
+    ("PUT", "/v1/vault/{collection_id}/items/{item_id}"),
+    ("GET", "/v1/vault/{collection_id}/items/{item_id}"),
+    ("DELETE", "/v1/vault/{collection_id}/items/{item_id}"),
+    ("POST", "/v1/vault/{collection_id}/items/{item_id}/restore"),
+    ("GET", "/v1/vault/{collection_id}/items/{item_id}/history"),
+    ("GET", "/v1/vault/{collection_id}/changes"),
 ];
 
 on_both_backends!(
