@@ -90,10 +90,15 @@ async fn drive<S: Store>(
         };
         let reply = h.call(method, &path, body, Some(&t.access)).await;
         match (reply.status, item) {
-            (StatusCode::OK, Some(id)) => dev.write_succeeded(
-                &id,
-                reply.body["revision"].as_u64().unwrap(),
-                reply.body["deleted"].as_bool().unwrap(),
+            (StatusCode::OK, Some(id)) => queue.extend(
+                dev.write_succeeded(
+                    keys,
+                    &id,
+                    reply.body["revision"].as_u64().unwrap(),
+                    reply.body["deleted"].as_bool().unwrap(),
+                    &mut rng,
+                )
+                .unwrap(),
             ),
             (StatusCode::OK, None) => {
                 let page = ChangesPage {
@@ -117,10 +122,10 @@ async fn drive<S: Store>(
                 };
                 queue.extend(dev.apply_changes(keys, &page, &mut rng).unwrap());
             }
-            (StatusCode::CONFLICT, Some(_)) => {
+            (StatusCode::CONFLICT, Some(id)) => {
                 assert!(reply.body["error"]["current_revision"].is_u64());
                 queue.clear();
-                queue.push(dev.write_conflicted());
+                queue.extend(dev.write_conflicted(keys, &id, &mut rng).unwrap());
             }
             (status, _) => panic!("{status}: {}", reply.body),
         }
@@ -178,8 +183,8 @@ async fn two_devices_sync_through_the_relay<S: Store>(h: Harness<S>) {
     ea.body = "morning run\nlunch\nevening\n".into();
     let mut eb = b.entry(&id).unwrap().clone();
     eb.body = "morning\nlunch\nevening with a book\n".into();
-    let ra = a.edit(&keys, &id, ea, &mut rng).unwrap();
-    let rb = b.edit(&keys, &id, eb, &mut rng).unwrap();
+    let ra = a.edit(&keys, &id, ea, &mut rng).unwrap().unwrap();
+    let rb = b.edit(&keys, &id, eb, &mut rng).unwrap().unwrap();
     drive(&h, &phone, &mut a, &keys, ra, 4).await;
     drive(&h, &laptop, &mut b, &keys, rb, 5).await; // 409 → pull → merge → put
     pull(&h, &phone, &mut a, &keys).await;
@@ -193,8 +198,8 @@ async fn two_devices_sync_through_the_relay<S: Store>(h: Harness<S>) {
     ea.body = merged.replace("lunch", "lunch at the harbour");
     let mut eb = b.entry(&id).unwrap().clone();
     eb.body = merged.replace("lunch", "no lunch today");
-    let ra = a.edit(&keys, &id, ea, &mut rng).unwrap();
-    let rb = b.edit(&keys, &id, eb.clone(), &mut rng).unwrap();
+    let ra = a.edit(&keys, &id, ea, &mut rng).unwrap().unwrap();
+    let rb = b.edit(&keys, &id, eb.clone(), &mut rng).unwrap().unwrap();
     drive(&h, &phone, &mut a, &keys, ra, 6).await;
     drive(&h, &laptop, &mut b, &keys, rb, 7).await;
     pull(&h, &phone, &mut a, &keys).await;
@@ -234,7 +239,7 @@ async fn two_devices_sync_through_the_relay<S: Store>(h: Harness<S>) {
     drive(&h, &phone, &mut a, &keys, del, 8).await;
     let mut e = b.entry(&ids[1]).unwrap().clone();
     e.body.push_str("night\n");
-    let rb = b.edit(&keys, &ids[1], e, &mut rng).unwrap();
+    let rb = b.edit(&keys, &ids[1], e, &mut rng).unwrap().unwrap();
     drive(&h, &laptop, &mut b, &keys, rb, 9).await;
     pull(&h, &phone, &mut a, &keys).await;
     assert_eq!(
