@@ -674,3 +674,27 @@ fn delete_then_restore_from_history() {
     assert_eq!(a.entry(&id).unwrap().body, "keep me\n");
     assert_eq!(a.search(&DiaryQuery::default()), [id]);
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+    /// Any authenticated plaintext that is not a valid entry is an error, never a panic; any
+    /// bytes given to the index decoder are refused or decoded, never a panic.
+    #[test]
+    fn decoders_never_panic(
+        pt in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300),
+        head in 0u8..3,
+    ) {
+        let k = shared_keys();
+        let mut bytes = pt.clone();
+        if head > 0 && bytes.len() >= 2 {
+            bytes[0] = 1;
+            bytes[1] = head;
+        }
+        let ct = k.encrypt_item(&C, &[1; 16], 1, &bytes, &mut rng(1)).unwrap();
+        let sealed = SealedEntry { body: ct.clone(), meta: ct };
+        let _ = Entry::open(k, &C, &[1; 16], 1, &sealed);
+        let _ = Entry::open_meta(k, &C, &[1; 16], 1, &sealed.meta);
+        let _ = DiaryIndex::from_bytes(&bytes);
+    }
+}
