@@ -698,3 +698,29 @@ proptest::proptest! {
         let _ = DiaryIndex::from_bytes(&bytes);
     }
 }
+
+#[test]
+fn merge_too_large_to_seal_keeps_both_versions_in_history() {
+    let k = keys();
+    let mut relay = Relay::default();
+    let (mut a, mut b) = (DiarySync::new(C), DiarySync::new(C));
+    let (id, req) = a.create(&k, entry("x", "base\n"), &mut rng(1)).unwrap();
+    drive(&mut relay, &mut a, &k, req, 1);
+    sync(&mut relay, &mut b, &k);
+    let big = |c: char| format!("{}\n", c.to_string().repeat(300 * 1024));
+    let ra = a
+        .edit(&k, &id, entry("x", &big('a')), &mut rng(2))
+        .unwrap()
+        .unwrap();
+    let rb = b
+        .edit(&k, &id, entry("x", &big('b')), &mut rng(3))
+        .unwrap()
+        .unwrap();
+    drive(&mut relay, &mut a, &k, ra, 2);
+    drive(&mut relay, &mut b, &k, rb, 3);
+    sync(&mut relay, &mut a, &k);
+    assert_eq!(a.entry(&id).unwrap().body, big('b'));
+    let theirs = relay.history[&(id, 2)].as_ref().unwrap();
+    assert_eq!(Entry::open(&k, &C, &id, 2, theirs).unwrap().body, big('a'));
+    assert!(!b.has_pending(&id));
+}

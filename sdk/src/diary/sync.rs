@@ -725,7 +725,14 @@ impl DiarySync {
                 }],
             ));
         };
-        let merged = merge_entries(p.base.as_ref(), &p.ours, theirs);
+        let mut merged = merge_entries(p.base.as_ref(), &p.ours, theirs);
+        if merged.entry.validate().is_err() {
+            // Both versions together exceed the entry limits: this device's version becomes
+            // the current one and theirs stays in the history (revision `r`), so nothing is
+            // lost and the sync does not get stuck on an entry it cannot seal.
+            merged.entry = p.ours.clone();
+            merged.conflicts = 0;
+        }
         let mut requests = Vec::new();
         let mut expected = r;
         let mut preserve = None;
