@@ -9,7 +9,7 @@ use chacha20poly1305::aead::{Aead, KeyInit};
 use chacha20poly1305::{ChaCha20Poly1305, Nonce};
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use haven_sdk::attachment::{AttachmentDecryptor, AttachmentEncryptor, AttachmentKey};
-use haven_sdk::diary::{DiaryKeys, KdfParams};
+use haven_sdk::diary::{DiaryIndex, DiaryKeys, DiaryQuery, Entry, KdfParams, SealedEntry};
 use haven_sdk::groups::{DistributionId, GroupSenderSession, SenderKeyRecord};
 use haven_sdk::padding::{pad, padded_len, unpad};
 use rand_chacha::ChaCha20Rng;
@@ -131,5 +131,91 @@ fn diary(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, attachments, groups, padding, diary);
+const WORDS: [&str; 24] = [
+    "morning", "coffee", "walk", "park", "rain", "sunny", "work", "meeting", "friends", "dinner",
+    "book", "music", "garden", "train", "lisbon", "family", "tired", "happy", "cinema", "beach",
+    "pasteis", "castle", "planning", "weekend",
+];
+
+/// 10,000 entries of ~60 words each, deterministic.
+fn corpus(keys: &DiaryKeys) -> Vec<([u8; 16], SealedEntry)> {
+    let mut rng = ChaCha20Rng::from_seed([3; 32]);
+    (0..10_000u32)
+        .map(|i| {
+            let mut id = [0u8; 16];
+            id[..4].copy_from_slice(&i.to_be_bytes());
+            let pick = |k: u32| WORDS[((i.wrapping_mul(31) + k * 7) % 24) as usize];
+            let body: Vec<&str> = (0..60).map(pick).collect();
+            let entry = Entry {
+                title: format!("Day {i} {}", pick(99)),
+                body: body.join(" ") + &format!(" entry{i}\n"),
+                mood: Some(["calm", "happy", "tired"][(i % 3) as usize].into()),
+                tags: vec![pick(5).into(), pick(11).into()],
+                created_ms: 1_600_000_000_000 + u64::from(i) * 86_400_000,
+                updated_ms: 1_600_000_000_000 + u64::from(i) * 86_400_000,
+                attachments: Vec::new(),
+            };
+            let sealed = entry.seal(keys, &[1; 16], &id, 1, &mut rng).unwrap();
+            (id, sealed)
+        })
+        .collect()
+}
+
+fn diary_entries(c: &mut Criterion) {
+    let mut g = c.benchmark_group("diary_10k_entries");
+    g.sample_size(10);
+    let mut rng = ChaCha20Rng::from_seed([4; 32]);
+    let (keys, _, _) = DiaryKeys::create(b"password", KdfParams::MIN, &mut rng).unwrap();
+    let items = corpus(&keys);
+    g.bench_function("bare_decrypt_items", |b| {
+        b.iter(|| {
+            for (id, s) in &items {
+                black_box(keys.decrypt_item(&[1; 16], id, 1, &s.body).unwrap());
+                black_box(keys.decrypt_item(&[1; 16], id, 1, &s.meta).unwrap());
+            }
+        })
+    });
+    let build = || {
+        let mut index = DiaryIndex::new();
+        for (id, s) in &items {
+            let entry = Entry::open(&keys, &[1; 16], id, 1, s).unwrap();
+            index.upsert(*id, &entry);
+        }
+        index
+    };
+    g.bench_function("open_and_index", |b| b.iter(|| black_box(build())));
+    let index = build();
+    let text = DiaryQuery {
+        text: Some("lisb cast".into()),
+        ..DiaryQuery::default()
+    };
+    let rare = DiaryQuery {
+        text: Some("entry1234".into()),
+        ..DiaryQuery::default()
+    };
+    let filtered = DiaryQuery {
+        mood: Some("happy".into()),
+        tag: Some("park".into()),
+        from_ms: Some(1_650_000_000_000),
+        until_ms: Some(1_900_000_000_000),
+        ..DiaryQuery::default()
+    };
+    g.bench_function("search_two_prefixes", |b| {
+        b.iter(|| black_box(index.search(black_box(&text)).len()))
+    });
+    g.bench_function("search_rare_term", |b| {
+        b.iter(|| black_box(index.search(black_box(&rare)).len()))
+    });
+    g.bench_function("filter_mood_tag_dates", |b| {
+        b.iter(|| black_box(index.search(black_box(&filtered)).len()))
+    });
+    let bytes = index.to_bytes();
+    println!("index of 10,000 entries: {} bytes serialized", bytes.len());
+    g.bench_function("index_from_bytes", |b| {
+        b.iter(|| black_box(DiaryIndex::from_bytes(black_box(&bytes)).unwrap().len()))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, attachments, groups, padding, diary, diary_entries);
 criterion_main!(benches);

@@ -32,7 +32,10 @@ pub mod store;
 mod vectors;
 
 pub use attachment::{AttachmentDecryptor, AttachmentEncryptor, AttachmentError, AttachmentKey};
-pub use diary::{DiaryError, DiaryKeys, KdfParams, RecoveryCode, WrappedKeyBundle};
+pub use diary::{
+    DiaryError, DiaryIndex, DiaryKeys, DiaryQuery, DiarySync, Entry, KdfParams, RecoveryCode,
+    WrappedKeyBundle,
+};
 pub use groups::{
     DistributionId, GroupError, GroupSenderSession, SenderKeyDistributionMessage, SenderKeyMessage,
     SenderKeyRecord,

@@ -147,6 +147,50 @@ fn diary_vectors() -> Value {
         "item_plaintext": h(plaintext), "item_ciphertext": h(&ct)})
 }
 
+fn entry_fixture() -> diary::Entry {
+    diary::Entry {
+        title: "Lisbon, day 2".into(),
+        body: "Walked up to the castle.\nPastéis de nata: 3.\n".into(),
+        mood: Some("happy".into()),
+        tags: vec!["travel".into(), "family".into()],
+        created_ms: 1_700_000_000_000,
+        updated_ms: 1_700_000_123_456,
+        attachments: vec![diary::AttachmentRef {
+            blob_id: arr::<16>(0x10),
+            key: arr::<32>(0x40),
+            plaintext_len: 123_456,
+        }],
+    }
+}
+
+fn diary_entry_vectors() -> Value {
+    use sha2::Digest as _;
+    let master = arr::<32>(0x00);
+    let keys = DiaryKeys::from_master(master);
+    let collection = arr::<16>(0xc0);
+    let item = arr::<16>(0xe0);
+    let revision = 7u64;
+    let body_nonce = arr::<24>(0x80);
+    let meta_nonce = arr::<24>(0xa0);
+    let entry = entry_fixture();
+    let sealed = entry
+        .seal_with_nonces(&keys, &collection, &item, revision, body_nonce, meta_nonce)
+        .unwrap();
+    let digest: [u8; 32] = sha2::Sha256::digest(&sealed.body).into();
+    let body_pt = entry.encode_body().unwrap();
+    let meta_pt = entry.encode_meta(&digest).unwrap();
+    json!({"description": "Diary entry encoding and encryption (PROTOCOL.md §9.5)",
+        "master_key": h(&master), "collection_id": h(&collection), "item_id": h(&item),
+        "revision": revision, "entry": {"title": entry.title, "body": entry.body,
+        "mood": entry.mood, "tags": entry.tags, "created_ms": entry.created_ms,
+        "updated_ms": entry.updated_ms, "attachments": [{"blob_id": h(&arr::<16>(0x10)),
+        "key": h(&arr::<32>(0x40)), "plaintext_len": 123_456}]},
+        "body_plaintext": h(&body_pt), "body_nonce": h(&body_nonce),
+        "body_ciphertext": h(&sealed.body), "body_digest": h(&digest),
+        "meta_plaintext": h(&meta_pt), "meta_nonce": h(&meta_nonce),
+        "meta_ciphertext": h(&sealed.meta)})
+}
+
 fn attachment_vectors() -> Value {
     let cases: Vec<Value> = [(0usize, 0x01u8), (100, 0x02), (65_536, 0x03)]
         .iter()
@@ -177,11 +221,18 @@ fn build(name: &str) -> Value {
         "sender_keys" => sender_key_vectors(),
         "diary" => diary_vectors(),
         "attachment" => attachment_vectors(),
+        "diary_entry" => diary_entry_vectors(),
         _ => panic!("unknown vector set {name}"),
     }
 }
 
-const NAMES: [&str; 4] = ["padding", "sender_keys", "diary", "attachment"];
+const NAMES: [&str; 5] = [
+    "padding",
+    "sender_keys",
+    "diary",
+    "attachment",
+    "diary_entry",
+];
 
 fn path(name: &str) -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -249,6 +300,21 @@ fn vectors_decrypt() {
                 .is_ok()
         );
     }
+
+    let de = load("diary_entry");
+    let keys = DiaryKeys::from_master(unhex(&de["master_key"]).try_into().unwrap());
+    let coll: [u8; 16] = unhex(&de["collection_id"]).try_into().unwrap();
+    let item: [u8; 16] = unhex(&de["item_id"]).try_into().unwrap();
+    let sealed = diary::SealedEntry {
+        body: unhex(&de["body_ciphertext"]),
+        meta: unhex(&de["meta_ciphertext"]),
+    };
+    let rev = de["revision"].as_u64().unwrap();
+    assert_eq!(
+        diary::Entry::open(&keys, &coll, &item, rev, &sealed).unwrap(),
+        entry_fixture()
+    );
+    assert!(diary::Entry::open(&keys, &coll, &item, rev + 1, &sealed).is_err());
 
     let a = load("attachment");
     for c in a["cases"].as_array().unwrap() {

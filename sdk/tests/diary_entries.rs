@@ -312,11 +312,16 @@ fn drive(relay: &mut Relay, dev: &mut DiarySync, k: &DiaryKeys, first: VaultRequ
             _ => None,
         };
         match relay.handle(&req) {
-            Reply::Written(rev, deleted) => dev.write_succeeded(&item.unwrap(), rev, deleted),
+            Reply::Written(rev, deleted) => {
+                queue.extend(
+                    dev.write_succeeded(k, &item.unwrap(), rev, deleted, &mut r)
+                        .unwrap(),
+                );
+            }
             Reply::Conflict => {
                 // The rest of this batch was built on the stale revision.
                 queue.clear();
-                queue.push(dev.write_conflicted());
+                queue.extend(dev.write_conflicted(k, &item.unwrap(), &mut r).unwrap());
             }
             Reply::Page(page) => queue.extend(dev.apply_changes(k, &page, &mut r).unwrap()),
         }
@@ -347,8 +352,8 @@ fn two_devices_merge_concurrent_edits_and_lose_nothing() {
     let mut eb = b.entry(&id).unwrap().clone();
     eb.body = "morning\nlunch\nevening walk\n".into();
     eb.tags.push("walks".into());
-    let ra = a.edit(&k, &id, ea, &mut rng(2)).unwrap();
-    let rb = b.edit(&k, &id, eb, &mut rng(3)).unwrap();
+    let ra = a.edit(&k, &id, ea, &mut rng(2)).unwrap().unwrap();
+    let rb = b.edit(&k, &id, eb, &mut rng(3)).unwrap().unwrap();
     drive(&mut relay, &mut a, &k, ra, 2);
     drive(&mut relay, &mut b, &k, rb, 3); // 409, pull, merge, put
     sync(&mut relay, &mut a, &k);
@@ -365,8 +370,8 @@ fn two_devices_merge_concurrent_edits_and_lose_nothing() {
     ea.body = merged.replace("lunch", "lunch with Ana");
     let mut eb = b.entry(&id).unwrap().clone();
     eb.body = merged.replace("lunch", "skipped lunch, too busy");
-    let ra = a.edit(&k, &id, ea.clone(), &mut rng(4)).unwrap();
-    let rb = b.edit(&k, &id, eb.clone(), &mut rng(5)).unwrap();
+    let ra = a.edit(&k, &id, ea.clone(), &mut rng(4)).unwrap().unwrap();
+    let rb = b.edit(&k, &id, eb.clone(), &mut rng(5)).unwrap().unwrap();
     drive(&mut relay, &mut a, &k, ra, 4);
     drive(&mut relay, &mut b, &k, rb, 5);
     sync(&mut relay, &mut a, &k);
@@ -401,7 +406,7 @@ fn edit_of_an_entry_deleted_elsewhere_restores_it() {
     assert!(a.entry(&id).is_none());
     let mut eb = b.entry(&id).unwrap().clone();
     eb.body.push_str("two\n");
-    let rb = b.edit(&k, &id, eb, &mut rng(3)).unwrap();
+    let rb = b.edit(&k, &id, eb, &mut rng(3)).unwrap().unwrap();
     drive(&mut relay, &mut b, &k, rb, 3);
     sync(&mut relay, &mut a, &k);
     assert_eq!(a.entry(&id).unwrap().body, "one\ntwo\n");
@@ -418,7 +423,7 @@ fn tampered_pages_rollback_and_forks_change_nothing() {
     drive(&mut relay, &mut a, &k, req, 1);
     let mut e = a.entry(&id).unwrap().clone();
     e.body = "v2\n".into();
-    let req = a.edit(&k, &id, e, &mut rng(2)).unwrap();
+    let req = a.edit(&k, &id, e, &mut rng(2)).unwrap().unwrap();
     drive(&mut relay, &mut a, &k, req, 2);
     let mut fresh = DiarySync::new(C);
     sync(&mut relay, &mut fresh, &k);
@@ -509,4 +514,213 @@ fn expired_token_resync_drops_purged_items() {
     assert!(b.revision(&gone).is_none());
     assert!(b.entry(&kept).is_some());
     assert_eq!(b.index().len(), 1);
+}
+
+fn shared_keys() -> &'static DiaryKeys {
+    static KEYS: std::sync::OnceLock<DiaryKeys> = std::sync::OnceLock::new();
+    KEYS.get_or_init(keys)
+}
+
+fn edit_lines(base: &[String], ops: &[(u8, usize)], tag: &str) -> Vec<String> {
+    let mut v = base.to_vec();
+    for (n, (op, at)) in ops.iter().enumerate() {
+        let at = if v.is_empty() { 0 } else { at % (v.len() + 1) };
+        match op % 3 {
+            0 => v.insert(at, format!("{tag}{n} typed\n")),
+            1 if at < v.len() => {
+                v.remove(at);
+            }
+            _ if at < v.len() => v[at] = format!("{tag}{n} changed {}", v[at]),
+            _ => v.push(format!("{tag}{n} end\n")),
+        }
+    }
+    v
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+
+    /// Two devices edit the same entry concurrently and sync through the (model) relay: both
+    /// end with the same entry, every line either typed is in it (or, word-merged, every word),
+    /// and when the merge had conflicts the second writer's full text is a revision of its own.
+    #[test]
+    fn concurrent_edits_through_sync_lose_nothing(
+        base in proptest::collection::vec("[ab]{0,2}\n", 0..8),
+        a_ops in proptest::collection::vec((0u8..3, 0usize..10), 0..5),
+        b_ops in proptest::collection::vec((0u8..3, 0usize..10), 0..5),
+    ) {
+        let k = shared_keys();
+        let mut relay = Relay::default();
+        let (mut a, mut b) = (DiarySync::new(C), DiarySync::new(C));
+        let (id, req) = a.create(k, entry("t", &base.concat()), &mut rng(1)).unwrap();
+        drive(&mut relay, &mut a, k, req, 1);
+        sync(&mut relay, &mut b, k);
+        let a_lines = edit_lines(&base, &a_ops, "a");
+        let b_lines = edit_lines(&base, &b_ops, "b");
+        let mut ea = a.entry(&id).unwrap().clone();
+        ea.body = a_lines.concat();
+        let mut eb = b.entry(&id).unwrap().clone();
+        eb.body = b_lines.concat();
+        let ra = a.edit(k, &id, ea, &mut rng(2)).unwrap().unwrap();
+        let rb = b.edit(k, &id, eb.clone(), &mut rng(3)).unwrap().unwrap();
+        drive(&mut relay, &mut a, k, ra, 2);
+        drive(&mut relay, &mut b, k, rb, 3);
+        sync(&mut relay, &mut a, k);
+        let final_a = a.entry(&id).unwrap().body.clone();
+        proptest::prop_assert_eq!(&final_a, &b.entry(&id).unwrap().body);
+        for line in a_lines.iter().chain(b_lines.iter()) {
+            if !base.contains(line) {
+                let kept = final_a.split_inclusive('\n').any(|l| l == line)
+                    || line.split_whitespace().all(|w| final_a.contains(w));
+                proptest::prop_assert!(kept, "lost {:?} in {:?}", line, final_a);
+            }
+        }
+        if final_a.contains(MARKER_OURS) {
+            let rev = relay.items[&id].0;
+            let kept = relay.history[&(id, rev - 1)].as_ref().unwrap();
+            let kept = Entry::open(k, &C, &id, rev - 1, kept).unwrap();
+            proptest::prop_assert_eq!(&kept.body, &eb.body);
+        }
+    }
+}
+
+#[test]
+fn edits_made_while_a_write_is_in_flight_follow_it() {
+    let k = keys();
+    let mut relay = Relay::default();
+    let (mut a, mut b) = (DiarySync::new(C), DiarySync::new(C));
+    let (id, req) = a.create(&k, entry("x", "one\n"), &mut rng(1)).unwrap();
+    drive(&mut relay, &mut a, &k, req, 1);
+    sync(&mut relay, &mut b, &k);
+    // The user keeps typing while the first save is on its way.
+    let req1 = a
+        .edit(&k, &id, entry("x", "one\ntwo\n"), &mut rng(2))
+        .unwrap()
+        .unwrap();
+    assert!(
+        a.edit(&k, &id, entry("x", "one\ntwo\nthree\n"), &mut rng(3))
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(a.entry(&id).unwrap().body, "one\ntwo\nthree\n");
+    drive(&mut relay, &mut a, &k, req1, 2); // success → follow-up put of the newer text
+    assert!(!a.has_pending(&id));
+    assert_eq!(relay.items[&id].0, 3);
+    sync(&mut relay, &mut b, &k);
+    assert_eq!(b.entry(&id).unwrap().body, "one\ntwo\nthree\n");
+
+    // Same, while another device wrote first: the 409 merges the newest local text.
+    let mut eb = b.entry(&id).unwrap().clone();
+    eb.body = "zero\none\ntwo\nthree\n".into();
+    let rb = b.edit(&k, &id, eb, &mut rng(4)).unwrap().unwrap();
+    drive(&mut relay, &mut b, &k, rb, 4);
+    let req = a
+        .edit(&k, &id, entry("x", "one\ntwo\nthree\nfour\n"), &mut rng(5))
+        .unwrap()
+        .unwrap();
+    assert!(
+        a.edit(
+            &k,
+            &id,
+            entry("x", "one\ntwo\nthree\nfour\nfive\n"),
+            &mut rng(6)
+        )
+        .unwrap()
+        .is_none()
+    );
+    drive(&mut relay, &mut a, &k, req, 5);
+    sync(&mut relay, &mut b, &k);
+    assert_eq!(
+        a.entry(&id).unwrap().body,
+        "zero\none\ntwo\nthree\nfour\nfive\n"
+    );
+    assert_eq!(b.entry(&id).unwrap().body, a.entry(&id).unwrap().body);
+    assert!(!a.has_pending(&id));
+}
+
+#[test]
+fn delete_then_restore_from_history() {
+    let k = keys();
+    let mut relay = Relay::default();
+    let mut a = DiarySync::new(C);
+    let (id, req) = a.create(&k, entry("x", "keep me\n"), &mut rng(1)).unwrap();
+    drive(&mut relay, &mut a, &k, req, 1);
+    assert_eq!(
+        a.edit(&k, &[9; 16], entry("x", "y"), &mut rng(1)).err(),
+        Some(SyncError::UnknownItem)
+    );
+    assert_eq!(
+        a.restore(&k, &id, entry("x", "y"), &mut rng(1)).err(),
+        Some(SyncError::WrongState)
+    );
+    let del = a.delete(&id).unwrap();
+    drive(&mut relay, &mut a, &k, del, 2);
+    assert!(a.entry(&id).is_none());
+    assert_eq!(a.delete(&id).err(), Some(SyncError::WrongState));
+    assert!(a.search(&DiaryQuery::default()).is_empty());
+    // The app opens the last live revision from the history and restores it.
+    let old = relay.history[&(id, 1)].clone().unwrap();
+    let old = Entry::open(&k, &C, &id, 1, &old).unwrap();
+    let req = a.restore(&k, &id, old, &mut rng(3)).unwrap().unwrap();
+    assert!(matches!(
+        req,
+        VaultRequest::Restore {
+            expected_revision: 2,
+            ..
+        }
+    ));
+    drive(&mut relay, &mut a, &k, req, 3);
+    assert_eq!(a.revision(&id), Some(3));
+    assert_eq!(a.entry(&id).unwrap().body, "keep me\n");
+    assert_eq!(a.search(&DiaryQuery::default()), [id]);
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+    /// Any authenticated plaintext that is not a valid entry is an error, never a panic; any
+    /// bytes given to the index decoder are refused or decoded, never a panic.
+    #[test]
+    fn decoders_never_panic(
+        pt in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300),
+        head in 0u8..3,
+    ) {
+        let k = shared_keys();
+        let mut bytes = pt.clone();
+        if head > 0 && bytes.len() >= 2 {
+            bytes[0] = 1;
+            bytes[1] = head;
+        }
+        let ct = k.encrypt_item(&C, &[1; 16], 1, &bytes, &mut rng(1)).unwrap();
+        let sealed = SealedEntry { body: ct.clone(), meta: ct };
+        let _ = Entry::open(k, &C, &[1; 16], 1, &sealed);
+        let _ = Entry::open_meta(k, &C, &[1; 16], 1, &sealed.meta);
+        let _ = DiaryIndex::from_bytes(&bytes);
+    }
+}
+
+#[test]
+fn merge_too_large_to_seal_keeps_both_versions_in_history() {
+    let k = keys();
+    let mut relay = Relay::default();
+    let (mut a, mut b) = (DiarySync::new(C), DiarySync::new(C));
+    let (id, req) = a.create(&k, entry("x", "base\n"), &mut rng(1)).unwrap();
+    drive(&mut relay, &mut a, &k, req, 1);
+    sync(&mut relay, &mut b, &k);
+    let big = |c: char| format!("{}\n", c.to_string().repeat(300 * 1024));
+    let ra = a
+        .edit(&k, &id, entry("x", &big('a')), &mut rng(2))
+        .unwrap()
+        .unwrap();
+    let rb = b
+        .edit(&k, &id, entry("x", &big('b')), &mut rng(3))
+        .unwrap()
+        .unwrap();
+    drive(&mut relay, &mut a, &k, ra, 2);
+    drive(&mut relay, &mut b, &k, rb, 3);
+    sync(&mut relay, &mut a, &k);
+    assert_eq!(a.entry(&id).unwrap().body, big('b'));
+    let theirs = relay.history[&(id, 2)].as_ref().unwrap();
+    assert_eq!(Entry::open(&k, &C, &id, 2, theirs).unwrap().body, big('a'));
+    assert!(!b.has_pending(&id));
 }

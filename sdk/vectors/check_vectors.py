@@ -156,6 +156,33 @@ def check_diary():
     assert ct == b("item_ciphertext")
 
 
+def check_diary_entry():
+    v = load("diary_entry")
+    b = lambda k: bytes.fromhex(v[k])  # noqa: E731
+    e = v["entry"]
+    s = lambda t: struct.pack(">I", len(t.encode())) + t.encode()  # noqa: E731
+    body = b"\x01\x02" + s(e["body"]) + bytes([len(e["attachments"])])
+    for a in e["attachments"]:
+        body += bytes.fromhex(a["blob_id"]) + bytes.fromhex(a["key"])
+        body += struct.pack(">Q", a["plaintext_len"])
+    assert body == b("body_plaintext")
+    coll, item, rev = b("collection_id"), b("item_id"), v["revision"]
+    ck = hkdf(None, b("master_key"), b"Haven_DiaryCollectionKey_v1" + coll, 32)
+    ik = hkdf(None, ck, b"Haven_DiaryItemKey_v1" + item, 32)
+    ad = b"\x01" + coll + item + struct.pack(">Q", rev)
+    body_ct = b"\x01" + b("body_nonce") + xaead_encrypt(ik, b("body_nonce"), pad(body), ad)
+    assert body_ct == b("body_ciphertext")
+    digest = hashlib.sha256(body_ct).digest()
+    assert digest == b("body_digest")
+    meta = b"\x01\x01" + struct.pack(">QQ", e["created_ms"], e["updated_ms"]) + s(e["title"])
+    meta += (b"\x01" + s(e["mood"])) if e["mood"] is not None else b"\x00"
+    meta += bytes([len(e["tags"])]) + b"".join(s(t) for t in e["tags"]) + digest
+    assert meta == b("meta_plaintext")
+    meta_ct = b"\x01" + b("meta_nonce") + xaead_encrypt(ik, b("meta_nonce"), pad(meta), ad)
+    assert meta_ct == b("meta_ciphertext")
+    assert is_bucket(len(body_ct) - 41) and is_bucket(len(meta_ct) - 41)
+
+
 # §10 ------------------------------------------------------------------------------------------
 def check_attachment():
     for c in load("attachment")["cases"]:
@@ -181,7 +208,8 @@ def check_attachment():
 
 
 if __name__ == "__main__":
-    for f in (check_padding, check_sender_keys, check_diary, check_attachment):
+    for f in (check_padding, check_sender_keys, check_diary, check_diary_entry,
+              check_attachment):
         f()
         print("ok", f.__name__)
     sys.exit(0)

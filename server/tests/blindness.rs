@@ -103,33 +103,27 @@ async fn store_diary_item<S: Store>(h: &Harness<S>, tokens: &common::Tokens) {
         hex::encode(collection),
         hex::encode(item)
     );
+    let entry = haven_sdk::diary::Entry {
+        title: DIARY_TITLE.into(),
+        body: DIARY_TEXT.into(),
+        mood: Some("lighthouse".into()),
+        tags: vec!["lighthouse".into()],
+        created_ms: 1_700_000_000_000,
+        updated_ms: 1_700_000_000_000,
+        attachments: Vec::new(),
+    };
     let mut expected = 0;
     for revision in 1..=2u64 {
-        let body = keys
-            .encrypt_item(
-                &collection,
-                &item,
-                revision,
-                DIARY_TEXT.as_bytes(),
-                &mut rng,
-            )
-            .unwrap();
-        let meta = keys
-            .encrypt_item(
-                &collection,
-                &item,
-                revision,
-                DIARY_TITLE.as_bytes(),
-                &mut rng,
-            )
+        let sealed = entry
+            .seal(&keys, &collection, &item, revision, &mut rng)
             .unwrap();
         let reply = h
             .call(
                 Method::PUT,
                 &url,
                 Some(
-                    json!({"expected_revision": expected, "body": common::b64(&body),
-                            "meta": common::b64(&meta)}),
+                    json!({"expected_revision": expected, "body": common::b64(&sealed.body),
+                            "meta": common::b64(&sealed.meta)}),
                 ),
                 Some(&tokens.access),
             )
@@ -145,14 +139,14 @@ async fn store_diary_item<S: Store>(h: &Harness<S>, tokens: &common::Tokens) {
     )
     .await
     .expect(StatusCode::OK);
-    let body = keys
-        .encrypt_item(&collection, &item, 4, DIARY_TEXT.as_bytes(), &mut rng)
-        .unwrap();
+    let sealed = entry.seal(&keys, &collection, &item, 4, &mut rng).unwrap();
     h.call(
         Method::POST,
         &format!("{url}/restore"),
-        Some(json!({"expected_revision": 3, "body": common::b64(&body),
-                    "meta": common::b64(&body)})),
+        Some(
+            json!({"expected_revision": 3, "body": common::b64(&sealed.body),
+                    "meta": common::b64(&sealed.meta)}),
+        ),
         Some(&tokens.access),
     )
     .await
@@ -162,11 +156,13 @@ async fn store_diary_item<S: Store>(h: &Harness<S>, tokens: &common::Tokens) {
         .call(Method::GET, &url, None, Some(&tokens.access))
         .await
         .expect(StatusCode::OK);
-    let stored = base64::engine::general_purpose::STANDARD
-        .decode(got.body["body"].as_str().unwrap())
-        .unwrap();
-    let plain = keys.decrypt_item(&collection, &item, 4, &stored).unwrap();
-    assert_eq!(&plain[..], DIARY_TEXT.as_bytes());
+    let blob = |k: &str| STANDARD.decode(got.body[k].as_str().unwrap()).unwrap();
+    let stored = haven_sdk::diary::SealedEntry {
+        body: blob("body"),
+        meta: blob("meta"),
+    };
+    let opened = haven_sdk::diary::Entry::open(&keys, &collection, &item, 4, &stored).unwrap();
+    assert_eq!(opened, entry);
 }
 
 #[tokio::test]

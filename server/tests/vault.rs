@@ -608,6 +608,45 @@ async fn retention_purges_deleted_items_and_expires_old_tokens<S: Store>(h: Harn
         .expect(StatusCode::OK);
 }
 
+async fn export_lists_the_vault<S: Store>(h: Harness<S>) {
+    let t = h.register(None, PASSWORD).await;
+    let (c, i1, i2) = (hex_id(), hex_id(), hex_id());
+    put(&h, &t, &c, &i1, 0, &blob(0, 1), &blob(0, 1))
+        .await
+        .expect(StatusCode::OK);
+    put(&h, &t, &c, &i1, 1, &blob(300, 1), &blob(0, 1))
+        .await
+        .expect(StatusCode::OK);
+    put(&h, &t, &c, &i2, 0, &blob(0, 1), &blob(0, 1))
+        .await
+        .expect(StatusCode::OK);
+    h.call(
+        Method::DELETE,
+        &format!("{}?expected_revision=1", item_url(&c, &i2)),
+        None,
+        Some(&t.access),
+    )
+    .await
+    .expect(StatusCode::OK);
+    let doc = get(&h, &t, "/v1/account/export")
+        .await
+        .expect(StatusCode::OK)
+        .body;
+    let vault = doc["vault"].as_array().unwrap();
+    assert_eq!(vault.len(), 2);
+    let find = |id: &str| vault.iter().find(|v| v["item_id"] == id).unwrap();
+    assert_eq!(find(&i1)["revision"], 2);
+    assert_eq!(find(&i1)["bytes"], 297 * 3 + blob(300, 1).len());
+    assert_eq!(find(&i2)["deleted"], true);
+    assert_eq!(find(&i2)["collection_id"], c.as_str());
+    let other = h.register(None, PASSWORD).await;
+    let doc = get(&h, &other, "/v1/account/export")
+        .await
+        .expect(StatusCode::OK)
+        .body;
+    assert!(doc["vault"].as_array().unwrap().is_empty());
+}
+
 async fn account_deletion_purges_the_vault<S: Store>(h: Harness<S>) {
     let t = h.register(None, PASSWORD).await;
     let other = h.register(None, PASSWORD).await;
@@ -646,4 +685,5 @@ on_both_backends!(
     quotas_give_clear_errors,
     retention_purges_deleted_items_and_expires_old_tokens,
     account_deletion_purges_the_vault,
+    export_lists_the_vault,
 );

@@ -116,12 +116,22 @@ struct Pending {
     base: Option<Entry>,
     /// What the user has now.
     ours: Entry,
-    /// The revision the last request for this edit creates, and its meta digest.
-    target: u64,
-    digest: [u8; 32],
+    /// The write of this edit in flight, if any.
+    in_flight: Option<InFlight>,
     /// After a conflicted merge: the revision, meta digest and entry of the preserved full
     /// version of this device, written before the merge.
     preserve: Option<(u64, [u8; 32], Entry)>,
+}
+
+/// A write handed to the host and not answered yet.
+#[derive(Clone)]
+struct InFlight {
+    /// The revision it creates.
+    target: u64,
+    /// SHA-256 of its meta blob.
+    digest: [u8; 32],
+    /// The entry it carries.
+    entry: Entry,
 }
 
 #[derive(Clone, Default)]
@@ -263,9 +273,12 @@ impl DiarySync {
             pending: Some(Pending {
                 base_revision: 0,
                 base: None,
+                in_flight: Some(InFlight {
+                    target: 1,
+                    digest: digest(&sealed.meta),
+                    entry: entry.clone(),
+                }),
                 ours: entry,
-                target: 1,
-                digest: digest(&sealed.meta),
                 preserve: None,
             }),
             ..Local::default()
@@ -282,7 +295,10 @@ impl DiarySync {
         ))
     }
 
-    /// Records a local edit of an existing entry; returns the write request.
+    /// Records a local edit of an existing entry and returns the write request, or `None` when
+    /// a write of this entry is already in flight (the newer text is sent when that write is
+    /// answered: [`write_succeeded`](Self::write_succeeded) or
+    /// [`write_conflicted`](Self::write_conflicted) return it).
     ///
     /// # Errors
     /// [`SyncError::UnknownItem`], [`SyncError::WrongState`] (deleted), entry limits.
@@ -292,31 +308,62 @@ impl DiarySync {
         item_id: &[u8; 16],
         entry: Entry,
         rng: &mut R,
-    ) -> Result<VaultRequest, SyncError> {
+    ) -> Result<Option<VaultRequest>, SyncError> {
         let local = self.items.get(item_id).ok_or(SyncError::UnknownItem)?;
         if local.deleted && local.pending.is_none() {
             return Err(SyncError::WrongState);
         }
-        let expected = local.revision;
-        let sealed = self.seal(keys, item_id, expected + 1, &entry, rng)?;
-        let base = match &local.pending {
+        entry.validate()?;
+        if local
+            .pending
+            .as_ref()
+            .is_some_and(|p| p.in_flight.is_some())
+        {
+            if let Some(p) = self.items.get_mut(item_id).and_then(|l| l.pending.as_mut()) {
+                p.ours = entry;
+            }
+            self.reindex(item_id);
+            return Ok(None);
+        }
+        let (base_revision, base) = match &local.pending {
             Some(p) => (p.base_revision, p.base.clone()),
             None => (local.revision, local.entry.clone()),
         };
-        let restoring = local.deleted;
         let pending = Pending {
-            base_revision: base.0,
-            base: base.1,
+            base_revision,
+            base,
             ours: entry,
-            target: expected + 1,
-            digest: digest(&sealed.meta),
+            in_flight: None,
             preserve: None,
         };
+        let req = self.send(keys, item_id, pending, rng)?;
+        self.reindex(item_id);
+        Ok(Some(req))
+    }
+
+    /// Seals `pending.ours` for the item's next revision, records it as in flight and returns
+    /// the put (or restore, for a deleted item).
+    fn send<R: CryptoRng + ?Sized>(
+        &mut self,
+        keys: &DiaryKeys,
+        item_id: &[u8; 16],
+        mut pending: Pending,
+        rng: &mut R,
+    ) -> Result<VaultRequest, SyncError> {
+        let (expected, deleted) = self
+            .items
+            .get(item_id)
+            .map_or((0, false), |l| (l.revision, l.deleted));
+        let sealed = self.seal(keys, item_id, expected + 1, &pending.ours, rng)?;
+        pending.in_flight = Some(InFlight {
+            target: expected + 1,
+            digest: digest(&sealed.meta),
+            entry: pending.ours.clone(),
+        });
         if let Some(l) = self.items.get_mut(item_id) {
             l.pending = Some(pending);
         }
-        self.reindex(item_id);
-        Ok(if restoring {
+        Ok(if deleted {
             VaultRequest::Restore {
                 item_id: *item_id,
                 expected_revision: expected,
@@ -357,51 +404,143 @@ impl DiarySync {
         item_id: &[u8; 16],
         entry: Entry,
         rng: &mut R,
-    ) -> Result<VaultRequest, SyncError> {
+    ) -> Result<Option<VaultRequest>, SyncError> {
         let local = self.items.get(item_id).ok_or(SyncError::UnknownItem)?;
         if !local.deleted {
             return Err(SyncError::WrongState);
         }
-        self.edit(keys, item_id, entry, rng)
+        if local.pending.is_some() {
+            return self.edit(keys, item_id, entry, rng);
+        }
+        entry.validate()?;
+        let pending = Pending {
+            base_revision: local.revision,
+            base: None,
+            ours: entry,
+            in_flight: None,
+            preserve: None,
+        };
+        let req = self.send(keys, item_id, pending, rng)?;
+        self.reindex(item_id);
+        Ok(Some(req))
     }
 
-    /// The relay accepted a write (put, restore or delete) and reports the new revision.
-    pub fn write_succeeded(&mut self, item_id: &[u8; 16], revision: u64, deleted: bool) {
-        let Some(local) = self.items.get_mut(item_id) else {
-            return;
+    /// The relay accepted a write (put, restore or delete) of `item_id` and reports the new
+    /// revision. Returns the follow-up write when the user edited the entry meanwhile.
+    ///
+    /// # Errors
+    /// Entry limits while sealing the follow-up (the state is then unchanged).
+    pub fn write_succeeded<R: CryptoRng + ?Sized>(
+        &mut self,
+        keys: &DiaryKeys,
+        item_id: &[u8; 16],
+        revision: u64,
+        deleted: bool,
+        rng: &mut R,
+    ) -> Result<Vec<VaultRequest>, SyncError> {
+        let Some(local) = self.items.get(item_id) else {
+            return Ok(Vec::new());
         };
         if revision <= local.revision {
-            return;
+            return Ok(Vec::new());
         }
+        let mut local = local.clone();
         local.revision = revision;
         local.deleted = deleted;
+        let mut requests = Vec::new();
         if deleted {
             local.entry = None;
             local.digest = [0; 32];
             local.pending = None;
         } else if let Some(p) = local.pending.take() {
-            if p.target == revision {
-                local.entry = Some(p.ours);
-                local.digest = p.digest;
-            } else {
-                // An intermediate write (the preserved "ours" of a conflict): the final one is
-                // still to come.
-                if let Some((rev, d, e)) = &p.preserve
-                    && *rev == revision
-                {
-                    local.entry = Some(e.clone());
-                    local.digest = *d;
-                }
-                local.pending = Some(p);
-            }
+            let (next, reqs) = self.acknowledge(keys, item_id, &mut local, p, rng)?;
+            local.pending = next;
+            requests = reqs;
         }
+        self.items.insert(*item_id, local);
         self.reindex(item_id);
+        Ok(requests)
     }
 
-    /// The relay answered 409 to a write: pull the changes (the newer revision is merged with
-    /// the pending edit when the page is applied).
-    pub fn write_conflicted(&self) -> VaultRequest {
-        self.pull()
+    /// `local` (already at the new revision) learnt that one of our writes landed: records its
+    /// content and decides what is still pending.
+    fn acknowledge<R: CryptoRng + ?Sized>(
+        &self,
+        keys: &DiaryKeys,
+        item_id: &[u8; 16],
+        local: &mut Local,
+        mut p: Pending,
+        rng: &mut R,
+    ) -> Result<(Option<Pending>, Vec<VaultRequest>), SyncError> {
+        let revision = local.revision;
+        if let Some((_, d, e)) = p.preserve.take_if(|pr| pr.0 == revision) {
+            // The preserved full version landed; the merged write is still to come.
+            local.entry = Some(e);
+            local.digest = d;
+            return Ok((Some(p), Vec::new()));
+        }
+        let Some(f) = p.in_flight.take_if(|f| f.target == revision) else {
+            return Ok((Some(p), Vec::new()));
+        };
+        local.entry = Some(f.entry.clone());
+        local.digest = f.digest;
+        if p.ours == f.entry {
+            return Ok((None, Vec::new()));
+        }
+        // Edited again while the write was in flight: send the newer text on top of it.
+        let sealed = self.seal(keys, item_id, revision + 1, &p.ours, rng)?;
+        let next = Pending {
+            base_revision: revision,
+            base: Some(f.entry),
+            in_flight: Some(InFlight {
+                target: revision + 1,
+                digest: digest(&sealed.meta),
+                entry: p.ours.clone(),
+            }),
+            ours: p.ours,
+            preserve: None,
+        };
+        Ok((
+            Some(next),
+            alloc::vec![VaultRequest::Put {
+                item_id: *item_id,
+                expected_revision: revision,
+                sealed,
+            }],
+        ))
+    }
+
+    /// The relay answered 409 to a write of `item_id`. If a newer revision is already known
+    /// here, the pending edit is merged with it at once; otherwise the changes are pulled (the
+    /// merge happens when the page is applied).
+    ///
+    /// # Errors
+    /// Entry limits while sealing the merge (the state is then unchanged).
+    pub fn write_conflicted<R: CryptoRng + ?Sized>(
+        &mut self,
+        keys: &DiaryKeys,
+        item_id: &[u8; 16],
+        rng: &mut R,
+    ) -> Result<Vec<VaultRequest>, SyncError> {
+        let Some(local) = self.items.get(item_id) else {
+            return Ok(alloc::vec![self.pull()]);
+        };
+        let Some(mut p) = local.pending.clone() else {
+            return Ok(alloc::vec![self.pull()]);
+        };
+        p.in_flight = None;
+        p.preserve = None;
+        if local.revision > p.base_revision {
+            let mut local = local.clone();
+            let (next, requests) = self.resolve(keys, item_id, &local, p, rng)?;
+            local.pending = Some(next);
+            self.items.insert(*item_id, local);
+            return Ok(requests);
+        }
+        if let Some(l) = self.items.get_mut(item_id) {
+            l.pending = Some(p);
+        }
+        Ok(alloc::vec![self.pull()])
     }
 
     /// The relay answered 410 `sync_token_expired`: resync from the beginning (items missing
@@ -500,15 +639,21 @@ impl DiarySync {
             local.deleted = remote.is_none();
             local.entry = remote;
             if let Some(p) = local.pending.take() {
-                let preserved = p
-                    .preserve
+                let ours_landed = p
+                    .in_flight
                     .as_ref()
-                    .is_some_and(|(rev, pd, _)| *rev == revision && *pd == d);
-                if p.target == revision && p.digest == d {
-                    // Our own write, whose reply was lost.
-                    local.entry = Some(p.ours);
-                } else if preserved {
-                    // Our own preserved version; the merged write is still in flight.
+                    .is_some_and(|f| f.target == revision && f.digest == d)
+                    || p.preserve
+                        .as_ref()
+                        .is_some_and(|pr| pr.0 == revision && pr.1 == d);
+                if ours_landed {
+                    // Our own write, seen in the changes before (or instead of) its reply.
+                    let (next, reqs) = self.acknowledge(keys, &id, &mut local, p, rng)?;
+                    local.pending = next;
+                    requests.extend(reqs);
+                } else if p.in_flight.is_some() {
+                    // Someone else's newer revision: our write in flight gets a 409 and the
+                    // merge happens then (`write_conflicted`).
                     local.pending = Some(p);
                 } else {
                     let (next, reqs) = self.resolve(keys, &id, &local, p, rng)?;
@@ -563,8 +708,11 @@ impl DiarySync {
             let next = Pending {
                 base_revision: r,
                 base: None,
-                digest: digest(&sealed.meta),
-                target: r + 1,
+                in_flight: Some(InFlight {
+                    target: r + 1,
+                    digest: digest(&sealed.meta),
+                    entry: p.ours.clone(),
+                }),
                 ours: p.ours,
                 preserve: None,
             };
@@ -577,7 +725,14 @@ impl DiarySync {
                 }],
             ));
         };
-        let merged = merge_entries(p.base.as_ref(), &p.ours, theirs);
+        let mut merged = merge_entries(p.base.as_ref(), &p.ours, theirs);
+        if merged.entry.validate().is_err() {
+            // Both versions together exceed the entry limits: this device's version becomes
+            // the current one and theirs stays in the history (revision `r`), so nothing is
+            // lost and the sync does not get stuck on an entry it cannot seal.
+            merged.entry = p.ours.clone();
+            merged.conflicts = 0;
+        }
         let mut requests = Vec::new();
         let mut expected = r;
         let mut preserve = None;
@@ -596,8 +751,11 @@ impl DiarySync {
         let next = Pending {
             base_revision: r,
             base: Some(theirs.clone()),
-            digest: digest(&sealed.meta),
-            target: expected + 1,
+            in_flight: Some(InFlight {
+                target: expected + 1,
+                digest: digest(&sealed.meta),
+                entry: merged.entry.clone(),
+            }),
             ours: merged.entry,
             preserve,
         };

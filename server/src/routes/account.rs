@@ -228,6 +228,25 @@ pub struct ExportDevice {
     pub created_at: i64,
 }
 
+/// One vault item in an export (its blobs are read with the vault's history route).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ExportVaultItem {
+    /// Collection id.
+    pub collection_id: Id,
+    /// Item id.
+    pub item_id: Id,
+    /// Current revision.
+    pub revision: u64,
+    /// Whether it is soft-deleted.
+    pub deleted: bool,
+    /// Coarse creation time.
+    pub created_at: i64,
+    /// Coarse time of the last change.
+    pub updated_at: i64,
+    /// Bytes stored for it, every revision.
+    pub bytes: u64,
+}
+
 /// Everything the relay stores about an account.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct AccountExport {
@@ -241,6 +260,9 @@ pub struct AccountExport {
     pub devices: Vec<ExportDevice>,
     /// Sessions and their refresh tokens.
     pub sessions: Vec<ExportSession>,
+    /// The vault's items (metadata only; the encrypted blobs of every revision are read with
+    /// `GET /v1/vault/{collection_id}/items/{item_id}/history`).
+    pub vault: Vec<ExportVaultItem>,
 }
 
 /// Returns everything stored about the account as one JSON document.
@@ -256,6 +278,7 @@ pub async fn export<S: Store>(
     let devices = store.devices(&account.id).await?;
     let families = store.families(&account.id).await?;
     let tokens = store.refresh_tokens(&account.id).await?;
+    let vault = store.vault_listing(&account.id).await?;
     let sessions = families
         .into_iter()
         .map(|f| ExportSession {
@@ -298,5 +321,17 @@ pub async fn export<S: Store>(
             })
             .collect(),
         sessions,
+        vault: vault
+            .into_iter()
+            .map(|v| ExportVaultItem {
+                collection_id: v.collection_id,
+                item_id: v.item_id,
+                revision: u64::try_from(v.revision).unwrap_or(0),
+                deleted: v.deleted,
+                created_at: v.created_at,
+                updated_at: v.updated_at,
+                bytes: u64::try_from(v.bytes).unwrap_or(0),
+            })
+            .collect(),
     }))
 }

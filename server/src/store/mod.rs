@@ -20,7 +20,7 @@ mod vault_sql;
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 pub use vault::{
-    VaultBlobs, VaultChanges, VaultHead, VaultItemRecord, VaultKey, VaultQuota,
+    VaultBlobs, VaultChanges, VaultHead, VaultItemRecord, VaultKey, VaultListing, VaultQuota,
     VaultRevisionRecord, VaultStore, VaultUsage, VaultWriteOutcome,
 };
 

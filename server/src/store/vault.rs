@@ -139,6 +139,25 @@ pub struct VaultChanges {
     pub last_seq: i64,
 }
 
+/// One item of an account's vault as listed in the data export (no blobs).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VaultListing {
+    /// Collection id.
+    pub collection_id: Id,
+    /// Item id.
+    pub item_id: Id,
+    /// Current revision.
+    pub revision: i64,
+    /// Whether it is soft-deleted.
+    pub deleted: bool,
+    /// Coarse creation time.
+    pub created_at: i64,
+    /// Coarse time of the last change.
+    pub updated_at: i64,
+    /// Bytes stored for it (every revision).
+    pub bytes: i64,
+}
+
 /// An account's vault usage.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct VaultUsage {
@@ -199,6 +218,11 @@ pub trait VaultStore {
         since: i64,
         limit: u32,
     ) -> impl Future<Output = StoreResult<VaultChanges>> + Send;
+    /// Every item of the account (for the data export), by collection and item id.
+    fn vault_listing(
+        &self,
+        account: &Id,
+    ) -> impl Future<Output = StoreResult<Vec<VaultListing>>> + Send;
     /// The account's usage.
     fn vault_usage(&self, account: &Id) -> impl Future<Output = StoreResult<VaultUsage>> + Send;
     /// Purges (with all their revisions) items soft-deleted at or before `deleted_before`.

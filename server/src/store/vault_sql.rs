@@ -323,6 +323,42 @@ macro_rules! impl_sql_vault_store {
                 Ok($crate::store::VaultChanges { items, purged_seq, last_seq })
             }
 
+            async fn vault_listing(
+                &self,
+                account: &$crate::ids::Id,
+            ) -> $crate::store::StoreResult<Vec<$crate::store::VaultListing>> {
+                use sqlx::Row as _;
+                let rows = sqlx::query(
+                    "SELECT i.collection_id, i.item_id, i.revision, i.deleted, i.created_at, \
+                     i.updated_at, CAST(COALESCE((SELECT SUM(r.size_bytes) FROM vault_revisions r \
+                         WHERE r.account_id = i.account_id AND r.collection_id = i.collection_id \
+                         AND r.item_id = i.item_id), 0) AS BIGINT) AS bytes \
+                     FROM vault_items i WHERE i.account_id = $1 \
+                     ORDER BY i.collection_id, i.item_id",
+                )
+                .bind(&account.as_bytes()[..])
+                .fetch_all(&self.pool)
+                .await?;
+                let id = |row: &<$db as sqlx::Database>::Row, col: &str| -> $crate::store::StoreResult<$crate::ids::Id> {
+                    let bytes: Vec<u8> = row.try_get(col)?;
+                    $crate::ids::Id::from_slice(&bytes)
+                        .map_err(|_| $crate::store::StoreError::Corrupt { table: "vault_items" })
+                };
+                rows.iter()
+                    .map(|row| {
+                        Ok($crate::store::VaultListing {
+                            collection_id: id(row, "collection_id")?,
+                            item_id: id(row, "item_id")?,
+                            revision: row.try_get("revision")?,
+                            deleted: row.try_get("deleted")?,
+                            created_at: row.try_get("created_at")?,
+                            updated_at: row.try_get("updated_at")?,
+                            bytes: row.try_get("bytes")?,
+                        })
+                    })
+                    .collect()
+            }
+
             async fn vault_usage(
                 &self,
                 account: &$crate::ids::Id,
