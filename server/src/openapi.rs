@@ -35,6 +35,11 @@ use crate::routes::{account, auth, devices, health};
         account::totp_setup,
         account::totp_verify,
         account::totp_disable,
+        crate::ws::ticket,
+        crate::ws::upgrade,
+        crate::channels::create,
+        crate::channels::append_entry,
+        crate::channels::read_entries,
     )
 )]
 struct ApiDoc;

@@ -9,11 +9,15 @@ use zeroize::{Zeroize, ZeroizeOnDrop};
 
 use crate::ids::Id;
 
+mod channels;
 mod conformance;
 mod postgres;
 mod sql;
 mod sqlite;
 
+pub use channels::{
+    AppendOutcome, ChannelEntry, ChannelQuota, ChannelRecord, ChannelStore, NewChannel, TicketStore,
+};
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
@@ -324,6 +328,8 @@ pub trait Store:
     + TokenStore
     + AuthStateStore
     + SecretStore
+    + ChannelStore
+    + TicketStore
     + Clone
     + Send
     + Sync

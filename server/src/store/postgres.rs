@@ -35,6 +35,7 @@ impl PgStore {
 }
 
 super::sql::impl_sql_store!(PgStore, sqlx::Postgres);
+super::channels::impl_channel_store!(PgStore, sqlx::Postgres);
 
 impl super::Store for PgStore {
     async fn ping(&self) -> StoreResult<()> {

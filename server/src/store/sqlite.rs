@@ -50,6 +50,7 @@ impl SqliteStore {
 }
 
 super::sql::impl_sql_store!(SqliteStore, sqlx::Sqlite);
+super::channels::impl_channel_store!(SqliteStore, sqlx::Sqlite);
 
 impl super::Store for SqliteStore {
     async fn ping(&self) -> StoreResult<()> {
