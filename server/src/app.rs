@@ -17,7 +17,7 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::timeout::TimeoutLayer;
 
 use crate::error::AppError;
-use crate::routes::{account, auth, devices, health};
+use crate::routes::{account, auth, certificate, devices, health, keys, messages};
 use crate::secrets::{SecretsError, ServerSecrets};
 use crate::settings::Settings;
 use crate::state::AppState;
@@ -50,6 +50,8 @@ pub enum LaunchError {
 /// Builds the API router for `state` (tests drive it with `tower::ServiceExt::oneshot`).
 pub fn app<S: Store>(state: AppState<S>) -> Router {
     let settings = state.settings().clone();
+    // Key uploads and sends carry many keys or one envelope per device.
+    let big = settings.mail.max_request_bytes;
     let router = Router::new()
         .route("/health", get(health::health))
         .route("/ready", get(health::ready::<S>))
@@ -68,6 +70,34 @@ pub fn app<S: Store>(state: AppState<S>) -> Router {
         .route("/v1/account/totp/setup", post(account::totp_setup::<S>))
         .route("/v1/account/totp/verify", post(account::totp_verify::<S>))
         .route("/v1/account/totp/disable", post(account::totp_disable::<S>))
+        .route("/v1/account/access-key", put(messages::set_access_key::<S>))
+        .route(
+            "/v1/keys",
+            put(keys::upload::<S>).layer(DefaultBodyLimit::max(big)),
+        )
+        .route("/v1/keys/counts", get(keys::counts::<S>))
+        .route("/v1/keys/digest", get(keys::digest::<S>))
+        .route("/v1/keys/{account_id}", get(keys::bundles::<S>))
+        .route(
+            "/v1/keys/{account_id}/{device_number}",
+            get(keys::device_bundle::<S>),
+        )
+        .route("/v1/messages", get(messages::fetch::<S>))
+        .route("/v1/messages/ack", post(messages::ack::<S>))
+        .route(
+            "/v1/messages/multi",
+            post(messages::send_multi::<S>).layer(DefaultBodyLimit::max(big)),
+        )
+        .route(
+            "/v1/messages/{account_id}",
+            post(messages::send::<S>).layer(DefaultBodyLimit::max(big)),
+        )
+        .route(
+            "/v1/messages/{account_id}/sealed",
+            post(messages::send_sealed::<S>).layer(DefaultBodyLimit::max(big)),
+        )
+        .route("/v1/certificate", post(certificate::issue::<S>))
+        .route("/v1/certificate/key", get(certificate::key::<S>))
         .route("/v1/ws", get(crate::ws::upgrade::<S>))
         .route("/v1/ws/ticket", post(crate::ws::ticket::<S>))
         .route("/v1/channels", post(crate::channels::create::<S>))
@@ -235,6 +265,11 @@ async fn serve<S: Store>(
     }
     let limits = crate::limits::Limits::from_settings(&settings).await?;
     let state = AppState::new(store, settings, secrets, limits);
+    let reaper = crate::messaging::spawn_reaper(
+        state.clone(),
+        crate::messaging::system_clock(),
+        stop_rx.clone(),
+    );
     if let Some(url) = &state.settings().redis_url {
         state.hub().attach_redis(url.expose()).await?;
     }
@@ -255,6 +290,9 @@ async fn serve<S: Store>(
     )
     .with_graceful_shutdown(wait(stop_rx))
     .await?;
+    if let Err(err) = reaper.await {
+        tracing::warn!(%err, "reaper task ended abnormally");
+    }
     if !hub.wait_sockets_closed(SOCKET_DRAIN).await {
         tracing::warn!(
             open = hub.live_sockets(),

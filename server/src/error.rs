@@ -35,9 +35,33 @@ pub enum AppError {
         /// How long the client should wait.
         retry_after: Duration,
     },
+    /// A 409 `mismatched_devices` or 410 `stale_devices`: the device list of a send does not
+    /// match the recipient's devices; the body lists the differences per account.
+    #[error("{status} {code}: device list mismatch")]
+    Devices {
+        /// 409 or 410.
+        status: StatusCode,
+        /// `mismatched_devices` or `stale_devices`.
+        code: &'static str,
+        /// The differences, one entry per recipient account that has any.
+        mismatches: Vec<DeviceMismatch>,
+    },
     /// A 500: the cause is logged, the client only sees `internal`.
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+/// How the device list of a send differs from one recipient account's devices.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct DeviceMismatch {
+    /// The recipient account.
+    pub account_id: crate::ids::Id,
+    /// Devices of the account that the send has no envelope for.
+    pub missing_devices: Vec<u32>,
+    /// Device numbers in the send that the account never had.
+    pub extra_devices: Vec<u32>,
+    /// Device numbers in the send whose devices were removed.
+    pub removed_devices: Vec<u32>,
 }
 
 impl AppError {
@@ -84,6 +108,7 @@ impl AppError {
         match self {
             Self::Client { status, .. } => *status,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::Devices { status, .. } => *status,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -93,6 +118,7 @@ impl AppError {
         match self {
             Self::Client { code, .. } => code,
             Self::RateLimited { .. } => "rate_limited",
+            Self::Devices { code, .. } => code,
             Self::Internal(_) => "internal",
         }
     }
@@ -124,6 +150,9 @@ pub struct ErrorDetail {
     pub code: String,
     /// Human-readable message.
     pub message: String,
+    /// Only on 409 `mismatched_devices` / 410 `stale_devices`: the differences per account.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mismatches: Option<Vec<DeviceMismatch>>,
 }
 
 impl IntoResponse for AppError {
@@ -132,15 +161,26 @@ impl IntoResponse for AppError {
         let message = match &self {
             Self::Client { message, .. } => message.to_string(),
             Self::RateLimited { .. } => "too many requests; retry later".to_owned(),
+            Self::Devices { status, .. } if *status == StatusCode::GONE => {
+                "some listed devices were removed; drop them and retry".to_owned()
+            }
+            Self::Devices { .. } => {
+                "the device list does not match the recipient's devices".to_owned()
+            }
             Self::Internal(cause) => {
                 tracing::error!(%cause, "internal error");
                 "internal server error".to_owned()
             }
         };
+        let mismatches = match &self {
+            Self::Devices { mismatches, .. } => Some(mismatches.clone()),
+            _ => None,
+        };
         let body = ErrorBody {
             error: ErrorDetail {
                 code: self.code().to_owned(),
                 message,
+                mismatches,
             },
         };
         let mut response = (status, axum::Json(body)).into_response();

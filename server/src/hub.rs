@@ -15,10 +15,11 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
-use tokio::sync::{Notify, mpsc, oneshot, watch};
+use tokio::sync::{Notify, oneshot, watch};
 
 use crate::hub_redis::{RedisHints, Remote};
 use crate::ids::Id;
+use crate::messaging::{EphemeralHub, EphemeralMessage};
 
 /// What a hint is about.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -43,9 +44,6 @@ pub struct DeviceKey {
     pub device: u32,
 }
 
-/// Ephemeral signals queued per socket before further ones are dropped.
-pub const EPHEMERAL_QUEUE: usize = 32;
-
 /// What became of an ephemeral signal.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -62,7 +60,6 @@ pub enum EphemeralOutcome {
 struct SocketEntry {
     id: u64,
     replaced: Option<oneshot::Sender<()>>,
-    ephemeral: mpsc::Sender<Vec<u8>>,
 }
 
 struct Inner {
@@ -73,6 +70,7 @@ struct Inner {
     drained: Notify,
     shutdown: watch::Sender<bool>,
     remote: OnceLock<RedisHints>,
+    ephemeral: EphemeralHub,
 }
 
 /// The hub of one relay process. Cheap to clone.
@@ -88,8 +86,14 @@ impl Default for Hub {
 }
 
 impl Hub {
-    /// An empty hub (in process only).
+    /// An empty hub (in process only) with its own ephemeral router.
     pub fn new() -> Self {
+        Self::with_ephemeral(EphemeralHub::new())
+    }
+
+    /// An empty hub whose ephemeral signals go through `ephemeral` (the router the messaging
+    /// service uses, so sockets have one ephemeral queue).
+    pub fn with_ephemeral(ephemeral: EphemeralHub) -> Self {
         Self {
             inner: Arc::new(Inner {
                 topics: Mutex::new(HashMap::new()),
@@ -99,6 +103,7 @@ impl Hub {
                 drained: Notify::new(),
                 shutdown: watch::channel(false).0,
                 remote: OnceLock::new(),
+                ephemeral,
             }),
         }
     }
@@ -207,7 +212,6 @@ impl Hub {
     pub fn register_socket(&self, device: DeviceKey) -> SocketRegistration {
         let id = self.inner.next_socket.fetch_add(1, Ordering::Relaxed);
         let (replaced_tx, replaced_rx) = oneshot::channel();
-        let (eph_tx, eph_rx) = mpsc::channel(EPHEMERAL_QUEUE);
         let old = self
             .inner
             .sockets
@@ -218,7 +222,6 @@ impl Hub {
                 SocketEntry {
                     id,
                     replaced: Some(replaced_tx),
-                    ephemeral: eph_tx,
                 },
             );
         if let Some(mut old) = old
@@ -235,7 +238,6 @@ impl Hub {
             device,
             id,
             replaced: replaced_rx,
-            ephemeral: eph_rx,
             shutdown: self.inner.shutdown.subscribe(),
         }
     }
@@ -254,38 +256,45 @@ impl Hub {
         }
     }
 
-    /// Hands an ephemeral signal to `device`'s socket here; failing that, relays it through Redis
-    /// if configured. Never stored.
-    pub fn send_ephemeral(&self, device: &DeviceKey, payload: Vec<u8>) -> EphemeralOutcome {
-        match self.deliver_ephemeral_local(device, payload) {
-            Ok(()) => EphemeralOutcome::Delivered,
-            Err(Some(payload)) => match self.inner.remote.get() {
-                Some(remote) => {
-                    remote.send(Remote::Ephemeral(*device, payload));
-                    EphemeralOutcome::Relayed
-                }
-                None => EphemeralOutcome::Dropped,
-            },
-            Err(None) => EphemeralOutcome::Dropped,
+    /// Hands an ephemeral message to `device`'s live sockets here; failing that, relays it
+    /// through Redis if configured. Never stored.
+    pub fn send_ephemeral(
+        &self,
+        device: &DeviceKey,
+        message: EphemeralMessage,
+    ) -> EphemeralOutcome {
+        if self
+            .inner
+            .ephemeral
+            .deliver(device.account, device.device, &message)
+        {
+            return EphemeralOutcome::Delivered;
+        }
+        match self.inner.remote.get() {
+            Some(remote) => {
+                remote.send(Remote::Ephemeral(*device, message));
+                EphemeralOutcome::Relayed
+            }
+            None => EphemeralOutcome::Dropped,
         }
     }
 
-    /// `Ok` when queued to a local socket; `Err(Some(payload))` when there is none here,
-    /// `Err(None)` when there is one but its queue is full (dropped).
-    pub(crate) fn deliver_ephemeral_local(
+    /// Delivers an ephemeral message that arrived from another instance to local sockets only.
+    pub(crate) fn deliver_ephemeral_local(&self, device: &DeviceKey, message: &EphemeralMessage) {
+        let _ = self
+            .inner
+            .ephemeral
+            .deliver(device.account, device.device, message);
+    }
+
+    /// Subscribes a socket to `device`'s ephemeral messages.
+    pub fn subscribe_ephemeral(
         &self,
         device: &DeviceKey,
-        payload: Vec<u8>,
-    ) -> Result<(), Option<Vec<u8>>> {
-        let sockets = self
-            .inner
-            .sockets
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        match sockets.get(device) {
-            Some(entry) => entry.ephemeral.try_send(payload).map_err(|_| None),
-            None => Err(Some(payload)),
-        }
+    ) -> tokio::sync::mpsc::Receiver<EphemeralMessage> {
+        self.inner
+            .ephemeral
+            .subscribe(device.account, device.device)
     }
 
     /// Number of sockets currently registered on this instance.
@@ -366,8 +375,6 @@ pub struct SocketRegistration {
     id: u64,
     /// Fires when a newer socket of the same device registered (here or on another instance).
     pub replaced: oneshot::Receiver<()>,
-    /// Ephemeral signals for this device.
-    pub ephemeral: mpsc::Receiver<Vec<u8>>,
     /// Becomes `true` when the relay shuts down.
     pub shutdown: watch::Receiver<bool>,
 }
@@ -422,36 +429,38 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn newer_socket_replaces_older_and_ephemeral_reaches_newest() {
+    async fn newer_socket_replaces_older_and_ephemeral_reaches_subscribers() {
         let hub = Hub::new();
         let dev = DeviceKey {
             account: Id::from_slice(&[3; 16]).unwrap(),
             device: 1,
         };
         let mut first = hub.register_socket(dev);
-        let mut second = hub.register_socket(dev);
+        let second = hub.register_socket(dev);
         assert_eq!(hub.live_sockets(), 2);
         tokio::time::timeout(Duration::from_secs(1), &mut first.replaced)
             .await
             .unwrap()
             .unwrap();
+        let msg = EphemeralMessage {
+            message_id: Id::random(),
+            source: None,
+            content: b"typing".to_vec(),
+        };
         assert_eq!(
-            hub.send_ephemeral(&dev, b"typing".to_vec()),
-            EphemeralOutcome::Delivered
-        );
-        assert_eq!(second.ephemeral.recv().await.unwrap(), b"typing");
-        assert!(first.ephemeral.try_recv().is_err());
-        // The old socket going away does not unregister the new one.
-        drop(first);
-        assert_eq!(
-            hub.send_ephemeral(&dev, b"x".to_vec()),
-            EphemeralOutcome::Delivered
-        );
-        drop(second);
-        assert_eq!(
-            hub.send_ephemeral(&dev, b"x".to_vec()),
+            hub.send_ephemeral(&dev, msg.clone()),
             EphemeralOutcome::Dropped
         );
+        let mut rx = hub.subscribe_ephemeral(&dev);
+        assert_eq!(
+            hub.send_ephemeral(&dev, msg.clone()),
+            EphemeralOutcome::Delivered
+        );
+        assert_eq!(rx.recv().await.unwrap(), msg);
+        // The old socket going away does not unregister the new one.
+        drop(first);
+        assert_eq!(hub.live_sockets(), 1);
+        drop(second);
         assert!(hub.wait_sockets_closed(Duration::from_millis(10)).await);
     }
 

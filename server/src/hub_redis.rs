@@ -11,8 +11,10 @@
 //! ```text
 //! instance: u64 BE (random per process; a process ignores its own messages)
 //! kind: u8          1 mailbox hint | 2 channel hint | 3 ephemeral | 4 device connected
-//! kind 1, 3, 4:     account id (16) | device number u32 BE  [kind 3: | payload (rest)]
+//! kind 1, 3, 4:     account id (16) | device number u32 BE
 //! kind 2:           channel id (16)
+//! kind 3 continues: message id (16) | has_source u8 (0|1)
+//!                   | [source account (16) | source device u32 BE] | content (rest)
 //! ```
 
 use std::time::Duration;
@@ -26,6 +28,7 @@ use tokio::sync::mpsc;
 
 use crate::hub::{DeviceKey, Hub, Topic};
 use crate::ids::Id;
+use crate::messaging::EphemeralMessage;
 
 /// The Redis pub/sub channel every instance publishes to and subscribes on.
 pub const CHANNEL: &str = "haven:hub:v1";
@@ -52,8 +55,8 @@ impl From<fred::error::Error> for HintError {
 pub(crate) enum Remote {
     /// Wake this topic.
     Hint(Topic),
-    /// Deliver this ephemeral signal if the device is connected here.
-    Ephemeral(DeviceKey, Vec<u8>),
+    /// Deliver this ephemeral message if the device is connected here.
+    Ephemeral(DeviceKey, EphemeralMessage),
     /// The device opened a socket on the sending instance: close older ones.
     Connected(DeviceKey),
 }
@@ -80,9 +83,18 @@ impl Remote {
                 out.push(2);
                 out.extend_from_slice(id.as_bytes());
             }
-            Self::Ephemeral(d, payload) => {
+            Self::Ephemeral(d, msg) => {
                 device(&mut out, 3, d);
-                out.extend_from_slice(payload);
+                out.extend_from_slice(msg.message_id.as_bytes());
+                match &msg.source {
+                    Some((account, n)) => {
+                        out.push(1);
+                        out.extend_from_slice(account.as_bytes());
+                        out.extend_from_slice(&n.to_be_bytes());
+                    }
+                    None => out.push(0),
+                }
+                out.extend_from_slice(&msg.content);
             }
             Self::Connected(d) => device(&mut out, 4, d),
         }
@@ -117,7 +129,25 @@ impl Remote {
             2 => Self::Hint(Topic::Channel(Id::from_slice(rest).ok()?)),
             3 => {
                 let (d, used) = device(rest)?;
-                Self::Ephemeral(d, rest.get(used..)?.to_vec())
+                let rest = rest.get(used..)?;
+                let (message_id, rest) = rest.split_at_checked(16)?;
+                let (&flag, rest) = rest.split_first()?;
+                let (source, content) = match flag {
+                    0 => (None, rest),
+                    1 => {
+                        let (s, used) = device(rest)?;
+                        (Some((s.account, s.device)), rest.get(used..)?)
+                    }
+                    _ => return None,
+                };
+                Self::Ephemeral(
+                    d,
+                    EphemeralMessage {
+                        message_id: Id::from_slice(message_id).ok()?,
+                        source,
+                        content: content.to_vec(),
+                    },
+                )
             }
             4 => {
                 let (d, used) = device(rest)?;
@@ -231,9 +261,7 @@ fn dispatch(hub: &Hub, remote: Remote) {
         Remote::Hint(topic) => {
             hub.publish_local(&topic);
         }
-        Remote::Ephemeral(device, payload) => {
-            let _ = hub.deliver_ephemeral_local(&device, payload);
-        }
+        Remote::Ephemeral(device, msg) => hub.deliver_ephemeral_local(&device, &msg),
         Remote::Connected(device) => hub.replace_local(&device),
     }
 }
@@ -254,8 +282,22 @@ mod tests {
                 device: 7,
             }),
             Remote::Hint(Topic::Channel(Id::random())),
-            Remote::Ephemeral(device, b"sig".to_vec()),
-            Remote::Ephemeral(device, Vec::new()),
+            Remote::Ephemeral(
+                device,
+                EphemeralMessage {
+                    message_id: Id::random(),
+                    source: Some((Id::random(), 2)),
+                    content: b"sig".to_vec(),
+                },
+            ),
+            Remote::Ephemeral(
+                device,
+                EphemeralMessage {
+                    message_id: Id::random(),
+                    source: None,
+                    content: Vec::new(),
+                },
+            ),
             Remote::Connected(device),
         ];
         for msg in cases {
@@ -263,9 +305,9 @@ mod tests {
             assert_eq!(Remote::decode(&bytes), Some((42, msg.clone())));
             for cut in 0..bytes.len() {
                 let decoded = Remote::decode(&bytes[..cut]);
-                // Only the ephemeral payload may be shortened and still parse.
+                // Only the ephemeral content may be shortened and still parse.
                 if let Some((_, Remote::Ephemeral(..))) = decoded {
-                    assert!(cut >= 29);
+                    assert!(cut >= 29 + 17);
                 } else {
                     assert_eq!(decoded, None, "{msg:?} cut at {cut}");
                 }

@@ -12,6 +12,7 @@ pub mod hub;
 pub mod hub_redis;
 pub mod ids;
 pub mod limits;
+pub mod messaging;
 pub mod openapi;
 pub mod routes;
 pub mod secrets;

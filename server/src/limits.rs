@@ -202,3 +202,30 @@ pub(crate) async fn per_client<S: Store>(
     }
     next.run(req).await
 }
+
+/// Counts one request against `quota` under `key` on the *shared* limiter (Redis when
+/// configured, so the limit holds across instances); 429 when over. `key` must not contain raw
+/// identifiers: callers pass a keyed hash (see [`keyed`]).
+pub(crate) async fn hit_shared<S: Store>(
+    state: &AppState<S>,
+    key: &str,
+    quota: Quota,
+) -> Result<(), AppError> {
+    let decision = state
+        .limits()
+        .shared
+        .hit(key, quota)
+        .await
+        .map_err(limiter_error)?;
+    refuse(&decision)
+}
+
+/// `<prefix>:<hex HMAC(pepper, label, id)>`: a limiter key that names an account without
+/// putting its id into Redis.
+pub(crate) fn keyed<S: Store>(state: &AppState<S>, prefix: &str, id: &crate::ids::Id) -> String {
+    let mac = state
+        .secrets()
+        .username_pepper
+        .hmac(b"haven/limit-key/v1", id.as_bytes());
+    format!("{prefix}:{}", hex::encode(mac))
+}

@@ -8,14 +8,14 @@ use utoipa::OpenApi as _;
 use utoipa::openapi::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 
-use crate::routes::{account, auth, devices, health};
+use crate::routes::{account, auth, certificate, devices, health, keys, messages};
 
 #[derive(utoipa::OpenApi)]
 #[openapi(
     info(
         title = "Haven relay API",
         version = "1",
-        description = "Blind relay: accounts, devices and OPAQUE login. See docs/PROTOCOL.md §11."
+        description = "Blind relay: accounts, devices, OPAQUE login, key directory, mailboxes, sender certificates. See docs/PROTOCOL.md §11."
     ),
     paths(
         health::health,
@@ -35,6 +35,19 @@ use crate::routes::{account, auth, devices, health};
         account::totp_setup,
         account::totp_verify,
         account::totp_disable,
+        messages::set_access_key,
+        keys::upload,
+        keys::counts,
+        keys::digest,
+        keys::bundles,
+        keys::device_bundle,
+        messages::send,
+        messages::send_sealed,
+        messages::send_multi,
+        messages::fetch,
+        messages::ack,
+        certificate::key,
+        certificate::issue,
         crate::ws::ticket,
         crate::ws::upgrade,
         crate::channels::create,

@@ -1,4 +1,5 @@
-//! Server-wide secrets: the username pepper, the JWT key and the OPAQUE server setup.
+//! Server-wide secrets: the username pepper, the JWT key, the OPAQUE server setup and the
+//! sender-certificate signing key.
 //!
 //! Each comes from the settings if given; otherwise a fresh random value is offered to the
 //! `server_secrets` table with insert-if-absent and the stored value read back, so N instances
@@ -83,6 +84,8 @@ pub struct ServerSecrets {
     pub jwt_key: Key32,
     /// OPAQUE server key pair and OPRF seed.
     pub opaque_setup: ServerSetup<HavenCipherSuite>,
+    /// Ed25519 key signing sender certificates (PROTOCOL.md §5.1, §11.13).
+    pub certificate_key: ed25519_dalek::SigningKey,
 }
 
 fn decode_key(name: &'static str, setting: &SecretSetting) -> Result<Key32, SecretsError> {
@@ -135,10 +138,16 @@ impl ServerSecrets {
                     .map_err(|_| SecretsError::CorruptSetup)?
             }
         };
+        let certificate_seed = match &settings.certificate_key {
+            Some(s) => decode_key("certificate_key", s)?,
+            None => stored_key(store, "certificate_key").await?,
+        };
+        let certificate_key = ed25519_dalek::SigningKey::from_bytes(certificate_seed.expose());
         Ok(Self {
             username_pepper,
             jwt_key,
             opaque_setup,
+            certificate_key,
         })
     }
 }

@@ -128,6 +128,64 @@ pub struct Settings {
     pub ws: WsSettings,
     /// Channels (`[channels]` section).
     pub channels: ChannelSettings,
+    /// Ed25519 seed (base64 of 32 bytes) of the key signing sender certificates; generated and
+    /// stored if absent (`HAVEN_CERTIFICATE_KEY`).
+    pub certificate_key: Option<SecretSetting>,
+    /// Mailboxes and sealed delivery (`[mail]`).
+    pub mail: MailSettings,
+    /// Key directory and sender certificates (`[keys]`).
+    pub keys: KeySettings,
+}
+
+/// The `[mail]` section: mailbox limits and expiry. Environment: `HAVEN_MAIL_<FIELD>` in upper
+/// case (e.g. `HAVEN_MAIL_TTL_SECS`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MailSettings {
+    /// Largest envelope (or per-device header plus shared payload) in bytes.
+    pub max_envelope_bytes: usize,
+    /// Largest per-device header of a multi-recipient send in bytes.
+    pub max_header_bytes: usize,
+    /// Most envelopes queued per device.
+    pub max_queue_messages: u64,
+    /// Most bytes queued per device.
+    pub max_queue_bytes: u64,
+    /// Envelopes expire (and are deleted by the reaper) this many seconds after receipt.
+    pub ttl_secs: u64,
+    /// `received_at` is rounded down to a multiple of this many seconds.
+    pub received_at_granularity_secs: u64,
+    /// Seconds between two runs of the expiry reaper.
+    pub reaper_interval_secs: u64,
+    /// Request body limit of the message and key routes in bytes (they carry many keys or one
+    /// envelope per device, so they get more than `body_limit_bytes`).
+    pub max_request_bytes: usize,
+    /// Most devices (envelopes) in one send, and most recipients of a multi-recipient send.
+    pub max_recipients_per_send: usize,
+    /// Largest page of `GET /v1/messages`.
+    pub max_fetch: u32,
+    /// Most message ids in one ack.
+    pub max_ack_ids: usize,
+    /// Sealed sends accepted per recipient account per minute (shared limiter).
+    pub sealed_sends_per_minute: u32,
+}
+
+impl Default for MailSettings {
+    fn default() -> Self {
+        Self {
+            max_envelope_bytes: 320 * 1024,
+            max_header_bytes: 1024,
+            max_queue_messages: 10_000,
+            max_queue_bytes: 256 << 20,
+            ttl_secs: 30 * 86_400,
+            received_at_granularity_secs: 60,
+            reaper_interval_secs: 60,
+            max_request_bytes: 4 << 20,
+            max_recipients_per_send: 64,
+            max_fetch: 100,
+            max_ack_ids: 1000,
+            sealed_sends_per_minute: 600,
+        }
+    }
 }
 
 /// WebSocket settings (`[ws]`; environment variables `HAVEN_WS_*`).
@@ -214,6 +272,38 @@ impl Default for ChannelSettings {
     }
 }
 
+/// The `[keys]` section: key directory limits and sender certificates. Environment:
+/// `HAVEN_KEYS_<FIELD>` in upper case.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KeySettings {
+    /// Most one-time keys of each kind in one upload.
+    pub max_one_time_per_upload: usize,
+    /// Most one-time keys of each kind stored per device.
+    pub max_one_time_per_device: u32,
+    /// `low` is reported by `GET /v1/keys/counts` below this many keys of either kind.
+    pub low_stock_threshold: u64,
+    /// Bundle requests per requesting account per minute (shared limiter).
+    pub claims_per_minute_per_requester: u32,
+    /// Bundle requests per target account per minute (shared limiter).
+    pub claims_per_minute_per_target: u32,
+    /// Lifetime of sender certificates in seconds.
+    pub certificate_ttl_secs: u64,
+}
+
+impl Default for KeySettings {
+    fn default() -> Self {
+        Self {
+            max_one_time_per_upload: 200,
+            max_one_time_per_device: 1000,
+            low_stock_threshold: 10,
+            claims_per_minute_per_requester: 120,
+            claims_per_minute_per_target: 600,
+            certificate_ttl_secs: 86_400,
+        }
+    }
+}
+
 impl Default for Settings {
     fn default() -> Self {
         Self {
@@ -240,6 +330,9 @@ impl Default for Settings {
             opaque_server_setup: None,
             ws: WsSettings::default(),
             channels: ChannelSettings::default(),
+            certificate_key: None,
+            mail: MailSettings::default(),
+            keys: KeySettings::default(),
         }
     }
 }
@@ -368,6 +461,55 @@ impl Settings {
         if let Some(v) = get("HAVEN_OPAQUE_SERVER_SETUP") {
             self.opaque_server_setup = Some(SecretSetting::new(v));
         }
+        if let Some(v) = get("HAVEN_CERTIFICATE_KEY") {
+            self.certificate_key = Some(SecretSetting::new(v));
+        }
+        macro_rules! nested {
+            ($section:ident . $field:ident, $name:literal) => {
+                if let Some(v) = get($name) {
+                    self.$section.$field = parse($name, &v)?;
+                }
+            };
+        }
+        nested!(mail.max_envelope_bytes, "HAVEN_MAIL_MAX_ENVELOPE_BYTES");
+        nested!(mail.max_header_bytes, "HAVEN_MAIL_MAX_HEADER_BYTES");
+        nested!(mail.max_queue_messages, "HAVEN_MAIL_MAX_QUEUE_MESSAGES");
+        nested!(mail.max_queue_bytes, "HAVEN_MAIL_MAX_QUEUE_BYTES");
+        nested!(mail.ttl_secs, "HAVEN_MAIL_TTL_SECS");
+        nested!(
+            mail.received_at_granularity_secs,
+            "HAVEN_MAIL_RECEIVED_AT_GRANULARITY_SECS"
+        );
+        nested!(mail.reaper_interval_secs, "HAVEN_MAIL_REAPER_INTERVAL_SECS");
+        nested!(mail.max_request_bytes, "HAVEN_MAIL_MAX_REQUEST_BYTES");
+        nested!(
+            mail.max_recipients_per_send,
+            "HAVEN_MAIL_MAX_RECIPIENTS_PER_SEND"
+        );
+        nested!(mail.max_fetch, "HAVEN_MAIL_MAX_FETCH");
+        nested!(mail.max_ack_ids, "HAVEN_MAIL_MAX_ACK_IDS");
+        nested!(
+            mail.sealed_sends_per_minute,
+            "HAVEN_MAIL_SEALED_SENDS_PER_MINUTE"
+        );
+        nested!(
+            keys.max_one_time_per_upload,
+            "HAVEN_KEYS_MAX_ONE_TIME_PER_UPLOAD"
+        );
+        nested!(
+            keys.max_one_time_per_device,
+            "HAVEN_KEYS_MAX_ONE_TIME_PER_DEVICE"
+        );
+        nested!(keys.low_stock_threshold, "HAVEN_KEYS_LOW_STOCK_THRESHOLD");
+        nested!(
+            keys.claims_per_minute_per_requester,
+            "HAVEN_KEYS_CLAIMS_PER_MINUTE_PER_REQUESTER"
+        );
+        nested!(
+            keys.claims_per_minute_per_target,
+            "HAVEN_KEYS_CLAIMS_PER_MINUTE_PER_TARGET"
+        );
+        nested!(keys.certificate_ttl_secs, "HAVEN_KEYS_CERTIFICATE_TTL_SECS");
         Ok(())
     }
 
@@ -485,6 +627,64 @@ impl Settings {
         });
         if !origins_ok {
             return Err(SettingsError::Range("cors_allowed_origins"));
+        }
+        let (mail, keys) = (&self.mail, &self.keys);
+        let nested: [(bool, &'static str); 13] = [
+            (
+                (64..=64 << 20).contains(&mail.max_envelope_bytes),
+                "mail.max_envelope_bytes",
+            ),
+            (
+                (16..=64 << 10).contains(&mail.max_header_bytes),
+                "mail.max_header_bytes",
+            ),
+            (mail.max_queue_messages >= 1, "mail.max_queue_messages"),
+            (
+                mail.max_queue_bytes >= mail.max_envelope_bytes as u64,
+                "mail.max_queue_bytes",
+            ),
+            (
+                (60..=366 * 86_400).contains(&mail.ttl_secs),
+                "mail.ttl_secs",
+            ),
+            (
+                (1..=3600).contains(&mail.received_at_granularity_secs),
+                "mail.received_at_granularity_secs",
+            ),
+            (
+                (1..=86_400).contains(&mail.reaper_interval_secs),
+                "mail.reaper_interval_secs",
+            ),
+            (
+                (1024..=256 << 20).contains(&mail.max_request_bytes),
+                "mail.max_request_bytes",
+            ),
+            (
+                (1..=10_000).contains(&mail.max_recipients_per_send)
+                    && (1..=10_000).contains(&mail.max_fetch)
+                    && (1..=100_000).contains(&mail.max_ack_ids),
+                "mail.max_recipients_per_send",
+            ),
+            (
+                mail.sealed_sends_per_minute >= 1,
+                "mail.sealed_sends_per_minute",
+            ),
+            (
+                (1..=10_000).contains(&keys.max_one_time_per_upload)
+                    && keys.max_one_time_per_device >= 1,
+                "keys.max_one_time_per_upload",
+            ),
+            (
+                keys.claims_per_minute_per_requester >= 1 && keys.claims_per_minute_per_target >= 1,
+                "keys.claims_per_minute_per_requester",
+            ),
+            (
+                (60..=30 * 86_400).contains(&keys.certificate_ttl_secs),
+                "keys.certificate_ttl_secs",
+            ),
+        ];
+        if let Some((_, name)) = nested.iter().find(|(ok, _)| !ok) {
+            return Err(SettingsError::Range(name));
         }
         match checks.iter().find(|(ok, _)| !ok) {
             Some((_, name)) => Err(SettingsError::Range(name)),

@@ -5,6 +5,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::hub::Hub;
 use crate::limits::Limits;
+use crate::messaging::EphemeralHub;
 use crate::secrets::{Key32, ServerSecrets};
 use crate::settings::Settings;
 use crate::store::Store;
@@ -23,6 +24,8 @@ struct Inner<S> {
     addr_key: Key32,
     /// In-process wake-up hints for sockets.
     hub: Hub,
+    /// In-process routing of ephemeral (never stored) messages to live sockets.
+    ephemeral: EphemeralHub,
 }
 
 impl<S: Store> Clone for AppState<S> {
@@ -36,6 +39,7 @@ impl<S: Store> Clone for AppState<S> {
 impl<S: Store> AppState<S> {
     /// Builds the state.
     pub fn new(store: S, settings: Settings, secrets: ServerSecrets, limits: Limits) -> Self {
+        let ephemeral = EphemeralHub::new();
         Self {
             inner: Arc::new(Inner {
                 store,
@@ -43,7 +47,8 @@ impl<S: Store> AppState<S> {
                 secrets,
                 limits,
                 addr_key: Key32::random(),
-                hub: Hub::new(),
+                hub: Hub::with_ephemeral(ephemeral.clone()),
+                ephemeral,
             }),
         }
     }
@@ -71,6 +76,11 @@ impl<S: Store> AppState<S> {
     /// The wake-up hub.
     pub fn hub(&self) -> &Hub {
         &self.inner.hub
+    }
+
+    /// The ephemeral-message router.
+    pub fn ephemeral(&self) -> &EphemeralHub {
+        &self.inner.ephemeral
     }
 
     /// The per-process key for client-address hashes.

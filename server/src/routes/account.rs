@@ -218,6 +218,8 @@ pub struct ExportSession {
 pub struct ExportDevice {
     /// Device id.
     pub device_id: Id,
+    /// Device number.
+    pub device_number: u32,
     /// Public identity key, base64.
     pub identity_key: String,
     /// Encrypted name, base64.
@@ -289,6 +291,7 @@ pub async fn export<S: Store>(
             .into_iter()
             .map(|d| ExportDevice {
                 device_id: d.id,
+                device_number: d.number,
                 identity_key: b64(&d.identity_key),
                 name: d.name_blob.as_deref().map(b64),
                 created_at: d.created_at,

@@ -158,6 +158,7 @@ pub async fn register_finish<S: Store>(
         identity_key: device.identity_key,
         name_blob: device.name_blob,
         created_at: now,
+        number: 1,
     };
     state
         .store()
@@ -210,19 +211,29 @@ pub(crate) async fn issue_session<S: Store>(
         },
         &refresh,
     )
+    .await
 }
 
-fn token_response<S: Store>(
+async fn token_response<S: Store>(
     state: &AppState<S>,
     session: Session,
     refresh: &RefreshToken,
 ) -> Result<TokenResponse, AppError> {
+    let device_number = state
+        .store()
+        .device(&session.account, &session.device)
+        .await?
+        .ok_or_else(|| {
+            AppError::unauthorized("session_revoked", "this session is no longer valid")
+        })?
+        .number;
     let ttl = state.settings().access_token_ttl_secs;
     let access = tokens::sign_access(&state.secrets().jwt_key, &session, now_secs(), ttl)
         .map_err(AppError::internal)?;
     Ok(TokenResponse {
         account_id: session.account,
         device_id: session.device,
+        device_number,
         access_token: access,
         refresh_token: refresh.encode(),
         token_type: "Bearer".to_owned(),
@@ -449,6 +460,7 @@ pub async fn login_finish<S: Store>(
                 identity_key: device.identity_key,
                 name_blob: device.name_blob,
                 created_at: now,
+                number: 0,
             };
             add_device(&state, &record).await?;
             record.id
@@ -462,7 +474,7 @@ pub async fn login_finish<S: Store>(
 pub(crate) async fn add_device<S: Store>(
     state: &AppState<S>,
     record: &DeviceRecord,
-) -> Result<(), AppError> {
+) -> Result<u32, AppError> {
     state
         .store()
         .create_device(record, state.settings().max_devices)
@@ -523,7 +535,7 @@ pub async fn refresh<S: Store>(
                 device: family.device_id,
                 family: family.id,
             };
-            Ok(Json(token_response(&state, session, &next)?))
+            Ok(Json(token_response(&state, session, &next).await?))
         }
         RefreshOutcome::Reused => {
             tracing::warn!("spent refresh token presented; session revoked");

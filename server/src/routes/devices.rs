@@ -18,6 +18,8 @@ use crate::store::Store;
 pub struct DeviceBody {
     /// Device id.
     pub device_id: Id,
+    /// Small per-account device number (stable, never reused).
+    pub device_number: u32,
     /// Public identity key, base64.
     pub identity_key: String,
     /// Encrypted name, base64, if set.
@@ -49,6 +51,7 @@ pub async fn list<S: Store>(
             .into_iter()
             .map(|d| DeviceBody {
                 device_id: d.id,
+                device_number: d.number,
                 identity_key: b64(&d.identity_key),
                 name: d.name_blob.as_deref().map(b64),
                 created_at: d.created_at,

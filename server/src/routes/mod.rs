@@ -2,8 +2,11 @@
 
 pub mod account;
 pub mod auth;
+pub mod certificate;
 pub mod devices;
 pub mod health;
+pub mod keys;
+pub mod messages;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
@@ -87,6 +90,8 @@ pub struct TokenResponse {
     pub account_id: Id,
     /// The device this session belongs to.
     pub device_id: Id,
+    /// The device's small per-account number (the SDK's `DeviceAddress::device_id`).
+    pub device_number: u32,
     /// JWT access token (HS256), sent as `Authorization: Bearer …`.
     pub access_token: String,
     /// Single-use refresh token (base64url of 32 bytes, no padding).

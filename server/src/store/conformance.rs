@@ -11,9 +11,11 @@ macro_rules! store_conformance_tests {
             #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
             use $crate::ids::Id;
             use $crate::store::{
-                AccountStore, AuthStateStore, DeviceRecord, DeviceStore, FamilyRecord, LoginState,
-                NewAccount, RefreshOutcome, RefreshTokenRecord, SecretBytes, SecretStore, Store,
-                StoreError, TokenStore,
+                AccountStore, AuthStateStore, Delivery, DeliveryOutcome, DeviceRecord, DeviceStore,
+                FamilyRecord, KeyStore, KeyUpload, LoginState, MailboxStore, NewAccount,
+                NewEnvelope, PublicPreKey, QueueLimits, RefreshOutcome, RefreshTokenRecord,
+                SecretBytes, SecretStore, SharedPayload, Store, StoreError, TokenStore,
+                UploadOutcome,
             };
 
             fn device(account: Id, created_at: i64) -> DeviceRecord {
@@ -23,6 +25,7 @@ macro_rules! store_conformance_tests {
                     identity_key: vec![7u8; 32],
                     name_blob: Some(vec![1, 2, 3]),
                     created_at,
+                    number: 1,
                 }
             }
 
@@ -112,8 +115,9 @@ macro_rules! store_conformance_tests {
                 };
                 let (a, first) = account(&store, None).await;
                 let (b, _) = account(&store, None).await;
-                let second = device(a, 11);
-                store.create_device(&second, 2).await.unwrap();
+                let mut second = device(a, 11);
+                second.number = store.create_device(&second, 2).await.unwrap();
+                assert_eq!(second.number, 2);
                 let err = store.create_device(&device(a, 12), 2).await.unwrap_err();
                 assert!(matches!(err, StoreError::LimitReached), "{err:?}");
                 assert_eq!(store.devices(&a).await.unwrap().len(), 2);
@@ -323,6 +327,416 @@ macro_rules! store_conformance_tests {
                 assert_eq!(store.refresh_tokens(&b).await.unwrap().len(), 1);
             }
 
+            fn key(key_id: u32, len: usize, signed: bool) -> PublicPreKey {
+                PublicPreKey {
+                    key_id,
+                    public_key: vec![key_id as u8; len],
+                    signature: if signed { vec![0xAB; 64] } else { Vec::new() },
+                }
+            }
+
+            fn full_upload(opks: std::ops::Range<u32>, kems: std::ops::Range<u32>) -> KeyUpload {
+                KeyUpload {
+                    registration_id: Some(77),
+                    signed_prekey: Some(key(1, 32, true)),
+                    last_resort_kem_prekey: Some(key(9_999, 1568, true)),
+                    one_time_prekeys: opks.map(|i| key(i, 32, false)).collect(),
+                    one_time_kem_prekeys: kems.map(|i| key(i, 1568, true)).collect(),
+                }
+            }
+
+            #[tokio::test]
+            async fn key_upload_counts_claims_and_limits() {
+                let Some((store, _guard)) = $make().await else {
+                    return;
+                };
+                let (a, _) = account(&store, None).await;
+                // One-time keys alone are fine, partial medium-term keys without a row are not.
+                let partial = KeyUpload {
+                    signed_prekey: Some(key(1, 32, true)),
+                    ..KeyUpload::default()
+                };
+                assert_eq!(
+                    store.upload_keys(&a, 1, &partial, 10, 5).await.unwrap(),
+                    UploadOutcome::MissingBaseKeys
+                );
+                assert_eq!(
+                    store
+                        .upload_keys(&a, 7, &full_upload(0..1, 0..1), 10, 5)
+                        .await
+                        .unwrap(),
+                    UploadOutcome::DeviceGone
+                );
+                assert!(store.claim_keys(&a, 1).await.unwrap().is_none());
+                assert_eq!(
+                    store
+                        .upload_keys(&a, 1, &full_upload(10..13, 20..22), 5, 5)
+                        .await
+                        .unwrap(),
+                    UploadOutcome::Stored
+                );
+                let counts = store.key_counts(&a, 1).await.unwrap();
+                assert_eq!(
+                    (counts.one_time_prekeys, counts.one_time_kem_prekeys),
+                    (3, 2)
+                );
+                assert!(counts.has_base_keys);
+                // A stored id again: conflict, and nothing of that upload is kept.
+                let dup = KeyUpload {
+                    one_time_prekeys: vec![key(30, 32, false), key(10, 32, false)],
+                    ..KeyUpload::default()
+                };
+                let err = store.upload_keys(&a, 1, &dup, 5, 6).await.unwrap_err();
+                assert!(matches!(err, StoreError::Conflict), "{err:?}");
+                assert_eq!(store.key_counts(&a, 1).await.unwrap().one_time_prekeys, 3);
+                // Over the per-device maximum: refused, nothing kept.
+                let more = KeyUpload {
+                    one_time_prekeys: (40..43).map(|i| key(i, 32, false)).collect(),
+                    ..KeyUpload::default()
+                };
+                assert_eq!(
+                    store.upload_keys(&a, 1, &more, 5, 6).await.unwrap(),
+                    UploadOutcome::TooManyKeys
+                );
+                assert_eq!(store.key_counts(&a, 1).await.unwrap().one_time_prekeys, 3);
+                // Replacing only the signed prekey keeps the rest.
+                let rotate = KeyUpload {
+                    signed_prekey: Some(key(2, 32, true)),
+                    ..KeyUpload::default()
+                };
+                assert_eq!(
+                    store.upload_keys(&a, 1, &rotate, 5, 7).await.unwrap(),
+                    UploadOutcome::Stored
+                );
+                let set = store.device_key_set(&a, 1).await.unwrap();
+                let base = set.base.unwrap();
+                assert_eq!(base.signed_prekey.key_id, 2);
+                assert_eq!(base.registration_id, 77);
+                assert_eq!(base.last_resort_kem_prekey.key_id, 9_999);
+                let ids: Vec<u32> = set.one_time_prekeys.iter().map(|k| k.key_id).collect();
+                assert_eq!(ids, [10, 11, 12]);
+                assert!(set.one_time_prekeys.iter().all(|k| k.signature.is_empty()));
+                let ids: Vec<u32> = set.one_time_kem_prekeys.iter().map(|k| k.key_id).collect();
+                assert_eq!(ids, [20, 21]);
+                // Claims take the lowest ids, each once; then the last-resort KEM key.
+                let c = store.claim_keys(&a, 1).await.unwrap().unwrap();
+                assert_eq!(c.one_time_prekey.unwrap().key_id, 10);
+                assert_eq!(c.one_time_kem_prekey.as_ref().unwrap().key_id, 20);
+                assert_eq!(c.one_time_kem_prekey.unwrap().public_key, vec![20u8; 1568]);
+                store.claim_keys(&a, 1).await.unwrap().unwrap();
+                let c = store.claim_keys(&a, 1).await.unwrap().unwrap();
+                assert_eq!(c.one_time_prekey.unwrap().key_id, 12);
+                assert!(c.one_time_kem_prekey.is_none());
+                assert_eq!(c.base.last_resort_kem_prekey.key_id, 9_999);
+                let c = store.claim_keys(&a, 1).await.unwrap().unwrap();
+                assert!(c.one_time_prekey.is_none() && c.one_time_kem_prekey.is_none());
+                // Unlinking purges the device's keys.
+                let mut second = device(a, 11);
+                second.number = store.create_device(&second, 5).await.unwrap();
+                store
+                    .upload_keys(&a, second.number, &full_upload(0..4, 0..4), 10, 8)
+                    .await
+                    .unwrap();
+                assert!(store.delete_device(&a, &second.id).await.unwrap());
+                assert_eq!(
+                    store.key_counts(&a, second.number).await.unwrap(),
+                    Default::default()
+                );
+                // Numbers are never reused.
+                let mut third = device(a, 12);
+                third.number = store.create_device(&third, 5).await.unwrap();
+                assert_eq!(third.number, second.number + 1);
+                assert_eq!(
+                    store.next_device_number(&a).await.unwrap(),
+                    Some(third.number + 1)
+                );
+                assert_eq!(
+                    store
+                        .device_by_number(&a, third.number)
+                        .await
+                        .unwrap()
+                        .unwrap()
+                        .id,
+                    third.id
+                );
+                assert!(
+                    store
+                        .device_by_number(&a, second.number)
+                        .await
+                        .unwrap()
+                        .is_none()
+                );
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn concurrent_claims_hand_out_each_key_once() {
+                let Some((store, _guard)) = $make().await else {
+                    return;
+                };
+                let (a, _) = account(&store, None).await;
+                store
+                    .upload_keys(&a, 1, &full_upload(100..116, 200..216), 100, 1)
+                    .await
+                    .unwrap();
+                let tasks: Vec<_> = (0..64)
+                    .map(|_| {
+                        let store = store.clone();
+                        tokio::spawn(async move { store.claim_keys(&a, 1).await.unwrap().unwrap() })
+                    })
+                    .collect();
+                let mut opks = Vec::new();
+                let mut kems = Vec::new();
+                let mut last_resort = 0;
+                for t in tasks {
+                    let c = t.await.unwrap();
+                    if let Some(k) = c.one_time_prekey {
+                        opks.push(k.key_id);
+                    }
+                    match c.one_time_kem_prekey {
+                        Some(k) => kems.push(k.key_id),
+                        None => {
+                            assert_eq!(c.base.last_resort_kem_prekey.key_id, 9_999);
+                            last_resort += 1;
+                        }
+                    }
+                }
+                opks.sort_unstable();
+                kems.sort_unstable();
+                assert_eq!(
+                    opks,
+                    (100..116).collect::<Vec<_>>(),
+                    "each OPK exactly once"
+                );
+                assert_eq!(
+                    kems,
+                    (200..216).collect::<Vec<_>>(),
+                    "each PQOPK exactly once"
+                );
+                assert_eq!(last_resort, 48);
+                let counts = store.key_counts(&a, 1).await.unwrap();
+                assert_eq!(
+                    (counts.one_time_prekeys, counts.one_time_kem_prekeys),
+                    (0, 0)
+                );
+            }
+
+            fn env(account: Id, device: u32, id: Id, content: &[u8]) -> NewEnvelope {
+                NewEnvelope {
+                    account,
+                    device,
+                    message_id: id,
+                    content: content.to_vec(),
+                }
+            }
+
+            fn delivery(envelopes: Vec<NewEnvelope>, expires_at: i64) -> Delivery {
+                Delivery {
+                    source: None,
+                    shared_payload: None,
+                    envelopes,
+                    received_at: 60,
+                    expires_at,
+                }
+            }
+
+            const ROOMY: QueueLimits = QueueLimits {
+                max_messages: 100,
+                max_bytes: 1 << 20,
+            };
+
+            #[tokio::test]
+            async fn mailbox_deliver_fetch_ack_and_limits() {
+                let Some((store, _guard)) = $make().await else {
+                    return;
+                };
+                let (a, _) = account(&store, None).await;
+                let (b, _) = account(&store, None).await;
+                let mut second = device(a, 11);
+                second.number = store.create_device(&second, 5).await.unwrap();
+                let (m1, m2, m3) = (Id::random(), Id::random(), Id::random());
+                let mut d = delivery(vec![env(a, 1, m1, b"one"), env(a, 2, m1, b"one-2")], 1_000);
+                d.source = Some((b, 1));
+                let DeliveryOutcome::Stored(stored) = store.deliver(&d, ROOMY).await.unwrap()
+                else {
+                    panic!("not stored")
+                };
+                assert_eq!(stored.len(), 2);
+                assert!(stored.iter().all(|s| !s.duplicate));
+                // Same id, same bytes: nothing new. Same id, other bytes: refused.
+                let DeliveryOutcome::Stored(again) = store.deliver(&d, ROOMY).await.unwrap() else {
+                    panic!("not stored")
+                };
+                assert!(again.iter().all(|s| s.duplicate));
+                assert_eq!(again[0].seq, stored[0].seq);
+                let clash = delivery(vec![env(a, 1, m1, b"other")], 1_000);
+                assert_eq!(
+                    store.deliver(&clash, ROOMY).await.unwrap(),
+                    DeliveryOutcome::IdConflict {
+                        account: a,
+                        device: 1
+                    }
+                );
+                store
+                    .deliver(&delivery(vec![env(a, 1, m2, b"two")], 1_000), ROOMY)
+                    .await
+                    .unwrap();
+                store
+                    .deliver(&delivery(vec![env(a, 1, m3, b"three")], 100), ROOMY)
+                    .await
+                    .unwrap();
+                let got = store.fetch_envelopes(&a, 1, 0, 10, 50).await.unwrap();
+                let contents: Vec<&[u8]> = got.iter().map(|e| &e.content[..]).collect();
+                assert_eq!(contents, [&b"one"[..], b"two", b"three"]);
+                assert!(got.windows(2).all(|w| w[0].seq < w[1].seq));
+                assert_eq!(got[0].source, Some((b, 1)));
+                assert_eq!(got[1].source, None);
+                assert_eq!(got[0].received_at, 60);
+                // Paging and expiry filtering.
+                let page = store
+                    .fetch_envelopes(&a, 1, got[0].seq, 1, 50)
+                    .await
+                    .unwrap();
+                assert_eq!(page[0].message_id, m2);
+                assert_eq!(
+                    store
+                        .fetch_envelopes(&a, 1, 0, 10, 100)
+                        .await
+                        .unwrap()
+                        .len(),
+                    2
+                );
+                // A full queue refuses the whole delivery (the other device gets nothing).
+                let tight = QueueLimits {
+                    max_messages: 3,
+                    max_bytes: 1 << 20,
+                };
+                let m4 = Id::random();
+                let both = delivery(vec![env(a, 2, m4, b"x"), env(a, 1, m4, b"x")], 1_000);
+                assert_eq!(
+                    store.deliver(&both, tight).await.unwrap(),
+                    DeliveryOutcome::QueueFull {
+                        account: a,
+                        device: 1
+                    }
+                );
+                assert_eq!(store.queue_stats(&a, 2).await.unwrap().messages, 1);
+                let small = QueueLimits {
+                    max_messages: 100,
+                    max_bytes: 12,
+                };
+                assert_eq!(
+                    store
+                        .deliver(&delivery(vec![env(a, 2, m4, b"12345678")], 1_000), small)
+                        .await
+                        .unwrap(),
+                    DeliveryOutcome::QueueFull {
+                        account: a,
+                        device: 2
+                    }
+                );
+                assert_eq!(
+                    store
+                        .deliver(&delivery(vec![env(a, 9, m4, b"x")], 1_000), ROOMY)
+                        .await
+                        .unwrap(),
+                    DeliveryOutcome::DeviceGone {
+                        account: a,
+                        device: 9
+                    }
+                );
+                // Acks: another device's queue is untouched, unknown ids are ignored.
+                assert_eq!(store.ack_ids(&a, 2, &[m2, Id::random()]).await.unwrap(), 0);
+                assert_eq!(store.ack_ids(&b, 1, &[m1]).await.unwrap(), 0);
+                assert_eq!(store.ack_ids(&a, 1, &[m1]).await.unwrap(), 1);
+                assert_eq!(store.queue_stats(&a, 2).await.unwrap().messages, 1);
+                let stats = store.queue_stats(&a, 1).await.unwrap();
+                assert_eq!((stats.messages, stats.bytes), (2, 8));
+                assert_eq!(store.ack_up_to(&a, 1, got[1].seq).await.unwrap(), 1);
+                // The reaper removes what expired.
+                assert_eq!(store.purge_expired_mail(100).await.unwrap(), 1);
+                assert_eq!(store.queue_stats(&a, 1).await.unwrap().messages, 0);
+                // Unlinking a device purges its queue.
+                assert!(store.delete_device(&a, &second.id).await.unwrap());
+                assert_eq!(store.queue_stats(&a, 2).await.unwrap().messages, 0);
+                // New sequence numbers keep growing after deletes.
+                store
+                    .deliver(
+                        &delivery(vec![env(a, 1, Id::random(), b"later")], 1_000),
+                        ROOMY,
+                    )
+                    .await
+                    .unwrap();
+                let later = store.fetch_envelopes(&a, 1, 0, 10, 50).await.unwrap();
+                assert!(later[0].seq > got[2].seq);
+                // Deleting the account removes its queue.
+                assert!(store.delete_account(&a).await.unwrap());
+                assert!(
+                    store
+                        .fetch_envelopes(&a, 1, 0, 10, 50)
+                        .await
+                        .unwrap()
+                        .is_empty()
+                );
+            }
+
+            #[tokio::test]
+            async fn shared_payload_is_stored_once_and_collected() {
+                let Some((store, _guard)) = $make().await else {
+                    return;
+                };
+                let (a, _) = account(&store, None).await;
+                let (b, _) = account(&store, None).await;
+                let m = Id::random();
+                let shared = SharedPayload {
+                    id: Id::random(),
+                    payload: vec![5u8; 300],
+                };
+                let mut d = delivery(vec![env(a, 1, m, b"ha"), env(b, 1, m, b"hb")], 1_000);
+                d.shared_payload = Some(shared.clone());
+                assert!(matches!(
+                    store.deliver(&d, ROOMY).await.unwrap(),
+                    DeliveryOutcome::Stored(_)
+                ));
+                let got = store.fetch_envelopes(&b, 1, 0, 10, 0).await.unwrap();
+                assert_eq!(got[0].content, b"hb");
+                assert_eq!(got[0].shared_payload.as_deref(), Some(&shared.payload[..]));
+                assert_eq!(store.queue_stats(&b, 1).await.unwrap().bytes, 302);
+                assert_eq!(store.ack_ids(&a, 1, &[m]).await.unwrap(), 1);
+                // Still referenced by b's envelope.
+                let got = store.fetch_envelopes(&b, 1, 0, 10, 0).await.unwrap();
+                assert_eq!(got[0].shared_payload.as_deref(), Some(&shared.payload[..]));
+                assert_eq!(store.ack_ids(&b, 1, &[m]).await.unwrap(), 1);
+                store.purge_expired_mail(0).await.unwrap();
+            }
+
+            #[tokio::test]
+            async fn access_key_hash_round_trip() {
+                let Some((store, _guard)) = $make().await else {
+                    return;
+                };
+                let (a, _) = account(&store, None).await;
+                assert_eq!(store.access_key_hash(&a).await.unwrap(), None);
+                assert!(
+                    store
+                        .set_access_key_hash(&a, Some(&[3u8; 32]))
+                        .await
+                        .unwrap()
+                );
+                assert_eq!(
+                    store.access_key_hash(&a).await.unwrap(),
+                    Some(vec![3u8; 32])
+                );
+                assert!(store.set_access_key_hash(&a, None).await.unwrap());
+                assert_eq!(store.access_key_hash(&a).await.unwrap(), None);
+                assert!(
+                    !store
+                        .set_access_key_hash(&Id::random(), None)
+                        .await
+                        .unwrap()
+                );
+                assert_eq!(store.access_key_hash(&Id::random()).await.unwrap(), None);
+            }
+
             #[tokio::test]
             async fn ping_and_tables() {
                 let Some((store, _guard)) = $make().await else {
@@ -336,6 +750,10 @@ macro_rules! store_conformance_tests {
                     "token_families",
                     "refresh_tokens",
                     "login_states",
+                    "device_keys",
+                    "one_time_prekeys",
+                    "envelopes",
+                    "shared_payloads",
                 ] {
                     assert!(tables.iter().any(|n| n == t), "{t} missing from {tables:?}");
                 }

@@ -119,6 +119,10 @@ pub struct DeviceRecord {
     pub name_blob: Option<Vec<u8>>,
     /// Creation time.
     pub created_at: i64,
+    /// Small per-account device number (the SDK's `DeviceAddress::device_id`), stable and never
+    /// reused. Assigned by the store on insert (the value given to an insert is ignored): the
+    /// first device of an account is 1.
+    pub number: u32,
 }
 
 /// A refresh-token family row (one login session of one device).
@@ -213,12 +217,24 @@ pub trait AccountStore {
 /// Devices.
 pub trait DeviceStore {
     /// Inserts a device unless the account already has `max_devices` devices
-    /// ([`StoreError::LimitReached`]).
+    /// ([`StoreError::LimitReached`]); returns the device number it was given.
     fn create_device(
         &self,
         device: &DeviceRecord,
         max_devices: u32,
-    ) -> impl Future<Output = StoreResult<()>> + Send;
+    ) -> impl Future<Output = StoreResult<u32>> + Send;
+    /// Reads one device of an account by its device number.
+    fn device_by_number(
+        &self,
+        account: &Id,
+        number: u32,
+    ) -> impl Future<Output = StoreResult<Option<DeviceRecord>>> + Send;
+    /// The number the account's next device will get (every smaller number was used once), or
+    /// `None` if the account does not exist.
+    fn next_device_number(
+        &self,
+        account: &Id,
+    ) -> impl Future<Output = StoreResult<Option<u32>>> + Send;
     /// Reads one device of an account.
     fn device(
         &self,
@@ -321,10 +337,328 @@ pub trait SecretStore {
     ) -> impl Future<Output = StoreResult<SecretBytes>> + Send;
 }
 
+/// Which pool a one-time key belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum OneTimeKeyKind {
+    /// One-time X25519 prekey (`OPK`, unsigned).
+    X25519,
+    /// One-time ML-KEM-1024 prekey (`PQOPK`, signed).
+    Kem,
+}
+
+impl OneTimeKeyKind {
+    /// The value of the `kind` column.
+    pub fn code(self) -> i16 {
+        match self {
+            Self::X25519 => 1,
+            Self::Kem => 2,
+        }
+    }
+}
+
+/// A public key with its id and (for signed keys) the owner's signature, all opaque to the relay
+/// apart from their lengths (checked by the HTTP layer, PROTOCOL.md §11.11).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PublicPreKey {
+    /// Key id chosen by the owner.
+    pub key_id: u32,
+    /// Public key bytes.
+    pub public_key: Vec<u8>,
+    /// Identity signature (empty for one-time X25519 prekeys).
+    pub signature: Vec<u8>,
+}
+
+/// One key upload of a device (`PUT /v1/keys`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KeyUpload {
+    /// Registration id (replaces the stored one).
+    pub registration_id: Option<u32>,
+    /// Signed X25519 prekey (replaces the stored one).
+    pub signed_prekey: Option<PublicPreKey>,
+    /// Signed last-resort ML-KEM prekey (replaces the stored one).
+    pub last_resort_kem_prekey: Option<PublicPreKey>,
+    /// One-time X25519 prekeys to append.
+    pub one_time_prekeys: Vec<PublicPreKey>,
+    /// One-time ML-KEM prekeys to append.
+    pub one_time_kem_prekeys: Vec<PublicPreKey>,
+}
+
+/// What [`KeyStore::upload_keys`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum UploadOutcome {
+    /// Everything was stored.
+    Stored,
+    /// The device has no medium-term keys yet and the upload does not carry all three of
+    /// registration id, signed prekey and last-resort KEM prekey. Nothing was stored.
+    MissingBaseKeys,
+    /// The upload would take a one-time pool over the per-device maximum. Nothing was stored.
+    TooManyKeys,
+    /// The device does not exist (any more). Nothing was stored.
+    DeviceGone,
+}
+
+/// How many keys the relay holds for a device.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KeyCounts {
+    /// One-time X25519 prekeys left.
+    pub one_time_prekeys: u64,
+    /// One-time ML-KEM prekeys left.
+    pub one_time_kem_prekeys: u64,
+    /// Whether the signed prekey and last-resort KEM prekey are stored.
+    pub has_base_keys: bool,
+}
+
+/// The medium-term keys of a device.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BaseKeys {
+    /// Registration id.
+    pub registration_id: u32,
+    /// Signed X25519 prekey.
+    pub signed_prekey: PublicPreKey,
+    /// Signed last-resort ML-KEM prekey.
+    pub last_resort_kem_prekey: PublicPreKey,
+}
+
+/// Everything the relay holds for a device's key directory (for the digest).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DeviceKeySet {
+    /// Medium-term keys, if uploaded.
+    pub base: Option<BaseKeys>,
+    /// One-time X25519 prekeys, ascending id.
+    pub one_time_prekeys: Vec<PublicPreKey>,
+    /// One-time ML-KEM prekeys, ascending id.
+    pub one_time_kem_prekeys: Vec<PublicPreKey>,
+}
+
+/// The keys handed out by one claim.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClaimedKeys {
+    /// The medium-term keys.
+    pub base: BaseKeys,
+    /// The one-time X25519 prekey claimed (now deleted), if any was left.
+    pub one_time_prekey: Option<PublicPreKey>,
+    /// The one-time ML-KEM prekey claimed (now deleted), or `None` when the pool was empty and
+    /// the last-resort key (in `base`) must be used.
+    pub one_time_kem_prekey: Option<PublicPreKey>,
+}
+
+/// The key directory.
+pub trait KeyStore {
+    /// Applies an upload atomically: replaces the given medium-term keys and appends the
+    /// one-time keys, unless a pool would exceed `max_one_time` keys per kind. A one-time key id
+    /// already stored for the device (per kind) is [`StoreError::Conflict`]. Nothing is stored
+    /// unless everything is.
+    fn upload_keys(
+        &self,
+        account: &Id,
+        device: u32,
+        upload: &KeyUpload,
+        max_one_time: u32,
+        now: i64,
+    ) -> impl Future<Output = StoreResult<UploadOutcome>> + Send;
+    /// Counts a device's keys.
+    fn key_counts(
+        &self,
+        account: &Id,
+        device: u32,
+    ) -> impl Future<Output = StoreResult<KeyCounts>> + Send;
+    /// Everything stored for a device.
+    fn device_key_set(
+        &self,
+        account: &Id,
+        device: u32,
+    ) -> impl Future<Output = StoreResult<DeviceKeySet>> + Send;
+    /// Claims one one-time X25519 prekey and one one-time KEM prekey of the device atomically
+    /// (each is handed out at most once, whatever the concurrency). `None` if the device has no
+    /// medium-term keys.
+    fn claim_keys(
+        &self,
+        account: &Id,
+        device: u32,
+    ) -> impl Future<Output = StoreResult<Option<ClaimedKeys>>> + Send;
+}
+
+/// An envelope to queue for one device.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewEnvelope {
+    /// Recipient account.
+    pub account: Id,
+    /// Recipient device number.
+    pub device: u32,
+    /// Client-chosen id (unique per recipient device; resending the same id with the same bytes
+    /// is a no-op).
+    pub message_id: Id,
+    /// The opaque envelope (or, in a multi-recipient send, the per-device header).
+    pub content: Vec<u8>,
+}
+
+/// A payload shared by every envelope of a multi-recipient send, stored once.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SharedPayload {
+    /// First 16 bytes of SHA-256(payload).
+    pub id: Id,
+    /// The payload.
+    pub payload: Vec<u8>,
+}
+
+/// One send: envelopes for one or more devices, stored all-or-nothing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Delivery {
+    /// The authenticated sender (account, device number), `None` for sealed sends.
+    pub source: Option<(Id, u32)>,
+    /// The shared payload of a multi-recipient send.
+    pub shared_payload: Option<SharedPayload>,
+    /// The envelopes.
+    pub envelopes: Vec<NewEnvelope>,
+    /// Coarse receive time.
+    pub received_at: i64,
+    /// Expiry time.
+    pub expires_at: i64,
+}
+
+/// Per-device queue limits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QueueLimits {
+    /// Most envelopes queued per device.
+    pub max_messages: u64,
+    /// Most bytes queued per device (content plus shared payload, counted per envelope).
+    pub max_bytes: u64,
+}
+
+/// Where one envelope of a delivery ended up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StoredEnvelope {
+    /// Recipient account.
+    pub account: Id,
+    /// Recipient device number.
+    pub device: u32,
+    /// Server sequence number.
+    pub seq: i64,
+    /// Whether it was already queued (an idempotent resend): nothing new was stored.
+    pub duplicate: bool,
+}
+
+/// What [`MailboxStore::deliver`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DeliveryOutcome {
+    /// Every envelope is queued (new or duplicate).
+    Stored(Vec<StoredEnvelope>),
+    /// A device's queue is full (messages or bytes). Nothing was stored.
+    QueueFull {
+        /// Account.
+        account: Id,
+        /// Device number.
+        device: u32,
+    },
+    /// A message id was already used for this device with different bytes. Nothing was stored.
+    IdConflict {
+        /// Account.
+        account: Id,
+        /// Device number.
+        device: u32,
+    },
+    /// A recipient device does not exist (any more). Nothing was stored.
+    DeviceGone {
+        /// Account.
+        account: Id,
+        /// Device number.
+        device: u32,
+    },
+}
+
+/// A queued envelope as read back.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QueuedEnvelope {
+    /// Server sequence number (increasing in queue order).
+    pub seq: i64,
+    /// Client-chosen id.
+    pub message_id: Id,
+    /// The authenticated sender, `None` for sealed sends.
+    pub source: Option<(Id, u32)>,
+    /// The envelope bytes (or the per-device header of a multi-recipient send).
+    pub content: Vec<u8>,
+    /// The shared payload of a multi-recipient send.
+    pub shared_payload: Option<Vec<u8>>,
+    /// Coarse receive time.
+    pub received_at: i64,
+    /// Expiry time.
+    pub expires_at: i64,
+}
+
+/// How full a device's queue is.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct QueueStats {
+    /// Envelopes queued.
+    pub messages: u64,
+    /// Bytes queued.
+    pub bytes: u64,
+}
+
+/// Mailboxes and sealed-sender access keys.
+pub trait MailboxStore {
+    /// Stores a delivery all-or-nothing, respecting `limits` per device (checked under a lock of
+    /// each recipient device, so concurrent sends cannot overshoot).
+    fn deliver(
+        &self,
+        delivery: &Delivery,
+        limits: QueueLimits,
+    ) -> impl Future<Output = StoreResult<DeliveryOutcome>> + Send;
+    /// Reads up to `limit` unexpired envelopes of a device with `seq > after_seq`, in order.
+    fn fetch_envelopes(
+        &self,
+        account: &Id,
+        device: u32,
+        after_seq: i64,
+        limit: u32,
+        now: i64,
+    ) -> impl Future<Output = StoreResult<Vec<QueuedEnvelope>>> + Send;
+    /// Deletes the device's envelopes with these message ids (unknown ids are ignored). Returns
+    /// how many were deleted.
+    fn ack_ids(
+        &self,
+        account: &Id,
+        device: u32,
+        ids: &[Id],
+    ) -> impl Future<Output = StoreResult<u64>> + Send;
+    /// Deletes the device's envelopes with `seq <= up_to`. Returns how many were deleted.
+    fn ack_up_to(
+        &self,
+        account: &Id,
+        device: u32,
+        up_to: i64,
+    ) -> impl Future<Output = StoreResult<u64>> + Send;
+    /// Counts a device's queue.
+    fn queue_stats(
+        &self,
+        account: &Id,
+        device: u32,
+    ) -> impl Future<Output = StoreResult<QueueStats>> + Send;
+    /// Deletes envelopes with `expires_at <= now` and shared payloads nothing refers to.
+    /// Returns how many envelopes were deleted.
+    fn purge_expired_mail(&self, now: i64) -> impl Future<Output = StoreResult<u64>> + Send;
+    /// Sets (or clears) the hash of the account's unidentified-access key. Returns whether the
+    /// account exists.
+    fn set_access_key_hash(
+        &self,
+        account: &Id,
+        hash: Option<&[u8]>,
+    ) -> impl Future<Output = StoreResult<bool>> + Send;
+    /// The hash of the account's unidentified-access key, if the account exists and has one.
+    fn access_key_hash(
+        &self,
+        account: &Id,
+    ) -> impl Future<Output = StoreResult<Option<Vec<u8>>>> + Send;
+}
+
 /// Everything the relay needs from storage.
 pub trait Store:
     AccountStore
     + DeviceStore
+    + KeyStore
+    + MailboxStore
     + TokenStore
     + AuthStateStore
     + SecretStore

@@ -34,7 +34,7 @@ impl PgStore {
     }
 }
 
-super::sql::impl_sql_store!(PgStore, sqlx::Postgres);
+super::sql::impl_sql_store!(PgStore, sqlx::Postgres, " FOR UPDATE SKIP LOCKED");
 super::channels::impl_channel_store!(PgStore, sqlx::Postgres);
 
 impl super::Store for PgStore {

@@ -3,8 +3,12 @@
 //! concrete, monomorphic implementations instead of a generic-over-driver maze.
 
 /// Implements every store trait for a type with a `pool` field of a concrete sqlx pool.
+///
+/// `$skip_locked` is appended to the `SELECT` that picks a one-time key to claim: Postgres needs
+/// `FOR UPDATE SKIP LOCKED` so concurrent claims take different rows instead of colliding on
+/// one; SQLite runs each write statement under the database write lock and needs nothing.
 macro_rules! impl_sql_store {
-    ($store:ty, $db:ty) => {
+    ($store:ty, $db:ty, $skip_locked:literal) => {
         fn row_id(row: &<$db as sqlx::Database>::Row, column: &str, table: &'static str) -> $crate::store::StoreResult<$crate::ids::Id> {
             use sqlx::Row as _;
             let bytes: Vec<u8> = row.try_get(column)?;
@@ -19,7 +23,89 @@ macro_rules! impl_sql_store {
                 identity_key: row.try_get("identity_key")?,
                 name_blob: row.try_get("name_blob")?,
                 created_at: row.try_get("created_at")?,
+                number: row_u32(row, "device_number", "devices")?,
             })
+        }
+
+        fn row_u32(row: &<$db as sqlx::Database>::Row, column: &str, table: &'static str) -> $crate::store::StoreResult<u32> {
+            use sqlx::Row as _;
+            let value: i64 = row.try_get(column)?;
+            u32::try_from(value).map_err(|_| $crate::store::StoreError::Corrupt { table })
+        }
+
+        fn row_u64(row: &<$db as sqlx::Database>::Row, column: &str, table: &'static str) -> $crate::store::StoreResult<u64> {
+            use sqlx::Row as _;
+            let value: i64 = row.try_get(column)?;
+            u64::try_from(value).map_err(|_| $crate::store::StoreError::Corrupt { table })
+        }
+
+        fn base_keys_from_row(row: &<$db as sqlx::Database>::Row) -> $crate::store::StoreResult<$crate::store::BaseKeys> {
+            use sqlx::Row as _;
+            Ok($crate::store::BaseKeys {
+                registration_id: row_u32(row, "registration_id", "device_keys")?,
+                signed_prekey: $crate::store::PublicPreKey {
+                    key_id: row_u32(row, "signed_prekey_id", "device_keys")?,
+                    public_key: row.try_get("signed_prekey")?,
+                    signature: row.try_get("signed_prekey_signature")?,
+                },
+                last_resort_kem_prekey: $crate::store::PublicPreKey {
+                    key_id: row_u32(row, "last_resort_kem_id", "device_keys")?,
+                    public_key: row.try_get("last_resort_kem")?,
+                    signature: row.try_get("last_resort_kem_signature")?,
+                },
+            })
+        }
+
+        fn one_time_from_row(row: &<$db as sqlx::Database>::Row) -> $crate::store::StoreResult<$crate::store::PublicPreKey> {
+            use sqlx::Row as _;
+            let signature: Option<Vec<u8>> = row.try_get("signature")?;
+            Ok($crate::store::PublicPreKey {
+                key_id: row_u32(row, "key_id", "one_time_prekeys")?,
+                public_key: row.try_get("public_key")?,
+                signature: signature.unwrap_or_default(),
+            })
+        }
+
+        /// Locks one device row for the rest of the transaction (a row lock on Postgres, the
+        /// database write lock on SQLite). Returns whether the device exists.
+        async fn lock_device(
+            tx: &mut sqlx::Transaction<'_, $db>,
+            account: &$crate::ids::Id,
+            device: u32,
+        ) -> $crate::store::StoreResult<bool> {
+            let done = sqlx::query(
+                "UPDATE devices SET device_number = device_number \
+                 WHERE account_id = $1 AND device_number = $2",
+            )
+            .bind(&account.as_bytes()[..])
+            .bind(i64::from(device))
+            .execute(&mut **tx)
+            .await?;
+            Ok(done.rows_affected() > 0)
+        }
+
+        async fn claim_one_time(
+            pool: &sqlx::Pool<$db>,
+            account: &$crate::ids::Id,
+            device: u32,
+            kind: $crate::store::OneTimeKeyKind,
+        ) -> $crate::store::StoreResult<Option<$crate::store::PublicPreKey>> {
+            // One statement: the key picked is deleted and returned atomically, so no key is
+            // ever handed out twice.
+            let row = sqlx::query(concat!(
+                "DELETE FROM one_time_prekeys WHERE account_id = $1 AND device_number = $2 \
+                 AND kind = $3 AND key_id = (SELECT key_id FROM one_time_prekeys \
+                 WHERE account_id = $1 AND device_number = $2 AND kind = $3 \
+                 ORDER BY key_id LIMIT 1",
+                $skip_locked,
+                ") RETURNING key_id, public_key, signature"
+            ))
+            .bind(&account.as_bytes()[..])
+            .bind(i64::from(device))
+            .bind(kind.code())
+            .fetch_optional(pool)
+            .await?;
+            row.as_ref().map(one_time_from_row).transpose()
         }
 
         fn family_from_row(row: &<$db as sqlx::Database>::Row) -> $crate::store::StoreResult<$crate::store::FamilyRecord> {
@@ -45,7 +131,7 @@ macro_rules! impl_sql_store {
             Ok($crate::store::RefreshOutcome::Reused)
         }
 
-        const DEVICE_COLUMNS: &str = "id, account_id, identity_key, name_blob, created_at";
+        const DEVICE_COLUMNS: &str = "id, account_id, identity_key, name_blob, created_at, device_number";
         const FAMILY_COLUMNS: &str = "id, account_id, device_id, revoked, created_at";
 
         impl $crate::store::AccountStore for $store {
@@ -56,8 +142,8 @@ macro_rules! impl_sql_store {
             ) -> $crate::store::StoreResult<()> {
                 let mut tx = self.pool.begin().await?;
                 sqlx::query(
-                    "INSERT INTO accounts (id, username_hash, opaque_record, created_at) \
-                     VALUES ($1, $2, $3, $4)",
+                    "INSERT INTO accounts (id, username_hash, opaque_record, created_at, \
+                     next_device_number) VALUES ($1, $2, $3, $4, 2)",
                 )
                 .bind(&account.id.as_bytes()[..])
                 .bind(account.username_hash.as_deref())
@@ -66,8 +152,8 @@ macro_rules! impl_sql_store {
                 .execute(&mut *tx)
                 .await?;
                 sqlx::query(
-                    "INSERT INTO devices (id, account_id, identity_key, name_blob, created_at) \
-                     VALUES ($1, $2, $3, $4, $5)",
+                    "INSERT INTO devices (id, account_id, identity_key, name_blob, created_at, \
+                     device_number) VALUES ($1, $2, $3, $4, $5, 1)",
                 )
                 .bind(&device.id.as_bytes()[..])
                 .bind(&account.id.as_bytes()[..])
@@ -185,11 +271,27 @@ macro_rules! impl_sql_store {
                 &self,
                 device: &$crate::store::DeviceRecord,
                 max_devices: u32,
-            ) -> $crate::store::StoreResult<()> {
-                // The limit check and the insert are one statement.
+            ) -> $crate::store::StoreResult<u32> {
+                use sqlx::Row as _;
+                let mut tx = self.pool.begin().await?;
+                // Taking the number locks the account row, which also serialises the limit check
+                // below against concurrent inserts.
+                let row = sqlx::query(
+                    "UPDATE accounts SET next_device_number = next_device_number + 1 \
+                     WHERE id = $1 RETURNING next_device_number",
+                )
+                .bind(&device.account_id.as_bytes()[..])
+                .fetch_optional(&mut *tx)
+                .await?;
+                let Some(row) = row else {
+                    return Err($crate::store::StoreError::Database(sqlx::Error::RowNotFound));
+                };
+                let next: i64 = row.try_get("next_device_number")?;
+                let number = u32::try_from(next - 1)
+                    .map_err(|_| $crate::store::StoreError::Corrupt { table: "accounts" })?;
                 let done = sqlx::query(
-                    "INSERT INTO devices (id, account_id, identity_key, name_blob, created_at) \
-                     SELECT $1, $2, $3, $4, $5 \
+                    "INSERT INTO devices (id, account_id, identity_key, name_blob, created_at, device_number) \
+                     SELECT $1, $2, $3, $4, $5, $7 \
                      WHERE (SELECT COUNT(*) FROM devices WHERE account_id = $2) < $6",
                 )
                 .bind(&device.id.as_bytes()[..])
@@ -198,12 +300,39 @@ macro_rules! impl_sql_store {
                 .bind(device.name_blob.as_deref())
                 .bind(device.created_at)
                 .bind(i64::from(max_devices))
-                .execute(&self.pool)
+                .bind(i64::from(number))
+                .execute(&mut *tx)
                 .await?;
                 if done.rows_affected() == 0 {
                     return Err($crate::store::StoreError::LimitReached);
                 }
-                Ok(())
+                tx.commit().await?;
+                Ok(number)
+            }
+
+            async fn device_by_number(
+                &self,
+                account: &$crate::ids::Id,
+                number: u32,
+            ) -> $crate::store::StoreResult<Option<$crate::store::DeviceRecord>> {
+                let sql = format!("SELECT {DEVICE_COLUMNS} FROM devices WHERE account_id = $1 AND device_number = $2");
+                let row = sqlx::query(&sql)
+                    .bind(&account.as_bytes()[..])
+                    .bind(i64::from(number))
+                    .fetch_optional(&self.pool)
+                    .await?;
+                row.as_ref().map(device_from_row).transpose()
+            }
+
+            async fn next_device_number(
+                &self,
+                account: &$crate::ids::Id,
+            ) -> $crate::store::StoreResult<Option<u32>> {
+                let row = sqlx::query("SELECT next_device_number FROM accounts WHERE id = $1")
+                    .bind(&account.as_bytes()[..])
+                    .fetch_optional(&self.pool)
+                    .await?;
+                row.as_ref().map(|r| row_u32(r, "next_device_number", "accounts")).transpose()
             }
 
             async fn device(
@@ -225,7 +354,7 @@ macro_rules! impl_sql_store {
                 account: &$crate::ids::Id,
             ) -> $crate::store::StoreResult<Vec<$crate::store::DeviceRecord>> {
                 let sql = format!(
-                    "SELECT {DEVICE_COLUMNS} FROM devices WHERE account_id = $1 ORDER BY created_at, id"
+                    "SELECT {DEVICE_COLUMNS} FROM devices WHERE account_id = $1 ORDER BY device_number"
                 );
                 let rows = sqlx::query(&sql)
                     .bind(&account.as_bytes()[..])
@@ -537,6 +666,537 @@ macro_rules! impl_sql_store {
                     .fetch_one(&self.pool)
                     .await?;
                 Ok($crate::store::SecretBytes::new(row.try_get("value")?))
+            }
+        }
+
+        impl $crate::store::KeyStore for $store {
+            async fn upload_keys(
+                &self,
+                account: &$crate::ids::Id,
+                device: u32,
+                upload: &$crate::store::KeyUpload,
+                max_one_time: u32,
+                now: i64,
+            ) -> $crate::store::StoreResult<$crate::store::UploadOutcome> {
+                use sqlx::Row as _;
+                use $crate::store::{OneTimeKeyKind, UploadOutcome};
+                let mut tx = self.pool.begin().await?;
+                if !lock_device(&mut tx, account, device).await? {
+                    return Ok(UploadOutcome::DeviceGone);
+                }
+                let acct = &account.as_bytes()[..];
+                let dev = i64::from(device);
+                match (
+                    upload.registration_id,
+                    &upload.signed_prekey,
+                    &upload.last_resort_kem_prekey,
+                ) {
+                    (Some(registration_id), Some(spk), Some(kem)) => {
+                        sqlx::query(
+                            "INSERT INTO device_keys (account_id, device_number, registration_id, \
+                             signed_prekey_id, signed_prekey, signed_prekey_signature, \
+                             last_resort_kem_id, last_resort_kem, last_resort_kem_signature, updated_at) \
+                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+                             ON CONFLICT (account_id, device_number) DO UPDATE SET \
+                             registration_id = excluded.registration_id, \
+                             signed_prekey_id = excluded.signed_prekey_id, \
+                             signed_prekey = excluded.signed_prekey, \
+                             signed_prekey_signature = excluded.signed_prekey_signature, \
+                             last_resort_kem_id = excluded.last_resort_kem_id, \
+                             last_resort_kem = excluded.last_resort_kem, \
+                             last_resort_kem_signature = excluded.last_resort_kem_signature, \
+                             updated_at = excluded.updated_at",
+                        )
+                        .bind(acct)
+                        .bind(dev)
+                        .bind(i64::from(registration_id))
+                        .bind(i64::from(spk.key_id))
+                        .bind(&spk.public_key[..])
+                        .bind(&spk.signature[..])
+                        .bind(i64::from(kem.key_id))
+                        .bind(&kem.public_key[..])
+                        .bind(&kem.signature[..])
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                    (None, None, None) => {}
+                    (registration_id, spk, kem) => {
+                        let exists = sqlx::query(
+                            "SELECT 1 AS one FROM device_keys WHERE account_id = $1 AND device_number = $2",
+                        )
+                        .bind(acct)
+                        .bind(dev)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                        if exists.is_none() {
+                            return Ok(UploadOutcome::MissingBaseKeys);
+                        }
+                        if let Some(registration_id) = registration_id {
+                            sqlx::query(
+                                "UPDATE device_keys SET registration_id = $3, updated_at = $4 \
+                                 WHERE account_id = $1 AND device_number = $2",
+                            )
+                            .bind(acct)
+                            .bind(dev)
+                            .bind(i64::from(registration_id))
+                            .bind(now)
+                            .execute(&mut *tx)
+                            .await?;
+                        }
+                        if let Some(spk) = spk {
+                            sqlx::query(
+                                "UPDATE device_keys SET signed_prekey_id = $3, signed_prekey = $4, \
+                                 signed_prekey_signature = $5, updated_at = $6 \
+                                 WHERE account_id = $1 AND device_number = $2",
+                            )
+                            .bind(acct)
+                            .bind(dev)
+                            .bind(i64::from(spk.key_id))
+                            .bind(&spk.public_key[..])
+                            .bind(&spk.signature[..])
+                            .bind(now)
+                            .execute(&mut *tx)
+                            .await?;
+                        }
+                        if let Some(kem) = kem {
+                            sqlx::query(
+                                "UPDATE device_keys SET last_resort_kem_id = $3, last_resort_kem = $4, \
+                                 last_resort_kem_signature = $5, updated_at = $6 \
+                                 WHERE account_id = $1 AND device_number = $2",
+                            )
+                            .bind(acct)
+                            .bind(dev)
+                            .bind(i64::from(kem.key_id))
+                            .bind(&kem.public_key[..])
+                            .bind(&kem.signature[..])
+                            .bind(now)
+                            .execute(&mut *tx)
+                            .await?;
+                        }
+                    }
+                }
+                for (kind, keys) in [
+                    (OneTimeKeyKind::X25519, &upload.one_time_prekeys),
+                    (OneTimeKeyKind::Kem, &upload.one_time_kem_prekeys),
+                ] {
+                    if keys.is_empty() {
+                        continue;
+                    }
+                    for key in keys {
+                        // A duplicate id violates the primary key: Conflict, and dropping the
+                        // transaction rolls the whole upload back.
+                        sqlx::query(
+                            "INSERT INTO one_time_prekeys (account_id, device_number, kind, key_id, \
+                             public_key, signature) VALUES ($1, $2, $3, $4, $5, $6)",
+                        )
+                        .bind(acct)
+                        .bind(dev)
+                        .bind(kind.code())
+                        .bind(i64::from(key.key_id))
+                        .bind(&key.public_key[..])
+                        .bind((!key.signature.is_empty()).then_some(&key.signature[..]))
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                    let row = sqlx::query(
+                        "SELECT COUNT(*) AS n FROM one_time_prekeys \
+                         WHERE account_id = $1 AND device_number = $2 AND kind = $3",
+                    )
+                    .bind(acct)
+                    .bind(dev)
+                    .bind(kind.code())
+                    .fetch_one(&mut *tx)
+                    .await?;
+                    let n: i64 = row.try_get("n")?;
+                    if n > i64::from(max_one_time) {
+                        return Ok(UploadOutcome::TooManyKeys);
+                    }
+                }
+                tx.commit().await?;
+                Ok(UploadOutcome::Stored)
+            }
+
+            async fn key_counts(
+                &self,
+                account: &$crate::ids::Id,
+                device: u32,
+            ) -> $crate::store::StoreResult<$crate::store::KeyCounts> {
+                use sqlx::Row as _;
+                let row = sqlx::query(
+                    "SELECT \
+                     (SELECT COUNT(*) FROM one_time_prekeys WHERE account_id = $1 AND device_number = $2 AND kind = 1) AS opk, \
+                     (SELECT COUNT(*) FROM one_time_prekeys WHERE account_id = $1 AND device_number = $2 AND kind = 2) AS kem, \
+                     (SELECT COUNT(*) FROM device_keys WHERE account_id = $1 AND device_number = $2) AS base",
+                )
+                .bind(&account.as_bytes()[..])
+                .bind(i64::from(device))
+                .fetch_one(&self.pool)
+                .await?;
+                let base: i64 = row.try_get("base")?;
+                Ok($crate::store::KeyCounts {
+                    one_time_prekeys: row_u64(&row, "opk", "one_time_prekeys")?,
+                    one_time_kem_prekeys: row_u64(&row, "kem", "one_time_prekeys")?,
+                    has_base_keys: base > 0,
+                })
+            }
+
+            async fn device_key_set(
+                &self,
+                account: &$crate::ids::Id,
+                device: u32,
+            ) -> $crate::store::StoreResult<$crate::store::DeviceKeySet> {
+                use sqlx::Row as _;
+                let mut tx = self.pool.begin().await?;
+                let base = sqlx::query(
+                    "SELECT registration_id, signed_prekey_id, signed_prekey, signed_prekey_signature, \
+                     last_resort_kem_id, last_resort_kem, last_resort_kem_signature \
+                     FROM device_keys WHERE account_id = $1 AND device_number = $2",
+                )
+                .bind(&account.as_bytes()[..])
+                .bind(i64::from(device))
+                .fetch_optional(&mut *tx)
+                .await?;
+                let rows = sqlx::query(
+                    "SELECT kind, key_id, public_key, signature FROM one_time_prekeys \
+                     WHERE account_id = $1 AND device_number = $2 ORDER BY kind, key_id",
+                )
+                .bind(&account.as_bytes()[..])
+                .bind(i64::from(device))
+                .fetch_all(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                let mut set = $crate::store::DeviceKeySet {
+                    base: base.as_ref().map(base_keys_from_row).transpose()?,
+                    ..Default::default()
+                };
+                for row in &rows {
+                    let kind: i16 = row.try_get("kind")?;
+                    let key = one_time_from_row(row)?;
+                    if kind == $crate::store::OneTimeKeyKind::Kem.code() {
+                        set.one_time_kem_prekeys.push(key);
+                    } else {
+                        set.one_time_prekeys.push(key);
+                    }
+                }
+                Ok(set)
+            }
+
+            async fn claim_keys(
+                &self,
+                account: &$crate::ids::Id,
+                device: u32,
+            ) -> $crate::store::StoreResult<Option<$crate::store::ClaimedKeys>> {
+                use $crate::store::OneTimeKeyKind;
+                let base = sqlx::query(
+                    "SELECT registration_id, signed_prekey_id, signed_prekey, signed_prekey_signature, \
+                     last_resort_kem_id, last_resort_kem, last_resort_kem_signature \
+                     FROM device_keys WHERE account_id = $1 AND device_number = $2",
+                )
+                .bind(&account.as_bytes()[..])
+                .bind(i64::from(device))
+                .fetch_optional(&self.pool)
+                .await?;
+                let Some(base) = base else { return Ok(None) };
+                let base = base_keys_from_row(&base)?;
+                let one_time_prekey =
+                    claim_one_time(&self.pool, account, device, OneTimeKeyKind::X25519).await?;
+                let one_time_kem_prekey =
+                    claim_one_time(&self.pool, account, device, OneTimeKeyKind::Kem).await?;
+                Ok(Some($crate::store::ClaimedKeys {
+                    base,
+                    one_time_prekey,
+                    one_time_kem_prekey,
+                }))
+            }
+        }
+
+        impl $crate::store::MailboxStore for $store {
+            async fn deliver(
+                &self,
+                delivery: &$crate::store::Delivery,
+                limits: $crate::store::QueueLimits,
+            ) -> $crate::store::StoreResult<$crate::store::DeliveryOutcome> {
+                use sha2::Digest as _;
+                use sqlx::Row as _;
+                use $crate::store::{DeliveryOutcome, StoredEnvelope};
+                let mut tx = self.pool.begin().await?;
+                // Lock every recipient device in a fixed order (no deadlock between two sends).
+                let mut targets: Vec<($crate::ids::Id, u32)> =
+                    delivery.envelopes.iter().map(|e| (e.account, e.device)).collect();
+                targets.sort_unstable();
+                targets.dedup();
+                for (account, device) in &targets {
+                    if !lock_device(&mut tx, account, *device).await? {
+                        return Ok(DeliveryOutcome::DeviceGone { account: *account, device: *device });
+                    }
+                }
+                let shared_len = delivery.shared_payload.as_ref().map_or(0, |p| p.payload.len());
+                if let Some(shared) = &delivery.shared_payload {
+                    sqlx::query(
+                        "INSERT INTO shared_payloads (id, payload, expires_at) VALUES ($1, $2, $3) \
+                         ON CONFLICT (id) DO UPDATE SET expires_at = excluded.expires_at \
+                         WHERE shared_payloads.expires_at < excluded.expires_at",
+                    )
+                    .bind(&shared.id.as_bytes()[..])
+                    .bind(&shared.payload[..])
+                    .bind(delivery.expires_at)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                let mut stored = Vec::with_capacity(delivery.envelopes.len());
+                for envelope in &delivery.envelopes {
+                    let acct = &envelope.account.as_bytes()[..];
+                    let dev = i64::from(envelope.device);
+                    let mut hasher = sha2::Sha256::new();
+                    hasher.update(u64::try_from(envelope.content.len()).unwrap_or(u64::MAX).to_be_bytes());
+                    hasher.update(&envelope.content);
+                    if let Some(shared) = &delivery.shared_payload {
+                        hasher.update(shared.id.as_bytes());
+                    }
+                    let digest = hasher.finalize().to_vec();
+                    let existing = sqlx::query(
+                        "SELECT seq, digest FROM envelopes \
+                         WHERE account_id = $1 AND device_number = $2 AND message_id = $3",
+                    )
+                    .bind(acct)
+                    .bind(dev)
+                    .bind(&envelope.message_id.as_bytes()[..])
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    if let Some(row) = existing {
+                        let old: Vec<u8> = row.try_get("digest")?;
+                        if old != digest {
+                            return Ok(DeliveryOutcome::IdConflict {
+                                account: envelope.account,
+                                device: envelope.device,
+                            });
+                        }
+                        stored.push(StoredEnvelope {
+                            account: envelope.account,
+                            device: envelope.device,
+                            seq: row.try_get("seq")?,
+                            duplicate: true,
+                        });
+                        continue;
+                    }
+                    let size = u64::try_from(envelope.content.len() + shared_len).unwrap_or(u64::MAX);
+                    let row = sqlx::query(
+                        "SELECT COUNT(*) AS n, CAST(COALESCE(SUM(size), 0) AS BIGINT) AS bytes \
+                         FROM envelopes WHERE account_id = $1 AND device_number = $2",
+                    )
+                    .bind(acct)
+                    .bind(dev)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                    let count = row_u64(&row, "n", "envelopes")?;
+                    let bytes = row_u64(&row, "bytes", "envelopes")?;
+                    if count >= limits.max_messages || bytes.saturating_add(size) > limits.max_bytes {
+                        return Ok(DeliveryOutcome::QueueFull {
+                            account: envelope.account,
+                            device: envelope.device,
+                        });
+                    }
+                    let row = sqlx::query(
+                        "INSERT INTO envelopes (account_id, device_number, message_id, source_account, \
+                         source_device, content, payload_id, digest, size, received_at, expires_at) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING seq",
+                    )
+                    .bind(acct)
+                    .bind(dev)
+                    .bind(&envelope.message_id.as_bytes()[..])
+                    .bind(delivery.source.as_ref().map(|(a, _)| &a.as_bytes()[..]))
+                    .bind(delivery.source.as_ref().map(|(_, d)| i64::from(*d)))
+                    .bind(&envelope.content[..])
+                    .bind(delivery.shared_payload.as_ref().map(|p| &p.id.as_bytes()[..]))
+                    .bind(&digest[..])
+                    .bind(i64::try_from(size).unwrap_or(i64::MAX))
+                    .bind(delivery.received_at)
+                    .bind(delivery.expires_at)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                    stored.push(StoredEnvelope {
+                        account: envelope.account,
+                        device: envelope.device,
+                        seq: row.try_get("seq")?,
+                        duplicate: false,
+                    });
+                }
+                tx.commit().await?;
+                Ok(DeliveryOutcome::Stored(stored))
+            }
+
+            async fn fetch_envelopes(
+                &self,
+                account: &$crate::ids::Id,
+                device: u32,
+                after_seq: i64,
+                limit: u32,
+                now: i64,
+            ) -> $crate::store::StoreResult<Vec<$crate::store::QueuedEnvelope>> {
+                use sqlx::Row as _;
+                let rows = sqlx::query(
+                    "SELECT e.seq, e.message_id, e.source_account, e.source_device, e.content, \
+                     p.payload, e.received_at, e.expires_at \
+                     FROM envelopes e LEFT JOIN shared_payloads p ON p.id = e.payload_id \
+                     WHERE e.account_id = $1 AND e.device_number = $2 AND e.seq > $3 \
+                     AND e.expires_at > $4 ORDER BY e.seq LIMIT $5",
+                )
+                .bind(&account.as_bytes()[..])
+                .bind(i64::from(device))
+                .bind(after_seq)
+                .bind(now)
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter()
+                    .map(|row| {
+                        let source_account: Option<Vec<u8>> = row.try_get("source_account")?;
+                        let source_device: Option<i64> = row.try_get("source_device")?;
+                        let source = match (source_account, source_device) {
+                            (Some(a), Some(d)) => Some((
+                                $crate::ids::Id::from_slice(&a).map_err(|_| {
+                                    $crate::store::StoreError::Corrupt { table: "envelopes" }
+                                })?,
+                                u32::try_from(d).map_err(|_| $crate::store::StoreError::Corrupt {
+                                    table: "envelopes",
+                                })?,
+                            )),
+                            _ => None,
+                        };
+                        Ok($crate::store::QueuedEnvelope {
+                            seq: row.try_get("seq")?,
+                            message_id: row_id(row, "message_id", "envelopes")?,
+                            source,
+                            content: row.try_get("content")?,
+                            shared_payload: row.try_get("payload")?,
+                            received_at: row.try_get("received_at")?,
+                            expires_at: row.try_get("expires_at")?,
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn ack_ids(
+                &self,
+                account: &$crate::ids::Id,
+                device: u32,
+                ids: &[$crate::ids::Id],
+            ) -> $crate::store::StoreResult<u64> {
+                use sqlx::Row as _;
+                let mut tx = self.pool.begin().await?;
+                let mut deleted = 0u64;
+                let mut payloads: Vec<Vec<u8>> = Vec::new();
+                for id in ids {
+                    let rows = sqlx::query(
+                        "DELETE FROM envelopes WHERE account_id = $1 AND device_number = $2 \
+                         AND message_id = $3 RETURNING payload_id",
+                    )
+                    .bind(&account.as_bytes()[..])
+                    .bind(i64::from(device))
+                    .bind(&id.as_bytes()[..])
+                    .fetch_all(&mut *tx)
+                    .await?;
+                    for row in &rows {
+                        deleted += 1;
+                        if let Some(p) = row.try_get::<Option<Vec<u8>>, _>("payload_id")? {
+                            payloads.push(p);
+                        }
+                    }
+                }
+                payloads.sort_unstable();
+                payloads.dedup();
+                for payload in &payloads {
+                    sqlx::query(
+                        "DELETE FROM shared_payloads WHERE id = $1 \
+                         AND NOT EXISTS (SELECT 1 FROM envelopes WHERE payload_id = $1)",
+                    )
+                    .bind(&payload[..])
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                tx.commit().await?;
+                Ok(deleted)
+            }
+
+            async fn ack_up_to(
+                &self,
+                account: &$crate::ids::Id,
+                device: u32,
+                up_to: i64,
+            ) -> $crate::store::StoreResult<u64> {
+                let mut tx = self.pool.begin().await?;
+                let done = sqlx::query(
+                    "DELETE FROM envelopes WHERE account_id = $1 AND device_number = $2 AND seq <= $3",
+                )
+                .bind(&account.as_bytes()[..])
+                .bind(i64::from(device))
+                .bind(up_to)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(done.rows_affected())
+            }
+
+            async fn queue_stats(
+                &self,
+                account: &$crate::ids::Id,
+                device: u32,
+            ) -> $crate::store::StoreResult<$crate::store::QueueStats> {
+                let row = sqlx::query(
+                    "SELECT COUNT(*) AS n, CAST(COALESCE(SUM(size), 0) AS BIGINT) AS bytes \
+                     FROM envelopes WHERE account_id = $1 AND device_number = $2",
+                )
+                .bind(&account.as_bytes()[..])
+                .bind(i64::from(device))
+                .fetch_one(&self.pool)
+                .await?;
+                Ok($crate::store::QueueStats {
+                    messages: row_u64(&row, "n", "envelopes")?,
+                    bytes: row_u64(&row, "bytes", "envelopes")?,
+                })
+            }
+
+            async fn purge_expired_mail(&self, now: i64) -> $crate::store::StoreResult<u64> {
+                let done = sqlx::query("DELETE FROM envelopes WHERE expires_at <= $1")
+                    .bind(now)
+                    .execute(&self.pool)
+                    .await?;
+                sqlx::query(
+                    "DELETE FROM shared_payloads WHERE NOT EXISTS \
+                     (SELECT 1 FROM envelopes e WHERE e.payload_id = shared_payloads.id)",
+                )
+                .execute(&self.pool)
+                .await?;
+                Ok(done.rows_affected())
+            }
+
+            async fn set_access_key_hash(
+                &self,
+                account: &$crate::ids::Id,
+                hash: Option<&[u8]>,
+            ) -> $crate::store::StoreResult<bool> {
+                let done = sqlx::query("UPDATE accounts SET access_key_hash = $2 WHERE id = $1")
+                    .bind(&account.as_bytes()[..])
+                    .bind(hash)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(done.rows_affected() > 0)
+            }
+
+            async fn access_key_hash(
+                &self,
+                account: &$crate::ids::Id,
+            ) -> $crate::store::StoreResult<Option<Vec<u8>>> {
+                use sqlx::Row as _;
+                let row = sqlx::query("SELECT access_key_hash FROM accounts WHERE id = $1")
+                    .bind(&account.as_bytes()[..])
+                    .fetch_optional(&self.pool)
+                    .await?;
+                match row {
+                    Some(row) => Ok(row.try_get("access_key_hash")?),
+                    None => Ok(None),
+                }
             }
         }
     };

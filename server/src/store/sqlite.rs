@@ -49,7 +49,7 @@ impl SqliteStore {
     }
 }
 
-super::sql::impl_sql_store!(SqliteStore, sqlx::Sqlite);
+super::sql::impl_sql_store!(SqliteStore, sqlx::Sqlite, "");
 super::channels::impl_channel_store!(SqliteStore, sqlx::Sqlite);
 
 impl super::Store for SqliteStore {

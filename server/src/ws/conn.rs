@@ -16,6 +16,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use axum::response::IntoResponse as _;
 use futures_util::{SinkExt as _, StreamExt as _};
 use serde::Serialize;
 
@@ -25,6 +26,7 @@ use crate::channels::{self, Access, ChannelToken};
 use crate::error::AppError;
 use crate::hub::{DeviceKey, EphemeralOutcome, Subscription, Topic};
 use crate::ids::Id;
+use crate::messaging::{self, DeviceEnvelope, EphemeralMessage, SendAuth, SendRequest};
 use crate::state::AppState;
 use crate::store::Store;
 
@@ -68,7 +70,7 @@ enum Event {
     Incoming(Option<Result<Message, axum::Error>>),
     Mail,
     Channel(Id),
-    Ephemeral(Option<Vec<u8>>),
+    Ephemeral(Option<EphemeralMessage>),
     Poll,
     Ping,
     Replaced,
@@ -107,6 +109,7 @@ pub async fn run<S: Store>(
         device: device.device,
     });
     let mut reg = hub.register_socket(device);
+    let mut ephemeral = hub.subscribe_ephemeral(&device);
     metrics::gauge!("haven_ws_connections").increment(1.0);
     let cfg = state.settings().ws.clone();
     let mut conn = Conn {
@@ -162,7 +165,7 @@ pub async fn run<S: Store>(
                 msg = conn.socket.next() => Event::Incoming(msg),
                 () = mailbox.changed() => Event::Mail,
                 id = channel_wait => Event::Channel(id),
-                sig = reg.ephemeral.recv() => Event::Ephemeral(sig),
+                sig = ephemeral.recv() => Event::Ephemeral(sig),
                 _ = poll.tick() => Event::Poll,
                 _ = ping.tick() => Event::Ping,
             }
@@ -185,7 +188,10 @@ pub async fn run<S: Store>(
                 }
                 Ok(())
             }
-            Event::Ephemeral(Some(payload)) => conn.send(frame::ephemeral(&payload)).await,
+            Event::Ephemeral(Some(msg)) => {
+                conn.send(frame::ephemeral(&msg.message_id, msg.source, &msg.content))
+                    .await
+            }
             Event::Ephemeral(None) => Ok(()),
             Event::Poll => conn.poll().await,
             Event::Ping => {
@@ -206,21 +212,15 @@ pub async fn run<S: Store>(
     metrics::gauge!("haven_ws_connections").decrement(1.0);
 }
 
-/// The JSON body and status of an error, as in the HTTP API.
-fn error_body(err: &AppError) -> (u16, Vec<u8>) {
-    let message = match err {
-        AppError::Client { message, .. } => message.to_string(),
-        AppError::RateLimited { .. } => "too many requests; retry later".to_owned(),
-        AppError::Internal(cause) => {
-            tracing::error!(%cause, "internal error on websocket");
-            "internal server error".to_owned()
-        }
-    };
-    let body = serde_json::json!({"error": {"code": err.code(), "message": message}});
-    (
-        err.status().as_u16(),
-        serde_json::to_vec(&body).unwrap_or_default(),
-    )
+/// The JSON body and status of an error, exactly as the HTTP API would answer.
+async fn error_body(err: AppError) -> (u16, Vec<u8>) {
+    let response = err.into_response();
+    let status = response.status().as_u16();
+    let body = axum::body::to_bytes(response.into_body(), 64 * 1024)
+        .await
+        .map(|b| b.to_vec())
+        .unwrap_or_default();
+    (status, body)
 }
 
 fn json<T: Serialize>(value: &T) -> Vec<u8> {
@@ -324,7 +324,7 @@ impl<S: Store> Conn<S> {
             Ok(page) => page,
             Err(err) => {
                 // Keep the subscription; the next hint or poll retries.
-                let _ = error_body(&err);
+                tracing::warn!(%err, "reading a subscribed channel failed");
                 return Ok(());
             }
         };
@@ -352,8 +352,41 @@ impl<S: Store> Conn<S> {
 
     /// Reads up to `room` envelopes after `last_seq` and encodes them.
     async fn read_mail(&mut self, room: usize) -> Result<Vec<Vec<u8>>, Stop> {
-        let _ = room;
-        Ok(Vec::new())
+        let limit = u32::try_from(room).unwrap_or(u32::MAX);
+        let envelopes = match messaging::fetch(
+            &self.state,
+            &self.device.account,
+            self.device.device,
+            self.last_seq,
+            limit,
+        )
+        .await
+        {
+            Ok(envelopes) => envelopes,
+            Err(err) => {
+                // The database is unavailable: stop reading until the next hint or poll.
+                tracing::warn!(%err, "websocket mailbox read failed");
+                self.mail_dirty = false;
+                return Ok(Vec::new());
+            }
+        };
+        let mut frames = Vec::with_capacity(envelopes.len());
+        for e in &envelopes {
+            frames.push(
+                frame::EnvelopeFrame {
+                    seq: u64::try_from(e.seq).unwrap_or(0),
+                    message_id: e.message_id,
+                    received_at: u64::try_from(e.received_at).unwrap_or(0),
+                    source: e.source,
+                    content: &e.content,
+                    shared_payload: e.shared_payload.as_deref(),
+                }
+                .encode(),
+            );
+            self.last_seq = self.last_seq.max(e.seq);
+            self.in_flight.insert(e.message_id);
+        }
+        Ok(frames)
     }
 
     /// Periodic work: re-check the session, re-read mail and channels.
@@ -395,7 +428,7 @@ impl<S: Store> Conn<S> {
                     "text_not_supported",
                     "frames are binary WebSocket messages (PROTOCOL.md §11.14)",
                 );
-                return self.send(frame::error(&error_body(&err).1)).await;
+                return self.send(frame::error(&error_body(err).await.1)).await;
             }
             Message::Close(_) => return Err(Stop::Gone),
             Message::Ping(_) | Message::Pong(_) => return Ok(()),
@@ -407,7 +440,7 @@ impl<S: Store> Conn<S> {
             let err = AppError::RateLimited {
                 retry_after: Duration::from_secs(1),
             };
-            let (status, body) = error_body(&err);
+            let (status, body) = error_body(err).await;
             return match frame::request_id_of(&bytes) {
                 Some(id) => self.send(frame::result(id, status, &body)).await,
                 None => self.send(frame::error(&body)).await,
@@ -417,7 +450,7 @@ impl<S: Store> Conn<S> {
             Ok(f) => f,
             Err(e) => {
                 let err = AppError::bad_request(e.code(), e.to_string());
-                let (status, body) = error_body(&err);
+                let (status, body) = error_body(err).await;
                 return match frame::request_id_of(&bytes) {
                     Some(id) => self.send(frame::result(id, status, &body)).await,
                     None => self.send(frame::error(&body)).await,
@@ -429,9 +462,22 @@ impl<S: Store> Conn<S> {
             ClientFrame::Send {
                 request_id,
                 account,
-                body,
+                message_id,
+                ephemeral,
+                envelopes,
             } => {
-                let (status, json) = self.send_mail(account, body).await;
+                let request = SendRequest {
+                    message_id,
+                    envelopes: envelopes
+                        .into_iter()
+                        .map(|(device, content)| DeviceEnvelope {
+                            device,
+                            content: content.to_vec(),
+                        })
+                        .collect(),
+                    ephemeral,
+                };
+                let (status, json) = self.send_mail(account, request).await;
                 self.send(frame::result(request_id, status, &json)).await
             }
             ClientFrame::Signal {
@@ -440,7 +486,7 @@ impl<S: Store> Conn<S> {
                 device,
                 payload,
             } => {
-                let (status, json) = self.signal(account, device, payload);
+                let (status, json) = self.signal(account, device, payload).await;
                 self.send(frame::result(request_id, status, &json)).await
             }
             ClientFrame::Subscribe {
@@ -465,35 +511,55 @@ impl<S: Store> Conn<S> {
     }
 
     async fn ack(&mut self, ids: &[Id]) -> Result<(), Stop> {
-        for id in ids {
-            self.in_flight.remove(id);
+        match messaging::ack(&self.state, &self.device.account, self.device.device, ids).await {
+            Ok(_) => {
+                for id in ids {
+                    self.in_flight.remove(id);
+                }
+                Ok(())
+            }
+            Err(err) => {
+                let (_, body) = error_body(err.into()).await;
+                self.send(frame::error(&body)).await
+            }
         }
-        Ok(())
     }
 
-    async fn send_mail(&mut self, account: Id, body: &[u8]) -> (u16, Vec<u8>) {
-        let _ = (account, body);
-        let err = AppError::client(
-            axum::http::StatusCode::NOT_IMPLEMENTED,
-            "not_implemented",
-            "sending is not available",
-        );
-        error_body(&err)
+    async fn send_mail(&mut self, recipient: Id, request: SendRequest) -> (u16, Vec<u8>) {
+        let auth = SendAuth::Session {
+            account: self.session.account,
+            device: self.device.device,
+        };
+        match messaging::send(&self.state, auth, &recipient, request).await {
+            Ok(receipt) => (
+                200,
+                json(&serde_json::json!({
+                    "devices": crate::routes::messages::device_results(&receipt.devices)
+                })),
+            ),
+            Err(err) => error_body(err.into()).await,
+        }
     }
 
-    fn signal(&mut self, account: Id, device: u32, payload: &[u8]) -> (u16, Vec<u8>) {
+    async fn signal(&mut self, account: Id, device: u32, payload: &[u8]) -> (u16, Vec<u8>) {
         let max = self.state.settings().ws.max_signal_bytes;
         if payload.len() > max {
-            return error_body(&AppError::client(
+            return error_body(AppError::client(
                 axum::http::StatusCode::PAYLOAD_TOO_LARGE,
                 "signal_too_large",
                 format!("ephemeral signals are at most {max} bytes"),
-            ));
+            ))
+            .await;
         }
+        let message = EphemeralMessage {
+            message_id: Id::random(),
+            source: Some((self.session.account, self.device.device)),
+            content: payload.to_vec(),
+        };
         let outcome = self
             .state
             .hub()
-            .send_ephemeral(&DeviceKey { account, device }, payload.to_vec());
+            .send_ephemeral(&DeviceKey { account, device }, message);
         let outcome = match outcome {
             EphemeralOutcome::Delivered => "delivered",
             EphemeralOutcome::Relayed => "relayed",
@@ -506,15 +572,16 @@ impl<S: Store> Conn<S> {
         let token = ChannelToken::from_bytes(token);
         let record = match channels::authorize(&self.state, &channel, &token, Access::Read).await {
             Ok(record) => record,
-            Err(err) => return error_body(&err),
+            Err(err) => return error_body(err).await,
         };
         if !self.channels.contains_key(&channel)
             && self.channels.len() >= self.state.settings().ws.max_subscriptions
         {
-            return error_body(&AppError::conflict(
+            return error_body(AppError::conflict(
                 "too_many_subscriptions",
                 "this socket has the maximum number of channel subscriptions",
-            ));
+            ))
+            .await;
         }
         let after = i64::try_from(after).unwrap_or(i64::MAX);
         let sub = self.state.hub().subscribe(Topic::Channel(channel));

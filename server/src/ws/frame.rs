@@ -36,11 +36,15 @@ pub const T_UNSUBSCRIBE: u8 = 0x14;
 
 /// Most message ids in one ack frame.
 pub const MAX_ACK_IDS: usize = 1024;
+/// Most envelopes in one send frame.
+pub const MAX_SEND_ENVELOPES: usize = 1024;
 
 /// Envelope flag: the sender's address follows (authenticated sends).
 pub const FLAG_SOURCE: u8 = 0x01;
 /// Envelope flag: the frame ends with a shared payload (multi-recipient sends).
 pub const FLAG_SHARED: u8 = 0x02;
+/// Send flag: ephemeral class.
+pub const FLAG_EPHEMERAL: u8 = 0x01;
 
 /// An envelope as the server sends it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -114,11 +118,21 @@ pub fn channel_entry(channel: &Id, seq: u64, created_at: u64, entry: &[u8]) -> V
     out
 }
 
-/// `01 04 | payload: rest`.
-pub fn ephemeral(payload: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(2 + payload.len());
+/// `01 04 | message_id [16] | flags u8 | [source account [16] | source device u32]
+/// (flags & 0x01) | content: rest`.
+pub fn ephemeral(message_id: &Id, source: Option<(Id, u32)>, content: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(39 + content.len());
     out.extend_from_slice(&[VERSION, T_EPHEMERAL]);
-    out.extend_from_slice(payload);
+    out.extend_from_slice(message_id.as_bytes());
+    match source {
+        Some((account, device)) => {
+            out.push(FLAG_SOURCE);
+            out.extend_from_slice(account.as_bytes());
+            out.extend_from_slice(&device.to_be_bytes());
+        }
+        None => out.push(0),
+    }
+    out.extend_from_slice(content);
     out
 }
 
@@ -146,15 +160,20 @@ pub fn error(json: &[u8]) -> Vec<u8> {
 pub enum ClientFrame<'a> {
     /// `01 10 | count u16 | message_id [16] × count` (1 ≤ count ≤ 1024).
     Ack(Vec<Id>),
-    /// `01 11 | request_id u32 | recipient account [16] | JSON send body: rest`, the body of
-    /// the authenticated REST send to that account.
+    /// `01 11 | request_id u32 | recipient account [16] | message_id [16] | flags u8
+    /// (0x01 = ephemeral, other bits 0) | count u16 (1..=1024)
+    /// | count × (device u32 | len u32 | content [len])`: the authenticated send.
     Send {
         /// Echoed in the result.
         request_id: u32,
         /// Recipient account.
         account: Id,
-        /// The JSON body.
-        body: &'a [u8],
+        /// Client-chosen message id (idempotency key).
+        message_id: Id,
+        /// Ephemeral class (never stored).
+        ephemeral: bool,
+        /// (device number, envelope) pairs.
+        envelopes: Vec<(u32, &'a [u8])>,
     },
     /// `01 12 | request_id u32 | account [16] | device u32 | payload: rest` (payload ≥ 1 byte).
     Signal {
@@ -203,6 +222,9 @@ pub enum FrameError {
     /// A count is zero or over its limit.
     #[error("count out of range")]
     Count,
+    /// Reserved flag bits are set.
+    #[error("unknown flags")]
+    Flags,
 }
 
 impl FrameError {
@@ -213,6 +235,7 @@ impl FrameError {
             Self::Version => "unsupported_version",
             Self::Type => "unknown_frame_type",
             Self::Count => "invalid_count",
+            Self::Flags => "invalid_flags",
         }
     }
 }
@@ -277,11 +300,33 @@ pub fn decode(bytes: &[u8]) -> Result<ClientFrame<'_>, FrameError> {
             r.end()?;
             ClientFrame::Ack(ids)
         }
-        T_SEND => ClientFrame::Send {
-            request_id: r.u32()?,
-            account: r.id()?,
-            body: r.rest(),
-        },
+        T_SEND => {
+            let request_id = r.u32()?;
+            let account = r.id()?;
+            let message_id = r.id()?;
+            let [flags] = r.array()?;
+            if flags & !FLAG_EPHEMERAL != 0 {
+                return Err(FrameError::Flags);
+            }
+            let count = usize::from(r.u16()?);
+            if count == 0 || count > MAX_SEND_ENVELOPES {
+                return Err(FrameError::Count);
+            }
+            let mut envelopes = Vec::with_capacity(count);
+            for _ in 0..count {
+                let device = r.u32()?;
+                let len = usize::try_from(r.u32()?).map_err(|_| FrameError::Length)?;
+                envelopes.push((device, r.take(len)?));
+            }
+            r.end()?;
+            ClientFrame::Send {
+                request_id,
+                account,
+                message_id,
+                ephemeral: flags & FLAG_EPHEMERAL != 0,
+                envelopes,
+            }
+        }
         T_SIGNAL => {
             let frame = ClientFrame::Signal {
                 request_id: r.u32()?,
@@ -420,7 +465,7 @@ mod tests {
             }
         }
         // Trailing bytes where the layout has none.
-        for frame in [&ack, &sub, &unsub] {
+        for frame in [&ack, &sub, &unsub, &send] {
             let mut long = frame.clone();
             long.push(0);
             assert_eq!(decode(&long), Err(FrameError::Length));

@@ -178,12 +178,7 @@ async fn authorize<S: Store>(
         })?;
     let key = DeviceKey {
         account: session.account,
-        device: device_number(&device),
+        device: device.number,
     };
     Ok((ws, session, key))
-}
-
-/// The device number the mailbox and hub use for a device record.
-fn device_number(_device: &crate::store::DeviceRecord) -> u32 {
-    0
 }

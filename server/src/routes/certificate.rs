@@ -1,0 +1,77 @@
+//! Sender certificates (PROTOCOL.md §5.1, §11.13): the relay vouches that an identity key belongs
+//! to (account, device number) until an expiry, in exactly the SDK's `SenderCertificate` format
+//! (issued with the SDK's own code, so there is one implementation).
+
+use axum::Json;
+use axum::extract::State;
+use haven_sdk::IdentityKey;
+use haven_sdk::SenderCertificate;
+use haven_sdk::store::DeviceAddress;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::b64;
+use crate::auth::Auth;
+use crate::error::{AppError, ErrorBody};
+use crate::state::{AppState, now_secs};
+use crate::store::Store;
+
+/// Reply to `GET /v1/certificate/key`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct CertificateKeyResponse {
+    /// The relay's Ed25519 public key, base64 (32 bytes): the SDK's trusted relay key.
+    pub public_key: String,
+}
+
+/// The public key that verifies sender certificates.
+#[utoipa::path(get, path = "/v1/certificate/key", tag = "certificates",
+    responses((status = 200, body = CertificateKeyResponse)))]
+pub async fn key<S: Store>(State(state): State<AppState<S>>) -> Json<CertificateKeyResponse> {
+    Json(CertificateKeyResponse {
+        public_key: b64(state.secrets().certificate_key.verifying_key().as_bytes()),
+    })
+}
+
+/// Reply to `POST /v1/certificate`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct CertificateResponse {
+    /// The certificate (PROTOCOL.md §5.1, 158 bytes), base64.
+    pub certificate: String,
+    /// Its expiry, Unix seconds.
+    pub expires: u64,
+}
+
+/// Issues a sender certificate for the calling device.
+#[utoipa::path(post, path = "/v1/certificate", tag = "certificates", security(("bearer" = [])),
+    responses((status = 200, body = CertificateResponse),
+              (status = 401, description = "no valid session", body = ErrorBody),
+              (status = 409, description = "`identity_key_unsupported`: the device's identity key is not a 64-byte SDK identity key", body = ErrorBody)))]
+pub async fn issue<S: Store>(
+    State(state): State<AppState<S>>,
+    Auth(session): Auth,
+) -> Result<Json<CertificateResponse>, AppError> {
+    let device = state
+        .store()
+        .device(&session.account, &session.device)
+        .await?
+        .ok_or_else(|| {
+            AppError::unauthorized("session_revoked", "this session is no longer valid")
+        })?;
+    let identity = IdentityKey::from_bytes(&device.identity_key).map_err(|_| {
+        AppError::conflict(
+            "identity_key_unsupported",
+            "the device's identity key is not a valid 64-byte SDK identity key",
+        )
+    })?;
+    let expires = now_secs().saturating_add(state.settings().keys.certificate_ttl_secs);
+    let certificate = SenderCertificate::issue(
+        &state.secrets().certificate_key,
+        DeviceAddress::new(*session.account.as_bytes(), device.number),
+        identity,
+        expires,
+    );
+    Ok(Json(CertificateResponse {
+        certificate: b64(&certificate.to_bytes()),
+        expires,
+    }))
+}

@@ -1,0 +1,547 @@
+//! REST delivery: sending (logged-in, sealed, multi-recipient), fetching and acking envelopes,
+//! and the unidentified-access key (PROTOCOL.md §11.12). The logic lives in
+//! [`crate::messaging`]; these handlers only translate JSON.
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::{b64, decode_b64, path_id};
+use crate::auth::Auth;
+use crate::error::{ApiJson, AppError, ErrorBody};
+use crate::ids::Id;
+use crate::messaging::{
+    self, ACCESS_KEY_LEN, DeviceDelivery, DeviceEnvelope, MultiRecipient, MultiSendRequest,
+    SendAuth, SendRequest, session_device,
+};
+use crate::state::AppState;
+use crate::store::Store;
+
+/// Header carrying the recipient's unidentified-access key on a sealed send.
+pub const ACCESS_KEY_HEADER: &str = "unidentified-access-key";
+
+/// One device's envelope in a send.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EnvelopeBody {
+    /// Recipient device number.
+    pub device_number: u32,
+    /// The opaque envelope, base64.
+    pub content: String,
+}
+
+/// Body of `POST /v1/messages/{account_id}` and `…/sealed`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SendBody {
+    /// Client-chosen id (32 hex digits), the idempotency key.
+    pub message_id: Id,
+    /// One envelope per device of the recipient.
+    pub envelopes: Vec<EnvelopeBody>,
+    /// Ephemeral class (never stored; dropped unless the device is connected).
+    #[serde(default)]
+    pub ephemeral: bool,
+    /// Sealed sends only: the access key, if not given in the `Unidentified-Access-Key` header.
+    #[serde(default)]
+    pub access_key: Option<String>,
+}
+
+/// One device's result.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct DeviceResult {
+    /// Device number.
+    pub device_number: u32,
+    /// `queued`, `delivered` (ephemeral, live) or `dropped` (ephemeral, not connected).
+    pub status: String,
+    /// Server sequence number when queued.
+    pub seq: Option<i64>,
+    /// Whether the envelope had already been queued by an earlier identical send.
+    pub duplicate: bool,
+}
+
+/// Reply to a send.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct SendResponse {
+    /// One entry per device, ascending device number.
+    pub devices: Vec<DeviceResult>,
+}
+
+pub(crate) fn device_results(devices: &[DeviceDelivery]) -> Vec<DeviceResult> {
+    devices
+        .iter()
+        .map(|d| match *d {
+            DeviceDelivery::Queued {
+                device,
+                seq,
+                duplicate,
+            } => DeviceResult {
+                device_number: device,
+                status: "queued".to_owned(),
+                seq: Some(seq),
+                duplicate,
+            },
+            DeviceDelivery::Delivered { device } => DeviceResult {
+                device_number: device,
+                status: "delivered".to_owned(),
+                seq: None,
+                duplicate: false,
+            },
+            DeviceDelivery::Dropped { device } => DeviceResult {
+                device_number: device,
+                status: "dropped".to_owned(),
+                seq: None,
+                duplicate: false,
+            },
+        })
+        .collect()
+}
+
+/// Decodes an envelope, reporting an oversize one as 413 `envelope_too_large`.
+fn decode_envelope(text: &str, max: usize) -> Result<Vec<u8>, AppError> {
+    let too_large = || {
+        AppError::client(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "envelope_too_large",
+            format!("envelopes are limited to {max} bytes"),
+        )
+    };
+    if text.len() > max.div_ceil(3) * 4 {
+        return Err(too_large());
+    }
+    let bytes = STANDARD.decode(text).map_err(|_| {
+        AppError::bad_request("invalid_base64", "envelope content is not valid base64")
+    })?;
+    if bytes.len() > max {
+        return Err(too_large());
+    }
+    if bytes.is_empty() {
+        return Err(AppError::bad_request(
+            "invalid_length",
+            "envelope content must not be empty",
+        ));
+    }
+    Ok(bytes)
+}
+
+fn envelopes<S: Store>(
+    state: &AppState<S>,
+    bodies: &[EnvelopeBody],
+) -> Result<Vec<DeviceEnvelope>, AppError> {
+    let mail = &state.settings().mail;
+    if bodies.len() > mail.max_recipients_per_send {
+        return Err(AppError::bad_request(
+            "too_many_envelopes",
+            format!(
+                "at most {} envelopes per send",
+                mail.max_recipients_per_send
+            ),
+        ));
+    }
+    bodies
+        .iter()
+        .map(|e| {
+            Ok(DeviceEnvelope {
+                device: e.device_number,
+                content: decode_envelope(&e.content, mail.max_envelope_bytes)?,
+            })
+        })
+        .collect()
+}
+
+/// Sends to every device of an account as the logged-in device.
+#[utoipa::path(post, path = "/v1/messages/{account_id}", tag = "messages", security(("bearer" = [])),
+    params(("account_id" = String, Path, description = "recipient account id (32 hex digits)")),
+    request_body = SendBody,
+    responses((status = 200, body = SendResponse),
+              (status = 400, description = "malformed input", body = ErrorBody),
+              (status = 401, description = "no valid session", body = ErrorBody),
+              (status = 404, description = "`account_not_found`", body = ErrorBody),
+              (status = 409, description = "`mismatched_devices` or `message_id_conflict`", body = ErrorBody),
+              (status = 410, description = "`stale_devices`", body = ErrorBody),
+              (status = 413, description = "`envelope_too_large`", body = ErrorBody),
+              (status = 507, description = "`mailbox_full`", body = ErrorBody)))]
+pub async fn send<S: Store>(
+    State(state): State<AppState<S>>,
+    Auth(session): Auth,
+    Path(account): Path<String>,
+    ApiJson(body): ApiJson<SendBody>,
+) -> Result<Json<SendResponse>, AppError> {
+    let recipient = path_id(&account)?;
+    if body.access_key.is_some() {
+        return Err(AppError::bad_request(
+            "invalid_json",
+            "access_key is only accepted on sealed sends",
+        ));
+    }
+    let envelopes = envelopes(&state, &body.envelopes)?;
+    let device = session_device(&state, &session).await?;
+    let receipt = messaging::send(
+        &state,
+        SendAuth::Session {
+            account: session.account,
+            device,
+        },
+        &recipient,
+        SendRequest {
+            message_id: body.message_id,
+            envelopes,
+            ephemeral: body.ephemeral,
+        },
+    )
+    .await?;
+    Ok(Json(SendResponse {
+        devices: device_results(&receipt.devices),
+    }))
+}
+
+fn access_key(headers: &HeaderMap, body: Option<&str>) -> Result<Vec<u8>, AppError> {
+    let header = headers
+        .get(ACCESS_KEY_HEADER)
+        .map(|v| {
+            v.to_str().map_err(|_| {
+                AppError::bad_request("invalid_base64", "access key is not valid base64")
+            })
+        })
+        .transpose()?;
+    let text = match (header, body) {
+        (Some(h), None) => h,
+        (None, Some(b)) => b,
+        (Some(_), Some(_)) => {
+            return Err(AppError::bad_request(
+                "invalid_access_key_field",
+                "give the access key in the header or the body, not both",
+            ));
+        }
+        (None, None) => {
+            return Err(AppError::unauthorized(
+                "missing_access_key",
+                "a sealed send needs the recipient's unidentified-access key",
+            ));
+        }
+    };
+    decode_b64("access_key", text.trim(), ACCESS_KEY_LEN)
+}
+
+/// Sends without logging in (sealed sender), authorised by the recipient's access key.
+#[utoipa::path(post, path = "/v1/messages/{account_id}/sealed", tag = "messages",
+    params(("account_id" = String, Path, description = "recipient account id (32 hex digits)"),
+           ("Unidentified-Access-Key" = Option<String>, Header, description = "recipient's access key, base64 (16 bytes)")),
+    request_body = SendBody,
+    responses((status = 200, body = SendResponse),
+              (status = 400, description = "malformed input", body = ErrorBody),
+              (status = 401, description = "`missing_access_key` or `invalid_access_key`", body = ErrorBody),
+              (status = 409, description = "`mismatched_devices` or `message_id_conflict`", body = ErrorBody),
+              (status = 410, description = "`stale_devices`", body = ErrorBody),
+              (status = 413, description = "`envelope_too_large`", body = ErrorBody),
+              (status = 429, description = "rate limited per recipient", body = ErrorBody),
+              (status = 507, description = "`mailbox_full`", body = ErrorBody)))]
+pub async fn send_sealed<S: Store>(
+    State(state): State<AppState<S>>,
+    headers: HeaderMap,
+    Path(account): Path<String>,
+    ApiJson(body): ApiJson<SendBody>,
+) -> Result<Json<SendResponse>, AppError> {
+    let recipient = path_id(&account)?;
+    let key = access_key(&headers, body.access_key.as_deref())?;
+    let envelopes = envelopes(&state, &body.envelopes)?;
+    let receipt = messaging::send(
+        &state,
+        SendAuth::AccessKey(key),
+        &recipient,
+        SendRequest {
+            message_id: body.message_id,
+            envelopes,
+            ephemeral: body.ephemeral,
+        },
+    )
+    .await?;
+    Ok(Json(SendResponse {
+        devices: device_results(&receipt.devices),
+    }))
+}
+
+/// One device header of a multi-recipient send.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderBody {
+    /// Recipient device number.
+    pub device_number: u32,
+    /// The per-device header, base64.
+    pub header: String,
+}
+
+/// One recipient of a multi-recipient send.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RecipientBody {
+    /// Recipient account.
+    pub account_id: Id,
+    /// The recipient's unidentified-access key, base64 (16 bytes).
+    pub access_key: String,
+    /// One header per device of the recipient.
+    pub devices: Vec<HeaderBody>,
+}
+
+/// Body of `POST /v1/messages/multi`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MultiSendBody {
+    /// Client-chosen id (32 hex digits), used for every recipient device.
+    pub message_id: Id,
+    /// The shared payload, base64, stored once.
+    pub payload: String,
+    /// The recipients.
+    pub recipients: Vec<RecipientBody>,
+}
+
+/// One recipient's result.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct RecipientResult {
+    /// Recipient account.
+    pub account_id: Id,
+    /// Its devices' results.
+    pub devices: Vec<DeviceResult>,
+}
+
+/// Reply to `POST /v1/messages/multi`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct MultiSendResponse {
+    /// One entry per recipient, in request order.
+    pub recipients: Vec<RecipientResult>,
+}
+
+/// Sealed multi-recipient send: the payload is stored once, plus a header per device.
+#[utoipa::path(post, path = "/v1/messages/multi", tag = "messages",
+    request_body = MultiSendBody,
+    responses((status = 200, body = MultiSendResponse),
+              (status = 400, description = "malformed input", body = ErrorBody),
+              (status = 401, description = "`invalid_access_key`", body = ErrorBody),
+              (status = 409, description = "`mismatched_devices` or `message_id_conflict`", body = ErrorBody),
+              (status = 410, description = "`stale_devices`", body = ErrorBody),
+              (status = 413, description = "`envelope_too_large`", body = ErrorBody),
+              (status = 429, description = "rate limited per recipient", body = ErrorBody),
+              (status = 507, description = "`mailbox_full`", body = ErrorBody)))]
+pub async fn send_multi<S: Store>(
+    State(state): State<AppState<S>>,
+    ApiJson(body): ApiJson<MultiSendBody>,
+) -> Result<Json<MultiSendResponse>, AppError> {
+    let mail = &state.settings().mail;
+    if body.recipients.len() > mail.max_recipients_per_send {
+        return Err(AppError::bad_request(
+            "too_many_envelopes",
+            format!(
+                "at most {} recipients per send",
+                mail.max_recipients_per_send
+            ),
+        ));
+    }
+    let payload = decode_envelope(&body.payload, mail.max_envelope_bytes)?;
+    let mut recipients = Vec::with_capacity(body.recipients.len());
+    for r in &body.recipients {
+        if r.devices.len() > mail.max_recipients_per_send {
+            return Err(AppError::bad_request(
+                "too_many_envelopes",
+                "too many device headers",
+            ));
+        }
+        recipients.push(MultiRecipient {
+            account: r.account_id,
+            access_key: decode_b64("access_key", &r.access_key, ACCESS_KEY_LEN)?,
+            headers: r
+                .devices
+                .iter()
+                .map(|h| {
+                    Ok(DeviceEnvelope {
+                        device: h.device_number,
+                        content: decode_envelope(&h.header, mail.max_header_bytes)?,
+                    })
+                })
+                .collect::<Result<_, AppError>>()?,
+        });
+    }
+    let receipt = messaging::send_multi(
+        &state,
+        MultiSendRequest {
+            message_id: body.message_id,
+            payload,
+            recipients,
+        },
+    )
+    .await?;
+    Ok(Json(MultiSendResponse {
+        recipients: receipt
+            .recipients
+            .iter()
+            .map(|(account, devices)| RecipientResult {
+                account_id: *account,
+                devices: device_results(devices),
+            })
+            .collect(),
+    }))
+}
+
+/// Query of `GET /v1/messages`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct FetchQuery {
+    /// Only envelopes with a larger sequence number (default 0: from the start).
+    #[serde(default)]
+    pub after: i64,
+    /// Page size (default and maximum `mail.max_fetch`).
+    #[serde(default)]
+    pub limit: Option<u32>,
+}
+
+/// The sender of an envelope sent by a logged-in device.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct SourceBody {
+    /// Sender account.
+    pub account_id: Id,
+    /// Sender device number.
+    pub device_number: u32,
+}
+
+/// A queued envelope.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct QueuedBody {
+    /// Server sequence number.
+    pub seq: i64,
+    /// Client-chosen id.
+    pub message_id: Id,
+    /// The sender, `null` for sealed sends.
+    pub source: Option<SourceBody>,
+    /// The envelope (or the per-device header of a multi-recipient send), base64.
+    pub content: String,
+    /// The shared payload of a multi-recipient send, base64.
+    pub payload: Option<String>,
+    /// Receive time, rounded down to `mail.received_at_granularity_secs`.
+    pub received_at: i64,
+    /// Expiry time.
+    pub expires_at: i64,
+}
+
+/// Reply to `GET /v1/messages`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct FetchResponse {
+    /// Envelopes in queue order.
+    pub envelopes: Vec<QueuedBody>,
+    /// Whether the page was full (more may follow after the last `seq`).
+    pub more: bool,
+}
+
+/// Fetches the own device's queued envelopes in order (REST fallback of the WebSocket).
+#[utoipa::path(get, path = "/v1/messages", tag = "messages", security(("bearer" = [])),
+    params(FetchQuery),
+    responses((status = 200, body = FetchResponse),
+              (status = 400, description = "malformed query", body = ErrorBody),
+              (status = 401, description = "no valid session", body = ErrorBody)))]
+pub async fn fetch<S: Store>(
+    State(state): State<AppState<S>>,
+    Auth(session): Auth,
+    query: Result<Query<FetchQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<FetchResponse>, AppError> {
+    let Query(query) = query.map_err(|e| AppError::bad_request("invalid_query", e.body_text()))?;
+    let device = session_device(&state, &session).await?;
+    let limit = query
+        .limit
+        .unwrap_or(state.settings().mail.max_fetch)
+        .min(state.settings().mail.max_fetch);
+    let envelopes =
+        messaging::fetch(&state, &session.account, device, query.after, limit.max(1)).await?;
+    let more = envelopes.len() == usize::try_from(limit.max(1)).unwrap_or(usize::MAX);
+    Ok(Json(FetchResponse {
+        envelopes: envelopes
+            .into_iter()
+            .map(|e| QueuedBody {
+                seq: e.seq,
+                message_id: e.message_id,
+                source: e.source.map(|(account_id, device_number)| SourceBody {
+                    account_id,
+                    device_number,
+                }),
+                content: b64(&e.content),
+                payload: e.shared_payload.as_deref().map(b64),
+                received_at: e.received_at,
+                expires_at: e.expires_at,
+            })
+            .collect(),
+        more,
+    }))
+}
+
+/// Body of `POST /v1/messages/ack`: exactly one of the two fields.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AckBody {
+    /// Delete the envelopes with these message ids.
+    #[serde(default)]
+    pub message_ids: Option<Vec<Id>>,
+    /// Delete every envelope with `seq <= up_to_seq`.
+    #[serde(default)]
+    pub up_to_seq: Option<i64>,
+}
+
+/// Reply to `POST /v1/messages/ack`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct AckResponse {
+    /// How many envelopes were deleted.
+    pub deleted: u64,
+}
+
+/// Acknowledges (deletes) envelopes of the own device.
+#[utoipa::path(post, path = "/v1/messages/ack", tag = "messages", security(("bearer" = [])),
+    request_body = AckBody,
+    responses((status = 200, body = AckResponse),
+              (status = 400, description = "malformed input", body = ErrorBody),
+              (status = 401, description = "no valid session", body = ErrorBody)))]
+pub async fn ack<S: Store>(
+    State(state): State<AppState<S>>,
+    Auth(session): Auth,
+    ApiJson(body): ApiJson<AckBody>,
+) -> Result<Json<AckResponse>, AppError> {
+    let device = session_device(&state, &session).await?;
+    let deleted = match (body.message_ids, body.up_to_seq) {
+        (Some(ids), None) => messaging::ack(&state, &session.account, device, &ids).await?,
+        (None, Some(seq)) => messaging::ack_up_to(&state, &session.account, device, seq).await?,
+        _ => {
+            return Err(AppError::bad_request(
+                "invalid_ack",
+                "give exactly one of message_ids and up_to_seq",
+            ));
+        }
+    };
+    Ok(Json(AckResponse { deleted }))
+}
+
+/// Body of `PUT /v1/account/access-key`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AccessKeyBody {
+    /// The unidentified-access key, base64 of exactly 16 bytes, or `null` to remove it (then
+    /// no sealed send reaches the account).
+    pub access_key: Option<String>,
+}
+
+/// Sets or removes the account's unidentified-access key (only its hash is stored).
+#[utoipa::path(put, path = "/v1/account/access-key", tag = "account", security(("bearer" = [])),
+    request_body = AccessKeyBody,
+    responses((status = 204, description = "stored"),
+              (status = 400, description = "malformed input", body = ErrorBody),
+              (status = 401, description = "no valid session", body = ErrorBody)))]
+pub async fn set_access_key<S: Store>(
+    State(state): State<AppState<S>>,
+    Auth(session): Auth,
+    ApiJson(body): ApiJson<AccessKeyBody>,
+) -> Result<StatusCode, AppError> {
+    let key = body
+        .access_key
+        .as_deref()
+        .map(|k| decode_b64("access_key", k, ACCESS_KEY_LEN))
+        .transpose()?;
+    messaging::set_access_key(&state, &session.account, key.as_deref()).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
