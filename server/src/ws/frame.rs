@@ -448,16 +448,24 @@ mod tests {
         unsub.extend_from_slice(&[3; 16]);
         let mut send = vec![1, T_SEND, 0, 0, 0, 8];
         send.extend_from_slice(&[6; 16]);
-        send.extend_from_slice(b"{}");
-        assert!(matches!(
+        send.extend_from_slice(&[8; 16]);
+        send.extend_from_slice(&[FLAG_EPHEMERAL, 0, 2]);
+        send.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 2, 0xaa, 0xbb]);
+        send.extend_from_slice(&[0, 0, 0, 3, 0, 0, 0, 1, 0xcc]);
+        assert_eq!(
             decode(&send),
             Ok(ClientFrame::Send {
                 request_id: 8,
-                body: b"{}",
-                ..
+                account: Id::from([6; 16]),
+                message_id: Id::from([8; 16]),
+                ephemeral: true,
+                envelopes: vec![(1, &[0xaa, 0xbb][..]), (3, &[0xcc][..])],
             })
-        ));
-        for frame in [&ack, &sub, &signal, &unsub] {
+        );
+        let mut bad_flags = send.clone();
+        bad_flags[38] = 0x80;
+        assert_eq!(decode(&bad_flags), Err(FrameError::Flags));
+        for frame in [&ack, &sub, &signal, &unsub, &send] {
             assert!(decode(frame).is_ok());
             // Every strict prefix fails cleanly (signal needs a payload byte).
             for cut in 0..frame.len() {
