@@ -227,7 +227,7 @@ impl Default for WsSettings {
         Self {
             allowed_origins: Vec::new(),
             ticket_ttl_secs: 30,
-            max_message_bytes: 256 * 1024,
+            max_message_bytes: 512 * 1024,
             read_buffer_bytes: 4096,
             max_signal_bytes: 4096,
             send_timeout_secs: 10,

@@ -176,7 +176,8 @@ pub async fn run<S: Store>(
                 CLOSE_REPLACED,
                 "replaced by a newer connection",
             )),
-            Event::Incoming(None | Some(Err(_))) => Err(Stop::Gone),
+            Event::Incoming(None) => Err(Stop::Gone),
+            Event::Incoming(Some(Err(err))) => Err(read_error(err)),
             Event::Incoming(Some(Ok(msg))) => conn.incoming(msg).await,
             Event::Mail => {
                 conn.mail_dirty = true;
@@ -210,6 +211,16 @@ pub async fn run<S: Store>(
     drop(mailbox);
     drop(reg);
     metrics::gauge!("haven_ws_connections").decrement(1.0);
+}
+
+/// Maps a read error: an oversize message is closed with 1009, anything else ends the socket.
+fn read_error(err: axum::Error) -> Stop {
+    match err.into_inner().downcast::<tungstenite::Error>() {
+        Ok(e) if matches!(*e, tungstenite::Error::Capacity(_)) => {
+            Stop::Close(1009, "message too big")
+        }
+        _ => Stop::Gone,
+    }
 }
 
 /// The JSON body and status of an error, exactly as the HTTP API would answer.
