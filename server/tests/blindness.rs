@@ -123,3 +123,191 @@ async fn postgres_tables_never_contain_username_or_password() {
     assert_clean(dump.as_bytes(), "postgres dump");
     assert_clean(dump.to_lowercase().as_bytes(), "postgres dump (lowercased)");
 }
+
+/// Captured log output of the current thread.
+#[derive(Clone, Default)]
+struct LogBuf(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogBuf {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Every form in which the sender of a sealed message could leak: its account id, device id,
+/// identity key and client address.
+fn sender_forms(account: &str, device: &str, identity: &[u8], ip: &str) -> Vec<Vec<u8>> {
+    let account_raw = hex::decode(account).unwrap();
+    let device_raw = hex::decode(device).unwrap();
+    let mut forms = vec![
+        account.as_bytes().to_vec(),
+        account.to_uppercase().into_bytes(),
+        account_raw.clone(),
+        STANDARD.encode(&account_raw).into_bytes(),
+        device.as_bytes().to_vec(),
+        device_raw,
+        identity.to_vec(),
+        hex::encode(identity).into_bytes(),
+        ip.as_bytes().to_vec(),
+    ];
+    forms.push(
+        STANDARD
+            .encode(identity)
+            .trim_end_matches('=')
+            .as_bytes()
+            .to_vec(),
+    );
+    forms
+}
+
+fn assert_free_of(haystack: &[u8], forms: &[Vec<u8>], what: &str) {
+    assert!(
+        !haystack.is_empty(),
+        "{what} is empty: the test would prove nothing"
+    );
+    for form in forms {
+        assert!(
+            !haystack.windows(form.len()).any(|w| w == form.as_slice()),
+            "{what} contains {:?}",
+            String::from_utf8_lossy(form)
+        );
+    }
+}
+
+/// A sealed send from Alice to Bob (a real SDK sealed-sender envelope carrying Alice's relay
+/// certificate), made from a known client address. Returns the forbidden forms.
+async fn sealed_exercise<S: Store>(h: &Harness<S>) -> Vec<Vec<u8>> {
+    use axum::http::{Method, Request, StatusCode};
+    use rand_core::SeedableRng as _;
+    let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(11);
+    let alice_id = haven_sdk::IdentityKeyPair::generate(&mut rng);
+    let bob_id = haven_sdk::IdentityKeyPair::generate(&mut rng);
+    let alice = common::Tokens::from_json(
+        &h.try_register_with_key(None, PASSWORD, &alice_id.public().to_bytes())
+            .await
+            .expect(StatusCode::CREATED)
+            .body,
+    );
+    let bob = common::Tokens::from_json(
+        &h.try_register_with_key(None, PASSWORD, &bob_id.public().to_bytes())
+            .await
+            .expect(StatusCode::CREATED)
+            .body,
+    );
+    let access_key = [7u8; 16];
+    h.call(
+        Method::PUT,
+        "/v1/account/access-key",
+        Some(json!({"access_key": common::b64(&access_key)})),
+        Some(&bob.access),
+    )
+    .await
+    .expect(StatusCode::NO_CONTENT);
+    let cert = h
+        .call(Method::POST, "/v1/certificate", None, Some(&alice.access))
+        .await
+        .expect(StatusCode::OK);
+    let cert = haven_sdk::SenderCertificate::from_bytes(
+        &STANDARD
+            .decode(cert.body["certificate"].as_str().unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    let sealed =
+        haven_sdk::seal_sender(&alice_id, &cert, bob_id.public(), 1, b"hello", &mut rng).unwrap();
+    let ip = "203.0.113.77";
+    let body = json!({
+        "message_id": haven_relay::ids::Id::random(),
+        "envelopes": [{"device_number": 1, "content": common::b64(&sealed)}],
+    });
+    let mut req = Request::builder()
+        .method(Method::POST)
+        .uri(format!("/v1/messages/{}/sealed", bob.account_id))
+        .header("content-type", "application/json")
+        .header("unidentified-access-key", common::b64(&access_key))
+        .body(axum::body::Body::from(serde_json::to_vec(&body).unwrap()))
+        .unwrap();
+    req.extensions_mut()
+        .insert(axum::extract::ConnectInfo(std::net::SocketAddr::from((
+            [203, 0, 113, 77],
+            40_000,
+        ))));
+    h.raw(req).await.expect(StatusCode::OK);
+    sender_forms(
+        &alice.account_id,
+        &alice.device_id,
+        &alice_id.public().to_bytes(),
+        ip,
+    )
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn sealed_send_leaves_nothing_about_the_sender_in_envelopes_or_logs_sqlite() {
+    let logs = LogBuf::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let h = Harness::sqlite().await.unwrap();
+    let forms = sealed_exercise(&h).await;
+    let rows: Vec<(Vec<u8>, Vec<u8>, Option<Vec<u8>>, Option<i64>)> =
+        sqlx::query_as("SELECT message_id, content, source_account, source_device FROM envelopes")
+            .fetch_all(h.store.pool())
+            .await
+            .unwrap();
+    assert_eq!(rows.len(), 1);
+    assert!(
+        rows[0].2.is_none() && rows[0].3.is_none(),
+        "no source on a sealed send"
+    );
+    let mut dump = Vec::new();
+    for table in ["envelopes", "shared_payloads"] {
+        let all: Vec<(String,)> =
+            sqlx::query_as(&format!("SELECT quote(t.rowid) || '' FROM {table} t"))
+                .fetch_all(h.store.pool())
+                .await
+                .unwrap();
+        for (row,) in all {
+            dump.extend_from_slice(row.as_bytes());
+        }
+    }
+    for (id, content, _, _) in &rows {
+        dump.extend_from_slice(id);
+        dump.extend_from_slice(content);
+        dump.extend_from_slice(hex::encode(content).as_bytes());
+    }
+    assert_free_of(&dump, &forms, "envelope rows");
+    let logs = logs.0.lock().unwrap().clone();
+    assert!(
+        String::from_utf8_lossy(&logs).contains("account registered"),
+        "logs were captured"
+    );
+    assert_free_of(&logs, &forms[8..], "logs (client address)");
+    assert_free_of(&logs, &forms, "logs");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn sealed_send_leaves_nothing_about_the_sender_in_envelopes_postgres() {
+    let Some(h) = Harness::postgres().await else {
+        return;
+    };
+    let forms = sealed_exercise(&h).await;
+    let rows: Vec<(String,)> = sqlx::query_as("SELECT t::text FROM envelopes t")
+        .fetch_all(h.store.pool())
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1);
+    let dump: String = rows.into_iter().map(|(r,)| r).collect();
+    assert_free_of(dump.as_bytes(), &forms, "postgres envelope rows");
+    assert_free_of(
+        dump.to_lowercase().as_bytes(),
+        &forms,
+        "postgres envelope rows",
+    );
+}

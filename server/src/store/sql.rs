@@ -84,6 +84,39 @@ macro_rules! impl_sql_store {
             Ok(done.rows_affected() > 0)
         }
 
+        /// Counts deleted envelope rows and collects the shared payloads they referred to.
+        fn collect_payloads(
+            rows: &[<$db as sqlx::Database>::Row],
+            payloads: &mut Vec<Vec<u8>>,
+        ) -> $crate::store::StoreResult<u64> {
+            use sqlx::Row as _;
+            for row in rows {
+                if let Some(p) = row.try_get::<Option<Vec<u8>>, _>("payload_id")? {
+                    payloads.push(p);
+                }
+            }
+            Ok(u64::try_from(rows.len()).unwrap_or(u64::MAX))
+        }
+
+        /// Deletes those of `payloads` that no envelope refers to any more.
+        async fn drop_orphan_payloads(
+            tx: &mut sqlx::Transaction<'_, $db>,
+            mut payloads: Vec<Vec<u8>>,
+        ) -> $crate::store::StoreResult<()> {
+            payloads.sort_unstable();
+            payloads.dedup();
+            for payload in &payloads {
+                sqlx::query(
+                    "DELETE FROM shared_payloads WHERE id = $1 \
+                     AND NOT EXISTS (SELECT 1 FROM envelopes WHERE payload_id = $1)",
+                )
+                .bind(&payload[..])
+                .execute(&mut **tx)
+                .await?;
+            }
+            Ok(())
+        }
+
         async fn claim_one_time(
             pool: &sqlx::Pool<$db>,
             account: &$crate::ids::Id,
@@ -1083,7 +1116,6 @@ macro_rules! impl_sql_store {
                 device: u32,
                 ids: &[$crate::ids::Id],
             ) -> $crate::store::StoreResult<u64> {
-                use sqlx::Row as _;
                 let mut tx = self.pool.begin().await?;
                 let mut deleted = 0u64;
                 let mut payloads: Vec<Vec<u8>> = Vec::new();
@@ -1097,24 +1129,9 @@ macro_rules! impl_sql_store {
                     .bind(&id.as_bytes()[..])
                     .fetch_all(&mut *tx)
                     .await?;
-                    for row in &rows {
-                        deleted += 1;
-                        if let Some(p) = row.try_get::<Option<Vec<u8>>, _>("payload_id")? {
-                            payloads.push(p);
-                        }
-                    }
+                    deleted += collect_payloads(&rows, &mut payloads)?;
                 }
-                payloads.sort_unstable();
-                payloads.dedup();
-                for payload in &payloads {
-                    sqlx::query(
-                        "DELETE FROM shared_payloads WHERE id = $1 \
-                         AND NOT EXISTS (SELECT 1 FROM envelopes WHERE payload_id = $1)",
-                    )
-                    .bind(&payload[..])
-                    .execute(&mut *tx)
-                    .await?;
-                }
+                drop_orphan_payloads(&mut tx, payloads).await?;
                 tx.commit().await?;
                 Ok(deleted)
             }
@@ -1126,16 +1143,20 @@ macro_rules! impl_sql_store {
                 up_to: i64,
             ) -> $crate::store::StoreResult<u64> {
                 let mut tx = self.pool.begin().await?;
-                let done = sqlx::query(
-                    "DELETE FROM envelopes WHERE account_id = $1 AND device_number = $2 AND seq <= $3",
+                let rows = sqlx::query(
+                    "DELETE FROM envelopes WHERE account_id = $1 AND device_number = $2 \
+                     AND seq <= $3 RETURNING payload_id",
                 )
                 .bind(&account.as_bytes()[..])
                 .bind(i64::from(device))
                 .bind(up_to)
-                .execute(&mut *tx)
+                .fetch_all(&mut *tx)
                 .await?;
+                let mut payloads = Vec::new();
+                let deleted = collect_payloads(&rows, &mut payloads)?;
+                drop_orphan_payloads(&mut tx, payloads).await?;
                 tx.commit().await?;
-                Ok(done.rows_affected())
+                Ok(deleted)
             }
 
             async fn queue_stats(

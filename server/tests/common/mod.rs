@@ -183,6 +183,7 @@ impl Reply {
 pub struct Tokens {
     pub account_id: String,
     pub device_id: String,
+    pub device_number: u32,
     pub access: String,
     pub refresh: String,
 }
@@ -192,6 +193,7 @@ impl Tokens {
         Self {
             account_id: v["account_id"].as_str().unwrap().to_owned(),
             device_id: v["device_id"].as_str().unwrap().to_owned(),
+            device_number: u32::try_from(v["device_number"].as_u64().unwrap()).unwrap(),
             access: v["access_token"].as_str().unwrap().to_owned(),
             refresh: v["refresh_token"].as_str().unwrap().to_owned(),
         }
@@ -261,6 +263,17 @@ impl<S: Store> Harness<S> {
 
     /// Full OPAQUE registration with a fresh device; returns the reply of register/finish.
     pub async fn try_register(&self, username: Option<&str>, password: &str) -> Reply {
+        self.try_register_with_key(username, password, &[1u8; 32])
+            .await
+    }
+
+    /// Like [`Self::try_register`] with the given device identity key.
+    pub async fn try_register_with_key(
+        &self,
+        username: Option<&str>,
+        password: &str,
+        identity_key: &[u8],
+    ) -> Reply {
         let start = ClientRegistration::<Cs>::start(&mut OsRng, password.as_bytes()).unwrap();
         let reply = self
             .post(
@@ -291,7 +304,7 @@ impl<S: Store> Harness<S> {
         let mut body = json!({
             "registration_id": reply.body["registration_id"],
             "registration_upload": b64(&finish.message.serialize()),
-            "device": { "identity_key": b64(&[1u8; 32]), "name": b64(b"encrypted-name") },
+            "device": { "identity_key": b64(identity_key), "name": b64(b"encrypted-name") },
         });
         if let Some(name) = username {
             body["username"] = json!(name);
