@@ -158,8 +158,8 @@ pub async fn run<S: Store>(
                     futures_util::future::select_all(waits).await.0
                 }
             };
+            // Unbiased (random branch order): a busy socket cannot starve hints and vice versa.
             tokio::select! {
-                biased;
                 _ = reg.shutdown.wait_for(|s| *s) => Event::Shutdown,
                 _ = &mut reg.replaced => Event::Replaced,
                 msg = conn.socket.next() => Event::Incoming(msg),
@@ -193,7 +193,12 @@ pub async fn run<S: Store>(
                 conn.send(frame::ephemeral(&msg.message_id, msg.source, &msg.content))
                     .await
             }
-            Event::Ephemeral(None) => Ok(()),
+            Event::Ephemeral(None) => {
+                // The router dropped this subscription (cannot happen while it is open, but a
+                // closed receiver would otherwise wake the loop forever): subscribe again.
+                ephemeral = hub.subscribe_ephemeral(&device);
+                Ok(())
+            }
             Event::Poll => conn.poll().await,
             Event::Ping => {
                 if conn.last_heard.elapsed() > idle {
