@@ -735,7 +735,10 @@ async fn health_ready_headers_and_openapi<S: Store>(h: Harness<S>) {
     assert_eq!(listed, expected);
     // Every documented route exists in the router (not the 404 fallback or 405).
     for (method, path) in ROUTES {
-        let path = path.replace("{device_id}", &Id::random().to_hex());
+        let path = path
+            .replace("{device_id}", &Id::random().to_hex())
+            .replace("{account_id}", &Id::random().to_hex())
+            .replace("{device_number}", "1");
         let reply = h.call(method.parse().unwrap(), &path, None, None).await;
         assert!(
             reply.status != StatusCode::NOT_FOUND || reply.code() == "device_not_found",
@@ -911,6 +914,19 @@ const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/account/totp/setup"),
     ("POST", "/v1/account/totp/verify"),
     ("POST", "/v1/account/totp/disable"),
+    ("PUT", "/v1/account/access-key"),
+    ("PUT", "/v1/keys"),
+    ("GET", "/v1/keys/counts"),
+    ("GET", "/v1/keys/digest"),
+    ("GET", "/v1/keys/{account_id}"),
+    ("GET", "/v1/keys/{account_id}/{device_number}"),
+    ("GET", "/v1/messages"),
+    ("POST", "/v1/messages/ack"),
+    ("POST", "/v1/messages/multi"),
+    ("POST", "/v1/messages/{account_id}"),
+    ("POST", "/v1/messages/{account_id}/sealed"),
+    ("GET", "/v1/certificate/key"),
+    ("POST", "/v1/certificate"),
 ];
 
 on_both_backends!(

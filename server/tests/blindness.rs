@@ -256,7 +256,8 @@ async fn sealed_send_leaves_nothing_about_the_sender_in_envelopes_or_logs_sqlite
     let _guard = tracing::subscriber::set_default(subscriber);
     let h = Harness::sqlite().await.unwrap();
     let forms = sealed_exercise(&h).await;
-    let rows: Vec<(Vec<u8>, Vec<u8>, Option<Vec<u8>>, Option<i64>)> =
+    type EnvelopeRow = (Vec<u8>, Vec<u8>, Option<Vec<u8>>, Option<i64>);
+    let rows: Vec<EnvelopeRow> =
         sqlx::query_as("SELECT message_id, content, source_account, source_device FROM envelopes")
             .fetch_all(h.store.pool())
             .await
