@@ -738,6 +738,7 @@ async fn health_ready_headers_and_openapi<S: Store>(h: Harness<S>) {
         let path = path
             .replace("{device_id}", &Id::random().to_hex())
             .replace("{account_id}", &Id::random().to_hex())
+            .replace("{channel_id}", &Id::random().to_hex())
             .replace("{device_number}", "1");
         let reply = h.call(method.parse().unwrap(), &path, None, None).await;
         assert!(
@@ -927,6 +928,11 @@ const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/messages/{account_id}/sealed"),
     ("GET", "/v1/certificate/key"),
     ("POST", "/v1/certificate"),
+    ("GET", "/v1/ws"),
+    ("POST", "/v1/ws/ticket"),
+    ("POST", "/v1/channels"),
+    ("POST", "/v1/channels/{channel_id}/entries"),
+    ("GET", "/v1/channels/{channel_id}/entries"),
 ];
 
 on_both_backends!(
