@@ -870,6 +870,9 @@ pub fn spawn_reaper<S: Store>(
         let mut ticker = tokio::time::interval(every);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            if *stop.borrow() {
+                break;
+            }
             tokio::select! {
                 _ = ticker.tick() => {
                     match reap_once(&state, clock()).await {
