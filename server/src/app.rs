@@ -39,6 +39,9 @@ pub enum LaunchError {
     /// Connecting to Redis for the shared rate limits failed.
     #[error("rate limiter: {0}")]
     RateLimit(#[from] haven_ratelimit::RateLimitError),
+    /// Connecting the hub to Redis pub/sub failed.
+    #[error(transparent)]
+    Hints(#[from] crate::hub_redis::HintError),
     /// Binding or serving failed.
     #[error("i/o error: {0}")]
     Io(#[from] std::io::Error),
@@ -121,6 +124,13 @@ pub fn app<S: Store>(state: AppState<S>) -> Router {
         .route(
             "/v1/vault/{collection_id}/changes",
             get(vault::changes::<S>),
+        )
+        .route("/v1/ws", get(crate::ws::upgrade::<S>))
+        .route("/v1/ws/ticket", post(crate::ws::ticket::<S>))
+        .route("/v1/channels", post(crate::channels::create::<S>))
+        .route(
+            "/v1/channels/{channel_id}/entries",
+            post(crate::channels::append_entry::<S>).get(crate::channels::read_entries::<S>),
         )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -292,6 +302,19 @@ async fn serve<S: Store>(
         crate::messaging::system_clock(),
         stop_rx.clone(),
     );
+    if let Some(url) = &state.settings().redis_url {
+        state.hub().attach_redis(url.expose()).await?;
+    }
+    tokio::spawn(reap_channels(state.clone(), stop_rx.clone()));
+    // Sockets outlive the HTTP connection that upgraded them: tell them to close (1001) as soon
+    // as shutdown starts, and wait for them after the HTTP server drained.
+    let hub = state.hub().clone();
+    let mut hub_stop = stop_rx.clone();
+    tokio::spawn(async move {
+        let _ = hub_stop.wait_for(|stop| *stop).await;
+        hub.begin_shutdown();
+    });
+    let hub = state.hub().clone();
     tracing::info!(addr = %listener.local_addr()?, "relay listening");
     axum::serve(
         listener,
@@ -302,6 +325,37 @@ async fn serve<S: Store>(
     if let Err(err) = reaper.await {
         tracing::warn!(%err, "reaper task ended abnormally");
     }
+    if !hub.wait_sockets_closed(SOCKET_DRAIN).await {
+        tracing::warn!(
+            open = hub.live_sockets(),
+            "websockets still open at shutdown"
+        );
+    }
     tracing::info!("relay stopped");
     Ok(())
+}
+
+/// How long shutdown waits for WebSockets to finish their close handshake.
+const SOCKET_DRAIN: Duration = Duration::from_secs(5);
+
+/// Deletes expired channels (with their entries) and expired WebSocket tickets periodically.
+async fn reap_channels<S: Store>(state: AppState<S>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let every = Duration::from_secs(state.settings().channels.reap_interval_secs);
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            _ = tick.tick() => {}
+        }
+        let now = crate::state::now_i64();
+        match state.store().reap_channels(now).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(channels = n, "expired channels reaped"),
+            Err(err) => tracing::warn!(%err, "channel reaper failed"),
+        }
+        if let Err(err) = state.store().reap_tickets(now).await {
+            tracing::warn!(%err, "ticket reaper failed");
+        }
+    }
 }

@@ -6,8 +6,10 @@
 
 pub mod app;
 pub mod auth;
+pub mod channels;
 pub mod error;
 pub mod hub;
+pub mod hub_redis;
 pub mod ids;
 pub mod limits;
 pub mod messaging;
@@ -17,6 +19,7 @@ pub mod secrets;
 pub mod settings;
 pub mod state;
 pub mod store;
+pub mod ws;
 
 pub use app::{LaunchError, app, launch_with_listener};
 pub use error::AppError;

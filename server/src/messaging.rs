@@ -329,9 +329,7 @@ impl EphemeralHub {
 /// Wakes the sockets of a device whose queue got mail (in-process hub). The single place where
 /// the messaging service announces new mail, so a cross-instance publisher can hook in here.
 pub fn notify_mailbox<S: Store>(state: &AppState<S>, account: Id, device: u32) {
-    state
-        .hub()
-        .publish_local(&Topic::Mailbox { account, device });
+    state.hub().publish(&Topic::Mailbox { account, device });
 }
 
 /// `SHA-256("haven/access-key/v1" || 0x00 || key)`: what the relay stores of an

@@ -55,6 +55,11 @@ use crate::routes::{account, auth, certificate, devices, health, keys, messages,
         vault::history,
         vault::changes,
         vault::usage,
+        crate::ws::ticket,
+        crate::ws::upgrade,
+        crate::channels::create,
+        crate::channels::append_entry,
+        crate::channels::read_entries,
     )
 )]
 struct ApiDoc;

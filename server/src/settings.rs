@@ -124,6 +124,10 @@ pub struct Settings {
     /// Serialized OPAQUE `ServerSetup`, base64; generated and stored if absent
     /// (`HAVEN_OPAQUE_SERVER_SETUP`).
     pub opaque_server_setup: Option<SecretSetting>,
+    /// The WebSocket (`[ws]` section).
+    pub ws: WsSettings,
+    /// Channels (`[channels]` section).
+    pub channels: ChannelSettings,
     /// Ed25519 seed (base64 of 32 bytes) of the key signing sender certificates; generated and
     /// stored if absent (`HAVEN_CERTIFICATE_KEY`).
     pub certificate_key: Option<SecretSetting>,
@@ -229,6 +233,90 @@ impl Default for VaultSettings {
     }
 }
 
+/// WebSocket settings (`[ws]`; environment variables `HAVEN_WS_*`).
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct WsSettings {
+    /// Browser origins allowed to open a socket; a request without `Origin` (native clients) is
+    /// always allowed, one with any other origin is refused (`HAVEN_WS_ALLOWED_ORIGINS`).
+    pub allowed_origins: Vec<String>,
+    /// Lifetime of a ticket from `POST /v1/ws/ticket` (`HAVEN_WS_TICKET_TTL_SECS`).
+    pub ticket_ttl_secs: u64,
+    /// Largest WebSocket message (and frame) accepted from a client; bigger ones close the socket
+    /// with 1009 (`HAVEN_WS_MAX_MESSAGE_BYTES`).
+    pub max_message_bytes: usize,
+    /// Socket read buffer (`HAVEN_WS_READ_BUFFER_BYTES`): small keeps idle sockets cheap.
+    pub read_buffer_bytes: usize,
+    /// Largest ephemeral signal payload (`HAVEN_WS_MAX_SIGNAL_BYTES`).
+    pub max_signal_bytes: usize,
+    /// How long one write to the socket may block before the socket is closed with 1013
+    /// (`HAVEN_WS_SEND_TIMEOUT_SECS`).
+    pub send_timeout_secs: u64,
+    /// Interval between server pings (`HAVEN_WS_PING_INTERVAL_SECS`).
+    pub ping_interval_secs: u64,
+    /// A socket from which nothing (not even a pong) arrived for this long is closed
+    /// (`HAVEN_WS_IDLE_TIMEOUT_SECS`).
+    pub idle_timeout_secs: u64,
+    /// Interval of the safety poll of the mailbox in the database, in case a hint was lost
+    /// (`HAVEN_WS_POLL_INTERVAL_SECS`).
+    pub poll_interval_secs: u64,
+    /// Envelopes delivered but not yet acknowledged, per socket, before delivery pauses
+    /// (`HAVEN_WS_DELIVERY_WINDOW`).
+    pub delivery_window: usize,
+    /// Channel subscriptions per socket (`HAVEN_WS_MAX_SUBSCRIPTIONS`).
+    pub max_subscriptions: usize,
+}
+
+impl Default for WsSettings {
+    fn default() -> Self {
+        Self {
+            allowed_origins: Vec::new(),
+            ticket_ttl_secs: 30,
+            max_message_bytes: 512 * 1024,
+            read_buffer_bytes: 4096,
+            max_signal_bytes: 4096,
+            send_timeout_secs: 10,
+            ping_interval_secs: 30,
+            idle_timeout_secs: 90,
+            poll_interval_secs: 30,
+            delivery_window: 256,
+            max_subscriptions: 64,
+        }
+    }
+}
+
+/// Channel settings (`[channels]`; environment variables `HAVEN_CHANNEL_*`).
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ChannelSettings {
+    /// Largest entry in bytes (`HAVEN_CHANNEL_MAX_ENTRY_BYTES`).
+    pub max_entry_bytes: usize,
+    /// Entries per channel (`HAVEN_CHANNEL_MAX_ENTRIES`).
+    pub max_entries: u64,
+    /// Total entry bytes per channel (`HAVEN_CHANNEL_MAX_BYTES`).
+    pub max_bytes: u64,
+    /// Longest lifetime a channel may ask for, and the default (`HAVEN_CHANNEL_MAX_TTL_SECS`).
+    pub max_ttl_secs: u64,
+    /// Largest page of `GET /v1/channels/{id}/entries` (`HAVEN_CHANNEL_PAGE_LIMIT`).
+    pub page_limit: u32,
+    /// Interval of the reaper that deletes expired channels and tickets
+    /// (`HAVEN_CHANNEL_REAP_INTERVAL_SECS`).
+    pub reap_interval_secs: u64,
+}
+
+impl Default for ChannelSettings {
+    fn default() -> Self {
+        Self {
+            max_entry_bytes: 32 * 1024,
+            max_entries: 100_000,
+            max_bytes: 256 << 20,
+            max_ttl_secs: 90 * 86_400,
+            page_limit: 500,
+            reap_interval_secs: 300,
+        }
+    }
+}
+
 /// The `[keys]` section: key directory limits and sender certificates. Environment:
 /// `HAVEN_KEYS_<FIELD>` in upper case.
 #[derive(Clone, Debug, Deserialize)]
@@ -330,6 +418,8 @@ impl Default for Settings {
             username_pepper: None,
             jwt_secret: None,
             opaque_server_setup: None,
+            ws: WsSettings::default(),
+            channels: ChannelSettings::default(),
             certificate_key: None,
             mail: MailSettings::default(),
             keys: KeySettings::default(),
@@ -424,13 +514,37 @@ impl Settings {
             vault.time_granularity_secs,
             "HAVEN_VAULT_TIME_GRANULARITY_SECS"
         );
-        if let Some(v) = get("HAVEN_CORS_ALLOWED_ORIGINS") {
-            self.cors_allowed_origins = v
-                .split(',')
+        number!(ws.ticket_ttl_secs, "HAVEN_WS_TICKET_TTL_SECS");
+        number!(ws.max_message_bytes, "HAVEN_WS_MAX_MESSAGE_BYTES");
+        number!(ws.read_buffer_bytes, "HAVEN_WS_READ_BUFFER_BYTES");
+        number!(ws.max_signal_bytes, "HAVEN_WS_MAX_SIGNAL_BYTES");
+        number!(ws.send_timeout_secs, "HAVEN_WS_SEND_TIMEOUT_SECS");
+        number!(ws.ping_interval_secs, "HAVEN_WS_PING_INTERVAL_SECS");
+        number!(ws.idle_timeout_secs, "HAVEN_WS_IDLE_TIMEOUT_SECS");
+        number!(ws.poll_interval_secs, "HAVEN_WS_POLL_INTERVAL_SECS");
+        number!(ws.delivery_window, "HAVEN_WS_DELIVERY_WINDOW");
+        number!(ws.max_subscriptions, "HAVEN_WS_MAX_SUBSCRIPTIONS");
+        number!(channels.max_entry_bytes, "HAVEN_CHANNEL_MAX_ENTRY_BYTES");
+        number!(channels.max_entries, "HAVEN_CHANNEL_MAX_ENTRIES");
+        number!(channels.max_bytes, "HAVEN_CHANNEL_MAX_BYTES");
+        number!(channels.max_ttl_secs, "HAVEN_CHANNEL_MAX_TTL_SECS");
+        number!(channels.page_limit, "HAVEN_CHANNEL_PAGE_LIMIT");
+        number!(
+            channels.reap_interval_secs,
+            "HAVEN_CHANNEL_REAP_INTERVAL_SECS"
+        );
+        let list = |v: String| -> Vec<String> {
+            v.split(',')
                 .map(str::trim)
                 .filter(|s| !s.is_empty())
                 .map(str::to_owned)
-                .collect();
+                .collect()
+        };
+        if let Some(v) = get("HAVEN_CORS_ALLOWED_ORIGINS") {
+            self.cors_allowed_origins = list(v);
+        }
+        if let Some(v) = get("HAVEN_WS_ALLOWED_ORIGINS") {
+            self.ws.allowed_origins = list(v);
         }
         if let Some(v) = get("HAVEN_HSTS") {
             self.hsts = parse_bool("HAVEN_HSTS", &v)?;
@@ -534,6 +648,82 @@ impl Settings {
                 "rate_limit_per_minute",
             ),
         ];
+        let ws = &self.ws;
+        let ws_checks: [(bool, &'static str); 9] = [
+            (
+                (1..=600).contains(&ws.ticket_ttl_secs),
+                "ws.ticket_ttl_secs",
+            ),
+            (
+                (1024..=16 << 20).contains(&ws.max_message_bytes),
+                "ws.max_message_bytes",
+            ),
+            (
+                (256..=1 << 20).contains(&ws.read_buffer_bytes),
+                "ws.read_buffer_bytes",
+            ),
+            (
+                (1..=ws.max_message_bytes).contains(&ws.max_signal_bytes),
+                "ws.max_signal_bytes",
+            ),
+            (
+                (1..=600).contains(&ws.send_timeout_secs),
+                "ws.send_timeout_secs",
+            ),
+            (
+                ws.ping_interval_secs >= 1 && ws.idle_timeout_secs > ws.ping_interval_secs,
+                "ws.idle_timeout_secs",
+            ),
+            (
+                (1..=86_400).contains(&ws.poll_interval_secs),
+                "ws.poll_interval_secs",
+            ),
+            (
+                (1..=65_536).contains(&ws.delivery_window),
+                "ws.delivery_window",
+            ),
+            (
+                (1..=4096).contains(&ws.max_subscriptions),
+                "ws.max_subscriptions",
+            ),
+        ];
+        let ch = &self.channels;
+        let channel_checks: [(bool, &'static str); 5] = [
+            (
+                (1..=16 << 20).contains(&ch.max_entry_bytes),
+                "channels.max_entry_bytes",
+            ),
+            (
+                ch.max_entries >= 1 && i64::try_from(ch.max_entries).is_ok(),
+                "channels.max_entries",
+            ),
+            (
+                ch.max_bytes >= 1 && i64::try_from(ch.max_bytes).is_ok(),
+                "channels.max_bytes",
+            ),
+            (
+                (60..=10 * 365 * 86_400).contains(&ch.max_ttl_secs),
+                "channels.max_ttl_secs",
+            ),
+            (
+                (1..=10_000).contains(&ch.page_limit) && ch.reap_interval_secs >= 1,
+                "channels.page_limit",
+            ),
+        ];
+        if let Some((_, name)) = ws_checks
+            .iter()
+            .chain(channel_checks.iter())
+            .find(|(ok, _)| !ok)
+        {
+            return Err(SettingsError::Range(name));
+        }
+        let valid_origin = |o: &String| {
+            (o.starts_with("https://") || o.starts_with("http://"))
+                && axum::http::HeaderValue::from_str(o).is_ok()
+        };
+        if !self.ws.allowed_origins.iter().all(valid_origin) {
+            return Err(SettingsError::Range("ws.allowed_origins"));
+        }
         let origins_ok = self.cors_allowed_origins.iter().all(|o| {
             (o.starts_with("https://") || o.starts_with("http://"))
                 && axum::http::HeaderValue::from_str(o).is_ok()

@@ -39,6 +39,7 @@ impl<S: Store> Clone for AppState<S> {
 impl<S: Store> AppState<S> {
     /// Builds the state.
     pub fn new(store: S, settings: Settings, secrets: ServerSecrets, limits: Limits) -> Self {
+        let ephemeral = EphemeralHub::new();
         Self {
             inner: Arc::new(Inner {
                 store,
@@ -46,8 +47,8 @@ impl<S: Store> AppState<S> {
                 secrets,
                 limits,
                 addr_key: Key32::random(),
-                hub: Hub::new(),
-                ephemeral: EphemeralHub::new(),
+                hub: Hub::with_ephemeral(ephemeral.clone()),
+                ephemeral,
             }),
         }
     }

@@ -741,6 +741,7 @@ async fn health_ready_headers_and_openapi<S: Store>(h: Harness<S>) {
             "{account_id}",
             "{collection_id}",
             "{item_id}",
+            "{channel_id}",
         ] {
             path = path.replace(param, &Id::random().to_hex());
         }
@@ -940,6 +941,11 @@ const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/vault/{collection_id}/items/{item_id}/history"),
     ("GET", "/v1/vault/{collection_id}/changes"),
     ("GET", "/v1/vault/usage"),
+    ("GET", "/v1/ws"),
+    ("POST", "/v1/ws/ticket"),
+    ("POST", "/v1/channels"),
+    ("POST", "/v1/channels/{channel_id}/entries"),
+    ("GET", "/v1/channels/{channel_id}/entries"),
 ];
 
 on_both_backends!(

@@ -2,6 +2,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
+#[path = "support/relay.rs"]
+mod relay;
 
 use axum::http::StatusCode;
 use common::{Guard, Harness};
@@ -119,4 +121,138 @@ async fn failure_limits_are_shared_through_redis() {
     }
     let ready = b.call(axum::http::Method::GET, "/ready", None, None).await;
     ready.expect(StatusCode::OK);
+}
+
+/// Two (or three) relay processes on one Postgres database, A and B sharing Redis.
+struct Cluster {
+    _h: Harness<haven_relay::store::PgStore>,
+    url: String,
+    redis: String,
+    alice: common::Tokens,
+    bob: common::Tokens,
+}
+
+async fn cluster() -> Option<Cluster> {
+    let Ok(redis) = std::env::var("HAVEN_TEST_REDIS_URL") else {
+        println!("skipped: HAVEN_TEST_REDIS_URL is not set");
+        return None;
+    };
+    let (url, guard) = common::pg_database().await?;
+    let store = haven_relay::store::PgStore::connect(&url).await.unwrap();
+    let h = Harness::with_settings(store, guard, common::test_settings()).await;
+    let alice = h.register(None, PASSWORD).await;
+    let bob = h.register(None, PASSWORD).await;
+    Some(Cluster {
+        _h: h,
+        url,
+        redis,
+        alice,
+        bob,
+    })
+}
+
+impl Cluster {
+    fn spawn(&self, redis: bool, poll_secs: &str) -> relay::Relay {
+        use base64::Engine as _;
+        let jwt = base64::engine::general_purpose::STANDARD.encode(common::TEST_JWT_KEY);
+        let mut env = vec![
+            ("DATABASE_URL", self.url.as_str()),
+            ("HAVEN_JWT_SECRET", jwt.as_str()),
+            ("HAVEN_WS_POLL_INTERVAL_SECS", poll_secs),
+        ];
+        if redis {
+            env.push(("REDIS_URL", self.redis.as_str()));
+        }
+        tokio::task::block_in_place(|| relay::Relay::spawn(&env))
+    }
+}
+
+const WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+async fn rest_send(addr: &str, from: &common::Tokens, to: &common::Tokens, content: &[u8]) {
+    let (status, body) = relay::http(
+        addr,
+        "POST",
+        &format!("/v1/messages/{}", to.account_id),
+        Some(&from.access),
+        Some(&json!({
+            "message_id": haven_relay::ids::Id::random().to_hex(),
+            "envelopes": [{"device_number": 1, "content": relay::b64(content)}],
+        })),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+}
+
+async fn expect_envelope(ws: &mut relay::Ws, content: &[u8]) {
+    match relay::next(ws, WAIT).await {
+        relay::Frame::Envelope { content: got, .. } => assert_eq!(got, content),
+        other => panic!("expected {content:?}, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn socket_on_one_instance_gets_mail_signals_and_replacement_from_another() {
+    let Some(c) = cluster().await else { return };
+    // Polls are hourly: anything prompt below travelled as a Redis hint.
+    let a = c.spawn(true, "3600");
+    let b = c.spawn(true, "3600");
+    let mut bob = relay::connect(&a.addr, &c.bob.access).await;
+    assert_eq!(relay::next(&mut bob, WAIT).await, relay::Frame::QueueEmpty);
+    let started = std::time::Instant::now();
+    rest_send(&b.addr, &c.alice, &c.bob, b"via-b").await;
+    expect_envelope(&mut bob, b"via-b").await;
+    let latency = started.elapsed();
+    assert!(latency < std::time::Duration::from_secs(2), "{latency:?}");
+    println!("send on B -> delivery on A: {latency:?}");
+
+    // An ephemeral signal from a socket on B reaches bob's socket on A through Redis.
+    let mut alice = relay::connect(&b.addr, &c.alice.access).await;
+    assert_eq!(
+        relay::next(&mut alice, WAIT).await,
+        relay::Frame::QueueEmpty
+    );
+    let bob_account = relay::hex16(&c.bob.account_id);
+    relay::send_bin(
+        &mut alice,
+        relay::signal_frame(1, &bob_account, 1, b"typing"),
+    )
+    .await;
+    match relay::next(&mut alice, WAIT).await {
+        relay::Frame::Result { body, .. } => assert_eq!(body["outcome"], "relayed"),
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        relay::next(&mut bob, WAIT).await,
+        relay::Frame::Ephemeral { content, .. } if content == b"typing"
+    ));
+
+    // Bob opening a socket on B closes the one on A (4000).
+    let mut bob_b = relay::connect(&b.addr, &c.bob.access).await;
+    // The unacked envelope is delivered again on the new socket.
+    expect_envelope(&mut bob_b, b"via-b").await;
+    assert_eq!(
+        relay::next(&mut bob_b, WAIT).await,
+        relay::Frame::QueueEmpty
+    );
+    assert_eq!(
+        relay::next(&mut bob, WAIT).await,
+        relay::Frame::Close(Some(4000))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_hint_is_covered_by_the_database_poll() {
+    let Some(c) = cluster().await else { return };
+    // A polls every second; C has no Redis, so its sends never produce a hint on A.
+    let a = c.spawn(true, "1");
+    let cc = c.spawn(false, "1");
+    let mut bob = relay::connect(&a.addr, &c.bob.access).await;
+    assert_eq!(relay::next(&mut bob, WAIT).await, relay::Frame::QueueEmpty);
+    let started = std::time::Instant::now();
+    rest_send(&cc.addr, &c.alice, &c.bob, b"hint-lost").await;
+    expect_envelope(&mut bob, b"hint-lost").await;
+    let latency = started.elapsed();
+    assert!(latency < std::time::Duration::from_secs(4), "{latency:?}");
+    println!("send without hint -> delivery by poll: {latency:?}");
 }

@@ -70,7 +70,7 @@ pub struct SendResponse {
     pub devices: Vec<DeviceResult>,
 }
 
-fn device_results(devices: &[DeviceDelivery]) -> Vec<DeviceResult> {
+pub(crate) fn device_results(devices: &[DeviceDelivery]) -> Vec<DeviceResult> {
     devices
         .iter()
         .map(|d| match *d {

@@ -9,6 +9,7 @@ use zeroize::{Zeroize, ZeroizeOnDrop};
 
 use crate::ids::Id;
 
+mod channels;
 mod conformance;
 mod postgres;
 mod sql;
@@ -17,6 +18,9 @@ mod vault;
 mod vault_conformance;
 mod vault_sql;
 
+pub use channels::{
+    AppendOutcome, ChannelEntry, ChannelQuota, ChannelRecord, ChannelStore, NewChannel, TicketStore,
+};
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 pub use vault::{
@@ -666,6 +670,8 @@ pub trait Store:
     + AuthStateStore
     + SecretStore
     + VaultStore
+    + ChannelStore
+    + TicketStore
     + Clone
     + Send
     + Sync

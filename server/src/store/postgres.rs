@@ -36,6 +36,7 @@ impl PgStore {
 
 super::sql::impl_sql_store!(PgStore, sqlx::Postgres, " FOR UPDATE SKIP LOCKED");
 super::vault_sql::impl_sql_vault_store!(PgStore, sqlx::Postgres);
+super::channels::impl_channel_store!(PgStore, sqlx::Postgres);
 
 impl super::Store for PgStore {
     async fn ping(&self) -> StoreResult<()> {

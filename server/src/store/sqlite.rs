@@ -51,6 +51,7 @@ impl SqliteStore {
 
 super::sql::impl_sql_store!(SqliteStore, sqlx::Sqlite, "");
 super::vault_sql::impl_sql_vault_store!(SqliteStore, sqlx::Sqlite);
+super::channels::impl_channel_store!(SqliteStore, sqlx::Sqlite);
 
 impl super::Store for SqliteStore {
     async fn ping(&self) -> StoreResult<()> {

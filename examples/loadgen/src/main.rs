@@ -1,0 +1,595 @@
+//! `haven-loadgen`: drives a Haven relay's WebSocket and reports throughput, send-to-delivery
+//! latency and the relay's resident memory; `--baseline` measures a bare tokio-tungstenite echo
+//! server with the same client for comparison.
+//!
+//! ```text
+//! haven-loadgen throughput [--devices N] [--rate R] [--seconds S] [--size B] [--baseline]
+//! haven-loadgen idle [--connections K] [--baseline]
+//! common: [--relay PATH] (default: haven-relay next to this binary)
+//! ```
+//!
+//! The relay is started by the load generator on a fresh SQLite database in a temporary
+//! directory. Devices are provisioned directly in that database through the relay's own store
+//! API (account, device, session) and get access tokens signed with the JWT key the relay is
+//! started with: OPAQUE registration costs the *client* an Argon2id run per device and is
+//! measured separately (BENCHMARKS.md, login), so it is kept out of this measurement.
+//!
+//! Every envelope carries its send time; the receiving socket computes the latency when the
+//! envelope frame arrives and acknowledges it (which deletes it), so each envelope is persisted,
+//! delivered and deleted.
+
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use futures_util::{SinkExt as _, StreamExt as _};
+use haven_relay::auth::Session;
+use haven_relay::auth::tokens::sign_access;
+use haven_relay::ids::Id;
+use haven_relay::secrets::Key32;
+use haven_relay::store::{
+    AccountStore as _, DeviceRecord, FamilyRecord, NewAccount, RefreshTokenRecord, SqliteStore,
+    TokenStore as _,
+};
+use tokio::io::AsyncBufReadExt as _;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+#[derive(Debug, Clone)]
+struct Args {
+    mode: String,
+    devices: usize,
+    rate: u64,
+    seconds: u64,
+    size: usize,
+    connections: usize,
+    baseline: bool,
+    relay: Option<String>,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut args = std::env::args().skip(1);
+    let mode = args.next().ok_or(USAGE)?;
+    let mut out = Args {
+        mode,
+        devices: 200,
+        rate: 10_000,
+        seconds: 10,
+        size: 256,
+        connections: 10_000,
+        baseline: false,
+        relay: None,
+    };
+    while let Some(arg) = args.next() {
+        let mut value = |name: &str| args.next().ok_or(format!("{name} needs a value"));
+        let num = |v: String| v.parse::<u64>().map_err(|_| format!("bad number {v}"));
+        match arg.as_str() {
+            "--devices" => {
+                out.devices =
+                    usize::try_from(num(value("--devices")?)?).map_err(|e| e.to_string())?
+            }
+            "--rate" => out.rate = num(value("--rate")?)?,
+            "--seconds" => out.seconds = num(value("--seconds")?)?,
+            "--size" => {
+                out.size = usize::try_from(num(value("--size")?)?).map_err(|e| e.to_string())?
+            }
+            "--connections" => {
+                out.connections =
+                    usize::try_from(num(value("--connections")?)?).map_err(|e| e.to_string())?;
+            }
+            "--baseline" => out.baseline = true,
+            "--relay" => out.relay = Some(value("--relay")?),
+            other => return Err(format!("unknown argument {other}\n{USAGE}")),
+        }
+    }
+    if out.size < 16 || out.devices < 2 {
+        return Err("--size must be ≥ 16 and --devices ≥ 2".into());
+    }
+    Ok(out)
+}
+
+const USAGE: &str = "usage: haven-loadgen (throughput|idle|echo-server) [--devices N] [--rate R] \
+[--seconds S] [--size B] [--connections K] [--baseline] [--relay PATH]";
+
+fn main() -> std::process::ExitCode {
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("{e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match args.mode.as_str() {
+            "echo-server" => echo_server().await,
+            "throughput" => throughput(&args).await,
+            "idle" => idle(&args).await,
+            _ => Err(USAGE.into()),
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("haven-loadgen: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// Resident memory of `pid` in KiB (`VmRSS` of `/proc/<pid>/status`).
+fn rss_kib(pid: u32) -> Result<u64, BoxError> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .ok_or("no VmRSS")?;
+    Ok(line.split_whitespace().nth(1).ok_or("bad VmRSS")?.parse()?)
+}
+
+/// A running server process (relay or echo baseline) and its address.
+struct Server {
+    child: tokio::process::Child,
+    addr: String,
+    pid: u32,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
+
+async fn first_line(child: &mut tokio::process::Child) -> Result<String, BoxError> {
+    let stdout = child.stdout.take().ok_or("no stdout")?;
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let line = lines.next_line().await?.ok_or("server printed nothing")?;
+    // Keep draining so the child never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Ok(line)
+}
+
+const JWT_KEY: [u8; 32] = [7u8; 32];
+
+/// Provisions `n` devices (one account each) and returns their (account, access token).
+async fn provision(db_url: &str, n: usize) -> Result<Vec<(Id, String)>, BoxError> {
+    let store = SqliteStore::connect(db_url).await?;
+    let key = Key32::from_bytes(JWT_KEY);
+    let now = haven_relay::state::now_i64();
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let account = Id::random();
+        let device = DeviceRecord {
+            id: Id::random(),
+            account_id: account,
+            identity_key: vec![1; 32],
+            name_blob: None,
+            created_at: now,
+            number: 1,
+        };
+        store
+            .create_account(
+                &NewAccount {
+                    id: account,
+                    username_hash: None,
+                    opaque_record: vec![0; 192],
+                    created_at: now,
+                },
+                &device,
+            )
+            .await?;
+        let family = Id::random();
+        store
+            .create_family(
+                &FamilyRecord {
+                    id: family,
+                    account_id: account,
+                    device_id: device.id,
+                    revoked: false,
+                    created_at: now,
+                },
+                &RefreshTokenRecord {
+                    token_hash: Id::random().as_bytes().to_vec(),
+                    family_id: family,
+                    created_at: now,
+                    expires_at: now + 86_400,
+                    used_at: None,
+                },
+            )
+            .await?;
+        let session = Session {
+            account,
+            device: device.id,
+            family,
+        };
+        let token = sign_access(&key, &session, u64::try_from(now)?, 86_400)?;
+        out.push((account, token));
+    }
+    store.close().await;
+    Ok(out)
+}
+
+fn relay_path(args: &Args) -> Result<String, BoxError> {
+    if let Some(p) = &args.relay {
+        return Ok(p.clone());
+    }
+    let exe = std::env::current_exe()?;
+    let dir = exe.parent().ok_or("no exe dir")?;
+    Ok(dir.join("haven-relay").to_string_lossy().into_owned())
+}
+
+/// Starts the relay on a fresh SQLite database with `devices` provisioned devices.
+async fn start_relay(args: &Args, devices: usize) -> Result<(Server, Vec<(Id, String)>), BoxError> {
+    let dir = tempfile::tempdir()?;
+    let db = format!("sqlite://{}", dir.path().join("haven.db").display());
+    let provisioned = provision(&db, devices).await?;
+    let jwt = base64::engine::general_purpose::STANDARD.encode(JWT_KEY);
+    let mut child = tokio::process::Command::new(relay_path(args)?)
+        .env_clear()
+        .env("DATABASE_URL", &db)
+        .env("HAVEN_JWT_SECRET", jwt)
+        .env("HAVEN_LISTEN", "127.0.0.1:0")
+        .env("HAVEN_METRICS_LISTEN", "off")
+        .env("HAVEN_LOG", "warn")
+        .env("HAVEN_RATE_LIMIT_PER_MINUTE", "1000000")
+        .env("HAVEN_WS_POLL_INTERVAL_SECS", "300")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()?;
+    let line = first_line(&mut child).await?;
+    let addr = line
+        .strip_prefix("haven-relay listening on http://")
+        .ok_or("unexpected relay output")?
+        .to_owned();
+    let pid = child.id().ok_or("no pid")?;
+    Ok((
+        Server {
+            child,
+            addr,
+            pid,
+            _dir: Some(dir),
+        },
+        provisioned,
+    ))
+}
+
+/// Starts `haven-loadgen echo-server` (this binary) as a child process.
+async fn start_echo() -> Result<Server, BoxError> {
+    let mut child = tokio::process::Command::new(std::env::current_exe()?)
+        .arg("echo-server")
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let line = first_line(&mut child).await?;
+    let addr = line
+        .strip_prefix("echo listening on ")
+        .ok_or("bad echo output")?
+        .to_owned();
+    let pid = child.id().ok_or("no pid")?;
+    Ok(Server {
+        child,
+        addr,
+        pid,
+        _dir: None,
+    })
+}
+
+/// The baseline: a bare tokio-tungstenite server echoing every binary message back.
+async fn echo_server() -> Result<(), BoxError> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    println!("echo listening on {}", listener.local_addr()?);
+    loop {
+        let (stream, _) = listener.accept().await?;
+        tokio::spawn(async move {
+            let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else {
+                return;
+            };
+            while let Some(Ok(msg)) = ws.next().await {
+                if msg.is_binary() && ws.send(msg).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+}
+
+type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>;
+
+async fn open(addr: &str, token: Option<&str>) -> Result<Ws, BoxError> {
+    let url = match token {
+        Some(_) => format!("ws://{addr}/v1/ws"),
+        None => format!("ws://{addr}/"),
+    };
+    let mut req = url.into_client_request()?;
+    if let Some(t) = token {
+        req.headers_mut().insert(
+            "authorization",
+            HeaderValue::from_str(&format!("Bearer {t}"))?,
+        );
+    }
+    let (ws, _) = tokio_tungstenite::connect_async(req).await?;
+    Ok(ws)
+}
+
+fn send_frame(request_id: u32, to: &Id, content: &[u8]) -> Vec<u8> {
+    let mut f = Vec::with_capacity(48 + content.len());
+    f.extend_from_slice(&[1, 0x11]);
+    f.extend_from_slice(&request_id.to_be_bytes());
+    f.extend_from_slice(to.as_bytes());
+    f.extend_from_slice(Id::random().as_bytes());
+    f.extend_from_slice(&[0, 0, 1, 0, 0, 0, 1]);
+    f.extend_from_slice(&u32::try_from(content.len()).unwrap_or(0).to_be_bytes());
+    f.extend_from_slice(content);
+    f
+}
+
+/// Nanoseconds since `epoch`, written into the first 8 bytes of each payload.
+fn stamp(epoch: Instant, size: usize) -> Vec<u8> {
+    let mut p = vec![0x42; size];
+    let t = u64::try_from(epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
+    p[..8].copy_from_slice(&t.to_be_bytes());
+    p
+}
+
+fn percentile(sorted: &[u64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx.min(sorted.len() - 1)] as f64 / 1000.0
+}
+
+struct Totals {
+    sent: AtomicU64,
+    errors: AtomicU64,
+}
+
+/// One client socket: sends at `rate_per_sec` to `to` (relay) or to itself (echo), receives,
+/// acks, records latencies in microseconds.
+async fn client_loop(
+    mut ws: Ws,
+    to: Option<Id>,
+    rate_per_sec: f64,
+    size: usize,
+    epoch: Instant,
+    until: Instant,
+    totals: Arc<Totals>,
+) -> Vec<u64> {
+    let mut latencies = Vec::new();
+    let tick = Duration::from_millis(10);
+    let per_tick = rate_per_sec * tick.as_secs_f64();
+    let mut credit = 0.0;
+    let mut timer = tokio::time::interval(tick);
+    let mut request_id = 0u32;
+    let drain_until = until + Duration::from_secs(2);
+    // Acks are batched per 10 ms tick, as a real client acks what one read burst delivered.
+    let mut acks: Vec<u8> = Vec::new();
+    let mut ack_count: u16 = 0;
+    loop {
+        let now = Instant::now();
+        if now > drain_until {
+            break;
+        }
+        tokio::select! {
+            _ = timer.tick() => {
+                if ack_count > 0 {
+                    let mut frame = vec![1, 0x10];
+                    frame.extend_from_slice(&ack_count.to_be_bytes());
+                    frame.append(&mut acks);
+                    ack_count = 0;
+                    if ws.feed(Message::Binary(frame.into())).await.is_err() {
+                        return latencies;
+                    }
+                }
+                credit += if now < until { per_tick } else { 0.0 };
+                while credit >= 1.0 {
+                    credit -= 1.0;
+                    request_id = request_id.wrapping_add(1);
+                    let payload = stamp(epoch, size);
+                    let frame = match &to {
+                        Some(to) => send_frame(request_id, to, &payload),
+                        None => payload,
+                    };
+                    if ws.feed(Message::Binary(frame.into())).await.is_err() {
+                        return latencies;
+                    }
+                    totals.sent.fetch_add(1, Ordering::Relaxed);
+                }
+                if ws.flush().await.is_err() {
+                    return latencies;
+                }
+            }
+            _ = tokio::time::sleep_until((drain_until).into()) => break,
+            msg = ws.next() => {
+                let Some(Ok(Message::Binary(b))) = msg else {
+                    if matches!(msg, Some(Ok(_))) { continue; }
+                    return latencies;
+                };
+                let now_ns = u64::try_from(epoch.elapsed().as_nanos()).unwrap_or(0);
+                match (to.is_some(), b.get(..2)) {
+                    // Echo baseline: the payload itself comes back.
+                    (false, _) => {
+                        if let Some(t) = b.get(..8).and_then(|s| <[u8; 8]>::try_from(s).ok()) {
+                            latencies.push(now_ns.saturating_sub(u64::from_be_bytes(t)) / 1000);
+                        }
+                    }
+                    (true, Some([1, 0x01])) => {
+                        // Envelope: seq(8) id(16) received_at(8) flags(1) [source 20] len(4) content.
+                        let flags = b.get(34).copied().unwrap_or(0);
+                        let at = 35 + if flags & 1 != 0 { 20 } else { 0 } + 4;
+                        if let Some(t) = b.get(at..at + 8).and_then(|s| <[u8; 8]>::try_from(s).ok()) {
+                            latencies.push(now_ns.saturating_sub(u64::from_be_bytes(t)) / 1000);
+                        }
+                        if let Some(id) = b.get(10..26)
+                            && ack_count < 1024
+                        {
+                            acks.extend_from_slice(id);
+                            ack_count += 1;
+                        }
+                    }
+                    (true, Some([1, 0x05])) if b.get(6..8) != Some(&[0, 200][..]) => {
+                        totals.errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    latencies
+}
+
+async fn throughput(args: &Args) -> Result<(), BoxError> {
+    let n = args.devices;
+    let (server, devices) = if args.baseline {
+        (start_echo().await?, Vec::new())
+    } else {
+        start_relay(args, n).await?
+    };
+    let rss_before = rss_kib(server.pid)?;
+    let mut sockets = Vec::with_capacity(n);
+    for i in 0..n {
+        let token = devices.get(i).map(|d| d.1.as_str());
+        let mut ws = open(&server.addr, token).await?;
+        if !args.baseline {
+            // Wait for queue_empty so the run starts from a settled state.
+            while let Some(Ok(m)) = ws.next().await {
+                if matches!(&m, Message::Binary(b) if b.get(..2) == Some(&[1, 2][..])) {
+                    break;
+                }
+            }
+        }
+        sockets.push(ws);
+    }
+    let epoch = Instant::now();
+    let until = epoch + Duration::from_secs(args.seconds);
+    let totals = Arc::new(Totals {
+        sent: AtomicU64::new(0),
+        errors: AtomicU64::new(0),
+    });
+    let per_socket = args.rate as f64 / n as f64;
+    let mut tasks = Vec::with_capacity(n);
+    for (i, ws) in sockets.into_iter().enumerate() {
+        let to = devices.get((i + 1) % n.max(1)).map(|d| d.0);
+        let to = if args.baseline { None } else { to };
+        tasks.push(tokio::spawn(client_loop(
+            ws,
+            to,
+            per_socket,
+            args.size,
+            epoch,
+            until,
+            totals.clone(),
+        )));
+    }
+    let mut peak_rss = 0;
+    let mut lat = Vec::new();
+    let sampler = async {
+        loop {
+            if let Ok(r) = rss_kib(server.pid) {
+                peak_rss = peak_rss.max(r);
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    };
+    let joined = async {
+        for t in tasks {
+            if let Ok(mut l) = t.await {
+                lat.append(&mut l);
+            }
+        }
+    };
+    tokio::select! {
+        () = joined => {},
+        () = sampler => {},
+    }
+    lat.sort_unstable();
+    let sent = totals.sent.load(Ordering::Relaxed);
+    let secs = args.seconds as f64;
+    println!(
+        "mode=throughput target={} devices={n} size={}B seconds={} baseline={}",
+        if args.baseline { "echo" } else { "relay" },
+        args.size,
+        args.seconds,
+        args.baseline
+    );
+    println!(
+        "sent={sent} ({:.0}/s, target {}/s) delivered={} ({:.0}/s) errors={}",
+        sent as f64 / secs,
+        args.rate,
+        lat.len(),
+        lat.len() as f64 / secs,
+        totals.errors.load(Ordering::Relaxed)
+    );
+    println!(
+        "latency ms: p50={:.2} p99={:.2} max={:.2}",
+        percentile(&lat, 0.50),
+        percentile(&lat, 0.99),
+        percentile(&lat, 1.0)
+    );
+    println!(
+        "server rss: before={} KiB peak={} KiB",
+        rss_before,
+        peak_rss.max(rss_before)
+    );
+    drop(server);
+    Ok(())
+}
+
+async fn idle(args: &Args) -> Result<(), BoxError> {
+    let k = args.connections;
+    let (server, devices) = if args.baseline {
+        (start_echo().await?, Vec::new())
+    } else {
+        start_relay(args, k).await?
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rss_before = rss_kib(server.pid)?;
+    let started = Instant::now();
+    let mut sockets = Vec::with_capacity(k);
+    for i in 0..k {
+        let token = devices.get(i).map(|d| d.1.as_str());
+        sockets.push(open(&server.addr, token).await?);
+    }
+    if !args.baseline {
+        for ws in &mut sockets {
+            while let Some(Ok(m)) = ws.next().await {
+                if matches!(&m, Message::Binary(b) if b.get(..2) == Some(&[1, 2][..])) {
+                    break;
+                }
+            }
+        }
+    }
+    let open_secs = started.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let rss_after = rss_kib(server.pid)?;
+    let per_conn = (rss_after.saturating_sub(rss_before)) as f64 * 1024.0 / k as f64;
+    println!(
+        "mode=idle target={} connections={k} opened in {open_secs:.1}s",
+        if args.baseline { "echo" } else { "relay" }
+    );
+    println!(
+        "server rss: before={rss_before} KiB after={rss_after} KiB => {:.0} bytes/connection => {:.0} connections/GiB",
+        per_conn,
+        (1u64 << 30) as f64 / per_conn
+    );
+    drop(sockets);
+    drop(server);
+    Ok(())
+}

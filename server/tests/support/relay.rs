@@ -1,0 +1,442 @@
+//! Real relay processes, a minimal HTTP client and a WebSocket client speaking the frames of
+//! PROTOCOL.md §11.14, shared by the WebSocket and multi-instance tests.
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    unreachable_pub
+)]
+
+use std::io::{BufRead as _, BufReader, Read as _};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use futures_util::{SinkExt as _, StreamExt as _};
+use serde_json::Value;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// A relay process. Killed on drop if still running.
+pub struct Relay {
+    pub child: Option<Child>,
+    pub addr: String,
+    pub stderr: Arc<Mutex<String>>,
+}
+
+impl Relay {
+    /// Starts `haven-relay` with a cleared environment plus `env`.
+    pub fn spawn(env: &[(&str, &str)]) -> Self {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_haven-relay"));
+        cmd.stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .env_clear();
+        for key in ["PATH", "HOME"] {
+            if let Ok(v) = std::env::var(key) {
+                cmd.env(key, v);
+            }
+        }
+        cmd.env("HAVEN_LISTEN", "127.0.0.1:0")
+            .env("HAVEN_METRICS_LISTEN", "off")
+            .env("HAVEN_LOG", "info")
+            .env("HAVEN_RATE_LIMIT_PER_MINUTE", "100000");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let addr = line
+            .trim()
+            .strip_prefix("haven-relay listening on http://")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_owned();
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let mut pipe = child.stderr.take().unwrap();
+        let sink = stderr.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = pipe.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        Self {
+            child: Some(child),
+            addr,
+            stderr,
+        }
+    }
+
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// Sends SIGTERM.
+    pub fn sigterm(&self) {
+        let pid = self.child.as_ref().unwrap().id();
+        let status = Command::new("kill")
+            .arg("-TERM")
+            .arg(pid.to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit (at most `timeout`), returning whether it exited successfully.
+    pub fn wait_exit(&mut self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let child = self.child.as_mut().unwrap();
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                self.child = None;
+                return status.success();
+            }
+            assert!(Instant::now() < deadline, "relay did not exit");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/v1/ws", self.addr)
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// One HTTP/1.1 request with `Connection: close`; returns status and JSON body (Null if empty).
+pub async fn http(
+    addr: &str,
+    method: &str,
+    path: &str,
+    bearer: Option<&str>,
+    body: Option<&Value>,
+) -> (u16, Value) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut stream = loop {
+        match TcpStream::connect(addr).await {
+            Ok(s) => break s,
+            Err(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(err) => panic!("cannot connect to {addr}: {err}"),
+        }
+    };
+    let body = body.map(|b| serde_json::to_vec(b).unwrap());
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    if let Some(t) = bearer {
+        req.push_str(&format!("Authorization: Bearer {t}\r\n"));
+    }
+    if let Some(b) = &body {
+        req.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            b.len()
+        ));
+    }
+    req.push_str("\r\n");
+    stream.write_all(req.as_bytes()).await.unwrap();
+    if let Some(b) = &body {
+        stream.write_all(b).await.unwrap();
+    }
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await.unwrap();
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, rest) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status: u16 = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let chunked = head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked");
+    let body = if chunked {
+        dechunk(rest)
+    } else {
+        rest.to_owned()
+    };
+    let json = if body.trim().is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&body).unwrap_or(Value::String(body))
+    };
+    (status, json)
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = s.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = &rest[n + 2..];
+    }
+    out
+}
+
+pub fn b64(bytes: &[u8]) -> String {
+    STANDARD.encode(bytes)
+}
+
+pub fn unb64(text: &str) -> Vec<u8> {
+    STANDARD.decode(text).unwrap()
+}
+
+pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// Opens `/v1/ws` with optional bearer, ticket and origin. `Err` carries the HTTP status and
+/// the JSON error body of a refused upgrade.
+pub async fn try_connect(
+    relay_addr: &str,
+    bearer: Option<&str>,
+    ticket: Option<&str>,
+    origin: Option<&str>,
+) -> Result<Ws, (u16, Value)> {
+    let url = match ticket {
+        Some(t) => format!("ws://{relay_addr}/v1/ws?ticket={t}"),
+        None => format!("ws://{relay_addr}/v1/ws"),
+    };
+    let mut req = url.into_client_request().unwrap();
+    if let Some(t) = bearer {
+        req.headers_mut().insert(
+            "authorization",
+            HeaderValue::from_str(&format!("Bearer {t}")).unwrap(),
+        );
+    }
+    if let Some(o) = origin {
+        req.headers_mut()
+            .insert("origin", HeaderValue::from_str(o).unwrap());
+    }
+    match tokio_tungstenite::connect_async(req).await {
+        Ok((ws, _)) => Ok(ws),
+        Err(tungstenite::Error::Http(resp)) => {
+            let status = resp.status().as_u16();
+            let body = resp
+                .body()
+                .as_ref()
+                .and_then(|b| serde_json::from_slice(b).ok())
+                .unwrap_or(Value::Null);
+            Err((status, body))
+        }
+        Err(other) => panic!("websocket connect failed: {other}"),
+    }
+}
+
+pub async fn connect(relay_addr: &str, bearer: &str) -> Ws {
+    try_connect(relay_addr, Some(bearer), None, None)
+        .await
+        .unwrap_or_else(|(s, b)| panic!("upgrade refused: {s} {b}"))
+}
+
+/// A server frame, decoded as a client would (PROTOCOL.md §11.14).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame {
+    Envelope {
+        seq: u64,
+        message_id: [u8; 16],
+        source: Option<([u8; 16], u32)>,
+        content: Vec<u8>,
+    },
+    QueueEmpty,
+    ChannelEntry {
+        channel: [u8; 16],
+        seq: u64,
+        entry: Vec<u8>,
+    },
+    Ephemeral {
+        source: Option<([u8; 16], u32)>,
+        content: Vec<u8>,
+    },
+    Result {
+        request_id: u32,
+        status: u16,
+        body: Value,
+    },
+    Error(Value),
+    Close(Option<u16>),
+}
+
+fn be32(b: &[u8]) -> u32 {
+    u32::from_be_bytes(b[..4].try_into().unwrap())
+}
+
+fn be64(b: &[u8]) -> u64 {
+    u64::from_be_bytes(b[..8].try_into().unwrap())
+}
+
+pub fn parse(bytes: &[u8]) -> Frame {
+    assert_eq!(bytes[0], 1, "version");
+    let b = &bytes[2..];
+    match bytes[1] {
+        1 => {
+            let seq = be64(b);
+            let message_id: [u8; 16] = b[8..24].try_into().unwrap();
+            let flags = b[32];
+            let mut at = 33;
+            let source = if flags & 1 != 0 {
+                let s = (b[at..at + 16].try_into().unwrap(), be32(&b[at + 16..]));
+                at += 20;
+                Some(s)
+            } else {
+                None
+            };
+            let len = be32(&b[at..]) as usize;
+            at += 4;
+            Frame::Envelope {
+                seq,
+                message_id,
+                source,
+                content: b[at..at + len].to_vec(),
+            }
+        }
+        2 => Frame::QueueEmpty,
+        3 => Frame::ChannelEntry {
+            channel: b[..16].try_into().unwrap(),
+            seq: be64(&b[16..]),
+            entry: b[32..].to_vec(),
+        },
+        4 => {
+            let flags = b[16];
+            let (source, at) = if flags & 1 != 0 {
+                (Some((b[17..33].try_into().unwrap(), be32(&b[33..]))), 37)
+            } else {
+                (None, 17)
+            };
+            Frame::Ephemeral {
+                source,
+                content: b[at..].to_vec(),
+            }
+        }
+        5 => Frame::Result {
+            request_id: be32(b),
+            status: u16::from_be_bytes([b[4], b[5]]),
+            body: serde_json::from_slice(&b[6..]).unwrap_or(Value::Null),
+        },
+        6 => Frame::Error(serde_json::from_slice(b).unwrap()),
+        other => panic!("unknown frame type {other}"),
+    }
+}
+
+/// The next application frame (pings skipped); `Close` when the server closed or the stream
+/// ended. Panics after `timeout`.
+pub async fn next(ws: &mut Ws, timeout: Duration) -> Frame {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let msg = tokio::time::timeout_at(deadline, ws.next())
+            .await
+            .expect("timed out waiting for a frame");
+        match msg {
+            Some(Ok(Message::Binary(b))) => return parse(&b),
+            Some(Ok(Message::Close(frame))) => {
+                return Frame::Close(frame.map(|f| u16::from(f.code)));
+            }
+            Some(Ok(Message::Text(t))) => panic!("unexpected text frame {t}"),
+            Some(Ok(_)) => continue,
+            Some(Err(_)) | None => return Frame::Close(None),
+        }
+    }
+}
+
+/// Asserts that nothing but pings arrives for `wait`.
+pub async fn silent(ws: &mut Ws, wait: Duration) {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        match tokio::time::timeout_at(deadline, ws.next()).await {
+            Err(_) => return,
+            Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,
+            Ok(other) => panic!("expected silence, got {other:?}"),
+        }
+    }
+}
+
+pub async fn send_bin(ws: &mut Ws, bytes: Vec<u8>) {
+    ws.send(Message::Binary(bytes.into())).await.unwrap();
+}
+
+pub fn ack_frame(ids: &[[u8; 16]]) -> Vec<u8> {
+    let mut f = vec![1, 0x10];
+    f.extend_from_slice(&(ids.len() as u16).to_be_bytes());
+    for id in ids {
+        f.extend_from_slice(id);
+    }
+    f
+}
+
+pub fn send_frame(
+    request_id: u32,
+    account: &[u8; 16],
+    message_id: &[u8; 16],
+    ephemeral: bool,
+    envelopes: &[(u32, &[u8])],
+) -> Vec<u8> {
+    let mut f = vec![1, 0x11];
+    f.extend_from_slice(&request_id.to_be_bytes());
+    f.extend_from_slice(account);
+    f.extend_from_slice(message_id);
+    f.push(u8::from(ephemeral));
+    f.extend_from_slice(&(envelopes.len() as u16).to_be_bytes());
+    for (device, content) in envelopes {
+        f.extend_from_slice(&device.to_be_bytes());
+        f.extend_from_slice(&(content.len() as u32).to_be_bytes());
+        f.extend_from_slice(content);
+    }
+    f
+}
+
+pub fn signal_frame(request_id: u32, account: &[u8; 16], device: u32, payload: &[u8]) -> Vec<u8> {
+    let mut f = vec![1, 0x12];
+    f.extend_from_slice(&request_id.to_be_bytes());
+    f.extend_from_slice(account);
+    f.extend_from_slice(&device.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+pub fn subscribe_frame(
+    request_id: u32,
+    channel: &[u8; 16],
+    token: &[u8; 32],
+    after: u64,
+) -> Vec<u8> {
+    let mut f = vec![1, 0x13];
+    f.extend_from_slice(&request_id.to_be_bytes());
+    f.extend_from_slice(channel);
+    f.extend_from_slice(token);
+    f.extend_from_slice(&after.to_be_bytes());
+    f
+}
+
+pub fn hex16(text: &str) -> [u8; 16] {
+    hex::decode(text).unwrap().try_into().unwrap()
+}
+
+pub fn close_code(code: CloseCode) -> u16 {
+    u16::from(code)
+}

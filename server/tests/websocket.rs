@@ -1,0 +1,625 @@
+//! The WebSocket (PROTOCOL.md §11.14) and channels (§11.15) against a real `haven-relay`
+//! process on SQLite, with real WebSocket clients (tokio-tungstenite).
+//!
+//! Accounts are registered in-process (real OPAQUE) on the same SQLite file the process serves.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+#[path = "support/relay.rs"]
+mod relay;
+
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use common::{Guard, Harness, TEST_JWT_KEY, Tokens};
+use haven_relay::ids::Id;
+use haven_relay::store::{MailboxStore as _, SqliteStore};
+use relay::{Frame, Relay, Ws, b64, hex16, http, next, send_bin};
+use serde_json::{Value, json};
+
+const PASSWORD: &str = "correct horse battery staple";
+const T: Duration = Duration::from_secs(10);
+
+struct Env {
+    relay: Relay,
+    h: Harness<SqliteStore>,
+    alice: Tokens,
+    bob: Tokens,
+}
+
+async fn setup(extra: &[(&str, &str)]) -> Env {
+    let (store, guard) = common::sqlite_store().await.unwrap();
+    let Guard::Dir(dir) = &guard else {
+        unreachable!()
+    };
+    let url = format!("sqlite://{}", dir.path().join("haven.db").display());
+    let h = Harness::with_settings(store, guard, common::test_settings()).await;
+    let alice = h.register(None, PASSWORD).await;
+    let bob = h.register(None, PASSWORD).await;
+    let jwt = base64::engine::general_purpose::STANDARD.encode(TEST_JWT_KEY);
+    let mut env = vec![
+        ("DATABASE_URL", url.as_str()),
+        ("HAVEN_JWT_SECRET", jwt.as_str()),
+    ];
+    env.extend_from_slice(extra);
+    let relay = tokio::task::block_in_place(|| Relay::spawn(&env));
+    Env {
+        relay,
+        h,
+        alice,
+        bob,
+    }
+}
+
+fn account(t: &Tokens) -> [u8; 16] {
+    hex16(&t.account_id)
+}
+
+/// REST send of one envelope to the single device (number 1) of `to`.
+async fn rest_send(env: &Env, from: &Tokens, to: &Tokens, content: &[u8]) -> [u8; 16] {
+    let id = *Id::random().as_bytes();
+    let (status, body) = http(
+        &env.relay.addr,
+        "POST",
+        &format!("/v1/messages/{}", to.account_id),
+        Some(&from.access),
+        Some(&json!({
+            "message_id": hex::encode(id),
+            "envelopes": [{"device_number": 1, "content": b64(content)}],
+        })),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    id
+}
+
+async fn queued(env: &Env, t: &Tokens) -> usize {
+    let account = Id::from(account(t));
+    env.h
+        .store
+        .fetch_envelopes(&account, 1, 0, 1000, haven_relay::state::now_i64())
+        .await
+        .unwrap()
+        .len()
+}
+
+async fn expect_envelope(ws: &mut Ws, content: &[u8]) -> ([u8; 16], u64) {
+    match next(ws, T).await {
+        Frame::Envelope {
+            message_id,
+            content: got,
+            seq,
+            ..
+        } => {
+            assert_eq!(got, content);
+            (message_id, seq)
+        }
+        other => panic!("expected envelope {content:?}, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_then_queue_empty_then_live_in_order_and_acks_delete() {
+    let env = setup(&[]).await;
+    let sent: Vec<[u8; 16]> = {
+        let mut ids = Vec::new();
+        for i in 0..3u8 {
+            ids.push(rest_send(&env, &env.alice, &env.bob, &[b'q', i]).await);
+        }
+        ids
+    };
+    let mut bob = relay::connect(&env.relay.addr, &env.bob.access).await;
+    let mut last = 0;
+    let mut got = Vec::new();
+    for i in 0..3u8 {
+        match next(&mut bob, T).await {
+            Frame::Envelope {
+                seq,
+                message_id,
+                source,
+                content,
+            } => {
+                assert!(seq > last, "sequence numbers increase");
+                last = seq;
+                assert_eq!(content, [b'q', i]);
+                assert_eq!(source, Some((account(&env.alice), 1)));
+                got.push(message_id);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(got, sent);
+    assert_eq!(next(&mut bob, T).await, Frame::QueueEmpty);
+
+    // Live: a send over alice's socket reaches bob's socket at once.
+    let mut alice = relay::connect(&env.relay.addr, &env.alice.access).await;
+    assert_eq!(next(&mut alice, T).await, Frame::QueueEmpty);
+    let live_id = *Id::random().as_bytes();
+    let started = Instant::now();
+    send_bin(
+        &mut alice,
+        relay::send_frame(7, &account(&env.bob), &live_id, false, &[(1, b"live")]),
+    )
+    .await;
+    match next(&mut alice, T).await {
+        Frame::Result {
+            request_id: 7,
+            status: 200,
+            body,
+        } => assert_eq!(body["devices"][0]["status"], "queued", "{body}"),
+        other => panic!("{other:?}"),
+    }
+    let (id, seq) = expect_envelope(&mut bob, b"live").await;
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert_eq!(id, live_id);
+    assert!(seq > last);
+    // A send the relay refuses (no envelope for bob's device) gets an error result, not a frame.
+    send_bin(
+        &mut alice,
+        relay::send_frame(8, &account(&env.bob), &live_id, false, &[(9, b"x")]),
+    )
+    .await;
+    match next(&mut alice, T).await {
+        Frame::Result {
+            request_id: 8,
+            status,
+            body,
+        } => {
+            assert!(status == 409 || status == 410, "{status} {body}");
+            assert!(body["error"]["code"].is_string());
+        }
+        other => panic!("{other:?}"),
+    }
+
+    assert_eq!(queued(&env, &env.bob).await, 4);
+    got.push(id);
+    send_bin(&mut bob, relay::ack_frame(&got)).await;
+    let deadline = Instant::now() + T;
+    while queued(&env, &env.bob).await != 0 {
+        assert!(Instant::now() < deadline, "acks did not delete");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unacked_mail_is_redelivered_after_reconnect() {
+    let env = setup(&[]).await;
+    rest_send(&env, &env.alice, &env.bob, b"one").await;
+    rest_send(&env, &env.alice, &env.bob, b"two").await;
+    let mut bob = relay::connect(&env.relay.addr, &env.bob.access).await;
+    let (first, _) = expect_envelope(&mut bob, b"one").await;
+    expect_envelope(&mut bob, b"two").await;
+    assert_eq!(next(&mut bob, T).await, Frame::QueueEmpty);
+    send_bin(&mut bob, relay::ack_frame(&[first])).await;
+    // Wait for the ack to be applied, then drop the socket without acking "two".
+    let deadline = Instant::now() + T;
+    while queued(&env, &env.bob).await != 1 {
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(bob);
+    let mut bob = relay::connect(&env.relay.addr, &env.bob.access).await;
+    expect_envelope(&mut bob, b"two").await;
+    assert_eq!(next(&mut bob, T).await, Frame::QueueEmpty);
+    relay::silent(&mut bob, Duration::from_millis(300)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ephemeral_signals_are_delivered_live_and_dropped_offline() {
+    let env = setup(&[]).await;
+    let mut alice = relay::connect(&env.relay.addr, &env.alice.access).await;
+    assert_eq!(next(&mut alice, T).await, Frame::QueueEmpty);
+    send_bin(
+        &mut alice,
+        relay::signal_frame(1, &account(&env.bob), 1, b"typing"),
+    )
+    .await;
+    match next(&mut alice, T).await {
+        Frame::Result {
+            request_id: 1,
+            status: 200,
+            body,
+        } => assert_eq!(body["outcome"], "dropped"),
+        other => panic!("{other:?}"),
+    }
+    let mut bob = relay::connect(&env.relay.addr, &env.bob.access).await;
+    assert_eq!(next(&mut bob, T).await, Frame::QueueEmpty);
+    // The dropped signal was never stored: bob gets nothing.
+    relay::silent(&mut bob, Duration::from_millis(200)).await;
+    send_bin(
+        &mut alice,
+        relay::signal_frame(2, &account(&env.bob), 1, b"typing"),
+    )
+    .await;
+    match next(&mut alice, T).await {
+        Frame::Result {
+            request_id: 2,
+            status: 200,
+            body,
+        } => assert_eq!(body["outcome"], "delivered"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        next(&mut bob, T).await,
+        Frame::Ephemeral {
+            source: Some((account(&env.alice), 1)),
+            content: b"typing".to_vec()
+        }
+    );
+    // The ephemeral class of the messaging API reaches the socket too.
+    let (status, body) = http(
+        &env.relay.addr,
+        "POST",
+        &format!("/v1/messages/{}", env.bob.account_id),
+        Some(&env.alice.access),
+        Some(&json!({
+            "message_id": Id::random().to_hex(),
+            "envelopes": [{"device_number": 1, "content": b64(b"read-receipt")}],
+            "ephemeral": true,
+        })),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["devices"][0]["status"], "delivered");
+    assert!(
+        matches!(next(&mut bob, T).await, Frame::Ephemeral { content, .. } if content == b"read-receipt")
+    );
+    // Oversize signal: an error result, nothing delivered.
+    send_bin(
+        &mut alice,
+        relay::signal_frame(3, &account(&env.bob), 1, &[0u8; 5000]),
+    )
+    .await;
+    assert!(matches!(
+        next(&mut alice, T).await,
+        Frame::Result {
+            request_id: 3,
+            status: 413,
+            ..
+        }
+    ));
+    relay::silent(&mut bob, Duration::from_millis(200)).await;
+    assert_eq!(queued(&env, &env.bob).await, 0, "ephemeral is never stored");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tickets_origins_and_tokens() {
+    let env = setup(&[("HAVEN_WS_ALLOWED_ORIGINS", "https://app.example")]).await;
+    let addr = env.relay.addr.clone();
+    let ticket = || async {
+        let (status, body) =
+            http(&addr, "POST", "/v1/ws/ticket", Some(&env.bob.access), None).await;
+        assert_eq!(status, 201, "{body}");
+        assert_eq!(body["expires_in"], 30);
+        body["ticket"].as_str().unwrap().to_owned()
+    };
+    let refused = |r: Result<Ws, (u16, Value)>, status: u16, code: &str| match r {
+        Ok(_) => panic!("upgrade accepted, expected {status} {code}"),
+        Err((s, body)) => {
+            assert_eq!(s, status, "{body}");
+            assert_eq!(body["error"]["code"], code, "{body}");
+        }
+    };
+    refused(
+        relay::try_connect(&addr, None, None, None).await,
+        401,
+        "missing_token",
+    );
+    refused(
+        relay::try_connect(&addr, Some("not-a-jwt"), None, None).await,
+        401,
+        "invalid_token",
+    );
+    refused(
+        relay::try_connect(&addr, None, Some("AAAA"), None).await,
+        401,
+        "invalid_ticket",
+    );
+    // A wrong origin is refused before the ticket is looked at, so the ticket stays valid.
+    let t = ticket().await;
+    refused(
+        relay::try_connect(&addr, None, Some(&t), Some("https://evil.example")).await,
+        403,
+        "origin_not_allowed",
+    );
+    let mut ws = relay::try_connect(&addr, None, Some(&t), Some("https://app.example"))
+        .await
+        .unwrap();
+    assert_eq!(next(&mut ws, T).await, Frame::QueueEmpty);
+    // Single use.
+    refused(
+        relay::try_connect(&addr, None, Some(&t), Some("https://app.example")).await,
+        401,
+        "invalid_ticket",
+    );
+    // Native clients send no Origin.
+    let mut native = relay::connect(&addr, &env.alice.access).await;
+    assert_eq!(next(&mut native, T).await, Frame::QueueEmpty);
+    // A logged-out session cannot open a socket, even with a ticket issued before.
+    let t = ticket().await;
+    let (status, _) = http(&addr, "POST", "/v1/logout", Some(&env.bob.access), None).await;
+    assert_eq!(status, 204);
+    refused(
+        relay::try_connect(&addr, None, Some(&t), None).await,
+        401,
+        "session_revoked",
+    );
+    // Bob's open socket notices at its next poll... (poll interval is 30 s by default: not waited for)
+    drop(ws);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_and_oversize_frames() {
+    let env = setup(&[("HAVEN_WS_MAX_MESSAGE_BYTES", "4096")]).await;
+    let mut bob = relay::connect(&env.relay.addr, &env.bob.access).await;
+    assert_eq!(next(&mut bob, T).await, Frame::QueueEmpty);
+    let expect_error = |f: Frame, code: &str| match f {
+        Frame::Error(body) => assert_eq!(body["error"]["code"], code, "{body}"),
+        other => panic!("expected error {code}, got {other:?}"),
+    };
+    send_bin(&mut bob, vec![1, 0x7f]).await;
+    expect_error(next(&mut bob, T).await, "unknown_frame_type");
+    send_bin(&mut bob, vec![2, 0x10, 0, 1]).await;
+    expect_error(next(&mut bob, T).await, "unsupported_version");
+    send_bin(&mut bob, vec![]).await;
+    expect_error(next(&mut bob, T).await, "invalid_frame_length");
+    send_bin(&mut bob, vec![1, 0x10, 0, 0]).await;
+    expect_error(next(&mut bob, T).await, "invalid_count");
+    bob.send_text("hello").await;
+    expect_error(next(&mut bob, T).await, "text_not_supported");
+    // A truncated send with a readable request id is answered as that request.
+    let mut send = relay::send_frame(9, &account(&env.alice), &[1; 16], false, &[(1, b"abc")]);
+    send.truncate(send.len() - 1);
+    send_bin(&mut bob, send).await;
+    assert!(matches!(
+        next(&mut bob, T).await,
+        Frame::Result {
+            request_id: 9,
+            status: 400,
+            ..
+        }
+    ));
+    // Nothing was stored by any of it, and the socket still works.
+    assert_eq!(queued(&env, &env.alice).await, 0);
+    send_bin(
+        &mut bob,
+        relay::subscribe_frame(4, Id::random().as_bytes(), &[0; 32], 0),
+    )
+    .await;
+    assert!(matches!(
+        next(&mut bob, T).await,
+        Frame::Result {
+            request_id: 4,
+            status: 404,
+            ..
+        }
+    ));
+    // Oversize: close 1009.
+    send_bin(&mut bob, vec![1; 10_000]).await;
+    assert_eq!(next(&mut bob, T).await, Frame::Close(Some(1009)));
+}
+
+trait SendText {
+    async fn send_text(&mut self, text: &str);
+}
+
+impl SendText for Ws {
+    async fn send_text(&mut self, text: &str) {
+        use futures_util::SinkExt as _;
+        self.send(tokio_tungstenite::tungstenite::Message::Text(text.into()))
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn second_socket_replaces_the_first() {
+    let env = setup(&[]).await;
+    let mut first = relay::connect(&env.relay.addr, &env.bob.access).await;
+    assert_eq!(next(&mut first, T).await, Frame::QueueEmpty);
+    let mut second = relay::connect(&env.relay.addr, &env.bob.access).await;
+    assert_eq!(next(&mut second, T).await, Frame::QueueEmpty);
+    assert_eq!(next(&mut first, T).await, Frame::Close(Some(4000)));
+    rest_send(&env, &env.alice, &env.bob, b"to-the-new-one").await;
+    expect_envelope(&mut second, b"to-the-new-one").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_consumer_is_disconnected() {
+    let env = setup(&[
+        ("HAVEN_WS_SEND_TIMEOUT_SECS", "1"),
+        ("HAVEN_WS_DELIVERY_WINDOW", "4096"),
+    ])
+    .await;
+    let mut alice = relay::connect(&env.relay.addr, &env.alice.access).await;
+    assert_eq!(next(&mut alice, T).await, Frame::QueueEmpty);
+    let big = vec![0x5a; 256 * 1024];
+    let total = 120u32;
+    for i in 0..total {
+        send_bin(
+            &mut alice,
+            relay::send_frame(
+                i,
+                &account(&env.bob),
+                Id::random().as_bytes(),
+                false,
+                &[(1, &big)],
+            ),
+        )
+        .await;
+        assert!(matches!(
+            next(&mut alice, T).await,
+            Frame::Result { status: 200, .. }
+        ));
+    }
+    // 30 MiB queued; bob connects and does not read.
+    let mut bob = relay::connect(&env.relay.addr, &env.bob.access).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !env.relay.stderr().contains("slow consumer") {
+        assert!(Instant::now() < deadline, "{}", env.relay.stderr());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Reading now drains what was in flight, then the connection ends early.
+    let mut received = 0;
+    loop {
+        match next(&mut bob, T).await {
+            Frame::Envelope { .. } => received += 1,
+            Frame::Close(_) => break,
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(received < total, "received {received} of {total}");
+    // Nothing was lost: the rest is still queued.
+    assert_eq!(queued(&env, &env.bob).await, total as usize);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_closes_every_socket_with_1001() {
+    let mut env = setup(&[]).await;
+    let mut alice = relay::connect(&env.relay.addr, &env.alice.access).await;
+    let mut bob = relay::connect(&env.relay.addr, &env.bob.access).await;
+    assert_eq!(next(&mut alice, T).await, Frame::QueueEmpty);
+    assert_eq!(next(&mut bob, T).await, Frame::QueueEmpty);
+    env.relay.sigterm();
+    assert_eq!(next(&mut alice, T).await, Frame::Close(Some(1001)));
+    assert_eq!(next(&mut bob, T).await, Frame::Close(Some(1001)));
+    let ok = tokio::task::block_in_place(|| env.relay.wait_exit(Duration::from_secs(20)));
+    assert!(ok, "{}", env.relay.stderr());
+    assert!(env.relay.stderr().contains("relay stopped"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn channels_history_tokens_and_live_entries() {
+    let env = setup(&[]).await;
+    let addr = env.relay.addr.clone();
+    let (status, created) = http(
+        &addr,
+        "POST",
+        "/v1/channels",
+        Some(&env.bob.access),
+        Some(&json!({})),
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    let channel = created["channel_id"].as_str().unwrap().to_owned();
+    let read = created["read_token"].as_str().unwrap().to_owned();
+    let write = created["write_token"].as_str().unwrap().to_owned();
+    assert_eq!(read.len(), 43);
+    let (status, _) = http(&addr, "POST", "/v1/channels", None, Some(&json!({}))).await;
+    assert_eq!(status, 401, "creating needs a login");
+    let append = |token: String, entry: Vec<u8>| {
+        let addr = addr.clone();
+        let path = format!("/v1/channels/{channel}/entries");
+        async move {
+            http(
+                &addr,
+                "POST",
+                &path,
+                Some(&token),
+                Some(&json!({"entry": b64(&entry)})),
+            )
+            .await
+        }
+    };
+    for i in 1..=5u8 {
+        let (status, body) = append(write.clone(), vec![i; 3]).await;
+        assert_eq!(status, 201, "{body}");
+        assert_eq!(body["seq"], i64::from(i));
+    }
+    // The read token cannot write, the write token cannot read, a random token neither.
+    let (status, body) = append(read.clone(), vec![9]).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (401, Some("invalid_channel_token"))
+    );
+    let page = |after: u64, limit: u32, token: String| {
+        let addr = addr.clone();
+        let path = format!("/v1/channels/{channel}/entries?after={after}&limit={limit}");
+        async move { http(&addr, "GET", &path, Some(&token), None).await }
+    };
+    let (status, _) = page(0, 2, write.clone()).await;
+    assert_eq!(status, 401);
+    let (status, body) = page(0, 2, read.clone()).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["entries"].as_array().unwrap().len(), 2);
+    assert_eq!(body["next_after"], 2);
+    assert_eq!(body["more"], true);
+    let (_, body) = page(4, 2, read.clone()).await;
+    assert_eq!(body["entries"][0]["seq"], 5);
+    assert_eq!(
+        relay::unb64(body["entries"][0]["entry"].as_str().unwrap()),
+        vec![5; 3]
+    );
+    assert_eq!(body["more"], false);
+    let (status, body) = page(0, 0, read.clone()).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("invalid_query"))
+    );
+    let (status, _) = http(
+        &addr,
+        "GET",
+        &format!("/v1/channels/{}/entries", Id::random().to_hex()),
+        Some(&read),
+        None,
+    )
+    .await;
+    assert_eq!(status, 404);
+
+    // Live over the socket: subscribe after 3 → entries 4, 5, then a new one as it is appended.
+    let mut bob = relay::connect(&addr, &env.bob.access).await;
+    assert_eq!(next(&mut bob, T).await, Frame::QueueEmpty);
+    let token: [u8; 32] = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(&read)
+        .unwrap()
+        .try_into()
+        .unwrap();
+    let mut wrong = token;
+    wrong[0] ^= 1;
+    send_bin(
+        &mut bob,
+        relay::subscribe_frame(1, &hex16(&channel), &wrong, 0),
+    )
+    .await;
+    assert!(matches!(
+        next(&mut bob, T).await,
+        Frame::Result {
+            request_id: 1,
+            status: 401,
+            ..
+        }
+    ));
+    send_bin(
+        &mut bob,
+        relay::subscribe_frame(2, &hex16(&channel), &token, 3),
+    )
+    .await;
+    match next(&mut bob, T).await {
+        Frame::Result {
+            request_id: 2,
+            status: 200,
+            body,
+        } => assert_eq!(body["last_seq"], 5),
+        other => panic!("{other:?}"),
+    }
+    for seq in [4u64, 5] {
+        assert_eq!(
+            next(&mut bob, T).await,
+            Frame::ChannelEntry {
+                channel: hex16(&channel),
+                seq,
+                entry: vec![seq as u8; 3]
+            }
+        );
+    }
+    let (status, _) = append(write.clone(), b"live".to_vec()).await;
+    assert_eq!(status, 201);
+    assert_eq!(
+        next(&mut bob, T).await,
+        Frame::ChannelEntry {
+            channel: hex16(&channel),
+            seq: 6,
+            entry: b"live".to_vec()
+        }
+    );
+}
