@@ -362,7 +362,29 @@ impl DiarySync {
         if !local.deleted {
             return Err(SyncError::WrongState);
         }
-        self.edit(keys, item_id, entry, rng)
+        if local.pending.is_some() {
+            return self.edit(keys, item_id, entry, rng);
+        }
+        // `edit` refuses a deleted item without a pending edit: record the restore here.
+        let expected = local.revision;
+        let sealed = self.seal(keys, item_id, expected + 1, &entry, rng)?;
+        let pending = Pending {
+            base_revision: expected,
+            base: None,
+            ours: entry,
+            target: expected + 1,
+            digest: digest(&sealed.meta),
+            preserve: None,
+        };
+        if let Some(l) = self.items.get_mut(item_id) {
+            l.pending = Some(pending);
+        }
+        self.reindex(item_id);
+        Ok(VaultRequest::Restore {
+            item_id: *item_id,
+            expected_revision: expected,
+            sealed,
+        })
     }
 
     /// The relay accepted a write (put, restore or delete) and reports the new revision.
