@@ -3,13 +3,16 @@
 //! - [`store`]: an SQLite store for all SDK state, every value encrypted under a storage key the
 //!   host application provides.
 //! - [`relay`]: the relay's HTTP API: OPAQUE registration and login, transparent token refresh.
+//! - [`diary`]: the diary on a device, synced through the relay's vault.
 #![cfg_attr(
     not(test),
     warn(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+pub mod diary;
 pub mod relay;
 pub mod store;
 
+pub use diary::{Diary, DiaryClientError};
 pub use relay::{RelayClient, RelayError, Session};
 pub use store::{ClientStore, ClientStoreError, Space};

@@ -1,0 +1,839 @@
+//! `haven-diary`: an end-to-end encrypted diary on the command line.
+//!
+//! The entries are encrypted on this device (the relay stores opaque blobs) and synced through a
+//! Haven relay's vault; the local state lives in one directory, encrypted at rest under a key
+//! derived from a local passphrase. Run `haven-diary help` for the commands.
+
+use std::io::{IsTerminal as _, Read as _, Write as _};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use argon2::{Algorithm, Argon2, Params, Version};
+use haven_client::diary::codes_text;
+use haven_client::relay::{LoginDevice, LoginIdentifier};
+use haven_client::{
+    ClientStore, ClientStoreError, Diary, DiaryClientError, RelayClient, RelayError, Session, Space,
+};
+use haven_sdk::diary::{DiaryError, DiaryQuery, Entry, KdfParams};
+use haven_sdk::identity::IdentityKeyPair;
+use zeroize::Zeroizing;
+
+const USAGE: &str = "\
+usage: haven-diary [--state DIR] [--relay URL] COMMAND [OPTIONS]
+
+commands:
+  init [--username NAME]            register an account, create the diary, print recovery codes
+  unlock [--username NAME]          check the diary password (logs in on a new device)
+  write [--title T] [--mood M] [--tag T]... [--body TEXT]
+                                    new entry; body from --body, $EDITOR, or stdin
+  list [--mood M] [--tag T] [--from YYYY-MM-DD] [--until YYYY-MM-DD]
+  show ID                           an entry (ID: its id or a unique prefix)
+  search TEXT...                    full-text search (on this device only)
+  edit ID [--title T] [--mood M] [--tag T]... [--body TEXT | --stdin]
+  delete ID                         soft-delete (restorable)
+  restore ID                        restore a deleted entry
+  history ID                        every revision of an entry
+  sync                              push local edits, pull the other devices'
+  recover [--username NAME]         new device or forgotten password: use a recovery code
+  passwd                            change the diary password
+
+options and environment:
+  --state DIR       or HAVEN_DIARY_STATE      state directory (created by init)
+  --relay URL       or HAVEN_RELAY_URL        relay base URL
+  HAVEN_DIARY_PASSPHRASE      local passphrase that encrypts the state directory
+  HAVEN_ACCOUNT_PASSWORD      account password (OPAQUE login; the relay never sees it)
+  HAVEN_DIARY_PASSWORD        diary password (unwraps the diary key)
+  HAVEN_DIARY_NEW_PASSWORD    new diary password (passwd, recover)
+  HAVEN_DIARY_RECOVERY_CODE   recovery code (recover)
+  --kdf-mib N --kdf-passes N  Argon2id cost of the diary password (init, passwd, recover)
+Without the variables the secrets are prompted for.";
+
+/// Store space of the CLI's session (account, device, refresh token).
+const SPACE_CLI: Space = Space::app(0x43);
+/// Argon2id cost of the local passphrase: 64 MiB, 3 passes, 1 lane.
+const LOCAL_KDF: (u32, u32, u32) = (64 * 1024, 3, 1);
+const SALT_FILE: &str = "salt";
+const DB_FILE: &str = "diary.db";
+
+/// A failure with its exit code.
+struct Failure {
+    code: u8,
+    message: String,
+}
+
+impl Failure {
+    fn usage(message: impl Into<String>) -> Self {
+        Self {
+            code: 2,
+            message: message.into(),
+        }
+    }
+
+    fn other(message: impl Into<String>) -> Self {
+        Self {
+            code: 1,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<DiaryClientError> for Failure {
+    fn from(err: DiaryClientError) -> Self {
+        let code = match &err {
+            DiaryClientError::Keys(
+                DiaryError::WrongPassword
+                | DiaryError::WrongRecoveryCode
+                | DiaryError::InvalidRecoveryCode,
+            ) => 3,
+            DiaryClientError::Sync(_) => 4,
+            DiaryClientError::Conflict | DiaryClientError::BundleConflict => 5,
+            DiaryClientError::UnknownEntry | DiaryClientError::NothingToRestore => 6,
+            DiaryClientError::Relay(_) => 7,
+            _ => 1,
+        };
+        Self {
+            code,
+            message: err.to_string(),
+        }
+    }
+}
+
+impl From<RelayError> for Failure {
+    fn from(err: RelayError) -> Self {
+        let code = if matches!(err, RelayError::InvalidCredentials) {
+            3
+        } else {
+            7
+        };
+        Self {
+            code,
+            message: err.to_string(),
+        }
+    }
+}
+
+impl From<ClientStoreError> for Failure {
+    fn from(err: ClientStoreError) -> Self {
+        match err {
+            ClientStoreError::WrongKey => Self {
+                code: 3,
+                message: "wrong passphrase for this state directory".into(),
+            },
+            other => Self::other(format!("state directory: {other}")),
+        }
+    }
+}
+
+impl From<std::io::Error> for Failure {
+    fn from(err: std::io::Error) -> Self {
+        Self::other(format!("i/o: {err}"))
+    }
+}
+
+/// Parsed command line: global options, the command, its flags and positional words.
+struct Args {
+    state: Option<PathBuf>,
+    relay: Option<String>,
+    command: String,
+    flags: Vec<(String, String)>,
+    switches: Vec<String>,
+    words: Vec<String>,
+}
+
+const VALUE_FLAGS: &[&str] = &[
+    "--state",
+    "--relay",
+    "--username",
+    "--title",
+    "--mood",
+    "--tag",
+    "--body",
+    "--from",
+    "--until",
+    "--kdf-mib",
+    "--kdf-passes",
+];
+const SWITCHES: &[&str] = &["--stdin", "--no-tag", "--no-mood"];
+
+impl Args {
+    fn parse(raw: impl Iterator<Item = String>) -> Result<Self, Failure> {
+        let mut args = Self {
+            state: None,
+            relay: None,
+            command: String::new(),
+            flags: Vec::new(),
+            switches: Vec::new(),
+            words: Vec::new(),
+        };
+        let mut raw = raw.peekable();
+        while let Some(a) = raw.next() {
+            if VALUE_FLAGS.contains(&a.as_str()) {
+                let v = raw
+                    .next()
+                    .ok_or_else(|| Failure::usage(format!("{a} needs a value")))?;
+                match a.as_str() {
+                    "--state" => args.state = Some(PathBuf::from(v)),
+                    "--relay" => args.relay = Some(v),
+                    _ => args.flags.push((a, v)),
+                }
+            } else if SWITCHES.contains(&a.as_str()) {
+                args.switches.push(a);
+            } else if a.starts_with("--") {
+                return Err(Failure::usage(format!("unknown option {a}\n\n{USAGE}")));
+            } else if args.command.is_empty() {
+                args.command = a;
+            } else {
+                args.words.push(a);
+            }
+        }
+        if args.state.is_none() {
+            args.state = std::env::var_os("HAVEN_DIARY_STATE").map(PathBuf::from);
+        }
+        if args.relay.is_none() {
+            args.relay = std::env::var("HAVEN_RELAY_URL").ok();
+        }
+        Ok(args)
+    }
+
+    fn flag(&self, name: &str) -> Option<&str> {
+        self.flags
+            .iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn all(&self, name: &str) -> Vec<String> {
+        self.flags
+            .iter()
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .collect()
+    }
+
+    fn switch(&self, name: &str) -> bool {
+        self.switches.iter().any(|s| s == name)
+    }
+
+    fn state_dir(&self) -> Result<&Path, Failure> {
+        self.state.as_deref().ok_or_else(|| {
+            Failure::usage("no state directory: pass --state DIR or set HAVEN_DIARY_STATE")
+        })
+    }
+
+    fn relay_url(&self) -> Result<&str, Failure> {
+        self.relay
+            .as_deref()
+            .ok_or_else(|| Failure::usage("no relay: pass --relay URL or set HAVEN_RELAY_URL"))
+    }
+
+    fn kdf_params(&self) -> Result<KdfParams, Failure> {
+        let mut params = KdfParams::DEFAULT;
+        if let Some(m) = self.flag("--kdf-mib") {
+            let mib: u32 = m
+                .parse()
+                .map_err(|_| Failure::usage("--kdf-mib takes a number"))?;
+            params.m_cost_kib = mib.saturating_mul(1024);
+        }
+        if let Some(t) = self.flag("--kdf-passes") {
+            params.t_cost = t
+                .parse()
+                .map_err(|_| Failure::usage("--kdf-passes takes a number"))?;
+        }
+        params
+            .validate()
+            .map_err(|e| Failure::usage(format!("Argon2id parameters: {e}")))?;
+        Ok(params)
+    }
+}
+
+/// A secret from the environment, or prompted for on stderr and read from stdin.
+fn secret(var: &str, prompt: &str) -> Result<Zeroizing<String>, Failure> {
+    if let Ok(v) = std::env::var(var) {
+        return Ok(Zeroizing::new(v));
+    }
+    let mut err = std::io::stderr();
+    write!(err, "{prompt}: ")?;
+    err.flush()?;
+    let mut line = Zeroizing::new(String::new());
+    std::io::stdin().read_line(&mut line)?;
+    let trimmed = Zeroizing::new(line.trim_end_matches(['\r', '\n']).to_owned());
+    if trimmed.is_empty() {
+        return Err(Failure::usage(format!(
+            "{prompt}: nothing entered (or set {var})"
+        )));
+    }
+    Ok(trimmed)
+}
+
+/// The storage key: Argon2id(passphrase, salt of the state directory).
+fn storage_key(passphrase: &[u8], salt: &[u8]) -> Result<Zeroizing<[u8; 32]>, Failure> {
+    let (m, t, p) = LOCAL_KDF;
+    let params =
+        Params::new(m, t, p, Some(32)).map_err(|_| Failure::other("local key derivation"))?;
+    let mut key = Zeroizing::new([0u8; 32]);
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+        .hash_password_into(passphrase, salt, key.as_mut_slice())
+        .map_err(|_| Failure::other("local key derivation failed"))?;
+    Ok(key)
+}
+
+/// Opens (or with `create`, creates) the state directory's encrypted store.
+fn open_store(dir: &Path, create: bool) -> Result<ClientStore, Failure> {
+    let salt_path = dir.join(SALT_FILE);
+    let salt = if salt_path.exists() {
+        let salt = std::fs::read(&salt_path)?;
+        if salt.len() != 16 {
+            return Err(Failure::other("state directory: salt file is damaged"));
+        }
+        salt
+    } else if create {
+        std::fs::create_dir_all(dir)?;
+        let mut salt = [0u8; 16];
+        fill_random(&mut rand::rng(), &mut salt);
+        std::fs::write(&salt_path, salt)?;
+        salt.to_vec()
+    } else {
+        return Err(Failure::usage(format!(
+            "{} is not a diary state directory (run init, unlock --username or recover first)",
+            dir.display()
+        )));
+    };
+    let passphrase = secret("HAVEN_DIARY_PASSPHRASE", "local passphrase")?;
+    let key = storage_key(passphrase.as_bytes(), &salt)?;
+    Ok(ClientStore::open(&dir.join(DB_FILE), &key)?)
+}
+
+fn fill_random<R: rand_core::CryptoRng>(rng: &mut R, buf: &mut [u8]) {
+    rng.fill_bytes(buf);
+}
+
+fn save_session(store: &ClientStore, session: &Session) -> Result<(), Failure> {
+    let text = Zeroizing::new(format!(
+        "{}\n{}\n{}",
+        session.account_id,
+        session.device_id,
+        session.refresh_token()
+    ));
+    store.put(SPACE_CLI, b"session", text.as_bytes())?;
+    Ok(())
+}
+
+fn load_session(store: &ClientStore) -> Result<Option<Session>, Failure> {
+    let Some(bytes) = store.get(SPACE_CLI, b"session")? else {
+        return Ok(None);
+    };
+    let text =
+        std::str::from_utf8(&bytes).map_err(|_| Failure::other("stored session is damaged"))?;
+    let mut parts = text.splitn(3, '\n');
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some(a), Some(d), Some(r)) => Ok(Some(Session::restore(
+            a.to_owned(),
+            d.to_owned(),
+            None,
+            Zeroizing::new(r.to_owned()),
+        ))),
+        _ => Err(Failure::other("stored session is damaged")),
+    }
+}
+
+/// This device's identity (created on first use).
+fn identity(store: &ClientStore) -> Result<Vec<u8>, Failure> {
+    if !store.has_identity()? {
+        let pair = IdentityKeyPair::generate(&mut rand::rng());
+        let mut reg = [0u8; 4];
+        fill_random(&mut rand::rng(), &mut reg);
+        store.set_identity(&pair, u32::from_be_bytes(reg) & 0x3fff)?;
+    }
+    let key = haven_sdk::store::IdentityStore::identity_key_pair(store)
+        .map_err(|e| Failure::other(format!("device identity: {e}")))?;
+    Ok(key.public().to_bytes().to_vec())
+}
+
+/// A relay client with this directory's session; logs in (`--username`) when there is none.
+async fn connect(args: &Args, store: &ClientStore) -> Result<RelayClient, Failure> {
+    let relay = RelayClient::new(args.relay_url()?)?;
+    if let Some(session) = load_session(store)? {
+        relay.set_session(session).await;
+        return Ok(relay);
+    }
+    let Some(username) = args.flag("--username") else {
+        return Err(Failure::usage(
+            "this state directory is not logged in: pass --username NAME to log in",
+        ));
+    };
+    let password = secret("HAVEN_ACCOUNT_PASSWORD", "account password")?;
+    let identity_key = identity(store)?;
+    let session = relay
+        .login(
+            LoginIdentifier::Username(username),
+            password.as_bytes(),
+            LoginDevice::New {
+                identity_key: &identity_key,
+                name: None,
+            },
+            None,
+        )
+        .await?;
+    save_session(store, &session)?;
+    Ok(relay)
+}
+
+/// Saves the (possibly rotated) session after the relay was used.
+async fn persist(diary: &Diary) -> Result<(), Failure> {
+    if let Some(session) = diary.relay().session().await {
+        save_session(diary.store(), &session)?;
+    }
+    Ok(())
+}
+
+async fn unlocked(args: &Args) -> Result<Diary, Failure> {
+    let store = open_store(args.state_dir()?, args.flag("--username").is_some())?;
+    let relay = connect(args, &store).await?;
+    let password = secret("HAVEN_DIARY_PASSWORD", "diary password")?;
+    let diary = Diary::unlock(store, relay, password.as_bytes()).await?;
+    persist(&diary).await?;
+    Ok(diary)
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = if y >= 0 { y } else { y - 399 } / 400;
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+fn civil_from_days(z: i64) -> (i64, i64, i64) {
+    let z = z + 719_468;
+    let era = if z >= 0 { z } else { z - 146_096 } / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+/// `YYYY-MM-DD` (UTC midnight) to Unix ms.
+fn parse_date(s: &str) -> Result<u64, Failure> {
+    let bad = || Failure::usage(format!("not a date (YYYY-MM-DD): {s}"));
+    let mut parts = s.split('-');
+    let (Some(y), Some(m), Some(d), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(bad());
+    };
+    let (y, m, d): (i64, i64, i64) = (
+        y.parse().map_err(|_| bad())?,
+        m.parse().map_err(|_| bad())?,
+        d.parse().map_err(|_| bad())?,
+    );
+    if !(1970..=9999).contains(&y) || !(1..=12).contains(&m) || !(1..=31).contains(&d) {
+        return Err(bad());
+    }
+    let days = days_from_civil(y, m, d);
+    u64::try_from(days * 86_400_000).map_err(|_| bad())
+}
+
+fn format_time(ms: u64) -> String {
+    let secs = i64::try_from(ms / 1000).unwrap_or(i64::MAX);
+    let (y, m, d) = civil_from_days(secs.div_euclid(86_400));
+    let rem = secs.rem_euclid(86_400);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02} UTC",
+        rem / 3600,
+        (rem % 3600) / 60
+    )
+}
+
+/// The entry's text: `--body`, `--stdin`, `$EDITOR` on a terminal, else stdin.
+fn read_body(args: &Args, initial: &str) -> Result<Option<String>, Failure> {
+    if let Some(b) = args.flag("--body") {
+        return Ok(Some(b.to_owned()));
+    }
+    let editor = std::env::var("EDITOR")
+        .ok()
+        .filter(|e| !e.trim().is_empty());
+    if !args.switch("--stdin") && std::io::stdin().is_terminal() {
+        let Some(editor) = editor else {
+            return Ok(None);
+        };
+        let dir = tempfile_dir()?;
+        let path = dir.join("entry.txt");
+        std::fs::write(&path, initial)?;
+        let mut words = editor.split_whitespace();
+        let program = words.next().unwrap_or("vi");
+        let status = std::process::Command::new(program)
+            .args(words)
+            .arg(&path)
+            .status()?;
+        let text = std::fs::read_to_string(&path);
+        // Overwrite before removing: the draft is plaintext.
+        if let Ok(meta) = std::fs::metadata(&path) {
+            let _ = std::fs::write(&path, vec![0u8; usize::try_from(meta.len()).unwrap_or(0)]);
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+        if !status.success() {
+            return Err(Failure::other("the editor failed; nothing was saved"));
+        }
+        return Ok(Some(text?));
+    }
+    let mut body = String::new();
+    std::io::stdin().read_to_string(&mut body)?;
+    Ok(Some(body))
+}
+
+/// A private temporary directory for the editor's draft.
+fn tempfile_dir() -> Result<PathBuf, Failure> {
+    let mut name = [0u8; 8];
+    fill_random(&mut rand::rng(), &mut name);
+    let dir = std::env::temp_dir().join(format!("haven-diary-{}", hex::encode(name)));
+    std::fs::create_dir(&dir)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(dir)
+}
+
+/// Resolves an id or a unique prefix (at least 4 hex digits) among the known entries.
+fn resolve_id(
+    diary: &Diary,
+    word: Option<&String>,
+    include_deleted: &[[u8; 16]],
+) -> Result<[u8; 16], Failure> {
+    let word = word
+        .ok_or_else(|| Failure::usage("missing entry id"))?
+        .to_ascii_lowercase();
+    if word.len() < 4 || !word.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(Failure::usage(format!("not an entry id: {word}")));
+    }
+    let mut candidates: Vec<[u8; 16]> = diary
+        .list(&DiaryQuery::default())
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    candidates.extend_from_slice(include_deleted);
+    let hits: Vec<[u8; 16]> = candidates
+        .into_iter()
+        .filter(|id| hex::encode(id).starts_with(&word))
+        .collect();
+    match hits.as_slice() {
+        [one] => Ok(*one),
+        [] if word.len() == 32 => {
+            let mut id = [0u8; 16];
+            hex::decode_to_slice(&word, &mut id).map_err(|_| Failure::usage("bad id"))?;
+            Ok(id)
+        }
+        [] => Err(Failure {
+            code: 6,
+            message: format!("no entry {word}"),
+        }),
+        _ => Err(Failure::usage(format!(
+            "{word} matches several entries; give more digits"
+        ))),
+    }
+}
+
+fn print_line(id: &[u8; 16], e: &Entry, pending: bool) {
+    let mut line = format!(
+        "{}  {}  {}",
+        hex::encode(id),
+        format_time(e.created_ms),
+        e.title
+    );
+    if let Some(m) = &e.mood {
+        line.push_str(&format!("  [{m}]"));
+    }
+    for t in &e.tags {
+        line.push_str(&format!(" #{t}"));
+    }
+    if pending {
+        line.push_str("  (not synced)");
+    }
+    println!("{line}");
+}
+
+fn print_entry(id: &[u8; 16], e: &Entry) {
+    println!("id:      {}", hex::encode(id));
+    println!("title:   {}", e.title);
+    if let Some(m) = &e.mood {
+        println!("mood:    {m}");
+    }
+    if !e.tags.is_empty() {
+        println!("tags:    {}", e.tags.join(", "));
+    }
+    println!("created: {}", format_time(e.created_ms));
+    println!("updated: {}", format_time(e.updated_ms));
+    println!();
+    println!("{}", e.body);
+}
+
+fn apply_fields(args: &Args, entry: &mut Entry) {
+    if let Some(t) = args.flag("--title") {
+        entry.title = t.to_owned();
+    }
+    if let Some(m) = args.flag("--mood") {
+        entry.mood = Some(m.to_owned());
+    }
+    if args.switch("--no-mood") {
+        entry.mood = None;
+    }
+    let tags = args.all("--tag");
+    if !tags.is_empty() {
+        entry.tags = tags;
+    }
+    if args.switch("--no-tag") {
+        entry.tags.clear();
+    }
+}
+
+async fn run(args: Args) -> Result<(), Failure> {
+    match args.command.as_str() {
+        "" | "help" | "--help" => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        "init" => {
+            let dir = args.state_dir()?;
+            if dir.join(DB_FILE).exists() {
+                return Err(Failure::usage(format!(
+                    "{} already holds a diary",
+                    dir.display()
+                )));
+            }
+            let params = args.kdf_params()?;
+            let store = open_store(dir, true)?;
+            let relay = RelayClient::new(args.relay_url()?)?;
+            let identity_key = identity(&store)?;
+            let account_pw = secret("HAVEN_ACCOUNT_PASSWORD", "account password")?;
+            let session = relay
+                .register(
+                    args.flag("--username"),
+                    account_pw.as_bytes(),
+                    &identity_key,
+                    None,
+                )
+                .await?;
+            save_session(&store, &session)?;
+            let password = secret("HAVEN_DIARY_PASSWORD", "diary password")?;
+            let (diary, codes) = Diary::init(store, relay, password.as_bytes(), params).await?;
+            persist(&diary).await?;
+            println!("diary created for account {}", session.account_id);
+            println!("recovery codes (write them down now; they are shown only once):");
+            for code in codes_text(&codes) {
+                println!("  {}", code.as_str());
+            }
+            Ok(())
+        }
+        "unlock" => {
+            let diary = unlocked(&args).await?;
+            println!(
+                "unlocked: {} entries",
+                diary.list(&DiaryQuery::default()).len()
+            );
+            Ok(())
+        }
+        "write" => {
+            let mut diary = unlocked(&args).await?;
+            let now = now_ms();
+            let mut entry = Entry::default();
+            entry.created_ms = now;
+            entry.updated_ms = now;
+            apply_fields(&args, &mut entry);
+            entry.body = read_body(&args, "")?
+                .ok_or_else(|| Failure::usage("no body: pass --body, --stdin, or set $EDITOR"))?;
+            let id = diary.write(entry)?;
+            let synced = diary.sync().await;
+            persist(&diary).await?;
+            println!("{}", hex::encode(id));
+            if let Err(e) = synced {
+                eprintln!("saved locally; sync failed: {e}");
+            }
+            Ok(())
+        }
+        "list" | "search" => {
+            let diary = unlocked(&args).await?;
+            let query = DiaryQuery {
+                mood: args.flag("--mood").map(str::to_owned),
+                tag: args.flag("--tag").map(str::to_owned),
+                from_ms: args.flag("--from").map(parse_date).transpose()?,
+                until_ms: args
+                    .flag("--until")
+                    .map(|d| parse_date(d).map(|ms| ms + 86_400_000))
+                    .transpose()?,
+                text: if args.command == "search" {
+                    if args.words.is_empty() {
+                        return Err(Failure::usage("search needs some text"));
+                    }
+                    Some(args.words.join(" "))
+                } else {
+                    None
+                },
+            };
+            for (id, e) in diary.list(&query) {
+                print_line(&id, e, diary.is_pending(&id));
+            }
+            Ok(())
+        }
+        "show" => {
+            let diary = unlocked(&args).await?;
+            let id = resolve_id(&diary, args.words.first(), &[])?;
+            let entry = diary.show(&id).ok_or(DiaryClientError::UnknownEntry)?;
+            print_entry(&id, entry);
+            Ok(())
+        }
+        "edit" => {
+            let mut diary = unlocked(&args).await?;
+            let id = resolve_id(&diary, args.words.first(), &[])?;
+            let mut entry = diary
+                .show(&id)
+                .cloned()
+                .ok_or(DiaryClientError::UnknownEntry)?;
+            apply_fields(&args, &mut entry);
+            let touches_body =
+                args.flag("--body").is_some() || args.switch("--stdin") || args.flags.is_empty();
+            if touches_body && let Some(body) = read_body(&args, &entry.body)? {
+                entry.body = body;
+            }
+            entry.updated_ms = now_ms().max(entry.updated_ms);
+            diary.edit(&id, entry)?;
+            let synced = diary.sync().await;
+            persist(&diary).await?;
+            if let Err(e) = synced {
+                eprintln!("saved locally; sync failed: {e}");
+            }
+            Ok(())
+        }
+        "delete" => {
+            let mut diary = unlocked(&args).await?;
+            let id = resolve_id(&diary, args.words.first(), &[])?;
+            let result = diary.delete(&id).await;
+            persist(&diary).await?;
+            result?;
+            println!(
+                "deleted {} (restore with: haven-diary restore {})",
+                hex::encode(id),
+                hex::encode(id)
+            );
+            Ok(())
+        }
+        "restore" => {
+            let mut diary = unlocked(&args).await?;
+            let word = args
+                .words
+                .first()
+                .ok_or_else(|| Failure::usage("missing entry id"))?;
+            let mut id = [0u8; 16];
+            hex::decode_to_slice(word, &mut id)
+                .map_err(|_| Failure::usage("restore needs the full 32-digit id"))?;
+            diary.restore(&id).await?;
+            let synced = diary.sync().await;
+            persist(&diary).await?;
+            synced?;
+            println!("restored {}", hex::encode(id));
+            Ok(())
+        }
+        "history" => {
+            let diary = unlocked(&args).await?;
+            let word = args
+                .words
+                .first()
+                .ok_or_else(|| Failure::usage("missing entry id"))?;
+            let id = if word.len() == 32 {
+                let mut id = [0u8; 16];
+                hex::decode_to_slice(word, &mut id).map_err(|_| Failure::usage("bad id"))?;
+                id
+            } else {
+                resolve_id(&diary, Some(word), &[])?
+            };
+            let history = diary.history(&id).await;
+            persist(&diary).await?;
+            for r in history? {
+                match &r.entry {
+                    None => println!("revision {}: deleted", r.revision),
+                    Some(e) => println!(
+                        "revision {}: {}  (edited {})\n{}\n",
+                        r.revision,
+                        e.title,
+                        format_time(e.updated_ms),
+                        e.body
+                    ),
+                }
+            }
+            Ok(())
+        }
+        "sync" => {
+            let mut diary = unlocked(&args).await?;
+            let report = diary.sync().await;
+            persist(&diary).await?;
+            let report = report?;
+            println!(
+                "synced: {} received, {} sent, {} conflicts merged, {} pending",
+                report.pulled, report.pushed, report.conflicts, report.pending
+            );
+            Ok(())
+        }
+        "recover" => {
+            let params = args.kdf_params()?;
+            let store = open_store(args.state_dir()?, true)?;
+            let relay = connect(&args, &store).await?;
+            let code = secret("HAVEN_DIARY_RECOVERY_CODE", "recovery code")?;
+            let new_password = secret("HAVEN_DIARY_NEW_PASSWORD", "new diary password")?;
+            let mut diary =
+                Diary::recover(store, relay, code.as_str(), new_password.as_bytes(), params)
+                    .await?;
+            let synced = diary.sync().await;
+            persist(&diary).await?;
+            synced?;
+            println!(
+                "recovered: {} entries; the diary password was changed",
+                diary.list(&DiaryQuery::default()).len()
+            );
+            Ok(())
+        }
+        "passwd" => {
+            let params = args.kdf_params()?;
+            let mut diary = unlocked(&args).await?;
+            let new_password = secret("HAVEN_DIARY_NEW_PASSWORD", "new diary password")?;
+            let result = diary.change_password(new_password.as_bytes(), params).await;
+            persist(&diary).await?;
+            result?;
+            println!("diary password changed");
+            Ok(())
+        }
+        other => Err(Failure::usage(format!(
+            "unknown command {other}\n\n{USAGE}"
+        ))),
+    }
+}
+
+fn main() -> ExitCode {
+    let result = Args::parse(std::env::args().skip(1)).and_then(|args| {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| Failure::other(format!("runtime: {e}")))?;
+        runtime.block_on(run(args))
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            eprintln!("haven-diary: {}", f.message);
+            ExitCode::from(f.code)
+        }
+    }
+}

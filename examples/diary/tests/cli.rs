@@ -1,0 +1,255 @@
+//! The `haven-diary` CLI, scripted, against a real relay process: init → write → list →
+//! search → edit → sync on a second state directory → show, plus the error exit codes.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_haven-diary");
+
+fn relay_binary() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().unwrap().parent().unwrap();
+    let bin = dir.join(format!("haven-relay{}", std::env::consts::EXE_SUFFIX));
+    if !bin.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "-p", "haven-relay", "--bin", "haven-relay"])
+            .status()
+            .unwrap();
+        assert!(status.success(), "building haven-relay failed");
+    }
+    bin
+}
+
+struct Relay {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_relay(dir: &Path) -> Relay {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let db = format!("sqlite://{}?mode=rwc", dir.join("relay.db").display());
+    let child = Command::new(relay_binary())
+        .env("HAVEN_LISTEN", format!("127.0.0.1:{port}"))
+        .env("HAVEN_METRICS_LISTEN", "off")
+        .env("HAVEN_DATABASE_URL", db)
+        .env("HAVEN_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let relay = Relay {
+        child,
+        url: format!("http://127.0.0.1:{port}"),
+    };
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(30) {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return relay;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("relay did not start");
+}
+
+/// Runs the CLI with the scripted secrets.
+fn cli(relay: &str, state: &Path, args: &[&str], stdin: Option<&str>) -> Output {
+    let mut cmd = Command::new(BIN);
+    cmd.args(["--relay", relay, "--state"])
+        .arg(state)
+        .args(args)
+        .env("HAVEN_DIARY_PASSPHRASE", "local passphrase")
+        .env("HAVEN_ACCOUNT_PASSWORD", "account password")
+        .env("HAVEN_DIARY_PASSWORD", "diary password")
+        .env_remove("EDITOR")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    {
+        use std::io::Write as _;
+        let mut input = child.stdin.take().unwrap();
+        if let Some(text) = stdin {
+            input.write_all(text.as_bytes()).unwrap();
+        }
+    }
+    child.wait_with_output().unwrap()
+}
+
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout.clone()).unwrap()
+}
+
+#[test]
+fn scripted_flow_across_two_state_directories() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = start_relay(dir.path());
+    let url = relay.url.as_str();
+    let one = dir.path().join("one");
+    let two = dir.path().join("two");
+    let kdf = ["--kdf-mib", "19", "--kdf-passes", "2"];
+
+    let mut init = vec!["init", "--username", "cli_user"];
+    init.extend(kdf);
+    let out = ok(&cli(url, &one, &init, None));
+    assert!(out.contains("recovery codes"), "{out}");
+    assert_eq!(out.lines().filter(|l| l.starts_with("  ")).count(), 10);
+
+    // write: body from stdin.
+    let out = ok(&cli(
+        url,
+        &one,
+        &[
+            "write",
+            "--title",
+            "Harbour walk",
+            "--mood",
+            "calm",
+            "--tag",
+            "sea",
+            "--tag",
+            "walk",
+        ],
+        Some("Saw the pelicans near the pier.\n"),
+    ));
+    let id = out.trim().to_owned();
+    assert_eq!(id.len(), 32, "{out}");
+    ok(&cli(
+        url,
+        &one,
+        &[
+            "write",
+            "--title",
+            "Groceries",
+            "--body",
+            "apples and bread",
+        ],
+        None,
+    ));
+
+    let list = ok(&cli(url, &one, &["list"], None));
+    assert!(
+        list.contains("Harbour walk") && list.contains("Groceries"),
+        "{list}"
+    );
+    let filtered = ok(&cli(url, &one, &["list", "--tag", "sea"], None));
+    assert!(
+        filtered.contains("Harbour walk") && !filtered.contains("Groceries"),
+        "{filtered}"
+    );
+    let by_mood = ok(&cli(url, &one, &["list", "--mood", "calm"], None));
+    assert!(!by_mood.contains("Groceries"), "{by_mood}");
+    let future = ok(&cli(url, &one, &["list", "--from", "2999-01-01"], None));
+    assert!(future.trim().is_empty(), "{future}");
+
+    let found = ok(&cli(url, &one, &["search", "pelic"], None));
+    assert!(
+        found.contains(&id) && !found.contains("Groceries"),
+        "{found}"
+    );
+
+    ok(&cli(
+        url,
+        &one,
+        &[
+            "edit",
+            &id[..8],
+            "--body",
+            "Saw the pelicans near the pier. Then rain.",
+        ],
+        None,
+    ));
+
+    // A second state directory: log in by username, sync, show.
+    let out = ok(&cli(url, &two, &["unlock", "--username", "cli_user"], None));
+    assert!(out.contains("unlocked"), "{out}");
+    ok(&cli(url, &two, &["sync"], None));
+    let shown = ok(&cli(url, &two, &["show", &id], None));
+    assert!(shown.contains("Harbour walk"), "{shown}");
+    assert!(shown.contains("Then rain."), "{shown}");
+    assert!(shown.contains("sea, walk"), "{shown}");
+    let history = ok(&cli(url, &two, &["history", &id], None));
+    assert!(
+        history.contains("revision 1") && history.contains("revision 2"),
+        "{history}"
+    );
+
+    // delete on two, restore on one.
+    ok(&cli(url, &two, &["delete", &id], None));
+    ok(&cli(url, &one, &["sync"], None));
+    let list = ok(&cli(url, &one, &["list"], None));
+    assert!(!list.contains("Harbour walk"), "{list}");
+    ok(&cli(url, &one, &["restore", &id], None));
+    ok(&cli(url, &two, &["sync"], None));
+    assert!(ok(&cli(url, &two, &["show", &id], None)).contains("Then rain."));
+
+    // passwd on one; two unlocks with the new password.
+    let out = Command::new(BIN)
+        .args(["--relay", url, "--state"])
+        .arg(&one)
+        .args(["passwd", "--kdf-mib", "19", "--kdf-passes", "2"])
+        .env("HAVEN_DIARY_PASSPHRASE", "local passphrase")
+        .env("HAVEN_DIARY_PASSWORD", "diary password")
+        .env("HAVEN_DIARY_NEW_PASSWORD", "new diary password")
+        .output()
+        .unwrap();
+    ok(&out);
+    let out = Command::new(BIN)
+        .args(["--relay", url, "--state"])
+        .arg(&two)
+        .args(["show", &id])
+        .env("HAVEN_DIARY_PASSPHRASE", "local passphrase")
+        .env("HAVEN_DIARY_PASSWORD", "new diary password")
+        .output()
+        .unwrap();
+    assert!(ok(&out).contains("Then rain."));
+
+    // Errors: clear message and exit code, never a panic.
+    let wrong = cli(url, &two, &["list"], None); // old password
+    assert_eq!(wrong.status.code(), Some(3), "{wrong:?}");
+    assert!(String::from_utf8_lossy(&wrong.stderr).contains("wrong password"));
+    let bad_pass = Command::new(BIN)
+        .args(["--relay", url, "--state"])
+        .arg(&two)
+        .arg("list")
+        .env("HAVEN_DIARY_PASSPHRASE", "not the passphrase")
+        .env("HAVEN_DIARY_PASSWORD", "new diary password")
+        .output()
+        .unwrap();
+    assert_eq!(bad_pass.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&bad_pass.stderr).contains("passphrase"));
+    let unknown = cli(url, &one, &["frobnicate"], None);
+    assert_eq!(unknown.status.code(), Some(2));
+    let missing = Command::new(BIN)
+        .args(["--relay", url, "--state"])
+        .arg(dir.path().join("nowhere"))
+        .arg("list")
+        .env("HAVEN_DIARY_PASSPHRASE", "x")
+        .output()
+        .unwrap();
+    assert_eq!(missing.status.code(), Some(2));
+    for out in [&wrong, &bad_pass, &unknown, &missing] {
+        assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"));
+    }
+    drop(relay);
+}
