@@ -880,20 +880,11 @@ impl Diary {
     /// # Errors
     /// [`DiaryClientError::Sync`] (tampering, rollback, fork), relay and store errors.
     pub async fn sync(&mut self) -> Result<SyncReport, DiaryClientError> {
-        let mut queue = VecDeque::new();
-        let pending: Vec<[u8; 16]> = self
+        let mut queue: VecDeque<VaultRequest> = self
             .sync
-            .search(&DiaryQuery::default())
+            .resend_pending(&self.keys, &mut rng())?
             .into_iter()
-            .filter(|id| self.sync.has_pending(id))
             .collect();
-        for id in pending {
-            if let Some(entry) = self.sync.entry(&id).cloned() {
-                if let Some(request) = self.sync.edit(&self.keys, &id, entry, &mut rng())? {
-                    queue.push_back(request);
-                }
-            }
-        }
         queue.push_back(self.sync.pull());
         let mut report = SyncReport::default();
         self.run(queue, &mut report).await?;

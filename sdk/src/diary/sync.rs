@@ -378,6 +378,32 @@ impl DiarySync {
         })
     }
 
+    /// Forgets that writes are in flight (the host never sent them, or lost the answer: it was
+    /// offline or restarted) and returns a fresh write for every item with a pending local edit.
+    /// Re-sending is safe: each write carries its expected revision, so a write that did reach
+    /// the relay makes its retry conflict (409), which [`write_conflicted`](Self::write_conflicted)
+    /// resolves by merging.
+    ///
+    /// # Errors
+    /// Entry limits while sealing (the item keeps its pending edit).
+    pub fn resend_pending<R: CryptoRng + ?Sized>(
+        &mut self,
+        keys: &DiaryKeys,
+        rng: &mut R,
+    ) -> Result<Vec<VaultRequest>, SyncError> {
+        let pending: Vec<([u8; 16], Pending)> = self
+            .items
+            .iter()
+            .filter_map(|(id, l)| l.pending.clone().map(|p| (*id, p)))
+            .collect();
+        let mut out = Vec::with_capacity(pending.len());
+        for (id, mut p) in pending {
+            p.in_flight = None;
+            out.push(self.send(keys, &id, p, rng)?);
+        }
+        Ok(out)
+    }
+
     /// The request that soft-deletes an entry.
     ///
     /// # Errors
