@@ -395,7 +395,8 @@ impl ClientStore {
         Ok(out)
     }
 
-    /// Runs `f` in one SQLite transaction: every write inside commits together or not at all.
+    /// Runs `f` in one SQLite savepoint: every write inside commits together or not at all.
+    /// Savepoints nest, so `f` may call other atomic operations.
     ///
     /// # Errors
     /// `f`'s error (after rolling back) or [`ClientStoreError::Sqlite`].
@@ -403,13 +404,39 @@ impl ClientStore {
         &self,
         f: impl FnOnce(&Self) -> Result<T, E>,
     ) -> Result<T, E> {
-        let tx = self
-            .conn
-            .unchecked_transaction()
-            .map_err(ClientStoreError::from)?;
-        let out = f(self)?;
-        tx.commit().map_err(ClientStoreError::from)?;
-        Ok(out)
+        self.begin()?;
+        let out = f(self);
+        self.end(out.is_ok())?;
+        out
+    }
+
+    /// As [`ClientStore::atomically`], for operations that need the store mutably (the SDK's
+    /// protocol store traits).
+    ///
+    /// # Errors
+    /// `f`'s error (after rolling back) or [`ClientStoreError::Sqlite`].
+    pub fn atomically_mut<T, E: From<ClientStoreError>>(
+        &mut self,
+        f: impl FnOnce(&mut Self) -> Result<T, E>,
+    ) -> Result<T, E> {
+        self.begin()?;
+        let out = f(self);
+        self.end(out.is_ok())?;
+        out
+    }
+
+    fn begin(&self) -> Result<(), ClientStoreError> {
+        Ok(self.conn.execute_batch("SAVEPOINT haven_atomic")?)
+    }
+
+    fn end(&self, commit: bool) -> Result<(), ClientStoreError> {
+        if commit {
+            self.conn.execute_batch("RELEASE haven_atomic")?;
+        } else {
+            self.conn
+                .execute_batch("ROLLBACK TO haven_atomic; RELEASE haven_atomic")?;
+        }
+        Ok(())
     }
 
     /// Stores this device's identity key pair and registration id (replacing any).
@@ -582,7 +609,7 @@ impl PreKeyStore for ClientStore {
         let Some(kem_key) = self.kem_prekey(kem)? else {
             return Err(StoreError::KemPreKeyNotFound { id: kem });
         };
-        self.atomically(|s| {
+        self.atomically_mut(|s| {
             if let Some(id) = one_time {
                 s.delete(Space::ONE_TIME_PREKEY, &id.to_be_bytes())?;
             }
