@@ -218,7 +218,7 @@ impl Device {
             .register(username, password, &identity.public().to_bytes(), None)
             .await?;
         store.set_identity(&identity, registration_id)?;
-        Self::finish_setup(relay, store, session).await
+        Self::finish_setup(relay, store, session, true).await
     }
 
     /// Adds this device to an existing account (OPAQUE login as a new device).
@@ -247,13 +247,17 @@ impl Device {
             )
             .await?;
         store.set_identity(&identity, registration_id)?;
-        Self::finish_setup(relay, store, session).await
+        Self::finish_setup(relay, store, session, false).await
     }
 
+    /// Stores the session, uploads keys and, for a new account (`first_device`), sets a fresh
+    /// access key. A linked device keeps the account's existing key (the other devices share it
+    /// with it end to end), so it does not replace the key contacts already hold.
     async fn finish_setup(
         relay: RelayClient,
         store: ClientStore,
         session: Session,
+        first_device: bool,
     ) -> Result<Self, DeviceError> {
         let device_number = session
             .device_number
@@ -276,9 +280,11 @@ impl Device {
             relay_key,
         };
         device.upload_initial_keys().await?;
-        let mut access = [0u8; 16];
-        rand::Rng::fill_bytes(&mut rand::rng(), &mut access);
-        device.set_access_key(access).await?;
+        if first_device {
+            let mut access = [0u8; 16];
+            rand::Rng::fill_bytes(&mut rand::rng(), &mut access);
+            device.set_access_key(access).await?;
+        }
         Ok(device)
     }
 
