@@ -1,7 +1,7 @@
 //! The client's persistent store: one SQLite file holding every piece of SDK state, each value
 //! encrypted under a key the host application provides (from the platform keychain).
 //!
-//! # Layout (see docs/PROTOCOL.md §13)
+//! # Layout (see docs/PROTOCOL.md §12)
 //!
 //! ```text
 //! value_key = HKDF-SHA256(salt = none, ikm = storage_key, info = "Haven_ClientStore_ValueKey_v1")
