@@ -762,12 +762,10 @@ impl Device {
         let store = self.lock();
         for d in remove {
             // Forget sessions with devices that are gone.
-            let _ = store.delete(Space::SESSION, &{
-                let mut k = [0u8; 20];
-                k[..16].copy_from_slice(&peer_account);
-                k[16..].copy_from_slice(&d.to_be_bytes());
-                k
-            });
+            store.delete(
+                Space::SESSION,
+                &crate::store::address_key(&DeviceAddress::new(peer_account, d)),
+            )?;
         }
         devices.sort_unstable();
         Ok(devices)

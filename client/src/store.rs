@@ -71,6 +71,10 @@ pub enum ClientStoreError {
         /// The version found.
         found: i64,
     },
+    /// Deriving the store's subkeys failed (cannot happen for 32-byte outputs; reported rather
+    /// than continuing with a weak key).
+    #[error("key derivation failed")]
+    KeyDerivation,
     /// The store holds no identity yet ([`ClientStore::set_identity`] was never called).
     #[error("no identity stored")]
     NoIdentity,
@@ -140,7 +144,8 @@ pub type Entry = (Vec<u8>, Zeroizing<Vec<u8>>);
 pub struct ClientStore {
     conn: Connection,
     value_key: StorageKey,
-    index_key: Zeroizing<[u8; 32]>,
+    /// HMAC-SHA256 keyed once with `index_key`; cloned per row key.
+    index_mac: Hmac<Sha256>,
 }
 
 impl std::fmt::Debug for ClientStore {
@@ -149,14 +154,12 @@ impl std::fmt::Debug for ClientStore {
     }
 }
 
-fn derive(storage_key: &[u8; 32], info: &[u8]) -> Zeroizing<[u8; 32]> {
-    let hk = Hkdf::<Sha256>::new(None, storage_key);
+fn derive(storage_key: &[u8; 32], info: &[u8]) -> Result<Zeroizing<[u8; 32]>, ClientStoreError> {
     let mut out = Zeroizing::new([0u8; 32]);
-    // 32 bytes is always a valid HKDF-SHA256 output length.
-    if hk.expand(info, out.as_mut()).is_err() {
-        out.as_mut().fill(0);
-    }
-    out
+    Hkdf::<Sha256>::new(None, storage_key)
+        .expand(info, out.as_mut())
+        .map_err(|_| ClientStoreError::KeyDerivation)?;
+    Ok(out)
 }
 
 fn rng() -> impl rand_core::CryptoRng {
@@ -197,12 +200,14 @@ impl ClientStore {
                  PRIMARY KEY (space, key)
              ) WITHOUT ROWID;",
         )?;
-        let value_key = StorageKey::from_bytes(*derive(storage_key, VALUE_KEY_INFO));
-        let index_key = derive(storage_key, INDEX_KEY_INFO);
+        let value_key = StorageKey::from_bytes(*derive(storage_key, VALUE_KEY_INFO)?);
+        let index_key = derive(storage_key, INDEX_KEY_INFO)?;
+        let index_mac = <Hmac<Sha256> as KeyInit>::new_from_slice(index_key.as_ref())
+            .map_err(|_| ClientStoreError::KeyDerivation)?;
         let store = Self {
             conn,
             value_key,
-            index_key,
+            index_mac,
         };
         store.check_or_create()?;
         Ok(store)
@@ -248,9 +253,7 @@ impl ClientStore {
     }
 
     fn row_key(&self, space: Space, key: &[u8]) -> [u8; 32] {
-        // HMAC accepts keys of any length.
-        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(self.index_key.as_ref())
-            .unwrap_or_else(|_| <Hmac<Sha256> as KeyInit>::new(&Default::default()));
+        let mut mac = self.index_mac.clone();
         mac.update(&space.0.to_be_bytes());
         mac.update(key);
         mac.finalize().into_bytes().into()
@@ -491,7 +494,8 @@ impl ClientStore {
     }
 }
 
-fn address_key(address: &DeviceAddress) -> [u8; 20] {
+/// Natural key of per-device rows (peer identities, sessions): `account_id || u32be(device)`.
+pub(crate) fn address_key(address: &DeviceAddress) -> [u8; 20] {
     let mut k = [0u8; 20];
     k[..16].copy_from_slice(&address.account_id);
     k[16..].copy_from_slice(&address.device_id.to_be_bytes());

@@ -501,6 +501,19 @@ fn queue_limits<S: Store>(state: &AppState<S>) -> QueueLimits {
     }
 }
 
+/// Stores `delivery` in one transaction and wakes the sockets of every device that got a new
+/// (not duplicate) envelope.
+async fn deliver_and_notify<S: Store>(
+    state: &AppState<S>,
+    delivery: &Delivery,
+) -> Result<Vec<StoredEnvelope>, MessagingError> {
+    let stored = outcome_to_result(state.store().deliver(delivery, queue_limits(state)).await?)?;
+    for s in stored.iter().filter(|s| !s.duplicate) {
+        notify_mailbox(state, s.account, s.device);
+    }
+    Ok(stored)
+}
+
 fn outcome_to_result(outcome: DeliveryOutcome) -> Result<Vec<StoredEnvelope>, MessagingError> {
     match outcome {
         DeliveryOutcome::Stored(stored) => Ok(stored),
@@ -651,15 +664,7 @@ pub async fn send<S: Store>(
         received_at,
         expires_at,
     };
-    let stored = outcome_to_result(
-        state
-            .store()
-            .deliver(&delivery, queue_limits(state))
-            .await?,
-    )?;
-    for s in stored.iter().filter(|s| !s.duplicate) {
-        notify_mailbox(state, s.account, s.device);
-    }
+    let stored = deliver_and_notify(state, &delivery).await?;
     Ok(SendReceipt {
         devices: queued(&stored, recipient),
     })
@@ -782,15 +787,7 @@ pub async fn send_multi<S: Store>(
         received_at,
         expires_at,
     };
-    let stored = outcome_to_result(
-        state
-            .store()
-            .deliver(&delivery, queue_limits(state))
-            .await?,
-    )?;
-    for s in stored.iter().filter(|s| !s.duplicate) {
-        notify_mailbox(state, s.account, s.device);
-    }
+    let stored = deliver_and_notify(state, &delivery).await?;
     Ok(MultiReceipt {
         recipients: request
             .recipients
