@@ -183,7 +183,7 @@ pub struct CreateChannelRequest {
 }
 
 /// Reply to `POST /v1/channels`.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Serialize, Deserialize, ToSchema)]
 pub struct CreateChannelResponse {
     /// The channel id.
     pub channel_id: Id,

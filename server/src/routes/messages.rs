@@ -35,7 +35,7 @@ pub struct EnvelopeBody {
 }
 
 /// Body of `POST /v1/messages/{account_id}` and `…/sealed`.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SendBody {
     /// Client-chosen id (32 hex digits), the idempotency key.
@@ -275,7 +275,7 @@ pub struct HeaderBody {
 }
 
 /// One recipient of a multi-recipient send.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RecipientBody {
     /// Recipient account.
@@ -287,7 +287,7 @@ pub struct RecipientBody {
 }
 
 /// Body of `POST /v1/messages/multi`.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MultiSendBody {
     /// Client-chosen id (32 hex digits), used for every recipient device.
@@ -518,7 +518,7 @@ pub async fn ack<S: Store>(
 }
 
 /// Body of `PUT /v1/account/access-key`.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AccessKeyBody {
     /// The unidentified-access key, base64 of exactly 16 bytes, or `null` to remove it (then

@@ -32,7 +32,7 @@ use crate::state::{AppState, now_i64};
 use crate::store::Store;
 
 /// Reply to `POST /v1/ws/ticket`.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Serialize, Deserialize, ToSchema)]
 pub struct TicketResponse {
     /// Single-use ticket: base64url of 32 random bytes, no padding (43 characters).
     pub ticket: String,
@@ -70,7 +70,7 @@ pub async fn ticket<S: Store>(
 }
 
 /// Query of `GET /v1/ws`.
-#[derive(Debug, Deserialize, IntoParams)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct WsQuery {
     /// A ticket from `POST /v1/ws/ticket` (instead of `Authorization`).
