@@ -106,21 +106,97 @@ pub enum Received {
         /// The relay's message id (hex).
         message_id: String,
         /// Why.
-        reason: String,
+        reason: RejectReason,
+    },
+}
+
+/// Why an envelope was refused. Nothing about the session changed when one is reported.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RejectReason {
+    /// Not decodable at all (bad base64, bad padding, unknown content type).
+    #[error("malformed envelope: {0}")]
+    Malformed(String),
+    /// The sender certificate is expired, signed by a key other than this relay's, or does
+    /// not match the sealing identity.
+    #[error("invalid sender certificate: {0}")]
+    Certificate(String),
+    /// The sealed layer failed to decrypt (tampered, or not for this device).
+    #[error("sealed envelope does not decrypt (tampered or misaddressed)")]
+    Tampered,
+    /// The ratchet refused the message as already decrypted (a replay).
+    #[error("replayed message")]
+    Replayed,
+    /// No session with the sender and the message does not start one.
+    #[error("no session with the sender")]
+    UnknownSession,
+    /// The sender device's identity key differs from the one this device trusts.
+    #[error("identity key of {account} device {device} changed")]
+    IdentityChanged {
+        /// The sender account (hex).
+        account: String,
+        /// The sender device number.
+        device: u32,
+    },
+    /// The ratchet or handshake refused it for another reason (authentication failure,
+    /// unknown prekey, too far ahead).
+    #[error("session: {0}")]
+    Session(String),
+}
+
+impl RejectReason {
+    fn from_sealed(e: &haven_sdk::sealed_sender::SealedSenderError) -> Self {
+        use haven_sdk::sealed_sender::SealedSenderError as E;
+        match e {
+            E::DecryptionFailed => Self::Tampered,
+            E::BadCertificateSignature | E::CertificateExpired { .. } | E::IdentityMismatch => {
+                Self::Certificate(e.to_string())
+            }
+            other => Self::Malformed(other.to_string()),
+        }
+    }
+
+    fn from_session(e: &session_cipher::SessionError) -> Self {
+        use haven_sdk::ratchet::RatchetError;
+        use session_cipher::SessionError as E;
+        match e {
+            E::Ratchet(RatchetError::DuplicateMessage { .. }) => Self::Replayed,
+            E::Ratchet(RatchetError::DecryptionFailed) => Self::Tampered,
+            E::NoSession => Self::UnknownSession,
+            other => Self::Session(other.to_string()),
+        }
+    }
+}
+
+/// Outcome of [`Device::open_envelope`].
+#[derive(Debug)]
+pub(crate) enum Opened<T> {
+    /// Already processed (message id seen).
+    Duplicate,
+    /// Refused; nothing changed.
+    Rejected(RejectReason),
+    /// Decrypted and applied.
+    Accepted {
+        /// The sending device.
+        sender: DeviceAddress,
+        /// The unpadded plaintext.
+        plaintext: Vec<u8>,
+        /// What `apply` returned.
+        value: T,
     },
 }
 
 #[derive(Deserialize)]
-struct Queued {
-    seq: i64,
-    message_id: String,
-    content: String,
+pub(crate) struct Queued {
+    pub(crate) seq: i64,
+    pub(crate) message_id: String,
+    pub(crate) content: String,
 }
 
 #[derive(Deserialize)]
-struct FetchPage {
-    envelopes: Vec<Queued>,
-    more: bool,
+pub(crate) struct FetchPage {
+    pub(crate) envelopes: Vec<Queued>,
+    pub(crate) more: bool,
 }
 
 #[derive(Deserialize)]
@@ -147,7 +223,13 @@ pub struct Device {
     account_hex: String,
     device_number: u32,
     relay_key: VerifyingKey,
+    /// When the relay's list of own devices was last read because no other own device was
+    /// known (self-sync with a single device checks at most once per [`OWN_DEVICES_RECHECK`]).
+    own_checked: Mutex<Option<std::time::Instant>>,
 }
+
+/// How often a device that knows no other own device re-reads the account's device list.
+const OWN_DEVICES_RECHECK: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl std::fmt::Debug for Device {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -179,7 +261,7 @@ fn random_message_id() -> String {
 }
 
 impl Device {
-    fn lock(&self) -> std::sync::MutexGuard<'_, ClientStore> {
+    pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, ClientStore> {
         // A poisoned lock means another thread panicked mid-operation; the store's own
         // transactions keep the file consistent, so continuing is safe.
         self.store
@@ -278,6 +360,7 @@ impl Device {
             account,
             device_number,
             relay_key,
+            own_checked: Mutex::new(None),
         };
         device.upload_initial_keys().await?;
         if first_device {
@@ -329,7 +412,18 @@ impl Device {
             account_hex,
             device_number,
             relay_key,
+            own_checked: Mutex::new(None),
         })
+    }
+
+    /// Persists the current refresh token in the store, so a restart resumes the session
+    /// (refresh tokens rotate on use: call this after work done through [`Device::relay`]
+    /// before the process exits).
+    ///
+    /// # Errors
+    /// Store errors.
+    pub async fn persist_session(&self) -> Result<(), DeviceError> {
+        self.save_refresh().await
     }
 
     /// Persists the current refresh token (call after requests, so a restart can resume).
@@ -645,16 +739,57 @@ impl Device {
     /// [`DeviceError::IdentityChanged`], relay refusals (after one repair of a stale device
     /// list), store and protocol errors.
     pub async fn send(&self, account: &str, plaintext: &[u8]) -> Result<String, DeviceError> {
+        let message_id = random_message_id();
+        self.send_with_id(account, plaintext, &message_id, false)
+            .await?;
+        Ok(message_id)
+    }
+
+    /// Sends `plaintext` under a caller-chosen `message_id` (32 hex digits; resending the same
+    /// id is idempotent on the relay). `ephemeral` sends are never stored by the relay and are
+    /// dropped for offline devices (typing indicators). On a send to the device's own account
+    /// (self-sync) the sending device is skipped; with no other own device nothing is sent and
+    /// `Ok(false)` is returned.
+    ///
+    /// # Errors
+    /// As [`Device::send`].
+    pub async fn send_with_id(
+        &self,
+        account: &str,
+        plaintext: &[u8],
+        message_id: &str,
+        ephemeral: bool,
+    ) -> Result<bool, DeviceError> {
         let padded = pad(plaintext).map_err(protocol)?;
         let cert = self.certificate().await?;
         let peer_account = parse_account(account)?;
+        let own = peer_account == self.account;
         let mut devices = self.known_devices(account)?;
         let mut bundles: Vec<PreKeyBundle> = Vec::new();
+        if own && !devices.iter().any(|&d| d != self.device_number) {
+            let due = {
+                let mut checked = self
+                    .own_checked
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                let due = checked.is_none_or(|t| t.elapsed() >= OWN_DEVICES_RECHECK);
+                if due {
+                    *checked = Some(std::time::Instant::now());
+                }
+                due
+            };
+            if due {
+                devices = self.own_devices().await?;
+                self.save_devices(account, &devices)?;
+            }
+        }
         if devices.is_empty() {
             bundles = self.claim_bundles(account, None).await?;
             devices = bundles.iter().map(|b| b.device_id).collect();
         }
-        let message_id = random_message_id();
+        if own && !devices.iter().any(|&d| d != self.device_number) {
+            return Ok(false);
+        }
         for attempt in 0..2 {
             let mut envelopes = Vec::new();
             for &d in &devices {
@@ -674,7 +809,8 @@ impl Device {
                 let sealed = self.encrypt_for(&peer, bundle, &padded, &cert)?;
                 envelopes.push(json!({"device_number": d, "content": STANDARD.encode(sealed)}));
             }
-            let mut body = json!({"message_id": message_id, "envelopes": envelopes});
+            let mut body = json!({"message_id": message_id, "ephemeral": ephemeral,
+                                  "envelopes": envelopes});
             let result = match self.contact_access_key(account)? {
                 Some(key) => {
                     body["access_key"] = json!(STANDARD.encode(key));
@@ -700,7 +836,7 @@ impl Device {
                 Ok(_) => {
                     self.save_devices(account, &devices)?;
                     self.save_refresh().await?;
-                    return Ok(message_id);
+                    return Ok(true);
                 }
                 Err(err) if attempt == 0 && matches!(err.status(), Some(409 | 410)) => {
                     devices = self.repair_devices(account, &devices, &err)?;
@@ -711,6 +847,25 @@ impl Device {
             }
         }
         Err(protocol("device list still stale after repair"))
+    }
+
+    /// The numbers of this account's devices, from the relay's device list.
+    async fn own_devices(&self) -> Result<Vec<u32>, DeviceError> {
+        #[derive(Deserialize)]
+        struct Listed {
+            device_number: u32,
+        }
+        #[derive(Deserialize)]
+        struct List {
+            devices: Vec<Listed>,
+        }
+        let list: List = self
+            .relay
+            .request_as::<List, Value>(Method::GET, "/v1/devices", None)
+            .await?;
+        let mut numbers: Vec<u32> = list.devices.iter().map(|d| d.device_number).collect();
+        numbers.sort_unstable();
+        Ok(numbers)
     }
 
     /// Applies the relay's 409/410 `mismatches` (`missing_devices`, `extra_devices`,
@@ -771,6 +926,103 @@ impl Device {
         Ok(devices)
     }
 
+    /// This device's account id (raw bytes).
+    #[must_use]
+    pub fn account_bytes(&self) -> [u8; 16] {
+        self.account
+    }
+
+    /// This device's number within its account.
+    #[must_use]
+    pub fn device_number(&self) -> u32 {
+        self.device_number
+    }
+
+    /// Stores the account's access key locally only (a linked device learning it from another
+    /// own device, end to end), in `store` (the caller holds the device's store).
+    pub(crate) fn put_own_access_key(
+        store: &ClientStore,
+        key: &[u8; 16],
+    ) -> Result<(), DeviceError> {
+        Ok(store.put(META, b"access_key", key)?)
+    }
+
+    /// Stores a contact's access key in `store` (the caller holds the device's store).
+    pub(crate) fn put_contact_access_key(
+        store: &ClientStore,
+        account: &str,
+        key: &[u8; 16],
+    ) -> Result<(), DeviceError> {
+        let mut k = b"ak:".to_vec();
+        k.extend_from_slice(account.as_bytes());
+        Ok(store.put(META, &k, key)?)
+    }
+
+    /// Whether a contact's access key is known (sends to it are sealed).
+    ///
+    /// # Errors
+    /// Store errors.
+    pub fn has_contact_access_key(&self, account: &str) -> Result<bool, DeviceError> {
+        Ok(self.contact_access_key(account)?.is_some())
+    }
+
+    /// One page of the queue after `after` (REST fallback of the WebSocket).
+    pub(crate) async fn fetch_page(&self, after: i64) -> Result<FetchPage, DeviceError> {
+        Ok(self
+            .relay
+            .request_as::<FetchPage, Value>(
+                Method::GET,
+                &format!("/v1/messages?after={after}&limit={FETCH_PAGE}"),
+                None,
+            )
+            .await?)
+    }
+
+    /// Acks (deletes) envelopes of this device's queue over REST.
+    pub(crate) async fn ack(&self, ids: &[String]) -> Result<(), DeviceError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        self.relay
+            .request(
+                Method::POST,
+                "/v1/messages/ack",
+                Some(&json!({ "message_ids": ids })),
+            )
+            .await?;
+        self.save_refresh().await
+    }
+
+    /// The identity key of one of `account`'s devices as this device trusts it, if known.
+    ///
+    /// # Errors
+    /// Store errors.
+    pub fn peer_identity(
+        &self,
+        account: &[u8; 16],
+        device: u32,
+    ) -> Result<Option<IdentityKey>, DeviceError> {
+        Ok(self
+            .lock()
+            .peer_identity(&DeviceAddress::new(*account, device))?)
+    }
+
+    /// This device's public identity key.
+    ///
+    /// # Errors
+    /// Store errors.
+    pub fn identity_key(&self) -> Result<IdentityKey, DeviceError> {
+        Ok(*self.lock().identity_key_pair()?.public())
+    }
+
+    /// The device numbers of `account` this device currently sends to.
+    ///
+    /// # Errors
+    /// Store errors.
+    pub fn contact_devices(&self, account: &str) -> Result<Vec<u32>, DeviceError> {
+        self.known_devices(account)
+    }
+
     /// Fetches and processes every queued envelope; returns what was found, in queue order.
     ///
     /// # Errors
@@ -812,66 +1064,96 @@ impl Device {
         Ok(out)
     }
 
-    /// Opens one envelope; `None` for a duplicate already delivered.
+    /// Opens one envelope into the INBOX space; `None` for a duplicate already delivered.
     fn process(&self, q: &Queued) -> Result<Option<Received>, DeviceError> {
-        let rejected = |reason: String| {
-            Ok(Some(Received::Rejected {
-                message_id: q.message_id.clone(),
-                reason,
-            }))
-        };
-        let mut store = self.lock();
-        if store.get(SEEN, q.message_id.as_bytes())?.is_some() {
-            return Ok(None);
-        }
         let Ok(content) = STANDARD.decode(&q.content) else {
-            return rejected("envelope is not base64".into());
+            return Ok(Some(Received::Rejected {
+                message_id: q.message_id.clone(),
+                reason: RejectReason::Malformed("envelope is not base64".into()),
+            }));
         };
+        let message_id = q.message_id.clone();
+        let opened = self.open_envelope(&q.message_id, &content, true, |s, sender, plain| {
+            let mut record = Vec::with_capacity(20 + plain.len());
+            record.extend_from_slice(&sender.account_id);
+            record.extend_from_slice(&sender.device_id.to_be_bytes());
+            record.extend_from_slice(plain);
+            s.put(INBOX, message_id.as_bytes(), &record)?;
+            Ok(())
+        })?;
+        Ok(match opened {
+            Opened::Duplicate => None,
+            Opened::Rejected(reason) => Some(Received::Rejected { message_id, reason }),
+            Opened::Accepted {
+                sender, plaintext, ..
+            } => Some(Received::Message {
+                message_id,
+                sender,
+                plaintext,
+            }),
+        })
+    }
+
+    /// Opens one sealed envelope: sealed-sender layer (certificate checked against the relay's
+    /// key), identity check, Double Ratchet decryption and unpadding; then runs `apply` on the
+    /// plaintext **inside the same store transaction** that saves the session and (when
+    /// `mark_seen`) the message id. A failed check writes nothing and is returned as
+    /// [`Opened::Rejected`]; an error of `apply` rolls everything back and is returned.
+    pub(crate) fn open_envelope<T>(
+        &self,
+        message_id: &str,
+        content: &[u8],
+        mark_seen: bool,
+        apply: impl FnOnce(&mut ClientStore, &DeviceAddress, &[u8]) -> Result<T, DeviceError>,
+    ) -> Result<Opened<T>, DeviceError> {
+        let mut store = self.lock();
+        if mark_seen && store.get(SEEN, message_id.as_bytes())?.is_some() {
+            return Ok(Opened::Duplicate);
+        }
         let identity = store.identity_key_pair()?;
-        let opened = match open_sealed(&identity, &self.relay_key, &content, now_secs()) {
+        let opened = match open_sealed(&identity, &self.relay_key, content, now_secs()) {
             Ok(o) => o,
-            Err(e) => return rejected(format!("sealed sender: {e}")),
+            Err(e) => return Ok(Opened::Rejected(RejectReason::from_sealed(&e))),
         };
         if opened.content_type != CONTENT_SESSION {
-            return rejected(format!("unknown content type {}", opened.content_type));
+            return Ok(Opened::Rejected(RejectReason::Malformed(format!(
+                "unknown content type {}",
+                opened.content_type
+            ))));
         }
         let sender = opened.certificate.sender;
         // The identity in the relay-signed certificate must be the one the session uses.
         if let Some(known) = store.peer_identity(&sender)?
             && known != opened.certificate.identity_key
         {
-            return rejected("sender identity differs from the known one".into());
+            return Ok(Opened::Rejected(RejectReason::IdentityChanged {
+                account: hex::encode(sender.account_id),
+                device: sender.device_id,
+            }));
         }
-        let message_id = q.message_id.clone();
         let mut rng = rand::rng();
-        // Session update, stored message and seen-marker commit together; a failed decrypt
-        // writes nothing (the SDK only replaces session state after authentication).
-        let outcome =
-            store.atomically_mut(|s| -> Result<Result<Vec<u8>, String>, DeviceError> {
-                let plaintext = match session_cipher::decrypt(s, &sender, &opened.content, &mut rng)
-                {
-                    Ok(p) => p,
-                    Err(e) => return Ok(Err(format!("session: {e}"))),
-                };
-                let Ok(unpadded) = unpad(&plaintext) else {
-                    return Ok(Err("bad padding".into()));
-                };
-                let mut record = Vec::with_capacity(20 + unpadded.len());
-                record.extend_from_slice(&sender.account_id);
-                record.extend_from_slice(&sender.device_id.to_be_bytes());
-                record.extend_from_slice(unpadded);
-                s.put(INBOX, message_id.as_bytes(), &record)?;
+        // Session update, the application's writes and the seen-marker commit together; a
+        // failed decrypt writes nothing (the SDK only replaces session state after
+        // authentication).
+        store.atomically_mut(|s| -> Result<Opened<T>, DeviceError> {
+            let plaintext = match session_cipher::decrypt(s, &sender, &opened.content, &mut rng) {
+                Ok(p) => p,
+                Err(e) => return Ok(Opened::Rejected(RejectReason::from_session(&e))),
+            };
+            let Ok(unpadded) = unpad(&plaintext) else {
+                return Ok(Opened::Rejected(RejectReason::Malformed(
+                    "bad padding".into(),
+                )));
+            };
+            let value = apply(s, &sender, unpadded)?;
+            if mark_seen {
                 s.put(SEEN, message_id.as_bytes(), &[1])?;
-                Ok(Ok(unpadded.to_vec()))
-            })?;
-        let plaintext = match outcome {
-            Ok(p) => p,
-            Err(reason) => return rejected(reason),
-        };
-        Ok(Some(Received::Message {
-            message_id,
-            sender,
-            plaintext,
-        }))
+            }
+            Ok(Opened::Accepted {
+                sender,
+                plaintext: unpadded.to_vec(),
+                value,
+            })
+        })
     }
 }

@@ -6,17 +6,24 @@
 //!   of a contact, exactly-once receiving with acks after durable storage.
 //! - [`relay`]: the relay's HTTP API: OPAQUE registration and login, transparent token refresh.
 //! - [`diary`]: the diary on a device, synced through the relay's vault.
+//! - [`messenger`]: contacts, 1:1 and group conversations, message types and an event stream;
+//!   [`content`] is its encrypted content format, [`ws`] the WebSocket connection.
 #![cfg_attr(
     not(test),
     warn(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+pub mod content;
 pub mod device;
 pub mod diary;
+pub mod messenger;
 pub mod relay;
 pub mod store;
+pub mod ws;
 
-pub use device::{Device, DeviceError, Received};
+pub use content::{Conversation, ReceiptKind};
+pub use device::{Device, DeviceError, Received, RejectReason};
 pub use diary::{Diary, DiaryClientError};
+pub use messenger::{ConnectionState, Event, MessageRecord, Messenger, MessengerError};
 pub use relay::{RelayClient, RelayError, Session};
 pub use store::{ClientStore, ClientStoreError, Space};

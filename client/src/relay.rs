@@ -229,6 +229,15 @@ impl RelayClient {
         self.session.lock().await.clone()
     }
 
+    /// Marks the current access token as unusable, so the next request refreshes first (used
+    /// when the relay answered `token_expired` outside [`RelayClient::request`], e.g. on a
+    /// WebSocket upgrade).
+    pub(crate) async fn invalidate_access_token(&self) {
+        if let Some(s) = self.session.lock().await.as_mut() {
+            s.expires_at = Instant::now();
+        }
+    }
+
     /// Installs a session (e.g. restored from the store).
     pub async fn set_session(&self, session: Session) {
         *self.session.lock().await = Some(session);
@@ -433,7 +442,7 @@ impl RelayClient {
     }
 
     /// A valid access token, refreshing first if it is about to expire.
-    async fn access_token(&self) -> Result<Zeroizing<String>, RelayError> {
+    pub(crate) async fn access_token(&self) -> Result<Zeroizing<String>, RelayError> {
         {
             let guard = self.session.lock().await;
             let s = guard.as_ref().ok_or(RelayError::NotLoggedIn)?;
@@ -442,6 +451,21 @@ impl RelayClient {
             }
         }
         Ok(self.refresh().await?.access_token)
+    }
+
+    /// Sends a JSON request authorised by a capability token (e.g. a channel's read or write
+    /// token) instead of the session's access token.
+    ///
+    /// # Errors
+    /// As [`RelayClient::request_anonymous`].
+    pub async fn request_with_bearer(
+        &self,
+        method: Method,
+        path: &str,
+        bearer: &str,
+        body: Option<&Value>,
+    ) -> Result<Value, RelayError> {
+        Ok(self.send_json(method, path, body, Some(bearer)).await?.1)
     }
 
     /// Sends an authenticated JSON request and returns the JSON answer (`Value::Null` for an

@@ -17,7 +17,9 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::timeout::TimeoutLayer;
 
 use crate::error::AppError;
-use crate::routes::{account, auth, certificate, devices, health, keys, messages, vault};
+use crate::routes::{
+    account, auth, certificate, devices, health, keys, messages, usernames, vault,
+};
 use crate::secrets::{SecretsError, ServerSecrets};
 use crate::settings::Settings;
 use crate::state::AppState;
@@ -103,6 +105,7 @@ pub fn app<S: Store>(state: AppState<S>) -> Router {
             "/v1/messages/{account_id}/sealed",
             post(messages::send_sealed::<S>).layer(DefaultBodyLimit::max(big)),
         )
+        .route("/v1/usernames/lookup", post(usernames::lookup::<S>))
         .route("/v1/certificate", post(certificate::issue::<S>))
         .route("/v1/certificate/key", get(certificate::key::<S>))
         .route("/v1/vault/usage", get(vault::usage::<S>))

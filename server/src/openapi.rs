@@ -8,7 +8,9 @@ use utoipa::OpenApi as _;
 use utoipa::openapi::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 
-use crate::routes::{account, auth, certificate, devices, health, keys, messages, vault};
+use crate::routes::{
+    account, auth, certificate, devices, health, keys, messages, usernames, vault,
+};
 
 #[derive(utoipa::OpenApi)]
 #[openapi(
@@ -48,6 +50,7 @@ use crate::routes::{account, auth, certificate, devices, health, keys, messages,
         messages::ack,
         certificate::key,
         certificate::issue,
+        usernames::lookup,
         vault::put,
         vault::get,
         vault::delete,

@@ -334,6 +334,8 @@ pub struct KeySettings {
     pub claims_per_minute_per_target: u32,
     /// Lifetime of sender certificates in seconds.
     pub certificate_ttl_secs: u64,
+    /// Username lookups (`POST /v1/usernames/lookup`) per requesting account per minute.
+    pub username_lookups_per_minute: u32,
 }
 
 impl Default for KeySettings {
@@ -345,6 +347,7 @@ impl Default for KeySettings {
             claims_per_minute_per_requester: 120,
             claims_per_minute_per_target: 600,
             certificate_ttl_secs: 86_400,
+            username_lookups_per_minute: 30,
         }
     }
 }
@@ -613,6 +616,10 @@ impl Settings {
             "HAVEN_KEYS_CLAIMS_PER_MINUTE_PER_TARGET"
         );
         nested!(keys.certificate_ttl_secs, "HAVEN_KEYS_CERTIFICATE_TTL_SECS");
+        nested!(
+            keys.username_lookups_per_minute,
+            "HAVEN_KEYS_USERNAME_LOOKUPS_PER_MINUTE"
+        );
         Ok(())
     }
 

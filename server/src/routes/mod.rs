@@ -7,6 +7,7 @@ pub mod devices;
 pub mod health;
 pub mod keys;
 pub mod messages;
+pub mod usernames;
 pub mod vault;
 
 use base64::Engine as _;

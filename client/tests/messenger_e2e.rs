@@ -1,0 +1,682 @@
+//! The Messenger end to end against a real relay process (SQLite): Alice with two devices, Bob
+//! and Carol talk over WebSockets: first contact by username, replies, receipts, typing,
+//! reactions, edits, deletes, timers, out-of-order delivery, Bob offline then back, a group of
+//! three with a member removed (who then reads nothing new), bad envelopes rejected as typed
+//! events without damage, and the relay's database and logs free of every plaintext and
+//! username.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use haven_client::messenger::{Event, Messenger};
+use haven_client::relay::{LoginIdentifier, RelayClient};
+use haven_client::{ClientStore, ConnectionState, Conversation, Device, ReceiptKind, RejectReason};
+use haven_sdk::identity::IdentityKeyPair;
+use haven_sdk::sealed_sender::{SenderCertificate, seal_sender};
+use haven_sdk::store::DeviceAddress;
+use reqwest::Method;
+use serde_json::json;
+use tokio::sync::broadcast;
+
+const PW: &[u8] = b"messenger e2e: correct horse";
+/// The relay's certificate signing seed, so the test can forge certificates it would issue.
+const CERT_SEED: [u8; 32] = [42; 32];
+const USERNAMES: &[&str] = &["alice_wonder", "bob_builder", "carol_singer"];
+/// Every plaintext typed below; none may reach the relay's database or logs.
+const SECRETS: &[&str] = &[
+    "Hello Bob, first contact via periwinkle",
+    "Hi Alice, reply about tangerine",
+    "offline one nebula",
+    "offline two quasar",
+    "ooo-alpha-walrus",
+    "ooo-beta-walrus",
+    "ooo-gamma-walrus",
+    "group hello from marzipan",
+    "group reply from Bob obsidian",
+    "after removal secret lanternfish",
+    "edited text cormorant",
+    "climbing club",
+];
+
+fn relay_binary() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().unwrap().parent().unwrap();
+    let bin = dir.join(format!("haven-relay{}", std::env::consts::EXE_SUFFIX));
+    if !bin.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "-p", "haven-relay", "--bin", "haven-relay"])
+            .status()
+            .unwrap();
+        assert!(status.success(), "building haven-relay failed");
+    }
+    bin
+}
+
+struct RelayProcess {
+    child: Child,
+    url: String,
+}
+
+impl Drop for RelayProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn start_relay(dir: &Path) -> RelayProcess {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let log = std::fs::File::create(dir.join("relay.log")).unwrap();
+    let child = Command::new(relay_binary())
+        .env("HAVEN_LISTEN", format!("127.0.0.1:{port}"))
+        .env("HAVEN_METRICS_LISTEN", "off")
+        .env(
+            "HAVEN_DATABASE_URL",
+            format!("sqlite://{}?mode=rwc", dir.join("relay.db").display()),
+        )
+        .env("HAVEN_LOG", "debug")
+        .env("HAVEN_CERTIFICATE_KEY", STANDARD.encode(CERT_SEED))
+        .env("HAVEN_RATE_LIMIT_PER_MINUTE", "100000")
+        .env("HAVEN_AUTH_RATE_LIMIT_PER_MINUTE", "10000")
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let relay = RelayProcess {
+        child,
+        url: format!("http://127.0.0.1:{port}"),
+    };
+    for _ in 0..300 {
+        if reqwest::get(format!("{}/ready", relay.url))
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            return relay;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("relay did not become ready");
+}
+
+fn store(dir: &Path, name: &str) -> ClientStore {
+    ClientStore::open(&dir.join(name), &[5u8; 32]).unwrap()
+}
+
+/// Waits for the first event matching `pick`, skipping others.
+async fn expect<T>(
+    rx: &mut broadcast::Receiver<Event>,
+    what: &str,
+    mut pick: impl FnMut(&Event) -> Option<T>,
+) -> T {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let mut seen = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match tokio::time::timeout(left, rx.recv()).await {
+            Ok(Ok(e)) => {
+                if let Some(v) = pick(&e) {
+                    return v;
+                }
+                seen.push(format!("{e:?}"));
+            }
+            Ok(Err(broadcast::error::RecvError::Lagged(_))) => {}
+            Ok(Err(e)) => panic!("event stream closed waiting for {what}: {e}"),
+            Err(_) => panic!("timed out waiting for {what}; saw {seen:#?}"),
+        }
+    }
+}
+
+fn text_of(e: &Event) -> Option<(Conversation, String, bool, [u8; 16])> {
+    match e {
+        Event::Message(m) => Some((m.conversation(), m.text.clone(), m.outgoing, m.message_id)),
+        _ => None,
+    }
+}
+
+async fn expect_text(
+    rx: &mut broadcast::Receiver<Event>,
+    text: &str,
+) -> (Conversation, bool, [u8; 16]) {
+    expect(rx, text, |e| {
+        text_of(e).and_then(|(c, t, o, id)| (t == text).then_some((c, o, id)))
+    })
+    .await
+}
+
+struct Party {
+    messenger: Arc<Messenger>,
+    events: broadcast::Receiver<Event>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Party {
+    fn new(device: Device) -> Self {
+        let messenger = Arc::new(Messenger::new(Arc::new(device)));
+        let events = messenger.subscribe();
+        Self {
+            messenger,
+            events,
+            task: None,
+        }
+    }
+
+    /// Connects the WebSocket and waits until the queue has been drained.
+    async fn online(&mut self) {
+        let m = self.messenger.clone();
+        self.task = Some(tokio::spawn(async move {
+            let _ = m.run().await;
+        }));
+        expect(&mut self.events, "caught up", |e| {
+            matches!(e, Event::Connection(ConnectionState::CaughtUp)).then_some(())
+        })
+        .await;
+    }
+
+    fn offline(&mut self) {
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
+    }
+
+    fn account(&self) -> [u8; 16] {
+        self.messenger.device().account_bytes()
+    }
+}
+
+/// POSTs raw envelope bytes to every device of `to` (sealed, with its access key).
+async fn post_raw(url: &str, to: &Party, envelopes: &[(u32, Vec<u8>)]) -> String {
+    let id = hex::encode(rand::random::<[u8; 16]>());
+    let body = json!({
+        "message_id": id,
+        "access_key": STANDARD.encode(to.messenger.device().access_key().unwrap()),
+        "envelopes": envelopes.iter().map(|(d, c)| json!({"device_number": d, "content": STANDARD.encode(c)})).collect::<Vec<_>>(),
+    });
+    let client = RelayClient::new(url).unwrap();
+    client
+        .request_anonymous(
+            Method::POST,
+            &format!("/v1/messages/{}/sealed", hex::encode(to.account())),
+            Some(&body),
+        )
+        .await
+        .unwrap();
+    id
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_people_a_group_and_bad_input_through_a_relay_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = start_relay(dir.path()).await;
+    let url = relay.url.clone();
+    let client = || RelayClient::new(&url).unwrap();
+
+    let a1 = Device::register(client(), store(dir.path(), "a1.db"), Some(USERNAMES[0]), PW)
+        .await
+        .unwrap();
+    let a2 = Device::link(
+        client(),
+        store(dir.path(), "a2.db"),
+        LoginIdentifier::Username(USERNAMES[0]),
+        PW,
+    )
+    .await
+    .unwrap();
+    let b = Device::register(client(), store(dir.path(), "b.db"), Some(USERNAMES[1]), PW)
+        .await
+        .unwrap();
+    let c = Device::register(client(), store(dir.path(), "c.db"), Some(USERNAMES[2]), PW)
+        .await
+        .unwrap();
+    let mut alice1 = Party::new(a1);
+    let mut alice2 = Party::new(a2);
+    let mut bob = Party::new(b);
+    let mut carol = Party::new(c);
+    alice1.online().await;
+    alice2.online().await;
+    bob.online().await;
+    carol.online().await;
+    let (alice, bob_id, carol_id) = (alice1.account(), bob.account(), carol.account());
+
+    // --- First contact by username; Bob and Alice's other device see it live.
+    let contact = alice1
+        .messenger
+        .add_contact_by_username("Bob_Builder")
+        .await
+        .unwrap();
+    assert_eq!(contact.account, bob_id);
+    assert!(contact.card_sent);
+    let first = alice1
+        .messenger
+        .send_text(Conversation::Direct(bob_id), SECRETS[0])
+        .await
+        .unwrap();
+    let (conv, outgoing, id) = expect_text(&mut bob.events, SECRETS[0]).await;
+    assert_eq!(
+        (conv, outgoing, id),
+        (Conversation::Direct(alice), false, first)
+    );
+    let (conv, outgoing, _) = expect_text(&mut alice2.events, SECRETS[0]).await;
+    assert_eq!((conv, outgoing), (Conversation::Direct(bob_id), true));
+    // Bob's device confirms delivery automatically.
+    let (kind, ids) = expect(&mut alice1.events, "delivery receipt", |e| match e {
+        Event::Receipt {
+            kind,
+            message_ids,
+            from,
+            ..
+        } if *from == bob_id => Some((*kind, message_ids.clone())),
+        _ => None,
+    })
+    .await;
+    assert_eq!((kind, ids), (ReceiptKind::Delivered, vec![first]));
+
+    // Safety numbers agree on both sides.
+    let from_alice = alice1.messenger.safety_numbers(&bob_id).unwrap();
+    let from_bob = bob.messenger.safety_numbers(&alice).unwrap();
+    let bob_on_alice1: Vec<_> = from_bob
+        .iter()
+        .filter(|s| s.device == alice1.messenger.device().device_number())
+        .collect();
+    assert_eq!(bob_on_alice1.len(), 1);
+    assert_eq!(bob_on_alice1[0].digits, from_alice[0].digits);
+    assert_eq!(from_alice[0].digits.len(), 60);
+
+    // --- Bob replies (sealed now: he learned Alice's access key from her card); both of
+    // Alice's devices get it.
+    assert!(
+        bob.messenger
+            .device()
+            .has_contact_access_key(&hex::encode(alice))
+            .unwrap()
+    );
+    let reply = bob
+        .messenger
+        .send_text(Conversation::Direct(alice), SECRETS[1])
+        .await
+        .unwrap();
+    expect_text(&mut alice1.events, SECRETS[1]).await;
+    expect_text(&mut alice2.events, SECRETS[1]).await;
+
+    // Read receipt, typing, reaction, edit, delete, timer.
+    alice1
+        .messenger
+        .mark_read(Conversation::Direct(bob_id), &[reply])
+        .await
+        .unwrap();
+    expect(&mut bob.events, "read receipt", |e| {
+        matches!(e, Event::Receipt { kind: ReceiptKind::Read, message_ids, .. } if message_ids == &vec![reply]).then_some(())
+    })
+    .await;
+    bob.messenger
+        .send_typing(Conversation::Direct(alice), true)
+        .await
+        .unwrap();
+    expect(&mut alice1.events, "typing", |e| {
+        matches!(e, Event::Typing { from, started: true, .. } if *from == bob_id).then_some(())
+    })
+    .await;
+    bob.messenger
+        .react(Conversation::Direct(alice), first, "👍", false)
+        .await
+        .unwrap();
+    expect(&mut alice1.events, "reaction", |e| {
+        matches!(e, Event::Reaction { target, emoji, .. } if *target == first && emoji == "👍")
+            .then_some(())
+    })
+    .await;
+    alice1
+        .messenger
+        .edit(Conversation::Direct(bob_id), first, SECRETS[10])
+        .await
+        .unwrap();
+    expect(&mut bob.events, "edit", |e| {
+        matches!(e, Event::Edited { target, text, .. } if *target == first && text == SECRETS[10])
+            .then_some(())
+    })
+    .await;
+    // Bob cannot edit or delete Alice's message.
+    assert!(
+        bob.messenger
+            .edit(Conversation::Direct(alice), first, "forged")
+            .await
+            .is_err()
+    );
+    bob.messenger
+        .delete(Conversation::Direct(alice), reply)
+        .await
+        .unwrap();
+    expect(&mut alice1.events, "delete", |e| {
+        matches!(e, Event::Deleted { target, .. } if *target == reply).then_some(())
+    })
+    .await;
+    let history = alice1
+        .messenger
+        .history(Conversation::Direct(bob_id))
+        .unwrap();
+    let firstm = history.iter().find(|m| m.message_id == first).unwrap();
+    assert_eq!(firstm.text, SECRETS[10]);
+    assert!(firstm.edited);
+    assert_eq!(firstm.reactions.len(), 1);
+    assert_eq!(firstm.delivered_to, vec![bob_id]);
+    assert!(
+        history
+            .iter()
+            .find(|m| m.message_id == reply)
+            .unwrap()
+            .deleted
+    );
+    alice1
+        .messenger
+        .set_timer(Conversation::Direct(bob_id), 3600)
+        .await
+        .unwrap();
+    expect(&mut bob.events, "timer", |e| {
+        matches!(
+            e,
+            Event::TimerChanged {
+                expire_secs: 3600,
+                ..
+            }
+        )
+        .then_some(())
+    })
+    .await;
+
+    // --- Bob offline, then back: what was sent meanwhile arrives in order.
+    bob.offline();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for text in &SECRETS[2..4] {
+        alice1
+            .messenger
+            .send_text(Conversation::Direct(bob_id), text)
+            .await
+            .unwrap();
+    }
+    bob.online().await;
+    let texts: Vec<String> = bob
+        .messenger
+        .history(Conversation::Direct(alice))
+        .unwrap()
+        .into_iter()
+        .map(|m| m.text)
+        .collect();
+    let at = |t: &str| texts.iter().position(|x| x == t).unwrap();
+    assert!(at(SECRETS[2]) < at(SECRETS[3]));
+    let timed = bob
+        .messenger
+        .history(Conversation::Direct(alice))
+        .unwrap()
+        .into_iter()
+        .find(|m| m.text == SECRETS[2])
+        .unwrap();
+    assert!(
+        timed.expires_at.is_some(),
+        "the timer applies to new messages"
+    );
+
+    // --- Out-of-order delivery: Bob processes three queued envelopes in reverse order.
+    bob.offline();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for text in &SECRETS[4..7] {
+        alice1
+            .messenger
+            .send_text(Conversation::Direct(bob_id), text)
+            .await
+            .unwrap();
+    }
+    let page = bob
+        .messenger
+        .device()
+        .relay()
+        .request(Method::GET, "/v1/messages?after=0&limit=100", None)
+        .await
+        .unwrap();
+    let mut queued: Vec<(String, Vec<u8>)> = page["envelopes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["message_id"].as_str().unwrap().to_owned(),
+                STANDARD.decode(e["content"].as_str().unwrap()).unwrap(),
+            )
+        })
+        .collect();
+    assert!(queued.len() >= 3);
+    queued.reverse();
+    let mut seen = Vec::new();
+    for (id, content) in &queued {
+        for e in bob.messenger.process_envelope(id, content).unwrap() {
+            if let Some((_, t, _, _)) = text_of(&e) {
+                seen.push(t);
+            }
+        }
+    }
+    for t in &SECRETS[4..7] {
+        assert!(seen.iter().any(|s| s == t), "{t} decrypted out of order");
+    }
+    // Processing them again (as after a crash before the ack) delivers nothing twice.
+    for (id, content) in &queued {
+        assert!(
+            bob.messenger
+                .process_envelope(id, content)
+                .unwrap()
+                .iter()
+                .all(|e| text_of(e).is_none())
+        );
+    }
+    bob.online().await;
+
+    // --- A group of three; everyone reads everyone; Carol is removed and reads nothing new.
+    let group = alice1
+        .messenger
+        .create_group(SECRETS[11], &[bob_id, carol_id])
+        .await
+        .unwrap();
+    for p in [&mut bob, &mut carol, &mut alice2] {
+        expect(&mut p.events, "group joined", |e| {
+            matches!(e, Event::GroupUpdated { group_id, members, .. } if *group_id == group && members.len() == 3).then_some(())
+        })
+        .await;
+    }
+    alice1
+        .messenger
+        .send_text(Conversation::Group(group), SECRETS[7])
+        .await
+        .unwrap();
+    for p in [&mut bob, &mut carol, &mut alice2] {
+        let (conv, _, _) = expect_text(&mut p.events, SECRETS[7]).await;
+        assert_eq!(conv, Conversation::Group(group));
+    }
+    // Bob needs Alice's and Carol's keys: his sender key reaches them through tasks.
+    bob.messenger
+        .send_text(Conversation::Group(group), SECRETS[8])
+        .await
+        .unwrap();
+    for p in [&mut alice1, &mut carol, &mut alice2] {
+        expect_text(&mut p.events, SECRETS[8]).await;
+    }
+    alice1
+        .messenger
+        .remove_member(&group, &carol_id)
+        .await
+        .unwrap();
+    expect(&mut carol.events, "removed", |e| {
+        matches!(e, Event::RemovedFromGroup { group_id } if *group_id == group).then_some(())
+    })
+    .await;
+    for p in [&mut bob, &mut alice2] {
+        expect(&mut p.events, "new epoch", |e| {
+            matches!(e, Event::GroupUpdated { group_id, members, .. } if *group_id == group && members.len() == 2).then_some(())
+        })
+        .await;
+    }
+    assert!(
+        carol
+            .messenger
+            .send_text(Conversation::Group(group), "still here?")
+            .await
+            .is_err()
+    );
+    alice1
+        .messenger
+        .send_text(Conversation::Group(group), SECRETS[9])
+        .await
+        .unwrap();
+    expect_text(&mut bob.events, SECRETS[9]).await;
+    expect_text(&mut alice2.events, SECRETS[9]).await;
+    carol.messenger.sync().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        carol
+            .messenger
+            .history(Conversation::Group(group))
+            .unwrap()
+            .iter()
+            .all(|m| m.text != SECRETS[9]),
+        "a removed member must not read new messages"
+    );
+    let info = carol.messenger.groups().unwrap();
+    assert!(!info[0].active);
+
+    // --- Bad input: each is a typed Rejected event and the session still works afterwards.
+    let bob_dev = bob.messenger.device().clone();
+    let bob_key = bob_dev.identity_key().unwrap();
+    let bob_n = bob_dev.device_number();
+    let relay_key = ed25519_dalek::SigningKey::from_bytes(&CERT_SEED);
+    let mallory = IdentityKeyPair::generate(&mut rand::rng());
+    let mallory_addr = DeviceAddress::new([0xAB; 16], 1);
+    let far = u64::MAX / 2;
+    // A well-formed ratchet message (type 0x01) from a session Bob does not have.
+    let mut ratchet = vec![0x01, 0x01];
+    ratchet.extend_from_slice(&[9u8; 32]);
+    ratchet.extend_from_slice(&0u32.to_be_bytes());
+    ratchet.extend_from_slice(&0u32.to_be_bytes());
+    ratchet.extend_from_slice(&[0u8; 48]);
+    let seal = |cert: &SenderCertificate| {
+        seal_sender(&mallory, cert, &bob_key, 0x01, &ratchet, &mut rand::rng()).unwrap()
+    };
+    let good_cert = SenderCertificate::issue(&relay_key, mallory_addr, *mallory.public(), far);
+    let expired = SenderCertificate::issue(&relay_key, mallory_addr, *mallory.public(), 1_000);
+    let foreign = SenderCertificate::issue(
+        &ed25519_dalek::SigningKey::from_bytes(&[7; 32]),
+        mallory_addr,
+        *mallory.public(),
+        far,
+    );
+    let mut tampered = seal(&good_cert);
+    let last = tampered.len() - 1;
+    tampered[last] ^= 1;
+    type Check = fn(&RejectReason) -> bool;
+    let cases: Vec<(Vec<u8>, Check)> = vec![
+        (tampered, |r| matches!(r, RejectReason::Tampered)),
+        (seal(&expired), |r| {
+            matches!(r, RejectReason::Certificate(_))
+        }),
+        (seal(&foreign), |r| {
+            matches!(r, RejectReason::Certificate(_))
+        }),
+        (seal(&good_cert), |r| {
+            matches!(r, RejectReason::UnknownSession)
+        }),
+    ];
+    for (envelope, check) in cases {
+        post_raw(&url, &bob, &[(bob_n, envelope)]).await;
+        let reason = expect(&mut bob.events, "rejection", |e| match e {
+            Event::Rejected { reason } => Some(reason.clone()),
+            _ => None,
+        })
+        .await;
+        assert!(check(&reason), "unexpected reason {reason:?}");
+    }
+    // A replay: one of Alice's real envelopes delivered a second time under a new relay id.
+    let (_, replay_content) = queued[0].clone();
+    let events = bob
+        .messenger
+        .process_envelope(&hex::encode([0xEE; 16]), &replay_content)
+        .unwrap();
+    assert!(
+        events.iter().any(|e| matches!(
+            e,
+            Event::Rejected {
+                reason: RejectReason::Replayed
+            }
+        )),
+        "{events:?}"
+    );
+    // The session with Alice still works both ways.
+    alice1
+        .messenger
+        .send_text(Conversation::Direct(bob_id), "still fine")
+        .await
+        .unwrap();
+    expect_text(&mut bob.events, "still fine").await;
+    bob.messenger
+        .send_text(Conversation::Direct(alice), "still fine too")
+        .await
+        .unwrap();
+    expect_text(&mut alice1.events, "still fine too").await;
+
+    // --- An identity change is a typed error and an event; accepting it lets sends resume.
+    let dave = Device::register(client(), store(dir.path(), "d.db"), None, PW)
+        .await
+        .unwrap();
+    let dave_id = dave.account_bytes();
+    let impostor = IdentityKeyPair::generate(&mut rand::rng());
+    alice1
+        .messenger
+        .accept_identity(&dave_id, 1, impostor.public())
+        .unwrap();
+    let err = alice1
+        .messenger
+        .add_contact(&hex::encode(dave_id))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("identity key"), "{err}");
+    expect(&mut alice1.events, "identity changed", |e| {
+        matches!(e, Event::IdentityChanged { account, device: 1 } if *account == dave_id)
+            .then_some(())
+    })
+    .await;
+    alice1
+        .messenger
+        .accept_identity(&dave_id, 1, &dave.identity_key().unwrap())
+        .unwrap();
+    alice1
+        .messenger
+        .add_contact(&hex::encode(dave_id))
+        .await
+        .unwrap();
+
+    // --- The relay's files and logs hold none of the plaintexts or usernames.
+    for p in [&mut alice1, &mut alice2, &mut bob, &mut carol] {
+        p.offline();
+    }
+    drop(relay);
+    let mut haystack = Vec::new();
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if name.starts_with("relay") {
+            haystack.extend(std::fs::read(&path).unwrap());
+        }
+    }
+    assert!(haystack.len() > 10_000, "relay files were read");
+    let lower = String::from_utf8_lossy(&haystack).to_lowercase();
+    for needle in SECRETS.iter().chain(USERNAMES) {
+        assert!(
+            !lower.contains(&needle.to_lowercase()),
+            "relay files contain {needle:?}"
+        );
+    }
+}
