@@ -1,0 +1,709 @@
+//! `haven-chat`: end-to-end encrypted chat on the command line.
+//!
+//! Every message is encrypted on this device (sealed sender, Double Ratchet, sender keys for
+//! groups); the relay only relays opaque envelopes. The local state lives in one directory,
+//! encrypted at rest under a key derived from a local passphrase (or given directly). Run
+//! `haven-chat help` for the commands.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use argon2::{Algorithm, Argon2, Params, Version};
+use haven_client::messenger::{ConnectionState, Event, GroupInfo, MessageRecord, Messenger};
+use haven_client::relay::LoginIdentifier;
+use haven_client::{
+    ClientStore, ClientStoreError, Conversation, Device, DeviceError, MessengerError, RelayClient,
+    RelayError, Space,
+};
+use zeroize::Zeroizing;
+
+const USAGE: &str = "\
+usage: haven-chat [--state DIR] [--relay URL] COMMAND [ARGS]
+
+commands:
+  register [--username NAME]        create an account with this device as its first device
+  link (--username NAME | --account ID)
+                                    add this device to an existing account
+  whoami                            account id, device number, username
+  add CONTACT                       add a contact (a username or a 32-hex account id)
+  contacts                          list contacts
+  send CONTACT TEXT...              send a message
+  sync                              fetch what is waiting and print new messages
+  history CONTACT|GROUP             the conversation so far
+  listen [--seconds N]              stay connected (WebSocket) and print events as they come
+  group-create NAME MEMBER...       create a group (members: usernames or account ids)
+  group-add GROUP MEMBER            add a member
+  group-remove GROUP MEMBER         remove a member (a new epoch: it reads nothing new)
+  group-send GROUP TEXT...          send to a group (GROUP: its name, id or id prefix)
+  groups                            list groups
+  safety-number CONTACT             the safety numbers to compare with a contact
+
+options and environment:
+  --state DIR    or HAVEN_CHAT_STATE     state directory (created by register or link)
+  --relay URL    or HAVEN_RELAY_URL      relay base URL
+  HAVEN_CHAT_PASSPHRASE    local passphrase encrypting the state directory (Argon2id), or
+  HAVEN_CHAT_STORE_KEY     the 32-byte storage key itself, 64 hex digits (e.g. from a keychain)
+  HAVEN_ACCOUNT_PASSWORD   account password (OPAQUE; the relay never sees it)
+Without the variables the secrets are prompted for.";
+
+/// Store space of the CLI's own settings (relay URL, username, names of contacts).
+const SPACE_CLI: Space = Space::app(0x60);
+/// Argon2id cost of the local passphrase: 64 MiB, 3 passes, 1 lane.
+const LOCAL_KDF: (u32, u32, u32) = (64 * 1024, 3, 1);
+const SALT_FILE: &str = "salt";
+const DB_FILE: &str = "chat.db";
+
+/// A failure with its exit code.
+struct Failure {
+    code: u8,
+    message: String,
+}
+
+impl Failure {
+    fn usage(message: impl Into<String>) -> Self {
+        Self {
+            code: 2,
+            message: message.into(),
+        }
+    }
+    fn other(message: impl Into<String>) -> Self {
+        Self {
+            code: 1,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<MessengerError> for Failure {
+    fn from(err: MessengerError) -> Self {
+        let code = match &err {
+            MessengerError::Invalid(_) => 2,
+            MessengerError::Device(DeviceError::IdentityChanged { .. }) => 5,
+            MessengerError::SessionRevoked(_) => 3,
+            MessengerError::Device(DeviceError::Relay(RelayError::InvalidCredentials)) => 3,
+            MessengerError::Device(DeviceError::Relay(_)) => 7,
+            _ => 1,
+        };
+        Self {
+            code,
+            message: err.to_string(),
+        }
+    }
+}
+
+impl From<DeviceError> for Failure {
+    fn from(err: DeviceError) -> Self {
+        MessengerError::from(err).into()
+    }
+}
+
+impl From<RelayError> for Failure {
+    fn from(err: RelayError) -> Self {
+        MessengerError::from(err).into()
+    }
+}
+
+impl From<ClientStoreError> for Failure {
+    fn from(err: ClientStoreError) -> Self {
+        match err {
+            ClientStoreError::WrongKey => Self {
+                code: 3,
+                message: "wrong passphrase for this state directory".into(),
+            },
+            other => Self::other(other.to_string()),
+        }
+    }
+}
+
+impl From<std::io::Error> for Failure {
+    fn from(err: std::io::Error) -> Self {
+        Self::other(err.to_string())
+    }
+}
+
+struct Args {
+    state: Option<PathBuf>,
+    relay: Option<String>,
+    command: String,
+    positional: Vec<String>,
+    flags: Vec<(String, String)>,
+}
+
+impl Args {
+    fn parse() -> Result<Self, Failure> {
+        let mut it = std::env::args().skip(1);
+        let mut args = Self {
+            state: None,
+            relay: None,
+            command: String::new(),
+            positional: Vec::new(),
+            flags: Vec::new(),
+        };
+        while let Some(a) = it.next() {
+            let mut value = |name: &str| {
+                it.next()
+                    .ok_or_else(|| Failure::usage(format!("{name} needs a value")))
+            };
+            match a.as_str() {
+                "--state" => args.state = Some(PathBuf::from(value("--state")?)),
+                "--relay" => args.relay = Some(value("--relay")?),
+                "--username" | "--account" | "--seconds" => {
+                    let v = value(&a)?;
+                    args.flags.push((a, v));
+                }
+                "-h" | "--help" => args.command = "help".into(),
+                _ if a.starts_with("--") => {
+                    return Err(Failure::usage(format!("unknown option {a}")));
+                }
+                _ if args.command.is_empty() => args.command = a,
+                _ => args.positional.push(a),
+            }
+        }
+        if args.state.is_none() {
+            args.state = std::env::var_os("HAVEN_CHAT_STATE").map(PathBuf::from);
+        }
+        if args.relay.is_none() {
+            args.relay = std::env::var("HAVEN_RELAY_URL").ok();
+        }
+        Ok(args)
+    }
+
+    fn flag(&self, name: &str) -> Option<&str> {
+        self.flags
+            .iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn state_dir(&self) -> Result<&Path, Failure> {
+        self.state.as_deref().ok_or_else(|| {
+            Failure::usage("no state directory: pass --state DIR or set HAVEN_CHAT_STATE")
+        })
+    }
+
+    fn arg(&self, i: usize, what: &str) -> Result<&str, Failure> {
+        self.positional
+            .get(i)
+            .map(String::as_str)
+            .ok_or_else(|| Failure::usage(format!("missing {what} (see haven-chat help)")))
+    }
+
+    fn text_from(&self, i: usize) -> Result<String, Failure> {
+        let text = self.positional.get(i..).unwrap_or_default().join(" ");
+        if text.is_empty() {
+            return Err(Failure::usage("missing message text"));
+        }
+        Ok(text)
+    }
+}
+
+/// A secret from the environment, or prompted for on stderr and read from stdin.
+fn secret(var: &str, prompt: &str) -> Result<Zeroizing<String>, Failure> {
+    if let Ok(v) = std::env::var(var) {
+        return Ok(Zeroizing::new(v));
+    }
+    let mut err = std::io::stderr();
+    write!(err, "{prompt}: ")?;
+    err.flush()?;
+    let mut line = Zeroizing::new(String::new());
+    std::io::stdin().read_line(&mut line)?;
+    let trimmed = Zeroizing::new(line.trim_end_matches(['\r', '\n']).to_owned());
+    if trimmed.is_empty() {
+        return Err(Failure::usage(format!(
+            "{prompt}: nothing entered (or set {var})"
+        )));
+    }
+    Ok(trimmed)
+}
+
+fn storage_key(dir: &Path, create: bool) -> Result<Zeroizing<[u8; 32]>, Failure> {
+    if let Ok(hex_key) = std::env::var("HAVEN_CHAT_STORE_KEY") {
+        let bytes = Zeroizing::new(
+            hex::decode(hex_key.trim())
+                .map_err(|_| Failure::usage("HAVEN_CHAT_STORE_KEY must be 64 hex digits"))?,
+        );
+        let key: [u8; 32] = bytes
+            .as_slice()
+            .try_into()
+            .map_err(|_| Failure::usage("HAVEN_CHAT_STORE_KEY must be 64 hex digits"))?;
+        return Ok(Zeroizing::new(key));
+    }
+    let salt_path = dir.join(SALT_FILE);
+    let salt = if salt_path.exists() {
+        let salt = std::fs::read(&salt_path)?;
+        if salt.len() != 16 {
+            return Err(Failure::other("state directory: salt file is damaged"));
+        }
+        salt
+    } else if create {
+        let mut salt = [0u8; 16];
+        rand_core::Rng::fill_bytes(&mut rand::rng(), &mut salt);
+        std::fs::write(&salt_path, salt)?;
+        salt.to_vec()
+    } else {
+        return Err(Failure::usage(format!(
+            "{} is not a chat state directory (run register or link first)",
+            dir.display()
+        )));
+    };
+    let passphrase = secret("HAVEN_CHAT_PASSPHRASE", "local passphrase")?;
+    let (m, t, p) = LOCAL_KDF;
+    let params =
+        Params::new(m, t, p, Some(32)).map_err(|_| Failure::other("local key derivation"))?;
+    let mut key = Zeroizing::new([0u8; 32]);
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+        .hash_password_into(passphrase.as_bytes(), &salt, key.as_mut_slice())
+        .map_err(|_| Failure::other("local key derivation failed"))?;
+    Ok(key)
+}
+
+fn open_store(dir: &Path, create: bool) -> Result<ClientStore, Failure> {
+    if create {
+        if dir.join(DB_FILE).exists() {
+            return Err(Failure::usage(format!(
+                "{} already holds a device",
+                dir.display()
+            )));
+        }
+        std::fs::create_dir_all(dir)?;
+    } else if !dir.join(DB_FILE).exists() {
+        return Err(Failure::usage(format!(
+            "{} is not a chat state directory (run register or link first)",
+            dir.display()
+        )));
+    }
+    let key = storage_key(dir, create)?;
+    Ok(ClientStore::open(&dir.join(DB_FILE), &key)?)
+}
+
+fn relay_url(args: &Args, store: Option<&ClientStore>) -> Result<String, Failure> {
+    if let Some(url) = &args.relay {
+        return Ok(url.clone());
+    }
+    if let Some(s) = store
+        && let Some(url) = s.get(SPACE_CLI, b"relay")?
+    {
+        return String::from_utf8(url.to_vec()).map_err(|_| Failure::other("stored relay URL"));
+    }
+    Err(Failure::usage(
+        "no relay: pass --relay URL or set HAVEN_RELAY_URL",
+    ))
+}
+
+/// The local display name of an account: its username if known, else a short id.
+fn name_of(m: &Messenger, account: &[u8; 16]) -> String {
+    if *account == m.device().account_bytes() {
+        return "me".into();
+    }
+    match m.contact(account) {
+        Ok(Some(c)) => c.username.unwrap_or_else(|| hex::encode(account)),
+        _ => hex::encode(account),
+    }
+}
+
+fn group_label(m: &Messenger, id: &[u8; 16]) -> String {
+    let name = m
+        .groups()
+        .ok()
+        .and_then(|gs| gs.into_iter().find(|g| g.id == *id))
+        .map(|g| g.name)
+        .unwrap_or_default();
+    format!("#{name}({})", &hex::encode(id)[..8])
+}
+
+fn conv_label(m: &Messenger, c: &Conversation) -> String {
+    match c {
+        Conversation::Direct(a) => format!("@{}", name_of(m, a)),
+        Conversation::Group(g) => group_label(m, g),
+    }
+}
+
+fn message_line(m: &Messenger, r: &MessageRecord) -> String {
+    let mut flags = String::new();
+    if r.edited {
+        flags.push_str(" (edited)");
+    }
+    if r.deleted {
+        flags.push_str(" (deleted)");
+    }
+    if !r.read_by.is_empty() {
+        flags.push_str(" [read]");
+    } else if !r.delivered_to.is_empty() {
+        flags.push_str(" [delivered]");
+    }
+    for reaction in &r.reactions {
+        flags.push_str(&format!(
+            " {}:{}",
+            name_of(m, &reaction.from),
+            reaction.emoji
+        ));
+    }
+    format!(
+        "{} {} {}: {}{}",
+        conv_label(m, &r.conversation()),
+        &hex::encode(r.message_id)[..8],
+        name_of(m, &r.sender),
+        r.text,
+        flags
+    )
+}
+
+fn event_line(m: &Messenger, e: &Event) -> Option<String> {
+    Some(match e {
+        Event::Message(r) => format!("message {}", message_line(m, r)),
+        Event::Receipt {
+            conversation,
+            from,
+            kind,
+            message_ids,
+        } => format!(
+            "receipt {} {} {kind:?} {}",
+            conv_label(m, conversation),
+            name_of(m, from),
+            message_ids.len()
+        ),
+        Event::Typing {
+            conversation,
+            from,
+            started,
+        } => format!(
+            "typing {} {} {}",
+            conv_label(m, conversation),
+            name_of(m, from),
+            if *started { "started" } else { "stopped" }
+        ),
+        Event::Reaction {
+            conversation,
+            from,
+            emoji,
+            removed,
+            ..
+        } => format!(
+            "reaction {} {} {emoji}{}",
+            conv_label(m, conversation),
+            name_of(m, from),
+            if *removed { " removed" } else { "" }
+        ),
+        Event::Edited {
+            conversation, text, ..
+        } => format!("edited {} {text}", conv_label(m, conversation)),
+        Event::Deleted { conversation, .. } => {
+            format!("deleted {}", conv_label(m, conversation))
+        }
+        Event::TimerChanged {
+            conversation,
+            expire_secs,
+        } => format!("timer {} {expire_secs}s", conv_label(m, conversation)),
+        Event::GroupUpdated {
+            group_id, members, ..
+        } => format!(
+            "group {} members {}",
+            group_label(m, group_id),
+            members
+                .iter()
+                .map(|a| name_of(m, a))
+                .collect::<Vec<_>>()
+                .join(",")
+        ),
+        Event::RemovedFromGroup { group_id } => {
+            format!("removed-from {}", group_label(m, group_id))
+        }
+        Event::IdentityChanged { account, device } => format!(
+            "identity-changed {} device {device} (compare safety numbers)",
+            name_of(m, account)
+        ),
+        Event::Rejected { reason } => format!("rejected {reason}"),
+        Event::Connection(ConnectionState::CaughtUp) => "connected".into(),
+        Event::Connection(ConnectionState::Disconnected { reason, retry_in }) => {
+            format!("disconnected ({reason}); retrying in {retry_in:?}")
+        }
+        Event::Connection(ConnectionState::Stopped { reason }) => format!("stopped ({reason})"),
+        _ => return None,
+    })
+}
+
+/// Resolves a contact argument: a known username, an account id, or a username to look up.
+async fn resolve_contact(m: &Messenger, text: &str) -> Result<[u8; 16], Failure> {
+    if let Ok(bytes) = hex::decode(text)
+        && let Ok(id) = <[u8; 16]>::try_from(bytes)
+    {
+        return Ok(id);
+    }
+    let wanted = text.trim().to_lowercase();
+    for c in m.contacts()? {
+        if c.username.as_deref() == Some(wanted.as_str()) {
+            return Ok(c.account);
+        }
+    }
+    Ok(m.add_contact_by_username(text).await?.account)
+}
+
+fn resolve_group(m: &Messenger, text: &str) -> Result<GroupInfo, Failure> {
+    let groups = m.groups()?;
+    let lower = text.to_lowercase();
+    let matches: Vec<GroupInfo> = groups
+        .into_iter()
+        .filter(|g| g.name == text || hex::encode(g.id).starts_with(&lower))
+        .collect();
+    match matches.len() {
+        1 => Ok(matches
+            .into_iter()
+            .next()
+            .ok_or_else(|| Failure::other("group"))?),
+        0 => Err(Failure::usage(format!("no group {text}"))),
+        _ => Err(Failure::usage(format!(
+            "{text} names several groups: use the id"
+        ))),
+    }
+}
+
+async fn open_messenger(args: &Args) -> Result<Arc<Messenger>, Failure> {
+    let store = open_store(args.state_dir()?, false)?;
+    let url = relay_url(args, Some(&store))?;
+    let device = Device::open(RelayClient::new(&url)?, store).await?;
+    Ok(Arc::new(Messenger::new(Arc::new(device))))
+}
+
+async fn run(args: Args) -> Result<(), Failure> {
+    match args.command.as_str() {
+        "" | "help" => {
+            println!("{USAGE}");
+            return Ok(());
+        }
+        "register" | "link" => {
+            let dir = args.state_dir()?;
+            let url = relay_url(&args, None)?;
+            let password = secret("HAVEN_ACCOUNT_PASSWORD", "account password")?;
+            let store = open_store(dir, true)?;
+            store.put(SPACE_CLI, b"relay", url.as_bytes())?;
+            let relay = RelayClient::new(&url)?;
+            let username = args.flag("--username");
+            let result = if args.command == "register" {
+                Device::register(relay, store, username, password.as_bytes()).await
+            } else {
+                let identifier = match (username, args.flag("--account")) {
+                    (Some(u), None) => LoginIdentifier::Username(u),
+                    (None, Some(a)) => LoginIdentifier::AccountId(a),
+                    _ => return Err(Failure::usage("link takes --username or --account")),
+                };
+                Device::link(relay, store, identifier, password.as_bytes()).await
+            };
+            let device = match result {
+                Ok(d) => d,
+                Err(e) => {
+                    // Leave no half-made state directory behind.
+                    let _ = std::fs::remove_file(dir.join(DB_FILE));
+                    let _ = std::fs::remove_file(dir.join(SALT_FILE));
+                    return Err(e.into());
+                }
+            };
+            device.persist_session().await?;
+            println!(
+                "account {} device {}",
+                device.account_id(),
+                device.device_number()
+            );
+            return Ok(());
+        }
+        _ => {}
+    }
+    let m = open_messenger(&args).await?;
+    let result = command(&args, &m).await;
+    // Refresh tokens rotate on use: keep the latest one even when the command failed.
+    m.device().persist_session().await?;
+    result
+}
+
+async fn command(args: &Args, m: &Arc<Messenger>) -> Result<(), Failure> {
+    match args.command.as_str() {
+        "whoami" => {
+            println!(
+                "account {} device {}",
+                m.device().account_id(),
+                m.device().device_number()
+            );
+        }
+        "add" => {
+            let who = args.arg(0, "CONTACT")?;
+            let contact = if let Ok(bytes) = hex::decode(who)
+                && bytes.len() == 16
+            {
+                m.add_contact(who).await?
+            } else {
+                m.add_contact_by_username(who).await?
+            };
+            println!(
+                "contact {} {}",
+                hex::encode(contact.account),
+                contact.username.unwrap_or_default()
+            );
+        }
+        "contacts" => {
+            for c in m.contacts()? {
+                println!(
+                    "{} {}",
+                    hex::encode(c.account),
+                    c.username.unwrap_or_default()
+                );
+            }
+        }
+        "send" => {
+            let to = resolve_contact(m, args.arg(0, "CONTACT")?).await?;
+            let text = args.text_from(1)?;
+            let id = m.send_text(Conversation::Direct(to), &text).await?;
+            println!("sent {}", &hex::encode(id)[..8]);
+        }
+        "group-send" => {
+            let g = resolve_group(m, args.arg(0, "GROUP")?)?;
+            let text = args.text_from(1)?;
+            let id = m.send_text(Conversation::Group(g.id), &text).await?;
+            println!("sent {}", &hex::encode(id)[..8]);
+        }
+        "sync" => {
+            let mut events = m.subscribe();
+            m.sync().await?;
+            while let Ok(e) = events.try_recv() {
+                if let Some(line) = event_line(m, &e) {
+                    println!("{line}");
+                }
+            }
+        }
+        "history" => {
+            let target = args.arg(0, "CONTACT or GROUP")?;
+            let conversation = match resolve_group(m, target) {
+                Ok(g) => Conversation::Group(g.id),
+                Err(_) => Conversation::Direct(resolve_contact(m, target).await?),
+            };
+            for r in m.history(conversation)? {
+                println!("{}", message_line(m, &r));
+            }
+        }
+        "listen" => {
+            let seconds: Option<u64> = match args.flag("--seconds") {
+                Some(s) => Some(
+                    s.parse()
+                        .map_err(|_| Failure::usage("--seconds takes a number"))?,
+                ),
+                None => None,
+            };
+            let mut events = m.subscribe();
+            let runner = tokio::spawn(m.clone().run());
+            let deadline = seconds.map(|s| tokio::time::Instant::now() + Duration::from_secs(s));
+            loop {
+                let next = async {
+                    match deadline {
+                        Some(d) => tokio::time::timeout_at(d, events.recv()).await.ok(),
+                        None => Some(events.recv().await),
+                    }
+                };
+                tokio::select! {
+                    e = next => match e {
+                        None => break,
+                        Some(Ok(e)) => {
+                            if let Some(line) = event_line(m, &e) {
+                                println!("{line}");
+                                std::io::stdout().flush()?;
+                            }
+                            m.device().persist_session().await?;
+                            if let Event::Connection(ConnectionState::Stopped { reason }) = &e {
+                                return Err(Failure { code: 3, message: reason.clone() });
+                            }
+                        }
+                        Some(Err(tokio::sync::broadcast::error::RecvError::Lagged(n))) => {
+                            eprintln!("(skipped {n} events; run history to see everything)");
+                        }
+                        Some(Err(_)) => break,
+                    },
+                    _ = tokio::signal::ctrl_c() => break,
+                }
+            }
+            runner.abort();
+        }
+        "group-create" => {
+            let name = args.arg(0, "NAME")?;
+            let mut members = Vec::new();
+            for who in args.positional.iter().skip(1) {
+                members.push(resolve_contact(m, who).await?);
+            }
+            let id = m.create_group(name, &members).await?;
+            println!("group {} {}", hex::encode(id), name);
+        }
+        "group-add" | "group-remove" => {
+            let g = resolve_group(m, args.arg(0, "GROUP")?)?;
+            let who = resolve_contact(m, args.arg(1, "MEMBER")?).await?;
+            if args.command == "group-add" {
+                m.add_member(&g.id, &who).await?;
+            } else {
+                m.remove_member(&g.id, &who).await?;
+            }
+            let g = resolve_group(m, &hex::encode(g.id))?;
+            println!(
+                "group {} members {}",
+                group_label(m, &g.id),
+                g.members
+                    .iter()
+                    .map(|a| name_of(m, a))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            );
+        }
+        "groups" => {
+            for g in m.groups()? {
+                println!(
+                    "{} {} epoch {} {} members{}",
+                    hex::encode(g.id),
+                    g.name,
+                    g.epoch,
+                    g.members.len(),
+                    if g.active { "" } else { " (removed)" }
+                );
+            }
+        }
+        "safety-number" => {
+            let who = resolve_contact(m, args.arg(0, "CONTACT")?).await?;
+            for s in m.safety_numbers(&who)? {
+                let grouped: Vec<&str> = s
+                    .digits
+                    .as_bytes()
+                    .chunks(5)
+                    .filter_map(|c| std::str::from_utf8(c).ok())
+                    .collect();
+                println!("device {}: {}", s.device, grouped.join(" "));
+            }
+        }
+        other => return Err(Failure::usage(format!("unknown command {other}; see help"))),
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let args = match Args::parse() {
+        Ok(a) => a,
+        Err(f) => {
+            eprintln!("haven-chat: {}", f.message);
+            return ExitCode::from(f.code);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("haven-chat: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            eprintln!("haven-chat: {}", f.message);
+            ExitCode::from(f.code)
+        }
+    }
+}
