@@ -106,6 +106,8 @@ on_both!(
     key_directory_upload_claim_digest,
     concurrent_http_claims_hand_out_each_key_once,
     claims_are_rate_limited_per_target,
+    claims_are_rate_limited_per_requester,
+    unknown_accounts_get_clear_errors_and_change_nothing,
     sender_certificate_validates_in_the_sdk,
     unlink_and_account_deletion_purge_keys_and_mail,
 );
@@ -269,6 +271,24 @@ async fn idempotent_resend_and_id_conflict<S: Store + Rows>(h: Harness<S>) {
         .expect_error(StatusCode::CONFLICT, "message_id_conflict");
     assert_eq!(h.store.rows("envelopes").await, 1);
     assert_eq!(content(&fetch(&h, &bob).await[0]), b"hello");
+    // After the ack, a resend of the same id is still the same message: answered as a
+    // duplicate with the original seq, not queued (and so not delivered) again.
+    post(&h, "/v1/messages/ack", json!({"message_ids": [id]}), &bob)
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(h.store.rows("envelopes").await, 0);
+    let late = send(&h, &alice, &bob.account_id, &id, &[1], b"hello")
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(late.body["devices"][0]["duplicate"], true);
+    assert_eq!(late.body["devices"][0]["seq"], first.body["devices"][0]["seq"]);
+    assert_eq!(h.store.rows("envelopes").await, 0);
+    assert!(fetch(&h, &bob).await.is_empty());
+    send(&h, &alice, &bob.account_id, &id, &[1], b"changed")
+        .await
+        .expect_error(StatusCode::CONFLICT, "message_id_conflict");
+    assert_eq!(h.store.rows("envelopes").await, 0);
+    assert_eq!(h.store.rows("acked_envelopes").await, 1);
 }
 
 async fn device_list_mismatch_and_removed_devices<S: Store + Rows>(h: Harness<S>) {
@@ -949,6 +969,97 @@ async fn claims_are_rate_limited_per_target<S: Store>(h: Harness<S>) {
         .await
         .expect_error(StatusCode::TOO_MANY_REQUESTS, "rate_limited");
     assert!(r.headers.contains_key("retry-after"));
+}
+
+async fn claims_are_rate_limited_per_requester<S: Store>(h: Harness<S>) {
+    // 1000 per requester per minute in `settings()`; spread over several targets (at most 100
+    // each, the per-target limit) the requester's own limit is what refuses the 1001st.
+    let alice = h.register(None, PASSWORD).await;
+    let mut targets = Vec::new();
+    for seed in 0..11 {
+        let k = sdk_keys(40 + seed, 0, 0);
+        let t = register_sdk(&h, &k).await;
+        put(&h, "/v1/keys", upload_body(&k), &t)
+            .await
+            .expect(StatusCode::NO_CONTENT);
+        targets.push(t);
+    }
+    for i in 0..1000 {
+        let target = &targets[i / 100];
+        get(&h, &format!("/v1/keys/{}", target.account_id), &alice)
+            .await
+            .expect(StatusCode::OK);
+    }
+    // Target 10 has never been asked for: only the requester's limit can refuse this.
+    let r = get(&h, &format!("/v1/keys/{}", targets[10].account_id), &alice)
+        .await
+        .expect_error(StatusCode::TOO_MANY_REQUESTS, "rate_limited");
+    assert!(r.headers.contains_key("retry-after"));
+    // Another requester is not affected.
+    let carol = h.register(None, PASSWORD).await;
+    get(&h, &format!("/v1/keys/{}", targets[10].account_id), &carol)
+        .await
+        .expect(StatusCode::OK);
+}
+
+async fn unknown_accounts_get_clear_errors_and_change_nothing<S: Store + Rows>(h: Harness<S>) {
+    let alice = h.register(None, PASSWORD).await;
+    let bob = h.register(None, PASSWORD).await;
+    put(
+        &h,
+        "/v1/account/access-key",
+        json!({"access_key": b64(&[5u8; 16])}),
+        &bob,
+    )
+    .await
+    .expect(StatusCode::NO_CONTENT);
+    let nobody = Id::random().to_hex();
+    let id = Id::random();
+    // Logged-in sends (stored and ephemeral): 404.
+    send(&h, &alice, &nobody, &id, &[1], b"x")
+        .await
+        .expect_error(StatusCode::NOT_FOUND, "account_not_found");
+    post(
+        &h,
+        &format!("/v1/messages/{nobody}"),
+        json!({"message_id": id, "ephemeral": true, "envelopes": envelopes(&[1], b"typing")}),
+        &alice,
+    )
+    .await
+    .expect_error(StatusCode::NOT_FOUND, "account_not_found");
+    // Sealed sends learn nothing: the same 401 as a wrong key.
+    h.post(
+        &format!("/v1/messages/{nobody}/sealed"),
+        json!({"message_id": id, "envelopes": envelopes(&[1], b"x"), "access_key": b64(&[5u8; 16])}),
+    )
+    .await
+    .expect_error(StatusCode::UNAUTHORIZED, "invalid_access_key");
+    // A multi-recipient send naming one unknown account stores nothing, not even for bob.
+    h.post(
+        "/v1/messages/multi",
+        json!({
+            "message_id": id,
+            "payload": b64(b"shared payload"),
+            "recipients": [
+                {"account_id": bob.account_id, "access_key": b64(&[5u8; 16]),
+                 "devices": [{"device_number": 1, "header": b64(b"hb")}]},
+                {"account_id": nobody, "access_key": b64(&[5u8; 16]),
+                 "devices": [{"device_number": 1, "header": b64(b"hn")}]},
+            ],
+        }),
+    )
+    .await
+    .expect_error(StatusCode::UNAUTHORIZED, "invalid_access_key");
+    // Claims: every claim route answers 404 for an unknown account.
+    get(&h, &format!("/v1/keys/{nobody}"), &alice)
+        .await
+        .expect_error(StatusCode::NOT_FOUND, "account_not_found");
+    get(&h, &format!("/v1/keys/{nobody}/1"), &alice)
+        .await
+        .expect_error(StatusCode::NOT_FOUND, "account_not_found");
+    assert_eq!(h.store.rows("envelopes").await, 0);
+    assert_eq!(h.store.rows("shared_payloads").await, 0);
+    assert!(fetch(&h, &bob).await.is_empty());
 }
 
 async fn sender_certificate_validates_in_the_sdk<S: Store>(h: Harness<S>) {
