@@ -286,7 +286,8 @@ async fn rest_ephemeral_and_revocations_reach_sockets_on_another_instance() {
     ));
     // Logging out on B closes bob's socket on A at once (4001).
     let started = std::time::Instant::now();
-    let (status, body) = relay::http(&b.addr, "POST", "/v1/logout", Some(&c.bob.access), None).await;
+    let (status, body) =
+        relay::http(&b.addr, "POST", "/v1/logout", Some(&c.bob.access), None).await;
     assert_eq!(status, 204, "{body}");
     assert_eq!(
         relay::next(&mut bob, WAIT).await,

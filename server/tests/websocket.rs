@@ -715,7 +715,14 @@ async fn revoked_sessions_close_their_sockets_at_once() {
     let bob = env.h.login_existing(&env.bob, PASSWORD).await;
     let mut ws = relay::connect(&env.relay.addr, &bob.access).await;
     assert_eq!(next(&mut ws, T).await, Frame::QueueEmpty);
-    let (status, body) = http(&env.relay.addr, "DELETE", "/v1/account", Some(&bob.access), None).await;
+    let (status, body) = http(
+        &env.relay.addr,
+        "DELETE",
+        "/v1/account",
+        Some(&bob.access),
+        None,
+    )
+    .await;
     assert_eq!(status, 204, "{body}");
     expect_session_closed(&mut ws, "account deleted").await;
 }
@@ -823,7 +830,14 @@ async fn a_resend_after_the_ack_is_not_delivered_again() {
         })
     };
     let path = format!("/v1/messages/{}", env.bob.account_id);
-    let (status, first) = http(&env.relay.addr, "POST", &path, Some(&env.alice.access), Some(&body(b"once"))).await;
+    let (status, first) = http(
+        &env.relay.addr,
+        "POST",
+        &path,
+        Some(&env.alice.access),
+        Some(&body(b"once")),
+    )
+    .await;
     assert_eq!(status, 200, "{first}");
     let (got, _) = expect_envelope(&mut bob, b"once").await;
     send_bin(&mut bob, relay::ack_frame(&[got])).await;
@@ -833,14 +847,28 @@ async fn a_resend_after_the_ack_is_not_delivered_again() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // The sender retries (it never saw the answer): a duplicate, not a second delivery.
-    let (status, again) = http(&env.relay.addr, "POST", &path, Some(&env.alice.access), Some(&body(b"once"))).await;
+    let (status, again) = http(
+        &env.relay.addr,
+        "POST",
+        &path,
+        Some(&env.alice.access),
+        Some(&body(b"once")),
+    )
+    .await;
     assert_eq!(status, 200, "{again}");
     assert_eq!(again["devices"][0]["duplicate"], true);
     assert_eq!(again["devices"][0]["seq"], first["devices"][0]["seq"]);
     relay::silent(&mut bob, Duration::from_millis(500)).await;
     assert_eq!(queued(&env, &env.bob).await, 0);
     // Other bytes under the same id: refused, nothing stored.
-    let (status, conflict) = http(&env.relay.addr, "POST", &path, Some(&env.alice.access), Some(&body(b"twice"))).await;
+    let (status, conflict) = http(
+        &env.relay.addr,
+        "POST",
+        &path,
+        Some(&env.alice.access),
+        Some(&body(b"twice")),
+    )
+    .await;
     assert_eq!(status, 409, "{conflict}");
     assert_eq!(conflict["error"]["code"], "message_id_conflict");
     assert_eq!(queued(&env, &env.bob).await, 0);
