@@ -45,7 +45,14 @@ impl PgStore {
     }
 }
 
-super::sql::impl_sql_store!(PgStore, sqlx::Postgres, " FOR UPDATE SKIP LOCKED");
+super::sql::impl_sql_store!(
+    PgStore,
+    sqlx::Postgres,
+    " FOR UPDATE SKIP LOCKED",
+    // Row locks taken in (account, device) order, so concurrent batches cannot deadlock.
+    "SELECT account_id, device_number FROM devices WHERE (account_id, device_number) IN (",
+    ") ORDER BY account_id, device_number FOR NO KEY UPDATE"
+);
 super::vault_sql::impl_sql_vault_store!(PgStore, sqlx::Postgres);
 super::channels::impl_channel_store!(PgStore, sqlx::Postgres);
 

@@ -8,7 +8,7 @@
 /// `FOR UPDATE SKIP LOCKED` so concurrent claims take different rows instead of colliding on
 /// one; SQLite runs each write statement under the database write lock and needs nothing.
 macro_rules! impl_sql_store {
-    ($store:ty, $db:ty, $skip_locked:literal) => {
+    ($store:ty, $db:ty, $skip_locked:literal, $lock_head:literal, $lock_tail:literal) => {
         fn row_id(row: &<$db as sqlx::Database>::Row, column: &str, table: &'static str) -> $crate::store::StoreResult<$crate::ids::Id> {
             use sqlx::Row as _;
             let bytes: Vec<u8> = row.try_get(column)?;
@@ -410,46 +410,392 @@ macro_rules! impl_sql_store {
             Ok(deleted)
         }
 
-        /// Applies a batch of mailbox writes in one transaction: locks every recipient device
-        /// of every delivery in one global order first (so concurrent batches cannot deadlock),
-        /// then applies the writes in queue order, then commits once.
+        /// A queued envelope's identity: recipient account, device number, message id.
+        type EnvelopeKey = ($crate::ids::Id, u32, $crate::ids::Id);
+
+        /// Rows per set statement (at most 11 values each: well under both engines' limits).
+        const SET_CHUNK: usize = 400;
+
+        /// Appends `VALUES (a, d), …` for device pairs.
+        fn push_device_values(
+            qb: &mut sqlx::QueryBuilder<'_, $db>,
+            devices: &[($crate::ids::Id, u32)],
+        ) {
+            qb.push("VALUES ");
+            let mut list = qb.separated(", ");
+            for (account, device) in devices {
+                list.push("(");
+                list.push_bind_unseparated(account.as_bytes().to_vec());
+                list.push_unseparated(", ");
+                list.push_bind_unseparated(i64::from(*device));
+                list.push_unseparated(")");
+            }
+        }
+
+        /// Appends `VALUES (a, d, m), …` for envelope keys.
+        fn push_key_values(qb: &mut sqlx::QueryBuilder<'_, $db>, keys: &[EnvelopeKey]) {
+            qb.push("VALUES ");
+            let mut list = qb.separated(", ");
+            for (account, device, id) in keys {
+                list.push("(");
+                list.push_bind_unseparated(account.as_bytes().to_vec());
+                list.push_unseparated(", ");
+                list.push_bind_unseparated(i64::from(*device));
+                list.push_unseparated(", ");
+                list.push_bind_unseparated(id.as_bytes().to_vec());
+                list.push_unseparated(")");
+            }
+        }
+
+        fn key_from_row(row: &<$db as sqlx::Database>::Row, table: &'static str) -> $crate::store::StoreResult<EnvelopeKey> {
+            Ok((
+                row_id(row, "account_id", table)?,
+                row_u32(row, "device_number", table)?,
+                row_id(row, "message_id", table)?,
+            ))
+        }
+
+        /// Locks the devices (Postgres: row locks taken in one global order; SQLite: the write
+        /// lock) and returns those that exist.
+        async fn lock_devices(
+            tx: &mut sqlx::Transaction<'_, $db>,
+            devices: &[($crate::ids::Id, u32)],
+        ) -> $crate::store::StoreResult<std::collections::HashSet<($crate::ids::Id, u32)>> {
+            let mut present = std::collections::HashSet::new();
+            for chunk in devices.chunks(SET_CHUNK) {
+                let mut qb = sqlx::QueryBuilder::<$db>::new($lock_head);
+                push_device_values(&mut qb, chunk);
+                qb.push($lock_tail);
+                for row in qb.build().fetch_all(&mut **tx).await? {
+                    present.insert((row_id(&row, "account_id", "devices")?, row_u32(&row, "device_number", "devices")?));
+                }
+            }
+            Ok(present)
+        }
+
+        /// Deliveries and acks of a batch applied set-wise: a fixed handful of statements per
+        /// batch (lock, look up, count, insert; tombstone, delete) instead of several per
+        /// envelope. Only used when the result equals applying the writes in queue order (see
+        /// `apply_mail_batch`).
+        async fn apply_set_batch(
+            tx: &mut sqlx::Transaction<'_, $db>,
+            items: &[$crate::store::batch::MailWrite],
+        ) -> $crate::store::StoreResult<Vec<$crate::store::batch::WriteOutcome>> {
+            use sqlx::Row as _;
+            use std::collections::{HashMap, HashSet};
+            use $crate::store::batch::{MailWrite, WriteOutcome};
+            use $crate::store::{DeliveryOutcome, StoredEnvelope};
+            let mut out: Vec<Option<WriteOutcome>> = items.iter().map(|_| None).collect();
+            // Acks first (they commute with the deliveries here): tombstones, then deletes.
+            let mut ack_keys: Vec<EnvelopeKey> = Vec::new();
+            let mut first_ack: HashMap<EnvelopeKey, usize> = HashMap::new();
+            for (i, item) in items.iter().enumerate() {
+                match item {
+                    MailWrite::AckIds { account, device, ids, .. } => {
+                        out[i] = Some(WriteOutcome::Acked(0));
+                        for id in ids {
+                            let key = (*account, *device, *id);
+                            if let std::collections::hash_map::Entry::Vacant(e) = first_ack.entry(key) {
+                                e.insert(i);
+                                ack_keys.push(key);
+                            }
+                        }
+                    }
+                    MailWrite::AckUpTo { account, device, up_to, .. } => {
+                        out[i] = Some(WriteOutcome::Acked(
+                            ack_in(tx, account, *device, AckSelection::UpTo(*up_to)).await?,
+                        ));
+                    }
+                    MailWrite::Deliver { .. } => {}
+                }
+            }
+            let mut payloads: Vec<Vec<u8>> = Vec::new();
+            for chunk in ack_keys.chunks(SET_CHUNK) {
+                let mut qb = sqlx::QueryBuilder::<$db>::new(
+                    "INSERT INTO acked_envelopes (account_id, device_number, message_id, seq, \
+                     digest, expires_at) SELECT account_id, device_number, message_id, seq, \
+                     digest, expires_at FROM envelopes \
+                     WHERE (account_id, device_number, message_id) IN (",
+                );
+                push_key_values(&mut qb, chunk);
+                qb.push(
+                    ") ON CONFLICT (account_id, device_number, message_id) DO UPDATE SET \
+                     seq = excluded.seq, digest = excluded.digest, expires_at = excluded.expires_at",
+                );
+                qb.build().execute(&mut **tx).await?;
+                let mut qb = sqlx::QueryBuilder::<$db>::new(
+                    "DELETE FROM envelopes WHERE (account_id, device_number, message_id) IN (",
+                );
+                push_key_values(&mut qb, chunk);
+                qb.push(") RETURNING account_id, device_number, message_id, payload_id");
+                let rows = qb.build().fetch_all(&mut **tx).await?;
+                collect_payloads(&rows, &mut payloads)?;
+                for row in &rows {
+                    let key = key_from_row(row, "envelopes")?;
+                    if let Some(i) = first_ack.get(&key)
+                        && let Some(Some(WriteOutcome::Acked(n))) = out.get_mut(*i)
+                    {
+                        *n += 1;
+                    }
+                }
+            }
+            drop_orphan_payloads(tx, payloads).await?;
+
+            // Deliveries: lock every recipient device, look up every key (queued or acked),
+            // count every queue, then plan each delivery in queue order and insert once.
+            let deliveries: Vec<(usize, &$crate::store::Delivery, $crate::store::QueueLimits)> = items
+                .iter()
+                .enumerate()
+                .filter_map(|(i, item)| match item {
+                    MailWrite::Deliver { delivery, limits, .. } => Some((i, delivery, *limits)),
+                    _ => None,
+                })
+                .collect();
+            if deliveries.is_empty() {
+                return out.into_iter().map(|o| o.ok_or($crate::store::StoreError::Corrupt { table: "mail write batch" })).collect();
+            }
+            let mut targets: Vec<($crate::ids::Id, u32)> = deliveries
+                .iter()
+                .flat_map(|(_, d, _)| d.envelopes.iter().map(|e| (e.account, e.device)))
+                .collect();
+            targets.sort_unstable();
+            targets.dedup();
+            let present = lock_devices(tx, &targets).await?;
+            let keys: Vec<EnvelopeKey> = deliveries
+                .iter()
+                .flat_map(|(_, d, _)| d.envelopes.iter().map(|e| (e.account, e.device, e.message_id)))
+                .filter(|(a, d, _)| present.contains(&(*a, *d)))
+                .collect::<HashSet<_>>()
+                .into_iter()
+                .collect();
+            let mut existing: HashMap<EnvelopeKey, (i64, Vec<u8>)> = HashMap::new();
+            for chunk in keys.chunks(SET_CHUNK) {
+                let mut qb = sqlx::QueryBuilder::<$db>::new(
+                    "SELECT account_id, device_number, message_id, seq, digest FROM envelopes \
+                     WHERE (account_id, device_number, message_id) IN (",
+                );
+                push_key_values(&mut qb, chunk);
+                qb.push(
+                    ") UNION ALL SELECT account_id, device_number, message_id, seq, digest \
+                     FROM acked_envelopes WHERE (account_id, device_number, message_id) IN (",
+                );
+                push_key_values(&mut qb, chunk);
+                qb.push(")");
+                for row in qb.build().fetch_all(&mut **tx).await? {
+                    let key = key_from_row(&row, "envelopes")?;
+                    let seq: i64 = row.try_get("seq")?;
+                    let digest: Vec<u8> = row.try_get("digest")?;
+                    existing.entry(key).or_insert((seq, digest));
+                }
+            }
+            let live: Vec<($crate::ids::Id, u32)> =
+                targets.iter().copied().filter(|t| present.contains(t)).collect();
+            let mut usage: QueueUsage = live.iter().map(|t| (*t, (0, 0))).collect();
+            for chunk in live.chunks(SET_CHUNK) {
+                let mut qb = sqlx::QueryBuilder::<$db>::new(
+                    "SELECT account_id, device_number, COUNT(*) AS n, \
+                     CAST(COALESCE(SUM(size), 0) AS BIGINT) AS bytes FROM envelopes \
+                     WHERE (account_id, device_number) IN (",
+                );
+                push_device_values(&mut qb, chunk);
+                qb.push(") GROUP BY account_id, device_number");
+                for row in qb.build().fetch_all(&mut **tx).await? {
+                    let device = (row_id(&row, "account_id", "envelopes")?, row_u32(&row, "device_number", "envelopes")?);
+                    usage.insert(device, (row_u64(&row, "n", "envelopes")?, row_u64(&row, "bytes", "envelopes")?));
+                }
+            }
+            // Plan: Ok(seq) for a duplicate of a stored envelope, Err(key) for one stored by
+            // this batch (an earlier delivery or a new row).
+            struct NewRow<'a> {
+                delivery: &'a $crate::store::Delivery,
+                envelope: &'a $crate::store::NewEnvelope,
+                digest: Vec<u8>,
+                size: u64,
+            }
+            let mut new_rows: Vec<NewRow<'_>> = Vec::new();
+            let mut batch_digests: HashMap<EnvelopeKey, Vec<u8>> = HashMap::new();
+            let mut planned: Vec<(usize, Vec<(EnvelopeKey, Result<i64, ()>, bool)>)> = Vec::new();
+            let mut shared: Vec<(&$crate::store::SharedPayload, i64)> = Vec::new();
+            for (i, delivery, limits) in &deliveries {
+                let mut own: Vec<($crate::ids::Id, u32)> =
+                    delivery.envelopes.iter().map(|e| (e.account, e.device)).collect();
+                own.sort_unstable();
+                own.dedup();
+                if let Some((account, device)) = own.iter().find(|t| !present.contains(t)) {
+                    out[*i] = Some(WriteOutcome::Delivered(DeliveryOutcome::DeviceGone { account: *account, device: *device }));
+                    continue;
+                }
+                let shared_len = delivery.shared_payload.as_ref().map_or(0, |p| p.payload.len());
+                let mut plan = Vec::with_capacity(delivery.envelopes.len());
+                let mut added: QueueUsage = HashMap::new();
+                let mut rows = Vec::new();
+                let mut refused = None;
+                for envelope in &delivery.envelopes {
+                    let key = (envelope.account, envelope.device, envelope.message_id);
+                    let digest = envelope_digest(envelope, delivery.shared_payload.as_ref());
+                    let known = existing
+                        .get(&key)
+                        .map(|(seq, d)| (Ok(*seq), d))
+                        .or_else(|| batch_digests.get(&key).map(|d| (Err(()), d)));
+                    if let Some((seq, old)) = known {
+                        if *old != digest {
+                            refused = Some(DeliveryOutcome::IdConflict { account: envelope.account, device: envelope.device });
+                            break;
+                        }
+                        plan.push((key, seq, true));
+                        continue;
+                    }
+                    let size = u64::try_from(envelope.content.len() + shared_len).unwrap_or(u64::MAX);
+                    let (count, bytes) = usage.get(&(envelope.account, envelope.device)).copied().unwrap_or_default();
+                    let extra = added.entry((envelope.account, envelope.device)).or_default();
+                    if count.saturating_add(extra.0) >= limits.max_messages
+                        || bytes.saturating_add(extra.1).saturating_add(size) > limits.max_bytes
+                    {
+                        refused = Some(DeliveryOutcome::QueueFull { account: envelope.account, device: envelope.device });
+                        break;
+                    }
+                    extra.0 += 1;
+                    extra.1 = extra.1.saturating_add(size);
+                    plan.push((key, Err(()), false));
+                    rows.push(NewRow { delivery, envelope, digest, size });
+                }
+                if let Some(refused) = refused {
+                    out[*i] = Some(WriteOutcome::Delivered(refused));
+                    continue;
+                }
+                for (device, (n, b)) in added {
+                    let u = usage.entry(device).or_default();
+                    u.0 = u.0.saturating_add(n);
+                    u.1 = u.1.saturating_add(b);
+                }
+                if !rows.is_empty()
+                    && let Some(p) = &delivery.shared_payload
+                {
+                    shared.push((p, delivery.expires_at));
+                }
+                for row in rows {
+                    batch_digests.insert((row.envelope.account, row.envelope.device, row.envelope.message_id), row.digest.clone());
+                    new_rows.push(row);
+                }
+                planned.push((*i, plan));
+            }
+            for (p, expires_at) in shared {
+                sqlx::query(
+                    "INSERT INTO shared_payloads (id, payload, expires_at) VALUES ($1, $2, $3) \
+                     ON CONFLICT (id) DO UPDATE SET expires_at = excluded.expires_at \
+                     WHERE shared_payloads.expires_at < excluded.expires_at",
+                )
+                .bind(&p.id.as_bytes()[..])
+                .bind(&p.payload[..])
+                .bind(expires_at)
+                .execute(&mut **tx)
+                .await?;
+            }
+            let mut inserted: HashMap<EnvelopeKey, i64> = HashMap::new();
+            for chunk in new_rows.chunks(SET_CHUNK) {
+                let mut qb = sqlx::QueryBuilder::<$db>::new(
+                    "INSERT INTO envelopes (account_id, device_number, message_id, source_account, \
+                     source_device, content, payload_id, digest, size, received_at, expires_at) ",
+                );
+                qb.push_values(chunk, |mut b, row| {
+                    let d = row.delivery;
+                    b.push_bind(row.envelope.account.as_bytes().to_vec())
+                        .push_bind(i64::from(row.envelope.device))
+                        .push_bind(row.envelope.message_id.as_bytes().to_vec())
+                        .push_bind(d.source.as_ref().map(|(a, _)| a.as_bytes().to_vec()))
+                        .push_bind(d.source.as_ref().map(|(_, n)| i64::from(*n)))
+                        .push_bind(row.envelope.content.as_slice())
+                        .push_bind(d.shared_payload.as_ref().map(|p| p.id.as_bytes().to_vec()))
+                        .push_bind(row.digest.as_slice())
+                        .push_bind(i64::try_from(row.size).unwrap_or(i64::MAX))
+                        .push_bind(d.received_at)
+                        .push_bind(d.expires_at);
+                });
+                qb.push(" RETURNING account_id, device_number, message_id, seq");
+                for row in qb.build().fetch_all(&mut **tx).await? {
+                    inserted.insert(key_from_row(&row, "envelopes")?, row.try_get("seq")?);
+                }
+            }
+            for (i, plan) in planned {
+                let mut stored = Vec::with_capacity(plan.len());
+                for ((account, device, id), seq, duplicate) in plan {
+                    let seq = match seq {
+                        Ok(seq) => seq,
+                        Err(()) => *inserted
+                            .get(&(account, device, id))
+                            .ok_or($crate::store::StoreError::Corrupt { table: "envelopes" })?,
+                    };
+                    stored.push(StoredEnvelope { account, device, seq, duplicate });
+                }
+                out[i] = Some(WriteOutcome::Delivered(DeliveryOutcome::Stored(stored)));
+            }
+            out.into_iter()
+                .map(|o| o.ok_or($crate::store::StoreError::Corrupt { table: "mail write batch" }))
+                .collect()
+        }
+
+        /// Applies a batch of mailbox writes in one transaction and commits once. The set-wise
+        /// path is taken unless the batch mixes writes whose order matters (an ack of a key,
+        /// or an ack-up-to of a device, that a delivery of the same batch also writes); then
+        /// the writes are applied one after the other in queue order, after locking every
+        /// recipient device (in one global order on Postgres, so batches cannot deadlock).
         async fn apply_mail_batch(
             pool: &sqlx::Pool<$db>,
             items: &[$crate::store::batch::MailWrite],
         ) -> $crate::store::StoreResult<Vec<$crate::store::batch::WriteOutcome>> {
             use $crate::store::batch::{MailWrite, WriteOutcome};
-            let mut tx = pool.begin().await?;
-            let mut targets: Vec<($crate::ids::Id, u32)> = items
-                .iter()
-                .filter_map(|item| match item {
-                    MailWrite::Deliver { delivery, .. } => Some(delivery),
-                    _ => None,
-                })
-                .flat_map(|d| d.envelopes.iter().map(|e| (e.account, e.device)))
-                .collect();
-            targets.sort_unstable();
-            targets.dedup();
-            let mut gone = std::collections::HashSet::new();
-            for (account, device) in &targets {
-                if !lock_device(&mut tx, account, *device).await? {
-                    gone.insert((*account, *device));
+            let mut delivered_devices = std::collections::HashSet::new();
+            let mut delivered_keys = std::collections::HashSet::new();
+            for item in items {
+                if let MailWrite::Deliver { delivery, .. } = item {
+                    for e in &delivery.envelopes {
+                        delivered_devices.insert((e.account, e.device));
+                        delivered_keys.insert((e.account, e.device, e.message_id));
+                    }
                 }
             }
-            let mut usage = QueueUsage::new();
-            let mut out = Vec::with_capacity(items.len());
-            for item in items {
-                out.push(match item {
-                    MailWrite::Deliver { delivery, limits, .. } => WriteOutcome::Delivered(
-                        deliver_in(&mut tx, delivery, *limits, &gone, &mut usage).await?,
-                    ),
-                    MailWrite::AckIds { account, device, ids, .. } => WriteOutcome::Acked(
-                        ack_in(&mut tx, account, *device, AckSelection::Ids(ids)).await?,
-                    ),
-                    MailWrite::AckUpTo { account, device, up_to, .. } => WriteOutcome::Acked(
-                        ack_in(&mut tx, account, *device, AckSelection::UpTo(*up_to)).await?,
-                    ),
-                });
-            }
+            let ordered = items.iter().any(|item| match item {
+                MailWrite::AckUpTo { account, device, .. } => {
+                    delivered_devices.contains(&(*account, *device))
+                }
+                MailWrite::AckIds { account, device, ids, .. } => {
+                    ids.iter().any(|id| delivered_keys.contains(&(*account, *device, *id)))
+                }
+                MailWrite::Deliver { .. } => false,
+            });
+            let mut tx = pool.begin().await?;
+            let out = if ordered {
+                let mut targets: Vec<($crate::ids::Id, u32)> = delivered_devices.into_iter().collect();
+                targets.sort_unstable();
+                let present = lock_devices(&mut tx, &targets).await?;
+                let gone: std::collections::HashSet<_> =
+                    targets.into_iter().filter(|t| !present.contains(t)).collect();
+                let mut usage = QueueUsage::new();
+                let mut out = Vec::with_capacity(items.len());
+                for item in items {
+                    out.push(match item {
+                        MailWrite::Deliver { delivery, limits, .. } => WriteOutcome::Delivered(
+                            deliver_in(&mut tx, delivery, *limits, &gone, &mut usage).await?,
+                        ),
+                        MailWrite::AckIds { account, device, ids, .. } => {
+                            // An ack changes the queue counts a later delivery checks.
+                            usage.remove(&(*account, *device));
+                            WriteOutcome::Acked(
+                                ack_in(&mut tx, account, *device, AckSelection::Ids(ids)).await?,
+                            )
+                        }
+                        MailWrite::AckUpTo { account, device, up_to, .. } => {
+                            usage.remove(&(*account, *device));
+                            WriteOutcome::Acked(
+                                ack_in(&mut tx, account, *device, AckSelection::UpTo(*up_to)).await?,
+                            )
+                        }
+                    });
+                }
+                out
+            } else {
+                apply_set_batch(&mut tx, items).await?
+            };
             tx.commit().await?;
             Ok(out)
         }

@@ -67,7 +67,14 @@ impl SqliteStore {
     }
 }
 
-super::sql::impl_sql_store!(SqliteStore, sqlx::Sqlite, "");
+super::sql::impl_sql_store!(
+    SqliteStore,
+    sqlx::Sqlite,
+    "",
+    // The first write of a batch takes SQLite's write lock; RETURNING names the devices found.
+    "UPDATE devices SET device_number = device_number WHERE (account_id, device_number) IN (",
+    ") RETURNING account_id, device_number"
+);
 super::vault_sql::impl_sql_vault_store!(SqliteStore, sqlx::Sqlite);
 super::channels::impl_channel_store!(SqliteStore, sqlx::Sqlite);
 
