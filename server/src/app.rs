@@ -255,10 +255,10 @@ pub async fn launch_with_listener(
 ) -> Result<(), LaunchError> {
     let url = settings.database_url.expose().to_owned();
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        let store = PgStore::connect(&url).await?;
+        let store = PgStore::connect_with(&url, &settings.database).await?;
         serve(settings, store, listener, shutdown).await
     } else if url.starts_with("sqlite:") {
-        let store = SqliteStore::connect(&url).await?;
+        let store = SqliteStore::connect_with(&url, &settings.database).await?;
         serve(settings, store, listener, shutdown).await
     } else {
         Err(LaunchError::UnsupportedDatabase)

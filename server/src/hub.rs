@@ -33,6 +33,9 @@ pub enum Topic {
     },
     /// A channel: an entry was appended.
     Channel(Id),
+    /// An account's sessions: one was revoked (logout, refresh-token reuse), a device removed
+    /// or the account deleted. Sockets of the account re-check their session at once.
+    Sessions(Id),
 }
 
 /// A device, as sockets are registered: account and device number.

@@ -11,8 +11,10 @@
 //! ```text
 //! instance: u64 BE (random per process; a process ignores its own messages)
 //! kind: u8          1 mailbox hint | 2 channel hint | 3 ephemeral | 4 device connected
+//!                   | 5 sessions of an account changed
 //! kind 1, 3, 4:     account id (16) | device number u32 BE
 //! kind 2:           channel id (16)
+//! kind 5:           account id (16)
 //! kind 3 continues: message id (16) | has_source u8 (0|1)
 //!                   | [source account (16) | source device u32 BE] | content (rest)
 //! ```
@@ -83,6 +85,10 @@ impl Remote {
                 out.push(2);
                 out.extend_from_slice(id.as_bytes());
             }
+            Self::Hint(Topic::Sessions(account)) => {
+                out.push(5);
+                out.extend_from_slice(account.as_bytes());
+            }
             Self::Ephemeral(d, msg) => {
                 device(&mut out, 3, d);
                 out.extend_from_slice(msg.message_id.as_bytes());
@@ -127,6 +133,7 @@ impl Remote {
                 }))?
             }
             2 => Self::Hint(Topic::Channel(Id::from_slice(rest).ok()?)),
+            5 => Self::Hint(Topic::Sessions(Id::from_slice(rest).ok()?)),
             3 => {
                 let (d, used) = device(rest)?;
                 let rest = rest.get(used..)?;
@@ -282,6 +289,7 @@ mod tests {
                 device: 7,
             }),
             Remote::Hint(Topic::Channel(Id::random())),
+            Remote::Hint(Topic::Sessions(Id::random())),
             Remote::Ephemeral(
                 device,
                 EphemeralMessage {

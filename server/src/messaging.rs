@@ -27,12 +27,12 @@ use tokio::task::JoinHandle;
 
 use crate::auth::Session;
 use crate::error::{AppError, DeviceMismatch};
-use crate::hub::Topic;
+use crate::hub::{DeviceKey, EphemeralOutcome, Topic};
 use crate::ids::Id;
 use crate::state::{AppState, now_i64};
 use crate::store::{
-    Delivery, DeliveryOutcome, NewEnvelope, QueueLimits, QueuedEnvelope, SharedPayload, Store,
-    StoreError, StoredEnvelope,
+    Delivery, DeliveryOutcome, NewEnvelope, PendingWrite, QueueLimits, QueuedEnvelope,
+    SharedPayload, Store, StoreError, StoredEnvelope,
 };
 
 /// Length of an unidentified-access key in bytes.
@@ -227,11 +227,29 @@ pub enum DeviceDelivery {
         /// Device number.
         device: u32,
     },
+    /// Ephemeral, no live subscriber on this instance: published through Redis to the other
+    /// instances, which hand it to the device's socket if it is connected to one of them.
+    Relayed {
+        /// Device number.
+        device: u32,
+    },
     /// Ephemeral, and no live subscriber: dropped.
     Dropped {
         /// Device number.
         device: u32,
     },
+}
+
+impl DeviceDelivery {
+    /// The device number.
+    pub fn device(&self) -> u32 {
+        match self {
+            Self::Queued { device, .. }
+            | Self::Delivered { device }
+            | Self::Relayed { device }
+            | Self::Dropped { device } => *device,
+        }
+    }
 }
 
 /// Result of [`send`].
@@ -324,6 +342,13 @@ impl EphemeralHub {
         }
         delivered
     }
+}
+
+/// Tells every socket of `account` (here and, with Redis, on other instances) to re-check its
+/// session now: called after a logout, a refresh-token reuse, a device removal or an account
+/// deletion, so a revoked session's socket closes (4001) at once instead of at its next poll.
+pub fn notify_sessions_changed<S: Store>(state: &AppState<S>, account: Id) {
+    state.hub().publish(&Topic::Sessions(account));
 }
 
 /// Wakes the sockets of a device whose queue got mail (in-process hub). The single place where
@@ -432,15 +457,11 @@ async fn compare_devices<S: Store>(
     listed: &BTreeSet<u32>,
     exclude: Option<u32>,
 ) -> Result<Option<(bool, DeviceMismatch)>, MessagingError> {
-    let store = state.store();
-    let Some(next) = store.next_device_number(account).await? else {
+    let Some((next, numbers)) = state.store().device_numbers(account).await? else {
         return Err(MessagingError::UnknownAccount);
     };
-    let current: BTreeSet<u32> = store
-        .devices(account)
-        .await?
+    let current: BTreeSet<u32> = numbers
         .into_iter()
-        .map(|d| d.number)
         .filter(|n| Some(*n) != exclude)
         .collect();
     let missing: Vec<u32> = current.difference(listed).copied().collect();
@@ -501,17 +522,52 @@ fn queue_limits<S: Store>(state: &AppState<S>) -> QueueLimits {
     }
 }
 
-/// Stores `delivery` in one transaction and wakes the sockets of every device that got a new
-/// (not duplicate) envelope.
-async fn deliver_and_notify<S: Store>(
-    state: &AppState<S>,
-    delivery: &Delivery,
-) -> Result<Vec<StoredEnvelope>, MessagingError> {
-    let stored = outcome_to_result(state.store().deliver(delivery, queue_limits(state)).await?)?;
+/// Wakes the sockets of every device that got a new (not duplicate) envelope.
+fn notify_stored<S: Store>(state: &AppState<S>, stored: &[StoredEnvelope]) {
     for s in stored.iter().filter(|s| !s.duplicate) {
         notify_mailbox(state, s.account, s.device);
     }
+}
+
+/// Stores `delivery` all-or-nothing (in the next group commit) and wakes the sockets of every
+/// device that got a new (not duplicate) envelope.
+async fn deliver_and_notify<S: Store>(
+    state: &AppState<S>,
+    delivery: Delivery,
+) -> Result<Vec<StoredEnvelope>, MessagingError> {
+    let stored = outcome_to_result(state.store().deliver(delivery, queue_limits(state)).await?)?;
+    notify_stored(state, &stored);
     Ok(stored)
+}
+
+/// A send whose checks passed: either already answered (ephemeral) or queued for the next group
+/// commit. [`PendingSend::wait`] gives the receipt once the envelopes are stored.
+#[must_use = "the send is only acknowledged once `wait` returns"]
+pub struct PendingSend<S: Store> {
+    state: AppState<S>,
+    recipient: Id,
+    inner: PendingInner,
+}
+
+enum PendingInner {
+    Done(SendReceipt),
+    Queued(PendingWrite<DeliveryOutcome>),
+}
+
+impl<S: Store> PendingSend<S> {
+    /// Waits for the commit, wakes the recipients' sockets and returns the receipt.
+    pub async fn wait(self) -> Result<SendReceipt, MessagingError> {
+        match self.inner {
+            PendingInner::Done(receipt) => Ok(receipt),
+            PendingInner::Queued(pending) => {
+                let stored = outcome_to_result(pending.await?)?;
+                notify_stored(&self.state, &stored);
+                Ok(SendReceipt {
+                    devices: queued(&stored, &self.recipient),
+                })
+            }
+        }
+    }
 }
 
 fn outcome_to_result(outcome: DeliveryOutcome) -> Result<Vec<StoredEnvelope>, MessagingError> {
@@ -543,11 +599,7 @@ fn queued(stored: &[StoredEnvelope], account: &Id) -> Vec<DeviceDelivery> {
             duplicate: s.duplicate,
         })
         .collect();
-    out.sort_by_key(|d| match d {
-        DeviceDelivery::Queued { device, .. }
-        | DeviceDelivery::Delivered { device }
-        | DeviceDelivery::Dropped { device } => *device,
-    });
+    out.sort_by_key(DeviceDelivery::device);
     out
 }
 
@@ -563,6 +615,21 @@ pub async fn send<S: Store>(
     recipient: &Id,
     request: SendRequest,
 ) -> Result<SendReceipt, MessagingError> {
+    queue_send(state, auth, recipient, request)
+        .await?
+        .wait()
+        .await
+}
+
+/// [`send`] in two steps: runs every check and queues the envelopes for the next group commit
+/// (in call order), returning before the commit. A socket uses it to keep several of its sends
+/// in one commit while still storing them in the order they arrived.
+pub async fn queue_send<S: Store>(
+    state: &AppState<S>,
+    auth: SendAuth,
+    recipient: &Id,
+    request: SendRequest,
+) -> Result<PendingSend<S>, MessagingError> {
     let mail = &state.settings().mail;
     if request.envelopes.is_empty() {
         return Err(MessagingError::invalid(
@@ -619,33 +686,32 @@ pub async fn send<S: Store>(
         });
     }
     if request.ephemeral {
-        let message = EphemeralMessage {
-            message_id: request.message_id,
-            source,
-            content: Vec::new(),
-        };
-        let devices = request
+        let mut devices: Vec<DeviceDelivery> = request
             .envelopes
             .into_iter()
             .map(|e| {
                 let message = EphemeralMessage {
+                    message_id: request.message_id,
+                    source,
                     content: e.content,
-                    ..message.clone()
                 };
-                if state.ephemeral().deliver(*recipient, e.device, &message) {
-                    DeviceDelivery::Delivered { device: e.device }
-                } else {
-                    DeviceDelivery::Dropped { device: e.device }
+                let key = DeviceKey {
+                    account: *recipient,
+                    device: e.device,
+                };
+                match state.hub().send_ephemeral(&key, message) {
+                    EphemeralOutcome::Delivered => DeviceDelivery::Delivered { device: e.device },
+                    EphemeralOutcome::Relayed => DeviceDelivery::Relayed { device: e.device },
+                    _ => DeviceDelivery::Dropped { device: e.device },
                 }
             })
-            .collect::<Vec<_>>();
-        let mut devices = devices;
-        devices.sort_by_key(|d| match d {
-            DeviceDelivery::Queued { device, .. }
-            | DeviceDelivery::Delivered { device }
-            | DeviceDelivery::Dropped { device } => *device,
+            .collect();
+        devices.sort_by_key(DeviceDelivery::device);
+        return Ok(PendingSend {
+            state: state.clone(),
+            recipient: *recipient,
+            inner: PendingInner::Done(SendReceipt { devices }),
         });
-        return Ok(SendReceipt { devices });
     }
     let (received_at, expires_at) = coarse_now(state);
     let delivery = Delivery {
@@ -664,9 +730,14 @@ pub async fn send<S: Store>(
         received_at,
         expires_at,
     };
-    let stored = deliver_and_notify(state, &delivery).await?;
-    Ok(SendReceipt {
-        devices: queued(&stored, recipient),
+    let pending = state
+        .store()
+        .queue_delivery(delivery, queue_limits(state))
+        .await?;
+    Ok(PendingSend {
+        state: state.clone(),
+        recipient: *recipient,
+        inner: PendingInner::Queued(pending),
     })
 }
 
@@ -787,7 +858,7 @@ pub async fn send_multi<S: Store>(
         received_at,
         expires_at,
     };
-    let stored = deliver_and_notify(state, &delivery).await?;
+    let stored = deliver_and_notify(state, delivery).await?;
     Ok(MultiReceipt {
         recipients: request
             .recipients
@@ -830,6 +901,24 @@ pub async fn ack<S: Store>(
         ));
     }
     Ok(state.store().ack_ids(account, device, ids).await?)
+}
+
+/// [`ack`] in two steps: checks and queues the ack for the next group commit (in call order);
+/// the [`PendingWrite`] resolves to the number deleted once committed.
+pub async fn queue_ack<S: Store>(
+    state: &AppState<S>,
+    account: &Id,
+    device: u32,
+    ids: Vec<Id>,
+) -> Result<PendingWrite<u64>, MessagingError> {
+    let max = state.settings().mail.max_ack_ids;
+    if ids.len() > max {
+        return Err(MessagingError::invalid(
+            "too_many_ids",
+            format!("at most {max} ids per ack"),
+        ));
+    }
+    Ok(state.store().queue_ack_ids(account, device, ids).await?)
 }
 
 /// Deletes the device's envelopes with `seq <= up_to`. Returns how many were deleted.

@@ -137,6 +137,8 @@ pub struct Settings {
     pub keys: KeySettings,
     /// The vault's limits and retention (`[vault]` table).
     pub vault: VaultSettings,
+    /// The `[database]` section: durability and group commit of the mailbox writes.
+    pub database: DatabaseSettings,
 }
 
 /// The `[mail]` section: mailbox limits and expiry. Environment: `HAVEN_MAIL_<FIELD>` in upper
@@ -186,6 +188,96 @@ impl Default for MailSettings {
             max_fetch: 100,
             max_ack_ids: 1000,
             sealed_sends_per_minute: 600,
+        }
+    }
+}
+
+/// How SQLite makes a commit durable (`PRAGMA synchronous`, in WAL mode).
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum SqliteSynchronous {
+    /// `FULL`: every commit waits for the write-ahead log to reach the disk (`fsync`), so an
+    /// acknowledged write survives a process crash *and* an operating-system crash or power
+    /// loss. The default.
+    #[default]
+    Full,
+    /// `NORMAL`: commits do not `fsync` (only checkpoints do). An acknowledged write survives a
+    /// crash of the relay process, but the last commits before an operating-system crash or
+    /// power loss may be lost (the database stays consistent).
+    Normal,
+}
+
+impl std::str::FromStr for SqliteSynchronous {
+    type Err = ();
+
+    fn from_str(s: &str) -> Result<Self, ()> {
+        match s.to_ascii_lowercase().as_str() {
+            "full" => Ok(Self::Full),
+            "normal" => Ok(Self::Normal),
+            _ => Err(()),
+        }
+    }
+}
+
+/// The `[database]` section (environment: `HAVEN_DATABASE_<FIELD>` in upper case).
+///
+/// Sends and acks are written by a writer task per database that commits everything queued
+/// while its previous transaction was committing as one transaction (group commit), and answers
+/// each caller only once its transaction committed.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseSettings {
+    /// SQLite durability: `full` (default) or `normal` (`HAVEN_DATABASE_SQLITE_SYNCHRONOUS`).
+    pub sqlite_synchronous: SqliteSynchronous,
+    /// Most sends and acks committed together in one transaction
+    /// (`HAVEN_DATABASE_MAX_WRITE_BATCH`).
+    pub max_write_batch: usize,
+    /// Sends and acks waiting for a writer before further ones wait for room
+    /// (`HAVEN_DATABASE_WRITE_QUEUE`).
+    pub write_queue: usize,
+    /// Writer tasks on Postgres, each committing its own batches concurrently
+    /// (`HAVEN_DATABASE_POSTGRES_WRITERS`); SQLite has one writer (it has one write lock).
+    pub postgres_writers: usize,
+    /// Connections of the pool (`HAVEN_DATABASE_MAX_CONNECTIONS`).
+    pub max_connections: u32,
+}
+
+impl Default for DatabaseSettings {
+    fn default() -> Self {
+        Self {
+            sqlite_synchronous: SqliteSynchronous::Full,
+            max_write_batch: 512,
+            write_queue: 8192,
+            postgres_writers: 4,
+            max_connections: 10,
+        }
+    }
+}
+
+impl DatabaseSettings {
+    fn validate(&self) -> Result<(), SettingsError> {
+        let checks: [(bool, &'static str); 4] = [
+            (
+                (1..=10_000).contains(&self.max_write_batch),
+                "database.max_write_batch",
+            ),
+            (
+                (1..=1_000_000).contains(&self.write_queue),
+                "database.write_queue",
+            ),
+            (
+                (1..=64).contains(&self.postgres_writers),
+                "database.postgres_writers",
+            ),
+            (
+                (2..=1000).contains(&self.max_connections),
+                "database.max_connections",
+            ),
+        ];
+        match checks.iter().find(|(ok, _)| !ok) {
+            Some((_, name)) => Err(SettingsError::Range(name)),
+            None => Ok(()),
         }
     }
 }
@@ -265,6 +357,14 @@ pub struct WsSettings {
     pub delivery_window: usize,
     /// Channel subscriptions per socket (`HAVEN_WS_MAX_SUBSCRIPTIONS`).
     pub max_subscriptions: usize,
+    /// Client frames per second a socket may send; further frames in the same second are
+    /// answered with `rate_limited`, and more than twice as many close the socket with 4003
+    /// (`HAVEN_WS_MAX_FRAMES_PER_SEC`).
+    pub max_frames_per_sec: u32,
+    /// Sends and acks of one socket whose commit is awaited at once (later frames are read once
+    /// one completes): a socket can keep several sends in one group commit
+    /// (`HAVEN_WS_MAX_PENDING_WRITES`).
+    pub max_pending_writes: usize,
 }
 
 impl Default for WsSettings {
@@ -281,6 +381,8 @@ impl Default for WsSettings {
             poll_interval_secs: 30,
             delivery_window: 256,
             max_subscriptions: 64,
+            max_frames_per_sec: 2_000,
+            max_pending_writes: 32,
         }
     }
 }
@@ -427,6 +529,7 @@ impl Default for Settings {
             mail: MailSettings::default(),
             keys: KeySettings::default(),
             vault: VaultSettings::default(),
+            database: DatabaseSettings::default(),
         }
     }
 }
@@ -527,6 +630,8 @@ impl Settings {
         number!(ws.poll_interval_secs, "HAVEN_WS_POLL_INTERVAL_SECS");
         number!(ws.delivery_window, "HAVEN_WS_DELIVERY_WINDOW");
         number!(ws.max_subscriptions, "HAVEN_WS_MAX_SUBSCRIPTIONS");
+        number!(ws.max_frames_per_sec, "HAVEN_WS_MAX_FRAMES_PER_SEC");
+        number!(ws.max_pending_writes, "HAVEN_WS_MAX_PENDING_WRITES");
         number!(channels.max_entry_bytes, "HAVEN_CHANNEL_MAX_ENTRY_BYTES");
         number!(channels.max_entries, "HAVEN_CHANNEL_MAX_ENTRIES");
         number!(channels.max_bytes, "HAVEN_CHANNEL_MAX_BYTES");
@@ -620,6 +725,16 @@ impl Settings {
             keys.username_lookups_per_minute,
             "HAVEN_KEYS_USERNAME_LOOKUPS_PER_MINUTE"
         );
+        if let Some(v) = get("HAVEN_DATABASE_SQLITE_SYNCHRONOUS") {
+            self.database.sqlite_synchronous = v
+                .trim()
+                .parse()
+                .map_err(|()| SettingsError::Env("HAVEN_DATABASE_SQLITE_SYNCHRONOUS"))?;
+        }
+        nested!(database.max_write_batch, "HAVEN_DATABASE_MAX_WRITE_BATCH");
+        nested!(database.write_queue, "HAVEN_DATABASE_WRITE_QUEUE");
+        nested!(database.postgres_writers, "HAVEN_DATABASE_POSTGRES_WRITERS");
+        nested!(database.max_connections, "HAVEN_DATABASE_MAX_CONNECTIONS");
         Ok(())
     }
 
@@ -656,7 +771,15 @@ impl Settings {
             ),
         ];
         let ws = &self.ws;
-        let ws_checks: [(bool, &'static str); 9] = [
+        let ws_checks: [(bool, &'static str); 11] = [
+            (
+                (1..=1_000_000).contains(&ws.max_frames_per_sec),
+                "ws.max_frames_per_sec",
+            ),
+            (
+                (1..=4096).contains(&ws.max_pending_writes),
+                "ws.max_pending_writes",
+            ),
             (
                 (1..=600).contains(&ws.ticket_ttl_secs),
                 "ws.ticket_ttl_secs",
@@ -797,6 +920,7 @@ impl Settings {
             return Err(SettingsError::Range(name));
         }
         self.vault.validate()?;
+        self.database.validate()?;
         match checks.iter().find(|(ok, _)| !ok) {
             Some((_, name)) => Err(SettingsError::Range(name)),
             None => Ok(()),

@@ -106,6 +106,7 @@ on_both!(
     key_directory_upload_claim_digest,
     concurrent_http_claims_hand_out_each_key_once,
     claims_are_rate_limited_per_target,
+    unknown_accounts_get_clear_errors_and_change_nothing,
     sender_certificate_validates_in_the_sdk,
     unlink_and_account_deletion_purge_keys_and_mail,
 );
@@ -269,6 +270,27 @@ async fn idempotent_resend_and_id_conflict<S: Store + Rows>(h: Harness<S>) {
         .expect_error(StatusCode::CONFLICT, "message_id_conflict");
     assert_eq!(h.store.rows("envelopes").await, 1);
     assert_eq!(content(&fetch(&h, &bob).await[0]), b"hello");
+    // After the ack, a resend of the same id is still the same message: answered as a
+    // duplicate with the original seq, not queued (and so not delivered) again.
+    post(&h, "/v1/messages/ack", json!({"message_ids": [id]}), &bob)
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(h.store.rows("envelopes").await, 0);
+    let late = send(&h, &alice, &bob.account_id, &id, &[1], b"hello")
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(late.body["devices"][0]["duplicate"], true);
+    assert_eq!(
+        late.body["devices"][0]["seq"],
+        first.body["devices"][0]["seq"]
+    );
+    assert_eq!(h.store.rows("envelopes").await, 0);
+    assert!(fetch(&h, &bob).await.is_empty());
+    send(&h, &alice, &bob.account_id, &id, &[1], b"changed")
+        .await
+        .expect_error(StatusCode::CONFLICT, "message_id_conflict");
+    assert_eq!(h.store.rows("envelopes").await, 0);
+    assert_eq!(h.store.rows("acked_envelopes").await, 1);
 }
 
 async fn device_list_mismatch_and_removed_devices<S: Store + Rows>(h: Harness<S>) {
@@ -945,10 +967,137 @@ async fn claims_are_rate_limited_per_target<S: Store>(h: Harness<S>) {
             .await
             .expect(StatusCode::OK);
     }
-    let r = get(&h, &format!("/v1/keys/{}", bob.account_id), &alice)
+    // The limiter refills continuously (100 per minute: one per 0.6 s), so on a slow machine a
+    // few more may pass before the refusal; never many.
+    let mut extra = 0;
+    let r = loop {
+        let r = get(&h, &format!("/v1/keys/{}", bob.account_id), &alice).await;
+        if r.status != StatusCode::OK {
+            break r;
+        }
+        extra += 1;
+        assert!(extra < 20, "the per-target limit never refused");
+    };
+    let r = r.expect_error(StatusCode::TOO_MANY_REQUESTS, "rate_limited");
+    assert!(r.headers.contains_key("retry-after"));
+}
+
+/// The per-requester claim limit, on a harness whose requester limit (5 per minute) is far below
+/// the per-target one, so only the requester's own count can refuse. The limiter refills
+/// continuously (GCRA): 5 per minute is one per 12 s, far slower than this test.
+async fn claims_are_rate_limited_per_requester<S: Store>(h: Harness<S>) {
+    let alice = h.register(None, PASSWORD).await;
+    let mut targets = Vec::new();
+    for seed in 0..4 {
+        let k = sdk_keys(40 + seed, 0, 0);
+        let t = register_sdk(&h, &k).await;
+        put(&h, "/v1/keys", upload_body(&k), &t)
+            .await
+            .expect(StatusCode::NO_CONTENT);
+        targets.push(t);
+    }
+    for i in 0..5 {
+        let target = &targets[i % 3];
+        get(&h, &format!("/v1/keys/{}", target.account_id), &alice)
+            .await
+            .expect(StatusCode::OK);
+    }
+    // Target 3 has never been asked for: only the requester's limit can refuse this.
+    let r = get(&h, &format!("/v1/keys/{}", targets[3].account_id), &alice)
         .await
         .expect_error(StatusCode::TOO_MANY_REQUESTS, "rate_limited");
     assert!(r.headers.contains_key("retry-after"));
+    get(&h, &format!("/v1/keys/{}/1", targets[3].account_id), &alice)
+        .await
+        .expect_error(StatusCode::TOO_MANY_REQUESTS, "rate_limited");
+    // Another requester is not affected.
+    let carol = h.register(None, PASSWORD).await;
+    get(&h, &format!("/v1/keys/{}", targets[3].account_id), &carol)
+        .await
+        .expect(StatusCode::OK);
+}
+
+fn requester_limited_settings() -> Settings {
+    let mut s = settings();
+    s.keys.claims_per_minute_per_requester = 5;
+    s.keys.claims_per_minute_per_target = 1000;
+    s
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claims_are_rate_limited_per_requester_sqlite() {
+    let (store, guard) = common::sqlite_store().await.unwrap();
+    let h = Harness::with_settings(store, guard, requester_limited_settings()).await;
+    claims_are_rate_limited_per_requester(h).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claims_are_rate_limited_per_requester_postgres() {
+    let Some((store, guard)) = common::pg_store().await else {
+        return;
+    };
+    let h = Harness::with_settings(store, guard, requester_limited_settings()).await;
+    claims_are_rate_limited_per_requester(h).await;
+}
+
+async fn unknown_accounts_get_clear_errors_and_change_nothing<S: Store + Rows>(h: Harness<S>) {
+    let alice = h.register(None, PASSWORD).await;
+    let bob = h.register(None, PASSWORD).await;
+    put(
+        &h,
+        "/v1/account/access-key",
+        json!({"access_key": b64(&[5u8; 16])}),
+        &bob,
+    )
+    .await
+    .expect(StatusCode::NO_CONTENT);
+    let nobody = Id::random().to_hex();
+    let id = Id::random();
+    // Logged-in sends (stored and ephemeral): 404.
+    send(&h, &alice, &nobody, &id, &[1], b"x")
+        .await
+        .expect_error(StatusCode::NOT_FOUND, "account_not_found");
+    post(
+        &h,
+        &format!("/v1/messages/{nobody}"),
+        json!({"message_id": id, "ephemeral": true, "envelopes": envelopes(&[1], b"typing")}),
+        &alice,
+    )
+    .await
+    .expect_error(StatusCode::NOT_FOUND, "account_not_found");
+    // Sealed sends learn nothing: the same 401 as a wrong key.
+    h.post(
+        &format!("/v1/messages/{nobody}/sealed"),
+        json!({"message_id": id, "envelopes": envelopes(&[1], b"x"), "access_key": b64(&[5u8; 16])}),
+    )
+    .await
+    .expect_error(StatusCode::UNAUTHORIZED, "invalid_access_key");
+    // A multi-recipient send naming one unknown account stores nothing, not even for bob.
+    h.post(
+        "/v1/messages/multi",
+        json!({
+            "message_id": id,
+            "payload": b64(b"shared payload"),
+            "recipients": [
+                {"account_id": bob.account_id, "access_key": b64(&[5u8; 16]),
+                 "devices": [{"device_number": 1, "header": b64(b"hb")}]},
+                {"account_id": nobody, "access_key": b64(&[5u8; 16]),
+                 "devices": [{"device_number": 1, "header": b64(b"hn")}]},
+            ],
+        }),
+    )
+    .await
+    .expect_error(StatusCode::UNAUTHORIZED, "invalid_access_key");
+    // Claims: every claim route answers 404 for an unknown account.
+    get(&h, &format!("/v1/keys/{nobody}"), &alice)
+        .await
+        .expect_error(StatusCode::NOT_FOUND, "account_not_found");
+    get(&h, &format!("/v1/keys/{nobody}/1"), &alice)
+        .await
+        .expect_error(StatusCode::NOT_FOUND, "account_not_found");
+    assert_eq!(h.store.rows("envelopes").await, 0);
+    assert_eq!(h.store.rows("shared_payloads").await, 0);
+    assert!(fetch(&h, &bob).await.is_empty());
 }
 
 async fn sender_certificate_validates_in_the_sdk<S: Store>(h: Harness<S>) {

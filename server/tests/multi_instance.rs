@@ -256,3 +256,44 @@ async fn a_lost_hint_is_covered_by_the_database_poll() {
     assert!(latency < std::time::Duration::from_secs(4), "{latency:?}");
     println!("send without hint -> delivery by poll: {latency:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rest_ephemeral_and_revocations_reach_sockets_on_another_instance() {
+    let Some(c) = cluster().await else { return };
+    // Polls are hourly: anything prompt below travelled through Redis.
+    let a = c.spawn(true, "3600");
+    let b = c.spawn(true, "3600");
+    let mut bob = relay::connect(&a.addr, &c.bob.access).await;
+    assert_eq!(relay::next(&mut bob, WAIT).await, relay::Frame::QueueEmpty);
+    // An ephemeral REST send on B: bob has no socket on B, so it is relayed to A.
+    let (status, body) = relay::http(
+        &b.addr,
+        "POST",
+        &format!("/v1/messages/{}", c.bob.account_id),
+        Some(&c.alice.access),
+        Some(&json!({
+            "message_id": haven_relay::ids::Id::random().to_hex(),
+            "ephemeral": true,
+            "envelopes": [{"device_number": 1, "content": relay::b64(b"typing")}],
+        })),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["devices"][0]["status"], "relayed", "{body}");
+    assert!(matches!(
+        relay::next(&mut bob, WAIT).await,
+        relay::Frame::Ephemeral { content, .. } if content == b"typing"
+    ));
+    // Logging out on B closes bob's socket on A at once (4001).
+    let started = std::time::Instant::now();
+    let (status, body) =
+        relay::http(&b.addr, "POST", "/v1/logout", Some(&c.bob.access), None).await;
+    assert_eq!(status, 204, "{body}");
+    assert_eq!(
+        relay::next(&mut bob, WAIT).await,
+        relay::Frame::Close(Some(4001))
+    );
+    let latency = started.elapsed();
+    assert!(latency < std::time::Duration::from_secs(3), "{latency:?}");
+    println!("logout on B -> socket on A closed: {latency:?}");
+}

@@ -47,7 +47,7 @@ async fn measure<S: Store>(name: &str, h: Harness<S>) {
             received_at: 0,
             expires_at: i64::MAX,
         };
-        h.store.deliver(&d, limits).await.unwrap();
+        h.store.deliver(d, limits).await.unwrap();
     }
     let base = N as f64 / start.elapsed().as_secs_f64();
     // Sequential REST sends.

@@ -623,3 +623,253 @@ async fn channels_history_tokens_and_live_entries() {
         }
     );
 }
+
+/// Polls are hourly in these tests: a prompt close can only come from the revocation itself.
+const NO_POLL: (&str, &str) = ("HAVEN_WS_POLL_INTERVAL_SECS", "3600");
+
+async fn expect_session_closed(ws: &mut Ws, what: &str) {
+    let started = Instant::now();
+    assert_eq!(
+        next(ws, T).await,
+        Frame::Close(Some(4001)),
+        "{what}: socket not closed with 4001"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{what}: closed only after {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoked_sessions_close_their_sockets_at_once() {
+    let env = setup(&[NO_POLL]).await;
+    // Unlinking a device closes that device's socket; the other device's socket stays.
+    let reply = env
+        .h
+        .try_login(
+            json!({"account_id": env.bob.account_id}),
+            PASSWORD,
+            json!({"device": {"identity_key": b64(&[2u8; 32])}}),
+        )
+        .await
+        .expect(axum::http::StatusCode::OK);
+    let bob2 = Tokens::from_json(&reply.body);
+    let mut bob = relay::connect(&env.relay.addr, &env.bob.access).await;
+    assert_eq!(next(&mut bob, T).await, Frame::QueueEmpty);
+    let mut second = relay::connect(&env.relay.addr, &bob2.access).await;
+    assert_eq!(next(&mut second, T).await, Frame::QueueEmpty);
+    let (status, body) = http(
+        &env.relay.addr,
+        "DELETE",
+        &format!("/v1/devices/{}", bob2.device_id),
+        Some(&env.bob.access),
+        None,
+    )
+    .await;
+    assert_eq!(status, 204, "{body}");
+    expect_session_closed(&mut second, "device unlinked").await;
+    relay::silent(&mut bob, Duration::from_millis(300)).await;
+
+    // Logout.
+    let (status, body) = http(
+        &env.relay.addr,
+        "POST",
+        "/v1/logout",
+        Some(&env.bob.access),
+        None,
+    )
+    .await;
+    assert_eq!(status, 204, "{body}");
+    expect_session_closed(&mut bob, "logout").await;
+
+    // Refresh-token reuse revokes the session, and its socket.
+    let alice = env.h.login_existing(&env.alice, PASSWORD).await;
+    let mut ws = relay::connect(&env.relay.addr, &alice.access).await;
+    assert_eq!(next(&mut ws, T).await, Frame::QueueEmpty);
+    let refresh = json!({"refresh_token": alice.refresh});
+    let (status, body) = http(
+        &env.relay.addr,
+        "POST",
+        "/v1/token/refresh",
+        None,
+        Some(&refresh),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    // A legitimate rotation keeps the socket.
+    relay::silent(&mut ws, Duration::from_millis(300)).await;
+    let (status, body) = http(
+        &env.relay.addr,
+        "POST",
+        "/v1/token/refresh",
+        None,
+        Some(&refresh),
+    )
+    .await;
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(body["error"]["code"], "refresh_reused");
+    expect_session_closed(&mut ws, "refresh token reused").await;
+
+    // Account deletion.
+    let bob = env.h.login_existing(&env.bob, PASSWORD).await;
+    let mut ws = relay::connect(&env.relay.addr, &bob.access).await;
+    assert_eq!(next(&mut ws, T).await, Frame::QueueEmpty);
+    let (status, body) = http(
+        &env.relay.addr,
+        "DELETE",
+        "/v1/account",
+        Some(&bob.access),
+        None,
+    )
+    .await;
+    assert_eq!(status, 204, "{body}");
+    expect_session_closed(&mut ws, "account deleted").await;
+}
+
+fn unsubscribe_frame(request_id: u32) -> Vec<u8> {
+    let mut f = vec![1, 0x14];
+    f.extend_from_slice(&request_id.to_be_bytes());
+    f.extend_from_slice(Id::random().as_bytes());
+    f
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frame_rate_limit_is_a_setting() {
+    let env = setup(&[("HAVEN_WS_MAX_FRAMES_PER_SEC", "5")]).await;
+    let mut bob = relay::connect(&env.relay.addr, &env.bob.access).await;
+    assert_eq!(next(&mut bob, T).await, Frame::QueueEmpty);
+    // A burst of 30 frames: the first 5 of a second are served, the next ones refused with
+    // `rate_limited`, and more than twice the limit in one second closes the socket (4003).
+    for i in 0..30 {
+        send_bin(&mut bob, unsubscribe_frame(i)).await;
+    }
+    let mut statuses = Vec::new();
+    loop {
+        match next(&mut bob, T).await {
+            Frame::Result { status, body, .. } => {
+                if status == 429 {
+                    assert_eq!(body["error"]["code"], "rate_limited", "{body}");
+                }
+                statuses.push(status);
+            }
+            Frame::Close(code) => {
+                assert_eq!(code, Some(4003));
+                break;
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(statuses[..5], [200; 5]);
+    assert!(statuses.contains(&429), "{statuses:?}");
+    assert!(statuses.len() < 30, "{statuses:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_sends_are_all_answered_and_stored_in_order() {
+    let env = setup(&[]).await;
+    let mut alice = relay::connect(&env.relay.addr, &env.alice.access).await;
+    assert_eq!(next(&mut alice, T).await, Frame::QueueEmpty);
+    let mut bob = relay::connect(&env.relay.addr, &env.bob.access).await;
+    assert_eq!(next(&mut bob, T).await, Frame::QueueEmpty);
+    // 60 sends written back to back, without waiting for any answer.
+    const N: u32 = 60;
+    for i in 0..N {
+        send_bin(
+            &mut alice,
+            relay::send_frame(
+                i,
+                &account(&env.bob),
+                Id::random().as_bytes(),
+                false,
+                &[(1, &i.to_be_bytes())],
+            ),
+        )
+        .await;
+    }
+    let mut answered = std::collections::BTreeMap::new();
+    while answered.len() < N as usize {
+        match next(&mut alice, T).await {
+            Frame::Result {
+                request_id,
+                status: 200,
+                body,
+            } => {
+                let seq = body["devices"][0]["seq"].as_i64().unwrap();
+                assert!(answered.insert(request_id, seq).is_none());
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    // Stored in the order the frames arrived: seq increases with the request id.
+    let seqs: Vec<i64> = answered.values().copied().collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+    let mut ids = Vec::new();
+    for i in 0..N {
+        let (id, _) = expect_envelope(&mut bob, &i.to_be_bytes()).await;
+        ids.push(id);
+    }
+    send_bin(&mut bob, relay::ack_frame(&ids)).await;
+    let deadline = Instant::now() + T;
+    while queued(&env, &env.bob).await != 0 {
+        assert!(Instant::now() < deadline, "acks did not delete");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resend_after_the_ack_is_not_delivered_again() {
+    let env = setup(&[]).await;
+    let mut bob = relay::connect(&env.relay.addr, &env.bob.access).await;
+    assert_eq!(next(&mut bob, T).await, Frame::QueueEmpty);
+    let id = Id::random().to_hex();
+    let body = |content: &[u8]| {
+        json!({
+            "message_id": id,
+            "envelopes": [{"device_number": 1, "content": b64(content)}],
+        })
+    };
+    let path = format!("/v1/messages/{}", env.bob.account_id);
+    let (status, first) = http(
+        &env.relay.addr,
+        "POST",
+        &path,
+        Some(&env.alice.access),
+        Some(&body(b"once")),
+    )
+    .await;
+    assert_eq!(status, 200, "{first}");
+    let (got, _) = expect_envelope(&mut bob, b"once").await;
+    send_bin(&mut bob, relay::ack_frame(&[got])).await;
+    let deadline = Instant::now() + T;
+    while queued(&env, &env.bob).await != 0 {
+        assert!(Instant::now() < deadline, "ack did not delete");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The sender retries (it never saw the answer): a duplicate, not a second delivery.
+    let (status, again) = http(
+        &env.relay.addr,
+        "POST",
+        &path,
+        Some(&env.alice.access),
+        Some(&body(b"once")),
+    )
+    .await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again["devices"][0]["duplicate"], true);
+    assert_eq!(again["devices"][0]["seq"], first["devices"][0]["seq"]);
+    relay::silent(&mut bob, Duration::from_millis(500)).await;
+    assert_eq!(queued(&env, &env.bob).await, 0);
+    // Other bytes under the same id: refused, nothing stored.
+    let (status, conflict) = http(
+        &env.relay.addr,
+        "POST",
+        &path,
+        Some(&env.alice.access),
+        Some(&body(b"twice")),
+    )
+    .await;
+    assert_eq!(status, 409, "{conflict}");
+    assert_eq!(conflict["error"]["code"], "message_id_conflict");
+    assert_eq!(queued(&env, &env.bob).await, 0);
+}

@@ -6,10 +6,14 @@
 //! haven-loadgen throughput [--devices N] [--rate R] [--seconds S] [--size B] [--baseline]
 //! haven-loadgen idle [--connections K] [--baseline]
 //! common: [--relay PATH] (default: haven-relay next to this binary)
+//!         [--postgres URL] (default: a fresh SQLite database in a temporary directory)
+//!         [--set NAME=VALUE]… (extra environment for the relay, e.g.
+//!          HAVEN_DATABASE_SQLITE_SYNCHRONOUS=normal)
 //! ```
 //!
 //! The relay is started by the load generator on a fresh SQLite database in a temporary
-//! directory. Devices are provisioned directly in that database through the relay's own store
+//! directory (or on the given Postgres database, where the provisioned accounts are new random
+//! ones). Devices are provisioned directly in that database through the relay's own store
 //! API (account, device, session) and get access tokens signed with the JWT key the relay is
 //! started with: OPAQUE registration costs the *client* an Argon2id run per device and is
 //! measured separately (BENCHMARKS.md, login), so it is kept out of this measurement.
@@ -30,8 +34,8 @@ use haven_relay::auth::tokens::sign_access;
 use haven_relay::ids::Id;
 use haven_relay::secrets::Key32;
 use haven_relay::store::{
-    AccountStore as _, DeviceRecord, FamilyRecord, NewAccount, RefreshTokenRecord, SqliteStore,
-    TokenStore as _,
+    AccountStore, DeviceRecord, FamilyRecord, NewAccount, PgStore, RefreshTokenRecord, SqliteStore,
+    TokenStore,
 };
 use tokio::io::AsyncBufReadExt as _;
 use tokio::net::{TcpListener, TcpStream};
@@ -51,6 +55,8 @@ struct Args {
     connections: usize,
     baseline: bool,
     relay: Option<String>,
+    postgres: Option<String>,
+    env: Vec<(String, String)>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -65,6 +71,8 @@ fn parse_args() -> Result<Args, String> {
         connections: 10_000,
         baseline: false,
         relay: None,
+        postgres: None,
+        env: Vec::new(),
     };
     while let Some(arg) = args.next() {
         let mut value = |name: &str| args.next().ok_or(format!("{name} needs a value"));
@@ -85,6 +93,12 @@ fn parse_args() -> Result<Args, String> {
             }
             "--baseline" => out.baseline = true,
             "--relay" => out.relay = Some(value("--relay")?),
+            "--postgres" => out.postgres = Some(value("--postgres")?),
+            "--set" => {
+                let v = value("--set")?;
+                let (k, v) = v.split_once('=').ok_or("--set needs NAME=VALUE")?;
+                out.env.push((k.to_owned(), v.to_owned()));
+            }
             other => return Err(format!("unknown argument {other}\n{USAGE}")),
         }
     }
@@ -95,7 +109,8 @@ fn parse_args() -> Result<Args, String> {
 }
 
 const USAGE: &str = "usage: haven-loadgen (throughput|idle|echo-server) [--devices N] [--rate R] \
-[--seconds S] [--size B] [--connections K] [--baseline] [--relay PATH]";
+[--seconds S] [--size B] [--connections K] [--baseline] [--relay PATH] [--postgres URL] \
+[--set NAME=VALUE]";
 
 fn main() -> std::process::ExitCode {
     let args = match parse_args() {
@@ -167,9 +182,26 @@ async fn first_line(child: &mut tokio::process::Child) -> Result<String, BoxErro
 
 const JWT_KEY: [u8; 32] = [7u8; 32];
 
-/// Provisions `n` devices (one account each) and returns their (account, access token).
+/// Provisions `n` devices (one account each) in the database at `db_url` and returns their
+/// (account, access token).
 async fn provision(db_url: &str, n: usize) -> Result<Vec<(Id, String)>, BoxError> {
-    let store = SqliteStore::connect(db_url).await?;
+    if db_url.starts_with("postgres") {
+        let store = PgStore::connect(db_url).await?;
+        let out = provision_in(&store, n).await;
+        store.close().await;
+        out
+    } else {
+        let store = SqliteStore::connect(db_url).await?;
+        let out = provision_in(&store, n).await;
+        store.close().await;
+        out
+    }
+}
+
+async fn provision_in<S: AccountStore + TokenStore>(
+    store: &S,
+    n: usize,
+) -> Result<Vec<(Id, String)>, BoxError> {
     let key = Key32::from_bytes(JWT_KEY);
     let now = haven_relay::state::now_i64();
     let mut out = Vec::with_capacity(n);
@@ -221,7 +253,6 @@ async fn provision(db_url: &str, n: usize) -> Result<Vec<(Id, String)>, BoxError
         let token = sign_access(&key, &session, u64::try_from(now)?, 86_400)?;
         out.push((account, token));
     }
-    store.close().await;
     Ok(out)
 }
 
@@ -237,10 +268,14 @@ fn relay_path(args: &Args) -> Result<String, BoxError> {
 /// Starts the relay on a fresh SQLite database with `devices` provisioned devices.
 async fn start_relay(args: &Args, devices: usize) -> Result<(Server, Vec<(Id, String)>), BoxError> {
     let dir = tempfile::tempdir()?;
-    let db = format!("sqlite://{}", dir.path().join("haven.db").display());
+    let db = match &args.postgres {
+        Some(url) => url.clone(),
+        None => format!("sqlite://{}", dir.path().join("haven.db").display()),
+    };
     let provisioned = provision(&db, devices).await?;
     let jwt = base64::engine::general_purpose::STANDARD.encode(JWT_KEY);
-    let mut child = tokio::process::Command::new(relay_path(args)?)
+    let mut command = tokio::process::Command::new(relay_path(args)?);
+    command
         .env_clear()
         .env("DATABASE_URL", &db)
         .env("HAVEN_JWT_SECRET", jwt)
@@ -248,7 +283,12 @@ async fn start_relay(args: &Args, devices: usize) -> Result<(Server, Vec<(Id, St
         .env("HAVEN_METRICS_LISTEN", "off")
         .env("HAVEN_LOG", "warn")
         .env("HAVEN_RATE_LIMIT_PER_MINUTE", "1000000")
-        .env("HAVEN_WS_POLL_INTERVAL_SECS", "300")
+        .env("HAVEN_WS_POLL_INTERVAL_SECS", "300");
+    // Given last, so they override the defaults above.
+    for (k, v) in &args.env {
+        command.env(k, v);
+    }
+    let mut child = command
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .kill_on_drop(true)

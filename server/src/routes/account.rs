@@ -162,6 +162,7 @@ pub async fn delete<S: Store>(
 ) -> Result<StatusCode, AppError> {
     state.store().delete_account(&session.account).await?;
     tracing::info!("account deleted");
+    crate::messaging::notify_sessions_changed(&state, session.account);
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -537,8 +537,9 @@ pub async fn refresh<S: Store>(
             };
             Ok(Json(token_response(&state, session, &next).await?))
         }
-        RefreshOutcome::Reused => {
+        RefreshOutcome::Reused { account } => {
             tracing::warn!("spent refresh token presented; session revoked");
+            crate::messaging::notify_sessions_changed(&state, account);
             Err(AppError::unauthorized(
                 "refresh_reused",
                 "this refresh token was already used; the session has been revoked",
@@ -557,5 +558,6 @@ pub async fn logout<S: Store>(
     Auth(session): Auth,
 ) -> Result<StatusCode, AppError> {
     state.store().revoke_family(&session.family).await?;
+    crate::messaging::notify_sessions_changed(&state, session.account);
     Ok(StatusCode::NO_CONTENT)
 }

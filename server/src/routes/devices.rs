@@ -119,6 +119,7 @@ pub async fn unlink<S: Store>(
         .await?
     {
         tracing::info!("device unlinked");
+        crate::messaging::notify_sessions_changed(&state, session.account);
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(AppError::not_found("device_not_found", "no such device"))

@@ -55,7 +55,8 @@ pub struct SendBody {
 pub struct DeviceResult {
     /// Device number.
     pub device_number: u32,
-    /// `queued`, `delivered` (ephemeral, live) or `dropped` (ephemeral, not connected).
+    /// `queued`, `delivered` (ephemeral, live here), `relayed` (ephemeral, published to the other
+    /// instances through Redis) or `dropped` (ephemeral, not connected).
     pub status: String,
     /// Server sequence number when queued.
     pub seq: Option<i64>,
@@ -87,6 +88,12 @@ pub(crate) fn device_results(devices: &[DeviceDelivery]) -> Vec<DeviceResult> {
             DeviceDelivery::Delivered { device } => DeviceResult {
                 device_number: device,
                 status: "delivered".to_owned(),
+                seq: None,
+                duplicate: false,
+            },
+            DeviceDelivery::Relayed { device } => DeviceResult {
+                device_number: device,
+                status: "relayed".to_owned(),
                 seq: None,
                 duplicate: false,
             },

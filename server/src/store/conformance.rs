@@ -175,7 +175,7 @@ macro_rules! store_conformance_tests {
                 );
                 // Spending t1 again is reuse: the family (and so t2) dies.
                 let out = store.rotate_refresh(b"t1", b"t3", 31, 2_000).await.unwrap();
-                assert_eq!(out, RefreshOutcome::Reused);
+                assert_eq!(out, RefreshOutcome::Reused { account: a });
                 assert!(!store.session_valid(&a, &dev.id, &fam).await.unwrap());
                 let out = store.rotate_refresh(b"t2", b"t4", 32, 2_000).await.unwrap();
                 assert_eq!(out, RefreshOutcome::Invalid);
@@ -556,32 +556,32 @@ macro_rules! store_conformance_tests {
                 let (m1, m2, m3) = (Id::random(), Id::random(), Id::random());
                 let mut d = delivery(vec![env(a, 1, m1, b"one"), env(a, 2, m1, b"one-2")], 1_000);
                 d.source = Some((b, 1));
-                let DeliveryOutcome::Stored(stored) = store.deliver(&d, ROOMY).await.unwrap()
+                let DeliveryOutcome::Stored(stored) = store.deliver(d.clone(), ROOMY).await.unwrap()
                 else {
                     panic!("not stored")
                 };
                 assert_eq!(stored.len(), 2);
                 assert!(stored.iter().all(|s| !s.duplicate));
                 // Same id, same bytes: nothing new. Same id, other bytes: refused.
-                let DeliveryOutcome::Stored(again) = store.deliver(&d, ROOMY).await.unwrap() else {
+                let DeliveryOutcome::Stored(again) = store.deliver(d.clone(), ROOMY).await.unwrap() else {
                     panic!("not stored")
                 };
                 assert!(again.iter().all(|s| s.duplicate));
                 assert_eq!(again[0].seq, stored[0].seq);
                 let clash = delivery(vec![env(a, 1, m1, b"other")], 1_000);
                 assert_eq!(
-                    store.deliver(&clash, ROOMY).await.unwrap(),
+                    store.deliver(clash, ROOMY).await.unwrap(),
                     DeliveryOutcome::IdConflict {
                         account: a,
                         device: 1
                     }
                 );
                 store
-                    .deliver(&delivery(vec![env(a, 1, m2, b"two")], 1_000), ROOMY)
+                    .deliver(delivery(vec![env(a, 1, m2, b"two")], 1_000), ROOMY)
                     .await
                     .unwrap();
                 store
-                    .deliver(&delivery(vec![env(a, 1, m3, b"three")], 100), ROOMY)
+                    .deliver(delivery(vec![env(a, 1, m3, b"three")], 100), ROOMY)
                     .await
                     .unwrap();
                 let got = store.fetch_envelopes(&a, 1, 0, 10, 50).await.unwrap();
@@ -613,7 +613,7 @@ macro_rules! store_conformance_tests {
                 let m4 = Id::random();
                 let both = delivery(vec![env(a, 2, m4, b"x"), env(a, 1, m4, b"x")], 1_000);
                 assert_eq!(
-                    store.deliver(&both, tight).await.unwrap(),
+                    store.deliver(both, tight).await.unwrap(),
                     DeliveryOutcome::QueueFull {
                         account: a,
                         device: 1
@@ -626,7 +626,7 @@ macro_rules! store_conformance_tests {
                 };
                 assert_eq!(
                     store
-                        .deliver(&delivery(vec![env(a, 2, m4, b"12345678")], 1_000), small)
+                        .deliver(delivery(vec![env(a, 2, m4, b"12345678")], 1_000), small)
                         .await
                         .unwrap(),
                     DeliveryOutcome::QueueFull {
@@ -636,7 +636,7 @@ macro_rules! store_conformance_tests {
                 );
                 assert_eq!(
                     store
-                        .deliver(&delivery(vec![env(a, 9, m4, b"x")], 1_000), ROOMY)
+                        .deliver(delivery(vec![env(a, 9, m4, b"x")], 1_000), ROOMY)
                         .await
                         .unwrap(),
                     DeliveryOutcome::DeviceGone {
@@ -661,7 +661,7 @@ macro_rules! store_conformance_tests {
                 // New sequence numbers keep growing after deletes.
                 store
                     .deliver(
-                        &delivery(vec![env(a, 1, Id::random(), b"later")], 1_000),
+                        delivery(vec![env(a, 1, Id::random(), b"later")], 1_000),
                         ROOMY,
                     )
                     .await
@@ -680,6 +680,155 @@ macro_rules! store_conformance_tests {
             }
 
             #[tokio::test]
+            async fn acked_ids_stay_duplicates_until_they_expire() {
+                let Some((store, _guard)) = $make().await else {
+                    return;
+                };
+                let (a, _) = account(&store, None).await;
+                let (m1, m2) = (Id::random(), Id::random());
+                let d1 = delivery(vec![env(a, 1, m1, b"one")], 1_000);
+                let DeliveryOutcome::Stored(first) = store.deliver(d1.clone(), ROOMY).await.unwrap()
+                else {
+                    panic!("not stored")
+                };
+                store
+                    .deliver(delivery(vec![env(a, 1, m2, b"two")], 500), ROOMY)
+                    .await
+                    .unwrap();
+                assert_eq!(store.ack_ids(&a, 1, &[m1]).await.unwrap(), 1);
+                // A resend after the ack is the same message: a duplicate with the original
+                // seq, nothing queued again.
+                let DeliveryOutcome::Stored(again) = store.deliver(d1.clone(), ROOMY).await.unwrap()
+                else {
+                    panic!("not stored")
+                };
+                assert_eq!(again[0].seq, first[0].seq);
+                assert!(again[0].duplicate);
+                assert!(
+                    store
+                        .fetch_envelopes(&a, 1, 0, 10, 50)
+                        .await
+                        .unwrap()
+                        .iter()
+                        .all(|e| e.message_id != m1)
+                );
+                // Other bytes under an acked id: a conflict, nothing stored.
+                assert_eq!(
+                    store
+                        .deliver(delivery(vec![env(a, 1, m1, b"other")], 1_000), ROOMY)
+                        .await
+                        .unwrap(),
+                    DeliveryOutcome::IdConflict {
+                        account: a,
+                        device: 1
+                    }
+                );
+                assert_eq!(store.queue_stats(&a, 1).await.unwrap().messages, 1);
+                // Acking up to a seq keeps tombstones too.
+                assert_eq!(store.ack_up_to(&a, 1, i64::MAX).await.unwrap(), 1);
+                let DeliveryOutcome::Stored(again) = store
+                    .deliver(delivery(vec![env(a, 1, m2, b"two")], 500), ROOMY)
+                    .await
+                    .unwrap()
+                else {
+                    panic!("not stored")
+                };
+                assert!(again[0].duplicate);
+                assert_eq!(store.queue_stats(&a, 1).await.unwrap().messages, 0);
+                // Once the envelope would have expired, its tombstone is reaped and the id is
+                // free again.
+                store.purge_expired_mail(500).await.unwrap();
+                let DeliveryOutcome::Stored(again) = store
+                    .deliver(delivery(vec![env(a, 1, m2, b"two")], 1_500), ROOMY)
+                    .await
+                    .unwrap()
+                else {
+                    panic!("not stored")
+                };
+                assert!(!again[0].duplicate);
+                // The m1 tombstone (expires 1000) is still there.
+                assert!(matches!(
+                    store.deliver(d1.clone(), ROOMY).await.unwrap(),
+                    DeliveryOutcome::Stored(s) if s[0].duplicate
+                ));
+                // Unlinking the device (or deleting the account) removes its tombstones.
+                assert!(store.delete_account(&a).await.unwrap());
+            }
+
+            #[tokio::test]
+            async fn concurrent_deliveries_share_commits_and_respect_limits() {
+                let Some((store, _guard)) = $make().await else {
+                    return;
+                };
+                let (a, _) = account(&store, None).await;
+                let (b, _) = account(&store, None).await;
+                let limit = QueueLimits {
+                    max_messages: 25,
+                    max_bytes: 1 << 20,
+                };
+                // 60 concurrent sends to one device (25 fit), 60 to another (all fit), plus a
+                // send to a device that does not exist: each gets its own answer.
+                let mut tasks = Vec::new();
+                for i in 0..60u32 {
+                    for (acct, lim) in [(a, limit), (b, ROOMY)] {
+                        let store = store.clone();
+                        tasks.push(tokio::spawn(async move {
+                            let d = delivery(vec![env(acct, 1, Id::random(), &i.to_be_bytes())], 1_000);
+                            (acct, store.deliver(d, lim).await.unwrap())
+                        }));
+                    }
+                }
+                let gone = {
+                    let store = store.clone();
+                    tokio::spawn(async move {
+                        store
+                            .deliver(delivery(vec![env(a, 7, Id::random(), b"x")], 1_000), ROOMY)
+                            .await
+                            .unwrap()
+                    })
+                };
+                let (mut stored_a, mut full_a, mut stored_b) = (0, 0, 0);
+                for t in tasks {
+                    match t.await.unwrap() {
+                        (acct, DeliveryOutcome::Stored(_)) if acct == a => stored_a += 1,
+                        (_, DeliveryOutcome::Stored(_)) => stored_b += 1,
+                        (acct, DeliveryOutcome::QueueFull { .. }) if acct == a => full_a += 1,
+                        other => panic!("{other:?}"),
+                    }
+                }
+                assert_eq!((stored_a, full_a, stored_b), (25, 35, 60));
+                assert_eq!(
+                    gone.await.unwrap(),
+                    DeliveryOutcome::DeviceGone {
+                        account: a,
+                        device: 7
+                    }
+                );
+                assert_eq!(store.queue_stats(&a, 1).await.unwrap().messages, 25);
+                assert_eq!(store.queue_stats(&b, 1).await.unwrap().messages, 60);
+                let got = store.fetch_envelopes(&b, 1, 0, 100, 0).await.unwrap();
+                assert!(got.windows(2).all(|w| w[0].seq < w[1].seq));
+                // Concurrent acks of both queues.
+                let ids: Vec<Id> = got.iter().map(|e| e.message_id).collect();
+                let acks: Vec<_> = ids
+                    .chunks(7)
+                    .map(|c| {
+                        let (store, c) = (store.clone(), c.to_vec());
+                        tokio::spawn(async move { store.ack_ids(&b, 1, &c).await.unwrap() })
+                    })
+                    .collect();
+                let mut acked = 0;
+                for t in acks {
+                    acked += t.await.unwrap();
+                }
+                assert_eq!(acked, 60);
+                assert_eq!(store.queue_stats(&b, 1).await.unwrap().messages, 0);
+                // The account's device numbers in one query.
+                assert_eq!(store.device_numbers(&a).await.unwrap(), Some((2, vec![1])));
+                assert_eq!(store.device_numbers(&Id::random()).await.unwrap(), None);
+            }
+
+            #[tokio::test]
             async fn shared_payload_is_stored_once_and_collected() {
                 let Some((store, _guard)) = $make().await else {
                     return;
@@ -694,7 +843,7 @@ macro_rules! store_conformance_tests {
                 let mut d = delivery(vec![env(a, 1, m, b"ha"), env(b, 1, m, b"hb")], 1_000);
                 d.shared_payload = Some(shared.clone());
                 assert!(matches!(
-                    store.deliver(&d, ROOMY).await.unwrap(),
+                    store.deliver(d.clone(), ROOMY).await.unwrap(),
                     DeliveryOutcome::Stored(_)
                 ));
                 let got = store.fetch_envelopes(&b, 1, 0, 10, 0).await.unwrap();
@@ -754,6 +903,7 @@ macro_rules! store_conformance_tests {
                     "one_time_prekeys",
                     "envelopes",
                     "shared_payloads",
+                    "acked_envelopes",
                 ] {
                     assert!(tables.iter().any(|n| n == t), "{t} missing from {tables:?}");
                 }

@@ -9,6 +9,7 @@ use zeroize::{Zeroize, ZeroizeOnDrop};
 
 use crate::ids::Id;
 
+mod batch;
 mod channels;
 mod conformance;
 mod postgres;
@@ -18,6 +19,7 @@ mod vault;
 mod vault_conformance;
 mod vault_sql;
 
+pub use batch::PendingWrite;
 pub use channels::{
     AppendOutcome, ChannelEntry, ChannelQuota, ChannelRecord, ChannelStore, NewChannel, TicketStore,
 };
@@ -53,6 +55,9 @@ pub enum StoreError {
     /// The database URL could not be used.
     #[error("invalid database url: {0}")]
     InvalidUrl(String),
+    /// The mailbox writer task is gone (the store is shutting down).
+    #[error("mailbox writer stopped")]
+    WriterStopped,
 }
 
 impl From<sqlx::Error> for StoreError {
@@ -169,7 +174,10 @@ pub enum RefreshOutcome {
     /// The token was valid; it is now spent and the new one is stored.
     Rotated(FamilyRecord),
     /// The token had already been spent: the whole family is now revoked.
-    Reused,
+    Reused {
+        /// The account whose session it was (its sockets re-check their sessions).
+        account: Id,
+    },
     /// No such token, or its family was revoked, or it expired.
     Invalid,
 }
@@ -248,6 +256,12 @@ pub trait DeviceStore {
         account: &Id,
         device: &Id,
     ) -> impl Future<Output = StoreResult<Option<DeviceRecord>>> + Send;
+    /// The account's next device number and its current device numbers (ascending), in one
+    /// query; `None` if the account does not exist. What a send checks its device list against.
+    fn device_numbers(
+        &self,
+        account: &Id,
+    ) -> impl Future<Output = StoreResult<Option<(u32, Vec<u32>)>>> + Send;
     /// Lists an account's devices, oldest first.
     fn devices(&self, account: &Id) -> impl Future<Output = StoreResult<Vec<DeviceRecord>>> + Send;
     /// Replaces a device's encrypted name. Returns whether the device exists.
@@ -607,12 +621,22 @@ pub struct QueueStats {
 /// Mailboxes and sealed-sender access keys.
 pub trait MailboxStore {
     /// Stores a delivery all-or-nothing, respecting `limits` per device (checked under a lock of
-    /// each recipient device, so concurrent sends cannot overshoot).
+    /// each recipient device, so concurrent sends cannot overshoot). A message id that was
+    /// already stored for a device, or stored and acked within its TTL, is a duplicate (same
+    /// bytes) or a conflict (other bytes). Returns once the delivery is committed (group commit:
+    /// concurrent writes share one transaction, see `store/batch.rs`).
     fn deliver(
         &self,
-        delivery: &Delivery,
+        delivery: Delivery,
         limits: QueueLimits,
     ) -> impl Future<Output = StoreResult<DeliveryOutcome>> + Send;
+    /// Queues a delivery for the next group commit and returns as soon as it is queued (in the
+    /// order of the calls); the [`PendingWrite`] resolves like [`Self::deliver`] once committed.
+    fn queue_delivery(
+        &self,
+        delivery: Delivery,
+        limits: QueueLimits,
+    ) -> impl Future<Output = StoreResult<PendingWrite<DeliveryOutcome>>> + Send;
     /// Reads up to `limit` unexpired envelopes of a device with `seq > after_seq`, in order.
     fn fetch_envelopes(
         &self,
@@ -622,15 +646,23 @@ pub trait MailboxStore {
         limit: u32,
         now: i64,
     ) -> impl Future<Output = StoreResult<Vec<QueuedEnvelope>>> + Send;
-    /// Deletes the device's envelopes with these message ids (unknown ids are ignored). Returns
-    /// how many were deleted.
+    /// Deletes the device's envelopes with these message ids (unknown ids are ignored), keeping
+    /// a tombstone of each until it would have expired. Returns how many were deleted.
     fn ack_ids(
         &self,
         account: &Id,
         device: u32,
         ids: &[Id],
     ) -> impl Future<Output = StoreResult<u64>> + Send;
-    /// Deletes the device's envelopes with `seq <= up_to`. Returns how many were deleted.
+    /// Queues [`Self::ack_ids`] for the next group commit; resolves once committed.
+    fn queue_ack_ids(
+        &self,
+        account: &Id,
+        device: u32,
+        ids: Vec<Id>,
+    ) -> impl Future<Output = StoreResult<PendingWrite<u64>>> + Send;
+    /// Deletes the device's envelopes with `seq <= up_to` (keeping tombstones like
+    /// [`Self::ack_ids`]). Returns how many were deleted.
     fn ack_up_to(
         &self,
         account: &Id,
@@ -643,8 +675,8 @@ pub trait MailboxStore {
         account: &Id,
         device: u32,
     ) -> impl Future<Output = StoreResult<QueueStats>> + Send;
-    /// Deletes envelopes with `expires_at <= now` and shared payloads nothing refers to.
-    /// Returns how many envelopes were deleted.
+    /// Deletes envelopes and ack tombstones with `expires_at <= now` and shared payloads nothing
+    /// refers to. Returns how many envelopes were deleted.
     fn purge_expired_mail(&self, now: i64) -> impl Future<Output = StoreResult<u64>> + Send;
     /// Sets (or clears) the hash of the account's unidentified-access key. Returns whether the
     /// account exists.

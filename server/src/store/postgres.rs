@@ -3,24 +3,35 @@
 use sqlx::Row as _;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 
+use super::batch::MailWriter;
 use super::{StoreError, StoreResult};
+use crate::settings::DatabaseSettings;
 
 /// Store on a Postgres database.
 #[derive(Clone, Debug)]
 pub struct PgStore {
     pool: PgPool,
+    writer: MailWriter,
 }
 
 impl PgStore {
-    /// Connects to `url` (`postgres://…`) and runs the migrations.
+    /// Connects to `url` (`postgres://…`) and runs the migrations, with the default
+    /// [`DatabaseSettings`].
     pub async fn connect(url: &str) -> StoreResult<Self> {
+        Self::connect_with(url, &DatabaseSettings::default()).await
+    }
+
+    /// Connects to `url`, runs the migrations and starts `database.postgres_writers` mailbox
+    /// writers (group commit, `store/batch.rs`) on the current runtime.
+    pub async fn connect_with(url: &str, db: &DatabaseSettings) -> StoreResult<Self> {
         let pool = PgPoolOptions::new()
-            .max_connections(10)
+            .max_connections(db.max_connections)
             .connect(url)
             .await?;
         // Several instances may start at once; sqlx takes an advisory lock while migrating.
         sqlx::migrate!("../migrations/postgres").run(&pool).await?;
-        Ok(Self { pool })
+        let writer = spawn_mail_writers(&pool, db, db.postgres_writers);
+        Ok(Self { pool, writer })
     }
 
     /// The underlying pool (tests use it to dump tables).
@@ -34,7 +45,14 @@ impl PgStore {
     }
 }
 
-super::sql::impl_sql_store!(PgStore, sqlx::Postgres, " FOR UPDATE SKIP LOCKED");
+super::sql::impl_sql_store!(
+    PgStore,
+    sqlx::Postgres,
+    " FOR UPDATE SKIP LOCKED",
+    // Row locks taken in (account, device) order, so concurrent batches cannot deadlock.
+    "SELECT account_id, device_number FROM devices WHERE (account_id, device_number) IN (",
+    ") ORDER BY account_id, device_number FOR NO KEY UPDATE"
+);
 super::vault_sql::impl_sql_vault_store!(PgStore, sqlx::Postgres);
 super::channels::impl_channel_store!(PgStore, sqlx::Postgres);
 

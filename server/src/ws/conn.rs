@@ -1,10 +1,16 @@
 //! One socket: delivery loop, client requests, pings, limits, close codes.
 //!
 //! The loop is a single task (cheap when idle: no extra task, no queue, small buffers). It waits
-//! for whichever comes first: a client frame, a mailbox or channel hint, an ephemeral signal,
-//! the poll timer, the ping timer, replacement by a newer socket, or shutdown. Mail is always
-//! read from the database after the last delivered sequence number, so hints are only
-//! wake-ups: a lost hint is caught by the periodic poll.
+//! for whichever comes first: a client frame, a committed send or ack, a mailbox or channel
+//! hint, an ephemeral signal, a "sessions changed" hint, the poll timer, the ping timer,
+//! replacement by a newer socket, or shutdown. Mail is always read from the database after the
+//! last delivered sequence number, so hints are only wake-ups: a lost hint is caught by the
+//! periodic poll.
+//!
+//! Sends and acks are checked and queued for the store's group commit in the order their
+//! frames arrive, and answered when their transaction has committed; meanwhile the socket keeps
+//! reading (at most `ws.max_pending_writes` writes awaiting their commit), so one socket's
+//! consecutive sends share a commit instead of each waiting for the previous one's `fsync`.
 //!
 //! Backpressure: at most `delivery_window` envelopes are delivered and unacknowledged at a time
 //! (delivery pauses until acks arrive); every write must complete within `send_timeout_secs`,
@@ -13,10 +19,13 @@
 //! entries are read from the database page by page.
 
 use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use axum::response::IntoResponse as _;
+use futures_util::stream::FuturesUnordered;
 use futures_util::{SinkExt as _, StreamExt as _};
 use serde::Serialize;
 
@@ -26,9 +35,11 @@ use crate::channels::{self, Access, ChannelToken};
 use crate::error::AppError;
 use crate::hub::{DeviceKey, EphemeralOutcome, Subscription, Topic};
 use crate::ids::Id;
-use crate::messaging::{self, DeviceEnvelope, EphemeralMessage, SendAuth, SendRequest};
+use crate::messaging::{
+    self, DeviceEnvelope, EphemeralMessage, MessagingError, SendAuth, SendReceipt, SendRequest,
+};
 use crate::state::AppState;
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 
 /// Close code: a newer socket of the same device replaced this one.
 pub const CLOSE_REPLACED: u16 = 4000;
@@ -38,9 +49,6 @@ pub const CLOSE_SESSION_ENDED: u16 = 4001;
 pub const CLOSE_IDLE: u16 = 4002;
 /// Close code: the client sent frames faster than allowed for too long.
 pub const CLOSE_RATE: u16 = 4003;
-
-/// Client frames per second a socket may send before frames are refused.
-pub const MAX_FRAMES_PER_SEC: u32 = 2_000;
 
 /// Entries read per channel per wake-up.
 const CHANNEL_BATCH: u32 = 100;
@@ -65,9 +73,25 @@ struct ChannelSub {
     dirty: bool,
 }
 
+/// A send or ack whose commit finished.
+enum Committed {
+    Send {
+        request_id: u32,
+        result: Result<SendReceipt, MessagingError>,
+    },
+    Ack {
+        ids: Vec<Id>,
+        result: Result<u64, StoreError>,
+    },
+}
+
+type PendingWrites = FuturesUnordered<Pin<Box<dyn Future<Output = Committed> + Send>>>;
+
 /// What woke the loop.
 enum Event {
     Incoming(Option<Result<Message, axum::Error>>),
+    Committed(Committed),
+    Sessions,
     Mail,
     Channel(Id),
     Ephemeral(Option<EphemeralMessage>),
@@ -93,6 +117,9 @@ struct Conn<S: Store> {
     last_heard: Instant,
     window_start: Instant,
     frames_in_window: u32,
+    max_frames_per_sec: u32,
+    /// Sends and acks queued for a group commit, not yet answered.
+    pending: PendingWrites,
 }
 
 /// Serves one authenticated socket until it closes.
@@ -108,6 +135,7 @@ pub async fn run<S: Store>(
         account: device.account,
         device: device.device,
     });
+    let mut sessions = hub.subscribe(Topic::Sessions(device.account));
     let mut reg = hub.register_socket(device);
     let mut ephemeral = hub.subscribe_ephemeral(&device);
     metrics::gauge!("haven_ws_connections").increment(1.0);
@@ -126,7 +154,10 @@ pub async fn run<S: Store>(
         last_heard: Instant::now(),
         window_start: Instant::now(),
         frames_in_window: 0,
+        max_frames_per_sec: cfg.max_frames_per_sec,
+        pending: FuturesUnordered::new(),
     };
+    let max_pending = cfg.max_pending_writes;
     let poll_every = Duration::from_secs(cfg.poll_interval_secs);
     let ping_every = Duration::from_secs(cfg.ping_interval_secs);
     let idle = Duration::from_secs(cfg.idle_timeout_secs);
@@ -162,8 +193,10 @@ pub async fn run<S: Store>(
             tokio::select! {
                 _ = reg.shutdown.wait_for(|s| *s) => Event::Shutdown,
                 _ = &mut reg.replaced => Event::Replaced,
-                msg = conn.socket.next() => Event::Incoming(msg),
+                msg = conn.socket.next(), if conn.pending.len() < max_pending => Event::Incoming(msg),
+                Some(done) = conn.pending.next(), if !conn.pending.is_empty() => Event::Committed(done),
                 () = mailbox.changed() => Event::Mail,
+                () = sessions.changed() => Event::Sessions,
                 id = channel_wait => Event::Channel(id),
                 sig = ephemeral.recv() => Event::Ephemeral(sig),
                 _ = poll.tick() => Event::Poll,
@@ -179,6 +212,8 @@ pub async fn run<S: Store>(
             Event::Incoming(None) => Err(Stop::Gone),
             Event::Incoming(Some(Err(err))) => Err(read_error(err)),
             Event::Incoming(Some(Ok(msg))) => conn.incoming(msg).await,
+            Event::Committed(done) => conn.committed(done).await,
+            Event::Sessions => conn.check_session().await,
             Event::Mail => {
                 conn.mail_dirty = true;
                 Ok(())
@@ -212,7 +247,11 @@ pub async fn run<S: Store>(
             break stop;
         }
     };
+    if matches!(stop, Stop::Close(..)) {
+        conn.drain_pending().await;
+    }
     conn.close(stop).await;
+    drop(sessions);
     drop(mailbox);
     drop(reg);
     metrics::gauge!("haven_ws_connections").decrement(1.0);
@@ -405,8 +444,9 @@ impl<S: Store> Conn<S> {
         Ok(frames)
     }
 
-    /// Periodic work: re-check the session, re-read mail and channels.
-    async fn poll(&mut self) -> Result<(), Stop> {
+    /// Closes the socket (4001) if its session was revoked, its device unlinked or its account
+    /// deleted. A failing check keeps the socket (the next poll retries).
+    async fn check_session(&mut self) -> Result<(), Stop> {
         let s = &self.session;
         match self
             .state
@@ -414,10 +454,18 @@ impl<S: Store> Conn<S> {
             .session_valid(&s.account, &s.device, &s.family)
             .await
         {
-            Ok(true) => {}
-            Ok(false) => return Err(Stop::Close(CLOSE_SESSION_ENDED, "session ended")),
-            Err(err) => tracing::warn!(%err, "websocket session check failed"),
+            Ok(true) => Ok(()),
+            Ok(false) => Err(Stop::Close(CLOSE_SESSION_ENDED, "session ended")),
+            Err(err) => {
+                tracing::warn!(%err, "websocket session check failed");
+                Ok(())
+            }
         }
+    }
+
+    /// Periodic work: re-check the session, re-read mail and channels.
+    async fn poll(&mut self) -> Result<(), Stop> {
+        self.check_session().await?;
         self.mail_dirty = true;
         for c in self.channels.values_mut() {
             c.dirty = true;
@@ -432,7 +480,7 @@ impl<S: Store> Conn<S> {
             self.frames_in_window = 0;
         }
         self.frames_in_window = self.frames_in_window.saturating_add(1);
-        self.frames_in_window > MAX_FRAMES_PER_SEC
+        self.frames_in_window > self.max_frames_per_sec
     }
 
     async fn incoming(&mut self, msg: Message) -> Result<(), Stop> {
@@ -450,7 +498,7 @@ impl<S: Store> Conn<S> {
             Message::Ping(_) | Message::Pong(_) => return Ok(()),
         };
         if self.over_rate() {
-            if self.frames_in_window > MAX_FRAMES_PER_SEC.saturating_mul(2) {
+            if self.frames_in_window > self.max_frames_per_sec.saturating_mul(2) {
                 return Err(Stop::Close(CLOSE_RATE, "too many frames"));
             }
             let err = AppError::RateLimited {
@@ -474,7 +522,7 @@ impl<S: Store> Conn<S> {
             }
         };
         match decoded {
-            ClientFrame::Ack(ids) => self.ack(&ids).await,
+            ClientFrame::Ack(ids) => self.ack(ids).await,
             ClientFrame::Send {
                 request_id,
                 account,
@@ -493,8 +541,7 @@ impl<S: Store> Conn<S> {
                         .collect(),
                     ephemeral,
                 };
-                let (status, json) = self.send_mail(account, request).await;
-                self.send(frame::result(request_id, status, &json)).await
+                self.send_mail(request_id, account, request).await
             }
             ClientFrame::Signal {
                 request_id,
@@ -526,12 +573,17 @@ impl<S: Store> Conn<S> {
         }
     }
 
-    async fn ack(&mut self, ids: &[Id]) -> Result<(), Stop> {
-        match messaging::ack(&self.state, &self.device.account, self.device.device, ids).await {
-            Ok(_) => {
-                for id in ids {
-                    self.in_flight.remove(id);
-                }
+    /// Queues an ack for the next group commit; `in_flight` frees room once it committed.
+    async fn ack(&mut self, ids: Vec<Id>) -> Result<(), Stop> {
+        let (account, device) = (self.device.account, self.device.device);
+        match messaging::queue_ack(&self.state, &account, device, ids.clone()).await {
+            Ok(pending) => {
+                self.pending.push(Box::pin(async move {
+                    Committed::Ack {
+                        ids,
+                        result: pending.await,
+                    }
+                }));
                 Ok(())
             }
             Err(err) => {
@@ -541,19 +593,77 @@ impl<S: Store> Conn<S> {
         }
     }
 
-    async fn send_mail(&mut self, recipient: Id, request: SendRequest) -> (u16, Vec<u8>) {
+    /// Checks and queues a send; it is answered once committed (or at once if refused).
+    async fn send_mail(
+        &mut self,
+        request_id: u32,
+        recipient: Id,
+        request: SendRequest,
+    ) -> Result<(), Stop> {
         let auth = SendAuth::Session {
             account: self.session.account,
             device: self.device.device,
         };
-        match messaging::send(&self.state, auth, &recipient, request).await {
-            Ok(receipt) => (
-                200,
-                json(&serde_json::json!({
-                    "devices": crate::routes::messages::device_results(&receipt.devices)
-                })),
-            ),
-            Err(err) => error_body(err.into()).await,
+        match messaging::queue_send(&self.state, auth, &recipient, request).await {
+            Ok(pending) => {
+                self.pending.push(Box::pin(async move {
+                    Committed::Send {
+                        request_id,
+                        result: pending.wait().await,
+                    }
+                }));
+                Ok(())
+            }
+            Err(err) => {
+                let (status, json) = error_body(err.into()).await;
+                self.send(frame::result(request_id, status, &json)).await
+            }
+        }
+    }
+
+    /// Answers a committed send, or frees the window after a committed ack.
+    async fn committed(&mut self, done: Committed) -> Result<(), Stop> {
+        match done {
+            Committed::Send { request_id, result } => {
+                let (status, json) = match result {
+                    Ok(receipt) => (
+                        200,
+                        json(&serde_json::json!({
+                            "devices": crate::routes::messages::device_results(&receipt.devices)
+                        })),
+                    ),
+                    Err(err) => error_body(err.into()).await,
+                };
+                self.send(frame::result(request_id, status, &json)).await
+            }
+            Committed::Ack { ids, result } => match result {
+                Ok(_) => {
+                    for id in &ids {
+                        self.in_flight.remove(id);
+                    }
+                    Ok(())
+                }
+                Err(err) => {
+                    let (_, body) = error_body(AppError::from(err)).await;
+                    self.send(frame::error(&body)).await
+                }
+            },
+        }
+    }
+
+    /// Before closing: answers the sends and acks still awaiting their commit (bounded by the
+    /// send timeout), so a client closed for a reason of ours still learns what was stored.
+    async fn drain_pending(&mut self) {
+        let deadline = tokio::time::Instant::now() + self.send_timeout;
+        while !self.pending.is_empty() {
+            match tokio::time::timeout_at(deadline, self.pending.next()).await {
+                Ok(Some(done)) => {
+                    if self.committed(done).await.is_err() {
+                        return;
+                    }
+                }
+                _ => return,
+            }
         }
     }
 
