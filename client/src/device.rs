@@ -573,6 +573,9 @@ impl Device {
             });
             store.save_signed_prekey(spk)?;
             store.save_kem_prekey(lr)?;
+            let mut k = b"lr_for_spk:".to_vec();
+            k.extend_from_slice(&spk_id.to_be_bytes());
+            store.put(META, &k, &last_resort_id.to_be_bytes())?;
             body
         };
         self.relay
@@ -601,6 +604,98 @@ impl Device {
             .await?;
         self.save_refresh().await?;
         Ok(true)
+    }
+
+    /// Rotates the signed prekey (and the last-resort KEM prekey with it) when the newest is
+    /// older than `policy.rotate_after`, uploading the new pair; deletes retired keys once their
+    /// successor is older than `policy.keep_old_for` (so handshakes started against an old
+    /// bundle still complete). Returns whether a new pair was uploaded.
+    ///
+    /// # Errors
+    /// Relay and store errors (a failed upload leaves the current keys in place).
+    pub async fn rotate_signed_prekey(
+        &self,
+        policy: &haven_sdk::prekeys::SignedPreKeyPolicy,
+    ) -> Result<bool, DeviceError> {
+        let now = now_secs();
+        let plan = {
+            let store = self.lock();
+            policy.plan(&store.signed_prekey_ages()?, now)
+        };
+        if plan.generate_new {
+            let spk_id = self.next_id(b"next_spk", 1)?;
+            let last_resort_id = 0x8000_0000 | self.next_id(b"next_lr", 1)?;
+            let (spk, lr) = {
+                let mut rng = rand::rng();
+                let store = self.lock();
+                let identity = store.identity_key_pair()?;
+                (
+                    SignedPreKey::generate(&identity, spk_id, now, &mut rng),
+                    KemPreKey::generate(
+                        &identity,
+                        last_resort_id,
+                        KemPreKeyKind::LastResort,
+                        now,
+                        &mut rng,
+                    ),
+                )
+            };
+            let body = json!({
+                "signed_prekey": {"key_id": spk.id(), "public_key": STANDARD.encode(spk.public().as_bytes()),
+                                  "signature": STANDARD.encode(spk.signature())},
+                "last_resort_kem_prekey": {"key_id": lr.id(), "public_key": STANDARD.encode(lr.public()),
+                                           "signature": STANDARD.encode(lr.signature())},
+            });
+            // Stored before the upload: a bundle naming them may be handed out the moment the
+            // relay has them.
+            {
+                let mut store = self.lock();
+                store.atomically_mut(|s| -> Result<(), DeviceError> {
+                    s.save_signed_prekey(spk)?;
+                    s.save_kem_prekey(lr)?;
+                    let mut k = b"lr_for_spk:".to_vec();
+                    k.extend_from_slice(&spk_id.to_be_bytes());
+                    s.put(META, &k, &last_resort_id.to_be_bytes())?;
+                    Ok(())
+                })?;
+            }
+            self.relay
+                .request(Method::PUT, "/v1/keys", Some(&body))
+                .await?;
+            self.save_refresh().await?;
+        }
+        if !plan.delete.is_empty() {
+            let mut store = self.lock();
+            store.atomically_mut(|s| -> Result<(), DeviceError> {
+                for id in &plan.delete {
+                    s.remove_signed_prekey(*id)?;
+                    let mut k = b"lr_for_spk:".to_vec();
+                    k.extend_from_slice(&id.to_be_bytes());
+                    if let Some(lr) = s.get(META, &k)?
+                        && let Ok(lr) = <[u8; 4]>::try_from(lr.as_slice())
+                    {
+                        s.remove_kem_prekey(u32::from_be_bytes(lr))?;
+                        s.delete(META, &k)?;
+                    }
+                }
+                Ok(())
+            })?;
+        }
+        Ok(plan.generate_new)
+    }
+
+    /// Key upkeep for a device that is online: tops one-time prekeys up when the relay reports
+    /// low stock and rotates the signed prekey on `policy`'s schedule.
+    ///
+    /// # Errors
+    /// As [`Device::replenish_keys`] and [`Device::rotate_signed_prekey`].
+    pub async fn maintain_keys(
+        &self,
+        policy: &haven_sdk::prekeys::SignedPreKeyPolicy,
+    ) -> Result<(), DeviceError> {
+        self.replenish_keys().await?;
+        self.rotate_signed_prekey(policy).await?;
+        Ok(())
     }
 
     /// Accepts a contact device's new identity key (after the user compared safety numbers):

@@ -1864,7 +1864,18 @@ impl Messenger {
         }
         self.poll_groups().await?;
         self.run_tasks().await?;
+        self.maintain_keys().await;
+        self.device.persist_session().await?;
         Ok(count)
+    }
+
+    /// Replenishes one-time prekeys and rotates the signed prekey (weekly, Signal's cadence).
+    /// A failure is retried at the next catch-up; messaging goes on with the current keys.
+    async fn maintain_keys(&self) {
+        let _ = self
+            .device
+            .maintain_keys(&haven_sdk::prekeys::SignedPreKeyPolicy::default())
+            .await;
     }
 
     fn subscribe_group(&self, state: &GroupState) {
@@ -2011,6 +2022,8 @@ impl Messenger {
                     backoff.reset();
                     self.emit([Event::Connection(ConnectionState::CaughtUp)]);
                     self.run_tasks().await?;
+                    self.maintain_keys().await;
+                    self.device.persist_session().await?;
                 }
                 ServerFrame::ChannelEntry {
                     channel_id,

@@ -198,3 +198,54 @@ async fn alice_two_devices_and_bob_talk() {
         assert!(!raw.windows(11).any(|w| w == b"hello alice"), "{name}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signed_prekey_rotation_keeps_new_and_pending_handshakes_working() {
+    use haven_sdk::prekeys::SignedPreKeyPolicy;
+    let (url, _relay_dir) = relay().await;
+    let dir = tempfile::tempdir().unwrap();
+    let open = |name: &str| ClientStore::open(&dir.path().join(name), &[3u8; 32]).unwrap();
+    let bob = Device::register(RelayClient::new(&url).unwrap(), open("b.db"), None, b"pw-b")
+        .await
+        .unwrap();
+    let alice = Device::register(RelayClient::new(&url).unwrap(), open("a.db"), None, b"pw-a")
+        .await
+        .unwrap();
+    // Nothing to do on the default weekly schedule right after registration.
+    assert!(
+        !bob.rotate_signed_prekey(&SignedPreKeyPolicy::default())
+            .await
+            .unwrap()
+    );
+    async fn digest(d: &Device) -> String {
+        d.relay()
+            .request(reqwest::Method::GET, "/v1/keys/digest", None)
+            .await
+            .unwrap()["digest"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+    let before = digest(&bob).await;
+    // Due now: a new pair is uploaded (the relay's digest changes) and the old key is kept.
+    let due = SignedPreKeyPolicy {
+        rotate_after: 0,
+        keep_old_for: 3600,
+    };
+    assert!(bob.rotate_signed_prekey(&due).await.unwrap());
+    assert_ne!(digest(&bob).await, before);
+    // A contact's first message uses the new bundle and decrypts.
+    alice
+        .send(bob.account_id(), b"after rotation")
+        .await
+        .unwrap();
+    assert_eq!(texts(&bob.receive().await.unwrap()), vec!["after rotation"]);
+    // Retiring immediately: the old key goes, messaging on the session continues.
+    let retire = SignedPreKeyPolicy {
+        rotate_after: 0,
+        keep_old_for: 0,
+    };
+    assert!(bob.rotate_signed_prekey(&retire).await.unwrap());
+    alice.send(bob.account_id(), b"still here").await.unwrap();
+    assert_eq!(texts(&bob.receive().await.unwrap()), vec!["still here"]);
+}

@@ -114,12 +114,20 @@ impl<'a> User<'a> {
     fn run(&self, args: &[&str]) -> String {
         let out: Output = self.command(args).output().unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        assert!(
-            out.status.success(),
-            "haven-chat {args:?} failed ({:?}): {stdout}{}",
-            out.status.code(),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        if !out.status.success() {
+            let log = std::fs::read_to_string(self.state.parent().unwrap().join("relay.log"))
+                .unwrap_or_default();
+            let tail: String = log
+                .lines()
+                .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+                .collect::<Vec<_>>()
+                .join("\n");
+            panic!(
+                "haven-chat {args:?} failed ({:?}): {stdout}{}\nrelay warnings:\n{tail}",
+                out.status.code(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
         stdout
     }
 

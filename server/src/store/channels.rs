@@ -195,7 +195,7 @@ macro_rules! impl_channel_store {
             ) -> $crate::store::StoreResult<$crate::store::AppendOutcome> {
                 use sqlx::Row as _;
                 let len = i64::try_from(body.len()).unwrap_or(i64::MAX);
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.pool.begin_with(<$db as $crate::store::TxBegin>::BEGIN).await?;
                 // The UPDATE takes the row's write lock (Postgres) / the database write lock
                 // (SQLite), so the sequence number and the quota check are atomic.
                 let row = sqlx::query(

@@ -714,3 +714,23 @@ pub trait Store:
     /// Names every table with rows (used by tests that dump the database).
     fn table_names(&self) -> impl Future<Output = StoreResult<Vec<String>>> + Send;
 }
+
+/// How the SQL stores open a write transaction.
+///
+/// SQLite's default `BEGIN` is deferred: a transaction that reads before it writes takes the
+/// write lock only at its first write, and if another connection committed in between it fails
+/// at once with `SQLITE_BUSY` (the busy timeout cannot help, its snapshot is stale). `BEGIN
+/// IMMEDIATE` takes the write lock up front and waits for it under the busy timeout, so
+/// concurrent writers queue instead of failing. Postgres' `BEGIN` needs nothing more.
+pub trait TxBegin {
+    /// The statement that starts a transaction.
+    const BEGIN: &'static str;
+}
+
+impl TxBegin for sqlx::Sqlite {
+    const BEGIN: &'static str = "BEGIN IMMEDIATE";
+}
+
+impl TxBegin for sqlx::Postgres {
+    const BEGIN: &'static str = "BEGIN";
+}

@@ -763,7 +763,7 @@ macro_rules! impl_sql_store {
                 }
                 MailWrite::Deliver { .. } => false,
             });
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_with(<$db as $crate::store::TxBegin>::BEGIN).await?;
             let out = if ordered {
                 let mut targets: Vec<($crate::ids::Id, u32)> = delivered_devices.into_iter().collect();
                 targets.sort_unstable();
@@ -858,7 +858,7 @@ macro_rules! impl_sql_store {
                 account: &$crate::store::NewAccount,
                 device: &$crate::store::DeviceRecord,
             ) -> $crate::store::StoreResult<()> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.pool.begin_with(<$db as $crate::store::TxBegin>::BEGIN).await?;
                 sqlx::query(
                     "INSERT INTO accounts (id, username_hash, opaque_record, created_at, \
                      next_device_number) VALUES ($1, $2, $3, $4, 2)",
@@ -991,7 +991,7 @@ macro_rules! impl_sql_store {
                 max_devices: u32,
             ) -> $crate::store::StoreResult<u32> {
                 use sqlx::Row as _;
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.pool.begin_with(<$db as $crate::store::TxBegin>::BEGIN).await?;
                 // Taking the number locks the account row, which also serialises the limit check
                 // below against concurrent inserts.
                 let row = sqlx::query(
@@ -1142,7 +1142,7 @@ macro_rules! impl_sql_store {
                 family: &$crate::store::FamilyRecord,
                 token: &$crate::store::RefreshTokenRecord,
             ) -> $crate::store::StoreResult<()> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.pool.begin_with(<$db as $crate::store::TxBegin>::BEGIN).await?;
                 sqlx::query(
                     "INSERT INTO token_families (id, account_id, device_id, revoked, created_at) \
                      VALUES ($1, $2, $3, $4, $5)",
@@ -1178,7 +1178,7 @@ macro_rules! impl_sql_store {
             ) -> $crate::store::StoreResult<$crate::store::RefreshOutcome> {
                 use sqlx::Row as _;
                 use $crate::store::RefreshOutcome;
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.pool.begin_with(<$db as $crate::store::TxBegin>::BEGIN).await?;
                 let row = sqlx::query(
                     "SELECT r.expires_at, r.used_at, f.id, f.account_id, f.device_id, f.revoked, \
                      f.created_at FROM refresh_tokens r JOIN token_families f ON f.id = r.family_id \
@@ -1422,7 +1422,7 @@ macro_rules! impl_sql_store {
             ) -> $crate::store::StoreResult<$crate::store::UploadOutcome> {
                 use sqlx::Row as _;
                 use $crate::store::{OneTimeKeyKind, UploadOutcome};
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.pool.begin_with(<$db as $crate::store::TxBegin>::BEGIN).await?;
                 if !lock_device(&mut tx, account, device).await? {
                     return Ok(UploadOutcome::DeviceGone);
                 }
@@ -1589,7 +1589,7 @@ macro_rules! impl_sql_store {
                 device: u32,
             ) -> $crate::store::StoreResult<$crate::store::DeviceKeySet> {
                 use sqlx::Row as _;
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.pool.begin_with(<$db as $crate::store::TxBegin>::BEGIN).await?;
                 let base = sqlx::query(
                     "SELECT registration_id, signed_prekey_id, signed_prekey, signed_prekey_signature, \
                      last_resort_kem_id, last_resort_kem, last_resort_kem_signature \

@@ -47,7 +47,7 @@ macro_rules! impl_sql_vault_store {
             let account = &key.account.as_bytes()[..];
             let collection = &key.collection.as_bytes()[..];
             let item = &key.item.as_bytes()[..];
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_with(<$db as $crate::store::TxBegin>::BEGIN).await?;
             // First statement is a write: it takes the account's row lock (Postgres) or the
             // write lock (SQLite) at once, so concurrent writers queue here instead of failing
             // to upgrade a read, and sequence numbers commit in order. A rejected write rolls
@@ -390,7 +390,7 @@ macro_rules! impl_sql_vault_store {
                 let mut purged = 0u64;
                 for row in &accounts {
                     let account: Vec<u8> = row.try_get("account_id")?;
-                    let mut tx = self.pool.begin().await?;
+                    let mut tx = self.pool.begin_with(<$db as $crate::store::TxBegin>::BEGIN).await?;
                     // Take the account's write lock first, like every vault write, so the
                     // counters cannot race a concurrent restore.
                     let locked = sqlx::query(
