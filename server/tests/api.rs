@@ -159,6 +159,44 @@ async fn taken_username_and_bad_usernames<S: Store>(h: Harness<S>) {
         .expect_error(StatusCode::BAD_REQUEST, "invalid_identifier");
 }
 
+async fn username_lookup<S: Store>(h: Harness<S>) {
+    let alice = h.register(Some("alice.lookup"), PASSWORD).await;
+    let bob = h.register(None, PASSWORD).await;
+    let lookup = |name: &str| json!({ "username": name });
+    // Normalised like registration: case and surrounding blanks do not matter.
+    let found = h
+        .call(
+            Method::POST,
+            "/v1/usernames/lookup",
+            Some(lookup("  Alice.Lookup ")),
+            Some(&bob.access),
+        )
+        .await
+        .expect(StatusCode::OK)
+        .body;
+    assert_eq!(found["account_id"], json!(alice.account_id));
+    h.call(
+        Method::POST,
+        "/v1/usernames/lookup",
+        Some(lookup("nobody.here")),
+        Some(&bob.access),
+    )
+    .await
+    .expect_error(StatusCode::NOT_FOUND, "username_not_found");
+    h.call(
+        Method::POST,
+        "/v1/usernames/lookup",
+        Some(lookup("no way!")),
+        Some(&bob.access),
+    )
+    .await
+    .expect_error(StatusCode::BAD_REQUEST, "invalid_username");
+    // A login is required.
+    h.post("/v1/usernames/lookup", lookup("alice.lookup"))
+        .await
+        .expect_error(StatusCode::UNAUTHORIZED, "missing_token");
+}
+
 async fn malformed_requests<S: Store>(h: Harness<S>) {
     let raw = |body: &'static str, content_type: &'static str| {
         Request::builder()
@@ -934,6 +972,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/messages/ack"),
     ("GET", "/v1/certificate/key"),
     ("POST", "/v1/certificate"),
+    ("POST", "/v1/usernames/lookup"),
     ("PUT", "/v1/vault/{collection_id}/items/{item_id}"),
     ("GET", "/v1/vault/{collection_id}/items/{item_id}"),
     ("DELETE", "/v1/vault/{collection_id}/items/{item_id}"),
@@ -953,6 +992,7 @@ on_both_backends!(
     wrong_password_and_unknown_accounts,
     login_state_is_single_use,
     taken_username_and_bad_usernames,
+    username_lookup,
     malformed_requests,
     bad_tokens_are_rejected,
     refresh_rotation_and_reuse,
