@@ -137,6 +137,8 @@ pub struct Settings {
     pub keys: KeySettings,
     /// The vault's limits and retention (`[vault]` table).
     pub vault: VaultSettings,
+    /// Blob storage, quotas and expiry (`[blobs]`).
+    pub blobs: crate::blobs::BlobSettings,
 }
 
 /// The `[mail]` section: mailbox limits and expiry. Environment: `HAVEN_MAIL_<FIELD>` in upper
@@ -424,6 +426,7 @@ impl Default for Settings {
             mail: MailSettings::default(),
             keys: KeySettings::default(),
             vault: VaultSettings::default(),
+            blobs: crate::blobs::BlobSettings::default(),
         }
     }
 }
@@ -613,6 +616,7 @@ impl Settings {
             "HAVEN_KEYS_CLAIMS_PER_MINUTE_PER_TARGET"
         );
         nested!(keys.certificate_ttl_secs, "HAVEN_KEYS_CERTIFICATE_TTL_SECS");
+        self.blobs.apply_env(&get)?;
         Ok(())
     }
 
@@ -790,6 +794,7 @@ impl Settings {
             return Err(SettingsError::Range(name));
         }
         self.vault.validate()?;
+        self.blobs.validate()?;
         match checks.iter().find(|(ok, _)| !ok) {
             Some((_, name)) => Err(SettingsError::Range(name)),
             None => Ok(()),

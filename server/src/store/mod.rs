@@ -9,6 +9,7 @@ use zeroize::{Zeroize, ZeroizeOnDrop};
 
 use crate::ids::Id;
 
+mod blobs;
 mod channels;
 mod conformance;
 mod postgres;
@@ -18,6 +19,9 @@ mod vault;
 mod vault_conformance;
 mod vault_sql;
 
+pub use blobs::{
+    BlobMetaStore, BlobPart, BlobQuota, BlobRecord, BlobState, BlobUsage, CreateBlobOutcome,
+};
 pub use channels::{
     AppendOutcome, ChannelEntry, ChannelQuota, ChannelRecord, ChannelStore, NewChannel, TicketStore,
 };
@@ -672,6 +676,7 @@ pub trait Store:
     + VaultStore
     + ChannelStore
     + TicketStore
+    + BlobMetaStore
     + Clone
     + Send
     + Sync
