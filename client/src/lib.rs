@@ -11,6 +11,7 @@
     warn(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+pub mod attachments;
 pub mod device;
 pub mod diary;
 pub mod relay;
