@@ -97,6 +97,9 @@ pub enum AttachmentsError {
     /// A pointer or pending upload does not decode, or a field is over its limit.
     #[error("malformed attachment pointer")]
     Malformed,
+    /// The upload stopped before the whole source was encrypted (the transfer failed first).
+    #[error("upload abandoned")]
+    Abandoned,
     /// The relay answered something unexpected.
     #[error("unexpected relay answer: {0}")]
     InvalidResponse(String),
@@ -452,7 +455,7 @@ fn encrypt_source(
         }
         // The receiver is gone only if the upload was abandoned; stop quietly.
         tx.blocking_send(Bytes::from(out))
-            .map_err(|_| AttachmentsError::InvalidResponse("upload abandoned".to_owned()))
+            .map_err(|_| AttachmentsError::Abandoned)
     };
     let mut enc = AttachmentEncryptor::new(key, len)?;
     let mut buf = Zeroizing::new(vec![0u8; CHUNK_LEN]);
@@ -595,11 +598,16 @@ impl<'a> Attachments<'a> {
             .await;
         // Unblocks the encryptor if the upload stopped early.
         drop(feed);
-        let digest = producer
+        let produced = producer
             .await
             .map_err(|e| AttachmentsError::InvalidResponse(format!("encryptor: {e}")))?;
-        sent?;
-        let digest = digest?;
+        // Report the root cause: a failing source (the transfer then fails too), else the
+        // transfer (the encryptor then only saw its reader go away).
+        let digest = match (sent, produced) {
+            (Ok(()), Ok(digest)) => digest,
+            (Err(err), Err(AttachmentsError::Abandoned)) | (Err(err), Ok(_)) => return Err(err),
+            (_, Err(err)) => return Err(err),
+        };
         if !complete {
             self.relay
                 .request(Method::POST, &format!("{path}/complete"), None)

@@ -15,7 +15,7 @@ use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::local::LocalFileSystem;
 use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path as ObjPath;
-use object_store::signer::{HeaderName, HeaderValue, Method, SignedUrlOptions, Signer, Url};
+use object_store::signer::{Method, SignedUrlOptions, Signer, Url};
 use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt as _, PutPayload};
 
 use super::settings::{BlobBackendKind, BlobSettings};
@@ -359,17 +359,14 @@ impl BlobBackend for S3Backend {
         ttl: Duration,
     ) -> Result<Option<Url>, BackendError> {
         let upload_id = blob.upload_id.clone().ok_or(BackendError::NotFound)?;
-        // S3 part numbers start at 1. Signing Content-Length makes S3 refuse a body of any
-        // other length.
-        let options = SignedUrlOptions::default()
-            .with_query([
-                ("partNumber".to_owned(), (part + 1).to_string()),
-                ("uploadId".to_owned(), upload_id),
-            ])
-            .with_signed_header(
-                HeaderName::from_static("content-length"),
-                HeaderValue::from(len),
-            );
+        // S3 part numbers start at 1. object_store does not let a presigned URL bind
+        // Content-Length, so the size is enforced when the upload completes: S3 refuses
+        // non-final parts under 5 MiB, and `complete` checks the assembled object's size.
+        let _ = len;
+        let options = SignedUrlOptions::default().with_query([
+            ("partNumber".to_owned(), (part + 1).to_string()),
+            ("uploadId".to_owned(), upload_id),
+        ]);
         let url = self
             .store
             .signed_url_opts(Method::PUT, &Self::object(&blob.id), ttl, &options)

@@ -203,7 +203,7 @@ impl BlobSettings {
             (
                 (min_part..=1024 * MIB).contains(&self.part_size_bytes)
                     // S3 allows 10 000 parts; keep the largest blob within that.
-                    && self.max_blob_bytes.div_ceil(self.part_size_bytes) <= 10_000,
+                    && (!s3 || self.max_blob_bytes.div_ceil(self.part_size_bytes) <= 10_000),
                 "blobs.part_size_bytes",
             ),
             // SigV4 presigned URLs live at most 7 days.
