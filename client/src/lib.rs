@@ -14,6 +14,7 @@
 )]
 
 pub mod content;
+pub mod attachments;
 pub mod device;
 pub mod diary;
 pub mod messenger;

@@ -44,6 +44,9 @@ pub enum LaunchError {
     /// Connecting the hub to Redis pub/sub failed.
     #[error(transparent)]
     Hints(#[from] crate::hub_redis::HintError),
+    /// Opening the blob store failed.
+    #[error(transparent)]
+    Blobs(#[from] crate::blobs::BlobSetupError),
     /// Binding or serving failed.
     #[error("i/o error: {0}")]
     Io(#[from] std::io::Error),
@@ -128,6 +131,7 @@ pub fn app<S: Store>(state: AppState<S>) -> Router {
             "/v1/vault/{collection_id}/changes",
             get(vault::changes::<S>),
         )
+        .merge(crate::routes::blobs::api_routes::<S>())
         .route("/v1/ws", get(crate::ws::upgrade::<S>))
         .route("/v1/ws/ticket", post(crate::ws::ticket::<S>))
         .route("/v1/channels", post(crate::channels::create::<S>))
@@ -143,12 +147,13 @@ pub fn app<S: Store>(state: AppState<S>) -> Router {
             crate::limits::per_client::<S>,
         ))
         .layer(middleware::from_fn(track_metrics))
-        .with_state(state);
+        .with_state(state.clone());
     router
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             Duration::from_secs(settings.request_timeout_secs),
         ))
+        .merge(crate::routes::blobs::transfer_routes(state))
         .layer(cors_layer(&settings.cors_allowed_origins))
         // Outermost, so every response (errors, timeouts, CORS preflights) gets the headers.
         .layer(middleware::from_fn_with_state(
@@ -299,7 +304,14 @@ async fn serve<S: Store>(
         settings.vault.clone(),
         stop_rx.clone(),
     ));
+    let blobs = std::sync::Arc::new(crate::blobs::BlobService::open(&settings, &store).await?);
+    tokio::spawn(crate::blobs::gc_task(
+        store.clone(),
+        std::sync::Arc::clone(&blobs),
+        stop_rx.clone(),
+    ));
     let state = AppState::new(store, settings, secrets, limits);
+    state.set_blobs(blobs);
     let reaper = crate::messaging::spawn_reaper(
         state.clone(),
         crate::messaging::system_clock(),

@@ -139,6 +139,8 @@ pub struct Settings {
     pub vault: VaultSettings,
     /// The `[database]` section: durability and group commit of the mailbox writes.
     pub database: DatabaseSettings,
+    /// Blob storage, quotas and expiry (`[blobs]`).
+    pub blobs: crate::blobs::BlobSettings,
 }
 
 /// The `[mail]` section: mailbox limits and expiry. Environment: `HAVEN_MAIL_<FIELD>` in upper
@@ -530,6 +532,7 @@ impl Default for Settings {
             keys: KeySettings::default(),
             vault: VaultSettings::default(),
             database: DatabaseSettings::default(),
+            blobs: crate::blobs::BlobSettings::default(),
         }
     }
 }
@@ -735,6 +738,7 @@ impl Settings {
         nested!(database.write_queue, "HAVEN_DATABASE_WRITE_QUEUE");
         nested!(database.postgres_writers, "HAVEN_DATABASE_POSTGRES_WRITERS");
         nested!(database.max_connections, "HAVEN_DATABASE_MAX_CONNECTIONS");
+        self.blobs.apply_env(&get)?;
         Ok(())
     }
 
@@ -921,6 +925,7 @@ impl Settings {
         }
         self.vault.validate()?;
         self.database.validate()?;
+        self.blobs.validate()?;
         match checks.iter().find(|(ok, _)| !ok) {
             Some((_, name)) => Err(SettingsError::Range(name)),
             None => Ok(()),

@@ -26,6 +26,8 @@ struct Inner<S> {
     hub: Hub,
     /// In-process routing of ephemeral (never stored) messages to live sockets.
     ephemeral: EphemeralHub,
+    /// The blob store, installed once at launch (absent in tests that build state directly).
+    blobs: std::sync::OnceLock<Arc<crate::blobs::BlobService>>,
 }
 
 impl<S: Store> Clone for AppState<S> {
@@ -49,6 +51,7 @@ impl<S: Store> AppState<S> {
                 addr_key: Key32::random(),
                 hub: Hub::with_ephemeral(ephemeral.clone()),
                 ephemeral,
+                blobs: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -81,6 +84,16 @@ impl<S: Store> AppState<S> {
     /// The ephemeral-message router.
     pub fn ephemeral(&self) -> &EphemeralHub {
         &self.inner.ephemeral
+    }
+
+    /// The blob service, if one was installed.
+    pub fn blobs(&self) -> Option<&crate::blobs::BlobService> {
+        self.inner.blobs.get().map(Arc::as_ref)
+    }
+
+    /// Installs the blob service (once; later calls are ignored).
+    pub fn set_blobs(&self, service: Arc<crate::blobs::BlobService>) {
+        let _ = self.inner.blobs.set(service);
     }
 
     /// The per-process key for client-address hashes.

@@ -160,6 +160,13 @@ pub async fn delete<S: Store>(
     State(state): State<AppState<S>>,
     Auth(session): Auth,
 ) -> Result<StatusCode, AppError> {
+    // Blob objects live outside the database: delete them first. Whatever fails here is
+    // removed later by the collector, which deletes the blobs of accounts that no longer exist.
+    if let Some(blobs) = state.blobs()
+        && let Err(err) = blobs.delete_account(state.store(), &session.account).await
+    {
+        tracing::warn!(%err, "deleting the account's blobs failed; left to the collector");
+    }
     state.store().delete_account(&session.account).await?;
     tracing::info!("account deleted");
     crate::messaging::notify_sessions_changed(&state, session.account);

@@ -2,6 +2,7 @@
 
 pub mod account;
 pub mod auth;
+pub mod blobs;
 pub mod certificate;
 pub mod devices;
 pub mod health;

@@ -10,6 +10,7 @@ use zeroize::{Zeroize, ZeroizeOnDrop};
 use crate::ids::Id;
 
 mod batch;
+mod blobs;
 mod channels;
 mod conformance;
 mod postgres;
@@ -20,6 +21,9 @@ mod vault_conformance;
 mod vault_sql;
 
 pub use batch::PendingWrite;
+pub use blobs::{
+    BlobMetaStore, BlobPart, BlobQuota, BlobRecord, BlobState, BlobUsage, CreateBlobOutcome,
+};
 pub use channels::{
     AppendOutcome, ChannelEntry, ChannelQuota, ChannelRecord, ChannelStore, NewChannel, TicketStore,
 };
@@ -704,6 +708,7 @@ pub trait Store:
     + VaultStore
     + ChannelStore
     + TicketStore
+    + BlobMetaStore
     + Clone
     + Send
     + Sync
