@@ -24,6 +24,7 @@ use crate::secrets::{SecretsError, ServerSecrets};
 use crate::settings::Settings;
 use crate::state::AppState;
 use crate::store::{PgStore, SqliteStore, Store, StoreError};
+use axum::serve::ListenerExt as _;
 
 /// Errors that stop the relay from starting or serving.
 #[derive(Debug, thiserror::Error)]
@@ -331,6 +332,14 @@ async fn serve<S: Store>(
     });
     let hub = state.hub().clone();
     tracing::info!(addr = %listener.local_addr()?, "relay listening");
+    // Small frames (results, envelopes, acks) must not wait for Nagle's algorithm: without
+    // TCP_NODELAY a socket's second small write in flight waits for the peer's delayed ACK
+    // (tens of milliseconds of added latency).
+    let listener = listener.tap_io(|tcp| {
+        if let Err(err) = tcp.set_nodelay(true) {
+            tracing::debug!(%err, "cannot set TCP_NODELAY");
+        }
+    });
     axum::serve(
         listener,
         app(state).into_make_service_with_connect_info::<SocketAddr>(),

@@ -337,6 +337,8 @@ async fn echo_server() -> Result<(), BoxError> {
     println!("echo listening on {}", listener.local_addr()?);
     loop {
         let (stream, _) = listener.accept().await?;
+        // Same socket option as the relay sets on its connections.
+        stream.set_nodelay(true)?;
         tokio::spawn(async move {
             let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else {
                 return;
@@ -364,7 +366,8 @@ async fn open(addr: &str, token: Option<&str>) -> Result<Ws, BoxError> {
             HeaderValue::from_str(&format!("Bearer {t}"))?,
         );
     }
-    let (ws, _) = tokio_tungstenite::connect_async(req).await?;
+    // TCP_NODELAY on the client side, for the relay and the echo baseline alike.
+    let (ws, _) = tokio_tungstenite::connect_async_with_config(req, None, true).await?;
     Ok(ws)
 }
 

@@ -829,6 +829,40 @@ macro_rules! store_conformance_tests {
             }
 
             #[tokio::test]
+            async fn concurrent_acks_and_deliveries_to_one_device_stay_consistent() {
+                let Some((store, _guard)) = $make().await else {
+                    return;
+                };
+                let (a, _) = account(&store, None).await;
+                // Deliveries and "ack everything" interleaved on one device: batches that mix
+                // them are applied in strict queue order, and every envelope is either still
+                // queued or counted by exactly one ack.
+                let mut tasks = Vec::new();
+                for i in 0..40u32 {
+                    let store = store.clone();
+                    tasks.push(tokio::spawn(async move {
+                        if i % 8 == 7 {
+                            (0, store.ack_up_to(&a, 1, i64::MAX).await.unwrap())
+                        } else {
+                            let d = delivery(vec![env(a, 1, Id::random(), &i.to_be_bytes())], 1_000);
+                            match store.deliver(d, ROOMY).await.unwrap() {
+                                DeliveryOutcome::Stored(s) => (s.len() as u64, 0),
+                                other => panic!("{other:?}"),
+                            }
+                        }
+                    }));
+                }
+                let (mut stored, mut acked) = (0, 0);
+                for t in tasks {
+                    let (s, k) = t.await.unwrap();
+                    stored += s;
+                    acked += k;
+                }
+                assert_eq!(stored, 35);
+                assert_eq!(store.queue_stats(&a, 1).await.unwrap().messages, stored - acked);
+            }
+
+            #[tokio::test]
             async fn shared_payload_is_stored_once_and_collected() {
                 let Some((store, _guard)) = $make().await else {
                     return;
