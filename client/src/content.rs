@@ -12,8 +12,9 @@
 pub const CONTENT_VERSION: u8 = 0x01;
 /// Longest text (bytes of UTF-8) of a message or an edit.
 pub const MAX_TEXT_BYTES: usize = 16 * 1024;
-/// Longest attachment pointer carried by a message.
-pub const MAX_ATTACHMENT_BYTES: usize = 4096;
+/// Longest attachment pointer carried by a message (room for a 64 KiB thumbnail; a group
+/// message must also fit the relay's channel entry limit).
+pub const MAX_ATTACHMENT_BYTES: usize = 72 * 1024;
 /// Longest reaction (bytes of UTF-8, e.g. one emoji with modifiers).
 pub const MAX_REACTION_BYTES: usize = 32;
 /// Longest group name (bytes of UTF-8).

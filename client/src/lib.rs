@@ -13,8 +13,8 @@
     warn(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
-pub mod content;
 pub mod attachments;
+pub mod content;
 pub mod device;
 pub mod diary;
 pub mod messenger;

@@ -42,6 +42,7 @@ use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use zeroize::Zeroizing;
 
+use crate::attachments::{AttachmentPointer, Attachments, AttachmentsError, Progress};
 use crate::content::{Body, Content, ContentError, Conversation, GroupInvite, ReceiptKind};
 use crate::device::{Device, DeviceError, Opened, RejectReason};
 use crate::store::{ClientStore, ClientStoreError, Space};
@@ -90,6 +91,9 @@ pub enum MessengerError {
     /// Content could not be encoded (a limit was exceeded).
     #[error(transparent)]
     Content(#[from] ContentError),
+    /// An attachment upload or download failed.
+    #[error(transparent)]
+    Attachment(#[from] AttachmentsError),
     /// Bad input from the application (unknown group, empty text, not a member, …).
     #[error("{0}")]
     Invalid(String),
@@ -923,6 +927,65 @@ impl Messenger {
             &record,
         )?;
         Ok(message_id)
+    }
+
+    /// Encrypts and uploads the file at `path` as an attachment (streaming, padded to a size
+    /// bucket, `progress` called as blob bytes go out) and sends a message carrying its pointer
+    /// (blob id, key, digest, size, type and file name: all only inside the encrypted message).
+    ///
+    /// # Errors
+    /// [`MessengerError::Attachment`] (quota, size, transfer), then as
+    /// [`Messenger::send_text`].
+    pub async fn send_file<F: FnMut(Progress) + Send>(
+        &self,
+        conversation: Conversation,
+        path: &std::path::Path,
+        content_type: &str,
+        caption: &str,
+        progress: F,
+    ) -> Result<[u8; 16], MessengerError> {
+        let name = path.file_name().and_then(|n| n.to_str()).map(str::to_owned);
+        let pointer = Attachments::new(self.device.relay())?
+            .upload_file(path, content_type, name.as_deref(), None, progress)
+            .await?;
+        let bytes = pointer.to_bytes()?;
+        self.send_message(conversation, caption, bytes.to_vec())
+            .await
+    }
+
+    /// The attachment pointer of a stored message, if it has one.
+    ///
+    /// # Errors
+    /// [`MessengerError::Attachment`] when the stored pointer does not decode.
+    pub fn attachment(
+        &self,
+        record: &MessageRecord,
+    ) -> Result<Option<AttachmentPointer>, MessengerError> {
+        if record.attachment.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(AttachmentPointer::from_bytes(&record.attachment)?))
+    }
+
+    /// Downloads, verifies and decrypts a message's attachment into `dest` (resumable; `dest`
+    /// only ever holds verified plaintext).
+    ///
+    /// # Errors
+    /// [`MessengerError::Invalid`] when the message has no attachment, otherwise
+    /// [`MessengerError::Attachment`].
+    pub async fn save_attachment<F: FnMut(Progress) + Send>(
+        &self,
+        record: &MessageRecord,
+        dest: &std::path::Path,
+        progress: F,
+    ) -> Result<(), MessengerError> {
+        let pointer = self
+            .attachment(record)?
+            .ok_or_else(|| invalid("this message has no attachment"))?;
+        Attachments::new(self.device.relay())?
+            .download_to_file(&pointer, dest, progress)
+            .await?;
+        Ok(())
     }
 
     async fn send_content(&self, content: &Content) -> Result<(), MessengerError> {

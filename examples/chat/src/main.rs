@@ -38,12 +38,18 @@ commands:
   group-add GROUP MEMBER            add a member
   group-remove GROUP MEMBER         remove a member (a new epoch: it reads nothing new)
   group-send GROUP TEXT...          send to a group (GROUP: its name, id or id prefix)
+  send-file CONTACT|GROUP PATH [CAPTION...]
+                                    encrypt, upload and send a file (progress on stderr)
+  save-file CONTACT|GROUP MESSAGE DEST
+                                    download, verify and decrypt a message's file to DEST
+                                    (MESSAGE: the id prefix shown by history)
   groups                            list groups
   safety-number CONTACT             the safety numbers to compare with a contact
 
 options and environment:
   --state DIR    or HAVEN_CHAT_STATE     state directory (created by register or link)
   --relay URL    or HAVEN_RELAY_URL      relay base URL
+  --type MIME                            content type for send-file (default application/octet-stream)
   HAVEN_CHAT_PASSPHRASE    local passphrase encrypting the state directory (Argon2id), or
   HAVEN_CHAT_STORE_KEY     the 32-byte storage key itself, 64 hex digits (e.g. from a keychain)
   HAVEN_ACCOUNT_PASSWORD   account password (OPAQUE; the relay never sees it)
@@ -85,6 +91,7 @@ impl From<MessengerError> for Failure {
             MessengerError::SessionRevoked(_) => 3,
             MessengerError::Device(DeviceError::Relay(RelayError::InvalidCredentials)) => 3,
             MessengerError::Device(DeviceError::Relay(_)) => 7,
+            MessengerError::Attachment(_) => 8,
             _ => 1,
         };
         Self {
@@ -150,7 +157,7 @@ impl Args {
             match a.as_str() {
                 "--state" => args.state = Some(PathBuf::from(value("--state")?)),
                 "--relay" => args.relay = Some(value("--relay")?),
-                "--username" | "--account" | "--seconds" => {
+                "--username" | "--account" | "--seconds" | "--type" => {
                     let v = value(&a)?;
                     args.flags.push((a, v));
                 }
@@ -324,6 +331,14 @@ fn conv_label(m: &Messenger, c: &Conversation) -> String {
 
 fn message_line(m: &Messenger, r: &MessageRecord) -> String {
     let mut flags = String::new();
+    if let Ok(Some(p)) = m.attachment(r) {
+        flags.push_str(&format!(
+            " [file {} {} bytes {}]",
+            p.file_name.as_deref().unwrap_or("(unnamed)"),
+            p.size,
+            p.content_type
+        ));
+    }
     if r.edited {
         flags.push_str(" (edited)");
     }
@@ -461,6 +476,27 @@ fn resolve_group(m: &Messenger, text: &str) -> Result<GroupInfo, Failure> {
     }
 }
 
+/// A conversation argument: a group (name, id or prefix) or a contact.
+async fn resolve_conversation(m: &Messenger, text: &str) -> Result<Conversation, Failure> {
+    match resolve_group(m, text) {
+        Ok(g) => Ok(Conversation::Group(g.id)),
+        Err(_) => Ok(Conversation::Direct(resolve_contact(m, text).await?)),
+    }
+}
+
+/// A progress bar on stderr for `total` blob bytes.
+fn progress_bar(what: &str) -> indicatif::ProgressBar {
+    let bar =
+        indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr());
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}",
+    ) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_message(what.to_owned());
+    bar
+}
+
 async fn open_messenger(args: &Args) -> Result<Arc<Messenger>, Failure> {
     let store = open_store(args.state_dir()?, false)?;
     let url = relay_url(args, Some(&store))?;
@@ -562,6 +598,47 @@ async fn command(args: &Args, m: &Arc<Messenger>) -> Result<(), Failure> {
             let text = args.text_from(1)?;
             let id = m.send_text(Conversation::Group(g.id), &text).await?;
             println!("sent {}", &hex::encode(id)[..8]);
+        }
+        "send-file" => {
+            let conversation = resolve_conversation(m, args.arg(0, "CONTACT or GROUP")?).await?;
+            let path = PathBuf::from(args.arg(1, "PATH")?);
+            let caption = args.positional.get(2..).unwrap_or_default().join(" ");
+            let content_type = args.flag("--type").unwrap_or("application/octet-stream");
+            let bar = progress_bar("upload");
+            let id = m
+                .send_file(conversation, &path, content_type, &caption, |p| {
+                    bar.set_length(p.total);
+                    bar.set_position(p.done);
+                })
+                .await;
+            bar.finish_and_clear();
+            println!("sent {}", &hex::encode(id?)[..8]);
+        }
+        "save-file" => {
+            let conversation = resolve_conversation(m, args.arg(0, "CONTACT or GROUP")?).await?;
+            let prefix = args.arg(1, "MESSAGE")?.to_lowercase();
+            let dest = PathBuf::from(args.arg(2, "DEST")?);
+            let matches: Vec<MessageRecord> = m
+                .history(conversation)?
+                .into_iter()
+                .filter(|r| hex::encode(r.message_id).starts_with(&prefix))
+                .collect();
+            let [record] = matches.as_slice() else {
+                return Err(Failure::usage(format!(
+                    "{prefix} names {} messages of that conversation",
+                    matches.len()
+                )));
+            };
+            let bar = progress_bar("download");
+            let result = m
+                .save_attachment(record, &dest, |p| {
+                    bar.set_length(p.total);
+                    bar.set_position(p.done);
+                })
+                .await;
+            bar.finish_and_clear();
+            result?;
+            println!("saved {}", dest.display());
         }
         "sync" => {
             let mut events = m.subscribe();

@@ -64,6 +64,7 @@ fn start_relay(dir: &Path) -> Relay {
             format!("sqlite://{}?mode=rwc", dir.join("relay.db").display()),
         )
         .env("HAVEN_LOG", "debug")
+        .env("HAVEN_BLOBS_DIR", dir.join("relay-blobs"))
         .env("HAVEN_RATE_LIMIT_PER_MINUTE", "100000")
         .env("HAVEN_AUTH_RATE_LIMIT_PER_MINUTE", "10000")
         .stdout(log.try_clone().unwrap())
@@ -230,6 +231,32 @@ fn chat_scenario_through_the_binary() {
         "{live}"
     );
 
+    // A file: encrypted and uploaded by Alice, fetched, verified and decrypted by Bob; the relay
+    // never sees its name or bytes.
+    let file = dir.path().join("holiday-plan-zebrafinch.txt");
+    let body: Vec<u8> = (0..200_000u32)
+        .flat_map(|i| format!("{i} kingfisher\n").into_bytes())
+        .collect();
+    std::fs::write(&file, &body).unwrap();
+    alice.run(&[
+        "send-file",
+        USERNAMES[1],
+        file.to_str().unwrap(),
+        "--type",
+        "text/plain",
+        "the plan",
+    ]);
+    bob.run(&["sync"]);
+    let history = bob.run(&["history", &alice_id]);
+    let line = history
+        .lines()
+        .find(|l| l.contains("holiday-plan-zebrafinch.txt"))
+        .unwrap_or_else(|| panic!("{history}"));
+    let id = line.split_whitespace().nth(1).unwrap();
+    let saved = dir.path().join("bob-got.txt");
+    bob.run(&["save-file", &alice_id, id, saved.to_str().unwrap()]);
+    assert_eq!(std::fs::read(&saved).unwrap(), body);
+
     // Safety numbers match on both sides.
     let a_sn = alice.run(&["safety-number", USERNAMES[1]]);
     let b_sn = bob.run(&["safety-number", &alice_id]);
@@ -263,7 +290,19 @@ fn chat_scenario_through_the_binary() {
 
     // The relay's database and logs hold none of it.
     drop(relay);
+    fn collect(path: &Path, names: &mut String, out: &mut Vec<u8>) {
+        if path.is_dir() {
+            for entry in std::fs::read_dir(path).unwrap() {
+                let p = entry.unwrap().path();
+                names.push_str(&p.to_string_lossy());
+                collect(&p, names, out);
+            }
+        } else {
+            out.extend(std::fs::read(path).unwrap());
+        }
+    }
     let mut haystack = Vec::new();
+    let mut names = String::new();
     for entry in std::fs::read_dir(dir.path()).unwrap() {
         let path = entry.unwrap().path();
         if path
@@ -272,9 +311,18 @@ fn chat_scenario_through_the_binary() {
             .to_string_lossy()
             .starts_with("relay")
         {
-            haystack.extend(std::fs::read(&path).unwrap());
+            collect(&path, &mut names, &mut haystack);
         }
     }
+    assert!(
+        names.contains("relay-blobs"),
+        "the blob directory was searched"
+    );
+    haystack.extend(
+        names
+            .replace(&dir.path().to_string_lossy().into_owned(), "")
+            .into_bytes(),
+    );
     let text = String::from_utf8_lossy(&haystack).to_lowercase();
     for needle in SECRETS.iter().chain(USERNAMES) {
         assert!(
