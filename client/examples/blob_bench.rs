@@ -46,9 +46,9 @@ fn cpu_secs(pid: u32) -> f64 {
     // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
     let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = fields
-        .get(11..13)
-        .map_or(0.0, |f| f.iter().filter_map(|v| v.parse::<f64>().ok()).sum());
+    let ticks: f64 = fields.get(11..13).map_or(0.0, |f| {
+        f.iter().filter_map(|v| v.parse::<f64>().ok()).sum()
+    });
     ticks / 100.0
 }
 
@@ -236,7 +236,8 @@ async fn main() {
             .and_then(|i| args.get(i + 1))
             .cloned()
     };
-    let relay_bin = PathBuf::from(arg("--relay").unwrap_or_else(|| "target/debug/haven-relay".into()));
+    let relay_bin =
+        PathBuf::from(arg("--relay").unwrap_or_else(|| "target/debug/haven-relay".into()));
     let sizes: Vec<u64> = arg("--sizes")
         .unwrap_or_else(|| "1M,100M,1G".into())
         .split(',')

@@ -58,7 +58,8 @@ async fn s3_server() -> Option<S3Server> {
     let root = tempfile::tempdir().unwrap();
     std::fs::create_dir(root.path().join(BUCKET)).unwrap();
     let port = free_port();
-    let child = Command::new(bin)
+    // Killed and waited for by `S3Server`'s drop (or right below if it never listens).
+    let mut child = Command::new(bin)
         .args(["--host", "127.0.0.1", "--port", &port.to_string()])
         .args(["--access-key", ACCESS_KEY, "--secret-key", SECRET_KEY])
         .arg(root.path())
@@ -79,6 +80,8 @@ async fn s3_server() -> Option<S3Server> {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    let _ = child.kill();
+    let _ = child.wait();
     panic!("s3s-fs did not start");
 }
 
