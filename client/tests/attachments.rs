@@ -300,6 +300,21 @@ async fn round_trip_and_blindness(backend: Backend) {
         .unwrap();
     assert_eq!(std::fs::read(&dest).unwrap(), data);
 
+    // Diary media: the entry's reference (no digest) opens the same blob; another key fails.
+    let reference = received.diary_ref();
+    let diary_dest = h.dir.path().join("diary-media");
+    down.download_diary_attachment(&reference, &diary_dest, |_| {})
+        .await
+        .unwrap();
+    assert_eq!(std::fs::read(&diary_dest).unwrap(), data);
+    let mut forged = received.diary_ref();
+    forged.key[0] ^= 1;
+    let err = down
+        .download_diary_attachment(&forged, &h.dir.path().join("forged"), |_| {})
+        .await
+        .unwrap_err();
+    assert!(matches!(err, AttachmentsError::Crypto(_)), "{err:?}");
+
     // A pointer with another key or digest is refused and leaves no file behind.
     let mut wrong = received.clone();
     wrong.digest[0] ^= 1;
