@@ -27,6 +27,7 @@ use haven_sdk::attachment::{
     AttachmentDecryptor, AttachmentEncryptor, AttachmentError, AttachmentKey, CHUNK_LEN,
     DIGEST_LEN, attachment_ciphertext_len,
 };
+use haven_sdk::diary::AttachmentRef;
 use reqwest::{Method, StatusCode, header};
 use serde::Deserialize;
 use serde_json::json;
@@ -183,6 +184,18 @@ fn valid_content_type(t: &str) -> bool {
 }
 
 impl AttachmentPointer {
+    /// The reference a diary entry stores for this attachment (§11.16.1): blob id, key and
+    /// plaintext length. Content type, file name and thumbnail are not part of it; an app keeps
+    /// them in the entry's text or tags if it wants them.
+    #[must_use]
+    pub fn diary_ref(&self) -> AttachmentRef {
+        AttachmentRef {
+            blob_id: self.blob_id,
+            key: *self.key.as_bytes(),
+            plaintext_len: self.size,
+        }
+    }
+
     /// The blob size this pointer implies.
     #[must_use]
     pub fn blob_size(&self) -> Option<u64> {
@@ -904,8 +917,47 @@ impl Attachments<'_> {
         dest: &Path,
         mut progress: F,
     ) -> Result<(), AttachmentsError> {
+        let staged = self.stage(pointer, dest, &mut progress).await?;
+        self.open_staged(pointer, &staged, dest).await
+    }
+
+    /// Downloads a diary attachment (§11.16.1: an entry's [`AttachmentRef`] carries the blob id,
+    /// the key and the plaintext length, but no digest) to `dest`, resumably. The staged
+    /// ciphertext's own SHA-256 stands in for the digest: integrity rests on the stream's
+    /// per-chunk authentication and final-chunk flag under the secret key, which never leaves
+    /// the account's devices.
+    ///
+    /// # Errors
+    /// As [`download_to_file`](Self::download_to_file).
+    pub async fn download_diary_attachment<F: FnMut(Progress) + Send>(
+        &self,
+        attachment: &AttachmentRef,
+        dest: &Path,
+        mut progress: F,
+    ) -> Result<(), AttachmentsError> {
+        let mut pointer = AttachmentPointer {
+            blob_id: attachment.blob_id,
+            key: AttachmentKey::from_bytes(attachment.key),
+            digest: [0u8; DIGEST_LEN],
+            size: attachment.plaintext_len,
+            content_type: String::new(),
+            file_name: None,
+            thumbnail: None,
+        };
+        let staged = self.stage(&pointer, dest, &mut progress).await?;
+        pointer.digest = sha256_file(&staged).await?;
+        self.open_staged(&pointer, &staged, dest).await
+    }
+
+    /// Downloads the ciphertext of `pointer`'s blob into `<dest>.haven-part`, continuing a
+    /// partial one with a range request.
+    async fn stage<F: FnMut(Progress) + Send>(
+        &self,
+        pointer: &AttachmentPointer,
+        dest: &Path,
+        progress: &mut F,
+    ) -> Result<PathBuf, AttachmentsError> {
         let staged = with_suffix(dest, ".haven-part");
-        let tmp = with_suffix(dest, ".haven-tmp");
         let located = self.locate(pointer).await?;
         let total = located.size;
         let mut have = match tokio::fs::metadata(&staged).await {
@@ -934,17 +986,28 @@ impl Attachments<'_> {
             file.flush().await?;
             file.sync_all().await?;
         }
-        let opened = decrypt_file(pointer, &staged, &tmp).await;
+        Ok(staged)
+    }
+
+    /// Verifies and decrypts a staged blob into `dest` (through `<dest>.haven-tmp`).
+    async fn open_staged(
+        &self,
+        pointer: &AttachmentPointer,
+        staged: &Path,
+        dest: &Path,
+    ) -> Result<(), AttachmentsError> {
+        let tmp = with_suffix(dest, ".haven-tmp");
+        let opened = decrypt_file(pointer, staged, &tmp).await;
         if let Err(err) = opened {
             let _ = tokio::fs::remove_file(&tmp).await;
             if matches!(err, AttachmentsError::Crypto(_)) {
                 // Tampered or wrong blob: a retry must download it again.
-                let _ = tokio::fs::remove_file(&staged).await;
+                let _ = tokio::fs::remove_file(staged).await;
             }
             return Err(err);
         }
         tokio::fs::rename(&tmp, dest).await?;
-        tokio::fs::remove_file(&staged).await?;
+        tokio::fs::remove_file(staged).await?;
         Ok(())
     }
 
@@ -962,6 +1025,22 @@ impl Attachments<'_> {
             .await?;
         Ok(())
     }
+}
+
+/// SHA-256 of a file, read 64 KiB at a time.
+async fn sha256_file(path: &Path) -> Result<[u8; DIGEST_LEN], AttachmentsError> {
+    use sha2::Digest as _;
+    let mut input = tokio::fs::File::open(path).await?;
+    let mut hasher = sha2::Sha256::new();
+    let mut buf = vec![0u8; CHUNK_LEN];
+    loop {
+        let n = input.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hasher.finalize().into())
 }
 
 fn with_suffix(path: &Path, suffix: &str) -> PathBuf {

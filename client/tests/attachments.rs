@@ -58,7 +58,8 @@ async fn s3_server() -> Option<S3Server> {
     let root = tempfile::tempdir().unwrap();
     std::fs::create_dir(root.path().join(BUCKET)).unwrap();
     let port = free_port();
-    let child = Command::new(bin)
+    // Killed and waited for by `S3Server`'s drop (or right below if it never listens).
+    let mut child = Command::new(bin)
         .args(["--host", "127.0.0.1", "--port", &port.to_string()])
         .args(["--access-key", ACCESS_KEY, "--secret-key", SECRET_KEY])
         .arg(root.path())
@@ -79,6 +80,8 @@ async fn s3_server() -> Option<S3Server> {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    let _ = child.kill();
+    let _ = child.wait();
     panic!("s3s-fs did not start");
 }
 
@@ -296,6 +299,21 @@ async fn round_trip_and_blindness(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(std::fs::read(&dest).unwrap(), data);
+
+    // Diary media: the entry's reference (no digest) opens the same blob; another key fails.
+    let reference = received.diary_ref();
+    let diary_dest = h.dir.path().join("diary-media");
+    down.download_diary_attachment(&reference, &diary_dest, |_| {})
+        .await
+        .unwrap();
+    assert_eq!(std::fs::read(&diary_dest).unwrap(), data);
+    let mut forged = received.diary_ref();
+    forged.key[0] ^= 1;
+    let err = down
+        .download_diary_attachment(&forged, &h.dir.path().join("forged"), |_| {})
+        .await
+        .unwrap_err();
+    assert!(matches!(err, AttachmentsError::Crypto(_)), "{err:?}");
 
     // A pointer with another key or digest is refused and leaves no file behind.
     let mut wrong = received.clone();
