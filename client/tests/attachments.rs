@@ -685,3 +685,72 @@ fn pointer_encoding_is_strict() {
     version[0] = 2;
     assert!(AttachmentPointer::from_bytes(&version).is_err());
 }
+
+/// The blob metadata SQL on Postgres (a fresh database from `HAVEN_TEST_POSTGRES_URL`): the
+/// resume, URL, quota, expiry and deletion flows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_metadata_flows() {
+    let Ok(admin) = std::env::var("HAVEN_TEST_POSTGRES_URL") else {
+        eprintln!("HAVEN_TEST_POSTGRES_URL not set: skipping the Postgres blob metadata test");
+        return;
+    };
+    use sqlx::Connection as _;
+    let name = format!("haven_test_blobs_{}", hex::encode(rand_id()));
+    let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap();
+    sqlx::query(&format!("CREATE DATABASE \"{name}\""))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let base = admin.rsplit_once('/').unwrap().0;
+    let url = format!("{base}/{name}");
+    {
+        let extra = [("HAVEN_DATABASE_URL", url.as_str())];
+        let Some(h) = harness(Backend::Local, &extra).await else {
+            return;
+        };
+        let alice = user(&h.url, "alice_pg").await;
+        let up = Attachments::new(&alice).unwrap();
+        let data = plaintext(200_000);
+        let pending = up.start_upload(data.len() as u64, None).await.unwrap();
+        let failing = FailAfter {
+            data: std::io::Cursor::new(data.clone()),
+            limit: 100_000,
+        };
+        assert!(up.upload(&pending, failing, |_| {}).await.is_err());
+        let digest = up
+            .upload(&pending, std::io::Cursor::new(data.clone()), |_| {})
+            .await
+            .unwrap();
+        let pointer = pending.pointer(digest, "", None, None);
+        let mut out = Vec::new();
+        up.download(&pointer, &mut out, |_| {}).await.unwrap();
+        assert_eq!(out, data);
+        let listing = alice.request(Method::GET, "/v1/blobs", None).await.unwrap();
+        assert_eq!(listing["used_blobs"], json!(1));
+        up.delete(&pending.blob_id).await.unwrap();
+        let listing = alice.request(Method::GET, "/v1/blobs", None).await.unwrap();
+        assert_eq!(listing["used_bytes"], json!(0));
+        let again = up.start_upload(10, None).await.unwrap();
+        up.upload(&again, std::io::Cursor::new(vec![1u8; 10]), |_| {})
+            .await
+            .unwrap();
+        alice
+            .request(Method::DELETE, "/v1/account", None)
+            .await
+            .unwrap();
+        assert!(files_under(&h.storage_root()).is_empty());
+    }
+    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+        .execute(&mut conn)
+        .await;
+}
+
+fn rand_id() -> [u8; 8] {
+    let mut b = [0u8; 8];
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    b.copy_from_slice(&(nanos as u64 ^ u64::from(std::process::id())).to_be_bytes());
+    b
+}

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use argon2::{Algorithm, Argon2, Params, Version};
+use haven_client::attachments::{Attachments, AttachmentsError, Progress};
 use haven_client::diary::codes_text;
 use haven_client::relay::{LoginDevice, LoginIdentifier};
 use haven_client::{
@@ -36,6 +37,10 @@ commands:
   sync                              push local edits, pull the other devices'
   recover [--username NAME]         new device or forgotten password: use a recovery code
   passwd                            change the diary password
+  attach ID FILE [--ttl-days N]     encrypt FILE, upload it as a blob, attach it to the entry
+                                    (default lifetime 1825 days; progress bar on a terminal)
+  export-attachment ID N DEST       download, verify and decrypt the entry's attachment N
+                                    (from 1, as `show` lists them) to DEST, resumably
 
 options and environment:
   --state DIR       or HAVEN_DIARY_STATE      state directory (created by init)
@@ -98,6 +103,33 @@ impl From<DiaryClientError> for Failure {
     }
 }
 
+impl From<AttachmentsError> for Failure {
+    fn from(err: AttachmentsError) -> Self {
+        let code = match &err {
+            AttachmentsError::Relay(_)
+            | AttachmentsError::Transport(_)
+            | AttachmentsError::TransferRefused { .. } => 7,
+            _ => 1,
+        };
+        Self {
+            code,
+            message: err.to_string(),
+        }
+    }
+}
+
+/// A byte progress bar on stderr (hidden when stderr is not a terminal).
+fn progress_bar(label: &str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(0);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{msg} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+    ) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_message(label.to_owned());
+    bar
+}
+
 impl From<RelayError> for Failure {
     fn from(err: RelayError) -> Self {
         let code = if matches!(err, RelayError::InvalidCredentials) {
@@ -151,6 +183,7 @@ const VALUE_FLAGS: &[&str] = &[
     "--from",
     "--until",
     "--kdf-mib",
+    "--ttl-days",
     "--kdf-passes",
 ];
 const SWITCHES: &[&str] = &["--stdin", "--no-tag", "--no-mood"];
@@ -578,6 +611,9 @@ fn print_entry(id: &[u8; 16], e: &Entry) {
     }
     println!("created: {}", format_time(e.created_ms));
     println!("updated: {}", format_time(e.updated_ms));
+    for (i, a) in e.attachments.iter().enumerate() {
+        println!("attachment {}: {} bytes", i + 1, a.plaintext_len);
+    }
     println!();
     println!("{}", e.body);
 }
@@ -716,6 +752,91 @@ async fn run(args: Args) -> Result<(), Failure> {
             if let Err(e) = synced {
                 eprintln!("saved locally; sync failed: {e}");
             }
+            Ok(())
+        }
+        "attach" => {
+            let mut diary = unlocked(&args).await?;
+            let id = resolve_id(&diary, args.words.first(), &[])?;
+            let mut entry = diary
+                .show(&id)
+                .cloned()
+                .ok_or(DiaryClientError::UnknownEntry)?;
+            let path = PathBuf::from(
+                args.words
+                    .get(1)
+                    .ok_or_else(|| Failure::usage("attach needs a file"))?,
+            );
+            let days: u64 = match args.flag("--ttl-days") {
+                Some(d) => d
+                    .parse()
+                    .map_err(|_| Failure::usage("--ttl-days takes a number"))?,
+                None => 1825,
+            };
+            let file = std::fs::File::open(&path)
+                .map_err(|e| Failure::other(format!("{}: {e}", path.display())))?;
+            let size = file
+                .metadata()
+                .map_err(|e| Failure::other(format!("{}: {e}", path.display())))?
+                .len();
+            let attachments = Attachments::new(diary.relay())?;
+            let pending = attachments
+                .start_upload(size, Some(days.saturating_mul(86_400)))
+                .await?;
+            let bar = progress_bar("upload");
+            let shown = bar.clone();
+            let digest = attachments
+                .upload(&pending, file, move |p: Progress| {
+                    shown.set_length(p.total);
+                    shown.set_position(p.done);
+                })
+                .await?;
+            bar.finish_and_clear();
+            let pointer = pending.pointer(digest, "", None, None);
+            entry.attachments.push(pointer.diary_ref());
+            entry.updated_ms = now_ms().max(entry.updated_ms);
+            diary.edit(&id, entry)?;
+            let synced = diary.sync().await;
+            persist(&diary).await?;
+            println!("attached {} ({size} bytes)", path.display());
+            if let Err(e) = synced {
+                eprintln!("saved locally; sync failed: {e}");
+            }
+            Ok(())
+        }
+        "export-attachment" => {
+            let diary = unlocked(&args).await?;
+            let id = resolve_id(&diary, args.words.first(), &[])?;
+            let entry = diary.show(&id).ok_or(DiaryClientError::UnknownEntry)?;
+            let n: usize = args
+                .words
+                .get(1)
+                .and_then(|w| w.parse().ok())
+                .ok_or_else(|| Failure::usage("export-attachment needs an attachment number"))?;
+            let reference = n
+                .checked_sub(1)
+                .and_then(|i| entry.attachments.get(i))
+                .ok_or_else(|| Failure::usage(format!("the entry has no attachment {n}")))?
+                .clone();
+            let dest = PathBuf::from(
+                args.words
+                    .get(2)
+                    .ok_or_else(|| Failure::usage("export-attachment needs a destination"))?,
+            );
+            let attachments = Attachments::new(diary.relay())?;
+            let bar = progress_bar("download");
+            let shown = bar.clone();
+            attachments
+                .download_diary_attachment(&reference, &dest, move |p: Progress| {
+                    shown.set_length(p.total);
+                    shown.set_position(p.done);
+                })
+                .await?;
+            bar.finish_and_clear();
+            println!(
+                "wrote {} ({} bytes)",
+                dest.display(),
+                reference.plaintext_len
+            );
             Ok(())
         }
         "delete" => {

@@ -253,3 +253,75 @@ fn scripted_flow_across_two_state_directories() {
     }
     drop(relay);
 }
+
+#[test]
+fn attach_and_export_media() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = start_relay(dir.path());
+    let url = relay.url.as_str();
+    let state = dir.path().join("state");
+    let out = ok(&cli(
+        url,
+        &state,
+        &["init", "--kdf-mib", "19", "--kdf-passes", "2"],
+        None,
+    ));
+    assert!(out.contains("recovery codes"), "{out}");
+    let out = ok(&cli(
+        url,
+        &state,
+        &["write", "--title", "Photos"],
+        Some("the beach\n"),
+    ));
+    let id = out.trim().to_owned();
+    // 300 KiB of recognisable bytes (several 64 KiB chunks).
+    let media: Vec<u8> = (0..300 * 1024u32).map(|i| (i % 251) as u8).collect();
+    let src = dir.path().join("beach-photo.jpg");
+    std::fs::write(&src, &media).unwrap();
+    let out = ok(&cli(
+        url,
+        &state,
+        &["attach", &id[..8], src.to_str().unwrap()],
+        None,
+    ));
+    assert!(out.contains("attached"), "{out}");
+    let out = ok(&cli(url, &state, &["show", &id[..8]], None));
+    assert!(
+        out.contains(&format!("attachment 1: {} bytes", media.len())),
+        "{out}"
+    );
+    let dest = dir.path().join("exported.jpg");
+    ok(&cli(
+        url,
+        &state,
+        &["export-attachment", &id[..8], "1", dest.to_str().unwrap()],
+        None,
+    ));
+    assert_eq!(std::fs::read(&dest).unwrap(), media);
+    // The relay's blob directory holds ciphertext only, under random names.
+    let blobs = dir.path().join("blobs");
+    let mut stack = vec![blobs];
+    let mut files = 0;
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+                continue;
+            }
+            files += 1;
+            assert!(!p.to_string_lossy().contains("beach"));
+            let bytes = std::fs::read(&p).unwrap();
+            assert!(!bytes.windows(64).any(|w| w == &media[..64]));
+        }
+    }
+    assert!(files > 0);
+    // A missing attachment number is a usage error.
+    let out = cli(
+        url,
+        &state,
+        &["export-attachment", &id[..8], "2", dest.to_str().unwrap()],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(2));
+}

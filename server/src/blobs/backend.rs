@@ -141,24 +141,45 @@ async fn collect_stored(store: &dyn ObjectStore) -> Result<Vec<(Id, i64)>, Backe
     Ok(found.into_iter().collect())
 }
 
-/// Blobs in a local directory, one file per part.
+/// Blobs in a local directory, one file per part. The directory is created on the first
+/// upload, so a relay that never stores a blob leaves no trace on disk.
 #[derive(Debug)]
 pub struct LocalBackend {
-    store: Arc<LocalFileSystem>,
+    dir: std::path::PathBuf,
+    store: std::sync::OnceLock<Arc<LocalFileSystem>>,
 }
 
 impl LocalBackend {
-    /// Opens (creating it if needed) the directory `dir`.
+    /// A backend on the directory `dir` (created when first written to).
     ///
     /// # Errors
-    /// [`BackendError::Store`] if the directory cannot be created or opened.
+    /// None yet; kept fallible for symmetry with [`S3Backend::open`].
     pub fn open(dir: &FsPath) -> Result<Self, BackendError> {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| BackendError::Store(format!("cannot create blob directory: {e}")))?;
-        let store = LocalFileSystem::new_with_prefix(dir)?.with_automatic_cleanup(true);
         Ok(Self {
-            store: Arc::new(store),
+            dir: dir.to_path_buf(),
+            store: std::sync::OnceLock::new(),
         })
+    }
+
+    /// The object store over the directory; `None` if it does not exist and `create` is false.
+    fn store(&self, create: bool) -> Result<Option<Arc<LocalFileSystem>>, BackendError> {
+        if let Some(store) = self.store.get() {
+            return Ok(Some(Arc::clone(store)));
+        }
+        if !self.dir.exists() {
+            if !create {
+                return Ok(None);
+            }
+            std::fs::create_dir_all(&self.dir)
+                .map_err(|e| BackendError::Store(format!("cannot create blob directory: {e}")))?;
+        }
+        let store = LocalFileSystem::new_with_prefix(&self.dir)?.with_automatic_cleanup(true);
+        let _ = self.store.set(Arc::new(store));
+        Ok(self.store.get().map(Arc::clone))
+    }
+
+    fn existing(&self) -> Result<Arc<LocalFileSystem>, BackendError> {
+        self.store(false)?.ok_or(BackendError::NotFound)
     }
 }
 
@@ -190,7 +211,8 @@ impl BlobBackend for LocalBackend {
         mut body: ByteStream,
     ) -> Result<String, BackendError> {
         let path = part_path(blob, part);
-        let mut upload = self.store.put_multipart(&path).await?;
+        let store = self.store(true)?.ok_or(BackendError::NotFound)?;
+        let mut upload = store.put_multipart(&path).await?;
         let mut buf = BytesMut::with_capacity(WRITE_BUFFER);
         let mut total = 0u64;
         let written: Result<(), BackendError> = async {
@@ -236,8 +258,9 @@ impl BlobBackend for LocalBackend {
     async fn complete(&self, blob: &BlobRecord, parts: &[BlobPart]) -> Result<(), BackendError> {
         // Every part must be on disk with its exact length (the database says it arrived; the
         // file system is the truth).
+        let store = self.existing()?;
         for p in parts {
-            let meta = self.store.head(&part_path(&blob.id, p.part)).await?;
+            let meta = store.head(&part_path(&blob.id, p.part)).await?;
             let expected = blob.part_len(p.part).unwrap_or(0);
             if meta.size != expected {
                 return Err(BackendError::WrongSize {
@@ -266,7 +289,7 @@ impl BlobBackend for LocalBackend {
                 (part_path(&blob.id, p), skip)
             })
             .collect();
-        let store = Arc::clone(&self.store);
+        let store = self.existing()?;
         let s = stream::iter(reads)
             .then(move |(path, skip)| {
                 let store = Arc::clone(&store);
@@ -284,13 +307,12 @@ impl BlobBackend for LocalBackend {
     }
 
     async fn delete(&self, blob: &BlobRecord) -> Result<(), BackendError> {
+        let Some(store) = self.store(false)? else {
+            return Ok(());
+        };
         let prefix = blob_prefix(&blob.id);
-        let locations = self
-            .store
-            .list(Some(&prefix))
-            .map_ok(|m| m.location)
-            .boxed();
-        let mut deleted = self.store.delete_stream(locations);
+        let locations = store.list(Some(&prefix)).map_ok(|m| m.location).boxed();
+        let mut deleted = store.delete_stream(locations);
         while let Some(result) = deleted.next().await {
             match result {
                 Ok(_) | Err(object_store::Error::NotFound { .. }) => {}
@@ -301,7 +323,10 @@ impl BlobBackend for LocalBackend {
     }
 
     async fn stored_blobs(&self) -> Result<Vec<(Id, i64)>, BackendError> {
-        collect_stored(self.store.as_ref()).await
+        match self.store(false)? {
+            Some(store) => collect_stored(store.as_ref()).await,
+            None => Ok(Vec::new()),
+        }
     }
 }
 

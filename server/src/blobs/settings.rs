@@ -240,3 +240,79 @@ impl BlobSettings {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use crate::settings::{Settings, SettingsError};
+
+    fn load(pairs: &[(&str, &str)]) -> Result<Settings, SettingsError> {
+        Settings::load(None, |name| {
+            pairs
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| (*v).to_owned())
+        })
+    }
+
+    #[test]
+    fn table_env_and_ranges() {
+        let s = Settings::from_toml("[blobs]\nquota_bytes = 7\npart_size_bytes = 65536\n").unwrap();
+        assert_eq!(s.blobs.quota_bytes, 7);
+        assert_eq!(s.blobs.part_size_bytes, 65536);
+        assert!(Settings::from_toml("[blobs]\nunknown = 1").is_err());
+        let s = load(&[
+            ("HAVEN_BLOBS_MAX_BLOBS", "3"),
+            ("HAVEN_BLOBS_URL_TTL_SECS", "60"),
+        ])
+        .unwrap();
+        assert_eq!(s.blobs.max_blobs, 3);
+        assert_eq!(s.blobs.url_ttl_secs, 60);
+        assert!(matches!(
+            load(&[("HAVEN_BLOBS_BACKEND", "ftp")]),
+            Err(SettingsError::Env("HAVEN_BLOBS_BACKEND"))
+        ));
+        // S3 needs a bucket and credentials, and parts of at least 5 MiB.
+        assert!(matches!(
+            load(&[("HAVEN_BLOBS_BACKEND", "s3")]),
+            Err(SettingsError::Range(_))
+        ));
+        let s3 = [
+            ("HAVEN_BLOBS_BACKEND", "s3"),
+            ("HAVEN_BLOBS_S3_BUCKET", "b"),
+            ("HAVEN_BLOBS_S3_ACCESS_KEY_ID", "k"),
+            ("HAVEN_BLOBS_S3_SECRET_ACCESS_KEY", "s"),
+        ];
+        let s = load(&s3).unwrap();
+        assert!(!format!("{:?}", s.blobs).contains("\"s\""));
+        let mut small = s3.to_vec();
+        small.push(("HAVEN_BLOBS_PART_SIZE_BYTES", "65536"));
+        assert!(matches!(
+            load(&small),
+            Err(SettingsError::Range("blobs.part_size_bytes"))
+        ));
+        assert!(matches!(
+            load(&[("HAVEN_BLOBS_URL_TTL_SECS", "0")]),
+            Err(SettingsError::Range("blobs.url_ttl_secs"))
+        ));
+        assert!(matches!(
+            load(&[("HAVEN_BLOBS_MAX_BLOB_BYTES", "100")]),
+            Err(SettingsError::Range("blobs.max_blob_bytes"))
+        ));
+    }
+
+    #[test]
+    fn default_dir_follows_the_database() {
+        use super::super::default_dir;
+        use std::path::PathBuf;
+        assert_eq!(
+            default_dir("sqlite:///var/lib/haven/haven.db?mode=rwc"),
+            PathBuf::from("/var/lib/haven/blobs")
+        );
+        assert_eq!(
+            default_dir("sqlite://data/haven.db"),
+            PathBuf::from("data/blobs")
+        );
+        assert_eq!(default_dir("postgres://x@y/z"), PathBuf::from("data/blobs"));
+    }
+}
