@@ -26,7 +26,8 @@ usage: haven-chat [--state DIR] [--relay URL] COMMAND [ARGS]
 commands:
   register [--username NAME]        create an account with this device as its first device
   link (--username NAME | --account ID)
-                                    add this device to an existing account
+                                    log in: add this device to an existing account
+                                    (also spelled `login`)
   whoami                            account id, device number, username
   add CONTACT                       add a contact (a username or a 32-hex account id)
   contacts                          list contacts
@@ -510,7 +511,7 @@ async fn run(args: Args) -> Result<(), Failure> {
             println!("{USAGE}");
             return Ok(());
         }
-        "register" | "link" => {
+        "register" | "link" | "login" => {
             let dir = args.state_dir()?;
             let url = relay_url(&args, None)?;
             let password = secret("HAVEN_ACCOUNT_PASSWORD", "account password")?;
