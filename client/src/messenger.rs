@@ -2181,40 +2181,20 @@ fn content_rejected(e: impl std::fmt::Display) -> Applied {
     }
 }
 
-/// Applies a decrypted 1:1 content inside the envelope's transaction.
-fn apply_direct(
-    s: &mut ClientStore,
-    own: [u8; 16],
-    own_device: u32,
+/// Applies the content kinds 1:1 and group conversations share (texts, receipts, reactions,
+/// edits, deletes, timers) to `conversation`; hands any other body back to the caller.
+/// `outgoing`: the sender is this account (another own device, or a group post of ours).
+fn apply_message_body(
+    s: &ClientStore,
+    conversation: Conversation,
     sender: &DeviceAddress,
-    plain: &[u8],
-    ephemeral: bool,
-) -> Result<Applied, DeviceError> {
-    let content = match Content::from_bytes(plain) {
-        Ok(c) => c,
-        Err(e) => return Ok(content_rejected(e)),
-    };
-    let from_self = sender.account_id == own;
-    if from_self && sender.device_id == own_device {
-        return Ok(content_rejected("envelope claims to come from this device"));
-    }
-    // Ephemeral delivery is only for typing indicators.
-    if ephemeral != matches!(content.body, Body::Typing(_)) {
-        return Ok(content_rejected("ephemeral class mismatch"));
-    }
-    let conversation = match content.conversation {
-        Conversation::Direct(id) if from_self => Conversation::Direct(id),
-        Conversation::Direct(id) if id == own => Conversation::Direct(sender.account_id),
-        Conversation::Direct(_) => {
-            return Ok(content_rejected("message addressed to another account"));
-        }
-        Conversation::Group(g) => {
-            return apply_group_direct(s, own, sender, g, content.body);
-        }
-    };
-    let mut applied = Applied::default();
+    outgoing: bool,
+    sent_at: u64,
+    body: Body,
+    applied: &mut Applied,
+) -> Result<Option<Body>, DeviceError> {
     let from = sender.account_id;
-    match content.body {
+    match body {
         Body::Text {
             message_id,
             expire_secs,
@@ -2223,7 +2203,7 @@ fn apply_direct(
         } => {
             let key = message_key(&conversation, &message_id);
             if s.get(MESSAGES, &key)?.is_some() {
-                return Ok(applied);
+                return Ok(None);
             }
             let record = MessageRecord {
                 conversation_kind: conversation.tag(),
@@ -2231,8 +2211,8 @@ fn apply_direct(
                 message_id,
                 sender: from,
                 sender_device: sender.device_id,
-                outgoing: from_self,
-                sent_at: content.sent_at,
+                outgoing,
+                sent_at,
                 text,
                 attachment,
                 edited: false,
@@ -2243,7 +2223,8 @@ fn apply_direct(
                 expires_at: (expire_secs > 0).then(|| now_secs() + u64::from(expire_secs)),
             };
             put_json(s, MESSAGES, &key, &record)?;
-            if !from_self {
+            // Delivery receipts are for 1:1 messages from others.
+            if !outgoing && matches!(conversation, Conversation::Direct(_)) {
                 add_task(
                     s,
                     &Task::Delivered {
@@ -2257,7 +2238,8 @@ fn apply_direct(
         Body::Receipt { kind, message_ids } => {
             for id in &message_ids {
                 update_message(s, &conversation, id, |m| {
-                    if m.outgoing || from_self {
+                    // Receipts count for own messages (or are an own device's sync copy).
+                    if m.outgoing || outgoing {
                         let list = match kind {
                             ReceiptKind::Delivered => &mut m.delivered_to,
                             ReceiptKind::Read => &mut m.read_by,
@@ -2275,11 +2257,6 @@ fn apply_direct(
                 message_ids,
             });
         }
-        Body::Typing(started) => applied.events.push(Event::Typing {
-            conversation,
-            from,
-            started,
-        }),
         Body::Reaction {
             target,
             emoji,
@@ -2312,9 +2289,9 @@ fn apply_direct(
                     text,
                 });
             } else {
-                return Ok(content_rejected(
-                    "edit of a message that is not the sender's",
-                ));
+                applied
+                    .events
+                    .extend(content_rejected("edit of a message that is not the sender's").events);
             }
         }
         Body::Delete { target } => {
@@ -2333,9 +2310,9 @@ fn apply_direct(
                     target,
                 });
             } else {
-                return Ok(content_rejected(
-                    "delete of a message that is not the sender's",
-                ));
+                applied.events.extend(
+                    content_rejected("delete of a message that is not the sender's").events,
+                );
             }
         }
         Body::Timer(secs) => {
@@ -2345,6 +2322,62 @@ fn apply_direct(
                 expire_secs: secs,
             });
         }
+        other => return Ok(Some(other)),
+    }
+    Ok(None)
+}
+
+/// Applies a decrypted 1:1 content inside the envelope's transaction.
+fn apply_direct(
+    s: &mut ClientStore,
+    own: [u8; 16],
+    own_device: u32,
+    sender: &DeviceAddress,
+    plain: &[u8],
+    ephemeral: bool,
+) -> Result<Applied, DeviceError> {
+    let content = match Content::from_bytes(plain) {
+        Ok(c) => c,
+        Err(e) => return Ok(content_rejected(e)),
+    };
+    let from_self = sender.account_id == own;
+    if from_self && sender.device_id == own_device {
+        return Ok(content_rejected("envelope claims to come from this device"));
+    }
+    // Ephemeral delivery is only for typing indicators.
+    if ephemeral != matches!(content.body, Body::Typing(_)) {
+        return Ok(content_rejected("ephemeral class mismatch"));
+    }
+    let conversation = match content.conversation {
+        Conversation::Direct(id) if from_self => Conversation::Direct(id),
+        Conversation::Direct(id) if id == own => Conversation::Direct(sender.account_id),
+        Conversation::Direct(_) => {
+            return Ok(content_rejected("message addressed to another account"));
+        }
+        Conversation::Group(g) => {
+            return apply_group_direct(s, own, sender, g, content.body);
+        }
+    };
+    let mut applied = Applied::default();
+    let Some(body) = apply_message_body(
+        s,
+        conversation,
+        sender,
+        from_self,
+        content.sent_at,
+        content.body,
+        &mut applied,
+    )?
+    else {
+        return Ok(applied);
+    };
+    let from = sender.account_id;
+    match body {
+        Body::Typing(started) => applied.events.push(Event::Typing {
+            conversation,
+            from,
+            started,
+        }),
         Body::ContactCard { access_key } => {
             if from_self {
                 // Another own device's copy of a card sent to `conversation`: nothing to learn
@@ -2366,9 +2399,9 @@ fn apply_direct(
                 }
             }
         }
-        Body::GroupInvite(_) | Body::SenderKey { .. } | Body::GroupUpdate { .. } => {
-            return Ok(content_rejected("group content in a 1:1 conversation"));
-        }
+        // Group invites, sender keys (1:1 but `conv_kind` group) are routed before; a group
+        // update belongs in a channel.
+        _ => return Ok(content_rejected("group content in a 1:1 conversation")),
     }
     Ok(applied)
 }
@@ -2624,113 +2657,19 @@ fn apply_entry(
         return Ok(content_rejected("group entry from a non-member"));
     }
     let conversation = content.conversation;
-    let from = sender.account_id;
-    match content.body {
-        Body::Text {
-            message_id,
-            expire_secs,
-            text,
-            attachment,
-        } => {
-            let key = message_key(&conversation, &message_id);
-            if s.get(MESSAGES, &key)?.is_none() {
-                let record = MessageRecord {
-                    conversation_kind: 1,
-                    conversation_id: group,
-                    message_id,
-                    sender: from,
-                    sender_device: sender.device_id,
-                    outgoing: from == own,
-                    sent_at: content.sent_at,
-                    text,
-                    attachment,
-                    edited: false,
-                    deleted: false,
-                    reactions: Vec::new(),
-                    delivered_to: Vec::new(),
-                    read_by: Vec::new(),
-                    expires_at: (expire_secs > 0).then(|| now_secs() + u64::from(expire_secs)),
-                };
-                put_json(s, MESSAGES, &key, &record)?;
-                applied.events.push(Event::Message(record));
-            }
-        }
-        Body::Receipt { kind, message_ids } => {
-            for id in &message_ids {
-                update_message(s, &conversation, id, |m| {
-                    let list = match kind {
-                        ReceiptKind::Delivered => &mut m.delivered_to,
-                        ReceiptKind::Read => &mut m.read_by,
-                    };
-                    if !list.contains(&from) {
-                        list.push(from);
-                    }
-                })?;
-            }
-            applied.events.push(Event::Receipt {
-                conversation,
-                from,
-                kind,
-                message_ids,
-            });
-        }
-        Body::Reaction {
-            target,
-            emoji,
-            remove,
-        } => {
-            update_message(s, &conversation, &target, |m| {
-                apply_reaction(m, from, &emoji, remove);
-            })?;
-            applied.events.push(Event::Reaction {
-                conversation,
-                target,
-                from,
-                emoji,
-                removed: remove,
-            });
-        }
-        Body::Edit { target, text } => {
-            let mut allowed = false;
-            update_message(s, &conversation, &target, |m| {
-                if m.sender == from && !m.deleted {
-                    allowed = true;
-                    m.text.clone_from(&text);
-                    m.edited = true;
-                }
-            })?;
-            if allowed {
-                applied.events.push(Event::Edited {
-                    conversation,
-                    target,
-                    text,
-                });
-            }
-        }
-        Body::Delete { target } => {
-            let mut allowed = false;
-            update_message(s, &conversation, &target, |m| {
-                if m.sender == from {
-                    allowed = true;
-                    m.text.clear();
-                    m.attachment.clear();
-                    m.deleted = true;
-                }
-            })?;
-            if allowed {
-                applied.events.push(Event::Deleted {
-                    conversation,
-                    target,
-                });
-            }
-        }
-        Body::Timer(secs) => {
-            s.put(CONV_SETTINGS, &conversation.key(), &secs.to_be_bytes())?;
-            applied.events.push(Event::TimerChanged {
-                conversation,
-                expire_secs: secs,
-            });
-        }
+    let Some(body) = apply_message_body(
+        s,
+        conversation,
+        &sender,
+        sender.account_id == own,
+        content.sent_at,
+        content.body,
+        &mut applied,
+    )?
+    else {
+        return Ok(applied);
+    };
+    match body {
         Body::GroupUpdate {
             epoch: e,
             name,
@@ -2769,12 +2708,8 @@ fn apply_entry(
                 members: state.members.clone(),
             });
         }
-        Body::Typing(_)
-        | Body::ContactCard { .. }
-        | Body::GroupInvite(_)
-        | Body::SenderKey { .. } => {
-            return Ok(content_rejected("content not allowed in a group channel"));
-        }
+        // Typing, contact cards, invites and sender keys never travel in a channel.
+        _ => return Ok(content_rejected("content not allowed in a group channel")),
     }
     Ok(applied)
 }
