@@ -116,8 +116,9 @@ impl std::fmt::Debug for GroupInvite {
     }
 }
 
-/// The body of one content.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The body of one content. `Debug` redacts the access key of a contact card and the chain key
+/// inside a sender-key distribution.
+#[derive(Clone, PartialEq, Eq)]
 pub enum Body {
     /// A message.
     Text {
@@ -185,6 +186,53 @@ pub enum Body {
         /// Member accounts.
         members: Vec<[u8; 16]>,
     },
+}
+
+impl std::fmt::Debug for Body {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Text {
+                message_id,
+                expire_secs,
+                text,
+                attachment,
+            } => f
+                .debug_struct("Text")
+                .field("message_id", message_id)
+                .field("expire_secs", expire_secs)
+                .field("text_len", &text.len())
+                .field("attachment_len", &attachment.len())
+                .finish(),
+            Self::Receipt { kind, message_ids } => f
+                .debug_struct("Receipt")
+                .field("kind", kind)
+                .field("count", &message_ids.len())
+                .finish(),
+            Self::Typing(started) => f.debug_tuple("Typing").field(started).finish(),
+            Self::Reaction { target, remove, .. } => f
+                .debug_struct("Reaction")
+                .field("target", target)
+                .field("remove", remove)
+                .finish_non_exhaustive(),
+            Self::Edit { target, .. } => f
+                .debug_struct("Edit")
+                .field("target", target)
+                .finish_non_exhaustive(),
+            Self::Delete { target } => f.debug_struct("Delete").field("target", target).finish(),
+            Self::Timer(secs) => f.debug_tuple("Timer").field(secs).finish(),
+            Self::ContactCard { .. } => f.debug_struct("ContactCard").finish_non_exhaustive(),
+            Self::GroupInvite(g) => f.debug_tuple("GroupInvite").field(g).finish(),
+            Self::SenderKey { epoch, .. } => f
+                .debug_struct("SenderKey")
+                .field("epoch", epoch)
+                .finish_non_exhaustive(),
+            Self::GroupUpdate { epoch, members, .. } => f
+                .debug_struct("GroupUpdate")
+                .field("epoch", epoch)
+                .field("members", &members.len())
+                .finish_non_exhaustive(),
+        }
+    }
 }
 
 /// One decoded content.
@@ -648,6 +696,20 @@ mod tests {
             let mut longer = bytes.clone();
             longer.push(0);
             assert!(Content::from_bytes(&longer).is_err());
+        }
+    }
+
+    #[test]
+    fn debug_shows_no_keys_or_text() {
+        for c in samples() {
+            let shown = format!("{c:?}");
+            assert!(
+                !shown.contains("héllo") && !shown.contains("climbing"),
+                "{shown}"
+            );
+            // Access key [9; 16] and tokens/keys of the invite never appear as byte lists.
+            assert!(!shown.contains("9, 9, 9"), "{shown}");
+            assert!(!shown.contains("6, 6, 6"), "{shown}");
         }
     }
 

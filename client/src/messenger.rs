@@ -614,6 +614,8 @@ struct Applied {
     events: Vec<Event>,
     retry_groups: Vec<[u8; 16]>,
     subscribe: Vec<[u8; 16]>,
+    /// Follow-up tasks were queued: run them now rather than at the next catch-up.
+    tasks_added: bool,
 }
 
 /// The messenger of one device. Share it behind an `Arc`.
@@ -1672,6 +1674,7 @@ impl Messenger {
             })?;
             applied.events.extend(result.events);
             applied.retry_groups.extend(result.retry_groups);
+            applied.tasks_added |= result.tasks_added;
         }
         Ok(applied)
     }
@@ -1881,6 +1884,14 @@ impl Messenger {
                     self.device.lock().delete(TASKS, &key)?;
                     done += 1;
                 }
+                // A changed identity needs the user: drop the task and say so (the next
+                // message after accepting the key starts a new session).
+                Err(MessengerError::Device(DeviceError::IdentityChanged { account, device })) => {
+                    self.device.lock().delete(TASKS, &key)?;
+                    if let Ok(account) = parse_hex16(&account) {
+                        self.emit([Event::IdentityChanged { account, device }]);
+                    }
+                }
                 // An account that no longer exists will never take the task.
                 Err(MessengerError::Device(DeviceError::Relay(e)))
                     if e.code() == Some("account_not_found") =>
@@ -2069,9 +2080,14 @@ impl Messenger {
                 } => {
                     let applied =
                         self.handle_envelope(&hex::encode(message_id), &content, false)?;
+                    let queued = applied.tasks_added;
                     self.finish(applied)?;
                     let _ = tx.send(WsMessage::Binary(ws::ack_frame(&[message_id]).into()));
-                    self.run_tasks().await?;
+                    // A task that keeps failing is retried at the next catch-up, not on every
+                    // frame (each retry may cost the contact a one-time prekey).
+                    if queued {
+                        self.run_tasks().await?;
+                    }
                 }
                 ServerFrame::Ephemeral {
                     message_id,
@@ -2103,8 +2119,11 @@ impl Messenger {
                     }
                     if let Some((group, epoch)) = channels.get(&channel_id).copied() {
                         let applied = self.handle_entries(&group, epoch, &[(seq, entry)])?;
+                        let queued = applied.tasks_added;
                         self.finish(applied)?;
-                        self.run_tasks().await?;
+                        if queued {
+                            self.run_tasks().await?;
+                        }
                     }
                 }
                 ServerFrame::Result { .. } | ServerFrame::Error { .. } => {}
@@ -2232,6 +2251,7 @@ fn apply_message_body(
                         message_id,
                     },
                 )?;
+                applied.tasks_added = true;
             }
             applied.events.push(Event::Message(record));
         }
@@ -2480,6 +2500,7 @@ fn apply_group_direct(
                     },
                 )?;
             }
+            applied.tasks_added = true;
             applied.subscribe.push(group);
             applied.retry_groups.push(group);
             applied.events.push(Event::GroupUpdated {
@@ -2701,6 +2722,7 @@ fn apply_entry(
                         account,
                     },
                 )?;
+                applied.tasks_added = true;
             }
             applied.events.push(Event::GroupUpdated {
                 group_id: group,
