@@ -9,7 +9,7 @@ use utoipa::openapi::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 
 use crate::routes::{
-    account, auth, certificate, devices, health, keys, messages, usernames, vault,
+    account, auth, blobs, certificate, devices, health, keys, messages, usernames, vault,
 };
 
 #[derive(utoipa::OpenApi)]
@@ -17,7 +17,7 @@ use crate::routes::{
     info(
         title = "Haven relay API",
         version = "1",
-        description = "Blind relay: accounts, devices, OPAQUE login, key directory, mailboxes, sender certificates. See docs/PROTOCOL.md §11."
+        description = "Blind relay: accounts, devices, OPAQUE login, key directory, mailboxes, sender certificates, channels, the vault and blobs. See docs/PROTOCOL.md §11."
     ),
     paths(
         health::health,
@@ -63,6 +63,16 @@ use crate::routes::{
         crate::channels::create,
         crate::channels::append_entry,
         crate::channels::read_entries,
+        blobs::create,
+        blobs::list,
+        blobs::status,
+        blobs::part_urls,
+        blobs::report_part,
+        blobs::complete,
+        blobs::download,
+        blobs::delete,
+        blobs::put_part,
+        blobs::get_blob,
     )
 )]
 struct ApiDoc;

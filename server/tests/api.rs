@@ -773,8 +773,9 @@ async fn health_ready_headers_and_openapi<S: Store>(h: Harness<S>) {
     assert_eq!(listed, expected);
     // Every documented route exists in the router (not the 404 fallback or 405).
     for (method, path) in ROUTES {
-        let mut path = path.replace("{device_number}", "1");
+        let mut path = path.replace("{device_number}", "1").replace("{part}", "0");
         for param in [
+            "{blob_id}",
             "{device_id}",
             "{account_id}",
             "{collection_id}",
@@ -985,6 +986,16 @@ const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/channels"),
     ("POST", "/v1/channels/{channel_id}/entries"),
     ("GET", "/v1/channels/{channel_id}/entries"),
+    ("POST", "/v1/blobs"),
+    ("GET", "/v1/blobs"),
+    ("GET", "/v1/blobs/{blob_id}"),
+    ("DELETE", "/v1/blobs/{blob_id}"),
+    ("POST", "/v1/blobs/{blob_id}/parts"),
+    ("PUT", "/v1/blobs/{blob_id}/parts/{part}"),
+    ("POST", "/v1/blobs/{blob_id}/complete"),
+    ("GET", "/v1/blobs/{blob_id}/download"),
+    ("PUT", "/v1/blob-data/{blob_id}/{part}"),
+    ("GET", "/v1/blob-data/{blob_id}"),
 ];
 
 on_both_backends!(

@@ -16,11 +16,12 @@ use futures_util::{StreamExt as _, TryStreamExt as _};
 use haven_protocol::padding::is_valid_blob_size;
 use serde::{Deserialize, Serialize};
 use tower_http::timeout::TimeoutLayer;
+use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::Auth;
 use crate::blobs::token::{self, BlobToken, TokenError, TokenPurpose};
 use crate::blobs::{BackendError, BlobService};
-use crate::error::{ApiJson, AppError};
+use crate::error::{ApiJson, AppError, ErrorBody};
 use crate::ids::Id;
 use crate::routes::path_id;
 use crate::state::{AppState, now_i64, now_secs};
@@ -34,7 +35,7 @@ pub const MAX_LISTED: u32 = 1000;
 const MAX_ETAG_LEN: usize = 256;
 
 /// `POST /v1/blobs`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateBlobRequest {
     /// Exact blob size in bytes: a valid padded attachment size.
@@ -45,7 +46,7 @@ pub struct CreateBlobRequest {
 }
 
 /// A blob's metadata as the owner sees it.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct BlobInfo {
     /// Blob id.
     pub blob_id: Id,
@@ -66,7 +67,7 @@ pub struct BlobInfo {
 }
 
 /// `POST /v1/blobs/{id}/parts`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PartUrlsRequest {
     /// Part numbers (0-based).
@@ -74,7 +75,7 @@ pub struct PartUrlsRequest {
 }
 
 /// Where and how to upload one part.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct PartUrl {
     /// Part number (0-based).
     pub part: u64,
@@ -89,14 +90,14 @@ pub struct PartUrl {
 }
 
 /// Answer to `POST /v1/blobs/{id}/parts`.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct PartUrls {
     /// One per requested part.
     pub urls: Vec<PartUrl>,
 }
 
 /// `PUT /v1/blobs/{id}/parts/{n}`: the ETag S3 returned for a part uploaded with a presigned URL.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PartReport {
     /// The `ETag` response header of the part upload.
@@ -104,7 +105,7 @@ pub struct PartReport {
 }
 
 /// Answer to `GET /v1/blobs/{id}/download`.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct DownloadUrl {
     /// Absolute (S3, presigned) or relative to the relay's base URL (local backend).
     pub url: String,
@@ -115,7 +116,7 @@ pub struct DownloadUrl {
 }
 
 /// Answer to `GET /v1/blobs`.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct BlobList {
     /// The account's blobs, newest first (at most 1000).
     pub blobs: Vec<BlobInfo>,
@@ -132,7 +133,7 @@ pub struct BlobList {
 }
 
 /// Answer to a local part upload.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct PartStored {
     /// Part number.
     pub part: u64,
@@ -141,7 +142,7 @@ pub struct PartStored {
 }
 
 /// `?token=` of the transfer routes.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct TokenQuery {
     /// The transfer token.
@@ -222,6 +223,14 @@ fn pending(blob: &BlobRecord) -> Result<(), AppError> {
 }
 
 /// `POST /v1/blobs`: reserves quota and starts an upload.
+#[utoipa::path(post, path = "/v1/blobs", tag = "blobs", security(("bearer" = [])),
+    request_body = CreateBlobRequest,
+    responses((status = 201, body = BlobInfo),
+              (status = 400, description = "`invalid_blob_size`, `invalid_ttl`, malformed input", body = ErrorBody),
+              (status = 401, description = "no valid session", body = ErrorBody),
+              (status = 413, description = "`blob_too_large`", body = ErrorBody),
+              (status = 507, description = "`blob_quota_exceeded`, `blob_count_exceeded`", body = ErrorBody),
+              (status = 503, description = "`blobs_unavailable`: no blob store configured", body = ErrorBody)))]
 pub async fn create<S: Store>(
     State(state): State<AppState<S>>,
     Auth(session): Auth,
@@ -303,6 +312,8 @@ pub async fn create<S: Store>(
 }
 
 /// `GET /v1/blobs`: the account's blobs and quota use.
+#[utoipa::path(get, path = "/v1/blobs", tag = "blobs", security(("bearer" = [])),
+    responses((status = 200, body = BlobList), (status = 401, description = "no valid session", body = ErrorBody), (status = 503, description = "`blobs_unavailable`: no blob store configured", body = ErrorBody)))]
 pub async fn list<S: Store>(
     State(state): State<AppState<S>>,
     Auth(session): Auth,
@@ -325,6 +336,11 @@ pub async fn list<S: Store>(
 }
 
 /// `GET /v1/blobs/{id}`: the owner's view, with the parts received (to resume an upload).
+#[utoipa::path(get, path = "/v1/blobs/{blob_id}", tag = "blobs", security(("bearer" = [])),
+    params(("blob_id" = String, Path, description = "blob id (32 hex digits)")),
+    responses((status = 200, body = BlobInfo), (status = 401, description = "no valid session", body = ErrorBody),
+              (status = 404, description = "`blob_not_found` (also for another account's blob)", body = ErrorBody),
+              (status = 503, description = "`blobs_unavailable`: no blob store configured", body = ErrorBody)))]
 pub async fn status<S: Store>(
     State(state): State<AppState<S>>,
     Auth(session): Auth,
@@ -347,6 +363,13 @@ pub async fn status<S: Store>(
 }
 
 /// `POST /v1/blobs/{id}/parts`: upload URLs for some parts.
+#[utoipa::path(post, path = "/v1/blobs/{blob_id}/parts", tag = "blobs", security(("bearer" = [])),
+    params(("blob_id" = String, Path, description = "blob id (32 hex digits)")),
+    request_body = PartUrlsRequest,
+    responses((status = 200, body = PartUrls),
+              (status = 400, description = "`invalid_parts`", body = ErrorBody), (status = 401, description = "no valid session", body = ErrorBody),
+              (status = 404, description = "`blob_not_found`", body = ErrorBody),
+              (status = 409, description = "`blob_not_pending`", body = ErrorBody), (status = 503, description = "`blobs_unavailable`: no blob store configured", body = ErrorBody)))]
 pub async fn part_urls<S: Store>(
     State(state): State<AppState<S>>,
     Auth(session): Auth,
@@ -405,6 +428,14 @@ pub async fn part_urls<S: Store>(
 }
 
 /// `PUT /v1/blobs/{id}/parts/{n}`: records the ETag of a part uploaded to S3.
+#[utoipa::path(put, path = "/v1/blobs/{blob_id}/parts/{part}", tag = "blobs", security(("bearer" = [])),
+    params(("blob_id" = String, Path, description = "blob id (32 hex digits)"),
+           ("part" = u64, Path, description = "part number (0-based)")),
+    request_body = PartReport,
+    responses((status = 204, description = "recorded"),
+              (status = 400, description = "`not_supported` (local backend), `invalid_parts`, `invalid_etag`", body = ErrorBody),
+              (status = 401, description = "no valid session", body = ErrorBody), (status = 404, description = "`blob_not_found`", body = ErrorBody),
+              (status = 409, description = "`blob_not_pending`", body = ErrorBody), (status = 503, description = "`blobs_unavailable`: no blob store configured", body = ErrorBody)))]
 pub async fn report_part<S: Store>(
     State(state): State<AppState<S>>,
     Auth(session): Auth,
@@ -444,6 +475,12 @@ pub async fn report_part<S: Store>(
 }
 
 /// `POST /v1/blobs/{id}/complete`: seals the blob once every part is there.
+#[utoipa::path(post, path = "/v1/blobs/{blob_id}/complete", tag = "blobs", security(("bearer" = [])),
+    params(("blob_id" = String, Path, description = "blob id (32 hex digits)")),
+    responses((status = 200, body = BlobInfo),
+              (status = 400, description = "`wrong_size`: the object is not the announced size (the blob is deleted)", body = ErrorBody),
+              (status = 401, description = "no valid session", body = ErrorBody), (status = 404, description = "`blob_not_found`", body = ErrorBody),
+              (status = 409, description = "`upload_incomplete`, `blob_not_pending`", body = ErrorBody), (status = 503, description = "`blobs_unavailable`: no blob store configured", body = ErrorBody)))]
 pub async fn complete<S: Store>(
     State(state): State<AppState<S>>,
     Auth(session): Auth,
@@ -483,6 +520,10 @@ pub async fn complete<S: Store>(
 
 /// `GET /v1/blobs/{id}/download`: a download URL. Any account that knows the id may download:
 /// the id travels inside encrypted messages, and the bytes are ciphertext.
+#[utoipa::path(get, path = "/v1/blobs/{blob_id}/download", tag = "blobs", security(("bearer" = [])),
+    params(("blob_id" = String, Path, description = "blob id (32 hex digits)")),
+    responses((status = 200, body = DownloadUrl), (status = 401, description = "no valid session", body = ErrorBody),
+              (status = 404, description = "`blob_not_found`: unknown, pending or expired", body = ErrorBody), (status = 503, description = "`blobs_unavailable`: no blob store configured", body = ErrorBody)))]
 pub async fn download<S: Store>(
     State(state): State<AppState<S>>,
     Auth(_session): Auth,
@@ -525,6 +566,10 @@ pub async fn download<S: Store>(
 }
 
 /// `DELETE /v1/blobs/{id}`: deletes a blob (owner only) and refunds its quota.
+#[utoipa::path(delete, path = "/v1/blobs/{blob_id}", tag = "blobs", security(("bearer" = [])),
+    params(("blob_id" = String, Path, description = "blob id (32 hex digits)")),
+    responses((status = 204, description = "deleted, quota refunded"), (status = 401, description = "no valid session", body = ErrorBody),
+              (status = 404, description = "`blob_not_found`", body = ErrorBody), (status = 503, description = "`blobs_unavailable`: no blob store configured", body = ErrorBody)))]
 pub async fn delete<S: Store>(
     State(state): State<AppState<S>>,
     Auth(session): Auth,
@@ -558,6 +603,15 @@ fn token_error(err: TokenError) -> AppError {
 }
 
 /// `PUT /v1/blob-data/{id}/{part}?token=…` (local backend): streams one part to disk.
+#[utoipa::path(put, path = "/v1/blob-data/{blob_id}/{part}", tag = "blobs",
+    params(("blob_id" = String, Path, description = "blob id (32 hex digits)"),
+           ("part" = u64, Path, description = "part number (0-based)"), TokenQuery),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "exactly the part's length"),
+    responses((status = 200, body = PartStored),
+              (status = 400, description = "`wrong_size`, `invalid_parts`", body = ErrorBody),
+              (status = 403, description = "`invalid_transfer_token`, `transfer_token_expired`", body = ErrorBody),
+              (status = 404, description = "`blob_not_found`", body = ErrorBody),
+              (status = 409, description = "`blob_not_pending`", body = ErrorBody), (status = 503, description = "`blobs_unavailable`: no blob store configured", body = ErrorBody)))]
 pub async fn put_part<S: Store>(
     State(state): State<AppState<S>>,
     Path((id, part)): Path<(String, u64)>,
@@ -654,6 +708,14 @@ fn range_start(headers: &HeaderMap, size: u64) -> Result<u64, AppError> {
 
 /// `GET /v1/blob-data/{id}?token=…` (local backend): streams a complete blob, from the offset
 /// of a `Range: bytes=N-` header if given (to resume a download).
+#[utoipa::path(get, path = "/v1/blob-data/{blob_id}", tag = "blobs",
+    params(("blob_id" = String, Path, description = "blob id (32 hex digits)"), TokenQuery,
+           ("Range" = Option<String>, Header, description = "`bytes=N-` to resume")),
+    responses((status = 200, description = "the blob", content_type = "application/octet-stream", body = Vec<u8>),
+              (status = 206, description = "the blob from offset N", content_type = "application/octet-stream", body = Vec<u8>),
+              (status = 403, description = "`invalid_transfer_token`, `transfer_token_expired`", body = ErrorBody),
+              (status = 404, description = "`blob_not_found`", body = ErrorBody),
+              (status = 416, description = "`invalid_range`", body = ErrorBody), (status = 503, description = "`blobs_unavailable`: no blob store configured", body = ErrorBody)))]
 pub async fn get_blob<S: Store>(
     State(state): State<AppState<S>>,
     Path(id): Path<String>,
