@@ -8,6 +8,8 @@
 //! - [`diary`]: the diary on a device, synced through the relay's vault.
 //! - [`messenger`]: contacts, 1:1 and group conversations, message types and an event stream;
 //!   [`content`] is its encrypted content format, [`ws`] the WebSocket connection.
+//! - [`attachments`]: encrypted, padded, resumable blob transfers; [`thumbnail`] makes the
+//!   previews image attachments carry.
 #![cfg_attr(
     not(test),
     warn(clippy::unwrap_used, clippy::expect_used, clippy::panic)
@@ -20,6 +22,7 @@ pub mod diary;
 pub mod messenger;
 pub mod relay;
 pub mod store;
+pub mod thumbnail;
 pub mod ws;
 
 pub use content::{Conversation, ReceiptKind};

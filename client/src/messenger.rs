@@ -46,6 +46,7 @@ use crate::attachments::{AttachmentPointer, Attachments, AttachmentsError, Progr
 use crate::content::{Body, Content, ContentError, Conversation, GroupInvite, ReceiptKind};
 use crate::device::{Device, DeviceError, Opened, RejectReason};
 use crate::store::{ClientStore, ClientStoreError, Space};
+use crate::thumbnail;
 use crate::ws::{self, Backoff, ConnectError, ServerFrame};
 
 /// Contacts by account.
@@ -935,6 +936,10 @@ impl Messenger {
     /// bucket, `progress` called as blob bytes go out) and sends a message carrying its pointer
     /// (blob id, key, digest, size, type and file name: all only inside the encrypted message).
     ///
+    /// For image types ([`thumbnail::supports`]) the sender makes a JPEG preview
+    /// ([`thumbnail::thumbnail_from_file`]) and puts it in the pointer; an image that cannot be
+    /// previewed (undecodable, over the decoding limits) is sent without one.
+    ///
     /// # Errors
     /// [`MessengerError::Attachment`] (quota, size, transfer), then as
     /// [`Messenger::send_text`].
@@ -946,9 +951,56 @@ impl Messenger {
         caption: &str,
         progress: F,
     ) -> Result<[u8; 16], MessengerError> {
+        let thumbnail = if thumbnail::supports(content_type) {
+            let (path, content_type) = (path.to_owned(), content_type.to_owned());
+            match tokio::task::spawn_blocking(move || {
+                thumbnail::thumbnail_from_file(&path, &content_type)
+            })
+            .await
+            {
+                Ok(Ok(t)) => Some(t.jpeg),
+                // Not previewable (or the blocking task failed): the file itself still goes.
+                Ok(Err(_)) | Err(_) => None,
+            }
+        } else {
+            None
+        };
+        self.send_file_with_thumbnail(
+            conversation,
+            path,
+            content_type,
+            caption,
+            thumbnail,
+            progress,
+        )
+        .await
+    }
+
+    /// [`send_file`](Self::send_file) with a preview the app made itself (at most
+    /// [`MAX_THUMBNAIL_LEN`](crate::attachments::MAX_THUMBNAIL_LEN) bytes, any image format the
+    /// receiving apps display), or none.
+    ///
+    /// # Errors
+    /// As [`send_file`](Self::send_file); [`MessengerError::Attachment`] for an oversized
+    /// thumbnail (checked before anything is uploaded).
+    pub async fn send_file_with_thumbnail<F: FnMut(Progress) + Send>(
+        &self,
+        conversation: Conversation,
+        path: &std::path::Path,
+        content_type: &str,
+        caption: &str,
+        thumbnail: Option<Vec<u8>>,
+        progress: F,
+    ) -> Result<[u8; 16], MessengerError> {
+        if thumbnail
+            .as_ref()
+            .is_some_and(|t| t.len() > crate::attachments::MAX_THUMBNAIL_LEN)
+        {
+            return Err(crate::attachments::AttachmentsError::Malformed.into());
+        }
         let name = path.file_name().and_then(|n| n.to_str()).map(str::to_owned);
         let pointer = Attachments::new(self.device.relay())?
-            .upload_file(path, content_type, name.as_deref(), None, progress)
+            .upload_file(path, content_type, name.as_deref(), thumbnail, progress)
             .await?;
         let bytes = pointer.to_bytes()?;
         self.send_message(conversation, caption, bytes.to_vec())

@@ -50,7 +50,9 @@ commands:
 options and environment:
   --state DIR    or HAVEN_CHAT_STATE     state directory (created by register or link)
   --relay URL    or HAVEN_RELAY_URL      relay base URL
-  --type MIME                            content type for send-file (default application/octet-stream)
+  --type MIME                            content type for send-file (default: from the extension;
+                                         images get a JPEG thumbnail)
+  --thumbnail PATH                       save-file: also write the message's thumbnail to PATH
   HAVEN_CHAT_PASSPHRASE    local passphrase encrypting the state directory (Argon2id), or
   HAVEN_CHAT_STORE_KEY     the 32-byte storage key itself, 64 hex digits (e.g. from a keychain)
   HAVEN_ACCOUNT_PASSWORD   account password (OPAQUE; the relay never sees it)
@@ -158,7 +160,7 @@ impl Args {
             match a.as_str() {
                 "--state" => args.state = Some(PathBuf::from(value("--state")?)),
                 "--relay" => args.relay = Some(value("--relay")?),
-                "--username" | "--account" | "--seconds" | "--type" => {
+                "--username" | "--account" | "--seconds" | "--type" | "--thumbnail" => {
                     let v = value(&a)?;
                     args.flags.push((a, v));
                 }
@@ -330,14 +332,40 @@ fn conv_label(m: &Messenger, c: &Conversation) -> String {
     }
 }
 
+/// A content type from the file name's extension, for the common cases; anything else is
+/// `application/octet-stream`. Images get a thumbnail from the SDK.
+fn guess_content_type(path: &std::path::Path) -> &'static str {
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase)
+        .unwrap_or_default();
+    match ext.as_str() {
+        "jpg" | "jpeg" => "image/jpeg",
+        "png" => "image/png",
+        "gif" => "image/gif",
+        "webp" => "image/webp",
+        "pdf" => "application/pdf",
+        "txt" | "md" => "text/plain",
+        "mp4" => "video/mp4",
+        "mp3" => "audio/mpeg",
+        "zip" => "application/zip",
+        _ => "application/octet-stream",
+    }
+}
+
 fn message_line(m: &Messenger, r: &MessageRecord) -> String {
     let mut flags = String::new();
     if let Ok(Some(p)) = m.attachment(r) {
         flags.push_str(&format!(
-            " [file {} {} bytes {}]",
+            " [file {} {} bytes {}{}]",
             p.file_name.as_deref().unwrap_or("(unnamed)"),
             p.size,
-            p.content_type
+            p.content_type,
+            p.thumbnail
+                .as_ref()
+                .map(|t| format!(", thumbnail {} bytes", t.len()))
+                .unwrap_or_default()
         ));
     }
     if r.edited {
@@ -604,7 +632,9 @@ async fn command(args: &Args, m: &Arc<Messenger>) -> Result<(), Failure> {
             let conversation = resolve_conversation(m, args.arg(0, "CONTACT or GROUP")?).await?;
             let path = PathBuf::from(args.arg(1, "PATH")?);
             let caption = args.positional.get(2..).unwrap_or_default().join(" ");
-            let content_type = args.flag("--type").unwrap_or("application/octet-stream");
+            let content_type = args
+                .flag("--type")
+                .unwrap_or_else(|| guess_content_type(&path));
             let bar = progress_bar("upload");
             let id = m
                 .send_file(conversation, &path, content_type, &caption, |p| {
@@ -630,6 +660,15 @@ async fn command(args: &Args, m: &Arc<Messenger>) -> Result<(), Failure> {
                     matches.len()
                 )));
             };
+            if let Some(thumb_dest) = args.flag("--thumbnail") {
+                let thumbnail = m
+                    .attachment(record)?
+                    .and_then(|p| p.thumbnail.clone())
+                    .ok_or_else(|| Failure::usage("that message has no thumbnail"))?;
+                std::fs::write(thumb_dest, &thumbnail)
+                    .map_err(|e| Failure::usage(format!("cannot write {thumb_dest}: {e}")))?;
+                println!("saved thumbnail {thumb_dest}");
+            }
             let bar = progress_bar("download");
             let result = m
                 .save_attachment(record, &dest, |p| {

@@ -257,6 +257,41 @@ fn chat_scenario_through_the_binary() {
     bob.run(&["save-file", &alice_id, id, saved.to_str().unwrap()]);
     assert_eq!(std::fs::read(&saved).unwrap(), body);
 
+    // An image: its type comes from the extension and Alice's client makes a JPEG preview that
+    // travels inside the encrypted pointer.
+    let photo = dir.path().join("sunset-heron.png");
+    image::RgbImage::from_fn(1200, 900, |x, y| {
+        image::Rgb([(x / 5) as u8, (y / 4) as u8, ((x + y) / 9) as u8])
+    })
+    .save(&photo)
+    .unwrap();
+    alice.run(&["send-file", USERNAMES[1], photo.to_str().unwrap()]);
+    bob.run(&["sync"]);
+    let history = bob.run(&["history", &alice_id]);
+    let line = history
+        .lines()
+        .find(|l| l.contains("sunset-heron.png"))
+        .unwrap_or_else(|| panic!("{history}"));
+    assert!(line.contains("image/png, thumbnail "), "{line}");
+    let id = line.split_whitespace().nth(1).unwrap();
+    let (saved, thumb) = (dir.path().join("bob.png"), dir.path().join("bob-thumb.jpg"));
+    let out = bob.run(&[
+        "save-file",
+        &alice_id,
+        id,
+        saved.to_str().unwrap(),
+        "--thumbnail",
+        thumb.to_str().unwrap(),
+    ]);
+    assert!(out.contains("saved thumbnail"), "{out}");
+    assert_eq!(
+        std::fs::read(&saved).unwrap(),
+        std::fs::read(&photo).unwrap()
+    );
+    let preview = image::open(&thumb).unwrap();
+    assert_eq!((preview.width(), preview.height()), (320, 240));
+    assert!(std::fs::metadata(&thumb).unwrap().len() <= 64 * 1024);
+
     // Safety numbers match on both sides.
     let a_sn = alice.run(&["safety-number", USERNAMES[1]]);
     let b_sn = bob.run(&["safety-number", &alice_id]);
@@ -324,10 +359,23 @@ fn chat_scenario_through_the_binary() {
             .into_bytes(),
     );
     let text = String::from_utf8_lossy(&haystack).to_lowercase();
-    for needle in SECRETS.iter().chain(USERNAMES) {
+    for needle in
+        SECRETS
+            .iter()
+            .chain(USERNAMES)
+            .chain(&["zebrafinch", "kingfisher", "sunset-heron"])
+    {
         assert!(
             !text.contains(&needle.to_lowercase()),
             "relay holds {needle}"
+        );
+    }
+    // Nor the preview: no 64-byte window of the thumbnail JPEG appears in the relay's files.
+    let thumb = std::fs::read(dir.path().join("bob-thumb.jpg")).unwrap();
+    for window in thumb.chunks(64).filter(|w| w.len() == 64).step_by(8) {
+        assert!(
+            !haystack.windows(64).any(|h| h == window),
+            "relay holds thumbnail bytes"
         );
     }
 }
