@@ -103,20 +103,16 @@ fn main() -> Result<()> {
     let sh = Shell::new()?;
     sh.change_dir(&paths.root);
     match cli.command {
-        Command::Bindings { release } => bindings(&sh, &paths, release),
+        Command::Bindings { release } => bindings(&sh, &paths, release, &[]),
         Command::Test {
             python,
             kotlin,
             swift,
         } => {
             let all = !(python || kotlin || swift);
-            bindings(&sh, &paths, false)?;
-            let cargo = cargo();
-            cmd!(
-                sh,
-                "{cargo} build --locked -p haven-relay --bin haven-relay"
-            )
-            .run()?;
+            // One cargo invocation for the library, the generator and the relay: one feature
+            // resolution, so shared dependencies are compiled once.
+            bindings(&sh, &paths, false, &["-p", "haven-relay"])?;
             let relay = paths
                 .target
                 .join("debug")
@@ -135,12 +131,19 @@ fn main() -> Result<()> {
     }
 }
 
-/// Builds the cdylib and generates the three bindings from it.
-fn bindings(sh: &Shell, paths: &Paths, release: bool) -> Result<()> {
+/// Builds the cdylib (and the `extra` packages) and generates the three bindings from it.
+fn bindings(sh: &Shell, paths: &Paths, release: bool, extra: &[&str]) -> Result<()> {
     let cargo = cargo();
-    let profile_flag: &[&str] = if release { &["--release"] } else { &[] };
-    cmd!(sh, "{cargo} build --locked -p haven-ffi {profile_flag...}").run()?;
-    cmd!(sh, "{cargo} build --locked -p uniffi-bindgen").run()?;
+    if release {
+        cmd!(sh, "{cargo} build --locked --release -p haven-ffi").run()?;
+        cmd!(sh, "{cargo} build --locked -p uniffi-bindgen {extra...}").run()?;
+    } else {
+        cmd!(
+            sh,
+            "{cargo} build --locked -p haven-ffi -p uniffi-bindgen {extra...}"
+        )
+        .run()?;
+    }
     let profile = if release { "release" } else { "debug" };
     let library = paths.library(profile);
     let generator = paths
@@ -182,14 +185,17 @@ fn check_swift(paths: &Paths) -> Result<()> {
         "open class Diary",
         "open class StorageKey",
         "public protocol EventListener",
-        "public enum HavenError",
+        "enum HavenError: Swift.Error",
         "public enum Event",
         "public enum Conversation",
         "public struct Message",
         "public struct DiaryEntry",
         "public static func register(",
-        "public func sendText(",
-        "public func nextEvent(",
+        "open func sendText(",
+        "open func nextEvent(",
+        "open func safetyNumbers(",
+        "public static func unlock(",
+        "public static func fromHex(",
         "public func safetyNumber(",
         "public func havenVersion(",
         "async throws",

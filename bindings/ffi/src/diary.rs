@@ -277,6 +277,14 @@ impl Diary {
             let (relay, store) = open_store(&relay_url, &store_path, &storage_key)?;
             let session = load_session(&store)?.ok_or(HavenError::NotRegistered)?;
             relay.set_session(session).await;
+            // Rotate the refresh token now and keep the new one: `CoreDiary::unlock` consumes
+            // the relay client, so a rotation inside a failed unlock (a wrong password makes it
+            // fetch the relay's copy of the bundle) would be lost, and the next unlock would
+            // spend a used token and get the session revoked. Offline, the stored session stays
+            // and the local bundle still unlocks.
+            if let Ok(fresh) = relay.refresh().await {
+                save_session(&store, &fresh)?;
+            }
             let diary = CoreDiary::unlock(store, relay, diary_password.as_bytes()).await?;
             persist(&diary).await?;
             Ok(Self::wrap(diary, Vec::new()))

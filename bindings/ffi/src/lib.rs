@@ -12,7 +12,8 @@
 //!   attachments, safety numbers, and the event stream (a callback interface,
 //!   [`EventListener`], or pulling with [`Messenger::next_event`]).
 //! - [`Diary`]: the end-to-end encrypted diary (create, unlock, write, read, search, sync).
-//! - [`safety_number`]: a stateless helper.
+//! - [`safety_number`], [`compute_test_vector`]: stateless helpers (the latter recomputes the
+//!   SDK's published test vectors with this build of the library).
 //!
 //! Async functions run on one multi-threaded tokio runtime owned by this library (the relay
 //! client and WebSocket need tokio); the host's executor (asyncio, coroutines, Swift
@@ -24,6 +25,7 @@ mod key;
 mod messenger;
 mod runtime;
 mod types;
+mod vectors;
 
 pub use diary::{AccountAccess, Diary};
 pub use error::HavenError;
