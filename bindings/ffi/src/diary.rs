@@ -74,7 +74,7 @@ impl AccountAccess {
 /// what other devices wrote.
 #[derive(uniffi::Object)]
 pub struct Diary {
-    /// `None` after [`Diary::close`].
+    /// `None` after [`Diary::lock`].
     inner: Mutex<Option<CoreDiary>>,
     /// Recovery codes of a diary just created, until [`Diary::take_recovery_codes`].
     codes: Mutex<Vec<Zeroizing<String>>>,
@@ -186,7 +186,7 @@ impl Diary {
         })
     }
 
-    fn lock(&self) -> MutexGuard<'_, Option<CoreDiary>> {
+    fn guard(&self) -> MutexGuard<'_, Option<CoreDiary>> {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -213,7 +213,7 @@ impl Diary {
             + 'static,
     {
         runtime::run_blocking(move || async move {
-            let mut guard = self.lock();
+            let mut guard = self.guard();
             let diary = guard.as_mut().ok_or(HavenError::Closed)?;
             let result = f(diary).await;
             persist(diary).await?;
@@ -374,7 +374,7 @@ impl Diary {
     /// # Errors
     /// `InvalidInput` (a field over its limit), `Closed`, `Storage`.
     pub fn write(&self, entry: DiaryEntry) -> Result<String, HavenError> {
-        let mut guard = self.lock();
+        let mut guard = self.guard();
         let diary = guard.as_mut().ok_or(HavenError::Closed)?;
         Ok(hex::encode(diary.write(entry.into_core())?))
     }
@@ -385,7 +385,7 @@ impl Diary {
     /// `InvalidInput`, `NotFound`, `Closed`.
     pub fn edit(&self, id: String, entry: DiaryEntry) -> Result<(), HavenError> {
         let id = parse_id("entry id", &id)?;
-        let mut guard = self.lock();
+        let mut guard = self.guard();
         let diary = guard.as_mut().ok_or(HavenError::Closed)?;
         let attachments = diary
             .show(&id)
@@ -404,7 +404,7 @@ impl Diary {
     /// `InvalidInput` (malformed id), `Closed`.
     pub fn get(&self, id: String) -> Result<Option<DiaryEntry>, HavenError> {
         let id = parse_id("entry id", &id)?;
-        let guard = self.lock();
+        let guard = self.guard();
         let diary = guard.as_ref().ok_or(HavenError::Closed)?;
         Ok(diary.show(&id).map(DiaryEntry::from_core))
     }
@@ -414,7 +414,7 @@ impl Diary {
     /// # Errors
     /// `Closed`.
     pub fn list(&self, query: DiaryQuery) -> Result<Vec<DiaryEntryItem>, HavenError> {
-        let guard = self.lock();
+        let guard = self.guard();
         let diary = guard.as_ref().ok_or(HavenError::Closed)?;
         Ok(diary
             .list(&query.into_core())
@@ -428,7 +428,7 @@ impl Diary {
     /// # Errors
     /// `Closed`.
     pub fn search(&self, text: String) -> Result<Vec<DiaryEntryItem>, HavenError> {
-        let guard = self.lock();
+        let guard = self.guard();
         let diary = guard.as_ref().ok_or(HavenError::Closed)?;
         Ok(diary
             .search(&text)
@@ -536,9 +536,10 @@ impl Diary {
         .await
     }
 
-    /// Locks the diary: its keys are wiped and every later call fails with `Closed`.
-    pub fn close(&self) {
-        drop(self.lock().take());
+    /// Locks the diary: its keys are wiped and every later call fails with `Closed` (named
+    /// `lock`, not `close`, which Kotlin's `AutoCloseable` already uses to free the object).
+    pub fn lock(&self) {
+        drop(self.guard().take());
         self.codes
             .lock()
             .unwrap_or_else(PoisonError::into_inner)

@@ -46,7 +46,7 @@ pub enum HavenError {
     /// The relay no longer accepts this device's session (logged out, unlinked, revoked).
     #[error("session revoked: {0}")]
     SessionRevoked(String),
-    /// The object was shut down (`shutdown()` / `close()`); create a new one.
+    /// The object was shut down (`Messenger.shutdown()` / `Diary.lock()`); create a new one.
     #[error("this client was shut down")]
     Closed,
     /// The data changed on another device first (diary entry or key bundle); it was synced,

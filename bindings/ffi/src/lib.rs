@@ -36,6 +36,7 @@ pub use types::{
     DiaryRevision, DiarySyncReport, Event, GroupInfo, KdfSettings, Message, Reaction, ReceiptKind,
     SafetyNumber,
 };
+pub use vectors::{compute_test_vector, test_vector_names};
 
 uniffi::setup_scaffolding!("haven");
 

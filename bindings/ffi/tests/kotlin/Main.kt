@@ -131,7 +131,7 @@ suspend fun diaryRoundTrip(relay: Relay, dir: File) {
     val t = now()
     val id = diary.write(DiaryEntry("Kotlin day", "Wrote bindings, pangolin.", "calm", listOf("work"), t, t))
     diary.sync()
-    diary.close()
+    diary.lock()
     expectThrows<HavenException.Closed>("closed diary") { diary.get(id) }
     expectThrows<HavenException.WrongPassword>("wrong diary password") {
         Diary.unlock(relay.url, path, key, "not the password")
@@ -154,8 +154,11 @@ suspend fun badInput(relay: Relay, dir: File) {
     expectThrows<HavenException.UnknownContact>("unknown contact safety number") {
         carol.safetyNumbers("11".repeat(16))
     }
-    expectThrows<HavenException.InvalidInput>("empty text") {
-        carol.sendText(direct(carol.accountId()), "")
+    expectThrows<HavenException.InvalidInput>("malformed group id") {
+        carol.history(Conversation.Group("xyz"))
+    }
+    expectThrows<HavenException.NotFound>("unknown group") {
+        carol.sendText(Conversation.Group("22".repeat(16)), "x")
     }
     carol.shutdown()
     expectThrows<HavenException.Closed>("shut down") { carol.accountId() }

@@ -55,7 +55,7 @@ def test_diary_write_read_and_wrong_passwords(relay, tmp_path):
         assert [r.entry.title for r in revisions] == ["Sunday", "Sunday walk"]
 
         # Closed: every call is refused with a typed error.
-        diary.close()
+        diary.lock()
         with pytest.raises(haven.HavenError.Closed):
             diary.get(entry_id)
         with pytest.raises(haven.HavenError.Closed):
