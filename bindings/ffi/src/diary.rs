@@ -1,0 +1,548 @@
+//! `Diary`: the end-to-end encrypted diary of one device, over `haven_client::Diary`.
+//!
+//! A diary device has its own store and its own relay session (like the `haven-diary` CLI):
+//! [`Diary::create`] registers an account or logs in to one, [`Diary::unlock`] reopens a store
+//! with the diary password, [`Diary::recover`] sets a new password with a recovery code.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use haven_client::diary::{Diary as CoreDiary, codes_text};
+use haven_client::relay::{LoginDevice, LoginIdentifier, Session};
+use haven_client::{ClientStore, RelayClient, Space};
+use haven_sdk::IdentityKeyPair;
+use zeroize::Zeroizing;
+
+use crate::error::HavenError;
+use crate::key::StorageKey;
+use crate::runtime;
+use crate::types::{
+    DiaryEntry, DiaryEntryItem, DiaryQuery, DiaryRevision, DiarySyncReport, KdfSettings, parse_id,
+};
+
+/// Store space of the bindings' own diary settings (the relay session).
+const SPACE_FFI: Space = Space::app(0x60);
+const KEY_SESSION: &[u8] = b"session";
+
+/// How a new diary device gets its relay account.
+#[derive(uniffi::Enum)]
+pub enum AccountAccess {
+    /// Register a new account; this device is its first.
+    Register {
+        /// Username (optional: an account can be found by id alone).
+        username: Option<String>,
+        /// Account password (OPAQUE: never leaves the device).
+        password: String,
+    },
+    /// Log in to an existing account as a new device.
+    Login {
+        /// Username.
+        username: String,
+        /// Account password.
+        password: String,
+    },
+}
+
+/// [`AccountAccess`] with its password moved into a buffer wiped on drop.
+enum Access {
+    Register {
+        username: Option<String>,
+        password: Zeroizing<String>,
+    },
+    Login {
+        username: String,
+        password: Zeroizing<String>,
+    },
+}
+
+impl AccountAccess {
+    fn into_access(self) -> Access {
+        match self {
+            Self::Register { username, password } => Access::Register {
+                username,
+                password: Zeroizing::new(password),
+            },
+            Self::Login { username, password } => Access::Login {
+                username,
+                password: Zeroizing::new(password),
+            },
+        }
+    }
+}
+
+/// An unlocked diary. Entries are written locally first; [`Diary::sync`] sends them and pulls
+/// what other devices wrote.
+#[derive(uniffi::Object)]
+pub struct Diary {
+    /// `None` after [`Diary::lock`].
+    inner: Mutex<Option<CoreDiary>>,
+    /// Recovery codes of a diary just created, until [`Diary::take_recovery_codes`].
+    codes: Mutex<Vec<Zeroizing<String>>>,
+}
+
+/// Kept in the store: account, device, refresh token.
+fn save_session(store: &ClientStore, session: &Session) -> Result<(), HavenError> {
+    let text = Zeroizing::new(format!(
+        "{}\n{}\n{}",
+        session.account_id,
+        session.device_id,
+        session.refresh_token()
+    ));
+    store.put(SPACE_FFI, KEY_SESSION, text.as_bytes())?;
+    Ok(())
+}
+
+fn load_session(store: &ClientStore) -> Result<Option<Session>, HavenError> {
+    let Some(bytes) = store.get(SPACE_FFI, KEY_SESSION)? else {
+        return Ok(None);
+    };
+    let text = std::str::from_utf8(&bytes)
+        .map_err(|_| HavenError::Storage("stored session is damaged".into()))?;
+    let mut parts = text.splitn(3, '\n');
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some(a), Some(d), Some(r)) => Ok(Some(Session::restore(
+            a.to_owned(),
+            d.to_owned(),
+            None,
+            Zeroizing::new(r.to_owned()),
+        ))),
+        _ => Err(HavenError::Storage("stored session is damaged".into())),
+    }
+}
+
+/// This device's public identity key (created on first use).
+fn identity(store: &ClientStore) -> Result<Vec<u8>, HavenError> {
+    if !store.has_identity()? {
+        let pair = IdentityKeyPair::generate(&mut rand::rng());
+        let registration_id = rand::Rng::next_u32(&mut rand::rng()) & 0x3fff;
+        store.set_identity(&pair, registration_id)?;
+    }
+    let pair = haven_sdk::store::IdentityStore::identity_key_pair(store)
+        .map_err(|e| HavenError::Storage(format!("device identity: {e}")))?;
+    Ok(pair.public().to_bytes().to_vec())
+}
+
+fn open_store(
+    relay_url: &str,
+    store_path: &str,
+    key: &StorageKey,
+) -> Result<(RelayClient, ClientStore), HavenError> {
+    if store_path.is_empty() {
+        return Err(HavenError::InvalidInput("store path is empty".into()));
+    }
+    let relay = RelayClient::new(relay_url.trim())?;
+    let store = ClientStore::open(Path::new(store_path), key.bytes())?;
+    Ok((relay, store))
+}
+
+/// Logs the store's device in as `access` says and keeps the session.
+async fn sign_in(
+    relay: &RelayClient,
+    store: &ClientStore,
+    access: &Access,
+) -> Result<(), HavenError> {
+    let identity_key = identity(store)?;
+    let session = match access {
+        Access::Register { username, password } => {
+            let username = username.as_deref().map(str::trim);
+            relay
+                .register(username, password.as_bytes(), &identity_key, None)
+                .await?
+        }
+        Access::Login { username, password } => {
+            relay
+                .login(
+                    LoginIdentifier::Username(username.trim()),
+                    password.as_bytes(),
+                    LoginDevice::New {
+                        identity_key: &identity_key,
+                        name: None,
+                    },
+                    None,
+                )
+                .await?
+        }
+    };
+    save_session(store, &session)
+}
+
+/// Saves the (rotated) session after the relay was used.
+async fn persist(diary: &CoreDiary) -> Result<(), HavenError> {
+    if let Some(session) = diary.relay().session().await {
+        save_session(diary.store(), &session)?;
+    }
+    Ok(())
+}
+
+fn kdf_params(kdf: Option<KdfSettings>) -> Result<haven_sdk::KdfParams, HavenError> {
+    kdf.map_or(Ok(haven_sdk::KdfParams::DEFAULT), KdfSettings::to_params)
+}
+
+impl Diary {
+    fn wrap(diary: CoreDiary, codes: Vec<Zeroizing<String>>) -> Arc<Self> {
+        Arc::new(Self {
+            inner: Mutex::new(Some(diary)),
+            codes: Mutex::new(codes),
+        })
+    }
+
+    fn guard(&self) -> MutexGuard<'_, Option<CoreDiary>> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn item(id: [u8; 16], entry: &haven_sdk::Entry, pending: bool) -> DiaryEntryItem {
+        DiaryEntryItem {
+            id: hex::encode(id),
+            entry: DiaryEntry::from_core(entry),
+            pending,
+        }
+    }
+
+    /// Runs `f` with the unlocked diary on a runtime thread, then saves the session.
+    // The lock is held across the relay requests on purpose: on a blocking thread of its own,
+    // it serialises every use of the diary (and of its SQLite connection).
+    #[allow(clippy::await_holding_lock)]
+    async fn with_diary<T, F>(self: Arc<Self>, f: F) -> Result<T, HavenError>
+    where
+        T: Send + 'static,
+        F: for<'a> FnOnce(
+                &'a mut CoreDiary,
+            ) -> std::pin::Pin<
+                Box<dyn std::future::Future<Output = Result<T, HavenError>> + 'a>,
+            > + Send
+            + 'static,
+    {
+        runtime::run_blocking(move || async move {
+            let mut guard = self.guard();
+            let diary = guard.as_mut().ok_or(HavenError::Closed)?;
+            let result = f(diary).await;
+            persist(diary).await?;
+            result
+        })
+        .await
+    }
+}
+
+#[uniffi::export]
+impl Diary {
+    /// Creates the account's diary on a new device: signs in as `account` says, creates fresh
+    /// diary keys wrapped under `diary_password` (Argon2id, `kdf` or 64 MiB / 3 passes) and
+    /// uploads the wrapped bundle. The recovery codes are returned once by
+    /// [`Diary::take_recovery_codes`]. Passwords are wiped after use.
+    ///
+    /// # Errors
+    /// `InvalidInput` (parameters), `WrongPassword` (login), `Refused` (`username_taken`),
+    /// `Diary` (the account already has a diary), `Network`.
+    #[uniffi::constructor]
+    pub async fn create(
+        relay_url: String,
+        store_path: String,
+        storage_key: Arc<StorageKey>,
+        account: AccountAccess,
+        diary_password: String,
+        kdf: Option<KdfSettings>,
+    ) -> Result<Arc<Self>, HavenError> {
+        let diary_password = Zeroizing::new(diary_password);
+        let access = account.into_access();
+        let params = kdf_params(kdf)?;
+        runtime::run_blocking(move || async move {
+            let (relay, store) = open_store(&relay_url, &store_path, &storage_key)?;
+            sign_in(&relay, &store, &access).await?;
+            let (diary, codes) =
+                CoreDiary::init(store, relay, diary_password.as_bytes(), params).await?;
+            persist(&diary).await?;
+            Ok(Self::wrap(diary, codes_text(&codes)))
+        })
+        .await
+    }
+
+    /// Unlocks the diary of the store at `store_path` with the diary password (the password is
+    /// wiped after use).
+    ///
+    /// # Errors
+    /// `WrongPassword`, `WrongStorageKey`, `NotRegistered` (the store was never signed in),
+    /// `Network` (only when the local copy of the key bundle is missing or outdated).
+    #[uniffi::constructor]
+    pub async fn unlock(
+        relay_url: String,
+        store_path: String,
+        storage_key: Arc<StorageKey>,
+        diary_password: String,
+    ) -> Result<Arc<Self>, HavenError> {
+        let diary_password = Zeroizing::new(diary_password);
+        runtime::run_blocking(move || async move {
+            if !Path::new(&store_path).exists() {
+                return Err(HavenError::NotRegistered);
+            }
+            let (relay, store) = open_store(&relay_url, &store_path, &storage_key)?;
+            let session = load_session(&store)?.ok_or(HavenError::NotRegistered)?;
+            relay.set_session(session).await;
+            // Rotate the refresh token now and keep the new one: `CoreDiary::unlock` consumes
+            // the relay client, so a rotation inside a failed unlock (a wrong password makes it
+            // fetch the relay's copy of the bundle) would be lost, and the next unlock would
+            // spend a used token and get the session revoked. Offline, the stored session stays
+            // and the local bundle still unlocks.
+            if let Ok(fresh) = relay.refresh().await {
+                save_session(&store, &fresh)?;
+            }
+            let diary = CoreDiary::unlock(store, relay, diary_password.as_bytes()).await?;
+            persist(&diary).await?;
+            Ok(Self::wrap(diary, Vec::new()))
+        })
+        .await
+    }
+
+    /// Unlocks an existing diary on a new device: logs in to the account (as a new device of
+    /// it), fetches the key bundle and unlocks it with the diary password.
+    ///
+    /// # Errors
+    /// `WrongPassword` (account or diary password), `Diary` (the account has no diary),
+    /// `Network`.
+    #[uniffi::constructor]
+    pub async fn unlock_new_device(
+        relay_url: String,
+        store_path: String,
+        storage_key: Arc<StorageKey>,
+        username: String,
+        account_password: String,
+        diary_password: String,
+    ) -> Result<Arc<Self>, HavenError> {
+        let diary_password = Zeroizing::new(diary_password);
+        let access = Access::Login {
+            username,
+            password: Zeroizing::new(account_password),
+        };
+        runtime::run_blocking(move || async move {
+            let (relay, store) = open_store(&relay_url, &store_path, &storage_key)?;
+            sign_in(&relay, &store, &access).await?;
+            let diary = CoreDiary::unlock(store, relay, diary_password.as_bytes()).await?;
+            persist(&diary).await?;
+            Ok(Self::wrap(diary, Vec::new()))
+        })
+        .await
+    }
+
+    /// Recovers the diary with a recovery code on a new device and sets `new_password`; the
+    /// recovery codes stay valid.
+    ///
+    /// # Errors
+    /// `WrongRecoveryCode`, `WrongPassword` (account password), `Conflict`, `Network`.
+    #[uniffi::constructor]
+    pub async fn recover(
+        relay_url: String,
+        store_path: String,
+        storage_key: Arc<StorageKey>,
+        username: String,
+        account_password: String,
+        recovery_code: String,
+        new_password: String,
+        kdf: Option<KdfSettings>,
+    ) -> Result<Arc<Self>, HavenError> {
+        let recovery_code = Zeroizing::new(recovery_code);
+        let new_password = Zeroizing::new(new_password);
+        let params = kdf_params(kdf)?;
+        let access = Access::Login {
+            username,
+            password: Zeroizing::new(account_password),
+        };
+        runtime::run_blocking(move || async move {
+            let (relay, store) = open_store(&relay_url, &store_path, &storage_key)?;
+            sign_in(&relay, &store, &access).await?;
+            let diary = CoreDiary::recover(
+                store,
+                relay,
+                &recovery_code,
+                new_password.as_bytes(),
+                params,
+            )
+            .await?;
+            persist(&diary).await?;
+            Ok(Self::wrap(diary, Vec::new()))
+        })
+        .await
+    }
+
+    /// The recovery codes of a diary created by this object, once (empty afterwards and for
+    /// unlocked diaries). Show them to the user to write down; they are stored nowhere.
+    pub fn take_recovery_codes(&self) -> Vec<String> {
+        let codes = std::mem::take(&mut *self.codes.lock().unwrap_or_else(PoisonError::into_inner));
+        codes.iter().map(|c| c.as_str().to_owned()).collect()
+    }
+
+    /// Writes a new entry locally (sent by [`Diary::sync`]); returns its id.
+    ///
+    /// # Errors
+    /// `InvalidInput` (a field over its limit), `Closed`, `Storage`.
+    pub fn write(&self, entry: DiaryEntry) -> Result<String, HavenError> {
+        let mut guard = self.guard();
+        let diary = guard.as_mut().ok_or(HavenError::Closed)?;
+        Ok(hex::encode(diary.write(entry.into_core())?))
+    }
+
+    /// Replaces an entry's fields locally (its attachments are kept; sent by [`Diary::sync`]).
+    ///
+    /// # Errors
+    /// `InvalidInput`, `NotFound`, `Closed`.
+    pub fn edit(&self, id: String, entry: DiaryEntry) -> Result<(), HavenError> {
+        let id = parse_id("entry id", &id)?;
+        let mut guard = self.guard();
+        let diary = guard.as_mut().ok_or(HavenError::Closed)?;
+        let attachments = diary
+            .show(&id)
+            .ok_or_else(|| HavenError::NotFound("no such diary entry".into()))?
+            .attachments
+            .clone();
+        let mut new = entry.into_core();
+        new.attachments = attachments;
+        diary.edit(&id, new)?;
+        Ok(())
+    }
+
+    /// The entry, or `None` if unknown or deleted.
+    ///
+    /// # Errors
+    /// `InvalidInput` (malformed id), `Closed`.
+    pub fn get(&self, id: String) -> Result<Option<DiaryEntry>, HavenError> {
+        let id = parse_id("entry id", &id)?;
+        let guard = self.guard();
+        let diary = guard.as_ref().ok_or(HavenError::Closed)?;
+        Ok(diary.show(&id).map(DiaryEntry::from_core))
+    }
+
+    /// Entries matching `query`, newest first (local: no request leaves the device).
+    ///
+    /// # Errors
+    /// `Closed`.
+    pub fn list(&self, query: DiaryQuery) -> Result<Vec<DiaryEntryItem>, HavenError> {
+        let guard = self.guard();
+        let diary = guard.as_ref().ok_or(HavenError::Closed)?;
+        Ok(diary
+            .list(&query.into_core())
+            .into_iter()
+            .map(|(id, e)| Self::item(id, e, diary.is_pending(&id)))
+            .collect())
+    }
+
+    /// Full-text prefix search over the local index.
+    ///
+    /// # Errors
+    /// `Closed`.
+    pub fn search(&self, text: String) -> Result<Vec<DiaryEntryItem>, HavenError> {
+        let guard = self.guard();
+        let diary = guard.as_ref().ok_or(HavenError::Closed)?;
+        Ok(diary
+            .search(&text)
+            .into_iter()
+            .map(|(id, e)| Self::item(id, e, diary.is_pending(&id)))
+            .collect())
+    }
+
+    /// Soft-deletes an entry on the relay (its history stays restorable).
+    ///
+    /// # Errors
+    /// `InvalidInput`, `NotFound`, `Conflict`, `Network`, `Closed`.
+    pub async fn delete(self: Arc<Self>, id: String) -> Result<(), HavenError> {
+        let id = parse_id("entry id", &id)?;
+        self.with_diary(move |d| Box::pin(async move { Ok(d.delete(&id).await?) }))
+            .await
+    }
+
+    /// Restores a deleted entry from its last live revision (sent by [`Diary::sync`]).
+    ///
+    /// # Errors
+    /// `InvalidInput`, `NotFound`, `Diary` (nothing to restore), `Network`, `Closed`.
+    pub async fn restore(self: Arc<Self>, id: String) -> Result<(), HavenError> {
+        let id = parse_id("entry id", &id)?;
+        self.with_diary(move |d| Box::pin(async move { Ok(d.restore(&id).await?) }))
+            .await
+    }
+
+    /// Every revision of an entry on the relay, oldest first, verified and decrypted.
+    ///
+    /// # Errors
+    /// `InvalidInput`, `Tampered`, `Network`, `Closed`.
+    pub async fn history(self: Arc<Self>, id: String) -> Result<Vec<DiaryRevision>, HavenError> {
+        let id = parse_id("entry id", &id)?;
+        self.with_diary(move |d| {
+            Box::pin(async move {
+                Ok(d.history(&id)
+                    .await?
+                    .iter()
+                    .map(|r| DiaryRevision {
+                        revision: r.revision,
+                        deleted: r.deleted,
+                        created_at: r.created_at,
+                        entry: r.entry.as_ref().map(DiaryEntry::from_core),
+                    })
+                    .collect())
+            })
+        })
+        .await
+    }
+
+    /// Pushes local edits (merging concurrent ones) and pulls what other devices wrote.
+    ///
+    /// # Errors
+    /// `Tampered` (the relay served data that failed verification; nothing local changed),
+    /// `Network`, `Closed`.
+    pub async fn sync(self: Arc<Self>) -> Result<DiarySyncReport, HavenError> {
+        self.with_diary(|d| {
+            Box::pin(async move {
+                let r = d.sync().await?;
+                let n = |v: usize| u64::try_from(v).unwrap_or(u64::MAX);
+                Ok(DiarySyncReport {
+                    pulled: n(r.pulled),
+                    pushed: n(r.pushed),
+                    conflicts: n(r.conflicts),
+                    pending: n(r.pending),
+                })
+            })
+        })
+        .await
+    }
+
+    /// Changes the diary password (re-wraps the key only; entries are untouched). Both
+    /// passwords are wiped after use.
+    ///
+    /// # Errors
+    /// `InvalidInput` (parameters), `Conflict` (changed on another device first), `Network`.
+    pub async fn change_password(
+        self: Arc<Self>,
+        new_password: String,
+        kdf: Option<KdfSettings>,
+    ) -> Result<(), HavenError> {
+        let new_password = Zeroizing::new(new_password);
+        let params = kdf_params(kdf)?;
+        self.with_diary(move |d| {
+            Box::pin(async move { Ok(d.change_password(new_password.as_bytes(), params).await?) })
+        })
+        .await
+    }
+
+    /// Replaces every recovery code (the old ones stop working); returns the new ones, once.
+    ///
+    /// # Errors
+    /// `Conflict`, `Network`, `Closed`.
+    pub async fn regenerate_recovery_codes(self: Arc<Self>) -> Result<Vec<String>, HavenError> {
+        self.with_diary(|d| {
+            Box::pin(async move {
+                let codes = d.regenerate_recovery_codes().await?;
+                Ok(codes_text(&codes)
+                    .iter()
+                    .map(|c| c.as_str().to_owned())
+                    .collect())
+            })
+        })
+        .await
+    }
+
+    /// Locks the diary: its keys are wiped and every later call fails with `Closed` (named
+    /// `lock`, not `close`, which Kotlin's `AutoCloseable` already uses to free the object).
+    pub fn lock(&self) {
+        drop(self.guard().take());
+        self.codes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+    }
+}

@@ -1,0 +1,638 @@
+//! `Messenger`: one device's messaging, over `haven_client::Messenger`.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::Duration;
+
+use base64::Engine as _;
+use haven_client::messenger::Messenger as CoreMessenger;
+use haven_client::relay::LoginIdentifier;
+use haven_client::{ClientStore, Device, RelayClient};
+use tokio::sync::broadcast;
+use tokio::task::JoinHandle;
+use zeroize::Zeroizing;
+
+use crate::error::HavenError;
+use crate::key::StorageKey;
+use crate::runtime;
+use crate::types::{Contact, Conversation, Event, GroupInfo, Message, SafetyNumber, parse_id};
+
+/// Receives the messenger's events once [`Messenger::start`] was called with it.
+#[uniffi::export(callback_interface)]
+pub trait EventListener: Send + Sync {
+    /// Called for each event, in order, on a library thread: return quickly (hand the event to
+    /// the UI thread or a queue).
+    fn on_event(&self, event: Event);
+}
+
+/// The messenger of one device: contacts, 1:1 and group conversations, attachments, safety
+/// numbers and an event stream. Create it with [`Messenger::register`], [`Messenger::link`] or
+/// [`Messenger::load`]; call [`Messenger::start`] to stay connected, or [`Messenger::sync`] to
+/// fetch what is waiting once.
+#[derive(uniffi::Object)]
+pub struct Messenger {
+    /// `None` after [`Messenger::shutdown`].
+    inner: RwLock<Option<Arc<CoreMessenger>>>,
+    /// The stream [`Messenger::next_event`] reads, subscribed at creation so no event is lost.
+    events: tokio::sync::Mutex<broadcast::Receiver<haven_client::Event>>,
+    /// The connection loop and the listener's forwarder, while started.
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Drop for Messenger {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Opens the relay client and the encrypted store.
+fn open_parts(
+    relay_url: &str,
+    store_path: &str,
+    key: &StorageKey,
+) -> Result<(RelayClient, ClientStore), HavenError> {
+    if store_path.is_empty() {
+        return Err(HavenError::InvalidInput("store path is empty".into()));
+    }
+    let relay = RelayClient::new(relay_url.trim())?;
+    let store = ClientStore::open(Path::new(store_path), key.bytes())?;
+    Ok((relay, store))
+}
+
+impl Messenger {
+    fn wrap(device: Device) -> Arc<Self> {
+        let core = Arc::new(CoreMessenger::new(Arc::new(device)));
+        let events = core.subscribe();
+        Arc::new(Self {
+            inner: RwLock::new(Some(core)),
+            events: tokio::sync::Mutex::new(events),
+            tasks: Mutex::new(Vec::new()),
+        })
+    }
+
+    fn core(&self) -> Result<Arc<CoreMessenger>, HavenError> {
+        self.inner
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+            .ok_or(HavenError::Closed)
+    }
+
+    /// The contact's account, which must be in the contact list.
+    fn known_contact(core: &CoreMessenger, account_id: &str) -> Result<[u8; 16], HavenError> {
+        let account = parse_id("account id", account_id)?;
+        match core.contact(&account)? {
+            Some(_) => Ok(account),
+            None => Err(HavenError::UnknownContact(format!(
+                "{} is not a contact (add_contact first)",
+                hex::encode(account)
+            ))),
+        }
+    }
+
+    /// Parses a conversation; a 1:1 conversation must be with a contact.
+    fn conversation(
+        core: &CoreMessenger,
+        conversation: &Conversation,
+    ) -> Result<haven_client::Conversation, HavenError> {
+        let parsed = conversation.parse()?;
+        if let Conversation::Direct { account_id } = conversation {
+            Self::known_contact(core, account_id)?;
+        }
+        Ok(parsed)
+    }
+
+    fn find_message(
+        core: &CoreMessenger,
+        conversation: haven_client::Conversation,
+        message_id: &[u8; 16],
+    ) -> Result<haven_client::MessageRecord, HavenError> {
+        core.history(conversation)?
+            .into_iter()
+            .find(|m| &m.message_id == message_id)
+            .ok_or_else(|| HavenError::NotFound(format!("message {}", hex::encode(message_id))))
+    }
+}
+
+// Device set-up and file transfers keep state that is not `Send` (the thread RNG, the store)
+// across awaits: they run on a blocking thread of the runtime (`run_blocking`), the rest as
+// ordinary tasks.
+#[uniffi::export]
+impl Messenger {
+    /// Registers a new account with this device as its first device (OPAQUE: the password
+    /// never leaves the device), keeping every secret in the encrypted store at `store_path`.
+    /// The password is wiped after use.
+    ///
+    /// # Errors
+    /// `InvalidInput` (relay URL, store path), `WrongStorageKey` (an existing store with
+    /// another key), `Refused` (`username_taken`, ...), `Network`.
+    #[uniffi::constructor]
+    pub async fn register(
+        relay_url: String,
+        store_path: String,
+        storage_key: Arc<StorageKey>,
+        username: Option<String>,
+        password: String,
+    ) -> Result<Arc<Self>, HavenError> {
+        let password = Zeroizing::new(password);
+        runtime::run_blocking(move || async move {
+            let (relay, store) = open_parts(&relay_url, &store_path, &storage_key)?;
+            let username = username.map(|u| u.trim().to_owned());
+            let device =
+                Device::register(relay, store, username.as_deref(), password.as_bytes()).await?;
+            Ok(Self::wrap(device))
+        })
+        .await
+    }
+
+    /// Adds this device to an existing account (log in by username as a new device). The
+    /// password is wiped after use.
+    ///
+    /// # Errors
+    /// As [`Messenger::register`]; `WrongPassword`.
+    #[uniffi::constructor]
+    pub async fn link(
+        relay_url: String,
+        store_path: String,
+        storage_key: Arc<StorageKey>,
+        username: String,
+        password: String,
+    ) -> Result<Arc<Self>, HavenError> {
+        let password = Zeroizing::new(password);
+        runtime::run_blocking(move || async move {
+            let (relay, store) = open_parts(&relay_url, &store_path, &storage_key)?;
+            let device = Device::link(
+                relay,
+                store,
+                LoginIdentifier::Username(username.trim()),
+                password.as_bytes(),
+            )
+            .await?;
+            Ok(Self::wrap(device))
+        })
+        .await
+    }
+
+    /// Reopens the device kept in the store at `store_path` (after an app restart).
+    ///
+    /// # Errors
+    /// `WrongStorageKey`, `NotRegistered` (the store holds no device), `InvalidInput`.
+    #[uniffi::constructor]
+    pub async fn load(
+        relay_url: String,
+        store_path: String,
+        storage_key: Arc<StorageKey>,
+    ) -> Result<Arc<Self>, HavenError> {
+        runtime::run_blocking(move || async move {
+            if !Path::new(&store_path).exists() {
+                return Err(HavenError::NotRegistered);
+            }
+            let (relay, store) = open_parts(&relay_url, &store_path, &storage_key)?;
+            let device = Device::open(relay, store).await?;
+            Ok(Self::wrap(device))
+        })
+        .await
+    }
+
+    /// This account's id (32 hex digits): what contacts add.
+    ///
+    /// # Errors
+    /// `Closed`.
+    pub fn account_id(&self) -> Result<String, HavenError> {
+        Ok(self.core()?.device().account_id().to_owned())
+    }
+
+    /// This device's number within the account.
+    ///
+    /// # Errors
+    /// `Closed`.
+    pub fn device_number(&self) -> Result<u32, HavenError> {
+        Ok(self.core()?.device().device_number())
+    }
+
+    /// This device's public identity key (base64), for [`crate::safety_number`].
+    ///
+    /// # Errors
+    /// `Closed`, `Storage`.
+    pub fn identity_key(&self) -> Result<String, HavenError> {
+        let key = self.core()?.device().identity_key()?;
+        Ok(base64::engine::general_purpose::STANDARD.encode(key.to_bytes()))
+    }
+
+    /// Adds a contact by account id (32 hex digits) and sends it this account's contact card.
+    ///
+    /// # Errors
+    /// `InvalidInput` (malformed id, this account), `UnknownContact` (no such account),
+    /// `IdentityChanged`, `Network`, `Closed`.
+    pub async fn add_contact(self: Arc<Self>, account_id: String) -> Result<Contact, HavenError> {
+        let account = parse_id("account id", &account_id)?;
+        let core = self.core()?;
+        runtime::run(async move { Ok(core.add_contact(&hex::encode(account)).await?.into()) }).await
+    }
+
+    /// Adds a contact by username (the relay resolves it and forgets the lookup).
+    ///
+    /// # Errors
+    /// `UnknownContact` (no such username), then as [`Messenger::add_contact`].
+    pub async fn add_contact_by_username(
+        self: Arc<Self>,
+        username: String,
+    ) -> Result<Contact, HavenError> {
+        if username.trim().is_empty() {
+            return Err(HavenError::InvalidInput("username is empty".into()));
+        }
+        let core = self.core()?;
+        runtime::run(async move { Ok(core.add_contact_by_username(&username).await?.into()) }).await
+    }
+
+    /// Every contact.
+    ///
+    /// # Errors
+    /// `Closed`, `Storage`.
+    pub fn contacts(&self) -> Result<Vec<Contact>, HavenError> {
+        Ok(self
+            .core()?
+            .contacts()?
+            .into_iter()
+            .map(Contact::from)
+            .collect())
+    }
+
+    /// The safety numbers with each known device of a contact: compare them out of band.
+    ///
+    /// # Errors
+    /// `InvalidInput`, `UnknownContact`, `Closed`.
+    pub fn safety_numbers(&self, account_id: String) -> Result<Vec<SafetyNumber>, HavenError> {
+        let core = self.core()?;
+        let account = Self::known_contact(&core, &account_id)?;
+        Ok(core
+            .safety_numbers(&account)?
+            .into_iter()
+            .map(|s| SafetyNumber {
+                device: s.device,
+                digits: s.digits,
+            })
+            .collect())
+    }
+
+    /// Sends a text; returns the message id.
+    ///
+    /// # Errors
+    /// `InvalidInput` (empty or too long text, malformed id), `UnknownContact`, `NotFound`
+    /// (unknown group), `IdentityChanged`, `Network`, `Closed`.
+    pub async fn send_text(
+        self: Arc<Self>,
+        conversation: Conversation,
+        text: String,
+    ) -> Result<String, HavenError> {
+        let core = self.core()?;
+        let conversation = Self::conversation(&core, &conversation)?;
+        runtime::run(async move { Ok(hex::encode(core.send_text(conversation, &text).await?)) })
+            .await
+    }
+
+    /// Encrypts and uploads the file at `path` as an attachment (padded, streamed) and sends a
+    /// message carrying it, with an optional caption; returns the message id.
+    ///
+    /// # Errors
+    /// `InvalidInput`, `Attachment` (unreadable file, quota, size), then as
+    /// [`Messenger::send_text`].
+    pub async fn send_file(
+        self: Arc<Self>,
+        conversation: Conversation,
+        path: String,
+        content_type: String,
+        caption: String,
+    ) -> Result<String, HavenError> {
+        let core = self.core()?;
+        let conversation = Self::conversation(&core, &conversation)?;
+        let path = PathBuf::from(path);
+        if !path.is_file() {
+            return Err(HavenError::InvalidInput(format!(
+                "{} is not a readable file",
+                path.display()
+            )));
+        }
+        runtime::run_blocking(move || async move {
+            let id = core
+                .send_file(conversation, &path, &content_type, &caption, |_| {})
+                .await?;
+            Ok(hex::encode(id))
+        })
+        .await
+    }
+
+    /// Downloads, verifies and decrypts a message's attachment into `dest_path`.
+    ///
+    /// # Errors
+    /// `NotFound` (no such message), `InvalidInput` (no attachment), `Attachment`
+    /// (tampered blob, transfer), `Closed`.
+    pub async fn save_attachment(
+        self: Arc<Self>,
+        conversation: Conversation,
+        message_id: String,
+        dest_path: String,
+    ) -> Result<(), HavenError> {
+        let core = self.core()?;
+        let conversation = conversation.parse()?;
+        let id = parse_id("message id", &message_id)?;
+        let record = Self::find_message(&core, conversation, &id)?;
+        runtime::run_blocking(move || async move {
+            core.save_attachment(&record, Path::new(&dest_path), |_| {})
+                .await?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// The messages of a conversation, oldest first.
+    ///
+    /// # Errors
+    /// `InvalidInput`, `Closed`, `Storage`.
+    pub fn history(&self, conversation: Conversation) -> Result<Vec<Message>, HavenError> {
+        let conversation = conversation.parse()?;
+        Ok(self
+            .core()?
+            .history(conversation)?
+            .into_iter()
+            .map(Message::from)
+            .collect())
+    }
+
+    /// The conversations with stored messages.
+    ///
+    /// # Errors
+    /// `Closed`, `Storage`.
+    pub fn conversations(&self) -> Result<Vec<Conversation>, HavenError> {
+        Ok(self
+            .core()?
+            .conversations()?
+            .into_iter()
+            .map(Conversation::from)
+            .collect())
+    }
+
+    /// Marks messages as read and tells their senders.
+    ///
+    /// # Errors
+    /// As [`Messenger::send_text`].
+    pub async fn mark_read(
+        self: Arc<Self>,
+        conversation: Conversation,
+        message_ids: Vec<String>,
+    ) -> Result<(), HavenError> {
+        let core = self.core()?;
+        let conversation = Self::conversation(&core, &conversation)?;
+        let ids = message_ids
+            .iter()
+            .map(|m| parse_id("message id", m))
+            .collect::<Result<Vec<_>, _>>()?;
+        runtime::run(async move { Ok(core.mark_read(conversation, &ids).await?) }).await
+    }
+
+    /// Tells a contact that this user started or stopped typing (never stored by the relay).
+    ///
+    /// # Errors
+    /// As [`Messenger::send_text`]; `InvalidInput` for a group.
+    pub async fn send_typing(
+        self: Arc<Self>,
+        conversation: Conversation,
+        started: bool,
+    ) -> Result<(), HavenError> {
+        let core = self.core()?;
+        let conversation = Self::conversation(&core, &conversation)?;
+        runtime::run(async move { Ok(core.send_typing(conversation, started).await?) }).await
+    }
+
+    /// Reacts to a message (or removes this account's reaction).
+    ///
+    /// # Errors
+    /// As [`Messenger::send_text`].
+    pub async fn react(
+        self: Arc<Self>,
+        conversation: Conversation,
+        message_id: String,
+        emoji: String,
+        remove: bool,
+    ) -> Result<(), HavenError> {
+        let core = self.core()?;
+        let conversation = Self::conversation(&core, &conversation)?;
+        let id = parse_id("message id", &message_id)?;
+        runtime::run(async move { Ok(core.react(conversation, id, &emoji, remove).await?) }).await
+    }
+
+    /// Edits one of this account's messages.
+    ///
+    /// # Errors
+    /// `NotFound` (unknown message), `InvalidInput` (not this account's), then as
+    /// [`Messenger::send_text`].
+    pub async fn edit(
+        self: Arc<Self>,
+        conversation: Conversation,
+        message_id: String,
+        text: String,
+    ) -> Result<(), HavenError> {
+        let core = self.core()?;
+        let conversation = Self::conversation(&core, &conversation)?;
+        let id = parse_id("message id", &message_id)?;
+        runtime::run(async move { Ok(core.edit(conversation, id, &text).await?) }).await
+    }
+
+    /// Deletes one of this account's messages for everyone.
+    ///
+    /// # Errors
+    /// As [`Messenger::edit`].
+    pub async fn delete_message(
+        self: Arc<Self>,
+        conversation: Conversation,
+        message_id: String,
+    ) -> Result<(), HavenError> {
+        let core = self.core()?;
+        let conversation = Self::conversation(&core, &conversation)?;
+        let id = parse_id("message id", &message_id)?;
+        runtime::run(async move { Ok(core.delete(conversation, id).await?) }).await
+    }
+
+    /// Sets the conversation's disappearing-message timer in seconds (0 = off) for both sides.
+    ///
+    /// # Errors
+    /// As [`Messenger::send_text`].
+    pub async fn set_timer(
+        self: Arc<Self>,
+        conversation: Conversation,
+        expire_secs: u32,
+    ) -> Result<(), HavenError> {
+        let core = self.core()?;
+        let conversation = Self::conversation(&core, &conversation)?;
+        runtime::run(async move { Ok(core.set_timer(conversation, expire_secs).await?) }).await
+    }
+
+    /// Every group this device knows.
+    ///
+    /// # Errors
+    /// `Closed`, `Storage`.
+    pub fn groups(&self) -> Result<Vec<GroupInfo>, HavenError> {
+        Ok(self
+            .core()?
+            .groups()?
+            .into_iter()
+            .map(GroupInfo::from)
+            .collect())
+    }
+
+    /// Creates a group with `members` (account ids of contacts; this account is added);
+    /// returns the group id.
+    ///
+    /// # Errors
+    /// `InvalidInput` (malformed id, name or member count over a limit), `UnknownContact`,
+    /// `Network`, `Closed`.
+    pub async fn create_group(
+        self: Arc<Self>,
+        name: String,
+        members: Vec<String>,
+    ) -> Result<String, HavenError> {
+        let core = self.core()?;
+        let members = members
+            .iter()
+            .map(|m| Self::known_contact(&core, m))
+            .collect::<Result<Vec<_>, _>>()?;
+        runtime::run(async move { Ok(hex::encode(core.create_group(&name, &members).await?)) })
+            .await
+    }
+
+    /// Adds a contact to a group.
+    ///
+    /// # Errors
+    /// `NotFound` (unknown group), `InvalidInput` (already a member), `UnknownContact`.
+    pub async fn add_member(
+        self: Arc<Self>,
+        group_id: String,
+        account_id: String,
+    ) -> Result<(), HavenError> {
+        let core = self.core()?;
+        let group = parse_id("group id", &group_id)?;
+        let account = Self::known_contact(&core, &account_id)?;
+        runtime::run(async move { Ok(core.add_member(&group, &account).await?) }).await
+    }
+
+    /// Removes a member from a group: a new epoch starts that the removed member cannot read.
+    ///
+    /// # Errors
+    /// `NotFound` (unknown group), `InvalidInput` (not a member).
+    pub async fn remove_member(
+        self: Arc<Self>,
+        group_id: String,
+        account_id: String,
+    ) -> Result<(), HavenError> {
+        let core = self.core()?;
+        let group = parse_id("group id", &group_id)?;
+        let account = parse_id("account id", &account_id)?;
+        runtime::run(async move { Ok(core.remove_member(&group, &account).await?) }).await
+    }
+
+    /// Fetches and processes everything waiting once (over REST); returns the number of
+    /// envelopes processed. Their events are delivered as usual.
+    ///
+    /// # Errors
+    /// `Network`, `SessionRevoked`, `Closed`.
+    pub async fn sync(self: Arc<Self>) -> Result<u32, HavenError> {
+        let core = self.core()?;
+        runtime::run(async move {
+            let n = core.sync().await?;
+            Ok(u32::try_from(n).unwrap_or(u32::MAX))
+        })
+        .await
+    }
+
+    /// Stays connected (WebSocket with reconnects) and processes messages as they arrive,
+    /// until [`Messenger::stop`] or [`Messenger::shutdown`]. With a `listener`, every event is
+    /// handed to it; events can also be pulled with [`Messenger::next_event`]. Calling it again
+    /// restarts the connection.
+    ///
+    /// # Errors
+    /// `Closed`, `Internal` (no runtime).
+    pub fn start(&self, listener: Option<Box<dyn EventListener>>) -> Result<(), HavenError> {
+        let core = self.core()?;
+        let rt = runtime::get()?;
+        self.stop();
+        let mut tasks = self.tasks.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(listener) = listener {
+            // Subscribed before the connection starts, so the listener misses nothing.
+            let mut rx = core.subscribe();
+            tasks.push(rt.spawn(async move {
+                loop {
+                    match rx.recv().await {
+                        Ok(e) => {
+                            if let Some(event) = Event::from_core(e) {
+                                listener.on_event(event);
+                            }
+                        }
+                        Err(broadcast::error::RecvError::Lagged(_)) => {}
+                        Err(broadcast::error::RecvError::Closed) => break,
+                    }
+                }
+            }));
+        }
+        tasks.push(rt.spawn(async move {
+            // A revoked session ends the loop; it is reported as a `Connection` event.
+            let _ = core.run().await;
+        }));
+        Ok(())
+    }
+
+    /// Stops the connection started by [`Messenger::start`] (and its listener).
+    pub fn stop(&self) {
+        let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(PoisonError::into_inner));
+        for t in tasks {
+            t.abort();
+        }
+    }
+
+    /// The next event, waiting at most `timeout_ms`; `None` on timeout. Events are kept from
+    /// the messenger's creation on (the oldest are dropped past 1024 unread).
+    ///
+    /// # Errors
+    /// `Closed`.
+    pub async fn next_event(self: Arc<Self>, timeout_ms: u64) -> Result<Option<Event>, HavenError> {
+        self.core()?;
+        runtime::run(async move {
+            let deadline = tokio::time::Instant::now() + Duration::from_millis(timeout_ms);
+            let mut rx = self.events.lock().await;
+            loop {
+                match tokio::time::timeout_at(deadline, rx.recv()).await {
+                    Err(_) => return Ok(None),
+                    Ok(Ok(e)) => {
+                        if let Some(event) = Event::from_core(e) {
+                            return Ok(Some(event));
+                        }
+                    }
+                    Ok(Err(broadcast::error::RecvError::Lagged(_))) => {}
+                    Ok(Err(broadcast::error::RecvError::Closed)) => {
+                        return Err(HavenError::Closed);
+                    }
+                }
+            }
+        })
+        .await
+    }
+
+    /// Stops the connection, saves the session and releases the device; every later call
+    /// fails with `Closed`.
+    ///
+    /// # Errors
+    /// `Storage` (the session could not be saved).
+    pub async fn shutdown(self: Arc<Self>) -> Result<(), HavenError> {
+        self.stop();
+        let core = self
+            .inner
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        match core {
+            Some(core) => {
+                runtime::run(async move { Ok(core.device().persist_session().await?) }).await
+            }
+            None => Ok(()),
+        }
+    }
+}

@@ -1,0 +1,200 @@
+// The Kotlin bindings against a real haven-relay process (HAVEN_RELAY_BIN, set by
+// `cargo xtask test`): two users exchange messages both ways (sync and a listener), a diary
+// entry is written and read back (and a wrong password refused), and bad input comes back as a
+// typed HavenException. Prints "kotlin: N passed, M failed" and exits non-zero on a failure.
+
+import haven.*
+import java.io.File
+import java.net.HttpURLConnection
+import java.net.ServerSocket
+import java.net.URI
+import java.nio.file.Files
+import java.util.concurrent.LinkedBlockingQueue
+import java.util.concurrent.TimeUnit
+import kotlinx.coroutines.runBlocking
+
+const val PASSWORD = "kotlin bindings: correct horse"
+val RUN: String = java.lang.Long.toHexString(System.nanoTime() and 0xffffff)
+
+fun check(condition: Boolean, what: String) {
+    if (!condition) throw AssertionError(what)
+}
+
+inline fun <reified T : Throwable> expectThrows(what: String, block: () -> Unit) {
+    try {
+        block()
+    } catch (e: Throwable) {
+        if (e is T) return
+        throw AssertionError("$what: expected ${T::class.simpleName}, got $e")
+    }
+    throw AssertionError("$what: expected ${T::class.simpleName}, nothing was thrown")
+}
+
+class Relay(val process: Process, val url: String)
+
+fun startRelay(dir: File): Relay {
+    val binary = System.getenv("HAVEN_RELAY_BIN") ?: error("HAVEN_RELAY_BIN is not set")
+    val port = ServerSocket(0).use { it.localPort }
+    val builder = ProcessBuilder(binary)
+    builder.environment().putAll(
+        mapOf(
+            "HAVEN_LISTEN" to "127.0.0.1:$port",
+            "HAVEN_METRICS_LISTEN" to "off",
+            "HAVEN_DATABASE_URL" to "sqlite://${File(dir, "relay.db")}?mode=rwc",
+            "HAVEN_BLOBS_DIR" to File(dir, "blobs").toString(),
+            "HAVEN_LOG" to "info",
+            "HAVEN_RATE_LIMIT_PER_MINUTE" to "100000",
+            "HAVEN_AUTH_RATE_LIMIT_PER_MINUTE" to "10000",
+        ),
+    )
+    builder.redirectErrorStream(true)
+    builder.redirectOutput(File(dir, "relay.log"))
+    val process = builder.start()
+    val url = "http://127.0.0.1:$port"
+    repeat(300) {
+        check(process.isAlive, "relay exited; see ${File(dir, "relay.log")}")
+        try {
+            val conn = URI("$url/ready").toURL().openConnection() as HttpURLConnection
+            conn.connectTimeout = 1000
+            if (conn.responseCode == 200) return Relay(process, url)
+        } catch (_: java.io.IOException) {
+        }
+        Thread.sleep(100)
+    }
+    throw AssertionError("relay did not become ready")
+}
+
+/** Queues every event; called on a library thread. */
+class Collector : EventListener {
+    val events = LinkedBlockingQueue<Event>()
+
+    override fun onEvent(event: Event) {
+        events.put(event)
+    }
+
+    fun waitForText(text: String, seconds: Long = 30): Message {
+        val end = System.nanoTime() + TimeUnit.SECONDS.toNanos(seconds)
+        while (System.nanoTime() < end) {
+            val e = events.poll(200, TimeUnit.MILLISECONDS) ?: continue
+            if (e is Event.NewMessage && e.message.text == text) return e.message
+        }
+        throw AssertionError("no message '$text' within ${seconds}s")
+    }
+}
+
+fun direct(account: String): Conversation = Conversation.Direct(account)
+
+suspend fun register(relay: Relay, dir: File, name: String): Messenger =
+    Messenger.register(relay.url, File(dir, "$name.db").toString(), StorageKey.generate(), "${name}_kt_$RUN", PASSWORD)
+
+suspend fun messagesBothWays(relay: Relay, dir: File) {
+    val alice = register(relay, dir, "alice")
+    val bob = register(relay, dir, "bob")
+    val contact = alice.addContactByUsername("bob_kt_$RUN")
+    check(contact.accountId == bob.accountId(), "contact is bob")
+
+    val hello = "hello bob from kotlin, marzipan"
+    val id = alice.sendText(direct(bob.accountId()), hello)
+    check(id.length == 32, "message id is 32 hex digits")
+    check(bob.sync() >= 1u, "bob fetched something")
+    val history = bob.history(direct(alice.accountId()))
+    check(history.map { it.text } == listOf(hello), "bob's history: ${history.map { it.text }}")
+    check(history[0].sender == alice.accountId(), "sender is alice")
+
+    val listener = Collector()
+    alice.start(listener)
+    val reply = "hi alice, from kotlin bob, lanternfish"
+    bob.sendText(direct(alice.accountId()), reply)
+    val got = listener.waitForText(reply)
+    check(got.sender == bob.accountId(), "reply sender is bob")
+
+    val numbers = alice.safetyNumbers(bob.accountId())
+    check(numbers.size == 1 && numbers[0].digits.length == 60, "one 60-digit safety number")
+    check(numbers[0].digits == bob.safetyNumbers(alice.accountId())[0].digits, "same on both sides")
+    alice.stop()
+    alice.shutdown()
+    bob.shutdown()
+}
+
+fun now(): ULong = System.currentTimeMillis().toULong()
+
+suspend fun diaryRoundTrip(relay: Relay, dir: File) {
+    val key = StorageKey.generate()
+    val path = File(dir, "diary.db").toString()
+    val fast = KdfSettings(memoryKib = 19456u, passes = 2u, lanes = 1u)
+    val diary = Diary.create(
+        relay.url, path, key,
+        AccountAccess.Register("diarist_kt_$RUN", PASSWORD),
+        "kotlin diary password", fast,
+    )
+    check(diary.takeRecoveryCodes().size == 10, "ten recovery codes")
+    val t = now()
+    val id = diary.write(DiaryEntry("Kotlin day", "Wrote bindings, pangolin.", "calm", listOf("work"), t, t))
+    diary.sync()
+    diary.lock()
+    expectThrows<HavenException.Closed>("closed diary") { diary.get(id) }
+    expectThrows<HavenException.WrongPassword>("wrong diary password") {
+        Diary.unlock(relay.url, path, key, "not the password")
+    }
+    val reopened = Diary.unlock(relay.url, path, key, "kotlin diary password")
+    val entry = reopened.get(id) ?: throw AssertionError("entry missing after unlock")
+    check(entry.body == "Wrote bindings, pangolin." && entry.tags == listOf("work"), "entry read back")
+    check(reopened.search("pango").map { it.id } == listOf(id), "search finds it")
+}
+
+suspend fun badInput(relay: Relay, dir: File) {
+    expectThrows<HavenException.InvalidInput>("hex key") { StorageKey.fromHex("zz") }
+    expectThrows<HavenException.InvalidInput>("key length") { StorageKey.fromBytes(ByteArray(31)) }
+    expectThrows<HavenException.InvalidInput>("base64 key") { StorageKey.fromBase64("!!") }
+    val carol = register(relay, dir, "carol")
+    expectThrows<HavenException.InvalidInput>("malformed id") { carol.sendText(direct("not-an-id"), "x") }
+    expectThrows<HavenException.UnknownContact>("unknown contact") {
+        carol.sendText(direct("00".repeat(16)), "x")
+    }
+    expectThrows<HavenException.UnknownContact>("unknown contact safety number") {
+        carol.safetyNumbers("11".repeat(16))
+    }
+    expectThrows<HavenException.InvalidInput>("malformed group id") {
+        carol.history(Conversation.Group("xyz"))
+    }
+    expectThrows<HavenException.NotFound>("unknown group") {
+        carol.sendText(Conversation.Group("22".repeat(16)), "x")
+    }
+    carol.shutdown()
+    expectThrows<HavenException.Closed>("shut down") { carol.accountId() }
+    expectThrows<HavenException.Closed>("shut down async") { carol.sync() }
+    expectThrows<HavenException.WrongStorageKey>("wrong storage key") {
+        Messenger.load(relay.url, File(dir, "carol.db").toString(), StorageKey.generate())
+    }
+}
+
+fun main() {
+    val dir = Files.createTempDirectory("haven-kotlin").toFile()
+    val relay = startRelay(dir)
+    var passed = 0
+    var failed = 0
+    try {
+        val tests = listOf<Pair<String, suspend () -> Unit>>(
+            "messages both ways" to { messagesBothWays(relay, dir) },
+            "diary round trip" to { diaryRoundTrip(relay, dir) },
+            "bad input" to { badInput(relay, dir) },
+        )
+        for ((name, test) in tests) {
+            try {
+                runBlocking { test() }
+                println("ok   $name")
+                passed++
+            } catch (e: Throwable) {
+                println("FAIL $name: $e")
+                e.printStackTrace()
+                failed++
+            }
+        }
+    } finally {
+        relay.process.destroy()
+        relay.process.waitFor(10, TimeUnit.SECONDS)
+        dir.deleteRecursively()
+    }
+    println("kotlin: $passed passed, $failed failed")
+    if (failed > 0) kotlin.system.exitProcess(1)
+}
