@@ -83,6 +83,59 @@ fn whole(n: f64, what: &str) -> WebResult<u64> {
     }
 }
 
+/// A string argument. Arguments arrive as `JsValue` and are checked here, so a value of the
+/// wrong type from untyped JavaScript is a typed error instead of a trap in the glue code.
+fn string_arg(v: &JsValue, what: &str) -> WebResult<String> {
+    v.as_string()
+        .ok_or_else(|| invalid(format!("{what} must be a string")))
+}
+
+/// An optional string argument (`undefined` or `null` for none).
+fn opt_string_arg(v: &JsValue, what: &str) -> WebResult<Option<String>> {
+    if v.is_undefined() || v.is_null() {
+        Ok(None)
+    } else {
+        string_arg(v, what).map(Some)
+    }
+}
+
+/// A secret string argument (wiped after use).
+fn secret_arg(v: &JsValue, what: &str) -> WebResult<Zeroizing<String>> {
+    string_arg(v, what).map(Zeroizing::new)
+}
+
+/// An array of strings.
+fn strings_arg(v: &JsValue, what: &str) -> WebResult<Vec<String>> {
+    if !js_sys::Array::is_array(v) {
+        return Err(invalid(format!("{what} must be an array of strings")));
+    }
+    js_sys::Array::from(v)
+        .iter()
+        .map(|s| string_arg(&s, what))
+        .collect()
+}
+
+/// A byte argument: a `Uint8Array`.
+fn bytes_arg(v: &JsValue, what: &str) -> WebResult<Vec<u8>> {
+    v.dyn_ref::<Uint8Array>()
+        .map(Uint8Array::to_vec)
+        .ok_or_else(|| invalid(format!("{what} must be a Uint8Array")))
+}
+
+/// A number argument holding a non-negative integer below 2^53.
+fn number_arg(v: &JsValue, what: &str) -> WebResult<u64> {
+    whole(
+        v.as_f64()
+            .ok_or_else(|| invalid(format!("{what} must be a number")))?,
+        what,
+    )
+}
+
+/// A `u32` number argument.
+fn u32_arg(v: &JsValue, what: &str) -> WebResult<u32> {
+    u32::try_from(number_arg(v, what)?).map_err(|_| invalid(format!("{what} is too large")))
+}
+
 fn page_key(bytes: &[u8]) -> WebResult<StorageKey> {
     let key: [u8; 32] = bytes
         .try_into()
@@ -105,14 +158,20 @@ pub fn generate_page_key() -> Vec<u8> {
 
 /// Decodes one binary WebSocket frame from the relay (PROTOCOL §11.14).
 #[wasm_bindgen(js_name = parseServerFrame, unchecked_return_type = "ServerFrame")]
-pub fn parse_server_frame(frame: &[u8]) -> JsResult<JsValue> {
-    to_js(&lift(crate::frames::parse_server_frame(frame))?)
+pub fn parse_server_frame(
+    #[wasm_bindgen(unchecked_param_type = "Uint8Array")] frame: JsValue,
+) -> JsResult<JsValue> {
+    let frame = lift(bytes_arg(&frame, "frame"))?;
+    to_js(&lift(crate::frames::parse_server_frame(&frame))?)
 }
 
 /// The binary ack frame (type 0x10) for message ids (32 hex each).
 #[wasm_bindgen(js_name = ackFrame)]
-pub fn ack_frame(message_ids: Vec<String>) -> JsResult<Vec<u8>> {
-    lift(crate::frames::ack_frame(&message_ids))
+pub fn ack_frame(
+    #[wasm_bindgen(unchecked_param_type = "string[]")] message_ids: JsValue,
+) -> JsResult<Vec<u8>> {
+    let ids = lift(strings_arg(&message_ids, "messageIds"))?;
+    lift(crate::frames::ack_frame(&ids))
 }
 
 /// One device: keys, sessions and relay session, all inside the wasm memory.
@@ -149,9 +208,14 @@ impl WebDevice {
 
     /// A device from `exportState`'s bytes, decrypted with the page key (32 bytes).
     #[wasm_bindgen(js_name = importState)]
-    pub async fn import_state(page_key_bytes: Vec<u8>, state: Vec<u8>) -> JsResult<WebDevice> {
-        let key = lift(page_key(&page_key_bytes))?;
-        drop(Zeroizing::new(page_key_bytes));
+    pub async fn import_state(
+        #[wasm_bindgen(js_name = pageKey, unchecked_param_type = "Uint8Array")]
+        page_key_bytes: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "Uint8Array")] state: JsValue,
+    ) -> JsResult<WebDevice> {
+        let key = lift(bytes_arg(&page_key_bytes, "pageKey").map(Zeroizing::new))?;
+        let key = lift(page_key(&key))?;
+        let state = lift(bytes_arg(&state, "state"))?;
         let store = lift(WebStore::import(&key, &state))?;
         Ok(Self {
             inner: RefCell::new(Some(DeviceCore::from_store(store))),
@@ -161,8 +225,13 @@ impl WebDevice {
     /// The whole state, encrypted and authenticated under the page key (32 bytes), for
     /// IndexedDB. Export again after every call that changes state.
     #[wasm_bindgen(js_name = exportState)]
-    pub fn export_state(&self, page_key_bytes: &[u8]) -> JsResult<Vec<u8>> {
-        let key = lift(page_key(page_key_bytes))?;
+    pub fn export_state(
+        &self,
+        #[wasm_bindgen(js_name = pageKey, unchecked_param_type = "Uint8Array")]
+        page_key_bytes: JsValue,
+    ) -> JsResult<Vec<u8>> {
+        let key = lift(bytes_arg(&page_key_bytes, "pageKey").map(Zeroizing::new))?;
+        let key = lift(page_key(&key))?;
         self.with(|d| Ok(d.store().export(&key)))
     }
 
@@ -193,8 +262,11 @@ impl WebDevice {
 
     /// JSON body of `POST /v1/register/start`.
     #[wasm_bindgen(js_name = registerStart)]
-    pub fn register_start(&self, password: String) -> JsResult<String> {
-        let password = Zeroizing::new(password);
+    pub fn register_start(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "string")] password: JsValue,
+    ) -> JsResult<String> {
+        let password = lift(secret_arg(&password, "password"))?;
         self.with(|d| d.register_start(password.as_bytes()))
     }
 
@@ -202,34 +274,51 @@ impl WebDevice {
     #[wasm_bindgen(js_name = registerFinish)]
     pub fn register_finish(
         &self,
-        password: String,
-        reply_json: &str,
-        username: Option<String>,
+        #[wasm_bindgen(unchecked_param_type = "string")] password: JsValue,
+        #[wasm_bindgen(js_name = startAnswer, unchecked_param_type = "string")] reply_json: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "string | undefined")] username: JsValue,
     ) -> JsResult<String> {
-        let password = Zeroizing::new(password);
-        self.with(|d| d.register_finish(password.as_bytes(), reply_json, username.as_deref()))
+        let password = lift(secret_arg(&password, "password"))?;
+        let reply = lift(string_arg(&reply_json, "startAnswer"))?;
+        let username = lift(opt_string_arg(&username, "username"))?;
+        self.with(|d| d.register_finish(password.as_bytes(), &reply, username.as_deref()))
     }
 
     /// JSON body of `POST /v1/login/start` (by username, or by this device's account id when
     /// `username` is omitted).
     #[wasm_bindgen(js_name = loginStart)]
-    pub fn login_start(&self, password: String, username: Option<String>) -> JsResult<String> {
-        let password = Zeroizing::new(password);
+    pub fn login_start(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "string")] password: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "string | undefined")] username: JsValue,
+    ) -> JsResult<String> {
+        let password = lift(secret_arg(&password, "password"))?;
+        let username = lift(opt_string_arg(&username, "username"))?;
         self.with(|d| d.login_start(password.as_bytes(), username.as_deref()))
     }
 
     /// JSON body of `POST /v1/login/finish` from the answer of `login/start`; throws
     /// `wrong_password` when OPAQUE detects a wrong password.
     #[wasm_bindgen(js_name = loginFinish)]
-    pub fn login_finish(&self, password: String, reply_json: &str) -> JsResult<String> {
-        let password = Zeroizing::new(password);
-        self.with(|d| d.login_finish(password.as_bytes(), reply_json))
+    pub fn login_finish(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "string")] password: JsValue,
+        #[wasm_bindgen(js_name = startAnswer, unchecked_param_type = "string")] reply_json: JsValue,
+    ) -> JsResult<String> {
+        let password = lift(secret_arg(&password, "password"))?;
+        let reply = lift(string_arg(&reply_json, "startAnswer"))?;
+        self.with(|d| d.login_finish(password.as_bytes(), &reply))
     }
 
     /// Takes a `TokenResponse` (register/finish, login/finish, token/refresh).
     #[wasm_bindgen(js_name = setSession, unchecked_return_type = "SessionInfo")]
-    pub fn set_session(&self, token_json: &str) -> JsResult<JsValue> {
-        let info = self.with(|d| d.set_session(token_json))?;
+    pub fn set_session(
+        &self,
+        #[wasm_bindgen(js_name = tokenResponse, unchecked_param_type = "string")]
+        token_json: JsValue,
+    ) -> JsResult<JsValue> {
+        let text = lift(secret_arg(&token_json, "tokenResponse"))?;
+        let info = self.with(|d| d.set_session(&text))?;
         to_js(&info)
     }
 
@@ -241,69 +330,99 @@ impl WebDevice {
 
     /// Pins the relay key from `GET /v1/certificate/key`'s answer.
     #[wasm_bindgen(js_name = setRelayKey)]
-    pub fn set_relay_key(&self, json_text: &str) -> JsResult<()> {
-        self.with(|d| d.set_relay_key(json_text))
+    pub fn set_relay_key(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "string")] answer: JsValue,
+    ) -> JsResult<()> {
+        let text = lift(string_arg(&answer, "answer"))?;
+        self.with(|d| d.set_relay_key(&text))
     }
 
     /// Whether to fetch `POST /v1/certificate` before sending.
     #[wasm_bindgen(js_name = needsCertificate)]
-    pub fn needs_certificate(&self, now_secs: f64) -> JsResult<bool> {
-        let now = lift(whole(now_secs, "now"))?;
+    pub fn needs_certificate(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "number")] now_secs: JsValue,
+    ) -> JsResult<bool> {
+        let now = lift(number_arg(&now_secs, "now"))?;
         self.with(|d| Ok(d.needs_certificate(now)))
     }
 
     /// Takes `POST /v1/certificate`'s answer (checked against the pinned relay key).
     #[wasm_bindgen(js_name = setCertificate)]
-    pub fn set_certificate(&self, json_text: &str, now_secs: f64) -> JsResult<()> {
-        let now = lift(whole(now_secs, "now"))?;
-        self.with(|d| d.set_certificate(json_text, now))
+    pub fn set_certificate(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "string")] answer: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "number")] now_secs: JsValue,
+    ) -> JsResult<()> {
+        let text = lift(string_arg(&answer, "answer"))?;
+        let now = lift(number_arg(&now_secs, "now"))?;
+        self.with(|d| d.set_certificate(&text, now))
     }
 
     /// JSON body of `PUT /v1/keys` (base keys on the first call, then a one-time batch).
     #[wasm_bindgen(js_name = prekeyUpload)]
-    pub fn prekey_upload(&self, now_secs: f64) -> JsResult<String> {
-        let now = lift(whole(now_secs, "now"))?;
+    pub fn prekey_upload(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "number")] now_secs: JsValue,
+    ) -> JsResult<String> {
+        let now = lift(number_arg(&now_secs, "now"))?;
         self.with(|d| d.prekey_upload(now))
     }
 
     /// Key-directory paths to `GET` before sending to `account`.
     #[wasm_bindgen(js_name = claimPaths)]
-    pub fn claim_paths(&self, account: &str) -> JsResult<Vec<String>> {
-        self.with(|d| d.claim_paths(account))
+    pub fn claim_paths(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "string")] account: JsValue,
+    ) -> JsResult<Vec<String>> {
+        let account = lift(string_arg(&account, "account"))?;
+        self.with(|d| d.claim_paths(&account))
     }
 
-    /// Encrypts a text for every device of `account`; `bundleReplies` are the answers to
+    /// Encrypts a text for every device of `account`; `claimAnswers` are the answers to
     /// `claimPaths`. Returns the body of `POST /v1/messages/{account}`.
     #[wasm_bindgen(js_name = encryptText, unchecked_return_type = "PreparedSend")]
     pub fn encrypt_text(
         &self,
-        account: &str,
-        text: String,
-        now_ms: f64,
-        bundle_replies: Vec<String>,
+        #[wasm_bindgen(unchecked_param_type = "string")] account: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "string")] text: JsValue,
+        #[wasm_bindgen(js_name = nowMs, unchecked_param_type = "number")] now_ms: JsValue,
+        #[wasm_bindgen(js_name = claimAnswers, unchecked_param_type = "string[]")]
+        bundle_replies: JsValue,
     ) -> JsResult<JsValue> {
-        let text = Zeroizing::new(text);
-        let now = lift(whole(now_ms, "now"))?;
-        let prepared = self.with(|d| d.encrypt_text(account, &text, now, &bundle_replies))?;
+        let account = lift(string_arg(&account, "account"))?;
+        let text = lift(secret_arg(&text, "text"))?;
+        let now = lift(number_arg(&now_ms, "nowMs"))?;
+        let replies = lift(strings_arg(&bundle_replies, "claimAnswers"))?;
+        let prepared = self.with(|d| d.encrypt_text(&account, &text, now, &replies))?;
         to_js(&prepared)
     }
 
     /// Applies a 409/410 answer of a send to the device list of `account`.
     #[wasm_bindgen(js_name = repairDevices)]
-    pub fn repair_devices(&self, account: &str, error_json: &str) -> JsResult<()> {
-        self.with(|d| d.repair_devices(account, error_json))
+    pub fn repair_devices(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "string")] account: JsValue,
+        #[wasm_bindgen(js_name = errorAnswer, unchecked_param_type = "string")] error_json: JsValue,
+    ) -> JsResult<()> {
+        let account = lift(string_arg(&account, "account"))?;
+        let text = lift(string_arg(&error_json, "errorAnswer"))?;
+        self.with(|d| d.repair_devices(&account, &text))
     }
 
     /// Opens an envelope (`content` in base64, from a WebSocket frame or the REST mailbox).
     #[wasm_bindgen(js_name = openEnvelope, unchecked_return_type = "Opened")]
     pub fn open_envelope(
         &self,
-        message_id: &str,
-        content_b64: &str,
-        now_secs: f64,
+        #[wasm_bindgen(js_name = messageId, unchecked_param_type = "string")] message_id: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "string")] content: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "number")] now_secs: JsValue,
     ) -> JsResult<JsValue> {
-        let now = lift(whole(now_secs, "now"))?;
-        let opened = self.with(|d| d.open_envelope(message_id, content_b64, now))?;
+        let message_id = lift(string_arg(&message_id, "messageId"))?;
+        let content = lift(string_arg(&content, "content"))?;
+        let now = lift(number_arg(&now_secs, "now"))?;
+        let opened = self.with(|d| d.open_envelope(&message_id, &content, now))?;
         to_js(&opened)
     }
 }
@@ -335,17 +454,27 @@ impl WebDiary {
 impl WebDiary {
     /// A new diary under `passphrase` (Argon2id with `memoryKib` KiB and `passes` passes; at
     /// least 19456 KiB and 2 passes).
-    pub async fn create(passphrase: String, memory_kib: u32, passes: u32) -> JsResult<WebDiary> {
-        let passphrase = Zeroizing::new(passphrase);
-        let core = lift(DiaryCore::create(passphrase.as_bytes(), memory_kib, passes))?;
+    pub async fn create(
+        #[wasm_bindgen(unchecked_param_type = "string")] passphrase: JsValue,
+        #[wasm_bindgen(js_name = memoryKib, unchecked_param_type = "number")] memory_kib: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "number")] passes: JsValue,
+    ) -> JsResult<WebDiary> {
+        let passphrase = lift(secret_arg(&passphrase, "passphrase"))?;
+        let memory = lift(u32_arg(&memory_kib, "memoryKib"))?;
+        let passes = lift(u32_arg(&passes, "passes"))?;
+        let core = lift(DiaryCore::create(passphrase.as_bytes(), memory, passes))?;
         Ok(Self {
             inner: RefCell::new(Some(core)),
         })
     }
 
     /// Unlocks a diary from its record with the passphrase (throws `wrong_password`).
-    pub async fn unlock(record: Vec<u8>, passphrase: String) -> JsResult<WebDiary> {
-        let passphrase = Zeroizing::new(passphrase);
+    pub async fn unlock(
+        #[wasm_bindgen(unchecked_param_type = "Uint8Array")] record: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "string")] passphrase: JsValue,
+    ) -> JsResult<WebDiary> {
+        let record = lift(bytes_arg(&record, "record"))?;
+        let passphrase = lift(secret_arg(&passphrase, "passphrase"))?;
         let core = lift(DiaryCore::unlock(&record, passphrase.as_bytes()))?;
         Ok(Self {
             inner: RefCell::new(Some(core)),
@@ -374,10 +503,15 @@ impl WebDiary {
     pub fn encrypt_entry(
         &self,
         #[wasm_bindgen(unchecked_param_type = "DiaryEntry")] entry: JsValue,
-        item_id: Option<String>,
-        revision: f64,
+        #[wasm_bindgen(js_name = itemId, unchecked_param_type = "string | undefined")]
+        item_id: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "number")] revision: JsValue,
     ) -> JsResult<JsValue> {
-        let revision = lift(whole(revision, "revision"))?;
+        let item_id = lift(opt_string_arg(&item_id, "itemId"))?;
+        let revision = lift(number_arg(&revision, "revision"))?;
+        if !entry.is_object() {
+            return Err(js_error(invalid("entry must be an object")));
+        }
         let text = js_sys::JSON::stringify(&entry)
             .ok()
             .and_then(|s| s.as_string())
@@ -406,13 +540,16 @@ impl WebDiary {
     #[wasm_bindgen(js_name = decryptEntry, unchecked_return_type = "DiaryEntry")]
     pub fn decrypt_entry(
         &self,
-        item_id: &str,
-        revision: f64,
-        body: &[u8],
-        meta: &[u8],
+        #[wasm_bindgen(js_name = itemId, unchecked_param_type = "string")] item_id: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "number")] revision: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "Uint8Array")] body: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "Uint8Array")] meta: JsValue,
     ) -> JsResult<JsValue> {
-        let revision = lift(whole(revision, "revision"))?;
-        let text = self.with(|d| d.decrypt_entry(item_id, revision, body, meta))?;
+        let item_id = lift(string_arg(&item_id, "itemId"))?;
+        let revision = lift(number_arg(&revision, "revision"))?;
+        let body = lift(bytes_arg(&body, "body"))?;
+        let meta = lift(bytes_arg(&meta, "meta"))?;
+        let text = self.with(|d| d.decrypt_entry(&item_id, revision, &body, &meta))?;
         js_sys::JSON::parse(&text)
     }
 
