@@ -8,7 +8,8 @@
 //! Session crypto (§§1–6): [`identity`], [`prekeys`], [`pqxdh`], [`ratchet`],
 //! [`session_cipher`] (the high-level API), [`sealed_sender`], [`safety_number`](mod@safety_number), [`store`],
 //! [`snapshot`]. Data crypto (§§7–10): [`padding`], [`groups`], [`diary`], [`attachment`].
-//! Low-level functions whose docs start with "hazmat:" exist for test vectors.
+//! Low-level functions whose docs start with "hazmat:" exist for test vectors; [`vectors`]
+//! (feature `test-vectors`) recomputes the published vector files.
 #![cfg_attr(not(feature = "std"), no_std)]
 
 extern crate alloc;
@@ -28,8 +29,8 @@ pub mod session_cipher;
 pub mod snapshot;
 pub mod store;
 
-#[cfg(test)]
-mod vectors;
+#[cfg(any(test, feature = "test-vectors"))]
+pub mod vectors;
 
 pub use attachment::{AttachmentDecryptor, AttachmentEncryptor, AttachmentError, AttachmentKey};
 pub use diary::{

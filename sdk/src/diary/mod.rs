@@ -445,7 +445,7 @@ impl DiaryKeys {
     }
 
     /// Builds keys from a known master key (deterministic tests and vectors only).
-    #[cfg(test)]
+    #[cfg(any(test, feature = "test-vectors"))]
     pub(crate) fn from_master(master: [u8; 32]) -> Self {
         let mut master = Zeroizing::new(master);
         Self {

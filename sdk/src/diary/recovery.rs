@@ -54,7 +54,7 @@ impl RecoveryCode {
     }
 
     /// A code from known entropy (deterministic vectors).
-    #[cfg(test)]
+    #[cfg(any(test, feature = "test-vectors"))]
     pub(crate) fn from_entropy(entropy: [u8; ENTROPY_LEN]) -> Self {
         Self { entropy }
     }

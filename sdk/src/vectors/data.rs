@@ -1,19 +1,13 @@
-//! Deterministic test vectors (`sdk/vectors/*.json`): every input and output in hex. The
-//! normal tests recompute each file and compare; `HAVEN_WRITE_VECTORS=1 cargo test -p haven-sdk
-//! vectors -- --ignored` rewrites them.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! Data-crypto vectors: padding, sender keys, diary keys, diary entries, attachments.
 
 use serde_json::{Value, json};
 
-use crate::attachment::{AttachmentDecryptor, AttachmentEncryptor, AttachmentKey, StreamKeys};
+use crate::attachment::{AttachmentEncryptor, AttachmentKey, StreamKeys};
 use crate::diary::{
     self, COLLECTION_INFO, DiaryKeys, ITEM_INFO, KdfParams, PasswordSlotInputs,
     RECOVERY_WRAP_LABEL, RecoveryCode, WrappedKeyBundle,
 };
-use crate::groups::{
-    DistributionId, GroupSenderSession, SenderKeyDistributionMessage, SenderKeyRecord, chain_step,
-    message_key_and_nonce,
-};
+use crate::groups::{DistributionId, GroupSenderSession, chain_step, message_key_and_nonce};
 use crate::padding;
 use haven_protocol::padding as buckets;
 
@@ -25,11 +19,11 @@ fn arr<const N: usize>(start: u8) -> [u8; N] {
     core::array::from_fn(|i| start.wrapping_add(i as u8))
 }
 
-fn pattern(n: usize) -> Vec<u8> {
+pub(super) fn pattern(n: usize) -> Vec<u8> {
     (0..n).map(|i| (i % 251) as u8).collect()
 }
 
-fn padding_vectors() -> Value {
+pub(super) fn padding_vectors() -> Value {
     let sizes = [
         0u64,
         1,
@@ -70,7 +64,7 @@ fn padding_vectors() -> Value {
         "buckets": buckets_v, "attachment_sizes": blobs, "pad": pads})
 }
 
-fn sender_key_vectors() -> Value {
+pub(super) fn sender_key_vectors() -> Value {
     let dist = arr::<16>(0xd0);
     let chain_key = arr::<32>(0x10);
     let seed = arr::<32>(0x40);
@@ -92,7 +86,7 @@ fn sender_key_vectors() -> Value {
         "signing_public": h(&skdm[58..]), "distribution_message": h(&skdm), "messages": msgs})
 }
 
-fn diary_vectors() -> Value {
+pub(super) fn diary_vectors() -> Value {
     let master = arr::<32>(0x00);
     let password = b"correct horse battery staple";
     let params = KdfParams::MIN;
@@ -147,7 +141,7 @@ fn diary_vectors() -> Value {
         "item_plaintext": h(plaintext), "item_ciphertext": h(&ct)})
 }
 
-fn entry_fixture() -> diary::Entry {
+pub(super) fn entry_fixture() -> diary::Entry {
     diary::Entry {
         title: "Lisbon, day 2".into(),
         body: "Walked up to the castle.\nPastéis de nata: 3.\n".into(),
@@ -163,7 +157,7 @@ fn entry_fixture() -> diary::Entry {
     }
 }
 
-fn diary_entry_vectors() -> Value {
+pub(super) fn diary_entry_vectors() -> Value {
     use sha2::Digest as _;
     let master = arr::<32>(0x00);
     let keys = DiaryKeys::from_master(master);
@@ -191,7 +185,7 @@ fn diary_entry_vectors() -> Value {
         "meta_ciphertext": h(&sealed.meta)})
 }
 
-fn attachment_vectors() -> Value {
+pub(super) fn attachment_vectors() -> Value {
     let cases: Vec<Value> = [(0usize, 0x01u8), (100, 0x02), (65_536, 0x03)]
         .iter()
         .map(|&(n, k)| {
@@ -213,119 +207,4 @@ fn attachment_vectors() -> Value {
         .collect();
     json!({"description": "Attachment stream (PROTOCOL.md §10); plaintext byte i = i mod 251",
         "cases": cases})
-}
-
-fn build(name: &str) -> Value {
-    match name {
-        "padding" => padding_vectors(),
-        "sender_keys" => sender_key_vectors(),
-        "diary" => diary_vectors(),
-        "attachment" => attachment_vectors(),
-        "diary_entry" => diary_entry_vectors(),
-        _ => panic!("unknown vector set {name}"),
-    }
-}
-
-const NAMES: [&str; 5] = [
-    "padding",
-    "sender_keys",
-    "diary",
-    "attachment",
-    "diary_entry",
-];
-
-fn path(name: &str) -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("vectors")
-        .join(format!("{name}.json"))
-}
-
-fn load(name: &str) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(path(name)).unwrap()).unwrap()
-}
-
-fn unhex(v: &Value) -> Vec<u8> {
-    hex::decode(v.as_str().unwrap()).unwrap()
-}
-
-#[test]
-#[ignore = "writes sdk/vectors; run with HAVEN_WRITE_VECTORS=1"]
-fn generate_vectors() {
-    if std::env::var("HAVEN_WRITE_VECTORS").is_err() {
-        return;
-    }
-    for name in NAMES {
-        let text = serde_json::to_string_pretty(&build(name)).unwrap() + "\n";
-        std::fs::write(path(name), text).unwrap();
-    }
-}
-
-#[test]
-fn vectors_match_committed_files() {
-    for name in NAMES {
-        assert_eq!(
-            build(name),
-            load(name),
-            "vector set {name} differs from sdk/vectors/{name}.json"
-        );
-    }
-}
-
-#[test]
-fn vectors_decrypt() {
-    let sk = load("sender_keys");
-    let skdm =
-        SenderKeyDistributionMessage::from_bytes(&unhex(&sk["distribution_message"])).unwrap();
-    let mut record = SenderKeyRecord::new(&skdm);
-    for m in sk["messages"].as_array().unwrap().iter().rev() {
-        assert_eq!(
-            record.decrypt(&unhex(&m["message"])).unwrap(),
-            unhex(&m["plaintext"])
-        );
-    }
-
-    let d = load("diary");
-    let bundle = WrappedKeyBundle::from_bytes(&unhex(&d["bundle"])).unwrap();
-    let keys = DiaryKeys::unlock_with_password(&bundle, &unhex(&d["password"])).unwrap();
-    let coll: [u8; 16] = unhex(&d["collection_id"]).try_into().unwrap();
-    let item: [u8; 16] = unhex(&d["item_id"]).try_into().unwrap();
-    let pt = keys
-        .decrypt_item(&coll, &item, 42, &unhex(&d["item_ciphertext"]))
-        .unwrap();
-    assert_eq!(*pt, unhex(&d["item_plaintext"]));
-    for c in d["recovery_codes"].as_array().unwrap() {
-        let k = DiaryKeys::unlock_with_recovery_code(&bundle, c["text"].as_str().unwrap()).unwrap();
-        assert!(
-            k.decrypt_item(&coll, &item, 42, &unhex(&d["item_ciphertext"]))
-                .is_ok()
-        );
-    }
-
-    let de = load("diary_entry");
-    let keys = DiaryKeys::from_master(unhex(&de["master_key"]).try_into().unwrap());
-    let coll: [u8; 16] = unhex(&de["collection_id"]).try_into().unwrap();
-    let item: [u8; 16] = unhex(&de["item_id"]).try_into().unwrap();
-    let sealed = diary::SealedEntry {
-        body: unhex(&de["body_ciphertext"]),
-        meta: unhex(&de["meta_ciphertext"]),
-    };
-    let rev = de["revision"].as_u64().unwrap();
-    assert_eq!(
-        diary::Entry::open(&keys, &coll, &item, rev, &sealed).unwrap(),
-        entry_fixture()
-    );
-    assert!(diary::Entry::open(&keys, &coll, &item, rev + 1, &sealed).is_err());
-
-    let a = load("attachment");
-    for c in a["cases"].as_array().unwrap() {
-        if c.get("blob").is_none() {
-            continue;
-        }
-        let key = AttachmentKey::from_bytes(unhex(&c["key"]).try_into().unwrap());
-        let digest: [u8; 32] = unhex(&c["blob_sha256"]).try_into().unwrap();
-        let mut dec = AttachmentDecryptor::new(&key, digest);
-        let mut out = dec.push(&unhex(&c["blob"])).unwrap();
-        out.extend(dec.finish().unwrap());
-        assert_eq!(out, pattern(c["plaintext_len"].as_u64().unwrap() as usize));
-    }
 }
