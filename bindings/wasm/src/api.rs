@@ -174,6 +174,29 @@ pub fn ack_frame(
     lift(crate::frames::ack_frame(&ids))
 }
 
+/// The names of the SDK's published test vectors (`sdk/vectors/<name>.json`).
+#[cfg(feature = "test-vectors")]
+#[wasm_bindgen(js_name = testVectorNames)]
+#[must_use]
+pub fn test_vector_names() -> Vec<String> {
+    haven_sdk::vectors::NAMES
+        .iter()
+        .map(|n| (*n).to_owned())
+        .collect()
+}
+
+/// Recomputes one published test vector file with this wasm build of the core; the text equals
+/// `sdk/vectors/<name>.json`.
+#[cfg(feature = "test-vectors")]
+#[wasm_bindgen(js_name = computeTestVector)]
+pub fn compute_test_vector(
+    #[wasm_bindgen(unchecked_param_type = "string")] name: JsValue,
+) -> JsResult<String> {
+    let name = lift(string_arg(&name, "name"))?;
+    haven_sdk::vectors::build_json(&name)
+        .ok_or_else(|| js_error(invalid(format!("unknown test vector {name}"))))
+}
+
 /// One device: keys, sessions and relay session, all inside the wasm memory.
 #[wasm_bindgen]
 pub struct WebDevice {
