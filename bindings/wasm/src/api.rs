@@ -1,0 +1,585 @@
+//! The JavaScript API (`#[wasm_bindgen]` exports): thin wrappers that check arguments, call the
+//! cores and turn every failure into a `HavenError` (an `Error` with a stable `code`). Objects
+//! are created by async factories (`WebDevice.create()`, `WebDiary.unlock(…)`), never by
+//! constructors; `close()` wipes an object's secrets and later calls fail with code `closed`.
+
+use std::cell::RefCell;
+
+use haven_sdk::snapshot::StorageKey;
+use js_sys::{Object, Reflect, Uint8Array};
+use wasm_bindgen::prelude::*;
+use zeroize::Zeroizing;
+
+use crate::device::DeviceCore;
+use crate::diary::DiaryCore;
+use crate::error::{ErrorCode, WebError, WebResult, invalid};
+use crate::store::WebStore;
+
+#[wasm_bindgen(typescript_custom_section)]
+const TS_TYPES: &'static str = r#"
+/** Every error thrown by this package: `name` is "HavenError", `code` is stable. */
+export interface HavenError extends Error {
+  name: "HavenError";
+  code: "invalid_argument" | "invalid_key_length" | "malformed" | "closed" | "invalid_state"
+      | "wrong_password" | "decryption_failed" | "identity_changed" | "invalid_response"
+      | "protocol" | "limit";
+}
+export interface SessionInfo {
+  accountId: string; deviceId: string; deviceNumber: number; accessToken: string; expiresIn: number;
+}
+export interface PreparedSend { messageId: string; contentId: string; body: string; }
+export type OpenedContent =
+  | { kind: "text"; messageId: string; sentAt: number; text: string; expireSecs: number }
+  | { kind: "receipt"; receipt: "delivered" | "read"; messageIds: string[] }
+  | { kind: "contact_card" }
+  | { kind: "other"; name: string };
+export type Opened =
+  | { status: "message"; messageId: string; sender: { accountId: string; deviceNumber: number }; content: OpenedContent }
+  | { status: "duplicate"; messageId: string }
+  | { status: "rejected"; messageId: string; reason: string };
+export type ServerFrame =
+  | { type: "envelope"; seq: number; messageId: string; receivedAt: number;
+      source: { accountId: string; deviceNumber: number } | null; content: string; hasPayload: boolean }
+  | { type: "queue_empty" }
+  | { type: "channel_entry"; channelId: string; seq: number }
+  | { type: "ephemeral"; messageId: string; source: { accountId: string; deviceNumber: number } | null; content: string }
+  | { type: "result"; requestId: number; status: number; json: string }
+  | { type: "error"; json: string };
+export interface DiaryEntry {
+  title: string; body: string; mood?: string | null; tags: string[]; createdMs: number; updatedMs: number;
+}
+export interface SealedEntry { itemId: string; revision: number; body: Uint8Array; meta: Uint8Array; }
+"#;
+
+/// Converts an error to the JS `HavenError`.
+fn js_error(e: WebError) -> JsValue {
+    let err = js_sys::Error::new(&e.message);
+    err.set_name("HavenError");
+    // Setting a property on a fresh Error object cannot fail.
+    let _ = Reflect::set(&err, &"code".into(), &e.code.as_str().into());
+    err.into()
+}
+
+type JsResult<T> = Result<T, JsValue>;
+
+fn lift<T>(r: WebResult<T>) -> JsResult<T> {
+    r.map_err(js_error)
+}
+
+/// A JSON text as a JS value.
+fn to_js(value: &impl serde::Serialize) -> JsResult<JsValue> {
+    let text = serde_json::to_string(value)
+        .map_err(|e| js_error(WebError::new(ErrorCode::Malformed, e.to_string())))?;
+    js_sys::JSON::parse(&text)
+}
+
+/// A time or revision given as a JS number: a non-negative integer below 2^53.
+fn whole(n: f64, what: &str) -> WebResult<u64> {
+    if n.is_finite() && n >= 0.0 && n.fract() == 0.0 && n <= 9_007_199_254_740_991.0 {
+        // Checked above: an exact non-negative integer below 2^53, so the cast is lossless.
+        Ok(n as u64)
+    } else {
+        Err(invalid(format!("{what} must be a non-negative integer")))
+    }
+}
+
+/// A string argument. Arguments arrive as `JsValue` and are checked here, so a value of the
+/// wrong type from untyped JavaScript is a typed error instead of a trap in the glue code.
+fn string_arg(v: &JsValue, what: &str) -> WebResult<String> {
+    v.as_string()
+        .ok_or_else(|| invalid(format!("{what} must be a string")))
+}
+
+/// An optional string argument (`undefined` or `null` for none).
+fn opt_string_arg(v: &JsValue, what: &str) -> WebResult<Option<String>> {
+    if v.is_undefined() || v.is_null() {
+        Ok(None)
+    } else {
+        string_arg(v, what).map(Some)
+    }
+}
+
+/// A secret string argument (wiped after use).
+fn secret_arg(v: &JsValue, what: &str) -> WebResult<Zeroizing<String>> {
+    string_arg(v, what).map(Zeroizing::new)
+}
+
+/// An array of strings.
+fn strings_arg(v: &JsValue, what: &str) -> WebResult<Vec<String>> {
+    if !js_sys::Array::is_array(v) {
+        return Err(invalid(format!("{what} must be an array of strings")));
+    }
+    js_sys::Array::from(v)
+        .iter()
+        .map(|s| string_arg(&s, what))
+        .collect()
+}
+
+/// A byte argument: a `Uint8Array`.
+fn bytes_arg(v: &JsValue, what: &str) -> WebResult<Vec<u8>> {
+    v.dyn_ref::<Uint8Array>()
+        .map(Uint8Array::to_vec)
+        .ok_or_else(|| invalid(format!("{what} must be a Uint8Array")))
+}
+
+/// A number argument holding a non-negative integer below 2^53.
+fn number_arg(v: &JsValue, what: &str) -> WebResult<u64> {
+    whole(
+        v.as_f64()
+            .ok_or_else(|| invalid(format!("{what} must be a number")))?,
+        what,
+    )
+}
+
+/// A `u32` number argument.
+fn u32_arg(v: &JsValue, what: &str) -> WebResult<u32> {
+    u32::try_from(number_arg(v, what)?).map_err(|_| invalid(format!("{what} is too large")))
+}
+
+fn page_key(bytes: &[u8]) -> WebResult<StorageKey> {
+    let key: [u8; 32] = bytes
+        .try_into()
+        .map_err(|_| WebError::new(ErrorCode::InvalidKeyLength, "the page key must be 32 bytes"))?;
+    Ok(StorageKey::from_bytes(key))
+}
+
+fn closed() -> WebError {
+    WebError::new(ErrorCode::Closed, "this object was closed")
+}
+
+/// 32 random bytes for a page key (`crypto.getRandomValues` underneath).
+#[wasm_bindgen(js_name = generatePageKey)]
+#[must_use]
+pub fn generate_page_key() -> Vec<u8> {
+    let mut k = [0u8; 32];
+    rand::Rng::fill_bytes(&mut rand::rng(), &mut k);
+    k.to_vec()
+}
+
+/// Decodes one binary WebSocket frame from the relay (PROTOCOL §11.14).
+#[wasm_bindgen(js_name = parseServerFrame, unchecked_return_type = "ServerFrame")]
+pub fn parse_server_frame(
+    #[wasm_bindgen(unchecked_param_type = "Uint8Array")] frame: JsValue,
+) -> JsResult<JsValue> {
+    let frame = lift(bytes_arg(&frame, "frame"))?;
+    to_js(&lift(crate::frames::parse_server_frame(&frame))?)
+}
+
+/// The binary ack frame (type 0x10) for message ids (32 hex each).
+#[wasm_bindgen(js_name = ackFrame)]
+pub fn ack_frame(
+    #[wasm_bindgen(unchecked_param_type = "string[]")] message_ids: JsValue,
+) -> JsResult<Vec<u8>> {
+    let ids = lift(strings_arg(&message_ids, "messageIds"))?;
+    lift(crate::frames::ack_frame(&ids))
+}
+
+/// The names of the SDK's published test vectors (`sdk/vectors/<name>.json`).
+#[cfg(feature = "test-vectors")]
+#[wasm_bindgen(js_name = testVectorNames)]
+#[must_use]
+pub fn test_vector_names() -> Vec<String> {
+    haven_sdk::vectors::NAMES
+        .iter()
+        .map(|n| (*n).to_owned())
+        .collect()
+}
+
+/// Recomputes one published test vector file with this wasm build of the core; the text equals
+/// `sdk/vectors/<name>.json`.
+#[cfg(feature = "test-vectors")]
+#[wasm_bindgen(js_name = computeTestVector)]
+pub fn compute_test_vector(
+    #[wasm_bindgen(unchecked_param_type = "string")] name: JsValue,
+) -> JsResult<String> {
+    let name = lift(string_arg(&name, "name"))?;
+    haven_sdk::vectors::build_json(&name)
+        .ok_or_else(|| js_error(invalid(format!("unknown test vector {name}"))))
+}
+
+/// One device: keys, sessions and relay session, all inside the wasm memory.
+#[wasm_bindgen]
+pub struct WebDevice {
+    inner: RefCell<Option<DeviceCore>>,
+}
+
+impl std::fmt::Debug for WebDevice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebDevice").finish_non_exhaustive()
+    }
+}
+
+impl WebDevice {
+    fn with<T>(&self, f: impl FnOnce(&mut DeviceCore) -> WebResult<T>) -> JsResult<T> {
+        let mut guard = self
+            .inner
+            .try_borrow_mut()
+            .map_err(|_| js_error(WebError::new(ErrorCode::InvalidState, "re-entrant call")))?;
+        let core = guard.as_mut().ok_or_else(|| js_error(closed()))?;
+        lift(f(core))
+    }
+}
+
+#[wasm_bindgen]
+impl WebDevice {
+    /// A new device with a fresh identity key.
+    pub async fn create() -> JsResult<WebDevice> {
+        Ok(Self {
+            inner: RefCell::new(Some(DeviceCore::new())),
+        })
+    }
+
+    /// A device from `exportState`'s bytes, decrypted with the page key (32 bytes).
+    #[wasm_bindgen(js_name = importState)]
+    pub async fn import_state(
+        #[wasm_bindgen(js_name = pageKey, unchecked_param_type = "Uint8Array")]
+        page_key_bytes: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "Uint8Array")] state: JsValue,
+    ) -> JsResult<WebDevice> {
+        let key = lift(bytes_arg(&page_key_bytes, "pageKey").map(Zeroizing::new))?;
+        let key = lift(page_key(&key))?;
+        let state = lift(bytes_arg(&state, "state"))?;
+        let store = lift(WebStore::import(&key, &state))?;
+        Ok(Self {
+            inner: RefCell::new(Some(DeviceCore::from_store(store))),
+        })
+    }
+
+    /// The whole state, encrypted and authenticated under the page key (32 bytes), for
+    /// IndexedDB. Export again after every call that changes state.
+    #[wasm_bindgen(js_name = exportState)]
+    pub fn export_state(
+        &self,
+        #[wasm_bindgen(js_name = pageKey, unchecked_param_type = "Uint8Array")]
+        page_key_bytes: JsValue,
+    ) -> JsResult<Vec<u8>> {
+        let key = lift(bytes_arg(&page_key_bytes, "pageKey").map(Zeroizing::new))?;
+        let key = lift(page_key(&key))?;
+        self.with(|d| Ok(d.store().export(&key)))
+    }
+
+    /// Wipes the device from memory; later calls throw `closed`.
+    pub fn close(&self) {
+        if let Ok(mut g) = self.inner.try_borrow_mut() {
+            *g = None;
+        }
+    }
+
+    /// Account id (32 hex), once logged in.
+    #[wasm_bindgen(js_name = accountId)]
+    pub fn account_id(&self) -> JsResult<String> {
+        self.with(|d| d.account_hex())
+    }
+
+    /// This device's number, once logged in.
+    #[wasm_bindgen(js_name = deviceNumber)]
+    pub fn device_number(&self) -> JsResult<u32> {
+        self.with(|d| d.device_number())
+    }
+
+    /// Public identity key, base64.
+    #[wasm_bindgen(js_name = identityKey)]
+    pub fn identity_key(&self) -> JsResult<String> {
+        self.with(|d| d.identity_key_b64())
+    }
+
+    /// JSON body of `POST /v1/register/start`.
+    #[wasm_bindgen(js_name = registerStart)]
+    pub fn register_start(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "string")] password: JsValue,
+    ) -> JsResult<String> {
+        let password = lift(secret_arg(&password, "password"))?;
+        self.with(|d| d.register_start(password.as_bytes()))
+    }
+
+    /// JSON body of `POST /v1/register/finish` from the answer of `register/start`.
+    #[wasm_bindgen(js_name = registerFinish)]
+    pub fn register_finish(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "string")] password: JsValue,
+        #[wasm_bindgen(js_name = startAnswer, unchecked_param_type = "string")] reply_json: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "string | undefined")] username: JsValue,
+    ) -> JsResult<String> {
+        let password = lift(secret_arg(&password, "password"))?;
+        let reply = lift(string_arg(&reply_json, "startAnswer"))?;
+        let username = lift(opt_string_arg(&username, "username"))?;
+        self.with(|d| d.register_finish(password.as_bytes(), &reply, username.as_deref()))
+    }
+
+    /// JSON body of `POST /v1/login/start` (by username, or by this device's account id when
+    /// `username` is omitted).
+    #[wasm_bindgen(js_name = loginStart)]
+    pub fn login_start(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "string")] password: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "string | undefined")] username: JsValue,
+    ) -> JsResult<String> {
+        let password = lift(secret_arg(&password, "password"))?;
+        let username = lift(opt_string_arg(&username, "username"))?;
+        self.with(|d| d.login_start(password.as_bytes(), username.as_deref()))
+    }
+
+    /// JSON body of `POST /v1/login/finish` from the answer of `login/start`; throws
+    /// `wrong_password` when OPAQUE detects a wrong password.
+    #[wasm_bindgen(js_name = loginFinish)]
+    pub fn login_finish(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "string")] password: JsValue,
+        #[wasm_bindgen(js_name = startAnswer, unchecked_param_type = "string")] reply_json: JsValue,
+    ) -> JsResult<String> {
+        let password = lift(secret_arg(&password, "password"))?;
+        let reply = lift(string_arg(&reply_json, "startAnswer"))?;
+        self.with(|d| d.login_finish(password.as_bytes(), &reply))
+    }
+
+    /// Takes a `TokenResponse` (register/finish, login/finish, token/refresh).
+    #[wasm_bindgen(js_name = setSession, unchecked_return_type = "SessionInfo")]
+    pub fn set_session(
+        &self,
+        #[wasm_bindgen(js_name = tokenResponse, unchecked_param_type = "string")]
+        token_json: JsValue,
+    ) -> JsResult<JsValue> {
+        let text = lift(secret_arg(&token_json, "tokenResponse"))?;
+        let info = self.with(|d| d.set_session(&text))?;
+        to_js(&info)
+    }
+
+    /// JSON body of `POST /v1/token/refresh`.
+    #[wasm_bindgen(js_name = refreshBody)]
+    pub fn refresh_body(&self) -> JsResult<String> {
+        self.with(|d| d.refresh_body())
+    }
+
+    /// Pins the relay key from `GET /v1/certificate/key`'s answer.
+    #[wasm_bindgen(js_name = setRelayKey)]
+    pub fn set_relay_key(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "string")] answer: JsValue,
+    ) -> JsResult<()> {
+        let text = lift(string_arg(&answer, "answer"))?;
+        self.with(|d| d.set_relay_key(&text))
+    }
+
+    /// Whether to fetch `POST /v1/certificate` before sending.
+    #[wasm_bindgen(js_name = needsCertificate)]
+    pub fn needs_certificate(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "number")] now_secs: JsValue,
+    ) -> JsResult<bool> {
+        let now = lift(number_arg(&now_secs, "now"))?;
+        self.with(|d| Ok(d.needs_certificate(now)))
+    }
+
+    /// Takes `POST /v1/certificate`'s answer (checked against the pinned relay key).
+    #[wasm_bindgen(js_name = setCertificate)]
+    pub fn set_certificate(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "string")] answer: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "number")] now_secs: JsValue,
+    ) -> JsResult<()> {
+        let text = lift(string_arg(&answer, "answer"))?;
+        let now = lift(number_arg(&now_secs, "now"))?;
+        self.with(|d| d.set_certificate(&text, now))
+    }
+
+    /// JSON body of `PUT /v1/keys` (base keys on the first call, then a one-time batch).
+    #[wasm_bindgen(js_name = prekeyUpload)]
+    pub fn prekey_upload(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "number")] now_secs: JsValue,
+    ) -> JsResult<String> {
+        let now = lift(number_arg(&now_secs, "now"))?;
+        self.with(|d| d.prekey_upload(now))
+    }
+
+    /// Key-directory paths to `GET` before sending to `account`.
+    #[wasm_bindgen(js_name = claimPaths)]
+    pub fn claim_paths(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "string")] account: JsValue,
+    ) -> JsResult<Vec<String>> {
+        let account = lift(string_arg(&account, "account"))?;
+        self.with(|d| d.claim_paths(&account))
+    }
+
+    /// Encrypts a text for every device of `account`; `claimAnswers` are the answers to
+    /// `claimPaths`. Returns the body of `POST /v1/messages/{account}`.
+    #[wasm_bindgen(js_name = encryptText, unchecked_return_type = "PreparedSend")]
+    pub fn encrypt_text(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "string")] account: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "string")] text: JsValue,
+        #[wasm_bindgen(js_name = nowMs, unchecked_param_type = "number")] now_ms: JsValue,
+        #[wasm_bindgen(js_name = claimAnswers, unchecked_param_type = "string[]")]
+        bundle_replies: JsValue,
+    ) -> JsResult<JsValue> {
+        let account = lift(string_arg(&account, "account"))?;
+        let text = lift(secret_arg(&text, "text"))?;
+        let now = lift(number_arg(&now_ms, "nowMs"))?;
+        let replies = lift(strings_arg(&bundle_replies, "claimAnswers"))?;
+        let prepared = self.with(|d| d.encrypt_text(&account, &text, now, &replies))?;
+        to_js(&prepared)
+    }
+
+    /// Applies a 409/410 answer of a send to the device list of `account`.
+    #[wasm_bindgen(js_name = repairDevices)]
+    pub fn repair_devices(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "string")] account: JsValue,
+        #[wasm_bindgen(js_name = errorAnswer, unchecked_param_type = "string")] error_json: JsValue,
+    ) -> JsResult<()> {
+        let account = lift(string_arg(&account, "account"))?;
+        let text = lift(string_arg(&error_json, "errorAnswer"))?;
+        self.with(|d| d.repair_devices(&account, &text))
+    }
+
+    /// Opens an envelope (`content` in base64, from a WebSocket frame or the REST mailbox).
+    #[wasm_bindgen(js_name = openEnvelope, unchecked_return_type = "Opened")]
+    pub fn open_envelope(
+        &self,
+        #[wasm_bindgen(js_name = messageId, unchecked_param_type = "string")] message_id: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "string")] content: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "number")] now_secs: JsValue,
+    ) -> JsResult<JsValue> {
+        let message_id = lift(string_arg(&message_id, "messageId"))?;
+        let content = lift(string_arg(&content, "content"))?;
+        let now = lift(number_arg(&now_secs, "now"))?;
+        let opened = self.with(|d| d.open_envelope(&message_id, &content, now))?;
+        to_js(&opened)
+    }
+}
+
+/// An unlocked diary.
+#[wasm_bindgen]
+pub struct WebDiary {
+    inner: RefCell<Option<DiaryCore>>,
+}
+
+impl std::fmt::Debug for WebDiary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebDiary").finish_non_exhaustive()
+    }
+}
+
+impl WebDiary {
+    fn with<T>(&self, f: impl FnOnce(&mut DiaryCore) -> WebResult<T>) -> JsResult<T> {
+        let mut guard = self
+            .inner
+            .try_borrow_mut()
+            .map_err(|_| js_error(WebError::new(ErrorCode::InvalidState, "re-entrant call")))?;
+        let core = guard.as_mut().ok_or_else(|| js_error(closed()))?;
+        lift(f(core))
+    }
+}
+
+#[wasm_bindgen]
+impl WebDiary {
+    /// A new diary under `passphrase` (Argon2id with `memoryKib` KiB and `passes` passes; at
+    /// least 19456 KiB and 2 passes).
+    pub async fn create(
+        #[wasm_bindgen(unchecked_param_type = "string")] passphrase: JsValue,
+        #[wasm_bindgen(js_name = memoryKib, unchecked_param_type = "number")] memory_kib: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "number")] passes: JsValue,
+    ) -> JsResult<WebDiary> {
+        let passphrase = lift(secret_arg(&passphrase, "passphrase"))?;
+        let memory = lift(u32_arg(&memory_kib, "memoryKib"))?;
+        let passes = lift(u32_arg(&passes, "passes"))?;
+        let core = lift(DiaryCore::create(passphrase.as_bytes(), memory, passes))?;
+        Ok(Self {
+            inner: RefCell::new(Some(core)),
+        })
+    }
+
+    /// Unlocks a diary from its record with the passphrase (throws `wrong_password`).
+    pub async fn unlock(
+        #[wasm_bindgen(unchecked_param_type = "Uint8Array")] record: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "string")] passphrase: JsValue,
+    ) -> JsResult<WebDiary> {
+        let record = lift(bytes_arg(&record, "record"))?;
+        let passphrase = lift(secret_arg(&passphrase, "passphrase"))?;
+        let core = lift(DiaryCore::unlock(&record, passphrase.as_bytes()))?;
+        Ok(Self {
+            inner: RefCell::new(Some(core)),
+        })
+    }
+
+    /// The diary record to keep (no secret in clear: the wrapped key bundle and collection id).
+    pub fn record(&self) -> JsResult<Vec<u8>> {
+        self.with(|d| Ok(d.record()))
+    }
+
+    /// The ten recovery codes, available once right after `create`.
+    #[wasm_bindgen(js_name = takeRecoveryCodes)]
+    pub fn take_recovery_codes(&self) -> JsResult<Vec<String>> {
+        self.with(|d| Ok(d.take_recovery_codes()))
+    }
+
+    /// The collection id (32 hex).
+    #[wasm_bindgen(js_name = collectionId)]
+    pub fn collection_id(&self) -> JsResult<String> {
+        self.with(|d| Ok(d.collection_id()))
+    }
+
+    /// Seals an entry as revision `revision` of item `itemId` (new random id when omitted).
+    #[wasm_bindgen(js_name = encryptEntry, unchecked_return_type = "SealedEntry")]
+    pub fn encrypt_entry(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "DiaryEntry")] entry: JsValue,
+        #[wasm_bindgen(js_name = itemId, unchecked_param_type = "string | undefined")]
+        item_id: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "number")] revision: JsValue,
+    ) -> JsResult<JsValue> {
+        let item_id = lift(opt_string_arg(&item_id, "itemId"))?;
+        let revision = lift(number_arg(&revision, "revision"))?;
+        if !entry.is_object() {
+            return Err(js_error(invalid("entry must be an object")));
+        }
+        let text = js_sys::JSON::stringify(&entry)
+            .ok()
+            .and_then(|s| s.as_string())
+            .map(Zeroizing::new)
+            .ok_or_else(|| js_error(invalid("entry is not a JSON object")))?;
+        let sealed = self.with(|d| d.encrypt_entry(&text, item_id.as_deref(), revision))?;
+        let out = Object::new();
+        Reflect::set(&out, &"itemId".into(), &sealed.item_id.into())?;
+        // Revisions are below 2^53 (checked on the way in), so the cast is lossless.
+        Reflect::set(&out, &"revision".into(), &(sealed.revision as f64).into())?;
+        Reflect::set(
+            &out,
+            &"body".into(),
+            &Uint8Array::from(sealed.body.as_slice()).into(),
+        )?;
+        Reflect::set(
+            &out,
+            &"meta".into(),
+            &Uint8Array::from(sealed.meta.as_slice()).into(),
+        )?;
+        Ok(out.into())
+    }
+
+    /// Opens an entry's two blobs (throws `decryption_failed` when tampered, moved or rolled
+    /// back).
+    #[wasm_bindgen(js_name = decryptEntry, unchecked_return_type = "DiaryEntry")]
+    pub fn decrypt_entry(
+        &self,
+        #[wasm_bindgen(js_name = itemId, unchecked_param_type = "string")] item_id: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "number")] revision: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "Uint8Array")] body: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "Uint8Array")] meta: JsValue,
+    ) -> JsResult<JsValue> {
+        let item_id = lift(string_arg(&item_id, "itemId"))?;
+        let revision = lift(number_arg(&revision, "revision"))?;
+        let body = lift(bytes_arg(&body, "body"))?;
+        let meta = lift(bytes_arg(&meta, "meta"))?;
+        let text = self.with(|d| d.decrypt_entry(&item_id, revision, &body, &meta))?;
+        js_sys::JSON::parse(&text)
+    }
+
+    /// Wipes the keys from memory; later calls throw `closed`.
+    pub fn close(&self) {
+        if let Ok(mut g) = self.inner.try_borrow_mut() {
+            *g = None;
+        }
+    }
+}

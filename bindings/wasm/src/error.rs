@@ -1,0 +1,95 @@
+//! The one error type of the web bindings. In JavaScript it becomes an `Error` whose `name` is
+//! `"HavenError"` and whose `code` is one of the stable strings of [`ErrorCode`]; messages are
+//! for people and never contain key bytes or plaintext.
+
+/// Stable, machine-readable error codes (the `code` property of the JS error).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// An argument is malformed: an id that is not 32 lowercase hex digits, bad base64, bad JSON.
+    InvalidArgument,
+    /// A key or other fixed-size value has the wrong length.
+    InvalidKeyLength,
+    /// Bytes that should follow a Haven format do not (state snapshot, frame, content, bundle).
+    Malformed,
+    /// The object was closed with `close()`.
+    Closed,
+    /// The call does not fit the object's state (e.g. `loginFinish` without `loginStart`).
+    InvalidState,
+    /// A passphrase or password is wrong (diary unlock, OPAQUE login).
+    WrongPassword,
+    /// A state snapshot does not decrypt under the page key (wrong key or tampered).
+    DecryptionFailed,
+    /// A contact device's identity key differs from the trusted one.
+    IdentityChanged,
+    /// The relay's answer does not have the expected shape or fails verification.
+    InvalidResponse,
+    /// A cryptographic protocol step failed (session, sealing, bundle verification).
+    Protocol,
+    /// A value exceeds a documented limit (text length, KDF cost).
+    Limit,
+}
+
+impl ErrorCode {
+    /// The string form used in JavaScript.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::InvalidArgument => "invalid_argument",
+            Self::InvalidKeyLength => "invalid_key_length",
+            Self::Malformed => "malformed",
+            Self::Closed => "closed",
+            Self::InvalidState => "invalid_state",
+            Self::WrongPassword => "wrong_password",
+            Self::DecryptionFailed => "decryption_failed",
+            Self::IdentityChanged => "identity_changed",
+            Self::InvalidResponse => "invalid_response",
+            Self::Protocol => "protocol",
+            Self::Limit => "limit",
+        }
+    }
+}
+
+/// An error with a stable code and a human-readable message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}: {message}", code.as_str())]
+pub struct WebError {
+    /// The stable code.
+    pub code: ErrorCode,
+    /// For people; may change.
+    pub message: String,
+}
+
+impl WebError {
+    /// An error of `code` with `message`.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// Shorthand for [`ErrorCode::InvalidArgument`].
+pub(crate) fn invalid(message: impl Into<String>) -> WebError {
+    WebError::new(ErrorCode::InvalidArgument, message)
+}
+
+/// Shorthand for [`ErrorCode::Protocol`].
+pub(crate) fn protocol(e: impl std::fmt::Display) -> WebError {
+    WebError::new(ErrorCode::Protocol, e.to_string())
+}
+
+/// Shorthand for [`ErrorCode::InvalidResponse`].
+pub(crate) fn bad_response(message: impl Into<String>) -> WebError {
+    WebError::new(ErrorCode::InvalidResponse, message)
+}
+
+impl From<haven_sdk::store::StoreError> for WebError {
+    fn from(e: haven_sdk::store::StoreError) -> Self {
+        protocol(e)
+    }
+}
+
+/// Result of the bindings.
+pub type WebResult<T> = Result<T, WebError>;

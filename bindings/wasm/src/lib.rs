@@ -1,0 +1,33 @@
+//! Haven for the web: the SDK core compiled to WebAssembly with a JavaScript/TypeScript API
+//! (wasm-bindgen). The page does the I/O (`fetch` to the relay's HTTP API, the binary
+//! `WebSocket`, IndexedDB); this crate does all cryptography and keeps every secret inside the
+//! wasm memory:
+//!
+//! - [`api::WebDevice`]: OPAQUE registration/login messages, identity and prekeys with the
+//!   bodies of the key upload, sealed-sender envelopes per recipient device (PQXDH + Double
+//!   Ratchet, messenger content of PROTOCOL §13.1), opening received envelopes, and the whole
+//!   state as one snapshot encrypted under a key the page holds (`exportState`/`importState`).
+//! - [`api::WebDiary`]: the diary key hierarchy (§9) and sealed entries (§9.5).
+//! - WebSocket frame codec (§11.14).
+//!
+//! Every error reaching JavaScript is a `HavenError` with a stable `code` ([`ErrorCode`]); no
+//! input makes the module trap. The Rust cores ([`device`], [`diary`], [`store`], [`frames`])
+//! are plain Rust, tested natively; `api` only converts arguments and errors.
+
+// wasm-bindgen's macros expand to `unsafe` FFI glue; no `unsafe` is written by hand here.
+#[allow(unsafe_code)]
+pub mod api;
+pub mod device;
+pub mod diary;
+pub mod error;
+pub mod frames;
+pub mod store;
+
+/// The messenger content codec (PROTOCOL §13.1), compiled from the native client's own source
+/// file so web and native clients encode and decode exactly the same bytes (haven-client itself
+/// links SQLite and tokio and does not build for wasm32).
+#[path = "../../../client/src/content.rs"]
+#[allow(dead_code, unreachable_pub, missing_docs)]
+mod content;
+
+pub use error::{ErrorCode, WebError};

@@ -1,0 +1,76 @@
+// Errors across the JS boundary of the built package (wasm-bindgen --target nodejs): every bad
+// input gives a HavenError with a stable code; the module keeps working afterwards (no trap).
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { createRequire } from "node:module";
+import { join, resolve } from "node:path";
+
+const pkg = process.env.HAVEN_NODE_PKG;
+assert.ok(pkg, "HAVEN_NODE_PKG must name the wasm-bindgen --target nodejs output");
+const wasm = createRequire(import.meta.url)(resolve(pkg, "haven_wasm.js"));
+
+function throwsCode(fn, code) {
+  assert.throws(fn, (e) => {
+    assert.ok(e instanceof Error);
+    assert.equal(e.name, "HavenError");
+    assert.equal(e.code, code, e.message);
+    return true;
+  });
+}
+
+async function rejectsCode(promise, code) {
+  await assert.rejects(promise, (e) => e instanceof Error && e.name === "HavenError" && e.code === code);
+}
+
+test("device: ids, key lengths, malformed bytes, wrong types, closed", async () => {
+  const d = await wasm.WebDevice.create();
+  const key = wasm.generatePageKey();
+  assert.equal(key.length, 32);
+  throwsCode(() => d.exportState(new Uint8Array(31)), "invalid_key_length");
+  throwsCode(() => d.exportState("abc"), "invalid_argument");
+  throwsCode(() => d.exportState(null), "invalid_argument");
+  throwsCode(() => d.encryptText("00".repeat(16), "x", 1, 5), "invalid_argument");
+  throwsCode(() => d.claimPaths("0123"), "invalid_argument");
+  throwsCode(() => d.claimPaths(42), "invalid_argument");
+  throwsCode(() => d.openEnvelope("nope", "AAAA", 1), "invalid_argument");
+  throwsCode(() => d.prekeyUpload(Number.NaN), "invalid_argument");
+  throwsCode(() => d.prekeyUpload(-5), "invalid_argument");
+  throwsCode(() => d.prekeyUpload(1.5), "invalid_argument");
+  throwsCode(() => d.setSession("not json"), "invalid_response");
+  throwsCode(() => d.setRelayKey('{"public_key": 7}'), "invalid_response");
+  throwsCode(() => d.accountId(), "invalid_state");
+  throwsCode(() => d.loginFinish("pw", '{"credential_response":"AAAA"}'), "invalid_response");
+  await rejectsCode(wasm.WebDevice.importState(key, new Uint8Array([1, 2, 3])), "malformed");
+  await rejectsCode(wasm.WebDevice.importState(new Uint8Array(3), new Uint8Array(80)), "invalid_key_length");
+  const state = d.exportState(key);
+  const tampered = state.slice();
+  tampered[tampered.length - 1] ^= 1;
+  await rejectsCode(wasm.WebDevice.importState(key, tampered), "decryption_failed");
+  const again = await wasm.WebDevice.importState(key, state);
+  assert.equal(again.identityKey(), d.identityKey());
+  d.close();
+  throwsCode(() => d.identityKey(), "closed");
+  throwsCode(() => d.registerStart("pw"), "closed");
+  // Still alive after all of that.
+  const fresh = await wasm.WebDevice.create();
+  assert.match(fresh.registerStart("pw"), /registration_request/);
+});
+
+test("frames and diary: malformed bytes, wrong passphrase, tampering", async () => {
+  throwsCode(() => wasm.parseServerFrame(new Uint8Array([9, 9, 9])), "malformed");
+  throwsCode(() => wasm.ackFrame(["XYZ"]), "invalid_argument");
+  assert.deepEqual(wasm.parseServerFrame(new Uint8Array([1, 2])), { type: "queue_empty" });
+  await rejectsCode(wasm.WebDiary.create("pw", 8, 1), "limit");
+  const diary = await wasm.WebDiary.create("pass phrase", 19456, 2);
+  const sealed = diary.encryptEntry({ title: "t", body: "b", tags: [], createdMs: 1, updatedMs: 1 }, undefined, 1);
+  throwsCode(() => diary.encryptEntry({ title: 5 }, undefined, 1), "invalid_argument");
+  throwsCode(() => diary.encryptEntry({}, "bad id", 1), "invalid_argument");
+  await rejectsCode(wasm.WebDiary.unlock(diary.record(), "wrong"), "wrong_password");
+  await rejectsCode(wasm.WebDiary.unlock(new Uint8Array(5), "pass phrase"), "malformed");
+  const body = sealed.body.slice();
+  body[0] ^= 1;
+  throwsCode(() => diary.decryptEntry(sealed.itemId, 1, body, sealed.meta), "decryption_failed");
+  assert.equal(diary.decryptEntry(sealed.itemId, 1, sealed.body, sealed.meta).body, "b");
+  diary.close();
+  throwsCode(() => diary.record(), "closed");
+});
