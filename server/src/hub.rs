@@ -19,7 +19,7 @@ use tokio::sync::{Notify, oneshot, watch};
 
 use crate::hub_redis::{RedisHints, Remote};
 use crate::ids::Id;
-use crate::messaging::{EphemeralHub, EphemeralMessage};
+use crate::messaging::{EphemeralHub, EphemeralMessage, Push};
 
 /// What a hint is about.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -290,11 +290,9 @@ impl Hub {
             .deliver(device.account, device.device, message);
     }
 
-    /// Subscribes a socket to `device`'s ephemeral messages.
-    pub fn subscribe_ephemeral(
-        &self,
-        device: &DeviceKey,
-    ) -> tokio::sync::mpsc::Receiver<EphemeralMessage> {
+    /// Subscribes a socket to what is handed to `device` directly: ephemeral messages and
+    /// newly stored envelopes.
+    pub fn subscribe_pushes(&self, device: &DeviceKey) -> tokio::sync::mpsc::Receiver<Push> {
         self.inner
             .ephemeral
             .subscribe(device.account, device.device)
@@ -454,12 +452,12 @@ mod tests {
             hub.send_ephemeral(&dev, msg.clone()),
             EphemeralOutcome::Dropped
         );
-        let mut rx = hub.subscribe_ephemeral(&dev);
+        let mut rx = hub.subscribe_pushes(&dev);
         assert_eq!(
             hub.send_ephemeral(&dev, msg.clone()),
             EphemeralOutcome::Delivered
         );
-        assert_eq!(rx.recv().await.unwrap(), msg);
+        assert_eq!(rx.recv().await.unwrap(), Push::Ephemeral(msg));
         // The old socket going away does not unregister the new one.
         drop(first);
         assert_eq!(hub.live_sockets(), 1);

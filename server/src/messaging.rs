@@ -10,9 +10,12 @@
 //! Addressing: a device is `(account id, device number)`; device numbers are the small per-account
 //! numbers of [`crate::store::DeviceRecord::number`] (the SDK's `DeviceAddress::device_id`).
 //!
-//! Wake-ups: whenever an envelope is newly queued for a device, [`notify_mailbox`] publishes
-//! [`Topic::Mailbox`] on the in-process [`crate::hub::Hub`], so a socket of that device reads its
-//! queue. The hint carries nothing; the database stays the only source of truth.
+//! Wake-ups: once an envelope is newly queued for a device, it is handed to that device's socket
+//! on this instance ([`MailPush`], with the sequence number queued before it, so the socket can
+//! tell whether it may deliver it without reading its queue); when no socket here takes it,
+//! [`notify_mailbox`] publishes [`Topic::Mailbox`] on the [`crate::hub::Hub`] (and through Redis
+//! to the other instances), so a socket of that device reads its queue. The database stays the
+//! only source of truth: a push or hint that is lost delays a delivery, never loses it.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -31,8 +34,8 @@ use crate::hub::{DeviceKey, EphemeralOutcome, Topic};
 use crate::ids::Id;
 use crate::state::{AppState, now_i64};
 use crate::store::{
-    Delivery, DeliveryOutcome, NewEnvelope, PendingWrite, QueueLimits, QueuedEnvelope,
-    SharedPayload, Store, StoreError, StoredEnvelope,
+    Delivery, DeliveryCommit, DeliveryOutcome, DeviceListCheck, NewEnvelope, PendingWrite,
+    QueueLimits, QueuedEnvelope, SharedPayload, Store, StoreError, StoredEnvelope,
 };
 
 /// Length of an unidentified-access key in bytes.
@@ -299,10 +302,39 @@ pub struct EphemeralMessage {
     pub content: Vec<u8>,
 }
 
-type EphemeralRoutes = HashMap<(Id, u32), Vec<mpsc::Sender<EphemeralMessage>>>;
+/// A newly stored envelope handed straight to a live socket of its device, so that the socket
+/// need not read it back from the database.
+#[derive(Debug, PartialEq, Eq)]
+pub struct MailPush {
+    /// Its sequence number.
+    pub seq: i64,
+    /// The highest sequence number queued for the device just before it (`None`: none was).
+    /// A socket may deliver the push directly only if it has delivered everything up to this.
+    pub prev_seq: Option<i64>,
+    /// Client-chosen id.
+    pub message_id: Id,
+    /// The authenticated sender, `None` for sealed sends.
+    pub source: Option<(Id, u32)>,
+    /// The envelope bytes.
+    pub content: Vec<u8>,
+    /// Coarse receive time.
+    pub received_at: i64,
+}
 
-/// Routes ephemeral messages to live subscribers (sockets) of a device on this instance.
-/// Bounded: a full or closed subscription loses the message (ephemeral means best effort).
+/// What a live socket is handed directly.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Push {
+    /// An ephemeral message.
+    Ephemeral(EphemeralMessage),
+    /// A stored envelope.
+    Mail(Arc<MailPush>),
+}
+
+type EphemeralRoutes = HashMap<(Id, u32), Vec<mpsc::Sender<Push>>>;
+
+/// Routes ephemeral messages and stored envelopes ([`Push`]) to live subscribers (sockets) of a
+/// device on this instance. Bounded: a full or closed subscription loses the push (ephemeral
+/// means best effort; an envelope stays queued and its socket is woken by a hint instead).
 #[derive(Clone, Default)]
 pub struct EphemeralHub {
     routes: Arc<Mutex<EphemeralRoutes>>,
@@ -316,7 +348,7 @@ impl EphemeralHub {
 
     /// Subscribes a live connection of `(account, device)`. The subscription ends when the
     /// receiver is dropped.
-    pub fn subscribe(&self, account: Id, device: u32) -> mpsc::Receiver<EphemeralMessage> {
+    pub fn subscribe(&self, account: Id, device: u32) -> mpsc::Receiver<Push> {
         let (tx, rx) = mpsc::channel(EPHEMERAL_QUEUE);
         let mut routes = self.routes.lock().unwrap_or_else(PoisonError::into_inner);
         let senders = routes.entry((account, device)).or_default();
@@ -328,6 +360,12 @@ impl EphemeralHub {
     /// Hands `message` to every live subscriber of the device. Returns whether at least one
     /// took it.
     pub fn deliver(&self, account: Id, device: u32, message: &EphemeralMessage) -> bool {
+        self.push(account, device, &Push::Ephemeral(message.clone()))
+    }
+
+    /// Hands `push` to every live subscriber of the device. Returns whether at least one took
+    /// it.
+    pub fn push(&self, account: Id, device: u32, push: &Push) -> bool {
         let mut routes = self.routes.lock().unwrap_or_else(PoisonError::into_inner);
         let Some(senders) = routes.get_mut(&(account, device)) else {
             return false;
@@ -335,7 +373,7 @@ impl EphemeralHub {
         senders.retain(|s| !s.is_closed());
         let mut delivered = false;
         for sender in senders.iter() {
-            delivered |= sender.try_send(message.clone()).is_ok();
+            delivered |= sender.try_send(push.clone()).is_ok();
         }
         if senders.is_empty() {
             routes.remove(&(account, device));
@@ -460,34 +498,14 @@ async fn compare_devices<S: Store>(
     let Some((next, numbers)) = state.store().device_numbers(account).await? else {
         return Err(MessagingError::UnknownAccount);
     };
-    let current: BTreeSet<u32> = numbers
-        .into_iter()
-        .filter(|n| Some(*n) != exclude)
-        .collect();
-    let missing: Vec<u32> = current.difference(listed).copied().collect();
-    let mut extra = Vec::new();
-    let mut removed = Vec::new();
-    for n in listed.difference(&current) {
-        // A number below `next` that is not current was used by a device that is now gone
-        // (the sender's own device, listed on a self-send, is simply extra).
-        if *n >= 1 && *n < next && Some(*n) != exclude {
-            removed.push(*n);
-        } else {
-            extra.push(*n);
-        }
-    }
-    if missing.is_empty() && extra.is_empty() && removed.is_empty() {
-        return Ok(None);
-    }
-    Ok(Some((
-        !removed.is_empty(),
-        DeviceMismatch {
-            account_id: *account,
-            missing_devices: missing,
-            extra_devices: extra,
-            removed_devices: removed,
-        },
-    )))
+    let check = DeviceListCheck {
+        account: *account,
+        listed: listed.clone(),
+        exclude,
+    };
+    Ok(check
+        .compare(next, &numbers)
+        .map(|m| (!m.removed_devices.is_empty(), m)))
 }
 
 fn listed_devices(envelopes: &[DeviceEnvelope]) -> Result<BTreeSet<u32>, MessagingError> {
@@ -522,22 +540,44 @@ fn queue_limits<S: Store>(state: &AppState<S>) -> QueueLimits {
     }
 }
 
-/// Wakes the sockets of every device that got a new (not duplicate) envelope.
-fn notify_stored<S: Store>(state: &AppState<S>, stored: &[StoredEnvelope]) {
+/// Passes every new (not duplicate) envelope of a committed delivery on to its device: handed
+/// to the device's socket here if there is one (no database read), else announced by a hint.
+fn announce<S: Store>(state: &AppState<S>, stored: &[StoredEnvelope], delivery: Delivery) {
+    let Delivery {
+        source,
+        shared_payload,
+        envelopes,
+        received_at,
+        ..
+    } = delivery;
+    // Envelopes with a shared payload are read back whole by the socket.
+    let mut contents: HashMap<(Id, u32), (Id, Vec<u8>)> = if shared_payload.is_none() {
+        envelopes
+            .into_iter()
+            .map(|e| ((e.account, e.device), (e.message_id, e.content)))
+            .collect()
+    } else {
+        HashMap::new()
+    };
     for s in stored.iter().filter(|s| !s.duplicate) {
-        notify_mailbox(state, s.account, s.device);
+        let handed =
+            contents
+                .remove(&(s.account, s.device))
+                .is_some_and(|(message_id, content)| {
+                    let push = Push::Mail(Arc::new(MailPush {
+                        seq: s.seq,
+                        prev_seq: s.prev_seq,
+                        message_id,
+                        source,
+                        content,
+                        received_at,
+                    }));
+                    state.ephemeral().push(s.account, s.device, &push)
+                });
+        if !handed {
+            notify_mailbox(state, s.account, s.device);
+        }
     }
-}
-
-/// Stores `delivery` all-or-nothing (in the next group commit) and wakes the sockets of every
-/// device that got a new (not duplicate) envelope.
-async fn deliver_and_notify<S: Store>(
-    state: &AppState<S>,
-    delivery: Delivery,
-) -> Result<Vec<StoredEnvelope>, MessagingError> {
-    let stored = outcome_to_result(state.store().deliver(delivery, queue_limits(state)).await?)?;
-    notify_stored(state, &stored);
-    Ok(stored)
 }
 
 /// A send whose checks passed: either already answered (ephemeral) or queued for the next group
@@ -551,7 +591,10 @@ pub struct PendingSend<S: Store> {
 
 enum PendingInner {
     Done(SendReceipt),
-    Queued(PendingWrite<DeliveryOutcome>),
+    Queued {
+        pending: PendingWrite<DeliveryCommit>,
+        sealed: bool,
+    },
 }
 
 impl<S: Store> PendingSend<S> {
@@ -559,9 +602,10 @@ impl<S: Store> PendingSend<S> {
     pub async fn wait(self) -> Result<SendReceipt, MessagingError> {
         match self.inner {
             PendingInner::Done(receipt) => Ok(receipt),
-            PendingInner::Queued(pending) => {
-                let stored = outcome_to_result(pending.await?)?;
-                notify_stored(&self.state, &stored);
+            PendingInner::Queued { pending, sealed } => {
+                let commit = pending.await?;
+                let stored = outcome_to_result(commit.outcome, sealed)?;
+                announce(&self.state, &stored, commit.delivery);
                 Ok(SendReceipt {
                     devices: queued(&stored, &self.recipient),
                 })
@@ -570,13 +614,24 @@ impl<S: Store> PendingSend<S> {
     }
 }
 
-fn outcome_to_result(outcome: DeliveryOutcome) -> Result<Vec<StoredEnvelope>, MessagingError> {
+/// Maps what the store did to the send's result. `sealed`: an unknown account is refused like a
+/// wrong access key (a sealed sender must not learn which accounts exist).
+fn outcome_to_result(
+    outcome: DeliveryOutcome,
+    sealed: bool,
+) -> Result<Vec<StoredEnvelope>, MessagingError> {
     match outcome {
         DeliveryOutcome::Stored(stored) => Ok(stored),
+        DeliveryOutcome::Devices(mismatches) => Err(MessagingError::Devices {
+            stale: mismatches.iter().any(|m| !m.removed_devices.is_empty()),
+            mismatches,
+        }),
+        DeliveryOutcome::UnknownAccount(_) if sealed => Err(MessagingError::AccessDenied),
+        DeliveryOutcome::UnknownAccount(_) => Err(MessagingError::UnknownAccount),
         DeliveryOutcome::QueueFull { device, .. } => Err(MessagingError::MailboxFull { device }),
         DeliveryOutcome::IdConflict { .. } => Err(MessagingError::MessageIdConflict),
-        // A device vanished between the device-list check and the insert: the same answer as
-        // if it had vanished before (the client refreshes its list and retries).
+        // A device of a delivery without device-list check is gone: the same answer as a
+        // checked list naming a removed device (the client refreshes its list and retries).
         DeliveryOutcome::DeviceGone { account, device } => Err(MessagingError::Devices {
             stale: true,
             mismatches: vec![DeviceMismatch {
@@ -672,20 +727,22 @@ pub async fn queue_send<S: Store>(
             (None, None)
         }
     };
-    let mismatch = match compare_devices(state, recipient, &listed, exclude).await {
-        // On a sealed send the access key already proved the account exists.
-        Err(MessagingError::UnknownAccount) if source.is_none() => {
-            return Err(MessagingError::AccessDenied);
-        }
-        other => other?,
-    };
-    if let Some((stale, m)) = mismatch {
-        return Err(MessagingError::Devices {
-            stale,
-            mismatches: vec![m],
-        });
-    }
     if request.ephemeral {
+        // Nothing is stored, so the device list is checked here; a stored send has it checked
+        // inside its transaction, under the lock of the recipient devices.
+        let mismatch = match compare_devices(state, recipient, &listed, exclude).await {
+            // On a sealed send the access key already proved the account exists.
+            Err(MessagingError::UnknownAccount) if source.is_none() => {
+                return Err(MessagingError::AccessDenied);
+            }
+            other => other?,
+        };
+        if let Some((stale, m)) = mismatch {
+            return Err(MessagingError::Devices {
+                stale,
+                mismatches: vec![m],
+            });
+        }
         let mut devices: Vec<DeviceDelivery> = request
             .envelopes
             .into_iter()
@@ -729,6 +786,11 @@ pub async fn queue_send<S: Store>(
             .collect(),
         received_at,
         expires_at,
+        device_checks: vec![DeviceListCheck {
+            account: *recipient,
+            listed,
+            exclude,
+        }],
     };
     let pending = state
         .store()
@@ -737,7 +799,10 @@ pub async fn queue_send<S: Store>(
     Ok(PendingSend {
         state: state.clone(),
         recipient: *recipient,
-        inner: PendingInner::Queued(pending),
+        inner: PendingInner::Queued {
+            pending,
+            sealed: source.is_none(),
+        },
     })
 }
 
@@ -817,22 +882,18 @@ pub async fn send_multi<S: Store>(
     for r in &request.recipients {
         check_sealed_rate(state, &r.account).await?;
     }
-    let mut mismatches = Vec::new();
-    let mut stale = false;
-    for (r, listed) in request.recipients.iter().zip(&listed) {
-        match compare_devices(state, &r.account, listed, None).await {
-            Err(MessagingError::UnknownAccount) => return Err(MessagingError::AccessDenied),
-            Err(other) => return Err(other),
-            Ok(Some((s, m))) => {
-                stale |= s;
-                mismatches.push(m);
-            }
-            Ok(None) => {}
-        }
-    }
-    if !mismatches.is_empty() {
-        return Err(MessagingError::Devices { stale, mismatches });
-    }
+    // The device lists are checked inside the transaction (one 409/410 listing every
+    // recipient's differences).
+    let device_checks = request
+        .recipients
+        .iter()
+        .zip(listed)
+        .map(|(r, listed)| DeviceListCheck {
+            account: r.account,
+            listed,
+            exclude: None,
+        })
+        .collect();
     let digest = Sha256::digest(&request.payload);
     let payload_id = Id::from_slice(&digest[..16])
         .map_err(|_| MessagingError::Http(AppError::internal("payload id")))?;
@@ -857,8 +918,15 @@ pub async fn send_multi<S: Store>(
             .collect(),
         received_at,
         expires_at,
+        device_checks,
     };
-    let stored = deliver_and_notify(state, delivery).await?;
+    let commit = state
+        .store()
+        .queue_delivery(delivery, queue_limits(state))
+        .await?
+        .await?;
+    let stored = outcome_to_result(commit.outcome, true)?;
+    announce(state, &stored, commit.delivery);
     Ok(MultiReceipt {
         recipients: request
             .recipients

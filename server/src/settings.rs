@@ -259,7 +259,7 @@ impl Default for DatabaseSettings {
 
 impl DatabaseSettings {
     fn validate(&self) -> Result<(), SettingsError> {
-        let checks: [(bool, &'static str); 4] = [
+        let checks: [(bool, &'static str); 5] = [
             (
                 (1..=10_000).contains(&self.max_write_batch),
                 "database.max_write_batch",
@@ -275,6 +275,11 @@ impl DatabaseSettings {
             (
                 (2..=1000).contains(&self.max_connections),
                 "database.max_connections",
+            ),
+            (
+                // Each writer keeps a connection; at least one must be left for the rest.
+                self.postgres_writers < usize::try_from(self.max_connections).unwrap_or(usize::MAX),
+                "database.postgres_writers",
             ),
         ];
         match checks.iter().find(|(ok, _)| !ok) {

@@ -15,7 +15,7 @@ use base64::engine::general_purpose::STANDARD;
 use common::{Harness, Reply, Tokens, b64};
 use haven_relay::hub::Topic;
 use haven_relay::ids::Id;
-use haven_relay::messaging::{self, EphemeralMessage};
+use haven_relay::messaging::{self, EphemeralMessage, MailPush, Push};
 use haven_relay::settings::Settings;
 use haven_relay::store::{PgStore, SqliteStore, Store};
 use haven_sdk::prekeys::{KemPreKey, KemPreKeyKind, OneTimePreKey, PreKeyBundle, SignedPreKey};
@@ -103,6 +103,7 @@ on_both!(
     multi_recipient_payload_is_stored_once,
     ttl_expiry_by_the_reaper,
     ephemeral_messages_are_never_stored,
+    stored_mail_is_pushed_to_a_live_socket,
     key_directory_upload_claim_digest,
     concurrent_http_claims_hand_out_each_key_once,
     claims_are_rate_limited_per_target,
@@ -667,11 +668,11 @@ async fn ephemeral_messages_are_never_stored<S: Store + Rows>(h: Harness<S>) {
     let got = live.try_recv().unwrap();
     assert_eq!(
         got,
-        EphemeralMessage {
+        Push::Ephemeral(EphemeralMessage {
             message_id: id,
             source: Some((id_of(&alice), 1)),
             content: b"typing".to_vec(),
-        }
+        })
     );
     assert_eq!(h.store.rows("envelopes").await, 0);
     drop(live);
@@ -684,6 +685,62 @@ async fn ephemeral_messages_are_never_stored<S: Store + Rows>(h: Harness<S>) {
     .await
     .expect(StatusCode::OK);
     assert_eq!(r.body["devices"][0]["status"], "dropped");
+}
+
+/// A stored envelope is handed to the recipient device's live subscription after its commit,
+/// naming the sequence number queued before it; duplicates and shared-payload sends are not.
+async fn stored_mail_is_pushed_to_a_live_socket<S: Store + Rows>(h: Harness<S>) {
+    let alice = h.register(None, PASSWORD).await;
+    let bob = h.register(None, PASSWORD).await;
+    let mut live = h.state.ephemeral().subscribe(id_of(&bob), 1);
+    let mail = |push: Push| match push {
+        Push::Mail(m) => m,
+        other => panic!("expected mail, got {other:?}"),
+    };
+    let (m1, m2) = (Id::random(), Id::random());
+    let r1 = send(&h, &alice, &bob.account_id, &m1, &[1], b"first")
+        .await
+        .expect(StatusCode::OK);
+    let seq1 = r1.body["devices"][0]["seq"].as_i64().unwrap();
+    let got = mail(live.try_recv().unwrap());
+    assert_eq!(
+        *got,
+        MailPush {
+            seq: seq1,
+            prev_seq: None,
+            message_id: m1,
+            source: Some((id_of(&alice), 1)),
+            content: b"first".to_vec(),
+            received_at: got.received_at,
+        }
+    );
+    let r2 = send(&h, &alice, &bob.account_id, &m2, &[1], b"second")
+        .await
+        .expect(StatusCode::OK);
+    let got = mail(live.try_recv().unwrap());
+    assert_eq!(got.seq, r2.body["devices"][0]["seq"].as_i64().unwrap());
+    assert_eq!(got.prev_seq, Some(seq1));
+    assert_eq!(got.content, b"second");
+    // An idempotent resend stores nothing and pushes nothing.
+    send(&h, &alice, &bob.account_id, &m2, &[1], b"second")
+        .await
+        .expect(StatusCode::OK);
+    assert!(live.try_recv().is_err());
+    // After an ack of everything the queue is empty again: the next push names nothing.
+    let fetched = fetch(&h, &bob).await;
+    assert_eq!(fetched.len(), 2);
+    post(&h, "/v1/messages/ack", json!({"up_to_seq": got.seq}), &bob)
+        .await
+        .expect(StatusCode::OK);
+    send(&h, &alice, &bob.account_id, &Id::random(), &[1], b"third")
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(mail(live.try_recv().unwrap()).prev_seq, None);
+    // A refused send (stale device list) pushes nothing.
+    send(&h, &alice, &bob.account_id, &Id::random(), &[1, 2], b"x")
+        .await
+        .expect_error(StatusCode::CONFLICT, "mismatched_devices");
+    assert!(live.try_recv().is_err());
 }
 
 /// A device's SDK keys and the upload body for them.

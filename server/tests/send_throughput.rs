@@ -46,6 +46,7 @@ async fn measure<S: Store>(name: &str, h: Harness<S>) {
             }],
             received_at: 0,
             expires_at: i64::MAX,
+            device_checks: Vec::new(),
         };
         h.store.deliver(d, limits).await.unwrap();
     }

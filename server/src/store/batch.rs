@@ -22,8 +22,27 @@ use std::task::{Context, Poll};
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Delivery, DeliveryOutcome, QueueLimits, StoreError, StoreResult};
+use super::{
+    Delivery, DeliveryOutcome, NewEnvelope, QueueLimits, SharedPayload, StoreError, StoreResult,
+};
 use crate::ids::Id;
+
+/// SHA-256 over the envelope (length-prefixed) and the shared payload id: what decides whether a
+/// resend with the same message id is a duplicate or a conflict.
+pub(crate) fn envelope_digest(envelope: &NewEnvelope, shared: Option<&SharedPayload>) -> Vec<u8> {
+    use sha2::Digest as _;
+    let mut hasher = sha2::Sha256::new();
+    hasher.update(
+        u64::try_from(envelope.content.len())
+            .unwrap_or(u64::MAX)
+            .to_be_bytes(),
+    );
+    hasher.update(&envelope.content);
+    if let Some(shared) = shared {
+        hasher.update(shared.id.as_bytes());
+    }
+    hasher.finalize().to_vec()
+}
 
 /// One queued mailbox write and where to send its answer.
 pub(crate) enum MailWrite {
@@ -31,7 +50,7 @@ pub(crate) enum MailWrite {
     Deliver {
         delivery: Delivery,
         limits: QueueLimits,
-        reply: oneshot::Sender<StoreResult<DeliveryOutcome>>,
+        reply: oneshot::Sender<StoreResult<DeliveryCommit>>,
     },
     /// [`super::MailboxStore::ack_ids`].
     AckIds {
@@ -49,6 +68,16 @@ pub(crate) enum MailWrite {
     },
 }
 
+/// What became of a queued delivery, with the delivery handed back, so that the caller can
+/// pass the stored envelopes on to live sockets without copying them first.
+#[derive(Debug)]
+pub struct DeliveryCommit {
+    /// What the store did.
+    pub outcome: DeliveryOutcome,
+    /// The delivery as it was queued.
+    pub delivery: Delivery,
+}
+
 /// What one write did.
 pub(crate) enum WriteOutcome {
     Delivered(DeliveryOutcome),
@@ -62,9 +91,11 @@ impl MailWrite {
             table: "mail write batch",
         };
         match self {
-            Self::Deliver { reply, .. } => {
+            Self::Deliver {
+                reply, delivery, ..
+            } => {
                 let _ = reply.send(result.and_then(|o| match o {
-                    WriteOutcome::Delivered(d) => Ok(d),
+                    WriteOutcome::Delivered(outcome) => Ok(DeliveryCommit { outcome, delivery }),
                     WriteOutcome::Acked(_) => Err(mismatch()),
                 }));
             }
@@ -102,6 +133,12 @@ impl MailWriter {
         (Self { tx }, Arc::new(tokio::sync::Mutex::new(rx)))
     }
 
+    /// A writer handle and the receiving end for a single writer of its own (a thread).
+    pub(crate) fn dedicated(capacity: usize) -> (Self, mpsc::Receiver<MailWrite>) {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        (Self { tx }, rx)
+    }
+
     async fn enqueue(&self, write: MailWrite) -> StoreResult<()> {
         self.tx
             .send(write)
@@ -114,7 +151,7 @@ impl MailWriter {
         &self,
         delivery: Delivery,
         limits: QueueLimits,
-    ) -> StoreResult<PendingWrite<DeliveryOutcome>> {
+    ) -> StoreResult<PendingWrite<DeliveryCommit>> {
         let (reply, rx) = oneshot::channel();
         self.enqueue(MailWrite::Deliver {
             delivery,

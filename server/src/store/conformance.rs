@@ -9,9 +9,11 @@ macro_rules! store_conformance_tests {
     ($make:path) => {
         mod store_conformance {
             #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+            use $crate::error::DeviceMismatch;
             use $crate::ids::Id;
             use $crate::store::{
-                AccountStore, AuthStateStore, Delivery, DeliveryOutcome, DeviceRecord, DeviceStore,
+                AccountStore, AuthStateStore, Delivery, DeliveryOutcome, DeviceListCheck,
+                DeviceRecord, DeviceStore,
                 FamilyRecord, KeyStore, KeyUpload, LoginState, MailboxStore, NewAccount,
                 NewEnvelope, PublicPreKey, QueueLimits, RefreshOutcome, RefreshTokenRecord,
                 SecretBytes, SecretStore, SharedPayload, Store, StoreError, TokenStore,
@@ -536,6 +538,7 @@ macro_rules! store_conformance_tests {
                     envelopes,
                     received_at: 60,
                     expires_at,
+                    device_checks: Vec::new(),
                 }
             }
 
@@ -860,6 +863,184 @@ macro_rules! store_conformance_tests {
                 }
                 assert_eq!(stored, 35);
                 assert_eq!(store.queue_stats(&a, 1).await.unwrap().messages, stored - acked);
+            }
+
+            #[tokio::test]
+            async fn device_lists_are_checked_inside_the_delivery() {
+                let Some((store, _guard)) = $make().await else {
+                    return;
+                };
+                let (a, _) = account(&store, None).await;
+                let mut second = device(a, 12);
+                second.number = store.create_device(&second, 5).await.unwrap();
+                assert_eq!(second.number, 2);
+                let check = |listed: &[u32], exclude: Option<u32>| DeviceListCheck {
+                    account: a,
+                    listed: listed.iter().copied().collect(),
+                    exclude,
+                };
+                let checked = |devices: &[u32], c: DeviceListCheck| {
+                    let m = Id::random();
+                    let mut d = delivery(devices.iter().map(|n| env(a, *n, m, b"x")).collect(), 1_000);
+                    d.device_checks = vec![c];
+                    d
+                };
+                // The right list is stored; so is a self-send that leaves out the sender.
+                assert!(matches!(
+                    store.deliver(checked(&[1, 2], check(&[1, 2], None)), ROOMY).await.unwrap(),
+                    DeliveryOutcome::Stored(s) if s.len() == 2
+                ));
+                assert!(matches!(
+                    store.deliver(checked(&[2], check(&[2], Some(1))), ROOMY).await.unwrap(),
+                    DeliveryOutcome::Stored(s) if s.len() == 1
+                ));
+                let before = store.queue_stats(&a, 1).await.unwrap();
+                // A missing device and an extra one: refused, nothing stored.
+                assert_eq!(
+                    store.deliver(checked(&[1], check(&[1], None)), ROOMY).await.unwrap(),
+                    DeliveryOutcome::Devices(vec![DeviceMismatch {
+                        account_id: a,
+                        missing_devices: vec![2],
+                        extra_devices: vec![],
+                        removed_devices: vec![],
+                    }])
+                );
+                assert_eq!(
+                    store.deliver(checked(&[1, 2], check(&[1, 2, 9], None)), ROOMY).await.unwrap(),
+                    DeliveryOutcome::Devices(vec![DeviceMismatch {
+                        account_id: a,
+                        missing_devices: vec![],
+                        extra_devices: vec![9],
+                        removed_devices: vec![],
+                    }])
+                );
+                // Device 2 removed, device 3 added: both reported.
+                assert!(store.delete_device(&a, &second.id).await.unwrap());
+                let third = device(a, 13);
+                assert_eq!(store.create_device(&third, 5).await.unwrap(), 3);
+                assert_eq!(
+                    store.deliver(checked(&[1], check(&[1, 2], None)), ROOMY).await.unwrap(),
+                    DeliveryOutcome::Devices(vec![DeviceMismatch {
+                        account_id: a,
+                        missing_devices: vec![3],
+                        extra_devices: vec![],
+                        removed_devices: vec![2],
+                    }])
+                );
+                let unknown = Id::random();
+                let mut d = checked(&[1], check(&[1, 3], None));
+                d.device_checks.push(DeviceListCheck {
+                    account: unknown,
+                    listed: [1].into_iter().collect(),
+                    exclude: None,
+                });
+                assert_eq!(
+                    store.deliver(d, ROOMY).await.unwrap(),
+                    DeliveryOutcome::UnknownAccount(unknown)
+                );
+                assert_eq!(store.queue_stats(&a, 1).await.unwrap(), before);
+                // Concurrent deliveries share batches: the stale ones are refused alone.
+                let tasks: Vec<_> = (0..32u32)
+                    .map(|i| {
+                        let store = store.clone();
+                        let d = if i % 2 == 0 {
+                            checked(&[1, 3], check(&[1, 3], None))
+                        } else {
+                            checked(&[1], check(&[1], None))
+                        };
+                        tokio::spawn(async move { (i, store.deliver(d, ROOMY).await.unwrap()) })
+                    })
+                    .collect();
+                for t in tasks {
+                    match t.await.unwrap() {
+                        (i, DeliveryOutcome::Stored(s)) if i % 2 == 0 => assert_eq!(s.len(), 2),
+                        (i, DeliveryOutcome::Devices(m)) if i % 2 == 1 => {
+                            assert_eq!(m[0].missing_devices, vec![3]);
+                        }
+                        other => panic!("{other:?}"),
+                    }
+                }
+                assert_eq!(store.queue_stats(&a, 1).await.unwrap().messages, before.messages + 16);
+            }
+
+            #[tokio::test]
+            async fn stored_envelopes_name_their_predecessor_in_the_queue() {
+                let Some((store, _guard)) = $make().await else {
+                    return;
+                };
+                let (a, _) = account(&store, None).await;
+                let one = |content: &[u8]| delivery(vec![env(a, 1, Id::random(), content)], 1_000);
+                let stored = |o: DeliveryOutcome| match o {
+                    DeliveryOutcome::Stored(s) => s,
+                    other => panic!("{other:?}"),
+                };
+                let first = stored(store.deliver(one(b"1"), ROOMY).await.unwrap());
+                assert_eq!(first[0].prev_seq, None, "empty queue");
+                let second = stored(store.deliver(one(b"2"), ROOMY).await.unwrap());
+                assert_eq!(second[0].prev_seq, Some(first[0].seq));
+                // A duplicate is not new and names nothing.
+                let d = one(b"3");
+                let third = stored(store.deliver(d.clone(), ROOMY).await.unwrap());
+                assert_eq!(third[0].prev_seq, Some(second[0].seq));
+                let again = stored(store.deliver(d, ROOMY).await.unwrap());
+                assert!(again[0].duplicate);
+                assert_eq!(again[0].prev_seq, None);
+                // After everything is acked the queue is empty again.
+                assert_eq!(store.ack_up_to(&a, 1, i64::MAX).await.unwrap(), 3);
+                let fourth = stored(store.deliver(one(b"4"), ROOMY).await.unwrap());
+                assert_eq!(fourth[0].prev_seq, None);
+                // Concurrent deliveries (shared batches): the new sequence numbers form one
+                // chain, each naming the one before it.
+                let tasks: Vec<_> = (0..40u32)
+                    .map(|i| {
+                        let store = store.clone();
+                        let d = one(&i.to_be_bytes());
+                        tokio::spawn(async move { store.deliver(d, ROOMY).await.unwrap() })
+                    })
+                    .collect();
+                let mut chain = Vec::new();
+                for t in tasks {
+                    let s = stored(t.await.unwrap());
+                    chain.push((s[0].seq, s[0].prev_seq));
+                }
+                chain.sort_unstable();
+                let mut known: std::collections::HashSet<i64> =
+                    chain.iter().map(|(seq, _)| *seq).collect();
+                known.insert(fourth[0].seq);
+                let mut prev = Some(fourth[0].seq);
+                for (seq, p) in chain {
+                    assert_eq!(p, prev, "predecessor of {seq}");
+                    prev = Some(seq);
+                }
+                // With acks in the same batches, a predecessor is always an earlier envelope of
+                // the same queue.
+                let mut tasks = Vec::new();
+                for i in 0..40u32 {
+                    let store = store.clone();
+                    tasks.push(tokio::spawn(async move {
+                        if i % 5 == 4 {
+                            store.ack_up_to(&a, 1, i64::MAX).await.unwrap();
+                            None
+                        } else {
+                            let d = delivery(vec![env(a, 1, Id::random(), &i.to_be_bytes())], 1_000);
+                            Some(store.deliver(d, ROOMY).await.unwrap())
+                        }
+                    }));
+                }
+                let mut pairs = Vec::new();
+                for t in tasks {
+                    if let Some(o) = t.await.unwrap() {
+                        let s = stored(o);
+                        known.insert(s[0].seq);
+                        pairs.push((s[0].seq, s[0].prev_seq));
+                    }
+                }
+                assert_eq!(pairs.len(), 32);
+                for (seq, p) in pairs {
+                    if let Some(p) = p {
+                        assert!(p < seq && known.contains(&p), "{p} before {seq}");
+                    }
+                }
             }
 
             #[tokio::test]

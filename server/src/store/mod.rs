@@ -7,6 +7,7 @@ use std::future::Future;
 
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
+use crate::error::DeviceMismatch;
 use crate::ids::Id;
 
 mod batch;
@@ -15,12 +16,14 @@ mod channels;
 mod conformance;
 mod postgres;
 mod sql;
+mod sql_mail;
 mod sqlite;
+mod sqlite_mail;
 mod vault;
 mod vault_conformance;
 mod vault_sql;
 
-pub use batch::PendingWrite;
+pub use batch::{DeliveryCommit, PendingWrite};
 pub use blobs::{
     BlobMetaStore, BlobPart, BlobQuota, BlobRecord, BlobState, BlobUsage, CreateBlobOutcome,
 };
@@ -59,6 +62,9 @@ pub enum StoreError {
     /// The database URL could not be used.
     #[error("invalid database url: {0}")]
     InvalidUrl(String),
+    /// The SQLite library reported an error (the SQLite mailbox writer).
+    #[error("database error: {0}")]
+    Sqlite(#[source] rusqlite::Error),
     /// The mailbox writer task is gone (the store is shutting down).
     #[error("mailbox writer stopped")]
     WriterStopped,
@@ -69,6 +75,20 @@ impl From<sqlx::Error> for StoreError {
         match &err {
             sqlx::Error::Database(db) if db.is_unique_violation() => Self::Conflict,
             _ => Self::Database(err),
+        }
+    }
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(err: rusqlite::Error) -> Self {
+        match &err {
+            rusqlite::Error::SqliteFailure(e, _)
+                if e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+                    || e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY =>
+            {
+                Self::Conflict
+            }
+            _ => Self::Sqlite(err),
         }
     }
 }
@@ -541,6 +561,55 @@ pub struct Delivery {
     pub received_at: i64,
     /// Expiry time.
     pub expires_at: i64,
+    /// Device lists to check, inside the transaction that stores the delivery (under the lock
+    /// of the recipient devices), before anything else: if one differs from the account's
+    /// current devices the delivery is refused with [`DeliveryOutcome::Devices`]. Empty: no
+    /// check (the envelopes' devices must still exist, else [`DeliveryOutcome::DeviceGone`]).
+    pub device_checks: Vec<DeviceListCheck>,
+}
+
+/// The device list a sender addressed for one recipient account.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeviceListCheck {
+    /// The recipient account.
+    pub account: Id,
+    /// The device numbers the send has an envelope for.
+    pub listed: std::collections::BTreeSet<u32>,
+    /// The sending device itself, on a send to one's own account (it needs no envelope).
+    pub exclude: Option<u32>,
+}
+
+impl DeviceListCheck {
+    /// Compares the listed devices with an account's current device numbers and the number its
+    /// next device will get. `None` when they match.
+    pub fn compare(&self, next: u32, current: &[u32]) -> Option<DeviceMismatch> {
+        let current: std::collections::BTreeSet<u32> = current
+            .iter()
+            .copied()
+            .filter(|n| Some(*n) != self.exclude)
+            .collect();
+        let missing: Vec<u32> = current.difference(&self.listed).copied().collect();
+        let mut extra = Vec::new();
+        let mut removed = Vec::new();
+        for n in self.listed.difference(&current) {
+            // A number below `next` that is not current was used by a device that is now gone
+            // (the sender's own device, listed on a self-send, is simply extra).
+            if *n >= 1 && *n < next && Some(*n) != self.exclude {
+                removed.push(*n);
+            } else {
+                extra.push(*n);
+            }
+        }
+        if missing.is_empty() && extra.is_empty() && removed.is_empty() {
+            return None;
+        }
+        Some(DeviceMismatch {
+            account_id: self.account,
+            missing_devices: missing,
+            extra_devices: extra,
+            removed_devices: removed,
+        })
+    }
 }
 
 /// Per-device queue limits.
@@ -563,6 +632,10 @@ pub struct StoredEnvelope {
     pub seq: i64,
     /// Whether it was already queued (an idempotent resend): nothing new was stored.
     pub duplicate: bool,
+    /// For a new envelope: the highest sequence number queued for the device just before it
+    /// (`None`: the queue was empty). A socket that has delivered everything up to this number
+    /// can deliver the new envelope without reading the queue (see `ws/conn.rs`).
+    pub prev_seq: Option<i64>,
 }
 
 /// What [`MailboxStore::deliver`] did.
@@ -585,6 +658,11 @@ pub enum DeliveryOutcome {
         /// Device number.
         device: u32,
     },
+    /// A checked device list differs from the account's devices (see
+    /// [`Delivery::device_checks`]). Nothing was stored.
+    Devices(Vec<DeviceMismatch>),
+    /// A checked account does not exist. Nothing was stored.
+    UnknownAccount(Id),
     /// A recipient device does not exist (any more). Nothing was stored.
     DeviceGone {
         /// Account.
@@ -640,7 +718,7 @@ pub trait MailboxStore {
         &self,
         delivery: Delivery,
         limits: QueueLimits,
-    ) -> impl Future<Output = StoreResult<PendingWrite<DeliveryOutcome>>> + Send;
+    ) -> impl Future<Output = StoreResult<PendingWrite<DeliveryCommit>>> + Send;
     /// Reads up to `limit` unexpired envelopes of a device with `seq > after_seq`, in order.
     fn fetch_envelopes(
         &self,

@@ -45,10 +45,9 @@ impl PgStore {
     }
 }
 
-super::sql::impl_sql_store!(
-    PgStore,
+super::sql::impl_sql_store!(PgStore, sqlx::Postgres, " FOR UPDATE SKIP LOCKED");
+super::sql_mail::impl_sql_mail_writer!(
     sqlx::Postgres,
-    " FOR UPDATE SKIP LOCKED",
     // Row locks taken in (account, device) order, so concurrent batches cannot deadlock.
     "SELECT account_id, device_number FROM devices WHERE (account_id, device_number) IN (",
     ") ORDER BY account_id, device_number FOR NO KEY UPDATE"

@@ -12,6 +12,9 @@ use super::batch::MailWriter;
 use super::{StoreError, StoreResult};
 use crate::settings::{self, DatabaseSettings};
 
+/// SQLite page cache per connection, KiB.
+const SQLITE_CACHE_KIB: u32 = 16 * 1024;
+
 /// Store on an SQLite database file.
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
@@ -39,8 +42,18 @@ impl SqliteStore {
             .foreign_keys(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(synchronous)
-            .busy_timeout(Duration::from_secs(5));
-        if let Some(dir) = options.get_filename().parent()
+            .busy_timeout(Duration::from_secs(5))
+            // Pages cached per connection (negative: KiB). The mail writer keeps its connection,
+            // so its working set (queue indexes, tombstones) stays cached between batches
+            // instead of being read again from the file system.
+            .pragma("cache_size", format!("-{}", SQLITE_CACHE_KIB));
+        let path = options.get_filename().to_path_buf();
+        if path.as_os_str().is_empty() || path == std::path::Path::new(":memory:") {
+            return Err(StoreError::InvalidUrl(
+                "the relay needs an SQLite database file, not an in-memory database".into(),
+            ));
+        }
+        if let Some(dir) = path.parent()
             && !dir.as_os_str().is_empty()
         {
             std::fs::create_dir_all(dir)
@@ -51,8 +64,11 @@ impl SqliteStore {
             .connect_with(options)
             .await?;
         sqlx::migrate!("../migrations/sqlite").run(&pool).await?;
-        // One writer: SQLite has one write lock, a second writer would only wait for it.
-        let writer = spawn_mail_writers(&pool, db, 1);
+        // One writer, on a thread of its own: SQLite has one write lock, a second writer would
+        // only wait for it.
+        let conn = super::sqlite_mail::open(&path, db, SQLITE_CACHE_KIB)?;
+        let (writer, rx) = MailWriter::dedicated(db.write_queue);
+        super::sqlite_mail::spawn(conn, rx, db.max_write_batch)?;
         Ok(Self { pool, writer })
     }
 
@@ -67,14 +83,7 @@ impl SqliteStore {
     }
 }
 
-super::sql::impl_sql_store!(
-    SqliteStore,
-    sqlx::Sqlite,
-    "",
-    // The first write of a batch takes SQLite's write lock; RETURNING names the devices found.
-    "UPDATE devices SET device_number = device_number WHERE (account_id, device_number) IN (",
-    ") RETURNING account_id, device_number"
-);
+super::sql::impl_sql_store!(SqliteStore, sqlx::Sqlite, "");
 super::vault_sql::impl_sql_vault_store!(SqliteStore, sqlx::Sqlite);
 super::channels::impl_channel_store!(SqliteStore, sqlx::Sqlite);
 

@@ -2,10 +2,15 @@
 //!
 //! The loop is a single task (cheap when idle: no extra task, no queue, small buffers). It waits
 //! for whichever comes first: a client frame, a committed send or ack, a mailbox or channel
-//! hint, an ephemeral signal, a "sessions changed" hint, the poll timer, the ping timer,
-//! replacement by a newer socket, or shutdown. Mail is always read from the database after the
-//! last delivered sequence number, so hints are only wake-ups: a lost hint is caught by the
-//! periodic poll.
+//! hint, a push (an ephemeral signal or a newly stored envelope), a "sessions changed" hint,
+//! the poll timer, the ping timer, replacement by a newer socket, or shutdown.
+//!
+//! Mail is read from the database after the last delivered sequence number, so hints are only
+//! wake-ups: a lost hint is caught by the periodic poll. A newly stored envelope is also pushed
+//! to its device's socket with the sequence number queued just before it; a socket that has
+//! read its whole queue and delivered up to that number delivers the push at once without
+//! reading the database (nothing can be queued in between, since a device's envelopes commit
+//! in sequence order). Any other push only marks the queue for reading, like a hint.
 //!
 //! Sends and acks are checked and queued for the store's group commit in the order their
 //! frames arrive, and answered when their transaction has committed; meanwhile the socket keeps
@@ -36,7 +41,8 @@ use crate::error::AppError;
 use crate::hub::{DeviceKey, EphemeralOutcome, Subscription, Topic};
 use crate::ids::Id;
 use crate::messaging::{
-    self, DeviceEnvelope, EphemeralMessage, MessagingError, SendAuth, SendReceipt, SendRequest,
+    self, DeviceEnvelope, EphemeralMessage, MailPush, MessagingError, Push, SendAuth, SendReceipt,
+    SendRequest,
 };
 use crate::state::AppState;
 use crate::store::{Store, StoreError};
@@ -55,6 +61,9 @@ const CHANNEL_BATCH: u32 = 100;
 
 /// Envelopes read from the database per query.
 const MAIL_BATCH: usize = 128;
+
+/// Pushes taken per wake-up (and written with one flush).
+const PUSH_BATCH: usize = 64;
 
 /// Why the loop stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,7 +103,7 @@ enum Event {
     Sessions,
     Mail,
     Channel(Id),
-    Ephemeral(Option<EphemeralMessage>),
+    Push(Option<Push>),
     Poll,
     Ping,
     Replaced,
@@ -137,7 +146,7 @@ pub async fn run<S: Store>(
     });
     let mut sessions = hub.subscribe(Topic::Sessions(device.account));
     let mut reg = hub.register_socket(device);
-    let mut ephemeral = hub.subscribe_ephemeral(&device);
+    let mut pushes = hub.subscribe_pushes(&device);
     metrics::gauge!("haven_ws_connections").increment(1.0);
     let cfg = state.settings().ws.clone();
     let mut conn = Conn {
@@ -198,7 +207,7 @@ pub async fn run<S: Store>(
                 () = mailbox.changed() => Event::Mail,
                 () = sessions.changed() => Event::Sessions,
                 id = channel_wait => Event::Channel(id),
-                sig = ephemeral.recv() => Event::Ephemeral(sig),
+                push = pushes.recv() => Event::Push(push),
                 _ = poll.tick() => Event::Poll,
                 _ = ping.tick() => Event::Ping,
             }
@@ -224,14 +233,23 @@ pub async fn run<S: Store>(
                 }
                 Ok(())
             }
-            Event::Ephemeral(Some(msg)) => {
-                conn.send(frame::ephemeral(&msg.message_id, msg.source, &msg.content))
-                    .await
+            Event::Push(Some(first)) => {
+                let mut frames = Vec::new();
+                conn.pushed(first, window, &mut frames);
+                while frames.len() < PUSH_BATCH {
+                    match pushes.try_recv() {
+                        Ok(push) => conn.pushed(push, window, &mut frames),
+                        Err(_) => break,
+                    }
+                }
+                conn.send_batch(frames).await
             }
-            Event::Ephemeral(None) => {
+            Event::Push(None) => {
                 // The router dropped this subscription (cannot happen while it is open, but a
-                // closed receiver would otherwise wake the loop forever): subscribe again.
-                ephemeral = hub.subscribe_ephemeral(&device);
+                // closed receiver would otherwise wake the loop forever): subscribe again, and
+                // read the queue in case a push was lost.
+                pushes = hub.subscribe_pushes(&device);
+                conn.mail_dirty = true;
                 Ok(())
             }
             Event::Poll => conn.poll().await,
@@ -403,6 +421,49 @@ impl<S: Store> Conn<S> {
             c.dirty = more;
         }
         Ok(())
+    }
+
+    /// Takes one push: an ephemeral message is written as is; a stored envelope is written if
+    /// this socket has delivered everything queued before it and has room in its window,
+    /// otherwise the queue is marked for reading (which finds it).
+    fn pushed(&mut self, push: Push, window: usize, frames: &mut Vec<Vec<u8>>) {
+        match push {
+            Push::Ephemeral(msg) => {
+                frames.push(frame::ephemeral(&msg.message_id, msg.source, &msg.content));
+            }
+            Push::Mail(mail) => {
+                if let Some(f) = self.direct(&mail, window) {
+                    frames.push(f);
+                }
+            }
+        }
+    }
+
+    /// The frame of a pushed envelope, if it may be delivered without reading the queue.
+    fn direct(&mut self, mail: &MailPush, window: usize) -> Option<Vec<u8>> {
+        if mail.seq <= self.last_seq {
+            // Already read from the queue.
+            return None;
+        }
+        let follows = mail.prev_seq.is_none_or(|prev| prev <= self.last_seq);
+        if self.mail_dirty || !follows || self.in_flight.len() >= window {
+            self.mail_dirty = true;
+            return None;
+        }
+        self.last_seq = mail.seq;
+        self.in_flight.insert(mail.message_id);
+        metrics::counter!("haven_ws_direct_deliveries").increment(1);
+        Some(
+            frame::EnvelopeFrame {
+                seq: u64::try_from(mail.seq).unwrap_or(0),
+                message_id: mail.message_id,
+                received_at: u64::try_from(mail.received_at).unwrap_or(0),
+                source: mail.source,
+                content: &mail.content,
+                shared_payload: None,
+            }
+            .encode(),
+        )
     }
 
     /// Reads up to `room` envelopes after `last_seq` and encodes them.
