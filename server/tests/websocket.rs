@@ -817,6 +817,90 @@ async fn pipelined_sends_are_all_answered_and_stored_in_order() {
     }
 }
 
+/// Envelopes stored while the recipient's socket is live are handed to it directly, or read
+/// from its queue when it cannot take them (delivery window full, a gap before them): with
+/// both happening at once, every envelope still arrives exactly once and in sequence order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_sends_reach_a_live_socket_once_each_in_order() {
+    let env = setup(&[("HAVEN_WS_DELIVERY_WINDOW", "4")]).await;
+    let mut alice = relay::connect(&env.relay.addr, &env.alice.access).await;
+    assert_eq!(next(&mut alice, T).await, Frame::QueueEmpty);
+    let mut bob = relay::connect(&env.relay.addr, &env.bob.access).await;
+    assert_eq!(next(&mut bob, T).await, Frame::QueueEmpty);
+    const N: u32 = 40;
+    // Pipelined socket sends, then REST sends while Bob reads and acks in small steps.
+    for i in 0..N {
+        let content = format!("ws-{i}");
+        send_bin(
+            &mut alice,
+            relay::send_frame(
+                i,
+                &account(&env.bob),
+                Id::random().as_bytes(),
+                false,
+                &[(1, content.as_bytes())],
+            ),
+        )
+        .await;
+    }
+    let rest = async {
+        for i in 0..N {
+            rest_send(&env, &env.alice, &env.bob, format!("rest-{i}").as_bytes()).await;
+        }
+    };
+    let receive = async {
+        let mut got = Vec::new();
+        let mut unacked = Vec::new();
+        while got.len() < 2 * N as usize {
+            match next(&mut bob, T).await {
+                Frame::Envelope {
+                    message_id,
+                    content,
+                    seq,
+                    ..
+                } => {
+                    got.push((seq, String::from_utf8(content).unwrap(), message_id));
+                    unacked.push(message_id);
+                    if unacked.len() == 3 {
+                        send_bin(&mut bob, relay::ack_frame(&unacked)).await;
+                        unacked.clear();
+                    }
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        send_bin(&mut bob, relay::ack_frame(&unacked)).await;
+        got
+    };
+    let ((), got) = tokio::join!(rest, receive);
+    let seqs: Vec<u64> = got.iter().map(|(seq, _, _)| *seq).collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+    let ids: std::collections::HashSet<_> = got.iter().map(|(_, _, id)| *id).collect();
+    assert_eq!(ids.len(), got.len(), "an envelope arrived twice");
+    // The WebSocket sends were stored in frame order, so they arrive in that order too.
+    let ws_order: Vec<u32> = got
+        .iter()
+        .filter_map(|(_, c, _)| c.strip_prefix("ws-").map(|n| n.parse().unwrap()))
+        .collect();
+    assert_eq!(ws_order, (0..N).collect::<Vec<_>>());
+    let contents: std::collections::BTreeSet<String> = got.into_iter().map(|(_, c, _)| c).collect();
+    let expected: std::collections::BTreeSet<String> = (0..N)
+        .flat_map(|i| [format!("ws-{i}"), format!("rest-{i}")])
+        .collect();
+    assert_eq!(contents, expected);
+    let deadline = Instant::now() + T;
+    while queued(&env, &env.bob).await != 0 {
+        assert!(Instant::now() < deadline, "acks did not delete");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Nothing more arrives.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), next(&mut bob, T))
+            .await
+            .is_err()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_resend_after_the_ack_is_not_delivered_again() {
     let env = setup(&[]).await;

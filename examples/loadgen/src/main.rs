@@ -404,22 +404,40 @@ struct Totals {
     errors: AtomicU64,
 }
 
+/// When one client sends.
+struct Schedule {
+    /// Sends per second.
+    rate_per_sec: f64,
+    /// 0..1: where in the tick period its ticks fall, and its initial send credit.
+    phase: f64,
+    /// Time zero of the payload stamps.
+    epoch: Instant,
+    /// When it stops sending.
+    until: Instant,
+}
+
 /// One client socket: sends at `rate_per_sec` to `to` (relay) or to itself (echo), receives,
-/// acks, records latencies in microseconds.
+/// acks, records latencies in microseconds. `phase` (0..1) offsets its ticks within the tick
+/// period and its send credit, so that many clients together send at an even pace.
 async fn client_loop(
     mut ws: Ws,
     to: Option<Id>,
-    rate_per_sec: f64,
+    schedule: Schedule,
     size: usize,
-    epoch: Instant,
-    until: Instant,
     totals: Arc<Totals>,
 ) -> Vec<u64> {
+    let Schedule {
+        rate_per_sec,
+        phase,
+        epoch,
+        until,
+    } = schedule;
     let mut latencies = Vec::new();
     let tick = Duration::from_millis(10);
     let per_tick = rate_per_sec * tick.as_secs_f64();
-    let mut credit = 0.0;
-    let mut timer = tokio::time::interval(tick);
+    let mut credit = phase;
+    let mut timer =
+        tokio::time::interval_at(tokio::time::Instant::now() + tick.mul_f64(phase), tick);
     let mut request_id = 0u32;
     let drain_until = until + Duration::from_secs(2);
     // Acks are batched per 10 ms tick, as a real client acks what one read burst delivered.
@@ -534,10 +552,15 @@ async fn throughput(args: &Args) -> Result<(), BoxError> {
         tasks.push(tokio::spawn(client_loop(
             ws,
             to,
-            per_socket,
+            Schedule {
+                rate_per_sec: per_socket,
+                // Spread the clients' sends evenly over time: with equal start conditions every
+                // client would send in the same 10 ms tick, one burst of `devices` sends at once.
+                phase: i as f64 / n as f64,
+                epoch,
+                until,
+            },
             args.size,
-            epoch,
-            until,
             totals.clone(),
         )));
     }

@@ -66,9 +66,8 @@ impl SqliteStore {
         sqlx::migrate!("../migrations/sqlite").run(&pool).await?;
         // One writer, on a thread of its own: SQLite has one write lock, a second writer would
         // only wait for it.
-        let conn = super::sqlite_mail::open(&path, db, SQLITE_CACHE_KIB)?;
         let (writer, rx) = MailWriter::dedicated(db.write_queue);
-        super::sqlite_mail::spawn(conn, rx, db.max_write_batch)?;
+        super::sqlite_mail::spawn(&path, db, SQLITE_CACHE_KIB, rx)?;
         Ok(Self { pool, writer })
     }
 

@@ -17,6 +17,17 @@
 //!
 //! The writer opens the database after the async pool has created and migrated it, with the
 //! same settings (WAL, `synchronous`, foreign keys, busy timeout).
+//!
+//! Checkpoints (copying the WAL back into the database file) are taken off the write path.
+//! SQLite's automatic checkpoint runs inside the commit that crosses 1000 WAL pages, so under
+//! load a few percent of the batches waited for megabytes of copying and an `fsync` of the
+//! database file: those were the slowest sends. The writer's connection has it turned off; a
+//! checkpointer thread with its own connection, woken after commits (at most every
+//! [`BACKGROUND_PAUSE`]), copies in `PASSIVE` mode while the writer goes on. A checkpoint that
+//! runs while the writer appends can never finish the WAL, and only a finished one lets the
+//! next transaction start the WAL over, so the writer itself also checkpoints whenever its
+//! queue is empty and after every [`WRITER_CHECKPOINT_EVERY`] batches: by then only the pages
+//! written since the background's last pass are left to copy.
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -30,8 +41,14 @@ use super::{Delivery, DeliveryOutcome, QueueLimits, StoreError, StoreResult, Sto
 use crate::ids::Id;
 use crate::settings::{self, DatabaseSettings};
 
-/// Opens the writer's connection to the (already migrated) database file.
-pub(crate) fn open(path: &Path, db: &DatabaseSettings, cache_kib: u32) -> StoreResult<Connection> {
+/// Pause of the background checkpointer between two passes.
+const BACKGROUND_PAUSE: Duration = Duration::from_millis(20);
+
+/// Batches after which the writer finishes a checkpoint itself, if its queue never ran empty.
+const WRITER_CHECKPOINT_EVERY: u32 = 16;
+
+/// Opens a connection to the (already migrated) database file, without automatic checkpoints.
+fn open(path: &Path, db: &DatabaseSettings, cache_kib: u32) -> StoreResult<Connection> {
     let conn = Connection::open(path)?;
     conn.busy_timeout(Duration::from_secs(5))?;
     let synchronous = match db.sqlite_synchronous {
@@ -40,28 +57,84 @@ pub(crate) fn open(path: &Path, db: &DatabaseSettings, cache_kib: u32) -> StoreR
     };
     conn.execute_batch(&format!(
         "PRAGMA journal_mode = WAL; PRAGMA synchronous = {synchronous}; \
-         PRAGMA foreign_keys = ON; PRAGMA cache_size = -{cache_kib};"
+         PRAGMA foreign_keys = ON; PRAGMA cache_size = -{cache_kib}; \
+         PRAGMA wal_autocheckpoint = 0;"
     ))?;
     conn.set_prepared_statement_cache_capacity(32);
     Ok(conn)
 }
 
-/// Starts the writer thread. It stops once every sender of `rx` is gone.
+/// Starts the writer thread and its checkpointer on the database file at `path`. Both stop
+/// once every sender of `rx` is gone.
 pub(crate) fn spawn(
-    conn: Connection,
+    path: &Path,
+    db: &DatabaseSettings,
+    cache_kib: u32,
     rx: mpsc::Receiver<MailWrite>,
-    max_batch: usize,
 ) -> StoreResult<()> {
+    let conn = open(path, db, cache_kib)?;
+    let checkpoint_conn = open(path, db, 256)?;
+    let (wake, woken) = std::sync::mpsc::sync_channel::<()>(1);
+    let thread_error =
+        |e: std::io::Error| StoreError::InvalidUrl(format!("cannot start a database thread: {e}"));
+    std::thread::Builder::new()
+        .name("haven-checkpoint".into())
+        .spawn(move || {
+            // Ends when the writer is gone.
+            while woken.recv().is_ok() {
+                checkpoint(&checkpoint_conn);
+                std::thread::sleep(BACKGROUND_PAUSE);
+            }
+        })
+        .map_err(thread_error)?;
+    let max_batch = db.max_write_batch.max(1);
     std::thread::Builder::new()
         .name("haven-mail-writer".into())
-        .spawn(move || run(conn, rx, max_batch.max(1)))
-        .map_err(|e| StoreError::InvalidUrl(format!("cannot start the mail writer thread: {e}")))?;
+        .spawn(move || run(conn, rx, max_batch, wake))
+        .map_err(thread_error)?;
     Ok(())
 }
 
-fn run(mut conn: Connection, mut rx: mpsc::Receiver<MailWrite>, max_batch: usize) {
+/// One `PASSIVE` checkpoint (never waits for a lock; does nothing if another is running).
+fn checkpoint(conn: &Connection) {
+    let done: rusqlite::Result<(i64, i64, i64)> =
+        conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        });
+    match done {
+        Ok((_, frames, copied)) => {
+            metrics::gauge!("haven_sqlite_wal_pages").set(frames as f64);
+            metrics::gauge!("haven_sqlite_wal_pages_checkpointed").set(copied as f64);
+        }
+        Err(err) => tracing::warn!(%err, "sqlite checkpoint failed"),
+    }
+}
+
+fn run(
+    mut conn: Connection,
+    mut rx: mpsc::Receiver<MailWrite>,
+    max_batch: usize,
+    wake_checkpointer: std::sync::mpsc::SyncSender<()>,
+) {
     let mut batch: Vec<MailWrite> = Vec::with_capacity(max_batch);
-    while let Some(first) = rx.blocking_recv() {
+    let mut cache = Cache::default();
+    let mut since_checkpoint = 0u32;
+    loop {
+        let first = match rx.try_recv() {
+            Ok(write) => write,
+            Err(mpsc::error::TryRecvError::Empty) => {
+                // Nothing waiting: finish the checkpoint now, so the WAL starts over.
+                if since_checkpoint > 0 {
+                    checkpoint(&conn);
+                    since_checkpoint = 0;
+                }
+                match rx.blocking_recv() {
+                    Some(write) => write,
+                    None => break,
+                }
+            }
+            Err(mpsc::error::TryRecvError::Disconnected) => break,
+        };
         batch.push(first);
         while batch.len() < max_batch {
             match rx.try_recv() {
@@ -71,7 +144,11 @@ fn run(mut conn: Connection, mut rx: mpsc::Receiver<MailWrite>, max_batch: usize
         }
         let items: Vec<MailWrite> = std::mem::take(&mut batch);
         metrics::histogram!("haven_mail_write_batch_size").record(items.len() as f64);
-        match apply(&mut conn, &items) {
+        let started = std::time::Instant::now();
+        let applied = apply(&mut conn, &mut cache, &items);
+        metrics::histogram!("haven_mail_write_batch_seconds")
+            .record(started.elapsed().as_secs_f64());
+        match applied {
             Ok(outcomes) => {
                 for (item, outcome) in items.into_iter().zip(outcomes) {
                     item.answer(Ok(outcome));
@@ -85,57 +162,95 @@ fn run(mut conn: Connection, mut rx: mpsc::Receiver<MailWrite>, max_batch: usize
             Err(err) => {
                 tracing::warn!(%err, writes = items.len(), "mail batch failed; retrying its writes one by one");
                 for item in items {
-                    let result = apply(&mut conn, std::slice::from_ref(&item)).and_then(|mut o| {
-                        o.pop().ok_or(StoreError::Corrupt {
-                            table: "mail write batch",
-                        })
-                    });
+                    let result = apply(&mut conn, &mut cache, std::slice::from_ref(&item))
+                        .and_then(|mut o| {
+                            o.pop().ok_or(StoreError::Corrupt {
+                                table: "mail write batch",
+                            })
+                        });
                     item.answer(result);
                 }
             }
         }
+        since_checkpoint += 1;
+        let _ = wake_checkpointer.try_send(());
+        if since_checkpoint >= WRITER_CHECKPOINT_EVERY {
+            checkpoint(&conn);
+            since_checkpoint = 0;
+        }
     }
 }
 
-/// What a batch has read so far (device lists and queue usage), kept up to date by its own
-/// writes.
+/// Most accounts plus devices the writer keeps cached; past that the cache starts over.
+const MAX_CACHED: usize = 100_000;
+
+/// What the writer has read (device lists and queue usage), kept up to date by its own writes
+/// and valid as long as no other connection has written: SQLite's `data_version` of this
+/// connection changes exactly when another connection commits. Checked at the start of every
+/// batch, under the write lock, so nothing can change it until the commit.
 #[derive(Default)]
-struct BatchState {
+struct Cache {
+    /// `data_version` the entries are valid for.
+    data_version: Option<i64>,
     /// Per account: next device number and current device numbers; `None`: no such account.
     lists: HashMap<Id, Option<(u32, Vec<u32>)>>,
-    /// Per device: queued envelopes, bytes, highest sequence number.
+    /// Per device: queued envelopes, bytes, highest sequence number (possibly higher than the
+    /// real one after acks out of order: a push then names a predecessor that is gone, and its
+    /// socket reads the queue, which is always safe).
     usage: HashMap<(Id, u32), (u64, u64, Option<i64>)>,
 }
 
+impl Cache {
+    fn clear(&mut self) {
+        self.data_version = None;
+        self.lists.clear();
+        self.usage.clear();
+    }
+}
+
 /// Applies the writes in queue order in one `BEGIN IMMEDIATE` transaction and commits once.
-fn apply(conn: &mut Connection, items: &[MailWrite]) -> StoreResult<Vec<WriteOutcome>> {
+/// The cache is dropped if anything fails (it may hold what the rolled back batch wrote).
+fn apply(
+    conn: &mut Connection,
+    cache: &mut Cache,
+    items: &[MailWrite],
+) -> StoreResult<Vec<WriteOutcome>> {
+    let result = apply_in(conn, cache, items);
+    if result.is_err() {
+        cache.clear();
+    }
+    result
+}
+
+fn apply_in(
+    conn: &mut Connection,
+    state: &mut Cache,
+    items: &[MailWrite],
+) -> StoreResult<Vec<WriteOutcome>> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let mut state = BatchState::default();
+    let version: i64 = tx.query_row("PRAGMA data_version", [], |r| r.get(0))?;
+    if state.data_version != Some(version) || state.lists.len() + state.usage.len() > MAX_CACHED {
+        state.clear();
+        state.data_version = Some(version);
+    }
     let mut out = Vec::with_capacity(items.len());
     for item in items {
         out.push(match item {
             MailWrite::Deliver {
                 delivery, limits, ..
-            } => WriteOutcome::Delivered(deliver(&tx, delivery, *limits, &mut state)?),
+            } => WriteOutcome::Delivered(deliver(&tx, delivery, *limits, state)?),
             MailWrite::AckIds {
                 account,
                 device,
                 ids,
                 ..
-            } => {
-                // An ack changes the counts a later delivery of the batch checks.
-                state.usage.remove(&(*account, *device));
-                WriteOutcome::Acked(ack(&tx, account, *device, Selection::Ids(ids))?)
-            }
+            } => WriteOutcome::Acked(ack(&tx, state, account, *device, Selection::Ids(ids))?),
             MailWrite::AckUpTo {
                 account,
                 device,
                 up_to,
                 ..
-            } => {
-                state.usage.remove(&(*account, *device));
-                WriteOutcome::Acked(ack(&tx, account, *device, Selection::UpTo(*up_to))?)
-            }
+            } => WriteOutcome::Acked(ack(&tx, state, account, *device, Selection::UpTo(*up_to))?),
         });
     }
     tx.commit()?;
@@ -153,7 +268,7 @@ fn u64_from(n: i64, table: &'static str) -> StoreResult<u64> {
 /// The account's device list, read once per batch.
 fn device_list<'s>(
     tx: &Transaction<'_>,
-    state: &'s mut BatchState,
+    state: &'s mut Cache,
     account: &Id,
 ) -> StoreResult<Option<&'s (u32, Vec<u32>)>> {
     if !state.lists.contains_key(account) {
@@ -183,7 +298,7 @@ fn device_list<'s>(
 /// A device's queue usage, read once per batch.
 fn usage(
     tx: &Transaction<'_>,
-    state: &mut BatchState,
+    state: &mut Cache,
     account: &Id,
     device: u32,
 ) -> StoreResult<(u64, u64, Option<i64>)> {
@@ -213,7 +328,7 @@ fn deliver(
     tx: &Transaction<'_>,
     delivery: &Delivery,
     limits: QueueLimits,
-    state: &mut BatchState,
+    state: &mut Cache,
 ) -> StoreResult<DeliveryOutcome> {
     let mut mismatches = Vec::new();
     for check in &delivery.device_checks {
@@ -382,6 +497,7 @@ enum Selection<'a> {
 /// envelopes were deleted.
 fn ack(
     tx: &Transaction<'_>,
+    state: &mut Cache,
     account: &Id,
     device: u32,
     selection: Selection<'_>,
@@ -389,10 +505,12 @@ fn ack(
     let acct = &account.as_bytes()[..];
     let dev = i64::from(device);
     let mut deleted = 0u64;
+    let mut deleted_bytes = 0u64;
     let mut payloads: Vec<Vec<u8>> = Vec::new();
     let mut collect = |rows: &mut rusqlite::Rows<'_>| -> StoreResult<()> {
         while let Some(row) = rows.next()? {
             deleted += 1;
+            deleted_bytes = deleted_bytes.saturating_add(u64_from(row.get(1)?, "envelopes")?);
             if let Some(p) = row.get::<_, Option<Vec<u8>>>(0)? {
                 payloads.push(p);
             }
@@ -410,7 +528,7 @@ fn ack(
             )?;
             let mut delete = tx.prepare_cached(
                 "DELETE FROM envelopes WHERE account_id = ?1 AND device_number = ?2 \
-                 AND message_id = ?3 RETURNING payload_id",
+                 AND message_id = ?3 RETURNING payload_id, size",
             )?;
             let mut seen = HashSet::with_capacity(ids.len());
             for id in ids {
@@ -435,10 +553,18 @@ fn ack(
                 &mut tx
                     .prepare_cached(
                         "DELETE FROM envelopes WHERE account_id = ?1 AND device_number = ?2 \
-                         AND seq <= ?3 RETURNING payload_id",
+                         AND seq <= ?3 RETURNING payload_id, size",
                     )?
                     .query(params![acct, dev, up_to])?,
             )?;
+        }
+    }
+    // Keep the cached usage of the queue current (an empty queue has no highest number).
+    if let Some(u) = state.usage.get_mut(&(*account, device)) {
+        u.0 = u.0.saturating_sub(deleted);
+        u.1 = u.1.saturating_sub(deleted_bytes);
+        if u.0 == 0 {
+            u.2 = None;
         }
     }
     payloads.sort_unstable();

@@ -87,6 +87,8 @@ enum Committed {
     Send {
         request_id: u32,
         result: Result<SendReceipt, MessagingError>,
+        /// When the send frame was taken from the socket.
+        started: Instant,
     },
     Ack {
         ids: Vec<Id>,
@@ -665,12 +667,14 @@ impl<S: Store> Conn<S> {
             account: self.session.account,
             device: self.device.device,
         };
+        let started = Instant::now();
         match messaging::queue_send(&self.state, auth, &recipient, request).await {
             Ok(pending) => {
                 self.pending.push(Box::pin(async move {
                     Committed::Send {
                         request_id,
                         result: pending.wait().await,
+                        started,
                     }
                 }));
                 Ok(())
@@ -685,7 +689,13 @@ impl<S: Store> Conn<S> {
     /// Answers a committed send, or frees the window after a committed ack.
     async fn committed(&mut self, done: Committed) -> Result<(), Stop> {
         match done {
-            Committed::Send { request_id, result } => {
+            Committed::Send {
+                request_id,
+                result,
+                started,
+            } => {
+                metrics::histogram!("haven_ws_send_commit_seconds")
+                    .record(started.elapsed().as_secs_f64());
                 let (status, json) = match result {
                     Ok(receipt) => (
                         200,
