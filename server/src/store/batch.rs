@@ -109,6 +109,42 @@ impl MailWrite {
     }
 }
 
+/// Answers the writes of a batch with its result. If a batch of several writes failed as a
+/// whole, nobody is answered yet: the writes are returned to be retried one transaction each
+/// (answered with [`single`]), so one failing write cannot fail its neighbours.
+pub(crate) fn settle(
+    items: Vec<MailWrite>,
+    result: StoreResult<Vec<WriteOutcome>>,
+) -> Option<Vec<MailWrite>> {
+    match result {
+        Ok(outcomes) => {
+            for (item, outcome) in items.into_iter().zip(outcomes) {
+                item.answer(Ok(outcome));
+            }
+            None
+        }
+        Err(err) if items.len() == 1 => {
+            if let Some(item) = items.into_iter().next() {
+                item.answer(Err(err));
+            }
+            None
+        }
+        Err(err) => {
+            tracing::warn!(%err, writes = items.len(), "mail batch failed; retrying its writes one by one");
+            Some(items)
+        }
+    }
+}
+
+/// The outcome of a batch of one write.
+pub(crate) fn single(result: StoreResult<Vec<WriteOutcome>>) -> StoreResult<WriteOutcome> {
+    result.and_then(|mut o| {
+        o.pop().ok_or(StoreError::Corrupt {
+            table: "mail write batch",
+        })
+    })
+}
+
 /// The receiving end of the write queue, shared by the writer tasks of one store: whichever
 /// writer is free takes the next batch.
 pub(crate) type WriteQueue = Arc<tokio::sync::Mutex<mpsc::Receiver<MailWrite>>>;

@@ -776,11 +776,10 @@ macro_rules! impl_sql_mail_writer {
 
         /// A writer task: takes batches from the shared queue until every sender is gone.
         ///
-        /// It keeps one pooled connection for itself between batches: on SQLite that keeps its
-        /// page cache warm (a connection's cache is dropped whenever another connection has
-        /// written, and the writer is nearly the only one), and neither engine pays for a pool
-        /// checkout per batch. After a failed batch the connection is given back and a fresh one
-        /// taken for the next.
+        /// It keeps one pooled connection for itself between batches, so it pays for no pool
+        /// checkout per batch. After a failed batch the connection is given back and a fresh
+        /// one taken for the next; a batch that cannot get a connection fails and its writes
+        /// are retried one by one like any failed batch.
         async fn run_mail_writer(
             pool: sqlx::Pool<$db>,
             queue: $crate::store::batch::WriteQueue,
@@ -792,49 +791,25 @@ macro_rules! impl_sql_mail_writer {
                 let items: Vec<_> = batch.drain(..).collect();
                 metrics::histogram!("haven_mail_write_batch_size").record(items.len() as f64);
                 let conn = match held.take() {
-                    Some(conn) => conn,
-                    None => match pool.acquire().await {
-                        Ok(conn) => conn,
-                        Err(err) => {
-                            tracing::warn!(%err, "mail writer cannot get a database connection");
-                            for item in items {
-                                item.answer(Err($crate::store::StoreError::from(
-                                    sqlx::Error::PoolTimedOut,
-                                )));
-                            }
-                            continue;
-                        }
-                    },
+                    Some(conn) => Ok(conn),
+                    None => pool.acquire().await,
                 };
-                let mut conn = conn;
-                let result = apply_mail_batch(&mut conn, &items).await;
-                if result.is_ok() {
-                    held = Some(conn);
-                }
-                match result {
-                    Ok(outcomes) => {
-                        for (item, outcome) in items.into_iter().zip(outcomes) {
-                            item.answer(Ok(outcome));
+                let result = match conn {
+                    Ok(mut conn) => {
+                        let result = apply_mail_batch(&mut conn, &items).await;
+                        if result.is_ok() {
+                            held = Some(conn);
                         }
+                        result
                     }
-                    Err(err) if items.len() == 1 => {
-                        if let Some(item) = items.into_iter().next() {
-                            item.answer(Err(err));
-                        }
-                    }
-                    Err(err) => {
-                        // Retry each write alone, so one failing write cannot fail the others.
-                        tracing::warn!(%err, writes = items.len(), "mail batch failed; retrying its writes one by one");
-                        for item in items {
-                            let result = match pool.acquire().await {
-                                Ok(mut conn) => apply_mail_batch(&mut conn, std::slice::from_ref(&item))
-                                    .await
-                                    .and_then(|mut o| o.pop().ok_or($crate::store::StoreError::Corrupt { table: "mail write batch" })),
-                                Err(err) => Err(err.into()),
-                            };
-                            item.answer(result);
-                        }
-                    }
+                    Err(err) => Err(err.into()),
+                };
+                for item in $crate::store::batch::settle(items, result).unwrap_or_default() {
+                    let result = match pool.acquire().await {
+                        Ok(mut conn) => apply_mail_batch(&mut conn, std::slice::from_ref(&item)).await,
+                        Err(err) => Err(err.into()),
+                    };
+                    item.answer($crate::store::batch::single(result));
                 }
             }
         }

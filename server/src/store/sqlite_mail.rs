@@ -36,7 +36,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OptionalExtension as _, Transaction, TransactionBehavior, params};
 use tokio::sync::mpsc;
 
-use super::batch::{MailWrite, WriteOutcome, envelope_digest};
+use super::batch::{MailWrite, WriteOutcome, envelope_digest, settle, single};
 use super::{Delivery, DeliveryOutcome, QueueLimits, StoreError, StoreResult, StoredEnvelope};
 use crate::ids::Id;
 use crate::settings::{self, DatabaseSettings};
@@ -148,29 +148,9 @@ fn run(
         let applied = apply(&mut conn, &mut cache, &items);
         metrics::histogram!("haven_mail_write_batch_seconds")
             .record(started.elapsed().as_secs_f64());
-        match applied {
-            Ok(outcomes) => {
-                for (item, outcome) in items.into_iter().zip(outcomes) {
-                    item.answer(Ok(outcome));
-                }
-            }
-            Err(err) if items.len() == 1 => {
-                if let Some(item) = items.into_iter().next() {
-                    item.answer(Err(err));
-                }
-            }
-            Err(err) => {
-                tracing::warn!(%err, writes = items.len(), "mail batch failed; retrying its writes one by one");
-                for item in items {
-                    let result = apply(&mut conn, &mut cache, std::slice::from_ref(&item))
-                        .and_then(|mut o| {
-                            o.pop().ok_or(StoreError::Corrupt {
-                                table: "mail write batch",
-                            })
-                        });
-                    item.answer(result);
-                }
-            }
+        for item in settle(items, applied).unwrap_or_default() {
+            let result = single(apply(&mut conn, &mut cache, std::slice::from_ref(&item)));
+            item.answer(result);
         }
         since_checkpoint += 1;
         let _ = wake_checkpointer.try_send(());
