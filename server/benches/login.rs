@@ -2,8 +2,7 @@
 //! SQLite, against the bare Argon2id hash at the same parameters as a baseline.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
-#[path = "../tests/common/mod.rs"]
-mod common;
+use haven_testkit::harness::{self as common, Api as _};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use haven_protocol::opaque::HavenKsf;

@@ -13,6 +13,7 @@ pub mod hub;
 pub mod hub_redis;
 pub mod ids;
 pub mod limits;
+pub mod logging;
 pub mod messaging;
 pub mod openapi;
 pub mod routes;

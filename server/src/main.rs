@@ -4,7 +4,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use haven_relay::Settings;
-use tracing_subscriber::EnvFilter;
 
 fn config_path() -> Result<Option<PathBuf>, String> {
     let mut args = std::env::args().skip(1);
@@ -59,10 +58,10 @@ async fn main() -> ExitCode {
         }
     };
     tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_new(&settings.log).unwrap_or_else(|_| EnvFilter::new("info")),
-        )
+        .with_env_filter(haven_relay::logging::filter(&settings.log))
         .with_writer(std::io::stderr)
+        // Colour codes only on a terminal, not in the files and journals logs end up in.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let listener = match tokio::net::TcpListener::bind(settings.listen).await {
         Ok(listener) => listener,

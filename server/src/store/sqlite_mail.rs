@@ -77,9 +77,14 @@ pub(crate) fn spawn(
     let (wake, woken) = std::sync::mpsc::sync_channel::<()>(1);
     let thread_error =
         |e: std::io::Error| StoreError::InvalidUrl(format!("cannot start a database thread: {e}"));
+    // The threads log to whatever subscriber the relay runs under (the binary's global one,
+    // or the scoped one of an application or test that embeds the relay).
+    let dispatch = tracing::dispatcher::get_default(Clone::clone);
+    let writer_dispatch = dispatch.clone();
     std::thread::Builder::new()
         .name("haven-checkpoint".into())
         .spawn(move || {
+            let _logs = tracing::dispatcher::set_default(&dispatch);
             // Ends when the writer is gone.
             while woken.recv().is_ok() {
                 checkpoint(&checkpoint_conn);
@@ -90,7 +95,10 @@ pub(crate) fn spawn(
     let max_batch = db.max_write_batch.max(1);
     std::thread::Builder::new()
         .name("haven-mail-writer".into())
-        .spawn(move || run(conn, rx, max_batch, wake))
+        .spawn(move || {
+            let _logs = tracing::dispatcher::set_default(&writer_dispatch);
+            run(conn, rx, max_batch, wake);
+        })
         .map_err(thread_error)?;
     Ok(())
 }

@@ -1,105 +1,61 @@
 //! End-to-end: the real `haven-relay` binary.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
+use crate::common;
 
-use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Spawns the binary in `dir` with `env`, returns it and the address it printed.
-fn spawn(dir: &std::path::Path, env: &[(&str, &str)]) -> (Child, String) {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_haven-relay"));
-    cmd.current_dir(dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .env_clear();
-    for key in ["PATH", "HOME"] {
-        if let Ok(v) = std::env::var(key) {
-            cmd.env(key, v);
-        }
-    }
-    cmd.env("HAVEN_LISTEN", "127.0.0.1:0")
-        .env("HAVEN_METRICS_LISTEN", "127.0.0.1:0");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let mut child = cmd.spawn().unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("haven-relay listening on http://")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .to_owned();
-    (child, addr)
-}
+use crate::common::{RELAY_BIN, RelayConfig, RelayProcess};
 
-/// A minimal HTTP/1.1 GET; retries while the relay is still opening its database.
+/// A minimal HTTP/1.1 GET (the relay printed its address after binding, so it answers).
 fn get(addr: &str, path: &str) -> (u16, String) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let attempt = (|| -> std::io::Result<(u16, String)> {
-            let mut stream = TcpStream::connect(addr)?;
-            stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-            write!(
-                stream,
-                "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-            )?;
-            let mut response = String::new();
-            stream.read_to_string(&mut response)?;
-            let status = response
-                .split(' ')
-                .nth(1)
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(0);
-            Ok((status, response))
-        })();
-        match attempt {
-            Ok((status, body)) if status != 0 => return (status, body),
-            _ if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(100)),
-            other => panic!("no answer from {addr}: {other:?}"),
-        }
-    }
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, response)
 }
 
-fn stop(mut child: Child) {
-    // Graceful shutdown on SIGTERM: the process exits by itself with success.
-    let status = Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().to_string())
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            let mut stderr = String::new();
-            child
-                .stderr
-                .take()
-                .unwrap()
-                .read_to_string(&mut stderr)
-                .unwrap();
-            assert!(status.success(), "exit {status}; stderr: {stderr}");
-            assert!(stderr.contains("relay stopped"), "{stderr}");
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "relay did not stop after SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(50));
+/// Graceful shutdown on SIGTERM: the process exits by itself with success.
+fn stop(relay: &mut RelayProcess) {
+    let logs = relay.stop();
+    assert!(logs.contains("relay stopped"), "{logs}");
+}
+
+/// The binary with only an ephemeral address (and metrics port) set: everything else is the
+/// relay's own default, relative to its working directory.
+fn unconfigured() -> RelayConfig {
+    let mut config = RelayConfig::new();
+    for key in [
+        "HAVEN_DATABASE_URL",
+        "HAVEN_BLOBS_DIR",
+        "HAVEN_LOG",
+        "HAVEN_RATE_LIMIT_PER_MINUTE",
+        "HAVEN_AUTH_RATE_LIMIT_PER_MINUTE",
+    ] {
+        config = config.unset(key);
     }
+    config.set("HAVEN_METRICS_LISTEN", "127.0.0.1:0")
 }
 
 #[test]
 fn starts_with_no_configuration_on_sqlite() {
-    let dir = tempfile::tempdir().unwrap();
-    let (child, addr) = spawn(dir.path(), &[]);
+    let mut relay = unconfigured().spawn(RELAY_BIN);
+    let addr = relay.addr().to_string();
     let (status, body) = get(&addr, "/health");
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("\"ok\""));
@@ -110,10 +66,10 @@ fn starts_with_no_configuration_on_sqlite() {
     assert_eq!(status, 200);
     assert!(body.contains("/v1/login/finish"));
     assert!(
-        dir.path().join("data/haven.db").exists(),
+        relay.config().dir().join("data/haven.db").exists(),
         "default database ./data/haven.db"
     );
-    stop(child);
+    stop(&mut relay);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -121,21 +77,21 @@ async fn runs_on_postgres_and_redis() {
     let Some((url, _guard)) = common::pg_database().await else {
         return;
     };
-    let Ok(redis) = std::env::var("HAVEN_TEST_REDIS_URL") else {
-        println!("skipped: HAVEN_TEST_REDIS_URL is not set");
+    let Some(redis) = common::services::redis() else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
+    // The plain names a container platform sets (`DATABASE_URL`, `REDIS_URL`) are honoured.
     let env = [
         ("DATABASE_URL", url.as_str()),
         ("REDIS_URL", redis.as_str()),
     ];
-    let (child, addr) = tokio::task::block_in_place(|| spawn(dir.path(), &env));
+    let mut relay = unconfigured().set_all(&env).spawn(RELAY_BIN);
+    let addr = relay.addr().to_string();
     let (status, body) = tokio::task::block_in_place(|| get(&addr, "/ready"));
     assert_eq!(status, 200, "{body}");
     // Nothing was written locally: the state lives in Postgres.
-    assert!(!dir.path().join("data").exists());
-    tokio::task::block_in_place(|| stop(child));
+    assert!(!relay.config().dir().join("data").exists());
+    tokio::task::block_in_place(|| stop(&mut relay));
 }
 
 /// One HTTP/1.1 request on a fresh connection; `None` on any I/O failure (a dead relay).
@@ -236,9 +192,8 @@ async fn seeded_account(
 async fn sigkill_during_send_burst_loses_no_acknowledged_send() {
     use std::sync::{Arc, Mutex};
     const SENDERS: usize = 16;
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("data/haven.db");
-    std::fs::create_dir_all(db.parent().unwrap()).unwrap();
+    let config = RelayConfig::new();
+    let db = config.dir().join("relay.db");
     let key = haven_relay::secrets::Key32::from_bytes(common::TEST_JWT_KEY);
     let store = haven_relay::store::SqliteStore::connect(&format!("sqlite://{}", db.display()))
         .await
@@ -252,8 +207,8 @@ async fn sigkill_during_send_burst_loses_no_acknowledged_send() {
         ("HAVEN_RATE_LIMIT_PER_MINUTE", "10000000"),
         ("HAVEN_MAIL_MAX_QUEUE_MESSAGES", "10000000"),
     ];
-    let (mut child, addr) = tokio::task::block_in_place(|| spawn(dir.path(), &env));
-    tokio::task::block_in_place(|| get(&addr, "/ready"));
+    let mut relay = config.set_all(&env).spawn(RELAY_BIN);
+    let addr = relay.addr().to_string();
     let acked: Arc<Mutex<Vec<String>>> = Arc::default();
     let attempted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     // Enough concurrent senders that the relay's group commits hold several sends each.
@@ -283,27 +238,26 @@ async fn sigkill_during_send_burst_loses_no_acknowledged_send() {
             })
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let status = Command::new("kill")
-        .arg("-KILL")
-        .arg(child.id().to_string())
-        .status()
-        .unwrap();
-    assert!(status.success());
-    child.wait().unwrap();
+    // Kill once a good number of sends were acknowledged (and many more are in flight).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while acked.lock().unwrap().len() < 200 {
+        assert!(
+            Instant::now() < deadline,
+            "the relay acknowledged too few sends"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    relay.sigkill();
+    tokio::task::block_in_place(|| relay.wait_exit(Duration::from_secs(20)));
     for s in senders {
         s.join().unwrap();
     }
     let acked = acked.lock().unwrap().clone();
     let attempted = attempted.load(std::sync::atomic::Ordering::Relaxed);
-    assert!(
-        acked.len() >= 10,
-        "burst too small to prove anything: {}",
-        acked.len()
-    );
+    assert!(acked.len() >= 200, "burst too small: {}", acked.len());
     // Restart on the same file and read everything back.
-    let (child, addr) = tokio::task::block_in_place(|| spawn(dir.path(), &env));
-    tokio::task::block_in_place(|| get(&addr, "/ready"));
+    tokio::task::block_in_place(|| relay.restart());
+    let addr = relay.addr().to_string();
     let mut stored = std::collections::HashSet::new();
     let mut after = 0i64;
     loop {
@@ -337,5 +291,5 @@ async fn sigkill_during_send_burst_loses_no_acknowledged_send() {
     assert!(lost.is_empty(), "{} acknowledged sends lost", lost.len());
     // At most the requests in flight at the kill may have been stored without an answer.
     assert!(stored.len() <= acked.len() + SENDERS);
-    tokio::task::block_in_place(|| stop(child));
+    tokio::task::block_in_place(|| stop(&mut relay));
 }

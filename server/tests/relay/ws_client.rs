@@ -8,14 +8,12 @@
     unreachable_pub
 )]
 
-use std::io::{BufRead as _, BufReader, Read as _};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use futures_util::{SinkExt as _, StreamExt as _};
+use haven_testkit::{RelayConfig, RelayProcess};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
@@ -25,107 +23,39 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-/// A relay process. Killed on drop if still running.
+/// A relay process (from `haven-testkit`) and its address as text.
 pub struct Relay {
-    pub child: Option<Child>,
+    pub process: RelayProcess,
     pub addr: String,
-    pub stderr: Arc<Mutex<String>>,
 }
 
 impl Relay {
-    /// Starts `haven-relay` with a cleared environment plus `env`.
+    /// Starts `haven-relay` with the test defaults plus `env`.
     pub fn spawn(env: &[(&str, &str)]) -> Self {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_haven-relay"));
-        cmd.stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .env_clear();
-        for key in ["PATH", "HOME"] {
-            if let Ok(v) = std::env::var(key) {
-                cmd.env(key, v);
-            }
-        }
-        cmd.env("HAVEN_LISTEN", "127.0.0.1:0")
-            .env("HAVEN_METRICS_LISTEN", "off")
-            .env("HAVEN_LOG", "info")
-            .env("HAVEN_RATE_LIMIT_PER_MINUTE", "100000");
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let addr = line
-            .trim()
-            .strip_prefix("haven-relay listening on http://")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .to_owned();
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let mut pipe = child.stderr.take().unwrap();
-        let sink = stderr.clone();
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = pipe.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                sink.lock()
-                    .unwrap()
-                    .push_str(&String::from_utf8_lossy(&buf[..n]));
-            }
-        });
-        Self {
-            child: Some(child),
-            addr,
-            stderr,
-        }
+        let process = RelayConfig::new()
+            .set_all(env)
+            .spawn(crate::common::RELAY_BIN);
+        let addr = process.addr().to_string();
+        Self { process, addr }
     }
 
+    /// Everything the relay wrote so far.
     pub fn stderr(&self) -> String {
-        self.stderr.lock().unwrap().clone()
+        self.process.logs()
     }
 
     /// Sends SIGTERM.
     pub fn sigterm(&self) {
-        let pid = self.child.as_ref().unwrap().id();
-        let status = Command::new("kill")
-            .arg("-TERM")
-            .arg(pid.to_string())
-            .status()
-            .unwrap();
-        assert!(status.success());
+        self.process.sigterm();
     }
 
     /// Waits for the process to exit (at most `timeout`), returning whether it exited successfully.
     pub fn wait_exit(&mut self, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        let child = self.child.as_mut().unwrap();
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                self.child = None;
-                return status.success();
-            }
-            assert!(Instant::now() < deadline, "relay did not exit");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.process.wait_exit(timeout)
     }
 
     pub fn ws_url(&self) -> String {
         format!("ws://{}/v1/ws", self.addr)
-    }
-}
-
-impl Drop for Relay {
-    fn drop(&mut self) {
-        self.kill();
     }
 }
 
@@ -137,16 +67,10 @@ pub async fn http(
     bearer: Option<&str>,
     body: Option<&Value>,
 ) -> (u16, Value) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut stream = loop {
-        match TcpStream::connect(addr).await {
-            Ok(s) => break s,
-            Err(_) if Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            Err(err) => panic!("cannot connect to {addr}: {err}"),
-        }
-    };
+    // The relay printed its address after binding: it accepts from then on.
+    let mut stream = TcpStream::connect(addr)
+        .await
+        .unwrap_or_else(|err| panic!("cannot connect to {addr}: {err}"));
     let body = body.map(|b| serde_json::to_vec(b).unwrap());
     let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
     if let Some(t) = bearer {

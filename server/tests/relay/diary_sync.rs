@@ -4,13 +4,12 @@
 //! stores opens on the other device.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-#[macro_use]
-mod common;
+use crate::common::{self, Api as _};
 
+use crate::common::{Harness, Tokens, b64};
 use axum::http::{Method, StatusCode};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use common::{Harness, Tokens, b64};
 use haven_relay::store::Store;
 use haven_sdk::diary::merge::MARKER_OURS;
 use haven_sdk::diary::{
@@ -261,4 +260,4 @@ async fn two_devices_sync_through_the_relay<S: Store>(h: Harness<S>) {
     );
 }
 
-on_both_backends!(two_devices_sync_through_the_relay);
+common::on_both_backends!(two_devices_sync_through_the_relay);

@@ -8,13 +8,13 @@
 //! alone (the transaction, no HTTP, JSON or authentication).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
+use crate::common::{self, Api as _};
 
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::common::{Harness, b64};
 use axum::http::{Method, StatusCode};
-use common::{Harness, b64};
 use haven_relay::ids::Id;
 use haven_relay::store::{Delivery, NewEnvelope, QueueLimits, Store};
 use serde_json::json;

@@ -3,11 +3,11 @@
 //! anywhere in the database (both engines).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
+use crate::common::{self, Api};
 
+use crate::common::{Harness, RelayConfig, RemoteApi};
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
-use common::Harness;
 use haven_relay::store::Store;
 use serde_json::json;
 
@@ -217,20 +217,6 @@ async fn postgres_tables_never_contain_username_or_password() {
     assert_clean(dump.to_lowercase().as_bytes(), "postgres dump (lowercased)");
 }
 
-/// Captured log output of the current thread.
-#[derive(Clone, Default)]
-struct LogBuf(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for LogBuf {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 /// Every form in which the sender of a sealed message could leak: its account id, device id,
 /// identity key and client address.
 fn sender_forms(account: &str, device: &str, identity: &[u8], ip: &str) -> Vec<Vec<u8>> {
@@ -272,8 +258,9 @@ fn assert_free_of(haystack: &[u8], forms: &[Vec<u8>], what: &str) {
 }
 
 /// A sealed send from Alice to Bob (a real SDK sealed-sender envelope carrying Alice's relay
-/// certificate), made from a known client address. Returns the forbidden forms.
-async fn sealed_exercise<S: Store>(h: &Harness<S>) -> Vec<Vec<u8>> {
+/// certificate), made from a known client address: the peer address in process, and the
+/// `X-Forwarded-For` entry of a trusted proxy over HTTP. Returns the forbidden forms.
+async fn sealed_exercise<A: Api>(h: &A) -> Vec<Vec<u8>> {
     use axum::http::{Method, Request, StatusCode};
     use rand_core::SeedableRng as _;
     let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(11);
@@ -322,6 +309,7 @@ async fn sealed_exercise<S: Store>(h: &Harness<S>) -> Vec<Vec<u8>> {
         .uri(format!("/v1/messages/{}/sealed", bob.account_id))
         .header("content-type", "application/json")
         .header("unidentified-access-key", common::b64(&access_key))
+        .header("x-forwarded-for", ip)
         .body(axum::body::Body::from(serde_json::to_vec(&body).unwrap()))
         .unwrap();
     req.extensions_mut()
@@ -338,21 +326,25 @@ async fn sealed_exercise<S: Store>(h: &Harness<S>) -> Vec<Vec<u8>> {
     )
 }
 
-#[tokio::test(flavor = "current_thread")]
+/// Through a real relay process logging at `trace` behind a trusted proxy: its database and
+/// everything it wrote to stdout and stderr, from every thread, hold nothing about the sender.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sealed_send_leaves_nothing_about_the_sender_in_envelopes_or_logs_sqlite() {
-    let logs = LogBuf::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
-    let h = Harness::sqlite().await.unwrap();
-    let forms = sealed_exercise(&h).await;
+    let mut relay = RelayConfig::new()
+        .set("HAVEN_LOG", "trace")
+        .set("HAVEN_TRUSTED_PROXY", "true")
+        .spawn(common::RELAY_BIN);
+    let forms = sealed_exercise(&RemoteApi::new(relay.url())).await;
+    // A graceful stop: every log line is written and read, the database checkpointed.
+    let logs = tokio::task::block_in_place(|| relay.stop());
+    let db = relay.config().dir().join("relay.db");
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))
+        .await
+        .unwrap();
     type EnvelopeRow = (Vec<u8>, Vec<u8>, Option<Vec<u8>>, Option<i64>);
     let rows: Vec<EnvelopeRow> =
         sqlx::query_as("SELECT message_id, content, source_account, source_device FROM envelopes")
-            .fetch_all(h.store.pool())
+            .fetch_all(&pool)
             .await
             .unwrap();
     assert_eq!(rows.len(), 1);
@@ -364,26 +356,38 @@ async fn sealed_send_leaves_nothing_about_the_sender_in_envelopes_or_logs_sqlite
     for table in ["envelopes", "shared_payloads"] {
         let all: Vec<(String,)> =
             sqlx::query_as(&format!("SELECT quote(t.rowid) || '' FROM {table} t"))
-                .fetch_all(h.store.pool())
+                .fetch_all(&pool)
                 .await
                 .unwrap();
         for (row,) in all {
             dump.extend_from_slice(row.as_bytes());
         }
     }
+    pool.close().await;
     for (id, content, _, _) in &rows {
         dump.extend_from_slice(id);
         dump.extend_from_slice(content);
         dump.extend_from_slice(hex::encode(content).as_bytes());
     }
     assert_free_of(&dump, &forms, "envelope rows");
-    let logs = logs.0.lock().unwrap().clone();
-    assert!(
-        String::from_utf8_lossy(&logs).contains("account registered"),
-        "logs were captured"
-    );
-    assert_free_of(&logs, &forms[8..], "logs (client address)");
-    assert_free_of(&logs, &forms, "logs");
+    // The logs are the real thing, read to the end of the process.
+    for event in ["account registered", "relay stopped"] {
+        assert!(
+            logs.contains(event),
+            "the relay's logs lack {event:?}:\n{logs}"
+        );
+    }
+    assert_free_of(logs.as_bytes(), &forms[8..], "logs (client address)");
+    assert_free_of(logs.as_bytes(), &forms, "logs");
+    // Nor the address of the connection (here the proxy's; without a proxy, the client's):
+    // the only loopback address in the logs is the relay's own.
+    let own = relay.addr().to_string();
+    for (i, _) in logs.match_indices("127.0.0.1:") {
+        let end = logs[i + 10..]
+            .find(|c: char| !c.is_ascii_digit())
+            .map_or(logs.len(), |n| i + 10 + n);
+        assert_eq!(&logs[i..end], own, "the logs hold a peer address:\n{logs}");
+    }
 }
 
 #[tokio::test(flavor = "current_thread")]

@@ -4,14 +4,13 @@
 //! Accounts are registered in-process (real OPAQUE) on the same SQLite file the process serves.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-#[path = "support/relay.rs"]
-mod relay;
+use crate::common::{self, Api as _};
+use crate::ws_client as relay;
 
 use std::time::{Duration, Instant};
 
+use crate::common::{Guard, Harness, TEST_JWT_KEY, Tokens};
 use base64::Engine as _;
-use common::{Guard, Harness, TEST_JWT_KEY, Tokens};
 use haven_relay::ids::Id;
 use haven_relay::store::{MailboxStore as _, SqliteStore};
 use relay::{Frame, Relay, Ws, b64, hex16, http, next, send_bin};
@@ -38,7 +37,7 @@ async fn setup(extra: &[(&str, &str)]) -> Env {
     let bob = h.register(None, PASSWORD).await;
     let jwt = base64::engine::general_purpose::STANDARD.encode(TEST_JWT_KEY);
     let mut env = vec![
-        ("DATABASE_URL", url.as_str()),
+        ("HAVEN_DATABASE_URL", url.as_str()),
         ("HAVEN_JWT_SECRET", jwt.as_str()),
     ];
     env.extend_from_slice(extra);

@@ -3,16 +3,16 @@
 //! state: nothing changed.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
+use crate::common::{self, Api as _};
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
+use crate::common::{Harness, Reply, Tokens, b64};
 use axum::http::{Method, StatusCode};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use common::{Harness, Reply, Tokens, b64};
 use haven_relay::hub::Topic;
 use haven_relay::ids::Id;
 use haven_relay::messaging::{self, EphemeralMessage, MailPush, Push};

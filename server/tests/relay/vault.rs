@@ -2,11 +2,10 @@
 //! `docs/PROTOCOL.md` §11.16 and every bad input (which must change nothing).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-#[macro_use]
-mod common;
+use crate::common::{self, Api as _};
 
+use crate::common::{Guard, Harness, Tokens, b64, test_settings};
 use axum::http::{Method, StatusCode};
-use common::{Guard, Harness, Tokens, b64, test_settings};
 use haven_protocol::padding::padded_len;
 use haven_protocol::vault::ITEM_OVERHEAD;
 use haven_relay::Settings;
@@ -675,7 +674,7 @@ async fn account_deletion_purges_the_vault<S: Store>(h: Harness<S>) {
     assert_eq!(usage(&h, &other).await.0, 1);
 }
 
-on_both_backends!(
+common::on_both_backends!(
     create_update_and_stale_revisions,
     delete_restore_and_history,
     changes_sync_paginated_with_deletions,

@@ -3,7 +3,7 @@
 //! The criterion bench `benches/login.rs` measures the same in the release profile.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
+use crate::common::{self, Api as _};
 
 use std::time::{Duration, Instant};
 

@@ -1,8 +1,6 @@
 //! The store conformance suite on SQLite (always) and Postgres (when configured).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-
 mod sqlite {
     haven_relay::store_conformance_tests!(crate::common::sqlite_store);
     haven_relay::vault_conformance_tests!(crate::common::sqlite_store);

@@ -1,14 +1,13 @@
 //! Endpoint tests through `app` with `oneshot`, on SQLite and Postgres.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-#[macro_use]
-mod common;
+use crate::common::{self, Api as _};
 
+use crate::common::{Harness, TEST_JWT_KEY, Tokens, b64};
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode, header};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use common::{Harness, TEST_JWT_KEY, Tokens, b64};
 use haven_relay::auth::tokens::{Claims, encode_claims};
 use haven_relay::auth::totp;
 use haven_relay::ids::Id;
@@ -998,7 +997,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/blob-data/{blob_id}"),
 ];
 
-on_both_backends!(
+common::on_both_backends!(
     register_and_login,
     wrong_password_and_unknown_accounts,
     login_state_is_single_use,

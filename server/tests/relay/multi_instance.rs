@@ -1,31 +1,21 @@
 //! Two relay instances on one database: login state and (with Redis) failure limits are shared.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-#[path = "support/relay.rs"]
-mod relay;
+use crate::common::{self, Api as _};
+use crate::ws_client as relay;
 
+use crate::common::{Guard, Harness};
 use axum::http::StatusCode;
-use common::{Guard, Harness};
 use haven_relay::limits::Limits;
-use haven_relay::secrets::ServerSecrets;
 use haven_relay::settings::ConnectionUrl;
 use haven_relay::store::Store;
-use haven_relay::{AppState, app};
 use serde_json::json;
 
 const PASSWORD: &str = "correct horse battery staple";
 
 async fn second_instance<S: Store>(h: &Harness<S>, limits: Limits) -> Harness<S> {
     let settings = common::test_settings();
-    let secrets = ServerSecrets::load(&settings, &h.store).await.unwrap();
-    let state = AppState::new(h.store.clone(), settings, secrets, limits);
-    Harness {
-        app: app(state.clone()),
-        state,
-        store: h.store.clone(),
-        guard: Guard::None,
-    }
+    Harness::with_limits(h.store.clone(), Guard::None, settings, limits).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -88,8 +78,7 @@ async fn login_started_on_one_instance_finishes_on_another() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failure_limits_are_shared_through_redis() {
-    let Ok(redis) = std::env::var("HAVEN_TEST_REDIS_URL") else {
-        println!("skipped: HAVEN_TEST_REDIS_URL is not set");
+    let Some(redis) = common::services::redis() else {
         return;
     };
     let Some(a0) = Harness::sqlite().await else {
@@ -133,10 +122,7 @@ struct Cluster {
 }
 
 async fn cluster() -> Option<Cluster> {
-    let Ok(redis) = std::env::var("HAVEN_TEST_REDIS_URL") else {
-        println!("skipped: HAVEN_TEST_REDIS_URL is not set");
-        return None;
-    };
+    let redis = common::services::redis()?;
     let (url, guard) = common::pg_database().await?;
     let store = haven_relay::store::PgStore::connect(&url).await.unwrap();
     let h = Harness::with_settings(store, guard, common::test_settings()).await;
@@ -156,12 +142,12 @@ impl Cluster {
         use base64::Engine as _;
         let jwt = base64::engine::general_purpose::STANDARD.encode(common::TEST_JWT_KEY);
         let mut env = vec![
-            ("DATABASE_URL", self.url.as_str()),
+            ("HAVEN_DATABASE_URL", self.url.as_str()),
             ("HAVEN_JWT_SECRET", jwt.as_str()),
             ("HAVEN_WS_POLL_INTERVAL_SECS", poll_secs),
         ];
         if redis {
-            env.push(("REDIS_URL", self.redis.as_str()));
+            env.push(("HAVEN_REDIS_URL", self.redis.as_str()));
         }
         tokio::task::block_in_place(|| relay::Relay::spawn(&env))
     }

@@ -1,0 +1,20 @@
+//! The relay's integration tests, one binary (one link) for all of them: the HTTP API in
+//! process on both engines, the store conformance suite, real `haven-relay` processes with real
+//! WebSocket clients, several instances on one database, and what the relay's files and logs
+//! hold.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+mod ws_client;
+
+mod api;
+mod binary;
+mod blindness;
+mod diary_sync;
+mod login_latency;
+mod messaging;
+mod multi_instance;
+mod send_throughput;
+mod store_conformance;
+mod vault;
+mod websocket;

@@ -1,0 +1,430 @@
+//! The relay's router in this process, driven request by request: fresh stores on both engines,
+//! a real OPAQUE client, and the same API over HTTP to a relay process ([`RemoteApi`]).
+//!
+//! The endpoint tests, the store conformance suite and the login bench share it.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // A failure here is the test's failure.
+
+use std::future::Future;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{HeaderMap, Method, Request, StatusCode, header};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use haven_protocol::opaque::{HavenCipherSuite, OPAQUE_CONTEXT};
+use haven_relay::limits::Limits;
+use haven_relay::secrets::ServerSecrets;
+use haven_relay::settings::SecretSetting;
+use haven_relay::store::{PgStore, SqliteStore, Store};
+use haven_relay::{AppState, Settings, app};
+use http_body_util::BodyExt as _;
+use opaque_ke::{
+    ClientLogin, ClientLoginFinishParameters, ClientRegistration,
+    ClientRegistrationFinishParameters, CredentialResponse, Identifiers, RegistrationResponse,
+};
+use rand::rngs::OsRng;
+use serde_json::{Value, json};
+use tower::ServiceExt as _;
+
+use crate::TestDatabase;
+
+/// The OPAQUE cipher suite of the relay.
+pub type Cs = HavenCipherSuite;
+
+/// The JWT key every harness uses, so tests can mint expired or forged-claims tokens.
+pub const TEST_JWT_KEY: [u8; 32] = [42u8; 32];
+
+/// Keeps what a test store lives in until the test ends (a temporary directory or a database).
+#[derive(Debug)]
+pub enum Guard {
+    /// Nothing to clean up (a second harness sharing another's store).
+    None,
+    /// An SQLite store's directory.
+    Dir(tempfile::TempDir),
+    /// A Postgres store's database.
+    Postgres(TestDatabase),
+}
+
+impl Guard {
+    /// The SQLite store's directory.
+    pub fn dir(&self) -> &std::path::Path {
+        match self {
+            Self::Dir(dir) => dir.path(),
+            _ => panic!("not an SQLite harness"),
+        }
+    }
+}
+
+/// A fresh, empty SQLite store in a temporary directory.
+pub async fn sqlite_store() -> Option<(SqliteStore, Guard)> {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("haven.db").display());
+    let store = SqliteStore::connect(&url).await.unwrap();
+    Some((store, Guard::Dir(dir)))
+}
+
+/// A fresh, empty Postgres store in its own database, or `None` when Postgres is absent (the
+/// test is then reported as skipped, see [`crate::services`]).
+pub async fn pg_store() -> Option<(PgStore, Guard)> {
+    let db = TestDatabase::create().await?;
+    let store = PgStore::connect(db.url()).await.unwrap();
+    Some((store, Guard::Postgres(db)))
+}
+
+/// The settings every harness starts from.
+pub fn test_settings() -> Settings {
+    Settings {
+        jwt_secret: Some(SecretSetting::new(STANDARD.encode(TEST_JWT_KEY))),
+        max_devices: 3,
+        login_max_failures: 3,
+        addr_login_max_failures: 50,
+        metrics_listen: None,
+        body_limit_bytes: 8 * 1024,
+        ..Settings::default()
+    }
+}
+
+/// Standard base64, as the API's JSON bodies carry bytes.
+pub fn b64(bytes: &[u8]) -> String {
+    STANDARD.encode(bytes)
+}
+
+/// A reply, its body parsed as JSON (or kept as a string when it is not JSON).
+#[derive(Debug)]
+pub struct Reply {
+    /// The status.
+    pub status: StatusCode,
+    /// The headers.
+    pub headers: HeaderMap,
+    /// The body.
+    pub body: Value,
+}
+
+impl Reply {
+    /// The error code of an error reply (empty otherwise).
+    pub fn code(&self) -> &str {
+        self.body["error"]["code"].as_str().unwrap_or("")
+    }
+
+    /// Asserts the status.
+    #[track_caller]
+    pub fn expect(self, status: StatusCode) -> Self {
+        assert_eq!(self.status, status, "unexpected reply: {}", self.body);
+        self
+    }
+
+    /// Asserts an error reply with this status and code.
+    #[track_caller]
+    pub fn expect_error(self, status: StatusCode, code: &str) -> Self {
+        assert_eq!(self.status, status, "unexpected reply: {}", self.body);
+        assert_eq!(self.code(), code, "unexpected reply: {}", self.body);
+        assert!(self.body["error"]["message"].is_string());
+        self
+    }
+
+    fn parse(status: StatusCode, headers: HeaderMap, bytes: &[u8]) -> Self {
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(bytes)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(bytes).into_owned()))
+        };
+        Self {
+            status,
+            headers,
+            body,
+        }
+    }
+}
+
+/// A logged-in session.
+#[derive(Debug, Clone)]
+pub struct Tokens {
+    /// Account id (hex).
+    pub account_id: String,
+    /// Device id (hex).
+    pub device_id: String,
+    /// Device number within the account.
+    pub device_number: u32,
+    /// Access token.
+    pub access: String,
+    /// Refresh token.
+    pub refresh: String,
+}
+
+impl Tokens {
+    /// From a register/login/refresh reply body.
+    pub fn from_json(v: &Value) -> Self {
+        Self {
+            account_id: v["account_id"].as_str().unwrap().to_owned(),
+            device_id: v["device_id"].as_str().unwrap().to_owned(),
+            device_number: u32::try_from(v["device_number"].as_u64().unwrap()).unwrap(),
+            access: v["access_token"].as_str().unwrap().to_owned(),
+            refresh: v["refresh_token"].as_str().unwrap().to_owned(),
+        }
+    }
+}
+
+/// The relay's HTTP API, whatever carries it; registration and login are real OPAQUE runs.
+pub trait Api: Sync {
+    /// Sends a raw request.
+    fn raw(&self, req: Request<Body>) -> impl Future<Output = Reply> + Send;
+
+    /// Sends JSON (or nothing) with an optional bearer token.
+    fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        token: Option<&str>,
+    ) -> impl Future<Output = Reply> + Send {
+        let mut builder = Request::builder().method(method).uri(path);
+        if let Some(t) = token {
+            builder = builder.header(header::AUTHORIZATION, format!("Bearer {t}"));
+        }
+        let body = match body {
+            Some(v) => {
+                builder = builder.header(header::CONTENT_TYPE, "application/json");
+                Body::from(serde_json::to_vec(&v).unwrap())
+            }
+            None => Body::empty(),
+        };
+        self.raw(builder.body(body).unwrap())
+    }
+
+    /// `POST` of a JSON body without a token.
+    fn post(&self, path: &str, body: Value) -> impl Future<Output = Reply> + Send {
+        self.call(Method::POST, path, Some(body), None)
+    }
+
+    /// Full OPAQUE registration with a fresh device; returns the reply of register/finish.
+    fn try_register(
+        &self,
+        username: Option<&str>,
+        password: &str,
+    ) -> impl Future<Output = Reply> + Send {
+        self.try_register_with_key(username, password, &[1u8; 32])
+    }
+
+    /// Like [`Self::try_register`] with the given device identity key.
+    fn try_register_with_key(
+        &self,
+        username: Option<&str>,
+        password: &str,
+        identity_key: &[u8],
+    ) -> impl Future<Output = Reply> + Send {
+        async move {
+            let start = ClientRegistration::<Cs>::start(&mut OsRng, password.as_bytes()).unwrap();
+            let request = start.message.serialize();
+            let reply = self
+                .post(
+                    "/v1/register/start",
+                    json!({ "registration_request": b64(&request) }),
+                )
+                .await
+                .expect(StatusCode::OK);
+            let response = STANDARD
+                .decode(reply.body["registration_response"].as_str().unwrap())
+                .unwrap();
+            // Sizes as specified in PROTOCOL.md §11.3.
+            assert_eq!(request.len(), 32);
+            assert_eq!(response.len(), 64);
+            let response = RegistrationResponse::<Cs>::deserialize(&response).unwrap();
+            let finish = start
+                .state
+                .finish(
+                    &mut OsRng,
+                    password.as_bytes(),
+                    response,
+                    ClientRegistrationFinishParameters::default(),
+                )
+                .unwrap();
+            let upload = finish.message.serialize();
+            assert_eq!(upload.len(), 192);
+            let mut body = json!({
+                "registration_id": reply.body["registration_id"],
+                "registration_upload": b64(&upload),
+                "device": { "identity_key": b64(identity_key), "name": b64(b"encrypted-name") },
+            });
+            if let Some(name) = username {
+                body["username"] = json!(name);
+            }
+            self.post("/v1/register/finish", body).await
+        }
+    }
+
+    /// Registers (expecting success) and returns the session.
+    fn register(
+        &self,
+        username: Option<&str>,
+        password: &str,
+    ) -> impl Future<Output = Tokens> + Send {
+        async move {
+            let reply = self
+                .try_register(username, password)
+                .await
+                .expect(StatusCode::CREATED);
+            Tokens::from_json(&reply.body)
+        }
+    }
+
+    /// Full OPAQUE login. `identifier` is `{"username": …}` or `{"account_id": …}`; `device` is
+    /// the extra login/finish fields (`device_id` or `device`, optionally `totp_code`).
+    fn try_login(
+        &self,
+        identifier: Value,
+        password: &str,
+        device: Value,
+    ) -> impl Future<Output = Reply> + Send {
+        async move {
+            let start = ClientLogin::<Cs>::start(&mut OsRng, password.as_bytes()).unwrap();
+            let request = start.message.serialize();
+            let state = start.state;
+            let mut body = identifier;
+            body["credential_request"] = json!(b64(&request));
+            let reply = self.post("/v1/login/start", body).await;
+            if reply.status != StatusCode::OK {
+                return reply;
+            }
+            let response = STANDARD
+                .decode(reply.body["credential_response"].as_str().unwrap())
+                .unwrap();
+            assert_eq!(request.len(), 96);
+            assert_eq!(response.len(), 320);
+            let response = CredentialResponse::<Cs>::deserialize(&response).unwrap();
+            let params = ClientLoginFinishParameters::new(
+                Some(OPAQUE_CONTEXT),
+                Identifiers::default(),
+                None,
+            );
+            // A wrong password fails on the client already; send a well-formed but wrong KE3 so
+            // the server sees (and counts) the failure, as a malicious client would.
+            let finalization = match state.finish(password.as_bytes(), response, params) {
+                Ok(done) => {
+                    assert_eq!(done.message.serialize().len(), 64);
+                    done.message.serialize().to_vec()
+                }
+                Err(_) => vec![0u8; 64],
+            };
+            let mut finish = device;
+            finish["login_id"] = reply.body["login_id"].clone();
+            finish["credential_finalization"] = json!(b64(&finalization));
+            self.post("/v1/login/finish", finish).await
+        }
+    }
+
+    /// Logs an existing device in again (expecting success).
+    fn login_existing(&self, t: &Tokens, password: &str) -> impl Future<Output = Tokens> + Send {
+        let (account, device) = (t.account_id.clone(), t.device_id.clone());
+        async move {
+            let reply = self
+                .try_login(
+                    json!({ "account_id": account }),
+                    password,
+                    json!({ "device_id": device }),
+                )
+                .await
+                .expect(StatusCode::OK);
+            Tokens::from_json(&reply.body)
+        }
+    }
+}
+
+/// An in-process relay on one store, driven through its router.
+pub struct Harness<S: Store> {
+    /// The router.
+    pub app: Router,
+    /// The application state behind it.
+    pub state: AppState<S>,
+    /// The store.
+    pub store: S,
+    /// What the store lives in.
+    pub guard: Guard,
+}
+
+impl Harness<SqliteStore> {
+    /// On a fresh SQLite store.
+    pub async fn sqlite() -> Option<Self> {
+        let (store, guard) = sqlite_store().await?;
+        Some(Self::with_settings(store, guard, test_settings()).await)
+    }
+}
+
+impl Harness<PgStore> {
+    /// On a fresh Postgres database, or `None` when Postgres is absent (reported as skipped).
+    pub async fn postgres() -> Option<Self> {
+        let (store, guard) = pg_store().await?;
+        Some(Self::with_settings(store, guard, test_settings()).await)
+    }
+}
+
+impl<S: Store> Harness<S> {
+    /// On `store` with `settings` and in-memory rate limits.
+    pub async fn with_settings(store: S, guard: Guard, settings: Settings) -> Self {
+        Self::with_limits(store, guard, settings, Limits::in_memory()).await
+    }
+
+    /// On `store` with `settings` and `limits` (a second instance shares a store with another
+    /// harness, with [`Guard::None`]).
+    pub async fn with_limits(store: S, guard: Guard, settings: Settings, limits: Limits) -> Self {
+        let secrets = ServerSecrets::load(&settings, &store).await.unwrap();
+        let state = AppState::new(store.clone(), settings, secrets, limits);
+        Self {
+            app: app(state.clone()),
+            state,
+            store,
+            guard,
+        }
+    }
+}
+
+impl<S: Store> Api for Harness<S> {
+    async fn raw(&self, req: Request<Body>) -> Reply {
+        let response = self.app.clone().oneshot(req).await.unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        Reply::parse(status, headers, &bytes)
+    }
+}
+
+/// The same API over real HTTP, to a relay listening at `base` (a process or an in-process
+/// relay on a TCP listener).
+#[derive(Debug, Clone)]
+pub struct RemoteApi {
+    base: String,
+    client: reqwest::Client,
+}
+
+impl RemoteApi {
+    /// To the relay at `base` (`http://host:port`).
+    pub fn new(base: impl Into<String>) -> Self {
+        Self {
+            base: base.into(),
+            client: reqwest::Client::new(),
+        }
+    }
+}
+
+impl Api for RemoteApi {
+    async fn raw(&self, req: Request<Body>) -> Reply {
+        let (parts, body) = req.into_parts();
+        let bytes = body.collect().await.unwrap().to_bytes();
+        let path = parts
+            .uri
+            .path_and_query()
+            .map_or("/", axum::http::uri::PathAndQuery::as_str);
+        let response = self
+            .client
+            .request(parts.method, format!("{}{path}", self.base))
+            .headers(parts.headers)
+            .body(bytes)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response.bytes().await.unwrap();
+        Reply::parse(status, headers, &bytes)
+    }
+}
