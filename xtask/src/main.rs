@@ -8,6 +8,10 @@
 //!   then the pytest suite, the Kotlin program and the Swift shape check (all three when none
 //!   is named).
 //!
+//! - `cargo xtask flakes [--runs N] [--parallel M]`: builds the README's test command's tests
+//!   once, then runs the whole suite N times in a row, M copies at once (load), and reports every
+//!   test that ever failed (with its first failure) and every test reported as skipped.
+//!
 //! `<target>` is `$CARGO_TARGET_DIR` or the workspace's `target/`. Kotlin comes from
 //! `$KOTLIN_HOME` (default `~/.cache/haven-kotlin/node_modules/kotlin-compiler`, the npm
 //! `kotlin-compiler` package) and JNA from `$JNA_JAR` (default Debian's
@@ -17,6 +21,8 @@ use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand};
+
+mod flakes;
 use xshell::{Shell, cmd};
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
@@ -47,6 +53,16 @@ enum Command {
         /// Check the generated Swift sources.
         #[arg(long)]
         swift: bool,
+    },
+    /// Run the whole test suite several times, several copies at once, and report every test
+    /// that ever failed.
+    Flakes {
+        /// Rounds in a row.
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+        /// Copies of the suite run at the same time in each round.
+        #[arg(long, default_value_t = 2)]
+        parallel: usize,
     },
 }
 
@@ -128,6 +144,7 @@ fn main() -> Result<()> {
             }
             Ok(())
         }
+        Command::Flakes { runs, parallel } => flakes::run(&paths.root, runs, parallel),
     }
 }
 

@@ -265,8 +265,7 @@ mod tests {
     /// given the same "now" as the Rust code, at a realistic epoch-microsecond magnitude).
     #[tokio::test]
     async fn lua_script_matches_rust_gcra() {
-        let Ok(url) = std::env::var("HAVEN_TEST_REDIS_URL") else {
-            println!("skipping lua_script_matches_rust_gcra: HAVEN_TEST_REDIS_URL is not set");
+        let Some(url) = haven_testkit::services::redis() else {
             return;
         };
         let prefix = format!("haven-test-crosscheck-{}", std::process::id());
@@ -341,8 +340,7 @@ mod tests {
     /// leaves the real script cached (so the normal EVALSHA path then succeeds).
     #[tokio::test]
     async fn noscript_falls_back_to_eval() {
-        let Ok(url) = std::env::var("HAVEN_TEST_REDIS_URL") else {
-            println!("skipping noscript_falls_back_to_eval: HAVEN_TEST_REDIS_URL is not set");
+        let Some(url) = haven_testkit::services::redis() else {
             return;
         };
         let prefix = format!("haven-test-noscript-{}", std::process::id());

@@ -1,8 +1,8 @@
 //! Behaviour tests run against both backends, plus Redis-only properties (shared state across
 //! instances, atomicity under concurrency, TTLs, failure when Redis goes away).
 //!
-//! Redis tests use the server at `HAVEN_TEST_REDIS_URL` and skip (with a printed line) when it is
-//! unset. Every test writes under its own random prefix, so runs never interfere.
+//! Redis tests use the local Redis (`HAVEN_TEST_REDIS_URL`, default 127.0.0.1:6379) and are
+//! reported as skipped by name when it is absent (haven-testkit). Every test writes under its own random prefix, so runs never interfere.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::hash_map::RandomState;
@@ -15,12 +15,9 @@ use tokio::io::copy_bidirectional;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 
-fn redis_url(test: &str) -> Option<String> {
-    let url = std::env::var("HAVEN_TEST_REDIS_URL").ok();
-    if url.is_none() {
-        println!("skipping {test}: HAVEN_TEST_REDIS_URL is not set");
-    }
-    url
+/// The local Redis, or `None` after the calling test is reported as skipped (haven-testkit).
+fn redis_url(_test: &str) -> Option<String> {
+    haven_testkit::services::redis()
 }
 
 fn unique_prefix(test: &str) -> String {
