@@ -47,7 +47,8 @@ use crate::content::{Body, Content, ContentError, Conversation, GroupInvite, Rec
 use crate::device::{Device, DeviceError, Opened, RejectReason};
 use crate::store::{ClientStore, ClientStoreError, Space};
 use crate::thumbnail;
-use crate::ws::{self, Backoff, ConnectError, ServerFrame};
+use crate::ws::{self, Backoff, ConnectError};
+use haven_protocol::frames::{ClientFrame, EnvelopeFrame, ServerFrame};
 
 /// Contacts by account.
 const CONTACTS: Space = Space::app(0xE0);
@@ -2016,8 +2017,15 @@ impl Messenger {
         }
         for e in epochs {
             let id = self.request_ids.fetch_add(1, Ordering::Relaxed);
-            let frame = ws::subscribe_frame(id, &e.channel_id, &e.read_token, e.cursor);
-            let _ = tx.send(WsMessage::Binary(frame.into()));
+            let frame = ClientFrame::Subscribe {
+                request_id: id,
+                channel: e.channel_id,
+                token: e.read_token,
+                after: e.cursor,
+            };
+            if let Ok(frame) = frame.encode() {
+                let _ = tx.send(WsMessage::Binary(frame.into()));
+            }
         }
     }
 
@@ -2125,16 +2133,17 @@ impl Messenger {
                 }
             };
             match frame {
-                ServerFrame::Envelope {
+                ServerFrame::Envelope(EnvelopeFrame {
                     message_id,
                     content,
                     ..
-                } => {
-                    let applied =
-                        self.handle_envelope(&hex::encode(message_id), &content, false)?;
+                }) => {
+                    let applied = self.handle_envelope(&hex::encode(message_id), content, false)?;
                     let queued = applied.tasks_added;
                     self.finish(applied)?;
-                    let _ = tx.send(WsMessage::Binary(ws::ack_frame(&[message_id]).into()));
+                    if let Ok(ack) = ClientFrame::Ack(vec![message_id]).encode() {
+                        let _ = tx.send(WsMessage::Binary(ack.into()));
+                    }
                     // A task that keeps failing is retried at the next catch-up, not on every
                     // frame (each retry may cost the contact a one-time prekey).
                     if queued {
@@ -2146,7 +2155,7 @@ impl Messenger {
                     content,
                     ..
                 } => {
-                    let applied = self.handle_envelope(&hex::encode(message_id), &content, true)?;
+                    let applied = self.handle_envelope(&hex::encode(message_id), content, true)?;
                     self.finish(applied)?;
                 }
                 ServerFrame::QueueEmpty => {
@@ -2157,7 +2166,7 @@ impl Messenger {
                     self.device.persist_session().await?;
                 }
                 ServerFrame::ChannelEntry {
-                    channel_id,
+                    channel: channel_id,
                     seq,
                     entry,
                     ..
@@ -2170,7 +2179,8 @@ impl Messenger {
                         }
                     }
                     if let Some((group, epoch)) = channels.get(&channel_id).copied() {
-                        let applied = self.handle_entries(&group, epoch, &[(seq, entry)])?;
+                        let applied =
+                            self.handle_entries(&group, epoch, &[(seq, entry.to_vec())])?;
                         let queued = applied.tasks_added;
                         self.finish(applied)?;
                         if queued {

@@ -1,53 +1,55 @@
-//! Bounds-checked byte reader and writer helpers shared by every wire format of the core.
+//! Bounds-checked byte reader and writer helpers shared by every binary format of the protocol
+//! (the relay's frames and the SDK's messages, keys and snapshots).
 //!
 //! Every read checks the remaining length first (`split_at_checked`), so a decoder built on
 //! [`Reader`] cannot index out of range on untrusted input.
 
 /// A cursor over untrusted bytes. Every method returns `None` when the input is too short.
-pub(crate) struct Reader<'a> {
+#[derive(Debug)]
+pub struct Reader<'a> {
     buf: &'a [u8],
 }
 
 impl<'a> Reader<'a> {
     /// Starts reading `buf` from its first byte.
-    pub(crate) fn new(buf: &'a [u8]) -> Self {
+    pub fn new(buf: &'a [u8]) -> Self {
         Self { buf }
     }
 
     /// Takes the next `n` bytes.
-    pub(crate) fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+    pub fn take(&mut self, n: usize) -> Option<&'a [u8]> {
         let (head, tail) = self.buf.split_at_checked(n)?;
         self.buf = tail;
         Some(head)
     }
 
     /// Takes the next `N` bytes as an array.
-    pub(crate) fn array<const N: usize>(&mut self) -> Option<[u8; N]> {
+    pub fn array<const N: usize>(&mut self) -> Option<[u8; N]> {
         self.take(N)?.try_into().ok()
     }
 
     /// Reads one byte.
-    pub(crate) fn u8(&mut self) -> Option<u8> {
+    pub fn u8(&mut self) -> Option<u8> {
         Some(self.array::<1>()?[0])
     }
 
     /// Reads a big-endian u16.
-    pub(crate) fn u16(&mut self) -> Option<u16> {
+    pub fn u16(&mut self) -> Option<u16> {
         Some(u16::from_be_bytes(self.array()?))
     }
 
     /// Reads a big-endian u32.
-    pub(crate) fn u32(&mut self) -> Option<u32> {
+    pub fn u32(&mut self) -> Option<u32> {
         Some(u32::from_be_bytes(self.array()?))
     }
 
     /// Reads a big-endian u64.
-    pub(crate) fn u64(&mut self) -> Option<u64> {
+    pub fn u64(&mut self) -> Option<u64> {
         Some(u64::from_be_bytes(self.array()?))
     }
 
     /// Reads a u32-length-prefixed byte string of at most `max` bytes.
-    pub(crate) fn bytes_u32(&mut self, max: usize) -> Option<&'a [u8]> {
+    pub fn bytes_u32(&mut self, max: usize) -> Option<&'a [u8]> {
         let len = usize::try_from(self.u32()?).ok()?;
         if len > max {
             return None;
@@ -56,12 +58,12 @@ impl<'a> Reader<'a> {
     }
 
     /// Everything not read yet.
-    pub(crate) fn rest(&mut self) -> &'a [u8] {
+    pub fn rest(&mut self) -> &'a [u8] {
         core::mem::take(&mut self.buf)
     }
 
     /// Succeeds only if every byte was consumed (decoders reject trailing bytes).
-    pub(crate) fn finish(self) -> Option<()> {
+    pub fn finish(self) -> Option<()> {
         self.buf.is_empty().then_some(())
     }
 }
@@ -70,7 +72,7 @@ impl<'a> Reader<'a> {
 ///
 /// Callers only pass buffers bounded by documented limits far below `u32::MAX`; the length
 /// saturates rather than panics, and a saturated length is rejected by every decoder.
-pub(crate) fn put_bytes_u32(out: &mut Vec<u8>, bytes: &[u8]) {
+pub fn put_bytes_u32(out: &mut Vec<u8>, bytes: &[u8]) {
     let len = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
     out.extend_from_slice(&len.to_be_bytes());
     out.extend_from_slice(bytes);

@@ -12,7 +12,7 @@ use rand_core::CryptoRng;
 use x25519_dalek::{PublicKey, StaticSecret};
 use zeroize::Zeroizing;
 
-use crate::encoding::Reader;
+use haven_protocol::encoding::Reader;
 
 /// Length of an encoded [`IdentityKey`].
 pub const IDENTITY_KEY_LEN: usize = 64;

@@ -16,7 +16,6 @@ extern crate alloc;
 
 pub mod attachment;
 pub mod diary;
-mod encoding;
 pub mod groups;
 pub mod identity;
 pub mod padding;

@@ -13,10 +13,10 @@ use rand_core::CryptoRng;
 use x25519_dalek::{PublicKey, StaticSecret};
 use zeroize::Zeroizing;
 
-use crate::encoding::Reader;
 use crate::identity::{
     IDENTITY_KEY_LEN, IdentityError, IdentityKey, IdentityKeyPair, SIGNATURE_LEN, x25519_public,
 };
+use haven_protocol::encoding::Reader;
 
 /// Length of an ML-KEM-1024 encapsulation (public) key.
 pub const KEM_PUBLIC_KEY_LEN: usize = 1568;

@@ -17,11 +17,11 @@ use sha2::Sha256;
 use x25519_dalek::{PublicKey, StaticSecret};
 use zeroize::Zeroizing;
 
-use crate::encoding::{Reader, put_bytes_u32};
 use crate::identity::{
     IDENTITY_KEY_LEN, IdentityKey, IdentityKeyPair, SIGNATURE_LEN, dh, x25519_public,
 };
 use crate::store::{ACCOUNT_ID_LEN, DeviceAddress};
+use haven_protocol::encoding::{Reader, put_bytes_u32};
 
 /// Version byte of envelopes, certificates and the inner content.
 pub const SEALED_SENDER_VERSION: u8 = 0x01;

@@ -3,12 +3,9 @@
 
 use serde::Serialize;
 
-use crate::error::{ErrorCode, WebError, WebResult, invalid};
+use haven_protocol::frames;
 
-/// Frame format version.
-pub const FRAME_VERSION: u8 = 0x01;
-/// Most ids in one ack frame.
-pub const MAX_ACK_IDS: usize = 1024;
+use crate::error::{ErrorCode, WebError, WebResult, invalid};
 
 /// A decoded server → client frame (serialised to JS as `{type: …, …}`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -78,59 +75,6 @@ pub struct Source {
     pub device_number: u32,
 }
 
-struct Reader<'a>(&'a [u8]);
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> WebResult<&'a [u8]> {
-        let (head, rest) = self
-            .0
-            .split_at_checked(n)
-            .ok_or_else(|| WebError::new(ErrorCode::Malformed, "frame is truncated"))?;
-        self.0 = rest;
-        Ok(head)
-    }
-    fn array<const N: usize>(&mut self) -> WebResult<[u8; N]> {
-        self.take(N)?
-            .try_into()
-            .map_err(|_| WebError::new(ErrorCode::Malformed, "frame is truncated"))
-    }
-    fn u8(&mut self) -> WebResult<u8> {
-        Ok(self.array::<1>()?[0])
-    }
-    fn u16(&mut self) -> WebResult<u16> {
-        Ok(u16::from_be_bytes(self.array()?))
-    }
-    fn u32(&mut self) -> WebResult<u32> {
-        Ok(u32::from_be_bytes(self.array()?))
-    }
-    fn u64(&mut self) -> WebResult<u64> {
-        Ok(u64::from_be_bytes(self.array()?))
-    }
-    fn rest(&mut self) -> &'a [u8] {
-        std::mem::take(&mut self.0)
-    }
-    fn end(&self) -> WebResult<()> {
-        if self.0.is_empty() {
-            Ok(())
-        } else {
-            Err(WebError::new(
-                ErrorCode::Malformed,
-                "trailing bytes after frame",
-            ))
-        }
-    }
-    fn source(&mut self, flags: u8) -> WebResult<Option<Source>> {
-        if flags & 0x01 == 0 {
-            return Ok(None);
-        }
-        let account: [u8; 16] = self.array()?;
-        Ok(Some(Source {
-            account_id: hex::encode(account),
-            device_number: self.u32()?,
-        }))
-    }
-}
-
 fn b64(bytes: &[u8]) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.encode(bytes)
@@ -141,86 +85,55 @@ fn text(bytes: &[u8]) -> WebResult<String> {
         .map_err(|_| WebError::new(ErrorCode::Malformed, "frame JSON is not UTF-8"))
 }
 
-/// Decodes one server frame.
+fn source(source: Option<frames::Source>) -> Option<Source> {
+    source.map(|(account, device)| Source {
+        account_id: hex::encode(account),
+        device_number: device,
+    })
+}
+
+/// Decodes one server frame (with the protocol's codec) into its JS view.
 ///
 /// # Errors
 /// [`ErrorCode::Malformed`] for a wrong version, unknown type, bad flags, truncation or
 /// trailing bytes.
 pub fn parse_server_frame(frame: &[u8]) -> WebResult<ServerFrame> {
-    let mut r = Reader(frame);
-    if r.u8()? != FRAME_VERSION {
-        return Err(WebError::new(
-            ErrorCode::Malformed,
-            "unsupported frame version",
-        ));
-    }
-    let bad_flags = || WebError::new(ErrorCode::Malformed, "invalid frame flags");
-    let out = match r.u8()? {
-        0x01 => {
-            let seq = r.u64()?;
-            let id: [u8; 16] = r.array()?;
-            let received_at = r.u64()?;
-            let flags = r.u8()?;
-            if flags & !0x03 != 0 {
-                return Err(bad_flags());
-            }
-            let source = r.source(flags)?;
-            let len = r.u32()? as usize;
-            let content = r.take(len)?;
-            let has_payload = flags & 0x02 != 0;
-            if has_payload {
-                r.rest();
-            }
-            ServerFrame::Envelope {
-                seq,
-                message_id: hex::encode(id),
-                received_at,
-                source,
-                content: b64(content),
-                has_payload,
-            }
-        }
-        0x02 => ServerFrame::QueueEmpty,
-        0x03 => {
-            let channel: [u8; 16] = r.array()?;
-            let seq = r.u64()?;
-            let _created_at = r.u64()?;
-            r.rest();
-            ServerFrame::ChannelEntry {
-                channel_id: hex::encode(channel),
-                seq,
-            }
-        }
-        0x04 => {
-            let id: [u8; 16] = r.array()?;
-            let flags = r.u8()?;
-            if flags & !0x01 != 0 {
-                return Err(bad_flags());
-            }
-            let source = r.source(flags)?;
-            ServerFrame::Ephemeral {
-                message_id: hex::encode(id),
-                source,
-                content: b64(r.rest()),
-            }
-        }
-        0x05 => ServerFrame::Result {
-            request_id: r.u32()?,
-            status: r.u16()?,
-            json: text(r.rest())?,
+    let decoded = frames::ServerFrame::decode(frame)
+        .map_err(|e| WebError::new(ErrorCode::Malformed, e.to_string()))?;
+    Ok(match decoded {
+        frames::ServerFrame::Envelope(e) => ServerFrame::Envelope {
+            seq: e.seq,
+            message_id: hex::encode(e.message_id),
+            received_at: e.received_at,
+            source: source(e.source),
+            content: b64(e.content),
+            has_payload: e.shared_payload.is_some(),
         },
-        0x06 => ServerFrame::Error {
-            json: text(r.rest())?,
+        frames::ServerFrame::QueueEmpty => ServerFrame::QueueEmpty,
+        frames::ServerFrame::ChannelEntry { channel, seq, .. } => ServerFrame::ChannelEntry {
+            channel_id: hex::encode(channel),
+            seq,
         },
-        other => {
-            return Err(WebError::new(
-                ErrorCode::Malformed,
-                format!("unknown frame type {other}"),
-            ));
-        }
-    };
-    r.end()?;
-    Ok(out)
+        frames::ServerFrame::Ephemeral {
+            message_id,
+            source: from,
+            content,
+        } => ServerFrame::Ephemeral {
+            message_id: hex::encode(message_id),
+            source: source(from),
+            content: b64(content),
+        },
+        frames::ServerFrame::Result {
+            request_id,
+            status,
+            body,
+        } => ServerFrame::Result {
+            request_id,
+            status,
+            json: text(body)?,
+        },
+        frames::ServerFrame::Error { body } => ServerFrame::Error { json: text(body)? },
+    })
 }
 
 /// Parses a 32-lowercase-hex id.
@@ -238,16 +151,13 @@ pub(crate) fn parse_id(id: &str) -> WebResult<[u8; 16]> {
 /// # Errors
 /// [`ErrorCode::InvalidArgument`] for a malformed id or a count outside 1–1024.
 pub fn ack_frame(message_ids: &[String]) -> WebResult<Vec<u8>> {
-    if message_ids.is_empty() || message_ids.len() > MAX_ACK_IDS {
-        return Err(invalid("an ack carries 1 to 1024 ids"));
-    }
-    let mut out = Vec::with_capacity(4 + 16 * message_ids.len());
-    out.extend_from_slice(&[FRAME_VERSION, 0x10]);
-    out.extend_from_slice(&u16::try_from(message_ids.len()).unwrap_or(0).to_be_bytes());
-    for id in message_ids {
-        out.extend_from_slice(&parse_id(id)?);
-    }
-    Ok(out)
+    let ids = message_ids
+        .iter()
+        .map(|id| parse_id(id))
+        .collect::<WebResult<Vec<_>>>()?;
+    frames::ClientFrame::Ack(ids)
+        .encode()
+        .map_err(|_| invalid("an ack carries 1 to 1024 ids"))
 }
 
 #[cfg(test)]

@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use futures_util::{SinkExt as _, StreamExt as _};
+use haven_protocol::frames::{self, ClientFrame, ServerFrame};
 use haven_relay::auth::Session;
 use haven_relay::auth::tokens::sign_access;
 use haven_relay::ids::Id;
@@ -372,15 +373,19 @@ async fn open(addr: &str, token: Option<&str>) -> Result<Ws, BoxError> {
 }
 
 fn send_frame(request_id: u32, to: &Id, content: &[u8]) -> Vec<u8> {
-    let mut f = Vec::with_capacity(48 + content.len());
-    f.extend_from_slice(&[1, 0x11]);
-    f.extend_from_slice(&request_id.to_be_bytes());
-    f.extend_from_slice(to.as_bytes());
-    f.extend_from_slice(Id::random().as_bytes());
-    f.extend_from_slice(&[0, 0, 1, 0, 0, 0, 1]);
-    f.extend_from_slice(&u32::try_from(content.len()).unwrap_or(0).to_be_bytes());
-    f.extend_from_slice(content);
-    f
+    ClientFrame::Send {
+        request_id,
+        account: *to.as_bytes(),
+        message_id: *Id::random().as_bytes(),
+        ephemeral: false,
+        envelopes: vec![(1, content)],
+    }
+    .encode()
+    .unwrap_or_default()
+}
+
+fn is_queue_empty(message: &Message) -> bool {
+    matches!(message, Message::Binary(b) if ServerFrame::decode(b) == Ok(ServerFrame::QueueEmpty))
 }
 
 /// Nanoseconds since `epoch`, written into the first 8 bytes of each payload.
@@ -441,8 +446,7 @@ async fn client_loop(
     let mut request_id = 0u32;
     let drain_until = until + Duration::from_secs(2);
     // Acks are batched per 10 ms tick, as a real client acks what one read burst delivered.
-    let mut acks: Vec<u8> = Vec::new();
-    let mut ack_count: u16 = 0;
+    let mut acks: Vec<[u8; 16]> = Vec::new();
     loop {
         let now = Instant::now();
         if now > drain_until {
@@ -450,11 +454,7 @@ async fn client_loop(
         }
         tokio::select! {
             _ = timer.tick() => {
-                if ack_count > 0 {
-                    let mut frame = vec![1, 0x10];
-                    frame.extend_from_slice(&ack_count.to_be_bytes());
-                    frame.append(&mut acks);
-                    ack_count = 0;
+                for frame in frames::ack_frames(&std::mem::take(&mut acks)) {
                     if ws.feed(Message::Binary(frame.into())).await.is_err() {
                         return latencies;
                     }
@@ -484,28 +484,24 @@ async fn client_loop(
                     return latencies;
                 };
                 let now_ns = u64::try_from(epoch.elapsed().as_nanos()).unwrap_or(0);
-                match (to.is_some(), b.get(..2)) {
+                let sent_at = |payload: &[u8]| {
+                    payload.get(..8).and_then(|s| <[u8; 8]>::try_from(s).ok()).map(u64::from_be_bytes)
+                };
+                if to.is_none() {
                     // Echo baseline: the payload itself comes back.
-                    (false, _) => {
-                        if let Some(t) = b.get(..8).and_then(|s| <[u8; 8]>::try_from(s).ok()) {
-                            latencies.push(now_ns.saturating_sub(u64::from_be_bytes(t)) / 1000);
-                        }
+                    if let Some(t) = sent_at(&b) {
+                        latencies.push(now_ns.saturating_sub(t) / 1000);
                     }
-                    (true, Some([1, 0x01])) => {
-                        // Envelope: seq(8) id(16) received_at(8) flags(1) [source 20] len(4) content.
-                        let flags = b.get(34).copied().unwrap_or(0);
-                        let at = 35 + if flags & 1 != 0 { 20 } else { 0 } + 4;
-                        if let Some(t) = b.get(at..at + 8).and_then(|s| <[u8; 8]>::try_from(s).ok()) {
-                            latencies.push(now_ns.saturating_sub(u64::from_be_bytes(t)) / 1000);
+                    continue;
+                }
+                match ServerFrame::decode(&b) {
+                    Ok(ServerFrame::Envelope(e)) => {
+                        if let Some(t) = sent_at(e.content) {
+                            latencies.push(now_ns.saturating_sub(t) / 1000);
                         }
-                        if let Some(id) = b.get(10..26)
-                            && ack_count < 1024
-                        {
-                            acks.extend_from_slice(id);
-                            ack_count += 1;
-                        }
+                        acks.push(e.message_id);
                     }
-                    (true, Some([1, 0x05])) if b.get(6..8) != Some(&[0, 200][..]) => {
+                    Ok(ServerFrame::Result { status, .. }) if status != 200 => {
                         totals.errors.fetch_add(1, Ordering::Relaxed);
                     }
                     _ => {}
@@ -531,7 +527,7 @@ async fn throughput(args: &Args) -> Result<(), BoxError> {
         if !args.baseline {
             // Wait for queue_empty so the run starts from a settled state.
             while let Some(Ok(m)) = ws.next().await {
-                if matches!(&m, Message::Binary(b) if b.get(..2) == Some(&[1, 2][..])) {
+                if is_queue_empty(&m) {
                     break;
                 }
             }
@@ -636,7 +632,7 @@ async fn idle(args: &Args) -> Result<(), BoxError> {
     if !args.baseline {
         for ws in &mut sockets {
             while let Some(Ok(m)) = ws.next().await {
-                if matches!(&m, Message::Binary(b) if b.get(..2) == Some(&[1, 2][..])) {
+                if is_queue_empty(&m) {
                     break;
                 }
             }

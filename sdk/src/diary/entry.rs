@@ -17,7 +17,7 @@ use subtle::ConstantTimeEq;
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 use super::{DiaryError, DiaryKeys};
-use crate::encoding::{Reader, put_bytes_u32};
+use haven_protocol::encoding::{Reader, put_bytes_u32};
 
 /// Version byte of both entry plaintexts.
 pub const ENTRY_VERSION: u8 = 0x01;

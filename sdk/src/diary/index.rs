@@ -12,7 +12,7 @@ use alloc::vec::Vec;
 use zeroize::Zeroizing;
 
 use super::entry::{Entry, MAX_MOOD_LEN, MAX_TAG_LEN, MAX_TAGS};
-use crate::encoding::{Reader, put_bytes_u32};
+use haven_protocol::encoding::{Reader, put_bytes_u32};
 
 /// Version byte of the serialized index.
 pub const INDEX_VERSION: u8 = 0x01;

@@ -20,9 +20,9 @@ pub mod merge;
 mod recovery;
 pub mod sync;
 
-use crate::encoding::Reader;
 use alloc::boxed::Box;
 use alloc::vec::Vec;
+use haven_protocol::encoding::Reader;
 
 use argon2::{Algorithm, Argon2, Params, Version};
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};

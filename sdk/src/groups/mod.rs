@@ -7,8 +7,8 @@
 //! sender. When a member leaves, the others call [`GroupSenderSession::rotate`] and redistribute
 //! to the remaining members only. Wire formats and KDFs: `docs/PROTOCOL.md` §8.
 
-use crate::encoding::Reader;
 use alloc::vec::Vec;
+use haven_protocol::encoding::Reader;
 
 use chacha20poly1305::aead::{AeadInOut, KeyInit};
 use chacha20poly1305::{ChaCha20Poly1305, Tag};

@@ -3,9 +3,9 @@
 use x25519_dalek::PublicKey;
 
 use super::RatchetError;
-use crate::encoding::Reader;
 use crate::identity::{IDENTITY_KEY_LEN, IdentityKey, x25519_public};
 use crate::prekeys::KEM_CIPHERTEXT_LEN;
+use haven_protocol::encoding::Reader;
 
 /// Version byte of every session message.
 pub const MESSAGE_VERSION: u8 = 0x01;

@@ -13,9 +13,9 @@ use super::message::{
 };
 use super::message_key::MessageKey;
 use super::root_key::RootKey;
-use crate::encoding::Reader;
 use crate::identity::{IDENTITY_KEY_LEN, IdentityKey, dh};
 use crate::prekeys::KEM_CIPHERTEXT_LEN;
+use haven_protocol::encoding::Reader;
 
 /// Most message keys one message may make us skip in one chain (and for `PN` in the previous one).
 pub const MAX_SKIP_PER_CHAIN: u32 = 1000;
@@ -655,7 +655,7 @@ impl SessionRecord {
         o.push(u8::from(self.current.is_some()));
         o.push(u8::try_from(self.previous.len()).unwrap_or(u8::MAX));
         for s in self.sessions() {
-            crate::encoding::put_bytes_u32(&mut o, &s.to_bytes());
+            haven_protocol::encoding::put_bytes_u32(&mut o, &s.to_bytes());
         }
         o
     }

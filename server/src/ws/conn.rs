@@ -34,7 +34,6 @@ use futures_util::stream::FuturesUnordered;
 use futures_util::{SinkExt as _, StreamExt as _};
 use serde::Serialize;
 
-use super::frame::{self, ClientFrame};
 use crate::auth::Session;
 use crate::channels::{self, Access, ChannelToken};
 use crate::error::AppError;
@@ -46,6 +45,7 @@ use crate::messaging::{
 };
 use crate::state::AppState;
 use crate::store::{Store, StoreError};
+use haven_protocol::frames::{self as frame, ClientFrame, EnvelopeFrame, ServerFrame};
 
 /// Close code: a newer socket of the same device replaced this one.
 pub const CLOSE_REPLACED: u16 = 4000;
@@ -375,7 +375,7 @@ impl<S: Store> Conn<S> {
                 self.mail_dirty = false;
                 if !self.queue_empty_sent {
                     self.queue_empty_sent = true;
-                    self.send(frame::queue_empty()).await?;
+                    self.send(ServerFrame::QueueEmpty.encode()).await?;
                 }
             }
         }
@@ -407,12 +407,13 @@ impl<S: Store> Conn<S> {
         let frames = entries
             .iter()
             .map(|e| {
-                frame::channel_entry(
-                    id,
-                    u64::try_from(e.seq).unwrap_or(0),
-                    u64::try_from(e.created_at).unwrap_or(0),
-                    &e.body,
-                )
+                ServerFrame::ChannelEntry {
+                    channel: *id.as_bytes(),
+                    seq: u64::try_from(e.seq).unwrap_or(0),
+                    created_at: u64::try_from(e.created_at).unwrap_or(0),
+                    entry: &e.body,
+                }
+                .encode()
             })
             .collect();
         self.send_batch(frames).await?;
@@ -431,7 +432,14 @@ impl<S: Store> Conn<S> {
     fn pushed(&mut self, push: Push, window: usize, frames: &mut Vec<Vec<u8>>) {
         match push {
             Push::Ephemeral(msg) => {
-                frames.push(frame::ephemeral(&msg.message_id, msg.source, &msg.content));
+                frames.push(
+                    ServerFrame::Ephemeral {
+                        message_id: *msg.message_id.as_bytes(),
+                        source: raw_source(msg.source),
+                        content: &msg.content,
+                    }
+                    .encode(),
+                );
             }
             Push::Mail(mail) => {
                 if let Some(f) = self.direct(&mail, window) {
@@ -456,14 +464,14 @@ impl<S: Store> Conn<S> {
         self.in_flight.insert(mail.message_id);
         metrics::counter!("haven_ws_direct_deliveries").increment(1);
         Some(
-            frame::EnvelopeFrame {
+            ServerFrame::Envelope(EnvelopeFrame {
                 seq: u64::try_from(mail.seq).unwrap_or(0),
-                message_id: mail.message_id,
+                message_id: *mail.message_id.as_bytes(),
                 received_at: u64::try_from(mail.received_at).unwrap_or(0),
-                source: mail.source,
+                source: raw_source(mail.source),
                 content: &mail.content,
                 shared_payload: None,
-            }
+            })
             .encode(),
         )
     }
@@ -491,14 +499,14 @@ impl<S: Store> Conn<S> {
         let mut frames = Vec::with_capacity(envelopes.len());
         for e in &envelopes {
             frames.push(
-                frame::EnvelopeFrame {
+                ServerFrame::Envelope(EnvelopeFrame {
                     seq: u64::try_from(e.seq).unwrap_or(0),
-                    message_id: e.message_id,
+                    message_id: *e.message_id.as_bytes(),
                     received_at: u64::try_from(e.received_at).unwrap_or(0),
-                    source: e.source,
+                    source: raw_source(e.source),
                     content: &e.content,
                     shared_payload: e.shared_payload.as_deref(),
-                }
+                })
                 .encode(),
             );
             self.last_seq = self.last_seq.max(e.seq);
@@ -555,7 +563,14 @@ impl<S: Store> Conn<S> {
                     "text_not_supported",
                     "frames are binary WebSocket messages (PROTOCOL.md §11.14)",
                 );
-                return self.send(frame::error(&error_body(err).await.1)).await;
+                return self
+                    .send(
+                        ServerFrame::Error {
+                            body: &error_body(err).await.1,
+                        }
+                        .encode(),
+                    )
+                    .await;
             }
             Message::Close(_) => return Err(Stop::Gone),
             Message::Ping(_) | Message::Pong(_) => return Ok(()),
@@ -569,23 +584,43 @@ impl<S: Store> Conn<S> {
             };
             let (status, body) = error_body(err).await;
             return match frame::request_id_of(&bytes) {
-                Some(id) => self.send(frame::result(id, status, &body)).await,
-                None => self.send(frame::error(&body)).await,
+                Some(id) => {
+                    self.send(
+                        ServerFrame::Result {
+                            request_id: id,
+                            status,
+                            body: &body,
+                        }
+                        .encode(),
+                    )
+                    .await
+                }
+                None => self.send(ServerFrame::Error { body: &body }.encode()).await,
             };
         }
-        let decoded = match frame::decode(&bytes) {
+        let decoded = match ClientFrame::decode(&bytes) {
             Ok(f) => f,
             Err(e) => {
                 let err = AppError::bad_request(e.code(), e.to_string());
                 let (status, body) = error_body(err).await;
                 return match frame::request_id_of(&bytes) {
-                    Some(id) => self.send(frame::result(id, status, &body)).await,
-                    None => self.send(frame::error(&body)).await,
+                    Some(id) => {
+                        self.send(
+                            ServerFrame::Result {
+                                request_id: id,
+                                status,
+                                body: &body,
+                            }
+                            .encode(),
+                        )
+                        .await
+                    }
+                    None => self.send(ServerFrame::Error { body: &body }.encode()).await,
                 };
             }
         };
         match decoded {
-            ClientFrame::Ack(ids) => self.ack(ids).await,
+            ClientFrame::Ack(ids) => self.ack(ids.into_iter().map(Id::from).collect()).await,
             ClientFrame::Send {
                 request_id,
                 account,
@@ -594,7 +629,7 @@ impl<S: Store> Conn<S> {
                 envelopes,
             } => {
                 let request = SendRequest {
-                    message_id,
+                    message_id: message_id.into(),
                     envelopes: envelopes
                         .into_iter()
                         .map(|(device, content)| DeviceEnvelope {
@@ -604,7 +639,7 @@ impl<S: Store> Conn<S> {
                         .collect(),
                     ephemeral,
                 };
-                self.send_mail(request_id, account, request).await
+                self.send_mail(request_id, account.into(), request).await
             }
             ClientFrame::Signal {
                 request_id,
@@ -612,8 +647,16 @@ impl<S: Store> Conn<S> {
                 device,
                 payload,
             } => {
-                let (status, json) = self.signal(account, device, payload).await;
-                self.send(frame::result(request_id, status, &json)).await
+                let (status, json) = self.signal(account.into(), device, payload).await;
+                self.send(
+                    ServerFrame::Result {
+                        request_id,
+                        status: status,
+                        body: &json,
+                    }
+                    .encode(),
+                )
+                .await
             }
             ClientFrame::Subscribe {
                 request_id,
@@ -621,17 +664,33 @@ impl<S: Store> Conn<S> {
                 token,
                 after,
             } => {
-                let (status, json) = self.subscribe(channel, token, after).await;
-                self.send(frame::result(request_id, status, &json)).await
+                let (status, json) = self.subscribe(channel.into(), token, after).await;
+                self.send(
+                    ServerFrame::Result {
+                        request_id,
+                        status: status,
+                        body: &json,
+                    }
+                    .encode(),
+                )
+                .await
             }
             ClientFrame::Unsubscribe {
                 request_id,
                 channel,
             } => {
-                let removed = self.channels.remove(&channel).is_some();
+                let removed = self.channels.remove(&Id::from(channel)).is_some();
                 let json =
                     json(&serde_json::json!({ "subscribed": false, "was_subscribed": removed }));
-                self.send(frame::result(request_id, 200, &json)).await
+                self.send(
+                    ServerFrame::Result {
+                        request_id,
+                        status: 200,
+                        body: &json,
+                    }
+                    .encode(),
+                )
+                .await
             }
         }
     }
@@ -651,7 +710,7 @@ impl<S: Store> Conn<S> {
             }
             Err(err) => {
                 let (_, body) = error_body(err.into()).await;
-                self.send(frame::error(&body)).await
+                self.send(ServerFrame::Error { body: &body }.encode()).await
             }
         }
     }
@@ -681,7 +740,15 @@ impl<S: Store> Conn<S> {
             }
             Err(err) => {
                 let (status, json) = error_body(err.into()).await;
-                self.send(frame::result(request_id, status, &json)).await
+                self.send(
+                    ServerFrame::Result {
+                        request_id,
+                        status: status,
+                        body: &json,
+                    }
+                    .encode(),
+                )
+                .await
             }
         }
     }
@@ -705,7 +772,15 @@ impl<S: Store> Conn<S> {
                     ),
                     Err(err) => error_body(err.into()).await,
                 };
-                self.send(frame::result(request_id, status, &json)).await
+                self.send(
+                    ServerFrame::Result {
+                        request_id,
+                        status: status,
+                        body: &json,
+                    }
+                    .encode(),
+                )
+                .await
             }
             Committed::Ack { ids, result } => match result {
                 Ok(_) => {
@@ -716,7 +791,7 @@ impl<S: Store> Conn<S> {
                 }
                 Err(err) => {
                     let (_, body) = error_body(AppError::from(err)).await;
-                    self.send(frame::error(&body)).await
+                    self.send(ServerFrame::Error { body: &body }.encode()).await
                 }
             },
         }
@@ -795,4 +870,9 @@ impl<S: Store> Conn<S> {
             json(&serde_json::json!({ "subscribed": true, "last_seq": record.last_seq })),
         )
     }
+}
+
+/// A sender address as the frames carry it.
+fn raw_source(source: Option<(Id, u32)>) -> Option<frame::Source> {
+    source.map(|(account, device)| (*account.as_bytes(), device))
 }

@@ -7,7 +7,6 @@
 //! [`frame`] and PROTOCOL.md §11.14; the per-socket loop is in [`conn`].
 
 pub mod conn;
-pub mod frame;
 
 use axum::Json;
 use axum::extract::rejection::QueryRejection;

@@ -727,10 +727,7 @@ async fn revoked_sessions_close_their_sockets_at_once() {
 }
 
 fn unsubscribe_frame(request_id: u32) -> Vec<u8> {
-    let mut f = vec![1, 0x14];
-    f.extend_from_slice(&request_id.to_be_bytes());
-    f.extend_from_slice(Id::random().as_bytes());
-    f
+    relay::unsubscribe_frame(request_id, Id::random().as_bytes())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

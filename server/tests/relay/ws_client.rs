@@ -1,5 +1,6 @@
-//! Real relay processes, a minimal HTTP client and a WebSocket client speaking the frames of
-//! PROTOCOL.md §11.14, shared by the WebSocket and multi-instance tests.
+//! Relay processes, a minimal HTTP client and a WebSocket client speaking the frames of
+//! PROTOCOL.md §11.14 (through `haven_protocol::frames`), shared by the WebSocket and
+//! multi-instance tests.
 #![allow(
     dead_code,
     clippy::unwrap_used,
@@ -13,6 +14,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use futures_util::{SinkExt as _, StreamExt as _};
+use haven_protocol::frames::{ClientFrame, ServerFrame};
 use haven_testkit::{RelayConfig, RelayProcess};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -207,64 +209,42 @@ pub enum Frame {
     Close(Option<u16>),
 }
 
-fn be32(b: &[u8]) -> u32 {
-    u32::from_be_bytes(b[..4].try_into().unwrap())
-}
-
-fn be64(b: &[u8]) -> u64 {
-    u64::from_be_bytes(b[..8].try_into().unwrap())
-}
-
+/// Decodes a relay frame with the protocol's codec into the owned view the tests match on.
 pub fn parse(bytes: &[u8]) -> Frame {
-    assert_eq!(bytes[0], 1, "version");
-    let b = &bytes[2..];
-    match bytes[1] {
-        1 => {
-            let seq = be64(b);
-            let message_id: [u8; 16] = b[8..24].try_into().unwrap();
-            let flags = b[32];
-            let mut at = 33;
-            let source = if flags & 1 != 0 {
-                let s = (b[at..at + 16].try_into().unwrap(), be32(&b[at + 16..]));
-                at += 20;
-                Some(s)
-            } else {
-                None
-            };
-            let len = be32(&b[at..]) as usize;
-            at += 4;
-            Frame::Envelope {
-                seq,
-                message_id,
-                source,
-                content: b[at..at + len].to_vec(),
-            }
-        }
-        2 => Frame::QueueEmpty,
-        3 => Frame::ChannelEntry {
-            channel: b[..16].try_into().unwrap(),
-            seq: be64(&b[16..]),
-            entry: b[32..].to_vec(),
+    match ServerFrame::decode(bytes).expect("a well-formed frame") {
+        ServerFrame::Envelope(e) => Frame::Envelope {
+            seq: e.seq,
+            message_id: e.message_id,
+            source: e.source,
+            content: e.content.to_vec(),
         },
-        4 => {
-            let flags = b[16];
-            let (source, at) = if flags & 1 != 0 {
-                (Some((b[17..33].try_into().unwrap(), be32(&b[33..]))), 37)
-            } else {
-                (None, 17)
-            };
-            Frame::Ephemeral {
-                source,
-                content: b[at..].to_vec(),
-            }
-        }
-        5 => Frame::Result {
-            request_id: be32(b),
-            status: u16::from_be_bytes([b[4], b[5]]),
-            body: serde_json::from_slice(&b[6..]).unwrap_or(Value::Null),
+        ServerFrame::QueueEmpty => Frame::QueueEmpty,
+        ServerFrame::ChannelEntry {
+            channel,
+            seq,
+            entry,
+            ..
+        } => Frame::ChannelEntry {
+            channel,
+            seq,
+            entry: entry.to_vec(),
         },
-        6 => Frame::Error(serde_json::from_slice(b).unwrap()),
-        other => panic!("unknown frame type {other}"),
+        ServerFrame::Ephemeral {
+            source, content, ..
+        } => Frame::Ephemeral {
+            source,
+            content: content.to_vec(),
+        },
+        ServerFrame::Result {
+            request_id,
+            status,
+            body,
+        } => Frame::Result {
+            request_id,
+            status,
+            body: serde_json::from_slice(body).unwrap_or(Value::Null),
+        },
+        ServerFrame::Error { body } => Frame::Error(serde_json::from_slice(body).unwrap()),
     }
 }
 
@@ -305,12 +285,7 @@ pub async fn send_bin(ws: &mut Ws, bytes: Vec<u8>) {
 }
 
 pub fn ack_frame(ids: &[[u8; 16]]) -> Vec<u8> {
-    let mut f = vec![1, 0x10];
-    f.extend_from_slice(&(ids.len() as u16).to_be_bytes());
-    for id in ids {
-        f.extend_from_slice(id);
-    }
-    f
+    ClientFrame::Ack(ids.to_vec()).encode().unwrap()
 }
 
 pub fn send_frame(
@@ -320,27 +295,26 @@ pub fn send_frame(
     ephemeral: bool,
     envelopes: &[(u32, &[u8])],
 ) -> Vec<u8> {
-    let mut f = vec![1, 0x11];
-    f.extend_from_slice(&request_id.to_be_bytes());
-    f.extend_from_slice(account);
-    f.extend_from_slice(message_id);
-    f.push(u8::from(ephemeral));
-    f.extend_from_slice(&(envelopes.len() as u16).to_be_bytes());
-    for (device, content) in envelopes {
-        f.extend_from_slice(&device.to_be_bytes());
-        f.extend_from_slice(&(content.len() as u32).to_be_bytes());
-        f.extend_from_slice(content);
+    ClientFrame::Send {
+        request_id,
+        account: *account,
+        message_id: *message_id,
+        ephemeral,
+        envelopes: envelopes.to_vec(),
     }
-    f
+    .encode()
+    .unwrap()
 }
 
 pub fn signal_frame(request_id: u32, account: &[u8; 16], device: u32, payload: &[u8]) -> Vec<u8> {
-    let mut f = vec![1, 0x12];
-    f.extend_from_slice(&request_id.to_be_bytes());
-    f.extend_from_slice(account);
-    f.extend_from_slice(&device.to_be_bytes());
-    f.extend_from_slice(payload);
-    f
+    ClientFrame::Signal {
+        request_id,
+        account: *account,
+        device,
+        payload,
+    }
+    .encode()
+    .unwrap()
 }
 
 pub fn subscribe_frame(
@@ -349,12 +323,23 @@ pub fn subscribe_frame(
     token: &[u8; 32],
     after: u64,
 ) -> Vec<u8> {
-    let mut f = vec![1, 0x13];
-    f.extend_from_slice(&request_id.to_be_bytes());
-    f.extend_from_slice(channel);
-    f.extend_from_slice(token);
-    f.extend_from_slice(&after.to_be_bytes());
-    f
+    ClientFrame::Subscribe {
+        request_id,
+        channel: *channel,
+        token: *token,
+        after,
+    }
+    .encode()
+    .unwrap()
+}
+
+pub fn unsubscribe_frame(request_id: u32, channel: &[u8; 16]) -> Vec<u8> {
+    ClientFrame::Unsubscribe {
+        request_id,
+        channel: *channel,
+    }
+    .encode()
+    .unwrap()
 }
 
 pub fn hex16(text: &str) -> [u8; 16] {
