@@ -11,6 +11,7 @@ pub const API_VERSION: u32 = 1;
 #[cfg(feature = "opaque")]
 pub mod opaque;
 
+pub mod certificate;
 pub mod encoding;
 pub mod frames;
 pub mod padding;

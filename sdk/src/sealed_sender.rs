@@ -20,23 +20,24 @@ use zeroize::Zeroizing;
 use crate::identity::{
     IDENTITY_KEY_LEN, IdentityKey, IdentityKeyPair, SIGNATURE_LEN, dh, x25519_public,
 };
-use crate::store::{ACCOUNT_ID_LEN, DeviceAddress};
+use crate::store::DeviceAddress;
+use haven_protocol::certificate::{self, CertificateBody};
 use haven_protocol::encoding::{Reader, put_bytes_u32};
 
 /// Version byte of envelopes, certificates and the inner content.
-pub const SEALED_SENDER_VERSION: u8 = 0x01;
+pub const SEALED_SENDER_VERSION: u8 = certificate::VERSION;
 /// Type byte of a [`SenderCertificate`].
-pub const CERTIFICATE_TYPE: u8 = 0x40;
+pub const CERTIFICATE_TYPE: u8 = certificate::TYPE;
 /// Type byte of a sealed envelope.
 pub const ENVELOPE_TYPE: u8 = 0x41;
 /// Domain-separation prefix of the relay's certificate signature.
-pub const CERTIFICATE_SIGNATURE_CONTEXT: &[u8] = b"Haven_SenderCertificate_v1";
+pub const CERTIFICATE_SIGNATURE_CONTEXT: &[u8] = certificate::SIGNATURE_CONTEXT;
 /// HKDF info of the ephemeral layer.
 pub const EPHEMERAL_INFO: &[u8] = b"Haven_SealedSender_Ephemeral_v1";
 /// HKDF info of the static layer.
 pub const STATIC_INFO: &[u8] = b"Haven_SealedSender_Static_v1";
 /// Encoded certificate length: version, type, account id, device id, identity, expiry, signature.
-pub const CERTIFICATE_LEN: usize = 2 + ACCOUNT_ID_LEN + 4 + IDENTITY_KEY_LEN + 8 + SIGNATURE_LEN;
+pub const CERTIFICATE_LEN: usize = certificate::CERTIFICATE_LEN;
 /// Largest inner message (256 KiB; a padded ratchet message fits comfortably).
 pub const MAX_SEALED_CONTENT_LEN: usize = 256 * 1024;
 const TAG_LEN: usize = 16;
@@ -92,18 +93,18 @@ pub struct SenderCertificate {
 }
 
 impl SenderCertificate {
-    fn signed_body(sender: &DeviceAddress, identity: &IdentityKey, expires: u64) -> Vec<u8> {
-        let mut b = Vec::with_capacity(CERTIFICATE_LEN);
-        b.extend_from_slice(&[SEALED_SENDER_VERSION, CERTIFICATE_TYPE]);
-        b.extend_from_slice(&sender.account_id);
-        b.extend_from_slice(&sender.device_id.to_be_bytes());
-        b.extend_from_slice(&identity.to_bytes());
-        b.extend_from_slice(&expires.to_be_bytes());
-        b
+    /// The layout of `haven_protocol::certificate` for these fields.
+    fn body(sender: &DeviceAddress, identity: &IdentityKey, expires: u64) -> CertificateBody {
+        CertificateBody {
+            account: sender.account_id,
+            device: sender.device_id,
+            identity_key: identity.to_bytes(),
+            expires,
+        }
     }
 
-    /// Issues a certificate (relay side): Ed25519 signature over
-    /// `CERTIFICATE_SIGNATURE_CONTEXT || body`.
+    /// Issues a certificate (what the relay does, for tests and vectors): Ed25519 signature
+    /// over `CERTIFICATE_SIGNATURE_CONTEXT || body`.
     #[must_use]
     pub fn issue(
         relay_key: &SigningKey,
@@ -111,8 +112,7 @@ impl SenderCertificate {
         identity_key: IdentityKey,
         expires: u64,
     ) -> Self {
-        let mut m = CERTIFICATE_SIGNATURE_CONTEXT.to_vec();
-        m.extend_from_slice(&Self::signed_body(&sender, &identity_key, expires));
+        let m = Self::body(&sender, &identity_key, expires).signing_input();
         let signature = relay_key.sign(&m).to_bytes();
         Self {
             sender,
@@ -132,12 +132,7 @@ impl SenderCertificate {
         trusted_relay_key: &VerifyingKey,
         now: u64,
     ) -> Result<(), SealedSenderError> {
-        let mut m = CERTIFICATE_SIGNATURE_CONTEXT.to_vec();
-        m.extend_from_slice(&Self::signed_body(
-            &self.sender,
-            &self.identity_key,
-            self.expires,
-        ));
+        let m = Self::body(&self.sender, &self.identity_key, self.expires).signing_input();
         trusted_relay_key
             .verify_strict(&m, &Signature::from_bytes(&self.signature))
             .map_err(|_| SealedSenderError::BadCertificateSignature)?;
@@ -153,34 +148,27 @@ impl SenderCertificate {
     /// `body || signature` ([`CERTIFICATE_LEN`] bytes).
     #[must_use]
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut b = Self::signed_body(&self.sender, &self.identity_key, self.expires);
-        b.extend_from_slice(&self.signature);
-        b
+        Self::body(&self.sender, &self.identity_key, self.expires).with_signature(&self.signature)
     }
 
-    /// Parses [`Self::to_bytes`] (does not validate).
+    /// Parses [`Self::to_bytes`] (does not validate the signature or expiry; the identity key
+    /// must be two valid public keys).
     ///
     /// # Errors
     /// [`SealedSenderError::Malformed`] / [`SealedSenderError::UnsupportedVersion`].
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, SealedSenderError> {
-        let m = SealedSenderError::Malformed;
-        let mut r = Reader::new(bytes);
-        match (r.u8(), r.u8()) {
-            (Some(SEALED_SENDER_VERSION), Some(CERTIFICATE_TYPE)) => {}
-            (Some(_), Some(_)) => return Err(SealedSenderError::UnsupportedVersion),
-            _ => return Err(m),
-        }
-        let account_id = r.array().ok_or(m.clone())?;
-        let device_id = r.u32().ok_or(m.clone())?;
-        let identity_key = IdentityKey::from_bytes(r.take(IDENTITY_KEY_LEN).ok_or(m.clone())?)
-            .map_err(|_| m.clone())?;
-        let expires = r.u64().ok_or(m.clone())?;
-        let signature = r.array().ok_or(m.clone())?;
-        r.finish().ok_or(m)?;
+        let (body, signature) = CertificateBody::decode(bytes).map_err(|e| match e {
+            certificate::CertificateError::UnsupportedVersion => {
+                SealedSenderError::UnsupportedVersion
+            }
+            _ => SealedSenderError::Malformed,
+        })?;
+        let identity_key = IdentityKey::from_bytes(&body.identity_key)
+            .map_err(|_| SealedSenderError::Malformed)?;
         Ok(Self {
-            sender: DeviceAddress::new(account_id, device_id),
+            sender: DeviceAddress::new(body.account, body.device),
             identity_key,
-            expires,
+            expires: body.expires,
             signature,
         })
     }

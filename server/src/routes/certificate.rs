@@ -1,12 +1,12 @@
 //! Sender certificates (PROTOCOL.md §5.1, §11.13): the relay vouches that an identity key belongs
-//! to (account, device number) until an expiry, in exactly the SDK's `SenderCertificate` format
-//! (issued with the SDK's own code, so there is one implementation).
+//! to (account, device number) until an expiry. The layout is `haven_protocol::certificate`,
+//! the one the SDK parses; the relay signs it with its Ed25519 key and knows nothing else of
+//! the SDK's cryptography.
 
 use axum::Json;
 use axum::extract::State;
-use haven_sdk::IdentityKey;
-use haven_sdk::SenderCertificate;
-use haven_sdk::store::DeviceAddress;
+use ed25519_dalek::Signer as _;
+use haven_protocol::certificate::{CertificateBody, IDENTITY_KEY_LEN};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -45,7 +45,7 @@ pub struct CertificateResponse {
 #[utoipa::path(post, path = "/v1/certificate", tag = "certificates", security(("bearer" = [])),
     responses((status = 200, body = CertificateResponse),
               (status = 401, description = "no valid session", body = ErrorBody),
-              (status = 409, description = "`identity_key_unsupported`: the device's identity key is not a 64-byte SDK identity key", body = ErrorBody)))]
+              (status = 409, description = "`identity_key_unsupported`: the device's identity key is not 64 bytes", body = ErrorBody)))]
 pub async fn issue<S: Store>(
     State(state): State<AppState<S>>,
     Auth(session): Auth,
@@ -57,21 +57,29 @@ pub async fn issue<S: Store>(
         .ok_or_else(|| {
             AppError::unauthorized("session_revoked", "this session is no longer valid")
         })?;
-    let identity = IdentityKey::from_bytes(&device.identity_key).map_err(|_| {
-        AppError::conflict(
-            "identity_key_unsupported",
-            "the device's identity key is not a valid 64-byte SDK identity key",
-        )
-    })?;
+    // The relay does not interpret the key; it only vouches for the bytes the device
+    // registered, which must have the length of an SDK identity key.
+    let identity_key: [u8; IDENTITY_KEY_LEN] =
+        device.identity_key.as_slice().try_into().map_err(|_| {
+            AppError::conflict(
+                "identity_key_unsupported",
+                "the device's identity key is not a 64-byte SDK identity key",
+            )
+        })?;
     let expires = now_secs().saturating_add(state.settings().keys.certificate_ttl_secs);
-    let certificate = SenderCertificate::issue(
-        &state.secrets().certificate_key,
-        DeviceAddress::new(*session.account.as_bytes(), device.number),
-        identity,
+    let body = CertificateBody {
+        account: *session.account.as_bytes(),
+        device: device.number,
+        identity_key,
         expires,
-    );
+    };
+    let signature = state
+        .secrets()
+        .certificate_key
+        .sign(&body.signing_input())
+        .to_bytes();
     Ok(Json(CertificateResponse {
-        certificate: b64(&certificate.to_bytes()),
+        certificate: b64(&body.with_signature(&signature)),
         expires,
     }))
 }
