@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # uniffi bindings in CI: installs what the binding tests need (idempotently, cached outside the
 # clone), then `cargo xtask test`: builds the haven-ffi cdylib, generates Swift/Kotlin/Python
-# from it, builds haven-relay, runs the pytest suite and the Kotlin program against relay
+# from it, builds the haven-test-relay launcher, runs the pytest suite and the Kotlin program against relay
 # processes, and checks the generated Swift sources. Honours CARGO_TARGET_DIR.
 set -euo pipefail
 cd "$(dirname "$0")/.."

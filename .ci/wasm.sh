@@ -44,10 +44,11 @@ say "Node tests over the built package (test vectors, errors across the boundary
 HAVEN_NODE_PKG="$node_pkg" node --test bindings/wasm/tests/node/
 
 say "browser end-to-end: two users through a relay process, the diary across a reload"
-relay_bin="$CARGO_TARGET_DIR/debug/haven-relay"
-if [ ! -x "$relay_bin" ]; then
-  cargo build -p haven-relay --bin haven-relay --locked
+# The test-relay launcher the test command built (its own test runs it); built here when absent.
+launcher="$CARGO_TARGET_DIR/debug/haven-test-relay"
+if [ ! -x "$launcher" ]; then
+  cargo test --workspace --no-run --locked
 fi
-HAVEN_RELAY_BIN="$relay_bin" HAVEN_WEB_PKG="$web_pkg" node --test examples/web/e2e/
+HAVEN_TEST_RELAY_BIN="$launcher" HAVEN_WEB_PKG="$web_pkg" node --test examples/web/e2e/
 
 say "done"

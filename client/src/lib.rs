@@ -8,6 +8,7 @@
 //! - [`diary`]: the diary on a device, synced through the relay's vault.
 //! - [`messenger`]: contacts, 1:1 and group conversations, message types and an event stream;
 //!   [`content`] is its encrypted content format, [`ws`] the WebSocket connection.
+//! - [`storage_key`]: the store's key from a passphrase and a state directory's salt file.
 //! - [`attachments`]: encrypted, padded, resumable blob transfers; [`thumbnail`] makes the
 //!   previews image attachments carry.
 #![cfg_attr(
@@ -21,6 +22,7 @@ pub mod device;
 pub mod diary;
 pub mod messenger;
 pub mod relay;
+pub mod storage_key;
 pub mod store;
 pub mod thumbnail;
 pub mod ws;

@@ -160,12 +160,13 @@ fn build(root: &Path) -> Result<Vec<TestBinary>> {
 }
 
 /// Runs one test binary as `cargo test` would and reads its outcome from its output.
-fn run_binary(binary: &TestBinary) -> Result<Outcome> {
+fn run_binary(binary: &TestBinary) -> std::result::Result<Outcome, String> {
     let output = Command::new(&binary.executable)
         .current_dir(&binary.package_dir)
         .env("CARGO_MANIFEST_DIR", &binary.package_dir)
         .env("RUST_BACKTRACE", "0")
-        .output()?;
+        .output()
+        .map_err(|e| format!("{}: {e}", binary.executable.display()))?;
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     let mut outcome = Outcome::default();

@@ -4,7 +4,7 @@
 //!   Kotlin and Python bindings from the compiled library (uniffi library mode) into
 //!   `<target>/haven-bindings/{swift,kotlin,python}`, with the library copied next to the
 //!   Python and Kotlin sources.
-//! - `cargo xtask test [--python] [--kotlin] [--swift]`: the above, the `haven-relay` binary,
+//! - `cargo xtask test [--python] [--kotlin] [--swift]`: the above, the `haven-test-relay` launcher,
 //!   then the pytest suite, the Kotlin program and the Swift shape check (all three when none
 //!   is named).
 //!
@@ -42,7 +42,7 @@ enum Command {
         #[arg(long)]
         release: bool,
     },
-    /// Generate the bindings, build haven-relay and run the binding tests.
+    /// Generate the bindings, build the test-relay launcher and run the binding tests.
     Test {
         /// Run the pytest suite.
         #[arg(long)]
@@ -128,11 +128,11 @@ fn main() -> Result<()> {
             let all = !(python || kotlin || swift);
             // One cargo invocation for the library, the generator and the relay: one feature
             // resolution, so shared dependencies are compiled once.
-            bindings(&sh, &paths, false, &["-p", "haven-relay"])?;
+            bindings(&sh, &paths, false, &["-p", "haven-testkit"])?;
             let relay = paths
                 .target
                 .join("debug")
-                .join(format!("haven-relay{}", std::env::consts::EXE_SUFFIX));
+                .join(format!("haven-test-relay{}", std::env::consts::EXE_SUFFIX));
             if all || swift {
                 check_swift(&paths)?;
             }
@@ -237,7 +237,7 @@ fn test_python(sh: &Shell, paths: &Paths, relay: &Path) -> Result<()> {
     let module_dir = paths.out().join("python");
     let tests = paths.root.join("bindings/ffi/tests/python");
     let _path = sh.push_env("PYTHONPATH", &module_dir);
-    let _relay = sh.push_env("HAVEN_RELAY_BIN", relay);
+    let _relay = sh.push_env("HAVEN_TEST_RELAY_BIN", relay);
     let _vectors = sh.push_env("HAVEN_VECTORS_DIR", paths.root.join("sdk/vectors"));
     cmd!(sh, "python3 -m pytest -q -p no:cacheprovider {tests}").run()?;
     Ok(())
@@ -297,7 +297,7 @@ fn test_kotlin(sh: &Shell, paths: &Paths, relay: &Path) -> Result<()> {
         stdlib.display()
     );
     let library_path = format!("-Djna.library.path={}", out.display());
-    let _relay = sh.push_env("HAVEN_RELAY_BIN", relay);
+    let _relay = sh.push_env("HAVEN_TEST_RELAY_BIN", relay);
     cmd!(sh, "java {library_path} -cp {run_cp} MainKt").run()?;
     Ok(())
 }

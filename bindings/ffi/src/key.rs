@@ -3,17 +3,16 @@
 
 use std::sync::Arc;
 
-use argon2::{Algorithm, Argon2, Params, Version};
 use base64::Engine as _;
 use zeroize::{Zeroize, Zeroizing};
+
+use haven_client::storage_key;
 
 use crate::error::HavenError;
 use crate::types::KdfSettings;
 
 /// Length of a storage key.
 const KEY_LEN: usize = 32;
-/// Shortest salt accepted for [`StorageKey::from_passphrase`] (RFC 9106 recommends 16 bytes).
-const MIN_SALT_LEN: usize = 16;
 
 /// The 32-byte key that encrypts a device's local store. Keep it in the platform's Keychain /
 /// Keystore, or derive it from a passphrase; it is wiped from memory when dropped.
@@ -116,25 +115,9 @@ impl StorageKey {
         salt: &[u8],
         kdf: Option<KdfSettings>,
     ) -> Result<Arc<Self>, HavenError> {
-        if salt.len() < MIN_SALT_LEN {
-            return Err(HavenError::InvalidInput(format!(
-                "salt of {} bytes is shorter than {MIN_SALT_LEN}",
-                salt.len()
-            )));
-        }
-        let params = kdf.map_or(Ok(haven_sdk::KdfParams::DEFAULT), KdfSettings::to_params)?;
-        params.validate()?;
-        let params = Params::new(
-            params.m_cost_kib,
-            params.t_cost,
-            params.p_cost,
-            Some(KEY_LEN),
-        )
-        .map_err(|e| HavenError::InvalidInput(format!("key derivation parameters: {e}")))?;
-        let mut key = Zeroizing::new([0u8; KEY_LEN]);
-        Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
-            .hash_password_into(passphrase, salt, key.as_mut_slice())
-            .map_err(|e| HavenError::InvalidInput(format!("key derivation: {e}")))?;
+        let cost = kdf.map_or(Ok(storage_key::DEFAULT_COST), KdfSettings::to_params)?;
+        let key = storage_key::derive(passphrase, salt, cost)
+            .map_err(|e| HavenError::InvalidInput(e.to_string()))?;
         Ok(Arc::new(Self { key }))
     }
 }

@@ -11,9 +11,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use argon2::{Algorithm, Argon2, Params, Version};
 use haven_client::messenger::{ConnectionState, Event, GroupInfo, MessageRecord, Messenger};
 use haven_client::relay::LoginIdentifier;
+use haven_client::storage_key::{self, StorageKeyError};
 use haven_client::{
     ClientStore, ClientStoreError, Conversation, Device, DeviceError, MessengerError, RelayClient,
     RelayError, Space,
@@ -60,9 +60,6 @@ Without the variables the secrets are prompted for.";
 
 /// Store space of the CLI's own settings (relay URL, username, names of contacts).
 const SPACE_CLI: Space = Space::app(0x60);
-/// Argon2id cost of the local passphrase: 64 MiB, 3 passes, 1 lane.
-const LOCAL_KDF: (u32, u32, u32) = (64 * 1024, 3, 1);
-const SALT_FILE: &str = "salt";
 const DB_FILE: &str = "chat.db";
 
 /// A failure with its exit code.
@@ -125,6 +122,12 @@ impl From<ClientStoreError> for Failure {
             },
             other => Self::other(other.to_string()),
         }
+    }
+}
+
+impl From<StorageKeyError> for Failure {
+    fn from(e: StorageKeyError) -> Self {
+        Failure::other(format!("state directory: {e}"))
     }
 }
 
@@ -232,43 +235,24 @@ fn secret(var: &str, prompt: &str) -> Result<Zeroizing<String>, Failure> {
 
 fn storage_key(dir: &Path, create: bool) -> Result<Zeroizing<[u8; 32]>, Failure> {
     if let Ok(hex_key) = std::env::var("HAVEN_CHAT_STORE_KEY") {
-        let bytes = Zeroizing::new(
-            hex::decode(hex_key.trim())
-                .map_err(|_| Failure::usage("HAVEN_CHAT_STORE_KEY must be 64 hex digits"))?,
-        );
-        let key: [u8; 32] = bytes
-            .as_slice()
-            .try_into()
-            .map_err(|_| Failure::usage("HAVEN_CHAT_STORE_KEY must be 64 hex digits"))?;
-        return Ok(Zeroizing::new(key));
+        return storage_key::from_hex(&hex_key)
+            .map_err(|_| Failure::usage("HAVEN_CHAT_STORE_KEY must be 64 hex digits"));
     }
-    let salt_path = dir.join(SALT_FILE);
-    let salt = if salt_path.exists() {
-        let salt = std::fs::read(&salt_path)?;
-        if salt.len() != 16 {
-            return Err(Failure::other("state directory: salt file is damaged"));
+    let salt = match storage_key::state_dir_salt(dir, create) {
+        Err(StorageKeyError::NoSalt(_)) => {
+            return Err(Failure::usage(format!(
+                "{} is not a chat state directory (run register or link first)",
+                dir.display()
+            )));
         }
-        salt
-    } else if create {
-        let mut salt = [0u8; 16];
-        rand_core::Rng::fill_bytes(&mut rand::rng(), &mut salt);
-        std::fs::write(&salt_path, salt)?;
-        salt.to_vec()
-    } else {
-        return Err(Failure::usage(format!(
-            "{} is not a chat state directory (run register or link first)",
-            dir.display()
-        )));
+        other => other?,
     };
     let passphrase = secret("HAVEN_CHAT_PASSPHRASE", "local passphrase")?;
-    let (m, t, p) = LOCAL_KDF;
-    let params =
-        Params::new(m, t, p, Some(32)).map_err(|_| Failure::other("local key derivation"))?;
-    let mut key = Zeroizing::new([0u8; 32]);
-    Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
-        .hash_password_into(passphrase.as_bytes(), &salt, key.as_mut_slice())
-        .map_err(|_| Failure::other("local key derivation failed"))?;
-    Ok(key)
+    Ok(storage_key::derive(
+        passphrase.as_bytes(),
+        &salt,
+        storage_key::DEFAULT_COST,
+    )?)
 }
 
 fn open_store(dir: &Path, create: bool) -> Result<ClientStore, Failure> {
@@ -562,7 +546,7 @@ async fn run(args: Args) -> Result<(), Failure> {
                 Err(e) => {
                     // Leave no half-made state directory behind.
                     let _ = std::fs::remove_file(dir.join(DB_FILE));
-                    let _ = std::fs::remove_file(dir.join(SALT_FILE));
+                    let _ = std::fs::remove_file(dir.join(storage_key::SALT_FILE));
                     return Err(e.into());
                 }
             };

@@ -8,10 +8,10 @@ use std::io::{IsTerminal as _, Read as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use argon2::{Algorithm, Argon2, Params, Version};
 use haven_client::attachments::{Attachments, AttachmentsError, Progress};
 use haven_client::diary::codes_text;
 use haven_client::relay::{LoginDevice, LoginIdentifier};
+use haven_client::storage_key::{self, StorageKeyError};
 use haven_client::{
     ClientStore, ClientStoreError, Diary, DiaryClientError, RelayClient, RelayError, Session, Space,
 };
@@ -55,9 +55,6 @@ Without the variables the secrets are prompted for.";
 
 /// Store space of the CLI's session (account, device, refresh token).
 const SPACE_CLI: Space = Space::app(0x43);
-/// Argon2id cost of the local passphrase: 64 MiB, 3 passes, 1 lane.
-const LOCAL_KDF: (u32, u32, u32) = (64 * 1024, 3, 1);
-const SALT_FILE: &str = "salt";
 const DB_FILE: &str = "diary.db";
 
 /// A failure with its exit code.
@@ -153,6 +150,12 @@ impl From<ClientStoreError> for Failure {
             },
             other => Self::other(format!("state directory: {other}")),
         }
+    }
+}
+
+impl From<StorageKeyError> for Failure {
+    fn from(e: StorageKeyError) -> Self {
+        Failure::other(format!("state directory: {e}"))
     }
 }
 
@@ -299,41 +302,20 @@ fn secret(var: &str, prompt: &str) -> Result<Zeroizing<String>, Failure> {
     Ok(trimmed)
 }
 
-/// The storage key: Argon2id(passphrase, salt of the state directory).
-fn storage_key(passphrase: &[u8], salt: &[u8]) -> Result<Zeroizing<[u8; 32]>, Failure> {
-    let (m, t, p) = LOCAL_KDF;
-    let params =
-        Params::new(m, t, p, Some(32)).map_err(|_| Failure::other("local key derivation"))?;
-    let mut key = Zeroizing::new([0u8; 32]);
-    Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
-        .hash_password_into(passphrase, salt, key.as_mut_slice())
-        .map_err(|_| Failure::other("local key derivation failed"))?;
-    Ok(key)
-}
-
-/// Opens (or with `create`, creates) the state directory's encrypted store.
+/// Opens (or with `create`, creates) the state directory's encrypted store, under the key the
+/// local passphrase and the directory's salt derive.
 fn open_store(dir: &Path, create: bool) -> Result<ClientStore, Failure> {
-    let salt_path = dir.join(SALT_FILE);
-    let salt = if salt_path.exists() {
-        let salt = std::fs::read(&salt_path)?;
-        if salt.len() != 16 {
-            return Err(Failure::other("state directory: salt file is damaged"));
+    let salt = match storage_key::state_dir_salt(dir, create) {
+        Err(StorageKeyError::NoSalt(_)) => {
+            return Err(Failure::usage(format!(
+                "{} is not a diary state directory (run init, unlock --username or recover first)",
+                dir.display()
+            )));
         }
-        salt
-    } else if create {
-        std::fs::create_dir_all(dir)?;
-        let mut salt = [0u8; 16];
-        fill_random(&mut rand::rng(), &mut salt);
-        std::fs::write(&salt_path, salt)?;
-        salt.to_vec()
-    } else {
-        return Err(Failure::usage(format!(
-            "{} is not a diary state directory (run init, unlock --username or recover first)",
-            dir.display()
-        )));
+        other => other?,
     };
     let passphrase = secret("HAVEN_DIARY_PASSPHRASE", "local passphrase")?;
-    let key = storage_key(passphrase.as_bytes(), &salt)?;
+    let key = storage_key::derive(passphrase.as_bytes(), &salt, storage_key::DEFAULT_COST)?;
     Ok(ClientStore::open(&dir.join(DB_FILE), &key)?)
 }
 

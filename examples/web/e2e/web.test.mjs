@@ -1,8 +1,8 @@
 // End-to-end: two browser contexts (headless Debian Chromium driven by playwright-core) register
-// two users on a real `haven-relay` process and exchange messages; the diary page writes an
+// two users on a real relay (the `haven-test-relay` launcher) and exchange messages; the diary page writes an
 // entry, reloads, unlocks with the passphrase and reads it back from encrypted IndexedDB state.
 //
-// Environment: HAVEN_RELAY_BIN (the relay binary), HAVEN_WEB_PKG (wasm-bindgen `--target web`
+// Environment: HAVEN_TEST_RELAY_BIN (the workspace's test-relay launcher), HAVEN_WEB_PKG (wasm-bindgen `--target web`
 // output), CHROMIUM (default /usr/bin/chromium). Run by `.ci/wasm.sh`.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
@@ -10,7 +10,6 @@ import { spawn } from "node:child_process";
 import { mkdtempSync, readFileSync, existsSync, readdirSync, rmSync, openSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { createServer } from "node:net";
 import { chromium } from "playwright-core";
 import { demoServer } from "../serve.mjs";
 
@@ -23,51 +22,40 @@ const shot = async (page, name) => {
   if (dir) await page.screenshot({ path: join(dir, `${name}.png`), fullPage: true });
 };
 
-const freePort = () => new Promise((resolve, reject) => {
-  const s = createServer();
-  s.listen(0, "127.0.0.1", () => { const { port } = s.address(); s.close(() => resolve(port)); });
-  s.on("error", reject);
-});
-
-let dir, relay, relayUrl, web, webUrl, browser;
+let dir, relay, relayUrl, relayDir, web, webUrl, browser;
 
 before(async () => {
-  const bin = process.env.HAVEN_RELAY_BIN;
+  const bin = process.env.HAVEN_TEST_RELAY_BIN;
   const pkg = process.env.HAVEN_WEB_PKG;
-  assert.ok(bin && existsSync(bin), `HAVEN_RELAY_BIN not found: ${bin}`);
+  assert.ok(bin && existsSync(bin), `HAVEN_TEST_RELAY_BIN not found: ${bin}`);
   assert.ok(pkg && existsSync(join(pkg, "haven_wasm.js")), `HAVEN_WEB_PKG not built: ${pkg}`);
   dir = mkdtempSync(join(tmpdir(), "haven-web-e2e-"));
 
-  const webPort = await freePort();
-  webUrl = `http://127.0.0.1:${webPort}`;
+  // Port 0: the kernel picks a free port as the server binds it (no pick-then-bind race).
   web = demoServer(pkg);
-  await new Promise((r) => web.listen(webPort, "127.0.0.1", r));
+  await new Promise((r) => web.listen(0, "127.0.0.1", r));
+  webUrl = `http://127.0.0.1:${web.address().port}`;
 
-  const port = await freePort();
-  relayUrl = `http://127.0.0.1:${port}`;
+  // The workspace's test-relay launcher: one JSON line with its address and directory, logs on
+  // stderr; it stops (and removes its directory) when its stdin closes.
   const log = openSync(join(dir, "relay.log"), "w");
-  relay = spawn(bin, [], {
-    cwd: dir,
-    stdio: ["ignore", log, log],
-    env: {
-      ...process.env,
-      HAVEN_LISTEN: `127.0.0.1:${port}`,
-      HAVEN_METRICS_LISTEN: "off",
-      HAVEN_DATABASE_URL: `sqlite://${join(dir, "relay.db")}?mode=rwc`,
-      HAVEN_LOG: "info",
-      HAVEN_CORS_ALLOWED_ORIGINS: webUrl,
-      HAVEN_WS_ALLOWED_ORIGINS: webUrl,
-      HAVEN_RATE_LIMIT_PER_MINUTE: "100000",
-      HAVEN_AUTH_RATE_LIMIT_PER_MINUTE: "10000",
-    },
+  relay = spawn(bin, [
+    "--set", "HAVEN_LOG=info",
+    "--set", `HAVEN_CORS_ALLOWED_ORIGINS=${webUrl}`,
+    "--set", `HAVEN_WS_ALLOWED_ORIGINS=${webUrl}`,
+  ], { stdio: ["pipe", "pipe", log] });
+  const first = await new Promise((resolve, reject) => {
+    let buf = "";
+    relay.stdout.on("data", (chunk) => {
+      buf += chunk;
+      const nl = buf.indexOf("\n");
+      if (nl >= 0) resolve(buf.slice(0, nl));
+    });
+    relay.on("exit", (code) => reject(new Error(`haven-test-relay exited with ${code}`)));
   });
-  for (let i = 0; ; i++) {
-    try {
-      if ((await fetch(`${relayUrl}/ready`)).ok) break;
-    } catch { /* not listening yet */ }
-    assert.ok(i < 300, "relay did not become ready");
-    await new Promise((r) => setTimeout(r, 100));
-  }
+  const started = JSON.parse(first);
+  relayUrl = started.url;
+  relayDir = started.dir;
 
   browser = await chromium.launch({
     executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
@@ -78,7 +66,11 @@ before(async () => {
 
 after(async () => {
   await browser?.close();
-  relay?.kill();
+  if (relay) {
+    const exited = new Promise((r) => relay.once("exit", r));
+    relay.stdin.end();
+    await exited;
+  }
   await new Promise((r) => (web ? web.close(r) : r()));
   if (dir && !process.env.HAVEN_KEEP_E2E) rmSync(dir, { recursive: true, force: true });
 });
@@ -122,9 +114,13 @@ test("two browser contexts register and exchange messages through the relay", as
   await shot(alice, "chat-alice");
   await shot(bob, "chat-bob");
 
-  // The relay stored and logged only ciphertext.
-  for (const f of readdirSync(dir)) {
-    const bytes = readFileSync(join(dir, f));
+  // The relay stored and logged only ciphertext: its log, database and blob files.
+  const files = (d) => readdirSync(d, { withFileTypes: true }).flatMap((e) =>
+    e.isDirectory() ? files(join(d, e.name)) : [join(d, e.name)]);
+  const all = files(dir).concat(files(relayDir));
+  assert.ok(all.some((f) => f.endsWith("relay.db")), "the relay's database was read");
+  for (const f of all) {
+    const bytes = readFileSync(f);
     for (const s of SECRETS.slice(0, 2).concat([PASSWORD])) {
       assert.equal(bytes.indexOf(s), -1, `${f} contains a plaintext`);
     }

@@ -1,13 +1,10 @@
-// The Kotlin bindings against a real haven-relay process (HAVEN_RELAY_BIN, set by
+// The Kotlin bindings against a real relay from haven-test-relay (HAVEN_TEST_RELAY_BIN, set by
 // `cargo xtask test`): two users exchange messages both ways (sync and a listener), a diary
 // entry is written and read back (and a wrong password refused), and bad input comes back as a
 // typed HavenException. Prints "kotlin: N passed, M failed" and exits non-zero on a failure.
 
 import haven.*
 import java.io.File
-import java.net.HttpURLConnection
-import java.net.ServerSocket
-import java.net.URI
 import java.nio.file.Files
 import java.util.concurrent.LinkedBlockingQueue
 import java.util.concurrent.TimeUnit
@@ -32,36 +29,17 @@ inline fun <reified T : Throwable> expectThrows(what: String, block: () -> Unit)
 
 class Relay(val process: Process, val url: String)
 
+/** Starts `haven-test-relay` (the workspace's test-relay launcher) and reads its address. */
 fun startRelay(dir: File): Relay {
-    val binary = System.getenv("HAVEN_RELAY_BIN") ?: error("HAVEN_RELAY_BIN is not set")
-    val port = ServerSocket(0).use { it.localPort }
-    val builder = ProcessBuilder(binary)
-    builder.environment().putAll(
-        mapOf(
-            "HAVEN_LISTEN" to "127.0.0.1:$port",
-            "HAVEN_METRICS_LISTEN" to "off",
-            "HAVEN_DATABASE_URL" to "sqlite://${File(dir, "relay.db")}?mode=rwc",
-            "HAVEN_BLOBS_DIR" to File(dir, "blobs").toString(),
-            "HAVEN_LOG" to "info",
-            "HAVEN_RATE_LIMIT_PER_MINUTE" to "100000",
-            "HAVEN_AUTH_RATE_LIMIT_PER_MINUTE" to "10000",
-        ),
-    )
-    builder.redirectErrorStream(true)
-    builder.redirectOutput(File(dir, "relay.log"))
+    val launcher = System.getenv("HAVEN_TEST_RELAY_BIN") ?: error("HAVEN_TEST_RELAY_BIN is not set")
+    val builder = ProcessBuilder(launcher, "--set", "HAVEN_LOG=info")
+    builder.redirectError(File(dir, "relay.log"))
     val process = builder.start()
-    val url = "http://127.0.0.1:$port"
-    repeat(300) {
-        check(process.isAlive, "relay exited; see ${File(dir, "relay.log")}")
-        try {
-            val conn = URI("$url/ready").toURL().openConnection() as HttpURLConnection
-            conn.connectTimeout = 1000
-            if (conn.responseCode == 200) return Relay(process, url)
-        } catch (_: java.io.IOException) {
-        }
-        Thread.sleep(100)
-    }
-    throw AssertionError("relay did not become ready")
+    val line = process.inputStream.bufferedReader().readLine()
+        ?: throw AssertionError("haven-test-relay did not start; see ${File(dir, "relay.log")}")
+    val url = Regex("\"url\":\"([^\"]+)\"").find(line)?.groupValues?.get(1)
+        ?: throw AssertionError("unexpected first line from haven-test-relay: $line")
+    return Relay(process, url)
 }
 
 /** Queues every event; called on a library thread. */
@@ -191,8 +169,9 @@ fun main() {
             }
         }
     } finally {
-        relay.process.destroy()
-        relay.process.waitFor(10, TimeUnit.SECONDS)
+        // Closing its stdin stops the relay gracefully.
+        relay.process.outputStream.close()
+        if (!relay.process.waitFor(30, TimeUnit.SECONDS)) relay.process.destroy()
         dir.deleteRecursively()
     }
     println("kotlin: $passed passed, $failed failed")
