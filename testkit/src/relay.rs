@@ -415,7 +415,8 @@ mod in_process {
     /// runtime is busy or blocked); shut down gracefully when dropped.
     ///
     /// Its logs (at `HAVEN_LOG`, through the binary's filter) are captured from every thread it
-    /// runs on, and from no other: [`InProcessRelay::logs`].
+    /// runs on, and from no other, except the SQLite connection threads of sqlx, whose lines go to
+    /// every in-process relay alive (see `unowned`): [`InProcessRelay::logs`].
     #[derive(Debug)]
     pub struct InProcessRelay {
         config: RelayConfig,
@@ -449,6 +450,7 @@ mod in_process {
                     .with_writer(move || writer.clone())
                     .finish(),
             );
+            unowned::register(&dispatch);
             let (addr_tx, addr_rx) = std::sync::mpsc::channel();
             let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
             let thread = std::thread::Builder::new()
@@ -557,6 +559,86 @@ mod in_process {
             .set("HAVEN_LISTEN", self.addr.to_string());
             // The same output: tests read a relay's logs across restarts.
             Self::start_with(config, self.output.clone())
+        }
+    }
+
+    /// The threads a relay's work runs on that no relay runtime owns: sqlx runs each SQLite
+    /// connection on a thread of its own, which inherits no subscriber, so what is logged there
+    /// (every statement at `debug`, slow ones at `warn`) would be lost. A process-wide default
+    /// subscriber hands those threads' events to every in-process relay alive, each through its
+    /// own filter: which relay a connection serves cannot be told, so a relay's logs may also
+    /// hold another's SQLite lines, never fewer than its own. Other threads (the tests' own, and
+    /// their clients') are not captured.
+    mod unowned {
+        use std::sync::{Mutex, OnceLock};
+        use tracing::dispatcher::WeakDispatch;
+        use tracing::level_filters::LevelFilter;
+        use tracing::span::{Attributes, Id, Record};
+        use tracing::subscriber::Interest;
+        use tracing::{Dispatch, Event, Metadata};
+
+        /// Name prefixes of the threads whose events go to the relays.
+        const THREAD_PREFIXES: &[&str] = &["sqlx-sqlite-worker-"];
+
+        static RELAYS: Mutex<Vec<WeakDispatch>> = Mutex::new(Vec::new());
+
+        /// Hands the unowned threads' events to `relay` too, for as long as it lives (a no-op
+        /// when the process already has another default subscriber).
+        pub(super) fn register(relay: &Dispatch) {
+            static INSTALLED: OnceLock<bool> = OnceLock::new();
+            if *INSTALLED.get_or_init(|| {
+                tracing::dispatcher::set_global_default(Dispatch::new(UnownedThreads)).is_ok()
+            }) && let Ok(mut relays) = RELAYS.lock()
+            {
+                relays.retain(|r| r.upgrade().is_some());
+                relays.push(relay.downgrade());
+            }
+        }
+
+        fn relays() -> Vec<Dispatch> {
+            RELAYS.lock().map_or_else(
+                |_| Vec::new(),
+                |relays| relays.iter().filter_map(WeakDispatch::upgrade).collect(),
+            )
+        }
+
+        fn on_unowned_thread() -> bool {
+            std::thread::current()
+                .name()
+                .is_some_and(|name| THREAD_PREFIXES.iter().any(|p| name.starts_with(p)))
+        }
+
+        struct UnownedThreads;
+
+        impl tracing::Subscriber for UnownedThreads {
+            fn register_callsite(&self, _: &'static Metadata<'static>) -> Interest {
+                Interest::sometimes()
+            }
+            // The relays' own subscribers set the level worth evaluating; this one adds none.
+            fn max_level_hint(&self) -> Option<LevelFilter> {
+                Some(LevelFilter::OFF)
+            }
+            fn enabled(&self, metadata: &Metadata<'_>) -> bool {
+                // Events, and `enabled!` hints (sqlx asks one before logging a statement).
+                !metadata.is_span()
+                    && on_unowned_thread()
+                    && relays().iter().any(|r| r.enabled(metadata))
+            }
+            fn event(&self, event: &Event<'_>) {
+                for relay in relays() {
+                    if relay.enabled(event.metadata()) {
+                        relay.event(event);
+                    }
+                }
+            }
+            // Spans are never enabled here.
+            fn new_span(&self, _: &Attributes<'_>) -> Id {
+                Id::from_u64(1)
+            }
+            fn record(&self, _: &Id, _: &Record<'_>) {}
+            fn record_follows_from(&self, _: &Id, _: &Id) {}
+            fn enter(&self, _: &Id) {}
+            fn exit(&self, _: &Id) {}
         }
     }
 
