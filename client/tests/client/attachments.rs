@@ -1,89 +1,19 @@
 //! Attachments through the SDK against a real relay (real TCP and HTTP, SQLite), on the local
-//! blob backend and on a real S3 server (`s3s-fs`, started here with an access key and secret
-//! key so every signature is checked). `.ci/run` installs `s3s-fs`; without it the S3 half is
-//! skipped with a message.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! blob backend and on a real S3 server (`s3s-fs` from `haven-testkit`, with an access key and
+//! secret key so every signature is checked). `.ci/run` installs `s3s-fs`; without it the S3
+//! half is reported as `SKIPPED <test>`.
 
 use std::io::Read;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use haven_client::RelayClient;
 use haven_client::attachments::{AttachmentPointer, Attachments, AttachmentsError, Progress};
-use haven_relay::Settings;
+use haven_testkit::{RelayConfig, S3Server, TestDatabase};
 use reqwest::Method;
 use serde_json::{Value, json};
 
-const ACCESS_KEY: &str = "haven-test-access";
-const SECRET_KEY: &str = "haven-test-secret-key-0123456789";
-const BUCKET: &str = "haven-blobs";
-
-/// An `s3s-fs` process serving `root`; killed on drop.
-struct S3Server {
-    child: Child,
-    endpoint: String,
-    root: tempfile::TempDir,
-}
-
-impl Drop for S3Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn s3s_fs_binary() -> Option<PathBuf> {
-    if let Ok(p) = std::env::var("HAVEN_TEST_S3S_FS") {
-        return Some(PathBuf::from(p));
-    }
-    let home = std::env::var("HOME").ok()?;
-    let p = Path::new(&home).join(".cargo/bin/s3s-fs");
-    p.exists().then_some(p)
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-async fn s3_server() -> Option<S3Server> {
-    let Some(bin) = s3s_fs_binary() else {
-        eprintln!("s3s-fs not installed: skipping the S3 backend (run .ci/run)");
-        return None;
-    };
-    let root = tempfile::tempdir().unwrap();
-    std::fs::create_dir(root.path().join(BUCKET)).unwrap();
-    let port = free_port();
-    // Killed and waited for by `S3Server`'s drop (or right below if it never listens).
-    let mut child = Command::new(bin)
-        .args(["--host", "127.0.0.1", "--port", &port.to_string()])
-        .args(["--access-key", ACCESS_KEY, "--secret-key", SECRET_KEY])
-        .arg(root.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    for _ in 0..200 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
-        {
-            return Some(S3Server {
-                child,
-                endpoint: format!("http://127.0.0.1:{port}"),
-                root,
-            });
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    panic!("s3s-fs did not start");
-}
+use crate::common::{Relay, contains, files_under};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Backend {
@@ -91,98 +21,58 @@ enum Backend {
     S3,
 }
 
-/// A relay (in-process, real listener) with its blob storage.
+/// A relay (in-process, real listener) with its blob storage, and a directory for the client's
+/// files.
 struct Harness {
+    relay: Relay,
     url: String,
-    dir: tempfile::TempDir,
+    /// The client's side: the files it uploads and downloads.
+    work: tempfile::TempDir,
     s3: Option<S3Server>,
     backend: Backend,
 }
 
 impl Harness {
-    /// Where the blob bytes end up on disk (the local directory or the s3s-fs bucket).
+    /// Where the blob bytes end up on disk (the relay's blob directory or the s3s-fs bucket).
     fn storage_root(&self) -> PathBuf {
         match &self.s3 {
-            Some(s3) => s3.root.path().join(BUCKET),
-            None => self.dir.path().join("blobs"),
+            Some(s3) => s3.bucket_dir(),
+            None => self.relay.config().dir().join("blobs"),
         }
     }
 
-    /// Part size used by the tests: small locally, S3's minimum on S3.
     fn part_size(&self) -> u64 {
-        match self.backend {
-            Backend::Local => 64 * 1024,
-            Backend::S3 => 5 << 20,
-        }
+        part_size(self.backend)
     }
 }
 
-async fn harness(backend: Backend, extra: &[(&str, &str)]) -> Option<Harness> {
-    // Relay errors (e.g. a failing blob store) show up in the failing test's output.
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter("warn")
-        .with_test_writer()
-        .try_init();
+/// Part size used by the tests: small locally, S3's minimum on S3.
+fn part_size(backend: Backend) -> u64 {
+    match backend {
+        Backend::Local => 64 * 1024,
+        Backend::S3 => 5 << 20,
+    }
+}
+
+/// A relay from `config` storing blobs on `backend`, or `None` when the S3 server is not
+/// installed (the test is then reported as skipped).
+fn harness(backend: Backend, config: RelayConfig) -> Option<Harness> {
     let s3 = match backend {
         Backend::Local => None,
-        Backend::S3 => Some(s3_server().await?),
+        Backend::S3 => Some(S3Server::start()?),
     };
-    let dir = tempfile::tempdir().unwrap();
-    let db = format!(
-        "sqlite://{}?mode=rwc",
-        dir.path().join("relay.db").display()
+    let mut config = config.set("HAVEN_LOG", "warn").set(
+        "HAVEN_BLOBS_PART_SIZE_BYTES",
+        part_size(backend).to_string(),
     );
-    let mut env: Vec<(String, String)> = vec![
-        ("HAVEN_LISTEN".into(), "127.0.0.1:0".into()),
-        ("HAVEN_METRICS_LISTEN".into(), "off".into()),
-        ("HAVEN_DATABASE_URL".into(), db),
-        ("HAVEN_LOG".into(), "warn".into()),
-        ("HAVEN_RATE_LIMIT_PER_MINUTE".into(), "100000".into()),
-    ];
-    match &s3 {
-        None => env.push(("HAVEN_BLOBS_PART_SIZE_BYTES".into(), "65536".into())),
-        Some(s3) => env.extend([
-            ("HAVEN_BLOBS_BACKEND".into(), "s3".into()),
-            ("HAVEN_BLOBS_S3_ENDPOINT".into(), s3.endpoint.clone()),
-            ("HAVEN_BLOBS_S3_BUCKET".into(), BUCKET.into()),
-            ("HAVEN_BLOBS_S3_ACCESS_KEY_ID".into(), ACCESS_KEY.into()),
-            ("HAVEN_BLOBS_S3_SECRET_ACCESS_KEY".into(), SECRET_KEY.into()),
-            ("HAVEN_BLOBS_S3_ALLOW_HTTP".into(), "true".into()),
-            (
-                "HAVEN_BLOBS_PART_SIZE_BYTES".into(),
-                (5u64 << 20).to_string(),
-            ),
-        ]),
+    if let Some(s3) = &s3 {
+        config = config.set_all(&s3.relay_settings());
     }
-    env.extend(
-        extra
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
-    );
-    let settings = Settings::load(None, |name| {
-        env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
-    })
-    .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(haven_relay::launch_with_listener(
-        settings,
-        listener,
-        std::future::pending::<()>(),
-    ));
-    let url = format!("http://{addr}");
-    for _ in 0..200 {
-        if reqwest::get(format!("{url}/ready"))
-            .await
-            .is_ok_and(|r| r.status().is_success())
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let relay = Relay::start(config);
     Some(Harness {
-        url,
-        dir,
+        url: relay.url(),
+        relay,
+        work: tempfile::tempdir().unwrap(),
         s3,
         backend,
     })
@@ -209,29 +99,6 @@ fn plaintext(len: usize) -> Vec<u8> {
     out
 }
 
-fn files_under(root: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for e in entries {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out
-}
-
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
-}
-
 /// Fails with an I/O error once `limit` bytes were read (a crash mid-upload).
 struct FailAfter {
     data: std::io::Cursor<Vec<u8>>,
@@ -250,7 +117,7 @@ impl Read for FailAfter {
 }
 
 async fn round_trip_and_blindness(backend: Backend) {
-    let Some(h) = harness(backend, &[]).await else {
+    let Some(h) = harness(backend, RelayConfig::new()) else {
         return;
     };
     let alice = user(&h.url, "alice_files").await;
@@ -259,7 +126,7 @@ async fn round_trip_and_blindness(backend: Backend) {
     // Two and a half parts, so the last part is short.
     let len = usize::try_from(h.part_size() * 5 / 2).unwrap();
     let data = plaintext(len);
-    let src = h.dir.path().join("holiday-secret-name.txt");
+    let src = h.work.path().join("holiday-secret-name.txt");
     std::fs::write(&src, &data).unwrap();
     let mut seen: Vec<Progress> = Vec::new();
     let pointer = up
@@ -294,7 +161,7 @@ async fn round_trip_and_blindness(backend: Backend) {
         .unwrap();
     assert_eq!(out, data);
     assert_eq!(last, Some(Progress { done: total, total }));
-    let dest = h.dir.path().join("downloaded");
+    let dest = h.work.path().join("downloaded");
     down.download_to_file(&received, &dest, |_| {})
         .await
         .unwrap();
@@ -302,7 +169,7 @@ async fn round_trip_and_blindness(backend: Backend) {
 
     // Diary media: the entry's reference (no digest) opens the same blob; another key fails.
     let reference = received.diary_ref();
-    let diary_dest = h.dir.path().join("diary-media");
+    let diary_dest = h.work.path().join("diary-media");
     down.download_diary_attachment(&reference, &diary_dest, |_| {})
         .await
         .unwrap();
@@ -310,7 +177,7 @@ async fn round_trip_and_blindness(backend: Backend) {
     let mut forged = received.diary_ref();
     forged.key[0] ^= 1;
     let err = down
-        .download_diary_attachment(&forged, &h.dir.path().join("forged"), |_| {})
+        .download_diary_attachment(&forged, &h.work.path().join("forged"), |_| {})
         .await
         .unwrap_err();
     assert!(matches!(err, AttachmentsError::Crypto(_)), "{err:?}");
@@ -318,7 +185,7 @@ async fn round_trip_and_blindness(backend: Backend) {
     // A pointer with another key or digest is refused and leaves no file behind.
     let mut wrong = received.clone();
     wrong.digest[0] ^= 1;
-    let bad = h.dir.path().join("bad");
+    let bad = h.work.path().join("bad");
     let err = down
         .download_to_file(&wrong, &bad, |_| {})
         .await
@@ -356,7 +223,7 @@ async fn s3_round_trip_and_blindness() {
 }
 
 async fn interrupted_upload_resumes(backend: Backend) {
-    let Some(h) = harness(backend, &[]).await else {
+    let Some(h) = harness(backend, RelayConfig::new()) else {
         return;
     };
     let alice = user(&h.url, "alice_resume").await;
@@ -448,7 +315,10 @@ fn tamper(url: &str) -> String {
 }
 
 async fn urls_are_checked(backend: Backend) {
-    let Some(h) = harness(backend, &[("HAVEN_BLOBS_URL_TTL_SECS", "2")]).await else {
+    let Some(h) = harness(
+        backend,
+        RelayConfig::new().set("HAVEN_BLOBS_URL_TTL_SECS", "2"),
+    ) else {
         return;
     };
     let alice = user(&h.url, "alice_urls").await;
@@ -517,7 +387,7 @@ async fn urls_are_checked(backend: Backend) {
         }
     }
 
-    // Expired: refused.
+    // Expired: refused. Not synchronisation: the URL's 2 s lifetime has to pass.
     tokio::time::sleep(Duration::from_millis(3100)).await;
     let r = http.put(&url).body(vec![0u8; 273]).send().await.unwrap();
     assert_eq!(r.status(), 403, "{}", r.text().await.unwrap());
@@ -535,7 +405,7 @@ async fn urls_are_checked(backend: Backend) {
 
     // Download URLs: tampered or expired ones are refused too.
     let up = Attachments::new(&alice).unwrap();
-    let src = h.dir.path().join("small");
+    let src = h.work.path().join("small");
     std::fs::write(&src, b"tiny").unwrap();
     let pointer = up
         .upload_file(&src, "text/plain", None, None, |_| {})
@@ -557,6 +427,7 @@ async fn urls_are_checked(backend: Backend) {
     };
     assert_eq!(http.get(&url).send().await.unwrap().status(), 200);
     assert_eq!(http.get(tamper(&url)).send().await.unwrap().status(), 403);
+    // Not synchronisation: the URL's 2 s lifetime has to pass.
     tokio::time::sleep(Duration::from_millis(3100)).await;
     assert_eq!(http.get(&url).send().await.unwrap().status(), 403);
 }
@@ -575,13 +446,11 @@ async fn quota_expiry_and_deletion(backend: Backend) {
     // Room for one 5 MiB-ish blob, not two.
     let Some(h) = harness(
         backend,
-        &[
+        RelayConfig::new().set_all(&[
             ("HAVEN_BLOBS_QUOTA_BYTES", "8000000"),
             ("HAVEN_BLOBS_GC_INTERVAL_SECS", "1"),
-        ],
-    )
-    .await
-    else {
+        ]),
+    ) else {
         return;
     };
     let alice = user(&h.url, "alice_quota").await;
@@ -609,6 +478,8 @@ async fn quota_expiry_and_deletion(backend: Backend) {
         .unwrap();
     assert!(!files_under(&h.storage_root()).is_empty());
     let path = format!("/v1/blobs/{}", hex::encode(pending.blob_id));
+    // Polls the condition itself: the blob's 2 s lifetime has to pass, then the collector (every
+    // second) removes it.
     let mut gone = false;
     for _ in 0..100 {
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -628,7 +499,7 @@ async fn quota_expiry_and_deletion(backend: Backend) {
     assert!(matches!(err, AttachmentsError::Relay(ref e) if e.code() == Some("blob_not_found")));
 
     // Account deletion deletes the account's blobs from the storage at once.
-    let src = h.dir.path().join("keep");
+    let src = h.work.path().join("keep");
     std::fs::write(&src, plaintext(3000)).unwrap();
     up.upload_file(&src, "", None, None, |_| {}).await.unwrap();
     assert!(!files_under(&h.storage_root()).is_empty());
@@ -686,71 +557,43 @@ fn pointer_encoding_is_strict() {
     assert!(AttachmentPointer::from_bytes(&version).is_err());
 }
 
-/// The blob metadata SQL on Postgres (a fresh database from `HAVEN_TEST_POSTGRES_URL`): the
-/// resume, URL, quota, expiry and deletion flows.
+/// The blob metadata SQL on Postgres (a fresh database on the local PostgreSQL): the resume,
+/// URL, quota, expiry and deletion flows.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_metadata_flows() {
-    let Ok(admin) = std::env::var("HAVEN_TEST_POSTGRES_URL") else {
-        eprintln!("HAVEN_TEST_POSTGRES_URL not set: skipping the Postgres blob metadata test");
+    let Some(db) = TestDatabase::create().await else {
         return;
     };
-    use sqlx::Connection as _;
-    let name = format!("haven_test_blobs_{}", hex::encode(rand_id()));
-    let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap();
-    sqlx::query(&format!("CREATE DATABASE \"{name}\""))
-        .execute(&mut conn)
+    let h = harness(Backend::Local, RelayConfig::new().database(db.url())).unwrap();
+    let alice = user(&h.url, "alice_pg").await;
+    let up = Attachments::new(&alice).unwrap();
+    let data = plaintext(200_000);
+    let pending = up.start_upload(data.len() as u64, None).await.unwrap();
+    let failing = FailAfter {
+        data: std::io::Cursor::new(data.clone()),
+        limit: 100_000,
+    };
+    assert!(up.upload(&pending, failing, |_| {}).await.is_err());
+    let digest = up
+        .upload(&pending, std::io::Cursor::new(data.clone()), |_| {})
         .await
         .unwrap();
-    let base = admin.rsplit_once('/').unwrap().0;
-    let url = format!("{base}/{name}");
-    {
-        let extra = [("HAVEN_DATABASE_URL", url.as_str())];
-        let Some(h) = harness(Backend::Local, &extra).await else {
-            return;
-        };
-        let alice = user(&h.url, "alice_pg").await;
-        let up = Attachments::new(&alice).unwrap();
-        let data = plaintext(200_000);
-        let pending = up.start_upload(data.len() as u64, None).await.unwrap();
-        let failing = FailAfter {
-            data: std::io::Cursor::new(data.clone()),
-            limit: 100_000,
-        };
-        assert!(up.upload(&pending, failing, |_| {}).await.is_err());
-        let digest = up
-            .upload(&pending, std::io::Cursor::new(data.clone()), |_| {})
-            .await
-            .unwrap();
-        let pointer = pending.pointer(digest, "", None, None);
-        let mut out = Vec::new();
-        up.download(&pointer, &mut out, |_| {}).await.unwrap();
-        assert_eq!(out, data);
-        let listing = alice.request(Method::GET, "/v1/blobs", None).await.unwrap();
-        assert_eq!(listing["used_blobs"], json!(1));
-        up.delete(&pending.blob_id).await.unwrap();
-        let listing = alice.request(Method::GET, "/v1/blobs", None).await.unwrap();
-        assert_eq!(listing["used_bytes"], json!(0));
-        let again = up.start_upload(10, None).await.unwrap();
-        up.upload(&again, std::io::Cursor::new(vec![1u8; 10]), |_| {})
-            .await
-            .unwrap();
-        alice
-            .request(Method::DELETE, "/v1/account", None)
-            .await
-            .unwrap();
-        assert!(files_under(&h.storage_root()).is_empty());
-    }
-    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
-        .execute(&mut conn)
-        .await;
-}
-
-fn rand_id() -> [u8; 8] {
-    let mut b = [0u8; 8];
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    b.copy_from_slice(&(nanos as u64 ^ u64::from(std::process::id())).to_be_bytes());
-    b
+    let pointer = pending.pointer(digest, "", None, None);
+    let mut out = Vec::new();
+    up.download(&pointer, &mut out, |_| {}).await.unwrap();
+    assert_eq!(out, data);
+    let listing = alice.request(Method::GET, "/v1/blobs", None).await.unwrap();
+    assert_eq!(listing["used_blobs"], json!(1));
+    up.delete(&pending.blob_id).await.unwrap();
+    let listing = alice.request(Method::GET, "/v1/blobs", None).await.unwrap();
+    assert_eq!(listing["used_bytes"], json!(0));
+    let again = up.start_upload(10, None).await.unwrap();
+    up.upload(&again, std::io::Cursor::new(vec![1u8; 10]), |_| {})
+        .await
+        .unwrap();
+    alice
+        .request(Method::DELETE, "/v1/account", None)
+        .await
+        .unwrap();
+    assert!(files_under(&h.storage_root()).is_empty());
 }

@@ -1,46 +1,15 @@
 //! Two people talk end to end through a real relay (in-process on a real TCP listener, SQLite):
 //! Alice with two devices, Bob with one; sealed and logged-in sends, every device reached,
 //! exactly-once delivery, persistence across restarts, and bad input rejected without damage.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use haven_client::relay::{LoginIdentifier, RelayClient};
 use haven_client::{ClientStore, Device, Received};
-use haven_relay::Settings;
+use haven_testkit::RelayConfig;
 
-async fn relay() -> (String, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let db = format!(
-        "sqlite://{}?mode=rwc",
-        dir.path().join("relay.db").display()
-    );
-    let env: Vec<(String, String)> = vec![
-        ("HAVEN_LISTEN".into(), "127.0.0.1:0".into()),
-        ("HAVEN_METRICS_LISTEN".into(), "off".into()),
-        ("HAVEN_DATABASE_URL".into(), db),
-        ("HAVEN_LOG".into(), "warn".into()),
-    ];
-    let settings = Settings::load(None, |name| {
-        env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
-    })
-    .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(haven_relay::launch_with_listener(
-        settings,
-        listener,
-        std::future::pending::<()>(),
-    ));
-    let url = format!("http://{addr}");
-    for _ in 0..100 {
-        if reqwest::get(format!("{url}/ready"))
-            .await
-            .is_ok_and(|r| r.status().is_success())
-        {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    (url, dir)
+use crate::common::{self, Relay};
+
+fn relay() -> Relay {
+    Relay::start(RelayConfig::new().set("HAVEN_LOG", "warn"))
 }
 
 fn texts(received: &[Received]) -> Vec<String> {
@@ -57,7 +26,8 @@ fn texts(received: &[Received]) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alice_two_devices_and_bob_talk() {
-    let (url, relay_dir) = relay().await;
+    let relay = relay();
+    let url = relay.url();
     let dir = tempfile::tempdir().unwrap();
     let key = [9u8; 32];
     let open = |name: &str| ClientStore::open(&dir.path().join(name), &key).unwrap();
@@ -171,11 +141,9 @@ async fn alice_two_devices_and_bob_talk() {
     // Key stock: after claims the relay still has plenty, so no top-up is needed yet.
     assert!(!bob.replenish_keys().await.unwrap());
 
-    // The relay's database never saw the plaintexts or the username.
-    let mut raw = Vec::new();
-    for entry in std::fs::read_dir(relay_dir.path()).unwrap() {
-        raw.extend(std::fs::read(entry.unwrap().path()).unwrap());
-    }
+    // The relay's files (its database with its WAL) never saw the plaintexts or the username.
+    let raw = common::read_all(relay.config().dir());
+    assert!(!raw.is_empty(), "the relay's files were read");
     for needle in [
         "hello alice",
         "sealed 1",
@@ -202,7 +170,8 @@ async fn alice_two_devices_and_bob_talk() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn signed_prekey_rotation_keeps_new_and_pending_handshakes_working() {
     use haven_sdk::prekeys::SignedPreKeyPolicy;
-    let (url, _relay_dir) = relay().await;
+    let relay = relay();
+    let url = relay.url();
     let dir = tempfile::tempdir().unwrap();
     let open = |name: &str| ClientStore::open(&dir.path().join(name), &[3u8; 32]).unwrap();
     let bob = Device::register(RelayClient::new(&url).unwrap(), open("b.db"), None, b"pw-b")

@@ -1,11 +1,8 @@
-//! The diary client end to end against a real relay process (SQLite, and Postgres when
-//! `HAVEN_TEST_POSTGRES_URL` is set): several devices of one account, concurrent edits,
-//! recovery, password change, tampering by the relay, and what the relay's database holds.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! The diary client end to end against a real relay (in process, on SQLite and on the local
+//! PostgreSQL): several devices of one account, concurrent edits, recovery, password change,
+//! tampering by the relay, and what the relay's database holds.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::path::Path;
 
 use haven_client::diary::{Diary, DiaryClientError};
 use haven_client::relay::{LoginDevice, LoginIdentifier, RelayClient};
@@ -13,8 +10,11 @@ use haven_client::store::ClientStore;
 use haven_sdk::diary::entry::{EntryError, MAX_BODY_LEN};
 use haven_sdk::diary::{DiaryError, DiaryQuery, Entry, KdfParams, SyncError};
 use haven_sdk::identity::IdentityKeyPair;
+use haven_testkit::{RelayConfig, TestDatabase};
 use reqwest::Method;
 use serde_json::json;
+
+use crate::common::Relay;
 
 const ACCOUNT_PW: &[u8] = b"account pw: orange kettle";
 const PW1: &[u8] = b"diary pw one: quiet river";
@@ -34,68 +34,14 @@ const SECRETS: &[&str] = &[
     "glaciervioloncello",
 ];
 
-/// The relay binary next to the test executable; built once if missing.
-fn relay_binary() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().unwrap().parent().unwrap();
-    let bin = dir.join(format!("haven-relay{}", std::env::consts::EXE_SUFFIX));
-    if !bin.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "-p", "haven-relay", "--bin", "haven-relay"])
-            .status()
-            .unwrap();
-        assert!(status.success(), "building haven-relay failed");
+/// A relay on `database` (its own fresh SQLite file when `None`).
+fn start_relay(database: Option<&str>) -> Relay {
+    let mut config =
+        RelayConfig::new().set_all(&[("HAVEN_LOG", "warn"), ("HAVEN_MAX_DEVICES", "50")]);
+    if let Some(url) = database {
+        config = config.database(url);
     }
-    assert!(bin.exists(), "no relay binary at {}", bin.display());
-    bin
-}
-
-/// A relay process; killed on drop.
-struct RelayProcess {
-    child: Child,
-    url: String,
-}
-
-impl Drop for RelayProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-async fn start_relay(database_url: &str) -> RelayProcess {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = Command::new(relay_binary())
-        .env("HAVEN_LISTEN", format!("127.0.0.1:{port}"))
-        .env("HAVEN_METRICS_LISTEN", "off")
-        .env("HAVEN_DATABASE_URL", database_url)
-        .env("HAVEN_LOG", "warn")
-        .env("HAVEN_RATE_LIMIT_PER_MINUTE", "100000")
-        .env("HAVEN_AUTH_RATE_LIMIT_PER_MINUTE", "10000")
-        .env("HAVEN_MAX_DEVICES", "50")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let relay = RelayProcess {
-        child,
-        url: format!("http://127.0.0.1:{port}"),
-    };
-    for _ in 0..300 {
-        if reqwest::get(format!("{}/ready", relay.url))
-            .await
-            .is_ok_and(|r| r.status().is_success())
-        {
-            return relay;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("relay did not become ready");
+    Relay::start(config)
 }
 
 fn params() -> KdfParams {
@@ -374,61 +320,40 @@ fn assert_no_secrets(what: &str, haystack: &[u8]) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_devices_recovery_and_password_change_on_sqlite() {
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("relay.db");
-    let relay = start_relay(&format!("sqlite://{}?mode=rwc", db.display())).await;
-    scenario(&relay.url, "diary_e2e_sqlite", dir.path()).await;
-    drop(relay);
-    let mut scanned = 0;
-    for suffix in ["", "-wal", "-shm"] {
-        let path = PathBuf::from(format!("{}{suffix}", db.display()));
-        if let Ok(bytes) = std::fs::read(&path) {
-            scanned += bytes.len();
-            assert_no_secrets(&path.display().to_string(), &bytes);
+    let mut relay = start_relay(None);
+    scenario(&relay.url(), "diary_e2e_sqlite", dir.path()).await;
+    let db = relay.config().dir().join("relay.db");
+    let scan = || {
+        let mut scanned = 0;
+        for suffix in ["", "-wal", "-shm"] {
+            let path = format!("{}{suffix}", db.display());
+            if let Ok(bytes) = std::fs::read(&path) {
+                scanned += bytes.len();
+                assert_no_secrets(&path, &bytes);
+            }
         }
-    }
-    assert!(scanned > 0);
-}
-
-/// A fresh Postgres database (admin URL from `HAVEN_TEST_POSTGRES_URL`), dropped afterwards.
-async fn pg_database() -> Option<(String, String, String)> {
-    let Ok(admin_url) = std::env::var("HAVEN_TEST_POSTGRES_URL") else {
-        println!("skipped: HAVEN_TEST_POSTGRES_URL is not set, Postgres test not run");
-        return None;
+        assert!(scanned > 0);
     };
-    use sqlx::Connection as _;
-    let mut name = [0u8; 8];
-    rand_core::Rng::fill_bytes(&mut rand::rng(), &mut name);
-    let db = format!("haven_diary_e2e_{}", hex::encode(name));
-    let mut conn = sqlx::PgConnection::connect(&admin_url).await.unwrap();
-    sqlx::query(&format!("CREATE DATABASE {db}"))
-        .execute(&mut conn)
-        .await
-        .unwrap();
-    conn.close().await.unwrap();
-    let (base, query) = match admin_url.split_once('?') {
-        Some((b, q)) => (b.to_owned(), format!("?{q}")),
-        None => (admin_url.clone(), String::new()),
-    };
-    let scheme_end = base.find("://").map_or(0, |i| i + 3);
-    let host_end = base[scheme_end..]
-        .find('/')
-        .map_or(base.len(), |i| scheme_end + i);
-    let url = format!("{}/{db}{query}", &base[..host_end]);
-    Some((admin_url, db, url))
+    // The files as a crash would leave them (WAL not checkpointed), then after a clean stop
+    // (stopped, not dropped: the files outlive it).
+    scan();
+    relay.stop();
+    scan();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_devices_recovery_and_password_change_on_postgres() {
     use sqlx::{Connection as _, Row as _};
-    let Some((admin_url, db, url)) = pg_database().await else {
+    let Some(db) = TestDatabase::create().await else {
         return;
     };
+    let url = db.url();
     let dir = tempfile::tempdir().unwrap();
-    let relay = start_relay(&url).await;
-    scenario(&relay.url, "diary_e2e_pg", dir.path()).await;
+    let relay = start_relay(Some(url));
+    scenario(&relay.url(), "diary_e2e_pg", dir.path()).await;
     drop(relay);
     // Every row of every table, as text (bytea as hex), holds none of the secrets.
-    let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
+    let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
     let tables: Vec<String> = sqlx::query(
         "SELECT table_name::text FROM information_schema.tables WHERE table_schema = 'public'",
     )
@@ -455,10 +380,6 @@ async fn two_devices_recovery_and_password_change_on_postgres() {
     }
     assert!(rows > 0);
     conn.close().await.unwrap();
-    let mut admin = sqlx::PgConnection::connect(&admin_url).await.unwrap();
-    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
-        .execute(&mut admin)
-        .await;
 }
 
 /// Runs SQL against the relay's SQLite database while it runs.
@@ -515,9 +436,9 @@ async fn touch(db: &Path, item: &[u8]) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tampering_oversize_and_other_accounts_are_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("relay.db");
-    let relay = start_relay(&format!("sqlite://{}?mode=rwc", db.display())).await;
-    let url = relay.url.clone();
+    let relay = start_relay(None);
+    let db = relay.config().dir().join("relay.db");
+    let url = relay.url();
     let (mut a, _codes) = Diary::init(
         store(dir.path(), "a.db"),
         register(&url, "tamper_a").await,

@@ -1,13 +1,11 @@
-//! The Messenger end to end against a real relay process (SQLite): Alice with two devices, Bob
+//! The Messenger end to end against a real relay (in process, SQLite): Alice with two devices, Bob
 //! and Carol talk over WebSockets: first contact by username, replies, receipts, typing,
 //! reactions, edits, deletes, timers, out-of-order delivery, Bob offline then back, a group of
 //! three with a member removed (who then reads nothing new), bad envelopes rejected as typed
 //! events without damage, and the relay's database and logs free of every plaintext and
 //! username.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,9 +17,12 @@ use haven_client::{ClientStore, ConnectionState, Conversation, Device, ReceiptKi
 use haven_sdk::identity::IdentityKeyPair;
 use haven_sdk::sealed_sender::{SenderCertificate, seal_sender};
 use haven_sdk::store::DeviceAddress;
+use haven_testkit::RelayConfig;
 use reqwest::Method;
 use serde_json::json;
 use tokio::sync::broadcast;
+
+use crate::common::{Relay, read_all};
 
 const PW: &[u8] = b"messenger e2e: correct horse";
 /// The relay's certificate signing seed, so the test can forge certificates it would issue.
@@ -43,69 +44,13 @@ const SECRETS: &[&str] = &[
     "climbing club",
 ];
 
-fn relay_binary() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().unwrap().parent().unwrap();
-    let bin = dir.join(format!("haven-relay{}", std::env::consts::EXE_SUFFIX));
-    if !bin.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "-p", "haven-relay", "--bin", "haven-relay"])
-            .status()
-            .unwrap();
-        assert!(status.success(), "building haven-relay failed");
-    }
-    bin
-}
-
-struct RelayProcess {
-    child: Child,
-    url: String,
-}
-
-impl Drop for RelayProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-async fn start_relay(dir: &Path) -> RelayProcess {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let log = std::fs::File::create(dir.join("relay.log")).unwrap();
-    let child = Command::new(relay_binary())
-        .env("HAVEN_LISTEN", format!("127.0.0.1:{port}"))
-        .env("HAVEN_METRICS_LISTEN", "off")
-        .env(
-            "HAVEN_DATABASE_URL",
-            format!("sqlite://{}?mode=rwc", dir.join("relay.db").display()),
-        )
-        .env("HAVEN_LOG", "debug")
-        .env("HAVEN_CERTIFICATE_KEY", STANDARD.encode(CERT_SEED))
-        .env("HAVEN_RATE_LIMIT_PER_MINUTE", "100000")
-        .env("HAVEN_AUTH_RATE_LIMIT_PER_MINUTE", "10000")
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    let relay = RelayProcess {
-        child,
-        url: format!("http://127.0.0.1:{port}"),
-    };
-    for _ in 0..300 {
-        if reqwest::get(format!("{}/ready", relay.url))
-            .await
-            .is_ok_and(|r| r.status().is_success())
-        {
-            return relay;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("relay did not become ready");
+/// A relay logging at `debug` (so the blindness check covers its most talkative logs), issuing
+/// sender certificates with [`CERT_SEED`].
+fn start_relay() -> Relay {
+    Relay::start(RelayConfig::new().set_all(&[
+        ("HAVEN_LOG", "debug".to_owned()),
+        ("HAVEN_CERTIFICATE_KEY", STANDARD.encode(CERT_SEED)),
+    ]))
 }
 
 fn store(dir: &Path, name: &str) -> ClientStore {
@@ -182,9 +127,12 @@ impl Party {
         .await;
     }
 
-    fn offline(&mut self) {
+    /// Stops reading the socket; returns once the task is gone, so nothing sent from now on is
+    /// processed (or acknowledged) until [`Party::online`].
+    async fn offline(&mut self) {
         if let Some(t) = self.task.take() {
             t.abort();
+            let _ = t.await;
         }
     }
 
@@ -214,10 +162,10 @@ async fn post_raw(url: &str, to: &Party, envelopes: &[(u32, Vec<u8>)]) -> String
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_people_a_group_and_bad_input_through_a_relay_process() {
+async fn two_people_a_group_and_bad_input_through_a_relay() {
     let dir = tempfile::tempdir().unwrap();
-    let relay = start_relay(dir.path()).await;
-    let url = relay.url.clone();
+    let mut relay = start_relay();
+    let url = relay.url();
     let client = || RelayClient::new(&url).unwrap();
 
     let a1 = Device::register(client(), store(dir.path(), "a1.db"), Some(USERNAMES[0]), PW)
@@ -393,8 +341,7 @@ async fn two_people_a_group_and_bad_input_through_a_relay_process() {
     .await;
 
     // --- Bob offline, then back: what was sent meanwhile arrives in order.
-    bob.offline();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    bob.offline().await;
     for text in &SECRETS[2..4] {
         alice1
             .messenger
@@ -425,8 +372,7 @@ async fn two_people_a_group_and_bad_input_through_a_relay_process() {
     );
 
     // --- Out-of-order delivery: Bob processes three queued envelopes in reverse order.
-    bob.offline();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    bob.offline().await;
     for text in &SECRETS[4..7] {
         alice1
             .messenger
@@ -536,6 +482,8 @@ async fn two_people_a_group_and_bad_input_through_a_relay_process() {
     expect_text(&mut bob.events, SECRETS[9]).await;
     expect_text(&mut alice2.events, SECRETS[9]).await;
     carol.messenger.sync().await.unwrap();
+    // Not synchronisation but a grace period: this checks that something does *not* arrive, so
+    // there is no event to wait for; a wrongly delivered live frame would land within it.
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(
         carol
@@ -660,23 +608,34 @@ async fn two_people_a_group_and_bad_input_through_a_relay_process() {
 
     // --- The relay's files and logs hold none of the plaintexts or usernames.
     for p in [&mut alice1, &mut alice2, &mut bob, &mut carol] {
-        p.offline();
+        p.offline().await;
     }
-    drop(relay);
-    let mut haystack = Vec::new();
-    for entry in std::fs::read_dir(dir.path()).unwrap() {
-        let path = entry.unwrap().path();
-        let name = path.file_name().unwrap().to_string_lossy().into_owned();
-        if name.starts_with("relay") {
-            haystack.extend(std::fs::read(&path).unwrap());
-        }
-    }
+    // Without their messengers the sockets close, so the relay's shutdown need not wait for them.
+    drop((alice1, alice2, bob, carol));
+    // The files as a crash would leave them, then after a clean stop; then the complete logs.
+    let mut haystack = read_all(relay.config().dir());
+    relay.stop();
+    haystack.extend(read_all(relay.config().dir()));
     assert!(haystack.len() > 10_000, "relay files were read");
+    let logs = relay.logs();
+    // Its own events from start to stop, and at `debug` (the SQL statements of its database).
+    for event in [
+        "relay listening",
+        "account registered",
+        "sqlx::query",
+        "relay stopped",
+    ] {
+        assert!(
+            logs.contains(event),
+            "the relay's logs lack {event:?}: the check would prove nothing"
+        );
+    }
+    haystack.extend(logs.into_bytes());
     let lower = String::from_utf8_lossy(&haystack).to_lowercase();
     for needle in SECRETS.iter().chain(USERNAMES) {
         assert!(
             !lower.contains(&needle.to_lowercase()),
-            "relay files contain {needle:?}"
+            "relay files or logs contain {needle:?}"
         );
     }
 }
