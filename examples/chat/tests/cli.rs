@@ -1,12 +1,17 @@
-//! The chat scenario scripted through the `haven-chat` binary against a relay process: Alice
-//! with two devices, Bob and Carol; first contact by username, replies, Bob offline then back,
-//! live delivery to `listen`, a group of three with Carol removed (she reads nothing new), safety
-//! numbers, and the relay's files free of the plaintexts and usernames.
+//! The chat scenario scripted through the `haven-chat` binary against a real relay (in process,
+//! from `haven-testkit`): Alice with two devices, Bob and Carol; first contact by username,
+//! replies, Bob offline then back, live delivery to `listen`, a group of three with Carol removed
+//! (she reads nothing new), safety numbers, and the relay's files and logs free of the plaintexts
+//! and usernames.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::Duration;
+use std::process::{Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use haven_testkit::{InProcessRelay, RelayConfig};
 
 const BIN: &str = env!("CARGO_BIN_EXE_haven-chat");
 const PASSWORD: &str = "chat cli: tangled kite string";
@@ -22,79 +27,35 @@ const SECRETS: &[&str] = &[
 ];
 const USERNAMES: &[&str] = &["alice_cli", "bob_cli", "carol_cli"];
 
-fn relay_binary() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().unwrap().parent().unwrap();
-    let bin = dir.join(format!("haven-relay{}", std::env::consts::EXE_SUFFIX));
-    if !bin.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "-p", "haven-relay", "--bin", "haven-relay"])
-            .status()
-            .unwrap();
-        assert!(status.success(), "building haven-relay failed");
-    }
-    bin
+/// How long the test waits for the `listen` process to connect and to print the live message.
+const LISTEN_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A relay logging at `debug`, so the blindness check covers its most talkative logs.
+fn start_relay() -> InProcessRelay {
+    RelayConfig::new().set("HAVEN_LOG", "debug").start()
 }
 
-struct Relay {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Relay {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_relay(dir: &Path) -> Relay {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let log = std::fs::File::create(dir.join("relay.log")).unwrap();
-    let child = Command::new(relay_binary())
-        .env("HAVEN_LISTEN", format!("127.0.0.1:{port}"))
-        .env("HAVEN_METRICS_LISTEN", "off")
-        .env(
-            "HAVEN_DATABASE_URL",
-            format!("sqlite://{}?mode=rwc", dir.join("relay.db").display()),
-        )
-        .env("HAVEN_LOG", "debug")
-        .env("HAVEN_BLOBS_DIR", dir.join("relay-blobs"))
-        .env("HAVEN_RATE_LIMIT_PER_MINUTE", "100000")
-        .env("HAVEN_AUTH_RATE_LIMIT_PER_MINUTE", "10000")
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    let relay = Relay {
-        child,
-        url: format!("http://127.0.0.1:{port}"),
-    };
-    for _ in 0..300 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return relay;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("relay did not start");
+/// The relay's warnings and errors, for a failure message.
+fn warnings(relay: &InProcessRelay) -> String {
+    relay
+        .logs()
+        .lines()
+        .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 struct User<'a> {
     state: PathBuf,
-    url: &'a str,
+    relay: &'a InProcessRelay,
     key: String,
 }
 
 impl<'a> User<'a> {
-    fn new(root: &Path, name: &str, url: &'a str) -> Self {
+    fn new(root: &Path, name: &str, relay: &'a InProcessRelay) -> Self {
         Self {
             state: root.join(name),
-            url,
+            relay,
             key: hex::encode(rand::random::<[u8; 32]>()),
         }
     }
@@ -104,7 +65,7 @@ impl<'a> User<'a> {
         cmd.arg("--state")
             .arg(&self.state)
             .arg("--relay")
-            .arg(self.url)
+            .arg(self.relay.url())
             .args(args)
             .env("HAVEN_CHAT_STORE_KEY", &self.key)
             .env("HAVEN_ACCOUNT_PASSWORD", PASSWORD)
@@ -116,17 +77,11 @@ impl<'a> User<'a> {
         let out: Output = self.command(args).output().unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
         if !out.status.success() {
-            let log = std::fs::read_to_string(self.state.parent().unwrap().join("relay.log"))
-                .unwrap_or_default();
-            let tail: String = log
-                .lines()
-                .filter(|l| l.contains("WARN") || l.contains("ERROR"))
-                .collect::<Vec<_>>()
-                .join("\n");
             panic!(
-                "haven-chat {args:?} failed ({:?}): {stdout}{}\nrelay warnings:\n{tail}",
+                "haven-chat {args:?} failed ({:?}): {stdout}{}\nrelay warnings:\n{}",
                 out.status.code(),
-                String::from_utf8_lossy(&out.stderr)
+                String::from_utf8_lossy(&out.stderr),
+                warnings(self.relay)
             );
         }
         stdout
@@ -156,15 +111,11 @@ fn position(haystack: &str, needle: &str) -> usize {
 #[test]
 fn chat_scenario_through_the_binary() {
     let dir = tempfile::tempdir().unwrap();
-    let relay = start_relay(dir.path());
-    let alice = User::new(dir.path(), "alice", &relay.url);
-    let alice2 = User {
-        state: dir.path().join("alice2"),
-        url: &relay.url,
-        key: hex::encode(rand::random::<[u8; 32]>()),
-    };
-    let bob = User::new(dir.path(), "bob", &relay.url);
-    let carol = User::new(dir.path(), "carol", &relay.url);
+    let mut relay = start_relay();
+    let alice = User::new(dir.path(), "alice", &relay);
+    let alice2 = User::new(dir.path(), "alice2", &relay);
+    let bob = User::new(dir.path(), "bob", &relay);
+    let carol = User::new(dir.path(), "carol", &relay);
 
     // Bad input first: no state, unknown command, wrong store key.
     assert_eq!(bob.fails(&["whoami"]).0, 2);
@@ -175,7 +126,7 @@ fn chat_scenario_through_the_binary() {
     assert_eq!(alice.fails(&["frobnicate"]).0, 2);
     let wrong_key = User {
         state: alice.state.clone(),
-        url: &relay.url,
+        relay: &relay,
         key: hex::encode([1u8; 32]),
     };
     assert_eq!(wrong_key.fails(&["whoami"]).0, 3);
@@ -210,17 +161,47 @@ fn chat_scenario_through_the_binary() {
         "{out}"
     );
 
-    // Live: Bob listens on the socket while Alice sends.
-    let listener = bob
-        .command(&["listen", "--seconds", "12"])
+    // Live: Bob listens on the socket while Alice sends. `listen` prints "connected" once its
+    // socket is open and the queue drained, so what Alice sends after that arrives live; Ctrl-C
+    // (SIGINT) ends it cleanly once the message is printed (`--seconds` only bounds a hang).
+    let mut listener = bob
+        .command(&["listen", "--seconds", &LISTEN_TIMEOUT.as_secs().to_string()])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_secs(3));
+    let lines = {
+        let stdout = BufReader::new(listener.stdout.take().unwrap());
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in stdout.lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        rx
+    };
+    let mut live = String::new();
+    let mut wait_for_line = |needle: &str| {
+        let deadline = Instant::now() + LISTEN_TIMEOUT;
+        while !live.contains(needle) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match lines.recv_timeout(left) {
+                Ok(line) => live.push_str(&format!("{line}\n")),
+                Err(e) => panic!("listen printed no {needle:?} ({e}):\n{live}"),
+            }
+        }
+    };
+    wait_for_line("connected");
     alice.run(&["send", USERNAMES[1], SECRETS[4]]);
+    wait_for_line(SECRETS[4]);
+    let status = Command::new("kill")
+        .args(["-INT", &listener.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -INT failed");
     let out = listener.wait_with_output().unwrap();
-    let live = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
         "{live}{}",
@@ -323,8 +304,9 @@ fn chat_scenario_through_the_binary() {
     let out = alice2.run(&["sync"]);
     assert!(out.contains(SECRETS[7]) || alice2.run(&["history", "club"]).contains(SECRETS[7]));
 
-    // The relay's database and logs hold none of it.
-    drop(relay);
+    // The relay's database, blobs and logs hold none of it: its files as a crash would leave
+    // them, then after a clean stop (stopped, not dropped: the files outlive it), and its
+    // complete logs.
     fn collect(path: &Path, names: &mut String, out: &mut Vec<u8>) {
         if path.is_dir() {
             for entry in std::fs::read_dir(path).unwrap() {
@@ -333,29 +315,42 @@ fn chat_scenario_through_the_binary() {
                 collect(&p, names, out);
             }
         } else {
-            out.extend(std::fs::read(path).unwrap());
+            match std::fs::read(path) {
+                Ok(bytes) => out.extend(bytes),
+                // A running relay may remove a file between the listing and the read.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => panic!("{}: {e}", path.display()),
+            }
         }
     }
+    let relay_dir = relay.config().dir().to_owned();
     let mut haystack = Vec::new();
     let mut names = String::new();
-    for entry in std::fs::read_dir(dir.path()).unwrap() {
-        let path = entry.unwrap().path();
-        if path
-            .file_name()
-            .unwrap()
-            .to_string_lossy()
-            .starts_with("relay")
-        {
-            collect(&path, &mut names, &mut haystack);
-        }
-    }
+    collect(&relay_dir, &mut names, &mut haystack);
+    relay.stop();
+    collect(&relay_dir, &mut names, &mut haystack);
+    let blobs = relay_dir.join("blobs");
     assert!(
-        names.contains("relay-blobs"),
-        "the blob directory was searched"
+        names.contains(&format!("{}/", blobs.display())),
+        "the blob directory was searched: {names}"
     );
+    let logs = relay.logs();
+    // Its own events from start to stop, and at `debug` (the SQL statements of its database).
+    for event in [
+        "relay listening",
+        "account registered",
+        "sqlx::query",
+        "relay stopped",
+    ] {
+        assert!(
+            logs.contains(event),
+            "the relay's logs lack {event:?}: the check would prove nothing"
+        );
+    }
+    haystack.extend(logs.into_bytes());
     haystack.extend(
         names
-            .replace(&dir.path().to_string_lossy().into_owned(), "")
+            .replace(&relay_dir.to_string_lossy().into_owned(), "")
             .into_bytes(),
     );
     let text = String::from_utf8_lossy(&haystack).to_lowercase();
@@ -367,7 +362,7 @@ fn chat_scenario_through_the_binary() {
     {
         assert!(
             !text.contains(&needle.to_lowercase()),
-            "relay holds {needle}"
+            "relay files or logs hold {needle}"
         );
     }
     // Nor the preview: no 64-byte window of the thumbnail JPEG appears in the relay's files.

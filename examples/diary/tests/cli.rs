@@ -1,68 +1,28 @@
-//! The `haven-diary` CLI, scripted, against a real relay process: init → write → list →
-//! search → edit → sync on a second state directory → show, plus the error exit codes.
+//! The `haven-diary` CLI, scripted, against a real relay (in process, from `haven-testkit`):
+//! init → write → list → search → edit → sync on a second state directory → show, plus the error
+//! exit codes.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use haven_testkit::{InProcessRelay, RelayConfig};
 
 const BIN: &str = env!("CARGO_BIN_EXE_haven-diary");
 
-fn relay_binary() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().unwrap().parent().unwrap();
-    let bin = dir.join(format!("haven-relay{}", std::env::consts::EXE_SUFFIX));
-    if !bin.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "-p", "haven-relay", "--bin", "haven-relay"])
-            .status()
-            .unwrap();
-        assert!(status.success(), "building haven-relay failed");
-    }
-    bin
+fn start_relay() -> InProcessRelay {
+    RelayConfig::new().set("HAVEN_LOG", "warn").start()
 }
 
-struct Relay {
-    child: Child,
-    url: String,
-}
+/// Shows the relay's logs (warnings and errors: it runs at `warn`) when the test fails.
+struct LogsOnFailure<'a>(&'a InProcessRelay);
 
-impl Drop for Relay {
+impl Drop for LogsOnFailure<'_> {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_relay(dir: &Path) -> Relay {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let db = format!("sqlite://{}?mode=rwc", dir.join("relay.db").display());
-    let child = Command::new(relay_binary())
-        .env("HAVEN_LISTEN", format!("127.0.0.1:{port}"))
-        .env("HAVEN_METRICS_LISTEN", "off")
-        .env("HAVEN_DATABASE_URL", db)
-        .env("HAVEN_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let relay = Relay {
-        child,
-        url: format!("http://127.0.0.1:{port}"),
-    };
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(30) {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return relay;
+        if std::thread::panicking() {
+            eprintln!("--- the relay's logs ---\n{}", self.0.logs());
         }
-        std::thread::sleep(Duration::from_millis(100));
     }
-    panic!("relay did not start");
 }
 
 /// Runs the CLI with the scripted secrets.
@@ -103,8 +63,10 @@ fn ok(out: &Output) -> String {
 #[test]
 fn scripted_flow_across_two_state_directories() {
     let dir = tempfile::tempdir().unwrap();
-    let relay = start_relay(dir.path());
-    let url = relay.url.as_str();
+    let relay = start_relay();
+    let _logs = LogsOnFailure(&relay);
+    let url = relay.url();
+    let url = url.as_str();
     let one = dir.path().join("one");
     let two = dir.path().join("two");
     let kdf = ["--kdf-mib", "19", "--kdf-passes", "2"];
@@ -251,14 +213,15 @@ fn scripted_flow_across_two_state_directories() {
     for out in [&wrong, &bad_pass, &unknown, &missing] {
         assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"));
     }
-    drop(relay);
 }
 
 #[test]
 fn attach_and_export_media() {
     let dir = tempfile::tempdir().unwrap();
-    let relay = start_relay(dir.path());
-    let url = relay.url.as_str();
+    let relay = start_relay();
+    let _logs = LogsOnFailure(&relay);
+    let url = relay.url();
+    let url = url.as_str();
     let state = dir.path().join("state");
     let out = ok(&cli(
         url,
@@ -299,7 +262,7 @@ fn attach_and_export_media() {
     ));
     assert_eq!(std::fs::read(&dest).unwrap(), media);
     // The relay's blob directory holds ciphertext only, under random names.
-    let blobs = dir.path().join("blobs");
+    let blobs = relay.config().dir().join("blobs");
     let mut stack = vec![blobs];
     let mut files = 0;
     while let Some(d) = stack.pop() {
