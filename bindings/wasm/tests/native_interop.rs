@@ -8,46 +8,10 @@
 use haven_client::content::{Body, Content, Conversation};
 use haven_client::relay::RelayClient;
 use haven_client::{ClientStore, Device, Received};
-use haven_relay::Settings;
+use haven_testkit::RelayConfig;
 use haven_wasm::device::{DeviceCore, Opened, OpenedContent};
 use reqwest::Method;
 use serde_json::Value;
-
-async fn relay() -> (String, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let db = format!(
-        "sqlite://{}?mode=rwc",
-        dir.path().join("relay.db").display()
-    );
-    let env: Vec<(String, String)> = vec![
-        ("HAVEN_LISTEN".into(), "127.0.0.1:0".into()),
-        ("HAVEN_METRICS_LISTEN".into(), "off".into()),
-        ("HAVEN_DATABASE_URL".into(), db),
-        ("HAVEN_LOG".into(), "warn".into()),
-    ];
-    let settings = Settings::load(None, |name| {
-        env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
-    })
-    .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(haven_relay::launch_with_listener(
-        settings,
-        listener,
-        std::future::pending::<()>(),
-    ));
-    let url = format!("http://{addr}");
-    for _ in 0..100 {
-        if reqwest::get(format!("{url}/ready"))
-            .await
-            .is_ok_and(|r| r.status().is_success())
-        {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    (url, dir)
-}
 
 fn now() -> u64 {
     std::time::SystemTime::now()
@@ -77,7 +41,8 @@ async fn call(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn web_and_native_devices_talk_through_a_relay() {
-    let (url, _relay_dir) = relay().await;
+    let relay = RelayConfig::new().set("HAVEN_LOG", "warn").start();
+    let url = relay.url();
     let http = RelayClient::new(&url).unwrap();
 
     // The web device registers (OPAQUE), pins the relay key and uploads its keys.
