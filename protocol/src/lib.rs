@@ -4,6 +4,10 @@
 //! specified byte for byte (or field for field, for JSON bodies) in `docs/PROTOCOL.md`.
 //! The one exception is the optional `opaque` feature, which names the OPAQUE parameter set
 //! (a type-level choice of primitives, not an implementation) so relay and client agree on it.
+//!
+//! [`api`] holds the relay's HTTP bodies. Its optional features only add to them: `openapi`
+//! derives their OpenAPI schemas (for the relay's `/openapi.json`) and `random` lets the relay
+//! mint [`api::Id`]s from the operating system's RNG.
 
 /// Version of the relay HTTP API, carried in the `/v1` path prefix.
 pub const API_VERSION: u32 = 1;
@@ -11,6 +15,7 @@ pub const API_VERSION: u32 = 1;
 #[cfg(feature = "opaque")]
 pub mod opaque;
 
+pub mod api;
 pub mod certificate;
 pub mod encoding;
 pub mod frames;

@@ -11,12 +11,14 @@ use axum::http::header::AUTHORIZATION;
 use axum::http::{HeaderMap, StatusCode};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use haven_protocol::api::channels::{
+    AppendRequest, AppendResponse, CreateChannelRequest, CreateChannelResponse, EntriesPage,
+    EntriesQuery, EntryBody,
+};
 use rand::RngCore as _;
 use rand::rngs::OsRng;
-use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 use subtle::ConstantTimeEq as _;
-use utoipa::{IntoParams, ToSchema};
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
 use crate::auth::Auth;
@@ -173,28 +175,6 @@ fn bearer_token(headers: &HeaderMap) -> Result<ChannelToken, AppError> {
         })
 }
 
-/// Body of `POST /v1/channels`.
-#[derive(Debug, Default, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CreateChannelRequest {
-    /// Lifetime in seconds (60 up to the configured maximum, which is also the default).
-    #[serde(default)]
-    pub ttl_secs: Option<u64>,
-}
-
-/// Reply to `POST /v1/channels`.
-#[derive(Serialize, Deserialize, ToSchema)]
-pub struct CreateChannelResponse {
-    /// The channel id.
-    pub channel_id: Id,
-    /// Read capability: base64url of 32 random bytes, no padding. Shown once.
-    pub read_token: String,
-    /// Write capability: base64url of 32 random bytes, no padding. Shown once.
-    pub write_token: String,
-    /// When the channel and its entries are deleted, Unix seconds.
-    pub expires_at: i64,
-}
-
 /// Creates a channel. The caller must be logged in (abuse control), but the channel records
 /// nothing about who created it.
 #[utoipa::path(post, path = "/v1/channels", tag = "channels", security(("bearer" = [])),
@@ -236,21 +216,6 @@ pub async fn create<S: Store>(
     ))
 }
 
-/// Body of `POST /v1/channels/{channel_id}/entries`.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct AppendRequest {
-    /// The opaque entry, base64 (1 to `max_entry_bytes` bytes).
-    pub entry: String,
-}
-
-/// Reply to an append.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct AppendResponse {
-    /// The entry's sequence number in the channel.
-    pub seq: i64,
-}
-
 /// Appends an entry (write token in `Authorization: Bearer`).
 #[utoipa::path(post, path = "/v1/channels/{channel_id}/entries", tag = "channels",
     params(("channel_id" = String, Path, description = "channel id (32 hex digits)")),
@@ -281,40 +246,6 @@ pub async fn append_entry<S: Store>(
     authorize(&state, &id, &token, Access::Write).await?;
     let seq = append(&state, &id, &body).await?;
     Ok((StatusCode::CREATED, Json(AppendResponse { seq })))
-}
-
-/// Query of `GET /v1/channels/{channel_id}/entries`.
-#[derive(Debug, Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-pub struct EntriesQuery {
-    /// Return entries with a sequence number greater than this (default 0: from the start).
-    #[serde(default)]
-    pub after: u64,
-    /// Page size, 1 to `page_limit` (default 100).
-    #[serde(default)]
-    pub limit: Option<u32>,
-}
-
-/// One entry as returned by the history.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct EntryBody {
-    /// Sequence number.
-    pub seq: i64,
-    /// The opaque entry, base64.
-    pub entry: String,
-    /// When it was appended, Unix seconds.
-    pub created_at: i64,
-}
-
-/// A page of history.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct EntriesPage {
-    /// Entries, oldest first.
-    pub entries: Vec<EntryBody>,
-    /// Pass as `after` to read the next page (the last returned seq, or the given `after`).
-    pub next_after: i64,
-    /// Whether more entries follow.
-    pub more: bool,
 }
 
 /// Reads history (read token in `Authorization: Bearer`).

@@ -15,6 +15,8 @@ use serde::Serialize;
 
 use crate::store::StoreError;
 
+pub use haven_protocol::api::error::{DeviceMismatch, ErrorBody, ErrorDetail};
+
 /// An error an endpoint returns; converts into the JSON error response.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -49,19 +51,6 @@ pub enum AppError {
     /// A 500: the cause is logged, the client only sees `internal`.
     #[error("internal error: {0}")]
     Internal(String),
-}
-
-/// How the device list of a send differs from one recipient account's devices.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
-pub struct DeviceMismatch {
-    /// The recipient account.
-    pub account_id: crate::ids::Id,
-    /// Devices of the account that the send has no envelope for.
-    pub missing_devices: Vec<u32>,
-    /// Device numbers in the send that the account never had.
-    pub extra_devices: Vec<u32>,
-    /// Device numbers in the send whose devices were removed.
-    pub removed_devices: Vec<u32>,
 }
 
 impl AppError {
@@ -134,25 +123,6 @@ impl From<StoreError> for AppError {
             other => Self::internal(other),
         }
     }
-}
-
-/// The JSON error body (documented in the OpenAPI document).
-#[derive(Serialize, utoipa::ToSchema)]
-pub struct ErrorBody {
-    /// The error.
-    pub error: ErrorDetail,
-}
-
-/// Code and message of an error.
-#[derive(Serialize, utoipa::ToSchema)]
-pub struct ErrorDetail {
-    /// Stable snake_case code.
-    pub code: String,
-    /// Human-readable message.
-    pub message: String,
-    /// Only on 409 `mismatched_devices` / 410 `stale_devices`: the differences per account.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub mismatches: Option<Vec<DeviceMismatch>>,
 }
 
 impl IntoResponse for AppError {

@@ -3,8 +3,10 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use haven_protocol::api::account::{
+    AccountExport, ExportAccount, ExportDevice, ExportRefreshToken, ExportSession, ExportVaultItem,
+    TotpCodeRequest, TotpSetupResponse,
+};
 
 use super::auth::totp_invalid;
 use super::b64;
@@ -13,23 +15,6 @@ use crate::error::{ApiJson, AppError, ErrorBody};
 use crate::ids::Id;
 use crate::state::{AppState, now_i64, now_secs};
 use crate::store::{AccountRecord, SecretBytes, Store};
-
-/// Reply to `POST /v1/account/totp/setup`.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct TotpSetupResponse {
-    /// The secret, base32 (for manual entry).
-    pub secret: String,
-    /// `otpauth://totp/Haven:<account_id>?…` for QR codes.
-    pub otpauth_uri: String,
-}
-
-/// Body of TOTP verify and disable.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct TotpCodeRequest {
-    /// The 6-digit code.
-    pub code: String,
-}
 
 async fn load_account<S: Store>(state: &AppState<S>, id: &Id) -> Result<AccountRecord, AppError> {
     // The session check already proved the account exists; a vanished row means a race with
@@ -171,106 +156,6 @@ pub async fn delete<S: Store>(
     tracing::info!("account deleted");
     crate::messaging::notify_sessions_changed(&state, session.account);
     Ok(StatusCode::NO_CONTENT)
-}
-
-/// The account part of an export.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct ExportAccount {
-    /// Account id.
-    pub account_id: Id,
-    /// HMAC-SHA256(pepper, username), base64, if the account has a username.
-    pub username_hash: Option<String>,
-    /// Serialized OPAQUE registration record, base64.
-    pub opaque_registration_record: String,
-    /// Whether a TOTP secret is stored (the secret itself is not exported, so a stolen access
-    /// token cannot be turned into a second factor).
-    pub totp_secret_stored: bool,
-    /// Whether TOTP is enabled.
-    pub totp_enabled: bool,
-    /// Last accepted TOTP time step.
-    pub totp_last_step: Option<i64>,
-    /// Creation time.
-    pub created_at: i64,
-}
-
-/// A refresh token in an export (only its hash is stored).
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct ExportRefreshToken {
-    /// SHA-256 of the token, base64.
-    pub token_hash: String,
-    /// Creation time.
-    pub created_at: i64,
-    /// Expiry time.
-    pub expires_at: i64,
-    /// When it was spent.
-    pub used_at: Option<i64>,
-}
-
-/// A session (refresh family) in an export.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct ExportSession {
-    /// Family id.
-    pub family_id: Id,
-    /// Device.
-    pub device_id: Id,
-    /// Whether it was revoked.
-    pub revoked: bool,
-    /// Creation time.
-    pub created_at: i64,
-    /// Its refresh tokens.
-    pub refresh_tokens: Vec<ExportRefreshToken>,
-}
-
-/// A device in an export.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct ExportDevice {
-    /// Device id.
-    pub device_id: Id,
-    /// Device number.
-    pub device_number: u32,
-    /// Public identity key, base64.
-    pub identity_key: String,
-    /// Encrypted name, base64.
-    pub name: Option<String>,
-    /// Creation time.
-    pub created_at: i64,
-}
-
-/// One vault item in an export (its blobs are read with the vault's history route).
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct ExportVaultItem {
-    /// Collection id.
-    pub collection_id: Id,
-    /// Item id.
-    pub item_id: Id,
-    /// Current revision.
-    pub revision: u64,
-    /// Whether it is soft-deleted.
-    pub deleted: bool,
-    /// Coarse creation time.
-    pub created_at: i64,
-    /// Coarse time of the last change.
-    pub updated_at: i64,
-    /// Bytes stored for it, every revision.
-    pub bytes: u64,
-}
-
-/// Everything the relay stores about an account.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct AccountExport {
-    /// Always `haven-relay-export/v1`.
-    pub format: String,
-    /// Export time.
-    pub exported_at: i64,
-    /// The account row.
-    pub account: ExportAccount,
-    /// Devices.
-    pub devices: Vec<ExportDevice>,
-    /// Sessions and their refresh tokens.
-    pub sessions: Vec<ExportSession>,
-    /// The vault's items (metadata only; the encrypted blobs of every revision are read with
-    /// `GET /v1/vault/{collection_id}/items/{item_id}/history`).
-    pub vault: Vec<ExportVaultItem>,
 }
 
 /// Returns everything stored about the account as one JSON document.

@@ -3,16 +3,18 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
+use haven_protocol::api::auth::{
+    LoginFinishRequest, LoginStartRequest, LoginStartResponse, RefreshRequest,
+    RegisterFinishRequest, RegisterStartRequest, RegisterStartResponse, TokenResponse,
+};
 use haven_protocol::opaque::{HavenCipherSuite, OPAQUE_CONTEXT};
 use opaque_ke::{
     CredentialFinalization, CredentialRequest, RegistrationRequest, RegistrationUpload,
     ServerLogin, ServerLoginStartParameters, ServerRegistration,
 };
 use rand::rngs::OsRng;
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
 
-use super::{NewDevice, NewDeviceBody, TokenResponse, b64, decode_b64};
+use super::{NewDevice, b64, decode_b64};
 use crate::auth::tokens::{self, RefreshToken, Session};
 use crate::auth::{Auth, ClientKey, totp, username};
 use crate::error::{ApiJson, AppError, ErrorBody};
@@ -41,25 +43,6 @@ fn bad_opaque(field: &'static str) -> AppError {
         "invalid_opaque_message",
         format!("{field} is not a valid OPAQUE message"),
     )
-}
-
-/// Body of `POST /v1/register/start`.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct RegisterStartRequest {
-    /// OPAQUE `RegistrationRequest`, base64 (32 bytes).
-    pub registration_request: String,
-}
-
-/// Reply to `POST /v1/register/start`.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct RegisterStartResponse {
-    /// Pass back to `register/finish` within 60 seconds.
-    pub registration_id: Id,
-    /// The new account's id: the OPAQUE credential identifier (its 16 raw bytes).
-    pub account_id: Id,
-    /// OPAQUE `RegistrationResponse`, base64 (64 bytes).
-    pub registration_response: String,
 }
 
 /// Starts a registration: allocates the account id and answers the OPRF request.
@@ -95,22 +78,6 @@ pub async fn register_start<S: Store>(
     }))
 }
 
-/// Body of `POST /v1/register/finish`.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct RegisterFinishRequest {
-    /// From `register/start`.
-    pub registration_id: Id,
-    /// OPAQUE `RegistrationUpload`, base64 (192 bytes).
-    pub registration_upload: String,
-    /// Optional username (3–32 of `a-z 0-9 . _ -`, ASCII case-insensitive); only its keyed hash
-    /// is stored.
-    #[serde(default)]
-    pub username: Option<String>,
-    /// The first device.
-    pub device: NewDeviceBody,
-}
-
 /// Finishes a registration: stores the OPAQUE record, the first device, and logs it in.
 #[utoipa::path(post, path = "/v1/register/finish", tag = "auth",
     request_body = RegisterFinishRequest,
@@ -131,7 +98,7 @@ pub async fn register_finish<S: Store>(
         .map(|name| username::hash(&state.secrets().username_pepper, name))
         .transpose()
         .map_err(|e| AppError::bad_request("invalid_username", e.to_string()))?;
-    let device = req.device.validate()?;
+    let device = NewDevice::from_body(&req.device)?;
     if let Some(hash) = &username_hash
         && state.store().username_hash_taken(hash).await?
     {
@@ -241,29 +208,6 @@ async fn token_response<S: Store>(
     })
 }
 
-/// Body of `POST /v1/login/start`: exactly one of `username` and `account_id`.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct LoginStartRequest {
-    /// Log in by username.
-    #[serde(default)]
-    pub username: Option<String>,
-    /// Log in by account id.
-    #[serde(default)]
-    pub account_id: Option<Id>,
-    /// OPAQUE `CredentialRequest` (KE1), base64 (96 bytes).
-    pub credential_request: String,
-}
-
-/// Reply to `POST /v1/login/start`.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct LoginStartResponse {
-    /// Pass back to `login/finish` within 60 seconds.
-    pub login_id: Id,
-    /// OPAQUE `CredentialResponse` (KE2), base64 (320 bytes).
-    pub credential_response: String,
-}
-
 /// Starts a login. Unknown identifiers get OPAQUE's indistinguishable fake response.
 #[utoipa::path(post, path = "/v1/login/start", tag = "auth",
     request_body = LoginStartRequest,
@@ -345,25 +289,6 @@ pub async fn login_start<S: Store>(
     }))
 }
 
-/// Body of `POST /v1/login/finish`: exactly one of `device_id` and `device`.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct LoginFinishRequest {
-    /// From `login/start`.
-    pub login_id: Id,
-    /// OPAQUE `CredentialFinalization` (KE3), base64 (64 bytes).
-    pub credential_finalization: String,
-    /// Current TOTP code, required when TOTP is enabled.
-    #[serde(default)]
-    pub totp_code: Option<String>,
-    /// Log in as this existing device of the account.
-    #[serde(default)]
-    pub device_id: Option<Id>,
-    /// Or add this new device (subject to the device limit).
-    #[serde(default)]
-    pub device: Option<NewDeviceBody>,
-}
-
 /// Finishes a login: verifies KE3 (and TOTP if enabled) and issues tokens.
 #[utoipa::path(post, path = "/v1/login/finish", tag = "auth",
     request_body = LoginFinishRequest,
@@ -387,7 +312,7 @@ pub async fn login_finish<S: Store>(
     }
     let target = match (req.device_id, &req.device) {
         (Some(id), None) => Target::Existing(id),
-        (None, Some(body)) => Target::New(body.validate()?),
+        (None, Some(body)) => Target::New(NewDevice::from_body(body)?),
         _ => {
             return Err(AppError::bad_request(
                 "invalid_device",
@@ -494,14 +419,6 @@ pub(crate) async fn add_device<S: Store>(
 /// 401 `totp_invalid`.
 pub(crate) fn totp_invalid() -> AppError {
     AppError::unauthorized("totp_invalid", "the TOTP code is wrong or was already used")
-}
-
-/// Body of `POST /v1/token/refresh`.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct RefreshRequest {
-    /// The current refresh token.
-    pub refresh_token: String,
 }
 
 /// Rotates a refresh token. Presenting a spent token revokes the whole session.

@@ -6,22 +6,14 @@
 use axum::Json;
 use axum::extract::State;
 use ed25519_dalek::Signer as _;
+use haven_protocol::api::certificate::{CertificateKeyResponse, CertificateResponse};
 use haven_protocol::certificate::{CertificateBody, IDENTITY_KEY_LEN};
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
 
 use super::b64;
 use crate::auth::Auth;
 use crate::error::{AppError, ErrorBody};
 use crate::state::{AppState, now_secs};
 use crate::store::Store;
-
-/// Reply to `GET /v1/certificate/key`.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct CertificateKeyResponse {
-    /// The relay's Ed25519 public key, base64 (32 bytes): the SDK's trusted relay key.
-    pub public_key: String,
-}
 
 /// The public key that verifies sender certificates.
 #[utoipa::path(get, path = "/v1/certificate/key", tag = "certificates",
@@ -30,15 +22,6 @@ pub async fn key<S: Store>(State(state): State<AppState<S>>) -> Json<Certificate
     Json(CertificateKeyResponse {
         public_key: b64(state.secrets().certificate_key.verifying_key().as_bytes()),
     })
-}
-
-/// Reply to `POST /v1/certificate`.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct CertificateResponse {
-    /// The certificate (PROTOCOL.md §5.1, 158 bytes), base64.
-    pub certificate: String,
-    /// Its expiry, Unix seconds.
-    pub expires: u64,
 }
 
 /// Issues a sender certificate for the calling device.

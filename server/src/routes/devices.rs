@@ -3,39 +3,13 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use haven_protocol::api::devices::{DeviceBody, DeviceList, RenameRequest};
 
 use super::{MAX_DEVICE_NAME_LEN, b64, decode_b64, path_id};
 use crate::auth::Auth;
 use crate::error::{ApiJson, AppError, ErrorBody};
-use crate::ids::Id;
 use crate::state::AppState;
 use crate::store::Store;
-
-/// One device.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct DeviceBody {
-    /// Device id.
-    pub device_id: Id,
-    /// Small per-account device number (stable, never reused).
-    pub device_number: u32,
-    /// Public identity key, base64.
-    pub identity_key: String,
-    /// Encrypted name, base64, if set.
-    pub name: Option<String>,
-    /// Creation time, Unix seconds.
-    pub created_at: i64,
-    /// Whether this is the device making the request.
-    pub current: bool,
-}
-
-/// Reply to `GET /v1/devices`.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct DeviceList {
-    /// The account's devices, oldest first.
-    pub devices: Vec<DeviceBody>,
-}
 
 /// Lists the account's devices.
 #[utoipa::path(get, path = "/v1/devices", tag = "devices", security(("bearer" = [])),
@@ -59,14 +33,6 @@ pub async fn list<S: Store>(
             })
             .collect(),
     }))
-}
-
-/// Body of `PUT /v1/devices/{device_id}/name`.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct RenameRequest {
-    /// New encrypted name, base64 (1–1024 bytes), or `null` to clear it.
-    pub name: Option<String>,
 }
 
 /// Replaces a device's encrypted name.

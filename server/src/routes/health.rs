@@ -3,25 +3,19 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use serde::Serialize;
-use utoipa::ToSchema;
+use haven_protocol::api::health::StatusBody;
 
 use crate::error::AppError;
 use crate::state::AppState;
 use crate::store::Store;
 
-/// Health or readiness status.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct StatusBody {
-    /// `ok` or `ready`.
-    pub status: &'static str,
-}
-
 /// Liveness: the process is up.
 #[utoipa::path(get, path = "/health", tag = "ops",
     responses((status = 200, description = "alive", body = StatusBody)))]
 pub async fn health() -> Json<StatusBody> {
-    Json(StatusBody { status: "ok" })
+    Json(StatusBody {
+        status: "ok".to_owned(),
+    })
 }
 
 /// Readiness: the database (and Redis, if configured) answer.
@@ -46,5 +40,7 @@ pub async fn ready<S: Store>(
             "redis unavailable",
         ));
     }
-    Ok(Json(StatusBody { status: "ready" }))
+    Ok(Json(StatusBody {
+        status: "ready".to_owned(),
+    }))
 }

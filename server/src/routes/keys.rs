@@ -6,10 +6,12 @@ use std::time::Duration;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use haven_protocol::api::keys::{
+    BundleBody, BundlesResponse, KeyCountsResponse, KeyDigestResponse, KeyUploadRequest,
+    OneTimeKeyBody, SignedKeyBody,
+};
 use haven_ratelimit::Quota;
-use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
-use utoipa::ToSchema;
 
 use super::{b64, decode_b64, path_id};
 use crate::auth::Auth;
@@ -31,49 +33,6 @@ pub const SIGNATURE_LEN: usize = 64;
 pub const IDENTITY_KEY_LEN: usize = 64;
 /// Domain prefix of the key digest.
 pub const KEY_DIGEST_LABEL: &[u8] = b"Haven_KeyDigest_v1";
-
-/// A signed public key (signed prekey, KEM prekeys).
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct SignedKeyBody {
-    /// Key id chosen by the owner.
-    pub key_id: u32,
-    /// Public key, base64 (32 bytes for X25519, 1568 for ML-KEM-1024).
-    pub public_key: String,
-    /// Identity signature, base64 (64 bytes).
-    pub signature: String,
-}
-
-/// An unsigned one-time X25519 prekey.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct OneTimeKeyBody {
-    /// Key id chosen by the owner.
-    pub key_id: u32,
-    /// Public key, base64 (32 bytes).
-    pub public_key: String,
-}
-
-/// Body of `PUT /v1/keys`.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct KeyUploadRequest {
-    /// Registration id (replaces the stored one).
-    #[serde(default)]
-    pub registration_id: Option<u32>,
-    /// Signed X25519 prekey (replaces the stored one).
-    #[serde(default)]
-    pub signed_prekey: Option<SignedKeyBody>,
-    /// Signed last-resort ML-KEM-1024 prekey (replaces the stored one).
-    #[serde(default)]
-    pub last_resort_kem_prekey: Option<SignedKeyBody>,
-    /// One-time X25519 prekeys to append.
-    #[serde(default)]
-    pub one_time_prekeys: Vec<OneTimeKeyBody>,
-    /// Signed one-time ML-KEM-1024 prekeys to append.
-    #[serde(default)]
-    pub one_time_kem_prekeys: Vec<SignedKeyBody>,
-}
 
 fn exact(field: &'static str, text: &str, len: usize) -> Result<Vec<u8>, AppError> {
     let bytes = decode_b64(field, text, len)?;
@@ -112,57 +71,56 @@ fn unique_ids(field: &'static str, ids: impl Iterator<Item = u32>) -> Result<(),
     Ok(())
 }
 
-impl KeyUploadRequest {
-    fn validate(&self, max_per_upload: usize) -> Result<KeyUpload, AppError> {
-        for (field, n) in [
-            ("one_time_prekeys", self.one_time_prekeys.len()),
-            ("one_time_kem_prekeys", self.one_time_kem_prekeys.len()),
-        ] {
-            if n > max_per_upload {
-                return Err(AppError::bad_request(
-                    "too_many_keys",
-                    format!("{field}: at most {max_per_upload} keys per upload"),
-                ));
-            }
+/// Checks an upload's counts, ids and key lengths and decodes it.
+fn validate_upload(req: &KeyUploadRequest, max_per_upload: usize) -> Result<KeyUpload, AppError> {
+    for (field, n) in [
+        ("one_time_prekeys", req.one_time_prekeys.len()),
+        ("one_time_kem_prekeys", req.one_time_kem_prekeys.len()),
+    ] {
+        if n > max_per_upload {
+            return Err(AppError::bad_request(
+                "too_many_keys",
+                format!("{field}: at most {max_per_upload} keys per upload"),
+            ));
         }
-        unique_ids(
-            "one_time_prekeys",
-            self.one_time_prekeys.iter().map(|k| k.key_id),
-        )?;
-        unique_ids(
-            "one_time_kem_prekeys",
-            self.one_time_kem_prekeys.iter().map(|k| k.key_id),
-        )?;
-        Ok(KeyUpload {
-            registration_id: self.registration_id,
-            signed_prekey: self
-                .signed_prekey
-                .as_ref()
-                .map(|k| signed("signed_prekey", k, X25519_KEY_LEN))
-                .transpose()?,
-            last_resort_kem_prekey: self
-                .last_resort_kem_prekey
-                .as_ref()
-                .map(|k| signed("last_resort_kem_prekey", k, KEM_KEY_LEN))
-                .transpose()?,
-            one_time_prekeys: self
-                .one_time_prekeys
-                .iter()
-                .map(|k| {
-                    Ok(PublicPreKey {
-                        key_id: k.key_id,
-                        public_key: exact("one_time_prekeys", &k.public_key, X25519_KEY_LEN)?,
-                        signature: Vec::new(),
-                    })
-                })
-                .collect::<Result<_, AppError>>()?,
-            one_time_kem_prekeys: self
-                .one_time_kem_prekeys
-                .iter()
-                .map(|k| signed("one_time_kem_prekeys", k, KEM_KEY_LEN))
-                .collect::<Result<_, AppError>>()?,
-        })
     }
+    unique_ids(
+        "one_time_prekeys",
+        req.one_time_prekeys.iter().map(|k| k.key_id),
+    )?;
+    unique_ids(
+        "one_time_kem_prekeys",
+        req.one_time_kem_prekeys.iter().map(|k| k.key_id),
+    )?;
+    Ok(KeyUpload {
+        registration_id: req.registration_id,
+        signed_prekey: req
+            .signed_prekey
+            .as_ref()
+            .map(|k| signed("signed_prekey", k, X25519_KEY_LEN))
+            .transpose()?,
+        last_resort_kem_prekey: req
+            .last_resort_kem_prekey
+            .as_ref()
+            .map(|k| signed("last_resort_kem_prekey", k, KEM_KEY_LEN))
+            .transpose()?,
+        one_time_prekeys: req
+            .one_time_prekeys
+            .iter()
+            .map(|k| {
+                Ok(PublicPreKey {
+                    key_id: k.key_id,
+                    public_key: exact("one_time_prekeys", &k.public_key, X25519_KEY_LEN)?,
+                    signature: Vec::new(),
+                })
+            })
+            .collect::<Result<_, AppError>>()?,
+        one_time_kem_prekeys: req
+            .one_time_kem_prekeys
+            .iter()
+            .map(|k| signed("one_time_kem_prekeys", k, KEM_KEY_LEN))
+            .collect::<Result<_, AppError>>()?,
+    })
 }
 
 /// Uploads or replaces the device's prekeys.
@@ -178,7 +136,7 @@ pub async fn upload<S: Store>(
     ApiJson(req): ApiJson<KeyUploadRequest>,
 ) -> Result<StatusCode, AppError> {
     let keys = &state.settings().keys;
-    let upload = req.validate(keys.max_one_time_per_upload)?;
+    let upload = validate_upload(&req, keys.max_one_time_per_upload)?;
     let device = session_device(&state, &session).await?;
     let outcome = state
         .store()
@@ -215,19 +173,6 @@ pub async fn upload<S: Store>(
             "this session is no longer valid",
         )),
     }
-}
-
-/// Reply to `GET /v1/keys/counts`.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct KeyCountsResponse {
-    /// One-time X25519 prekeys left.
-    pub one_time_prekeys: u64,
-    /// One-time ML-KEM prekeys left.
-    pub one_time_kem_prekeys: u64,
-    /// Whether the signed prekey and last-resort KEM prekey are stored.
-    pub has_base_keys: bool,
-    /// True when either pool is below the low-stock threshold or the base keys are missing.
-    pub low: bool,
 }
 
 /// The own device's key stock.
@@ -278,13 +223,6 @@ pub fn key_digest_input(set: &DeviceKeySet) -> Vec<u8> {
     out
 }
 
-/// Reply to `GET /v1/keys/digest`.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct KeyDigestResponse {
-    /// SHA-256 of the canonical encoding, base64 (32 bytes).
-    pub digest: String,
-}
-
 /// SHA-256 over everything the relay holds for the own device.
 #[utoipa::path(get, path = "/v1/keys/digest", tag = "keys", security(("bearer" = [])),
     responses((status = 200, body = KeyDigestResponse),
@@ -301,37 +239,6 @@ pub async fn digest<S: Store>(
     Ok(Json(KeyDigestResponse {
         digest: b64(&Sha256::digest(key_digest_input(&set))),
     }))
-}
-
-/// One device's bundle as served by a claim.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct BundleBody {
-    /// Device number.
-    pub device_number: u32,
-    /// Registration id.
-    pub registration_id: u32,
-    /// The device's identity key, base64.
-    pub identity_key: String,
-    /// Signed X25519 prekey.
-    pub signed_prekey: SignedKeyBody,
-    /// A one-time X25519 prekey, if any was left.
-    pub one_time_prekey: Option<OneTimeKeyBody>,
-    /// One-time ML-KEM prekey, or the last-resort one when none was left.
-    pub kem_prekey: SignedKeyBody,
-    /// Whether `kem_prekey` is the last-resort key.
-    pub kem_prekey_last_resort: bool,
-    /// The same bundle in the SDK's `PreKeyBundle` encoding (PROTOCOL.md §2.4), base64; `null`
-    /// when the identity key is not a 64-byte SDK identity key.
-    pub bundle: Option<String>,
-}
-
-/// Reply to `GET /v1/keys/{account}` and `GET /v1/keys/{account}/{device}`.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct BundlesResponse {
-    /// The account.
-    pub account_id: Id,
-    /// One bundle per device that has keys, ascending device number.
-    pub bundles: Vec<BundleBody>,
 }
 
 fn signed_body(key: &PublicPreKey) -> SignedKeyBody {

@@ -7,13 +7,15 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
+use haven_protocol::api::messages::{
+    AccessKeyBody, AckBody, AckResponse, DeviceResult, EnvelopeBody, FetchQuery, FetchResponse,
+    MultiSendBody, MultiSendResponse, QueuedBody, RecipientResult, SendBody, SendResponse,
+    SourceBody,
+};
 
 use super::{b64, decode_b64, path_id};
 use crate::auth::Auth;
 use crate::error::{ApiJson, AppError, ErrorBody};
-use crate::ids::Id;
 use crate::messaging::{
     self, ACCESS_KEY_LEN, DeviceDelivery, DeviceEnvelope, MultiRecipient, MultiSendRequest,
     SendAuth, SendRequest, session_device,
@@ -23,53 +25,6 @@ use crate::store::Store;
 
 /// Header carrying the recipient's unidentified-access key on a sealed send.
 pub const ACCESS_KEY_HEADER: &str = "unidentified-access-key";
-
-/// One device's envelope in a send.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct EnvelopeBody {
-    /// Recipient device number.
-    pub device_number: u32,
-    /// The opaque envelope, base64.
-    pub content: String,
-}
-
-/// Body of `POST /v1/messages/{account_id}` and `…/sealed`.
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct SendBody {
-    /// Client-chosen id (32 hex digits), the idempotency key.
-    pub message_id: Id,
-    /// One envelope per device of the recipient.
-    pub envelopes: Vec<EnvelopeBody>,
-    /// Ephemeral class (never stored; dropped unless the device is connected).
-    #[serde(default)]
-    pub ephemeral: bool,
-    /// Sealed sends only: the access key, if not given in the `Unidentified-Access-Key` header.
-    #[serde(default)]
-    pub access_key: Option<String>,
-}
-
-/// One device's result.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct DeviceResult {
-    /// Device number.
-    pub device_number: u32,
-    /// `queued`, `delivered` (ephemeral, live here), `relayed` (ephemeral, published to the other
-    /// instances through Redis) or `dropped` (ephemeral, not connected).
-    pub status: String,
-    /// Server sequence number when queued.
-    pub seq: Option<i64>,
-    /// Whether the envelope had already been queued by an earlier identical send.
-    pub duplicate: bool,
-}
-
-/// Reply to a send.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct SendResponse {
-    /// One entry per device, ascending device number.
-    pub devices: Vec<DeviceResult>,
-}
 
 pub(crate) fn device_results(devices: &[DeviceDelivery]) -> Vec<DeviceResult> {
     devices
@@ -271,56 +226,6 @@ pub async fn send_sealed<S: Store>(
     }))
 }
 
-/// One device header of a multi-recipient send.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct HeaderBody {
-    /// Recipient device number.
-    pub device_number: u32,
-    /// The per-device header, base64.
-    pub header: String,
-}
-
-/// One recipient of a multi-recipient send.
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct RecipientBody {
-    /// Recipient account.
-    pub account_id: Id,
-    /// The recipient's unidentified-access key, base64 (16 bytes).
-    pub access_key: String,
-    /// One header per device of the recipient.
-    pub devices: Vec<HeaderBody>,
-}
-
-/// Body of `POST /v1/messages/multi`.
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct MultiSendBody {
-    /// Client-chosen id (32 hex digits), used for every recipient device.
-    pub message_id: Id,
-    /// The shared payload, base64, stored once.
-    pub payload: String,
-    /// The recipients.
-    pub recipients: Vec<RecipientBody>,
-}
-
-/// One recipient's result.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct RecipientResult {
-    /// Recipient account.
-    pub account_id: Id,
-    /// Its devices' results.
-    pub devices: Vec<DeviceResult>,
-}
-
-/// Reply to `POST /v1/messages/multi`.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct MultiSendResponse {
-    /// One entry per recipient, in request order.
-    pub recipients: Vec<RecipientResult>,
-}
-
 /// Sealed multi-recipient send: the payload is stored once, plus a header per device.
 #[utoipa::path(post, path = "/v1/messages/multi", tag = "messages",
     request_body = MultiSendBody,
@@ -391,55 +296,6 @@ pub async fn send_multi<S: Store>(
     }))
 }
 
-/// Query of `GET /v1/messages`.
-#[derive(Debug, Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-pub struct FetchQuery {
-    /// Only envelopes with a larger sequence number (default 0: from the start).
-    #[serde(default)]
-    pub after: i64,
-    /// Page size (default and maximum `mail.max_fetch`).
-    #[serde(default)]
-    pub limit: Option<u32>,
-}
-
-/// The sender of an envelope sent by a logged-in device.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct SourceBody {
-    /// Sender account.
-    pub account_id: Id,
-    /// Sender device number.
-    pub device_number: u32,
-}
-
-/// A queued envelope.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct QueuedBody {
-    /// Server sequence number.
-    pub seq: i64,
-    /// Client-chosen id.
-    pub message_id: Id,
-    /// The sender, `null` for sealed sends.
-    pub source: Option<SourceBody>,
-    /// The envelope (or the per-device header of a multi-recipient send), base64.
-    pub content: String,
-    /// The shared payload of a multi-recipient send, base64.
-    pub payload: Option<String>,
-    /// Receive time, rounded down to `mail.received_at_granularity_secs`.
-    pub received_at: i64,
-    /// Expiry time.
-    pub expires_at: i64,
-}
-
-/// Reply to `GET /v1/messages`.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct FetchResponse {
-    /// Envelopes in queue order.
-    pub envelopes: Vec<QueuedBody>,
-    /// Whether the page was full (more may follow after the last `seq`).
-    pub more: bool,
-}
-
 /// Fetches the own device's queued envelopes in order (REST fallback of the WebSocket).
 #[utoipa::path(get, path = "/v1/messages", tag = "messages", security(("bearer" = [])),
     params(FetchQuery),
@@ -480,25 +336,6 @@ pub async fn fetch<S: Store>(
     }))
 }
 
-/// Body of `POST /v1/messages/ack`: exactly one of the two fields.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct AckBody {
-    /// Delete the envelopes with these message ids.
-    #[serde(default)]
-    pub message_ids: Option<Vec<Id>>,
-    /// Delete every envelope with `seq <= up_to_seq`.
-    #[serde(default)]
-    pub up_to_seq: Option<i64>,
-}
-
-/// Reply to `POST /v1/messages/ack`.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct AckResponse {
-    /// How many envelopes were deleted.
-    pub deleted: u64,
-}
-
 /// Acknowledges (deletes) envelopes of the own device.
 #[utoipa::path(post, path = "/v1/messages/ack", tag = "messages", security(("bearer" = [])),
     request_body = AckBody,
@@ -522,15 +359,6 @@ pub async fn ack<S: Store>(
         }
     };
     Ok(Json(AckResponse { deleted }))
-}
-
-/// Body of `PUT /v1/account/access-key`.
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct AccessKeyBody {
-    /// The unidentified-access key, base64 of exactly 16 bytes, or `null` to remove it (then
-    /// no sealed send reaches the account).
-    pub access_key: Option<String>,
 }
 
 /// Sets or removes the account's unidentified-access key (only its hash is stored).

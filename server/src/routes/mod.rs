@@ -1,4 +1,5 @@
-//! HTTP handlers and their request/response bodies.
+//! HTTP handlers. Their request and response bodies are `haven_protocol::api` (shared with the
+//! clients); the handlers decode and validate what those bodies carry.
 
 pub mod account;
 pub mod auth;
@@ -13,8 +14,7 @@ pub mod vault;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use haven_protocol::api::auth::NewDeviceBody;
 
 use crate::error::AppError;
 use crate::ids::Id;
@@ -56,53 +56,24 @@ pub(crate) fn b64(bytes: &[u8]) -> String {
     STANDARD.encode(bytes)
 }
 
-/// A device being added (at registration or when logging in on a new device).
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct NewDeviceBody {
-    /// The device's public identity key, base64 (1–2048 bytes, opaque to the relay).
-    pub identity_key: String,
-    /// The device's encrypted name, base64 (1–1024 bytes, opaque), optional.
-    #[serde(default)]
-    pub name: Option<String>,
-}
-
 /// A validated [`NewDeviceBody`].
 pub(crate) struct NewDevice {
     pub(crate) identity_key: Vec<u8>,
     pub(crate) name_blob: Option<Vec<u8>>,
 }
 
-impl NewDeviceBody {
-    pub(crate) fn validate(&self) -> Result<NewDevice, AppError> {
-        Ok(NewDevice {
-            identity_key: decode_b64("identity_key", &self.identity_key, MAX_IDENTITY_KEY_LEN)?,
-            name_blob: self
+impl NewDevice {
+    /// Decodes and size-checks a device's fields.
+    pub(crate) fn from_body(body: &NewDeviceBody) -> Result<Self, AppError> {
+        Ok(Self {
+            identity_key: decode_b64("identity_key", &body.identity_key, MAX_IDENTITY_KEY_LEN)?,
+            name_blob: body
                 .name
                 .as_deref()
                 .map(|n| decode_b64("name", n, MAX_DEVICE_NAME_LEN))
                 .transpose()?,
         })
     }
-}
-
-/// Tokens issued by registration, login and refresh.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct TokenResponse {
-    /// The account.
-    pub account_id: Id,
-    /// The device this session belongs to.
-    pub device_id: Id,
-    /// The device's small per-account number (the SDK's `DeviceAddress::device_id`).
-    pub device_number: u32,
-    /// JWT access token (HS256), sent as `Authorization: Bearer …`.
-    pub access_token: String,
-    /// Single-use refresh token (base64url of 32 bytes, no padding).
-    pub refresh_token: String,
-    /// Always `Bearer`.
-    pub token_type: String,
-    /// Access-token lifetime in seconds.
-    pub expires_in: u64,
 }
 
 /// Parses an id from a path segment.

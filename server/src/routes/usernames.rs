@@ -6,30 +6,13 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::extract::State;
+use haven_protocol::api::usernames::{LookupRequest, LookupResponse};
 use haven_ratelimit::Quota;
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
 
 use crate::auth::{Auth, username};
 use crate::error::{ApiJson, AppError, ErrorBody};
-use crate::ids::Id;
 use crate::state::AppState;
 use crate::store::Store;
-
-/// Body of `POST /v1/usernames/lookup`.
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct LookupRequest {
-    /// The username as typed (normalised by the relay as at registration).
-    pub username: String,
-}
-
-/// Reply of `POST /v1/usernames/lookup`.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct LookupResponse {
-    /// The account that registered the username.
-    pub account_id: Id,
-}
 
 /// Resolves a username to its account id.
 #[utoipa::path(post, path = "/v1/usernames/lookup", tag = "accounts", security(("bearer" = [])),

@@ -651,7 +651,7 @@ impl<S: Store> Conn<S> {
                 self.send(
                     ServerFrame::Result {
                         request_id,
-                        status: status,
+                        status,
                         body: &json,
                     }
                     .encode(),
@@ -668,7 +668,7 @@ impl<S: Store> Conn<S> {
                 self.send(
                     ServerFrame::Result {
                         request_id,
-                        status: status,
+                        status,
                         body: &json,
                     }
                     .encode(),
@@ -743,7 +743,7 @@ impl<S: Store> Conn<S> {
                 self.send(
                     ServerFrame::Result {
                         request_id,
-                        status: status,
+                        status,
                         body: &json,
                     }
                     .encode(),
@@ -766,16 +766,16 @@ impl<S: Store> Conn<S> {
                 let (status, json) = match result {
                     Ok(receipt) => (
                         200,
-                        json(&serde_json::json!({
-                            "devices": crate::routes::messages::device_results(&receipt.devices)
-                        })),
+                        json(&haven_protocol::api::messages::SendResponse {
+                            devices: crate::routes::messages::device_results(&receipt.devices),
+                        }),
                     ),
                     Err(err) => error_body(err.into()).await,
                 };
                 self.send(
                     ServerFrame::Result {
                         request_id,
-                        status: status,
+                        status,
                         body: &json,
                     }
                     .encode(),

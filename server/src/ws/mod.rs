@@ -17,11 +17,10 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use haven_protocol::api::websocket::{TicketResponse, WsQuery};
 use rand::RngCore as _;
 use rand::rngs::OsRng;
-use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
-use utoipa::{IntoParams, ToSchema};
 use zeroize::Zeroize as _;
 
 use crate::auth::{Auth, Session};
@@ -29,15 +28,6 @@ use crate::error::{AppError, ErrorBody};
 use crate::hub::DeviceKey;
 use crate::state::{AppState, now_i64};
 use crate::store::Store;
-
-/// Reply to `POST /v1/ws/ticket`.
-#[derive(Serialize, Deserialize, ToSchema)]
-pub struct TicketResponse {
-    /// Single-use ticket: base64url of 32 random bytes, no padding (43 characters).
-    pub ticket: String,
-    /// Seconds until it expires.
-    pub expires_in: u64,
-}
 
 /// Issues a single-use ticket for opening the WebSocket as this session's device. The relay
 /// stores only SHA-256 of it.
@@ -66,14 +56,6 @@ pub async fn ticket<S: Store>(
             expires_in: ttl,
         }),
     ))
-}
-
-/// Query of `GET /v1/ws`.
-#[derive(Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-pub struct WsQuery {
-    /// A ticket from `POST /v1/ws/ticket` (instead of `Authorization`).
-    pub ticket: Option<String>,
 }
 
 fn invalid_ticket() -> AppError {
