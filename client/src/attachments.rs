@@ -22,6 +22,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::StreamExt as _;
+use haven_protocol::api::blobs::{
+    BlobInfo, CreateBlobRequest, DownloadUrl, PartReport, PartStored, PartUrl, PartUrls,
+    PartUrlsRequest,
+};
+use haven_protocol::api::error::ErrorBody;
 use haven_protocol::padding::attachment_padded_len;
 use haven_sdk::attachment::{
     AttachmentDecryptor, AttachmentEncryptor, AttachmentError, AttachmentKey, CHUNK_LEN,
@@ -29,8 +34,7 @@ use haven_sdk::attachment::{
 };
 use haven_sdk::diary::AttachmentRef;
 use reqwest::{Method, StatusCode, header};
-use serde::Deserialize;
-use serde_json::json;
+use serde::de::IgnoredAny;
 use tokio::io::{AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::sync::mpsc;
 use zeroize::{Zeroize as _, Zeroizing};
@@ -404,36 +408,6 @@ impl PendingUpload {
     }
 }
 
-/// The relay's view of a blob (§11.17 `BlobInfo`).
-#[derive(Debug, Deserialize)]
-struct BlobInfo {
-    blob_id: String,
-    size: u64,
-    part_size: u64,
-    part_count: u64,
-    state: String,
-    #[serde(default)]
-    parts_received: Vec<u64>,
-}
-
-#[derive(Debug, Deserialize)]
-struct PartUrl {
-    part: u64,
-    url: String,
-    len: u64,
-}
-
-#[derive(Debug, Deserialize)]
-struct PartUrls {
-    urls: Vec<PartUrl>,
-}
-
-#[derive(Debug, Deserialize)]
-struct DownloadUrl {
-    url: String,
-    size: u64,
-}
-
 /// Ciphertext handed from the encrypting thread to the uploader, cut at part boundaries on
 /// demand.
 struct Feed {
@@ -545,10 +519,10 @@ impl<'a> Attachments<'a> {
         let blob_size = attachment_ciphertext_len(padded).ok_or(AttachmentError::TooLarge(size))?;
         let mut rng = rand::rng();
         let key = AttachmentKey::generate(&mut rng);
-        let mut body = json!({ "size": blob_size });
-        if let Some(ttl) = ttl_secs {
-            body["ttl_secs"] = json!(ttl);
-        }
+        let body = CreateBlobRequest {
+            size: blob_size,
+            ttl_secs,
+        };
         let info: BlobInfo = self
             .relay
             .request_as(Method::POST, "/v1/blobs", Some(&body))
@@ -559,13 +533,11 @@ impl<'a> Attachments<'a> {
                 actual: info.size,
             });
         }
-        let blob_id = <[u8; 16]>::try_from(
-            hex::decode(&info.blob_id)
-                .map_err(|_| AttachmentsError::InvalidResponse("blob id".to_owned()))?
-                .as_slice(),
-        )
-        .map_err(|_| AttachmentsError::InvalidResponse("blob id".to_owned()))?;
-        Ok(PendingUpload { blob_id, key, size })
+        Ok(PendingUpload {
+            blob_id: *info.blob_id.as_bytes(),
+            key,
+            size,
+        })
     }
 
     /// Encrypts `source` (exactly `pending.size` bytes) and uploads the parts the relay does not
@@ -623,7 +595,7 @@ impl<'a> Attachments<'a> {
         };
         if !complete {
             self.relay
-                .request(Method::POST, &format!("{path}/complete"), None)
+                .request_as::<IgnoredAny, ()>(Method::POST, &format!("{path}/complete"), None)
                 .await?;
         }
         Ok(digest)
@@ -663,7 +635,7 @@ impl<'a> Attachments<'a> {
                 .request_as(
                     Method::POST,
                     &format!("{path}/parts"),
-                    Some(&json!({ "parts": [part] })),
+                    Some(&PartUrlsRequest { parts: vec![part] }),
                 )
                 .await?;
             let target = urls
@@ -677,10 +649,10 @@ impl<'a> Attachments<'a> {
             if !target.url.starts_with('/') {
                 // S3: tell the relay the part's ETag (the relay records local parts itself).
                 self.relay
-                    .request(
+                    .request_as::<IgnoredAny, _>(
                         Method::PUT,
                         &format!("{path}/parts/{part}"),
-                        Some(&json!({ "etag": etag })),
+                        Some(&PartReport { etag }),
                     )
                     .await?;
             }
@@ -744,11 +716,7 @@ impl<'a> Attachments<'a> {
             Some(etag) => Ok(etag),
             // The local backend answers JSON `{part, etag}`.
             None => {
-                #[derive(Deserialize)]
-                struct Stored {
-                    etag: String,
-                }
-                let stored: Stored = response
+                let stored: PartStored = response
                     .json()
                     .await
                     .map_err(|e| AttachmentsError::InvalidResponse(e.to_string()))?;
@@ -762,9 +730,9 @@ impl<'a> Attachments<'a> {
 async fn refused(response: reqwest::Response) -> AttachmentsError {
     let status = response.status().as_u16();
     let text = response.text().await.unwrap_or_default();
-    let code = serde_json::from_str::<serde_json::Value>(&text)
+    let code = serde_json::from_str::<ErrorBody>(&text)
         .ok()
-        .and_then(|v| v["error"]["code"].as_str().map(str::to_owned))
+        .map(|body| body.error.code)
         .or_else(|| {
             // S3 error documents: <Error><Code>…</Code>…
             let start = text.find("<Code>")? + "<Code>".len();
@@ -1017,7 +985,7 @@ impl Attachments<'_> {
     /// [`AttachmentsError::Relay`] (`blob_not_found` for another account's blob).
     pub async fn delete(&self, blob_id: &[u8; 16]) -> Result<(), AttachmentsError> {
         self.relay
-            .request(
+            .request_as::<IgnoredAny, ()>(
                 Method::DELETE,
                 &format!("/v1/blobs/{}", hex::encode(blob_id)),
                 None,

@@ -22,6 +22,15 @@ use std::sync::Mutex;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use ed25519_dalek::VerifyingKey;
+use haven_protocol::api::Id;
+use haven_protocol::api::certificate::{CertificateKeyResponse, CertificateResponse};
+use haven_protocol::api::devices::DeviceList;
+use haven_protocol::api::keys::{
+    BundlesResponse, KeyCountsResponse, KeyUploadRequest, OneTimeKeyBody, SignedKeyBody,
+};
+use haven_protocol::api::messages::{
+    AccessKeyBody, AckBody, EnvelopeBody, FetchResponse, QueuedBody, SendBody,
+};
 use haven_sdk::identity::{IdentityKey, IdentityKeyPair};
 use haven_sdk::prekeys::{KemPreKey, KemPreKeyKind, OneTimePreKey, PreKeyBundle, SignedPreKey};
 use haven_sdk::sealed_sender::{SenderCertificate, open_sealed, seal_sender};
@@ -29,8 +38,7 @@ use haven_sdk::session_cipher;
 use haven_sdk::store::{DeviceAddress, IdentityStore, PreKeyStore, SessionStore};
 use haven_sdk::{pad, unpad};
 use reqwest::Method;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::de::IgnoredAny;
 use zeroize::Zeroizing;
 
 use crate::relay::{LoginDevice, LoginIdentifier, RelayClient, RelayError, Session};
@@ -186,35 +194,6 @@ pub(crate) enum Opened<T> {
     },
 }
 
-#[derive(Deserialize)]
-pub(crate) struct Queued {
-    pub(crate) seq: i64,
-    pub(crate) message_id: String,
-    pub(crate) content: String,
-}
-
-#[derive(Deserialize)]
-pub(crate) struct FetchPage {
-    pub(crate) envelopes: Vec<Queued>,
-    pub(crate) more: bool,
-}
-
-#[derive(Deserialize)]
-struct BundleBody {
-    device_number: u32,
-    bundle: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct Bundles {
-    bundles: Vec<BundleBody>,
-}
-
-#[derive(Deserialize)]
-struct Counts {
-    low: bool,
-}
-
 /// A registered device. Share it behind an `Arc`; calls may run concurrently.
 pub struct Device {
     relay: RelayClient,
@@ -260,6 +239,15 @@ fn random_message_id() -> String {
     hex::encode(id)
 }
 
+/// A signed prekey as the key directory takes it (§11.11).
+fn signed_key_body(key_id: u32, public_key: &[u8], signature: &[u8]) -> SignedKeyBody {
+    SignedKeyBody {
+        key_id,
+        public_key: STANDARD.encode(public_key),
+        signature: STANDARD.encode(signature),
+    }
+}
+
 impl Device {
     pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, ClientStore> {
         // A poisoned lock means another thread panicked mid-operation; the store's own
@@ -270,13 +258,12 @@ impl Device {
     }
 
     async fn fetch_relay_key(relay: &RelayClient) -> Result<VerifyingKey, DeviceError> {
-        let v = relay
-            .request_anonymous(Method::GET, "/v1/certificate/key", None)
+        let reply: CertificateKeyResponse = relay
+            .request_anonymous_as::<_, ()>(Method::GET, "/v1/certificate/key", None)
             .await?;
-        let bytes = v
-            .get("public_key")
-            .and_then(Value::as_str)
-            .and_then(|s| STANDARD.decode(s).ok())
+        let bytes = STANDARD
+            .decode(&reply.public_key)
+            .ok()
             .and_then(|b| <[u8; 32]>::try_from(b).ok())
             .ok_or_else(|| protocol("relay certificate key malformed"))?;
         VerifyingKey::from_bytes(&bytes).map_err(protocol)
@@ -472,12 +459,11 @@ impl Device {
     /// # Errors
     /// Relay and store errors.
     pub async fn set_access_key(&self, key: [u8; 16]) -> Result<(), DeviceError> {
+        let body = AccessKeyBody {
+            access_key: Some(STANDARD.encode(key)),
+        };
         self.relay
-            .request(
-                Method::PUT,
-                "/v1/account/access-key",
-                Some(&json!({ "access_key": STANDARD.encode(key) })),
-            )
+            .request_as::<IgnoredAny, _>(Method::PUT, "/v1/account/access-key", Some(&body))
             .await?;
         self.lock().put(META, b"access_key", &key)?;
         self.save_refresh().await
@@ -512,7 +498,7 @@ impl Device {
         Ok(next)
     }
 
-    fn one_time_batch(&self) -> Result<(Vec<Value>, Vec<Value>), DeviceError> {
+    fn one_time_batch(&self) -> Result<(Vec<OneTimeKeyBody>, Vec<SignedKeyBody>), DeviceError> {
         let mut rng = rand::rng();
         let first = self.next_id(b"next_otpk", PREKEY_BATCH)?;
         let first_kem = self.next_id(b"next_kem", PREKEY_BATCH)?;
@@ -523,9 +509,10 @@ impl Device {
         let mut kems = Vec::new();
         for i in 0..PREKEY_BATCH {
             let k = OneTimePreKey::generate(first.wrapping_add(i), &mut rng);
-            otpks.push(
-                json!({"key_id": k.id(), "public_key": STANDARD.encode(k.public().as_bytes())}),
-            );
+            otpks.push(OneTimeKeyBody {
+                key_id: k.id(),
+                public_key: STANDARD.encode(k.public().as_bytes()),
+            });
             store.save_one_time_prekey(k)?;
             let q = KemPreKey::generate(
                 &identity,
@@ -534,10 +521,7 @@ impl Device {
                 now,
                 &mut rng,
             );
-            kems.push(
-                json!({"key_id": q.id(), "public_key": STANDARD.encode(q.public()),
-                             "signature": STANDARD.encode(q.signature())}),
-            );
+            kems.push(signed_key_body(q.id(), q.public(), q.signature()));
             store.save_kem_prekey(q)?;
         }
         Ok((otpks, kems))
@@ -562,15 +546,17 @@ impl Device {
                 now,
                 &mut rng,
             );
-            let body = json!({
-                "registration_id": registration_id,
-                "signed_prekey": {"key_id": spk.id(), "public_key": STANDARD.encode(spk.public().as_bytes()),
-                                  "signature": STANDARD.encode(spk.signature())},
-                "last_resort_kem_prekey": {"key_id": lr.id(), "public_key": STANDARD.encode(lr.public()),
-                                           "signature": STANDARD.encode(lr.signature())},
-                "one_time_prekeys": otpks,
-                "one_time_kem_prekeys": kems,
-            });
+            let body = KeyUploadRequest {
+                registration_id: Some(registration_id),
+                signed_prekey: Some(signed_key_body(
+                    spk.id(),
+                    spk.public().as_bytes(),
+                    spk.signature(),
+                )),
+                last_resort_kem_prekey: Some(signed_key_body(lr.id(), lr.public(), lr.signature())),
+                one_time_prekeys: otpks,
+                one_time_kem_prekeys: kems,
+            };
             store.save_signed_prekey(spk)?;
             store.save_kem_prekey(lr)?;
             let mut k = b"lr_for_spk:".to_vec();
@@ -579,7 +565,7 @@ impl Device {
             body
         };
         self.relay
-            .request(Method::PUT, "/v1/keys", Some(&body))
+            .request_as::<IgnoredAny, _>(Method::PUT, "/v1/keys", Some(&body))
             .await?;
         self.save_refresh().await
     }
@@ -590,17 +576,21 @@ impl Device {
     /// # Errors
     /// Relay, store and protocol errors.
     pub async fn replenish_keys(&self) -> Result<bool, DeviceError> {
-        let counts: Counts = self
+        let counts: KeyCountsResponse = self
             .relay
-            .request_as::<Counts, Value>(Method::GET, "/v1/keys/counts", None)
+            .request_as::<_, ()>(Method::GET, "/v1/keys/counts", None)
             .await?;
         if !counts.low {
             return Ok(false);
         }
         let (otpks, kems) = self.one_time_batch()?;
-        let body = json!({"one_time_prekeys": otpks, "one_time_kem_prekeys": kems});
+        let body = KeyUploadRequest {
+            one_time_prekeys: otpks,
+            one_time_kem_prekeys: kems,
+            ..KeyUploadRequest::default()
+        };
         self.relay
-            .request(Method::PUT, "/v1/keys", Some(&body))
+            .request_as::<IgnoredAny, _>(Method::PUT, "/v1/keys", Some(&body))
             .await?;
         self.save_refresh().await?;
         Ok(true)
@@ -640,12 +630,15 @@ impl Device {
                     ),
                 )
             };
-            let body = json!({
-                "signed_prekey": {"key_id": spk.id(), "public_key": STANDARD.encode(spk.public().as_bytes()),
-                                  "signature": STANDARD.encode(spk.signature())},
-                "last_resort_kem_prekey": {"key_id": lr.id(), "public_key": STANDARD.encode(lr.public()),
-                                           "signature": STANDARD.encode(lr.signature())},
-            });
+            let body = KeyUploadRequest {
+                signed_prekey: Some(signed_key_body(
+                    spk.id(),
+                    spk.public().as_bytes(),
+                    spk.signature(),
+                )),
+                last_resort_kem_prekey: Some(signed_key_body(lr.id(), lr.public(), lr.signature())),
+                ..KeyUploadRequest::default()
+            };
             // Stored before the upload: a bundle naming them may be handed out the moment the
             // relay has them.
             {
@@ -660,7 +653,7 @@ impl Device {
                 })?;
             }
             self.relay
-                .request(Method::PUT, "/v1/keys", Some(&body))
+                .request_as::<IgnoredAny, _>(Method::PUT, "/v1/keys", Some(&body))
                 .await?;
             self.save_refresh().await?;
         }
@@ -742,9 +735,9 @@ impl Device {
             Some(n) => format!("/v1/keys/{account}/{n}"),
             None => format!("/v1/keys/{account}"),
         };
-        let reply: Bundles = self
+        let reply: BundlesResponse = self
             .relay
-            .request_as::<Bundles, Value>(Method::GET, &path, None)
+            .request_as::<_, ()>(Method::GET, &path, None)
             .await?;
         let mut out = Vec::new();
         for b in reply.bundles {
@@ -770,15 +763,13 @@ impl Device {
         {
             return Ok(cert);
         }
-        let v = self
+        let reply: CertificateResponse = self
             .relay
-            .request(Method::POST, "/v1/certificate", None)
+            .request_as::<_, ()>(Method::POST, "/v1/certificate", None)
             .await?;
-        let bytes = v
-            .get("certificate")
-            .and_then(Value::as_str)
-            .and_then(|s| STANDARD.decode(s).ok())
-            .ok_or_else(|| protocol("certificate malformed"))?;
+        let bytes = STANDARD
+            .decode(&reply.certificate)
+            .map_err(|_| protocol("certificate malformed"))?;
         let cert = SenderCertificate::from_bytes(&bytes).map_err(protocol)?;
         cert.validate(&self.relay_key, now_secs())
             .map_err(protocol)?;
@@ -847,7 +838,8 @@ impl Device {
     /// `Ok(false)` is returned.
     ///
     /// # Errors
-    /// As [`Device::send`].
+    /// As [`Device::send`]; [`RelayError::InvalidId`] (as [`DeviceError::Relay`]) for a
+    /// `message_id` that is not 32 lowercase hex digits (checked before anything is encrypted).
     pub async fn send_with_id(
         &self,
         account: &str,
@@ -855,6 +847,9 @@ impl Device {
         message_id: &str,
         ephemeral: bool,
     ) -> Result<bool, DeviceError> {
+        let message_id: Id = message_id
+            .parse()
+            .map_err(|_| RelayError::InvalidId("message id"))?;
         let padded = pad(plaintext).map_err(protocol)?;
         let cert = self.certificate().await?;
         let peer_account = parse_account(account)?;
@@ -902,15 +897,22 @@ impl Device {
                 }
                 let bundle = bundles.iter().find(|b| b.device_id == d);
                 let sealed = self.encrypt_for(&peer, bundle, &padded, &cert)?;
-                envelopes.push(json!({"device_number": d, "content": STANDARD.encode(sealed)}));
+                envelopes.push(EnvelopeBody {
+                    device_number: d,
+                    content: STANDARD.encode(sealed),
+                });
             }
-            let mut body = json!({"message_id": message_id, "ephemeral": ephemeral,
-                                  "envelopes": envelopes});
-            let result = match self.contact_access_key(account)? {
-                Some(key) => {
-                    body["access_key"] = json!(STANDARD.encode(key));
+            let access_key = self.contact_access_key(account)?;
+            let body = SendBody {
+                message_id,
+                envelopes,
+                ephemeral,
+                access_key: access_key.map(|key| STANDARD.encode(key)),
+            };
+            let result = match access_key {
+                Some(_) => {
                     self.relay
-                        .request_anonymous(
+                        .request_anonymous_as::<IgnoredAny, _>(
                             Method::POST,
                             &format!("/v1/messages/{account}/sealed"),
                             Some(&body),
@@ -919,7 +921,7 @@ impl Device {
                 }
                 None => {
                     self.relay
-                        .request(
+                        .request_as::<IgnoredAny, _>(
                             Method::POST,
                             &format!("/v1/messages/{account}"),
                             Some(&body),
@@ -946,17 +948,9 @@ impl Device {
 
     /// The numbers of this account's devices, from the relay's device list.
     async fn own_devices(&self) -> Result<Vec<u32>, DeviceError> {
-        #[derive(Deserialize)]
-        struct Listed {
-            device_number: u32,
-        }
-        #[derive(Deserialize)]
-        struct List {
-            devices: Vec<Listed>,
-        }
-        let list: List = self
+        let list: DeviceList = self
             .relay
-            .request_as::<List, Value>(Method::GET, "/v1/devices", None)
+            .request_as::<_, ()>(Method::GET, "/v1/devices", None)
             .await?;
         let mut numbers: Vec<u32> = list.devices.iter().map(|d| d.device_number).collect();
         numbers.sort_unstable();
@@ -971,39 +965,26 @@ impl Device {
         current: &[u32],
         err: &RelayError,
     ) -> Result<Vec<u32>, DeviceError> {
-        let details = match err {
+        let mismatches = match err {
             RelayError::Refused {
-                details: Some(d), ..
-            } => d.clone(),
+                mismatches: Some(m),
+                ..
+            } => m,
             _ => return Err(protocol("device mismatch without details")),
         };
-        let mismatch = details
-            .get("mismatches")
-            .and_then(Value::as_array)
-            .and_then(|all| {
-                all.iter()
-                    .find(|m| m.get("account_id").and_then(Value::as_str) == Some(account))
-            })
-            .cloned()
-            .unwrap_or(Value::Null);
-        let list = |name: &str| -> Vec<u32> {
-            mismatch
-                .get(name)
-                .and_then(Value::as_array)
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|v| v.as_u64().and_then(|n| u32::try_from(n).ok()))
-                        .collect()
-                })
-                .unwrap_or_default()
-        };
-        let remove: Vec<u32> = [list("extra_devices"), list("removed_devices")].concat();
+        let mismatch = mismatches.iter().find(|m| m.account_id.to_hex() == account);
+        let remove: Vec<u32> = mismatch
+            .map(|m| [m.extra_devices.as_slice(), m.removed_devices.as_slice()].concat())
+            .unwrap_or_default();
+        let missing = mismatch
+            .map(|m| m.missing_devices.as_slice())
+            .unwrap_or_default();
         let mut devices: Vec<u32> = current
             .iter()
             .copied()
             .filter(|d| !remove.contains(d))
             .collect();
-        for d in list("missing_devices") {
+        for &d in missing {
             if !devices.contains(&d) {
                 devices.push(d);
             }
@@ -1062,10 +1043,10 @@ impl Device {
     }
 
     /// One page of the queue after `after` (REST fallback of the WebSocket).
-    pub(crate) async fn fetch_page(&self, after: i64) -> Result<FetchPage, DeviceError> {
+    pub(crate) async fn fetch_page(&self, after: i64) -> Result<FetchResponse, DeviceError> {
         Ok(self
             .relay
-            .request_as::<FetchPage, Value>(
+            .request_as::<_, ()>(
                 Method::GET,
                 &format!("/v1/messages?after={after}&limit={FETCH_PAGE}"),
                 None,
@@ -1074,16 +1055,16 @@ impl Device {
     }
 
     /// Acks (deletes) envelopes of this device's queue over REST.
-    pub(crate) async fn ack(&self, ids: &[String]) -> Result<(), DeviceError> {
+    pub(crate) async fn ack(&self, ids: &[Id]) -> Result<(), DeviceError> {
         if ids.is_empty() {
             return Ok(());
         }
+        let body = AckBody {
+            message_ids: Some(ids.to_vec()),
+            up_to_seq: None,
+        };
         self.relay
-            .request(
-                Method::POST,
-                "/v1/messages/ack",
-                Some(&json!({ "message_ids": ids })),
-            )
+            .request_as::<IgnoredAny, _>(Method::POST, "/v1/messages/ack", Some(&body))
             .await?;
         self.save_refresh().await
     }
@@ -1126,9 +1107,9 @@ impl Device {
         let mut out = Vec::new();
         let mut after = 0i64;
         loop {
-            let page: FetchPage = self
+            let page: FetchResponse = self
                 .relay
-                .request_as::<FetchPage, Value>(
+                .request_as::<_, ()>(
                     Method::GET,
                     &format!("/v1/messages?after={after}&limit={FETCH_PAGE}"),
                     None,
@@ -1140,15 +1121,15 @@ impl Device {
                 if let Some(r) = self.process(q)? {
                     out.push(r);
                 }
-                acks.push(q.message_id.clone());
+                acks.push(q.message_id);
             }
             if !acks.is_empty() {
+                let body = AckBody {
+                    message_ids: Some(acks),
+                    up_to_seq: None,
+                };
                 self.relay
-                    .request(
-                        Method::POST,
-                        "/v1/messages/ack",
-                        Some(&json!({"message_ids": acks})),
-                    )
+                    .request_as::<IgnoredAny, _>(Method::POST, "/v1/messages/ack", Some(&body))
                     .await?;
             }
             if !page.more || page.envelopes.is_empty() {
@@ -1160,15 +1141,15 @@ impl Device {
     }
 
     /// Opens one envelope into the INBOX space; `None` for a duplicate already delivered.
-    fn process(&self, q: &Queued) -> Result<Option<Received>, DeviceError> {
+    fn process(&self, q: &QueuedBody) -> Result<Option<Received>, DeviceError> {
+        let message_id = q.message_id.to_hex();
         let Ok(content) = STANDARD.decode(&q.content) else {
             return Ok(Some(Received::Rejected {
-                message_id: q.message_id.clone(),
+                message_id,
                 reason: RejectReason::Malformed("envelope is not base64".into()),
             }));
         };
-        let message_id = q.message_id.clone();
-        let opened = self.open_envelope(&q.message_id, &content, true, |s, sender, plain| {
+        let opened = self.open_envelope(&message_id, &content, true, |s, sender, plain| {
             let mut record = Vec::with_capacity(20 + plain.len());
             record.extend_from_slice(&sender.account_id);
             record.extend_from_slice(&sender.device_id.to_be_bytes());

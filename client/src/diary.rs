@@ -23,6 +23,9 @@ use std::collections::{BTreeSet, VecDeque};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
+use haven_protocol::api::vault::{
+    ChangesReply, HistoryReply, ItemBody, ItemWriteRequest, ItemWritten,
+};
 use haven_protocol::padding::padded_len;
 use haven_protocol::vault::{ITEM_OVERHEAD, MIN_ITEM_LEN};
 use haven_sdk::diary::{
@@ -30,8 +33,6 @@ use haven_sdk::diary::{
     RecoveryCode, RemoteItem, SealedEntry, SyncError, VaultRequest, WrappedKeyBundle,
 };
 use reqwest::Method;
-use serde::Deserialize;
-use serde_json::json;
 use zeroize::Zeroizing;
 
 use crate::relay::{RelayClient, RelayError};
@@ -149,43 +150,6 @@ pub struct SyncReport {
     pub pending: usize,
 }
 
-#[derive(Deserialize)]
-struct ItemJson {
-    item_id: String,
-    revision: u64,
-    deleted: bool,
-    body: Option<String>,
-    meta: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct ChangesJson {
-    changes: Vec<ItemJson>,
-    sync_token: u64,
-    more: bool,
-}
-
-#[derive(Deserialize)]
-struct WrittenJson {
-    revision: u64,
-    deleted: bool,
-}
-
-#[derive(Deserialize)]
-struct RevisionJson {
-    revision: u64,
-    deleted: bool,
-    body: Option<String>,
-    meta: Option<String>,
-    created_at: i64,
-}
-
-#[derive(Deserialize)]
-struct HistoryJson {
-    revisions: Vec<RevisionJson>,
-    next_after: Option<u64>,
-}
-
 fn rng() -> impl rand_core::CryptoRng {
     rand::rng()
 }
@@ -208,12 +172,6 @@ fn b64(s: &str) -> Result<Vec<u8>, DiaryClientError> {
     STANDARD
         .decode(s)
         .map_err(|_| DiaryClientError::InvalidResponse("blob is not base64"))
-}
-
-fn parse_id(s: &str) -> Result<[u8; 16], DiaryClientError> {
-    let mut id = [0u8; 16];
-    hex::decode_to_slice(s, &mut id).map_err(|_| DiaryClientError::InvalidResponse("item id"))?;
-    Ok(id)
 }
 
 fn u64_value(bytes: &[u8]) -> Result<u64, DiaryClientError> {
@@ -365,7 +323,7 @@ fn save_bundle(store: &ClientStore, b: &StoredBundle) -> Result<(), ClientStoreE
 /// Reads the reserved bundle item from the relay.
 async fn fetch_bundle(relay: &RelayClient) -> Result<StoredBundle, DiaryClientError> {
     let path = item_path(&BUNDLE_COLLECTION, &BUNDLE_ITEM);
-    let item: ItemJson = match relay.request_as(Method::GET, &path, None::<&()>).await {
+    let item: ItemBody = match relay.request_as(Method::GET, &path, None::<&()>).await {
         Ok(item) => item,
         Err(e) if e.code() == Some("item_not_found") => {
             return Err(DiaryClientError::NotInitialised);
@@ -390,14 +348,14 @@ async fn upload_bundle(
 ) -> Result<u64, DiaryClientError> {
     let body = encode_bundle_item(bundle, collection);
     let meta = vec![0u8; usize::try_from(MIN_ITEM_LEN).unwrap_or(297)];
-    let req = json!({
-        "expected_revision": expected_revision,
-        "body": STANDARD.encode(&body),
-        "meta": STANDARD.encode(&meta),
-    });
+    let req = ItemWriteRequest {
+        expected_revision,
+        body: STANDARD.encode(&body),
+        meta: STANDARD.encode(&meta),
+    };
     let path = item_path(&BUNDLE_COLLECTION, &BUNDLE_ITEM);
     match relay
-        .request_as::<WrittenJson, _>(Method::PUT, &path, Some(&req))
+        .request_as::<ItemWritten, _>(Method::PUT, &path, Some(&req))
         .await
     {
         Ok(w) => Ok(w.revision),
@@ -829,7 +787,7 @@ impl Diary {
         let mut after = 0u64;
         let mut out: Vec<HistoryRevision> = Vec::new();
         for _ in 0..MAX_HISTORY_PAGES {
-            let page: HistoryJson = self
+            let page: HistoryReply = self
                 .relay
                 .request_as(
                     Method::GET,
@@ -916,7 +874,7 @@ impl Diary {
                         "/v1/vault/{}/changes?since={since}",
                         hex::encode(self.bundle.collection)
                     );
-                    let reply: ChangesJson =
+                    let reply: ChangesReply =
                         match self.relay.request_as(Method::GET, &path, None::<&()>).await {
                             Ok(r) => r,
                             Err(e) if e.code() == Some("sync_token_expired") => {
@@ -938,14 +896,14 @@ impl Diary {
                     sealed,
                 } => {
                     let path = item_path(&self.bundle.collection, &item_id);
-                    let body = json!({
-                        "expected_revision": expected_revision,
-                        "body": STANDARD.encode(&sealed.body),
-                        "meta": STANDARD.encode(&sealed.meta),
-                    });
+                    let body = ItemWriteRequest {
+                        expected_revision,
+                        body: STANDARD.encode(&sealed.body),
+                        meta: STANDARD.encode(&sealed.meta),
+                    };
                     let result = self
                         .relay
-                        .request_as::<WrittenJson, _>(Method::PUT, &path, Some(&body))
+                        .request_as::<ItemWritten, _>(Method::PUT, &path, Some(&body))
                         .await;
                     self.written(result, item_id, Some(&sealed), &mut queue, report)?;
                 }
@@ -955,14 +913,14 @@ impl Diary {
                     sealed,
                 } => {
                     let path = format!("{}/restore", item_path(&self.bundle.collection, &item_id));
-                    let body = json!({
-                        "expected_revision": expected_revision,
-                        "body": STANDARD.encode(&sealed.body),
-                        "meta": STANDARD.encode(&sealed.meta),
-                    });
+                    let body = ItemWriteRequest {
+                        expected_revision,
+                        body: STANDARD.encode(&sealed.body),
+                        meta: STANDARD.encode(&sealed.meta),
+                    };
                     let result = self
                         .relay
-                        .request_as::<WrittenJson, _>(Method::POST, &path, Some(&body))
+                        .request_as::<ItemWritten, _>(Method::POST, &path, Some(&body))
                         .await;
                     self.written(result, item_id, Some(&sealed), &mut queue, report)?;
                 }
@@ -976,7 +934,7 @@ impl Diary {
                     );
                     let result = self
                         .relay
-                        .request_as::<WrittenJson, _>(Method::DELETE, &path, None::<&()>)
+                        .request_as::<ItemWritten, _>(Method::DELETE, &path, None::<&()>)
                         .await;
                     self.written(result, item_id, None, &mut queue, report)?;
                 }
@@ -986,11 +944,11 @@ impl Diary {
         Ok(())
     }
 
-    fn page(reply: ChangesJson) -> Result<ChangesPage, DiaryClientError> {
+    fn page(reply: ChangesReply) -> Result<ChangesPage, DiaryClientError> {
         let mut changes = Vec::with_capacity(reply.changes.len());
         for item in reply.changes {
             changes.push(RemoteItem {
-                item_id: parse_id(&item.item_id)?,
+                item_id: *item.item_id.as_bytes(),
                 revision: item.revision,
                 deleted: item.deleted,
                 body: item.body.as_deref().map(b64).transpose()?,
@@ -1007,7 +965,7 @@ impl Diary {
     /// Handles the answer to a write.
     fn written(
         &mut self,
-        result: Result<WrittenJson, RelayError>,
+        result: Result<ItemWritten, RelayError>,
         item_id: [u8; 16],
         sealed: Option<&SealedEntry>,
         queue: &mut VecDeque<VaultRequest>,

@@ -35,7 +35,6 @@ use haven_sdk::store::sender_keys::{SenderKeyName, SenderKeyStore, group_decrypt
 use haven_sdk::{pad, unpad};
 use reqwest::Method;
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use tokio::sync::{broadcast, mpsc};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
@@ -48,6 +47,10 @@ use crate::device::{Device, DeviceError, Opened, RejectReason};
 use crate::store::{ClientStore, ClientStoreError, Space};
 use crate::thumbnail;
 use crate::ws::{self, Backoff, ConnectError};
+use haven_protocol::api::channels::{
+    AppendRequest, AppendResponse, CreateChannelRequest, CreateChannelResponse, EntriesPage,
+};
+use haven_protocol::api::usernames::{LookupRequest, LookupResponse};
 use haven_protocol::frames::{ClientFrame, EnvelopeFrame, ServerFrame};
 
 /// Contacts by account.
@@ -692,20 +695,15 @@ impl Messenger {
     /// # Errors
     /// As [`Messenger::add_contact`]; `username_not_found`.
     pub async fn add_contact_by_username(&self, username: &str) -> Result<Contact, MessengerError> {
-        let reply = self
+        let body = LookupRequest {
+            username: username.to_owned(),
+        };
+        let reply: LookupResponse = self
             .device
             .relay()
-            .request(
-                Method::POST,
-                "/v1/usernames/lookup",
-                Some(&json!({ "username": username })),
-            )
+            .request_as(Method::POST, "/v1/usernames/lookup", Some(&body))
             .await?;
-        let account = reply
-            .get("account_id")
-            .and_then(Value::as_str)
-            .ok_or_else(|| invalid("relay answered without an account id"))?
-            .to_owned();
+        let account = reply.account_id.to_hex();
         self.add_contact_inner(&account, Some(username.trim().to_lowercase()))
             .await
     }
@@ -1309,41 +1307,38 @@ impl Messenger {
     }
 
     async fn create_channel(&self) -> Result<([u8; 16], [u8; 32], [u8; 32]), MessengerError> {
-        let v = self
-            .device
-            .relay()
-            .request(
-                Method::POST,
-                "/v1/channels",
-                Some(&json!({ "ttl_secs": CHANNEL_TTL_SECS })),
-            )
+        let relay = self.device.relay();
+        let wanted = CreateChannelRequest {
+            ttl_secs: Some(CHANNEL_TTL_SECS),
+        };
+        let reply = relay
+            .request_as::<CreateChannelResponse, _>(Method::POST, "/v1/channels", Some(&wanted))
             .await;
         // A relay with a lower maximum TTL refuses ours: fall back to its default.
-        let v = match v {
-            Ok(v) => v,
+        let reply = match reply {
+            Ok(reply) => reply,
             Err(e) if e.code() == Some("invalid_ttl") => {
-                self.device
-                    .relay()
-                    .request(Method::POST, "/v1/channels", Some(&json!({})))
+                relay
+                    .request_as(
+                        Method::POST,
+                        "/v1/channels",
+                        Some(&CreateChannelRequest::default()),
+                    )
                     .await?
             }
             Err(e) => return Err(e.into()),
         };
-        let id = v
-            .get("channel_id")
-            .and_then(Value::as_str)
-            .ok_or_else(|| invalid("relay answered without a channel id"))?;
-        let token = |name: &str| -> Result<[u8; 32], MessengerError> {
-            v.get(name)
-                .and_then(Value::as_str)
-                .and_then(|t| URL_SAFE_NO_PAD.decode(t).ok())
+        let token = |text: &str| -> Result<[u8; 32], MessengerError> {
+            URL_SAFE_NO_PAD
+                .decode(text)
+                .ok()
                 .and_then(|b| <[u8; 32]>::try_from(b).ok())
                 .ok_or_else(|| invalid("relay answered with a malformed channel token"))
         };
         Ok((
-            parse_hex16(id)?,
-            token("read_token")?,
-            token("write_token")?,
+            *reply.channel_id.as_bytes(),
+            token(&reply.read_token)?,
+            token(&reply.write_token)?,
         ))
     }
 
@@ -1484,17 +1479,20 @@ impl Messenger {
 
     async fn post_entry(&self, epoch: &Epoch, entry: &[u8]) -> Result<u64, MessengerError> {
         let token = URL_SAFE_NO_PAD.encode(epoch.write_token);
-        let v = self
+        let body = AppendRequest {
+            entry: STANDARD.encode(entry),
+        };
+        let reply: AppendResponse = self
             .device
             .relay()
-            .request_with_bearer(
+            .request_with_bearer_as(
                 Method::POST,
                 &format!("/v1/channels/{}/entries", hex::encode(epoch.channel_id)),
                 &token,
-                Some(&json!({ "entry": STANDARD.encode(entry) })),
+                Some(&body),
             )
             .await?;
-        Ok(v.get("seq").and_then(Value::as_u64).unwrap_or(0))
+        Ok(u64::try_from(reply.seq).unwrap_or(0))
     }
 
     async fn send_group(&self, group: &[u8; 16], content: &Content) -> Result<(), MessengerError> {
@@ -1794,21 +1792,11 @@ impl Messenger {
         epoch: &Epoch,
         after: u64,
     ) -> Result<(Vec<(u64, Vec<u8>)>, bool), MessengerError> {
-        #[derive(Deserialize)]
-        struct Item {
-            seq: u64,
-            entry: String,
-        }
-        #[derive(Deserialize)]
-        struct Page {
-            entries: Vec<Item>,
-            more: bool,
-        }
         let token = URL_SAFE_NO_PAD.encode(epoch.read_token);
-        let v = self
+        let page: EntriesPage = self
             .device
             .relay()
-            .request_with_bearer(
+            .request_with_bearer_as::<_, ()>(
                 Method::GET,
                 &format!(
                     "/v1/channels/{}/entries?after={after}&limit={CHANNEL_PAGE}",
@@ -1818,14 +1806,13 @@ impl Messenger {
                 None,
             )
             .await?;
-        let page: Page =
-            serde_json::from_value(v).map_err(|_| invalid("malformed channel page"))?;
         let mut out = Vec::with_capacity(page.entries.len());
         for item in page.entries {
+            let seq = u64::try_from(item.seq).map_err(|_| invalid("malformed channel page"))?;
             let bytes = STANDARD
                 .decode(item.entry)
                 .map_err(|_| invalid("malformed channel entry"))?;
-            out.push((item.seq, bytes));
+            out.push((seq, bytes));
         }
         Ok((out, page.more))
     }
@@ -1972,7 +1959,7 @@ impl Messenger {
             for q in &page.envelopes {
                 after = after.max(q.seq);
                 let applied = match STANDARD.decode(&q.content) {
-                    Ok(bytes) => self.handle_envelope(&q.message_id, &bytes, false)?,
+                    Ok(bytes) => self.handle_envelope(&q.message_id.to_hex(), &bytes, false)?,
                     Err(_) => Applied {
                         events: vec![Event::Rejected {
                             reason: RejectReason::Malformed("envelope is not base64".into()),
@@ -1981,7 +1968,7 @@ impl Messenger {
                     },
                 };
                 self.finish(applied)?;
-                acks.push(q.message_id.clone());
+                acks.push(q.message_id);
                 count += 1;
             }
             self.device.ack(&acks).await?;

@@ -1,5 +1,7 @@
 //! The relay's HTTP API from the device side: OPAQUE registration and login, transparent token
-//! refresh, and authenticated JSON requests (docs/PROTOCOL.md §11).
+//! refresh, and authenticated JSON requests (docs/PROTOCOL.md §11). Bodies are the types of
+//! `haven_protocol::api`, the ones the relay itself serves; [`RelayClient::request_as`] and its
+//! siblings send and read them.
 //!
 //! The password never leaves this module in any reusable form: only OPAQUE messages are sent.
 //! Tokens are held in zeroizing strings and never logged. An access token is refreshed shortly
@@ -9,17 +11,23 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
+use haven_protocol::api::Id;
+use haven_protocol::api::auth::{
+    LoginFinishRequest, LoginStartRequest, LoginStartResponse, NewDeviceBody, RefreshRequest,
+    RegisterFinishRequest, RegisterStartRequest, RegisterStartResponse, TokenResponse,
+};
+use haven_protocol::api::error::{DeviceMismatch, ErrorBody};
 use haven_protocol::opaque::opaque_ke::{
     ClientLogin, ClientLoginFinishParameters, ClientRegistration,
     ClientRegistrationFinishParameters, CredentialResponse, Identifiers, RegistrationResponse,
 };
 use haven_protocol::opaque::{HavenCipherSuite, OPAQUE_CONTEXT};
 use reqwest::{Method, StatusCode};
-use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde::de::{DeserializeOwned, IgnoredAny};
+use serde_json::Value;
 use tokio::sync::Mutex;
-use zeroize::Zeroizing;
+use zeroize::{Zeroize as _, Zeroizing};
 
 /// Refresh the access token when it has less than this left (or half its lifetime, if shorter).
 const REFRESH_MARGIN: Duration = Duration::from_secs(30);
@@ -39,8 +47,9 @@ pub enum RelayError {
         code: String,
         /// Human-readable message.
         message: String,
-        /// Extra fields of the error object (e.g. the device lists of a 409), if any.
-        details: Option<Value>,
+        /// On 409 `mismatched_devices` / 410 `stale_devices`: how the send's device lists
+        /// differ from the recipients' devices (§11.12).
+        mismatches: Option<Vec<DeviceMismatch>>,
     },
     /// The request could not be sent or the answer not read.
     #[error("transport: {0}")]
@@ -57,6 +66,9 @@ pub enum RelayError {
     /// The operation needs a logged-in session.
     #[error("not logged in")]
     NotLoggedIn,
+    /// An id given for a request is not 32 lowercase hex digits (nothing was sent).
+    #[error("invalid {0}: ids are 32 lowercase hex digits")]
+    InvalidId(&'static str),
 }
 
 impl RelayError {
@@ -77,18 +89,6 @@ impl RelayError {
             _ => None,
         }
     }
-}
-
-/// The relay's `TokenResponse` (§11.7).
-#[derive(Deserialize)]
-struct TokenResponse {
-    account_id: String,
-    device_id: String,
-    #[serde(default)]
-    device_number: Option<u32>,
-    access_token: String,
-    refresh_token: String,
-    expires_in: u64,
 }
 
 /// A logged-in device: ids and tokens. Tokens are zeroized on drop and never printed.
@@ -119,9 +119,9 @@ impl std::fmt::Debug for Session {
 impl Session {
     fn from_tokens(t: TokenResponse) -> Self {
         Self {
-            account_id: t.account_id,
-            device_id: t.device_id,
-            device_number: t.device_number,
+            account_id: t.account_id.to_hex(),
+            device_id: t.device_id.to_hex(),
+            device_number: Some(t.device_number),
             access_token: Zeroizing::new(t.access_token),
             refresh_token: Zeroizing::new(t.refresh_token),
             // Refresh ahead of expiry by the margin, or by half the lifetime if that is shorter.
@@ -197,6 +197,11 @@ fn opaque_rng() -> rand_core_06::OsRng {
     rand_core_06::OsRng
 }
 
+/// Parses an id the caller gave (checked here, so a malformed one is never sent).
+fn parse_id(what: &'static str, text: &str) -> Result<Id, RelayError> {
+    text.parse().map_err(|_| RelayError::InvalidId(what))
+}
+
 impl RelayClient {
     /// A client for the relay at `base_url` (e.g. `http://127.0.0.1:8080`).
     ///
@@ -243,13 +248,14 @@ impl RelayClient {
         *self.session.lock().await = Some(session);
     }
 
-    async fn send_json(
+    /// Sends one request; returns the answer's bytes on success, the relay's error otherwise.
+    async fn send<B: Serialize + ?Sized>(
         &self,
         method: Method,
         path: &str,
-        body: Option<&Value>,
+        body: Option<&B>,
         bearer: Option<&str>,
-    ) -> Result<(StatusCode, Value), RelayError> {
+    ) -> Result<bytes::Bytes, RelayError> {
         let mut req = self.http.request(method, format!("{}{}", self.base, path));
         if let Some(token) = bearer {
             req = req.bearer_auth(token);
@@ -260,50 +266,43 @@ impl RelayClient {
         let resp = req.send().await?;
         let status = resp.status();
         let bytes = resp.bytes().await?;
-        let value: Value = if bytes.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(&bytes)
-                .map_err(|e| RelayError::InvalidResponse(format!("{path}: {e}")))?
-        };
         if status.is_success() {
-            return Ok((status, value));
+            Ok(bytes)
+        } else {
+            Err(Self::refusal(path, status, &bytes))
         }
-        let err = value.get("error");
-        let text = |k: &str| {
-            err.and_then(|e| e.get(k))
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_owned()
-        };
-        let details = err.and_then(|e| {
-            let obj = e.as_object()?;
-            let extra: serde_json::Map<String, Value> = obj
-                .iter()
-                .filter(|(k, _)| k.as_str() != "code" && k.as_str() != "message")
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect();
-            (!extra.is_empty()).then_some(Value::Object(extra))
-        });
-        Err(RelayError::Refused {
-            status: status.as_u16(),
-            code: text("code"),
-            message: text("message"),
-            details,
-        })
     }
 
-    fn parse<T: DeserializeOwned>(path: &str, value: Value) -> Result<T, RelayError> {
-        serde_json::from_value(value)
+    /// The error an unsuccessful answer stands for: the relay's `ErrorBody` (§11.2), or just the
+    /// status for other JSON (or none); a body that is not JSON at all is an invalid response.
+    fn refusal(path: &str, status: StatusCode, bytes: &[u8]) -> RelayError {
+        let (code, message, mismatches) = match serde_json::from_slice::<ErrorBody>(bytes) {
+            Ok(ErrorBody { error }) => (error.code, error.message, error.mismatches),
+            Err(_) if bytes.is_empty() || serde_json::from_slice::<IgnoredAny>(bytes).is_ok() => {
+                (String::new(), String::new(), None)
+            }
+            Err(e) => return RelayError::InvalidResponse(format!("{path}: {e}")),
+        };
+        RelayError::Refused {
+            status: status.as_u16(),
+            code,
+            message,
+            mismatches,
+        }
+    }
+
+    /// Reads an answer as `T`; an empty answer (e.g. 204) reads as JSON `null`.
+    fn decode<T: DeserializeOwned>(path: &str, bytes: &[u8]) -> Result<T, RelayError> {
+        let bytes: &[u8] = if bytes.is_empty() { b"null" } else { bytes };
+        serde_json::from_slice(bytes)
             .map_err(|e| RelayError::InvalidResponse(format!("{path}: {e}")))
     }
 
-    fn b64_field(value: &Value, field: &str) -> Result<Vec<u8>, RelayError> {
-        value
-            .get(field)
-            .and_then(Value::as_str)
-            .and_then(|s| STANDARD.decode(s).ok())
-            .ok_or_else(|| RelayError::InvalidResponse(format!("missing or invalid {field}")))
+    /// Decodes a base64 field of an answer.
+    fn b64_field(field: &str, text: &str) -> Result<Vec<u8>, RelayError> {
+        STANDARD
+            .decode(text)
+            .map_err(|_| RelayError::InvalidResponse(format!("missing or invalid {field}")))
     }
 
     /// Registers a new account with OPAQUE and logs its first device in.
@@ -319,16 +318,15 @@ impl RelayClient {
     ) -> Result<Session, RelayError> {
         let start = ClientRegistration::<HavenCipherSuite>::start(&mut opaque_rng(), password)
             .map_err(|_| RelayError::InvalidCredentials)?;
-        let request = STANDARD.encode(start.message.serialize());
-        let (_, reply) = self
-            .send_json(
-                Method::POST,
-                "/v1/register/start",
-                Some(&json!({ "registration_request": request })),
-                None,
-            )
-            .await?;
-        let response = Self::b64_field(&reply, "registration_response")?;
+        let request = RegisterStartRequest {
+            registration_request: STANDARD.encode(start.message.serialize()),
+        };
+        let path = "/v1/register/start";
+        let reply: RegisterStartResponse = Self::decode(
+            path,
+            &self.send(Method::POST, path, Some(&request), None).await?,
+        )?;
+        let response = Self::b64_field("registration_response", &reply.registration_response)?;
         let response = RegistrationResponse::<HavenCipherSuite>::deserialize(&response)
             .map_err(|_| RelayError::InvalidResponse("registration_response".into()))?;
         let finish = start
@@ -340,22 +338,18 @@ impl RelayClient {
                 ClientRegistrationFinishParameters::default(),
             )
             .map_err(|_| RelayError::InvalidResponse("registration_response".into()))?;
-        let mut device = json!({ "identity_key": STANDARD.encode(identity_key) });
-        if let Some(name) = device_name {
-            device["name"] = json!(STANDARD.encode(name));
-        }
-        let mut body = json!({
-            "registration_id": reply.get("registration_id").cloned().unwrap_or(Value::Null),
-            "registration_upload": STANDARD.encode(finish.message.serialize()),
-            "device": device,
-        });
-        if let Some(name) = username {
-            body["username"] = json!(name);
-        }
-        let (_, tokens) = self
-            .send_json(Method::POST, "/v1/register/finish", Some(&body), None)
-            .await?;
-        let session = Session::from_tokens(Self::parse("/v1/register/finish", tokens)?);
+        let body = RegisterFinishRequest {
+            registration_id: reply.registration_id,
+            registration_upload: STANDARD.encode(finish.message.serialize()),
+            username: username.map(str::to_owned),
+            device: NewDeviceBody {
+                identity_key: STANDARD.encode(identity_key),
+                name: device_name.map(|n| STANDARD.encode(n)),
+            },
+        };
+        let path = "/v1/register/finish";
+        let tokens = self.send(Method::POST, path, Some(&body), None).await?;
+        let session = Session::from_tokens(Self::decode(path, &tokens)?);
         *self.session.lock().await = Some(session.clone());
         Ok(session)
     }
@@ -364,7 +358,8 @@ impl RelayClient {
     ///
     /// # Errors
     /// [`RelayError::InvalidCredentials`] for a wrong password, [`RelayError::Refused`]
-    /// (`totp_required`, `device_limit`, `rate_limited`, ...), transport errors.
+    /// (`totp_required`, `device_limit`, `rate_limited`, ...), [`RelayError::InvalidId`] for an
+    /// account or device id that is not 32 lowercase hex digits, transport errors.
     pub async fn login(
         &self,
         identifier: LoginIdentifier<'_>,
@@ -372,17 +367,27 @@ impl RelayClient {
         device: LoginDevice<'_>,
         totp_code: Option<&str>,
     ) -> Result<Session, RelayError> {
+        let (username, account_id) = match identifier {
+            LoginIdentifier::Username(u) => (Some(u.to_owned()), None),
+            LoginIdentifier::AccountId(a) => (None, Some(parse_id("account id", a)?)),
+        };
+        let device_id = match device {
+            LoginDevice::Existing(id) => Some(parse_id("device id", id)?),
+            LoginDevice::New { .. } => None,
+        };
         let start = ClientLogin::<HavenCipherSuite>::start(&mut opaque_rng(), password)
             .map_err(|_| RelayError::InvalidCredentials)?;
-        let mut body = match identifier {
-            LoginIdentifier::Username(u) => json!({ "username": u }),
-            LoginIdentifier::AccountId(a) => json!({ "account_id": a }),
+        let body = LoginStartRequest {
+            username,
+            account_id,
+            credential_request: STANDARD.encode(start.message.serialize()),
         };
-        body["credential_request"] = json!(STANDARD.encode(start.message.serialize()));
-        let (_, reply) = self
-            .send_json(Method::POST, "/v1/login/start", Some(&body), None)
-            .await?;
-        let response = Self::b64_field(&reply, "credential_response")?;
+        let path = "/v1/login/start";
+        let reply: LoginStartResponse = Self::decode(
+            path,
+            &self.send(Method::POST, path, Some(&body), None).await?,
+        )?;
+        let response = Self::b64_field("credential_response", &reply.credential_response)?;
         let response = CredentialResponse::<HavenCipherSuite>::deserialize(&response)
             .map_err(|_| RelayError::InvalidResponse("credential_response".into()))?;
         let params =
@@ -391,25 +396,23 @@ impl RelayClient {
             .state
             .finish(password, response, params)
             .map_err(|_| RelayError::InvalidCredentials)?;
-        let mut body = match device {
-            LoginDevice::Existing(id) => json!({ "device_id": id }),
-            LoginDevice::New { identity_key, name } => {
-                let mut d = json!({ "identity_key": STANDARD.encode(identity_key) });
-                if let Some(name) = name {
-                    d["name"] = json!(STANDARD.encode(name));
-                }
-                json!({ "device": d })
-            }
+        let new_device = match device {
+            LoginDevice::Existing(_) => None,
+            LoginDevice::New { identity_key, name } => Some(NewDeviceBody {
+                identity_key: STANDARD.encode(identity_key),
+                name: name.map(|n| STANDARD.encode(n)),
+            }),
         };
-        body["login_id"] = reply.get("login_id").cloned().unwrap_or(Value::Null);
-        body["credential_finalization"] = json!(STANDARD.encode(finish.message.serialize()));
-        if let Some(code) = totp_code {
-            body["totp_code"] = json!(code);
-        }
-        let (_, tokens) = self
-            .send_json(Method::POST, "/v1/login/finish", Some(&body), None)
-            .await?;
-        let session = Session::from_tokens(Self::parse("/v1/login/finish", tokens)?);
+        let body = LoginFinishRequest {
+            login_id: reply.login_id,
+            credential_finalization: STANDARD.encode(finish.message.serialize()),
+            totp_code: totp_code.map(str::to_owned),
+            device_id,
+            device: new_device,
+        };
+        let path = "/v1/login/finish";
+        let tokens = self.send(Method::POST, path, Some(&body), None).await?;
+        let session = Session::from_tokens(Self::decode(path, &tokens)?);
         *self.session.lock().await = Some(session.clone());
         Ok(session)
     }
@@ -421,13 +424,15 @@ impl RelayClient {
     pub async fn refresh(&self) -> Result<Session, RelayError> {
         let mut guard = self.session.lock().await;
         let current = guard.as_ref().ok_or(RelayError::NotLoggedIn)?;
-        let body = json!({ "refresh_token": current.refresh_token.as_str() });
-        let result = self
-            .send_json(Method::POST, "/v1/token/refresh", Some(&body), None)
-            .await;
+        let mut body = RefreshRequest {
+            refresh_token: current.refresh_token.to_string(),
+        };
+        let path = "/v1/token/refresh";
+        let result = self.send(Method::POST, path, Some(&body), None).await;
+        body.refresh_token.zeroize();
         match result {
-            Ok((_, tokens)) => {
-                let session = Session::from_tokens(Self::parse("/v1/token/refresh", tokens)?);
+            Ok(tokens) => {
+                let session = Session::from_tokens(Self::decode(path, &tokens)?);
                 *guard = Some(session.clone());
                 Ok(session)
             }
@@ -453,6 +458,24 @@ impl RelayClient {
         Ok(self.refresh().await?.access_token)
     }
 
+    /// Sends an authenticated request (refreshing the access token when needed, and once more
+    /// after `token_expired`) and returns the answer's bytes.
+    async fn send_authenticated<B: Serialize + ?Sized>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+    ) -> Result<bytes::Bytes, RelayError> {
+        let token = self.access_token().await?;
+        match self.send(method.clone(), path, body, Some(&token)).await {
+            Err(err) if err.code() == Some("token_expired") => {
+                let token = self.refresh().await?.access_token;
+                self.send(method, path, body, Some(&token)).await
+            }
+            other => other,
+        }
+    }
+
     /// Sends a JSON request authorised by a capability token (e.g. a channel's read or write
     /// token) instead of the session's access token.
     ///
@@ -465,7 +488,24 @@ impl RelayClient {
         bearer: &str,
         body: Option<&Value>,
     ) -> Result<Value, RelayError> {
-        Ok(self.send_json(method, path, body, Some(bearer)).await?.1)
+        self.request_with_bearer_as(method, path, bearer, body)
+            .await
+    }
+
+    /// Typed variant of [`RelayClient::request_with_bearer`]: sends `body` and reads the answer
+    /// as `T` (use [`serde::de::IgnoredAny`] to ignore it).
+    ///
+    /// # Errors
+    /// As [`RelayClient::request_anonymous`].
+    pub async fn request_with_bearer_as<T: DeserializeOwned, B: Serialize + ?Sized>(
+        &self,
+        method: Method,
+        path: &str,
+        bearer: &str,
+        body: Option<&B>,
+    ) -> Result<T, RelayError> {
+        let bytes = self.send(method, path, body, Some(bearer)).await?;
+        Self::decode(path, &bytes)
     }
 
     /// Sends an authenticated JSON request and returns the JSON answer (`Value::Null` for an
@@ -479,17 +519,7 @@ impl RelayClient {
         path: &str,
         body: Option<&Value>,
     ) -> Result<Value, RelayError> {
-        let token = self.access_token().await?;
-        match self
-            .send_json(method.clone(), path, body, Some(&token))
-            .await
-        {
-            Err(err) if err.code() == Some("token_expired") => {
-                let token = self.refresh().await?.access_token;
-                Ok(self.send_json(method, path, body, Some(&token)).await?.1)
-            }
-            other => Ok(other?.1),
-        }
+        self.request_as(method, path, body).await
     }
 
     /// Sends an unauthenticated JSON request (sealed sends, public keys).
@@ -502,10 +532,27 @@ impl RelayClient {
         path: &str,
         body: Option<&Value>,
     ) -> Result<Value, RelayError> {
-        Ok(self.send_json(method, path, body, None).await?.1)
+        self.request_anonymous_as(method, path, body).await
     }
 
-    /// Typed variant of [`RelayClient::request`].
+    /// Typed variant of [`RelayClient::request_anonymous`]: sends `body` and reads the answer as
+    /// `T` (use [`serde::de::IgnoredAny`] to ignore it).
+    ///
+    /// # Errors
+    /// As [`RelayClient::request_anonymous`], plus [`RelayError::InvalidResponse`].
+    pub async fn request_anonymous_as<T: DeserializeOwned, B: Serialize + ?Sized>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+    ) -> Result<T, RelayError> {
+        let bytes = self.send(method, path, body, None).await?;
+        Self::decode(path, &bytes)
+    }
+
+    /// Typed variant of [`RelayClient::request`]: sends `body` and reads the answer as `T` (an
+    /// empty answer reads as `null`, so `()` fits a 204; use [`serde::de::IgnoredAny`] to ignore
+    /// an answer).
     ///
     /// # Errors
     /// As [`RelayClient::request`], plus [`RelayError::InvalidResponse`].
@@ -515,12 +562,8 @@ impl RelayClient {
         path: &str,
         body: Option<&B>,
     ) -> Result<T, RelayError> {
-        let body = body
-            .map(serde_json::to_value)
-            .transpose()
-            .map_err(|e| RelayError::InvalidResponse(e.to_string()))?;
-        let value = self.request(method, path, body.as_ref()).await?;
-        Self::parse(path, value)
+        let bytes = self.send_authenticated(method, path, body).await?;
+        Self::decode(path, &bytes)
     }
 
     /// Logs the session out on the relay and forgets it locally.
@@ -528,7 +571,8 @@ impl RelayClient {
     /// # Errors
     /// [`RelayError::NotLoggedIn`], [`RelayError::Refused`], transport errors.
     pub async fn logout(&self) -> Result<(), RelayError> {
-        self.request(Method::POST, "/v1/logout", None).await?;
+        self.request_as::<IgnoredAny, ()>(Method::POST, "/v1/logout", None)
+            .await?;
         *self.session.lock().await = None;
         Ok(())
     }

@@ -91,6 +91,7 @@ impl From<RelayError> for HavenError {
             RelayError::NotLoggedIn => Self::SessionRevoked("not logged in".into()),
             RelayError::Transport(t) => Self::Network(t.to_string()),
             RelayError::InvalidResponse(r) => Self::Protocol(format!("relay answer: {r}")),
+            RelayError::InvalidId(_) => Self::InvalidInput(e.to_string()),
             RelayError::Refused { code, message, .. } => match code.as_str() {
                 "invalid_credentials" => Self::WrongPassword,
                 "account_not_found" | "username_not_found" => Self::UnknownContact(code.clone()),
