@@ -10,6 +10,15 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use ed25519_dalek::VerifyingKey;
+use haven_protocol::api::Id;
+use haven_protocol::api::auth::{
+    LoginFinishRequest, LoginStartRequest, LoginStartResponse, NewDeviceBody, RefreshRequest,
+    RegisterFinishRequest, RegisterStartRequest, RegisterStartResponse, TokenResponse,
+};
+use haven_protocol::api::certificate::{CertificateKeyResponse, CertificateResponse};
+use haven_protocol::api::error::ErrorBody;
+use haven_protocol::api::keys::{BundlesResponse, KeyUploadRequest, OneTimeKeyBody, SignedKeyBody};
+use haven_protocol::api::messages::{EnvelopeBody, SendBody};
 use haven_protocol::opaque::opaque_ke::{
     ClientLogin, ClientLoginFinishParameters, ClientRegistration,
     ClientRegistrationFinishParameters, CredentialResponse, Identifiers, RegistrationResponse,
@@ -21,9 +30,9 @@ use haven_sdk::sealed_sender::{SenderCertificate, open_sealed, seal_sender};
 use haven_sdk::session_cipher;
 use haven_sdk::store::{DeviceAddress, IdentityStore, PreKeyStore, SessionStore};
 use haven_sdk::{pad, unpad};
-use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
-use zeroize::Zeroizing;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use zeroize::{Zeroize as _, Zeroizing};
 
 use crate::content::{Body, Content, Conversation, ReceiptKind};
 use crate::error::{ErrorCode, WebError, WebResult, bad_response, invalid, protocol};
@@ -43,16 +52,30 @@ fn b64(bytes: &[u8]) -> String {
     STANDARD.encode(bytes)
 }
 
-fn parse_json(text: &str, what: &str) -> WebResult<Value> {
-    serde_json::from_str(text).map_err(|_| bad_response(format!("{what} is not JSON")))
+/// Reads a relay answer (`haven_protocol::api`), refusing one of another shape.
+fn parse_reply<T: DeserializeOwned>(text: &str, what: &str) -> WebResult<T> {
+    serde_json::from_str(text).map_err(|_| bad_response(format!("{what} malformed")))
 }
 
-fn b64_field(value: &Value, field: &str) -> WebResult<Vec<u8>> {
-    value
-        .get(field)
-        .and_then(Value::as_str)
-        .and_then(|s| STANDARD.decode(s).ok())
-        .ok_or_else(|| bad_response(format!("missing or invalid {field}")))
+/// Decodes a base64 field of a relay answer.
+fn b64_field(field: &str, text: &str) -> WebResult<Vec<u8>> {
+    STANDARD
+        .decode(text)
+        .map_err(|_| bad_response(format!("missing or invalid {field}")))
+}
+
+/// The JSON text of a request body for the page to send.
+fn request_json<T: Serialize>(body: &T) -> WebResult<String> {
+    serde_json::to_string(body).map_err(protocol)
+}
+
+/// A signed prekey as the key directory takes it (§11.11).
+fn signed_key_body(key_id: u32, public_key: &[u8], signature: &[u8]) -> SignedKeyBody {
+    SignedKeyBody {
+        key_id,
+        public_key: b64(public_key),
+        signature: b64(signature),
+    }
 }
 
 /// What [`DeviceCore::set_session`] reports to the page.
@@ -69,16 +92,6 @@ pub struct SessionInfo {
     pub access_token: String,
     /// Seconds until the access token expires.
     pub expires_in: u64,
-}
-
-#[derive(Deserialize)]
-struct TokenResponse {
-    account_id: String,
-    device_id: String,
-    device_number: u32,
-    access_token: String,
-    refresh_token: String,
-    expires_in: u64,
 }
 
 /// A prepared send (ciphertext only).
@@ -229,6 +242,13 @@ impl DeviceCore {
             .map_err(|_| WebError::new(ErrorCode::Malformed, "stored value malformed"))
     }
 
+    /// An id kept in the state (the account's or this device's).
+    fn stored_id(&self, key: &[u8]) -> WebResult<Id> {
+        self.meta_text(key)?
+            .parse()
+            .map_err(|_| WebError::new(ErrorCode::Malformed, "stored id malformed"))
+    }
+
     /// The account id (32 hex), once a session was set.
     ///
     /// # Errors
@@ -279,7 +299,9 @@ impl DeviceCore {
         let start = ClientRegistration::<HavenCipherSuite>::start(&mut opaque_rng(), password)
             .map_err(protocol)?;
         self.registration = Some(start.state);
-        Ok(json!({ "registration_request": b64(&start.message.serialize()) }).to_string())
+        request_json(&RegisterStartRequest {
+            registration_request: b64(&start.message.serialize()),
+        })
     }
 
     /// Body of `POST /v1/register/finish`, from the relay's answer to `register/start`.
@@ -293,8 +315,8 @@ impl DeviceCore {
         reply_json: &str,
         username: Option<&str>,
     ) -> WebResult<String> {
-        let reply = parse_json(reply_json, "register/start answer")?;
-        let response = b64_field(&reply, "registration_response")?;
+        let reply: RegisterStartResponse = parse_reply(reply_json, "register/start answer")?;
+        let response = b64_field("registration_response", &reply.registration_response)?;
         let response = RegistrationResponse::<HavenCipherSuite>::deserialize(&response)
             .map_err(|_| bad_response("registration_response does not decode"))?;
         let state = self.registration.take().ok_or_else(|| {
@@ -308,15 +330,15 @@ impl DeviceCore {
                 ClientRegistrationFinishParameters::default(),
             )
             .map_err(|_| bad_response("registration_response refused"))?;
-        let mut body = json!({
-            "registration_id": reply.get("registration_id").cloned().unwrap_or(Value::Null),
-            "registration_upload": b64(&finish.message.serialize()),
-            "device": { "identity_key": self.identity_key_b64()? },
-        });
-        if let Some(name) = username {
-            body["username"] = json!(name);
-        }
-        Ok(body.to_string())
+        request_json(&RegisterFinishRequest {
+            registration_id: reply.registration_id,
+            registration_upload: b64(&finish.message.serialize()),
+            username: username.map(str::to_owned),
+            device: NewDeviceBody {
+                identity_key: self.identity_key_b64()?,
+                name: None,
+            },
+        })
     }
 
     /// Body of `POST /v1/login/start`: by `username`, or by the stored account id when `None`.
@@ -328,15 +350,19 @@ impl DeviceCore {
         if password.is_empty() {
             return Err(invalid("empty password"));
         }
-        let mut body = match username {
-            Some(u) => json!({ "username": u }),
-            None => json!({ "account_id": self.account_hex()? }),
+        let account_id = match username {
+            Some(_) => None,
+            None => Some(self.stored_id(b"account")?),
         };
         let start = ClientLogin::<HavenCipherSuite>::start(&mut opaque_rng(), password)
             .map_err(protocol)?;
-        body["credential_request"] = json!(b64(&start.message.serialize()));
+        let body = request_json(&LoginStartRequest {
+            username: username.map(str::to_owned),
+            account_id,
+            credential_request: b64(&start.message.serialize()),
+        })?;
         self.login = Some(start.state);
-        Ok(body.to_string())
+        Ok(body)
     }
 
     /// Body of `POST /v1/login/finish`: as this device if it has logged in before, else as a
@@ -346,8 +372,8 @@ impl DeviceCore {
     /// [`ErrorCode::WrongPassword`] (detected by OPAQUE on the device),
     /// [`ErrorCode::InvalidState`], [`ErrorCode::InvalidResponse`].
     pub fn login_finish(&mut self, password: &[u8], reply_json: &str) -> WebResult<String> {
-        let reply = parse_json(reply_json, "login/start answer")?;
-        let response = b64_field(&reply, "credential_response")?;
+        let reply: LoginStartResponse = parse_reply(reply_json, "login/start answer")?;
+        let response = b64_field("credential_response", &reply.credential_response)?;
         let response = CredentialResponse::<HavenCipherSuite>::deserialize(&response)
             .map_err(|_| bad_response("credential_response does not decode"))?;
         let state = self
@@ -359,13 +385,23 @@ impl DeviceCore {
         let finish = state
             .finish(password, response, params)
             .map_err(|_| WebError::new(ErrorCode::WrongPassword, "invalid credentials"))?;
-        let mut body = match self.meta_text(b"device_id") {
-            Ok(id) => json!({ "device_id": id }),
-            Err(_) => json!({ "device": { "identity_key": self.identity_key_b64()? } }),
+        let (device_id, device) = match self.meta(b"device_id") {
+            Some(_) => (Some(self.stored_id(b"device_id")?), None),
+            None => (
+                None,
+                Some(NewDeviceBody {
+                    identity_key: self.identity_key_b64()?,
+                    name: None,
+                }),
+            ),
         };
-        body["login_id"] = reply.get("login_id").cloned().unwrap_or(Value::Null);
-        body["credential_finalization"] = json!(b64(&finish.message.serialize()));
-        Ok(body.to_string())
+        request_json(&LoginFinishRequest {
+            login_id: reply.login_id,
+            credential_finalization: b64(&finish.message.serialize()),
+            totp_code: None,
+            device_id,
+            device,
+        })
     }
 
     /// Takes a `TokenResponse` (§11.7) from register/finish, login/finish or token/refresh and
@@ -375,24 +411,22 @@ impl DeviceCore {
     /// [`ErrorCode::InvalidResponse`] for a malformed answer or one for another account or
     /// device than this state's.
     pub fn set_session(&mut self, token_json: &str) -> WebResult<SessionInfo> {
-        let t: TokenResponse = serde_json::from_str(token_json)
-            .map_err(|_| bad_response("token response malformed"))?;
-        parse_id(&t.account_id).map_err(|_| bad_response("account id malformed"))?;
-        parse_id(&t.device_id).map_err(|_| bad_response("device id malformed"))?;
+        let mut t: TokenResponse = parse_reply(token_json, "token response")?;
+        let (account_id, device_id) = (t.account_id.to_hex(), t.device_id.to_hex());
         if let Ok(known) = self.account_hex()
-            && known != t.account_id
+            && known != account_id
         {
             return Err(bad_response("token response for another account"));
         }
         if let Ok(known) = self.meta_text(b"device_id")
-            && known != t.device_id
+            && known != device_id
         {
             return Err(bad_response("token response for another device"));
         }
         self.store
-            .put(space::META, b"account", t.account_id.as_bytes());
+            .put(space::META, b"account", account_id.as_bytes());
         self.store
-            .put(space::META, b"device_id", t.device_id.as_bytes());
+            .put(space::META, b"device_id", device_id.as_bytes());
         self.store.put(
             space::META,
             b"device_number",
@@ -401,12 +435,12 @@ impl DeviceCore {
         self.store
             .put(space::META, b"refresh", t.refresh_token.as_bytes());
         // The stored copy is the only one kept; this one is wiped.
-        drop(Zeroizing::new(t.refresh_token));
+        t.refresh_token.zeroize();
         Ok(SessionInfo {
-            account_id: t.account_id,
-            device_id: t.device_id,
+            account_id,
+            device_id,
             device_number: t.device_number,
-            access_token: t.access_token,
+            access_token: std::mem::take(&mut t.access_token),
             expires_in: t.expires_in,
         })
     }
@@ -416,8 +450,12 @@ impl DeviceCore {
     /// # Errors
     /// [`ErrorCode::InvalidState`] before the first session.
     pub fn refresh_body(&self) -> WebResult<String> {
-        let token = Zeroizing::new(self.meta_text(b"refresh")?);
-        Ok(json!({ "refresh_token": token.as_str() }).to_string())
+        let mut body = RefreshRequest {
+            refresh_token: self.meta_text(b"refresh")?,
+        };
+        let text = request_json(&body);
+        body.refresh_token.zeroize();
+        text
     }
 
     // ---- relay key, certificate (§11.13) ----
@@ -428,8 +466,8 @@ impl DeviceCore {
     /// # Errors
     /// [`ErrorCode::InvalidResponse`].
     pub fn set_relay_key(&mut self, json_text: &str) -> WebResult<()> {
-        let v = parse_json(json_text, "certificate key")?;
-        let key: [u8; 32] = b64_field(&v, "public_key")?
+        let reply: CertificateKeyResponse = parse_reply(json_text, "certificate key")?;
+        let key: [u8; 32] = b64_field("public_key", &reply.public_key)?
             .try_into()
             .map_err(|_| bad_response("relay key is not 32 bytes"))?;
         VerifyingKey::from_bytes(&key).map_err(|_| bad_response("relay key is not a point"))?;
@@ -475,8 +513,8 @@ impl DeviceCore {
     /// # Errors
     /// [`ErrorCode::InvalidResponse`] for a malformed or invalid certificate.
     pub fn set_certificate(&mut self, json_text: &str, now: u64) -> WebResult<()> {
-        let v = parse_json(json_text, "certificate")?;
-        let bytes = b64_field(&v, "certificate")?;
+        let reply: CertificateResponse = parse_reply(json_text, "certificate")?;
+        let bytes = b64_field("certificate", &reply.certificate)?;
         let cert = SenderCertificate::from_bytes(&bytes)
             .map_err(|_| bad_response("certificate malformed"))?;
         cert.validate(&self.relay_key()?, now)
@@ -516,7 +554,10 @@ impl DeviceCore {
         let mut kems = Vec::new();
         for i in 0..PREKEY_BATCH {
             let k = OneTimePreKey::generate(first.wrapping_add(i), &mut rng);
-            otpks.push(json!({"key_id": k.id(), "public_key": b64(k.public().as_bytes())}));
+            otpks.push(OneTimeKeyBody {
+                key_id: k.id(),
+                public_key: b64(k.public().as_bytes()),
+            });
             self.store.save_one_time_prekey(k)?;
             let q = KemPreKey::generate(
                 &identity,
@@ -525,11 +566,14 @@ impl DeviceCore {
                 now,
                 &mut rng,
             );
-            kems.push(json!({"key_id": q.id(), "public_key": b64(q.public()),
-                             "signature": b64(q.signature())}));
+            kems.push(signed_key_body(q.id(), q.public(), q.signature()));
             self.store.save_kem_prekey(q)?;
         }
-        let mut body = json!({"one_time_prekeys": otpks, "one_time_kem_prekeys": kems});
+        let mut body = KeyUploadRequest {
+            one_time_prekeys: otpks,
+            one_time_kem_prekeys: kems,
+            ..KeyUploadRequest::default()
+        };
         if self.store.signed_prekey_ages()?.is_empty() {
             let spk_id = self.next_id(b"next_spk", 1);
             // Last-resort KEM ids use the top half so they never collide with one-time ids.
@@ -537,15 +581,18 @@ impl DeviceCore {
             let spk = SignedPreKey::generate(&identity, spk_id, now, &mut rng);
             let lr =
                 KemPreKey::generate(&identity, lr_id, KemPreKeyKind::LastResort, now, &mut rng);
-            body["registration_id"] = json!(self.store.local_registration_id()?);
-            body["signed_prekey"] = json!({"key_id": spk.id(),
-                "public_key": b64(spk.public().as_bytes()), "signature": b64(spk.signature())});
-            body["last_resort_kem_prekey"] = json!({"key_id": lr.id(),
-                "public_key": b64(lr.public()), "signature": b64(lr.signature())});
+            body.registration_id = Some(self.store.local_registration_id()?);
+            body.signed_prekey = Some(signed_key_body(
+                spk.id(),
+                spk.public().as_bytes(),
+                spk.signature(),
+            ));
+            body.last_resort_kem_prekey =
+                Some(signed_key_body(lr.id(), lr.public(), lr.signature()));
             self.store.save_signed_prekey(spk)?;
             self.store.save_kem_prekey(lr)?;
         }
-        Ok(body.to_string())
+        request_json(&body)
     }
 
     // ---- sending (§11.12, §5, §13.1) ----
@@ -596,19 +643,9 @@ impl DeviceCore {
     }
 
     fn parse_bundles(replies: &[String]) -> WebResult<Vec<PreKeyBundle>> {
-        #[derive(Deserialize)]
-        struct BundleBody {
-            device_number: u32,
-            bundle: Option<String>,
-        }
-        #[derive(Deserialize)]
-        struct Bundles {
-            bundles: Vec<BundleBody>,
-        }
         let mut out = Vec::new();
         for reply in replies {
-            let parsed: Bundles = serde_json::from_str(reply)
-                .map_err(|_| bad_response("key claim answer malformed"))?;
+            let parsed: BundlesResponse = parse_reply(reply, "key claim answer")?;
             for b in parsed.bundles {
                 let bytes = b
                     .bundle
@@ -713,9 +750,10 @@ impl DeviceCore {
         );
         let mut message_id = [0u8; 16];
         rand::Rng::fill_bytes(&mut rng, &mut message_id);
-        let message_id = hex::encode(message_id);
+        let message_id = Id::from(message_id);
         let body =
-            self.encrypt_content(account, &plain, &message_id, now_ms / 1000, bundle_replies)?;
+            self.encrypt_content(account, &plain, message_id, now_ms / 1000, bundle_replies)?;
+        let message_id = message_id.to_hex();
         Ok(PreparedSend {
             message_id,
             content_id: hex::encode(content_id),
@@ -729,7 +767,7 @@ impl DeviceCore {
         &mut self,
         account: &str,
         plain: &[u8],
-        message_id: &str,
+        message_id: Id,
         now: u64,
         bundle_replies: &[String],
     ) -> WebResult<String> {
@@ -747,7 +785,7 @@ impl DeviceCore {
         }
         devices.sort_unstable();
         let saved = self.store.clone();
-        let result = (|| -> WebResult<Vec<Value>> {
+        let result = (|| -> WebResult<Vec<EnvelopeBody>> {
             let mut envelopes = Vec::new();
             for &d in &devices {
                 if own && d == own_number {
@@ -756,7 +794,10 @@ impl DeviceCore {
                 let peer = DeviceAddress::new(peer_account, d);
                 let bundle = bundles.iter().find(|b| b.device_id == d);
                 let sealed = self.encrypt_for(&peer, bundle, &padded, &cert)?;
-                envelopes.push(json!({"device_number": d, "content": b64(&sealed)}));
+                envelopes.push(EnvelopeBody {
+                    device_number: d,
+                    content: b64(&sealed),
+                });
             }
             Ok(envelopes)
         })();
@@ -775,10 +816,12 @@ impl DeviceCore {
             ));
         }
         self.save_devices(account, &devices);
-        Ok(
-            json!({"message_id": message_id, "ephemeral": false, "envelopes": envelopes})
-                .to_string(),
-        )
+        request_json(&SendBody {
+            message_id,
+            envelopes,
+            ephemeral: false,
+            access_key: None,
+        })
     }
 
     /// Applies a 409 `mismatched_devices` / 410 `stale_devices` answer (§11.12) to the device
@@ -789,34 +832,21 @@ impl DeviceCore {
     /// [`ErrorCode::InvalidArgument`], [`ErrorCode::InvalidResponse`].
     pub fn repair_devices(&mut self, account: &str, error_json: &str) -> WebResult<()> {
         let peer_account = parse_id(account)?;
-        let v = parse_json(error_json, "error answer")?;
-        let mismatch = v
-            .pointer("/error/mismatches")
-            .and_then(Value::as_array)
-            .and_then(|all| {
-                all.iter()
-                    .find(|m| m.get("account_id").and_then(Value::as_str) == Some(account))
-            })
-            .cloned()
+        let reply: ErrorBody = parse_reply(error_json, "error answer")?;
+        let mismatch = reply
+            .error
+            .mismatches
+            .unwrap_or_default()
+            .into_iter()
+            .find(|m| *m.account_id.as_bytes() == peer_account)
             .ok_or_else(|| bad_response("no mismatches for this account"))?;
-        let list = |name: &str| -> Vec<u32> {
-            mismatch
-                .get(name)
-                .and_then(Value::as_array)
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|v| v.as_u64().and_then(|n| u32::try_from(n).ok()))
-                        .collect()
-                })
-                .unwrap_or_default()
-        };
-        let remove: Vec<u32> = [list("extra_devices"), list("removed_devices")].concat();
+        let remove: Vec<u32> = [mismatch.extra_devices, mismatch.removed_devices].concat();
         let mut devices: Vec<u32> = self
             .known_devices(account)
             .into_iter()
             .filter(|d| !remove.contains(d))
             .collect();
-        for d in list("missing_devices") {
+        for d in mismatch.missing_devices {
             if !devices.contains(&d) {
                 devices.push(d);
             }
@@ -1000,18 +1030,28 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
     use ed25519_dalek::SigningKey;
+    use haven_protocol::api::error::{DeviceMismatch, ErrorDetail};
+    use haven_protocol::api::keys::BundleBody;
 
     const NOW: u64 = 1_790_000_000;
 
     /// A device logged in as `account`/`number` with a certificate from `relay`.
     fn device(relay: &SigningKey, account: [u8; 16], number: u32) -> DeviceCore {
         let mut d = DeviceCore::new();
-        let token = json!({"account_id": hex::encode(account), "device_id": hex::encode([number as u8; 16]),
-            "device_number": number, "access_token": "a", "refresh_token": "r", "token_type": "Bearer",
-            "expires_in": 900});
-        d.set_session(&token.to_string()).unwrap();
-        d.set_relay_key(&json!({"public_key": b64(relay.verifying_key().as_bytes())}).to_string())
-            .unwrap();
+        let token = TokenResponse {
+            account_id: Id::from(account),
+            device_id: Id::from([number as u8; 16]),
+            device_number: number,
+            access_token: "a".into(),
+            refresh_token: "r".into(),
+            token_type: "Bearer".into(),
+            expires_in: 900,
+        };
+        d.set_session(&request_json(&token).unwrap()).unwrap();
+        let key = CertificateKeyResponse {
+            public_key: b64(relay.verifying_key().as_bytes()),
+        };
+        d.set_relay_key(&request_json(&key).unwrap()).unwrap();
         assert!(d.needs_certificate(NOW));
         let cert = SenderCertificate::issue(
             relay,
@@ -1019,23 +1059,27 @@ mod tests {
             *d.identity().unwrap().public(),
             NOW + 3600,
         );
-        d.set_certificate(
-            &json!({"certificate": b64(&cert.to_bytes())}).to_string(),
-            NOW,
-        )
-        .unwrap();
+        let cert = CertificateResponse {
+            certificate: b64(&cert.to_bytes()),
+            expires: cert.expires,
+        };
+        d.set_certificate(&request_json(&cert).unwrap(), NOW)
+            .unwrap();
         assert!(!d.needs_certificate(NOW));
         d
     }
 
     /// What the relay would answer to a claim of `d`'s keys (first one-time keys).
     fn claim_reply(d: &mut DeviceCore, upload: &str) -> String {
-        let upload: Value = serde_json::from_str(upload).unwrap();
-        let spk_id = upload["signed_prekey"]["key_id"].as_u64().unwrap() as u32;
-        let otpk_id = upload["one_time_prekeys"][0]["key_id"].as_u64().unwrap() as u32;
-        let kem_id = upload["one_time_kem_prekeys"][0]["key_id"]
-            .as_u64()
-            .unwrap() as u32;
+        let upload: KeyUploadRequest = serde_json::from_str(upload).unwrap();
+        let signed_prekey = upload.signed_prekey.unwrap();
+        let one_time_prekey = upload.one_time_prekeys[0].clone();
+        let kem_prekey = upload.one_time_kem_prekeys[0].clone();
+        let (spk_id, otpk_id, kem_id) = (
+            signed_prekey.key_id,
+            one_time_prekey.key_id,
+            kem_prekey.key_id,
+        );
         let s = &d.store;
         let bundle = PreKeyBundle::new(
             *s.identity_key_pair().unwrap().public(),
@@ -1045,9 +1089,20 @@ mod tests {
             s.one_time_prekey(otpk_id).unwrap().as_ref(),
             &s.kem_prekey(kem_id).unwrap().unwrap(),
         );
-        json!({"account_id": d.account_hex().unwrap(), "bundles": [
-            {"device_number": d.device_number().unwrap(), "bundle": b64(&bundle.to_bytes())}]})
-        .to_string()
+        let reply = BundlesResponse {
+            account_id: d.account_hex().unwrap().parse().unwrap(),
+            bundles: vec![BundleBody {
+                device_number: d.device_number().unwrap(),
+                registration_id: upload.registration_id.unwrap(),
+                identity_key: d.identity_key_b64().unwrap(),
+                signed_prekey,
+                one_time_prekey: Some(one_time_prekey),
+                kem_prekey,
+                kem_prekey_last_resort: false,
+                bundle: Some(b64(&bundle.to_bytes())),
+            }],
+        };
+        request_json(&reply).unwrap()
     }
 
     fn text_of(o: &Opened) -> &str {
@@ -1077,9 +1132,9 @@ mod tests {
         let sent = alice
             .encrypt_text(&bob_hex, "hello periwinkle", NOW * 1000, &[reply])
             .unwrap();
-        let body: Value = serde_json::from_str(&sent.body).unwrap();
-        assert_eq!(body["message_id"], sent.message_id);
-        let content = body["envelopes"][0]["content"].as_str().unwrap().to_owned();
+        let body: SendBody = serde_json::from_str(&sent.body).unwrap();
+        assert_eq!(body.message_id.to_hex(), sent.message_id);
+        let content = body.envelopes[0].content.clone();
         assert!(!sent.body.contains("periwinkle"));
 
         // Garbage and a tampered copy are rejected without touching the session.
@@ -1130,8 +1185,8 @@ mod tests {
         let back = bob
             .encrypt_text(&alice_hex, "hi tangerine", NOW * 1000, &[])
             .unwrap();
-        let body: Value = serde_json::from_str(&back.body).unwrap();
-        let content = body["envelopes"][0]["content"].as_str().unwrap();
+        let body: SendBody = serde_json::from_str(&back.body).unwrap();
+        let content = &body.envelopes[0].content;
         let opened = alice.open_envelope(&back.message_id, content, NOW).unwrap();
         assert_eq!(text_of(&opened), "hi tangerine");
 
@@ -1142,8 +1197,8 @@ mod tests {
         let next = again
             .encrypt_text(&bob_hex, "after reload", NOW * 1000, &[])
             .unwrap();
-        let body: Value = serde_json::from_str(&next.body).unwrap();
-        let content = body["envelopes"][0]["content"].as_str().unwrap();
+        let body: SendBody = serde_json::from_str(&next.body).unwrap();
+        let content = &body.envelopes[0].content;
         assert_eq!(
             text_of(&bob.open_envelope(&next.message_id, content, NOW).unwrap()),
             "after reload"
@@ -1190,9 +1245,20 @@ mod tests {
         let mut d = device(&relay, [1; 16], 1);
         let peer = hex::encode([2; 16]);
         d.save_devices(&peer, &[1, 2]);
-        let err = json!({"error": {"code": "mismatched_devices", "message": "", "mismatches": [
-            {"account_id": peer, "missing_devices": [3], "extra_devices": [2], "removed_devices": []}]}});
-        d.repair_devices(&peer, &err.to_string()).unwrap();
+        let err = ErrorBody {
+            error: ErrorDetail {
+                code: "mismatched_devices".into(),
+                message: String::new(),
+                mismatches: Some(vec![DeviceMismatch {
+                    account_id: Id::from([2; 16]),
+                    missing_devices: vec![3],
+                    extra_devices: vec![2],
+                    removed_devices: Vec::new(),
+                }]),
+            },
+        };
+        d.repair_devices(&peer, &request_json(&err).unwrap())
+            .unwrap();
         assert_eq!(d.known_devices(&peer), vec![1, 3]);
         assert_eq!(
             d.repair_devices(&peer, "{}").unwrap_err().code,
