@@ -623,6 +623,23 @@ struct Applied {
     tasks_added: bool,
 }
 
+/// Closes a served socket when its serving future ends in any way: forgets the socket's sender
+/// and stops its writer (which drops the connection).
+struct SocketGuard<'a> {
+    slot: &'a Mutex<Option<mpsc::UnboundedSender<WsMessage>>>,
+    writer: tokio::task::AbortHandle,
+}
+
+impl Drop for SocketGuard<'_> {
+    fn drop(&mut self) {
+        *self
+            .slot
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+        self.writer.abort();
+    }
+}
+
 /// The messenger of one device. Share it behind an `Arc`.
 pub struct Messenger {
     device: Arc<Device>,
@@ -900,7 +917,6 @@ impl Messenger {
         };
         // Validate before anything is stored or sent.
         content.to_bytes()?;
-        self.send_content(&content).await?;
         let own = self.own();
         let record = MessageRecord {
             conversation_kind: conversation.tag(),
@@ -922,12 +938,15 @@ impl Messenger {
             read_by: Vec::new(),
             expires_at: (expire_secs > 0).then(|| now_secs() + u64::from(expire_secs)),
         };
-        put_json(
-            &self.device.lock(),
-            MESSAGES,
-            &message_key(&conversation, &message_id),
-            &record,
-        )?;
+        // Stored before it is sent: a receipt can come back before the send call returns (the
+        // recipient may answer while the copies to this account's other devices go out), and
+        // must find the message. A send that fails takes the record back out.
+        let key = message_key(&conversation, &message_id);
+        put_json(&self.device.lock(), MESSAGES, &key, &record)?;
+        if let Err(e) = self.send_content(&content).await {
+            self.device.lock().delete(MESSAGES, &key)?;
+            return Err(e);
+        }
         Ok(message_id)
     }
 
@@ -2086,6 +2105,12 @@ impl Messenger {
             }
             let _ = sink.close().await;
         });
+        // If this future is dropped (the app aborts `run`), the socket must close with it: the
+        // writer holds its sending half, and the stored sender would keep the writer alive.
+        let _close_on_drop = SocketGuard {
+            slot: &self.socket,
+            writer: writer.abort_handle(),
+        };
         for state in self.groups_state()? {
             self.subscribe_group(&state);
         }
