@@ -7,7 +7,7 @@
 //! - [`relay`]: the relay's HTTP API: OPAQUE registration and login, transparent token refresh.
 //! - [`diary`]: the diary on a device, synced through the relay's vault.
 //! - [`messenger`]: contacts, 1:1 and group conversations, message types and an event stream;
-//!   [`content`] is its encrypted content format, [`ws`] the WebSocket connection.
+//!   its encrypted content format is `haven_protocol::content`, [`ws`] the WebSocket connection.
 //! - [`storage_key`]: the store's key from a passphrase and a state directory's salt file.
 //! - [`attachments`]: encrypted, padded, resumable blob transfers; [`thumbnail`] makes the
 //!   previews image attachments carry.
@@ -17,7 +17,6 @@
 )]
 
 pub mod attachments;
-pub mod content;
 pub mod device;
 pub mod diary;
 pub mod messenger;
@@ -27,9 +26,9 @@ pub mod store;
 pub mod thumbnail;
 pub mod ws;
 
-pub use content::{Conversation, ReceiptKind};
 pub use device::{Device, DeviceError, Received, RejectReason};
 pub use diary::{Diary, DiaryClientError};
+pub use haven_protocol::content::{Conversation, ReceiptKind};
 pub use messenger::{ConnectionState, Event, MessageRecord, Messenger, MessengerError};
 pub use relay::{RelayClient, RelayError, Session};
 pub use store::{ClientStore, ClientStoreError, Space};

@@ -42,7 +42,6 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use zeroize::Zeroizing;
 
 use crate::attachments::{AttachmentPointer, Attachments, AttachmentsError, Progress};
-use crate::content::{Body, Content, ContentError, Conversation, GroupInvite, ReceiptKind};
 use crate::device::{Device, DeviceError, Opened, RejectReason};
 use crate::store::{ClientStore, ClientStoreError, Space};
 use crate::thumbnail;
@@ -51,6 +50,9 @@ use haven_protocol::api::channels::{
     AppendRequest, AppendResponse, CreateChannelRequest, CreateChannelResponse, EntriesPage,
 };
 use haven_protocol::api::usernames::{LookupRequest, LookupResponse};
+use haven_protocol::content::{
+    Body, Content, ContentError, Conversation, GroupInvite, ReceiptKind,
+};
 use haven_protocol::frames::{ClientFrame, EnvelopeFrame, ServerFrame};
 
 /// Contacts by account.

@@ -17,6 +17,7 @@ pub mod opaque;
 
 pub mod api;
 pub mod certificate;
+pub mod content;
 pub mod encoding;
 pub mod frames;
 pub mod padding;

@@ -34,10 +34,10 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use zeroize::{Zeroize as _, Zeroizing};
 
-use crate::content::{Body, Content, Conversation, ReceiptKind};
 use crate::error::{ErrorCode, WebError, WebResult, bad_response, invalid, protocol};
 use crate::frames::parse_id;
 use crate::store::{WebStore, address_key, space};
+use haven_protocol::content::{Body, Content, Conversation, ReceiptKind};
 
 /// One-time prekeys of each kind per upload (as the native client).
 pub const PREKEY_BATCH: u32 = 50;

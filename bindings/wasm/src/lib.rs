@@ -23,11 +23,4 @@ pub mod error;
 pub mod frames;
 pub mod store;
 
-/// The messenger content codec (PROTOCOL §13.1), compiled from the native client's own source
-/// file so web and native clients encode and decode exactly the same bytes (haven-client itself
-/// links SQLite and tokio and does not build for wasm32).
-#[path = "../../../client/src/content.rs"]
-#[allow(dead_code, unreachable_pub, missing_docs)]
-mod content;
-
 pub use error::{ErrorCode, WebError};

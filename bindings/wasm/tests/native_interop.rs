@@ -5,9 +5,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 #![cfg(not(target_arch = "wasm32"))]
 
-use haven_client::content::{Body, Content, Conversation};
 use haven_client::relay::RelayClient;
 use haven_client::{ClientStore, Device, Received};
+use haven_protocol::content::{Body, Content, Conversation};
 use haven_testkit::RelayConfig;
 use haven_wasm::device::{DeviceCore, Opened, OpenedContent};
 use reqwest::Method;
