@@ -63,7 +63,7 @@ mod tests {
 
     fn path(name: &str) -> std::path::PathBuf {
         std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("vectors")
+            .join("../vectors")
             .join(format!("{name}.json"))
     }
 
