@@ -1,0 +1,16 @@
+//! Haven's client core: the state and logic every client platform shares, no I/O.
+//!
+//! The native client (`haven-client`: SQLite, HTTP, WebSocket) and the web bindings
+//! (`haven-wasm`: the page does the I/O) both build on this crate, so they behave alike by
+//! construction. It has no tokio, no HTTP client, no database driver and no file access, and
+//! builds for `wasm32-unknown-unknown`.
+//!
+//! - [`store`]: the encrypted key-value store holding every piece of client state (PROTOCOL
+//!   §12), generic over where its sealed rows live ([`store::Backend`]); [`store::MemoryBackend`]
+//!   keeps them in memory and exports them as one sealed snapshot.
+
+pub mod store;
+
+pub use store::{
+    Backend, ClientStoreError, EncryptedStore, Entry, MemoryBackend, MemoryStore, RowKey, Space,
+};
