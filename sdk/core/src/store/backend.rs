@@ -19,14 +19,14 @@ pub type RowKey = [u8; 32];
 /// [`ClientStoreError::Backend`] with the backend's message (never a stored value), or
 /// [`ClientStoreError::Corrupt`] for a row the backend holds in an impossible shape.
 pub trait Backend: Sized {
-    /// What [`Backend::open`] opens: a file path for SQLite, the rows themselves in memory.
-    type Location;
+    /// What [`Backend::open`] opens: a file path for SQLite, rows already held in memory.
+    type Location: ?Sized;
 
     /// Opens (creating if needed) the storage at `location`.
     ///
     /// # Errors
     /// [`ClientStoreError::Backend`].
-    fn open(location: Self::Location) -> Result<Self, ClientStoreError>;
+    fn open(location: &Self::Location) -> Result<Self, ClientStoreError>;
 
     /// New, empty storage that lives as long as the value (tests, ephemeral sessions).
     ///

@@ -78,12 +78,18 @@ impl MemoryBackend {
     }
 }
 
+impl AsRef<MemoryBackend> for MemoryBackend {
+    fn as_ref(&self) -> &MemoryBackend {
+        self
+    }
+}
+
 impl Backend for MemoryBackend {
-    /// Opening a memory backend is taking it: [`EncryptedStore::open`] over rows already held.
+    /// Opening a memory backend copies it ([`EncryptedStore::with_backend`] takes one instead).
     type Location = MemoryBackend;
 
-    fn open(location: MemoryBackend) -> Result<Self, ClientStoreError> {
-        Ok(location)
+    fn open(location: &MemoryBackend) -> Result<Self, ClientStoreError> {
+        Ok(location.clone())
     }
 
     fn in_memory() -> Result<Self, ClientStoreError> {

@@ -210,17 +210,17 @@ fn rng() -> impl rand_core::CryptoRng {
 }
 
 impl<B: Backend> EncryptedStore<B> {
-    /// Opens (creating if needed) the store at `location` (a path for SQLite) with the host's
-    /// 32-byte storage key.
+    /// Opens (creating if needed) the store at `location` (a path for SQLite:
+    /// `ClientStore::open(&path, &storage_key)`) with the host's 32-byte storage key.
     ///
     /// # Errors
     /// [`ClientStoreError::WrongKey`] when the store was created with another key,
     /// [`ClientStoreError::UnsupportedSchema`], [`ClientStoreError::Backend`].
-    pub fn open(
-        location: impl Into<B::Location>,
+    pub fn open<L: AsRef<B::Location> + ?Sized>(
+        location: &L,
         storage_key: &[u8; 32],
     ) -> Result<Self, ClientStoreError> {
-        Self::with_backend(B::open(location.into())?, storage_key)
+        Self::with_backend(B::open(location.as_ref())?, storage_key)
     }
 
     /// A new store in memory (tests, ephemeral sessions).
