@@ -13,7 +13,7 @@ use zeroize::Zeroizing;
 use crate::device::DeviceCore;
 use crate::diary::DiaryCore;
 use crate::error::{ErrorCode, WebError, WebResult, invalid};
-use crate::store::WebStore;
+use crate::store::MemoryStore;
 
 #[wasm_bindgen(typescript_custom_section)]
 const TS_TYPES: &'static str = r#"
@@ -225,7 +225,7 @@ impl WebDevice {
     /// A new device with a fresh identity key.
     pub async fn create() -> JsResult<WebDevice> {
         Ok(Self {
-            inner: RefCell::new(Some(DeviceCore::new())),
+            inner: RefCell::new(Some(lift(DeviceCore::new())?)),
         })
     }
 
@@ -239,7 +239,7 @@ impl WebDevice {
         let key = lift(bytes_arg(&page_key_bytes, "pageKey").map(Zeroizing::new))?;
         let key = lift(page_key(&key))?;
         let state = lift(bytes_arg(&state, "state"))?;
-        let store = lift(WebStore::import(&key, &state))?;
+        let store = lift(MemoryStore::import(&key, &state).map_err(WebError::from))?;
         Ok(Self {
             inner: RefCell::new(Some(DeviceCore::from_store(store))),
         })
@@ -255,7 +255,7 @@ impl WebDevice {
     ) -> JsResult<Vec<u8>> {
         let key = lift(bytes_arg(&page_key_bytes, "pageKey").map(Zeroizing::new))?;
         let key = lift(page_key(&key))?;
-        self.with(|d| Ok(d.store().export(&key)))
+        self.with(|d| Ok(d.store().export(&key)?))
     }
 
     /// Wipes the device from memory; later calls throw `closed`.

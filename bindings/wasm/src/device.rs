@@ -36,7 +36,7 @@ use zeroize::{Zeroize as _, Zeroizing};
 
 use crate::error::{ErrorCode, WebError, WebResult, bad_response, invalid, protocol};
 use crate::frames::parse_id;
-use crate::store::{WebStore, address_key, space};
+use crate::store::{MemoryStore, address_key, space};
 use haven_protocol::content::{Body, Content, Conversation, ReceiptKind};
 
 /// One-time prekeys of each kind per upload (as the native client).
@@ -45,8 +45,12 @@ pub const PREKEY_BATCH: u32 = 50;
 pub const CONTENT_SESSION: u8 = 0x01;
 /// A cached sender certificate is renewed when it has less than this left (seconds).
 const CERTIFICATE_MARGIN: u64 = 300;
-/// Most message ids remembered for deduplication (oldest forgotten first).
+/// Message ids remembered for deduplication (oldest forgotten first), up to
+/// [`SEEN_PRUNE_EVERY`] more between prunings.
 const MAX_SEEN: usize = 10_000;
+/// The seen ids are pruned once per this many messages: finding the oldest means decrypting
+/// every row of the space, too much to do for each message.
+const SEEN_PRUNE_EVERY: u64 = 500;
 
 fn b64(bytes: &[u8]) -> String {
     STANDARD.encode(bytes)
@@ -187,7 +191,7 @@ pub enum Opened {
 
 /// The device state and the in-flight OPAQUE state.
 pub struct DeviceCore {
-    store: WebStore,
+    store: MemoryStore,
     registration: Option<ClientRegistration<HavenCipherSuite>>,
     login: Option<ClientLogin<HavenCipherSuite>>,
 }
@@ -205,19 +209,22 @@ fn opaque_rng() -> rand_core_06::OsRng {
 }
 
 impl DeviceCore {
-    /// A new device with a fresh identity key pair and registration id.
-    #[must_use]
-    pub fn new() -> Self {
+    /// A new device with a fresh identity key pair and registration id, in a new store under a
+    /// fresh storage key.
+    ///
+    /// # Errors
+    /// A store error (none is expected for a store in memory).
+    pub fn new() -> WebResult<Self> {
         let mut rng = rand::rng();
         let identity = IdentityKeyPair::generate(&mut rng);
         let registration_id = rand::Rng::next_u32(&mut rng) & 0x3FFF;
-        let mut store = WebStore::default();
-        store.set_identity(&identity, registration_id);
-        Self::from_store(store)
+        let store = MemoryStore::generate(&mut rng)?;
+        store.set_identity(&identity, registration_id)?;
+        Ok(Self::from_store(store))
     }
 
     /// A device from its state.
-    pub(crate) fn from_store(store: WebStore) -> Self {
+    pub(crate) fn from_store(store: MemoryStore) -> Self {
         Self {
             store,
             registration: None,
@@ -226,17 +233,17 @@ impl DeviceCore {
     }
 
     /// The state (for export).
-    pub(crate) fn store(&self) -> &WebStore {
+    pub(crate) fn store(&self) -> &MemoryStore {
         &self.store
     }
 
-    fn meta(&self, key: &[u8]) -> Option<&[u8]> {
-        self.store.get(space::META, key)
+    fn meta(&self, key: &[u8]) -> WebResult<Option<Zeroizing<Vec<u8>>>> {
+        Ok(self.store.get(space::META, key)?)
     }
 
     fn meta_text(&self, key: &[u8]) -> WebResult<String> {
         let bytes = self
-            .meta(key)
+            .meta(key)?
             .ok_or_else(|| WebError::new(ErrorCode::InvalidState, "not logged in yet"))?;
         String::from_utf8(bytes.to_vec())
             .map_err(|_| WebError::new(ErrorCode::Malformed, "stored value malformed"))
@@ -267,9 +274,9 @@ impl DeviceCore {
     /// [`ErrorCode::InvalidState`] before the first session.
     pub fn device_number(&self) -> WebResult<u32> {
         let b = self
-            .meta(b"device_number")
+            .meta(b"device_number")?
             .ok_or_else(|| WebError::new(ErrorCode::InvalidState, "not logged in yet"))?;
-        <[u8; 4]>::try_from(b)
+        <[u8; 4]>::try_from(b.as_slice())
             .map(u32::from_be_bytes)
             .map_err(|_| WebError::new(ErrorCode::Malformed, "stored device number malformed"))
     }
@@ -385,7 +392,7 @@ impl DeviceCore {
         let finish = state
             .finish(password, response, params)
             .map_err(|_| WebError::new(ErrorCode::WrongPassword, "invalid credentials"))?;
-        let (device_id, device) = match self.meta(b"device_id") {
+        let (device_id, device) = match self.meta(b"device_id")? {
             Some(_) => (Some(self.stored_id(b"device_id")?), None),
             None => (
                 None,
@@ -424,16 +431,16 @@ impl DeviceCore {
             return Err(bad_response("token response for another device"));
         }
         self.store
-            .put(space::META, b"account", account_id.as_bytes());
+            .put(space::META, b"account", account_id.as_bytes())?;
         self.store
-            .put(space::META, b"device_id", device_id.as_bytes());
+            .put(space::META, b"device_id", device_id.as_bytes())?;
         self.store.put(
             space::META,
             b"device_number",
             &t.device_number.to_be_bytes(),
-        );
+        )?;
         self.store
-            .put(space::META, b"refresh", t.refresh_token.as_bytes());
+            .put(space::META, b"refresh", t.refresh_token.as_bytes())?;
         // The stored copy is the only one kept; this one is wiped.
         t.refresh_token.zeroize();
         Ok(SessionInfo {
@@ -471,19 +478,19 @@ impl DeviceCore {
             .try_into()
             .map_err(|_| bad_response("relay key is not 32 bytes"))?;
         VerifyingKey::from_bytes(&key).map_err(|_| bad_response("relay key is not a point"))?;
-        if let Some(pinned) = self.meta(b"relay_key")
-            && pinned != key
+        if let Some(pinned) = self.meta(b"relay_key")?
+            && pinned.as_slice() != key
         {
             return Err(bad_response("the relay's certificate key changed"));
         }
-        self.store.put(space::META, b"relay_key", &key);
+        self.store.put(space::META, b"relay_key", &key)?;
         Ok(())
     }
 
     fn relay_key(&self) -> WebResult<VerifyingKey> {
         let key: [u8; 32] = self
-            .meta(b"relay_key")
-            .and_then(|k| k.try_into().ok())
+            .meta(b"relay_key")?
+            .and_then(|k| k.as_slice().try_into().ok())
             .ok_or_else(|| WebError::new(ErrorCode::InvalidState, "relay key not set"))?;
         VerifyingKey::from_bytes(&key).map_err(protocol)
     }
@@ -496,9 +503,9 @@ impl DeviceCore {
 
     fn certificate(&self, now: u64) -> WebResult<SenderCertificate> {
         let bytes = self
-            .meta(b"certificate")
+            .meta(b"certificate")?
             .ok_or_else(|| WebError::new(ErrorCode::InvalidState, "no sender certificate"))?;
-        let cert = SenderCertificate::from_bytes(bytes).map_err(protocol)?;
+        let cert = SenderCertificate::from_bytes(&bytes).map_err(protocol)?;
         if cert.expires <= now.saturating_add(CERTIFICATE_MARGIN) {
             return Err(WebError::new(
                 ErrorCode::InvalidState,
@@ -522,20 +529,20 @@ impl DeviceCore {
         if cert.identity_key != *self.identity()?.public() {
             return Err(bad_response("certificate for another identity"));
         }
-        self.store.put(space::META, b"certificate", &bytes);
+        self.store.put(space::META, b"certificate", &bytes)?;
         Ok(())
     }
 
     // ---- keys (§11.11) ----
 
-    fn next_id(&mut self, name: &[u8], count: u32) -> u32 {
+    fn next_id(&mut self, name: &[u8], count: u32) -> WebResult<u32> {
         let next = self
-            .meta(name)
-            .and_then(|v| <[u8; 4]>::try_from(v).ok())
+            .meta(name)?
+            .and_then(|v| <[u8; 4]>::try_from(v.as_slice()).ok())
             .map_or(1, u32::from_be_bytes);
         self.store
-            .put(space::META, name, &next.wrapping_add(count).to_be_bytes());
-        next
+            .put(space::META, name, &next.wrapping_add(count).to_be_bytes())?;
+        Ok(next)
     }
 
     /// Body of `PUT /v1/keys`: on the first call the base keys (signed prekey, last-resort KEM
@@ -548,8 +555,8 @@ impl DeviceCore {
     pub fn prekey_upload(&mut self, now: u64) -> WebResult<String> {
         let mut rng = rand::rng();
         let identity = self.identity()?;
-        let first = self.next_id(b"next_otpk", PREKEY_BATCH);
-        let first_kem = self.next_id(b"next_kem", PREKEY_BATCH);
+        let first = self.next_id(b"next_otpk", PREKEY_BATCH)?;
+        let first_kem = self.next_id(b"next_kem", PREKEY_BATCH)?;
         let mut otpks = Vec::new();
         let mut kems = Vec::new();
         for i in 0..PREKEY_BATCH {
@@ -575,9 +582,9 @@ impl DeviceCore {
             ..KeyUploadRequest::default()
         };
         if self.store.signed_prekey_ages()?.is_empty() {
-            let spk_id = self.next_id(b"next_spk", 1);
+            let spk_id = self.next_id(b"next_spk", 1)?;
             // Last-resort KEM ids use the top half so they never collide with one-time ids.
-            let lr_id = 0x8000_0000 | self.next_id(b"next_lr", 1);
+            let lr_id = 0x8000_0000 | self.next_id(b"next_lr", 1)?;
             let spk = SignedPreKey::generate(&identity, spk_id, now, &mut rng);
             let lr =
                 KemPreKey::generate(&identity, lr_id, KemPreKeyKind::LastResort, now, &mut rng);
@@ -597,21 +604,23 @@ impl DeviceCore {
 
     // ---- sending (§11.12, §5, §13.1) ----
 
-    fn known_devices(&self, account: &str) -> Vec<u32> {
-        self.store
-            .get(space::CONTACT_DEVICES, account.as_bytes())
+    fn known_devices(&self, account: &str) -> WebResult<Vec<u32>> {
+        Ok(self
+            .store
+            .get(space::CONTACT_DEVICES, account.as_bytes())?
             .map(|v| {
                 v.chunks_exact(4)
                     .filter_map(|c| <[u8; 4]>::try_from(c).ok().map(u32::from_be_bytes))
                     .collect()
             })
-            .unwrap_or_default()
+            .unwrap_or_default())
     }
 
-    fn save_devices(&mut self, account: &str, devices: &[u32]) {
+    fn save_devices(&mut self, account: &str, devices: &[u32]) -> WebResult<()> {
         let bytes: Vec<u8> = devices.iter().flat_map(|d| d.to_be_bytes()).collect();
-        self.store
-            .put(space::CONTACT_DEVICES, account.as_bytes(), &bytes);
+        Ok(self
+            .store
+            .put(space::CONTACT_DEVICES, account.as_bytes(), &bytes)?)
     }
 
     fn has_session(&self, peer: &DeviceAddress) -> WebResult<bool> {
@@ -629,7 +638,7 @@ impl DeviceCore {
     /// [`ErrorCode::InvalidArgument`] for a malformed account id.
     pub fn claim_paths(&self, account: &str) -> WebResult<Vec<String>> {
         let peer = parse_id(account)?;
-        let devices = self.known_devices(account);
+        let devices = self.known_devices(account)?;
         if devices.is_empty() {
             return Ok(vec![format!("/v1/keys/{account}")]);
         }
@@ -777,7 +786,7 @@ impl DeviceCore {
         let cert = self.certificate(now)?;
         let bundles = Self::parse_bundles(bundle_replies)?;
         let padded = pad(plain).map_err(protocol)?;
-        let mut devices = self.known_devices(account);
+        let mut devices = self.known_devices(account)?;
         for b in &bundles {
             if !devices.contains(&b.device_id) {
                 devices.push(b.device_id);
@@ -815,7 +824,7 @@ impl DeviceCore {
                 "no device to send to",
             ));
         }
-        self.save_devices(account, &devices);
+        self.save_devices(account, &devices)?;
         request_json(&SendBody {
             message_id,
             envelopes,
@@ -842,7 +851,7 @@ impl DeviceCore {
             .ok_or_else(|| bad_response("no mismatches for this account"))?;
         let remove: Vec<u32> = [mismatch.extra_devices, mismatch.removed_devices].concat();
         let mut devices: Vec<u32> = self
-            .known_devices(account)
+            .known_devices(account)?
             .into_iter()
             .filter(|d| !remove.contains(d))
             .collect();
@@ -855,30 +864,35 @@ impl DeviceCore {
             self.store.delete(
                 space::SESSION,
                 &address_key(&DeviceAddress::new(peer_account, d)),
-            );
+            )?;
         }
         devices.sort_unstable();
-        self.save_devices(account, &devices);
+        self.save_devices(account, &devices)?;
         Ok(())
     }
 
     // ---- receiving ----
 
-    fn mark_seen(&mut self, message_id: &str) {
-        let n = self.store.get(space::META, b"seen_n").map_or(0u64, |b| {
-            <[u8; 8]>::try_from(b).map_or(0, u64::from_be_bytes)
+    fn mark_seen(&mut self, message_id: &str) -> WebResult<()> {
+        let n = self.meta(b"seen_n")?.map_or(0u64, |b| {
+            <[u8; 8]>::try_from(b.as_slice()).map_or(0, u64::from_be_bytes)
         });
         self.store
-            .put(space::SEEN, message_id.as_bytes(), &n.to_be_bytes());
+            .put(space::SEEN, message_id.as_bytes(), &n.to_be_bytes())?;
         self.store
-            .put(space::META, b"seen_n", &n.wrapping_add(1).to_be_bytes());
+            .put(space::META, b"seen_n", &n.wrapping_add(1).to_be_bytes())?;
         // Forget the oldest ids beyond the cap (a replay that old is refused by the ratchet).
-        if n >= MAX_SEEN as u64 {
+        if n >= MAX_SEEN as u64 && n % SEEN_PRUNE_EVERY == 0 {
             let cutoff = n - MAX_SEEN as u64;
-            self.store.retain_space(space::SEEN, |v| {
-                <[u8; 8]>::try_from(v).is_ok_and(|b| u64::from_be_bytes(b) > cutoff)
-            });
+            for (id, v) in self.store.entries(space::SEEN)? {
+                let keep =
+                    <[u8; 8]>::try_from(v.as_slice()).is_ok_and(|b| u64::from_be_bytes(b) > cutoff);
+                if !keep {
+                    self.store.delete(space::SEEN, &id)?;
+                }
+            }
         }
+        Ok(())
     }
 
     /// Opens one envelope (base64 `content` of a mailbox entry or WebSocket envelope frame):
@@ -896,7 +910,11 @@ impl DeviceCore {
     ) -> WebResult<Opened> {
         parse_id(message_id)?;
         let message_id = message_id.to_owned();
-        if self.store.get(space::SEEN, message_id.as_bytes()).is_some() {
+        if self
+            .store
+            .get(space::SEEN, message_id.as_bytes())?
+            .is_some()
+        {
             return Ok(Opened::Duplicate { message_id });
         }
         let reject =
@@ -976,7 +994,7 @@ impl DeviceCore {
             Body::ContactCard { access_key } => {
                 let mut k = b"ak:".to_vec();
                 k.extend_from_slice(hex::encode(sender.account_id).as_bytes());
-                self.store.put(space::META, &k, &access_key);
+                self.store.put(space::META, &k, &access_key)?;
                 OpenedContent::ContactCard
             }
             ref other => OpenedContent::Other {
@@ -985,13 +1003,13 @@ impl DeviceCore {
         };
         // The sender's device list grows with devices that write to us.
         let account_hex = hex::encode(sender.account_id);
-        let mut devices = self.known_devices(&account_hex);
+        let mut devices = self.known_devices(&account_hex)?;
         if !devices.contains(&sender.device_id) {
             devices.push(sender.device_id);
             devices.sort_unstable();
-            self.save_devices(&account_hex, &devices);
+            self.save_devices(&account_hex, &devices)?;
         }
-        self.mark_seen(&message_id);
+        self.mark_seen(&message_id)?;
         Ok(Opened::Message {
             message_id,
             sender: Sender {
@@ -1019,12 +1037,6 @@ fn body_name(body: &Body) -> &'static str {
     }
 }
 
-impl Default for DeviceCore {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -1037,7 +1049,7 @@ mod tests {
 
     /// A device logged in as `account`/`number` with a certificate from `relay`.
     fn device(relay: &SigningKey, account: [u8; 16], number: u32) -> DeviceCore {
-        let mut d = DeviceCore::new();
+        let mut d = DeviceCore::new().unwrap();
         let token = TokenResponse {
             account_id: Id::from(account),
             device_id: Id::from([number as u8; 16]),
@@ -1142,6 +1154,7 @@ mod tests {
             .store
             .clone()
             .export(&haven_sdk::StorageKey::from_bytes([1; 32]))
+            .unwrap()
             .len();
         let mut raw = STANDARD.decode(&content).unwrap();
         let last = raw.len() - 1;
@@ -1156,6 +1169,7 @@ mod tests {
             bob.store
                 .clone()
                 .export(&haven_sdk::StorageKey::from_bytes([1; 32]))
+                .unwrap()
                 .len(),
             before
         );
@@ -1192,8 +1206,8 @@ mod tests {
 
         // State survives an encrypted export/import.
         let key = haven_sdk::StorageKey::from_bytes([5; 32]);
-        let sealed = alice.store().export(&key);
-        let mut again = DeviceCore::from_store(WebStore::import(&key, &sealed).unwrap());
+        let sealed = alice.store().export(&key).unwrap();
+        let mut again = DeviceCore::from_store(MemoryStore::import(&key, &sealed).unwrap());
         let next = again
             .encrypt_text(&bob_hex, "after reload", NOW * 1000, &[])
             .unwrap();
@@ -1240,11 +1254,45 @@ mod tests {
     }
 
     #[test]
+    fn seen_ids_are_pruned_in_batches() {
+        let mut d = DeviceCore::new().unwrap();
+        for (id, n) in [("old", 0u64), ("kept", 1), ("recent", 9_999)] {
+            d.store
+                .put(space::SEEN, id.as_bytes(), &n.to_be_bytes())
+                .unwrap();
+        }
+        let at = |n: u64| n.to_be_bytes();
+        d.store
+            .put(space::META, b"seen_n", &at(MAX_SEEN as u64 - 1))
+            .unwrap();
+        d.mark_seen("below the cap").unwrap();
+        assert_eq!(d.store.entries(space::SEEN).unwrap().len(), 4);
+        // The 10_001st id: everything at or below counter 0 goes.
+        d.mark_seen("at the cap").unwrap();
+        let mut left: Vec<Vec<u8>> = d
+            .store
+            .entries(space::SEEN)
+            .unwrap()
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            [&b"at the cap"[..], b"below the cap", b"kept", b"recent"]
+        );
+        // Not pruned again until SEEN_PRUNE_EVERY more.
+        d.store.put(space::SEEN, b"old", &at(0)).unwrap();
+        d.mark_seen("next").unwrap();
+        assert!(d.store.get(space::SEEN, b"old").unwrap().is_some());
+    }
+
+    #[test]
     fn repair_devices_applies_mismatches() {
         let relay = SigningKey::from_bytes(&[4; 32]);
         let mut d = device(&relay, [1; 16], 1);
         let peer = hex::encode([2; 16]);
-        d.save_devices(&peer, &[1, 2]);
+        d.save_devices(&peer, &[1, 2]).unwrap();
         let err = ErrorBody {
             error: ErrorDetail {
                 code: "mismatched_devices".into(),
@@ -1259,7 +1307,7 @@ mod tests {
         };
         d.repair_devices(&peer, &request_json(&err).unwrap())
             .unwrap();
-        assert_eq!(d.known_devices(&peer), vec![1, 3]);
+        assert_eq!(d.known_devices(&peer).unwrap(), vec![1, 3]);
         assert_eq!(
             d.repair_devices(&peer, "{}").unwrap_err().code,
             ErrorCode::InvalidResponse

@@ -91,5 +91,22 @@ impl From<haven_sdk::store::StoreError> for WebError {
     }
 }
 
+impl From<haven_client_core::store::ClientStoreError> for WebError {
+    fn from(e: haven_client_core::store::ClientStoreError) -> Self {
+        use haven_client_core::store::ClientStoreError as E;
+        match e {
+            // In the web the store is only ever opened from a snapshot (`importState`).
+            E::WrongKey => WebError::new(
+                ErrorCode::DecryptionFailed,
+                "state does not decrypt under this page key (wrong key or tampered)",
+            ),
+            E::TooLarge { .. } => WebError::new(ErrorCode::Limit, e.to_string()),
+            E::NoIdentity | E::Backend(_) => WebError::new(ErrorCode::InvalidState, e.to_string()),
+            E::Group(_) | E::KeyDerivation => protocol(e),
+            _ => WebError::new(ErrorCode::Malformed, e.to_string()),
+        }
+    }
+}
+
 /// Result of the bindings.
 pub type WebResult<T> = Result<T, WebError>;

@@ -46,7 +46,7 @@ async fn web_and_native_devices_talk_through_a_relay() {
     let http = RelayClient::new(&url).unwrap();
 
     // The web device registers (OPAQUE), pins the relay key and uploads its keys.
-    let mut web = DeviceCore::new();
+    let mut web = DeviceCore::new().unwrap();
     let start = call(
         &http,
         Method::POST,
