@@ -1,7 +1,6 @@
-//! The device's state: the client core's encrypted store in memory
-//! ([`MemoryStore`](haven_client_core::store::MemoryStore), PROTOCOL §12), which the page exports
-//! as one sealed snapshot (§12.1, `exportState`) and keeps in IndexedDB; and the application
-//! spaces the web device uses.
+//! The device's state: the client core's encrypted store in memory ([`MemoryStore`], PROTOCOL
+//! §12), which the page exports as one sealed snapshot (§12.1, `exportState`) and keeps in
+//! IndexedDB; and the application spaces the web device uses.
 
 pub use haven_client_core::store::{MAX_SNAPSHOT_LEN, MemoryStore, SNAPSHOT_LABEL};
 
