@@ -38,6 +38,7 @@ use haven_relay::store::{
     AccountStore, DeviceRecord, FamilyRecord, NewAccount, PgStore, RefreshTokenRecord, SqliteStore,
     TokenStore,
 };
+use haven_testkit::{RelayConfig, RelayProcess};
 use tokio::io::AsyncBufReadExt as _;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::Message;
@@ -159,16 +160,27 @@ fn rss_kib(pid: u32) -> Result<u64, BoxError> {
 }
 
 /// A running server process (relay or echo baseline) and its address.
+/// A server under load: the relay (started from the workspace's one table of test-relay
+/// settings, `haven-testkit`) or the echo baseline. Killed when dropped.
 struct Server {
-    child: tokio::process::Child,
+    process: ServerProcess,
     addr: String,
     pid: u32,
-    _dir: Option<tempfile::TempDir>,
+}
+
+enum ServerProcess {
+    Relay(RelayProcess),
+    Echo(tokio::process::Child),
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = self.child.start_kill();
+        match &mut self.process {
+            ServerProcess::Relay(relay) => relay.kill(),
+            ServerProcess::Echo(child) => {
+                let _ = child.start_kill();
+            }
+        }
     }
 }
 
@@ -266,46 +278,37 @@ fn relay_path(args: &Args) -> Result<String, BoxError> {
     Ok(dir.join("haven-relay").to_string_lossy().into_owned())
 }
 
-/// Starts the relay on a fresh SQLite database with `devices` provisioned devices.
+/// Starts the relay on a fresh SQLite database (or the given Postgres one) with `devices`
+/// provisioned devices.
 async fn start_relay(args: &Args, devices: usize) -> Result<(Server, Vec<(Id, String)>), BoxError> {
-    let dir = tempfile::tempdir()?;
-    let db = match &args.postgres {
-        Some(url) => url.clone(),
-        None => format!("sqlite://{}", dir.path().join("haven.db").display()),
-    };
+    let mut config = RelayConfig::new();
+    if let Some(url) = &args.postgres {
+        config = config.database(url);
+    }
+    let db = config
+        .get("HAVEN_DATABASE_URL")
+        .ok_or("no database")?
+        .to_owned();
     let provisioned = provision(&db, devices).await?;
     let jwt = base64::engine::general_purpose::STANDARD.encode(JWT_KEY);
-    let mut command = tokio::process::Command::new(relay_path(args)?);
-    command
-        .env_clear()
-        .env("DATABASE_URL", &db)
-        .env("HAVEN_JWT_SECRET", jwt)
-        .env("HAVEN_LISTEN", "127.0.0.1:0")
-        .env("HAVEN_METRICS_LISTEN", "off")
-        .env("HAVEN_LOG", "warn")
-        .env("HAVEN_RATE_LIMIT_PER_MINUTE", "1000000")
-        .env("HAVEN_WS_POLL_INTERVAL_SECS", "300");
+    config = config
+        .set("HAVEN_JWT_SECRET", jwt)
+        .set("HAVEN_LOG", "warn")
+        .set("HAVEN_RATE_LIMIT_PER_MINUTE", "1000000")
+        .set("HAVEN_WS_POLL_INTERVAL_SECS", "300");
     // Given last, so they override the defaults above.
     for (k, v) in &args.env {
-        command.env(k, v);
+        config = config.set(k, v.as_str());
     }
-    let mut child = command
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()?;
-    let line = first_line(&mut child).await?;
-    let addr = line
-        .strip_prefix("haven-relay listening on http://")
-        .ok_or("unexpected relay output")?
-        .to_owned();
-    let pid = child.id().ok_or("no pid")?;
+    let binary = relay_path(args)?;
+    let relay = tokio::task::spawn_blocking(move || config.spawn(binary)).await?;
+    let addr = relay.addr().to_string();
+    let pid = relay.pid().ok_or("no pid")?;
     Ok((
         Server {
-            child,
+            process: ServerProcess::Relay(relay),
             addr,
             pid,
-            _dir: Some(dir),
         },
         provisioned,
     ))
@@ -325,10 +328,9 @@ async fn start_echo() -> Result<Server, BoxError> {
         .to_owned();
     let pid = child.id().ok_or("no pid")?;
     Ok(Server {
-        child,
+        process: ServerProcess::Echo(child),
         addr,
         pid,
-        _dir: None,
     })
 }
 
