@@ -8,7 +8,11 @@
 //! - [`store`]: the encrypted key-value store holding every piece of client state (PROTOCOL
 //!   §12), generic over where its sealed rows live ([`store::Backend`]); [`store::MemoryBackend`]
 //!   keeps them in memory and exports them as one sealed snapshot.
+//! - [`messenger`]: contacts, 1:1 and group conversations over that store (PROTOCOL §13): what
+//!   a received content changes and which events it yields, what each user action sends, and
+//!   the durable follow-ups; the driver does the I/O.
 
+pub mod messenger;
 pub mod store;
 
 pub use store::{

@@ -1,0 +1,49 @@
+//! The messenger's state, without I/O (PROTOCOL §13): contacts, 1:1 and group conversations,
+//! message records, receipts, reactions, edits, deletes, disappearing timers, group epochs and
+//! invites, early sender keys, pending channel entries and durable follow-up tasks, all kept in
+//! an [`EncryptedStore`](crate::store::EncryptedStore) over any backend.
+//!
+//! A driver (natively `haven_client::Messenger`: HTTP, WebSocket, files) does the I/O and
+//! calls these functions with the store, the time (`now_ms`, Unix milliseconds) and an RNG:
+//!
+//! - **Receiving.** [`apply_direct`] applies a 1:1 envelope's plaintext inside the transaction
+//!   that also stores the ratchet session and the seen marker; [`apply_entries`] processes a
+//!   group channel's entries, one transaction per entry with the epoch's cursor. Both return an
+//!   [`Applied`]: the [`Event`]s to emit after the commit and the follow-ups the driver owes
+//!   ([`retry_pending`] for groups whose sender key arrived, channels to subscribe to, tasks to
+//!   run).
+//! - **Sending.** [`outgoing`] builds the content of every user action and the local change
+//!   that goes with it; group posts are sealed with [`outgoing::group_entry`].
+//! - **Follow-ups.** [`queued_tasks`] lists the durable tasks (sender-key distribution,
+//!   delivery receipts); [`follow_up`] says what each sends now; [`task_done`] removes one.
+//! - **Queries.** [`contacts`], [`history`] (deleting disappeared messages), [`conversations`],
+//!   [`groups`].
+//!
+//! Exactly once: a text is stored once per message id, a channel entry once per position
+//! (its epoch's cursor); the relay message id of an envelope is the device's to mark seen.
+
+mod apply;
+mod contacts;
+mod groups;
+mod messages;
+pub mod outgoing;
+mod records;
+mod tasks;
+mod types;
+
+pub use apply::{apply_direct, apply_entries, retry_pending};
+pub use contacts::{
+    add_contact, card_sent, contact, contact_card, contacts, needs_card, safety_number,
+};
+pub use groups::{
+    Channel, ChannelIndex, Epoch, GroupState, MAX_PENDING_PER_GROUP, MAX_PENDING_SENDER_KEYS,
+    active_group, channel_index, distribution_id, group, group_states, groups,
+    has_own_sender_session, open_entry, own_distribution, save_group, seal_entry,
+};
+pub use messages::{conversations, history, message, timer};
+pub use outgoing::{MemberChange, Outgoing};
+pub use tasks::{DirectSend, QueuedTask, Task, follow_up, queued_tasks, task_done};
+pub use types::{
+    Applied, ConnectionState, Contact, Event, GroupInfo, LearnedAccessKey, MessageRecord,
+    ReactionRecord, RejectReason, SafetyNumber, StateError, parse_id,
+};

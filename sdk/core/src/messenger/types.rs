@@ -1,0 +1,402 @@
+//! The messenger's public values: records the store keeps (contacts, messages), the events an
+//! application receives, and what applying one content produced ([`Applied`]).
+
+use std::time::Duration;
+
+use haven_protocol::content::{ContentError, Conversation, ReceiptKind};
+use haven_sdk::groups::GroupError;
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use super::records::{hex16, hex16_vec};
+use crate::store::ClientStoreError;
+
+/// Errors of the messenger's state operations.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StateError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] ClientStoreError),
+    /// A stored record does not decode (corruption, or a newer layout).
+    #[error("stored {what} malformed")]
+    Corrupt {
+        /// Which record: "contact", "message", "group", "record".
+        what: &'static str,
+    },
+    /// Content could not be encoded (a limit was exceeded).
+    #[error(transparent)]
+    Content(#[from] ContentError),
+    /// Bad input from the application (unknown group, empty text, not a member, …).
+    #[error("{0}")]
+    Invalid(String),
+    /// This device's group sending session refused (its chain is exhausted, or its record is
+    /// corrupt).
+    #[error("group session: {0}")]
+    Group(#[from] GroupError),
+    /// Sealing a group channel entry failed.
+    #[error("group entry encryption failed")]
+    EntrySealing,
+}
+
+pub(super) fn invalid(msg: impl Into<String>) -> StateError {
+    StateError::Invalid(msg.into())
+}
+
+/// Why an envelope or a group channel entry was refused. Nothing was changed by it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RejectReason {
+    /// Not decodable at all (bad base64, bad padding, unknown content type, content refused by
+    /// §13).
+    #[error("malformed envelope: {0}")]
+    Malformed(String),
+    /// The sender certificate is expired, signed by a key other than this relay's, or does
+    /// not match the sealing identity.
+    #[error("invalid sender certificate: {0}")]
+    Certificate(String),
+    /// The sealed layer (or a channel entry's outer layer) failed to decrypt: tampered, or not
+    /// for this device.
+    #[error("sealed envelope does not decrypt (tampered or misaddressed)")]
+    Tampered,
+    /// The ratchet refused the message as already decrypted (a replay).
+    #[error("replayed message")]
+    Replayed,
+    /// No session with the sender and the message does not start one.
+    #[error("no session with the sender")]
+    UnknownSession,
+    /// The sender device's identity key differs from the one this device trusts.
+    #[error("identity key of {account} device {device} changed")]
+    IdentityChanged {
+        /// The sender account (hex).
+        account: String,
+        /// The sender device number.
+        device: u32,
+    },
+    /// The ratchet, the handshake or the group session refused it for another reason
+    /// (authentication failure, unknown prekey, too far ahead).
+    #[error("session: {0}")]
+    Session(String),
+}
+
+/// The connection's state, as reported in [`Event::Connection`] by the driver that holds the
+/// socket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConnectionState {
+    /// Opening the socket.
+    Connecting,
+    /// Open; queued envelopes follow.
+    Connected,
+    /// Every envelope queued at opening has been processed.
+    CaughtUp,
+    /// Closed; the next attempt follows after `retry_in`.
+    Disconnected {
+        /// Why.
+        reason: String,
+        /// Delay before the next attempt.
+        retry_in: Duration,
+    },
+    /// Stopped for good (session revoked, or replaced by a newer socket of this device).
+    Stopped {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Something the application should know about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event {
+    /// A new message (incoming, or sent by another own device).
+    Message(MessageRecord),
+    /// Delivery or read receipts for own messages.
+    Receipt {
+        /// The conversation.
+        conversation: Conversation,
+        /// Who sent the receipt.
+        from: [u8; 16],
+        /// Delivered or read.
+        kind: ReceiptKind,
+        /// The messages.
+        message_ids: Vec<[u8; 16]>,
+    },
+    /// A contact started or stopped typing.
+    Typing {
+        /// The conversation.
+        conversation: Conversation,
+        /// Who.
+        from: [u8; 16],
+        /// Started (`true`) or stopped.
+        started: bool,
+    },
+    /// A reaction was added or removed.
+    Reaction {
+        /// The conversation.
+        conversation: Conversation,
+        /// The message.
+        target: [u8; 16],
+        /// Who.
+        from: [u8; 16],
+        /// The reaction.
+        emoji: String,
+        /// Removed instead of added.
+        removed: bool,
+    },
+    /// A message was edited.
+    Edited {
+        /// The conversation.
+        conversation: Conversation,
+        /// The message.
+        target: [u8; 16],
+        /// Its new text.
+        text: String,
+    },
+    /// A message was deleted for everyone.
+    Deleted {
+        /// The conversation.
+        conversation: Conversation,
+        /// The message.
+        target: [u8; 16],
+    },
+    /// The conversation's disappearing timer changed.
+    TimerChanged {
+        /// The conversation.
+        conversation: Conversation,
+        /// New timer in seconds (0 = off).
+        expire_secs: u32,
+    },
+    /// A group's name or members changed, or this account joined it.
+    GroupUpdated {
+        /// The group.
+        group_id: [u8; 16],
+        /// Its name.
+        name: String,
+        /// Its members.
+        members: Vec<[u8; 16]>,
+    },
+    /// This account was removed from a group; nothing more is received from it.
+    RemovedFromGroup {
+        /// The group.
+        group_id: [u8; 16],
+    },
+    /// A contact device's identity key differs from the trusted one: compare safety numbers
+    /// and accept the new key (`haven_client::Messenger::accept_identity` natively).
+    IdentityChanged {
+        /// The contact.
+        account: [u8; 16],
+        /// Its device.
+        device: u32,
+    },
+    /// An envelope or a group entry was refused; nothing was changed by it.
+    Rejected {
+        /// Why.
+        reason: RejectReason,
+    },
+    /// The connection changed state.
+    Connection(ConnectionState),
+}
+
+/// A contact (stored as JSON, PROTOCOL §13.6).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Contact {
+    /// The contact's account id.
+    #[serde(with = "hex16")]
+    pub account: [u8; 16],
+    /// The username it was added by, if any.
+    pub username: Option<String>,
+    /// Whether this account's contact card (access key) was sent to it.
+    pub card_sent: bool,
+}
+
+/// A reaction on a message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReactionRecord {
+    /// Who reacted.
+    #[serde(with = "hex16")]
+    pub from: [u8; 16],
+    /// The reaction.
+    pub emoji: String,
+}
+
+/// A stored message (JSON, PROTOCOL §13.6).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageRecord {
+    /// `0` direct, `1` group.
+    pub conversation_kind: u8,
+    /// The conversation id (the contact account or the group id).
+    #[serde(with = "hex16")]
+    pub conversation_id: [u8; 16],
+    /// The message id.
+    #[serde(with = "hex16")]
+    pub message_id: [u8; 16],
+    /// The sending account.
+    #[serde(with = "hex16")]
+    pub sender: [u8; 16],
+    /// The sending device.
+    pub sender_device: u32,
+    /// Sent by this account (from this or another own device).
+    pub outgoing: bool,
+    /// Sender's clock (ms).
+    pub sent_at: u64,
+    /// The text (empty once deleted).
+    pub text: String,
+    /// Encoded attachment pointer (empty when none).
+    #[serde(default)]
+    pub attachment: Vec<u8>,
+    /// Edited at least once.
+    pub edited: bool,
+    /// Deleted for everyone.
+    pub deleted: bool,
+    /// Reactions, one per account.
+    pub reactions: Vec<ReactionRecord>,
+    /// Accounts that confirmed delivery.
+    #[serde(with = "hex16_vec")]
+    pub delivered_to: Vec<[u8; 16]>,
+    /// Accounts that read it.
+    #[serde(with = "hex16_vec")]
+    pub read_by: Vec<[u8; 16]>,
+    /// When it disappears (Unix seconds), if a timer applies.
+    pub expires_at: Option<u64>,
+}
+
+impl MessageRecord {
+    /// The conversation.
+    #[must_use]
+    pub fn conversation(&self) -> Conversation {
+        if self.conversation_kind == 1 {
+            Conversation::Group(self.conversation_id)
+        } else {
+            Conversation::Direct(self.conversation_id)
+        }
+    }
+}
+
+/// A public view of a group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupInfo {
+    /// The group id.
+    pub id: [u8; 16],
+    /// Its name.
+    pub name: String,
+    /// Member accounts.
+    pub members: Vec<[u8; 16]>,
+    /// Current epoch.
+    pub epoch: u32,
+    /// Whether this account is still a member.
+    pub active: bool,
+}
+
+/// A safety number with one device of a contact.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SafetyNumber {
+    /// The contact's device.
+    pub device: u32,
+    /// 60 digits, the same on both sides.
+    pub digits: String,
+}
+
+/// An access key a contact card taught this device (PROTOCOL §13.2). The device keeps access
+/// keys with its own settings, so the driver stores it, in the envelope's transaction.
+#[derive(Clone, PartialEq, Eq)]
+pub enum LearnedAccessKey {
+    /// The account's own key, from another own device's copy of a card it sent.
+    Own(Zeroizing<[u8; 16]>),
+    /// A contact's key: sends to it can now be sealed.
+    Contact {
+        /// The contact.
+        account: [u8; 16],
+        /// Its key.
+        key: Zeroizing<[u8; 16]>,
+    },
+}
+
+impl std::fmt::Debug for LearnedAccessKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Own(_) => f.debug_tuple("Own").finish_non_exhaustive(),
+            Self::Contact { account, .. } => f
+                .debug_struct("Contact")
+                .field("account", account)
+                .finish_non_exhaustive(),
+        }
+    }
+}
+
+/// What applying one content (or a batch of channel entries) produced: events for the
+/// application (to emit once the store transaction committed) and the follow-ups the driver
+/// owes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Applied {
+    /// For the application, in order.
+    pub events: Vec<Event>,
+    /// Groups for which a sender key arrived: retry their entries kept while it was missing
+    /// ([`retry_pending`](super::retry_pending)).
+    pub retry_groups: Vec<[u8; 16]>,
+    /// Groups joined or moved to a new epoch: subscribe to their channels.
+    pub subscribe: Vec<[u8; 16]>,
+    /// Follow-up tasks were queued: run them now rather than at the next catch-up.
+    pub tasks_added: bool,
+    /// An access key to store with the device's settings, in the same transaction.
+    pub access_key: Option<LearnedAccessKey>,
+}
+
+impl Applied {
+    /// Only `events`.
+    #[must_use]
+    pub fn events(events: Vec<Event>) -> Self {
+        Self {
+            events,
+            ..Self::default()
+        }
+    }
+
+    /// One [`Event::Rejected`].
+    #[must_use]
+    pub fn rejected(reason: RejectReason) -> Self {
+        Self::events(vec![Event::Rejected { reason }])
+    }
+
+    /// A content refused by §13 ([`RejectReason::Malformed`]).
+    pub(super) fn malformed(why: impl std::fmt::Display) -> Self {
+        Self::rejected(RejectReason::Malformed(why.to_string()))
+    }
+
+    /// What an envelope the device refused yields: [`Event::Rejected`], preceded by
+    /// [`Event::IdentityChanged`] when the sender's identity key changed.
+    #[must_use]
+    pub fn envelope_rejected(reason: RejectReason) -> Self {
+        let mut events = Vec::with_capacity(2);
+        if let RejectReason::IdentityChanged { account, device } = &reason
+            && let Ok(account) = parse_id(account)
+        {
+            events.push(Event::IdentityChanged {
+                account,
+                device: *device,
+            });
+        }
+        events.push(Event::Rejected { reason });
+        Self::events(events)
+    }
+
+    /// Adds `other`'s results after this one's.
+    pub fn extend(&mut self, other: Applied) {
+        self.events.extend(other.events);
+        self.retry_groups.extend(other.retry_groups);
+        self.subscribe.extend(other.subscribe);
+        self.tasks_added |= other.tasks_added;
+        if other.access_key.is_some() {
+            self.access_key = other.access_key;
+        }
+    }
+}
+
+/// An account or group id from its 32 hex digits (surrounding white space ignored).
+///
+/// # Errors
+/// [`StateError::Invalid`] for anything else.
+pub fn parse_id(text: &str) -> Result<[u8; 16], StateError> {
+    hex::decode(text.trim())
+        .ok()
+        .and_then(|b| <[u8; 16]>::try_from(b).ok())
+        .ok_or_else(|| invalid("an account or group id is 32 hex digits"))
+}
