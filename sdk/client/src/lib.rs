@@ -6,8 +6,10 @@
 //!   of a contact, exactly-once receiving with acks after durable storage.
 //! - [`relay`]: the relay's HTTP API: OPAQUE registration and login, transparent token refresh.
 //! - [`diary`]: the diary on a device, synced through the relay's vault.
-//! - [`messenger`]: contacts, 1:1 and group conversations, message types and an event stream;
-//!   its encrypted content format is `haven_protocol::content`, [`ws`] the WebSocket connection.
+//! - [`messenger`]: contacts, 1:1 and group conversations, message types and an event stream:
+//!   the I/O driver of the client core's messenger (`haven_client_core::messenger`, which holds
+//!   its state and types); its encrypted content format is `haven_protocol::content`, [`ws`] the
+//!   WebSocket connection.
 //! - [`storage_key`]: the store's key from a passphrase and a state directory's salt file.
 //! - [`attachments`]: encrypted, padded, resumable blob transfers; [`thumbnail`] makes the
 //!   previews image attachments carry.
@@ -26,9 +28,11 @@ pub mod store;
 pub mod thumbnail;
 pub mod ws;
 
-pub use device::{Device, DeviceError, Received, RejectReason};
+pub use device::{Device, DeviceError, Received};
 pub use diary::{Diary, DiaryClientError};
 pub use haven_protocol::content::{Conversation, ReceiptKind};
-pub use messenger::{ConnectionState, Event, MessageRecord, Messenger, MessengerError};
+pub use messenger::{
+    ConnectionState, Event, MessageRecord, Messenger, MessengerError, RejectReason,
+};
 pub use relay::{RelayClient, RelayError, Session};
 pub use store::{ClientStore, ClientStoreError, Space};
