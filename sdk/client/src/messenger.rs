@@ -867,7 +867,7 @@ impl Messenger {
         self.send_group(group, &change.update).await?;
         let mut state = change.state;
         let channel = self.create_channel().await?;
-        state.start_epoch(&channel, &mut rand::rng());
+        state.start_epoch(&channel, &mut rand::rng())?;
         core::save_group(&self.device.lock(), &state)?;
         let members = state.members().to_vec();
         self.send_invites(&state, &members, 0).await?;

@@ -26,6 +26,10 @@ use crate::store::{Backend, EncryptedStore};
 pub const MAX_PENDING_SENDER_KEYS: usize = 1024;
 /// Most channel entries kept per group while their sender's key has not arrived.
 pub const MAX_PENDING_PER_GROUP: usize = 512;
+/// Most epochs an invite may move a group this account is a member of ahead. More than one is
+/// fine (an invite lost while the device was offline past the relay's retention); a jump to
+/// near `u32::MAX` would leave no epoch for the next removal.
+pub const MAX_EPOCH_STEP: u32 = 1024;
 /// Epochs before the current one whose channels are still read (entries posted before a
 /// switch are not lost).
 const OLD_EPOCHS_KEPT: usize = 2;
@@ -239,13 +243,18 @@ impl GroupState {
 
     /// Starts the next epoch over `channel` with a fresh group key (after a removal); the
     /// current one is kept for reading.
+    ///
+    /// # Errors
+    /// [`StateError::Invalid`] when the epoch numbers are used up: an epoch number is never
+    /// reused (its distribution id would be the old epoch's, and members would ignore the
+    /// invite as stale).
     pub fn start_epoch<R: rand_core::CryptoRng + ?Sized>(
         &mut self,
         channel: &Channel,
         rng: &mut R,
-    ) {
+    ) -> Result<(), StateError> {
         let next = Epoch {
-            epoch: self.current.epoch.saturating_add(1),
+            epoch: self.next_epoch()?,
             channel_id: channel.id,
             read_token: channel.read_token,
             write_token: channel.write_token,
@@ -253,6 +262,15 @@ impl GroupState {
             cursor: 0,
         };
         self.advance(next);
+        Ok(())
+    }
+
+    /// The number the next epoch gets.
+    pub(super) fn next_epoch(&self) -> Result<u32, StateError> {
+        self.current
+            .epoch
+            .checked_add(1)
+            .ok_or_else(|| invalid("the group's epochs are used up: create a new group"))
     }
 
     fn advance(&mut self, next: Epoch) {
@@ -550,6 +568,10 @@ pub(super) fn accept_invite<B: Backend, R: rand_core::CryptoRng + ?Sized>(
             if invite.epoch <= state.current.epoch || !known_member {
                 // Stale, repeated, or from someone not in the group as we know it.
                 return Ok(Applied::default());
+            }
+            // A member re-added after its removal may have missed any number of epochs.
+            if state.active && invite.epoch - state.current.epoch > MAX_EPOCH_STEP {
+                return Ok(Applied::malformed("group invite skips too many epochs"));
             }
             state.advance(Epoch::from_invite(invite));
             state.name.clone_from(&invite.name);

@@ -36,9 +36,9 @@ pub use contacts::{
     add_contact, card_sent, contact, contact_card, contacts, needs_card, safety_number,
 };
 pub use groups::{
-    Channel, ChannelIndex, Epoch, GroupState, MAX_PENDING_PER_GROUP, MAX_PENDING_SENDER_KEYS,
-    active_group, channel_index, distribution_id, group, group_states, groups,
-    has_own_sender_session, open_entry, own_distribution, save_group, seal_entry,
+    Channel, ChannelIndex, Epoch, GroupState, MAX_EPOCH_STEP, MAX_PENDING_PER_GROUP,
+    MAX_PENDING_SENDER_KEYS, active_group, channel_index, distribution_id, group, group_states,
+    groups, has_own_sender_session, open_entry, own_distribution, save_group, seal_entry,
 };
 pub use messages::{conversations, history, message, timer};
 pub use outgoing::{MemberChange, Outgoing};

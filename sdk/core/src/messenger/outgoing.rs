@@ -464,8 +464,8 @@ pub fn add_member<B: Backend>(
 /// them this device's sender key for the new epoch.
 ///
 /// # Errors
-/// [`StateError::Invalid`] for an unknown or left group, a non-member or this account; store
-/// errors.
+/// [`StateError::Invalid`] for an unknown or left group, a non-member or this account, or a
+/// group whose epoch numbers are used up; store errors.
 pub fn remove_member<B: Backend>(
     store: &EncryptedStore<B>,
     own: &[u8; 16],
@@ -477,6 +477,8 @@ pub fn remove_member<B: Backend>(
     if !state.members.contains(account) || account == own {
         return Err(invalid("not a member (or this account)"));
     }
+    // Checked before anything is posted: the removal needs a new epoch.
+    state.next_epoch()?;
     state.members.retain(|m| m != account);
     let update = member_update(&state, now_ms);
     Ok(MemberChange { state, update })
