@@ -31,6 +31,9 @@ mod records;
 mod tasks;
 mod types;
 
+#[cfg(test)]
+mod tests;
+
 pub use apply::{apply_direct, apply_entries, retry_pending};
 pub use contacts::{
     add_contact, card_sent, contact, contact_card, contacts, needs_card, safety_number,

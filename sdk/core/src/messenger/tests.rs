@@ -1,0 +1,1349 @@
+//! The messenger's state updates without a relay: contents built with `haven_protocol::content`
+//! (or by [`outgoing`]) and applied to in-memory stores, group entries carried by a vector
+//! standing in for the relay's channel.
+
+use haven_protocol::content::{Body, Content, Conversation, GroupInvite, ReceiptKind};
+use haven_sdk::groups::GroupSenderSession;
+use haven_sdk::store::DeviceAddress;
+use rand_chacha::ChaCha20Rng;
+use rand_core::SeedableRng;
+
+use super::records::{GROUP_PENDING, PENDING_SENDER_KEYS};
+use super::*;
+use crate::store::MemoryStore;
+
+const ALICE: [u8; 16] = [0xA1; 16];
+const BOB: [u8; 16] = [0xB0; 16];
+const CAROL: [u8; 16] = [0xC0; 16];
+const MALLORY: [u8; 16] = [0x66; 16];
+/// 2023-11-14T22:13:20Z in Unix milliseconds.
+const NOW: u64 = 1_700_000_000_000;
+
+/// One device: its store, address and RNG (seeded from the address: deterministic runs).
+struct Dev {
+    store: MemoryStore,
+    me: DeviceAddress,
+    rng: ChaCha20Rng,
+}
+
+impl Dev {
+    fn new(account: [u8; 16], device: u32) -> Self {
+        let mut seed = [0u8; 32];
+        seed[..16].copy_from_slice(&account);
+        seed[16..20].copy_from_slice(&device.to_be_bytes());
+        Self {
+            store: MemoryStore::open_in_memory(&[7; 32]).unwrap(),
+            me: DeviceAddress::new(account, device),
+            rng: ChaCha20Rng::from_seed(seed),
+        }
+    }
+
+    fn account(&self) -> [u8; 16] {
+        self.me.account_id
+    }
+
+    /// Applies `content` as the plaintext of an envelope from `from`.
+    fn receive(&mut self, from: &DeviceAddress, content: &Content) -> Applied {
+        self.receive_bytes(from, &content.to_bytes().unwrap(), false)
+    }
+
+    fn receive_bytes(&mut self, from: &DeviceAddress, plain: &[u8], ephemeral: bool) -> Applied {
+        // As the device does: the content's effects in the envelope's transaction.
+        let (me, rng) = (self.me, &mut self.rng);
+        self.store
+            .atomically_mut(|s| apply_direct(s, &me, from, plain, ephemeral, NOW, rng))
+            .unwrap()
+    }
+
+    /// Applies channel entries of a group epoch, then retries pending entries as a driver
+    /// does for every group a sender key arrived for.
+    fn read(&mut self, group: &[u8; 16], epoch: u32, entries: &[(u64, Vec<u8>)]) -> Applied {
+        let mut applied = apply_entries(
+            &mut self.store,
+            &self.me,
+            group,
+            epoch,
+            entries,
+            NOW,
+            &mut self.rng,
+        )
+        .unwrap();
+        self.retry(&mut applied);
+        applied
+    }
+
+    fn retry(&mut self, applied: &mut Applied) {
+        for g in std::mem::take(&mut applied.retry_groups) {
+            let events = retry_pending(&mut self.store, &self.me, &g, NOW, &mut self.rng).unwrap();
+            applied.events.extend(events);
+        }
+    }
+
+    fn message(&self, conversation: Conversation, id: &[u8; 16]) -> MessageRecord {
+        message(&self.store, &conversation, id).unwrap().unwrap()
+    }
+
+    fn tasks(&self) -> Vec<Task> {
+        queued_tasks(&self.store)
+            .unwrap()
+            .iter()
+            .map(|t| t.task().clone())
+            .collect()
+    }
+
+    /// Runs this device's follow-ups as the driver would: each content goes to every device
+    /// (of `devices`) of its recipient account, and the task is done.
+    fn run_tasks(&mut self, devices: &mut [&mut Dev]) {
+        for queued in queued_tasks(&self.store).unwrap() {
+            if let Some(send) =
+                follow_up(&mut self.store, queued.task(), NOW, &mut self.rng).unwrap()
+            {
+                for d in devices.iter_mut().filter(|d| d.account() == send.to) {
+                    let mut applied = d.receive(&self.me, &send.content);
+                    d.retry(&mut applied);
+                    assert!(!has_rejection(&applied), "{applied:?}");
+                }
+            }
+            task_done(&self.store, &queued).unwrap();
+        }
+    }
+}
+
+/// A relay channel: entries in order, `seq` from 1.
+#[derive(Default)]
+struct ChannelLog(Vec<Vec<u8>>);
+
+impl ChannelLog {
+    fn post(&mut self, entry: Vec<u8>) -> u64 {
+        self.0.push(entry);
+        self.0.len() as u64
+    }
+
+    fn after(&self, seq: u64) -> Vec<(u64, Vec<u8>)> {
+        (seq..self.0.len() as u64)
+            .map(|i| (i + 1, self.0[i as usize].clone()))
+            .collect()
+    }
+}
+
+fn direct(to: [u8; 16], body: Body) -> Content {
+    Content {
+        sent_at: NOW,
+        conversation: Conversation::Direct(to),
+        body,
+    }
+}
+
+fn text_body(message_id: [u8; 16], text: &str) -> Body {
+    Body::Text {
+        message_id,
+        expire_secs: 0,
+        text: text.into(),
+        attachment: Vec::new(),
+    }
+}
+
+fn channel(n: u8) -> Channel {
+    Channel {
+        id: [n; 16],
+        read_token: [n.wrapping_add(1); 32],
+        write_token: [n.wrapping_add(2); 32],
+    }
+}
+
+fn has_rejection(applied: &Applied) -> bool {
+    applied
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::Rejected { .. }))
+}
+
+fn rejection(applied: &Applied) -> String {
+    match applied.events.as_slice() {
+        [Event::Rejected { reason }] => reason.to_string(),
+        other => panic!("expected one rejection, got {other:?}"),
+    }
+}
+
+fn only_message(applied: &Applied) -> &MessageRecord {
+    match applied.events.as_slice() {
+        [Event::Message(m)] => m,
+        other => panic!("expected one message, got {other:?}"),
+    }
+}
+
+// ------------------------------------------------------------------------------------ 1:1
+
+#[test]
+fn a_contact_card_makes_a_contact_and_teaches_its_access_key() {
+    let mut bob = Dev::new(BOB, 1);
+    let alice = DeviceAddress::new(ALICE, 1);
+    let card = contact_card(&BOB, [9; 16], NOW);
+
+    let applied = bob.receive(&alice, &card);
+    assert!(applied.events.is_empty());
+    assert_eq!(
+        applied.access_key,
+        Some(LearnedAccessKey::Contact {
+            account: ALICE,
+            key: [9; 16].into()
+        })
+    );
+    let alices = contact(&bob.store, &ALICE).unwrap().unwrap();
+    assert_eq!((alices.account, alices.card_sent), (ALICE, false));
+    assert!(needs_card(&bob.store, &ALICE).unwrap());
+    // Its Debug output does not show the key.
+    assert!(!format!("{:?}", applied.access_key).contains("9, 9"));
+
+    // Another own device's copy of a card this account sent to Carol: the account's own key.
+    let own_copy = bob.receive(
+        &DeviceAddress::new(BOB, 2),
+        &contact_card(&CAROL, [4; 16], NOW),
+    );
+    assert_eq!(
+        own_copy.access_key,
+        Some(LearnedAccessKey::Own([4; 16].into()))
+    );
+    assert_eq!(contact(&bob.store, &CAROL).unwrap(), None);
+
+    // A card addressed to someone else, or claiming to come from this very device, is refused.
+    let misaddressed = bob.receive(&alice, &contact_card(&CAROL, [5; 16], NOW));
+    assert!(rejection(&misaddressed).contains("another account"));
+    assert_eq!(misaddressed.access_key, None);
+    let from_self = bob.receive(&bob.me.clone(), &card);
+    assert!(rejection(&from_self).contains("this device"));
+
+    // Sending one's own card: needed once, then recorded.
+    assert!(needs_card(&bob.store, &CAROL).unwrap());
+    assert!(card_sent(&bob.store, &CAROL).unwrap().card_sent);
+    assert!(!needs_card(&bob.store, &CAROL).unwrap());
+    assert_eq!(contacts(&bob.store).unwrap().len(), 2);
+}
+
+#[test]
+fn adding_contacts_keeps_usernames_and_refuses_oneself() {
+    let alice = Dev::new(ALICE, 1);
+    let added = add_contact(&alice.store, &ALICE, &BOB, Some("bob".into())).unwrap();
+    assert_eq!(added.username.as_deref(), Some("bob"));
+    // Adding again by id keeps the username.
+    let again = add_contact(&alice.store, &ALICE, &BOB, None).unwrap();
+    assert_eq!(again.username.as_deref(), Some("bob"));
+    assert!(matches!(
+        add_contact(&alice.store, &ALICE, &ALICE, None),
+        Err(StateError::Invalid(_))
+    ));
+    assert_eq!(parse_id(&format!(" {} ", hex::encode(BOB))).unwrap(), BOB);
+    assert!(parse_id("b0b0").is_err());
+}
+
+#[test]
+fn a_text_then_receipts_then_reactions() {
+    let mut alice = Dev::new(ALICE, 1);
+    let mut alice2 = Dev::new(ALICE, 2);
+    let mut bob = Dev::new(BOB, 1);
+    let to_bob = Conversation::Direct(BOB);
+    let to_alice = Conversation::Direct(ALICE);
+
+    // Alice stores her message before sending it.
+    let (id, out) = outgoing::message(
+        &alice.store,
+        &alice.me,
+        to_bob,
+        "hello bob",
+        Vec::new(),
+        NOW,
+        &mut alice.rng,
+    )
+    .unwrap();
+    let sent = alice.message(to_bob, &id);
+    assert!(sent.outgoing && sent.delivered_to.is_empty());
+    let content = out.content().clone();
+    out.sent(&alice.store).unwrap();
+
+    // Bob files it under the conversation with Alice and owes her a delivery receipt.
+    let applied = bob.receive(&alice.me, &content);
+    let m = only_message(&applied);
+    assert_eq!((m.conversation(), m.outgoing), (to_alice, false));
+    assert_eq!((m.sender, m.sender_device, m.sent_at), (ALICE, 1, NOW));
+    assert!(applied.tasks_added);
+    assert_eq!(
+        bob.tasks(),
+        vec![Task::Delivered {
+            account: ALICE,
+            message_id: id
+        }]
+    );
+    // Alice's other device gets the sync copy: outgoing, in the conversation with Bob, and no
+    // receipt owed.
+    let synced = alice2.receive(&alice.me, &content);
+    assert_eq!(only_message(&synced).conversation(), to_bob);
+    assert!(only_message(&synced).outgoing);
+    assert!(alice2.tasks().is_empty());
+
+    // The receipt task reaches both of Alice's devices.
+    bob.run_tasks(&mut [&mut alice, &mut alice2]);
+    assert!(bob.tasks().is_empty());
+    assert_eq!(alice.message(to_bob, &id).delivered_to, vec![BOB]);
+    assert_eq!(alice2.message(to_bob, &id).delivered_to, vec![BOB]);
+
+    // Bob reads it.
+    let read = outgoing::read_receipt(to_alice, &[id], NOW).unwrap();
+    let applied = alice.receive(&bob.me, read.content());
+    assert_eq!(
+        applied.events,
+        vec![Event::Receipt {
+            conversation: to_bob,
+            from: BOB,
+            kind: ReceiptKind::Read,
+            message_ids: vec![id]
+        }]
+    );
+    assert_eq!(alice.message(to_bob, &id).read_by, vec![BOB]);
+    // A repeated receipt does not list Bob twice.
+    alice.receive(&bob.me, read.content());
+    assert_eq!(alice.message(to_bob, &id).read_by, vec![BOB]);
+    assert!(outgoing::read_receipt(to_alice, &[], NOW).is_none());
+
+    // Bob reacts, changes his reaction, then takes it back: one reaction per account.
+    for (emoji, remove, expected) in [
+        ("👍", false, vec!["👍"]),
+        ("🎉", false, vec!["🎉"]),
+        ("🎉", true, vec![]),
+    ] {
+        let out = outgoing::reaction(&BOB, to_alice, id, emoji, remove, NOW).unwrap();
+        let applied = alice.receive(&bob.me, out.content());
+        assert_eq!(
+            applied.events,
+            vec![Event::Reaction {
+                conversation: to_bob,
+                target: id,
+                from: BOB,
+                emoji: emoji.into(),
+                removed: remove
+            }]
+        );
+        out.sent(&bob.store).unwrap();
+        for (dev, conversation) in [(&alice, to_bob), (&bob, to_alice)] {
+            let reactions: Vec<String> = dev
+                .message(conversation, &id)
+                .reactions
+                .into_iter()
+                .map(|r| r.emoji)
+                .collect();
+            assert_eq!(reactions, expected);
+        }
+    }
+    assert!(matches!(
+        outgoing::reaction(&BOB, to_alice, id, "", false, NOW),
+        Err(StateError::Content(_))
+    ));
+    assert_eq!(conversations(&alice.store).unwrap(), vec![to_bob]);
+}
+
+#[test]
+fn a_failed_send_takes_the_stored_text_back() {
+    let mut alice = Dev::new(ALICE, 1);
+    let to_bob = Conversation::Direct(BOB);
+    let (id, out) = outgoing::message(
+        &alice.store,
+        &alice.me,
+        to_bob,
+        "x",
+        Vec::new(),
+        NOW,
+        &mut alice.rng,
+    )
+    .unwrap();
+    out.failed(&alice.store).unwrap();
+    assert_eq!(message(&alice.store, &to_bob, &id).unwrap(), None);
+    // Nothing is stored for what cannot be sent.
+    let empty = outgoing::message(
+        &alice.store,
+        &alice.me,
+        to_bob,
+        "",
+        Vec::new(),
+        NOW,
+        &mut alice.rng,
+    );
+    assert!(matches!(empty, Err(StateError::Invalid(_))));
+    let huge = outgoing::message(
+        &alice.store,
+        &alice.me,
+        to_bob,
+        &"x".repeat(20_000),
+        Vec::new(),
+        NOW,
+        &mut alice.rng,
+    );
+    assert!(matches!(huge, Err(StateError::Content(_))));
+    assert!(history(&alice.store, to_bob, NOW).unwrap().is_empty());
+}
+
+#[test]
+fn only_the_sender_edits_or_deletes_a_message() {
+    let mut alice = Dev::new(ALICE, 1);
+    let mut bob = Dev::new(BOB, 1);
+    let (to_bob, to_alice) = (Conversation::Direct(BOB), Conversation::Direct(ALICE));
+    let (id, out) = outgoing::message(
+        &alice.store,
+        &alice.me,
+        to_bob,
+        "first",
+        Vec::new(),
+        NOW,
+        &mut alice.rng,
+    )
+    .unwrap();
+    bob.receive(&alice.me, out.content());
+
+    // Alice edits her message.
+    let edit = outgoing::edit(&alice.store, to_bob, id, "second", NOW).unwrap();
+    let applied = bob.receive(&alice.me, edit.content());
+    assert_eq!(
+        applied.events,
+        vec![Event::Edited {
+            conversation: to_alice,
+            target: id,
+            text: "second".into()
+        }]
+    );
+    edit.sent(&alice.store).unwrap();
+    for (dev, conversation) in [(&alice, to_bob), (&bob, to_alice)] {
+        let m = dev.message(conversation, &id);
+        assert_eq!((m.text.as_str(), m.edited), ("second", true));
+    }
+
+    // Bob may not: his own API refuses, and a forged edit or delete is rejected unapplied.
+    assert!(matches!(
+        outgoing::edit(&bob.store, to_alice, id, "bob was here", NOW),
+        Err(StateError::Invalid(_))
+    ));
+    assert!(matches!(
+        outgoing::delete(&bob.store, to_alice, id, NOW),
+        Err(StateError::Invalid(_))
+    ));
+    let forged_edit = direct(
+        ALICE,
+        Body::Edit {
+            target: id,
+            text: "bob was here".into(),
+        },
+    );
+    assert!(rejection(&alice.receive(&bob.me, &forged_edit)).contains("not the sender's"));
+    let forged_delete = direct(ALICE, Body::Delete { target: id });
+    assert!(rejection(&alice.receive(&bob.me, &forged_delete)).contains("not the sender's"));
+    let m = alice.message(to_bob, &id);
+    assert_eq!((m.text.as_str(), m.deleted), ("second", false));
+    // Nor may anyone edit a message that does not exist.
+    assert!(matches!(
+        outgoing::edit(&alice.store, to_bob, [0; 16], "x", NOW),
+        Err(StateError::Invalid(_))
+    ));
+
+    // Alice deletes it for everyone; a deleted message cannot be edited any more.
+    let delete = outgoing::delete(&alice.store, to_bob, id, NOW).unwrap();
+    let applied = bob.receive(&alice.me, delete.content());
+    assert_eq!(
+        applied.events,
+        vec![Event::Deleted {
+            conversation: to_alice,
+            target: id
+        }]
+    );
+    delete.sent(&alice.store).unwrap();
+    for (dev, conversation) in [(&alice, to_bob), (&bob, to_alice)] {
+        let m = dev.message(conversation, &id);
+        assert!(m.deleted && m.text.is_empty() && m.attachment.is_empty());
+    }
+    assert!(matches!(
+        outgoing::edit(&alice.store, to_bob, id, "revived", NOW),
+        Err(StateError::Invalid(_))
+    ));
+    let late_edit = direct(
+        BOB,
+        Body::Edit {
+            target: id,
+            text: "revived".into(),
+        },
+    );
+    assert!(has_rejection(&bob.receive(&alice.me, &late_edit)));
+    assert!(bob.message(to_alice, &id).text.is_empty());
+}
+
+#[test]
+fn disappearing_timers_apply_to_the_next_texts() {
+    let mut alice = Dev::new(ALICE, 1);
+    let mut bob = Dev::new(BOB, 1);
+    let (to_bob, to_alice) = (Conversation::Direct(BOB), Conversation::Direct(ALICE));
+    assert_eq!(timer(&alice.store, &to_bob).unwrap(), 0);
+
+    let set = outgoing::timer(to_bob, 60, NOW);
+    assert_eq!(
+        bob.receive(&alice.me, set.content()).events,
+        vec![Event::TimerChanged {
+            conversation: to_alice,
+            expire_secs: 60
+        }]
+    );
+    set.sent(&alice.store).unwrap();
+    assert_eq!(timer(&alice.store, &to_bob).unwrap(), 60);
+    assert_eq!(timer(&bob.store, &to_alice).unwrap(), 60);
+
+    // Alice's next text carries the timer; both sides drop it once it ran out.
+    let (id, out) = outgoing::message(
+        &alice.store,
+        &alice.me,
+        to_bob,
+        "gone in a minute",
+        Vec::new(),
+        NOW,
+        &mut alice.rng,
+    )
+    .unwrap();
+    assert!(matches!(
+        out.content().body,
+        Body::Text {
+            expire_secs: 60,
+            ..
+        }
+    ));
+    let received = bob.receive(&alice.me, out.content());
+    assert_eq!(only_message(&received).expires_at, Some(NOW / 1000 + 60));
+    assert_eq!(alice.message(to_bob, &id).expires_at, Some(NOW / 1000 + 60));
+    // Bob's reply half a minute later disappears half a minute later.
+    let (reply, out) = outgoing::message(
+        &bob.store,
+        &bob.me,
+        to_alice,
+        "a timer is per conversation, both sides",
+        Vec::new(),
+        NOW + 30_000,
+        &mut bob.rng,
+    )
+    .unwrap();
+    out.sent(&bob.store).unwrap();
+    assert_eq!(
+        bob.message(to_alice, &reply).expires_at,
+        Some(NOW / 1000 + 90)
+    );
+    assert_eq!(
+        history(&bob.store, to_alice, NOW + 59_999).unwrap().len(),
+        2
+    );
+    let later = history(&bob.store, to_alice, NOW + 60_000).unwrap();
+    assert_eq!(later.len(), 1);
+    assert_eq!(later[0].message_id, reply);
+    // Deleted from the store, not only hidden.
+    assert_eq!(message(&bob.store, &to_alice, &id).unwrap(), None);
+    assert!(
+        history(&alice.store, to_bob, NOW + 60_000)
+            .unwrap()
+            .is_empty()
+    );
+
+    // Off again: texts keep.
+    let off = outgoing::timer(to_bob, 0, NOW);
+    bob.receive(&alice.me, off.content());
+    off.sent(&alice.store).unwrap();
+    let (id, out) = outgoing::message(
+        &alice.store,
+        &alice.me,
+        to_bob,
+        "kept",
+        Vec::new(),
+        NOW,
+        &mut alice.rng,
+    )
+    .unwrap();
+    bob.receive(&alice.me, out.content());
+    assert_eq!(bob.message(to_alice, &id).expires_at, None);
+}
+
+#[test]
+fn the_same_message_id_is_processed_once() {
+    let mut bob = Dev::new(BOB, 1);
+    let alice = DeviceAddress::new(ALICE, 1);
+    let text = direct(BOB, text_body([1; 16], "once"));
+    assert_eq!(bob.receive(&alice, &text).events.len(), 1);
+    // The same content again (a resend under a new relay id, or another copy): no event, no
+    // second receipt, the stored message unchanged.
+    let again = Content {
+        sent_at: NOW + 5,
+        ..direct(BOB, text_body([1; 16], "twice"))
+    };
+    let applied = bob.receive(&alice, &again);
+    assert!(applied.events.is_empty() && !applied.tasks_added);
+    assert_eq!(bob.tasks().len(), 1);
+    let m = bob.message(Conversation::Direct(ALICE), &[1; 16]);
+    assert_eq!((m.text.as_str(), m.sent_at), ("once", NOW));
+    assert_eq!(
+        history(&bob.store, Conversation::Direct(ALICE), NOW)
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+#[test]
+fn contents_where_they_do_not_belong_are_refused() {
+    let mut bob = Dev::new(BOB, 1);
+    let alice = DeviceAddress::new(ALICE, 1);
+    // Typing only as an ephemeral send, and an ephemeral send only for typing.
+    let typing = direct(BOB, Body::Typing(true));
+    assert_eq!(
+        bob.receive_bytes(&alice, &typing.to_bytes().unwrap(), true)
+            .events,
+        vec![Event::Typing {
+            conversation: Conversation::Direct(ALICE),
+            from: ALICE,
+            started: true
+        }]
+    );
+    assert!(rejection(&bob.receive(&alice, &typing)).contains("ephemeral"));
+    let text = direct(BOB, text_body([2; 16], "x"));
+    assert!(
+        rejection(&bob.receive_bytes(&alice, &text.to_bytes().unwrap(), true))
+            .contains("ephemeral")
+    );
+    // Garbage, a group update outside a channel, group content kinds that are 1:1-only.
+    assert!(rejection(&bob.receive_bytes(&alice, b"\x01garbage", false)).contains("malformed"));
+    let update = direct(
+        BOB,
+        Body::GroupUpdate {
+            epoch: 1,
+            name: "g".into(),
+            members: vec![ALICE, BOB],
+        },
+    );
+    assert!(rejection(&bob.receive(&alice, &update)).contains("1:1"));
+    let group_text = Content {
+        conversation: Conversation::Group([3; 16]),
+        ..text
+    };
+    assert!(rejection(&bob.receive(&alice, &group_text)).contains("unexpected group content"));
+    assert!(outgoing::typing(Conversation::Group([3; 16]), true, NOW).is_err());
+    assert!(
+        history(&bob.store, Conversation::Direct(ALICE), NOW)
+            .unwrap()
+            .is_empty()
+    );
+}
+
+// ------------------------------------------------------------------------------------ groups
+
+/// Alice creates a group with Bob and Carol; everyone joins and exchanges sender keys.
+struct Group {
+    alice: Dev,
+    bob: Dev,
+    carol: Dev,
+    id: [u8; 16],
+    channel: ChannelLog,
+}
+
+impl Group {
+    fn new() -> Self {
+        let mut alice = Dev::new(ALICE, 1);
+        let mut bob = Dev::new(BOB, 1);
+        let mut carol = Dev::new(CAROL, 1);
+        let state = outgoing::create_group(
+            &alice.store,
+            &ALICE,
+            "climbers",
+            &[BOB, CAROL, BOB],
+            &channel(1),
+            &mut alice.rng,
+        )
+        .unwrap();
+        let id = *state.id();
+        assert_eq!(state.members(), &[ALICE, BOB, CAROL]);
+        assert_eq!(state.current().number(), 1);
+
+        let invite = outgoing::group_invite(&state, 0, NOW);
+        let key = outgoing::sender_key(&mut alice.store, &id, 1, NOW, &mut alice.rng).unwrap();
+        for dev in [&mut bob, &mut carol] {
+            let joined = dev.receive(&alice.me, &invite);
+            assert_eq!(
+                joined.events,
+                vec![Event::GroupUpdated {
+                    group_id: id,
+                    name: "climbers".into(),
+                    members: vec![ALICE, BOB, CAROL]
+                }]
+            );
+            assert_eq!(
+                (joined.subscribe.as_slice(), joined.tasks_added),
+                (&[id][..], true)
+            );
+            // Its own sender key goes to every member account (its own other devices too).
+            assert_eq!(dev.tasks().len(), 3);
+            let applied = dev.receive(&alice.me, &key);
+            assert_eq!(applied.retry_groups, vec![id]);
+        }
+        bob.run_tasks(&mut [&mut alice, &mut carol]);
+        carol.run_tasks(&mut [&mut alice, &mut bob]);
+        Self {
+            alice,
+            bob,
+            carol,
+            id,
+            channel: ChannelLog::default(),
+        }
+    }
+
+    /// `dev` posts `body` to the group's current channel.
+    fn post(dev: &mut Dev, channel: &mut ChannelLog, id: &[u8; 16], body: Body) -> u64 {
+        let state = active_group(&dev.store, id).unwrap();
+        let epoch = state.current().number();
+        if !has_own_sender_session(&dev.store, id, epoch) {
+            // Made, and not distributed to anyone.
+            own_distribution(&mut dev.store, id, epoch, &mut dev.rng).unwrap();
+        }
+        let content = Content {
+            sent_at: NOW,
+            conversation: Conversation::Group(*id),
+            body,
+        };
+        let entry =
+            outgoing::group_entry(&mut dev.store, &dev.me, &state, &content, &mut dev.rng).unwrap();
+        channel.post(entry)
+    }
+}
+
+#[test]
+fn group_create_invite_and_talk() {
+    let mut g = Group::new();
+    let conversation = Conversation::Group(g.id);
+    let seq = Group::post(
+        &mut g.alice,
+        &mut g.channel,
+        &g.id,
+        text_body([1; 16], "hello group"),
+    );
+    assert_eq!(seq, 1);
+    for dev in [&mut g.bob, &mut g.carol] {
+        let read = dev.read(&g.id, 1, &g.channel.after(0));
+        let m = only_message(&read);
+        assert_eq!(
+            (m.conversation(), m.sender, m.outgoing),
+            (conversation, ALICE, false)
+        );
+        // No delivery receipts in groups.
+        assert!(dev.tasks().is_empty());
+        assert_eq!(
+            group(&dev.store, &g.id)
+                .unwrap()
+                .unwrap()
+                .current()
+                .cursor(),
+            1
+        );
+    }
+    // The poster's own entry is skipped; its record is its own.
+    assert!(
+        g.alice
+            .read(&g.id, 1, &g.channel.after(0))
+            .events
+            .is_empty()
+    );
+    Group::post(&mut g.bob, &mut g.channel, &g.id, text_body([2; 16], "hi"));
+    let read = g.alice.read(&g.id, 1, &g.channel.after(1));
+    assert_eq!(only_message(&read).sender, BOB);
+    // Receipts, reactions and edits work in groups too.
+    Group::post(
+        &mut g.bob,
+        &mut g.channel,
+        &g.id,
+        Body::Reaction {
+            target: [1; 16],
+            emoji: "🧗".into(),
+            remove: false,
+        },
+    );
+    let read = g.alice.read(&g.id, 1, &g.channel.after(2));
+    assert!(matches!(
+        read.events.as_slice(),
+        [Event::Reaction { from: BOB, .. }]
+    ));
+    // Carol may not edit Alice's message.
+    Group::post(
+        &mut g.carol,
+        &mut g.channel,
+        &g.id,
+        Body::Edit {
+            target: [1; 16],
+            text: "carol's now".into(),
+        },
+    );
+    assert!(has_rejection(&g.bob.read(&g.id, 1, &g.channel.after(1))));
+    assert_eq!(g.bob.message(conversation, &[1; 16]).text, "hello group");
+
+    let info = groups(&g.bob.store).unwrap();
+    assert_eq!(
+        info,
+        vec![GroupInfo {
+            id: g.id,
+            name: "climbers".into(),
+            members: vec![ALICE, BOB, CAROL],
+            epoch: 1,
+            active: true
+        }]
+    );
+    assert_eq!(
+        channel_index(&g.bob.store).unwrap().get(&[1; 16]),
+        Some(&(g.id, 1))
+    );
+}
+
+#[test]
+fn the_same_channel_entry_is_processed_once() {
+    let mut g = Group::new();
+    Group::post(
+        &mut g.alice,
+        &mut g.channel,
+        &g.id,
+        text_body([1; 16], "once"),
+    );
+    let entries = g.channel.after(0);
+    assert_eq!(g.bob.read(&g.id, 1, &entries).events.len(), 1);
+    // The same position again: skipped by the cursor.
+    assert!(g.bob.read(&g.id, 1, &entries).events.is_empty());
+    // The same entry at a new position (a relay replaying it): the sender-key chain refuses.
+    g.channel.post(entries[0].1.clone());
+    let replayed = g.bob.read(&g.id, 1, &g.channel.after(1));
+    assert_eq!(
+        replayed.events,
+        vec![Event::Rejected {
+            reason: RejectReason::Replayed
+        }]
+    );
+    // A tampered entry is refused as such and advances the cursor.
+    let mut tampered = entries[0].1.clone();
+    let last = tampered.len() - 1;
+    tampered[last] ^= 1;
+    let seq = g.channel.post(tampered);
+    let applied = g.bob.read(&g.id, 1, &g.channel.after(seq - 1));
+    assert_eq!(
+        applied.events,
+        vec![Event::Rejected {
+            reason: RejectReason::Tampered
+        }]
+    );
+    assert_eq!(
+        group(&g.bob.store, &g.id)
+            .unwrap()
+            .unwrap()
+            .current()
+            .cursor(),
+        seq
+    );
+    assert_eq!(
+        history(&g.bob.store, Conversation::Group(g.id), NOW)
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+#[test]
+fn removing_a_member_starts_an_epoch_the_removed_member_never_sees() {
+    let mut g = Group::new();
+    let conversation = Conversation::Group(g.id);
+    Group::post(
+        &mut g.alice,
+        &mut g.channel,
+        &g.id,
+        text_body([1; 16], "before"),
+    );
+
+    // Alice removes Carol: the update on the old channel, then epoch 2 on a new channel.
+    let change = outgoing::remove_member(&g.alice.store, &ALICE, &g.id, &CAROL, NOW).unwrap();
+    Group::post_content(&mut g.alice, &mut g.channel, &g.id, &change.update);
+    let mut state = change.state;
+    state.start_epoch(&channel(2), &mut g.alice.rng).unwrap();
+    save_group(&g.alice.store, &state).unwrap();
+    assert_eq!(state.current().number(), 2);
+    assert_eq!(state.readable_epochs().len(), 2);
+    let invite = outgoing::group_invite(&state, 0, NOW);
+    let key = outgoing::sender_key(&mut g.alice.store, &g.id, 2, NOW, &mut g.alice.rng).unwrap();
+
+    // Carol reads the old channel: the first message, then her removal.
+    let read = g.carol.read(&g.id, 1, &g.channel.after(0));
+    assert!(matches!(read.events[0], Event::Message(_)));
+    assert_eq!(read.events[1], Event::RemovedFromGroup { group_id: g.id });
+    let carols = group(&g.carol.store, &g.id).unwrap().unwrap();
+    assert!(!carols.active());
+    assert_eq!(carols.current().number(), 1);
+    assert!(carols.readable_epochs().is_empty());
+    assert!(matches!(
+        active_group(&g.carol.store, &g.id),
+        Err(StateError::Invalid(_))
+    ));
+
+    // Bob reads the update, then takes the invite and Alice's new key.
+    let read = g.bob.read(&g.id, 1, &g.channel.after(0));
+    assert_eq!(
+        read.events.last(),
+        Some(&Event::GroupUpdated {
+            group_id: g.id,
+            name: "climbers".into(),
+            members: vec![ALICE, BOB]
+        })
+    );
+    let moved = g.bob.receive(&g.alice.me, &invite);
+    assert_eq!(moved.subscribe, vec![g.id]);
+    assert!(g.bob.receive(&g.alice.me, &key).events.is_empty());
+    let bobs = group(&g.bob.store, &g.id).unwrap().unwrap();
+    assert_eq!(bobs.current().number(), 2);
+    // The old channel is still read (entries posted before the switch are not lost).
+    assert_eq!(
+        bobs.readable_epochs()
+            .iter()
+            .map(|e| e.number())
+            .collect::<Vec<_>>(),
+        vec![1, 2]
+    );
+    // Bob's sender key for epoch 2 goes to the remaining members only.
+    let to: Vec<[u8; 16]> = g
+        .bob
+        .tasks()
+        .iter()
+        .filter_map(|t| match t {
+            Task::SenderKey {
+                epoch: 2, account, ..
+            } => Some(*account),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(to.len(), 2);
+    assert!(!to.contains(&CAROL));
+
+    // Epoch 2 traffic: Bob reads it, Carol has nothing to read it with.
+    let mut second = ChannelLog::default();
+    Group::post(
+        &mut g.alice,
+        &mut second,
+        &g.id,
+        text_body([2; 16], "after"),
+    );
+    let read = g.bob.read(&g.id, 2, &second.after(0));
+    assert_eq!(only_message(&read).text, "after");
+    let nothing = g.carol.read(&g.id, 2, &second.after(0));
+    assert!(nothing.events.is_empty());
+    // Not even with the new channel's entries posted to the old one.
+    g.channel.post(second.0[0].clone());
+    let refused = g.carol.read(&g.id, 1, &g.channel.after(2));
+    assert_eq!(
+        refused.events,
+        vec![Event::Rejected {
+            reason: RejectReason::Tampered
+        }]
+    );
+    assert!(
+        message(&g.carol.store, &conversation, &[2; 16])
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(
+        group(&g.carol.store, &g.id)
+            .unwrap()
+            .unwrap()
+            .current()
+            .number(),
+        1
+    );
+    // Tasks for an epoch that is no longer current are dropped as done.
+    assert_eq!(
+        follow_up(
+            &mut g.bob.store,
+            &Task::SenderKey {
+                group: g.id,
+                epoch: 1,
+                account: ALICE
+            },
+            NOW,
+            &mut g.bob.rng
+        )
+        .unwrap(),
+        None
+    );
+}
+
+impl Group {
+    fn post_content(dev: &mut Dev, channel: &mut ChannelLog, id: &[u8; 16], content: &Content) {
+        Self::post(dev, channel, id, content.body.clone());
+    }
+}
+
+#[test]
+fn invites_with_a_wrong_epoch_or_from_strangers_change_nothing() {
+    let mut g = Group::new();
+    let state = group(&g.alice.store, &g.id).unwrap().unwrap();
+    let invite = |epoch: u32, members: Vec<[u8; 16]>| {
+        let mut body = state.invite(0);
+        body.epoch = epoch;
+        body.members = members;
+        body.channel_id = [9; 16];
+        Content {
+            sent_at: NOW,
+            conversation: Conversation::Group(g.id),
+            body: Body::GroupInvite(body),
+        }
+    };
+    let before = group(&g.bob.store, &g.id).unwrap().unwrap();
+
+    // The same epoch again, or an older one: ignored.
+    for epoch in [1, 0] {
+        let applied = g.bob.receive(&g.alice.me, &invite(epoch, vec![ALICE, BOB]));
+        assert!(applied.events.is_empty() && !applied.tasks_added);
+    }
+    // From someone not in the group as Bob knows it, even listing itself.
+    let mallory = DeviceAddress::new(MALLORY, 1);
+    let applied = g.bob.receive(&mallory, &invite(2, vec![MALLORY, BOB]));
+    assert!(applied.events.is_empty());
+    // Not listing Bob, or not listing its sender.
+    assert!(
+        rejection(&g.bob.receive(&g.alice.me, &invite(2, vec![ALICE, CAROL])))
+            .contains("does not list")
+    );
+    assert!(
+        rejection(&g.bob.receive(&g.alice.me, &invite(2, vec![BOB, CAROL]))).contains("non-member")
+    );
+    // A jump far ahead would exhaust the epoch counter (a later removal could start no new
+    // epoch): refused.
+    let huge = g
+        .bob
+        .receive(&g.alice.me, &invite(u32::MAX, vec![ALICE, BOB]));
+    assert!(rejection(&huge).contains("epoch"), "{huge:?}");
+    let far = g
+        .bob
+        .receive(&g.alice.me, &invite(2 + MAX_EPOCH_STEP, vec![ALICE, BOB]));
+    assert!(has_rejection(&far));
+
+    let after = group(&g.bob.store, &g.id).unwrap().unwrap();
+    assert_eq!(after.current().number(), before.current().number());
+    assert_eq!(after.current().channel_id(), before.current().channel_id());
+    assert_eq!(after.members(), before.members());
+    assert!(after.active());
+    // The next epoch (and skipping a few, e.g. an invite that was lost) is fine.
+    let next = g
+        .bob
+        .receive(&g.alice.me, &invite(1 + MAX_EPOCH_STEP, vec![ALICE, BOB]));
+    assert!(!has_rejection(&next));
+    assert_eq!(
+        group(&g.bob.store, &g.id)
+            .unwrap()
+            .unwrap()
+            .current()
+            .number(),
+        1 + MAX_EPOCH_STEP
+    );
+    // A new group may start at any epoch (the invitee joins late).
+    let late = Content {
+        conversation: Conversation::Group([7; 16]),
+        ..invite(40, vec![ALICE, CAROL])
+    };
+    let joined = g.carol.receive(&g.alice.me, &late);
+    assert!(matches!(
+        joined.events.as_slice(),
+        [Event::GroupUpdated { .. }]
+    ));
+    // A group whose epoch numbers are used up starts no other (none is reused), and a removal
+    // is refused before anything is posted.
+    let last = Content {
+        conversation: Conversation::Group([8; 16]),
+        ..invite(u32::MAX, vec![ALICE, CAROL])
+    };
+    g.carol.receive(&g.alice.me, &last);
+    let mut exhausted = group(&g.carol.store, &[8; 16]).unwrap().unwrap();
+    assert!(matches!(
+        exhausted.start_epoch(&channel(3), &mut g.carol.rng),
+        Err(StateError::Invalid(_))
+    ));
+    assert_eq!(exhausted.current().number(), u32::MAX);
+    assert!(matches!(
+        outgoing::remove_member(&g.carol.store, &CAROL, &[8; 16], &ALICE, NOW),
+        Err(StateError::Invalid(_))
+    ));
+}
+
+#[test]
+fn a_sender_key_before_the_invite_is_applied_when_the_invite_arrives() {
+    let mut alice = Dev::new(ALICE, 1);
+    let mut bob = Dev::new(BOB, 1);
+    let mut carol = Dev::new(CAROL, 1);
+    let state = outgoing::create_group(
+        &alice.store,
+        &ALICE,
+        "early",
+        &[BOB, CAROL],
+        &channel(1),
+        &mut alice.rng,
+    )
+    .unwrap();
+    let id = *state.id();
+    let mut log = ChannelLog::default();
+
+    // Carol joined first and already sent her key and a message; Bob gets both before
+    // Alice's invite.
+    carol.receive(&alice.me, &outgoing::group_invite(&state, 0, NOW));
+    let carols_key = outgoing::sender_key(&mut carol.store, &id, 1, NOW, &mut carol.rng).unwrap();
+    let early = bob.receive(&carol.me, &carols_key);
+    assert!(early.events.is_empty() && early.retry_groups.is_empty());
+    assert_eq!(bob.store.entries(PENDING_SENDER_KEYS).unwrap().len(), 1);
+    assert!(group(&bob.store, &id).unwrap().is_none());
+    // Mallory, no member, slips in a key for the same epoch.
+    let mallory = DeviceAddress::new(MALLORY, 1);
+    let mallorys = GroupSenderSession::new(distribution_id(&id, 1), &mut bob.rng);
+    let mallorys_key = Content {
+        sent_at: NOW,
+        conversation: Conversation::Group(id),
+        body: Body::SenderKey {
+            epoch: 1,
+            distribution: mallorys.distribution_message().to_bytes().to_vec(),
+        },
+    };
+    assert!(bob.receive(&mallory, &mallorys_key).events.is_empty());
+    // A key for another group's distribution id is refused outright.
+    let wrong = Content {
+        conversation: Conversation::Group([8; 16]),
+        ..carols_key.clone()
+    };
+    assert!(rejection(&bob.receive(&carol.me, &wrong)).contains("another group"));
+
+    // The invite arrives: Carol's key is applied (her message reads at once), Mallory's
+    // dropped, nothing left over.
+    let mut joined = bob.receive(&alice.me, &outgoing::group_invite(&state, 0, NOW));
+    bob.retry(&mut joined);
+    assert!(bob.store.entries(PENDING_SENDER_KEYS).unwrap().is_empty());
+    assert!(super::groups::has_sender_key(&bob.store, &id, 1, &carol.me));
+    assert!(!super::groups::has_sender_key(&bob.store, &id, 1, &mallory));
+    Group::post(&mut carol, &mut log, &id, text_body([1; 16], "carol first"));
+    let read = bob.read(&id, 1, &log.after(0));
+    assert_eq!(only_message(&read).sender, CAROL);
+
+    // Keys for an epoch Bob has left behind are refused, not kept.
+    let stale = Content {
+        body: Body::SenderKey {
+            epoch: 0,
+            distribution: carols_key_for(&mut carol, &id, 0),
+        },
+        ..carols_key
+    };
+    assert!(rejection(&bob.receive(&carol.me, &stale)).contains("old epoch"));
+}
+
+fn carols_key_for(carol: &mut Dev, id: &[u8; 16], epoch: u32) -> Vec<u8> {
+    own_distribution(&mut carol.store, id, epoch, &mut carol.rng)
+        .unwrap()
+        .to_vec()
+}
+
+#[test]
+fn early_sender_keys_are_capped() {
+    let mut bob = Dev::new(BOB, 1);
+    // The space full (keys of groups Bob has not joined, each from another device).
+    for n in 0..MAX_PENDING_SENDER_KEYS as u32 {
+        let mut key = [5u8; 16].to_vec();
+        key.extend_from_slice(&1u32.to_be_bytes());
+        key.extend_from_slice(&CAROL);
+        key.extend_from_slice(&n.to_be_bytes());
+        bob.store.put(PENDING_SENDER_KEYS, &key, b"skdm").unwrap();
+    }
+    let id = [6u8; 16];
+    let session = GroupSenderSession::new(distribution_id(&id, 1), &mut bob.rng);
+    let key = Content {
+        sent_at: NOW,
+        conversation: Conversation::Group(id),
+        body: Body::SenderKey {
+            epoch: 1,
+            distribution: session.distribution_message().to_bytes().to_vec(),
+        },
+    };
+    let refused = bob.receive(&DeviceAddress::new(ALICE, 1), &key);
+    assert!(rejection(&refused).contains("too many early sender keys"));
+    assert_eq!(
+        bob.store.entries(PENDING_SENDER_KEYS).unwrap().len(),
+        MAX_PENDING_SENDER_KEYS
+    );
+}
+
+#[test]
+fn entries_wait_for_their_senders_key_and_are_released_when_it_arrives() {
+    let mut alice = Dev::new(ALICE, 1);
+    let mut bob = Dev::new(BOB, 1);
+    let mut carol = Dev::new(CAROL, 1);
+    let state = outgoing::create_group(
+        &alice.store,
+        &ALICE,
+        "pending",
+        &[BOB, CAROL],
+        &channel(1),
+        &mut alice.rng,
+    )
+    .unwrap();
+    let id = *state.id();
+    let mut log = ChannelLog::default();
+    bob.receive(&alice.me, &outgoing::group_invite(&state, 0, NOW));
+    carol.receive(&alice.me, &outgoing::group_invite(&state, 0, NOW));
+    let key = outgoing::sender_key(&mut alice.store, &id, 1, NOW, &mut alice.rng).unwrap();
+    Group::post(&mut alice, &mut log, &id, text_body([1; 16], "one"));
+    Group::post(&mut alice, &mut log, &id, text_body([2; 16], "two"));
+
+    // Bob reads the channel before Alice's key arrived: kept, cursor advanced, no event.
+    let read = bob.read(&id, 1, &log.after(0));
+    assert!(read.events.is_empty());
+    assert_eq!(bob.store.entries(GROUP_PENDING).unwrap().len(), 2);
+    assert_eq!(
+        group(&bob.store, &id).unwrap().unwrap().current().cursor(),
+        2
+    );
+    // Retrying without the key changes nothing.
+    assert!(
+        retry_pending(&mut bob.store, &bob.me, &id, NOW, &mut bob.rng)
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(bob.store.entries(GROUP_PENDING).unwrap().len(), 2);
+
+    // The key arrives: both entries are released, in channel order.
+    let mut applied = bob.receive(&alice.me, &key);
+    assert_eq!(applied.retry_groups, vec![id]);
+    bob.retry(&mut applied);
+    let texts: Vec<&str> = applied
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Message(m) => Some(m.text.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(texts, ["one", "two"]);
+    assert!(bob.store.entries(GROUP_PENDING).unwrap().is_empty());
+
+    // At most MAX_PENDING_PER_GROUP entries wait per group: with the space full, an entry of
+    // Carol (whose key Bob never got) is not kept.
+    for seq in 0..MAX_PENDING_PER_GROUP as u64 {
+        let key = super::groups::pending_key(&id, 1, 1000 + seq);
+        bob.store.put(GROUP_PENDING, &key, b"x").unwrap();
+    }
+    let seq = Group::post(&mut carol, &mut log, &id, text_body([3; 16], "three"));
+    assert!(bob.read(&id, 1, &log.after(seq - 1)).events.is_empty());
+    let kept = bob.store.entries(GROUP_PENDING).unwrap();
+    assert_eq!(kept.len(), MAX_PENDING_PER_GROUP);
+    assert!(kept.iter().all(|(_, v)| v.as_slice() == b"x"));
+}
+
+#[test]
+fn members_added_get_this_devices_key_and_invites_validate() {
+    let mut g = Group::new();
+    let change = outgoing::add_member(&g.alice.store, &g.id, &MALLORY, NOW).unwrap();
+    assert!(matches!(
+        outgoing::add_member(&g.alice.store, &g.id, &BOB, NOW),
+        Err(StateError::Invalid(_))
+    ));
+    Group::post_content(&mut g.alice, &mut g.channel, &g.id, &change.update);
+    save_group(&g.alice.store, &change.state).unwrap();
+    let read = g.bob.read(&g.id, 1, &g.channel.after(0));
+    assert!(
+        matches!(read.events.as_slice(), [Event::GroupUpdated { members, .. }] if members.len() == 4)
+    );
+    assert!(g.bob.tasks().contains(&Task::SenderKey {
+        group: g.id,
+        epoch: 1,
+        account: MALLORY
+    }));
+    // Removing oneself or a stranger is refused; so is a name beyond the limit.
+    assert!(outgoing::remove_member(&g.alice.store, &ALICE, &g.id, &ALICE, NOW).is_err());
+    assert!(outgoing::remove_member(&g.alice.store, &ALICE, &g.id, &[0x77; 16], NOW).is_err());
+    assert!(matches!(
+        outgoing::create_group(
+            &g.alice.store,
+            &ALICE,
+            &"n".repeat(300),
+            &[BOB],
+            &channel(4),
+            &mut g.alice.rng
+        ),
+        Err(StateError::Content(_))
+    ));
+}
+
+#[test]
+fn stored_records_keep_their_json_layout() {
+    // PROTOCOL §13.6: these bytes are on every device's disk.
+    let contact = Contact {
+        account: ALICE,
+        username: Some("alice".into()),
+        card_sent: true,
+    };
+    assert_eq!(
+        serde_json::to_string(&contact).unwrap(),
+        format!(
+            r#"{{"account":"{}","username":"alice","card_sent":true}}"#,
+            hex::encode(ALICE)
+        )
+    );
+    let task = Task::Delivered {
+        account: BOB,
+        message_id: [1; 16],
+    };
+    assert_eq!(
+        serde_json::to_string(&task).unwrap(),
+        format!(
+            r#"{{"task":"Delivered","account":"{}","message_id":"{}"}}"#,
+            hex::encode(BOB),
+            hex::encode([1u8; 16])
+        )
+    );
+    let state = GroupState::create(
+        [2; 16],
+        "g".into(),
+        vec![ALICE],
+        &channel(1),
+        &mut ChaCha20Rng::from_seed([0; 32]),
+    );
+    let json: serde_json::Value = serde_json::to_value(&state).unwrap();
+    assert_eq!(json["id"], hex::encode([2u8; 16]));
+    assert_eq!(json["current"]["epoch"], 1);
+    assert_eq!(json["current"]["channel_id"], hex::encode([1u8; 16]));
+    assert_eq!(
+        json["current"]["read_token"],
+        base64::Engine::encode(&base64::engine::general_purpose::STANDARD, [2u8; 32])
+    );
+    assert_eq!(json["current"]["cursor"], 0);
+    assert_eq!(json["old"], serde_json::json!([]));
+    assert_eq!(json["active"], true);
+    let record = MessageRecord {
+        conversation_kind: 0,
+        conversation_id: BOB,
+        message_id: [1; 16],
+        sender: ALICE,
+        sender_device: 2,
+        outgoing: true,
+        sent_at: 5,
+        text: "hi".into(),
+        attachment: vec![7],
+        edited: false,
+        deleted: false,
+        reactions: vec![ReactionRecord {
+            from: BOB,
+            emoji: "👍".into(),
+        }],
+        delivered_to: vec![BOB],
+        read_by: Vec::new(),
+        expires_at: Some(9),
+    };
+    let (a, b, one) = (hex::encode(ALICE), hex::encode(BOB), hex::encode([1u8; 16]));
+    assert_eq!(
+        serde_json::to_string(&record).unwrap(),
+        format!(
+            r#"{{"conversation_kind":0,"conversation_id":"{b}","message_id":"{one}","sender":"{a}","sender_device":2,"outgoing":true,"sent_at":5,"text":"hi","attachment":[7],"edited":false,"deleted":false,"reactions":[{{"from":"{b}","emoji":"👍"}}],"delivered_to":["{b}"],"read_by":[],"expires_at":9}}"#
+        )
+    );
+    let invite: GroupInvite = state.invite(7);
+    assert_eq!(
+        (invite.epoch, invite.after, invite.channel_id),
+        (1, 7, [1; 16])
+    );
+}
