@@ -78,14 +78,14 @@ pub fn apply_direct<B: Backend, R: rand_core::CryptoRng + ?Sized>(
         }
     };
     let mut applied = Applied::default();
-    let received = Received {
+    let incoming = Incoming {
         conversation,
         sender,
         outgoing: from_self,
         sent_at: content.sent_at,
         now_ms,
     };
-    let Some(body) = apply_message_body(store, &received, content.body, &mut applied, rng)? else {
+    let Some(body) = apply_message_body(store, &incoming, content.body, &mut applied, rng)? else {
         return Ok(applied);
     };
     let from = sender.account_id;
@@ -203,7 +203,7 @@ pub fn retry_pending<B: Backend, R: rand_core::CryptoRng + ?Sized>(
 }
 
 /// A received content's circumstances.
-struct Received<'a> {
+struct Incoming<'a> {
     conversation: Conversation,
     sender: &'a DeviceAddress,
     /// The sender is this account (another own device, or a group post of ours).
@@ -216,14 +216,14 @@ struct Received<'a> {
 /// edits, deletes, timers); hands any other body back to the caller.
 fn apply_message_body<B: Backend, R: rand_core::CryptoRng + ?Sized>(
     store: &EncryptedStore<B>,
-    received: &Received<'_>,
+    incoming: &Incoming<'_>,
     body: Body,
     applied: &mut Applied,
     rng: &mut R,
 ) -> Result<Option<Body>, StateError> {
-    let conversation = received.conversation;
-    let outgoing = received.outgoing;
-    let from = received.sender.account_id;
+    let conversation = incoming.conversation;
+    let outgoing = incoming.outgoing;
+    let from = incoming.sender.account_id;
     match body {
         Body::Text {
             message_id,
@@ -240,9 +240,9 @@ fn apply_message_body<B: Backend, R: rand_core::CryptoRng + ?Sized>(
                 conversation_id: *conversation.id(),
                 message_id,
                 sender: from,
-                sender_device: received.sender.device_id,
+                sender_device: incoming.sender.device_id,
                 outgoing,
-                sent_at: received.sent_at,
+                sent_at: incoming.sent_at,
                 text,
                 attachment,
                 edited: false,
@@ -250,7 +250,7 @@ fn apply_message_body<B: Backend, R: rand_core::CryptoRng + ?Sized>(
                 reactions: Vec::new(),
                 delivered_to: Vec::new(),
                 read_by: Vec::new(),
-                expires_at: expires_at(expire_secs, received.now_ms),
+                expires_at: expires_at(expire_secs, incoming.now_ms),
             };
             put_message(store, &record)?;
             // Delivery receipts are for 1:1 messages from others.
@@ -415,14 +415,14 @@ fn apply_entry<B: Backend, R: rand_core::CryptoRng + ?Sized>(
     }
     let own = me.account_id;
     let mut applied = Applied::default();
-    let received = Received {
+    let incoming = Incoming {
         conversation: content.conversation,
         sender: &sender,
         outgoing: sender.account_id == own,
         sent_at: content.sent_at,
         now_ms,
     };
-    let Some(body) = apply_message_body(store, &received, content.body, &mut applied, rng)? else {
+    let Some(body) = apply_message_body(store, &incoming, content.body, &mut applied, rng)? else {
         return Ok(applied);
     };
     match body {

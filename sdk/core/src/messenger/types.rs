@@ -296,8 +296,9 @@ pub struct SafetyNumber {
 }
 
 /// An access key a contact card taught this device (PROTOCOL §13.2). The device keeps access
-/// keys with its own settings, so the driver stores it, in the envelope's transaction.
-#[derive(Clone, PartialEq, Eq)]
+/// keys with its own settings, so the driver stores it, in the envelope's transaction. No
+/// `PartialEq`: keys are not compared in variable time.
+#[derive(Clone)]
 pub enum LearnedAccessKey {
     /// The account's own key, from another own device's copy of a card it sent.
     Own(Zeroizing<[u8; 16]>),
@@ -325,7 +326,7 @@ impl std::fmt::Debug for LearnedAccessKey {
 /// What applying one content (or a batch of channel entries) produced: events for the
 /// application (to emit once the store transaction committed) and the follow-ups the driver
 /// owes.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default)]
 pub struct Applied {
     /// For the application, in order.
     pub events: Vec<Event>,
