@@ -11,7 +11,12 @@
 //! - [`messenger`]: contacts, 1:1 and group conversations over that store (PROTOCOL §13): what
 //!   a received content changes and which events it yields, what each user action sends, and
 //!   the durable follow-ups; the driver does the I/O.
+//! - [`device`]: one device sans I/O: its keys on the relay, sealed-sender sends to every device
+//!   of a contact and to its own other devices, exactly-once receiving; steps that build the
+//!   relay's request bodies and read its answers, driven over HTTP by `haven-client` and by the
+//!   page through `haven-wasm`.
 
+pub mod device;
 pub mod messenger;
 pub mod store;
 

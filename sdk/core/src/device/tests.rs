@@ -1,0 +1,926 @@
+//! The device steps driven against each other without a relay: devices in memory stores, the
+//! relay's answers built by hand (bundles from the devices' own uploads, certificates signed by
+//! a test relay key, 409 mismatches, key counts).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use ed25519_dalek::SigningKey;
+use haven_protocol::api::Id;
+use haven_protocol::api::certificate::{CertificateKeyResponse, CertificateResponse};
+use haven_protocol::api::devices::{DeviceBody, DeviceList};
+use haven_protocol::api::error::DeviceMismatch;
+use haven_protocol::api::keys::{BundleBody, BundlesResponse, KeyCountsResponse, KeyUploadRequest};
+use haven_protocol::api::messages::QueuedBody;
+use haven_sdk::identity::IdentityKeyPair;
+use haven_sdk::prekeys::{PreKeyBundle, SignedPreKeyPolicy};
+use haven_sdk::sealed_sender::SenderCertificate;
+use haven_sdk::store::{DeviceAddress, IdentityStore, PreKeyStore, SessionStore};
+use rand_chacha::ChaCha20Rng;
+use rand_core::SeedableRng;
+
+use super::state::{
+    StoredSession, contact_devices, pin_relay_key, save_contact_devices, set_contact_access_key,
+};
+use super::{
+    Claim, DeviceError, LocalDevice, OutgoingSend, PREKEY_BATCH, Received, RejectReason, keys,
+    space,
+};
+use crate::store::{MemoryStore, Space};
+
+const NOW: u64 = 1_790_000_000;
+
+/// One device: its store, its record, its first key upload and how many of its one-time keys
+/// the "relay" handed out.
+struct Dev {
+    store: MemoryStore,
+    local: LocalDevice,
+    upload: KeyUploadRequest,
+    claimed: usize,
+    rng: ChaCha20Rng,
+}
+
+fn relay_key() -> SigningKey {
+    SigningKey::from_bytes(&[3; 32])
+}
+
+fn device(account: [u8; 16], number: u32, seed: u64) -> Dev {
+    let mut rng = ChaCha20Rng::seed_from_u64(seed);
+    let mut store = MemoryStore::generate(&mut rng).unwrap();
+    store
+        .set_identity(&IdentityKeyPair::generate(&mut rng), 100 + number)
+        .unwrap();
+    StoredSession::store(
+        &store,
+        Id::from(account),
+        Id::from([number as u8; 16]),
+        number,
+        "refresh-1",
+    )
+    .unwrap();
+    let key = CertificateKeyResponse {
+        public_key: STANDARD.encode(relay_key().verifying_key().as_bytes()),
+    };
+    pin_relay_key(&store, &key).unwrap();
+    let upload = keys::upload(&mut store, NOW, &mut rng).unwrap();
+    let local = LocalDevice::load(&store).unwrap();
+    assert_eq!(local.account(), account);
+    assert_eq!(local.device_number(), number);
+    assert!(local.certificate(&store, NOW).unwrap().is_none());
+    let identity = *store.identity_key_pair().unwrap().public();
+    let cert = SenderCertificate::issue(&relay_key(), local.address(), identity, NOW + 3600);
+    let answer = CertificateResponse {
+        certificate: STANDARD.encode(cert.to_bytes()),
+        expires: cert.expires,
+    };
+    local.accept_certificate(&store, &answer, NOW).unwrap();
+    Dev {
+        store,
+        local,
+        upload,
+        claimed: 0,
+        rng,
+    }
+}
+
+impl Dev {
+    /// What the relay answers to a claim of this device's bundle (its next one-time keys).
+    fn bundle(&mut self) -> BundleBody {
+        let signed_prekey = self.upload.signed_prekey.clone().unwrap();
+        let one_time_prekey = self.upload.one_time_prekeys[self.claimed].clone();
+        let kem_prekey = self.upload.one_time_kem_prekeys[self.claimed].clone();
+        self.claimed += 1;
+        let s = &self.store;
+        let bundle = PreKeyBundle::new(
+            *s.identity_key_pair().unwrap().public(),
+            s.local_registration_id().unwrap(),
+            self.local.device_number(),
+            &s.signed_prekey(signed_prekey.key_id).unwrap().unwrap(),
+            s.one_time_prekey(one_time_prekey.key_id).unwrap().as_ref(),
+            &s.kem_prekey(kem_prekey.key_id).unwrap().unwrap(),
+        );
+        BundleBody {
+            device_number: self.local.device_number(),
+            registration_id: s.local_registration_id().unwrap(),
+            identity_key: STANDARD.encode(s.identity_key_pair().unwrap().public().to_bytes()),
+            signed_prekey,
+            one_time_prekey: Some(one_time_prekey),
+            kem_prekey,
+            kem_prekey_last_resort: false,
+            bundle: Some(STANDARD.encode(bundle.to_bytes())),
+        }
+    }
+
+    /// Sends `text` to `account` with `bundles` answering the claims; the envelope for each
+    /// device number.
+    fn send(
+        &mut self,
+        account: [u8; 16],
+        text: &[u8],
+        bundles: &[BundlesResponse],
+    ) -> Result<Option<OutgoingSend>, DeviceError> {
+        let cert = self.local.certificate(&self.store, NOW).unwrap().unwrap();
+        let id = Id::from(rand_id(&mut self.rng));
+        self.local.encrypt(
+            &mut self.store,
+            &account,
+            &super::PaddedPlaintext::new(text)?,
+            id,
+            false,
+            bundles,
+            &cert,
+            &mut self.rng,
+        )
+    }
+
+    /// Opens the envelope `out` carries for this device, as `GET /v1/messages` would give it.
+    fn receive(&mut self, out: &OutgoingSend) -> Option<Received> {
+        let queued = queued(out, self.local.device_number());
+        self.local
+            .receive(&mut self.store, &queued, NOW, &mut self.rng)
+            .unwrap()
+    }
+
+    /// Every row of the spaces a receive may touch, decrypted and sorted.
+    fn rows(&self) -> Vec<(u16, Vec<u8>, Vec<u8>)> {
+        let mut out = Vec::new();
+        for space in [
+            Space::SESSION,
+            Space::PEER_IDENTITY,
+            Space::ONE_TIME_PREKEY,
+            Space::KEM_PREKEY,
+            space::META,
+            space::CONTACT_DEVICES,
+            space::SEEN,
+            space::INBOX,
+        ] {
+            for (k, v) in self.store.entries(space).unwrap() {
+                out.push((space.value(), k, v.to_vec()));
+            }
+        }
+        out.sort();
+        out
+    }
+}
+
+fn rand_id(rng: &mut ChaCha20Rng) -> [u8; 16] {
+    let mut id = [0u8; 16];
+    rand_core::Rng::fill_bytes(rng, &mut id);
+    id
+}
+
+fn bundles(account: [u8; 16], devices: &mut [&mut Dev]) -> BundlesResponse {
+    BundlesResponse {
+        account_id: Id::from(account),
+        bundles: devices.iter_mut().map(|d| d.bundle()).collect(),
+    }
+}
+
+fn queued(out: &OutgoingSend, device: u32) -> QueuedBody {
+    let envelope = out
+        .body()
+        .envelopes
+        .iter()
+        .find(|e| e.device_number == device)
+        .unwrap_or_else(|| panic!("no envelope for device {device}"));
+    QueuedBody {
+        seq: 1,
+        message_id: out.body().message_id,
+        source: None,
+        content: envelope.content.clone(),
+        payload: None,
+        received_at: 0,
+        expires_at: 0,
+    }
+}
+
+fn text(r: Option<Received>) -> String {
+    match r {
+        Some(Received::Message { plaintext, .. }) => String::from_utf8(plaintext).unwrap(),
+        other => panic!("{other:?}"),
+    }
+}
+
+fn devices_of(out: &OutgoingSend) -> Vec<u32> {
+    out.body()
+        .envelopes
+        .iter()
+        .map(|e| e.device_number)
+        .collect()
+}
+
+const ALICE: [u8; 16] = [0xa1; 16];
+const BOB: [u8; 16] = [0xb2; 16];
+
+#[test]
+fn first_contact_via_bundles_then_sessions_both_ways() {
+    let mut alice = device(ALICE, 1, 1);
+    let mut bob1 = device(BOB, 1, 2);
+    let mut bob2 = device(BOB, 2, 3);
+
+    // Bob's devices are unknown: claim them all, then encrypt for both.
+    assert_eq!(
+        alice.local.claims(&alice.store, &BOB).unwrap(),
+        [Claim::All]
+    );
+    assert_eq!(
+        Claim::All.path(&BOB),
+        format!("/v1/keys/{}", hex::encode(BOB))
+    );
+    assert_eq!(
+        Claim::Device(2).path(&BOB),
+        format!("/v1/keys/{}/2", hex::encode(BOB))
+    );
+    let answer = bundles(BOB, &mut [&mut bob1, &mut bob2]);
+    let out = alice
+        .send(BOB, b"hello periwinkle", &[answer])
+        .unwrap()
+        .unwrap();
+    assert_eq!(devices_of(&out), [1, 2]);
+    // No access key known: a logged-in send.
+    assert!(!out.is_sealed());
+    assert_eq!(out.path(), format!("/v1/messages/{}", hex::encode(BOB)));
+    assert_eq!(contact_devices(&alice.store, &BOB).unwrap(), [1, 2]);
+    for e in &out.body().envelopes {
+        let raw = STANDARD.decode(&e.content).unwrap();
+        assert!(!raw.windows(10).any(|w| w == b"periwinkle"));
+    }
+
+    assert_eq!(text(bob1.receive(&out)), "hello periwinkle");
+    assert_eq!(text(bob2.receive(&out)), "hello periwinkle");
+    // Bob learned Alice's device from her certificate and answers over the session she
+    // started: nothing to claim.
+    assert_eq!(contact_devices(&bob1.store, &ALICE).unwrap(), [1]);
+    assert!(bob1.local.claims(&bob1.store, &ALICE).unwrap().is_empty());
+    let back = bob1.send(ALICE, b"hi tangerine", &[]).unwrap().unwrap();
+    assert_eq!(text(alice.receive(&back)), "hi tangerine");
+    // Sessions everywhere now: Alice's next send claims nothing.
+    assert!(alice.local.claims(&alice.store, &BOB).unwrap().is_empty());
+    let again = alice.send(BOB, b"second", &[]).unwrap().unwrap();
+    assert_eq!(text(bob2.receive(&again)), "second");
+
+    // With Bob's access key the send is sealed and carries it.
+    set_contact_access_key(&alice.store, &BOB, &[7; 16]).unwrap();
+    let sealed = alice.send(BOB, b"sealed", &[]).unwrap().unwrap();
+    assert!(sealed.is_sealed());
+    assert_eq!(
+        sealed.path(),
+        format!("/v1/messages/{}/sealed", hex::encode(BOB))
+    );
+    assert_eq!(
+        sealed.body().access_key.as_deref(),
+        Some(STANDARD.encode([7; 16]).as_str())
+    );
+    assert_eq!(text(bob1.receive(&sealed)), "sealed");
+
+    // Safety numbers agree on both sides.
+    let from_alice = alice.local.safety_numbers(&alice.store, &BOB).unwrap();
+    let from_bob = bob1.local.safety_numbers(&bob1.store, &ALICE).unwrap();
+    assert_eq!(from_alice.len(), 2);
+    assert_eq!(from_alice[0].device, 1);
+    assert_eq!(from_bob[0].digits, from_alice[0].digits);
+    assert_eq!(from_bob[0].digits.len(), 60);
+}
+
+#[test]
+fn a_device_without_session_or_bundle_is_an_error_and_nothing_is_kept() {
+    let mut alice = device(ALICE, 1, 4);
+    let mut bob1 = device(BOB, 1, 5);
+    save_contact_devices(&alice.store, &BOB, &[1, 2]).unwrap();
+    assert_eq!(
+        alice.local.claims(&alice.store, &BOB).unwrap(),
+        [Claim::Device(1), Claim::Device(2)]
+    );
+    let before = alice.rows();
+    let answer = bundles(BOB, &mut [&mut bob1]);
+    let err = alice
+        .send(BOB, b"x", std::slice::from_ref(&answer))
+        .unwrap_err();
+    assert!(matches!(err, DeviceError::NoSession { device: 2 }), "{err}");
+    // Device 1's new session was rolled back with the rest.
+    assert_eq!(alice.rows(), before);
+    // Bundles of another account, or tampered, are refused.
+    let err = alice
+        .send(ALICE, b"x", std::slice::from_ref(&answer))
+        .unwrap_err();
+    assert!(matches!(err, DeviceError::InvalidResponse(_)), "{err}");
+    let mut bad = answer;
+    bad.bundles[0].device_number = 9;
+    let err = alice.send(BOB, b"x", &[bad]).unwrap_err();
+    assert!(matches!(err, DeviceError::InvalidResponse(_)), "{err}");
+}
+
+#[test]
+fn repair_after_a_409_naming_a_new_and_a_removed_device() {
+    let mut alice = device(ALICE, 1, 6);
+    let mut bob1 = device(BOB, 1, 7);
+    let mut bob2 = device(BOB, 2, 8);
+    let mut bob3 = device(BOB, 3, 9);
+    let answer = bundles(BOB, &mut [&mut bob1, &mut bob2]);
+    let first = alice.send(BOB, b"one", &[answer]).unwrap().unwrap();
+    assert_eq!(text(bob2.receive(&first)), "one");
+
+    // Bob unlinks device 2 and links device 3; the relay refuses the next send.
+    let stale = alice.send(BOB, b"two", &[]).unwrap().unwrap();
+    assert_eq!(devices_of(&stale), [1, 2]);
+    let mismatch = DeviceMismatch {
+        account_id: Id::from(BOB),
+        missing_devices: vec![3],
+        extra_devices: Vec::new(),
+        removed_devices: vec![2],
+    };
+    let other = DeviceMismatch {
+        account_id: Id::from(ALICE),
+        ..mismatch.clone()
+    };
+    let err = alice
+        .local
+        .repair(&mut alice.store, &BOB, std::slice::from_ref(&other))
+        .unwrap_err();
+    assert!(matches!(err, DeviceError::InvalidResponse(_)), "{err}");
+    alice
+        .local
+        .repair(&mut alice.store, &BOB, &[other, mismatch])
+        .unwrap();
+    assert_eq!(contact_devices(&alice.store, &BOB).unwrap(), [1, 3]);
+    // The session with the removed device is gone; the new one needs its bundle.
+    assert!(
+        alice
+            .store
+            .load_session(&DeviceAddress::new(BOB, 2))
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(
+        alice.local.claims(&alice.store, &BOB).unwrap(),
+        [Claim::Device(3)]
+    );
+    let answer = bundles(BOB, &mut [&mut bob3]);
+    let retry = alice.send(BOB, b"two", &[answer]).unwrap().unwrap();
+    assert_eq!(devices_of(&retry), [1, 3]);
+    assert_eq!(text(bob1.receive(&retry)), "two");
+    assert_eq!(text(bob3.receive(&retry)), "two");
+}
+
+#[test]
+fn exactly_once_and_tampered_or_replayed_envelopes_change_nothing() {
+    let mut alice = device(ALICE, 1, 10);
+    let mut bob = device(BOB, 1, 11);
+    let answer = bundles(BOB, &mut [&mut bob]);
+    let out = alice.send(BOB, b"once", &[answer]).unwrap().unwrap();
+
+    // Tampered: the sealed layer fails; nothing in Bob's store changes (no session, no seen
+    // id, the one-time prekey still there).
+    let before = bob.rows();
+    let mut tampered = queued(&out, 1);
+    let mut raw = STANDARD.decode(&tampered.content).unwrap();
+    let last = raw.len() - 1;
+    raw[last] ^= 1;
+    tampered.content = STANDARD.encode(&raw);
+    tampered.message_id = Id::from([0x11; 16]);
+    let r = bob
+        .local
+        .receive(&mut bob.store, &tampered, NOW, &mut bob.rng)
+        .unwrap();
+    assert!(
+        matches!(
+            r,
+            Some(Received::Rejected {
+                reason: RejectReason::Tampered,
+                ..
+            })
+        ),
+        "{r:?}"
+    );
+    let mut garbage = queued(&out, 1);
+    garbage.content = "!!".into();
+    let r = bob
+        .local
+        .receive(&mut bob.store, &garbage, NOW, &mut bob.rng)
+        .unwrap();
+    assert!(matches!(
+        r,
+        Some(Received::Rejected {
+            reason: RejectReason::Malformed(_),
+            ..
+        })
+    ));
+    // An expired certificate is refused too.
+    let late = bob
+        .local
+        .receive(&mut bob.store, &queued(&out, 1), NOW + 7200, &mut bob.rng)
+        .unwrap();
+    assert!(matches!(
+        late,
+        Some(Received::Rejected {
+            reason: RejectReason::Certificate(_),
+            ..
+        })
+    ));
+    assert_eq!(bob.rows(), before);
+
+    // Delivered once; the same envelope again is a duplicate.
+    assert_eq!(text(bob.receive(&out)), "once");
+    assert!(
+        bob.local
+            .is_seen(&bob.store, &out.body().message_id.to_hex())
+            .unwrap()
+    );
+    assert_eq!(bob.receive(&out), None);
+    // The same bytes under a new message id: the ratchet refuses the replay, nothing changes.
+    let before = bob.rows();
+    let mut replay = queued(&out, 1);
+    replay.message_id = Id::from([0x13; 16]);
+    let r = bob
+        .local
+        .receive(&mut bob.store, &replay, NOW, &mut bob.rng)
+        .unwrap();
+    assert!(
+        matches!(
+            r,
+            Some(Received::Rejected {
+                reason: RejectReason::Replayed | RejectReason::Session(_),
+                ..
+            })
+        ),
+        "{r:?}"
+    );
+    assert_eq!(bob.rows(), before);
+
+    // A tampered ratchet message inside a valid sealed layer: rejected, session untouched,
+    // and the next genuine message still decrypts.
+    let bob_addr = DeviceAddress::new(BOB, 1);
+    let mut message = haven_sdk::session_cipher::encrypt(
+        &mut alice.store,
+        &bob_addr,
+        &haven_sdk::pad(b"tampered").unwrap(),
+    )
+    .unwrap();
+    let last = message.len() - 1;
+    message[last] ^= 1;
+    let cert = alice.local.certificate(&alice.store, NOW).unwrap().unwrap();
+    let sealed = haven_sdk::seal_sender(
+        &alice.store.identity_key_pair().unwrap(),
+        &cert,
+        &bob.store.identity_key_pair().unwrap().public().clone(),
+        super::CONTENT_SESSION,
+        &message,
+        &mut alice.rng,
+    )
+    .unwrap();
+    let before = bob.rows();
+    let r = bob
+        .local
+        .open_envelope(
+            &mut bob.store,
+            &"14".repeat(16),
+            &sealed,
+            true,
+            NOW,
+            &mut bob.rng,
+            |_, _, _| -> Result<(), DeviceError> { panic!("not applied") },
+        )
+        .unwrap();
+    assert!(
+        matches!(r, super::Opened::Rejected(RejectReason::Tampered)),
+        "{r:?}"
+    );
+    assert_eq!(bob.rows(), before);
+    let next = alice.send(BOB, b"next", &[]).unwrap().unwrap();
+    assert_eq!(text(bob.receive(&next)), "next");
+}
+
+#[test]
+fn an_error_of_apply_rolls_the_session_back() {
+    let mut alice = device(ALICE, 1, 12);
+    let mut bob = device(BOB, 1, 13);
+    let answer = bundles(BOB, &mut [&mut bob]);
+    let out = alice.send(BOB, b"apply", &[answer]).unwrap().unwrap();
+    let content = STANDARD.decode(&out.body().envelopes[0].content).unwrap();
+    let id = out.body().message_id.to_hex();
+    let before = bob.rows();
+    let err = bob
+        .local
+        .open_envelope(
+            &mut bob.store,
+            &id,
+            &content,
+            true,
+            NOW,
+            &mut bob.rng,
+            |s, _, _| -> Result<(), DeviceError> {
+                s.put(space::INBOX, b"half", b"written")?;
+                Err(DeviceError::Protocol("application refused".into()))
+            },
+        )
+        .unwrap_err();
+    assert!(matches!(err, DeviceError::Protocol(_)));
+    assert_eq!(bob.rows(), before);
+    // It opens afterwards, with the value `apply` returns.
+    let opened = bob
+        .local
+        .open_envelope(
+            &mut bob.store,
+            &id,
+            &content,
+            true,
+            NOW,
+            &mut bob.rng,
+            |_, sender, plain| -> Result<usize, DeviceError> {
+                assert_eq!(sender.account_id, ALICE);
+                Ok(plain.len())
+            },
+        )
+        .unwrap();
+    assert!(matches!(opened, super::Opened::Accepted { value: 5, .. }));
+}
+
+#[test]
+fn identity_changes_are_surfaced_and_accepted() {
+    let mut alice = device(ALICE, 1, 14);
+    let mut bob = device(BOB, 1, 15);
+    let answer = bundles(BOB, &mut [&mut bob]);
+    let out = alice.send(BOB, b"before", &[answer]).unwrap().unwrap();
+    assert_eq!(text(bob.receive(&out)), "before");
+    let old_key = *bob.store.identity_key_pair().unwrap().public();
+
+    // Bob reinstalls: same account and device number, a new identity.
+    let mut bob_new = device(BOB, 1, 16);
+    let new_key = *bob_new.store.identity_key_pair().unwrap().public();
+    assert_ne!(old_key, new_key);
+
+    // Once Alice's session with his device is gone (dropped by a repair, say), sending from
+    // his new bundle is refused until she accepts the new key.
+    alice
+        .store
+        .delete(
+            Space::SESSION,
+            &crate::store::address_key(&DeviceAddress::new(BOB, 1)),
+        )
+        .unwrap();
+    let answer = bundles(BOB, &mut [&mut bob_new]);
+    let before = alice.rows();
+    let err = alice
+        .send(BOB, b"x", std::slice::from_ref(&answer))
+        .unwrap_err();
+    match err {
+        DeviceError::IdentityChanged { account, device } => {
+            assert_eq!((account, device), (hex::encode(BOB), 1));
+        }
+        other => panic!("{other}"),
+    }
+    assert_eq!(alice.rows(), before);
+
+    // His messages are refused as an identity change, without touching Alice's state.
+    save_contact_devices(&bob_new.store, &ALICE, &[1]).unwrap();
+    let alice_bundle = bundles(ALICE, &mut [&mut alice]);
+    let from_new = bob_new
+        .send(ALICE, b"new me", &[alice_bundle])
+        .unwrap()
+        .unwrap();
+    let before = alice.rows();
+    let r = alice.receive(&from_new);
+    assert!(
+        matches!(
+            &r,
+            Some(Received::Rejected {
+                reason: RejectReason::IdentityChanged { device: 1, .. },
+                ..
+            })
+        ),
+        "{r:?}"
+    );
+    assert_eq!(alice.rows(), before);
+
+    // Accepted: the old session is dropped, the new bundle starts a new one.
+    alice
+        .local
+        .accept_identity(&mut alice.store, &DeviceAddress::new(BOB, 1), &new_key)
+        .unwrap();
+    assert_eq!(
+        alice
+            .local
+            .peer_identity(&alice.store, &DeviceAddress::new(BOB, 1))
+            .unwrap(),
+        Some(new_key)
+    );
+    assert_eq!(
+        alice.local.claims(&alice.store, &BOB).unwrap(),
+        [Claim::Device(1)]
+    );
+    let out = alice.send(BOB, b"after", &[answer]).unwrap().unwrap();
+    assert_eq!(text(bob_new.receive(&out)), "after");
+}
+
+#[test]
+fn copy_to_the_own_other_devices() {
+    let mut alice1 = device(ALICE, 1, 17);
+    let mut alice2 = device(ALICE, 2, 18);
+    // No other own device known: re-read the list, at most once a minute.
+    let due = |d: &Dev, last, now| {
+        d.local
+            .own_devices_due(&d.store, &ALICE, last, now)
+            .unwrap()
+    };
+    assert!(due(&alice1, None, NOW));
+    assert!(!due(&alice1, Some(NOW), NOW + 59));
+    assert!(due(&alice1, Some(NOW), NOW + 60));
+    assert!(
+        !alice1
+            .local
+            .own_devices_due(&alice1.store, &BOB, None, NOW)
+            .unwrap()
+    );
+    // Alone: nothing to claim, nothing to send.
+    assert!(
+        alice1
+            .local
+            .claims(&alice1.store, &ALICE)
+            .unwrap()
+            .is_empty()
+    );
+    assert!(alice1.send(ALICE, b"sync", &[]).unwrap().is_none());
+
+    let list = |numbers: &[u32]| DeviceList {
+        devices: numbers
+            .iter()
+            .map(|&n| DeviceBody {
+                device_id: Id::from([n as u8; 16]),
+                device_number: n,
+                identity_key: String::new(),
+                name: None,
+                created_at: 0,
+                current: n == 1,
+            })
+            .collect(),
+    };
+    alice1
+        .local
+        .set_own_devices(&alice1.store, &list(&[1]))
+        .unwrap();
+    assert!(alice1.send(ALICE, b"sync", &[]).unwrap().is_none());
+    alice1
+        .local
+        .set_own_devices(&alice1.store, &list(&[1, 2]))
+        .unwrap();
+    assert!(!due(&alice1, None, NOW));
+    // The sending device is skipped.
+    assert_eq!(
+        alice1.local.claims(&alice1.store, &ALICE).unwrap(),
+        [Claim::Device(2)]
+    );
+    let answer = bundles(ALICE, &mut [&mut alice2]);
+    let out = alice1.send(ALICE, b"sync", &[answer]).unwrap().unwrap();
+    assert_eq!(devices_of(&out), [2]);
+    assert_eq!(text(alice2.receive(&out)), "sync");
+    // Device 2 learned device 1 from it and copies back without a claim.
+    assert!(
+        alice2
+            .local
+            .claims(&alice2.store, &ALICE)
+            .unwrap()
+            .is_empty()
+    );
+    let back = alice2.send(ALICE, b"sync back", &[]).unwrap().unwrap();
+    assert_eq!(devices_of(&back), [1]);
+    assert_eq!(text(alice1.receive(&back)), "sync back");
+
+    // An envelope claiming to come from the receiving device itself is refused, before
+    // anything is decrypted: a twin with device 1's address seals one to device 1.
+    let mut twin = device(ALICE, 1, 19);
+    let twin_cert = twin.local.certificate(&twin.store, NOW).unwrap().unwrap();
+    let target = bundles(ALICE, &mut [&mut alice1]).bundles.remove(0);
+    let bundle =
+        PreKeyBundle::from_bytes(&STANDARD.decode(target.bundle.unwrap()).unwrap()).unwrap();
+    let me = alice1.local.address();
+    let message = haven_sdk::session_cipher::initiate(
+        &mut twin.store,
+        &me,
+        &bundle,
+        &haven_sdk::pad(b"me?").unwrap(),
+        &mut twin.rng,
+    )
+    .unwrap();
+    let sealed = haven_sdk::seal_sender(
+        &twin.store.identity_key_pair().unwrap(),
+        &twin_cert,
+        &bundle.identity_key,
+        super::CONTENT_SESSION,
+        &message,
+        &mut twin.rng,
+    )
+    .unwrap();
+    let before = alice1.rows();
+    let r = alice1
+        .local
+        .open_envelope(
+            &mut alice1.store,
+            &"22".repeat(16),
+            &sealed,
+            true,
+            NOW,
+            &mut alice1.rng,
+            |_, _, _| -> Result<(), DeviceError> { panic!("not applied") },
+        )
+        .unwrap();
+    assert!(
+        matches!(r, super::Opened::Rejected(RejectReason::Certificate(_))),
+        "{r:?}"
+    );
+    assert_eq!(alice1.rows(), before);
+}
+
+#[test]
+fn certificates_and_relay_key_are_checked() {
+    let alice = device(ALICE, 1, 20);
+    let bob = device(BOB, 1, 21);
+    // Cached while valid for more than five minutes.
+    assert!(
+        alice
+            .local
+            .certificate(&alice.store, NOW)
+            .unwrap()
+            .is_some()
+    );
+    assert!(
+        alice
+            .local
+            .certificate(&alice.store, NOW + 3600 - 300)
+            .unwrap()
+            .is_none()
+    );
+    // A certificate for another device, or signed by another key, is refused.
+    let other = SenderCertificate::issue(
+        &relay_key(),
+        bob.local.address(),
+        *bob.store.identity_key_pair().unwrap().public(),
+        NOW + 3600,
+    );
+    let wrong_signer = SenderCertificate::issue(
+        &SigningKey::from_bytes(&[9; 32]),
+        alice.local.address(),
+        *alice.store.identity_key_pair().unwrap().public(),
+        NOW + 3600,
+    );
+    for cert in [other, wrong_signer] {
+        let answer = CertificateResponse {
+            certificate: STANDARD.encode(cert.to_bytes()),
+            expires: cert.expires,
+        };
+        let err = alice
+            .local
+            .accept_certificate(&alice.store, &answer, NOW)
+            .unwrap_err();
+        assert!(matches!(err, DeviceError::InvalidResponse(_)), "{err}");
+    }
+    // The pinned relay key does not change.
+    let key = |k: &SigningKey| CertificateKeyResponse {
+        public_key: STANDARD.encode(k.verifying_key().as_bytes()),
+    };
+    assert!(pin_relay_key(&alice.store, &key(&relay_key())).is_ok());
+    let err = pin_relay_key(&alice.store, &key(&SigningKey::from_bytes(&[9; 32]))).unwrap_err();
+    assert!(matches!(err, DeviceError::InvalidResponse(_)));
+    let err = pin_relay_key(
+        &alice.store,
+        &CertificateKeyResponse {
+            public_key: "AAAA".into(),
+        },
+    )
+    .unwrap_err();
+    assert!(matches!(err, DeviceError::InvalidResponse(_)));
+    // Tokens for another account or device are refused; the refresh token rotates.
+    let err =
+        StoredSession::store(&alice.store, Id::from(BOB), Id::from([1; 16]), 1, "r").unwrap_err();
+    assert!(matches!(err, DeviceError::InvalidResponse(_)));
+    let err =
+        StoredSession::store(&alice.store, Id::from(ALICE), Id::from([2; 16]), 1, "r").unwrap_err();
+    assert!(matches!(err, DeviceError::InvalidResponse(_)));
+    StoredSession::store(
+        &alice.store,
+        Id::from(ALICE),
+        Id::from([1; 16]),
+        1,
+        "refresh-2",
+    )
+    .unwrap();
+    assert_eq!(
+        StoredSession::refresh_token(&alice.store).unwrap().as_str(),
+        "refresh-2"
+    );
+    let session = StoredSession::load(&alice.store).unwrap().unwrap();
+    assert_eq!(session.account, Id::from(ALICE));
+    assert!(!format!("{session:?}").contains("refresh"));
+}
+
+#[test]
+fn key_uploads_replenish_decision_and_rotation() {
+    let mut d = device(ALICE, 1, 22);
+    // The first upload carries the base keys and a batch.
+    let first = &d.upload;
+    assert_eq!(first.registration_id, Some(101));
+    assert!(first.signed_prekey.is_some());
+    let lr = first.last_resort_kem_prekey.as_ref().unwrap();
+    assert_eq!(lr.key_id, 0x8000_0001);
+    assert_eq!(first.one_time_prekeys.len(), PREKEY_BATCH as usize);
+    assert_eq!(first.one_time_prekeys[0].key_id, 1);
+    assert_eq!(first.one_time_kem_prekeys[49].key_id, 50);
+
+    // Replenish only when the relay reports low stock.
+    let counts = |low| KeyCountsResponse {
+        one_time_prekeys: 3,
+        one_time_kem_prekeys: 3,
+        has_base_keys: true,
+        low,
+    };
+    assert!(
+        keys::replenish(&mut d.store, &counts(false), NOW, &mut d.rng)
+            .unwrap()
+            .is_none()
+    );
+    let batch = keys::replenish(&mut d.store, &counts(true), NOW, &mut d.rng)
+        .unwrap()
+        .unwrap();
+    assert!(batch.signed_prekey.is_none() && batch.registration_id.is_none());
+    assert_eq!(batch.one_time_prekeys[0].key_id, 51);
+    assert!(d.store.one_time_prekey(51).unwrap().is_some());
+    // A later upload is a batch only.
+    let later = keys::upload(&mut d.store, NOW, &mut d.rng).unwrap();
+    assert!(later.signed_prekey.is_none());
+    assert_eq!(later.one_time_kem_prekeys[0].key_id, 101);
+
+    // Rotation: nothing due at first; then a new pair, stored before the upload.
+    let weekly = SignedPreKeyPolicy::default();
+    let none = keys::rotate(&mut d.store, &weekly, NOW, &mut d.rng).unwrap();
+    assert_eq!(none, keys::Rotation::default());
+    let due = SignedPreKeyPolicy {
+        rotate_after: 0,
+        keep_old_for: 3600,
+    };
+    let r = keys::rotate(&mut d.store, &due, NOW + 10, &mut d.rng).unwrap();
+    let upload = r.upload.unwrap();
+    assert!(r.retire.is_empty());
+    assert_eq!(upload.signed_prekey.as_ref().unwrap().key_id, 2);
+    assert_eq!(
+        upload.last_resort_kem_prekey.as_ref().unwrap().key_id,
+        0x8000_0002
+    );
+    assert!(upload.one_time_prekeys.is_empty());
+    assert!(d.store.signed_prekey(2).unwrap().is_some());
+    // Retiring: the old signed prekey goes with its last-resort KEM key.
+    let retire = SignedPreKeyPolicy {
+        rotate_after: 7 * 86_400,
+        keep_old_for: 0,
+    };
+    let r = keys::rotate(&mut d.store, &retire, NOW + 20, &mut d.rng).unwrap();
+    assert!(r.upload.is_none());
+    assert_eq!(r.retire, [1]);
+    keys::retire(&mut d.store, &r.retire).unwrap();
+    assert!(d.store.signed_prekey(1).unwrap().is_none());
+    assert!(d.store.kem_prekey(0x8000_0001).unwrap().is_none());
+    assert!(d.store.kem_prekey(0x8000_0002).unwrap().is_some());
+}
+
+#[test]
+fn seen_ids_are_pruned_in_batches() {
+    let mut alice = device(ALICE, 1, 23);
+    let mut bob = device(BOB, 1, 24);
+    let s = &bob.store;
+    for (id, n) in [("old", 0u64), ("kept", 1), ("recent", 9_999)] {
+        s.put(space::SEEN, id.as_bytes(), &n.to_be_bytes()).unwrap();
+    }
+    s.put(space::META, b"seen_n", &9_999u64.to_be_bytes())
+        .unwrap();
+    let answer = bundles(BOB, &mut [&mut bob]);
+    let deliver = |alice: &mut Dev, bob: &mut Dev, answer: &[BundlesResponse]| {
+        let out = alice.send(BOB, b"m", answer).unwrap().unwrap();
+        assert_eq!(text(bob.receive(&out)), "m");
+        out.body().message_id.to_hex()
+    };
+    // The 10_000th id: below the cap, nothing pruned.
+    let first = deliver(&mut alice, &mut bob, &[answer]);
+    assert_eq!(bob.store.entries(space::SEEN).unwrap().len(), 4);
+    // The 10_001st: everything at or below counter 0 goes.
+    let second = deliver(&mut alice, &mut bob, &[]);
+    let mut left: Vec<Vec<u8>> = bob
+        .store
+        .entries(space::SEEN)
+        .unwrap()
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    left.sort();
+    let mut expected = vec![
+        first.into_bytes(),
+        second.into_bytes(),
+        b"kept".to_vec(),
+        b"recent".to_vec(),
+    ];
+    expected.sort();
+    assert_eq!(left, expected);
+    // Not pruned again until SEEN_PRUNE_EVERY more.
+    bob.store
+        .put(space::SEEN, b"old", &0u64.to_be_bytes())
+        .unwrap();
+    deliver(&mut alice, &mut bob, &[]);
+    assert!(bob.store.get(space::SEEN, b"old").unwrap().is_some());
+}
