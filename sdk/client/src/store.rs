@@ -16,7 +16,6 @@ use std::path::Path;
 use haven_client_core::store::{Backend, EncryptedStore, RowKey};
 use rusqlite::{Connection, OptionalExtension, params};
 
-pub(crate) use haven_client_core::store::address_key;
 pub use haven_client_core::store::{
     ClientStoreError, Entry, MAX_KEY_LEN, MAX_VALUE_LEN, SCHEMA_VERSION, Space,
 };
