@@ -15,6 +15,7 @@ pub const API_VERSION: u32 = 1;
 #[cfg(feature = "opaque")]
 pub mod opaque;
 
+pub mod account;
 pub mod api;
 pub mod certificate;
 pub mod content;

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Independent re-implementation (from docs/PROTOCOL.md only) of the parts of the session vectors
 that do not need ML-KEM: bundle encoding and signatures, the ratchet part of the PQXDH first
-message (given SK), ratchet KDFs, sealed sender, safety numbers. Needs `cryptography`.
+message (given SK), ratchet KDFs, sealed sender, safety numbers, account device lists and
+account safety numbers. Needs `cryptography`.
 Run: python3 sdk/vectors/crosscheck.py"""
 import hashlib, hmac, json, os
 from cryptography.hazmat.primitives import hashes
@@ -197,8 +198,42 @@ def check_ratchet_conversation():
     print("ratchet conversation ok (%d messages)" % len(steps))
 
 
+def check_account():
+    """§15: rebuilds each device list from its fields, signs it with the account key (Ed25519 is
+    deterministic) and compares; recomputes the version-2 safety number."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+    v = load("account")
+    pair = H(v["account_key_pair"])
+    assert pair[:2] == b"\x01\x51"
+    key = Ed25519PrivateKey.from_private_bytes(pair[2:])
+    assert raw(key).hex() == v["account_key"]
+    keys = {d["number"]: H(d["identity_key"]) for d in v["devices"]}
+    for lst in v["lists"]:
+        body = b"\x01\x50" + H(v["account"]) + lst["version"].to_bytes(8, "big")
+        body += lst["issued_at"].to_bytes(8, "big") + raw(key)
+        body += len(lst["devices"]).to_bytes(2, "big")
+        for n in sorted(lst["devices"]):
+            body += u32(n) + keys[n]
+        sig = key.sign(b"Haven_DeviceList_v1" + body)
+        assert (body + sig).hex() == lst["list"], "list version %d" % lst["version"]
+        Ed25519PublicKey.from_public_bytes(H(v["account_key"])).verify(sig, b"Haven_DeviceList_v1" + body)
+    c = v["safety_number"]
+    def digits(i, k):
+        k = H(k)
+        h = hashlib.sha512(b"\x00\x02" + k + H(i)).digest()
+        for _ in range(5200):
+            h = hashlib.sha512(h + k).digest()
+        return "".join("%05d" % (int.from_bytes(h[5 * j:5 * j + 5], "big") % 100000) for j in range(6))
+    a = digits(c["local_account"], c["local_account_key"])
+    b = digits(c["remote_account"], c["remote_account_key"])
+    assert (a, b) == (c["local_digits"], c["remote_digits"])
+    assert min(a, b) + max(a, b) == c["safety_number"]
+    print("account device lists and safety numbers ok (%d lists)" % len(v["lists"]))
+
+
 check_pqxdh()
 check_ratchet_kdfs()
 check_ratchet_conversation()
 check_sealed_sender()
 check_safety_number()
+check_account()

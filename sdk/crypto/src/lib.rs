@@ -5,6 +5,8 @@
 //! test and compiles to `wasm32-unknown-unknown`. Wire formats are specified in
 //! `docs/PROTOCOL.md`.
 //!
+//! Account identity (§15): [`account`] (the account key, signed device lists, per-account
+//! safety numbers).
 //! Session crypto (§§1–6): [`identity`], [`prekeys`], [`pqxdh`], [`ratchet`],
 //! [`session_cipher`] (the high-level API), [`sealed_sender`], [`safety_number`](mod@safety_number), [`store`],
 //! [`snapshot`]. Data crypto (§§7–10): [`padding`], [`groups`], [`diary`], [`attachment`].
@@ -14,6 +16,7 @@
 
 extern crate alloc;
 
+pub mod account;
 pub mod attachment;
 pub mod diary;
 pub mod groups;
@@ -31,6 +34,7 @@ pub mod store;
 #[cfg(any(test, feature = "test-vectors"))]
 pub mod vectors;
 
+pub use account::{AccountIdentityKey, AccountIdentityKeyPair, DeviceList, DeviceListError};
 pub use attachment::{AttachmentDecryptor, AttachmentEncryptor, AttachmentError, AttachmentKey};
 pub use diary::{
     DiaryError, DiaryIndex, DiaryKeys, DiaryQuery, DiarySync, Entry, KdfParams, RecoveryCode,

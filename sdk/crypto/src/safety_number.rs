@@ -30,6 +30,12 @@ pub fn party_digits(stable_id: &[u8], identity: &IdentityKey) -> String {
         h.update(key);
         hash = h.finalize();
     }
+    digits_of(&hash)
+}
+
+/// The 30 digits of a final hash: its first 30 bytes as six 5-byte big-endian integers, each
+/// taken mod 100000 and zero-padded to 5 digits.
+pub(crate) fn digits_of(hash: &[u8]) -> String {
     let mut out = String::with_capacity(30);
     for chunk in hash.chunks_exact(5).take(6) {
         let mut v = 0u64;

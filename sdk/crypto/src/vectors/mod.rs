@@ -18,7 +18,7 @@ use alloc::string::String;
 use serde_json::Value;
 
 /// Names of the vector sets, each the stem of a file in `sdk/vectors/`.
-pub const NAMES: [&str; 9] = [
+pub const NAMES: [&str; 10] = [
     "padding",
     "sender_keys",
     "diary",
@@ -28,6 +28,7 @@ pub const NAMES: [&str; 9] = [
     "ratchet",
     "sealed_sender",
     "safety_number",
+    "account",
 ];
 
 /// Recomputes the vector set `name` as a JSON value; `None` for an unknown name.
@@ -42,6 +43,7 @@ pub fn build(name: &str) -> Option<Value> {
         "ratchet" => session::ratchet_vectors(),
         "sealed_sender" => session::sealed_sender_vectors(),
         "safety_number" => session::safety_number_vectors(),
+        "account" => session::account_vectors(),
         _ => return None,
     })
 }

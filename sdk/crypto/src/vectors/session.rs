@@ -286,3 +286,61 @@ pub(super) fn safety_number_vectors() -> Value {
         }],
     })
 }
+
+/// Account identity (PROTOCOL.md §15): a signed device list and its updates, and a per-account
+/// safety number.
+pub(super) fn account_vectors() -> Value {
+    use crate::account::{AccountIdentityKeyPair, DeviceList, account_party_digits};
+    let alice_key =
+        AccountIdentityKeyPair::from_bytes(&[[0x01, 0x51].as_slice(), &b32(0xAC, 1)].concat())
+            .unwrap();
+    let bob_key =
+        AccountIdentityKeyPair::from_bytes(&[[0x01, 0x51].as_slice(), &b32(0xBC, 1)].concat())
+            .unwrap();
+    let (alice, bob) = ([0xA1u8; 16], [0xB0u8; 16]);
+    let d1 = ident(b32(0xD1, 1), b32(0xD1, 2));
+    let d2 = ident(b32(0xD2, 1), b32(0xD2, 2));
+    let v1 = alice_key
+        .sign_device_list(alice, 1, 1_800_000_000, &[(1, *d1.public())])
+        .unwrap();
+    let v2 = alice_key
+        .sign_device_list(
+            alice,
+            2,
+            1_800_000_600,
+            &[(2, *d2.public()), (1, *d1.public())],
+        )
+        .unwrap();
+    let checked = DeviceList::verify(v2.to_bytes()).unwrap();
+    assert_eq!(
+        checked
+            .accept(&alice, Some(alice_key.public()), Some(&v1))
+            .unwrap()
+            .added,
+        vec![2]
+    );
+    let n =
+        crate::account::account_safety_number(&alice, alice_key.public(), &bob, bob_key.public());
+    let pk = |k: &IdentityKey| h(&k.to_bytes());
+    json!({
+        "description": "Account identity (PROTOCOL.md §15): device lists signed by the account key (Ed25519 seed = account_key_pair[2..]) and per-account safety numbers (version 2).",
+        "account_key_pair": h(alice_key.to_bytes().as_ref()),
+        "account_key": h(&alice_key.public().to_bytes()),
+        "account": h(&alice),
+        "devices": [
+            {"number": 1, "identity_key": pk(d1.public())},
+            {"number": 2, "identity_key": pk(d2.public())},
+        ],
+        "lists": [
+            {"version": 1, "issued_at": 1_800_000_000u64, "devices": [1], "list": h(v1.to_bytes())},
+            {"version": 2, "issued_at": 1_800_000_600u64, "devices": [1, 2], "list": h(v2.to_bytes())},
+        ],
+        "safety_number": {
+            "local_account": h(&alice), "local_account_key": h(&alice_key.public().to_bytes()),
+            "remote_account": h(&bob), "remote_account_key": h(&bob_key.public().to_bytes()),
+            "local_digits": account_party_digits(&alice, alice_key.public()),
+            "remote_digits": account_party_digits(&bob, bob_key.public()),
+            "safety_number": n,
+        },
+    })
+}
