@@ -35,6 +35,11 @@ function append(direction, who, text) {
 
 async function onOpened(o) {
   if (o.status === "message" && o.content.kind === "text") {
+    if (o.content.outgoing) {
+      // A copy of what this account sent from another of its devices.
+      append("out", "me", o.content.text);
+      return;
+    }
     const from = names.get(o.sender.accountId) ?? o.sender.accountId.slice(0, 8);
     append("in", from, o.content.text);
   }

@@ -22,7 +22,11 @@ export declare class HavenClient {
   static resume(wasm: object, relayUrl: string, pageKey: Uint8Array, state: Uint8Array, persist?: Persist): Promise<HavenClient>;
   accountId(): string;
   lookup(username: string): Promise<string>;
+  ensureCertificate(): Promise<void>;
+  /** Sealed when the contact's access key is known; copied to this account's other devices. */
   sendText(account: string, text: string): Promise<string>;
+  deliver(messageId: string, account: string): Promise<void>;
+  replenishKeys(): Promise<boolean>;
   fetchMailbox(onOpened: (o: Opened) => Promise<void> | void): Promise<void>;
   connect(onOpened: (o: Opened) => Promise<void> | void, onState?: (state: string) => void): Promise<void>;
   call(method: string, path: string, bodyText: string | null, auth?: boolean): Promise<any>;

@@ -119,21 +119,56 @@ export class HavenClient {
     return r.account_id;
   }
 
-  /** Sends a text to every device of `account` (§11.12, §13.1); returns the content id. */
-  async sendText(account, text) {
+  /** Fetches a sender certificate (§11.13) when the cached one is missing or about to expire. */
+  async ensureCertificate() {
     if (this.device.needsCertificate(nowSecs())) {
-      this.device.setCertificate(JSON.stringify(await this.call("POST", "/v1/certificate", null)), nowSecs());
+      const cert = await this.call("POST", "/v1/certificate", null);
+      this.device.setCertificate(JSON.stringify(cert), nowSecs());
     }
-    for (let attempt = 0; ; attempt++) {
-      const replies = [];
-      for (const path of this.device.claimPaths(account)) {
-        replies.push(JSON.stringify(await this.call("GET", path, null)));
+  }
+
+  /**
+   * Sends a text (§13.1) to every device of `account`, sealed when the device holds the
+   * contact's access key (§11.12), and a copy to this account's other devices (§13.2);
+   * returns the content id.
+   */
+  async sendText(account, text) {
+    await this.ensureCertificate();
+    const { messageId, contentId } = this.device.prepareText(account, text, Date.now());
+    try {
+      await this.deliver(messageId, account);
+      const own = this.accountId();
+      if (account !== own) {
+        if (this.device.ownDevicesDue(nowSecs())) {
+          const devices = await this.call("GET", "/v1/devices", null);
+          this.device.setOwnDevices(JSON.stringify(devices));
+        }
+        await this.deliver(messageId, own);
       }
-      const prepared = this.device.encryptText(account, text, Date.now(), replies);
+    } finally {
+      this.device.finishSend(messageId);
       await this.persist(this.device);
+    }
+    return contentId;
+  }
+
+  /**
+   * Delivers a prepared text to every device of one account: claims the bundles the device
+   * asks for, encrypts, and posts (without the bearer token when sealed); a 409/410 answer
+   * repairs the device list and the send is retried once.
+   */
+  async deliver(messageId, account) {
+    for (let attempt = 0; ; attempt++) {
+      const answers = [];
+      for (const path of this.device.claimPaths(account)) {
+        answers.push(JSON.stringify(await this.call("GET", path, null)));
+      }
+      const send = this.device.encryptPrepared(messageId, account, answers, nowSecs());
+      await this.persist(this.device);
+      if (send === null) return; // this account has no other device
       try {
-        await this.call("POST", `/v1/messages/${account}`, prepared.body);
-        return prepared.contentId;
+        await this.call("POST", send.path, send.body, !send.sealed);
+        return;
       } catch (e) {
         if (attempt === 0 && e instanceof RelayError && (e.status === 409 || e.status === 410)) {
           this.device.repairDevices(account, e.body);
@@ -142,6 +177,16 @@ export class HavenClient {
         throw e;
       }
     }
+  }
+
+  /** Tops the relay's stock of one-time prekeys up when it reports low (§11.11). */
+  async replenishKeys() {
+    const counts = await this.call("GET", "/v1/keys/counts", null);
+    const body = this.device.replenishKeys(JSON.stringify(counts), nowSecs());
+    if (body === undefined) return false;
+    await this.call("PUT", "/v1/keys", body);
+    await this.persist(this.device);
+    return true;
   }
 
   /** Opens, acks and reports every envelope queued for this device (REST, §11.12). */
@@ -184,6 +229,7 @@ export class HavenClient {
           await onOpened(opened);
         } else if (frame.type === "queue_empty") {
           onState("synced");
+          await this.replenishKeys();
         }
       }).catch((e) => onState(`error ${e.code ?? e.message}`));
     };

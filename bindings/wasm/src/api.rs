@@ -27,9 +27,13 @@ export interface HavenError extends Error {
 export interface SessionInfo {
   accountId: string; deviceId: string; deviceNumber: number; accessToken: string; expiresIn: number;
 }
-export interface PreparedSend { messageId: string; contentId: string; body: string; }
+export interface PreparedText { messageId: string; contentId: string; }
+export interface PreparedSend {
+  messageId: string; contentId: string; path: string; sealed: boolean; body: string;
+}
 export type OpenedContent =
-  | { kind: "text"; messageId: string; sentAt: number; text: string; expireSecs: number }
+  | { kind: "text"; messageId: string; sentAt: number; text: string; expireSecs: number;
+      conversation: string; outgoing: boolean }
   | { kind: "receipt"; receipt: "delivered" | "read"; messageIds: string[] }
   | { kind: "contact_card" }
   | { kind: "other"; name: string };
@@ -393,6 +397,41 @@ impl WebDevice {
         self.with(|d| d.prekey_upload(now))
     }
 
+    /// From `GET /v1/keys/counts`'s answer: the JSON body of `PUT /v1/keys` with a new batch of
+    /// one-time keys when the relay reports low stock, else `undefined`.
+    #[wasm_bindgen(js_name = replenishKeys)]
+    pub fn replenish_keys(
+        &self,
+        #[wasm_bindgen(js_name = countsAnswer, unchecked_param_type = "string")]
+        counts_json: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "number")] now_secs: JsValue,
+    ) -> JsResult<Option<String>> {
+        let text = lift(string_arg(&counts_json, "countsAnswer"))?;
+        let now = lift(number_arg(&now_secs, "now"))?;
+        self.with(|d| d.replenish_keys(&text, now))
+    }
+
+    /// Whether to `GET /v1/devices` (then `setOwnDevices`) before the copy of a send to this
+    /// account's other devices.
+    #[wasm_bindgen(js_name = ownDevicesDue)]
+    pub fn own_devices_due(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "number")] now_secs: JsValue,
+    ) -> JsResult<bool> {
+        let now = lift(number_arg(&now_secs, "now"))?;
+        self.with(|d| d.own_devices_due(now))
+    }
+
+    /// Takes `GET /v1/devices`'s answer as this account's devices.
+    #[wasm_bindgen(js_name = setOwnDevices)]
+    pub fn set_own_devices(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "string")] answer: JsValue,
+    ) -> JsResult<()> {
+        let text = lift(string_arg(&answer, "answer"))?;
+        self.with(|d| d.set_own_devices(&text))
+    }
+
     /// Key-directory paths to `GET` before sending to `account`.
     #[wasm_bindgen(js_name = claimPaths)]
     pub fn claim_paths(
@@ -403,8 +442,56 @@ impl WebDevice {
         self.with(|d| d.claim_paths(&account))
     }
 
-    /// Encrypts a text for every device of `account`; `claimAnswers` are the answers to
-    /// `claimPaths`. Returns the body of `POST /v1/messages/{account}`.
+    /// Prepares a text for `account` (kept in the device until `finishSend`), to encrypt with
+    /// `encryptPrepared` for the contact and for this account's other devices.
+    #[wasm_bindgen(js_name = prepareText, unchecked_return_type = "PreparedText")]
+    pub fn prepare_text(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "string")] account: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "string")] text: JsValue,
+        #[wasm_bindgen(js_name = nowMs, unchecked_param_type = "number")] now_ms: JsValue,
+    ) -> JsResult<JsValue> {
+        let account = lift(string_arg(&account, "account"))?;
+        let text = lift(secret_arg(&text, "text"))?;
+        let now = lift(number_arg(&now_ms, "nowMs"))?;
+        let prepared = self.with(|d| d.prepare_text(&account, &text, now))?;
+        to_js(&prepared)
+    }
+
+    /// Encrypts the prepared text `messageId` for every device of `account`; `claimAnswers` are
+    /// the answers to `claimPaths(account)`. `null` when there is nothing to send (this
+    /// account without another device).
+    #[wasm_bindgen(js_name = encryptPrepared, unchecked_return_type = "PreparedSend | null")]
+    pub fn encrypt_prepared(
+        &self,
+        #[wasm_bindgen(js_name = messageId, unchecked_param_type = "string")] message_id: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "string")] account: JsValue,
+        #[wasm_bindgen(js_name = claimAnswers, unchecked_param_type = "string[]")]
+        bundle_replies: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "number")] now_secs: JsValue,
+    ) -> JsResult<JsValue> {
+        let message_id = lift(string_arg(&message_id, "messageId"))?;
+        let account = lift(string_arg(&account, "account"))?;
+        let replies = lift(strings_arg(&bundle_replies, "claimAnswers"))?;
+        let now = lift(number_arg(&now_secs, "now"))?;
+        match self.with(|d| d.encrypt_prepared(&message_id, &account, &replies, now))? {
+            Some(prepared) => to_js(&prepared),
+            None => Ok(JsValue::NULL),
+        }
+    }
+
+    /// Forgets the prepared text `messageId` (delivered, or given up).
+    #[wasm_bindgen(js_name = finishSend)]
+    pub fn finish_send(
+        &self,
+        #[wasm_bindgen(js_name = messageId, unchecked_param_type = "string")] message_id: JsValue,
+    ) -> JsResult<()> {
+        let message_id = lift(string_arg(&message_id, "messageId"))?;
+        self.with(|d| d.finish_send(&message_id))
+    }
+
+    /// `prepareText` and `encryptPrepared` for `account` in one step; `claimAnswers` are the
+    /// answers to `claimPaths`.
     #[wasm_bindgen(js_name = encryptText, unchecked_return_type = "PreparedSend")]
     pub fn encrypt_text(
         &self,

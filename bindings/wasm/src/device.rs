@@ -1,59 +1,58 @@
-//! One device, sans I/O: everything `haven-client::device` does with keys and bytes, without the
-//! HTTP and WebSocket calls, which the page makes (`js/haven.ts`). Each step takes the relay's
-//! JSON answer as text and returns the JSON body of the next request, so the JavaScript side
-//! never touches a key, a password-derived value or a plaintext it did not type itself.
+//! One device for the web: the client core's device steps ([`haven_client_core::device`], the
+//! ones `haven_client::Device` drives over HTTP natively) with JSON at the boundary. Each step
+//! takes the relay's JSON answer as text and returns the JSON body of the next request, which
+//! the page sends (`js/haven-client.js`), so the JavaScript side never touches a key, a
+//! password-derived value or a plaintext it did not type itself.
 //!
-//! Flows (PROTOCOL §11): registration and login (OPAQUE, §11.5–§11.6), key upload (§11.11),
-//! sender certificate (§11.13), logged-in sends of sealed-sender envelopes (§11.12, §5) with
-//! messenger content (§13.1), and opening envelopes from the WebSocket or the REST mailbox.
+//! What is here and not in the core: the OPAQUE messages (§11.5–§11.6; the native client's are
+//! inside its `RelayClient`), the §13.1 text contents a page sends and the view of a decoded
+//! content it shows, the pending sends a page is delivering (kept in memory, not in the state),
+//! and the parsing of JSON and ids.
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
-use ed25519_dalek::VerifyingKey;
+use haven_client_core::device::state::{self, StoredSession, pin_relay_key};
+use haven_client_core::device::{
+    DeviceError, LocalDevice, Opened as CoreOpened, OutgoingSend, PaddedPlaintext, keys,
+};
+use haven_client_core::store::ClientStoreError;
 use haven_protocol::api::Id;
 use haven_protocol::api::auth::{
     LoginFinishRequest, LoginStartRequest, LoginStartResponse, NewDeviceBody, RefreshRequest,
     RegisterFinishRequest, RegisterStartRequest, RegisterStartResponse, TokenResponse,
 };
 use haven_protocol::api::certificate::{CertificateKeyResponse, CertificateResponse};
+use haven_protocol::api::devices::DeviceList;
 use haven_protocol::api::error::ErrorBody;
-use haven_protocol::api::keys::{BundlesResponse, KeyUploadRequest, OneTimeKeyBody, SignedKeyBody};
-use haven_protocol::api::messages::{EnvelopeBody, SendBody};
+use haven_protocol::api::keys::{BundlesResponse, KeyCountsResponse};
+use haven_protocol::content::{Body, Content, Conversation, ReceiptKind};
 use haven_protocol::opaque::opaque_ke::{
     ClientLogin, ClientLoginFinishParameters, ClientRegistration,
     ClientRegistrationFinishParameters, CredentialResponse, Identifiers, RegistrationResponse,
 };
 use haven_protocol::opaque::{HavenCipherSuite, OPAQUE_CONTEXT};
 use haven_sdk::identity::IdentityKeyPair;
-use haven_sdk::prekeys::{KemPreKey, KemPreKeyKind, OneTimePreKey, PreKeyBundle, SignedPreKey};
-use haven_sdk::sealed_sender::{SenderCertificate, open_sealed, seal_sender};
-use haven_sdk::session_cipher;
-use haven_sdk::store::{DeviceAddress, IdentityStore, PreKeyStore, SessionStore};
-use haven_sdk::{pad, unpad};
+use haven_sdk::store::{DeviceAddress, IdentityStore};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use zeroize::{Zeroize as _, Zeroizing};
 
 use crate::error::{ErrorCode, WebError, WebResult, bad_response, invalid, protocol};
 use crate::frames::parse_id;
-use crate::store::{MemoryStore, address_key, space};
-use haven_protocol::content::{Body, Content, Conversation, ReceiptKind};
+use crate::store::MemoryStore;
 
-/// One-time prekeys of each kind per upload (as the native client).
-pub const PREKEY_BATCH: u32 = 50;
-/// Sealed-sender content type of a Double Ratchet message (as the native client).
-pub const CONTENT_SESSION: u8 = 0x01;
-/// A cached sender certificate is renewed when it has less than this left (seconds).
-const CERTIFICATE_MARGIN: u64 = 300;
-/// Message ids remembered for deduplication (oldest forgotten first), up to
-/// [`SEEN_PRUNE_EVERY`] more between prunings.
-const MAX_SEEN: usize = 10_000;
-/// The seen ids are pruned once per this many messages: finding the oldest means decrypting
-/// every row of the space, too much to do for each message.
-const SEEN_PRUNE_EVERY: u64 = 500;
+/// Sends a page may have in flight at once (prepared, not yet finished); the oldest is
+/// forgotten beyond this.
+const MAX_PENDING_SENDS: usize = 16;
 
 fn b64(bytes: &[u8]) -> String {
-    STANDARD.encode(bytes)
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+fn b64_field(field: &str, text: &str) -> WebResult<Vec<u8>> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .map_err(|_| bad_response(format!("missing or invalid {field}")))
 }
 
 /// Reads a relay answer (`haven_protocol::api`), refusing one of another shape.
@@ -61,25 +60,13 @@ fn parse_reply<T: DeserializeOwned>(text: &str, what: &str) -> WebResult<T> {
     serde_json::from_str(text).map_err(|_| bad_response(format!("{what} malformed")))
 }
 
-/// Decodes a base64 field of a relay answer.
-fn b64_field(field: &str, text: &str) -> WebResult<Vec<u8>> {
-    STANDARD
-        .decode(text)
-        .map_err(|_| bad_response(format!("missing or invalid {field}")))
-}
-
 /// The JSON text of a request body for the page to send.
 fn request_json<T: Serialize>(body: &T) -> WebResult<String> {
     serde_json::to_string(body).map_err(protocol)
 }
 
-/// A signed prekey as the key directory takes it (§11.11).
-fn signed_key_body(key_id: u32, public_key: &[u8], signature: &[u8]) -> SignedKeyBody {
-    SignedKeyBody {
-        key_id,
-        public_key: b64(public_key),
-        signature: b64(signature),
-    }
+fn not_logged_in() -> WebError {
+    WebError::new(ErrorCode::InvalidState, "not logged in yet")
 }
 
 /// What [`DeviceCore::set_session`] reports to the page.
@@ -98,7 +85,18 @@ pub struct SessionInfo {
     pub expires_in: u64,
 }
 
-/// A prepared send (ciphertext only).
+/// A text prepared for sending ([`DeviceCore::prepare_text`]): its ids; the content stays in
+/// the device until [`DeviceCore::finish_send`].
+#[derive(Serialize, Debug, Clone, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct PreparedText {
+    /// The relay message id (32 hex), the same for every recipient account and retry.
+    pub message_id: String,
+    /// The content's own message id (32 hex), referenced by receipts.
+    pub content_id: String,
+}
+
+/// A prepared send to one account (ciphertext only).
 #[derive(Serialize, Debug)]
 #[serde(rename_all = "camelCase")]
 pub struct PreparedSend {
@@ -106,7 +104,13 @@ pub struct PreparedSend {
     pub message_id: String,
     /// The content's own message id (32 hex), referenced by receipts.
     pub content_id: String,
-    /// JSON body of `POST /v1/messages/{account}`.
+    /// The path to `POST` the body to: `/v1/messages/{account}/sealed` when `sealed`, else
+    /// `/v1/messages/{account}`.
+    pub path: String,
+    /// A sealed send: authorised by the recipient's access key (in the body), sent **without**
+    /// the bearer token; otherwise a logged-in send with it.
+    pub sealed: bool,
+    /// The JSON body.
     pub body: String,
 }
 
@@ -139,6 +143,11 @@ pub enum OpenedContent {
         text: String,
         /// Disappearing timer (0 = keep).
         expire_secs: u32,
+        /// The conversation (32 hex): the sender's account, or for a copy sent by another own
+        /// device (`outgoing`) the account it was sent to.
+        conversation: String,
+        /// Sent by this account (a copy from another own device, §13.2).
+        outgoing: bool,
     },
     /// A delivery or read receipt.
     Receipt {
@@ -189,11 +198,21 @@ pub enum Opened {
     },
 }
 
-/// The device state and the in-flight OPAQUE state.
+/// A text being delivered: the padded content, kept until the page finishes the send.
+struct PendingSend {
+    message_id: Id,
+    content_id: [u8; 16],
+    padded: PaddedPlaintext,
+}
+
+/// The device state and what is in flight (OPAQUE state, pending sends, the last read of the
+/// own device list); only the store is exported.
 pub struct DeviceCore {
     store: MemoryStore,
     registration: Option<ClientRegistration<HavenCipherSuite>>,
     login: Option<ClientLogin<HavenCipherSuite>>,
+    pending: Vec<PendingSend>,
+    own_checked: Option<u64>,
 }
 
 impl std::fmt::Debug for DeviceCore {
@@ -206,6 +225,25 @@ impl std::fmt::Debug for DeviceCore {
 
 fn opaque_rng() -> rand_core_06::OsRng {
     rand_core_06::OsRng
+}
+
+/// Inside the envelope transaction: a content the page refuses (rolled back, reported) or an
+/// error.
+enum ContentRefusal {
+    Reject(String),
+    Fail(WebError),
+}
+
+impl From<DeviceError> for ContentRefusal {
+    fn from(e: DeviceError) -> Self {
+        Self::Fail(e.into())
+    }
+}
+
+impl From<ClientStoreError> for ContentRefusal {
+    fn from(e: ClientStoreError) -> Self {
+        Self::Fail(e.into())
+    }
 }
 
 impl DeviceCore {
@@ -229,6 +267,8 @@ impl DeviceCore {
             store,
             registration: None,
             login: None,
+            pending: Vec::new(),
+            own_checked: None,
         }
     }
 
@@ -237,23 +277,10 @@ impl DeviceCore {
         &self.store
     }
 
-    fn meta(&self, key: &[u8]) -> WebResult<Option<Zeroizing<Vec<u8>>>> {
-        Ok(self.store.get(space::META, key)?)
-    }
-
-    fn meta_text(&self, key: &[u8]) -> WebResult<String> {
-        let bytes = self
-            .meta(key)?
-            .ok_or_else(|| WebError::new(ErrorCode::InvalidState, "not logged in yet"))?;
-        String::from_utf8(bytes.to_vec())
-            .map_err(|_| WebError::new(ErrorCode::Malformed, "stored value malformed"))
-    }
-
-    /// An id kept in the state (the account's or this device's).
-    fn stored_id(&self, key: &[u8]) -> WebResult<Id> {
-        self.meta_text(key)?
-            .parse()
-            .map_err(|_| WebError::new(ErrorCode::Malformed, "stored id malformed"))
+    /// The registered device (after [`DeviceCore::set_session`] and
+    /// [`DeviceCore::set_relay_key`]).
+    fn local(&self) -> WebResult<LocalDevice> {
+        Ok(LocalDevice::load(&self.store)?)
     }
 
     /// The account id (32 hex), once a session was set.
@@ -261,11 +288,9 @@ impl DeviceCore {
     /// # Errors
     /// [`ErrorCode::InvalidState`] before the first session.
     pub fn account_hex(&self) -> WebResult<String> {
-        self.meta_text(b"account")
-    }
-
-    fn account(&self) -> WebResult<[u8; 16]> {
-        parse_id(&self.account_hex()?)
+        StoredSession::account(&self.store)?
+            .map(|id| id.to_hex())
+            .ok_or_else(not_logged_in)
     }
 
     /// This device's number, once a session was set.
@@ -273,12 +298,9 @@ impl DeviceCore {
     /// # Errors
     /// [`ErrorCode::InvalidState`] before the first session.
     pub fn device_number(&self) -> WebResult<u32> {
-        let b = self
-            .meta(b"device_number")?
-            .ok_or_else(|| WebError::new(ErrorCode::InvalidState, "not logged in yet"))?;
-        <[u8; 4]>::try_from(b.as_slice())
-            .map(u32::from_be_bytes)
-            .map_err(|_| WebError::new(ErrorCode::Malformed, "stored device number malformed"))
+        StoredSession::load(&self.store)?
+            .map(|s| s.device_number)
+            .ok_or_else(not_logged_in)
     }
 
     fn identity(&self) -> WebResult<IdentityKeyPair> {
@@ -359,7 +381,7 @@ impl DeviceCore {
         }
         let account_id = match username {
             Some(_) => None,
-            None => Some(self.stored_id(b"account")?),
+            None => Some(StoredSession::account(&self.store)?.ok_or_else(not_logged_in)?),
         };
         let start = ClientLogin::<HavenCipherSuite>::start(&mut opaque_rng(), password)
             .map_err(protocol)?;
@@ -392,8 +414,8 @@ impl DeviceCore {
         let finish = state
             .finish(password, response, params)
             .map_err(|_| WebError::new(ErrorCode::WrongPassword, "invalid credentials"))?;
-        let (device_id, device) = match self.meta(b"device_id")? {
-            Some(_) => (Some(self.stored_id(b"device_id")?), None),
+        let (device_id, device) = match StoredSession::device_id(&self.store)? {
+            Some(id) => (Some(id), None),
             None => (
                 None,
                 Some(NewDeviceBody {
@@ -419,33 +441,19 @@ impl DeviceCore {
     /// device than this state's.
     pub fn set_session(&mut self, token_json: &str) -> WebResult<SessionInfo> {
         let mut t: TokenResponse = parse_reply(token_json, "token response")?;
-        let (account_id, device_id) = (t.account_id.to_hex(), t.device_id.to_hex());
-        if let Ok(known) = self.account_hex()
-            && known != account_id
-        {
-            return Err(bad_response("token response for another account"));
-        }
-        if let Ok(known) = self.meta_text(b"device_id")
-            && known != device_id
-        {
-            return Err(bad_response("token response for another device"));
-        }
-        self.store
-            .put(space::META, b"account", account_id.as_bytes())?;
-        self.store
-            .put(space::META, b"device_id", device_id.as_bytes())?;
-        self.store.put(
-            space::META,
-            b"device_number",
-            &t.device_number.to_be_bytes(),
-        )?;
-        self.store
-            .put(space::META, b"refresh", t.refresh_token.as_bytes())?;
+        let stored = StoredSession::store(
+            &self.store,
+            t.account_id,
+            t.device_id,
+            t.device_number,
+            &t.refresh_token,
+        );
         // The stored copy is the only one kept; this one is wiped.
         t.refresh_token.zeroize();
+        stored?;
         Ok(SessionInfo {
-            account_id,
-            device_id,
+            account_id: t.account_id.to_hex(),
+            device_id: t.device_id.to_hex(),
             device_number: t.device_number,
             access_token: std::mem::take(&mut t.access_token),
             expires_in: t.expires_in,
@@ -457,8 +465,9 @@ impl DeviceCore {
     /// # Errors
     /// [`ErrorCode::InvalidState`] before the first session.
     pub fn refresh_body(&self) -> WebResult<String> {
+        let token = StoredSession::refresh_token(&self.store).map_err(|_| not_logged_in())?;
         let mut body = RefreshRequest {
-            refresh_token: self.meta_text(b"refresh")?,
+            refresh_token: token.to_string(),
         };
         let text = request_json(&body);
         body.refresh_token.zeroize();
@@ -474,277 +483,119 @@ impl DeviceCore {
     /// [`ErrorCode::InvalidResponse`].
     pub fn set_relay_key(&mut self, json_text: &str) -> WebResult<()> {
         let reply: CertificateKeyResponse = parse_reply(json_text, "certificate key")?;
-        let key: [u8; 32] = b64_field("public_key", &reply.public_key)?
-            .try_into()
-            .map_err(|_| bad_response("relay key is not 32 bytes"))?;
-        VerifyingKey::from_bytes(&key).map_err(|_| bad_response("relay key is not a point"))?;
-        if let Some(pinned) = self.meta(b"relay_key")?
-            && pinned.as_slice() != key
-        {
-            return Err(bad_response("the relay's certificate key changed"));
-        }
-        self.store.put(space::META, b"relay_key", &key)?;
+        pin_relay_key(&self.store, &reply)?;
         Ok(())
-    }
-
-    fn relay_key(&self) -> WebResult<VerifyingKey> {
-        let key: [u8; 32] = self
-            .meta(b"relay_key")?
-            .and_then(|k| k.as_slice().try_into().ok())
-            .ok_or_else(|| WebError::new(ErrorCode::InvalidState, "relay key not set"))?;
-        VerifyingKey::from_bytes(&key).map_err(protocol)
     }
 
     /// Whether a (new) sender certificate must be fetched before sending.
     #[must_use]
     pub fn needs_certificate(&self, now: u64) -> bool {
-        self.certificate(now).is_err()
-    }
-
-    fn certificate(&self, now: u64) -> WebResult<SenderCertificate> {
-        let bytes = self
-            .meta(b"certificate")?
-            .ok_or_else(|| WebError::new(ErrorCode::InvalidState, "no sender certificate"))?;
-        let cert = SenderCertificate::from_bytes(&bytes).map_err(protocol)?;
-        if cert.expires <= now.saturating_add(CERTIFICATE_MARGIN) {
-            return Err(WebError::new(
-                ErrorCode::InvalidState,
-                "sender certificate expired",
-            ));
-        }
-        Ok(cert)
+        !matches!(
+            self.local()
+                .and_then(|l| Ok(l.certificate(&self.store, now)?)),
+            Ok(Some(_))
+        )
     }
 
     /// Takes the answer of `POST /v1/certificate`, checked against the pinned relay key.
     ///
     /// # Errors
-    /// [`ErrorCode::InvalidResponse`] for a malformed or invalid certificate.
+    /// [`ErrorCode::InvalidResponse`] for a malformed or invalid certificate,
+    /// [`ErrorCode::InvalidState`] before the session and relay key are set.
     pub fn set_certificate(&mut self, json_text: &str, now: u64) -> WebResult<()> {
         let reply: CertificateResponse = parse_reply(json_text, "certificate")?;
-        let bytes = b64_field("certificate", &reply.certificate)?;
-        let cert = SenderCertificate::from_bytes(&bytes)
-            .map_err(|_| bad_response("certificate malformed"))?;
-        cert.validate(&self.relay_key()?, now)
-            .map_err(|e| bad_response(format!("certificate refused: {e}")))?;
-        if cert.identity_key != *self.identity()?.public() {
-            return Err(bad_response("certificate for another identity"));
-        }
-        self.store.put(space::META, b"certificate", &bytes)?;
+        self.local()?.accept_certificate(&self.store, &reply, now)?;
         Ok(())
     }
 
     // ---- keys (§11.11) ----
 
-    fn next_id(&mut self, name: &[u8], count: u32) -> WebResult<u32> {
-        let next = self
-            .meta(name)?
-            .and_then(|v| <[u8; 4]>::try_from(v.as_slice()).ok())
-            .map_or(1, u32::from_be_bytes);
-        self.store
-            .put(space::META, name, &next.wrapping_add(count).to_be_bytes())?;
-        Ok(next)
-    }
-
     /// Body of `PUT /v1/keys`: on the first call the base keys (signed prekey, last-resort KEM
     /// prekey, registration id) and a batch of one-time keys; later calls a new batch of
-    /// one-time keys (call when `GET /v1/keys/counts` reports `low`). Keys are kept in the state
-    /// before the body is returned.
+    /// one-time keys. Keys are kept in the state before the body is returned.
     ///
     /// # Errors
     /// A corrupt state.
     pub fn prekey_upload(&mut self, now: u64) -> WebResult<String> {
-        let mut rng = rand::rng();
-        let identity = self.identity()?;
-        let first = self.next_id(b"next_otpk", PREKEY_BATCH)?;
-        let first_kem = self.next_id(b"next_kem", PREKEY_BATCH)?;
-        let mut otpks = Vec::new();
-        let mut kems = Vec::new();
-        for i in 0..PREKEY_BATCH {
-            let k = OneTimePreKey::generate(first.wrapping_add(i), &mut rng);
-            otpks.push(OneTimeKeyBody {
-                key_id: k.id(),
-                public_key: b64(k.public().as_bytes()),
-            });
-            self.store.save_one_time_prekey(k)?;
-            let q = KemPreKey::generate(
-                &identity,
-                first_kem.wrapping_add(i),
-                KemPreKeyKind::OneTime,
-                now,
-                &mut rng,
-            );
-            kems.push(signed_key_body(q.id(), q.public(), q.signature()));
-            self.store.save_kem_prekey(q)?;
-        }
-        let mut body = KeyUploadRequest {
-            one_time_prekeys: otpks,
-            one_time_kem_prekeys: kems,
-            ..KeyUploadRequest::default()
-        };
-        if self.store.signed_prekey_ages()?.is_empty() {
-            let spk_id = self.next_id(b"next_spk", 1)?;
-            // Last-resort KEM ids use the top half so they never collide with one-time ids.
-            let lr_id = 0x8000_0000 | self.next_id(b"next_lr", 1)?;
-            let spk = SignedPreKey::generate(&identity, spk_id, now, &mut rng);
-            let lr =
-                KemPreKey::generate(&identity, lr_id, KemPreKeyKind::LastResort, now, &mut rng);
-            body.registration_id = Some(self.store.local_registration_id()?);
-            body.signed_prekey = Some(signed_key_body(
-                spk.id(),
-                spk.public().as_bytes(),
-                spk.signature(),
-            ));
-            body.last_resort_kem_prekey =
-                Some(signed_key_body(lr.id(), lr.public(), lr.signature()));
-            self.store.save_signed_prekey(spk)?;
-            self.store.save_kem_prekey(lr)?;
-        }
+        let body = keys::upload(&mut self.store, now, &mut rand::rng())?;
         request_json(&body)
     }
 
-    // ---- sending (§11.12, §5, §13.1) ----
-
-    fn known_devices(&self, account: &str) -> WebResult<Vec<u32>> {
-        Ok(self
-            .store
-            .get(space::CONTACT_DEVICES, account.as_bytes())?
-            .map(|v| {
-                v.chunks_exact(4)
-                    .filter_map(|c| <[u8; 4]>::try_from(c).ok().map(u32::from_be_bytes))
-                    .collect()
-            })
-            .unwrap_or_default())
+    /// From the answer of `GET /v1/keys/counts`: the body of `PUT /v1/keys` with a new batch of
+    /// one-time keys when the relay reports low stock, else `None`.
+    ///
+    /// # Errors
+    /// [`ErrorCode::InvalidResponse`] for a malformed answer.
+    pub fn replenish_keys(&mut self, counts_json: &str, now: u64) -> WebResult<Option<String>> {
+        let counts: KeyCountsResponse = parse_reply(counts_json, "key counts")?;
+        keys::replenish(&mut self.store, &counts, now, &mut rand::rng())?
+            .map(|body| request_json(&body))
+            .transpose()
     }
 
-    fn save_devices(&mut self, account: &str, devices: &[u32]) -> WebResult<()> {
-        let bytes: Vec<u8> = devices.iter().flat_map(|d| d.to_be_bytes()).collect();
-        Ok(self
-            .store
-            .put(space::CONTACT_DEVICES, account.as_bytes(), &bytes)?)
+    // ---- sending (§11.12, §5, §13.1, §13.2) ----
+
+    /// Whether to `GET /v1/devices` (and pass the answer to [`DeviceCore::set_own_devices`])
+    /// before the copy of a send to this account's other devices: no other own device is
+    /// known and the list was not read in the last minute.
+    ///
+    /// # Errors
+    /// [`ErrorCode::InvalidState`] before the session and relay key are set.
+    pub fn own_devices_due(&mut self, now: u64) -> WebResult<bool> {
+        let local = self.local()?;
+        let due = local.own_devices_due(&self.store, &local.account(), self.own_checked, now)?;
+        if due {
+            self.own_checked = Some(now);
+        }
+        Ok(due)
     }
 
-    fn has_session(&self, peer: &DeviceAddress) -> WebResult<bool> {
-        Ok(self
-            .store
-            .load_session(peer)?
-            .is_some_and(|r| r.current().is_some()))
+    /// Takes `GET /v1/devices`'s answer as the devices of this account.
+    ///
+    /// # Errors
+    /// [`ErrorCode::InvalidResponse`], [`ErrorCode::InvalidState`].
+    pub fn set_own_devices(&mut self, json_text: &str) -> WebResult<()> {
+        let list: DeviceList = parse_reply(json_text, "device list")?;
+        Ok(self.local()?.set_own_devices(&self.store, &list)?)
     }
 
     /// The key-directory paths to claim before sending to `account`: `/v1/keys/{account}` when
     /// its devices are unknown, else `/v1/keys/{account}/{n}` for each known device without a
-    /// session; empty when every device has a session.
+    /// session; empty when every device has a session (or, for this account, when no other own
+    /// device is known).
     ///
     /// # Errors
-    /// [`ErrorCode::InvalidArgument`] for a malformed account id.
+    /// [`ErrorCode::InvalidArgument`] for a malformed account id, [`ErrorCode::InvalidState`]
+    /// before the session and relay key are set.
     pub fn claim_paths(&self, account: &str) -> WebResult<Vec<String>> {
         let peer = parse_id(account)?;
-        let devices = self.known_devices(account)?;
-        if devices.is_empty() {
-            return Ok(vec![format!("/v1/keys/{account}")]);
-        }
-        let mut out = Vec::new();
-        for d in devices {
-            if !self.has_session(&DeviceAddress::new(peer, d))? {
-                out.push(format!("/v1/keys/{account}/{d}"));
-            }
-        }
-        Ok(out)
+        Ok(self
+            .local()?
+            .claims(&self.store, &peer)?
+            .iter()
+            .map(|c| c.path(&peer))
+            .collect())
     }
 
-    fn parse_bundles(replies: &[String]) -> WebResult<Vec<PreKeyBundle>> {
-        let mut out = Vec::new();
-        for reply in replies {
-            let parsed: BundlesResponse = parse_reply(reply, "key claim answer")?;
-            for b in parsed.bundles {
-                let bytes = b
-                    .bundle
-                    .and_then(|s| STANDARD.decode(s).ok())
-                    .ok_or_else(|| bad_response("bundle missing or not base64"))?;
-                let bundle = PreKeyBundle::from_bytes(&bytes)
-                    .map_err(|e| bad_response(format!("bundle: {e}")))?;
-                if bundle.device_id != b.device_number {
-                    return Err(bad_response("bundle device number mismatch"));
-                }
-                bundle
-                    .verify()
-                    .map_err(|e| bad_response(format!("bundle: {e}")))?;
-                out.push(bundle);
-            }
-        }
-        Ok(out)
-    }
-
-    /// Encrypts `padded` for one device and seals it (§5) under the certificate.
-    fn encrypt_for(
-        &mut self,
-        peer: &DeviceAddress,
-        bundle: Option<&PreKeyBundle>,
-        padded: &[u8],
-        cert: &SenderCertificate,
-    ) -> WebResult<Vec<u8>> {
-        let mut rng = rand::rng();
-        let message = match (self.has_session(peer)?, bundle) {
-            (true, _) => {
-                session_cipher::encrypt(&mut self.store, peer, padded).map_err(protocol)?
-            }
-            (false, Some(b)) => {
-                if !self.store.is_trusted(peer, &b.identity_key)? {
-                    return Err(WebError::new(
-                        ErrorCode::IdentityChanged,
-                        format!(
-                            "identity key of {} device {} changed",
-                            hex::encode(peer.account_id),
-                            peer.device_id
-                        ),
-                    ));
-                }
-                session_cipher::initiate(&mut self.store, peer, b, padded, &mut rng)
-                    .map_err(protocol)?
-            }
-            (false, None) => {
-                return Err(WebError::new(
-                    ErrorCode::InvalidState,
-                    format!("no session and no bundle for device {}", peer.device_id),
-                ));
-            }
-        };
-        let recipient = self
-            .store
-            .peer_identity(peer)?
-            .ok_or_else(|| protocol("no identity for peer"))?;
-        seal_sender(
-            &self.identity()?,
-            cert,
-            &recipient,
-            CONTENT_SESSION,
-            &message,
-            &mut rng,
-        )
-        .map_err(protocol)
-    }
-
-    /// Encrypts a §13.1 text content for every device of `account` and returns the body of
-    /// `POST /v1/messages/{account}` (a logged-in send). `bundle_replies` are the answers to
-    /// [`DeviceCore::claim_paths`]. Nothing is stored when an error is returned.
+    /// Prepares a §13.1 text content for `account` (sent at `now_ms`): padded and kept in the
+    /// device under a new relay message id until [`DeviceCore::finish_send`], so it can be
+    /// encrypted for the contact, for this account's other devices and again after a repair.
     ///
     /// # Errors
-    /// [`ErrorCode::InvalidArgument`] (account id), [`ErrorCode::Limit`] (text too long),
-    /// [`ErrorCode::IdentityChanged`], [`ErrorCode::InvalidState`] (no certificate, a device
-    /// without session or bundle), [`ErrorCode::InvalidResponse`] (bad bundles).
-    pub fn encrypt_text(
+    /// [`ErrorCode::InvalidArgument`] (account id), [`ErrorCode::Limit`] (text too long).
+    pub fn prepare_text(
         &mut self,
         account: &str,
         text: &str,
         now_ms: u64,
-        bundle_replies: &[String],
-    ) -> WebResult<PreparedSend> {
-        let peer_account = parse_id(account)?;
+    ) -> WebResult<PreparedText> {
+        let peer = parse_id(account)?;
         let mut rng = rand::rng();
         let mut content_id = [0u8; 16];
         rand::Rng::fill_bytes(&mut rng, &mut content_id);
         let content = Content {
             sent_at: now_ms,
-            conversation: Conversation::Direct(peer_account),
+            conversation: Conversation::Direct(peer),
             body: Body::Text {
                 message_id: content_id,
                 expire_secs: 0,
@@ -757,80 +608,116 @@ impl DeviceCore {
                 .to_bytes()
                 .map_err(|e| WebError::new(ErrorCode::Limit, e.to_string()))?,
         );
+        let padded = PaddedPlaintext::new(&plain)?;
         let mut message_id = [0u8; 16];
         rand::Rng::fill_bytes(&mut rng, &mut message_id);
-        let message_id = Id::from(message_id);
-        let body =
-            self.encrypt_content(account, &plain, message_id, now_ms / 1000, bundle_replies)?;
-        let message_id = message_id.to_hex();
-        Ok(PreparedSend {
-            message_id,
+        if self.pending.len() >= MAX_PENDING_SENDS {
+            self.pending.remove(0);
+        }
+        self.pending.push(PendingSend {
+            message_id: Id::from(message_id),
+            content_id,
+            padded,
+        });
+        Ok(PreparedText {
+            message_id: hex::encode(message_id),
             content_id: hex::encode(content_id),
-            body,
         })
     }
 
-    /// Encrypts encoded content for every device of `account` (on a copy of the state, kept
-    /// only if every device succeeded).
-    fn encrypt_content(
+    /// Encrypts the prepared text `message_id` for every device of `account` (the contact, or
+    /// this account for the copy to its other devices); `bundle_replies` are the answers to
+    /// [`DeviceCore::claim_paths`]. `None` when there is nothing to send (this account without
+    /// another device). Nothing is stored when an error is returned.
+    ///
+    /// # Errors
+    /// [`ErrorCode::InvalidArgument`] (ids), [`ErrorCode::InvalidState`] (an unknown or finished
+    /// send, no certificate, a device without session or bundle, no device at all),
+    /// [`ErrorCode::IdentityChanged`], [`ErrorCode::InvalidResponse`] (bad bundles).
+    pub fn encrypt_prepared(
+        &mut self,
+        message_id: &str,
+        account: &str,
+        bundle_replies: &[String],
+        now: u64,
+    ) -> WebResult<Option<PreparedSend>> {
+        let id = Id::from(parse_id(message_id)?);
+        let peer = parse_id(account)?;
+        let mut bundles = Vec::with_capacity(bundle_replies.len());
+        for reply in bundle_replies {
+            bundles.push(parse_reply::<BundlesResponse>(reply, "key claim answer")?);
+        }
+        let local = self.local()?;
+        let cert = local
+            .certificate(&self.store, now)?
+            .ok_or_else(|| WebError::from(DeviceError::NoCertificate))?;
+        let pending = self
+            .pending
+            .iter()
+            .find(|p| p.message_id == id)
+            .ok_or_else(|| WebError::new(ErrorCode::InvalidState, "no such prepared send"))?;
+        let outgoing = local.encrypt(
+            &mut self.store,
+            &peer,
+            &pending.padded,
+            id,
+            false,
+            &bundles,
+            &cert,
+            &mut rand::rng(),
+        )?;
+        outgoing
+            .map(|o| Self::prepared_send(pending.content_id, &o))
+            .transpose()
+    }
+
+    fn prepared_send(content_id: [u8; 16], outgoing: &OutgoingSend) -> WebResult<PreparedSend> {
+        Ok(PreparedSend {
+            message_id: outgoing.body().message_id.to_hex(),
+            content_id: hex::encode(content_id),
+            path: outgoing.path(),
+            sealed: outgoing.is_sealed(),
+            body: request_json(outgoing.body())?,
+        })
+    }
+
+    /// Forgets the prepared text `message_id` (delivered, or given up).
+    ///
+    /// # Errors
+    /// [`ErrorCode::InvalidArgument`] for a malformed id.
+    pub fn finish_send(&mut self, message_id: &str) -> WebResult<()> {
+        let id = Id::from(parse_id(message_id)?);
+        self.pending.retain(|p| p.message_id != id);
+        Ok(())
+    }
+
+    /// [`DeviceCore::prepare_text`] and [`DeviceCore::encrypt_prepared`] for `account` in one
+    /// step (the prepared text stays available for the copy to this account's other devices
+    /// and for a retry after a repair, until [`DeviceCore::finish_send`]).
+    ///
+    /// # Errors
+    /// As the two steps; [`ErrorCode::InvalidState`] when there is no device to send to.
+    pub fn encrypt_text(
         &mut self,
         account: &str,
-        plain: &[u8],
-        message_id: Id,
-        now: u64,
+        text: &str,
+        now_ms: u64,
         bundle_replies: &[String],
-    ) -> WebResult<String> {
-        let peer_account = parse_id(account)?;
-        let own = self.account()? == peer_account;
-        let own_number = self.device_number()?;
-        let cert = self.certificate(now)?;
-        let bundles = Self::parse_bundles(bundle_replies)?;
-        let padded = pad(plain).map_err(protocol)?;
-        let mut devices = self.known_devices(account)?;
-        for b in &bundles {
-            if !devices.contains(&b.device_id) {
-                devices.push(b.device_id);
+    ) -> WebResult<PreparedSend> {
+        let prepared = self.prepare_text(account, text, now_ms)?;
+        let sent =
+            self.encrypt_prepared(&prepared.message_id, account, bundle_replies, now_ms / 1000);
+        match sent {
+            Ok(Some(send)) => Ok(send),
+            Ok(None) => {
+                self.finish_send(&prepared.message_id)?;
+                Err(DeviceError::NoDevices.into())
             }
-        }
-        devices.sort_unstable();
-        let saved = self.store.clone();
-        let result = (|| -> WebResult<Vec<EnvelopeBody>> {
-            let mut envelopes = Vec::new();
-            for &d in &devices {
-                if own && d == own_number {
-                    continue;
-                }
-                let peer = DeviceAddress::new(peer_account, d);
-                let bundle = bundles.iter().find(|b| b.device_id == d);
-                let sealed = self.encrypt_for(&peer, bundle, &padded, &cert)?;
-                envelopes.push(EnvelopeBody {
-                    device_number: d,
-                    content: b64(&sealed),
-                });
-            }
-            Ok(envelopes)
-        })();
-        let envelopes = match result {
-            Ok(e) => e,
             Err(e) => {
-                self.store = saved;
-                return Err(e);
+                self.finish_send(&prepared.message_id)?;
+                Err(e)
             }
-        };
-        if envelopes.is_empty() {
-            self.store = saved;
-            return Err(WebError::new(
-                ErrorCode::InvalidState,
-                "no device to send to",
-            ));
         }
-        self.save_devices(account, &devices)?;
-        request_json(&SendBody {
-            message_id,
-            envelopes,
-            ephemeral: false,
-            access_key: None,
-        })
     }
 
     /// Applies a 409 `mismatched_devices` / 410 `stale_devices` answer (§11.12) to the device
@@ -840,64 +727,18 @@ impl DeviceCore {
     /// # Errors
     /// [`ErrorCode::InvalidArgument`], [`ErrorCode::InvalidResponse`].
     pub fn repair_devices(&mut self, account: &str, error_json: &str) -> WebResult<()> {
-        let peer_account = parse_id(account)?;
+        let peer = parse_id(account)?;
         let reply: ErrorBody = parse_reply(error_json, "error answer")?;
-        let mismatch = reply
-            .error
-            .mismatches
-            .unwrap_or_default()
-            .into_iter()
-            .find(|m| *m.account_id.as_bytes() == peer_account)
-            .ok_or_else(|| bad_response("no mismatches for this account"))?;
-        let remove: Vec<u32> = [mismatch.extra_devices, mismatch.removed_devices].concat();
-        let mut devices: Vec<u32> = self
-            .known_devices(account)?
-            .into_iter()
-            .filter(|d| !remove.contains(d))
-            .collect();
-        for d in mismatch.missing_devices {
-            if !devices.contains(&d) {
-                devices.push(d);
-            }
-        }
-        for d in remove {
-            self.store.delete(
-                space::SESSION,
-                &address_key(&DeviceAddress::new(peer_account, d)),
-            )?;
-        }
-        devices.sort_unstable();
-        self.save_devices(account, &devices)?;
-        Ok(())
+        let mismatches = reply.error.mismatches.unwrap_or_default();
+        Ok(self.local()?.repair(&mut self.store, &peer, &mismatches)?)
     }
 
     // ---- receiving ----
 
-    fn mark_seen(&mut self, message_id: &str) -> WebResult<()> {
-        let n = self.meta(b"seen_n")?.map_or(0u64, |b| {
-            <[u8; 8]>::try_from(b.as_slice()).map_or(0, u64::from_be_bytes)
-        });
-        self.store
-            .put(space::SEEN, message_id.as_bytes(), &n.to_be_bytes())?;
-        self.store
-            .put(space::META, b"seen_n", &n.wrapping_add(1).to_be_bytes())?;
-        // Forget the oldest ids beyond the cap (a replay that old is refused by the ratchet).
-        if n >= MAX_SEEN as u64 && n % SEEN_PRUNE_EVERY == 0 {
-            let cutoff = n - MAX_SEEN as u64;
-            for (id, v) in self.store.entries(space::SEEN)? {
-                let keep =
-                    <[u8; 8]>::try_from(v.as_slice()).is_ok_and(|b| u64::from_be_bytes(b) > cutoff);
-                if !keep {
-                    self.store.delete(space::SEEN, &id)?;
-                }
-            }
-        }
-        Ok(())
-    }
-
     /// Opens one envelope (base64 `content` of a mailbox entry or WebSocket envelope frame):
-    /// sealed-sender layer (certificate checked against the pinned relay key), identity check,
-    /// Double Ratchet, unpadding and §13.1 decoding. A refused envelope changes nothing.
+    /// the core's exactly-once open (sealed sender, certificate against the pinned relay key,
+    /// identity, Double Ratchet, unpadding), then §13.1 decoding in the same transaction. A
+    /// refused envelope changes nothing.
     ///
     /// # Errors
     /// [`ErrorCode::InvalidArgument`] for a malformed message id, [`ErrorCode::InvalidState`]
@@ -910,115 +751,100 @@ impl DeviceCore {
     ) -> WebResult<Opened> {
         parse_id(message_id)?;
         let message_id = message_id.to_owned();
-        if self
-            .store
-            .get(space::SEEN, message_id.as_bytes())?
-            .is_some()
-        {
-            return Ok(Opened::Duplicate { message_id });
-        }
-        let reject =
-            |message_id: String, reason: String| Ok(Opened::Rejected { message_id, reason });
-        let Ok(content) = STANDARD.decode(content_b64) else {
-            return reject(message_id, "envelope is not base64".into());
+        let local = self.local()?;
+        let Ok(content) = b64_field("content", content_b64) else {
+            return Ok(Opened::Rejected {
+                message_id,
+                reason: "envelope is not base64".into(),
+            });
         };
-        let relay_key = self.relay_key()?;
-        let identity = self.identity()?;
-        let opened = match open_sealed(&identity, &relay_key, &content, now) {
-            Ok(o) => o,
-            Err(e) => return reject(message_id, format!("sealed sender: {e}")),
-        };
-        if opened.content_type != CONTENT_SESSION {
-            return reject(message_id, "unknown content type".into());
-        }
-        let sender = opened.certificate.sender;
-        if let Some(known) = self.store.peer_identity(&sender)?
-            && known != opened.certificate.identity_key
-        {
-            return reject(message_id, "identity key changed".into());
-        }
-        let own_account = self.account()?;
-        if sender.account_id == own_account && Some(sender.device_id) == self.device_number().ok() {
-            return reject(message_id, "claims to come from this device".into());
-        }
-        let saved = self.store.clone();
-        let plaintext = match session_cipher::decrypt(
+        let own = local.account();
+        let opened = local.open_envelope(
             &mut self.store,
-            &sender,
-            &opened.content,
+            &message_id,
+            &content,
+            true,
+            now,
             &mut rand::rng(),
-        ) {
-            Ok(p) => p,
-            Err(e) => {
-                self.store = saved;
-                return reject(message_id, format!("session: {e}"));
-            }
-        };
-        let decoded = unpad(&plaintext)
-            .ok()
-            .and_then(|p| Content::from_bytes(p).ok());
-        let Some(content) = decoded else {
-            self.store = saved;
-            return reject(message_id, "malformed content".into());
-        };
-        // §13.2: a direct content from another account must name this account.
-        if let Conversation::Direct(id) = content.conversation
-            && sender.account_id != own_account
-            && id != own_account
-        {
-            self.store = saved;
-            return reject(message_id, "content for another conversation".into());
-        }
-        let opened_content = match content.body {
-            Body::Text {
-                message_id: id,
-                expire_secs,
-                ref text,
-                ..
-            } => OpenedContent::Text {
-                message_id: hex::encode(id),
-                sent_at: content.sent_at,
-                text: text.clone(),
-                expire_secs,
+            |s, sender, plain| -> Result<OpenedContent, ContentRefusal> {
+                apply_content(s, own, sender, plain)
             },
-            Body::Receipt {
-                kind,
-                ref message_ids,
-            } => OpenedContent::Receipt {
-                receipt: match kind {
-                    ReceiptKind::Delivered => "delivered".into(),
-                    ReceiptKind::Read => "read".into(),
+        );
+        Ok(match opened {
+            Ok(CoreOpened::Duplicate) => Opened::Duplicate { message_id },
+            Ok(CoreOpened::Rejected(reason)) => Opened::Rejected {
+                message_id,
+                reason: reason.to_string(),
+            },
+            Ok(CoreOpened::Accepted { sender, value, .. }) => Opened::Message {
+                message_id,
+                sender: Sender {
+                    account_id: hex::encode(sender.account_id),
+                    device_number: sender.device_id,
                 },
-                message_ids: message_ids.iter().map(hex::encode).collect(),
+                content: value,
             },
-            Body::ContactCard { access_key } => {
-                let mut k = b"ak:".to_vec();
-                k.extend_from_slice(hex::encode(sender.account_id).as_bytes());
-                self.store.put(space::META, &k, &access_key)?;
-                OpenedContent::ContactCard
-            }
-            ref other => OpenedContent::Other {
-                name: body_name(other).into(),
-            },
-        };
-        // The sender's device list grows with devices that write to us.
-        let account_hex = hex::encode(sender.account_id);
-        let mut devices = self.known_devices(&account_hex)?;
-        if !devices.contains(&sender.device_id) {
-            devices.push(sender.device_id);
-            devices.sort_unstable();
-            self.save_devices(&account_hex, &devices)?;
-        }
-        self.mark_seen(&message_id)?;
-        Ok(Opened::Message {
-            message_id,
-            sender: Sender {
-                account_id: account_hex,
-                device_number: sender.device_id,
-            },
-            content: opened_content,
+            Err(ContentRefusal::Reject(reason)) => Opened::Rejected { message_id, reason },
+            Err(ContentRefusal::Fail(e)) => return Err(e),
         })
     }
+}
+
+/// Decodes a §13.1 content for the page, inside the envelope's transaction (a refusal rolls
+/// the session back): a direct content from another account must name this account (§13.2);
+/// a contact card's access key is kept (the account's own from another own device's copy).
+fn apply_content(
+    store: &mut MemoryStore,
+    own: [u8; 16],
+    sender: &DeviceAddress,
+    plain: &[u8],
+) -> Result<OpenedContent, ContentRefusal> {
+    let content = Content::from_bytes(plain)
+        .map_err(|_| ContentRefusal::Reject("malformed content".into()))?;
+    let from_self = sender.account_id == own;
+    let conversation = match content.conversation {
+        Conversation::Direct(id) if from_self => id,
+        Conversation::Direct(id) if id == own => sender.account_id,
+        Conversation::Direct(_) => {
+            return Err(ContentRefusal::Reject(
+                "content for another conversation".into(),
+            ));
+        }
+        Conversation::Group(_) => sender.account_id,
+    };
+    Ok(match content.body {
+        Body::Text {
+            message_id,
+            expire_secs,
+            text,
+            ..
+        } => OpenedContent::Text {
+            message_id: hex::encode(message_id),
+            sent_at: content.sent_at,
+            text,
+            expire_secs,
+            conversation: hex::encode(conversation),
+            outgoing: from_self,
+        },
+        Body::Receipt { kind, message_ids } => OpenedContent::Receipt {
+            receipt: match kind {
+                ReceiptKind::Delivered => "delivered".into(),
+                ReceiptKind::Read => "read".into(),
+            },
+            message_ids: message_ids.iter().map(hex::encode).collect(),
+        },
+        Body::ContactCard { access_key } => {
+            if from_self {
+                state::set_own_access_key(store, &access_key)?;
+            } else {
+                state::set_contact_access_key(store, &sender.account_id, &access_key)?;
+            }
+            OpenedContent::ContactCard
+        }
+        ref other => OpenedContent::Other {
+            name: body_name(other).into(),
+        },
+    })
 }
 
 fn body_name(body: &Body) -> &'static str {
@@ -1042,13 +868,19 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
     use ed25519_dalek::SigningKey;
+    use haven_protocol::api::devices::DeviceBody;
     use haven_protocol::api::error::{DeviceMismatch, ErrorDetail};
-    use haven_protocol::api::keys::BundleBody;
+    use haven_protocol::api::keys::{BundleBody, KeyUploadRequest};
+    use haven_protocol::api::messages::SendBody;
+    use haven_sdk::prekeys::PreKeyBundle;
+    use haven_sdk::sealed_sender::SenderCertificate;
+    use haven_sdk::store::PreKeyStore;
 
     const NOW: u64 = 1_790_000_000;
 
-    /// A device logged in as `account`/`number` with a certificate from `relay`.
-    fn device(relay: &SigningKey, account: [u8; 16], number: u32) -> DeviceCore {
+    /// A device logged in as `account`/`number` with a certificate from `relay`, its keys
+    /// uploaded (the body is returned).
+    fn device(relay: &SigningKey, account: [u8; 16], number: u32) -> (DeviceCore, String) {
         let mut d = DeviceCore::new().unwrap();
         let token = TokenResponse {
             account_id: Id::from(account),
@@ -1059,7 +891,10 @@ mod tests {
             token_type: "Bearer".into(),
             expires_in: 900,
         };
-        d.set_session(&request_json(&token).unwrap()).unwrap();
+        let info = d.set_session(&request_json(&token).unwrap()).unwrap();
+        assert_eq!(info.access_token, "a");
+        assert!(d.refresh_body().unwrap().contains("\"r\""));
+        assert!(d.needs_certificate(NOW));
         let key = CertificateKeyResponse {
             public_key: b64(relay.verifying_key().as_bytes()),
         };
@@ -1078,32 +913,28 @@ mod tests {
         d.set_certificate(&request_json(&cert).unwrap(), NOW)
             .unwrap();
         assert!(!d.needs_certificate(NOW));
-        d
+        let upload = d.prekey_upload(NOW).unwrap();
+        (d, upload)
     }
 
-    /// What the relay would answer to a claim of `d`'s keys (first one-time keys).
-    fn claim_reply(d: &mut DeviceCore, upload: &str) -> String {
-        let upload: KeyUploadRequest = serde_json::from_str(upload).unwrap();
-        let signed_prekey = upload.signed_prekey.unwrap();
-        let one_time_prekey = upload.one_time_prekeys[0].clone();
-        let kem_prekey = upload.one_time_kem_prekeys[0].clone();
-        let (spk_id, otpk_id, kem_id) = (
-            signed_prekey.key_id,
-            one_time_prekey.key_id,
-            kem_prekey.key_id,
-        );
-        let s = &d.store;
-        let bundle = PreKeyBundle::new(
-            *s.identity_key_pair().unwrap().public(),
-            s.local_registration_id().unwrap(),
-            d.device_number().unwrap(),
-            &s.signed_prekey(spk_id).unwrap().unwrap(),
-            s.one_time_prekey(otpk_id).unwrap().as_ref(),
-            &s.kem_prekey(kem_id).unwrap().unwrap(),
-        );
-        let reply = BundlesResponse {
-            account_id: d.account_hex().unwrap().parse().unwrap(),
-            bundles: vec![BundleBody {
+    /// What the relay would answer to a claim of `devices` (the `n`th one-time keys).
+    fn claim_reply(devices: &[(&DeviceCore, &str)], n: usize) -> String {
+        let mut bundles = Vec::new();
+        for (d, upload) in devices {
+            let upload: KeyUploadRequest = serde_json::from_str(upload).unwrap();
+            let signed_prekey = upload.signed_prekey.unwrap();
+            let one_time_prekey = upload.one_time_prekeys[n].clone();
+            let kem_prekey = upload.one_time_kem_prekeys[n].clone();
+            let s = &d.store;
+            let bundle = PreKeyBundle::new(
+                *s.identity_key_pair().unwrap().public(),
+                s.local_registration_id().unwrap(),
+                d.device_number().unwrap(),
+                &s.signed_prekey(signed_prekey.key_id).unwrap().unwrap(),
+                s.one_time_prekey(one_time_prekey.key_id).unwrap().as_ref(),
+                &s.kem_prekey(kem_prekey.key_id).unwrap().unwrap(),
+            );
+            bundles.push(BundleBody {
                 device_number: d.device_number().unwrap(),
                 registration_id: upload.registration_id.unwrap(),
                 identity_key: d.identity_key_b64().unwrap(),
@@ -1112,51 +943,68 @@ mod tests {
                 kem_prekey,
                 kem_prekey_last_resort: false,
                 bundle: Some(b64(&bundle.to_bytes())),
-            }],
+            });
+        }
+        let reply = BundlesResponse {
+            account_id: devices[0].0.account_hex().unwrap().parse().unwrap(),
+            bundles,
         };
         request_json(&reply).unwrap()
     }
 
-    fn text_of(o: &Opened) -> &str {
+    /// The envelope for device `number` of a prepared send.
+    fn envelope(sent: &PreparedSend, number: u32) -> String {
+        let body: SendBody = serde_json::from_str(&sent.body).unwrap();
+        body.envelopes
+            .into_iter()
+            .find(|e| e.device_number == number)
+            .unwrap()
+            .content
+    }
+
+    fn text_of(o: &Opened) -> (&str, bool) {
         match o {
             Opened::Message {
-                content: OpenedContent::Text { text, .. },
+                content: OpenedContent::Text { text, outgoing, .. },
                 ..
-            } => text,
+            } => (text, *outgoing),
             other => panic!("{other:?}"),
         }
+    }
+
+    fn snapshot_len(d: &DeviceCore) -> usize {
+        d.store
+            .clone()
+            .export(&haven_sdk::StorageKey::from_bytes([1; 32]))
+            .unwrap()
+            .len()
     }
 
     #[test]
     fn two_devices_exchange_texts_and_bad_input_is_typed() {
         let relay = SigningKey::from_bytes(&[3; 32]);
         let (a_acc, b_acc) = ([0xa1; 16], [0xb2; 16]);
-        let mut alice = device(&relay, a_acc, 1);
-        let mut bob = device(&relay, b_acc, 1);
-        alice.prekey_upload(NOW).unwrap();
-        let bob_upload = bob.prekey_upload(NOW).unwrap();
+        let (mut alice, _) = device(&relay, a_acc, 1);
+        let (mut bob, bob_upload) = device(&relay, b_acc, 1);
         let bob_hex = hex::encode(b_acc);
         assert_eq!(
             alice.claim_paths(&bob_hex).unwrap(),
             vec![format!("/v1/keys/{bob_hex}")]
         );
-        let reply = claim_reply(&mut bob, &bob_upload);
+        let reply = claim_reply(&[(&bob, &bob_upload)], 0);
         let sent = alice
             .encrypt_text(&bob_hex, "hello periwinkle", NOW * 1000, &[reply])
             .unwrap();
+        assert!(!sent.sealed);
+        assert_eq!(sent.path, format!("/v1/messages/{bob_hex}"));
         let body: SendBody = serde_json::from_str(&sent.body).unwrap();
         assert_eq!(body.message_id.to_hex(), sent.message_id);
-        let content = body.envelopes[0].content.clone();
+        let content = envelope(&sent, 1);
         assert!(!sent.body.contains("periwinkle"));
 
         // Garbage and a tampered copy are rejected without touching the session.
-        let before = bob
-            .store
-            .clone()
-            .export(&haven_sdk::StorageKey::from_bytes([1; 32]))
-            .unwrap()
-            .len();
-        let mut raw = STANDARD.decode(&content).unwrap();
+        let before = snapshot_len(&bob);
+        let mut raw = b64_field("x", &content).unwrap();
         let last = raw.len() - 1;
         raw[last] ^= 1;
         let tampered = bob
@@ -1165,14 +1013,7 @@ mod tests {
         assert!(matches!(tampered, Opened::Rejected { .. }), "{tampered:?}");
         let garbage = bob.open_envelope(&"12".repeat(16), "!!", NOW).unwrap();
         assert!(matches!(garbage, Opened::Rejected { .. }));
-        assert_eq!(
-            bob.store
-                .clone()
-                .export(&haven_sdk::StorageKey::from_bytes([1; 32]))
-                .unwrap()
-                .len(),
-            before
-        );
+        assert_eq!(snapshot_len(&bob), before);
         assert_eq!(
             bob.open_envelope("not-an-id", &content, NOW)
                 .unwrap_err()
@@ -1181,7 +1022,14 @@ mod tests {
         );
 
         let opened = bob.open_envelope(&sent.message_id, &content, NOW).unwrap();
-        assert_eq!(text_of(&opened), "hello periwinkle");
+        assert_eq!(text_of(&opened), ("hello periwinkle", false));
+        match &opened {
+            Opened::Message {
+                content: OpenedContent::Text { conversation, .. },
+                ..
+            } => assert_eq!(conversation, &hex::encode(a_acc)),
+            other => panic!("{other:?}"),
+        }
         // Exactly once.
         assert!(matches!(
             bob.open_envelope(&sent.message_id, &content, NOW).unwrap(),
@@ -1199,10 +1047,10 @@ mod tests {
         let back = bob
             .encrypt_text(&alice_hex, "hi tangerine", NOW * 1000, &[])
             .unwrap();
-        let body: SendBody = serde_json::from_str(&back.body).unwrap();
-        let content = &body.envelopes[0].content;
-        let opened = alice.open_envelope(&back.message_id, content, NOW).unwrap();
-        assert_eq!(text_of(&opened), "hi tangerine");
+        let opened = alice
+            .open_envelope(&back.message_id, &envelope(&back, 1), NOW)
+            .unwrap();
+        assert_eq!(text_of(&opened).0, "hi tangerine");
 
         // State survives an encrypted export/import.
         let key = haven_sdk::StorageKey::from_bytes([5; 32]);
@@ -1211,10 +1059,12 @@ mod tests {
         let next = again
             .encrypt_text(&bob_hex, "after reload", NOW * 1000, &[])
             .unwrap();
-        let body: SendBody = serde_json::from_str(&next.body).unwrap();
-        let content = &body.envelopes[0].content;
         assert_eq!(
-            text_of(&bob.open_envelope(&next.message_id, content, NOW).unwrap()),
+            text_of(
+                &bob.open_envelope(&next.message_id, &envelope(&next, 1), NOW)
+                    .unwrap()
+            )
+            .0,
             "after reload"
         );
 
@@ -1239,6 +1089,13 @@ mod tests {
         );
         assert_eq!(
             alice
+                .encrypt_prepared(&"77".repeat(16), &bob_hex, &[], NOW)
+                .unwrap_err()
+                .code,
+            ErrorCode::InvalidState
+        );
+        assert_eq!(
+            alice
                 .set_relay_key(r#"{"public_key":"AAAA"}"#)
                 .unwrap_err()
                 .code,
@@ -1251,66 +1108,158 @@ mod tests {
                 .code,
             ErrorCode::InvalidResponse
         );
-    }
-
-    #[test]
-    fn seen_ids_are_pruned_in_batches() {
-        let mut d = DeviceCore::new().unwrap();
-        for (id, n) in [("old", 0u64), ("kept", 1), ("recent", 9_999)] {
-            d.store
-                .put(space::SEEN, id.as_bytes(), &n.to_be_bytes())
-                .unwrap();
-        }
-        let at = |n: u64| n.to_be_bytes();
-        d.store
-            .put(space::META, b"seen_n", &at(MAX_SEEN as u64 - 1))
-            .unwrap();
-        d.mark_seen("below the cap").unwrap();
-        assert_eq!(d.store.entries(space::SEEN).unwrap().len(), 4);
-        // The 10_001st id: everything at or below counter 0 goes.
-        d.mark_seen("at the cap").unwrap();
-        let mut left: Vec<Vec<u8>> = d
-            .store
-            .entries(space::SEEN)
-            .unwrap()
-            .into_iter()
-            .map(|(k, _)| k)
-            .collect();
-        left.sort();
         assert_eq!(
-            left,
-            [&b"at the cap"[..], b"below the cap", b"kept", b"recent"]
+            alice.replenish_keys("{}", NOW).unwrap_err().code,
+            ErrorCode::InvalidResponse
         );
-        // Not pruned again until SEEN_PRUNE_EVERY more.
-        d.store.put(space::SEEN, b"old", &at(0)).unwrap();
-        d.mark_seen("next").unwrap();
-        assert!(d.store.get(space::SEEN, b"old").unwrap().is_some());
     }
 
     #[test]
-    fn repair_devices_applies_mismatches() {
+    fn sealed_sends_copies_to_own_devices_and_repair() {
         let relay = SigningKey::from_bytes(&[4; 32]);
-        let mut d = device(&relay, [1; 16], 1);
-        let peer = hex::encode([2; 16]);
-        d.save_devices(&peer, &[1, 2]).unwrap();
-        let err = ErrorBody {
+        let (a_acc, b_acc) = ([0xa1; 16], [0xb2; 16]);
+        let (a_hex, b_hex) = (hex::encode(a_acc), hex::encode(b_acc));
+        let (mut alice1, a1_upload) = device(&relay, a_acc, 1);
+        let (mut alice2, a2_upload) = device(&relay, a_acc, 2);
+        let (mut bob, bob_upload) = device(&relay, b_acc, 1);
+
+        // Bob's card gives Alice his access key (what a native contact sends first).
+        let card = Content {
+            sent_at: NOW * 1000,
+            conversation: Conversation::Direct(a_acc),
+            body: Body::ContactCard {
+                access_key: [7; 16],
+            },
+        };
+        let card_id = "c1".repeat(16);
+        let card_body = {
+            let local = bob.local().unwrap();
+            let cert = local.certificate(&bob.store, NOW).unwrap().unwrap();
+            let bundles: Vec<BundlesResponse> =
+                vec![serde_json::from_str(&claim_reply(&[(&alice1, &a1_upload)], 0)).unwrap()];
+            let padded = PaddedPlaintext::new(&card.to_bytes().unwrap()).unwrap();
+            let out = local
+                .encrypt(
+                    &mut bob.store,
+                    &a_acc,
+                    &padded,
+                    card_id.parse().unwrap(),
+                    false,
+                    &bundles,
+                    &cert,
+                    &mut rand::rng(),
+                )
+                .unwrap()
+                .unwrap();
+            DeviceCore::prepared_send([0; 16], &out).unwrap()
+        };
+        let opened = alice1
+            .open_envelope(&card_id, &envelope(&card_body, 1), NOW)
+            .unwrap();
+        assert!(matches!(
+            opened,
+            Opened::Message {
+                content: OpenedContent::ContactCard,
+                ..
+            }
+        ));
+
+        // Alice's text to Bob is sealed now; the copy goes to her other device.
+        let prepared = alice1
+            .prepare_text(&b_hex, "sealed hello", NOW * 1000)
+            .unwrap();
+        assert!(alice1.claim_paths(&b_hex).unwrap().is_empty());
+        let to_bob = alice1
+            .encrypt_prepared(&prepared.message_id, &b_hex, &[], NOW)
+            .unwrap()
+            .unwrap();
+        assert!(to_bob.sealed);
+        assert_eq!(to_bob.path, format!("/v1/messages/{b_hex}/sealed"));
+        let body: SendBody = serde_json::from_str(&to_bob.body).unwrap();
+        assert_eq!(body.access_key.as_deref(), Some(b64(&[7; 16]).as_str()));
+        let opened = bob
+            .open_envelope(&to_bob.message_id, &envelope(&to_bob, 1), NOW)
+            .unwrap();
+        assert_eq!(text_of(&opened), ("sealed hello", false));
+
+        // The own copy: no other own device known yet, so the list is due (once a minute).
+        assert!(alice1.own_devices_due(NOW).unwrap());
+        assert!(!alice1.own_devices_due(NOW + 1).unwrap());
+        assert!(alice1.claim_paths(&a_hex).unwrap().is_empty());
+        let list = |numbers: &[u32]| DeviceList {
+            devices: numbers
+                .iter()
+                .map(|&n| DeviceBody {
+                    device_id: Id::from([n as u8; 16]),
+                    device_number: n,
+                    identity_key: String::new(),
+                    name: None,
+                    created_at: 0,
+                    current: n == 1,
+                })
+                .collect(),
+        };
+        alice1
+            .set_own_devices(&request_json(&list(&[1])).unwrap())
+            .unwrap();
+        assert!(
+            alice1
+                .encrypt_prepared(&prepared.message_id, &a_hex, &[], NOW)
+                .unwrap()
+                .is_none()
+        );
+        // Device 2 appears: the relay refuses the (empty) copy with a 409 naming it.
+        let mismatch = ErrorBody {
             error: ErrorDetail {
                 code: "mismatched_devices".into(),
                 message: String::new(),
                 mismatches: Some(vec![DeviceMismatch {
-                    account_id: Id::from([2; 16]),
-                    missing_devices: vec![3],
-                    extra_devices: vec![2],
+                    account_id: Id::from(a_acc),
+                    missing_devices: vec![2],
+                    extra_devices: Vec::new(),
                     removed_devices: Vec::new(),
                 }]),
             },
         };
-        d.repair_devices(&peer, &request_json(&err).unwrap())
+        alice1
+            .repair_devices(&a_hex, &request_json(&mismatch).unwrap())
             .unwrap();
-        assert_eq!(d.known_devices(&peer).unwrap(), vec![1, 3]);
         assert_eq!(
-            d.repair_devices(&peer, "{}").unwrap_err().code,
+            alice1.claim_paths(&a_hex).unwrap(),
+            [format!("/v1/keys/{a_hex}/2")]
+        );
+        let reply = claim_reply(&[(&alice2, &a2_upload)], 0);
+        let copy = alice1
+            .encrypt_prepared(&prepared.message_id, &a_hex, &[reply], NOW)
+            .unwrap()
+            .unwrap();
+        // A copy to the own account carries no access key unless the page set one for it.
+        assert!(!copy.sealed);
+        assert_eq!(copy.message_id, prepared.message_id);
+        assert_eq!(copy.content_id, prepared.content_id);
+        let opened = alice2
+            .open_envelope(&copy.message_id, &envelope(&copy, 2), NOW)
+            .unwrap();
+        assert_eq!(text_of(&opened), ("sealed hello", true));
+        match &opened {
+            Opened::Message {
+                content: OpenedContent::Text { conversation, .. },
+                ..
+            } => assert_eq!(conversation, &b_hex),
+            other => panic!("{other:?}"),
+        }
+        alice1.finish_send(&prepared.message_id).unwrap();
+        assert_eq!(
+            alice1
+                .encrypt_prepared(&prepared.message_id, &a_hex, &[], NOW)
+                .unwrap_err()
+                .code,
+            ErrorCode::InvalidState
+        );
+        assert_eq!(
+            alice1.repair_devices(&b_hex, "{}").unwrap_err().code,
             ErrorCode::InvalidResponse
         );
+        let _ = bob_upload;
     }
 }

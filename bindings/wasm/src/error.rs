@@ -108,5 +108,25 @@ impl From<haven_client_core::store::ClientStoreError> for WebError {
     }
 }
 
+impl From<haven_client_core::device::DeviceError> for WebError {
+    fn from(e: haven_client_core::device::DeviceError) -> Self {
+        use haven_client_core::device::DeviceError as E;
+        match e {
+            E::Store(e) => e.into(),
+            E::NotSetUp => WebError::new(
+                ErrorCode::InvalidState,
+                "not logged in yet (no session or no relay key)",
+            ),
+            E::InvalidArgument(m) => invalid(m),
+            E::InvalidResponse(m) => bad_response(m),
+            E::IdentityChanged { .. } => WebError::new(ErrorCode::IdentityChanged, e.to_string()),
+            E::NoCertificate | E::NoSession { .. } | E::NoDevices => {
+                WebError::new(ErrorCode::InvalidState, e.to_string())
+            }
+            other => protocol(other),
+        }
+    }
+}
+
 /// Result of the bindings.
 pub type WebResult<T> = Result<T, WebError>;

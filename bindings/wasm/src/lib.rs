@@ -3,10 +3,13 @@
 //! `WebSocket`, IndexedDB); this crate does all cryptography and keeps every secret inside the
 //! wasm memory:
 //!
-//! - [`api::WebDevice`]: OPAQUE registration/login messages, identity and prekeys with the
-//!   bodies of the key upload, sealed-sender envelopes per recipient device (PQXDH + Double
-//!   Ratchet, messenger content of PROTOCOL §13.1), opening received envelopes, and the whole
-//!   state as one snapshot encrypted under a key the page holds (`exportState`/`importState`).
+//! - [`api::WebDevice`]: the client core's device steps (`haven_client_core::device`, the ones
+//!   the native client drives): identity and prekeys with the bodies of the key upload,
+//!   sealed-sender envelopes per recipient device (PQXDH + Double Ratchet), sealed with a
+//!   contact's access key and copied to the own other devices, device-list repair, opening
+//!   received envelopes exactly once; plus OPAQUE registration/login messages, messenger text
+//!   content (PROTOCOL §13.1), and the whole state as one snapshot encrypted under a key the
+//!   page holds (`exportState`/`importState`).
 //! - [`api::WebDiary`]: the diary key hierarchy (§9) and sealed entries (§9.5).
 //! - WebSocket frame codec (§11.14).
 //!

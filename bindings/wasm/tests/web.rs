@@ -63,6 +63,27 @@ async fn device_bad_input_is_typed() {
         code(d.encrypt_text(s(&"00".repeat(16)), s("x"), n(NOW), n(5.0))),
         "invalid_argument"
     );
+    // The send steps: ids checked first, then the state (no session yet).
+    assert_eq!(
+        code(d.prepare_text(s("nope"), s("x"), n(NOW))),
+        "invalid_argument"
+    );
+    let prepared = d.prepare_text(s(&"00".repeat(16)), s("x"), n(NOW)).unwrap();
+    let id = field(&prepared, "messageId").as_string().unwrap();
+    let no_answers: JsValue = js_sys::Array::new().into();
+    assert_eq!(
+        code(d.encrypt_prepared(s(&id), s(&"00".repeat(16)), n(1.0), n(NOW))),
+        "invalid_argument"
+    );
+    assert_eq!(
+        code(d.encrypt_prepared(s(&id), s(&"00".repeat(16)), no_answers, n(NOW))),
+        "invalid_state"
+    );
+    d.finish_send(s(&id)).unwrap();
+    assert_eq!(code(d.finish_send(s("x"))), "invalid_argument");
+    assert_eq!(code(d.own_devices_due(n(NOW))), "invalid_state");
+    assert_eq!(code(d.set_own_devices(s("[]"))), "invalid_response");
+    assert_eq!(code(d.replenish_keys(s("{"), n(NOW))), "invalid_response");
     // Bad numbers.
     assert_eq!(code(d.prekey_upload(n(f64::NAN))), "invalid_argument");
     assert_eq!(code(d.prekey_upload(n(-1.0))), "invalid_argument");

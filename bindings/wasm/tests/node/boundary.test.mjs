@@ -33,6 +33,15 @@ test("device: ids, key lengths, malformed bytes, wrong types, closed", async () 
   throwsCode(() => d.claimPaths("0123"), "invalid_argument");
   throwsCode(() => d.claimPaths(42), "invalid_argument");
   throwsCode(() => d.openEnvelope("nope", "AAAA", 1), "invalid_argument");
+  throwsCode(() => d.prepareText("0123", "x", 1), "invalid_argument");
+  const { messageId } = d.prepareText("00".repeat(16), "x", 1);
+  throwsCode(() => d.encryptPrepared(messageId, "00".repeat(16), "answers", 1), "invalid_argument");
+  throwsCode(() => d.encryptPrepared(messageId, "00".repeat(16), [], 1), "invalid_state");
+  d.finishSend(messageId);
+  throwsCode(() => d.finishSend(7), "invalid_argument");
+  throwsCode(() => d.ownDevicesDue(1), "invalid_state");
+  throwsCode(() => d.setOwnDevices("[]"), "invalid_response");
+  throwsCode(() => d.replenishKeys("{", 1), "invalid_response");
   throwsCode(() => d.prekeyUpload(Number.NaN), "invalid_argument");
   throwsCode(() => d.prekeyUpload(-5), "invalid_argument");
   throwsCode(() => d.prekeyUpload(1.5), "invalid_argument");
