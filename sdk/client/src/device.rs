@@ -326,7 +326,7 @@ impl Device {
                 Some(&access_key_body(&key)),
             )
             .await?;
-        state::set_own_access_key(&self.lock(), &key)?;
+        Self::put_own_access_key(&self.lock(), &key)?;
         self.save_refresh().await
     }
 
@@ -666,15 +666,7 @@ impl Device {
                 out.extend(received);
                 acks.push(q.message_id);
             }
-            if !acks.is_empty() {
-                let body = AckBody {
-                    message_ids: Some(acks),
-                    up_to_seq: None,
-                };
-                self.relay
-                    .request_as::<IgnoredAny, _>(Method::POST, "/v1/messages/ack", Some(&body))
-                    .await?;
-            }
+            self.ack(&acks).await?;
             if !page.more || page.envelopes.is_empty() {
                 break;
             }
