@@ -28,11 +28,9 @@ pub mod store;
 pub mod thumbnail;
 pub mod ws;
 
-pub use device::{Device, DeviceError, Received};
+pub use device::{Device, DeviceError, Received, RejectReason};
 pub use diary::{Diary, DiaryClientError};
 pub use haven_protocol::content::{Conversation, ReceiptKind};
-pub use messenger::{
-    ConnectionState, Event, MessageRecord, Messenger, MessengerError, RejectReason,
-};
+pub use messenger::{ConnectionState, Event, MessageRecord, Messenger, MessengerError};
 pub use relay::{RelayClient, RelayError, Session};
 pub use store::{ClientStore, ClientStoreError, Space};

@@ -29,9 +29,9 @@ use std::sync::{Arc, Mutex};
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use futures_util::{SinkExt, StreamExt};
+use haven_client_core::device::LocalDevice;
 use haven_client_core::messenger::{
-    self as core, Channel, DirectSend, Epoch, GroupState, LearnedAccessKey, Outgoing, StateError,
-    outgoing,
+    self as core, Channel, DirectSend, Epoch, GroupState, Outgoing, StateError, outgoing,
 };
 use haven_sdk::store::DeviceAddress;
 use reqwest::Method;
@@ -114,21 +114,8 @@ impl From<StateError> for MessengerError {
 fn device_error(e: StateError) -> DeviceError {
     match e {
         StateError::Store(e) => DeviceError::Store(e),
+        StateError::Device(e) => e.into(),
         other => DeviceError::Protocol(other.to_string()),
-    }
-}
-
-/// The device's reason as the core's (the same variants).
-fn reject_reason(reason: crate::device::RejectReason) -> RejectReason {
-    use crate::device::RejectReason as R;
-    match reason {
-        R::Malformed(why) => RejectReason::Malformed(why),
-        R::Certificate(why) => RejectReason::Certificate(why),
-        R::Tampered => RejectReason::Tampered,
-        R::Replayed => RejectReason::Replayed,
-        R::UnknownSession => RejectReason::UnknownSession,
-        R::IdentityChanged { account, device } => RejectReason::IdentityChanged { account, device },
-        R::Session(why) => RejectReason::Session(why),
     }
 }
 
@@ -296,19 +283,10 @@ impl Messenger {
     /// # Errors
     /// Store errors; [`MessengerError::Invalid`] when no device of the contact is known yet.
     pub fn safety_numbers(&self, account: &[u8; 16]) -> Result<Vec<SafetyNumber>, MessengerError> {
-        let own_key = self.device.identity_key()?;
-        let mut out = Vec::new();
-        for device in self.device.contact_devices(&hex::encode(account))? {
-            if let Some(key) = self.device.peer_identity(account, device)? {
-                out.push(core::safety_number(
-                    &self.own(),
-                    &own_key,
-                    account,
-                    device,
-                    &key,
-                ));
-            }
-        }
+        let store = self.device.lock();
+        let out = LocalDevice::load(&store)
+            .and_then(|local| local.safety_numbers(&store, account))
+            .map_err(DeviceError::from)?;
         if out.is_empty() {
             return Err(invalid("no device of this contact is known yet"));
         }
@@ -893,22 +871,12 @@ impl Messenger {
         let opened =
             self.device
                 .open_envelope(message_id, content, !ephemeral, |s, sender, plain| {
-                    let mut applied =
-                        core::apply_direct(s, &me, sender, plain, ephemeral, now, &mut rand::rng())
-                            .map_err(device_error)?;
-                    // Access keys live with the device's settings, in this transaction.
-                    match applied.access_key.take() {
-                        Some(LearnedAccessKey::Own(key)) => Device::put_own_access_key(s, &key)?,
-                        Some(LearnedAccessKey::Contact { account, key }) => {
-                            Device::put_contact_access_key(s, &hex::encode(account), &key)?;
-                        }
-                        None => {}
-                    }
-                    Ok(applied)
+                    core::apply_direct(s, &me, sender, plain, ephemeral, now, &mut rand::rng())
+                        .map_err(device_error)
                 })?;
         Ok(match opened {
             Opened::Duplicate => Applied::default(),
-            Opened::Rejected(reason) => Applied::envelope_rejected(reject_reason(reason)),
+            Opened::Rejected(reason) => Applied::envelope_rejected(reason),
             Opened::Accepted { value, .. } => value,
         })
     }

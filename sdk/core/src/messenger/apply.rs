@@ -23,16 +23,18 @@ use super::messages::{
 };
 use super::records::GROUP_PENDING;
 use super::tasks::{Task, add_task};
-use super::types::{Applied, Event, LearnedAccessKey, MessageRecord, RejectReason, StateError};
+use super::types::{Applied, Event, MessageRecord, StateError};
+use crate::device::RejectReason;
+use crate::device::state::{set_contact_access_key, set_own_access_key};
 use crate::store::{Backend, ClientStoreError, EncryptedStore};
 
 /// Applies the plaintext of a 1:1 envelope `sender` sealed to this device (`me`), received at
 /// `now_ms`. Run it inside the transaction that stores the envelope's session update and seen
-/// marker; a refused content is an [`Event::Rejected`] and changes nothing. `ephemeral`: it
-/// came as an ephemeral send (only typing indicators may).
-///
-/// An [`Applied::access_key`] it returns is for the device's settings, in the same
-/// transaction.
+/// marker (as the `apply` of
+/// [`LocalDevice::open_envelope`](crate::device::LocalDevice::open_envelope)); a refused
+/// content is an [`Event::Rejected`] and changes nothing. `ephemeral`: it came as an ephemeral
+/// send (only typing indicators may). The access key of a contact card goes to the device's
+/// settings ([`crate::device::state`]).
 ///
 /// # Errors
 /// Store errors (the transaction should then roll back).
@@ -100,9 +102,9 @@ pub fn apply_direct<B: Backend, R: rand_core::CryptoRng + ?Sized>(
             if from_self {
                 // Another own device's copy of a card sent to `conversation`: nothing to learn
                 // except the account's own key (a linked device may not have it yet).
-                applied.access_key = Some(LearnedAccessKey::Own(key));
+                set_own_access_key(store, &key)?;
             } else {
-                applied.access_key = Some(LearnedAccessKey::Contact { account: from, key });
+                set_contact_access_key(store, &from, &key)?;
                 card_received(store, &from)?;
             }
         }

@@ -2,10 +2,9 @@
 //! access key that lets them send sealed, PROTOCOL §13.2).
 
 use haven_protocol::content::{Body, Content, Conversation};
-use haven_sdk::identity::IdentityKey;
 
 use super::records::{CONTACTS, all_json, get_json, put_json};
-use super::types::{Contact, SafetyNumber, StateError, invalid};
+use super::types::{Contact, StateError, invalid};
 use crate::store::{Backend, EncryptedStore};
 
 /// One contact.
@@ -94,22 +93,6 @@ pub(super) fn card_received<B: Backend>(
         put_json(store, CONTACTS, from, &unknown(from))?;
     }
     Ok(())
-}
-
-/// The safety number of this device (`own` account, identity `own_key`) with `device` of
-/// `account` (identity `key`), PROTOCOL §13.5.
-#[must_use]
-pub fn safety_number(
-    own: &[u8; 16],
-    own_key: &IdentityKey,
-    account: &[u8; 16],
-    device: u32,
-    key: &IdentityKey,
-) -> SafetyNumber {
-    SafetyNumber {
-        device,
-        digits: haven_sdk::safety_number(own, own_key, account, key),
-    }
 }
 
 fn unknown(account: &[u8; 16]) -> Contact {

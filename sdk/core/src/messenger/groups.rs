@@ -600,7 +600,6 @@ pub(super) fn accept_invite<B: Backend, R: rand_core::CryptoRng + ?Sized>(
         retry_groups: vec![group],
         subscribe: vec![group],
         tasks_added: true,
-        access_key: None,
     })
 }
 

@@ -35,9 +35,7 @@ mod types;
 mod tests;
 
 pub use apply::{apply_direct, apply_entries, retry_pending};
-pub use contacts::{
-    add_contact, card_sent, contact, contact_card, contacts, needs_card, safety_number,
-};
+pub use contacts::{add_contact, card_sent, contact, contact_card, contacts, needs_card};
 pub use groups::{
     Channel, ChannelIndex, Epoch, GroupState, MAX_EPOCH_STEP, MAX_PENDING_PER_GROUP,
     MAX_PENDING_SENDER_KEYS, active_group, channel_index, distribution_id, group, group_states,
@@ -47,6 +45,9 @@ pub use messages::{conversations, history, message, timer};
 pub use outgoing::{MemberChange, Outgoing};
 pub use tasks::{DirectSend, QueuedTask, Task, follow_up, queued_tasks, task_done};
 pub use types::{
-    Applied, ConnectionState, Contact, Event, GroupInfo, LearnedAccessKey, MessageRecord,
-    ReactionRecord, RejectReason, SafetyNumber, StateError, parse_id,
+    Applied, ConnectionState, Contact, Event, GroupInfo, MessageRecord, ReactionRecord, StateError,
+    parse_id,
 };
+// The device's: an envelope refused by the device or a content refused here is one event, and
+// safety numbers are the device's identities.
+pub use crate::device::{RejectReason, SafetyNumber};

@@ -6,9 +6,9 @@ use std::time::Duration;
 use haven_protocol::content::{ContentError, Conversation, ReceiptKind};
 use haven_sdk::groups::GroupError;
 use serde::{Deserialize, Serialize};
-use zeroize::Zeroizing;
 
 use super::records::{hex16, hex16_vec};
+use crate::device::{DeviceError, RejectReason};
 use crate::store::ClientStoreError;
 
 /// Errors of the messenger's state operations.
@@ -37,46 +37,13 @@ pub enum StateError {
     /// Sealing a group channel entry failed.
     #[error("group entry encryption failed")]
     EntrySealing,
+    /// A device step failed (storing the access key a contact card brought).
+    #[error(transparent)]
+    Device(#[from] DeviceError),
 }
 
 pub(super) fn invalid(msg: impl Into<String>) -> StateError {
     StateError::Invalid(msg.into())
-}
-
-/// Why an envelope or a group channel entry was refused. Nothing was changed by it.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum RejectReason {
-    /// Not decodable at all (bad base64, bad padding, unknown content type, content refused by
-    /// §13).
-    #[error("malformed envelope: {0}")]
-    Malformed(String),
-    /// The sender certificate is expired, signed by a key other than this relay's, or does
-    /// not match the sealing identity.
-    #[error("invalid sender certificate: {0}")]
-    Certificate(String),
-    /// The sealed layer (or a channel entry's outer layer) failed to decrypt: tampered, or not
-    /// for this device.
-    #[error("sealed envelope does not decrypt (tampered or misaddressed)")]
-    Tampered,
-    /// The ratchet refused the message as already decrypted (a replay).
-    #[error("replayed message")]
-    Replayed,
-    /// No session with the sender and the message does not start one.
-    #[error("no session with the sender")]
-    UnknownSession,
-    /// The sender device's identity key differs from the one this device trusts.
-    #[error("identity key of {account} device {device} changed")]
-    IdentityChanged {
-        /// The sender account (hex).
-        account: String,
-        /// The sender device number.
-        device: u32,
-    },
-    /// The ratchet, the handshake or the group session refused it for another reason
-    /// (authentication failure, unknown prekey, too far ahead).
-    #[error("session: {0}")]
-    Session(String),
 }
 
 /// The connection's state, as reported in [`Event::Connection`] by the driver that holds the
@@ -286,43 +253,6 @@ pub struct GroupInfo {
     pub active: bool,
 }
 
-/// A safety number with one device of a contact.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SafetyNumber {
-    /// The contact's device.
-    pub device: u32,
-    /// 60 digits, the same on both sides.
-    pub digits: String,
-}
-
-/// An access key a contact card taught this device (PROTOCOL §13.2). The device keeps access
-/// keys with its own settings, so the driver stores it, in the envelope's transaction. No
-/// `PartialEq`: keys are not compared in variable time.
-#[derive(Clone)]
-pub enum LearnedAccessKey {
-    /// The account's own key, from another own device's copy of a card it sent.
-    Own(Zeroizing<[u8; 16]>),
-    /// A contact's key: sends to it can now be sealed.
-    Contact {
-        /// The contact.
-        account: [u8; 16],
-        /// Its key.
-        key: Zeroizing<[u8; 16]>,
-    },
-}
-
-impl std::fmt::Debug for LearnedAccessKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Own(_) => f.debug_tuple("Own").finish_non_exhaustive(),
-            Self::Contact { account, .. } => f
-                .debug_struct("Contact")
-                .field("account", account)
-                .finish_non_exhaustive(),
-        }
-    }
-}
-
 /// What applying one content (or a batch of channel entries) produced: events for the
 /// application (to emit once the store transaction committed) and the follow-ups the driver
 /// owes.
@@ -337,8 +267,6 @@ pub struct Applied {
     pub subscribe: Vec<[u8; 16]>,
     /// Follow-up tasks were queued: run them now rather than at the next catch-up.
     pub tasks_added: bool,
-    /// An access key to store with the device's settings, in the same transaction.
-    pub access_key: Option<LearnedAccessKey>,
 }
 
 impl Applied {
@@ -385,9 +313,6 @@ impl Applied {
         self.retry_groups.extend(other.retry_groups);
         self.subscribe.extend(other.subscribe);
         self.tasks_added |= other.tasks_added;
-        if other.access_key.is_some() {
-            self.access_key = other.access_key;
-        }
     }
 }
 
