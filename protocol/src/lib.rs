@@ -17,6 +17,7 @@ pub mod opaque;
 
 pub mod account;
 pub mod api;
+pub mod attachment;
 pub mod certificate;
 pub mod content;
 pub mod encoding;
