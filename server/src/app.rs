@@ -18,7 +18,7 @@ use tower_http::timeout::TimeoutLayer;
 
 use crate::error::AppError;
 use crate::routes::{
-    account, auth, certificate, devices, health, keys, messages, usernames, vault,
+    account, auth, certificate, devices, health, identity, keys, messages, usernames, vault,
 };
 use crate::secrets::{SecretsError, ServerSecrets};
 use crate::settings::Settings;
@@ -84,6 +84,21 @@ pub fn app<S: Store>(state: AppState<S>) -> Router {
         .route("/v1/account/totp/verify", post(account::totp_verify::<S>))
         .route("/v1/account/totp/disable", post(account::totp_disable::<S>))
         .route("/v1/account/access-key", put(messages::set_access_key::<S>))
+        .route(
+            "/v1/account/device-list",
+            put(identity::put_device_list::<S>),
+        )
+        .route(
+            "/v1/accounts/{account_id}/device-list",
+            get(identity::device_list::<S>),
+        )
+        .route("/v1/devices/link-token", post(identity::link_token::<S>))
+        .route("/v1/devices/link", post(identity::link::<S>))
+        .route("/v1/provisioning", post(identity::create_box::<S>))
+        .route(
+            "/v1/provisioning/{id}",
+            put(identity::fill_box::<S>).get(identity::take_box::<S>),
+        )
         .route(
             "/v1/keys",
             put(keys::upload::<S>).layer(DefaultBodyLimit::max(big)),

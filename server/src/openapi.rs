@@ -9,7 +9,7 @@ use utoipa::openapi::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 
 use crate::routes::{
-    account, auth, blobs, certificate, devices, health, keys, messages, usernames, vault,
+    account, auth, blobs, certificate, devices, health, identity, keys, messages, usernames, vault,
 };
 
 #[derive(utoipa::OpenApi)]
@@ -17,7 +17,7 @@ use crate::routes::{
     info(
         title = "Haven relay API",
         version = "1",
-        description = "Blind relay: accounts, devices, OPAQUE login, key directory, mailboxes, sender certificates, channels, the vault and blobs. See docs/PROTOCOL.md §11."
+        description = "Blind relay: accounts, devices, OPAQUE login, key directory, mailboxes, sender certificates, signed device lists and device linking, channels, the vault and blobs. See docs/PROTOCOL.md §11."
     ),
     paths(
         health::health,
@@ -38,6 +38,13 @@ use crate::routes::{
         account::totp_verify,
         account::totp_disable,
         messages::set_access_key,
+        identity::put_device_list,
+        identity::device_list,
+        identity::link_token,
+        identity::link,
+        identity::create_box,
+        identity::fill_box,
+        identity::take_box,
         keys::upload,
         keys::counts,
         keys::digest,

@@ -20,6 +20,7 @@ pub mod devices;
 pub mod error;
 pub mod health;
 mod id;
+pub mod identity;
 pub mod keys;
 pub mod messages;
 pub mod usernames;

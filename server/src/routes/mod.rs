@@ -7,6 +7,7 @@ pub mod blobs;
 pub mod certificate;
 pub mod devices;
 pub mod health;
+pub mod identity;
 pub mod keys;
 pub mod messages;
 pub mod usernames;

@@ -14,6 +14,7 @@ mod batch;
 mod blobs;
 mod channels;
 mod conformance;
+pub mod identity;
 mod postgres;
 mod sql;
 mod sql_mail;
@@ -30,6 +31,7 @@ pub use blobs::{
 pub use channels::{
     AppendOutcome, ChannelEntry, ChannelQuota, ChannelRecord, ChannelStore, NewChannel, TicketStore,
 };
+pub use identity::{AccountIdentityStore, FillOutcome, PutListOutcome, StoredDeviceList};
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 pub use vault::{
@@ -787,6 +789,7 @@ pub trait Store:
     + ChannelStore
     + TicketStore
     + BlobMetaStore
+    + AccountIdentityStore
     + Clone
     + Send
     + Sync

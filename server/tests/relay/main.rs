@@ -11,6 +11,7 @@ mod api;
 mod binary;
 mod blindness;
 mod diary_sync;
+mod identity;
 mod login_latency;
 mod messaging;
 mod multi_instance;
