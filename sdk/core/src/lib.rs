@@ -15,7 +15,11 @@
 //!   of a contact and to its own other devices, exactly-once receiving; steps that build the
 //!   relay's request bodies and read its answers, driven over HTTP by `haven-client` and by the
 //!   page through `haven-wasm`.
+//! - [`attachments`]: attachment pointers, the resume state of an upload, blob plans, the
+//!   encryptor cut into parts and the decryptor of a download (PROTOCOL §10, §11.17, §14); the
+//!   native client moves files and HTTP bodies, the page moves `File`s and `fetch` bodies.
 
+pub mod attachments;
 pub mod device;
 pub mod messenger;
 pub mod store;
