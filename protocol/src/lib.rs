@@ -23,4 +23,5 @@ pub mod content;
 pub mod encoding;
 pub mod frames;
 pub mod padding;
+pub mod provisioning;
 pub mod vault;

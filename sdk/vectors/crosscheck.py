@@ -217,6 +217,22 @@ def check_account():
         sig = key.sign(b"Haven_DeviceList_v1" + body)
         assert (body + sig).hex() == lst["list"], "list version %d" % lst["version"]
         Ed25519PublicKey.from_public_bytes(H(v["account_key"])).verify(sig, b"Haven_DeviceList_v1" + body)
+    # §15.3: the link code and the sealed provisioning message.
+    import base64
+    ln = v["link"]
+    new = X25519PrivateKey.from_private_bytes(H(ln["new_device_secret"]))
+    assert raw(new).hex() == ln["new_device_public"]
+    payload = b"\x01" + H(ln["box_id"]) + raw(new)
+    payload += hashlib.sha256(payload).digest()[:4]
+    assert "haven-link:" + base64.b32encode(payload).decode().rstrip("=").lower() == ln["code"]
+    eph = X25519PrivateKey.from_private_bytes(H(ln["approver_ephemeral_secret"]))
+    shared = eph.exchange(new.public_key())
+    key = hkdf(raw(eph) + raw(new), shared, b"Haven_Provisioning_v1", 32)
+    ad = b"Haven_Provisioning_v1" + H(ln["box_id"])
+    ct = ChaCha20Poly1305(key).encrypt(b"\x00" * 12, H(ln["plaintext"]), ad)
+    assert (b"\x01" + raw(eph) + ct).hex() == ln["sealed"]
+    pt = H(ln["plaintext"])
+    assert pt[0] == 1 and pt[1:17] == H(v["account"]) and pt[49:83] == H(v["account_key_pair"])
     c = v["safety_number"]
     def digits(i, k):
         k = H(k)
@@ -228,7 +244,7 @@ def check_account():
     b = digits(c["remote_account"], c["remote_account_key"])
     assert (a, b) == (c["local_digits"], c["remote_digits"])
     assert min(a, b) + max(a, b) == c["safety_number"]
-    print("account device lists and safety numbers ok (%d lists)" % len(v["lists"]))
+    print("account device lists, link code, provisioning message and safety numbers ok (%d lists)" % len(v["lists"]))
 
 
 check_pqxdh()

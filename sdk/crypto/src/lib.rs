@@ -6,7 +6,7 @@
 //! `docs/PROTOCOL.md`.
 //!
 //! Account identity (§15): [`account`] (the account key, signed device lists, per-account
-//! safety numbers).
+//! safety numbers), [`provisioning`] (linking a device by approval).
 //! Session crypto (§§1–6): [`identity`], [`prekeys`], [`pqxdh`], [`ratchet`],
 //! [`session_cipher`] (the high-level API), [`sealed_sender`], [`safety_number`](mod@safety_number), [`store`],
 //! [`snapshot`]. Data crypto (§§7–10): [`padding`], [`groups`], [`diary`], [`attachment`].
@@ -24,6 +24,7 @@ pub mod identity;
 pub mod padding;
 pub mod pqxdh;
 pub mod prekeys;
+pub mod provisioning;
 pub mod ratchet;
 pub mod safety_number;
 pub mod sealed_sender;

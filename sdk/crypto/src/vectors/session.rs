@@ -322,8 +322,24 @@ pub(super) fn account_vectors() -> Value {
     let n =
         crate::account::account_safety_number(&alice, alice_key.public(), &bob, bob_key.public());
     let pk = |k: &IdentityKey| h(&k.to_bytes());
+    // Linking (§15.3): the new device's key and box, the plaintext, the approver's ephemeral.
+    let new_secret = StaticSecret::from(b32(0xE1, 1));
+    let code = haven_protocol::provisioning::LinkCode {
+        box_id: [0xB1; 16],
+        public_key: x25519_dalek::PublicKey::from(&new_secret).to_bytes(),
+    };
+    let plaintext = haven_protocol::provisioning::ProvisioningPlaintext {
+        account_id: alice,
+        link_token: [0x70; 32],
+        account_key_pair: *alice_key.to_bytes(),
+        access_key: [0xAA; 16],
+        approver_device: 1,
+        list_version: 2,
+    };
+    let ephemeral = StaticSecret::from(b32(0xE2, 1));
+    let sealed = crate::provisioning::seal_with(&code, &plaintext, &ephemeral).unwrap();
     json!({
-        "description": "Account identity (PROTOCOL.md §15): device lists signed by the account key (Ed25519 seed = account_key_pair[2..]) and per-account safety numbers (version 2).",
+        "description": "Account identity (PROTOCOL.md §15): device lists signed by the account key (Ed25519 seed = account_key_pair[2..]), a link code and a sealed provisioning message (§15.3), and per-account safety numbers (version 2).",
         "account_key_pair": h(alice_key.to_bytes().as_ref()),
         "account_key": h(&alice_key.public().to_bytes()),
         "account": h(&alice),
@@ -335,6 +351,15 @@ pub(super) fn account_vectors() -> Value {
             {"version": 1, "issued_at": 1_800_000_000u64, "devices": [1], "list": h(v1.to_bytes())},
             {"version": 2, "issued_at": 1_800_000_600u64, "devices": [1, 2], "list": h(v2.to_bytes())},
         ],
+        "link": {
+            "box_id": h(&code.box_id),
+            "new_device_secret": h(&b32(0xE1, 1)),
+            "new_device_public": h(&code.public_key),
+            "code": code.encode(),
+            "plaintext": h(&plaintext.encode()),
+            "approver_ephemeral_secret": h(&b32(0xE2, 1)),
+            "sealed": h(&sealed),
+        },
         "safety_number": {
             "local_account": h(&alice), "local_account_key": h(&alice_key.public().to_bytes()),
             "remote_account": h(&bob), "remote_account_key": h(&bob_key.public().to_bytes()),
