@@ -18,9 +18,13 @@
 //! - [`attachments`]: attachment pointers, the resume state of an upload, blob plans, the
 //!   encryptor cut into parts and the decryptor of a download (PROTOCOL §10, §11.17, §14); the
 //!   native client moves files and HTTP bodies, the page moves `File`s and `fetch` bodies.
+//! - [`diary`]: the diary over the store (PROTOCOL §9, §11.16.1): key bundle, local index,
+//!   pending edits, and the vault requests of sync, conflicts, delete, restore, history,
+//!   recovery and password change as steps over the SDK's `DiarySync`.
 
 pub mod attachments;
 pub mod device;
+pub mod diary;
 pub mod messenger;
 pub mod store;
 

@@ -26,7 +26,9 @@ use std::fmt;
 
 use haven_protocol::attachment::{self as layout, PointerFields};
 use haven_protocol::padding::attachment_padded_len;
-use haven_sdk::attachment::{AttachmentError, AttachmentKey, DIGEST_LEN, attachment_ciphertext_len};
+use haven_sdk::attachment::{
+    AttachmentError, AttachmentKey, DIGEST_LEN, attachment_ciphertext_len,
+};
 use haven_sdk::diary::AttachmentRef;
 use zeroize::{Zeroize as _, Zeroizing};
 
@@ -38,8 +40,7 @@ mod tests;
 
 pub use download::BlobDecryptor;
 pub use haven_protocol::attachment::{
-    MAX_CONTENT_TYPE_LEN, MAX_FILE_NAME_LEN, MAX_THUMBNAIL_LEN, POINTER_VERSION,
-    valid_content_type,
+    MAX_CONTENT_TYPE_LEN, MAX_FILE_NAME_LEN, MAX_THUMBNAIL_LEN, POINTER_VERSION, valid_content_type,
 };
 pub use upload::{
     PartPlan, PartSlice, PartSplitter, PartTarget, UploadEncryptor, UploadPlan, UploadStart,

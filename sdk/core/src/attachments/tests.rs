@@ -120,7 +120,10 @@ fn pointer_and_pending_upload_round_trip() {
     let from_ref = AttachmentPointer::from_diary_ref(&back.diary_ref(), [6; 32]);
     assert_eq!(from_ref.key.as_bytes(), &[5; 32]);
     let shown = format!("{back:?}");
-    assert!(!shown.contains("notes") && !shown.contains("0505"), "{shown}");
+    assert!(
+        !shown.contains("notes") && !shown.contains("0505"),
+        "{shown}"
+    );
     assert_eq!(
         pending
             .pointer([0; 32], "bad\ttype", None, None)
@@ -128,7 +131,10 @@ fn pointer_and_pending_upload_round_trip() {
             .unwrap_err(),
         TransferError::Malformed
     );
-    assert_eq!(pending.status_path(), format!("/v1/blobs/{}", "04".repeat(16)));
+    assert_eq!(
+        pending.status_path(),
+        format!("/v1/blobs/{}", "04".repeat(16))
+    );
     assert_eq!(
         pending.part_report_path(3),
         format!("/v1/blobs/{}/parts/3", "04".repeat(16))
@@ -192,9 +198,12 @@ fn start_and_plan_check_the_relay_answers() {
         expires_at: 0,
     };
     let local = plan
-        .part_target(1, PartUrls {
-            urls: vec![url(1, PART, "/v1/blob-data/x/1?token=t")],
-        })
+        .part_target(
+            1,
+            PartUrls {
+                urls: vec![url(1, PART, "/v1/blob-data/x/1?token=t")],
+            },
+        )
         .unwrap();
     assert!(!local.report_etag);
     assert_eq!(
@@ -202,9 +211,12 @@ fn start_and_plan_check_the_relay_answers() {
         "http://relay:8080/v1/blob-data/x/1?token=t"
     );
     let s3 = plan
-        .part_target(1, PartUrls {
-            urls: vec![url(1, PART, "https://s3/bucket/x?partNumber=2")],
-        })
+        .part_target(
+            1,
+            PartUrls {
+                urls: vec![url(1, PART, "https://s3/bucket/x?partNumber=2")],
+            },
+        )
         .unwrap();
     assert!(s3.report_etag);
     assert_eq!(resolve_url("http://relay", &s3.url), s3.url);
@@ -216,10 +228,7 @@ fn start_and_plan_check_the_relay_answers() {
         assert!(plan.part_target(1, PartUrls { urls: bad }).is_err());
     }
     assert_eq!(part_etag(Some("\"abc\""), b"").unwrap(), "\"abc\"");
-    assert_eq!(
-        part_etag(None, br#"{"part":1,"etag":"e1"}"#).unwrap(),
-        "e1"
-    );
+    assert_eq!(part_etag(None, br#"{"part":1,"etag":"e1"}"#).unwrap(), "e1");
     assert!(part_etag(None, b"<html>").is_err());
 }
 
@@ -272,7 +281,13 @@ fn a_resumed_upload_sends_only_the_missing_parts_with_the_same_bytes() {
     let (all, digest) = encrypt_parts(&pending, &plan, &source, 65_536);
     // The relay has parts 0 and 2: the resumed run re-encrypts and keeps only part 1.
     let resumed = pending
-        .plan(&info([9; 16], plan.blob_size(), PART, "pending", vec![0, 2]))
+        .plan(&info(
+            [9; 16],
+            plan.blob_size(),
+            PART,
+            "pending",
+            vec![0, 2],
+        ))
         .unwrap();
     let restored = PendingUpload::from_bytes(&pending.to_bytes()).unwrap();
     let (missing, again) = encrypt_parts(&restored, &resumed, &source, 100_000);

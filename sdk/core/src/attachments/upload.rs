@@ -6,7 +6,9 @@
 //! Encryption is deterministic given the key and the source, so a resumed upload re-encrypts
 //! from the start and skips the bytes of the parts the relay already has ([`PartSlice::stored`]).
 
-use haven_protocol::api::blobs::{BlobInfo, CreateBlobRequest, PartStored, PartUrls, PartUrlsRequest};
+use haven_protocol::api::blobs::{
+    BlobInfo, CreateBlobRequest, PartStored, PartUrls, PartUrlsRequest,
+};
 use haven_sdk::attachment::{
     AttachmentEncryptor, AttachmentError, AttachmentKey, AttachmentTail, DIGEST_LEN,
 };
