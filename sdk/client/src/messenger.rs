@@ -27,11 +27,11 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
 use base64::Engine as _;
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::STANDARD;
 use futures_util::{SinkExt, StreamExt};
 use haven_client_core::device::LocalDevice;
 use haven_client_core::messenger::{
-    self as core, Channel, DirectSend, Epoch, GroupState, Outgoing, StateError, outgoing,
+    self as core, Channel, DirectSend, Epoch, GroupState, Outgoing, StateError, channels, outgoing,
 };
 use haven_sdk::store::DeviceAddress;
 use reqwest::Method;
@@ -46,7 +46,7 @@ use crate::store::ClientStoreError;
 use crate::thumbnail;
 use crate::ws::{self, Backoff, ConnectError};
 use haven_protocol::api::channels::{
-    AppendRequest, AppendResponse, CreateChannelRequest, CreateChannelResponse, EntriesPage,
+    AppendResponse, CreateChannelRequest, CreateChannelResponse, EntriesPage,
 };
 use haven_protocol::api::usernames::{LookupRequest, LookupResponse};
 use haven_protocol::content::{Content, ContentError, Conversation};
@@ -61,10 +61,6 @@ pub use haven_client_core::messenger::{
 /// Capacity of the event channel; a subscriber that falls further behind misses events
 /// (and is told so by `broadcast`'s `Lagged`), the store keeps everything.
 pub const EVENT_CAPACITY: usize = 1024;
-/// Most entries read from a channel per REST page.
-const CHANNEL_PAGE: u32 = 100;
-/// Lifetime requested for a group channel (the relay caps it at its maximum).
-const CHANNEL_TTL_SECS: u64 = 90 * 86_400;
 
 /// Errors of the messenger.
 #[derive(Debug, thiserror::Error)]
@@ -652,11 +648,12 @@ impl Messenger {
 
     async fn create_channel(&self) -> Result<Channel, MessengerError> {
         let relay = self.device.relay();
-        let wanted = CreateChannelRequest {
-            ttl_secs: Some(CHANNEL_TTL_SECS),
-        };
         let reply = relay
-            .request_as::<CreateChannelResponse, _>(Method::POST, "/v1/channels", Some(&wanted))
+            .request_as::<CreateChannelResponse, _>(
+                Method::POST,
+                "/v1/channels",
+                Some(&channels::create_request()),
+            )
             .await;
         // A relay with a lower maximum TTL refuses ours: fall back to its default.
         let reply = match reply {
@@ -672,18 +669,7 @@ impl Messenger {
             }
             Err(e) => return Err(e.into()),
         };
-        let token = |text: &str| -> Result<[u8; 32], MessengerError> {
-            URL_SAFE_NO_PAD
-                .decode(text)
-                .ok()
-                .and_then(|b| <[u8; 32]>::try_from(b).ok())
-                .ok_or_else(|| invalid("relay answered with a malformed channel token"))
-        };
-        Ok(Channel {
-            id: *reply.channel_id.as_bytes(),
-            read_token: token(&reply.read_token)?,
-            write_token: token(&reply.write_token)?,
-        })
+        Ok(Channel::from_reply(&reply)?)
     }
 
     /// Creates a group with `members` (account ids; this account is added), invites them and
@@ -755,18 +741,14 @@ impl Messenger {
     }
 
     async fn post_entry(&self, epoch: &Epoch, entry: &[u8]) -> Result<u64, MessengerError> {
-        let token = URL_SAFE_NO_PAD.encode(epoch.write_token());
-        let body = AppendRequest {
-            entry: STANDARD.encode(entry),
-        };
         let reply: AppendResponse = self
             .device
             .relay()
             .request_with_bearer_as(
                 Method::POST,
-                &format!("/v1/channels/{}/entries", hex::encode(epoch.channel_id())),
-                &token,
-                Some(&body),
+                &epoch.append_path(),
+                &epoch.write_bearer(),
+                Some(&channels::append_body(entry)),
             )
             .await?;
         Ok(u64::try_from(reply.seq).unwrap_or(0))
@@ -921,29 +903,17 @@ impl Messenger {
         epoch: &Epoch,
         after: u64,
     ) -> Result<(Vec<(u64, Vec<u8>)>, bool), MessengerError> {
-        let token = URL_SAFE_NO_PAD.encode(epoch.read_token());
         let page: EntriesPage = self
             .device
             .relay()
             .request_with_bearer_as::<_, ()>(
                 Method::GET,
-                &format!(
-                    "/v1/channels/{}/entries?after={after}&limit={CHANNEL_PAGE}",
-                    hex::encode(epoch.channel_id())
-                ),
-                &token,
+                &epoch.entries_path(after),
+                &epoch.read_bearer(),
                 None,
             )
             .await?;
-        let mut out = Vec::with_capacity(page.entries.len());
-        for item in page.entries {
-            let seq = u64::try_from(item.seq).map_err(|_| invalid("malformed channel page"))?;
-            let bytes = STANDARD
-                .decode(item.entry)
-                .map_err(|_| invalid("malformed channel entry"))?;
-            out.push((seq, bytes));
-        }
-        Ok((out, page.more))
+        Ok((channels::page_entries(&page)?, page.more))
     }
 
     /// Reads every group channel after its cursor over REST.
@@ -1099,15 +1069,8 @@ impl Messenger {
         let Some(tx) = guard.as_ref() else { return };
         for e in state.readable_epochs() {
             let id = self.request_ids.fetch_add(1, Ordering::Relaxed);
-            let frame = ClientFrame::Subscribe {
-                request_id: id,
-                channel: *e.channel_id(),
-                token: *e.read_token(),
-                after: e.cursor(),
-            };
-            if let Ok(frame) = frame.encode() {
-                let _ = tx.send(WsMessage::Binary(frame.into()));
-            }
+            let frame = e.subscribe_frame(id);
+            let _ = tx.send(WsMessage::Binary(frame.to_vec().into()));
         }
     }
 

@@ -18,11 +18,14 @@
 //!   delivery receipts); [`follow_up`] says what each sends now; [`task_done`] removes one.
 //! - **Queries.** [`contacts`], [`history`] (deleting disappeared messages), [`conversations`],
 //!   [`groups`].
+//! - **Channels.** [`channels`]: the relay requests of a group epoch's channel (create, append,
+//!   read a page, subscribe) that both drivers make.
 //!
 //! Exactly once: a text is stored once per message id, a channel entry once per position
 //! (its epoch's cursor); the relay message id of an envelope is the device's to mark seen.
 
 mod apply;
+pub mod channels;
 mod contacts;
 mod groups;
 mod messages;

@@ -1348,3 +1348,86 @@ fn stored_records_keep_their_json_layout() {
         (1, 7, [1; 16])
     );
 }
+
+#[test]
+fn channel_requests_and_answers() {
+    use haven_protocol::api::Id;
+    use haven_protocol::api::channels::{CreateChannelResponse, EntriesPage, EntryBody};
+    use haven_protocol::frames::ClientFrame;
+
+    use base64::Engine as _;
+    use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+
+    assert_eq!(
+        serde_json::to_string(&channels::create_request()).unwrap(),
+        format!(r#"{{"ttl_secs":{}}}"#, channels::CHANNEL_TTL_SECS)
+    );
+    let reply = |read: &str| CreateChannelResponse {
+        channel_id: Id::from([3; 16]),
+        read_token: read.to_owned(),
+        write_token: URL_SAFE_NO_PAD.encode([5u8; 32]),
+        expires_at: 0,
+    };
+    let made = Channel::from_reply(&reply(&URL_SAFE_NO_PAD.encode([4u8; 32]))).unwrap();
+    assert_eq!(
+        (made.id, made.read_token, made.write_token),
+        ([3; 16], [4; 32], [5; 32])
+    );
+    for bad in [
+        "",
+        "AAAA",
+        &STANDARD.encode([4u8; 32]),
+        &URL_SAFE_NO_PAD.encode([4u8; 31]),
+    ] {
+        assert!(matches!(
+            Channel::from_reply(&reply(bad)),
+            Err(StateError::Invalid(_))
+        ));
+    }
+
+    let mut rng = ChaCha20Rng::from_seed([1; 32]);
+    let state = outgoing::create_group(
+        &Dev::new(ALICE, 1).store,
+        &ALICE,
+        "g",
+        &[BOB],
+        &made,
+        &mut rng,
+    )
+    .unwrap();
+    let epoch = state.current();
+    let id = hex::encode([3u8; 16]);
+    assert_eq!(epoch.append_path(), format!("/v1/channels/{id}/entries"));
+    assert_eq!(
+        epoch.entries_path(7),
+        format!("/v1/channels/{id}/entries?after=7&limit=100")
+    );
+    assert_eq!(*epoch.read_bearer(), URL_SAFE_NO_PAD.encode([4u8; 32]));
+    assert_eq!(*epoch.write_bearer(), URL_SAFE_NO_PAD.encode([5u8; 32]));
+    assert_eq!(
+        ClientFrame::decode(&epoch.subscribe_frame(9)).unwrap(),
+        ClientFrame::Subscribe {
+            request_id: 9,
+            channel: [3; 16],
+            token: [4; 32],
+            after: 0,
+        }
+    );
+    assert_eq!(channels::append_body(b"xy").entry, STANDARD.encode(b"xy"));
+
+    let page = |seq: i64, entry: &str| EntriesPage {
+        entries: vec![EntryBody {
+            seq,
+            entry: entry.to_owned(),
+            created_at: 0,
+        }],
+        next_after: seq,
+        more: false,
+    };
+    assert_eq!(
+        channels::page_entries(&page(4, &STANDARD.encode(b"e"))).unwrap(),
+        vec![(4, b"e".to_vec())]
+    );
+    assert!(channels::page_entries(&page(-1, "ZQ==")).is_err());
+    assert!(channels::page_entries(&page(1, "!!")).is_err());
+}
