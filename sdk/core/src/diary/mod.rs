@@ -18,9 +18,9 @@
 //! # Steps
 //!
 //! ```text
-//! create    LocalDiary::create ─► NewDiary::call (PUT bundle item, expected 0) ─► finish
+//! create    NewDiary::create ─► NewDiary::call (PUT bundle item, expected 0) ─► finish
 //! unlock    LocalDiary::unlock ─► Open | NeedsBundle: call (GET bundle item) ─► finish
-//! recover   bundle::fetch_call (GET) ─► LocalDiary::recover ─► NewDiary::call (PUT) ─► finish
+//! recover   bundle::fetch_call (GET) ─► NewDiary::recover ─► NewDiary::call (PUT) ─► finish
 //! password  change_password | regenerate_recovery_codes ─► BundleUpload::call ─► bundle_uploaded
 //! edit      write · edit (local first: a pending edit, persisted at once)
 //! sync      sync_run | delete_run ─► SyncRun::next_call ─► (relay) ─► SyncRun::answer … finish

@@ -80,6 +80,53 @@ impl std::fmt::Debug for NewDiary {
 }
 
 impl NewDiary {
+    /// A new diary: fresh keys wrapped under `password` (Argon2id with `params`), the recovery
+    /// codes (to show to the user once; they are stored nowhere) and a random collection id.
+    /// The diary exists once [`finish`](Self::finish) has its bundle stored on the relay.
+    ///
+    /// # Errors
+    /// Key errors (parameters out of bounds).
+    pub fn create<R: CryptoRng + ?Sized>(
+        password: &[u8],
+        params: KdfParams,
+        rng: &mut R,
+    ) -> Result<(NewDiary, Vec<RecoveryCode>), LocalDiaryError> {
+        let (keys, bundle, codes) = DiaryKeys::create(password, params, rng)?;
+        let mut collection = [0u8; 16];
+        rng.fill_bytes(&mut collection);
+        Ok((
+            NewDiary {
+                keys,
+                upload: BundleUpload::new(bundle, collection, 0),
+            },
+            codes,
+        ))
+    }
+
+    /// Recovery on a device: from the answer to [`bundle::fetch_call`], opens the master key
+    /// with a recovery code and re-wraps it under `new_password`; the bundle write expects the
+    /// revision read, so a concurrent change is reported rather than overwritten. The recovery
+    /// codes stay valid (regenerate them with [`LocalDiary::regenerate_recovery_codes`]).
+    ///
+    /// # Errors
+    /// [`DiaryError::WrongRecoveryCode`] / [`DiaryError::InvalidRecoveryCode`] (as
+    /// [`LocalDiaryError::Keys`]), [`LocalDiaryError::NotInitialised`].
+    pub fn recover<R: CryptoRng + ?Sized>(
+        fetched: VaultAnswer,
+        code: &str,
+        new_password: &[u8],
+        params: KdfParams,
+        rng: &mut R,
+    ) -> Result<NewDiary, LocalDiaryError> {
+        let remote = bundle::read_fetched(fetched)?;
+        let keys = DiaryKeys::unlock_with_recovery_code(&remote.bundle, code)?;
+        let bundle = keys.change_password(&remote.bundle, new_password, params, rng)?;
+        Ok(NewDiary {
+            keys,
+            upload: BundleUpload::new(bundle, remote.collection, remote.revision),
+        })
+    }
+
     /// The `PUT` of the reserved bundle item.
     #[must_use]
     pub fn call(&self) -> VaultCall {
@@ -196,29 +243,6 @@ impl<B> std::fmt::Debug for LocalDiary<B> {
 }
 
 impl<B: Backend> LocalDiary<B> {
-    /// A new diary: fresh keys wrapped under `password` (Argon2id with `params`), the recovery
-    /// codes (to show to the user once; they are stored nowhere) and a random collection id.
-    /// The diary exists once [`NewDiary::finish`] has its bundle stored on the relay.
-    ///
-    /// # Errors
-    /// Key errors (parameters out of bounds).
-    pub fn create<R: CryptoRng + ?Sized>(
-        password: &[u8],
-        params: KdfParams,
-        rng: &mut R,
-    ) -> Result<(NewDiary, Vec<RecoveryCode>), LocalDiaryError> {
-        let (keys, bundle, codes) = DiaryKeys::create(password, params, rng)?;
-        let mut collection = [0u8; 16];
-        rng.fill_bytes(&mut collection);
-        Ok((
-            NewDiary {
-                keys,
-                upload: BundleUpload::new(bundle, collection, 0),
-            },
-            codes,
-        ))
-    }
-
     /// Unlocks with the password: with the local copy of the bundle (the state then loads
     /// without the relay), else asks for the relay's copy.
     ///
@@ -240,30 +264,6 @@ impl<B: Backend> LocalDiary<B> {
             })),
             Err(e) => Err(e.into()),
         }
-    }
-
-    /// Recovery on a device: from the answer to [`bundle::fetch_call`], opens the master key
-    /// with a recovery code and re-wraps it under `new_password`; the bundle write expects the
-    /// revision read, so a concurrent change is reported rather than overwritten. The recovery
-    /// codes stay valid (regenerate them with [`regenerate_recovery_codes`](Self::regenerate_recovery_codes)).
-    ///
-    /// # Errors
-    /// [`DiaryError::WrongRecoveryCode`] / [`DiaryError::InvalidRecoveryCode`] (as
-    /// [`LocalDiaryError::Keys`]), [`LocalDiaryError::NotInitialised`].
-    pub fn recover<R: CryptoRng + ?Sized>(
-        fetched: VaultAnswer,
-        code: &str,
-        new_password: &[u8],
-        params: KdfParams,
-        rng: &mut R,
-    ) -> Result<NewDiary, LocalDiaryError> {
-        let remote = bundle::read_fetched(fetched)?;
-        let keys = DiaryKeys::unlock_with_recovery_code(&remote.bundle, code)?;
-        let bundle = keys.change_password(&remote.bundle, new_password, params, rng)?;
-        Ok(NewDiary {
-            keys,
-            upload: BundleUpload::new(bundle, remote.collection, remote.revision),
-        })
     }
 
     /// Loads the local state: the stored items are verified and indexed again, the pending

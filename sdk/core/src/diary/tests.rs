@@ -272,7 +272,7 @@ fn entry(title: &str, body: &str, at: u64) -> Entry {
 }
 
 fn create(vault: &mut FakeVault) -> (Diary, Vec<haven_sdk::diary::RecoveryCode>) {
-    let (new, codes) = Diary::create(PASSWORD, KdfParams::MIN, &mut rng()).unwrap();
+    let (new, codes) = NewDiary::create(PASSWORD, KdfParams::MIN, &mut rng()).unwrap();
     let answer = vault.handle(&new.call());
     (new.finish(store(), answer, &mut rng()).unwrap(), codes)
 }
@@ -323,7 +323,7 @@ fn restart(diary: Diary) -> Diary {
 
 #[test]
 fn bundle_item_layout_and_record() {
-    let (new, _) = Diary::create(PASSWORD, KdfParams::MIN, &mut rng()).unwrap();
+    let (new, _) = NewDiary::create(PASSWORD, KdfParams::MIN, &mut rng()).unwrap();
     let call = new.call();
     assert_eq!(call.method, HttpMethod::Put);
     assert_eq!(call.path, item_path(&BUNDLE_COLLECTION, &BUNDLE_ITEM));
@@ -356,7 +356,7 @@ fn two_devices_sync_through_the_vault_and_restart_without_it() {
     let (mut a, codes) = create(&mut vault);
     assert_eq!(codes.len(), 10);
     // A second create for the same account is refused.
-    let (again, _) = Diary::create(PASSWORD, KdfParams::MIN, &mut rng()).unwrap();
+    let (again, _) = NewDiary::create(PASSWORD, KdfParams::MIN, &mut rng()).unwrap();
     let answer = vault.handle(&again.call());
     assert!(matches!(
         again.finish(store(), answer, &mut rng()),
@@ -583,7 +583,7 @@ fn unlock_recover_and_password_change() {
     // A new device recovers with a code and sets a new password.
     let fetched = vault.handle(&bundle::fetch_call());
     assert!(matches!(
-        Diary::recover(
+        NewDiary::recover(
             fetched.clone(),
             "0000-0000",
             b"new pass",
@@ -593,7 +593,8 @@ fn unlock_recover_and_password_change() {
         Err(LocalDiaryError::Keys(DiaryError::InvalidRecoveryCode))
     ));
     let code = codes[3].to_text();
-    let new = Diary::recover(fetched, &code, b"new password", KdfParams::MIN, &mut rng()).unwrap();
+    let new =
+        NewDiary::recover(fetched, &code, b"new password", KdfParams::MIN, &mut rng()).unwrap();
     let answer = vault.handle(&new.call());
     let mut c = new.finish(store(), answer, &mut rng()).unwrap();
     sync(&mut c, &mut vault).unwrap();
