@@ -4,6 +4,7 @@
 //! constructors; `close()` wipes an object's secrets and later calls fail with code `closed`.
 
 use std::cell::RefCell;
+use std::rc::Rc;
 
 use haven_sdk::snapshot::StorageKey;
 use js_sys::{Object, Reflect, Uint8Array};
@@ -23,29 +24,19 @@ export interface HavenError extends Error {
   code: "invalid_argument" | "invalid_key_length" | "malformed" | "closed" | "invalid_state"
       | "wrong_password" | "decryption_failed" | "identity_changed" | "invalid_response"
       | "protocol" | "limit";
+  /** For `identity_changed`: the contact account and device whose identity key changed. */
+  account?: string;
+  device?: number;
 }
 export interface SessionInfo {
   accountId: string; deviceId: string; deviceNumber: number; accessToken: string; expiresIn: number;
 }
-export interface PreparedText { messageId: string; contentId: string; }
-export interface PreparedSend {
-  messageId: string; contentId: string; path: string; sealed: boolean; body: string;
-}
-export type OpenedContent =
-  | { kind: "text"; messageId: string; sentAt: number; text: string; expireSecs: number;
-      conversation: string; outgoing: boolean }
-  | { kind: "receipt"; receipt: "delivered" | "read"; messageIds: string[] }
-  | { kind: "contact_card" }
-  | { kind: "other"; name: string };
-export type Opened =
-  | { status: "message"; messageId: string; sender: { accountId: string; deviceNumber: number }; content: OpenedContent }
-  | { status: "duplicate"; messageId: string }
-  | { status: "rejected"; messageId: string; reason: string };
+export interface PreparedSend { messageId: string; path: string; sealed: boolean; body: string; }
 export type ServerFrame =
   | { type: "envelope"; seq: number; messageId: string; receivedAt: number;
       source: { accountId: string; deviceNumber: number } | null; content: string; hasPayload: boolean }
   | { type: "queue_empty" }
-  | { type: "channel_entry"; channelId: string; seq: number }
+  | { type: "channel_entry"; channelId: string; seq: number; createdAt: number; entry: string }
   | { type: "ephemeral"; messageId: string; source: { accountId: string; deviceNumber: number } | null; content: string }
   | { type: "result"; requestId: number; status: number; json: string }
   | { type: "error"; json: string };
@@ -56,29 +47,33 @@ export interface SealedEntry { itemId: string; revision: number; body: Uint8Arra
 "#;
 
 /// Converts an error to the JS `HavenError`.
-fn js_error(e: WebError) -> JsValue {
+pub(crate) fn js_error(e: WebError) -> JsValue {
     let err = js_sys::Error::new(&e.message);
     err.set_name("HavenError");
     // Setting a property on a fresh Error object cannot fail.
     let _ = Reflect::set(&err, &"code".into(), &e.code.as_str().into());
+    if let Some(changed) = &e.identity {
+        let _ = Reflect::set(&err, &"account".into(), &changed.account.as_str().into());
+        let _ = Reflect::set(&err, &"device".into(), &changed.device.into());
+    }
     err.into()
 }
 
-type JsResult<T> = Result<T, JsValue>;
+pub(crate) type JsResult<T> = Result<T, JsValue>;
 
-fn lift<T>(r: WebResult<T>) -> JsResult<T> {
+pub(crate) fn lift<T>(r: WebResult<T>) -> JsResult<T> {
     r.map_err(js_error)
 }
 
 /// A JSON text as a JS value.
-fn to_js(value: &impl serde::Serialize) -> JsResult<JsValue> {
+pub(crate) fn to_js(value: &impl serde::Serialize) -> JsResult<JsValue> {
     let text = serde_json::to_string(value)
         .map_err(|e| js_error(WebError::new(ErrorCode::Malformed, e.to_string())))?;
     js_sys::JSON::parse(&text)
 }
 
 /// A time or revision given as a JS number: a non-negative integer below 2^53.
-fn whole(n: f64, what: &str) -> WebResult<u64> {
+pub(crate) fn whole(n: f64, what: &str) -> WebResult<u64> {
     if n.is_finite() && n >= 0.0 && n.fract() == 0.0 && n <= 9_007_199_254_740_991.0 {
         // Checked above: an exact non-negative integer below 2^53, so the cast is lossless.
         Ok(n as u64)
@@ -89,13 +84,13 @@ fn whole(n: f64, what: &str) -> WebResult<u64> {
 
 /// A string argument. Arguments arrive as `JsValue` and are checked here, so a value of the
 /// wrong type from untyped JavaScript is a typed error instead of a trap in the glue code.
-fn string_arg(v: &JsValue, what: &str) -> WebResult<String> {
+pub(crate) fn string_arg(v: &JsValue, what: &str) -> WebResult<String> {
     v.as_string()
         .ok_or_else(|| invalid(format!("{what} must be a string")))
 }
 
 /// An optional string argument (`undefined` or `null` for none).
-fn opt_string_arg(v: &JsValue, what: &str) -> WebResult<Option<String>> {
+pub(crate) fn opt_string_arg(v: &JsValue, what: &str) -> WebResult<Option<String>> {
     if v.is_undefined() || v.is_null() {
         Ok(None)
     } else {
@@ -104,12 +99,12 @@ fn opt_string_arg(v: &JsValue, what: &str) -> WebResult<Option<String>> {
 }
 
 /// A secret string argument (wiped after use).
-fn secret_arg(v: &JsValue, what: &str) -> WebResult<Zeroizing<String>> {
+pub(crate) fn secret_arg(v: &JsValue, what: &str) -> WebResult<Zeroizing<String>> {
     string_arg(v, what).map(Zeroizing::new)
 }
 
 /// An array of strings.
-fn strings_arg(v: &JsValue, what: &str) -> WebResult<Vec<String>> {
+pub(crate) fn strings_arg(v: &JsValue, what: &str) -> WebResult<Vec<String>> {
     if !js_sys::Array::is_array(v) {
         return Err(invalid(format!("{what} must be an array of strings")));
     }
@@ -120,14 +115,14 @@ fn strings_arg(v: &JsValue, what: &str) -> WebResult<Vec<String>> {
 }
 
 /// A byte argument: a `Uint8Array`.
-fn bytes_arg(v: &JsValue, what: &str) -> WebResult<Vec<u8>> {
+pub(crate) fn bytes_arg(v: &JsValue, what: &str) -> WebResult<Vec<u8>> {
     v.dyn_ref::<Uint8Array>()
         .map(Uint8Array::to_vec)
         .ok_or_else(|| invalid(format!("{what} must be a Uint8Array")))
 }
 
 /// A number argument holding a non-negative integer below 2^53.
-fn number_arg(v: &JsValue, what: &str) -> WebResult<u64> {
+pub(crate) fn number_arg(v: &JsValue, what: &str) -> WebResult<u64> {
     whole(
         v.as_f64()
             .ok_or_else(|| invalid(format!("{what} must be a number")))?,
@@ -136,7 +131,7 @@ fn number_arg(v: &JsValue, what: &str) -> WebResult<u64> {
 }
 
 /// A `u32` number argument.
-fn u32_arg(v: &JsValue, what: &str) -> WebResult<u32> {
+pub(crate) fn u32_arg(v: &JsValue, what: &str) -> WebResult<u32> {
     u32::try_from(number_arg(v, what)?).map_err(|_| invalid(format!("{what} is too large")))
 }
 
@@ -147,7 +142,7 @@ fn page_key(bytes: &[u8]) -> WebResult<StorageKey> {
     Ok(StorageKey::from_bytes(key))
 }
 
-fn closed() -> WebError {
+pub(crate) fn closed() -> WebError {
     WebError::new(ErrorCode::Closed, "this object was closed")
 }
 
@@ -201,10 +196,11 @@ pub fn compute_test_vector(
         .ok_or_else(|| js_error(invalid(format!("unknown test vector {name}"))))
 }
 
-/// One device: keys, sessions and relay session, all inside the wasm memory.
+/// One device: keys, sessions and relay session, all inside the wasm memory. Its state is
+/// shared with the `WebMessenger` made for it.
 #[wasm_bindgen]
 pub struct WebDevice {
-    inner: RefCell<Option<DeviceCore>>,
+    inner: Rc<RefCell<Option<DeviceCore>>>,
 }
 
 impl std::fmt::Debug for WebDevice {
@@ -222,6 +218,11 @@ impl WebDevice {
         let core = guard.as_mut().ok_or_else(|| js_error(closed()))?;
         lift(f(core))
     }
+
+    /// The device's state, shared with a messenger (closing the device closes it for both).
+    pub(crate) fn shared(&self) -> Rc<RefCell<Option<DeviceCore>>> {
+        Rc::clone(&self.inner)
+    }
 }
 
 #[wasm_bindgen]
@@ -229,7 +230,7 @@ impl WebDevice {
     /// A new device with a fresh identity key.
     pub async fn create() -> JsResult<WebDevice> {
         Ok(Self {
-            inner: RefCell::new(Some(lift(DeviceCore::new())?)),
+            inner: Rc::new(RefCell::new(Some(lift(DeviceCore::new())?))),
         })
     }
 
@@ -245,7 +246,7 @@ impl WebDevice {
         let state = lift(bytes_arg(&state, "state"))?;
         let store = lift(MemoryStore::import(&key, &state).map_err(WebError::from))?;
         Ok(Self {
-            inner: RefCell::new(Some(DeviceCore::from_store(store))),
+            inner: Rc::new(RefCell::new(Some(DeviceCore::from_store(store)))),
         })
     }
 
@@ -355,6 +356,26 @@ impl WebDevice {
         self.with(|d| d.refresh_body())
     }
 
+    /// JSON body of `PUT /v1/account/access-key` with a fresh access key (a new account's first
+    /// device, after its keys are uploaded); `confirmAccessKey()` once the relay accepted it.
+    #[wasm_bindgen(js_name = prepareAccessKey)]
+    pub fn prepare_access_key(&self) -> JsResult<String> {
+        self.with(|d| d.prepare_access_key())
+    }
+
+    /// The relay accepted the access key of `prepareAccessKey`: contact cards carry it from
+    /// now on, so contacts send to this account sealed.
+    #[wasm_bindgen(js_name = confirmAccessKey)]
+    pub fn confirm_access_key(&self) -> JsResult<()> {
+        self.with(|d| d.confirm_access_key())
+    }
+
+    /// Whether this device holds the account's access key.
+    #[wasm_bindgen(js_name = hasAccessKey)]
+    pub fn has_access_key(&self) -> JsResult<bool> {
+        self.with(|d| d.has_access_key())
+    }
+
     /// Pins the relay key from `GET /v1/certificate/key`'s answer.
     #[wasm_bindgen(js_name = setRelayKey)]
     pub fn set_relay_key(
@@ -442,25 +463,9 @@ impl WebDevice {
         self.with(|d| d.claim_paths(&account))
     }
 
-    /// Prepares a text for `account` (kept in the device until `finishSend`), to encrypt with
-    /// `encryptPrepared` for the contact and for this account's other devices.
-    #[wasm_bindgen(js_name = prepareText, unchecked_return_type = "PreparedText")]
-    pub fn prepare_text(
-        &self,
-        #[wasm_bindgen(unchecked_param_type = "string")] account: JsValue,
-        #[wasm_bindgen(unchecked_param_type = "string")] text: JsValue,
-        #[wasm_bindgen(js_name = nowMs, unchecked_param_type = "number")] now_ms: JsValue,
-    ) -> JsResult<JsValue> {
-        let account = lift(string_arg(&account, "account"))?;
-        let text = lift(secret_arg(&text, "text"))?;
-        let now = lift(number_arg(&now_ms, "nowMs"))?;
-        let prepared = self.with(|d| d.prepare_text(&account, &text, now))?;
-        to_js(&prepared)
-    }
-
-    /// Encrypts the prepared text `messageId` for every device of `account`; `claimAnswers` are
-    /// the answers to `claimPaths(account)`. `null` when there is nothing to send (this
-    /// account without another device).
+    /// Encrypts the prepared content `messageId` (made by a `WebMessenger` step) for every
+    /// device of `account`; `claimAnswers` are the answers to `claimPaths(account)`. `null` when
+    /// there is nothing to send (this account without another device).
     #[wasm_bindgen(js_name = encryptPrepared, unchecked_return_type = "PreparedSend | null")]
     pub fn encrypt_prepared(
         &self,
@@ -480,7 +485,7 @@ impl WebDevice {
         }
     }
 
-    /// Forgets the prepared text `messageId` (delivered, or given up).
+    /// Forgets the prepared content `messageId` (delivered, or given up).
     #[wasm_bindgen(js_name = finishSend)]
     pub fn finish_send(
         &self,
@@ -488,25 +493,6 @@ impl WebDevice {
     ) -> JsResult<()> {
         let message_id = lift(string_arg(&message_id, "messageId"))?;
         self.with(|d| d.finish_send(&message_id))
-    }
-
-    /// `prepareText` and `encryptPrepared` for `account` in one step; `claimAnswers` are the
-    /// answers to `claimPaths`.
-    #[wasm_bindgen(js_name = encryptText, unchecked_return_type = "PreparedSend")]
-    pub fn encrypt_text(
-        &self,
-        #[wasm_bindgen(unchecked_param_type = "string")] account: JsValue,
-        #[wasm_bindgen(unchecked_param_type = "string")] text: JsValue,
-        #[wasm_bindgen(js_name = nowMs, unchecked_param_type = "number")] now_ms: JsValue,
-        #[wasm_bindgen(js_name = claimAnswers, unchecked_param_type = "string[]")]
-        bundle_replies: JsValue,
-    ) -> JsResult<JsValue> {
-        let account = lift(string_arg(&account, "account"))?;
-        let text = lift(secret_arg(&text, "text"))?;
-        let now = lift(number_arg(&now_ms, "nowMs"))?;
-        let replies = lift(strings_arg(&bundle_replies, "claimAnswers"))?;
-        let prepared = self.with(|d| d.encrypt_text(&account, &text, now, &replies))?;
-        to_js(&prepared)
     }
 
     /// Applies a 409/410 answer of a send to the device list of `account`.
@@ -519,21 +505,6 @@ impl WebDevice {
         let account = lift(string_arg(&account, "account"))?;
         let text = lift(string_arg(&error_json, "errorAnswer"))?;
         self.with(|d| d.repair_devices(&account, &text))
-    }
-
-    /// Opens an envelope (`content` in base64, from a WebSocket frame or the REST mailbox).
-    #[wasm_bindgen(js_name = openEnvelope, unchecked_return_type = "Opened")]
-    pub fn open_envelope(
-        &self,
-        #[wasm_bindgen(js_name = messageId, unchecked_param_type = "string")] message_id: JsValue,
-        #[wasm_bindgen(unchecked_param_type = "string")] content: JsValue,
-        #[wasm_bindgen(unchecked_param_type = "number")] now_secs: JsValue,
-    ) -> JsResult<JsValue> {
-        let message_id = lift(string_arg(&message_id, "messageId"))?;
-        let content = lift(string_arg(&content, "content"))?;
-        let now = lift(number_arg(&now_secs, "now"))?;
-        let opened = self.with(|d| d.open_envelope(&message_id, &content, now))?;
-        to_js(&opened)
     }
 }
 

@@ -5,15 +5,18 @@
 //! password-derived value or a plaintext it did not type itself.
 //!
 //! What is here and not in the core: the OPAQUE messages (§11.5–§11.6; the native client's are
-//! inside its `RelayClient`), the §13.1 text contents a page sends and the view of a decoded
-//! content it shows, the pending sends a page is delivering (kept in memory, not in the state),
-//! and the parsing of JSON and ids.
+//! inside its `RelayClient`), the contents a page is delivering (padded, kept in memory until the
+//! send is finished, not in the state), the access key between its upload and the relay's
+//! answer, and the parsing of JSON and ids. Contents themselves (§13) are the messenger's
+//! ([`crate::messenger`], over the core's `haven_client_core::messenger`): it prepares them here
+//! and opens envelopes through [`DeviceCore::open_envelope`].
 
-use haven_client_core::device::state::{self, StoredSession, pin_relay_key};
-use haven_client_core::device::{
-    DeviceError, LocalDevice, Opened as CoreOpened, OutgoingSend, PaddedPlaintext, keys,
+use haven_client_core::device::state::{
+    self, StoredSession, access_key_body, generate_access_key, pin_relay_key,
 };
-use haven_client_core::store::ClientStoreError;
+use haven_client_core::device::{
+    DeviceError, LocalDevice, Opened, OutgoingSend, PaddedPlaintext, keys,
+};
 use haven_protocol::api::Id;
 use haven_protocol::api::auth::{
     LoginFinishRequest, LoginStartRequest, LoginStartResponse, NewDeviceBody, RefreshRequest,
@@ -23,7 +26,7 @@ use haven_protocol::api::certificate::{CertificateKeyResponse, CertificateRespon
 use haven_protocol::api::devices::DeviceList;
 use haven_protocol::api::error::ErrorBody;
 use haven_protocol::api::keys::{BundlesResponse, KeyCountsResponse};
-use haven_protocol::content::{Body, Content, Conversation, ReceiptKind};
+use haven_protocol::content::Content;
 use haven_protocol::opaque::opaque_ke::{
     ClientLogin, ClientLoginFinishParameters, ClientRegistration,
     ClientRegistrationFinishParameters, CredentialResponse, Identifiers, RegistrationResponse,
@@ -40,10 +43,11 @@ use crate::frames::parse_id;
 use crate::store::MemoryStore;
 
 /// Sends a page may have in flight at once (prepared, not yet finished); the oldest is
-/// forgotten beyond this.
-const MAX_PENDING_SENDS: usize = 16;
+/// forgotten beyond this. A user action prepares at most two (a contact card and the content),
+/// a group's creation two (the invite and the sender key), a follow-up one.
+pub const MAX_PENDING_SENDS: usize = 64;
 
-fn b64(bytes: &[u8]) -> String {
+pub(crate) fn b64(bytes: &[u8]) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
@@ -56,12 +60,12 @@ fn b64_field(field: &str, text: &str) -> WebResult<Vec<u8>> {
 }
 
 /// Reads a relay answer (`haven_protocol::api`), refusing one of another shape.
-fn parse_reply<T: DeserializeOwned>(text: &str, what: &str) -> WebResult<T> {
+pub(crate) fn parse_reply<T: DeserializeOwned>(text: &str, what: &str) -> WebResult<T> {
     serde_json::from_str(text).map_err(|_| bad_response(format!("{what} malformed")))
 }
 
 /// The JSON text of a request body for the page to send.
-fn request_json<T: Serialize>(body: &T) -> WebResult<String> {
+pub(crate) fn request_json<T: Serialize>(body: &T) -> WebResult<String> {
     serde_json::to_string(body).map_err(protocol)
 }
 
@@ -85,25 +89,12 @@ pub struct SessionInfo {
     pub expires_in: u64,
 }
 
-/// A text prepared for sending ([`DeviceCore::prepare_text`]): its ids; the content stays in
-/// the device until [`DeviceCore::finish_send`].
-#[derive(Serialize, Debug, Clone, PartialEq, Eq)]
-#[serde(rename_all = "camelCase")]
-pub struct PreparedText {
-    /// The relay message id (32 hex), the same for every recipient account and retry.
-    pub message_id: String,
-    /// The content's own message id (32 hex), referenced by receipts.
-    pub content_id: String,
-}
-
 /// A prepared send to one account (ciphertext only).
 #[derive(Serialize, Debug)]
 #[serde(rename_all = "camelCase")]
 pub struct PreparedSend {
     /// The relay message id (32 hex), for idempotent retries.
     pub message_id: String,
-    /// The content's own message id (32 hex), referenced by receipts.
-    pub content_id: String,
     /// The path to `POST` the body to: `/v1/messages/{account}/sealed` when `sealed`, else
     /// `/v1/messages/{account}`.
     pub path: String,
@@ -114,105 +105,23 @@ pub struct PreparedSend {
     pub body: String,
 }
 
-/// The sender of an opened envelope.
-#[derive(Serialize, Debug, PartialEq, Eq)]
-#[serde(rename_all = "camelCase")]
-pub struct Sender {
-    /// Account id (32 hex).
-    pub account_id: String,
-    /// Device number.
-    pub device_number: u32,
-}
-
-/// A decoded content, as the page sees it.
-#[derive(Serialize, Debug, PartialEq, Eq)]
-#[serde(
-    tag = "kind",
-    rename_all = "snake_case",
-    rename_all_fields = "camelCase"
-)]
-#[non_exhaustive]
-pub enum OpenedContent {
-    /// A text message.
-    Text {
-        /// Content message id (32 hex).
-        message_id: String,
-        /// Sender's clock, ms.
-        sent_at: u64,
-        /// The text.
-        text: String,
-        /// Disappearing timer (0 = keep).
-        expire_secs: u32,
-        /// The conversation (32 hex): the sender's account, or for a copy sent by another own
-        /// device (`outgoing`) the account it was sent to.
-        conversation: String,
-        /// Sent by this account (a copy from another own device, §13.2).
-        outgoing: bool,
-    },
-    /// A delivery or read receipt.
-    Receipt {
-        /// `"delivered"` or `"read"`.
-        receipt: String,
-        /// Content message ids (32 hex).
-        message_ids: Vec<String>,
-    },
-    /// The sender's access key (kept by the device; not shown).
-    ContactCard,
-    /// Any other §13.1 kind (typing, reactions, edits, groups…), not handled by the web demo.
-    Other {
-        /// The kind's name.
-        name: String,
-    },
-}
-
-/// The outcome of [`DeviceCore::open_envelope`].
-#[derive(Serialize, Debug, PartialEq, Eq)]
-#[serde(
-    tag = "status",
-    rename_all = "snake_case",
-    rename_all_fields = "camelCase"
-)]
-#[non_exhaustive]
-pub enum Opened {
-    /// Decrypted; ack it.
-    Message {
-        /// Relay message id.
-        message_id: String,
-        /// Sending device, from its relay-signed certificate.
-        sender: Sender,
-        /// The content.
-        content: OpenedContent,
-    },
-    /// Already processed; ack it again.
-    Duplicate {
-        /// Relay message id.
-        message_id: String,
-    },
-    /// Refused (tampered, replayed, unknown session, changed identity…); ack and drop it.
-    /// Nothing in the device's state changed.
-    Rejected {
-        /// Relay message id.
-        message_id: String,
-        /// Why.
-        reason: String,
-    },
-}
-
-/// A text being delivered: the padded content, kept until the page finishes the send.
+/// A content being delivered: padded, kept until the page finishes the send.
 struct PendingSend {
     message_id: Id,
-    content_id: [u8; 16],
     padded: PaddedPlaintext,
+    /// Never stored by the relay, dropped for offline devices (typing indicators).
+    ephemeral: bool,
 }
 
 /// The device state and what is in flight (OPAQUE state, pending sends, the last read of the
-/// own device list); only the store is exported.
+/// own device list, an access key being set); only the store is exported.
 pub struct DeviceCore {
     store: MemoryStore,
     registration: Option<ClientRegistration<HavenCipherSuite>>,
     login: Option<ClientLogin<HavenCipherSuite>>,
     pending: Vec<PendingSend>,
     own_checked: Option<u64>,
+    access_key: Option<Zeroizing<[u8; 16]>>,
 }
 
 impl std::fmt::Debug for DeviceCore {
@@ -225,25 +134,6 @@ impl std::fmt::Debug for DeviceCore {
 
 fn opaque_rng() -> rand_core_06::OsRng {
     rand_core_06::OsRng
-}
-
-/// Inside the envelope transaction: a content the page refuses (rolled back, reported) or an
-/// error.
-enum ContentRefusal {
-    Reject(String),
-    Fail(WebError),
-}
-
-impl From<DeviceError> for ContentRefusal {
-    fn from(e: DeviceError) -> Self {
-        Self::Fail(e.into())
-    }
-}
-
-impl From<ClientStoreError> for ContentRefusal {
-    fn from(e: ClientStoreError) -> Self {
-        Self::Fail(e.into())
-    }
 }
 
 impl DeviceCore {
@@ -269,6 +159,7 @@ impl DeviceCore {
             login: None,
             pending: Vec::new(),
             own_checked: None,
+            access_key: None,
         }
     }
 
@@ -277,9 +168,14 @@ impl DeviceCore {
         &self.store
     }
 
+    /// The state, to change (the messenger's steps).
+    pub(crate) fn store_mut(&mut self) -> &mut MemoryStore {
+        &mut self.store
+    }
+
     /// The registered device (after [`DeviceCore::set_session`] and
     /// [`DeviceCore::set_relay_key`]).
-    fn local(&self) -> WebResult<LocalDevice> {
+    pub(crate) fn local(&self) -> WebResult<LocalDevice> {
         Ok(LocalDevice::load(&self.store)?)
     }
 
@@ -508,6 +404,43 @@ impl DeviceCore {
         Ok(())
     }
 
+    // ---- the account's access key (§11.12) ----
+
+    /// Body of `PUT /v1/account/access-key` with a fresh random access key (a new account's
+    /// first device sets it, as the native client does at registration). The key is kept in
+    /// memory until [`DeviceCore::confirm_access_key`], so a refused upload changes nothing.
+    ///
+    /// # Errors
+    /// None expected (JSON encoding).
+    pub fn prepare_access_key(&mut self) -> WebResult<String> {
+        let key = Zeroizing::new(generate_access_key(&mut rand::rng()));
+        let body = request_json(&access_key_body(&key));
+        self.access_key = Some(key);
+        body
+    }
+
+    /// The relay accepted the key of [`DeviceCore::prepare_access_key`]: it becomes the
+    /// account's access key, which contact cards carry (so contacts send sealed).
+    ///
+    /// # Errors
+    /// [`ErrorCode::InvalidState`] without a prepared key.
+    pub fn confirm_access_key(&mut self) -> WebResult<()> {
+        let key = self
+            .access_key
+            .take()
+            .ok_or_else(|| WebError::new(ErrorCode::InvalidState, "no access key is being set"))?;
+        Ok(state::set_own_access_key(&self.store, &key)?)
+    }
+
+    /// Whether this device holds the account's access key (set at registration, or learned
+    /// from another own device's copy of a contact card).
+    ///
+    /// # Errors
+    /// A corrupt state.
+    pub fn has_access_key(&self) -> WebResult<bool> {
+        Ok(state::own_access_key(&self.store)?.is_some())
+    }
+
     // ---- keys (§11.11) ----
 
     /// Body of `PUT /v1/keys`: on the first call the base keys (signed prekey, last-resort KEM
@@ -577,56 +510,41 @@ impl DeviceCore {
             .collect())
     }
 
-    /// Prepares a §13.1 text content for `account` (sent at `now_ms`): padded and kept in the
-    /// device under a new relay message id until [`DeviceCore::finish_send`], so it can be
-    /// encrypted for the contact, for this account's other devices and again after a repair.
+    /// Prepares `content` for delivery: padded and kept in the device under a new relay message
+    /// id until [`DeviceCore::finish_send`], so it can be encrypted for one or more accounts
+    /// (a contact and, as a sync copy, this account's other devices) and again after a repair.
+    /// `ephemeral` sends are never stored by the relay (typing indicators). Returns the relay
+    /// message id (32 hex).
     ///
     /// # Errors
-    /// [`ErrorCode::InvalidArgument`] (account id), [`ErrorCode::Limit`] (text too long).
-    pub fn prepare_text(
+    /// [`ErrorCode::Limit`] for a content beyond a §13.1 limit or the padding limit.
+    pub(crate) fn prepare_content(
         &mut self,
-        account: &str,
-        text: &str,
-        now_ms: u64,
-    ) -> WebResult<PreparedText> {
-        let peer = parse_id(account)?;
-        let mut rng = rand::rng();
-        let mut content_id = [0u8; 16];
-        rand::Rng::fill_bytes(&mut rng, &mut content_id);
-        let content = Content {
-            sent_at: now_ms,
-            conversation: Conversation::Direct(peer),
-            body: Body::Text {
-                message_id: content_id,
-                expire_secs: 0,
-                text: text.to_owned(),
-                attachment: Vec::new(),
-            },
-        };
+        content: &Content,
+        ephemeral: bool,
+    ) -> WebResult<String> {
         let plain = Zeroizing::new(
             content
                 .to_bytes()
                 .map_err(|e| WebError::new(ErrorCode::Limit, e.to_string()))?,
         );
-        let padded = PaddedPlaintext::new(&plain)?;
+        let padded = PaddedPlaintext::new(&plain)
+            .map_err(|e| WebError::new(ErrorCode::Limit, e.to_string()))?;
         let mut message_id = [0u8; 16];
-        rand::Rng::fill_bytes(&mut rng, &mut message_id);
+        rand::Rng::fill_bytes(&mut rand::rng(), &mut message_id);
         if self.pending.len() >= MAX_PENDING_SENDS {
             self.pending.remove(0);
         }
         self.pending.push(PendingSend {
             message_id: Id::from(message_id),
-            content_id,
             padded,
+            ephemeral,
         });
-        Ok(PreparedText {
-            message_id: hex::encode(message_id),
-            content_id: hex::encode(content_id),
-        })
+        Ok(hex::encode(message_id))
     }
 
-    /// Encrypts the prepared text `message_id` for every device of `account` (the contact, or
-    /// this account for the copy to its other devices); `bundle_replies` are the answers to
+    /// Encrypts the prepared content `message_id` for every device of `account` (the contact,
+    /// or this account for the copy to its other devices); `bundle_replies` are the answers to
     /// [`DeviceCore::claim_paths`]. `None` when there is nothing to send (this account without
     /// another device). Nothing is stored when an error is returned.
     ///
@@ -661,27 +579,24 @@ impl DeviceCore {
             &peer,
             &pending.padded,
             id,
-            false,
+            pending.ephemeral,
             &bundles,
             &cert,
             &mut rand::rng(),
         )?;
-        outgoing
-            .map(|o| Self::prepared_send(pending.content_id, &o))
-            .transpose()
+        outgoing.map(|o| Self::prepared_send(&o)).transpose()
     }
 
-    fn prepared_send(content_id: [u8; 16], outgoing: &OutgoingSend) -> WebResult<PreparedSend> {
+    fn prepared_send(outgoing: &OutgoingSend) -> WebResult<PreparedSend> {
         Ok(PreparedSend {
             message_id: outgoing.body().message_id.to_hex(),
-            content_id: hex::encode(content_id),
             path: outgoing.path(),
             sealed: outgoing.is_sealed(),
             body: request_json(outgoing.body())?,
         })
     }
 
-    /// Forgets the prepared text `message_id` (delivered, or given up).
+    /// Forgets the prepared content `message_id` (delivered, or given up).
     ///
     /// # Errors
     /// [`ErrorCode::InvalidArgument`] for a malformed id.
@@ -689,35 +604,6 @@ impl DeviceCore {
         let id = Id::from(parse_id(message_id)?);
         self.pending.retain(|p| p.message_id != id);
         Ok(())
-    }
-
-    /// [`DeviceCore::prepare_text`] and [`DeviceCore::encrypt_prepared`] for `account` in one
-    /// step (the prepared text stays available for the copy to this account's other devices
-    /// and for a retry after a repair, until [`DeviceCore::finish_send`]).
-    ///
-    /// # Errors
-    /// As the two steps; [`ErrorCode::InvalidState`] when there is no device to send to.
-    pub fn encrypt_text(
-        &mut self,
-        account: &str,
-        text: &str,
-        now_ms: u64,
-        bundle_replies: &[String],
-    ) -> WebResult<PreparedSend> {
-        let prepared = self.prepare_text(account, text, now_ms)?;
-        let sent =
-            self.encrypt_prepared(&prepared.message_id, account, bundle_replies, now_ms / 1000);
-        match sent {
-            Ok(Some(send)) => Ok(send),
-            Ok(None) => {
-                self.finish_send(&prepared.message_id)?;
-                Err(DeviceError::NoDevices.into())
-            }
-            Err(e) => {
-                self.finish_send(&prepared.message_id)?;
-                Err(e)
-            }
-        }
     }
 
     /// Applies a 409 `mismatched_devices` / 410 `stale_devices` answer (§11.12) to the device
@@ -735,136 +621,39 @@ impl DeviceCore {
 
     // ---- receiving ----
 
-    /// Opens one envelope (base64 `content` of a mailbox entry or WebSocket envelope frame):
+    /// Opens one envelope (`content`: the raw bytes of a mailbox entry or WebSocket frame) with
     /// the core's exactly-once open (sealed sender, certificate against the pinned relay key,
-    /// identity, Double Ratchet, unpadding), then §13.1 decoding in the same transaction. A
-    /// refused envelope changes nothing.
+    /// identity, Double Ratchet, unpadding) and runs `apply` on its plaintext inside the store
+    /// transaction that saves the session and (unless `ephemeral`) the seen message id. A
+    /// refused envelope writes nothing.
     ///
     /// # Errors
     /// [`ErrorCode::InvalidArgument`] for a malformed message id, [`ErrorCode::InvalidState`]
-    /// before the relay key is set. Bad envelope bytes are an [`Opened::Rejected`], not an error.
-    pub fn open_envelope(
+    /// before the relay key is set; `apply`'s errors (everything rolled back).
+    pub(crate) fn open_envelope<T>(
         &mut self,
         message_id: &str,
-        content_b64: &str,
+        content: &[u8],
+        ephemeral: bool,
         now: u64,
-    ) -> WebResult<Opened> {
+        apply: impl FnOnce(&mut MemoryStore, &DeviceAddress, &[u8]) -> WebResult<T>,
+    ) -> WebResult<Opened<T>> {
         parse_id(message_id)?;
-        let message_id = message_id.to_owned();
         let local = self.local()?;
-        let Ok(content) = b64_field("content", content_b64) else {
-            return Ok(Opened::Rejected {
-                message_id,
-                reason: "envelope is not base64".into(),
-            });
-        };
-        let own = local.account();
-        let opened = local.open_envelope(
+        local.open_envelope(
             &mut self.store,
-            &message_id,
-            &content,
-            true,
+            message_id,
+            content,
+            !ephemeral,
             now,
             &mut rand::rng(),
-            |s, sender, plain| -> Result<OpenedContent, ContentRefusal> {
-                apply_content(s, own, sender, plain)
-            },
-        );
-        Ok(match opened {
-            Ok(CoreOpened::Duplicate) => Opened::Duplicate { message_id },
-            Ok(CoreOpened::Rejected(reason)) => Opened::Rejected {
-                message_id,
-                reason: reason.to_string(),
-            },
-            Ok(CoreOpened::Accepted { sender, value, .. }) => Opened::Message {
-                message_id,
-                sender: Sender {
-                    account_id: hex::encode(sender.account_id),
-                    device_number: sender.device_id,
-                },
-                content: value,
-            },
-            Err(ContentRefusal::Reject(reason)) => Opened::Rejected { message_id, reason },
-            Err(ContentRefusal::Fail(e)) => return Err(e),
-        })
-    }
-}
-
-/// Decodes a §13.1 content for the page, inside the envelope's transaction (a refusal rolls
-/// the session back): a direct content from another account must name this account (§13.2);
-/// a contact card's access key is kept (the account's own from another own device's copy).
-fn apply_content(
-    store: &mut MemoryStore,
-    own: [u8; 16],
-    sender: &DeviceAddress,
-    plain: &[u8],
-) -> Result<OpenedContent, ContentRefusal> {
-    let content = Content::from_bytes(plain)
-        .map_err(|_| ContentRefusal::Reject("malformed content".into()))?;
-    let from_self = sender.account_id == own;
-    let conversation = match content.conversation {
-        Conversation::Direct(id) if from_self => id,
-        Conversation::Direct(id) if id == own => sender.account_id,
-        Conversation::Direct(_) => {
-            return Err(ContentRefusal::Reject(
-                "content for another conversation".into(),
-            ));
-        }
-        Conversation::Group(_) => sender.account_id,
-    };
-    Ok(match content.body {
-        Body::Text {
-            message_id,
-            expire_secs,
-            text,
-            ..
-        } => OpenedContent::Text {
-            message_id: hex::encode(message_id),
-            sent_at: content.sent_at,
-            text,
-            expire_secs,
-            conversation: hex::encode(conversation),
-            outgoing: from_self,
-        },
-        Body::Receipt { kind, message_ids } => OpenedContent::Receipt {
-            receipt: match kind {
-                ReceiptKind::Delivered => "delivered".into(),
-                ReceiptKind::Read => "read".into(),
-            },
-            message_ids: message_ids.iter().map(hex::encode).collect(),
-        },
-        Body::ContactCard { access_key } => {
-            if from_self {
-                state::set_own_access_key(store, &access_key)?;
-            } else {
-                state::set_contact_access_key(store, &sender.account_id, &access_key)?;
-            }
-            OpenedContent::ContactCard
-        }
-        ref other => OpenedContent::Other {
-            name: body_name(other).into(),
-        },
-    })
-}
-
-fn body_name(body: &Body) -> &'static str {
-    match body {
-        Body::Text { .. } => "text",
-        Body::Receipt { .. } => "receipt",
-        Body::Typing(_) => "typing",
-        Body::Reaction { .. } => "reaction",
-        Body::Edit { .. } => "edit",
-        Body::Delete { .. } => "delete",
-        Body::Timer(_) => "timer",
-        Body::ContactCard { .. } => "contact_card",
-        Body::GroupInvite(_) => "group_invite",
-        Body::SenderKey { .. } => "sender_key",
-        Body::GroupUpdate { .. } => "group_update",
+            apply,
+        )
     }
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
     use ed25519_dalek::SigningKey;
@@ -872,15 +661,20 @@ mod tests {
     use haven_protocol::api::error::{DeviceMismatch, ErrorDetail};
     use haven_protocol::api::keys::{BundleBody, KeyUploadRequest};
     use haven_protocol::api::messages::SendBody;
+    use haven_protocol::content::{Body, Conversation};
     use haven_sdk::prekeys::PreKeyBundle;
     use haven_sdk::sealed_sender::SenderCertificate;
     use haven_sdk::store::PreKeyStore;
 
-    const NOW: u64 = 1_790_000_000;
+    pub(crate) const NOW: u64 = 1_790_000_000;
 
     /// A device logged in as `account`/`number` with a certificate from `relay`, its keys
     /// uploaded (the body is returned).
-    fn device(relay: &SigningKey, account: [u8; 16], number: u32) -> (DeviceCore, String) {
+    pub(crate) fn device(
+        relay: &SigningKey,
+        account: [u8; 16],
+        number: u32,
+    ) -> (DeviceCore, String) {
         let mut d = DeviceCore::new().unwrap();
         let token = TokenResponse {
             account_id: Id::from(account),
@@ -918,7 +712,7 @@ mod tests {
     }
 
     /// What the relay would answer to a claim of `devices` (the `n`th one-time keys).
-    fn claim_reply(devices: &[(&DeviceCore, &str)], n: usize) -> String {
+    pub(crate) fn claim_reply(devices: &[(&DeviceCore, &str)], n: usize) -> String {
         let mut bundles = Vec::new();
         for (d, upload) in devices {
             let upload: KeyUploadRequest = serde_json::from_str(upload).unwrap();
@@ -953,7 +747,7 @@ mod tests {
     }
 
     /// The envelope for device `number` of a prepared send.
-    fn envelope(sent: &PreparedSend, number: u32) -> String {
+    pub(crate) fn envelope(sent: &PreparedSend, number: u32) -> String {
         let body: SendBody = serde_json::from_str(&sent.body).unwrap();
         body.envelopes
             .into_iter()
@@ -962,12 +756,55 @@ mod tests {
             .content
     }
 
-    fn text_of(o: &Opened) -> (&str, bool) {
+    fn text(to: [u8; 16], text: &str) -> Content {
+        Content {
+            sent_at: NOW * 1000,
+            conversation: Conversation::Direct(to),
+            body: Body::Text {
+                message_id: [0x1d; 16],
+                expire_secs: 0,
+                text: text.into(),
+                attachment: Vec::new(),
+            },
+        }
+    }
+
+    /// Prepares `content` and encrypts it for `account` (the device's send steps).
+    fn send(
+        d: &mut DeviceCore,
+        account: &str,
+        content: &Content,
+        replies: &[String],
+    ) -> WebResult<PreparedSend> {
+        let id = d.prepare_content(content, false)?;
+        let sent = d.encrypt_prepared(&id, account, replies, NOW);
+        d.finish_send(&id)?;
+        sent?.ok_or_else(|| DeviceError::NoDevices.into())
+    }
+
+    /// Opens an envelope, the plaintext content as the result of the transaction.
+    fn open(d: &mut DeviceCore, id: &str, content_b64: &str) -> WebResult<Opened<Content>> {
+        let Ok(raw) = b64_field("content", content_b64) else {
+            return Ok(Opened::Rejected(
+                haven_client_core::device::RejectReason::Malformed("base64".into()),
+            ));
+        };
+        d.open_envelope(id, &raw, false, NOW, |_, _, plain| {
+            Content::from_bytes(plain).map_err(|e| WebError::new(ErrorCode::Malformed, e.0))
+        })
+    }
+
+    fn text_of(o: &Opened<Content>) -> (&str, Conversation) {
         match o {
-            Opened::Message {
-                content: OpenedContent::Text { text, outgoing, .. },
+            Opened::Accepted {
+                value:
+                    Content {
+                        conversation,
+                        body: Body::Text { text, .. },
+                        ..
+                    },
                 ..
-            } => (text, *outgoing),
+            } => (text, *conversation),
             other => panic!("{other:?}"),
         }
     }
@@ -981,7 +818,7 @@ mod tests {
     }
 
     #[test]
-    fn two_devices_exchange_texts_and_bad_input_is_typed() {
+    fn two_devices_exchange_contents_and_bad_input_is_typed() {
         let relay = SigningKey::from_bytes(&[3; 32]);
         let (a_acc, b_acc) = ([0xa1; 16], [0xb2; 16]);
         let (mut alice, _) = device(&relay, a_acc, 1);
@@ -992,13 +829,18 @@ mod tests {
             vec![format!("/v1/keys/{bob_hex}")]
         );
         let reply = claim_reply(&[(&bob, &bob_upload)], 0);
-        let sent = alice
-            .encrypt_text(&bob_hex, "hello periwinkle", NOW * 1000, &[reply])
-            .unwrap();
+        let sent = send(
+            &mut alice,
+            &bob_hex,
+            &text(b_acc, "hello periwinkle"),
+            &[reply],
+        )
+        .unwrap();
         assert!(!sent.sealed);
         assert_eq!(sent.path, format!("/v1/messages/{bob_hex}"));
         let body: SendBody = serde_json::from_str(&sent.body).unwrap();
         assert_eq!(body.message_id.to_hex(), sent.message_id);
+        assert!(!body.ephemeral);
         let content = envelope(&sent, 1);
         assert!(!sent.body.contains("periwinkle"));
 
@@ -1007,82 +849,77 @@ mod tests {
         let mut raw = b64_field("x", &content).unwrap();
         let last = raw.len() - 1;
         raw[last] ^= 1;
-        let tampered = bob
-            .open_envelope(&"11".repeat(16), &b64(&raw), NOW)
-            .unwrap();
-        assert!(matches!(tampered, Opened::Rejected { .. }), "{tampered:?}");
-        let garbage = bob.open_envelope(&"12".repeat(16), "!!", NOW).unwrap();
-        assert!(matches!(garbage, Opened::Rejected { .. }));
+        let tampered = open(&mut bob, &"11".repeat(16), &b64(&raw)).unwrap();
+        assert!(matches!(tampered, Opened::Rejected(_)), "{tampered:?}");
         assert_eq!(snapshot_len(&bob), before);
         assert_eq!(
-            bob.open_envelope("not-an-id", &content, NOW)
-                .unwrap_err()
-                .code,
+            open(&mut bob, "not-an-id", &content).unwrap_err().code,
             ErrorCode::InvalidArgument
         );
 
-        let opened = bob.open_envelope(&sent.message_id, &content, NOW).unwrap();
-        assert_eq!(text_of(&opened), ("hello periwinkle", false));
-        match &opened {
-            Opened::Message {
-                content: OpenedContent::Text { conversation, .. },
-                ..
-            } => assert_eq!(conversation, &hex::encode(a_acc)),
-            other => panic!("{other:?}"),
-        }
+        let opened = open(&mut bob, &sent.message_id, &content).unwrap();
+        assert_eq!(
+            text_of(&opened),
+            ("hello periwinkle", Conversation::Direct(b_acc))
+        );
         // Exactly once.
         assert!(matches!(
-            bob.open_envelope(&sent.message_id, &content, NOW).unwrap(),
-            Opened::Duplicate { .. }
+            open(&mut bob, &sent.message_id, &content).unwrap(),
+            Opened::Duplicate
         ));
         // A replay under a new message id is refused by the ratchet.
         assert!(matches!(
-            bob.open_envelope(&"13".repeat(16), &content, NOW).unwrap(),
-            Opened::Rejected { .. }
+            open(&mut bob, &"13".repeat(16), &content).unwrap(),
+            Opened::Rejected(_)
         ));
 
         // Bob answers over the session Alice started; no claim needed.
         let alice_hex = hex::encode(a_acc);
         assert!(bob.claim_paths(&alice_hex).unwrap().is_empty());
-        let back = bob
-            .encrypt_text(&alice_hex, "hi tangerine", NOW * 1000, &[])
-            .unwrap();
-        let opened = alice
-            .open_envelope(&back.message_id, &envelope(&back, 1), NOW)
-            .unwrap();
+        let back = send(&mut bob, &alice_hex, &text(a_acc, "hi tangerine"), &[]).unwrap();
+        let opened = open(&mut alice, &back.message_id, &envelope(&back, 1)).unwrap();
         assert_eq!(text_of(&opened).0, "hi tangerine");
+
+        // An ephemeral content is sent as such, and its id is not kept as seen.
+        let id = bob.prepare_content(&text(a_acc, "fleeting"), true).unwrap();
+        let fleeting = bob
+            .encrypt_prepared(&id, &alice_hex, &[], NOW)
+            .unwrap()
+            .unwrap();
+        let body: SendBody = serde_json::from_str(&fleeting.body).unwrap();
+        assert!(body.ephemeral);
 
         // State survives an encrypted export/import.
         let key = haven_sdk::StorageKey::from_bytes([5; 32]);
         let sealed = alice.store().export(&key).unwrap();
         let mut again = DeviceCore::from_store(MemoryStore::import(&key, &sealed).unwrap());
-        let next = again
-            .encrypt_text(&bob_hex, "after reload", NOW * 1000, &[])
-            .unwrap();
+        let next = send(&mut again, &bob_hex, &text(b_acc, "after reload"), &[]).unwrap();
         assert_eq!(
-            text_of(
-                &bob.open_envelope(&next.message_id, &envelope(&next, 1), NOW)
-                    .unwrap()
-            )
-            .0,
+            text_of(&open(&mut bob, &next.message_id, &envelope(&next, 1)).unwrap()).0,
             "after reload"
         );
 
         // Bad input: typed errors.
         assert_eq!(
-            alice.encrypt_text("XYZ", "x", 0, &[]).unwrap_err().code,
+            send(&mut alice, "XYZ", &text(b_acc, "x"), &[])
+                .unwrap_err()
+                .code,
             ErrorCode::InvalidArgument
         );
         assert_eq!(
-            alice
-                .encrypt_text(&hex::encode([9; 16]), "x", NOW * 1000, &["{".into()])
-                .unwrap_err()
-                .code,
+            send(
+                &mut alice,
+                &hex::encode([9; 16]),
+                &text([9; 16], "x"),
+                &["{".into()]
+            )
+            .unwrap_err()
+            .code,
             ErrorCode::InvalidResponse
         );
         assert_eq!(
             alice
-                .encrypt_text(&bob_hex, &"x".repeat(20_000), NOW * 1000, &[])
+                .prepare_content(&text(b_acc, &"x".repeat(20_000)), false)
                 .unwrap_err()
                 .code,
             ErrorCode::Limit
@@ -1115,72 +952,61 @@ mod tests {
     }
 
     #[test]
+    fn the_access_key_is_kept_only_once_the_relay_took_it() {
+        let relay = SigningKey::from_bytes(&[3; 32]);
+        let (mut d, _) = device(&relay, [0xa1; 16], 1);
+        assert!(!d.has_access_key().unwrap());
+        assert_eq!(
+            d.confirm_access_key().unwrap_err().code,
+            ErrorCode::InvalidState
+        );
+        let first = d.prepare_access_key().unwrap();
+        // A second upload replaces the first before the relay answered.
+        let body = d.prepare_access_key().unwrap();
+        assert_ne!(first, body);
+        assert!(!d.has_access_key().unwrap());
+        d.confirm_access_key().unwrap();
+        let sent: haven_protocol::api::messages::AccessKeyBody =
+            serde_json::from_str(&body).unwrap();
+        let own = state::own_access_key(d.store()).unwrap().unwrap();
+        assert_eq!(sent.access_key, Some(b64(&own)));
+        assert_eq!(
+            d.confirm_access_key().unwrap_err().code,
+            ErrorCode::InvalidState
+        );
+    }
+
+    #[test]
     fn sealed_sends_copies_to_own_devices_and_repair() {
         let relay = SigningKey::from_bytes(&[4; 32]);
         let (a_acc, b_acc) = ([0xa1; 16], [0xb2; 16]);
         let (a_hex, b_hex) = (hex::encode(a_acc), hex::encode(b_acc));
         let (mut alice1, a1_upload) = device(&relay, a_acc, 1);
         let (mut alice2, a2_upload) = device(&relay, a_acc, 2);
-        let (mut bob, bob_upload) = device(&relay, b_acc, 1);
+        let (mut bob, _) = device(&relay, b_acc, 1);
 
-        // Bob's card gives Alice his access key (what a native contact sends first).
-        let card = Content {
-            sent_at: NOW * 1000,
-            conversation: Conversation::Direct(a_acc),
-            body: Body::ContactCard {
-                access_key: [7; 16],
-            },
-        };
-        let card_id = "c1".repeat(16);
-        let card_body = {
-            let local = bob.local().unwrap();
-            let cert = local.certificate(&bob.store, NOW).unwrap().unwrap();
-            let bundles: Vec<BundlesResponse> =
-                vec![serde_json::from_str(&claim_reply(&[(&alice1, &a1_upload)], 0)).unwrap()];
-            let padded = PaddedPlaintext::new(&card.to_bytes().unwrap()).unwrap();
-            let out = local
-                .encrypt(
-                    &mut bob.store,
-                    &a_acc,
-                    &padded,
-                    card_id.parse().unwrap(),
-                    false,
-                    &bundles,
-                    &cert,
-                    &mut rand::rng(),
-                )
-                .unwrap()
-                .unwrap();
-            DeviceCore::prepared_send([0; 16], &out).unwrap()
-        };
-        let opened = alice1
-            .open_envelope(&card_id, &envelope(&card_body, 1), NOW)
-            .unwrap();
-        assert!(matches!(
-            opened,
-            Opened::Message {
-                content: OpenedContent::ContactCard,
-                ..
-            }
-        ));
+        // Bob learns Alice's device from a first message, and Alice gets Bob's access key
+        // (what the messenger's contact card does).
+        let reply = claim_reply(&[(&alice1, &a1_upload)], 0);
+        let hello = send(&mut bob, &a_hex, &text(a_acc, "hello"), &[reply]).unwrap();
+        open(&mut alice1, &hello.message_id, &envelope(&hello, 1)).unwrap();
+        state::set_contact_access_key(alice1.store(), &b_acc, &[7; 16]).unwrap();
 
-        // Alice's text to Bob is sealed now; the copy goes to her other device.
+        // Alice's content to Bob is sealed now; the copy goes to her other device.
         let prepared = alice1
-            .prepare_text(&b_hex, "sealed hello", NOW * 1000)
+            .prepare_content(&text(b_acc, "sealed hello"), false)
             .unwrap();
         assert!(alice1.claim_paths(&b_hex).unwrap().is_empty());
         let to_bob = alice1
-            .encrypt_prepared(&prepared.message_id, &b_hex, &[], NOW)
+            .encrypt_prepared(&prepared, &b_hex, &[], NOW)
             .unwrap()
             .unwrap();
         assert!(to_bob.sealed);
         assert_eq!(to_bob.path, format!("/v1/messages/{b_hex}/sealed"));
         let body: SendBody = serde_json::from_str(&to_bob.body).unwrap();
         assert_eq!(body.access_key.as_deref(), Some(b64(&[7; 16]).as_str()));
-        let opened = bob
-            .open_envelope(&to_bob.message_id, &envelope(&to_bob, 1), NOW)
-            .unwrap();
-        assert_eq!(text_of(&opened), ("sealed hello", false));
+        let opened = open(&mut bob, &to_bob.message_id, &envelope(&to_bob, 1)).unwrap();
+        assert_eq!(text_of(&opened).0, "sealed hello");
 
         // The own copy: no other own device known yet, so the list is due (once a minute).
         assert!(alice1.own_devices_due(NOW).unwrap());
@@ -1204,7 +1030,7 @@ mod tests {
             .unwrap();
         assert!(
             alice1
-                .encrypt_prepared(&prepared.message_id, &a_hex, &[], NOW)
+                .encrypt_prepared(&prepared, &a_hex, &[], NOW)
                 .unwrap()
                 .is_none()
         );
@@ -1230,28 +1056,21 @@ mod tests {
         );
         let reply = claim_reply(&[(&alice2, &a2_upload)], 0);
         let copy = alice1
-            .encrypt_prepared(&prepared.message_id, &a_hex, &[reply], NOW)
+            .encrypt_prepared(&prepared, &a_hex, &[reply], NOW)
             .unwrap()
             .unwrap();
-        // A copy to the own account carries no access key unless the page set one for it.
+        // A copy to the own account carries no access key unless one was set for it.
         assert!(!copy.sealed);
-        assert_eq!(copy.message_id, prepared.message_id);
-        assert_eq!(copy.content_id, prepared.content_id);
-        let opened = alice2
-            .open_envelope(&copy.message_id, &envelope(&copy, 2), NOW)
-            .unwrap();
-        assert_eq!(text_of(&opened), ("sealed hello", true));
-        match &opened {
-            Opened::Message {
-                content: OpenedContent::Text { conversation, .. },
-                ..
-            } => assert_eq!(conversation, &b_hex),
-            other => panic!("{other:?}"),
-        }
-        alice1.finish_send(&prepared.message_id).unwrap();
+        assert_eq!(copy.message_id, prepared);
+        let opened = open(&mut alice2, &copy.message_id, &envelope(&copy, 2)).unwrap();
+        assert_eq!(
+            text_of(&opened),
+            ("sealed hello", Conversation::Direct(b_acc))
+        );
+        alice1.finish_send(&prepared).unwrap();
         assert_eq!(
             alice1
-                .encrypt_prepared(&prepared.message_id, &a_hex, &[], NOW)
+                .encrypt_prepared(&prepared, &a_hex, &[], NOW)
                 .unwrap_err()
                 .code,
             ErrorCode::InvalidState
@@ -1260,6 +1079,5 @@ mod tests {
             alice1.repair_devices(&b_hex, "{}").unwrap_err().code,
             ErrorCode::InvalidResponse
         );
-        let _ = bob_upload;
     }
 }

@@ -58,6 +58,18 @@ pub struct WebError {
     pub code: ErrorCode,
     /// For people; may change.
     pub message: String,
+    /// For [`ErrorCode::IdentityChanged`]: the contact device whose key changed (the JS error's
+    /// `account` and `device` properties), so the page can show its safety number.
+    pub identity: Option<ChangedIdentity>,
+}
+
+/// The contact device of an [`ErrorCode::IdentityChanged`] error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChangedIdentity {
+    /// The contact account (32 hex).
+    pub account: String,
+    /// Its device number.
+    pub device: u32,
 }
 
 impl WebError {
@@ -66,6 +78,7 @@ impl WebError {
         Self {
             code,
             message: message.into(),
+            identity: None,
         }
     }
 }
@@ -119,10 +132,33 @@ impl From<haven_client_core::device::DeviceError> for WebError {
             ),
             E::InvalidArgument(m) => invalid(m),
             E::InvalidResponse(m) => bad_response(m),
-            E::IdentityChanged { .. } => WebError::new(ErrorCode::IdentityChanged, e.to_string()),
+            E::IdentityChanged {
+                ref account,
+                device,
+            } => WebError {
+                identity: Some(ChangedIdentity {
+                    account: account.clone(),
+                    device,
+                }),
+                ..WebError::new(ErrorCode::IdentityChanged, e.to_string())
+            },
             E::NoCertificate | E::NoSession { .. } | E::NoDevices => {
                 WebError::new(ErrorCode::InvalidState, e.to_string())
             }
+            other => protocol(other),
+        }
+    }
+}
+
+impl From<haven_client_core::messenger::StateError> for WebError {
+    fn from(e: haven_client_core::messenger::StateError) -> Self {
+        use haven_client_core::messenger::StateError as E;
+        match e {
+            E::Store(e) => e.into(),
+            E::Device(e) => e.into(),
+            E::Invalid(m) => invalid(m),
+            E::Content(e) => WebError::new(ErrorCode::Limit, e.to_string()),
+            E::Corrupt { .. } => WebError::new(ErrorCode::Malformed, e.to_string()),
             other => protocol(other),
         }
     }

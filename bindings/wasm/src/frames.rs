@@ -33,12 +33,17 @@ pub enum ServerFrame {
     },
     /// The queue present at connection time has been delivered.
     QueueEmpty,
-    /// A channel entry (groups; passed through undecoded).
+    /// A channel entry of a subscription (groups): hand it to the messenger
+    /// (`receiveChannelEntry`).
     ChannelEntry {
         /// Channel id (32 hex).
         channel_id: String,
         /// Position.
         seq: u64,
+        /// When the relay stored it, Unix seconds.
+        created_at: u64,
+        /// The sealed entry, base64.
+        entry: String,
     },
     /// An ephemeral envelope (never stored by the relay).
     Ephemeral {
@@ -110,9 +115,16 @@ pub fn parse_server_frame(frame: &[u8]) -> WebResult<ServerFrame> {
             has_payload: e.shared_payload.is_some(),
         },
         frames::ServerFrame::QueueEmpty => ServerFrame::QueueEmpty,
-        frames::ServerFrame::ChannelEntry { channel, seq, .. } => ServerFrame::ChannelEntry {
+        frames::ServerFrame::ChannelEntry {
+            channel,
+            seq,
+            created_at,
+            entry,
+        } => ServerFrame::ChannelEntry {
             channel_id: hex::encode(channel),
             seq,
+            created_at,
+            entry: b64(entry),
         },
         frames::ServerFrame::Ephemeral {
             message_id,
@@ -215,6 +227,29 @@ mod tests {
         );
         assert!(parse_server_frame(&[2, 2]).is_err());
         assert!(parse_server_frame(&[1, 0x7f]).is_err());
+    }
+
+    #[test]
+    fn channel_entry_frames_carry_the_entry() {
+        let frame = frames::ServerFrame::ChannelEntry {
+            channel: [4; 16],
+            seq: 9,
+            created_at: 10,
+            entry: b"sealed",
+        }
+        .encode();
+        assert_eq!(
+            parse_server_frame(&frame).unwrap(),
+            ServerFrame::ChannelEntry {
+                channel_id: "04".repeat(16),
+                seq: 9,
+                created_at: 10,
+                entry: b64(b"sealed"),
+            }
+        );
+        for n in 0..frame.len() - "sealed".len() {
+            assert!(parse_server_frame(&frame[..n]).is_err());
+        }
     }
 
     #[test]

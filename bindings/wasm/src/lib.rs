@@ -7,15 +7,20 @@
 //!   the native client drives): identity and prekeys with the bodies of the key upload,
 //!   sealed-sender envelopes per recipient device (PQXDH + Double Ratchet), sealed with a
 //!   contact's access key and copied to the own other devices, device-list repair, opening
-//!   received envelopes exactly once; plus OPAQUE registration/login messages, messenger text
-//!   content (PROTOCOL §13.1), and the whole state as one snapshot encrypted under a key the
-//!   page holds (`exportState`/`importState`).
+//!   received envelopes exactly once, the account's access key; plus OPAQUE registration/login
+//!   messages, and the whole state as one snapshot encrypted under a key the page holds
+//!   (`exportState`/`importState`).
+//! - [`messenger::WebMessenger`]: the client core's messenger (`haven_client_core::messenger`)
+//!   over the same state: contacts and contact cards, texts, receipts, typing, reactions,
+//!   edits, deletes, timers, groups (epochs, channels, sender keys), received envelopes and
+//!   channel entries as events, follow-ups, safety numbers (PROTOCOL §13).
 //! - [`api::WebDiary`]: the diary key hierarchy (§9) and sealed entries (§9.5).
 //! - WebSocket frame codec (§11.14).
 //!
 //! Every error reaching JavaScript is a `HavenError` with a stable `code` ([`ErrorCode`]); no
-//! input makes the module trap. The Rust cores ([`device`], [`diary`], [`store`], [`frames`])
-//! are plain Rust, tested natively; `api` only converts arguments and errors.
+//! input makes the module trap. The Rust cores ([`device`], [`messenger::MessengerCore`],
+//! [`diary`], [`store`], [`frames`]) are plain Rust, tested natively; `api` and the messenger's
+//! JavaScript face only convert arguments and errors.
 
 // wasm-bindgen's macros expand to `unsafe` FFI glue; no `unsafe` is written by hand here.
 #[allow(unsafe_code)]
@@ -24,6 +29,7 @@ pub mod device;
 pub mod diary;
 pub mod error;
 pub mod frames;
+pub mod messenger;
 pub mod store;
 
 pub use error::{ErrorCode, WebError};

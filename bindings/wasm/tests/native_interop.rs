@@ -1,80 +1,341 @@
-//! Interop with the native client through a real relay (in-process, SQLite): the web core
-//! (`DeviceCore`, driven here over HTTP the way `js/haven-client.js` drives it) registers with
-//! OPAQUE and uploads keys; a native `haven_client::Device` opens what the web sent and decodes
-//! it with the native content codec, and the web core opens what the native device sent.
+//! Interop with the native client through a real relay (in-process, SQLite). The web side is
+//! the wasm crate's device and messenger cores (`DeviceCore`, `MessengerCore`) driven over HTTP
+//! as `js/haven-client.js` drives them (`Page` below mirrors its `HavenClient` and
+//! `HavenMessenger`); the other side is a native `haven_client::Messenger`. They become
+//! contacts, talk 1:1 sealed both ways (the relay sees no sender once each holds the other's
+//! contact card), and talk in a group the web creates with the native account as a member,
+//! both ways; the relay's files hold none of the texts or the group's name.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 #![cfg(not(target_arch = "wasm32"))]
 
+use std::sync::Arc;
+
 use haven_client::relay::RelayClient;
-use haven_client::{ClientStore, Device, Received};
-use haven_protocol::content::{Body, Content, Conversation};
+use haven_client::{ClientStore, Conversation, Device, Event, Messenger, RelayError};
+use haven_protocol::api::error::{ErrorBody, ErrorDetail};
+use haven_protocol::api::messages::FetchResponse;
 use haven_testkit::RelayConfig;
-use haven_wasm::device::{DeviceCore, Opened, OpenedContent};
+use haven_wasm::device::DeviceCore;
+use haven_wasm::messenger::{
+    Action, ChannelPost, Delivery, EventView, GroupInvites, MessageView, MessengerCore,
+};
 use reqwest::Method;
 use serde_json::Value;
+
+const SECRETS: &[&str] = &[
+    "from the web, periwinkle",
+    "from native, tangerine",
+    "web again, sealed marzipan",
+    "group hello from the web, obsidian",
+    "group reply from native, lanternfish",
+    "harbour walkers",
+];
 
 fn now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
-        .as_secs()
+        .as_millis() as u64
 }
 
-/// The page's side: one JSON request (body text in, JSON out), as haven-client.js makes it.
-async fn call(
-    http: &RelayClient,
-    method: Method,
-    path: &str,
-    body: Option<&str>,
-    token: Option<&str>,
-) -> Value {
-    let body: Option<Value> = body.map(|b| serde_json::from_str(b).unwrap());
-    match token {
-        Some(t) => {
-            http.request_with_bearer(method, path, t, body.as_ref())
-                .await
+/// The page: its device and messenger cores, the relay, the access token.
+struct Page {
+    d: DeviceCore,
+    m: MessengerCore,
+    http: RelayClient,
+    token: String,
+    account: String,
+    events: Vec<EventView>,
+    /// Whether each envelope fetched came sealed (no `source`).
+    sealed_in: Vec<bool>,
+}
+
+impl Page {
+    /// One JSON request as `HavenClient.call` makes it (`bearer`: the access token, a channel
+    /// token, or none for anonymous and sealed requests).
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&str>,
+        bearer: Option<&str>,
+    ) -> Result<Value, RelayError> {
+        let body: Option<Value> = body.map(|b| serde_json::from_str(b).unwrap());
+        match bearer {
+            Some(t) => {
+                self.http
+                    .request_with_bearer(method, path, t, body.as_ref())
+                    .await
+            }
+            None => {
+                self.http
+                    .request_anonymous(method, path, body.as_ref())
+                    .await
+            }
         }
-        None => http.request_anonymous(method, path, body.as_ref()).await,
     }
-    .unwrap_or_else(|e| panic!("{path}: {e}"))
+
+    async fn authed(&self, method: Method, path: &str, body: Option<&str>) -> Value {
+        self.call(method, path, body, Some(&self.token.clone()))
+            .await
+            .unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    /// `HavenClient.register`: OPAQUE, the session, the relay key, the keys, the access key.
+    async fn register(url: &str, username: &str) -> Self {
+        let mut page = Self {
+            d: DeviceCore::new().unwrap(),
+            m: MessengerCore::new(),
+            http: RelayClient::new(url).unwrap(),
+            token: String::new(),
+            account: String::new(),
+            events: Vec::new(),
+            sealed_in: Vec::new(),
+        };
+        let start = page.d.register_start(b"pw-web").unwrap();
+        let start = page
+            .call(Method::POST, "/v1/register/start", Some(&start), None)
+            .await
+            .unwrap();
+        let finish = page
+            .d
+            .register_finish(b"pw-web", &start.to_string(), Some(username))
+            .unwrap();
+        let tokens = page
+            .call(Method::POST, "/v1/register/finish", Some(&finish), None)
+            .await
+            .unwrap();
+        let info = page.d.set_session(&tokens.to_string()).unwrap();
+        page.token = info.access_token.clone();
+        page.account = info.account_id;
+        let key = page
+            .call(Method::GET, "/v1/certificate/key", None, None)
+            .await
+            .unwrap();
+        page.d.set_relay_key(&key.to_string()).unwrap();
+        let upload = page.d.prekey_upload(now() / 1000).unwrap();
+        page.authed(Method::PUT, "/v1/keys", Some(&upload)).await;
+        let access = page.d.prepare_access_key().unwrap();
+        page.authed(Method::PUT, "/v1/account/access-key", Some(&access))
+            .await;
+        page.d.confirm_access_key().unwrap();
+        page
+    }
+
+    async fn ensure_certificate(&mut self) {
+        if self.d.needs_certificate(now() / 1000) {
+            let cert = self.authed(Method::POST, "/v1/certificate", None).await;
+            self.d
+                .set_certificate(&cert.to_string(), now() / 1000)
+                .unwrap();
+        }
+    }
+
+    /// `HavenClient.deliver`: claims, encrypts, posts (without the bearer when sealed); a
+    /// 409/410 repairs once. Returns whether it went sealed.
+    async fn deliver(&mut self, message_id: &str, account: &str) -> Option<bool> {
+        self.ensure_certificate().await;
+        for attempt in 0..2 {
+            let mut answers = Vec::new();
+            for path in self.d.claim_paths(account).unwrap() {
+                answers.push(self.authed(Method::GET, &path, None).await.to_string());
+            }
+            let send = self
+                .d
+                .encrypt_prepared(message_id, account, &answers, now() / 1000)
+                .unwrap()?;
+            let bearer = (!send.sealed).then(|| self.token.clone());
+            match self
+                .call(
+                    Method::POST,
+                    &send.path,
+                    Some(&send.body),
+                    bearer.as_deref(),
+                )
+                .await
+            {
+                Ok(_) => return Some(send.sealed),
+                Err(RelayError::Refused {
+                    status: 409 | 410,
+                    code,
+                    message,
+                    mismatches,
+                }) if attempt == 0 => {
+                    let answer = ErrorBody {
+                        error: ErrorDetail {
+                            code,
+                            message,
+                            mismatches,
+                        },
+                    };
+                    self.d
+                        .repair_devices(account, &serde_json::to_string(&answer).unwrap())
+                        .unwrap();
+                }
+                Err(e) => panic!("send to {account}: {e}"),
+            }
+        }
+        panic!("device list still stale");
+    }
+
+    /// To a contact, then the copy to this account's other devices.
+    async fn deliver_direct(&mut self, message_id: &str, account: &str) -> bool {
+        let sealed = self.deliver(message_id, account).await.unwrap();
+        if account != self.account {
+            if self.d.own_devices_due(now() / 1000).unwrap() {
+                let list = self.authed(Method::GET, "/v1/devices", None).await;
+                self.d.set_own_devices(&list.to_string()).unwrap();
+            }
+            let own = self.account.clone();
+            assert!(
+                self.deliver(message_id, &own).await.is_none(),
+                "no other own device"
+            );
+        }
+        self.d.finish_send(message_id).unwrap();
+        sealed
+    }
+
+    async fn deliver_all(&mut self, delivery: &Delivery) {
+        for account in &delivery.accounts {
+            self.deliver(&delivery.message_id, account).await;
+        }
+        self.d.finish_send(&delivery.message_id).unwrap();
+    }
+
+    async fn ensure_card(&mut self, account: &str) {
+        if let Some(id) = self.m.card_for(&mut self.d, account, now()).unwrap() {
+            self.deliver_direct(&id, account).await;
+            self.m.card_sent(&mut self.d, account).unwrap();
+        }
+    }
+
+    async fn post(&mut self, post: &ChannelPost) -> String {
+        self.call(
+            Method::POST,
+            &post.path,
+            Some(&post.body),
+            Some(&post.token),
+        )
+        .await
+        .unwrap()
+        .to_string()
+    }
+
+    /// `HavenMessenger`'s action: returns whether a 1:1 content went sealed.
+    async fn run(&mut self, action: Action) -> Option<bool> {
+        let mut sealed = None;
+        if let Some(direct) = &action.direct {
+            self.ensure_card(&direct.account).await;
+            sealed = Some(
+                self.deliver_direct(&direct.message_id, &direct.account)
+                    .await,
+            );
+        }
+        if let Some(group) = &action.group {
+            if let Some(key) = &group.sender_key {
+                self.deliver_all(key).await;
+            }
+            self.post(&group.post).await;
+        }
+        self.m
+            .action_done(&mut self.d, &action.action_id, true)
+            .unwrap();
+        sealed
+    }
+
+    async fn invites(&mut self, invites: &GroupInvites) {
+        for account in invites.invite.accounts.clone() {
+            if account != self.account {
+                self.ensure_card(&account).await;
+            }
+        }
+        self.deliver_all(&invites.invite).await;
+        self.deliver_all(&invites.sender_key).await;
+    }
+
+    async fn run_tasks(&mut self) {
+        for task in self.m.follow_ups(&self.d).unwrap() {
+            if let Some(delivery) = self.m.follow_up(&mut self.d, &task, now()).unwrap() {
+                self.deliver_all(&delivery).await;
+                self.m.task_done(&mut self.d, &task).unwrap();
+            }
+        }
+    }
+
+    /// `HavenMessenger.sync`: follow-ups, the mailbox (acked), every channel, follow-ups.
+    async fn sync(&mut self) {
+        self.run_tasks().await;
+        let page = self
+            .authed(Method::GET, "/v1/messages?after=0&limit=100", None)
+            .await;
+        let page: FetchResponse = serde_json::from_value(page).unwrap();
+        let mut ids = Vec::new();
+        for q in &page.envelopes {
+            let id = q.message_id.to_hex();
+            let got = self
+                .m
+                .receive_envelope(&mut self.d, &id, &q.content, false, now())
+                .unwrap();
+            self.sealed_in.push(q.source.is_none());
+            self.events.extend(got.events);
+            ids.push(id);
+        }
+        if !ids.is_empty() {
+            let body = serde_json::json!({ "message_ids": ids }).to_string();
+            self.authed(Method::POST, "/v1/messages/ack", Some(&body))
+                .await;
+        }
+        for read in self.m.channel_reads(&self.d).unwrap() {
+            let mut path = read.path.clone();
+            loop {
+                let answer = self
+                    .call(Method::GET, &path, None, Some(&read.token))
+                    .await
+                    .unwrap();
+                let page = self
+                    .m
+                    .receive_channel_page(&mut self.d, &read.channel_id, &answer.to_string(), now())
+                    .unwrap();
+                self.events.extend(page.received.events);
+                match page.next {
+                    Some(next) => path = next,
+                    None => break,
+                }
+            }
+        }
+        self.run_tasks().await;
+    }
+
+    fn texts(&mut self, conversation: Conversation) -> Vec<String> {
+        self.m
+            .history(&mut self.d, conversation, now())
+            .unwrap()
+            .into_iter()
+            .map(|m: MessageView| m.text)
+            .collect()
+    }
+}
+
+fn native_texts(m: &Messenger, conversation: Conversation) -> Vec<String> {
+    m.history(conversation)
+        .unwrap()
+        .into_iter()
+        .map(|r| r.text)
+        .collect()
+}
+
+fn id(hex_id: &str) -> [u8; 16] {
+    hex::decode(hex_id).unwrap().try_into().unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn web_and_native_devices_talk_through_a_relay() {
+async fn web_and_native_messengers_talk_one_to_one_and_in_a_group() {
     let relay = RelayConfig::new().set("HAVEN_LOG", "warn").start();
     let url = relay.url();
-    let http = RelayClient::new(&url).unwrap();
 
-    // The web device registers (OPAQUE), pins the relay key and uploads its keys.
-    let mut web = DeviceCore::new().unwrap();
-    let start = call(
-        &http,
-        Method::POST,
-        "/v1/register/start",
-        Some(&web.register_start(b"pw-web").unwrap()),
-        None,
-    )
-    .await;
-    let finish = web
-        .register_finish(b"pw-web", &start.to_string(), Some("web_alice"))
-        .unwrap();
-    let tokens = call(
-        &http,
-        Method::POST,
-        "/v1/register/finish",
-        Some(&finish),
-        None,
-    )
-    .await;
-    let info = web.set_session(&tokens.to_string()).unwrap();
-    let token = info.access_token.clone();
-    let key = call(&http, Method::GET, "/v1/certificate/key", None, None).await;
-    web.set_relay_key(&key.to_string()).unwrap();
-    let upload = web.prekey_upload(now()).unwrap();
-    call(&http, Method::PUT, "/v1/keys", Some(&upload), Some(&token)).await;
-
-    // The native device.
-    let bob = Device::register(
+    let mut web = Page::register(&url, "web_alice").await;
+    let bob_device = Device::register(
         RelayClient::new(&url).unwrap(),
         ClientStore::open_in_memory(&[7u8; 32]).unwrap(),
         Some("native_bob"),
@@ -82,101 +343,170 @@ async fn web_and_native_devices_talk_through_a_relay() {
     )
     .await
     .unwrap();
-    let bob_account = bob.account_id().to_owned();
+    let bob = Arc::new(Messenger::new(Arc::new(bob_device)));
+    let bob_hex = bob.device().account_id().to_owned();
+    let (bob_id, web_id) = (id(&bob_hex), id(&web.account));
 
-    // Web → native.
-    let cert = call(&http, Method::POST, "/v1/certificate", None, Some(&token)).await;
-    web.set_certificate(&cert.to_string(), now()).unwrap();
-    let mut claims = Vec::new();
-    for path in web.claim_paths(&bob_account).unwrap() {
-        claims.push(
-            call(&http, Method::GET, &path, None, Some(&token))
-                .await
-                .to_string(),
-        );
-    }
-    let sent = web
-        .encrypt_text(
-            &bob_account,
-            "from the web, periwinkle",
-            now() * 1000,
-            &claims,
+    // The web looks Bob up by username and writes: its card first, logged-in (it holds no
+    // key of Bob's yet), then the text.
+    let found = web
+        .authed(
+            Method::POST,
+            "/v1/usernames/lookup",
+            Some(r#"{"username":"native_bob"}"#),
+        )
+        .await;
+    assert_eq!(found["account_id"], bob_hex.as_str());
+    web.m
+        .add_contact(&mut web.d, &bob_hex, Some("native_bob"))
+        .unwrap();
+    let action = web
+        .m
+        .send_text(
+            &mut web.d,
+            Conversation::Direct(bob_id),
+            SECRETS[0],
+            Vec::new(),
+            now(),
         )
         .unwrap();
-    call(
-        &http,
-        Method::POST,
-        &format!("/v1/messages/{bob_account}"),
-        Some(&sent.body),
-        Some(&token),
-    )
-    .await;
-    let received = bob.receive().await.unwrap();
-    let plaintext = match received.as_slice() {
-        [
-            Received::Message {
-                plaintext, sender, ..
-            },
-        ] => {
-            assert_eq!(hex::encode(sender.account_id), info.account_id);
-            plaintext.clone()
-        }
-        other => panic!("{other:?}"),
-    };
-    let content = Content::from_bytes(&plaintext).unwrap();
-    let bob_bytes: [u8; 16] = hex::decode(&bob_account).unwrap().try_into().unwrap();
-    assert_eq!(content.conversation, Conversation::Direct(bob_bytes));
-    match content.body {
-        Body::Text {
-            text, message_id, ..
-        } => {
-            assert_eq!(text, "from the web, periwinkle");
-            assert_eq!(hex::encode(message_id), sent.content_id);
-        }
-        other => panic!("{other:?}"),
-    }
-
-    // Native → web, content encoded by the native codec.
-    let web_bytes: [u8; 16] = hex::decode(&info.account_id).unwrap().try_into().unwrap();
-    let reply = Content {
-        sent_at: now() * 1000,
-        conversation: Conversation::Direct(web_bytes),
-        body: Body::Text {
-            message_id: [5; 16],
-            expire_secs: 0,
-            text: "from native, tangerine".into(),
-            attachment: Vec::new(),
-        },
-    };
-    bob.send(&info.account_id, &reply.to_bytes().unwrap())
+    let first_id = action.content_id.clone().unwrap();
+    assert_eq!(web.run(action).await, Some(false));
+    bob.sync().await.unwrap();
+    let bobs = bob.history(Conversation::Direct(web_id)).unwrap();
+    assert_eq!(bobs[0].text, SECRETS[0]);
+    assert_eq!(hex::encode(bobs[0].message_id), first_id);
+    // Bob's delivery receipt went out with his sync; his card and reply go sealed.
+    bob.send_text(Conversation::Direct(web_id), SECRETS[1])
         .await
         .unwrap();
-    let page = call(
-        &http,
-        Method::GET,
-        "/v1/messages?after=0&limit=100",
-        None,
-        Some(&token),
-    )
-    .await;
-    let envelopes = page["envelopes"].as_array().unwrap();
-    assert_eq!(envelopes.len(), 1);
-    let id = envelopes[0]["message_id"].as_str().unwrap();
-    let opened = web
-        .open_envelope(id, envelopes[0]["content"].as_str().unwrap(), now())
+    web.sync().await;
+    assert_eq!(
+        web.texts(Conversation::Direct(bob_id)),
+        [SECRETS[0], SECRETS[1]]
+    );
+    assert!(!web.sealed_in.is_empty());
+    assert!(web.sealed_in.iter().all(|s| *s), "native → web sealed");
+    let mine = &web
+        .m
+        .history(&mut web.d, Conversation::Direct(bob_id), now())
+        .unwrap()[0];
+    assert_eq!(mine.delivered_to, std::slice::from_ref(&bob_hex));
+    // Now the web holds Bob's key: sealed the other way too.
+    let again = web
+        .m
+        .send_text(
+            &mut web.d,
+            Conversation::Direct(bob_id),
+            SECRETS[2],
+            Vec::new(),
+            now(),
+        )
         .unwrap();
-    match opened {
-        Opened::Message {
-            sender,
-            content: OpenedContent::Text {
-                text, message_id, ..
-            },
-            ..
-        } => {
-            assert_eq!(sender.account_id, bob_account);
-            assert_eq!(text, "from native, tangerine");
-            assert_eq!(message_id, hex::encode([5u8; 16]));
+    assert_eq!(web.run(again).await, Some(true), "web → native sealed");
+    bob.sync().await.unwrap();
+    assert_eq!(
+        native_texts(&bob, Conversation::Direct(web_id)),
+        [SECRETS[0], SECRETS[1], SECRETS[2]]
+    );
+    // A reaction from the web reaches the native record.
+    let react = web
+        .m
+        .react(
+            &mut web.d,
+            Conversation::Direct(bob_id),
+            &hex::encode(bobs[0].message_id),
+            "🍊",
+            false,
+            now(),
+        )
+        .unwrap();
+    web.run(react).await;
+    bob.sync().await.unwrap();
+    let first = &bob.history(Conversation::Direct(web_id)).unwrap()[0];
+    assert_eq!(first.reactions[0].emoji, "🍊");
+    // Safety numbers agree on both sides.
+    let ours = web.m.safety_numbers(&web.d, &bob_hex).unwrap();
+    let theirs = bob.safety_numbers(&web_id).unwrap();
+    assert_eq!(ours[0].digits, theirs[0].digits);
+
+    // A group the web creates with the native account as a member.
+    let mut events = bob.subscribe();
+    let request = haven_wasm::messenger::channel_request().unwrap();
+    let channel = web
+        .authed(Method::POST, "/v1/channels", Some(&request))
+        .await;
+    let created = web
+        .m
+        .create_group(
+            &mut web.d,
+            SECRETS[5],
+            std::slice::from_ref(&bob_hex),
+            &channel.to_string(),
+            now(),
+        )
+        .unwrap();
+    let group = id(&created.group_id);
+    web.invites(&created).await;
+    bob.sync().await.unwrap();
+    let joined = loop {
+        match events.try_recv() {
+            Ok(Event::GroupUpdated { group_id, name, .. }) => break (group_id, name),
+            Ok(_) => {}
+            Err(e) => panic!("no group event: {e}"),
         }
-        other => panic!("{other:?}"),
+    };
+    assert_eq!(joined, (group, SECRETS[5].to_owned()));
+    // The web gets Bob's sender key (his follow-up), then both post.
+    web.sync().await;
+    let post = web
+        .m
+        .send_text(
+            &mut web.d,
+            Conversation::Group(group),
+            SECRETS[3],
+            Vec::new(),
+            now(),
+        )
+        .unwrap();
+    web.run(post).await;
+    bob.sync().await.unwrap();
+    assert_eq!(native_texts(&bob, Conversation::Group(group)), [SECRETS[3]]);
+    bob.send_text(Conversation::Group(group), SECRETS[4])
+        .await
+        .unwrap();
+    web.sync().await;
+    assert_eq!(
+        web.texts(Conversation::Group(group)),
+        [SECRETS[3], SECRETS[4]]
+    );
+    assert!(
+        !web.events
+            .iter()
+            .any(|e| matches!(e, EventView::Rejected { .. })),
+        "{:?}",
+        web.events
+    );
+    let info = &bob.groups().unwrap()[0];
+    assert_eq!(info.members.len(), 2);
+
+    // The relay's files hold no text and no group name.
+    drop(bob);
+    let mut haystack = Vec::new();
+    let mut stack = vec![relay.config().dir().to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if let Ok(bytes) = std::fs::read(&path) {
+                haystack.extend(bytes);
+            }
+        }
+    }
+    assert!(haystack.len() > 10_000, "the relay's files were read");
+    let text = String::from_utf8_lossy(&haystack);
+    for s in SECRETS {
+        assert!(!text.contains(s), "the relay's files contain {s:?}");
     }
 }

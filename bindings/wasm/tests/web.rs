@@ -5,6 +5,7 @@
 #![cfg(target_arch = "wasm32")]
 
 use haven_wasm::api::{WebDevice, WebDiary, ack_frame, generate_page_key, parse_server_frame};
+use haven_wasm::messenger::WebMessenger;
 use js_sys::{Reflect, Uint8Array};
 use wasm_bindgen::JsValue;
 use wasm_bindgen_test::wasm_bindgen_test;
@@ -55,24 +56,15 @@ async fn device_bad_input_is_typed() {
     assert_eq!(code(d.claim_paths(s(&"AB".repeat(16)))), "invalid_argument");
     assert_eq!(code(d.claim_paths(n(42.0))), "invalid_argument");
     assert_eq!(code(d.claim_paths(JsValue::UNDEFINED)), "invalid_argument");
-    assert_eq!(
-        code(d.open_envelope(s("xyz"), s("AAAA"), n(NOW))),
-        "invalid_argument"
-    );
-    assert_eq!(
-        code(d.encrypt_text(s(&"00".repeat(16)), s("x"), n(NOW), n(5.0))),
-        "invalid_argument"
-    );
-    // The send steps: ids checked first, then the state (no session yet).
-    assert_eq!(
-        code(d.prepare_text(s("nope"), s("x"), n(NOW))),
-        "invalid_argument"
-    );
-    let prepared = d.prepare_text(s(&"00".repeat(16)), s("x"), n(NOW)).unwrap();
-    let id = field(&prepared, "messageId").as_string().unwrap();
+    // The send steps: ids checked first, then the state (nothing prepared, no session yet).
+    let id = "77".repeat(16);
     let no_answers: JsValue = js_sys::Array::new().into();
     assert_eq!(
         code(d.encrypt_prepared(s(&id), s(&"00".repeat(16)), n(1.0), n(NOW))),
+        "invalid_argument"
+    );
+    assert_eq!(
+        code(d.encrypt_prepared(s("x"), s(&"00".repeat(16)), no_answers.clone(), n(NOW))),
         "invalid_argument"
     );
     assert_eq!(
@@ -81,6 +73,8 @@ async fn device_bad_input_is_typed() {
     );
     d.finish_send(s(&id)).unwrap();
     assert_eq!(code(d.finish_send(s("x"))), "invalid_argument");
+    assert_eq!(code(d.confirm_access_key()), "invalid_state");
+    assert!(d.prepare_access_key().unwrap().contains("access_key"));
     assert_eq!(code(d.own_devices_due(n(NOW))), "invalid_state");
     assert_eq!(code(d.set_own_devices(s("[]"))), "invalid_response");
     assert_eq!(code(d.replenish_keys(s("{"), n(NOW))), "invalid_response");
@@ -139,6 +133,106 @@ async fn device_bad_input_is_typed() {
     assert_eq!(code(d.identity_key()), "closed");
     assert_eq!(code(d.export_state(b(&key))), "closed");
     d.close();
+}
+
+#[wasm_bindgen_test]
+async fn messenger_bad_input_is_typed() {
+    let d = WebDevice::create().await.unwrap();
+    // The factory resolves (to the same as `of`).
+    wasm_bindgen_futures::JsFuture::from(WebMessenger::create(&d))
+        .await
+        .unwrap();
+    let m = WebMessenger::of(&d).unwrap();
+    let conv = |kind: &str, id: &str| -> JsValue {
+        js_sys::JSON::parse(&format!(r#"{{"kind":"{kind}","id":"{id}"}}"#)).unwrap()
+    };
+    let bob = "b0".repeat(16);
+    assert!(m.channel_request().unwrap().contains("ttl_secs"));
+    // Conversations of the wrong shape.
+    for bad in [
+        s("direct"),
+        JsValue::NULL,
+        conv("channel", &bob),
+        conv("direct", "B0"),
+        js_sys::JSON::parse(r#"{"kind":"direct"}"#).unwrap(),
+        js_sys::JSON::parse(r#"{"kind":"direct","id":5}"#).unwrap(),
+    ] {
+        assert_eq!(code(m.history(bad, n(NOW))), "invalid_argument");
+    }
+    // Wrong types and malformed ids.
+    assert_eq!(
+        code(m.add_contact(n(1.0), JsValue::UNDEFINED)),
+        "invalid_argument"
+    );
+    assert_eq!(
+        code(m.add_contact(s("xyz"), JsValue::UNDEFINED)),
+        "invalid_argument"
+    );
+    assert_eq!(code(m.add_contact(s(&bob), n(2.0))), "invalid_argument");
+    assert_eq!(
+        code(m.send_text(conv("direct", &bob), n(1.0), n(NOW), JsValue::UNDEFINED)),
+        "invalid_argument"
+    );
+    assert_eq!(
+        code(m.send_text(conv("direct", &bob), s("x"), n(NOW), s("pointer"))),
+        "invalid_argument"
+    );
+    assert_eq!(
+        code(m.typing(conv("direct", &bob), s("yes"), n(NOW))),
+        "invalid_argument"
+    );
+    assert_eq!(
+        code(m.mark_read(conv("direct", &bob), s(&bob), n(NOW))),
+        "invalid_argument"
+    );
+    assert_eq!(code(m.action_done(s(&bob), s("ok"))), "invalid_argument");
+    assert_eq!(
+        code(m.receive_envelope(s("x"), s("AAAA"), JsValue::FALSE, n(NOW))),
+        "invalid_argument"
+    );
+    assert_eq!(
+        code(m.receive_channel_entry(s(&bob), n(-1.0), s("AAAA"), n(NOW))),
+        "invalid_argument"
+    );
+    assert_eq!(
+        code(m.accept_identity(s(&bob), n(1.5), s("AAAA"))),
+        "invalid_argument"
+    );
+    assert_eq!(code(m.subscribe_frames(s("g"))), "invalid_argument");
+    // Not logged in yet; unknown handles.
+    assert_eq!(
+        code(m.send_text(conv("direct", &bob), s("x"), n(NOW), JsValue::UNDEFINED)),
+        "invalid_state"
+    );
+    assert_eq!(code(m.card_for(s(&bob), n(NOW))), "invalid_state");
+    assert_eq!(code(m.action_done(s(&bob), JsValue::TRUE)), "invalid_state");
+    assert_eq!(code(m.follow_up(s(&bob), n(NOW))), "invalid_state");
+    assert_eq!(
+        code(m.add_member_posted(s(&bob), s(r#"{"seq":1}"#), n(NOW))),
+        "invalid_state"
+    );
+    assert_eq!(
+        code(m.remove_member_posted(s(&bob), s("{}"), n(NOW))),
+        "invalid_response"
+    );
+    assert_eq!(
+        code(m.create_group(s("g"), js_sys::Array::new().into(), s("{"), n(NOW))),
+        "invalid_response"
+    );
+    // Queries of an empty state work.
+    assert_eq!(js_sys::Array::from(&m.contacts().unwrap()).length(), 0);
+    assert_eq!(js_sys::Array::from(&m.groups().unwrap()).length(), 0);
+    assert_eq!(m.follow_ups().unwrap().len(), 0);
+    // A closed messenger, and a messenger of a closed device.
+    m.close();
+    assert_eq!(code(m.contacts()), "closed");
+    let m2 = WebMessenger::of(&d).unwrap();
+    d.close();
+    assert_eq!(code(m2.groups()), "closed");
+    let err = wasm_bindgen_futures::JsFuture::from(WebMessenger::create(&d))
+        .await
+        .map(|_| ());
+    assert_eq!(code(err), "closed");
 }
 
 #[wasm_bindgen_test]
