@@ -1,5 +1,6 @@
-//! The diary on a device, sans I/O (PROTOCOL §9, §11.16.1): the SDK's [`DiaryKeys`] and
-//! [`DiarySync`] over the encrypted store, and the relay's vault requests as steps. The native
+//! The diary on a device, sans I/O (PROTOCOL §9, §11.16.1): the SDK's
+//! [`DiaryKeys`](haven_sdk::diary::DiaryKeys) and [`DiarySync`](haven_sdk::diary::DiarySync)
+//! over the encrypted store, and the relay's vault requests as steps. The native
 //! client (`haven_client::Diary`, HTTP through its `RelayClient`) and the web package
 //! (`haven-wasm`, the page's `fetch`) drive the same steps, so a diary written on one syncs to
 //! the other by construction.
