@@ -23,7 +23,7 @@ export interface HavenError extends Error {
   name: "HavenError";
   code: "invalid_argument" | "invalid_key_length" | "malformed" | "closed" | "invalid_state"
       | "wrong_password" | "decryption_failed" | "identity_changed" | "invalid_response"
-      | "protocol" | "limit";
+      | "protocol" | "limit" | "not_found" | "conflict" | "refused";
   /** For `identity_changed`: the contact account and device whose identity key changed. */
   account?: string;
   device?: number;
@@ -135,7 +135,8 @@ pub(crate) fn u32_arg(v: &JsValue, what: &str) -> WebResult<u32> {
     u32::try_from(number_arg(v, what)?).map_err(|_| invalid(format!("{what} is too large")))
 }
 
-fn page_key(bytes: &[u8]) -> WebResult<StorageKey> {
+/// The page key argument (32 bytes).
+pub(crate) fn page_key(bytes: &[u8]) -> WebResult<StorageKey> {
     let key: [u8; 32] = bytes
         .try_into()
         .map_err(|_| WebError::new(ErrorCode::InvalidKeyLength, "the page key must be 32 bytes"))?;

@@ -1,14 +1,35 @@
-//! The diary on the web: the key hierarchy of PROTOCOL §9 (password-wrapped master key,
-//! recovery codes) and entries sealed as vault items (§9.5). The page stores the wrapped bundle
-//! and the sealed entries (IndexedDB, or the relay's vault): all of it ciphertext.
+//! The diary on the web, two ways, both on the client core:
+//!
+//! - [`SyncedDiaryCore`] (`WebSyncedDiary` in JavaScript): the diary synced through the relay's
+//!   vault, the client core's [`LocalDiary`] over a [`MemoryStore`] the page keeps as one sealed
+//!   snapshot (IndexedDB). Every exchange with the vault is an operation the page drives:
+//!   `begin…`, then `nextRequest` → `fetch` → `answer` until `nextRequest` is `null`, then
+//!   `finish`. The steps, the store rows and the sync rules are the core's
+//!   (`haven_client_core::diary`, PROTOCOL §9, §11.16.1), the ones `haven_client::Diary` drives
+//!   natively, so a diary written in the browser syncs with the native apps.
+//! - [`DiaryCore`] (`WebDiary`): a diary kept in the page only: the key hierarchy (§9) with its
+//!   record (the bundle item of §11.16.1 without its filler) and entries sealed as vault items
+//!   (§9.5) that the page stores itself (IndexedDB); all of it ciphertext.
 
+use haven_client_core::diary::{
+    self as core_diary, BundleFetch, BundleUpload, HistoryRevision, HistoryRun, LocalDiary,
+    LocalDiaryError, NewDiary, SyncReport, SyncRun, Unlocked, VaultAnswer, VaultCall,
+};
+use haven_client_core::store::{MemoryBackend, MemoryStore};
 use haven_sdk::diary::entry::SealedEntry;
+use haven_sdk::diary::{DiaryQuery, RecoveryCode};
+use haven_sdk::snapshot::StorageKey;
 use haven_sdk::{DiaryKeys, Entry, KdfParams, WrappedKeyBundle};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use crate::error::{ErrorCode, WebError, WebResult, invalid};
+use crate::error::{ErrorCode, WebError, WebResult, bad_response, invalid};
 use crate::frames::parse_id;
+
+#[allow(unsafe_code)]
+mod web;
+
+pub use web::WebSyncedDiary;
 
 /// An entry as the page gives and gets it (JSON, camelCase).
 #[derive(Serialize, Deserialize, Default)]
@@ -34,6 +55,47 @@ pub struct EntryJson {
     pub updated_ms: u64,
 }
 
+impl EntryJson {
+    fn parse(text: &str) -> WebResult<Self> {
+        serde_json::from_str(text).map_err(|err| invalid(format!("entry JSON: {err}")))
+    }
+
+    /// The entry, with `attachments` (the page does not see attachment keys: an edit keeps
+    /// the entry's attachments).
+    fn into_entry(mut self, attachments: Vec<haven_sdk::diary::AttachmentRef>) -> Entry {
+        Entry {
+            title: std::mem::take(&mut self.title),
+            body: std::mem::take(&mut self.body),
+            mood: self.mood.take(),
+            tags: std::mem::take(&mut self.tags),
+            created_ms: self.created_ms,
+            updated_ms: self.updated_ms,
+            attachments,
+        }
+    }
+
+    fn of(entry: &Entry) -> Self {
+        Self {
+            title: entry.title.clone(),
+            body: entry.body.clone(),
+            mood: entry.mood.clone(),
+            tags: entry.tags.clone(),
+            created_ms: entry.created_ms,
+            updated_ms: entry.updated_ms,
+        }
+    }
+}
+
+impl Drop for EntryJson {
+    fn drop(&mut self) {
+        use zeroize::Zeroize as _;
+        self.title.zeroize();
+        self.body.zeroize();
+        self.mood.zeroize();
+        self.tags.zeroize();
+    }
+}
+
 /// A sealed entry: the two blobs of one vault item revision.
 #[derive(Debug)]
 pub struct SealedJson {
@@ -45,22 +107,6 @@ pub struct SealedJson {
     pub body: Vec<u8>,
     /// Encrypted metadata.
     pub meta: Vec<u8>,
-}
-
-/// Unlocked diary keys and the diary's collection id.
-pub struct DiaryCore {
-    keys: DiaryKeys,
-    bundle: WrappedKeyBundle,
-    collection_id: [u8; 16],
-    recovery_codes: Vec<Zeroizing<String>>,
-}
-
-impl std::fmt::Debug for DiaryCore {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DiaryCore")
-            .field("collection_id", &hex::encode(self.collection_id))
-            .finish_non_exhaustive()
-    }
 }
 
 fn diary_error(e: haven_sdk::DiaryError) -> WebError {
@@ -90,6 +136,857 @@ fn entry_error(e: haven_sdk::diary::entry::EntryError) -> WebError {
     WebError::new(code, e.to_string())
 }
 
+impl From<LocalDiaryError> for WebError {
+    fn from(e: LocalDiaryError) -> Self {
+        use LocalDiaryError as E;
+        match e {
+            E::Store(e) => e.into(),
+            E::Keys(e) => diary_error(e),
+            E::Entry(e) => entry_error(e),
+            E::Sync(haven_sdk::diary::SyncError::Entry(e)) if !e_is_relay_data(&e) => {
+                entry_error(e)
+            }
+            // The relay served data that fails verification: nothing local changed.
+            E::Sync(_) => bad_response(e.to_string()),
+            E::NotInitialised | E::UnknownEntry | E::NothingToRestore => {
+                WebError::new(ErrorCode::NotFound, e.to_string())
+            }
+            E::AlreadyInitialised | E::BundleConflict | E::Conflict => {
+                WebError::new(ErrorCode::Conflict, e.to_string())
+            }
+            E::BundleMalformed | E::InvalidResponse(_) | E::SyncDidNotSettle(_) => {
+                bad_response(e.to_string())
+            }
+            E::Refused { .. } => WebError::new(ErrorCode::Refused, e.to_string()),
+            E::OutOfOrder(_) => WebError::new(ErrorCode::InvalidState, e.to_string()),
+            E::CorruptState => WebError::new(ErrorCode::Malformed, e.to_string()),
+            other => WebError::new(ErrorCode::Protocol, other.to_string()),
+        }
+    }
+}
+
+/// Whether an entry error inside a sync error is about data the relay served (it always is,
+/// except limits this device's own edit broke).
+fn e_is_relay_data(e: &haven_sdk::diary::entry::EntryError) -> bool {
+    use haven_sdk::diary::entry::EntryError as E;
+    !matches!(e, E::FieldTooLong { .. } | E::TooMany { .. })
+}
+
+fn kdf(m_cost_kib: u32, t_cost: u32) -> KdfParams {
+    KdfParams {
+        m_cost_kib,
+        t_cost,
+        p_cost: 1,
+    }
+}
+
+/// A request for the page to send (`fetch` with the access token).
+#[derive(Serialize, Debug, Clone, PartialEq, Eq)]
+pub struct RequestView {
+    /// `GET`, `PUT`, `POST` or `DELETE`.
+    pub method: &'static str,
+    /// Path and query, relative to the relay's base URL.
+    pub path: String,
+    /// The JSON body, if any.
+    pub body: Option<String>,
+}
+
+impl RequestView {
+    fn of(call: &VaultCall) -> WebResult<Self> {
+        Ok(Self {
+            method: call.method.as_str(),
+            path: call.path.clone(),
+            body: call
+                .body
+                .as_ref()
+                .map(serde_json::to_string)
+                .transpose()
+                .map_err(|e| WebError::new(ErrorCode::Protocol, e.to_string()))?,
+        })
+    }
+}
+
+/// One entry of a listing.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ListedEntry {
+    /// Item id (32 hex).
+    pub item_id: String,
+    /// The highest revision seen (0: written here, not acknowledged yet).
+    pub revision: u64,
+    /// Whether a local edit waits for the next sync.
+    pub pending: bool,
+    /// How many attachments the entry references (their keys stay in the module).
+    pub attachments: usize,
+    /// The entry.
+    pub entry: EntryJson,
+}
+
+/// One revision of an entry's history.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RevisionView {
+    /// Revision number.
+    pub revision: u64,
+    /// A deletion tombstone.
+    pub deleted: bool,
+    /// The relay's coarse time of the write (Unix seconds).
+    pub created_at: i64,
+    /// The entry (`null` for a tombstone).
+    pub entry: Option<EntryJson>,
+}
+
+/// What a sync did.
+#[derive(Serialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReportView {
+    /// Changed items received.
+    pub pulled: usize,
+    /// Writes the relay accepted.
+    pub pushed: usize,
+    /// Writes refused with 409 (each merged).
+    pub conflicts: usize,
+    /// Local edits still not acknowledged.
+    pub pending: usize,
+}
+
+impl From<SyncReport> for ReportView {
+    fn from(r: SyncReport) -> Self {
+        Self {
+            pulled: r.pulled,
+            pushed: r.pushed,
+            conflicts: r.conflicts,
+            pending: r.pending,
+        }
+    }
+}
+
+/// A search: every given criterion must hold (JSON, camelCase).
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct QueryJson {
+    /// Full-text prefix search.
+    #[serde(default)]
+    pub text: Option<String>,
+    /// Only this mood (case-insensitive).
+    #[serde(default)]
+    pub mood: Option<String>,
+    /// Only this tag (case-insensitive).
+    #[serde(default)]
+    pub tag: Option<String>,
+    /// Created at or after (Unix ms).
+    #[serde(default)]
+    pub from_ms: Option<u64>,
+    /// Created before (Unix ms).
+    #[serde(default)]
+    pub until_ms: Option<u64>,
+}
+
+/// What an operation's `finish` returns.
+#[derive(Serialize, Debug, Default, Clone, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Outcome {
+    /// After `create` and `regenerateRecoveryCodes`: the codes, to show once.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recovery_codes: Option<Vec<String>>,
+    /// After `sync` and `delete`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub report: Option<ReportView>,
+}
+
+/// The operation in progress and what it waits for.
+#[allow(clippy::large_enum_variant)] // One per diary, replaced in place; boxing buys nothing.
+enum Op {
+    Idle,
+    /// A single request, then the operation's continuation.
+    Create {
+        new: NewDiary,
+        codes: Vec<RecoveryCode>,
+    },
+    Unlock {
+        fetch: BundleFetch<MemoryBackend>,
+        backup: MemoryStore,
+        password: Zeroizing<Vec<u8>>,
+    },
+    RecoverFetch {
+        code: Zeroizing<String>,
+        password: Zeroizing<Vec<u8>>,
+        params: KdfParams,
+    },
+    RecoverPut {
+        new: NewDiary,
+    },
+    Bundle {
+        upload: BundleUpload,
+        codes: Option<Vec<RecoveryCode>>,
+    },
+    Sync(SyncRun),
+    History {
+        run: HistoryRun,
+        restore: bool,
+    },
+    /// Over: `finish` returns this.
+    Done(Outcome),
+}
+
+/// Where the diary is.
+#[allow(clippy::large_enum_variant)] // One per diary, replaced in place; boxing buys nothing.
+enum State {
+    /// Not unlocked: the store (possibly holding a diary's rows from an earlier session).
+    Locked(MemoryStore),
+    /// Unlocked.
+    Open(LocalDiary<MemoryBackend>),
+    /// Held by the operation in progress (unlock).
+    Lent,
+}
+
+/// The synced diary of one account on this page: its state (a memory store) and the vault
+/// operation in progress. Plain Rust (tested natively); `WebSyncedDiary` converts arguments.
+pub struct SyncedDiaryCore {
+    state: State,
+    op: Op,
+    /// The call of a single-request operation was handed out (waiting for its answer).
+    sent: bool,
+}
+
+impl std::fmt::Debug for SyncedDiaryCore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SyncedDiaryCore")
+            .field("unlocked", &matches!(self.state, State::Open(_)))
+            .finish_non_exhaustive()
+    }
+}
+
+fn busy() -> WebError {
+    WebError::new(
+        ErrorCode::InvalidState,
+        "another diary operation is in progress (finish it first)",
+    )
+}
+
+fn locked() -> WebError {
+    WebError::new(ErrorCode::InvalidState, "the diary is locked")
+}
+
+fn rng() -> impl rand_core::CryptoRng {
+    rand::rng()
+}
+
+impl SyncedDiaryCore {
+    /// A diary over a new, empty store (a fresh random storage key).
+    ///
+    /// # Errors
+    /// Store errors.
+    pub fn new() -> WebResult<Self> {
+        Ok(Self::over(MemoryStore::generate(&mut rand::rng())?))
+    }
+
+    /// A diary over a store exported earlier ([`export`](Self::export)), locked.
+    ///
+    /// # Errors
+    /// [`ErrorCode::DecryptionFailed`] (wrong page key, tampered), [`ErrorCode::Malformed`].
+    pub fn import(page_key: &StorageKey, snapshot: &[u8]) -> WebResult<Self> {
+        Ok(Self::over(MemoryStore::import(page_key, snapshot)?))
+    }
+
+    fn over(store: MemoryStore) -> Self {
+        Self {
+            state: State::Locked(store),
+            op: Op::Idle,
+            sent: false,
+        }
+    }
+
+    fn store(&self) -> WebResult<&MemoryStore> {
+        match &self.state {
+            State::Locked(s) => Ok(s),
+            State::Open(d) => Ok(d.store()),
+            State::Lent => Err(busy()),
+        }
+    }
+
+    /// The whole state (store, diary rows included) sealed under the page key (PROTOCOL §12.1).
+    ///
+    /// # Errors
+    /// [`ErrorCode::InvalidState`] during an unlock, store errors.
+    pub fn export(&self, page_key: &StorageKey) -> WebResult<Vec<u8>> {
+        Ok(self.store()?.export(page_key)?)
+    }
+
+    /// Whether the diary is unlocked.
+    #[must_use]
+    pub fn is_unlocked(&self) -> bool {
+        matches!(self.state, State::Open(_))
+    }
+
+    fn open(&self) -> WebResult<&LocalDiary<MemoryBackend>> {
+        match &self.state {
+            State::Open(d) => Ok(d),
+            _ => Err(locked()),
+        }
+    }
+
+    fn open_mut(&mut self) -> WebResult<&mut LocalDiary<MemoryBackend>> {
+        match &mut self.state {
+            State::Open(d) => Ok(d),
+            _ => Err(locked()),
+        }
+    }
+
+    fn idle(&self) -> WebResult<()> {
+        match self.op {
+            Op::Idle => Ok(()),
+            _ => Err(busy()),
+        }
+    }
+
+    fn take_locked(&mut self) -> WebResult<MemoryStore> {
+        match std::mem::replace(&mut self.state, State::Lent) {
+            State::Locked(store) => Ok(store),
+            other => {
+                self.state = other;
+                Err(WebError::new(
+                    ErrorCode::InvalidState,
+                    "the diary is unlocked already",
+                ))
+            }
+        }
+    }
+
+    fn start(&mut self, op: Op) {
+        self.op = op;
+        self.sent = false;
+    }
+
+    /// Creates the account's diary (Argon2id with `m_cost_kib` KiB and `t_cost` passes): one
+    /// request, then `finish` gives the recovery codes.
+    ///
+    /// # Errors
+    /// [`ErrorCode::InvalidArgument`] (empty passphrase), [`ErrorCode::Limit`] (cost out of
+    /// bounds), [`ErrorCode::InvalidState`] (unlocked, busy).
+    pub fn begin_create(
+        &mut self,
+        passphrase: &[u8],
+        m_cost_kib: u32,
+        t_cost: u32,
+    ) -> WebResult<()> {
+        self.idle()?;
+        if self.is_unlocked() {
+            return Err(WebError::new(
+                ErrorCode::InvalidState,
+                "the diary is unlocked already",
+            ));
+        }
+        if passphrase.is_empty() {
+            return Err(invalid("empty passphrase"));
+        }
+        let (new, codes) = NewDiary::create(passphrase, kdf(m_cost_kib, t_cost), &mut rng())?;
+        self.start(Op::Create { new, codes });
+        Ok(())
+    }
+
+    /// Unlocks with the passphrase: from this store's copy of the bundle (no request), else
+    /// from the relay's (one request).
+    ///
+    /// # Errors
+    /// [`ErrorCode::InvalidState`] (unlocked, busy), [`ErrorCode::Malformed`] (corrupt state).
+    pub fn begin_unlock(&mut self, passphrase: &[u8]) -> WebResult<()> {
+        self.idle()?;
+        let store = self.take_locked()?;
+        let backup = store.clone();
+        match LocalDiary::unlock(store, passphrase, &mut rng()) {
+            Ok(Unlocked::Open(diary)) => {
+                self.state = State::Open(diary);
+                self.start(Op::Done(Outcome::default()));
+            }
+            Ok(Unlocked::NeedsBundle(fetch)) => self.start(Op::Unlock {
+                fetch,
+                backup,
+                password: Zeroizing::new(passphrase.to_vec()),
+            }),
+            Err(e) => {
+                self.state = State::Locked(backup);
+                return Err(e.into());
+            }
+        }
+        Ok(())
+    }
+
+    /// Recovers the diary with a recovery code and sets a new passphrase: two requests.
+    ///
+    /// # Errors
+    /// [`ErrorCode::InvalidState`] (unlocked, busy), [`ErrorCode::InvalidArgument`].
+    pub fn begin_recover(
+        &mut self,
+        code: &str,
+        new_passphrase: &[u8],
+        m_cost_kib: u32,
+        t_cost: u32,
+    ) -> WebResult<()> {
+        self.idle()?;
+        if self.is_unlocked() {
+            return Err(WebError::new(
+                ErrorCode::InvalidState,
+                "the diary is unlocked already",
+            ));
+        }
+        if new_passphrase.is_empty() {
+            return Err(invalid("empty passphrase"));
+        }
+        self.start(Op::RecoverFetch {
+            code: Zeroizing::new(code.to_owned()),
+            password: Zeroizing::new(new_passphrase.to_vec()),
+            params: kdf(m_cost_kib, t_cost),
+        });
+        Ok(())
+    }
+
+    /// A sync: pending edits pushed (conflicts merged), changes pulled.
+    ///
+    /// # Errors
+    /// [`ErrorCode::InvalidState`] (locked, busy), entry limits.
+    pub fn begin_sync(&mut self) -> WebResult<()> {
+        self.idle()?;
+        let run = self.open_mut()?.sync_run(&mut rng())?;
+        self.start(Op::Sync(run));
+        Ok(())
+    }
+
+    /// Deletes an entry on the relay (its history stays); `finish` fails with `conflict` if it
+    /// changed elsewhere first (the change is pulled).
+    ///
+    /// # Errors
+    /// [`ErrorCode::InvalidArgument`] (id), [`ErrorCode::NotFound`], [`ErrorCode::InvalidState`].
+    pub fn begin_delete(&mut self, item_id: &str) -> WebResult<()> {
+        self.idle()?;
+        let id = parse_id(item_id)?;
+        let run = self.open_mut()?.delete_run(&id, &mut rng())?;
+        self.start(Op::Sync(run));
+        Ok(())
+    }
+
+    /// Reads an entry's history (every revision, verified and decrypted); `finish` returns it.
+    ///
+    /// # Errors
+    /// [`ErrorCode::InvalidArgument`] (id), [`ErrorCode::InvalidState`].
+    pub fn begin_history(&mut self, item_id: &str) -> WebResult<()> {
+        self.idle()?;
+        let id = parse_id(item_id)?;
+        let run = self.open()?.history_run(&id);
+        self.start(Op::History {
+            run,
+            restore: false,
+        });
+        Ok(())
+    }
+
+    /// Restores a deleted entry from its last live revision (reads the history; the restore
+    /// itself is local first, the next sync sends it).
+    ///
+    /// # Errors
+    /// [`ErrorCode::NotFound`], [`ErrorCode::InvalidArgument`], [`ErrorCode::InvalidState`]
+    /// (not deleted, locked, busy).
+    pub fn begin_restore(&mut self, item_id: &str) -> WebResult<()> {
+        self.idle()?;
+        let id = parse_id(item_id)?;
+        let diary = self.open()?;
+        diary.check_restorable(&id).map_err(|e| match e {
+            LocalDiaryError::Sync(_) => {
+                WebError::new(ErrorCode::InvalidState, "the entry is not deleted")
+            }
+            other => other.into(),
+        })?;
+        let run = diary.history_run(&id);
+        self.start(Op::History { run, restore: true });
+        Ok(())
+    }
+
+    /// Changes the passphrase (the master key is re-wrapped; entries are untouched): one
+    /// request; `finish` fails with `conflict` if another device changed it first.
+    ///
+    /// # Errors
+    /// [`ErrorCode::Limit`] (cost), [`ErrorCode::InvalidState`].
+    pub fn begin_change_password(
+        &mut self,
+        new_passphrase: &[u8],
+        m_cost_kib: u32,
+        t_cost: u32,
+    ) -> WebResult<()> {
+        self.idle()?;
+        if new_passphrase.is_empty() {
+            return Err(invalid("empty passphrase"));
+        }
+        let upload =
+            self.open()?
+                .change_password(new_passphrase, kdf(m_cost_kib, t_cost), &mut rng())?;
+        self.start(Op::Bundle {
+            upload,
+            codes: None,
+        });
+        Ok(())
+    }
+
+    /// Replaces every recovery code: one request, then `finish` gives the new codes.
+    ///
+    /// # Errors
+    /// [`ErrorCode::InvalidState`].
+    pub fn begin_regenerate_codes(&mut self) -> WebResult<()> {
+        self.idle()?;
+        let (upload, codes) = self.open()?.regenerate_recovery_codes(&mut rng());
+        self.start(Op::Bundle {
+            upload,
+            codes: Some(codes),
+        });
+        Ok(())
+    }
+
+    /// The next request of the operation, `None` when it is over (then `finish`).
+    ///
+    /// # Errors
+    /// [`ErrorCode::InvalidState`] (no operation, or the last request not answered).
+    pub fn next_request(&mut self) -> WebResult<Option<RequestView>> {
+        let single = |call: VaultCall, sent: &mut bool| -> WebResult<Option<RequestView>> {
+            if *sent {
+                return Err(WebError::new(
+                    ErrorCode::InvalidState,
+                    "answer the request in flight first",
+                ));
+            }
+            *sent = true;
+            RequestView::of(&call).map(Some)
+        };
+        match &mut self.op {
+            Op::Idle => Err(WebError::new(
+                ErrorCode::InvalidState,
+                "no operation started",
+            )),
+            Op::Done(_) => Ok(None),
+            Op::Create { new, .. } | Op::RecoverPut { new } => single(new.call(), &mut self.sent),
+            Op::Unlock { fetch, .. } => single(fetch.call(), &mut self.sent),
+            Op::RecoverFetch { .. } => single(core_diary::bundle::fetch_call(), &mut self.sent),
+            Op::Bundle { upload, .. } => single(upload.call(), &mut self.sent),
+            Op::Sync(run) => {
+                let State::Open(diary) = &self.state else {
+                    return Err(locked());
+                };
+                run.next_call(diary)?
+                    .map(|c| RequestView::of(&c))
+                    .transpose()
+            }
+            Op::History { run, .. } => run.next_call()?.map(|c| RequestView::of(&c)).transpose(),
+        }
+    }
+
+    /// The relay's answer to the last request: its HTTP status and body text. An error ends
+    /// the operation (nothing local changed by the failed step).
+    ///
+    /// # Errors
+    /// The step's errors: `wrong_password`, `not_found` (no diary yet), `conflict`,
+    /// `invalid_response` (data failing verification), `refused` (a refusal the step does not
+    /// expect: report the relay's own error), `invalid_state` (no request in flight).
+    pub fn answer(&mut self, status: u16, body: &str) -> WebResult<()> {
+        let answer = VaultAnswer::from_http(status, body)?;
+        let result = self.step(answer);
+        if result.is_err() {
+            self.abort();
+        }
+        result
+    }
+
+    fn step(&mut self, answer: VaultAnswer) -> WebResult<()> {
+        let single = matches!(
+            self.op,
+            Op::Create { .. }
+                | Op::Unlock { .. }
+                | Op::RecoverFetch { .. }
+                | Op::RecoverPut { .. }
+                | Op::Bundle { .. }
+        );
+        if single && !self.sent {
+            return Err(WebError::new(
+                ErrorCode::InvalidState,
+                "no request in flight",
+            ));
+        }
+        self.sent = false;
+        match std::mem::replace(&mut self.op, Op::Idle) {
+            Op::Idle | Op::Done(_) => Err(WebError::new(
+                ErrorCode::InvalidState,
+                "no request in flight",
+            )),
+            Op::Create { new, codes } => {
+                let store = self.take_locked()?;
+                let backup = store.clone();
+                match new.finish(store, answer, &mut rng()) {
+                    Ok(diary) => {
+                        self.state = State::Open(diary);
+                        let codes = codes.iter().map(|c| c.to_text().as_str().to_owned());
+                        self.done(Outcome {
+                            recovery_codes: Some(codes.collect()),
+                            ..Outcome::default()
+                        });
+                        Ok(())
+                    }
+                    Err(e) => {
+                        self.state = State::Locked(backup);
+                        Err(e.into())
+                    }
+                }
+            }
+            Op::Unlock {
+                fetch,
+                backup,
+                password,
+            } => match fetch.finish(answer, &password, &mut rng()) {
+                Ok(diary) => {
+                    self.state = State::Open(diary);
+                    self.done(Outcome::default());
+                    Ok(())
+                }
+                Err(e) => {
+                    self.state = State::Locked(backup);
+                    Err(e.into())
+                }
+            },
+            Op::RecoverFetch {
+                code,
+                password,
+                params,
+            } => {
+                let new = NewDiary::recover(answer, &code, &password, params, &mut rng())?;
+                self.start(Op::RecoverPut { new });
+                Ok(())
+            }
+            Op::RecoverPut { new } => {
+                let store = self.take_locked()?;
+                let backup = store.clone();
+                match new.finish(store, answer, &mut rng()) {
+                    Ok(diary) => {
+                        self.state = State::Open(diary);
+                        self.done(Outcome::default());
+                        Ok(())
+                    }
+                    Err(e) => {
+                        self.state = State::Locked(backup);
+                        Err(e.into())
+                    }
+                }
+            }
+            Op::Bundle { upload, codes } => {
+                self.open_mut()?.bundle_uploaded(&upload, answer)?;
+                let codes =
+                    codes.map(|c| c.iter().map(|c| c.to_text().as_str().to_owned()).collect());
+                self.done(Outcome {
+                    recovery_codes: codes,
+                    ..Outcome::default()
+                });
+                Ok(())
+            }
+            Op::Sync(mut run) => {
+                run.answer(self.open_mut()?, answer, &mut rng())?;
+                self.op = Op::Sync(run);
+                Ok(())
+            }
+            Op::History { mut run, restore } => {
+                run.answer(self.open()?, answer)?;
+                self.op = Op::History { run, restore };
+                Ok(())
+            }
+        }
+    }
+
+    fn done(&mut self, outcome: Outcome) {
+        self.op = Op::Done(outcome);
+    }
+
+    /// Abandons the operation in progress (an unlock gives the store back, locked).
+    pub fn abort(&mut self) {
+        if let Op::Unlock { fetch, .. } = std::mem::replace(&mut self.op, Op::Idle) {
+            self.state = State::Locked(fetch.into_store());
+        }
+        self.sent = false;
+    }
+
+    /// Ends the operation once `next_request` returned `None`: its outcome as JSON (recovery
+    /// codes, a sync report, a history).
+    ///
+    /// # Errors
+    /// [`ErrorCode::InvalidState`] before the operation is over; a delete's `conflict`.
+    pub fn finish(&mut self) -> WebResult<String> {
+        match std::mem::replace(&mut self.op, Op::Idle) {
+            Op::Done(outcome) => outcome.json(),
+            Op::Sync(run) => {
+                let State::Open(diary) = &self.state else {
+                    return Err(locked());
+                };
+                let report = run.finish(diary)?;
+                Outcome {
+                    report: Some(report.into()),
+                    ..Outcome::default()
+                }
+                .json()
+            }
+            Op::History { run, restore } => {
+                let id = *run.item();
+                let revisions = run.finish();
+                if restore {
+                    self.open_mut()?.restore_from(&id, revisions, &mut rng())?;
+                    Outcome::default().json()
+                } else {
+                    history_view(&revisions).json()
+                }
+            }
+            other => {
+                self.op = other;
+                Err(WebError::new(
+                    ErrorCode::InvalidState,
+                    "the operation is not over (send its requests first)",
+                ))
+            }
+        }
+    }
+
+    /// Writes a new entry (JSON of [`EntryJson`]); local first, the next sync sends it.
+    ///
+    /// # Errors
+    /// [`ErrorCode::InvalidArgument`] (JSON), [`ErrorCode::Limit`], [`ErrorCode::InvalidState`].
+    pub fn write(&mut self, entry_json: &str) -> WebResult<String> {
+        let entry = EntryJson::parse(entry_json)?.into_entry(Vec::new());
+        let id = self.open_mut()?.write(entry, &mut rng())?;
+        Ok(hex::encode(id))
+    }
+
+    /// Replaces an entry's text fields (its attachments are kept); local first.
+    ///
+    /// # Errors
+    /// [`ErrorCode::NotFound`], [`ErrorCode::InvalidArgument`], [`ErrorCode::Limit`].
+    pub fn edit(&mut self, item_id: &str, entry_json: &str) -> WebResult<()> {
+        let id = parse_id(item_id)?;
+        let parsed = EntryJson::parse(entry_json)?;
+        let diary = self.open_mut()?;
+        let attachments = diary
+            .show(&id)
+            .ok_or_else(|| WebError::new(ErrorCode::NotFound, "no such entry"))?
+            .attachments
+            .clone();
+        diary.edit(&id, parsed.into_entry(attachments), &mut rng())?;
+        Ok(())
+    }
+
+    /// An entry as this page sees it (pending edits included), `None` if deleted or unknown.
+    ///
+    /// # Errors
+    /// [`ErrorCode::InvalidArgument`] (id), [`ErrorCode::InvalidState`] (locked).
+    pub fn show(&self, item_id: &str) -> WebResult<Option<Zeroizing<String>>> {
+        let id = parse_id(item_id)?;
+        let diary = self.open()?;
+        diary
+            .show(&id)
+            .map(|e| listed(diary, id, e).json().map(Zeroizing::new))
+            .transpose()
+    }
+
+    /// Entries matching a query (JSON of [`QueryJson`]; `{}` for all), newest first.
+    ///
+    /// # Errors
+    /// [`ErrorCode::InvalidArgument`] (JSON), [`ErrorCode::InvalidState`] (locked).
+    pub fn list(&self, query_json: &str) -> WebResult<Zeroizing<String>> {
+        let q: QueryJson =
+            serde_json::from_str(query_json).map_err(|e| invalid(format!("query JSON: {e}")))?;
+        let query = DiaryQuery {
+            mood: q.mood,
+            tag: q.tag,
+            from_ms: q.from_ms,
+            until_ms: q.until_ms,
+            text: q.text,
+        };
+        let diary = self.open()?;
+        let rows: Vec<ListedEntry> = diary
+            .list(&query)
+            .into_iter()
+            .map(|(id, e)| listed(diary, id, e))
+            .collect();
+        rows.json().map(Zeroizing::new)
+    }
+
+    /// The collection id (32 hex).
+    ///
+    /// # Errors
+    /// [`ErrorCode::InvalidState`] (locked).
+    pub fn collection_id(&self) -> WebResult<String> {
+        Ok(hex::encode(self.open()?.collection()))
+    }
+
+    /// Locks the diary: the keys and decrypted entries are dropped, the store stays.
+    ///
+    /// # Errors
+    /// [`ErrorCode::InvalidState`] while an operation is in progress.
+    pub fn lock(&mut self) -> WebResult<()> {
+        self.idle()?;
+        if let State::Open(diary) = std::mem::replace(&mut self.state, State::Lent) {
+            self.state = State::Locked(diary.into_store());
+        } else if let State::Lent = self.state {
+            return Err(busy());
+        }
+        Ok(())
+    }
+}
+
+fn listed(diary: &LocalDiary<MemoryBackend>, id: [u8; 16], e: &Entry) -> ListedEntry {
+    ListedEntry {
+        item_id: hex::encode(id),
+        revision: diary.revision(&id).unwrap_or(0),
+        pending: diary.is_pending(&id),
+        attachments: e.attachments.len(),
+        entry: EntryJson::of(e),
+    }
+}
+
+fn history_view(revisions: &[HistoryRevision]) -> Vec<RevisionView> {
+    revisions
+        .iter()
+        .map(|r| RevisionView {
+            revision: r.revision,
+            deleted: r.deleted,
+            created_at: r.created_at,
+            entry: r.entry.as_ref().map(EntryJson::of),
+        })
+        .collect()
+}
+
+/// JSON text of the views (their `String`s hold plaintext: callers wipe the text).
+mod erased {
+    use crate::error::{ErrorCode, WebError, WebResult};
+
+    pub(super) trait Json {
+        fn json(&self) -> WebResult<String>;
+    }
+
+    impl<T: serde::Serialize> Json for T {
+        fn json(&self) -> WebResult<String> {
+            serde_json::to_string(self)
+                .map_err(|e| WebError::new(ErrorCode::Protocol, e.to_string()))
+        }
+    }
+}
+
+use erased::Json as _;
+
+/// Unlocked diary keys and the diary's collection id, kept by the page only.
+pub struct DiaryCore {
+    keys: DiaryKeys,
+    bundle: WrappedKeyBundle,
+    collection_id: [u8; 16],
+    recovery_codes: Vec<Zeroizing<String>>,
+}
+
+impl std::fmt::Debug for DiaryCore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DiaryCore")
+            .field("collection_id", &hex::encode(self.collection_id))
+            .finish_non_exhaustive()
+    }
+}
+
 impl DiaryCore {
     /// A new diary: fresh master key wrapped under `passphrase` (Argon2id with the given cost)
     /// and under ten recovery codes, and a fresh collection id.
@@ -101,21 +998,17 @@ impl DiaryCore {
         if passphrase.is_empty() {
             return Err(invalid("empty passphrase"));
         }
-        let params = KdfParams {
-            m_cost_kib,
-            t_cost,
-            p_cost: 1,
-        };
         let mut rng = rand::rng();
         let (keys, bundle, codes) =
-            DiaryKeys::create(passphrase, params, &mut rng).map_err(diary_error)?;
+            DiaryKeys::create(passphrase, kdf(m_cost_kib, t_cost), &mut rng)
+                .map_err(diary_error)?;
         let mut collection_id = [0u8; 16];
         rand::Rng::fill_bytes(&mut rng, &mut collection_id);
         Ok(Self {
             keys,
             bundle,
             collection_id,
-            recovery_codes: codes.iter().map(|c| c.to_text()).collect(),
+            recovery_codes: core_diary::codes_text(&codes),
         })
     }
 
@@ -124,7 +1017,8 @@ impl DiaryCore {
     /// # Errors
     /// [`ErrorCode::WrongPassword`], [`ErrorCode::Malformed`] for a bad record.
     pub fn unlock(record: &[u8], passphrase: &[u8]) -> WebResult<Self> {
-        let (collection_id, bundle) = parse_record(record)?;
+        let (bundle, collection_id) = core_diary::decode_bundle_item(record)
+            .map_err(|_| WebError::new(ErrorCode::Malformed, "diary record is malformed"))?;
         let keys = DiaryKeys::unlock_with_password(&bundle, passphrase).map_err(diary_error)?;
         Ok(Self {
             keys,
@@ -136,16 +1030,10 @@ impl DiaryCore {
 
     /// The diary record to store in clear next to the entries:
     /// `0x01 · collection_id [16] · u32be(len) · bundle` (the §11.16.1 key-bundle item body
-    /// without its padding). It holds no secret in clear.
+    /// without its filler). It holds no secret in clear.
     #[must_use]
     pub fn record(&self) -> Vec<u8> {
-        let bundle = self.bundle.to_bytes();
-        let mut out = Vec::with_capacity(21 + bundle.len());
-        out.push(0x01);
-        out.extend_from_slice(&self.collection_id);
-        out.extend_from_slice(&u32::try_from(bundle.len()).unwrap_or(0).to_be_bytes());
-        out.extend_from_slice(&bundle);
-        out
+        core_diary::encode_bundle_record(&self.bundle, &self.collection_id)
     }
 
     /// The recovery codes, once: available only right after [`DiaryCore::create`].
@@ -173,8 +1061,7 @@ impl DiaryCore {
         item_id: Option<&str>,
         revision: u64,
     ) -> WebResult<SealedJson> {
-        let e: EntryJson = serde_json::from_str(entry_json)
-            .map_err(|err| invalid(format!("entry JSON: {err}")))?;
+        let entry = EntryJson::parse(entry_json)?.into_entry(Vec::new());
         let item = match item_id {
             Some(id) => parse_id(id)?,
             None => {
@@ -183,16 +1070,6 @@ impl DiaryCore {
                 id
             }
         };
-        let entry = Entry {
-            title: e.title.clone(),
-            body: e.body.clone(),
-            mood: e.mood.clone(),
-            tags: e.tags.clone(),
-            created_ms: e.created_ms,
-            updated_ms: e.updated_ms,
-            attachments: Vec::new(),
-        };
-        drop(Zeroizing::new(e.body));
         let sealed = entry
             .seal(
                 &self.keys,
@@ -229,86 +1106,9 @@ impl DiaryCore {
         };
         let entry = Entry::open(&self.keys, &self.collection_id, &item, revision, &sealed)
             .map_err(entry_error)?;
-        let out = EntryJson {
-            title: entry.title.clone(),
-            body: entry.body.clone(),
-            mood: entry.mood.clone(),
-            tags: entry.tags.clone(),
-            created_ms: entry.created_ms,
-            updated_ms: entry.updated_ms,
-        };
-        let text = serde_json::to_string(&out).map_err(|e| invalid(e.to_string()))?;
-        drop(Zeroizing::new(out.body));
-        Ok(Zeroizing::new(text))
+        EntryJson::of(&entry).json().map(Zeroizing::new)
     }
-}
-
-fn parse_record(record: &[u8]) -> WebResult<([u8; 16], WrappedKeyBundle)> {
-    let malformed = || WebError::new(ErrorCode::Malformed, "diary record is malformed");
-    let (format, rest) = record.split_first().ok_or_else(malformed)?;
-    if *format != 0x01 {
-        return Err(malformed());
-    }
-    let (collection, rest) = rest.split_at_checked(16).ok_or_else(malformed)?;
-    let (len, rest) = rest.split_at_checked(4).ok_or_else(malformed)?;
-    let len = u32::from_be_bytes(len.try_into().map_err(|_| malformed())?) as usize;
-    if rest.len() != len {
-        return Err(malformed());
-    }
-    let bundle = WrappedKeyBundle::from_bytes(rest).map_err(|_| malformed())?;
-    let collection: [u8; 16] = collection.try_into().map_err(|_| malformed())?;
-    Ok((collection, bundle))
 }
 
 #[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-    use super::*;
-
-    #[test]
-    fn create_seal_unlock_open_and_typed_failures() {
-        let mut d = DiaryCore::create(b"pass phrase", 19 * 1024, 2).unwrap();
-        assert_eq!(d.take_recovery_codes().len(), 10);
-        assert!(d.take_recovery_codes().is_empty());
-        let sealed = d
-            .encrypt_entry(r#"{"title":"Sunday","body":"Walked to the harbour.","tags":["sea"],"createdMs":1,"updatedMs":2}"#, None, 0)
-            .unwrap();
-        let record = d.record();
-        let again = DiaryCore::unlock(&record, b"pass phrase").unwrap();
-        let text = again
-            .decrypt_entry(&sealed.item_id, 0, &sealed.body, &sealed.meta)
-            .unwrap();
-        assert!(text.contains("Walked to the harbour."));
-        assert_eq!(
-            DiaryCore::unlock(&record, b"wrong").unwrap_err().code,
-            ErrorCode::WrongPassword
-        );
-        assert_eq!(
-            again
-                .decrypt_entry(&sealed.item_id, 1, &sealed.body, &sealed.meta)
-                .unwrap_err()
-                .code,
-            ErrorCode::DecryptionFailed
-        );
-        for n in 0..30 {
-            assert_eq!(
-                DiaryCore::unlock(&record[..n], b"pass phrase")
-                    .unwrap_err()
-                    .code,
-                ErrorCode::Malformed
-            );
-        }
-        assert_eq!(
-            DiaryCore::create(b"p", 1024, 1).unwrap_err().code,
-            ErrorCode::Limit
-        );
-        assert_eq!(
-            d.encrypt_entry("{", None, 0).unwrap_err().code,
-            ErrorCode::InvalidArgument
-        );
-        assert_eq!(
-            d.encrypt_entry("{}", Some("XYZ"), 0).unwrap_err().code,
-            ErrorCode::InvalidArgument
-        );
-    }
-}
+mod tests;

@@ -28,6 +28,15 @@ pub enum ErrorCode {
     Protocol,
     /// A value exceeds a documented limit (text length, KDF cost).
     Limit,
+    /// What the call names does not exist (a diary not created yet, an unknown entry, nothing
+    /// to restore).
+    NotFound,
+    /// Another device got there first (the account has a diary already, the key bundle or an
+    /// entry changed elsewhere); the newer state was pulled, retry.
+    Conflict,
+    /// The relay refused a request with an error the step does not expect: the page reports
+    /// the relay's own error (status and code of its answer).
+    Refused,
 }
 
 impl ErrorCode {
@@ -46,6 +55,9 @@ impl ErrorCode {
             Self::InvalidResponse => "invalid_response",
             Self::Protocol => "protocol",
             Self::Limit => "limit",
+            Self::NotFound => "not_found",
+            Self::Conflict => "conflict",
+            Self::Refused => "refused",
         }
     }
 }
