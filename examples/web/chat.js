@@ -1,16 +1,36 @@
-// Two-pane chat: account on the left, one conversation on the right.
+// The chat demo: account, contacts and groups on the left; one conversation on the right with
+// receipts, typing, a reaction, edit and delete, a disappearing timer, safety numbers, group
+// members. Every state change is the wasm messenger's (HavenMessenger drives it); this page
+// only shows its history and events.
 import init, * as wasm from "/pkg/haven_wasm.js";
-import { HavenClient } from "/js/haven-client.js";
+import { HavenClient, HavenMessenger, direct, group } from "/js/haven-client.js";
 import { idbGet, idbPut } from "./idb.js";
 
 const $ = (id) => document.getElementById(id);
+const el = (tag, props = {}, ...children) => {
+  const e = Object.assign(document.createElement(tag), props);
+  e.append(...children);
+  return e;
+};
 const params = new URLSearchParams(location.search);
 $("relay").value = params.get("relay") ?? "http://127.0.0.1:8080";
+
 let client = null;
-const names = new Map(); // account id -> username, for the contacts this page looked up
+let messenger = null;
+let current = null; // the open conversation {kind, id}
+let editing = null; // the message id being edited
+const readSent = new Set(); // incoming message ids this page sent a read receipt for
+let typingSentAt = 0;
+let typingTimer = null;
 
 function setStatus(s) { $("status").textContent = s; }
-function showError(e) { $("error").textContent = e ? `${e.name ?? "Error"} ${e.code ?? ""}: ${e.message}` : ""; }
+function showError(e) {
+  $("error").textContent = e ? `${e.name ?? "Error"} ${e.code ?? ""}: ${e.message}` : "";
+}
+async function guard(fn) {
+  showError(null);
+  try { await fn(); } catch (e) { showError(e); }
+}
 
 function pageKey() {
   // The page's state key lives only in this tab (sessionStorage); the state itself, encrypted
@@ -25,30 +45,177 @@ function pageKey() {
 
 const persist = async (device) => idbPut("chat-state", device.exportState(pageKey()));
 
-function append(direction, who, text) {
-  const li = document.createElement("li");
-  li.className = direction;
-  li.textContent = direction === "out" ? text : `${who}: ${text}`;
-  $("log").append(li);
-  li.scrollIntoView();
+/** A person's name: the username a contact was added by, else the start of its id. */
+function nameOf(account) {
+  if (client && account === client.accountId()) return "me";
+  return messenger?.contact(account)?.username ?? account.slice(0, 8);
 }
 
-async function onOpened(o) {
-  if (o.status === "message" && o.content.kind === "text") {
-    if (o.content.outgoing) {
-      // A copy of what this account sent from another of its devices.
-      append("out", "me", o.content.text);
-      return;
+const same = (a, b) => a && b && a.kind === b.kind && a.id === b.id;
+
+// ------------------------------------------------------------------ lists
+
+function renderLists() {
+  $("contacts").replaceChildren(...messenger.contacts().map((c) => {
+    const li = el("li", { textContent: c.username ?? c.account.slice(0, 8) });
+    li.dataset.account = c.account;
+    li.onclick = () => open(direct(c.account));
+    return li;
+  }));
+  $("groups").replaceChildren(...messenger.groups().map((g) => {
+    const li = el("li", { textContent: g.active ? g.name : `${g.name} (removed)` });
+    li.dataset.group = g.id;
+    li.onclick = () => open(group(g.id));
+    return li;
+  }));
+}
+
+// ------------------------------------------------------------------ the conversation
+
+function open(conversation) {
+  current = conversation;
+  editing = null;
+  $("safety-numbers").textContent = "";
+  $("typing").textContent = "";
+  render();
+}
+
+function messageItem(m) {
+  const li = el("li", { className: m.outgoing ? "out" : "in" });
+  li.dataset.id = m.messageId;
+  if (!m.outgoing) li.append(el("span", { className: "who", textContent: `${nameOf(m.sender)}: ` }));
+  li.append(el("span", {
+    className: m.deleted ? "text deleted" : "text",
+    textContent: m.deleted ? "(deleted)" : m.text,
+  }));
+  const meta = [];
+  if (m.edited && !m.deleted) meta.push("edited");
+  if (m.outgoing && m.readBy.length) meta.push(`read by ${m.readBy.map(nameOf).join(", ")}`);
+  else if (m.outgoing && m.deliveredTo.length) meta.push("delivered");
+  if (m.expiresAt) meta.push(`disappears ${new Date(m.expiresAt * 1000).toLocaleTimeString()}`);
+  li.append(el("span", { className: "meta", textContent: meta.join(" · ") }));
+  if (m.reactions.length) {
+    li.append(el("span", {
+      className: "reactions",
+      textContent: m.reactions.map((r) => `${r.emoji} ${nameOf(r.from)}`).join(" "),
+    }));
+  }
+  if (!m.deleted) {
+    const mine = m.reactions.some((r) => r.from === client.accountId());
+    const react = el("button", { className: "react", type: "button", textContent: mine ? "un👍" : "👍" });
+    react.onclick = () => guard(async () => { await messenger.react(current, m.messageId, "👍", mine); render(); });
+    li.append(react);
+    if (m.outgoing) {
+      const edit = el("button", { className: "edit", type: "button", textContent: "edit" });
+      edit.onclick = () => {
+        editing = m.messageId;
+        $("text").value = m.text;
+        $("cancel-edit").hidden = false;
+        $("text").focus();
+      };
+      const del = el("button", { className: "delete", type: "button", textContent: "delete" });
+      del.onclick = () => guard(async () => { await messenger.deleteMessage(current, m.messageId); render(); });
+      li.append(edit, del);
     }
-    const from = names.get(o.sender.accountId) ?? o.sender.accountId.slice(0, 8);
-    append("in", from, o.content.text);
+  }
+  return li;
+}
+
+function render() {
+  $("cancel-edit").hidden = editing === null;
+  if (!current) return;
+  const isGroup = current.kind === "group";
+  const info = isGroup ? messenger.groups().find((g) => g.id === current.id) : null;
+  $("conv-title").textContent = isGroup ? `Group ${info?.name ?? "?"}` : nameOf(current.id);
+  $("conv-tools").hidden = false;
+  $("direct-tools").hidden = isGroup;
+  $("group-tools").hidden = !isGroup;
+  $("timer").value = String(messenger.timer(current));
+  if (isGroup) {
+    $("members").replaceChildren(...(info?.members ?? []).map((a) => {
+      const li = el("li", { textContent: nameOf(a) });
+      li.dataset.account = a;
+      if (info.active && a !== client.accountId()) {
+        const rm = el("button", { className: "remove", type: "button", textContent: "remove" });
+        rm.onclick = () => guard(async () => { await messenger.removeMember(current.id, a); render(); });
+        li.append(rm);
+      }
+      return li;
+    }));
+    $("member-form").hidden = !info?.active;
+  }
+  const history = messenger.history(current);
+  $("log").replaceChildren(...history.map(messageItem));
+  $("log").lastElementChild?.scrollIntoView();
+  // Read receipts for what this page shows, once.
+  const unread = history.filter((m) => !m.outgoing && !m.deleted && !readSent.has(m.messageId));
+  if (unread.length && document.visibilityState === "visible") {
+    const conversation = current;
+    for (const m of unread) readSent.add(m.messageId);
+    messenger.markRead(conversation, unread.map((m) => m.messageId)).catch(showError);
   }
 }
 
+function concerns(e) {
+  if (!current) return false;
+  if (e.conversation) return same(e.conversation, current);
+  if (e.message) return same(e.message.conversation, current);
+  if (e.groupId) return current.kind === "group" && current.id === e.groupId;
+  return false;
+}
+
+function onEvent(e) {
+  switch (e.type) {
+    case "connection":
+      setStatus({ connecting: "connecting…", connected: "connected", caught_up: "synced",
+        disconnected: `disconnected (${e.reason}); retrying`, stopped: `stopped (${e.reason})` }[e.state]);
+      return;
+    case "typing":
+      if (concerns(e)) {
+        $("typing").textContent = e.started ? `${nameOf(e.from)} is typing…` : "";
+        clearTimeout(typingTimer);
+        typingTimer = setTimeout(() => { $("typing").textContent = ""; }, 5000);
+      }
+      return;
+    case "identity_changed":
+      showIdentityChange(e.account, e.device);
+      return;
+    case "rejected":
+      console.warn("rejected:", e.reason);
+      return;
+    default:
+      if (e.type === "message" && concerns(e)) $("typing").textContent = "";
+      renderLists();
+      if (concerns(e)) render();
+  }
+}
+
+function showIdentityChange(account, device) {
+  const notice = $("identity");
+  notice.hidden = false;
+  const check = el("button", { type: "button", textContent: "Compare the new safety number" });
+  notice.replaceChildren(`The identity key of ${nameOf(account)} (device ${device}) changed. `, check);
+  check.onclick = () => guard(async () => {
+    const key = await messenger.identityKeyOf(account, device);
+    const accept = el("button", { type: "button", textContent: "They match: accept" });
+    accept.onclick = () => guard(async () => {
+      await messenger.acceptIdentity(account, device, key);
+      notice.hidden = true;
+    });
+    notice.replaceChildren(`New safety number with ${nameOf(account)} device ${device}: `,
+      el("code", { textContent: messenger.safetyNumberWith(account, key) }), " ", accept);
+  });
+}
+
+// ------------------------------------------------------------------ actions
+
 async function start(c) {
   client = c;
+  messenger = await HavenMessenger.create(client);
+  messenger.on(onEvent);
   $("me").textContent = `${$("username").value || "?"} (${client.accountId()})`;
-  await client.connect(onOpened, (s) => setStatus(s === "open" ? "connected" : s));
+  renderLists();
+  messenger.start();
   document.body.dataset.state = "ready";
 }
 
@@ -67,21 +234,86 @@ async function auth(kind) {
 
 $("register").onclick = () => auth("register");
 $("login").onclick = () => auth("login");
-$("compose").onsubmit = async (ev) => {
+
+$("contact-form").onsubmit = (ev) => {
   ev.preventDefault();
-  showError(null);
-  const text = $("text").value;
-  if (!client || !text) return;
-  try {
-    const to = $("to").value.trim();
-    const account = await client.lookup(to);
-    names.set(account, to);
-    await client.sendText(account, text);
-    append("out", "me", text);
+  guard(async () => {
+    const name = $("contact-name").value.trim();
+    if (!messenger || !name) return;
+    const contact = await messenger.addContactByUsername(name);
+    $("contact-name").value = "";
+    renderLists();
+    open(direct(contact.account));
+  });
+};
+
+$("group-form").onsubmit = (ev) => {
+  ev.preventDefault();
+  guard(async () => {
+    const name = $("group-name").value.trim();
+    if (!messenger || !name) return;
+    const members = [];
+    for (const username of $("group-members").value.split(",").map((s) => s.trim()).filter(Boolean)) {
+      members.push((await messenger.addContactByUsername(username)).account);
+    }
+    const id = await messenger.createGroup(name, members);
+    $("group-name").value = "";
+    $("group-members").value = "";
+    renderLists();
+    open(group(id));
+  });
+};
+
+$("member-form").onsubmit = (ev) => {
+  ev.preventDefault();
+  guard(async () => {
+    const name = $("member-name").value.trim();
+    if (!current || current.kind !== "group" || !name) return;
+    const contact = await messenger.addContactByUsername(name);
+    await messenger.addMember(current.id, contact.account);
+    $("member-name").value = "";
+    render();
+  });
+};
+
+$("timer").onchange = () => guard(async () => {
+  await messenger.setTimer(current, Number($("timer").value));
+  render();
+});
+
+$("safety").onclick = () => guard(async () => {
+  const numbers = messenger.safetyNumbers(current.id);
+  $("safety-numbers").textContent = numbers.map((n) => `device ${n.device}: ${n.digits}`).join("  ");
+});
+
+$("cancel-edit").onclick = () => {
+  editing = null;
+  $("text").value = "";
+  render();
+};
+
+$("text").oninput = () => {
+  // A typing indicator at most every 4 s, 1:1 only (best effort: ephemeral).
+  if (!current || current.kind !== "direct" || Date.now() - typingSentAt < 4000) return;
+  typingSentAt = Date.now();
+  messenger.sendTyping(current, true).catch(() => {});
+};
+
+$("compose").onsubmit = (ev) => {
+  ev.preventDefault();
+  guard(async () => {
+    const text = $("text").value;
+    if (!current || !text) return;
+    if (editing) {
+      await messenger.edit(current, editing, text);
+      editing = null;
+    } else {
+      await messenger.sendText(current, text);
+    }
     $("text").value = "";
-  } catch (e) {
-    showError(e);
-  }
+    typingSentAt = 0;
+    render();
+  });
 };
 
 await init();

@@ -1,6 +1,9 @@
-// Types of haven-client.js. `WebDevice`, `Opened` and the other wasm types come from the
+// Types of haven-client.js. `WebDevice`, `WebMessenger` and the other wasm types come from the
 // package that `wasm-bindgen` generates (haven_wasm.d.ts).
-import type { WebDevice, Opened } from "./pkg/haven_wasm.js";
+import type {
+  WebDevice, WebMessenger, Action, Contact, Conversation, Delivery, Group, GroupInvites,
+  GroupSend, HavenEvent, Message, Received, SafetyNumber,
+} from "./pkg/haven_wasm.js";
 
 export declare class RelayError extends Error {
   name: "RelayError";
@@ -14,22 +17,85 @@ export declare class RelayError extends Error {
 
 export type Persist = (device: WebDevice) => Promise<void> | void;
 
+/** A 1:1 conversation with `account`. */
+export declare function direct(account: string): Conversation;
+/** A group conversation. */
+export declare function group(groupId: string): Conversation;
+
+/** The device's I/O (as haven_client::Device natively). */
 export declare class HavenClient {
   readonly device: WebDevice;
   readonly relayUrl: string;
+  /** A new account with this device; sets the account's access key (so contacts send sealed). */
   static register(wasm: object, relayUrl: string, username: string, password: string, persist?: Persist): Promise<HavenClient>;
   static login(wasm: object, relayUrl: string, username: string, password: string, persist?: Persist): Promise<HavenClient>;
   static resume(wasm: object, relayUrl: string, pageKey: Uint8Array, state: Uint8Array, persist?: Persist): Promise<HavenClient>;
   accountId(): string;
   lookup(username: string): Promise<string>;
   ensureCertificate(): Promise<void>;
-  /** Sealed when the contact's access key is known; copied to this account's other devices. */
-  sendText(account: string, text: string): Promise<string>;
-  deliver(messageId: string, account: string): Promise<void>;
+  /** A prepared content to every device of `account`; whether it went sealed, `null` when nothing was sent. */
+  deliver(messageId: string, account: string): Promise<boolean | null>;
+  /** To `account`, then the copy to this account's other devices; the prepared content is finished. */
+  deliverDirect(messageId: string, account: string): Promise<boolean | null>;
+  /** To each account in order (no copy); the prepared content is finished. */
+  deliverTo(delivery: Delivery): Promise<void>;
   replenishKeys(): Promise<boolean>;
-  fetchMailbox(onOpened: (o: Opened) => Promise<void> | void): Promise<void>;
-  connect(onOpened: (o: Opened) => Promise<void> | void, onState?: (state: string) => void): Promise<void>;
-  call(method: string, path: string, bodyText: string | null, auth?: boolean): Promise<any>;
+  socketUrl(): Promise<string>;
+  /** `auth`: `true` for the access token, a string for another bearer token, `false` for none. */
+  call(method: string, path: string, bodyText: string | null, auth?: boolean | string): Promise<any>;
+  close(): void;
+}
+
+/** What `HavenMessenger` emits: the wasm package's events, and connection changes. */
+export type MessengerEvent = HavenEvent
+  | { type: "connection"; state: "disconnected"; reason: string; retryIn: number };
+
+/** The messenger's I/O (as haven_client::Messenger natively). */
+export declare class HavenMessenger {
+  readonly client: HavenClient;
+  readonly m: WebMessenger;
+  static create(client: HavenClient): Promise<HavenMessenger>;
+  /** Adds an event listener; returns the function that removes it. */
+  on(listener: (event: MessengerEvent) => void): () => void;
+  addContact(account: string, username?: string): Promise<Contact>;
+  addContactByUsername(username: string): Promise<Contact>;
+  contact(account: string): Contact | null;
+  contacts(): Contact[];
+  ensureCardSent(account: string): Promise<void>;
+  safetyNumbers(account: string): SafetyNumber[];
+  /** The identity key (base64) a device of `account` presents now, from its bundle. */
+  identityKeyOf(account: string, device: number): Promise<string>;
+  safetyNumberWith(account: string, identityKey: string): string;
+  acceptIdentity(account: string, device: number, identityKey: string): Promise<void>;
+  run(action: Action, options?: { card?: boolean }): Promise<Action>;
+  sendGroup(send: GroupSend): Promise<any>;
+  /** Returns the text's message id. */
+  sendText(conversation: Conversation, text: string, attachment?: Uint8Array): Promise<string>;
+  markRead(conversation: Conversation, messageIds: string[]): Promise<void>;
+  sendTyping(conversation: Conversation, started: boolean): Promise<void>;
+  react(conversation: Conversation, target: string, emoji: string, remove?: boolean): Promise<void>;
+  edit(conversation: Conversation, target: string, text: string): Promise<void>;
+  deleteMessage(conversation: Conversation, target: string): Promise<void>;
+  setTimer(conversation: Conversation, expireSecs: number): Promise<void>;
+  history(conversation: Conversation): Message[];
+  conversations(): Conversation[];
+  timer(conversation: Conversation): number;
+  groups(): Group[];
+  createChannel(): Promise<any>;
+  invite(invites: GroupInvites): Promise<void>;
+  /** Returns the group id. */
+  createGroup(name: string, members: string[]): Promise<string>;
+  addMember(groupId: string, account: string): Promise<void>;
+  removeMember(groupId: string, account: string): Promise<void>;
+  subscribe(groupId?: string): void;
+  runTasks(): Promise<number>;
+  receiveEnvelope(messageId: string, content: string, ephemeral?: boolean): Promise<Received>;
+  pollGroups(): Promise<void>;
+  /** Everything waiting, once over REST; the number of envelopes processed. */
+  sync(): Promise<number>;
+  /** Keeps the WebSocket open (reconnecting) until `stop()`; returns at once. */
+  start(): void;
+  stop(): void;
   close(): void;
 }
 

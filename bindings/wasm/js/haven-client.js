@@ -1,6 +1,10 @@
 // Thin Haven client for browsers: fetch and WebSocket with the relay exactly as
 // docs/PROTOCOL.md §11 specifies; every key, password-derived value and ciphertext is handled by
-// the wasm module (`WebDevice`). Types: haven-client.d.ts.
+// the wasm module. `HavenClient` is the device's I/O (as haven_client::Device natively: OPAQUE,
+// tokens, keys, delivering a prepared content to every device of an account); `HavenMessenger`
+// is the messenger's (as haven_client::Messenger: contacts, 1:1 and groups, the WebSocket with
+// its channel subscriptions and reconnects, REST catch-up, follow-ups), every state change made
+// by the wasm `WebMessenger`. Types: haven-client.d.ts.
 
 /** An error answer of the relay (§11.2): `code` is the relay's stable code. */
 export class RelayError extends Error {
@@ -22,9 +26,14 @@ function base64ToBytes(b64) {
   return out;
 }
 
+/** A 1:1 conversation with `account`. */
+export const direct = (account) => ({ kind: "direct", id: account });
+/** A group conversation. */
+export const group = (groupId) => ({ kind: "group", id: groupId });
+
 export class HavenClient {
   /**
-   * @param {object} wasm the initialised wasm package (exports WebDevice, parseServerFrame, ackFrame)
+   * @param {object} wasm the initialised wasm package (exports WebDevice, WebMessenger, parseServerFrame, ackFrame)
    * @param {object} device a WebDevice
    * @param {string} relayUrl e.g. http://127.0.0.1:8080
    * @param {(device: object) => Promise<void> | void} [persist] called after every state change
@@ -36,10 +45,13 @@ export class HavenClient {
     this.persist = persist ?? (() => {});
     this.accessToken = null;
     this.tokenExpiry = 0;
-    this.socket = null;
+    this.refreshing = null;
   }
 
-  /** Registers a new account with this new device, uploads its keys. */
+  /**
+   * Registers a new account with this new device, uploads its keys and sets the account's
+   * access key (contacts then send to it sealed, as to a native account).
+   */
   static async register(wasm, relayUrl, username, password, persist) {
     const device = await wasm.WebDevice.create();
     const c = new HavenClient(wasm, device, relayUrl, persist);
@@ -48,10 +60,16 @@ export class HavenClient {
       device.registerFinish(password, JSON.stringify(start), username), false);
     await c.applyTokens(tokens);
     await c.setUp();
+    await c.call("PUT", "/v1/account/access-key", device.prepareAccessKey());
+    device.confirmAccessKey();
+    await c.persist(device);
     return c;
   }
 
-  /** Logs in by username as a new device of the account, uploads its keys. */
+  /**
+   * Logs in by username as a new device of the account, uploads its keys. It learns the
+   * account's access key from another own device's copy of a contact card.
+   */
   static async login(wasm, relayUrl, username, password, persist) {
     const device = await wasm.WebDevice.create();
     const c = new HavenClient(wasm, device, relayUrl, persist);
@@ -84,9 +102,15 @@ export class HavenClient {
     await this.persist(this.device);
   }
 
+  /** Spends the refresh token once, however many requests wait for it (a reuse would revoke the session). */
   async refresh() {
-    const tokens = await this.call("POST", "/v1/token/refresh", this.device.refreshBody(), false);
-    await this.applyTokens(tokens);
+    if (!this.refreshing) {
+      this.refreshing = (async () => {
+        const tokens = await this.call("POST", "/v1/token/refresh", this.device.refreshBody(), false);
+        await this.applyTokens(tokens);
+      })().finally(() => { this.refreshing = null; });
+    }
+    return this.refreshing;
   }
 
   async token() {
@@ -94,17 +118,22 @@ export class HavenClient {
     return this.accessToken;
   }
 
-  /** One JSON request; `auth` adds the bearer token (refreshed once on `token_expired`). */
+  /**
+   * One JSON request. `auth`: `true` for the access token (refreshed once on `token_expired`),
+   * a string for another bearer token (a channel capability), `false` for none.
+   */
   async call(method, path, bodyText, auth = true, retried = false) {
     const headers = {};
     if (bodyText != null) headers["Content-Type"] = "application/json";
-    if (auth) headers["Authorization"] = `Bearer ${await this.token()}`;
+    if (auth === true) headers["Authorization"] = `Bearer ${await this.token()}`;
+    else if (typeof auth === "string") headers["Authorization"] = `Bearer ${auth}`;
     const resp = await fetch(this.relayUrl + path, { method, headers, body: bodyText ?? undefined });
     const text = await resp.text();
     const value = text ? JSON.parse(text) : null;
     if (resp.ok) return value;
     const err = value?.error ?? {};
-    if (auth && !retried && err.code === "token_expired") {
+    if (auth === true && !retried && err.code === "token_expired") {
+      this.accessToken = null;
       await this.refresh();
       return this.call(method, path, bodyText, auth, true);
     }
@@ -128,15 +157,42 @@ export class HavenClient {
   }
 
   /**
-   * Sends a text (§13.1) to every device of `account`, sealed when the device holds the
-   * contact's access key (§11.12), and a copy to this account's other devices (§13.2);
-   * returns the content id.
+   * Delivers a prepared content to every device of one account: claims the bundles the device
+   * asks for, encrypts, and posts (without the bearer token when sealed); a 409/410 answer
+   * repairs the device list and the send is retried once. Returns whether it went sealed, or
+   * `null` when there was nothing to send (this account without another device).
    */
-  async sendText(account, text) {
+  async deliver(messageId, account) {
     await this.ensureCertificate();
-    const { messageId, contentId } = this.device.prepareText(account, text, Date.now());
+    for (let attempt = 0; ; attempt++) {
+      const answers = [];
+      for (const path of this.device.claimPaths(account)) {
+        answers.push(JSON.stringify(await this.call("GET", path, null)));
+      }
+      const send = this.device.encryptPrepared(messageId, account, answers, nowSecs());
+      await this.persist(this.device);
+      if (send === null) return null;
+      try {
+        await this.call("POST", send.path, send.body, !send.sealed);
+        return send.sealed;
+      } catch (e) {
+        if (attempt === 0 && e instanceof RelayError && (e.status === 409 || e.status === 410)) {
+          this.device.repairDevices(account, e.body);
+          continue;
+        }
+        throw e;
+      }
+    }
+  }
+
+  /**
+   * A prepared 1:1 content to every device of `account`, then the copy to this account's
+   * other devices (§13.2; the own device list is read first when none is known); the prepared
+   * content is forgotten afterwards. Returns whether the send to `account` went sealed.
+   */
+  async deliverDirect(messageId, account) {
     try {
-      await this.deliver(messageId, account);
+      const sealed = await this.deliver(messageId, account);
       const own = this.accountId();
       if (account !== own) {
         if (this.device.ownDevicesDue(nowSecs())) {
@@ -145,37 +201,20 @@ export class HavenClient {
         }
         await this.deliver(messageId, own);
       }
+      return sealed;
     } finally {
       this.device.finishSend(messageId);
       await this.persist(this.device);
     }
-    return contentId;
   }
 
-  /**
-   * Delivers a prepared text to every device of one account: claims the bundles the device
-   * asks for, encrypts, and posts (without the bearer token when sealed); a 409/410 answer
-   * repairs the device list and the send is retried once.
-   */
-  async deliver(messageId, account) {
-    for (let attempt = 0; ; attempt++) {
-      const answers = [];
-      for (const path of this.device.claimPaths(account)) {
-        answers.push(JSON.stringify(await this.call("GET", path, null)));
-      }
-      const send = this.device.encryptPrepared(messageId, account, answers, nowSecs());
+  /** A prepared content to each of `delivery.accounts` in order (no sync copy), then forgotten. */
+  async deliverTo(delivery) {
+    try {
+      for (const account of delivery.accounts) await this.deliver(delivery.messageId, account);
+    } finally {
+      this.device.finishSend(delivery.messageId);
       await this.persist(this.device);
-      if (send === null) return; // this account has no other device
-      try {
-        await this.call("POST", send.path, send.body, !send.sealed);
-        return;
-      } catch (e) {
-        if (attempt === 0 && e instanceof RelayError && (e.status === 409 || e.status === 410)) {
-          this.device.repairDevices(account, e.body);
-          continue;
-        }
-        throw e;
-      }
     }
   }
 
@@ -189,59 +228,486 @@ export class HavenClient {
     return true;
   }
 
-  /** Opens, acks and reports every envelope queued for this device (REST, §11.12). */
-  async fetchMailbox(onOpened) {
-    let after = 0;
-    for (;;) {
-      const page = await this.call("GET", `/v1/messages?after=${after}&limit=100`, null);
-      const ids = [];
-      for (const env of page.envelopes) {
-        after = Math.max(after, env.seq);
-        const opened = this.device.openEnvelope(env.message_id, env.content, nowSecs());
-        ids.push(env.message_id);
-        await onOpened(opened);
-      }
-      await this.persist(this.device);
-      if (ids.length) await this.call("POST", "/v1/messages/ack", JSON.stringify({ message_ids: ids }));
-      if (!page.more || page.envelopes.length === 0) return;
-    }
-  }
-
-  /** Opens the WebSocket (§11.14, ticket authentication) and reports every opened envelope. */
-  async connect(onOpened, onState = () => {}) {
+  /** A WebSocket URL with a fresh ticket (§11.14: browsers cannot set headers on a socket). */
+  async socketUrl() {
     const { ticket } = await this.call("POST", "/v1/ws/ticket", null);
-    const url = `${this.relayUrl.replace(/^http/, "ws")}/v1/ws?ticket=${encodeURIComponent(ticket)}`;
-    const ws = new WebSocket(url);
-    ws.binaryType = "arraybuffer";
-    this.socket = ws;
-    let chain = Promise.resolve();
-    ws.onopen = () => onState("open");
-    ws.onclose = (ev) => onState(`closed ${ev.code}`);
-    ws.onmessage = (ev) => {
-      if (!(ev.data instanceof ArrayBuffer)) return;
-      // Frames are handled one at a time, in order.
-      chain = chain.then(async () => {
-        const frame = this.wasm.parseServerFrame(new Uint8Array(ev.data));
-        if (frame.type === "envelope") {
-          const opened = this.device.openEnvelope(frame.messageId, frame.content, nowSecs());
-          await this.persist(this.device);
-          ws.send(this.wasm.ackFrame([frame.messageId]));
-          await onOpened(opened);
-        } else if (frame.type === "queue_empty") {
-          onState("synced");
-          await this.replenishKeys();
-        }
-      }).catch((e) => onState(`error ${e.code ?? e.message}`));
-    };
-    await new Promise((resolve, reject) => {
-      ws.addEventListener("open", resolve, { once: true });
-      ws.addEventListener("error", () => reject(new Error("websocket failed")), { once: true });
-    });
+    return `${this.relayUrl.replace(/^http/, "ws")}/v1/ws?ticket=${encodeURIComponent(ticket)}`;
   }
 
   close() {
-    this.socket?.close(1000);
     this.device.close();
+  }
+}
+
+/** Reconnect delays: exponential from 250 ms to 30 s, each uniform in [0, ceiling] (full jitter). */
+const backoff = (attempt) => Math.random() * Math.min(30_000, 250 * 2 ** Math.min(attempt, 20));
+
+export class HavenMessenger {
+  /**
+   * The messenger of `client`'s device. Events (`HavenEvent`s of the wasm package, plus
+   * `connection` changes) go to the listeners of `on`.
+   */
+  static async create(client) {
+    return new HavenMessenger(client, await client.wasm.WebMessenger.create(client.device));
+  }
+
+  constructor(client, messenger) {
+    this.client = client;
+    this.wasm = client.wasm;
+    this.m = messenger;
+    this.listeners = new Set();
+    this.socket = null;
+    this.running = false;
+    this.wake = null;
+    this.tasks = Promise.resolve(0);
+  }
+
+  /** Adds an event listener; returns the function that removes it. */
+  on(listener) {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  emit(events) {
+    for (const e of events) {
+      for (const l of this.listeners) {
+        try { l(e); } catch (err) { console.error("haven event listener", err); }
+      }
+    }
+  }
+
+  async persist() { await this.client.persist(this.client.device); }
+
+  own() { return this.client.accountId(); }
+
+  /** An identity change met while sending: an event for the page, then the error goes on. */
+  identity(e) {
+    if (e?.code === "identity_changed" && e.account) {
+      this.emit([{ type: "identity_changed", account: e.account, device: e.device }]);
+    }
+  }
+
+  // ------------------------------------------------------------------ contacts
+
+  /** Adds a contact by account id and sends it this account's contact card (so its replies are sealed). */
+  async addContact(account, username) {
+    const contact = this.m.addContact(account, username);
+    await this.persist();
+    await this.ensureCardSent(account);
+    return this.m.contact(account) ?? contact;
+  }
+
+  /** Adds a contact by username (the relay resolves it and forgets the lookup). */
+  async addContactByUsername(username) {
+    const account = await this.client.lookup(username);
+    return this.addContact(account, username);
+  }
+
+  contact(account) { return this.m.contact(account); }
+  contacts() { return this.m.contacts(); }
+
+  async ensureCardSent(account) {
+    const messageId = this.m.cardFor(account, Date.now());
+    if (messageId == null) return;
+    try {
+      await this.client.deliverDirect(messageId, account);
+    } catch (e) {
+      this.identity(e);
+      throw e;
+    }
+    this.m.cardSent(account);
+    await this.persist();
+  }
+
+  /** The safety numbers with each known device of `account` (compare them out of band). */
+  safetyNumbers(account) { return this.m.safetyNumbers(account); }
+
+  /** The identity key (base64) a device of `account` now presents, from its bundle (spends a one-time prekey). */
+  async identityKeyOf(account, device) {
+    const answer = await this.client.call("GET", `/v1/keys/${account}/${device}`, null);
+    return answer.bundles[0].identity_key;
+  }
+
+  /** The safety number with `account` if its device had `identityKey`: compare before accepting. */
+  safetyNumberWith(account, identityKey) { return this.m.safetyNumberWith(account, identityKey); }
+
+  /** Accepts a contact device's new identity key; the next message starts a new session. */
+  async acceptIdentity(account, device, identityKey) {
+    this.m.acceptIdentity(account, device, identityKey);
+    await this.persist();
+  }
+
+  // ------------------------------------------------------------------ sending
+
+  /** Delivers an action's content (a card first to a contact that has not had it), then applies it locally. */
+  async run(action, { card = true } = {}) {
+    let ok = false;
+    try {
+      if (action.direct) {
+        if (card && !action.direct.ephemeral) await this.ensureCardSent(action.direct.account);
+        try {
+          await this.client.deliverDirect(action.direct.messageId, action.direct.account);
+        } catch (e) {
+          this.identity(e);
+          throw e;
+        }
+      } else {
+        await this.sendGroup(action.group);
+      }
+      ok = true;
+    } finally {
+      this.m.actionDone(action.actionId, ok);
+      await this.persist();
+    }
+    return action;
+  }
+
+  /** This device's sender key to the members first when it was just made, then the entry; returns the relay's answer. */
+  async sendGroup(send) {
+    if (send.senderKey) await this.client.deliverTo(send.senderKey);
+    return this.client.call("POST", send.post.path, send.post.body, send.post.token);
+  }
+
+  /** Sends a text (and an encoded attachment pointer, optionally); returns its message id. */
+  async sendText(conversation, text, attachment) {
+    const action = this.m.sendText(conversation, text, Date.now(), attachment);
+    await this.persist();
+    await this.run(action);
+    return action.contentId;
+  }
+
+  /** Marks messages as read and tells their senders. */
+  async markRead(conversation, messageIds) {
+    const action = this.m.markRead(conversation, messageIds, Date.now());
+    if (action) await this.run(action);
+  }
+
+  /** Tells a contact that this user started or stopped typing (ephemeral: never stored by the relay). */
+  async sendTyping(conversation, started) {
+    await this.run(this.m.typing(conversation, started, Date.now()), { card: false });
+  }
+
+  /** Reacts to a message (`remove`: takes this account's reaction back). */
+  async react(conversation, target, emoji, remove = false) {
+    await this.run(this.m.react(conversation, target, emoji, remove, Date.now()));
+  }
+
+  /** Edits one of this account's messages. */
+  async edit(conversation, target, text) {
+    await this.run(this.m.edit(conversation, target, text, Date.now()));
+  }
+
+  /** Deletes one of this account's messages for everyone. */
+  async deleteMessage(conversation, target) {
+    await this.run(this.m.deleteMessage(conversation, target, Date.now()));
+  }
+
+  /** Sets the conversation's disappearing timer (seconds, 0 = off) for both sides. */
+  async setTimer(conversation, expireSecs) {
+    await this.run(this.m.setTimer(conversation, expireSecs, Date.now()));
+  }
+
+  /** The messages of a conversation, oldest first (disappeared ones are deleted). */
+  history(conversation) { return this.m.history(conversation, Date.now()); }
+  conversations() { return this.m.conversations(); }
+  timer(conversation) { return this.m.timer(conversation); }
+  groups() { return this.m.groups(); }
+
+  // ------------------------------------------------------------------ groups
+
+  /** A channel for a group epoch (§11.15); the relay's default lifetime when it refuses ours. */
+  async createChannel() {
+    try {
+      return await this.client.call("POST", "/v1/channels", this.m.channelRequest());
+    } catch (e) {
+      if (e instanceof RelayError && e.code === "invalid_ttl") {
+        return this.client.call("POST", "/v1/channels", "{}");
+      }
+      throw e;
+    }
+  }
+
+  /** The invite, then this device's sender key, to each account (after the card to contacts that have not had it). */
+  async invite(invites) {
+    const own = this.own();
+    for (const account of invites.invite.accounts) {
+      if (account !== own) await this.ensureCardSent(account);
+    }
+    await this.client.deliverTo(invites.invite);
+    await this.client.deliverTo(invites.senderKey);
+    this.subscribe(invites.groupId);
+    this.emit([invites.event]);
+  }
+
+  /** Creates a group with `members` (this account is added); returns its id. */
+  async createGroup(name, members) {
+    const channel = await this.createChannel();
+    const invites = this.m.createGroup(name, members, JSON.stringify(channel), Date.now());
+    await this.persist();
+    await this.invite(invites);
+    return invites.groupId;
+  }
+
+  /** Adds a member: it reads what is sent from now on (not the history). */
+  async addMember(groupId, account) {
+    const change = this.m.addMember(groupId, account, Date.now());
+    let invites;
+    try {
+      const answer = await this.sendGroup(change.update);
+      invites = this.m.addMemberPosted(change.changeId, JSON.stringify(answer), Date.now());
+    } catch (e) {
+      if (!invites) this.m.actionDone(change.changeId, false);
+      throw e;
+    } finally {
+      await this.persist();
+    }
+    await this.invite(invites);
+  }
+
+  /** Removes a member: a new epoch (channel, group key, sender keys) only the others learn. */
+  async removeMember(groupId, account) {
+    const change = this.m.removeMember(groupId, account, Date.now());
+    let invites;
+    try {
+      await this.sendGroup(change.update);
+      const channel = await this.createChannel();
+      invites = this.m.removeMemberPosted(change.changeId, JSON.stringify(channel), Date.now());
+    } catch (e) {
+      if (!invites) this.m.actionDone(change.changeId, false);
+      throw e;
+    } finally {
+      await this.persist();
+    }
+    await this.invite(invites);
+  }
+
+  // ------------------------------------------------------------------ receiving
+
+  /** Sends the subscriptions of a group's channels (of every group without `groupId`) on the open socket. */
+  subscribe(groupId) {
+    const ws = this.socket;
+    if (!ws || ws.readyState !== WebSocket.OPEN) return;
+    for (const frame of this.m.subscribeFrames(groupId)) ws.send(frame);
+  }
+
+  /** Emits what a received envelope or entries did; subscribes to groups joined. */
+  finish(received) {
+    this.emit(received.events);
+    for (const g of received.subscribe) this.subscribe(g);
+  }
+
+  /**
+   * Runs the durable follow-ups (sender-key distribution, delivery receipts), one run at a
+   * time. A task that fails stays queued for the next run; a changed identity (after an event)
+   * or an account that no longer exists drops it, as natively.
+   */
+  runTasks() {
+    const run = () => this.runTasksOnce();
+    this.tasks = this.tasks.then(run, run);
+    return this.tasks;
+  }
+
+  async runTasksOnce() {
+    let done = 0;
+    for (const taskId of this.m.followUps()) {
+      const delivery = this.m.followUp(taskId, Date.now());
+      if (delivery == null) { done++; continue; }
+      try {
+        await this.client.deliverTo(delivery);
+        this.m.taskDone(taskId);
+        done++;
+      } catch (e) {
+        if (e?.code === "identity_changed") {
+          this.m.taskDone(taskId);
+          this.identity(e);
+        } else if (e instanceof RelayError && e.code === "account_not_found") {
+          this.m.taskDone(taskId);
+        }
+      }
+    }
+    await this.persist();
+    return done;
+  }
+
+  /** Processes one envelope (exactly once); the caller acks it. */
+  async receiveEnvelope(messageId, content, ephemeral = false) {
+    const received = this.m.receiveEnvelope(messageId, content, ephemeral, Date.now());
+    await this.persist();
+    this.finish(received);
+    return received;
+  }
+
+  /** Reads every group channel after its cursor over REST. */
+  async pollGroups() {
+    for (const read of this.m.channelReads()) {
+      let path = read.path;
+      while (path) {
+        let answer;
+        try {
+          answer = await this.client.call("GET", path, null, read.token);
+        } catch (e) {
+          // An expired old channel has nothing more to give.
+          if (e instanceof RelayError && e.code === "channel_not_found") break;
+          throw e;
+        }
+        const page = this.m.receiveChannelPage(read.channelId, JSON.stringify(answer), Date.now());
+        await this.persist();
+        this.finish(page);
+        path = page.next;
+      }
+    }
+  }
+
+  /**
+   * Fetches and processes everything waiting once over REST (queued envelopes, acked after
+   * their effects are stored; group channels; follow-ups; key upkeep). Returns the number of
+   * envelopes processed.
+   */
+  async sync() {
+    await this.runTasks();
+    let after = 0;
+    let count = 0;
+    for (;;) {
+      const page = await this.client.call("GET", `/v1/messages?after=${after}&limit=100`, null);
+      const ids = [];
+      for (const env of page.envelopes) {
+        after = Math.max(after, env.seq);
+        await this.receiveEnvelope(env.message_id, env.content, false);
+        ids.push(env.message_id);
+        count++;
+      }
+      if (ids.length) await this.client.call("POST", "/v1/messages/ack", JSON.stringify({ message_ids: ids }));
+      if (!page.more || page.envelopes.length === 0) break;
+    }
+    await this.pollGroups();
+    await this.runTasks();
+    await this.client.replenishKeys();
+    return count;
+  }
+
+  /**
+   * Keeps the WebSocket open until `stop()`, the session is revoked, or a newer socket of this
+   * device replaces it: processes queued and live envelopes (acking each after its effects are
+   * stored) and channel entries of every group, runs follow-ups, and reconnects with jittered
+   * exponential backoff. Connection changes are `connection` events. Returns at once.
+   */
+  start() {
+    if (this.running) return;
+    this.running = true;
+    this.loop();
+  }
+
+  /** Closes the socket and stops reconnecting. */
+  stop() {
+    this.running = false;
+    this.socket?.close(1000);
+    this.wake?.();
+  }
+
+  connection(state, reason = null, retryIn) {
+    const e = { type: "connection", state, reason };
+    if (retryIn !== undefined) e.retryIn = retryIn;
+    this.emit([e]);
+  }
+
+  async loop() {
+    let attempt = 0;
+    while (this.running) {
+      this.connection("connecting");
+      let reason;
+      try {
+        const outcome = await this.serve(await this.client.socketUrl(), () => { attempt = 0; });
+        if (outcome.stop) {
+          this.running = false;
+          this.connection("stopped", outcome.stop);
+          return;
+        }
+        reason = outcome.reason;
+      } catch (e) {
+        if (e instanceof RelayError && e.status === 401) {
+          // The session is gone (logged out, unlinked, refresh token reused): log in again.
+          this.running = false;
+          this.connection("stopped", e.message);
+          return;
+        }
+        reason = e?.message ?? String(e);
+      }
+      if (!this.running) break;
+      const retryIn = Math.round(backoff(attempt++));
+      this.connection("disconnected", reason, retryIn);
+      await new Promise((resolve) => {
+        const timer = setTimeout(resolve, retryIn);
+        this.wake = () => { clearTimeout(timer); resolve(); };
+      });
+      this.wake = null;
+    }
+    this.connection("stopped", "stopped by the page");
+  }
+
+  /** Serves one socket until it closes: `{stop: reason}` for good, `{reason}` to reconnect. */
+  serve(url, caughtUp) {
+    return new Promise((resolve, reject) => {
+      const ws = new WebSocket(url);
+      ws.binaryType = "arraybuffer";
+      this.socket = ws;
+      let opened = false;
+      // Frames are handled one at a time, in order.
+      let chain = Promise.resolve();
+      ws.onopen = () => {
+        opened = true;
+        this.connection("connected");
+        this.subscribe();
+      };
+      ws.onerror = () => { if (!opened) reject(new Error("websocket failed")); };
+      ws.onclose = (ev) => {
+        if (this.socket === ws) this.socket = null;
+        chain.finally(() => {
+          if (ev.code === 4000) resolve({ stop: "replaced by a newer connection of this device" });
+          else if (ev.code === 4001) resolve({ stop: "revoked by the relay" });
+          else resolve({ reason: `closed (${ev.code})` });
+        });
+      };
+      ws.onmessage = (ev) => {
+        if (!(ev.data instanceof ArrayBuffer)) return;
+        chain = chain.then(() => this.frame(ws, new Uint8Array(ev.data), caughtUp)).catch((e) => {
+          this.emit([{ type: "rejected", reason: `frame: ${e.code ?? ""} ${e.message}` }]);
+        });
+      };
+    });
+  }
+
+  async frame(ws, bytes, caughtUp) {
+    let frame;
+    try {
+      frame = this.wasm.parseServerFrame(bytes);
+    } catch (e) {
+      this.emit([{ type: "rejected", reason: e.message }]);
+      return;
+    }
+    if (frame.type === "envelope") {
+      const received = await this.receiveEnvelope(frame.messageId, frame.content, false);
+      if (ws.readyState === WebSocket.OPEN) ws.send(this.wasm.ackFrame([frame.messageId]));
+      // A task that keeps failing is retried at the next catch-up, not on every frame.
+      if (received.tasksAdded) await this.runTasks();
+    } else if (frame.type === "ephemeral") {
+      await this.receiveEnvelope(frame.messageId, frame.content, true);
+    } else if (frame.type === "channel_entry") {
+      const received = this.m.receiveChannelEntry(frame.channelId, frame.seq, frame.entry, Date.now());
+      await this.persist();
+      this.finish(received);
+      if (received.tasksAdded) await this.runTasks();
+    } else if (frame.type === "queue_empty") {
+      caughtUp();
+      this.connection("caught_up");
+      await this.runTasks();
+      await this.client.replenishKeys();
+    }
+  }
+
+  /** Stops the socket and forgets what is in flight (the device stays open). */
+  close() {
+    this.stop();
+    this.m.close();
   }
 }
 

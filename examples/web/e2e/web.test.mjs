@@ -1,6 +1,9 @@
-// End-to-end: two browser contexts (headless Debian Chromium driven by playwright-core) register
-// two users on a real relay (the `haven-test-relay` launcher) and exchange messages; the diary page writes an
-// entry, reloads, unlocks with the passphrase and reads it back from encrypted IndexedDB state.
+// End-to-end: browser contexts (headless Debian Chromium driven by playwright-core) register
+// users on a real relay (the `haven-test-relay` launcher): two of them talk 1:1 (texts, a read
+// receipt, typing, a reaction, an edit, a delete, a timer, safety numbers), three of them in a
+// group (an added member reads what follows, a removed one nothing new), and the relay's files
+// hold no plaintext or group name; the diary page writes an entry, reloads, unlocks with the
+// passphrase and reads it back from encrypted IndexedDB state.
 //
 // Environment: HAVEN_TEST_RELAY_BIN (the workspace's test-relay launcher), HAVEN_WEB_PKG (wasm-bindgen `--target web`
 // output), CHROMIUM (default /usr/bin/chromium). Run by `.ci/wasm.sh`.
@@ -14,6 +17,17 @@ import { chromium } from "playwright-core";
 import { demoServer } from "../serve.mjs";
 
 const SECRETS = ["hello bob via periwinkle", "hi alice, tangerine here", "Walked to the harbour with marzipan"];
+// Chat plaintexts: none may reach the relay's files.
+const CHAT = {
+  edited: "edited greeting with cormorant",
+  later: "a later note about quinces",
+  timed: "this one disappears, saffron",
+  group1: "group hello from obsidian",
+  group2: "group reply about lanternfish",
+  group3: "carol joins, kumquat talk",
+  after: "after removal secret, nebula",
+  name: "harbour walkers",
+};
 const PASSWORD = "correct horse battery staple";
 
 // HAVEN_E2E_SCREENSHOTS=DIR saves what each page showed at the end, for a look by a person.
@@ -91,40 +105,153 @@ async function register(page, username) {
   await page.waitForSelector("body[data-state=ready]", { timeout: 60_000 });
 }
 
-async function send(page, to, text) {
-  await page.fill("#to", to);
+async function send(page, text) {
   await page.fill("#text", text);
   await page.click("#send");
   await page.waitForSelector(`#log li.out:has-text("${text}")`, { timeout: 30_000 });
   assert.equal(await page.textContent("#error"), "");
 }
 
-test("two browser contexts register and exchange messages through the relay", async () => {
+async function addContact(page, username) {
+  await page.fill("#contact-name", username);
+  await page.click("#add-contact");
+  await page.waitForSelector(`#contacts li:has-text("${username}")`, { timeout: 30_000 });
+  await page.waitForSelector(`#conv-title:has-text("${username}")`);
+  assert.equal(await page.textContent("#error"), "");
+}
+
+const incoming = (page, text) => page.waitForSelector(`#log li.in:has-text("${text}")`, { timeout: 30_000 });
+
+/** Every file under the relay's and the test's directories. */
+function relayFiles() {
+  const files = (d) => readdirSync(d, { withFileTypes: true }).flatMap((e) =>
+    e.isDirectory() ? files(join(d, e.name)) : [join(d, e.name)]);
+  const all = files(dir).concat(files(relayDir));
+  assert.ok(all.some((f) => f.endsWith("relay.db")), "the relay's database was read");
+  return all;
+}
+
+function assertBlind(secrets) {
+  for (const f of relayFiles()) {
+    const bytes = readFileSync(f);
+    for (const s of secrets) assert.equal(bytes.indexOf(s), -1, `${f} contains ${JSON.stringify(s)}`);
+  }
+}
+
+test("two browser users: texts, a read receipt, typing, a reaction, an edit, a delete, a timer", async () => {
   const suffix = Date.now().toString(36);
   const [alice, bob] = await Promise.all([chatPage("alice"), chatPage("bob")]);
   await register(alice, `alice-${suffix}`);
   await register(bob, `bob-${suffix}`);
 
-  await send(alice, `bob-${suffix}`, SECRETS[0]);
-  await bob.waitForSelector(`#log li.in:has-text("${SECRETS[0]}")`, { timeout: 30_000 });
+  // Alice adds Bob and writes (her contact card goes first); Bob adds her and reads it.
+  await addContact(alice, `bob-${suffix}`);
+  await send(alice, SECRETS[0]);
+  await addContact(bob, `alice-${suffix}`);
+  await incoming(bob, SECRETS[0]);
+  // Bob's page showed it: his read receipt reaches Alice.
+  await alice.waitForSelector(`#log li.out:has-text("${SECRETS[0]}") .meta:has-text("read by bob-${suffix}")`,
+    { timeout: 30_000 });
 
-  await send(bob, `alice-${suffix}`, SECRETS[1]);
-  await alice.waitForSelector(`#log li.in:has-text("${SECRETS[1]}")`, { timeout: 30_000 });
-  assert.match(await alice.textContent("#log li.in"), new RegExp(`bob-${suffix}`));
+  await send(bob, SECRETS[1]);
+  await incoming(alice, SECRETS[1]);
+  assert.match(await alice.textContent("#log li.in .who"), new RegExp(`bob-${suffix}`));
+
+  // Typing (ephemeral), then a reaction to Bob's message.
+  await bob.fill("#text", "…");
+  await alice.waitForSelector(`#typing:has-text("bob-${suffix} is typing")`, { timeout: 30_000 });
+  await bob.fill("#text", "");
+  await alice.click(`#log li.in:has-text("${SECRETS[1]}") button.react`);
+  await bob.waitForSelector(`#log li.out:has-text("${SECRETS[1]}") .reactions:has-text("👍 alice-${suffix}")`,
+    { timeout: 30_000 });
+
+  // Alice edits her first message, then deletes it.
+  await alice.click(`#log li.out:has-text("${SECRETS[0]}") button.edit`);
+  await alice.fill("#text", CHAT.edited);
+  await alice.click("#send");
+  await bob.waitForSelector(`#log li.in:has-text("${CHAT.edited}") .meta:has-text("edited")`, { timeout: 30_000 });
+  assert.equal(await bob.locator(`#log li:has-text("${SECRETS[0]}")`).count(), 0);
+  await send(alice, CHAT.later);
+  await incoming(bob, CHAT.later);
+  await alice.click(`#log li.out:has-text("${CHAT.edited}") button.delete`);
+  await bob.waitForSelector(`#log li.in .text.deleted`, { timeout: 30_000 });
+  assert.equal(await bob.locator(`#log li:has-text("${CHAT.edited}")`).count(), 0);
+
+  // A disappearing timer set by Alice applies to Bob's next text on both sides.
+  await alice.selectOption("#timer", "300");
+  await bob.waitForFunction(() => document.getElementById("timer").value === "300", null, { timeout: 30_000 });
+  await send(bob, CHAT.timed);
+  await alice.waitForSelector(`#log li.in:has-text("${CHAT.timed}") .meta:has-text("disappears")`,
+    { timeout: 30_000 });
+
+  // Safety numbers: the same 60 digits on both sides.
+  await alice.click("#safety");
+  await bob.click("#safety");
+  const digits = async (p) => (await p.textContent("#safety-numbers")).replace(/device \d+: /, "");
+  const [a, b] = [await digits(alice), await digits(bob)];
+  assert.match(a, /^\d{60}$/);
+  assert.equal(a, b);
   await shot(alice, "chat-alice");
   await shot(bob, "chat-bob");
 
   // The relay stored and logged only ciphertext: its log, database and blob files.
-  const files = (d) => readdirSync(d, { withFileTypes: true }).flatMap((e) =>
-    e.isDirectory() ? files(join(d, e.name)) : [join(d, e.name)]);
-  const all = files(dir).concat(files(relayDir));
-  assert.ok(all.some((f) => f.endsWith("relay.db")), "the relay's database was read");
-  for (const f of all) {
-    const bytes = readFileSync(f);
-    for (const s of SECRETS.slice(0, 2).concat([PASSWORD])) {
-      assert.equal(bytes.indexOf(s), -1, `${f} contains a plaintext`);
-    }
+  assertBlind([SECRETS[0], SECRETS[1], CHAT.edited, CHAT.later, CHAT.timed, PASSWORD]);
+});
+
+test("a group of three: texts, an added member reads what follows, a removed one nothing new", async () => {
+  const suffix = Date.now().toString(36);
+  const [alice, bob, carol] = await Promise.all([chatPage("alice"), chatPage("bob"), chatPage("carol")]);
+  for (const [page, name] of [[alice, "alice"], [bob, "bob"], [carol, "carol"]]) {
+    await register(page, `${name}g-${suffix}`);
   }
+  const group = `#groups li:has-text("${CHAT.name}")`;
+
+  // Alice creates the group with Bob.
+  await alice.fill("#group-name", CHAT.name);
+  await alice.fill("#group-members", `bobg-${suffix}`);
+  await alice.click("#create-group");
+  await alice.waitForSelector(`#conv-title:has-text("${CHAT.name}")`, { timeout: 30_000 });
+  assert.equal(await alice.textContent("#error"), "");
+  await bob.waitForSelector(group, { timeout: 30_000 });
+  await bob.click(group);
+  await send(alice, CHAT.group1);
+  await incoming(bob, CHAT.group1);
+  await send(bob, CHAT.group2);
+  await incoming(alice, CHAT.group2);
+
+  // Alice adds Carol: she reads what is sent from now on, not the history.
+  await alice.fill("#member-name", `carolg-${suffix}`);
+  await alice.click("#add-member");
+  await alice.waitForSelector(`#members li:has-text("carolg-${suffix}")`, { timeout: 30_000 });
+  assert.equal(await alice.textContent("#error"), "");
+  await carol.waitForSelector(group, { timeout: 30_000 });
+  await carol.click(group);
+  await send(alice, CHAT.group3);
+  await incoming(carol, CHAT.group3);
+  await incoming(bob, CHAT.group3);
+  assert.equal(await carol.locator(`#log li:has-text("${CHAT.group1}")`).count(), 0);
+
+  // Alice removes Bob: a new epoch; Carol reads on, Bob reads nothing new.
+  await alice.click(`#members li:has-text("bobg-${suffix}") button.remove`);
+  await alice.waitForFunction((n) => ![...document.querySelectorAll("#members li")].some((li) => li.textContent.includes(n)),
+    `bobg-${suffix}`, { timeout: 30_000 });
+  assert.equal(await alice.textContent("#error"), "");
+  await bob.waitForSelector(`#groups li:has-text("${CHAT.name} (removed)")`, { timeout: 30_000 });
+  await send(alice, CHAT.after);
+  await incoming(carol, CHAT.after);
+  await send(carol, CHAT.later);
+  await incoming(alice, CHAT.later);
+  // Give Bob's socket the time to have received anything it could.
+  await bob.waitForTimeout(2_000);
+  await bob.click(group);
+  await incoming(bob, CHAT.group3);
+  assert.equal(await bob.locator(`#log li:has-text("${CHAT.after}")`).count(), 0);
+  assert.equal(await bob.locator(`#log li:has-text("${CHAT.later}")`).count(), 0);
+  await shot(alice, "group-alice");
+  await shot(bob, "group-bob");
+  await shot(carol, "group-carol");
+
+  assertBlind([CHAT.group1, CHAT.group2, CHAT.group3, CHAT.after, CHAT.later, CHAT.name]);
 });
 
 test("diary: write, reload, unlock with the passphrase, read back from IndexedDB", async () => {

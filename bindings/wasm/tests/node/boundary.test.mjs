@@ -29,15 +29,15 @@ test("device: ids, key lengths, malformed bytes, wrong types, closed", async () 
   throwsCode(() => d.exportState(new Uint8Array(31)), "invalid_key_length");
   throwsCode(() => d.exportState("abc"), "invalid_argument");
   throwsCode(() => d.exportState(null), "invalid_argument");
-  throwsCode(() => d.encryptText("00".repeat(16), "x", 1, 5), "invalid_argument");
   throwsCode(() => d.claimPaths("0123"), "invalid_argument");
   throwsCode(() => d.claimPaths(42), "invalid_argument");
-  throwsCode(() => d.openEnvelope("nope", "AAAA", 1), "invalid_argument");
-  throwsCode(() => d.prepareText("0123", "x", 1), "invalid_argument");
-  const { messageId } = d.prepareText("00".repeat(16), "x", 1);
+  const messageId = "77".repeat(16);
   throwsCode(() => d.encryptPrepared(messageId, "00".repeat(16), "answers", 1), "invalid_argument");
+  throwsCode(() => d.encryptPrepared("nope", "00".repeat(16), [], 1), "invalid_argument");
   throwsCode(() => d.encryptPrepared(messageId, "00".repeat(16), [], 1), "invalid_state");
   d.finishSend(messageId);
+  throwsCode(() => d.confirmAccessKey(), "invalid_state");
+  assert.match(d.prepareAccessKey(), /access_key/);
   throwsCode(() => d.finishSend(7), "invalid_argument");
   throwsCode(() => d.ownDevicesDue(1), "invalid_state");
   throwsCode(() => d.setOwnDevices("[]"), "invalid_response");
@@ -63,6 +63,58 @@ test("device: ids, key lengths, malformed bytes, wrong types, closed", async () 
   // Still alive after all of that.
   const fresh = await wasm.WebDevice.create();
   assert.match(fresh.registerStart("pw"), /registration_request/);
+});
+
+test("messenger: conversations, ids, wrong types, handles, relay answers, closed", async () => {
+  const d = await wasm.WebDevice.create();
+  const m = await wasm.WebMessenger.create(d);
+  const bob = "b0".repeat(16);
+  const conv = { kind: "direct", id: bob };
+  assert.match(m.channelRequest(), /ttl_secs/);
+  for (const bad of ["direct", null, undefined, 7, { kind: "channel", id: bob }, { kind: "direct", id: "B0" },
+    { kind: "direct" }, { kind: "group", id: 5 }]) {
+    throwsCode(() => m.history(bad, 1), "invalid_argument");
+  }
+  throwsCode(() => m.addContact(1), "invalid_argument");
+  throwsCode(() => m.addContact("xyz"), "invalid_argument");
+  throwsCode(() => m.addContact(bob, 2), "invalid_argument");
+  throwsCode(() => m.sendText(conv, 1, 1), "invalid_argument");
+  throwsCode(() => m.sendText(conv, "x", -1), "invalid_argument");
+  throwsCode(() => m.sendText(conv, "x", 1, "pointer"), "invalid_argument");
+  throwsCode(() => m.typing(conv, "yes", 1), "invalid_argument");
+  throwsCode(() => m.markRead(conv, bob, 1), "invalid_argument");
+  throwsCode(() => m.markRead(conv, ["zz"], 1), "invalid_argument");
+  throwsCode(() => m.react(conv, "nope", "👍", false, 1), "invalid_argument");
+  throwsCode(() => m.actionDone(bob, "ok"), "invalid_argument");
+  throwsCode(() => m.receiveEnvelope("x", "AAAA", false, 1), "invalid_argument");
+  throwsCode(() => m.receiveChannelEntry(bob, 1.5, "AAAA", 1), "invalid_argument");
+  throwsCode(() => m.acceptIdentity(bob, -1, "AAAA"), "invalid_argument");
+  throwsCode(() => m.subscribeFrames("g"), "invalid_argument");
+  throwsCode(() => m.createGroup("g", "members", "{}", 1), "invalid_argument");
+  // Not logged in; unknown handles; relay answers of the wrong shape.
+  throwsCode(() => m.sendText(conv, "x", 1), "invalid_state");
+  throwsCode(() => m.cardFor(bob, 1), "invalid_state");
+  throwsCode(() => m.actionDone(bob, true), "invalid_state");
+  throwsCode(() => m.followUp(bob, 1), "invalid_state");
+  throwsCode(() => m.taskDone(bob), "invalid_state");
+  throwsCode(() => m.addMemberPosted(bob, '{"seq":1}', 1), "invalid_state");
+  throwsCode(() => m.addMemberPosted(bob, "{", 1), "invalid_response");
+  throwsCode(() => m.removeMemberPosted(bob, "{}", 1), "invalid_response");
+  throwsCode(() => m.createGroup("g", [], "[]", 1), "invalid_response");
+  throwsCode(() => m.receiveChannelPage(bob, "{}", 1), "invalid_response");
+  assert.deepEqual(m.contacts(), []);
+  assert.deepEqual(m.groups(), []);
+  assert.deepEqual(m.followUps(), []);
+  assert.deepEqual(m.channelReads(), []);
+  assert.deepEqual(m.subscribeFrames(), []);
+  m.close();
+  throwsCode(() => m.contacts(), "closed");
+  const m2 = await wasm.WebMessenger.create(d);
+  d.close();
+  throwsCode(() => m2.groups(), "closed");
+  await rejectsCode(wasm.WebMessenger.create(d), "closed");
+  // Not a WebDevice at all: wasm-bindgen's own check refuses it before the module runs.
+  assert.throws(() => wasm.WebMessenger.create({}), /WebDevice/);
 });
 
 test("frames and diary: malformed bytes, wrong passphrase, tampering", async () => {
