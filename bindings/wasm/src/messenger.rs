@@ -526,7 +526,7 @@ impl MessengerCore {
     /// A corrupt state.
     pub fn history(
         &self,
-        dev: &mut DeviceCore,
+        dev: &DeviceCore,
         conversation: Conversation,
         now_ms: u64,
     ) -> WebResult<Vec<MessageView>> {

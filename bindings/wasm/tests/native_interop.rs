@@ -309,7 +309,7 @@ impl Page {
 
     fn texts(&mut self, conversation: Conversation) -> Vec<String> {
         self.m
-            .history(&mut self.d, conversation, now())
+            .history(&self.d, conversation, now())
             .unwrap()
             .into_iter()
             .map(|m: MessageView| m.text)
@@ -389,7 +389,7 @@ async fn web_and_native_messengers_talk_one_to_one_and_in_a_group() {
     assert!(web.sealed_in.iter().all(|s| *s), "native → web sealed");
     let mine = &web
         .m
-        .history(&mut web.d, Conversation::Direct(bob_id), now())
+        .history(&web.d, Conversation::Direct(bob_id), now())
         .unwrap()[0];
     assert_eq!(mine.delivered_to, std::slice::from_ref(&bob_hex));
     // Now the web holds Bob's key: sealed the other way too.

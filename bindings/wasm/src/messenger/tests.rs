@@ -451,7 +451,7 @@ impl Net {
 
     fn history(&mut self, i: usize, conversation: Conversation) -> Vec<MessageView> {
         let dev = &mut self.devs[i];
-        dev.m.history(&mut dev.d, conversation, NOW_MS).unwrap()
+        dev.m.history(&dev.d, conversation, NOW_MS).unwrap()
     }
 
     fn texts(&mut self, i: usize, conversation: Conversation) -> Vec<String> {
@@ -661,10 +661,7 @@ fn one_to_one_with_cards_receipts_reactions_edits_deletes_timers_and_sync_copies
     let last = net.history(a1, with_bob).pop().unwrap();
     assert_eq!(last.expires_at, Some(NOW + 60));
     let dev = &mut net.devs[a1];
-    let later = dev
-        .m
-        .history(&mut dev.d, with_bob, (NOW + 61) * 1000)
-        .unwrap();
+    let later = dev.m.history(&dev.d, with_bob, (NOW + 61) * 1000).unwrap();
     assert!(later.iter().all(|m| m.text != "gone in a minute"));
     assert_eq!(
         dev.m.conversations(&dev.d).unwrap(),
