@@ -191,8 +191,8 @@ impl WebMessenger {
     }
 
     /// The relay message id of this account's contact card for `account`, prepared for
-    /// delivery (to it, then the own other devices), or `null` when it went out already;
-    /// then `cardSent(account)`.
+    /// delivery (to it, then the own other devices), or `undefined` when it went out
+    /// already; then `cardSent(account)`.
     #[wasm_bindgen(js_name = cardFor)]
     pub fn card_for(
         &self,
