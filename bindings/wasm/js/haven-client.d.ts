@@ -40,6 +40,8 @@ export declare class HavenClient {
   /** To each account in order (no copy); the prepared content is finished. */
   deliverTo(delivery: Delivery): Promise<void>;
   replenishKeys(): Promise<boolean>;
+  /** Top-ups and the weekly signed-prekey rotation; failures are logged and retried later. */
+  maintainKeys(): Promise<void>;
   socketUrl(): Promise<string>;
   /** `auth`: `true` for the access token, a string for another bearer token, `false` for none. */
   call(method: string, path: string, bodyText: string | null, auth?: boolean | string): Promise<any>;

@@ -228,6 +228,25 @@ export class HavenClient {
     return true;
   }
 
+  /**
+   * Key upkeep for a device that is online, as natively: tops the one-time prekeys up and
+   * rotates the signed prekey weekly. A failure is retried at the next catch-up; messaging goes
+   * on with the current keys.
+   */
+  async maintainKeys() {
+    try {
+      await this.replenishKeys();
+      const body = this.device.rotateKeys(nowSecs());
+      if (body !== undefined) {
+        await this.call("PUT", "/v1/keys", body);
+        this.device.keysRotated();
+      }
+      await this.persist(this.device);
+    } catch (e) {
+      console.warn("haven: key upkeep failed, retried at the next catch-up", e);
+    }
+  }
+
   /** A WebSocket URL with a fresh ticket (§11.14: browsers cannot set headers on a socket). */
   async socketUrl() {
     const { ticket } = await this.call("POST", "/v1/ws/ticket", null);
@@ -581,7 +600,7 @@ export class HavenMessenger {
     }
     await this.pollGroups();
     await this.runTasks();
-    await this.client.replenishKeys();
+    await this.client.maintainKeys();
     return count;
   }
 
@@ -700,7 +719,7 @@ export class HavenMessenger {
       caughtUp();
       this.connection("caught_up");
       await this.runTasks();
-      await this.client.replenishKeys();
+      await this.client.maintainKeys();
     }
   }
 

@@ -433,6 +433,23 @@ impl WebDevice {
         self.with(|d| d.replenish_keys(&text, now))
     }
 
+    /// Signed-prekey rotation (weekly, as natively): the JSON body of `PUT /v1/keys` with a new
+    /// signed prekey when one is due (then `keysRotated()`), else `undefined`.
+    #[wasm_bindgen(js_name = rotateKeys)]
+    pub fn rotate_keys(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "number")] now_secs: JsValue,
+    ) -> JsResult<Option<String>> {
+        let now = lift(number_arg(&now_secs, "now"))?;
+        self.with(|d| d.rotate_keys(now))
+    }
+
+    /// The relay took the keys of `rotateKeys`: the retired ones are deleted.
+    #[wasm_bindgen(js_name = keysRotated)]
+    pub fn keys_rotated(&self) -> JsResult<()> {
+        self.with(|d| d.keys_rotated())
+    }
+
     /// Whether to `GET /v1/devices` (then `setOwnDevices`) before the copy of a send to this
     /// account's other devices.
     #[wasm_bindgen(js_name = ownDevicesDue)]

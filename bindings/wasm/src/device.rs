@@ -122,6 +122,8 @@ pub struct DeviceCore {
     pending: Vec<PendingSend>,
     own_checked: Option<u64>,
     access_key: Option<Zeroizing<[u8; 16]>>,
+    /// Signed prekeys to delete once the rotated pair is on the relay.
+    retiring: Vec<u32>,
 }
 
 impl std::fmt::Debug for DeviceCore {
@@ -160,6 +162,7 @@ impl DeviceCore {
             pending: Vec::new(),
             own_checked: None,
             access_key: None,
+            retiring: Vec::new(),
         }
     }
 
@@ -464,6 +467,38 @@ impl DeviceCore {
         keys::replenish(&mut self.store, &counts, now, &mut rand::rng())?
             .map(|body| request_json(&body))
             .transpose()
+    }
+
+    /// Signed-prekey rotation on Signal's cadence (weekly, the previous key kept 30 days, as
+    /// natively): the body of `PUT /v1/keys` with a new signed prekey and last-resort KEM
+    /// prekey when one is due (already stored; then [`DeviceCore::keys_rotated`]), else `None`
+    /// and the keys whose successor is old enough are deleted at once.
+    ///
+    /// # Errors
+    /// A corrupt state.
+    pub fn rotate_keys(&mut self, now: u64) -> WebResult<Option<String>> {
+        let policy = haven_sdk::prekeys::SignedPreKeyPolicy::default();
+        let rotation = keys::rotate(&mut self.store, &policy, now, &mut rand::rng())?;
+        match rotation.upload {
+            Some(body) => {
+                self.retiring = rotation.retire;
+                request_json(&body).map(Some)
+            }
+            None => {
+                keys::retire(&mut self.store, &rotation.retire)?;
+                Ok(None)
+            }
+        }
+    }
+
+    /// The relay took the rotated keys of [`DeviceCore::rotate_keys`]: the retired ones are
+    /// deleted (handshakes started against them have had their time).
+    ///
+    /// # Errors
+    /// A corrupt state.
+    pub fn keys_rotated(&mut self) -> WebResult<()> {
+        let retire = std::mem::take(&mut self.retiring);
+        Ok(keys::retire(&mut self.store, &retire)?)
     }
 
     // ---- sending (§11.12, §5, §13.1, §13.2) ----
@@ -974,6 +1009,32 @@ pub(crate) mod tests {
             d.confirm_access_key().unwrap_err().code,
             ErrorCode::InvalidState
         );
+    }
+
+    #[test]
+    fn signed_prekeys_rotate_weekly_and_retire_after_a_month() {
+        let relay = SigningKey::from_bytes(&[3; 32]);
+        let (mut d, upload) = device(&relay, [0xa1; 16], 1);
+        let first: KeyUploadRequest = serde_json::from_str(&upload).unwrap();
+        let first = first.signed_prekey.unwrap().key_id;
+        assert_eq!(d.rotate_keys(NOW + 86_400).unwrap(), None);
+        let body = d.rotate_keys(NOW + 8 * 86_400).unwrap().unwrap();
+        let body: KeyUploadRequest = serde_json::from_str(&body).unwrap();
+        let second = body.signed_prekey.unwrap().key_id;
+        assert_ne!(first, second);
+        assert!(body.last_resort_kem_prekey.is_some());
+        d.keys_rotated().unwrap();
+        // Both are kept until the new one is a month old.
+        assert!(d.store().signed_prekey(first).unwrap().is_some());
+        assert_eq!(d.rotate_keys(NOW + 9 * 86_400).unwrap(), None);
+        assert!(d.store().signed_prekey(first).unwrap().is_some());
+        // Then the first goes (a third key is due by then, and its upload retires the first).
+        let third = d.rotate_keys(NOW + 40 * 86_400).unwrap();
+        assert!(third.is_some());
+        assert!(d.store().signed_prekey(first).unwrap().is_some());
+        d.keys_rotated().unwrap();
+        assert!(d.store().signed_prekey(first).unwrap().is_none());
+        assert!(d.store().signed_prekey(second).unwrap().is_some());
     }
 
     #[test]

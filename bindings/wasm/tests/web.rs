@@ -74,6 +74,8 @@ async fn device_bad_input_is_typed() {
     d.finish_send(s(&id)).unwrap();
     assert_eq!(code(d.finish_send(s("x"))), "invalid_argument");
     assert_eq!(code(d.confirm_access_key()), "invalid_state");
+    assert_eq!(code(d.rotate_keys(s("now"))), "invalid_argument");
+    d.keys_rotated().unwrap();
     assert!(d.prepare_access_key().unwrap().contains("access_key"));
     assert_eq!(code(d.own_devices_due(n(NOW))), "invalid_state");
     assert_eq!(code(d.set_own_devices(s("[]"))), "invalid_response");
