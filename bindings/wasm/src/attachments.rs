@@ -165,9 +165,10 @@ impl UploadCore {
         let info: BlobInfo = answer(answer_json, "blob")?;
         let start = self
             .start
-            .take()
+            .as_ref()
             .ok_or_else(|| out_of_order("the blob is created already"))?;
         self.pending = Some(start.created(&info)?);
+        self.start = None;
         Ok(())
     }
 

@@ -69,8 +69,9 @@ impl UploadStart {
     /// The relay's answer ([`BlobInfo`]) to the request: the upload to resume from now on.
     ///
     /// # Errors
-    /// [`TransferError::SizeMismatch`] if the relay reserved another size.
-    pub fn created(self, info: &BlobInfo) -> Result<PendingUpload, TransferError> {
+    /// [`TransferError::SizeMismatch`] if the relay reserved another size (the start stays
+    /// usable, e.g. to read a corrected answer).
+    pub fn created(&self, info: &BlobInfo) -> Result<PendingUpload, TransferError> {
         if info.size != self.blob_size {
             return Err(TransferError::SizeMismatch {
                 expected: self.blob_size,
@@ -79,7 +80,7 @@ impl UploadStart {
         }
         Ok(PendingUpload {
             blob_id: *info.blob_id.as_bytes(),
-            key: self.key,
+            key: self.key.clone(),
             size: self.size,
         })
     }
