@@ -102,3 +102,10 @@ export declare class HavenMessenger {
 }
 
 export declare function base64ToBytes(b64: string): Uint8Array;
+
+export { HavenDiary, DIARY_KDF } from "./haven-diary.js";
+export type { DiaryKdf } from "./haven-diary.js";
+export {
+  uploadAttachment, openAttachment, saveAttachment, sendFile, pointerBytes,
+} from "./haven-attachments.js";
+export type { UploadOptions } from "./haven-attachments.js";

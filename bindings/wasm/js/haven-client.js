@@ -731,3 +731,9 @@ export class HavenMessenger {
 }
 
 export { base64ToBytes };
+
+// The diary synced through the vault, and attachments: their own modules, exported here too.
+export { HavenDiary, DIARY_KDF } from "./haven-diary.js";
+export {
+  uploadAttachment, openAttachment, saveAttachment, sendFile, pointerBytes,
+} from "./haven-attachments.js";
