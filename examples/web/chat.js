@@ -5,6 +5,7 @@
 import init, * as wasm from "/pkg/haven_wasm.js";
 import { HavenClient, HavenMessenger, direct, group } from "/js/haven-client.js";
 import { idbGet, idbPut } from "./idb.js";
+import { attachmentView, wireAttachForm } from "./attach.js";
 
 const $ = (id) => document.getElementById(id);
 const el = (tag, props = {}, ...children) => {
@@ -88,6 +89,9 @@ function messageItem(m) {
     className: m.deleted ? "text deleted" : "text",
     textContent: m.deleted ? "(deleted)" : m.text,
   }));
+  if (m.attachment && !m.deleted) {
+    li.append(attachmentView(client, wasm, m, { status: setTransfer, guard }));
+  }
   const meta = [];
   if (m.edited && !m.deleted) meta.push("edited");
   if (m.outgoing && m.readBy.length) meta.push(`read by ${m.readBy.map(nameOf).join(", ")}`);
@@ -284,6 +288,16 @@ $("timer").onchange = () => guard(async () => {
 $("safety").onclick = () => guard(async () => {
   const numbers = messenger.safetyNumbers(current.id);
   $("safety-numbers").textContent = numbers.map((n) => `device ${n.device}: ${n.digits}`).join("  ");
+});
+
+function setTransfer(text) { $("transfer").textContent = text; }
+
+wireAttachForm($("attach-form"), $("file"), {
+  messenger: () => messenger,
+  conversation: () => current,
+  done: () => render(),
+  status: setTransfer,
+  guard,
 });
 
 $("cancel-edit").onclick = () => {

@@ -2,8 +2,10 @@
 // users on a real relay (the `haven-test-relay` launcher): two of them talk 1:1 (texts, a read
 // receipt, typing, a reaction, an edit, a delete, a timer, safety numbers), three of them in a
 // group (an added member reads what follows, a removed one nothing new), and the relay's files
-// hold no plaintext or group name; the diary page writes an entry, reloads, unlocks with the
-// passphrase and reads it back from encrypted IndexedDB state.
+// hold no plaintext or group name; the diary page in two browser contexts of one account syncs
+// through the relay's vault (creation, unlock from the relay's bundle, entries both ways, search,
+// a deletion, a reload and unlock from the sealed IndexedDB state, a browser-only diary
+// imported); a file sent in a chat is uploaded and downloaded as streams, byte for byte.
 //
 // Environment: HAVEN_TEST_RELAY_BIN (the workspace's test-relay launcher), HAVEN_WEB_PKG (wasm-bindgen `--target web`
 // output), CHROMIUM (default /usr/bin/chromium). Run by `.ci/wasm.sh`.
@@ -57,6 +59,8 @@ before(async () => {
     "--set", "HAVEN_LOG=info",
     "--set", `HAVEN_CORS_ALLOWED_ORIGINS=${webUrl}`,
     "--set", `HAVEN_WS_ALLOWED_ORIGINS=${webUrl}`,
+    // 1 MiB blob parts (the local backend's floor is 64 KiB): the file test uploads several.
+    "--set", "HAVEN_BLOBS_PART_SIZE_BYTES=1048576",
   ], { stdio: ["pipe", "pipe", log] });
   const first = await new Promise((resolve, reject) => {
     let buf = "";
@@ -254,39 +258,142 @@ test("a group of three: texts, an added member reads what follows, a removed one
   assertBlind([CHAT.group1, CHAT.group2, CHAT.group3, CHAT.after, CHAT.later, CHAT.name]);
 });
 
-test("diary: write, reload, unlock with the passphrase, read back from IndexedDB", async () => {
+// ------------------------------------------------------------------ the diary, files
+
+const DIARY = {
+  pass: "diary pass phrase: amber orchard",
+  a: "Walked to the harbour with marzipan",
+  b: "Rain over the quay, written on the second browser with bergamot",
+  old: "An entry this browser kept alone, about juniper",
+};
+const FILE_SECRET = "a file about the gannet colony, vermilion";
+
+async function diaryPage(name) {
   const context = await browser.newContext();
   const page = await context.newPage();
-  await page.goto(`${webUrl}/diary.html`);
-  await page.waitForSelector("body[data-state=locked]");
-  await page.fill("#new-passphrase", "diary pass phrase");
-  await page.click("#create");
-  await page.waitForSelector("body[data-state=unlocked]", { timeout: 60_000 });
-  assert.equal(await page.locator("#codes li").count(), 10);
-  await page.fill("#title", "Sunday");
-  await page.fill("#body", SECRETS[2]);
-  await page.click("#save");
-  await page.waitForSelector("text=saved 1");
+  page.on("pageerror", (e) => console.error(`[${name}] page error:`, e.message));
+  await page.goto(`${webUrl}/diary.html?relay=${encodeURIComponent(relayUrl)}`);
+  await page.waitForSelector("body[data-state=signed-out]");
+  return page;
+}
 
-  // What IndexedDB holds is ciphertext only.
-  const stored = await page.evaluate(async () => {
+async function signIn(page, kind, username) {
+  await page.fill("#username", username);
+  await page.fill("#password", PASSWORD);
+  await page.click(kind === "register" ? "#register" : "#login");
+  await page.waitForSelector("body[data-state=locked]", { timeout: 60_000 });
+}
+
+const entry = (page, text) => page.waitForSelector(`.entry-body:has-text("${text}")`, { timeout: 30_000 });
+
+test("diary: two browsers of one account sync through the relay; reload, unlock, search, delete", async () => {
+  const user = `diarist-${Date.now().toString(36)}`;
+  const a = await diaryPage("diary-a");
+  // What the earlier, browser-only page kept (WebDiary, IndexedDB only): imported on unlock.
+  await a.evaluate(async ({ pass, body }) => {
+    const wasm = await import("/pkg/haven_wasm.js");
+    await wasm.default();
+    const { idbPut } = await import("/idb.js");
+    const old = await wasm.WebDiary.create(pass, 19456, 2);
+    const sealed = old.encryptEntry({ title: "Old", body, tags: [], createdMs: 1, updatedMs: 1 }, undefined, 1);
+    await idbPut("diary-record", old.record());
+    await idbPut("diary-entries", [sealed]);
+  }, { pass: DIARY.pass, body: DIARY.old });
+
+  await signIn(a, "register", user);
+  await a.fill("#passphrase", DIARY.pass);
+  await a.click("#unlock");
+  await a.waitForSelector("#status:has-text('no diary yet')", { timeout: 60_000 });
+  await a.click("#create");
+  await a.waitForSelector("body[data-state=unlocked]", { timeout: 60_000 });
+  assert.equal(await a.locator("#codes li").count(), 10);
+  await entry(a, DIARY.old);
+  await a.fill("#title", "Sunday");
+  await a.fill("#body", DIARY.a);
+  await a.click("#save");
+  await a.waitForSelector(`.entry:has-text("${DIARY.a}") small:not(:has-text("not synced"))`, { timeout: 30_000 });
+
+  // A second browser context logs in to the same account and unlocks with the relay's bundle.
+  const b = await diaryPage("diary-b");
+  await signIn(b, "login", user);
+  await b.fill("#passphrase", DIARY.pass);
+  await b.click("#unlock");
+  await b.waitForSelector("body[data-state=unlocked]", { timeout: 60_000 });
+  await entry(b, DIARY.a);
+  await entry(b, DIARY.old);
+  await b.fill("#title", "Monday");
+  await b.fill("#body", DIARY.b);
+  await b.click("#save");
+  // The first browser pulls it on its own (it syncs every few seconds).
+  await entry(a, DIARY.b);
+
+  // Search runs on the page's own index.
+  await b.fill("#search", "harb");
+  await b.waitForFunction(() => document.querySelectorAll(".entry").length === 1, null, { timeout: 10_000 });
+  assert.equal(await b.textContent(".entry-body"), DIARY.a);
+  await b.fill("#search", "");
+
+  // A deletion on one browser reaches the other.
+  await b.click(`.entry:has-text("${DIARY.old}") button.delete`);
+  await b.waitForFunction((t) => ![...document.querySelectorAll(".entry-body")].some((e) => e.textContent === t),
+    DIARY.old, { timeout: 30_000 });
+  await a.waitForFunction((t) => ![...document.querySelectorAll(".entry-body")].some((e) => e.textContent === t),
+    DIARY.old, { timeout: 30_000 });
+  assert.equal(await a.textContent("#error"), "");
+  assert.equal(await b.textContent("#error"), "");
+
+  // A reload keeps the sealed state: locked, a wrong passphrase refused, the right one opens it.
+  await a.reload();
+  await a.waitForSelector("body[data-state=locked]");
+  assert.equal(await a.locator(".entry").count(), 0);
+  await a.fill("#passphrase", "wrong pass phrase");
+  await a.click("#unlock");
+  await a.waitForSelector("#error:has-text('wrong_password')", { timeout: 60_000 });
+  await a.fill("#passphrase", DIARY.pass);
+  await a.click("#unlock");
+  await a.waitForSelector("body[data-state=unlocked]", { timeout: 60_000 });
+  await entry(a, DIARY.a);
+  await entry(a, DIARY.b);
+  await shot(a, "diary-a");
+  await shot(b, "diary-b");
+
+  // IndexedDB and the relay hold ciphertext only.
+  const stored = await a.evaluate(async () => {
     const { idbGet } = await import("/idb.js");
-    const all = await idbGet("diary-entries");
-    return all.map((e) => new TextDecoder("latin1").decode(e.body) + new TextDecoder("latin1").decode(e.meta)).join("");
+    return new TextDecoder("latin1").decode(await idbGet("diary-state"));
   });
   assert.ok(stored.length > 0);
   assert.equal(stored.indexOf("harbour"), -1);
+  assertBlind([DIARY.a, DIARY.b, DIARY.old, DIARY.pass]);
+});
 
-  await page.reload();
-  await page.waitForSelector("body[data-state=locked]");
-  assert.equal(await page.locator(".entry").count(), 0);
-  await page.fill("#passphrase", "wrong pass phrase");
-  await page.click("#unlock");
-  await page.waitForSelector("#error:has-text('wrong_password')", { timeout: 60_000 });
-  await page.fill("#passphrase", "diary pass phrase");
-  await page.click("#unlock");
-  await page.waitForSelector("body[data-state=unlocked]", { timeout: 60_000 });
-  assert.equal(await page.textContent(".entry-body"), SECRETS[2]);
-  assert.equal(await page.textContent(".entry h3"), "Sunday");
-  await shot(page, "diary-after-reload");
+test("chat: a file is encrypted and uploaded as a stream, then downloaded and decrypted by the other side", async () => {
+  const suffix = Date.now().toString(36);
+  const [alice, bob] = await Promise.all([chatPage("alice-f"), chatPage("bob-f")]);
+  await register(alice, `alicef-${suffix}`);
+  await register(bob, `bobf-${suffix}`);
+  await addContact(alice, `bobf-${suffix}`);
+  // Just over 3 MiB: four 1 MiB parts (the relay's setting above), 49 chunks of the stream.
+  const line = Buffer.from(`${FILE_SECRET}\n`);
+  const file = Buffer.alloc(3 * 1024 * 1024 + 123);
+  for (let at = 0; at < file.length; at += line.length) line.copy(file, at);
+  await alice.setInputFiles("#file", { name: "gannets.txt", mimeType: "text/plain", buffer: file });
+  await alice.click("#send-file");
+  await alice.waitForSelector("#transfer:has-text('sent gannets.txt')", { timeout: 60_000 });
+  assert.equal(await alice.textContent("#error"), "");
+  const parts = relayFiles().filter((f) => /blobs\/[0-9a-f]{32}\/\d{6}$/.test(f));
+  assert.equal(parts.length, 4, "the blob went up in four parts");
+
+  await addContact(bob, `alicef-${suffix}`);
+  const save = `#log li.in button.save:has-text("gannets.txt")`;
+  await bob.waitForSelector(save, { timeout: 30_000 });
+  const [download] = await Promise.all([bob.waitForEvent("download", { timeout: 60_000 }), bob.click(save)]);
+  assert.equal(download.suggestedFilename(), "gannets.txt");
+  const got = readFileSync(await download.path());
+  assert.ok(got.equals(file), "the downloaded file is the one sent");
+  await bob.waitForSelector("#transfer:has-text('digest checked')");
+  assert.equal(await bob.textContent("#error"), "");
+  await shot(bob, "file-bob");
+
+  assertBlind([FILE_SECRET]);
 });
