@@ -2,7 +2,7 @@
 # The web bindings: builds `haven-wasm` for wasm32 and its JS package (wasm-bindgen), runs the
 # wasm-bindgen-test suite under Node, the Node tests over the built package (test vectors
 # recomputed through the wasm build, errors across the boundary), and the browser end-to-end
-# test (headless Debian Chromium + playwright-core, two users through a real relay process).
+# test (headless Debian Chromium + playwright-core, users 1:1 and in a group through a real relay process).
 # Installs what it needs idempotently, cached outside the clone: wasm-bindgen-cli in
 # ~/.cargo/bin, npm's cache in ~/.cache/haven-npm, Chromium from Debian only when missing.
 set -euo pipefail
@@ -43,7 +43,7 @@ CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner \
 say "Node tests over the built package (test vectors, errors across the boundary)"
 HAVEN_NODE_PKG="$node_pkg" node --test bindings/wasm/tests/node/
 
-say "browser end-to-end: two users through a relay process, the diary across a reload"
+say "browser end-to-end: users 1:1 and in a group through a relay process, the diary across a reload"
 # The test-relay launcher the test command built (its own test runs it); built here when absent.
 launcher="$CARGO_TARGET_DIR/debug/haven-test-relay"
 if [ ! -x "$launcher" ]; then
