@@ -2,7 +2,8 @@
 # The web bindings: builds `haven-wasm` for wasm32 and its JS package (wasm-bindgen), runs the
 # wasm-bindgen-test suite under Node, the Node tests over the built package (test vectors
 # recomputed through the wasm build, errors across the boundary), and the browser end-to-end
-# test (headless Debian Chromium + playwright-core, users 1:1 and in a group through a real relay process).
+# test (headless Debian Chromium + playwright-core, users 1:1 and in a group through a real
+# relay process).
 # Installs what it needs idempotently, cached outside the clone: wasm-bindgen-cli in
 # ~/.cargo/bin, npm's cache in ~/.cache/haven-npm, Chromium from Debian only when missing.
 set -euo pipefail
