@@ -26,6 +26,7 @@
 //! edit      write · edit (local first: a pending edit, persisted at once)
 //! sync      sync_run | delete_run ─► SyncRun::next_call ─► (relay) ─► SyncRun::answer … finish
 //! history   history_run ─► HistoryRun::next_call ─► answer … finish ─► [restore_from]
+//! all       DiaryMachine: the above as one machine, begin_… ─► next_call ─► answer … finish
 //! read      show · is_pending · list · search (the local index; nothing leaves the device)
 //! ```
 //!
@@ -47,6 +48,7 @@ use zeroize::Zeroizing;
 use crate::store::{ClientStoreError, Space};
 
 pub mod bundle;
+pub mod machine;
 mod records;
 pub mod run;
 pub mod state;
@@ -58,6 +60,7 @@ pub use bundle::{
     BUNDLE_COLLECTION, BUNDLE_ITEM, BUNDLE_ITEM_FORMAT, BundleUpload, StoredBundle,
     decode_bundle_item, encode_bundle_item, encode_bundle_record,
 };
+pub use machine::{DiaryMachine, Outcome};
 pub use run::{HistoryRevision, HistoryRun, SyncReport, SyncRun};
 pub use state::{BundleFetch, LocalDiary, NewDiary, Unlocked};
 

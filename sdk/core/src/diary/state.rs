@@ -55,7 +55,7 @@ fn load_bundle<B: Backend>(
     }))
 }
 
-fn save_bundle<B: Backend>(
+pub(crate) fn save_bundle<B: Backend>(
     store: &EncryptedStore<B>,
     b: &StoredBundle,
 ) -> Result<(), ClientStoreError> {
@@ -69,8 +69,8 @@ fn save_bundle<B: Backend>(
 /// A diary about to be stored on the relay: fresh keys (creation) or keys re-wrapped under a
 /// new password (recovery), and the bundle write that makes it the account's.
 pub struct NewDiary {
-    keys: DiaryKeys,
-    upload: BundleUpload,
+    pub(crate) keys: DiaryKeys,
+    pub(crate) upload: BundleUpload,
 }
 
 impl std::fmt::Debug for NewDiary {
@@ -145,6 +145,16 @@ impl NewDiary {
         rng: &mut R,
     ) -> Result<LocalDiary<B>, LocalDiaryError> {
         let stored = self.upload.read(answer)?;
+        self.open(store, stored, rng)
+    }
+
+    /// The diary, once the relay stored its bundle as `stored`: the bundle saved in `store`.
+    pub(crate) fn open<B: Backend, R: CryptoRng + ?Sized>(
+        self,
+        store: EncryptedStore<B>,
+        stored: StoredBundle,
+        rng: &mut R,
+    ) -> Result<LocalDiary<B>, LocalDiaryError> {
         save_bundle(&store, &stored)?;
         LocalDiary::open(store, self.keys, stored, rng)
     }
@@ -161,9 +171,16 @@ pub enum Unlocked<B> {
     NeedsBundle(BundleFetch<B>),
 }
 
+/// What [`LocalDiary::opening`] found: the keys of the local bundle, or the relay's bundle is
+/// needed (with the local one, if any).
+pub(crate) enum Opening {
+    Keys(DiaryKeys, StoredBundle),
+    Fetch(Option<StoredBundle>),
+}
+
 /// Unlocking with the relay's copy of the bundle.
 pub struct BundleFetch<B> {
-    store: EncryptedStore<B>,
+    pub(crate) store: EncryptedStore<B>,
     local: Option<StoredBundle>,
 }
 
@@ -176,6 +193,10 @@ impl<B> std::fmt::Debug for BundleFetch<B> {
 }
 
 impl<B: Backend> BundleFetch<B> {
+    pub(crate) fn with(store: EncryptedStore<B>, local: Option<StoredBundle>) -> Self {
+        Self { store, local }
+    }
+
     /// The `GET` of the reserved bundle item.
     #[must_use]
     pub fn call(&self) -> VaultCall {
@@ -202,6 +223,16 @@ impl<B: Backend> BundleFetch<B> {
         password: &[u8],
         rng: &mut R,
     ) -> Result<LocalDiary<B>, LocalDiaryError> {
+        let (keys, remote) = self.check(answer, password)?;
+        self.open(keys, remote, rng)
+    }
+
+    /// The keys the relay's bundle opens with `password` (nothing changes yet).
+    pub(crate) fn check(
+        &self,
+        answer: VaultAnswer,
+        password: &[u8],
+    ) -> Result<(DiaryKeys, StoredBundle), LocalDiaryError> {
         let remote = match (bundle::read_fetched(answer), &self.local) {
             (Ok(remote), Some(local)) if remote.bundle == local.bundle => {
                 return Err(DiaryError::WrongPassword.into());
@@ -214,6 +245,16 @@ impl<B: Backend> BundleFetch<B> {
             (Err(e), None) => return Err(e),
         };
         let keys = DiaryKeys::unlock_with_password(&remote.bundle, password)?;
+        Ok((keys, remote))
+    }
+
+    /// Unlocked with the relay's bundle: kept in the store, the state loaded.
+    pub(crate) fn open<R: CryptoRng + ?Sized>(
+        self,
+        keys: DiaryKeys,
+        remote: StoredBundle,
+        rng: &mut R,
+    ) -> Result<LocalDiary<B>, LocalDiaryError> {
         save_bundle(&self.store, &remote)?;
         LocalDiary::open(self.store, keys, remote, rng)
     }
@@ -253,22 +294,30 @@ impl<B: Backend> LocalDiary<B> {
         password: &[u8],
         rng: &mut R,
     ) -> Result<Unlocked<B>, LocalDiaryError> {
-        let Some(local) = load_bundle(&store)? else {
-            return Ok(Unlocked::NeedsBundle(BundleFetch { store, local: None }));
+        Ok(match Self::opening(&store, password)? {
+            Opening::Keys(keys, local) => Unlocked::Open(Self::open(store, keys, local, rng)?),
+            Opening::Fetch(local) => Unlocked::NeedsBundle(BundleFetch { store, local }),
+        })
+    }
+
+    /// What unlocking `store` with `password` takes (nothing is consumed or changed).
+    pub(crate) fn opening(
+        store: &EncryptedStore<B>,
+        password: &[u8],
+    ) -> Result<Opening, LocalDiaryError> {
+        let Some(local) = load_bundle(store)? else {
+            return Ok(Opening::Fetch(None));
         };
         match DiaryKeys::unlock_with_password(&local.bundle, password) {
-            Ok(keys) => Ok(Unlocked::Open(Self::open(store, keys, local, rng)?)),
-            Err(DiaryError::WrongPassword) => Ok(Unlocked::NeedsBundle(BundleFetch {
-                store,
-                local: Some(local),
-            })),
+            Ok(keys) => Ok(Opening::Keys(keys, local)),
+            Err(DiaryError::WrongPassword) => Ok(Opening::Fetch(Some(local))),
             Err(e) => Err(e.into()),
         }
     }
 
     /// Loads the local state: the stored items are verified and indexed again, the pending
     /// edits re-applied on top.
-    fn open<R: CryptoRng + ?Sized>(
+    pub(crate) fn open<R: CryptoRng + ?Sized>(
         store: EncryptedStore<B>,
         keys: DiaryKeys,
         bundle: StoredBundle,

@@ -692,3 +692,119 @@ fn answers_out_of_order_and_unexpected_refusals_are_typed() {
     );
     assert!(VaultAnswer::from_http(200, "<html>").is_err());
 }
+
+/// Drives a machine's operation against the vault; its outcome.
+fn run_machine(
+    m: &mut DiaryMachine<MemoryBackend>,
+    vault: &mut FakeVault,
+) -> Result<Outcome, LocalDiaryError> {
+    while let Some(call) = m.next_call()? {
+        m.answer(vault.handle(&call), &mut rng())?;
+    }
+    m.finish(&mut rng())
+}
+
+#[test]
+fn the_machine_runs_every_operation_and_keeps_the_diary_on_failures() {
+    let mut vault = FakeVault::new();
+    let mut a = DiaryMachine::new(store());
+    assert!(matches!(a.next_call(), Err(LocalDiaryError::OutOfOrder(_))));
+    assert!(matches!(
+        a.begin_sync(&mut rng()),
+        Err(LocalDiaryError::OutOfOrder(_))
+    ));
+    // No diary yet: unlocking is `NotInitialised`, and the store is still there.
+    a.begin_unlock(PASSWORD, &mut rng()).unwrap();
+    assert!(matches!(
+        run_machine(&mut a, &mut vault),
+        Err(LocalDiaryError::NotInitialised)
+    ));
+    assert!(a.store().is_ok() && a.diary().is_none());
+
+    a.begin_create(PASSWORD, KdfParams::MIN, &mut rng())
+        .unwrap();
+    assert!(matches!(
+        a.begin_create(PASSWORD, KdfParams::MIN, &mut rng()),
+        Err(LocalDiaryError::OutOfOrder(_))
+    ));
+    let call = a.next_call().unwrap().unwrap();
+    assert!(matches!(a.next_call(), Err(LocalDiaryError::OutOfOrder(_))));
+    a.answer(vault.handle(&call), &mut rng()).unwrap();
+    assert!(a.next_call().unwrap().is_none());
+    let Outcome::RecoveryCodes(codes) = a.finish(&mut rng()).unwrap() else {
+        panic!("codes expected");
+    };
+    assert_eq!(codes.len(), 10);
+    let id = a
+        .diary_mut()
+        .unwrap()
+        .write(
+            entry("machine", "written through the machine", 1),
+            &mut rng(),
+        )
+        .unwrap();
+    a.begin_sync(&mut rng()).unwrap();
+    let Outcome::Report(report) = run_machine(&mut a, &mut vault).unwrap() else {
+        panic!("a report expected");
+    };
+    assert_eq!(report.pushed, 1);
+
+    // A second machine of the account: a wrong password leaves it locked with its store.
+    let mut b = DiaryMachine::new(store());
+    b.begin_unlock(b"wrong", &mut rng()).unwrap();
+    assert!(matches!(
+        run_machine(&mut b, &mut vault),
+        Err(LocalDiaryError::Keys(DiaryError::WrongPassword))
+    ));
+    assert!(b.diary().is_none() && b.store().is_ok());
+    b.begin_unlock(PASSWORD, &mut rng()).unwrap();
+    run_machine(&mut b, &mut vault).unwrap();
+    b.begin_sync(&mut rng()).unwrap();
+    run_machine(&mut b, &mut vault).unwrap();
+    assert_eq!(b.diary().unwrap().search("machine").len(), 1);
+
+    // Delete, history, restore, password change, new codes.
+    b.begin_delete(&id, &mut rng()).unwrap();
+    run_machine(&mut b, &mut vault).unwrap();
+    b.begin_history(&id).unwrap();
+    let Outcome::History(h) = run_machine(&mut b, &mut vault).unwrap() else {
+        panic!("a history expected");
+    };
+    assert_eq!(h.len(), 2);
+    b.begin_restore(&id).unwrap();
+    run_machine(&mut b, &mut vault).unwrap();
+    assert!(b.diary().unwrap().is_pending(&id));
+    b.begin_change_password(b"second password", KdfParams::MIN, &mut rng())
+        .unwrap();
+    run_machine(&mut b, &mut vault).unwrap();
+    b.begin_regenerate_codes(&mut rng()).unwrap();
+    assert!(matches!(
+        run_machine(&mut b, &mut vault).unwrap(),
+        Outcome::RecoveryCodes(c) if c.len() == 10
+    ));
+    // The other machine's bundle is stale now: its password change conflicts, it stays open.
+    a.begin_change_password(b"third", KdfParams::MIN, &mut rng())
+        .unwrap();
+    assert!(matches!(
+        run_machine(&mut a, &mut vault),
+        Err(LocalDiaryError::BundleConflict)
+    ));
+    assert!(a.diary().is_some());
+
+    // Locked, then unlocked from the store alone with the old password (the relay's bundle is
+    // needed for the new one).
+    a.lock().unwrap();
+    assert!(a.diary().is_none());
+    a.begin_unlock(b"second password", &mut rng()).unwrap();
+    run_machine(&mut a, &mut vault).unwrap();
+    assert!(a.diary().is_some());
+
+    // A recovery on a third machine.
+    let mut c = DiaryMachine::new(store());
+    c.begin_recover("not a code", b"x", KdfParams::MIN).unwrap();
+    assert!(matches!(
+        run_machine(&mut c, &mut vault),
+        Err(LocalDiaryError::Keys(DiaryError::InvalidRecoveryCode))
+    ));
+    assert!(c.store().is_ok());
+}
