@@ -12,8 +12,8 @@
 //!   (§9.5) that the page stores itself (IndexedDB); all of it ciphertext.
 
 use haven_client_core::diary::{
-    self as core_diary, BundleFetch, BundleUpload, HistoryRevision, HistoryRun, LocalDiary,
-    LocalDiaryError, NewDiary, SyncReport, SyncRun, Unlocked, VaultAnswer, VaultCall,
+    self as core_diary, DiaryMachine, HistoryRevision, LocalDiary, LocalDiaryError, Outcome,
+    SyncReport, VaultAnswer, VaultCall,
 };
 use haven_client_core::store::{MemoryBackend, MemoryStore};
 use haven_sdk::diary::entry::SealedEntry;
@@ -284,7 +284,7 @@ pub struct QueryJson {
 /// What an operation's `finish` returns.
 #[derive(Serialize, Debug, Default, Clone, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
-pub struct Outcome {
+pub struct OutcomeView {
     /// After `create` and `regenerateRecoveryCodes`: the codes, to show once.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub recovery_codes: Option<Vec<String>>,
@@ -293,82 +293,31 @@ pub struct Outcome {
     pub report: Option<ReportView>,
 }
 
-/// The operation in progress and what it waits for.
-#[allow(clippy::large_enum_variant)] // One per diary, replaced in place; boxing buys nothing.
-enum Op {
-    Idle,
-    /// A single request, then the operation's continuation.
-    Create {
-        new: NewDiary,
-        codes: Vec<RecoveryCode>,
-    },
-    Unlock {
-        fetch: BundleFetch<MemoryBackend>,
-        backup: MemoryStore,
-        password: Zeroizing<Vec<u8>>,
-    },
-    RecoverFetch {
-        code: Zeroizing<String>,
-        password: Zeroizing<Vec<u8>>,
-        params: KdfParams,
-    },
-    RecoverPut {
-        new: NewDiary,
-    },
-    Bundle {
-        upload: BundleUpload,
-        codes: Option<Vec<RecoveryCode>>,
-    },
-    Sync(SyncRun),
-    History {
-        run: HistoryRun,
-        restore: bool,
-    },
-    /// Over: `finish` returns this.
-    Done(Outcome),
-}
-
-/// Where the diary is.
-#[allow(clippy::large_enum_variant)] // One per diary, replaced in place; boxing buys nothing.
-enum State {
-    /// Not unlocked: the store (possibly holding a diary's rows from an earlier session).
-    Locked(MemoryStore),
-    /// Unlocked.
-    Open(LocalDiary<MemoryBackend>),
-    /// Held by the operation in progress (unlock).
-    Lent,
-}
-
-/// The synced diary of one account on this page: its state (a memory store) and the vault
-/// operation in progress. Plain Rust (tested natively); `WebSyncedDiary` converts arguments.
+/// The synced diary of one account on this page: the client core's [`DiaryMachine`] over a
+/// memory store, with ids, entries and answers converted at the boundary. Plain Rust (tested
+/// natively); `WebSyncedDiary` converts JS values.
 pub struct SyncedDiaryCore {
-    state: State,
-    op: Op,
-    /// The call of a single-request operation was handed out (waiting for its answer).
-    sent: bool,
+    machine: DiaryMachine<MemoryBackend>,
 }
 
 impl std::fmt::Debug for SyncedDiaryCore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SyncedDiaryCore")
-            .field("unlocked", &matches!(self.state, State::Open(_)))
-            .finish_non_exhaustive()
+            .field("machine", &self.machine)
+            .finish()
     }
-}
-
-fn busy() -> WebError {
-    WebError::new(
-        ErrorCode::InvalidState,
-        "another diary operation is in progress (finish it first)",
-    )
-}
-
-fn locked() -> WebError {
-    WebError::new(ErrorCode::InvalidState, "the diary is locked")
 }
 
 fn rng() -> impl rand_core::CryptoRng {
     rand::rng()
+}
+
+fn passphrase_arg(p: &[u8]) -> WebResult<&[u8]> {
+    if p.is_empty() {
+        Err(invalid("empty passphrase"))
+    } else {
+        Ok(p)
+    }
 }
 
 impl SyncedDiaryCore {
@@ -390,17 +339,7 @@ impl SyncedDiaryCore {
 
     fn over(store: MemoryStore) -> Self {
         Self {
-            state: State::Locked(store),
-            op: Op::Idle,
-            sent: false,
-        }
-    }
-
-    fn store(&self) -> WebResult<&MemoryStore> {
-        match &self.state {
-            State::Locked(s) => Ok(s),
-            State::Open(d) => Ok(d.store()),
-            State::Lent => Err(busy()),
+            machine: DiaryMachine::new(store),
         }
     }
 
@@ -409,52 +348,25 @@ impl SyncedDiaryCore {
     /// # Errors
     /// [`ErrorCode::InvalidState`] during an unlock, store errors.
     pub fn export(&self, page_key: &StorageKey) -> WebResult<Vec<u8>> {
-        Ok(self.store()?.export(page_key)?)
+        Ok(self.machine.store()?.export(page_key)?)
     }
 
     /// Whether the diary is unlocked.
     #[must_use]
     pub fn is_unlocked(&self) -> bool {
-        matches!(self.state, State::Open(_))
+        self.machine.diary().is_some()
     }
 
     fn open(&self) -> WebResult<&LocalDiary<MemoryBackend>> {
-        match &self.state {
-            State::Open(d) => Ok(d),
-            _ => Err(locked()),
-        }
+        self.machine
+            .diary()
+            .ok_or_else(|| WebError::new(ErrorCode::InvalidState, "the diary is locked"))
     }
 
     fn open_mut(&mut self) -> WebResult<&mut LocalDiary<MemoryBackend>> {
-        match &mut self.state {
-            State::Open(d) => Ok(d),
-            _ => Err(locked()),
-        }
-    }
-
-    fn idle(&self) -> WebResult<()> {
-        match self.op {
-            Op::Idle => Ok(()),
-            _ => Err(busy()),
-        }
-    }
-
-    fn take_locked(&mut self) -> WebResult<MemoryStore> {
-        match std::mem::replace(&mut self.state, State::Lent) {
-            State::Locked(store) => Ok(store),
-            other => {
-                self.state = other;
-                Err(WebError::new(
-                    ErrorCode::InvalidState,
-                    "the diary is unlocked already",
-                ))
-            }
-        }
-    }
-
-    fn start(&mut self, op: Op) {
-        self.op = op;
-        self.sent = false;
+        self.machine
+            .diary_mut()
+            .ok_or_else(|| WebError::new(ErrorCode::InvalidState, "the diary is locked"))
     }
 
     /// Creates the account's diary (Argon2id with `m_cost_kib` KiB and `t_cost` passes): one
@@ -469,19 +381,10 @@ impl SyncedDiaryCore {
         m_cost_kib: u32,
         t_cost: u32,
     ) -> WebResult<()> {
-        self.idle()?;
-        if self.is_unlocked() {
-            return Err(WebError::new(
-                ErrorCode::InvalidState,
-                "the diary is unlocked already",
-            ));
-        }
-        if passphrase.is_empty() {
-            return Err(invalid("empty passphrase"));
-        }
-        let (new, codes) = NewDiary::create(passphrase, kdf(m_cost_kib, t_cost), &mut rng())?;
-        self.start(Op::Create { new, codes });
-        Ok(())
+        let passphrase = passphrase_arg(passphrase)?;
+        Ok(self
+            .machine
+            .begin_create(passphrase, kdf(m_cost_kib, t_cost), &mut rng())?)
     }
 
     /// Unlocks with the passphrase: from this store's copy of the bundle (no request), else
@@ -490,25 +393,7 @@ impl SyncedDiaryCore {
     /// # Errors
     /// [`ErrorCode::InvalidState`] (unlocked, busy), [`ErrorCode::Malformed`] (corrupt state).
     pub fn begin_unlock(&mut self, passphrase: &[u8]) -> WebResult<()> {
-        self.idle()?;
-        let store = self.take_locked()?;
-        let backup = store.clone();
-        match LocalDiary::unlock(store, passphrase, &mut rng()) {
-            Ok(Unlocked::Open(diary)) => {
-                self.state = State::Open(diary);
-                self.start(Op::Done(Outcome::default()));
-            }
-            Ok(Unlocked::NeedsBundle(fetch)) => self.start(Op::Unlock {
-                fetch,
-                backup,
-                password: Zeroizing::new(passphrase.to_vec()),
-            }),
-            Err(e) => {
-                self.state = State::Locked(backup);
-                return Err(e.into());
-            }
-        }
-        Ok(())
+        Ok(self.machine.begin_unlock(passphrase, &mut rng())?)
     }
 
     /// Recovers the diary with a recovery code and sets a new passphrase: two requests.
@@ -522,22 +407,10 @@ impl SyncedDiaryCore {
         m_cost_kib: u32,
         t_cost: u32,
     ) -> WebResult<()> {
-        self.idle()?;
-        if self.is_unlocked() {
-            return Err(WebError::new(
-                ErrorCode::InvalidState,
-                "the diary is unlocked already",
-            ));
-        }
-        if new_passphrase.is_empty() {
-            return Err(invalid("empty passphrase"));
-        }
-        self.start(Op::RecoverFetch {
-            code: Zeroizing::new(code.to_owned()),
-            password: Zeroizing::new(new_passphrase.to_vec()),
-            params: kdf(m_cost_kib, t_cost),
-        });
-        Ok(())
+        let passphrase = passphrase_arg(new_passphrase)?;
+        Ok(self
+            .machine
+            .begin_recover(code, passphrase, kdf(m_cost_kib, t_cost))?)
     }
 
     /// A sync: pending edits pushed (conflicts merged), changes pulled.
@@ -545,10 +418,7 @@ impl SyncedDiaryCore {
     /// # Errors
     /// [`ErrorCode::InvalidState`] (locked, busy), entry limits.
     pub fn begin_sync(&mut self) -> WebResult<()> {
-        self.idle()?;
-        let run = self.open_mut()?.sync_run(&mut rng())?;
-        self.start(Op::Sync(run));
-        Ok(())
+        Ok(self.machine.begin_sync(&mut rng())?)
     }
 
     /// Deletes an entry on the relay (its history stays); `finish` fails with `conflict` if it
@@ -557,11 +427,8 @@ impl SyncedDiaryCore {
     /// # Errors
     /// [`ErrorCode::InvalidArgument`] (id), [`ErrorCode::NotFound`], [`ErrorCode::InvalidState`].
     pub fn begin_delete(&mut self, item_id: &str) -> WebResult<()> {
-        self.idle()?;
         let id = parse_id(item_id)?;
-        let run = self.open_mut()?.delete_run(&id, &mut rng())?;
-        self.start(Op::Sync(run));
-        Ok(())
+        Ok(self.machine.begin_delete(&id, &mut rng())?)
     }
 
     /// Reads an entry's history (every revision, verified and decrypted); `finish` returns it.
@@ -569,14 +436,8 @@ impl SyncedDiaryCore {
     /// # Errors
     /// [`ErrorCode::InvalidArgument`] (id), [`ErrorCode::InvalidState`].
     pub fn begin_history(&mut self, item_id: &str) -> WebResult<()> {
-        self.idle()?;
         let id = parse_id(item_id)?;
-        let run = self.open()?.history_run(&id);
-        self.start(Op::History {
-            run,
-            restore: false,
-        });
-        Ok(())
+        Ok(self.machine.begin_history(&id)?)
     }
 
     /// Restores a deleted entry from its last live revision (reads the history; the restore
@@ -586,18 +447,13 @@ impl SyncedDiaryCore {
     /// [`ErrorCode::NotFound`], [`ErrorCode::InvalidArgument`], [`ErrorCode::InvalidState`]
     /// (not deleted, locked, busy).
     pub fn begin_restore(&mut self, item_id: &str) -> WebResult<()> {
-        self.idle()?;
         let id = parse_id(item_id)?;
-        let diary = self.open()?;
-        diary.check_restorable(&id).map_err(|e| match e {
+        self.machine.begin_restore(&id).map_err(|e| match e {
             LocalDiaryError::Sync(_) => {
                 WebError::new(ErrorCode::InvalidState, "the entry is not deleted")
             }
             other => other.into(),
-        })?;
-        let run = diary.history_run(&id);
-        self.start(Op::History { run, restore: true });
-        Ok(())
+        })
     }
 
     /// Changes the passphrase (the master key is re-wrapped; entries are untouched): one
@@ -611,18 +467,10 @@ impl SyncedDiaryCore {
         m_cost_kib: u32,
         t_cost: u32,
     ) -> WebResult<()> {
-        self.idle()?;
-        if new_passphrase.is_empty() {
-            return Err(invalid("empty passphrase"));
-        }
-        let upload =
-            self.open()?
-                .change_password(new_passphrase, kdf(m_cost_kib, t_cost), &mut rng())?;
-        self.start(Op::Bundle {
-            upload,
-            codes: None,
-        });
-        Ok(())
+        let passphrase = passphrase_arg(new_passphrase)?;
+        Ok(self
+            .machine
+            .begin_change_password(passphrase, kdf(m_cost_kib, t_cost), &mut rng())?)
     }
 
     /// Replaces every recovery code: one request, then `finish` gives the new codes.
@@ -630,13 +478,7 @@ impl SyncedDiaryCore {
     /// # Errors
     /// [`ErrorCode::InvalidState`].
     pub fn begin_regenerate_codes(&mut self) -> WebResult<()> {
-        self.idle()?;
-        let (upload, codes) = self.open()?.regenerate_recovery_codes(&mut rng());
-        self.start(Op::Bundle {
-            upload,
-            codes: Some(codes),
-        });
-        Ok(())
+        Ok(self.machine.begin_regenerate_codes(&mut rng())?)
     }
 
     /// The next request of the operation, `None` when it is over (then `finish`).
@@ -644,36 +486,10 @@ impl SyncedDiaryCore {
     /// # Errors
     /// [`ErrorCode::InvalidState`] (no operation, or the last request not answered).
     pub fn next_request(&mut self) -> WebResult<Option<RequestView>> {
-        let single = |call: VaultCall, sent: &mut bool| -> WebResult<Option<RequestView>> {
-            if *sent {
-                return Err(WebError::new(
-                    ErrorCode::InvalidState,
-                    "answer the request in flight first",
-                ));
-            }
-            *sent = true;
-            RequestView::of(&call).map(Some)
-        };
-        match &mut self.op {
-            Op::Idle => Err(WebError::new(
-                ErrorCode::InvalidState,
-                "no operation started",
-            )),
-            Op::Done(_) => Ok(None),
-            Op::Create { new, .. } | Op::RecoverPut { new } => single(new.call(), &mut self.sent),
-            Op::Unlock { fetch, .. } => single(fetch.call(), &mut self.sent),
-            Op::RecoverFetch { .. } => single(core_diary::bundle::fetch_call(), &mut self.sent),
-            Op::Bundle { upload, .. } => single(upload.call(), &mut self.sent),
-            Op::Sync(run) => {
-                let State::Open(diary) = &self.state else {
-                    return Err(locked());
-                };
-                run.next_call(diary)?
-                    .map(|c| RequestView::of(&c))
-                    .transpose()
-            }
-            Op::History { run, .. } => run.next_call()?.map(|c| RequestView::of(&c)).transpose(),
-        }
+        self.machine
+            .next_call()?
+            .map(|c| RequestView::of(&c))
+            .transpose()
     }
 
     /// The relay's answer to the last request: its HTTP status and body text. An error ends
@@ -684,126 +500,19 @@ impl SyncedDiaryCore {
     /// `invalid_response` (data failing verification), `refused` (a refusal the step does not
     /// expect: report the relay's own error), `invalid_state` (no request in flight).
     pub fn answer(&mut self, status: u16, body: &str) -> WebResult<()> {
-        let answer = VaultAnswer::from_http(status, body)?;
-        let result = self.step(answer);
-        if result.is_err() {
-            self.abort();
-        }
-        result
-    }
-
-    fn step(&mut self, answer: VaultAnswer) -> WebResult<()> {
-        let single = matches!(
-            self.op,
-            Op::Create { .. }
-                | Op::Unlock { .. }
-                | Op::RecoverFetch { .. }
-                | Op::RecoverPut { .. }
-                | Op::Bundle { .. }
-        );
-        if single && !self.sent {
-            return Err(WebError::new(
-                ErrorCode::InvalidState,
-                "no request in flight",
-            ));
-        }
-        self.sent = false;
-        match std::mem::replace(&mut self.op, Op::Idle) {
-            Op::Idle | Op::Done(_) => Err(WebError::new(
-                ErrorCode::InvalidState,
-                "no request in flight",
-            )),
-            Op::Create { new, codes } => {
-                let store = self.take_locked()?;
-                let backup = store.clone();
-                match new.finish(store, answer, &mut rng()) {
-                    Ok(diary) => {
-                        self.state = State::Open(diary);
-                        let codes = codes.iter().map(|c| c.to_text().as_str().to_owned());
-                        self.done(Outcome {
-                            recovery_codes: Some(codes.collect()),
-                            ..Outcome::default()
-                        });
-                        Ok(())
-                    }
-                    Err(e) => {
-                        self.state = State::Locked(backup);
-                        Err(e.into())
-                    }
-                }
+        let answer = match VaultAnswer::from_http(status, body) {
+            Ok(a) => a,
+            Err(e) => {
+                self.machine.abort();
+                return Err(e.into());
             }
-            Op::Unlock {
-                fetch,
-                backup,
-                password,
-            } => match fetch.finish(answer, &password, &mut rng()) {
-                Ok(diary) => {
-                    self.state = State::Open(diary);
-                    self.done(Outcome::default());
-                    Ok(())
-                }
-                Err(e) => {
-                    self.state = State::Locked(backup);
-                    Err(e.into())
-                }
-            },
-            Op::RecoverFetch {
-                code,
-                password,
-                params,
-            } => {
-                let new = NewDiary::recover(answer, &code, &password, params, &mut rng())?;
-                self.start(Op::RecoverPut { new });
-                Ok(())
-            }
-            Op::RecoverPut { new } => {
-                let store = self.take_locked()?;
-                let backup = store.clone();
-                match new.finish(store, answer, &mut rng()) {
-                    Ok(diary) => {
-                        self.state = State::Open(diary);
-                        self.done(Outcome::default());
-                        Ok(())
-                    }
-                    Err(e) => {
-                        self.state = State::Locked(backup);
-                        Err(e.into())
-                    }
-                }
-            }
-            Op::Bundle { upload, codes } => {
-                self.open_mut()?.bundle_uploaded(&upload, answer)?;
-                let codes =
-                    codes.map(|c| c.iter().map(|c| c.to_text().as_str().to_owned()).collect());
-                self.done(Outcome {
-                    recovery_codes: codes,
-                    ..Outcome::default()
-                });
-                Ok(())
-            }
-            Op::Sync(mut run) => {
-                run.answer(self.open_mut()?, answer, &mut rng())?;
-                self.op = Op::Sync(run);
-                Ok(())
-            }
-            Op::History { mut run, restore } => {
-                run.answer(self.open()?, answer)?;
-                self.op = Op::History { run, restore };
-                Ok(())
-            }
-        }
-    }
-
-    fn done(&mut self, outcome: Outcome) {
-        self.op = Op::Done(outcome);
+        };
+        Ok(self.machine.answer(answer, &mut rng())?)
     }
 
     /// Abandons the operation in progress (an unlock gives the store back, locked).
     pub fn abort(&mut self) {
-        if let Op::Unlock { fetch, .. } = std::mem::replace(&mut self.op, Op::Idle) {
-            self.state = State::Locked(fetch.into_store());
-        }
-        self.sent = false;
+        self.machine.abort();
     }
 
     /// Ends the operation once `next_request` returned `None`: its outcome as JSON (recovery
@@ -812,36 +521,19 @@ impl SyncedDiaryCore {
     /// # Errors
     /// [`ErrorCode::InvalidState`] before the operation is over; a delete's `conflict`.
     pub fn finish(&mut self) -> WebResult<String> {
-        match std::mem::replace(&mut self.op, Op::Idle) {
-            Op::Done(outcome) => outcome.json(),
-            Op::Sync(run) => {
-                let State::Open(diary) = &self.state else {
-                    return Err(locked());
-                };
-                let report = run.finish(diary)?;
-                Outcome {
-                    report: Some(report.into()),
-                    ..Outcome::default()
-                }
-                .json()
-            }
-            Op::History { run, restore } => {
-                let id = *run.item();
-                let revisions = run.finish();
-                if restore {
-                    self.open_mut()?.restore_from(&id, revisions, &mut rng())?;
-                    Outcome::default().json()
-                } else {
-                    history_view(&revisions).json()
-                }
-            }
-            other => {
-                self.op = other;
-                Err(WebError::new(
-                    ErrorCode::InvalidState,
-                    "the operation is not over (send its requests first)",
-                ))
-            }
+        let codes =
+            |c: Vec<RecoveryCode>| c.iter().map(|c| c.to_text().as_str().to_owned()).collect();
+        match self.machine.finish(&mut rng())? {
+            Outcome::History(revisions) => json(&history_view(&revisions)),
+            Outcome::RecoveryCodes(c) => json(&OutcomeView {
+                recovery_codes: Some(codes(c)),
+                ..OutcomeView::default()
+            }),
+            Outcome::Report(r) => json(&OutcomeView {
+                report: Some(r.into()),
+                ..OutcomeView::default()
+            }),
+            _ => json(&OutcomeView::default()),
         }
     }
 
@@ -881,7 +573,7 @@ impl SyncedDiaryCore {
         let diary = self.open()?;
         diary
             .show(&id)
-            .map(|e| listed(diary, id, e).json().map(Zeroizing::new))
+            .map(|e| json(&listed(diary, id, e)).map(Zeroizing::new))
             .transpose()
     }
 
@@ -905,7 +597,7 @@ impl SyncedDiaryCore {
             .into_iter()
             .map(|(id, e)| listed(diary, id, e))
             .collect();
-        rows.json().map(Zeroizing::new)
+        json(&rows).map(Zeroizing::new)
     }
 
     /// The collection id (32 hex).
@@ -921,13 +613,7 @@ impl SyncedDiaryCore {
     /// # Errors
     /// [`ErrorCode::InvalidState`] while an operation is in progress.
     pub fn lock(&mut self) -> WebResult<()> {
-        self.idle()?;
-        if let State::Open(diary) = std::mem::replace(&mut self.state, State::Lent) {
-            self.state = State::Locked(diary.into_store());
-        } else if let State::Lent = self.state {
-            return Err(busy());
-        }
-        Ok(())
+        Ok(self.machine.lock()?)
     }
 }
 
@@ -953,23 +639,10 @@ fn history_view(revisions: &[HistoryRevision]) -> Vec<RevisionView> {
         .collect()
 }
 
-/// JSON text of the views (their `String`s hold plaintext: callers wipe the text).
-mod erased {
-    use crate::error::{ErrorCode, WebError, WebResult};
-
-    pub(super) trait Json {
-        fn json(&self) -> WebResult<String>;
-    }
-
-    impl<T: serde::Serialize> Json for T {
-        fn json(&self) -> WebResult<String> {
-            serde_json::to_string(self)
-                .map_err(|e| WebError::new(ErrorCode::Protocol, e.to_string()))
-        }
-    }
+/// JSON text of a view (its `String`s may hold plaintext: callers wipe the text).
+fn json(value: &impl Serialize) -> WebResult<String> {
+    serde_json::to_string(value).map_err(|e| WebError::new(ErrorCode::Protocol, e.to_string()))
 }
-
-use erased::Json as _;
 
 /// Unlocked diary keys and the diary's collection id, kept by the page only.
 pub struct DiaryCore {
@@ -1106,7 +779,7 @@ impl DiaryCore {
         };
         let entry = Entry::open(&self.keys, &self.collection_id, &item, revision, &sealed)
             .map_err(entry_error)?;
-        EntryJson::of(&entry).json().map(Zeroizing::new)
+        json(&EntryJson::of(&entry)).map(Zeroizing::new)
     }
 }
 
