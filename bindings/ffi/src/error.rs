@@ -7,6 +7,7 @@
 //! or a plaintext.
 
 use haven_client::attachments::AttachmentsError;
+use haven_client::diary::LocalDiaryError;
 use haven_client::{ClientStoreError, DeviceError, DiaryClientError, MessengerError, RelayError};
 use haven_sdk::DiaryError;
 use haven_sdk::diary::EntryError;
@@ -191,18 +192,21 @@ impl From<DiaryClientError> for HavenError {
     fn from(e: DiaryClientError) -> Self {
         match e {
             DiaryClientError::Relay(r) => r.into(),
-            DiaryClientError::Store(s) => s.into(),
-            DiaryClientError::Keys(k) => k.into(),
-            DiaryClientError::Entry(en) => en.into(),
-            DiaryClientError::Sync(s) => Self::Tampered(s.to_string()),
-            DiaryClientError::UnknownEntry => Self::NotFound("no such diary entry".into()),
-            DiaryClientError::Conflict | DiaryClientError::BundleConflict => {
-                Self::Conflict(e.to_string())
-            }
-            DiaryClientError::BundleMalformed | DiaryClientError::InvalidResponse(_) => {
-                Self::Protocol(e.to_string())
-            }
-            DiaryClientError::CorruptState => Self::Storage(e.to_string()),
+            DiaryClientError::Diary(d) => match d {
+                LocalDiaryError::Store(s) => s.into(),
+                LocalDiaryError::Keys(k) => k.into(),
+                LocalDiaryError::Entry(en) => en.into(),
+                LocalDiaryError::Sync(s) => Self::Tampered(s.to_string()),
+                LocalDiaryError::UnknownEntry => Self::NotFound("no such diary entry".into()),
+                LocalDiaryError::Conflict | LocalDiaryError::BundleConflict => {
+                    Self::Conflict(d.to_string())
+                }
+                LocalDiaryError::BundleMalformed | LocalDiaryError::InvalidResponse(_) => {
+                    Self::Protocol(d.to_string())
+                }
+                LocalDiaryError::CorruptState => Self::Storage(d.to_string()),
+                other => Self::Diary(other.to_string()),
+            },
             other => Self::Diary(other.to_string()),
         }
     }

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use haven_client::attachments::{Attachments, AttachmentsError, Progress};
-use haven_client::diary::codes_text;
+use haven_client::diary::{LocalDiaryError, codes_text};
 use haven_client::relay::{LoginDevice, LoginIdentifier};
 use haven_client::storage_key::{self, StorageKeyError};
 use haven_client::{
@@ -82,14 +82,18 @@ impl Failure {
 impl From<DiaryClientError> for Failure {
     fn from(err: DiaryClientError) -> Self {
         let code = match &err {
-            DiaryClientError::Keys(
+            DiaryClientError::Diary(LocalDiaryError::Keys(
                 DiaryError::WrongPassword
                 | DiaryError::WrongRecoveryCode
                 | DiaryError::InvalidRecoveryCode,
-            ) => 3,
-            DiaryClientError::Sync(_) => 4,
-            DiaryClientError::Conflict | DiaryClientError::BundleConflict => 5,
-            DiaryClientError::UnknownEntry | DiaryClientError::NothingToRestore => 6,
+            )) => 3,
+            DiaryClientError::Diary(LocalDiaryError::Sync(_)) => 4,
+            DiaryClientError::Diary(
+                LocalDiaryError::Conflict | LocalDiaryError::BundleConflict,
+            ) => 5,
+            DiaryClientError::Diary(
+                LocalDiaryError::UnknownEntry | LocalDiaryError::NothingToRestore,
+            ) => 6,
             DiaryClientError::Relay(_) => 7,
             _ => 1,
         };
@@ -710,7 +714,9 @@ async fn run(args: Args) -> Result<(), Failure> {
         "show" => {
             let diary = unlocked(&args).await?;
             let id = resolve_id(&diary, args.words.first(), &[])?;
-            let entry = diary.show(&id).ok_or(DiaryClientError::UnknownEntry)?;
+            let entry = diary
+                .show(&id)
+                .ok_or(DiaryClientError::Diary(LocalDiaryError::UnknownEntry))?;
             print_entry(&id, entry);
             Ok(())
         }
@@ -720,7 +726,7 @@ async fn run(args: Args) -> Result<(), Failure> {
             let mut entry = diary
                 .show(&id)
                 .cloned()
-                .ok_or(DiaryClientError::UnknownEntry)?;
+                .ok_or(DiaryClientError::Diary(LocalDiaryError::UnknownEntry))?;
             apply_fields(&args, &mut entry);
             let touches_body =
                 args.flag("--body").is_some() || args.switch("--stdin") || args.flags.is_empty();
@@ -742,7 +748,7 @@ async fn run(args: Args) -> Result<(), Failure> {
             let mut entry = diary
                 .show(&id)
                 .cloned()
-                .ok_or(DiaryClientError::UnknownEntry)?;
+                .ok_or(DiaryClientError::Diary(LocalDiaryError::UnknownEntry))?;
             let path = PathBuf::from(
                 args.words
                     .get(1)
@@ -788,7 +794,9 @@ async fn run(args: Args) -> Result<(), Failure> {
         "export-attachment" => {
             let diary = unlocked(&args).await?;
             let id = resolve_id(&diary, args.words.first(), &[])?;
-            let entry = diary.show(&id).ok_or(DiaryClientError::UnknownEntry)?;
+            let entry = diary
+                .show(&id)
+                .ok_or(DiaryClientError::Diary(LocalDiaryError::UnknownEntry))?;
             let n: usize = args
                 .words
                 .get(1)

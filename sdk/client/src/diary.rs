@@ -12,8 +12,8 @@
 //! refused as a whole: the error is returned and nothing local changes.
 
 use haven_client_core::diary::{
-    self as core_diary, BundleUpload, HttpMethod, LocalDiary, LocalDiaryError, NewDiary, Unlocked,
-    VaultAnswer, VaultCall, bundle,
+    self as core_diary, BundleUpload, HttpMethod, LocalDiary, NewDiary, Unlocked, VaultAnswer,
+    VaultCall, bundle,
 };
 use haven_sdk::diary::{
     DiaryError, DiaryQuery, Entry, EntryError, KdfParams, RecoveryCode, SyncError, WrappedKeyBundle,
@@ -21,107 +21,78 @@ use haven_sdk::diary::{
 use reqwest::Method;
 
 pub use haven_client_core::diary::{
-    BUNDLE_COLLECTION, BUNDLE_ITEM, BUNDLE_ITEM_FORMAT, HistoryRevision, MAX_HISTORY_PAGES,
-    MAX_SYNC_REQUESTS, SPACE_ITEMS, SPACE_META, SPACE_PENDING, SyncReport, codes_text,
-    encode_bundle_item,
+    BUNDLE_COLLECTION, BUNDLE_ITEM, BUNDLE_ITEM_FORMAT, HistoryRevision, LocalDiaryError,
+    MAX_HISTORY_PAGES, MAX_SYNC_REQUESTS, SPACE_ITEMS, SPACE_META, SPACE_PENDING, SyncReport,
+    codes_text, encode_bundle_item,
 };
 
 use crate::relay::{RelayClient, RelayError};
 use crate::store::{ClientStore, ClientStoreError, SqliteBackend};
 
-/// Errors of the diary client.
+/// Errors of the diary client: the relay's, or the diary's own (the core's
+/// [`LocalDiaryError`]: keys, entries, verification of the relay's data, conflicts).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum DiaryClientError {
     /// The relay refused or could not be reached.
     #[error(transparent)]
     Relay(#[from] RelayError),
-    /// The local store failed.
+    /// The diary refused: see [`LocalDiaryError`].
     #[error(transparent)]
-    Store(#[from] ClientStoreError),
-    /// Key errors: wrong password or recovery code, bad parameters.
-    #[error(transparent)]
-    Keys(#[from] DiaryError),
-    /// Verification of the relay's data failed (tampered, moved, rolled back or forked item);
-    /// nothing local changed.
-    #[error("sync refused the relay's data: {0}")]
-    Sync(#[from] SyncError),
-    /// An entry is over a limit or does not open.
-    #[error(transparent)]
-    Entry(#[from] EntryError),
-    /// The account has no diary yet.
-    #[error("this account has no diary yet (run init first)")]
-    NotInitialised,
-    /// The account already has a diary.
-    #[error("this account already has a diary (unlock it instead)")]
-    AlreadyInitialised,
-    /// The reserved bundle item does not have the expected layout.
-    #[error("the key bundle stored on the relay is malformed")]
-    BundleMalformed,
-    /// The bundle changed on another device since this one read it.
-    #[error("the key bundle was changed by another device; unlock again and retry")]
-    BundleConflict,
-    /// No entry with this id.
-    #[error("no such entry")]
-    UnknownEntry,
-    /// The entry changed on another device before the operation reached the relay; the newer
-    /// version was pulled, retry the operation.
-    #[error("the entry changed on another device; it was synced, retry")]
-    Conflict,
-    /// The entry has no earlier live revision to restore.
-    #[error("nothing to restore")]
-    NothingToRestore,
-    /// The local state does not decode.
-    #[error("the local diary state is corrupt")]
-    CorruptState,
-    /// The relay kept answering without the sync settling.
-    #[error("sync did not settle after {0} requests")]
-    SyncDidNotSettle(usize),
-    /// The relay's answer did not have the expected shape.
-    #[error("unexpected answer from the relay: {0}")]
-    InvalidResponse(&'static str),
+    Diary(LocalDiaryError),
 }
 
 impl DiaryClientError {
     /// Whether this is a verification failure of data served by the relay.
     #[must_use]
     pub fn is_tampering(&self) -> bool {
-        matches!(self, Self::Sync(_))
+        matches!(self, Self::Diary(LocalDiaryError::Sync(_)))
     }
 }
 
 impl From<LocalDiaryError> for DiaryClientError {
     fn from(e: LocalDiaryError) -> Self {
         match e {
-            LocalDiaryError::Store(e) => Self::Store(e),
-            LocalDiaryError::Keys(e) => Self::Keys(e),
-            LocalDiaryError::Sync(e) => Self::Sync(e),
-            LocalDiaryError::Entry(e) => Self::Entry(e),
-            LocalDiaryError::NotInitialised => Self::NotInitialised,
-            LocalDiaryError::AlreadyInitialised => Self::AlreadyInitialised,
-            LocalDiaryError::BundleMalformed => Self::BundleMalformed,
-            LocalDiaryError::BundleConflict => Self::BundleConflict,
-            LocalDiaryError::UnknownEntry => Self::UnknownEntry,
-            LocalDiaryError::Conflict => Self::Conflict,
-            LocalDiaryError::NothingToRestore => Self::NothingToRestore,
-            LocalDiaryError::CorruptState => Self::CorruptState,
-            LocalDiaryError::SyncDidNotSettle(n) => Self::SyncDidNotSettle(n),
-            LocalDiaryError::InvalidResponse(m) => Self::InvalidResponse(m),
+            // A refusal the core did not expect is the relay's own error.
             LocalDiaryError::Refused { status, code } => Self::Relay(RelayError::Refused {
                 status,
                 message: String::new(),
                 code,
                 mismatches: None,
             }),
-            _ => Self::InvalidResponse("diary step"),
+            other => Self::Diary(other),
         }
+    }
+}
+
+impl From<ClientStoreError> for DiaryClientError {
+    fn from(e: ClientStoreError) -> Self {
+        Self::Diary(LocalDiaryError::Store(e))
+    }
+}
+
+impl From<DiaryError> for DiaryClientError {
+    fn from(e: DiaryError) -> Self {
+        Self::Diary(LocalDiaryError::Keys(e))
+    }
+}
+
+impl From<SyncError> for DiaryClientError {
+    fn from(e: SyncError) -> Self {
+        Self::Diary(LocalDiaryError::Sync(e))
+    }
+}
+
+impl From<EntryError> for DiaryClientError {
+    fn from(e: EntryError) -> Self {
+        Self::Diary(LocalDiaryError::Entry(e))
     }
 }
 
 /// Decodes the reserved bundle item's body (strict: the filler must be zero).
 ///
 /// # Errors
-/// [`DiaryClientError::BundleMalformed`].
+/// [`LocalDiaryError::BundleMalformed`].
 pub fn decode_bundle_item(body: &[u8]) -> Result<(WrappedKeyBundle, [u8; 16]), DiaryClientError> {
     Ok(core_diary::decode_bundle_item(body)?)
 }
@@ -214,7 +185,7 @@ impl Diary {
     /// nowhere).
     ///
     /// # Errors
-    /// [`DiaryClientError::AlreadyInitialised`] if the account has a diary, key and relay errors.
+    /// [`LocalDiaryError::AlreadyInitialised`] if the account has a diary, key and relay errors.
     pub async fn init(
         store: ClientStore,
         relay: RelayClient,
@@ -234,8 +205,8 @@ impl Diary {
     /// have been changed on another device). Local state is loaded without contacting the relay.
     ///
     /// # Errors
-    /// [`DiaryError::WrongPassword`] (as [`DiaryClientError::Keys`]),
-    /// [`DiaryClientError::NotInitialised`], relay and store errors.
+    /// [`DiaryError::WrongPassword`] (as [`LocalDiaryError::Keys`]),
+    /// [`LocalDiaryError::NotInitialised`], relay and store errors.
     pub async fn unlock(
         store: ClientStore,
         relay: RelayClient,
@@ -263,7 +234,7 @@ impl Diary {
     ///
     /// # Errors
     /// [`DiaryError::WrongRecoveryCode`] / [`DiaryError::InvalidRecoveryCode`] (as
-    /// [`DiaryClientError::Keys`]), [`DiaryClientError::BundleConflict`], relay errors.
+    /// [`LocalDiaryError::Keys`]), [`LocalDiaryError::BundleConflict`], relay errors.
     pub async fn recover(
         store: ClientStore,
         relay: RelayClient,
@@ -307,11 +278,11 @@ impl Diary {
     }
 
     /// Changes the password: re-wraps the master key only (entries are untouched) and uploads
-    /// the new bundle, failing with [`DiaryClientError::BundleConflict`] if another device
+    /// the new bundle, failing with [`LocalDiaryError::BundleConflict`] if another device
     /// changed it first.
     ///
     /// # Errors
-    /// [`DiaryClientError::BundleConflict`], key and relay errors.
+    /// [`LocalDiaryError::BundleConflict`], key and relay errors.
     pub async fn change_password(
         &mut self,
         new_password: &[u8],
@@ -327,7 +298,7 @@ impl Diary {
     /// once.
     ///
     /// # Errors
-    /// [`DiaryClientError::BundleConflict`], relay errors.
+    /// [`LocalDiaryError::BundleConflict`], relay errors.
     pub async fn regenerate_recovery_codes(
         &mut self,
     ) -> Result<Vec<RecoveryCode>, DiaryClientError> {
@@ -348,7 +319,7 @@ impl Diary {
     /// are taken as given. Returns its id.
     ///
     /// # Errors
-    /// [`DiaryClientError::Entry`] over a limit (nothing is stored), store errors.
+    /// [`LocalDiaryError::Entry`] over a limit (nothing is stored), store errors.
     pub fn write(&mut self, entry: Entry) -> Result<[u8; 16], DiaryClientError> {
         Ok(self.local.write(entry, &mut rng())?)
     }
@@ -356,7 +327,7 @@ impl Diary {
     /// Replaces an entry with `entry` (local first; [`Diary::sync`] sends it).
     ///
     /// # Errors
-    /// [`DiaryClientError::UnknownEntry`], entry limits, store errors.
+    /// [`LocalDiaryError::UnknownEntry`], entry limits, store errors.
     pub fn edit(&mut self, id: &[u8; 16], entry: Entry) -> Result<(), DiaryClientError> {
         Ok(self.local.edit(id, entry, &mut rng())?)
     }
@@ -364,7 +335,7 @@ impl Diary {
     /// Soft-deletes an entry on the relay (needs the relay; its history stays restorable).
     ///
     /// # Errors
-    /// [`DiaryClientError::UnknownEntry`], [`DiaryClientError::Conflict`] if it changed
+    /// [`LocalDiaryError::UnknownEntry`], [`LocalDiaryError::Conflict`] if it changed
     /// elsewhere first (the change is pulled), relay errors.
     pub async fn delete(&mut self, id: &[u8; 16]) -> Result<(), DiaryClientError> {
         let run = self.local.delete_run(id, &mut rng())?;
@@ -375,7 +346,7 @@ impl Diary {
     /// sends it).
     ///
     /// # Errors
-    /// [`DiaryClientError::UnknownEntry`], [`DiaryClientError::NothingToRestore`], relay
+    /// [`LocalDiaryError::UnknownEntry`], [`LocalDiaryError::NothingToRestore`], relay
     /// errors, verification errors of the history.
     pub async fn restore(&mut self, id: &[u8; 16]) -> Result<(), DiaryClientError> {
         self.local.check_restorable(id)?;
@@ -411,7 +382,7 @@ impl Diary {
     /// Every revision of an entry on the relay, oldest first, each verified and decrypted.
     ///
     /// # Errors
-    /// [`DiaryClientError::Entry`] if a revision does not open under its id and number, relay
+    /// [`LocalDiaryError::Entry`] if a revision does not open under its id and number, relay
     /// errors.
     pub async fn history(&self, id: &[u8; 16]) -> Result<Vec<HistoryRevision>, DiaryClientError> {
         let mut run = self.local.history_run(id);
@@ -428,7 +399,7 @@ impl Diary {
     /// returned and nothing local changes for that page.
     ///
     /// # Errors
-    /// [`DiaryClientError::Sync`] (tampering, rollback, fork), relay and store errors.
+    /// [`LocalDiaryError::Sync`] (tampering, rollback, fork), relay and store errors.
     pub async fn sync(&mut self) -> Result<SyncReport, DiaryClientError> {
         let run = self.local.sync_run(&mut rng())?;
         self.run(run).await

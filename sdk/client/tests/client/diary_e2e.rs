@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use haven_client::diary::{Diary, DiaryClientError};
+use haven_client::diary::{Diary, DiaryClientError, LocalDiaryError};
 use haven_client::relay::{LoginDevice, LoginIdentifier, RelayClient};
 use haven_client::store::ClientStore;
 use haven_sdk::diary::entry::{EntryError, MAX_BODY_LEN};
@@ -268,7 +268,10 @@ async fn scenario(url: &str, username: &str, dir: &Path) {
     .await
     .unwrap_err();
     assert!(
-        matches!(bad, DiaryClientError::Keys(DiaryError::InvalidRecoveryCode)),
+        matches!(
+            bad,
+            DiaryClientError::Diary(LocalDiaryError::Keys(DiaryError::InvalidRecoveryCode))
+        ),
         "{bad:?}"
     );
     let mut c = Diary::recover(store(dir, "c.db"), relay_c, code.as_str(), PW2, params())
@@ -292,7 +295,10 @@ async fn scenario(url: &str, username: &str, dir: &Path) {
         .await
         .unwrap_err();
     assert!(
-        matches!(err, DiaryClientError::Keys(DiaryError::WrongPassword)),
+        matches!(
+            err,
+            DiaryClientError::Diary(LocalDiaryError::Keys(DiaryError::WrongPassword))
+        ),
         "{err:?}"
     );
 
@@ -301,7 +307,13 @@ async fn scenario(url: &str, username: &str, dir: &Path) {
     let mut d = Diary::unlock(store(dir, "d.db"), relay, PW3).await.unwrap();
     c.change_password(PW1, params()).await.unwrap();
     let err = d.change_password(PW2, params()).await.unwrap_err();
-    assert!(matches!(err, DiaryClientError::BundleConflict), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            DiaryClientError::Diary(LocalDiaryError::BundleConflict)
+        ),
+        "{err:?}"
+    );
 }
 
 /// Scans bytes for every secret (and its hex form).
@@ -468,7 +480,10 @@ async fn tampering_oversize_and_other_accounts_are_refused() {
     assert!(
         matches!(
             err,
-            DiaryClientError::Entry(EntryError::FieldTooLong { field: "body", .. })
+            DiaryClientError::Diary(LocalDiaryError::Entry(EntryError::FieldTooLong {
+                field: "body",
+                ..
+            }))
         ),
         "{err:?}"
     );
@@ -489,7 +504,10 @@ async fn tampering_oversize_and_other_accounts_are_refused() {
     // decrypt it. Neither keeps anything.
     let err = a.sync().await.unwrap_err();
     assert!(
-        matches!(err, DiaryClientError::Sync(SyncError::Forked(2))),
+        matches!(
+            err,
+            DiaryClientError::Diary(LocalDiaryError::Sync(SyncError::Forked(2)))
+        ),
         "{err:?}"
     );
     assert!(err.is_tampering());
@@ -503,7 +521,10 @@ async fn tampering_oversize_and_other_accounts_are_refused() {
     .unwrap();
     let err = fresh.sync().await.unwrap_err();
     assert!(
-        matches!(err, DiaryClientError::Sync(SyncError::Entry(_))),
+        matches!(
+            err,
+            DiaryClientError::Diary(LocalDiaryError::Sync(SyncError::Entry(_)))
+        ),
         "{err:?}"
     );
     assert!(fresh.list(&DiaryQuery::default()).is_empty());
@@ -530,13 +551,19 @@ async fn tampering_oversize_and_other_accounts_are_refused() {
     touch(&db, &x).await;
     let err = a.sync().await.unwrap_err();
     assert!(
-        matches!(err, DiaryClientError::Sync(SyncError::Forked(2))),
+        matches!(
+            err,
+            DiaryClientError::Diary(LocalDiaryError::Sync(SyncError::Forked(2)))
+        ),
         "{err:?}"
     );
     unchanged(&a);
     let err = fresh.sync().await.unwrap_err();
     assert!(
-        matches!(err, DiaryClientError::Sync(SyncError::Entry(_))),
+        matches!(
+            err,
+            DiaryClientError::Diary(LocalDiaryError::Sync(SyncError::Entry(_)))
+        ),
         "{err:?}"
     );
     assert!(fresh.list(&DiaryQuery::default()).is_empty());
@@ -564,7 +591,10 @@ async fn tampering_oversize_and_other_accounts_are_refused() {
     assert!(
         matches!(
             err,
-            DiaryClientError::Sync(SyncError::RolledBack { seen: 2, served: 1 })
+            DiaryClientError::Diary(LocalDiaryError::Sync(SyncError::RolledBack {
+                seen: 2,
+                served: 1
+            }))
         ),
         "{err:?}"
     );
@@ -581,7 +611,7 @@ async fn tampering_oversize_and_other_accounts_are_refused() {
     unchanged(&a);
     assert!(matches!(
         a.sync().await.unwrap_err(),
-        DiaryClientError::Sync(SyncError::RolledBack { .. })
+        DiaryClientError::Diary(LocalDiaryError::Sync(SyncError::RolledBack { .. }))
     ));
     sql(
         &db,
