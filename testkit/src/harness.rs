@@ -428,3 +428,77 @@ impl Api for RemoteApi {
         Reply::parse(status, headers, &bytes)
     }
 }
+
+/// Counts a table's rows: tests prove a refused request changed nothing.
+pub trait Rows {
+    /// The number of rows of `table`.
+    fn rows(&self, table: &str) -> impl Future<Output = i64> + Send;
+}
+
+impl Rows for SqliteStore {
+    async fn rows(&self, table: &str) -> i64 {
+        sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {table}"))
+            .fetch_one(self.pool())
+            .await
+            .unwrap()
+    }
+}
+
+impl Rows for PgStore {
+    async fn rows(&self, table: &str) -> i64 {
+        sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {table}"))
+            .fetch_one(self.pool())
+            .await
+            .unwrap()
+    }
+}
+
+/// Declares each listed `async fn name<S: Store>(h: Harness<S>)` as a test on SQLite and on
+/// Postgres (reported as skipped when Postgres is absent), in modules `sqlite` and `postgres`.
+/// With `settings = path;` first, the harnesses run with the settings that function returns
+/// (the path as seen from inside those modules, e.g. `super::settings`).
+#[macro_export]
+macro_rules! on_both_backends {
+    (settings = $settings:path; $($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let (store, guard) = $crate::harness::sqlite_store().await.unwrap();
+                    let h = $crate::harness::Harness::with_settings(store, guard, $settings()).await;
+                    super::$name(h).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let Some((store, guard)) = $crate::harness::pg_store().await else { return };
+                    let h = $crate::harness::Harness::with_settings(store, guard, $settings()).await;
+                    super::$name(h).await;
+                }
+            )*
+        }
+    };
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let h = $crate::harness::Harness::sqlite().await.unwrap();
+                    super::$name(h).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let Some(h) = $crate::harness::Harness::postgres().await else { return };
+                    super::$name(h).await;
+                }
+            )*
+        }
+    };
+}

@@ -10,8 +10,8 @@
 )]
 
 pub use haven_testkit::harness::{
-    Api, Cs, Guard, Harness, RemoteApi, Reply, TEST_JWT_KEY, Tokens, b64, pg_store, sqlite_store,
-    test_settings,
+    Api, Cs, Guard, Harness, RemoteApi, Reply, Rows, TEST_JWT_KEY, Tokens, b64, pg_store,
+    sqlite_store, test_settings,
 };
 pub use haven_testkit::{RelayConfig, RelayProcess, TestDatabase, services};
 
@@ -25,28 +25,4 @@ pub async fn pg_database() -> Option<(String, Guard)> {
     Some((db.url().to_owned(), Guard::Postgres(db)))
 }
 
-/// Declares each listed `async fn name<S: Store>(h: Harness<S>)` as a test on SQLite and on
-/// Postgres (reported as skipped when Postgres is absent).
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let h = crate::common::Harness::sqlite().await.unwrap();
-                    super::$name(h).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let Some(h) = crate::common::Harness::postgres().await else { return };
-                    super::$name(h).await;
-                }
-            )*
-        }
-    };
-}
-pub(crate) use on_both_backends;
+pub(crate) use haven_testkit::on_both_backends;

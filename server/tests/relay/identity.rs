@@ -5,18 +5,66 @@
 
 use crate::common::{self, Api as _, Harness, Tokens, b64};
 use axum::http::{Method, StatusCode};
+use ed25519_dalek::{Signer as _, SigningKey};
+use haven_protocol::account::{DeviceListBody, ListedDevice};
 use haven_relay::ids::Id;
 use haven_relay::store::{FillOutcome, PutListOutcome, Store};
-use haven_sdk::{AccountIdentityKeyPair, IdentityKey, IdentityKeyPair};
 use rand_chacha::ChaCha20Rng;
-use rand_core::SeedableRng as _;
+use rand_core::{Rng as _, SeedableRng as _};
 use serde_json::json;
+
+/// A device identity key: the relay treats it as opaque bytes.
+type IdentityKey = [u8; 64];
+
+/// An account key: the relay only verifies Ed25519 signatures with it.
+struct AccountKey(SigningKey);
+
+impl AccountKey {
+    fn generate(rng: &mut ChaCha20Rng) -> Self {
+        let mut seed = [0u8; 32];
+        rng.fill_bytes(&mut seed);
+        Self(SigningKey::from_bytes(&seed))
+    }
+
+    /// A signed device list (PROTOCOL.md §15.2) built from the layout, as a client would.
+    fn sign(
+        &self,
+        account: [u8; 16],
+        version: u64,
+        issued_at: u64,
+        devices: &[(u32, IdentityKey)],
+    ) -> Vec<u8> {
+        let mut devices: Vec<ListedDevice> = devices
+            .iter()
+            .map(|(number, key)| ListedDevice {
+                number: *number,
+                identity_key: *key,
+            })
+            .collect();
+        devices.sort_by_key(|d| d.number);
+        let body = DeviceListBody {
+            account,
+            version,
+            issued_at,
+            account_key: self.0.verifying_key().to_bytes(),
+            devices,
+        };
+        let signature = self.0.sign(&body.signing_input().unwrap()).to_bytes();
+        body.with_signature(&signature).unwrap()
+    }
+}
+
+fn identity_key(rng: &mut ChaCha20Rng) -> IdentityKey {
+    let mut key = [0u8; 64];
+    rng.fill_bytes(&mut key);
+    key
+}
 
 const PASSWORD: &str = "correct horse battery staple";
 
 struct Account {
     tokens: Tokens,
-    key: AccountIdentityKeyPair,
+    key: AccountKey,
     device: IdentityKey,
 }
 
@@ -30,23 +78,19 @@ impl Account {
 
     /// The account's list at `version` naming `devices`, base64.
     fn list(&self, version: u64, devices: &[(u32, IdentityKey)]) -> String {
-        b64(self
-            .key
-            .sign_device_list(self.id(), version, 1_800_000_000, devices)
-            .unwrap()
-            .to_bytes())
+        b64(&self.key.sign(self.id(), version, 1_800_000_000, devices))
     }
 }
 
 async fn account<S: Store>(h: &Harness<S>, rng: &mut ChaCha20Rng) -> Account {
-    let device = *IdentityKeyPair::generate(rng).public();
+    let device = identity_key(rng);
     let reply = h
-        .try_register_with_key(None, PASSWORD, &device.to_bytes())
+        .try_register_with_key(None, PASSWORD, &device)
         .await
         .expect(StatusCode::CREATED);
     Account {
         tokens: Tokens::from_json(&reply.body),
-        key: AccountIdentityKeyPair::generate(rng),
+        key: AccountKey::generate(rng),
         device,
     }
 }
@@ -98,7 +142,7 @@ async fn device_lists_are_stored_served_and_checked<S: Store>(h: Harness<S>) {
     put_list(&h, &alice, json!({ "list": stranger }))
         .await
         .expect_error(StatusCode::BAD_REQUEST, "invalid_device_list");
-    let ghost = *IdentityKeyPair::generate(&mut rng).public();
+    let ghost = identity_key(&mut rng);
     for devices in [vec![(1, alice.device), (2, ghost)], vec![(1, ghost)]] {
         put_list(&h, &alice, json!({ "list": alice.list(2, &devices) }))
             .await
@@ -115,11 +159,8 @@ async fn device_lists_are_stored_served_and_checked<S: Store>(h: Harness<S>) {
         .expect_error(StatusCode::BAD_REQUEST, "invalid_device_list");
 
     // Another account key: an identity change, only when asked for.
-    let new_key = AccountIdentityKeyPair::generate(&mut rng);
-    let rekeyed = b64(new_key
-        .sign_device_list(alice.id(), 2, 1_800_000_100, &[(1, alice.device)])
-        .unwrap()
-        .to_bytes());
+    let new_key = AccountKey::generate(&mut rng);
+    let rekeyed = b64(&new_key.sign(alice.id(), 2, 1_800_000_100, &[(1, alice.device)]));
     put_list(&h, &alice, json!({ "list": rekeyed }))
         .await
         .expect_error(StatusCode::CONFLICT, "account_key_changed");
@@ -214,10 +255,10 @@ async fn a_device_joins_by_approval<S: Store>(h: Harness<S>) {
         .expect_error(StatusCode::NOT_FOUND, "provisioning_not_found");
 
     // The new device links with the token: a device of Alice's account, logged in.
-    let new_device = *IdentityKeyPair::generate(&mut rng).public();
+    let new_device = identity_key(&mut rng);
     let link = json!({
         "link_token": link_token,
-        "device": {"identity_key": b64(&new_device.to_bytes())},
+        "device": {"identity_key": b64(&new_device)},
     });
     let linked = h
         .post("/v1/devices/link", link.clone())

@@ -9,10 +9,9 @@ mod ws_client;
 
 mod api;
 mod binary;
-mod blindness;
-mod diary_sync;
 mod identity;
 mod login_latency;
+mod logs;
 mod messaging;
 mod multi_instance;
 mod send_throughput;
