@@ -2,8 +2,9 @@
 # The web bindings: builds `haven-wasm` for wasm32 and its JS package (wasm-bindgen), runs the
 # wasm-bindgen-test suite under Node, the Node tests over the built package (test vectors
 # recomputed through the wasm build, errors across the boundary), and the browser end-to-end
-# test (headless Debian Chromium + playwright-core, users 1:1 and in a group through a real
-# relay process).
+# tests (headless Debian Chromium + playwright-core, users 1:1 and in a group through a real
+# relay process; and one group shared by a browser user, a `haven-chat` CLI user and a Python
+# user of the uniffi module).
 # Installs what it needs idempotently, cached outside the clone: wasm-bindgen-cli in
 # ~/.cargo/bin, npm's cache in ~/.cache/haven-npm, Chromium from Debian only when missing.
 set -euo pipefail
@@ -44,12 +45,21 @@ CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner \
 say "Node tests over the built package (test vectors, errors across the boundary)"
 HAVEN_NODE_PKG="$node_pkg" node --test bindings/wasm/tests/node/
 
-say "browser end-to-end: users 1:1 and in a group through a relay process, the diary across a reload"
-# The test-relay launcher the test command built (its own test runs it); built here when absent.
+say "end-to-end: browser users (1:1, a group, the diary, a file); a browser, a CLI and a Python user in one group"
+# The test-relay launcher and the haven-chat binary the test command built (their own tests run
+# them); built here when absent.
 launcher="$CARGO_TARGET_DIR/debug/haven-test-relay"
-if [ ! -x "$launcher" ]; then
+chat="$CARGO_TARGET_DIR/debug/haven-chat"
+if [ ! -x "$launcher" ] || [ ! -x "$chat" ]; then
   cargo test --workspace --no-run --locked
 fi
-HAVEN_TEST_RELAY_BIN="$launcher" HAVEN_WEB_PKG="$web_pkg" node --test examples/web/e2e/
+# The generated Python module `haven` (.ci/ffi.sh, which CI runs first, generates it); generated
+# here when absent.
+py_bindings="$CARGO_TARGET_DIR/haven-bindings/python"
+if [ ! -f "$py_bindings/haven.py" ]; then
+  cargo xtask bindings
+fi
+HAVEN_TEST_RELAY_BIN="$launcher" HAVEN_WEB_PKG="$web_pkg" HAVEN_CHAT_BIN="$chat" \
+  HAVEN_PY_BINDINGS="$py_bindings" node --test examples/web/e2e/
 
 say "done"
