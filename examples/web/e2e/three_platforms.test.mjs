@@ -142,9 +142,15 @@ class PyUser {
       env: { ...process.env, PYTHONPATH: bindings, PYTHONUNBUFFERED: "1" },
     });
     closeSync(stderr);
-    this.exited = new Promise((r) => this.proc.once("exit", (code, signal) => r(signal ?? code)));
+    // Ends at its exit, or when it could not start (no python3): pending commands fail.
+    this.exited = new Promise((r) => {
+      this.proc.once("exit", (code, signal) => r(signal ?? `exit ${code}`));
+      this.proc.once("error", (e) => r(e.message));
+    });
+    this.proc.stdin.on("error", () => {}); // a write after its end: the exit reports it
     this.exited.then((how) => {
-      for (const { reject } of this.pending.values()) reject(new Error(`py_user.py exited (${how}): ${this.stderr()}`));
+      this.dead = how;
+      for (const { reject } of this.pending.values()) reject(new Error(`py_user.py ended (${how}): ${this.stderr()}`));
       this.pending.clear();
     });
     createInterface({ input: this.proc.stdout }).on("line", (line) => {
@@ -168,6 +174,7 @@ class PyUser {
   /** Sends one command; its result, or an error naming it (also on a timeout). */
   call(op, args = {}, timeout = 60_000) {
     const id = this.next++;
+    if (this.dead) return Promise.reject(new Error(`${op}: py_user.py ended (${this.dead}): ${this.stderr()}`));
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         this.pending.delete(id);
@@ -198,7 +205,7 @@ class PyUser {
   }
 
   async quit() {
-    if (this.proc.exitCode !== null || this.proc.signalCode !== null) return;
+    if (this.dead) return;
     try {
       await this.call("quit", {}, 15_000);
     } catch {
