@@ -11,14 +11,11 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+use haven_cli_common::{Args, Cli, Failure, progress_bar, secret};
 use haven_client::messenger::{ConnectionState, Event, GroupInfo, MessageRecord, Messenger};
 use haven_client::relay::LoginIdentifier;
-use haven_client::storage_key::{self, StorageKeyError};
-use haven_client::{
-    ClientStore, ClientStoreError, Conversation, Device, DeviceError, MessengerError, RelayClient,
-    RelayError, Space,
-};
-use zeroize::Zeroizing;
+use haven_client::storage_key;
+use haven_client::{ClientStore, Conversation, Device, RelayClient, Space};
 
 const USAGE: &str = "\
 usage: haven-chat [--state DIR] [--relay URL] COMMAND [ARGS]
@@ -62,199 +59,26 @@ Without the variables the secrets are prompted for.";
 const SPACE_CLI: Space = Space::app(0x60);
 const DB_FILE: &str = "chat.db";
 
-/// A failure with its exit code.
-struct Failure {
-    code: u8,
-    message: String,
-}
+static CLI: Cli = Cli {
+    name: "haven-chat",
+    usage: USAGE,
+    value_flags: &[
+        "--username",
+        "--account",
+        "--seconds",
+        "--type",
+        "--thumbnail",
+    ],
+    switches: &[],
+    state_env: "HAVEN_CHAT_STATE",
+    passphrase_env: "HAVEN_CHAT_PASSPHRASE",
+    store_key_env: Some("HAVEN_CHAT_STORE_KEY"),
+    db_file: DB_FILE,
+    state_dir_kind: "a chat state directory (run register or link first)",
+};
 
-impl Failure {
-    fn usage(message: impl Into<String>) -> Self {
-        Self {
-            code: 2,
-            message: message.into(),
-        }
-    }
-    fn other(message: impl Into<String>) -> Self {
-        Self {
-            code: 1,
-            message: message.into(),
-        }
-    }
-}
-
-impl From<MessengerError> for Failure {
-    fn from(err: MessengerError) -> Self {
-        let code = match &err {
-            MessengerError::Invalid(_) => 2,
-            MessengerError::Device(DeviceError::IdentityChanged { .. }) => 5,
-            MessengerError::SessionRevoked(_) => 3,
-            MessengerError::Device(DeviceError::Relay(RelayError::InvalidCredentials)) => 3,
-            MessengerError::Device(DeviceError::Relay(_)) => 7,
-            MessengerError::Attachment(_) => 8,
-            _ => 1,
-        };
-        Self {
-            code,
-            message: err.to_string(),
-        }
-    }
-}
-
-impl From<DeviceError> for Failure {
-    fn from(err: DeviceError) -> Self {
-        MessengerError::from(err).into()
-    }
-}
-
-impl From<RelayError> for Failure {
-    fn from(err: RelayError) -> Self {
-        MessengerError::from(err).into()
-    }
-}
-
-impl From<ClientStoreError> for Failure {
-    fn from(err: ClientStoreError) -> Self {
-        match err {
-            ClientStoreError::WrongKey => Self {
-                code: 3,
-                message: "wrong passphrase for this state directory".into(),
-            },
-            other => Self::other(other.to_string()),
-        }
-    }
-}
-
-impl From<StorageKeyError> for Failure {
-    fn from(e: StorageKeyError) -> Self {
-        Failure::other(format!("state directory: {e}"))
-    }
-}
-
-impl From<std::io::Error> for Failure {
-    fn from(err: std::io::Error) -> Self {
-        Self::other(err.to_string())
-    }
-}
-
-struct Args {
-    state: Option<PathBuf>,
-    relay: Option<String>,
-    command: String,
-    positional: Vec<String>,
-    flags: Vec<(String, String)>,
-}
-
-impl Args {
-    fn parse() -> Result<Self, Failure> {
-        let mut it = std::env::args().skip(1);
-        let mut args = Self {
-            state: None,
-            relay: None,
-            command: String::new(),
-            positional: Vec::new(),
-            flags: Vec::new(),
-        };
-        while let Some(a) = it.next() {
-            let mut value = |name: &str| {
-                it.next()
-                    .ok_or_else(|| Failure::usage(format!("{name} needs a value")))
-            };
-            match a.as_str() {
-                "--state" => args.state = Some(PathBuf::from(value("--state")?)),
-                "--relay" => args.relay = Some(value("--relay")?),
-                "--username" | "--account" | "--seconds" | "--type" | "--thumbnail" => {
-                    let v = value(&a)?;
-                    args.flags.push((a, v));
-                }
-                "-h" | "--help" => args.command = "help".into(),
-                _ if a.starts_with("--") => {
-                    return Err(Failure::usage(format!("unknown option {a}")));
-                }
-                _ if args.command.is_empty() => args.command = a,
-                _ => args.positional.push(a),
-            }
-        }
-        if args.state.is_none() {
-            args.state = std::env::var_os("HAVEN_CHAT_STATE").map(PathBuf::from);
-        }
-        if args.relay.is_none() {
-            args.relay = std::env::var("HAVEN_RELAY_URL").ok();
-        }
-        Ok(args)
-    }
-
-    fn flag(&self, name: &str) -> Option<&str> {
-        self.flags
-            .iter()
-            .rev()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    }
-
-    fn state_dir(&self) -> Result<&Path, Failure> {
-        self.state.as_deref().ok_or_else(|| {
-            Failure::usage("no state directory: pass --state DIR or set HAVEN_CHAT_STATE")
-        })
-    }
-
-    fn arg(&self, i: usize, what: &str) -> Result<&str, Failure> {
-        self.positional
-            .get(i)
-            .map(String::as_str)
-            .ok_or_else(|| Failure::usage(format!("missing {what} (see haven-chat help)")))
-    }
-
-    fn text_from(&self, i: usize) -> Result<String, Failure> {
-        let text = self.positional.get(i..).unwrap_or_default().join(" ");
-        if text.is_empty() {
-            return Err(Failure::usage("missing message text"));
-        }
-        Ok(text)
-    }
-}
-
-/// A secret from the environment, or prompted for on stderr and read from stdin.
-fn secret(var: &str, prompt: &str) -> Result<Zeroizing<String>, Failure> {
-    if let Ok(v) = std::env::var(var) {
-        return Ok(Zeroizing::new(v));
-    }
-    let mut err = std::io::stderr();
-    write!(err, "{prompt}: ")?;
-    err.flush()?;
-    let mut line = Zeroizing::new(String::new());
-    std::io::stdin().read_line(&mut line)?;
-    let trimmed = Zeroizing::new(line.trim_end_matches(['\r', '\n']).to_owned());
-    if trimmed.is_empty() {
-        return Err(Failure::usage(format!(
-            "{prompt}: nothing entered (or set {var})"
-        )));
-    }
-    Ok(trimmed)
-}
-
-fn storage_key(dir: &Path, create: bool) -> Result<Zeroizing<[u8; 32]>, Failure> {
-    if let Ok(hex_key) = std::env::var("HAVEN_CHAT_STORE_KEY") {
-        return storage_key::from_hex(&hex_key)
-            .map_err(|_| Failure::usage("HAVEN_CHAT_STORE_KEY must be 64 hex digits"));
-    }
-    let salt = match storage_key::state_dir_salt(dir, create) {
-        Err(StorageKeyError::NoSalt(_)) => {
-            return Err(Failure::usage(format!(
-                "{} is not a chat state directory (run register or link first)",
-                dir.display()
-            )));
-        }
-        other => other?,
-    };
-    let passphrase = secret("HAVEN_CHAT_PASSPHRASE", "local passphrase")?;
-    Ok(storage_key::derive(
-        passphrase.as_bytes(),
-        &salt,
-        storage_key::DEFAULT_COST,
-    )?)
-}
-
+/// Opens the state directory's store; with `create`, makes a new one (a directory holds one
+/// device).
 fn open_store(dir: &Path, create: bool) -> Result<ClientStore, Failure> {
     if create {
         if dir.join(DB_FILE).exists() {
@@ -265,13 +89,18 @@ fn open_store(dir: &Path, create: bool) -> Result<ClientStore, Failure> {
         }
         std::fs::create_dir_all(dir)?;
     } else if !dir.join(DB_FILE).exists() {
-        return Err(Failure::usage(format!(
-            "{} is not a chat state directory (run register or link first)",
-            dir.display()
-        )));
+        return Err(CLI.not_a_state_dir(dir));
     }
-    let key = storage_key(dir, create)?;
-    Ok(ClientStore::open(&dir.join(DB_FILE), &key)?)
+    CLI.open_store(dir, create)
+}
+
+/// The message text: the words from `i` on.
+fn text_from(args: &Args, i: usize) -> Result<String, Failure> {
+    let text = args.rest(i);
+    if text.is_empty() {
+        return Err(Failure::usage("missing message text"));
+    }
+    Ok(text)
 }
 
 fn relay_url(args: &Args, store: Option<&ClientStore>) -> Result<String, Failure> {
@@ -497,19 +326,6 @@ async fn resolve_conversation(m: &Messenger, text: &str) -> Result<Conversation,
     }
 }
 
-/// A progress bar on stderr for `total` blob bytes.
-fn progress_bar(what: &str) -> indicatif::ProgressBar {
-    let bar =
-        indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr());
-    if let Ok(style) = indicatif::ProgressStyle::with_template(
-        "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}",
-    ) {
-        bar.set_style(style.progress_chars("=> "));
-    }
-    bar.set_message(what.to_owned());
-    bar
-}
-
 async fn open_messenger(args: &Args) -> Result<Arc<Messenger>, Failure> {
     let store = open_store(args.state_dir()?, false)?;
     let url = relay_url(args, Some(&store))?;
@@ -577,7 +393,7 @@ async fn command(args: &Args, m: &Arc<Messenger>) -> Result<(), Failure> {
             );
         }
         "add" => {
-            let who = args.arg(0, "CONTACT")?;
+            let who = args.word(0, "CONTACT")?;
             let contact = if let Ok(bytes) = hex::decode(who)
                 && bytes.len() == 16
             {
@@ -601,21 +417,21 @@ async fn command(args: &Args, m: &Arc<Messenger>) -> Result<(), Failure> {
             }
         }
         "send" => {
-            let to = resolve_contact(m, args.arg(0, "CONTACT")?).await?;
-            let text = args.text_from(1)?;
+            let to = resolve_contact(m, args.word(0, "CONTACT")?).await?;
+            let text = text_from(args, 1)?;
             let id = m.send_text(Conversation::Direct(to), &text).await?;
             println!("sent {}", &hex::encode(id)[..8]);
         }
         "group-send" => {
-            let g = resolve_group(m, args.arg(0, "GROUP")?)?;
-            let text = args.text_from(1)?;
+            let g = resolve_group(m, args.word(0, "GROUP")?)?;
+            let text = text_from(args, 1)?;
             let id = m.send_text(Conversation::Group(g.id), &text).await?;
             println!("sent {}", &hex::encode(id)[..8]);
         }
         "send-file" => {
-            let conversation = resolve_conversation(m, args.arg(0, "CONTACT or GROUP")?).await?;
-            let path = PathBuf::from(args.arg(1, "PATH")?);
-            let caption = args.positional.get(2..).unwrap_or_default().join(" ");
+            let conversation = resolve_conversation(m, args.word(0, "CONTACT or GROUP")?).await?;
+            let path = PathBuf::from(args.word(1, "PATH")?);
+            let caption = args.rest(2);
             let content_type = args
                 .flag("--type")
                 .unwrap_or_else(|| guess_content_type(&path));
@@ -630,9 +446,9 @@ async fn command(args: &Args, m: &Arc<Messenger>) -> Result<(), Failure> {
             println!("sent {}", &hex::encode(id?)[..8]);
         }
         "save-file" => {
-            let conversation = resolve_conversation(m, args.arg(0, "CONTACT or GROUP")?).await?;
-            let prefix = args.arg(1, "MESSAGE")?.to_lowercase();
-            let dest = PathBuf::from(args.arg(2, "DEST")?);
+            let conversation = resolve_conversation(m, args.word(0, "CONTACT or GROUP")?).await?;
+            let prefix = args.word(1, "MESSAGE")?.to_lowercase();
+            let dest = PathBuf::from(args.word(2, "DEST")?);
             let matches: Vec<MessageRecord> = m
                 .history(conversation)?
                 .into_iter()
@@ -674,7 +490,7 @@ async fn command(args: &Args, m: &Arc<Messenger>) -> Result<(), Failure> {
             }
         }
         "history" => {
-            let target = args.arg(0, "CONTACT or GROUP")?;
+            let target = args.word(0, "CONTACT or GROUP")?;
             let conversation = match resolve_group(m, target) {
                 Ok(g) => Conversation::Group(g.id),
                 Err(_) => Conversation::Direct(resolve_contact(m, target).await?),
@@ -725,17 +541,17 @@ async fn command(args: &Args, m: &Arc<Messenger>) -> Result<(), Failure> {
             runner.abort();
         }
         "group-create" => {
-            let name = args.arg(0, "NAME")?;
+            let name = args.word(0, "NAME")?;
             let mut members = Vec::new();
-            for who in args.positional.iter().skip(1) {
+            for who in args.words.iter().skip(1) {
                 members.push(resolve_contact(m, who).await?);
             }
             let id = m.create_group(name, &members).await?;
             println!("group {} {}", hex::encode(id), name);
         }
         "group-add" | "group-remove" => {
-            let g = resolve_group(m, args.arg(0, "GROUP")?)?;
-            let who = resolve_contact(m, args.arg(1, "MEMBER")?).await?;
+            let g = resolve_group(m, args.word(0, "GROUP")?)?;
+            let who = resolve_contact(m, args.word(1, "MEMBER")?).await?;
             if args.command == "group-add" {
                 m.add_member(&g.id, &who).await?;
             } else {
@@ -765,7 +581,7 @@ async fn command(args: &Args, m: &Arc<Messenger>) -> Result<(), Failure> {
             }
         }
         "safety-number" => {
-            let who = resolve_contact(m, args.arg(0, "CONTACT")?).await?;
+            let who = resolve_contact(m, args.word(0, "CONTACT")?).await?;
             for s in m.safety_numbers(&who)? {
                 let grouped: Vec<&str> = s
                     .digits
@@ -782,29 +598,13 @@ async fn command(args: &Args, m: &Arc<Messenger>) -> Result<(), Failure> {
 }
 
 fn main() -> ExitCode {
-    let args = match Args::parse() {
-        Ok(a) => a,
-        Err(f) => {
-            eprintln!("haven-chat: {}", f.message);
-            return ExitCode::from(f.code);
-        }
-    };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("haven-chat: {e}");
-            return ExitCode::from(1);
-        }
-    };
-    match runtime.block_on(run(args)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(f) => {
-            eprintln!("haven-chat: {}", f.message);
-            ExitCode::from(f.code)
-        }
-    }
+    let result = Args::parse(&CLI, std::env::args().skip(1)).and_then(|args| {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .map_err(|e| Failure::other(format!("runtime: {e}")))?;
+        runtime.block_on(run(args))
+    });
+    CLI.exit(result)
 }

@@ -4,18 +4,16 @@
 //! Haven relay's vault; the local state lives in one directory, encrypted at rest under a key
 //! derived from a local passphrase. Run `haven-diary help` for the commands.
 
-use std::io::{IsTerminal as _, Read as _, Write as _};
-use std::path::{Path, PathBuf};
+use std::io::{IsTerminal as _, Read as _};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-use haven_client::attachments::{Attachments, AttachmentsError, Progress};
+use haven_cli_common::{Args, Cli, Failure, progress_bar, secret};
+use haven_client::attachments::{Attachments, Progress};
 use haven_client::diary::{LocalDiaryError, codes_text};
 use haven_client::relay::{LoginDevice, LoginIdentifier};
-use haven_client::storage_key::{self, StorageKeyError};
-use haven_client::{
-    ClientStore, ClientStoreError, Diary, DiaryClientError, RelayClient, RelayError, Session, Space,
-};
-use haven_sdk::diary::{DiaryError, DiaryQuery, Entry, KdfParams};
+use haven_client::{ClientStore, Diary, DiaryClientError, RelayClient, Session, Space};
+use haven_sdk::diary::{DiaryQuery, Entry, KdfParams};
 use haven_sdk::identity::IdentityKeyPair;
 use zeroize::Zeroizing;
 
@@ -57,270 +55,47 @@ Without the variables the secrets are prompted for.";
 const SPACE_CLI: Space = Space::app(0x43);
 const DB_FILE: &str = "diary.db";
 
-/// A failure with its exit code.
-struct Failure {
-    code: u8,
-    message: String,
-}
+static CLI: Cli = Cli {
+    name: "haven-diary",
+    usage: USAGE,
+    value_flags: &[
+        "--username",
+        "--title",
+        "--mood",
+        "--tag",
+        "--body",
+        "--from",
+        "--until",
+        "--kdf-mib",
+        "--ttl-days",
+        "--kdf-passes",
+    ],
+    switches: &["--stdin", "--no-tag", "--no-mood"],
+    state_env: "HAVEN_DIARY_STATE",
+    passphrase_env: "HAVEN_DIARY_PASSPHRASE",
+    store_key_env: None,
+    db_file: DB_FILE,
+    state_dir_kind: "a diary state directory (run init, unlock --username or recover first)",
+};
 
-impl Failure {
-    fn usage(message: impl Into<String>) -> Self {
-        Self {
-            code: 2,
-            message: message.into(),
-        }
+/// The Argon2id cost of the diary password: `--kdf-mib` and `--kdf-passes` over the default.
+fn kdf_params(args: &Args) -> Result<KdfParams, Failure> {
+    let mut params = KdfParams::DEFAULT;
+    if let Some(m) = args.flag("--kdf-mib") {
+        let mib: u32 = m
+            .parse()
+            .map_err(|_| Failure::usage("--kdf-mib takes a number"))?;
+        params.m_cost_kib = mib.saturating_mul(1024);
     }
-
-    fn other(message: impl Into<String>) -> Self {
-        Self {
-            code: 1,
-            message: message.into(),
-        }
+    if let Some(t) = args.flag("--kdf-passes") {
+        params.t_cost = t
+            .parse()
+            .map_err(|_| Failure::usage("--kdf-passes takes a number"))?;
     }
-}
-
-impl From<DiaryClientError> for Failure {
-    fn from(err: DiaryClientError) -> Self {
-        let code = match &err {
-            DiaryClientError::Diary(LocalDiaryError::Keys(
-                DiaryError::WrongPassword
-                | DiaryError::WrongRecoveryCode
-                | DiaryError::InvalidRecoveryCode,
-            )) => 3,
-            DiaryClientError::Diary(LocalDiaryError::Sync(_)) => 4,
-            DiaryClientError::Diary(
-                LocalDiaryError::Conflict | LocalDiaryError::BundleConflict,
-            ) => 5,
-            DiaryClientError::Diary(
-                LocalDiaryError::UnknownEntry | LocalDiaryError::NothingToRestore,
-            ) => 6,
-            DiaryClientError::Relay(_) => 7,
-            _ => 1,
-        };
-        Self {
-            code,
-            message: err.to_string(),
-        }
-    }
-}
-
-impl From<AttachmentsError> for Failure {
-    fn from(err: AttachmentsError) -> Self {
-        let code = match &err {
-            AttachmentsError::Relay(_)
-            | AttachmentsError::Transport(_)
-            | AttachmentsError::TransferRefused { .. } => 7,
-            _ => 1,
-        };
-        Self {
-            code,
-            message: err.to_string(),
-        }
-    }
-}
-
-/// A byte progress bar on stderr (hidden when stderr is not a terminal).
-fn progress_bar(label: &str) -> indicatif::ProgressBar {
-    let bar = indicatif::ProgressBar::new(0);
-    if let Ok(style) = indicatif::ProgressStyle::with_template(
-        "{msg} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-    ) {
-        bar.set_style(style.progress_chars("=> "));
-    }
-    bar.set_message(label.to_owned());
-    bar
-}
-
-impl From<RelayError> for Failure {
-    fn from(err: RelayError) -> Self {
-        let code = if matches!(err, RelayError::InvalidCredentials) {
-            3
-        } else {
-            7
-        };
-        Self {
-            code,
-            message: err.to_string(),
-        }
-    }
-}
-
-impl From<ClientStoreError> for Failure {
-    fn from(err: ClientStoreError) -> Self {
-        match err {
-            ClientStoreError::WrongKey => Self {
-                code: 3,
-                message: "wrong passphrase for this state directory".into(),
-            },
-            other => Self::other(format!("state directory: {other}")),
-        }
-    }
-}
-
-impl From<StorageKeyError> for Failure {
-    fn from(e: StorageKeyError) -> Self {
-        Failure::other(format!("state directory: {e}"))
-    }
-}
-
-impl From<std::io::Error> for Failure {
-    fn from(err: std::io::Error) -> Self {
-        Self::other(format!("i/o: {err}"))
-    }
-}
-
-/// Parsed command line: global options, the command, its flags and positional words.
-struct Args {
-    state: Option<PathBuf>,
-    relay: Option<String>,
-    command: String,
-    flags: Vec<(String, String)>,
-    switches: Vec<String>,
-    words: Vec<String>,
-}
-
-const VALUE_FLAGS: &[&str] = &[
-    "--state",
-    "--relay",
-    "--username",
-    "--title",
-    "--mood",
-    "--tag",
-    "--body",
-    "--from",
-    "--until",
-    "--kdf-mib",
-    "--ttl-days",
-    "--kdf-passes",
-];
-const SWITCHES: &[&str] = &["--stdin", "--no-tag", "--no-mood"];
-
-impl Args {
-    fn parse(raw: impl Iterator<Item = String>) -> Result<Self, Failure> {
-        let mut args = Self {
-            state: None,
-            relay: None,
-            command: String::new(),
-            flags: Vec::new(),
-            switches: Vec::new(),
-            words: Vec::new(),
-        };
-        let mut raw = raw.peekable();
-        while let Some(a) = raw.next() {
-            if VALUE_FLAGS.contains(&a.as_str()) {
-                let v = raw
-                    .next()
-                    .ok_or_else(|| Failure::usage(format!("{a} needs a value")))?;
-                match a.as_str() {
-                    "--state" => args.state = Some(PathBuf::from(v)),
-                    "--relay" => args.relay = Some(v),
-                    _ => args.flags.push((a, v)),
-                }
-            } else if SWITCHES.contains(&a.as_str()) {
-                args.switches.push(a);
-            } else if a.starts_with("--") {
-                return Err(Failure::usage(format!("unknown option {a}\n\n{USAGE}")));
-            } else if args.command.is_empty() {
-                args.command = a;
-            } else {
-                args.words.push(a);
-            }
-        }
-        if args.state.is_none() {
-            args.state = std::env::var_os("HAVEN_DIARY_STATE").map(PathBuf::from);
-        }
-        if args.relay.is_none() {
-            args.relay = std::env::var("HAVEN_RELAY_URL").ok();
-        }
-        Ok(args)
-    }
-
-    fn flag(&self, name: &str) -> Option<&str> {
-        self.flags
-            .iter()
-            .rev()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    }
-
-    fn all(&self, name: &str) -> Vec<String> {
-        self.flags
-            .iter()
-            .filter(|(k, _)| k == name)
-            .map(|(_, v)| v.clone())
-            .collect()
-    }
-
-    fn switch(&self, name: &str) -> bool {
-        self.switches.iter().any(|s| s == name)
-    }
-
-    fn state_dir(&self) -> Result<&Path, Failure> {
-        self.state.as_deref().ok_or_else(|| {
-            Failure::usage("no state directory: pass --state DIR or set HAVEN_DIARY_STATE")
-        })
-    }
-
-    fn relay_url(&self) -> Result<&str, Failure> {
-        self.relay
-            .as_deref()
-            .ok_or_else(|| Failure::usage("no relay: pass --relay URL or set HAVEN_RELAY_URL"))
-    }
-
-    fn kdf_params(&self) -> Result<KdfParams, Failure> {
-        let mut params = KdfParams::DEFAULT;
-        if let Some(m) = self.flag("--kdf-mib") {
-            let mib: u32 = m
-                .parse()
-                .map_err(|_| Failure::usage("--kdf-mib takes a number"))?;
-            params.m_cost_kib = mib.saturating_mul(1024);
-        }
-        if let Some(t) = self.flag("--kdf-passes") {
-            params.t_cost = t
-                .parse()
-                .map_err(|_| Failure::usage("--kdf-passes takes a number"))?;
-        }
-        params
-            .validate()
-            .map_err(|e| Failure::usage(format!("Argon2id parameters: {e}")))?;
-        Ok(params)
-    }
-}
-
-/// A secret from the environment, or prompted for on stderr and read from stdin.
-fn secret(var: &str, prompt: &str) -> Result<Zeroizing<String>, Failure> {
-    if let Ok(v) = std::env::var(var) {
-        return Ok(Zeroizing::new(v));
-    }
-    let mut err = std::io::stderr();
-    write!(err, "{prompt}: ")?;
-    err.flush()?;
-    let mut line = Zeroizing::new(String::new());
-    std::io::stdin().read_line(&mut line)?;
-    let trimmed = Zeroizing::new(line.trim_end_matches(['\r', '\n']).to_owned());
-    if trimmed.is_empty() {
-        return Err(Failure::usage(format!(
-            "{prompt}: nothing entered (or set {var})"
-        )));
-    }
-    Ok(trimmed)
-}
-
-/// Opens (or with `create`, creates) the state directory's encrypted store, under the key the
-/// local passphrase and the directory's salt derive.
-fn open_store(dir: &Path, create: bool) -> Result<ClientStore, Failure> {
-    let salt = match storage_key::state_dir_salt(dir, create) {
-        Err(StorageKeyError::NoSalt(_)) => {
-            return Err(Failure::usage(format!(
-                "{} is not a diary state directory (run init, unlock --username or recover first)",
-                dir.display()
-            )));
-        }
-        other => other?,
-    };
-    let passphrase = secret("HAVEN_DIARY_PASSPHRASE", "local passphrase")?;
-    let key = storage_key::derive(passphrase.as_bytes(), &salt, storage_key::DEFAULT_COST)?;
-    Ok(ClientStore::open(&dir.join(DB_FILE), &key)?)
+    params
+        .validate()
+        .map_err(|e| Failure::usage(format!("Argon2id parameters: {e}")))?;
+    Ok(params)
 }
 
 fn fill_random<R: rand_core::CryptoRng>(rng: &mut R, buf: &mut [u8]) {
@@ -407,7 +182,7 @@ async fn persist(diary: &Diary) -> Result<(), Failure> {
 }
 
 async fn unlocked(args: &Args) -> Result<Diary, Failure> {
-    let store = open_store(args.state_dir()?, args.flag("--username").is_some())?;
+    let store = CLI.open_store(args.state_dir()?, args.flag("--username").is_some())?;
     let relay = connect(args, &store).await?;
     let password = secret("HAVEN_DIARY_PASSWORD", "diary password")?;
     let diary = Diary::unlock(store, relay, password.as_bytes()).await?;
@@ -637,8 +412,8 @@ async fn run(args: Args) -> Result<(), Failure> {
                     dir.display()
                 )));
             }
-            let params = args.kdf_params()?;
-            let store = open_store(dir, true)?;
+            let params = kdf_params(&args)?;
+            let store = CLI.open_store(dir, true)?;
             let relay = RelayClient::new(args.relay_url()?)?;
             let identity_key = identity(&store)?;
             let account_pw = secret("HAVEN_ACCOUNT_PASSWORD", "account password")?;
@@ -729,7 +504,7 @@ async fn run(args: Args) -> Result<(), Failure> {
                 .ok_or(DiaryClientError::Diary(LocalDiaryError::UnknownEntry))?;
             apply_fields(&args, &mut entry);
             let touches_body =
-                args.flag("--body").is_some() || args.switch("--stdin") || args.flags.is_empty();
+                args.flag("--body").is_some() || args.switch("--stdin") || !args.has_flags();
             if touches_body && let Some(body) = read_body(&args, &entry.body)? {
                 entry.body = body;
             }
@@ -899,8 +674,8 @@ async fn run(args: Args) -> Result<(), Failure> {
             Ok(())
         }
         "recover" => {
-            let params = args.kdf_params()?;
-            let store = open_store(args.state_dir()?, true)?;
+            let params = kdf_params(&args)?;
+            let store = CLI.open_store(args.state_dir()?, true)?;
             let relay = connect(&args, &store).await?;
             let code = secret("HAVEN_DIARY_RECOVERY_CODE", "recovery code")?;
             let new_password = secret("HAVEN_DIARY_NEW_PASSWORD", "new diary password")?;
@@ -917,7 +692,7 @@ async fn run(args: Args) -> Result<(), Failure> {
             Ok(())
         }
         "passwd" => {
-            let params = args.kdf_params()?;
+            let params = kdf_params(&args)?;
             let mut diary = unlocked(&args).await?;
             let new_password = secret("HAVEN_DIARY_NEW_PASSWORD", "new diary password")?;
             let result = diary.change_password(new_password.as_bytes(), params).await;
@@ -933,18 +708,12 @@ async fn run(args: Args) -> Result<(), Failure> {
 }
 
 fn main() -> ExitCode {
-    let result = Args::parse(std::env::args().skip(1)).and_then(|args| {
+    let result = Args::parse(&CLI, std::env::args().skip(1)).and_then(|args| {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(|e| Failure::other(format!("runtime: {e}")))?;
         runtime.block_on(run(args))
     });
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(f) => {
-            eprintln!("haven-diary: {}", f.message);
-            ExitCode::from(f.code)
-        }
-    }
+    CLI.exit(result)
 }
