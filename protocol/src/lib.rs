@@ -22,6 +22,7 @@ pub mod certificate;
 pub mod content;
 pub mod encoding;
 pub mod frames;
+pub mod group_change;
 pub mod padding;
 pub mod provisioning;
 pub mod vault;

@@ -6,6 +6,13 @@
 //! [`SenderKeyMessage`]s: ChaCha20-Poly1305 under a per-message key from the chain, signed by the
 //! sender. When a member leaves, the others call [`GroupSenderSession::rotate`] and redistribute
 //! to the remaining members only. Wire formats and KDFs: `docs/PROTOCOL.md` §8.
+//!
+//! Who may change a group's membership is the [`admin`] module's: changes signed with the
+//! group's [`GroupAdminKey`] (§13.3.1).
+
+pub mod admin;
+
+pub use admin::{GroupAdminKey, GroupChangeError, SignedGroupChange, group_key_commitment};
 
 use alloc::vec::Vec;
 use haven_protocol::encoding::Reader;
