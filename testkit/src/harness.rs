@@ -197,6 +197,21 @@ pub trait Api: Sync {
         self.call(Method::POST, path, Some(body), None)
     }
 
+    /// `GET` with `t`'s access token.
+    fn get_as(&self, path: &str, t: &Tokens) -> impl Future<Output = Reply> + Send {
+        self.call(Method::GET, path, None, Some(&t.access))
+    }
+
+    /// `POST` of a JSON body with `t`'s access token.
+    fn post_as(&self, path: &str, body: Value, t: &Tokens) -> impl Future<Output = Reply> + Send {
+        self.call(Method::POST, path, Some(body), Some(&t.access))
+    }
+
+    /// `PUT` of a JSON body with `t`'s access token.
+    fn put_as(&self, path: &str, body: Value, t: &Tokens) -> impl Future<Output = Reply> + Send {
+        self.call(Method::PUT, path, Some(body), Some(&t.access))
+    }
+
     /// Full OPAQUE registration with a fresh device; returns the reply of register/finish.
     fn try_register(
         &self,
@@ -310,6 +325,23 @@ pub trait Api: Sync {
             finish["login_id"] = reply.body["login_id"].clone();
             finish["credential_finalization"] = json!(b64(&finalization));
             self.post("/v1/login/finish", finish).await
+        }
+    }
+
+    /// Logs a new device (identity key `[2; 32]`) into `t`'s account (expecting success); the
+    /// relay numbers it after the account's others.
+    fn add_device(&self, t: &Tokens, password: &str) -> impl Future<Output = Tokens> + Send {
+        let account = t.account_id.clone();
+        async move {
+            let reply = self
+                .try_login(
+                    json!({ "account_id": account }),
+                    password,
+                    json!({ "device": { "identity_key": b64(&[2u8; 32]) } }),
+                )
+                .await
+                .expect(StatusCode::OK);
+            Tokens::from_json(&reply.body)
         }
     }
 

@@ -7,7 +7,11 @@
 //! - [`relay`]: relays from one table of settings, in process or as the binary.
 //! - [`harness`]: the relay's router driven in process, and the same API over HTTP.
 //! - [`s3`]: an `s3s-fs` S3 server checking signatures, on an ephemeral port.
+//! - [`blindness`]: the forms of a sender that must not appear in what the relay keeps, and
+//!   the checks that its logs were searched whole.
 
+#[cfg(feature = "in-process")]
+pub mod blindness;
 #[cfg(feature = "in-process")]
 pub mod harness;
 pub mod postgres;

@@ -42,32 +42,6 @@ haven_testkit::on_both_backends!(
     unlink_and_account_deletion_purge_keys_and_mail,
 );
 
-async fn get<S: Store>(h: &Harness<S>, path: &str, t: &Tokens) -> Reply {
-    h.call(Method::GET, path, None, Some(&t.access)).await
-}
-
-async fn post<S: Store>(h: &Harness<S>, path: &str, body: Value, t: &Tokens) -> Reply {
-    h.call(Method::POST, path, Some(body), Some(&t.access))
-        .await
-}
-
-async fn put<S: Store>(h: &Harness<S>, path: &str, body: Value, t: &Tokens) -> Reply {
-    h.call(Method::PUT, path, Some(body), Some(&t.access)).await
-}
-
-/// A second device of `t`'s account.
-async fn add_device<S: Store>(h: &Harness<S>, t: &Tokens) -> Tokens {
-    let reply = h
-        .try_login(
-            json!({"account_id": t.account_id}),
-            PASSWORD,
-            json!({"device": {"identity_key": b64(&[2u8; 32])}}),
-        )
-        .await
-        .expect(StatusCode::OK);
-    Tokens::from_json(&reply.body)
-}
-
 /// A logged-in send of `content` to the listed devices of `to`.
 async fn send<S: Store>(
     h: &Harness<S>,
@@ -81,8 +55,7 @@ async fn send<S: Store>(
         .iter()
         .map(|d| json!({"device_number": d, "content": b64(content)}))
         .collect();
-    post(
-        h,
+    h.post_as(
         &format!("/v1/messages/{to}"),
         json!({"message_id": id, "envelopes": envelopes}),
         from,
@@ -177,19 +150,19 @@ async fn key_directory_upload_claim_digest<S: Store + Rows>(h: Harness<S>) {
     let alice = h.register(None, PASSWORD).await;
     let k = sdk_keys(1, 3, 2);
     let bob = register_sdk(&h, &k).await;
-    let counts = get(&h, "/v1/keys/counts", &bob)
+    let counts = h
+        .get_as("/v1/keys/counts", &bob)
         .await
         .expect(StatusCode::OK);
     assert_eq!(
         counts.body,
         json!({"one_time_prekeys": 0, "one_time_kem_prekeys": 0, "has_base_keys": false, "low": true})
     );
-    get(&h, &format!("/v1/keys/{}", bob.account_id), &alice)
+    h.get_as(&format!("/v1/keys/{}", bob.account_id), &alice)
         .await
         .expect_error(StatusCode::NOT_FOUND, "keys_not_found");
     // First upload without the base keys is refused.
-    put(
-        &h,
+    h.put_as(
         "/v1/keys",
         json!({"signed_prekey": upload_body(&k)["signed_prekey"]}),
         &bob,
@@ -218,23 +191,25 @@ async fn key_directory_upload_claim_digest<S: Store + Rows>(h: Harness<S>) {
         (many, "too_many_keys"),
         (unknown, "invalid_json"),
     ] {
-        put(&h, "/v1/keys", body, &bob)
+        h.put_as("/v1/keys", body, &bob)
             .await
             .expect_error(StatusCode::BAD_REQUEST, code);
     }
     assert_eq!(h.store.rows("device_keys").await, 0);
     assert_eq!(h.store.rows("one_time_prekeys").await, 0);
-    put(&h, "/v1/keys", upload_body(&k), &bob)
+    h.put_as("/v1/keys", upload_body(&k), &bob)
         .await
         .expect(StatusCode::NO_CONTENT);
-    let counts = get(&h, "/v1/keys/counts", &bob)
+    let counts = h
+        .get_as("/v1/keys/counts", &bob)
         .await
         .expect(StatusCode::OK);
     assert_eq!(
         counts.body,
         json!({"one_time_prekeys": 3, "one_time_kem_prekeys": 2, "has_base_keys": true, "low": true})
     );
-    let digest = get(&h, "/v1/keys/digest", &bob)
+    let digest = h
+        .get_as("/v1/keys/digest", &bob)
         .await
         .expect(StatusCode::OK);
     let all_opk: Vec<&OneTimePreKey> = k.one_time.iter().collect();
@@ -245,14 +220,15 @@ async fn key_directory_upload_claim_digest<S: Store + Rows>(h: Harness<S>) {
     );
     // Re-uploading a stored one-time id: 409, nothing changes.
     let again = json!({"one_time_prekeys": [upload_body(&k)["one_time_prekeys"][0]]});
-    put(&h, "/v1/keys", again, &bob)
+    h.put_as("/v1/keys", again, &bob)
         .await
         .expect_error(StatusCode::CONFLICT, "key_id_taken");
     assert_eq!(h.store.rows("one_time_prekeys").await, 5);
     // Claims build SDK bundles that verify; one-time keys go once, then the last resort.
     let mut seen_opk = Vec::new();
     for round in 0..4 {
-        let r = get(&h, &format!("/v1/keys/{}", bob.account_id), &alice)
+        let r = h
+            .get_as(&format!("/v1/keys/{}", bob.account_id), &alice)
             .await
             .expect(StatusCode::OK);
         let b = &r.body["bundles"][0];
@@ -281,17 +257,19 @@ async fn key_directory_upload_claim_digest<S: Store + Rows>(h: Harness<S>) {
     }
     assert_eq!(seen_opk.len(), 3);
     // The digest now covers only what is left.
-    let digest = get(&h, "/v1/keys/digest", &bob)
+    let digest = h
+        .get_as("/v1/keys/digest", &bob)
         .await
         .expect(StatusCode::OK);
     assert_eq!(digest.body["digest"], expected_digest(&k, &[], &[]));
     // Rotating only the signed prekey keeps the rest.
     let mut rng = ChaCha20Rng::seed_from_u64(99);
     let newer = SignedPreKey::generate(&k.identity, 8, 2_000, &mut rng);
-    put(&h, "/v1/keys", json!({"signed_prekey": {"key_id": 8, "public_key": b64(newer.public().as_bytes()), "signature": b64(newer.signature())}}), &bob)
+    h.put_as("/v1/keys", json!({"signed_prekey": {"key_id": 8, "public_key": b64(newer.public().as_bytes()), "signature": b64(newer.signature())}}), &bob)
         .await
         .expect(StatusCode::NO_CONTENT);
-    let r = get(&h, &format!("/v1/keys/{}/1", bob.account_id), &alice)
+    let r = h
+        .get_as(&format!("/v1/keys/{}/1", bob.account_id), &alice)
         .await
         .expect(StatusCode::OK);
     let bundle = PreKeyBundle::from_bytes(
@@ -303,13 +281,13 @@ async fn key_directory_upload_claim_digest<S: Store + Rows>(h: Harness<S>) {
     bundle.verify().unwrap();
     assert_eq!(bundle.signed_prekey_id, 8);
     // Errors of the claim routes.
-    get(&h, &format!("/v1/keys/{}/9", bob.account_id), &alice)
+    h.get_as(&format!("/v1/keys/{}/9", bob.account_id), &alice)
         .await
         .expect_error(StatusCode::NOT_FOUND, "device_not_found");
-    get(&h, &format!("/v1/keys/{}/x", bob.account_id), &alice)
+    h.get_as(&format!("/v1/keys/{}/x", bob.account_id), &alice)
         .await
         .expect_error(StatusCode::BAD_REQUEST, "invalid_device_number");
-    get(&h, &format!("/v1/keys/{}", Id::random()), &alice)
+    h.get_as(&format!("/v1/keys/{}", Id::random()), &alice)
         .await
         .expect_error(StatusCode::NOT_FOUND, "account_not_found");
     h.call(
@@ -326,7 +304,7 @@ async fn concurrent_http_claims_hand_out_each_key_once<S: Store + Rows>(h: Harne
     let alice = h.register(None, PASSWORD).await;
     let k = sdk_keys(2, 16, 16);
     let bob = register_sdk(&h, &k).await;
-    put(&h, "/v1/keys", upload_body(&k), &bob)
+    h.put_as("/v1/keys", upload_body(&k), &bob)
         .await
         .expect(StatusCode::NO_CONTENT);
     let h = Arc::new(h);
@@ -334,7 +312,7 @@ async fn concurrent_http_claims_hand_out_each_key_once<S: Store + Rows>(h: Harne
         .map(|_| {
             let (h, alice, bob) = (Arc::clone(&h), alice.clone(), bob.account_id.clone());
             tokio::spawn(async move {
-                get(&h, &format!("/v1/keys/{bob}"), &alice)
+                h.get_as(&format!("/v1/keys/{bob}"), &alice)
                     .await
                     .expect(StatusCode::OK)
                     .body
@@ -367,11 +345,11 @@ async fn claims_are_rate_limited_per_target<S: Store>(h: Harness<S>) {
     let alice = h.register(None, PASSWORD).await;
     let k = sdk_keys(3, 0, 0);
     let bob = register_sdk(&h, &k).await;
-    put(&h, "/v1/keys", upload_body(&k), &bob)
+    h.put_as("/v1/keys", upload_body(&k), &bob)
         .await
         .expect(StatusCode::NO_CONTENT);
     for _ in 0..100 {
-        get(&h, &format!("/v1/keys/{}", bob.account_id), &alice)
+        h.get_as(&format!("/v1/keys/{}", bob.account_id), &alice)
             .await
             .expect(StatusCode::OK);
     }
@@ -379,7 +357,9 @@ async fn claims_are_rate_limited_per_target<S: Store>(h: Harness<S>) {
     // few more may pass before the refusal; never many.
     let mut extra = 0;
     let r = loop {
-        let r = get(&h, &format!("/v1/keys/{}", bob.account_id), &alice).await;
+        let r = h
+            .get_as(&format!("/v1/keys/{}", bob.account_id), &alice)
+            .await;
         if r.status != StatusCode::OK {
             break r;
         }
@@ -399,28 +379,29 @@ async fn claims_are_rate_limited_per_requester<S: Store>(h: Harness<S>) {
     for seed in 0..4 {
         let k = sdk_keys(40 + seed, 0, 0);
         let t = register_sdk(&h, &k).await;
-        put(&h, "/v1/keys", upload_body(&k), &t)
+        h.put_as("/v1/keys", upload_body(&k), &t)
             .await
             .expect(StatusCode::NO_CONTENT);
         targets.push(t);
     }
     for i in 0..5 {
         let target = &targets[i % 3];
-        get(&h, &format!("/v1/keys/{}", target.account_id), &alice)
+        h.get_as(&format!("/v1/keys/{}", target.account_id), &alice)
             .await
             .expect(StatusCode::OK);
     }
     // Target 3 has never been asked for: only the requester's limit can refuse this.
-    let r = get(&h, &format!("/v1/keys/{}", targets[3].account_id), &alice)
+    let r = h
+        .get_as(&format!("/v1/keys/{}", targets[3].account_id), &alice)
         .await
         .expect_error(StatusCode::TOO_MANY_REQUESTS, "rate_limited");
     assert!(r.headers.contains_key("retry-after"));
-    get(&h, &format!("/v1/keys/{}/1", targets[3].account_id), &alice)
+    h.get_as(&format!("/v1/keys/{}/1", targets[3].account_id), &alice)
         .await
         .expect_error(StatusCode::TOO_MANY_REQUESTS, "rate_limited");
     // Another requester is not affected.
     let carol = h.register(None, PASSWORD).await;
-    get(&h, &format!("/v1/keys/{}", targets[3].account_id), &carol)
+    h.get_as(&format!("/v1/keys/{}", targets[3].account_id), &carol)
         .await
         .expect(StatusCode::OK);
 }
@@ -461,7 +442,8 @@ async fn sender_certificate_validates_in_the_sdk<S: Store>(h: Harness<S>) {
         .try_into()
         .unwrap();
     let relay_key = ed25519_dalek::VerifyingKey::from_bytes(&relay_key).unwrap();
-    let r = post(&h, "/v1/certificate", json!({}), &alice)
+    let r = h
+        .post_as("/v1/certificate", json!({}), &alice)
         .await
         .expect(StatusCode::OK);
     let bytes = STANDARD
@@ -497,7 +479,7 @@ async fn sender_certificate_validates_in_the_sdk<S: Store>(h: Harness<S>) {
     assert_eq!(opened.content, b"hi bob");
     // A device whose identity key is not an SDK key gets a clear refusal.
     let plain = h.register(None, PASSWORD).await;
-    post(&h, "/v1/certificate", json!({}), &plain)
+    h.post_as("/v1/certificate", json!({}), &plain)
         .await
         .expect_error(StatusCode::CONFLICT, "identity_key_unsupported");
     h.call(Method::POST, "/v1/certificate", None, None)
@@ -509,11 +491,11 @@ async fn unlink_and_account_deletion_purge_keys_and_mail<S: Store + Rows>(h: Har
     let alice = h.register(None, PASSWORD).await;
     let k = sdk_keys(7, 2, 2);
     let bob = register_sdk(&h, &k).await;
-    let bob2 = add_device(&h, &bob).await;
+    let bob2 = h.add_device(&bob, PASSWORD).await;
     let k2 = sdk_keys(8, 2, 2);
     for t in [&bob, &bob2] {
         let keys = if t.device_number == 1 { &k } else { &k2 };
-        put(&h, "/v1/keys", upload_body(keys), t)
+        h.put_as("/v1/keys", upload_body(keys), t)
             .await
             .expect(StatusCode::NO_CONTENT);
     }

@@ -6,51 +6,16 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use axum::http::{Method, StatusCode};
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
 use haven_relay::ids::Id;
 use serde_json::json;
 
 use crate::common::{self, Api as _, RelayConfig, RemoteApi, Tokens, b64};
+use haven_testkit::blindness::{
+    assert_free_of, assert_logged, assert_no_peer_address, sender_forms,
+};
 
 const PASSWORD: &str = "correct horse battery staple";
 const CLIENT_IP: &str = "203.0.113.77";
-
-/// Every spelling of the sender and of the client that must not appear.
-fn forbidden(alice: &Tokens, identity: &[u8]) -> Vec<Vec<u8>> {
-    let account = hex::decode(&alice.account_id).unwrap();
-    let device = hex::decode(&alice.device_id).unwrap();
-    vec![
-        alice.account_id.as_bytes().to_vec(),
-        alice.account_id.to_uppercase().into_bytes(),
-        STANDARD.encode(&account).into_bytes(),
-        account,
-        alice.device_id.as_bytes().to_vec(),
-        device,
-        identity.to_vec(),
-        hex::encode(identity).into_bytes(),
-        STANDARD
-            .encode(identity)
-            .trim_end_matches('=')
-            .as_bytes()
-            .to_vec(),
-        CLIENT_IP.as_bytes().to_vec(),
-    ]
-}
-
-fn assert_free_of(haystack: &[u8], forms: &[Vec<u8>], what: &str) {
-    assert!(
-        !haystack.is_empty(),
-        "{what} is empty: the test would prove nothing"
-    );
-    for form in forms {
-        assert!(
-            !haystack.windows(form.len()).any(|w| w == form.as_slice()),
-            "{what} contains {:?}",
-            String::from_utf8_lossy(form)
-        );
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sealed_send_leaves_no_sender_or_address_in_the_logs_or_the_envelope() {
@@ -100,23 +65,12 @@ async fn a_sealed_send_leaves_no_sender_or_address_in_the_logs_or_the_envelope()
 
     // A graceful stop: every log line is written and read, the database checkpointed.
     let logs = tokio::task::block_in_place(|| relay.stop());
-    for event in ["account registered", "relay stopped"] {
-        assert!(
-            logs.contains(event),
-            "the relay's logs lack {event:?}:\n{logs}"
-        );
-    }
-    let forms = forbidden(&alice, &identity);
+    assert_logged(&logs, &["account registered", "relay stopped"]);
+    let forms = sender_forms(&alice.account_id, &alice.device_id, &identity, CLIENT_IP);
     assert_free_of(logs.as_bytes(), &forms, "logs");
     // Nor the address of the connection (here the proxy's; without a proxy, the client's):
     // the only loopback address in the logs is the relay's own.
-    let own = relay.addr().to_string();
-    for (i, _) in logs.match_indices("127.0.0.1:") {
-        let end = logs[i + 10..]
-            .find(|c: char| !c.is_ascii_digit())
-            .map_or(logs.len(), |n| i + 10 + n);
-        assert_eq!(&logs[i..end], own, "the logs hold a peer address:\n{logs}");
-    }
+    assert_no_peer_address(&logs, &relay.addr().to_string());
 
     let db = relay.config().dir().join("relay.db");
     let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))

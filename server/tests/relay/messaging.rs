@@ -57,32 +57,6 @@ common::on_both_backends!(
     unknown_accounts_get_clear_errors_and_change_nothing,
 );
 
-async fn get<S: Store>(h: &Harness<S>, path: &str, t: &Tokens) -> Reply {
-    h.call(Method::GET, path, None, Some(&t.access)).await
-}
-
-async fn post<S: Store>(h: &Harness<S>, path: &str, body: Value, t: &Tokens) -> Reply {
-    h.call(Method::POST, path, Some(body), Some(&t.access))
-        .await
-}
-
-async fn put<S: Store>(h: &Harness<S>, path: &str, body: Value, t: &Tokens) -> Reply {
-    h.call(Method::PUT, path, Some(body), Some(&t.access)).await
-}
-
-/// A second device of `t`'s account (device numbers 2, 3, …).
-async fn add_device<S: Store>(h: &Harness<S>, t: &Tokens) -> Tokens {
-    let reply = h
-        .try_login(
-            json!({"account_id": t.account_id}),
-            PASSWORD,
-            json!({"device": {"identity_key": b64(&[2u8; 32])}}),
-        )
-        .await
-        .expect(StatusCode::OK);
-    Tokens::from_json(&reply.body)
-}
-
 fn envelopes(devices: &[u32], content: &[u8]) -> Value {
     Value::Array(
         devices
@@ -100,8 +74,7 @@ async fn send<S: Store>(
     devices: &[u32],
     content: &[u8],
 ) -> Reply {
-    post(
-        h,
+    h.post_as(
         &format!("/v1/messages/{to}"),
         json!({"message_id": id, "envelopes": envelopes(devices, content)}),
         from,
@@ -110,7 +83,7 @@ async fn send<S: Store>(
 }
 
 async fn fetch<S: Store>(h: &Harness<S>, t: &Tokens) -> Vec<Value> {
-    let reply = get(h, "/v1/messages", t).await.expect(StatusCode::OK);
+    let reply = h.get_as("/v1/messages", t).await.expect(StatusCode::OK);
     reply.body["envelopes"].as_array().unwrap().clone()
 }
 
@@ -126,7 +99,7 @@ async fn delivers_to_every_device_in_order_and_acks<S: Store>(h: Harness<S>) {
     let alice = h.register(None, PASSWORD).await;
     let bob = h.register(None, PASSWORD).await;
     assert_eq!(bob.device_number, 1);
-    let bob2 = add_device(&h, &bob).await;
+    let bob2 = h.add_device(&bob, PASSWORD).await;
     assert_eq!(bob2.device_number, 2);
     let mut hint = h.state.hub().subscribe(Topic::Mailbox {
         account: id_of(&bob),
@@ -161,36 +134,39 @@ async fn delivers_to_every_device_in_order_and_acks<S: Store>(h: Harness<S>) {
         assert!(got[0]["seq"].as_i64() < got[1]["seq"].as_i64());
     }
     // Paging.
-    let page = get(&h, "/v1/messages?limit=2", &bob)
+    let page = h
+        .get_as("/v1/messages?limit=2", &bob)
         .await
         .expect(StatusCode::OK);
     assert_eq!(page.body["envelopes"].as_array().unwrap().len(), 2);
     assert_eq!(page.body["more"], true);
     let after = page.body["envelopes"][1]["seq"].as_i64().unwrap();
-    let rest = get(&h, &format!("/v1/messages?after={after}"), &bob)
+    let rest = h
+        .get_as(&format!("/v1/messages?after={after}"), &bob)
         .await
         .expect(StatusCode::OK);
     assert_eq!(rest.body["envelopes"].as_array().unwrap().len(), 1);
     assert_eq!(rest.body["more"], false);
     // Ack by id on device 1 leaves device 2 alone; ack up to a seq.
-    let acked = post(
-        &h,
-        "/v1/messages/ack",
-        json!({"message_ids": [ids[0], Id::random()]}),
-        &bob,
-    )
-    .await
-    .expect(StatusCode::OK);
+    let acked = h
+        .post_as(
+            "/v1/messages/ack",
+            json!({"message_ids": [ids[0], Id::random()]}),
+            &bob,
+        )
+        .await
+        .expect(StatusCode::OK);
     assert_eq!(acked.body["deleted"], 1);
     assert_eq!(fetch(&h, &bob).await.len(), 2);
     assert_eq!(fetch(&h, &bob2).await.len(), 3);
-    let acked = post(&h, "/v1/messages/ack", json!({"up_to_seq": i64::MAX}), &bob)
+    let acked = h
+        .post_as("/v1/messages/ack", json!({"up_to_seq": i64::MAX}), &bob)
         .await
         .expect(StatusCode::OK);
     assert_eq!(acked.body["deleted"], 2);
     assert!(fetch(&h, &bob).await.is_empty());
     assert_eq!(fetch(&h, &bob2).await.len(), 3);
-    post(&h, "/v1/messages/ack", json!({}), &bob)
+    h.post_as("/v1/messages/ack", json!({}), &bob)
         .await
         .expect_error(StatusCode::BAD_REQUEST, "invalid_ack");
 }
@@ -218,7 +194,7 @@ async fn idempotent_resend_and_id_conflict<S: Store + Rows>(h: Harness<S>) {
     assert_eq!(content(&fetch(&h, &bob).await[0]), b"hello");
     // After the ack, a resend of the same id is still the same message: answered as a
     // duplicate with the original seq, not queued (and so not delivered) again.
-    post(&h, "/v1/messages/ack", json!({"message_ids": [id]}), &bob)
+    h.post_as("/v1/messages/ack", json!({"message_ids": [id]}), &bob)
         .await
         .expect(StatusCode::OK);
     assert_eq!(h.store.rows("envelopes").await, 0);
@@ -242,7 +218,7 @@ async fn idempotent_resend_and_id_conflict<S: Store + Rows>(h: Harness<S>) {
 async fn device_list_mismatch_and_removed_devices<S: Store + Rows>(h: Harness<S>) {
     let alice = h.register(None, PASSWORD).await;
     let bob = h.register(None, PASSWORD).await;
-    let bob2 = add_device(&h, &bob).await;
+    let bob2 = h.add_device(&bob, PASSWORD).await;
     let id = Id::random();
     let r = send(&h, &alice, &bob.account_id, &id, &[1], b"x")
         .await
@@ -278,7 +254,7 @@ async fn device_list_mismatch_and_removed_devices<S: Store + Rows>(h: Harness<S>
         .expect_error(StatusCode::NOT_FOUND, "account_not_found");
     assert_eq!(h.store.rows("envelopes").await, 0);
     // A new device gets a new number; 2 stays retired.
-    let bob3 = add_device(&h, &bob).await;
+    let bob3 = h.add_device(&bob, PASSWORD).await;
     assert_eq!(bob3.device_number, 3);
     send(&h, &alice, &bob.account_id, &id, &[1, 3], b"x")
         .await
@@ -287,7 +263,7 @@ async fn device_list_mismatch_and_removed_devices<S: Store + Rows>(h: Harness<S>
 
 async fn self_send_excludes_the_sending_device<S: Store + Rows>(h: Harness<S>) {
     let alice = h.register(None, PASSWORD).await;
-    let alice2 = add_device(&h, &alice).await;
+    let alice2 = h.add_device(&alice, PASSWORD).await;
     let id = Id::random();
     let r = send(&h, &alice, &alice.account_id, &id, &[1, 2], b"sync")
         .await
@@ -325,13 +301,13 @@ async fn limits_and_malformed_bodies_change_nothing<S: Store + Rows>(h: Harness<
         json!({"message_id": id, "envelopes": envelopes(&[1], b"x"), "access_key": "AAAA"}),
     ];
     for body in bad {
-        let r = post(&h, &to, body.clone(), &alice).await;
+        let r = h.post_as(&to, body.clone(), &alice).await;
         assert_eq!(r.status, StatusCode::BAD_REQUEST, "{body}: {}", r.body);
     }
     h.call(Method::POST, &to, Some(json!({})), None)
         .await
         .expect_error(StatusCode::UNAUTHORIZED, "missing_token");
-    post(&h, "/v1/messages/not-an-id", json!({}), &alice)
+    h.post_as("/v1/messages/not-an-id", json!({}), &alice)
         .await
         .expect_error(StatusCode::BAD_REQUEST, "invalid_json");
     assert_eq!(h.store.rows("envelopes").await, 0);
@@ -346,14 +322,14 @@ async fn limits_and_malformed_bodies_change_nothing<S: Store + Rows>(h: Harness<
         .expect_error(StatusCode::INSUFFICIENT_STORAGE, "mailbox_full");
     assert_eq!(h.store.rows("envelopes").await, 6);
     // Acking frees room.
-    post(&h, "/v1/messages/ack", json!({"up_to_seq": i64::MAX}), &bob)
+    h.post_as("/v1/messages/ack", json!({"up_to_seq": i64::MAX}), &bob)
         .await
         .expect(StatusCode::OK);
     send(&h, &alice, &bob.account_id, &Id::random(), &[1], b"seven")
         .await
         .expect(StatusCode::OK);
     // Fetch query validation.
-    get(&h, "/v1/messages?after=abc", &bob)
+    h.get_as("/v1/messages?after=abc", &bob)
         .await
         .expect_error(StatusCode::BAD_REQUEST, "invalid_query");
 }
@@ -376,16 +352,14 @@ async fn sealed_send_needs_the_access_key<S: Store + Rows>(h: Harness<S>) {
     h.raw(with_key(&key, body(&Id::random())))
         .await
         .expect_error(StatusCode::UNAUTHORIZED, "invalid_access_key");
-    put(
-        &h,
+    h.put_as(
         "/v1/account/access-key",
         json!({"access_key": b64(&[1u8; 15])}),
         &bob,
     )
     .await
     .expect_error(StatusCode::BAD_REQUEST, "invalid_length");
-    put(
-        &h,
+    h.put_as(
         "/v1/account/access-key",
         json!({"access_key": b64(&key)}),
         &bob,
@@ -440,14 +414,9 @@ async fn sealed_send_needs_the_access_key<S: Store + Rows>(h: Harness<S>) {
     }
     assert!(limited, "sealed sends were never rate limited");
     // Removing the key closes sealed delivery.
-    put(
-        &h,
-        "/v1/account/access-key",
-        json!({"access_key": null}),
-        &bob,
-    )
-    .await
-    .expect(StatusCode::NO_CONTENT);
+    h.put_as("/v1/account/access-key", json!({"access_key": null}), &bob)
+        .await
+        .expect(StatusCode::NO_CONTENT);
     assert_eq!(h.store.access_key_hash(&id_of(&bob)).await.unwrap(), None);
 }
 
@@ -459,11 +428,13 @@ async fn another_accounts_token_cannot_touch_a_queue<S: Store + Rows>(h: Harness
         .await
         .expect(StatusCode::OK);
     // Bob acks Alice's message id: his own queue is the only one he can touch.
-    let r = post(&h, "/v1/messages/ack", json!({"message_ids": [id]}), &bob)
+    let r = h
+        .post_as("/v1/messages/ack", json!({"message_ids": [id]}), &bob)
         .await
         .expect(StatusCode::OK);
     assert_eq!(r.body["deleted"], 0);
-    let r = post(&h, "/v1/messages/ack", json!({"up_to_seq": i64::MAX}), &bob)
+    let r = h
+        .post_as("/v1/messages/ack", json!({"up_to_seq": i64::MAX}), &bob)
         .await
         .expect(StatusCode::OK);
     assert_eq!(r.body["deleted"], 0);
@@ -474,17 +445,12 @@ async fn another_accounts_token_cannot_touch_a_queue<S: Store + Rows>(h: Harness
 
 async fn multi_recipient_payload_is_stored_once<S: Store + Rows>(h: Harness<S>) {
     let bob = h.register(None, PASSWORD).await;
-    let bob2 = add_device(&h, &bob).await;
+    let bob2 = h.add_device(&bob, PASSWORD).await;
     let carol = h.register(None, PASSWORD).await;
     for (t, k) in [(&bob, [1u8; 16]), (&carol, [2u8; 16])] {
-        put(
-            &h,
-            "/v1/account/access-key",
-            json!({"access_key": b64(&k)}),
-            t,
-        )
-        .await
-        .expect(StatusCode::NO_CONTENT);
+        h.put_as("/v1/account/access-key", json!({"access_key": b64(&k)}), t)
+            .await
+            .expect(StatusCode::NO_CONTENT);
     }
     let payload = vec![0x5Au8; 1500];
     let body = |carol_key: [u8; 16]| {
@@ -541,7 +507,7 @@ async fn multi_recipient_payload_is_stored_once<S: Store + Rows>(h: Harness<S>) 
                 .unwrap(),
             payload
         );
-        post(&h, "/v1/messages/ack", json!({"up_to_seq": i64::MAX}), t)
+        h.post_as("/v1/messages/ack", json!({"up_to_seq": i64::MAX}), t)
             .await
             .expect(StatusCode::OK);
     }
@@ -597,12 +563,10 @@ async fn ttl_expiry_by_the_reaper<S: Store + Rows>(h: Harness<S>) {
 async fn ephemeral_messages_are_never_stored<S: Store + Rows>(h: Harness<S>) {
     let alice = h.register(None, PASSWORD).await;
     let bob = h.register(None, PASSWORD).await;
-    add_device(&h, &bob).await;
+    h.add_device(&bob, PASSWORD).await;
     let mut live = h.state.ephemeral().subscribe(id_of(&bob), 1);
     let id = Id::random();
-    let r = post(
-        &h,
-        &format!("/v1/messages/{}", bob.account_id),
+    let r = h.post_as(&format!("/v1/messages/{}", bob.account_id),
         json!({"message_id": id, "ephemeral": true, "envelopes": envelopes(&[1, 2], b"typing")}),
         &alice,
     )
@@ -621,9 +585,7 @@ async fn ephemeral_messages_are_never_stored<S: Store + Rows>(h: Harness<S>) {
     );
     assert_eq!(h.store.rows("envelopes").await, 0);
     drop(live);
-    let r = post(
-        &h,
-        &format!("/v1/messages/{}", bob.account_id),
+    let r = h.post_as(&format!("/v1/messages/{}", bob.account_id),
         json!({"message_id": id, "ephemeral": true, "envelopes": envelopes(&[1, 2], b"typing")}),
         &alice,
     )
@@ -674,7 +636,7 @@ async fn stored_mail_is_pushed_to_a_live_socket<S: Store + Rows>(h: Harness<S>) 
     // After an ack of everything the queue is empty again: the next push names nothing.
     let fetched = fetch(&h, &bob).await;
     assert_eq!(fetched.len(), 2);
-    post(&h, "/v1/messages/ack", json!({"up_to_seq": got.seq}), &bob)
+    h.post_as("/v1/messages/ack", json!({"up_to_seq": got.seq}), &bob)
         .await
         .expect(StatusCode::OK);
     send(&h, &alice, &bob.account_id, &Id::random(), &[1], b"third")
@@ -691,8 +653,7 @@ async fn stored_mail_is_pushed_to_a_live_socket<S: Store + Rows>(h: Harness<S>) 
 async fn unknown_accounts_get_clear_errors_and_change_nothing<S: Store + Rows>(h: Harness<S>) {
     let alice = h.register(None, PASSWORD).await;
     let bob = h.register(None, PASSWORD).await;
-    put(
-        &h,
+    h.put_as(
         "/v1/account/access-key",
         json!({"access_key": b64(&[5u8; 16])}),
         &bob,
@@ -705,8 +666,7 @@ async fn unknown_accounts_get_clear_errors_and_change_nothing<S: Store + Rows>(h
     send(&h, &alice, &nobody, &id, &[1], b"x")
         .await
         .expect_error(StatusCode::NOT_FOUND, "account_not_found");
-    post(
-        &h,
+    h.post_as(
         &format!("/v1/messages/{nobody}"),
         json!({"message_id": id, "ephemeral": true, "envelopes": envelopes(&[1], b"typing")}),
         &alice,
@@ -737,10 +697,10 @@ async fn unknown_accounts_get_clear_errors_and_change_nothing<S: Store + Rows>(h
     .await
     .expect_error(StatusCode::UNAUTHORIZED, "invalid_access_key");
     // Claims: every claim route answers 404 for an unknown account.
-    get(&h, &format!("/v1/keys/{nobody}"), &alice)
+    h.get_as(&format!("/v1/keys/{nobody}"), &alice)
         .await
         .expect_error(StatusCode::NOT_FOUND, "account_not_found");
-    get(&h, &format!("/v1/keys/{nobody}/1"), &alice)
+    h.get_as(&format!("/v1/keys/{nobody}/1"), &alice)
         .await
         .expect_error(StatusCode::NOT_FOUND, "account_not_found");
     assert_eq!(h.store.rows("envelopes").await, 0);

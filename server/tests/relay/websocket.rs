@@ -644,16 +644,7 @@ async fn expect_session_closed(ws: &mut Ws, what: &str) {
 async fn revoked_sessions_close_their_sockets_at_once() {
     let env = setup(&[NO_POLL]).await;
     // Unlinking a device closes that device's socket; the other device's socket stays.
-    let reply = env
-        .h
-        .try_login(
-            json!({"account_id": env.bob.account_id}),
-            PASSWORD,
-            json!({"device": {"identity_key": b64(&[2u8; 32])}}),
-        )
-        .await
-        .expect(axum::http::StatusCode::OK);
-    let bob2 = Tokens::from_json(&reply.body);
+    let bob2 = env.h.add_device(&env.bob, PASSWORD).await;
     let mut bob = relay::connect(&env.relay.addr, &env.bob.access).await;
     assert_eq!(next(&mut bob, T).await, Frame::QueueEmpty);
     let mut second = relay::connect(&env.relay.addr, &bob2.access).await;

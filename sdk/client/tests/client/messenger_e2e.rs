@@ -619,17 +619,7 @@ async fn two_people_a_group_and_bad_input_through_a_relay() {
     assert!(haystack.len() > 10_000, "relay files were read");
     let logs = relay.logs();
     // Its own events from start to stop, and at `debug` (the SQL statements of its database).
-    for event in [
-        "relay listening",
-        "account registered",
-        "sqlx::query",
-        "relay stopped",
-    ] {
-        assert!(
-            logs.contains(event),
-            "the relay's logs lack {event:?}: the check would prove nothing"
-        );
-    }
+    haven_testkit::blindness::assert_logged(&logs, haven_testkit::blindness::LIFETIME_AT_DEBUG);
     haystack.extend(logs.into_bytes());
     let lower = String::from_utf8_lossy(&haystack).to_lowercase();
     for needle in SECRETS.iter().chain(USERNAMES) {
