@@ -25,6 +25,8 @@ pub const MAX_GROUP_MEMBERS: usize = 256;
 pub const MAX_RECEIPT_IDS: usize = 256;
 /// Longest sender-key distribution message carried.
 pub const MAX_SKDM_BYTES: usize = 512;
+/// Longest signed group change carried (PROTOCOL §13.3.1).
+pub const MAX_GROUP_CHANGE_BYTES: usize = crate::group_change::MAX_CHANGE_LEN;
 
 const K_TEXT: u8 = 0x01;
 const K_RECEIPT: u8 = 0x02;
@@ -34,9 +36,14 @@ const K_EDIT: u8 = 0x05;
 const K_DELETE: u8 = 0x06;
 const K_TIMER: u8 = 0x07;
 const K_CONTACT_CARD: u8 = 0x08;
-const K_GROUP_INVITE: u8 = 0x10;
+/// The unsigned group invite of earlier versions: refused.
+const K_LEGACY_GROUP_INVITE: u8 = 0x10;
 const K_SENDER_KEY: u8 = 0x11;
-const K_GROUP_UPDATE: u8 = 0x12;
+/// The unsigned group update of earlier versions: refused.
+const K_LEGACY_GROUP_UPDATE: u8 = 0x12;
+const K_GROUP_INVITE: u8 = 0x13;
+const K_GROUP_CHANGE: u8 = 0x14;
+const K_GROUP_ADMIN_KEY: u8 = 0x15;
 
 /// Which conversation a content belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -86,11 +93,12 @@ pub enum ReceiptKind {
     Read,
 }
 
-/// A group's shared secrets and membership at one epoch (sent 1:1 only).
+/// A group's shared secrets at one epoch and the admin's signed change that started it (sent
+/// 1:1 only). Epoch, name and members are the change's.
 #[derive(Clone, PartialEq, Eq)]
 pub struct GroupInvite {
-    /// Increases on every removal (new channel, new keys).
-    pub epoch: u32,
+    /// The signed group change of the epoch (PROTOCOL §13.3.1), verified by the receiver.
+    pub change: Vec<u8>,
     /// The epoch's channel.
     pub channel_id: [u8; 16],
     /// Its read capability.
@@ -101,17 +109,13 @@ pub struct GroupInvite {
     pub group_key: [u8; 32],
     /// Channel position from which the invitee reads (history before it is not shared).
     pub after: u64,
-    /// Group name.
-    pub name: String,
-    /// Member accounts, the sender's included.
-    pub members: Vec<[u8; 16]>,
 }
 
 impl std::fmt::Debug for GroupInvite {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("GroupInvite")
-            .field("epoch", &self.epoch)
-            .field("members", &self.members.len())
+            .field("change_len", &self.change.len())
+            .field("after", &self.after)
             .finish_non_exhaustive()
     }
 }
@@ -177,14 +181,17 @@ pub enum Body {
         /// `SenderKeyDistributionMessage` bytes (§8).
         distribution: Vec<u8>,
     },
-    /// New name and member list, same epoch (group channel only; members added).
-    GroupUpdate {
-        /// The epoch.
-        epoch: u32,
-        /// Group name.
-        name: String,
-        /// Member accounts.
-        members: Vec<[u8; 16]>,
+    /// The admin's signed change starting the next epoch, posted to the current channel so
+    /// that a removed member learns of its removal (group channel only).
+    GroupChange {
+        /// The signed group change (PROTOCOL §13.3.1).
+        change: Vec<u8>,
+    },
+    /// The group's admin key, for the admin account's other devices (1:1 to the own account
+    /// only, `conv_kind` group).
+    GroupAdminKey {
+        /// The Ed25519 seed.
+        seed: [u8; 32],
     },
 }
 
@@ -226,11 +233,11 @@ impl std::fmt::Debug for Body {
                 .debug_struct("SenderKey")
                 .field("epoch", epoch)
                 .finish_non_exhaustive(),
-            Self::GroupUpdate { epoch, members, .. } => f
-                .debug_struct("GroupUpdate")
-                .field("epoch", epoch)
-                .field("members", &members.len())
-                .finish_non_exhaustive(),
+            Self::GroupChange { change } => f
+                .debug_struct("GroupChange")
+                .field("len", &change.len())
+                .finish(),
+            Self::GroupAdminKey { .. } => f.debug_struct("GroupAdminKey").finish_non_exhaustive(),
         }
     }
 }
@@ -292,20 +299,12 @@ impl<'a> Reader<'a> {
         }
         String::from_utf8(self.take(len)?.to_vec()).map_err(|_| ContentError("text not UTF-8"))
     }
-    fn members(&mut self) -> Result<Vec<[u8; 16]>, ContentError> {
-        let n = self.u16()? as usize;
-        if n == 0 || n > MAX_GROUP_MEMBERS {
-            return Err(ContentError("member count"));
+    fn bytes16(&mut self, max: usize) -> Result<&'a [u8], ContentError> {
+        let len = self.u16()? as usize;
+        if len > max {
+            return Err(ContentError("field too long"));
         }
-        let mut out = Vec::with_capacity(n);
-        for _ in 0..n {
-            let m = self.array()?;
-            if out.contains(&m) {
-                return Err(ContentError("duplicate member"));
-            }
-            out.push(m);
-        }
-        Ok(out)
+        self.take(len)
     }
     fn finish(&self) -> Result<(), ContentError> {
         if self.0.is_empty() {
@@ -321,16 +320,9 @@ fn put_text32(out: &mut Vec<u8>, text: &str) {
     out.extend_from_slice(text.as_bytes());
 }
 
-fn put_members(out: &mut Vec<u8>, members: &[[u8; 16]]) {
-    out.extend_from_slice(&(members.len() as u16).to_be_bytes());
-    for m in members {
-        out.extend_from_slice(m);
-    }
-}
-
-fn put_name(out: &mut Vec<u8>, name: &str) {
-    out.extend_from_slice(&(name.len() as u16).to_be_bytes());
-    out.extend_from_slice(name.as_bytes());
+fn put_bytes16(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.extend_from_slice(&(bytes.len() as u16).to_be_bytes());
+    out.extend_from_slice(bytes);
 }
 
 impl Content {
@@ -351,7 +343,8 @@ impl Content {
             Body::ContactCard { .. } => K_CONTACT_CARD,
             Body::GroupInvite(_) => K_GROUP_INVITE,
             Body::SenderKey { .. } => K_SENDER_KEY,
-            Body::GroupUpdate { .. } => K_GROUP_UPDATE,
+            Body::GroupChange { .. } => K_GROUP_CHANGE,
+            Body::GroupAdminKey { .. } => K_GROUP_ADMIN_KEY,
         };
         out.push(CONTENT_VERSION);
         out.push(kind);
@@ -417,19 +410,16 @@ impl Content {
             Body::Timer(secs) => out.extend_from_slice(&secs.to_be_bytes()),
             Body::ContactCard { access_key } => out.extend_from_slice(access_key),
             Body::GroupInvite(g) => {
-                check(g.name.len() <= MAX_GROUP_NAME_BYTES, "group name too long")?;
                 check(
-                    !g.members.is_empty() && g.members.len() <= MAX_GROUP_MEMBERS,
-                    "member count",
+                    g.change.len() <= MAX_GROUP_CHANGE_BYTES,
+                    "group change too long",
                 )?;
-                out.extend_from_slice(&g.epoch.to_be_bytes());
                 out.extend_from_slice(&g.channel_id);
                 out.extend_from_slice(&g.read_token);
                 out.extend_from_slice(&g.write_token);
                 out.extend_from_slice(&g.group_key);
                 out.extend_from_slice(&g.after.to_be_bytes());
-                put_name(&mut out, &g.name);
-                put_members(&mut out, &g.members);
+                put_bytes16(&mut out, &g.change);
             }
             Body::SenderKey {
                 epoch,
@@ -443,20 +433,14 @@ impl Content {
                 out.extend_from_slice(&(distribution.len() as u16).to_be_bytes());
                 out.extend_from_slice(distribution);
             }
-            Body::GroupUpdate {
-                epoch,
-                name,
-                members,
-            } => {
-                check(name.len() <= MAX_GROUP_NAME_BYTES, "group name too long")?;
+            Body::GroupChange { change } => {
                 check(
-                    !members.is_empty() && members.len() <= MAX_GROUP_MEMBERS,
-                    "member count",
+                    change.len() <= MAX_GROUP_CHANGE_BYTES,
+                    "group change too long",
                 )?;
-                out.extend_from_slice(&epoch.to_be_bytes());
-                put_name(&mut out, name);
-                put_members(&mut out, members);
+                put_bytes16(&mut out, change);
             }
+            Body::GroupAdminKey { seed } => out.extend_from_slice(seed),
         }
         Ok(out)
     }
@@ -544,24 +528,19 @@ impl Content {
                 access_key: r.array()?,
             },
             K_GROUP_INVITE => {
-                let epoch = r.u32()?;
                 let channel_id = r.array()?;
                 let read_token = r.array()?;
                 let write_token = r.array()?;
                 let group_key = r.array()?;
                 let after = r.u64()?;
-                let len = r.u16()? as usize;
-                let name = r.text(len, MAX_GROUP_NAME_BYTES)?;
-                let members = r.members()?;
+                let change = r.bytes16(MAX_GROUP_CHANGE_BYTES)?.to_vec();
                 Body::GroupInvite(GroupInvite {
-                    epoch,
+                    change,
                     channel_id,
                     read_token,
                     write_token,
                     group_key,
                     after,
-                    name,
-                    members,
                 })
             }
             K_SENDER_KEY => {
@@ -575,16 +554,12 @@ impl Content {
                     distribution: r.take(len)?.to_vec(),
                 }
             }
-            K_GROUP_UPDATE => {
-                let epoch = r.u32()?;
-                let len = r.u16()? as usize;
-                let name = r.text(len, MAX_GROUP_NAME_BYTES)?;
-                let members = r.members()?;
-                Body::GroupUpdate {
-                    epoch,
-                    name,
-                    members,
-                }
+            K_GROUP_CHANGE => Body::GroupChange {
+                change: r.bytes16(MAX_GROUP_CHANGE_BYTES)?.to_vec(),
+            },
+            K_GROUP_ADMIN_KEY => Body::GroupAdminKey { seed: r.array()? },
+            K_LEGACY_GROUP_INVITE | K_LEGACY_GROUP_UPDATE => {
+                return Err(ContentError("unsigned group change of an earlier version"));
             }
             _ => return Err(ContentError("unknown kind")),
         };
@@ -649,14 +624,12 @@ mod tests {
             (
                 group,
                 Body::GroupInvite(GroupInvite {
-                    epoch: 2,
+                    change: b"climbing".to_vec(),
                     channel_id: [3; 16],
                     read_token: [4; 32],
                     write_token: [5; 32],
                     group_key: [6; 32],
                     after: 17,
-                    name: "climbing".into(),
-                    members: vec![[1; 16], [2; 16]],
                 }),
             ),
             (
@@ -668,12 +641,11 @@ mod tests {
             ),
             (
                 group,
-                Body::GroupUpdate {
-                    epoch: 2,
-                    name: "climbing".into(),
-                    members: vec![[1; 16]],
+                Body::GroupChange {
+                    change: vec![1, 2, 3],
                 },
             ),
+            (group, Body::GroupAdminKey { seed: [9; 32] }),
         ];
         bodies
             .into_iter()
@@ -732,6 +704,15 @@ mod tests {
         let mut bytes = samples()[0].to_bytes().unwrap();
         bytes[1] = 0x7f;
         assert!(Content::from_bytes(&bytes).is_err());
+        // The unsigned group invite and update of earlier versions are refused.
+        for legacy in [0x10, 0x12] {
+            let mut bytes = samples()[0].to_bytes().unwrap();
+            bytes[1] = legacy;
+            assert_eq!(
+                Content::from_bytes(&bytes),
+                Err(ContentError("unsigned group change of an earlier version"))
+            );
+        }
         // Invalid UTF-8 in a text.
         let mut bytes = samples()[0].to_bytes().unwrap();
         let at = 2 + 8 + 17 + 16 + 4 + 4;

@@ -453,6 +453,7 @@ export class HavenMessenger {
       if (account !== own) await this.ensureCardSent(account);
     }
     await this.client.deliverTo(invites.invite);
+    if (invites.adminKey) await this.client.deliverTo(invites.adminKey);
     await this.client.deliverTo(invites.senderKey);
     this.subscribe(invites.groupId);
     this.emit([invites.event]);
@@ -467,13 +468,14 @@ export class HavenMessenger {
     return invites.groupId;
   }
 
-  /** Adds a member: it reads what is sent from now on (not the history). */
+  /** Adds a member (this device must hold the group's admin key): a new epoch every member moves to; the new member reads what is sent from now on (not the history). */
   async addMember(groupId, account) {
     const change = this.m.addMember(groupId, account, Date.now());
     let invites;
     try {
-      const answer = await this.sendGroup(change.update);
-      invites = this.m.addMemberPosted(change.changeId, JSON.stringify(answer), Date.now());
+      await this.sendGroup(change.update);
+      const channel = await this.createChannel();
+      invites = this.m.addMemberPosted(change.changeId, JSON.stringify(channel), Date.now());
     } catch (e) {
       if (!invites) this.m.actionDone(change.changeId, false);
       throw e;

@@ -22,7 +22,8 @@
 //!             contact, then to this account · group: deliver the sender key to the members,
 //!             POST post.body to post.path (bearer post.token) ─► actionDone(actionId, ok)
 //! groups      POST /v1/channels ─► createGroup(answer) ─► invite, senderKey deliveries
-//!             addMember ─► post ─► addMemberPosted({"seq"}) ─► invite, senderKey
+//!             (and adminKey, to this account's other devices)
+//!             addMember ─► post ─► POST /v1/channels ─► addMemberPosted(answer) ─► …
 //!             removeMember ─► post ─► POST /v1/channels ─► removeMemberPosted(answer) ─► …
 //! receive     envelope frame / GET /v1/messages ─► receiveEnvelope ─► ack
 //!             channel entry frame ─► receiveChannelEntry · channelReads ─► GET ─►
@@ -38,7 +39,7 @@ use haven_client_core::messenger::{
     self as core, Applied, Channel, GroupState, Outgoing, QueuedTask, RejectReason, channels,
     outgoing,
 };
-use haven_protocol::api::channels::{AppendResponse, CreateChannelResponse, EntriesPage};
+use haven_protocol::api::channels::{CreateChannelResponse, EntriesPage};
 use haven_protocol::content::{Content, Conversation};
 use haven_sdk::IdentityKey;
 use haven_sdk::store::{DeviceAddress, IdentityStore};
@@ -69,13 +70,9 @@ use views::hexes;
 enum Pending {
     /// A user action being delivered.
     Action(Outgoing),
-    /// A member added: stored once its update is posted.
-    Add {
-        state: GroupState,
-        account: [u8; 16],
-    },
-    /// A member removed: the next epoch starts once its update is posted.
-    Remove { state: GroupState },
+    /// A member added or removed: the signed next epoch starts once its update is posted and
+    /// its channel created.
+    Change { state: GroupState },
 }
 
 /// The messenger's steps over a [`DeviceCore`] (which holds the state): what the page calls,
@@ -599,6 +596,7 @@ impl MessengerCore {
                 accounts: hexes(to),
             },
             event: (&state.updated_event()).into(),
+            admin_key: None,
         })
     }
 
@@ -629,14 +627,22 @@ impl MessengerCore {
             &mut rand::rng(),
         )?;
         let all = state.members().to_vec();
-        self.invites(dev, &state, &all, 0, now_ms)
+        let mut invites = self.invites(dev, &state, &all, 0, now_ms)?;
+        if let Some(copy) = outgoing::admin_key(&state, now_ms) {
+            invites.admin_key = Some(Delivery {
+                message_id: dev.prepare_content(&copy, false)?,
+                accounts: hexes(&[own]),
+            });
+        }
+        Ok(invites)
     }
 
-    /// Adds `account` to a group: post the update, then [`Self::add_member_posted`].
+    /// Adds `account` to a group (this device must hold its admin key): post the signed
+    /// update, create a channel, then [`Self::add_member_posted`].
     ///
     /// # Errors
-    /// [`ErrorCode::InvalidArgument`] for an unknown or left group or an existing member;
-    /// [`ErrorCode::Limit`] for a full group.
+    /// [`ErrorCode::InvalidArgument`] for an unknown or left group, an existing member, a
+    /// device that is not the group's admin; [`ErrorCode::Limit`] for a full group.
     pub fn add_member(
         &mut self,
         dev: &mut DeviceCore,
@@ -645,17 +651,13 @@ impl MessengerCore {
         now_ms: u64,
     ) -> WebResult<MemberChange> {
         let (group, account) = (parse_id(group)?, account_arg(account)?);
-        let change = outgoing::add_member(dev.store(), &group, &account, now_ms)?;
-        let update = self.group_send(dev, &group, &change.update, now_ms)?;
-        let change_id = self.keep(Pending::Add {
-            state: change.state,
-            account,
-        });
-        Ok(MemberChange { change_id, update })
+        let change = outgoing::add_member(dev.store(), &group, &account, now_ms, &mut rand::rng())?;
+        self.member_change(dev, &group, change, now_ms)
     }
 
-    /// The update of [`Self::add_member`] was posted (`append_answer`: the relay's `{"seq"}`):
-    /// the group is stored with its new member, who is invited to read after that position.
+    /// The update of [`Self::add_member`] was posted and the next epoch's channel created
+    /// (`channel_answer`): the epoch starts with a new group key; deliver the invite and then
+    /// the sender key to every member, the new one included.
     ///
     /// # Errors
     /// [`ErrorCode::InvalidState`] for an unknown change, [`ErrorCode::InvalidResponse`].
@@ -663,28 +665,19 @@ impl MessengerCore {
         &mut self,
         dev: &mut DeviceCore,
         change_id: &str,
-        append_answer: &str,
+        channel_answer: &str,
         now_ms: u64,
     ) -> WebResult<GroupInvites> {
-        let reply: AppendResponse = parse_reply(append_answer, "append answer")?;
-        let after =
-            u64::try_from(reply.seq).map_err(|_| bad_response("append answer malformed"))?;
-        let Pending::Add { state, account } = self.take(change_id)? else {
-            return Err(WebError::new(
-                ErrorCode::InvalidState,
-                "not an added member",
-            ));
-        };
-        core::save_group(dev.store(), &state)?;
-        self.invites(dev, &state, &[account], after, now_ms)
+        self.member_change_posted(dev, change_id, channel_answer, now_ms)
     }
 
-    /// Removes `account` from a group: post the update (on the current channel, where the
-    /// removed member learns it), create a channel, then [`Self::remove_member_posted`].
+    /// Removes `account` from a group (this device must hold its admin key): post the signed
+    /// update (on the current channel, where the removed member learns it), create a channel,
+    /// then [`Self::remove_member_posted`].
     ///
     /// # Errors
     /// [`ErrorCode::InvalidArgument`] for an unknown or left group, a non-member or this
-    /// account, a group whose epochs are used up.
+    /// account, a device that is not the group's admin, a group whose epochs are used up.
     pub fn remove_member(
         &mut self,
         dev: &mut DeviceCore,
@@ -694,12 +687,15 @@ impl MessengerCore {
     ) -> WebResult<MemberChange> {
         let (group, account) = (parse_id(group)?, account_arg(account)?);
         let own = dev.local()?.account();
-        let change = outgoing::remove_member(dev.store(), &own, &group, &account, now_ms)?;
-        let update = self.group_send(dev, &group, &change.update, now_ms)?;
-        let change_id = self.keep(Pending::Remove {
-            state: change.state,
-        });
-        Ok(MemberChange { change_id, update })
+        let change = outgoing::remove_member(
+            dev.store(),
+            &own,
+            &group,
+            &account,
+            now_ms,
+            &mut rand::rng(),
+        )?;
+        self.member_change(dev, &group, change, now_ms)
     }
 
     /// The update of [`Self::remove_member`] was posted and the next epoch's channel created
@@ -715,14 +711,38 @@ impl MessengerCore {
         channel_answer: &str,
         now_ms: u64,
     ) -> WebResult<GroupInvites> {
+        self.member_change_posted(dev, change_id, channel_answer, now_ms)
+    }
+
+    fn member_change(
+        &mut self,
+        dev: &mut DeviceCore,
+        group: &[u8; 16],
+        change: outgoing::MemberChange,
+        now_ms: u64,
+    ) -> WebResult<MemberChange> {
+        let update = self.group_send(dev, group, &change.update, now_ms)?;
+        let change_id = self.keep(Pending::Change {
+            state: change.state,
+        });
+        Ok(MemberChange { change_id, update })
+    }
+
+    fn member_change_posted(
+        &mut self,
+        dev: &mut DeviceCore,
+        change_id: &str,
+        channel_answer: &str,
+        now_ms: u64,
+    ) -> WebResult<GroupInvites> {
         let channel = channel_from(channel_answer)?;
-        let Pending::Remove { mut state } = self.take(change_id)? else {
+        let Pending::Change { mut state } = self.take(change_id)? else {
             return Err(WebError::new(
                 ErrorCode::InvalidState,
-                "not a removed member",
+                "not a member change",
             ));
         };
-        state.start_epoch(&channel, &mut rand::rng())?;
+        state.start_epoch(&channel)?;
         core::save_group(dev.store(), &state)?;
         let members = state.members().to_vec();
         self.invites(dev, &state, &members, 0, now_ms)

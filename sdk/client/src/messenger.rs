@@ -693,6 +693,11 @@ impl Messenger {
         )?;
         let (group_id, all) = (*state.id(), state.members().to_vec());
         self.send_invites(&state, &all, 0).await?;
+        // The admin key, to this account's other devices (after their invite).
+        if let Some(copy) = outgoing::admin_key(&state, now_ms()) {
+            let bytes = Zeroizing::new(copy.to_bytes()?);
+            self.send_to_account(&self.own(), &bytes).await?;
+        }
         self.distribute_sender_key(&group_id, state.current().number(), &all)
             .await?;
         self.subscribe_group(&state);
@@ -774,60 +779,40 @@ impl Messenger {
         Ok(())
     }
 
-    /// Adds a member: it gets the group's current secrets and, from every member device, its
-    /// sender key; it can read what is sent from now on (not the history).
+    /// Adds a member (this device must hold the group's admin key): a new epoch starts (new
+    /// channel, group key and sender keys) that every member, the new one included, is invited
+    /// to; the new member reads what is sent from now on (not the history).
     ///
     /// # Errors
-    /// [`MessengerError::Invalid`] for an unknown group, an existing member or a full group.
+    /// [`MessengerError::Invalid`] for an unknown group, an existing member, a full group or a
+    /// device that is not the group's admin.
     pub async fn add_member(
         &self,
         group: &[u8; 16],
         account: &[u8; 16],
     ) -> Result<(), MessengerError> {
-        let change = outgoing::add_member(&self.device.lock(), group, account, now_ms())?;
-        // Everyone (own other devices included) learns the new list from the channel.
-        self.send_group(group, &change.update).await?;
-        let state = change.state;
-        let after = self.channel_last_seq(state.current()).await?;
-        core::save_group(&self.device.lock(), &state)?;
-        self.send_invites(&state, &[*account], after).await?;
-        self.distribute_sender_key(group, state.current().number(), &[*account])
-            .await?;
-        self.emit([state.updated_event()]);
-        Ok(())
+        let change = outgoing::add_member(
+            &self.device.lock(),
+            group,
+            account,
+            now_ms(),
+            &mut rand::rng(),
+        )?;
+        self.finish_member_change(group, change).await
     }
 
-    async fn channel_last_seq(&self, epoch: &Epoch) -> Result<u64, MessengerError> {
-        // The highest seq: read pages until the end (cheap for the common small gap).
-        let mut after = epoch.cursor();
-        loop {
-            let (entries, more) = self.fetch_entries(epoch, after).await?;
-            if let Some((seq, _)) = entries.last() {
-                after = *seq;
-            }
-            if !more || entries.is_empty() {
-                return Ok(after);
-            }
-        }
-    }
-
-    /// Removes a member: a new epoch starts (new channel, group key and sender keys) that only
-    /// the remaining members learn, so the removed member cannot read anything sent after.
-    ///
-    /// # Errors
-    /// [`MessengerError::Invalid`] for an unknown group or a non-member.
-    pub async fn remove_member(
+    /// Posts a member change's signed update to the current channel (every member, a removed
+    /// one included, learns it there), starts its epoch over a new channel, stores the group
+    /// and invites the members of the new epoch.
+    async fn finish_member_change(
         &self,
         group: &[u8; 16],
-        account: &[u8; 16],
+        change: outgoing::MemberChange,
     ) -> Result<(), MessengerError> {
-        let change =
-            outgoing::remove_member(&self.device.lock(), &self.own(), group, account, now_ms())?;
-        // Tell everyone, the removed member included, on the old channel.
         self.send_group(group, &change.update).await?;
         let mut state = change.state;
         let channel = self.create_channel().await?;
-        state.start_epoch(&channel, &mut rand::rng())?;
+        state.start_epoch(&channel)?;
         core::save_group(&self.device.lock(), &state)?;
         let members = state.members().to_vec();
         self.send_invites(&state, &members, 0).await?;
@@ -836,6 +821,28 @@ impl Messenger {
         self.subscribe_group(&state);
         self.emit([state.updated_event()]);
         Ok(())
+    }
+
+    /// Removes a member: a new epoch starts (new channel, group key and sender keys) that only
+    /// the remaining members learn, so the removed member cannot read anything sent after.
+    ///
+    /// # Errors
+    /// [`MessengerError::Invalid`] for an unknown group, a non-member or a device that is not
+    /// the group's admin.
+    pub async fn remove_member(
+        &self,
+        group: &[u8; 16],
+        account: &[u8; 16],
+    ) -> Result<(), MessengerError> {
+        let change = outgoing::remove_member(
+            &self.device.lock(),
+            &self.own(),
+            group,
+            account,
+            now_ms(),
+            &mut rand::rng(),
+        )?;
+        self.finish_member_change(group, change).await
     }
 
     // ---------------------------------------------------------------- receiving

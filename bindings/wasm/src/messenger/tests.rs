@@ -768,6 +768,11 @@ fn a_group_with_an_added_and_a_removed_member() {
         created.invite.accounts,
         [hex::encode(ALICE), bob_hex.clone()]
     );
+    // The admin key goes to Alice's other devices only.
+    assert_eq!(
+        created.admin_key.as_ref().map(|d| d.accounts.clone()),
+        Some(vec![hex::encode(ALICE)])
+    );
     let group = created.group_id.clone();
     let conv = conversation("group", &group).unwrap();
     net.invites(a, &created).unwrap();
@@ -808,19 +813,34 @@ fn a_group_with_an_added_and_a_removed_member() {
         ErrorCode::InvalidArgument
     );
 
-    // Alice adds Carol: she reads what follows, not the history.
+    // Bob is no admin: he cannot add anyone.
+    let dev = &mut net.devs[b];
+    assert_eq!(
+        dev.m
+            .add_member(&mut dev.d, &group, &carol_hex, NOW_MS)
+            .unwrap_err()
+            .code,
+        ErrorCode::InvalidArgument
+    );
+    // Alice adds Carol: a new epoch everyone moves to; Carol reads what follows, not the
+    // history.
     let dev = &mut net.devs[a];
     let change = dev
         .m
         .add_member(&mut dev.d, &group, &carol_hex, NOW_MS)
         .unwrap();
-    let seq = net.group_send(a, &change.update).unwrap();
+    net.group_send(a, &change.update).unwrap();
+    let answer = net.new_channel();
     let dev = &mut net.devs[a];
     let invites = dev
         .m
-        .add_member_posted(&mut dev.d, &change.change_id, &seq, NOW_MS)
+        .add_member_posted(&mut dev.d, &change.change_id, &answer, NOW_MS)
         .unwrap();
-    assert_eq!(invites.invite.accounts, std::slice::from_ref(&carol_hex));
+    assert_eq!(
+        invites.invite.accounts,
+        [hex::encode(ALICE), bob_hex.clone(), carol_hex.clone()]
+    );
+    assert!(invites.admin_key.is_none());
     net.invites(a, &invites).unwrap();
     net.settle();
     net.send_text(c, conv, "carol here");
@@ -873,7 +893,7 @@ fn a_group_with_an_added_and_a_removed_member() {
     let dev = &net.devs[b];
     let info = &dev.m.groups(&dev.d).unwrap()[0];
     assert!(!info.active);
-    // Bob knows no channel of the new epoch; the others read it.
+    // Bob knows no channel of the new epoch (3: the add started 2); the others read it.
     let new_channel: String = serde_json::from_str::<CreateChannelResponse>(&answer)
         .unwrap()
         .channel_id
@@ -891,7 +911,7 @@ fn a_group_with_an_added_and_a_removed_member() {
             .channel_reads(&dev.d)
             .unwrap()
             .iter()
-            .any(|r| r.channel_id == new_channel && r.epoch == 2)
+            .any(|r| r.channel_id == new_channel && r.epoch == 3)
     );
     // And Bob can no longer post.
     let dev = &mut net.devs[b];
@@ -969,6 +989,7 @@ fn channel_entries_from_the_socket_are_processed_once() {
 fn bad_input_is_typed() {
     let mut net = Net::new();
     let a = net.add(ALICE, 1);
+    let channel_answer = net.new_channel();
     let code = |e: WebError| e.code;
     let dev = &mut net.devs[a];
     let (m, d) = (&mut dev.m, &mut dev.d);
@@ -1051,7 +1072,7 @@ fn bad_input_is_typed() {
         assert_eq!(code(m.action_done(d, id, true).unwrap_err()), expected);
         assert_eq!(
             code(
-                m.add_member_posted(d, id, r#"{"seq":1}"#, NOW_MS)
+                m.add_member_posted(d, id, &channel_answer, NOW_MS)
                     .unwrap_err()
             ),
             expected

@@ -482,6 +482,9 @@ pub struct GroupInvites {
     pub sender_key: Delivery,
     /// The group's [`EventView::GroupUpdated`], for the page.
     pub event: EventView,
+    /// At creation, the group's admin key for this account's other devices: deliver it after
+    /// the invite.
+    pub admin_key: Option<Delivery>,
 }
 
 /// What a received envelope or channel entries did.

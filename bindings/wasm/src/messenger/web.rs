@@ -51,7 +51,7 @@ export interface ChannelPost { channelId: string; path: string; token: string; b
 export interface GroupSend { groupId: string; senderKey: Delivery | null; post: ChannelPost; }
 export interface Action { actionId: string; contentId: string | null; direct: DirectSend | null; group: GroupSend | null; }
 export interface MemberChange { changeId: string; update: GroupSend; }
-export interface GroupInvites { groupId: string; invite: Delivery; senderKey: Delivery; event: HavenEvent; }
+export interface GroupInvites { groupId: string; invite: Delivery; senderKey: Delivery; event: HavenEvent; adminKey: Delivery | null; }
 export interface Received {
   status: "accepted" | "duplicate" | "rejected"; events: HavenEvent[]; subscribe: string[]; tasksAdded: boolean;
 }
@@ -435,7 +435,7 @@ impl WebMessenger {
         self.json(|m, d| m.create_group(d, &name, &members, &answer, now))
     }
 
-    /// Adds a member: post `update`, then `addMemberPosted` with the relay's answer.
+    /// Adds a member: post `update`, create a channel, then `addMemberPosted`.
     #[wasm_bindgen(js_name = addMember, unchecked_return_type = "MemberChange")]
     pub fn add_member(
         &self,
@@ -449,17 +449,18 @@ impl WebMessenger {
         self.json(|m, d| m.add_member(d, &group, &account, now))
     }
 
-    /// The added member's update was posted (`appendAnswer`: `{"seq": n}`).
+    /// The added member's update was posted and the next epoch's channel created
+    /// (`channelAnswer`): the new epoch starts.
     #[wasm_bindgen(js_name = addMemberPosted, unchecked_return_type = "GroupInvites")]
     pub fn add_member_posted(
         &self,
         #[wasm_bindgen(js_name = changeId, unchecked_param_type = "string")] change_id: JsValue,
-        #[wasm_bindgen(js_name = appendAnswer, unchecked_param_type = "string")]
-        append_answer: JsValue,
+        #[wasm_bindgen(js_name = channelAnswer, unchecked_param_type = "string")]
+        channel_answer: JsValue,
         #[wasm_bindgen(js_name = nowMs, unchecked_param_type = "number")] now_ms: JsValue,
     ) -> JsResult<JsValue> {
         let id = lift(string_arg(&change_id, "changeId"))?;
-        let answer = lift(string_arg(&append_answer, "appendAnswer"))?;
+        let answer = lift(secret_arg(&channel_answer, "channelAnswer"))?;
         let now = lift(number_arg(&now_ms, "nowMs"))?;
         self.json(|m, d| m.add_member_posted(d, &id, &answer, now))
     }

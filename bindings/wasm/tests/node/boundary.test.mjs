@@ -97,7 +97,8 @@ test("messenger: conversations, ids, wrong types, handles, relay answers, closed
   throwsCode(() => m.actionDone(bob, true), "invalid_state");
   throwsCode(() => m.followUp(bob, 1), "invalid_state");
   throwsCode(() => m.taskDone(bob), "invalid_state");
-  throwsCode(() => m.addMemberPosted(bob, '{"seq":1}', 1), "invalid_state");
+  // An added member starts a new epoch: the answer is a new channel's, not an append's.
+  throwsCode(() => m.addMemberPosted(bob, '{"seq":1}', 1), "invalid_response");
   throwsCode(() => m.addMemberPosted(bob, "{", 1), "invalid_response");
   throwsCode(() => m.removeMemberPosted(bob, "{}", 1), "invalid_response");
   throwsCode(() => m.createGroup("g", [], "[]", 1), "invalid_response");

@@ -15,8 +15,9 @@ use zeroize::Zeroizing;
 
 use super::contacts::card_received;
 use super::groups::{
-    GroupState, MAX_PENDING_PER_GROUP, accept_invite, distribution_id, group, has_sender_key,
-    open_entry, parse_pending_key, pending_count, pending_key, receive_sender_key, save_group,
+    GroupState, MAX_PENDING_PER_GROUP, Verdict, accept_invite, change_refused, check_change,
+    distribution_id, group, has_sender_key, open_entry, parse_pending_key, pending_count,
+    pending_key, receive_admin_key, receive_sender_key, save_group,
 };
 use super::messages::{
     apply_reaction, expires_at, has_message, put_message, set_timer, update_message,
@@ -75,6 +76,10 @@ pub fn apply_direct<B: Backend, R: rand_core::CryptoRng + ?Sized>(
                     epoch,
                     distribution,
                 } => receive_sender_key(store, &own, sender, g, epoch, &distribution),
+                Body::GroupAdminKey { seed } => {
+                    let seed = Zeroizing::new(seed);
+                    receive_admin_key(store, &own, sender, g, &seed)
+                }
                 _ => Ok(Applied::malformed("unexpected group content")),
             };
         }
@@ -108,8 +113,8 @@ pub fn apply_direct<B: Backend, R: rand_core::CryptoRng + ?Sized>(
                 card_received(store, &from)?;
             }
         }
-        // Group invites and sender keys (1:1 but `conv_kind` group) are routed before; a
-        // group update belongs in a channel.
+        // Group invites, sender keys and admin keys (1:1 but `conv_kind` group) are routed
+        // before; a group change belongs in a channel.
         _ => return Ok(Applied::malformed("group content in a 1:1 conversation")),
     }
     Ok(applied)
@@ -428,43 +433,21 @@ fn apply_entry<B: Backend, R: rand_core::CryptoRng + ?Sized>(
         return Ok(applied);
     };
     match body {
-        Body::GroupUpdate {
-            epoch: e,
-            name,
-            members,
-        } => {
-            if e != state.current.number() {
-                return Ok(applied);
+        // The admin's change to the next epoch, posted to this one: a removed member learns
+        // its removal here; the others wait for their invite (which carries the new keys).
+        Body::GroupChange { change } => match check_change(state, &change) {
+            Ok(Verdict::Current) => {}
+            Ok(Verdict::Next(next)) => {
+                if !next.body().members.contains(&own) {
+                    state.active = false;
+                    applied
+                        .events
+                        .push(Event::RemovedFromGroup { group_id: group });
+                }
             }
-            let added: Vec<[u8; 16]> = members
-                .iter()
-                .filter(|m| !state.members.contains(m))
-                .copied()
-                .collect();
-            state.name = name;
-            state.members = members;
-            if !state.members.contains(&own) {
-                state.active = false;
-                applied
-                    .events
-                    .push(Event::RemovedFromGroup { group_id: group });
-                return Ok(applied);
-            }
-            for account in added {
-                add_task(
-                    store,
-                    &Task::SenderKey {
-                        group,
-                        epoch: state.current.number(),
-                        account,
-                    },
-                    rng,
-                )?;
-                applied.tasks_added = true;
-            }
-            applied.events.push(state.updated_event());
-        }
-        // Typing, contact cards, invites and sender keys never travel in a channel.
+            Err(reason) => applied.extend(change_refused(group, reason)),
+        },
+        // Typing, contact cards, invites, sender keys and admin keys never travel in a channel.
         _ => return Ok(Applied::malformed("content not allowed in a group channel")),
     }
     Ok(applied)

@@ -1,13 +1,18 @@
 //! Groups (PROTOCOL §13.3): their epochs (a relay channel, its tokens and a group key each),
-//! the channel entry layout, distribution ids, invites, and the sender keys of member devices,
-//! including those that arrive before the invite of their epoch.
+//! the channel entry layout, distribution ids, invites, the admin's signed changes (§13.3.1)
+//! and the sender keys of member devices, including those that arrive before the invite of
+//! their epoch.
 
 use std::collections::HashMap;
 
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
-use haven_protocol::content::GroupInvite;
-use haven_sdk::groups::{DistributionId, GroupSenderSession, SenderKeyDistributionMessage};
+use haven_protocol::content::{ContentError, GroupInvite};
+use haven_protocol::group_change::{GroupChangeBody, GroupChangeFormatError};
+use haven_sdk::groups::{
+    DistributionId, GroupAdminKey, GroupChangeError, GroupSenderSession,
+    SenderKeyDistributionMessage, SignedGroupChange, group_key_commitment,
+};
 use haven_sdk::store::DeviceAddress;
 use haven_sdk::store::sender_keys::{SenderKeyName, SenderKeyStore};
 use serde::{Deserialize, Serialize};
@@ -15,21 +20,17 @@ use sha2::{Digest, Sha256};
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 use super::records::{
-    GROUP_PENDING, GROUPS, PENDING_SENDER_KEYS, all_json, b64bytes, get_json, hex16, hex16_vec,
-    put_json, random,
+    GROUP_PENDING, GROUPS, PENDING_SENDER_KEYS, all_json, b64bytes, b64vec, get_json, hex16,
+    hex16_vec, put_json, random,
 };
 use super::tasks::{Task, add_task};
-use super::types::{Applied, Event, GroupInfo, StateError, invalid};
+use super::types::{Applied, Event, GroupChangeRefusal, GroupInfo, StateError, invalid};
 use crate::store::{Backend, EncryptedStore};
 
 /// Most early sender keys kept (all groups together).
 pub const MAX_PENDING_SENDER_KEYS: usize = 1024;
 /// Most channel entries kept per group while their sender's key has not arrived.
 pub const MAX_PENDING_PER_GROUP: usize = 512;
-/// Most epochs an invite may move a group this account is a member of ahead. More than one is
-/// fine (an invite lost while the device was offline past the relay's retention); a jump to
-/// near `u32::MAX` would leave no epoch for the next removal.
-pub const MAX_EPOCH_STEP: u32 = 1024;
 /// Epochs before the current one whose channels are still read (entries posted before a
 /// switch are not lost).
 const OLD_EPOCHS_KEPT: usize = 2;
@@ -119,9 +120,9 @@ impl Epoch {
         self.cursor = seq;
     }
 
-    fn from_invite(invite: &GroupInvite) -> Self {
+    fn from_invite(epoch: u32, invite: &GroupInvite) -> Self {
         Self {
-            epoch: invite.epoch,
+            epoch,
             channel_id: invite.channel_id,
             read_token: invite.read_token,
             write_token: invite.write_token,
@@ -129,6 +130,33 @@ impl Epoch {
             cursor: invite.after,
         }
     }
+}
+
+/// The seed of a group's admin key, kept on the admin account's devices.
+#[derive(Clone, Serialize, Deserialize, Zeroize, ZeroizeOnDrop)]
+#[serde(transparent)]
+pub(super) struct AdminSeed(
+    #[serde(
+        serialize_with = "b64bytes::serialize",
+        deserialize_with = "b64bytes::deserialize"
+    )]
+    [u8; 32],
+);
+
+/// A signed change prepared for the next epoch, waiting for its channel
+/// ([`GroupState::start_epoch`]).
+#[derive(Clone)]
+struct NextEpoch {
+    change: Vec<u8>,
+    group_key: Zeroizing<[u8; 32]>,
+}
+
+/// What a verified change is to a group ([`check_change`]).
+pub(super) enum Verdict {
+    /// The change of the current epoch again (byte for byte): nothing to do.
+    Current,
+    /// The next epoch's change.
+    Next(SignedGroupChange),
 }
 
 /// A group as this device knows it (stored as JSON under its id, PROTOCOL §13.6).
@@ -144,18 +172,47 @@ pub struct GroupState {
     pub(super) old: Vec<Epoch>,
     /// False once this account was removed.
     pub(super) active: bool,
+    /// The admin's signed change that started the current epoch (§13.3.1); empty for a group
+    /// stored before signed changes (legacy: readable, its membership frozen).
+    #[serde(default, with = "b64vec")]
+    pub(super) change: Vec<u8>,
+    /// The admin key's seed, on the admin account's devices only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    admin_seed: Option<AdminSeed>,
+    /// A change prepared by [`Self::prepare_change`] (never stored).
+    #[serde(skip)]
+    next: Option<NextEpoch>,
+}
+
+/// A change's own errors as the messenger's: a name or member list beyond the limits is a
+/// content limit, as it was for the unsigned invite.
+fn change_error(e: GroupChangeError) -> StateError {
+    match e {
+        GroupChangeError::Format(GroupChangeFormatError::NameTooLong) => {
+            StateError::Content(ContentError("group name too long"))
+        }
+        GroupChangeError::Format(GroupChangeFormatError::Members) => {
+            StateError::Content(ContentError("member count"))
+        }
+        other => invalid(other.to_string()),
+    }
 }
 
 impl GroupState {
-    /// A new group at epoch 1 over `channel`, with a random group key.
+    /// A new group at epoch 1 over `channel`, with a random group key and a new admin key
+    /// held by `admin` (this account), and its first signed change.
     pub(super) fn create<R: rand_core::CryptoRng + ?Sized>(
         id: [u8; 16],
         name: String,
         members: Vec<[u8; 16]>,
+        admin: [u8; 16],
         channel: &Channel,
         rng: &mut R,
-    ) -> Self {
-        Self {
+    ) -> Result<Self, StateError> {
+        let key = GroupAdminKey::generate(rng);
+        let group_key: [u8; 32] = random(rng);
+        let change = sign_change(&key, &id, 1, admin, &name, &members, &group_key)?;
+        Ok(Self {
             id,
             name,
             members,
@@ -164,12 +221,70 @@ impl GroupState {
                 channel_id: channel.id,
                 read_token: channel.read_token,
                 write_token: channel.write_token,
-                group_key: random(rng),
+                group_key,
                 cursor: 0,
             },
             old: Vec::new(),
             active: true,
-        }
+            change,
+            admin_seed: Some(AdminSeed(*key.seed())),
+            next: None,
+        })
+    }
+
+    /// What the current epoch's change states; `None` for a legacy group.
+    pub(super) fn pinned(&self) -> Option<GroupChangeBody> {
+        GroupChangeBody::decode(&self.change)
+            .ok()
+            .map(|(body, _)| body)
+    }
+
+    /// The admin key, when this device holds it and it is the pinned one.
+    fn admin_key(&self) -> Option<GroupAdminKey> {
+        let seed = self.admin_seed.as_ref()?;
+        let key = GroupAdminKey::from_seed(&seed.0);
+        (self.pinned()?.admin_key == key.public()).then_some(key)
+    }
+
+    /// The admin key's seed, to copy to the admin account's other devices.
+    pub(super) fn admin_seed(&self) -> Option<Zeroizing<[u8; 32]>> {
+        self.admin_key().map(|k| k.seed())
+    }
+
+    /// Sets `members` and signs the change to the next epoch, with a fresh group key that
+    /// [`Self::start_epoch`] uses; returns the signed change.
+    ///
+    /// # Errors
+    /// [`StateError::Invalid`] for a legacy group, a device without the admin key, or used-up
+    /// epochs; [`StateError::Content`] beyond the limits.
+    pub(super) fn prepare_change<R: rand_core::CryptoRng + ?Sized>(
+        &mut self,
+        members: Vec<[u8; 16]>,
+        rng: &mut R,
+    ) -> Result<Vec<u8>, StateError> {
+        let pinned = self.pinned().ok_or_else(|| {
+            invalid("this group was made before signed changes: re-create it to change its members")
+        })?;
+        let key = self
+            .admin_key()
+            .ok_or_else(|| invalid("only the group's admin can change its members"))?;
+        let epoch = self.next_epoch()?;
+        let group_key = Zeroizing::new(random::<32, R>(rng));
+        let change = sign_change(
+            &key,
+            &self.id,
+            epoch,
+            pinned.admin_account,
+            &self.name,
+            &members,
+            &group_key,
+        )?;
+        self.members = members;
+        self.next = Some(NextEpoch {
+            change: change.clone(),
+            group_key,
+        });
+        Ok(change)
     }
 
     /// The group id.
@@ -222,6 +337,7 @@ impl GroupState {
             members: self.members.clone(),
             epoch: self.current.epoch,
             active: self.active,
+            admin: self.admin_key().is_some(),
         }
     }
 
@@ -230,38 +346,38 @@ impl GroupState {
     #[must_use]
     pub fn invite(&self, after: u64) -> GroupInvite {
         GroupInvite {
-            epoch: self.current.epoch,
+            change: self.change.clone(),
             channel_id: self.current.channel_id,
             read_token: self.current.read_token,
             write_token: self.current.write_token,
             group_key: self.current.group_key,
             after,
-            name: self.name.clone(),
-            members: self.members.clone(),
         }
     }
 
-    /// Starts the next epoch over `channel` with a fresh group key (after a removal); the
-    /// current one is kept for reading.
+    /// Starts the next epoch over `channel` with the change and group key a member change
+    /// prepared (`outgoing::add_member`, `outgoing::remove_member`); the current epoch is kept
+    /// for reading.
     ///
     /// # Errors
-    /// [`StateError::Invalid`] when the epoch numbers are used up: an epoch number is never
-    /// reused (its distribution id would be the old epoch's, and members would ignore the
-    /// invite as stale).
-    pub fn start_epoch<R: rand_core::CryptoRng + ?Sized>(
-        &mut self,
-        channel: &Channel,
-        rng: &mut R,
-    ) -> Result<(), StateError> {
+    /// [`StateError::Invalid`] without a prepared change, or when the epoch numbers are used
+    /// up: an epoch number is never reused (its distribution id would be the old epoch's).
+    pub fn start_epoch(&mut self, channel: &Channel) -> Result<(), StateError> {
+        let epoch = self.next_epoch()?;
+        let prepared = self
+            .next
+            .take()
+            .ok_or_else(|| invalid("no member change prepared for a new epoch"))?;
         let next = Epoch {
-            epoch: self.next_epoch()?,
+            epoch,
             channel_id: channel.id,
             read_token: channel.read_token,
             write_token: channel.write_token,
-            group_key: random(rng),
+            group_key: *prepared.group_key,
             cursor: 0,
         };
         self.advance(next);
+        self.change.clone_from(&prepared.change);
         Ok(())
     }
 
@@ -299,6 +415,64 @@ impl GroupState {
             members: self.members.clone(),
         }
     }
+}
+
+/// Signs the change starting `epoch` of group `id` with `members`, committing to `group_key`.
+fn sign_change(
+    key: &GroupAdminKey,
+    id: &[u8; 16],
+    epoch: u32,
+    admin_account: [u8; 16],
+    name: &str,
+    members: &[[u8; 16]],
+    group_key: &[u8; 32],
+) -> Result<Vec<u8>, StateError> {
+    let body = GroupChangeBody {
+        group_id: *id,
+        epoch,
+        admin_account,
+        admin_key: key.public(),
+        key_commitment: group_key_commitment(id, epoch, group_key),
+        name: name.to_owned(),
+        members: members.to_vec(),
+    };
+    Ok(key.sign(&body).map_err(change_error)?.to_bytes().to_vec())
+}
+
+/// What the signed change `bytes` is to `state` (PROTOCOL §13.3.1): verified under the pinned
+/// admin key, for this group, and either the current epoch's change byte for byte or the next
+/// epoch's (exactly one more; a member removed earlier accepts any later epoch, to be re-added).
+///
+/// # Errors
+/// The [`GroupChangeRefusal`].
+pub(super) fn check_change(
+    state: &GroupState,
+    bytes: &[u8],
+) -> Result<Verdict, GroupChangeRefusal> {
+    let pinned = state.pinned().ok_or(GroupChangeRefusal::LegacyGroup)?;
+    let change = SignedGroupChange::verify(bytes).map_err(GroupChangeRefusal::Invalid)?;
+    let body = change.body();
+    if body.group_id != state.id {
+        return Err(GroupChangeRefusal::WrongGroup);
+    }
+    if body.admin_key != pinned.admin_key || body.admin_account != pinned.admin_account {
+        return Err(GroupChangeRefusal::NotAdmin);
+    }
+    let (current, got) = (state.current.epoch, body.epoch);
+    if got == current {
+        return if bytes == state.change.as_slice() {
+            Ok(Verdict::Current)
+        } else {
+            Err(GroupChangeRefusal::Conflict(current))
+        };
+    }
+    if got < current {
+        return Err(GroupChangeRefusal::Stale { current, got });
+    }
+    if got - current != 1 && state.active {
+        return Err(GroupChangeRefusal::EpochGap { current, got });
+    }
+    Ok(Verdict::Next(change))
 }
 
 /// The distribution id of a group epoch: the first 16 bytes of
@@ -535,8 +709,8 @@ pub(super) fn has_sender_key<B: Backend>(
     store.load_sender_key(&name).ok().flatten().is_some()
 }
 
-/// Applies a group invite received 1:1 (PROTOCOL §13.3 "Join"): a new group, or the next
-/// epoch of a known one from one of its members.
+/// Applies a group invite received 1:1 (PROTOCOL §13.3 "Join", §13.3.1): a new group, or the
+/// next epoch of a known one, signed by its admin key and sent by its admin account.
 pub(super) fn accept_invite<B: Backend, R: rand_core::CryptoRng + ?Sized>(
     store: &mut EncryptedStore<B>,
     own: &[u8; 16],
@@ -545,37 +719,52 @@ pub(super) fn accept_invite<B: Backend, R: rand_core::CryptoRng + ?Sized>(
     invite: &GroupInvite,
     rng: &mut R,
 ) -> Result<Applied, StateError> {
-    if !invite.members.contains(own) {
-        return Ok(Applied::malformed(
-            "group invite that does not list this account",
-        ));
+    let existing = self::group(store, &group)?;
+    let verdict = match &existing {
+        // A group this device does not know yet: the change names its admin key (pinned now).
+        None => SignedGroupChange::verify(&invite.change)
+            .map(Verdict::Next)
+            .map_err(GroupChangeRefusal::Invalid),
+        Some(state) => check_change(state, &invite.change),
+    };
+    let change = match verdict {
+        Ok(Verdict::Current) => return Ok(Applied::default()),
+        Ok(Verdict::Next(change)) => change,
+        Err(reason) => return Ok(change_refused(group, reason)),
+    };
+    let body = change.body();
+    let refusal = if body.group_id != group {
+        Some(GroupChangeRefusal::WrongGroup)
+    } else if body.admin_account != sender.account_id {
+        Some(GroupChangeRefusal::NotFromAdmin)
+    } else if !body.members.contains(own) {
+        Some(GroupChangeRefusal::NotListed)
+    } else if !change.commits_to(&invite.group_key) {
+        Some(GroupChangeRefusal::KeyMismatch)
+    } else {
+        None
+    };
+    if let Some(reason) = refusal {
+        return Ok(change_refused(group, reason));
     }
-    if !invite.members.contains(&sender.account_id) {
-        return Ok(Applied::malformed("group invite from a non-member"));
-    }
-    let state = match self::group(store, &group)? {
+    let epoch = Epoch::from_invite(body.epoch, invite);
+    let state = match existing {
         None => GroupState {
             id: group,
-            name: invite.name.clone(),
-            members: invite.members.clone(),
-            current: Epoch::from_invite(invite),
+            name: body.name.clone(),
+            members: body.members.clone(),
+            current: epoch,
             old: Vec::new(),
             active: true,
+            change: invite.change.clone(),
+            admin_seed: None,
+            next: None,
         },
         Some(mut state) => {
-            let known_member =
-                state.members.contains(&sender.account_id) || sender.account_id == *own;
-            if invite.epoch <= state.current.epoch || !known_member {
-                // Stale, repeated, or from someone not in the group as we know it.
-                return Ok(Applied::default());
-            }
-            // A member re-added after its removal may have missed any number of epochs.
-            if state.active && invite.epoch - state.current.epoch > MAX_EPOCH_STEP {
-                return Ok(Applied::malformed("group invite skips too many epochs"));
-            }
-            state.advance(Epoch::from_invite(invite));
-            state.name.clone_from(&invite.name);
-            state.members.clone_from(&invite.members);
+            state.advance(epoch);
+            state.name.clone_from(&body.name);
+            state.members.clone_from(&body.members);
+            state.change.clone_from(&invite.change);
             state.active = true;
             state
         }
@@ -601,6 +790,40 @@ pub(super) fn accept_invite<B: Backend, R: rand_core::CryptoRng + ?Sized>(
         subscribe: vec![group],
         tasks_added: true,
     })
+}
+
+/// An [`Event::GroupChangeRefused`].
+pub(super) fn change_refused(group_id: [u8; 16], reason: GroupChangeRefusal) -> Applied {
+    Applied::events(vec![Event::GroupChangeRefused { group_id, reason }])
+}
+
+/// Applies a copy of a group's admin key from another device of this account (`own`): kept
+/// when it is the group's pinned admin key and this account is the group's admin.
+pub(super) fn receive_admin_key<B: Backend>(
+    store: &mut EncryptedStore<B>,
+    own: &[u8; 16],
+    sender: &DeviceAddress,
+    group: [u8; 16],
+    seed: &[u8; 32],
+) -> Result<Applied, StateError> {
+    if sender.account_id != *own {
+        return Ok(change_refused(group, GroupChangeRefusal::NotFromAdmin));
+    }
+    let Some(mut state) = self::group(store, &group)? else {
+        return Ok(change_refused(group, GroupChangeRefusal::UnknownGroup));
+    };
+    let Some(pinned) = state.pinned() else {
+        return Ok(change_refused(group, GroupChangeRefusal::LegacyGroup));
+    };
+    if pinned.admin_account != *own {
+        return Ok(change_refused(group, GroupChangeRefusal::NotFromAdmin));
+    }
+    if GroupAdminKey::from_seed(seed).public() != pinned.admin_key {
+        return Ok(change_refused(group, GroupChangeRefusal::NotAdmin));
+    }
+    state.admin_seed = Some(AdminSeed(*seed));
+    save_group(store, &state)?;
+    Ok(Applied::events(vec![state.updated_event()]))
 }
 
 /// Applies a member device's sender key received 1:1; kept for later when it belongs to an

@@ -1,6 +1,7 @@
 //! The messenger's state, without I/O (PROTOCOL §13): contacts, 1:1 and group conversations,
-//! message records, receipts, reactions, edits, deletes, disappearing timers, group epochs and
-//! invites, early sender keys, pending channel entries and durable follow-up tasks, all kept in
+//! message records, receipts, reactions, edits, deletes, disappearing timers, group epochs,
+//! signed membership changes and invites, early sender keys, pending channel entries and durable
+//! follow-up tasks, all kept in
 //! an [`EncryptedStore`](crate::store::EncryptedStore) over any backend.
 //!
 //! A driver (natively `haven_client::Messenger`: HTTP, WebSocket, files) does the I/O and
@@ -40,16 +41,16 @@ mod tests;
 pub use apply::{apply_direct, apply_entries, retry_pending};
 pub use contacts::{add_contact, card_sent, contact, contact_card, contacts, needs_card};
 pub use groups::{
-    Channel, ChannelIndex, Epoch, GroupState, MAX_EPOCH_STEP, MAX_PENDING_PER_GROUP,
-    MAX_PENDING_SENDER_KEYS, active_group, channel_index, distribution_id, group, group_states,
-    groups, has_own_sender_session, open_entry, own_distribution, save_group, seal_entry,
+    Channel, ChannelIndex, Epoch, GroupState, MAX_PENDING_PER_GROUP, MAX_PENDING_SENDER_KEYS,
+    active_group, channel_index, distribution_id, group, group_states, groups,
+    has_own_sender_session, open_entry, own_distribution, save_group, seal_entry,
 };
 pub use messages::{conversations, history, message, timer};
 pub use outgoing::{MemberChange, Outgoing};
 pub use tasks::{DirectSend, QueuedTask, Task, follow_up, queued_tasks, task_done};
 pub use types::{
-    Applied, ConnectionState, Contact, Event, GroupInfo, MessageRecord, ReactionRecord, StateError,
-    parse_id,
+    Applied, ConnectionState, Contact, Event, GroupChangeRefusal, GroupInfo, MessageRecord,
+    ReactionRecord, StateError, parse_id,
 };
 // The device's: an envelope refused by the device or a content refused here is one event, and
 // safety numbers are the device's identities.

@@ -4,7 +4,7 @@
 //! the driver applies with [`Outgoing::sent`] once the content went out (or takes back with
 //! [`Outgoing::failed`]). A text is stored *before* it is sent, because a receipt can come back
 //! before the send call returns and must find it. Group actions that need the relay in between
-//! (a channel for a new epoch, the channel's last position) are split at those points.
+//! (a channel for a new epoch) are split at that point.
 
 use haven_protocol::content::{Body, Content, Conversation, ReceiptKind};
 use haven_sdk::pad;
@@ -332,8 +332,10 @@ fn check_own_message<B: Backend>(
 }
 
 /// A new group named `name` of `own` and `members` at epoch 1 over `channel` (the driver made
-/// it on the relay), with a random id and group key; stored. Invite every member
-/// ([`group_invite`], `after` 0), then distribute this device's [`sender_key`].
+/// it on the relay), with a random id, group key and admin key (this account is the group's
+/// admin) and its first signed change; stored. Invite every member ([`group_invite`], `after`
+/// 0), send the admin key to this account's other devices ([`admin_key`]), then distribute
+/// this device's [`sender_key`].
 ///
 /// # Errors
 /// [`StateError::Content`] for a too long name or too many members; store errors.
@@ -351,8 +353,8 @@ pub fn create_group<B: Backend, R: rand_core::CryptoRng + ?Sized>(
             all.push(*m);
         }
     }
-    let state = GroupState::create(random(rng), name.to_owned(), all, channel, rng);
-    // Validates the name and member count.
+    let state = GroupState::create(random(rng), name.to_owned(), all, *own, channel, rng)?;
+    // Validates the encoding's limits.
     group_invite(&state, 0, 0).to_bytes()?;
     save_group(store, &state)?;
     Ok(state)
@@ -367,6 +369,18 @@ pub fn group_invite(state: &GroupState, after: u64, now_ms: u64) -> Content {
         conversation: Conversation::Group(*state.id()),
         body: Body::GroupInvite(state.invite(after)),
     }
+}
+
+/// The group's admin key for this account's other devices (sent 1:1 to this account only,
+/// after the invite); `None` when this device does not hold it.
+#[must_use]
+pub fn admin_key(state: &GroupState, now_ms: u64) -> Option<Content> {
+    let seed = state.admin_seed()?;
+    Some(Content {
+        sent_at: now_ms,
+        conversation: Conversation::Group(*state.id()),
+        body: Body::GroupAdminKey { seed: *seed },
+    })
 }
 
 /// This device's sender key for the group epoch as a content (sent 1:1 to every member
@@ -417,13 +431,15 @@ pub fn group_entry<B: Backend, R: rand_core::CryptoRng + ?Sized>(
     seal_entry(state.id(), state.current(), me, &message, rng)
 }
 
-/// A change of members of an active group: the updated state (not stored yet) and the group
-/// update to post to the current channel first.
-#[must_use = "post the update, then store the state"]
+/// A change of members of an active group, signed with its admin key: the state with the new
+/// member list and the prepared next epoch (not stored yet), and the signed change to post to
+/// the current channel first.
+#[must_use = "post the update, create a channel, start the epoch, then store the state"]
 pub struct MemberChange {
-    /// The group with its new member list.
+    /// The group with its new member list; [`GroupState::start_epoch`] starts the signed epoch
+    /// over the channel the driver creates.
     pub state: GroupState,
-    /// The group update (PROTOCOL §13.1 kind `0x12`).
+    /// The group change (PROTOCOL §13.1 kind `0x14`), for the current channel.
     pub update: Content,
 }
 
@@ -435,63 +451,72 @@ impl std::fmt::Debug for MemberChange {
     }
 }
 
-/// Adds `account` to the group (PROTOCOL §13.3 "Add"): post the update, store the state, then
-/// invite the new member with `after` = the channel's last position and send it this device's
-/// sender key. It reads what is sent from then on, not the history.
+/// Adds `account` to the group (PROTOCOL §13.3 "Add"): the next epoch's change, signed. Post
+/// the update, create a channel, [`GroupState::start_epoch`], store the state, then invite
+/// every member (the new one included) and send them this device's sender key. The new member
+/// reads the new epoch only, not the history.
 ///
 /// # Errors
-/// [`StateError::Invalid`] for an unknown or left group or an existing member;
-/// [`StateError::Content`] for a full group; store errors.
-pub fn add_member<B: Backend>(
+/// [`StateError::Invalid`] for an unknown or left group, an existing member, a device without
+/// the group's admin key, a legacy group or used-up epochs; [`StateError::Content`] for a full
+/// group; store errors.
+pub fn add_member<B: Backend, R: rand_core::CryptoRng + ?Sized>(
     store: &EncryptedStore<B>,
     group: &[u8; 16],
     account: &[u8; 16],
     now_ms: u64,
+    rng: &mut R,
 ) -> Result<MemberChange, StateError> {
     let mut state = active_group(store, group)?;
     if state.members.contains(account) {
         return Err(invalid("already a member"));
     }
-    state.members.push(*account);
-    let update = member_update(&state, now_ms);
-    update.to_bytes()?;
-    Ok(MemberChange { state, update })
+    let mut members = state.members.clone();
+    members.push(*account);
+    let change = state.prepare_change(members, rng)?;
+    member_change(change, state, now_ms)
 }
 
-/// Removes `account` from the group (PROTOCOL §13.3 "Remove"): post the update to the current
-/// channel (the removed member learns it there), start the next epoch over a new channel
-/// ([`GroupState::start_epoch`]), store the state, then invite the remaining members and send
-/// them this device's sender key for the new epoch.
+/// Removes `account` from the group (PROTOCOL §13.3 "Remove"): the next epoch's change,
+/// signed. Post the update to the current channel (the removed member learns it there), create
+/// a channel, [`GroupState::start_epoch`], store the state, then invite the remaining members
+/// and send them this device's sender key for the new epoch.
 ///
 /// # Errors
-/// [`StateError::Invalid`] for an unknown or left group, a non-member or this account, or a
-/// group whose epoch numbers are used up; store errors.
-pub fn remove_member<B: Backend>(
+/// [`StateError::Invalid`] for an unknown or left group, a non-member or this account, a
+/// device without the group's admin key, a legacy group or used-up epochs; store errors.
+pub fn remove_member<B: Backend, R: rand_core::CryptoRng + ?Sized>(
     store: &EncryptedStore<B>,
     own: &[u8; 16],
     group: &[u8; 16],
     account: &[u8; 16],
     now_ms: u64,
+    rng: &mut R,
 ) -> Result<MemberChange, StateError> {
     let mut state = active_group(store, group)?;
     if !state.members.contains(account) || account == own {
         return Err(invalid("not a member (or this account)"));
     }
-    // Checked before anything is posted: the removal needs a new epoch.
-    state.next_epoch()?;
-    state.members.retain(|m| m != account);
-    let update = member_update(&state, now_ms);
-    Ok(MemberChange { state, update })
+    let members: Vec<[u8; 16]> = state
+        .members
+        .iter()
+        .filter(|m| *m != account)
+        .copied()
+        .collect();
+    let change = state.prepare_change(members, rng)?;
+    member_change(change, state, now_ms)
 }
 
-fn member_update(state: &GroupState, now_ms: u64) -> Content {
-    Content {
+fn member_change(
+    change: Vec<u8>,
+    state: GroupState,
+    now_ms: u64,
+) -> Result<MemberChange, StateError> {
+    let update = Content {
         sent_at: now_ms,
         conversation: Conversation::Group(*state.id()),
-        body: Body::GroupUpdate {
-            epoch: state.current().number(),
-            name: state.name().to_owned(),
-            members: state.members().to_vec(),
-        },
-    }
+        body: Body::GroupChange { change },
+    };
+    update.to_bytes()?;
+    Ok(MemberChange { state, update })
 }

@@ -148,3 +148,26 @@ pub(super) mod b64bytes {
             .ok_or_else(|| serde::de::Error::custom("bad length"))
     }
 }
+
+/// Variable-length bytes as standard base64 (with padding); empty when absent.
+pub(super) mod b64vec {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::STANDARD;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(in crate::messenger) fn serialize<S: Serializer>(
+        v: &[u8],
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&STANDARD.encode(v))
+    }
+
+    pub(in crate::messenger) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Vec<u8>, D::Error> {
+        let text = String::deserialize(d)?;
+        STANDARD
+            .decode(text)
+            .map_err(|_| serde::de::Error::custom("expected base64"))
+    }
+}

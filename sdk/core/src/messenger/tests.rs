@@ -3,7 +3,8 @@
 //! standing in for the relay's channel.
 
 use haven_protocol::content::{Body, Content, Conversation, GroupInvite, ReceiptKind};
-use haven_sdk::groups::GroupSenderSession;
+use haven_protocol::group_change::GroupChangeBody;
+use haven_sdk::groups::{GroupAdminKey, GroupSenderSession, group_key_commitment};
 use haven_sdk::store::DeviceAddress;
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
@@ -609,14 +610,7 @@ fn contents_where_they_do_not_belong_are_refused() {
     );
     // Garbage, a group update outside a channel, group content kinds that are 1:1-only.
     assert!(rejection(&bob.receive_bytes(&alice, b"\x01garbage", false)).contains("malformed"));
-    let update = direct(
-        BOB,
-        Body::GroupUpdate {
-            epoch: 1,
-            name: "g".into(),
-            members: vec![ALICE, BOB],
-        },
-    );
+    let update = direct(BOB, Body::GroupChange { change: vec![1] });
     assert!(rejection(&bob.receive(&alice, &update)).contains("1:1"));
     let group_text = Content {
         conversation: Conversation::Group([3; 16]),
@@ -787,9 +781,11 @@ fn group_create_invite_and_talk() {
             name: "climbers".into(),
             members: vec![ALICE, BOB, CAROL],
             epoch: 1,
-            active: true
+            active: true,
+            admin: false
         }]
     );
+    assert!(groups(&g.alice.store).unwrap()[0].admin);
     assert_eq!(
         channel_index(&g.bob.store).unwrap().get(&[1; 16]),
         Some(&(g.id, 1))
@@ -857,16 +853,10 @@ fn removing_a_member_starts_an_epoch_the_removed_member_never_sees() {
         text_body([1; 16], "before"),
     );
 
-    // Alice removes Carol: the update on the old channel, then epoch 2 on a new channel.
-    let change = outgoing::remove_member(&g.alice.store, &ALICE, &g.id, &CAROL, NOW).unwrap();
-    Group::post_content(&mut g.alice, &mut g.channel, &g.id, &change.update);
-    let mut state = change.state;
-    state.start_epoch(&channel(2), &mut g.alice.rng).unwrap();
-    save_group(&g.alice.store, &state).unwrap();
+    // Alice removes Carol: the signed change on the old channel, then epoch 2 on a new one.
+    let (state, invite, key) = g.remove(&CAROL, 2);
     assert_eq!(state.current().number(), 2);
     assert_eq!(state.readable_epochs().len(), 2);
-    let invite = outgoing::group_invite(&state, 0, NOW);
-    let key = outgoing::sender_key(&mut g.alice.store, &g.id, 2, NOW, &mut g.alice.rng).unwrap();
 
     // Carol reads the old channel: the first message, then her removal.
     let read = g.carol.read(&g.id, 1, &g.channel.after(0));
@@ -881,17 +871,19 @@ fn removing_a_member_starts_an_epoch_the_removed_member_never_sees() {
         Err(StateError::Invalid(_))
     ));
 
-    // Bob reads the update, then takes the invite and Alice's new key.
+    // Bob reads the change (and waits for his invite), then takes the invite and Alice's new
+    // key.
     let read = g.bob.read(&g.id, 1, &g.channel.after(0));
+    assert_eq!(read.events.len(), 1, "{read:?}");
+    let moved = g.bob.receive(&g.alice.me, &invite);
     assert_eq!(
-        read.events.last(),
-        Some(&Event::GroupUpdated {
+        moved.events,
+        vec![Event::GroupUpdated {
             group_id: g.id,
             name: "climbers".into(),
             members: vec![ALICE, BOB]
-        })
+        }]
     );
-    let moved = g.bob.receive(&g.alice.me, &invite);
     assert_eq!(moved.subscribe, vec![g.id]);
     assert!(g.bob.receive(&g.alice.me, &key).events.is_empty());
     let bobs = group(&g.bob.store, &g.id).unwrap().unwrap();
@@ -976,96 +968,414 @@ impl Group {
     }
 }
 
-#[test]
-fn invites_with_a_wrong_epoch_or_from_strangers_change_nothing() {
-    let mut g = Group::new();
-    let state = group(&g.alice.store, &g.id).unwrap().unwrap();
-    let invite = |epoch: u32, members: Vec<[u8; 16]>| {
-        let mut body = state.invite(0);
-        body.epoch = epoch;
-        body.members = members;
-        body.channel_id = [9; 16];
-        Content {
-            sent_at: NOW,
-            conversation: Conversation::Group(g.id),
-            body: Body::GroupInvite(body),
-        }
-    };
-    let before = group(&g.bob.store, &g.id).unwrap().unwrap();
-
-    // The same epoch again, or an older one: ignored.
-    for epoch in [1, 0] {
-        let applied = g.bob.receive(&g.alice.me, &invite(epoch, vec![ALICE, BOB]));
-        assert!(applied.events.is_empty() && !applied.tasks_added);
+impl Group {
+    /// Alice (the admin) completes a member change as a driver does: the signed change posted
+    /// to the current channel, the epoch started over `channel(n)`, the state stored. Returns
+    /// the state, the invite and Alice's sender key for the new epoch.
+    fn finish(&mut self, change: MemberChange, n: u8) -> (GroupState, Content, Content) {
+        Self::post_content(&mut self.alice, &mut self.channel, &self.id, &change.update);
+        let mut state = change.state;
+        state.start_epoch(&channel(n)).unwrap();
+        save_group(&self.alice.store, &state).unwrap();
+        let invite = outgoing::group_invite(&state, 0, NOW);
+        let epoch = state.current().number();
+        let key = outgoing::sender_key(
+            &mut self.alice.store,
+            &self.id,
+            epoch,
+            NOW,
+            &mut self.alice.rng,
+        )
+        .unwrap();
+        (state, invite, key)
     }
-    // From someone not in the group as Bob knows it, even listing itself.
-    let mallory = DeviceAddress::new(MALLORY, 1);
-    let applied = g.bob.receive(&mallory, &invite(2, vec![MALLORY, BOB]));
-    assert!(applied.events.is_empty());
-    // Not listing Bob, or not listing its sender.
-    assert!(
-        rejection(&g.bob.receive(&g.alice.me, &invite(2, vec![ALICE, CAROL])))
-            .contains("does not list")
-    );
-    assert!(
-        rejection(&g.bob.receive(&g.alice.me, &invite(2, vec![BOB, CAROL]))).contains("non-member")
-    );
-    // A jump far ahead would exhaust the epoch counter (a later removal could start no new
-    // epoch): refused.
-    let huge = g
-        .bob
-        .receive(&g.alice.me, &invite(u32::MAX, vec![ALICE, BOB]));
-    assert!(rejection(&huge).contains("epoch"), "{huge:?}");
-    let far = g
-        .bob
-        .receive(&g.alice.me, &invite(2 + MAX_EPOCH_STEP, vec![ALICE, BOB]));
-    assert!(has_rejection(&far));
 
-    let after = group(&g.bob.store, &g.id).unwrap().unwrap();
-    assert_eq!(after.current().number(), before.current().number());
-    assert_eq!(after.current().channel_id(), before.current().channel_id());
-    assert_eq!(after.members(), before.members());
-    assert!(after.active());
-    // The next epoch (and skipping a few, e.g. an invite that was lost) is fine.
-    let next = g
-        .bob
-        .receive(&g.alice.me, &invite(1 + MAX_EPOCH_STEP, vec![ALICE, BOB]));
-    assert!(!has_rejection(&next));
-    assert_eq!(
-        group(&g.bob.store, &g.id)
-            .unwrap()
-            .unwrap()
-            .current()
-            .number(),
-        1 + MAX_EPOCH_STEP
-    );
-    // A new group may start at any epoch (the invitee joins late).
-    let late = Content {
-        conversation: Conversation::Group([7; 16]),
-        ..invite(40, vec![ALICE, CAROL])
+    /// Alice removes `account`; the new epoch's channel is `channel(n)`.
+    fn remove(&mut self, account: &[u8; 16], n: u8) -> (GroupState, Content, Content) {
+        let change = outgoing::remove_member(
+            &self.alice.store,
+            &ALICE,
+            &self.id,
+            account,
+            NOW,
+            &mut self.alice.rng,
+        )
+        .unwrap();
+        self.finish(change, n)
+    }
+}
+
+/// A change of group `id` to `epoch` signed with `key` (the group's or not), naming `admin`
+/// as the admin account and committing to `group_key`.
+fn signed_change(
+    key: &GroupAdminKey,
+    id: [u8; 16],
+    epoch: u32,
+    admin: [u8; 16],
+    members: Vec<[u8; 16]>,
+    group_key: &[u8; 32],
+) -> Vec<u8> {
+    let body = GroupChangeBody {
+        group_id: id,
+        epoch,
+        admin_account: admin,
+        admin_key: key.public(),
+        key_commitment: group_key_commitment(&id, epoch, group_key),
+        name: "climbers".into(),
+        members,
     };
-    let joined = g.carol.receive(&g.alice.me, &late);
+    key.sign(&body).unwrap().to_bytes().to_vec()
+}
+
+/// An invite carrying `change`, with `group_key` and a channel made of `n`.
+fn invite_of(id: [u8; 16], change: Vec<u8>, group_key: [u8; 32], n: u8) -> Content {
+    Content {
+        sent_at: NOW,
+        conversation: Conversation::Group(id),
+        body: Body::GroupInvite(GroupInvite {
+            change,
+            channel_id: [n; 16],
+            read_token: [n; 32],
+            write_token: [n; 32],
+            group_key,
+            after: 0,
+        }),
+    }
+}
+
+fn refusal(applied: &Applied) -> GroupChangeRefusal {
+    match applied.events.as_slice() {
+        [Event::GroupChangeRefused { reason, .. }] => reason.clone(),
+        other => panic!("expected one refused group change, got {other:?}"),
+    }
+}
+
+/// The group's admin key, from a device that holds it.
+fn admin_key_of(dev: &Dev, id: &[u8; 16]) -> GroupAdminKey {
+    let state = group(&dev.store, id).unwrap().unwrap();
+    GroupAdminKey::from_seed(&state.admin_seed().unwrap())
+}
+
+/// `dev` still has the group as created: epoch 1 on channel 1, all three members.
+fn assert_unchanged(dev: &Dev, id: &[u8; 16]) {
+    let state = group(&dev.store, id).unwrap().unwrap();
+    assert_eq!(
+        (
+            state.current().number(),
+            state.current().channel_id(),
+            state.members(),
+            state.active()
+        ),
+        (1, &[1; 16], &[ALICE, BOB, CAROL][..], true)
+    );
+}
+
+const GROUP_KEY: [u8; 32] = [5; 32];
+
+#[test]
+fn a_forged_change_by_a_non_admin_is_refused() {
+    let mut g = Group::new();
+    // Bob is a member, not the admin: his device does not sign changes.
     assert!(matches!(
-        joined.events.as_slice(),
+        outgoing::add_member(&g.bob.store, &g.id, &MALLORY, NOW, &mut g.bob.rng),
+        Err(StateError::Invalid(m)) if m.contains("admin")
+    ));
+    assert!(matches!(
+        outgoing::remove_member(&g.bob.store, &BOB, &g.id, &CAROL, NOW, &mut g.bob.rng),
+        Err(StateError::Invalid(_))
+    ));
+    // He forges changes with a key of his own, naming himself or Alice as the admin account.
+    let bobs_key = GroupAdminKey::generate(&mut g.bob.rng);
+    let everyone = vec![ALICE, BOB, CAROL, MALLORY];
+    for admin in [BOB, ALICE] {
+        let forged = signed_change(&bobs_key, g.id, 2, admin, everyone.clone(), &GROUP_KEY);
+        let applied = g
+            .carol
+            .receive(&g.bob.me, &invite_of(g.id, forged, GROUP_KEY, 9));
+        assert_eq!(refusal(&applied), GroupChangeRefusal::NotAdmin);
+    }
+    // Naming Alice's admin key over his own signature does not verify.
+    let alices = admin_key_of(&g.alice, &g.id).public();
+    let mut forged = signed_change(&bobs_key, g.id, 2, ALICE, everyone.clone(), &GROUP_KEY);
+    forged[38..70].copy_from_slice(&alices);
+    let applied = g
+        .carol
+        .receive(&g.bob.me, &invite_of(g.id, forged, GROUP_KEY, 9));
+    assert!(matches!(refusal(&applied), GroupChangeRefusal::Invalid(_)));
+    // Posted to the channel to remove Carol: refused there too; Carol stays a member.
+    let forged = signed_change(&bobs_key, g.id, 2, ALICE, vec![ALICE, BOB], &GROUP_KEY);
+    Group::post(
+        &mut g.bob,
+        &mut g.channel,
+        &g.id,
+        Body::GroupChange { change: forged },
+    );
+    let read = g.carol.read(&g.id, 1, &g.channel.after(0));
+    assert_eq!(refusal(&read), GroupChangeRefusal::NotAdmin);
+    // Alice's genuine next change forwarded by Bob (with a channel of his) is refused: invites
+    // come from the admin account; and the admin's with another group key than it commits to.
+    let admin = admin_key_of(&g.alice, &g.id);
+    let genuine = signed_change(&admin, g.id, 2, ALICE, vec![ALICE, BOB, CAROL], &GROUP_KEY);
+    let forwarded = invite_of(g.id, genuine.clone(), GROUP_KEY, 9);
+    assert_eq!(
+        refusal(&g.carol.receive(&g.bob.me, &forwarded)),
+        GroupChangeRefusal::NotFromAdmin
+    );
+    let swapped = invite_of(g.id, genuine, [6; 32], 9);
+    assert_eq!(
+        refusal(&g.carol.receive(&g.alice.me, &swapped)),
+        GroupChangeRefusal::KeyMismatch
+    );
+    for dev in [&g.bob, &g.carol] {
+        assert_unchanged(dev, &g.id);
+    }
+}
+
+#[test]
+fn epoch_steps_other_than_one_are_refused() {
+    let mut g = Group::new();
+    let admin = admin_key_of(&g.alice, &g.id);
+    let members = vec![ALICE, BOB, CAROL];
+    // Even the admin's own signature does not make a jump acceptable: +2, far, u32::MAX.
+    for epoch in [3, 1_000, u32::MAX] {
+        let change = signed_change(&admin, g.id, epoch, ALICE, members.clone(), &GROUP_KEY);
+        let applied = g
+            .bob
+            .receive(&g.alice.me, &invite_of(g.id, change, GROUP_KEY, 9));
+        assert_eq!(
+            refusal(&applied),
+            GroupChangeRefusal::EpochGap {
+                current: 1,
+                got: epoch
+            }
+        );
+        assert!(!applied.tasks_added);
+    }
+    assert_unchanged(&g.bob, &g.id);
+    // Exactly the next epoch is accepted.
+    let change = signed_change(&admin, g.id, 2, ALICE, members, &GROUP_KEY);
+    let moved = g
+        .bob
+        .receive(&g.alice.me, &invite_of(g.id, change, GROUP_KEY, 9));
+    assert!(matches!(
+        moved.events.as_slice(),
         [Event::GroupUpdated { .. }]
     ));
-    // A group whose epoch numbers are used up starts no other (none is reused), and a removal
-    // is refused before anything is posted.
-    let last = Content {
-        conversation: Conversation::Group([8; 16]),
-        ..invite(u32::MAX, vec![ALICE, CAROL])
+    let bobs = group(&g.bob.store, &g.id).unwrap().unwrap();
+    assert_eq!(
+        (bobs.current().number(), bobs.current().channel_id()),
+        (2, &[9; 16])
+    );
+}
+
+#[test]
+fn a_removed_members_forged_invite_is_refused() {
+    let mut g = Group::new();
+    let (_, invite, key) = g.remove(&CAROL, 2);
+    g.bob.receive(&g.alice.me, &invite);
+    g.bob.receive(&g.alice.me, &key);
+    let read = g.carol.read(&g.id, 1, &g.channel.after(0));
+    assert_eq!(
+        read.events,
+        vec![Event::RemovedFromGroup { group_id: g.id }]
+    );
+
+    // Carol tries to move Bob to an epoch (and channel) of hers, listing herself again.
+    let carols_key = GroupAdminKey::generate(&mut g.carol.rng);
+    for epoch in [2, 3] {
+        let forged = signed_change(
+            &carols_key,
+            g.id,
+            epoch,
+            CAROL,
+            vec![ALICE, BOB, CAROL],
+            &GROUP_KEY,
+        );
+        let applied = g
+            .bob
+            .receive(&g.carol.me, &invite_of(g.id, forged, GROUP_KEY, 9));
+        assert_eq!(refusal(&applied), GroupChangeRefusal::NotAdmin);
+    }
+    // The genuine epoch-1 change she holds, with a channel of hers: an old epoch.
+    let mut replay = group(&g.carol.store, &g.id).unwrap().unwrap().invite(0);
+    replay.channel_id = [9; 16];
+    let replay = Content {
+        sent_at: NOW,
+        conversation: Conversation::Group(g.id),
+        body: Body::GroupInvite(replay),
     };
-    g.carol.receive(&g.alice.me, &last);
-    let mut exhausted = group(&g.carol.store, &[8; 16]).unwrap().unwrap();
+    assert_eq!(
+        refusal(&g.bob.receive(&g.carol.me, &replay)),
+        GroupChangeRefusal::Stale { current: 2, got: 1 }
+    );
+    let bobs = group(&g.bob.store, &g.id).unwrap().unwrap();
+    assert_eq!(
+        (
+            bobs.current().number(),
+            bobs.current().channel_id(),
+            bobs.members()
+        ),
+        (2, &[2; 16], &[ALICE, BOB][..])
+    );
+}
+
+#[test]
+fn replayed_and_conflicting_changes_are_refused() {
+    let mut g = Group::new();
+    let first = outgoing::group_invite(&group(&g.alice.store, &g.id).unwrap().unwrap(), 0, NOW);
+    let (_, invite, _) = g.remove(&CAROL, 2);
     assert!(matches!(
-        exhausted.start_epoch(&channel(3), &mut g.carol.rng),
-        Err(StateError::Invalid(_))
+        g.bob.receive(&g.alice.me, &invite).events.as_slice(),
+        [Event::GroupUpdated { .. }]
     ));
-    assert_eq!(exhausted.current().number(), u32::MAX);
+    // The same invite again (a re-send, byte for byte): nothing happens, nothing is refused.
+    let again = g.bob.receive(&g.alice.me, &invite);
+    assert!(again.events.is_empty() && !again.tasks_added);
+    // The creation invite again: an old epoch.
+    assert_eq!(
+        refusal(&g.bob.receive(&g.alice.me, &first)),
+        GroupChangeRefusal::Stale { current: 2, got: 1 }
+    );
+    // Another change for epoch 2, even signed by the admin: a conflict.
+    let admin = admin_key_of(&g.alice, &g.id);
+    let other = signed_change(
+        &admin,
+        g.id,
+        2,
+        ALICE,
+        vec![ALICE, BOB, MALLORY],
+        &GROUP_KEY,
+    );
+    assert_eq!(
+        refusal(
+            &g.bob
+                .receive(&g.alice.me, &invite_of(g.id, other, GROUP_KEY, 9))
+        ),
+        GroupChangeRefusal::Conflict(2)
+    );
+    // The removal change, read again on the old channel after the invite: already applied.
+    let read = g.bob.read(&g.id, 1, &g.channel.after(0));
+    assert!(read.events.is_empty(), "{read:?}");
+    let bobs = group(&g.bob.store, &g.id).unwrap().unwrap();
+    assert_eq!(
+        (bobs.current().number(), bobs.members()),
+        (2, &[ALICE, BOB][..])
+    );
+}
+
+#[test]
+fn the_admin_key_reaches_the_admins_other_devices() {
+    let mut alice = Dev::new(ALICE, 1);
+    let mut alice2 = Dev::new(ALICE, 2);
+    let mut bob = Dev::new(BOB, 1);
+    let state = outgoing::create_group(
+        &alice.store,
+        &ALICE,
+        "own",
+        &[BOB],
+        &channel(1),
+        &mut alice.rng,
+    )
+    .unwrap();
+    let id = *state.id();
+    let invite = outgoing::group_invite(&state, 0, NOW);
+    alice2.receive(&alice.me, &invite);
+    bob.receive(&alice.me, &invite);
+    assert!(!groups(&alice2.store).unwrap()[0].admin);
+    let copy = outgoing::admin_key(&state, NOW).unwrap();
+    assert!(!format!("{copy:?}").contains(&format!("{:?}", *state.admin_seed().unwrap())));
+    // To another account, or another key: refused.
+    assert_eq!(
+        refusal(&bob.receive(&alice.me, &copy)),
+        GroupChangeRefusal::NotFromAdmin
+    );
+    let wrong = Content {
+        body: Body::GroupAdminKey { seed: [3; 32] },
+        ..copy.clone()
+    };
+    assert_eq!(
+        refusal(&alice2.receive(&alice.me, &wrong)),
+        GroupChangeRefusal::NotAdmin
+    );
+    assert!(outgoing::admin_key(&group(&bob.store, &id).unwrap().unwrap(), NOW).is_none());
+    // The copy: Alice's second device is an admin device too, and its changes verify.
+    let applied = alice2.receive(&alice.me, &copy);
     assert!(matches!(
-        outgoing::remove_member(&g.carol.store, &CAROL, &[8; 16], &ALICE, NOW),
-        Err(StateError::Invalid(_))
+        applied.events.as_slice(),
+        [Event::GroupUpdated { .. }]
     ));
+    assert!(groups(&alice2.store).unwrap()[0].admin);
+    let change = outgoing::add_member(&alice2.store, &id, &CAROL, NOW, &mut alice2.rng).unwrap();
+    let mut next = change.state;
+    next.start_epoch(&channel(2)).unwrap();
+    let moved = bob.receive(&alice2.me, &outgoing::group_invite(&next, 0, NOW));
+    assert!(matches!(
+        moved.events.as_slice(),
+        [Event::GroupUpdated { members, .. }] if members.len() == 3
+    ));
+}
+
+#[test]
+fn a_group_at_the_last_epoch_starts_no_other() {
+    let alice = Dev::new(ALICE, 1);
+    let mut alice2 = Dev::new(ALICE, 2);
+    let key = GroupAdminKey::generate(&mut alice2.rng);
+    let id = [8; 16];
+    // A device learning a group late accepts its current epoch, whatever it is.
+    let change = signed_change(&key, id, u32::MAX, ALICE, vec![ALICE, BOB], &GROUP_KEY);
+    alice2.receive(&alice.me, &invite_of(id, change, GROUP_KEY, 9));
+    let copy = Content {
+        sent_at: NOW,
+        conversation: Conversation::Group(id),
+        body: Body::GroupAdminKey { seed: *key.seed() },
+    };
+    alice2.receive(&alice.me, &copy);
+    assert!(groups(&alice2.store).unwrap()[0].admin);
+    // No change can follow it: an epoch number is never reused.
+    assert!(matches!(
+        outgoing::remove_member(&alice2.store, &ALICE, &id, &BOB, NOW, &mut alice2.rng),
+        Err(StateError::Invalid(m)) if m.contains("used up")
+    ));
+}
+
+#[test]
+fn groups_stored_before_signed_changes_stay_readable_and_frozen() {
+    let mut g = Group::new();
+    // Alice's and Bob's records as an earlier version stored them: no change, no admin key.
+    for dev in [&mut g.alice, &mut g.bob] {
+        let state = group(&dev.store, &g.id).unwrap().unwrap();
+        let mut json = serde_json::to_value(&state).unwrap();
+        let record = json.as_object_mut().unwrap();
+        record.remove("change");
+        record.remove("admin_seed");
+        let bytes = serde_json::to_vec(&json).unwrap();
+        dev.store
+            .put(super::records::GROUPS, &g.id, &bytes)
+            .unwrap();
+    }
+    let legacy = group(&g.bob.store, &g.id).unwrap().unwrap();
+    assert!(legacy.active() && !legacy.info().admin);
+    // Messages are still sent and read.
+    Group::post(
+        &mut g.alice,
+        &mut g.channel,
+        &g.id,
+        text_body([1; 16], "still here"),
+    );
+    let read = g.bob.read(&g.id, 1, &g.channel.after(0));
+    assert_eq!(only_message(&read).text, "still here");
+    // Its membership no longer changes: no member signs a change, none is accepted.
+    assert!(matches!(
+        outgoing::add_member(&g.alice.store, &g.id, &MALLORY, NOW, &mut g.alice.rng),
+        Err(StateError::Invalid(m)) if m.contains("re-create")
+    ));
+    let key = GroupAdminKey::generate(&mut g.alice.rng);
+    let change = signed_change(&key, g.id, 2, ALICE, vec![ALICE, BOB], &GROUP_KEY);
+    let applied = g
+        .bob
+        .receive(&g.alice.me, &invite_of(g.id, change, GROUP_KEY, 9));
+    assert_eq!(refusal(&applied), GroupChangeRefusal::LegacyGroup);
+    assert!(group(&g.bob.store, &g.id).unwrap().unwrap().active());
 }
 
 #[test]
@@ -1236,27 +1546,63 @@ fn entries_wait_for_their_senders_key_and_are_released_when_it_arrives() {
 }
 
 #[test]
-fn members_added_get_this_devices_key_and_invites_validate() {
+fn adding_a_member_starts_an_epoch_every_member_moves_to() {
     let mut g = Group::new();
-    let change = outgoing::add_member(&g.alice.store, &g.id, &MALLORY, NOW).unwrap();
+    Group::post(
+        &mut g.alice,
+        &mut g.channel,
+        &g.id,
+        text_body([1; 16], "before"),
+    );
     assert!(matches!(
-        outgoing::add_member(&g.alice.store, &g.id, &BOB, NOW),
+        outgoing::add_member(&g.alice.store, &g.id, &BOB, NOW, &mut g.alice.rng),
         Err(StateError::Invalid(_))
     ));
-    Group::post_content(&mut g.alice, &mut g.channel, &g.id, &change.update);
-    save_group(&g.alice.store, &change.state).unwrap();
-    let read = g.bob.read(&g.id, 1, &g.channel.after(0));
-    assert!(
-        matches!(read.events.as_slice(), [Event::GroupUpdated { members, .. }] if members.len() == 4)
+    let change =
+        outgoing::add_member(&g.alice.store, &g.id, &MALLORY, NOW, &mut g.alice.rng).unwrap();
+    let (state, invite, key) = g.finish(change, 2);
+    assert_eq!(
+        (state.current().number(), state.members()),
+        (2, &[ALICE, BOB, CAROL, MALLORY][..])
     );
+    // Members see the change on the channel and wait for the invite that carries the keys.
+    let read = g.bob.read(&g.id, 1, &g.channel.after(0));
+    assert_eq!(read.events.len(), 1, "{read:?}");
+    let mut mallory = Dev::new(MALLORY, 1);
+    for dev in [&mut g.bob, &mut g.carol, &mut mallory] {
+        let moved = dev.receive(&g.alice.me, &invite);
+        assert!(
+            matches!(moved.events.as_slice(), [Event::GroupUpdated { members, .. }] if members.len() == 4),
+            "{moved:?}"
+        );
+        dev.receive(&g.alice.me, &key);
+    }
+    // Every member device owes its epoch-2 key to every member, the new one included.
     assert!(g.bob.tasks().contains(&Task::SenderKey {
         group: g.id,
-        epoch: 1,
+        epoch: 2,
         account: MALLORY
     }));
+    // The new member reads the new epoch, not the history.
+    let mut second = ChannelLog::default();
+    Group::post(
+        &mut g.alice,
+        &mut second,
+        &g.id,
+        text_body([2; 16], "welcome"),
+    );
+    let read = mallory.read(&g.id, 2, &second.after(0));
+    assert_eq!(only_message(&read).text, "welcome");
+    assert_eq!(
+        history(&mallory.store, Conversation::Group(g.id), NOW)
+            .unwrap()
+            .len(),
+        1
+    );
     // Removing oneself or a stranger is refused; so is a name beyond the limit.
-    assert!(outgoing::remove_member(&g.alice.store, &ALICE, &g.id, &ALICE, NOW).is_err());
-    assert!(outgoing::remove_member(&g.alice.store, &ALICE, &g.id, &[0x77; 16], NOW).is_err());
+    let rng = &mut g.alice.rng;
+    assert!(outgoing::remove_member(&g.alice.store, &ALICE, &g.id, &ALICE, NOW, rng).is_err());
+    assert!(outgoing::remove_member(&g.alice.store, &ALICE, &g.id, &[0x77; 16], NOW, rng).is_err());
     assert!(matches!(
         outgoing::create_group(
             &g.alice.store,
@@ -1264,7 +1610,7 @@ fn members_added_get_this_devices_key_and_invites_validate() {
             &"n".repeat(300),
             &[BOB],
             &channel(4),
-            &mut g.alice.rng
+            rng
         ),
         Err(StateError::Content(_))
     ));
@@ -1301,9 +1647,11 @@ fn stored_records_keep_their_json_layout() {
         [2; 16],
         "g".into(),
         vec![ALICE],
+        ALICE,
         &channel(1),
         &mut ChaCha20Rng::from_seed([0; 32]),
-    );
+    )
+    .unwrap();
     let json: serde_json::Value = serde_json::to_value(&state).unwrap();
     assert_eq!(json["id"], hex::encode([2u8; 16]));
     assert_eq!(json["current"]["epoch"], 1);
@@ -1315,6 +1663,19 @@ fn stored_records_keep_their_json_layout() {
     assert_eq!(json["current"]["cursor"], 0);
     assert_eq!(json["old"], serde_json::json!([]));
     assert_eq!(json["active"], true);
+    // The signed change and the admin key's seed, base64; no prepared epoch.
+    assert_eq!(
+        json["change"],
+        base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &state.change)
+    );
+    assert_eq!(
+        json["admin_seed"],
+        base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            *state.admin_seed().unwrap()
+        )
+    );
+    assert!(json.get("next").is_none());
     let record = MessageRecord {
         conversation_kind: 0,
         conversation_id: BOB,
@@ -1344,8 +1705,8 @@ fn stored_records_keep_their_json_layout() {
     );
     let invite: GroupInvite = state.invite(7);
     assert_eq!(
-        (invite.epoch, invite.after, invite.channel_id),
-        (1, 7, [1; 16])
+        (&invite.change, invite.after, invite.channel_id),
+        (&state.change, 7, [1; 16])
     );
 }
 

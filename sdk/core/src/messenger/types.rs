@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use haven_protocol::content::{ContentError, Conversation, ReceiptKind};
-use haven_sdk::groups::GroupError;
+use haven_sdk::groups::{GroupChangeError, GroupError};
 use serde::{Deserialize, Serialize};
 
 use super::records::{hex16, hex16_vec};
@@ -146,6 +146,15 @@ pub enum Event {
         /// The group.
         group_id: [u8; 16],
     },
+    /// A change of a group's membership (an invite, a change posted to its channel, a copy of
+    /// its admin key) was refused: not signed by the group's admin, not the next epoch, a
+    /// replay. Nothing was changed by it.
+    GroupChangeRefused {
+        /// The group.
+        group_id: [u8; 16],
+        /// Why.
+        reason: GroupChangeRefusal,
+    },
     /// A contact device's identity key differs from the trusted one: compare safety numbers
     /// and accept the new key (`haven_client::Messenger::accept_identity` natively).
     IdentityChanged {
@@ -161,6 +170,55 @@ pub enum Event {
     },
     /// The connection changed state.
     Connection(ConnectionState),
+}
+
+/// Why a group change was refused ([`Event::GroupChangeRefused`], PROTOCOL §13.3.1).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum GroupChangeRefusal {
+    /// Malformed, or its signature does not verify under the admin key it names.
+    #[error("group change does not verify: {0}")]
+    Invalid(GroupChangeError),
+    /// It names another group than the one it came for.
+    #[error("group change for another group")]
+    WrongGroup,
+    /// Signed by (or naming) another key than the group's pinned admin key.
+    #[error("group change not signed by the group's admin key")]
+    NotAdmin,
+    /// Sent by an account other than the group's admin account.
+    #[error("group change sent by an account that is not the group's admin")]
+    NotFromAdmin,
+    /// An epoch other than the next one (ahead by more than one).
+    #[error("group change for epoch {got}, the group is at {current}: only the next is accepted")]
+    EpochGap {
+        /// The group's epoch on this device.
+        current: u32,
+        /// The change's.
+        got: u32,
+    },
+    /// An older epoch's change (a replay).
+    #[error("group change for old epoch {got}, the group is at {current}")]
+    Stale {
+        /// The group's epoch on this device.
+        current: u32,
+        /// The change's.
+        got: u32,
+    },
+    /// Another change for the current epoch than the one accepted.
+    #[error("a different group change for the current epoch {0}")]
+    Conflict(u32),
+    /// The invite's group key is not the one the change commits to.
+    #[error("the invite's group key does not match its change")]
+    KeyMismatch,
+    /// The invite's change does not list this account.
+    #[error("group invite that does not list this account")]
+    NotListed,
+    /// A group stored before signed changes: its membership can no longer change.
+    #[error("group made before signed changes: re-create it to change its members")]
+    LegacyGroup,
+    /// An admin key for a group this device does not know.
+    #[error("admin key for an unknown group")]
+    UnknownGroup,
 }
 
 /// A contact (stored as JSON, PROTOCOL §13.6).
@@ -251,6 +309,8 @@ pub struct GroupInfo {
     pub epoch: u32,
     /// Whether this account is still a member.
     pub active: bool,
+    /// Whether this device holds the group's admin key (can add and remove members).
+    pub admin: bool,
 }
 
 /// What applying one content (or a batch of channel entries) produced: events for the
