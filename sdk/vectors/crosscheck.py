@@ -2,7 +2,7 @@
 """Independent re-implementation (from docs/PROTOCOL.md only) of the parts of the session vectors
 that do not need ML-KEM: bundle encoding and signatures, the ratchet part of the PQXDH first
 message (given SK), ratchet KDFs, sealed sender, safety numbers, account device lists and
-account safety numbers. Needs `cryptography`.
+account safety numbers, signed group changes and the group invite. Needs `cryptography`.
 Run: python3 sdk/vectors/crosscheck.py"""
 import hashlib, hmac, json, os
 from cryptography.hazmat.primitives import hashes
@@ -247,9 +247,39 @@ def check_account():
     print("account device lists, link code, provisioning message and safety numbers ok (%d lists)" % len(v["lists"]))
 
 
+
+def check_group_change():
+    """§13.3.1: rebuilds each signed group change from its fields and the admin seed (Ed25519 is
+    deterministic) with its group-key commitment, and the invite content carrying the first
+    (§13.1, kind 0x13)."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+    v = load("group_change")
+    key = Ed25519PrivateKey.from_private_bytes(H(v["admin_seed"]))
+    assert raw(key).hex() == v["admin_key"]
+    gid, name = H(v["group_id"]), v["name"].encode()
+    for c in v["changes"]:
+        gk = H(c["group_key"])
+        commitment = hashlib.sha256(b"Haven_GroupKey_v1" + gid + u32(c["epoch"]) + gk).digest()
+        assert commitment.hex() == c["key_commitment"], "epoch %d" % c["epoch"]
+        body = b"\x01\x60" + gid + u32(c["epoch"]) + H(v["admin_account"]) + raw(key) + commitment
+        body += len(name).to_bytes(2, "big") + name
+        body += len(c["members"]).to_bytes(2, "big") + b"".join(H(m) for m in c["members"])
+        sig = key.sign(b"Haven_GroupChange_v1" + body)
+        assert (body + sig).hex() == c["change"], "epoch %d" % c["epoch"]
+        Ed25519PublicKey.from_public_bytes(H(v["admin_key"])).verify(sig, b"Haven_GroupChange_v1" + body)
+    i, first = v["invite"], v["changes"][0]
+    change = H(first["change"])
+    content = b"\x01\x13" + i["sent_at"].to_bytes(8, "big") + b"\x01" + gid
+    content += H(i["channel_id"]) + H(i["read_token"]) + H(i["write_token"]) + H(first["group_key"])
+    content += i["after"].to_bytes(8, "big") + len(change).to_bytes(2, "big") + change
+    assert content.hex() == i["content"]
+    print("signed group changes and the group invite ok (%d changes)" % len(v["changes"]))
+
+
 check_pqxdh()
 check_ratchet_kdfs()
 check_ratchet_conversation()
 check_sealed_sender()
 check_safety_number()
 check_account()
+check_group_change()

@@ -1,4 +1,5 @@
-//! Data-crypto vectors: padding, sender keys, diary keys, diary entries, attachments.
+//! Data-crypto vectors: padding, sender keys, signed group changes, diary keys, diary entries,
+//! attachments.
 
 use serde_json::{Value, json};
 
@@ -84,6 +85,79 @@ pub(super) fn sender_key_vectors() -> Value {
     json!({"description": "Sender keys (PROTOCOL.md §8)", "distribution_id": h(&dist),
         "chain_id": chain_id, "initial_chain_key": h(&chain_key), "signing_seed": h(&seed),
         "signing_public": h(&skdm[58..]), "distribution_message": h(&skdm), "messages": msgs})
+}
+
+/// Signed group changes (PROTOCOL.md §13.3.1): a group's creation, a removal and an addition
+/// under one admin key, and the invite (content kind `0x13`, §13.1) that carries the first.
+pub(super) fn group_change_vectors() -> Value {
+    use crate::groups::admin::{GroupAdminKey, SignedGroupChange, group_key_commitment};
+    use haven_protocol::content::{Body, Content, Conversation, GroupInvite};
+    use haven_protocol::group_change::GroupChangeBody;
+
+    let seed: [u8; 32] = arr(0x40);
+    let key = GroupAdminKey::from_seed(&seed);
+    let group_id: [u8; 16] = arr(0x10);
+    let (alice, bob, carol, dave) = ([0xA1u8; 16], [0xB0u8; 16], [0xC0u8; 16], [0xD0u8; 16]);
+    let steps = [
+        (1u32, vec![alice, bob, carol], arr::<32>(0x61)),
+        (2, vec![alice, bob], arr::<32>(0x62)),
+        (3, vec![alice, bob, dave], arr::<32>(0x63)),
+    ];
+    let mut changes = Vec::new();
+    let mut first = Vec::new();
+    for (epoch, members, group_key) in &steps {
+        let body = GroupChangeBody {
+            group_id,
+            epoch: *epoch,
+            admin_account: alice,
+            admin_key: key.public(),
+            key_commitment: group_key_commitment(&group_id, *epoch, group_key),
+            name: "climbers".into(),
+            members: members.clone(),
+        };
+        let signed = key.sign(&body).unwrap();
+        let checked = SignedGroupChange::verify(signed.to_bytes()).unwrap();
+        assert!(checked.commits_to(group_key));
+        if *epoch == 1 {
+            first = signed.to_bytes().to_vec();
+        }
+        changes.push(json!({
+            "epoch": epoch,
+            "members": members.iter().map(|m| h(m)).collect::<Vec<_>>(),
+            "group_key": h(group_key),
+            "key_commitment": h(&body.key_commitment),
+            "change": h(signed.to_bytes()),
+        }));
+    }
+    let invite = Content {
+        sent_at: 1_800_000_000_000,
+        conversation: Conversation::Group(group_id),
+        body: Body::GroupInvite(GroupInvite {
+            change: first,
+            channel_id: arr(0x20),
+            read_token: arr(0x30),
+            write_token: arr(0x50),
+            group_key: steps[0].2,
+            after: 0,
+        }),
+    };
+    json!({
+        "description": "Signed group changes (PROTOCOL.md §13.3.1): Ed25519 (RFC 8032) with the admin seed over \"Haven_GroupChange_v1\" || body; each change's key_commitment = SHA-256(\"Haven_GroupKey_v1\" || group_id || u32be(epoch) || group_key); the invite is the content (§13.1, kind 0x13) carrying the first change.",
+        "admin_seed": h(&seed),
+        "admin_key": h(&key.public()),
+        "admin_account": h(&alice),
+        "group_id": h(&group_id),
+        "name": "climbers",
+        "changes": changes,
+        "invite": {
+            "sent_at": 1_800_000_000_000u64,
+            "channel_id": h(&arr::<16>(0x20)),
+            "read_token": h(&arr::<32>(0x30)),
+            "write_token": h(&arr::<32>(0x50)),
+            "after": 0,
+            "content": h(&invite.to_bytes().unwrap()),
+        },
+    })
 }
 
 pub(super) fn diary_vectors() -> Value {

@@ -18,9 +18,10 @@ use alloc::string::String;
 use serde_json::Value;
 
 /// Names of the vector sets, each the stem of a file in `sdk/vectors/`.
-pub const NAMES: [&str; 10] = [
+pub const NAMES: [&str; 11] = [
     "padding",
     "sender_keys",
+    "group_change",
     "diary",
     "attachment",
     "diary_entry",
@@ -36,6 +37,7 @@ pub fn build(name: &str) -> Option<Value> {
     Some(match name {
         "padding" => data::padding_vectors(),
         "sender_keys" => data::sender_key_vectors(),
+        "group_change" => data::group_change_vectors(),
         "diary" => data::diary_vectors(),
         "attachment" => data::attachment_vectors(),
         "diary_entry" => data::diary_entry_vectors(),
