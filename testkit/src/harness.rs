@@ -12,6 +12,7 @@ use axum::http::{HeaderMap, Method, Request, StatusCode, header};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use haven_protocol::opaque::{HavenCipherSuite, OPAQUE_CONTEXT};
+use haven_relay::ids::Id;
 use haven_relay::limits::Limits;
 use haven_relay::secrets::ServerSecrets;
 use haven_relay::settings::SecretSetting;
@@ -82,6 +83,28 @@ pub fn test_settings() -> Settings {
         body_limit_bytes: 8 * 1024,
         ..Settings::default()
     }
+}
+
+/// [`test_settings`] with room for the key directory and the mailboxes: four devices, 1 MiB
+/// requests, 100 claims a minute per target and 1,000 per requester, 20 one-time keys an
+/// upload and 40 a device.
+pub fn key_directory_settings() -> Settings {
+    let mut s = test_settings();
+    s.max_devices = 4;
+    s.mail.max_request_bytes = 1 << 20;
+    s.keys.claims_per_minute_per_target = 100;
+    s.keys.claims_per_minute_per_requester = 1000;
+    s.keys.max_one_time_per_upload = 20;
+    s.keys.max_one_time_per_device = 40;
+    s
+}
+
+/// The `envelopes` of a send's body: `content` to each of `devices`.
+pub fn envelopes(devices: &[u32], content: &[u8]) -> Value {
+    devices
+        .iter()
+        .map(|d| json!({ "device_number": d, "content": b64(content) }))
+        .collect()
 }
 
 /// Standard base64, as the API's JSON bodies carry bytes.
@@ -326,6 +349,20 @@ pub trait Api: Sync {
             finish["credential_finalization"] = json!(b64(&finalization));
             self.post("/v1/login/finish", finish).await
         }
+    }
+
+    /// A logged-in send by `from` of `content` to the listed devices of the account `to`.
+    fn send_as(
+        &self,
+        from: &Tokens,
+        to: &str,
+        id: &Id,
+        devices: &[u32],
+        content: &[u8],
+    ) -> impl Future<Output = Reply> + Send {
+        let body = json!({ "message_id": id, "envelopes": envelopes(devices, content) });
+        let path = format!("/v1/messages/{to}");
+        async move { self.post_as(&path, body, from).await }
     }
 
     /// Logs a new device (identity key `[2; 32]`) into `t`'s account (expecting success); the

@@ -14,7 +14,7 @@ use haven_relay::settings::Settings;
 use haven_relay::store::Store;
 use haven_sdk::prekeys::{KemPreKey, KemPreKeyKind, OneTimePreKey, PreKeyBundle, SignedPreKey};
 use haven_sdk::{IdentityKeyPair, SenderCertificate};
-use haven_testkit::harness::{Api as _, Harness, Reply, Rows, Tokens, b64, test_settings};
+use haven_testkit::harness::{Api as _, Harness, Rows, Tokens, b64, key_directory_settings};
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 use serde_json::{Value, json};
@@ -22,46 +22,14 @@ use sha2::{Digest as _, Sha256};
 
 const PASSWORD: &str = "pw for key directory tests";
 
-fn settings() -> Settings {
-    let mut s = test_settings();
-    s.max_devices = 4;
-    s.mail.max_request_bytes = 1 << 20;
-    s.keys.claims_per_minute_per_target = 100;
-    s.keys.claims_per_minute_per_requester = 1000;
-    s.keys.max_one_time_per_upload = 20;
-    s.keys.max_one_time_per_device = 40;
-    s
-}
-
 haven_testkit::on_both_backends!(
-    settings = super::settings;
+    settings = super::key_directory_settings;
     key_directory_upload_claim_digest,
     concurrent_http_claims_hand_out_each_key_once,
     claims_are_rate_limited_per_target,
     sender_certificate_validates_in_the_sdk,
     unlink_and_account_deletion_purge_keys_and_mail,
 );
-
-/// A logged-in send of `content` to the listed devices of `to`.
-async fn send<S: Store>(
-    h: &Harness<S>,
-    from: &Tokens,
-    to: &str,
-    id: &Id,
-    devices: &[u32],
-    content: &[u8],
-) -> Reply {
-    let envelopes: Vec<Value> = devices
-        .iter()
-        .map(|d| json!({"device_number": d, "content": b64(content)}))
-        .collect();
-    h.post_as(
-        &format!("/v1/messages/{to}"),
-        json!({"message_id": id, "envelopes": envelopes}),
-        from,
-    )
-    .await
-}
 
 fn id_of(t: &Tokens) -> Id {
     t.account_id.parse().unwrap()
@@ -407,7 +375,7 @@ async fn claims_are_rate_limited_per_requester<S: Store>(h: Harness<S>) {
 }
 
 fn requester_limited_settings() -> Settings {
-    let mut s = settings();
+    let mut s = key_directory_settings();
     s.keys.claims_per_minute_per_requester = 5;
     s.keys.claims_per_minute_per_target = 1000;
     s
@@ -499,7 +467,7 @@ async fn unlink_and_account_deletion_purge_keys_and_mail<S: Store + Rows>(h: Har
             .await
             .expect(StatusCode::NO_CONTENT);
     }
-    send(&h, &alice, &bob.account_id, &Id::random(), &[1, 2], b"mail")
+    h.send_as(&alice, &bob.account_id, &Id::random(), &[1, 2], b"mail")
         .await
         .expect(StatusCode::OK);
     assert_eq!(h.store.rows("device_keys").await, 2);

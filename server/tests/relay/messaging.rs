@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
-use crate::common::{Harness, Reply, Tokens, b64};
+use crate::common::{Harness, Tokens, b64};
 use axum::http::{Method, StatusCode};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
@@ -18,6 +18,7 @@ use haven_relay::ids::Id;
 use haven_relay::messaging::{self, EphemeralMessage, MailPush, Push};
 use haven_relay::settings::Settings;
 use haven_relay::store::Store;
+use haven_testkit::harness::envelopes;
 use serde_json::{Value, json};
 
 const PASSWORD: &str = "pw for messaging tests";
@@ -25,19 +26,13 @@ const PASSWORD: &str = "pw for messaging tests";
 use crate::common::Rows;
 
 fn settings() -> Settings {
-    let mut s = common::test_settings();
-    s.max_devices = 4;
+    let mut s = haven_testkit::harness::key_directory_settings();
     s.mail.max_envelope_bytes = 2048;
     s.mail.max_header_bytes = 64;
     s.mail.max_queue_messages = 6;
     s.mail.max_queue_bytes = 6 * 2048;
-    s.mail.max_request_bytes = 1 << 20;
     s.mail.sealed_sends_per_minute = 30;
     s.mail.reaper_interval_secs = 1;
-    s.keys.claims_per_minute_per_target = 100;
-    s.keys.claims_per_minute_per_requester = 1000;
-    s.keys.max_one_time_per_upload = 20;
-    s.keys.max_one_time_per_device = 40;
     s
 }
 
@@ -56,31 +51,6 @@ common::on_both_backends!(
     stored_mail_is_pushed_to_a_live_socket,
     unknown_accounts_get_clear_errors_and_change_nothing,
 );
-
-fn envelopes(devices: &[u32], content: &[u8]) -> Value {
-    Value::Array(
-        devices
-            .iter()
-            .map(|d| json!({"device_number": d, "content": b64(content)}))
-            .collect(),
-    )
-}
-
-async fn send<S: Store>(
-    h: &Harness<S>,
-    from: &Tokens,
-    to: &str,
-    id: &Id,
-    devices: &[u32],
-    content: &[u8],
-) -> Reply {
-    h.post_as(
-        &format!("/v1/messages/{to}"),
-        json!({"message_id": id, "envelopes": envelopes(devices, content)}),
-        from,
-    )
-    .await
-}
 
 async fn fetch<S: Store>(h: &Harness<S>, t: &Tokens) -> Vec<Value> {
     let reply = h.get_as("/v1/messages", t).await.expect(StatusCode::OK);
@@ -107,7 +77,8 @@ async fn delivers_to_every_device_in_order_and_acks<S: Store>(h: Harness<S>) {
     });
     let ids: Vec<Id> = (0..3).map(|_| Id::random()).collect();
     for (i, id) in ids.iter().enumerate() {
-        let reply = send(&h, &alice, &bob.account_id, id, &[2, 1], &[i as u8 + 1; 10])
+        let reply = h
+            .send_as(&alice, &bob.account_id, id, &[2, 1], &[i as u8 + 1; 10])
             .await
             .expect(StatusCode::OK);
         let devices = reply.body["devices"].as_array().unwrap();
@@ -175,10 +146,12 @@ async fn idempotent_resend_and_id_conflict<S: Store + Rows>(h: Harness<S>) {
     let alice = h.register(None, PASSWORD).await;
     let bob = h.register(None, PASSWORD).await;
     let id = Id::random();
-    let first = send(&h, &alice, &bob.account_id, &id, &[1], b"hello")
+    let first = h
+        .send_as(&alice, &bob.account_id, &id, &[1], b"hello")
         .await
         .expect(StatusCode::OK);
-    let again = send(&h, &alice, &bob.account_id, &id, &[1], b"hello")
+    let again = h
+        .send_as(&alice, &bob.account_id, &id, &[1], b"hello")
         .await
         .expect(StatusCode::OK);
     assert_eq!(again.body["devices"][0]["duplicate"], true);
@@ -187,7 +160,7 @@ async fn idempotent_resend_and_id_conflict<S: Store + Rows>(h: Harness<S>) {
         first.body["devices"][0]["seq"]
     );
     assert_eq!(h.store.rows("envelopes").await, 1);
-    send(&h, &alice, &bob.account_id, &id, &[1], b"changed")
+    h.send_as(&alice, &bob.account_id, &id, &[1], b"changed")
         .await
         .expect_error(StatusCode::CONFLICT, "message_id_conflict");
     assert_eq!(h.store.rows("envelopes").await, 1);
@@ -198,7 +171,8 @@ async fn idempotent_resend_and_id_conflict<S: Store + Rows>(h: Harness<S>) {
         .await
         .expect(StatusCode::OK);
     assert_eq!(h.store.rows("envelopes").await, 0);
-    let late = send(&h, &alice, &bob.account_id, &id, &[1], b"hello")
+    let late = h
+        .send_as(&alice, &bob.account_id, &id, &[1], b"hello")
         .await
         .expect(StatusCode::OK);
     assert_eq!(late.body["devices"][0]["duplicate"], true);
@@ -208,7 +182,7 @@ async fn idempotent_resend_and_id_conflict<S: Store + Rows>(h: Harness<S>) {
     );
     assert_eq!(h.store.rows("envelopes").await, 0);
     assert!(fetch(&h, &bob).await.is_empty());
-    send(&h, &alice, &bob.account_id, &id, &[1], b"changed")
+    h.send_as(&alice, &bob.account_id, &id, &[1], b"changed")
         .await
         .expect_error(StatusCode::CONFLICT, "message_id_conflict");
     assert_eq!(h.store.rows("envelopes").await, 0);
@@ -220,14 +194,16 @@ async fn device_list_mismatch_and_removed_devices<S: Store + Rows>(h: Harness<S>
     let bob = h.register(None, PASSWORD).await;
     let bob2 = h.add_device(&bob, PASSWORD).await;
     let id = Id::random();
-    let r = send(&h, &alice, &bob.account_id, &id, &[1], b"x")
+    let r = h
+        .send_as(&alice, &bob.account_id, &id, &[1], b"x")
         .await
         .expect_error(StatusCode::CONFLICT, "mismatched_devices");
     let m = &r.body["error"]["mismatches"][0];
     assert_eq!(m["account_id"], json!(bob.account_id));
     assert_eq!(m["missing_devices"], json!([2]));
     assert_eq!(m["extra_devices"], json!([]));
-    let r = send(&h, &alice, &bob.account_id, &id, &[1, 2, 7], b"x")
+    let r = h
+        .send_as(&alice, &bob.account_id, &id, &[1, 2, 7], b"x")
         .await
         .expect_error(StatusCode::CONFLICT, "mismatched_devices");
     assert_eq!(
@@ -242,21 +218,22 @@ async fn device_list_mismatch_and_removed_devices<S: Store + Rows>(h: Harness<S>
     )
     .await
     .expect(StatusCode::NO_CONTENT);
-    let r = send(&h, &alice, &bob.account_id, &id, &[1, 2], b"x")
+    let r = h
+        .send_as(&alice, &bob.account_id, &id, &[1, 2], b"x")
         .await
         .expect_error(StatusCode::GONE, "stale_devices");
     assert_eq!(
         r.body["error"]["mismatches"][0]["removed_devices"],
         json!([2])
     );
-    send(&h, &alice, &Id::random().to_hex(), &id, &[1], b"x")
+    h.send_as(&alice, &Id::random().to_hex(), &id, &[1], b"x")
         .await
         .expect_error(StatusCode::NOT_FOUND, "account_not_found");
     assert_eq!(h.store.rows("envelopes").await, 0);
     // A new device gets a new number; 2 stays retired.
     let bob3 = h.add_device(&bob, PASSWORD).await;
     assert_eq!(bob3.device_number, 3);
-    send(&h, &alice, &bob.account_id, &id, &[1, 3], b"x")
+    h.send_as(&alice, &bob.account_id, &id, &[1, 3], b"x")
         .await
         .expect(StatusCode::OK);
 }
@@ -265,14 +242,15 @@ async fn self_send_excludes_the_sending_device<S: Store + Rows>(h: Harness<S>) {
     let alice = h.register(None, PASSWORD).await;
     let alice2 = h.add_device(&alice, PASSWORD).await;
     let id = Id::random();
-    let r = send(&h, &alice, &alice.account_id, &id, &[1, 2], b"sync")
+    let r = h
+        .send_as(&alice, &alice.account_id, &id, &[1, 2], b"sync")
         .await
         .expect_error(StatusCode::CONFLICT, "mismatched_devices");
     assert_eq!(
         r.body["error"]["mismatches"][0]["extra_devices"],
         json!([1])
     );
-    send(&h, &alice, &alice.account_id, &id, &[2], b"sync")
+    h.send_as(&alice, &alice.account_id, &id, &[2], b"sync")
         .await
         .expect(StatusCode::OK);
     assert_eq!(content(&fetch(&h, &alice2).await[0]), b"sync");
@@ -285,7 +263,7 @@ async fn limits_and_malformed_bodies_change_nothing<S: Store + Rows>(h: Harness<
     let to = format!("/v1/messages/{}", bob.account_id);
     let id = Id::random();
     // Oversize envelope.
-    send(&h, &alice, &bob.account_id, &id, &[1], &[0u8; 2049])
+    h.send_as(&alice, &bob.account_id, &id, &[1], &[0u8; 2049])
         .await
         .expect_error(StatusCode::PAYLOAD_TOO_LARGE, "envelope_too_large");
     // Malformed bodies.
@@ -313,11 +291,11 @@ async fn limits_and_malformed_bodies_change_nothing<S: Store + Rows>(h: Harness<
     assert_eq!(h.store.rows("envelopes").await, 0);
     // Full queue: 6 messages, then 507 and nothing more stored.
     for i in 0..6u8 {
-        send(&h, &alice, &bob.account_id, &Id::random(), &[1], &[i; 16])
+        h.send_as(&alice, &bob.account_id, &Id::random(), &[1], &[i; 16])
             .await
             .expect(StatusCode::OK);
     }
-    send(&h, &alice, &bob.account_id, &Id::random(), &[1], b"seven")
+    h.send_as(&alice, &bob.account_id, &Id::random(), &[1], b"seven")
         .await
         .expect_error(StatusCode::INSUFFICIENT_STORAGE, "mailbox_full");
     assert_eq!(h.store.rows("envelopes").await, 6);
@@ -325,7 +303,7 @@ async fn limits_and_malformed_bodies_change_nothing<S: Store + Rows>(h: Harness<
     h.post_as("/v1/messages/ack", json!({"up_to_seq": i64::MAX}), &bob)
         .await
         .expect(StatusCode::OK);
-    send(&h, &alice, &bob.account_id, &Id::random(), &[1], b"seven")
+    h.send_as(&alice, &bob.account_id, &Id::random(), &[1], b"seven")
         .await
         .expect(StatusCode::OK);
     // Fetch query validation.
@@ -424,7 +402,7 @@ async fn another_accounts_token_cannot_touch_a_queue<S: Store + Rows>(h: Harness
     let alice = h.register(None, PASSWORD).await;
     let bob = h.register(None, PASSWORD).await;
     let id = Id::random();
-    send(&h, &bob, &alice.account_id, &id, &[1], b"for alice")
+    h.send_as(&bob, &alice.account_id, &id, &[1], b"for alice")
         .await
         .expect(StatusCode::OK);
     // Bob acks Alice's message id: his own queue is the only one he can touch.
@@ -518,16 +496,9 @@ async fn multi_recipient_payload_is_stored_once<S: Store + Rows>(h: Harness<S>) 
 async fn ttl_expiry_by_the_reaper<S: Store + Rows>(h: Harness<S>) {
     let alice = h.register(None, PASSWORD).await;
     let bob = h.register(None, PASSWORD).await;
-    send(
-        &h,
-        &alice,
-        &bob.account_id,
-        &Id::random(),
-        &[1],
-        b"expiring",
-    )
-    .await
-    .expect(StatusCode::OK);
+    h.send_as(&alice, &bob.account_id, &Id::random(), &[1], b"expiring")
+        .await
+        .expect(StatusCode::OK);
     let now = haven_relay::state::now_i64();
     let ttl = i64::try_from(h.state.settings().mail.ttl_secs).unwrap();
     // Before the expiry nothing goes.
@@ -605,7 +576,8 @@ async fn stored_mail_is_pushed_to_a_live_socket<S: Store + Rows>(h: Harness<S>) 
         other => panic!("expected mail, got {other:?}"),
     };
     let (m1, m2) = (Id::random(), Id::random());
-    let r1 = send(&h, &alice, &bob.account_id, &m1, &[1], b"first")
+    let r1 = h
+        .send_as(&alice, &bob.account_id, &m1, &[1], b"first")
         .await
         .expect(StatusCode::OK);
     let seq1 = r1.body["devices"][0]["seq"].as_i64().unwrap();
@@ -621,7 +593,8 @@ async fn stored_mail_is_pushed_to_a_live_socket<S: Store + Rows>(h: Harness<S>) 
             received_at: got.received_at,
         }
     );
-    let r2 = send(&h, &alice, &bob.account_id, &m2, &[1], b"second")
+    let r2 = h
+        .send_as(&alice, &bob.account_id, &m2, &[1], b"second")
         .await
         .expect(StatusCode::OK);
     let got = mail(live.try_recv().unwrap());
@@ -629,7 +602,7 @@ async fn stored_mail_is_pushed_to_a_live_socket<S: Store + Rows>(h: Harness<S>) 
     assert_eq!(got.prev_seq, Some(seq1));
     assert_eq!(got.content, b"second");
     // An idempotent resend stores nothing and pushes nothing.
-    send(&h, &alice, &bob.account_id, &m2, &[1], b"second")
+    h.send_as(&alice, &bob.account_id, &m2, &[1], b"second")
         .await
         .expect(StatusCode::OK);
     assert!(live.try_recv().is_err());
@@ -639,12 +612,12 @@ async fn stored_mail_is_pushed_to_a_live_socket<S: Store + Rows>(h: Harness<S>) 
     h.post_as("/v1/messages/ack", json!({"up_to_seq": got.seq}), &bob)
         .await
         .expect(StatusCode::OK);
-    send(&h, &alice, &bob.account_id, &Id::random(), &[1], b"third")
+    h.send_as(&alice, &bob.account_id, &Id::random(), &[1], b"third")
         .await
         .expect(StatusCode::OK);
     assert_eq!(mail(live.try_recv().unwrap()).prev_seq, None);
     // A refused send (stale device list) pushes nothing.
-    send(&h, &alice, &bob.account_id, &Id::random(), &[1, 2], b"x")
+    h.send_as(&alice, &bob.account_id, &Id::random(), &[1, 2], b"x")
         .await
         .expect_error(StatusCode::CONFLICT, "mismatched_devices");
     assert!(live.try_recv().is_err());
@@ -663,7 +636,7 @@ async fn unknown_accounts_get_clear_errors_and_change_nothing<S: Store + Rows>(h
     let nobody = Id::random().to_hex();
     let id = Id::random();
     // Logged-in sends (stored and ephemeral): 404.
-    send(&h, &alice, &nobody, &id, &[1], b"x")
+    h.send_as(&alice, &nobody, &id, &[1], b"x")
         .await
         .expect_error(StatusCode::NOT_FOUND, "account_not_found");
     h.post_as(
