@@ -3,7 +3,7 @@
 //! that failed verification, 5 a conflict or a changed identity key, 6 no such entry, 7 the
 //! relay unreachable or refusing, 8 a chat attachment).
 
-use haven_client::attachments::AttachmentsError;
+use haven_client::attachments::{AttachmentsError, TransferError};
 use haven_client::diary::LocalDiaryError;
 use haven_client::storage_key::StorageKeyError;
 use haven_client::{ClientStoreError, DeviceError, DiaryClientError, MessengerError, RelayError};
@@ -99,7 +99,7 @@ impl From<AttachmentsError> for Failure {
         let code = match &err {
             AttachmentsError::Relay(_)
             | AttachmentsError::Transport(_)
-            | AttachmentsError::TransferRefused { .. } => 7,
+            | AttachmentsError::Transfer(TransferError::Refused { .. }) => 7,
             _ => 1,
         };
         Self::with_code(code, err.to_string())

@@ -25,7 +25,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::StreamExt as _;
 use haven_client_core::attachments::{
-    self as core_attachments, PartTarget, TransferError, UploadEncryptor, UploadPlan, UploadStart,
+    self as core_attachments, PartTarget, UploadEncryptor, UploadPlan, UploadStart,
     transfer_refusal,
 };
 use haven_protocol::api::blobs::{BlobInfo, DownloadUrl, PartUrls};
@@ -39,7 +39,7 @@ use zeroize::Zeroizing;
 
 pub use haven_client_core::attachments::{
     AttachmentPointer, MAX_CONTENT_TYPE_LEN, MAX_FILE_NAME_LEN, MAX_THUMBNAIL_LEN, POINTER_VERSION,
-    PendingUpload, Progress,
+    PendingUpload, Progress, TransferError,
 };
 
 use crate::relay::{RelayClient, RelayError};
@@ -51,70 +51,34 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// A transfer that moves no byte for this long fails.
 const READ_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// Errors of attachment uploads and downloads.
+/// Errors of attachment uploads and downloads: the I/O's own, or a core step's
+/// [`TransferError`].
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum AttachmentsError {
     /// The relay refused or failed a JSON request.
     #[error(transparent)]
     Relay(#[from] RelayError),
-    /// A transfer (part upload or download) was refused: the HTTP status and, when the relay
-    /// answered, its error code.
-    #[error("transfer refused ({status}): {code}")]
-    TransferRefused {
-        /// HTTP status.
-        status: u16,
-        /// The relay's error code, or the S3 error text.
-        code: String,
-    },
     /// A transfer failed on the network.
     #[error("transfer failed: {0}")]
     Transport(#[from] reqwest::Error),
     /// Reading the source or writing the destination failed.
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
-    /// Encryption or decryption failed (for downloads: the blob is not the one the pointer
-    /// describes, or it was tampered with).
+    /// A core step refused: a malformed pointer, encryption or decryption (for downloads: the
+    /// blob is not the one the pointer describes, or it was tampered with), a source of another
+    /// length than announced, a blob of another size than the pointer implies, a refused part
+    /// transfer, an unexpected relay answer.
     #[error(transparent)]
-    Crypto(#[from] AttachmentError),
-    /// The source has a different length than announced (the file changed).
-    #[error("the source is not {expected} bytes long")]
-    SourceChanged {
-        /// The announced plaintext length.
-        expected: u64,
-    },
-    /// The relay's blob does not have the size the pointer implies.
-    #[error("blob has {actual} bytes, expected {expected}")]
-    SizeMismatch {
-        /// Size implied by the pointer.
-        expected: u64,
-        /// Size reported by the relay.
-        actual: u64,
-    },
-    /// A pointer or pending upload does not decode, or a field is over its limit.
-    #[error("malformed attachment pointer")]
-    Malformed,
+    Transfer(#[from] TransferError),
     /// The upload stopped before the whole source was encrypted (the transfer failed first).
     #[error("upload abandoned")]
     Abandoned,
-    /// The relay answered something unexpected.
-    #[error("unexpected relay answer: {0}")]
-    InvalidResponse(String),
 }
 
-impl From<TransferError> for AttachmentsError {
-    fn from(e: TransferError) -> Self {
-        match e {
-            TransferError::Malformed => Self::Malformed,
-            TransferError::Crypto(c) => Self::Crypto(c),
-            TransferError::SourceChanged { expected } => Self::SourceChanged { expected },
-            TransferError::SizeMismatch { expected, actual } => {
-                Self::SizeMismatch { expected, actual }
-            }
-            TransferError::Refused { status, code } => Self::TransferRefused { status, code },
-            TransferError::InvalidResponse(m) => Self::InvalidResponse(m),
-            other => Self::InvalidResponse(other.to_string()),
-        }
+impl From<AttachmentError> for AttachmentsError {
+    fn from(e: AttachmentError) -> Self {
+        Self::Transfer(TransferError::Crypto(e))
     }
 }
 
@@ -181,7 +145,7 @@ fn encrypt_source(
         send(chunk)?;
     }
     enc.digest()
-        .ok_or(AttachmentsError::Crypto(AttachmentError::Poisoned))
+        .ok_or(AttachmentsError::from(AttachmentError::Poisoned))
 }
 
 /// Attachment transfers for one logged-in [`RelayClient`].
@@ -220,7 +184,7 @@ impl<'a> Attachments<'a> {
     ///
     /// # Errors
     /// [`AttachmentsError::Relay`] (e.g. `blob_quota_exceeded`, `blob_too_large`),
-    /// [`AttachmentsError::Crypto`] if the size is beyond the format.
+    /// [`TransferError::Crypto`] if the size is beyond the format.
     pub async fn start_upload(
         &self,
         size: u64,
@@ -244,7 +208,7 @@ impl<'a> Attachments<'a> {
     /// interruption. `progress` is called as bytes go out (skipped parts count as done).
     ///
     /// # Errors
-    /// Relay refusals, transfer failures, [`AttachmentsError::SourceChanged`].
+    /// Relay refusals, transfer failures, [`TransferError::SourceChanged`].
     pub async fn upload<R, F>(
         &self,
         pending: &PendingUpload,
@@ -276,7 +240,7 @@ impl<'a> Attachments<'a> {
         drop(feed);
         let produced = producer
             .await
-            .map_err(|e| AttachmentsError::InvalidResponse(format!("encryptor: {e}")))?;
+            .map_err(|e| TransferError::InvalidResponse(format!("encryptor: {e}")))?;
         // Report the root cause: a failing source (the transfer then fails too), else the
         // transfer (the encryptor then only saw its reader go away).
         let digest = match (sent, produced) {
@@ -309,7 +273,7 @@ impl<'a> Attachments<'a> {
                     let piece = feed
                         .next_upto(part.len - skipped)
                         .await
-                        .ok_or(AttachmentsError::SourceChanged { expected: 0 })?;
+                        .ok_or(TransferError::SourceChanged { expected: 0 })?;
                     skipped += piece.len() as u64;
                 }
                 done += part.len;
@@ -425,7 +389,7 @@ impl Attachments<'_> {
         progress: F,
     ) -> Result<AttachmentPointer, AttachmentsError> {
         if !core_attachments::valid_content_type(content_type) {
-            return Err(AttachmentsError::Malformed);
+            return Err(TransferError::Malformed.into());
         }
         let file = std::fs::File::open(path)?;
         let size = file.metadata()?.len();
@@ -465,9 +429,9 @@ impl Attachments<'_> {
             return Err(refused(response).await);
         }
         if offset > 0 && status != StatusCode::PARTIAL_CONTENT {
-            return Err(AttachmentsError::InvalidResponse(
-                "range request not honoured".to_owned(),
-            ));
+            return Err(
+                TransferError::InvalidResponse("range request not honoured".to_owned()).into(),
+            );
         }
         let mut received = offset;
         let mut body = response.bytes_stream();
@@ -475,18 +439,20 @@ impl Attachments<'_> {
             let piece = piece?;
             received += piece.len() as u64;
             if received > total {
-                return Err(AttachmentsError::SizeMismatch {
+                return Err(TransferError::SizeMismatch {
                     expected: total,
                     actual: received,
-                });
+                }
+                .into());
             }
             sink(&piece).await?;
         }
         if received != total {
-            return Err(AttachmentsError::SizeMismatch {
+            return Err(TransferError::SizeMismatch {
                 expected: total,
                 actual: received,
-            });
+            }
+            .into());
         }
         Ok(())
     }
@@ -497,7 +463,7 @@ impl Attachments<'_> {
     /// was written ([`download_to_file`](Self::download_to_file) does that for you).
     ///
     /// # Errors
-    /// Relay refusals, transfer failures, [`AttachmentsError::Crypto`] for a blob that is not
+    /// Relay refusals, transfer failures, [`TransferError::Crypto`] for a blob that is not
     /// the one the pointer describes.
     pub async fn download<W, F>(
         &self,
@@ -612,7 +578,7 @@ impl Attachments<'_> {
         let opened = decrypt_file(pointer, staged, &tmp).await;
         if let Err(err) = opened {
             let _ = tokio::fs::remove_file(&tmp).await;
-            if matches!(err, AttachmentsError::Crypto(_)) {
+            if matches!(err, AttachmentsError::Transfer(TransferError::Crypto(_))) {
                 // Tampered or wrong blob: a retry must download it again.
                 let _ = tokio::fs::remove_file(staged).await;
             }

@@ -466,7 +466,7 @@ impl Messenger {
             .as_ref()
             .is_some_and(|t| t.len() > crate::attachments::MAX_THUMBNAIL_LEN)
         {
-            return Err(crate::attachments::AttachmentsError::Malformed.into());
+            return Err(crate::attachments::TransferError::Malformed.into());
         }
         let name = path.file_name().and_then(|n| n.to_str()).map(str::to_owned);
         let pointer = Attachments::new(self.device.relay())?

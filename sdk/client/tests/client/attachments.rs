@@ -8,7 +8,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use haven_client::RelayClient;
-use haven_client::attachments::{AttachmentPointer, Attachments, AttachmentsError, Progress};
+use haven_client::attachments::{
+    AttachmentPointer, Attachments, AttachmentsError, Progress, TransferError,
+};
 use haven_testkit::{RelayConfig, S3Server, TestDatabase};
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -180,7 +182,10 @@ async fn round_trip_and_blindness(backend: Backend) {
         .download_diary_attachment(&forged, &h.work.path().join("forged"), |_| {})
         .await
         .unwrap_err();
-    assert!(matches!(err, AttachmentsError::Crypto(_)), "{err:?}");
+    assert!(
+        matches!(err, AttachmentsError::Transfer(TransferError::Crypto(_))),
+        "{err:?}"
+    );
 
     // A pointer with another key or digest is refused and leaves no file behind.
     let mut wrong = received.clone();
@@ -190,7 +195,10 @@ async fn round_trip_and_blindness(backend: Backend) {
         .download_to_file(&wrong, &bad, |_| {})
         .await
         .unwrap_err();
-    assert!(matches!(err, AttachmentsError::Crypto(_)), "{err:?}");
+    assert!(
+        matches!(err, AttachmentsError::Transfer(TransferError::Crypto(_))),
+        "{err:?}"
+    );
     assert!(!bad.exists());
 
     // The storage holds ciphertext only: no plaintext, no file name, only padded sizes.
@@ -267,7 +275,10 @@ async fn interrupted_upload_resumes(backend: Backend) {
         .await
         .unwrap_err();
     assert!(
-        matches!(err, AttachmentsError::SourceChanged { .. }),
+        matches!(
+            err,
+            AttachmentsError::Transfer(TransferError::SourceChanged { .. })
+        ),
         "{err:?}"
     );
 }
