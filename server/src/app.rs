@@ -75,6 +75,27 @@ pub fn app<S: Store>(state: AppState<S>) -> Router {
         .route("/v1/login/finish", post(auth::login_finish::<S>))
         .route("/v1/token/refresh", post(auth::refresh::<S>))
         .route("/v1/logout", post(auth::logout::<S>))
+        .route("/v1/logout/all", post(auth::logout_all::<S>))
+        .route("/v1/account/reauth/start", post(auth::reauth_start::<S>))
+        .route("/v1/account/reauth/finish", post(auth::reauth_finish::<S>))
+        .route("/v1/recover/start", post(auth::recover_start::<S>))
+        .route("/v1/recover/finish", post(auth::recover_finish::<S>))
+        .route(
+            "/v1/account/password/start",
+            post(account::password_start::<S>),
+        )
+        .route(
+            "/v1/account/password/finish",
+            post(account::password_finish::<S>),
+        )
+        .route(
+            "/v1/account/recovery/start",
+            post(account::recovery_start::<S>),
+        )
+        .route(
+            "/v1/account/recovery/finish",
+            post(account::recovery_finish::<S>),
+        )
         .route("/v1/devices", get(devices::list::<S>))
         .route("/v1/devices/{device_id}", delete(devices::unlink::<S>))
         .route("/v1/devices/{device_id}/name", put(devices::rename::<S>))

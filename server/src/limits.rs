@@ -163,7 +163,7 @@ pub(crate) async fn record_success<S: Store>(
 }
 
 /// Middleware: per-client-address request limits, a general one on every route and a stricter
-/// one on registration and login. Requests without a known address (in-process) are not limited.
+/// one on registration, login, re-authentication and recovery. Requests without a known address (in-process) are not limited.
 pub(crate) async fn per_client<S: Store>(
     State(state): State<AppState<S>>,
     client: ClientKey,
@@ -182,7 +182,11 @@ pub(crate) async fn per_client<S: Store>(
             .get::<MatchedPath>()
             .map(MatchedPath::as_str)
             .unwrap_or("");
-        if route.starts_with("/v1/register/") || route.starts_with("/v1/login/") {
+        if route.starts_with("/v1/register/")
+            || route.starts_with("/v1/login/")
+            || route.starts_with("/v1/recover/")
+            || route.starts_with("/v1/account/reauth/")
+        {
             checks.push((
                 format!("auth:{addr}"),
                 Quota::new(settings.auth_rate_limit_per_minute, minute),

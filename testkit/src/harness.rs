@@ -397,6 +397,99 @@ pub trait Api: Sync {
             Tokens::from_json(&reply.body)
         }
     }
+
+    /// A full OPAQUE re-authentication of `t`'s session with `password` (and a TOTP code)
+    /// (PROTOCOL.md §11.6.1); returns the reply of `reauth/finish` (or of `reauth/start` when
+    /// that fails).
+    fn try_reauth(
+        &self,
+        t: &Tokens,
+        password: &str,
+        totp_code: Option<&str>,
+    ) -> impl Future<Output = Reply> + Send {
+        let access = t.access.clone();
+        let totp_code = totp_code.map(str::to_owned);
+        async move {
+            let start = ClientLogin::<Cs>::start(&mut OsRng, password.as_bytes()).unwrap();
+            let reply = self
+                .call(
+                    Method::POST,
+                    "/v1/account/reauth/start",
+                    Some(json!({ "credential_request": b64(&start.message.serialize()) })),
+                    Some(&access),
+                )
+                .await;
+            if reply.status != StatusCode::OK {
+                return reply;
+            }
+            let response = STANDARD
+                .decode(reply.body["credential_response"].as_str().unwrap())
+                .unwrap();
+            let response = CredentialResponse::<Cs>::deserialize(&response).unwrap();
+            let params = ClientLoginFinishParameters::new(
+                Some(OPAQUE_CONTEXT),
+                Identifiers::default(),
+                None,
+            );
+            // A wrong password fails on the client; send a well-formed wrong KE3 so the relay
+            // counts the failure.
+            let finalization = match start.state.finish(password.as_bytes(), response, params) {
+                Ok(done) => done.message.serialize().to_vec(),
+                Err(_) => vec![0u8; 64],
+            };
+            let mut body = json!({
+                "login_id": reply.body["login_id"],
+                "credential_finalization": b64(&finalization),
+            });
+            if let Some(code) = totp_code {
+                body["totp_code"] = json!(code);
+            }
+            self.call(
+                Method::POST,
+                "/v1/account/reauth/finish",
+                Some(body),
+                Some(&access),
+            )
+            .await
+        }
+    }
+
+    /// A fresh-authentication proof for `t`'s session (expecting success).
+    fn fresh_auth(&self, t: &Tokens, password: &str) -> impl Future<Output = String> + Send {
+        async move {
+            let reply = self
+                .try_reauth(t, password, None)
+                .await
+                .expect(StatusCode::OK);
+            reply.body["fresh_auth"].as_str().unwrap().to_owned()
+        }
+    }
+
+    /// Sends JSON (or nothing) with `token` and, if given, the `Haven-Fresh-Auth` header.
+    fn call_fresh(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        token: &str,
+        proof: Option<&str>,
+    ) -> impl Future<Output = Reply> + Send {
+        let mut builder = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(header::AUTHORIZATION, format!("Bearer {token}"));
+        if let Some(p) = proof {
+            builder = builder.header("haven-fresh-auth", p);
+        }
+        let body = match body {
+            Some(v) => {
+                builder = builder.header(header::CONTENT_TYPE, "application/json");
+                Body::from(serde_json::to_vec(&v).unwrap())
+            }
+            None => Body::empty(),
+        };
+        self.raw(builder.body(body).unwrap())
+    }
 }
 
 /// An in-process relay on one store, driven through its router.

@@ -473,11 +473,13 @@ async fn unlink_and_account_deletion_purge_keys_and_mail<S: Store + Rows>(h: Har
     assert_eq!(h.store.rows("device_keys").await, 2);
     assert_eq!(h.store.rows("one_time_prekeys").await, 8);
     assert_eq!(h.store.rows("envelopes").await, 2);
-    h.call(
+    let proof = h.fresh_auth(&bob, PASSWORD).await;
+    h.call_fresh(
         Method::DELETE,
         &format!("/v1/devices/{}", bob2.device_id),
         None,
-        Some(&bob.access),
+        &bob.access,
+        Some(&proof),
     )
     .await
     .expect(StatusCode::NO_CONTENT);
@@ -488,9 +490,16 @@ async fn unlink_and_account_deletion_purge_keys_and_mail<S: Store + Rows>(h: Har
         h.store.key_counts(&id_of(&bob), 2).await.unwrap(),
         Default::default()
     );
-    h.call(Method::DELETE, "/v1/account", None, Some(&bob.access))
-        .await
-        .expect(StatusCode::NO_CONTENT);
+    let proof = h.fresh_auth(&bob, PASSWORD).await;
+    h.call_fresh(
+        Method::DELETE,
+        "/v1/account",
+        None,
+        &bob.access,
+        Some(&proof),
+    )
+    .await
+    .expect(StatusCode::NO_CONTENT);
     assert_eq!(h.store.rows("device_keys").await, 0);
     assert_eq!(h.store.rows("one_time_prekeys").await, 0);
     assert_eq!(h.store.rows("envelopes").await, 0);

@@ -42,6 +42,9 @@ pub struct ExportAccount {
     pub username_hash: Option<String>,
     /// Serialized OPAQUE registration record, base64.
     pub opaque_registration_record: String,
+    /// Serialized OPAQUE registration record of the recovery code, base64, if one is set.
+    #[serde(default)]
+    pub opaque_recovery_record: Option<String>,
     /// Whether a TOTP secret is stored (the secret itself is not exported, so a stolen access
     /// token cannot be turned into a second factor).
     pub totp_secret_stored: bool,

@@ -1,4 +1,5 @@
-//! Registration, login (OPAQUE), token refresh (`docs/PROTOCOL.md` §11.5–§11.7).
+//! Registration, login (OPAQUE), token refresh, fresh authentication, password change and
+//! account recovery (`docs/PROTOCOL.md` §11.5–§11.7).
 //!
 //! OPAQUE messages are standard base64 of the `opaque-ke` serialisations; their sizes are listed
 //! in §11.3.
@@ -151,4 +152,130 @@ impl fmt::Debug for RefreshRequest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RefreshRequest").finish_non_exhaustive()
     }
+}
+
+/// The request header that carries a fresh-authentication proof (§11.6.1), on the routes that
+/// need one: unlinking a device, deleting the account, disabling TOTP, changing the password and
+/// setting the recovery code.
+pub const FRESH_AUTH_HEADER: &str = "haven-fresh-auth";
+
+/// Seconds a fresh-authentication proof stays valid.
+pub const FRESH_AUTH_TTL_SECS: u64 = 300;
+
+/// Body of `POST /v1/account/reauth/start` (bearer): an OPAQUE login of the session's own
+/// account. The reply is a [`LoginStartResponse`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct ReauthStartRequest {
+    /// OPAQUE `CredentialRequest` (KE1), base64 (96 bytes).
+    pub credential_request: String,
+}
+
+/// Body of `POST /v1/account/reauth/finish` (bearer).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct ReauthFinishRequest {
+    /// From `reauth/start`.
+    pub login_id: Id,
+    /// OPAQUE `CredentialFinalization` (KE3), base64 (64 bytes).
+    pub credential_finalization: String,
+    /// Current TOTP code, required when TOTP is enabled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub totp_code: Option<String>,
+}
+
+/// Reply to `POST /v1/account/reauth/finish`: a single-use proof of a fresh authentication.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct FreshAuthResponse {
+    /// The proof (base64url of 32 bytes, no padding), sent in the `Haven-Fresh-Auth` header
+    /// together with the same session's access token.
+    pub fresh_auth: String,
+    /// Seconds the proof stays valid.
+    pub expires_in: u64,
+}
+
+// The proof is a credential: never printed.
+impl fmt::Debug for FreshAuthResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FreshAuthResponse")
+            .field("expires_in", &self.expires_in)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Body of the first round of an OPAQUE re-registration of a logged-in account:
+/// `POST /v1/account/password/start` and `POST /v1/account/recovery/start` (bearer).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct CredentialStartRequest {
+    /// OPAQUE `RegistrationRequest`, base64 (32 bytes).
+    pub registration_request: String,
+}
+
+/// Reply to `password/start` and `recovery/start`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CredentialStartResponse {
+    /// OPAQUE `RegistrationResponse`, base64 (64 bytes).
+    pub registration_response: String,
+}
+
+/// Body of `POST /v1/account/password/finish` and `POST /v1/account/recovery/finish` (bearer
+/// and a fresh-authentication proof).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct CredentialFinishRequest {
+    /// OPAQUE `RegistrationUpload`, base64 (192 bytes).
+    pub registration_upload: String,
+}
+
+/// Body of `POST /v1/recover/start`: exactly one of `username` and `account_id`, an OPAQUE login
+/// with the recovery code, and the first round of the new password's registration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct RecoverStartRequest {
+    /// Recover by username.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// Recover by account id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account_id: Option<Id>,
+    /// OPAQUE `CredentialRequest` (KE1) made with the recovery code, base64 (96 bytes).
+    pub credential_request: String,
+    /// OPAQUE `RegistrationRequest` made with the new password, base64 (32 bytes).
+    pub registration_request: String,
+}
+
+/// Reply to `POST /v1/recover/start`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RecoverStartResponse {
+    /// Pass back to `recover/finish` within 60 seconds.
+    pub login_id: Id,
+    /// OPAQUE `CredentialResponse` (KE2) for the recovery credential, base64 (320 bytes).
+    pub credential_response: String,
+    /// OPAQUE `RegistrationResponse` for the new password, base64 (64 bytes).
+    pub registration_response: String,
+}
+
+/// Body of `POST /v1/recover/finish`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct RecoverFinishRequest {
+    /// From `recover/start`.
+    pub login_id: Id,
+    /// OPAQUE `CredentialFinalization` (KE3) of the recovery login, base64 (64 bytes).
+    pub credential_finalization: String,
+    /// OPAQUE `RegistrationUpload` of the new password, base64 (192 bytes).
+    pub registration_upload: String,
+    /// Current TOTP code, required when TOTP is enabled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub totp_code: Option<String>,
 }

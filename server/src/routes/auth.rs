@@ -1,10 +1,13 @@
-//! Registration, login (OPAQUE), token refresh and logout.
+//! Registration, login (OPAQUE), token refresh, logout, fresh authentication and account
+//! recovery (PROTOCOL.md §11.5–§11.7).
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use haven_protocol::api::auth::{
-    LoginFinishRequest, LoginStartRequest, LoginStartResponse, RefreshRequest,
+    FRESH_AUTH_HEADER, FRESH_AUTH_TTL_SECS, FreshAuthResponse, LoginFinishRequest,
+    LoginStartRequest, LoginStartResponse, ReauthFinishRequest, ReauthStartRequest,
+    RecoverFinishRequest, RecoverStartRequest, RecoverStartResponse, RefreshRequest,
     RegisterFinishRequest, RegisterStartRequest, RegisterStartResponse, TokenResponse,
 };
 use haven_protocol::opaque::{HavenCipherSuite, OPAQUE_CONTEXT};
@@ -21,8 +24,8 @@ use crate::error::{ApiJson, AppError, ErrorBody};
 use crate::ids::Id;
 use crate::state::{AppState, now_i64, now_secs};
 use crate::store::{
-    DeviceRecord, FamilyRecord, LoginState, NewAccount, RefreshOutcome, RefreshTokenRecord,
-    SecretBytes, Store, StoreError,
+    AccountRecord, CredentialChange, DeviceRecord, FamilyRecord, LoginPurpose, LoginState,
+    NewAccount, RefreshOutcome, RefreshTokenRecord, SecretBytes, Store, StoreError,
 };
 
 type Cs = HavenCipherSuite;
@@ -181,7 +184,7 @@ pub(crate) async fn issue_session<S: Store>(
     .await
 }
 
-async fn token_response<S: Store>(
+pub(crate) async fn token_response<S: Store>(
     state: &AppState<S>,
     session: Session,
     refresh: &RefreshToken,
@@ -208,23 +211,31 @@ async fn token_response<S: Store>(
     })
 }
 
-/// Starts a login. Unknown identifiers get OPAQUE's indistinguishable fake response.
-#[utoipa::path(post, path = "/v1/login/start", tag = "auth",
-    request_body = LoginStartRequest,
-    responses((status = 200, body = LoginStartResponse),
-              (status = 400, description = "malformed input", body = ErrorBody),
-              (status = 429, description = "too many failed logins", body = ErrorBody)))]
-pub async fn login_start<S: Store>(
-    State(state): State<AppState<S>>,
-    client: ClientKey,
-    ApiJson(req): ApiJson<LoginStartRequest>,
-) -> Result<Json<LoginStartResponse>, AppError> {
-    let bytes = opaque_message("credential_request", &req.credential_request)?;
-    let request = CredentialRequest::<Cs>::deserialize(&bytes)
-        .map_err(|_| bad_opaque("credential_request"))?;
+/// The label of the per-account failure counter of password logins and re-authentications.
+pub(crate) const LOGIN_LIMIT_LABEL: &[u8] = b"haven/login-limit/v1";
+/// The label of the per-account failure counter of recovery logins.
+const RECOVERY_LIMIT_LABEL: &[u8] = b"haven/recovery-limit/v1";
+/// Appended to the account id to form the recovery credential's OPAQUE identifier (§11.6.3).
+pub(crate) const RECOVERY_CREDENTIAL_SUFFIX: &[u8] = b"recovery";
+/// Live fresh-authentication proofs an account may hold at once (older ones are dropped).
+const MAX_FRESH_AUTH_PER_ACCOUNT: u32 = 8;
+
+/// The OPAQUE credential identifier of an account's recovery code: its 16 id bytes followed by
+/// ASCII `recovery` (for an unknown identifier, the identifier instead of the id).
+pub(crate) fn recovery_credential_id(subject: &[u8]) -> Vec<u8> {
+    [subject, RECOVERY_CREDENTIAL_SUFFIX].concat()
+}
+
+/// Resolves `username` / `account_id` (exactly one) to the account, if it exists, and the bytes
+/// that key the fake OPAQUE response and the failure counter when it does not.
+async fn resolve_identifier<S: Store>(
+    state: &AppState<S>,
+    username: Option<&str>,
+    account_id: Option<Id>,
+) -> Result<(Option<AccountRecord>, Vec<u8>), AppError> {
     let pepper = &state.secrets().username_pepper;
     // `identifier` keys the fake response for unknown accounts, so it is stable per identifier.
-    let (account_id, identifier) = match (req.username.as_deref(), req.account_id) {
+    let (account_id, identifier) = match (username, account_id) {
         (Some(name), None) => {
             let hash = username::hash(pepper, name)
                 .map_err(|e| AppError::bad_request("invalid_username", e.to_string()))?;
@@ -245,18 +256,47 @@ pub async fn login_start<S: Store>(
         Some(id) => state.store().account(&id).await?,
         None => None,
     };
-    let password_file = account
+    let subject = account
         .as_ref()
-        .map(|a| ServerRegistration::<Cs>::deserialize(&a.opaque_record))
-        .transpose()
-        .map_err(|_| AppError::internal("stored OPAQUE record does not decode"))?;
-    let (credential_id, limit_subject) = match &account {
-        Some(a) => (a.id.as_bytes().to_vec(), a.id.as_bytes().to_vec()),
-        None => (identifier.clone(), identifier),
-    };
-    let limit_key = pepper.hmac(b"haven/login-limit/v1", &limit_subject);
-    crate::limits::check_client(&state, &client).await?;
-    crate::limits::check_login(&state, &limit_key).await?;
+        .map_or(identifier, |a| a.id.as_bytes().to_vec());
+    Ok((account, subject))
+}
+
+/// Decodes a KE1.
+fn credential_request(text: &str) -> Result<CredentialRequest<Cs>, AppError> {
+    let bytes = opaque_message("credential_request", text)?;
+    CredentialRequest::<Cs>::deserialize(&bytes).map_err(|_| bad_opaque("credential_request"))
+}
+
+/// Decodes a KE3.
+fn credential_finalization(text: &str) -> Result<CredentialFinalization<Cs>, AppError> {
+    let bytes = opaque_message("credential_finalization", text)?;
+    CredentialFinalization::<Cs>::deserialize(&bytes)
+        .map_err(|_| bad_opaque("credential_finalization"))
+}
+
+/// Decodes a stored OPAQUE record.
+fn password_file(record: &[u8]) -> Result<ServerRegistration<Cs>, AppError> {
+    ServerRegistration::<Cs>::deserialize(record)
+        .map_err(|_| AppError::internal("stored OPAQUE record does not decode"))
+}
+
+/// The first OPAQUE round of a login, a re-authentication or a recovery: checks the limits,
+/// answers KE1 (with OPAQUE's fake response when `file` is `None`) and stores the server state
+/// under a new login id, tagged with its purpose.
+#[allow(clippy::too_many_arguments)] // One call per purpose; a struct would only rename them.
+async fn opaque_start<S: Store>(
+    state: &AppState<S>,
+    client: &ClientKey,
+    purpose: LoginPurpose,
+    account_id: Option<Id>,
+    file: Option<ServerRegistration<Cs>>,
+    credential_id: &[u8],
+    limit_key: [u8; 32],
+    request: CredentialRequest<Cs>,
+) -> Result<LoginStartResponse, AppError> {
+    crate::limits::check_client(state, client).await?;
+    crate::limits::check_login(state, &limit_key).await?;
     let params = ServerLoginStartParameters {
         context: Some(OPAQUE_CONTEXT),
         ..Default::default()
@@ -264,9 +304,9 @@ pub async fn login_start<S: Store>(
     let start = ServerLogin::start(
         &mut OsRng,
         &state.secrets().opaque_setup,
-        password_file,
+        file,
         request,
-        &credential_id,
+        credential_id,
         params,
     )
     .map_err(|_| bad_opaque("credential_request"))?;
@@ -276,17 +316,118 @@ pub async fn login_start<S: Store>(
     let now = now_i64();
     state.store().purge_expired(now).await?;
     let login = LoginState {
-        account_id: account.map(|a| a.id),
+        account_id,
+        purpose,
         state: SecretBytes::new(blob),
     };
     state
         .store()
         .put_login(&login_id, &login, now + AUTH_STATE_TTL_SECS)
         .await?;
-    Ok(Json(LoginStartResponse {
+    Ok(LoginStartResponse {
         login_id,
         credential_response: b64(&start.message.serialize()),
-    }))
+    })
+}
+
+/// The second OPAQUE round: consumes the login id (of this purpose only), verifies KE3 and, if
+/// the account has TOTP enabled, the code. Every failure counts against the account's and the
+/// client's limits. Returns the account and its limit key (the caller clears the count once it
+/// has succeeded).
+async fn opaque_finish<S: Store>(
+    state: &AppState<S>,
+    client: &ClientKey,
+    purpose: LoginPurpose,
+    login_id: &Id,
+    finalization: CredentialFinalization<Cs>,
+    totp_code: Option<&str>,
+) -> Result<(AccountRecord, Vec<u8>), AppError> {
+    crate::limits::check_client(state, client).await?;
+    let now = now_i64();
+    let expired = || AppError::unauthorized("login_expired", "login attempt expired or unknown");
+    let login = state
+        .store()
+        .take_login(login_id, now)
+        .await?
+        .ok_or_else(expired)?;
+    if login.purpose != purpose {
+        return Err(expired());
+    }
+    let (limit_key, server_state) = login
+        .state
+        .expose()
+        .split_at_checked(LIMIT_KEY_LEN)
+        .ok_or_else(|| AppError::internal("stored login state too short"))?;
+    crate::limits::check_login(state, limit_key).await?;
+    let verified = ServerLogin::<Cs>::deserialize(server_state)
+        .map_err(|_| AppError::internal("stored login state does not decode"))?
+        .finish(finalization)
+        .is_ok();
+    let account = match (verified, login.account_id) {
+        (true, Some(id)) => state.store().account(&id).await?,
+        _ => None,
+    };
+    let Some(account) = account else {
+        crate::limits::record_failure(state, limit_key, client).await?;
+        return Err(AppError::unauthorized(
+            "invalid_credentials",
+            "login failed",
+        ));
+    };
+    if account.totp_enabled {
+        let code = totp_code
+            .ok_or_else(|| AppError::unauthorized("totp_required", "a TOTP code is required"))?;
+        let secret = account
+            .totp_secret
+            .as_ref()
+            .map(SecretBytes::expose)
+            .unwrap_or_default();
+        let claimed = match totp::matching_step(secret, code, now_secs()) {
+            Some(step) => state.store().claim_totp_step(&account.id, step).await?,
+            None => false,
+        };
+        if !claimed {
+            crate::limits::record_failure(state, limit_key, client).await?;
+            return Err(totp_invalid());
+        }
+    }
+    Ok((account, limit_key.to_vec()))
+}
+
+/// Starts a login. Unknown identifiers get OPAQUE's indistinguishable fake response.
+#[utoipa::path(post, path = "/v1/login/start", tag = "auth",
+    request_body = LoginStartRequest,
+    responses((status = 200, body = LoginStartResponse),
+              (status = 400, description = "malformed input", body = ErrorBody),
+              (status = 429, description = "too many failed logins", body = ErrorBody)))]
+pub async fn login_start<S: Store>(
+    State(state): State<AppState<S>>,
+    client: ClientKey,
+    ApiJson(req): ApiJson<LoginStartRequest>,
+) -> Result<Json<LoginStartResponse>, AppError> {
+    let request = credential_request(&req.credential_request)?;
+    let (account, subject) =
+        resolve_identifier(&state, req.username.as_deref(), req.account_id).await?;
+    let file = account
+        .as_ref()
+        .map(|a| password_file(&a.opaque_record))
+        .transpose()?;
+    let limit_key = state
+        .secrets()
+        .username_pepper
+        .hmac(LOGIN_LIMIT_LABEL, &subject);
+    let reply = opaque_start(
+        &state,
+        &client,
+        LoginPurpose::Login,
+        account.map(|a| a.id),
+        file,
+        &subject,
+        limit_key,
+        request,
+    )
+    .await?;
+    Ok(Json(reply))
 }
 
 /// Finishes a login: verifies KE3 (and TOTP if enabled) and issues tokens.
@@ -303,9 +444,7 @@ pub async fn login_finish<S: Store>(
     client: ClientKey,
     ApiJson(req): ApiJson<LoginFinishRequest>,
 ) -> Result<Json<TokenResponse>, AppError> {
-    let bytes = opaque_message("credential_finalization", &req.credential_finalization)?;
-    let finalization = CredentialFinalization::<Cs>::deserialize(&bytes)
-        .map_err(|_| bad_opaque("credential_finalization"))?;
+    let finalization = credential_finalization(&req.credential_finalization)?;
     enum Target {
         Existing(Id),
         New(NewDevice),
@@ -320,55 +459,15 @@ pub async fn login_finish<S: Store>(
             ));
         }
     };
-    crate::limits::check_client(&state, &client).await?;
-    let now = now_i64();
-    let login = state
-        .store()
-        .take_login(&req.login_id, now)
-        .await?
-        .ok_or_else(|| {
-            AppError::unauthorized("login_expired", "login attempt expired or unknown")
-        })?;
-    let (limit_key, server_state) = login
-        .state
-        .expose()
-        .split_at_checked(LIMIT_KEY_LEN)
-        .ok_or_else(|| AppError::internal("stored login state too short"))?;
-    crate::limits::check_login(&state, limit_key).await?;
-    let verified = ServerLogin::<Cs>::deserialize(server_state)
-        .map_err(|_| AppError::internal("stored login state does not decode"))?
-        .finish(finalization)
-        .is_ok();
-    let account = match (verified, login.account_id) {
-        (true, Some(id)) => state.store().account(&id).await?,
-        _ => None,
-    };
-    let Some(account) = account else {
-        crate::limits::record_failure(&state, limit_key, &client).await?;
-        return Err(AppError::unauthorized(
-            "invalid_credentials",
-            "login failed",
-        ));
-    };
-    if account.totp_enabled {
-        let code = req
-            .totp_code
-            .as_deref()
-            .ok_or_else(|| AppError::unauthorized("totp_required", "a TOTP code is required"))?;
-        let secret = account
-            .totp_secret
-            .as_ref()
-            .map(SecretBytes::expose)
-            .unwrap_or_default();
-        let claimed = match totp::matching_step(secret, code, now_secs()) {
-            Some(step) => state.store().claim_totp_step(&account.id, step).await?,
-            None => false,
-        };
-        if !claimed {
-            crate::limits::record_failure(&state, limit_key, &client).await?;
-            return Err(totp_invalid());
-        }
-    }
+    let (account, limit_key) = opaque_finish(
+        &state,
+        &client,
+        LoginPurpose::Login,
+        &req.login_id,
+        finalization,
+        req.totp_code.as_deref(),
+    )
+    .await?;
     let device_id = match target {
         Target::Existing(id) => {
             state
@@ -384,15 +483,313 @@ pub async fn login_finish<S: Store>(
                 account_id: account.id,
                 identity_key: device.identity_key,
                 name_blob: device.name_blob,
-                created_at: now,
+                created_at: now_i64(),
                 number: 0,
             };
             add_device(&state, &record).await?;
             record.id
         }
     };
-    crate::limits::record_success(&state, limit_key).await?;
+    crate::limits::record_success(&state, &limit_key).await?;
     Ok(Json(issue_session(&state, account.id, device_id).await?))
+}
+
+/// Starts a re-authentication: an OPAQUE login of the session's own account with its password.
+#[utoipa::path(post, path = "/v1/account/reauth/start", tag = "auth", security(("bearer" = [])),
+    request_body = ReauthStartRequest,
+    responses((status = 200, body = LoginStartResponse),
+              (status = 400, description = "malformed input", body = ErrorBody),
+              (status = 401, description = "no valid session", body = ErrorBody),
+              (status = 429, description = "too many failed logins", body = ErrorBody)))]
+pub async fn reauth_start<S: Store>(
+    State(state): State<AppState<S>>,
+    Auth(session): Auth,
+    client: ClientKey,
+    ApiJson(req): ApiJson<ReauthStartRequest>,
+) -> Result<Json<LoginStartResponse>, AppError> {
+    let request = credential_request(&req.credential_request)?;
+    let account = state
+        .store()
+        .account(&session.account)
+        .await?
+        .ok_or_else(session_revoked)?;
+    let file = password_file(&account.opaque_record)?;
+    let limit_key = state
+        .secrets()
+        .username_pepper
+        .hmac(LOGIN_LIMIT_LABEL, account.id.as_bytes());
+    let reply = opaque_start(
+        &state,
+        &client,
+        LoginPurpose::Reauth,
+        Some(account.id),
+        Some(file),
+        account.id.as_bytes(),
+        limit_key,
+        request,
+    )
+    .await?;
+    Ok(Json(reply))
+}
+
+/// Finishes a re-authentication: verifies KE3 (and TOTP if enabled) and returns a single-use
+/// fresh-authentication proof for this session.
+#[utoipa::path(post, path = "/v1/account/reauth/finish", tag = "auth", security(("bearer" = [])),
+    request_body = ReauthFinishRequest,
+    responses((status = 200, body = FreshAuthResponse),
+              (status = 400, description = "malformed input", body = ErrorBody),
+              (status = 401, description = "`invalid_credentials`, `login_expired`, `totp_required`, `totp_invalid`, or no valid session", body = ErrorBody),
+              (status = 429, description = "too many failed logins", body = ErrorBody)))]
+pub async fn reauth_finish<S: Store>(
+    State(state): State<AppState<S>>,
+    Auth(session): Auth,
+    client: ClientKey,
+    ApiJson(req): ApiJson<ReauthFinishRequest>,
+) -> Result<Json<FreshAuthResponse>, AppError> {
+    let finalization = credential_finalization(&req.credential_finalization)?;
+    let (account, limit_key) = opaque_finish(
+        &state,
+        &client,
+        LoginPurpose::Reauth,
+        &req.login_id,
+        finalization,
+        req.totp_code.as_deref(),
+    )
+    .await?;
+    // A run started by another account's session (or for another account) proves nothing here.
+    if account.id != session.account {
+        return Err(AppError::unauthorized(
+            "login_expired",
+            "login attempt expired or unknown",
+        ));
+    }
+    crate::limits::record_success(&state, &limit_key).await?;
+    let proof = RefreshToken::generate();
+    let now = now_i64();
+    let ttl = i64::try_from(FRESH_AUTH_TTL_SECS).unwrap_or(i64::MAX);
+    state
+        .store()
+        .put_fresh_auth(
+            &proof_hash(&proof),
+            &session.account,
+            &session.family,
+            now.saturating_add(ttl),
+            now,
+            MAX_FRESH_AUTH_PER_ACCOUNT,
+        )
+        .await?;
+    Ok(Json(FreshAuthResponse {
+        fresh_auth: proof.encode(),
+        expires_in: FRESH_AUTH_TTL_SECS,
+    }))
+}
+
+fn proof_hash(proof: &RefreshToken) -> [u8; 32] {
+    let mut hash = [0u8; 32];
+    let digest = proof.hash();
+    if let Some(bytes) = digest.get(..32) {
+        hash.copy_from_slice(bytes);
+    }
+    hash
+}
+
+fn session_revoked() -> AppError {
+    AppError::unauthorized("session_revoked", "this session is no longer valid")
+}
+
+/// A fresh-authentication proof presented with a request (the `Haven-Fresh-Auth` header), read
+/// but not yet checked.
+pub(crate) struct FreshAuth([u8; 32]);
+
+impl FreshAuth {
+    /// Reads the header: 403 `fresh_auth_required` when absent, `fresh_auth_invalid` when it is
+    /// not a proof's wire form.
+    pub(crate) fn from_headers(headers: &HeaderMap) -> Result<Self, AppError> {
+        let value = headers.get(FRESH_AUTH_HEADER).ok_or_else(|| {
+            AppError::client(
+                StatusCode::FORBIDDEN,
+                "fresh_auth_required",
+                "this action needs a fresh authentication (account/reauth)",
+            )
+        })?;
+        let proof = value
+            .to_str()
+            .ok()
+            .and_then(RefreshToken::parse)
+            .ok_or_else(fresh_auth_invalid)?;
+        Ok(Self(proof_hash(&proof)))
+    }
+
+    /// Checks the proof belongs to this session and is live, changing nothing (so a request
+    /// refused later for another reason leaves the proof usable).
+    pub(crate) async fn check<S: Store>(
+        &self,
+        state: &AppState<S>,
+        session: &Session,
+    ) -> Result<(), AppError> {
+        if state
+            .store()
+            .fresh_auth_valid(&self.0, &session.account, &session.family, now_i64())
+            .await?
+        {
+            Ok(())
+        } else {
+            Err(fresh_auth_invalid())
+        }
+    }
+
+    /// Spends the proof (the last check before the action): a second request with it fails.
+    pub(crate) async fn spend<S: Store>(
+        self,
+        state: &AppState<S>,
+        session: &Session,
+    ) -> Result<(), AppError> {
+        if state
+            .store()
+            .take_fresh_auth(&self.0, &session.account, &session.family, now_i64())
+            .await?
+        {
+            Ok(())
+        } else {
+            Err(fresh_auth_invalid())
+        }
+    }
+}
+
+fn fresh_auth_invalid() -> AppError {
+    AppError::client(
+        StatusCode::FORBIDDEN,
+        "fresh_auth_invalid",
+        "the fresh-authentication proof is unknown, expired, already used or of another session",
+    )
+}
+
+/// Starts a recovery: an OPAQUE login with the recovery code (OPAQUE's fake response when the
+/// account is unknown or has no recovery code) and the first round of the new password.
+#[utoipa::path(post, path = "/v1/recover/start", tag = "auth",
+    request_body = RecoverStartRequest,
+    responses((status = 200, body = RecoverStartResponse),
+              (status = 400, description = "malformed input", body = ErrorBody),
+              (status = 429, description = "too many failed recoveries", body = ErrorBody)))]
+pub async fn recover_start<S: Store>(
+    State(state): State<AppState<S>>,
+    client: ClientKey,
+    ApiJson(req): ApiJson<RecoverStartRequest>,
+) -> Result<Json<RecoverStartResponse>, AppError> {
+    let request = credential_request(&req.credential_request)?;
+    let registration = registration_request(&req.registration_request)?;
+    let (account, subject) =
+        resolve_identifier(&state, req.username.as_deref(), req.account_id).await?;
+    let file = match &account {
+        Some(a) => state
+            .store()
+            .recovery_record(&a.id)
+            .await?
+            .map(|r| password_file(&r))
+            .transpose()?,
+        None => None,
+    };
+    let registration_response =
+        ServerRegistration::<Cs>::start(&state.secrets().opaque_setup, registration, &subject)
+            .map_err(|_| bad_opaque("registration_request"))?;
+    let limit_key = state
+        .secrets()
+        .username_pepper
+        .hmac(RECOVERY_LIMIT_LABEL, &subject);
+    let start = opaque_start(
+        &state,
+        &client,
+        LoginPurpose::Recovery,
+        account.map(|a| a.id),
+        file,
+        &recovery_credential_id(&subject),
+        limit_key,
+        request,
+    )
+    .await?;
+    Ok(Json(RecoverStartResponse {
+        login_id: start.login_id,
+        credential_response: start.credential_response,
+        registration_response: b64(&registration_response.message.serialize()),
+    }))
+}
+
+/// Finishes a recovery: verifies the recovery login (and TOTP if enabled), then replaces the
+/// password, ends every session and removes the used recovery code.
+#[utoipa::path(post, path = "/v1/recover/finish", tag = "auth",
+    request_body = RecoverFinishRequest,
+    responses((status = 204, description = "password replaced; every session ended"),
+              (status = 400, description = "malformed input", body = ErrorBody),
+              (status = 401, description = "`invalid_credentials`, `login_expired`, `totp_required`, `totp_invalid`", body = ErrorBody),
+              (status = 429, description = "too many failed recoveries", body = ErrorBody)))]
+pub async fn recover_finish<S: Store>(
+    State(state): State<AppState<S>>,
+    client: ClientKey,
+    ApiJson(req): ApiJson<RecoverFinishRequest>,
+) -> Result<StatusCode, AppError> {
+    let finalization = credential_finalization(&req.credential_finalization)?;
+    let upload = registration_upload(&req.registration_upload)?;
+    let (account, limit_key) = opaque_finish(
+        &state,
+        &client,
+        LoginPurpose::Recovery,
+        &req.login_id,
+        finalization,
+        req.totp_code.as_deref(),
+    )
+    .await?;
+    let change = CredentialChange {
+        opaque_record: ServerRegistration::<Cs>::finish(upload)
+            .serialize()
+            .to_vec(),
+        clear_recovery: true,
+        new_session: None,
+    };
+    if !state
+        .store()
+        .replace_credentials(&account.id, &change)
+        .await?
+    {
+        return Err(AppError::unauthorized(
+            "invalid_credentials",
+            "login failed",
+        ));
+    }
+    crate::limits::record_success(&state, &limit_key).await?;
+    // The password's failure count starts afresh too: the owner is about to log in with it.
+    let login_key = state
+        .secrets()
+        .username_pepper
+        .hmac(LOGIN_LIMIT_LABEL, account.id.as_bytes());
+    crate::limits::record_success(&state, &login_key).await?;
+    tracing::info!("account recovered; sessions revoked");
+    crate::messaging::notify_sessions_changed(&state, account.id);
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Decodes a `RegistrationRequest`.
+pub(crate) fn registration_request(text: &str) -> Result<RegistrationRequest<Cs>, AppError> {
+    let bytes = opaque_message("registration_request", text)?;
+    RegistrationRequest::<Cs>::deserialize(&bytes).map_err(|_| bad_opaque("registration_request"))
+}
+
+/// Decodes a `RegistrationUpload`.
+pub(crate) fn registration_upload(text: &str) -> Result<RegistrationUpload<Cs>, AppError> {
+    let bytes = opaque_message("registration_upload", text)?;
+    RegistrationUpload::<Cs>::deserialize(&bytes).map_err(|_| bad_opaque("registration_upload"))
+}
+
+/// Ends every session of the account, this one included (logout everywhere).
+#[utoipa::path(post, path = "/v1/logout/all", tag = "auth", security(("bearer" = [])),
+    responses((status = 204, description = "every session of the account ended"),
+              (status = 401, description = "no valid session", body = ErrorBody)))]
+pub async fn logout_all<S: Store>(
+    State(state): State<AppState<S>>,
+    Auth(session): Auth,
+) -> Result<StatusCode, AppError> {
+    state.store().revoke_sessions(&session.account).await?;
+    crate::messaging::notify_sessions_changed(&state, session.account);
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// Inserts a device, mapping the limit to 409 `device_limit`.

@@ -2,9 +2,10 @@
 
 use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use haven_protocol::api::devices::{DeviceBody, DeviceList, RenameRequest};
 
+use super::auth::FreshAuth;
 use super::{MAX_DEVICE_NAME_LEN, b64, decode_b64, path_id};
 use crate::auth::Auth;
 use crate::error::{ApiJson, AppError, ErrorBody};
@@ -66,19 +67,33 @@ pub async fn rename<S: Store>(
     }
 }
 
-/// Unlinks a device; its sessions end at once.
+/// Unlinks a device (requires a fresh authentication); its sessions end at once.
 #[utoipa::path(delete, path = "/v1/devices/{device_id}", tag = "devices", security(("bearer" = [])),
-    params(("device_id" = String, Path, description = "device id (32 hex digits)")),
+    params(("device_id" = String, Path, description = "device id (32 hex digits)"),
+           ("haven-fresh-auth" = String, Header, description = "fresh-authentication proof")),
     responses((status = 204, description = "unlinked"),
               (status = 400, description = "malformed id", body = ErrorBody),
               (status = 401, description = "no valid session", body = ErrorBody),
+              (status = 403, description = "`fresh_auth_required`, `fresh_auth_invalid`", body = ErrorBody),
               (status = 404, description = "`device_not_found`", body = ErrorBody)))]
 pub async fn unlink<S: Store>(
     State(state): State<AppState<S>>,
     Auth(session): Auth,
+    headers: HeaderMap,
     Path(device_id): Path<String>,
 ) -> Result<StatusCode, AppError> {
+    let fresh = FreshAuth::from_headers(&headers)?;
     let device_id = path_id(&device_id)?;
+    fresh.check(&state, &session).await?;
+    if state
+        .store()
+        .device(&session.account, &device_id)
+        .await?
+        .is_none()
+    {
+        return Err(AppError::not_found("device_not_found", "no such device"));
+    }
+    fresh.spend(&state, &session).await?;
     if state
         .store()
         .delete_device(&session.account, &device_id)

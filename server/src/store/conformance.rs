@@ -14,7 +14,8 @@ macro_rules! store_conformance_tests {
             use $crate::store::{
                 AccountStore, AuthStateStore, Delivery, DeliveryOutcome, DeviceListCheck,
                 DeviceRecord, DeviceStore,
-                FamilyRecord, KeyStore, KeyUpload, LoginState, MailboxStore, NewAccount,
+                CredentialChange, CredentialStore, FamilyRecord, KeyStore, KeyUpload, LoginPurpose,
+                LoginState, MailboxStore, NewAccount,
                 NewEnvelope, PublicPreKey, QueueLimits, RefreshOutcome, RefreshTokenRecord,
                 SecretBytes, SecretStore, SharedPayload, Store, StoreError, TokenStore,
                 UploadOutcome,
@@ -236,16 +237,19 @@ macro_rules! store_conformance_tests {
                 let l = Id::random();
                 let state = LoginState {
                     account_id: Some(a),
+                    purpose: LoginPurpose::Reauth,
                     state: SecretBytes::new(vec![5; 8]),
                 };
                 store.put_login(&l, &state, 100).await.unwrap();
                 let got = store.take_login(&l, 99).await.unwrap().unwrap();
                 assert_eq!(got.account_id, Some(a));
+                assert_eq!(got.purpose, LoginPurpose::Reauth);
                 assert_eq!(got.state.expose(), &[5; 8]);
                 assert!(store.take_login(&l, 99).await.unwrap().is_none());
 
                 let fake = LoginState {
                     account_id: None,
+                    purpose: LoginPurpose::Login,
                     state: SecretBytes::new(vec![6]),
                 };
                 store.put_login(&l, &fake, 100).await.unwrap();
@@ -258,6 +262,98 @@ macro_rules! store_conformance_tests {
                     .unwrap();
                 store.put_login(&Id::random(), &fake, 500).await.unwrap();
                 assert_eq!(store.purge_expired(20).await.unwrap(), 2);
+            }
+
+            #[tokio::test]
+            async fn fresh_auth_recovery_and_credential_replacement() {
+                let Some((store, _guard)) = $make().await else {
+                    return;
+                };
+                let (a, dev) = account(&store, None).await;
+                let (b, dev_b) = account(&store, None).await;
+                let fam = session(&store, a, dev.id, b"c1").await;
+                let other = session(&store, a, dev.id, b"c2").await;
+                let fam_b = session(&store, b, dev_b.id, b"c3").await;
+                // A proof belongs to one session of one account and lives until it expires.
+                store.put_fresh_auth(&[1; 32], &a, &fam, 100, 10, 2).await.unwrap();
+                assert!(store.fresh_auth_valid(&[1; 32], &a, &fam, 99).await.unwrap());
+                assert!(!store.fresh_auth_valid(&[1; 32], &a, &fam, 100).await.unwrap());
+                assert!(!store.fresh_auth_valid(&[1; 32], &a, &other, 50).await.unwrap());
+                assert!(!store.take_fresh_auth(&[1; 32], &a, &other, 50).await.unwrap());
+                assert!(!store.take_fresh_auth(&[1; 32], &b, &fam_b, 50).await.unwrap());
+                assert!(!store.take_fresh_auth(&[1; 32], &a, &fam, 100).await.unwrap());
+                // Spent once.
+                assert!(store.take_fresh_auth(&[1; 32], &a, &fam, 50).await.unwrap());
+                assert!(!store.take_fresh_auth(&[1; 32], &a, &fam, 50).await.unwrap());
+                // At most `max_per_account` live proofs: the oldest is dropped.
+                store.put_fresh_auth(&[2; 32], &a, &fam, 101, 10, 2).await.unwrap();
+                store.put_fresh_auth(&[3; 32], &a, &fam, 102, 10, 2).await.unwrap();
+                store.put_fresh_auth(&[4; 32], &a, &fam, 103, 10, 2).await.unwrap();
+                assert!(!store.fresh_auth_valid(&[2; 32], &a, &fam, 50).await.unwrap());
+                assert!(store.fresh_auth_valid(&[3; 32], &a, &fam, 50).await.unwrap());
+                store.put_fresh_auth(&[5; 32], &b, &fam_b, 100, 10, 2).await.unwrap();
+
+                // The recovery record.
+                assert_eq!(store.recovery_record(&a).await.unwrap(), None);
+                assert!(store.set_recovery_record(&a, b"rec-1").await.unwrap());
+                assert!(store.set_recovery_record(&a, b"rec-2").await.unwrap());
+                assert_eq!(store.recovery_record(&a).await.unwrap().as_deref(), Some(&b"rec-2"[..]));
+                assert!(!store.set_recovery_record(&Id::random(), b"x").await.unwrap());
+
+                // Replacing the password revokes every session of the account, deletes its
+                // proofs and pending logins, and creates the new session.
+                let login = Id::random();
+                let state = LoginState {
+                    account_id: Some(a),
+                    purpose: LoginPurpose::Login,
+                    state: SecretBytes::new(vec![1]),
+                };
+                store.put_login(&login, &state, 100).await.unwrap();
+                let new_family = FamilyRecord {
+                    id: Id::random(),
+                    account_id: a,
+                    device_id: dev.id,
+                    revoked: false,
+                    created_at: 30,
+                };
+                let new_token = RefreshTokenRecord {
+                    token_hash: b"c4".to_vec(),
+                    family_id: new_family.id,
+                    created_at: 30,
+                    expires_at: 1_000,
+                    used_at: None,
+                };
+                let change = CredentialChange {
+                    opaque_record: vec![8u8; 64],
+                    clear_recovery: false,
+                    new_session: Some((new_family.clone(), new_token)),
+                };
+                assert!(store.replace_credentials(&a, &change).await.unwrap());
+                assert_eq!(store.account(&a).await.unwrap().unwrap().opaque_record, vec![8u8; 64]);
+                assert!(!store.session_valid(&a, &dev.id, &fam).await.unwrap());
+                assert!(!store.session_valid(&a, &dev.id, &other).await.unwrap());
+                assert!(store.session_valid(&a, &dev.id, &new_family.id).await.unwrap());
+                assert!(!store.fresh_auth_valid(&[3; 32], &a, &fam, 50).await.unwrap());
+                assert!(store.take_login(&login, 0).await.unwrap().is_none());
+                assert!(store.recovery_record(&a).await.unwrap().is_some());
+                // Recovery clears the recovery record too; other accounts are untouched.
+                let change = CredentialChange {
+                    opaque_record: vec![7u8; 64],
+                    clear_recovery: true,
+                    new_session: None,
+                };
+                assert!(store.replace_credentials(&a, &change).await.unwrap());
+                assert_eq!(store.recovery_record(&a).await.unwrap(), None);
+                assert!(!store.session_valid(&a, &dev.id, &new_family.id).await.unwrap());
+                assert!(!store.replace_credentials(&Id::random(), &change).await.unwrap());
+                assert!(store.session_valid(&b, &dev_b.id, &fam_b).await.unwrap());
+                assert!(store.fresh_auth_valid(&[5; 32], &b, &fam_b, 50).await.unwrap());
+                // Logout everywhere.
+                let again = session(&store, b, dev_b.id, b"c5").await;
+                assert_eq!(store.revoke_sessions(&b).await.unwrap(), 2);
+                assert!(!store.session_valid(&b, &dev_b.id, &again).await.unwrap());
+                assert!(!store.fresh_auth_valid(&[5; 32], &b, &fam_b, 50).await.unwrap());
+                assert_eq!(store.revoke_sessions(&b).await.unwrap(), 0);
             }
 
             #[tokio::test]
@@ -310,6 +406,7 @@ macro_rules! store_conformance_tests {
                 session(&store, b, dev_b.id, b"d2").await;
                 let state = LoginState {
                     account_id: Some(a),
+                    purpose: LoginPurpose::Recovery,
                     state: SecretBytes::new(vec![1]),
                 };
                 let login = Id::random();

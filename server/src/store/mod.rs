@@ -14,6 +14,7 @@ mod batch;
 mod blobs;
 mod channels;
 mod conformance;
+pub mod credentials;
 pub mod identity;
 mod postgres;
 mod sql;
@@ -31,6 +32,7 @@ pub use blobs::{
 pub use channels::{
     AppendOutcome, ChannelEntry, ChannelQuota, ChannelRecord, ChannelStore, NewChannel, TicketStore,
 };
+pub use credentials::{CredentialChange, CredentialStore};
 pub use identity::{AccountIdentityStore, FillOutcome, PutListOutcome, StoredDeviceList};
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
@@ -208,10 +210,46 @@ pub enum RefreshOutcome {
     Invalid,
 }
 
+/// What a stored OPAQUE login run is for (PROTOCOL.md §11.6): each finishing route accepts
+/// only its own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LoginPurpose {
+    /// `login/start` → `login/finish`: a new session.
+    Login,
+    /// `account/reauth/start` → `account/reauth/finish`: a fresh-authentication proof.
+    Reauth,
+    /// `recover/start` → `recover/finish`: a login with the recovery code.
+    Recovery,
+}
+
+impl LoginPurpose {
+    /// The value of the `purpose` column.
+    pub fn code(self) -> i16 {
+        match self {
+            Self::Login => 0,
+            Self::Reauth => 1,
+            Self::Recovery => 2,
+        }
+    }
+
+    /// The purpose a `purpose` column value stands for.
+    pub fn from_code(code: i16) -> Option<Self> {
+        match code {
+            0 => Some(Self::Login),
+            1 => Some(Self::Reauth),
+            2 => Some(Self::Recovery),
+            _ => None,
+        }
+    }
+}
+
 /// Pending OPAQUE login state.
 pub struct LoginState {
     /// The account, or `None` for the fake login of an unknown identifier.
     pub account_id: Option<Id>,
+    /// What the run is for.
+    pub purpose: LoginPurpose,
     /// Serialized `ServerLogin` state.
     pub state: SecretBytes,
 }
@@ -790,6 +828,7 @@ pub trait Store:
     + TicketStore
     + BlobMetaStore
     + AccountIdentityStore
+    + CredentialStore
     + Clone
     + Send
     + Sync

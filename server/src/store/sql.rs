@@ -621,12 +621,14 @@ macro_rules! impl_sql_store {
                 expires_at: i64,
             ) -> $crate::store::StoreResult<()> {
                 sqlx::query(
-                    "INSERT INTO login_states (id, account_id, state, expires_at) VALUES ($1, $2, $3, $4)",
+                    "INSERT INTO login_states (id, account_id, state, expires_at, purpose) \
+                     VALUES ($1, $2, $3, $4, $5)",
                 )
                 .bind(&id.as_bytes()[..])
                 .bind(state.account_id.as_ref().map(|a| &a.as_bytes()[..]))
                 .bind(state.state.expose())
                 .bind(expires_at)
+                .bind(state.purpose.code())
                 .execute(&self.pool)
                 .await?;
                 Ok(())
@@ -639,7 +641,8 @@ macro_rules! impl_sql_store {
             ) -> $crate::store::StoreResult<Option<$crate::store::LoginState>> {
                 use sqlx::Row as _;
                 let row = sqlx::query(
-                    "DELETE FROM login_states WHERE id = $1 RETURNING account_id, state, expires_at",
+                    "DELETE FROM login_states WHERE id = $1 \
+                     RETURNING account_id, state, expires_at, purpose",
                 )
                 .bind(&id.as_bytes()[..])
                 .fetch_optional(&self.pool)
@@ -654,9 +657,13 @@ macro_rules! impl_sql_store {
                     .map(|bytes| $crate::ids::Id::from_slice(&bytes))
                     .transpose()
                     .map_err(|_| $crate::store::StoreError::Corrupt { table: "login_states" })?;
+                let purpose: i16 = row.try_get("purpose")?;
+                let purpose = $crate::store::LoginPurpose::from_code(purpose)
+                    .ok_or($crate::store::StoreError::Corrupt { table: "login_states" })?;
                 let state: Vec<u8> = row.try_get("state")?;
                 Ok(Some($crate::store::LoginState {
                     account_id,
+                    purpose,
                     state: $crate::store::SecretBytes::new(state),
                 }))
             }

@@ -360,7 +360,8 @@ async fn bad_tokens_are_rejected<S: Store>(h: Harness<S>) {
         .expect_error(StatusCode::UNAUTHORIZED, "session_revoked");
     // Bob's token cannot touch Alice's device.
     let path = format!("/v1/devices/{}", alice.device_id);
-    h.call(Method::DELETE, &path, None, Some(&bob.access))
+    let proof = h.fresh_auth(&bob, PASSWORD).await;
+    h.call_fresh(Method::DELETE, &path, None, &bob.access, Some(&proof))
         .await
         .expect_error(StatusCode::NOT_FOUND, "device_not_found");
     h.call(
@@ -517,7 +518,8 @@ async fn devices_rename_unlink_and_limit<S: Store>(h: Harness<S>) {
 
     // Unlinking ends that device's sessions at once and frees a slot.
     let path = format!("/v1/devices/{}", second.device_id);
-    h.call(Method::DELETE, &path, None, Some(&alice.access))
+    let proof = h.fresh_auth(&alice, PASSWORD).await;
+    h.call_fresh(Method::DELETE, &path, None, &alice.access, Some(&proof))
         .await
         .expect(StatusCode::NO_CONTENT);
     h.call(Method::GET, "/v1/devices", None, Some(&second.access))
@@ -529,7 +531,8 @@ async fn devices_rename_unlink_and_limit<S: Store>(h: Harness<S>) {
     )
     .await
     .expect_error(StatusCode::UNAUTHORIZED, "invalid_token");
-    h.call(Method::DELETE, &path, None, Some(&alice.access))
+    let proof = h.fresh_auth(&alice, PASSWORD).await;
+    h.call_fresh(Method::DELETE, &path, None, &alice.access, Some(&proof))
         .await
         .expect_error(StatusCode::NOT_FOUND, "device_not_found");
     h.try_login(json!({"username": "alice"}), PASSWORD, new_device(5))
@@ -613,19 +616,69 @@ async fn totp_enable_login_and_replay<S: Store>(h: Harness<S>) {
         .await
         .expect_error(StatusCode::UNAUTHORIZED, "totp_invalid");
     // Nor an older one.
-    let old = json!({"code": totp::code_at(&secret, t - 30)});
-    h.call(Method::POST, "/v1/account/totp/disable", Some(old), token)
+    let mut with = dev();
+    with["totp_code"] = json!(totp::code_at(&secret, t - 30));
+    h.try_login(by_id(), PASSWORD, with)
         .await
         .expect_error(StatusCode::UNAUTHORIZED, "totp_invalid");
-    let next = json!({"code": totp::code_at(&secret, t + 30)});
-    h.call(Method::POST, "/v1/account/totp/disable", Some(next), token)
-        .await
-        .expect(StatusCode::NO_CONTENT);
-    h.call(
+    // Disabling needs a fresh authentication, which with TOTP on needs a code too.
+    let disable = "/v1/account/totp/disable";
+    let next = totp::code_at(&secret, t + 30);
+    h.call_fresh(
         Method::POST,
-        "/v1/account/totp/disable",
+        disable,
+        Some(json!({"code": next})),
+        &alice.access,
+        None,
+    )
+    .await
+    .expect_error(StatusCode::FORBIDDEN, "fresh_auth_required");
+    h.try_reauth(&alice, PASSWORD, None)
+        .await
+        .expect_error(StatusCode::UNAUTHORIZED, "totp_required");
+    let reauth = h
+        .try_reauth(&alice, PASSWORD, Some(&next))
+        .await
+        .expect(StatusCode::OK);
+    let proof = reauth.body["fresh_auth"].as_str().unwrap();
+    // A wrong code is refused and leaves the proof usable; the code of the re-authentication
+    // is accepted again (the single-use proof is what prevents a replay here).
+    h.call_fresh(
+        Method::POST,
+        disable,
+        Some(json!({"code": wrong})),
+        &alice.access,
+        Some(proof),
+    )
+    .await
+    .expect_error(StatusCode::UNAUTHORIZED, "totp_invalid");
+    let id: Id = alice.account_id.parse().unwrap();
+    assert!(h.store.account(&id).await.unwrap().unwrap().totp_enabled);
+    h.call_fresh(
+        Method::POST,
+        disable,
+        Some(json!({"code": next})),
+        &alice.access,
+        Some(proof),
+    )
+    .await
+    .expect(StatusCode::NO_CONTENT);
+    h.call_fresh(
+        Method::POST,
+        disable,
+        Some(json!({"code": next})),
+        &alice.access,
+        Some(proof),
+    )
+    .await
+    .expect_error(StatusCode::FORBIDDEN, "fresh_auth_invalid");
+    let proof = h.fresh_auth(&alice, PASSWORD).await;
+    h.call_fresh(
+        Method::POST,
+        disable,
         Some(json!({"code": "123456"})),
-        token,
+        &alice.access,
+        Some(&proof),
     )
     .await
     .expect_error(StatusCode::CONFLICT, "totp_not_enabled");
@@ -659,7 +712,17 @@ async fn delete_account_removes_everything<S: Store>(h: Harness<S>) {
         .expect_error(StatusCode::UNAUTHORIZED, "missing_token");
     h.call(Method::DELETE, "/v1/account", None, Some(&alice.access))
         .await
-        .expect(StatusCode::NO_CONTENT);
+        .expect_error(StatusCode::FORBIDDEN, "fresh_auth_required");
+    let proof = h.fresh_auth(&alice, PASSWORD).await;
+    h.call_fresh(
+        Method::DELETE,
+        "/v1/account",
+        None,
+        &alice.access,
+        Some(&proof),
+    )
+    .await
+    .expect(StatusCode::NO_CONTENT);
     h.call(Method::GET, "/v1/devices", None, Some(&other.access))
         .await
         .expect_error(StatusCode::UNAUTHORIZED, "session_revoked");
@@ -951,6 +1014,15 @@ const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/login/finish"),
     ("POST", "/v1/token/refresh"),
     ("POST", "/v1/logout"),
+    ("POST", "/v1/logout/all"),
+    ("POST", "/v1/account/reauth/start"),
+    ("POST", "/v1/account/reauth/finish"),
+    ("POST", "/v1/account/password/start"),
+    ("POST", "/v1/account/password/finish"),
+    ("POST", "/v1/account/recovery/start"),
+    ("POST", "/v1/account/recovery/finish"),
+    ("POST", "/v1/recover/start"),
+    ("POST", "/v1/recover/finish"),
     ("GET", "/v1/devices"),
     ("PUT", "/v1/devices/{device_id}/name"),
     ("DELETE", "/v1/devices/{device_id}"),

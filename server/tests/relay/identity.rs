@@ -178,11 +178,13 @@ async fn device_lists_are_stored_served_and_checked<S: Store>(h: Harness<S>) {
     assert_eq!(got.body["version"], 2);
 
     // Deleting the account deletes its list.
-    h.call(
+    let proof = h.fresh_auth(&alice.tokens, PASSWORD).await;
+    h.call_fresh(
         Method::DELETE,
         "/v1/account",
         None,
-        Some(&alice.tokens.access),
+        &alice.tokens.access,
+        Some(&proof),
     )
     .await
     .expect(StatusCode::NO_CONTENT);

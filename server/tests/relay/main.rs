@@ -7,6 +7,7 @@
 mod common;
 mod ws_client;
 
+mod account_lifecycle;
 mod api;
 mod binary;
 mod identity;

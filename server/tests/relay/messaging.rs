@@ -210,11 +210,13 @@ async fn device_list_mismatch_and_removed_devices<S: Store + Rows>(h: Harness<S>
         r.body["error"]["mismatches"][0]["extra_devices"],
         json!([7])
     );
-    h.call(
+    let proof = h.fresh_auth(&bob, PASSWORD).await;
+    h.call_fresh(
         Method::DELETE,
         &format!("/v1/devices/{}", bob2.device_id),
         None,
-        Some(&bob.access),
+        &bob.access,
+        Some(&proof),
     )
     .await
     .expect(StatusCode::NO_CONTENT);

@@ -659,7 +659,8 @@ async fn account_deletion_purges_the_vault<S: Store>(h: Harness<S>) {
     put(&h, &other, &c, &i, 0, &blob(0, 3), &blob(0, 3))
         .await
         .expect(StatusCode::OK);
-    h.call(Method::DELETE, "/v1/account", None, Some(&t.access))
+    let proof = h.fresh_auth(&t, PASSWORD).await;
+    h.call_fresh(Method::DELETE, "/v1/account", None, &t.access, Some(&proof))
         .await
         .expect(StatusCode::NO_CONTENT);
     let account: Id = t.account_id.parse().unwrap();

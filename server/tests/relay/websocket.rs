@@ -13,7 +13,7 @@ use crate::common::{Guard, Harness, TEST_JWT_KEY, Tokens};
 use base64::Engine as _;
 use haven_relay::ids::Id;
 use haven_relay::store::{MailboxStore as _, SqliteStore};
-use relay::{Frame, Relay, Ws, b64, hex16, http, next, send_bin};
+use relay::{Frame, Relay, Ws, b64, hex16, http, http_with, next, send_bin};
 use serde_json::{Value, json};
 
 const PASSWORD: &str = "correct horse battery staple";
@@ -649,11 +649,13 @@ async fn revoked_sessions_close_their_sockets_at_once() {
     assert_eq!(next(&mut bob, T).await, Frame::QueueEmpty);
     let mut second = relay::connect(&env.relay.addr, &bob2.access).await;
     assert_eq!(next(&mut second, T).await, Frame::QueueEmpty);
-    let (status, body) = http(
+    let proof = env.h.fresh_auth(&env.bob, PASSWORD).await;
+    let (status, body) = http_with(
         &env.relay.addr,
         "DELETE",
         &format!("/v1/devices/{}", bob2.device_id),
         Some(&env.bob.access),
+        &[("Haven-Fresh-Auth", &proof)],
         None,
     )
     .await;
@@ -705,11 +707,13 @@ async fn revoked_sessions_close_their_sockets_at_once() {
     let bob = env.h.login_existing(&env.bob, PASSWORD).await;
     let mut ws = relay::connect(&env.relay.addr, &bob.access).await;
     assert_eq!(next(&mut ws, T).await, Frame::QueueEmpty);
-    let (status, body) = http(
+    let proof = env.h.fresh_auth(&bob, PASSWORD).await;
+    let (status, body) = http_with(
         &env.relay.addr,
         "DELETE",
         "/v1/account",
         Some(&bob.access),
+        &[("Haven-Fresh-Auth", &proof)],
         None,
     )
     .await;

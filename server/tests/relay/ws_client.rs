@@ -69,6 +69,18 @@ pub async fn http(
     bearer: Option<&str>,
     body: Option<&Value>,
 ) -> (u16, Value) {
+    http_with(addr, method, path, bearer, &[], body).await
+}
+
+/// [`http`] with extra request headers (name, value).
+pub async fn http_with(
+    addr: &str,
+    method: &str,
+    path: &str,
+    bearer: Option<&str>,
+    headers: &[(&str, &str)],
+    body: Option<&Value>,
+) -> (u16, Value) {
     // The relay printed its address after binding: it accepts from then on.
     let mut stream = TcpStream::connect(addr)
         .await
@@ -77,6 +89,9 @@ pub async fn http(
     let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
     if let Some(t) = bearer {
         req.push_str(&format!("Authorization: Bearer {t}\r\n"));
+    }
+    for (name, value) in headers {
+        req.push_str(&format!("{name}: {value}\r\n"));
     }
     if let Some(b) = &body {
         req.push_str(&format!(
