@@ -7,10 +7,11 @@
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use haven_client::diary::{Diary as CoreDiary, codes_text};
-use haven_client::relay::{LoginDevice, LoginIdentifier, Session};
+use haven_client::diary::{
+    Diary as CoreDiary, codes_text, device_identity, load_session, save_session,
+};
+use haven_client::relay::{LoginDevice, LoginIdentifier};
 use haven_client::{ClientStore, RelayClient, Space};
-use haven_sdk::IdentityKeyPair;
 use zeroize::Zeroizing;
 
 use crate::error::HavenError;
@@ -22,7 +23,6 @@ use crate::types::{
 
 /// Store space of the bindings' own diary settings (the relay session).
 const SPACE_FFI: Space = Space::app(0x60);
-const KEY_SESSION: &[u8] = b"session";
 
 /// How a new diary device gets its relay account.
 #[derive(uniffi::Enum)]
@@ -80,48 +80,6 @@ pub struct Diary {
     codes: Mutex<Vec<Zeroizing<String>>>,
 }
 
-/// Kept in the store: account, device, refresh token.
-fn save_session(store: &ClientStore, session: &Session) -> Result<(), HavenError> {
-    let text = Zeroizing::new(format!(
-        "{}\n{}\n{}",
-        session.account_id,
-        session.device_id,
-        session.refresh_token()
-    ));
-    store.put(SPACE_FFI, KEY_SESSION, text.as_bytes())?;
-    Ok(())
-}
-
-fn load_session(store: &ClientStore) -> Result<Option<Session>, HavenError> {
-    let Some(bytes) = store.get(SPACE_FFI, KEY_SESSION)? else {
-        return Ok(None);
-    };
-    let text = std::str::from_utf8(&bytes)
-        .map_err(|_| HavenError::Storage("stored session is damaged".into()))?;
-    let mut parts = text.splitn(3, '\n');
-    match (parts.next(), parts.next(), parts.next()) {
-        (Some(a), Some(d), Some(r)) => Ok(Some(Session::restore(
-            a.to_owned(),
-            d.to_owned(),
-            None,
-            Zeroizing::new(r.to_owned()),
-        ))),
-        _ => Err(HavenError::Storage("stored session is damaged".into())),
-    }
-}
-
-/// This device's public identity key (created on first use).
-fn identity(store: &ClientStore) -> Result<Vec<u8>, HavenError> {
-    if !store.has_identity()? {
-        let pair = IdentityKeyPair::generate(&mut rand::rng());
-        let registration_id = rand::Rng::next_u32(&mut rand::rng()) & 0x3fff;
-        store.set_identity(&pair, registration_id)?;
-    }
-    let pair = haven_sdk::store::IdentityStore::identity_key_pair(store)
-        .map_err(|e| HavenError::Storage(format!("device identity: {e}")))?;
-    Ok(pair.public().to_bytes().to_vec())
-}
-
 fn open_store(
     relay_url: &str,
     store_path: &str,
@@ -141,7 +99,7 @@ async fn sign_in(
     store: &ClientStore,
     access: &Access,
 ) -> Result<(), HavenError> {
-    let identity_key = identity(store)?;
+    let identity_key = device_identity(store)?;
     let session = match access {
         Access::Register { username, password } => {
             let username = username.as_deref().map(str::trim);
@@ -163,15 +121,7 @@ async fn sign_in(
                 .await?
         }
     };
-    save_session(store, &session)
-}
-
-/// Saves the (rotated) session after the relay was used.
-async fn persist(diary: &CoreDiary) -> Result<(), HavenError> {
-    if let Some(session) = diary.relay().session().await {
-        save_session(diary.store(), &session)?;
-    }
-    Ok(())
+    Ok(save_session(store, SPACE_FFI, &session)?)
 }
 
 fn kdf_params(kdf: Option<KdfSettings>) -> Result<haven_sdk::KdfParams, HavenError> {
@@ -216,7 +166,7 @@ impl Diary {
             let mut guard = self.guard();
             let diary = guard.as_mut().ok_or(HavenError::Closed)?;
             let result = f(diary).await;
-            persist(diary).await?;
+            diary.save_session(SPACE_FFI).await?;
             result
         })
         .await
@@ -250,7 +200,7 @@ impl Diary {
             sign_in(&relay, &store, &access).await?;
             let (diary, codes) =
                 CoreDiary::init(store, relay, diary_password.as_bytes(), params).await?;
-            persist(&diary).await?;
+            diary.save_session(SPACE_FFI).await?;
             Ok(Self::wrap(diary, codes_text(&codes)))
         })
         .await
@@ -275,7 +225,7 @@ impl Diary {
                 return Err(HavenError::NotRegistered);
             }
             let (relay, store) = open_store(&relay_url, &store_path, &storage_key)?;
-            let session = load_session(&store)?.ok_or(HavenError::NotRegistered)?;
+            let session = load_session(&store, SPACE_FFI)?.ok_or(HavenError::NotRegistered)?;
             relay.set_session(session).await;
             // Rotate the refresh token now and keep the new one: `CoreDiary::unlock` consumes
             // the relay client, so a rotation inside a failed unlock (a wrong password makes it
@@ -283,10 +233,10 @@ impl Diary {
             // spend a used token and get the session revoked. Offline, the stored session stays
             // and the local bundle still unlocks.
             if let Ok(fresh) = relay.refresh().await {
-                save_session(&store, &fresh)?;
+                save_session(&store, SPACE_FFI, &fresh)?;
             }
             let diary = CoreDiary::unlock(store, relay, diary_password.as_bytes()).await?;
-            persist(&diary).await?;
+            diary.save_session(SPACE_FFI).await?;
             Ok(Self::wrap(diary, Vec::new()))
         })
         .await
@@ -316,7 +266,7 @@ impl Diary {
             let (relay, store) = open_store(&relay_url, &store_path, &storage_key)?;
             sign_in(&relay, &store, &access).await?;
             let diary = CoreDiary::unlock(store, relay, diary_password.as_bytes()).await?;
-            persist(&diary).await?;
+            diary.save_session(SPACE_FFI).await?;
             Ok(Self::wrap(diary, Vec::new()))
         })
         .await
@@ -359,7 +309,7 @@ impl Diary {
                 params,
             )
             .await?;
-            persist(&diary).await?;
+            diary.save_session(SPACE_FFI).await?;
             Ok(Self::wrap(diary, Vec::new()))
         })
         .await

@@ -10,12 +10,12 @@ use std::process::ExitCode;
 
 use haven_cli_common::{Args, Cli, Failure, progress_bar, secret};
 use haven_client::attachments::{Attachments, Progress};
-use haven_client::diary::{LocalDiaryError, codes_text};
+use haven_client::diary::{
+    LocalDiaryError, codes_text, device_identity, load_session, save_session,
+};
 use haven_client::relay::{LoginDevice, LoginIdentifier};
-use haven_client::{ClientStore, Diary, DiaryClientError, RelayClient, Session, Space};
+use haven_client::{ClientStore, Diary, DiaryClientError, RelayClient, Space};
 use haven_sdk::diary::{DiaryQuery, Entry, KdfParams};
-use haven_sdk::identity::IdentityKeyPair;
-use zeroize::Zeroizing;
 
 const USAGE: &str = "\
 usage: haven-diary [--state DIR] [--relay URL] COMMAND [OPTIONS]
@@ -98,56 +98,10 @@ fn kdf_params(args: &Args) -> Result<KdfParams, Failure> {
     Ok(params)
 }
 
-fn fill_random<R: rand_core::CryptoRng>(rng: &mut R, buf: &mut [u8]) {
-    rng.fill_bytes(buf);
-}
-
-fn save_session(store: &ClientStore, session: &Session) -> Result<(), Failure> {
-    let text = Zeroizing::new(format!(
-        "{}\n{}\n{}",
-        session.account_id,
-        session.device_id,
-        session.refresh_token()
-    ));
-    store.put(SPACE_CLI, b"session", text.as_bytes())?;
-    Ok(())
-}
-
-fn load_session(store: &ClientStore) -> Result<Option<Session>, Failure> {
-    let Some(bytes) = store.get(SPACE_CLI, b"session")? else {
-        return Ok(None);
-    };
-    let text =
-        std::str::from_utf8(&bytes).map_err(|_| Failure::other("stored session is damaged"))?;
-    let mut parts = text.splitn(3, '\n');
-    match (parts.next(), parts.next(), parts.next()) {
-        (Some(a), Some(d), Some(r)) => Ok(Some(Session::restore(
-            a.to_owned(),
-            d.to_owned(),
-            None,
-            Zeroizing::new(r.to_owned()),
-        ))),
-        _ => Err(Failure::other("stored session is damaged")),
-    }
-}
-
-/// This device's identity (created on first use).
-fn identity(store: &ClientStore) -> Result<Vec<u8>, Failure> {
-    if !store.has_identity()? {
-        let pair = IdentityKeyPair::generate(&mut rand::rng());
-        let mut reg = [0u8; 4];
-        fill_random(&mut rand::rng(), &mut reg);
-        store.set_identity(&pair, u32::from_be_bytes(reg) & 0x3fff)?;
-    }
-    let key = haven_sdk::store::IdentityStore::identity_key_pair(store)
-        .map_err(|e| Failure::other(format!("device identity: {e}")))?;
-    Ok(key.public().to_bytes().to_vec())
-}
-
 /// A relay client with this directory's session; logs in (`--username`) when there is none.
 async fn connect(args: &Args, store: &ClientStore) -> Result<RelayClient, Failure> {
     let relay = RelayClient::new(args.relay_url()?)?;
-    if let Some(session) = load_session(store)? {
+    if let Some(session) = load_session(store, SPACE_CLI)? {
         relay.set_session(session).await;
         return Ok(relay);
     }
@@ -157,7 +111,7 @@ async fn connect(args: &Args, store: &ClientStore) -> Result<RelayClient, Failur
         ));
     };
     let password = secret("HAVEN_ACCOUNT_PASSWORD", "account password")?;
-    let identity_key = identity(store)?;
+    let identity_key = device_identity(store)?;
     let session = relay
         .login(
             LoginIdentifier::Username(username),
@@ -169,16 +123,8 @@ async fn connect(args: &Args, store: &ClientStore) -> Result<RelayClient, Failur
             None,
         )
         .await?;
-    save_session(store, &session)?;
+    save_session(store, SPACE_CLI, &session)?;
     Ok(relay)
-}
-
-/// Saves the (possibly rotated) session after the relay was used.
-async fn persist(diary: &Diary) -> Result<(), Failure> {
-    if let Some(session) = diary.relay().session().await {
-        save_session(diary.store(), &session)?;
-    }
-    Ok(())
 }
 
 async fn unlocked(args: &Args) -> Result<Diary, Failure> {
@@ -186,7 +132,7 @@ async fn unlocked(args: &Args) -> Result<Diary, Failure> {
     let relay = connect(args, &store).await?;
     let password = secret("HAVEN_DIARY_PASSWORD", "diary password")?;
     let diary = Diary::unlock(store, relay, password.as_bytes()).await?;
-    persist(&diary).await?;
+    diary.save_session(SPACE_CLI).await?;
     Ok(diary)
 }
 
@@ -292,7 +238,7 @@ fn read_body(args: &Args, initial: &str) -> Result<Option<String>, Failure> {
 /// A private temporary directory for the editor's draft.
 fn tempfile_dir() -> Result<PathBuf, Failure> {
     let mut name = [0u8; 8];
-    fill_random(&mut rand::rng(), &mut name);
+    rand::Rng::fill_bytes(&mut rand::rng(), &mut name);
     let dir = std::env::temp_dir().join(format!("haven-diary-{}", hex::encode(name)));
     std::fs::create_dir(&dir)?;
     #[cfg(unix)]
@@ -415,7 +361,7 @@ async fn run(args: Args) -> Result<(), Failure> {
             let params = kdf_params(&args)?;
             let store = CLI.open_store(dir, true)?;
             let relay = RelayClient::new(args.relay_url()?)?;
-            let identity_key = identity(&store)?;
+            let identity_key = device_identity(&store)?;
             let account_pw = secret("HAVEN_ACCOUNT_PASSWORD", "account password")?;
             let session = relay
                 .register(
@@ -425,10 +371,10 @@ async fn run(args: Args) -> Result<(), Failure> {
                     None,
                 )
                 .await?;
-            save_session(&store, &session)?;
+            save_session(&store, SPACE_CLI, &session)?;
             let password = secret("HAVEN_DIARY_PASSWORD", "diary password")?;
             let (diary, codes) = Diary::init(store, relay, password.as_bytes(), params).await?;
-            persist(&diary).await?;
+            diary.save_session(SPACE_CLI).await?;
             println!("diary created for account {}", session.account_id);
             println!("recovery codes (write them down now; they are shown only once):");
             for code in codes_text(&codes) {
@@ -455,7 +401,7 @@ async fn run(args: Args) -> Result<(), Failure> {
                 .ok_or_else(|| Failure::usage("no body: pass --body, --stdin, or set $EDITOR"))?;
             let id = diary.write(entry)?;
             let synced = diary.sync().await;
-            persist(&diary).await?;
+            diary.save_session(SPACE_CLI).await?;
             println!("{}", hex::encode(id));
             if let Err(e) = synced {
                 eprintln!("saved locally; sync failed: {e}");
@@ -511,7 +457,7 @@ async fn run(args: Args) -> Result<(), Failure> {
             entry.updated_ms = now_ms().max(entry.updated_ms);
             diary.edit(&id, entry)?;
             let synced = diary.sync().await;
-            persist(&diary).await?;
+            diary.save_session(SPACE_CLI).await?;
             if let Err(e) = synced {
                 eprintln!("saved locally; sync failed: {e}");
             }
@@ -559,7 +505,7 @@ async fn run(args: Args) -> Result<(), Failure> {
             entry.updated_ms = now_ms().max(entry.updated_ms);
             diary.edit(&id, entry)?;
             let synced = diary.sync().await;
-            persist(&diary).await?;
+            diary.save_session(SPACE_CLI).await?;
             println!("attached {} ({size} bytes)", path.display());
             if let Err(e) = synced {
                 eprintln!("saved locally; sync failed: {e}");
@@ -608,7 +554,7 @@ async fn run(args: Args) -> Result<(), Failure> {
             let mut diary = unlocked(&args).await?;
             let id = resolve_id(&diary, args.words.first(), &[])?;
             let result = diary.delete(&id).await;
-            persist(&diary).await?;
+            diary.save_session(SPACE_CLI).await?;
             result?;
             println!(
                 "deleted {} (restore with: haven-diary restore {})",
@@ -628,7 +574,7 @@ async fn run(args: Args) -> Result<(), Failure> {
                 .map_err(|_| Failure::usage("restore needs the full 32-digit id"))?;
             diary.restore(&id).await?;
             let synced = diary.sync().await;
-            persist(&diary).await?;
+            diary.save_session(SPACE_CLI).await?;
             synced?;
             println!("restored {}", hex::encode(id));
             Ok(())
@@ -647,7 +593,7 @@ async fn run(args: Args) -> Result<(), Failure> {
                 resolve_id(&diary, Some(word), &[])?
             };
             let history = diary.history(&id).await;
-            persist(&diary).await?;
+            diary.save_session(SPACE_CLI).await?;
             for r in history? {
                 match &r.entry {
                     None => println!("revision {}: deleted", r.revision),
@@ -665,7 +611,7 @@ async fn run(args: Args) -> Result<(), Failure> {
         "sync" => {
             let mut diary = unlocked(&args).await?;
             let report = diary.sync().await;
-            persist(&diary).await?;
+            diary.save_session(SPACE_CLI).await?;
             let report = report?;
             println!(
                 "synced: {} received, {} sent, {} conflicts merged, {} pending",
@@ -683,7 +629,7 @@ async fn run(args: Args) -> Result<(), Failure> {
                 Diary::recover(store, relay, code.as_str(), new_password.as_bytes(), params)
                     .await?;
             let synced = diary.sync().await;
-            persist(&diary).await?;
+            diary.save_session(SPACE_CLI).await?;
             synced?;
             println!(
                 "recovered: {} entries; the diary password was changed",
@@ -696,7 +642,7 @@ async fn run(args: Args) -> Result<(), Failure> {
             let mut diary = unlocked(&args).await?;
             let new_password = secret("HAVEN_DIARY_NEW_PASSWORD", "new diary password")?;
             let result = diary.change_password(new_password.as_bytes(), params).await;
-            persist(&diary).await?;
+            diary.save_session(SPACE_CLI).await?;
             result?;
             println!("diary password changed");
             Ok(())

@@ -26,8 +26,8 @@ pub use haven_client_core::diary::{
     codes_text, encode_bundle_item,
 };
 
-use crate::relay::{RelayClient, RelayError};
-use crate::store::{ClientStore, ClientStoreError, SqliteBackend};
+use crate::relay::{RelayClient, RelayError, Session};
+use crate::store::{ClientStore, ClientStoreError, Space, SqliteBackend};
 
 /// Errors of the diary client: the relay's, or the diary's own (the core's
 /// [`LocalDiaryError`]: keys, entries, verification of the relay's data, conflicts).
@@ -265,6 +265,18 @@ impl Diary {
         self.local.store()
     }
 
+    /// Keeps the relay's current (possibly rotated) session with [`save_session`] under
+    /// `space`: refresh tokens rotate on use, so an app saves it after using the relay.
+    ///
+    /// # Errors
+    /// Store errors.
+    pub async fn save_session(&self, space: Space) -> Result<(), ClientStoreError> {
+        match self.relay.session().await {
+            Some(session) => save_session(self.store(), space, &session),
+            None => Ok(()),
+        }
+    }
+
     /// The diary's collection id.
     #[must_use]
     pub fn collection(&self) -> &[u8; 16] {
@@ -417,4 +429,70 @@ impl Diary {
         }
         Ok(run.finish(&self.local)?)
     }
+}
+
+/// The key of the session [`save_session`] keeps in the app's space.
+const SESSION_KEY: &[u8] = b"session";
+
+/// Keeps `session` (account, device, refresh token) in `store` under the app's `space`, for a
+/// diary app without a [`crate::Device`] (which keeps its own) to resume after a restart.
+///
+/// # Errors
+/// Store errors.
+pub fn save_session(
+    store: &ClientStore,
+    space: Space,
+    session: &Session,
+) -> Result<(), ClientStoreError> {
+    let text = zeroize::Zeroizing::new(format!(
+        "{}\n{}\n{}",
+        session.account_id,
+        session.device_id,
+        session.refresh_token()
+    ));
+    store.put(space, SESSION_KEY, text.as_bytes())
+}
+
+/// The session [`save_session`] kept under `space`, if any.
+///
+/// # Errors
+/// [`ClientStoreError::Corrupt`] when the stored session does not parse; store errors.
+pub fn load_session(
+    store: &ClientStore,
+    space: Space,
+) -> Result<Option<Session>, ClientStoreError> {
+    let Some(bytes) = store.get(space, SESSION_KEY)? else {
+        return Ok(None);
+    };
+    let damaged = || ClientStoreError::Corrupt {
+        space: space.value(),
+    };
+    let text = std::str::from_utf8(&bytes).map_err(|_| damaged())?;
+    let mut parts = text.splitn(3, '\n');
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some(account), Some(device), Some(refresh)) => Ok(Some(Session::restore(
+            account.to_owned(),
+            device.to_owned(),
+            None,
+            zeroize::Zeroizing::new(refresh.to_owned()),
+        ))),
+        _ => Err(damaged()),
+    }
+}
+
+/// This device's public identity key, made on first use: what a diary app without a
+/// [`crate::Device`] logs its device in with.
+///
+/// # Errors
+/// Store errors.
+pub fn device_identity(store: &ClientStore) -> Result<Vec<u8>, ClientStoreError> {
+    if !store.has_identity()? {
+        let pair = haven_sdk::identity::IdentityKeyPair::generate(&mut rand::rng());
+        let registration_id = rand::Rng::next_u32(&mut rand::rng()) & 0x3fff;
+        store.set_identity(&pair, registration_id)?;
+    }
+    // The SDK's store trait reports the store's own error as its message.
+    let pair = haven_sdk::store::IdentityStore::identity_key_pair(store)
+        .map_err(ClientStoreError::backend)?;
+    Ok(pair.public().to_bytes().to_vec())
 }
