@@ -441,6 +441,10 @@ impl Event {
             E::Rejected { reason } => Self::Rejected {
                 reason: reason.to_string(),
             },
+            // A refused group change is a refusal the app can show (PROTOCOL §13.3.1).
+            E::GroupChangeRefused { group_id, reason } => Self::Rejected {
+                reason: format!("group {}: {reason}", hex::encode(group_id)),
+            },
             E::Connection(state) => Self::Connection {
                 state: match state {
                     core::ConnectionState::Connecting => ConnectionState::Connecting,

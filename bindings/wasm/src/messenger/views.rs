@@ -370,6 +370,10 @@ impl From<&Event> for EventView {
             Event::Rejected { reason } => Self::Rejected {
                 reason: reason.to_string(),
             },
+            // A refused group change is a refusal the page can show (PROTOCOL §13.3.1).
+            Event::GroupChangeRefused { group_id, reason } => Self::Rejected {
+                reason: format!("group {}: {reason}", hex::encode(group_id)),
+            },
             Event::Connection(state) => connection(state),
             // A kind of event this binding does not know yet: nothing the page could act on.
             other => Self::Rejected {
