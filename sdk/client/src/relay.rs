@@ -3,6 +3,10 @@
 //! `haven_protocol::api`, the ones the relay itself serves; [`RelayClient::request_as`] and its
 //! siblings send and read them.
 //!
+//! The account's lifecycle (§11.6.1–§11.9) is typed methods: TOTP at login and its setup,
+//! re-authentication for a [`FreshAuth`] proof, password change, the recovery code and recovery,
+//! logout (everywhere), the device list, unlinking, deletion and export.
+//!
 //! The password never leaves this module in any reusable form: only OPAQUE messages are sent.
 //! Tokens are held in zeroizing strings and never logged. An access token is refreshed shortly
 //! before it expires and, once, after the relay answers `token_expired`.
@@ -12,14 +16,20 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use haven_protocol::api::Id;
+use haven_protocol::api::account::{AccountExport, TotpCodeRequest, TotpSetupResponse};
 use haven_protocol::api::auth::{
-    LoginFinishRequest, LoginStartRequest, LoginStartResponse, NewDeviceBody, RefreshRequest,
-    RegisterFinishRequest, RegisterStartRequest, RegisterStartResponse, TokenResponse,
+    CredentialFinishRequest, CredentialStartRequest, CredentialStartResponse, FRESH_AUTH_HEADER,
+    FreshAuthResponse, LoginFinishRequest, LoginStartRequest, LoginStartResponse, NewDeviceBody,
+    ReauthFinishRequest, ReauthStartRequest, RecoverFinishRequest, RecoverStartRequest,
+    RecoverStartResponse, RefreshRequest, RegisterFinishRequest, RegisterStartRequest,
+    RegisterStartResponse, TokenResponse,
 };
+use haven_protocol::api::devices::{DeviceList, RenameRequest};
 use haven_protocol::api::error::{DeviceMismatch, ErrorBody};
 use haven_protocol::opaque::opaque_ke::{
-    ClientLogin, ClientLoginFinishParameters, ClientRegistration,
-    ClientRegistrationFinishParameters, CredentialResponse, Identifiers, RegistrationResponse,
+    ClientLogin, ClientLoginFinishParameters, ClientLoginStartResult, ClientRegistration,
+    ClientRegistrationFinishParameters, ClientRegistrationStartResult, CredentialResponse,
+    Identifiers, RegistrationResponse,
 };
 use haven_protocol::opaque::{HavenCipherSuite, OPAQUE_CONTEXT};
 use reqwest::{Method, StatusCode};
@@ -155,6 +165,34 @@ impl Session {
     }
 }
 
+/// A fresh-authentication proof (PROTOCOL.md §11.6.1): the password (and the TOTP code, when
+/// enabled) was proven again for this session within the last 5 minutes. It is spent by the
+/// one action it is given to (the methods take it by value), and is never printed.
+pub struct FreshAuth {
+    proof: Zeroizing<String>,
+    expires_at: Instant,
+}
+
+impl std::fmt::Debug for FreshAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FreshAuth").finish_non_exhaustive()
+    }
+}
+
+impl FreshAuth {
+    /// Whether the proof has not expired yet (by this device's clock; the relay decides).
+    #[must_use]
+    pub fn is_live(&self) -> bool {
+        Instant::now() < self.expires_at
+    }
+}
+
+/// The account recovery code (PROTOCOL.md §11.6.3): the format of the diary's recovery codes
+/// (§9.2), 128 random bits and a checksum as 32 Crockford base32 characters. Generate one with
+/// [`RecoveryCode::generate`] and show its [`RecoveryCode::to_text`] to the user once; parse what
+/// the user types with [`RecoveryCode::parse`].
+pub use haven_sdk::RecoveryCode;
+
 /// How to identify the account at login.
 #[derive(Debug, Clone, Copy)]
 pub enum LoginIdentifier<'a> {
@@ -256,9 +294,24 @@ impl RelayClient {
         body: Option<&B>,
         bearer: Option<&str>,
     ) -> Result<bytes::Bytes, RelayError> {
+        self.send_with(method, path, body, bearer, None).await
+    }
+
+    /// [`Self::send`] with, optionally, a fresh-authentication proof in its header.
+    async fn send_with<B: Serialize + ?Sized>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+        bearer: Option<&str>,
+        fresh: Option<&str>,
+    ) -> Result<bytes::Bytes, RelayError> {
         let mut req = self.http.request(method, format!("{}{}", self.base, path));
         if let Some(token) = bearer {
             req = req.bearer_auth(token);
+        }
+        if let Some(proof) = fresh {
+            req = req.header(FRESH_AUTH_HEADER, proof);
         }
         if let Some(body) = body {
             req = req.json(body);
@@ -316,31 +369,20 @@ impl RelayClient {
         identity_key: &[u8],
         device_name: Option<&[u8]>,
     ) -> Result<Session, RelayError> {
-        let start = ClientRegistration::<HavenCipherSuite>::start(&mut opaque_rng(), password)
-            .map_err(|_| RelayError::InvalidCredentials)?;
+        let (start, registration_request) = opaque_registration_start(password)?;
         let request = RegisterStartRequest {
-            registration_request: STANDARD.encode(start.message.serialize()),
+            registration_request,
         };
         let path = "/v1/register/start";
         let reply: RegisterStartResponse = Self::decode(
             path,
             &self.send(Method::POST, path, Some(&request), None).await?,
         )?;
-        let response = Self::b64_field("registration_response", &reply.registration_response)?;
-        let response = RegistrationResponse::<HavenCipherSuite>::deserialize(&response)
-            .map_err(|_| RelayError::InvalidResponse("registration_response".into()))?;
-        let finish = start
-            .state
-            .finish(
-                &mut opaque_rng(),
-                password,
-                response,
-                ClientRegistrationFinishParameters::default(),
-            )
-            .map_err(|_| RelayError::InvalidResponse("registration_response".into()))?;
+        let registration_upload =
+            opaque_registration_finish(start, password, &reply.registration_response)?;
         let body = RegisterFinishRequest {
             registration_id: reply.registration_id,
-            registration_upload: STANDARD.encode(finish.message.serialize()),
+            registration_upload,
             username: username.map(str::to_owned),
             device: NewDeviceBody {
                 identity_key: STANDARD.encode(identity_key),
@@ -375,27 +417,19 @@ impl RelayClient {
             LoginDevice::Existing(id) => Some(parse_id("device id", id)?),
             LoginDevice::New { .. } => None,
         };
-        let start = ClientLogin::<HavenCipherSuite>::start(&mut opaque_rng(), password)
-            .map_err(|_| RelayError::InvalidCredentials)?;
+        let (start, credential_request) = opaque_login_start(password)?;
         let body = LoginStartRequest {
             username,
             account_id,
-            credential_request: STANDARD.encode(start.message.serialize()),
+            credential_request,
         };
         let path = "/v1/login/start";
         let reply: LoginStartResponse = Self::decode(
             path,
             &self.send(Method::POST, path, Some(&body), None).await?,
         )?;
-        let response = Self::b64_field("credential_response", &reply.credential_response)?;
-        let response = CredentialResponse::<HavenCipherSuite>::deserialize(&response)
-            .map_err(|_| RelayError::InvalidResponse("credential_response".into()))?;
-        let params =
-            ClientLoginFinishParameters::new(Some(OPAQUE_CONTEXT), Identifiers::default(), None);
-        let finish = start
-            .state
-            .finish(password, response, params)
-            .map_err(|_| RelayError::InvalidCredentials)?;
+        let credential_finalization =
+            opaque_login_finish(start, password, &reply.credential_response)?;
         let new_device = match device {
             LoginDevice::Existing(_) => None,
             LoginDevice::New { identity_key, name } => Some(NewDeviceBody {
@@ -405,7 +439,7 @@ impl RelayClient {
         };
         let body = LoginFinishRequest {
             login_id: reply.login_id,
-            credential_finalization: STANDARD.encode(finish.message.serialize()),
+            credential_finalization,
             totp_code: totp_code.map(str::to_owned),
             device_id,
             device: new_device,
@@ -466,11 +500,27 @@ impl RelayClient {
         path: &str,
         body: Option<&B>,
     ) -> Result<bytes::Bytes, RelayError> {
+        self.send_authenticated_with(method, path, body, None).await
+    }
+
+    /// [`Self::send_authenticated`] with, optionally, a fresh-authentication proof (a refresh
+    /// keeps the session, so the proof stays valid for the retry).
+    async fn send_authenticated_with<B: Serialize + ?Sized>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+        fresh: Option<&str>,
+    ) -> Result<bytes::Bytes, RelayError> {
         let token = self.access_token().await?;
-        match self.send(method.clone(), path, body, Some(&token)).await {
+        match self
+            .send_with(method.clone(), path, body, Some(&token), fresh)
+            .await
+        {
             Err(err) if err.code() == Some("token_expired") => {
                 let token = self.refresh().await?.access_token;
-                self.send(method, path, body, Some(&token)).await
+                self.send_with(method, path, body, Some(&token), fresh)
+                    .await
             }
             other => other,
         }
@@ -576,4 +626,347 @@ impl RelayClient {
         *self.session.lock().await = None;
         Ok(())
     }
+
+    /// Proves the password again (and the TOTP code, when enabled) for the current session and
+    /// returns the [`FreshAuth`] proof that unlinking, deletion, disabling TOTP, a password
+    /// change and setting the recovery code need (§11.6.1).
+    ///
+    /// # Errors
+    /// [`RelayError::InvalidCredentials`] for a wrong password (detected by OPAQUE; nothing is
+    /// sent to finish), [`RelayError::Refused`] (`totp_required`, `totp_invalid`,
+    /// `rate_limited`, ...), [`RelayError::NotLoggedIn`], transport errors.
+    pub async fn reauthenticate(
+        &self,
+        password: &[u8],
+        totp_code: Option<&str>,
+    ) -> Result<FreshAuth, RelayError> {
+        let (start, credential_request) = opaque_login_start(password)?;
+        let reply: LoginStartResponse = self
+            .request_as(
+                Method::POST,
+                "/v1/account/reauth/start",
+                Some(&ReauthStartRequest { credential_request }),
+            )
+            .await?;
+        let credential_finalization =
+            opaque_login_finish(start, password, &reply.credential_response)?;
+        let body = ReauthFinishRequest {
+            login_id: reply.login_id,
+            credential_finalization,
+            totp_code: totp_code.map(str::to_owned),
+        };
+        let mut reply: FreshAuthResponse = self
+            .request_as(Method::POST, "/v1/account/reauth/finish", Some(&body))
+            .await?;
+        let proof = Zeroizing::new(std::mem::take(&mut reply.fresh_auth));
+        Ok(FreshAuth {
+            proof,
+            // Count from the request, a little early, so `is_live` never claims too much.
+            expires_at: Instant::now() + Duration::from_secs(reply.expires_in.saturating_sub(5)),
+        })
+    }
+
+    /// Runs an OPAQUE re-registration of `secret` through `{what}/start` and `{what}/finish`
+    /// (the password or the recovery code of the logged-in account) with the proof.
+    async fn reregister<T: DeserializeOwned>(
+        &self,
+        what: &str,
+        fresh: FreshAuth,
+        secret: &[u8],
+    ) -> Result<T, RelayError> {
+        let (start, registration_request) = opaque_registration_start(secret)?;
+        let path = format!("/v1/account/{what}/start");
+        let reply: CredentialStartResponse = self
+            .request_as(
+                Method::POST,
+                &path,
+                Some(&CredentialStartRequest {
+                    registration_request,
+                }),
+            )
+            .await?;
+        let registration_upload =
+            opaque_registration_finish(start, secret, &reply.registration_response)?;
+        let path = format!("/v1/account/{what}/finish");
+        let bytes = self
+            .send_authenticated_with(
+                Method::POST,
+                &path,
+                Some(&CredentialFinishRequest {
+                    registration_upload,
+                }),
+                Some(&fresh.proof),
+            )
+            .await?;
+        Self::decode(&path, &bytes)
+    }
+
+    /// Changes the account password (OPAQUE re-registration, §11.6.2). Every session of the
+    /// account ends; this client gets the new session it returns (persist its refresh token, e.g.
+    /// with `Device::persist_session`). Messages and keys are unaffected.
+    ///
+    /// # Errors
+    /// [`RelayError::Refused`] (`fresh_auth_required`, `fresh_auth_invalid`, ...),
+    /// [`RelayError::NotLoggedIn`], transport errors.
+    pub async fn change_password(
+        &self,
+        fresh: FreshAuth,
+        new_password: &[u8],
+    ) -> Result<Session, RelayError> {
+        let tokens: TokenResponse = self.reregister("password", fresh, new_password).await?;
+        let session = Session::from_tokens(tokens);
+        *self.session.lock().await = Some(session.clone());
+        Ok(session)
+    }
+
+    /// Sets (or replaces) the account's recovery code (§11.6.3). The relay stores only its OPAQUE
+    /// record; the previous code stops working.
+    ///
+    /// # Errors
+    /// As [`RelayClient::change_password`].
+    pub async fn set_recovery_code(
+        &self,
+        fresh: FreshAuth,
+        code: &RecoveryCode,
+    ) -> Result<(), RelayError> {
+        let text = code.to_text();
+        self.reregister::<IgnoredAny>("recovery", fresh, text.as_bytes())
+            .await?;
+        Ok(())
+    }
+
+    /// Recovers an account whose password is lost (§11.6.3): proves the recovery code with
+    /// OPAQUE and sets `new_password`. Every session of the account ends and the code is used up
+    /// (set a new one after logging in). Nothing else is granted: log in with the new password
+    /// afterwards ([`RelayClient::login`]).
+    ///
+    /// # Errors
+    /// [`RelayError::InvalidCredentials`] for a wrong code (or an account without one),
+    /// [`RelayError::Refused`] (`totp_required`, `totp_invalid`, `rate_limited`, ...),
+    /// [`RelayError::InvalidId`], transport errors.
+    pub async fn recover_account(
+        &self,
+        identifier: LoginIdentifier<'_>,
+        code: &RecoveryCode,
+        new_password: &[u8],
+        totp_code: Option<&str>,
+    ) -> Result<(), RelayError> {
+        let (username, account_id) = match identifier {
+            LoginIdentifier::Username(u) => (Some(u.to_owned()), None),
+            LoginIdentifier::AccountId(a) => (None, Some(parse_id("account id", a)?)),
+        };
+        let code = code.to_text();
+        let (login, credential_request) = opaque_login_start(code.as_bytes())?;
+        let (registration, registration_request) = opaque_registration_start(new_password)?;
+        let body = RecoverStartRequest {
+            username,
+            account_id,
+            credential_request,
+            registration_request,
+        };
+        let reply: RecoverStartResponse = self
+            .request_anonymous_as(Method::POST, "/v1/recover/start", Some(&body))
+            .await?;
+        let credential_finalization =
+            opaque_login_finish(login, code.as_bytes(), &reply.credential_response)?;
+        let registration_upload =
+            opaque_registration_finish(registration, new_password, &reply.registration_response)?;
+        let body = RecoverFinishRequest {
+            login_id: reply.login_id,
+            credential_finalization,
+            registration_upload,
+            totp_code: totp_code.map(str::to_owned),
+        };
+        self.request_anonymous_as::<IgnoredAny, _>(Method::POST, "/v1/recover/finish", Some(&body))
+            .await?;
+        // Whatever session this client held has just been revoked.
+        *self.session.lock().await = None;
+        Ok(())
+    }
+
+    /// Ends every session of the account, this one included, and forgets it locally.
+    ///
+    /// # Errors
+    /// [`RelayError::NotLoggedIn`], [`RelayError::Refused`], transport errors.
+    pub async fn logout_everywhere(&self) -> Result<(), RelayError> {
+        self.request_as::<IgnoredAny, ()>(Method::POST, "/v1/logout/all", None)
+            .await?;
+        *self.session.lock().await = None;
+        Ok(())
+    }
+
+    /// The account's devices, oldest first (`current` marks this one).
+    ///
+    /// # Errors
+    /// [`RelayError::NotLoggedIn`], [`RelayError::Refused`], transport errors.
+    pub async fn devices(&self) -> Result<DeviceList, RelayError> {
+        self.request_as::<_, ()>(Method::GET, "/v1/devices", None)
+            .await
+    }
+
+    /// Replaces a device's encrypted name (`None` clears it; the relay cannot read it).
+    ///
+    /// # Errors
+    /// [`RelayError::InvalidId`], [`RelayError::Refused`] (`device_not_found`,
+    /// `field_too_large`), [`RelayError::NotLoggedIn`], transport errors.
+    pub async fn rename_device(
+        &self,
+        device_id: &str,
+        name: Option<&[u8]>,
+    ) -> Result<(), RelayError> {
+        let id = parse_id("device id", device_id)?;
+        let body = RenameRequest {
+            name: name.map(|n| STANDARD.encode(n)),
+        };
+        self.request_as::<IgnoredAny, _>(
+            Method::PUT,
+            &format!("/v1/devices/{}/name", id.to_hex()),
+            Some(&body),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Unlinks a device of the account (with a fresh authentication); its sessions end at once.
+    ///
+    /// # Errors
+    /// [`RelayError::InvalidId`], [`RelayError::Refused`] (`device_not_found`,
+    /// `fresh_auth_invalid`, ...), [`RelayError::NotLoggedIn`], transport errors.
+    pub async fn unlink_device(&self, fresh: FreshAuth, device_id: &str) -> Result<(), RelayError> {
+        let id = parse_id("device id", device_id)?;
+        self.send_authenticated_with::<()>(
+            Method::DELETE,
+            &format!("/v1/devices/{}", id.to_hex()),
+            None,
+            Some(&fresh.proof),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Deletes the account and everything the relay stores for it (with a fresh
+    /// authentication), and forgets the session.
+    ///
+    /// # Errors
+    /// [`RelayError::Refused`] (`fresh_auth_required`, `fresh_auth_invalid`),
+    /// [`RelayError::NotLoggedIn`], transport errors.
+    pub async fn delete_account(&self, fresh: FreshAuth) -> Result<(), RelayError> {
+        self.send_authenticated_with::<()>(Method::DELETE, "/v1/account", None, Some(&fresh.proof))
+            .await?;
+        *self.session.lock().await = None;
+        Ok(())
+    }
+
+    /// Everything the relay stores about the account (§11.9).
+    ///
+    /// # Errors
+    /// [`RelayError::NotLoggedIn`], [`RelayError::Refused`], transport errors.
+    pub async fn export_account(&self) -> Result<AccountExport, RelayError> {
+        self.request_as::<_, ()>(Method::GET, "/v1/account/export", None)
+            .await
+    }
+
+    /// Starts TOTP setup: a new pending secret (for the authenticator app) that takes effect
+    /// once [`RelayClient::totp_verify`] confirms a code from it.
+    ///
+    /// # Errors
+    /// [`RelayError::Refused`] (`totp_already_enabled`), [`RelayError::NotLoggedIn`], transport
+    /// errors.
+    pub async fn totp_setup(&self) -> Result<TotpSetupResponse, RelayError> {
+        self.request_as::<_, ()>(Method::POST, "/v1/account/totp/setup", None)
+            .await
+    }
+
+    /// Enables TOTP with a code from the pending secret; from then on every login,
+    /// re-authentication and recovery needs a code.
+    ///
+    /// # Errors
+    /// [`RelayError::Refused`] (`totp_invalid`, `totp_not_set_up`, ...), transport errors.
+    pub async fn totp_verify(&self, code: &str) -> Result<(), RelayError> {
+        let body = TotpCodeRequest {
+            code: code.to_owned(),
+        };
+        self.request_as::<IgnoredAny, _>(Method::POST, "/v1/account/totp/verify", Some(&body))
+            .await?;
+        Ok(())
+    }
+
+    /// Disables TOTP (with a fresh authentication and a current code, which may be the one the
+    /// re-authentication used).
+    ///
+    /// # Errors
+    /// [`RelayError::Refused`] (`totp_invalid`, `totp_not_enabled`, `fresh_auth_invalid`, ...),
+    /// transport errors.
+    pub async fn totp_disable(&self, fresh: FreshAuth, code: &str) -> Result<(), RelayError> {
+        let body = TotpCodeRequest {
+            code: code.to_owned(),
+        };
+        self.send_authenticated_with(
+            Method::POST,
+            "/v1/account/totp/disable",
+            Some(&body),
+            Some(&fresh.proof),
+        )
+        .await?;
+        Ok(())
+    }
+}
+
+/// KE1 of an OPAQUE login with `password`, and the client state for KE3.
+fn opaque_login_start(
+    password: &[u8],
+) -> Result<(ClientLoginStartResult<HavenCipherSuite>, String), RelayError> {
+    let start = ClientLogin::<HavenCipherSuite>::start(&mut opaque_rng(), password)
+        .map_err(|_| RelayError::InvalidCredentials)?;
+    let ke1 = STANDARD.encode(start.message.serialize());
+    Ok((start, ke1))
+}
+
+/// KE3 for the relay's KE2 (base64); a wrong password is detected here.
+fn opaque_login_finish(
+    start: ClientLoginStartResult<HavenCipherSuite>,
+    password: &[u8],
+    ke2: &str,
+) -> Result<String, RelayError> {
+    let response = RelayClient::b64_field("credential_response", ke2)?;
+    let response = CredentialResponse::<HavenCipherSuite>::deserialize(&response)
+        .map_err(|_| RelayError::InvalidResponse("credential_response".into()))?;
+    let params =
+        ClientLoginFinishParameters::new(Some(OPAQUE_CONTEXT), Identifiers::default(), None);
+    let finish = start
+        .state
+        .finish(password, response, params)
+        .map_err(|_| RelayError::InvalidCredentials)?;
+    Ok(STANDARD.encode(finish.message.serialize()))
+}
+
+/// The `RegistrationRequest` of an OPAQUE registration of `secret`, and the client state.
+fn opaque_registration_start(
+    secret: &[u8],
+) -> Result<(ClientRegistrationStartResult<HavenCipherSuite>, String), RelayError> {
+    let start = ClientRegistration::<HavenCipherSuite>::start(&mut opaque_rng(), secret)
+        .map_err(|_| RelayError::InvalidCredentials)?;
+    let request = STANDARD.encode(start.message.serialize());
+    Ok((start, request))
+}
+
+/// The `RegistrationUpload` for the relay's `RegistrationResponse` (base64).
+fn opaque_registration_finish(
+    start: ClientRegistrationStartResult<HavenCipherSuite>,
+    secret: &[u8],
+    response: &str,
+) -> Result<String, RelayError> {
+    let response = RelayClient::b64_field("registration_response", response)?;
+    let response = RegistrationResponse::<HavenCipherSuite>::deserialize(&response)
+        .map_err(|_| RelayError::InvalidResponse("registration_response".into()))?;
+    let finish = start
+        .state
+        .finish(
+            &mut opaque_rng(),
+            secret,
+            response,
+            ClientRegistrationFinishParameters::default(),
+        )
+        .map_err(|_| RelayError::InvalidResponse("registration_response".into()))?;
+    Ok(STANDARD.encode(finish.message.serialize()))
 }

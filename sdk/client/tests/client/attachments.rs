@@ -514,10 +514,11 @@ async fn quota_expiry_and_deletion(backend: Backend) {
     std::fs::write(&src, plaintext(3000)).unwrap();
     up.upload_file(&src, "", None, None, |_| {}).await.unwrap();
     assert!(!files_under(&h.storage_root()).is_empty());
-    alice
-        .request(Method::DELETE, "/v1/account", None)
+    let fresh = alice
+        .reauthenticate(b"attachment password", None)
         .await
         .unwrap();
+    alice.delete_account(fresh).await.unwrap();
     assert!(files_under(&h.storage_root()).is_empty());
 }
 
@@ -602,9 +603,10 @@ async fn postgres_metadata_flows() {
     up.upload(&again, std::io::Cursor::new(vec![1u8; 10]), |_| {})
         .await
         .unwrap();
-    alice
-        .request(Method::DELETE, "/v1/account", None)
+    let fresh = alice
+        .reauthenticate(b"attachment password", None)
         .await
         .unwrap();
+    alice.delete_account(fresh).await.unwrap();
     assert!(files_under(&h.storage_root()).is_empty());
 }

@@ -6,6 +6,7 @@
 
 mod common;
 
+mod account_lifecycle;
 mod attachments;
 mod device_messaging;
 mod diary_e2e;
