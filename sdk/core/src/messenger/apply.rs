@@ -24,7 +24,7 @@ use super::messages::{
 };
 use super::records::GROUP_PENDING;
 use super::tasks::{Task, add_task};
-use super::types::{Applied, Event, MessageRecord, StateError};
+use super::types::{Applied, Event, GroupChangeRefusal, MessageRecord, StateError};
 use crate::device::RejectReason;
 use crate::device::state::{set_contact_access_key, set_own_access_key};
 use crate::store::{Backend, ClientStoreError, EncryptedStore};
@@ -445,6 +445,9 @@ fn apply_entry<B: Backend, R: rand_core::CryptoRng + ?Sized>(
                         .push(Event::RemovedFromGroup { group_id: group });
                 }
             }
+            // An older change read late from a kept channel (the device already moved past
+            // it by invites): history, not an attempt.
+            Err(GroupChangeRefusal::Stale { .. }) => {}
             Err(reason) => applied.extend(change_refused(group, reason)),
         },
         // Typing, contact cards, invites, sender keys and admin keys never travel in a channel.

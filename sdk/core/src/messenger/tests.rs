@@ -1253,13 +1253,19 @@ fn replayed_and_conflicting_changes_are_refused() {
         ),
         GroupChangeRefusal::Conflict(2)
     );
-    // The removal change, read again on the old channel after the invite: already applied.
+    // Bob moves on to epoch 3 by invite before reading the old channel: the removal change
+    // read there late is older than his epoch, history rather than an attempt (no event).
+    let change = signed_change(&admin, g.id, 3, ALICE, vec![ALICE, BOB], &GROUP_KEY);
+    let moved = g
+        .bob
+        .receive(&g.alice.me, &invite_of(g.id, change, GROUP_KEY, 9));
+    assert_eq!(moved.subscribe, vec![g.id]);
     let read = g.bob.read(&g.id, 1, &g.channel.after(0));
     assert!(read.events.is_empty(), "{read:?}");
     let bobs = group(&g.bob.store, &g.id).unwrap().unwrap();
     assert_eq!(
         (bobs.current().number(), bobs.members()),
-        (2, &[ALICE, BOB][..])
+        (3, &[ALICE, BOB][..])
     );
 }
 
@@ -1577,6 +1583,13 @@ fn adding_a_member_starts_an_epoch_every_member_moves_to() {
         );
         dev.receive(&g.alice.me, &key);
     }
+    // Carol reads the old channel after her invite: the text, and the change she already
+    // applied (nothing more).
+    let read = g.carol.read(&g.id, 1, &g.channel.after(0));
+    assert!(
+        matches!(read.events.as_slice(), [Event::Message(m)] if m.text == "before"),
+        "{read:?}"
+    );
     // Every member device owes its epoch-2 key to every member, the new one included.
     assert!(g.bob.tasks().contains(&Task::SenderKey {
         group: g.id,
