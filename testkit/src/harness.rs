@@ -465,6 +465,22 @@ pub trait Api: Sync {
         }
     }
 
+    /// Unlinks the device `device_id` from `t`'s account, with a fresh-authentication proof
+    /// (`password` is the account's).
+    fn unlink_device(
+        &self,
+        t: &Tokens,
+        device_id: &str,
+        password: &str,
+    ) -> impl Future<Output = Reply> + Send {
+        async move {
+            let proof = self.fresh_auth(t, password).await;
+            let path = format!("/v1/devices/{device_id}");
+            self.call_fresh(Method::DELETE, &path, None, &t.access, Some(&proof))
+                .await
+        }
+    }
+
     /// Sends JSON (or nothing) with `token` and, if given, the `Haven-Fresh-Auth` header.
     fn call_fresh(
         &self,

@@ -473,16 +473,9 @@ async fn unlink_and_account_deletion_purge_keys_and_mail<S: Store + Rows>(h: Har
     assert_eq!(h.store.rows("device_keys").await, 2);
     assert_eq!(h.store.rows("one_time_prekeys").await, 8);
     assert_eq!(h.store.rows("envelopes").await, 2);
-    let proof = h.fresh_auth(&bob, PASSWORD).await;
-    h.call_fresh(
-        Method::DELETE,
-        &format!("/v1/devices/{}", bob2.device_id),
-        None,
-        &bob.access,
-        Some(&proof),
-    )
-    .await
-    .expect(StatusCode::NO_CONTENT);
+    h.unlink_device(&bob, &bob2.device_id, PASSWORD)
+        .await
+        .expect(StatusCode::NO_CONTENT);
     assert_eq!(h.store.rows("device_keys").await, 1);
     assert_eq!(h.store.rows("one_time_prekeys").await, 4);
     assert_eq!(h.store.rows("envelopes").await, 1);

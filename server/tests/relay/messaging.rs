@@ -210,16 +210,9 @@ async fn device_list_mismatch_and_removed_devices<S: Store + Rows>(h: Harness<S>
         r.body["error"]["mismatches"][0]["extra_devices"],
         json!([7])
     );
-    let proof = h.fresh_auth(&bob, PASSWORD).await;
-    h.call_fresh(
-        Method::DELETE,
-        &format!("/v1/devices/{}", bob2.device_id),
-        None,
-        &bob.access,
-        Some(&proof),
-    )
-    .await
-    .expect(StatusCode::NO_CONTENT);
+    h.unlink_device(&bob, &bob2.device_id, PASSWORD)
+        .await
+        .expect(StatusCode::NO_CONTENT);
     let r = h
         .send_as(&alice, &bob.account_id, &id, &[1, 2], b"x")
         .await
