@@ -30,14 +30,10 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use futures_util::{SinkExt as _, StreamExt as _};
 use haven_protocol::frames::{self, ClientFrame, ServerFrame};
-use haven_relay::auth::Session;
 use haven_relay::auth::tokens::sign_access;
 use haven_relay::ids::Id;
 use haven_relay::secrets::Key32;
-use haven_relay::store::{
-    AccountStore, DeviceRecord, FamilyRecord, NewAccount, PgStore, RefreshTokenRecord, SqliteStore,
-    TokenStore,
-};
+use haven_relay::store::{AccountStore, PgStore, SqliteStore, TokenStore, seed_session};
 use haven_testkit::{RelayConfig, RelayProcess};
 use tokio::io::AsyncBufReadExt as _;
 use tokio::net::{TcpListener, TcpStream};
@@ -219,52 +215,9 @@ async fn provision_in<S: AccountStore + TokenStore>(
     let now = haven_relay::state::now_i64();
     let mut out = Vec::with_capacity(n);
     for _ in 0..n {
-        let account = Id::random();
-        let device = DeviceRecord {
-            id: Id::random(),
-            account_id: account,
-            identity_key: vec![1; 32],
-            name_blob: None,
-            created_at: now,
-            number: 1,
-        };
-        store
-            .create_account(
-                &NewAccount {
-                    id: account,
-                    username_hash: None,
-                    opaque_record: vec![0; 192],
-                    created_at: now,
-                },
-                &device,
-            )
-            .await?;
-        let family = Id::random();
-        store
-            .create_family(
-                &FamilyRecord {
-                    id: family,
-                    account_id: account,
-                    device_id: device.id,
-                    revoked: false,
-                    created_at: now,
-                },
-                &RefreshTokenRecord {
-                    token_hash: Id::random().as_bytes().to_vec(),
-                    family_id: family,
-                    created_at: now,
-                    expires_at: now + 86_400,
-                    used_at: None,
-                },
-            )
-            .await?;
-        let session = Session {
-            account,
-            device: device.id,
-            family,
-        };
+        let session = seed_session(store, now, 86_400).await?;
         let token = sign_access(&key, &session, u64::try_from(now)?, 86_400)?;
-        out.push((account, token));
+        out.push((session.account, token));
     }
     Ok(out)
 }

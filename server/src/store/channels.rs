@@ -342,11 +342,9 @@ macro_rules! channel_store_conformance_tests {
     ($make:path) => {
         mod channel_store_conformance {
             #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-            use $crate::auth::Session;
             use $crate::ids::Id;
             use $crate::store::{
-                AccountStore, AppendOutcome, ChannelQuota, ChannelStore, DeviceRecord,
-                FamilyRecord, NewAccount, NewChannel, RefreshTokenRecord, TicketStore, TokenStore,
+                AccountStore, AppendOutcome, ChannelQuota, ChannelStore, NewChannel, TicketStore,
             };
 
             fn channel(expires_at: i64) -> NewChannel {
@@ -455,52 +453,8 @@ macro_rules! channel_store_conformance_tests {
                 let Some((store, _guard)) = $make().await else {
                     return;
                 };
-                let account = Id::random();
-                let device = DeviceRecord {
-                    id: Id::random(),
-                    account_id: account,
-                    identity_key: vec![7; 32],
-                    name_blob: None,
-                    created_at: 1,
-                    number: 1,
-                };
-                store
-                    .create_account(
-                        &NewAccount {
-                            id: account,
-                            username_hash: None,
-                            opaque_record: vec![9; 64],
-                            created_at: 1,
-                        },
-                        &device,
-                    )
-                    .await
-                    .unwrap();
-                let family = Id::random();
-                store
-                    .create_family(
-                        &FamilyRecord {
-                            id: family,
-                            account_id: account,
-                            device_id: device.id,
-                            revoked: false,
-                            created_at: 1,
-                        },
-                        &RefreshTokenRecord {
-                            token_hash: vec![3; 32],
-                            family_id: family,
-                            created_at: 1,
-                            expires_at: 100,
-                            used_at: None,
-                        },
-                    )
-                    .await
-                    .unwrap();
-                let session = Session {
-                    account,
-                    device: device.id,
-                    family,
-                };
+                let session = $crate::store::seed_session(&store, 1, 99).await.unwrap();
+                let account = session.account;
                 store.put_ticket(&[5; 32], &session, 50).await.unwrap();
                 store.put_ticket(&[6; 32], &session, 50).await.unwrap();
                 assert_eq!(

@@ -17,6 +17,7 @@ mod conformance;
 pub mod credentials;
 pub mod identity;
 mod postgres;
+mod seed;
 mod sql;
 mod sql_mail;
 mod sqlite;
@@ -35,6 +36,7 @@ pub use channels::{
 pub use credentials::{CredentialChange, CredentialStore};
 pub use identity::{AccountIdentityStore, FillOutcome, PutListOutcome, StoredDeviceList};
 pub use postgres::PgStore;
+pub use seed::seed_session;
 pub use sqlite::SqliteStore;
 pub use vault::{
     VaultBlobs, VaultChanges, VaultHead, VaultItemRecord, VaultKey, VaultListing, VaultQuota,

@@ -131,59 +131,13 @@ async fn seeded_account(
     store: &haven_relay::store::SqliteStore,
     key: &haven_relay::secrets::Key32,
 ) -> (haven_relay::ids::Id, String) {
-    use haven_relay::auth::tokens::{Session, sign_access};
-    use haven_relay::ids::Id;
-    use haven_relay::store::{
-        AccountStore as _, DeviceRecord, FamilyRecord, NewAccount, RefreshTokenRecord,
-        TokenStore as _,
-    };
-    let (account, device, family) = (Id::random(), Id::random(), Id::random());
-    let now = haven_relay::state::now_i64();
-    store
-        .create_account(
-            &NewAccount {
-                id: account,
-                username_hash: None,
-                opaque_record: vec![1; 192],
-                created_at: now,
-            },
-            &DeviceRecord {
-                id: device,
-                account_id: account,
-                identity_key: vec![3; 32],
-                name_blob: None,
-                created_at: now,
-                number: 1,
-            },
-        )
+    let session = haven_relay::store::seed_session(store, haven_relay::state::now_i64(), 3600)
         .await
         .unwrap();
-    store
-        .create_family(
-            &FamilyRecord {
-                id: family,
-                account_id: account,
-                device_id: device,
-                revoked: false,
-                created_at: now,
-            },
-            &RefreshTokenRecord {
-                token_hash: Id::random().as_bytes().to_vec(),
-                family_id: family,
-                created_at: now,
-                expires_at: now + 3600,
-                used_at: None,
-            },
-        )
-        .await
-        .unwrap();
-    let session = Session {
-        account,
-        device,
-        family,
-    };
-    let token = sign_access(key, &session, haven_relay::state::now_secs(), 3600).unwrap();
-    (account, token)
+    let token =
+        haven_relay::auth::tokens::sign_access(key, &session, haven_relay::state::now_secs(), 3600)
+            .unwrap();
+    (session.account, token)
 }
 
 /// SIGKILL during a burst of REST sends: every send that got a 2xx is still there after a
