@@ -330,14 +330,15 @@ async fn opaque_start<S: Store>(
     })
 }
 
-/// The second OPAQUE round: consumes the login id (of this purpose only), verifies KE3 and, if
-/// the account has TOTP enabled, the code. Every failure counts against the account's and the
+/// The second OPAQUE round: consumes the login id (of this purpose, and of `expected` when
+/// given, only), verifies KE3 and, if the account has TOTP enabled, the code. Every failure counts against the account's and the
 /// client's limits. Returns the account and its limit key (the caller clears the count once it
 /// has succeeded).
 async fn opaque_finish<S: Store>(
     state: &AppState<S>,
     client: &ClientKey,
     purpose: LoginPurpose,
+    expected: Option<Id>,
     login_id: &Id,
     finalization: CredentialFinalization<Cs>,
     totp_code: Option<&str>,
@@ -350,7 +351,9 @@ async fn opaque_finish<S: Store>(
         .take_login(login_id, now)
         .await?
         .ok_or_else(expired)?;
-    if login.purpose != purpose {
+    // Another purpose's run, or (re-authentication) a run for another account, proves nothing
+    // here; it is refused before anything is verified or claimed.
+    if login.purpose != purpose || expected.is_some_and(|id| login.account_id != Some(id)) {
         return Err(expired());
     }
     let (limit_key, server_state) = login
@@ -463,6 +466,7 @@ pub async fn login_finish<S: Store>(
         &state,
         &client,
         LoginPurpose::Login,
+        None,
         &req.login_id,
         finalization,
         req.totp_code.as_deref(),
@@ -551,12 +555,13 @@ pub async fn reauth_finish<S: Store>(
         &state,
         &client,
         LoginPurpose::Reauth,
+        Some(session.account),
         &req.login_id,
         finalization,
         req.totp_code.as_deref(),
     )
     .await?;
-    // A run started by another account's session (or for another account) proves nothing here.
+    // Checked before verifying too; an account id is the run's, never the client's choice.
     if account.id != session.account {
         return Err(AppError::unauthorized(
             "login_expired",
@@ -570,7 +575,7 @@ pub async fn reauth_finish<S: Store>(
     state
         .store()
         .put_fresh_auth(
-            &proof_hash(&proof),
+            &proof_hash(&proof)?,
             &session.account,
             &session.family,
             now.saturating_add(ttl),
@@ -584,13 +589,10 @@ pub async fn reauth_finish<S: Store>(
     }))
 }
 
-fn proof_hash(proof: &RefreshToken) -> [u8; 32] {
-    let mut hash = [0u8; 32];
-    let digest = proof.hash();
-    if let Some(bytes) = digest.get(..32) {
-        hash.copy_from_slice(bytes);
-    }
-    hash
+/// SHA-256 of a proof: the only form the store keeps.
+fn proof_hash(proof: &RefreshToken) -> Result<[u8; 32], AppError> {
+    <[u8; 32]>::try_from(proof.hash().as_slice())
+        .map_err(|_| AppError::internal("a SHA-256 digest is not 32 bytes"))
 }
 
 fn session_revoked() -> AppError {
@@ -617,7 +619,7 @@ impl FreshAuth {
             .ok()
             .and_then(RefreshToken::parse)
             .ok_or_else(fresh_auth_invalid)?;
-        Ok(Self(proof_hash(&proof)))
+        Ok(Self(proof_hash(&proof)?))
     }
 
     /// Checks the proof belongs to this session and is live, changing nothing (so a request
@@ -733,6 +735,7 @@ pub async fn recover_finish<S: Store>(
         &state,
         &client,
         LoginPurpose::Recovery,
+        None,
         &req.login_id,
         finalization,
         req.totp_code.as_deref(),

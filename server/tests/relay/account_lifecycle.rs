@@ -7,6 +7,7 @@ use axum::http::{Method, StatusCode};
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use haven_protocol::opaque::OPAQUE_CONTEXT;
+use haven_relay::auth::totp;
 use haven_relay::ids::Id;
 use haven_relay::store::Store;
 use opaque_ke::{
@@ -100,6 +101,17 @@ async fn recover<S: Store>(
     code: &str,
     new_password: &str,
 ) -> Reply {
+    recover_with_totp(h, identifier, code, new_password, None).await
+}
+
+/// [`recover`] with a TOTP code.
+async fn recover_with_totp<S: Store>(
+    h: &Harness<S>,
+    identifier: Value,
+    code: &str,
+    new_password: &str,
+    totp_code: Option<&str>,
+) -> Reply {
     let (login, credential_request) = ke1(code);
     let registration =
         ClientRegistration::<Cs>::start(&mut OsRng, new_password.as_bytes()).unwrap();
@@ -121,15 +133,15 @@ async fn recover<S: Store>(
             ClientRegistrationFinishParameters::default(),
         )
         .unwrap();
-    h.post(
-        "/v1/recover/finish",
-        json!({
-            "login_id": reply.body["login_id"],
-            "credential_finalization": ke3(login, code, &reply.body["credential_response"]),
-            "registration_upload": b64(&upload.message.serialize()),
-        }),
-    )
-    .await
+    let mut finish = json!({
+        "login_id": reply.body["login_id"],
+        "credential_finalization": ke3(login, code, &reply.body["credential_response"]),
+        "registration_upload": b64(&upload.message.serialize()),
+    });
+    if let Some(totp_code) = totp_code {
+        finish["totp_code"] = json!(totp_code);
+    }
+    h.post("/v1/recover/finish", finish).await
 }
 
 async fn devices<S: Store>(h: &Harness<S>, account: &str) -> usize {
@@ -627,6 +639,73 @@ async fn recovery_is_rate_limited_and_hides_accounts<S: Store>(h: Harness<S>) {
         .expect(StatusCode::OK);
 }
 
+async fn recovery_needs_the_second_factor<S: Store>(h: Harness<S>) {
+    let alice = h.register(Some("alice"), PASSWORD).await;
+    let proof = h.fresh_auth(&alice, PASSWORD).await;
+    reregister(&h, "recovery", &alice, CODE, Some(&proof))
+        .await
+        .expect(StatusCode::NO_CONTENT);
+    h.call(
+        Method::POST,
+        "/v1/account/totp/setup",
+        None,
+        Some(&alice.access),
+    )
+    .await
+    .expect(StatusCode::OK);
+    let account: Id = alice.account_id.parse().unwrap();
+    let stored = h.store.account(&account).await.unwrap().unwrap();
+    let secret = stored.totp_secret.unwrap().expose().to_vec();
+    let t = {
+        let t = now();
+        if t % 30 > 20 {
+            tokio::time::sleep(std::time::Duration::from_secs(31 - t % 30)).await;
+        }
+        now()
+    };
+    h.call(
+        Method::POST,
+        "/v1/account/totp/verify",
+        Some(json!({"code": totp::code_at(&secret, t - 30)})),
+        Some(&alice.access),
+    )
+    .await
+    .expect(StatusCode::NO_CONTENT);
+    // The recovery code replaces the password, not the second factor: without a code nothing
+    // changes.
+    recover(&h, json!({"username": "alice"}), CODE, NEW_PASSWORD)
+        .await
+        .expect_error(StatusCode::UNAUTHORIZED, "totp_required");
+    h.call(Method::GET, "/v1/devices", None, Some(&alice.access))
+        .await
+        .expect(StatusCode::OK);
+    let code = totp::code_at(&secret, t);
+    recover_with_totp(
+        &h,
+        json!({"username": "alice"}),
+        CODE,
+        NEW_PASSWORD,
+        Some(&code),
+    )
+    .await
+    .expect(StatusCode::NO_CONTENT);
+    let next = totp::code_at(&secret, t + 30);
+    h.try_login(
+        json!({"username": "alice"}),
+        NEW_PASSWORD,
+        json!({"device_id": alice.device_id, "totp_code": next}),
+    )
+    .await
+    .expect(StatusCode::OK);
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
 async fn logout_everywhere<S: Store>(h: Harness<S>) {
     let alice = h.register(None, PASSWORD).await;
     let other = h.login_existing(&alice, PASSWORD).await;
@@ -657,5 +736,6 @@ common::on_both_backends!(
     password_change_ends_every_other_session,
     recovery_code_replaces_a_lost_password,
     recovery_is_rate_limited_and_hides_accounts,
+    recovery_needs_the_second_factor,
     logout_everywhere,
 );
