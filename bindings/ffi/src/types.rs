@@ -205,10 +205,12 @@ pub struct GroupInfo {
     pub name: String,
     /// Its members (account ids).
     pub members: Vec<String>,
-    /// The current epoch (a new one starts at each removal).
+    /// The current epoch (a new one starts at each member change).
     pub epoch: u32,
     /// Whether this account is still a member.
     pub active: bool,
+    /// Whether this device holds the group's admin key (can add and remove members).
+    pub admin: bool,
 }
 
 impl From<core::GroupInfo> for GroupInfo {
@@ -219,6 +221,7 @@ impl From<core::GroupInfo> for GroupInfo {
             members: hex_ids(&g.members),
             epoch: g.epoch,
             active: g.active,
+            admin: g.admin,
         }
     }
 }

@@ -155,10 +155,12 @@ pub struct GroupView {
     pub name: String,
     /// Member accounts (32 hex each).
     pub members: Vec<String>,
-    /// Current epoch (1 at creation, +1 per removal).
+    /// Current epoch (1 at creation, +1 per member change).
     pub epoch: u32,
     /// Whether this account is still a member.
     pub active: bool,
+    /// Whether this device holds the group's admin key (can add and remove members).
+    pub admin: bool,
 }
 
 impl From<GroupInfo> for GroupView {
@@ -169,6 +171,7 @@ impl From<GroupInfo> for GroupView {
             members: hexes(&g.members),
             epoch: g.epoch,
             active: g.active,
+            admin: g.admin,
         }
     }
 }

@@ -29,7 +29,7 @@ export interface Message {
   deleted: boolean; reactions: Reaction[]; deliveredTo: string[]; readBy: string[];
   expiresAt: number | null;
 }
-export interface Group { id: string; name: string; members: string[]; epoch: number; active: boolean; }
+export interface Group { id: string; name: string; members: string[]; epoch: number; active: boolean; admin: boolean; }
 export interface SafetyNumber { device: number; digits: string; }
 export type HavenEvent =
   | { type: "message"; message: Message }
