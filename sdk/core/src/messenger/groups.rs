@@ -86,7 +86,7 @@ impl Drop for Epoch {
 }
 
 impl Epoch {
-    /// The epoch number (1 at creation, +1 per removal).
+    /// The epoch number (1 at creation, +1 per member change).
     #[must_use]
     pub fn number(&self) -> u32 {
         self.epoch
@@ -210,7 +210,7 @@ impl GroupState {
         rng: &mut R,
     ) -> Result<Self, StateError> {
         let key = GroupAdminKey::generate(rng);
-        let group_key: [u8; 32] = random(rng);
+        let group_key = Zeroizing::new(random::<32, R>(rng));
         let change = sign_change(&key, &id, 1, admin, &name, &members, &group_key)?;
         Ok(Self {
             id,
@@ -221,7 +221,7 @@ impl GroupState {
                 channel_id: channel.id,
                 read_token: channel.read_token,
                 write_token: channel.write_token,
-                group_key,
+                group_key: *group_key,
                 cursor: 0,
             },
             old: Vec::new(),
