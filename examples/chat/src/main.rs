@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use haven_cli_common::{Args, Cli, Failure, progress_bar, secret};
 use haven_client::messenger::{ConnectionState, Event, GroupInfo, MessageRecord, Messenger};
-use haven_client::relay::LoginIdentifier;
+use haven_client::relay::{FreshAuth, LoginDevice, LoginIdentifier, RecoveryCode};
 use haven_client::storage_key;
 use haven_client::{ClientStore, Conversation, Device, RelayClient, Space};
 
@@ -44,6 +44,26 @@ commands:
   groups                            list groups
   safety-number CONTACT             the safety numbers to compare with a contact
 
+account (actions marked * prove the account password again: HAVEN_ACCOUNT_PASSWORD, and
+--totp CODE when TOTP is on):
+  devices                           the account's devices (`*` marks this one)
+  unlink DEVICE                   * unlink a device (its number or id)
+  logout                            end this device's session on the relay
+  logout-all                        end every session of the account
+  relogin [--totp CODE]             log this device in again (after logout, a password change
+                                    elsewhere or a recovery)
+  change-password                 * new password from HAVEN_NEW_ACCOUNT_PASSWORD; every other
+                                    session ends
+  recovery-code                   * make and set a new recovery code (printed once)
+  recover [--totp CODE]             replace a lost password with the recovery code
+                                    (HAVEN_RECOVERY_CODE) and HAVEN_NEW_ACCOUNT_PASSWORD; every
+                                    session ends: relogin afterwards
+  totp-setup                        a TOTP secret for an authenticator app
+  totp-enable CODE                  turn TOTP on with a code from that app
+  totp-disable CODE               * turn TOTP off
+  export [PATH]                     everything the relay stores about the account (JSON)
+  delete-account                  * delete the account on the relay (local state is kept)
+
 options and environment:
   --state DIR    or HAVEN_CHAT_STATE     state directory (created by register or link)
   --relay URL    or HAVEN_RELAY_URL      relay base URL
@@ -68,6 +88,7 @@ static CLI: Cli = Cli {
         "--seconds",
         "--type",
         "--thumbnail",
+        "--totp",
     ],
     switches: &[],
     state_env: "HAVEN_CHAT_STATE",
@@ -591,6 +612,145 @@ async fn command(args: &Args, m: &Arc<Messenger>) -> Result<(), Failure> {
                     .collect();
                 println!("device {}: {}", s.device, grouped.join(" "));
             }
+        }
+        other => return account_command(args, m, other).await,
+    }
+    Ok(())
+}
+
+/// A fresh-authentication proof: the account password (and `--totp`) proven again.
+async fn fresh_auth(args: &Args, relay: &RelayClient) -> Result<FreshAuth, Failure> {
+    let password = secret("HAVEN_ACCOUNT_PASSWORD", "account password")?;
+    Ok(relay
+        .reauthenticate(password.as_bytes(), args.flag("--totp"))
+        .await?)
+}
+
+/// The account's commands (PROTOCOL.md §11.6.1–§11.9).
+async fn account_command(args: &Args, m: &Arc<Messenger>, command: &str) -> Result<(), Failure> {
+    let relay = m.device().relay();
+    match command {
+        "devices" => {
+            for d in relay.devices().await?.devices {
+                println!(
+                    "{}{} {} created {}",
+                    if d.current { "*" } else { " " },
+                    d.device_number,
+                    d.device_id,
+                    d.created_at
+                );
+            }
+        }
+        "unlink" => {
+            let wanted = args.word(0, "DEVICE")?.to_lowercase();
+            let devices = relay.devices().await?.devices;
+            let device = devices
+                .iter()
+                .find(|d| d.device_number.to_string() == wanted || d.device_id.to_hex() == wanted)
+                .ok_or_else(|| Failure::usage(format!("no device {wanted}; see devices")))?;
+            if device.current {
+                return Err(Failure::usage(
+                    "this is this device: unlink it from another one (or use logout)",
+                ));
+            }
+            let fresh = fresh_auth(args, relay).await?;
+            relay
+                .unlink_device(fresh, &device.device_id.to_hex())
+                .await?;
+            println!("unlinked device {}", device.device_number);
+        }
+        "logout" => {
+            relay.logout().await?;
+            println!("logged out (relogin to use this device again)");
+        }
+        "logout-all" => {
+            relay.logout_everywhere().await?;
+            println!("every session of the account ended (relogin to use this device again)");
+        }
+        "relogin" => {
+            let device_id = relay
+                .session()
+                .await
+                .map(|s| s.device_id)
+                .ok_or_else(|| Failure::other("this state directory holds no session"))?;
+            let password = secret("HAVEN_ACCOUNT_PASSWORD", "account password")?;
+            relay
+                .login(
+                    LoginIdentifier::AccountId(m.device().account_id()),
+                    password.as_bytes(),
+                    LoginDevice::Existing(&device_id),
+                    args.flag("--totp"),
+                )
+                .await?;
+            println!("logged in again as device {}", m.device().device_number());
+        }
+        "change-password" => {
+            let fresh = fresh_auth(args, relay).await?;
+            let new = secret("HAVEN_NEW_ACCOUNT_PASSWORD", "new account password")?;
+            relay.change_password(fresh, new.as_bytes()).await?;
+            println!("password changed; every other session ended");
+        }
+        "recovery-code" => {
+            let fresh = fresh_auth(args, relay).await?;
+            let code = RecoveryCode::generate(&mut rand::rng());
+            relay.set_recovery_code(fresh, &code).await?;
+            println!("recovery code (write it down; it is shown once and works once):");
+            println!("{}", code.to_text().as_str());
+        }
+        "recover" => {
+            let text = secret("HAVEN_RECOVERY_CODE", "recovery code")?;
+            let code = RecoveryCode::parse(&text).map_err(|_| {
+                Failure::usage("not a recovery code (32 characters in groups of 4)")
+            })?;
+            let new = secret("HAVEN_NEW_ACCOUNT_PASSWORD", "new account password")?;
+            relay
+                .recover_account(
+                    LoginIdentifier::AccountId(m.device().account_id()),
+                    &code,
+                    new.as_bytes(),
+                    args.flag("--totp"),
+                )
+                .await?;
+            println!("password replaced; every session ended: run relogin with the new password");
+        }
+        "totp-setup" => {
+            let setup = relay.totp_setup().await?;
+            println!("secret {}", setup.secret);
+            println!("{}", setup.otpauth_uri);
+            println!("then: totp-enable CODE");
+        }
+        "totp-enable" => {
+            relay.totp_verify(args.word(0, "CODE")?).await?;
+            println!("TOTP enabled");
+        }
+        "totp-disable" => {
+            let code = args.word(0, "CODE")?;
+            let fresh = fresh_auth(args, relay).await?;
+            relay.totp_disable(fresh, code).await?;
+            println!("TOTP disabled");
+        }
+        "export" => {
+            let export = relay.export_account().await?;
+            let json = serde_json::to_string_pretty(&export)
+                .map_err(|e| Failure::other(format!("export: {e}")))?;
+            match args.words.first() {
+                Some(path) => {
+                    std::fs::write(path, json)
+                        .map_err(|e| Failure::usage(format!("cannot write {path}: {e}")))?;
+                    println!(
+                        "exported {} devices, {} sessions, {} vault items to {path}",
+                        export.devices.len(),
+                        export.sessions.len(),
+                        export.vault.len()
+                    );
+                }
+                None => println!("{json}"),
+            }
+        }
+        "delete-account" => {
+            let fresh = fresh_auth(args, relay).await?;
+            relay.delete_account(fresh).await?;
+            println!("account deleted on the relay (this state directory is left as it was)");
         }
         other => return Err(Failure::usage(format!("unknown command {other}; see help"))),
     }

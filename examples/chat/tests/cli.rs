@@ -364,3 +364,109 @@ fn chat_scenario_through_the_binary() {
         );
     }
 }
+
+#[test]
+fn account_lifecycle_through_the_binary() {
+    const NEW: &str = "chat cli: the second password";
+    const THIRD: &str = "chat cli: recovered password";
+    let dir = tempfile::tempdir().unwrap();
+    let relay = start_relay();
+    let dave = User::new(dir.path(), "dave", &relay);
+    let phone = User::new(dir.path(), "dave_phone", &relay);
+    dave.run(&["register", "--username", "dave_cli"]);
+    phone.run(&["link", "--username", "dave_cli"]);
+    let with = |user: &User<'_>, args: &[&str], env: &[(&str, &str)]| -> Output {
+        user.command(args)
+            .envs(env.iter().copied())
+            .output()
+            .unwrap()
+    };
+    let ok = |out: Output| -> String {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+
+    let devices = dave.run(&["devices"]);
+    assert_eq!(devices.lines().count(), 2, "{devices}");
+    assert!(devices.lines().any(|l| l.starts_with("*1 ")), "{devices}");
+
+    // A recovery code, shown once (proving the password again).
+    let out = with(
+        &dave,
+        &["recovery-code"],
+        &[("HAVEN_ACCOUNT_PASSWORD", "wrong")],
+    );
+    assert!(!out.status.success());
+    let out = dave.run(&["recovery-code"]);
+    let code = out.lines().last().unwrap().trim().to_owned();
+    assert_eq!(code.len(), 39, "{out}");
+
+    // Password change: the phone's session ends until it logs in again with the new password.
+    ok(with(
+        &dave,
+        &["change-password"],
+        &[("HAVEN_NEW_ACCOUNT_PASSWORD", NEW)],
+    ));
+    phone.fails(&["devices"]);
+    phone.fails(&["relogin"]);
+    ok(with(
+        &phone,
+        &["relogin"],
+        &[("HAVEN_ACCOUNT_PASSWORD", NEW)],
+    ));
+    phone.run(&["devices"]);
+
+    // The password is lost: the recovery code replaces it, every session ends.
+    ok(with(
+        &phone,
+        &["recover"],
+        &[
+            ("HAVEN_RECOVERY_CODE", &code.to_lowercase()),
+            ("HAVEN_NEW_ACCOUNT_PASSWORD", THIRD),
+        ],
+    ));
+    dave.fails(&["devices"]);
+    let third = [("HAVEN_ACCOUNT_PASSWORD", THIRD)];
+    ok(with(&dave, &["relogin"], &third));
+    ok(with(&phone, &["relogin"], &third));
+    // The code worked once.
+    let out = with(
+        &phone,
+        &["recover"],
+        &[
+            ("HAVEN_RECOVERY_CODE", &code),
+            ("HAVEN_NEW_ACCOUNT_PASSWORD", "x"),
+        ],
+    );
+    assert!(!out.status.success());
+
+    // Unlinking the phone needs the password.
+    assert!(
+        !with(&dave, &["unlink", "2"], &[("HAVEN_ACCOUNT_PASSWORD", NEW)])
+            .status
+            .success()
+    );
+    let out = ok(with(&dave, &["unlink", "2"], &third));
+    assert!(out.contains("unlinked device 2"), "{out}");
+    phone.fails(&["devices"]);
+    assert_eq!(ok(with(&dave, &["devices"], &third)).lines().count(), 1);
+
+    // Export to a file.
+    let path = dir.path().join("export.json");
+    let out = ok(with(&dave, &["export", path.to_str().unwrap()], &third));
+    assert!(out.contains("1 devices"), "{out}");
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.contains("haven-relay-export/v1") && text.contains("opaque_registration_record"));
+
+    // Logout everywhere, then in again; deletion.
+    ok(with(&dave, &["logout-all"], &third));
+    dave.fails(&["devices"]);
+    ok(with(&dave, &["relogin"], &third));
+    let out = ok(with(&dave, &["delete-account"], &third));
+    assert!(out.contains("account deleted"), "{out}");
+    assert!(!with(&dave, &["relogin"], &third).status.success());
+}
