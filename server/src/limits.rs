@@ -149,6 +149,42 @@ pub(crate) async fn record_failure<S: Store>(
     Ok(())
 }
 
+/// Counts one OPAQUE run against the account before its outcome is known: a client learns from
+/// KE2 alone whether its password guess was right, so a guess that never sends KE3 must count
+/// too. The count stays until a login of the account succeeds ([`record_success`]).
+pub(crate) async fn record_attempt<S: Store>(
+    state: &AppState<S>,
+    limit_key: &[u8],
+) -> Result<(), AppError> {
+    let (account, _) = failure_quotas(state.settings());
+    state
+        .limits()
+        .shared
+        .hit(&account_key(limit_key), account)
+        .await
+        .map_err(limiter_error)?;
+    Ok(())
+}
+
+/// Counts one failed OPAQUE finish (or wrong TOTP code at login) against the client address
+/// only: its account was counted when the run started ([`record_attempt`]).
+pub(crate) async fn record_address_failure<S: Store>(
+    state: &AppState<S>,
+    client: &ClientKey,
+) -> Result<(), AppError> {
+    if let Some(addr) = &client.0 {
+        let (_, per_addr) = failure_quotas(state.settings());
+        state
+            .limits()
+            .per_addr
+            .hit(&format!("login:addr:{addr}"), per_addr)
+            .await
+            .map_err(limiter_error)?;
+    }
+    tracing::info!("failed login attempt counted");
+    Ok(())
+}
+
 /// A successful login clears the account's failure count.
 pub(crate) async fn record_success<S: Store>(
     state: &AppState<S>,

@@ -310,6 +310,8 @@ async fn opaque_start<S: Store>(
         params,
     )
     .map_err(|_| bad_opaque("credential_request"))?;
+    // Counted now, not at finish: KE2 alone tells the client whether its guess was right.
+    crate::limits::record_attempt(state, &limit_key).await?;
     let mut blob = limit_key.to_vec();
     blob.extend_from_slice(&start.state.serialize());
     let login_id = Id::random();
@@ -356,12 +358,13 @@ async fn opaque_finish<S: Store>(
     if login.purpose != purpose || expected.is_some_and(|id| login.account_id != Some(id)) {
         return Err(expired());
     }
+    // The account's limit was checked, and this run counted, at start; a finish is only checked
+    // against the client address's failures.
     let (limit_key, server_state) = login
         .state
         .expose()
         .split_at_checked(LIMIT_KEY_LEN)
         .ok_or_else(|| AppError::internal("stored login state too short"))?;
-    crate::limits::check_login(state, limit_key).await?;
     let verified = ServerLogin::<Cs>::deserialize(server_state)
         .map_err(|_| AppError::internal("stored login state does not decode"))?
         .finish(finalization)
@@ -371,7 +374,7 @@ async fn opaque_finish<S: Store>(
         _ => None,
     };
     let Some(account) = account else {
-        crate::limits::record_failure(state, limit_key, client).await?;
+        crate::limits::record_address_failure(state, client).await?;
         return Err(AppError::unauthorized(
             "invalid_credentials",
             "login failed",
@@ -390,7 +393,7 @@ async fn opaque_finish<S: Store>(
             None => false,
         };
         if !claimed {
-            crate::limits::record_failure(state, limit_key, client).await?;
+            crate::limits::record_address_failure(state, client).await?;
             return Err(totp_invalid());
         }
     }

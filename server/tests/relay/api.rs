@@ -548,6 +548,9 @@ async fn devices_rename_unlink_and_limit<S: Store>(h: Harness<S>) {
 }
 
 async fn totp_enable_login_and_replay<S: Store>(h: Harness<S>) {
+    // Every OPAQUE start counts against the account until a login succeeds, and
+    // login_max_failures = 3: the steps below keep at most two unfinished or failed attempts
+    // between successes.
     let alice = h.register(Some("alice"), PASSWORD).await;
     let token = Some(alice.access.as_str());
     h.call(
@@ -570,19 +573,14 @@ async fn totp_enable_login_and_replay<S: Store>(h: Harness<S>) {
             .starts_with("otpauth://totp/Haven:")
     );
     let t = early_in_step().await;
-    let wrong = if totp::code_at(&secret, t) == "000000" {
-        "111111"
-    } else {
-        "000000"
+    let wrong_for = |secret: &[u8]| {
+        if (0..3).any(|i| totp::code_at(secret, t + i * 30 - 30) == "000000") {
+            "111111"
+        } else {
+            "000000"
+        }
     };
-    h.call(
-        Method::POST,
-        "/v1/account/totp/verify",
-        Some(json!({"code": wrong})),
-        token,
-    )
-    .await
-    .expect_error(StatusCode::UNAUTHORIZED, "totp_invalid");
+    let wrong = wrong_for(&secret);
     // Enabling uses the previous step, so the current one is still free for a login.
     h.call(
         Method::POST,
@@ -601,11 +599,9 @@ async fn totp_enable_login_and_replay<S: Store>(h: Harness<S>) {
     h.try_login(by_id(), PASSWORD, dev())
         .await
         .expect_error(StatusCode::UNAUTHORIZED, "totp_required");
-    let mut with = dev();
-    with["totp_code"] = json!(wrong);
-    h.try_login(by_id(), PASSWORD, with)
+    h.try_reauth(&alice, PASSWORD, None)
         .await
-        .expect_error(StatusCode::UNAUTHORIZED, "totp_invalid");
+        .expect_error(StatusCode::UNAUTHORIZED, "totp_required");
     let mut with = dev();
     with["totp_code"] = json!(totp::code_at(&secret, t));
     h.try_login(by_id(), PASSWORD, with.clone())
@@ -633,9 +629,6 @@ async fn totp_enable_login_and_replay<S: Store>(h: Harness<S>) {
     )
     .await
     .expect_error(StatusCode::FORBIDDEN, "fresh_auth_required");
-    h.try_reauth(&alice, PASSWORD, None)
-        .await
-        .expect_error(StatusCode::UNAUTHORIZED, "totp_required");
     let reauth = h
         .try_reauth(&alice, PASSWORD, Some(&next))
         .await
@@ -682,6 +675,20 @@ async fn totp_enable_login_and_replay<S: Store>(h: Harness<S>) {
     )
     .await
     .expect_error(StatusCode::CONFLICT, "totp_not_enabled");
+    // A new setup: a wrong code does not enable it.
+    let setup = h
+        .call(Method::POST, "/v1/account/totp/setup", None, token)
+        .await
+        .expect(StatusCode::OK);
+    let secret = base32_decode(setup.body["secret"].as_str().unwrap());
+    h.call(
+        Method::POST,
+        "/v1/account/totp/verify",
+        Some(json!({"code": wrong_for(&secret)})),
+        token,
+    )
+    .await
+    .expect_error(StatusCode::UNAUTHORIZED, "totp_invalid");
     h.login_existing(&alice, PASSWORD).await;
 }
 
@@ -979,18 +986,19 @@ async fn from_addr<S: Store>(
 
 async fn per_address_limits<S: Store>(h: Harness<S>) {
     // auth_rate_limit_per_minute = 30 by default: the 31st login/start from one address is refused.
-    let body = || json!({"username": "someone", "credential_request": ke1()});
-    for _ in 0..30 {
-        from_addr(&h, [10, 0, 0, 1], "/v1/login/start", body())
+    // (Other identifiers each time: every start also counts against its account, §11.6.)
+    let body = |i: usize| json!({"username": format!("someone{i}"), "credential_request": ke1()});
+    for i in 0..30 {
+        from_addr(&h, [10, 0, 0, 1], "/v1/login/start", body(i))
             .await
             .expect(StatusCode::OK);
     }
-    let refused = from_addr(&h, [10, 0, 0, 1], "/v1/login/start", body())
+    let refused = from_addr(&h, [10, 0, 0, 1], "/v1/login/start", body(30))
         .await
         .expect_error(StatusCode::TOO_MANY_REQUESTS, "rate_limited");
     assert!(refused.headers.get(header::RETRY_AFTER).is_some());
     // Another address is unaffected, and so are non-auth routes from the first one.
-    from_addr(&h, [10, 0, 0, 2], "/v1/login/start", body())
+    from_addr(&h, [10, 0, 0, 2], "/v1/login/start", body(31))
         .await
         .expect(StatusCode::OK);
     from_addr(
