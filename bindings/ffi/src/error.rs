@@ -44,6 +44,14 @@ pub enum HavenError {
     /// A contact device's identity key changed: compare safety numbers before going on.
     #[error("identity changed: {0}")]
     IdentityChanged(String),
+    /// An account's identity key changed: compare the account safety number, then accept it
+    /// (`Messenger.accept_account_key`) before going on.
+    #[error("account key changed: {0}")]
+    AccountKeyChanged(String),
+    /// This device does not hold the account identity key (it cannot approve or unlink
+    /// devices).
+    #[error("this device does not hold the account key")]
+    NoAccountKey,
     /// The relay no longer accepts this device's session (logged out, unlinked, revoked).
     #[error("session revoked: {0}")]
     SessionRevoked(String),
@@ -124,6 +132,12 @@ impl From<DeviceError> for HavenError {
                 Self::IdentityChanged(format!("account {account} device {device}"))
             }
             DeviceError::NotSetUp => Self::NotRegistered,
+            DeviceError::AccountKeyChanged { account } => Self::AccountKeyChanged(account),
+            e @ (DeviceError::DeviceList { .. } | DeviceError::UnlistedDevice { .. }) => {
+                Self::Tampered(e.to_string())
+            }
+            DeviceError::NoAccountKey => Self::NoAccountKey,
+            DeviceError::InvalidArgument(why) => Self::InvalidInput(why),
             other => Self::Protocol(other.to_string()),
         }
     }

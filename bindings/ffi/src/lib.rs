@@ -30,7 +30,7 @@ mod vectors;
 pub use diary::{AccountAccess, Diary};
 pub use error::HavenError;
 pub use key::StorageKey;
-pub use messenger::{EventListener, Messenger};
+pub use messenger::{EventListener, LinkRequest, Messenger};
 pub use types::{
     AttachmentInfo, ConnectionState, Contact, Conversation, DiaryEntry, DiaryEntryItem, DiaryQuery,
     DiaryRevision, DiarySyncReport, Event, GroupInfo, KdfSettings, Message, Reaction, ReceiptKind,

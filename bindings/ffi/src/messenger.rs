@@ -6,8 +6,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use haven_client::messenger::Messenger as CoreMessenger;
-use haven_client::relay::LoginIdentifier;
-use haven_client::{ClientStore, Device, RelayClient};
+use haven_client::{ClientStore, Device, PendingLink, RelayClient};
 use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 use zeroize::Zeroizing;
@@ -145,34 +144,6 @@ impl Messenger {
         .await
     }
 
-    /// Adds this device to an existing account (log in by username as a new device). The
-    /// password is wiped after use.
-    ///
-    /// # Errors
-    /// As [`Messenger::register`]; `WrongPassword`.
-    #[uniffi::constructor]
-    pub async fn link(
-        relay_url: String,
-        store_path: String,
-        storage_key: Arc<StorageKey>,
-        username: String,
-        password: String,
-    ) -> Result<Arc<Self>, HavenError> {
-        let password = Zeroizing::new(password);
-        runtime::run_blocking(move || async move {
-            let (relay, store) = open_parts(&relay_url, &store_path, &storage_key)?;
-            let device = Device::link(
-                relay,
-                store,
-                LoginIdentifier::Username(username.trim()),
-                password.as_bytes(),
-            )
-            .await?;
-            Ok(Self::wrap(device))
-        })
-        .await
-    }
-
     /// Reopens the device kept in the store at `store_path` (after an app restart).
     ///
     /// # Errors
@@ -273,6 +244,65 @@ impl Messenger {
                 digits: s.digits,
             })
             .collect())
+    }
+
+    /// The safety number with a contact's account (60 digits, PROTOCOL §15.4): compare it out
+    /// of band; it stays the same while either side links or unlinks devices. `None` while
+    /// the contact's signed device list is not known (or it publishes none).
+    ///
+    /// # Errors
+    /// `InvalidInput` (malformed id), `Closed`.
+    pub fn account_safety_number(&self, account_id: String) -> Result<Option<String>, HavenError> {
+        let account = parse_id("account id", &account_id)?;
+        Ok(self.core()?.device().account_safety_number(&account)?)
+    }
+
+    /// Accepts a contact account's new identity key after an `AccountKeyChanged` event or
+    /// error, once the user compared the new account safety number.
+    ///
+    /// # Errors
+    /// `InvalidInput` (malformed id, no change pending), `Closed`.
+    pub fn accept_account_key(&self, account_id: String) -> Result<(), HavenError> {
+        let account = parse_id("account id", &account_id)?;
+        self.core()?.device().accept_account_key(&account)?;
+        Ok(())
+    }
+
+    /// Approves the new device showing `code` (`haven-link:…`, from `LinkRequest.code()` on
+    /// the new device): it joins this account end to end encrypted through the relay.
+    ///
+    /// # Errors
+    /// `InvalidInput` (not a link code, or a typo), `NoAccountKey`, `Refused`
+    /// (`provisioning_not_found` once the code expired), `Network`, `Closed`.
+    pub async fn approve_link(self: Arc<Self>, code: String) -> Result<(), HavenError> {
+        let core = self.core()?;
+        runtime::run(async move { Ok(core.device().approve_link(code.trim()).await?) }).await
+    }
+
+    /// Unlinks another device of this account (by its number): a new signed device list
+    /// without it, then the relay forgets it. The account password (and the TOTP code when
+    /// TOTP is on) is proven again first; it is wiped after use.
+    ///
+    /// # Errors
+    /// `InvalidInput` (this device, or no such device), `WrongPassword`, `NoAccountKey`,
+    /// `Refused` (`totp_required`), `Network`, `Closed`.
+    pub async fn unlink_device(
+        self: Arc<Self>,
+        device_number: u32,
+        password: String,
+        totp_code: Option<String>,
+    ) -> Result<(), HavenError> {
+        let password = Zeroizing::new(password);
+        let core = self.core()?;
+        runtime::run(async move {
+            let fresh = core
+                .device()
+                .relay()
+                .reauthenticate(password.as_bytes(), totp_code.as_deref())
+                .await?;
+            Ok(core.device().unlink_device(device_number, fresh).await?)
+        })
+        .await
     }
 
     /// Sends a text; returns the message id.
@@ -634,5 +664,65 @@ impl Messenger {
             }
             None => Ok(()),
         }
+    }
+}
+
+/// A new device waiting to be approved by a device of the account it joins (PROTOCOL §15.3).
+/// Show [`LinkRequest::code`] on this device; approve it on the other
+/// (`Messenger.approve_link`); then [`LinkRequest::finish`]. A password alone never adds a
+/// device to an account.
+#[derive(uniffi::Object)]
+pub struct LinkRequest {
+    code: String,
+    parts: tokio::sync::Mutex<Option<(PendingLink, ClientStore)>>,
+}
+
+#[uniffi::export]
+impl LinkRequest {
+    /// Opens a provisioning box on the relay for a new device whose encrypted store will be at
+    /// `store_path`.
+    ///
+    /// # Errors
+    /// `InvalidInput` (relay URL, store path), `WrongStorageKey`, `Network`.
+    #[uniffi::constructor]
+    pub async fn start(
+        relay_url: String,
+        store_path: String,
+        storage_key: Arc<StorageKey>,
+    ) -> Result<Arc<Self>, HavenError> {
+        runtime::run_blocking(move || async move {
+            let (relay, store) = open_parts(&relay_url, &store_path, &storage_key)?;
+            let pending = Device::start_link(relay).await?;
+            Ok(Arc::new(Self {
+                code: pending.code(),
+                parts: tokio::sync::Mutex::new(Some((pending, store))),
+            }))
+        })
+        .await
+    }
+
+    /// The code to show the approving device (`haven-link:` and 85 characters; also fit for a
+    /// QR code).
+    #[must_use]
+    pub fn code(&self) -> String {
+        self.code.clone()
+    }
+
+    /// Waits up to `timeout_secs` for the approval, then joins the account and returns the
+    /// new device's messenger. Call it once.
+    ///
+    /// # Errors
+    /// `Protocol` (no approval in time), `AccountKeyChanged`, `Tampered` (the relay served a
+    /// list the grant does not match), `Refused`, `Network`, `Closed` (called twice).
+    pub async fn finish(self: Arc<Self>, timeout_secs: u32) -> Result<Arc<Messenger>, HavenError> {
+        let parts = self.parts.lock().await.take().ok_or(HavenError::Closed)?;
+        runtime::run_blocking(move || async move {
+            let (pending, store) = parts;
+            let device = pending
+                .finish(store, Duration::from_secs(u64::from(timeout_secs)))
+                .await?;
+            Ok(Messenger::wrap(device))
+        })
+        .await
     }
 }

@@ -344,6 +344,32 @@ pub enum Event {
         /// Its device.
         device: u32,
     },
+    /// An account's signed device list changed: devices added (for a verified contact, ask the
+    /// user before trusting a new one), removed or re-keyed.
+    DevicesChanged {
+        /// The account (this one's own included).
+        account_id: String,
+        /// Devices added.
+        added: Vec<u32>,
+        /// Devices removed.
+        removed: Vec<u32>,
+        /// Devices with a new identity key.
+        rekeyed: Vec<u32>,
+    },
+    /// An account's identity key changed: compare the account safety number, then
+    /// `Messenger.accept_account_key`. Nothing is exchanged with it until then.
+    AccountKeyChanged {
+        /// The account.
+        account_id: String,
+    },
+    /// The relay served a device list or named a device that was refused (it is lying);
+    /// nothing changed.
+    DeviceListRefused {
+        /// The account.
+        account_id: String,
+        /// Why.
+        reason: String,
+    },
     /// An envelope or group entry was refused; nothing was changed by it.
     Rejected {
         /// Why.
@@ -440,6 +466,24 @@ impl Event {
             E::IdentityChanged { account, device } => Self::IdentityChanged {
                 account_id: hex::encode(account),
                 device,
+            },
+            E::DevicesChanged {
+                account,
+                added,
+                removed,
+                rekeyed,
+            } => Self::DevicesChanged {
+                account_id: hex::encode(account),
+                added,
+                removed,
+                rekeyed,
+            },
+            E::AccountKeyChanged { account } => Self::AccountKeyChanged {
+                account_id: hex::encode(account),
+            },
+            E::DeviceListRefused { account, reason } => Self::DeviceListRefused {
+                account_id: hex::encode(account),
+                reason: reason.to_string(),
             },
             E::Rejected { reason } => Self::Rejected {
                 reason: reason.to_string(),

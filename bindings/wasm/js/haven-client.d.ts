@@ -33,6 +33,10 @@ export declare class HavenClient {
   accountId(): string;
   lookup(username: string): Promise<string>;
   ensureCertificate(): Promise<void>;
+  /** Publishes this account's first signed device list (a new account key naming this device). */
+  publishFirstList(): Promise<void>;
+  /** Reads and accepts `account`'s signed device list; the change worth showing, or null. */
+  fetchDeviceList(account: string): Promise<{ account: string; added: number[]; removed: number[]; rekeyed: number[] } | null>;
   /** A prepared content to every device of `account`; whether it went sealed, `null` when nothing was sent. */
   deliver(messageId: string, account: string): Promise<boolean | null>;
   /** To `account`, then the copy to this account's other devices; the prepared content is finished. */

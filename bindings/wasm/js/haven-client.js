@@ -62,6 +62,7 @@ export class HavenClient {
     await c.setUp();
     await c.call("PUT", "/v1/account/access-key", device.prepareAccessKey());
     device.confirmAccessKey();
+    await c.publishFirstList();
     await c.persist(device);
     return c;
   }
@@ -148,6 +149,40 @@ export class HavenClient {
     return r.account_id;
   }
 
+  /**
+   * Publishes this account's first signed device list (§15.2): a new account identity key
+   * naming this device.
+   */
+  async publishFirstList() {
+    const body = this.device.firstOwnList(nowSecs());
+    await this.call("PUT", "/v1/account/device-list", body);
+    this.device.ownListPublished(nowSecs());
+  }
+
+  /**
+   * Reads `account`'s signed device list and gives it to the device (§15.2): pins the account
+   * key on first contact, refuses a changed key, a rollback or a fork (thrown as
+   * `account_key_changed` / `device_list_refused`). Returns the change worth showing
+   * (devices added, removed, re-keyed) or `null`. For this account with no list yet (an
+   * account from before lists), this device publishes the first one.
+   */
+  async fetchDeviceList(account) {
+    let answer = null;
+    try {
+      answer = JSON.stringify(await this.call("GET", `/v1/accounts/${account}/device-list`, null));
+    } catch (e) {
+      if (!(e instanceof RelayError && e.code === "device_list_not_found")) throw e;
+      if (account === this.accountId() && this.device.needsFirstList()) {
+        await this.publishFirstList();
+        await this.persist(this.device);
+        return null;
+      }
+    }
+    const change = this.device.acceptDeviceList(account, answer, nowSecs());
+    await this.persist(this.device);
+    return change;
+  }
+
   /** Fetches a sender certificate (§11.13) when the cached one is missing or about to expire. */
   async ensureCertificate() {
     if (this.device.needsCertificate(nowSecs())) {
@@ -164,6 +199,7 @@ export class HavenClient {
    */
   async deliver(messageId, account) {
     await this.ensureCertificate();
+    if (this.device.deviceListDue(account, nowSecs())) await this.fetchDeviceList(account);
     for (let attempt = 0; ; attempt++) {
       const answers = [];
       for (const path of this.device.claimPaths(account)) {
@@ -177,7 +213,15 @@ export class HavenClient {
         return send.sealed;
       } catch (e) {
         if (attempt === 0 && e instanceof RelayError && (e.status === 409 || e.status === 410)) {
-          this.device.repairDevices(account, e.body);
+          try {
+            this.device.repairDevices(account, e.body, false);
+          } catch (r) {
+            // A device the signed list we hold does not name: the account may have linked it
+            // since; read its list again, then decide (refused if still unlisted).
+            if (r.code !== "need_device_list") throw r;
+            await this.fetchDeviceList(account);
+            this.device.repairDevices(account, e.body, true);
+          }
           continue;
         }
         throw e;
@@ -196,8 +240,12 @@ export class HavenClient {
       const own = this.accountId();
       if (account !== own) {
         if (this.device.ownDevicesDue(nowSecs())) {
-          const devices = await this.call("GET", "/v1/devices", null);
-          this.device.setOwnDevices(JSON.stringify(devices));
+          if (this.device.needsFirstList()) {
+            const devices = await this.call("GET", "/v1/devices", null);
+            this.device.setOwnDevices(JSON.stringify(devices));
+          } else {
+            await this.fetchDeviceList(own);
+          }
         }
         await this.deliver(messageId, own);
       }
@@ -552,7 +600,20 @@ export class HavenMessenger {
 
   /** Processes one envelope (exactly once); the caller acks it. */
   async receiveEnvelope(messageId, content, ephemeral = false) {
-    const received = this.m.receiveEnvelope(messageId, content, ephemeral, Date.now());
+    let received = this.m.receiveEnvelope(messageId, content, ephemeral, Date.now());
+    if (received.status === "need_device_list") {
+      // The sender's signed list is unknown or does not name the sending device: read it
+      // again, then decide (an unlisted sender is refused).
+      try {
+        const change = await this.client.fetchDeviceList(received.account);
+        if (change) this.emit([{ type: "devices_changed", ...change }]);
+      } catch (e) {
+        if (e.code === "account_key_changed") this.emit([{ type: "account_key_changed", account: received.account }]);
+        else if (e.code === "device_list_refused") this.emit([{ type: "device_list_refused", account: received.account, reason: e.message }]);
+        else throw e;
+      }
+      received = this.m.receiveEnvelope(messageId, content, ephemeral, Date.now(), true);
+    }
     await this.persist();
     this.finish(received);
     return received;

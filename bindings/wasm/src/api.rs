@@ -513,16 +513,111 @@ impl WebDevice {
         self.with(|d| d.finish_send(&message_id))
     }
 
-    /// Applies a 409/410 answer of a send to the device list of `account`.
+    /// Applies a 409/410 answer of a send to the device list of `account`. A device the
+    /// account's signed list does not name throws `need_device_list` (fetch the list,
+    /// `acceptDeviceList`, repair again with `listFresh`), then `device_list_refused`.
     #[wasm_bindgen(js_name = repairDevices)]
     pub fn repair_devices(
         &self,
         #[wasm_bindgen(unchecked_param_type = "string")] account: JsValue,
         #[wasm_bindgen(js_name = errorAnswer, unchecked_param_type = "string")] error_json: JsValue,
+        #[wasm_bindgen(js_name = listFresh, unchecked_param_type = "boolean | undefined")]
+        list_fresh: JsValue,
     ) -> JsResult<()> {
         let account = lift(string_arg(&account, "account"))?;
         let text = lift(string_arg(&error_json, "errorAnswer"))?;
-        self.with(|d| d.repair_devices(&account, &text))
+        let fresh = list_fresh.as_bool().unwrap_or(false);
+        self.with(|d| d.repair_devices(&account, &text, fresh))
+    }
+
+    /// Whether to fetch `account`'s signed device list (`deviceListPath`) before a send.
+    #[wasm_bindgen(js_name = deviceListDue)]
+    pub fn device_list_due(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "string")] account: JsValue,
+        #[wasm_bindgen(js_name = nowSecs, unchecked_param_type = "number")] now_secs: JsValue,
+    ) -> JsResult<bool> {
+        let account = lift(string_arg(&account, "account"))?;
+        let now = lift(number_arg(&now_secs, "nowSecs"))?;
+        self.with(|d| d.device_list_due(&account, now))
+    }
+
+    /// Takes the relay's answer for `account`'s signed device list: its JSON text, or `null`
+    /// for a 404 `device_list_not_found`. Returns the change worth telling the user (devices
+    /// added, removed, re-keyed) or `null`; throws `account_key_changed` or
+    /// `device_list_refused`.
+    #[wasm_bindgen(js_name = acceptDeviceList)]
+    pub fn accept_device_list(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "string")] account: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "string | null")] answer: JsValue,
+        #[wasm_bindgen(js_name = nowSecs, unchecked_param_type = "number")] now_secs: JsValue,
+    ) -> JsResult<JsValue> {
+        let account = lift(string_arg(&account, "account"))?;
+        let answer = answer.as_string();
+        let now = lift(number_arg(&now_secs, "nowSecs"))?;
+        let update = self.with(|d| d.accept_device_list(&account, answer.as_deref(), now))?;
+        Ok(match update {
+            None => JsValue::NULL,
+            Some(u) => {
+                let view = serde_json::json!({
+                    "account": hex::encode(u.account),
+                    "added": u.added,
+                    "removed": u.removed,
+                    "rekeyed": u.rekeyed,
+                });
+                to_js(&view)?
+            }
+        })
+    }
+
+    /// Whether this account has no signed device list of its own yet (publish one:
+    /// `firstOwnList`, `PUT /v1/account/device-list`, `ownListPublished`).
+    #[wasm_bindgen(js_name = needsFirstList)]
+    pub fn needs_first_list(&self) -> JsResult<bool> {
+        self.with(|d| d.needs_first_list())
+    }
+
+    /// The body of `PUT /v1/account/device-list` with this account's first signed list.
+    #[wasm_bindgen(js_name = firstOwnList)]
+    pub fn first_own_list(
+        &self,
+        #[wasm_bindgen(js_name = nowSecs, unchecked_param_type = "number")] now_secs: JsValue,
+    ) -> JsResult<String> {
+        let now = lift(number_arg(&now_secs, "nowSecs"))?;
+        self.with(|d| d.first_own_list(now))
+    }
+
+    /// The relay took the list of `firstOwnList` (204).
+    #[wasm_bindgen(js_name = ownListPublished)]
+    pub fn own_list_published(
+        &self,
+        #[wasm_bindgen(js_name = nowSecs, unchecked_param_type = "number")] now_secs: JsValue,
+    ) -> JsResult<()> {
+        let now = lift(number_arg(&now_secs, "nowSecs"))?;
+        self.with(|d| d.own_list_published(now))
+    }
+
+    /// The per-account safety number with `account` (60 digits), or `null` while unknown.
+    #[wasm_bindgen(js_name = accountSafetyNumber)]
+    pub fn account_safety_number(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "string")] account: JsValue,
+    ) -> JsResult<Option<String>> {
+        let account = lift(string_arg(&account, "account"))?;
+        self.with(|d| d.account_safety_number(&account))
+    }
+
+    /// Accepts `account`'s new identity key after `account_key_changed`.
+    #[wasm_bindgen(js_name = acceptAccountKey)]
+    pub fn accept_account_key(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "string")] account: JsValue,
+        #[wasm_bindgen(js_name = nowSecs, unchecked_param_type = "number")] now_secs: JsValue,
+    ) -> JsResult<()> {
+        let account = lift(string_arg(&account, "account"))?;
+        let now = lift(number_arg(&now_secs, "nowSecs"))?;
+        self.with(|d| d.accept_account_key(&account, now))
     }
 }
 

@@ -15,7 +15,7 @@ use haven_client_core::device::state::{
     self, StoredSession, access_key_body, generate_access_key, pin_relay_key,
 };
 use haven_client_core::device::{
-    DeviceError, LocalDevice, Opened, OutgoingSend, PaddedPlaintext, keys,
+    DeviceError, ListAnswer, ListUpdate, LocalDevice, Opened, OutgoingSend, PaddedPlaintext, keys,
 };
 use haven_protocol::api::Id;
 use haven_protocol::api::auth::{
@@ -25,6 +25,7 @@ use haven_protocol::api::auth::{
 use haven_protocol::api::certificate::{CertificateKeyResponse, CertificateResponse};
 use haven_protocol::api::devices::DeviceList;
 use haven_protocol::api::error::ErrorBody;
+use haven_protocol::api::identity::DeviceListReply;
 use haven_protocol::api::keys::{BundlesResponse, KeyCountsResponse};
 use haven_protocol::content::Content;
 use haven_protocol::opaque::opaque_ke::{
@@ -124,6 +125,8 @@ pub struct DeviceCore {
     access_key: Option<Zeroizing<[u8; 16]>>,
     /// Signed prekeys to delete once the rotated pair is on the relay.
     retiring: Vec<u32>,
+    /// The own device list being uploaded (`firstOwnList` until `ownListPublished`).
+    pending_list: Option<haven_sdk::account::DeviceList>,
 }
 
 impl std::fmt::Debug for DeviceCore {
@@ -161,6 +164,7 @@ impl DeviceCore {
             login: None,
             pending: Vec::new(),
             own_checked: None,
+            pending_list: None,
             access_key: None,
             retiring: Vec::new(),
         }
@@ -647,11 +651,117 @@ impl DeviceCore {
     ///
     /// # Errors
     /// [`ErrorCode::InvalidArgument`], [`ErrorCode::InvalidResponse`].
-    pub fn repair_devices(&mut self, account: &str, error_json: &str) -> WebResult<()> {
+    /// With `list_fresh` false, a device the account's signed list does not name is
+    /// [`ErrorCode::NeedDeviceList`] (fetch the list, accept it, repair again with
+    /// `list_fresh`); after, [`ErrorCode::DeviceListRefused`].
+    pub fn repair_devices(
+        &mut self,
+        account: &str,
+        error_json: &str,
+        list_fresh: bool,
+    ) -> WebResult<()> {
         let peer = parse_id(account)?;
         let reply: ErrorBody = parse_reply(error_json, "error answer")?;
         let mismatches = reply.error.mismatches.unwrap_or_default();
-        Ok(self.local()?.repair(&mut self.store, &peer, &mismatches)?)
+        Ok(self
+            .local()?
+            .repair(&mut self.store, &peer, &mismatches, list_fresh)?)
+    }
+
+    // ---- who is who (§15) ----
+
+    /// Whether to fetch `account`'s signed device list (`GET /v1/accounts/{account}/device-list`,
+    /// then [`DeviceCore::accept_device_list`]) before a send.
+    ///
+    /// # Errors
+    /// [`ErrorCode::InvalidArgument`], [`ErrorCode::InvalidState`].
+    pub fn device_list_due(&self, account: &str, now: u64) -> WebResult<bool> {
+        let peer = parse_id(account)?;
+        Ok(self.local()?.device_list_due(&self.store, &peer, now)?)
+    }
+
+    /// Takes the answer for `account`'s device list: its JSON, or `None` for a 404
+    /// `device_list_not_found`. Returns what the user should hear of (devices added, removed,
+    /// re-keyed), if anything.
+    ///
+    /// # Errors
+    /// [`ErrorCode::AccountKeyChanged`], [`ErrorCode::DeviceListRefused`],
+    /// [`ErrorCode::InvalidResponse`].
+    pub fn accept_device_list(
+        &mut self,
+        account: &str,
+        reply_json: Option<&str>,
+        now: u64,
+    ) -> WebResult<Option<ListUpdate>> {
+        let peer = parse_id(account)?;
+        let reply: Option<DeviceListReply> = reply_json
+            .map(|t| parse_reply(t, "device list"))
+            .transpose()?;
+        let answer = match &reply {
+            Some(r) => ListAnswer::List(r),
+            None => ListAnswer::NotPublished,
+        };
+        let update = self
+            .local()?
+            .accept_device_list(&mut self.store, &peer, answer, now)?;
+        Ok(update.is_news().then_some(update))
+    }
+
+    /// Whether this account has no accepted own list yet (publish one with
+    /// [`DeviceCore::first_own_list`]).
+    ///
+    /// # Errors
+    /// [`ErrorCode::InvalidState`].
+    pub fn needs_first_list(&self) -> WebResult<bool> {
+        let local = self.local()?;
+        Ok(local.device_list(&self.store, &local.account())?.is_none())
+    }
+
+    /// The body of `PUT /v1/account/device-list` with this account's first list (a new
+    /// account key naming this device; kept for [`DeviceCore::own_list_published`]).
+    ///
+    /// # Errors
+    /// [`ErrorCode::InvalidState`] when the account has a list already.
+    pub fn first_own_list(&mut self, now: u64) -> WebResult<String> {
+        let local = self.local()?;
+        let list = local.first_own_list(&self.store, now, &mut rand::rng())?;
+        let body = request_json(&LocalDevice::device_list_upload(&list))?;
+        self.pending_list = Some(list);
+        Ok(body)
+    }
+
+    /// The relay took the list of [`DeviceCore::first_own_list`] (204).
+    ///
+    /// # Errors
+    /// [`ErrorCode::InvalidState`] without one.
+    pub fn own_list_published(&mut self, now: u64) -> WebResult<()> {
+        let list = self
+            .pending_list
+            .take()
+            .ok_or_else(|| WebError::new(ErrorCode::InvalidState, "no list to publish"))?;
+        self.local()?
+            .own_list_published(&mut self.store, &list, now)?;
+        Ok(())
+    }
+
+    /// The per-account safety number with `account` (60 digits, §15.4), once known.
+    ///
+    /// # Errors
+    /// [`ErrorCode::InvalidArgument`].
+    pub fn account_safety_number(&self, account: &str) -> WebResult<Option<String>> {
+        let peer = parse_id(account)?;
+        Ok(self.local()?.account_safety_number(&self.store, &peer)?)
+    }
+
+    /// Accepts `account`'s new identity key after [`ErrorCode::AccountKeyChanged`].
+    ///
+    /// # Errors
+    /// [`ErrorCode::InvalidArgument`] when none is pending.
+    pub fn accept_account_key(&mut self, account: &str, now: u64) -> WebResult<()> {
+        let peer = parse_id(account)?;
+        self.local()?
+            .accept_account_key(&mut self.store, &peer, now)?;
+        Ok(())
     }
 
     // ---- receiving ----
@@ -742,6 +852,16 @@ pub(crate) mod tests {
         d.set_certificate(&request_json(&cert).unwrap(), NOW)
             .unwrap();
         assert!(!d.needs_certificate(NOW));
+        // These tests play a relay from before signed device lists (404 for every list): the
+        // accounts' devices are trusted on first use. Lists are tested in the client core.
+        for legacy in [[0xa1; 16], [0xb2; 16], [0xb0; 16], [0xc0; 16]] {
+            assert!(d.device_list_due(&hex::encode(legacy), NOW).unwrap());
+            assert!(
+                d.accept_device_list(&hex::encode(legacy), None, NOW)
+                    .unwrap()
+                    .is_none()
+            );
+        }
         let upload = d.prekey_upload(NOW).unwrap();
         (d, upload)
     }
@@ -1109,7 +1229,7 @@ pub(crate) mod tests {
             },
         };
         alice1
-            .repair_devices(&a_hex, &request_json(&mismatch).unwrap())
+            .repair_devices(&a_hex, &request_json(&mismatch).unwrap(), false)
             .unwrap();
         assert_eq!(
             alice1.claim_paths(&a_hex).unwrap(),
@@ -1137,7 +1257,7 @@ pub(crate) mod tests {
             ErrorCode::InvalidState
         );
         assert_eq!(
-            alice1.repair_devices(&b_hex, "{}").unwrap_err().code,
+            alice1.repair_devices(&b_hex, "{}", false).unwrap_err().code,
             ErrorCode::InvalidResponse
         );
     }

@@ -34,6 +34,15 @@ pub enum ErrorCode {
     /// Another device got there first (the account has a diary already, the key bundle or an
     /// entry changed elsewhere); the newer state was pulled, retry.
     Conflict,
+    /// An account's signed device list is needed first: fetch it (`deviceListPath`), give it
+    /// to `acceptDeviceList`, and try again.
+    NeedDeviceList,
+    /// An account's identity key changed: compare the account safety number, then
+    /// `acceptAccountKey`. Nothing is exchanged with it until then.
+    AccountKeyChanged,
+    /// The relay served a device list, or named a device, that was refused (invalid, rolled
+    /// back, forked, withdrawn, not in the signed list): it is lying. Nothing changed.
+    DeviceListRefused,
     /// The relay refused a request with an error the step does not expect: the page reports
     /// the relay's own error (status and code of its answer).
     Refused,
@@ -58,6 +67,9 @@ impl ErrorCode {
             Self::NotFound => "not_found",
             Self::Conflict => "conflict",
             Self::Refused => "refused",
+            Self::NeedDeviceList => "need_device_list",
+            Self::AccountKeyChanged => "account_key_changed",
+            Self::DeviceListRefused => "device_list_refused",
         }
     }
 }
@@ -154,6 +166,14 @@ impl From<haven_client_core::device::DeviceError> for WebError {
                 }),
                 ..WebError::new(ErrorCode::IdentityChanged, e.to_string())
             },
+            E::NeedDeviceList { .. } => WebError::new(ErrorCode::NeedDeviceList, e.to_string()),
+            E::AccountKeyChanged { .. } => {
+                WebError::new(ErrorCode::AccountKeyChanged, e.to_string())
+            }
+            E::DeviceList { .. } | E::UnlistedDevice { .. } => {
+                WebError::new(ErrorCode::DeviceListRefused, e.to_string())
+            }
+            E::NoAccountKey => WebError::new(ErrorCode::InvalidState, e.to_string()),
             E::NoCertificate | E::NoSession { .. } | E::NoDevices => {
                 WebError::new(ErrorCode::InvalidState, e.to_string())
             }

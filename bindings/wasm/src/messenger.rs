@@ -824,6 +824,7 @@ impl MessengerCore {
         }
         Ok(Received {
             status,
+            account: None,
             events: events.iter().map(Into::into).collect(),
             subscribe,
             tasks_added: applied.tasks_added,
@@ -844,6 +845,7 @@ impl MessengerCore {
         message_id: &str,
         content_b64: &str,
         ephemeral: bool,
+        list_fresh: bool,
         now_ms: u64,
     ) -> WebResult<Received> {
         parse_id(message_id)?;
@@ -869,7 +871,18 @@ impl MessengerCore {
                 )?)
             },
         )?;
+        let opened = if list_fresh {
+            opened.unlisted()
+        } else {
+            opened
+        };
         let (status, applied) = match opened {
+            Opened::NeedDeviceList { account, .. } => {
+                let mut received =
+                    self.finish(dev, "need_device_list", Applied::default(), now_ms)?;
+                received.account = Some(hex::encode(account));
+                return Ok(received);
+            }
             Opened::Duplicate => ("duplicate", Applied::default()),
             Opened::Rejected(reason) => ("rejected", Applied::envelope_rejected(reason)),
             Opened::Accepted { value, .. } => ("accepted", value),

@@ -119,7 +119,29 @@ impl Page {
         page.authed(Method::PUT, "/v1/account/access-key", Some(&access))
             .await;
         page.d.confirm_access_key().unwrap();
+        // `HavenClient.setUp`: the account's first signed device list.
+        assert!(page.d.needs_first_list().unwrap());
+        let list = page.d.first_own_list(now() / 1000).unwrap();
+        page.authed(Method::PUT, "/v1/account/device-list", Some(&list))
+            .await;
+        page.d.own_list_published(now() / 1000).unwrap();
         page
+    }
+
+    /// `HavenClient.fetchDeviceList`: the account's signed list (404: it publishes none).
+    async fn fetch_device_list(&mut self, account: &str) {
+        let path = format!("/v1/accounts/{account}/device-list");
+        let answer = match self
+            .call(Method::GET, &path, None, Some(&self.token.clone()))
+            .await
+        {
+            Ok(v) => Some(v.to_string()),
+            Err(e) if e.code() == Some("device_list_not_found") => None,
+            Err(e) => panic!("{path}: {e}"),
+        };
+        self.d
+            .accept_device_list(account, answer.as_deref(), now() / 1000)
+            .unwrap();
     }
 
     async fn ensure_certificate(&mut self) {
@@ -135,6 +157,9 @@ impl Page {
     /// 409/410 repairs once. Returns whether it went sealed.
     async fn deliver(&mut self, message_id: &str, account: &str) -> Option<bool> {
         self.ensure_certificate().await;
+        if self.d.device_list_due(account, now() / 1000).unwrap() {
+            self.fetch_device_list(account).await;
+        }
         for attempt in 0..2 {
             let mut answers = Vec::new();
             for path in self.d.claim_paths(account).unwrap() {
@@ -168,9 +193,12 @@ impl Page {
                             mismatches,
                         },
                     };
-                    self.d
-                        .repair_devices(account, &serde_json::to_string(&answer).unwrap())
-                        .unwrap();
+                    let answer = serde_json::to_string(&answer).unwrap();
+                    if let Err(e) = self.d.repair_devices(account, &answer, false) {
+                        assert_eq!(e.code.as_str(), "need_device_list", "{e}");
+                        self.fetch_device_list(account).await;
+                        self.d.repair_devices(account, &answer, true).unwrap();
+                    }
                 }
                 Err(e) => panic!("send to {account}: {e}"),
             }
@@ -273,10 +301,17 @@ impl Page {
         let mut ids = Vec::new();
         for q in &page.envelopes {
             let id = q.message_id.to_hex();
-            let got = self
+            let mut got = self
                 .m
-                .receive_envelope(&mut self.d, &id, &q.content, false, now())
+                .receive_envelope(&mut self.d, &id, &q.content, false, false, now())
                 .unwrap();
+            if let Some(account) = got.account.clone() {
+                self.fetch_device_list(&account).await;
+                got = self
+                    .m
+                    .receive_envelope(&mut self.d, &id, &q.content, false, true, now())
+                    .unwrap();
+            }
             self.sealed_in.push(q.source.is_none());
             self.events.extend(got.events);
             ids.push(id);

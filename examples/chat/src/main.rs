@@ -15,16 +15,20 @@ use haven_cli_common::{Args, Cli, Failure, progress_bar, secret};
 use haven_client::messenger::{ConnectionState, Event, GroupInfo, MessageRecord, Messenger};
 use haven_client::relay::{FreshAuth, LoginDevice, LoginIdentifier, RecoveryCode};
 use haven_client::storage_key;
-use haven_client::{ClientStore, Conversation, Device, RelayClient, Space};
+use haven_client::{ClientStore, Conversation, Device, DeviceError, RelayClient, Space};
 
 const USAGE: &str = "\
 usage: haven-chat [--state DIR] [--relay URL] COMMAND [ARGS]
 
 commands:
   register [--username NAME]        create an account with this device as its first device
-  link (--username NAME | --account ID)
-                                    log in: add this device to an existing account
-                                    (also spelled `login`)
+  link [--seconds N]                add this device to an existing account: prints a code
+                                    to approve on one of its devices (`approve CODE`),
+                                    then waits for the approval (default 300 s)
+  approve CODE                      approve the new device showing CODE
+  unlink DEVICE                     remove another device of this account (its number)
+  accept-account-key CONTACT        accept a contact's new account key (after comparing
+                                    the safety number)
   whoami                            account id, device number, username
   add CONTACT                       add a contact (a username or a 32-hex account id)
   contacts                          list contacts
@@ -42,7 +46,8 @@ commands:
                                     download, verify and decrypt a message's file to DEST
                                     (MESSAGE: the id prefix shown by history)
   groups                            list groups
-  safety-number CONTACT             the safety numbers to compare with a contact
+  safety-number CONTACT             the safety number to compare with a contact (per
+                                    account, then per device)
 
 account (actions marked * prove the account password again: HAVEN_ACCOUNT_PASSWORD, and
 --totp CODE when TOTP is on):
@@ -73,7 +78,11 @@ options and environment:
   HAVEN_CHAT_PASSPHRASE    local passphrase encrypting the state directory (Argon2id), or
   HAVEN_CHAT_STORE_KEY     the 32-byte storage key itself, 64 hex digits (e.g. from a keychain)
   HAVEN_ACCOUNT_PASSWORD   account password (OPAQUE; the relay never sees it)
-Without the variables the secrets are prompted for.";
+Without the variables the secrets are prompted for.
+
+exit codes: 1 other, 2 usage or bad input, 3 credentials or session, 5 an identity or
+account key changed (compare safety numbers), 6 the relay served a forged or rolled-back
+device list or an unlisted device, 7 relay refused, 8 attachment.";
 
 /// Store space of the CLI's own settings (relay URL, username, names of contacts).
 const SPACE_CLI: Space = Space::app(0x60);
@@ -360,7 +369,7 @@ async fn run(args: Args) -> Result<(), Failure> {
             println!("{USAGE}");
             return Ok(());
         }
-        "register" | "link" | "login" => {
+        "register" => {
             let dir = args.state_dir()?;
             let url = relay_url(&args, None)?;
             let password = secret("HAVEN_ACCOUNT_PASSWORD", "account password")?;
@@ -368,40 +377,58 @@ async fn run(args: Args) -> Result<(), Failure> {
             store.put(SPACE_CLI, b"relay", url.as_bytes())?;
             let relay = RelayClient::new(&url)?;
             let username = args.flag("--username");
-            let result = if args.command == "register" {
-                Device::register(relay, store, username, password.as_bytes()).await
-            } else {
-                let identifier = match (username, args.flag("--account")) {
-                    (Some(u), None) => LoginIdentifier::Username(u),
-                    (None, Some(a)) => LoginIdentifier::AccountId(a),
-                    _ => return Err(Failure::usage("link takes --username or --account")),
-                };
-                Device::link(relay, store, identifier, password.as_bytes()).await
-            };
-            let device = match result {
-                Ok(d) => d,
-                Err(e) => {
-                    // Leave no half-made state directory behind.
-                    let _ = std::fs::remove_file(dir.join(DB_FILE));
-                    let _ = std::fs::remove_file(dir.join(storage_key::SALT_FILE));
-                    return Err(e.into());
-                }
-            };
-            device.persist_session().await?;
-            println!(
-                "account {} device {}",
-                device.account_id(),
-                device.device_number()
-            );
-            return Ok(());
+            let result = Device::register(relay, store, username, password.as_bytes()).await;
+            finish_setup(dir, result).await
         }
-        _ => {}
+        "link" | "login" => {
+            let dir = args.state_dir()?;
+            let url = relay_url(&args, None)?;
+            let seconds = match args.flag("--seconds") {
+                Some(s) => s
+                    .parse::<u64>()
+                    .map_err(|_| Failure::usage("--seconds takes a number"))?,
+                None => 300,
+            };
+            let store = open_store(dir, true)?;
+            store.put(SPACE_CLI, b"relay", url.as_bytes())?;
+            let pending = Device::start_link(RelayClient::new(&url)?).await?;
+            println!("link code: {}", pending.code());
+            println!("approve it on a device of the account: haven-chat approve CODE");
+            let result = pending
+                .finish(store, std::time::Duration::from_secs(seconds))
+                .await;
+            finish_setup(dir, result).await
+        }
+        _ => Ok(()),
+    }?;
+    if matches!(args.command.as_str(), "register" | "link" | "login") {
+        return Ok(());
     }
     let m = open_messenger(&args).await?;
     let result = command(&args, &m).await;
     // Refresh tokens rotate on use: keep the latest one even when the command failed.
     m.device().persist_session().await?;
     result
+}
+
+/// After `register` or `link`: prints the new device, or removes the half-made state.
+async fn finish_setup(dir: &Path, result: Result<Device, DeviceError>) -> Result<(), Failure> {
+    let device = match result {
+        Ok(d) => d,
+        Err(e) => {
+            // Leave no half-made state directory behind.
+            let _ = std::fs::remove_file(dir.join(DB_FILE));
+            let _ = std::fs::remove_file(dir.join(storage_key::SALT_FILE));
+            return Err(e.into());
+        }
+    };
+    device.persist_session().await?;
+    println!(
+        "account {} device {}",
+        device.account_id(),
+        device.device_number()
+    );
+    Ok(())
 }
 
 async fn command(args: &Args, m: &Arc<Messenger>) -> Result<(), Failure> {
@@ -601,16 +628,23 @@ async fn command(args: &Args, m: &Arc<Messenger>) -> Result<(), Failure> {
                 );
             }
         }
+        "approve" => {
+            m.device().approve_link(args.word(0, "CODE")?).await?;
+            println!("approved; the new device joins when it next asks");
+        }
+        "accept-account-key" => {
+            let who = resolve_contact(m, args.word(0, "CONTACT")?).await?;
+            m.accept_account_key(&who)?;
+            println!("accepted the new account key of {}", hex::encode(who));
+        }
         "safety-number" => {
             let who = resolve_contact(m, args.word(0, "CONTACT")?).await?;
+            m.refresh_devices(&who).await?;
+            if let Some(digits) = m.account_safety_number(&who)? {
+                println!("account: {}", group5(&digits));
+            }
             for s in m.safety_numbers(&who)? {
-                let grouped: Vec<&str> = s
-                    .digits
-                    .as_bytes()
-                    .chunks(5)
-                    .filter_map(|c| std::str::from_utf8(c).ok())
-                    .collect();
-                println!("device {}: {}", s.device, grouped.join(" "));
+                println!("device {}: {}", s.device, group5(&s.digits));
             }
         }
         other => return account_command(args, m, other).await,
@@ -654,8 +688,10 @@ async fn account_command(args: &Args, m: &Arc<Messenger>, command: &str) -> Resu
                 ));
             }
             let fresh = fresh_auth(args, relay).await?;
-            relay
-                .unlink_device(fresh, &device.device_id.to_hex())
+            // A new signed device list without it first (contacts stop encrypting to it and
+            // refuse its messages), then the relay forgets it.
+            m.device()
+                .unlink_device(device.device_number, fresh)
                 .await?;
             println!("unlinked device {}", device.device_number);
         }
@@ -755,6 +791,16 @@ async fn account_command(args: &Args, m: &Arc<Messenger>, command: &str) -> Resu
         other => return Err(Failure::usage(format!("unknown command {other}; see help"))),
     }
     Ok(())
+}
+
+/// Digits in groups of five, as they are read aloud.
+fn group5(digits: &str) -> String {
+    let grouped: Vec<&str> = digits
+        .as_bytes()
+        .chunks(5)
+        .filter_map(|c| std::str::from_utf8(c).ok())
+        .collect();
+    grouped.join(" ")
 }
 
 fn main() -> ExitCode {

@@ -120,7 +120,21 @@ fn chat_scenario_through_the_binary() {
     // Bad input first: no state, unknown command, wrong store key.
     assert_eq!(bob.fails(&["whoami"]).0, 2);
     alice.run(&["register", "--username", USERNAMES[0]]);
-    alice2.run(&["link", "--username", USERNAMES[0]]);
+    // Alice's second device joins by approval: it prints a code, her first device approves.
+    let mut link = alice2
+        .command(&["link", "--seconds", "60"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(link.stdout.take().unwrap()));
+    let first = lines.next().unwrap().unwrap();
+    let code = first.strip_prefix("link code: ").unwrap().to_owned();
+    assert!(code.starts_with("haven-link:"), "{first}");
+    assert_eq!(alice.fails(&["approve", "haven-link:nonsense"]).0, 2);
+    alice.run(&["approve", &code]);
+    let rest: Vec<String> = lines.map(Result::unwrap).collect();
+    assert!(link.wait().unwrap().success(), "{rest:?}");
+    assert!(rest.iter().any(|l| l.starts_with("account ")), "{rest:?}");
     bob.run(&["register", "--username", USERNAMES[1]]);
     carol.run(&["register", "--username", USERNAMES[2]]);
     assert_eq!(alice.fails(&["frobnicate"]).0, 2);

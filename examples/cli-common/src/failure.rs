@@ -41,7 +41,13 @@ impl From<MessengerError> for Failure {
     fn from(err: MessengerError) -> Self {
         let code = match &err {
             MessengerError::Invalid(_) => 2,
-            MessengerError::Device(DeviceError::IdentityChanged { .. }) => 5,
+            MessengerError::Device(DeviceError::InvalidArgument(_)) => 2,
+            MessengerError::Device(
+                DeviceError::IdentityChanged { .. } | DeviceError::AccountKeyChanged { .. },
+            ) => 5,
+            MessengerError::Device(
+                DeviceError::DeviceList { .. } | DeviceError::UnlistedDevice { .. },
+            ) => 6,
             MessengerError::SessionRevoked(_) => 3,
             MessengerError::Device(DeviceError::Relay(e)) => relay_code(e),
             MessengerError::Attachment(_) => 8,

@@ -25,11 +25,16 @@ use haven_client_core::device::state::{
     self, StoredSession, access_key_body, contact_access_key, generate_access_key, pin_relay_key,
 };
 use haven_client_core::device::{
-    self as core_device, LocalDevice, PaddedPlaintext, SEND_ATTEMPTS, keys,
+    self as core_device, AccountTrust, DirectoryNotice, LinkRequest, ListAnswer, ListRefusal,
+    ListUpdate, LocalDevice, PaddedPlaintext, SEND_ATTEMPTS, keys,
 };
 use haven_protocol::api::Id;
+use haven_protocol::api::auth::TokenResponse;
 use haven_protocol::api::certificate::{CertificateKeyResponse, CertificateResponse};
 use haven_protocol::api::devices::DeviceList;
+use haven_protocol::api::identity::{
+    DeviceListReply, LinkTokenReply, ProvisioningCreated, ProvisioningMessage,
+};
 use haven_protocol::api::keys::{BundlesResponse, KeyCountsResponse};
 use haven_protocol::api::messages::{AckBody, FetchResponse};
 use haven_sdk::identity::{IdentityKey, IdentityKeyPair};
@@ -42,7 +47,7 @@ use serde::de::IgnoredAny;
 pub(crate) use haven_client_core::device::Opened;
 pub use haven_client_core::device::{CONTENT_SESSION, PREKEY_BATCH, Received, RejectReason};
 
-use crate::relay::{LoginDevice, LoginIdentifier, RelayClient, RelayError, Session};
+use crate::relay::{RelayClient, RelayError, Session};
 use crate::store::{ClientStore, ClientStoreError};
 
 /// Largest fetch page.
@@ -73,6 +78,39 @@ pub enum DeviceError {
     /// The device has not been registered or restored.
     #[error("device not set up")]
     NotSetUp,
+    /// An account's identity key changed (its device list is signed by another key). Nothing
+    /// is sent to or accepted from it until the user compares the new safety number and calls
+    /// [`Device::accept_account_key`].
+    #[error("account identity key of {account} changed")]
+    AccountKeyChanged {
+        /// The account (hex).
+        account: String,
+    },
+    /// An account's signed device list was refused (invalid, rolled back, forked, withdrawn):
+    /// the relay lies. Nothing changed.
+    #[error("device list of {account} refused: {reason}")]
+    DeviceList {
+        /// The account (hex).
+        account: String,
+        /// Why.
+        reason: ListRefusal,
+    },
+    /// The relay named a device (or a key) the account's signed list does not: nothing was
+    /// sent to it.
+    #[error("device {device} of {account} is not in the account's signed device list")]
+    UnlistedDevice {
+        /// The account (hex).
+        account: String,
+        /// The device number.
+        device: u32,
+    },
+    /// This device does not hold the account identity key (it was added without approval, or
+    /// its account is from before device lists and another device signs them).
+    #[error("this device does not hold the account identity key")]
+    NoAccountKey,
+    /// An argument is malformed (a link code, an account id).
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
 }
 
 fn protocol(e: impl std::fmt::Display) -> DeviceError {
@@ -93,6 +131,17 @@ impl From<core_device::DeviceError> for DeviceError {
             core_device::DeviceError::IdentityChanged { account, device } => {
                 Self::IdentityChanged { account, device }
             }
+            core_device::DeviceError::AccountKeyChanged { account } => {
+                Self::AccountKeyChanged { account }
+            }
+            core_device::DeviceError::DeviceList { account, reason } => {
+                Self::DeviceList { account, reason }
+            }
+            core_device::DeviceError::UnlistedDevice { account, device } => {
+                Self::UnlistedDevice { account, device }
+            }
+            core_device::DeviceError::NoAccountKey => Self::NoAccountKey,
+            core_device::DeviceError::InvalidArgument(why) => Self::InvalidArgument(why),
             other => Self::Protocol(other.to_string()),
         }
     }
@@ -107,6 +156,10 @@ pub struct Device {
     /// When the relay's list of own devices was last read because no other own device was
     /// known (Unix seconds; the core says when it is due again).
     own_checked: Mutex<Option<u64>>,
+    /// What the user should hear about accounts' device lists (devices added, removed,
+    /// re-keyed; key changes; refusals), until the messenger takes it
+    /// ([`Device::take_notices`]).
+    list_updates: Mutex<Vec<DirectoryNotice>>,
 }
 
 impl std::fmt::Debug for Device {
@@ -162,36 +215,24 @@ impl Device {
             .register(username, password, &identity.public().to_bytes(), None)
             .await?;
         store.set_identity(&identity, registration_id)?;
-        Self::finish_setup(relay, store, session, true).await
+        let device = Self::finish_setup(relay, store, session, true).await?;
+        device.publish_first_list().await?;
+        Ok(device)
     }
 
-    /// Adds this device to an existing account (OPAQUE login as a new device).
+    /// Starts linking this (new) device to an existing account by approval: opens a
+    /// provisioning box on the relay. Show [`PendingLink::code`] to a device of the account
+    /// (typed, pasted or as a QR code), which approves it ([`Device::approve_link`]); then
+    /// [`PendingLink::finish`] joins. A password alone never adds a device.
     ///
     /// # Errors
-    /// As [`Device::register`], plus `invalid_credentials`.
-    pub async fn link(
-        relay: RelayClient,
-        store: ClientStore,
-        identifier: LoginIdentifier<'_>,
-        password: &[u8],
-    ) -> Result<Self, DeviceError> {
-        let mut rng = rand::rng();
-        let identity = IdentityKeyPair::generate(&mut rng);
-        let registration_id = rand::Rng::next_u32(&mut rng) & 0x3FFF;
-        let key = identity.public().to_bytes();
-        let session = relay
-            .login(
-                identifier,
-                password,
-                LoginDevice::New {
-                    identity_key: &key,
-                    name: None,
-                },
-                None,
-            )
+    /// Relay errors.
+    pub async fn start_link(relay: RelayClient) -> Result<PendingLink, DeviceError> {
+        let created: ProvisioningCreated = relay
+            .request_anonymous_as::<_, ()>(Method::POST, "/v1/provisioning", None)
             .await?;
-        store.set_identity(&identity, registration_id)?;
-        Self::finish_setup(relay, store, session, false).await
+        let request = LinkRequest::new(&created, &mut rand::rng());
+        Ok(PendingLink { relay, request })
     }
 
     /// Stores the session, pins the relay key, uploads keys and, for a new account
@@ -234,6 +275,7 @@ impl Device {
             account_hex: session.account_id.clone(),
             local,
             own_checked: Mutex::new(None),
+            list_updates: Mutex::new(Vec::new()),
         };
         let body = keys::upload(&mut device.lock(), now_secs(), &mut rand::rng())?;
         device.put_keys(&body).await?;
@@ -267,6 +309,7 @@ impl Device {
             local,
             account_hex,
             own_checked: Mutex::new(None),
+            list_updates: Mutex::new(Vec::new()),
         })
     }
 
@@ -462,6 +505,7 @@ impl Device {
         let padded = PaddedPlaintext::new(plaintext)?;
         let cert = self.certificate().await?;
         let peer = parse_account(account)?;
+        self.ensure_device_list(&peer).await?;
         self.refresh_own_devices(&peer).await?;
         for attempt in 1..=SEND_ATTEMPTS {
             let claims = self.local.claims(&self.lock(), &peer)?;
@@ -511,7 +555,19 @@ impl Device {
                     ..
                 }) if attempt < SEND_ATTEMPTS => {
                     let mismatches = mismatches.unwrap_or_default();
-                    self.local.repair(&mut self.lock(), &peer, &mismatches)?;
+                    let repaired = self
+                        .local
+                        .repair(&mut self.lock(), &peer, &mismatches, false);
+                    match repaired {
+                        // A device the list we hold does not name: the account may have linked
+                        // it since; read its list again, then decide.
+                        Err(core_device::DeviceError::NeedDeviceList { .. }) => {
+                            self.fetch_device_list(&peer).await?;
+                            self.local
+                                .repair(&mut self.lock(), &peer, &mismatches, true)?;
+                        }
+                        other => other?,
+                    }
                 }
                 Err(err) => return Err(err.into()),
             }
@@ -537,13 +593,233 @@ impl Device {
             due
         };
         if due {
-            let list: DeviceList = self
-                .relay
-                .request_as::<_, ()>(Method::GET, "/v1/devices", None)
-                .await?;
-            self.local.set_own_devices(&self.lock(), &list)?;
+            let trust = self.local.account_trust(&self.lock(), account)?;
+            if matches!(trust, AccountTrust::Listed { .. }) {
+                self.fetch_device_list(account).await?;
+            } else {
+                let list: DeviceList = self
+                    .relay
+                    .request_as::<_, ()>(Method::GET, "/v1/devices", None)
+                    .await?;
+                self.local.set_own_devices(&self.lock(), &list)?;
+            }
         }
         Ok(())
+    }
+
+    // ------------------------------------------------------------ who is who (§15)
+
+    /// Takes what the user should hear about accounts' device lists since the last call.
+    pub fn take_notices(&self) -> Vec<DirectoryNotice> {
+        std::mem::take(
+            &mut *self
+                .list_updates
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+    }
+
+    fn notice(&self, notice: Option<DirectoryNotice>) {
+        if let Some(notice) = notice {
+            self.list_updates
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push(notice);
+        }
+    }
+
+    /// Reads `account`'s signed device list from the relay and accepts it (§15.2): pins the
+    /// account key on first contact, refuses a changed key, a rollback or a fork. For this
+    /// device's own account with no list published yet (an account from before lists), this
+    /// device publishes the first one. What the user should hear of is kept for
+    /// [`Device::take_notices`].
+    ///
+    /// # Errors
+    /// [`DeviceError::AccountKeyChanged`], [`DeviceError::DeviceList`], relay and store errors.
+    pub async fn fetch_device_list(&self, account: &[u8; 16]) -> Result<ListUpdate, DeviceError> {
+        let path = format!("/v1/accounts/{}/device-list", hex::encode(account));
+        let reply = self
+            .relay
+            .request_as::<DeviceListReply, ()>(Method::GET, &path, None)
+            .await;
+        let outcome = match reply {
+            Ok(reply) => self.local.accept_device_list(
+                &mut self.lock(),
+                account,
+                ListAnswer::List(&reply),
+                now_secs(),
+            ),
+            Err(e) if e.code() == Some("device_list_not_found") => {
+                if *account == self.local.account()
+                    && self.local.device_list(&self.lock(), account)?.is_none()
+                {
+                    return self.publish_first_list().await;
+                }
+                self.local.accept_device_list(
+                    &mut self.lock(),
+                    account,
+                    ListAnswer::NotPublished,
+                    now_secs(),
+                )
+            }
+            Err(e) => return Err(e.into()),
+        };
+        self.notice(DirectoryNotice::of(account, &outcome));
+        Ok(outcome?)
+    }
+
+    /// [`Device::fetch_device_list`] for a receive: a refusal is reported as a notice (and the
+    /// envelope then refused), not as an error that would stop the queue.
+    async fn fetch_device_list_reporting(&self, account: &[u8; 16]) -> Result<(), DeviceError> {
+        match self.fetch_device_list(account).await {
+            Ok(_) | Err(DeviceError::AccountKeyChanged { .. } | DeviceError::DeviceList { .. }) => {
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Fetches `account`'s device list when none is known or it is older than
+    /// [`core_device::directory::LIST_REFRESH`].
+    async fn ensure_device_list(&self, account: &[u8; 16]) -> Result<(), DeviceError> {
+        let due = self
+            .local
+            .device_list_due(&self.lock(), account, now_secs())?;
+        if due {
+            self.fetch_device_list(account).await?;
+        }
+        Ok(())
+    }
+
+    /// Publishes the first device list of this device's account: version 1 naming this device,
+    /// signed by a new account identity key (at registration, or to upgrade an account from
+    /// before device lists; its other devices are then linked again by approval).
+    async fn publish_first_list(&self) -> Result<ListUpdate, DeviceError> {
+        let list = self
+            .local
+            .first_own_list(&self.lock(), now_secs(), &mut rand::rng())?;
+        self.put_own_list(&list).await
+    }
+
+    async fn put_own_list(
+        &self,
+        list: &haven_sdk::account::DeviceList,
+    ) -> Result<ListUpdate, DeviceError> {
+        self.relay
+            .request_as::<IgnoredAny, _>(
+                Method::PUT,
+                "/v1/account/device-list",
+                Some(&LocalDevice::device_list_upload(list)),
+            )
+            .await?;
+        let update = self
+            .local
+            .own_list_published(&mut self.lock(), list, now_secs())?;
+        self.save_refresh().await?;
+        Ok(update)
+    }
+
+    /// How this device knows `account`'s devices (signed list, unverified, key change
+    /// pending).
+    ///
+    /// # Errors
+    /// Store errors.
+    pub fn account_trust(&self, account: &[u8; 16]) -> Result<AccountTrust, DeviceError> {
+        Ok(self.local.account_trust(&self.lock(), account)?)
+    }
+
+    /// The per-account safety number with `account` (§15.4: 60 digits, stable while devices
+    /// come and go), once its list is known.
+    ///
+    /// # Errors
+    /// Store errors.
+    pub fn account_safety_number(&self, account: &[u8; 16]) -> Result<Option<String>, DeviceError> {
+        Ok(self.local.account_safety_number(&self.lock(), account)?)
+    }
+
+    /// Accepts `account`'s new identity key after [`DeviceError::AccountKeyChanged`] (once the
+    /// user compared the new safety number): its sessions start over.
+    ///
+    /// # Errors
+    /// [`DeviceError::InvalidArgument`] when no change is pending; store errors.
+    pub fn accept_account_key(&self, account: &[u8; 16]) -> Result<ListUpdate, DeviceError> {
+        Ok(self
+            .local
+            .accept_account_key(&mut self.lock(), account, now_secs())?)
+    }
+
+    /// Approves the new device showing `code` (`haven-link:…`): it receives, end to end, a
+    /// link token, the account identity key and the access key, joins, and adds itself to the
+    /// account's signed device list.
+    ///
+    /// # Errors
+    /// [`DeviceError::InvalidArgument`] for a bad code, [`DeviceError::NoAccountKey`], relay
+    /// errors (`provisioning_not_found` for an expired box).
+    pub async fn approve_link(&self, code: &str) -> Result<(), DeviceError> {
+        self.ensure_device_list(&self.local.account()).await?;
+        let token: LinkTokenReply = self
+            .relay
+            .request_as::<_, ()>(Method::POST, "/v1/devices/link-token", None)
+            .await?;
+        let (path, body) = self
+            .local
+            .approve_link(&self.lock(), code, &token, &mut rand::rng())?;
+        self.relay
+            .request_as::<IgnoredAny, _>(Method::PUT, &path, Some(&body))
+            .await?;
+        self.save_refresh().await
+    }
+
+    /// Unlinks one of this account's other devices: a new signed list without it (so no
+    /// contact encrypts to it or accepts its messages any more), then the relay forgets it
+    /// (which needs `fresh`, a proof of the password from [`RelayClient::reauthenticate`]).
+    ///
+    /// # Errors
+    /// [`DeviceError::InvalidArgument`] for this device or one not in the list,
+    /// [`DeviceError::NoAccountKey`], relay and store errors.
+    pub async fn unlink_device(
+        &self,
+        device_number: u32,
+        fresh: crate::relay::FreshAuth,
+    ) -> Result<(), DeviceError> {
+        if device_number == self.local.device_number() {
+            return Err(DeviceError::InvalidArgument(
+                "this device cannot unlink itself".into(),
+            ));
+        }
+        let own = self.local.account();
+        self.fetch_device_list(&own).await?;
+        let listed = self
+            .local
+            .device_list(&self.lock(), &own)?
+            .is_some_and(|l| l.device(device_number).is_some());
+        if listed {
+            let list = self
+                .local
+                .sign_own_list(&self.lock(), &[], &[device_number], now_secs())?;
+            self.put_own_list(&list).await?;
+        }
+        let devices: DeviceList = self
+            .relay
+            .request_as::<_, ()>(Method::GET, "/v1/devices", None)
+            .await?;
+        let Some(device) = devices
+            .devices
+            .iter()
+            .find(|d| d.device_number == device_number)
+        else {
+            return if listed {
+                Ok(())
+            } else {
+                Err(DeviceError::InvalidArgument(format!(
+                    "no device {device_number} in this account"
+                )))
+            };
+        };
+        self.relay
+            .unlink_device(fresh, &device.device_id.to_hex())
+            .await?;
+        self.save_refresh().await
     }
 
     /// This device's account id (raw bytes).
@@ -660,9 +936,19 @@ impl Device {
             let mut acks = Vec::new();
             for q in &page.envelopes {
                 after = after.max(q.seq);
-                let received =
+                let mut received =
                     self.local
-                        .receive(&mut self.lock(), q, now_secs(), &mut rand::rng())?;
+                        .receive(&mut self.lock(), q, false, now_secs(), &mut rand::rng())?;
+                if let Some(Received::NeedDeviceList { account }) = received {
+                    self.fetch_device_list_reporting(&account).await?;
+                    received = self.local.receive(
+                        &mut self.lock(),
+                        q,
+                        true,
+                        now_secs(),
+                        &mut rand::rng(),
+                    )?;
+                }
                 out.extend(received);
                 acks.push(q.message_id);
             }
@@ -696,5 +982,94 @@ impl Device {
             &mut rand::rng(),
             apply,
         )
+    }
+}
+
+/// A new device waiting for approval ([`Device::start_link`]).
+pub struct PendingLink {
+    relay: RelayClient,
+    request: LinkRequest,
+}
+
+impl std::fmt::Debug for PendingLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PendingLink").finish_non_exhaustive()
+    }
+}
+
+/// How often a waiting new device asks the relay whether it was approved.
+const LINK_POLL: std::time::Duration = std::time::Duration::from_millis(500);
+
+impl PendingLink {
+    /// The code to show the approving device (`haven-link:` and 85 letters and digits).
+    #[must_use]
+    pub fn code(&self) -> String {
+        self.request.code()
+    }
+
+    /// Waits (up to `timeout`) for the approval, then joins the account with the granted
+    /// link token: a new identity in `store`, keys uploaded, the account key and access key
+    /// kept, and a new signed device list naming this device published.
+    ///
+    /// # Errors
+    /// [`DeviceError::Protocol`] when no approval came in time, [`DeviceError::AccountKeyChanged`]
+    /// or [`DeviceError::DeviceList`] when the relay serves a list the grant does not match;
+    /// relay errors (`invalid_link_token`, `device_limit`, `provisioning_not_found` once the box
+    /// expired).
+    pub async fn finish(
+        self,
+        store: ClientStore,
+        timeout: std::time::Duration,
+    ) -> Result<Device, DeviceError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let path = self.request.box_path();
+        let message = loop {
+            let reply: Option<ProvisioningMessage> = self
+                .relay
+                .request_anonymous_as::<_, ()>(Method::GET, &path, None)
+                .await?;
+            if let Some(message) = reply {
+                break message;
+            }
+            if tokio::time::Instant::now() + LINK_POLL > deadline {
+                return Err(protocol("no approval arrived in time"));
+            }
+            tokio::time::sleep(LINK_POLL).await;
+        };
+        let grant = self.request.open(&message)?;
+        let mut rng = rand::rng();
+        let identity = IdentityKeyPair::generate(&mut rng);
+        let registration_id = rand::Rng::next_u32(&mut rng) & 0x3FFF;
+        let tokens: TokenResponse = self
+            .relay
+            .request_anonymous_as(
+                Method::POST,
+                "/v1/devices/link",
+                Some(&grant.link_body(identity.public(), None)),
+            )
+            .await?;
+        let session = Session::from_tokens(tokens);
+        self.relay.set_session(session.clone()).await;
+        store.set_identity(&identity, registration_id)?;
+        let device = Device::finish_setup(self.relay, store, session, false).await?;
+        grant.install(&device.local, &device.lock())?;
+        let own = device.local.account();
+        let reply: DeviceListReply = device
+            .relay
+            .request_as::<_, ()>(
+                Method::GET,
+                &format!("/v1/accounts/{}/device-list", hex::encode(own)),
+                None,
+            )
+            .await?;
+        grant.accept_list(&device.local, &mut device.lock(), &reply, now_secs())?;
+        let list = device.local.sign_own_list(
+            &device.lock(),
+            &[(device.local.device_number(), *identity.public())],
+            &[],
+            now_secs(),
+        )?;
+        device.put_own_list(&list).await?;
+        Ok(device)
     }
 }

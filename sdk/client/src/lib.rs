@@ -28,7 +28,7 @@ pub mod store;
 pub mod thumbnail;
 pub mod ws;
 
-pub use device::{Device, DeviceError, Received, RejectReason};
+pub use device::{Device, DeviceError, PendingLink, Received, RejectReason};
 pub use diary::{Diary, DiaryClientError};
 pub use haven_protocol::content::{Conversation, ReceiptKind};
 pub use messenger::{ConnectionState, Event, MessageRecord, Messenger, MessengerError};

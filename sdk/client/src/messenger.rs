@@ -29,7 +29,7 @@ use std::sync::{Arc, Mutex};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use futures_util::{SinkExt, StreamExt};
-use haven_client_core::device::LocalDevice;
+use haven_client_core::device::{ListRefusal, LocalDevice};
 use haven_client_core::messenger::{
     self as core, Channel, DirectSend, Epoch, GroupState, Outgoing, StateError, channels, outgoing,
 };
@@ -305,6 +305,45 @@ impl Messenger {
             .accept_identity(&DeviceAddress::new(*account, device), key)?)
     }
 
+    /// The safety number with `account` (60 digits, PROTOCOL §15.4), stable while either side
+    /// links or unlinks devices; `None` until its signed device list is known (or when it
+    /// publishes none).
+    ///
+    /// # Errors
+    /// Store errors.
+    pub fn account_safety_number(
+        &self,
+        account: &[u8; 16],
+    ) -> Result<Option<String>, MessengerError> {
+        Ok(self.device.account_safety_number(account)?)
+    }
+
+    /// Accepts `account`'s new identity key after [`Event::AccountKeyChanged`], once the user
+    /// compared the new account safety number; sessions with it start over.
+    ///
+    /// # Errors
+    /// [`MessengerError::Device`] when no change is pending; store errors.
+    pub fn accept_account_key(&self, account: &[u8; 16]) -> Result<(), MessengerError> {
+        let update = self.device.accept_account_key(account)?;
+        self.emit([Event::from(
+            haven_client_core::device::DirectoryNotice::Changed(update),
+        )]);
+        Ok(())
+    }
+
+    /// Reads `account`'s signed device list again now (its devices, or a changed key, are
+    /// reported as events).
+    ///
+    /// # Errors
+    /// [`DeviceError::AccountKeyChanged`], [`DeviceError::DeviceList`] (also events), relay
+    /// errors.
+    pub async fn refresh_devices(&self, account: &[u8; 16]) -> Result<(), MessengerError> {
+        let fetched = self.device.fetch_device_list(account).await;
+        self.emit_notices();
+        fetched?;
+        Ok(())
+    }
+
     // ---------------------------------------------------------------- sending
 
     /// Sends `content` to every device of `account` (sealed when its access key is known)
@@ -318,12 +357,22 @@ impl Messenger {
         let bytes = Zeroizing::new(content.to_bytes()?);
         let relay_id = relay_message_id();
         let target = hex::encode(account);
-        match self
+        let sent = self
             .device
             .send_with_id(&target, &bytes, &relay_id, ephemeral)
-            .await
-        {
+            .await;
+        self.emit_notices();
+        match sent {
             Ok(_) => {}
+            Err(DeviceError::UnlistedDevice { account: a, device }) => {
+                if let Ok(acc) = core::parse_id(&a) {
+                    self.emit([Event::DeviceListRefused {
+                        account: acc,
+                        reason: ListRefusal::Unlisted { device },
+                    }]);
+                }
+                return Err(DeviceError::UnlistedDevice { account: a, device }.into());
+            }
             Err(DeviceError::IdentityChanged { account: a, device }) => {
                 if let Ok(acc) = core::parse_id(&a) {
                     self.emit([Event::IdentityChanged {
@@ -336,9 +385,12 @@ impl Messenger {
             Err(e) => return Err(e.into()),
         }
         if *account != self.own() {
-            self.device
+            let copied = self
+                .device
                 .send_with_id(&hex::encode(self.own()), &bytes, &relay_id, ephemeral)
-                .await?;
+                .await;
+            self.emit_notices();
+            copied?;
         }
         Ok(())
     }
@@ -849,25 +901,54 @@ impl Messenger {
 
     /// Processes one 1:1 envelope (from the socket or a REST fetch). Returns the events; the
     /// caller acks the envelope afterwards (duplicates and rejects are acked too).
-    fn handle_envelope(
+    async fn handle_envelope(
         &self,
         message_id: &str,
         content: &[u8],
         ephemeral: bool,
     ) -> Result<Applied, MessengerError> {
-        let me = self.device.address();
-        let now = now_ms();
-        let opened =
-            self.device
-                .open_envelope(message_id, content, !ephemeral, |s, sender, plain| {
-                    core::apply_direct(s, &me, sender, plain, ephemeral, now, &mut rand::rng())
-                        .map_err(device_error)
-                })?;
+        let mut opened = self.open_direct(message_id, content, ephemeral)?;
+        if let Opened::NeedDeviceList { account, .. } = opened {
+            // The sender's list is unknown or does not name the sending device: read it again
+            // (the contact may have linked the device since), then decide.
+            match self.device.fetch_device_list(&account).await {
+                Ok(_)
+                | Err(DeviceError::AccountKeyChanged { .. } | DeviceError::DeviceList { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+            self.emit_notices();
+            opened = self.open_direct(message_id, content, ephemeral)?.unlisted();
+        }
         Ok(match opened {
             Opened::Duplicate => Applied::default(),
             Opened::Rejected(reason) => Applied::envelope_rejected(reason),
+            Opened::NeedDeviceList { .. } => Applied::default(),
             Opened::Accepted { value, .. } => value,
         })
+    }
+
+    fn open_direct(
+        &self,
+        message_id: &str,
+        content: &[u8],
+        ephemeral: bool,
+    ) -> Result<Opened<Applied>, MessengerError> {
+        let me = self.device.address();
+        let now = now_ms();
+        Ok(self
+            .device
+            .open_envelope(message_id, content, !ephemeral, |s, sender, plain| {
+                core::apply_direct(s, &me, sender, plain, ephemeral, now, &mut rand::rng())
+                    .map_err(device_error)
+            })?)
+    }
+
+    /// Emits what the device learned about accounts' device lists.
+    fn emit_notices(&self) {
+        let notices = self.device.take_notices();
+        if !notices.is_empty() {
+            self.emit(notices.into_iter().map(Event::from));
+        }
     }
 
     /// Processes one sealed envelope the application obtained itself (e.g. from a push
@@ -876,12 +957,12 @@ impl Messenger {
     ///
     /// # Errors
     /// Store errors (a bad envelope is an [`Event::Rejected`], not an error).
-    pub fn process_envelope(
+    pub async fn process_envelope(
         &self,
         message_id: &str,
         content: &[u8],
     ) -> Result<Vec<Event>, MessengerError> {
-        let applied = self.handle_envelope(message_id, content, false)?;
+        let applied = self.handle_envelope(message_id, content, false).await?;
         let events = applied.events.clone();
         self.finish(applied)?;
         Ok(events)
@@ -1038,7 +1119,10 @@ impl Messenger {
             for q in &page.envelopes {
                 after = after.max(q.seq);
                 let applied = match STANDARD.decode(&q.content) {
-                    Ok(bytes) => self.handle_envelope(&q.message_id.to_hex(), &bytes, false)?,
+                    Ok(bytes) => {
+                        self.handle_envelope(&q.message_id.to_hex(), &bytes, false)
+                            .await?
+                    }
                     Err(_) => {
                         Applied::rejected(RejectReason::Malformed("envelope is not base64".into()))
                     }
@@ -1196,7 +1280,9 @@ impl Messenger {
                     content,
                     ..
                 }) => {
-                    let applied = self.handle_envelope(&hex::encode(message_id), content, false)?;
+                    let applied = self
+                        .handle_envelope(&hex::encode(message_id), content, false)
+                        .await?;
                     let queued = applied.tasks_added;
                     self.finish(applied)?;
                     if let Ok(ack) = ClientFrame::Ack(vec![message_id]).encode() {
@@ -1213,7 +1299,9 @@ impl Messenger {
                     content,
                     ..
                 } => {
-                    let applied = self.handle_envelope(&hex::encode(message_id), content, true)?;
+                    let applied = self
+                        .handle_envelope(&hex::encode(message_id), content, true)
+                        .await?;
                     self.finish(applied)?;
                 }
                 ServerFrame::QueueEmpty => {

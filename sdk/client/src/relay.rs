@@ -127,7 +127,7 @@ impl std::fmt::Debug for Session {
 }
 
 impl Session {
-    fn from_tokens(t: TokenResponse) -> Self {
+    pub(crate) fn from_tokens(t: TokenResponse) -> Self {
         Self {
             account_id: t.account_id.to_hex(),
             device_id: t.device_id.to_hex(),

@@ -201,6 +201,22 @@ def test_bad_input_is_a_typed_error(relay, tmp_path):
         await dave.shutdown()
         again = await haven.Messenger.load(relay, path, haven.StorageKey.from_hex(key_hex))
         assert again.account_id() == dave_id
+
+        # A second device joins only by approval: it shows a code, Dave's device approves it.
+        link = await haven.LinkRequest.start(relay, str(tmp_path / "dave2.db"), haven.StorageKey.generate())
+        assert link.code().startswith("haven-link:")
+        with pytest.raises(haven.HavenError.InvalidInput):
+            await again.approve_link("haven-link:" + "a" * 85)
+        await again.approve_link(link.code())
+        dave2 = await link.finish(30)
+        assert dave2.account_id() == dave_id
+        with pytest.raises(haven.HavenError.Closed):
+            await link.finish(1)
+        # The first device unlinks it again; a device cannot unlink itself.
+        with pytest.raises(haven.HavenError.InvalidInput):
+            await again.unlink_device(1, PASSWORD, None)
+        await again.unlink_device(2, PASSWORD, None)
+        await dave2.shutdown()
         await again.shutdown()
         with pytest.raises(haven.HavenError.WrongStorageKey):
             await haven.Messenger.load(relay, path, haven.StorageKey.generate())
@@ -215,10 +231,6 @@ def test_bad_input_is_a_typed_error(relay, tmp_path):
         with pytest.raises(haven.HavenError.Network):
             await haven.Messenger.register(
                 "http://127.0.0.1:9", str(tmp_path / "y.db"), haven.StorageKey.generate(), None, PASSWORD
-            )
-        with pytest.raises(haven.HavenError.WrongPassword):
-            await haven.Messenger.link(
-                relay, str(tmp_path / "z.db"), haven.StorageKey.generate(), f"dave_{RUN}", "wrong"
             )
         with pytest.raises(haven.HavenError.Refused):
             await haven.Messenger.register(

@@ -84,6 +84,9 @@ fn kind(e: &EventView) -> &'static str {
         EventView::RemovedFromGroup { .. } => "removed_from_group",
         EventView::IdentityChanged { .. } => "identity_changed",
         EventView::Rejected { .. } => "rejected",
+        EventView::DevicesChanged { .. } => "devices_changed",
+        EventView::AccountKeyChanged { .. } => "account_key_changed",
+        EventView::DeviceListRefused { .. } => "device_list_refused",
         EventView::Connection { .. } => "connection",
     }
 }
@@ -205,9 +208,11 @@ impl Net {
                         }]),
                     },
                 };
-                self.devs[i]
-                    .d
-                    .repair_devices(account, &serde_json::to_string(&answer).unwrap())?;
+                self.devs[i].d.repair_devices(
+                    account,
+                    &serde_json::to_string(&answer).unwrap(),
+                    false,
+                )?;
                 continue;
             }
             self.sends.push((from.0, to, send.sealed));
@@ -371,7 +376,7 @@ impl Net {
             let dev = &mut self.devs[i];
             let r = dev
                 .m
-                .receive_envelope(&mut dev.d, &id, &content, ephemeral, NOW_MS)
+                .receive_envelope(&mut dev.d, &id, &content, ephemeral, false, NOW_MS)
                 .unwrap();
             self.take(i, r);
         }
@@ -1173,13 +1178,13 @@ fn bad_input_is_typed() {
     );
     assert_eq!(
         code(
-            m.receive_envelope(d, "nope", "AAAA", false, NOW_MS)
+            m.receive_envelope(d, "nope", "AAAA", false, false, NOW_MS)
                 .unwrap_err()
         ),
         ErrorCode::InvalidArgument
     );
     let garbage = m
-        .receive_envelope(d, &"13".repeat(16), "!!", false, NOW_MS)
+        .receive_envelope(d, &"13".repeat(16), "!!", false, false, NOW_MS)
         .unwrap();
     assert_eq!(garbage.status, "rejected");
     assert!(matches!(
@@ -1191,6 +1196,7 @@ fn bad_input_is_typed() {
             d,
             &"14".repeat(16),
             &STANDARD.encode([7u8; 300]),
+            false,
             false,
             NOW_MS,
         )

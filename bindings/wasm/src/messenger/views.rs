@@ -277,6 +277,31 @@ pub enum EventView {
         /// Its device.
         device: u32,
     },
+    /// An account's signed device list changed: devices added (for a verified contact, ask
+    /// before trusting a new one), removed or re-keyed.
+    DevicesChanged {
+        /// The account.
+        account: String,
+        /// Devices added.
+        added: Vec<u32>,
+        /// Devices removed.
+        removed: Vec<u32>,
+        /// Devices with a new identity key.
+        rekeyed: Vec<u32>,
+    },
+    /// An account's identity key changed: compare the account safety number, then accept it
+    /// (`acceptAccountKey`). Nothing is exchanged with it until then.
+    AccountKeyChanged {
+        /// The account.
+        account: String,
+    },
+    /// The relay served a device list, or named a device, that was refused: it is lying.
+    DeviceListRefused {
+        /// The account.
+        account: String,
+        /// Why (for people).
+        reason: String,
+    },
     /// An envelope or a channel entry was refused; nothing was changed by it.
     Rejected {
         /// Why (for people).
@@ -369,6 +394,24 @@ impl From<&Event> for EventView {
             Event::IdentityChanged { account, device } => Self::IdentityChanged {
                 account: hex::encode(account),
                 device: *device,
+            },
+            Event::DevicesChanged {
+                account,
+                added,
+                removed,
+                rekeyed,
+            } => Self::DevicesChanged {
+                account: hex::encode(account),
+                added: added.clone(),
+                removed: removed.clone(),
+                rekeyed: rekeyed.clone(),
+            },
+            Event::AccountKeyChanged { account } => Self::AccountKeyChanged {
+                account: hex::encode(account),
+            },
+            Event::DeviceListRefused { account, reason } => Self::DeviceListRefused {
+                account: hex::encode(account),
+                reason: reason.to_string(),
             },
             Event::Rejected { reason } => Self::Rejected {
                 reason: reason.to_string(),
@@ -499,9 +542,13 @@ pub struct GroupInvites {
 #[serde(rename_all = "camelCase")]
 pub struct Received {
     /// `"accepted"` (opened; its content may still be refused: a `rejected` event),
-    /// `"duplicate"` (processed before) or `"rejected"` (refused by the device). Ack the
-    /// envelope in every case.
+    /// `"duplicate"` (processed before) or `"rejected"` (refused by the device): ack the
+    /// envelope. `"need_device_list"`: do not ack; fetch the device list of `account`
+    /// (`acceptDeviceList`) and receive the envelope again with `listFresh`.
     pub status: &'static str,
+    /// With `"need_device_list"`: the sender account whose list to fetch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
     /// For the page, in order.
     pub events: Vec<EventView>,
     /// Groups joined or moved to a new epoch: send their `subscribeFrames` on an open socket.

@@ -529,12 +529,15 @@ impl WebMessenger {
         #[wasm_bindgen(unchecked_param_type = "string")] content: JsValue,
         #[wasm_bindgen(unchecked_param_type = "boolean")] ephemeral: JsValue,
         #[wasm_bindgen(js_name = nowMs, unchecked_param_type = "number")] now_ms: JsValue,
+        #[wasm_bindgen(js_name = listFresh, unchecked_param_type = "boolean | undefined")]
+        list_fresh: JsValue,
     ) -> JsResult<JsValue> {
         let id = lift(string_arg(&message_id, "messageId"))?;
         let content = lift(string_arg(&content, "content"))?;
         let ephemeral = lift(bool_arg(&ephemeral, "ephemeral"))?;
         let now = lift(number_arg(&now_ms, "nowMs"))?;
-        self.json(|m, d| m.receive_envelope(d, &id, &content, ephemeral, now))
+        let list_fresh = list_fresh.as_bool().unwrap_or(false);
+        self.json(|m, d| m.receive_envelope(d, &id, &content, ephemeral, list_fresh, now))
     }
 
     /// Processes one entry of a channel subscription (a `channel_entry` frame).

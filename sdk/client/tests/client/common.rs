@@ -82,3 +82,18 @@ pub(crate) fn read_all(root: &Path) -> Vec<u8> {
 pub(crate) fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
+
+/// Links a new device (its store `store`) to `existing`'s account by approval, the way a user
+/// does: the new device shows its code, the existing one approves it.
+pub(crate) async fn link_device(
+    existing: &haven_client::Device,
+    relay: haven_client::relay::RelayClient,
+    store: haven_client::ClientStore,
+) -> haven_client::Device {
+    let pending = haven_client::Device::start_link(relay).await.unwrap();
+    existing.approve_link(&pending.code()).await.unwrap();
+    pending
+        .finish(store, std::time::Duration::from_secs(20))
+        .await
+        .unwrap()
+}

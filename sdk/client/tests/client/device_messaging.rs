@@ -2,7 +2,7 @@
 //! Alice with two devices, Bob with one; sealed and logged-in sends, every device reached,
 //! exactly-once delivery, persistence across restarts, and bad input rejected without damage.
 
-use haven_client::relay::{LoginIdentifier, RelayClient};
+use haven_client::relay::RelayClient;
 use haven_client::{ClientStore, Device, Received};
 use haven_testkit::RelayConfig;
 
@@ -19,7 +19,7 @@ fn texts(received: &[Received]) -> Vec<String> {
             Received::Message { plaintext, .. } => {
                 Some(String::from_utf8(plaintext.clone()).unwrap())
             }
-            Received::Rejected { .. } => None,
+            Received::Rejected { .. } | Received::NeedDeviceList { .. } => None,
         })
         .collect()
 }
@@ -40,14 +40,7 @@ async fn alice_two_devices_and_bob_talk() {
     )
     .await
     .unwrap();
-    let alice2 = Device::link(
-        RelayClient::new(&url).unwrap(),
-        open("a2.db"),
-        LoginIdentifier::Username("alice_dm"),
-        b"pw-a",
-    )
-    .await
-    .unwrap();
+    let alice2 = common::link_device(&alice1, RelayClient::new(&url).unwrap(), open("a2.db")).await;
     let bob = Device::register(RelayClient::new(&url).unwrap(), open("b.db"), None, b"pw-b")
         .await
         .unwrap();
@@ -118,14 +111,7 @@ async fn alice_two_devices_and_bob_talk() {
 
     // A third device of Alice appears: Bob's stale device list is repaired from the relay's
     // 409 and the message reaches all three.
-    let alice3 = Device::link(
-        RelayClient::new(&url).unwrap(),
-        open("a3.db"),
-        LoginIdentifier::Username("alice_dm"),
-        b"pw-a",
-    )
-    .await
-    .unwrap();
+    let alice3 = common::link_device(&alice2, RelayClient::new(&url).unwrap(), open("a3.db")).await;
     bob.send(alice1.account_id(), b"to all three")
         .await
         .unwrap();

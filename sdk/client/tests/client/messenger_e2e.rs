@@ -12,7 +12,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use haven_client::messenger::{Event, Messenger};
-use haven_client::relay::{LoginIdentifier, RelayClient};
+use haven_client::relay::RelayClient;
 use haven_client::{ClientStore, ConnectionState, Conversation, Device, ReceiptKind, RejectReason};
 use haven_sdk::identity::IdentityKeyPair;
 use haven_sdk::sealed_sender::{SenderCertificate, seal_sender};
@@ -22,7 +22,7 @@ use reqwest::Method;
 use serde_json::json;
 use tokio::sync::broadcast;
 
-use crate::common::{Relay, read_all};
+use crate::common::{self, Relay, read_all};
 
 const PW: &[u8] = b"messenger e2e: correct horse";
 /// The relay's certificate signing seed, so the test can forge certificates it would issue.
@@ -171,14 +171,7 @@ async fn two_people_a_group_and_bad_input_through_a_relay() {
     let a1 = Device::register(client(), store(dir.path(), "a1.db"), Some(USERNAMES[0]), PW)
         .await
         .unwrap();
-    let a2 = Device::link(
-        client(),
-        store(dir.path(), "a2.db"),
-        LoginIdentifier::Username(USERNAMES[0]),
-        PW,
-    )
-    .await
-    .unwrap();
+    let a2 = common::link_device(&a1, client(), store(dir.path(), "a2.db")).await;
     let b = Device::register(client(), store(dir.path(), "b.db"), Some(USERNAMES[1]), PW)
         .await
         .unwrap();
@@ -402,7 +395,7 @@ async fn two_people_a_group_and_bad_input_through_a_relay() {
     queued.reverse();
     let mut seen = Vec::new();
     for (id, content) in &queued {
-        for e in bob.messenger.process_envelope(id, content).unwrap() {
+        for e in bob.messenger.process_envelope(id, content).await.unwrap() {
             if let Some((_, t, _, _)) = text_of(&e) {
                 seen.push(t);
             }
@@ -416,6 +409,7 @@ async fn two_people_a_group_and_bad_input_through_a_relay() {
         assert!(
             bob.messenger
                 .process_envelope(id, content)
+                .await
                 .unwrap()
                 .iter()
                 .all(|e| text_of(e).is_none())
@@ -552,6 +546,7 @@ async fn two_people_a_group_and_bad_input_through_a_relay() {
     let events = bob
         .messenger
         .process_envelope(&hex::encode([0xEE; 16]), &replay_content)
+        .await
         .unwrap();
     assert!(
         events.iter().any(|e| matches!(
@@ -575,34 +570,55 @@ async fn two_people_a_group_and_bad_input_through_a_relay() {
         .unwrap();
     expect_text(&mut alice1.events, "still fine too").await;
 
-    // --- An identity change is a typed error and an event; accepting it lets sends resume.
+    // --- An account identity change is a typed error and an event; accepting it (after
+    // comparing the new account safety number) lets sends resume.
     let dave = Device::register(client(), store(dir.path(), "d.db"), None, PW)
         .await
         .unwrap();
     let dave_id = dave.account_bytes();
-    let impostor = IdentityKeyPair::generate(&mut rand::rng());
     alice1
-        .messenger
-        .accept_identity(&dave_id, 1, impostor.public())
-        .unwrap();
-    let err = alice1
         .messenger
         .add_contact(&hex::encode(dave_id))
         .await
+        .unwrap();
+    let before = alice1.messenger.account_safety_number(&dave_id).unwrap();
+    assert_eq!(before.as_ref().map(String::len), Some(60));
+    // Dave's account gets a new identity key (as after a reset): a list signed by it.
+    let new_key = haven_sdk::account::AccountIdentityKeyPair::generate(&mut rand::rng());
+    let list = new_key
+        .sign_device_list(dave_id, 2, 0, &[(1, dave.identity_key().unwrap())])
+        .unwrap();
+    dave.relay()
+        .request(
+            Method::PUT,
+            "/v1/account/device-list",
+            Some(&json!({"list": STANDARD.encode(list.to_bytes()), "replace_account_key": true})),
+        )
+        .await
+        .unwrap();
+    let err = alice1
+        .messenger
+        .refresh_devices(&dave_id)
+        .await
         .unwrap_err();
-    assert!(err.to_string().contains("identity key"), "{err}");
-    expect(&mut alice1.events, "identity changed", |e| {
-        matches!(e, Event::IdentityChanged { account, device: 1 } if *account == dave_id)
-            .then_some(())
+    assert!(err.to_string().contains("account identity key"), "{err}");
+    expect(&mut alice1.events, "account key changed", |e| {
+        matches!(e, Event::AccountKeyChanged { account } if *account == dave_id).then_some(())
     })
     .await;
+    // Nothing goes to Dave until the user accepts the new key.
+    let err = alice1
+        .messenger
+        .send_text(Conversation::Direct(dave_id), "held back")
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("account identity key"), "{err}");
+    alice1.messenger.accept_account_key(&dave_id).unwrap();
+    let after = alice1.messenger.account_safety_number(&dave_id).unwrap();
+    assert_ne!(before, after, "the safety number follows the account key");
     alice1
         .messenger
-        .accept_identity(&dave_id, 1, &dave.identity_key().unwrap())
-        .unwrap();
-    alice1
-        .messenger
-        .add_contact(&hex::encode(dave_id))
+        .send_text(Conversation::Direct(dave_id), "after accepting")
         .await
         .unwrap();
 

@@ -36,7 +36,9 @@ use haven_sdk::store::StoreError;
 
 use crate::store::{ClientStoreError, Space};
 
+pub mod directory;
 pub mod keys;
+pub mod link;
 pub mod receive;
 pub mod send;
 pub mod state;
@@ -44,7 +46,9 @@ pub mod state;
 #[cfg(test)]
 mod tests;
 
+pub use directory::{AccountTrust, DirectoryNotice, ListAnswer, ListRefusal, ListUpdate, Vouch};
 pub use keys::{PREKEY_BATCH, Rotation};
+pub use link::{LinkGrant, LinkRequest};
 pub use receive::{Opened, Received, RejectReason};
 pub use send::{Claim, OutgoingSend, PaddedPlaintext, SEND_ATTEMPTS};
 pub use state::{LocalDevice, SafetyNumber, StoredSession};
@@ -63,6 +67,9 @@ pub mod space {
     /// Received messages of [`receive`](super::LocalDevice::receive) (message id → sender and
     /// plaintext).
     pub const INBOX: Space = Space::app(0xF3);
+    /// Each account's accepted signed device list and pinned account key (§15), see
+    /// [`directory`](super::directory).
+    pub const ACCOUNTS: Space = Space::app(0xF4);
 }
 
 /// Sealed-sender content type of a Double Ratchet message carried inside an envelope (§5.2).
@@ -95,6 +102,45 @@ pub enum DeviceError {
         /// The device number.
         device: u32,
     },
+    /// The account's signed device list was refused (invalid, rolled back, forked, or
+    /// withdrawn after one was accepted): the relay lies or the account's history forked.
+    /// Nothing changed; show it to the user.
+    #[error("device list of {account} refused: {reason}")]
+    DeviceList {
+        /// The account (32 hex).
+        account: String,
+        /// Why.
+        reason: directory::ListRefusal,
+    },
+    /// The account's identity key changed (its device list is signed by another key). Nothing
+    /// is sent to or accepted from the account until the user compares the new safety number
+    /// and accepts it ([`LocalDevice::accept_account_key`]).
+    #[error("account identity key of {account} changed")]
+    AccountKeyChanged {
+        /// The account (32 hex).
+        account: String,
+    },
+    /// The relay named a device (in a device mismatch, a bundle or a certificate) that the
+    /// account's signed device list does not name with that identity key: a device the relay
+    /// added or a key it forged. Nothing was sent to it.
+    #[error("device {device} of {account} is not in the account's signed device list")]
+    UnlistedDevice {
+        /// The account (32 hex).
+        account: String,
+        /// The device number.
+        device: u32,
+    },
+    /// No device list of the account is known yet: fetch it
+    /// (`GET /v1/accounts/{account}/device-list`, then [`LocalDevice::accept_device_list`])
+    /// and try again.
+    #[error("fetch the device list of {account} first")]
+    NeedDeviceList {
+        /// The account (32 hex).
+        account: String,
+    },
+    /// This device does not hold its account's identity key, so it cannot sign a device list.
+    #[error("this device does not hold the account identity key")]
+    NoAccountKey,
     /// No sender certificate valid long enough is held: fetch one first.
     #[error("no valid sender certificate")]
     NoCertificate,

@@ -31,6 +31,7 @@ use haven_sdk::store::{DeviceAddress, IdentityStore};
 use haven_sdk::unpad;
 use rand_core::CryptoRng;
 
+use super::directory::{AccountTrust, Vouch};
 use super::space::{INBOX, META, SEEN};
 use super::state::{LocalDevice, contact_devices, save_contact_devices};
 use super::{CONTENT_SESSION, DeviceError};
@@ -71,6 +72,21 @@ pub enum RejectReason {
         /// The sender device number.
         device: u32,
     },
+    /// The sending device (or its identity key) is not in its account's signed device list,
+    /// fetched again to be sure: a device or a certificate the relay made.
+    #[error("device {device} of {account} is not in the account's signed device list")]
+    UnlistedDevice {
+        /// The sender account (hex).
+        account: String,
+        /// The sender device number.
+        device: u32,
+    },
+    /// The sender account's identity key changed and the user has not accepted the new one.
+    #[error("account identity key of {account} changed")]
+    AccountKeyChanged {
+        /// The sender account (hex).
+        account: String,
+    },
     /// The ratchet or handshake refused it for another reason (authentication failure,
     /// unknown prekey, too far ahead).
     #[error("session: {0}")]
@@ -108,6 +124,16 @@ pub enum Opened<T> {
     Duplicate,
     /// Refused; nothing changed.
     Rejected(RejectReason),
+    /// The sender's device list is not known, or does not name the sending device: fetch the
+    /// list (`GET /v1/accounts/{account}/device-list`, [`LocalDevice::accept_device_list`]) and
+    /// open the envelope again; if that says this again, the device is not the account's
+    /// ([`Opened::unlisted`]). Nothing changed.
+    NeedDeviceList {
+        /// The sender account.
+        account: [u8; 16],
+        /// The sender device number.
+        device: u32,
+    },
     /// Decrypted and applied, and (when asked) its id marked seen, in one transaction.
     Accepted {
         /// The sending device, from its relay-signed certificate.
@@ -117,6 +143,23 @@ pub enum Opened<T> {
         /// What `apply` returned.
         value: T,
     },
+}
+
+impl<T> Opened<T> {
+    /// After the sender's list was fetched: a [`Opened::NeedDeviceList`] again is a refusal
+    /// ([`RejectReason::UnlistedDevice`]); any other outcome is kept.
+    #[must_use]
+    pub fn unlisted(self) -> Self {
+        match self {
+            Self::NeedDeviceList { account, device } => {
+                Self::Rejected(RejectReason::UnlistedDevice {
+                    account: hex::encode(account),
+                    device,
+                })
+            }
+            other => other,
+        }
+    }
 }
 
 /// What [`LocalDevice::receive`] found in one queued envelope.
@@ -131,6 +174,12 @@ pub enum Received {
         sender: DeviceAddress,
         /// The plaintext.
         plaintext: Vec<u8>,
+    },
+    /// The sender's device list is needed first: fetch it, accept it, and receive the
+    /// envelope again with `list_fresh` (nothing changed; do not ack).
+    NeedDeviceList {
+        /// The sender account.
+        account: [u8; 16],
     },
     /// An envelope that could not be opened; ack and drop it, nothing else changed.
     Rejected {
@@ -231,6 +280,30 @@ impl LocalDevice {
                 "envelope claims to come from this device".into(),
             )));
         }
+        // The sending device must be one its account's signed list names, with the identity key
+        // of the certificate; an account without a list is trusted on first use per device.
+        match self.account_trust(store, &sender.account_id)? {
+            AccountTrust::KeyChanged => {
+                return Ok(Opened::Rejected(RejectReason::AccountKeyChanged {
+                    account: hex::encode(sender.account_id),
+                }));
+            }
+            AccountTrust::Unknown => {
+                return Ok(Opened::NeedDeviceList {
+                    account: sender.account_id,
+                    device: sender.device_id,
+                });
+            }
+            AccountTrust::Listed { .. } => {
+                if self.vouch(store, &sender, &opened.certificate.identity_key)? != Vouch::Listed {
+                    return Ok(Opened::NeedDeviceList {
+                        account: sender.account_id,
+                        device: sender.device_id,
+                    });
+                }
+            }
+            AccountTrust::Unverified => {}
+        }
         // The identity in the relay-signed certificate must be the one the session uses.
         if let Some(known) = store.peer_identity(&sender).map_err(DeviceError::from)?
             && known != opened.certificate.identity_key
@@ -271,7 +344,8 @@ impl LocalDevice {
 
     /// Opens one envelope of `GET /v1/messages` into the inbox space (message id → sender
     /// account · u32be device · plaintext); `None` for a duplicate already delivered. Ack the
-    /// envelope afterwards in every case.
+    /// envelope afterwards in every case but [`Received::NeedDeviceList`]; `list_fresh` says
+    /// the sender's list was fetched for this envelope (an unlisted sender is then refused).
     ///
     /// # Errors
     /// Store errors (a bad envelope is a [`Received::Rejected`]).
@@ -279,6 +353,7 @@ impl LocalDevice {
         &self,
         store: &mut EncryptedStore<B>,
         queued: &QueuedBody,
+        list_fresh: bool,
         now: u64,
         rng: &mut R,
     ) -> Result<Option<Received>, DeviceError> {
@@ -305,8 +380,14 @@ impl LocalDevice {
                 Ok(())
             },
         )?;
+        let opened = if list_fresh {
+            opened.unlisted()
+        } else {
+            opened
+        };
         Ok(match opened {
             Opened::Duplicate => None,
+            Opened::NeedDeviceList { account, .. } => Some(Received::NeedDeviceList { account }),
             Opened::Rejected(reason) => Some(Received::Rejected { message_id, reason }),
             Opened::Accepted {
                 sender, plaintext, ..

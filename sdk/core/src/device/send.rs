@@ -31,6 +31,7 @@ use haven_sdk::store::{DeviceAddress, IdentityStore, SessionStore};
 use rand_core::CryptoRng;
 use zeroize::Zeroizing;
 
+use super::directory::{AccountTrust, Vouch};
 use super::state::{LocalDevice, contact_access_key, contact_devices, save_contact_devices};
 use super::{CONTENT_SESSION, DeviceError, bad_response, protocol};
 use crate::store::{Backend, EncryptedStore, Space, address_key};
@@ -168,8 +169,9 @@ fn has_session<B: Backend>(
 }
 
 impl LocalDevice {
-    /// Whether to re-read the account's device list (`GET /v1/devices`, then
-    /// [`LocalDevice::set_own_devices`]) before a send to `account`: it is this device's own
+    /// Whether to re-read the account's device list before a send to `account` (its signed
+    /// list when it has one, [`LocalDevice::accept_device_list`]; else `GET /v1/devices`, then
+    /// [`LocalDevice::set_own_devices`]): it is this device's own
     /// account, no other own device is known, and the list was not read in the last
     /// [`OWN_DEVICES_RECHECK`] seconds (`last_checked`, kept by the driver).
     ///
@@ -206,8 +208,33 @@ impl LocalDevice {
         store: &EncryptedStore<B>,
         list: &DeviceList,
     ) -> Result<(), DeviceError> {
+        if !matches!(
+            self.account_trust(store, &self.account())?,
+            AccountTrust::Unknown | AccountTrust::Unverified
+        ) {
+            // The relay's unsigned list never adds a device to an account with a signed list.
+            return Ok(());
+        }
         let numbers: Vec<u32> = list.devices.iter().map(|d| d.device_number).collect();
         save_contact_devices(store, &self.account(), &numbers)
+    }
+
+    /// Refuses a send to an account whose device list is not known yet or whose key change
+    /// waits for the user.
+    fn check_trust<B: Backend>(
+        &self,
+        store: &EncryptedStore<B>,
+        account: &[u8; 16],
+    ) -> Result<(), DeviceError> {
+        match self.account_trust(store, account)? {
+            AccountTrust::Listed { .. } | AccountTrust::Unverified => Ok(()),
+            AccountTrust::KeyChanged => Err(DeviceError::AccountKeyChanged {
+                account: hex::encode(account),
+            }),
+            AccountTrust::Unknown => Err(DeviceError::NeedDeviceList {
+                account: hex::encode(account),
+            }),
+        }
     }
 
     /// The claims to make before [`LocalDevice::encrypt`] for `account`: [`Claim::All`] when its
@@ -222,6 +249,7 @@ impl LocalDevice {
         account: &[u8; 16],
     ) -> Result<Vec<Claim>, DeviceError> {
         let own = *account == self.account();
+        self.check_trust(store, account)?;
         let devices = contact_devices(store, account)?;
         if own {
             if !self.knows_other_own_device(store)? {
@@ -267,9 +295,24 @@ impl LocalDevice {
         rng: &mut R,
     ) -> Result<Option<OutgoingSend>, DeviceError> {
         let own = *account == self.account();
+        self.check_trust(store, account)?;
         let mut claimed = Vec::new();
         for answer in bundles {
             claimed.extend(verify_bundles(answer, account)?);
+        }
+        // A bundle is used only for a device the account's signed list names with the bundle's
+        // identity key: the relay can neither add a device nor substitute a key.
+        for b in &claimed {
+            let peer = DeviceAddress::new(*account, b.device_id);
+            match self.vouch(store, &peer, &b.identity_key)? {
+                Vouch::Listed | Vouch::Unverified => {}
+                Vouch::Unknown | Vouch::Refused => {
+                    return Err(DeviceError::UnlistedDevice {
+                        account: hex::encode(account),
+                        device: b.device_id,
+                    });
+                }
+            }
         }
         let mut devices = contact_devices(store, account)?;
         for b in &claimed {
@@ -346,19 +389,43 @@ impl LocalDevice {
     /// the device list of `account`: missing devices are added, extra and removed ones dropped
     /// with their sessions. Then claim and encrypt again.
     ///
+    /// For an account with a signed device list, a missing device the list does not name is
+    /// refused: [`DeviceError::NeedDeviceList`] while `list_fresh` is false (the account may
+    /// have linked it since: fetch the list, accept it, and repair again with `list_fresh`),
+    /// [`DeviceError::UnlistedDevice`] after (the relay added it). Devices the relay says are
+    /// gone are left out of sends even when listed (the relay can withhold mail anyway).
+    ///
     /// # Errors
-    /// [`DeviceError::InvalidResponse`] when the answer names no mismatch for `account`; store
-    /// errors.
+    /// [`DeviceError::InvalidResponse`] when the answer names no mismatch for `account`;
+    /// [`DeviceError::NeedDeviceList`], [`DeviceError::UnlistedDevice`]; store errors.
     pub fn repair<B: Backend>(
         &self,
         store: &mut EncryptedStore<B>,
         account: &[u8; 16],
         mismatches: &[DeviceMismatch],
+        list_fresh: bool,
     ) -> Result<(), DeviceError> {
         let mismatch = mismatches
             .iter()
             .find(|m| m.account_id.as_bytes() == account)
             .ok_or_else(|| bad_response("device mismatch without details for this account"))?;
+        if let Some(list) = self.device_list(store, account)? {
+            let own = *account == self.account();
+            for &d in &mismatch.missing_devices {
+                if list.device(d).is_none() || (own && d == self.device_number()) {
+                    return Err(if list_fresh {
+                        DeviceError::UnlistedDevice {
+                            account: hex::encode(account),
+                            device: d,
+                        }
+                    } else {
+                        DeviceError::NeedDeviceList {
+                            account: hex::encode(account),
+                        }
+                    });
+                }
+            }
+        }
         let remove: Vec<u32> = [
             mismatch.extra_devices.as_slice(),
             mismatch.removed_devices.as_slice(),

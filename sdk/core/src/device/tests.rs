@@ -23,8 +23,8 @@ use super::state::{
     StoredSession, contact_devices, pin_relay_key, save_contact_devices, set_contact_access_key,
 };
 use super::{
-    Claim, DeviceError, LocalDevice, OutgoingSend, PREKEY_BATCH, Received, RejectReason, keys,
-    space,
+    Claim, DeviceError, ListAnswer, ListRefusal, LocalDevice, Opened, OutgoingSend, PREKEY_BATCH,
+    Received, RejectReason, keys, space,
 };
 use crate::store::{MemoryStore, Space};
 
@@ -44,7 +44,19 @@ fn relay_key() -> SigningKey {
     SigningKey::from_bytes(&[3; 32])
 }
 
+/// A device whose peers publish no signed device lists (a relay from before §15): trusted on
+/// first use. The `hostile_relay_*` tests use [`listed_device`].
 fn device(account: [u8; 16], number: u32, seed: u64) -> Dev {
+    let mut d = listed_device(account, number, seed);
+    for peer in [ALICE, BOB] {
+        d.local
+            .accept_device_list(&mut d.store, &peer, ListAnswer::NotPublished, NOW)
+            .unwrap();
+    }
+    d
+}
+
+fn listed_device(account: [u8; 16], number: u32, seed: u64) -> Dev {
     let mut rng = ChaCha20Rng::seed_from_u64(seed);
     let mut store = MemoryStore::generate(&mut rng).unwrap();
     store
@@ -137,7 +149,7 @@ impl Dev {
     fn receive(&mut self, out: &OutgoingSend) -> Option<Received> {
         let queued = queued(out, self.local.device_number());
         self.local
-            .receive(&mut self.store, &queued, NOW, &mut self.rng)
+            .receive(&mut self.store, &queued, false, NOW, &mut self.rng)
             .unwrap()
     }
 
@@ -335,12 +347,12 @@ fn repair_after_a_409_naming_a_new_and_a_removed_device() {
     };
     let err = alice
         .local
-        .repair(&mut alice.store, &BOB, std::slice::from_ref(&other))
+        .repair(&mut alice.store, &BOB, std::slice::from_ref(&other), false)
         .unwrap_err();
     assert!(matches!(err, DeviceError::InvalidResponse(_)), "{err}");
     alice
         .local
-        .repair(&mut alice.store, &BOB, &[other, mismatch])
+        .repair(&mut alice.store, &BOB, &[other, mismatch], false)
         .unwrap();
     assert_eq!(contact_devices(&alice.store, &BOB).unwrap(), [1, 3]);
     // The session with the removed device is gone; the new one needs its bundle.
@@ -380,7 +392,7 @@ fn exactly_once_and_tampered_or_replayed_envelopes_change_nothing() {
     tampered.message_id = Id::from([0x11; 16]);
     let r = bob
         .local
-        .receive(&mut bob.store, &tampered, NOW, &mut bob.rng)
+        .receive(&mut bob.store, &tampered, false, NOW, &mut bob.rng)
         .unwrap();
     assert!(
         matches!(
@@ -396,7 +408,7 @@ fn exactly_once_and_tampered_or_replayed_envelopes_change_nothing() {
     garbage.content = "!!".into();
     let r = bob
         .local
-        .receive(&mut bob.store, &garbage, NOW, &mut bob.rng)
+        .receive(&mut bob.store, &garbage, false, NOW, &mut bob.rng)
         .unwrap();
     assert!(matches!(
         r,
@@ -408,7 +420,13 @@ fn exactly_once_and_tampered_or_replayed_envelopes_change_nothing() {
     // An expired certificate is refused too.
     let late = bob
         .local
-        .receive(&mut bob.store, &queued(&out, 1), NOW + 7200, &mut bob.rng)
+        .receive(
+            &mut bob.store,
+            &queued(&out, 1),
+            false,
+            NOW + 7200,
+            &mut bob.rng,
+        )
         .unwrap();
     assert!(matches!(
         late,
@@ -433,7 +451,7 @@ fn exactly_once_and_tampered_or_replayed_envelopes_change_nothing() {
     replay.message_id = Id::from([0x13; 16]);
     let r = bob
         .local
-        .receive(&mut bob.store, &replay, NOW, &mut bob.rng)
+        .receive(&mut bob.store, &replay, false, NOW, &mut bob.rng)
         .unwrap();
     assert!(
         matches!(
@@ -923,4 +941,258 @@ fn seen_ids_are_pruned_in_batches() {
         .unwrap();
     deliver(&mut alice, &mut bob, &[]);
     assert!(bob.store.get(space::SEEN, b"old").unwrap().is_some());
+}
+
+// ------------------------------------------------------------------ a relay that lies (§15)
+
+/// Alice's first list (this device alone, a fresh account key), published and accepted.
+fn publish_first(d: &mut Dev) -> haven_sdk::account::DeviceList {
+    let list = d.local.first_own_list(&d.store, NOW, &mut d.rng).unwrap();
+    d.local
+        .own_list_published(&mut d.store, &list, NOW)
+        .unwrap();
+    list
+}
+
+fn reply(list: &haven_sdk::account::DeviceList) -> haven_protocol::api::identity::DeviceListReply {
+    haven_protocol::api::identity::DeviceListReply {
+        list: STANDARD.encode(list.to_bytes()),
+        version: list.version(),
+    }
+}
+
+fn bundles_of(account: [u8; 16], devices: &mut [&mut Dev]) -> BundlesResponse {
+    BundlesResponse {
+        account_id: Id::from(account),
+        bundles: devices.iter_mut().map(|d| d.bundle()).collect(),
+    }
+}
+
+/// Bob holds Alice's signed list (device 1) and a session with her.
+fn bob_knows_alice() -> (Dev, Dev, haven_sdk::account::DeviceList) {
+    let mut alice = listed_device(ALICE, 1, 61);
+    let mut bob = listed_device(BOB, 1, 62);
+    let list = publish_first(&mut alice);
+    let bob_list = publish_first(&mut bob);
+    let update = bob
+        .local
+        .accept_device_list(&mut bob.store, &ALICE, ListAnswer::List(&reply(&list)), NOW)
+        .unwrap();
+    assert!(update.first && update.added == [1]);
+    assert!(bob.local.claims(&bob.store, &ALICE).unwrap() == [Claim::Device(1)]);
+    let bundles = bundles_of(ALICE, &mut [&mut alice]);
+    let out = bob.send(ALICE, b"hello", &[bundles]).unwrap().unwrap();
+    // Alice does not know Bob's list yet: she fetches it, then the message opens.
+    assert!(
+        matches!(alice.receive(&out), Some(Received::NeedDeviceList { account }) if account == BOB)
+    );
+    alice
+        .local
+        .accept_device_list(
+            &mut alice.store,
+            &BOB,
+            ListAnswer::List(&reply(&bob_list)),
+            NOW,
+        )
+        .unwrap();
+    assert!(matches!(
+        alice.receive(&out),
+        Some(Received::Message { .. })
+    ));
+    (alice, bob, list)
+}
+
+#[test]
+fn hostile_relay_injects_a_device_into_a_409_and_it_gets_nothing() {
+    let (_alice, mut bob, list) = bob_knows_alice();
+    let ghost = DeviceMismatch {
+        account_id: Id::from(ALICE),
+        missing_devices: vec![99],
+        extra_devices: Vec::new(),
+        removed_devices: Vec::new(),
+    };
+    let before = bob.rows();
+    // First the device may have been linked since: fetch the list again.
+    assert!(matches!(
+        bob.local
+            .repair(&mut bob.store, &ALICE, std::slice::from_ref(&ghost), false),
+        Err(DeviceError::NeedDeviceList { .. })
+    ));
+    bob.local
+        .accept_device_list(&mut bob.store, &ALICE, ListAnswer::List(&reply(&list)), NOW)
+        .unwrap();
+    // The signed list still does not name it: refused, nothing changed.
+    assert!(matches!(
+        bob.local.repair(&mut bob.store, &ALICE, &[ghost], true),
+        Err(DeviceError::UnlistedDevice { device: 99, .. })
+    ));
+    assert_eq!(bob.rows(), before);
+    assert_eq!(contact_devices(&bob.store, &ALICE).unwrap(), [1]);
+}
+
+#[test]
+fn hostile_relay_forged_bundle_and_ghost_device_bundle_are_refused() {
+    let mut alice = listed_device(ALICE, 1, 71);
+    let mut bob = listed_device(BOB, 1, 72);
+    let list = publish_first(&mut alice);
+    bob.local
+        .accept_device_list(&mut bob.store, &ALICE, ListAnswer::List(&reply(&list)), NOW)
+        .unwrap();
+    // A bundle for device 1 with a key the relay made (a valid, self-signed bundle).
+    let mut forger = listed_device(ALICE, 1, 73);
+    let forged = bundles_of(ALICE, &mut [&mut forger]);
+    let before = bob.rows();
+    assert!(matches!(
+        bob.send(ALICE, b"for alice only", &[forged]),
+        Err(DeviceError::UnlistedDevice { device: 1, .. })
+    ));
+    // A device the list does not name at all, as a password login would add it.
+    let mut ghost = listed_device(ALICE, 2, 74);
+    let both = bundles_of(ALICE, &mut [&mut alice, &mut ghost]);
+    assert!(matches!(
+        bob.send(ALICE, b"for alice only", &[both]),
+        Err(DeviceError::UnlistedDevice { device: 2, .. })
+    ));
+    assert_eq!(bob.rows(), before, "nothing kept from refused sends");
+}
+
+#[test]
+fn hostile_relay_certificate_for_a_key_it_chose_is_refused() {
+    let (mut alice, mut bob, _) = bob_knows_alice();
+    // The relay issues a certificate for (Alice, device 1) with its own identity key, and for
+    // a device 7 of Alice that no list names.
+    for (number, seed) in [(1, 81), (7, 82)] {
+        let mut impostor = listed_device(ALICE, number, seed);
+        impostor
+            .local
+            .accept_device_list(&mut impostor.store, &BOB, ListAnswer::NotPublished, NOW)
+            .unwrap();
+        let bundles = bundles_of(BOB, &mut [&mut bob]);
+        let out = impostor
+            .send(BOB, b"I am alice", &[bundles])
+            .unwrap()
+            .unwrap();
+        let q = queued(&out, 1);
+        let before = bob.rows();
+        let first = bob
+            .local
+            .receive(&mut bob.store, &q, false, NOW, &mut bob.rng)
+            .unwrap();
+        assert!(matches!(first, Some(Received::NeedDeviceList { account }) if account == ALICE));
+        let again = bob
+            .local
+            .receive(&mut bob.store, &q, true, NOW, &mut bob.rng)
+            .unwrap();
+        assert!(
+            matches!(
+                again,
+                Some(Received::Rejected {
+                    reason: RejectReason::UnlistedDevice { device, .. },
+                    ..
+                }) if device == number
+            ),
+            "{again:?}"
+        );
+        assert_eq!(bob.rows(), before);
+    }
+    // Alice's real device still gets through.
+    let bundles = bundles_of(BOB, &mut []);
+    let out = alice
+        .send(BOB, b"really alice", &[bundles])
+        .unwrap()
+        .unwrap();
+    assert!(matches!(bob.receive(&out), Some(Received::Message { .. })));
+}
+
+#[test]
+fn hostile_relay_rollback_fork_withdrawal_and_key_change_are_refused() {
+    let mut alice = listed_device(ALICE, 1, 91);
+    let mut bob = listed_device(BOB, 1, 92);
+    let v1 = publish_first(&mut alice);
+    let alice2 = listed_device(ALICE, 2, 93);
+    let key2 = *alice2.store.identity_key_pair().unwrap().public();
+    let v2 = alice
+        .local
+        .sign_own_list(&alice.store, &[(2, key2)], &[], NOW)
+        .unwrap();
+    alice
+        .local
+        .own_list_published(&mut alice.store, &v2, NOW)
+        .unwrap();
+    let accept = |bob: &mut Dev, l: &haven_sdk::account::DeviceList| {
+        bob.local
+            .accept_device_list(&mut bob.store, &ALICE, ListAnswer::List(&reply(l)), NOW)
+    };
+    accept(&mut bob, &v2).unwrap();
+    let before = bob.rows();
+    // Rolled back to the list without device 2 (or, for a removal, with a removed device).
+    assert!(matches!(
+        accept(&mut bob, &v1),
+        Err(DeviceError::DeviceList {
+            reason: ListRefusal::Rollback {
+                offered: 1,
+                seen: 2
+            },
+            ..
+        })
+    ));
+    // Another list with version 2: only the account key could sign it; a fork.
+    let key = super::directory::account_key_pair(&alice.store)
+        .unwrap()
+        .unwrap();
+    let fork = key
+        .sign_device_list(
+            ALICE,
+            2,
+            NOW + 1,
+            &[(1, *alice.store.identity_key_pair().unwrap().public())],
+        )
+        .unwrap();
+    assert!(matches!(
+        accept(&mut bob, &fork),
+        Err(DeviceError::DeviceList {
+            reason: ListRefusal::Equivocation { version: 2 },
+            ..
+        })
+    ));
+    // "No list" after one was seen.
+    assert!(matches!(
+        bob.local
+            .accept_device_list(&mut bob.store, &ALICE, ListAnswer::NotPublished, NOW),
+        Err(DeviceError::DeviceList {
+            reason: ListRefusal::Withdrawn,
+            ..
+        })
+    ));
+    // A list the relay signed with its own account key: the loud event, held until accepted.
+    let relay_key = haven_sdk::account::AccountIdentityKeyPair::generate(&mut bob.rng);
+    let swapped = relay_key
+        .sign_device_list(
+            ALICE,
+            3,
+            NOW,
+            &[(1, *alice.store.identity_key_pair().unwrap().public())],
+        )
+        .unwrap();
+    assert!(matches!(
+        accept(&mut bob, &swapped),
+        Err(DeviceError::AccountKeyChanged { .. })
+    ));
+    assert!(matches!(
+        bob.local.claims(&bob.store, &ALICE),
+        Err(DeviceError::AccountKeyChanged { .. })
+    ));
+    // Sessions and trusted keys are as before (the pending list is kept aside).
+    let rows_now: Vec<_> = bob.rows();
+    assert_eq!(rows_now, before);
+    // Accepting it (after comparing safety numbers) starts over with the new key.
+    let old = bob.local.account_safety_number(&bob.store, &ALICE).unwrap();
+    assert!(old.is_none(), "bob holds no account key of his own here");
+    bob.local
+        .accept_account_key(&mut bob.store, &ALICE, NOW)
+        .unwrap();
+    assert_eq!(
+        bob.local.claims(&bob.store, &ALICE).unwrap(),
+        [Claim::Device(1)]
+    );
 }

@@ -8,7 +8,7 @@ use haven_sdk::groups::{GroupChangeError, GroupError};
 use serde::{Deserialize, Serialize};
 
 use super::records::{hex16, hex16_vec};
-use crate::device::{DeviceError, RejectReason};
+use crate::device::{DeviceError, DirectoryNotice, ListRefusal, RejectReason};
 use crate::store::ClientStoreError;
 
 /// Errors of the messenger's state operations.
@@ -163,6 +163,33 @@ pub enum Event {
         /// Its device.
         device: u32,
     },
+    /// An account's signed device list changed: devices added (a contact linked a new device;
+    /// for a contact the user verified, ask before trusting it), removed or re-keyed.
+    DevicesChanged {
+        /// The account (this one's own included).
+        account: [u8; 16],
+        /// Devices added.
+        added: Vec<u32>,
+        /// Devices removed.
+        removed: Vec<u32>,
+        /// Devices with a new identity key.
+        rekeyed: Vec<u32>,
+    },
+    /// An account's identity key changed: nothing is sent to or accepted from it until the
+    /// user compares the new safety number and accepts the key
+    /// (`haven_client::Messenger::accept_account_key` natively).
+    AccountKeyChanged {
+        /// The account.
+        account: [u8; 16],
+    },
+    /// The relay served a device list or named a device that was refused (an invalid, rolled
+    /// back or forked list, a device no signed list names): it is lying. Nothing changed.
+    DeviceListRefused {
+        /// The account.
+        account: [u8; 16],
+        /// Why.
+        reason: ListRefusal,
+    },
     /// An envelope or a group entry was refused; nothing was changed by it.
     Rejected {
         /// Why.
@@ -170,6 +197,23 @@ pub enum Event {
     },
     /// The connection changed state.
     Connection(ConnectionState),
+}
+
+impl From<DirectoryNotice> for Event {
+    fn from(notice: DirectoryNotice) -> Self {
+        match notice {
+            DirectoryNotice::Changed(u) => Self::DevicesChanged {
+                account: u.account,
+                added: u.added,
+                removed: u.removed,
+                rekeyed: u.rekeyed,
+            },
+            DirectoryNotice::AccountKeyChanged { account } => Self::AccountKeyChanged { account },
+            DirectoryNotice::Refused { account, reason } => {
+                Self::DeviceListRefused { account, reason }
+            }
+        }
+    }
 }
 
 /// Why a group change was refused ([`Event::GroupChangeRefused`], PROTOCOL §13.3.1).
