@@ -23,8 +23,8 @@ use super::state::{
     StoredSession, contact_devices, pin_relay_key, save_contact_devices, set_contact_access_key,
 };
 use super::{
-    Claim, DeviceError, ListAnswer, ListRefusal, LocalDevice, Opened, OutgoingSend, PREKEY_BATCH,
-    Received, RejectReason, keys, space,
+    Claim, DeviceError, ListAnswer, ListRefusal, LocalDevice, OutgoingSend, PREKEY_BATCH, Received,
+    RejectReason, keys, space,
 };
 use crate::store::{MemoryStore, Space};
 
