@@ -316,6 +316,16 @@ impl LocalDevice {
         let result = store.atomically_mut(|s| -> Result<_, Refusal<E>> {
             let plaintext = session_cipher::decrypt(s, &sender, &opened.content, rng)
                 .map_err(|e| Refusal::Reject(RejectReason::from_session(&e)))?;
+            // A first message (PreKeyMessage) names its sender's identity key: it must be the
+            // certificate's (and so, for a listed account, the listed key).
+            let session_identity = s
+                .peer_identity(&sender)
+                .map_err(|e| Refusal::Fail(E::from(DeviceError::from(e))))?;
+            if session_identity != Some(opened.certificate.identity_key) {
+                return Err(Refusal::Reject(RejectReason::Certificate(
+                    "the message's identity key is not the certificate's".into(),
+                )));
+            }
             let unpadded = unpad(&plaintext)
                 .map_err(|_| Refusal::Reject(RejectReason::Malformed("bad padding".into())))?;
             let value = apply(s, &sender, unpadded).map_err(Refusal::Fail)?;

@@ -1196,3 +1196,68 @@ fn hostile_relay_rollback_fork_withdrawal_and_key_change_are_refused() {
         [Claim::Device(1)]
     );
 }
+
+#[test]
+fn a_first_message_whose_identity_is_not_the_certificates_is_refused() {
+    let mut eve = device(ALICE, 1, 101);
+    let mut bob = device(BOB, 1, 102);
+    // Eve starts a session with her device's identity key but seals under a certificate for
+    // another identity key she also holds.
+    let bundles = BundlesResponse {
+        account_id: Id::from(BOB),
+        bundles: vec![bob.bundle()],
+    };
+    let bundle = super::send::verify_bundles(&bundles, &BOB)
+        .unwrap()
+        .remove(0);
+    let padded = haven_sdk::pad(b"who am I").unwrap();
+    let message = haven_sdk::session_cipher::initiate(
+        &mut eve.store,
+        &DeviceAddress::new(BOB, 1),
+        &bundle,
+        &padded,
+        &mut eve.rng,
+    )
+    .unwrap();
+    let other = IdentityKeyPair::generate(&mut eve.rng);
+    let cert = SenderCertificate::issue(
+        &relay_key(),
+        DeviceAddress::new(ALICE, 1),
+        *other.public(),
+        NOW + 3600,
+    );
+    let sealed = haven_sdk::sealed_sender::seal_sender(
+        &other,
+        &cert,
+        bob.store.identity_key_pair().unwrap().public(),
+        super::CONTENT_SESSION,
+        &message,
+        &mut eve.rng,
+    )
+    .unwrap();
+    let q = QueuedBody {
+        message_id: Id::from([0x42; 16]),
+        seq: 1,
+        source: None,
+        content: STANDARD.encode(sealed),
+        payload: None,
+        received_at: NOW as i64,
+        expires_at: NOW as i64 + 86_400,
+    };
+    let before = bob.rows();
+    let got = bob
+        .local
+        .receive(&mut bob.store, &q, false, NOW, &mut bob.rng)
+        .unwrap();
+    assert!(
+        matches!(
+            got,
+            Some(Received::Rejected {
+                reason: RejectReason::Certificate(_),
+                ..
+            })
+        ),
+        "{got:?}"
+    );
+    assert_eq!(bob.rows(), before);
+}
