@@ -189,7 +189,13 @@ async fn messenger_bad_input_is_typed() {
     );
     assert_eq!(code(m.action_done(s(&bob), s("ok"))), "invalid_argument");
     assert_eq!(
-        code(m.receive_envelope(s("x"), s("AAAA"), JsValue::FALSE, n(NOW))),
+        code(m.receive_envelope(
+            s("x"),
+            s("AAAA"),
+            JsValue::FALSE,
+            n(NOW),
+            JsValue::UNDEFINED
+        )),
         "invalid_argument"
     );
     assert_eq!(
