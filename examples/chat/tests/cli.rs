@@ -108,6 +108,23 @@ fn position(haystack: &str, needle: &str) -> usize {
         .unwrap_or_else(|| panic!("{needle:?} not in:\n{haystack}"))
 }
 
+/// `new` runs `link`, which prints a code and waits; `existing` approves the code.
+fn link_by_approval(new: &User<'_>, existing: &User<'_>) {
+    let mut link = new
+        .command(&["link", "--seconds", "60"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(link.stdout.take().unwrap()));
+    let first = lines.next().unwrap().unwrap();
+    let code = first.strip_prefix("link code: ").unwrap().to_owned();
+    assert!(code.starts_with("haven-link:"), "{first}");
+    existing.run(&["approve", &code]);
+    let rest: Vec<String> = lines.map(Result::unwrap).collect();
+    assert!(link.wait().unwrap().success(), "{rest:?}");
+    assert!(rest.iter().any(|l| l.starts_with("account ")), "{rest:?}");
+}
+
 #[test]
 fn chat_scenario_through_the_binary() {
     let dir = tempfile::tempdir().unwrap();
@@ -121,20 +138,8 @@ fn chat_scenario_through_the_binary() {
     assert_eq!(bob.fails(&["whoami"]).0, 2);
     alice.run(&["register", "--username", USERNAMES[0]]);
     // Alice's second device joins by approval: it prints a code, her first device approves.
-    let mut link = alice2
-        .command(&["link", "--seconds", "60"])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(link.stdout.take().unwrap()));
-    let first = lines.next().unwrap().unwrap();
-    let code = first.strip_prefix("link code: ").unwrap().to_owned();
-    assert!(code.starts_with("haven-link:"), "{first}");
     assert_eq!(alice.fails(&["approve", "haven-link:nonsense"]).0, 2);
-    alice.run(&["approve", &code]);
-    let rest: Vec<String> = lines.map(Result::unwrap).collect();
-    assert!(link.wait().unwrap().success(), "{rest:?}");
-    assert!(rest.iter().any(|l| l.starts_with("account ")), "{rest:?}");
+    link_by_approval(&alice2, &alice);
     bob.run(&["register", "--username", USERNAMES[1]]);
     carol.run(&["register", "--username", USERNAMES[2]]);
     assert_eq!(alice.fails(&["frobnicate"]).0, 2);
@@ -388,7 +393,7 @@ fn account_lifecycle_through_the_binary() {
     let dave = User::new(dir.path(), "dave", &relay);
     let phone = User::new(dir.path(), "dave_phone", &relay);
     dave.run(&["register", "--username", "dave_cli"]);
-    phone.run(&["link", "--username", "dave_cli"]);
+    link_by_approval(&phone, &dave);
     let with = |user: &User<'_>, args: &[&str], env: &[(&str, &str)]| -> Output {
         user.command(args)
             .envs(env.iter().copied())
