@@ -2,7 +2,8 @@
 # uniffi bindings in CI: installs what the binding tests need (idempotently, cached outside the
 # clone), then `cargo xtask test`: builds the haven-ffi cdylib, generates Swift/Kotlin/Python
 # from it, builds the haven-test-relay launcher, runs the pytest suite and the Kotlin program against relay
-# processes, and checks the generated Swift sources. Honours CARGO_TARGET_DIR.
+# processes, and checks the generated Swift sources; the pytest suite's hostile relay tests use
+# the haven-hostile-relay launcher built here. Honours CARGO_TARGET_DIR.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/haven-ci-target}"
@@ -26,5 +27,8 @@ fi
 python3 -c 'import pytest' 2>/dev/null || python3 -m pip install --quiet pytest
 
 start=$(date +%s)
+# The hostile relay launcher (a real relay behind a lying proxy) for test_hostile_relay.py.
+cargo build -p haven-e2e --bin haven-hostile-relay --locked
+export HAVEN_HOSTILE_RELAY_BIN="$CARGO_TARGET_DIR/debug/haven-hostile-relay"
 cargo xtask test
 echo "uniffi bindings: done in $(( $(date +%s) - start ))s"
