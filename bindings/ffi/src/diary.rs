@@ -14,6 +14,7 @@ use haven_client::relay::{LoginDevice, LoginIdentifier};
 use haven_client::{ClientStore, RelayClient, Space};
 use zeroize::Zeroizing;
 
+use crate::account::{self, AccountDevice, TotpSetup};
 use crate::error::HavenError;
 use crate::key::StorageKey;
 use crate::runtime;
@@ -40,6 +41,9 @@ pub enum AccountAccess {
         username: String,
         /// Account password.
         password: String,
+        /// The TOTP code, when the account has TOTP on (`TotpRequired` without it).
+        #[uniffi(default = None)]
+        totp_code: Option<String>,
     },
 }
 
@@ -52,6 +56,7 @@ enum Access {
     Login {
         username: String,
         password: Zeroizing<String>,
+        totp_code: Option<String>,
     },
 }
 
@@ -62,9 +67,14 @@ impl AccountAccess {
                 username,
                 password: Zeroizing::new(password),
             },
-            Self::Login { username, password } => Access::Login {
+            Self::Login {
+                username,
+                password,
+                totp_code,
+            } => Access::Login {
                 username,
                 password: Zeroizing::new(password),
+                totp_code,
             },
         }
     }
@@ -107,7 +117,11 @@ async fn sign_in(
                 .register(username, password.as_bytes(), &identity_key, None)
                 .await?
         }
-        Access::Login { username, password } => {
+        Access::Login {
+            username,
+            password,
+            totp_code,
+        } => {
             relay
                 .login(
                     LoginIdentifier::Username(username.trim()),
@@ -116,7 +130,7 @@ async fn sign_in(
                         identity_key: &identity_key,
                         name: None,
                     },
-                    None,
+                    totp_code.as_deref().map(str::trim),
                 )
                 .await?
         }
@@ -246,9 +260,9 @@ impl Diary {
     /// it), fetches the key bundle and unlocks it with the diary password.
     ///
     /// # Errors
-    /// `WrongPassword` (account or diary password), `Diary` (the account has no diary),
-    /// `Network`.
-    #[uniffi::constructor]
+    /// `WrongPassword` (account or diary password), `TotpRequired` / `WrongTotpCode` (the
+    /// account has TOTP on: pass `totp_code`), `Diary` (the account has no diary), `Network`.
+    #[uniffi::constructor(default(totp_code = None))]
     pub async fn unlock_new_device(
         relay_url: String,
         store_path: String,
@@ -256,11 +270,13 @@ impl Diary {
         username: String,
         account_password: String,
         diary_password: String,
+        totp_code: Option<String>,
     ) -> Result<Arc<Self>, HavenError> {
         let diary_password = Zeroizing::new(diary_password);
         let access = Access::Login {
             username,
             password: Zeroizing::new(account_password),
+            totp_code,
         };
         runtime::run_blocking(move || async move {
             let (relay, store) = open_store(&relay_url, &store_path, &storage_key)?;
@@ -276,11 +292,12 @@ impl Diary {
     /// recovery codes stay valid.
     ///
     /// # Errors
-    /// `WrongRecoveryCode`, `WrongPassword` (account password), `Conflict`, `Network`.
+    /// `WrongRecoveryCode`, `WrongPassword` (account password), `TotpRequired` /
+    /// `WrongTotpCode`, `Conflict`, `Network`.
     // Every argument is one the host must supply; grouping them in a record would only move
     // the list into the host's code.
     #[allow(clippy::too_many_arguments)]
-    #[uniffi::constructor]
+    #[uniffi::constructor(default(totp_code = None))]
     pub async fn recover(
         relay_url: String,
         store_path: String,
@@ -290,6 +307,7 @@ impl Diary {
         recovery_code: String,
         new_password: String,
         kdf: Option<KdfSettings>,
+        totp_code: Option<String>,
     ) -> Result<Arc<Self>, HavenError> {
         let recovery_code = Zeroizing::new(recovery_code);
         let new_password = Zeroizing::new(new_password);
@@ -297,6 +315,7 @@ impl Diary {
         let access = Access::Login {
             username,
             password: Zeroizing::new(account_password),
+            totp_code,
         };
         runtime::run_blocking(move || async move {
             let (relay, store) = open_store(&relay_url, &store_path, &storage_key)?;
@@ -484,6 +503,219 @@ impl Diary {
                     .iter()
                     .map(|c| c.as_str().to_owned())
                     .collect())
+            })
+        })
+        .await
+    }
+
+    /// The account's devices as the relay lists them, oldest first (`current` marks this one).
+    ///
+    /// # Errors
+    /// `SessionRevoked`, `Network`, `Closed`.
+    pub async fn devices(self: Arc<Self>) -> Result<Vec<AccountDevice>, HavenError> {
+        self.with_diary(|d| Box::pin(async move { account::devices(d.relay()).await }))
+            .await
+    }
+
+    /// Sets the name blob of device `device_number` (`None` clears it); the relay stores it as
+    /// given, so encrypt it first.
+    ///
+    /// # Errors
+    /// `InvalidInput` (no such device), `Refused` (`field_too_large`), `SessionRevoked`,
+    /// `Network`, `Closed`.
+    pub async fn rename_device(
+        self: Arc<Self>,
+        device_number: u32,
+        name: Option<Vec<u8>>,
+    ) -> Result<(), HavenError> {
+        self.with_diary(move |d| {
+            Box::pin(async move { account::rename_device(d.relay(), device_number, name).await })
+        })
+        .await
+    }
+
+    /// Removes another device from a diary account on the relay (its sessions end at once),
+    /// proving the account password (and TOTP code) again. For an account that publishes a
+    /// signed device list (a messenger's), unlink with `Messenger.unlink_device` instead, which
+    /// also signs the list without it.
+    ///
+    /// # Errors
+    /// `InvalidInput` (this device, no such device), `WrongPassword`, `TotpRequired`,
+    /// `WrongTotpCode`, `Network`, `Closed`.
+    #[uniffi::method(default(totp_code = None))]
+    pub async fn unlink_device(
+        self: Arc<Self>,
+        device_number: u32,
+        account_password: String,
+        totp_code: Option<String>,
+    ) -> Result<(), HavenError> {
+        let password = Zeroizing::new(account_password);
+        self.with_diary(move |d| {
+            Box::pin(async move {
+                account::unlink_device(d.relay(), device_number, &password, totp_code.as_deref())
+                    .await
+            })
+        })
+        .await
+    }
+
+    /// Ends this device's relay session ([`Diary::relogin`] starts a new one); the diary stays
+    /// unlocked and usable offline.
+    ///
+    /// # Errors
+    /// `SessionRevoked`, `Network`, `Closed`.
+    pub async fn logout(self: Arc<Self>) -> Result<(), HavenError> {
+        self.with_diary(|d| Box::pin(async move { Ok(d.relay().logout().await?) }))
+            .await
+    }
+
+    /// Ends every session of the account, this device's included.
+    ///
+    /// # Errors
+    /// `SessionRevoked`, `Network`, `Closed`.
+    pub async fn logout_everywhere(self: Arc<Self>) -> Result<(), HavenError> {
+        self.with_diary(|d| Box::pin(async move { Ok(d.relay().logout_everywhere().await?) }))
+            .await
+    }
+
+    /// Logs this device in again with the account password (and TOTP code): after a logout,
+    /// an account password change on another device or a recovery. The session is saved.
+    ///
+    /// # Errors
+    /// `WrongPassword`, `TotpRequired`, `WrongTotpCode`, `NotRegistered` (never signed in),
+    /// `Refused` (`device_not_found`), `Network`, `Closed`.
+    #[uniffi::method(default(totp_code = None))]
+    pub async fn relogin(
+        self: Arc<Self>,
+        account_password: String,
+        totp_code: Option<String>,
+    ) -> Result<(), HavenError> {
+        let password = Zeroizing::new(account_password);
+        self.with_diary(move |d| {
+            Box::pin(async move {
+                let stored =
+                    load_session(d.store(), SPACE_FFI)?.ok_or(HavenError::NotRegistered)?;
+                account::relogin(
+                    d.relay(),
+                    &stored.account_id,
+                    &stored.device_id,
+                    &password,
+                    totp_code.as_deref(),
+                )
+                .await?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    /// Changes the **account** password (the relay login; the diary password is
+    /// [`Diary::change_password`]). Every other session ends; this device continues in a new
+    /// one. Both passwords are wiped after use.
+    ///
+    /// # Errors
+    /// `WrongPassword`, `TotpRequired`, `WrongTotpCode`, `InvalidInput`, `Network`, `Closed`.
+    #[uniffi::method(default(totp_code = None))]
+    pub async fn change_account_password(
+        self: Arc<Self>,
+        account_password: String,
+        new_account_password: String,
+        totp_code: Option<String>,
+    ) -> Result<(), HavenError> {
+        let password = Zeroizing::new(account_password);
+        let new_password = Zeroizing::new(new_account_password);
+        self.with_diary(move |d| {
+            Box::pin(async move {
+                account::change_password(d.relay(), &password, &new_password, totp_code.as_deref())
+                    .await
+            })
+        })
+        .await
+    }
+
+    /// Makes and sets a new **account** recovery code (for a lost account password, with
+    /// [`crate::recover_account`]; the diary's own codes are [`Diary::regenerate_recovery_codes`]).
+    /// Returns it to show once.
+    ///
+    /// # Errors
+    /// `WrongPassword`, `TotpRequired`, `WrongTotpCode`, `Network`, `Closed`.
+    #[uniffi::method(default(totp_code = None))]
+    pub async fn set_account_recovery_code(
+        self: Arc<Self>,
+        account_password: String,
+        totp_code: Option<String>,
+    ) -> Result<String, HavenError> {
+        let password = Zeroizing::new(account_password);
+        self.with_diary(move |d| {
+            Box::pin(async move {
+                account::set_recovery_code(d.relay(), &password, totp_code.as_deref()).await
+            })
+        })
+        .await
+    }
+
+    /// Starts TOTP setup for the account ([`Diary::totp_verify`] turns it on).
+    ///
+    /// # Errors
+    /// `Refused` (`totp_already_enabled`), `SessionRevoked`, `Network`, `Closed`.
+    pub async fn totp_setup(self: Arc<Self>) -> Result<TotpSetup, HavenError> {
+        self.with_diary(|d| Box::pin(async move { account::totp_setup(d.relay()).await }))
+            .await
+    }
+
+    /// Turns TOTP on with a code from the pending secret.
+    ///
+    /// # Errors
+    /// `WrongTotpCode`, `Refused` (`totp_not_set_up`), `Network`, `Closed`.
+    pub async fn totp_verify(self: Arc<Self>, code: String) -> Result<(), HavenError> {
+        self.with_diary(move |d| {
+            Box::pin(async move { Ok(d.relay().totp_verify(code.trim()).await?) })
+        })
+        .await
+    }
+
+    /// Turns TOTP off, proving the account password and a current code.
+    ///
+    /// # Errors
+    /// `WrongPassword`, `WrongTotpCode`, `Refused` (`totp_not_enabled`), `Network`, `Closed`.
+    pub async fn totp_disable(
+        self: Arc<Self>,
+        account_password: String,
+        code: String,
+    ) -> Result<(), HavenError> {
+        let password = Zeroizing::new(account_password);
+        self.with_diary(move |d| {
+            Box::pin(async move { account::totp_disable(d.relay(), &password, &code).await })
+        })
+        .await
+    }
+
+    /// Everything the relay stores about the account, as JSON text (its vault items are listed
+    /// without their encrypted blobs).
+    ///
+    /// # Errors
+    /// `SessionRevoked`, `Network`, `Closed`.
+    pub async fn export_account(self: Arc<Self>) -> Result<String, HavenError> {
+        self.with_diary(|d| Box::pin(async move { account::export_account(d.relay()).await }))
+            .await
+    }
+
+    /// Deletes the account on the relay with everything it stores (the diary's vault
+    /// included), after proving the account password (and TOTP code) again. The local store is
+    /// left as it is.
+    ///
+    /// # Errors
+    /// `WrongPassword`, `TotpRequired`, `WrongTotpCode`, `Network`, `Closed`.
+    #[uniffi::method(default(totp_code = None))]
+    pub async fn delete_account(
+        self: Arc<Self>,
+        account_password: String,
+        totp_code: Option<String>,
+    ) -> Result<(), HavenError> {
+        let password = Zeroizing::new(account_password);
+        self.with_diary(move |d| {
+            Box::pin(async move {
+                account::delete_account(d.relay(), &password, totp_code.as_deref()).await
             })
         })
         .await

@@ -52,6 +52,13 @@ pub enum HavenError {
     /// devices).
     #[error("this device does not hold the account key")]
     NoAccountKey,
+    /// TOTP is on for this account: the call needs a code from the authenticator app (login,
+    /// re-authentication before a sensitive action, recovery). Ask for one and call again.
+    #[error("a TOTP code is required")]
+    TotpRequired,
+    /// The TOTP code is wrong, outside the 30-second window, or was already used.
+    #[error("wrong or already used TOTP code")]
+    WrongTotpCode,
     /// The relay no longer accepts this device's session (logged out, unlinked, revoked).
     #[error("session revoked: {0}")]
     SessionRevoked(String),
@@ -103,6 +110,8 @@ impl From<RelayError> for HavenError {
             RelayError::InvalidId(_) => Self::InvalidInput(e.to_string()),
             RelayError::Refused { code, message, .. } => match code.as_str() {
                 "invalid_credentials" => Self::WrongPassword,
+                "totp_required" => Self::TotpRequired,
+                "totp_invalid" => Self::WrongTotpCode,
                 "account_not_found" | "username_not_found" => Self::UnknownContact(code.clone()),
                 "invalid_token" | "refresh_reused" | "session_revoked" | "device_revoked"
                 | "unauthorized" => Self::SessionRevoked(code.clone()),

@@ -12,6 +12,10 @@
 //!   attachments, safety numbers, and the event stream (a callback interface,
 //!   [`EventListener`], or pulling with [`Messenger::next_event`]).
 //! - [`Diary`]: the end-to-end encrypted diary (create, unlock, write, read, search, sync).
+//! - The account's lifecycle on both (PROTOCOL §11.6.1–§11.9): devices, rename, logout
+//!   (everywhere), log in again, TOTP, password change, the recovery code, export, deletion;
+//!   [`recover_account`] replaces a lost password without a session. Actions that need a fresh
+//!   authentication take the password (and TOTP code) and prove it inside the call.
 //! - [`safety_number`], [`compute_test_vector`]: stateless helpers (the latter recomputes the
 //!   SDK's published test vectors with this build of the library).
 //!
@@ -19,6 +23,7 @@
 //! client and WebSocket need tokio); the host's executor (asyncio, coroutines, Swift
 //! concurrency) only awaits their completion.
 
+mod account;
 mod diary;
 mod error;
 mod key;
@@ -27,6 +32,7 @@ mod runtime;
 mod types;
 mod vectors;
 
+pub use account::{AccountDevice, AccountIdentifier, TotpSetup, recover_account};
 pub use diary::{AccountAccess, Diary};
 pub use error::HavenError;
 pub use key::StorageKey;

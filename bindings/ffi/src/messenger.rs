@@ -11,6 +11,7 @@ use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 use zeroize::Zeroizing;
 
+use crate::account::{self, AccountDevice, TotpSetup};
 use crate::error::HavenError;
 use crate::key::StorageKey;
 use crate::runtime;
@@ -36,6 +37,9 @@ pub struct Messenger {
     events: tokio::sync::Mutex<broadcast::Receiver<haven_client::Event>>,
     /// The connection loop and the listener's forwarder, while started.
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// This device's id on the relay, kept for [`Messenger::relogin`] (a logout forgets the
+    /// session that names it).
+    device_id: String,
 }
 
 impl Drop for Messenger {
@@ -59,13 +63,20 @@ fn open_parts(
 }
 
 impl Messenger {
-    fn wrap(device: Device) -> Arc<Self> {
+    async fn wrap(device: Device) -> Arc<Self> {
+        let device_id = device
+            .relay()
+            .session()
+            .await
+            .map(|s| s.device_id)
+            .unwrap_or_default();
         let core = Arc::new(CoreMessenger::new(Arc::new(device)));
         let events = core.subscribe();
         Arc::new(Self {
             inner: RwLock::new(Some(core)),
             events: tokio::sync::Mutex::new(events),
             tasks: Mutex::new(Vec::new()),
+            device_id,
         })
     }
 
@@ -139,7 +150,7 @@ impl Messenger {
             let username = username.map(|u| u.trim().to_owned());
             let device =
                 Device::register(relay, store, username.as_deref(), password.as_bytes()).await?;
-            Ok(Self::wrap(device))
+            Ok(Self::wrap(device).await)
         })
         .await
     }
@@ -160,7 +171,7 @@ impl Messenger {
             }
             let (relay, store) = open_parts(&relay_url, &store_path, &storage_key)?;
             let device = Device::open(relay, store).await?;
-            Ok(Self::wrap(device))
+            Ok(Self::wrap(device).await)
         })
         .await
     }
@@ -285,7 +296,8 @@ impl Messenger {
     ///
     /// # Errors
     /// `InvalidInput` (this device, or no such device), `WrongPassword`, `NoAccountKey`,
-    /// `Refused` (`totp_required`), `Network`, `Closed`.
+    /// `TotpRequired`, `WrongTotpCode`, `Network`, `Closed`.
+    #[uniffi::method(default(totp_code = None))]
     pub async fn unlink_device(
         self: Arc<Self>,
         device_number: u32,
@@ -295,12 +307,239 @@ impl Messenger {
         let password = Zeroizing::new(password);
         let core = self.core()?;
         runtime::run(async move {
-            let fresh = core
-                .device()
-                .relay()
-                .reauthenticate(password.as_bytes(), totp_code.as_deref())
-                .await?;
+            let fresh =
+                account::fresh_auth(core.device().relay(), &password, totp_code.as_deref()).await?;
             Ok(core.device().unlink_device(device_number, fresh).await?)
+        })
+        .await
+    }
+
+    /// The account's devices as the relay lists them, oldest first (`current` marks this one).
+    ///
+    /// # Errors
+    /// `SessionRevoked`, `Network`, `Closed`.
+    pub async fn devices(self: Arc<Self>) -> Result<Vec<AccountDevice>, HavenError> {
+        let core = self.core()?;
+        runtime::run(async move {
+            let result = account::devices(core.device().relay()).await;
+            core.device().persist_session().await?;
+            result
+        })
+        .await
+    }
+
+    /// Sets the name blob of device `device_number` (`None` clears it). The relay stores it as
+    /// given and lists it back in [`AccountDevice::name`]: encrypt it first (with a key the
+    /// account's devices share), the relay must not read device names.
+    ///
+    /// # Errors
+    /// `InvalidInput` (no such device), `Refused` (`field_too_large`: over 1024 bytes),
+    /// `SessionRevoked`, `Network`, `Closed`.
+    pub async fn rename_device(
+        self: Arc<Self>,
+        device_number: u32,
+        name: Option<Vec<u8>>,
+    ) -> Result<(), HavenError> {
+        let core = self.core()?;
+        runtime::run(async move {
+            let result = account::rename_device(core.device().relay(), device_number, name).await;
+            core.device().persist_session().await?;
+            result
+        })
+        .await
+    }
+
+    /// Ends this device's session on the relay ([`Messenger::relogin`] starts a new one). The
+    /// connection started by [`Messenger::start`] stops.
+    ///
+    /// # Errors
+    /// `SessionRevoked` (already ended), `Network`, `Closed`.
+    pub async fn logout(self: Arc<Self>) -> Result<(), HavenError> {
+        let core = self.core()?;
+        self.stop();
+        runtime::run(async move { Ok(core.device().relay().logout().await?) }).await
+    }
+
+    /// Ends every session of the account, this device's included (a lost or stolen device's
+    /// too); each device logs in again with [`Messenger::relogin`].
+    ///
+    /// # Errors
+    /// `SessionRevoked`, `Network`, `Closed`.
+    pub async fn logout_everywhere(self: Arc<Self>) -> Result<(), HavenError> {
+        let core = self.core()?;
+        self.stop();
+        runtime::run(async move { Ok(core.device().relay().logout_everywhere().await?) }).await
+    }
+
+    /// Logs this device in again with the account password (and the TOTP code when TOTP is on):
+    /// after a logout, a password change on another device or a recovery. The new session is
+    /// saved in the store; the password is wiped after use.
+    ///
+    /// # Errors
+    /// `WrongPassword`, `TotpRequired`, `WrongTotpCode`, `Refused` (`device_not_found` once
+    /// the device was unlinked or the account deleted, `rate_limited`), `Network`, `Closed`.
+    #[uniffi::method(default(totp_code = None))]
+    pub async fn relogin(
+        self: Arc<Self>,
+        password: String,
+        totp_code: Option<String>,
+    ) -> Result<(), HavenError> {
+        let password = Zeroizing::new(password);
+        let core = self.core()?;
+        let device_id = self.device_id.clone();
+        runtime::run(async move {
+            let device = core.device();
+            account::relogin(
+                device.relay(),
+                device.account_id(),
+                &device_id,
+                &password,
+                totp_code.as_deref(),
+            )
+            .await?;
+            Ok(device.persist_session().await?)
+        })
+        .await
+    }
+
+    /// Changes the account password (OPAQUE: neither password reaches the relay). The current
+    /// password (and TOTP code) is proven first; every other session of the account ends and
+    /// this device continues in a new one, saved in the store. Messages and keys are
+    /// unaffected. Both passwords are wiped after use.
+    ///
+    /// # Errors
+    /// `WrongPassword`, `TotpRequired`, `WrongTotpCode`, `InvalidInput` (empty new password),
+    /// `Network`, `Closed`.
+    #[uniffi::method(default(totp_code = None))]
+    pub async fn change_password(
+        self: Arc<Self>,
+        password: String,
+        new_password: String,
+        totp_code: Option<String>,
+    ) -> Result<(), HavenError> {
+        let password = Zeroizing::new(password);
+        let new_password = Zeroizing::new(new_password);
+        let core = self.core()?;
+        runtime::run(async move {
+            let device = core.device();
+            account::change_password(
+                device.relay(),
+                &password,
+                &new_password,
+                totp_code.as_deref(),
+            )
+            .await?;
+            Ok(device.persist_session().await?)
+        })
+        .await
+    }
+
+    /// Makes a new account recovery code and sets it on the relay (which keeps only an OPAQUE
+    /// record of it); the previous code stops working. Returns the code: show it to the user
+    /// once, it is stored nowhere. It replaces a lost password with [`crate::recover_account`].
+    ///
+    /// # Errors
+    /// `WrongPassword`, `TotpRequired`, `WrongTotpCode`, `Network`, `Closed`.
+    #[uniffi::method(default(totp_code = None))]
+    pub async fn set_recovery_code(
+        self: Arc<Self>,
+        password: String,
+        totp_code: Option<String>,
+    ) -> Result<String, HavenError> {
+        let password = Zeroizing::new(password);
+        let core = self.core()?;
+        runtime::run(async move {
+            let result =
+                account::set_recovery_code(core.device().relay(), &password, totp_code.as_deref())
+                    .await;
+            core.device().persist_session().await?;
+            result
+        })
+        .await
+    }
+
+    /// Starts TOTP setup: a pending secret for the authenticator app; TOTP is on once
+    /// [`Messenger::totp_verify`] confirms a code from it.
+    ///
+    /// # Errors
+    /// `Refused` (`totp_already_enabled`), `SessionRevoked`, `Network`, `Closed`.
+    pub async fn totp_setup(self: Arc<Self>) -> Result<TotpSetup, HavenError> {
+        let core = self.core()?;
+        runtime::run(async move {
+            let result = account::totp_setup(core.device().relay()).await;
+            core.device().persist_session().await?;
+            result
+        })
+        .await
+    }
+
+    /// Turns TOTP on with a code from the pending secret: from then on every login,
+    /// re-authentication and recovery needs a code.
+    ///
+    /// # Errors
+    /// `WrongTotpCode`, `Refused` (`totp_not_set_up`, `totp_already_enabled`), `Network`,
+    /// `Closed`.
+    pub async fn totp_verify(self: Arc<Self>, code: String) -> Result<(), HavenError> {
+        let core = self.core()?;
+        runtime::run(async move {
+            let result = core.device().relay().totp_verify(code.trim()).await;
+            core.device().persist_session().await?;
+            Ok(result?)
+        })
+        .await
+    }
+
+    /// Turns TOTP off, proving the password and a current code (the one code serves both).
+    ///
+    /// # Errors
+    /// `WrongPassword`, `WrongTotpCode`, `Refused` (`totp_not_enabled`), `Network`, `Closed`.
+    pub async fn totp_disable(
+        self: Arc<Self>,
+        password: String,
+        code: String,
+    ) -> Result<(), HavenError> {
+        let password = Zeroizing::new(password);
+        let core = self.core()?;
+        runtime::run(async move {
+            let result = account::totp_disable(core.device().relay(), &password, &code).await;
+            core.device().persist_session().await?;
+            result
+        })
+        .await
+    }
+
+    /// Everything the relay stores about the account (PROTOCOL §11.9), as JSON text
+    /// (`"format": "haven-relay-export/v1"`): devices, sessions, vault items, OPAQUE records.
+    ///
+    /// # Errors
+    /// `SessionRevoked`, `Network`, `Closed`.
+    pub async fn export_account(self: Arc<Self>) -> Result<String, HavenError> {
+        let core = self.core()?;
+        runtime::run(async move {
+            let result = account::export_account(core.device().relay()).await;
+            core.device().persist_session().await?;
+            result
+        })
+        .await
+    }
+
+    /// Deletes the account on the relay, with everything it stores for it (devices, keys,
+    /// queued messages), after proving the password (and TOTP code) again. The local store is
+    /// left as it is; calls that reach the relay fail with `SessionRevoked` afterwards.
+    ///
+    /// # Errors
+    /// `WrongPassword`, `TotpRequired`, `WrongTotpCode`, `Network`, `Closed`.
+    #[uniffi::method(default(totp_code = None))]
+    pub async fn delete_account(
+        self: Arc<Self>,
+        password: String,
+        totp_code: Option<String>,
+    ) -> Result<(), HavenError> {
+        let password = Zeroizing::new(password);
+        let core = self.core()?;
+        self.stop();
+        runtime::run(async move {
+            account::delete_account(core.device().relay(), &password, totp_code.as_deref()).await
         })
         .await
     }
@@ -721,7 +960,7 @@ impl LinkRequest {
             let device = pending
                 .finish(store, Duration::from_secs(u64::from(timeout_secs)))
                 .await?;
-            Ok(Messenger::wrap(device))
+            Ok(Messenger::wrap(device).await)
         })
         .await
     }
