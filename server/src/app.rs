@@ -220,7 +220,12 @@ fn cors_layer(origins: &[String]) -> CorsLayer {
     CorsLayer::new()
         .allow_origin(AllowOrigin::list(origins))
         .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE])
-        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+        // Browsers send the fresh-authentication proof cross-origin too (§11.6.1).
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            HeaderName::from_static(haven_protocol::api::auth::FRESH_AUTH_HEADER),
+        ])
         .max_age(Duration::from_secs(600))
 }
 

@@ -7,6 +7,7 @@
 //! re-authentication for a [`FreshAuth`] proof, password change, the recovery code and recovery,
 //! logout (everywhere), the device list, unlinking, deletion and export.
 //!
+//! The OPAQUE steps are the client core's (`haven_client_core::auth`, the web bindings' too).
 //! The password never leaves this module in any reusable form: only OPAQUE messages are sent.
 //! Tokens are held in zeroizing strings and never logged. An access token is refreshed shortly
 //! before it expires and, once, after the relay answers `token_expired`.
@@ -15,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
+use haven_client_core::auth::{AuthError, Login, Registration};
 use haven_protocol::api::Id;
 use haven_protocol::api::account::{AccountExport, TotpCodeRequest, TotpSetupResponse};
 use haven_protocol::api::auth::{
@@ -26,12 +28,6 @@ use haven_protocol::api::auth::{
 };
 use haven_protocol::api::devices::{DeviceList, RenameRequest};
 use haven_protocol::api::error::{DeviceMismatch, ErrorBody};
-use haven_protocol::opaque::opaque_ke::{
-    ClientLogin, ClientLoginFinishParameters, ClientLoginStartResult, ClientRegistration,
-    ClientRegistrationFinishParameters, ClientRegistrationStartResult, CredentialResponse,
-    Identifiers, RegistrationResponse,
-};
-use haven_protocol::opaque::{HavenCipherSuite, OPAQUE_CONTEXT};
 use reqwest::{Method, StatusCode};
 use serde::Serialize;
 use serde::de::{DeserializeOwned, IgnoredAny};
@@ -349,13 +345,6 @@ impl RelayClient {
         let bytes: &[u8] = if bytes.is_empty() { b"null" } else { bytes };
         serde_json::from_slice(bytes)
             .map_err(|e| RelayError::InvalidResponse(format!("{path}: {e}")))
-    }
-
-    /// Decodes a base64 field of an answer.
-    fn b64_field(field: &str, text: &str) -> Result<Vec<u8>, RelayError> {
-        STANDARD
-            .decode(text)
-            .map_err(|_| RelayError::InvalidResponse(format!("missing or invalid {field}")))
     }
 
     /// Registers a new account with OPAQUE and logs its first device in.
@@ -912,61 +901,36 @@ impl RelayClient {
     }
 }
 
-/// KE1 of an OPAQUE login with `password`, and the client state for KE3.
-fn opaque_login_start(
-    password: &[u8],
-) -> Result<(ClientLoginStartResult<HavenCipherSuite>, String), RelayError> {
-    let start = ClientLogin::<HavenCipherSuite>::start(&mut opaque_rng(), password)
-        .map_err(|_| RelayError::InvalidCredentials)?;
-    let ke1 = STANDARD.encode(start.message.serialize());
-    Ok((start, ke1))
+/// The core's OPAQUE failure as this client's error.
+fn auth_error(e: AuthError) -> RelayError {
+    match e {
+        AuthError::InvalidResponse(field) => RelayError::InvalidResponse(field.into()),
+        _ => RelayError::InvalidCredentials,
+    }
+}
+
+/// KE1 of an OPAQUE login with `password` (the core's step), and the login for KE3.
+fn opaque_login_start(password: &[u8]) -> Result<(Login, String), RelayError> {
+    Login::start(password, &mut opaque_rng()).map_err(auth_error)
 }
 
 /// KE3 for the relay's KE2 (base64); a wrong password is detected here.
-fn opaque_login_finish(
-    start: ClientLoginStartResult<HavenCipherSuite>,
-    password: &[u8],
-    ke2: &str,
-) -> Result<String, RelayError> {
-    let response = RelayClient::b64_field("credential_response", ke2)?;
-    let response = CredentialResponse::<HavenCipherSuite>::deserialize(&response)
-        .map_err(|_| RelayError::InvalidResponse("credential_response".into()))?;
-    let params =
-        ClientLoginFinishParameters::new(Some(OPAQUE_CONTEXT), Identifiers::default(), None);
-    let finish = start
-        .state
-        .finish(password, response, params)
-        .map_err(|_| RelayError::InvalidCredentials)?;
-    Ok(STANDARD.encode(finish.message.serialize()))
+fn opaque_login_finish(start: Login, password: &[u8], ke2: &str) -> Result<String, RelayError> {
+    start.finish(password, ke2).map_err(auth_error)
 }
 
-/// The `RegistrationRequest` of an OPAQUE registration of `secret`, and the client state.
-fn opaque_registration_start(
-    secret: &[u8],
-) -> Result<(ClientRegistrationStartResult<HavenCipherSuite>, String), RelayError> {
-    let start = ClientRegistration::<HavenCipherSuite>::start(&mut opaque_rng(), secret)
-        .map_err(|_| RelayError::InvalidCredentials)?;
-    let request = STANDARD.encode(start.message.serialize());
-    Ok((start, request))
+/// The `RegistrationRequest` of an OPAQUE registration of `secret`, and the registration.
+fn opaque_registration_start(secret: &[u8]) -> Result<(Registration, String), RelayError> {
+    Registration::start(secret, &mut opaque_rng()).map_err(auth_error)
 }
 
 /// The `RegistrationUpload` for the relay's `RegistrationResponse` (base64).
 fn opaque_registration_finish(
-    start: ClientRegistrationStartResult<HavenCipherSuite>,
+    start: Registration,
     secret: &[u8],
     response: &str,
 ) -> Result<String, RelayError> {
-    let response = RelayClient::b64_field("registration_response", response)?;
-    let response = RegistrationResponse::<HavenCipherSuite>::deserialize(&response)
-        .map_err(|_| RelayError::InvalidResponse("registration_response".into()))?;
-    let finish = start
-        .state
-        .finish(
-            &mut opaque_rng(),
-            secret,
-            response,
-            ClientRegistrationFinishParameters::default(),
-        )
-        .map_err(|_| RelayError::InvalidResponse("registration_response".into()))?;
-    Ok(STANDARD.encode(finish.message.serialize()))
+    start
+        .finish(secret, response, &mut opaque_rng())
+        .map_err(auth_error)
 }

@@ -15,6 +15,8 @@
 //!   of a contact and to its own other devices, exactly-once receiving; steps that build the
 //!   relay's request bodies and read its answers, driven over HTTP by `haven-client` and by the
 //!   page through `haven-wasm`.
+//! - [`auth`]: the client's OPAQUE steps (registration, login; §11.5–§11.6.3), the same for the
+//!   native relay client and the web device.
 //! - [`attachments`]: attachment pointers, the resume state of an upload, blob plans, the
 //!   encryptor cut into parts and the decryptor of a download (PROTOCOL §10, §11.17, §14); the
 //!   native client moves files and HTTP bodies, the page moves `File`s and `fetch` bodies.
@@ -23,6 +25,7 @@
 //!   recovery and password change as steps over the SDK's `DiarySync`.
 
 pub mod attachments;
+pub mod auth;
 pub mod device;
 pub mod diary;
 pub mod messenger;
