@@ -1,6 +1,7 @@
 // The Kotlin bindings against a real relay from haven-test-relay (HAVEN_TEST_RELAY_BIN, set by
 // `cargo xtask test`): two users exchange messages both ways (sync and a listener), a diary
-// entry is written and read back (and a wrong password refused), and bad input comes back as a
+// entry is written and read back (and a wrong password refused), the account's lifecycle
+// (devices, rename, password change, logout everywhere, deletion), and bad input comes back as a
 // typed HavenException. Prints "kotlin: N passed, M failed" and exits non-zero on a failure.
 
 import haven.*
@@ -120,6 +121,42 @@ suspend fun diaryRoundTrip(relay: Relay, dir: File) {
     check(reopened.search("pango").map { it.id } == listOf(id), "search finds it")
 }
 
+suspend fun accountLifecycle(relay: Relay, dir: File) {
+    val newPassword = "kotlin bindings: a second password"
+    val dana = register(relay, dir, "dana")
+    val link = LinkRequest.start(relay.url, File(dir, "dana_tablet.db").toString(), StorageKey.generate())
+    dana.approveLink(link.code())
+    val tablet = link.finish(30u)
+
+    val devices = dana.devices()
+    check(devices.map { it.number } == listOf(1u, 2u), "two devices: ${devices.map { it.number }}")
+    check(devices[0].current && !devices[1].current, "the first is this one")
+    dana.renameDevice(2u, "sealed tablet".toByteArray())
+    check(tablet.devices()[1].name?.contentEquals("sealed tablet".toByteArray()) == true, "name blob")
+
+    expectThrows<HavenException.WrongPassword>("password change with a wrong password") {
+        dana.changePassword("not it", newPassword, null)
+    }
+    dana.changePassword(PASSWORD, newPassword)
+    expectThrows<HavenException.SessionRevoked>("the tablet's session ended") { tablet.devices() }
+    tablet.relogin(newPassword)
+    check(tablet.devices().size == 2, "the tablet is back")
+
+    dana.logoutEverywhere()
+    expectThrows<HavenException.SessionRevoked>("logged out everywhere") { dana.devices() }
+    expectThrows<HavenException.SessionRevoked>("the tablet too") { tablet.devices() }
+    dana.relogin(newPassword)
+
+    expectThrows<HavenException.WrongPassword>("deletion with a wrong password") {
+        dana.deleteAccount(PASSWORD)
+    }
+    dana.deleteAccount(newPassword)
+    expectThrows<HavenException.SessionRevoked>("deleted") { dana.devices() }
+    expectThrows<HavenException.WrongPassword>("no such account any more") { dana.relogin(newPassword) }
+    dana.shutdown()
+    tablet.shutdown()
+}
+
 suspend fun badInput(relay: Relay, dir: File) {
     expectThrows<HavenException.InvalidInput>("hex key") { StorageKey.fromHex("zz") }
     expectThrows<HavenException.InvalidInput>("key length") { StorageKey.fromBytes(ByteArray(31)) }
@@ -155,6 +192,7 @@ fun main() {
         val tests = listOf<Pair<String, suspend () -> Unit>>(
             "messages both ways" to { messagesBothWays(relay, dir) },
             "diary round trip" to { diaryRoundTrip(relay, dir) },
+            "account lifecycle" to { accountLifecycle(relay, dir) },
             "bad input" to { badInput(relay, dir) },
         )
         for ((name, test) in tests) {
