@@ -4,7 +4,7 @@
 # recomputed through the wasm build, errors across the boundary), and the browser end-to-end
 # tests (headless Debian Chromium + playwright-core, users 1:1 and in a group through a real
 # relay process; and one group shared by a browser user, a `haven-chat` CLI user and a Python
-# user of the uniffi module).
+# user of the uniffi module; each lie of a hostile relay refused with an error and an event).
 # Installs what it needs idempotently, cached outside the clone: wasm-bindgen-cli in
 # ~/.cargo/bin, npm's cache in ~/.cache/haven-npm, Chromium from Debian only when missing.
 set -euo pipefail
@@ -59,7 +59,10 @@ py_bindings="$CARGO_TARGET_DIR/haven-bindings/python"
 if [ ! -f "$py_bindings/haven.py" ]; then
   cargo xtask bindings
 fi
+# The hostile relay launcher (a real relay behind a lying proxy) for hostile_relay.test.mjs.
+cargo build -p haven-e2e --bin haven-hostile-relay --locked
+hostile="$CARGO_TARGET_DIR/debug/haven-hostile-relay"
 HAVEN_TEST_RELAY_BIN="$launcher" HAVEN_WEB_PKG="$web_pkg" HAVEN_CHAT_BIN="$chat" \
-  HAVEN_PY_BINDINGS="$py_bindings" node --test examples/web/e2e/
+  HAVEN_PY_BINDINGS="$py_bindings" HAVEN_HOSTILE_RELAY_BIN="$hostile" node --test examples/web/e2e/
 
 say "done"

@@ -573,19 +573,36 @@ fn json_response(status: StatusCode, body: &serde_json::Value) -> Response {
         .into_response()
 }
 
-/// Every request: the control API, or the relay's answer with the lies that are on.
+/// Every request: the control API, or the relay's answer with the lies that are on. An answer
+/// the proxy made up carries the CORS header the relay would have sent, so a browser reads it.
 async fn handle(State(proxy): State<Arc<Proxy>>, request: Request) -> Response {
+    let origin = request.headers().get(axum::http::header::ORIGIN).cloned();
+    let mut response = answer(&proxy, request).await;
+    if let Some(origin) = origin {
+        let headers = response.headers_mut();
+        if !headers.contains_key(axum::http::header::ACCESS_CONTROL_ALLOW_ORIGIN) {
+            headers.insert(axum::http::header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+            headers.insert(
+                axum::http::header::VARY,
+                axum::http::HeaderValue::from_static("origin"),
+            );
+        }
+    }
+    response
+}
+
+async fn answer(proxy: &Arc<Proxy>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
     let Ok(body) = axum::body::to_bytes(body, MAX_BODY).await else {
         return StatusCode::PAYLOAD_TOO_LARGE.into_response();
     };
     let path = parts.uri.path().to_owned();
     if let Some(control) = path.strip_prefix(CONTROL) {
-        return handle_control(&proxy, &parts.method, control, &body).await;
+        return handle_control(proxy, &parts.method, control, &body).await;
     }
     match route(&parts.method, &path) {
         Route::Send(account) => {
-            if let Some(answer) = before_send(&proxy, account, &body) {
+            if let Some(answer) = before_send(proxy, account, &body) {
                 return answer;
             }
         }
@@ -597,7 +614,7 @@ async fn handle(State(proxy): State<Arc<Proxy>>, request: Request) -> Response {
         }
         _ => {}
     }
-    let (status, headers, answer) = match forward(&proxy, &parts, body).await {
+    let (status, headers, answer) = match forward(proxy, &parts, body).await {
         Ok(reply) => reply,
         Err(e) => {
             return json_response(
@@ -608,7 +625,7 @@ async fn handle(State(proxy): State<Arc<Proxy>>, request: Request) -> Response {
     };
     let answer = match route(&parts.method, &path) {
         Route::Keys(account, _) if status == StatusCode::OK => {
-            match lie_about_bundles(&proxy, account, &answer) {
+            match lie_about_bundles(proxy, account, &answer) {
                 Some(lie) => return lie,
                 None => answer,
             }

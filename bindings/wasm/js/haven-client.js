@@ -198,34 +198,42 @@ export class HavenClient {
    * `null` when there was nothing to send (this account without another device).
    */
   async deliver(messageId, account) {
-    await this.ensureCertificate();
-    if (this.device.deviceListDue(account, nowSecs())) await this.fetchDeviceList(account);
-    for (let attempt = 0; ; attempt++) {
-      const answers = [];
-      for (const path of this.device.claimPaths(account)) {
-        answers.push(JSON.stringify(await this.call("GET", path, null)));
-      }
-      const send = this.device.encryptPrepared(messageId, account, answers, nowSecs());
-      await this.persist(this.device);
-      if (send === null) return null;
-      try {
-        await this.call("POST", send.path, send.body, !send.sealed);
-        return send.sealed;
-      } catch (e) {
-        if (attempt === 0 && e instanceof RelayError && (e.status === 409 || e.status === 410)) {
-          try {
-            this.device.repairDevices(account, e.body, false);
-          } catch (r) {
-            // A device the signed list we hold does not name: the account may have linked it
-            // since; read its list again, then decide (refused if still unlisted).
-            if (r.code !== "need_device_list") throw r;
-            await this.fetchDeviceList(account);
-            this.device.repairDevices(account, e.body, true);
-          }
-          continue;
+    try {
+      await this.ensureCertificate();
+      if (this.device.deviceListDue(account, nowSecs())) await this.fetchDeviceList(account);
+      for (let attempt = 0; ; attempt++) {
+        const answers = [];
+        for (const path of this.device.claimPaths(account)) {
+          answers.push(JSON.stringify(await this.call("GET", path, null)));
         }
-        throw e;
+        const send = this.device.encryptPrepared(messageId, account, answers, nowSecs());
+        await this.persist(this.device);
+        if (send === null) return null;
+        try {
+          await this.call("POST", send.path, send.body, !send.sealed);
+          return send.sealed;
+        } catch (e) {
+          if (attempt === 0 && e instanceof RelayError && (e.status === 409 || e.status === 410)) {
+            try {
+              this.device.repairDevices(account, e.body, false);
+            } catch (r) {
+              // A device the signed list we hold does not name: the account may have linked it
+              // since; read its list again, then decide (refused if still unlisted).
+              if (r.code !== "need_device_list") throw r;
+              await this.fetchDeviceList(account);
+              this.device.repairDevices(account, e.body, true);
+            }
+            continue;
+          }
+          throw e;
+        }
       }
+    } catch (e) {
+      // The page's event names the account whose device or list was refused.
+      if ((e?.code === "device_list_refused" || e?.code === "account_key_changed") && e.account == null) {
+        e.account = account;
+      }
+      throw e;
     }
   }
 
@@ -347,10 +355,17 @@ export class HavenMessenger {
 
   own() { return this.client.accountId(); }
 
-  /** An identity change met while sending: an event for the page, then the error goes on. */
+  /**
+   * A refusal met while sending: an identity change, a device or device list the relay made up
+   * or rolled back, a changed account key. An event for the page, then the error goes on.
+   */
   identity(e) {
     if (e?.code === "identity_changed" && e.account) {
       this.emit([{ type: "identity_changed", account: e.account, device: e.device }]);
+    } else if (e?.code === "device_list_refused" && e.account) {
+      this.emit([{ type: "device_list_refused", account: e.account, reason: e.message }]);
+    } else if (e?.code === "account_key_changed" && e.account) {
+      this.emit([{ type: "account_key_changed", account: e.account }]);
     }
   }
 
