@@ -28,7 +28,7 @@ python3 -c 'import pytest' 2>/dev/null || python3 -m pip install --quiet pytest
 
 start=$(date +%s)
 # The hostile relay launcher (a real relay behind a lying proxy) for test_hostile_relay.py.
-cargo build -p haven-e2e --bin haven-hostile-relay --locked
+cargo build -p haven-e2e --bin haven-hostile-relay
 export HAVEN_HOSTILE_RELAY_BIN="$CARGO_TARGET_DIR/debug/haven-hostile-relay"
 cargo xtask test
 echo "uniffi bindings: done in $(( $(date +%s) - start ))s"
