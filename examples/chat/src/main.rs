@@ -11,9 +11,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use haven_cli_common::{Args, Cli, Failure, progress_bar, secret};
+use haven_cli_common::{Args, Cli, Failure, account, progress_bar, secret};
 use haven_client::messenger::{ConnectionState, Event, GroupInfo, MessageRecord, Messenger};
-use haven_client::relay::{FreshAuth, LoginDevice, LoginIdentifier, RecoveryCode};
 use haven_client::storage_key;
 use haven_client::{ClientStore, Conversation, Device, DeviceError, RelayClient, Space};
 
@@ -652,145 +651,48 @@ async fn command(args: &Args, m: &Arc<Messenger>) -> Result<(), Failure> {
     Ok(())
 }
 
-/// A fresh-authentication proof: the account password (and `--totp`) proven again.
-async fn fresh_auth(args: &Args, relay: &RelayClient) -> Result<FreshAuth, Failure> {
-    let password = secret("HAVEN_ACCOUNT_PASSWORD", "account password")?;
-    Ok(relay
-        .reauthenticate(password.as_bytes(), args.flag("--totp"))
-        .await?)
-}
-
-/// The account's commands (PROTOCOL.md §11.6.1–§11.9).
+/// The account's commands (PROTOCOL.md §11.6.1–§11.9): unlinking here (it signs a new device
+/// list), the rest shared with haven-diary.
 async fn account_command(args: &Args, m: &Arc<Messenger>, command: &str) -> Result<(), Failure> {
     let relay = m.device().relay();
-    match command {
-        "devices" => {
-            for d in relay.devices().await?.devices {
-                println!(
-                    "{}{} {} created {}",
-                    if d.current { "*" } else { " " },
-                    d.device_number,
-                    d.device_id,
-                    d.created_at
-                );
-            }
+    if command == "unlink" {
+        let wanted = args.word(0, "DEVICE")?.to_lowercase();
+        let devices = relay.devices().await?.devices;
+        let device = devices
+            .iter()
+            .find(|d| d.device_number.to_string() == wanted || d.device_id.to_hex() == wanted)
+            .ok_or_else(|| Failure::usage(format!("no device {wanted}; see devices")))?;
+        if device.current {
+            return Err(Failure::usage(
+                "this is this device: unlink it from another one (or use logout)",
+            ));
         }
-        "unlink" => {
-            let wanted = args.word(0, "DEVICE")?.to_lowercase();
-            let devices = relay.devices().await?.devices;
-            let device = devices
-                .iter()
-                .find(|d| d.device_number.to_string() == wanted || d.device_id.to_hex() == wanted)
-                .ok_or_else(|| Failure::usage(format!("no device {wanted}; see devices")))?;
-            if device.current {
-                return Err(Failure::usage(
-                    "this is this device: unlink it from another one (or use logout)",
-                ));
-            }
-            let fresh = fresh_auth(args, relay).await?;
-            // A new signed device list without it first (contacts stop encrypting to it and
-            // refuse its messages), then the relay forgets it.
-            m.device()
-                .unlink_device(device.device_number, fresh)
-                .await?;
-            println!("unlinked device {}", device.device_number);
-        }
-        "logout" => {
-            relay.logout().await?;
-            println!("logged out (relogin to use this device again)");
-        }
-        "logout-all" => {
-            relay.logout_everywhere().await?;
-            println!("every session of the account ended (relogin to use this device again)");
-        }
-        "relogin" => {
-            let device_id = relay
-                .session()
-                .await
-                .map(|s| s.device_id)
-                .ok_or_else(|| Failure::other("this state directory holds no session"))?;
-            let password = secret("HAVEN_ACCOUNT_PASSWORD", "account password")?;
-            relay
-                .login(
-                    LoginIdentifier::AccountId(m.device().account_id()),
-                    password.as_bytes(),
-                    LoginDevice::Existing(&device_id),
-                    args.flag("--totp"),
-                )
-                .await?;
-            println!("logged in again as device {}", m.device().device_number());
-        }
-        "change-password" => {
-            let fresh = fresh_auth(args, relay).await?;
-            let new = secret("HAVEN_NEW_ACCOUNT_PASSWORD", "new account password")?;
-            relay.change_password(fresh, new.as_bytes()).await?;
-            println!("password changed; every other session ended");
-        }
-        "recovery-code" => {
-            let fresh = fresh_auth(args, relay).await?;
-            let code = RecoveryCode::generate(&mut rand::rng());
-            relay.set_recovery_code(fresh, &code).await?;
-            println!("recovery code (write it down; it is shown once and works once):");
-            println!("{}", code.to_text().as_str());
-        }
-        "recover" => {
-            let text = secret("HAVEN_RECOVERY_CODE", "recovery code")?;
-            let code = RecoveryCode::parse(&text).map_err(|_| {
-                Failure::usage("not a recovery code (32 characters in groups of 4)")
-            })?;
-            let new = secret("HAVEN_NEW_ACCOUNT_PASSWORD", "new account password")?;
-            relay
-                .recover_account(
-                    LoginIdentifier::AccountId(m.device().account_id()),
-                    &code,
-                    new.as_bytes(),
-                    args.flag("--totp"),
-                )
-                .await?;
-            println!("password replaced; every session ended: run relogin with the new password");
-        }
-        "totp-setup" => {
-            let setup = relay.totp_setup().await?;
-            println!("secret {}", setup.secret);
-            println!("{}", setup.otpauth_uri);
-            println!("then: totp-enable CODE");
-        }
-        "totp-enable" => {
-            relay.totp_verify(args.word(0, "CODE")?).await?;
-            println!("TOTP enabled");
-        }
-        "totp-disable" => {
-            let code = args.word(0, "CODE")?;
-            let fresh = fresh_auth(args, relay).await?;
-            relay.totp_disable(fresh, code).await?;
-            println!("TOTP disabled");
-        }
-        "export" => {
-            let export = relay.export_account().await?;
-            let json = serde_json::to_string_pretty(&export)
-                .map_err(|e| Failure::other(format!("export: {e}")))?;
-            match args.words.first() {
-                Some(path) => {
-                    std::fs::write(path, json)
-                        .map_err(|e| Failure::usage(format!("cannot write {path}: {e}")))?;
-                    println!(
-                        "exported {} devices, {} sessions, {} vault items to {path}",
-                        export.devices.len(),
-                        export.sessions.len(),
-                        export.vault.len()
-                    );
-                }
-                None => println!("{json}"),
-            }
-        }
-        "delete-account" => {
-            let fresh = fresh_auth(args, relay).await?;
-            relay.delete_account(fresh).await?;
-            println!("account deleted on the relay (this state directory is left as it was)");
-        }
-        other => return Err(Failure::usage(format!("unknown command {other}; see help"))),
+        let fresh = account::fresh_auth(args, relay).await?;
+        // A new signed device list without it first (contacts stop encrypting to it and
+        // refuse its messages), then the relay forgets it.
+        m.device()
+            .unlink_device(device.device_number, fresh)
+            .await?;
+        println!("unlinked device {}", device.device_number);
+        return Ok(());
     }
-    Ok(())
+    // The session names this device; it was restored from the store when the device opened.
+    let device_id = relay
+        .session()
+        .await
+        .map(|s| s.device_id)
+        .ok_or_else(|| Failure::other("this state directory holds no session"))?;
+    let me = account::Me {
+        account_id: m.device().account_id().to_owned(),
+        device_id,
+    };
+    if account::run(args, relay, &me, command).await? {
+        Ok(())
+    } else {
+        Err(Failure::usage(format!(
+            "unknown command {command}; see help"
+        )))
+    }
 }
 
 /// Digits in groups of five, as they are read aloud.

@@ -7,7 +7,10 @@
 //!   errors.
 //! - [`secret`]: a secret from the environment or prompted for; [`progress_bar`] for blob
 //!   transfers.
+//! - [`account`]: the account's commands (devices, logout, relogin, password change, the
+//!   recovery code, TOTP, export, deletion) on a relay session.
 
+pub mod account;
 mod args;
 mod failure;
 mod progress;

@@ -8,7 +8,7 @@ use std::io::{IsTerminal as _, Read as _};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use haven_cli_common::{Args, Cli, Failure, progress_bar, secret};
+use haven_cli_common::{Args, Cli, Failure, account, progress_bar, secret};
 use haven_client::attachments::{Attachments, Progress};
 use haven_client::diary::{
     LocalDiaryError, codes_text, device_identity, load_session, save_session,
@@ -22,7 +22,8 @@ usage: haven-diary [--state DIR] [--relay URL] COMMAND [OPTIONS]
 
 commands:
   init [--username NAME]            register an account, create the diary, print recovery codes
-  unlock [--username NAME]          check the diary password (logs in on a new device)
+  unlock [--username NAME] [--totp CODE]
+                                    check the diary password (logs in on a new device)
   write [--title T] [--mood M] [--tag T]... [--body TEXT]
                                     new entry; body from --body, $EDITOR, or stdin
   list [--mood M] [--tag T] [--from YYYY-MM-DD] [--until YYYY-MM-DD]
@@ -33,12 +34,33 @@ commands:
   restore ID                        restore a deleted entry
   history ID                        every revision of an entry
   sync                              push local edits, pull the other devices'
-  recover [--username NAME]         new device or forgotten password: use a recovery code
+  recover [--username NAME]         new device or forgotten diary password: use a diary
+                                    recovery code
   passwd                            change the diary password
   attach ID FILE [--ttl-days N]     encrypt FILE, upload it as a blob, attach it to the entry
                                     (default lifetime 1825 days; progress bar on a terminal)
   export-attachment ID N DEST       download, verify and decrypt the entry's attachment N
                                     (from 1, as `show` lists them) to DEST, resumably
+
+account (the relay login, not the diary password; actions marked * prove the account
+password again: HAVEN_ACCOUNT_PASSWORD, and --totp CODE when TOTP is on):
+  devices                           the account's devices (`*` marks this one)
+  logout                            end this device's session on the relay
+  logout-all                        end every session of the account
+  relogin [--totp CODE]             log this device in again (after logout, a password change
+                                    elsewhere or a recovery)
+  change-password                 * new account password from HAVEN_NEW_ACCOUNT_PASSWORD;
+                                    every other session ends
+  account-recovery-code           * make and set an account recovery code (printed once)
+  recover-account [--totp CODE]     replace a lost account password with that code
+                                    (HAVEN_RECOVERY_CODE) and HAVEN_NEW_ACCOUNT_PASSWORD; every
+                                    session ends: relogin afterwards
+  totp-setup                        a TOTP secret for an authenticator app
+  totp-enable CODE                  turn TOTP on with a code from that app
+  totp-disable CODE               * turn TOTP off
+  export [PATH]                     everything the relay stores about the account (JSON)
+  delete-account                  * delete the account and its synced diary on the relay
+                                    (this state directory is kept)
 
 options and environment:
   --state DIR       or HAVEN_DIARY_STATE      state directory (created by init)
@@ -69,6 +91,7 @@ static CLI: Cli = Cli {
         "--kdf-mib",
         "--ttl-days",
         "--kdf-passes",
+        "--totp",
     ],
     switches: &["--stdin", "--no-tag", "--no-mood"],
     state_env: "HAVEN_DIARY_STATE",
@@ -120,11 +143,39 @@ async fn connect(args: &Args, store: &ClientStore) -> Result<RelayClient, Failur
                 identity_key: &identity_key,
                 name: None,
             },
-            None,
+            args.flag("--totp"),
         )
         .await?;
     save_session(store, SPACE_CLI, &session)?;
     Ok(relay)
+}
+
+/// The account commands (shared with haven-chat), on this directory's session without
+/// unlocking the diary; the session is kept afterwards, whatever happened.
+async fn account_command(args: &Args, command: &str) -> Result<(), Failure> {
+    let store = CLI.open_store(args.state_dir()?, false)?;
+    let stored = load_session(&store, SPACE_CLI)?.ok_or_else(|| {
+        Failure::usage("this state directory is not logged in: run unlock --username NAME first")
+    })?;
+    let me = account::Me {
+        account_id: stored.account_id.clone(),
+        device_id: stored.device_id.clone(),
+    };
+    let relay = RelayClient::new(args.relay_url()?)?;
+    relay.set_session(stored).await;
+    let result = account::run(args, &relay, &me, command).await;
+    // Refresh tokens rotate on use. After a logout the old session stays stored: it names
+    // the device for relogin.
+    if let Some(session) = relay.session().await {
+        save_session(&store, SPACE_CLI, &session)?;
+    }
+    if result? {
+        Ok(())
+    } else {
+        Err(Failure::usage(format!(
+            "unknown command {command}\n\n{USAGE}"
+        )))
+    }
 }
 
 async fn unlocked(args: &Args) -> Result<Diary, Failure> {
@@ -647,9 +698,13 @@ async fn run(args: Args) -> Result<(), Failure> {
             println!("diary password changed");
             Ok(())
         }
-        other => Err(Failure::usage(format!(
-            "unknown command {other}\n\n{USAGE}"
-        ))),
+        "account-recovery-code" => account_command(&args, "recovery-code").await,
+        "recover-account" => account_command(&args, "recover").await,
+        "recovery-code" | "recover-diary" => Err(Failure::usage(
+            "the account's recovery code is account-recovery-code / recover-account; \
+             the diary's are printed by init and used by recover",
+        )),
+        other => account_command(&args, other).await,
     }
 }
 
