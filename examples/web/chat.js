@@ -223,12 +223,11 @@ async function start(c) {
   document.body.dataset.state = "ready";
 }
 
-async function auth(kind) {
+async function register() {
   showError(null);
-  setStatus(kind === "register" ? "registering…" : "logging in…");
+  setStatus("registering…");
   try {
-    const make = kind === "register" ? HavenClient.register : HavenClient.login;
-    await start(await make(wasm, $("relay").value, $("username").value, $("password").value, persist));
+    await start(await HavenClient.register(wasm, $("relay").value, $("username").value, $("password").value, persist));
     sessionStorage.setItem("haven-username", $("username").value);
   } catch (e) {
     setStatus("signed out");
@@ -236,8 +235,134 @@ async function auth(kind) {
   }
 }
 
-$("register").onclick = () => auth("register");
-$("login").onclick = () => auth("login");
+/** A new browser joins an account by approval: show the code, wait for a device to approve it. */
+async function link() {
+  showError(null);
+  setStatus("linking…");
+  try {
+    const pending = await HavenClient.startLink(wasm, $("relay").value, persist);
+    $("link-code").textContent = pending.code;
+    $("link-pane").hidden = false;
+    await start(await pending.finish(10 * 60_000));
+    $("link-pane").hidden = true;
+    sessionStorage.setItem("haven-username", $("username").value);
+  } catch (e) {
+    $("link-status").textContent = "not linked";
+    setStatus("signed out");
+    showError(e);
+  }
+}
+
+$("register").onclick = () => register();
+$("link").onclick = () => link();
+
+// ------------------------------------------------------------------ devices and the account
+
+/** The socket again after the relay ended this device's sessions (a new password, a login). */
+async function reconnect() {
+  messenger.stop();
+  await new Promise((r) => setTimeout(r, 300));
+  messenger.start();
+}
+
+const fresh = () => [$("fresh-password").value, $("fresh-totp").value.trim() || undefined];
+const note = (text) => { $("account-note").textContent = text; };
+
+async function renderDevices() {
+  const own = client.device.deviceNumber();
+  const devices = await client.devices();
+  $("devices").replaceChildren(...devices.map((d) => {
+    const li = el("li", { textContent: `device ${d.device_number}${d.device_number === own ? " (this browser)" : ""} ` });
+    li.dataset.device = d.device_number;
+    if (d.device_number !== own) {
+      const unlink = el("button", { type: "button", className: "unlink", textContent: "Unlink" });
+      unlink.onclick = () => guard(async () => {
+        await client.unlinkDevice(d.device_number, ...fresh());
+        note(`device ${d.device_number} unlinked`);
+        await renderDevices();
+      });
+      li.append(unlink);
+    }
+    return li;
+  }));
+}
+
+$("approve-form").onsubmit = (ev) => {
+  ev.preventDefault();
+  guard(async () => {
+    await client.approveLink($("approve-code").value);
+    $("approve-code").value = "";
+    note("device approved");
+    // The new device adds itself to the list once it joins.
+    setTimeout(() => renderDevices().catch(() => {}), 3000);
+  });
+};
+$("refresh-devices").onclick = () => guard(renderDevices);
+$("password-form").onsubmit = (ev) => {
+  ev.preventDefault();
+  guard(async () => {
+    await client.changePassword($("fresh-password").value, $("new-password").value, fresh()[1]);
+    $("new-password").value = "";
+    await reconnect();
+    note("password changed");
+  });
+};
+$("set-recovery").onclick = () => guard(async () => {
+  $("recovery-code").textContent = await client.setRecoveryCode(...fresh());
+  note("recovery code set: write it down, it is shown once");
+});
+$("recover-form").onsubmit = (ev) => {
+  ev.preventDefault();
+  guard(async () => {
+    // The new password is the "new password" field; log in again with it afterwards.
+    await client.recoverAccount($("recover-code").value, $("new-password").value, fresh()[1]);
+    $("recover-code").value = "";
+    $("recovery-code").textContent = "";
+    note("account recovered: log in again with the new password");
+  });
+};
+$("totp-setup").onclick = () => guard(async () => {
+  const setup = await client.totpSetup();
+  $("totp-secret").textContent = setup.secret;
+  note("add the secret to an authenticator app, then turn TOTP on with a code");
+});
+$("totp-verify").onclick = () => guard(async () => {
+  await client.totpVerify(fresh()[1] ?? "");
+  $("totp-secret").textContent = "";
+  note("TOTP on");
+});
+$("totp-disable").onclick = () => guard(async () => {
+  await client.totpDisable(...fresh());
+  note("TOTP off");
+});
+$("logout").onclick = () => guard(async () => {
+  messenger.stop();
+  await client.logout();
+  note("logged out");
+});
+$("logout-all").onclick = () => guard(async () => {
+  messenger.stop();
+  await client.logoutEverywhere();
+  note("logged out everywhere");
+});
+$("relogin").onclick = () => guard(async () => {
+  await client.relogin(...fresh());
+  await reconnect();
+  note("logged in again");
+});
+$("export").onclick = () => guard(async () => {
+  const data = await client.exportAccount();
+  const url = URL.createObjectURL(new Blob([JSON.stringify(data, null, 2)], { type: "application/json" }));
+  el("a", { href: url, download: "haven-account.json" }).click();
+  note(`exported ${data.devices?.length ?? 0} devices`);
+});
+$("delete-account").onclick = () => guard(async () => {
+  messenger.stop();
+  await client.deleteAccount(...fresh());
+  await idbPut("chat-state", null);
+  note("account deleted");
+  document.body.dataset.state = "deleted";
+});
 
 $("contact-form").onsubmit = (ev) => {
   ev.preventDefault();

@@ -121,6 +121,7 @@ async function unlocked(passphrase) {
 async function signedIn(c, state) {
   client = c;
   $("auth").hidden = true;
+  $("approve-form").hidden = false;
   $("me").textContent = `${sessionStorage.getItem("haven-username") ?? "?"} (${client.accountId()})`;
   diary = await HavenDiary.open(client, { pageKey: pageKey(), state, persist: persistDiary });
   $("lock-form").hidden = false;
@@ -128,12 +129,21 @@ async function signedIn(c, state) {
   setState("locked");
 }
 
+/** Registers a new account, or links this browser to one (a device of it approves the code). */
 async function auth(kind) {
   showError(null);
-  setStatus(kind === "register" ? "registering…" : "logging in…");
+  setStatus(kind === "register" ? "registering…" : "linking…");
   try {
-    const make = kind === "register" ? HavenClient.register : HavenClient.login;
-    const c = await make(wasm, $("relay").value, $("username").value, $("password").value, persistDevice);
+    let c;
+    if (kind === "register") {
+      c = await HavenClient.register(wasm, $("relay").value, $("username").value, $("password").value, persistDevice);
+    } else {
+      const pending = await HavenClient.startLink(wasm, $("relay").value, persistDevice);
+      $("link-code").textContent = pending.code;
+      $("link-pane").hidden = false;
+      c = await pending.finish(10 * 60_000);
+      $("link-pane").hidden = true;
+    }
     sessionStorage.setItem("haven-username", $("username").value);
     await idbDelete("diary-state");
     await signedIn(c);
@@ -144,7 +154,16 @@ async function auth(kind) {
 }
 
 $("register").onclick = () => auth("register");
-$("login").onclick = () => auth("login");
+$("link").onclick = () => auth("link");
+
+$("approve-form").onsubmit = (ev) => {
+  ev.preventDefault();
+  guard(async () => {
+    await client.approveLink($("approve-code").value);
+    $("approve-code").value = "";
+    setStatus("device approved");
+  });
+};
 
 $("lock-form").onsubmit = (ev) => {
   ev.preventDefault();

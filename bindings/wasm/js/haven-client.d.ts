@@ -22,15 +22,59 @@ export declare function direct(account: string): Conversation;
 /** A group conversation. */
 export declare function group(groupId: string): Conversation;
 
+/** A new browser waiting for approval (`HavenClient.startLink`). */
+export interface PendingLink {
+  /** The code to show the approving device (`haven-link:` and 85 letters and digits). */
+  code: string;
+  /** Waits for the approval and joins; resolves to the linked client. */
+  finish(timeoutMs?: number): Promise<HavenClient>;
+  /** Gives up (the box expires on the relay). */
+  cancel(): void;
+}
+
 /** The device's I/O (as haven_client::Device natively). */
 export declare class HavenClient {
   readonly device: WebDevice;
   readonly relayUrl: string;
   /** A new account with this device; sets the account's access key (so contacts send sealed). */
   static register(wasm: object, relayUrl: string, username: string, password: string, persist?: Persist): Promise<HavenClient>;
-  static login(wasm: object, relayUrl: string, username: string, password: string, persist?: Persist): Promise<HavenClient>;
+  /**
+   * Starts linking this browser to an existing account: show `code` to a device of the account
+   * (`approveLink`); `finish` waits for the approval (default 5 minutes) and joins. A password
+   * alone never adds a device.
+   */
+  static startLink(wasm: object, relayUrl: string, persist?: Persist): Promise<PendingLink>;
+  /** Recovers an account by username with its recovery code, setting `newPassword` (no session). */
+  static recoverAccount(wasm: object, relayUrl: string, username: string, code: string, newPassword: string, totp?: string): Promise<void>;
   static resume(wasm: object, relayUrl: string, pageKey: Uint8Array, state: Uint8Array, persist?: Persist): Promise<HavenClient>;
   accountId(): string;
+  /** Approves the new device showing `code` (`haven-link:…`). */
+  approveLink(code: string): Promise<void>;
+  /** Logs this device in again (after a logout or the end of its sessions), with the TOTP code when on. */
+  relogin(password: string, totp?: string): Promise<void>;
+  /** Proves the password (and TOTP code) again and makes one call with the single-use proof. */
+  callFresh(password: string, totp: string | undefined, method: string, path: string, bodyText: string | null): Promise<any>;
+  /** A new password; every session ends, this device gets a new one. */
+  changePassword(password: string, newPassword: string, totp?: string): Promise<void>;
+  /** Sets (or replaces) the recovery code; returns it, to show once. */
+  setRecoveryCode(password: string, totp?: string): Promise<string>;
+  /** Recovers this device's account with its recovery code (then `relogin(newPassword)`). */
+  recoverAccount(code: string, newPassword: string, totp?: string): Promise<void>;
+  totpSetup(): Promise<{ secret: string; otpauth_uri: string }>;
+  totpVerify(code: string): Promise<void>;
+  totpDisable(password: string, code: string): Promise<void>;
+  logout(): Promise<void>;
+  logoutEverywhere(): Promise<void>;
+  /** The account's devices on the relay (`current` marks this one). */
+  devices(): Promise<{ device_id: string; device_number: number; identity_key: string; name?: string | null; created_at: number; current: boolean }[]>;
+  /** Sets a device's name blob as given (the app encrypts it), or clears it with `null`. */
+  renameDevice(deviceId: string, nameBytes: Uint8Array | null): Promise<void>;
+  /** Unlinks device `number`: a signed list without it, then the relay forgets it (fresh authentication). */
+  unlinkDevice(number: number, password: string, totp?: string): Promise<void>;
+  /** Deletes the account (fresh authentication). */
+  deleteAccount(password: string, totp?: string): Promise<void>;
+  /** Everything the relay stores about the account (§11.9). */
+  exportAccount(): Promise<any>;
   lookup(username: string): Promise<string>;
   ensureCertificate(): Promise<void>;
   /** Publishes this account's first signed device list (a new account key naming this device). */
@@ -48,7 +92,7 @@ export declare class HavenClient {
   maintainKeys(): Promise<void>;
   socketUrl(): Promise<string>;
   /** `auth`: `true` for the access token, a string for another bearer token, `false` for none. */
-  call(method: string, path: string, bodyText: string | null, auth?: boolean | string): Promise<any>;
+  call(method: string, path: string, bodyText: string | null, auth?: boolean | string, retried?: boolean, headers?: Record<string, string>): Promise<any>;
   close(): void;
 }
 

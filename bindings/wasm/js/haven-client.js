@@ -18,6 +18,10 @@ export class RelayError extends Error {
 }
 
 const nowSecs = () => Math.floor(Date.now() / 1000);
+/** How often a new device waiting for approval polls its provisioning box. */
+const LINK_POLL_MS = 500;
+/** The header of a fresh-authentication proof (§11.6.1). */
+const FRESH_AUTH_HEADER = "Haven-Fresh-Auth";
 
 function base64ToBytes(b64) {
   const bin = atob(b64);
@@ -68,18 +72,75 @@ export class HavenClient {
   }
 
   /**
-   * Logs in by username as a new device of the account, uploads its keys. It learns the
-   * account's access key from another own device's copy of a contact card.
+   * Starts linking this browser as a new device of an existing account (§15.3): opens a
+   * provisioning box and returns the `code` to show a device of the account (typed, pasted or
+   * as a QR code), which approves it (`approveLink`). `finish(timeoutMs)` waits for the
+   * approval, joins (session, keys, the granted account key and access key) and adds this
+   * device to the account's signed device list; it resolves to the `HavenClient`. A password
+   * alone never adds a device.
    */
-  static async login(wasm, relayUrl, username, password, persist) {
+  static async startLink(wasm, relayUrl, persist) {
     const device = await wasm.WebDevice.create();
     const c = new HavenClient(wasm, device, relayUrl, persist);
-    const start = await c.call("POST", "/v1/login/start", device.loginStart(password, username), false);
-    const tokens = await c.call("POST", "/v1/login/finish",
-      device.loginFinish(password, JSON.stringify(start)), false);
-    await c.applyTokens(tokens);
-    await c.setUp();
-    return c;
+    try {
+      const created = await c.call("POST", "/v1/provisioning", null, false);
+      const { code, boxPath } = device.linkStart(JSON.stringify(created));
+      return {
+        code,
+        finish: async (timeoutMs = 300_000) => {
+          await c.finishLink(boxPath, timeoutMs);
+          return c;
+        },
+        cancel: () => device.close(),
+      };
+    } catch (e) {
+      device.close();
+      throw e;
+    }
+  }
+
+  async finishLink(boxPath, timeoutMs) {
+    const deadline = Date.now() + timeoutMs;
+    let message;
+    for (;;) {
+      message = await this.call("GET", boxPath, null, false);
+      if (message) break;
+      if (Date.now() + LINK_POLL_MS > deadline) throw new Error("no approval arrived in time");
+      await new Promise((r) => setTimeout(r, LINK_POLL_MS));
+    }
+    const tokens = await this.call("POST", "/v1/devices/link",
+      this.device.linkOpen(JSON.stringify(message)), false);
+    await this.applyTokens(tokens);
+    await this.setUp();
+    const list = await this.call("GET", `/v1/accounts/${this.accountId()}/device-list`, null);
+    await this.call("PUT", "/v1/account/device-list",
+      this.device.linkJoin(JSON.stringify(list), nowSecs()));
+    this.device.ownListPublished(nowSecs());
+    await this.persist(this.device);
+  }
+
+  /**
+   * Approves the new device showing `code` (`haven-link:…`): it receives, end to end, a link
+   * token, the account key and the access key, and adds itself to the signed device list.
+   */
+  async approveLink(code) {
+    const own = this.accountId();
+    if (this.device.deviceListDue(own, nowSecs())) await this.fetchDeviceList(own);
+    const token = await this.call("POST", "/v1/devices/link-token", null);
+    const put = this.device.approveLink(code.trim(), JSON.stringify(token));
+    await this.call("PUT", put.path, put.body);
+  }
+
+  /**
+   * Logs this device in again (after a logout, logout everywhere, a password change on
+   * another device or a recovery) with the password and, when the account has TOTP on, a
+   * current code.
+   */
+  async relogin(password, totp) {
+    const start = await this.call("POST", "/v1/login/start", this.device.loginStart(password), false);
+    const tokens = await this.call("POST", "/v1/login/finish",
+      this.device.loginFinish(password, JSON.stringify(start), totp || undefined), false);
+    await this.applyTokens(tokens);
   }
 
   /** Reopens a device from its encrypted state (the next request spends the refresh token). */
@@ -123,8 +184,8 @@ export class HavenClient {
    * One JSON request. `auth`: `true` for the access token (refreshed once on `token_expired`),
    * a string for another bearer token (a channel capability), `false` for none.
    */
-  async call(method, path, bodyText, auth = true, retried = false) {
-    const headers = {};
+  async call(method, path, bodyText, auth = true, retried = false, extra = undefined) {
+    const headers = { ...extra };
     if (bodyText != null) headers["Content-Type"] = "application/json";
     if (auth === true) headers["Authorization"] = `Bearer ${await this.token()}`;
     else if (typeof auth === "string") headers["Authorization"] = `Bearer ${auth}`;
@@ -136,7 +197,7 @@ export class HavenClient {
     if (auth === true && !retried && err.code === "token_expired") {
       this.accessToken = null;
       await this.refresh();
-      return this.call(method, path, bodyText, auth, true);
+      return this.call(method, path, bodyText, auth, true, extra);
     }
     throw new RelayError(resp.status, err.code ?? "unknown", err.message ?? "", text);
   }
@@ -182,6 +243,141 @@ export class HavenClient {
     await this.persist(this.device);
     return change;
   }
+
+  // ---------------------------------------------------------------- the account's lifecycle
+
+  /**
+   * Proves the password (and the TOTP code, when on) again and makes one call with the
+   * single-use proof (§11.6.1); the proof lives only for that call.
+   */
+  async callFresh(password, totp, method, path, bodyText) {
+    const start = await this.call("POST", "/v1/account/reauth/start", this.device.reauthStart(password));
+    let { fresh_auth: proof } = await this.call("POST", "/v1/account/reauth/finish",
+      this.device.reauthFinish(password, JSON.stringify(start), totp || undefined));
+    try {
+      return await this.call(method, path, bodyText, true, false, { [FRESH_AUTH_HEADER]: proof });
+    } finally {
+      proof = null;
+    }
+  }
+
+  /**
+   * Changes the account password (§11.6.2): every session of the account ends, this device
+   * gets a new one. Messages and keys are unaffected.
+   */
+  async changePassword(password, newPassword, totp) {
+    const start = await this.call("POST", "/v1/account/password/start", this.device.credentialStart(newPassword));
+    const tokens = await this.callFresh(password, totp, "POST", "/v1/account/password/finish",
+      this.device.credentialFinish(newPassword, JSON.stringify(start)));
+    await this.applyTokens(tokens);
+  }
+
+  /**
+   * Sets (or replaces) the account recovery code (§11.6.3) and returns it, to show the user
+   * once; the relay keeps only its OPAQUE record.
+   */
+  async setRecoveryCode(password, totp) {
+    const code = this.device.generateRecoveryCode();
+    const start = await this.call("POST", "/v1/account/recovery/start", this.device.credentialStart(code));
+    await this.callFresh(password, totp, "POST", "/v1/account/recovery/finish",
+      this.device.credentialFinish(code, JSON.stringify(start)));
+    return code;
+  }
+
+  /**
+   * Recovers this device's account with its recovery code (§11.6.3): sets `newPassword`,
+   * ends every session and uses the code up; then `relogin(newPassword)`.
+   */
+  async recoverAccount(code, newPassword, totp) {
+    await HavenClient.recoverWith(this, this.device, code, newPassword, undefined, totp);
+    this.accessToken = null;
+  }
+
+  /** As `recoverAccount`, by username, from a browser without the account's state. */
+  static async recoverAccount(wasm, relayUrl, username, code, newPassword, totp) {
+    const device = await wasm.WebDevice.create();
+    try {
+      await HavenClient.recoverWith(new HavenClient(wasm, device, relayUrl), device, code, newPassword, username, totp);
+    } finally {
+      device.close();
+    }
+  }
+
+  static async recoverWith(c, device, code, newPassword, username, totp) {
+    const start = await c.call("POST", "/v1/recover/start", device.recoverStart(code, newPassword, username), false);
+    await c.call("POST", "/v1/recover/finish",
+      device.recoverFinish(code, newPassword, JSON.stringify(start), totp || undefined), false);
+  }
+
+  /** A new pending TOTP secret: `{secret, otpauth_uri}` for the authenticator app. */
+  totpSetup() { return this.call("POST", "/v1/account/totp/setup", null); }
+
+  /** Turns TOTP on with a code from the pending secret (then logins need a code). */
+  async totpVerify(code) {
+    await this.call("POST", "/v1/account/totp/verify", JSON.stringify({ code }));
+  }
+
+  /** Turns TOTP off (the password and a current code proven again). */
+  async totpDisable(password, code) {
+    await this.callFresh(password, code, "POST", "/v1/account/totp/disable", JSON.stringify({ code }));
+  }
+
+  /** Ends this session on the relay (the device state stays; `relogin` to come back). */
+  async logout() {
+    await this.call("POST", "/v1/logout", null);
+    this.accessToken = null;
+  }
+
+  /** Ends every session of the account, this one included. */
+  async logoutEverywhere() {
+    await this.call("POST", "/v1/logout/all", null);
+    this.accessToken = null;
+  }
+
+  /** The account's devices on the relay, oldest first (`current` marks this one). */
+  async devices() {
+    return (await this.call("GET", "/v1/devices", null)).devices;
+  }
+
+  /**
+   * Sets a device's name blob (`null` clears it), as given: the app encrypts it (the relay
+   * keeps it for the account's devices and cannot read it).
+   */
+  async renameDevice(deviceId, nameBytes) {
+    const name = nameBytes ? btoa(String.fromCharCode(...nameBytes)) : null;
+    await this.call("PUT", `/v1/devices/${deviceId}/name`, JSON.stringify({ name }));
+  }
+
+  /**
+   * Unlinks device `number` of this account: a new signed list without it (contacts stop
+   * encrypting to it and refuse its messages), then the relay forgets it (with the password
+   * and TOTP code proven again).
+   */
+  async unlinkDevice(number, password, totp) {
+    const own = this.accountId();
+    await this.fetchDeviceList(own);
+    const body = this.device.unlinkList(number, nowSecs());
+    if (body != null) {
+      await this.call("PUT", "/v1/account/device-list", body);
+      this.device.ownListPublished(nowSecs());
+      await this.persist(this.device);
+    }
+    const device = (await this.devices()).find((d) => d.device_number === number);
+    if (!device) {
+      if (body != null) return;
+      throw new Error(`no device ${number} in this account`);
+    }
+    await this.callFresh(password, totp, "DELETE", `/v1/devices/${device.device_id}`, null);
+  }
+
+  /** Deletes the account and everything the relay keeps for it (the page then forgets its state). */
+  async deleteAccount(password, totp) {
+    await this.callFresh(password, totp, "DELETE", "/v1/account", null);
+    this.accessToken = null;
+  }
+
+  /** Everything the relay stores about the account (§11.9), as JSON. */
+  exportAccount() { return this.call("GET", "/v1/account/export", null); }
 
   /** Fetches a sender certificate (§11.13) when the cached one is missing or about to expire. */
   async ensureCertificate() {

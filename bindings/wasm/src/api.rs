@@ -31,6 +31,7 @@ export interface HavenError extends Error {
 export interface SessionInfo {
   accountId: string; deviceId: string; deviceNumber: number; accessToken: string; expiresIn: number;
 }
+export interface LinkStart { code: string; boxPath: string; }
 export interface PreparedSend { messageId: string; path: string; sealed: boolean; body: string; }
 export type ServerFrame =
   | { type: "envelope"; seq: number; messageId: string; receivedAt: number;
@@ -313,30 +314,180 @@ impl WebDevice {
         self.with(|d| d.register_finish(password.as_bytes(), &reply, username.as_deref()))
     }
 
-    /// JSON body of `POST /v1/login/start` (by username, or by this device's account id when
-    /// `username` is omitted).
+    /// JSON body of `POST /v1/login/start`: this device logs in again (after a logout or the
+    /// end of its session). A new device joins by linking (`linkStart`), never by password.
     #[wasm_bindgen(js_name = loginStart)]
     pub fn login_start(
         &self,
         #[wasm_bindgen(unchecked_param_type = "string")] password: JsValue,
-        #[wasm_bindgen(unchecked_param_type = "string | undefined")] username: JsValue,
     ) -> JsResult<String> {
         let password = lift(secret_arg(&password, "password"))?;
-        let username = lift(opt_string_arg(&username, "username"))?;
-        self.with(|d| d.login_start(password.as_bytes(), username.as_deref()))
+        self.with(|d| d.login_start(password.as_bytes()))
     }
 
-    /// JSON body of `POST /v1/login/finish` from the answer of `login/start`; throws
-    /// `wrong_password` when OPAQUE detects a wrong password.
+    /// JSON body of `POST /v1/login/finish` from the answer of `login/start` (with the TOTP
+    /// code when the account has TOTP on); throws `wrong_password` when OPAQUE detects a wrong
+    /// password.
     #[wasm_bindgen(js_name = loginFinish)]
     pub fn login_finish(
         &self,
         #[wasm_bindgen(unchecked_param_type = "string")] password: JsValue,
         #[wasm_bindgen(js_name = startAnswer, unchecked_param_type = "string")] reply_json: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "string | undefined")] totp: JsValue,
     ) -> JsResult<String> {
         let password = lift(secret_arg(&password, "password"))?;
         let reply = lift(string_arg(&reply_json, "startAnswer"))?;
-        self.with(|d| d.login_finish(password.as_bytes(), &reply))
+        let totp = lift(opt_string_arg(&totp, "totp"))?;
+        self.with(|d| d.login_finish(password.as_bytes(), &reply, totp.as_deref()))
+    }
+
+    /// JSON body of `POST /v1/account/reauth/start` (fresh authentication).
+    #[wasm_bindgen(js_name = reauthStart)]
+    pub fn reauth_start(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "string")] password: JsValue,
+    ) -> JsResult<String> {
+        let password = lift(secret_arg(&password, "password"))?;
+        self.with(|d| d.reauth_start(password.as_bytes()))
+    }
+
+    /// JSON body of `POST /v1/account/reauth/finish` from the answer of `reauth/start`; its
+    /// answer's `fresh_auth` is the proof for one call's `Haven-Fresh-Auth` header.
+    #[wasm_bindgen(js_name = reauthFinish)]
+    pub fn reauth_finish(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "string")] password: JsValue,
+        #[wasm_bindgen(js_name = startAnswer, unchecked_param_type = "string")] reply_json: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "string | undefined")] totp: JsValue,
+    ) -> JsResult<String> {
+        let password = lift(secret_arg(&password, "password"))?;
+        let reply = lift(string_arg(&reply_json, "startAnswer"))?;
+        let totp = lift(opt_string_arg(&totp, "totp"))?;
+        self.with(|d| d.reauth_finish(password.as_bytes(), &reply, totp.as_deref()))
+    }
+
+    /// JSON body of `POST /v1/account/password/start` or `/v1/account/recovery/start`: an
+    /// OPAQUE registration of the new password or recovery code.
+    #[wasm_bindgen(js_name = credentialStart)]
+    pub fn credential_start(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "string")] secret: JsValue,
+    ) -> JsResult<String> {
+        let secret = lift(secret_arg(&secret, "secret"))?;
+        self.with(|d| d.credential_start(secret.as_bytes()))
+    }
+
+    /// JSON body of the matching `…/finish` from the answer of `…/start`.
+    #[wasm_bindgen(js_name = credentialFinish)]
+    pub fn credential_finish(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "string")] secret: JsValue,
+        #[wasm_bindgen(js_name = startAnswer, unchecked_param_type = "string")] reply_json: JsValue,
+    ) -> JsResult<String> {
+        let secret = lift(secret_arg(&secret, "secret"))?;
+        let reply = lift(string_arg(&reply_json, "startAnswer"))?;
+        self.with(|d| d.credential_finish(secret.as_bytes(), &reply))
+    }
+
+    /// JSON body of `POST /v1/recover/start`: the recovery code (as typed) and the new
+    /// password, by `username` or by this device's account when omitted.
+    #[wasm_bindgen(js_name = recoverStart)]
+    pub fn recover_start(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "string")] code: JsValue,
+        #[wasm_bindgen(js_name = newPassword, unchecked_param_type = "string")]
+        new_password: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "string | undefined")] username: JsValue,
+    ) -> JsResult<String> {
+        let code = lift(secret_arg(&code, "code"))?;
+        let new_password = lift(secret_arg(&new_password, "newPassword"))?;
+        let username = lift(opt_string_arg(&username, "username"))?;
+        self.with(|d| d.recover_start(&code, new_password.as_bytes(), username.as_deref()))
+    }
+
+    /// JSON body of `POST /v1/recover/finish` from the answer of `recover/start`.
+    #[wasm_bindgen(js_name = recoverFinish)]
+    pub fn recover_finish(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "string")] code: JsValue,
+        #[wasm_bindgen(js_name = newPassword, unchecked_param_type = "string")]
+        new_password: JsValue,
+        #[wasm_bindgen(js_name = startAnswer, unchecked_param_type = "string")] reply_json: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "string | undefined")] totp: JsValue,
+    ) -> JsResult<String> {
+        let code = lift(secret_arg(&code, "code"))?;
+        let new_password = lift(secret_arg(&new_password, "newPassword"))?;
+        let reply = lift(string_arg(&reply_json, "startAnswer"))?;
+        let totp = lift(opt_string_arg(&totp, "totp"))?;
+        self.with(|d| d.recover_finish(&code, new_password.as_bytes(), &reply, totp.as_deref()))
+    }
+
+    /// A new recovery code to show the user once (then register it with `credentialStart`).
+    #[wasm_bindgen(js_name = generateRecoveryCode)]
+    pub fn generate_recovery_code(&self) -> JsResult<String> {
+        self.with(|_| Ok(crate::device::generate_recovery_code().to_string()))
+    }
+
+    /// A new device's link, from the answer of `POST /v1/provisioning`: `{code, boxPath}`
+    /// (show the code to a device of the account; poll the box).
+    #[wasm_bindgen(js_name = linkStart, unchecked_return_type = "LinkStart")]
+    pub fn link_start(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "string")] created: JsValue,
+    ) -> JsResult<JsValue> {
+        let created = lift(string_arg(&created, "created"))?;
+        let (code, box_path) = self.with(|d| d.link_start(&created))?;
+        to_js(&serde_json::json!({ "code": code, "boxPath": box_path }))
+    }
+
+    /// Opens the grant polled from the box: the JSON body of `POST /v1/devices/link`.
+    #[wasm_bindgen(js_name = linkOpen)]
+    pub fn link_open(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "string")] message: JsValue,
+    ) -> JsResult<String> {
+        let message = lift(string_arg(&message, "message"))?;
+        self.with(|d| d.link_open(&message))
+    }
+
+    /// After the session and keys: the granted keys kept, the own list (its JSON) accepted;
+    /// returns the body of `PUT /v1/account/device-list` naming this device (then
+    /// `ownListPublished`).
+    #[wasm_bindgen(js_name = linkJoin)]
+    pub fn link_join(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "string")] list: JsValue,
+        #[wasm_bindgen(js_name = nowSecs, unchecked_param_type = "number")] now_secs: JsValue,
+    ) -> JsResult<String> {
+        let list = lift(string_arg(&list, "list"))?;
+        let now = lift(number_arg(&now_secs, "nowSecs"))?;
+        self.with(|d| d.link_join(&list, now))
+    }
+
+    /// Approves the device showing `code` with the answer of `POST /v1/devices/link-token`:
+    /// `{path, body}` of the `PUT` that delivers the sealed grant.
+    #[wasm_bindgen(js_name = approveLink, unchecked_return_type = "{ path: string; body: string }")]
+    pub fn approve_link(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "string")] code: JsValue,
+        #[wasm_bindgen(js_name = tokenAnswer, unchecked_param_type = "string")] token: JsValue,
+    ) -> JsResult<JsValue> {
+        let code = lift(string_arg(&code, "code"))?;
+        let token = lift(secret_arg(&token, "tokenAnswer"))?;
+        let (path, body) = self.with(|d| d.approve_link(&code, &token))?;
+        to_js(&serde_json::json!({ "path": path, "body": body }))
+    }
+
+    /// The body of `PUT /v1/account/device-list` without device `number` (then
+    /// `ownListPublished`), or `null` when the own list does not name it.
+    #[wasm_bindgen(js_name = unlinkList)]
+    pub fn unlink_list(
+        &self,
+        number: u32,
+        #[wasm_bindgen(js_name = nowSecs, unchecked_param_type = "number")] now_secs: JsValue,
+    ) -> JsResult<Option<String>> {
+        let now = lift(number_arg(&now_secs, "nowSecs"))?;
+        self.with(|d| d.unlink_list(number, now))
     }
 
     /// Takes a `TokenResponse` (register/finish, login/finish, token/refresh).

@@ -4,35 +4,37 @@
 //! the page sends (`js/haven-client.js`), so the JavaScript side never touches a key, a
 //! password-derived value or a plaintext it did not type itself.
 //!
-//! What is here and not in the core: the OPAQUE messages (§11.5–§11.6; the native client's are
-//! inside its `RelayClient`), the contents a page is delivering (padded, kept in memory until the
+//! The OPAQUE steps are the core's ([`haven_client_core::auth`], the native `RelayClient`'s too);
+//! linking by approval is the core's `device::link`. What is here and not in the core: the
+//! OPAQUE and link state between two requests, the contents a page is delivering (padded, kept in memory until the
 //! send is finished, not in the state), the access key between its upload and the relay's
 //! answer, and the parsing of JSON and ids. Contents themselves (§13) are the messenger's
 //! ([`crate::messenger`], over the core's `haven_client_core::messenger`): it prepares them here
 //! and opens envelopes through [`DeviceCore::open_envelope`].
 
+use haven_client_core::auth::{AuthError, Login, Registration};
 use haven_client_core::device::state::{
     self, StoredSession, access_key_body, generate_access_key, pin_relay_key,
 };
 use haven_client_core::device::{
     DeviceError, ListAnswer, ListUpdate, LocalDevice, Opened, OutgoingSend, PaddedPlaintext, keys,
 };
+use haven_client_core::device::{LinkGrant, LinkRequest};
 use haven_protocol::api::Id;
 use haven_protocol::api::auth::{
-    LoginFinishRequest, LoginStartRequest, LoginStartResponse, NewDeviceBody, RefreshRequest,
+    CredentialFinishRequest, CredentialStartRequest, CredentialStartResponse, LoginFinishRequest,
+    LoginStartRequest, LoginStartResponse, NewDeviceBody, ReauthFinishRequest, ReauthStartRequest,
+    RecoverFinishRequest, RecoverStartRequest, RecoverStartResponse, RefreshRequest,
     RegisterFinishRequest, RegisterStartRequest, RegisterStartResponse, TokenResponse,
 };
 use haven_protocol::api::certificate::{CertificateKeyResponse, CertificateResponse};
 use haven_protocol::api::devices::DeviceList;
 use haven_protocol::api::error::ErrorBody;
-use haven_protocol::api::identity::DeviceListReply;
+use haven_protocol::api::identity::{
+    DeviceListReply, LinkTokenReply, ProvisioningCreated, ProvisioningMessage,
+};
 use haven_protocol::api::keys::{BundlesResponse, KeyCountsResponse};
 use haven_protocol::content::Content;
-use haven_protocol::opaque::opaque_ke::{
-    ClientLogin, ClientLoginFinishParameters, ClientRegistration,
-    ClientRegistrationFinishParameters, CredentialResponse, Identifiers, RegistrationResponse,
-};
-use haven_protocol::opaque::{HavenCipherSuite, OPAQUE_CONTEXT};
 use haven_sdk::identity::IdentityKeyPair;
 use haven_sdk::store::{DeviceAddress, IdentityStore};
 use serde::Serialize;
@@ -53,6 +55,7 @@ pub(crate) fn b64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
+#[cfg(test)]
 fn b64_field(field: &str, text: &str) -> WebResult<Vec<u8>> {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD
@@ -118,8 +121,11 @@ struct PendingSend {
 /// own device list, an access key being set); only the store is exported.
 pub struct DeviceCore {
     store: MemoryStore,
-    registration: Option<ClientRegistration<HavenCipherSuite>>,
-    login: Option<ClientLogin<HavenCipherSuite>>,
+    registration: Option<Registration>,
+    login: Option<Login>,
+    /// A new device's link in progress: its box and one-time key, then the opened grant.
+    link: Option<LinkRequest>,
+    grant: Option<LinkGrant>,
     pending: Vec<PendingSend>,
     own_checked: Option<u64>,
     access_key: Option<Zeroizing<[u8; 16]>>,
@@ -139,6 +145,26 @@ impl std::fmt::Debug for DeviceCore {
 
 fn opaque_rng() -> rand_core_06::OsRng {
     rand_core_06::OsRng
+}
+
+fn auth_error(e: AuthError) -> WebError {
+    match e {
+        AuthError::InvalidResponse(field) => bad_response(format!("{field} refused")),
+        _ => WebError::new(ErrorCode::WrongPassword, "invalid credentials"),
+    }
+}
+
+/// A recovery code as typed (spaces, dashes and case forgiven), in its canonical text.
+fn recovery_text(code: &str) -> WebResult<Zeroizing<String>> {
+    haven_sdk::RecoveryCode::parse(code)
+        .map(|c| c.to_text())
+        .map_err(|_| invalid("not a recovery code"))
+}
+
+/// A new account recovery code (§11.6.3) to show the user once and register.
+#[must_use]
+pub fn generate_recovery_code() -> Zeroizing<String> {
+    haven_sdk::RecoveryCode::generate(&mut rand::rng()).to_text()
 }
 
 impl DeviceCore {
@@ -162,6 +188,8 @@ impl DeviceCore {
             store,
             registration: None,
             login: None,
+            link: None,
+            grant: None,
             pending: Vec::new(),
             own_checked: None,
             pending_list: None,
@@ -218,21 +246,49 @@ impl DeviceCore {
         Ok(b64(&self.identity()?.public().to_bytes()))
     }
 
-    // ---- OPAQUE (§11.5, §11.6) ----
+    // ---- OPAQUE (§11.5, §11.6), the core's steps (`haven_client_core::auth`) ----
+
+    fn take_login(&mut self, step: &str) -> WebResult<Login> {
+        self.login
+            .take()
+            .ok_or_else(|| WebError::new(ErrorCode::InvalidState, format!("{step} was not called")))
+    }
+
+    fn take_registration(&mut self, step: &str) -> WebResult<Registration> {
+        self.registration
+            .take()
+            .ok_or_else(|| WebError::new(ErrorCode::InvalidState, format!("{step} was not called")))
+    }
+
+    /// Starts an OPAQUE registration of `secret`; the `registration_request` to send.
+    fn opaque_register(&mut self, secret: &[u8]) -> WebResult<String> {
+        if secret.is_empty() {
+            return Err(invalid("empty password"));
+        }
+        let (registration, request) =
+            Registration::start(secret, &mut opaque_rng()).map_err(auth_error)?;
+        self.registration = Some(registration);
+        Ok(request)
+    }
+
+    /// Starts an OPAQUE login with `password`; the `credential_request` (KE1) to send.
+    fn opaque_login(&mut self, password: &[u8]) -> WebResult<String> {
+        if password.is_empty() {
+            return Err(invalid("empty password"));
+        }
+        let (login, request) = Login::start(password, &mut opaque_rng()).map_err(auth_error)?;
+        self.login = Some(login);
+        Ok(request)
+    }
 
     /// Body of `POST /v1/register/start`.
     ///
     /// # Errors
     /// [`ErrorCode::InvalidArgument`] for an empty password.
     pub fn register_start(&mut self, password: &[u8]) -> WebResult<String> {
-        if password.is_empty() {
-            return Err(invalid("empty password"));
-        }
-        let start = ClientRegistration::<HavenCipherSuite>::start(&mut opaque_rng(), password)
-            .map_err(protocol)?;
-        self.registration = Some(start.state);
+        let registration_request = self.opaque_register(password)?;
         request_json(&RegisterStartRequest {
-            registration_request: b64(&start.message.serialize()),
+            registration_request,
         })
     }
 
@@ -248,23 +304,13 @@ impl DeviceCore {
         username: Option<&str>,
     ) -> WebResult<String> {
         let reply: RegisterStartResponse = parse_reply(reply_json, "register/start answer")?;
-        let response = b64_field("registration_response", &reply.registration_response)?;
-        let response = RegistrationResponse::<HavenCipherSuite>::deserialize(&response)
-            .map_err(|_| bad_response("registration_response does not decode"))?;
-        let state = self.registration.take().ok_or_else(|| {
-            WebError::new(ErrorCode::InvalidState, "registerStart was not called")
-        })?;
-        let finish = state
-            .finish(
-                &mut opaque_rng(),
-                password,
-                response,
-                ClientRegistrationFinishParameters::default(),
-            )
-            .map_err(|_| bad_response("registration_response refused"))?;
+        let registration = self.take_registration("registerStart")?;
+        let registration_upload = registration
+            .finish(password, &reply.registration_response, &mut opaque_rng())
+            .map_err(auth_error)?;
         request_json(&RegisterFinishRequest {
             registration_id: reply.registration_id,
-            registration_upload: b64(&finish.message.serialize()),
+            registration_upload,
             username: username.map(str::to_owned),
             device: NewDeviceBody {
                 identity_key: self.identity_key_b64()?,
@@ -273,67 +319,277 @@ impl DeviceCore {
         })
     }
 
-    /// Body of `POST /v1/login/start`: by `username`, or by the stored account id when `None`.
+    /// Body of `POST /v1/login/start` for this device's account: a login again as this device
+    /// (after a logout, a password change elsewhere, TOTP at login). A new device joins by
+    /// linking ([`DeviceCore::link_start`]), never by password.
     ///
     /// # Errors
-    /// [`ErrorCode::InvalidState`] with neither, [`ErrorCode::InvalidArgument`] for an empty
-    /// password.
-    pub fn login_start(&mut self, password: &[u8], username: Option<&str>) -> WebResult<String> {
-        if password.is_empty() {
-            return Err(invalid("empty password"));
-        }
-        let account_id = match username {
-            Some(_) => None,
-            None => Some(StoredSession::account(&self.store)?.ok_or_else(not_logged_in)?),
-        };
-        let start = ClientLogin::<HavenCipherSuite>::start(&mut opaque_rng(), password)
-            .map_err(protocol)?;
-        let body = request_json(&LoginStartRequest {
-            username: username.map(str::to_owned),
+    /// [`ErrorCode::InvalidState`] before the first session, [`ErrorCode::InvalidArgument`] for
+    /// an empty password.
+    pub fn login_start(&mut self, password: &[u8]) -> WebResult<String> {
+        let account_id = Some(StoredSession::account(&self.store)?.ok_or_else(not_logged_in)?);
+        let credential_request = self.opaque_login(password)?;
+        request_json(&LoginStartRequest {
+            username: None,
             account_id,
-            credential_request: b64(&start.message.serialize()),
-        })?;
-        self.login = Some(start.state);
-        Ok(body)
+            credential_request,
+        })
     }
 
-    /// Body of `POST /v1/login/finish`: as this device if it has logged in before, else as a
-    /// new device of the account.
+    /// Body of `POST /v1/login/finish` as this device, with the TOTP code when the account has
+    /// TOTP on.
     ///
     /// # Errors
     /// [`ErrorCode::WrongPassword`] (detected by OPAQUE on the device),
     /// [`ErrorCode::InvalidState`], [`ErrorCode::InvalidResponse`].
-    pub fn login_finish(&mut self, password: &[u8], reply_json: &str) -> WebResult<String> {
+    pub fn login_finish(
+        &mut self,
+        password: &[u8],
+        reply_json: &str,
+        totp: Option<&str>,
+    ) -> WebResult<String> {
         let reply: LoginStartResponse = parse_reply(reply_json, "login/start answer")?;
-        let response = b64_field("credential_response", &reply.credential_response)?;
-        let response = CredentialResponse::<HavenCipherSuite>::deserialize(&response)
-            .map_err(|_| bad_response("credential_response does not decode"))?;
-        let state = self
-            .login
-            .take()
-            .ok_or_else(|| WebError::new(ErrorCode::InvalidState, "loginStart was not called"))?;
-        let params =
-            ClientLoginFinishParameters::new(Some(OPAQUE_CONTEXT), Identifiers::default(), None);
-        let finish = state
-            .finish(password, response, params)
-            .map_err(|_| WebError::new(ErrorCode::WrongPassword, "invalid credentials"))?;
-        let (device_id, device) = match StoredSession::device_id(&self.store)? {
-            Some(id) => (Some(id), None),
-            None => (
-                None,
-                Some(NewDeviceBody {
-                    identity_key: self.identity_key_b64()?,
-                    name: None,
-                }),
-            ),
-        };
+        let login = self.take_login("loginStart")?;
+        let device_id = StoredSession::device_id(&self.store)?.ok_or_else(not_logged_in)?;
+        let credential_finalization = login
+            .finish(password, &reply.credential_response)
+            .map_err(auth_error)?;
         request_json(&LoginFinishRequest {
             login_id: reply.login_id,
-            credential_finalization: b64(&finish.message.serialize()),
-            totp_code: None,
-            device_id,
-            device,
+            credential_finalization,
+            totp_code: totp.map(str::to_owned),
+            device_id: Some(device_id),
+            device: None,
         })
+    }
+
+    /// Body of `POST /v1/account/reauth/start` (fresh authentication, §11.6.1).
+    ///
+    /// # Errors
+    /// [`ErrorCode::InvalidArgument`] for an empty password.
+    pub fn reauth_start(&mut self, password: &[u8]) -> WebResult<String> {
+        let credential_request = self.opaque_login(password)?;
+        request_json(&ReauthStartRequest { credential_request })
+    }
+
+    /// Body of `POST /v1/account/reauth/finish` from the answer of `reauth/start`; its answer
+    /// is the proof for the `Haven-Fresh-Auth` header of the one call it is for.
+    ///
+    /// # Errors
+    /// [`ErrorCode::WrongPassword`], [`ErrorCode::InvalidState`],
+    /// [`ErrorCode::InvalidResponse`].
+    pub fn reauth_finish(
+        &mut self,
+        password: &[u8],
+        reply_json: &str,
+        totp: Option<&str>,
+    ) -> WebResult<String> {
+        let reply: LoginStartResponse = parse_reply(reply_json, "reauth/start answer")?;
+        let login = self.take_login("reauthStart")?;
+        let credential_finalization = login
+            .finish(password, &reply.credential_response)
+            .map_err(auth_error)?;
+        request_json(&ReauthFinishRequest {
+            login_id: reply.login_id,
+            credential_finalization,
+            totp_code: totp.map(str::to_owned),
+        })
+    }
+
+    /// Body of `POST /v1/account/password/start` or `/v1/account/recovery/start` (§11.6.2,
+    /// §11.6.3): a registration of the new password or recovery code.
+    ///
+    /// # Errors
+    /// [`ErrorCode::InvalidArgument`] for an empty secret.
+    pub fn credential_start(&mut self, secret: &[u8]) -> WebResult<String> {
+        let registration_request = self.opaque_register(secret)?;
+        request_json(&CredentialStartRequest {
+            registration_request,
+        })
+    }
+
+    /// Body of the matching `…/finish` (sent with the fresh-authentication proof).
+    ///
+    /// # Errors
+    /// [`ErrorCode::InvalidState`], [`ErrorCode::InvalidResponse`].
+    pub fn credential_finish(&mut self, secret: &[u8], reply_json: &str) -> WebResult<String> {
+        let reply: CredentialStartResponse = parse_reply(reply_json, "credential start answer")?;
+        let registration = self.take_registration("credentialStart")?;
+        let registration_upload = registration
+            .finish(secret, &reply.registration_response, &mut opaque_rng())
+            .map_err(auth_error)?;
+        request_json(&CredentialFinishRequest {
+            registration_upload,
+        })
+    }
+
+    /// Body of `POST /v1/recover/start` (§11.6.3): the recovery code proven by OPAQUE and the
+    /// new password registered, by `username` or by this device's account.
+    ///
+    /// # Errors
+    /// [`ErrorCode::InvalidArgument`] for a malformed code or an empty password,
+    /// [`ErrorCode::InvalidState`] with neither a username nor a session.
+    pub fn recover_start(
+        &mut self,
+        code: &str,
+        new_password: &[u8],
+        username: Option<&str>,
+    ) -> WebResult<String> {
+        let code = recovery_text(code)?;
+        let account_id = match username {
+            Some(_) => None,
+            None => Some(StoredSession::account(&self.store)?.ok_or_else(not_logged_in)?),
+        };
+        let registration_request = self.opaque_register(new_password)?;
+        let credential_request = self.opaque_login(code.as_bytes())?;
+        request_json(&RecoverStartRequest {
+            username: username.map(str::to_owned),
+            account_id,
+            credential_request,
+            registration_request,
+        })
+    }
+
+    /// Body of `POST /v1/recover/finish` from the answer of `recover/start`.
+    ///
+    /// # Errors
+    /// [`ErrorCode::WrongPassword`] for a wrong code, [`ErrorCode::InvalidArgument`],
+    /// [`ErrorCode::InvalidState`], [`ErrorCode::InvalidResponse`].
+    pub fn recover_finish(
+        &mut self,
+        code: &str,
+        new_password: &[u8],
+        reply_json: &str,
+        totp: Option<&str>,
+    ) -> WebResult<String> {
+        let code = recovery_text(code)?;
+        let reply: RecoverStartResponse = parse_reply(reply_json, "recover/start answer")?;
+        let login = self.take_login("recoverStart")?;
+        let registration = self.take_registration("recoverStart")?;
+        let credential_finalization = login
+            .finish(code.as_bytes(), &reply.credential_response)
+            .map_err(auth_error)?;
+        let registration_upload = registration
+            .finish(
+                new_password,
+                &reply.registration_response,
+                &mut opaque_rng(),
+            )
+            .map_err(auth_error)?;
+        request_json(&RecoverFinishRequest {
+            login_id: reply.login_id,
+            credential_finalization,
+            registration_upload,
+            totp_code: totp.map(str::to_owned),
+        })
+    }
+
+    // ---- linking by approval (§15.3, §11.18), the core's `device::link` steps ----
+
+    /// The new device's side, from the answer of `POST /v1/provisioning`: the code to show
+    /// the approving device and the box path to poll.
+    ///
+    /// # Errors
+    /// [`ErrorCode::InvalidResponse`]; [`ErrorCode::InvalidState`] for a device that has a
+    /// session already.
+    pub fn link_start(&mut self, created_json: &str) -> WebResult<(String, String)> {
+        if StoredSession::account(&self.store)?.is_some() {
+            return Err(WebError::new(
+                ErrorCode::InvalidState,
+                "this device belongs to an account already",
+            ));
+        }
+        let created: ProvisioningCreated = parse_reply(created_json, "provisioning box")?;
+        let request = LinkRequest::new(&created, &mut rand::rng());
+        let shown = (request.code(), request.box_path());
+        self.link = Some(request);
+        Ok(shown)
+    }
+
+    /// Opens the grant in the box (the `200` answer of the poll): the body of
+    /// `POST /v1/devices/link`, whose `TokenResponse` goes to [`DeviceCore::set_session`].
+    ///
+    /// # Errors
+    /// [`ErrorCode::InvalidState`] without [`DeviceCore::link_start`],
+    /// [`ErrorCode::InvalidResponse`] for a grant that does not open.
+    pub fn link_open(&mut self, message_json: &str) -> WebResult<String> {
+        let message: ProvisioningMessage = parse_reply(message_json, "provisioning message")?;
+        let request = self
+            .link
+            .as_ref()
+            .ok_or_else(|| WebError::new(ErrorCode::InvalidState, "linkStart was not called"))?;
+        let grant = request.open(&message)?;
+        let body = request_json(&grant.link_body(self.identity()?.public(), None))?;
+        self.link = None;
+        self.grant = Some(grant);
+        Ok(body)
+    }
+
+    /// Once the session is set and the keys uploaded: keeps the granted account key and
+    /// access key, accepts the own list (`GET /v1/accounts/{own}/device-list`'s answer; it must
+    /// match the grant) and returns the body of `PUT /v1/account/device-list` with this device
+    /// added (then [`DeviceCore::own_list_published`]).
+    ///
+    /// # Errors
+    /// [`ErrorCode::InvalidState`] without a grant; [`ErrorCode::AccountKeyChanged`],
+    /// [`ErrorCode::DeviceListRefused`], [`ErrorCode::InvalidResponse`] for a list the grant
+    /// does not vouch for.
+    pub fn link_join(&mut self, list_json: &str, now: u64) -> WebResult<String> {
+        let reply: DeviceListReply = parse_reply(list_json, "device list")?;
+        let grant = self
+            .grant
+            .take()
+            .ok_or_else(|| WebError::new(ErrorCode::InvalidState, "no link grant"))?;
+        let local = self.local()?;
+        grant.install(&local, &self.store)?;
+        grant.accept_list(&local, &mut self.store, &reply, now)?;
+        let own = *self.identity()?.public();
+        let list = local.sign_own_list(&self.store, &[(local.device_number(), own)], &[], now)?;
+        let body = request_json(&LocalDevice::device_list_upload(&list))?;
+        self.pending_list = Some(list);
+        Ok(body)
+    }
+
+    /// The approving device's side: seals the grant for the device showing `code` with the
+    /// link token (`POST /v1/devices/link-token`'s answer). Returns the path and body of the
+    /// `PUT /v1/provisioning/{id}`. Read the own list first when due.
+    ///
+    /// # Errors
+    /// [`ErrorCode::InvalidArgument`] for a bad code, [`ErrorCode::InvalidState`] without the
+    /// account key, [`ErrorCode::InvalidResponse`].
+    pub fn approve_link(&self, code: &str, token_json: &str) -> WebResult<(String, String)> {
+        let mut token: LinkTokenReply = parse_reply(token_json, "link token")?;
+        let approved = self
+            .local()?
+            .approve_link(&self.store, code, &token, &mut rand::rng());
+        token.link_token.zeroize();
+        let (path, body) = approved?;
+        Ok((path, request_json(&body)?))
+    }
+
+    /// Unlinking device `number` from the signed list: the body of
+    /// `PUT /v1/account/device-list` without it (then [`DeviceCore::own_list_published`]), or
+    /// `None` when the list (read just before) does not name it. The relay forgets the device
+    /// afterwards (`DELETE /v1/devices/{id}` with a fresh-authentication proof).
+    ///
+    /// # Errors
+    /// [`ErrorCode::InvalidArgument`] for this device itself, [`ErrorCode::InvalidState`]
+    /// without the account key.
+    pub fn unlink_list(&mut self, number: u32, now: u64) -> WebResult<Option<String>> {
+        let local = self.local()?;
+        if number == local.device_number() {
+            return Err(invalid("this device cannot unlink itself"));
+        }
+        let listed = local
+            .device_list(&self.store, &local.account())?
+            .is_some_and(|l| l.device(number).is_some());
+        if !listed {
+            return Ok(None);
+        }
+        let list = local.sign_own_list(&self.store, &[], &[number], now)?;
+        let body = request_json(&LocalDevice::device_list_upload(&list))?;
+        self.pending_list = Some(list);
+        Ok(Some(body))
     }
 
     /// Takes a `TokenResponse` (§11.7) from register/finish, login/finish or token/refresh and
@@ -1095,7 +1351,7 @@ pub(crate) mod tests {
         );
         assert_eq!(
             alice
-                .login_finish(b"pw", r#"{"credential_response":"AAAA"}"#)
+                .login_finish(b"pw", r#"{"credential_response":"AAAA"}"#, None)
                 .unwrap_err()
                 .code,
             ErrorCode::InvalidResponse
@@ -1104,6 +1360,77 @@ pub(crate) mod tests {
             alice.replenish_keys("{}", NOW).unwrap_err().code,
             ErrorCode::InvalidResponse
         );
+    }
+
+    #[test]
+    fn link_and_account_steps_are_typed_and_in_order() {
+        let code = |r: WebResult<String>| r.unwrap_err().code;
+        let mut fresh = DeviceCore::new().unwrap();
+        // A new device logs in by linking only; steps out of order are refused.
+        assert_eq!(code(fresh.login_start(b"pw")), ErrorCode::InvalidState);
+        assert_eq!(
+            code(fresh.link_open(r#"{"message":"AAAA"}"#)),
+            ErrorCode::InvalidState
+        );
+        assert_eq!(
+            code(fresh.link_join(r#"{"list":"AAAA","version":1}"#, NOW)),
+            ErrorCode::InvalidState
+        );
+        let login = format!(
+            r#"{{"login_id":"{}","credential_response":"AAAA"}}"#,
+            "11".repeat(16)
+        );
+        assert_eq!(
+            code(fresh.reauth_finish(b"pw", &login, None)),
+            ErrorCode::InvalidState
+        );
+        assert_eq!(
+            code(fresh.link_start("{}").map(|s| s.0)),
+            ErrorCode::InvalidResponse
+        );
+        let created = format!(r#"{{"id":"{}","expires":1}}"#, "22".repeat(16));
+        let (shown, path) = fresh.link_start(&created).unwrap();
+        assert!(shown.starts_with("haven-link:"), "{shown}");
+        assert_eq!(path, format!("/v1/provisioning/{}", "22".repeat(16)));
+        // A message that is not a grant sealed to this link does not open.
+        assert_eq!(
+            code(fresh.link_open(r#"{"message":"AAAA"}"#)),
+            ErrorCode::InvalidResponse
+        );
+
+        let relay = SigningKey::from_bytes(&[3; 32]);
+        let (mut d, _) = device(&relay, [0xa1; 16], 1);
+        assert_eq!(
+            code(d.link_start(&created).map(|s| s.0)),
+            ErrorCode::InvalidState
+        );
+        assert_eq!(
+            d.unlink_list(1, NOW).unwrap_err().code,
+            ErrorCode::InvalidArgument
+        );
+        let token = r#"{"link_token":"AAAA","expires":1}"#;
+        assert_eq!(
+            code(d.approve_link("haven-link:nonsense", token).map(|s| s.0)),
+            ErrorCode::InvalidArgument
+        );
+        // OPAQUE bodies for re-authentication and a new credential; a recovery code round trip.
+        let body: ReauthStartRequest =
+            serde_json::from_str(&d.reauth_start(b"pw").unwrap()).unwrap();
+        assert!(!body.credential_request.is_empty());
+        assert_eq!(code(d.credential_start(b"")), ErrorCode::InvalidArgument);
+        assert_eq!(
+            code(d.credential_finish(b"pw", r#"{"registration_response":"AAAA"}"#)),
+            ErrorCode::InvalidState
+        );
+        let recovery = generate_recovery_code();
+        assert_eq!(recovery_text(&recovery.to_lowercase()).unwrap(), recovery);
+        assert_eq!(
+            code(d.recover_start("not a code", b"new", None)),
+            ErrorCode::InvalidArgument
+        );
+        let body: RecoverStartRequest =
+            serde_json::from_str(&d.recover_start(&recovery, b"new", None).unwrap()).unwrap();
+        assert_eq!(body.account_id, Some(Id::from([0xa1; 16])));
     }
 
     #[test]

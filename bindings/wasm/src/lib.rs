@@ -7,8 +7,10 @@
 //!   the native client drives): identity and prekeys with the bodies of the key upload,
 //!   sealed-sender envelopes per recipient device (PQXDH + Double Ratchet), sealed with a
 //!   contact's access key and copied to the own other devices, device-list repair, opening
-//!   received envelopes exactly once, the account's access key; plus OPAQUE registration/login
-//!   messages, and the whole state as one snapshot encrypted under a key the page holds
+//!   received envelopes exactly once, the account's access key, signed device lists, linking a
+//!   device by approval and unlinking one; the OPAQUE messages (`haven_client_core::auth`) of
+//!   registration, login, re-authentication, a new password or recovery code and recovery; and
+//!   the whole state as one snapshot encrypted under a key the page holds
 //!   (`exportState`/`importState`).
 //! - [`messenger::WebMessenger`]: the client core's messenger (`haven_client_core::messenger`)
 //!   over the same state: contacts and contact cards, texts, receipts, typing, reactions,

@@ -101,7 +101,8 @@ async fn device_bad_input_is_typed() {
     assert_eq!(
         code(d.login_finish(
             s("pw"),
-            s(r#"{"credential_response":"AAAA","login_id":"x"}"#)
+            s(r#"{"credential_response":"AAAA","login_id":"x"}"#),
+            JsValue::UNDEFINED
         )),
         "invalid_response"
     );

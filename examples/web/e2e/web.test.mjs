@@ -280,7 +280,8 @@ async function diaryPage(name) {
 async function signIn(page, kind, username) {
   await page.fill("#username", username);
   await page.fill("#password", PASSWORD);
-  await page.click(kind === "register" ? "#register" : "#login");
+  assert.equal(kind, "register", "a new browser joins by linking");
+  await page.click("#register");
   await page.waitForSelector("body[data-state=locked]", { timeout: 60_000 });
 }
 
@@ -313,9 +314,14 @@ test("diary: two browsers of one account sync through the relay; reload, unlock,
   await a.click("#save");
   await a.waitForSelector(`.entry:has-text("${DIARY.a}") small:not(:has-text("not synced"))`, { timeout: 30_000 });
 
-  // A second browser context logs in to the same account and unlocks with the relay's bundle.
+  // A second browser context is linked to the same account (the first approves its code) and
+  // unlocks with the relay's bundle.
   const b = await diaryPage("diary-b");
-  await signIn(b, "login", user);
+  await b.click("#link");
+  await b.waitForSelector("#link-code:has-text('haven-link:')", { timeout: 30_000 });
+  await a.fill("#approve-code", await b.textContent("#link-code"));
+  await a.click("#approve");
+  await b.waitForSelector("body[data-state=locked]", { timeout: 60_000 });
   await b.fill("#passphrase", DIARY.pass);
   await b.click("#unlock");
   await b.waitForSelector("body[data-state=unlocked]", { timeout: 60_000 });
