@@ -234,3 +234,47 @@ impl From<DiaryClientError> for HavenError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+
+    fn refused(status: u16, code: &str) -> RelayError {
+        RelayError::Refused {
+            status,
+            code: code.into(),
+            message: "m".into(),
+            mismatches: None,
+        }
+    }
+
+    #[test]
+    fn the_second_factor_and_the_session_have_their_own_variants() {
+        assert!(matches!(
+            HavenError::from(refused(401, "totp_required")),
+            HavenError::TotpRequired
+        ));
+        assert!(matches!(
+            HavenError::from(refused(401, "totp_invalid")),
+            HavenError::WrongTotpCode
+        ));
+        assert!(matches!(
+            HavenError::from(refused(401, "invalid_credentials")),
+            HavenError::WrongPassword
+        ));
+        assert!(matches!(
+            HavenError::from(refused(401, "session_revoked")),
+            HavenError::SessionRevoked(_)
+        ));
+        assert!(matches!(
+            HavenError::from(RelayError::NotLoggedIn),
+            HavenError::SessionRevoked(_)
+        ));
+        // The rest keeps the relay's code for the host to read.
+        match HavenError::from(refused(409, "totp_already_enabled")) {
+            HavenError::Refused(text) => assert!(text.starts_with("totp_already_enabled")),
+            other => panic!("{other:?}"),
+        }
+    }
+}
