@@ -34,7 +34,8 @@ commands:
   restore ID                        restore a deleted entry
   history ID                        every revision of an entry
   sync                              push local edits, pull the other devices'
-  recover [--username NAME]         new device or forgotten diary password: use a diary
+  recover [--username NAME] [--totp CODE]
+                                    new device or forgotten diary password: use a diary
                                     recovery code
   passwd                            change the diary password
   attach ID FILE [--ttl-days N]     encrypt FILE, upload it as a blob, attach it to the entry
@@ -71,6 +72,9 @@ options and environment:
   HAVEN_DIARY_NEW_PASSWORD    new diary password (passwd, recover)
   HAVEN_DIARY_RECOVERY_CODE   recovery code (recover)
   --kdf-mib N --kdf-passes N  Argon2id cost of the diary password (init, passwd, recover)
+  --totp CODE                 the authenticator app's code, when the account has TOTP on
+  HAVEN_NEW_ACCOUNT_PASSWORD  new account password (change-password, recover-account)
+  HAVEN_RECOVERY_CODE         account recovery code (recover-account)
 Without the variables the secrets are prompted for.";
 
 /// Store space of the CLI's session (account, device, refresh token).
