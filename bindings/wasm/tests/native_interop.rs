@@ -4,7 +4,8 @@
 //! `HavenMessenger`); the other side is a native `haven_client::Messenger`. They become
 //! contacts, talk 1:1 sealed both ways (the relay sees no sender once each holds the other's
 //! contact card), and talk in a group the web creates with the native account as a member,
-//! both ways; the relay's files hold none of the texts or the group's name.
+//! both ways; the relay's files hold none of the texts or the group's name. Devices link
+//! across platforms by approval, both ways, and an unlink reaches the other platform's list.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 #![cfg(not(target_arch = "wasm32"))]
 
@@ -544,4 +545,108 @@ async fn web_and_native_messengers_talk_one_to_one_and_in_a_group() {
     for s in SECRETS {
         assert!(!text.contains(s), "the relay's files contain {s:?}");
     }
+}
+
+/// `HavenClient.startLink` … `finish` on the web side, approved by `approve` (which gets the
+/// code): the provisioning box, the grant, the session and keys, the own list with this device.
+async fn link_web_device(url: &str, approve: impl AsyncFnOnce(String)) -> Page {
+    let mut page = Page {
+        d: DeviceCore::new().unwrap(),
+        m: MessengerCore::new(),
+        http: RelayClient::new(url).unwrap(),
+        token: String::new(),
+        account: String::new(),
+        events: Vec::new(),
+        sealed_in: Vec::new(),
+    };
+    let created = page
+        .call(Method::POST, "/v1/provisioning", None, None)
+        .await
+        .unwrap();
+    let (code, box_path) = page.d.link_start(&created.to_string()).unwrap();
+    approve(code).await;
+    let message = page.call(Method::GET, &box_path, None, None).await.unwrap();
+    assert!(!message.is_null(), "the approval is in the box");
+    let body = page.d.link_open(&message.to_string()).unwrap();
+    let tokens = page
+        .call(Method::POST, "/v1/devices/link", Some(&body), None)
+        .await
+        .unwrap();
+    let info = page.d.set_session(&tokens.to_string()).unwrap();
+    page.token = info.access_token.clone();
+    page.account = info.account_id;
+    let key = page
+        .call(Method::GET, "/v1/certificate/key", None, None)
+        .await
+        .unwrap();
+    page.d.set_relay_key(&key.to_string()).unwrap();
+    let upload = page.d.prekey_upload(now() / 1000).unwrap();
+    page.authed(Method::PUT, "/v1/keys", Some(&upload)).await;
+    let own = format!("/v1/accounts/{}/device-list", page.account);
+    let list = page.authed(Method::GET, &own, None).await;
+    let body = page.d.link_join(&list.to_string(), now() / 1000).unwrap();
+    page.authed(Method::PUT, "/v1/account/device-list", Some(&body))
+        .await;
+    page.d.own_list_published(now() / 1000).unwrap();
+    page
+}
+
+/// Linking across platforms, both ways: a native device approves a new web device; that web
+/// device approves a new native device; the web device unlinks it from the signed list, and the
+/// first native device reads each change from the list.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn web_and_native_devices_link_each_other_by_approval() {
+    let relay = RelayConfig::new().set("HAVEN_LOG", "warn").start();
+    let url = relay.url();
+    let first = Device::register(
+        RelayClient::new(&url).unwrap(),
+        ClientStore::open_in_memory(&[7u8; 32]).unwrap(),
+        Some("native_carol"),
+        b"pw-carol",
+    )
+    .await
+    .unwrap();
+    let own = first.account_bytes();
+
+    // The native device approves the web device's code.
+    let mut web = link_web_device(&url, async |code| {
+        first.approve_link(&code).await.unwrap();
+    })
+    .await;
+    assert_eq!(web.account, hex::encode(own));
+    assert_eq!(web.d.device_number().unwrap(), 2);
+    let update = first.fetch_device_list(&own).await.unwrap();
+    assert_eq!(update.added, [2]);
+
+    // The web device approves a new native device.
+    let pending = Device::start_link(RelayClient::new(&url).unwrap())
+        .await
+        .unwrap();
+    let token = web
+        .authed(Method::POST, "/v1/devices/link-token", None)
+        .await;
+    let put = web
+        .d
+        .approve_link(&pending.code(), &token.to_string())
+        .unwrap();
+    web.authed(Method::PUT, &put.0, Some(&put.1)).await;
+    let third = pending
+        .finish(
+            ClientStore::open_in_memory(&[8u8; 32]).unwrap(),
+            std::time::Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+    assert_eq!(third.account_bytes(), own);
+    assert_eq!(third.device_number(), 3);
+    assert_eq!(first.fetch_device_list(&own).await.unwrap().added, [3]);
+    web.fetch_device_list(&web.account.clone()).await;
+
+    // The web device signs the list without the third device; the first reads it.
+    assert!(web.d.unlink_list(2, now() / 1000).is_err(), "not itself");
+    let body = web.d.unlink_list(3, now() / 1000).unwrap().unwrap();
+    web.authed(Method::PUT, "/v1/account/device-list", Some(&body))
+        .await;
+    web.d.own_list_published(now() / 1000).unwrap();
+    assert_eq!(first.fetch_device_list(&own).await.unwrap().removed, [3]);
 }
