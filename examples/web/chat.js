@@ -220,6 +220,7 @@ async function start(c) {
   $("me").textContent = `${$("username").value || "?"} (${client.accountId()})`;
   renderLists();
   messenger.start();
+  $("account-tools").hidden = false;
   document.body.dataset.state = "ready";
 }
 
