@@ -3,8 +3,7 @@
 // talk through `haven-hostile-relay` (a real relay behind a lying proxy; REST sync, no
 // WebSocket), set up honest state, then the test switches one lie on. Each lie is refused with
 // an error carrying its `code` and a user-visible event (`device_list_refused` or `rejected`),
-// and nothing reaches a device the relay made or added. (A rolled-back list needs a second
-// device of one account, that is linking in the web package; the Rust and Python tests cover it.)
+// and nothing reaches a device the relay made or added.
 //
 // Environment: HAVEN_HOSTILE_RELAY_BIN (the hostile relay launcher), HAVEN_WEB_PKG (wasm-bindgen
 // `--target web` output), CHROMIUM (default /usr/bin/chromium). Run by `.ci/wasm.sh`.
@@ -82,26 +81,53 @@ async function captured(relay) {
   return (await (await fetch(`${relay.control}/captured`)).json()).captured;
 }
 
-/** A browser user registered through `relay`, its messenger on `window.user`, events in `window.events`. */
-async function user(relay, name) {
+/** A browser page of the demo's origin (the relay allows it) with the package imported. */
+async function blankPage(name) {
   const context = await browser.newContext();
   const page = await context.newPage();
   page.on("pageerror", (e) => console.error(`[${name}] page error:`, e.message));
-  // Any page of the demo's origin (the relay allows it): the package is imported into it.
   await page.goto(`${webUrl}/hostile-relay-blank`);
-  await page.evaluate(async ({ relayUrl, username, password }) => {
+  await page.evaluate(async () => {
     const wasm = await import("/pkg/haven_wasm.js");
     await wasm.default();
-    const { HavenClient, HavenMessenger, direct } = await import("/js/haven-client.js");
-    const client = await HavenClient.register(wasm, relayUrl, username, password);
-    const m = await HavenMessenger.create(client);
-    window.events = [];
-    m.on((e) => window.events.push(JSON.parse(JSON.stringify(e, (k, v) => (typeof v === "bigint" ? Number(v) : v)))));
-    window.user = { m, client, direct };
-  }, { relayUrl: relay.url, username: `${name}_${RUN}`, password: PASSWORD });
+    window.lib = { wasm, ...(await import("/js/haven-client.js")) };
+    // The messenger of `client` on `window.user`, its events in `window.events`.
+    window.adopt = async (client) => {
+      const m = await window.lib.HavenMessenger.create(client);
+      window.events = [];
+      m.on((e) => window.events.push(JSON.parse(JSON.stringify(e, (k, v) => (typeof v === "bigint" ? Number(v) : v)))));
+      window.user = { m, client, direct: window.lib.direct };
+    };
+  });
+  return page;
+}
+
+async function describe(page, name) {
   const account = await page.evaluate(() => window.user.client.accountId());
   const device = await page.evaluate(() => Number(window.user.client.device.deviceNumber()));
   return { page, name, account, device, username: `${name}_${RUN}` };
+}
+
+/** A browser user registered through `relay`. */
+async function user(relay, name) {
+  const page = await blankPage(name);
+  await page.evaluate(async ({ relayUrl, username, password }) => {
+    await window.adopt(await window.lib.HavenClient.register(window.lib.wasm, relayUrl, username, password));
+  }, { relayUrl: relay.url, username: `${name}_${RUN}`, password: PASSWORD });
+  return describe(page, name);
+}
+
+/** A second browser device of `existing`'s account, linked by approval. */
+async function linked(relay, name, existing) {
+  const page = await blankPage(name);
+  const code = await page.evaluate(async (relayUrl) => {
+    window.pending = await window.lib.HavenClient.startLink(window.lib.wasm, relayUrl);
+    return window.pending.code;
+  }, relay.url);
+  const approved = await act(existing, (x, c) => x.client.approveLink(c), code);
+  assert.ok(approved.ok, JSON.stringify(approved));
+  await page.evaluate(async () => { await window.adopt(await window.pending.finish(30_000)); });
+  return describe(page, name);
 }
 
 /** Runs `fn(user, arg)` in the page; returns `{ok, value}` or `{ok: false, code, message}`. */
@@ -208,5 +234,30 @@ test("hostile_relay: a device added by password login is refused both ways", { t
   assert.match(r.message, new RegExp(`device ${rogue}`));
   events = await drain(alice);
   assert.ok(refused(events, bob.account, `device ${rogue}`), JSON.stringify(events));
+  assert.equal(await captured(relay), 0);
+});
+
+test("hostile_relay: a rolled-back device list is refused", { timeout: 180_000 }, async () => {
+  const relay = await hostileRelay("rollback");
+  const alice = await user(relay, "alice");
+  const bob = await user(relay, "bob");
+  assert.ok((await addContact(alice, bob)).ok);
+  // Bob links a second browser (his list goes to version 2); its first message makes Alice read
+  // and accept that list.
+  const bob2 = await linked(relay, "bob2", bob);
+  assert.ok((await addContact(bob2, alice)).ok);
+  let events = await sync(alice);
+  assert.ok(events.some((e) => e.type === "devices_changed" && e.added?.includes(bob2.device)), JSON.stringify(events));
+
+  // The relay serves version 1 again, and answers Alice's next send with a 409 naming a device
+  // version 2 does not, so that she reads the list again.
+  await attack(relay, { kind: "rollback", account: bob.account });
+  await attack(relay, { kind: "inject_device", account: bob.account });
+  const r = await sendText(alice, bob, "after the rollback");
+  assert.equal(r.ok, false);
+  assert.equal(r.code, "device_list_refused", JSON.stringify(r));
+  assert.match(r.message, /rolled back to version 1 after version 2/);
+  events = await drain(alice);
+  assert.ok(refused(events, bob.account, "rolled back to version 1 after version 2"), JSON.stringify(events));
   assert.equal(await captured(relay), 0);
 });
