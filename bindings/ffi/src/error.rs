@@ -48,6 +48,10 @@ pub enum HavenError {
     /// (`Messenger.accept_account_key`) before going on.
     #[error("account key changed: {0}")]
     AccountKeyChanged(String),
+    /// A contact the user verified has new devices the user has not confirmed: ask, then
+    /// `Messenger.confirm_devices`. Nothing was sent.
+    #[error("unconfirmed devices: {0}")]
+    UnconfirmedDevices(String),
     /// This device does not hold the account identity key (it cannot approve or unlink
     /// devices).
     #[error("this device does not hold the account key")]
@@ -146,6 +150,7 @@ impl From<DeviceError> for HavenError {
                 Self::Tampered(e.to_string())
             }
             DeviceError::NoAccountKey => Self::NoAccountKey,
+            e @ DeviceError::UnconfirmedDevices { .. } => Self::UnconfirmedDevices(e.to_string()),
             DeviceError::InvalidArgument(why) => Self::InvalidInput(why),
             other => Self::Protocol(other.to_string()),
         }

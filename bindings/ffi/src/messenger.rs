@@ -279,6 +279,40 @@ impl Messenger {
         Ok(())
     }
 
+    /// Marks a contact's account as verified (after the user compared the account safety
+    /// number): a device it links later blocks sends to it (`UnconfirmedDevices`) until
+    /// [`Messenger::confirm_devices`].
+    ///
+    /// # Errors
+    /// `InvalidInput` (malformed id), `Protocol` (its device list is not known yet: send to it
+    /// or read its safety number first), `Closed`.
+    pub fn mark_verified(&self, account_id: String) -> Result<(), HavenError> {
+        let account = parse_id("account id", &account_id)?;
+        Ok(self.core()?.device().mark_verified(&account)?)
+    }
+
+    /// Confirms a verified contact's new devices (after an `UnconfirmedDevices` error or a
+    /// `DevicesChanged` event).
+    ///
+    /// # Errors
+    /// `InvalidInput` (malformed id, not verified), `Closed`.
+    pub fn confirm_devices(&self, account_id: String) -> Result<(), HavenError> {
+        let account = parse_id("account id", &account_id)?;
+        Ok(self.core()?.device().confirm_devices(&account)?)
+    }
+
+    /// Whether the contact's account is verified and every device it lists is confirmed.
+    ///
+    /// # Errors
+    /// `InvalidInput` (malformed id), `Closed`.
+    pub fn is_verified(&self, account_id: String) -> Result<bool, HavenError> {
+        let account = parse_id("account id", &account_id)?;
+        Ok(matches!(
+            self.core()?.device().verification(&account)?,
+            haven_client::Verification::Verified
+        ))
+    }
+
     /// Approves the new device showing `code` (`haven-link:…`, from `LinkRequest.code()` on
     /// the new device): it joins this account end to end encrypted through the relay.
     ///

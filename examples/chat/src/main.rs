@@ -28,6 +28,9 @@ commands:
   unlink DEVICE                     remove another device of this account (its number)
   accept-account-key CONTACT        accept a contact's new account key (after comparing
                                     the safety number)
+  verify CONTACT                    mark a contact verified (after comparing the safety
+                                    number): its new devices then need `confirm-devices`
+  confirm-devices CONTACT           confirm a verified contact's new devices
   whoami                            account id, device number, username
   add CONTACT                       add a contact (a username or a 32-hex account id)
   contacts                          list contacts
@@ -80,8 +83,9 @@ options and environment:
 Without the variables the secrets are prompted for.
 
 exit codes: 1 other, 2 usage or bad input, 3 credentials or session, 5 an identity or
-account key changed (compare safety numbers), 6 the relay served a forged or rolled-back
-device list or an unlisted device, 7 relay refused, 8 attachment.";
+account key changed, or a verified contact has new devices (compare safety numbers), 6 the
+relay served a forged or rolled-back device list or an unlisted device, 7 relay refused,
+8 attachment.";
 
 /// Store space of the CLI's own settings (relay URL, username, names of contacts).
 const SPACE_CLI: Space = Space::app(0x60);
@@ -630,6 +634,17 @@ async fn command(args: &Args, m: &Arc<Messenger>) -> Result<(), Failure> {
         "approve" => {
             m.device().approve_link(args.word(0, "CODE")?).await?;
             println!("approved; the new device joins when it next asks");
+        }
+        "verify" => {
+            let who = resolve_contact(m, args.word(0, "CONTACT")?).await?;
+            m.refresh_devices(&who).await?;
+            m.device().mark_verified(&who)?;
+            println!("{} verified", hex::encode(who));
+        }
+        "confirm-devices" => {
+            let who = resolve_contact(m, args.word(0, "CONTACT")?).await?;
+            m.device().confirm_devices(&who)?;
+            println!("the devices of {} are confirmed", hex::encode(who));
         }
         "accept-account-key" => {
             let who = resolve_contact(m, args.word(0, "CONTACT")?).await?;

@@ -43,7 +43,9 @@ impl From<MessengerError> for Failure {
             MessengerError::Invalid(_) => 2,
             MessengerError::Device(DeviceError::InvalidArgument(_)) => 2,
             MessengerError::Device(
-                DeviceError::IdentityChanged { .. } | DeviceError::AccountKeyChanged { .. },
+                DeviceError::IdentityChanged { .. }
+                | DeviceError::AccountKeyChanged { .. }
+                | DeviceError::UnconfirmedDevices { .. },
             ) => 5,
             MessengerError::Device(
                 DeviceError::DeviceList { .. } | DeviceError::UnlistedDevice { .. },

@@ -104,6 +104,16 @@ pub enum DeviceError {
         /// The device number.
         device: u32,
     },
+    /// The user verified the account and its list now names devices the user has not
+    /// confirmed (the blocking prompt): ask, then [`Device::confirm_devices`]. Nothing was
+    /// sent.
+    #[error("{account} has new devices {devices:?} to confirm before sending")]
+    UnconfirmedDevices {
+        /// The account (hex).
+        account: String,
+        /// The devices to confirm.
+        devices: Vec<u32>,
+    },
     /// This device does not hold the account identity key (it was added without approval, or
     /// its account is from before device lists and another device signs them).
     #[error("this device does not hold the account identity key")]
@@ -141,6 +151,9 @@ impl From<core_device::DeviceError> for DeviceError {
                 Self::UnlistedDevice { account, device }
             }
             core_device::DeviceError::NoAccountKey => Self::NoAccountKey,
+            core_device::DeviceError::UnconfirmedDevices { account, devices } => {
+                Self::UnconfirmedDevices { account, devices }
+            }
             core_device::DeviceError::InvalidArgument(why) => Self::InvalidArgument(why),
             other => Self::Protocol(other.to_string()),
         }
@@ -746,6 +759,43 @@ impl Device {
         Ok(self
             .local
             .accept_account_key(&mut self.lock(), account, now_secs())?)
+    }
+
+    /// Marks `account` as verified (the user compared the account safety number): its
+    /// devices now are confirmed, and any later device blocks sends until
+    /// [`Device::confirm_devices`].
+    ///
+    /// # Errors
+    /// [`DeviceError::Protocol`] (need device list) before its list is known; store errors.
+    pub fn mark_verified(&self, account: &[u8; 16]) -> Result<(), DeviceError> {
+        Ok(self.local.mark_verified(&self.lock(), account)?)
+    }
+
+    /// Forgets that `account` was verified.
+    ///
+    /// # Errors
+    /// Store errors.
+    pub fn clear_verified(&self, account: &[u8; 16]) -> Result<(), DeviceError> {
+        Ok(self.local.clear_verified(&self.lock(), account)?)
+    }
+
+    /// Confirms a verified account's new devices (after [`DeviceError::UnconfirmedDevices`]).
+    ///
+    /// # Errors
+    /// [`DeviceError::InvalidArgument`] for an account that is not verified; store errors.
+    pub fn confirm_devices(&self, account: &[u8; 16]) -> Result<(), DeviceError> {
+        Ok(self.local.confirm_devices(&self.lock(), account)?)
+    }
+
+    /// Whether `account` is verified, and which of its devices wait for confirmation.
+    ///
+    /// # Errors
+    /// Store errors.
+    pub fn verification(
+        &self,
+        account: &[u8; 16],
+    ) -> Result<core_device::Verification, DeviceError> {
+        Ok(self.local.verification(&self.lock(), account)?)
     }
 
     /// Approves the new device showing `code` (`haven-link:…`): it receives, end to end, a

@@ -30,6 +30,7 @@ pub mod ws;
 
 pub use device::{Device, DeviceError, PendingLink, Received, RejectReason};
 pub use diary::{Diary, DiaryClientError};
+pub use haven_client_core::device::Verification;
 pub use haven_protocol::content::{Conversation, ReceiptKind};
 pub use messenger::{ConnectionState, Event, MessageRecord, Messenger, MessengerError};
 pub use relay::{RelayClient, RelayError, Session};

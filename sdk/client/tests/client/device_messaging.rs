@@ -111,7 +111,19 @@ async fn alice_two_devices_and_bob_talk() {
 
     // A third device of Alice appears: Bob's stale device list is repaired from the relay's
     // 409 and the message reaches all three.
+    // Bob verified Alice (compared the account safety number): her new device is a prompt.
+    let alice_acc = alice1.account_bytes();
+    bob.mark_verified(&alice_acc).unwrap();
     let alice3 = common::link_device(&alice2, RelayClient::new(&url).unwrap(), open("a3.db")).await;
+    let err = bob
+        .send(alice1.account_id(), b"held until confirmed")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, haven_client::DeviceError::UnconfirmedDevices { ref devices, .. } if devices == &[3]),
+        "{err}"
+    );
+    bob.confirm_devices(&alice_acc).unwrap();
     bob.send(alice1.account_id(), b"to all three")
         .await
         .unwrap();

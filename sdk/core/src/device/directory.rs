@@ -538,7 +538,11 @@ impl LocalDevice {
             rekeyed: old_devices,
             first: true,
         };
-        store.atomically_mut(|s| self.install(s, account, list, None, &update, now))?;
+        store.atomically_mut(|s| {
+            // A verification was of the old key.
+            s.delete(META, &verified_name(account))?;
+            self.install(s, account, list, None, &update, now)
+        })?;
         Ok(update)
     }
 
@@ -655,5 +659,148 @@ impl LocalDevice {
         let own = *store.identity_key_pair()?.public();
         key.sign_device_list(self.account(), 1, now, &[(self.device_number(), own)])
             .map_err(protocol)
+    }
+}
+
+/// Whether the user verified an account (compared its safety number), and whether devices
+/// came since that the user has not confirmed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verification {
+    /// Not verified (or verified under an account key that has changed since).
+    NotVerified,
+    /// Verified, and every listed device is one the user confirmed.
+    Verified,
+    /// Verified, but the list names devices (new or re-keyed) the user has not confirmed:
+    /// nothing is sent to the account until [`LocalDevice::confirm_devices`].
+    NewDevices(Vec<u32>),
+}
+
+fn verified_name(account: &[u8; 16]) -> Vec<u8> {
+    let mut k = b"verified:".to_vec();
+    k.extend_from_slice(hex::encode(account).as_bytes());
+    k
+}
+
+/// The record of a verified account (`META`, `"verified:" · hex(account)`): the account key
+/// the user verified and the devices (number and identity key) confirmed under it:
+/// `01 | account_key [32] | count u16 | count × (number u32 | identity_key [64])`.
+fn encode_verified(list: &DeviceList) -> Vec<u8> {
+    let mut out = vec![RECORD_VERSION];
+    out.extend_from_slice(&list.account_key().to_bytes());
+    let count = u16::try_from(list.devices().len()).unwrap_or(0);
+    out.extend_from_slice(&count.to_be_bytes());
+    for (n, key) in list.devices().iter().take(usize::from(count)) {
+        out.extend_from_slice(&n.to_be_bytes());
+        out.extend_from_slice(&key.to_bytes());
+    }
+    out
+}
+
+type Confirmed = ([u8; 32], Vec<(u32, Vec<u8>)>);
+
+fn decode_verified(bytes: &[u8]) -> Result<Confirmed, DeviceError> {
+    let bad = || protocol("stored verification record malformed");
+    let mut r = Reader::new(bytes);
+    if r.u8().ok_or_else(bad)? != RECORD_VERSION {
+        return Err(bad());
+    }
+    let key: [u8; 32] = r.array().ok_or_else(bad)?;
+    let count = r.u16().ok_or_else(bad)?;
+    let mut devices = Vec::with_capacity(usize::from(count));
+    for _ in 0..count {
+        let n = r.u32().ok_or_else(bad)?;
+        let k = r
+            .take(haven_protocol::account::DEVICE_KEY_LEN)
+            .ok_or_else(bad)?;
+        devices.push((n, k.to_vec()));
+    }
+    r.finish().ok_or_else(bad)?;
+    Ok((key, devices))
+}
+
+impl LocalDevice {
+    /// Marks `account` as verified by the user (after comparing the account safety number):
+    /// its account key and the devices its list names now are confirmed. Later devices (or
+    /// re-keyed ones) block sends to it until [`LocalDevice::confirm_devices`].
+    ///
+    /// # Errors
+    /// [`DeviceError::NeedDeviceList`] when no list of the account is accepted; store errors.
+    pub fn mark_verified<B: Backend>(
+        &self,
+        store: &EncryptedStore<B>,
+        account: &[u8; 16],
+    ) -> Result<(), DeviceError> {
+        let list =
+            self.device_list(store, account)?
+                .ok_or_else(|| DeviceError::NeedDeviceList {
+                    account: hex::encode(account),
+                })?;
+        Ok(store.put(META, &verified_name(account), &encode_verified(&list))?)
+    }
+
+    /// Forgets that `account` was verified.
+    ///
+    /// # Errors
+    /// Store errors.
+    pub fn clear_verified<B: Backend>(
+        &self,
+        store: &EncryptedStore<B>,
+        account: &[u8; 16],
+    ) -> Result<(), DeviceError> {
+        store.delete(META, &verified_name(account))?;
+        Ok(())
+    }
+
+    /// Confirms the devices `account`'s list names now (the user accepted its new devices).
+    ///
+    /// # Errors
+    /// [`DeviceError::InvalidArgument`] for an account that is not verified; store errors.
+    pub fn confirm_devices<B: Backend>(
+        &self,
+        store: &EncryptedStore<B>,
+        account: &[u8; 16],
+    ) -> Result<(), DeviceError> {
+        if self.verification(store, account)? == Verification::NotVerified {
+            return Err(DeviceError::InvalidArgument(
+                "the account is not verified".into(),
+            ));
+        }
+        self.mark_verified(store, account)
+    }
+
+    /// Whether the user verified `account`, and which listed devices wait for confirmation.
+    ///
+    /// # Errors
+    /// Store errors.
+    pub fn verification<B: Backend>(
+        &self,
+        store: &EncryptedStore<B>,
+        account: &[u8; 16],
+    ) -> Result<Verification, DeviceError> {
+        let Some(bytes) = store.get(META, &verified_name(account))? else {
+            return Ok(Verification::NotVerified);
+        };
+        let (key, confirmed) = decode_verified(&bytes)?;
+        let Some(list) = self.device_list(store, account)? else {
+            return Ok(Verification::NotVerified);
+        };
+        if list.account_key().to_bytes() != key {
+            return Ok(Verification::NotVerified);
+        }
+        let new: Vec<u32> = list
+            .devices()
+            .iter()
+            .filter(|(n, k)| {
+                !confirmed
+                    .iter()
+                    .any(|(cn, ck)| cn == n && ck.as_slice() == k.to_bytes().as_slice())
+            })
+            .map(|(n, _)| *n)
+            .collect();
+        Ok(if new.is_empty() {
+            Verification::Verified
+        } else {
+            Verification::NewDevices(new)
+        })
     }
 }

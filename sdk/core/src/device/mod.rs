@@ -46,7 +46,9 @@ pub mod state;
 #[cfg(test)]
 mod tests;
 
-pub use directory::{AccountTrust, DirectoryNotice, ListAnswer, ListRefusal, ListUpdate, Vouch};
+pub use directory::{
+    AccountTrust, DirectoryNotice, ListAnswer, ListRefusal, ListUpdate, Verification, Vouch,
+};
 pub use keys::{PREKEY_BATCH, Rotation};
 pub use link::{LinkGrant, LinkRequest};
 pub use receive::{Opened, Received, RejectReason};
@@ -129,6 +131,16 @@ pub enum DeviceError {
         account: String,
         /// The device number.
         device: u32,
+    },
+    /// The user verified the account, and its list now names devices (new or re-keyed) the
+    /// user has not confirmed: ask (the blocking prompt), then
+    /// [`LocalDevice::confirm_devices`]. Nothing was sent.
+    #[error("{account} has new devices {devices:?} to confirm before sending")]
+    UnconfirmedDevices {
+        /// The account (32 hex).
+        account: String,
+        /// The devices to confirm.
+        devices: Vec<u32>,
     },
     /// No device list of the account is known yet: fetch it
     /// (`GET /v1/accounts/{account}/device-list`, then [`LocalDevice::accept_device_list`])

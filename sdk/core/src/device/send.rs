@@ -31,7 +31,7 @@ use haven_sdk::store::{DeviceAddress, IdentityStore, SessionStore};
 use rand_core::CryptoRng;
 use zeroize::Zeroizing;
 
-use super::directory::{AccountTrust, Vouch};
+use super::directory::{AccountTrust, Verification, Vouch};
 use super::state::{LocalDevice, contact_access_key, contact_devices, save_contact_devices};
 use super::{CONTENT_SESSION, DeviceError, bad_response, protocol};
 use crate::store::{Backend, EncryptedStore, Space, address_key};
@@ -227,7 +227,14 @@ impl LocalDevice {
         account: &[u8; 16],
     ) -> Result<(), DeviceError> {
         match self.account_trust(store, account)? {
-            AccountTrust::Listed { .. } | AccountTrust::Unverified => Ok(()),
+            AccountTrust::Listed { .. } => match self.verification(store, account)? {
+                Verification::NewDevices(devices) => Err(DeviceError::UnconfirmedDevices {
+                    account: hex::encode(account),
+                    devices,
+                }),
+                Verification::Verified | Verification::NotVerified => Ok(()),
+            },
+            AccountTrust::Unverified => Ok(()),
             AccountTrust::KeyChanged => Err(DeviceError::AccountKeyChanged {
                 account: hex::encode(account),
             }),

@@ -1261,3 +1261,58 @@ fn a_first_message_whose_identity_is_not_the_certificates_is_refused() {
     );
     assert_eq!(bob.rows(), before);
 }
+
+#[test]
+fn a_verified_contacts_new_device_blocks_sends_until_confirmed() {
+    use super::Verification;
+    let mut alice = listed_device(ALICE, 1, 111);
+    let mut bob = listed_device(BOB, 1, 112);
+    let v1 = publish_first(&mut alice);
+    let accept = |bob: &mut Dev, l: &haven_sdk::account::DeviceList| {
+        bob.local
+            .accept_device_list(&mut bob.store, &ALICE, ListAnswer::List(&reply(l)), NOW)
+            .unwrap()
+    };
+    accept(&mut bob, &v1);
+    assert_eq!(
+        bob.local.verification(&bob.store, &ALICE).unwrap(),
+        Verification::NotVerified
+    );
+    bob.local.mark_verified(&bob.store, &ALICE).unwrap();
+    assert_eq!(
+        bob.local.verification(&bob.store, &ALICE).unwrap(),
+        Verification::Verified
+    );
+    // Alice links a second device: the news reaches Bob, and sends wait for his confirmation.
+    let alice2 = listed_device(ALICE, 2, 113);
+    let key2 = *alice2.store.identity_key_pair().unwrap().public();
+    let v2 = alice
+        .local
+        .sign_own_list(&alice.store, &[(2, key2)], &[], NOW)
+        .unwrap();
+    alice
+        .local
+        .own_list_published(&mut alice.store, &v2, NOW)
+        .unwrap();
+    let update = accept(&mut bob, &v2);
+    assert!(update.is_news() && update.added == [2]);
+    assert_eq!(
+        bob.local.verification(&bob.store, &ALICE).unwrap(),
+        Verification::NewDevices(vec![2])
+    );
+    assert!(matches!(
+        bob.local.claims(&bob.store, &ALICE),
+        Err(DeviceError::UnconfirmedDevices { ref devices, .. }) if devices == &[2]
+    ));
+    bob.local.confirm_devices(&bob.store, &ALICE).unwrap();
+    assert_eq!(
+        bob.local.claims(&bob.store, &ALICE).unwrap(),
+        [Claim::Device(1), Claim::Device(2)]
+    );
+    // An unverified contact is never blocked; confirming one is an error.
+    bob.local.clear_verified(&bob.store, &ALICE).unwrap();
+    assert!(matches!(
+        bob.local.confirm_devices(&bob.store, &ALICE),
+        Err(DeviceError::InvalidArgument(_))
+    ));
+}
