@@ -279,6 +279,18 @@ impl Messenger {
         Ok(())
     }
 
+    /// Reads a contact's signed device list again now; its devices (added, removed,
+    /// re-keyed), a changed account key or a refused list arrive as events.
+    ///
+    /// # Errors
+    /// `InvalidInput` (malformed id), `AccountKeyChanged`, `Tampered` (a refused list),
+    /// `Network`, `Closed`.
+    pub async fn refresh_devices(self: Arc<Self>, account_id: String) -> Result<(), HavenError> {
+        let account = parse_id("account id", &account_id)?;
+        let core = self.core()?;
+        runtime::run(async move { Ok(core.refresh_devices(&account).await?) }).await
+    }
+
     /// Marks a contact's account as verified (after the user compared the account safety
     /// number): a device it links later blocks sends to it (`UnconfirmedDevices`) until
     /// [`Messenger::confirm_devices`].

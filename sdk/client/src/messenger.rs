@@ -397,9 +397,22 @@ impl Messenger {
 
     /// Sends `content` 1:1 to every device of `to` only (follow-ups, invites, sender keys).
     async fn send_to_account(&self, to: &[u8; 16], bytes: &[u8]) -> Result<(), MessengerError> {
-        self.device
+        let sent = self
+            .device
             .send_with_id(&hex::encode(to), bytes, &relay_message_id(), false)
-            .await?;
+            .await;
+        // What the send learned about the account's devices (or refused) reaches the app as
+        // for a direct send.
+        self.emit_notices();
+        if let Err(DeviceError::UnlistedDevice { account, device }) = &sent
+            && let Ok(acc) = core::parse_id(account)
+        {
+            self.emit([Event::DeviceListRefused {
+                account: acc,
+                reason: ListRefusal::Unlisted { device: *device },
+            }]);
+        }
+        sent?;
         Ok(())
     }
 
