@@ -77,6 +77,12 @@ export declare class HavenClient {
   exportAccount(): Promise<any>;
   lookup(username: string): Promise<string>;
   ensureCertificate(): Promise<void>;
+  /** Marks `account` verified (after comparing the account safety number); its later devices need `confirmDevices`. */
+  markVerified(account: string): Promise<void>;
+  /** Confirms a verified account's new devices. */
+  confirmDevices(account: string): Promise<void>;
+  /** `null` when `account` is not verified, else the devices waiting for confirmation. */
+  verification(account: string): number[] | null;
   /** Publishes this account's first signed device list (a new account key naming this device). */
   publishFirstList(): Promise<void>;
   /** Reads and accepts `account`'s signed device list; the change worth showing, or null. */

@@ -379,6 +379,26 @@ export class HavenClient {
   /** Everything the relay stores about the account (§11.9), as JSON. */
   exportAccount() { return this.call("GET", "/v1/account/export", null); }
 
+  /**
+   * Marks `account` verified once the user compared the account safety number
+   * (`device.accountSafetyNumber`): a device it links later makes sends to it throw
+   * `unconfirmed_devices` until `confirmDevices`.
+   */
+  async markVerified(account) {
+    if (this.device.deviceListDue(account, nowSecs())) await this.fetchDeviceList(account);
+    this.device.markVerified(account);
+    await this.persist(this.device);
+  }
+
+  /** Confirms a verified account's new devices (the user accepted them). */
+  async confirmDevices(account) {
+    this.device.confirmDevices(account);
+    await this.persist(this.device);
+  }
+
+  /** `null` when `account` is not verified, else the devices waiting for confirmation. */
+  verification(account) { return this.device.verification(account); }
+
   /** Fetches a sender certificate (§11.13) when the cached one is missing or about to expire. */
   async ensureCertificate() {
     if (this.device.needsCertificate(nowSecs())) {

@@ -770,6 +770,41 @@ impl WebDevice {
         let now = lift(number_arg(&now_secs, "nowSecs"))?;
         self.with(|d| d.accept_account_key(&account, now))
     }
+
+    /// Marks `account` verified (after comparing the account safety number): a device it
+    /// links later makes sends throw `unconfirmed_devices` until `confirmDevices`.
+    #[wasm_bindgen(js_name = markVerified)]
+    pub fn mark_verified(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "string")] account: JsValue,
+    ) -> JsResult<()> {
+        let account = lift(string_arg(&account, "account"))?;
+        self.with(|d| d.mark_verified(&account))
+    }
+
+    /// Confirms a verified account's new devices.
+    #[wasm_bindgen(js_name = confirmDevices)]
+    pub fn confirm_devices(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "string")] account: JsValue,
+    ) -> JsResult<()> {
+        let account = lift(string_arg(&account, "account"))?;
+        self.with(|d| d.confirm_devices(&account))
+    }
+
+    /// `null` when `account` is not verified, else the device numbers that wait for
+    /// confirmation (empty when all are confirmed).
+    #[wasm_bindgen(js_name = verification, unchecked_return_type = "number[] | null")]
+    pub fn verification(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "string")] account: JsValue,
+    ) -> JsResult<JsValue> {
+        let account = lift(string_arg(&account, "account"))?;
+        match self.with(|d| d.verification(&account))? {
+            None => Ok(JsValue::NULL),
+            Some(devices) => to_js(&devices),
+        }
+    }
 }
 
 /// An unlocked diary.

@@ -1020,6 +1020,41 @@ impl DeviceCore {
         Ok(())
     }
 
+    /// Marks `account` verified (the user compared the account safety number); a device it
+    /// links later blocks sends (`unconfirmed_devices`) until
+    /// [`DeviceCore::confirm_devices`].
+    ///
+    /// # Errors
+    /// [`ErrorCode::NeedDeviceList`] before its list is known.
+    pub fn mark_verified(&mut self, account: &str) -> WebResult<()> {
+        let peer = parse_id(account)?;
+        Ok(self.local()?.mark_verified(&self.store, &peer)?)
+    }
+
+    /// Confirms a verified account's new devices.
+    ///
+    /// # Errors
+    /// [`ErrorCode::InvalidArgument`] for an account that is not verified.
+    pub fn confirm_devices(&mut self, account: &str) -> WebResult<()> {
+        let peer = parse_id(account)?;
+        Ok(self.local()?.confirm_devices(&self.store, &peer)?)
+    }
+
+    /// The devices of a verified `account` that wait for confirmation (`None` when it is not
+    /// verified; empty when all are confirmed).
+    ///
+    /// # Errors
+    /// [`ErrorCode::InvalidArgument`].
+    pub fn verification(&self, account: &str) -> WebResult<Option<Vec<u32>>> {
+        use haven_client_core::device::Verification;
+        let peer = parse_id(account)?;
+        Ok(match self.local()?.verification(&self.store, &peer)? {
+            Verification::NotVerified => None,
+            Verification::Verified => Some(Vec::new()),
+            Verification::NewDevices(d) => Some(d),
+        })
+    }
+
     // ---- receiving ----
 
     /// Opens one envelope (`content`: the raw bytes of a mailbox entry or WebSocket frame) with
@@ -1226,6 +1261,27 @@ pub(crate) mod tests {
             .export(&haven_sdk::StorageKey::from_bytes([1; 32]))
             .unwrap()
             .len()
+    }
+
+    #[test]
+    fn verification_steps_are_typed() {
+        let relay = SigningKey::from_bytes(&[3; 32]);
+        let (mut d, _) = device(&relay, [0xa1; 16], 1);
+        // An account whose list is not known (here: one that publishes none) cannot be marked.
+        let unknown = hex::encode([0x77; 16]);
+        assert_eq!(
+            d.mark_verified(&unknown).unwrap_err().code,
+            ErrorCode::NeedDeviceList
+        );
+        assert_eq!(d.verification(&unknown).unwrap(), None);
+        assert_eq!(
+            d.confirm_devices(&unknown).unwrap_err().code,
+            ErrorCode::InvalidArgument
+        );
+        assert_eq!(
+            d.mark_verified("not hex").unwrap_err().code,
+            ErrorCode::InvalidArgument
+        );
     }
 
     #[test]

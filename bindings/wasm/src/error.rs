@@ -40,6 +40,9 @@ pub enum ErrorCode {
     /// An account's identity key changed: compare the account safety number, then
     /// `acceptAccountKey`. Nothing is exchanged with it until then.
     AccountKeyChanged,
+    /// A verified account's list names devices the user has not confirmed: ask, then
+    /// `confirmDevices`. Nothing was sent.
+    UnconfirmedDevices,
     /// The relay served a device list, or named a device, that was refused (invalid, rolled
     /// back, forked, withdrawn, not in the signed list): it is lying. Nothing changed.
     DeviceListRefused,
@@ -69,6 +72,7 @@ impl ErrorCode {
             Self::Refused => "refused",
             Self::NeedDeviceList => "need_device_list",
             Self::AccountKeyChanged => "account_key_changed",
+            Self::UnconfirmedDevices => "unconfirmed_devices",
             Self::DeviceListRefused => "device_list_refused",
         }
     }
@@ -174,6 +178,9 @@ impl From<haven_client_core::device::DeviceError> for WebError {
                 WebError::new(ErrorCode::DeviceListRefused, e.to_string())
             }
             E::NoAccountKey => WebError::new(ErrorCode::InvalidState, e.to_string()),
+            E::UnconfirmedDevices { .. } => {
+                WebError::new(ErrorCode::UnconfirmedDevices, e.to_string())
+            }
             E::NoCertificate | E::NoSession { .. } | E::NoDevices => {
                 WebError::new(ErrorCode::InvalidState, e.to_string())
             }
