@@ -14,6 +14,7 @@
 pub mod blindness;
 #[cfg(feature = "in-process")]
 pub mod harness;
+pub mod launcher;
 pub mod postgres;
 pub mod relay;
 pub mod s3;

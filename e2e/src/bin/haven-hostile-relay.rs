@@ -12,12 +12,11 @@
 //! stops when stdin closes or on SIGTERM/SIGINT.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
-use std::io::{Read as _, Write as _};
+use std::io::Write as _;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use haven_e2e::hostile::HostileRelay;
-use haven_testkit::RelayConfig;
+use haven_testkit::{RelayConfig, launcher};
 
 const USAGE: &str = "usage: haven-hostile-relay [--set NAME=VALUE]...";
 
@@ -56,37 +55,8 @@ fn main() -> ExitCode {
         eprintln!("haven-hostile-relay: no runtime");
         return ExitCode::FAILURE;
     };
-    rt.block_on(async {
-        let stdin_closed = tokio::task::spawn_blocking(|| {
-            let mut sink = [0u8; 256];
-            let mut stdin = std::io::stdin();
-            while matches!(stdin.read(&mut sink), Ok(n) if n > 0) {}
-        });
-        let mut sent = 0usize;
-        let mut tick = tokio::time::interval(Duration::from_millis(100));
-        let mut term =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-        tokio::pin!(stdin_closed);
-        loop {
-            tokio::select! {
-                _ = &mut stdin_closed => break,
-                _ = tokio::signal::ctrl_c() => break,
-                Some(()) = async { match term.as_mut() { Some(t) => t.recv().await, None => None } } => break,
-                _ = tick.tick() => sent = forward_logs(&relay.relay().logs(), sent),
-            }
-        }
-        forward_logs(&relay.relay().logs(), sent);
-    });
+    let sent = rt.block_on(launcher::forward_until_closed(|| relay.relay().logs()));
+    launcher::forward_logs(&relay.relay().logs(), sent);
     drop(relay);
     ExitCode::SUCCESS
-}
-
-/// Writes what the relay logged since `sent` bytes to stderr; returns the new position.
-fn forward_logs(logs: &str, sent: usize) -> usize {
-    if let Some(new) = logs.get(sent..)
-        && !new.is_empty()
-    {
-        let _ = std::io::stderr().write_all(new.as_bytes());
-    }
-    logs.len()
 }

@@ -14,11 +14,10 @@
 //! so a test that dies takes its relay with it.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
-use std::io::{Read as _, Write as _};
+use std::io::Write as _;
 use std::process::ExitCode;
-use std::time::Duration;
 
-use haven_testkit::{RelayConfig, TestDatabase, services};
+use haven_testkit::{RelayConfig, TestDatabase, launcher, services};
 
 const USAGE: &str = "usage: haven-test-relay [--set NAME=VALUE]... [--postgres] [--redis]";
 
@@ -79,42 +78,12 @@ fn main() -> ExitCode {
         json_string(&dir)
     );
     let _ = std::io::stdout().flush();
-    let sent = rt.block_on(async {
-        let stdin_closed = tokio::task::spawn_blocking(|| {
-            let mut sink = [0u8; 256];
-            let mut stdin = std::io::stdin();
-            while matches!(stdin.read(&mut sink), Ok(n) if n > 0) {}
-        });
-        let mut sent = 0usize;
-        let mut tick = tokio::time::interval(Duration::from_millis(100));
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .ok();
-        tokio::pin!(stdin_closed);
-        loop {
-            tokio::select! {
-                _ = &mut stdin_closed => break,
-                _ = tokio::signal::ctrl_c() => break,
-                Some(()) = async { match term.as_mut() { Some(t) => t.recv().await, None => None } } => break,
-                _ = tick.tick() => sent = forward_logs(&relay.logs(), sent),
-            }
-        }
-        sent
-    });
+    let sent = rt.block_on(launcher::forward_until_closed(|| relay.logs()));
     relay.stop();
-    forward_logs(&relay.logs(), sent);
+    launcher::forward_logs(&relay.logs(), sent);
     drop(relay);
     drop(database);
     ExitCode::SUCCESS
-}
-
-/// Writes what the relay logged since `sent` bytes to stderr; returns the new position.
-fn forward_logs(logs: &str, sent: usize) -> usize {
-    if let Some(new) = logs.get(sent..)
-        && !new.is_empty()
-    {
-        let _ = std::io::stderr().write_all(new.as_bytes());
-    }
-    logs.len()
 }
 
 /// `text` as a JSON string literal.
