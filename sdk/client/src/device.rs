@@ -518,6 +518,9 @@ impl Device {
         let padded = PaddedPlaintext::new(plaintext)?;
         let cert = self.certificate().await?;
         let peer = parse_account(account)?;
+        // The own account's list too: it says which own devices get copies, and an account
+        // from before lists is upgraded here (this device publishes its first list).
+        self.ensure_device_list(&self.local.account()).await?;
         self.ensure_device_list(&peer).await?;
         self.refresh_own_devices(&peer).await?;
         for attempt in 1..=SEND_ATTEMPTS {

@@ -216,3 +216,94 @@ async fn signed_prekey_rotation_keeps_new_and_pending_handshakes_working() {
     alice.send(bob.account_id(), b"still here").await.unwrap();
     assert_eq!(texts(&bob.receive().await.unwrap()), vec!["still here"]);
 }
+
+/// Accounts and stores from before signed device lists (no list on the relay, no account key
+/// in the store) keep working, keep what they received, and are upgraded: the first device
+/// that finds its account without a list publishes one, and contacts then pin it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_account_from_before_device_lists_upgrades_without_losing_messages() {
+    use haven_client::Space;
+    let relay = relay();
+    let url = relay.url();
+    let dir = tempfile::tempdir().unwrap();
+    let key = [7u8; 32];
+    let open = |name: &str| ClientStore::open(&dir.path().join(name), &key).unwrap();
+    let alice = Device::register(RelayClient::new(&url).unwrap(), open("a.db"), None, b"pw-a")
+        .await
+        .unwrap();
+    let bob = Device::register(RelayClient::new(&url).unwrap(), open("b.db"), None, b"pw-b")
+        .await
+        .unwrap();
+    let (alice_id, bob_id) = (alice.account_bytes(), bob.account_bytes());
+    bob.send(alice.account_id(), b"before the upgrade")
+        .await
+        .unwrap();
+    assert_eq!(
+        texts(&alice.receive().await.unwrap()),
+        ["before the upgrade"]
+    );
+    alice.persist_session().await.unwrap();
+    bob.persist_session().await.unwrap();
+    drop((alice, bob));
+
+    // Back to the old world: no list on the relay, no account key or list records in the stores.
+    let db = rusqlite::Connection::open(relay.config().dir().join("relay.db")).unwrap();
+    assert_eq!(db.execute("DELETE FROM device_lists", []).unwrap(), 2);
+    for name in ["a.db", "b.db"] {
+        let store = open(name);
+        assert!(store.delete(Space::app(0xF0), b"account_key").unwrap());
+        for (k, _) in store.entries(Space::app(0xF4)).unwrap() {
+            store.delete(Space::app(0xF4), &k).unwrap();
+        }
+    }
+
+    let alice = Device::open(RelayClient::new(&url).unwrap(), open("a.db"))
+        .await
+        .unwrap();
+    let bob = Device::open(RelayClient::new(&url).unwrap(), open("b.db"))
+        .await
+        .unwrap();
+    // Both talk as before (each sees the other as an account without a list); a device that
+    // sends finds its own account without a list and publishes the first one.
+    bob.send(alice.account_id(), b"after the upgrade")
+        .await
+        .unwrap();
+    assert_eq!(
+        texts(&alice.receive().await.unwrap()),
+        ["after the upgrade"]
+    );
+    // Bob published his list before he sent; Alice fetched it for his message and pinned it.
+    assert!(matches!(
+        alice.account_trust(&bob_id).unwrap(),
+        haven_client_core::device::AccountTrust::Listed { version: 1, .. }
+    ));
+    alice.send(bob.account_id(), b"reply").await.unwrap();
+    assert_eq!(texts(&bob.receive().await.unwrap()), ["reply"]);
+    assert!(matches!(
+        alice.account_trust(&alice_id).unwrap(),
+        haven_client_core::device::AccountTrust::Listed { version: 1, .. }
+    ));
+    // Bob saw Alice's account without a list when he sent; reading it again pins it, and from
+    // then on Alice's devices are the signed ones.
+    assert_eq!(
+        bob.account_trust(&alice_id).unwrap(),
+        haven_client_core::device::AccountTrust::Unverified
+    );
+    bob.fetch_device_list(&alice_id).await.unwrap();
+    assert!(matches!(
+        bob.account_trust(&alice_id).unwrap(),
+        haven_client_core::device::AccountTrust::Listed { version: 1, .. }
+    ));
+    assert_eq!(
+        bob.account_safety_number(&alice_id)
+            .unwrap()
+            .map(|s| s.len()),
+        Some(60)
+    );
+    bob.send(alice.account_id(), b"pinned").await.unwrap();
+    assert_eq!(texts(&alice.receive().await.unwrap()), ["pinned"]);
+    // What Alice received before the upgrade is still in her store.
+    drop(alice);
+    let inbox = open("a.db").entries(Space::app(0xF3)).unwrap();
+    assert_eq!(inbox.len(), 3, "every received message kept");
+}
