@@ -11,7 +11,7 @@
 //! at least one and at most [`MAX_LIST_DEVICES`]. This module is the layout only: the SDK signs
 //! and verifies (`haven_sdk::account`); the relay stores and serves the bytes.
 
-use crate::encoding::Reader;
+use crate::encoding::{self, Reader};
 
 /// Version byte.
 pub const VERSION: u8 = 0x01;
@@ -120,9 +120,7 @@ impl DeviceListBody {
     /// # Errors
     /// As [`Self::check`].
     pub fn signing_input(&self) -> Result<Vec<u8>, DeviceListFormatError> {
-        let mut m = SIGNATURE_CONTEXT.to_vec();
-        m.extend_from_slice(&self.encode()?);
-        Ok(m)
+        Ok(encoding::signing_input(SIGNATURE_CONTEXT, &self.encode()?))
     }
 
     /// The list: body `||` signature.
@@ -133,9 +131,7 @@ impl DeviceListBody {
         &self,
         signature: &[u8; SIGNATURE_LEN],
     ) -> Result<Vec<u8>, DeviceListFormatError> {
-        let mut b = self.encode()?;
-        b.extend_from_slice(signature);
-        Ok(b)
+        Ok(encoding::with_signature(self.encode()?, signature))
     }
 
     /// Splits a list into its body and signature (the signature is not verified).

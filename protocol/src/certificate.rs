@@ -9,7 +9,7 @@
 //! This module is the layout only: the relay signs [`CertificateBody::signing_input`] with its
 //! Ed25519 key; the SDK checks the signature, the expiry and the identity key's points.
 
-use crate::encoding::Reader;
+use crate::encoding::{self, Reader};
 
 /// Version byte (shared with the sealed-sender envelope and its inner content).
 pub const VERSION: u8 = 0x01;
@@ -67,17 +67,13 @@ impl CertificateBody {
     /// What the relay signs: [`SIGNATURE_CONTEXT`] `||` body.
     #[must_use]
     pub fn signing_input(&self) -> Vec<u8> {
-        let mut m = SIGNATURE_CONTEXT.to_vec();
-        m.extend_from_slice(&self.encode());
-        m
+        encoding::signing_input(SIGNATURE_CONTEXT, &self.encode())
     }
 
     /// The certificate: body `||` signature.
     #[must_use]
     pub fn with_signature(&self, signature: &[u8; SIGNATURE_LEN]) -> Vec<u8> {
-        let mut b = self.encode();
-        b.extend_from_slice(signature);
-        b
+        encoding::with_signature(self.encode(), signature)
     }
 
     /// Splits a certificate into its body and signature (nothing is verified).

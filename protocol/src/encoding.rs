@@ -78,6 +78,24 @@ pub fn put_bytes_u32(out: &mut Vec<u8>, bytes: &[u8]) {
     out.extend_from_slice(bytes);
 }
 
+/// What a signer signs in every signed format (sender certificate, device list, group change):
+/// the format's context label, then its body, so a signature over one format can never be read
+/// as one over another.
+#[must_use]
+pub fn signing_input(context: &[u8], body: &[u8]) -> Vec<u8> {
+    let mut m = Vec::with_capacity(context.len() + body.len());
+    m.extend_from_slice(context);
+    m.extend_from_slice(body);
+    m
+}
+
+/// A signed encoding: `body || signature`.
+#[must_use]
+pub fn with_signature(mut body: Vec<u8>, signature: &[u8]) -> Vec<u8> {
+    body.extend_from_slice(signature);
+    body
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

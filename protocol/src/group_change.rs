@@ -12,7 +12,7 @@
 //! the admin lists them. This module is the layout only: the SDK signs and verifies
 //! (`haven_sdk::groups::admin`), the client core decides what a verified change may do.
 
-use crate::encoding::Reader;
+use crate::encoding::{self, Reader};
 
 /// Version byte.
 pub const VERSION: u8 = 0x01;
@@ -140,9 +140,7 @@ impl GroupChangeBody {
     /// # Errors
     /// As [`Self::check`].
     pub fn signing_input(&self) -> Result<Vec<u8>, GroupChangeFormatError> {
-        let mut m = SIGNATURE_CONTEXT.to_vec();
-        m.extend_from_slice(&self.encode()?);
-        Ok(m)
+        Ok(encoding::signing_input(SIGNATURE_CONTEXT, &self.encode()?))
     }
 
     /// The change: body `||` signature.
@@ -153,9 +151,7 @@ impl GroupChangeBody {
         &self,
         signature: &[u8; SIGNATURE_LEN],
     ) -> Result<Vec<u8>, GroupChangeFormatError> {
-        let mut b = self.encode()?;
-        b.extend_from_slice(signature);
-        Ok(b)
+        Ok(encoding::with_signature(self.encode()?, signature))
     }
 
     /// Splits a change into its body and signature (the signature is not verified).
