@@ -4,26 +4,25 @@
 //! The relay never receives a password or a password-equivalent (OPAQUE), stores usernames only
 //! as a keyed hash, and logs no IPs, bodies, tokens or usernames.
 
+pub mod accounts;
 pub mod app;
-pub mod auth;
 pub mod blobs;
 pub mod channels;
+pub mod clock;
+pub mod db;
 pub mod error;
-pub mod hub;
-pub mod hub_redis;
+pub mod http;
 pub mod ids;
+pub mod keys;
 pub mod limits;
 pub mod logging;
-pub mod messaging;
-pub mod openapi;
-pub mod routes;
+pub mod mail;
+pub mod realtime;
 pub mod secrets;
 pub mod settings;
-pub mod state;
-pub mod store;
-pub mod ws;
+pub mod vault;
 
+pub use app::state::AppState;
 pub use app::{LaunchError, app, launch_with_listener};
 pub use error::AppError;
 pub use settings::Settings;
-pub use state::AppState;

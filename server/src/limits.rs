@@ -16,11 +16,11 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use haven_ratelimit::{Decision, Quota, RateLimitError, RateLimiter};
 
-use crate::auth::ClientKey;
+use crate::accounts::session::ClientKey;
+use crate::app::state::AppState;
+use crate::db::Store;
 use crate::error::AppError;
 use crate::settings::Settings;
-use crate::state::AppState;
-use crate::store::Store;
 
 /// Prefix of every Redis key the relay writes.
 pub const REDIS_KEY_PREFIX: &str = "haven:rl:";

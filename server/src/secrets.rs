@@ -15,8 +15,8 @@ use rand::rngs::OsRng;
 use sha2::Sha256;
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
+use crate::db::{SecretStore, StoreError};
 use crate::settings::{SecretSetting, Settings};
-use crate::store::{SecretStore, StoreError};
 
 /// Errors while loading the server secrets.
 #[derive(Debug, thiserror::Error)]

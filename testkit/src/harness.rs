@@ -12,11 +12,11 @@ use axum::http::{HeaderMap, Method, Request, StatusCode, header};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use haven_protocol::opaque::{HavenCipherSuite, OPAQUE_CONTEXT};
+use haven_relay::db::{PgStore, SqliteStore, Store};
 use haven_relay::ids::Id;
 use haven_relay::limits::Limits;
 use haven_relay::secrets::ServerSecrets;
 use haven_relay::settings::SecretSetting;
-use haven_relay::store::{PgStore, SqliteStore, Store};
 use haven_relay::{AppState, Settings, app};
 use http_body_util::BodyExt as _;
 use opaque_ke::{

@@ -8,7 +8,7 @@ use crate::common::{self, Api};
 use crate::common::{Harness, RelayConfig, RemoteApi};
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
-use haven_relay::store::Store;
+use haven_relay::db::Store;
 use haven_testkit::blindness::{
     assert_free_of, assert_logged, assert_no_peer_address, sender_forms,
 };

@@ -10,7 +10,7 @@ use crate::common::{Harness, Tokens, b64};
 use axum::http::{Method, StatusCode};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use haven_relay::store::Store;
+use haven_relay::db::Store;
 use haven_sdk::diary::merge::MARKER_OURS;
 use haven_sdk::diary::{
     ChangesPage, DiaryKeys, DiaryQuery, DiarySync, Entry, KdfParams, RemoteItem, SealedEntry,

@@ -7,7 +7,7 @@
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-use haven_relay::auth::totp;
+use haven_relay::accounts::totp;
 use haven_testkit::RelayConfig;
 
 const BIN: &str = env!("CARGO_BIN_EXE_haven-diary");

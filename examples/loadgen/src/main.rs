@@ -30,10 +30,12 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use futures_util::{SinkExt as _, StreamExt as _};
 use haven_protocol::frames::{self, ClientFrame, ServerFrame};
-use haven_relay::auth::tokens::sign_access;
+use haven_relay::accounts::seed::seed_session;
+use haven_relay::accounts::store::{AccountStore, TokenStore};
+use haven_relay::accounts::tokens::sign_access;
+use haven_relay::db::{PgStore, SqliteStore};
 use haven_relay::ids::Id;
 use haven_relay::secrets::Key32;
-use haven_relay::store::{AccountStore, PgStore, SqliteStore, TokenStore, seed_session};
 use haven_testkit::{RelayConfig, RelayProcess};
 use tokio::io::AsyncBufReadExt as _;
 use tokio::net::{TcpListener, TcpStream};
@@ -212,7 +214,7 @@ async fn provision_in<S: AccountStore + TokenStore>(
     n: usize,
 ) -> Result<Vec<(Id, String)>, BoxError> {
     let key = Key32::from_bytes(JWT_KEY);
-    let now = haven_relay::state::now_i64();
+    let now = haven_relay::clock::now_i64();
     let mut out = Vec::with_capacity(n);
     for _ in 0..n {
         let session = seed_session(store, now, 86_400).await?;

@@ -19,8 +19,8 @@ use object_store::signer::{Method, SignedUrlOptions, Signer, Url};
 use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt as _, PutPayload};
 
 use super::settings::{BlobBackendKind, BlobSettings};
+use crate::blobs::store::{BlobPart, BlobRecord};
 use crate::ids::Id;
-use crate::store::{BlobPart, BlobRecord};
 
 /// A stream of blob bytes.
 pub type ByteStream = BoxStream<'static, Result<Bytes, BackendError>>;

@@ -3,10 +3,12 @@
 //! The relay never sees a blob's key, plaintext, type or file name: it stores objects named by a
 //! random id whose sizes are only ever valid padded blob sizes (`is_valid_blob_size`), owned by
 //! an account (which pays its quota) and deleted at expiry. Metadata lives in the database
-//! ([`crate::store::BlobMetaStore`]); bytes live behind [`BlobBackend`].
+//! ([`crate::blobs::store::BlobMetaStore`]); bytes live behind [`BlobBackend`].
 
 pub mod backend;
+pub mod routes;
 pub mod settings;
+pub mod store;
 pub mod token;
 
 use std::path::PathBuf;
@@ -20,10 +22,11 @@ use zeroize::Zeroize as _;
 pub use backend::{BackendError, BlobBackend, ByteStream};
 pub use settings::{BlobBackendKind, BlobSettings};
 
+use crate::blobs::store::{BlobRecord, BlobState};
+use crate::db::{SecretStore, Store, StoreError};
 use crate::ids::Id;
 use crate::secrets::Key32;
 use crate::settings::Settings;
-use crate::store::{BlobRecord, BlobState, SecretStore, Store, StoreError};
 
 /// Errors while starting the blob service.
 #[derive(Debug, thiserror::Error)]
@@ -263,7 +266,7 @@ pub async fn gc_task<S: Store>(
     loop {
         tokio::select! {
             _ = tick.tick() => {
-                match service.collect(&store, crate::state::now_i64()).await {
+                match service.collect(&store, crate::clock::now_i64()).await {
                     Ok(r) if r == GcReport::default() => {}
                     Ok(r) => tracing::info!(
                         blobs = r.blobs, stray = r.stray_objects, failed = r.failed,

@@ -7,9 +7,9 @@ use axum::http::{Method, StatusCode};
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use haven_protocol::opaque::OPAQUE_CONTEXT;
-use haven_relay::auth::totp;
+use haven_relay::accounts::totp;
+use haven_relay::db::Store;
 use haven_relay::ids::Id;
-use haven_relay::store::Store;
 use opaque_ke::{
     ClientLogin, ClientLoginFinishParameters, ClientRegistration,
     ClientRegistrationFinishParameters, CredentialResponse, Identifiers, RegistrationResponse,

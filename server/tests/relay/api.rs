@@ -8,11 +8,11 @@ use axum::body::Body;
 use axum::http::{Method, Request, StatusCode, header};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use haven_relay::auth::tokens::{Claims, encode_claims};
-use haven_relay::auth::totp;
+use haven_relay::accounts::tokens::{Claims, encode_claims};
+use haven_relay::accounts::totp;
+use haven_relay::db::Store;
 use haven_relay::ids::Id;
 use haven_relay::secrets::Key32;
-use haven_relay::store::Store;
 use serde_json::{Value, json};
 
 const PASSWORD: &str = "correct horse battery staple";

@@ -128,15 +128,20 @@ fn request(
 /// An account with one device and a session, written straight into the store, plus an access
 /// token for it signed with the key the relay process is given.
 async fn seeded_account(
-    store: &haven_relay::store::SqliteStore,
+    store: &haven_relay::db::SqliteStore,
     key: &haven_relay::secrets::Key32,
 ) -> (haven_relay::ids::Id, String) {
-    let session = haven_relay::store::seed_session(store, haven_relay::state::now_i64(), 3600)
-        .await
-        .unwrap();
-    let token =
-        haven_relay::auth::tokens::sign_access(key, &session, haven_relay::state::now_secs(), 3600)
+    let session =
+        haven_relay::accounts::seed::seed_session(store, haven_relay::clock::now_i64(), 3600)
+            .await
             .unwrap();
+    let token = haven_relay::accounts::tokens::sign_access(
+        key,
+        &session,
+        haven_relay::clock::now_secs(),
+        3600,
+    )
+    .unwrap();
     (session.account, token)
 }
 
@@ -149,7 +154,7 @@ async fn sigkill_during_send_burst_loses_no_acknowledged_send() {
     let config = RelayConfig::new();
     let db = config.dir().join("relay.db");
     let key = haven_relay::secrets::Key32::from_bytes(common::TEST_JWT_KEY);
-    let store = haven_relay::store::SqliteStore::connect(&format!("sqlite://{}", db.display()))
+    let store = haven_relay::db::SqliteStore::connect(&format!("sqlite://{}", db.display()))
         .await
         .unwrap();
     let (_alice, alice_token) = seeded_account(&store, &key).await;

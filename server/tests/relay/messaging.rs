@@ -13,11 +13,12 @@ use crate::common::{Harness, Tokens, b64};
 use axum::http::{Method, StatusCode};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use haven_relay::hub::Topic;
+use haven_relay::db::Store;
 use haven_relay::ids::Id;
-use haven_relay::messaging::{self, EphemeralMessage, MailPush, Push};
+use haven_relay::mail::service as messaging;
+use haven_relay::mail::service::{EphemeralMessage, MailPush, Push};
+use haven_relay::realtime::hub::Topic;
 use haven_relay::settings::Settings;
-use haven_relay::store::Store;
 use haven_testkit::harness::envelopes;
 use serde_json::{Value, json};
 
@@ -494,7 +495,7 @@ async fn ttl_expiry_by_the_reaper<S: Store + Rows>(h: Harness<S>) {
     h.send_as(&alice, &bob.account_id, &Id::random(), &[1], b"expiring")
         .await
         .expect(StatusCode::OK);
-    let now = haven_relay::state::now_i64();
+    let now = haven_relay::clock::now_i64();
     let ttl = i64::try_from(h.state.settings().mail.ttl_secs).unwrap();
     // Before the expiry nothing goes.
     assert_eq!(

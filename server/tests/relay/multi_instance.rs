@@ -6,9 +6,9 @@ use crate::ws_client as relay;
 
 use crate::common::{Guard, Harness};
 use axum::http::StatusCode;
+use haven_relay::db::Store;
 use haven_relay::limits::Limits;
 use haven_relay::settings::ConnectionUrl;
-use haven_relay::store::Store;
 use serde_json::json;
 
 const PASSWORD: &str = "correct horse battery staple";
@@ -114,7 +114,7 @@ async fn failure_limits_are_shared_through_redis() {
 
 /// Two (or three) relay processes on one Postgres database, A and B sharing Redis.
 struct Cluster {
-    _h: Harness<haven_relay::store::PgStore>,
+    _h: Harness<haven_relay::db::PgStore>,
     url: String,
     redis: String,
     alice: common::Tokens,
@@ -124,7 +124,7 @@ struct Cluster {
 async fn cluster() -> Option<Cluster> {
     let redis = common::services::redis()?;
     let (url, guard) = common::pg_database().await?;
-    let store = haven_relay::store::PgStore::connect(&url).await.unwrap();
+    let store = haven_relay::db::PgStore::connect(&url).await.unwrap();
     let h = Harness::with_settings(store, guard, common::test_settings()).await;
     let alice = h.register(None, PASSWORD).await;
     let bob = h.register(None, PASSWORD).await;

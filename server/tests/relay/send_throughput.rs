@@ -15,8 +15,9 @@ use std::time::Instant;
 
 use crate::common::{Harness, b64};
 use axum::http::{Method, StatusCode};
+use haven_relay::db::Store;
 use haven_relay::ids::Id;
-use haven_relay::store::{Delivery, NewEnvelope, QueueLimits, Store};
+use haven_relay::mail::store::{Delivery, NewEnvelope, QueueLimits};
 use serde_json::json;
 
 const N: usize = 2000;

@@ -9,9 +9,9 @@ use axum::http::{Method, StatusCode};
 use haven_protocol::padding::padded_len;
 use haven_protocol::vault::ITEM_OVERHEAD;
 use haven_relay::Settings;
+use haven_relay::db::Store;
 use haven_relay::ids::Id;
-use haven_relay::routes::vault::purge_expired;
-use haven_relay::store::Store;
+use haven_relay::vault::routes::purge_expired;
 use serde_json::{Value, json};
 
 const PASSWORD: &str = "correct horse battery staple";
@@ -664,7 +664,7 @@ async fn account_deletion_purges_the_vault<S: Store>(h: Harness<S>) {
         .await
         .expect(StatusCode::NO_CONTENT);
     let account: Id = t.account_id.parse().unwrap();
-    let key = haven_relay::store::VaultKey {
+    let key = haven_relay::vault::store::VaultKey {
         account,
         collection: c.parse().unwrap(),
         item: i.parse().unwrap(),

@@ -11,8 +11,9 @@ use std::time::{Duration, Instant};
 
 use crate::common::{Guard, Harness, TEST_JWT_KEY, Tokens};
 use base64::Engine as _;
+use haven_relay::db::SqliteStore;
 use haven_relay::ids::Id;
-use haven_relay::store::{MailboxStore as _, SqliteStore};
+use haven_relay::mail::store::MailboxStore as _;
 use relay::{Frame, Relay, Ws, b64, hex16, http, http_with, next, send_bin};
 use serde_json::{Value, json};
 
@@ -76,7 +77,7 @@ async fn queued(env: &Env, t: &Tokens) -> usize {
     let account = Id::from(account(t));
     env.h
         .store
-        .fetch_envelopes(&account, 1, 0, 1000, haven_relay::state::now_i64())
+        .fetch_envelopes(&account, 1, 0, 1000, haven_relay::clock::now_i64())
         .await
         .unwrap()
         .len()

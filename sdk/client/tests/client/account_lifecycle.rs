@@ -6,7 +6,7 @@
 use haven_client::relay::{
     FreshAuth, LoginDevice, LoginIdentifier, RecoveryCode, RelayClient, RelayError,
 };
-use haven_relay::auth::totp;
+use haven_relay::accounts::totp;
 use haven_testkit::RelayConfig;
 
 use crate::common::Relay;

@@ -1,0 +1,102 @@
+//! Shared application state.
+
+use std::sync::Arc;
+
+use crate::db::Store;
+use crate::limits::Limits;
+use crate::mail::service::EphemeralHub;
+use crate::realtime::hub::Hub;
+use crate::secrets::{Key32, ServerSecrets};
+use crate::settings::Settings;
+
+/// State shared by all handlers (cheap to clone).
+pub struct AppState<S: Store> {
+    inner: Arc<Inner<S>>,
+}
+
+struct Inner<S> {
+    store: S,
+    settings: Settings,
+    secrets: ServerSecrets,
+    limits: Limits,
+    /// Per-process random key for hashing client addresses (never stored, never shared).
+    addr_key: Key32,
+    /// In-process wake-up hints for sockets.
+    hub: Hub,
+    /// In-process routing of ephemeral (never stored) messages to live sockets.
+    ephemeral: EphemeralHub,
+    /// The blob store, installed once at launch (absent in tests that build state directly).
+    blobs: std::sync::OnceLock<Arc<crate::blobs::BlobService>>,
+}
+
+impl<S: Store> Clone for AppState<S> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+impl<S: Store> AppState<S> {
+    /// Builds the state.
+    pub fn new(store: S, settings: Settings, secrets: ServerSecrets, limits: Limits) -> Self {
+        let ephemeral = EphemeralHub::new();
+        Self {
+            inner: Arc::new(Inner {
+                store,
+                settings,
+                secrets,
+                limits,
+                addr_key: Key32::random(),
+                hub: Hub::with_ephemeral(ephemeral.clone()),
+                ephemeral,
+                blobs: std::sync::OnceLock::new(),
+            }),
+        }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &S {
+        &self.inner.store
+    }
+
+    /// The settings.
+    pub fn settings(&self) -> &Settings {
+        &self.inner.settings
+    }
+
+    /// The server secrets.
+    pub fn secrets(&self) -> &ServerSecrets {
+        &self.inner.secrets
+    }
+
+    /// The rate limiters.
+    pub fn limits(&self) -> &Limits {
+        &self.inner.limits
+    }
+
+    /// The wake-up hub.
+    pub fn hub(&self) -> &Hub {
+        &self.inner.hub
+    }
+
+    /// The ephemeral-message router.
+    pub fn ephemeral(&self) -> &EphemeralHub {
+        &self.inner.ephemeral
+    }
+
+    /// The blob service, if one was installed.
+    pub fn blobs(&self) -> Option<&crate::blobs::BlobService> {
+        self.inner.blobs.get().map(Arc::as_ref)
+    }
+
+    /// Installs the blob service (once; later calls are ignored).
+    pub fn set_blobs(&self, service: Arc<crate::blobs::BlobService>) {
+        let _ = self.inner.blobs.set(service);
+    }
+
+    /// The per-process key for client-address hashes.
+    pub(crate) fn addr_key(&self) -> &Key32 {
+        &self.inner.addr_key
+    }
+}

@@ -1,0 +1,5 @@
+//! Channels: append-only logs addressed by random id, read and written with capability tokens
+//! (PROTOCOL.md §11.15).
+
+pub mod service;
+pub mod store;

@@ -1,0 +1,7 @@
+//! Real-time delivery: the WebSocket (PROTOCOL.md §11.14), the in-process hub of wake-up hints
+//! and its Redis bridge for several instances.
+
+pub mod conn;
+pub mod hub;
+pub mod redis;
+pub mod ws;
