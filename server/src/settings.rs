@@ -955,6 +955,306 @@ mod tests {
         }
     }
 
+    /// Today's environment names and the setting each sets, copied once from the hand-written
+    /// mapping that the derived one replaced: every one of them must keep working.
+    const OLD_ENV_NAMES: &[(&str, &str)] = &[
+        ("HAVEN_MAX_DEVICES", "max_devices"),
+        ("HAVEN_ACCESS_TOKEN_TTL_SECS", "access_token_ttl_secs"),
+        ("HAVEN_REFRESH_TOKEN_TTL_SECS", "refresh_token_ttl_secs"),
+        ("HAVEN_BODY_LIMIT_BYTES", "body_limit_bytes"),
+        ("HAVEN_REQUEST_TIMEOUT_SECS", "request_timeout_secs"),
+        ("HAVEN_LOGIN_MAX_FAILURES", "login_max_failures"),
+        ("HAVEN_ADDR_LOGIN_MAX_FAILURES", "addr_login_max_failures"),
+        (
+            "HAVEN_LOGIN_FAILURE_WINDOW_SECS",
+            "login_failure_window_secs",
+        ),
+        ("HAVEN_RATE_LIMIT_PER_MINUTE", "rate_limit_per_minute"),
+        (
+            "HAVEN_AUTH_RATE_LIMIT_PER_MINUTE",
+            "auth_rate_limit_per_minute",
+        ),
+        ("HAVEN_VAULT_MAX_BODY_BYTES", "vault.max_body_bytes"),
+        ("HAVEN_VAULT_MAX_META_BYTES", "vault.max_meta_bytes"),
+        ("HAVEN_VAULT_MAX_ITEMS", "vault.max_items"),
+        ("HAVEN_VAULT_MAX_BYTES", "vault.max_bytes"),
+        ("HAVEN_VAULT_MAX_PAGE", "vault.max_page"),
+        ("HAVEN_VAULT_MAX_PAGE_BYTES", "vault.max_page_bytes"),
+        ("HAVEN_VAULT_RETENTION_SECS", "vault.retention_secs"),
+        (
+            "HAVEN_VAULT_PURGE_INTERVAL_SECS",
+            "vault.purge_interval_secs",
+        ),
+        (
+            "HAVEN_VAULT_TIME_GRANULARITY_SECS",
+            "vault.time_granularity_secs",
+        ),
+        ("HAVEN_WS_TICKET_TTL_SECS", "ws.ticket_ttl_secs"),
+        ("HAVEN_WS_MAX_MESSAGE_BYTES", "ws.max_message_bytes"),
+        ("HAVEN_WS_READ_BUFFER_BYTES", "ws.read_buffer_bytes"),
+        ("HAVEN_WS_MAX_SIGNAL_BYTES", "ws.max_signal_bytes"),
+        ("HAVEN_WS_SEND_TIMEOUT_SECS", "ws.send_timeout_secs"),
+        ("HAVEN_WS_PING_INTERVAL_SECS", "ws.ping_interval_secs"),
+        ("HAVEN_WS_IDLE_TIMEOUT_SECS", "ws.idle_timeout_secs"),
+        ("HAVEN_WS_POLL_INTERVAL_SECS", "ws.poll_interval_secs"),
+        ("HAVEN_WS_DELIVERY_WINDOW", "ws.delivery_window"),
+        ("HAVEN_WS_MAX_SUBSCRIPTIONS", "ws.max_subscriptions"),
+        ("HAVEN_WS_MAX_FRAMES_PER_SEC", "ws.max_frames_per_sec"),
+        ("HAVEN_WS_MAX_PENDING_WRITES", "ws.max_pending_writes"),
+        ("HAVEN_CHANNEL_MAX_ENTRY_BYTES", "channels.max_entry_bytes"),
+        ("HAVEN_CHANNEL_MAX_ENTRIES", "channels.max_entries"),
+        ("HAVEN_CHANNEL_MAX_BYTES", "channels.max_bytes"),
+        ("HAVEN_CHANNEL_MAX_TTL_SECS", "channels.max_ttl_secs"),
+        ("HAVEN_CHANNEL_PAGE_LIMIT", "channels.page_limit"),
+        (
+            "HAVEN_CHANNEL_REAP_INTERVAL_SECS",
+            "channels.reap_interval_secs",
+        ),
+        ("HAVEN_MAIL_MAX_ENVELOPE_BYTES", "mail.max_envelope_bytes"),
+        ("HAVEN_MAIL_MAX_HEADER_BYTES", "mail.max_header_bytes"),
+        ("HAVEN_MAIL_MAX_QUEUE_MESSAGES", "mail.max_queue_messages"),
+        ("HAVEN_MAIL_MAX_QUEUE_BYTES", "mail.max_queue_bytes"),
+        ("HAVEN_MAIL_TTL_SECS", "mail.ttl_secs"),
+        (
+            "HAVEN_MAIL_RECEIVED_AT_GRANULARITY_SECS",
+            "mail.received_at_granularity_secs",
+        ),
+        (
+            "HAVEN_MAIL_REAPER_INTERVAL_SECS",
+            "mail.reaper_interval_secs",
+        ),
+        ("HAVEN_MAIL_MAX_REQUEST_BYTES", "mail.max_request_bytes"),
+        (
+            "HAVEN_MAIL_MAX_RECIPIENTS_PER_SEND",
+            "mail.max_recipients_per_send",
+        ),
+        ("HAVEN_MAIL_MAX_FETCH", "mail.max_fetch"),
+        ("HAVEN_MAIL_MAX_ACK_IDS", "mail.max_ack_ids"),
+        (
+            "HAVEN_MAIL_SEALED_SENDS_PER_MINUTE",
+            "mail.sealed_sends_per_minute",
+        ),
+        (
+            "HAVEN_KEYS_MAX_ONE_TIME_PER_UPLOAD",
+            "keys.max_one_time_per_upload",
+        ),
+        (
+            "HAVEN_KEYS_MAX_ONE_TIME_PER_DEVICE",
+            "keys.max_one_time_per_device",
+        ),
+        ("HAVEN_KEYS_LOW_STOCK_THRESHOLD", "keys.low_stock_threshold"),
+        (
+            "HAVEN_KEYS_CLAIMS_PER_MINUTE_PER_REQUESTER",
+            "keys.claims_per_minute_per_requester",
+        ),
+        (
+            "HAVEN_KEYS_CLAIMS_PER_MINUTE_PER_TARGET",
+            "keys.claims_per_minute_per_target",
+        ),
+        (
+            "HAVEN_KEYS_CERTIFICATE_TTL_SECS",
+            "keys.certificate_ttl_secs",
+        ),
+        (
+            "HAVEN_KEYS_USERNAME_LOOKUPS_PER_MINUTE",
+            "keys.username_lookups_per_minute",
+        ),
+        ("HAVEN_DATABASE_MAX_WRITE_BATCH", "database.max_write_batch"),
+        ("HAVEN_DATABASE_WRITE_QUEUE", "database.write_queue"),
+        (
+            "HAVEN_DATABASE_POSTGRES_WRITERS",
+            "database.postgres_writers",
+        ),
+        ("HAVEN_DATABASE_MAX_CONNECTIONS", "database.max_connections"),
+        ("HAVEN_BLOBS_MAX_BLOB_BYTES", "blobs.max_blob_bytes"),
+        ("HAVEN_BLOBS_QUOTA_BYTES", "blobs.quota_bytes"),
+        ("HAVEN_BLOBS_MAX_BLOBS", "blobs.max_blobs"),
+        ("HAVEN_BLOBS_PART_SIZE_BYTES", "blobs.part_size_bytes"),
+        ("HAVEN_BLOBS_URL_TTL_SECS", "blobs.url_ttl_secs"),
+        ("HAVEN_BLOBS_DEFAULT_TTL_SECS", "blobs.default_ttl_secs"),
+        ("HAVEN_BLOBS_MAX_TTL_SECS", "blobs.max_ttl_secs"),
+        ("HAVEN_BLOBS_PENDING_TTL_SECS", "blobs.pending_ttl_secs"),
+        ("HAVEN_BLOBS_GC_INTERVAL_SECS", "blobs.gc_interval_secs"),
+        (
+            "HAVEN_BLOBS_TRANSFER_TIMEOUT_SECS",
+            "blobs.transfer_timeout_secs",
+        ),
+        ("DATABASE_URL", "database_url"),
+        ("HAVEN_BLOBS_BACKEND", "blobs.backend"),
+        ("HAVEN_BLOBS_DIR", "blobs.dir"),
+        ("HAVEN_BLOBS_S3_ACCESS_KEY_ID", "blobs.s3_access_key_id"),
+        ("HAVEN_BLOBS_S3_ALLOW_HTTP", "blobs.s3_allow_http"),
+        ("HAVEN_BLOBS_S3_BUCKET", "blobs.s3_bucket"),
+        ("HAVEN_BLOBS_S3_ENDPOINT", "blobs.s3_endpoint"),
+        ("HAVEN_BLOBS_S3_REGION", "blobs.s3_region"),
+        (
+            "HAVEN_BLOBS_S3_SECRET_ACCESS_KEY",
+            "blobs.s3_secret_access_key",
+        ),
+        ("HAVEN_BLOBS_TOKEN_SECRET", "blobs.token_secret"),
+        ("HAVEN_CERTIFICATE_KEY", "certificate_key"),
+        ("HAVEN_CORS_ALLOWED_ORIGINS", "cors_allowed_origins"),
+        (
+            "HAVEN_DATABASE_SQLITE_SYNCHRONOUS",
+            "database.sqlite_synchronous",
+        ),
+        ("HAVEN_DATABASE_URL", "database_url"),
+        ("HAVEN_HSTS", "hsts"),
+        ("HAVEN_JWT_SECRET", "jwt_secret"),
+        ("HAVEN_LISTEN", "listen"),
+        ("HAVEN_LOG", "log"),
+        ("HAVEN_METRICS_LISTEN", "metrics_listen"),
+        ("HAVEN_OPAQUE_SERVER_SETUP", "opaque_server_setup"),
+        ("HAVEN_REDIS_URL", "redis_url"),
+        ("HAVEN_TRUSTED_PROXY", "trusted_proxy"),
+        ("HAVEN_USERNAME_PEPPER", "username_pepper"),
+        ("HAVEN_WS_ALLOWED_ORIGINS", "ws.allowed_origins"),
+        ("REDIS_URL", "redis_url"),
+    ];
+
+    /// Loads from `pairs` without range checks, so one setting can be changed alone.
+    fn load_unchecked(pairs: &[(&str, &str)]) -> Result<Settings, SettingsError> {
+        let mut settings = Settings::default();
+        settings.apply_env(env_of(pairs))?;
+        Ok(settings)
+    }
+
+    /// The settings' `{:#?}` output as `path → value` (`mail.ttl_secs → 2592000`), values on
+    /// one line with the trailing commas of multi-line values removed.
+    fn debug_fields(settings: &Settings) -> std::collections::BTreeMap<String, String> {
+        let text = format!("{settings:#?}");
+        let mut fields = std::collections::BTreeMap::new();
+        let (mut section, mut current) = (None::<String>, None::<String>);
+        for line in text.lines().skip(1) {
+            let indent = line.len() - line.trim_start().len();
+            let body = line.trim();
+            let named = body.split_once(": ").filter(|(k, _)| {
+                k.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+            });
+            match (indent, named) {
+                (4, Some((key, value))) if value.ends_with(" {") => {
+                    section = Some(key.to_owned());
+                    current = None;
+                }
+                (4 | 8, Some((key, value))) => {
+                    let path = match (indent, &section) {
+                        (8, Some(section)) => format!("{section}.{key}"),
+                        _ => {
+                            section = None;
+                            key.to_owned()
+                        }
+                    };
+                    fields.insert(path.clone(), value.to_owned());
+                    current = Some(path);
+                }
+                (4, None) => {
+                    // The closing line of a section or of a multi-line top-level value.
+                    if body.starts_with('}') {
+                        section = None;
+                        current = None;
+                    } else if let Some(path) = &current {
+                        fields.entry(path.clone()).or_default().push_str(body);
+                    }
+                }
+                _ => {
+                    if let Some(path) = &current {
+                        fields.entry(path.clone()).or_default().push_str(body);
+                    }
+                }
+            }
+        }
+        for value in fields.values_mut() {
+            *value = value.replace(",]", "]").replace(",)", ")");
+            while value.ends_with(',') {
+                value.pop();
+            }
+        }
+        fields
+    }
+
+    /// A valid value for the setting whose default prints as `default`, different from it, and
+    /// what it prints as once set (several forms for strings that may be secrets or URLs).
+    fn sample_value(default: &str, i: usize) -> (String, Vec<String>) {
+        let k = 1 + (i % 3) as u64;
+        if let Ok(n) = default.parse::<u64>() {
+            // Below the default: every default is comfortably above its minimum.
+            let v = (n - k).to_string();
+            return (v.clone(), vec![v]);
+        }
+        let one = |v: String, shown: String| (v, vec![shown]);
+        match default {
+            "false" => one(
+                ["yes", "on", "1", "TRUE"][i % 4].to_owned(),
+                "true".to_owned(),
+            ),
+            "true" => one(
+                ["no", "off", "0", "False"][i % 4].to_owned(),
+                "false".to_owned(),
+            ),
+            "[]" => one(
+                format!("https://a{i}.example, https://b.example"),
+                format!("[\"https://a{i}.example\",\"https://b.example\"]"),
+            ),
+            "Local" => one("s3".to_owned(), "S3".to_owned()),
+            "Full" => one("NORMAL".to_owned(), "Normal".to_owned()),
+            "None" => (
+                format!("v{i}"),
+                vec![
+                    format!("Some(\"v{i}\")"),
+                    "Some([redacted])".to_owned(),
+                    format!("Some(v{i}:[redacted])"),
+                ],
+            ),
+            _ if default.contains("127.0.0.1:") => {
+                let addr = format!("127.0.0.1:{}", 20_000 + i);
+                let shown = if default.starts_with("Some(") {
+                    format!("Some({addr})")
+                } else {
+                    addr.clone()
+                };
+                one(addr, shown)
+            }
+            _ if default.ends_with(":[redacted]") => one(
+                format!("postgres://u:pw{i}@db/x"),
+                "postgres:[redacted]".to_owned(),
+            ),
+            _ if default.starts_with('"') => one(format!("w{i}"), format!("\"w{i}\"")),
+            _ => panic!("no sample value for a setting whose default is {default}"),
+        }
+    }
+
+    /// Sets `name` alone and checks that exactly the setting `path` changed, to the value set.
+    fn assert_lands(name: &str, path: &str, i: usize) {
+        let defaults = debug_fields(&Settings::default());
+        let default = defaults
+            .get(path)
+            .unwrap_or_else(|| panic!("{name}: no setting {path}"));
+        let (value, shown) = sample_value(default, i);
+        let loaded =
+            load_unchecked(&[(name, &value)]).unwrap_or_else(|e| panic!("{name}={value}: {e}"));
+        let fields = debug_fields(&loaded);
+        let changed: Vec<&String> = fields
+            .iter()
+            .filter(|(k, v)| defaults.get(*k) != Some(*v))
+            .map(|(k, _)| k)
+            .collect();
+        assert_eq!(changed, [path], "{name}={value} changed {changed:?}");
+        assert!(
+            shown.contains(&fields[path]),
+            "{name}={value} set {path} to {}, expected one of {shown:?}",
+            fields[path]
+        );
+    }
+
+    #[test]
+    fn old_env_names_still_land_in_their_fields() {
+        assert_eq!(OLD_ENV_NAMES.len(), 95);
+        for (i, (name, path)) in OLD_ENV_NAMES.iter().enumerate() {
+            assert_lands(name, path, i);
+        }
+    }
+
     #[test]
     fn defaults_then_file_then_env() {
         let dir = std::env::temp_dir().join(format!("haven-settings-{}", std::process::id()));

@@ -1,6 +1,5 @@
 //! The `[blobs]` settings section (environment: `HAVEN_BLOBS_<FIELD>` in upper case).
 
-use std::fmt;
 use std::path::PathBuf;
 
 use serde::Deserialize;
@@ -18,8 +17,9 @@ pub enum BlobBackendKind {
     S3,
 }
 
-/// Blob storage, limits, expiry and garbage collection.
-#[derive(Clone, Deserialize)]
+/// Blob storage, limits, expiry and garbage collection (`Debug` shows the secrets as
+/// `[redacted]`).
+#[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct BlobSettings {
     /// `local` or `s3` (`HAVEN_BLOBS_BACKEND`).
@@ -67,29 +67,6 @@ pub struct BlobSettings {
     /// Key of the local transfer tokens, base64 of 32 bytes; generated and stored if absent
     /// (`HAVEN_BLOBS_TOKEN_SECRET`).
     pub token_secret: Option<SecretSetting>,
-}
-
-impl fmt::Debug for BlobSettings {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("BlobSettings")
-            .field("backend", &self.backend)
-            .field("dir", &self.dir)
-            .field("s3_endpoint", &self.s3_endpoint)
-            .field("s3_bucket", &self.s3_bucket)
-            .field("s3_region", &self.s3_region)
-            .field("s3_allow_http", &self.s3_allow_http)
-            .field("max_blob_bytes", &self.max_blob_bytes)
-            .field("quota_bytes", &self.quota_bytes)
-            .field("max_blobs", &self.max_blobs)
-            .field("part_size_bytes", &self.part_size_bytes)
-            .field("url_ttl_secs", &self.url_ttl_secs)
-            .field("default_ttl_secs", &self.default_ttl_secs)
-            .field("max_ttl_secs", &self.max_ttl_secs)
-            .field("pending_ttl_secs", &self.pending_ttl_secs)
-            .field("gc_interval_secs", &self.gc_interval_secs)
-            .field("transfer_timeout_secs", &self.transfer_timeout_secs)
-            .finish_non_exhaustive()
-    }
 }
 
 const MIB: u64 = 1 << 20;
