@@ -1,4 +1,5 @@
-//! The `[blobs]` settings section (environment: `HAVEN_BLOBS_<FIELD>` in upper case).
+//! The `[blobs]` settings section (environment: `HAVEN_BLOBS_<FIELD>` in upper case, derived
+//! from the field names by `crate::settings`).
 
 use std::path::PathBuf;
 
@@ -97,71 +98,7 @@ impl Default for BlobSettings {
     }
 }
 
-fn parse<T: std::str::FromStr>(name: &'static str, value: &str) -> Result<T, SettingsError> {
-    value.trim().parse().map_err(|_| SettingsError::Env(name))
-}
-
 impl BlobSettings {
-    /// Applies `HAVEN_BLOBS_*` variables read through `get`.
-    pub(crate) fn apply_env(
-        &mut self,
-        get: &impl Fn(&str) -> Option<String>,
-    ) -> Result<(), SettingsError> {
-        if let Some(v) = get("HAVEN_BLOBS_BACKEND") {
-            self.backend = match v.trim() {
-                "local" => BlobBackendKind::Local,
-                "s3" => BlobBackendKind::S3,
-                _ => return Err(SettingsError::Env("HAVEN_BLOBS_BACKEND")),
-            };
-        }
-        if let Some(v) = get("HAVEN_BLOBS_DIR") {
-            self.dir = Some(PathBuf::from(v));
-        }
-        if let Some(v) = get("HAVEN_BLOBS_S3_ENDPOINT") {
-            self.s3_endpoint = Some(v);
-        }
-        if let Some(v) = get("HAVEN_BLOBS_S3_BUCKET") {
-            self.s3_bucket = Some(v);
-        }
-        if let Some(v) = get("HAVEN_BLOBS_S3_REGION") {
-            self.s3_region = v;
-        }
-        if let Some(v) = get("HAVEN_BLOBS_S3_ACCESS_KEY_ID") {
-            self.s3_access_key_id = Some(SecretSetting::new(v));
-        }
-        if let Some(v) = get("HAVEN_BLOBS_S3_SECRET_ACCESS_KEY") {
-            self.s3_secret_access_key = Some(SecretSetting::new(v));
-        }
-        if let Some(v) = get("HAVEN_BLOBS_S3_ALLOW_HTTP") {
-            self.s3_allow_http = match v.trim().to_ascii_lowercase().as_str() {
-                "1" | "true" | "yes" | "on" => true,
-                "0" | "false" | "no" | "off" => false,
-                _ => return Err(SettingsError::Env("HAVEN_BLOBS_S3_ALLOW_HTTP")),
-            };
-        }
-        if let Some(v) = get("HAVEN_BLOBS_TOKEN_SECRET") {
-            self.token_secret = Some(SecretSetting::new(v));
-        }
-        macro_rules! number {
-            ($field:ident, $name:literal) => {
-                if let Some(v) = get($name) {
-                    self.$field = parse($name, &v)?;
-                }
-            };
-        }
-        number!(max_blob_bytes, "HAVEN_BLOBS_MAX_BLOB_BYTES");
-        number!(quota_bytes, "HAVEN_BLOBS_QUOTA_BYTES");
-        number!(max_blobs, "HAVEN_BLOBS_MAX_BLOBS");
-        number!(part_size_bytes, "HAVEN_BLOBS_PART_SIZE_BYTES");
-        number!(url_ttl_secs, "HAVEN_BLOBS_URL_TTL_SECS");
-        number!(default_ttl_secs, "HAVEN_BLOBS_DEFAULT_TTL_SECS");
-        number!(max_ttl_secs, "HAVEN_BLOBS_MAX_TTL_SECS");
-        number!(pending_ttl_secs, "HAVEN_BLOBS_PENDING_TTL_SECS");
-        number!(gc_interval_secs, "HAVEN_BLOBS_GC_INTERVAL_SECS");
-        number!(transfer_timeout_secs, "HAVEN_BLOBS_TRANSFER_TIMEOUT_SECS");
-        Ok(())
-    }
-
     /// Checks every value is in range.
     pub(crate) fn validate(&self) -> Result<(), SettingsError> {
         let min_part = match self.backend {
@@ -247,7 +184,7 @@ mod tests {
         assert_eq!(s.blobs.url_ttl_secs, 60);
         assert!(matches!(
             load(&[("HAVEN_BLOBS_BACKEND", "ftp")]),
-            Err(SettingsError::Env("HAVEN_BLOBS_BACKEND"))
+            Err(SettingsError::Env(name)) if name == "HAVEN_BLOBS_BACKEND"
         ));
         // S3 needs a bucket and credentials, and parts of at least 5 MiB.
         assert!(matches!(
