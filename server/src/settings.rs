@@ -594,11 +594,15 @@ impl Settings {
     ) -> Result<Self, SettingsError> {
         let mut figment = Figment::new();
         if let Some(path) = file {
-            let text = std::fs::read_to_string(path).map_err(SettingsError::Read)?;
+            // figment would take a missing file for an empty one.
+            std::fs::read_to_string(path).map_err(SettingsError::Read)?;
             // The file alone first, read as strictly as `from_toml` reads it: the lossy reading
             // below ("yes" for a boolean, "5" for a number) is meant for environment strings.
-            Self::from_toml(&text)?;
-            figment = figment.merge(Toml::string(&text));
+            // Its errors name the file.
+            Figment::from(Toml::file_exact(path))
+                .extract::<Self>()
+                .map_err(|err| SettingsError::Toml(Box::new(err)))?;
+            figment = figment.merge(Toml::file_exact(path));
         }
         let env = EnvVars::read(env);
         figment.merge(&env).extract_lossy().map_err(|err| {
@@ -1552,10 +1556,9 @@ mod tests {
             Err(SettingsError::Toml(_))
         ));
         std::fs::write(&file, "[mail]\nttl = 1\n").unwrap();
-        assert!(matches!(
-            Settings::load(Some(&file), env_of(&[])),
-            Err(SettingsError::Toml(_))
-        ));
+        let err = Settings::load(Some(&file), env_of(&[])).unwrap_err();
+        assert!(matches!(err, SettingsError::Toml(_)));
+        assert!(err.to_string().contains("relay.toml"), "{err}");
         assert!(matches!(
             Settings::load(Some(&dir.path().join("missing.toml")), env_of(&[])),
             Err(SettingsError::Read(_))
