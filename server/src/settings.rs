@@ -1,12 +1,32 @@
-//! Typed settings: defaults, then a TOML file, then environment variables.
+//! Typed settings: defaults, then a TOML file, then environment variables, layered by
+//! [`figment`].
 //!
 //! Every setting is documented in `docs/SELF_HOSTING.md`. `Debug` never prints secrets.
+//!
+//! # Environment variables
+//!
+//! The names are derived from the structs' serde field names, not listed by hand:
+//! `HAVEN_<FIELD>` sets a top-level setting (`HAVEN_MAX_DEVICES` → `max_devices`) and
+//! `HAVEN_<SECTION>_<FIELD>` a setting of a section (`HAVEN_MAIL_TTL_SECS` → `mail.ttl_secs`),
+//! in upper case, with the section prefixes of `SECTIONS`. Two exceptions, kept from before:
+//! the `[channels]` variables are `HAVEN_CHANNEL_*` (singular), and `database_url` and
+//! `redis_url` also read the conventional `DATABASE_URL` and `REDIS_URL` when their `HAVEN_`
+//! name is unset (`FALLBACKS`).
+//!
+//! An empty variable counts as unset. Values are trimmed, then read as the field's type: numbers
+//! in decimal, booleans as `1`/`true`/`yes`/`on` or `0`/`false`/`no`/`off` in any case, lists as
+//! comma-separated text, `HAVEN_METRICS_LISTEN=off` as no metrics listener. A value that does not
+//! fit is an error naming the variable ([`SettingsError::Env`]).
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::Path;
 
-use serde::Deserialize;
+use figment::providers::{Format, Toml};
+use figment::value::{Dict, Map, Value};
+use figment::{Figment, Metadata, Profile, Provider};
+use serde::{Deserialize, Deserializer};
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
 /// Errors while loading settings.
@@ -18,10 +38,11 @@ pub enum SettingsError {
     Read(#[source] std::io::Error),
     /// The config file is not valid TOML for these settings.
     #[error("invalid config file: {0}")]
-    Toml(#[source] toml::de::Error),
-    /// An environment variable had an unparsable value; carries the variable name.
+    Toml(#[source] Box<figment::Error>),
+    /// An environment variable had an unparsable value; carries the variable name (not the
+    /// value, which may be a secret).
     #[error("invalid value in environment variable {0}")]
-    Env(&'static str),
+    Env(String),
     /// A value is out of its allowed range; carries the setting name.
     #[error("setting {0} is out of range")]
     Range(&'static str),
@@ -81,6 +102,7 @@ pub struct Settings {
     /// API listen address (`HAVEN_LISTEN`).
     pub listen: SocketAddr,
     /// Prometheus metrics listen address, `None` to disable (`HAVEN_METRICS_LISTEN`, `off`).
+    #[serde(deserialize_with = "address_or_off")]
     pub metrics_listen: Option<SocketAddr>,
     /// Database URL, `sqlite:…` or `postgres://…` (`DATABASE_URL` / `HAVEN_DATABASE_URL`).
     pub database_url: ConnectionUrl,
@@ -98,6 +120,7 @@ pub struct Settings {
     pub request_timeout_secs: u64,
     /// Origins allowed by CORS; empty means no CORS headers (`HAVEN_CORS_ALLOWED_ORIGINS`,
     /// comma-separated).
+    #[serde(deserialize_with = "list_or_commas")]
     pub cors_allowed_origins: Vec<String>,
     /// Send `Strict-Transport-Security` (`HAVEN_HSTS`).
     pub hsts: bool,
@@ -194,9 +217,9 @@ impl Default for MailSettings {
     }
 }
 
-/// How SQLite makes a commit durable (`PRAGMA synchronous`, in WAL mode).
-#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
+/// How SQLite makes a commit durable (`PRAGMA synchronous`, in WAL mode): `full` or `normal`,
+/// in any case.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum SqliteSynchronous {
     /// `FULL`: every commit waits for the write-ahead log to reach the disk (`fsync`), so an
@@ -219,6 +242,15 @@ impl std::str::FromStr for SqliteSynchronous {
             "normal" => Ok(Self::Normal),
             _ => Err(()),
         }
+    }
+}
+
+impl<'de> Deserialize<'de> for SqliteSynchronous {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.trim()
+            .parse()
+            .map_err(|()| serde::de::Error::unknown_variant(&text, &["full", "normal"]))
     }
 }
 
@@ -338,6 +370,7 @@ impl Default for VaultSettings {
 pub struct WsSettings {
     /// Browser origins allowed to open a socket; a request without `Origin` (native clients) is
     /// always allowed, one with any other origin is refused (`HAVEN_WS_ALLOWED_ORIGINS`).
+    #[serde(deserialize_with = "list_or_commas")]
     pub allowed_origins: Vec<String>,
     /// Lifetime of a ticket from `POST /v1/ws/ticket` (`HAVEN_WS_TICKET_TTL_SECS`).
     pub ticket_ttl_secs: u64,
@@ -542,209 +575,66 @@ impl Default for Settings {
     }
 }
 
-fn parse<T: std::str::FromStr>(name: &'static str, value: &str) -> Result<T, SettingsError> {
-    value.trim().parse().map_err(|_| SettingsError::Env(name))
-}
-
-fn parse_bool(name: &'static str, value: &str) -> Result<bool, SettingsError> {
-    match value.trim().to_ascii_lowercase().as_str() {
-        "1" | "true" | "yes" | "on" => Ok(true),
-        "0" | "false" | "no" | "off" => Ok(false),
-        _ => Err(SettingsError::Env(name)),
-    }
-}
-
 impl Settings {
     /// Loads settings: defaults, then the TOML file at `file` (if any), then the environment as
-    /// read through `env` (a function so tests need not touch the process environment).
+    /// read through `env` (a function so tests need not touch the process environment), then
+    /// checks every value's range.
     pub fn load(
         file: Option<&Path>,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Self, SettingsError> {
-        let mut settings = match file {
-            Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(SettingsError::Read)?;
-                Self::from_toml(&text)?
-            }
-            None => Self::default(),
-        };
-        settings.apply_env(env)?;
+        let settings = Self::load_unchecked(file, env)?;
         settings.validate()?;
         Ok(settings)
     }
 
-    /// Parses settings from TOML text (missing keys take their defaults).
-    pub fn from_toml(text: &str) -> Result<Self, SettingsError> {
-        toml::from_str(text).map_err(SettingsError::Toml)
+    fn load_unchecked(
+        file: Option<&Path>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, SettingsError> {
+        let mut figment = Figment::new();
+        if let Some(path) = file {
+            // figment would take a missing file for an empty one.
+            std::fs::read_to_string(path).map_err(SettingsError::Read)?;
+            // The file alone first, read as strictly as `from_toml` reads it: the lossy reading
+            // below ("yes" for a boolean, "5" for a number) is meant for environment strings.
+            // Its errors name the file.
+            Figment::from(Toml::file_exact(path))
+                .extract::<Self>()
+                .map_err(|err| SettingsError::Toml(Box::new(err)))?;
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        let env = EnvVars::read(env);
+        figment.merge(&env).extract_lossy().map_err(|err| {
+            let from_env = err
+                .metadata
+                .as_ref()
+                .is_some_and(|m| m.name == EnvVars::NAME);
+            match env.names.get(&err.path.join(".")) {
+                Some(name) if from_env => SettingsError::Env(name.clone()),
+                _ => SettingsError::Toml(Box::new(err)),
+            }
+        })
     }
 
-    fn apply_env(&mut self, env: impl Fn(&str) -> Option<String>) -> Result<(), SettingsError> {
-        let get = |name: &str| env(name).filter(|v| !v.is_empty());
-        if let Some(v) = get("HAVEN_LISTEN") {
-            self.listen = parse("HAVEN_LISTEN", &v)?;
-        }
-        if let Some(v) = get("HAVEN_METRICS_LISTEN") {
-            self.metrics_listen = if v.trim() == "off" {
-                None
-            } else {
-                Some(parse("HAVEN_METRICS_LISTEN", &v)?)
-            };
-        }
-        if let Some(v) = get("HAVEN_DATABASE_URL").or_else(|| get("DATABASE_URL")) {
-            self.database_url = ConnectionUrl::new(v);
-        }
-        if let Some(v) = get("HAVEN_REDIS_URL").or_else(|| get("REDIS_URL")) {
-            self.redis_url = Some(ConnectionUrl::new(v));
-        }
-        macro_rules! number {
-            ($($field:ident).+, $name:literal) => {
-                if let Some(v) = get($name) {
-                    self.$($field).+ = parse($name, &v)?;
-                }
-            };
-        }
-        number!(max_devices, "HAVEN_MAX_DEVICES");
-        number!(access_token_ttl_secs, "HAVEN_ACCESS_TOKEN_TTL_SECS");
-        number!(refresh_token_ttl_secs, "HAVEN_REFRESH_TOKEN_TTL_SECS");
-        number!(body_limit_bytes, "HAVEN_BODY_LIMIT_BYTES");
-        number!(request_timeout_secs, "HAVEN_REQUEST_TIMEOUT_SECS");
-        number!(login_max_failures, "HAVEN_LOGIN_MAX_FAILURES");
-        number!(addr_login_max_failures, "HAVEN_ADDR_LOGIN_MAX_FAILURES");
-        number!(login_failure_window_secs, "HAVEN_LOGIN_FAILURE_WINDOW_SECS");
-        number!(rate_limit_per_minute, "HAVEN_RATE_LIMIT_PER_MINUTE");
-        number!(
-            auth_rate_limit_per_minute,
-            "HAVEN_AUTH_RATE_LIMIT_PER_MINUTE"
-        );
-        number!(vault.max_body_bytes, "HAVEN_VAULT_MAX_BODY_BYTES");
-        number!(vault.max_meta_bytes, "HAVEN_VAULT_MAX_META_BYTES");
-        number!(vault.max_items, "HAVEN_VAULT_MAX_ITEMS");
-        number!(vault.max_bytes, "HAVEN_VAULT_MAX_BYTES");
-        number!(vault.max_page, "HAVEN_VAULT_MAX_PAGE");
-        number!(vault.max_page_bytes, "HAVEN_VAULT_MAX_PAGE_BYTES");
-        number!(vault.retention_secs, "HAVEN_VAULT_RETENTION_SECS");
-        number!(vault.purge_interval_secs, "HAVEN_VAULT_PURGE_INTERVAL_SECS");
-        number!(
-            vault.time_granularity_secs,
-            "HAVEN_VAULT_TIME_GRANULARITY_SECS"
-        );
-        number!(ws.ticket_ttl_secs, "HAVEN_WS_TICKET_TTL_SECS");
-        number!(ws.max_message_bytes, "HAVEN_WS_MAX_MESSAGE_BYTES");
-        number!(ws.read_buffer_bytes, "HAVEN_WS_READ_BUFFER_BYTES");
-        number!(ws.max_signal_bytes, "HAVEN_WS_MAX_SIGNAL_BYTES");
-        number!(ws.send_timeout_secs, "HAVEN_WS_SEND_TIMEOUT_SECS");
-        number!(ws.ping_interval_secs, "HAVEN_WS_PING_INTERVAL_SECS");
-        number!(ws.idle_timeout_secs, "HAVEN_WS_IDLE_TIMEOUT_SECS");
-        number!(ws.poll_interval_secs, "HAVEN_WS_POLL_INTERVAL_SECS");
-        number!(ws.delivery_window, "HAVEN_WS_DELIVERY_WINDOW");
-        number!(ws.max_subscriptions, "HAVEN_WS_MAX_SUBSCRIPTIONS");
-        number!(ws.max_frames_per_sec, "HAVEN_WS_MAX_FRAMES_PER_SEC");
-        number!(ws.max_pending_writes, "HAVEN_WS_MAX_PENDING_WRITES");
-        number!(channels.max_entry_bytes, "HAVEN_CHANNEL_MAX_ENTRY_BYTES");
-        number!(channels.max_entries, "HAVEN_CHANNEL_MAX_ENTRIES");
-        number!(channels.max_bytes, "HAVEN_CHANNEL_MAX_BYTES");
-        number!(channels.max_ttl_secs, "HAVEN_CHANNEL_MAX_TTL_SECS");
-        number!(channels.page_limit, "HAVEN_CHANNEL_PAGE_LIMIT");
-        number!(
-            channels.reap_interval_secs,
-            "HAVEN_CHANNEL_REAP_INTERVAL_SECS"
-        );
-        let list = |v: String| -> Vec<String> {
-            v.split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(str::to_owned)
-                .collect()
-        };
-        if let Some(v) = get("HAVEN_CORS_ALLOWED_ORIGINS") {
-            self.cors_allowed_origins = list(v);
-        }
-        if let Some(v) = get("HAVEN_WS_ALLOWED_ORIGINS") {
-            self.ws.allowed_origins = list(v);
-        }
-        if let Some(v) = get("HAVEN_HSTS") {
-            self.hsts = parse_bool("HAVEN_HSTS", &v)?;
-        }
-        if let Some(v) = get("HAVEN_TRUSTED_PROXY") {
-            self.trusted_proxy = parse_bool("HAVEN_TRUSTED_PROXY", &v)?;
-        }
-        if let Some(v) = get("HAVEN_LOG") {
-            self.log = v;
-        }
-        if let Some(v) = get("HAVEN_USERNAME_PEPPER") {
-            self.username_pepper = Some(SecretSetting::new(v));
-        }
-        if let Some(v) = get("HAVEN_JWT_SECRET") {
-            self.jwt_secret = Some(SecretSetting::new(v));
-        }
-        if let Some(v) = get("HAVEN_OPAQUE_SERVER_SETUP") {
-            self.opaque_server_setup = Some(SecretSetting::new(v));
-        }
-        if let Some(v) = get("HAVEN_CERTIFICATE_KEY") {
-            self.certificate_key = Some(SecretSetting::new(v));
-        }
-        macro_rules! nested {
-            ($section:ident . $field:ident, $name:literal) => {
-                if let Some(v) = get($name) {
-                    self.$section.$field = parse($name, &v)?;
-                }
-            };
-        }
-        nested!(mail.max_envelope_bytes, "HAVEN_MAIL_MAX_ENVELOPE_BYTES");
-        nested!(mail.max_header_bytes, "HAVEN_MAIL_MAX_HEADER_BYTES");
-        nested!(mail.max_queue_messages, "HAVEN_MAIL_MAX_QUEUE_MESSAGES");
-        nested!(mail.max_queue_bytes, "HAVEN_MAIL_MAX_QUEUE_BYTES");
-        nested!(mail.ttl_secs, "HAVEN_MAIL_TTL_SECS");
-        nested!(
-            mail.received_at_granularity_secs,
-            "HAVEN_MAIL_RECEIVED_AT_GRANULARITY_SECS"
-        );
-        nested!(mail.reaper_interval_secs, "HAVEN_MAIL_REAPER_INTERVAL_SECS");
-        nested!(mail.max_request_bytes, "HAVEN_MAIL_MAX_REQUEST_BYTES");
-        nested!(
-            mail.max_recipients_per_send,
-            "HAVEN_MAIL_MAX_RECIPIENTS_PER_SEND"
-        );
-        nested!(mail.max_fetch, "HAVEN_MAIL_MAX_FETCH");
-        nested!(mail.max_ack_ids, "HAVEN_MAIL_MAX_ACK_IDS");
-        nested!(
-            mail.sealed_sends_per_minute,
-            "HAVEN_MAIL_SEALED_SENDS_PER_MINUTE"
-        );
-        nested!(
-            keys.max_one_time_per_upload,
-            "HAVEN_KEYS_MAX_ONE_TIME_PER_UPLOAD"
-        );
-        nested!(
-            keys.max_one_time_per_device,
-            "HAVEN_KEYS_MAX_ONE_TIME_PER_DEVICE"
-        );
-        nested!(keys.low_stock_threshold, "HAVEN_KEYS_LOW_STOCK_THRESHOLD");
-        nested!(
-            keys.claims_per_minute_per_requester,
-            "HAVEN_KEYS_CLAIMS_PER_MINUTE_PER_REQUESTER"
-        );
-        nested!(
-            keys.claims_per_minute_per_target,
-            "HAVEN_KEYS_CLAIMS_PER_MINUTE_PER_TARGET"
-        );
-        nested!(keys.certificate_ttl_secs, "HAVEN_KEYS_CERTIFICATE_TTL_SECS");
-        nested!(
-            keys.username_lookups_per_minute,
-            "HAVEN_KEYS_USERNAME_LOOKUPS_PER_MINUTE"
-        );
-        if let Some(v) = get("HAVEN_DATABASE_SQLITE_SYNCHRONOUS") {
-            self.database.sqlite_synchronous = v
-                .trim()
-                .parse()
-                .map_err(|()| SettingsError::Env("HAVEN_DATABASE_SQLITE_SYNCHRONOUS"))?;
-        }
-        nested!(database.max_write_batch, "HAVEN_DATABASE_MAX_WRITE_BATCH");
-        nested!(database.write_queue, "HAVEN_DATABASE_WRITE_QUEUE");
-        nested!(database.postgres_writers, "HAVEN_DATABASE_POSTGRES_WRITERS");
-        nested!(database.max_connections, "HAVEN_DATABASE_MAX_CONNECTIONS");
-        self.blobs.apply_env(&get)?;
-        Ok(())
+    /// Parses settings from TOML text (missing keys take their defaults).
+    pub fn from_toml(text: &str) -> Result<Self, SettingsError> {
+        Figment::from(Toml::string(text))
+            .extract()
+            .map_err(|err| SettingsError::Toml(Box::new(err)))
+    }
+
+    /// The names among `names` (say, those of the process environment) that start with
+    /// `HAVEN_` but that no setting reads, `HAVEN_CONFIG` (the file's path) excepted: most
+    /// likely misspelt, worth a warning. Not an error: other Haven tools read `HAVEN_*`
+    /// variables of their own (`HAVEN_RELAY_URL`, …) that may be set in the same environment.
+    pub fn unknown_env_vars<'a>(names: impl IntoIterator<Item = &'a str>) -> Vec<&'a str> {
+        let known: Vec<String> = env_keys().into_iter().flat_map(|k| k.names).collect();
+        names
+            .into_iter()
+            .filter(|n| n.starts_with("HAVEN_") && *n != "HAVEN_CONFIG")
+            .filter(|n| !known.iter().any(|k| k == n))
+            .collect()
     }
 
     fn validate(&self) -> Result<(), SettingsError> {
@@ -938,6 +828,173 @@ impl Settings {
     }
 }
 
+/// `metrics_listen`: an address, or `off` for none.
+fn address_or_off<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<SocketAddr>, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    match text.trim() {
+        "off" => Ok(None),
+        addr => addr.parse().map(Some).map_err(serde::de::Error::custom),
+    }
+}
+
+/// A list of origins: a TOML array, or one comma-separated string (as an environment variable
+/// gives it), whose items are trimmed and empty ones dropped.
+fn list_or_commas<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum List {
+        Commas(String),
+        Items(Vec<String>),
+    }
+    Ok(match List::deserialize(deserializer)? {
+        List::Items(items) => items,
+        List::Commas(text) => text
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect(),
+    })
+}
+
+/// The sections (TOML tables) of [`Settings`], the prefix of their environment variables
+/// (`HAVEN_<PREFIX>_<FIELD>`), and their field names. The prefix is the section's name in upper
+/// case except for `channels`, whose variables have always been `HAVEN_CHANNEL_*`.
+type FieldNames = fn() -> &'static [&'static str];
+const SECTIONS: [(&str, &str, FieldNames); 7] = [
+    ("ws", "WS", field_names::<WsSettings>),
+    ("channels", "CHANNEL", field_names::<ChannelSettings>),
+    ("mail", "MAIL", field_names::<MailSettings>),
+    ("keys", "KEYS", field_names::<KeySettings>),
+    ("vault", "VAULT", field_names::<VaultSettings>),
+    ("database", "DATABASE", field_names::<DatabaseSettings>),
+    ("blobs", "BLOBS", field_names::<crate::blobs::BlobSettings>),
+];
+
+/// Top-level settings also read from a conventional name, when their `HAVEN_` name is unset
+/// or empty.
+const FALLBACKS: [(&str, &str); 2] = [("database_url", "DATABASE_URL"), ("redis_url", "REDIS_URL")];
+
+/// One setting as the environment sets it.
+struct EnvKey {
+    /// `field` or `section.field`.
+    path: String,
+    /// The variables it is read from, the first set one wins.
+    names: Vec<String>,
+}
+
+/// Every setting's environment variables, derived from the field names of the structs.
+fn env_keys() -> Vec<EnvKey> {
+    let mut keys = Vec::new();
+    for &field in field_names::<Settings>() {
+        match SECTIONS.iter().find(|(section, ..)| *section == field) {
+            Some((section, prefix, fields)) => keys.extend(fields().iter().map(|f| EnvKey {
+                path: format!("{section}.{f}"),
+                names: vec![format!("HAVEN_{prefix}_{}", f.to_ascii_uppercase())],
+            })),
+            None => keys.push(EnvKey {
+                path: field.to_owned(),
+                names: std::iter::once(format!("HAVEN_{}", field.to_ascii_uppercase()))
+                    .chain(
+                        FALLBACKS
+                            .iter()
+                            .filter(|(f, _)| *f == field)
+                            .map(|(_, n)| (*n).to_owned()),
+                    )
+                    .collect(),
+            }),
+        }
+    }
+    keys
+}
+
+/// The field names serde derives for the struct `T`, read by letting `T` deserialize itself
+/// from a deserializer that only records them.
+fn field_names<T: serde::de::DeserializeOwned>() -> &'static [&'static str] {
+    use serde::de::{Error, Visitor};
+    struct Probe<'a>(&'a mut &'static [&'static str]);
+    impl<'de> Deserializer<'de> for Probe<'_> {
+        type Error = serde::de::value::Error;
+        fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Self::Error> {
+            Err(Self::Error::custom("not a struct"))
+        }
+        fn deserialize_struct<V: Visitor<'de>>(
+            self,
+            _: &'static str,
+            fields: &'static [&'static str],
+            _: V,
+        ) -> Result<V::Value, Self::Error> {
+            *self.0 = fields;
+            Err(Self::Error::custom("fields recorded"))
+        }
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
+            option unit unit_struct newtype_struct seq tuple tuple_struct map enum identifier
+            ignored_any
+        }
+    }
+    let mut fields: &'static [&'static str] = &[];
+    // Always an error: the probe only records the names.
+    let _ = T::deserialize(Probe(&mut fields));
+    fields
+}
+
+/// The environment as a figment provider: the variables of [`env_keys`] read through a lookup
+/// function, empty ones skipped, values trimmed and given as strings (`extract_lossy` reads
+/// them as numbers or booleans where a field wants one).
+struct EnvVars {
+    values: Dict,
+    /// Which variable set each path, to name it in errors.
+    names: BTreeMap<String, String>,
+}
+
+impl EnvVars {
+    const NAME: &'static str = "environment variables";
+
+    fn read(env: impl Fn(&str) -> Option<String>) -> Self {
+        let mut vars = Self {
+            values: Dict::new(),
+            names: BTreeMap::new(),
+        };
+        for key in env_keys() {
+            let set = key.names.iter().find_map(|name| {
+                env(name)
+                    .filter(|v| !v.is_empty())
+                    .map(|v| (name, Value::from(v.trim().to_owned())))
+            });
+            let Some((name, value)) = set else { continue };
+            match key.path.split_once('.') {
+                Some((section, field)) => {
+                    let section = vars
+                        .values
+                        .entry(section.to_owned())
+                        .or_insert_with(|| Value::from(Dict::new()));
+                    if let Value::Dict(_, dict) = section {
+                        dict.insert(field.to_owned(), value);
+                    }
+                }
+                None => {
+                    vars.values.insert(key.path.clone(), value);
+                }
+            }
+            vars.names.insert(key.path, name.clone());
+        }
+        vars
+    }
+}
+
+impl Provider for EnvVars {
+    fn metadata(&self) -> Metadata {
+        Metadata::named(Self::NAME)
+    }
+
+    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
+        Ok(Profile::Default.collect(self.values.clone()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -953,6 +1010,576 @@ mod tests {
                 .find(|(k, _)| k == name)
                 .map(|(_, v)| v.clone())
         }
+    }
+
+    /// Today's environment names and the setting each sets, copied once from the hand-written
+    /// mapping that the derived one replaced: every one of them must keep working.
+    const OLD_ENV_NAMES: &[(&str, &str)] = &[
+        ("HAVEN_MAX_DEVICES", "max_devices"),
+        ("HAVEN_ACCESS_TOKEN_TTL_SECS", "access_token_ttl_secs"),
+        ("HAVEN_REFRESH_TOKEN_TTL_SECS", "refresh_token_ttl_secs"),
+        ("HAVEN_BODY_LIMIT_BYTES", "body_limit_bytes"),
+        ("HAVEN_REQUEST_TIMEOUT_SECS", "request_timeout_secs"),
+        ("HAVEN_LOGIN_MAX_FAILURES", "login_max_failures"),
+        ("HAVEN_ADDR_LOGIN_MAX_FAILURES", "addr_login_max_failures"),
+        (
+            "HAVEN_LOGIN_FAILURE_WINDOW_SECS",
+            "login_failure_window_secs",
+        ),
+        ("HAVEN_RATE_LIMIT_PER_MINUTE", "rate_limit_per_minute"),
+        (
+            "HAVEN_AUTH_RATE_LIMIT_PER_MINUTE",
+            "auth_rate_limit_per_minute",
+        ),
+        ("HAVEN_VAULT_MAX_BODY_BYTES", "vault.max_body_bytes"),
+        ("HAVEN_VAULT_MAX_META_BYTES", "vault.max_meta_bytes"),
+        ("HAVEN_VAULT_MAX_ITEMS", "vault.max_items"),
+        ("HAVEN_VAULT_MAX_BYTES", "vault.max_bytes"),
+        ("HAVEN_VAULT_MAX_PAGE", "vault.max_page"),
+        ("HAVEN_VAULT_MAX_PAGE_BYTES", "vault.max_page_bytes"),
+        ("HAVEN_VAULT_RETENTION_SECS", "vault.retention_secs"),
+        (
+            "HAVEN_VAULT_PURGE_INTERVAL_SECS",
+            "vault.purge_interval_secs",
+        ),
+        (
+            "HAVEN_VAULT_TIME_GRANULARITY_SECS",
+            "vault.time_granularity_secs",
+        ),
+        ("HAVEN_WS_TICKET_TTL_SECS", "ws.ticket_ttl_secs"),
+        ("HAVEN_WS_MAX_MESSAGE_BYTES", "ws.max_message_bytes"),
+        ("HAVEN_WS_READ_BUFFER_BYTES", "ws.read_buffer_bytes"),
+        ("HAVEN_WS_MAX_SIGNAL_BYTES", "ws.max_signal_bytes"),
+        ("HAVEN_WS_SEND_TIMEOUT_SECS", "ws.send_timeout_secs"),
+        ("HAVEN_WS_PING_INTERVAL_SECS", "ws.ping_interval_secs"),
+        ("HAVEN_WS_IDLE_TIMEOUT_SECS", "ws.idle_timeout_secs"),
+        ("HAVEN_WS_POLL_INTERVAL_SECS", "ws.poll_interval_secs"),
+        ("HAVEN_WS_DELIVERY_WINDOW", "ws.delivery_window"),
+        ("HAVEN_WS_MAX_SUBSCRIPTIONS", "ws.max_subscriptions"),
+        ("HAVEN_WS_MAX_FRAMES_PER_SEC", "ws.max_frames_per_sec"),
+        ("HAVEN_WS_MAX_PENDING_WRITES", "ws.max_pending_writes"),
+        ("HAVEN_CHANNEL_MAX_ENTRY_BYTES", "channels.max_entry_bytes"),
+        ("HAVEN_CHANNEL_MAX_ENTRIES", "channels.max_entries"),
+        ("HAVEN_CHANNEL_MAX_BYTES", "channels.max_bytes"),
+        ("HAVEN_CHANNEL_MAX_TTL_SECS", "channels.max_ttl_secs"),
+        ("HAVEN_CHANNEL_PAGE_LIMIT", "channels.page_limit"),
+        (
+            "HAVEN_CHANNEL_REAP_INTERVAL_SECS",
+            "channels.reap_interval_secs",
+        ),
+        ("HAVEN_MAIL_MAX_ENVELOPE_BYTES", "mail.max_envelope_bytes"),
+        ("HAVEN_MAIL_MAX_HEADER_BYTES", "mail.max_header_bytes"),
+        ("HAVEN_MAIL_MAX_QUEUE_MESSAGES", "mail.max_queue_messages"),
+        ("HAVEN_MAIL_MAX_QUEUE_BYTES", "mail.max_queue_bytes"),
+        ("HAVEN_MAIL_TTL_SECS", "mail.ttl_secs"),
+        (
+            "HAVEN_MAIL_RECEIVED_AT_GRANULARITY_SECS",
+            "mail.received_at_granularity_secs",
+        ),
+        (
+            "HAVEN_MAIL_REAPER_INTERVAL_SECS",
+            "mail.reaper_interval_secs",
+        ),
+        ("HAVEN_MAIL_MAX_REQUEST_BYTES", "mail.max_request_bytes"),
+        (
+            "HAVEN_MAIL_MAX_RECIPIENTS_PER_SEND",
+            "mail.max_recipients_per_send",
+        ),
+        ("HAVEN_MAIL_MAX_FETCH", "mail.max_fetch"),
+        ("HAVEN_MAIL_MAX_ACK_IDS", "mail.max_ack_ids"),
+        (
+            "HAVEN_MAIL_SEALED_SENDS_PER_MINUTE",
+            "mail.sealed_sends_per_minute",
+        ),
+        (
+            "HAVEN_KEYS_MAX_ONE_TIME_PER_UPLOAD",
+            "keys.max_one_time_per_upload",
+        ),
+        (
+            "HAVEN_KEYS_MAX_ONE_TIME_PER_DEVICE",
+            "keys.max_one_time_per_device",
+        ),
+        ("HAVEN_KEYS_LOW_STOCK_THRESHOLD", "keys.low_stock_threshold"),
+        (
+            "HAVEN_KEYS_CLAIMS_PER_MINUTE_PER_REQUESTER",
+            "keys.claims_per_minute_per_requester",
+        ),
+        (
+            "HAVEN_KEYS_CLAIMS_PER_MINUTE_PER_TARGET",
+            "keys.claims_per_minute_per_target",
+        ),
+        (
+            "HAVEN_KEYS_CERTIFICATE_TTL_SECS",
+            "keys.certificate_ttl_secs",
+        ),
+        (
+            "HAVEN_KEYS_USERNAME_LOOKUPS_PER_MINUTE",
+            "keys.username_lookups_per_minute",
+        ),
+        ("HAVEN_DATABASE_MAX_WRITE_BATCH", "database.max_write_batch"),
+        ("HAVEN_DATABASE_WRITE_QUEUE", "database.write_queue"),
+        (
+            "HAVEN_DATABASE_POSTGRES_WRITERS",
+            "database.postgres_writers",
+        ),
+        ("HAVEN_DATABASE_MAX_CONNECTIONS", "database.max_connections"),
+        ("HAVEN_BLOBS_MAX_BLOB_BYTES", "blobs.max_blob_bytes"),
+        ("HAVEN_BLOBS_QUOTA_BYTES", "blobs.quota_bytes"),
+        ("HAVEN_BLOBS_MAX_BLOBS", "blobs.max_blobs"),
+        ("HAVEN_BLOBS_PART_SIZE_BYTES", "blobs.part_size_bytes"),
+        ("HAVEN_BLOBS_URL_TTL_SECS", "blobs.url_ttl_secs"),
+        ("HAVEN_BLOBS_DEFAULT_TTL_SECS", "blobs.default_ttl_secs"),
+        ("HAVEN_BLOBS_MAX_TTL_SECS", "blobs.max_ttl_secs"),
+        ("HAVEN_BLOBS_PENDING_TTL_SECS", "blobs.pending_ttl_secs"),
+        ("HAVEN_BLOBS_GC_INTERVAL_SECS", "blobs.gc_interval_secs"),
+        (
+            "HAVEN_BLOBS_TRANSFER_TIMEOUT_SECS",
+            "blobs.transfer_timeout_secs",
+        ),
+        ("DATABASE_URL", "database_url"),
+        ("HAVEN_BLOBS_BACKEND", "blobs.backend"),
+        ("HAVEN_BLOBS_DIR", "blobs.dir"),
+        ("HAVEN_BLOBS_S3_ACCESS_KEY_ID", "blobs.s3_access_key_id"),
+        ("HAVEN_BLOBS_S3_ALLOW_HTTP", "blobs.s3_allow_http"),
+        ("HAVEN_BLOBS_S3_BUCKET", "blobs.s3_bucket"),
+        ("HAVEN_BLOBS_S3_ENDPOINT", "blobs.s3_endpoint"),
+        ("HAVEN_BLOBS_S3_REGION", "blobs.s3_region"),
+        (
+            "HAVEN_BLOBS_S3_SECRET_ACCESS_KEY",
+            "blobs.s3_secret_access_key",
+        ),
+        ("HAVEN_BLOBS_TOKEN_SECRET", "blobs.token_secret"),
+        ("HAVEN_CERTIFICATE_KEY", "certificate_key"),
+        ("HAVEN_CORS_ALLOWED_ORIGINS", "cors_allowed_origins"),
+        (
+            "HAVEN_DATABASE_SQLITE_SYNCHRONOUS",
+            "database.sqlite_synchronous",
+        ),
+        ("HAVEN_DATABASE_URL", "database_url"),
+        ("HAVEN_HSTS", "hsts"),
+        ("HAVEN_JWT_SECRET", "jwt_secret"),
+        ("HAVEN_LISTEN", "listen"),
+        ("HAVEN_LOG", "log"),
+        ("HAVEN_METRICS_LISTEN", "metrics_listen"),
+        ("HAVEN_OPAQUE_SERVER_SETUP", "opaque_server_setup"),
+        ("HAVEN_REDIS_URL", "redis_url"),
+        ("HAVEN_TRUSTED_PROXY", "trusted_proxy"),
+        ("HAVEN_USERNAME_PEPPER", "username_pepper"),
+        ("HAVEN_WS_ALLOWED_ORIGINS", "ws.allowed_origins"),
+        ("REDIS_URL", "redis_url"),
+    ];
+
+    /// Loads from `pairs` without range checks, so one setting can be changed alone.
+    fn load_unchecked(pairs: &[(&str, &str)]) -> Result<Settings, SettingsError> {
+        Settings::load_unchecked(None, env_of(pairs))
+    }
+
+    /// The settings' `{:#?}` output as `path → value` (`mail.ttl_secs → 2592000`), values on
+    /// one line with the trailing commas of multi-line values removed.
+    fn debug_fields(settings: &Settings) -> std::collections::BTreeMap<String, String> {
+        let text = format!("{settings:#?}");
+        let mut fields = std::collections::BTreeMap::new();
+        let (mut section, mut current) = (None::<String>, None::<String>);
+        for line in text.lines().skip(1) {
+            let indent = line.len() - line.trim_start().len();
+            let body = line.trim();
+            let named = body.split_once(": ").filter(|(k, _)| {
+                k.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+            });
+            match (indent, named) {
+                (4, Some((key, value))) if value.ends_with(" {") => {
+                    section = Some(key.to_owned());
+                    current = None;
+                }
+                (4 | 8, Some((key, value))) => {
+                    let path = match (indent, &section) {
+                        (8, Some(section)) => format!("{section}.{key}"),
+                        _ => {
+                            section = None;
+                            key.to_owned()
+                        }
+                    };
+                    fields.insert(path.clone(), value.to_owned());
+                    current = Some(path);
+                }
+                (4, None) => {
+                    // The closing line of a section or of a multi-line top-level value.
+                    if body.starts_with('}') {
+                        section = None;
+                        current = None;
+                    } else if let Some(path) = &current {
+                        fields.entry(path.clone()).or_default().push_str(body);
+                    }
+                }
+                _ => {
+                    if let Some(path) = &current {
+                        fields.entry(path.clone()).or_default().push_str(body);
+                    }
+                }
+            }
+        }
+        for value in fields.values_mut() {
+            *value = value.replace(",]", "]").replace(",)", ")");
+            while value.ends_with(',') {
+                value.pop();
+            }
+        }
+        fields
+    }
+
+    /// A valid value for the setting whose default prints as `default`, different from it, and
+    /// what it prints as once set (several forms for strings that may be secrets or URLs).
+    fn sample_value(default: &str, i: usize) -> (String, Vec<String>) {
+        let k = 1 + (i % 3) as u64;
+        if let Ok(n) = default.parse::<u64>() {
+            // Below the default: every default is comfortably above its minimum.
+            let v = (n - k).to_string();
+            return (v.clone(), vec![v]);
+        }
+        let one = |v: String, shown: String| (v, vec![shown]);
+        match default {
+            "false" => one(
+                ["yes", "on", "1", "TRUE"][i % 4].to_owned(),
+                "true".to_owned(),
+            ),
+            "true" => one(
+                ["no", "off", "0", "False"][i % 4].to_owned(),
+                "false".to_owned(),
+            ),
+            "[]" => one(
+                format!("https://a{i}.example, https://b.example"),
+                format!("[\"https://a{i}.example\",\"https://b.example\"]"),
+            ),
+            "Local" => one("s3".to_owned(), "S3".to_owned()),
+            "Full" => one("NORMAL".to_owned(), "Normal".to_owned()),
+            "None" => (
+                format!("v{i}"),
+                vec![
+                    format!("Some(\"v{i}\")"),
+                    "Some([redacted])".to_owned(),
+                    format!("Some(v{i}:[redacted])"),
+                ],
+            ),
+            _ if default.contains("127.0.0.1:") => {
+                let addr = format!("127.0.0.1:{}", 20_000 + i);
+                let shown = if default.starts_with("Some(") {
+                    format!("Some({addr})")
+                } else {
+                    addr.clone()
+                };
+                one(addr, shown)
+            }
+            _ if default.ends_with(":[redacted]") => one(
+                format!("postgres://u:pw{i}@db/x"),
+                "postgres:[redacted]".to_owned(),
+            ),
+            _ if default.starts_with('"') => one(format!("w{i}"), format!("\"w{i}\"")),
+            _ => panic!("no sample value for a setting whose default is {default}"),
+        }
+    }
+
+    /// Sets `name` alone and checks that exactly the setting `path` changed, to the value set.
+    fn assert_lands(name: &str, path: &str, i: usize) {
+        let defaults = debug_fields(&Settings::default());
+        let default = defaults
+            .get(path)
+            .unwrap_or_else(|| panic!("{name}: no setting {path}"));
+        let (value, shown) = sample_value(default, i);
+        let loaded =
+            load_unchecked(&[(name, &value)]).unwrap_or_else(|e| panic!("{name}={value}: {e}"));
+        let fields = debug_fields(&loaded);
+        let changed: Vec<&String> = fields
+            .iter()
+            .filter(|(k, v)| defaults.get(*k) != Some(*v))
+            .map(|(k, _)| k)
+            .collect();
+        assert_eq!(changed, [path], "{name}={value} changed {changed:?}");
+        assert!(
+            shown.contains(&fields[path]),
+            "{name}={value} set {path} to {}, expected one of {shown:?}",
+            fields[path]
+        );
+    }
+
+    #[test]
+    fn old_env_names_still_land_in_their_fields() {
+        assert_eq!(OLD_ENV_NAMES.len(), 95);
+        for (i, (name, path)) in OLD_ENV_NAMES.iter().enumerate() {
+            assert_lands(name, path, i);
+        }
+    }
+
+    /// The environment variables of `docs/SELF_HOSTING.md`'s settings tables and the setting
+    /// each names: the main table gives them in its second column, each `[section]` table by
+    /// the prefix its introduction states.
+    fn documented_env_vars() -> Vec<(String, String)> {
+        let doc = include_str!("../../docs/SELF_HOSTING.md");
+        let settings = doc
+            .split("\n## Settings\n")
+            .nth(1)
+            .and_then(|rest| rest.split("\n## ").next())
+            .expect("a Settings chapter");
+        let ticked = |cell: &str| -> Vec<String> {
+            cell.split('`')
+                .skip(1)
+                .step_by(2)
+                .map(str::to_owned)
+                .collect()
+        };
+        let (mut section, mut prefix) = (None::<String>, None::<String>);
+        let mut vars = Vec::new();
+        for line in settings.lines() {
+            if let Some(heading) = line.strip_prefix("### `[") {
+                section = heading.split(']').next().map(str::to_owned);
+                prefix = None;
+            } else if line.starts_with("Environment variables are `HAVEN_") {
+                prefix = ticked(line).into_iter().next();
+            } else if line.starts_with("| `") {
+                let cells: Vec<&str> = line.split('|').collect();
+                let keys = ticked(cells[1]);
+                match (&section, &prefix) {
+                    (None, _) => {
+                        for name in ticked(cells[2]) {
+                            vars.push((name, keys[0].clone()));
+                        }
+                    }
+                    (Some(section), Some(prefix)) => {
+                        for key in keys {
+                            vars.push((
+                                format!("{prefix}{}", key.to_ascii_uppercase()),
+                                format!("{section}.{key}"),
+                            ));
+                        }
+                    }
+                    (Some(section), None) => panic!("[{section}] states no variable prefix"),
+                }
+            }
+        }
+        vars
+    }
+
+    #[test]
+    fn documented_env_vars_land_in_the_documented_settings() {
+        let documented = documented_env_vars();
+        assert!(documented.len() >= 90, "only {} parsed", documented.len());
+        // One at a time: exactly the documented setting changes.
+        for (i, (name, path)) in documented.iter().enumerate() {
+            assert_lands(name, path, i);
+        }
+        // All at once (one name per setting), each to its own valid value, range checks on.
+        let defaults = debug_fields(&Settings::default());
+        let mut env = Vec::new();
+        let mut expected = Vec::new();
+        for (i, (name, path)) in documented.iter().enumerate() {
+            if env
+                .iter()
+                .any(|(_, p, _): &(String, String, String)| p == path)
+            {
+                continue;
+            }
+            let (value, shown) = sample_value(&defaults[path], i);
+            env.push((name.clone(), path.clone(), value));
+            expected.push((path.clone(), shown));
+        }
+        let pairs: Vec<(&str, &str)> = env
+            .iter()
+            .map(|(n, _, v)| (n.as_str(), v.as_str()))
+            .collect();
+        let loaded = Settings::load(None, env_of(&pairs)).unwrap();
+        let fields = debug_fields(&loaded);
+        for (path, shown) in expected {
+            assert!(
+                shown.contains(&fields[&path]),
+                "{path} is {}",
+                fields[&path]
+            );
+        }
+    }
+
+    #[test]
+    fn derived_names_are_exactly_the_old_names() {
+        let mut derived: Vec<(String, String)> = env_keys()
+            .into_iter()
+            .flat_map(|k| k.names.into_iter().map(move |n| (n, k.path.clone())))
+            .collect();
+        derived.sort();
+        let mut old: Vec<(String, String)> = OLD_ENV_NAMES
+            .iter()
+            .map(|(n, p)| ((*n).to_owned(), (*p).to_owned()))
+            .collect();
+        old.sort();
+        assert_eq!(derived, old);
+        // Every section of the struct has its prefix (else it would be read as one value).
+        let fields = field_names::<Settings>();
+        assert!(SECTIONS.iter().all(|(s, ..)| fields.contains(s)));
+    }
+
+    #[test]
+    fn invalid_values_name_the_variable() {
+        let defaults = debug_fields(&Settings::default());
+        let mut checked = 0;
+        for (name, path) in OLD_ENV_NAMES {
+            let default = &defaults[*path];
+            let typed = default.parse::<u64>().is_ok()
+                || ["true", "false", "Local", "Full"].contains(&default.as_str())
+                || default.contains("127.0.0.1:");
+            if !typed {
+                continue;
+            }
+            for bad in ["x1", "-1", "1.5", "maybe"] {
+                match load_unchecked(&[(name, bad)]) {
+                    Err(SettingsError::Env(n)) => assert_eq!(n, *name),
+                    other => panic!("{name}={bad}: {other:?}"),
+                }
+            }
+            checked += 1;
+        }
+        assert!(checked >= 75, "{checked}");
+        // Too big for the field's type.
+        assert!(matches!(
+            Settings::load(None, env_of(&[("HAVEN_MAX_DEVICES", "4294967296")])),
+            Err(SettingsError::Env(n)) if n == "HAVEN_MAX_DEVICES"
+        ));
+        // The message names the variable, not the value.
+        let err = Settings::load(None, env_of(&[("HAVEN_WS_TICKET_TTL_SECS", "sekret")]))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "invalid value in environment variable HAVEN_WS_TICKET_TTL_SECS"
+        );
+        // `off` is the only word the metrics address takes.
+        assert!(matches!(
+            Settings::load(None, env_of(&[("HAVEN_METRICS_LISTEN", "on")])),
+            Err(SettingsError::Env(n)) if n == "HAVEN_METRICS_LISTEN"
+        ));
+    }
+
+    #[test]
+    fn environment_spellings_as_before() {
+        let s = load_unchecked(&[
+            ("HAVEN_HSTS", " Yes "),
+            ("HAVEN_TRUSTED_PROXY", "ON"),
+            ("HAVEN_BLOBS_S3_ALLOW_HTTP", "1"),
+            ("HAVEN_MAX_DEVICES", " 7 "),
+            ("HAVEN_WS_MAX_FRAMES_PER_SEC", "+9"),
+            ("HAVEN_LISTEN", " 127.0.0.1:1234 "),
+            ("HAVEN_METRICS_LISTEN", " off "),
+            ("HAVEN_DATABASE_SQLITE_SYNCHRONOUS", "Normal"),
+            (
+                "HAVEN_WS_ALLOWED_ORIGINS",
+                "https://a.example,,https://b.example ,",
+            ),
+            ("HAVEN_LOG", "5"),
+            ("HAVEN_JWT_SECRET", "123"),
+            // Empty means unset: the default stays.
+            ("HAVEN_REQUEST_TIMEOUT_SECS", ""),
+        ])
+        .unwrap();
+        assert!(s.hsts && s.trusted_proxy && s.blobs.s3_allow_http);
+        assert_eq!((s.max_devices, s.ws.max_frames_per_sec), (7, 9));
+        assert_eq!(s.listen, SocketAddr::from(([127, 0, 0, 1], 1234)));
+        assert_eq!(s.metrics_listen, None);
+        assert_eq!(s.database.sqlite_synchronous, SqliteSynchronous::Normal);
+        assert_eq!(
+            s.ws.allowed_origins,
+            ["https://a.example", "https://b.example"]
+        );
+        assert_eq!(s.log, "5");
+        assert_eq!(
+            s.jwt_secret.as_ref().map(SecretSetting::expose),
+            Some("123")
+        );
+        assert_eq!(s.request_timeout_secs, 30);
+        let s = load_unchecked(&[("HAVEN_HSTS", "no"), ("HAVEN_TRUSTED_PROXY", "0")]).unwrap();
+        assert!(!s.hsts && !s.trusted_proxy);
+    }
+
+    #[test]
+    fn file_then_environment_then_fallbacks() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("relay.toml");
+        std::fs::write(
+            &file,
+            "max_devices = 3\nmetrics_listen = \"off\"\n\
+             database_url = \"sqlite://file.db\"\n\
+             [mail]\nttl_secs = 120\nmax_fetch = 7\n\
+             [ws]\nallowed_origins = [\"https://file.example\"]\n\
+             [database]\nsqlite_synchronous = \"normal\"\n",
+        )
+        .unwrap();
+        let load = |pairs: &[(&str, &str)]| Settings::load(Some(&file), env_of(pairs)).unwrap();
+        let s = load(&[]);
+        assert_eq!(
+            (s.max_devices, s.mail.ttl_secs, s.mail.max_fetch),
+            (3, 120, 7)
+        );
+        assert_eq!(s.metrics_listen, None);
+        assert_eq!(s.database_url.expose(), "sqlite://file.db");
+        assert_eq!(s.ws.allowed_origins, ["https://file.example"]);
+        assert_eq!(s.database.sqlite_synchronous, SqliteSynchronous::Normal);
+        // The environment wins, per field, inside sections too; empty values do not count.
+        let s = load(&[
+            ("HAVEN_MAIL_TTL_SECS", "180"),
+            ("HAVEN_MAX_DEVICES", ""),
+            ("HAVEN_METRICS_LISTEN", "127.0.0.1:9"),
+            ("HAVEN_WS_ALLOWED_ORIGINS", "https://env.example"),
+            ("DATABASE_URL", "postgres://u:p@db/fallback"),
+        ]);
+        assert_eq!(
+            (s.max_devices, s.mail.ttl_secs, s.mail.max_fetch),
+            (3, 180, 7)
+        );
+        assert_eq!(
+            s.metrics_listen,
+            Some(SocketAddr::from(([127, 0, 0, 1], 9)))
+        );
+        assert_eq!(s.ws.allowed_origins, ["https://env.example"]);
+        assert_eq!(s.database_url.expose(), "postgres://u:p@db/fallback");
+        // The HAVEN_ name before the conventional one; an empty one falls back.
+        let s = load(&[
+            ("HAVEN_DATABASE_URL", "postgres://u:p@db/haven"),
+            ("DATABASE_URL", "postgres://u:p@db/fallback"),
+            ("HAVEN_REDIS_URL", ""),
+            ("REDIS_URL", "redis://r:6379"),
+        ]);
+        assert_eq!(s.database_url.expose(), "postgres://u:p@db/haven");
+        assert_eq!(
+            s.redis_url.as_ref().map(ConnectionUrl::expose),
+            Some("redis://r:6379")
+        );
+        // The file is read strictly: lossy reading is for the environment only.
+        std::fs::write(&file, "hsts = \"yes\"\n").unwrap();
+        assert!(matches!(
+            Settings::load(Some(&file), env_of(&[])),
+            Err(SettingsError::Toml(_))
+        ));
+        std::fs::write(&file, "[mail]\nttl = 1\n").unwrap();
+        let err = Settings::load(Some(&file), env_of(&[])).unwrap_err();
+        assert!(matches!(err, SettingsError::Toml(_)));
+        assert!(err.to_string().contains("relay.toml"), "{err}");
+        assert!(matches!(
+            Settings::load(Some(&dir.path().join("missing.toml")), env_of(&[])),
+            Err(SettingsError::Read(_))
+        ));
+    }
+
+    #[test]
+    fn unknown_haven_variables_are_reported() {
+        let names = [
+            "HAVEN_JWT_SECERT",
+            "HAVEN_JWT_SECRET",
+            "HAVEN_CONFIG",
+            "HAVEN_CHANNELS_MAX_BYTES",
+            "HAVEN_CHANNEL_MAX_BYTES",
+            "DATABASE_URL",
+            "PATH",
+        ];
+        assert_eq!(
+            Settings::unknown_env_vars(names),
+            ["HAVEN_JWT_SECERT", "HAVEN_CHANNELS_MAX_BYTES"]
+        );
     }
 
     #[test]
@@ -999,11 +1626,26 @@ mod tests {
                 ("REDIS_URL", "redis://:sekret@r:6379"),
                 ("HAVEN_JWT_SECRET", "c2VjcmV0LWp3dA=="),
                 ("HAVEN_USERNAME_PEPPER", "cGVwcGVy"),
+                ("HAVEN_OPAQUE_SERVER_SETUP", "b3BhcXVl"),
+                ("HAVEN_CERTIFICATE_KEY", "Y2VydGlmaWNhdGU="),
+                ("HAVEN_BLOBS_S3_ACCESS_KEY_ID", "AKIDSECRET"),
+                ("HAVEN_BLOBS_S3_SECRET_ACCESS_KEY", "s3-secret-key"),
+                ("HAVEN_BLOBS_TOKEN_SECRET", "dG9rZW4="),
             ]),
         )
         .unwrap();
-        let debug = format!("{s:?}");
-        for secret in ["hunter2", "sekret", "c2VjcmV0LWp3dA==", "cGVwcGVy"] {
+        let debug = format!("{s:?}{s:#?}");
+        for secret in [
+            "hunter2",
+            "sekret",
+            "c2VjcmV0LWp3dA==",
+            "cGVwcGVy",
+            "b3BhcXVl",
+            "Y2VydGlmaWNhdGU=",
+            "AKIDSECRET",
+            "s3-secret-key",
+            "dG9rZW4=",
+        ] {
             assert!(!debug.contains(secret), "{secret} leaked in {debug}");
         }
         assert!(debug.contains("postgres:[redacted]"));
@@ -1013,7 +1655,7 @@ mod tests {
     fn bad_values_are_rejected() {
         assert!(matches!(
             Settings::load(None, env_of(&[("HAVEN_MAX_DEVICES", "many")])),
-            Err(SettingsError::Env("HAVEN_MAX_DEVICES"))
+            Err(SettingsError::Env(name)) if name == "HAVEN_MAX_DEVICES"
         ));
         assert!(matches!(
             Settings::load(None, env_of(&[("HAVEN_MAX_DEVICES", "0")])),

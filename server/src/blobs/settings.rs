@@ -1,6 +1,6 @@
-//! The `[blobs]` settings section (environment: `HAVEN_BLOBS_<FIELD>` in upper case).
+//! The `[blobs]` settings section (environment: `HAVEN_BLOBS_<FIELD>` in upper case, derived
+//! from the field names by `crate::settings`).
 
-use std::fmt;
 use std::path::PathBuf;
 
 use serde::Deserialize;
@@ -18,8 +18,9 @@ pub enum BlobBackendKind {
     S3,
 }
 
-/// Blob storage, limits, expiry and garbage collection.
-#[derive(Clone, Deserialize)]
+/// Blob storage, limits, expiry and garbage collection (`Debug` shows the secrets as
+/// `[redacted]`).
+#[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct BlobSettings {
     /// `local` or `s3` (`HAVEN_BLOBS_BACKEND`).
@@ -69,29 +70,6 @@ pub struct BlobSettings {
     pub token_secret: Option<SecretSetting>,
 }
 
-impl fmt::Debug for BlobSettings {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("BlobSettings")
-            .field("backend", &self.backend)
-            .field("dir", &self.dir)
-            .field("s3_endpoint", &self.s3_endpoint)
-            .field("s3_bucket", &self.s3_bucket)
-            .field("s3_region", &self.s3_region)
-            .field("s3_allow_http", &self.s3_allow_http)
-            .field("max_blob_bytes", &self.max_blob_bytes)
-            .field("quota_bytes", &self.quota_bytes)
-            .field("max_blobs", &self.max_blobs)
-            .field("part_size_bytes", &self.part_size_bytes)
-            .field("url_ttl_secs", &self.url_ttl_secs)
-            .field("default_ttl_secs", &self.default_ttl_secs)
-            .field("max_ttl_secs", &self.max_ttl_secs)
-            .field("pending_ttl_secs", &self.pending_ttl_secs)
-            .field("gc_interval_secs", &self.gc_interval_secs)
-            .field("transfer_timeout_secs", &self.transfer_timeout_secs)
-            .finish_non_exhaustive()
-    }
-}
-
 const MIB: u64 = 1 << 20;
 
 impl Default for BlobSettings {
@@ -120,71 +98,7 @@ impl Default for BlobSettings {
     }
 }
 
-fn parse<T: std::str::FromStr>(name: &'static str, value: &str) -> Result<T, SettingsError> {
-    value.trim().parse().map_err(|_| SettingsError::Env(name))
-}
-
 impl BlobSettings {
-    /// Applies `HAVEN_BLOBS_*` variables read through `get`.
-    pub(crate) fn apply_env(
-        &mut self,
-        get: &impl Fn(&str) -> Option<String>,
-    ) -> Result<(), SettingsError> {
-        if let Some(v) = get("HAVEN_BLOBS_BACKEND") {
-            self.backend = match v.trim() {
-                "local" => BlobBackendKind::Local,
-                "s3" => BlobBackendKind::S3,
-                _ => return Err(SettingsError::Env("HAVEN_BLOBS_BACKEND")),
-            };
-        }
-        if let Some(v) = get("HAVEN_BLOBS_DIR") {
-            self.dir = Some(PathBuf::from(v));
-        }
-        if let Some(v) = get("HAVEN_BLOBS_S3_ENDPOINT") {
-            self.s3_endpoint = Some(v);
-        }
-        if let Some(v) = get("HAVEN_BLOBS_S3_BUCKET") {
-            self.s3_bucket = Some(v);
-        }
-        if let Some(v) = get("HAVEN_BLOBS_S3_REGION") {
-            self.s3_region = v;
-        }
-        if let Some(v) = get("HAVEN_BLOBS_S3_ACCESS_KEY_ID") {
-            self.s3_access_key_id = Some(SecretSetting::new(v));
-        }
-        if let Some(v) = get("HAVEN_BLOBS_S3_SECRET_ACCESS_KEY") {
-            self.s3_secret_access_key = Some(SecretSetting::new(v));
-        }
-        if let Some(v) = get("HAVEN_BLOBS_S3_ALLOW_HTTP") {
-            self.s3_allow_http = match v.trim().to_ascii_lowercase().as_str() {
-                "1" | "true" | "yes" | "on" => true,
-                "0" | "false" | "no" | "off" => false,
-                _ => return Err(SettingsError::Env("HAVEN_BLOBS_S3_ALLOW_HTTP")),
-            };
-        }
-        if let Some(v) = get("HAVEN_BLOBS_TOKEN_SECRET") {
-            self.token_secret = Some(SecretSetting::new(v));
-        }
-        macro_rules! number {
-            ($field:ident, $name:literal) => {
-                if let Some(v) = get($name) {
-                    self.$field = parse($name, &v)?;
-                }
-            };
-        }
-        number!(max_blob_bytes, "HAVEN_BLOBS_MAX_BLOB_BYTES");
-        number!(quota_bytes, "HAVEN_BLOBS_QUOTA_BYTES");
-        number!(max_blobs, "HAVEN_BLOBS_MAX_BLOBS");
-        number!(part_size_bytes, "HAVEN_BLOBS_PART_SIZE_BYTES");
-        number!(url_ttl_secs, "HAVEN_BLOBS_URL_TTL_SECS");
-        number!(default_ttl_secs, "HAVEN_BLOBS_DEFAULT_TTL_SECS");
-        number!(max_ttl_secs, "HAVEN_BLOBS_MAX_TTL_SECS");
-        number!(pending_ttl_secs, "HAVEN_BLOBS_PENDING_TTL_SECS");
-        number!(gc_interval_secs, "HAVEN_BLOBS_GC_INTERVAL_SECS");
-        number!(transfer_timeout_secs, "HAVEN_BLOBS_TRANSFER_TIMEOUT_SECS");
-        Ok(())
-    }
-
     /// Checks every value is in range.
     pub(crate) fn validate(&self) -> Result<(), SettingsError> {
         let min_part = match self.backend {
@@ -270,7 +184,7 @@ mod tests {
         assert_eq!(s.blobs.url_ttl_secs, 60);
         assert!(matches!(
             load(&[("HAVEN_BLOBS_BACKEND", "ftp")]),
-            Err(SettingsError::Env("HAVEN_BLOBS_BACKEND"))
+            Err(SettingsError::Env(name)) if name == "HAVEN_BLOBS_BACKEND"
         ));
         // S3 needs a bucket and credentials, and parts of at least 5 MiB.
         assert!(matches!(
