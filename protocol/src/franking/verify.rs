@@ -20,8 +20,8 @@ use x25519_dalek::{PublicKey, StaticSecret};
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 use super::{
-    Destination, FrankingFormatError, FrankingKey, IDENTITY_KEY_LEN, LEN_32, Report, TAG_KEY_INFO,
-    commitment_input, is_canonical_x25519, stamp_input, tag_input, tag_key_salt,
+    Destination, FrankingKey, IDENTITY_KEY_LEN, LEN_32, Report, TAG_KEY_INFO, commitment_input,
+    is_canonical_x25519, stamp_input, tag_input, tag_key_salt,
 };
 
 /// Why a franking computation or check failed.
@@ -52,15 +52,6 @@ pub enum FrankingError {
     /// and destination.
     #[error("sender tag mismatch")]
     TagMismatch,
-}
-
-impl From<FrankingFormatError> for FrankingError {
-    fn from(e: FrankingFormatError) -> Self {
-        match e {
-            FrankingFormatError::ContentTooLarge { len } => Self::ContentTooLarge { len },
-            _ => Self::InvalidPublicKey,
-        }
-    }
 }
 
 type HmacSha256 = Hmac<Sha256>;
@@ -113,12 +104,19 @@ impl StampKey {
     }
 }
 
+/// The commitment's HMAC input; its only failure is a content over the limit.
+fn commitment_message(content: &[u8]) -> Result<Zeroizing<Vec<u8>>, FrankingError> {
+    commitment_input(content)
+        .map(Zeroizing::new)
+        .map_err(|_| FrankingError::ContentTooLarge { len: content.len() })
+}
+
 /// `c = HMAC(fk, "Haven_Franking_Commitment_v1" || u32 len || content)`.
 ///
 /// # Errors
 /// [`FrankingError::ContentTooLarge`].
 pub fn commit(franking_key: &[u8; LEN_32], content: &[u8]) -> Result<[u8; LEN_32], FrankingError> {
-    let input = Zeroizing::new(commitment_input(content)?);
+    let input = commitment_message(content)?;
     Ok(hmac(franking_key, &input))
 }
 
@@ -131,7 +129,7 @@ pub fn check_commitment(
     content: &[u8],
     commitment: &[u8; LEN_32],
 ) -> Result<(), FrankingError> {
-    let input = Zeroizing::new(commitment_input(content)?);
+    let input = commitment_message(content)?;
     if hmac_verify(franking_key, &input, commitment) {
         Ok(())
     } else {
