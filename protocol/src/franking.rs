@@ -3,7 +3,7 @@
 //! Every format and every KDF/MAC input of franking has its one home here: the relay's
 //! published franking key, the destination a message was delivered to, the opening a sender
 //! puts inside the encryption, the report body, and the exact bytes each HMAC and HKDF step
-//! reads. This module computes nothing; the computations over these inputs are in [`verify`]
+//! reads. This module computes nothing; the computations over these inputs are in `verify`
 //! (feature `franking`), which both the relay and the SDK use.
 //!
 //! ```text
@@ -299,7 +299,7 @@ impl Report {
         out
     }
 
-    /// Reads a report body. Checks only the layout; [`verify`] checks the MACs.
+    /// Reads a report body. Checks only the layout; `verify::verify_report` (feature `franking`) checks the MACs.
     ///
     /// # Errors
     /// [`FrankingFormatError`] for a wrong length, version, type or destination kind, a
