@@ -299,7 +299,8 @@ impl Report {
         out
     }
 
-    /// Reads a report body. Checks only the layout; `verify::verify_report` (feature `franking`) checks the MACs.
+    /// Reads a report body. Checks only the layout; `verify::verify_report` (feature
+    /// `franking`) checks the MACs.
     ///
     /// # Errors
     /// [`FrankingFormatError`] for a wrong length, version, type or destination kind, a
