@@ -4,6 +4,9 @@
 //! specified byte for byte (or field for field, for JSON bodies) in `docs/PROTOCOL.md`.
 //! The one exception is the optional `opaque` feature, which names the OPAQUE parameter set
 //! (a type-level choice of primitives, not an implementation) so relay and client agree on it.
+//! The second is the `franking` feature: [`franking`]'s layouts are always here, and with the
+//! feature `franking::verify` computes the franking MACs (PROTOCOL.md §16), because the relay
+//! must verify abuse reports and may not depend on the SDK.
 //!
 //! [`api`] holds the relay's HTTP bodies. Its optional features only add to them: `openapi`
 //! derives their OpenAPI schemas (for the relay's `/openapi.json`) and `random` lets the relay
@@ -22,6 +25,7 @@ pub mod certificate;
 pub mod content;
 pub mod encoding;
 pub mod frames;
+pub mod franking;
 pub mod group_change;
 pub mod padding;
 pub mod provisioning;

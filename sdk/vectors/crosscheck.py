@@ -2,8 +2,8 @@
 """Independent re-implementation (from docs/PROTOCOL.md only) of the parts of the session vectors
 that do not need ML-KEM: bundle encoding and signatures, the ratchet part of the PQXDH first
 message (given SK), ratchet KDFs, sealed sender, safety numbers, account device lists and
-account safety numbers, signed group changes and the group invite. Needs `cryptography`.
-Run: python3 sdk/vectors/crosscheck.py"""
+account safety numbers, signed group changes and the group invite, and message franking (§16).
+Needs `cryptography`. Run: python3 sdk/vectors/crosscheck.py"""
 import hashlib, hmac, json, os
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -276,6 +276,66 @@ def check_group_change():
     print("signed group changes and the group invite ok (%d changes)" % len(v["changes"]))
 
 
+def check_franking():
+    """§16: the commitment, the designated-verifier tag, the opening, the relay's stamp, the
+    report body and its id, and the relay's report checks in their order (§16.6) on every
+    refused report, from the text of §16 only."""
+    v = load("franking")
+    hm = lambda k, m: hmac.new(k, m, hashlib.sha256).digest()
+    f = X25519PrivateKey.from_private_bytes(H(v["relay_franking_secret"]))
+    F = raw(f)
+    assert F.hex() == v["relay_franking_public"]
+    assert (b"\x01" + F).hex() == v["franking_key_encoding"]
+    ks = H(v["stamp_key"])
+    _, ax, ik = ident(v["sender_identity_ed25519_seed"], v["sender_identity_x25519_secret"])
+    assert ik.hex() == v["sender_identity_key"]
+    commit = lambda fk, m: hm(fk, b"Haven_Franking_Commitment_v1" + u32(len(m)) + m)
+    def tag_key(ikm, ik_a, F_):
+        return hkdf(ik_a + F_, ikm, b"Haven_Franking_TagKey_v1", 32)
+    tag = lambda k, c, d: hm(k, b"Haven_Franking_Tag_v1" + c + d)
+    stamp = lambda c, d, seq, t: hm(ks, b"Haven_Franking_Stamp_v1" + c + d + seq.to_bytes(8, "big") + t.to_bytes(8, "big"))
+    for c in v["cases"]:
+        fk, m, d = H(c["franking_key_fk"]), H(c["content"]), H(c["destination"])
+        cm = commit(fk, m)
+        assert cm.hex() == c["commitment"]
+        dv = tag(tag_key(ax.exchange(xpub(F)), ik, F), cm, d)  # sender side: DH(ik_A, F)
+        assert dv.hex() == c["tag"]
+        assert (b"\x01\x70" + fk + dv + m).hex() == c["opening"]
+        s = stamp(cm, d, c["seq"], c["time"])
+        assert s.hex() == c["stamp"]
+        body = b"\x01\x71" + F + H(v["sender_account_id"]) + u32(v["sender_device_id"]) + d
+        body += c["seq"].to_bytes(8, "big") + c["time"].to_bytes(8, "big") + cm + s + fk + dv
+        body += u32(len(m)) + m
+        assert body.hex() == c["report"] and len(body) == 223 + len(m)
+        assert hashlib.sha256(b"Haven_Franking_Report_v1" + s).digest()[:16].hex() == c["report_id"]
+
+    def verify(body, ik_a):
+        """§16.6 steps 3-6 (the body is well formed in every vector)."""
+        F_, d = body[2:34], body[54:75]
+        seq, t = int.from_bytes(body[75:83], "big"), int.from_bytes(body[83:91], "big")
+        cm, s, fk, dv = body[91:123], body[123:155], body[155:187], body[187:219]
+        n = int.from_bytes(body[219:223], "big")
+        m = body[223:]
+        assert len(m) == n
+        if F_ != F:
+            return "WrongFrankingKey"
+        if not hmac.compare_digest(stamp(cm, d, seq, t), s):
+            return "StampMismatch"
+        if not hmac.compare_digest(commit(fk, m), cm):
+            return "CommitmentMismatch"
+        k = tag_key(f.exchange(xpub(ik_a[32:])), ik_a, F)  # relay side: DH(f, IK_A.x25519)
+        if not hmac.compare_digest(tag(k, cm, d), dv):
+            return "TagMismatch"
+        return "ok"
+
+    for c in v["cases"]:
+        assert verify(H(c["report"]), ik) == "ok"
+    for n in v["negative"]:
+        assert verify(H(n["report"]), H(n["sender_identity_key"])) == n["error"], n["name"]
+    print("franking commitments, tags, stamps, reports and refusals ok (%d cases, %d refused)"
+          % (len(v["cases"]), len(v["negative"])))
+
+
 check_pqxdh()
 check_ratchet_kdfs()
 check_ratchet_conversation()
@@ -283,3 +343,4 @@ check_sealed_sender()
 check_safety_number()
 check_account()
 check_group_change()
+check_franking()

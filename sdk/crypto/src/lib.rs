@@ -9,7 +9,7 @@
 //! safety numbers), [`provisioning`] (linking a device by approval).
 //! Session crypto (§§1–6): [`identity`], [`prekeys`], [`pqxdh`], [`ratchet`],
 //! [`session_cipher`] (the high-level API), [`sealed_sender`], [`safety_number`](mod@safety_number), [`store`],
-//! [`snapshot`]. Data crypto (§§7–10): [`padding`], [`groups`], [`diary`], [`attachment`].
+//! [`snapshot`]. Abuse reports (§16): [`franking`]. Data crypto (§§7–10): [`padding`], [`groups`], [`diary`], [`attachment`].
 //! Low-level functions whose docs start with "hazmat:" exist for test vectors; [`vectors`]
 //! (feature `test-vectors`) recomputes the published vector files.
 #![cfg_attr(not(feature = "std"), no_std)]
@@ -19,6 +19,7 @@ extern crate alloc;
 pub mod account;
 pub mod attachment;
 pub mod diary;
+pub mod franking;
 pub mod groups;
 pub mod identity;
 pub mod padding;
@@ -41,6 +42,7 @@ pub use diary::{
     DiaryError, DiaryIndex, DiaryKeys, DiaryQuery, DiarySync, Entry, KdfParams, RecoveryCode,
     WrappedKeyBundle,
 };
+pub use franking::{Delivery, Franked, FrankingError, ReceivedFranking, frank, open_franked};
 pub use groups::{
     DistributionId, GroupError, GroupSenderSession, SenderKeyDistributionMessage, SenderKeyMessage,
     SenderKeyRecord,

@@ -12,13 +12,14 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod data;
+mod franking;
 mod session;
 
 use alloc::string::String;
 use serde_json::Value;
 
 /// Names of the vector sets, each the stem of a file in `sdk/vectors/`.
-pub const NAMES: [&str; 11] = [
+pub const NAMES: [&str; 12] = [
     "padding",
     "sender_keys",
     "group_change",
@@ -30,6 +31,7 @@ pub const NAMES: [&str; 11] = [
     "sealed_sender",
     "safety_number",
     "account",
+    "franking",
 ];
 
 /// Recomputes the vector set `name` as a JSON value; `None` for an unknown name.
@@ -46,6 +48,7 @@ pub fn build(name: &str) -> Option<Value> {
         "sealed_sender" => session::sealed_sender_vectors(),
         "safety_number" => session::safety_number_vectors(),
         "account" => session::account_vectors(),
+        "franking" => franking::franking_vectors(),
         _ => return None,
     })
 }
