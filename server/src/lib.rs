@@ -6,6 +6,7 @@
 
 pub mod accounts;
 pub mod app;
+pub mod audit;
 pub mod blobs;
 pub mod channels;
 pub mod clock;
@@ -17,6 +18,7 @@ pub mod keys;
 pub mod limits;
 pub mod logging;
 pub mod mail;
+pub mod moderation;
 pub mod realtime;
 pub mod secrets;
 pub mod settings;

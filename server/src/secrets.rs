@@ -86,9 +86,11 @@ pub struct ServerSecrets {
     pub opaque_setup: ServerSetup<HavenCipherSuite>,
     /// Ed25519 key signing sender certificates (PROTOCOL.md §5.1, §11.13).
     pub certificate_key: ed25519_dalek::SigningKey,
+    /// Franking, stamp, report-sealing and address-ban keys (PROTOCOL.md §16.1, §11.19).
+    pub moderation: std::sync::Arc<crate::moderation::keys::ModerationKeys>,
 }
 
-fn decode_key(name: &'static str, setting: &SecretSetting) -> Result<Key32, SecretsError> {
+pub(crate) fn decode_key(name: &'static str, setting: &SecretSetting) -> Result<Key32, SecretsError> {
     let mut bytes = STANDARD
         .decode(setting.expose().trim())
         .map_err(|_| SecretsError::Malformed(name))?;
@@ -97,7 +99,7 @@ fn decode_key(name: &'static str, setting: &SecretSetting) -> Result<Key32, Secr
     key
 }
 
-async fn stored_key<S: SecretStore>(store: &S, name: &'static str) -> Result<Key32, SecretsError> {
+pub(crate) async fn stored_key<S: SecretStore>(store: &S, name: &'static str) -> Result<Key32, SecretsError> {
     let fresh = Key32::random();
     let stored = store.secret_or_insert(name, fresh.expose()).await?;
     Key32::from_slice(stored.expose()).ok_or(SecretsError::Malformed(name))
@@ -143,11 +145,14 @@ impl ServerSecrets {
             None => stored_key(store, "certificate_key").await?,
         };
         let certificate_key = ed25519_dalek::SigningKey::from_bytes(certificate_seed.expose());
+        let moderation =
+            std::sync::Arc::new(crate::moderation::keys::ModerationKeys::load(settings, store).await?);
         Ok(Self {
             username_pepper,
             jwt_key,
             opaque_setup,
             certificate_key,
+            moderation,
         })
     }
 }

@@ -164,6 +164,10 @@ pub struct Settings {
     pub database: DatabaseSettings,
     /// Blob storage, quotas and expiry (`[blobs]`).
     pub blobs: crate::blobs::BlobSettings,
+    /// Abuse reports, franking keys, sanctions and address bans (`[moderation]`).
+    pub moderation: crate::moderation::settings::ModerationSettings,
+    /// The security audit log (`[audit]`).
+    pub audit: crate::moderation::settings::AuditSettings,
 }
 
 /// The `[mail]` section: mailbox limits and expiry. Environment: `HAVEN_MAIL_<FIELD>` in upper
@@ -571,6 +575,8 @@ impl Default for Settings {
             vault: VaultSettings::default(),
             database: DatabaseSettings::default(),
             blobs: crate::blobs::BlobSettings::default(),
+            moderation: crate::moderation::settings::ModerationSettings::default(),
+            audit: crate::moderation::settings::AuditSettings::default(),
         }
     }
 }
@@ -821,6 +827,8 @@ impl Settings {
         self.vault.validate()?;
         self.database.validate()?;
         self.blobs.validate()?;
+        self.moderation.validate()?;
+        self.audit.validate()?;
         match checks.iter().find(|(ok, _)| !ok) {
             Some((_, name)) => Err(SettingsError::Range(name)),
             None => Ok(()),
@@ -863,7 +871,7 @@ fn list_or_commas<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<Stri
 /// (`HAVEN_<PREFIX>_<FIELD>`), and their field names. The prefix is the section's name in upper
 /// case except for `channels`, whose variables have always been `HAVEN_CHANNEL_*`.
 type FieldNames = fn() -> &'static [&'static str];
-const SECTIONS: [(&str, &str, FieldNames); 7] = [
+const SECTIONS: [(&str, &str, FieldNames); 9] = [
     ("ws", "WS", field_names::<WsSettings>),
     ("channels", "CHANNEL", field_names::<ChannelSettings>),
     ("mail", "MAIL", field_names::<MailSettings>),
@@ -871,6 +879,16 @@ const SECTIONS: [(&str, &str, FieldNames); 7] = [
     ("vault", "VAULT", field_names::<VaultSettings>),
     ("database", "DATABASE", field_names::<DatabaseSettings>),
     ("blobs", "BLOBS", field_names::<crate::blobs::BlobSettings>),
+    (
+        "moderation",
+        "MODERATION",
+        field_names::<crate::moderation::settings::ModerationSettings>,
+    ),
+    (
+        "audit",
+        "AUDIT",
+        field_names::<crate::moderation::settings::AuditSettings>,
+    ),
 ];
 
 /// Top-level settings also read from a conventional name, when their `HAVEN_` name is unset

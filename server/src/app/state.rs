@@ -25,6 +25,10 @@ struct Inner<S> {
     hub: Hub,
     /// In-process routing of ephemeral (never stored) messages to live sockets.
     ephemeral: EphemeralHub,
+    /// The security audit log.
+    audit: crate::audit::Audit<S>,
+    /// Reports, sanctions and bans.
+    moderation: crate::moderation::service::Moderation<S>,
     /// The blob store, installed once at launch (absent in tests that build state directly).
     blobs: std::sync::OnceLock<Arc<crate::blobs::BlobService>>,
 }
@@ -41,8 +45,16 @@ impl<S: Store> AppState<S> {
     /// Builds the state.
     pub fn new(store: S, settings: Settings, secrets: ServerSecrets, limits: Limits) -> Self {
         let ephemeral = EphemeralHub::new();
+        let audit = crate::audit::Audit::new(store.clone());
+        let moderation = crate::moderation::service::Moderation::new(
+            store.clone(),
+            Arc::clone(&secrets.moderation),
+            settings.moderation.clone(),
+        );
         Self {
             inner: Arc::new(Inner {
+                audit,
+                moderation,
                 store,
                 settings,
                 secrets,
@@ -93,6 +105,16 @@ impl<S: Store> AppState<S> {
     /// Installs the blob service (once; later calls are ignored).
     pub fn set_blobs(&self, service: Arc<crate::blobs::BlobService>) {
         let _ = self.inner.blobs.set(service);
+    }
+
+    /// The security audit log.
+    pub fn audit(&self) -> &crate::audit::Audit<S> {
+        &self.inner.audit
+    }
+
+    /// The moderation service.
+    pub fn moderation(&self) -> &crate::moderation::service::Moderation<S> {
+        &self.inner.moderation
     }
 
     /// The per-process key for client-address hashes.

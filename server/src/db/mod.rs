@@ -19,6 +19,8 @@ use crate::channels::store::{ChannelStore, TicketStore};
 use crate::keys::store::KeyStore;
 use crate::mail::store::MailboxStore;
 use crate::vault::store::VaultStore;
+use crate::audit::store::AuditStore;
+use crate::moderation::store::ModerationStore;
 
 mod conformance;
 mod postgres;
@@ -129,6 +131,8 @@ pub trait Store:
     + BlobMetaStore
     + AccountIdentityStore
     + CredentialStore
+    + AuditStore
+    + ModerationStore
     + Clone
     + Send
     + Sync
