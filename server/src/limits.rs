@@ -236,6 +236,11 @@ pub(crate) async fn per_client<S: Store>(
                 .await
                 .map_err(limiter_error);
             if let Err(err) = outcome.and_then(|d| refuse(&d)) {
+                if let (AppError::RateLimited { .. }, Some(route)) =
+                    (&err, req.extensions().get::<MatchedPath>())
+                {
+                    state.audit().rate_limited(route).await;
+                }
                 return err.into_response();
             }
         }

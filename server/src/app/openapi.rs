@@ -69,6 +69,8 @@ use crate::vault::routes as vault;
         messages::ack,
         certificate::key,
         certificate::issue,
+        crate::moderation::routes::franking_key,
+        crate::moderation::routes::file_report,
         usernames::lookup,
         vault::put,
         vault::get,
