@@ -79,7 +79,7 @@ impl<S: Store> FromRequestParts<AppState<S>> for ClientKey {
     }
 }
 
-fn client_ip(parts: &Parts, trusted_proxy: bool) -> Option<IpAddr> {
+pub(crate) fn client_ip(parts: &Parts, trusted_proxy: bool) -> Option<IpAddr> {
     if trusted_proxy {
         // The proxy appends the peer it saw; the left-most entry is the original client.
         let forwarded = parts
