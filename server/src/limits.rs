@@ -274,3 +274,39 @@ pub(crate) fn keyed<S: Store>(state: &AppState<S>, prefix: &str, id: &crate::ids
         .hmac(b"haven/limit-key/v1", id.as_bytes());
     format!("{prefix}:{}", hex::encode(mac))
 }
+
+fn admin_failure_key(addr: &str) -> String {
+    format!("admin:addr:{addr}")
+}
+
+/// Refuses (429) when the client address `addr` (a keyed hash, see `ClientKey`) has too many
+/// recent failed admin authentications. Admin failures use the per-address login quota
+/// (`addr_login_max_failures` per `login_failure_window_secs`) under a key of their own.
+pub async fn check_admin_failures(
+    limits: &Limits,
+    settings: &Settings,
+    addr: &str,
+) -> Result<(), AppError> {
+    let (_, per_addr) = failure_quotas(settings);
+    let decision = limits
+        .per_addr
+        .peek(&admin_failure_key(addr), per_addr)
+        .await
+        .map_err(limiter_error)?;
+    refuse(&decision)
+}
+
+/// Counts one failed admin authentication against the client address `addr` (a keyed hash).
+pub async fn record_admin_failure(
+    limits: &Limits,
+    settings: &Settings,
+    addr: &str,
+) -> Result<(), AppError> {
+    let (_, per_addr) = failure_quotas(settings);
+    limits
+        .per_addr
+        .hit(&admin_failure_key(addr), per_addr)
+        .await
+        .map_err(limiter_error)?;
+    Ok(())
+}

@@ -1,5 +1,6 @@
 //! The router, its middleware, and the server launch functions.
 
+mod admin;
 pub mod health;
 pub mod openapi;
 pub mod state;
@@ -183,6 +184,7 @@ pub fn app<S: Store>(state: AppState<S>) -> Router {
             get(vault::changes::<S>),
         )
         .merge(crate::blobs::routes::api_routes::<S>())
+        .merge(crate::admin::routes::api_routes::<AppState<S>>())
         .route("/v1/ws", get(crate::realtime::ws::upgrade::<S>))
         .route("/v1/ws/ticket", post(crate::realtime::ws::ticket::<S>))
         .route("/v1/channels", post(crate::channels::service::create::<S>))

@@ -1,0 +1,36 @@
+//! The admin feature: admin API keys and their [`keys::AdminAuth`] extractor, key management
+//! routes, the command line that bootstraps the first key (`haven-relay admin …`), and the
+//! overview (`GET /v1/admin/overview`) with its page (`GET /admin`).
+//!
+//! Nothing here names the application state: routes and the extractor are generic over
+//! [`AdminContext`], which the state implements (`app::admin`).
+
+use axum::http::request::Parts;
+
+use crate::limits::Limits;
+use crate::settings::Settings;
+
+pub mod cli;
+pub mod keys;
+pub mod routes;
+pub(crate) mod sql;
+pub mod store;
+
+/// What the admin feature needs from the application: its store, the rate limiters and the
+/// settings, the client address (as a keyed hash), and a few live figures.
+pub trait AdminContext: Clone + Send + Sync + 'static {
+    /// The store holding admin keys and answering the overview's counts.
+    type Store: store::AdminStore + Send + Sync;
+
+    /// The store.
+    fn admin_store(&self) -> &Self::Store;
+
+    /// The rate limiters (failed admin authentications are counted per client address).
+    fn limits(&self) -> &Limits;
+
+    /// The settings.
+    fn settings(&self) -> &Settings;
+
+    /// The client address of a request as a keyed hash (hex), or `None` when unknown.
+    fn client_key(&self, parts: &Parts) -> Option<String>;
+}

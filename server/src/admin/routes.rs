@@ -1,0 +1,84 @@
+//! The admin key routes (`docs/PROTOCOL.md` §11.17), generic over [`AdminContext`]:
+//! `POST /v1/admin/keys`, `GET /v1/admin/keys`, `DELETE /v1/admin/keys/{id}`.
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::{delete, get};
+use haven_protocol::api::admin::{
+    AdminKeyInfo, AdminKeyList, CreateAdminKeyRequest, CreatedAdminKey,
+};
+
+use crate::admin::AdminContext;
+use crate::admin::keys::{self, AdminAuth};
+use crate::admin::store::{AdminKeyRecord, AdminStore as _};
+use crate::error::{ApiJson, AppError};
+use crate::ids::Id;
+
+/// The admin API routes.
+pub fn api_routes<C: AdminContext>() -> Router<C> {
+    Router::new()
+        .route("/v1/admin/keys", get(list::<C>).post(create::<C>))
+        .route("/v1/admin/keys/{key_id}", delete(revoke::<C>))
+}
+
+/// The wire form of a stored key at `now`.
+pub fn key_info(record: &AdminKeyRecord, now: i64) -> AdminKeyInfo {
+    AdminKeyInfo {
+        id: record.id,
+        label: record.label.clone(),
+        created_at: record.created_at,
+        last_used_at: record.last_used_at,
+        expires_at: record.expires_at,
+        revoked_at: record.revoked_at,
+        active: record.is_active(now),
+    }
+}
+
+/// `POST /v1/admin/keys`: creates a key and returns it once (201).
+pub async fn create<C: AdminContext>(
+    _admin: AdminAuth,
+    State(ctx): State<C>,
+    ApiJson(body): ApiJson<CreateAdminKeyRequest>,
+) -> Result<impl IntoResponse, AppError> {
+    let now = crate::clock::now_i64();
+    let created = keys::create_key(ctx.admin_store(), &body.label, body.expires_days, now).await?;
+    let reply = CreatedAdminKey {
+        info: key_info(&created.record, now),
+        key: created.secret.encode().to_string(),
+    };
+    Ok((StatusCode::CREATED, ApiJson(reply)))
+}
+
+/// `GET /v1/admin/keys`: every key, without secrets.
+pub async fn list<C: AdminContext>(
+    _admin: AdminAuth,
+    State(ctx): State<C>,
+) -> Result<ApiJson<AdminKeyList>, AppError> {
+    let now = crate::clock::now_i64();
+    let records = ctx.admin_store().list_admin_keys().await?;
+    Ok(ApiJson(AdminKeyList {
+        keys: records.iter().map(|r| key_info(r, now)).collect(),
+    }))
+}
+
+/// `DELETE /v1/admin/keys/{key_id}`: revokes a key (204; 404 if unknown). A key may revoke
+/// itself; the request that does so still succeeds.
+pub async fn revoke<C: AdminContext>(
+    _admin: AdminAuth,
+    State(ctx): State<C>,
+    Path(key_id): Path<String>,
+) -> Result<StatusCode, AppError> {
+    let id: Id = key_id
+        .parse()
+        .map_err(|_| AppError::not_found("unknown_admin_key", "no such admin key"))?;
+    if keys::revoke_key(ctx.admin_store(), &id, crate::clock::now_i64()).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(AppError::not_found(
+            "unknown_admin_key",
+            "no such admin key",
+        ))
+    }
+}
