@@ -185,6 +185,8 @@ pub fn app<S: Store>(state: AppState<S>) -> Router {
         )
         .merge(crate::blobs::routes::api_routes::<S>())
         .merge(crate::admin::routes::api_routes::<AppState<S>>())
+        .merge(crate::moderation::routes::admin_routes::<S>())
+        .merge(crate::audit::routes::admin_routes::<S>())
         .route("/v1/ws", get(crate::realtime::ws::upgrade::<S>))
         .route("/v1/ws/ticket", post(crate::realtime::ws::ticket::<S>))
         .route("/v1/channels", post(crate::channels::service::create::<S>))

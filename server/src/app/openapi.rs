@@ -71,6 +71,17 @@ use crate::vault::routes as vault;
         certificate::issue,
         crate::moderation::routes::franking_key,
         crate::moderation::routes::file_report,
+        crate::moderation::routes::list_reports,
+        crate::moderation::routes::get_report,
+        crate::moderation::routes::decide_report,
+        crate::moderation::routes::ban_account,
+        crate::moderation::routes::unban_account,
+        crate::moderation::routes::list_account_bans,
+        crate::moderation::routes::ban_address,
+        crate::moderation::routes::unban_address,
+        crate::moderation::routes::list_address_bans,
+        crate::audit::routes::page,
+        crate::audit::routes::export,
         usernames::lookup,
         vault::put,
         vault::get,
@@ -108,6 +119,15 @@ pub fn document() -> OpenApi {
             HttpBuilder::new()
                 .scheme(HttpAuthScheme::Bearer)
                 .bearer_format("JWT")
+                .build(),
+        ),
+    );
+    components.add_security_scheme(
+        "admin",
+        SecurityScheme::Http(
+            HttpBuilder::new()
+                .scheme(HttpAuthScheme::Bearer)
+                .bearer_format("admin API key (hvn_admin_…)")
                 .build(),
         ),
     );

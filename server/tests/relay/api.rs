@@ -850,6 +850,8 @@ async fn health_ready_headers_and_openapi<S: Store>(h: Harness<S>) {
             "{collection_id}",
             "{item_id}",
             "{channel_id}",
+            "{report_id}",
+            "{prefix}",
         ] {
             path = path.replace(param, &Id::random().to_hex());
         }
@@ -1082,6 +1084,19 @@ const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/blobs/{blob_id}/download"),
     ("PUT", "/v1/blob-data/{blob_id}/{part}"),
     ("GET", "/v1/blob-data/{blob_id}"),
+    ("GET", "/v1/franking/key"),
+    ("POST", "/v1/reports"),
+    ("GET", "/v1/admin/reports"),
+    ("GET", "/v1/admin/reports/{report_id}"),
+    ("POST", "/v1/admin/reports/{report_id}/decision"),
+    ("GET", "/v1/admin/bans/accounts"),
+    ("POST", "/v1/admin/bans/accounts"),
+    ("DELETE", "/v1/admin/bans/accounts/{account_id}"),
+    ("GET", "/v1/admin/bans/addresses"),
+    ("POST", "/v1/admin/bans/addresses"),
+    ("DELETE", "/v1/admin/bans/addresses/{prefix}"),
+    ("GET", "/v1/admin/audit"),
+    ("GET", "/v1/admin/audit/export"),
 ];
 
 common::on_both_backends!(
