@@ -90,7 +90,10 @@ pub struct ServerSecrets {
     pub moderation: std::sync::Arc<crate::moderation::keys::ModerationKeys>,
 }
 
-pub(crate) fn decode_key(name: &'static str, setting: &SecretSetting) -> Result<Key32, SecretsError> {
+pub(crate) fn decode_key(
+    name: &'static str,
+    setting: &SecretSetting,
+) -> Result<Key32, SecretsError> {
     let mut bytes = STANDARD
         .decode(setting.expose().trim())
         .map_err(|_| SecretsError::Malformed(name))?;
@@ -99,7 +102,10 @@ pub(crate) fn decode_key(name: &'static str, setting: &SecretSetting) -> Result<
     key
 }
 
-pub(crate) async fn stored_key<S: SecretStore>(store: &S, name: &'static str) -> Result<Key32, SecretsError> {
+pub(crate) async fn stored_key<S: SecretStore>(
+    store: &S,
+    name: &'static str,
+) -> Result<Key32, SecretsError> {
     let fresh = Key32::random();
     let stored = store.secret_or_insert(name, fresh.expose()).await?;
     Key32::from_slice(stored.expose()).ok_or(SecretsError::Malformed(name))
@@ -145,8 +151,9 @@ impl ServerSecrets {
             None => stored_key(store, "certificate_key").await?,
         };
         let certificate_key = ed25519_dalek::SigningKey::from_bytes(certificate_seed.expose());
-        let moderation =
-            std::sync::Arc::new(crate::moderation::keys::ModerationKeys::load(settings, store).await?);
+        let moderation = std::sync::Arc::new(
+            crate::moderation::keys::ModerationKeys::load(settings, store).await?,
+        );
         Ok(Self {
             username_pepper,
             jwt_key,

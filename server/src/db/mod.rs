@@ -15,13 +15,13 @@ use crate::accounts::credentials::CredentialStore;
 use crate::accounts::device_lists::AccountIdentityStore;
 use crate::accounts::store::{AccountStore, AuthStateStore, DeviceStore, TokenStore};
 use crate::admin::store::AdminStore;
+use crate::audit::store::AuditStore;
 use crate::blobs::store::BlobMetaStore;
 use crate::channels::store::{ChannelStore, TicketStore};
 use crate::keys::store::KeyStore;
 use crate::mail::store::MailboxStore;
-use crate::vault::store::VaultStore;
-use crate::audit::store::AuditStore;
 use crate::moderation::store::ModerationStore;
+use crate::vault::store::VaultStore;
 
 mod conformance;
 mod postgres;

@@ -60,7 +60,12 @@ impl ModerationKeys {
         };
         let mut previous = Vec::new();
         if let Some(list) = &m.previous_franking_secrets {
-            for item in list.expose().split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            for item in list
+                .expose()
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+            {
                 let mut bytes = STANDARD
                     .decode(item)
                     .map_err(|_| SecretsError::Malformed("moderation.previous_franking_secrets"))?;

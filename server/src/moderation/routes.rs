@@ -570,9 +570,9 @@ pub async fn ban_account<S: Store>(
             "an account ban is suspend or ban",
         ));
     }
-    let account = body.account_id.ok_or_else(|| {
-        AppError::bad_request("invalid_decision", "account_id is required")
-    })?;
+    let account = body
+        .account_id
+        .ok_or_else(|| AppError::bad_request("invalid_decision", "account_id is required"))?;
     let purge = sanction_options(decision, body.expires_at, body.mail.as_deref())?;
     let applied = state
         .moderation()

@@ -182,7 +182,8 @@ impl<S: Store> Moderation<S> {
     ///
     /// The order differs from §16.6 in one point: the replay check comes after the MAC checks,
     /// so an altered copy of a filed report is refused as altered rather than answered with the
-    /// genuine report's outcome.
+    /// genuine report's outcome; and an attributed report of a message supersedes a pending
+    /// unattributed one (same id), so a damaged first copy does not hide the sender.
     ///
     /// # Errors
     /// [`ReportError`].
@@ -239,14 +240,15 @@ impl<S: Store> Moderation<S> {
             },
             None => match verify_report(&report, secret, self.keys.stamp_key(), &[0; 64]) {
                 // Steps 3–5 passed (the all-zero key fails step 6 only).
-                Ok(()) | Err(FrankingError::TagMismatch | FrankingError::InvalidPublicKey) => {
-                    false
-                }
+                Ok(()) | Err(FrankingError::TagMismatch | FrankingError::InvalidPublicKey) => false,
                 Err(other) => return Err(ReportError::Unverified(other)),
             },
         };
         let id = Id::from(report_id(&report.stamp));
-        let sealed = self.keys.seal(id.as_bytes(), body).ok_or(ReportError::Seal)?;
+        let sealed = self
+            .keys
+            .seal(id.as_bytes(), body)
+            .ok_or(ReportError::Seal)?;
         let new = NewReport {
             id,
             reporter,
@@ -260,6 +262,16 @@ impl<S: Store> Moderation<S> {
             created_at: now,
         };
         if self.store.insert_report(&new).await? {
+            return Ok(Filed {
+                id,
+                attributed,
+                new: true,
+                sender,
+            });
+        }
+        // The same message again. An attributed report supersedes a pending unattributed one
+        // (a reporter whose first copy had a damaged tag); otherwise the first outcome stands.
+        if attributed && self.store.upgrade_report(&new).await? {
             return Ok(Filed {
                 id,
                 attributed,
@@ -535,15 +547,18 @@ pub async fn reap_task<S: Store>(
 ) {
     let mut tick = tokio::time::interval(Duration::from_secs(settings.reap_interval_secs));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let retention = i64::try_from(settings.report_retention_days.saturating_mul(86_400))
-        .unwrap_or(i64::MAX);
+    let retention =
+        i64::try_from(settings.report_retention_days.saturating_mul(86_400)).unwrap_or(i64::MAX);
     loop {
         tokio::select! {
             _ = stop.wait_for(|s| *s) => return,
             _ = tick.tick() => {}
         }
         let now = now_i64();
-        match store.reap_moderation(now, now.saturating_sub(retention)).await {
+        match store
+            .reap_moderation(now, now.saturating_sub(retention))
+            .await
+        {
             Ok(0) => {}
             Ok(n) => tracing::info!(rows = n, "expired moderation rows reaped"),
             Err(err) => tracing::warn!(%err, "moderation reaper failed"),

@@ -81,7 +81,10 @@ impl ModerationSettings {
                 (16..=128).contains(&self.ipv6_prefix_len),
                 "moderation.ipv6_prefix_len",
             ),
-            ((1..=3600).contains(&self.cache_secs), "moderation.cache_secs"),
+            (
+                (1..=3600).contains(&self.cache_secs),
+                "moderation.cache_secs",
+            ),
             (self.reports_per_day >= 1, "moderation.reports_per_day"),
             (
                 self.reap_interval_secs >= 1,

@@ -84,6 +84,9 @@ pub struct MailPurge {
 pub trait ModerationStore {
     /// Stores a report; `false` (and nothing written) if its id is already stored.
     fn insert_report(&self, report: &NewReport) -> impl Future<Output = StoreResult<bool>> + Send;
+    /// Replaces a pending unattributed report by an attributed report of the same message
+    /// (same id); `false` if there is none such.
+    fn upgrade_report(&self, report: &NewReport) -> impl Future<Output = StoreResult<bool>> + Send;
     /// One report.
     fn report(&self, id: &Id) -> impl Future<Output = StoreResult<Option<ReportRecord>>> + Send;
     /// Reports of `status`, oldest first, after the cursor `(created_at, id)`.
@@ -103,15 +106,19 @@ pub trait ModerationStore {
     ) -> impl Future<Output = StoreResult<bool>> + Send;
     /// Suspends or bans an account (replacing any earlier sanction); `false` if the account
     /// does not exist.
-    fn put_sanction(&self, sanction: &SanctionRecord)
-    -> impl Future<Output = StoreResult<bool>> + Send;
+    fn put_sanction(
+        &self,
+        sanction: &SanctionRecord,
+    ) -> impl Future<Output = StoreResult<bool>> + Send;
     /// Lifts an account's sanction; `false` if it had none.
     fn remove_sanction(&self, account: &Id) -> impl Future<Output = StoreResult<bool>> + Send;
     /// Every sanction in force at `now`.
     fn sanctions(&self, now: i64) -> impl Future<Output = StoreResult<Vec<SanctionRecord>>> + Send;
     /// Bans an address prefix hash (replacing an earlier ban of it).
-    fn put_address_ban(&self, ban: &AddressBanRecord)
-    -> impl Future<Output = StoreResult<()>> + Send;
+    fn put_address_ban(
+        &self,
+        ban: &AddressBanRecord,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
     /// Lifts an address ban; `false` if there was none.
     fn remove_address_ban(
         &self,
@@ -206,6 +213,22 @@ macro_rules! impl_moderation_sql {
                 .bind(r.attributed)
                 .bind(&r.sealed[..])
                 .bind(r.created_at)
+                .execute(&self.pool)
+                .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn upgrade_report(
+                &self,
+                r: &$crate::moderation::store::NewReport,
+            ) -> $crate::db::StoreResult<bool> {
+                let done = sqlx::query(
+                    "UPDATE reports SET attributed = TRUE, sealed = $2, reporter = $3 \
+                     WHERE id = $1 AND attributed = FALSE AND status = 'pending'",
+                )
+                .bind(&r.id.as_bytes()[..])
+                .bind(&r.sealed[..])
+                .bind(&r.reporter.as_bytes()[..])
                 .execute(&self.pool)
                 .await?;
                 Ok(done.rows_affected() == 1)

@@ -306,7 +306,12 @@ async fn opaque_start<S: Store>(
         if matches!(err, AppError::RateLimited { .. }) {
             state
                 .audit()
-                .record(AuditKind::LoginLockedOut, account_id, None, AuditDetail::none())
+                .record(
+                    AuditKind::LoginLockedOut,
+                    account_id,
+                    None,
+                    AuditDetail::none(),
+                )
                 .await;
         }
         return Err(err);
