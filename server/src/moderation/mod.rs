@@ -9,6 +9,7 @@
 //! [`store::ModerationStore::purge_account_mail`]); sealed sends and channel entries name no
 //! sender and cannot be found.
 
+mod conformance;
 pub mod keys;
 pub mod routes;
 pub mod service;
