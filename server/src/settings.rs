@@ -1033,6 +1033,44 @@ mod tests {
     /// Today's environment names and the setting each sets, copied once from the hand-written
     /// mapping that the derived one replaced: every one of them must keep working.
     const OLD_ENV_NAMES: &[(&str, &str)] = &[
+        // Moderation and audit (added with the settings, not renamed).
+        (
+            "HAVEN_MODERATION_FRANKING_SECRET",
+            "moderation.franking_secret",
+        ),
+        (
+            "HAVEN_MODERATION_PREVIOUS_FRANKING_SECRETS",
+            "moderation.previous_franking_secrets",
+        ),
+        ("HAVEN_MODERATION_STAMP_KEY", "moderation.stamp_key"),
+        ("HAVEN_MODERATION_SECRET", "moderation.secret"),
+        (
+            "HAVEN_MODERATION_REPORT_WINDOW_DAYS",
+            "moderation.report_window_days",
+        ),
+        (
+            "HAVEN_MODERATION_REPORT_RETENTION_DAYS",
+            "moderation.report_retention_days",
+        ),
+        (
+            "HAVEN_MODERATION_IPV4_PREFIX_LEN",
+            "moderation.ipv4_prefix_len",
+        ),
+        (
+            "HAVEN_MODERATION_IPV6_PREFIX_LEN",
+            "moderation.ipv6_prefix_len",
+        ),
+        ("HAVEN_MODERATION_CACHE_SECS", "moderation.cache_secs"),
+        (
+            "HAVEN_MODERATION_REPORTS_PER_DAY",
+            "moderation.reports_per_day",
+        ),
+        (
+            "HAVEN_MODERATION_REAP_INTERVAL_SECS",
+            "moderation.reap_interval_secs",
+        ),
+        ("HAVEN_AUDIT_RETENTION_DAYS", "audit.retention_days"),
+        ("HAVEN_AUDIT_REAP_INTERVAL_SECS", "audit.reap_interval_secs"),
         ("HAVEN_MAX_DEVICES", "max_devices"),
         ("HAVEN_ACCESS_TOKEN_TTL_SECS", "access_token_ttl_secs"),
         ("HAVEN_REFRESH_TOKEN_TTL_SECS", "refresh_token_ttl_secs"),
@@ -1322,7 +1360,7 @@ mod tests {
 
     #[test]
     fn old_env_names_still_land_in_their_fields() {
-        assert_eq!(OLD_ENV_NAMES.len(), 95);
+        assert_eq!(OLD_ENV_NAMES.len(), 108);
         for (i, (name, path)) in OLD_ENV_NAMES.iter().enumerate() {
             assert_lands(name, path, i);
         }
