@@ -8,6 +8,7 @@ pub mod accounts;
 pub mod app;
 pub mod blobs;
 pub mod channels;
+pub mod client_addr;
 pub mod clock;
 pub mod db;
 pub mod error;

@@ -5,6 +5,8 @@
 //! `server_secrets` table with insert-if-absent and the stored value read back, so N instances
 //! sharing one database converge on the same secrets whichever starts first.
 
+use std::future::Future;
+
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use haven_protocol::opaque::HavenCipherSuite;
@@ -15,8 +17,19 @@ use rand::rngs::OsRng;
 use sha2::Sha256;
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
-use crate::db::{SecretStore, StoreError};
+use crate::db::error::{SecretBytes, StoreError, StoreResult};
 use crate::settings::{SecretSetting, Settings};
+
+/// Server-wide secrets (pepper, JWT key, OPAQUE server setup).
+pub trait SecretStore {
+    /// Inserts `value` under `name` unless present, then returns the stored value, so several
+    /// instances starting at once converge on one secret.
+    fn secret_or_insert(
+        &self,
+        name: &str,
+        value: &[u8],
+    ) -> impl Future<Output = StoreResult<SecretBytes>> + Send;
+}
 
 /// Errors while loading the server secrets.
 #[derive(Debug, thiserror::Error)]

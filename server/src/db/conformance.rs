@@ -15,7 +15,9 @@ macro_rules! store_conformance_tests {
 use $crate::mail::store::{Delivery, DeliveryOutcome, DeviceListCheck, MailboxStore, NewEnvelope, QueueLimits, SharedPayload};
 use $crate::accounts::credentials::{CredentialChange, CredentialStore};
 use $crate::keys::store::{KeyStore, KeyUpload, PublicPreKey, UploadOutcome};
-use $crate::db::{SecretBytes, SecretStore, Store, StoreError};
+use $crate::db::error::{SecretBytes, StoreError};
+use $crate::secrets::SecretStore;
+use $crate::db::Store;
 
             fn device(account: Id, created_at: i64) -> DeviceRecord {
                 DeviceRecord {

@@ -36,11 +36,12 @@ use std::time::Duration;
 use rusqlite::{Connection, OptionalExtension as _, Transaction, TransactionBehavior, params};
 use tokio::sync::mpsc;
 
-use crate::db::{StoreError, StoreResult};
+use crate::db::error::{StoreError, StoreResult};
 use crate::ids::Id;
 use crate::mail::batch::{MailWrite, WriteOutcome, envelope_digest, settle, single};
 use crate::mail::store::{Delivery, DeliveryOutcome, QueueLimits, StoredEnvelope};
-use crate::settings::{self, DatabaseSettings};
+use crate::settings;
+use crate::settings::DatabaseSettings;
 
 /// Pause of the background checkpointer between two passes.
 const BACKGROUND_PAUSE: Duration = Duration::from_millis(20);

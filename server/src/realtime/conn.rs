@@ -38,14 +38,13 @@ use crate::accounts::session::Session;
 use crate::app::state::AppState;
 use crate::channels::service as channels;
 use crate::channels::service::{Access, ChannelToken};
-use crate::db::{Store, StoreError};
+use crate::db::Store;
+use crate::db::error::StoreError;
 use crate::error::AppError;
 use crate::ids::Id;
 use crate::mail::service as messaging;
-use crate::mail::service::{
-    DeviceEnvelope, EphemeralMessage, MailPush, MessagingError, Push, SendAuth, SendReceipt,
-    SendRequest,
-};
+use crate::mail::service::{DeviceEnvelope, MessagingError, SendAuth, SendReceipt, SendRequest};
+use crate::realtime::ephemeral::{EphemeralMessage, MailPush, Push};
 use crate::realtime::hub::{DeviceKey, EphemeralOutcome, Subscription, Topic};
 use haven_protocol::frames::{self as frame, ClientFrame, EnvelopeFrame, ServerFrame};
 

@@ -3,7 +3,8 @@
 //! state: nothing changed.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use crate::common::{self, Api as _};
+use crate::common;
+use crate::common::Api as _;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -16,7 +17,7 @@ use base64::engine::general_purpose::STANDARD;
 use haven_relay::db::Store;
 use haven_relay::ids::Id;
 use haven_relay::mail::service as messaging;
-use haven_relay::mail::service::{EphemeralMessage, MailPush, Push};
+use haven_relay::realtime::ephemeral::{EphemeralMessage, MailPush, Push};
 use haven_relay::realtime::hub::Topic;
 use haven_relay::settings::Settings;
 use haven_testkit::harness::envelopes;

@@ -8,7 +8,8 @@
 //! alone (the transaction, no HTTP, JSON or authentication).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use crate::common::{self, Api as _};
+use crate::common;
+use crate::common::Api as _;
 
 use std::sync::Arc;
 use std::time::Instant;
