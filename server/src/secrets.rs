@@ -9,6 +9,7 @@ use std::future::Future;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
+use haven_protocol::franking::verify::StampKey;
 use haven_protocol::opaque::HavenCipherSuite;
 use hmac::{Hmac, Mac};
 use opaque_ke::ServerSetup;
@@ -99,6 +100,9 @@ pub struct ServerSecrets {
     pub opaque_setup: ServerSetup<HavenCipherSuite>,
     /// Ed25519 key signing sender certificates (PROTOCOL.md §5.1, §11.13).
     pub certificate_key: ed25519_dalek::SigningKey,
+    /// Key of the delivery stamps over franking commitments (PROTOCOL.md §16.4). Generated and
+    /// stored on first start, so every instance sharing the database stamps alike.
+    pub franking_stamp: StampKey,
 }
 
 fn decode_key(name: &'static str, setting: &SecretSetting) -> Result<Key32, SecretsError> {
@@ -156,11 +160,14 @@ impl ServerSecrets {
             None => stored_key(store, "certificate_key").await?,
         };
         let certificate_key = ed25519_dalek::SigningKey::from_bytes(certificate_seed.expose());
+        let franking_stamp =
+            StampKey::from_bytes(*stored_key(store, "franking_stamp_key").await?.expose());
         Ok(Self {
             username_pepper,
             jwt_key,
             opaque_setup,
             certificate_key,
+            franking_stamp,
         })
     }
 }

@@ -623,6 +623,7 @@ use $crate::db::Store;
                     device,
                     message_id: id,
                     content: content.to_vec(),
+                    franking_commitment: None,
                 }
             }
 

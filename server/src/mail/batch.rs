@@ -40,6 +40,12 @@ pub(crate) fn envelope_digest(envelope: &NewEnvelope, shared: Option<&SharedPayl
     if let Some(shared) = shared {
         hasher.update(shared.id.as_bytes());
     }
+    // Only franked envelopes hash their commitment, so digests stored before franking still
+    // match their resends; the same id with another commitment is a conflict.
+    if let Some(commitment) = &envelope.franking_commitment {
+        hasher.update(b"franking");
+        hasher.update(commitment);
+    }
     hasher.finalize().to_vec()
 }
 

@@ -232,8 +232,9 @@ macro_rules! impl_sql_mail_writer {
                 };
                 let row = sqlx::query(
                     "INSERT INTO envelopes (account_id, device_number, message_id, source_account, \
-                     source_device, content, payload_id, digest, size, received_at, expires_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING seq",
+                     source_device, content, payload_id, digest, size, received_at, expires_at, \
+                     franking_commitment) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING seq",
                 )
                 .bind(&envelope.account.as_bytes()[..])
                 .bind(i64::from(envelope.device))
@@ -246,6 +247,7 @@ macro_rules! impl_sql_mail_writer {
                 .bind(i64::try_from(size).unwrap_or(i64::MAX))
                 .bind(delivery.received_at)
                 .bind(delivery.expires_at)
+                .bind(envelope.franking_commitment.as_ref().map(|c| &c[..]))
                 .fetch_one(&mut **tx)
                 .await?;
                 let seq: i64 = row.try_get("seq")?;
@@ -644,7 +646,8 @@ macro_rules! impl_sql_mail_writer {
             for chunk in new_rows.chunks(SET_CHUNK) {
                 let mut qb = sqlx::QueryBuilder::<$db>::new(
                     "INSERT INTO envelopes (account_id, device_number, message_id, source_account, \
-                     source_device, content, payload_id, digest, size, received_at, expires_at) ",
+                     source_device, content, payload_id, digest, size, received_at, expires_at, \
+                     franking_commitment) ",
                 );
                 qb.push_values(chunk, |mut b, row| {
                     let d = row.delivery;
@@ -658,7 +661,8 @@ macro_rules! impl_sql_mail_writer {
                         .push_bind(row.digest.as_slice())
                         .push_bind(i64::try_from(row.size).unwrap_or(i64::MAX))
                         .push_bind(d.received_at)
-                        .push_bind(d.expires_at);
+                        .push_bind(d.expires_at)
+                        .push_bind(row.envelope.franking_commitment.map(|c| c.to_vec()));
                 });
                 qb.push(" RETURNING account_id, device_number, message_id, seq");
                 for row in qb.build().fetch_all(&mut **tx).await? {

@@ -23,6 +23,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::StatusCode;
+use haven_protocol::frames::Franking;
+use haven_protocol::franking::Destination;
+use haven_protocol::franking::verify::{StampKey, delivery_stamp};
 use haven_ratelimit::Quota;
 use sha2::{Digest as _, Sha256};
 use subtle::ConstantTimeEq as _;
@@ -219,6 +222,8 @@ pub struct DeviceEnvelope {
     pub device: u32,
     /// Opaque envelope bytes.
     pub content: Vec<u8>,
+    /// The sender's franking commitment (PROTOCOL.md §16.3); never on an ephemeral send.
+    pub franking_commitment: Option<[u8; 32]>,
 }
 
 /// A send to every device of one account.
@@ -474,29 +479,35 @@ fn announce<C: MailContext>(state: &C, stored: &[StoredEnvelope], delivery: Deli
         ..
     } = delivery;
     // Envelopes with a shared payload are read back whole by the socket.
-    let mut contents: HashMap<(Id, u32), (Id, Vec<u8>)> = if shared_payload.is_none() {
-        envelopes
-            .into_iter()
-            .map(|e| ((e.account, e.device), (e.message_id, e.content)))
-            .collect()
-    } else {
-        HashMap::new()
-    };
+    let mut contents: HashMap<(Id, u32), (Id, Vec<u8>, Option<[u8; 32]>)> =
+        if shared_payload.is_none() {
+            envelopes
+                .into_iter()
+                .map(|e| {
+                    (
+                        (e.account, e.device),
+                        (e.message_id, e.content, e.franking_commitment),
+                    )
+                })
+                .collect()
+        } else {
+            HashMap::new()
+        };
     for s in stored.iter().filter(|s| !s.duplicate) {
-        let handed =
-            contents
-                .remove(&(s.account, s.device))
-                .is_some_and(|(message_id, content)| {
-                    let push = Push::Mail(Arc::new(MailPush {
-                        seq: s.seq,
-                        prev_seq: s.prev_seq,
-                        message_id,
-                        source,
-                        content,
-                        received_at,
-                    }));
-                    state.ephemeral().push(s.account, s.device, &push)
-                });
+        let handed = contents.remove(&(s.account, s.device)).is_some_and(
+            |(message_id, content, franking_commitment)| {
+                let push = Push::Mail(Arc::new(MailPush {
+                    seq: s.seq,
+                    prev_seq: s.prev_seq,
+                    message_id,
+                    source,
+                    content,
+                    received_at,
+                    franking_commitment,
+                }));
+                state.ephemeral().push(s.account, s.device, &push)
+            },
+        );
         if !handed {
             notify_mailbox(state, s.account, s.device);
         }
@@ -650,6 +661,17 @@ pub async fn queue_send<C: MailContext>(
             (None, None)
         }
     };
+    if request.ephemeral
+        && request
+            .envelopes
+            .iter()
+            .any(|e| e.franking_commitment.is_some())
+    {
+        return Err(MessagingError::Invalid {
+            code: "ephemeral_franked",
+            message: "an ephemeral send carries no franking commitment".into(),
+        });
+    }
     if request.ephemeral {
         // Nothing is stored, so the device list is checked here; a stored send has it checked
         // inside its transaction, under the lock of the recipient devices.
@@ -705,6 +727,7 @@ pub async fn queue_send<C: MailContext>(
                 device: e.device,
                 message_id: request.message_id,
                 content: e.content,
+                franking_commitment: e.franking_commitment,
             })
             .collect(),
         received_at,
@@ -836,6 +859,7 @@ pub async fn send_multi<C: MailContext>(
                     device: h.device,
                     message_id: request.message_id,
                     content: h.content.clone(),
+                    franking_commitment: h.franking_commitment,
                 })
             })
             .collect(),
@@ -920,6 +944,36 @@ pub async fn ack_up_to<C: MailContext>(
     up_to: i64,
 ) -> Result<u64, MessagingError> {
     Ok(state.store().ack_up_to(account, device, up_to).await?)
+}
+
+/// The franking of an envelope as delivered to `(account, device)` (PROTOCOL.md §16.4): its
+/// commitment and the relay's stamp over it, the destination, `seq` and `received_at`. `None`
+/// for an envelope sent without a commitment.
+#[must_use]
+pub fn delivery_franking(
+    key: &StampKey,
+    commitment: Option<&[u8; 32]>,
+    account: &Id,
+    device: u32,
+    seq: i64,
+    received_at: i64,
+) -> Option<Franking> {
+    let commitment = commitment?;
+    let destination = Destination::Device {
+        account: *account.as_bytes(),
+        device,
+    };
+    let stamp = delivery_stamp(
+        key,
+        commitment,
+        &destination,
+        u64::try_from(seq).unwrap_or(0),
+        u64::try_from(received_at).unwrap_or(0),
+    );
+    Some(Franking {
+        commitment: *commitment,
+        stamp,
+    })
 }
 
 /// Deletes every envelope expired at `now`. Returns how many.

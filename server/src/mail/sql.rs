@@ -35,7 +35,7 @@ macro_rules! impl_mailbox_sql {
                 use sqlx::Row as _;
                 let rows = sqlx::query(
                     "SELECT e.seq, e.message_id, e.source_account, e.source_device, e.content, \
-                     p.payload, e.received_at, e.expires_at \
+                     p.payload, e.received_at, e.expires_at, e.franking_commitment \
                      FROM envelopes e LEFT JOIN shared_payloads p ON p.id = e.payload_id \
                      WHERE e.account_id = $1 AND e.device_number = $2 AND e.seq > $3 \
                      AND e.expires_at > $4 ORDER BY e.seq LIMIT $5",
@@ -70,6 +70,13 @@ macro_rules! impl_mailbox_sql {
                             shared_payload: row.try_get("payload")?,
                             received_at: row.try_get("received_at")?,
                             expires_at: row.try_get("expires_at")?,
+                            franking_commitment: row
+                                .try_get::<Option<Vec<u8>>, _>("franking_commitment")?
+                                .map(|c| <[u8; 32]>::try_from(c.as_slice()))
+                                .transpose()
+                                .map_err(|_| $crate::db::error::StoreError::Corrupt {
+                                    table: "envelopes",
+                                })?,
                         })
                     })
                     .collect()

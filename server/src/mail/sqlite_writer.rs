@@ -439,8 +439,9 @@ fn deliver(
         };
         tx.prepare_cached(
             "INSERT INTO envelopes (account_id, device_number, message_id, source_account, \
-             source_device, content, payload_id, digest, size, received_at, expires_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+             source_device, content, payload_id, digest, size, received_at, expires_at, \
+             franking_commitment) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
         )?
         .execute(params![
             &e.account.as_bytes()[..],
@@ -454,6 +455,7 @@ fn deliver(
             i64::try_from(size).unwrap_or(i64::MAX),
             delivery.received_at,
             delivery.expires_at,
+            e.franking_commitment.as_ref().map(|c| &c[..]),
         ])?;
         let seq = tx.last_insert_rowid();
         // The device's usage was read during the checks; keep it current for later writes.

@@ -24,6 +24,8 @@ pub struct NewEnvelope {
     pub message_id: Id,
     /// The opaque envelope (or, in a multi-recipient send, the per-device header).
     pub content: Vec<u8>,
+    /// The sender's franking commitment (PROTOCOL.md §16.3), if it sent one.
+    pub franking_commitment: Option<[u8; 32]>,
 }
 
 /// A payload shared by every envelope of a multi-recipient send, stored once.
@@ -176,6 +178,8 @@ pub struct QueuedEnvelope {
     pub received_at: i64,
     /// Expiry time.
     pub expires_at: i64,
+    /// The sender's franking commitment (PROTOCOL.md §16.3), if it sent one.
+    pub franking_commitment: Option<[u8; 32]>,
 }
 
 /// How full a device's queue is.

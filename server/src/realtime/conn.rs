@@ -472,6 +472,14 @@ impl<S: Store> Conn<S> {
                 source: raw_source(mail.source),
                 content: &mail.content,
                 shared_payload: None,
+                franking: messaging::delivery_franking(
+                    &self.state.secrets().franking_stamp,
+                    mail.franking_commitment.as_ref(),
+                    &self.device.account,
+                    self.device.device,
+                    mail.seq,
+                    mail.received_at,
+                ),
             })
             .encode(),
         )
@@ -507,6 +515,14 @@ impl<S: Store> Conn<S> {
                     source: raw_source(e.source),
                     content: &e.content,
                     shared_payload: e.shared_payload.as_deref(),
+                    franking: messaging::delivery_franking(
+                        &self.state.secrets().franking_stamp,
+                        e.franking_commitment.as_ref(),
+                        &self.device.account,
+                        self.device.device,
+                        e.seq,
+                        e.received_at,
+                    ),
                 })
                 .encode(),
             );
@@ -633,9 +649,10 @@ impl<S: Store> Conn<S> {
                     message_id: message_id.into(),
                     envelopes: envelopes
                         .into_iter()
-                        .map(|(device, content)| DeviceEnvelope {
-                            device,
-                            content: content.to_vec(),
+                        .map(|e| DeviceEnvelope {
+                            device: e.device,
+                            content: e.content.to_vec(),
+                            franking_commitment: e.commitment,
                         })
                         .collect(),
                     ephemeral,

@@ -39,6 +39,8 @@ pub struct MailPush {
     pub content: Vec<u8>,
     /// Coarse receive time.
     pub received_at: i64,
+    /// The sender's franking commitment, if it sent one.
+    pub franking_commitment: Option<[u8; 32]>,
 }
 
 /// What a live socket is handed directly.

@@ -45,6 +45,7 @@ async fn measure<S: Store>(name: &str, h: Harness<S>) {
                 device: 1,
                 message_id: Id::random(),
                 content: vec![0x42; 1024],
+                franking_commitment: None,
             }],
             received_at: 0,
             expires_at: i64::MAX,
