@@ -965,15 +965,15 @@ async fn franked_send_frames_are_delivered_with_the_relays_stamp() {
     async fn raw_envelope(ws: &mut Ws) -> (u64, u64, Vec<u8>, Option<([u8; 32], [u8; 32])>) {
         loop {
             let msg = tokio::time::timeout(T, ws.next()).await.unwrap();
-            if let Some(Ok(Message::Binary(b))) = msg {
-                if let Ok(ServerFrame::Envelope(e)) = ServerFrame::decode(&b) {
-                    return (
-                        e.seq,
-                        e.received_at,
-                        e.content.to_vec(),
-                        e.franking.map(|f| (f.commitment, f.stamp)),
-                    );
-                }
+            if let Some(Ok(Message::Binary(b))) = msg
+                && let Ok(ServerFrame::Envelope(e)) = ServerFrame::decode(&b)
+            {
+                return (
+                    e.seq,
+                    e.received_at,
+                    e.content.to_vec(),
+                    e.franking.map(|f| (f.commitment, f.stamp)),
+                );
             }
         }
     }
