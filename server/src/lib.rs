@@ -10,6 +10,7 @@ pub mod app;
 pub mod audit;
 pub mod blobs;
 pub mod channels;
+pub mod client_addr;
 pub mod clock;
 pub mod db;
 pub mod error;

@@ -16,14 +16,31 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use haven_ratelimit::{Decision, Quota, RateLimitError, RateLimiter};
 
-use crate::accounts::session::ClientKey;
-use crate::app::state::AppState;
-use crate::db::Store;
+use crate::client_addr::{ClientAddrSource, ClientKey};
 use crate::error::AppError;
+use crate::secrets::Key32;
 use crate::settings::Settings;
 
 /// Prefix of every Redis key the relay writes.
 pub const REDIS_KEY_PREFIX: &str = "haven:rl:";
+
+/// What the limit checks read of the relay: the limiters, the settings that size the quotas, and
+/// the key that turns an account id into a limiter key. Implemented by the application state;
+/// the checks take this instead of the state so that nothing here depends on the router.
+pub trait LimitContext: Send + Sync {
+    /// The rate limiters.
+    fn limits(&self) -> &Limits;
+    /// The settings (quotas).
+    fn settings(&self) -> &Settings;
+    /// The key of per-account limiter keys (the username pepper: never stored by a limiter).
+    fn limit_pepper(&self) -> &Key32;
+    /// Called when a per-address limit refuses a request on `route` (a route template, never a
+    /// path with ids): the audit log's hook. Does nothing by default.
+    fn rate_limited(&self, route: &MatchedPath) -> impl std::future::Future<Output = ()> + Send {
+        let _ = route;
+        async {}
+    }
+}
 
 /// The two limiters of a relay process.
 #[derive(Clone)]
@@ -94,8 +111,8 @@ fn failure_quotas(settings: &Settings) -> (Quota, Quota) {
 }
 
 /// Refuses (429) when the account behind `limit_key` is locked after too many failures.
-pub(crate) async fn check_login<S: Store>(
-    state: &AppState<S>,
+pub(crate) async fn check_login<C: LimitContext>(
+    state: &C,
     limit_key: &[u8],
 ) -> Result<(), AppError> {
     let (account, _) = failure_quotas(state.settings());
@@ -109,8 +126,8 @@ pub(crate) async fn check_login<S: Store>(
 }
 
 /// Refuses (429) when the client address has too many recent failures.
-pub(crate) async fn check_client<S: Store>(
-    state: &AppState<S>,
+pub(crate) async fn check_client<C: LimitContext>(
+    state: &C,
     client: &ClientKey,
 ) -> Result<(), AppError> {
     let Some(addr) = &client.0 else { return Ok(()) };
@@ -126,8 +143,8 @@ pub(crate) async fn check_client<S: Store>(
 }
 
 /// Counts one failed login (or wrong TOTP code) against the account and the client address.
-pub(crate) async fn record_failure<S: Store>(
-    state: &AppState<S>,
+pub(crate) async fn record_failure<C: LimitContext>(
+    state: &C,
     limit_key: &[u8],
     client: &ClientKey,
 ) -> Result<(), AppError> {
@@ -152,8 +169,8 @@ pub(crate) async fn record_failure<S: Store>(
 /// Counts one OPAQUE run against the account before its outcome is known: a client learns from
 /// KE2 alone whether its password guess was right, so a guess that never sends KE3 must count
 /// too. The count stays until a login of the account succeeds ([`record_success`]).
-pub(crate) async fn record_attempt<S: Store>(
-    state: &AppState<S>,
+pub(crate) async fn record_attempt<C: LimitContext>(
+    state: &C,
     limit_key: &[u8],
 ) -> Result<(), AppError> {
     let (account, _) = failure_quotas(state.settings());
@@ -168,8 +185,8 @@ pub(crate) async fn record_attempt<S: Store>(
 
 /// Counts one failed OPAQUE finish (or wrong TOTP code at login) against the client address
 /// only: its account was counted when the run started ([`record_attempt`]).
-pub(crate) async fn record_address_failure<S: Store>(
-    state: &AppState<S>,
+pub(crate) async fn record_address_failure<C: LimitContext>(
+    state: &C,
     client: &ClientKey,
 ) -> Result<(), AppError> {
     if let Some(addr) = &client.0 {
@@ -186,8 +203,8 @@ pub(crate) async fn record_address_failure<S: Store>(
 }
 
 /// A successful login clears the account's failure count.
-pub(crate) async fn record_success<S: Store>(
-    state: &AppState<S>,
+pub(crate) async fn record_success<C: LimitContext>(
+    state: &C,
     limit_key: &[u8],
 ) -> Result<(), AppError> {
     state
@@ -200,8 +217,8 @@ pub(crate) async fn record_success<S: Store>(
 
 /// Middleware: per-client-address request limits, a general one on every route and a stricter
 /// one on registration, login, re-authentication and recovery. Requests without a known address (in-process) are not limited.
-pub(crate) async fn per_client<S: Store>(
-    State(state): State<AppState<S>>,
+pub(crate) async fn per_client<C: LimitContext + ClientAddrSource + Clone>(
+    State(state): State<C>,
     client: ClientKey,
     req: Request,
     next: Next,
@@ -239,7 +256,7 @@ pub(crate) async fn per_client<S: Store>(
                 if let (AppError::RateLimited { .. }, Some(route)) =
                     (&err, req.extensions().get::<MatchedPath>())
                 {
-                    state.audit().rate_limited(route).await;
+                    state.rate_limited(route).await;
                 }
                 return err.into_response();
             }
@@ -251,8 +268,8 @@ pub(crate) async fn per_client<S: Store>(
 /// Counts one request against `quota` under `key` on the *shared* limiter (Redis when
 /// configured, so the limit holds across instances); 429 when over. `key` must not contain raw
 /// identifiers: callers pass a keyed hash (see [`keyed`]).
-pub(crate) async fn hit_shared<S: Store>(
-    state: &AppState<S>,
+pub(crate) async fn hit_shared<C: LimitContext>(
+    state: &C,
     key: &str,
     quota: Quota,
 ) -> Result<(), AppError> {
@@ -267,10 +284,9 @@ pub(crate) async fn hit_shared<S: Store>(
 
 /// `<prefix>:<hex HMAC(pepper, label, id)>`: a limiter key that names an account without
 /// putting its id into Redis.
-pub(crate) fn keyed<S: Store>(state: &AppState<S>, prefix: &str, id: &crate::ids::Id) -> String {
+pub(crate) fn keyed<C: LimitContext>(state: &C, prefix: &str, id: &crate::ids::Id) -> String {
     let mac = state
-        .secrets()
-        .username_pepper
+        .limit_pepper()
         .hmac(b"haven/limit-key/v1", id.as_bytes());
     format!("{prefix}:{}", hex::encode(mac))
 }

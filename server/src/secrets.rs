@@ -5,8 +5,11 @@
 //! `server_secrets` table with insert-if-absent and the stored value read back, so N instances
 //! sharing one database converge on the same secrets whichever starts first.
 
+use std::future::Future;
+
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
+use haven_protocol::franking::verify::StampKey;
 use haven_protocol::opaque::HavenCipherSuite;
 use hmac::{Hmac, Mac};
 use opaque_ke::ServerSetup;
@@ -15,8 +18,19 @@ use rand::rngs::OsRng;
 use sha2::Sha256;
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
-use crate::db::{SecretStore, StoreError};
+use crate::db::error::{SecretBytes, StoreError, StoreResult};
 use crate::settings::{SecretSetting, Settings};
+
+/// Server-wide secrets (pepper, JWT key, OPAQUE server setup).
+pub trait SecretStore {
+    /// Inserts `value` under `name` unless present, then returns the stored value, so several
+    /// instances starting at once converge on one secret.
+    fn secret_or_insert(
+        &self,
+        name: &str,
+        value: &[u8],
+    ) -> impl Future<Output = StoreResult<SecretBytes>> + Send;
+}
 
 /// Errors while loading the server secrets.
 #[derive(Debug, thiserror::Error)]
@@ -86,6 +100,10 @@ pub struct ServerSecrets {
     pub opaque_setup: ServerSetup<HavenCipherSuite>,
     /// Ed25519 key signing sender certificates (PROTOCOL.md §5.1, §11.13).
     pub certificate_key: ed25519_dalek::SigningKey,
+    /// Key of the delivery stamps over franking commitments (PROTOCOL.md §16.4). Generated and
+    /// stored on first start, so every instance sharing the database stamps alike; or
+    /// `moderation.stamp_key`. The same key verifies reports (`moderation`).
+    pub franking_stamp: StampKey,
     /// Franking, stamp, report-sealing and address-ban keys (PROTOCOL.md §16.1, §11.19).
     pub moderation: std::sync::Arc<crate::moderation::keys::ModerationKeys>,
 }
@@ -154,11 +172,13 @@ impl ServerSecrets {
         let moderation = std::sync::Arc::new(
             crate::moderation::keys::ModerationKeys::load(settings, store).await?,
         );
+        let franking_stamp = StampKey::from_bytes(*moderation.stamp_bytes().expose());
         Ok(Self {
             username_pepper,
             jwt_key,
             opaque_setup,
             certificate_key,
+            franking_stamp,
             moderation,
         })
     }

@@ -24,14 +24,12 @@ impl<S: Store> AdminContext for AppState<S> {
     }
 
     fn client_key(&self, parts: &Parts) -> Option<String> {
-        // The same keyed hash as `accounts::session::ClientKey`.
-        crate::accounts::session::client_ip(parts, AppState::settings(self).trusted_proxy).map(
-            |ip| {
-                hex::encode(
-                    self.addr_key()
-                        .hmac(b"client-addr", ip.to_string().as_bytes()),
-                )
-            },
-        )
+        // The same keyed hash as `client_addr::ClientKey`.
+        crate::client_addr::client_ip(parts, AppState::settings(self).trusted_proxy).map(|ip| {
+            hex::encode(
+                crate::client_addr::ClientAddrSource::addr_key(self)
+                    .hmac(b"client-addr", ip.to_string().as_bytes()),
+            )
+        })
     }
 }

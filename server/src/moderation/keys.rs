@@ -18,8 +18,7 @@ use rand::rngs::OsRng;
 use subtle::ConstantTimeEq;
 use zeroize::{Zeroize, Zeroizing};
 
-use crate::db::SecretStore;
-use crate::secrets::{Key32, SecretsError, decode_key, stored_key};
+use crate::secrets::{Key32, SecretStore, SecretsError, decode_key, stored_key};
 use crate::settings::Settings;
 
 /// Version byte of a sealed report.
@@ -32,6 +31,7 @@ pub struct ModerationKeys {
     franking: FrankingSecret,
     previous: Vec<FrankingSecret>,
     stamp: StampKey,
+    stamp_bytes: Key32,
     seal: Key32,
     address: Key32,
 }
@@ -79,6 +79,7 @@ impl ModerationKeys {
             franking: FrankingSecret::from_bytes(*franking.expose()),
             previous,
             stamp: StampKey::from_bytes(*stamp.expose()),
+            stamp_bytes: stamp,
             seal: Key32::from_bytes(secret.hmac(b"haven/moderation/seal/v1", b"")),
             address: Key32::from_bytes(secret.hmac(b"haven/moderation/address/v1", b"")),
         })
@@ -101,7 +102,13 @@ impl ModerationKeys {
             .find(|s| bool::from(s.public().0.ct_eq(&key.0)))
     }
 
-    /// The delivery-stamp key (the mail and channel plumbing stamps deliveries with it).
+    /// The delivery-stamp key's bytes (`ServerSecrets::franking_stamp`, which stamps
+    /// deliveries, is built from them, so stamping and verifying use one key).
+    pub fn stamp_bytes(&self) -> &Key32 {
+        &self.stamp_bytes
+    }
+
+    /// The delivery-stamp key.
     pub fn stamp_key(&self) -> &StampKey {
         &self.stamp
     }
@@ -180,6 +187,7 @@ mod tests {
             franking: FrankingSecret::from_bytes([1; 32]),
             previous: vec![FrankingSecret::from_bytes([2; 32])],
             stamp: StampKey::from_bytes([3; 32]),
+            stamp_bytes: Key32::from_bytes([3; 32]),
             seal: Key32::from_bytes([4; 32]),
             address: Key32::from_bytes([5; 32]),
         }

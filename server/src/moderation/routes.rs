@@ -17,11 +17,12 @@ use haven_protocol::api::moderation::{
 use haven_protocol::franking::verify::FrankingError;
 use haven_ratelimit::Quota;
 
-use crate::accounts::session::{Auth, client_ip};
+use crate::accounts::session::Auth;
 use crate::admin::keys::AdminAuth;
 use crate::app::state::AppState;
 use crate::audit::{AuditDetail, AuditKind};
 use crate::channels::service::ChannelToken;
+use crate::client_addr::client_ip;
 use crate::db::Store;
 use crate::error::{ApiJson, AppError, ErrorBody};
 use crate::http::{b64, decode_b64, path_id};
@@ -220,7 +221,7 @@ pub async fn file_report<S: Store>(
 }
 
 /// Middleware: requests from a banned address prefix get 403 `address_banned` before anything
-/// else runs. The address is the one `accounts::session::client_ip` derives (the rate limits'
+/// else runs. The address is the one `client_addr::client_ip` derives (the rate limits'
 /// too); it is hashed, never kept. The admin API and the health checks are exempt, so an
 /// operator cannot lock themselves out.
 pub(crate) async fn refuse_banned_addresses<S: Store>(
@@ -480,7 +481,7 @@ async fn after_sanction<S: Store>(
             .await;
     }
     if decision == Decision::Ban {
-        crate::mail::service::notify_sessions_changed(state, account);
+        state.hub().notify_sessions_changed(account);
     }
 }
 
