@@ -5,13 +5,18 @@
 //! Nothing here names the application state: routes and the extractor are generic over
 //! [`AdminContext`], which the state implements (`app::admin`).
 
+use std::future::Future;
+
 use axum::http::request::Parts;
+
+use crate::error::AppError;
 
 use crate::limits::Limits;
 use crate::settings::Settings;
 
 pub mod cli;
 pub mod keys;
+pub mod overview;
 pub mod routes;
 pub(crate) mod sql;
 pub mod store;
@@ -33,4 +38,16 @@ pub trait AdminContext: Clone + Send + Sync + 'static {
 
     /// The client address of a request as a keyed hash (hex), or `None` when unknown.
     fn client_key(&self, parts: &Parts) -> Option<String>;
+
+    /// WebSockets open on this instance now.
+    fn live_sockets(&self) -> u64;
+
+    /// The moderation figures of the overview. The default reports none (`null` in the JSON);
+    /// the moderation feature fills them by overriding this method in the application state's
+    /// implementation (`app::admin`).
+    fn moderation_figures(
+        &self,
+    ) -> impl Future<Output = Result<overview::ModerationFigures, AppError>> + Send {
+        std::future::ready(Ok(overview::ModerationFigures::default()))
+    }
 }

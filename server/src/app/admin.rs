@@ -23,6 +23,10 @@ impl<S: Store> AdminContext for AppState<S> {
         AppState::settings(self)
     }
 
+    fn live_sockets(&self) -> u64 {
+        u64::try_from(self.hub().live_sockets()).unwrap_or(u64::MAX)
+    }
+
     fn client_key(&self, parts: &Parts) -> Option<String> {
         // The same keyed hash as `accounts::session::ClientKey`.
         crate::accounts::session::client_ip(parts, AppState::settings(self).trusted_proxy).map(

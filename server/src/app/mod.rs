@@ -61,6 +61,7 @@ pub enum LaunchError {
 
 /// Builds the API router for `state` (tests drive it with `tower::ServiceExt::oneshot`).
 pub fn app<S: Store>(state: AppState<S>) -> Router {
+    crate::admin::overview::mark_started();
     let settings = state.settings().clone();
     // Key uploads and sends carry many keys or one envelope per device.
     let big = settings.mail.max_request_bytes;
@@ -271,6 +272,7 @@ async fn track_metrics(req: Request, next: Next) -> Response {
     let method = req.method().as_str().to_owned();
     let started = Instant::now();
     let response = next.run(req).await;
+    crate::admin::overview::record_request(response.status().as_u16(), started.elapsed());
     let status = response.status().as_u16().to_string();
     metrics::counter!("haven_http_requests_total",
         "method" => method.clone(), "route" => route.clone(), "status" => status)

@@ -171,7 +171,50 @@ async fn wrong_keys_are_rate_limited_per_address<S: Store>(h: Harness<S>) {
     h.raw(other).await.expect(StatusCode::OK);
 }
 
+async fn overview_reports_counts_and_request_figures<S: Store>(h: Harness<S>) {
+    h.call(Method::GET, "/v1/admin/overview", None, None)
+        .await
+        .expect_error(StatusCode::UNAUTHORIZED, "missing_admin_key");
+    let key = first_key(&h).await;
+    let before = h
+        .call(Method::GET, "/v1/admin/overview", None, Some(&key))
+        .await
+        .expect(StatusCode::OK)
+        .body;
+    assert_eq!(before["storage"]["accounts"], 0);
+    assert_eq!(before["storage"]["queued_envelopes"], 0);
+    assert_eq!(before["live_sockets"], 0);
+    assert!(before["pending_reports"].is_null() && before["active_bans"].is_null());
+    h.register(Some("alice"), "correct horse battery staple")
+        .await;
+    h.register(Some("bob"), "correct horse battery staple")
+        .await;
+    for _ in 0..3 {
+        h.call(Method::GET, "/v1/nowhere", None, None).await;
+    }
+    let after = h
+        .call(Method::GET, "/v1/admin/overview", None, Some(&key))
+        .await
+        .expect(StatusCode::OK)
+        .body;
+    assert_eq!(after["storage"]["accounts"], 2);
+    assert_eq!(after["storage"]["devices"], 2);
+    // The window is process-wide (other tests run alongside): figures only grow here.
+    let count = |v: &serde_json::Value, w: &str, f: &str| v["requests"][w][f].as_u64().unwrap();
+    assert!(count(&after, "last_1m", "total") >= count(&before, "last_1m", "total") + 8);
+    assert!(count(&after, "last_1m", "status_4xx") >= count(&before, "last_1m", "status_4xx") + 3);
+    assert!(count(&after, "last_15m", "total") >= count(&after, "last_1m", "total"));
+    assert_eq!(after["requests"]["last_5m"]["window_secs"], 300);
+    let p50 = after["requests"]["last_1m"]["p50_ms"].as_f64().unwrap();
+    let p99 = after["requests"]["last_1m"]["p99_ms"].as_f64().unwrap();
+    assert!(p50 > 0.0 && p99 >= p50);
+    // Nothing in it names anyone.
+    let text = after.to_string();
+    assert!(!text.contains("alice") && !text.contains("bob"));
+}
+
 common::on_both_backends!(
+    overview_reports_counts_and_request_figures,
     keys_are_required_checked_rotated_and_revoked,
     expired_keys_are_refused,
     wrong_keys_are_rate_limited_per_address,
