@@ -17,6 +17,7 @@ use crate::settings::Settings;
 pub mod cli;
 pub mod keys;
 pub mod overview;
+pub mod page;
 pub mod routes;
 pub(crate) mod sql;
 pub mod store;

@@ -16,11 +16,14 @@ use crate::admin::store::{AdminKeyRecord, AdminStore as _};
 use crate::error::{ApiJson, AppError, ErrorBody};
 use crate::ids::Id;
 
-/// The admin API routes.
+/// The admin API routes and the admin page.
 pub fn api_routes<C: AdminContext>() -> Router<C> {
     Router::new()
         .route("/v1/admin/keys", get(list::<C>).post(create::<C>))
         .route("/v1/admin/keys/{key_id}", delete(revoke::<C>))
+        .route("/admin", get(crate::admin::page::html))
+        .route("/admin/admin.js", get(crate::admin::page::script))
+        .route("/admin/admin.css", get(crate::admin::page::style))
         .route(
             "/v1/admin/overview",
             get(crate::admin::overview::overview::<C>),

@@ -96,6 +96,9 @@ use crate::vault::routes as vault;
         crate::admin::routes::list,
         crate::admin::routes::revoke,
         crate::admin::overview::overview,
+        crate::admin::page::html,
+        crate::admin::page::script,
+        crate::admin::page::style,
     )
 )]
 struct ApiDoc;

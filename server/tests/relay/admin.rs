@@ -213,7 +213,40 @@ async fn overview_reports_counts_and_request_figures<S: Store>(h: Harness<S>) {
     assert!(!text.contains("alice") && !text.contains("bob"));
 }
 
+async fn the_page_is_served_with_its_own_csp<S: Store>(h: Harness<S>) {
+    for (path, kind) in [
+        ("/admin", "text/html"),
+        ("/admin/admin.js", "text/javascript"),
+        ("/admin/admin.css", "text/css"),
+    ] {
+        let reply = h
+            .call(Method::GET, path, None, None)
+            .await
+            .expect(StatusCode::OK);
+        let csp = reply.headers[header::CONTENT_SECURITY_POLICY]
+            .to_str()
+            .unwrap();
+        assert_eq!(csp, haven_relay::admin::page::ADMIN_CSP);
+        assert!(csp.contains("script-src 'self'") && csp.contains("form-action 'none'"));
+        let content_type = reply.headers[header::CONTENT_TYPE].to_str().unwrap();
+        assert!(content_type.starts_with(kind), "{path}: {content_type}");
+        assert_eq!(reply.headers[header::X_FRAME_OPTIONS], "DENY");
+    }
+    let page = h.call(Method::GET, "/admin", None, None).await;
+    let html = page.body.as_str().unwrap();
+    // No inline script or style, and nothing from elsewhere.
+    assert!(!html.contains("<script>") && !html.contains("<style") && !html.contains("style="));
+    assert!(!html.contains("http://") && !html.contains("https://"));
+    // The API keeps its own "load nothing" policy.
+    let api = h.call(Method::GET, "/health", None, None).await;
+    assert_eq!(
+        api.headers[header::CONTENT_SECURITY_POLICY],
+        "default-src 'none'; frame-ancestors 'none'"
+    );
+}
+
 common::on_both_backends!(
+    the_page_is_served_with_its_own_csp,
     overview_reports_counts_and_request_figures,
     keys_are_required_checked_rotated_and_revoked,
     expired_keys_are_refused,

@@ -1087,6 +1087,9 @@ const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/admin/keys"),
     ("DELETE", "/v1/admin/keys/{key_id}"),
     ("GET", "/v1/admin/overview"),
+    ("GET", "/admin"),
+    ("GET", "/admin/admin.js"),
+    ("GET", "/admin/admin.css"),
 ];
 
 common::on_both_backends!(
