@@ -47,8 +47,12 @@ pub const MAX_SEND_ENVELOPES: usize = 1024;
 pub const FLAG_SOURCE: u8 = 0x01;
 /// Envelope flag: the frame ends with a shared payload (multi-recipient sends).
 pub const FLAG_SHARED: u8 = 0x02;
+/// Envelope flag: the franking commitment and the relay's stamp follow the source (§16.4).
+pub const FLAG_FRANKED: u8 = 0x04;
 /// Send flag: ephemeral class.
 pub const FLAG_EPHEMERAL: u8 = 0x01;
+/// Send flag: every envelope carries its franking commitment after its device (§16.3).
+pub const FLAG_SEND_FRANKED: u8 = 0x02;
 
 /// A 16-byte id (account, message, channel).
 pub type Id16 = [u8; 16];
@@ -96,6 +100,7 @@ impl FrameError {
 /// ```text
 /// 01 01 | seq u64 | message_id [16] | received_at u64 | flags u8
 ///       | [source account [16] | source device u32]   (flags & 0x01)
+///       | [commitment [32] | stamp [32]]   (flags & 0x04)
 ///       | content_len u32 | content | [shared payload: rest]   (flags & 0x02)
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -112,6 +117,28 @@ pub struct EnvelopeFrame<'a> {
     pub content: &'a [u8],
     /// The shared payload of a multi-recipient send.
     pub shared_payload: Option<&'a [u8]>,
+    /// The franking commitment and the relay's stamp (§16.4), when the sender sent one.
+    pub franking: Option<Franking>,
+}
+
+/// The franking of a delivered envelope (§16.4).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Franking {
+    /// The sender's commitment `c`.
+    pub commitment: [u8; 32],
+    /// The relay's delivery stamp `s`.
+    pub stamp: [u8; 32],
+}
+
+/// One envelope of a [`ClientFrame::Send`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SendEnvelope<'a> {
+    /// Recipient device number.
+    pub device: u32,
+    /// The opaque envelope.
+    pub content: &'a [u8],
+    /// The sender's franking commitment (§16.3); all envelopes of a frame have one or none.
+    pub commitment: Option<[u8; 32]>,
 }
 
 /// A frame the relay sends. Exhaustive on purpose: a new frame type is a new protocol version,
@@ -165,8 +192,9 @@ pub enum ClientFrame<'a> {
     /// `01 10 | count u16 | message_id [16] × count` (1 ≤ count ≤ 1024).
     Ack(Vec<Id16>),
     /// `01 11 | request_id u32 | recipient account [16] | message_id [16] | flags u8
-    /// (0x01 = ephemeral, other bits 0) | count u16 (1..=1024)
-    /// | count × (device u32 | len u32 | content [len])`: the authenticated send.
+    /// (0x01 = ephemeral, 0x02 = franked, other bits 0) | count u16 (1..=1024)
+    /// | count × (device u32 | [commitment [32]] (flags & 0x02) | len u32 | content [len])`:
+    /// the authenticated send. An ephemeral send is never franked.
     Send {
         /// Echoed in the result.
         request_id: u32,
@@ -176,8 +204,8 @@ pub enum ClientFrame<'a> {
         message_id: Id16,
         /// Ephemeral class (never stored).
         ephemeral: bool,
-        /// (device number, envelope) pairs.
-        envelopes: Vec<(u32, &'a [u8])>,
+        /// The envelopes, one per device.
+        envelopes: Vec<SendEnvelope<'a>>,
     },
     /// `01 12 | request_id u32 | account [16] | device u32 | payload: rest` (payload ≥ 1 byte).
     Signal {
@@ -241,9 +269,16 @@ impl ServerFrame<'_> {
                 if e.shared_payload.is_some() {
                     flags |= FLAG_SHARED;
                 }
+                if e.franking.is_some() {
+                    flags |= FLAG_FRANKED;
+                }
                 out.push(flags);
                 if let Some(source) = &e.source {
                     put_source(&mut out, source);
+                }
+                if let Some(franking) = &e.franking {
+                    out.extend_from_slice(&franking.commitment);
+                    out.extend_from_slice(&franking.stamp);
                 }
                 out.extend_from_slice(&len_u32(e.content.len()));
                 out.extend_from_slice(e.content);
@@ -319,11 +354,19 @@ impl ServerFrame<'_> {
                 let message_id = r.id()?;
                 let received_at = r.u64()?;
                 let flags = r.u8()?;
-                if flags & !(FLAG_SOURCE | FLAG_SHARED) != 0 {
+                if flags & !(FLAG_SOURCE | FLAG_SHARED | FLAG_FRANKED) != 0 {
                     return Err(FrameError::Flags);
                 }
                 let source = if flags & FLAG_SOURCE != 0 {
                     Some(r.source()?)
+                } else {
+                    None
+                };
+                let franking = if flags & FLAG_FRANKED != 0 {
+                    Some(Franking {
+                        commitment: r.array()?,
+                        stamp: r.array()?,
+                    })
                 } else {
                     None
                 };
@@ -338,6 +381,7 @@ impl ServerFrame<'_> {
                     source,
                     content,
                     shared_payload,
+                    franking,
                 })
             }
             T_QUEUE_EMPTY => {
@@ -405,16 +449,29 @@ impl ClientFrame<'_> {
                 envelopes,
             } => {
                 let count = counted(envelopes.len(), MAX_SEND_ENVELOPES)?;
+                let franked = envelopes.first().is_some_and(|e| e.commitment.is_some());
+                if envelopes.iter().any(|e| e.commitment.is_some() != franked)
+                    || (franked && *ephemeral)
+                {
+                    return Err(FrameError::Flags);
+                }
                 out.extend_from_slice(&[VERSION, T_SEND]);
                 out.extend_from_slice(&request_id.to_be_bytes());
                 out.extend_from_slice(account);
                 out.extend_from_slice(message_id);
-                out.push(if *ephemeral { FLAG_EPHEMERAL } else { 0 });
+                let mut flags = if *ephemeral { FLAG_EPHEMERAL } else { 0 };
+                if franked {
+                    flags |= FLAG_SEND_FRANKED;
+                }
+                out.push(flags);
                 out.extend_from_slice(&count.to_be_bytes());
-                for (device, content) in envelopes {
-                    out.extend_from_slice(&device.to_be_bytes());
-                    out.extend_from_slice(&len_u32(content.len()));
-                    out.extend_from_slice(content);
+                for envelope in envelopes {
+                    out.extend_from_slice(&envelope.device.to_be_bytes());
+                    if let Some(commitment) = &envelope.commitment {
+                        out.extend_from_slice(commitment);
+                    }
+                    out.extend_from_slice(&len_u32(envelope.content.len()));
+                    out.extend_from_slice(envelope.content);
                 }
             }
             Self::Signal {
@@ -478,9 +535,12 @@ impl ClientFrame<'_> {
                 let account = r.id()?;
                 let message_id = r.id()?;
                 let flags = r.u8()?;
-                if flags & !FLAG_EPHEMERAL != 0 {
+                if flags & !(FLAG_EPHEMERAL | FLAG_SEND_FRANKED) != 0
+                    || flags == FLAG_EPHEMERAL | FLAG_SEND_FRANKED
+                {
                     return Err(FrameError::Flags);
                 }
+                let franked = flags & FLAG_SEND_FRANKED != 0;
                 let count = usize::from(r.u16()?);
                 if count == 0 || count > MAX_SEND_ENVELOPES {
                     return Err(FrameError::Count);
@@ -488,8 +548,13 @@ impl ClientFrame<'_> {
                 let mut envelopes = Vec::with_capacity(count);
                 for _ in 0..count {
                     let device = r.u32()?;
+                    let commitment = if franked { Some(r.array()?) } else { None };
                     let len = r.u32()?;
-                    envelopes.push((device, r.take(len)?));
+                    envelopes.push(SendEnvelope {
+                        device,
+                        content: r.take(len)?,
+                        commitment,
+                    });
                 }
                 r.end()?;
                 ClientFrame::Send {
@@ -646,6 +711,10 @@ mod tests {
                 source: Some(([2; 16], 3)),
                 content: b"sealed",
                 shared_payload: Some(b"shared"),
+                franking: Some(Franking {
+                    commitment: [9; 32],
+                    stamp: [10; 32],
+                }),
             }),
             ServerFrame::Envelope(EnvelopeFrame {
                 seq: 8,
@@ -654,6 +723,7 @@ mod tests {
                 source: None,
                 content: b"",
                 shared_payload: None,
+                franking: None,
             }),
             ServerFrame::QueueEmpty,
             ServerFrame::ChannelEntry {
@@ -691,7 +761,18 @@ mod tests {
                 account: [3; 16],
                 message_id: [4; 16],
                 ephemeral: true,
-                envelopes: vec![(1, b"a"), (2, b"")],
+                envelopes: vec![
+                    SendEnvelope {
+                        device: 1,
+                        content: b"a",
+                        commitment: None,
+                    },
+                    SendEnvelope {
+                        device: 2,
+                        content: b"",
+                        commitment: None,
+                    },
+                ],
             },
             ClientFrame::Signal {
                 request_id: 2,
@@ -709,6 +790,17 @@ mod tests {
                 request_id: 4,
                 channel: [8; 16],
             },
+            ClientFrame::Send {
+                request_id: 5,
+                account: [3; 16],
+                message_id: [4; 16],
+                ephemeral: false,
+                envelopes: vec![SendEnvelope {
+                    device: 7,
+                    content: b"sealed",
+                    commitment: Some([11; 32]),
+                }],
+            },
         ]
     }
 
@@ -719,9 +811,11 @@ mod tests {
         expected.extend_from_slice(&7u64.to_be_bytes());
         expected.extend_from_slice(&[1; 16]);
         expected.extend_from_slice(&1_700_000_000u64.to_be_bytes());
-        expected.push(0x03);
+        expected.push(0x07);
         expected.extend_from_slice(&[2; 16]);
         expected.extend_from_slice(&3u32.to_be_bytes());
+        expected.extend_from_slice(&[9; 32]);
+        expected.extend_from_slice(&[10; 32]);
         expected.extend_from_slice(&6u32.to_be_bytes());
         expected.extend_from_slice(b"sealed");
         expected.extend_from_slice(b"shared");
@@ -734,6 +828,16 @@ mod tests {
         expected.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 1, b'a']);
         expected.extend_from_slice(&[0, 0, 0, 2, 0, 0, 0, 0]);
         assert_eq!(client_frames()[1].encode().unwrap(), expected);
+
+        let mut expected = vec![1, 0x11, 0, 0, 0, 5];
+        expected.extend_from_slice(&[3; 16]);
+        expected.extend_from_slice(&[4; 16]);
+        expected.extend_from_slice(&[0x02, 0, 1]);
+        expected.extend_from_slice(&[0, 0, 0, 7]);
+        expected.extend_from_slice(&[11; 32]);
+        expected.extend_from_slice(&[0, 0, 0, 6]);
+        expected.extend_from_slice(b"sealed");
+        assert_eq!(client_frames()[5].encode().unwrap(), expected);
 
         let mut expected = vec![1, 0x05, 0, 0, 0, 11, 0, 200];
         expected.extend_from_slice(b"{}");
@@ -797,10 +901,10 @@ mod tests {
             Err(FrameError::Count)
         );
         let mut send = client_frames()[1].encode().unwrap();
-        send[38] = 0x02;
+        send[38] = 0x08;
         assert_eq!(ClientFrame::decode(&send), Err(FrameError::Flags));
         let mut envelope = server_frames()[0].encode();
-        envelope[34] |= 0x04;
+        envelope[34] |= 0x08;
         assert_eq!(ServerFrame::decode(&envelope), Err(FrameError::Flags));
         assert_eq!(
             ClientFrame::Ack(Vec::new()).encode(),
@@ -837,5 +941,71 @@ mod tests {
             panic!()
         };
         assert_eq!(first.len(), MAX_ACK_IDS);
+    }
+
+    #[test]
+    fn franked_sends_are_all_or_nothing_and_never_ephemeral() {
+        let mixed = ClientFrame::Send {
+            request_id: 1,
+            account: [3; 16],
+            message_id: [4; 16],
+            ephemeral: false,
+            envelopes: vec![
+                SendEnvelope {
+                    device: 1,
+                    content: b"a",
+                    commitment: Some([1; 32]),
+                },
+                SendEnvelope {
+                    device: 2,
+                    content: b"b",
+                    commitment: None,
+                },
+            ],
+        };
+        assert_eq!(mixed.encode(), Err(FrameError::Flags));
+        let ephemeral = ClientFrame::Send {
+            request_id: 1,
+            account: [3; 16],
+            message_id: [4; 16],
+            ephemeral: true,
+            envelopes: vec![SendEnvelope {
+                device: 1,
+                content: b"a",
+                commitment: Some([1; 32]),
+            }],
+        };
+        assert_eq!(ephemeral.encode(), Err(FrameError::Flags));
+        // The same, forged on the wire: flags 0x03.
+        let mut bytes = ClientFrame::Send {
+            request_id: 1,
+            account: [3; 16],
+            message_id: [4; 16],
+            ephemeral: false,
+            envelopes: vec![SendEnvelope {
+                device: 1,
+                content: b"a",
+                commitment: Some([1; 32]),
+            }],
+        }
+        .encode()
+        .unwrap();
+        bytes[2 + 4 + 16 + 16] = FLAG_EPHEMERAL | FLAG_SEND_FRANKED;
+        assert_eq!(ClientFrame::decode(&bytes), Err(FrameError::Flags));
+        // A franked envelope frame cut inside its stamp is refused.
+        let frame = ServerFrame::Envelope(EnvelopeFrame {
+            seq: 1,
+            message_id: [1; 16],
+            received_at: 2,
+            source: None,
+            content: b"x",
+            shared_payload: None,
+            franking: Some(Franking {
+                commitment: [1; 32],
+                stamp: [2; 32],
+            }),
+        })
+        .encode();
+        assert!(ServerFrame::decode(&frame[..2 + 8 + 16 + 8 + 1 + 40]).is_err());
     }
 }

@@ -13,7 +13,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
-use crate::db::StoreError;
+use crate::db::error::StoreError;
 
 pub use haven_protocol::api::error::{DeviceMismatch, ErrorBody, ErrorDetail};
 

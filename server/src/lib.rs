@@ -9,6 +9,7 @@ pub mod admin;
 pub mod app;
 pub mod blobs;
 pub mod channels;
+pub mod client_addr;
 pub mod clock;
 pub mod db;
 pub mod error;

@@ -16,14 +16,25 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use haven_ratelimit::{Decision, Quota, RateLimitError, RateLimiter};
 
-use crate::accounts::session::ClientKey;
-use crate::app::state::AppState;
-use crate::db::Store;
+use crate::client_addr::{ClientAddrSource, ClientKey};
 use crate::error::AppError;
+use crate::secrets::Key32;
 use crate::settings::Settings;
 
 /// Prefix of every Redis key the relay writes.
 pub const REDIS_KEY_PREFIX: &str = "haven:rl:";
+
+/// What the limit checks read of the relay: the limiters, the settings that size the quotas, and
+/// the key that turns an account id into a limiter key. Implemented by the application state;
+/// the checks take this instead of the state so that nothing here depends on the router.
+pub trait LimitContext: Send + Sync {
+    /// The rate limiters.
+    fn limits(&self) -> &Limits;
+    /// The settings (quotas).
+    fn settings(&self) -> &Settings;
+    /// The key of per-account limiter keys (the username pepper: never stored by a limiter).
+    fn limit_pepper(&self) -> &Key32;
+}
 
 /// The two limiters of a relay process.
 #[derive(Clone)]
@@ -94,8 +105,8 @@ fn failure_quotas(settings: &Settings) -> (Quota, Quota) {
 }
 
 /// Refuses (429) when the account behind `limit_key` is locked after too many failures.
-pub(crate) async fn check_login<S: Store>(
-    state: &AppState<S>,
+pub(crate) async fn check_login<C: LimitContext>(
+    state: &C,
     limit_key: &[u8],
 ) -> Result<(), AppError> {
     let (account, _) = failure_quotas(state.settings());
@@ -109,8 +120,8 @@ pub(crate) async fn check_login<S: Store>(
 }
 
 /// Refuses (429) when the client address has too many recent failures.
-pub(crate) async fn check_client<S: Store>(
-    state: &AppState<S>,
+pub(crate) async fn check_client<C: LimitContext>(
+    state: &C,
     client: &ClientKey,
 ) -> Result<(), AppError> {
     let Some(addr) = &client.0 else { return Ok(()) };
@@ -126,8 +137,8 @@ pub(crate) async fn check_client<S: Store>(
 }
 
 /// Counts one failed login (or wrong TOTP code) against the account and the client address.
-pub(crate) async fn record_failure<S: Store>(
-    state: &AppState<S>,
+pub(crate) async fn record_failure<C: LimitContext>(
+    state: &C,
     limit_key: &[u8],
     client: &ClientKey,
 ) -> Result<(), AppError> {
@@ -152,8 +163,8 @@ pub(crate) async fn record_failure<S: Store>(
 /// Counts one OPAQUE run against the account before its outcome is known: a client learns from
 /// KE2 alone whether its password guess was right, so a guess that never sends KE3 must count
 /// too. The count stays until a login of the account succeeds ([`record_success`]).
-pub(crate) async fn record_attempt<S: Store>(
-    state: &AppState<S>,
+pub(crate) async fn record_attempt<C: LimitContext>(
+    state: &C,
     limit_key: &[u8],
 ) -> Result<(), AppError> {
     let (account, _) = failure_quotas(state.settings());
@@ -168,8 +179,8 @@ pub(crate) async fn record_attempt<S: Store>(
 
 /// Counts one failed OPAQUE finish (or wrong TOTP code at login) against the client address
 /// only: its account was counted when the run started ([`record_attempt`]).
-pub(crate) async fn record_address_failure<S: Store>(
-    state: &AppState<S>,
+pub(crate) async fn record_address_failure<C: LimitContext>(
+    state: &C,
     client: &ClientKey,
 ) -> Result<(), AppError> {
     if let Some(addr) = &client.0 {
@@ -186,8 +197,8 @@ pub(crate) async fn record_address_failure<S: Store>(
 }
 
 /// A successful login clears the account's failure count.
-pub(crate) async fn record_success<S: Store>(
-    state: &AppState<S>,
+pub(crate) async fn record_success<C: LimitContext>(
+    state: &C,
     limit_key: &[u8],
 ) -> Result<(), AppError> {
     state
@@ -200,8 +211,8 @@ pub(crate) async fn record_success<S: Store>(
 
 /// Middleware: per-client-address request limits, a general one on every route and a stricter
 /// one on registration, login, re-authentication and recovery. Requests without a known address (in-process) are not limited.
-pub(crate) async fn per_client<S: Store>(
-    State(state): State<AppState<S>>,
+pub(crate) async fn per_client<C: LimitContext + ClientAddrSource + Clone>(
+    State(state): State<C>,
     client: ClientKey,
     req: Request,
     next: Next,
@@ -246,8 +257,8 @@ pub(crate) async fn per_client<S: Store>(
 /// Counts one request against `quota` under `key` on the *shared* limiter (Redis when
 /// configured, so the limit holds across instances); 429 when over. `key` must not contain raw
 /// identifiers: callers pass a keyed hash (see [`keyed`]).
-pub(crate) async fn hit_shared<S: Store>(
-    state: &AppState<S>,
+pub(crate) async fn hit_shared<C: LimitContext>(
+    state: &C,
     key: &str,
     quota: Quota,
 ) -> Result<(), AppError> {
@@ -262,10 +273,9 @@ pub(crate) async fn hit_shared<S: Store>(
 
 /// `<prefix>:<hex HMAC(pepper, label, id)>`: a limiter key that names an account without
 /// putting its id into Redis.
-pub(crate) fn keyed<S: Store>(state: &AppState<S>, prefix: &str, id: &crate::ids::Id) -> String {
+pub(crate) fn keyed<C: LimitContext>(state: &C, prefix: &str, id: &crate::ids::Id) -> String {
     let mac = state
-        .secrets()
-        .username_pepper
+        .limit_pepper()
         .hmac(b"haven/limit-key/v1", id.as_bytes());
     format!("{prefix}:{}", hex::encode(mac))
 }
@@ -277,13 +287,10 @@ fn admin_failure_key(addr: &str) -> String {
 /// Refuses (429) when the client address `addr` (a keyed hash, see `ClientKey`) has too many
 /// recent failed admin authentications. Admin failures use the per-address login quota
 /// (`addr_login_max_failures` per `login_failure_window_secs`) under a key of their own.
-pub async fn check_admin_failures(
-    limits: &Limits,
-    settings: &Settings,
-    addr: &str,
-) -> Result<(), AppError> {
-    let (_, per_addr) = failure_quotas(settings);
-    let decision = limits
+pub async fn check_admin_failures<C: LimitContext>(ctx: &C, addr: &str) -> Result<(), AppError> {
+    let (_, per_addr) = failure_quotas(ctx.settings());
+    let decision = ctx
+        .limits()
         .per_addr
         .peek(&admin_failure_key(addr), per_addr)
         .await
@@ -292,13 +299,9 @@ pub async fn check_admin_failures(
 }
 
 /// Counts one failed admin authentication against the client address `addr` (a keyed hash).
-pub async fn record_admin_failure(
-    limits: &Limits,
-    settings: &Settings,
-    addr: &str,
-) -> Result<(), AppError> {
-    let (_, per_addr) = failure_quotas(settings);
-    limits
+pub async fn record_admin_failure<C: LimitContext>(ctx: &C, addr: &str) -> Result<(), AppError> {
+    let (_, per_addr) = failure_quotas(ctx.settings());
+    ctx.limits()
         .per_addr
         .hit(&admin_failure_key(addr), per_addr)
         .await

@@ -106,6 +106,13 @@ async fn main() -> ExitCode {
         // Colour codes only on a terminal, not in the files and journals logs end up in.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    // A misspelt HAVEN_* name would otherwise be ignored silently.
+    let names: Vec<String> = std::env::vars_os()
+        .filter_map(|(name, _)| name.into_string().ok())
+        .collect();
+    for name in Settings::unknown_env_vars(names.iter().map(String::as_str)) {
+        tracing::warn!(name, "unknown environment variable, ignored");
+    }
     let listener = match tokio::net::TcpListener::bind(settings.listen).await {
         Ok(listener) => listener,
         Err(err) => {

@@ -5,8 +5,11 @@
 //! `server_secrets` table with insert-if-absent and the stored value read back, so N instances
 //! sharing one database converge on the same secrets whichever starts first.
 
+use std::future::Future;
+
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
+use haven_protocol::franking::verify::StampKey;
 use haven_protocol::opaque::HavenCipherSuite;
 use hmac::{Hmac, Mac};
 use opaque_ke::ServerSetup;
@@ -15,8 +18,19 @@ use rand::rngs::OsRng;
 use sha2::Sha256;
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
-use crate::db::{SecretStore, StoreError};
+use crate::db::error::{SecretBytes, StoreError, StoreResult};
 use crate::settings::{SecretSetting, Settings};
+
+/// Server-wide secrets (pepper, JWT key, OPAQUE server setup).
+pub trait SecretStore {
+    /// Inserts `value` under `name` unless present, then returns the stored value, so several
+    /// instances starting at once converge on one secret.
+    fn secret_or_insert(
+        &self,
+        name: &str,
+        value: &[u8],
+    ) -> impl Future<Output = StoreResult<SecretBytes>> + Send;
+}
 
 /// Errors while loading the server secrets.
 #[derive(Debug, thiserror::Error)]
@@ -86,6 +100,9 @@ pub struct ServerSecrets {
     pub opaque_setup: ServerSetup<HavenCipherSuite>,
     /// Ed25519 key signing sender certificates (PROTOCOL.md §5.1, §11.13).
     pub certificate_key: ed25519_dalek::SigningKey,
+    /// Key of the delivery stamps over franking commitments (PROTOCOL.md §16.4). Generated and
+    /// stored on first start, so every instance sharing the database stamps alike.
+    pub franking_stamp: StampKey,
 }
 
 fn decode_key(name: &'static str, setting: &SecretSetting) -> Result<Key32, SecretsError> {
@@ -143,11 +160,14 @@ impl ServerSecrets {
             None => stored_key(store, "certificate_key").await?,
         };
         let certificate_key = ed25519_dalek::SigningKey::from_bytes(certificate_seed.expose());
+        let franking_stamp =
+            StampKey::from_bytes(*stored_key(store, "franking_stamp_key").await?.expose());
         Ok(Self {
             username_pepper,
             jwt_key,
             opaque_setup,
             certificate_key,
+            franking_stamp,
         })
     }
 }

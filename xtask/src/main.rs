@@ -22,6 +22,7 @@ use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand};
 
+mod cycles;
 mod flakes;
 use xshell::{Shell, cmd};
 
@@ -53,6 +54,13 @@ enum Command {
         /// Check the generated Swift sources.
         #[arg(long)]
         swift: bool,
+    },
+    /// Report import cycles between the source files of a crate (default: the relay) and fail if
+    /// there is one.
+    Cycles {
+        /// The crate's source directory, relative to the workspace root.
+        #[arg(long, default_value = "server/src")]
+        src: String,
     },
     /// Run the whole test suite several times, several copies at once, and report every test
     /// that ever failed.
@@ -145,6 +153,7 @@ fn main() -> Result<()> {
             Ok(())
         }
         Command::Flakes { runs, parallel } => flakes::run(&paths.root, runs, parallel),
+        Command::Cycles { src } => cycles::run(&paths.root.join(src)).map_err(Into::into),
     }
 }
 

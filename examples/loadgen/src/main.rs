@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use futures_util::{SinkExt as _, StreamExt as _};
-use haven_protocol::frames::{self, ClientFrame, ServerFrame};
+use haven_protocol::frames::{self, ClientFrame, SendEnvelope, ServerFrame};
 use haven_relay::accounts::seed::seed_session;
 use haven_relay::accounts::store::{AccountStore, TokenStore};
 use haven_relay::accounts::tokens::sign_access;
@@ -335,7 +335,11 @@ fn send_frame(request_id: u32, to: &Id, content: &[u8]) -> Vec<u8> {
         account: *to.as_bytes(),
         message_id: *Id::random().as_bytes(),
         ephemeral: false,
-        envelopes: vec![(1, content)],
+        envelopes: vec![SendEnvelope {
+            device: 1,
+            content,
+            commitment: None,
+        }],
     }
     .encode()
     .unwrap_or_default()

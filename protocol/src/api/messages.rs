@@ -16,6 +16,22 @@ pub struct EnvelopeBody {
     pub device_number: u32,
     /// The opaque envelope, base64.
     pub content: String,
+    /// The sender's franking commitment `c` for this envelope (PROTOCOL.md §16.3), base64 of
+    /// 32 bytes; absent for ephemeral sends and for clients from before franking.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub franking_commitment: Option<String>,
+}
+
+/// The franking of a delivered envelope (PROTOCOL.md §16.4): the sender's commitment and the
+/// relay's delivery stamp over it, the destination, `seq` and `received_at`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct FrankingBody {
+    /// The commitment `c`, base64 of 32 bytes.
+    pub commitment: String,
+    /// The stamp `s`, base64 of 32 bytes.
+    pub stamp: String,
 }
 
 /// Body of `POST /v1/messages/{account_id}` and `…/sealed`.
@@ -78,6 +94,10 @@ pub struct HeaderBody {
     pub device_number: u32,
     /// The per-device header, base64.
     pub header: String,
+    /// The sender's franking commitment for this device's envelope (PROTOCOL.md §16.3, §16.9),
+    /// base64 of 32 bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub franking_commitment: Option<String>,
 }
 
 /// One recipient of a multi-recipient send.
@@ -175,6 +195,9 @@ pub struct QueuedBody {
     pub received_at: i64,
     /// Expiry time.
     pub expires_at: i64,
+    /// The envelope's franking (§16.4), `null` when the sender sent no commitment.
+    #[serde(default)]
+    pub franking: Option<FrankingBody>,
 }
 
 /// Reply to `GET /v1/messages`.

@@ -169,6 +169,7 @@ mod tests {
             envelopes: vec![EnvelopeBody {
                 device_number: 1,
                 content: "Y29udGVudA==".into(),
+                franking_commitment: None,
             }],
             ephemeral: false,
             access_key: None,
@@ -196,6 +197,7 @@ mod tests {
                     payload: None,
                     received_at: 1_790_000_040,
                     expires_at: 1_792_592_040,
+                    franking: None,
                 },
                 QueuedBody {
                     seq: 18,
@@ -208,6 +210,7 @@ mod tests {
                     payload: Some("cGF5bG9hZA==".into()),
                     received_at: 1_790_000_040,
                     expires_at: 1_792_592_040,
+                    franking: None,
                 },
             ],
             more: true,
@@ -216,11 +219,12 @@ mod tests {
             serde_json::to_value(&page).unwrap(),
             json!({"envelopes": [
                 {"seq": 17, "message_id": "22".repeat(16), "source": null, "content": "c2VhbGVk",
-                 "payload": null, "received_at": 1_790_000_040, "expires_at": 1_792_592_040},
+                 "payload": null, "received_at": 1_790_000_040, "expires_at": 1_792_592_040,
+                 "franking": null},
                 {"seq": 18, "message_id": "23".repeat(16),
                  "source": {"account_id": "aa".repeat(16), "device_number": 2},
                  "content": "aGVhZGVy", "payload": "cGF5bG9hZA==",
-                 "received_at": 1_790_000_040, "expires_at": 1_792_592_040}],
+                 "received_at": 1_790_000_040, "expires_at": 1_792_592_040, "franking": null}],
                 "more": true})
         );
         let ack = AckBody {

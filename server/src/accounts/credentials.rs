@@ -6,7 +6,7 @@
 use std::future::Future;
 
 use crate::accounts::store::{FamilyRecord, RefreshTokenRecord};
-use crate::db::StoreResult;
+use crate::db::error::StoreResult;
 use crate::ids::Id;
 
 /// A new OPAQUE password record for an account, and what else changes with it.
@@ -88,10 +88,10 @@ macro_rules! impl_credential_store {
                 expires_at: i64,
                 now: i64,
                 max_per_account: u32,
-            ) -> $crate::db::StoreResult<()> {
+            ) -> $crate::db::error::StoreResult<()> {
                 let mut tx = self
                     .pool()
-                    .begin_with(<$db as $crate::db::TxBegin>::BEGIN)
+                    .begin_with(<$db as $crate::db::sql::TxBegin>::BEGIN)
                     .await?;
                 sqlx::query("DELETE FROM fresh_auth WHERE expires_at <= $1")
                     .bind(now)
@@ -127,7 +127,7 @@ macro_rules! impl_credential_store {
                 account: &$crate::ids::Id,
                 family: &$crate::ids::Id,
                 now: i64,
-            ) -> $crate::db::StoreResult<bool> {
+            ) -> $crate::db::error::StoreResult<bool> {
                 let row = sqlx::query(
                     "SELECT 1 AS one FROM fresh_auth WHERE token_hash = $1 AND account_id = $2 \
                      AND family_id = $3 AND expires_at > $4",
@@ -147,7 +147,7 @@ macro_rules! impl_credential_store {
                 account: &$crate::ids::Id,
                 family: &$crate::ids::Id,
                 now: i64,
-            ) -> $crate::db::StoreResult<bool> {
+            ) -> $crate::db::error::StoreResult<bool> {
                 // Only a live proof of this session is deleted: a proof presented by another
                 // session stays usable by its own.
                 let done = sqlx::query(
@@ -166,7 +166,7 @@ macro_rules! impl_credential_store {
             async fn recovery_record(
                 &self,
                 account: &$crate::ids::Id,
-            ) -> $crate::db::StoreResult<Option<Vec<u8>>> {
+            ) -> $crate::db::error::StoreResult<Option<Vec<u8>>> {
                 use sqlx::Row as _;
                 let row = sqlx::query("SELECT recovery_record FROM accounts WHERE id = $1")
                     .bind(&account.as_bytes()[..])
@@ -182,7 +182,7 @@ macro_rules! impl_credential_store {
                 &self,
                 account: &$crate::ids::Id,
                 record: &[u8],
-            ) -> $crate::db::StoreResult<bool> {
+            ) -> $crate::db::error::StoreResult<bool> {
                 let done = sqlx::query("UPDATE accounts SET recovery_record = $2 WHERE id = $1")
                     .bind(&account.as_bytes()[..])
                     .bind(record)
@@ -195,11 +195,11 @@ macro_rules! impl_credential_store {
                 &self,
                 account: &$crate::ids::Id,
                 change: &$crate::accounts::credentials::CredentialChange,
-            ) -> $crate::db::StoreResult<bool> {
+            ) -> $crate::db::error::StoreResult<bool> {
                 let id = &account.as_bytes()[..];
                 let mut tx = self
                     .pool()
-                    .begin_with(<$db as $crate::db::TxBegin>::BEGIN)
+                    .begin_with(<$db as $crate::db::sql::TxBegin>::BEGIN)
                     .await?;
                 let sql = if change.clear_recovery {
                     "UPDATE accounts SET opaque_record = $2, recovery_record = NULL WHERE id = $1"
@@ -257,11 +257,11 @@ macro_rules! impl_credential_store {
             async fn revoke_sessions(
                 &self,
                 account: &$crate::ids::Id,
-            ) -> $crate::db::StoreResult<u64> {
+            ) -> $crate::db::error::StoreResult<u64> {
                 let id = &account.as_bytes()[..];
                 let mut tx = self
                     .pool()
-                    .begin_with(<$db as $crate::db::TxBegin>::BEGIN)
+                    .begin_with(<$db as $crate::db::sql::TxBegin>::BEGIN)
                     .await?;
                 let done = sqlx::query(
                     "UPDATE token_families SET revoked = TRUE \
@@ -281,5 +281,4 @@ macro_rules! impl_credential_store {
     };
 }
 
-impl_credential_store!(crate::db::SqliteStore, sqlx::Sqlite);
-impl_credential_store!(crate::db::PgStore, sqlx::Postgres);
+pub(crate) use impl_credential_store;

@@ -4,7 +4,7 @@
 
 use std::future::Future;
 
-use crate::db::StoreResult;
+use crate::db::error::StoreResult;
 use crate::ids::Id;
 
 /// An account's stored device list.
@@ -106,10 +106,10 @@ macro_rules! impl_identity_store {
                 version: u64,
                 list: &[u8],
                 now: i64,
-            ) -> $crate::db::StoreResult<$crate::accounts::device_lists::PutListOutcome> {
+            ) -> $crate::db::error::StoreResult<$crate::accounts::device_lists::PutListOutcome> {
                 use sqlx::Row as _;
                 let version = i64::try_from(version)
-                    .map_err(|_| $crate::db::StoreError::Corrupt { table: "device_lists" })?;
+                    .map_err(|_| $crate::db::error::StoreError::Corrupt { table: "device_lists" })?;
                 let stored = sqlx::query(
                     "INSERT INTO device_lists (account_id, version, list, updated_at) \
                      VALUES ($1, $2, $3, $4) \
@@ -134,7 +134,7 @@ macro_rules! impl_identity_store {
                 let current: i64 = row.try_get("version")?;
                 Ok($crate::accounts::device_lists::PutListOutcome::Stale {
                     current: u64::try_from(current).map_err(|_| {
-                        $crate::db::StoreError::Corrupt { table: "device_lists" }
+                        $crate::db::error::StoreError::Corrupt { table: "device_lists" }
                     })?,
                 })
             }
@@ -142,7 +142,7 @@ macro_rules! impl_identity_store {
             async fn device_list(
                 &self,
                 account: &$crate::ids::Id,
-            ) -> $crate::db::StoreResult<Option<$crate::accounts::device_lists::StoredDeviceList>> {
+            ) -> $crate::db::error::StoreResult<Option<$crate::accounts::device_lists::StoredDeviceList>> {
                 use sqlx::Row as _;
                 let row = sqlx::query("SELECT version, list FROM device_lists WHERE account_id = $1")
                     .bind(&account.as_bytes()[..])
@@ -152,7 +152,7 @@ macro_rules! impl_identity_store {
                 let version: i64 = row.try_get("version")?;
                 Ok(Some($crate::accounts::device_lists::StoredDeviceList {
                     version: u64::try_from(version).map_err(|_| {
-                        $crate::db::StoreError::Corrupt { table: "device_lists" }
+                        $crate::db::error::StoreError::Corrupt { table: "device_lists" }
                     })?,
                     list: row.try_get("list")?,
                 }))
@@ -165,7 +165,7 @@ macro_rules! impl_identity_store {
                 expires_at: i64,
                 now: i64,
                 max_per_account: u32,
-            ) -> $crate::db::StoreResult<()> {
+            ) -> $crate::db::error::StoreResult<()> {
                 let mut tx = self.pool().begin().await?;
                 sqlx::query("DELETE FROM link_tokens WHERE expires_at <= $1")
                     .bind(now)
@@ -197,7 +197,7 @@ macro_rules! impl_identity_store {
                 &self,
                 hash: &[u8; 32],
                 now: i64,
-            ) -> $crate::db::StoreResult<Option<$crate::ids::Id>> {
+            ) -> $crate::db::error::StoreResult<Option<$crate::ids::Id>> {
                 use sqlx::Row as _;
                 let row = sqlx::query(
                     "DELETE FROM link_tokens WHERE token_hash = $1 RETURNING account_id, expires_at",
@@ -213,7 +213,7 @@ macro_rules! impl_identity_store {
                 let account: Vec<u8> = row.try_get("account_id")?;
                 $crate::ids::Id::from_slice(&account)
                     .map(Some)
-                    .map_err(|_| $crate::db::StoreError::Corrupt { table: "link_tokens" })
+                    .map_err(|_| $crate::db::error::StoreError::Corrupt { table: "link_tokens" })
             }
 
             async fn create_box(
@@ -221,7 +221,7 @@ macro_rules! impl_identity_store {
                 id: &$crate::ids::Id,
                 expires_at: i64,
                 now: i64,
-            ) -> $crate::db::StoreResult<()> {
+            ) -> $crate::db::error::StoreResult<()> {
                 let mut tx = self.pool().begin().await?;
                 sqlx::query("DELETE FROM provisioning_boxes WHERE expires_at <= $1")
                     .bind(now)
@@ -241,7 +241,7 @@ macro_rules! impl_identity_store {
                 id: &$crate::ids::Id,
                 message: &[u8],
                 now: i64,
-            ) -> $crate::db::StoreResult<$crate::accounts::device_lists::FillOutcome> {
+            ) -> $crate::db::error::StoreResult<$crate::accounts::device_lists::FillOutcome> {
                 use sqlx::Row as _;
                 let filled = sqlx::query(
                     "UPDATE provisioning_boxes SET message = $2 \
@@ -277,7 +277,7 @@ macro_rules! impl_identity_store {
                 &self,
                 id: &$crate::ids::Id,
                 now: i64,
-            ) -> $crate::db::StoreResult<Option<Option<Vec<u8>>>> {
+            ) -> $crate::db::error::StoreResult<Option<Option<Vec<u8>>>> {
                 use sqlx::Row as _;
                 let taken = sqlx::query(
                     "DELETE FROM provisioning_boxes \
@@ -304,5 +304,4 @@ macro_rules! impl_identity_store {
     };
 }
 
-impl_identity_store!(crate::db::SqliteStore, sqlx::Sqlite);
-impl_identity_store!(crate::db::PgStore, sqlx::Postgres);
+pub(crate) use impl_identity_store;

@@ -5,7 +5,7 @@ use crate::accounts::store::{
     AccountStore, DeviceRecord, FamilyRecord, NewAccount, RefreshTokenRecord, TokenStore,
 };
 use crate::accounts::tokens::Session;
-use crate::db::StoreError;
+use crate::db::error::StoreError;
 use crate::ids::Id;
 
 /// Writes an account with one device (number 1) and a refresh-token family into `store` at

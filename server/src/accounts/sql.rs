@@ -5,7 +5,7 @@
 macro_rules! impl_account_sql {
     ($store:ty, $db:ty) => {
 
-        fn device_from_row(row: &<$db as sqlx::Database>::Row) -> $crate::db::StoreResult<$crate::accounts::store::DeviceRecord> {
+        fn device_from_row(row: &<$db as sqlx::Database>::Row) -> $crate::db::error::StoreResult<$crate::accounts::store::DeviceRecord> {
             use sqlx::Row as _;
             Ok($crate::accounts::store::DeviceRecord {
                 id: row_id(row, "id", "devices")?,
@@ -18,7 +18,7 @@ macro_rules! impl_account_sql {
         }
 
 
-        fn family_from_row(row: &<$db as sqlx::Database>::Row) -> $crate::db::StoreResult<$crate::accounts::store::FamilyRecord> {
+        fn family_from_row(row: &<$db as sqlx::Database>::Row) -> $crate::db::error::StoreResult<$crate::accounts::store::FamilyRecord> {
             use sqlx::Row as _;
             Ok($crate::accounts::store::FamilyRecord {
                 id: row_id(row, "id", "token_families")?,
@@ -34,7 +34,7 @@ macro_rules! impl_account_sql {
             mut tx: sqlx::Transaction<'_, $db>,
             family: &$crate::ids::Id,
             account: &$crate::ids::Id,
-        ) -> $crate::db::StoreResult<$crate::accounts::store::RefreshOutcome> {
+        ) -> $crate::db::error::StoreResult<$crate::accounts::store::RefreshOutcome> {
             sqlx::query("UPDATE token_families SET revoked = TRUE WHERE id = $1")
                 .bind(&family.as_bytes()[..])
                 .execute(&mut *tx)
@@ -55,8 +55,8 @@ macro_rules! impl_account_sql {
                 &self,
                 account: &$crate::accounts::store::NewAccount,
                 device: &$crate::accounts::store::DeviceRecord,
-            ) -> $crate::db::StoreResult<()> {
-                let mut tx = self.pool.begin_with(<$db as $crate::db::TxBegin>::BEGIN).await?;
+            ) -> $crate::db::error::StoreResult<()> {
+                let mut tx = self.pool.begin_with(<$db as $crate::db::sql::TxBegin>::BEGIN).await?;
                 sqlx::query(
                     "INSERT INTO accounts (id, username_hash, opaque_record, created_at, \
                      next_device_number) VALUES ($1, $2, $3, $4, 2)",
@@ -85,7 +85,7 @@ macro_rules! impl_account_sql {
             async fn account(
                 &self,
                 id: &$crate::ids::Id,
-            ) -> $crate::db::StoreResult<Option<$crate::accounts::store::AccountRecord>> {
+            ) -> $crate::db::error::StoreResult<Option<$crate::accounts::store::AccountRecord>> {
                 use sqlx::Row as _;
                 let row = sqlx::query(
                     "SELECT id, username_hash, opaque_record, totp_secret, totp_enabled, \
@@ -100,7 +100,7 @@ macro_rules! impl_account_sql {
                     id: row_id(&row, "id", "accounts")?,
                     username_hash: row.try_get("username_hash")?,
                     opaque_record: row.try_get("opaque_record")?,
-                    totp_secret: secret.map($crate::db::SecretBytes::new),
+                    totp_secret: secret.map($crate::db::error::SecretBytes::new),
                     totp_enabled: row.try_get("totp_enabled")?,
                     totp_last_step: row.try_get("totp_last_step")?,
                     created_at: row.try_get("created_at")?,
@@ -110,7 +110,7 @@ macro_rules! impl_account_sql {
             async fn account_by_username_hash(
                 &self,
                 hash: &[u8],
-            ) -> $crate::db::StoreResult<Option<$crate::ids::Id>> {
+            ) -> $crate::db::error::StoreResult<Option<$crate::ids::Id>> {
                 let row = sqlx::query("SELECT id FROM accounts WHERE username_hash = $1")
                     .bind(hash)
                     .fetch_optional(&self.pool)
@@ -118,11 +118,11 @@ macro_rules! impl_account_sql {
                 row.map(|row| row_id(&row, "id", "accounts")).transpose()
             }
 
-            async fn username_hash_taken(&self, hash: &[u8]) -> $crate::db::StoreResult<bool> {
+            async fn username_hash_taken(&self, hash: &[u8]) -> $crate::db::error::StoreResult<bool> {
                 Ok(self.account_by_username_hash(hash).await?.is_some())
             }
 
-            async fn delete_account(&self, id: &$crate::ids::Id) -> $crate::db::StoreResult<bool> {
+            async fn delete_account(&self, id: &$crate::ids::Id) -> $crate::db::error::StoreResult<bool> {
                 // One statement, so one implicit transaction; ON DELETE CASCADE removes devices,
                 // sessions, tokens and login states with it.
                 let done = sqlx::query("DELETE FROM accounts WHERE id = $1")
@@ -136,7 +136,7 @@ macro_rules! impl_account_sql {
                 &self,
                 id: &$crate::ids::Id,
                 secret: &[u8],
-            ) -> $crate::db::StoreResult<bool> {
+            ) -> $crate::db::error::StoreResult<bool> {
                 let done = sqlx::query(
                     "UPDATE accounts SET totp_secret = $2, totp_last_step = NULL \
                      WHERE id = $1 AND totp_enabled = FALSE",
@@ -152,7 +152,7 @@ macro_rules! impl_account_sql {
                 &self,
                 id: &$crate::ids::Id,
                 step: i64,
-            ) -> $crate::db::StoreResult<bool> {
+            ) -> $crate::db::error::StoreResult<bool> {
                 // A single conditional UPDATE is atomic, so two concurrent uses of one code
                 // cannot both succeed.
                 let done = sqlx::query(
@@ -171,7 +171,7 @@ macro_rules! impl_account_sql {
                 &self,
                 id: &$crate::ids::Id,
                 enabled: bool,
-            ) -> $crate::db::StoreResult<()> {
+            ) -> $crate::db::error::StoreResult<()> {
                 let sql = if enabled {
                     "UPDATE accounts SET totp_enabled = TRUE WHERE id = $1 AND totp_secret IS NOT NULL"
                 } else {
@@ -188,9 +188,9 @@ macro_rules! impl_account_sql {
                 &self,
                 device: &$crate::accounts::store::DeviceRecord,
                 max_devices: u32,
-            ) -> $crate::db::StoreResult<u32> {
+            ) -> $crate::db::error::StoreResult<u32> {
                 use sqlx::Row as _;
-                let mut tx = self.pool.begin_with(<$db as $crate::db::TxBegin>::BEGIN).await?;
+                let mut tx = self.pool.begin_with(<$db as $crate::db::sql::TxBegin>::BEGIN).await?;
                 // Taking the number locks the account row, which also serialises the limit check
                 // below against concurrent inserts.
                 let row = sqlx::query(
@@ -201,11 +201,11 @@ macro_rules! impl_account_sql {
                 .fetch_optional(&mut *tx)
                 .await?;
                 let Some(row) = row else {
-                    return Err($crate::db::StoreError::Database(sqlx::Error::RowNotFound));
+                    return Err($crate::db::error::StoreError::Database(sqlx::Error::RowNotFound));
                 };
                 let next: i64 = row.try_get("next_device_number")?;
                 let number = u32::try_from(next - 1)
-                    .map_err(|_| $crate::db::StoreError::Corrupt { table: "accounts" })?;
+                    .map_err(|_| $crate::db::error::StoreError::Corrupt { table: "accounts" })?;
                 let done = sqlx::query(
                     "INSERT INTO devices (id, account_id, identity_key, name_blob, created_at, device_number) \
                      SELECT $1, $2, $3, $4, $5, $7 \
@@ -221,7 +221,7 @@ macro_rules! impl_account_sql {
                 .execute(&mut *tx)
                 .await?;
                 if done.rows_affected() == 0 {
-                    return Err($crate::db::StoreError::LimitReached);
+                    return Err($crate::db::error::StoreError::LimitReached);
                 }
                 tx.commit().await?;
                 Ok(number)
@@ -231,7 +231,7 @@ macro_rules! impl_account_sql {
                 &self,
                 account: &$crate::ids::Id,
                 number: u32,
-            ) -> $crate::db::StoreResult<Option<$crate::accounts::store::DeviceRecord>> {
+            ) -> $crate::db::error::StoreResult<Option<$crate::accounts::store::DeviceRecord>> {
                 let sql = format!("SELECT {DEVICE_COLUMNS} FROM devices WHERE account_id = $1 AND device_number = $2");
                 let row = sqlx::query(&sql)
                     .bind(&account.as_bytes()[..])
@@ -244,7 +244,7 @@ macro_rules! impl_account_sql {
             async fn next_device_number(
                 &self,
                 account: &$crate::ids::Id,
-            ) -> $crate::db::StoreResult<Option<u32>> {
+            ) -> $crate::db::error::StoreResult<Option<u32>> {
                 let row = sqlx::query("SELECT next_device_number FROM accounts WHERE id = $1")
                     .bind(&account.as_bytes()[..])
                     .fetch_optional(&self.pool)
@@ -256,7 +256,7 @@ macro_rules! impl_account_sql {
                 &self,
                 account: &$crate::ids::Id,
                 device: &$crate::ids::Id,
-            ) -> $crate::db::StoreResult<Option<$crate::accounts::store::DeviceRecord>> {
+            ) -> $crate::db::error::StoreResult<Option<$crate::accounts::store::DeviceRecord>> {
                 let sql = format!("SELECT {DEVICE_COLUMNS} FROM devices WHERE id = $1 AND account_id = $2");
                 let row = sqlx::query(&sql)
                     .bind(&device.as_bytes()[..])
@@ -269,7 +269,7 @@ macro_rules! impl_account_sql {
             async fn device_numbers(
                 &self,
                 account: &$crate::ids::Id,
-            ) -> $crate::db::StoreResult<Option<(u32, Vec<u32>)>> {
+            ) -> $crate::db::error::StoreResult<Option<(u32, Vec<u32>)>> {
                 use sqlx::Row as _;
                 let rows = sqlx::query(
                     "SELECT a.next_device_number, d.device_number FROM accounts a \
@@ -284,7 +284,7 @@ macro_rules! impl_account_sql {
                 let mut numbers = Vec::with_capacity(rows.len());
                 for row in &rows {
                     if let Some(n) = row.try_get::<Option<i64>, _>("device_number")? {
-                        numbers.push(u32::try_from(n).map_err(|_| $crate::db::StoreError::Corrupt { table: "devices" })?);
+                        numbers.push(u32::try_from(n).map_err(|_| $crate::db::error::StoreError::Corrupt { table: "devices" })?);
                     }
                 }
                 Ok(Some((next, numbers)))
@@ -293,7 +293,7 @@ macro_rules! impl_account_sql {
             async fn devices(
                 &self,
                 account: &$crate::ids::Id,
-            ) -> $crate::db::StoreResult<Vec<$crate::accounts::store::DeviceRecord>> {
+            ) -> $crate::db::error::StoreResult<Vec<$crate::accounts::store::DeviceRecord>> {
                 let sql = format!(
                     "SELECT {DEVICE_COLUMNS} FROM devices WHERE account_id = $1 ORDER BY device_number"
                 );
@@ -309,7 +309,7 @@ macro_rules! impl_account_sql {
                 account: &$crate::ids::Id,
                 device: &$crate::ids::Id,
                 name_blob: Option<&[u8]>,
-            ) -> $crate::db::StoreResult<bool> {
+            ) -> $crate::db::error::StoreResult<bool> {
                 let done = sqlx::query(
                     "UPDATE devices SET name_blob = $3 WHERE id = $1 AND account_id = $2",
                 )
@@ -325,7 +325,7 @@ macro_rules! impl_account_sql {
                 &self,
                 account: &$crate::ids::Id,
                 device: &$crate::ids::Id,
-            ) -> $crate::db::StoreResult<bool> {
+            ) -> $crate::db::error::StoreResult<bool> {
                 let done = sqlx::query("DELETE FROM devices WHERE id = $1 AND account_id = $2")
                     .bind(&device.as_bytes()[..])
                     .bind(&account.as_bytes()[..])
@@ -341,8 +341,8 @@ macro_rules! impl_account_sql {
                 &self,
                 family: &$crate::accounts::store::FamilyRecord,
                 token: &$crate::accounts::store::RefreshTokenRecord,
-            ) -> $crate::db::StoreResult<()> {
-                let mut tx = self.pool.begin_with(<$db as $crate::db::TxBegin>::BEGIN).await?;
+            ) -> $crate::db::error::StoreResult<()> {
+                let mut tx = self.pool.begin_with(<$db as $crate::db::sql::TxBegin>::BEGIN).await?;
                 sqlx::query(
                     "INSERT INTO token_families (id, account_id, device_id, revoked, created_at) \
                      VALUES ($1, $2, $3, $4, $5)",
@@ -375,10 +375,10 @@ macro_rules! impl_account_sql {
                 next_hash: &[u8],
                 now: i64,
                 next_expires_at: i64,
-            ) -> $crate::db::StoreResult<$crate::accounts::store::RefreshOutcome> {
+            ) -> $crate::db::error::StoreResult<$crate::accounts::store::RefreshOutcome> {
                 use sqlx::Row as _;
                 use $crate::accounts::store::RefreshOutcome;
-                let mut tx = self.pool.begin_with(<$db as $crate::db::TxBegin>::BEGIN).await?;
+                let mut tx = self.pool.begin_with(<$db as $crate::db::sql::TxBegin>::BEGIN).await?;
                 let row = sqlx::query(
                     "SELECT r.expires_at, r.used_at, f.id, f.account_id, f.device_id, f.revoked, \
                      f.created_at FROM refresh_tokens r JOIN token_families f ON f.id = r.family_id \
@@ -422,7 +422,7 @@ macro_rules! impl_account_sql {
                 Ok(RefreshOutcome::Rotated(family))
             }
 
-            async fn revoke_family(&self, family: &$crate::ids::Id) -> $crate::db::StoreResult<bool> {
+            async fn revoke_family(&self, family: &$crate::ids::Id) -> $crate::db::error::StoreResult<bool> {
                 let done = sqlx::query("UPDATE token_families SET revoked = TRUE WHERE id = $1")
                     .bind(&family.as_bytes()[..])
                     .execute(&self.pool)
@@ -435,7 +435,7 @@ macro_rules! impl_account_sql {
                 account: &$crate::ids::Id,
                 device: &$crate::ids::Id,
                 family: &$crate::ids::Id,
-            ) -> $crate::db::StoreResult<bool> {
+            ) -> $crate::db::error::StoreResult<bool> {
                 let row = sqlx::query(
                     "SELECT f.id FROM token_families f JOIN devices d ON d.id = f.device_id \
                      WHERE f.id = $1 AND f.account_id = $2 AND f.device_id = $3 \
@@ -452,7 +452,7 @@ macro_rules! impl_account_sql {
             async fn families(
                 &self,
                 account: &$crate::ids::Id,
-            ) -> $crate::db::StoreResult<Vec<$crate::accounts::store::FamilyRecord>> {
+            ) -> $crate::db::error::StoreResult<Vec<$crate::accounts::store::FamilyRecord>> {
                 let sql = format!(
                     "SELECT {FAMILY_COLUMNS} FROM token_families WHERE account_id = $1 ORDER BY created_at, id"
                 );
@@ -466,7 +466,7 @@ macro_rules! impl_account_sql {
             async fn refresh_tokens(
                 &self,
                 account: &$crate::ids::Id,
-            ) -> $crate::db::StoreResult<Vec<$crate::accounts::store::RefreshTokenRecord>> {
+            ) -> $crate::db::error::StoreResult<Vec<$crate::accounts::store::RefreshTokenRecord>> {
                 use sqlx::Row as _;
                 let rows = sqlx::query(
                     "SELECT r.token_hash, r.family_id, r.created_at, r.expires_at, r.used_at \
@@ -497,7 +497,7 @@ macro_rules! impl_account_sql {
                 id: &$crate::ids::Id,
                 account_id: &$crate::ids::Id,
                 expires_at: i64,
-            ) -> $crate::db::StoreResult<()> {
+            ) -> $crate::db::error::StoreResult<()> {
                 sqlx::query(
                     "INSERT INTO registration_states (id, account_id, expires_at) VALUES ($1, $2, $3)",
                 )
@@ -513,7 +513,7 @@ macro_rules! impl_account_sql {
                 &self,
                 id: &$crate::ids::Id,
                 now: i64,
-            ) -> $crate::db::StoreResult<Option<$crate::ids::Id>> {
+            ) -> $crate::db::error::StoreResult<Option<$crate::ids::Id>> {
                 use sqlx::Row as _;
                 // DELETE … RETURNING makes the state single-use even across instances.
                 let row = sqlx::query(
@@ -535,7 +535,7 @@ macro_rules! impl_account_sql {
                 id: &$crate::ids::Id,
                 state: &$crate::accounts::store::LoginState,
                 expires_at: i64,
-            ) -> $crate::db::StoreResult<()> {
+            ) -> $crate::db::error::StoreResult<()> {
                 sqlx::query(
                     "INSERT INTO login_states (id, account_id, state, expires_at, purpose) \
                      VALUES ($1, $2, $3, $4, $5)",
@@ -554,7 +554,7 @@ macro_rules! impl_account_sql {
                 &self,
                 id: &$crate::ids::Id,
                 now: i64,
-            ) -> $crate::db::StoreResult<Option<$crate::accounts::store::LoginState>> {
+            ) -> $crate::db::error::StoreResult<Option<$crate::accounts::store::LoginState>> {
                 use sqlx::Row as _;
                 let row = sqlx::query(
                     "DELETE FROM login_states WHERE id = $1 \
@@ -572,19 +572,19 @@ macro_rules! impl_account_sql {
                 let account_id = account
                     .map(|bytes| $crate::ids::Id::from_slice(&bytes))
                     .transpose()
-                    .map_err(|_| $crate::db::StoreError::Corrupt { table: "login_states" })?;
+                    .map_err(|_| $crate::db::error::StoreError::Corrupt { table: "login_states" })?;
                 let purpose: i16 = row.try_get("purpose")?;
                 let purpose = $crate::accounts::store::LoginPurpose::from_code(purpose)
-                    .ok_or($crate::db::StoreError::Corrupt { table: "login_states" })?;
+                    .ok_or($crate::db::error::StoreError::Corrupt { table: "login_states" })?;
                 let state: Vec<u8> = row.try_get("state")?;
                 Ok(Some($crate::accounts::store::LoginState {
                     account_id,
                     purpose,
-                    state: $crate::db::SecretBytes::new(state),
+                    state: $crate::db::error::SecretBytes::new(state),
                 }))
             }
 
-            async fn purge_expired(&self, now: i64) -> $crate::db::StoreResult<u64> {
+            async fn purge_expired(&self, now: i64) -> $crate::db::error::StoreResult<u64> {
                 let a = sqlx::query("DELETE FROM registration_states WHERE expires_at <= $1")
                     .bind(now)
                     .execute(&self.pool)

@@ -3,7 +3,7 @@
 
 use std::future::Future;
 
-use crate::db::{SecretBytes, StoreResult};
+use crate::db::error::{SecretBytes, StoreResult};
 use crate::ids::Id;
 
 /// A new account to insert.

@@ -7,12 +7,9 @@
 
 use std::future::Future;
 
-use axum::http::request::Parts;
-
+use crate::client_addr::ClientAddrSource;
 use crate::error::AppError;
-
-use crate::limits::Limits;
-use crate::settings::Settings;
+use crate::limits::LimitContext;
 
 pub mod cli;
 pub mod keys;
@@ -22,23 +19,15 @@ pub mod routes;
 pub(crate) mod sql;
 pub mod store;
 
-/// What the admin feature needs from the application: its store, the rate limiters and the
-/// settings, the client address (as a keyed hash), and a few live figures.
-pub trait AdminContext: Clone + Send + Sync + 'static {
+/// What the admin feature needs from the application beyond the rate limiters
+/// ([`LimitContext`]) and the client address ([`ClientAddrSource`]): its store and a few live
+/// figures.
+pub trait AdminContext: LimitContext + ClientAddrSource + Clone + Send + Sync + 'static {
     /// The store holding admin keys and answering the overview's counts.
     type Store: store::AdminStore + Send + Sync;
 
     /// The store.
     fn admin_store(&self) -> &Self::Store;
-
-    /// The rate limiters (failed admin authentications are counted per client address).
-    fn limits(&self) -> &Limits;
-
-    /// The settings.
-    fn settings(&self) -> &Settings;
-
-    /// The client address of a request as a keyed hash (hex), or `None` when unknown.
-    fn client_key(&self, parts: &Parts) -> Option<String>;
 
     /// WebSockets open on this instance now.
     fn live_sockets(&self) -> u64;

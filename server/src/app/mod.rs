@@ -23,7 +23,8 @@ use tower_http::timeout::TimeoutLayer;
 
 use crate::accounts::routes::{account, auth, certificate, devices, identity, usernames};
 use crate::app::state::AppState;
-use crate::db::{PgStore, SqliteStore, Store, StoreError};
+use crate::db::error::StoreError;
+use crate::db::{PgStore, SqliteStore, Store};
 use crate::error::AppError;
 use crate::keys::routes as keys;
 use crate::mail::routes as messages;
@@ -179,18 +180,18 @@ pub fn app<S: Store>(state: AppState<S>) -> Router {
         .merge(crate::admin::routes::api_routes::<AppState<S>>())
         .route("/v1/ws", get(crate::realtime::ws::upgrade::<S>))
         .route("/v1/ws/ticket", post(crate::realtime::ws::ticket::<S>))
-        .route("/v1/channels", post(crate::channels::service::create::<S>))
+        .route("/v1/channels", post(crate::channels::routes::create::<S>))
         .route(
             "/v1/channels/{channel_id}/entries",
-            post(crate::channels::service::append_entry::<S>)
-                .get(crate::channels::service::read_entries::<S>),
+            post(crate::channels::routes::append_entry::<S>)
+                .get(crate::channels::routes::read_entries::<S>),
         )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(settings.body_limit_bytes))
         .layer(middleware::from_fn_with_state(
             state.clone(),
-            crate::limits::per_client::<S>,
+            crate::limits::per_client::<AppState<S>>,
         ))
         .layer(middleware::from_fn(track_metrics))
         .with_state(state.clone());

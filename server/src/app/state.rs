@@ -1,10 +1,16 @@
-//! Shared application state.
+//! The application state the router hands its handlers. Only the router and the HTTP handlers
+//! see it; services take the parts they use through their own context traits
+//! ([`crate::mail::service::MailContext`], [`crate::limits::LimitContext`],
+//! [`crate::accounts::session::SessionCheck`], [`crate::client_addr::ClientAddrSource`]),
+//! which this state implements.
 
 use std::sync::Arc;
 
 use crate::db::Store;
+use crate::db::error::StoreResult;
+use crate::ids::Id;
 use crate::limits::Limits;
-use crate::mail::service::EphemeralHub;
+use crate::realtime::ephemeral::EphemeralHub;
 use crate::realtime::hub::Hub;
 use crate::secrets::{Key32, ServerSecrets};
 use crate::settings::Settings;
@@ -94,9 +100,77 @@ impl<S: Store> AppState<S> {
     pub fn set_blobs(&self, service: Arc<crate::blobs::BlobService>) {
         let _ = self.inner.blobs.set(service);
     }
+}
 
-    /// The per-process key for client-address hashes.
-    pub(crate) fn addr_key(&self) -> &Key32 {
+impl<S: Store> crate::accounts::session::SessionCheck for AppState<S> {
+    fn jwt_key(&self) -> &Key32 {
+        &self.inner.secrets.jwt_key
+    }
+
+    async fn session_valid(&self, account: &Id, device: &Id, family: &Id) -> StoreResult<bool> {
+        self.inner
+            .store
+            .session_valid(account, device, family)
+            .await
+    }
+}
+
+impl<S: Store> crate::client_addr::ClientAddrSource for AppState<S> {
+    fn trusted_proxy(&self) -> bool {
+        self.inner.settings.trusted_proxy
+    }
+
+    fn addr_key(&self) -> &Key32 {
         &self.inner.addr_key
+    }
+}
+
+impl<S: Store> crate::limits::LimitContext for AppState<S> {
+    fn limits(&self) -> &Limits {
+        &self.inner.limits
+    }
+
+    fn settings(&self) -> &Settings {
+        &self.inner.settings
+    }
+
+    fn limit_pepper(&self) -> &Key32 {
+        &self.inner.secrets.username_pepper
+    }
+}
+
+impl<S: Store> crate::mail::service::MailContext for AppState<S> {
+    type Store = S;
+
+    fn store(&self) -> &S {
+        &self.inner.store
+    }
+
+    fn mail_settings(&self) -> &crate::settings::MailSettings {
+        &self.inner.settings.mail
+    }
+
+    fn hub(&self) -> &Hub {
+        &self.inner.hub
+    }
+
+    fn ephemeral(&self) -> &EphemeralHub {
+        &self.inner.ephemeral
+    }
+}
+
+impl<S: Store> crate::channels::service::ChannelContext for AppState<S> {
+    type Store = S;
+
+    fn store(&self) -> &S {
+        &self.inner.store
+    }
+
+    fn channel_settings(&self) -> &crate::settings::ChannelSettings {
+        &self.inner.settings.channels
+    }
+
+    fn hub(&self) -> &Hub {
+        &self.inner.hub
     }
 }

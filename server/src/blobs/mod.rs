@@ -23,9 +23,11 @@ pub use backend::{BackendError, BlobBackend, ByteStream};
 pub use settings::{BlobBackendKind, BlobSettings};
 
 use crate::blobs::store::{BlobRecord, BlobState};
-use crate::db::{SecretStore, Store, StoreError};
+use crate::db::Store;
+use crate::db::error::StoreError;
 use crate::ids::Id;
 use crate::secrets::Key32;
+use crate::secrets::SecretStore;
 use crate::settings::Settings;
 
 /// Errors while starting the blob service.

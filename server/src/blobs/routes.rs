@@ -23,7 +23,8 @@ use tower_http::timeout::TimeoutLayer;
 use crate::accounts::session::Auth;
 use crate::app::state::AppState;
 use crate::blobs::store::{BlobPart, BlobQuota, BlobRecord, BlobState, CreateBlobOutcome};
-use crate::blobs::token::{self, BlobToken, TokenError, TokenPurpose};
+use crate::blobs::token;
+use crate::blobs::token::{BlobToken, TokenError, TokenPurpose};
 use crate::blobs::{BackendError, BlobService};
 use crate::clock::{now_i64, now_secs};
 use crate::db::Store;
@@ -676,7 +677,7 @@ pub fn transfer_routes<S: Store>(state: AppState<S>) -> Router {
         .route("/v1/blob-data/{blob_id}", get(get_blob::<S>))
         .layer(middleware::from_fn_with_state(
             state.clone(),
-            crate::limits::per_client::<S>,
+            crate::limits::per_client::<AppState<S>>,
         ))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,

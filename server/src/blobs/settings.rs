@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use crate::settings::{SecretSetting, SettingsError};
+use crate::settings::values::{SecretSetting, SettingsError};
 
 /// Where blob bytes are kept.
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]

@@ -7,7 +7,7 @@
 
 use std::future::Future;
 
-use crate::db::StoreResult;
+use crate::db::error::StoreResult;
 use crate::ids::Id;
 
 /// Lifecycle of a blob.
@@ -20,7 +20,7 @@ pub enum BlobState {
 }
 
 impl BlobState {
-    fn code(self) -> i16 {
+    pub(crate) fn code(self) -> i16 {
         match self {
             Self::Pending => 0,
             Self::Complete => 1,
@@ -167,14 +167,14 @@ pub trait BlobMetaStore {
 /// Implements [`BlobMetaStore`] for a store type with a public `pool()`.
 macro_rules! impl_blob_meta_store {
     ($store:ty, $db:ty) => {
-        impl BlobMetaStore for $store {
+        impl $crate::blobs::store::BlobMetaStore for $store {
             async fn create_blob(
                 &self,
-                blob: &BlobRecord,
-                quota: BlobQuota,
-            ) -> StoreResult<CreateBlobOutcome> {
+                blob: &$crate::blobs::store::BlobRecord,
+                quota: $crate::blobs::store::BlobQuota,
+            ) -> $crate::db::error::StoreResult<$crate::blobs::store::CreateBlobOutcome> {
                 let account = &blob.account.as_bytes()[..];
-                let size = to_i64(blob.size);
+                let size = $crate::blobs::store::to_i64(blob.size);
                 let mut tx = self.pool().begin().await?;
                 // The upsert comes first so it takes the row lock (Postgres) or the write lock
                 // (SQLite) before the check: concurrent creates of one account serialise here
@@ -188,12 +188,16 @@ macro_rules! impl_blob_meta_store {
                 .bind(account)
                 .fetch_one(&mut *tx)
                 .await?;
-                let usage = usage_from_row::<$db>(&row)?;
+                let usage = $crate::blobs::store::usage_from_row::<$db>(&row)?;
                 if usage.bytes.saturating_add(blob.size) > quota.max_bytes {
-                    return Ok(CreateBlobOutcome::ByteQuotaExceeded(usage));
+                    return Ok($crate::blobs::store::CreateBlobOutcome::ByteQuotaExceeded(
+                        usage,
+                    ));
                 }
                 if usage.blobs.saturating_add(1) > quota.max_blobs {
-                    return Ok(CreateBlobOutcome::CountQuotaExceeded(usage));
+                    return Ok($crate::blobs::store::CreateBlobOutcome::CountQuotaExceeded(
+                        usage,
+                    ));
                 }
                 sqlx::query(
                     "UPDATE blob_accounts SET byte_count = byte_count + $2, \
@@ -210,7 +214,7 @@ macro_rules! impl_blob_meta_store {
                 .bind(&blob.id.as_bytes()[..])
                 .bind(account)
                 .bind(size)
-                .bind(to_i64(blob.part_size))
+                .bind($crate::blobs::store::to_i64(blob.part_size))
                 .bind(blob.state.code())
                 .bind(blob.upload_id.as_deref())
                 .bind(blob.created_at)
@@ -218,18 +222,30 @@ macro_rules! impl_blob_meta_store {
                 .execute(&mut *tx)
                 .await?;
                 tx.commit().await?;
-                Ok(CreateBlobOutcome::Created)
+                Ok($crate::blobs::store::CreateBlobOutcome::Created)
             }
 
-            async fn blob(&self, id: &Id) -> StoreResult<Option<BlobRecord>> {
-                let row = sqlx::query(&format!("SELECT {BLOB_COLUMNS} FROM blobs WHERE id = $1"))
-                    .bind(&id.as_bytes()[..])
-                    .fetch_optional(self.pool())
-                    .await?;
-                row.as_ref().map(blob_from_row::<$db>).transpose()
+            async fn blob(
+                &self,
+                id: &$crate::ids::Id,
+            ) -> $crate::db::error::StoreResult<Option<$crate::blobs::store::BlobRecord>> {
+                let row = sqlx::query(&format!(
+                    "SELECT {BLOB_COLUMNS} FROM blobs WHERE id = $1",
+                    BLOB_COLUMNS = $crate::blobs::store::BLOB_COLUMNS
+                ))
+                .bind(&id.as_bytes()[..])
+                .fetch_optional(self.pool())
+                .await?;
+                row.as_ref()
+                    .map($crate::blobs::store::blob_from_row::<$db>)
+                    .transpose()
             }
 
-            async fn set_blob_upload_id(&self, id: &Id, upload_id: &str) -> StoreResult<()> {
+            async fn set_blob_upload_id(
+                &self,
+                id: &$crate::ids::Id,
+                upload_id: &str,
+            ) -> $crate::db::error::StoreResult<()> {
                 sqlx::query("UPDATE blobs SET upload_id = $2 WHERE id = $1 AND state = 0")
                     .bind(&id.as_bytes()[..])
                     .bind(upload_id)
@@ -238,7 +254,11 @@ macro_rules! impl_blob_meta_store {
                 Ok(())
             }
 
-            async fn put_blob_part(&self, id: &Id, part: &BlobPart) -> StoreResult<bool> {
+            async fn put_blob_part(
+                &self,
+                id: &$crate::ids::Id,
+                part: &$crate::blobs::store::BlobPart,
+            ) -> $crate::db::error::StoreResult<bool> {
                 let mut tx = self.pool().begin().await?;
                 let pending =
                     sqlx::query("UPDATE blobs SET state = state WHERE id = $1 AND state = 0")
@@ -255,8 +275,8 @@ macro_rules! impl_blob_meta_store {
                      ON CONFLICT (blob_id, part) DO UPDATE SET size = $3, etag = $4",
                 )
                 .bind(&id.as_bytes()[..])
-                .bind(to_i64(part.part))
-                .bind(to_i64(part.size))
+                .bind($crate::blobs::store::to_i64(part.part))
+                .bind($crate::blobs::store::to_i64(part.size))
                 .bind(&part.etag)
                 .execute(&mut *tx)
                 .await?;
@@ -264,7 +284,10 @@ macro_rules! impl_blob_meta_store {
                 Ok(true)
             }
 
-            async fn blob_parts(&self, id: &Id) -> StoreResult<Vec<BlobPart>> {
+            async fn blob_parts(
+                &self,
+                id: &$crate::ids::Id,
+            ) -> $crate::db::error::StoreResult<Vec<$crate::blobs::store::BlobPart>> {
                 use sqlx::Row as _;
                 let rows = sqlx::query(
                     "SELECT part, size, etag FROM blob_parts WHERE blob_id = $1 ORDER BY part",
@@ -274,16 +297,20 @@ macro_rules! impl_blob_meta_store {
                 .await?;
                 rows.iter()
                     .map(|row| {
-                        Ok(BlobPart {
-                            part: to_u64(row.try_get("part")?, "blob_parts")?,
-                            size: to_u64(row.try_get("size")?, "blob_parts")?,
+                        Ok($crate::blobs::store::BlobPart {
+                            part: $crate::blobs::store::to_u64(row.try_get("part")?, "blob_parts")?,
+                            size: $crate::blobs::store::to_u64(row.try_get("size")?, "blob_parts")?,
                             etag: row.try_get("etag")?,
                         })
                     })
                     .collect()
             }
 
-            async fn complete_blob(&self, id: &Id, now: i64) -> StoreResult<bool> {
+            async fn complete_blob(
+                &self,
+                id: &$crate::ids::Id,
+                now: i64,
+            ) -> $crate::db::error::StoreResult<bool> {
                 let done = sqlx::query(
                     "UPDATE blobs SET state = 1, upload_id = NULL, completed_at = $2 \
                      WHERE id = $1 AND state = 0",
@@ -295,10 +322,14 @@ macro_rules! impl_blob_meta_store {
                 Ok(done.rows_affected() > 0)
             }
 
-            async fn delete_blob(&self, id: &Id) -> StoreResult<Option<BlobRecord>> {
+            async fn delete_blob(
+                &self,
+                id: &$crate::ids::Id,
+            ) -> $crate::db::error::StoreResult<Option<$crate::blobs::store::BlobRecord>> {
                 let mut tx = self.pool().begin().await?;
                 let row = sqlx::query(&format!(
-                    "DELETE FROM blobs WHERE id = $1 RETURNING {BLOB_COLUMNS}"
+                    "DELETE FROM blobs WHERE id = $1 RETURNING {BLOB_COLUMNS}",
+                    BLOB_COLUMNS = $crate::blobs::store::BLOB_COLUMNS
                 ))
                 .bind(&id.as_bytes()[..])
                 .fetch_optional(&mut *tx)
@@ -306,13 +337,13 @@ macro_rules! impl_blob_meta_store {
                 let Some(row) = row else {
                     return Ok(None);
                 };
-                let blob = blob_from_row::<$db>(&row)?;
+                let blob = $crate::blobs::store::blob_from_row::<$db>(&row)?;
                 sqlx::query(
                     "UPDATE blob_accounts SET byte_count = byte_count - $2, \
                      blob_count = blob_count - 1 WHERE account_id = $1",
                 )
                 .bind(&blob.account.as_bytes()[..])
-                .bind(to_i64(blob.size))
+                .bind($crate::blobs::store::to_i64(blob.size))
                 .execute(&mut *tx)
                 .await?;
                 sqlx::query("DELETE FROM blob_accounts WHERE account_id = $1 AND blob_count <= 0")
@@ -325,21 +356,27 @@ macro_rules! impl_blob_meta_store {
 
             async fn account_blobs(
                 &self,
-                account: &Id,
+                account: &$crate::ids::Id,
                 limit: u32,
-            ) -> StoreResult<Vec<BlobRecord>> {
+            ) -> $crate::db::error::StoreResult<Vec<$crate::blobs::store::BlobRecord>> {
                 let rows = sqlx::query(&format!(
                     "SELECT {BLOB_COLUMNS} FROM blobs WHERE account_id = $1 \
-                     ORDER BY created_at DESC, id LIMIT $2"
+                     ORDER BY created_at DESC, id LIMIT $2",
+                    BLOB_COLUMNS = $crate::blobs::store::BLOB_COLUMNS
                 ))
                 .bind(&account.as_bytes()[..])
                 .bind(i64::from(limit))
                 .fetch_all(self.pool())
                 .await?;
-                rows.iter().map(blob_from_row::<$db>).collect()
+                rows.iter()
+                    .map($crate::blobs::store::blob_from_row::<$db>)
+                    .collect()
             }
 
-            async fn blob_usage(&self, account: &Id) -> StoreResult<BlobUsage> {
+            async fn blob_usage(
+                &self,
+                account: &$crate::ids::Id,
+            ) -> $crate::db::error::StoreResult<$crate::blobs::store::BlobUsage> {
                 let row = sqlx::query(
                     "SELECT byte_count, blob_count FROM blob_accounts WHERE account_id = $1",
                 )
@@ -347,7 +384,7 @@ macro_rules! impl_blob_meta_store {
                 .fetch_optional(self.pool())
                 .await?;
                 row.as_ref()
-                    .map(usage_from_row::<$db>)
+                    .map($crate::blobs::store::usage_from_row::<$db>)
                     .transpose()
                     .map(Option::unwrap_or_default)
             }
@@ -357,22 +394,28 @@ macro_rules! impl_blob_meta_store {
                 now: i64,
                 pending_before: i64,
                 limit: u32,
-            ) -> StoreResult<Vec<BlobRecord>> {
+            ) -> $crate::db::error::StoreResult<Vec<$crate::blobs::store::BlobRecord>> {
                 let rows = sqlx::query(&format!(
                     "SELECT {BLOB_COLUMNS} FROM blobs b WHERE b.expires_at <= $1 \
                      OR (b.state = 0 AND b.created_at <= $2) \
                      OR NOT EXISTS (SELECT 1 FROM accounts a WHERE a.id = b.account_id) \
-                     ORDER BY b.expires_at LIMIT $3"
+                     ORDER BY b.expires_at LIMIT $3",
+                    BLOB_COLUMNS = $crate::blobs::store::BLOB_COLUMNS
                 ))
                 .bind(now)
                 .bind(pending_before)
                 .bind(i64::from(limit))
                 .fetch_all(self.pool())
                 .await?;
-                rows.iter().map(blob_from_row::<$db>).collect()
+                rows.iter()
+                    .map($crate::blobs::store::blob_from_row::<$db>)
+                    .collect()
             }
 
-            async fn blob_exists(&self, id: &Id) -> StoreResult<bool> {
+            async fn blob_exists(
+                &self,
+                id: &$crate::ids::Id,
+            ) -> $crate::db::error::StoreResult<bool> {
                 let row = sqlx::query("SELECT 1 AS one FROM blobs WHERE id = $1")
                     .bind(&id.as_bytes()[..])
                     .fetch_optional(self.pool())
@@ -383,18 +426,18 @@ macro_rules! impl_blob_meta_store {
     };
 }
 
-const BLOB_COLUMNS: &str =
+pub(crate) const BLOB_COLUMNS: &str =
     "id, account_id, size, part_size, state, upload_id, created_at, expires_at";
 
-fn to_i64(value: u64) -> i64 {
+pub(crate) fn to_i64(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
 
-fn to_u64(value: i64, table: &'static str) -> StoreResult<u64> {
-    u64::try_from(value).map_err(|_| crate::db::StoreError::Corrupt { table })
+pub(crate) fn to_u64(value: i64, table: &'static str) -> StoreResult<u64> {
+    u64::try_from(value).map_err(|_| crate::db::error::StoreError::Corrupt { table })
 }
 
-fn usage_from_row<DB: sqlx::Database>(row: &DB::Row) -> StoreResult<BlobUsage>
+pub(crate) fn usage_from_row<DB: sqlx::Database>(row: &DB::Row) -> StoreResult<BlobUsage>
 where
     for<'r> i64: sqlx::Decode<'r, DB> + sqlx::Type<DB>,
     for<'r> &'r str: sqlx::ColumnIndex<DB::Row>,
@@ -406,7 +449,7 @@ where
     })
 }
 
-fn blob_from_row<DB: sqlx::Database>(row: &DB::Row) -> StoreResult<BlobRecord>
+pub(crate) fn blob_from_row<DB: sqlx::Database>(row: &DB::Row) -> StoreResult<BlobRecord>
 where
     for<'r> i64: sqlx::Decode<'r, DB> + sqlx::Type<DB>,
     for<'r> i16: sqlx::Decode<'r, DB> + sqlx::Type<DB>,
@@ -416,14 +459,15 @@ where
     for<'r> &'r str: sqlx::ColumnIndex<DB::Row>,
 {
     use sqlx::Row as _;
-    let corrupt = crate::db::StoreError::Corrupt { table: "blobs" };
+    let corrupt = crate::db::error::StoreError::Corrupt { table: "blobs" };
     let id: Vec<u8> = row.try_get("id")?;
     let account: Vec<u8> = row.try_get("account_id")?;
     let state: i16 = row.try_get("state")?;
     Ok(BlobRecord {
-        id: Id::from_slice(&id).map_err(|_| crate::db::StoreError::Corrupt { table: "blobs" })?,
+        id: Id::from_slice(&id)
+            .map_err(|_| crate::db::error::StoreError::Corrupt { table: "blobs" })?,
         account: Id::from_slice(&account)
-            .map_err(|_| crate::db::StoreError::Corrupt { table: "blobs" })?,
+            .map_err(|_| crate::db::error::StoreError::Corrupt { table: "blobs" })?,
         size: to_u64(row.try_get("size")?, "blobs")?,
         part_size: to_u64(row.try_get("part_size")?, "blobs")?,
         state: BlobState::from_code(state).ok_or(corrupt)?,
@@ -433,5 +477,4 @@ where
     })
 }
 
-impl_blob_meta_store!(crate::db::SqliteStore, sqlx::Sqlite);
-impl_blob_meta_store!(crate::db::PgStore, sqlx::Postgres);
+pub(crate) use impl_blob_meta_store;

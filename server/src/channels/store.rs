@@ -6,7 +6,7 @@
 use std::future::Future;
 
 use crate::accounts::session::Session;
-use crate::db::StoreResult;
+use crate::db::error::StoreResult;
 use crate::ids::Id;
 
 /// A new channel: its id and the SHA-256 hashes of its two capability tokens.
@@ -133,18 +133,18 @@ macro_rules! impl_channel_store {
             row: &<$db as sqlx::Database>::Row,
             column: &str,
             table: &'static str,
-        ) -> $crate::db::StoreResult<$crate::ids::Id> {
+        ) -> $crate::db::error::StoreResult<$crate::ids::Id> {
             use sqlx::Row as _;
             let bytes: Vec<u8> = row.try_get(column)?;
             $crate::ids::Id::from_slice(&bytes)
-                .map_err(|_| $crate::db::StoreError::Corrupt { table })
+                .map_err(|_| $crate::db::error::StoreError::Corrupt { table })
         }
 
         impl $crate::channels::store::ChannelStore for $store {
             async fn create_channel(
                 &self,
                 channel: &$crate::channels::store::NewChannel,
-            ) -> $crate::db::StoreResult<()> {
+            ) -> $crate::db::error::StoreResult<()> {
                 sqlx::query(
                     "INSERT INTO channels (id, read_hash, write_hash, created_at, expires_at) \
                      VALUES ($1, $2, $3, $4, $5)",
@@ -163,7 +163,7 @@ macro_rules! impl_channel_store {
                 &self,
                 id: &$crate::ids::Id,
                 now: i64,
-            ) -> $crate::db::StoreResult<Option<$crate::channels::store::ChannelRecord>> {
+            ) -> $crate::db::error::StoreResult<Option<$crate::channels::store::ChannelRecord>> {
                 use sqlx::Row as _;
                 let row = sqlx::query(
                     "SELECT id, read_hash, write_hash, created_at, expires_at, entry_count, \
@@ -192,10 +192,10 @@ macro_rules! impl_channel_store {
                 body: &[u8],
                 now: i64,
                 quota: $crate::channels::store::ChannelQuota,
-            ) -> $crate::db::StoreResult<$crate::channels::store::AppendOutcome> {
+            ) -> $crate::db::error::StoreResult<$crate::channels::store::AppendOutcome> {
                 use sqlx::Row as _;
                 let len = i64::try_from(body.len()).unwrap_or(i64::MAX);
-                let mut tx = self.pool.begin_with(<$db as $crate::db::TxBegin>::BEGIN).await?;
+                let mut tx = self.pool.begin_with(<$db as $crate::db::sql::TxBegin>::BEGIN).await?;
                 // The UPDATE takes the row's write lock (Postgres) / the database write lock
                 // (SQLite), so the sequence number and the quota check are atomic.
                 let row = sqlx::query(
@@ -244,7 +244,7 @@ macro_rules! impl_channel_store {
                 id: &$crate::ids::Id,
                 after: i64,
                 limit: u32,
-            ) -> $crate::db::StoreResult<Vec<$crate::channels::store::ChannelEntry>> {
+            ) -> $crate::db::error::StoreResult<Vec<$crate::channels::store::ChannelEntry>> {
                 use sqlx::Row as _;
                 let rows = sqlx::query(
                     "SELECT seq, body, created_at FROM channel_entries \
@@ -266,7 +266,7 @@ macro_rules! impl_channel_store {
                     .collect()
             }
 
-            async fn reap_channels(&self, now: i64) -> $crate::db::StoreResult<u64> {
+            async fn reap_channels(&self, now: i64) -> $crate::db::error::StoreResult<u64> {
                 let done = sqlx::query("DELETE FROM channels WHERE expires_at <= $1")
                     .bind(now)
                     .execute(&self.pool)
@@ -281,7 +281,7 @@ macro_rules! impl_channel_store {
                 hash: &[u8; 32],
                 session: &$crate::accounts::session::Session,
                 expires_at: i64,
-            ) -> $crate::db::StoreResult<()> {
+            ) -> $crate::db::error::StoreResult<()> {
                 sqlx::query(
                     "INSERT INTO ws_tickets (ticket_hash, account_id, device_id, family_id, expires_at) \
                      VALUES ($1, $2, $3, $4, $5)",
@@ -300,7 +300,7 @@ macro_rules! impl_channel_store {
                 &self,
                 hash: &[u8; 32],
                 now: i64,
-            ) -> $crate::db::StoreResult<Option<$crate::accounts::session::Session>> {
+            ) -> $crate::db::error::StoreResult<Option<$crate::accounts::session::Session>> {
                 use sqlx::Row as _;
                 // DELETE … RETURNING: single use even when two instances race on one ticket.
                 let row = sqlx::query(
@@ -322,7 +322,7 @@ macro_rules! impl_channel_store {
                 }))
             }
 
-            async fn reap_tickets(&self, now: i64) -> $crate::db::StoreResult<u64> {
+            async fn reap_tickets(&self, now: i64) -> $crate::db::error::StoreResult<u64> {
                 let done = sqlx::query("DELETE FROM ws_tickets WHERE expires_at <= $1")
                     .bind(now)
                     .execute(&self.pool)
@@ -334,148 +334,3 @@ macro_rules! impl_channel_store {
 }
 
 pub(crate) use impl_channel_store;
-
-/// Expands into `#[tokio::test]`s checking [`ChannelStore`] and [`TicketStore`] of a backend
-/// (`$make` as for [`store_conformance_tests!`](crate::store_conformance_tests)).
-#[macro_export]
-macro_rules! channel_store_conformance_tests {
-    ($make:path) => {
-        mod channel_store_conformance {
-            #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-            use $crate::accounts::store::AccountStore;
-            use $crate::channels::store::{
-                AppendOutcome, ChannelQuota, ChannelStore, NewChannel, TicketStore,
-            };
-            use $crate::ids::Id;
-
-            fn channel(expires_at: i64) -> NewChannel {
-                NewChannel {
-                    id: Id::random(),
-                    read_hash: [1; 32],
-                    write_hash: [2; 32],
-                    created_at: 10,
-                    expires_at,
-                }
-            }
-
-            const QUOTA: ChannelQuota = ChannelQuota {
-                max_entries: 3,
-                max_bytes: 10,
-            };
-
-            #[tokio::test]
-            async fn append_paginate_quota_and_expiry() {
-                let Some((store, _guard)) = $make().await else {
-                    return;
-                };
-                let c = channel(1_000);
-                store.create_channel(&c).await.unwrap();
-                let read = store.channel(&c.id, 20).await.unwrap().unwrap();
-                assert_eq!(
-                    (read.read_hash, read.write_hash),
-                    (vec![1; 32], vec![2; 32])
-                );
-                assert_eq!(read.last_seq, 0);
-                for (i, body) in [&b"abc"[..], b"de", b"fgh"].iter().enumerate() {
-                    let out = store.append_entry(&c.id, body, 30, QUOTA).await.unwrap();
-                    assert_eq!(out, AppendOutcome::Appended(i as i64 + 1));
-                }
-                // Entry count quota, then byte quota on a fresh channel: nothing stored.
-                assert_eq!(
-                    store.append_entry(&c.id, b"x", 30, QUOTA).await.unwrap(),
-                    AppendOutcome::QuotaExceeded
-                );
-                let small = channel(1_000);
-                store.create_channel(&small).await.unwrap();
-                store
-                    .append_entry(&small.id, &[0; 8], 30, QUOTA)
-                    .await
-                    .unwrap();
-                assert_eq!(
-                    store
-                        .append_entry(&small.id, &[0; 3], 30, QUOTA)
-                        .await
-                        .unwrap(),
-                    AppendOutcome::QuotaExceeded
-                );
-                assert_eq!(store.entries(&small.id, 0, 10).await.unwrap().len(), 1);
-                let page = store.entries(&c.id, 1, 1).await.unwrap();
-                assert_eq!(page.len(), 1);
-                assert_eq!((page[0].seq, page[0].body.as_slice()), (2, &b"de"[..]));
-                assert_eq!(store.entries(&c.id, 3, 10).await.unwrap(), vec![]);
-                let unknown = Id::random();
-                assert_eq!(
-                    store.append_entry(&unknown, b"x", 30, QUOTA).await.unwrap(),
-                    AppendOutcome::NotFound
-                );
-                // Expired: invisible, refuses appends, reaped with its entries.
-                assert!(store.channel(&c.id, 1_000).await.unwrap().is_none());
-                assert_eq!(
-                    store.append_entry(&c.id, b"x", 1_000, QUOTA).await.unwrap(),
-                    AppendOutcome::NotFound
-                );
-                assert_eq!(store.reap_channels(999).await.unwrap(), 0);
-                assert_eq!(store.reap_channels(1_000).await.unwrap(), 2);
-                assert_eq!(store.entries(&c.id, 0, 10).await.unwrap(), vec![]);
-            }
-
-            #[tokio::test]
-            async fn concurrent_appends_get_distinct_sequence_numbers() {
-                let Some((store, _guard)) = $make().await else {
-                    return;
-                };
-                let c = channel(1_000);
-                store.create_channel(&c).await.unwrap();
-                let quota = ChannelQuota {
-                    max_entries: 1_000,
-                    max_bytes: 1 << 20,
-                };
-                let mut tasks = Vec::new();
-                for i in 0..32u8 {
-                    let store = store.clone();
-                    let id = c.id;
-                    tasks.push(tokio::spawn(async move {
-                        store.append_entry(&id, &[i], 5, quota).await.unwrap()
-                    }));
-                }
-                let mut seqs = Vec::new();
-                for t in tasks {
-                    match t.await.unwrap() {
-                        AppendOutcome::Appended(seq) => seqs.push(seq),
-                        other => panic!("{other:?}"),
-                    }
-                }
-                seqs.sort_unstable();
-                assert_eq!(seqs, (1..=32).collect::<Vec<i64>>());
-            }
-
-            #[tokio::test]
-            async fn tickets_are_single_use_and_expire() {
-                let Some((store, _guard)) = $make().await else {
-                    return;
-                };
-                let session = $crate::accounts::seed::seed_session(&store, 1, 99)
-                    .await
-                    .unwrap();
-                let account = session.account;
-                store.put_ticket(&[5; 32], &session, 50).await.unwrap();
-                store.put_ticket(&[6; 32], &session, 50).await.unwrap();
-                assert_eq!(
-                    store.take_ticket(&[5; 32], 10).await.unwrap(),
-                    Some(session)
-                );
-                assert_eq!(store.take_ticket(&[5; 32], 10).await.unwrap(), None);
-                assert_eq!(store.take_ticket(&[7; 32], 10).await.unwrap(), None);
-                // Expired: refused (and consumed).
-                assert_eq!(store.take_ticket(&[6; 32], 50).await.unwrap(), None);
-                store.put_ticket(&[8; 32], &session, 50).await.unwrap();
-                assert_eq!(store.reap_tickets(49).await.unwrap(), 0);
-                assert_eq!(store.reap_tickets(50).await.unwrap(), 1);
-                // Deleting the account removes its tickets.
-                store.put_ticket(&[9; 32], &session, 500).await.unwrap();
-                assert!(store.delete_account(&account).await.unwrap());
-                assert_eq!(store.take_ticket(&[9; 32], 10).await.unwrap(), None);
-            }
-        }
-    };
-}

@@ -15,7 +15,9 @@ macro_rules! store_conformance_tests {
 use $crate::mail::store::{Delivery, DeliveryOutcome, DeviceListCheck, MailboxStore, NewEnvelope, QueueLimits, SharedPayload};
 use $crate::accounts::credentials::{CredentialChange, CredentialStore};
 use $crate::keys::store::{KeyStore, KeyUpload, PublicPreKey, UploadOutcome};
-use $crate::db::{SecretBytes, SecretStore, Store, StoreError};
+use $crate::db::error::{SecretBytes, StoreError};
+use $crate::secrets::SecretStore;
+use $crate::db::Store;
 
             fn device(account: Id, created_at: i64) -> DeviceRecord {
                 DeviceRecord {
@@ -621,6 +623,7 @@ use $crate::db::{SecretBytes, SecretStore, Store, StoreError};
                     device,
                     message_id: id,
                     content: content.to_vec(),
+                    franking_commitment: None,
                 }
             }
 

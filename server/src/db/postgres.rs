@@ -48,6 +48,9 @@ impl PgStore {
 super::sql::sql_row_helpers!(sqlx::Postgres);
 super::sql::impl_secret_store!(PgStore, sqlx::Postgres);
 crate::accounts::sql::impl_account_sql!(PgStore, sqlx::Postgres);
+crate::accounts::credentials::impl_credential_store!(PgStore, sqlx::Postgres);
+crate::accounts::device_lists::impl_identity_store!(PgStore, sqlx::Postgres);
+crate::blobs::store::impl_blob_meta_store!(PgStore, sqlx::Postgres);
 crate::keys::sql::impl_key_sql!(PgStore, sqlx::Postgres, " FOR UPDATE SKIP LOCKED");
 crate::mail::sql::impl_mailbox_sql!(PgStore, sqlx::Postgres);
 crate::mail::pg_writer::impl_sql_mail_writer!(

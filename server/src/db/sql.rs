@@ -3,7 +3,27 @@
 //! (`accounts::sql`, `keys::sql`, `mail::sql`, `vault::sql`, `channels::store`, `blobs::store`)
 //! that [`super::sqlite`] and [`super::postgres`] expand into two concrete, monomorphic
 //! implementations instead of a generic-over-driver maze. This file holds the row helpers they
-//! share and the server secrets' SQL.
+//! share, how they open a write transaction ([`TxBegin`]), and the server secrets' SQL.
+
+/// How the SQL stores open a write transaction.
+///
+/// SQLite's default `BEGIN` is deferred: a transaction that reads before it writes takes the
+/// write lock only at its first write, and if another connection committed in between it fails
+/// at once with `SQLITE_BUSY` (the busy timeout cannot help, its snapshot is stale). `BEGIN
+/// IMMEDIATE` takes the write lock up front and waits for it under the busy timeout, so
+/// concurrent writers queue instead of failing. Postgres' `BEGIN` needs nothing more.
+pub trait TxBegin {
+    /// The statement that starts a transaction.
+    const BEGIN: &'static str;
+}
+
+impl TxBegin for sqlx::Sqlite {
+    const BEGIN: &'static str = "BEGIN IMMEDIATE";
+}
+
+impl TxBegin for sqlx::Postgres {
+    const BEGIN: &'static str = "BEGIN";
+}
 
 /// Row decoding helpers every feature's SQL uses (expanded once per backend module).
 macro_rules! sql_row_helpers {
@@ -12,46 +32,46 @@ macro_rules! sql_row_helpers {
             row: &<$db as sqlx::Database>::Row,
             column: &str,
             table: &'static str,
-        ) -> $crate::db::StoreResult<$crate::ids::Id> {
+        ) -> $crate::db::error::StoreResult<$crate::ids::Id> {
             use sqlx::Row as _;
             let bytes: Vec<u8> = row.try_get(column)?;
             $crate::ids::Id::from_slice(&bytes)
-                .map_err(|_| $crate::db::StoreError::Corrupt { table })
+                .map_err(|_| $crate::db::error::StoreError::Corrupt { table })
         }
 
         fn row_u32(
             row: &<$db as sqlx::Database>::Row,
             column: &str,
             table: &'static str,
-        ) -> $crate::db::StoreResult<u32> {
+        ) -> $crate::db::error::StoreResult<u32> {
             use sqlx::Row as _;
             let value: i64 = row.try_get(column)?;
-            u32::try_from(value).map_err(|_| $crate::db::StoreError::Corrupt { table })
+            u32::try_from(value).map_err(|_| $crate::db::error::StoreError::Corrupt { table })
         }
 
         fn row_u64(
             row: &<$db as sqlx::Database>::Row,
             column: &str,
             table: &'static str,
-        ) -> $crate::db::StoreResult<u64> {
+        ) -> $crate::db::error::StoreResult<u64> {
             use sqlx::Row as _;
             let value: i64 = row.try_get(column)?;
-            u64::try_from(value).map_err(|_| $crate::db::StoreError::Corrupt { table })
+            u64::try_from(value).map_err(|_| $crate::db::error::StoreError::Corrupt { table })
         }
     };
 }
 
 pub(crate) use sql_row_helpers;
-/// Implements [`SecretStore`](crate::db::SecretStore) for a type with a `pool` field.
+/// Implements [`SecretStore`](crate::secrets::SecretStore) for a type with a `pool` field.
 macro_rules! impl_secret_store {
     ($store:ty, $db:ty) => {
 
-        impl $crate::db::SecretStore for $store {
+        impl $crate::secrets::SecretStore for $store {
             async fn secret_or_insert(
                 &self,
                 name: &str,
                 value: &[u8],
-            ) -> $crate::db::StoreResult<$crate::db::SecretBytes> {
+            ) -> $crate::db::error::StoreResult<$crate::db::error::SecretBytes> {
                 use sqlx::Row as _;
                 sqlx::query(
                     "INSERT INTO server_secrets (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
@@ -64,7 +84,7 @@ macro_rules! impl_secret_store {
                     .bind(name)
                     .fetch_one(&self.pool)
                     .await?;
-                Ok($crate::db::SecretBytes::new(row.try_get("value")?))
+                Ok($crate::db::error::SecretBytes::new(row.try_get("value")?))
             }
         }
     };

@@ -10,7 +10,8 @@ use sqlx::sqlite::{
 
 use super::{StoreError, StoreResult};
 use crate::mail::batch::MailWriter;
-use crate::settings::{self, DatabaseSettings};
+use crate::settings;
+use crate::settings::DatabaseSettings;
 
 /// SQLite page cache per connection, KiB.
 const SQLITE_CACHE_KIB: u32 = 16 * 1024;
@@ -85,6 +86,9 @@ impl SqliteStore {
 super::sql::sql_row_helpers!(sqlx::Sqlite);
 super::sql::impl_secret_store!(SqliteStore, sqlx::Sqlite);
 crate::accounts::sql::impl_account_sql!(SqliteStore, sqlx::Sqlite);
+crate::accounts::credentials::impl_credential_store!(SqliteStore, sqlx::Sqlite);
+crate::accounts::device_lists::impl_identity_store!(SqliteStore, sqlx::Sqlite);
+crate::blobs::store::impl_blob_meta_store!(SqliteStore, sqlx::Sqlite);
 crate::keys::sql::impl_key_sql!(SqliteStore, sqlx::Sqlite, "");
 crate::mail::sql::impl_mailbox_sql!(SqliteStore, sqlx::Sqlite);
 crate::vault::sql::impl_sql_vault_store!(SqliteStore, sqlx::Sqlite);

@@ -8,7 +8,7 @@
 macro_rules! impl_key_sql {
     ($store:ty, $db:ty, $skip_locked:literal) => {
 
-        fn base_keys_from_row(row: &<$db as sqlx::Database>::Row) -> $crate::db::StoreResult<$crate::keys::store::BaseKeys> {
+        fn base_keys_from_row(row: &<$db as sqlx::Database>::Row) -> $crate::db::error::StoreResult<$crate::keys::store::BaseKeys> {
             use sqlx::Row as _;
             Ok($crate::keys::store::BaseKeys {
                 registration_id: row_u32(row, "registration_id", "device_keys")?,
@@ -26,7 +26,7 @@ macro_rules! impl_key_sql {
         }
 
 
-        fn one_time_from_row(row: &<$db as sqlx::Database>::Row) -> $crate::db::StoreResult<$crate::keys::store::PublicPreKey> {
+        fn one_time_from_row(row: &<$db as sqlx::Database>::Row) -> $crate::db::error::StoreResult<$crate::keys::store::PublicPreKey> {
             use sqlx::Row as _;
             let signature: Option<Vec<u8>> = row.try_get("signature")?;
             Ok($crate::keys::store::PublicPreKey {
@@ -43,7 +43,7 @@ macro_rules! impl_key_sql {
             tx: &mut sqlx::Transaction<'_, $db>,
             account: &$crate::ids::Id,
             device: u32,
-        ) -> $crate::db::StoreResult<bool> {
+        ) -> $crate::db::error::StoreResult<bool> {
             let done = sqlx::query(
                 "UPDATE devices SET device_number = device_number \
                  WHERE account_id = $1 AND device_number = $2",
@@ -62,7 +62,7 @@ macro_rules! impl_key_sql {
             account: &$crate::ids::Id,
             device: u32,
             kind: $crate::keys::store::OneTimeKeyKind,
-        ) -> $crate::db::StoreResult<Option<$crate::keys::store::PublicPreKey>> {
+        ) -> $crate::db::error::StoreResult<Option<$crate::keys::store::PublicPreKey>> {
             // One statement: the key picked is deleted and returned atomically, so no key is
             // ever handed out twice.
             let row = sqlx::query(concat!(
@@ -90,10 +90,10 @@ macro_rules! impl_key_sql {
                 upload: &$crate::keys::store::KeyUpload,
                 max_one_time: u32,
                 now: i64,
-            ) -> $crate::db::StoreResult<$crate::keys::store::UploadOutcome> {
+            ) -> $crate::db::error::StoreResult<$crate::keys::store::UploadOutcome> {
                 use sqlx::Row as _;
                 use $crate::keys::store::{OneTimeKeyKind, UploadOutcome};
-                let mut tx = self.pool.begin_with(<$db as $crate::db::TxBegin>::BEGIN).await?;
+                let mut tx = self.pool.begin_with(<$db as $crate::db::sql::TxBegin>::BEGIN).await?;
                 if !lock_device(&mut tx, account, device).await? {
                     return Ok(UploadOutcome::DeviceGone);
                 }
@@ -234,7 +234,7 @@ macro_rules! impl_key_sql {
                 &self,
                 account: &$crate::ids::Id,
                 device: u32,
-            ) -> $crate::db::StoreResult<$crate::keys::store::KeyCounts> {
+            ) -> $crate::db::error::StoreResult<$crate::keys::store::KeyCounts> {
                 use sqlx::Row as _;
                 let row = sqlx::query(
                     "SELECT \
@@ -258,9 +258,9 @@ macro_rules! impl_key_sql {
                 &self,
                 account: &$crate::ids::Id,
                 device: u32,
-            ) -> $crate::db::StoreResult<$crate::keys::store::DeviceKeySet> {
+            ) -> $crate::db::error::StoreResult<$crate::keys::store::DeviceKeySet> {
                 use sqlx::Row as _;
-                let mut tx = self.pool.begin_with(<$db as $crate::db::TxBegin>::BEGIN).await?;
+                let mut tx = self.pool.begin_with(<$db as $crate::db::sql::TxBegin>::BEGIN).await?;
                 let base = sqlx::query(
                     "SELECT registration_id, signed_prekey_id, signed_prekey, signed_prekey_signature, \
                      last_resort_kem_id, last_resort_kem, last_resort_kem_signature \
@@ -299,7 +299,7 @@ macro_rules! impl_key_sql {
                 &self,
                 account: &$crate::ids::Id,
                 device: u32,
-            ) -> $crate::db::StoreResult<Option<$crate::keys::store::ClaimedKeys>> {
+            ) -> $crate::db::error::StoreResult<Option<$crate::keys::store::ClaimedKeys>> {
                 use $crate::keys::store::OneTimeKeyKind;
                 let base = sqlx::query(
                     "SELECT registration_id, signed_prekey_id, signed_prekey, signed_prekey_signature, \

@@ -3,7 +3,7 @@
 
 use std::future::Future;
 
-use crate::db::StoreResult;
+use crate::db::error::StoreResult;
 use crate::ids::Id;
 
 /// Which pool a one-time key belongs to.

@@ -15,16 +15,16 @@
 //! whole (a database error, a Postgres deadlock), its writes are retried one transaction each,
 //! so one bad write cannot fail its neighbours.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::db::{StoreError, StoreResult};
+use crate::db::error::{StoreError, StoreResult};
 use crate::ids::Id;
-use crate::mail::store::{Delivery, DeliveryOutcome, NewEnvelope, QueueLimits, SharedPayload};
+use crate::mail::store::{
+    Delivery, DeliveryCommit, DeliveryOutcome, NewEnvelope, PendingWrite, QueueLimits,
+    SharedPayload,
+};
 
 /// SHA-256 over the envelope (length-prefixed) and the shared payload id: what decides whether a
 /// resend with the same message id is a duplicate or a conflict.
@@ -39,6 +39,12 @@ pub(crate) fn envelope_digest(envelope: &NewEnvelope, shared: Option<&SharedPayl
     hasher.update(&envelope.content);
     if let Some(shared) = shared {
         hasher.update(shared.id.as_bytes());
+    }
+    // Only franked envelopes hash their commitment, so digests stored before franking still
+    // match their resends; the same id with another commitment is a conflict.
+    if let Some(commitment) = &envelope.franking_commitment {
+        hasher.update(b"franking");
+        hasher.update(commitment);
     }
     hasher.finalize().to_vec()
 }
@@ -65,16 +71,6 @@ pub(crate) enum MailWrite {
         up_to: i64,
         reply: oneshot::Sender<StoreResult<u64>>,
     },
-}
-
-/// What became of a queued delivery, with the delivery handed back, so that the caller can
-/// pass the stored envelopes on to live sockets without copying them first.
-#[derive(Debug)]
-pub struct DeliveryCommit {
-    /// What the store did.
-    pub outcome: DeliveryOutcome,
-    /// The delivery as it was queued.
-    pub delivery: Delivery,
 }
 
 /// What one write did.
@@ -194,7 +190,7 @@ impl MailWriter {
             reply,
         })
         .await?;
-        Ok(PendingWrite { rx })
+        Ok(PendingWrite::new(rx))
     }
 
     /// Queues an ack by message ids.
@@ -212,7 +208,7 @@ impl MailWriter {
             reply,
         })
         .await?;
-        Ok(PendingWrite { rx })
+        Ok(PendingWrite::new(rx))
     }
 
     /// Queues an ack up to a sequence number.
@@ -230,29 +226,6 @@ impl MailWriter {
             reply,
         })
         .await?;
-        Ok(PendingWrite { rx })
-    }
-}
-
-/// A queued mailbox write: resolves to its result once the transaction holding it committed
-/// (or failed). Dropping it does not cancel the write.
-#[must_use = "the result says whether the write was stored"]
-pub struct PendingWrite<T> {
-    rx: oneshot::Receiver<StoreResult<T>>,
-}
-
-impl<T> std::fmt::Debug for PendingWrite<T> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("PendingWrite")
-    }
-}
-
-impl<T> Future for PendingWrite<T> {
-    type Output = StoreResult<T>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        Pin::new(&mut self.rx)
-            .poll(cx)
-            .map(|r| r.unwrap_or(Err(StoreError::WriterStopped)))
+        Ok(PendingWrite::new(rx))
     }
 }

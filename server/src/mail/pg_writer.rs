@@ -10,7 +10,7 @@ macro_rules! impl_sql_mail_writer {
         fn collect_payloads(
             rows: &[<$db as sqlx::Database>::Row],
             payloads: &mut Vec<Vec<u8>>,
-        ) -> $crate::db::StoreResult<u64> {
+        ) -> $crate::db::error::StoreResult<u64> {
             use sqlx::Row as _;
             for row in rows {
                 if let Some(p) = row.try_get::<Option<Vec<u8>>, _>("payload_id")? {
@@ -24,7 +24,7 @@ macro_rules! impl_sql_mail_writer {
         async fn drop_orphan_payloads(
             tx: &mut sqlx::Transaction<'_, $db>,
             mut payloads: Vec<Vec<u8>>,
-        ) -> $crate::db::StoreResult<()> {
+        ) -> $crate::db::error::StoreResult<()> {
             payloads.sort_unstable();
             payloads.dedup();
             for payload in &payloads {
@@ -54,7 +54,7 @@ macro_rules! impl_sql_mail_writer {
         async fn load_device_lists<'d>(
             tx: &mut sqlx::Transaction<'_, $db>,
             deliveries: impl Iterator<Item = &'d $crate::mail::store::Delivery>,
-        ) -> $crate::db::StoreResult<DeviceLists> {
+        ) -> $crate::db::error::StoreResult<DeviceLists> {
             use sqlx::Row as _;
             let mut accounts: Vec<$crate::ids::Id> =
                 deliveries.flat_map(|d| d.device_checks.iter().map(|c| c.account)).collect();
@@ -78,7 +78,7 @@ macro_rules! impl_sql_mail_writer {
                     let number: Option<i64> = row.try_get("device_number")?;
                     if let Some(n) = number {
                         entry.1.push(
-                            u32::try_from(n).map_err(|_| $crate::db::StoreError::Corrupt { table: "devices" })?,
+                            u32::try_from(n).map_err(|_| $crate::db::error::StoreError::Corrupt { table: "devices" })?,
                         );
                     }
                 }
@@ -109,7 +109,7 @@ macro_rules! impl_sql_mail_writer {
             usage: &mut QueueUsage,
             account: &$crate::ids::Id,
             device: u32,
-        ) -> $crate::db::StoreResult<(u64, u64, Option<i64>)> {
+        ) -> $crate::db::error::StoreResult<(u64, u64, Option<i64>)> {
             if let Some(u) = usage.get(&(*account, device)) {
                 return Ok(*u);
             }
@@ -141,7 +141,7 @@ macro_rules! impl_sql_mail_writer {
             gone: &std::collections::HashSet<($crate::ids::Id, u32)>,
             lists: &DeviceLists,
             usage: &mut QueueUsage,
-        ) -> $crate::db::StoreResult<$crate::mail::store::DeliveryOutcome> {
+        ) -> $crate::db::error::StoreResult<$crate::mail::store::DeliveryOutcome> {
             use sqlx::Row as _;
             use $crate::mail::store::{DeliveryOutcome, StoredEnvelope};
             if let Some(refused) = check_device_lists(delivery, lists) {
@@ -232,8 +232,9 @@ macro_rules! impl_sql_mail_writer {
                 };
                 let row = sqlx::query(
                     "INSERT INTO envelopes (account_id, device_number, message_id, source_account, \
-                     source_device, content, payload_id, digest, size, received_at, expires_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING seq",
+                     source_device, content, payload_id, digest, size, received_at, expires_at, \
+                     franking_commitment) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING seq",
                 )
                 .bind(&envelope.account.as_bytes()[..])
                 .bind(i64::from(envelope.device))
@@ -246,6 +247,7 @@ macro_rules! impl_sql_mail_writer {
                 .bind(i64::try_from(size).unwrap_or(i64::MAX))
                 .bind(delivery.received_at)
                 .bind(delivery.expires_at)
+                .bind(envelope.franking_commitment.as_ref().map(|c| &c[..]))
                 .fetch_one(&mut **tx)
                 .await?;
                 let seq: i64 = row.try_get("seq")?;
@@ -315,7 +317,7 @@ macro_rules! impl_sql_mail_writer {
             account: &$crate::ids::Id,
             device: u32,
             selection: AckSelection<'_>,
-        ) -> $crate::db::StoreResult<u64> {
+        ) -> $crate::db::error::StoreResult<u64> {
             let selections: Vec<AckSelection<'_>> = match selection {
                 AckSelection::Ids(ids) => ids.chunks(ACK_CHUNK).map(AckSelection::Ids).collect(),
                 up_to @ AckSelection::UpTo(_) => vec![up_to],
@@ -384,7 +386,7 @@ macro_rules! impl_sql_mail_writer {
             }
         }
 
-        fn key_from_row(row: &<$db as sqlx::Database>::Row, table: &'static str) -> $crate::db::StoreResult<EnvelopeKey> {
+        fn key_from_row(row: &<$db as sqlx::Database>::Row, table: &'static str) -> $crate::db::error::StoreResult<EnvelopeKey> {
             Ok((
                 row_id(row, "account_id", table)?,
                 row_u32(row, "device_number", table)?,
@@ -397,7 +399,7 @@ macro_rules! impl_sql_mail_writer {
         async fn lock_devices(
             tx: &mut sqlx::Transaction<'_, $db>,
             devices: &[($crate::ids::Id, u32)],
-        ) -> $crate::db::StoreResult<std::collections::HashSet<($crate::ids::Id, u32)>> {
+        ) -> $crate::db::error::StoreResult<std::collections::HashSet<($crate::ids::Id, u32)>> {
             let mut present = std::collections::HashSet::new();
             for chunk in devices.chunks(SET_CHUNK) {
                 let mut qb = sqlx::QueryBuilder::<$db>::new($lock_head);
@@ -417,7 +419,7 @@ macro_rules! impl_sql_mail_writer {
         async fn apply_set_batch(
             tx: &mut sqlx::Transaction<'_, $db>,
             items: &[$crate::mail::batch::MailWrite],
-        ) -> $crate::db::StoreResult<Vec<$crate::mail::batch::WriteOutcome>> {
+        ) -> $crate::db::error::StoreResult<Vec<$crate::mail::batch::WriteOutcome>> {
             use sqlx::Row as _;
             use std::collections::{HashMap, HashSet};
             use $crate::mail::batch::{MailWrite, WriteOutcome};
@@ -489,7 +491,7 @@ macro_rules! impl_sql_mail_writer {
                 })
                 .collect();
             if deliveries.is_empty() {
-                return out.into_iter().map(|o| o.ok_or($crate::db::StoreError::Corrupt { table: "mail write batch" })).collect();
+                return out.into_iter().map(|o| o.ok_or($crate::db::error::StoreError::Corrupt { table: "mail write batch" })).collect();
             }
             let mut targets: Vec<($crate::ids::Id, u32)> = deliveries
                 .iter()
@@ -644,7 +646,8 @@ macro_rules! impl_sql_mail_writer {
             for chunk in new_rows.chunks(SET_CHUNK) {
                 let mut qb = sqlx::QueryBuilder::<$db>::new(
                     "INSERT INTO envelopes (account_id, device_number, message_id, source_account, \
-                     source_device, content, payload_id, digest, size, received_at, expires_at) ",
+                     source_device, content, payload_id, digest, size, received_at, expires_at, \
+                     franking_commitment) ",
                 );
                 qb.push_values(chunk, |mut b, row| {
                     let d = row.delivery;
@@ -658,7 +661,8 @@ macro_rules! impl_sql_mail_writer {
                         .push_bind(row.digest.as_slice())
                         .push_bind(i64::try_from(row.size).unwrap_or(i64::MAX))
                         .push_bind(d.received_at)
-                        .push_bind(d.expires_at);
+                        .push_bind(d.expires_at)
+                        .push_bind(row.envelope.franking_commitment.map(|c| c.to_vec()));
                 });
                 qb.push(" RETURNING account_id, device_number, message_id, seq");
                 for row in qb.build().fetch_all(&mut **tx).await? {
@@ -687,7 +691,7 @@ macro_rules! impl_sql_mail_writer {
                         Ok(seq) => seq,
                         Err(()) => *inserted
                             .get(&(account, device, id))
-                            .ok_or($crate::db::StoreError::Corrupt { table: "envelopes" })?,
+                            .ok_or($crate::db::error::StoreError::Corrupt { table: "envelopes" })?,
                     };
                     // A duplicate within the batch points at a new row: not new itself.
                     let prev_seq = if duplicate { None } else { prev_of.get(&seq).copied().flatten() };
@@ -696,7 +700,7 @@ macro_rules! impl_sql_mail_writer {
                 out[i] = Some(WriteOutcome::Delivered(DeliveryOutcome::Stored(stored)));
             }
             out.into_iter()
-                .map(|o| o.ok_or($crate::db::StoreError::Corrupt { table: "mail write batch" }))
+                .map(|o| o.ok_or($crate::db::error::StoreError::Corrupt { table: "mail write batch" }))
                 .collect()
         }
 
@@ -708,7 +712,7 @@ macro_rules! impl_sql_mail_writer {
         async fn apply_mail_batch(
             conn: &mut <$db as sqlx::Database>::Connection,
             items: &[$crate::mail::batch::MailWrite],
-        ) -> $crate::db::StoreResult<Vec<$crate::mail::batch::WriteOutcome>> {
+        ) -> $crate::db::error::StoreResult<Vec<$crate::mail::batch::WriteOutcome>> {
             use $crate::mail::batch::{MailWrite, WriteOutcome};
             let mut delivered_devices = std::collections::HashSet::new();
             let mut delivered_keys = std::collections::HashSet::new();
@@ -729,7 +733,7 @@ macro_rules! impl_sql_mail_writer {
                 }
                 MailWrite::Deliver { .. } => false,
             });
-            let mut tx = sqlx::Connection::begin_with(conn, <$db as $crate::db::TxBegin>::BEGIN).await?;
+            let mut tx = sqlx::Connection::begin_with(conn, <$db as $crate::db::sql::TxBegin>::BEGIN).await?;
             let out = if ordered {
                 let mut targets: Vec<($crate::ids::Id, u32)> = delivered_devices.into_iter().collect();
                 targets.sort_unstable();

@@ -9,8 +9,8 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use haven_protocol::api::messages::{
     AccessKeyBody, AckBody, AckResponse, DeviceResult, EnvelopeBody, FetchQuery, FetchResponse,
-    MultiSendBody, MultiSendResponse, QueuedBody, RecipientResult, SendBody, SendResponse,
-    SourceBody,
+    FrankingBody, MultiSendBody, MultiSendResponse, QueuedBody, RecipientResult, SendBody,
+    SendResponse, SourceBody,
 };
 
 use crate::accounts::session::Auth;
@@ -110,9 +110,25 @@ fn envelopes<S: Store>(
             Ok(DeviceEnvelope {
                 device: e.device_number,
                 content: decode_envelope(&e.content, mail.max_envelope_bytes)?,
+                franking_commitment: commitment(e.franking_commitment.as_deref())?,
             })
         })
         .collect()
+}
+
+/// Decodes an envelope's franking commitment: base64 of exactly 32 bytes.
+fn commitment(field: Option<&str>) -> Result<Option<[u8; 32]>, AppError> {
+    field
+        .map(|text| {
+            let bytes = decode_b64("franking_commitment", text, 32)?;
+            <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| {
+                AppError::bad_request(
+                    "invalid_franking_commitment",
+                    "franking_commitment must be 32 bytes",
+                )
+            })
+        })
+        .transpose()
 }
 
 /// Sends to every device of an account as the logged-in device.
@@ -271,6 +287,7 @@ pub async fn send_multi<S: Store>(
                     Ok(DeviceEnvelope {
                         device: h.device_number,
                         content: decode_envelope(&h.header, mail.max_header_bytes)?,
+                        franking_commitment: commitment(h.franking_commitment.as_deref())?,
                     })
                 })
                 .collect::<Result<_, AppError>>()?,
@@ -317,10 +334,23 @@ pub async fn fetch<S: Store>(
     let envelopes =
         messaging::fetch(&state, &session.account, device, query.after, limit.max(1)).await?;
     let more = envelopes.len() == usize::try_from(limit.max(1)).unwrap_or(usize::MAX);
+    let stamp_key = &state.secrets().franking_stamp;
     Ok(Json(FetchResponse {
         envelopes: envelopes
             .into_iter()
             .map(|e| QueuedBody {
+                franking: messaging::delivery_franking(
+                    stamp_key,
+                    e.franking_commitment.as_ref(),
+                    &session.account,
+                    device,
+                    e.seq,
+                    e.received_at,
+                )
+                .map(|f| FrankingBody {
+                    commitment: b64(&f.commitment),
+                    stamp: b64(&f.stamp),
+                }),
                 seq: e.seq,
                 message_id: e.message_id,
                 source: e.source.map(|(account_id, device_number)| SourceBody {

@@ -1,8 +1,9 @@
 //! The messaging service: sending envelopes into per-device mailboxes, fetching and acking them,
 //! ephemeral (never stored) messages, and the expiry reaper.
 //!
-//! These are plain async functions over [`AppState`], used by the REST handlers
-//! (`routes/messages.rs`) and by the WebSocket layer alike. They validate everything, check
+//! These are plain async functions over a [`MailContext`] (what the service uses of the relay:
+//! the store, the `[mail]` settings, the hubs and the limiter), used by the REST handlers
+//! (`mail::routes`) and by the WebSocket layer alike. They validate everything, check
 //! authorisation, apply the limits of the `[mail]` settings and only then touch the store, so a
 //! refused request has changed nothing. Errors are [`MessagingError`]s, which convert into the
 //! HTTP [`AppError`] format.
@@ -18,35 +19,55 @@
 //! only source of truth: a push or hint that is lost delays a delivery, never loses it.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::StatusCode;
+use haven_protocol::frames::Franking;
+use haven_protocol::franking::Destination;
+use haven_protocol::franking::verify::{StampKey, delivery_stamp};
 use haven_ratelimit::Quota;
 use sha2::{Digest as _, Sha256};
 use subtle::ConstantTimeEq as _;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::accounts::session::Session;
-use crate::app::state::AppState;
+use crate::accounts::store::DeviceStore;
 use crate::clock::now_i64;
-use crate::db::{Store, StoreError};
+use crate::db::Store;
+use crate::db::error::StoreError;
 use crate::error::{AppError, DeviceMismatch};
 use crate::ids::Id;
-use crate::mail::batch::{DeliveryCommit, PendingWrite};
+use crate::limits::LimitContext;
 use crate::mail::store::{
-    Delivery, DeliveryOutcome, DeviceListCheck, NewEnvelope, QueueLimits, QueuedEnvelope,
-    SharedPayload, StoredEnvelope,
+    Delivery, DeliveryOutcome, DeviceListCheck, MailboxStore, NewEnvelope, QueueLimits,
+    QueuedEnvelope, SharedPayload, StoredEnvelope,
 };
-use crate::realtime::hub::{DeviceKey, EphemeralOutcome, Topic};
+use crate::mail::store::{DeliveryCommit, PendingWrite};
+use crate::realtime::ephemeral::{EphemeralHub, EphemeralMessage, MailPush, Push};
+use crate::realtime::hub::{DeviceKey, EphemeralOutcome, Hub, Topic};
+use crate::settings::MailSettings;
+
+/// What the mail service uses of the relay. Implemented by the application state; the service
+/// takes this instead of the state, so nothing here depends on the router.
+pub trait MailContext: LimitContext + Clone + Send + Sync + 'static {
+    /// The store the service reads and writes.
+    type Store: Store;
+    /// The store.
+    fn store(&self) -> &Self::Store;
+    /// The `[mail]` settings.
+    fn mail_settings(&self) -> &MailSettings;
+    /// The wake-up hub.
+    fn hub(&self) -> &Hub;
+    /// The router of pushes to live sockets on this instance.
+    fn ephemeral(&self) -> &EphemeralHub;
+}
 
 /// Length of an unidentified-access key in bytes.
 pub const ACCESS_KEY_LEN: usize = 16;
 /// Domain prefix of the stored access-key hash (PROTOCOL.md §11.12).
 pub const ACCESS_KEY_HASH_LABEL: &[u8] = b"haven/access-key/v1";
-/// Capacity of one ephemeral subscription; further messages are dropped while it is full.
-pub const EPHEMERAL_QUEUE: usize = 64;
 
 /// Errors of the messaging service.
 #[derive(Debug, thiserror::Error)]
@@ -201,6 +222,8 @@ pub struct DeviceEnvelope {
     pub device: u32,
     /// Opaque envelope bytes.
     pub content: Vec<u8>,
+    /// The sender's franking commitment (PROTOCOL.md §16.3); never on an ephemeral send.
+    pub franking_commitment: Option<[u8; 32]>,
 }
 
 /// A send to every device of one account.
@@ -294,107 +317,9 @@ pub struct MultiReceipt {
     pub recipients: Vec<(Id, Vec<DeviceDelivery>)>,
 }
 
-/// An ephemeral message as handed to a live subscriber.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct EphemeralMessage {
-    /// Client-chosen id.
-    pub message_id: Id,
-    /// The sender, `None` for sealed sends.
-    pub source: Option<(Id, u32)>,
-    /// The opaque bytes.
-    pub content: Vec<u8>,
-}
-
-/// A newly stored envelope handed straight to a live socket of its device, so that the socket
-/// need not read it back from the database.
-#[derive(Debug, PartialEq, Eq)]
-pub struct MailPush {
-    /// Its sequence number.
-    pub seq: i64,
-    /// The highest sequence number queued for the device just before it (`None`: none was).
-    /// A socket may deliver the push directly only if it has delivered everything up to this.
-    pub prev_seq: Option<i64>,
-    /// Client-chosen id.
-    pub message_id: Id,
-    /// The authenticated sender, `None` for sealed sends.
-    pub source: Option<(Id, u32)>,
-    /// The envelope bytes.
-    pub content: Vec<u8>,
-    /// Coarse receive time.
-    pub received_at: i64,
-}
-
-/// What a live socket is handed directly.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Push {
-    /// An ephemeral message.
-    Ephemeral(EphemeralMessage),
-    /// A stored envelope.
-    Mail(Arc<MailPush>),
-}
-
-type EphemeralRoutes = HashMap<(Id, u32), Vec<mpsc::Sender<Push>>>;
-
-/// Routes ephemeral messages and stored envelopes ([`Push`]) to live subscribers (sockets) of a
-/// device on this instance. Bounded: a full or closed subscription loses the push (ephemeral
-/// means best effort; an envelope stays queued and its socket is woken by a hint instead).
-#[derive(Clone, Default)]
-pub struct EphemeralHub {
-    routes: Arc<Mutex<EphemeralRoutes>>,
-}
-
-impl EphemeralHub {
-    /// An empty hub.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Subscribes a live connection of `(account, device)`. The subscription ends when the
-    /// receiver is dropped.
-    pub fn subscribe(&self, account: Id, device: u32) -> mpsc::Receiver<Push> {
-        let (tx, rx) = mpsc::channel(EPHEMERAL_QUEUE);
-        let mut routes = self.routes.lock().unwrap_or_else(PoisonError::into_inner);
-        let senders = routes.entry((account, device)).or_default();
-        senders.retain(|s| !s.is_closed());
-        senders.push(tx);
-        rx
-    }
-
-    /// Hands `message` to every live subscriber of the device. Returns whether at least one
-    /// took it.
-    pub fn deliver(&self, account: Id, device: u32, message: &EphemeralMessage) -> bool {
-        self.push(account, device, &Push::Ephemeral(message.clone()))
-    }
-
-    /// Hands `push` to every live subscriber of the device. Returns whether at least one took
-    /// it.
-    pub fn push(&self, account: Id, device: u32, push: &Push) -> bool {
-        let mut routes = self.routes.lock().unwrap_or_else(PoisonError::into_inner);
-        let Some(senders) = routes.get_mut(&(account, device)) else {
-            return false;
-        };
-        senders.retain(|s| !s.is_closed());
-        let mut delivered = false;
-        for sender in senders.iter() {
-            delivered |= sender.try_send(push.clone()).is_ok();
-        }
-        if senders.is_empty() {
-            routes.remove(&(account, device));
-        }
-        delivered
-    }
-}
-
-/// Tells every socket of `account` (here and, with Redis, on other instances) to re-check its
-/// session now: called after a logout, a refresh-token reuse, a device removal or an account
-/// deletion, so a revoked session's socket closes (4001) at once instead of at its next poll.
-pub fn notify_sessions_changed<S: Store>(state: &AppState<S>, account: Id) {
-    state.hub().publish(&Topic::Sessions(account));
-}
-
 /// Wakes the sockets of a device whose queue got mail (in-process hub). The single place where
 /// the messaging service announces new mail, so a cross-instance publisher can hook in here.
-pub fn notify_mailbox<S: Store>(state: &AppState<S>, account: Id, device: u32) {
+pub fn notify_mailbox<C: MailContext>(state: &C, account: Id, device: u32) {
     state.hub().publish(&Topic::Mailbox { account, device });
 }
 
@@ -410,8 +335,8 @@ pub fn access_key_hash(key: &[u8]) -> [u8; 32] {
 
 /// The device number of an authenticated session (its device exists: the session check proved
 /// it a moment ago; a vanished device reads as a revoked session).
-pub async fn session_device<S: Store>(
-    state: &AppState<S>,
+pub async fn session_device<C: MailContext>(
+    state: &C,
     session: &Session,
 ) -> Result<u32, MessagingError> {
     state
@@ -429,8 +354,8 @@ pub async fn session_device<S: Store>(
 
 /// Sets (`Some`, exactly [`ACCESS_KEY_LEN`] bytes) or clears (`None`) the account's
 /// unidentified-access key. Only its hash is stored.
-pub async fn set_access_key<S: Store>(
-    state: &AppState<S>,
+pub async fn set_access_key<C: MailContext>(
+    state: &C,
     account: &Id,
     key: Option<&[u8]>,
 ) -> Result<(), MessagingError> {
@@ -457,8 +382,8 @@ pub async fn set_access_key<S: Store>(
 
 /// Checks a presented access key against the recipient's stored hash in constant time. An
 /// unknown account or one without a key fails exactly like a wrong key.
-async fn check_access_key<S: Store>(
-    state: &AppState<S>,
+async fn check_access_key<C: MailContext>(
+    state: &C,
     account: &Id,
     presented: &[u8],
 ) -> Result<(), MessagingError> {
@@ -477,13 +402,13 @@ async fn check_access_key<S: Store>(
     }
 }
 
-async fn check_sealed_rate<S: Store>(
-    state: &AppState<S>,
+async fn check_sealed_rate<C: MailContext>(
+    state: &C,
     recipient: &Id,
 ) -> Result<(), MessagingError> {
     let key = crate::limits::keyed(state, "sealed:rcpt", recipient);
     let quota = Quota::new(
-        state.settings().mail.sealed_sends_per_minute,
+        state.mail_settings().sealed_sends_per_minute,
         Duration::from_secs(60),
     );
     crate::limits::hit_shared(state, &key, quota).await?;
@@ -492,8 +417,8 @@ async fn check_sealed_rate<S: Store>(
 
 /// Compares the listed device numbers with the account's devices. `exclude` is the sending
 /// device on a send to one's own account. `Ok(None)` when they match.
-async fn compare_devices<S: Store>(
-    state: &AppState<S>,
+async fn compare_devices<C: MailContext>(
+    state: &C,
     account: &Id,
     listed: &BTreeSet<u32>,
     exclude: Option<u32>,
@@ -524,8 +449,8 @@ fn listed_devices(envelopes: &[DeviceEnvelope]) -> Result<BTreeSet<u32>, Messagi
     Ok(set)
 }
 
-fn coarse_now<S: Store>(state: &AppState<S>) -> (i64, i64) {
-    let mail = &state.settings().mail;
+fn coarse_now<C: MailContext>(state: &C) -> (i64, i64) {
+    let mail = state.mail_settings();
     let now = now_i64();
     let granularity = i64::try_from(mail.received_at_granularity_secs)
         .unwrap_or(1)
@@ -535,8 +460,8 @@ fn coarse_now<S: Store>(state: &AppState<S>) -> (i64, i64) {
     (received, now.saturating_add(ttl))
 }
 
-fn queue_limits<S: Store>(state: &AppState<S>) -> QueueLimits {
-    let mail = &state.settings().mail;
+fn queue_limits<C: MailContext>(state: &C) -> QueueLimits {
+    let mail = state.mail_settings();
     QueueLimits {
         max_messages: mail.max_queue_messages,
         max_bytes: mail.max_queue_bytes,
@@ -545,7 +470,7 @@ fn queue_limits<S: Store>(state: &AppState<S>) -> QueueLimits {
 
 /// Passes every new (not duplicate) envelope of a committed delivery on to its device: handed
 /// to the device's socket here if there is one (no database read), else announced by a hint.
-fn announce<S: Store>(state: &AppState<S>, stored: &[StoredEnvelope], delivery: Delivery) {
+fn announce<C: MailContext>(state: &C, stored: &[StoredEnvelope], delivery: Delivery) {
     let Delivery {
         source,
         shared_payload,
@@ -554,29 +479,35 @@ fn announce<S: Store>(state: &AppState<S>, stored: &[StoredEnvelope], delivery: 
         ..
     } = delivery;
     // Envelopes with a shared payload are read back whole by the socket.
-    let mut contents: HashMap<(Id, u32), (Id, Vec<u8>)> = if shared_payload.is_none() {
-        envelopes
-            .into_iter()
-            .map(|e| ((e.account, e.device), (e.message_id, e.content)))
-            .collect()
-    } else {
-        HashMap::new()
-    };
+    let mut contents: HashMap<(Id, u32), (Id, Vec<u8>, Option<[u8; 32]>)> =
+        if shared_payload.is_none() {
+            envelopes
+                .into_iter()
+                .map(|e| {
+                    (
+                        (e.account, e.device),
+                        (e.message_id, e.content, e.franking_commitment),
+                    )
+                })
+                .collect()
+        } else {
+            HashMap::new()
+        };
     for s in stored.iter().filter(|s| !s.duplicate) {
-        let handed =
-            contents
-                .remove(&(s.account, s.device))
-                .is_some_and(|(message_id, content)| {
-                    let push = Push::Mail(Arc::new(MailPush {
-                        seq: s.seq,
-                        prev_seq: s.prev_seq,
-                        message_id,
-                        source,
-                        content,
-                        received_at,
-                    }));
-                    state.ephemeral().push(s.account, s.device, &push)
-                });
+        let handed = contents.remove(&(s.account, s.device)).is_some_and(
+            |(message_id, content, franking_commitment)| {
+                let push = Push::Mail(Arc::new(MailPush {
+                    seq: s.seq,
+                    prev_seq: s.prev_seq,
+                    message_id,
+                    source,
+                    content,
+                    received_at,
+                    franking_commitment,
+                }));
+                state.ephemeral().push(s.account, s.device, &push)
+            },
+        );
         if !handed {
             notify_mailbox(state, s.account, s.device);
         }
@@ -586,8 +517,8 @@ fn announce<S: Store>(state: &AppState<S>, stored: &[StoredEnvelope], delivery: 
 /// A send whose checks passed: either already answered (ephemeral) or queued for the next group
 /// commit. [`PendingSend::wait`] gives the receipt once the envelopes are stored.
 #[must_use = "the send is only acknowledged once `wait` returns"]
-pub struct PendingSend<S: Store> {
-    state: AppState<S>,
+pub struct PendingSend<C: MailContext> {
+    state: C,
     recipient: Id,
     inner: PendingInner,
 }
@@ -600,7 +531,7 @@ enum PendingInner {
     },
 }
 
-impl<S: Store> PendingSend<S> {
+impl<C: MailContext> PendingSend<C> {
     /// Waits for the commit, wakes the recipients' sockets and returns the receipt.
     pub async fn wait(self) -> Result<SendReceipt, MessagingError> {
         match self.inner {
@@ -667,8 +598,8 @@ fn queued(stored: &[StoredEnvelope], account: &Id) -> Vec<DeviceDelivery> {
 /// sender's authorisation (sealed: access key, 401, then the per-recipient rate limit, 429),
 /// the device list (410 `stale_devices`, 409 `mismatched_devices`, 404 for an unknown account
 /// on a logged-in send), then queue limits (507) and message-id reuse (409), all-or-nothing.
-pub async fn send<S: Store>(
-    state: &AppState<S>,
+pub async fn send<C: MailContext>(
+    state: &C,
     auth: SendAuth,
     recipient: &Id,
     request: SendRequest,
@@ -682,13 +613,13 @@ pub async fn send<S: Store>(
 /// [`send`] in two steps: runs every check and queues the envelopes for the next group commit
 /// (in call order), returning before the commit. A socket uses it to keep several of its sends
 /// in one commit while still storing them in the order they arrived.
-pub async fn queue_send<S: Store>(
-    state: &AppState<S>,
+pub async fn queue_send<C: MailContext>(
+    state: &C,
     auth: SendAuth,
     recipient: &Id,
     request: SendRequest,
-) -> Result<PendingSend<S>, MessagingError> {
-    let mail = &state.settings().mail;
+) -> Result<PendingSend<C>, MessagingError> {
+    let mail = state.mail_settings();
     if request.envelopes.is_empty() {
         return Err(MessagingError::invalid(
             "no_envelopes",
@@ -730,6 +661,17 @@ pub async fn queue_send<S: Store>(
             (None, None)
         }
     };
+    if request.ephemeral
+        && request
+            .envelopes
+            .iter()
+            .any(|e| e.franking_commitment.is_some())
+    {
+        return Err(MessagingError::Invalid {
+            code: "ephemeral_franked",
+            message: "an ephemeral send carries no franking commitment".into(),
+        });
+    }
     if request.ephemeral {
         // Nothing is stored, so the device list is checked here; a stored send has it checked
         // inside its transaction, under the lock of the recipient devices.
@@ -785,6 +727,7 @@ pub async fn queue_send<S: Store>(
                 device: e.device,
                 message_id: request.message_id,
                 content: e.content,
+                franking_commitment: e.franking_commitment,
             })
             .collect(),
         received_at,
@@ -812,11 +755,11 @@ pub async fn queue_send<S: Store>(
 /// A sealed multi-recipient send: checks every recipient's access key (401 if any is wrong),
 /// rate limit and device list (one 409/410 listing the differences of every recipient), then
 /// stores the payload once and a header per device, all-or-nothing.
-pub async fn send_multi<S: Store>(
-    state: &AppState<S>,
+pub async fn send_multi<C: MailContext>(
+    state: &C,
     request: MultiSendRequest,
 ) -> Result<MultiReceipt, MessagingError> {
-    let mail = &state.settings().mail;
+    let mail = state.mail_settings();
     if request.recipients.is_empty() {
         return Err(MessagingError::invalid(
             "no_envelopes",
@@ -916,6 +859,7 @@ pub async fn send_multi<S: Store>(
                     device: h.device,
                     message_id: request.message_id,
                     content: h.content.clone(),
+                    franking_commitment: h.franking_commitment,
                 })
             })
             .collect(),
@@ -942,14 +886,14 @@ pub async fn send_multi<S: Store>(
 /// Reads a device's unexpired envelopes with `seq > after_seq`, in queue order, at most `limit`
 /// (clamped to `1..=mail.max_fetch`). Reading does not delete: envelopes stay until acked or
 /// expired, so a client that crashes after fetching gets them again.
-pub async fn fetch<S: Store>(
-    state: &AppState<S>,
+pub async fn fetch<C: MailContext>(
+    state: &C,
     account: &Id,
     device: u32,
     after_seq: i64,
     limit: u32,
 ) -> Result<Vec<QueuedEnvelope>, MessagingError> {
-    let limit = limit.clamp(1, state.settings().mail.max_fetch);
+    let limit = limit.clamp(1, state.mail_settings().max_fetch);
     Ok(state
         .store()
         .fetch_envelopes(account, device, after_seq.max(0), limit, now_i64())
@@ -958,13 +902,13 @@ pub async fn fetch<S: Store>(
 
 /// Deletes the device's envelopes with these message ids. Unknown ids (or ids of another
 /// device's queue) are ignored. Returns how many were deleted.
-pub async fn ack<S: Store>(
-    state: &AppState<S>,
+pub async fn ack<C: MailContext>(
+    state: &C,
     account: &Id,
     device: u32,
     ids: &[Id],
 ) -> Result<u64, MessagingError> {
-    let max = state.settings().mail.max_ack_ids;
+    let max = state.mail_settings().max_ack_ids;
     if ids.len() > max {
         return Err(MessagingError::invalid(
             "too_many_ids",
@@ -976,13 +920,13 @@ pub async fn ack<S: Store>(
 
 /// [`ack`] in two steps: checks and queues the ack for the next group commit (in call order);
 /// the [`PendingWrite`] resolves to the number deleted once committed.
-pub async fn queue_ack<S: Store>(
-    state: &AppState<S>,
+pub async fn queue_ack<C: MailContext>(
+    state: &C,
     account: &Id,
     device: u32,
     ids: Vec<Id>,
 ) -> Result<PendingWrite<u64>, MessagingError> {
-    let max = state.settings().mail.max_ack_ids;
+    let max = state.mail_settings().max_ack_ids;
     if ids.len() > max {
         return Err(MessagingError::invalid(
             "too_many_ids",
@@ -993,8 +937,8 @@ pub async fn queue_ack<S: Store>(
 }
 
 /// Deletes the device's envelopes with `seq <= up_to`. Returns how many were deleted.
-pub async fn ack_up_to<S: Store>(
-    state: &AppState<S>,
+pub async fn ack_up_to<C: MailContext>(
+    state: &C,
     account: &Id,
     device: u32,
     up_to: i64,
@@ -1002,8 +946,38 @@ pub async fn ack_up_to<S: Store>(
     Ok(state.store().ack_up_to(account, device, up_to).await?)
 }
 
+/// The franking of an envelope as delivered to `(account, device)` (PROTOCOL.md §16.4): its
+/// commitment and the relay's stamp over it, the destination, `seq` and `received_at`. `None`
+/// for an envelope sent without a commitment.
+#[must_use]
+pub fn delivery_franking(
+    key: &StampKey,
+    commitment: Option<&[u8; 32]>,
+    account: &Id,
+    device: u32,
+    seq: i64,
+    received_at: i64,
+) -> Option<Franking> {
+    let commitment = commitment?;
+    let destination = Destination::Device {
+        account: *account.as_bytes(),
+        device,
+    };
+    let stamp = delivery_stamp(
+        key,
+        commitment,
+        &destination,
+        u64::try_from(seq).unwrap_or(0),
+        u64::try_from(received_at).unwrap_or(0),
+    );
+    Some(Franking {
+        commitment: *commitment,
+        stamp,
+    })
+}
+
 /// Deletes every envelope expired at `now`. Returns how many.
-pub async fn reap_once<S: Store>(state: &AppState<S>, now: i64) -> Result<u64, MessagingError> {
+pub async fn reap_once<C: MailContext>(state: &C, now: i64) -> Result<u64, MessagingError> {
     Ok(state.store().purge_expired_mail(now).await?)
 }
 
@@ -1017,12 +991,12 @@ pub fn system_clock() -> Clock {
 
 /// Spawns the expiry reaper: every `mail.reaper_interval_secs` (and once at start) it deletes
 /// expired envelopes and orphaned shared payloads, until `stop` turns `true`.
-pub fn spawn_reaper<S: Store>(
-    state: AppState<S>,
+pub fn spawn_reaper<C: MailContext>(
+    state: C,
     clock: Clock,
     mut stop: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
-    let every = Duration::from_secs(state.settings().mail.reaper_interval_secs.max(1));
+    let every = Duration::from_secs(state.mail_settings().reaper_interval_secs.max(1));
     tokio::spawn(async move {
         let mut ticker = tokio::time::interval(every);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

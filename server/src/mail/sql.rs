@@ -10,7 +10,7 @@ macro_rules! impl_mailbox_sql {
                 &self,
                 delivery: $crate::mail::store::Delivery,
                 limits: $crate::mail::store::QueueLimits,
-            ) -> $crate::db::StoreResult<$crate::mail::store::DeliveryOutcome> {
+            ) -> $crate::db::error::StoreResult<$crate::mail::store::DeliveryOutcome> {
                 Ok(self.writer.deliver(delivery, limits).await?.await?.outcome)
             }
 
@@ -18,8 +18,8 @@ macro_rules! impl_mailbox_sql {
                 &self,
                 delivery: $crate::mail::store::Delivery,
                 limits: $crate::mail::store::QueueLimits,
-            ) -> $crate::db::StoreResult<
-                $crate::mail::batch::PendingWrite<$crate::mail::batch::DeliveryCommit>,
+            ) -> $crate::db::error::StoreResult<
+                $crate::mail::store::PendingWrite<$crate::mail::store::DeliveryCommit>,
             > {
                 self.writer.deliver(delivery, limits).await
             }
@@ -31,11 +31,11 @@ macro_rules! impl_mailbox_sql {
                 after_seq: i64,
                 limit: u32,
                 now: i64,
-            ) -> $crate::db::StoreResult<Vec<$crate::mail::store::QueuedEnvelope>> {
+            ) -> $crate::db::error::StoreResult<Vec<$crate::mail::store::QueuedEnvelope>> {
                 use sqlx::Row as _;
                 let rows = sqlx::query(
                     "SELECT e.seq, e.message_id, e.source_account, e.source_device, e.content, \
-                     p.payload, e.received_at, e.expires_at \
+                     p.payload, e.received_at, e.expires_at, e.franking_commitment \
                      FROM envelopes e LEFT JOIN shared_payloads p ON p.id = e.payload_id \
                      WHERE e.account_id = $1 AND e.device_number = $2 AND e.seq > $3 \
                      AND e.expires_at > $4 ORDER BY e.seq LIMIT $5",
@@ -54,10 +54,10 @@ macro_rules! impl_mailbox_sql {
                         let source = match (source_account, source_device) {
                             (Some(a), Some(d)) => Some((
                                 $crate::ids::Id::from_slice(&a).map_err(|_| {
-                                    $crate::db::StoreError::Corrupt { table: "envelopes" }
+                                    $crate::db::error::StoreError::Corrupt { table: "envelopes" }
                                 })?,
-                                u32::try_from(d).map_err(|_| $crate::db::StoreError::Corrupt {
-                                    table: "envelopes",
+                                u32::try_from(d).map_err(|_| {
+                                    $crate::db::error::StoreError::Corrupt { table: "envelopes" }
                                 })?,
                             )),
                             _ => None,
@@ -70,6 +70,13 @@ macro_rules! impl_mailbox_sql {
                             shared_payload: row.try_get("payload")?,
                             received_at: row.try_get("received_at")?,
                             expires_at: row.try_get("expires_at")?,
+                            franking_commitment: row
+                                .try_get::<Option<Vec<u8>>, _>("franking_commitment")?
+                                .map(|c| <[u8; 32]>::try_from(c.as_slice()))
+                                .transpose()
+                                .map_err(|_| $crate::db::error::StoreError::Corrupt {
+                                    table: "envelopes",
+                                })?,
                         })
                     })
                     .collect()
@@ -80,7 +87,7 @@ macro_rules! impl_mailbox_sql {
                 account: &$crate::ids::Id,
                 device: u32,
                 ids: &[$crate::ids::Id],
-            ) -> $crate::db::StoreResult<u64> {
+            ) -> $crate::db::error::StoreResult<u64> {
                 self.writer
                     .ack_ids(*account, device, ids.to_vec())
                     .await?
@@ -92,7 +99,7 @@ macro_rules! impl_mailbox_sql {
                 account: &$crate::ids::Id,
                 device: u32,
                 ids: Vec<$crate::ids::Id>,
-            ) -> $crate::db::StoreResult<$crate::mail::batch::PendingWrite<u64>> {
+            ) -> $crate::db::error::StoreResult<$crate::mail::store::PendingWrite<u64>> {
                 self.writer.ack_ids(*account, device, ids).await
             }
 
@@ -101,7 +108,7 @@ macro_rules! impl_mailbox_sql {
                 account: &$crate::ids::Id,
                 device: u32,
                 up_to: i64,
-            ) -> $crate::db::StoreResult<u64> {
+            ) -> $crate::db::error::StoreResult<u64> {
                 self.writer.ack_up_to(*account, device, up_to).await?.await
             }
 
@@ -109,7 +116,7 @@ macro_rules! impl_mailbox_sql {
                 &self,
                 account: &$crate::ids::Id,
                 device: u32,
-            ) -> $crate::db::StoreResult<$crate::mail::store::QueueStats> {
+            ) -> $crate::db::error::StoreResult<$crate::mail::store::QueueStats> {
                 let row = sqlx::query(
                     "SELECT COUNT(*) AS n, CAST(COALESCE(SUM(size), 0) AS BIGINT) AS bytes \
                      FROM envelopes WHERE account_id = $1 AND device_number = $2",
@@ -124,7 +131,7 @@ macro_rules! impl_mailbox_sql {
                 })
             }
 
-            async fn purge_expired_mail(&self, now: i64) -> $crate::db::StoreResult<u64> {
+            async fn purge_expired_mail(&self, now: i64) -> $crate::db::error::StoreResult<u64> {
                 let done = sqlx::query("DELETE FROM envelopes WHERE expires_at <= $1")
                     .bind(now)
                     .execute(&self.pool)
@@ -146,7 +153,7 @@ macro_rules! impl_mailbox_sql {
                 &self,
                 account: &$crate::ids::Id,
                 hash: Option<&[u8]>,
-            ) -> $crate::db::StoreResult<bool> {
+            ) -> $crate::db::error::StoreResult<bool> {
                 let done = sqlx::query("UPDATE accounts SET access_key_hash = $2 WHERE id = $1")
                     .bind(&account.as_bytes()[..])
                     .bind(hash)
@@ -158,7 +165,7 @@ macro_rules! impl_mailbox_sql {
             async fn access_key_hash(
                 &self,
                 account: &$crate::ids::Id,
-            ) -> $crate::db::StoreResult<Option<Vec<u8>>> {
+            ) -> $crate::db::error::StoreResult<Option<Vec<u8>>> {
                 use sqlx::Row as _;
                 let row = sqlx::query("SELECT access_key_hash FROM accounts WHERE id = $1")
                     .bind(&account.as_bytes()[..])

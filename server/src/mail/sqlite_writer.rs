@@ -36,11 +36,12 @@ use std::time::Duration;
 use rusqlite::{Connection, OptionalExtension as _, Transaction, TransactionBehavior, params};
 use tokio::sync::mpsc;
 
-use crate::db::{StoreError, StoreResult};
+use crate::db::error::{StoreError, StoreResult};
 use crate::ids::Id;
 use crate::mail::batch::{MailWrite, WriteOutcome, envelope_digest, settle, single};
 use crate::mail::store::{Delivery, DeliveryOutcome, QueueLimits, StoredEnvelope};
-use crate::settings::{self, DatabaseSettings};
+use crate::settings;
+use crate::settings::DatabaseSettings;
 
 /// Pause of the background checkpointer between two passes.
 const BACKGROUND_PAUSE: Duration = Duration::from_millis(20);
@@ -438,8 +439,9 @@ fn deliver(
         };
         tx.prepare_cached(
             "INSERT INTO envelopes (account_id, device_number, message_id, source_account, \
-             source_device, content, payload_id, digest, size, received_at, expires_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+             source_device, content, payload_id, digest, size, received_at, expires_at, \
+             franking_commitment) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
         )?
         .execute(params![
             &e.account.as_bytes()[..],
@@ -453,6 +455,7 @@ fn deliver(
             i64::try_from(size).unwrap_or(i64::MAX),
             delivery.received_at,
             delivery.expires_at,
+            e.franking_commitment.as_ref().map(|c| &c[..]),
         ])?;
         let seq = tx.last_insert_rowid();
         // The device's usage was read during the checks; keep it current for later writes.

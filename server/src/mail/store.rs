@@ -2,9 +2,12 @@
 //! unidentified-access key (PROTOCOL.md §11.12), with their records.
 
 use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
-use crate::db::StoreResult;
-use crate::mail::batch::{DeliveryCommit, PendingWrite};
+use tokio::sync::oneshot;
+
+use crate::db::error::{StoreError, StoreResult};
 use haven_protocol::api::error::DeviceMismatch;
 
 use crate::ids::Id;
@@ -21,6 +24,8 @@ pub struct NewEnvelope {
     pub message_id: Id,
     /// The opaque envelope (or, in a multi-recipient send, the per-device header).
     pub content: Vec<u8>,
+    /// The sender's franking commitment (PROTOCOL.md §16.3), if it sent one.
+    pub franking_commitment: Option<[u8; 32]>,
 }
 
 /// A payload shared by every envelope of a multi-recipient send, stored once.
@@ -173,6 +178,8 @@ pub struct QueuedEnvelope {
     pub received_at: i64,
     /// Expiry time.
     pub expires_at: i64,
+    /// The sender's franking commitment (PROTOCOL.md §16.3), if it sent one.
+    pub franking_commitment: Option<[u8; 32]>,
 }
 
 /// How full a device's queue is.
@@ -256,4 +263,44 @@ pub trait MailboxStore {
         &self,
         account: &Id,
     ) -> impl Future<Output = StoreResult<Option<Vec<u8>>>> + Send;
+}
+
+/// What became of a queued delivery, with the delivery handed back, so that the caller can
+/// pass the stored envelopes on to live sockets without copying them first.
+#[derive(Debug)]
+pub struct DeliveryCommit {
+    /// What the store did.
+    pub outcome: DeliveryOutcome,
+    /// The delivery as it was queued.
+    pub delivery: Delivery,
+}
+
+/// A queued mailbox write: resolves to its result once the transaction holding it committed
+/// (or failed). Dropping it does not cancel the write.
+#[must_use = "the result says whether the write was stored"]
+pub struct PendingWrite<T> {
+    rx: oneshot::Receiver<StoreResult<T>>,
+}
+
+impl<T> PendingWrite<T> {
+    /// A write whose result arrives on `rx` (the writer answers on the other end).
+    pub(crate) fn new(rx: oneshot::Receiver<StoreResult<T>>) -> Self {
+        Self { rx }
+    }
+}
+
+impl<T> std::fmt::Debug for PendingWrite<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PendingWrite")
+    }
+}
+
+impl<T> Future for PendingWrite<T> {
+    type Output = StoreResult<T>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.rx)
+            .poll(cx)
+            .map(|r| r.unwrap_or(Err(StoreError::WriterStopped)))
+    }
 }

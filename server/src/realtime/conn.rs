@@ -38,14 +38,13 @@ use crate::accounts::session::Session;
 use crate::app::state::AppState;
 use crate::channels::service as channels;
 use crate::channels::service::{Access, ChannelToken};
-use crate::db::{Store, StoreError};
+use crate::db::Store;
+use crate::db::error::StoreError;
 use crate::error::AppError;
 use crate::ids::Id;
 use crate::mail::service as messaging;
-use crate::mail::service::{
-    DeviceEnvelope, EphemeralMessage, MailPush, MessagingError, Push, SendAuth, SendReceipt,
-    SendRequest,
-};
+use crate::mail::service::{DeviceEnvelope, MessagingError, SendAuth, SendReceipt, SendRequest};
+use crate::realtime::ephemeral::{EphemeralMessage, MailPush, Push};
 use crate::realtime::hub::{DeviceKey, EphemeralOutcome, Subscription, Topic};
 use haven_protocol::frames::{self as frame, ClientFrame, EnvelopeFrame, ServerFrame};
 
@@ -473,6 +472,14 @@ impl<S: Store> Conn<S> {
                 source: raw_source(mail.source),
                 content: &mail.content,
                 shared_payload: None,
+                franking: messaging::delivery_franking(
+                    &self.state.secrets().franking_stamp,
+                    mail.franking_commitment.as_ref(),
+                    &self.device.account,
+                    self.device.device,
+                    mail.seq,
+                    mail.received_at,
+                ),
             })
             .encode(),
         )
@@ -508,6 +515,14 @@ impl<S: Store> Conn<S> {
                     source: raw_source(e.source),
                     content: &e.content,
                     shared_payload: e.shared_payload.as_deref(),
+                    franking: messaging::delivery_franking(
+                        &self.state.secrets().franking_stamp,
+                        e.franking_commitment.as_ref(),
+                        &self.device.account,
+                        self.device.device,
+                        e.seq,
+                        e.received_at,
+                    ),
                 })
                 .encode(),
             );
@@ -634,9 +649,10 @@ impl<S: Store> Conn<S> {
                     message_id: message_id.into(),
                     envelopes: envelopes
                         .into_iter()
-                        .map(|(device, content)| DeviceEnvelope {
-                            device,
-                            content: content.to_vec(),
+                        .map(|e| DeviceEnvelope {
+                            device: e.device,
+                            content: e.content.to_vec(),
+                            franking_commitment: e.commitment,
                         })
                         .collect(),
                     ephemeral,

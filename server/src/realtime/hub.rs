@@ -18,34 +18,9 @@ use std::time::Duration;
 use tokio::sync::{Notify, oneshot, watch};
 
 use crate::ids::Id;
-use crate::mail::service::{EphemeralHub, EphemeralMessage, Push};
-use crate::realtime::redis::{RedisHints, Remote};
-
-/// What a hint is about.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Topic {
-    /// A device's mailbox: an envelope was queued for it.
-    Mailbox {
-        /// The account.
-        account: Id,
-        /// The device number within the account.
-        device: u32,
-    },
-    /// A channel: an entry was appended.
-    Channel(Id),
-    /// An account's sessions: one was revoked (logout, refresh-token reuse), a device removed
-    /// or the account deleted. Sockets of the account re-check their session at once.
-    Sessions(Id),
-}
-
-/// A device, as sockets are registered: account and device number.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct DeviceKey {
-    /// The account.
-    pub account: Id,
-    /// The device number within the account.
-    pub device: u32,
-}
+use crate::realtime::ephemeral::{EphemeralHub, EphemeralMessage, Push};
+use crate::realtime::redis::{LocalSink, RedisHints, Remote};
+pub use crate::realtime::topic::{DeviceKey, Topic};
 
 /// What became of an ephemeral signal.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -89,6 +64,14 @@ impl Default for Hub {
 }
 
 impl Hub {
+    /// Tells every socket of `account` (here and, with Redis, on other instances) to re-check
+    /// its session now: called after a logout, a refresh-token reuse, a device removal or an
+    /// account deletion, so a revoked session's socket closes (4001) at once instead of at its
+    /// next poll.
+    pub fn notify_sessions_changed(&self, account: Id) {
+        self.publish(&Topic::Sessions(account));
+    }
+
     /// An empty hub (in process only) with its own ephemeral router.
     pub fn new() -> Self {
         Self::with_ephemeral(EphemeralHub::new())
@@ -383,6 +366,24 @@ pub struct SocketRegistration {
 impl Drop for SocketRegistration {
     fn drop(&mut self) {
         self.hub.unregister(&self.device, self.id);
+    }
+}
+
+impl LocalSink for Hub {
+    fn publish_local(&self, topic: &Topic) {
+        Hub::publish_local(self, topic);
+    }
+
+    fn wake_all_local(&self) {
+        Hub::wake_all_local(self);
+    }
+
+    fn replace_local(&self, device: &DeviceKey) {
+        Hub::replace_local(self, device);
+    }
+
+    fn deliver_ephemeral_local(&self, device: &DeviceKey, message: &EphemeralMessage) {
+        Hub::deliver_ephemeral_local(self, device, message);
     }
 }
 

@@ -2,6 +2,8 @@
 //! and its Redis bridge for several instances.
 
 pub mod conn;
+pub mod ephemeral;
 pub mod hub;
 pub mod redis;
+pub mod topic;
 pub mod ws;

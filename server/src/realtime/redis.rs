@@ -1,4 +1,4 @@
-//! The Redis backend of the [`Hub`]: hints, ephemeral signals and "device connected" notices
+//! The Redis backend of the hub (`crate::realtime::hub::Hub`): hints, ephemeral signals and "device connected" notices
 //! between relay instances over one Redis pub/sub channel.
 //!
 //! Redis is never a source of truth: a lost message only delays a delivery until the socket's
@@ -29,8 +29,8 @@ use rand::RngCore as _;
 use tokio::sync::mpsc;
 
 use crate::ids::Id;
-use crate::mail::service::EphemeralMessage;
-use crate::realtime::hub::{DeviceKey, Hub, Topic};
+use crate::realtime::ephemeral::EphemeralMessage;
+use crate::realtime::topic::{DeviceKey, Topic};
 
 /// The Redis pub/sub channel every instance publishes to and subscribes on.
 pub const CHANNEL: &str = "haven:hub:v1";
@@ -50,6 +50,19 @@ impl From<fred::error::Error> for HintError {
     fn from(err: fred::error::Error) -> Self {
         Self(err.to_string())
     }
+}
+
+/// Where messages from other instances are delivered: the hub of this process. A trait so this
+/// module does not depend on the hub that owns it.
+pub(crate) trait LocalSink: Clone + Send + Sync + 'static {
+    /// Wakes the local subscribers of `topic`.
+    fn publish_local(&self, topic: &Topic);
+    /// Wakes every local subscriber (after lost messages).
+    fn wake_all_local(&self);
+    /// Closes the local socket of `device` (it connected elsewhere).
+    fn replace_local(&self, device: &DeviceKey);
+    /// Hands an ephemeral message to the local socket of `device`.
+    fn deliver_ephemeral_local(&self, device: &DeviceKey, message: &EphemeralMessage);
 }
 
 /// What one instance tells the others.
@@ -174,7 +187,7 @@ pub(crate) struct RedisHints {
 
 impl RedisHints {
     /// Connects a publishing client and a subscriber client and starts their tasks.
-    pub(crate) async fn connect(url: &str, hub: Hub) -> Result<Self, HintError> {
+    pub(crate) async fn connect<H: LocalSink>(url: &str, hub: H) -> Result<Self, HintError> {
         let config = Config::from_url(url)?;
         let build = |builder: &mut Builder| {
             builder
@@ -227,7 +240,7 @@ async fn publish_loop(client: Client, mut rx: mpsc::Receiver<Vec<u8>>) {
     }
 }
 
-fn spawn_subscriber(subscriber: SubscriberClient, hub: Hub, instance: u64) {
+fn spawn_subscriber<H: LocalSink>(subscriber: SubscriberClient, hub: H, instance: u64) {
     let mut messages = subscriber.message_rx();
     let mut reconnects = subscriber.reconnect_rx();
     tokio::spawn(async move {
@@ -263,7 +276,7 @@ fn spawn_subscriber(subscriber: SubscriberClient, hub: Hub, instance: u64) {
     });
 }
 
-fn dispatch(hub: &Hub, remote: Remote) {
+fn dispatch<H: LocalSink>(hub: &H, remote: Remote) {
     match remote {
         Remote::Hint(topic) => {
             hub.publish_local(&topic);

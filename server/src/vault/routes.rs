@@ -21,7 +21,8 @@ use haven_protocol::api::vault::{
 use crate::accounts::session::Auth;
 use crate::app::state::AppState;
 use crate::clock::now_i64;
-use crate::db::{Store, StoreResult};
+use crate::db::Store;
+use crate::db::error::StoreResult;
 use crate::error::{ApiJson, AppError, ErrorBody};
 use crate::http::{b64, path_id};
 use crate::ids::Id;
@@ -58,8 +59,8 @@ impl From<AppError> for VaultError {
     }
 }
 
-impl From<crate::db::StoreError> for VaultError {
-    fn from(err: crate::db::StoreError) -> Self {
+impl From<crate::db::error::StoreError> for VaultError {
+    fn from(err: crate::db::error::StoreError) -> Self {
         Self::App(err.into())
     }
 }

@@ -14,12 +14,12 @@ macro_rules! impl_sql_vault_store {
 
         fn vault_item_from_row(
             row: &<$db as sqlx::Database>::Row,
-        ) -> $crate::db::StoreResult<$crate::vault::store::VaultItemRecord> {
+        ) -> $crate::db::error::StoreResult<$crate::vault::store::VaultItemRecord> {
             use sqlx::Row as _;
             let item: Vec<u8> = row.try_get("item_id")?;
             Ok($crate::vault::store::VaultItemRecord {
                 item_id: $crate::ids::Id::from_slice(&item)
-                    .map_err(|_| $crate::db::StoreError::Corrupt { table: "vault_items" })?,
+                    .map_err(|_| $crate::db::error::StoreError::Corrupt { table: "vault_items" })?,
                 revision: row.try_get("revision")?,
                 deleted: row.try_get("deleted")?,
                 seq: row.try_get("seq")?,
@@ -41,13 +41,13 @@ macro_rules! impl_sql_vault_store {
             op: VaultOp<'_>,
             now: i64,
             quota: $crate::vault::store::VaultQuota,
-        ) -> $crate::db::StoreResult<$crate::vault::store::VaultWriteOutcome> {
+        ) -> $crate::db::error::StoreResult<$crate::vault::store::VaultWriteOutcome> {
             use sqlx::Row as _;
             use $crate::vault::store::VaultWriteOutcome as Out;
             let account = &key.account.as_bytes()[..];
             let collection = &key.collection.as_bytes()[..];
             let item = &key.item.as_bytes()[..];
-            let mut tx = pool.begin_with(<$db as $crate::db::TxBegin>::BEGIN).await?;
+            let mut tx = pool.begin_with(<$db as $crate::db::sql::TxBegin>::BEGIN).await?;
             // First statement is a write: it takes the account's row lock (Postgres) or the
             // write lock (SQLite) at once, so concurrent writers queue here instead of failing
             // to upgrade a read, and sequence numbers commit in order. A rejected write rolls
@@ -187,7 +187,7 @@ macro_rules! impl_sql_vault_store {
                 blobs: $crate::vault::store::VaultBlobs<'_>,
                 now: i64,
                 quota: $crate::vault::store::VaultQuota,
-            ) -> $crate::db::StoreResult<$crate::vault::store::VaultWriteOutcome> {
+            ) -> $crate::db::error::StoreResult<$crate::vault::store::VaultWriteOutcome> {
                 vault_write(&self.pool, key, VaultOp::Put(expected_revision, blobs), now, quota).await
             }
 
@@ -196,7 +196,7 @@ macro_rules! impl_sql_vault_store {
                 key: &$crate::vault::store::VaultKey,
                 expected_revision: i64,
                 now: i64,
-            ) -> $crate::db::StoreResult<$crate::vault::store::VaultWriteOutcome> {
+            ) -> $crate::db::error::StoreResult<$crate::vault::store::VaultWriteOutcome> {
                 // A tombstone adds no bytes and no item, so no quota can refuse it.
                 let quota = $crate::vault::store::VaultQuota { max_items: u64::MAX, max_bytes: u64::MAX };
                 vault_write(&self.pool, key, VaultOp::Delete(expected_revision), now, quota).await
@@ -209,7 +209,7 @@ macro_rules! impl_sql_vault_store {
                 blobs: $crate::vault::store::VaultBlobs<'_>,
                 now: i64,
                 quota: $crate::vault::store::VaultQuota,
-            ) -> $crate::db::StoreResult<$crate::vault::store::VaultWriteOutcome> {
+            ) -> $crate::db::error::StoreResult<$crate::vault::store::VaultWriteOutcome> {
                 vault_write(&self.pool, key, VaultOp::Restore(expected_revision, blobs), now, quota)
                     .await
             }
@@ -217,7 +217,7 @@ macro_rules! impl_sql_vault_store {
             async fn vault_item(
                 &self,
                 key: &$crate::vault::store::VaultKey,
-            ) -> $crate::db::StoreResult<Option<$crate::vault::store::VaultItemRecord>> {
+            ) -> $crate::db::error::StoreResult<Option<$crate::vault::store::VaultItemRecord>> {
                 let sql = format!(
                     "SELECT {VAULT_ITEM_COLUMNS} FROM {VAULT_JOIN} \
                      WHERE i.account_id = $1 AND i.collection_id = $2 AND i.item_id = $3"
@@ -236,7 +236,7 @@ macro_rules! impl_sql_vault_store {
                 key: &$crate::vault::store::VaultKey,
                 after_revision: i64,
                 limit: u32,
-            ) -> $crate::db::StoreResult<Option<Vec<$crate::vault::store::VaultRevisionRecord>>> {
+            ) -> $crate::db::error::StoreResult<Option<Vec<$crate::vault::store::VaultRevisionRecord>>> {
                 use sqlx::Row as _;
                 let exists = sqlx::query(
                     "SELECT revision FROM vault_items \
@@ -271,7 +271,7 @@ macro_rules! impl_sql_vault_store {
                             created_at: row.try_get("created_at")?,
                         })
                     })
-                    .collect::<$crate::db::StoreResult<Vec<_>>>()
+                    .collect::<$crate::db::error::StoreResult<Vec<_>>>()
                     .map(Some)
             }
 
@@ -281,7 +281,7 @@ macro_rules! impl_sql_vault_store {
                 collection: &$crate::ids::Id,
                 since: i64,
                 limit: u32,
-            ) -> $crate::db::StoreResult<$crate::vault::store::VaultChanges> {
+            ) -> $crate::db::error::StoreResult<$crate::vault::store::VaultChanges> {
                 use sqlx::Row as _;
                 // The committed head first: writers of an account commit in sequence order, so
                 // every change up to it is visible and nothing below it can appear later.
@@ -309,7 +309,7 @@ macro_rules! impl_sql_vault_store {
                 let items = rows
                     .iter()
                     .map(vault_item_from_row)
-                    .collect::<$crate::db::StoreResult<Vec<_>>>()?;
+                    .collect::<$crate::db::error::StoreResult<Vec<_>>>()?;
                 // Read after the items: a purge that removed an item before the query above
                 // is then always reflected here (the client is told to resync).
                 let purged = sqlx::query("SELECT purged_seq FROM vault_accounts WHERE account_id = $1")
@@ -326,7 +326,7 @@ macro_rules! impl_sql_vault_store {
             async fn vault_listing(
                 &self,
                 account: &$crate::ids::Id,
-            ) -> $crate::db::StoreResult<Vec<$crate::vault::store::VaultListing>> {
+            ) -> $crate::db::error::StoreResult<Vec<$crate::vault::store::VaultListing>> {
                 use sqlx::Row as _;
                 let rows = sqlx::query(
                     "SELECT i.collection_id, i.item_id, i.revision, i.deleted, i.created_at, \
@@ -339,10 +339,10 @@ macro_rules! impl_sql_vault_store {
                 .bind(&account.as_bytes()[..])
                 .fetch_all(&self.pool)
                 .await?;
-                let id = |row: &<$db as sqlx::Database>::Row, col: &str| -> $crate::db::StoreResult<$crate::ids::Id> {
+                let id = |row: &<$db as sqlx::Database>::Row, col: &str| -> $crate::db::error::StoreResult<$crate::ids::Id> {
                     let bytes: Vec<u8> = row.try_get(col)?;
                     $crate::ids::Id::from_slice(&bytes)
-                        .map_err(|_| $crate::db::StoreError::Corrupt { table: "vault_items" })
+                        .map_err(|_| $crate::db::error::StoreError::Corrupt { table: "vault_items" })
                 };
                 rows.iter()
                     .map(|row| {
@@ -362,7 +362,7 @@ macro_rules! impl_sql_vault_store {
             async fn vault_usage(
                 &self,
                 account: &$crate::ids::Id,
-            ) -> $crate::db::StoreResult<$crate::vault::store::VaultUsage> {
+            ) -> $crate::db::error::StoreResult<$crate::vault::store::VaultUsage> {
                 use sqlx::Row as _;
                 let row = sqlx::query(
                     "SELECT item_count, byte_count, last_seq FROM vault_accounts WHERE account_id = $1",
@@ -378,7 +378,7 @@ macro_rules! impl_sql_vault_store {
                 })
             }
 
-            async fn vault_purge_deleted(&self, deleted_before: i64) -> $crate::db::StoreResult<u64> {
+            async fn vault_purge_deleted(&self, deleted_before: i64) -> $crate::db::error::StoreResult<u64> {
                 use sqlx::Row as _;
                 let accounts = sqlx::query(
                     "SELECT DISTINCT account_id FROM vault_items \
@@ -390,7 +390,7 @@ macro_rules! impl_sql_vault_store {
                 let mut purged = 0u64;
                 for row in &accounts {
                     let account: Vec<u8> = row.try_get("account_id")?;
-                    let mut tx = self.pool.begin_with(<$db as $crate::db::TxBegin>::BEGIN).await?;
+                    let mut tx = self.pool.begin_with(<$db as $crate::db::sql::TxBegin>::BEGIN).await?;
                     // Take the account's write lock first, like every vault write, so the
                     // counters cannot race a concurrent restore.
                     let locked = sqlx::query(

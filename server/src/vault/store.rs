@@ -7,7 +7,7 @@
 
 use std::future::Future;
 
-use crate::db::StoreResult;
+use crate::db::error::StoreResult;
 use crate::ids::Id;
 
 /// Which item a vault operation is about.

@@ -18,7 +18,8 @@ use rand::rngs::OsRng;
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
 
-use crate::common::{self, Api as _, Cs, Harness, Reply, Tokens, b64};
+use crate::common;
+use crate::common::{Api as _, Cs, Harness, Reply, Tokens, b64};
 
 const PASSWORD: &str = "correct horse battery staple";
 const NEW_PASSWORD: &str = "a completely different passphrase";

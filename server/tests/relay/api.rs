@@ -1,7 +1,8 @@
 //! Endpoint tests through `app` with `oneshot`, on SQLite and Postgres.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use crate::common::{self, Api as _};
+use crate::common;
+use crate::common::Api as _;
 
 use crate::common::{Harness, TEST_JWT_KEY, Tokens, b64};
 use axum::body::Body;

@@ -3,7 +3,8 @@
 //! existing device's approval (link tokens, provisioning boxes), on SQLite and Postgres.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use crate::common::{self, Api as _, Harness, Tokens, b64};
+use crate::common;
+use crate::common::{Api as _, Harness, Tokens, b64};
 use axum::http::{Method, StatusCode};
 use ed25519_dalek::{Signer as _, SigningKey};
 use haven_protocol::account::{DeviceListBody, ListedDevice};

@@ -3,7 +3,8 @@
 //! The criterion bench `benches/login.rs` measures the same in the release profile.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use crate::common::{self, Api as _};
+use crate::common;
+use crate::common::Api as _;
 
 use std::time::{Duration, Instant};
 

@@ -9,7 +9,8 @@ use axum::http::{Method, StatusCode};
 use haven_relay::ids::Id;
 use serde_json::json;
 
-use crate::common::{self, Api as _, RelayConfig, RemoteApi, Tokens, b64};
+use crate::common;
+use crate::common::{Api as _, RelayConfig, RemoteApi, Tokens, b64};
 use haven_testkit::blindness::{
     assert_free_of, assert_logged, assert_no_peer_address, sender_forms,
 };

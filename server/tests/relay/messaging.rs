@@ -3,7 +3,8 @@
 //! state: nothing changed.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use crate::common::{self, Api as _};
+use crate::common;
+use crate::common::Api as _;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -16,7 +17,7 @@ use base64::engine::general_purpose::STANDARD;
 use haven_relay::db::Store;
 use haven_relay::ids::Id;
 use haven_relay::mail::service as messaging;
-use haven_relay::mail::service::{EphemeralMessage, MailPush, Push};
+use haven_relay::realtime::ephemeral::{EphemeralMessage, MailPush, Push};
 use haven_relay::realtime::hub::Topic;
 use haven_relay::settings::Settings;
 use haven_testkit::harness::envelopes;
@@ -51,6 +52,7 @@ common::on_both_backends!(
     ephemeral_messages_are_never_stored,
     stored_mail_is_pushed_to_a_live_socket,
     unknown_accounts_get_clear_errors_and_change_nothing,
+    franking_commitments_are_stored_and_stamped_on_delivery,
 );
 
 async fn fetch<S: Store>(h: &Harness<S>, t: &Tokens) -> Vec<Value> {
@@ -587,6 +589,7 @@ async fn stored_mail_is_pushed_to_a_live_socket<S: Store + Rows>(h: Harness<S>) 
             source: Some((id_of(&alice), 1)),
             content: b"first".to_vec(),
             received_at: got.received_at,
+            franking_commitment: None,
         }
     );
     let r2 = h
@@ -675,4 +678,82 @@ async fn unknown_accounts_get_clear_errors_and_change_nothing<S: Store + Rows>(h
     assert_eq!(h.store.rows("envelopes").await, 0);
     assert_eq!(h.store.rows("shared_payloads").await, 0);
     assert!(fetch(&h, &bob).await.is_empty());
+}
+
+/// PROTOCOL.md §16.4, §16.9: a send's franking commitment is stored with its envelope and
+/// delivered with the relay's stamp over (c, destination, seq, received_at), over REST and the
+/// WebSocket alike; the same id with another commitment is a conflict; ephemeral sends and
+/// commitments that are not 32 bytes are refused and change nothing.
+async fn franking_commitments_are_stored_and_stamped_on_delivery<S: Store + Rows>(h: Harness<S>) {
+    use haven_protocol::franking::Destination;
+    use haven_protocol::franking::verify::delivery_stamp;
+    let alice = h.register(None, PASSWORD).await;
+    let bob = h.register(None, PASSWORD).await;
+    let commitment = [0x5a_u8; 32];
+    let send = |id: &Id, c: Value, ephemeral: bool| {
+        json!({"message_id": id, "ephemeral": ephemeral, "envelopes": [
+            {"device_number": 1, "content": b64(b"franked"), "franking_commitment": c}]})
+    };
+    let path = format!("/v1/messages/{}", bob.account_id);
+    // Refused without changing anything: a short commitment, an ephemeral franked send.
+    h.post_as(
+        &path,
+        send(&Id::random(), json!(b64(&[1; 31])), false),
+        &alice,
+    )
+    .await
+    .expect_error(StatusCode::BAD_REQUEST, "invalid_franking_commitment");
+    h.post_as(
+        &path,
+        send(&Id::random(), json!(b64(&commitment)), true),
+        &alice,
+    )
+    .await
+    .expect_error(StatusCode::BAD_REQUEST, "ephemeral_franked");
+    assert_eq!(h.store.rows("envelopes").await, 0);
+
+    let id = Id::random();
+    let sent = h
+        .post_as(&path, send(&id, json!(b64(&commitment)), false), &alice)
+        .await
+        .expect(StatusCode::OK);
+    let seq = sent.body["devices"][0]["seq"].as_i64().unwrap();
+    // The same id and bytes with another commitment is another message.
+    h.post_as(&path, send(&id, json!(b64(&[0x5b; 32])), false), &alice)
+        .await
+        .expect_error(StatusCode::CONFLICT, "message_id_conflict");
+    // An unfranked envelope is delivered with `franking: null`.
+    h.send_as(&alice, &bob.account_id, &Id::random(), &[1], b"plain")
+        .await
+        .expect(StatusCode::OK);
+
+    let got = fetch(&h, &bob).await;
+    assert_eq!(got.len(), 2);
+    let received_at = got[0]["received_at"].as_i64().unwrap();
+    let bob_id: Id = bob.account_id.parse().unwrap();
+    let expected = delivery_stamp(
+        &h.state.secrets().franking_stamp,
+        &commitment,
+        &Destination::Device {
+            account: *bob_id.as_bytes(),
+            device: 1,
+        },
+        u64::try_from(seq).unwrap(),
+        u64::try_from(received_at).unwrap(),
+    );
+    assert_eq!(got[0]["franking"]["commitment"], b64(&commitment));
+    assert_eq!(got[0]["franking"]["stamp"], b64(&expected));
+    assert_eq!(got[1]["franking"], Value::Null);
+    // The stamp binds the destination: it is not the stamp of another device or time.
+    let other = delivery_stamp(
+        &h.state.secrets().franking_stamp,
+        &commitment,
+        &Destination::Device {
+            account: *bob_id.as_bytes(),
+            device: 2,
+        },
+        u64::try_from(seq).unwrap(),
+        u64::try_from(received_at).unwrap(),
+    );
+    assert_ne!(other, expected);
 }

@@ -1,7 +1,8 @@
 //! Two relay instances on one database: login state and (with Redis) failure limits are shared.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use crate::common::{self, Api as _};
+use crate::common;
+use crate::common::Api as _;
 use crate::ws_client as relay;
 
 use crate::common::{Guard, Harness};

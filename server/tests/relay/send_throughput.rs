@@ -8,7 +8,8 @@
 //! alone (the transaction, no HTTP, JSON or authentication).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use crate::common::{self, Api as _};
+use crate::common;
+use crate::common::Api as _;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -44,6 +45,7 @@ async fn measure<S: Store>(name: &str, h: Harness<S>) {
                 device: 1,
                 message_id: Id::random(),
                 content: vec![0x42; 1024],
+                franking_commitment: None,
             }],
             received_at: 0,
             expires_at: i64::MAX,

@@ -2,7 +2,8 @@
 //! `docs/PROTOCOL.md` §11.16 and every bad input (which must change nothing).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use crate::common::{self, Api as _};
+use crate::common;
+use crate::common::Api as _;
 
 use crate::common::{Guard, Harness, Tokens, b64, test_settings};
 use axum::http::{Method, StatusCode};

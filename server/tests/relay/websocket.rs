@@ -4,7 +4,8 @@
 //! Accounts are registered in-process (real OPAQUE) on the same SQLite file the process serves.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use crate::common::{self, Api as _};
+use crate::common;
+use crate::common::Api as _;
 use crate::ws_client as relay;
 
 use std::time::{Duration, Instant};

@@ -14,7 +14,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use futures_util::{SinkExt as _, StreamExt as _};
-use haven_protocol::frames::{ClientFrame, ServerFrame};
+use haven_protocol::frames::{ClientFrame, SendEnvelope, ServerFrame};
 use haven_testkit::{RelayConfig, RelayProcess};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -315,7 +315,14 @@ pub fn send_frame(
         account: *account,
         message_id: *message_id,
         ephemeral,
-        envelopes: envelopes.to_vec(),
+        envelopes: envelopes
+            .iter()
+            .map(|&(device, content)| SendEnvelope {
+                device,
+                content,
+                commitment: None,
+            })
+            .collect(),
     }
     .encode()
     .unwrap()

@@ -375,6 +375,7 @@ impl LocalDevice {
                 envelopes.push(EnvelopeBody {
                     device_number: d,
                     content: STANDARD.encode(sealed),
+                    franking_commitment: None,
                 });
             }
             save_contact_devices(s, account, &devices)?;

@@ -203,6 +203,7 @@ fn queued(out: &OutgoingSend, device: u32) -> QueuedBody {
         payload: None,
         received_at: 0,
         expires_at: 0,
+        franking: None,
     }
 }
 
@@ -1243,6 +1244,7 @@ fn a_first_message_whose_identity_is_not_the_certificates_is_refused() {
         payload: None,
         received_at: NOW as i64,
         expires_at: NOW as i64 + 86_400,
+        franking: None,
     };
     let before = bob.rows();
     let got = bob

@@ -18,13 +18,15 @@ use crate::accounts::credentials::CredentialChange;
 use crate::accounts::routes::auth::{
     FreshAuth, recovery_credential_id, registration_request, registration_upload, totp_invalid,
 };
-use crate::accounts::session::{Auth, ClientKey};
+use crate::accounts::session::Auth;
 use crate::accounts::store::{AccountRecord, FamilyRecord, RefreshTokenRecord};
 use crate::accounts::tokens::RefreshToken;
 use crate::accounts::totp;
 use crate::app::state::AppState;
+use crate::client_addr::ClientKey;
 use crate::clock::{now_i64, now_secs};
-use crate::db::{SecretBytes, Store};
+use crate::db::Store;
+use crate::db::error::SecretBytes;
 use crate::error::{ApiJson, AppError, ErrorBody};
 use crate::http::b64;
 use crate::ids::Id;
@@ -183,7 +185,7 @@ pub async fn delete<S: Store>(
     }
     state.store().delete_account(&session.account).await?;
     tracing::info!("account deleted");
-    crate::mail::service::notify_sessions_changed(&state, session.account);
+    state.hub().notify_sessions_changed(session.account);
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -355,7 +357,7 @@ pub async fn password_finish<S: Store>(
         ));
     }
     tracing::info!("password changed; other sessions revoked");
-    crate::mail::service::notify_sessions_changed(&state, session.account);
+    state.hub().notify_sessions_changed(session.account);
     let session = crate::accounts::session::Session {
         account: session.account,
         device: session.device,

@@ -19,16 +19,19 @@ use rand::rngs::OsRng;
 
 use crate::accounts::credentials::CredentialChange;
 use crate::accounts::routes::NewDevice;
-use crate::accounts::session::{Auth, ClientKey};
+use crate::accounts::session::Auth;
 use crate::accounts::store::{
     AccountRecord, DeviceRecord, FamilyRecord, LoginPurpose, LoginState, NewAccount,
     RefreshOutcome, RefreshTokenRecord,
 };
-use crate::accounts::tokens::{self, RefreshToken, Session};
+use crate::accounts::tokens;
+use crate::accounts::tokens::{RefreshToken, Session};
 use crate::accounts::{totp, username};
 use crate::app::state::AppState;
+use crate::client_addr::ClientKey;
 use crate::clock::{now_i64, now_secs};
-use crate::db::{SecretBytes, Store, StoreError};
+use crate::db::Store;
+use crate::db::error::{SecretBytes, StoreError};
 use crate::error::{ApiJson, AppError, ErrorBody};
 use crate::http::{b64, decode_b64};
 use crate::ids::Id;
@@ -774,7 +777,7 @@ pub async fn recover_finish<S: Store>(
         .hmac(LOGIN_LIMIT_LABEL, account.id.as_bytes());
     crate::limits::record_success(&state, &login_key).await?;
     tracing::info!("account recovered; sessions revoked");
-    crate::mail::service::notify_sessions_changed(&state, account.id);
+    state.hub().notify_sessions_changed(account.id);
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -799,7 +802,7 @@ pub async fn logout_all<S: Store>(
     Auth(session): Auth,
 ) -> Result<StatusCode, AppError> {
     state.store().revoke_sessions(&session.account).await?;
-    crate::mail::service::notify_sessions_changed(&state, session.account);
+    state.hub().notify_sessions_changed(session.account);
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -864,7 +867,7 @@ pub async fn refresh<S: Store>(
         }
         RefreshOutcome::Reused { account } => {
             tracing::warn!("spent refresh token presented; session revoked");
-            crate::mail::service::notify_sessions_changed(&state, account);
+            state.hub().notify_sessions_changed(account);
             Err(AppError::unauthorized(
                 "refresh_reused",
                 "this refresh token was already used; the session has been revoked",
@@ -883,6 +886,6 @@ pub async fn logout<S: Store>(
     Auth(session): Auth,
 ) -> Result<StatusCode, AppError> {
     state.store().revoke_family(&session.family).await?;
-    crate::mail::service::notify_sessions_changed(&state, session.account);
+    state.hub().notify_sessions_changed(session.account);
     Ok(StatusCode::NO_CONTENT)
 }

@@ -101,7 +101,7 @@ pub async fn unlink<S: Store>(
         .await?
     {
         tracing::info!("device unlinked");
-        crate::mail::service::notify_sessions_changed(&state, session.account);
+        state.hub().notify_sessions_changed(session.account);
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(AppError::not_found("device_not_found", "no such device"))

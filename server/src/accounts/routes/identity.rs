@@ -201,7 +201,7 @@ pub async fn link<S: Store>(
     };
     add_device(&state, &record).await?;
     tracing::info!("device linked by approval");
-    crate::mail::service::notify_sessions_changed(&state, account);
+    state.hub().notify_sessions_changed(account);
     Ok((
         StatusCode::CREATED,
         Json(issue_session(&state, account, record.id).await?),

@@ -19,7 +19,6 @@
 //! fit is an error naming the variable ([`SettingsError::Env`]).
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::Path;
 
@@ -27,73 +26,10 @@ use figment::providers::{Format, Toml};
 use figment::value::{Dict, Map, Value};
 use figment::{Figment, Metadata, Profile, Provider};
 use serde::{Deserialize, Deserializer};
-use zeroize::{Zeroize, ZeroizeOnDrop};
 
-/// Errors while loading settings.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum SettingsError {
-    /// The config file could not be read.
-    #[error("cannot read config file: {0}")]
-    Read(#[source] std::io::Error),
-    /// The config file is not valid TOML for these settings.
-    #[error("invalid config file: {0}")]
-    Toml(#[source] Box<figment::Error>),
-    /// An environment variable had an unparsable value; carries the variable name (not the
-    /// value, which may be a secret).
-    #[error("invalid value in environment variable {0}")]
-    Env(String),
-    /// A value is out of its allowed range; carries the setting name.
-    #[error("setting {0} is out of range")]
-    Range(&'static str),
-}
+pub mod values;
 
-/// A secret setting (base64 text): zeroized on drop, redacted in `Debug`, never serialized.
-#[derive(Clone, Deserialize, Zeroize, ZeroizeOnDrop)]
-#[serde(transparent)]
-pub struct SecretSetting(String);
-
-impl SecretSetting {
-    /// Wraps a value.
-    pub fn new(value: String) -> Self {
-        Self(value)
-    }
-
-    /// The secret text.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for SecretSetting {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("[redacted]")
-    }
-}
-
-/// A URL that may carry a password: `Debug` shows only the scheme.
-#[derive(Clone, Deserialize, PartialEq, Eq)]
-#[serde(transparent)]
-pub struct ConnectionUrl(String);
-
-impl ConnectionUrl {
-    /// Wraps a URL.
-    pub fn new(url: impl Into<String>) -> Self {
-        Self(url.into())
-    }
-
-    /// The full URL.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for ConnectionUrl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let scheme = self.0.split(':').next().unwrap_or("");
-        write!(f, "{scheme}:[redacted]")
-    }
-}
+pub use values::{ConnectionUrl, SecretSetting, SettingsError};
 
 /// All relay settings.
 #[derive(Clone, Debug, Deserialize)]
@@ -163,7 +99,7 @@ pub struct Settings {
     /// The `[database]` section: durability and group commit of the mailbox writes.
     pub database: DatabaseSettings,
     /// Blob storage, quotas and expiry (`[blobs]`).
-    pub blobs: crate::blobs::BlobSettings,
+    pub blobs: crate::blobs::settings::BlobSettings,
 }
 
 /// The `[mail]` section: mailbox limits and expiry. Environment: `HAVEN_MAIL_<FIELD>` in upper
@@ -570,7 +506,7 @@ impl Default for Settings {
             keys: KeySettings::default(),
             vault: VaultSettings::default(),
             database: DatabaseSettings::default(),
-            blobs: crate::blobs::BlobSettings::default(),
+            blobs: crate::blobs::settings::BlobSettings::default(),
         }
     }
 }
@@ -632,7 +568,9 @@ impl Settings {
         let known: Vec<String> = env_keys().into_iter().flat_map(|k| k.names).collect();
         names
             .into_iter()
-            .filter(|n| n.starts_with("HAVEN_") && *n != "HAVEN_CONFIG")
+            .filter(|n| {
+                n.starts_with("HAVEN_") && *n != "HAVEN_CONFIG" && !n.starts_with("HAVEN_TEST_")
+            })
             .filter(|n| !known.iter().any(|k| k == n))
             .collect()
     }
@@ -870,7 +808,11 @@ const SECTIONS: [(&str, &str, FieldNames); 7] = [
     ("keys", "KEYS", field_names::<KeySettings>),
     ("vault", "VAULT", field_names::<VaultSettings>),
     ("database", "DATABASE", field_names::<DatabaseSettings>),
-    ("blobs", "BLOBS", field_names::<crate::blobs::BlobSettings>),
+    (
+        "blobs",
+        "BLOBS",
+        field_names::<crate::blobs::settings::BlobSettings>,
+    ),
 ];
 
 /// Top-level settings also read from a conventional name, when their `HAVEN_` name is unset
@@ -1314,7 +1256,7 @@ mod tests {
     /// each names: the main table gives them in its second column, each `[section]` table by
     /// the prefix its introduction states.
     fn documented_env_vars() -> Vec<(String, String)> {
-        let doc = include_str!("../../docs/SELF_HOSTING.md");
+        let doc = include_str!("../../../docs/SELF_HOSTING.md");
         let settings = doc
             .split("\n## Settings\n")
             .nth(1)
