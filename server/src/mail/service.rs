@@ -468,6 +468,9 @@ fn queue_limits<C: MailContext>(state: &C) -> QueueLimits {
     }
 }
 
+/// What a live socket is handed of a new envelope: message id, bytes, franking commitment.
+type PushedEnvelope = (Id, Vec<u8>, Option<[u8; 32]>);
+
 /// Passes every new (not duplicate) envelope of a committed delivery on to its device: handed
 /// to the device's socket here if there is one (no database read), else announced by a hint.
 fn announce<C: MailContext>(state: &C, stored: &[StoredEnvelope], delivery: Delivery) {
@@ -479,20 +482,19 @@ fn announce<C: MailContext>(state: &C, stored: &[StoredEnvelope], delivery: Deli
         ..
     } = delivery;
     // Envelopes with a shared payload are read back whole by the socket.
-    let mut contents: HashMap<(Id, u32), (Id, Vec<u8>, Option<[u8; 32]>)> =
-        if shared_payload.is_none() {
-            envelopes
-                .into_iter()
-                .map(|e| {
-                    (
-                        (e.account, e.device),
-                        (e.message_id, e.content, e.franking_commitment),
-                    )
-                })
-                .collect()
-        } else {
-            HashMap::new()
-        };
+    let mut contents: HashMap<(Id, u32), PushedEnvelope> = if shared_payload.is_none() {
+        envelopes
+            .into_iter()
+            .map(|e| {
+                (
+                    (e.account, e.device),
+                    (e.message_id, e.content, e.franking_commitment),
+                )
+            })
+            .collect()
+    } else {
+        HashMap::new()
+    };
     for s in stored.iter().filter(|s| !s.duplicate) {
         let handed = contents.remove(&(s.account, s.device)).is_some_and(
             |(message_id, content, franking_commitment)| {
