@@ -298,13 +298,10 @@ fn admin_failure_key(addr: &str) -> String {
 /// Refuses (429) when the client address `addr` (a keyed hash, see `ClientKey`) has too many
 /// recent failed admin authentications. Admin failures use the per-address login quota
 /// (`addr_login_max_failures` per `login_failure_window_secs`) under a key of their own.
-pub async fn check_admin_failures(
-    limits: &Limits,
-    settings: &Settings,
-    addr: &str,
-) -> Result<(), AppError> {
-    let (_, per_addr) = failure_quotas(settings);
-    let decision = limits
+pub async fn check_admin_failures<C: LimitContext>(ctx: &C, addr: &str) -> Result<(), AppError> {
+    let (_, per_addr) = failure_quotas(ctx.settings());
+    let decision = ctx
+        .limits()
         .per_addr
         .peek(&admin_failure_key(addr), per_addr)
         .await
@@ -313,13 +310,9 @@ pub async fn check_admin_failures(
 }
 
 /// Counts one failed admin authentication against the client address `addr` (a keyed hash).
-pub async fn record_admin_failure(
-    limits: &Limits,
-    settings: &Settings,
-    addr: &str,
-) -> Result<(), AppError> {
-    let (_, per_addr) = failure_quotas(settings);
-    limits
+pub async fn record_admin_failure<C: LimitContext>(ctx: &C, addr: &str) -> Result<(), AppError> {
+    let (_, per_addr) = failure_quotas(ctx.settings());
+    ctx.limits()
         .per_addr
         .hit(&admin_failure_key(addr), per_addr)
         .await

@@ -1,4 +1,4 @@
-//! The admin API (`docs/PROTOCOL.md` §11.17): admin key management and the overview. Every
+//! The admin API (`docs/PROTOCOL.md` §11.19): admin key management and the overview. Every
 //! route needs `Authorization: Bearer hvn_admin_…`. Nothing here carries content, addresses or
 //! any per-account figure: only counts, sums and latency percentiles.
 

@@ -19,7 +19,8 @@ use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 use crate::admin::AdminContext;
 use crate::admin::store::{AdminKeyRecord, AdminStore};
-use crate::db::StoreResult;
+use crate::client_addr::ClientKey;
+use crate::db::error::StoreResult;
 use crate::error::AppError;
 use crate::ids::Id;
 
@@ -152,9 +153,9 @@ impl<C: AdminContext> FromRequestParts<C> for AdminAuth {
     type Rejection = AppError;
 
     async fn from_request_parts(parts: &mut Parts, ctx: &C) -> Result<Self, Self::Rejection> {
-        let client = ctx.client_key(parts);
+        let Ok(ClientKey(client)) = ClientKey::from_request_parts(parts, ctx).await;
         if let Some(addr) = &client {
-            crate::limits::check_admin_failures(ctx.limits(), ctx.settings(), addr).await?;
+            crate::limits::check_admin_failures(ctx, addr).await?;
         }
         let Some(header) = parts.headers.get(AUTHORIZATION) else {
             metrics::counter!("haven_admin_auth_failures_total", "reason" => "missing")
@@ -190,7 +191,7 @@ impl<C: AdminContext> FromRequestParts<C> for AdminAuth {
                     .increment(1);
                 tracing::info!(reason, "admin authentication failed");
                 if let Some(addr) = &client {
-                    crate::limits::record_admin_failure(ctx.limits(), ctx.settings(), addr).await?;
+                    crate::limits::record_admin_failure(ctx, addr).await?;
                 }
                 Err(AppError::unauthorized(
                     "invalid_admin_key",

@@ -5,32 +5,39 @@
 //! Nothing here names the application state: routes and the extractor are generic over
 //! [`AdminContext`], which the state implements (`app::admin`).
 
-use axum::http::request::Parts;
+use std::future::Future;
 
-use crate::limits::Limits;
-use crate::settings::Settings;
+use crate::client_addr::ClientAddrSource;
+use crate::error::AppError;
+use crate::limits::LimitContext;
 
 pub mod cli;
 pub mod keys;
+pub mod overview;
+pub mod page;
 pub mod routes;
 pub(crate) mod sql;
 pub mod store;
 
-/// What the admin feature needs from the application: its store, the rate limiters and the
-/// settings, the client address (as a keyed hash), and a few live figures.
-pub trait AdminContext: Clone + Send + Sync + 'static {
+/// What the admin feature needs from the application beyond the rate limiters
+/// ([`LimitContext`]) and the client address ([`ClientAddrSource`]): its store and a few live
+/// figures.
+pub trait AdminContext: LimitContext + ClientAddrSource + Clone + Send + Sync + 'static {
     /// The store holding admin keys and answering the overview's counts.
     type Store: store::AdminStore + Send + Sync;
 
     /// The store.
     fn admin_store(&self) -> &Self::Store;
 
-    /// The rate limiters (failed admin authentications are counted per client address).
-    fn limits(&self) -> &Limits;
+    /// WebSockets open on this instance now.
+    fn live_sockets(&self) -> u64;
 
-    /// The settings.
-    fn settings(&self) -> &Settings;
-
-    /// The client address of a request as a keyed hash (hex), or `None` when unknown.
-    fn client_key(&self, parts: &Parts) -> Option<String>;
+    /// The moderation figures of the overview. The default reports none (`null` in the JSON);
+    /// the moderation feature fills them by overriding this method in the application state's
+    /// implementation (`app::admin`).
+    fn moderation_figures(
+        &self,
+    ) -> impl Future<Output = Result<overview::ModerationFigures, AppError>> + Send {
+        std::future::ready(Ok(overview::ModerationFigures::default()))
+    }
 }

@@ -13,14 +13,21 @@ use haven_protocol::api::admin::{
 use crate::admin::AdminContext;
 use crate::admin::keys::{self, AdminAuth};
 use crate::admin::store::{AdminKeyRecord, AdminStore as _};
-use crate::error::{ApiJson, AppError};
+use crate::error::{ApiJson, AppError, ErrorBody};
 use crate::ids::Id;
 
-/// The admin API routes.
+/// The admin API routes and the admin page.
 pub fn api_routes<C: AdminContext>() -> Router<C> {
     Router::new()
         .route("/v1/admin/keys", get(list::<C>).post(create::<C>))
         .route("/v1/admin/keys/{key_id}", delete(revoke::<C>))
+        .route("/admin", get(crate::admin::page::html))
+        .route("/admin/admin.js", get(crate::admin::page::script))
+        .route("/admin/admin.css", get(crate::admin::page::style))
+        .route(
+            "/v1/admin/overview",
+            get(crate::admin::overview::overview::<C>),
+        )
 }
 
 /// The wire form of a stored key at `now`.
@@ -37,6 +44,13 @@ pub fn key_info(record: &AdminKeyRecord, now: i64) -> AdminKeyInfo {
 }
 
 /// `POST /v1/admin/keys`: creates a key and returns it once (201).
+#[utoipa::path(post, path = "/v1/admin/keys", tag = "admin",
+    security(("admin_key" = [])),
+    request_body = CreateAdminKeyRequest,
+    responses((status = 201, body = CreatedAdminKey),
+              (status = 400, description = "`invalid_label`, `invalid_expiry`, malformed input", body = ErrorBody),
+              (status = 401, description = "`missing_admin_key`, `invalid_admin_key`", body = ErrorBody),
+              (status = 429, description = "too many wrong admin keys from this address", body = ErrorBody)))]
 pub async fn create<C: AdminContext>(
     _admin: AdminAuth,
     State(ctx): State<C>,
@@ -52,6 +66,11 @@ pub async fn create<C: AdminContext>(
 }
 
 /// `GET /v1/admin/keys`: every key, without secrets.
+#[utoipa::path(get, path = "/v1/admin/keys", tag = "admin",
+    security(("admin_key" = [])),
+    responses((status = 200, body = AdminKeyList),
+              (status = 401, description = "`missing_admin_key`, `invalid_admin_key`", body = ErrorBody),
+              (status = 429, description = "too many wrong admin keys from this address", body = ErrorBody)))]
 pub async fn list<C: AdminContext>(
     _admin: AdminAuth,
     State(ctx): State<C>,
@@ -65,6 +84,13 @@ pub async fn list<C: AdminContext>(
 
 /// `DELETE /v1/admin/keys/{key_id}`: revokes a key (204; 404 if unknown). A key may revoke
 /// itself; the request that does so still succeeds.
+#[utoipa::path(delete, path = "/v1/admin/keys/{key_id}", tag = "admin",
+    security(("admin_key" = [])),
+    params(("key_id" = String, Path, description = "admin key id (32 hex digits)")),
+    responses((status = 204, description = "revoked (or already revoked)"),
+              (status = 401, description = "`missing_admin_key`, `invalid_admin_key`", body = ErrorBody),
+              (status = 404, description = "`unknown_admin_key`", body = ErrorBody),
+              (status = 429, description = "too many wrong admin keys from this address", body = ErrorBody)))]
 pub async fn revoke<C: AdminContext>(
     _admin: AdminAuth,
     State(ctx): State<C>,

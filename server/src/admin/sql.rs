@@ -5,7 +5,7 @@ macro_rules! impl_admin_sql {
     ($store:ty, $db:ty) => {
         fn admin_key_from_row(
             row: &<$db as sqlx::Database>::Row,
-        ) -> $crate::db::StoreResult<$crate::admin::store::AdminKeyRecord> {
+        ) -> $crate::db::error::StoreResult<$crate::admin::store::AdminKeyRecord> {
             use sqlx::Row as _;
             Ok($crate::admin::store::AdminKeyRecord {
                 id: row_id(row, "id", "admin_keys")?,
@@ -23,7 +23,7 @@ macro_rules! impl_admin_sql {
             sql: &'static str,
             now: Option<i64>,
             table: &'static str,
-        ) -> $crate::db::StoreResult<u64> {
+        ) -> $crate::db::error::StoreResult<u64> {
             use sqlx::Row as _;
             let mut query = sqlx::query(sql);
             if let Some(now) = now {
@@ -31,7 +31,7 @@ macro_rules! impl_admin_sql {
             }
             let row = query.fetch_one(pool).await?;
             let value: i64 = row.try_get(0)?;
-            u64::try_from(value).map_err(|_| $crate::db::StoreError::Corrupt { table })
+            u64::try_from(value).map_err(|_| $crate::db::error::StoreError::Corrupt { table })
         }
 
         impl $crate::admin::store::AdminStore for $store {
@@ -39,7 +39,7 @@ macro_rules! impl_admin_sql {
                 &self,
                 record: &$crate::admin::store::AdminKeyRecord,
                 key_hash: &[u8; 32],
-            ) -> $crate::db::StoreResult<()> {
+            ) -> $crate::db::error::StoreResult<()> {
                 sqlx::query(
                     "INSERT INTO admin_keys \
                      (id, key_hash, label, created_at, last_used_at, expires_at, revoked_at) \
@@ -60,7 +60,7 @@ macro_rules! impl_admin_sql {
             async fn admin_key_by_hash(
                 &self,
                 key_hash: &[u8; 32],
-            ) -> $crate::db::StoreResult<Option<$crate::admin::store::AdminKeyRecord>> {
+            ) -> $crate::db::error::StoreResult<Option<$crate::admin::store::AdminKeyRecord>> {
                 let row = sqlx::query(
                     "SELECT id, label, created_at, last_used_at, expires_at, revoked_at \
                      FROM admin_keys WHERE key_hash = $1",
@@ -75,7 +75,7 @@ macro_rules! impl_admin_sql {
                 &self,
                 id: &$crate::ids::Id,
                 now: i64,
-            ) -> $crate::db::StoreResult<()> {
+            ) -> $crate::db::error::StoreResult<()> {
                 // At most one write a minute per key: the page polls every few seconds.
                 sqlx::query(
                     "UPDATE admin_keys SET last_used_at = $2 \
@@ -90,7 +90,7 @@ macro_rules! impl_admin_sql {
 
             async fn list_admin_keys(
                 &self,
-            ) -> $crate::db::StoreResult<Vec<$crate::admin::store::AdminKeyRecord>> {
+            ) -> $crate::db::error::StoreResult<Vec<$crate::admin::store::AdminKeyRecord>> {
                 let rows = sqlx::query(
                     "SELECT id, label, created_at, last_used_at, expires_at, revoked_at \
                      FROM admin_keys ORDER BY created_at, id",
@@ -104,7 +104,7 @@ macro_rules! impl_admin_sql {
                 &self,
                 id: &$crate::ids::Id,
                 now: i64,
-            ) -> $crate::db::StoreResult<bool> {
+            ) -> $crate::db::error::StoreResult<bool> {
                 let done = sqlx::query(
                     "UPDATE admin_keys SET revoked_at = COALESCE(revoked_at, $2) WHERE id = $1",
                 )
@@ -118,7 +118,7 @@ macro_rules! impl_admin_sql {
             async fn admin_counts(
                 &self,
                 now: i64,
-            ) -> $crate::db::StoreResult<$crate::admin::store::AdminCounts> {
+            ) -> $crate::db::error::StoreResult<$crate::admin::store::AdminCounts> {
                 let pool = &self.pool;
                 Ok($crate::admin::store::AdminCounts {
                     accounts: admin_count(pool, "SELECT COUNT(*) FROM accounts", None, "accounts")

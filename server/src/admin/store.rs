@@ -3,7 +3,7 @@
 
 use std::future::Future;
 
-use crate::db::StoreResult;
+use crate::db::error::StoreResult;
 use crate::ids::Id;
 
 /// One admin API key as stored: never the key itself, only its SHA-256.

@@ -62,6 +62,7 @@ pub enum LaunchError {
 
 /// Builds the API router for `state` (tests drive it with `tower::ServiceExt::oneshot`).
 pub fn app<S: Store>(state: AppState<S>) -> Router {
+    crate::admin::overview::mark_started();
     let settings = state.settings().clone();
     // Key uploads and sends carry many keys or one envelope per device.
     let big = settings.mail.max_request_bytes;
@@ -260,19 +261,22 @@ fn cors_layer(origins: &[String]) -> CorsLayer {
 async fn security_headers(State(hsts): State<bool>, req: Request, next: Next) -> Response {
     let mut response = next.run(req).await;
     let headers = response.headers_mut();
-    let fixed: [(HeaderName, &'static str); 5] = [
+    let fixed: [(HeaderName, &'static str); 4] = [
         (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
         (header::REFERRER_POLICY, "no-referrer"),
         (header::X_FRAME_OPTIONS, "DENY"),
-        (
-            header::CONTENT_SECURITY_POLICY,
-            "default-src 'none'; frame-ancestors 'none'",
-        ),
         (header::CACHE_CONTROL, "no-store"),
     ];
     for (name, value) in fixed {
         headers.insert(name, HeaderValue::from_static(value));
     }
+    // A handler may set a CSP of its own (the admin page, `admin::page`); everything else gets
+    // the API's "load nothing" policy.
+    headers
+        .entry(header::CONTENT_SECURITY_POLICY)
+        .or_insert(HeaderValue::from_static(
+            "default-src 'none'; frame-ancestors 'none'",
+        ));
     if hsts {
         headers.insert(
             header::STRICT_TRANSPORT_SECURITY,
@@ -291,6 +295,7 @@ async fn track_metrics(req: Request, next: Next) -> Response {
     let method = req.method().as_str().to_owned();
     let started = Instant::now();
     let response = next.run(req).await;
+    crate::admin::overview::record_request(response.status().as_u16(), started.elapsed());
     let status = response.status().as_u16().to_string();
     metrics::counter!("haven_http_requests_total",
         "method" => method.clone(), "route" => route.clone(), "status" => status)

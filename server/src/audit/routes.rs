@@ -93,7 +93,7 @@ fn query(p: &AuditParams, page: bool) -> Result<AuditQuery, AppError> {
 }
 
 /// A page of the audit log, oldest first.
-#[utoipa::path(get, path = "/v1/admin/audit", tag = "admin", security(("admin" = [])),
+#[utoipa::path(get, path = "/v1/admin/audit", tag = "admin", security(("admin_key" = [])),
     params(AuditParams),
     responses((status = 200, body = AuditPage),
               (status = 400, description = "`invalid_query`", body = ErrorBody),
@@ -117,7 +117,7 @@ pub async fn page<S: Store>(
 
 /// The whole (filtered) log as NDJSON, read page by page as it is sent. The export itself is
 /// recorded as an admin action.
-#[utoipa::path(get, path = "/v1/admin/audit/export", tag = "admin", security(("admin" = [])),
+#[utoipa::path(get, path = "/v1/admin/audit/export", tag = "admin", security(("admin_key" = [])),
     params(AuditParams),
     responses((status = 200, description = "NDJSON, one event a line", content_type = "application/x-ndjson"),
               (status = 400, description = "`invalid_query`", body = ErrorBody),

@@ -293,7 +293,7 @@ fn page_limit(limit: Option<u32>) -> Result<u32, AppError> {
 }
 
 /// The review queue.
-#[utoipa::path(get, path = "/v1/admin/reports", tag = "admin", security(("admin" = [])),
+#[utoipa::path(get, path = "/v1/admin/reports", tag = "admin", security(("admin_key" = [])),
     params(ReportQuery),
     responses((status = 200, body = ReportPage),
               (status = 400, description = "`invalid_query`", body = ErrorBody),
@@ -346,7 +346,7 @@ pub async fn list_reports<S: Store>(
 }
 
 /// One report, its sealed content opened for the reviewer (recorded in the audit log).
-#[utoipa::path(get, path = "/v1/admin/reports/{report_id}", tag = "admin", security(("admin" = [])),
+#[utoipa::path(get, path = "/v1/admin/reports/{report_id}", tag = "admin", security(("admin_key" = [])),
     params(("report_id" = String, Path, description = "report id (32 hex digits)")),
     responses((status = 200, body = ReportDetail),
               (status = 401, description = "`missing_admin_key`, `invalid_admin_key`", body = ErrorBody),
@@ -502,7 +502,7 @@ fn decision_response(
 
 /// Decides a pending report.
 #[utoipa::path(post, path = "/v1/admin/reports/{report_id}/decision", tag = "admin",
-    security(("admin" = [])),
+    security(("admin_key" = [])),
     params(("report_id" = String, Path, description = "report id (32 hex digits)")),
     request_body = DecisionRequest,
     responses((status = 200, body = DecisionResponse),
@@ -553,7 +553,7 @@ pub async fn decide_report<S: Store>(
 }
 
 /// Suspends or bans an account directly (not through a report).
-#[utoipa::path(post, path = "/v1/admin/bans/accounts", tag = "admin", security(("admin" = [])),
+#[utoipa::path(post, path = "/v1/admin/bans/accounts", tag = "admin", security(("admin_key" = [])),
     request_body = DecisionRequest,
     responses((status = 200, body = DecisionResponse),
               (status = 400, description = "`invalid_decision`", body = ErrorBody),
@@ -586,7 +586,7 @@ pub async fn ban_account<S: Store>(
 
 /// Lifts an account's suspension or ban.
 #[utoipa::path(delete, path = "/v1/admin/bans/accounts/{account_id}", tag = "admin",
-    security(("admin" = [])),
+    security(("admin_key" = [])),
     params(("account_id" = String, Path, description = "account id (32 hex digits)")),
     responses((status = 204, description = "lifted"),
               (status = 401, description = "`missing_admin_key`, `invalid_admin_key`", body = ErrorBody),
@@ -616,7 +616,7 @@ pub async fn unban_account<S: Store>(
 }
 
 /// The sanctions in force.
-#[utoipa::path(get, path = "/v1/admin/bans/accounts", tag = "admin", security(("admin" = [])),
+#[utoipa::path(get, path = "/v1/admin/bans/accounts", tag = "admin", security(("admin_key" = [])),
     responses((status = 200, body = Vec<SanctionView>),
               (status = 401, description = "`missing_admin_key`, `invalid_admin_key`", body = ErrorBody)))]
 pub async fn list_account_bans<S: Store>(
@@ -669,7 +669,7 @@ fn operator_prefix<S: Store>(state: &AppState<S>, text: &str) -> Result<[u8; 32]
 }
 
 /// Bans an address prefix (stored as its keyed hash only).
-#[utoipa::path(post, path = "/v1/admin/bans/addresses", tag = "admin", security(("admin" = [])),
+#[utoipa::path(post, path = "/v1/admin/bans/addresses", tag = "admin", security(("admin_key" = [])),
     request_body = AddressBanRequest,
     responses((status = 201, body = AddressBanView),
               (status = 400, description = "`invalid_address`, `invalid_decision`", body = ErrorBody),
@@ -711,7 +711,7 @@ pub async fn ban_address<S: Store>(
 
 /// Lifts an address ban, named by its prefix hash (64 hex digits) or by an address in it.
 #[utoipa::path(delete, path = "/v1/admin/bans/addresses/{prefix}", tag = "admin",
-    security(("admin" = [])),
+    security(("admin_key" = [])),
     params(("prefix" = String, Path, description = "prefix hash (64 hex digits) or an address")),
     responses((status = 204, description = "lifted"),
               (status = 400, description = "`invalid_address`", body = ErrorBody),
@@ -745,7 +745,7 @@ pub async fn unban_address<S: Store>(
 }
 
 /// The address bans in force, as hashes and expiries.
-#[utoipa::path(get, path = "/v1/admin/bans/addresses", tag = "admin", security(("admin" = [])),
+#[utoipa::path(get, path = "/v1/admin/bans/addresses", tag = "admin", security(("admin_key" = [])),
     responses((status = 200, body = Vec<AddressBanView>),
               (status = 401, description = "`missing_admin_key`, `invalid_admin_key`", body = ErrorBody)))]
 pub async fn list_address_bans<S: Store>(

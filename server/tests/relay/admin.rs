@@ -171,7 +171,83 @@ async fn wrong_keys_are_rate_limited_per_address<S: Store>(h: Harness<S>) {
     h.raw(other).await.expect(StatusCode::OK);
 }
 
+async fn overview_reports_counts_and_request_figures<S: Store>(h: Harness<S>) {
+    h.call(Method::GET, "/v1/admin/overview", None, None)
+        .await
+        .expect_error(StatusCode::UNAUTHORIZED, "missing_admin_key");
+    let key = first_key(&h).await;
+    let before = h
+        .call(Method::GET, "/v1/admin/overview", None, Some(&key))
+        .await
+        .expect(StatusCode::OK)
+        .body;
+    assert_eq!(before["storage"]["accounts"], 0);
+    assert_eq!(before["storage"]["queued_envelopes"], 0);
+    assert_eq!(before["live_sockets"], 0);
+    assert!(before["pending_reports"].is_null() && before["active_bans"].is_null());
+    h.register(Some("alice"), "correct horse battery staple")
+        .await;
+    h.register(Some("bob"), "correct horse battery staple")
+        .await;
+    for _ in 0..3 {
+        h.call(Method::GET, "/v1/nowhere", None, None).await;
+    }
+    let after = h
+        .call(Method::GET, "/v1/admin/overview", None, Some(&key))
+        .await
+        .expect(StatusCode::OK)
+        .body;
+    assert_eq!(after["storage"]["accounts"], 2);
+    assert_eq!(after["storage"]["devices"], 2);
+    // The window is process-wide (other tests run alongside): figures only grow here.
+    let count = |v: &serde_json::Value, w: &str, f: &str| v["requests"][w][f].as_u64().unwrap();
+    assert!(count(&after, "last_1m", "total") >= count(&before, "last_1m", "total") + 8);
+    assert!(count(&after, "last_1m", "status_4xx") >= count(&before, "last_1m", "status_4xx") + 3);
+    assert!(count(&after, "last_15m", "total") >= count(&after, "last_1m", "total"));
+    assert_eq!(after["requests"]["last_5m"]["window_secs"], 300);
+    let p50 = after["requests"]["last_1m"]["p50_ms"].as_f64().unwrap();
+    let p99 = after["requests"]["last_1m"]["p99_ms"].as_f64().unwrap();
+    assert!(p50 > 0.0 && p99 >= p50);
+    // Nothing in it names anyone.
+    let text = after.to_string();
+    assert!(!text.contains("alice") && !text.contains("bob"));
+}
+
+async fn the_page_is_served_with_its_own_csp<S: Store>(h: Harness<S>) {
+    for (path, kind) in [
+        ("/admin", "text/html"),
+        ("/admin/admin.js", "text/javascript"),
+        ("/admin/admin.css", "text/css"),
+    ] {
+        let reply = h
+            .call(Method::GET, path, None, None)
+            .await
+            .expect(StatusCode::OK);
+        let csp = reply.headers[header::CONTENT_SECURITY_POLICY]
+            .to_str()
+            .unwrap();
+        assert_eq!(csp, haven_relay::admin::page::ADMIN_CSP);
+        assert!(csp.contains("script-src 'self'") && csp.contains("form-action 'none'"));
+        let content_type = reply.headers[header::CONTENT_TYPE].to_str().unwrap();
+        assert!(content_type.starts_with(kind), "{path}: {content_type}");
+        assert_eq!(reply.headers[header::X_FRAME_OPTIONS], "DENY");
+    }
+    let page = h.call(Method::GET, "/admin", None, None).await;
+    let html = page.body.as_str().unwrap();
+    // No inline script or style, and nothing from elsewhere.
+    assert!(!html.contains("<script>") && !html.contains("<style") && !html.contains("style="));
+    assert!(!html.contains("http://") && !html.contains("https://"));
+    // The API keeps its own "load nothing" policy.
+    let api = h.call(Method::GET, "/health", None, None).await;
+    assert_eq!(
+        api.headers[header::CONTENT_SECURITY_POLICY],
+        "default-src 'none'; frame-ancestors 'none'"
+    );
+}
+
 common::on_both_backends!(
+    the_page_is_served_with_its_own_csp,
+    overview_reports_counts_and_request_figures,
     keys_are_required_checked_rotated_and_revoked,
     expired_keys_are_refused,
     wrong_keys_are_rate_limited_per_address,

@@ -853,6 +853,7 @@ async fn health_ready_headers_and_openapi<S: Store>(h: Harness<S>) {
             "{channel_id}",
             "{report_id}",
             "{prefix}",
+            "{key_id}",
         ] {
             path = path.replace(param, &Id::random().to_hex());
         }
@@ -1098,6 +1099,13 @@ const ROUTES: &[(&str, &str)] = &[
     ("DELETE", "/v1/admin/bans/addresses/{prefix}"),
     ("GET", "/v1/admin/audit"),
     ("GET", "/v1/admin/audit/export"),
+    ("POST", "/v1/admin/keys"),
+    ("GET", "/v1/admin/keys"),
+    ("DELETE", "/v1/admin/keys/{key_id}"),
+    ("GET", "/v1/admin/overview"),
+    ("GET", "/admin"),
+    ("GET", "/admin/admin.js"),
+    ("GET", "/admin/admin.css"),
 ];
 
 common::on_both_backends!(
