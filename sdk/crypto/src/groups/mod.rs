@@ -226,8 +226,7 @@ impl SenderKeyDistributionMessage {
         let chain_id = need(r.u32())?;
         let iteration = need(r.u32())?;
         let chain_key = Zeroizing::new(need(r.array::<32>())?);
-        let signing_public =
-            signing_key(&need(r.array())?)?;
+        let signing_public = signing_key(&need(r.array())?)?;
         need(r.finish())?;
         Ok(Self {
             distribution_id,
@@ -658,8 +657,7 @@ impl SenderKeyRecord {
             let chain_id = need(r.u32())?;
             let iteration = need(r.u32())?;
             let chain_key = Zeroizing::new(need(r.array::<32>())?);
-            let signing_public =
-                signing_key(&need(r.array())?)?;
+            let signing_public = signing_key(&need(r.array())?)?;
             let k = usize::from(need(r.u16())?);
             if k > MAX_STORED_SENDER_MESSAGE_KEYS {
                 return Err(GroupError::Malformed);
