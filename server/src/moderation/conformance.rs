@@ -144,6 +144,7 @@ macro_rules! moderation_store_conformance_tests {
                         .await
                         .unwrap();
                 }
+                assert_eq!(store.count_reports("pending").await.unwrap(), 4);
                 let start = (i64::MIN, Id::from([0u8; 16]));
                 let page = store.reports("pending", start, 2).await.unwrap();
                 assert_eq!(page.len(), 2);

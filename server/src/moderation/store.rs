@@ -89,6 +89,8 @@ pub trait ModerationStore {
     fn upgrade_report(&self, report: &NewReport) -> impl Future<Output = StoreResult<bool>> + Send;
     /// One report.
     fn report(&self, id: &Id) -> impl Future<Output = StoreResult<Option<ReportRecord>>> + Send;
+    /// How many reports have `status`.
+    fn count_reports(&self, status: &str) -> impl Future<Output = StoreResult<u64>> + Send;
     /// Reports of `status`, oldest first, after the cursor `(created_at, id)`.
     fn reports(
         &self,
@@ -243,6 +245,14 @@ macro_rules! impl_moderation_sql {
                     .fetch_optional(&self.pool)
                     .await?;
                 row.as_ref().map(report_row).transpose()
+            }
+
+            async fn count_reports(&self, status: &str) -> $crate::db::StoreResult<u64> {
+                let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM reports WHERE status = $1")
+                    .bind(status)
+                    .fetch_one(&self.pool)
+                    .await?;
+                Ok(u64::try_from(n).unwrap_or(0))
             }
 
             async fn reports(

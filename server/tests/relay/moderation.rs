@@ -481,6 +481,12 @@ async fn report_review_ban_unban<S: Store + Dump>(h: Harness<S>) {
         .await
         .expect(StatusCode::OK);
     assert_eq!(queue.body["reports"][0]["report_id"], report_id.as_str());
+    let overview = h
+        .call(Method::GET, "/v1/admin/overview", None, Some(&admin))
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(overview.body["pending_reports"], 1);
+    assert_eq!(overview.body["active_bans"], 0);
     assert_eq!(
         queue.body["reports"][0]["sender_account"],
         mallory.account_id.as_str()
