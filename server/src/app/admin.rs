@@ -18,7 +18,6 @@ impl<S: Store> AdminContext for AppState<S> {
     async fn moderation_figures(
         &self,
     ) -> Result<crate::admin::overview::ModerationFigures, crate::error::AppError> {
-        use crate::moderation::store::ModerationStore as _;
         let pending = self.store().count_reports("pending").await?;
         let accounts = self.moderation().sanctions().await?.len();
         let addresses = self.moderation().address_bans().await?.len();
