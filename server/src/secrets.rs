@@ -104,14 +104,68 @@ pub struct ServerSecrets {
     /// stored on first start, so every instance sharing the database stamps alike; or
     /// `moderation.stamp_key`. The same key verifies reports (`moderation`).
     pub franking_stamp: StampKey,
-    /// Franking, stamp, report-sealing and address-ban keys (PROTOCOL.md §16.1, §11.19).
-    pub moderation: std::sync::Arc<crate::moderation::keys::ModerationKeys>,
+    /// The moderation secrets (PROTOCOL.md §16.1, §11.20), from which
+    /// `moderation::keys::ModerationKeys` is built.
+    pub moderation: ModerationSecrets,
 }
 
-pub(crate) fn decode_key(
-    name: &'static str,
-    setting: &SecretSetting,
-) -> Result<Key32, SecretsError> {
+/// The moderation secrets as loaded: the franking X25519 secret and earlier ones, the stamp
+/// key, and the moderation secret (sealing and address-ban keys are derived from it).
+pub struct ModerationSecrets {
+    /// The current franking secret `f`.
+    pub franking: Key32,
+    /// Earlier franking secrets still accepted for reports.
+    pub previous_franking: Vec<Key32>,
+    /// The delivery-stamp key `K_stamp`.
+    pub stamp: Key32,
+    /// The moderation secret.
+    pub secret: Key32,
+}
+
+impl ModerationSecrets {
+    /// Loads each from the settings, or generates and stores it.
+    async fn load<S: SecretStore>(settings: &Settings, store: &S) -> Result<Self, SecretsError> {
+        let m = &settings.moderation;
+        let franking = match &m.franking_secret {
+            Some(s) => decode_key("moderation.franking_secret", s)?,
+            None => stored_key(store, "franking_secret").await?,
+        };
+        let stamp = match &m.stamp_key {
+            Some(s) => decode_key("moderation.stamp_key", s)?,
+            None => stored_key(store, "franking_stamp_key").await?,
+        };
+        let secret = match &m.secret {
+            Some(s) => decode_key("moderation.secret", s)?,
+            None => stored_key(store, "moderation_key").await?,
+        };
+        let mut previous_franking = Vec::new();
+        if let Some(list) = &m.previous_franking_secrets {
+            for item in list
+                .expose()
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+            {
+                let mut bytes = STANDARD
+                    .decode(item)
+                    .map_err(|_| SecretsError::Malformed("moderation.previous_franking_secrets"))?;
+                let key = Key32::from_slice(&bytes).ok_or(SecretsError::Malformed(
+                    "moderation.previous_franking_secrets",
+                ));
+                bytes.zeroize();
+                previous_franking.push(key?);
+            }
+        }
+        Ok(Self {
+            franking,
+            previous_franking,
+            stamp,
+            secret,
+        })
+    }
+}
+
+fn decode_key(name: &'static str, setting: &SecretSetting) -> Result<Key32, SecretsError> {
     let mut bytes = STANDARD
         .decode(setting.expose().trim())
         .map_err(|_| SecretsError::Malformed(name))?;
@@ -120,10 +174,7 @@ pub(crate) fn decode_key(
     key
 }
 
-pub(crate) async fn stored_key<S: SecretStore>(
-    store: &S,
-    name: &'static str,
-) -> Result<Key32, SecretsError> {
+async fn stored_key<S: SecretStore>(store: &S, name: &'static str) -> Result<Key32, SecretsError> {
     let fresh = Key32::random();
     let stored = store.secret_or_insert(name, fresh.expose()).await?;
     Key32::from_slice(stored.expose()).ok_or(SecretsError::Malformed(name))
@@ -169,10 +220,8 @@ impl ServerSecrets {
             None => stored_key(store, "certificate_key").await?,
         };
         let certificate_key = ed25519_dalek::SigningKey::from_bytes(certificate_seed.expose());
-        let moderation = std::sync::Arc::new(
-            crate::moderation::keys::ModerationKeys::load(settings, store).await?,
-        );
-        let franking_stamp = StampKey::from_bytes(*moderation.stamp_bytes().expose());
+        let moderation = ModerationSecrets::load(settings, store).await?;
+        let franking_stamp = StampKey::from_bytes(*moderation.stamp.expose());
         Ok(Self {
             username_pepper,
             jwt_key,

@@ -54,7 +54,9 @@ impl<S: Store> AppState<S> {
         let audit = crate::audit::Audit::new(store.clone());
         let moderation = crate::moderation::service::Moderation::new(
             store.clone(),
-            Arc::clone(&secrets.moderation),
+            Arc::new(crate::moderation::keys::ModerationKeys::from_secrets(
+                &secrets.moderation,
+            )),
             settings.moderation.clone(),
         );
         Self {

@@ -4,7 +4,7 @@
 use std::future::Future;
 
 use crate::audit::{AuditDetail, AuditKind};
-use crate::db::StoreResult;
+use crate::db::error::StoreResult;
 use crate::ids::Id;
 
 /// An event to record.
@@ -72,7 +72,7 @@ macro_rules! impl_audit_sql {
             async fn record_audit(
                 &self,
                 event: &$crate::audit::store::NewAuditEvent,
-            ) -> $crate::db::StoreResult<()> {
+            ) -> $crate::db::error::StoreResult<()> {
                 sqlx::query(
                     "INSERT INTO audit_events (kind, at, subject, actor, detail) \
                      VALUES ($1, $2, $3, $4, $5)",
@@ -90,7 +90,7 @@ macro_rules! impl_audit_sql {
             async fn audit_events(
                 &self,
                 query: &$crate::audit::store::AuditQuery,
-            ) -> $crate::db::StoreResult<Vec<$crate::audit::store::AuditEvent>> {
+            ) -> $crate::db::error::StoreResult<Vec<$crate::audit::store::AuditEvent>> {
                 use sqlx::Row as _;
                 let rows = sqlx::query(
                     "SELECT id, kind, at, subject, actor, detail FROM audit_events \
@@ -105,12 +105,12 @@ macro_rules! impl_audit_sql {
                 .await?;
                 let opt_id = |row: &<$db as sqlx::Database>::Row,
                               column: &str|
-                 -> $crate::db::StoreResult<Option<$crate::ids::Id>> {
+                 -> $crate::db::error::StoreResult<Option<$crate::ids::Id>> {
                     let bytes: Option<Vec<u8>> = row.try_get(column)?;
                     bytes
                         .map(|b| {
                             $crate::ids::Id::from_slice(&b).map_err(|_| {
-                                $crate::db::StoreError::Corrupt {
+                                $crate::db::error::StoreError::Corrupt {
                                     table: "audit_events",
                                 }
                             })
@@ -127,7 +127,7 @@ macro_rules! impl_audit_sql {
                             subject: opt_id(row, "subject")?,
                             actor: opt_id(row, "actor")?,
                             detail: serde_json::from_str(&detail).map_err(|_| {
-                                $crate::db::StoreError::Corrupt {
+                                $crate::db::error::StoreError::Corrupt {
                                     table: "audit_events",
                                 }
                             })?,
@@ -136,7 +136,7 @@ macro_rules! impl_audit_sql {
                     .collect()
             }
 
-            async fn reap_audit(&self, before: i64) -> $crate::db::StoreResult<u64> {
+            async fn reap_audit(&self, before: i64) -> $crate::db::error::StoreResult<u64> {
                 let done = sqlx::query("DELETE FROM audit_events WHERE at < $1")
                     .bind(before)
                     .execute(&self.pool)

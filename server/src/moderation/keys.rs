@@ -2,13 +2,12 @@
 //! (and earlier ones kept for the report window), the delivery-stamp key `K_stamp`, and the
 //! moderation key from which the report-sealing key and the address-ban HMAC key are derived.
 //!
-//! Each comes from the settings if given; otherwise it is generated and stored like the other
-//! server secrets (`secrets.rs`), so every instance sharing the database uses the same keys.
+//! The secrets come from the settings if given; otherwise they are generated and stored like the
+//! other server secrets (`secrets::ModerationSecrets`), so every instance sharing the database
+//! uses the same keys.
 
 use std::net::IpAddr;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
 use chacha20poly1305::aead::{Aead, Payload};
 use chacha20poly1305::{KeyInit, XChaCha20Poly1305};
 use haven_protocol::franking::FrankingKey;
@@ -16,10 +15,9 @@ use haven_protocol::franking::verify::{FrankingSecret, StampKey};
 use rand::RngCore;
 use rand::rngs::OsRng;
 use subtle::ConstantTimeEq;
-use zeroize::{Zeroize, Zeroizing};
+use zeroize::Zeroizing;
 
-use crate::secrets::{Key32, SecretStore, SecretsError, decode_key, stored_key};
-use crate::settings::Settings;
+use crate::secrets::{Key32, ModerationSecrets};
 
 /// Version byte of a sealed report.
 const SEALED_VERSION: u8 = 0x01;
@@ -31,58 +29,25 @@ pub struct ModerationKeys {
     franking: FrankingSecret,
     previous: Vec<FrankingSecret>,
     stamp: StampKey,
-    stamp_bytes: Key32,
     seal: Key32,
     address: Key32,
 }
 
 impl ModerationKeys {
-    /// Loads (or generates and stores) every key.
-    ///
-    /// # Errors
-    /// A malformed configured key, or the store.
-    pub async fn load<S: SecretStore>(
-        settings: &Settings,
-        store: &S,
-    ) -> Result<Self, SecretsError> {
-        let m = &settings.moderation;
-        let franking = match &m.franking_secret {
-            Some(s) => decode_key("moderation.franking_secret", s)?,
-            None => stored_key(store, "franking_secret").await?,
-        };
-        let stamp = match &m.stamp_key {
-            Some(s) => decode_key("moderation.stamp_key", s)?,
-            None => stored_key(store, "franking_stamp_key").await?,
-        };
-        let secret = match &m.secret {
-            Some(s) => decode_key("moderation.secret", s)?,
-            None => stored_key(store, "moderation_key").await?,
-        };
-        let mut previous = Vec::new();
-        if let Some(list) = &m.previous_franking_secrets {
-            for item in list
-                .expose()
-                .split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-            {
-                let mut bytes = STANDARD
-                    .decode(item)
-                    .map_err(|_| SecretsError::Malformed("moderation.previous_franking_secrets"))?;
-                let key = <[u8; 32]>::try_from(bytes.as_slice())
-                    .map_err(|_| SecretsError::Malformed("moderation.previous_franking_secrets"));
-                bytes.zeroize();
-                previous.push(FrankingSecret::from_bytes(key?));
-            }
+    /// The keys from the loaded secrets (`ServerSecrets::moderation`: configured, or generated
+    /// and stored like the other server secrets, so every instance has the same).
+    pub fn from_secrets(secrets: &ModerationSecrets) -> Self {
+        Self {
+            franking: FrankingSecret::from_bytes(*secrets.franking.expose()),
+            previous: secrets
+                .previous_franking
+                .iter()
+                .map(|k| FrankingSecret::from_bytes(*k.expose()))
+                .collect(),
+            stamp: StampKey::from_bytes(*secrets.stamp.expose()),
+            seal: Key32::from_bytes(secrets.secret.hmac(b"haven/moderation/seal/v1", b"")),
+            address: Key32::from_bytes(secrets.secret.hmac(b"haven/moderation/address/v1", b"")),
         }
-        Ok(Self {
-            franking: FrankingSecret::from_bytes(*franking.expose()),
-            previous,
-            stamp: StampKey::from_bytes(*stamp.expose()),
-            stamp_bytes: stamp,
-            seal: Key32::from_bytes(secret.hmac(b"haven/moderation/seal/v1", b"")),
-            address: Key32::from_bytes(secret.hmac(b"haven/moderation/address/v1", b"")),
-        })
     }
 
     /// The published franking key `F`.
@@ -100,12 +65,6 @@ impl ModerationKeys {
         std::iter::once(&self.franking)
             .chain(&self.previous)
             .find(|s| bool::from(s.public().0.ct_eq(&key.0)))
-    }
-
-    /// The delivery-stamp key's bytes (`ServerSecrets::franking_stamp`, which stamps
-    /// deliveries, is built from them, so stamping and verifying use one key).
-    pub fn stamp_bytes(&self) -> &Key32 {
-        &self.stamp_bytes
     }
 
     /// The delivery-stamp key.
@@ -187,7 +146,6 @@ mod tests {
             franking: FrankingSecret::from_bytes([1; 32]),
             previous: vec![FrankingSecret::from_bytes([2; 32])],
             stamp: StampKey::from_bytes([3; 32]),
-            stamp_bytes: Key32::from_bytes([3; 32]),
             seal: Key32::from_bytes([4; 32]),
             address: Key32::from_bytes([5; 32]),
         }

@@ -3,7 +3,7 @@
 
 use serde::Deserialize;
 
-use crate::settings::{SecretSetting, SettingsError};
+use crate::settings::values::{SecretSetting, SettingsError};
 
 /// Abuse reports, franking keys, sanctions and address bans (`Debug` redacts the secrets).
 #[derive(Clone, Debug, Deserialize)]

@@ -3,7 +3,7 @@
 
 use std::future::Future;
 
-use crate::db::StoreResult;
+use crate::db::error::StoreResult;
 use crate::ids::Id;
 
 /// A verified report to store. `sealed` is the report body sealed under the moderation key;
@@ -154,18 +154,18 @@ macro_rules! impl_moderation_sql {
             row: &<$db as sqlx::Database>::Row,
             column: &str,
             table: &'static str,
-        ) -> $crate::db::StoreResult<$crate::ids::Id> {
+        ) -> $crate::db::error::StoreResult<$crate::ids::Id> {
             use sqlx::Row as _;
             let bytes: Vec<u8> = row.try_get(column)?;
             $crate::ids::Id::from_slice(&bytes)
-                .map_err(|_| $crate::db::StoreError::Corrupt { table })
+                .map_err(|_| $crate::db::error::StoreError::Corrupt { table })
         }
 
         fn report_row(
             row: &<$db as sqlx::Database>::Row,
-        ) -> $crate::db::StoreResult<$crate::moderation::store::ReportRecord> {
+        ) -> $crate::db::error::StoreResult<$crate::moderation::store::ReportRecord> {
             use sqlx::Row as _;
-            let corrupt = || $crate::db::StoreError::Corrupt { table: "reports" };
+            let corrupt = || $crate::db::error::StoreError::Corrupt { table: "reports" };
             let device: i64 = row.try_get("sender_device")?;
             let decided_by: Option<Vec<u8>> = row.try_get("decided_by")?;
             Ok($crate::moderation::store::ReportRecord {
@@ -198,7 +198,7 @@ macro_rules! impl_moderation_sql {
             async fn insert_report(
                 &self,
                 r: &$crate::moderation::store::NewReport,
-            ) -> $crate::db::StoreResult<bool> {
+            ) -> $crate::db::error::StoreResult<bool> {
                 let done = sqlx::query(
                     "INSERT INTO reports (id, reporter, sender_account, sender_device, \
                      destination, message_seq, message_time, attributed, sealed, status, \
@@ -223,7 +223,7 @@ macro_rules! impl_moderation_sql {
             async fn upgrade_report(
                 &self,
                 r: &$crate::moderation::store::NewReport,
-            ) -> $crate::db::StoreResult<bool> {
+            ) -> $crate::db::error::StoreResult<bool> {
                 let done = sqlx::query(
                     "UPDATE reports SET attributed = TRUE, sealed = $2, reporter = $3 \
                      WHERE id = $1 AND attributed = FALSE AND status = 'pending'",
@@ -239,7 +239,7 @@ macro_rules! impl_moderation_sql {
             async fn report(
                 &self,
                 id: &$crate::ids::Id,
-            ) -> $crate::db::StoreResult<Option<$crate::moderation::store::ReportRecord>> {
+            ) -> $crate::db::error::StoreResult<Option<$crate::moderation::store::ReportRecord>> {
                 let row = sqlx::query(&format!("SELECT {REPORT_COLUMNS} FROM reports WHERE id = $1"))
                     .bind(&id.as_bytes()[..])
                     .fetch_optional(&self.pool)
@@ -247,7 +247,7 @@ macro_rules! impl_moderation_sql {
                 row.as_ref().map(report_row).transpose()
             }
 
-            async fn count_reports(&self, status: &str) -> $crate::db::StoreResult<u64> {
+            async fn count_reports(&self, status: &str) -> $crate::db::error::StoreResult<u64> {
                 let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM reports WHERE status = $1")
                     .bind(status)
                     .fetch_one(&self.pool)
@@ -260,7 +260,7 @@ macro_rules! impl_moderation_sql {
                 status: &str,
                 after: (i64, $crate::ids::Id),
                 limit: u32,
-            ) -> $crate::db::StoreResult<Vec<$crate::moderation::store::ReportRecord>> {
+            ) -> $crate::db::error::StoreResult<Vec<$crate::moderation::store::ReportRecord>> {
                 let rows = sqlx::query(&format!(
                     "SELECT {REPORT_COLUMNS} FROM reports WHERE status = $1 AND \
                      (created_at > $2 OR (created_at = $2 AND id > $3)) \
@@ -281,7 +281,7 @@ macro_rules! impl_moderation_sql {
                 decision: &str,
                 by: Option<$crate::ids::Id>,
                 at: i64,
-            ) -> $crate::db::StoreResult<bool> {
+            ) -> $crate::db::error::StoreResult<bool> {
                 let done = sqlx::query(
                     "UPDATE reports SET status = 'decided', decision = $2, decided_by = $3, \
                      decided_at = $4 WHERE id = $1 AND status = 'pending'",
@@ -298,7 +298,7 @@ macro_rules! impl_moderation_sql {
             async fn put_sanction(
                 &self,
                 s: &$crate::moderation::store::SanctionRecord,
-            ) -> $crate::db::StoreResult<bool> {
+            ) -> $crate::db::error::StoreResult<bool> {
                 let done = sqlx::query(
                     "INSERT INTO account_sanctions (account_id, kind, expires_at, created_at) \
                      SELECT $1, $2, $3, $4 WHERE EXISTS (SELECT 1 FROM accounts WHERE id = $1) \
@@ -317,7 +317,7 @@ macro_rules! impl_moderation_sql {
             async fn remove_sanction(
                 &self,
                 account: &$crate::ids::Id,
-            ) -> $crate::db::StoreResult<bool> {
+            ) -> $crate::db::error::StoreResult<bool> {
                 let done = sqlx::query("DELETE FROM account_sanctions WHERE account_id = $1")
                     .bind(&account.as_bytes()[..])
                     .execute(&self.pool)
@@ -328,7 +328,7 @@ macro_rules! impl_moderation_sql {
             async fn sanctions(
                 &self,
                 now: i64,
-            ) -> $crate::db::StoreResult<Vec<$crate::moderation::store::SanctionRecord>> {
+            ) -> $crate::db::error::StoreResult<Vec<$crate::moderation::store::SanctionRecord>> {
                 use sqlx::Row as _;
                 let rows = sqlx::query(
                     "SELECT account_id, kind, expires_at, created_at FROM account_sanctions \
@@ -353,7 +353,7 @@ macro_rules! impl_moderation_sql {
             async fn put_address_ban(
                 &self,
                 ban: &$crate::moderation::store::AddressBanRecord,
-            ) -> $crate::db::StoreResult<()> {
+            ) -> $crate::db::error::StoreResult<()> {
                 sqlx::query(
                     "INSERT INTO address_bans (prefix_hash, expires_at, created_at) \
                      VALUES ($1, $2, $3) ON CONFLICT (prefix_hash) DO UPDATE SET \
@@ -370,7 +370,7 @@ macro_rules! impl_moderation_sql {
             async fn remove_address_ban(
                 &self,
                 prefix_hash: &[u8; 32],
-            ) -> $crate::db::StoreResult<bool> {
+            ) -> $crate::db::error::StoreResult<bool> {
                 let done = sqlx::query("DELETE FROM address_bans WHERE prefix_hash = $1")
                     .bind(&prefix_hash[..])
                     .execute(&self.pool)
@@ -381,7 +381,7 @@ macro_rules! impl_moderation_sql {
             async fn address_bans(
                 &self,
                 now: i64,
-            ) -> $crate::db::StoreResult<Vec<$crate::moderation::store::AddressBanRecord>> {
+            ) -> $crate::db::error::StoreResult<Vec<$crate::moderation::store::AddressBanRecord>> {
                 use sqlx::Row as _;
                 let rows = sqlx::query(
                     "SELECT prefix_hash, expires_at, created_at FROM address_bans \
@@ -395,7 +395,7 @@ macro_rules! impl_moderation_sql {
                         let hash: Vec<u8> = row.try_get("prefix_hash")?;
                         Ok($crate::moderation::store::AddressBanRecord {
                             prefix_hash: <[u8; 32]>::try_from(hash.as_slice()).map_err(|_| {
-                                $crate::db::StoreError::Corrupt {
+                                $crate::db::error::StoreError::Corrupt {
                                     table: "address_bans",
                                 }
                             })?,
@@ -410,7 +410,7 @@ macro_rules! impl_moderation_sql {
                 &self,
                 account: &$crate::ids::Id,
                 now: i64,
-            ) -> $crate::db::StoreResult<$crate::moderation::store::MailPurge> {
+            ) -> $crate::db::error::StoreResult<$crate::moderation::store::MailPurge> {
                 let envelopes = sqlx::query("DELETE FROM envelopes WHERE source_account = $1")
                     .bind(&account.as_bytes()[..])
                     .execute(&self.pool)
@@ -431,7 +431,7 @@ macro_rules! impl_moderation_sql {
                 &self,
                 now: i64,
                 reports_before: i64,
-            ) -> $crate::db::StoreResult<u64> {
+            ) -> $crate::db::error::StoreResult<u64> {
                 let mut n = sqlx::query(
                     "DELETE FROM account_sanctions WHERE expires_at IS NOT NULL AND expires_at <= $1",
                 )
