@@ -28,8 +28,8 @@ use haven_protocol::api::admin::{
 };
 use haven_protocol::api::error::ErrorBody;
 use haven_protocol::api::moderation::{
-    AddressBanRequest, AddressBanView, DecisionRequest, DecisionResponse, ReportDetail,
-    ReportPage, ReportSummary, SanctionView,
+    AddressBanRequest, AddressBanView, DecisionRequest, DecisionResponse, ReportDetail, ReportPage,
+    ReportSummary, SanctionView,
 };
 use haven_protocol::content::{Body, Content};
 use serde::de::DeserializeOwned;
@@ -328,20 +328,25 @@ fn print_reports(reports: &[ReportSummary]) {
 fn describe_content(bytes: &[u8]) -> String {
     match Content::from_bytes(bytes) {
         Ok(Content {
-            body:
-                Body::Text {
-                    text, attachment, ..
-                },
+            body: Body::Text {
+                text, attachment, ..
+            },
             ..
         }) => {
             if attachment.is_empty() {
                 format!("text: {text}")
             } else {
-                format!("text: {text}\n(with an attachment pointer of {} bytes)", attachment.len())
+                format!(
+                    "text: {text}\n(with an attachment pointer of {} bytes)",
+                    attachment.len()
+                )
             }
         }
         Ok(_) => "a content that is not a text (receipt, reaction, edit, control)".to_owned(),
-        Err(e) => format!("a content that does not decode ({e}), {} bytes", bytes.len()),
+        Err(e) => format!(
+            "a content that does not decode ({e}), {} bytes",
+            bytes.len()
+        ),
     }
 }
 
