@@ -23,6 +23,7 @@ mod id;
 pub mod identity;
 pub mod keys;
 pub mod messages;
+pub mod moderation;
 pub mod usernames;
 pub mod vault;
 pub mod websocket;
