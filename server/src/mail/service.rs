@@ -482,20 +482,19 @@ fn announce<C: MailContext>(state: &C, stored: &[StoredEnvelope], delivery: Deli
         ..
     } = delivery;
     // Envelopes with a shared payload are read back whole by the socket.
-    let mut contents: HashMap<(Id, u32), PushedEnvelope> =
-        if shared_payload.is_none() {
-            envelopes
-                .into_iter()
-                .map(|e| {
-                    (
-                        (e.account, e.device),
-                        (e.message_id, e.content, e.franking_commitment),
-                    )
-                })
-                .collect()
-        } else {
-            HashMap::new()
-        };
+    let mut contents: HashMap<(Id, u32), PushedEnvelope> = if shared_payload.is_none() {
+        envelopes
+            .into_iter()
+            .map(|e| {
+                (
+                    (e.account, e.device),
+                    (e.message_id, e.content, e.franking_commitment),
+                )
+            })
+            .collect()
+    } else {
+        HashMap::new()
+    };
     for s in stored.iter().filter(|s| !s.duplicate) {
         let handed = contents.remove(&(s.account, s.device)).is_some_and(
             |(message_id, content, franking_commitment)| {

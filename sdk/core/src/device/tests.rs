@@ -136,9 +136,10 @@ impl Dev {
         self.local.encrypt(
             &mut self.store,
             &account,
-            &super::PaddedPlaintext::new(text)?,
+            &super::OutgoingPlaintext::new(text)?,
             id,
             false,
+            None,
             bundles,
             &cert,
             &mut self.rng,
@@ -494,10 +495,11 @@ fn exactly_once_and_tampered_or_replayed_envelopes_change_nothing() {
             &mut bob.store,
             &"14".repeat(16),
             &sealed,
+            None,
             true,
             NOW,
             &mut bob.rng,
-            |_, _, _| -> Result<(), DeviceError> { panic!("not applied") },
+            |_, _, _, _| -> Result<(), DeviceError> { panic!("not applied") },
         )
         .unwrap();
     assert!(
@@ -524,10 +526,11 @@ fn an_error_of_apply_rolls_the_session_back() {
             &mut bob.store,
             &id,
             &content,
+            None,
             true,
             NOW,
             &mut bob.rng,
-            |s, _, _| -> Result<(), DeviceError> {
+            |s, _, _, _| -> Result<(), DeviceError> {
                 s.put(space::INBOX, b"half", b"written")?;
                 Err(DeviceError::Protocol("application refused".into()))
             },
@@ -542,10 +545,11 @@ fn an_error_of_apply_rolls_the_session_back() {
             &mut bob.store,
             &id,
             &content,
+            None,
             true,
             NOW,
             &mut bob.rng,
-            |_, sender, plain| -> Result<usize, DeviceError> {
+            |_, sender, plain, _| -> Result<usize, DeviceError> {
                 assert_eq!(sender.account_id, ALICE);
                 Ok(plain.len())
             },
@@ -736,10 +740,11 @@ fn copy_to_the_own_other_devices() {
             &mut alice1.store,
             &"22".repeat(16),
             &sealed,
+            None,
             true,
             NOW,
             &mut alice1.rng,
-            |_, _, _| -> Result<(), DeviceError> { panic!("not applied") },
+            |_, _, _, _| -> Result<(), DeviceError> { panic!("not applied") },
         )
         .unwrap();
     assert!(

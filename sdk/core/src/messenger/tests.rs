@@ -53,7 +53,7 @@ impl Dev {
         // As the device does: the content's effects in the envelope's transaction.
         let (me, rng) = (self.me, &mut self.rng);
         self.store
-            .atomically_mut(|s| apply_direct(s, &me, from, plain, ephemeral, NOW, rng))
+            .atomically_mut(|s| apply_direct(s, &me, from, plain, None, ephemeral, NOW, rng))
             .unwrap()
     }
 
