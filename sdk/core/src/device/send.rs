@@ -76,7 +76,7 @@ impl OutgoingPlaintext {
         sender: &IdentityKeyPair,
         destination: &Destination,
         rng: &mut R,
-    ) -> Result<(Zeroizing<Vec<u8>>, Option<[u8; 32]>), DeviceError> {
+    ) -> Result<EnvelopePlaintext, DeviceError> {
         match franking_key {
             None => Ok((Zeroizing::new(pad(&self.0).map_err(protocol)?), None)),
             Some(key) => {
@@ -87,6 +87,9 @@ impl OutgoingPlaintext {
         }
     }
 }
+
+/// One envelope's padded plaintext and, when franked, its commitment.
+type EnvelopePlaintext = (Zeroizing<Vec<u8>>, Option<[u8; 32]>);
 
 /// A prekey-bundle claim to make before encrypting (§11.11).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
