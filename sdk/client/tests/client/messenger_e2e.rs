@@ -395,7 +395,12 @@ async fn two_people_a_group_and_bad_input_through_a_relay() {
     queued.reverse();
     let mut seen = Vec::new();
     for (id, content) in &queued {
-        for e in bob.messenger.process_envelope(id, content).await.unwrap() {
+        for e in bob
+            .messenger
+            .process_envelope(id, content, None)
+            .await
+            .unwrap()
+        {
             if let Some((_, t, _, _)) = text_of(&e) {
                 seen.push(t);
             }
@@ -408,7 +413,7 @@ async fn two_people_a_group_and_bad_input_through_a_relay() {
     for (id, content) in &queued {
         assert!(
             bob.messenger
-                .process_envelope(id, content)
+                .process_envelope(id, content, None)
                 .await
                 .unwrap()
                 .iter()
@@ -545,7 +550,7 @@ async fn two_people_a_group_and_bad_input_through_a_relay() {
     let (_, replay_content) = queued[0].clone();
     let events = bob
         .messenger
-        .process_envelope(&hex::encode([0xEE; 16]), &replay_content)
+        .process_envelope(&hex::encode([0xEE; 16]), &replay_content, None)
         .await
         .unwrap();
     assert!(
