@@ -159,6 +159,13 @@ fn chat_scenario_through_the_binary() {
     assert!(out.contains(SECRETS[0]), "{out}");
     bob.run(&["send", &alice_id, SECRETS[1]]);
     assert!(alice.run(&["sync"]).contains(SECRETS[1]));
+    // This relay offers no franking key (GET /v1/franking/key is on the moderation branch):
+    // Bob's message arrived unfranked and cannot be reported; nor can an unknown message.
+    let (code, err) = alice.fails(&["report", USERNAMES[1], "last"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("cannot be reported"), "{err}");
+    let (code, err) = alice.fails(&["report", USERNAMES[1], "ffffffff"]);
+    assert_eq!(code, 2, "{err}");
     let out = alice2.run(&["sync"]);
     assert!(
         out.contains(SECRETS[0]) && out.contains(SECRETS[1]),
