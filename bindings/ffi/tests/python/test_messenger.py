@@ -89,6 +89,12 @@ def test_messages_both_ways_safety_numbers_and_files(relay, tmp_path):
         assert history[0].message_id == msg_id
         # Alice's contact card made her a contact of Bob's.
         assert alice.account_id() in [c.account_id for c in bob.contacts()]
+        # Reports are typed: this relay offers no franking key, so the message arrived
+        # unfranked and cannot be reported; an unknown message is not found.
+        with pytest.raises(haven.HavenError.Report):
+            await bob.report_message(direct(alice.account_id()), msg_id)
+        with pytest.raises(haven.HavenError.NotFound):
+            await bob.report_message(direct(alice.account_id()), "ab" * 16)
 
         # Bob replies while Alice is connected with a listener: the reply arrives as an event.
         listener = Collector()
