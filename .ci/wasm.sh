@@ -4,7 +4,8 @@
 # recomputed through the wasm build, errors across the boundary), and the browser end-to-end
 # tests (headless Debian Chromium + playwright-core, users 1:1 and in a group through a real
 # relay process; and one group shared by a browser user, a `haven-chat` CLI user and a Python
-# user of the uniffi module; each lie of a hostile relay refused with an error and an event).
+# user of the uniffi module; each lie of a hostile relay refused with an error and an event; the
+# relay's admin page with a key made by `haven-relay admin create-key`).
 # Installs what it needs idempotently, cached outside the clone: wasm-bindgen-cli in
 # ~/.cargo/bin, npm's cache in ~/.cache/haven-npm, Chromium from Debian only when missing.
 set -euo pipefail
@@ -45,12 +46,15 @@ CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner \
 say "Node tests over the built package (test vectors, errors across the boundary)"
 HAVEN_NODE_PKG="$node_pkg" node --test bindings/wasm/tests/node/
 
-say "end-to-end: browser users (1:1, a group, the diary, a file); a browser, a CLI and a Python user in one group"
+say "end-to-end: browser users (1:1, a group, the diary, a file); a browser, a CLI and a Python user in one group; the relay's admin page"
 # The test-relay launcher and the haven-chat binary the test command built (their own tests run
 # them); built here when absent.
 launcher="$CARGO_TARGET_DIR/debug/haven-test-relay"
 chat="$CARGO_TARGET_DIR/debug/haven-chat"
-if [ ! -x "$launcher" ] || [ ! -x "$chat" ]; then
+# The relay binary itself: admin_page.test.mjs makes the first admin key with its `admin`
+# subcommand.
+relay_bin="$CARGO_TARGET_DIR/debug/haven-relay"
+if [ ! -x "$launcher" ] || [ ! -x "$chat" ] || [ ! -x "$relay_bin" ]; then
   cargo test --workspace --no-run --locked
 fi
 # The generated Python module `haven` (.ci/ffi.sh, which CI runs first, generates it); generated
@@ -62,7 +66,7 @@ fi
 # The hostile relay launcher (a real relay behind a lying proxy) for hostile_relay.test.mjs.
 cargo build -p haven-e2e --bin haven-hostile-relay --locked
 hostile="$CARGO_TARGET_DIR/debug/haven-hostile-relay"
-HAVEN_TEST_RELAY_BIN="$launcher" HAVEN_WEB_PKG="$web_pkg" HAVEN_CHAT_BIN="$chat" \
+HAVEN_TEST_RELAY_BIN="$launcher" HAVEN_RELAY_BIN="$relay_bin" HAVEN_WEB_PKG="$web_pkg" HAVEN_CHAT_BIN="$chat" \
   HAVEN_PY_BINDINGS="$py_bindings" HAVEN_HOSTILE_RELAY_BIN="$hostile" node --test examples/web/e2e/
 
 say "done"

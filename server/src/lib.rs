@@ -5,6 +5,7 @@
 //! as a keyed hash, and logs no IPs, bodies, tokens or usernames.
 
 pub mod accounts;
+pub mod admin;
 pub mod app;
 pub mod blobs;
 pub mod channels;

@@ -279,3 +279,32 @@ pub(crate) fn keyed<C: LimitContext>(state: &C, prefix: &str, id: &crate::ids::I
         .hmac(b"haven/limit-key/v1", id.as_bytes());
     format!("{prefix}:{}", hex::encode(mac))
 }
+
+fn admin_failure_key(addr: &str) -> String {
+    format!("admin:addr:{addr}")
+}
+
+/// Refuses (429) when the client address `addr` (a keyed hash, see `ClientKey`) has too many
+/// recent failed admin authentications. Admin failures use the per-address login quota
+/// (`addr_login_max_failures` per `login_failure_window_secs`) under a key of their own.
+pub async fn check_admin_failures<C: LimitContext>(ctx: &C, addr: &str) -> Result<(), AppError> {
+    let (_, per_addr) = failure_quotas(ctx.settings());
+    let decision = ctx
+        .limits()
+        .per_addr
+        .peek(&admin_failure_key(addr), per_addr)
+        .await
+        .map_err(limiter_error)?;
+    refuse(&decision)
+}
+
+/// Counts one failed admin authentication against the client address `addr` (a keyed hash).
+pub async fn record_admin_failure<C: LimitContext>(ctx: &C, addr: &str) -> Result<(), AppError> {
+    let (_, per_addr) = failure_quotas(ctx.settings());
+    ctx.limits()
+        .per_addr
+        .hit(&admin_failure_key(addr), per_addr)
+        .await
+        .map_err(limiter_error)?;
+    Ok(())
+}

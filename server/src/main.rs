@@ -1,25 +1,45 @@
-//! The `haven-relay` binary: `haven-relay [--config PATH]`.
+//! The `haven-relay` binary: `haven-relay [--config PATH]` serves; `haven-relay [--config PATH]
+//! admin …` manages admin keys on the configured database (`admin::cli`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use haven_relay::Settings;
+use haven_relay::admin::cli::{self, AdminCommand};
 
-fn config_path() -> Result<Option<PathBuf>, String> {
+/// What the command line asks for: the configuration file, and an admin subcommand if any.
+struct Invocation {
+    config: Option<PathBuf>,
+    admin: Option<AdminCommand>,
+}
+
+fn parse_args() -> Result<Invocation, String> {
     let mut args = std::env::args().skip(1);
-    let mut path = std::env::var_os("HAVEN_CONFIG").map(PathBuf::from);
+    let mut config = std::env::var_os("HAVEN_CONFIG").map(PathBuf::from);
     while let Some(arg) = args.next() {
         match arg.as_str() {
-            "--config" => path = Some(args.next().ok_or("--config needs a path")?.into()),
+            "--config" => config = Some(args.next().ok_or("--config needs a path")?.into()),
+            "admin" => {
+                let rest: Vec<String> = args.collect();
+                let admin = cli::parse(&rest).map_err(|e| e.to_string())?;
+                return Ok(Invocation {
+                    config,
+                    admin: Some(admin),
+                });
+            }
             "--help" | "-h" => {
-                return Err(
-                    "usage: haven-relay [--config PATH]   (see docs/SELF_HOSTING.md)".into(),
-                );
+                return Err(format!(
+                    "usage: haven-relay [--config PATH]   (see docs/SELF_HOSTING.md)\n{}",
+                    cli::USAGE
+                ));
             }
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
-    Ok(path)
+    Ok(Invocation {
+        config,
+        admin: None,
+    })
 }
 
 async fn shutdown_signal() {
@@ -48,8 +68,15 @@ async fn shutdown_signal() {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let settings = match config_path().and_then(|path| {
-        Settings::load(path.as_deref(), |name| std::env::var(name).ok()).map_err(|e| e.to_string())
+    let invocation = match parse_args() {
+        Ok(invocation) => invocation,
+        Err(err) => {
+            eprintln!("haven-relay: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    let settings = match Settings::load(invocation.config.as_deref(), |name| {
+        std::env::var(name).ok()
     }) {
         Ok(settings) => settings,
         Err(err) => {
@@ -57,6 +84,22 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(command) = invocation.admin {
+        let done = cli::run(
+            &settings,
+            &command,
+            &mut std::io::stdout().lock(),
+            &mut std::io::stderr().lock(),
+        )
+        .await;
+        return match done {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                eprintln!("haven-relay admin: {err}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     tracing_subscriber::fmt()
         .with_env_filter(haven_relay::logging::filter(&settings.log))
         .with_writer(std::io::stderr)

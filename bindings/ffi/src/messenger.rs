@@ -229,6 +229,15 @@ impl Messenger {
         runtime::run(async move { Ok(core.add_contact_by_username(&username).await?.into()) }).await
     }
 
+    /// Blocks (`true`) or unblocks an account: its messages are dropped on receipt (1:1 and in
+    /// groups) and nothing is sent to it 1:1; the relay is not told.
+    ///
+    /// # Errors
+    /// `Closed`, `InvalidArgument` (a malformed id, this account), `Storage`.
+    pub fn set_blocked(&self, account_id: String, blocked: bool) -> Result<Contact, HavenError> {
+        Ok(self.core()?.set_blocked(&account_id, blocked)?.into())
+    }
+
     /// Every contact.
     ///
     /// # Errors

@@ -77,6 +77,8 @@ pub struct Contact {
     pub account_id: String,
     /// The username it was added by, if any.
     pub username: Option<String>,
+    /// Whether the user blocked it.
+    pub blocked: bool,
 }
 
 impl From<core::Contact> for Contact {
@@ -84,6 +86,7 @@ impl From<core::Contact> for Contact {
         Self {
             account_id: hex::encode(c.account),
             username: c.username,
+            blocked: c.blocked,
         }
     }
 }

@@ -171,6 +171,22 @@ impl MessengerCore {
         Ok(core::add_contact(dev.store(), &own, &account, username)?.into())
     }
 
+    /// Blocks (`true`) or unblocks `account`: its messages are dropped on receipt (1:1 and in
+    /// groups) and nothing is sent to it 1:1; the relay is not told.
+    ///
+    /// # Errors
+    /// [`ErrorCode::InvalidArgument`] for a malformed id or this account.
+    pub fn set_blocked(
+        &mut self,
+        dev: &mut DeviceCore,
+        account: &str,
+        blocked: bool,
+    ) -> WebResult<ContactView> {
+        let account = account_arg(account)?;
+        let own = dev.local()?.account();
+        Ok(core::set_blocked(dev.store(), &own, &account, blocked)?.into())
+    }
+
     /// One contact, if it is one.
     ///
     /// # Errors

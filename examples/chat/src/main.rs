@@ -34,6 +34,9 @@ commands:
   whoami                            account id, device number, username
   add CONTACT                       add a contact (a username or a 32-hex account id)
   contacts                          list contacts
+  block CONTACT                     drop everything a contact sends (1:1 and in groups)
+                                    and send it nothing 1:1; the relay is not told
+  unblock CONTACT                   undo `block`
   send CONTACT TEXT...              send a message
   sync                              fetch what is waiting and print new messages
   history CONTACT|GROUP             the conversation so far
@@ -467,11 +470,22 @@ async fn command(args: &Args, m: &Arc<Messenger>) -> Result<(), Failure> {
         "contacts" => {
             for c in m.contacts()? {
                 println!(
-                    "{} {}",
+                    "{} {}{}",
                     hex::encode(c.account),
-                    c.username.unwrap_or_default()
+                    c.username.unwrap_or_default(),
+                    if c.blocked { " (blocked)" } else { "" }
                 );
             }
+        }
+        "block" | "unblock" => {
+            let who = resolve_contact(m, args.word(0, "CONTACT")?).await?;
+            let blocked = args.command == "block";
+            m.set_blocked(&hex::encode(who), blocked)?;
+            println!(
+                "{} {}",
+                hex::encode(who),
+                if blocked { "blocked" } else { "unblocked" }
+            );
         }
         "send" => {
             let to = resolve_contact(m, args.word(0, "CONTACT")?).await?;

@@ -12,6 +12,7 @@
 //! strings, decoded and size-checked by whoever uses them.
 
 pub mod account;
+pub mod admin;
 pub mod auth;
 pub mod blobs;
 pub mod certificate;

@@ -252,6 +252,22 @@ impl Messenger {
         Ok(self.contact(&account)?.unwrap_or(contact))
     }
 
+    /// Blocks (`true`) or unblocks an account: a blocked account's messages are dropped on
+    /// receipt, 1:1 and in groups, without receipts, and nothing is sent to it 1:1. The relay is
+    /// not told. Returns the stored contact.
+    ///
+    /// # Errors
+    /// A malformed id or this account (`Invalid`); store errors.
+    pub fn set_blocked(&self, account_hex: &str, blocked: bool) -> Result<Contact, MessengerError> {
+        let account = core::parse_id(account_hex)?;
+        Ok(core::set_blocked(
+            &self.device.lock(),
+            &self.own(),
+            &account,
+            blocked,
+        )?)
+    }
+
     /// One contact.
     ///
     /// # Errors

@@ -1,5 +1,6 @@
 //! The router, its middleware, and the server launch functions.
 
+mod admin;
 pub mod health;
 pub mod openapi;
 pub mod state;
@@ -61,6 +62,7 @@ pub enum LaunchError {
 
 /// Builds the API router for `state` (tests drive it with `tower::ServiceExt::oneshot`).
 pub fn app<S: Store>(state: AppState<S>) -> Router {
+    crate::admin::overview::mark_started();
     let settings = state.settings().clone();
     // Key uploads and sends carry many keys or one envelope per device.
     let big = settings.mail.max_request_bytes;
@@ -175,6 +177,7 @@ pub fn app<S: Store>(state: AppState<S>) -> Router {
             get(vault::changes::<S>),
         )
         .merge(crate::blobs::routes::api_routes::<S>())
+        .merge(crate::admin::routes::api_routes::<AppState<S>>())
         .route("/v1/ws", get(crate::realtime::ws::upgrade::<S>))
         .route("/v1/ws/ticket", post(crate::realtime::ws::ticket::<S>))
         .route("/v1/channels", post(crate::channels::routes::create::<S>))
@@ -239,19 +242,22 @@ fn cors_layer(origins: &[String]) -> CorsLayer {
 async fn security_headers(State(hsts): State<bool>, req: Request, next: Next) -> Response {
     let mut response = next.run(req).await;
     let headers = response.headers_mut();
-    let fixed: [(HeaderName, &'static str); 5] = [
+    let fixed: [(HeaderName, &'static str); 4] = [
         (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
         (header::REFERRER_POLICY, "no-referrer"),
         (header::X_FRAME_OPTIONS, "DENY"),
-        (
-            header::CONTENT_SECURITY_POLICY,
-            "default-src 'none'; frame-ancestors 'none'",
-        ),
         (header::CACHE_CONTROL, "no-store"),
     ];
     for (name, value) in fixed {
         headers.insert(name, HeaderValue::from_static(value));
     }
+    // A handler may set a CSP of its own (the admin page, `admin::page`); everything else gets
+    // the API's "load nothing" policy.
+    headers
+        .entry(header::CONTENT_SECURITY_POLICY)
+        .or_insert(HeaderValue::from_static(
+            "default-src 'none'; frame-ancestors 'none'",
+        ));
     if hsts {
         headers.insert(
             header::STRICT_TRANSPORT_SECURITY,
@@ -270,6 +276,7 @@ async fn track_metrics(req: Request, next: Next) -> Response {
     let method = req.method().as_str().to_owned();
     let started = Instant::now();
     let response = next.run(req).await;
+    crate::admin::overview::record_request(response.status().as_u16(), started.elapsed());
     let status = response.status().as_u16().to_string();
     metrics::counter!("haven_http_requests_total",
         "method" => method.clone(), "route" => route.clone(), "status" => status)

@@ -20,7 +20,7 @@ use crate::vault::routes as vault;
     info(
         title = "Haven relay API",
         version = "1",
-        description = "Blind relay: accounts, devices, OPAQUE login, key directory, mailboxes, sender certificates, signed device lists and device linking, channels, the vault and blobs. See docs/PROTOCOL.md §11."
+        description = "Blind relay: accounts, devices, OPAQUE login, key directory, mailboxes, sender certificates, signed device lists and device linking, channels, the vault, blobs and the admin API. See docs/PROTOCOL.md §11."
     ),
     paths(
         health::health,
@@ -92,6 +92,13 @@ use crate::vault::routes as vault;
         blobs::delete,
         blobs::put_part,
         blobs::get_blob,
+        crate::admin::routes::create,
+        crate::admin::routes::list,
+        crate::admin::routes::revoke,
+        crate::admin::overview::overview,
+        crate::admin::page::html,
+        crate::admin::page::script,
+        crate::admin::page::style,
     )
 )]
 struct ApiDoc;
@@ -106,6 +113,16 @@ pub fn document() -> OpenApi {
             HttpBuilder::new()
                 .scheme(HttpAuthScheme::Bearer)
                 .bearer_format("JWT")
+                .build(),
+        ),
+    );
+    components.add_security_scheme(
+        "admin_key",
+        SecurityScheme::Http(
+            HttpBuilder::new()
+                .scheme(HttpAuthScheme::Bearer)
+                .bearer_format("hvn_admin_<base64url>")
+                .description(Some("An admin API key (docs/PROTOCOL.md §11.19)"))
                 .build(),
         ),
     );

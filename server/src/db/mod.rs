@@ -2,7 +2,7 @@
 //! feature's store trait, the store error, and server secrets kept in the database.
 //!
 //! Each feature keeps its own store trait, records and SQL (`accounts::store`, `keys::store`,
-//! `mail::store`, `channels::store`, `vault::store`, `blobs::store`); this module only opens
+//! `mail::store`, `channels::store`, `vault::store`, `blobs::store`, `admin::store`); this module only opens
 //! the pool, runs the migrations and expands each feature's SQL for both backends. Handlers are
 //! generic over [`Store`] (no `dyn`): the binary picks the backend from the URL scheme. All
 //! timestamps are Unix seconds passed in by the caller, so tests control time.
@@ -12,6 +12,7 @@ use std::future::Future;
 use crate::accounts::credentials::CredentialStore;
 use crate::accounts::device_lists::AccountIdentityStore;
 use crate::accounts::store::{AccountStore, AuthStateStore, DeviceStore, TokenStore};
+use crate::admin::store::AdminStore;
 use crate::blobs::store::BlobMetaStore;
 use crate::channels::store::{ChannelStore, TicketStore};
 use crate::keys::store::KeyStore;
@@ -45,6 +46,7 @@ pub trait Store:
     + BlobMetaStore
     + AccountIdentityStore
     + CredentialStore
+    + AdminStore
     + Clone
     + Send
     + Sync

@@ -851,6 +851,7 @@ async fn health_ready_headers_and_openapi<S: Store>(h: Harness<S>) {
             "{collection_id}",
             "{item_id}",
             "{channel_id}",
+            "{key_id}",
         ] {
             path = path.replace(param, &Id::random().to_hex());
         }
@@ -1083,6 +1084,13 @@ const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/blobs/{blob_id}/download"),
     ("PUT", "/v1/blob-data/{blob_id}/{part}"),
     ("GET", "/v1/blob-data/{blob_id}"),
+    ("POST", "/v1/admin/keys"),
+    ("GET", "/v1/admin/keys"),
+    ("DELETE", "/v1/admin/keys/{key_id}"),
+    ("GET", "/v1/admin/overview"),
+    ("GET", "/admin"),
+    ("GET", "/admin/admin.js"),
+    ("GET", "/admin/admin.css"),
 ];
 
 common::on_both_backends!(

@@ -8,6 +8,7 @@ mod common;
 mod ws_client;
 
 mod account_lifecycle;
+mod admin;
 mod api;
 mod binary;
 mod identity;

@@ -950,3 +950,92 @@ async fn a_resend_after_the_ack_is_not_delivered_again() {
     assert_eq!(conflict["error"]["code"], "message_id_conflict");
     assert_eq!(queued(&env, &env.bob).await, 0);
 }
+
+/// PROTOCOL.md §11.14, §16.4: a franked send frame's commitments are stored, and the envelope
+/// frame (live, and read back from the queue) carries the commitment and the relay's stamp for
+/// the receiving device; a send frame that is both ephemeral and franked is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn franked_send_frames_are_delivered_with_the_relays_stamp() {
+    use futures_util::StreamExt as _;
+    use haven_protocol::frames::{ClientFrame, SendEnvelope, ServerFrame};
+    use haven_protocol::franking::Destination;
+    use haven_protocol::franking::verify::delivery_stamp;
+    use tokio_tungstenite::tungstenite::Message;
+
+    async fn raw_envelope(ws: &mut Ws) -> (u64, u64, Vec<u8>, Option<([u8; 32], [u8; 32])>) {
+        loop {
+            let msg = tokio::time::timeout(T, ws.next()).await.unwrap();
+            if let Some(Ok(Message::Binary(b))) = msg
+                && let Ok(ServerFrame::Envelope(e)) = ServerFrame::decode(&b)
+            {
+                return (
+                    e.seq,
+                    e.received_at,
+                    e.content.to_vec(),
+                    e.franking.map(|f| (f.commitment, f.stamp)),
+                );
+            }
+        }
+    }
+
+    let env = setup(&[]).await;
+    let mut alice = relay::connect(&env.relay.addr, &env.alice.access).await;
+    assert_eq!(next(&mut alice, T).await, Frame::QueueEmpty);
+    let mut bob = relay::connect(&env.relay.addr, &env.bob.access).await;
+    assert_eq!(next(&mut bob, T).await, Frame::QueueEmpty);
+    let commitment = [0x6c; 32];
+    let frame = |request_id, ephemeral| ClientFrame::Send {
+        request_id,
+        account: account(&env.bob),
+        message_id: *Id::random().as_bytes(),
+        ephemeral,
+        envelopes: vec![SendEnvelope {
+            device: 1,
+            content: b"franked",
+            commitment: Some(commitment),
+        }],
+    };
+    send_bin(&mut alice, frame(1, false).encode().unwrap()).await;
+    match next(&mut alice, T).await {
+        Frame::Result {
+            request_id: 1,
+            status: 200,
+            ..
+        } => {}
+        other => panic!("{other:?}"),
+    }
+    let (seq, received_at, content, franking) = raw_envelope(&mut bob).await;
+    assert_eq!(content, b"franked");
+    let expected = delivery_stamp(
+        &env.h.state.secrets().franking_stamp,
+        &commitment,
+        &Destination::Device {
+            account: account(&env.bob),
+            device: 1,
+        },
+        seq,
+        received_at,
+    );
+    assert_eq!(franking, Some((commitment, expected)));
+    // Read back from the queue by a new socket: the same stamp.
+    drop(bob);
+    let mut again = relay::connect(&env.relay.addr, &env.bob.access).await;
+    let (seq2, _, _, franking2) = raw_envelope(&mut again).await;
+    assert_eq!(seq2, seq);
+    assert_eq!(franking2, Some((commitment, expected)));
+
+    // Ephemeral and franked (flags 0x03), forged on the wire: refused, nothing queued.
+    let mut forged = frame(2, false).encode().unwrap();
+    forged[2 + 4 + 16 + 16] = 0x03;
+    send_bin(&mut alice, forged).await;
+    match next(&mut alice, T).await {
+        Frame::Result {
+            status: 400, body, ..
+        }
+        | Frame::Error(body) => {
+            assert_eq!(body["error"]["code"], "invalid_flags", "{body}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(queued(&env, &env.bob).await, 1);
+}

@@ -1058,6 +1058,21 @@ fn bad_input_is_typed() {
         ErrorCode::InvalidArgument
     );
     assert_eq!(
+        code(m.set_blocked(d, &hex::encode(ALICE), true).unwrap_err()),
+        ErrorCode::InvalidArgument
+    );
+    // Blocking Bob: texts to him are refused; unblocking lets them through again.
+    assert!(m.set_blocked(d, &bob, true).unwrap().blocked);
+    assert!(m.contact(d, &bob).unwrap().unwrap().blocked);
+    assert_eq!(
+        code(
+            m.send_text(d, direct, "hi", Vec::new(), NOW_MS)
+                .unwrap_err()
+        ),
+        ErrorCode::InvalidArgument
+    );
+    assert!(!m.set_blocked(d, &bob, false).unwrap().blocked);
+    assert_eq!(
         code(m.contact(d, &"AB".repeat(16)).unwrap_err()),
         ErrorCode::InvalidArgument
     );

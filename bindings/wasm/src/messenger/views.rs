@@ -134,6 +134,8 @@ pub struct ContactView {
     /// Whether this account's contact card went out to it (its sends to this account are then
     /// sealed).
     pub card_sent: bool,
+    /// Whether the user blocked it.
+    pub blocked: bool,
 }
 
 impl From<core::Contact> for ContactView {
@@ -142,6 +144,7 @@ impl From<core::Contact> for ContactView {
             account: hex::encode(c.account),
             username: c.username,
             card_sent: c.card_sent,
+            blocked: c.blocked,
         }
     }
 }

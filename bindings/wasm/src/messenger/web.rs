@@ -21,7 +21,7 @@ use crate::error::{ErrorCode, WebError, WebResult, invalid};
 const TS_MESSENGER: &'static str = r#"
 /** A conversation: with a contact account, or a group. */
 export interface Conversation { kind: "direct" | "group"; id: string; }
-export interface Contact { account: string; username: string | null; cardSent: boolean; }
+export interface Contact { account: string; username: string | null; cardSent: boolean; blocked: boolean; }
 export interface Reaction { from: string; emoji: string; }
 export interface Message {
   conversation: Conversation; messageId: string; sender: string; senderDevice: number;
@@ -172,6 +172,18 @@ impl WebMessenger {
         let account = lift(string_arg(&account, "account"))?;
         let username = lift(opt_string_arg(&username, "username"))?;
         self.json(|m, d| m.add_contact(d, &account, username.as_deref()))
+    }
+
+    /// Blocks (`true`) or unblocks an account: its messages are dropped on receipt (1:1 and in
+    /// groups) and nothing is sent to it 1:1; the relay is not told.
+    #[wasm_bindgen(js_name = setBlocked, unchecked_return_type = "Contact")]
+    pub fn set_blocked(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "string")] account: JsValue,
+        blocked: bool,
+    ) -> JsResult<JsValue> {
+        let account = lift(string_arg(&account, "account"))?;
+        self.json(|m, d| m.set_blocked(d, &account, blocked))
     }
 
     /// One contact, or `null`.

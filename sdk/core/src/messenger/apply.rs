@@ -64,6 +64,10 @@ pub fn apply_direct<B: Backend, R: rand_core::CryptoRng + ?Sized>(
             "envelope claims to come from this device",
         ));
     }
+    // A blocked account's contents are dropped unseen: no event, no record, no receipt.
+    if !from_self && super::contacts::is_blocked(store, &sender.account_id)? {
+        return Ok(Applied::default());
+    }
     // Ephemeral delivery is only for typing indicators.
     if ephemeral != matches!(content.body, Body::Typing(_)) {
         return Ok(Applied::malformed("ephemeral class mismatch"));
@@ -239,6 +243,10 @@ fn apply_message_body<B: Backend, R: rand_core::CryptoRng + ?Sized>(
     let conversation = incoming.conversation;
     let outgoing = incoming.outgoing;
     let from = incoming.sender.account_id;
+    // A blocked member's group posts are dropped unseen, like its 1:1 contents.
+    if !outgoing && super::contacts::is_blocked(store, &from)? {
+        return Ok(None);
+    }
     match body {
         Body::Text {
             message_id,

@@ -49,6 +49,38 @@ pub fn add_contact<B: Backend>(
     Ok(contact)
 }
 
+/// Blocks (`true`) or unblocks `account`, adding it as a contact if it is not one; returns the
+/// stored contact. A blocked account's contents are dropped on receipt (1:1 and group, without
+/// receipts) and nothing is sent to it 1:1; the relay is not told.
+///
+/// # Errors
+/// [`StateError::Invalid`] for one's own account; store errors.
+pub fn set_blocked<B: Backend>(
+    store: &EncryptedStore<B>,
+    own: &[u8; 16],
+    account: &[u8; 16],
+    blocked: bool,
+) -> Result<Contact, StateError> {
+    if account == own {
+        return Err(invalid("that is this account"));
+    }
+    let mut contact = contact(store, account)?.unwrap_or_else(|| unknown(account));
+    contact.blocked = blocked;
+    put_json(store, CONTACTS, account, &contact)?;
+    Ok(contact)
+}
+
+/// Whether the user blocked `account`.
+///
+/// # Errors
+/// Store errors, [`StateError::Corrupt`].
+pub fn is_blocked<B: Backend>(
+    store: &EncryptedStore<B>,
+    account: &[u8; 16],
+) -> Result<bool, StateError> {
+    Ok(contact(store, account)?.is_some_and(|c| c.blocked))
+}
+
 /// Whether this account's contact card still has to be sent to `account`.
 ///
 /// # Errors
@@ -100,5 +132,6 @@ fn unknown(account: &[u8; 16]) -> Contact {
         account: *account,
         username: None,
         card_sent: false,
+        blocked: false,
     }
 }

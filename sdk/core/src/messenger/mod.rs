@@ -43,7 +43,9 @@ mod types;
 mod tests;
 
 pub use apply::{apply_direct, apply_entries, retry_pending};
-pub use contacts::{add_contact, card_sent, contact, contact_card, contacts, needs_card};
+pub use contacts::{
+    add_contact, card_sent, contact, contact_card, contacts, is_blocked, needs_card, set_blocked,
+};
 pub use groups::{
     Channel, ChannelIndex, Epoch, GroupState, MAX_PENDING_PER_GROUP, MAX_PENDING_SENDER_KEYS,
     active_group, channel_index, distribution_id, group, group_states, groups,

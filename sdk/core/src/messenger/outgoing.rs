@@ -140,6 +140,11 @@ pub fn message<B: Backend, R: rand_core::CryptoRng + ?Sized>(
     if text.is_empty() && attachment.is_empty() {
         return Err(invalid("empty message"));
     }
+    if let Conversation::Direct(account) = &conversation
+        && super::contacts::is_blocked(store, account)?
+    {
+        return Err(invalid("this contact is blocked"));
+    }
     let message_id = random(rng);
     let expire_secs = super::messages::timer(store, &conversation)?;
     let content = Content {

@@ -240,6 +240,61 @@ fn adding_contacts_keeps_usernames_and_refuses_oneself() {
 }
 
 #[test]
+fn a_blocked_contact_is_dropped_unseen_and_gets_nothing() {
+    let mut bob = Dev::new(BOB, 1);
+    let alice = DeviceAddress::new(ALICE, 1);
+    set_blocked(&bob.store, &BOB, &ALICE, true).unwrap();
+    assert!(is_blocked(&bob.store, &ALICE).unwrap());
+    assert!(set_blocked(&bob.store, &BOB, &BOB, true).is_err());
+    // Her text: no event, no record, no receipt task.
+    let applied = bob.receive(&alice, &direct(BOB, text_body([1; 16], "let me in")));
+    assert!(applied.events.is_empty(), "{applied:?}");
+    assert!(
+        message(&bob.store, &Conversation::Direct(ALICE), &[1; 16])
+            .unwrap()
+            .is_none()
+    );
+    assert!(bob.tasks().is_empty());
+    // Nothing goes to her 1:1.
+    assert!(
+        outgoing::message(
+            &bob.store,
+            &bob.me,
+            Conversation::Direct(ALICE),
+            "hi",
+            Vec::new(),
+            NOW,
+            &mut bob.rng,
+        )
+        .is_err()
+    );
+    // Unblocked, her next text arrives as usual.
+    set_blocked(&bob.store, &BOB, &ALICE, false).unwrap();
+    let applied = bob.receive(&alice, &direct(BOB, text_body([2; 16], "hello")));
+    assert_eq!(only_message(&applied).text, "hello");
+}
+
+#[test]
+fn a_blocked_members_group_posts_are_dropped() {
+    let mut g = Group::new();
+    set_blocked(&g.bob.store, &BOB, &ALICE, true).unwrap();
+    Group::post(
+        &mut g.alice,
+        &mut g.channel,
+        &g.id,
+        text_body([1; 16], "from alice"),
+    );
+    Group::post(
+        &mut g.carol,
+        &mut g.channel,
+        &g.id,
+        text_body([2; 16], "from carol"),
+    );
+    let read = g.bob.read(&g.id, 1, &g.channel.after(0));
+    assert_eq!(only_message(&read).sender, CAROL);
+}
+
+#[test]
 fn a_text_then_receipts_then_reactions() {
     let mut alice = Dev::new(ALICE, 1);
     let mut alice2 = Dev::new(ALICE, 2);
@@ -1637,6 +1692,7 @@ fn stored_records_keep_their_json_layout() {
         account: ALICE,
         username: Some("alice".into()),
         card_sent: true,
+        blocked: false,
     };
     assert_eq!(
         serde_json::to_string(&contact).unwrap(),
@@ -1645,6 +1701,24 @@ fn stored_records_keep_their_json_layout() {
             hex::encode(ALICE)
         )
     );
+    let blocked = Contact {
+        blocked: true,
+        ..contact
+    };
+    assert_eq!(
+        serde_json::to_string(&blocked).unwrap(),
+        format!(
+            r#"{{"account":"{}","username":"alice","card_sent":true,"blocked":true}}"#,
+            hex::encode(ALICE)
+        )
+    );
+    // A record from before blocking reads as not blocked.
+    let old: Contact = serde_json::from_str(&format!(
+        r#"{{"account":"{}","username":null,"card_sent":false}}"#,
+        hex::encode(ALICE)
+    ))
+    .unwrap();
+    assert!(!old.blocked);
     let task = Task::Delivered {
         account: BOB,
         message_id: [1; 16],

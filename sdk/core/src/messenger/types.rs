@@ -278,6 +278,10 @@ pub struct Contact {
     pub username: Option<String>,
     /// Whether this account's contact card (access key) was sent to it.
     pub card_sent: bool,
+    /// Blocked by the user: nothing it sends is shown or stored (1:1 or in groups), and nothing
+    /// is sent to it 1:1 (PROTOCOL §13.6). Absent in records from before blocking: not blocked.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub blocked: bool,
 }
 
 /// A reaction on a message.

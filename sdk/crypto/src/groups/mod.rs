@@ -19,7 +19,7 @@ use haven_protocol::encoding::Reader;
 
 use chacha20poly1305::aead::{AeadInOut, KeyInit};
 use chacha20poly1305::{ChaCha20Poly1305, Tag};
-use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
+use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use hkdf::Hkdf;
 use hmac::{Hmac, Mac};
 use rand_core::CryptoRng;
@@ -136,6 +136,16 @@ pub(crate) fn chain_step(chain_key: &[u8; 32]) -> (Zeroizing<[u8; 32]>, Zeroizin
     (hmac(chain_key, 0x01), hmac(chain_key, 0x02))
 }
 
+/// Decodes a sender's signing key, refusing small-order points: under such a key an all-identity
+/// signature verifies for any message (PROTOCOL.md §8).
+fn signing_key(bytes: &[u8; 32]) -> Result<VerifyingKey, GroupError> {
+    let key = VerifyingKey::from_bytes(bytes).map_err(|_| GroupError::Malformed)?;
+    if key.is_weak() {
+        return Err(GroupError::Malformed);
+    }
+    Ok(key)
+}
+
 /// ChaCha20-Poly1305 key and nonce from a message-key seed.
 pub(crate) fn message_key_and_nonce(seed: &[u8; 32]) -> (Zeroizing<[u8; 32]>, [u8; 12]) {
     let mut okm = Zeroizing::new([0u8; 44]);
@@ -216,8 +226,7 @@ impl SenderKeyDistributionMessage {
         let chain_id = need(r.u32())?;
         let iteration = need(r.u32())?;
         let chain_key = Zeroizing::new(need(r.array::<32>())?);
-        let signing_public =
-            VerifyingKey::from_bytes(&need(r.array())?).map_err(|_| GroupError::Malformed)?;
+        let signing_public = signing_key(&need(r.array())?)?;
         need(r.finish())?;
         Ok(Self {
             distribution_id,
@@ -580,7 +589,7 @@ impl SenderKeyRecord {
             .ok_or(GroupError::UnknownChain(msg.chain_id))?;
         chain
             .signing_public
-            .verify(&msg.signed_part(), &Signature::from_bytes(&msg.signature))
+            .verify_strict(&msg.signed_part(), &Signature::from_bytes(&msg.signature))
             .map_err(|_| GroupError::InvalidMessage)?;
         let mut chain = chain.clone();
         let seed = chain.seed_for(msg.iteration)?;
@@ -648,8 +657,7 @@ impl SenderKeyRecord {
             let chain_id = need(r.u32())?;
             let iteration = need(r.u32())?;
             let chain_key = Zeroizing::new(need(r.array::<32>())?);
-            let signing_public =
-                VerifyingKey::from_bytes(&need(r.array())?).map_err(|_| GroupError::Malformed)?;
+            let signing_public = signing_key(&need(r.array())?)?;
             let k = usize::from(need(r.u16())?);
             if k > MAX_STORED_SENDER_MESSAGE_KEYS {
                 return Err(GroupError::Malformed);

@@ -253,3 +253,37 @@ proptest! {
         let _ = r.decrypt(&bytes);
     }
 }
+
+/// A distribution whose signing key is a small-order point is refused. Before, it was accepted
+/// and the non-strict check then accepted the all-identity signature (R = identity, S = 0) on
+/// any message of that chain: whoever knew the chain key (every member, or anyone the
+/// distribution leaked to) could write messages no member could tell from the sender's.
+/// Group signatures are now checked with `verify_strict`, like every other signature.
+#[test]
+fn small_order_signing_keys_are_refused() {
+    let mut r = rng(40);
+    let dist = DistributionId::generate(&mut r);
+    let mut sender = GroupSenderSession::new(dist, &mut r);
+    let mut weak = sender.distribution_message().to_bytes().to_vec();
+    let n = weak.len();
+    // The Ed25519 encoding of the identity point (order 1).
+    let mut identity = [0u8; 32];
+    identity[0] = 1;
+    weak[n - 32..].copy_from_slice(&identity);
+    let decoded = SenderKeyDistributionMessage::from_bytes(&weak);
+    let Ok(skdm) = decoded else {
+        assert!(matches!(decoded, Err(GroupError::Malformed)));
+        return;
+    };
+    // Only reached by an implementation that accepts the weak key: it must still refuse the
+    // forged signature.
+    let mut record = SenderKeyRecord::new(&skdm);
+    let mut forged = sender.encrypt(b"not from the sender").unwrap();
+    let m = forged.len();
+    forged[m - 64..m - 32].copy_from_slice(&identity);
+    forged[m - 32..].copy_from_slice(&[0; 32]);
+    assert!(
+        record.decrypt(&forged).is_err(),
+        "a small-order key's forged signature was accepted"
+    );
+}
