@@ -328,7 +328,9 @@ impl LocalDevice {
                 device: sender.device_id,
             }));
         }
-        let franking_key = self.franking_key(store)?;
+        // Only named in the report material (filled in at report time when absent): a stored
+        // key that does not decode must not stop the queue.
+        let franking_key = self.franking_key(store).ok().flatten();
         let me = self.address();
         let result = store.atomically_mut(|s| -> Result<_, Refusal<E>> {
             let plaintext = session_cipher::decrypt(s, &sender, &opened.content, rng)
