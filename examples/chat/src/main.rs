@@ -91,10 +91,9 @@ options and environment:
 Without the variables the secrets are prompted for.
 
 exit codes: 1 other, 2 usage or bad input (also a message that cannot be reported), 3
-credentials or session, 5 an identity or
-account key changed, or a verified contact has new devices (compare safety numbers), 6 the
-relay served a forged or rolled-back device list or an unlisted device, 7 relay refused,
-8 attachment.";
+credentials or session, 5 an identity or account key changed, or a verified contact has new
+devices (compare safety numbers), 6 the relay served a forged or rolled-back device list or an
+unlisted device, 7 relay refused (also a report), 8 attachment.";
 
 /// Store space of the CLI's own settings (relay URL, username, names of contacts).
 const SPACE_CLI: Space = Space::app(0x60);
