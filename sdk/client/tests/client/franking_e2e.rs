@@ -1,6 +1,6 @@
 //! Message franking end to end (PROTOCOL §16): Alice's messenger franks what it sends to Bob
 //! through a real relay, which stores each commitment and stamps it on delivery over the
-//! WebSocket; Bob's messenger accepts the message only because its content opens the
+//! WebSocket (and on a REST fetch, for Carol); Bob's messenger accepts the message only because its content opens the
 //! commitment, keeps the report material, and the report it builds verifies under the relay's
 //! stamp key with the franking secret whose key Alice franked under.
 //!
@@ -178,6 +178,37 @@ async fn alice_franks_bob_reports_and_the_report_verifies() {
         Ok(answer) => assert!(answer.attributed),
         Err(e) => panic!("{e}"),
     }
+    // The same over REST: Carol is not connected and fetches with `sync`.
+    let c = Device::register(
+        client(),
+        store(dir.path(), "c.db"),
+        Some("carol_fetches"),
+        PW,
+    )
+    .await
+    .unwrap();
+    give_franking_key(dir.path(), "c.db");
+    let carol = Arc::new(Messenger::new(Arc::new(c)));
+    let carol_id = carol.device().account_bytes();
+    alice.add_contact(&hex::encode(carol_id)).await.unwrap();
+    let to_carol = alice
+        .send_text(Conversation::Direct(carol_id), "fetched, franked")
+        .await
+        .unwrap();
+    assert!(carol.sync().await.unwrap() >= 1);
+    assert!(carol.reportable(conversation, to_carol).unwrap());
+    let carol_store = store(dir.path(), "c.db");
+    let request =
+        core::report_request(&carol_store, &conversation, &to_carol, None, now()).unwrap();
+    let report = Report::decode(&STANDARD.decode(&request.report).unwrap()).unwrap();
+    verify_report(
+        &report,
+        &FrankingSecret::from_bytes(FRANKING_SECRET),
+        &relay_stamp_key(&relay),
+        &alice_ik,
+    )
+    .unwrap();
+
     // Unknown messages are refused before anything is sent.
     assert!(matches!(
         bob.report(conversation, [0x77; 16]).await,
