@@ -1,8 +1,8 @@
 //! Message franking end to end (PROTOCOL §16): Alice's messenger franks what it sends to Bob
 //! through a real relay, which stores each commitment and stamps it on delivery over the
-//! WebSocket (and on a REST fetch, for Carol); Bob's messenger accepts the message only because its content opens the
-//! commitment, keeps the report material, and the report it builds verifies under the relay's
-//! stamp key with the franking secret whose key Alice franked under.
+//! WebSocket (and on a REST fetch, for Carol); Bob's messenger accepts the message only because
+//! its content opens the commitment, keeps the report material, and the report it builds
+//! verifies under the relay's stamp key with the franking secret whose key Alice franked under.
 //!
 //! The relay of this branch has no `GET /v1/franking/key` nor `POST /v1/reports` yet (they are
 //! on the `moderation` branch): the test hands both clients the franking key of a test secret
