@@ -4,11 +4,12 @@
 //! its content opens the commitment, keeps the report material, and the report it builds
 //! verifies under the relay's stamp key with the franking secret whose key Alice franked under.
 //!
-//! The relay of this branch has no `GET /v1/franking/key` nor `POST /v1/reports` yet (they are
-//! on the `moderation` branch): the test hands both clients the franking key of a test secret
-//! through their stores, reads the relay's stamp key from its database, and checks that
-//! `Messenger::report` reports the missing endpoint as [`ReportError::Unsupported`], or, on a
-//! relay that has it, that the relay accepts the report as attributed.
+//! A relay without `GET /v1/franking/key` and `POST /v1/reports` (main before the `moderation`
+//! branch): the test hands the clients the franking key of a test secret through their
+//! stores, reads the relay's stamp key from its database, verifies the reports with both, and
+//! checks that `Messenger::report` reports the missing endpoint as
+//! [`ReportError::Unsupported`]. A relay that publishes a key: the clients fetch it themselves
+//! and the relay must accept the reports as attributed.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -26,6 +27,7 @@ use haven_protocol::franking::Report;
 use haven_protocol::franking::verify::{FrankingSecret, StampKey, verify_report};
 use haven_sdk::store::IdentityStore;
 use haven_testkit::RelayConfig;
+use reqwest::Method;
 use tokio::sync::broadcast;
 
 use crate::common::Relay;
@@ -112,8 +114,16 @@ async fn alice_franks_bob_reports_and_the_report_verifies() {
     let b = Device::register(client(), store(dir.path(), "b.db"), Some("bob_reports"), PW)
         .await
         .unwrap();
-    give_franking_key(dir.path(), "a.db");
-    give_franking_key(dir.path(), "b.db");
+    // A relay with the moderation feature publishes its own key (and verifies reports itself);
+    // this one does not, so the clients get the test key.
+    let offered = client()
+        .request_anonymous(Method::GET, "/v1/franking/key", None)
+        .await
+        .is_ok();
+    if !offered {
+        give_franking_key(dir.path(), "a.db");
+        give_franking_key(dir.path(), "b.db");
+    }
     let alice = Arc::new(Messenger::new(Arc::new(a)));
     let bob = Arc::new(Messenger::new(Arc::new(b)));
     let _alice_events = online(&alice).await;
@@ -145,37 +155,39 @@ async fn alice_franks_bob_reports_and_the_report_verifies() {
             .unwrap()
     );
 
-    // The report Bob's messenger would send verifies under the relay's stamp key and the
-    // franking secret, naming Alice's device and Bob's mailbox.
-    let bob_store = store(dir.path(), "b.db");
-    let request =
-        core::report_request(&bob_store, &conversation, &message_id, None, now()).unwrap();
-    let report = Report::decode(&STANDARD.decode(&request.report).unwrap()).unwrap();
-    assert_eq!(report.sender_account, alice_id);
-    assert_eq!(report.sender_device, 1);
-    let content = haven_protocol::content::Content::from_bytes(&report.content).unwrap();
-    assert!(matches!(
-        content.body,
-        haven_protocol::content::Body::Text { ref text, .. } if text == TEXT
-    ));
     let alice_ik = store(dir.path(), "a.db")
         .identity_key_pair()
         .unwrap()
         .public()
         .to_bytes();
-    verify_report(
-        &report,
-        &FrankingSecret::from_bytes(FRANKING_SECRET),
-        &relay_stamp_key(&relay),
-        &alice_ik,
-    )
-    .unwrap();
+    // The report Bob's messenger would send verifies under the relay's stamp key and the
+    // franking secret, naming Alice's device and Bob's mailbox.
+    let bob_store = store(dir.path(), "b.db");
+    if !offered {
+        let request =
+            core::report_request(&bob_store, &conversation, &message_id, None, now()).unwrap();
+        let report = Report::decode(&STANDARD.decode(&request.report).unwrap()).unwrap();
+        assert_eq!(report.sender_account, alice_id);
+        assert_eq!(report.sender_device, 1);
+        let content = haven_protocol::content::Content::from_bytes(&report.content).unwrap();
+        assert!(matches!(
+            content.body,
+            haven_protocol::content::Body::Text { ref text, .. } if text == TEXT
+        ));
+        verify_report(
+            &report,
+            &FrankingSecret::from_bytes(FRANKING_SECRET),
+            &relay_stamp_key(&relay),
+            &alice_ik,
+        )
+        .unwrap();
+    }
 
     // Through the relay: this relay has no POST /v1/reports (moderation branch) → Unsupported;
     // a relay with it verifies the report itself.
     match bob.report(conversation, message_id).await {
-        Err(MessengerError::Report(ReportError::Unsupported)) => {}
-        Ok(answer) => assert!(answer.attributed),
+        Err(MessengerError::Report(ReportError::Unsupported)) if !offered => {}
+        Ok(answer) => assert!(offered && answer.attributed),
         Err(e) => panic!("{e}"),
     }
     // The same over REST: Carol is not connected and fetches with `sync`.
@@ -187,7 +199,9 @@ async fn alice_franks_bob_reports_and_the_report_verifies() {
     )
     .await
     .unwrap();
-    give_franking_key(dir.path(), "c.db");
+    if !offered {
+        give_franking_key(dir.path(), "c.db");
+    }
     let carol = Arc::new(Messenger::new(Arc::new(c)));
     let carol_id = carol.device().account_bytes();
     alice.add_contact(&hex::encode(carol_id)).await.unwrap();
@@ -197,17 +211,27 @@ async fn alice_franks_bob_reports_and_the_report_verifies() {
         .unwrap();
     assert!(carol.sync().await.unwrap() >= 1);
     assert!(carol.reportable(conversation, to_carol).unwrap());
-    let carol_store = store(dir.path(), "c.db");
-    let request =
-        core::report_request(&carol_store, &conversation, &to_carol, None, now()).unwrap();
-    let report = Report::decode(&STANDARD.decode(&request.report).unwrap()).unwrap();
-    verify_report(
-        &report,
-        &FrankingSecret::from_bytes(FRANKING_SECRET),
-        &relay_stamp_key(&relay),
-        &alice_ik,
-    )
-    .unwrap();
+    if offered {
+        assert!(
+            carol
+                .report(conversation, to_carol)
+                .await
+                .unwrap()
+                .attributed
+        );
+    } else {
+        let carol_store = store(dir.path(), "c.db");
+        let request =
+            core::report_request(&carol_store, &conversation, &to_carol, None, now()).unwrap();
+        let report = Report::decode(&STANDARD.decode(&request.report).unwrap()).unwrap();
+        verify_report(
+            &report,
+            &FrankingSecret::from_bytes(FRANKING_SECRET),
+            &relay_stamp_key(&relay),
+            &alice_ik,
+        )
+        .unwrap();
+    }
 
     // Unknown messages are refused before anything is sent.
     assert!(matches!(
