@@ -17,7 +17,8 @@ pub trait ClientAddrSource: Send + Sync {
 
 /// The client address as a keyed hash (hex), or `None` when unknown (e.g. in-process tests).
 ///
-/// The address itself is never stored or logged; the HMAC key is random per process.
+/// The address itself is never stored or logged; the HMAC key is random per process. The same
+/// address is what the address-ban middleware hashes (`moderation::routes`).
 #[derive(Debug, Clone)]
 pub struct ClientKey(pub Option<String>);
 
@@ -35,7 +36,7 @@ impl<St: ClientAddrSource> FromRequestParts<St> for ClientKey {
     }
 }
 
-fn client_ip(parts: &Parts, trusted_proxy: bool) -> Option<IpAddr> {
+pub(crate) fn client_ip(parts: &Parts, trusted_proxy: bool) -> Option<IpAddr> {
     if trusted_proxy {
         // The proxy appends the peer it saw; the left-most entry is the original client.
         let forwarded = parts

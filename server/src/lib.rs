@@ -7,6 +7,7 @@
 pub mod accounts;
 pub mod admin;
 pub mod app;
+pub mod audit;
 pub mod blobs;
 pub mod channels;
 pub mod client_addr;
@@ -19,6 +20,7 @@ pub mod keys;
 pub mod limits;
 pub mod logging;
 pub mod mail;
+pub mod moderation;
 pub mod realtime;
 pub mod secrets;
 pub mod settings;

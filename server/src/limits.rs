@@ -34,6 +34,12 @@ pub trait LimitContext: Send + Sync {
     fn settings(&self) -> &Settings;
     /// The key of per-account limiter keys (the username pepper: never stored by a limiter).
     fn limit_pepper(&self) -> &Key32;
+    /// Called when a per-address limit refuses a request on `route` (a route template, never a
+    /// path with ids): the audit log's hook. Does nothing by default.
+    fn rate_limited(&self, route: &MatchedPath) -> impl std::future::Future<Output = ()> + Send {
+        let _ = route;
+        async {}
+    }
 }
 
 /// The two limiters of a relay process.
@@ -247,6 +253,11 @@ pub(crate) async fn per_client<C: LimitContext + ClientAddrSource + Clone>(
                 .await
                 .map_err(limiter_error);
             if let Err(err) = outcome.and_then(|d| refuse(&d)) {
+                if let (AppError::RateLimited { .. }, Some(route)) =
+                    (&err, req.extensions().get::<MatchedPath>())
+                {
+                    state.rate_limited(route).await;
+                }
                 return err.into_response();
             }
         }

@@ -101,8 +101,68 @@ pub struct ServerSecrets {
     /// Ed25519 key signing sender certificates (PROTOCOL.md §5.1, §11.13).
     pub certificate_key: ed25519_dalek::SigningKey,
     /// Key of the delivery stamps over franking commitments (PROTOCOL.md §16.4). Generated and
-    /// stored on first start, so every instance sharing the database stamps alike.
+    /// stored on first start, so every instance sharing the database stamps alike; or
+    /// `moderation.stamp_key`. The same key verifies reports (`moderation`).
     pub franking_stamp: StampKey,
+    /// The moderation secrets (PROTOCOL.md §16.1, §11.20), from which
+    /// `moderation::keys::ModerationKeys` is built.
+    pub moderation: ModerationSecrets,
+}
+
+/// The moderation secrets as loaded: the franking X25519 secret and earlier ones, the stamp
+/// key, and the moderation secret (sealing and address-ban keys are derived from it).
+pub struct ModerationSecrets {
+    /// The current franking secret `f`.
+    pub franking: Key32,
+    /// Earlier franking secrets still accepted for reports.
+    pub previous_franking: Vec<Key32>,
+    /// The delivery-stamp key `K_stamp`.
+    pub stamp: Key32,
+    /// The moderation secret.
+    pub secret: Key32,
+}
+
+impl ModerationSecrets {
+    /// Loads each from the settings, or generates and stores it.
+    async fn load<S: SecretStore>(settings: &Settings, store: &S) -> Result<Self, SecretsError> {
+        let m = &settings.moderation;
+        let franking = match &m.franking_secret {
+            Some(s) => decode_key("moderation.franking_secret", s)?,
+            None => stored_key(store, "franking_secret").await?,
+        };
+        let stamp = match &m.stamp_key {
+            Some(s) => decode_key("moderation.stamp_key", s)?,
+            None => stored_key(store, "franking_stamp_key").await?,
+        };
+        let secret = match &m.secret {
+            Some(s) => decode_key("moderation.secret", s)?,
+            None => stored_key(store, "moderation_key").await?,
+        };
+        let mut previous_franking = Vec::new();
+        if let Some(list) = &m.previous_franking_secrets {
+            for item in list
+                .expose()
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+            {
+                let mut bytes = STANDARD
+                    .decode(item)
+                    .map_err(|_| SecretsError::Malformed("moderation.previous_franking_secrets"))?;
+                let key = Key32::from_slice(&bytes).ok_or(SecretsError::Malformed(
+                    "moderation.previous_franking_secrets",
+                ));
+                bytes.zeroize();
+                previous_franking.push(key?);
+            }
+        }
+        Ok(Self {
+            franking,
+            previous_franking,
+            stamp,
+            secret,
+        })
+    }
 }
 
 fn decode_key(name: &'static str, setting: &SecretSetting) -> Result<Key32, SecretsError> {
@@ -160,14 +220,15 @@ impl ServerSecrets {
             None => stored_key(store, "certificate_key").await?,
         };
         let certificate_key = ed25519_dalek::SigningKey::from_bytes(certificate_seed.expose());
-        let franking_stamp =
-            StampKey::from_bytes(*stored_key(store, "franking_stamp_key").await?.expose());
+        let moderation = ModerationSecrets::load(settings, store).await?;
+        let franking_stamp = StampKey::from_bytes(*moderation.stamp.expose());
         Ok(Self {
             username_pepper,
             jwt_key,
             opaque_setup,
             certificate_key,
             franking_stamp,
+            moderation,
         })
     }
 }

@@ -14,4 +14,17 @@ impl<S: Store> AdminContext for AppState<S> {
     fn live_sockets(&self) -> u64 {
         u64::try_from(self.hub().live_sockets()).unwrap_or(u64::MAX)
     }
+
+    async fn moderation_figures(
+        &self,
+    ) -> Result<crate::admin::overview::ModerationFigures, crate::error::AppError> {
+        let pending = self.store().count_reports("pending").await?;
+        let accounts = self.moderation().sanctions().await?.len();
+        let addresses = self.moderation().address_bans().await?.len();
+        let bans = u64::try_from(accounts.saturating_add(addresses)).unwrap_or(u64::MAX);
+        Ok(crate::admin::overview::ModerationFigures {
+            pending_reports: Some(pending),
+            active_bans: Some(bans),
+        })
+    }
 }

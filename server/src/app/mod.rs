@@ -156,6 +156,15 @@ pub fn app<S: Store>(state: AppState<S>) -> Router {
         .route("/v1/usernames/lookup", post(usernames::lookup::<S>))
         .route("/v1/certificate", post(certificate::issue::<S>))
         .route("/v1/certificate/key", get(certificate::key::<S>))
+        .route(
+            "/v1/franking/key",
+            get(crate::moderation::routes::franking_key::<S>),
+        )
+        .route(
+            "/v1/reports",
+            post(crate::moderation::routes::file_report::<S>)
+                .layer(DefaultBodyLimit::max(REPORT_REQUEST_LIMIT)),
+        )
         .route("/v1/vault/usage", get(vault::usage::<S>))
         .route(
             "/v1/vault/{collection_id}/items/{item_id}",
@@ -178,6 +187,8 @@ pub fn app<S: Store>(state: AppState<S>) -> Router {
         )
         .merge(crate::blobs::routes::api_routes::<S>())
         .merge(crate::admin::routes::api_routes::<AppState<S>>())
+        .merge(crate::moderation::routes::admin_routes::<S>())
+        .merge(crate::audit::routes::admin_routes::<S>())
         .route("/v1/ws", get(crate::realtime::ws::upgrade::<S>))
         .route("/v1/ws/ticket", post(crate::realtime::ws::ticket::<S>))
         .route("/v1/channels", post(crate::channels::routes::create::<S>))
@@ -192,6 +203,11 @@ pub fn app<S: Store>(state: AppState<S>) -> Router {
         .layer(middleware::from_fn_with_state(
             state.clone(),
             crate::limits::per_client::<AppState<S>>,
+        ))
+        // Outside the rate limits: a banned prefix is refused before it counts or costs more.
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::moderation::routes::refuse_banned_addresses::<S>,
         ))
         .layer(middleware::from_fn(track_metrics))
         .with_state(state.clone());
@@ -208,6 +224,9 @@ pub fn app<S: Store>(state: AppState<S>) -> Router {
             security_headers,
         ))
 }
+
+/// A report body in base64 plus its JSON: the largest report (§16.2) with room to spare.
+const REPORT_REQUEST_LIMIT: usize = 400 * 1024;
 
 async fn not_found() -> AppError {
     AppError::not_found("not_found", "no such route")
@@ -377,6 +396,17 @@ async fn serve<S: Store>(
         state.hub().attach_redis(url.expose()).await?;
     }
     tokio::spawn(reap_channels(state.clone(), stop_rx.clone()));
+    tokio::spawn(crate::audit::reap_task(
+        state.store().clone(),
+        state.settings().audit.retention_days,
+        Duration::from_secs(state.settings().audit.reap_interval_secs),
+        stop_rx.clone(),
+    ));
+    tokio::spawn(crate::moderation::service::reap_task(
+        state.store().clone(),
+        state.settings().moderation.clone(),
+        stop_rx.clone(),
+    ));
     // Sockets outlive the HTTP connection that upgraded them: tell them to close (1001) as soon
     // as shutdown starts, and wait for them after the HTTP server drained.
     let hub = state.hub().clone();

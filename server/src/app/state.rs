@@ -31,6 +31,10 @@ struct Inner<S> {
     hub: Hub,
     /// In-process routing of ephemeral (never stored) messages to live sockets.
     ephemeral: EphemeralHub,
+    /// The security audit log.
+    audit: crate::audit::Audit<S>,
+    /// Reports, sanctions and bans.
+    moderation: crate::moderation::service::Moderation<S>,
     /// The blob store, installed once at launch (absent in tests that build state directly).
     blobs: std::sync::OnceLock<Arc<crate::blobs::BlobService>>,
 }
@@ -47,8 +51,18 @@ impl<S: Store> AppState<S> {
     /// Builds the state.
     pub fn new(store: S, settings: Settings, secrets: ServerSecrets, limits: Limits) -> Self {
         let ephemeral = EphemeralHub::new();
+        let audit = crate::audit::Audit::new(store.clone());
+        let moderation = crate::moderation::service::Moderation::new(
+            store.clone(),
+            Arc::new(crate::moderation::keys::ModerationKeys::from_secrets(
+                &secrets.moderation,
+            )),
+            settings.moderation.clone(),
+        );
         Self {
             inner: Arc::new(Inner {
+                audit,
+                moderation,
                 store,
                 settings,
                 secrets,
@@ -100,6 +114,16 @@ impl<S: Store> AppState<S> {
     pub fn set_blobs(&self, service: Arc<crate::blobs::BlobService>) {
         let _ = self.inner.blobs.set(service);
     }
+
+    /// The security audit log.
+    pub fn audit(&self) -> &crate::audit::Audit<S> {
+        &self.inner.audit
+    }
+
+    /// The moderation service.
+    pub fn moderation(&self) -> &crate::moderation::service::Moderation<S> {
+        &self.inner.moderation
+    }
 }
 
 impl<S: Store> crate::accounts::session::SessionCheck for AppState<S> {
@@ -136,6 +160,10 @@ impl<S: Store> crate::limits::LimitContext for AppState<S> {
 
     fn limit_pepper(&self) -> &Key32 {
         &self.inner.secrets.username_pepper
+    }
+
+    async fn rate_limited(&self, route: &axum::extract::MatchedPath) {
+        self.inner.audit.rate_limited(route).await;
     }
 }
 

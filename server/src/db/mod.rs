@@ -13,10 +13,12 @@ use crate::accounts::credentials::CredentialStore;
 use crate::accounts::device_lists::AccountIdentityStore;
 use crate::accounts::store::{AccountStore, AuthStateStore, DeviceStore, TokenStore};
 use crate::admin::store::AdminStore;
+use crate::audit::store::AuditStore;
 use crate::blobs::store::BlobMetaStore;
 use crate::channels::store::{ChannelStore, TicketStore};
 use crate::keys::store::KeyStore;
 use crate::mail::store::MailboxStore;
+use crate::moderation::store::ModerationStore;
 use crate::secrets::SecretStore;
 use crate::vault::store::VaultStore;
 
@@ -46,6 +48,8 @@ pub trait Store:
     + BlobMetaStore
     + AccountIdentityStore
     + CredentialStore
+    + AuditStore
+    + ModerationStore
     + AdminStore
     + Clone
     + Send

@@ -61,6 +61,8 @@ crate::mail::pg_writer::impl_sql_mail_writer!(
 );
 crate::vault::sql::impl_sql_vault_store!(PgStore, sqlx::Postgres);
 crate::channels::store::impl_channel_store!(PgStore, sqlx::Postgres);
+crate::audit::store::impl_audit_sql!(PgStore, sqlx::Postgres);
+crate::moderation::store::impl_moderation_sql!(PgStore, sqlx::Postgres);
 crate::admin::sql::impl_admin_sql!(PgStore, sqlx::Postgres);
 
 impl super::Store for PgStore {

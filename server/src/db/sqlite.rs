@@ -93,6 +93,8 @@ crate::keys::sql::impl_key_sql!(SqliteStore, sqlx::Sqlite, "");
 crate::mail::sql::impl_mailbox_sql!(SqliteStore, sqlx::Sqlite);
 crate::vault::sql::impl_sql_vault_store!(SqliteStore, sqlx::Sqlite);
 crate::channels::store::impl_channel_store!(SqliteStore, sqlx::Sqlite);
+crate::audit::store::impl_audit_sql!(SqliteStore, sqlx::Sqlite);
+crate::moderation::store::impl_moderation_sql!(SqliteStore, sqlx::Sqlite);
 crate::admin::sql::impl_admin_sql!(SqliteStore, sqlx::Sqlite);
 
 impl super::Store for SqliteStore {

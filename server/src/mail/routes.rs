@@ -156,6 +156,7 @@ pub async fn send<S: Store>(
             "access_key is only accepted on sealed sends",
         ));
     }
+    crate::moderation::routes::refuse_sanctioned(&state, &session.account).await?;
     let envelopes = envelopes(&state, &body.envelopes)?;
     let device = session_device(&state, &session).await?;
     let receipt = messaging::send(

@@ -745,6 +745,21 @@ impl<S: Store> Conn<S> {
             device: self.device.device,
         };
         let started = Instant::now();
+        if let Err(err) =
+            crate::moderation::routes::refuse_sanctioned(&self.state, &self.session.account).await
+        {
+            let (status, json) = error_body(err).await;
+            return self
+                .send(
+                    ServerFrame::Result {
+                        request_id,
+                        status,
+                        body: &json,
+                    }
+                    .encode(),
+                )
+                .await;
+        }
         match messaging::queue_send(&self.state, auth, &recipient, request).await {
             Ok(pending) => {
                 self.pending.push(Box::pin(async move {

@@ -100,6 +100,10 @@ pub struct Settings {
     pub database: DatabaseSettings,
     /// Blob storage, quotas and expiry (`[blobs]`).
     pub blobs: crate::blobs::settings::BlobSettings,
+    /// Abuse reports, franking keys, sanctions and address bans (`[moderation]`).
+    pub moderation: crate::moderation::settings::ModerationSettings,
+    /// The security audit log (`[audit]`).
+    pub audit: crate::moderation::settings::AuditSettings,
 }
 
 /// The `[mail]` section: mailbox limits and expiry. Environment: `HAVEN_MAIL_<FIELD>` in upper
@@ -507,6 +511,8 @@ impl Default for Settings {
             vault: VaultSettings::default(),
             database: DatabaseSettings::default(),
             blobs: crate::blobs::settings::BlobSettings::default(),
+            moderation: crate::moderation::settings::ModerationSettings::default(),
+            audit: crate::moderation::settings::AuditSettings::default(),
         }
     }
 }
@@ -759,6 +765,8 @@ impl Settings {
         self.vault.validate()?;
         self.database.validate()?;
         self.blobs.validate()?;
+        self.moderation.validate()?;
+        self.audit.validate()?;
         match checks.iter().find(|(ok, _)| !ok) {
             Some((_, name)) => Err(SettingsError::Range(name)),
             None => Ok(()),
@@ -801,7 +809,7 @@ fn list_or_commas<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<Stri
 /// (`HAVEN_<PREFIX>_<FIELD>`), and their field names. The prefix is the section's name in upper
 /// case except for `channels`, whose variables have always been `HAVEN_CHANNEL_*`.
 type FieldNames = fn() -> &'static [&'static str];
-const SECTIONS: [(&str, &str, FieldNames); 7] = [
+const SECTIONS: [(&str, &str, FieldNames); 9] = [
     ("ws", "WS", field_names::<WsSettings>),
     ("channels", "CHANNEL", field_names::<ChannelSettings>),
     ("mail", "MAIL", field_names::<MailSettings>),
@@ -812,6 +820,16 @@ const SECTIONS: [(&str, &str, FieldNames); 7] = [
         "blobs",
         "BLOBS",
         field_names::<crate::blobs::settings::BlobSettings>,
+    ),
+    (
+        "moderation",
+        "MODERATION",
+        field_names::<crate::moderation::settings::ModerationSettings>,
+    ),
+    (
+        "audit",
+        "AUDIT",
+        field_names::<crate::moderation::settings::AuditSettings>,
     ),
 ];
 
@@ -957,6 +975,44 @@ mod tests {
     /// Today's environment names and the setting each sets, copied once from the hand-written
     /// mapping that the derived one replaced: every one of them must keep working.
     const OLD_ENV_NAMES: &[(&str, &str)] = &[
+        // Moderation and audit (added with the settings, not renamed).
+        (
+            "HAVEN_MODERATION_FRANKING_SECRET",
+            "moderation.franking_secret",
+        ),
+        (
+            "HAVEN_MODERATION_PREVIOUS_FRANKING_SECRETS",
+            "moderation.previous_franking_secrets",
+        ),
+        ("HAVEN_MODERATION_STAMP_KEY", "moderation.stamp_key"),
+        ("HAVEN_MODERATION_SECRET", "moderation.secret"),
+        (
+            "HAVEN_MODERATION_REPORT_WINDOW_DAYS",
+            "moderation.report_window_days",
+        ),
+        (
+            "HAVEN_MODERATION_REPORT_RETENTION_DAYS",
+            "moderation.report_retention_days",
+        ),
+        (
+            "HAVEN_MODERATION_IPV4_PREFIX_LEN",
+            "moderation.ipv4_prefix_len",
+        ),
+        (
+            "HAVEN_MODERATION_IPV6_PREFIX_LEN",
+            "moderation.ipv6_prefix_len",
+        ),
+        ("HAVEN_MODERATION_CACHE_SECS", "moderation.cache_secs"),
+        (
+            "HAVEN_MODERATION_REPORTS_PER_DAY",
+            "moderation.reports_per_day",
+        ),
+        (
+            "HAVEN_MODERATION_REAP_INTERVAL_SECS",
+            "moderation.reap_interval_secs",
+        ),
+        ("HAVEN_AUDIT_RETENTION_DAYS", "audit.retention_days"),
+        ("HAVEN_AUDIT_REAP_INTERVAL_SECS", "audit.reap_interval_secs"),
         ("HAVEN_MAX_DEVICES", "max_devices"),
         ("HAVEN_ACCESS_TOKEN_TTL_SECS", "access_token_ttl_secs"),
         ("HAVEN_REFRESH_TOKEN_TTL_SECS", "refresh_token_ttl_secs"),
@@ -1246,7 +1302,7 @@ mod tests {
 
     #[test]
     fn old_env_names_still_land_in_their_fields() {
-        assert_eq!(OLD_ENV_NAMES.len(), 95);
+        assert_eq!(OLD_ENV_NAMES.len(), 108);
         for (i, (name, path)) in OLD_ENV_NAMES.iter().enumerate() {
             assert_lands(name, path, i);
         }

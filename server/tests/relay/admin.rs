@@ -184,7 +184,9 @@ async fn overview_reports_counts_and_request_figures<S: Store>(h: Harness<S>) {
     assert_eq!(before["storage"]["accounts"], 0);
     assert_eq!(before["storage"]["queued_envelopes"], 0);
     assert_eq!(before["live_sockets"], 0);
-    assert!(before["pending_reports"].is_null() && before["active_bans"].is_null());
+    // The moderation feature fills its figures.
+    assert_eq!(before["pending_reports"], 0);
+    assert_eq!(before["active_bans"], 0);
     h.register(Some("alice"), "correct horse battery staple")
         .await;
     h.register(Some("bob"), "correct horse battery staple")

@@ -15,6 +15,7 @@ mod identity;
 mod login_latency;
 mod logs;
 mod messaging;
+mod moderation;
 mod multi_instance;
 mod send_throughput;
 mod store_conformance;

@@ -5,10 +5,12 @@ mod sqlite {
     haven_relay::store_conformance_tests!(crate::common::sqlite_store);
     haven_relay::vault_conformance_tests!(crate::common::sqlite_store);
     haven_relay::channel_store_conformance_tests!(crate::common::sqlite_store);
+    haven_relay::moderation_store_conformance_tests!(crate::common::sqlite_store);
 }
 
 mod postgres {
     haven_relay::store_conformance_tests!(crate::common::pg_store);
     haven_relay::vault_conformance_tests!(crate::common::pg_store);
     haven_relay::channel_store_conformance_tests!(crate::common::pg_store);
+    haven_relay::moderation_store_conformance_tests!(crate::common::pg_store);
 }

@@ -1039,3 +1039,55 @@ async fn franked_send_frames_are_delivered_with_the_relays_stamp() {
     }
     assert_eq!(queued(&env, &env.bob).await, 1);
 }
+
+/// A suspended account's WebSocket sends are refused (403 `account_suspended` in the result
+/// frame) once the relay process has reloaded its sanction list (`cache_secs`); nothing is
+/// queued.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_suspended_account_cannot_send_over_the_websocket() {
+    use axum::http::{Method, StatusCode};
+    let env = setup(&[("HAVEN_MODERATION_CACHE_SECS", "1")]).await;
+    let mut alice = relay::connect(&env.relay.addr, &env.alice.access).await;
+    assert_eq!(next(&mut alice, T).await, Frame::QueueEmpty);
+    let admin = haven_relay::admin::keys::create_key(
+        &env.h.store,
+        "moderator",
+        None,
+        haven_relay::clock::now_i64(),
+    )
+    .await
+    .unwrap()
+    .secret
+    .encode()
+    .to_string();
+    env.h
+        .call(
+            Method::POST,
+            "/v1/admin/bans/accounts",
+            Some(json!({"account_id": env.alice.account_id, "decision": "suspend"})),
+            Some(&admin),
+        )
+        .await
+        .expect(StatusCode::OK);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    send_bin(
+        &mut alice,
+        relay::send_frame(
+            3,
+            &account(&env.bob),
+            Id::random().as_bytes(),
+            false,
+            &[(1, b"x")],
+        ),
+    )
+    .await;
+    match next(&mut alice, T).await {
+        Frame::Result {
+            request_id: 3,
+            status: 403,
+            body,
+        } => assert_eq!(body["error"]["code"], "account_suspended", "{body}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(queued(&env, &env.bob).await, 0);
+}

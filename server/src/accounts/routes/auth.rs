@@ -1,6 +1,7 @@
 //! Registration, login (OPAQUE), token refresh, logout, fresh authentication and account
 //! recovery (PROTOCOL.md §11.5–§11.7).
 
+use crate::audit::{AuditDetail, AuditKind};
 use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -304,7 +305,20 @@ async fn opaque_start<S: Store>(
     request: CredentialRequest<Cs>,
 ) -> Result<LoginStartResponse, AppError> {
     crate::limits::check_client(state, client).await?;
-    crate::limits::check_login(state, &limit_key).await?;
+    if let Err(err) = crate::limits::check_login(state, &limit_key).await {
+        if matches!(err, AppError::RateLimited { .. }) {
+            state
+                .audit()
+                .record(
+                    AuditKind::LoginLockedOut,
+                    account_id,
+                    None,
+                    AuditDetail::none(),
+                )
+                .await;
+        }
+        return Err(err);
+    }
     let params = ServerLoginStartParameters {
         context: Some(OPAQUE_CONTEXT),
         ..Default::default()
@@ -382,6 +396,15 @@ async fn opaque_finish<S: Store>(
         _ => None,
     };
     let Some(account) = account else {
+        state
+            .audit()
+            .record(
+                AuditKind::LoginFailed,
+                login.account_id,
+                None,
+                AuditDetail::none().reason("invalid_credentials"),
+            )
+            .await;
         crate::limits::record_address_failure(state, client).await?;
         return Err(AppError::unauthorized(
             "invalid_credentials",
@@ -401,10 +424,22 @@ async fn opaque_finish<S: Store>(
             None => false,
         };
         if !claimed {
+            state
+                .audit()
+                .record(
+                    AuditKind::LoginFailed,
+                    Some(account.id),
+                    None,
+                    AuditDetail::none().reason("totp_invalid"),
+                )
+                .await;
             crate::limits::record_address_failure(state, client).await?;
             return Err(totp_invalid());
         }
     }
+    // Only now, after the password (and TOTP) proved the user: a sanction is not revealed to
+    // whoever merely knows the username (login/start answers as for any account).
+    crate::moderation::routes::refuse_sanctioned_now(state, &account.id).await?;
     Ok((account, limit_key.to_vec()))
 }
 
@@ -858,6 +893,14 @@ pub async fn refresh<S: Store>(
         .await?;
     match outcome {
         RefreshOutcome::Rotated(family) => {
+            // A sanctioned account gets no new token: the rotated family is ended, so the
+            // session is over (a banned account's sessions were already revoked).
+            if let Err(err) =
+                crate::moderation::routes::refuse_sanctioned_now(&state, &family.account_id).await
+            {
+                state.store().revoke_family(&family.id).await?;
+                return Err(err);
+            }
             let session = Session {
                 account: family.account_id,
                 device: family.device_id,
@@ -867,6 +910,15 @@ pub async fn refresh<S: Store>(
         }
         RefreshOutcome::Reused { account } => {
             tracing::warn!("spent refresh token presented; session revoked");
+            state
+                .audit()
+                .record(
+                    AuditKind::RefreshTokenReused,
+                    Some(account),
+                    None,
+                    AuditDetail::none(),
+                )
+                .await;
             state.hub().notify_sessions_changed(account);
             Err(AppError::unauthorized(
                 "refresh_reused",

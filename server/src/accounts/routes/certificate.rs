@@ -34,6 +34,9 @@ pub async fn issue<S: Store>(
     State(state): State<AppState<S>>,
     Auth(session): Auth,
 ) -> Result<Json<CertificateResponse>, AppError> {
+    // Sealed sends from a sanctioned account cannot be recognised (they name no sender), so it
+    // gets no sender certificate to seal them with.
+    crate::moderation::routes::refuse_sanctioned(&state, &session.account).await?;
     let device = state
         .store()
         .device(&session.account, &session.device)
