@@ -161,7 +161,10 @@ fn chat_scenario_through_the_binary() {
     assert!(alice.run(&["sync"]).contains(SECRETS[1]));
     // Bob's reply was franked with the relay's key: Alice reports it, the relay attributes it.
     let out = alice.run(&["report", USERNAMES[1], "last"]);
-    assert!(out.starts_with("reported ") && out.trim_end().ends_with(" attributed"), "{out}");
+    assert!(
+        out.starts_with("reported ") && out.trim_end().ends_with(" attributed"),
+        "{out}"
+    );
     // An unknown message, and Alice's own, cannot be reported.
     let (code, err) = alice.fails(&["report", USERNAMES[1], "ffffffff"]);
     assert_eq!(code, 2, "{err}");
