@@ -6,6 +6,13 @@
 //! haven-admin keys list [--json]
 //! haven-admin keys create --label LABEL [--expires-days N]
 //! haven-admin keys revoke ID
+//! haven-admin reports list [--status pending|decided] [--json]
+//! haven-admin reports show ID [--json]
+//! haven-admin reports decide ID dismiss|warn|suspend|ban [--days N] [--purge]
+//! haven-admin bans accounts list|add ACCOUNT suspend|ban [--days N] [--purge]|remove ACCOUNT
+//! haven-admin bans addresses list|add ADDRESS [--days N]|remove PREFIX_HASH|ADDRESS
+//! haven-admin audit [--kind KIND] [--since T] [--limit N] [--json]
+//! haven-admin audit-export [--since T]
 //! ```
 //!
 //! The relay's address and the admin key come from `--url`/`HAVEN_ADMIN_URL` and
@@ -20,6 +27,11 @@ use haven_protocol::api::admin::{
     RequestWindow,
 };
 use haven_protocol::api::error::ErrorBody;
+use haven_protocol::api::moderation::{
+    AddressBanRequest, AddressBanView, DecisionRequest, DecisionResponse, ReportDetail, ReportPage,
+    ReportSummary, SanctionView,
+};
+use haven_protocol::content::{Body, Content};
 use serde::de::DeserializeOwned;
 use zeroize::Zeroizing;
 
@@ -28,7 +40,7 @@ use zeroize::Zeroizing;
 #[command(
     name = "haven-admin",
     version,
-    about = "The Haven relay operator's command line: the overview and admin keys, over the admin API.",
+    about = "The Haven relay operator's command line over the admin API: the overview, admin keys, the review queue of abuse reports, account and address bans, the audit log.",
     after_help = "The first admin key is made on the relay's machine: haven-relay admin create-key --label LABEL.\nRotation: `keys create`, switch HAVEN_ADMIN_KEY to the new key, then `keys revoke OLD_ID`."
 )]
 struct Cli {
@@ -53,6 +65,120 @@ enum Command {
     /// Admin keys: list, create, revoke.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// The review queue of verified abuse reports.
+    #[command(subcommand)]
+    Reports(ReportsCommand),
+    /// Account and address bans.
+    #[command(subcommand)]
+    Bans(BansCommand),
+    /// The security audit log (never addresses, usernames or content).
+    Audit {
+        /// Only this kind of event (e.g. login_failed, account_banned, report_filed).
+        #[arg(long)]
+        kind: Option<String>,
+        /// Only events at or after this Unix time.
+        #[arg(long)]
+        since: Option<i64>,
+        /// At most this many events (1 to 1000).
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        /// Print the relay's JSON as is.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The whole audit log as NDJSON on stdout (for archiving).
+    AuditExport {
+        /// Only events at or after this Unix time.
+        #[arg(long)]
+        since: Option<i64>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ReportsCommand {
+    /// Reports waiting for a decision (or decided ones).
+    List {
+        /// `pending` (default) or `decided`.
+        #[arg(long, default_value = "pending")]
+        status: String,
+        /// Print the relay's JSON as is.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One report, with the reported message opened (the reviewer's reading is audited).
+    Show {
+        /// The report id (32 hex digits).
+        id: String,
+        /// Print the relay's JSON as is.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Decide a report.
+    Decide {
+        /// The report id (32 hex digits).
+        id: String,
+        /// `dismiss`, `warn`, `suspend` or `ban` (the reported sender's account).
+        decision: String,
+        /// For suspend/ban: lift it after this many days (without it: until lifted).
+        #[arg(long)]
+        days: Option<u32>,
+        /// For suspend/ban: delete the account's undelivered logged-in sends and its blobs.
+        #[arg(long)]
+        purge: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum BansCommand {
+    /// Account sanctions: its logins, refreshes, sends and certificates are refused.
+    #[command(subcommand)]
+    Accounts(AccountBansCommand),
+    /// Address bans, kept only as a keyed hash of the address prefix.
+    #[command(subcommand)]
+    Addresses(AddressBansCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum AccountBansCommand {
+    /// Sanctions in force.
+    List,
+    /// Suspend or ban an account.
+    Add {
+        /// The account id (32 hex digits).
+        account: String,
+        /// `suspend` or `ban`.
+        kind: String,
+        /// Lift it after this many days (without it: until lifted).
+        #[arg(long)]
+        days: Option<u32>,
+        /// Delete the account's undelivered logged-in sends and its blobs.
+        #[arg(long)]
+        purge: bool,
+    },
+    /// Lift an account's sanction.
+    Remove {
+        /// The account id (32 hex digits).
+        account: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AddressBansCommand {
+    /// Address bans in force (hashes and expiry only).
+    List,
+    /// Ban the prefix of an address (IPv4 /24, IPv6 /64 by default).
+    Add {
+        /// An address, or a prefix `addr/len` of the configured length.
+        address: String,
+        /// Lift it after this many days (without it: until lifted).
+        #[arg(long)]
+        days: Option<u32>,
+    },
+    /// Lift an address ban by its prefix hash (from `list`) or an address in it.
+    Remove {
+        /// The prefix hash (64 hex digits) or an address.
+        prefix: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -128,6 +254,127 @@ impl Client {
         self.send(self.http.get(format!("{}{path}", self.base)))
             .await?
             .ok_or_else(|| Failure::Transport("empty reply".into()))
+    }
+
+    async fn post<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &impl serde::Serialize,
+    ) -> Result<T, Failure> {
+        self.send(self.http.post(format!("{}{path}", self.base)).json(body))
+            .await?
+            .ok_or_else(|| Failure::Transport("empty reply".into()))
+    }
+
+    async fn delete(&self, path: &str) -> Result<(), Failure> {
+        self.send::<serde_json::Value>(self.http.delete(format!("{}{path}", self.base)))
+            .await
+            .map(|_| ())
+    }
+
+    /// The raw body of a GET (for NDJSON).
+    async fn get_text(&self, path: &str) -> Result<String, Failure> {
+        let response = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(self.key.as_str())
+            .send()
+            .await
+            .map_err(|e| Failure::Transport(format!("cannot reach the relay: {e}")))?;
+        let status = response.status();
+        let text = response
+            .text()
+            .await
+            .map_err(|e| Failure::Transport(format!("reading the reply: {e}")))?;
+        if !status.is_success() {
+            return Err(Failure::Relay(status.as_u16(), text));
+        }
+        Ok(text)
+    }
+}
+
+fn parse<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, Failure> {
+    serde_json::from_value(value).map_err(|e| Failure::Transport(format!("unexpected reply: {e}")))
+}
+
+/// `now + days`, for sanctions and bans that lift by themselves.
+fn expiry(days: Option<u32>) -> Option<i64> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    days.map(|d| now.saturating_add(i64::from(d) * 86_400))
+}
+
+fn print_reports(reports: &[ReportSummary]) {
+    println!(
+        "{:<32}  {:<32}  {:>6}  {:<10}  {:<8}  decision",
+        "report", "sender account", "device", "attributed", "status"
+    );
+    for r in reports {
+        println!(
+            "{:<32}  {:<32}  {:>6}  {:<10}  {:<8}  {}",
+            r.report_id.to_hex(),
+            r.sender_account.to_hex(),
+            r.sender_device,
+            if r.attributed { "yes" } else { "no" },
+            r.status,
+            r.decision.as_deref().unwrap_or("-")
+        );
+    }
+}
+
+/// What a reviewer reads of a reported content: the text and whether an attachment came with
+/// it, or the kind of a content that is not a text.
+fn describe_content(bytes: &[u8]) -> String {
+    match Content::from_bytes(bytes) {
+        Ok(Content {
+            body: Body::Text {
+                text, attachment, ..
+            },
+            ..
+        }) => {
+            if attachment.is_empty() {
+                format!("text: {text}")
+            } else {
+                format!(
+                    "text: {text}\n(with an attachment pointer of {} bytes)",
+                    attachment.len()
+                )
+            }
+        }
+        Ok(_) => "a content that is not a text (receipt, reaction, edit, control)".to_owned(),
+        Err(e) => format!(
+            "a content that does not decode ({e}), {} bytes",
+            bytes.len()
+        ),
+    }
+}
+
+fn decision(
+    decision: String,
+    days: Option<u32>,
+    purge: bool,
+    account: Option<haven_protocol::api::Id>,
+) -> DecisionRequest {
+    DecisionRequest {
+        decision,
+        expires_at: expiry(days),
+        mail: purge.then(|| "purge".to_owned()),
+        account_id: account,
+    }
+}
+
+fn print_decision(d: &DecisionResponse) {
+    match &d.account_id {
+        Some(account) => println!(
+            "{} {}: {} sessions revoked, {} envelopes and {} blobs purged",
+            d.decision,
+            account.to_hex(),
+            d.sessions_revoked,
+            d.envelopes_purged,
+            d.blobs_purged
+        ),
+        None => println!("{}", d.decision),
     }
 }
 
@@ -269,6 +516,150 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 created.info.id.to_hex(),
                 created.info.label
             );
+        }
+        Command::Reports(ReportsCommand::List { status, json }) => {
+            let page: serde_json::Value = client
+                .get(&format!("/v1/admin/reports?status={status}&limit=500"))
+                .await?;
+            if json {
+                println!("{page}");
+            } else {
+                print_reports(&parse::<ReportPage>(page)?.reports);
+            }
+        }
+        Command::Reports(ReportsCommand::Show { id, json }) => {
+            let detail: serde_json::Value = client.get(&format!("/v1/admin/reports/{id}")).await?;
+            if json {
+                println!("{detail}");
+            } else {
+                let detail: ReportDetail = parse(detail)?;
+                print_reports(std::slice::from_ref(&detail.summary));
+                let content = base64::Engine::decode(
+                    &base64::engine::general_purpose::STANDARD,
+                    &detail.content,
+                )
+                .map_err(|e| Failure::Transport(format!("unexpected reply: {e}")))?;
+                println!(
+                    "message seq {} at {}",
+                    detail.message_seq, detail.summary.message_time
+                );
+                println!("{}", describe_content(&content));
+            }
+        }
+        Command::Reports(ReportsCommand::Decide {
+            id,
+            decision: what,
+            days,
+            purge,
+        }) => {
+            let reply: DecisionResponse = client
+                .post(
+                    &format!("/v1/admin/reports/{id}/decision"),
+                    &decision(what, days, purge, None),
+                )
+                .await?;
+            print_decision(&reply);
+        }
+        Command::Bans(BansCommand::Accounts(AccountBansCommand::List)) => {
+            let list: Vec<SanctionView> = client.get("/v1/admin/bans/accounts").await?;
+            for s in list {
+                println!(
+                    "{}  {:<9}  until {}  (since {})",
+                    s.account_id.to_hex(),
+                    s.kind,
+                    time(s.expires_at),
+                    s.created_at
+                );
+            }
+        }
+        Command::Bans(BansCommand::Accounts(AccountBansCommand::Add {
+            account,
+            kind,
+            days,
+            purge,
+        })) => {
+            let id = account
+                .parse()
+                .map_err(|_| Failure::Transport(format!("{account:?} is not an account id")))?;
+            let reply: DecisionResponse = client
+                .post(
+                    "/v1/admin/bans/accounts",
+                    &decision(kind, days, purge, Some(id)),
+                )
+                .await?;
+            print_decision(&reply);
+        }
+        Command::Bans(BansCommand::Accounts(AccountBansCommand::Remove { account })) => {
+            client
+                .delete(&format!("/v1/admin/bans/accounts/{account}"))
+                .await?;
+            println!("lifted the sanction of {account}");
+        }
+        Command::Bans(BansCommand::Addresses(AddressBansCommand::List)) => {
+            let list: Vec<AddressBanView> = client.get("/v1/admin/bans/addresses").await?;
+            for b in list {
+                println!(
+                    "{}  until {}  (since {})",
+                    b.prefix_hash,
+                    time(b.expires_at),
+                    b.created_at
+                );
+            }
+        }
+        Command::Bans(BansCommand::Addresses(AddressBansCommand::Add { address, days })) => {
+            let view: AddressBanView = client
+                .post(
+                    "/v1/admin/bans/addresses",
+                    &AddressBanRequest {
+                        address,
+                        expires_at: expiry(days),
+                    },
+                )
+                .await?;
+            println!("banned prefix {}", view.prefix_hash);
+        }
+        Command::Bans(BansCommand::Addresses(AddressBansCommand::Remove { prefix })) => {
+            client
+                .delete(&format!("/v1/admin/bans/addresses/{prefix}"))
+                .await?;
+            println!("lifted the address ban {prefix}");
+        }
+        Command::Audit {
+            kind,
+            since,
+            limit,
+            json,
+        } => {
+            let mut path = format!("/v1/admin/audit?limit={limit}");
+            if let Some(kind) = kind {
+                path.push_str(&format!("&kind={kind}"));
+            }
+            if let Some(since) = since {
+                path.push_str(&format!("&since={since}"));
+            }
+            let page: serde_json::Value = client.get(&path).await?;
+            if json {
+                println!("{page}");
+            } else {
+                for e in page["events"].as_array().into_iter().flatten() {
+                    println!(
+                        "{:>8}  {:>11}  {:<22}  subject {}  actor {}  {}",
+                        e["id"],
+                        e["at"],
+                        e["kind"].as_str().unwrap_or("?"),
+                        e["subject"].as_str().unwrap_or("-"),
+                        e["actor"].as_str().unwrap_or("-"),
+                        e["detail"]
+                    );
+                }
+            }
+        }
+        Command::AuditExport { since } => {
+            let path = since.map_or_else(
+                || "/v1/admin/audit/export".to_owned(),
+                |s| format!("/v1/admin/audit/export?since={s}"),
+            );
+            print!("{}", client.get_text(&path).await?);
         }
         Command::Keys(KeysCommand::Revoke { id }) => {
             client

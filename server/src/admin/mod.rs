@@ -40,4 +40,17 @@ pub trait AdminContext: LimitContext + ClientAddrSource + Clone + Send + Sync + 
     ) -> impl Future<Output = Result<overview::ModerationFigures, AppError>> + Send {
         std::future::ready(Ok(overview::ModerationFigures::default()))
     }
+
+    /// Records that admin key `key` was created (`created`) or revoked by the holder of admin key
+    /// `actor` in the security audit log. The default records nothing; the application state
+    /// writes `admin_key_created` / `admin_key_revoked` events (`app::admin`).
+    fn audit_key_event(
+        &self,
+        created: bool,
+        key: crate::ids::Id,
+        actor: crate::ids::Id,
+    ) -> impl Future<Output = ()> + Send {
+        let _ = (created, key, actor);
+        std::future::ready(())
+    }
 }

@@ -52,12 +52,14 @@ pub fn key_info(record: &AdminKeyRecord, now: i64) -> AdminKeyInfo {
               (status = 401, description = "`missing_admin_key`, `invalid_admin_key`", body = ErrorBody),
               (status = 429, description = "too many wrong admin keys from this address", body = ErrorBody)))]
 pub async fn create<C: AdminContext>(
-    _admin: AdminAuth,
+    admin: AdminAuth,
     State(ctx): State<C>,
     ApiJson(body): ApiJson<CreateAdminKeyRequest>,
 ) -> Result<impl IntoResponse, AppError> {
     let now = crate::clock::now_i64();
     let created = keys::create_key(ctx.admin_store(), &body.label, body.expires_days, now).await?;
+    ctx.audit_key_event(true, created.record.id, admin.key_id)
+        .await;
     let reply = CreatedAdminKey {
         info: key_info(&created.record, now),
         key: created.secret.encode().to_string(),
@@ -92,7 +94,7 @@ pub async fn list<C: AdminContext>(
               (status = 404, description = "`unknown_admin_key`", body = ErrorBody),
               (status = 429, description = "too many wrong admin keys from this address", body = ErrorBody)))]
 pub async fn revoke<C: AdminContext>(
-    _admin: AdminAuth,
+    admin: AdminAuth,
     State(ctx): State<C>,
     Path(key_id): Path<String>,
 ) -> Result<StatusCode, AppError> {
@@ -100,6 +102,7 @@ pub async fn revoke<C: AdminContext>(
         .parse()
         .map_err(|_| AppError::not_found("unknown_admin_key", "no such admin key"))?;
     if keys::revoke_key(ctx.admin_store(), &id, crate::clock::now_i64()).await? {
+        ctx.audit_key_event(false, id, admin.key_id).await;
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(AppError::not_found(

@@ -27,4 +27,20 @@ impl<S: Store> AdminContext for AppState<S> {
             active_bans: Some(bans),
         })
     }
+
+    async fn audit_key_event(&self, created: bool, key: crate::ids::Id, actor: crate::ids::Id) {
+        let kind = if created {
+            crate::audit::AuditKind::AdminKeyCreated
+        } else {
+            crate::audit::AuditKind::AdminKeyRevoked
+        };
+        self.audit()
+            .record(
+                kind,
+                Some(key),
+                Some(actor),
+                crate::audit::AuditDetail::none(),
+            )
+            .await;
+    }
 }

@@ -90,6 +90,26 @@ async fn keys_are_required_checked_rotated_and_revoked<S: Store>(h: Harness<S>) 
         assert_eq!(info["active"], !is_old);
         assert_eq!(info["revoked_at"].is_i64(), is_old);
     }
+    // The audit log names the keys made and revoked, and which key did it.
+    let new_id = created.body["id"].as_str().unwrap().to_owned();
+    for (kind, subject, actor) in [
+        ("admin_key_created", &new_id, &old_id),
+        ("admin_key_revoked", &old_id, &new_id),
+    ] {
+        let page = h
+            .call(
+                Method::GET,
+                &format!("/v1/admin/audit?kind={kind}"),
+                None,
+                Some(&new),
+            )
+            .await
+            .expect(StatusCode::OK);
+        let events = page.body["events"].as_array().unwrap();
+        assert_eq!(events.len(), 1, "{kind}: {}", page.body);
+        assert_eq!(events[0]["subject"], subject.as_str());
+        assert_eq!(events[0]["actor"], actor.as_str());
+    }
 
     // Bad input: clear errors, nothing created.
     for body in [
