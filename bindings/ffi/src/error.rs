@@ -8,7 +8,9 @@
 
 use haven_client::attachments::AttachmentsError;
 use haven_client::diary::LocalDiaryError;
-use haven_client::{ClientStoreError, DeviceError, DiaryClientError, MessengerError, RelayError};
+use haven_client::{
+    ClientStoreError, DeviceError, DiaryClientError, MessengerError, RelayError, ReportError,
+};
 use haven_sdk::DiaryError;
 use haven_sdk::diary::EntryError;
 
@@ -99,6 +101,11 @@ pub enum HavenError {
     /// A bug or an environment failure inside the library (the message says which).
     #[error("internal error: {0}")]
     Internal(String),
+    /// The message cannot be reported (this account's own, received without franking or in a
+    /// group, past the report window, or the relay takes no reports), or the relay refused the
+    /// report (not the recipient, unverifiable).
+    #[error("report: {0}")]
+    Report(String),
 }
 
 impl From<RelayError> for HavenError {
@@ -181,6 +188,10 @@ impl From<MessengerError> for HavenError {
                 }
             }
             MessengerError::SessionRevoked(s) => Self::SessionRevoked(s),
+            MessengerError::Report(ReportError::UnknownMessage) => {
+                Self::NotFound("unknown message".into())
+            }
+            MessengerError::Report(r) => Self::Report(r.to_string()),
             other => Self::Protocol(other.to_string()),
         }
     }

@@ -15,7 +15,9 @@ use crate::account::{self, AccountDevice, TotpSetup};
 use crate::error::HavenError;
 use crate::key::StorageKey;
 use crate::runtime;
-use crate::types::{Contact, Conversation, Event, GroupInfo, Message, SafetyNumber, parse_id};
+use crate::types::{
+    Contact, Conversation, Event, GroupInfo, Message, ReportReceipt, SafetyNumber, parse_id,
+};
 
 /// Receives the messenger's events once [`Messenger::start`] was called with it.
 #[uniffi::export(callback_interface)]
@@ -775,6 +777,31 @@ impl Messenger {
         let conversation = Self::conversation(&core, &conversation)?;
         let id = parse_id("message id", &message_id)?;
         runtime::run(async move { Ok(core.delete(conversation, id).await?) }).await
+    }
+
+    /// Reports a message received in `conversation` as abuse (PROTOCOL §16.9): reveals that
+    /// one message and its sender to the relay, which verifies both from the message's
+    /// franking; nothing about any other message.
+    ///
+    /// # Errors
+    /// `InvalidInput` (a malformed id), `NotFound` (unknown message), `Report` (not reportable,
+    /// past the report window, or refused by the relay), `Network`, `SessionRevoked`.
+    pub async fn report_message(
+        self: Arc<Self>,
+        conversation: Conversation,
+        message_id: String,
+    ) -> Result<ReportReceipt, HavenError> {
+        let core = self.core()?;
+        let conversation = Self::conversation(&core, &conversation)?;
+        let id = parse_id("message id", &message_id)?;
+        runtime::run(async move {
+            let answer = core.report(conversation, id).await?;
+            Ok(ReportReceipt {
+                report_id: answer.report_id.to_hex(),
+                attributed: answer.attributed,
+            })
+        })
+        .await
     }
 
     /// Sets the conversation's disappearing-message timer in seconds (0 = off) for both sides.

@@ -100,6 +100,16 @@ pub struct Reaction {
     pub emoji: String,
 }
 
+/// The relay's answer to a report (`Messenger.report_message`, PROTOCOL §16.9).
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct ReportReceipt {
+    /// The report's id (32 hex digits); reporting the same message again gives the same id.
+    pub report_id: String,
+    /// Whether the relay could verify who sent the message (false: the sender's client sent
+    /// a tag that does not verify; the content was still verified as delivered).
+    pub attributed: bool,
+}
+
 /// What a message's attachment is (the key stays inside the SDK; fetch it with
 /// `Messenger.save_attachment`).
 #[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]

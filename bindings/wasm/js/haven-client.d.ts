@@ -131,6 +131,11 @@ export declare class HavenMessenger {
   sendTyping(conversation: Conversation, started: boolean): Promise<void>;
   react(conversation: Conversation, target: string, emoji: string, remove?: boolean): Promise<void>;
   edit(conversation: Conversation, target: string, text: string): Promise<void>;
+  /** Reports a received message as abuse (PROTOCOL §16.9). */
+  reportMessage(
+    conversation: Conversation,
+    messageId: string,
+  ): Promise<{ report_id: string; attributed: boolean }>;
   deleteMessage(conversation: Conversation, target: string): Promise<void>;
   setTimer(conversation: Conversation, expireSecs: number): Promise<void>;
   history(conversation: Conversation): Message[];
@@ -145,7 +150,12 @@ export declare class HavenMessenger {
   removeMember(groupId: string, account: string): Promise<void>;
   subscribe(groupId?: string): void;
   runTasks(): Promise<number>;
-  receiveEnvelope(messageId: string, content: string, ephemeral?: boolean): Promise<Received>;
+  receiveEnvelope(
+    messageId: string,
+    content: string,
+    ephemeral?: boolean,
+    franking?: { commitment: string; stamp: string; seq: number; receivedAt: number },
+  ): Promise<Received>;
   pollGroups(): Promise<void>;
   /** Everything waiting, once over REST; the number of envelopes processed. */
   sync(): Promise<number>;

@@ -413,9 +413,26 @@ export class HavenClient {
    * repairs the device list and the send is retried once. Returns whether it went sealed, or
    * `null` when there was nothing to send (this account without another device).
    */
+  /**
+   * Fetches the relay's franking key (§16.9) when the device says it is due; a 404 means the
+   * relay offers none (a key offered before is kept, so sends never go back to unfranked).
+   */
+  async ensureFrankingKey() {
+    if (!this.device.needsFrankingKey(nowSecs())) return;
+    let answer = null;
+    try {
+      answer = JSON.stringify(await this.call("GET", "/v1/franking/key", null, false));
+    } catch (e) {
+      if (!(e instanceof RelayError && e.status === 404)) throw e;
+    }
+    this.device.setFrankingKey(answer, nowSecs());
+    await this.persist(this.device);
+  }
+
   async deliver(messageId, account) {
     try {
       await this.ensureCertificate();
+      await this.ensureFrankingKey();
       if (this.device.deviceListDue(account, nowSecs())) await this.fetchDeviceList(account);
       for (let attempt = 0; ; attempt++) {
         const answers = [];
@@ -696,6 +713,15 @@ export class HavenMessenger {
   }
 
   /** Deletes one of this account's messages for everyone. */
+  /**
+   * Reports a message received in `conversation` as abuse (§16.9): reveals that one message
+   * to the relay, which verifies who sent it. Resolves to `{report_id, attributed}`.
+   */
+  async reportMessage(conversation, messageId) {
+    const body = this.m.reportMessage(conversation, messageId, Date.now());
+    return this.client.call("POST", "/v1/reports", body);
+  }
+
   async deleteMessage(conversation, target) {
     await this.run(this.m.deleteMessage(conversation, target, Date.now()));
   }
@@ -829,9 +855,13 @@ export class HavenMessenger {
     return done;
   }
 
-  /** Processes one envelope (exactly once); the caller acks it. */
-  async receiveEnvelope(messageId, content, ephemeral = false) {
-    let received = this.m.receiveEnvelope(messageId, content, ephemeral, Date.now());
+  /**
+   * Processes one envelope (exactly once); the caller acks it. `franking`: the relay's
+   * `{commitment, stamp, seq, receivedAt}` for a franked envelope (§16.4), else `undefined`.
+   */
+  async receiveEnvelope(messageId, content, ephemeral = false, franking = undefined) {
+    const f = franking ? JSON.stringify(franking) : undefined;
+    let received = this.m.receiveEnvelope(messageId, content, ephemeral, Date.now(), false, f);
     if (received.status === "need_device_list") {
       // The sender's signed list is unknown or does not name the sending device: read it
       // again, then decide (an unlisted sender is refused).
@@ -843,7 +873,7 @@ export class HavenMessenger {
         else if (e.code === "device_list_refused") this.emit([{ type: "device_list_refused", account: received.account, reason: e.message }]);
         else throw e;
       }
-      received = this.m.receiveEnvelope(messageId, content, ephemeral, Date.now(), true);
+      received = this.m.receiveEnvelope(messageId, content, ephemeral, Date.now(), true, f);
     }
     await this.persist();
     this.finish(received);
@@ -885,7 +915,10 @@ export class HavenMessenger {
       const ids = [];
       for (const env of page.envelopes) {
         after = Math.max(after, env.seq);
-        await this.receiveEnvelope(env.message_id, env.content, false);
+        const franking = env.franking
+          ? { commitment: env.franking.commitment, stamp: env.franking.stamp, seq: env.seq, receivedAt: env.received_at }
+          : undefined;
+        await this.receiveEnvelope(env.message_id, env.content, false, franking);
         ids.push(env.message_id);
         count++;
       }
@@ -998,7 +1031,10 @@ export class HavenMessenger {
       return;
     }
     if (frame.type === "envelope") {
-      const received = await this.receiveEnvelope(frame.messageId, frame.content, false);
+      const franking = frame.franking
+        ? { ...frame.franking, seq: frame.seq, receivedAt: frame.receivedAt }
+        : undefined;
+      const received = await this.receiveEnvelope(frame.messageId, frame.content, false, franking);
       if (ws.readyState === WebSocket.OPEN) ws.send(this.wasm.ackFrame([frame.messageId]));
       // A task that keeps failing is retried at the next catch-up, not on every frame.
       if (received.tasksAdded) await this.runTasks();

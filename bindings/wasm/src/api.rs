@@ -560,6 +560,30 @@ impl WebDevice {
         self.with(|d| d.set_certificate(&text, now))
     }
 
+    /// Whether to fetch the relay's franking key (`GET /v1/franking/key`, no authentication)
+    /// before sending (PROTOCOL §16.9).
+    #[wasm_bindgen(js_name = needsFrankingKey)]
+    pub fn needs_franking_key(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "number")] now_secs: JsValue,
+    ) -> JsResult<bool> {
+        let now = lift(number_arg(&now_secs, "now"))?;
+        self.with(|d| d.needs_franking_key(now))
+    }
+
+    /// Takes `GET /v1/franking/key`'s answer, or `null` for a 404 (the relay offers none);
+    /// stored sends are franked with it from now on.
+    #[wasm_bindgen(js_name = setFrankingKey)]
+    pub fn set_franking_key(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "string | null")] answer: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "number")] now_secs: JsValue,
+    ) -> JsResult<()> {
+        let text = answer.as_string();
+        let now = lift(number_arg(&now_secs, "now"))?;
+        self.with(|d| d.set_franking_key(text.as_deref(), now))
+    }
+
     /// JSON body of `PUT /v1/keys` (base keys on the first call, then a one-time batch).
     #[wasm_bindgen(js_name = prekeyUpload)]
     pub fn prekey_upload(

@@ -17,7 +17,8 @@ use haven_client_core::device::state::{
     self, StoredSession, access_key_body, generate_access_key, pin_relay_key,
 };
 use haven_client_core::device::{
-    DeviceError, ListAnswer, ListUpdate, LocalDevice, Opened, OutgoingSend, PaddedPlaintext, keys,
+    DeliveredFranking, DeviceError, ListAnswer, ListUpdate, LocalDevice, Opened, OutgoingPlaintext,
+    OutgoingSend, ReportMaterial, keys,
 };
 use haven_client_core::device::{LinkGrant, LinkRequest};
 use haven_protocol::api::Id;
@@ -34,6 +35,7 @@ use haven_protocol::api::identity::{
     DeviceListReply, LinkTokenReply, ProvisioningCreated, ProvisioningMessage,
 };
 use haven_protocol::api::keys::{BundlesResponse, KeyCountsResponse};
+use haven_protocol::api::moderation::FrankingKeyResponse;
 use haven_protocol::content::Content;
 use haven_sdk::identity::IdentityKeyPair;
 use haven_sdk::store::{DeviceAddress, IdentityStore};
@@ -109,10 +111,11 @@ pub struct PreparedSend {
     pub body: String,
 }
 
-/// A content being delivered: padded, kept until the page finishes the send.
+/// A content being delivered, kept until the page finishes the send (each envelope pads its
+/// own, franked, plaintext).
 struct PendingSend {
     message_id: Id,
-    padded: PaddedPlaintext,
+    plaintext: OutgoingPlaintext,
     /// Never stored by the relay, dropped for offline devices (typing indicators).
     ephemeral: bool,
 }
@@ -667,6 +670,37 @@ impl DeviceCore {
         Ok(())
     }
 
+    /// The relay's franking key this device holds, if any.
+    ///
+    /// # Errors
+    /// [`ErrorCode::InvalidState`] before the session and relay key are set.
+    pub(crate) fn franking_key(&self) -> WebResult<Option<haven_protocol::franking::FrankingKey>> {
+        Ok(self.local()?.franking_key(&self.store)?)
+    }
+
+    /// Whether to fetch the relay's franking key (`GET /v1/franking/key`, no authentication)
+    /// before sending, then [`DeviceCore::set_franking_key`] (PROTOCOL §16.9).
+    ///
+    /// # Errors
+    /// [`ErrorCode::InvalidState`] before the session and relay key are set.
+    pub fn needs_franking_key(&self, now: u64) -> WebResult<bool> {
+        Ok(self.local()?.franking_key_due(&self.store, now)?)
+    }
+
+    /// Takes `GET /v1/franking/key`'s answer, or `None` for a 404 (the relay offers no key;
+    /// a key offered before is kept). Stored sends are franked with it from now on.
+    ///
+    /// # Errors
+    /// [`ErrorCode::InvalidResponse`] for a malformed key, [`ErrorCode::InvalidState`].
+    pub fn set_franking_key(&mut self, json_text: Option<&str>, now: u64) -> WebResult<()> {
+        let reply: Option<FrankingKeyResponse> = json_text
+            .map(|t| parse_reply(t, "franking key"))
+            .transpose()?;
+        self.local()?
+            .accept_franking_key(&self.store, reply.as_ref(), now)?;
+        Ok(())
+    }
+
     // ---- the account's access key (§11.12) ----
 
     /// Body of `PUT /v1/account/access-key` with a fresh random access key (a new account's
@@ -823,7 +857,7 @@ impl DeviceCore {
                 .to_bytes()
                 .map_err(|e| WebError::new(ErrorCode::Limit, e.to_string()))?,
         );
-        let padded = PaddedPlaintext::new(&plain)
+        let plaintext = OutgoingPlaintext::new(&plain)
             .map_err(|e| WebError::new(ErrorCode::Limit, e.to_string()))?;
         let mut message_id = [0u8; 16];
         rand::Rng::fill_bytes(&mut rand::rng(), &mut message_id);
@@ -832,7 +866,7 @@ impl DeviceCore {
         }
         self.pending.push(PendingSend {
             message_id: Id::from(message_id),
-            padded,
+            plaintext,
             ephemeral,
         });
         Ok(hex::encode(message_id))
@@ -869,12 +903,15 @@ impl DeviceCore {
             .iter()
             .find(|p| p.message_id == id)
             .ok_or_else(|| WebError::new(ErrorCode::InvalidState, "no such prepared send"))?;
+        // Franked with the relay's key once it offered one (`needs_franking_key`).
+        let franking_key = local.franking_key(&self.store)?;
         let outgoing = local.encrypt(
             &mut self.store,
             &peer,
-            &pending.padded,
+            &pending.plaintext,
             id,
             pending.ephemeral,
+            franking_key.as_ref(),
             &bundles,
             &cert,
             &mut rand::rng(),
@@ -1060,8 +1097,9 @@ impl DeviceCore {
     /// Opens one envelope (`content`: the raw bytes of a mailbox entry or WebSocket frame) with
     /// the core's exactly-once open (sealed sender, certificate against the pinned relay key,
     /// identity, Double Ratchet, unpadding) and runs `apply` on its plaintext inside the store
-    /// transaction that saves the session and (unless `ephemeral`) the seen message id. A
-    /// refused envelope writes nothing.
+    /// transaction that saves the session and (unless `ephemeral`) the seen message id, after
+    /// checking the franking the relay `delivered` with it (§16.5). A refused envelope writes
+    /// nothing.
     ///
     /// # Errors
     /// [`ErrorCode::InvalidArgument`] for a malformed message id, [`ErrorCode::InvalidState`]
@@ -1070,9 +1108,15 @@ impl DeviceCore {
         &mut self,
         message_id: &str,
         content: &[u8],
+        delivered: Option<&DeliveredFranking>,
         ephemeral: bool,
         now: u64,
-        apply: impl FnOnce(&mut MemoryStore, &DeviceAddress, &[u8]) -> WebResult<T>,
+        apply: impl FnOnce(
+            &mut MemoryStore,
+            &DeviceAddress,
+            &[u8],
+            Option<&ReportMaterial>,
+        ) -> WebResult<T>,
     ) -> WebResult<Opened<T>> {
         parse_id(message_id)?;
         let local = self.local()?;
@@ -1080,6 +1124,7 @@ impl DeviceCore {
             &mut self.store,
             message_id,
             content,
+            delivered,
             !ephemeral,
             now,
             &mut rand::rng(),
@@ -1235,7 +1280,7 @@ pub(crate) mod tests {
                 haven_client_core::device::RejectReason::Malformed("base64".into()),
             ));
         };
-        d.open_envelope(id, &raw, false, NOW, |_, _, plain| {
+        d.open_envelope(id, &raw, None, false, NOW, |_, _, plain, _| {
             Content::from_bytes(plain).map_err(|e| WebError::new(ErrorCode::Malformed, e.0))
         })
     }

@@ -49,6 +49,9 @@ pub enum ErrorCode {
     /// The relay refused a request with an error the step does not expect: the page reports
     /// the relay's own error (status and code of its answer).
     Refused,
+    /// The message cannot be reported (this account's own, received without franking or in a
+    /// group, past the report window, or no franking key is known), PROTOCOL §16.9.
+    NotReportable,
 }
 
 impl ErrorCode {
@@ -70,6 +73,7 @@ impl ErrorCode {
             Self::NotFound => "not_found",
             Self::Conflict => "conflict",
             Self::Refused => "refused",
+            Self::NotReportable => "not_reportable",
             Self::NeedDeviceList => "need_device_list",
             Self::AccountKeyChanged => "account_key_changed",
             Self::UnconfirmedDevices => "unconfirmed_devices",
@@ -198,6 +202,10 @@ impl From<haven_client_core::messenger::StateError> for WebError {
             E::Invalid(m) => invalid(m),
             E::Content(e) => WebError::new(ErrorCode::Limit, e.to_string()),
             E::Corrupt { .. } => WebError::new(ErrorCode::Malformed, e.to_string()),
+            E::Report(haven_client_core::device::ReportError::UnknownMessage) => {
+                WebError::new(ErrorCode::NotFound, "unknown message")
+            }
+            E::Report(r) => WebError::new(ErrorCode::NotReportable, r.to_string()),
             other => protocol(other),
         }
     }

@@ -30,6 +30,9 @@ pub enum ServerFrame {
         content: String,
         /// Whether a shared payload (multi-recipient send) follows.
         has_payload: bool,
+        /// The sender's franking commitment and the relay's stamp (§16.4), base64, when the
+        /// envelope is franked: hand them with `seq` and `receivedAt` to `receiveEnvelope`.
+        franking: Option<FrankingView>,
     },
     /// The queue present at connection time has been delivered.
     QueueEmpty,
@@ -97,6 +100,15 @@ fn source(source: Option<frames::Source>) -> Option<Source> {
     })
 }
 
+/// The franking of a delivered envelope (§16.4), base64.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FrankingView {
+    /// The sender's commitment `c`.
+    pub commitment: String,
+    /// The relay's delivery stamp `s`.
+    pub stamp: String,
+}
+
 /// Decodes one server frame (with the protocol's codec) into its JS view.
 ///
 /// # Errors
@@ -113,6 +125,10 @@ pub fn parse_server_frame(frame: &[u8]) -> WebResult<ServerFrame> {
             source: source(e.source),
             content: b64(e.content),
             has_payload: e.shared_payload.is_some(),
+            franking: e.franking.map(|f| FrankingView {
+                commitment: b64(&f.commitment),
+                stamp: b64(&f.stamp),
+            }),
         },
         frames::ServerFrame::QueueEmpty => ServerFrame::QueueEmpty,
         frames::ServerFrame::ChannelEntry {

@@ -47,6 +47,7 @@ use haven_sdk::store::{DeviceAddress, IdentityStore};
 use crate::device::{DeviceCore, parse_reply, request_json};
 use crate::error::{ErrorCode, WebError, WebResult, bad_response, invalid};
 use crate::frames::parse_id;
+use haven_client_core::device::DeliveredFranking;
 
 /// Actions and member changes a page may have in flight at once; the oldest is forgotten
 /// beyond this (an action forgotten unresolved keeps what it stored, as if it went out).
@@ -549,6 +550,32 @@ impl MessengerCore {
             .collect())
     }
 
+    /// The body of `POST /v1/reports` (bearer; PROTOCOL §16.9) reporting message `message_id`
+    /// of `conversation`, from the report material kept when it arrived, completed with the
+    /// franking key this device holds if it knew none then. Nothing changes.
+    ///
+    /// # Errors
+    /// [`ErrorCode::NotFound`] (unknown message), [`ErrorCode::NotReportable`],
+    /// [`ErrorCode::InvalidArgument`].
+    pub fn report_request(
+        &self,
+        dev: &DeviceCore,
+        conversation: Conversation,
+        message_id: &str,
+        now_ms: u64,
+    ) -> WebResult<String> {
+        let id = parse_id(message_id)?;
+        let current = dev.franking_key()?;
+        let body = core::report_request(
+            dev.store(),
+            &conversation,
+            &id,
+            current.as_ref(),
+            now_ms / 1000,
+        )?;
+        request_json(&body)
+    }
+
     /// The conversations with stored messages.
     ///
     /// # Errors
@@ -849,17 +876,20 @@ impl MessengerCore {
 
     /// Processes one envelope (`content` base64, from a WebSocket frame or `GET
     /// /v1/messages`; `ephemeral` for an ephemeral frame): opened exactly once and its content
-    /// applied in one store transaction. Ack it afterwards whatever the outcome (not an
-    /// ephemeral one).
+    /// applied in one store transaction. `franking_json` is the envelope's franking as the
+    /// relay delivered it (see [`FrankingArg`]); a franked envelope without it is refused. Ack
+    /// it afterwards whatever the outcome (not an ephemeral one).
     ///
     /// # Errors
     /// [`ErrorCode::InvalidArgument`] for a malformed message id, [`ErrorCode::InvalidState`]
     /// before login; a bad envelope is a `rejected` event, not an error.
+    #[allow(clippy::too_many_arguments)] // one envelope and its delivery
     pub fn receive_envelope(
         &mut self,
         dev: &mut DeviceCore,
         message_id: &str,
         content_b64: &str,
+        franking_json: Option<&str>,
         ephemeral: bool,
         list_fresh: bool,
         now_ms: u64,
@@ -869,18 +899,27 @@ impl MessengerCore {
             let reason = RejectReason::Malformed("envelope is not base64".into());
             return self.finish(dev, "rejected", Applied::rejected(reason), now_ms);
         };
+        let delivered = match franking_json.map(FrankingArg::parse).transpose() {
+            Ok(d) => d,
+            Err(why) => {
+                let reason = RejectReason::Malformed(why.into());
+                return self.finish(dev, "rejected", Applied::rejected(reason), now_ms);
+            }
+        };
         let me = me(dev)?;
         let opened = dev.open_envelope(
             message_id,
             &content,
+            delivered.as_ref(),
             ephemeral,
             now_ms / 1000,
-            |s, sender, plain| {
+            |s, sender, plain, franking| {
                 Ok(core::apply_direct(
                     s,
                     &me,
                     sender,
                     plain,
+                    franking,
                     ephemeral,
                     now_ms,
                     &mut rand::rng(),
@@ -1058,3 +1097,34 @@ pub fn channel_request() -> WebResult<String> {
 
 #[cfg(test)]
 mod tests;
+
+/// The franking of a delivered envelope as the page hands it to `receiveEnvelope` (JSON):
+/// `{"commitment": b64, "stamp": b64, "seq": n, "receivedAt": n}`, from `GET /v1/messages`
+/// (`franking`, `seq`, `received_at`) or an envelope frame (`franking`, `seq`, `receivedAt`).
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct FrankingArg {
+    commitment: String,
+    stamp: String,
+    seq: u64,
+    received_at: u64,
+}
+
+impl FrankingArg {
+    fn parse(json: &str) -> Result<DeliveredFranking, &'static str> {
+        let arg: Self = serde_json::from_str(json).map_err(|_| "franking is not valid JSON")?;
+        let bytes32 = |s: &str| {
+            STANDARD
+                .decode(s)
+                .ok()
+                .and_then(|b| <[u8; 32]>::try_from(b.as_slice()).ok())
+                .ok_or("franking is not base64 of 32 bytes")
+        };
+        Ok(DeliveredFranking {
+            commitment: bytes32(&arg.commitment)?,
+            stamp: bytes32(&arg.stamp)?,
+            seq: arg.seq,
+            time: arg.received_at,
+        })
+    }
+}

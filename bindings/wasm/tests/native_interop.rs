@@ -302,15 +302,26 @@ impl Page {
         let mut ids = Vec::new();
         for q in &page.envelopes {
             let id = q.message_id.to_hex();
+            // As the page hands the relay's franking over (PROTOCOL §16.4).
+            let franking = q.franking.as_ref().map(|f| {
+                serde_json::json!({
+                    "commitment": f.commitment,
+                    "stamp": f.stamp,
+                    "seq": q.seq,
+                    "receivedAt": q.received_at,
+                })
+                .to_string()
+            });
+            let franking = franking.as_deref();
             let mut got = self
                 .m
-                .receive_envelope(&mut self.d, &id, &q.content, false, false, now())
+                .receive_envelope(&mut self.d, &id, &q.content, franking, false, false, now())
                 .unwrap();
             if let Some(account) = got.account.clone() {
                 self.fetch_device_list(&account).await;
                 got = self
                     .m
-                    .receive_envelope(&mut self.d, &id, &q.content, false, true, now())
+                    .receive_envelope(&mut self.d, &id, &q.content, franking, false, true, now())
                     .unwrap();
             }
             self.sealed_in.push(q.source.is_none());

@@ -195,6 +195,7 @@ async fn messenger_bad_input_is_typed() {
             s("AAAA"),
             JsValue::FALSE,
             n(NOW),
+            JsValue::UNDEFINED,
             JsValue::UNDEFINED
         )),
         "invalid_argument"

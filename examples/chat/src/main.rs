@@ -40,6 +40,11 @@ commands:
   send CONTACT TEXT...              send a message
   sync                              fetch what is waiting and print new messages
   history CONTACT|GROUP             the conversation so far
+  report CONTACT MESSAGE|last       report a message received from CONTACT as abuse: reveals
+                                    that one message to the relay, which verifies who sent it
+                                    (MESSAGE: the id prefix shown by history; last: the
+                                    contact's latest message); prints the report id and whether
+                                    the relay could attribute it to its sender
   listen [--seconds N]              stay connected (WebSocket) and print events as they come
   group-create NAME MEMBER...       create a group (members: usernames or account ids)
   group-add GROUP MEMBER            add a member
@@ -85,10 +90,10 @@ options and environment:
   HAVEN_ACCOUNT_PASSWORD   account password (OPAQUE; the relay never sees it)
 Without the variables the secrets are prompted for.
 
-exit codes: 1 other, 2 usage or bad input, 3 credentials or session, 5 an identity or
-account key changed, or a verified contact has new devices (compare safety numbers), 6 the
-relay served a forged or rolled-back device list or an unlisted device, 7 relay refused,
-8 attachment.";
+exit codes: 1 other, 2 usage or bad input (also a message that cannot be reported), 3
+credentials or session, 5 an identity or account key changed, or a verified contact has new
+devices (compare safety numbers), 6 the relay served a forged or rolled-back device list or an
+unlisted device, 7 relay refused (also a report), 8 attachment.";
 
 /// Store space of the CLI's own settings (relay URL, username, names of contacts).
 const SPACE_CLI: Space = Space::app(0x60);
@@ -563,6 +568,41 @@ async fn command(args: &Args, m: &Arc<Messenger>) -> Result<(), Failure> {
             for r in m.history(conversation)? {
                 println!("{}", message_line(m, &r));
             }
+        }
+        "report" => {
+            let contact = resolve_contact(m, args.word(0, "CONTACT")?).await?;
+            let which = args.word(1, "MESSAGE or last")?.to_lowercase();
+            let conversation = Conversation::Direct(contact);
+            let received: Vec<MessageRecord> = m
+                .history(conversation)?
+                .into_iter()
+                .filter(|r| !r.outgoing)
+                .collect();
+            let matches: Vec<&MessageRecord> = if which == "last" {
+                received.last().into_iter().collect()
+            } else {
+                received
+                    .iter()
+                    .filter(|r| hex::encode(r.message_id).starts_with(&which))
+                    .collect()
+            };
+            let [record] = matches.as_slice() else {
+                return Err(Failure::usage(format!(
+                    "{which} names {} received messages of that conversation",
+                    matches.len()
+                )));
+            };
+            let answer = m.report(conversation, record.message_id).await?;
+            println!(
+                "reported {} report {} {}",
+                &hex::encode(record.message_id)[..8],
+                answer.report_id,
+                if answer.attributed {
+                    "attributed"
+                } else {
+                    "unattributed"
+                }
+            );
         }
         "listen" => {
             let seconds: Option<u64> = match args.flag("--seconds") {

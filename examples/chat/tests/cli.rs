@@ -159,6 +159,17 @@ fn chat_scenario_through_the_binary() {
     assert!(out.contains(SECRETS[0]), "{out}");
     bob.run(&["send", &alice_id, SECRETS[1]]);
     assert!(alice.run(&["sync"]).contains(SECRETS[1]));
+    // Bob's reply was franked with the relay's key: Alice reports it, the relay attributes it.
+    let out = alice.run(&["report", USERNAMES[1], "last"]);
+    assert!(
+        out.starts_with("reported ") && out.trim_end().ends_with(" attributed"),
+        "{out}"
+    );
+    // An unknown message, and Alice's own, cannot be reported.
+    let (code, err) = alice.fails(&["report", USERNAMES[1], "ffffffff"]);
+    assert_eq!(code, 2, "{err}");
+    let (code, err) = bob.fails(&["report", &alice_id, "ffffffff"]);
+    assert_eq!(code, 2, "{err}");
     let out = alice2.run(&["sync"]);
     assert!(
         out.contains(SECRETS[0]) && out.contains(SECRETS[1]),

@@ -6,7 +6,9 @@
 use haven_client::attachments::{AttachmentsError, TransferError};
 use haven_client::diary::LocalDiaryError;
 use haven_client::storage_key::StorageKeyError;
-use haven_client::{ClientStoreError, DeviceError, DiaryClientError, MessengerError, RelayError};
+use haven_client::{
+    ClientStoreError, DeviceError, DiaryClientError, MessengerError, RelayError, ReportError,
+};
 use haven_sdk::diary::DiaryError;
 
 /// A failure: the message printed on stderr and the process's exit code.
@@ -53,6 +55,12 @@ impl From<MessengerError> for Failure {
             MessengerError::SessionRevoked(_) => 3,
             MessengerError::Device(DeviceError::Relay(e)) => relay_code(e),
             MessengerError::Attachment(_) => 8,
+            // Not reportable here (unknown, own, unfranked, too old): the user's input.
+            MessengerError::Report(
+                ReportError::UnknownMessage | ReportError::NotReportable | ReportError::Expired,
+            ) => 2,
+            // The relay refused the report or takes none.
+            MessengerError::Report(_) => 7,
             _ => 1,
         };
         Self::with_code(code, err.to_string())

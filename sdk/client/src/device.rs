@@ -26,7 +26,7 @@ use haven_client_core::device::state::{
 };
 use haven_client_core::device::{
     self as core_device, AccountTrust, DirectoryNotice, LinkRequest, ListAnswer, ListRefusal,
-    ListUpdate, LocalDevice, PaddedPlaintext, SEND_ATTEMPTS, keys,
+    ListUpdate, LocalDevice, OutgoingPlaintext, SEND_ATTEMPTS, keys,
 };
 use haven_protocol::api::Id;
 use haven_protocol::api::auth::TokenResponse;
@@ -37,6 +37,8 @@ use haven_protocol::api::identity::{
 };
 use haven_protocol::api::keys::{BundlesResponse, KeyCountsResponse};
 use haven_protocol::api::messages::{AckBody, FetchResponse};
+use haven_protocol::api::moderation::FrankingKeyResponse;
+use haven_protocol::franking::FrankingKey;
 use haven_sdk::identity::{IdentityKey, IdentityKeyPair};
 use haven_sdk::sealed_sender::SenderCertificate;
 use haven_sdk::store::{DeviceAddress, IdentityStore};
@@ -45,7 +47,9 @@ use serde::de::IgnoredAny;
 
 /// Outcome of [`Device::open_envelope`]: the core's.
 pub(crate) use haven_client_core::device::Opened;
-pub use haven_client_core::device::{CONTENT_SESSION, PREKEY_BATCH, Received, RejectReason};
+pub use haven_client_core::device::{
+    CONTENT_SESSION, DeliveredFranking, PREKEY_BATCH, Received, RejectReason, ReportError,
+};
 
 use crate::relay::{RelayClient, RelayError, Session};
 use crate::store::{ClientStore, ClientStoreError};
@@ -484,6 +488,37 @@ impl Device {
         Ok(self.local.accept_certificate(&self.lock(), &reply, now)?)
     }
 
+    /// The relay's franking key to frank sends with (PROTOCOL §16.3): the cached one, asked for
+    /// again (`GET /v1/franking/key`, no authentication) when the core says it is due. A 404
+    /// means the relay offers none (an older relay): `None` until the next ask, unless a key
+    /// was offered before, which is kept.
+    ///
+    /// # Errors
+    /// Relay errors other than 404 when no key is cached (a cached key is used when the ask
+    /// fails); an invalid key; store errors.
+    pub async fn franking_key(&self) -> Result<Option<FrankingKey>, DeviceError> {
+        let now = now_secs();
+        if !self.local.franking_key_due(&self.lock(), now)? {
+            return Ok(self.local.franking_key(&self.lock())?);
+        }
+        let reply = self
+            .relay
+            .request_anonymous_as::<FrankingKeyResponse, ()>(Method::GET, "/v1/franking/key", None)
+            .await;
+        match reply {
+            Ok(answer) => Ok(self
+                .local
+                .accept_franking_key(&self.lock(), Some(&answer), now)?),
+            Err(e) if e.status() == Some(404) => {
+                Ok(self.local.accept_franking_key(&self.lock(), None, now)?)
+            }
+            Err(e) => match self.local.franking_key(&self.lock())? {
+                Some(key) => Ok(Some(key)),
+                None => Err(e.into()),
+            },
+        }
+    }
+
     /// Sends `plaintext` to every device of `account` (hex). Returns the message id.
     ///
     /// # Errors
@@ -515,8 +550,14 @@ impl Device {
         let message_id: Id = message_id
             .parse()
             .map_err(|_| RelayError::InvalidId("message id"))?;
-        let padded = PaddedPlaintext::new(plaintext)?;
+        let plaintext = OutgoingPlaintext::new(plaintext)?;
         let cert = self.certificate().await?;
+        // Every stored send is franked once the relay offers a key; typing never is.
+        let franking_key = if ephemeral {
+            None
+        } else {
+            self.franking_key().await?
+        };
         let peer = parse_account(account)?;
         // The own account's list too: it says which own devices get copies, and an account
         // from before lists is upgraded here (this device publishes its first list).
@@ -536,9 +577,10 @@ impl Device {
             let outgoing = self.local.encrypt(
                 &mut self.lock(),
                 &peer,
-                &padded,
+                &plaintext,
                 message_id,
                 ephemeral,
+                franking_key.as_ref(),
                 &bundles,
                 &cert,
                 &mut rand::rng(),
@@ -1019,17 +1061,26 @@ impl Device {
     /// plaintext **inside the same store transaction** that saves the session and (when
     /// `mark_seen`) the message id. A failed check writes nothing and is returned as
     /// [`Opened::Rejected`]; an error of `apply` rolls everything back and is returned.
+    /// `delivered` is the franking the relay delivered with the envelope (§16.5): the content
+    /// must open it; `apply` gets the content and the report material.
     pub(crate) fn open_envelope<T>(
         &self,
         message_id: &str,
         content: &[u8],
+        delivered: Option<&DeliveredFranking>,
         mark_seen: bool,
-        apply: impl FnOnce(&mut ClientStore, &DeviceAddress, &[u8]) -> Result<T, DeviceError>,
+        apply: impl FnOnce(
+            &mut ClientStore,
+            &DeviceAddress,
+            &[u8],
+            Option<&core_device::ReportMaterial>,
+        ) -> Result<T, DeviceError>,
     ) -> Result<Opened<T>, DeviceError> {
         self.local.open_envelope(
             &mut self.lock(),
             message_id,
             content,
+            delivered,
             mark_seen,
             now_secs(),
             &mut rand::rng(),

@@ -28,7 +28,7 @@ pub mod store;
 pub mod thumbnail;
 pub mod ws;
 
-pub use device::{Device, DeviceError, PendingLink, Received, RejectReason};
+pub use device::{Device, DeviceError, PendingLink, Received, RejectReason, ReportError};
 pub use diary::{Diary, DiaryClientError};
 pub use haven_client_core::device::Verification;
 pub use haven_protocol::content::{Conversation, ReceiptKind};

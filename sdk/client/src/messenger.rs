@@ -41,13 +41,14 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use zeroize::Zeroizing;
 
 use crate::attachments::{AttachmentPointer, Attachments, AttachmentsError, Progress};
-use crate::device::{Device, DeviceError, Opened};
+use crate::device::{DeliveredFranking, Device, DeviceError, Opened, ReportError};
 use crate::store::ClientStoreError;
 use crate::thumbnail;
 use crate::ws::{self, Backoff, ConnectError};
 use haven_protocol::api::channels::{
     AppendResponse, CreateChannelRequest, CreateChannelResponse, EntriesPage,
 };
+use haven_protocol::api::moderation::ReportResponse;
 use haven_protocol::api::usernames::{LookupRequest, LookupResponse};
 use haven_protocol::content::{Content, ContentError, Conversation};
 use haven_protocol::frames::{ClientFrame, EnvelopeFrame, ServerFrame};
@@ -82,6 +83,10 @@ pub enum MessengerError {
     /// The session is gone (logged out or unlinked); log in again.
     #[error("session no longer valid: {0}")]
     SessionRevoked(String),
+    /// A message could not be reported (PROTOCOL §16.9): not reportable here, or refused by
+    /// the relay.
+    #[error(transparent)]
+    Report(#[from] ReportError),
 }
 
 impl From<ClientStoreError> for MessengerError {
@@ -101,6 +106,7 @@ impl From<StateError> for MessengerError {
         match e {
             StateError::Invalid(msg) => Self::Invalid(msg),
             StateError::Content(e) => Self::Content(e),
+            StateError::Report(e) => Self::Report(e),
             other => Self::Device(device_error(other)),
         }
     }
@@ -709,6 +715,77 @@ impl Messenger {
         Ok(core::conversations(&self.device.lock())?)
     }
 
+    // ---------------------------------------------------------------- reports (§16)
+
+    /// Reports message `message_id` of `conversation` to the relay as abuse
+    /// (`POST /v1/reports`, PROTOCOL §16.9): reveals this message's content, its sender and
+    /// the franking that proves both to the relay, and nothing about any other message.
+    /// Returns the relay's report id and whether it could attribute the message to its sender
+    /// (false: the sender's client put a tag that does not verify, §16.8).
+    ///
+    /// # Errors
+    /// [`MessengerError::Report`]: [`ReportError::UnknownMessage`],
+    /// [`ReportError::NotReportable`] (own, unfranked or group messages), [`ReportError::Expired`],
+    /// [`ReportError::Unsupported`] (the relay takes no reports), and the relay's refusals
+    /// ([`ReportError::Invalid`], [`ReportError::NotRecipient`], [`ReportError::Unverified`]);
+    /// relay and store errors.
+    pub async fn report(
+        &self,
+        conversation: Conversation,
+        message_id: [u8; 16],
+    ) -> Result<ReportResponse, MessengerError> {
+        let now = now_ms() / 1000;
+        let needs_key = core::report_needs_key(&self.device.lock(), &conversation, &message_id)?;
+        let current = if needs_key {
+            self.device.franking_key().await?
+        } else {
+            None
+        };
+        let request = core::report_request(
+            &self.device.lock(),
+            &conversation,
+            &message_id,
+            current.as_ref(),
+            now,
+        )?;
+        let reply = self
+            .device
+            .relay()
+            .request_as::<ReportResponse, _>(Method::POST, "/v1/reports", Some(&request))
+            .await;
+        match reply {
+            Ok(answer) => {
+                self.device.persist_session().await?;
+                Ok(answer)
+            }
+            Err(e) => Err(match e.code().and_then(ReportError::from_code) {
+                Some(refusal) => refusal.into(),
+                None if e.status() == Some(404) && e.code() == Some("not_found") => {
+                    ReportError::Unsupported.into()
+                }
+                None => e.into(),
+            }),
+        }
+    }
+
+    /// Whether message `message_id` of `conversation` can be reported now (it has report
+    /// material within the report window).
+    ///
+    /// # Errors
+    /// Store errors.
+    pub fn reportable(
+        &self,
+        conversation: Conversation,
+        message_id: [u8; 16],
+    ) -> Result<bool, MessengerError> {
+        Ok(core::reportable(
+            &self.device.lock(),
+            &conversation,
+            &message_id,
+            now_ms() / 1000,
+        )?)
+    }
+
     // ---------------------------------------------------------------- groups
 
     fn group(&self, id: &[u8; 16]) -> Result<Option<GroupState>, MessengerError> {
@@ -934,9 +1011,10 @@ impl Messenger {
         &self,
         message_id: &str,
         content: &[u8],
+        delivered: Option<&DeliveredFranking>,
         ephemeral: bool,
     ) -> Result<Applied, MessengerError> {
-        let mut opened = self.open_direct(message_id, content, ephemeral)?;
+        let mut opened = self.open_direct(message_id, content, delivered, ephemeral)?;
         if let Opened::NeedDeviceList { account, .. } = opened {
             // The sender's list is unknown or does not name the sending device: read it again
             // (the contact may have linked the device since), then decide.
@@ -946,7 +1024,9 @@ impl Messenger {
                 Err(e) => return Err(e.into()),
             }
             self.emit_notices();
-            opened = self.open_direct(message_id, content, ephemeral)?.unlisted();
+            opened = self
+                .open_direct(message_id, content, delivered, ephemeral)?
+                .unlisted();
         }
         Ok(match opened {
             Opened::Duplicate => Applied::default(),
@@ -960,16 +1040,30 @@ impl Messenger {
         &self,
         message_id: &str,
         content: &[u8],
+        delivered: Option<&DeliveredFranking>,
         ephemeral: bool,
     ) -> Result<Opened<Applied>, MessengerError> {
         let me = self.device.address();
         let now = now_ms();
-        Ok(self
-            .device
-            .open_envelope(message_id, content, !ephemeral, |s, sender, plain| {
-                core::apply_direct(s, &me, sender, plain, ephemeral, now, &mut rand::rng())
-                    .map_err(device_error)
-            })?)
+        Ok(self.device.open_envelope(
+            message_id,
+            content,
+            delivered,
+            !ephemeral,
+            |s, sender, plain, franking| {
+                core::apply_direct(
+                    s,
+                    &me,
+                    sender,
+                    plain,
+                    franking,
+                    ephemeral,
+                    now,
+                    &mut rand::rng(),
+                )
+                .map_err(device_error)
+            },
+        )?)
     }
 
     /// Emits what the device learned about accounts' device lists.
@@ -982,7 +1076,9 @@ impl Messenger {
 
     /// Processes one sealed envelope the application obtained itself (e.g. from a push
     /// notification payload or its own transport), exactly as if it had arrived over the
-    /// socket; returns (and emits) the events. The caller acks it with the relay afterwards.
+    /// socket, with the franking the relay delivered with it (`delivered`, PROTOCOL §16.4:
+    /// a franked envelope without it is refused); returns (and emits) the events. The caller
+    /// acks it with the relay afterwards.
     ///
     /// # Errors
     /// Store errors (a bad envelope is an [`Event::Rejected`], not an error).
@@ -990,8 +1086,11 @@ impl Messenger {
         &self,
         message_id: &str,
         content: &[u8],
+        delivered: Option<&DeliveredFranking>,
     ) -> Result<Vec<Event>, MessengerError> {
-        let applied = self.handle_envelope(message_id, content, false).await?;
+        let applied = self
+            .handle_envelope(message_id, content, delivered, false)
+            .await?;
         let events = applied.events.clone();
         self.finish(applied)?;
         Ok(events)
@@ -1147,14 +1246,21 @@ impl Messenger {
             let mut acks = Vec::new();
             for q in &page.envelopes {
                 after = after.max(q.seq);
-                let applied = match STANDARD.decode(&q.content) {
-                    Ok(bytes) => {
-                        self.handle_envelope(&q.message_id.to_hex(), &bytes, false)
-                            .await?
+                let delivered = DeliveredFranking::from_queued(q);
+                let applied = match (STANDARD.decode(&q.content), delivered) {
+                    (Ok(bytes), Ok(delivered)) => {
+                        self.handle_envelope(
+                            &q.message_id.to_hex(),
+                            &bytes,
+                            delivered.as_ref(),
+                            false,
+                        )
+                        .await?
                     }
-                    Err(_) => {
+                    (Err(_), _) => {
                         Applied::rejected(RejectReason::Malformed("envelope is not base64".into()))
                     }
+                    (_, Err(e)) => Applied::rejected(RejectReason::Malformed(e.to_string())),
                 };
                 self.finish(applied)?;
                 acks.push(q.message_id);
@@ -1304,13 +1410,20 @@ impl Messenger {
                 }
             };
             match frame {
-                ServerFrame::Envelope(EnvelopeFrame {
-                    message_id,
-                    content,
-                    ..
-                }) => {
+                ServerFrame::Envelope(frame) => {
+                    let delivered = DeliveredFranking::from_frame(&frame);
+                    let EnvelopeFrame {
+                        message_id,
+                        content,
+                        ..
+                    } = frame;
                     let applied = self
-                        .handle_envelope(&hex::encode(message_id), content, false)
+                        .handle_envelope(
+                            &hex::encode(message_id),
+                            content,
+                            delivered.as_ref(),
+                            false,
+                        )
                         .await?;
                     let queued = applied.tasks_added;
                     self.finish(applied)?;
@@ -1329,7 +1442,7 @@ impl Messenger {
                     ..
                 } => {
                     let applied = self
-                        .handle_envelope(&hex::encode(message_id), content, true)
+                        .handle_envelope(&hex::encode(message_id), content, None, true)
                         .await?;
                     self.finish(applied)?;
                 }

@@ -89,6 +89,17 @@ def test_messages_both_ways_safety_numbers_and_files(relay, tmp_path):
         assert history[0].message_id == msg_id
         # Alice's contact card made her a contact of Bob's.
         assert alice.account_id() in [c.account_id for c in bob.contacts()]
+        # The message was franked with the relay's key: Bob reports it and the relay can tell
+        # who sent it; reporting it again names the same report. Alice's own message is not
+        # hers to report; an unknown message is not found.
+        receipt = await bob.report_message(direct(alice.account_id()), msg_id)
+        assert receipt.attributed and len(receipt.report_id) == 32
+        again = await bob.report_message(direct(alice.account_id()), msg_id)
+        assert again.report_id == receipt.report_id
+        with pytest.raises(haven.HavenError.Report):
+            await alice.report_message(direct(bob.account_id()), msg_id)
+        with pytest.raises(haven.HavenError.NotFound):
+            await bob.report_message(direct(alice.account_id()), "ab" * 16)
 
         # Bob replies while Alice is connected with a listener: the reply arrives as an event.
         listener = Collector()

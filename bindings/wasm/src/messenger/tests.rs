@@ -54,7 +54,9 @@ struct Chan {
 }
 
 /// A queued envelope: relay message id, envelope base64, ephemeral.
-type Queued = (String, String, bool);
+/// A queued envelope: relay message id, content, ephemeral, and the franking JSON the page
+/// would hand to `receiveEnvelope` (commitment, this relay's stamp, seq, time).
+type Queued = (String, String, bool, Option<String>);
 
 /// The relay, in memory.
 struct Net {
@@ -217,10 +219,15 @@ impl Net {
             }
             self.sends.push((from.0, to, send.sealed));
             for e in body.envelopes {
+                let franking = e
+                    .franking_commitment
+                    .as_deref()
+                    .map(|c| stamped(c, to, e.device_number));
                 self.queues.entry((to, e.device_number)).or_default().push((
                     message_id.to_owned(),
                     e.content,
                     body.ephemeral,
+                    franking,
                 ));
             }
             return Ok(());
@@ -372,11 +379,19 @@ impl Net {
         let key = (self.devs[i].account, self.devs[i].number);
         let queued = self.queues.remove(&key).unwrap_or_default();
         let mut busy = !queued.is_empty();
-        for (id, content, ephemeral) in queued {
+        for (id, content, ephemeral, franking) in queued {
             let dev = &mut self.devs[i];
             let r = dev
                 .m
-                .receive_envelope(&mut dev.d, &id, &content, ephemeral, false, NOW_MS)
+                .receive_envelope(
+                    &mut dev.d,
+                    &id,
+                    &content,
+                    franking.as_deref(),
+                    ephemeral,
+                    false,
+                    NOW_MS,
+                )
                 .unwrap();
             self.take(i, r);
         }
@@ -476,6 +491,31 @@ impl Net {
             .unwrap();
         self.run(i, action).unwrap().content_id.unwrap()
     }
+}
+
+const FRANKING_SECRET: [u8; 32] = [0xF2; 32];
+const STAMP_KEY: [u8; 32] = [0x5A; 32];
+const STAMP_SEQ: u64 = 41;
+
+/// What this test relay delivers with a franked envelope to `device` of `account` (§16.4).
+fn stamped(commitment: &str, account: [u8; 16], device: u32) -> String {
+    use haven_protocol::franking::Destination;
+    use haven_protocol::franking::verify::{StampKey, delivery_stamp};
+    let c: [u8; 32] = STANDARD.decode(commitment).unwrap().try_into().unwrap();
+    let stamp = delivery_stamp(
+        &StampKey::from_bytes(STAMP_KEY),
+        &c,
+        &Destination::Device { account, device },
+        STAMP_SEQ,
+        NOW,
+    );
+    serde_json::json!({
+        "commitment": commitment,
+        "stamp": STANDARD.encode(stamp),
+        "seq": STAMP_SEQ,
+        "receivedAt": NOW,
+    })
+    .to_string()
 }
 
 fn no_rejections(events: &[EventView]) {
@@ -1193,13 +1233,13 @@ fn bad_input_is_typed() {
     );
     assert_eq!(
         code(
-            m.receive_envelope(d, "nope", "AAAA", false, false, NOW_MS)
+            m.receive_envelope(d, "nope", "AAAA", None, false, false, NOW_MS)
                 .unwrap_err()
         ),
         ErrorCode::InvalidArgument
     );
     let garbage = m
-        .receive_envelope(d, &"13".repeat(16), "!!", false, false, NOW_MS)
+        .receive_envelope(d, &"13".repeat(16), "!!", None, false, false, NOW_MS)
         .unwrap();
     assert_eq!(garbage.status, "rejected");
     assert!(matches!(
@@ -1211,6 +1251,7 @@ fn bad_input_is_typed() {
             d,
             &"14".repeat(16),
             &STANDARD.encode([7u8; 300]),
+            None,
             false,
             false,
             NOW_MS,
@@ -1235,4 +1276,86 @@ fn bad_input_is_typed() {
     );
     // The channel request.
     assert!(channel_request().unwrap().contains("ttl_secs"));
+}
+
+#[test]
+fn franked_texts_are_checked_and_reported() {
+    use haven_protocol::franking::Report;
+    use haven_protocol::franking::verify::{FrankingSecret, StampKey, verify_report};
+    let mut net = Net::new();
+    let (a, b) = (net.add(ALICE, 1), net.add(BOB, 1));
+    let answer = serde_json::json!({
+        "franking_key": STANDARD.encode(FrankingSecret::from_bytes(FRANKING_SECRET).public().encode()),
+        "previous": [],
+    })
+    .to_string();
+    for i in [a, b] {
+        assert!(net.devs[i].d.needs_franking_key(NOW).unwrap());
+        net.devs[i].d.set_franking_key(Some(&answer), NOW).unwrap();
+        assert!(!net.devs[i].d.needs_franking_key(NOW).unwrap());
+    }
+    let dev = &mut net.devs[a];
+    dev.m
+        .add_contact(&mut dev.d, &hex::encode(BOB), None)
+        .unwrap();
+    let id = net.send_text(a, Conversation::Direct(BOB), "report me, obsidian");
+    net.settle();
+    let events = net.events(b);
+    no_rejections(&events);
+    assert_eq!(
+        net.texts(b, Conversation::Direct(ALICE)),
+        ["report me, obsidian"]
+    );
+
+    let dev = &net.devs[b];
+    let body = dev
+        .m
+        .report_request(&dev.d, Conversation::Direct(ALICE), &id, NOW_MS)
+        .unwrap();
+    let request: haven_protocol::api::moderation::ReportRequest =
+        serde_json::from_str(&body).unwrap();
+    let report = Report::decode(&STANDARD.decode(&request.report).unwrap()).unwrap();
+    assert_eq!((report.sender_account, report.sender_device), (ALICE, 1));
+    let alice_ik = net.devs[a]
+        .d
+        .store()
+        .identity_key_pair()
+        .unwrap()
+        .public()
+        .to_bytes();
+    verify_report(
+        &report,
+        &FrankingSecret::from_bytes(FRANKING_SECRET),
+        &StampKey::from_bytes(STAMP_KEY),
+        &alice_ik,
+    )
+    .unwrap();
+    // Alice's own message is not hers to report; an unknown one is not found.
+    let dev = &net.devs[a];
+    let own = dev
+        .m
+        .report_request(&dev.d, Conversation::Direct(BOB), &id, NOW_MS)
+        .unwrap_err();
+    assert_eq!(own.code, ErrorCode::NotReportable);
+    let unknown = dev
+        .m
+        .report_request(&dev.d, Conversation::Direct(BOB), &"ab".repeat(16), NOW_MS)
+        .unwrap_err();
+    assert_eq!(unknown.code, ErrorCode::NotFound);
+
+    // A franked envelope handed over without its franking is refused.
+    net.send_text(a, Conversation::Direct(BOB), "stripped");
+    let key = (BOB, 1);
+    for q in net.queues.get_mut(&key).unwrap() {
+        q.3 = None;
+    }
+    net.settle();
+    let events = net.events(b);
+    assert!(
+        events.iter().any(|e| matches!(
+            e,
+            EventView::Rejected { reason } if reason.contains("franking")
+        )),
+        "{events:?}"
+    );
 }

@@ -533,7 +533,9 @@ impl WebMessenger {
     // ---- receiving
 
     /// Processes an envelope (`content` base64; `ephemeral` for an ephemeral frame); ack it
-    /// afterwards (unless ephemeral).
+    /// afterwards (unless ephemeral). `franking`: the envelope's franking as JSON
+    /// `{"commitment", "stamp", "seq", "receivedAt"}` when the relay delivered one (PROTOCOL
+    /// §16.4; a franked envelope without it is refused).
     #[wasm_bindgen(js_name = receiveEnvelope, unchecked_return_type = "Received")]
     pub fn receive_envelope(
         &self,
@@ -543,13 +545,40 @@ impl WebMessenger {
         #[wasm_bindgen(js_name = nowMs, unchecked_param_type = "number")] now_ms: JsValue,
         #[wasm_bindgen(js_name = listFresh, unchecked_param_type = "boolean | undefined")]
         list_fresh: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "string | undefined")] franking: JsValue,
     ) -> JsResult<JsValue> {
         let id = lift(string_arg(&message_id, "messageId"))?;
         let content = lift(string_arg(&content, "content"))?;
         let ephemeral = lift(bool_arg(&ephemeral, "ephemeral"))?;
         let now = lift(number_arg(&now_ms, "nowMs"))?;
         let list_fresh = list_fresh.as_bool().unwrap_or(false);
-        self.json(|m, d| m.receive_envelope(d, &id, &content, ephemeral, list_fresh, now))
+        let franking = franking.as_string();
+        self.json(|m, d| {
+            m.receive_envelope(
+                d,
+                &id,
+                &content,
+                franking.as_deref(),
+                ephemeral,
+                list_fresh,
+                now,
+            )
+        })
+    }
+
+    /// The JSON body of `POST /v1/reports` (send it with the bearer token) reporting a message
+    /// received in `conversation` (PROTOCOL §16.9); errors `not_found`, `not_reportable`.
+    #[wasm_bindgen(js_name = reportMessage)]
+    pub fn report_message(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "Conversation")] conversation: JsValue,
+        #[wasm_bindgen(js_name = messageId, unchecked_param_type = "string")] message_id: JsValue,
+        #[wasm_bindgen(js_name = nowMs, unchecked_param_type = "number")] now_ms: JsValue,
+    ) -> JsResult<String> {
+        let conversation = lift(conversation_arg(&conversation))?;
+        let id = lift(string_arg(&message_id, "messageId"))?;
+        let now = lift(number_arg(&now_ms, "nowMs"))?;
+        self.with(|m, d| m.report_request(d, conversation, &id, now))
     }
 
     /// Processes one entry of a channel subscription (a `channel_entry` frame).

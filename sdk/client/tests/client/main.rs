@@ -10,5 +10,6 @@ mod account_lifecycle;
 mod attachments;
 mod device_messaging;
 mod diary_e2e;
+mod franking_e2e;
 mod messenger_e2e;
 mod relay_auth;

@@ -11,9 +11,11 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
+use haven_client::device::DeliveredFranking;
 use haven_client::messenger::{Event, Messenger};
 use haven_client::relay::RelayClient;
 use haven_client::{ClientStore, ConnectionState, Conversation, Device, ReceiptKind, RejectReason};
+use haven_protocol::api::messages::FetchResponse;
 use haven_sdk::identity::IdentityKeyPair;
 use haven_sdk::sealed_sender::{SenderCertificate, seal_sender};
 use haven_sdk::store::DeviceAddress;
@@ -380,22 +382,29 @@ async fn two_people_a_group_and_bad_input_through_a_relay() {
         .request(Method::GET, "/v1/messages?after=0&limit=100", None)
         .await
         .unwrap();
-    let mut queued: Vec<(String, Vec<u8>)> = page["envelopes"]
-        .as_array()
-        .unwrap()
+    // With the relay's franking of each (§16.4), as the messenger's own fetch hands it over.
+    let page: FetchResponse = serde_json::from_value(page).unwrap();
+    let mut queued: Vec<(String, Vec<u8>, Option<DeliveredFranking>)> = page
+        .envelopes
         .iter()
         .map(|e| {
             (
-                e["message_id"].as_str().unwrap().to_owned(),
-                STANDARD.decode(e["content"].as_str().unwrap()).unwrap(),
+                e.message_id.to_hex(),
+                STANDARD.decode(&e.content).unwrap(),
+                DeliveredFranking::from_queued(e).unwrap(),
             )
         })
         .collect();
     assert!(queued.len() >= 3);
     queued.reverse();
     let mut seen = Vec::new();
-    for (id, content) in &queued {
-        for e in bob.messenger.process_envelope(id, content).await.unwrap() {
+    for (id, content, franking) in &queued {
+        for e in bob
+            .messenger
+            .process_envelope(id, content, franking.as_ref())
+            .await
+            .unwrap()
+        {
             if let Some((_, t, _, _)) = text_of(&e) {
                 seen.push(t);
             }
@@ -405,10 +414,10 @@ async fn two_people_a_group_and_bad_input_through_a_relay() {
         assert!(seen.iter().any(|s| s == t), "{t} decrypted out of order");
     }
     // Processing them again (as after a crash before the ack) delivers nothing twice.
-    for (id, content) in &queued {
+    for (id, content, franking) in &queued {
         assert!(
             bob.messenger
-                .process_envelope(id, content)
+                .process_envelope(id, content, franking.as_ref())
                 .await
                 .unwrap()
                 .iter()
@@ -542,10 +551,14 @@ async fn two_people_a_group_and_bad_input_through_a_relay() {
         assert!(check(&reason), "unexpected reason {reason:?}");
     }
     // A replay: one of Alice's real envelopes delivered a second time under a new relay id.
-    let (_, replay_content) = queued[0].clone();
+    let (_, replay_content, replay_franking) = queued[0].clone();
     let events = bob
         .messenger
-        .process_envelope(&hex::encode([0xEE; 16]), &replay_content)
+        .process_envelope(
+            &hex::encode([0xEE; 16]),
+            &replay_content,
+            replay_franking.as_ref(),
+        )
         .await
         .unwrap();
     assert!(

@@ -15,8 +15,9 @@
 //! upkeep     GET /v1/keys/counts ─► keys::replenish ─► PUT /v1/keys
 //!            keys::rotate ─► PUT /v1/keys ─► keys::retire
 //! send       certificate (cached) | POST /v1/certificate ─► accept_certificate
+//!            franking key (cached) | GET /v1/franking/key ─► accept_franking_key
 //!            [own account] own_devices_due ─► GET /v1/devices ─► set_own_devices
-//!            PaddedPlaintext · claims ─► GET /v1/keys/{account}[/{n}] ─► encrypt
+//!            OutgoingPlaintext · claims ─► GET /v1/keys/{account}[/{n}] ─► encrypt
 //!            ─► POST outgoing.path()
 //!            409/410 ─► repair ─► claims ─► encrypt ─► POST        (at most SEND_ATTEMPTS)
 //! receive    GET /v1/messages | WebSocket ─► open_envelope | receive ─► ack
@@ -28,6 +29,7 @@
 //! - [`keys`]: prekey generation and the bodies of `PUT /v1/keys`.
 //! - [`send`]: claims, per-device sealed envelopes, the send body, device-list repair.
 //! - [`receive`]: opening an envelope exactly once.
+//! - [`franking`]: the relay's franking key, delivered franking and report material (§16).
 //!
 //! Every write a step makes is one store transaction: a step that fails leaves the store as it
 //! was.
@@ -37,6 +39,7 @@ use haven_sdk::store::StoreError;
 use crate::store::{ClientStoreError, Space};
 
 pub mod directory;
+pub mod franking;
 pub mod keys;
 pub mod link;
 pub mod receive;
@@ -49,10 +52,11 @@ mod tests;
 pub use directory::{
     AccountTrust, DirectoryNotice, ListAnswer, ListRefusal, ListUpdate, Verification, Vouch,
 };
+pub use franking::{DeliveredFranking, REPORT_WINDOW, ReportError, ReportMaterial};
 pub use keys::{PREKEY_BATCH, Rotation};
 pub use link::{LinkGrant, LinkRequest};
 pub use receive::{Opened, Received, RejectReason};
-pub use send::{Claim, OutgoingSend, PaddedPlaintext, SEND_ATTEMPTS};
+pub use send::{Claim, OutgoingPlaintext, OutgoingSend, SEND_ATTEMPTS};
 pub use state::{LocalDevice, SafetyNumber, StoredSession};
 
 /// Application spaces of the device in the store (PROTOCOL §12).

@@ -7,7 +7,9 @@
 //! content type = CONTENT_SESSION, trusted identity = certificate identity,
 //! not claiming to come from this device
 //! ── one store transaction ─────────────────────────────────────────────────────────────
-//! decrypt (Double Ratchet / PQXDH) · unpad · apply(store, sender, plaintext)
+//! decrypt (Double Ratchet / PQXDH) · unpad · franking (§16.5: the opening of the delivered
+//! commitment, or a bare content when none was delivered) · apply(store, sender, content,
+//! report material)
 //! · sender device added to its account's device list · message id marked seen
 //! ─────────────────────────────────────────────────────────────────────────────────────
 //! ```
@@ -32,6 +34,7 @@ use haven_sdk::unpad;
 use rand_core::CryptoRng;
 
 use super::directory::{AccountTrust, Vouch};
+use super::franking::{DeliveredFranking, ReportMaterial, Unwrapped, open_delivered};
 use super::space::{INBOX, META, SEEN};
 use super::state::{LocalDevice, contact_devices, save_contact_devices};
 use super::{CONTENT_SESSION, DeviceError};
@@ -91,6 +94,12 @@ pub enum RejectReason {
     /// unknown prekey, too far ahead).
     #[error("session: {0}")]
     Session(String),
+    /// The franking check failed (§16.5): the content does not open the commitment the relay
+    /// delivered, the plaintext is no opening although a commitment was delivered, or it is an
+    /// opening delivered without its commitment. A message that could not be reported is
+    /// not accepted.
+    #[error("the content does not match its franking commitment")]
+    FrankingMismatch,
 }
 
 impl RejectReason {
@@ -138,7 +147,7 @@ pub enum Opened<T> {
     Accepted {
         /// The sending device, from its relay-signed certificate.
         sender: DeviceAddress,
-        /// The unpadded plaintext.
+        /// The content: the unpadded plaintext, without its franking opening.
         plaintext: Vec<u8>,
         /// What `apply` returned.
         value: T,
@@ -250,10 +259,16 @@ impl LocalDevice {
         store: &mut EncryptedStore<B>,
         message_id: &str,
         content: &[u8],
+        delivered: Option<&DeliveredFranking>,
         mark_seen: bool,
         now: u64,
         rng: &mut R,
-        apply: impl FnOnce(&mut EncryptedStore<B>, &DeviceAddress, &[u8]) -> Result<T, E>,
+        apply: impl FnOnce(
+            &mut EncryptedStore<B>,
+            &DeviceAddress,
+            &[u8],
+            Option<&ReportMaterial>,
+        ) -> Result<T, E>,
     ) -> Result<Opened<T>, E>
     where
         B: Backend,
@@ -313,6 +328,10 @@ impl LocalDevice {
                 device: sender.device_id,
             }));
         }
+        // Only named in the report material (filled in at report time when absent): a stored
+        // key that does not decode must not stop the queue.
+        let franking_key = self.franking_key(store).ok().flatten();
+        let me = self.address();
         let result = store.atomically_mut(|s| -> Result<_, Refusal<E>> {
             let plaintext = session_cipher::decrypt(s, &sender, &opened.content, rng)
                 .map_err(|e| Refusal::Reject(RejectReason::from_session(&e)))?;
@@ -328,7 +347,13 @@ impl LocalDevice {
             }
             let unpadded = unpad(&plaintext)
                 .map_err(|_| Refusal::Reject(RejectReason::Malformed("bad padding".into())))?;
-            let value = apply(s, &sender, unpadded).map_err(Refusal::Fail)?;
+            let (content, material) =
+                match open_delivered(unpadded, delivered, franking_key, &sender, &me) {
+                    Some(Unwrapped::Franked(content, material)) => (content, Some(material)),
+                    Some(Unwrapped::Bare(content)) => (content, None),
+                    None => return Err(Refusal::Reject(RejectReason::FrankingMismatch)),
+                };
+            let value = apply(s, &sender, content, material.as_ref()).map_err(Refusal::Fail)?;
             let fail = |e: DeviceError| Refusal::Fail(E::from(e));
             // The sender's device list grows with the devices that write to this one.
             let mut devices = contact_devices(s, &sender.account_id).map_err(fail)?;
@@ -341,7 +366,7 @@ impl LocalDevice {
             }
             Ok(Opened::Accepted {
                 sender,
-                plaintext: unpadded.to_vec(),
+                plaintext: content.to_vec(),
                 value,
             })
         });
@@ -353,7 +378,9 @@ impl LocalDevice {
     }
 
     /// Opens one envelope of `GET /v1/messages` into the inbox space (message id → sender
-    /// account · u32be device · plaintext); `None` for a duplicate already delivered. Ack the
+    /// account · u32be device · plaintext); `None` for a duplicate already delivered. Its
+    /// franking is checked as for every envelope; the inbox keeps no report material (the
+    /// messenger does, §13.6). Ack the
     /// envelope afterwards in every case but [`Received::NeedDeviceList`]; `list_fresh` says
     /// the sender's list was fetched for this envelope (an unlisted sender is then refused).
     ///
@@ -374,14 +401,24 @@ impl LocalDevice {
                 reason: RejectReason::Malformed("envelope is not base64".into()),
             }));
         };
+        let delivered = match DeliveredFranking::from_queued(queued) {
+            Ok(d) => d,
+            Err(e) => {
+                return Ok(Some(Received::Rejected {
+                    message_id,
+                    reason: RejectReason::Malformed(e.to_string()),
+                }));
+            }
+        };
         let opened = self.open_envelope(
             store,
             &message_id,
             &content,
+            delivered.as_ref(),
             true,
             now,
             rng,
-            |s, sender, plain| -> Result<(), DeviceError> {
+            |s, sender, plain, _| -> Result<(), DeviceError> {
                 let mut record = Vec::with_capacity(20 + plain.len());
                 record.extend_from_slice(&sender.account_id);
                 record.extend_from_slice(&sender.device_id.to_be_bytes());

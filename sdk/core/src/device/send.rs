@@ -23,6 +23,9 @@ use haven_protocol::api::devices::DeviceList;
 use haven_protocol::api::error::DeviceMismatch;
 use haven_protocol::api::keys::BundlesResponse;
 use haven_protocol::api::messages::{EnvelopeBody, SendBody};
+use haven_protocol::franking::{Destination, FrankingKey, MAX_CONTENT_LEN};
+use haven_sdk::franking::frank;
+use haven_sdk::identity::IdentityKeyPair;
 use haven_sdk::pad;
 use haven_sdk::prekeys::PreKeyBundle;
 use haven_sdk::sealed_sender::{SenderCertificate, seal_sender};
@@ -43,22 +46,50 @@ pub const SEND_ATTEMPTS: usize = 2;
 /// list before a copy to its own account.
 pub const OWN_DEVICES_RECHECK: u64 = 60;
 
-/// A message's plaintext padded to its size bucket (§7): made once per message, before anything
-/// is claimed, then encrypted for each recipient account (a contact and the copy to the own
-/// devices) and each retry. Wiped on drop; no `Debug`.
-pub struct PaddedPlaintext(Zeroizing<Vec<u8>>);
+/// A message's plaintext (the §13.1 content), made once per message before anything is
+/// claimed, then encrypted for each recipient account (a contact and the copy to the own
+/// devices) and each retry. Each envelope pads (§7) its own plaintext: the content, or its
+/// franking opening (§16.3), which differs per envelope. Wiped on drop; no `Debug`.
+pub struct OutgoingPlaintext(Zeroizing<Vec<u8>>);
 
-impl PaddedPlaintext {
-    /// Pads `plaintext`.
+impl OutgoingPlaintext {
+    /// Takes `plaintext`.
     ///
     /// # Errors
-    /// [`DeviceError::Protocol`] for a plaintext beyond the largest bucket.
+    /// [`DeviceError::Protocol`] for a plaintext beyond the franking content limit (256 KiB,
+    /// the sealed-sender content limit).
     pub fn new(plaintext: &[u8]) -> Result<Self, DeviceError> {
-        pad(plaintext)
-            .map(|p| Self(Zeroizing::new(p)))
-            .map_err(protocol)
+        if plaintext.len() > MAX_CONTENT_LEN {
+            return Err(protocol(format!(
+                "content of {} bytes exceeds {MAX_CONTENT_LEN}",
+                plaintext.len()
+            )));
+        }
+        Ok(Self(Zeroizing::new(plaintext.to_vec())))
+    }
+
+    /// The bytes to pad and encrypt for one envelope: the content as is (unfranked), or its
+    /// opening for `destination` under `franking_key` with a fresh `fk`, and the commitment.
+    fn for_envelope<R: CryptoRng + ?Sized>(
+        &self,
+        franking_key: Option<&FrankingKey>,
+        sender: &IdentityKeyPair,
+        destination: &Destination,
+        rng: &mut R,
+    ) -> Result<EnvelopePlaintext, DeviceError> {
+        match franking_key {
+            None => Ok((Zeroizing::new(pad(&self.0).map_err(protocol)?), None)),
+            Some(key) => {
+                let franked = frank(rng, sender, key, destination, &self.0).map_err(protocol)?;
+                let padded = Zeroizing::new(pad(&franked.plaintext).map_err(protocol)?);
+                Ok((padded, Some(franked.commitment)))
+            }
+        }
     }
 }
+
+/// One envelope's padded plaintext and, when franked, its commitment.
+type EnvelopePlaintext = (Zeroizing<Vec<u8>>, Option<[u8; 32]>);
 
 /// A prekey-bundle claim to make before encrypting (§11.11).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -284,6 +315,11 @@ impl LocalDevice {
     /// or `None` for the own account while no other own device is known. Sessions and the
     /// device list are updated in one transaction; nothing is kept when an error is returned.
     ///
+    /// With the relay's `franking_key` every envelope is franked (§16.3): a fresh `fk` per
+    /// envelope, the opening for that device's mailbox inside the encryption, the commitment
+    /// in its [`EnvelopeBody::franking_commitment`]. `ephemeral` sends are never franked (the
+    /// relay refuses a commitment on them, and nothing ephemeral can be reported).
+    ///
     /// # Errors
     /// [`DeviceError::IdentityChanged`] (a bundle with an identity other than the trusted one),
     /// [`DeviceError::NoSession`] (a device without session or bundle),
@@ -294,9 +330,10 @@ impl LocalDevice {
         &self,
         store: &mut EncryptedStore<B>,
         account: &[u8; 16],
-        plaintext: &PaddedPlaintext,
+        plaintext: &OutgoingPlaintext,
         message_id: Id,
         ephemeral: bool,
+        franking_key: Option<&FrankingKey>,
         bundles: &[BundlesResponse],
         certificate: &SenderCertificate,
         rng: &mut R,
@@ -340,12 +377,19 @@ impl LocalDevice {
                 Err(DeviceError::NoDevices)
             };
         }
-        let padded = plaintext.0.as_slice();
+        let franking_key = franking_key.filter(|_| !ephemeral);
         let envelopes = store.atomically_mut(|s| -> Result<_, DeviceError> {
             let identity = s.identity_key_pair()?;
             let mut envelopes = Vec::with_capacity(targets.len());
             for &d in &targets {
                 let peer = DeviceAddress::new(*account, d);
+                let destination = Destination::Device {
+                    account: *account,
+                    device: d,
+                };
+                let (padded, commitment) =
+                    plaintext.for_envelope(franking_key, &identity, &destination, rng)?;
+                let padded = padded.as_slice();
                 let bundle = claimed.iter().find(|b| b.device_id == d);
                 let message = match (has_session(s, &peer)?, bundle) {
                     (true, _) => session_cipher::encrypt(s, &peer, padded).map_err(protocol)?,
@@ -375,7 +419,7 @@ impl LocalDevice {
                 envelopes.push(EnvelopeBody {
                     device_number: d,
                     content: STANDARD.encode(sealed),
-                    franking_commitment: None,
+                    franking_commitment: commitment.map(|c| STANDARD.encode(c)),
                 });
             }
             save_contact_devices(s, account, &devices)?;

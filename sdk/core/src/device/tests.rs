@@ -11,7 +11,10 @@ use haven_protocol::api::certificate::{CertificateKeyResponse, CertificateRespon
 use haven_protocol::api::devices::{DeviceBody, DeviceList};
 use haven_protocol::api::error::DeviceMismatch;
 use haven_protocol::api::keys::{BundleBody, BundlesResponse, KeyCountsResponse, KeyUploadRequest};
-use haven_protocol::api::messages::QueuedBody;
+use haven_protocol::api::messages::{FrankingBody, QueuedBody};
+use haven_protocol::api::moderation::FrankingKeyResponse;
+use haven_protocol::franking::verify::{FrankingSecret, StampKey, delivery_stamp, verify_report};
+use haven_protocol::franking::{Destination, Report};
 use haven_sdk::identity::IdentityKeyPair;
 use haven_sdk::prekeys::{PreKeyBundle, SignedPreKeyPolicy};
 use haven_sdk::sealed_sender::SenderCertificate;
@@ -23,8 +26,8 @@ use super::state::{
     StoredSession, contact_devices, pin_relay_key, save_contact_devices, set_contact_access_key,
 };
 use super::{
-    Claim, DeviceError, ListAnswer, ListRefusal, LocalDevice, OutgoingSend, PREKEY_BATCH, Received,
-    RejectReason, keys, space,
+    Claim, DeliveredFranking, DeviceError, ListAnswer, ListRefusal, LocalDevice, OutgoingSend,
+    PREKEY_BATCH, Received, RejectReason, keys, space,
 };
 use crate::store::{MemoryStore, Space};
 
@@ -133,12 +136,14 @@ impl Dev {
     ) -> Result<Option<OutgoingSend>, DeviceError> {
         let cert = self.local.certificate(&self.store, NOW).unwrap().unwrap();
         let id = Id::from(rand_id(&mut self.rng));
+        let franking_key = self.local.franking_key(&self.store).unwrap();
         self.local.encrypt(
             &mut self.store,
             &account,
-            &super::PaddedPlaintext::new(text)?,
+            &super::OutgoingPlaintext::new(text)?,
             id,
             false,
+            franking_key.as_ref(),
             bundles,
             &cert,
             &mut self.rng,
@@ -150,6 +155,13 @@ impl Dev {
         let queued = queued(out, self.local.device_number());
         self.local
             .receive(&mut self.store, &queued, false, NOW, &mut self.rng)
+            .unwrap()
+    }
+
+    /// Opens a queued envelope as given (with whatever franking it carries).
+    fn receive_queued(&mut self, queued: &QueuedBody) -> Option<Received> {
+        self.local
+            .receive(&mut self.store, queued, false, NOW, &mut self.rng)
             .unwrap()
     }
 
@@ -494,10 +506,11 @@ fn exactly_once_and_tampered_or_replayed_envelopes_change_nothing() {
             &mut bob.store,
             &"14".repeat(16),
             &sealed,
+            None,
             true,
             NOW,
             &mut bob.rng,
-            |_, _, _| -> Result<(), DeviceError> { panic!("not applied") },
+            |_, _, _, _| -> Result<(), DeviceError> { panic!("not applied") },
         )
         .unwrap();
     assert!(
@@ -524,10 +537,11 @@ fn an_error_of_apply_rolls_the_session_back() {
             &mut bob.store,
             &id,
             &content,
+            None,
             true,
             NOW,
             &mut bob.rng,
-            |s, _, _| -> Result<(), DeviceError> {
+            |s, _, _, _| -> Result<(), DeviceError> {
                 s.put(space::INBOX, b"half", b"written")?;
                 Err(DeviceError::Protocol("application refused".into()))
             },
@@ -542,10 +556,11 @@ fn an_error_of_apply_rolls_the_session_back() {
             &mut bob.store,
             &id,
             &content,
+            None,
             true,
             NOW,
             &mut bob.rng,
-            |_, sender, plain| -> Result<usize, DeviceError> {
+            |_, sender, plain, _| -> Result<usize, DeviceError> {
                 assert_eq!(sender.account_id, ALICE);
                 Ok(plain.len())
             },
@@ -736,10 +751,11 @@ fn copy_to_the_own_other_devices() {
             &mut alice1.store,
             &"22".repeat(16),
             &sealed,
+            None,
             true,
             NOW,
             &mut alice1.rng,
-            |_, _, _| -> Result<(), DeviceError> { panic!("not applied") },
+            |_, _, _, _| -> Result<(), DeviceError> { panic!("not applied") },
         )
         .unwrap();
     assert!(
@@ -1317,4 +1333,297 @@ fn a_verified_contacts_new_device_blocks_sends_until_confirmed() {
         bob.local.confirm_devices(&bob.store, &ALICE),
         Err(DeviceError::InvalidArgument(_))
     ));
+}
+
+// ------------------------------------------------------------------ franking (§16)
+
+const FRANKING_SECRET: [u8; 32] = [0xF0; 32];
+const STAMP: [u8; 32] = [0x57; 32];
+
+fn franking_secret() -> FrankingSecret {
+    FrankingSecret::from_bytes(FRANKING_SECRET)
+}
+
+/// What `GET /v1/franking/key` answers.
+fn franking_answer() -> FrankingKeyResponse {
+    FrankingKeyResponse {
+        franking_key: STANDARD.encode(franking_secret().public().encode()),
+        previous: Vec::new(),
+    }
+}
+
+/// The relay's delivery of `out`'s envelope to `device`: the commitment the sender sent, the
+/// relay's stamp over it for this mailbox, `seq` and `received_at`.
+fn delivered(out: &OutgoingSend, account: [u8; 16], device: u32) -> QueuedBody {
+    let mut q = queued(out, device);
+    q.seq = 77;
+    q.received_at = NOW as i64;
+    let c = out
+        .body()
+        .envelopes
+        .iter()
+        .find(|e| e.device_number == device)
+        .and_then(|e| e.franking_commitment.clone());
+    q.franking = c.map(|c| {
+        let commitment: [u8; 32] = STANDARD.decode(&c).unwrap().try_into().unwrap();
+        let stamp = delivery_stamp(
+            &StampKey::from_bytes(STAMP),
+            &commitment,
+            &Destination::Device { account, device },
+            77,
+            NOW,
+        );
+        FrankingBody {
+            commitment: c,
+            stamp: STANDARD.encode(stamp),
+        }
+    });
+    q
+}
+
+/// Opens `q` on `dev`, returning the content and the report material `apply` was given.
+fn open_franked(dev: &mut Dev, q: &QueuedBody) -> super::Opened<Option<Vec<u8>>> {
+    let delivered = DeliveredFranking::from_queued(q).unwrap();
+    let content = STANDARD.decode(&q.content).unwrap();
+    dev.local
+        .open_envelope(
+            &mut dev.store,
+            &q.message_id.to_hex(),
+            &content,
+            delivered.as_ref(),
+            true,
+            NOW,
+            &mut dev.rng,
+            |_, _, _, material| -> Result<_, DeviceError> {
+                Ok(material.map(|m| m.as_bytes().to_vec()))
+            },
+        )
+        .unwrap()
+}
+
+#[test]
+fn franked_sends_open_their_commitment_and_the_report_verifies() {
+    let mut alice = device(ALICE, 1, 40);
+    let mut bob1 = device(BOB, 1, 41);
+    let mut bob2 = device(BOB, 2, 42);
+    // No key asked for yet: due; a 404 keeps it unfranked and asks again after an hour.
+    assert!(alice.local.franking_key_due(&alice.store, NOW).unwrap());
+    assert_eq!(
+        alice
+            .local
+            .accept_franking_key(&alice.store, None, NOW)
+            .unwrap(),
+        None
+    );
+    assert!(
+        !alice
+            .local
+            .franking_key_due(&alice.store, NOW + 60)
+            .unwrap()
+    );
+    assert!(
+        alice
+            .local
+            .franking_key_due(&alice.store, NOW + 3600)
+            .unwrap()
+    );
+    let key = alice
+        .local
+        .accept_franking_key(&alice.store, Some(&franking_answer()), NOW)
+        .unwrap();
+    assert_eq!(key, Some(franking_secret().public()));
+    // Once offered, a later 404 does not take it away.
+    let kept = alice
+        .local
+        .accept_franking_key(&alice.store, None, NOW + 90_000)
+        .unwrap();
+    assert_eq!(kept, key);
+    assert!(
+        !alice
+            .local
+            .franking_key_due(&alice.store, NOW + 90_001)
+            .unwrap()
+    );
+    // Bob knows the key too (the recipient's material names it).
+    bob1.local
+        .accept_franking_key(&bob1.store, Some(&franking_answer()), NOW)
+        .unwrap();
+
+    let answer = bundles(BOB, &mut [&mut bob1, &mut bob2]);
+    let out = alice
+        .send(BOB, b"franked hello", &[answer])
+        .unwrap()
+        .unwrap();
+    // A commitment per envelope, each different (a fresh fk per envelope).
+    let commitments: Vec<_> = out
+        .body()
+        .envelopes
+        .iter()
+        .map(|e| e.franking_commitment.clone().unwrap())
+        .collect();
+    assert_eq!(commitments.len(), 2);
+    assert_ne!(commitments[0], commitments[1]);
+
+    let q = delivered(&out, BOB, 1);
+    let super::Opened::Accepted {
+        plaintext, value, ..
+    } = open_franked(&mut bob1, &q)
+    else {
+        panic!("not accepted");
+    };
+    // The application sees the content, not the opening.
+    assert_eq!(plaintext, b"franked hello");
+    let report = Report::decode(&value.unwrap()).unwrap();
+    assert_eq!(report.sender_account, ALICE);
+    assert_eq!(report.sender_device, 1);
+    assert_eq!(
+        report.destination,
+        Destination::Device {
+            account: BOB,
+            device: 1
+        }
+    );
+    assert_eq!((report.seq, report.time), (77, NOW));
+    assert_eq!(report.content, b"franked hello");
+    let alice_ik = alice.store.identity_key_pair().unwrap().public().to_bytes();
+    verify_report(
+        &report,
+        &franking_secret(),
+        &StampKey::from_bytes(STAMP),
+        &alice_ik,
+    )
+    .unwrap();
+
+    // Bob's second device knew no key on receipt: its material gets the current one at report
+    // time, and verifies the same.
+    let q2 = delivered(&out, BOB, 2);
+    let super::Opened::Accepted { value, .. } = open_franked(&mut bob2, &q2) else {
+        panic!("not accepted");
+    };
+    let material = super::ReportMaterial::from_bytes(&value.unwrap()).unwrap();
+    assert!(!material.has_franking_key());
+    assert_eq!(
+        material.report_body(None, NOW).unwrap_err(),
+        super::ReportError::Unsupported
+    );
+    let body = material
+        .report_body(Some(&franking_secret().public()), NOW)
+        .unwrap();
+    verify_report(
+        &Report::decode(&body).unwrap(),
+        &franking_secret(),
+        &StampKey::from_bytes(STAMP),
+        &alice_ik,
+    )
+    .unwrap();
+    assert_eq!(
+        material
+            .report_body(
+                Some(&franking_secret().public()),
+                NOW + super::REPORT_WINDOW
+            )
+            .unwrap_err(),
+        super::ReportError::Expired
+    );
+    assert!(!format!("{material:?}").contains("franked"));
+
+    // Ephemeral sends are never franked.
+    let cert = alice.local.certificate(&alice.store, NOW).unwrap().unwrap();
+    let typing = alice
+        .local
+        .encrypt(
+            &mut alice.store,
+            &BOB,
+            &super::OutgoingPlaintext::new(b"typing").unwrap(),
+            Id::from([9; 16]),
+            true,
+            key.as_ref(),
+            &[],
+            &cert,
+            &mut alice.rng,
+        )
+        .unwrap()
+        .unwrap();
+    assert!(
+        typing
+            .body()
+            .envelopes
+            .iter()
+            .all(|e| e.franking_commitment.is_none())
+    );
+}
+
+#[test]
+fn a_tampered_or_missing_commitment_is_refused_and_changes_nothing() {
+    let mut alice = device(ALICE, 1, 43);
+    let mut bob = device(BOB, 1, 44);
+    alice
+        .local
+        .accept_franking_key(&alice.store, Some(&franking_answer()), NOW)
+        .unwrap();
+    let answer = bundles(BOB, &mut [&mut bob]);
+    let out = alice.send(BOB, b"evade me", &[answer]).unwrap().unwrap();
+    let good = delivered(&out, BOB, 1);
+
+    // A commitment with one bit changed.
+    let mut tampered = good.clone();
+    let f = tampered.franking.as_mut().unwrap();
+    let mut c = STANDARD.decode(&f.commitment).unwrap();
+    c[0] ^= 1;
+    f.commitment = STANDARD.encode(c);
+    // The opening delivered without its commitment.
+    let mut missing = good.clone();
+    missing.franking = None;
+    for q in [&tampered, &missing] {
+        let before = bob.rows();
+        let got = bob
+            .local
+            .receive(&mut bob.store, q, false, NOW, &mut bob.rng)
+            .unwrap();
+        assert!(
+            matches!(
+                got,
+                Some(Received::Rejected {
+                    reason: RejectReason::FrankingMismatch,
+                    ..
+                })
+            ),
+            "{got:?}"
+        );
+        assert_eq!(bob.rows(), before);
+    }
+    // A commitment that is not base64 of 32 bytes is malformed.
+    let mut bad = good.clone();
+    bad.franking.as_mut().unwrap().stamp = "AAAA".into();
+    assert!(matches!(
+        bob.local
+            .receive(&mut bob.store, &bad, false, NOW, &mut bob.rng)
+            .unwrap(),
+        Some(Received::Rejected {
+            reason: RejectReason::Malformed(_),
+            ..
+        })
+    ));
+    // The genuine delivery opens.
+    assert_eq!(text(bob.receive_queued(&good)), "evade me");
+
+    // A commitment delivered with a bare (unfranked) content is refused too, while a bare
+    // content without one is accepted (transition, §16.9).
+    let plain = bob.send(ALICE, b"old client", &[]).unwrap().unwrap();
+    assert!(plain.body().envelopes[0].franking_commitment.is_none());
+    let mut forged = queued(&plain, 1);
+    forged.franking = good.franking.clone();
+    let before = alice.rows();
+    assert!(matches!(
+        alice
+            .local
+            .receive(&mut alice.store, &forged, false, NOW, &mut alice.rng)
+            .unwrap(),
+        Some(Received::Rejected {
+            reason: RejectReason::FrankingMismatch,
+            ..
+        })
+    ));
+    assert_eq!(alice.rows(), before);
+    assert_eq!(text(alice.receive(&plain)), "old client");
 }

@@ -23,10 +23,11 @@ use super::messages::{
     apply_reaction, expires_at, has_message, put_message, set_timer, update_message,
 };
 use super::records::GROUP_PENDING;
+use super::reports::keep_material;
 use super::tasks::{Task, add_task};
 use super::types::{Applied, Event, GroupChangeRefusal, MessageRecord, StateError};
-use crate::device::RejectReason;
 use crate::device::state::{set_contact_access_key, set_own_access_key};
+use crate::device::{RejectReason, ReportMaterial};
 use crate::store::{Backend, ClientStoreError, EncryptedStore};
 
 /// Applies the plaintext of a 1:1 envelope `sender` sealed to this device (`me`), received at
@@ -35,15 +36,19 @@ use crate::store::{Backend, ClientStoreError, EncryptedStore};
 /// [`LocalDevice::open_envelope`](crate::device::LocalDevice::open_envelope)); a refused
 /// content is an [`Event::Rejected`] and changes nothing. `ephemeral`: it came as an ephemeral
 /// send (only typing indicators may). The access key of a contact card goes to the device's
-/// settings ([`crate::device::state`]).
+/// settings ([`crate::device::state`]). `franking` is the report material the device kept of a
+/// franked envelope (§16.5): stored with a text received from another account (§13.6), so
+/// the user can report it.
 ///
 /// # Errors
 /// Store errors (the transaction should then roll back).
+#[allow(clippy::too_many_arguments)] // one envelope's content and its circumstances
 pub fn apply_direct<B: Backend, R: rand_core::CryptoRng + ?Sized>(
     store: &mut EncryptedStore<B>,
     me: &DeviceAddress,
     sender: &DeviceAddress,
     plaintext: &[u8],
+    franking: Option<&ReportMaterial>,
     ephemeral: bool,
     now_ms: u64,
     rng: &mut R,
@@ -95,6 +100,7 @@ pub fn apply_direct<B: Backend, R: rand_core::CryptoRng + ?Sized>(
         outgoing: from_self,
         sent_at: content.sent_at,
         now_ms,
+        franking,
     };
     let Some(body) = apply_message_body(store, &incoming, content.body, &mut applied, rng)? else {
         return Ok(applied);
@@ -221,6 +227,8 @@ struct Incoming<'a> {
     outgoing: bool,
     sent_at: u64,
     now_ms: u64,
+    /// The report material of a franked 1:1 envelope.
+    franking: Option<&'a ReportMaterial>,
 }
 
 /// Applies the content kinds 1:1 and group conversations share (texts, receipts, reactions,
@@ -268,6 +276,9 @@ fn apply_message_body<B: Backend, R: rand_core::CryptoRng + ?Sized>(
                 expires_at: expires_at(expire_secs, incoming.now_ms),
             };
             put_message(store, &record)?;
+            if !outgoing && let Some(material) = incoming.franking {
+                keep_material(store, &conversation, &message_id, material)?;
+            }
             // Delivery receipts are for 1:1 messages from others.
             if !outgoing && matches!(conversation, Conversation::Direct(_)) {
                 add_task(
@@ -436,6 +447,8 @@ fn apply_entry<B: Backend, R: rand_core::CryptoRng + ?Sized>(
         outgoing: sender.account_id == own,
         sent_at: content.sent_at,
         now_ms,
+        // Channel entries are not franked yet (PROTOCOL §16.9).
+        franking: None,
     };
     let Some(body) = apply_message_body(store, &incoming, content.body, &mut applied, rng)? else {
         return Ok(applied);

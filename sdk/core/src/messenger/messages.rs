@@ -4,6 +4,7 @@
 use haven_protocol::content::Conversation;
 
 use super::records::{CONV_SETTINGS, MESSAGES, all_json, get_json, put_json};
+use super::reports::{drop_material, prune_report_material};
 use super::types::{MessageRecord, ReactionRecord, StateError};
 use crate::store::{Backend, EncryptedStore};
 
@@ -27,7 +28,8 @@ pub fn message<B: Backend>(
 }
 
 /// The messages of a conversation, oldest first. Messages whose timer ran out by `now_ms`
-/// (Unix milliseconds) are deleted first, of every conversation.
+/// (Unix milliseconds) are deleted first, of every conversation, with their report material,
+/// and report material past the report window is deleted.
 ///
 /// # Errors
 /// Store errors, [`StateError::Corrupt`].
@@ -43,12 +45,14 @@ pub fn history<B: Backend>(
             serde_json::from_slice(&value).map_err(|_| StateError::Corrupt { what: "message" })?;
         if m.expires_at.is_some_and(|t| t <= now) {
             store.delete(MESSAGES, &key)?;
+            drop_material(store, &key)?;
             continue;
         }
         if m.conversation() == conversation {
             out.push(m);
         }
     }
+    prune_report_material(store, now)?;
     out.sort_by_key(|m| (m.sent_at, m.message_id));
     Ok(out)
 }
@@ -129,7 +133,9 @@ pub(super) fn remove_message<B: Backend>(
     conversation: &Conversation,
     id: &[u8; 16],
 ) -> Result<(), StateError> {
-    store.delete(MESSAGES, &message_key(conversation, id))?;
+    let key = message_key(conversation, id);
+    store.delete(MESSAGES, &key)?;
+    drop_material(store, &key)?;
     Ok(())
 }
 

@@ -19,6 +19,9 @@
 //!   delivery receipts); [`follow_up`] says what each sends now; [`task_done`] removes one.
 //! - **Queries.** [`contacts`], [`history`] (deleting disappeared messages), [`conversations`],
 //!   [`groups`].
+//! - **Reports.** [`report_request`] builds the abuse report of a received franked message
+//!   from the report material kept with it (§16); [`prune_report_material`] forgets material
+//!   past the report window.
 //! - **Channels.** [`channels`]: the relay requests of a group epoch's channel (create, append,
 //!   read a page, subscribe) that both drivers make.
 //!
@@ -32,6 +35,7 @@ mod groups;
 mod messages;
 pub mod outgoing;
 mod records;
+mod reports;
 mod tasks;
 mod types;
 
@@ -49,6 +53,9 @@ pub use groups::{
 };
 pub use messages::{conversations, history, message, timer};
 pub use outgoing::{MemberChange, Outgoing};
+pub use reports::{
+    prune_report_material, report_needs_key, report_request, report_window, reportable,
+};
 pub use tasks::{DirectSend, QueuedTask, Task, follow_up, queued_tasks, task_done};
 pub use types::{
     Applied, ConnectionState, Contact, Event, GroupChangeRefusal, GroupInfo, MessageRecord,
@@ -56,4 +63,4 @@ pub use types::{
 };
 // The device's: an envelope refused by the device or a content refused here is one event, and
 // safety numbers are the device's identities.
-pub use crate::device::{RejectReason, SafetyNumber};
+pub use crate::device::{RejectReason, ReportError, SafetyNumber};

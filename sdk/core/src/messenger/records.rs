@@ -22,6 +22,8 @@ pub(super) const CONV_SETTINGS: Space = Space::app(0xE5);
 /// Sender keys that arrived before the invite of their group epoch, by group id · epoch ·
 /// sender account · sender device.
 pub(super) const PENDING_SENDER_KEYS: Space = Space::app(0xE6);
+/// Report material of received franked messages (§16.5), by the message's key.
+pub(super) const REPORTS: Space = Space::app(0xE7);
 
 /// The record under `key`, decoded; `what` names it in the error when it does not decode.
 pub(super) fn get_json<T: for<'de> Deserialize<'de>, B: Backend>(

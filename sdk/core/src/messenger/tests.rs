@@ -11,6 +11,7 @@ use rand_core::SeedableRng;
 
 use super::records::{GROUP_PENDING, PENDING_SENDER_KEYS};
 use super::*;
+use crate::device::ReportMaterial;
 use crate::device::state::{contact_access_key, own_access_key};
 use crate::store::MemoryStore;
 
@@ -53,7 +54,7 @@ impl Dev {
         // As the device does: the content's effects in the envelope's transaction.
         let (me, rng) = (self.me, &mut self.rng);
         self.store
-            .atomically_mut(|s| apply_direct(s, &me, from, plain, ephemeral, NOW, rng))
+            .atomically_mut(|s| apply_direct(s, &me, from, plain, None, ephemeral, NOW, rng))
             .unwrap()
     }
 
@@ -1878,4 +1879,106 @@ fn channel_requests_and_answers() {
     );
     assert!(channels::page_entries(&page(-1, "ZQ==")).is_err());
     assert!(channels::page_entries(&page(1, "!!")).is_err());
+}
+
+/// Report material as the device makes it for a franked envelope from `from` to `me`.
+fn material(from: &DeviceAddress, me: &DeviceAddress, content: &[u8]) -> ReportMaterial {
+    use haven_protocol::franking::{Destination, FrankingKey, Report};
+    let report = Report {
+        franking_key: FrankingKey([9; 32]),
+        sender_account: from.account_id,
+        sender_device: from.device_id,
+        destination: Destination::Device {
+            account: me.account_id,
+            device: me.device_id,
+        },
+        seq: 5,
+        time: NOW / 1000,
+        commitment: [1; 32],
+        stamp: [2; 32],
+        opening_key: [3; 32],
+        tag: [4; 32],
+        content: content.to_vec(),
+    };
+    ReportMaterial::from_bytes(&report.encode()).unwrap()
+}
+
+#[test]
+fn received_franked_texts_keep_report_material_until_deleted_or_expired() {
+    use base64::Engine as _;
+    let mut bob = Dev::new(BOB, 1);
+    let alice = DeviceAddress::new(ALICE, 1);
+    let to_alice = Conversation::Direct(ALICE);
+    let receive_franked = |bob: &mut Dev, content: &Content| {
+        let bytes = content.to_bytes().unwrap();
+        let m = material(&alice, &bob.me, &bytes);
+        let (me, rng) = (bob.me, &mut bob.rng);
+        bob.store
+            .atomically_mut(|s| apply_direct(s, &me, &alice, &bytes, Some(&m), false, NOW, rng))
+            .unwrap()
+    };
+    let text = direct(BOB, text_body([0x11; 16], "report me"));
+    receive_franked(&mut bob, &text);
+    let now = NOW / 1000;
+    assert!(reportable(&bob.store, &to_alice, &[0x11; 16], now).unwrap());
+    let request = report_request(&bob.store, &to_alice, &[0x11; 16], None, now).unwrap();
+    let body = base64::engine::general_purpose::STANDARD
+        .decode(&request.report)
+        .unwrap();
+    assert_eq!(
+        body,
+        material(&alice, &bob.me, &text.to_bytes().unwrap()).as_bytes()
+    );
+    assert_eq!(request.read_token, None);
+    assert!(!report_needs_key(&bob.store, &to_alice, &[0x11; 16]).unwrap());
+
+    // Unknown, unfranked and own messages cannot be reported.
+    let report_err =
+        |bob: &Dev, id: [u8; 16]| match report_request(&bob.store, &to_alice, &id, None, now)
+            .unwrap_err()
+        {
+            StateError::Report(e) => e,
+            other => panic!("{other:?}"),
+        };
+    assert_eq!(report_err(&bob, [0x99; 16]), ReportError::UnknownMessage);
+    bob.receive(&alice, &direct(BOB, text_body([0x12; 16], "old client")));
+    assert_eq!(report_err(&bob, [0x12; 16]), ReportError::NotReportable);
+    // A sync copy of Bob's own message, even franked, keeps nothing.
+    let other_own = DeviceAddress::new(BOB, 2);
+    let own = direct(ALICE, text_body([0x13; 16], "mine"));
+    let bytes = own.to_bytes().unwrap();
+    let m = material(&other_own, &bob.me, &bytes);
+    let (me, rng) = (bob.me, &mut bob.rng);
+    bob.store
+        .atomically_mut(|s| apply_direct(s, &me, &other_own, &bytes, Some(&m), false, NOW, rng))
+        .unwrap();
+    assert_eq!(report_err(&bob, [0x13; 16]), ReportError::NotReportable);
+
+    // The sender deleting it for everyone does not withdraw it from a report.
+    bob.receive(&alice, &direct(BOB, Body::Delete { target: [0x11; 16] }));
+    assert!(bob.message(to_alice, &[0x11; 16]).deleted);
+    assert!(reportable(&bob.store, &to_alice, &[0x11; 16], now).unwrap());
+
+    // A disappearing text takes its material with it.
+    let mut gone = direct(BOB, text_body([0x14; 16], "brief"));
+    if let Body::Text { expire_secs, .. } = &mut gone.body {
+        *expire_secs = 60;
+    }
+    receive_franked(&mut bob, &gone);
+    assert!(reportable(&bob.store, &to_alice, &[0x14; 16], now).unwrap());
+    history(&bob.store, to_alice, NOW + 60_000).unwrap();
+    assert!(!reportable(&bob.store, &to_alice, &[0x14; 16], now).unwrap());
+
+    // After the report window the material is refused, then pruned.
+    let late = now + report_window();
+    assert_eq!(
+        match report_request(&bob.store, &to_alice, &[0x11; 16], None, late).unwrap_err() {
+            StateError::Report(e) => e,
+            other => panic!("{other:?}"),
+        },
+        ReportError::Expired
+    );
+    assert_eq!(prune_report_material(&bob.store, late - 1).unwrap(), 0);
+    assert_eq!(prune_report_material(&bob.store, late).unwrap(), 1);
+    assert_eq!(report_err(&bob, [0x11; 16]), ReportError::NotReportable);
 }

@@ -40,6 +40,9 @@ pub enum StateError {
     /// A device step failed (storing the access key a contact card brought).
     #[error(transparent)]
     Device(#[from] DeviceError),
+    /// A message cannot be reported (§16.9).
+    #[error(transparent)]
+    Report(#[from] crate::device::ReportError),
 }
 
 pub(super) fn invalid(msg: impl Into<String>) -> StateError {
