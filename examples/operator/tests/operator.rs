@@ -219,7 +219,10 @@ async fn a_reported_message_is_reviewed_and_its_sender_banned() {
     ));
     assert!(decided.starts_with("ban"), "{decided}");
     let bans = stdout(&admin(&url, &key, &["bans", "accounts", "list"]));
-    assert!(bans.contains(&hex::encode(alice_id)) && bans.contains("banned"), "{bans}");
+    assert!(
+        bans.contains(&hex::encode(alice_id)) && bans.contains("banned"),
+        "{bans}"
+    );
     let again = admin(&url, &key, &["reports", "decide", &report_id, "dismiss"]);
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("report_decided"));
@@ -258,7 +261,10 @@ async fn a_reported_message_is_reviewed_and_its_sender_banned() {
     }
     let export = stdout(&admin(&url, &key, &["audit-export"]));
     for secret in [TEXT, USERNAMES[0], USERNAMES[1], "127.0.0.1"] {
-        assert!(!audit.contains(secret) && !export.contains(secret), "{secret}");
+        assert!(
+            !audit.contains(secret) && !export.contains(secret),
+            "{secret}"
+        );
     }
 
     // Nothing readable in the database files: not the reported text (sealed at rest), not a
