@@ -571,6 +571,26 @@ impl<S: Store> Conn<S> {
         self.frames_in_window > self.max_frames_per_sec
     }
 
+    /// Answers a refused client frame: a `result` with the error when its request id can be
+    /// read, else an `error` frame.
+    async fn refuse(&mut self, bytes: &[u8], err: AppError) -> Result<(), Stop> {
+        let (status, body) = error_body(err).await;
+        match frame::request_id_of(bytes) {
+            Some(id) => {
+                self.send(
+                    ServerFrame::Result {
+                        request_id: id,
+                        status,
+                        body: &body,
+                    }
+                    .encode(),
+                )
+                .await
+            }
+            None => self.send(ServerFrame::Error { body: &body }.encode()).await,
+        }
+    }
+
     async fn incoming(&mut self, msg: Message) -> Result<(), Stop> {
         self.last_heard = Instant::now();
         let bytes = match msg {
@@ -599,41 +619,13 @@ impl<S: Store> Conn<S> {
             let err = AppError::RateLimited {
                 retry_after: Duration::from_secs(1),
             };
-            let (status, body) = error_body(err).await;
-            return match frame::request_id_of(&bytes) {
-                Some(id) => {
-                    self.send(
-                        ServerFrame::Result {
-                            request_id: id,
-                            status,
-                            body: &body,
-                        }
-                        .encode(),
-                    )
-                    .await
-                }
-                None => self.send(ServerFrame::Error { body: &body }.encode()).await,
-            };
+            return self.refuse(&bytes, err).await;
         }
         let decoded = match ClientFrame::decode(&bytes) {
             Ok(f) => f,
             Err(e) => {
                 let err = AppError::bad_request(e.code(), e.to_string());
-                let (status, body) = error_body(err).await;
-                return match frame::request_id_of(&bytes) {
-                    Some(id) => {
-                        self.send(
-                            ServerFrame::Result {
-                                request_id: id,
-                                status,
-                                body: &body,
-                            }
-                            .encode(),
-                        )
-                        .await
-                    }
-                    None => self.send(ServerFrame::Error { body: &body }.encode()).await,
-                };
+                return self.refuse(&bytes, err).await;
             }
         };
         match decoded {
