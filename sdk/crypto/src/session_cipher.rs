@@ -32,6 +32,10 @@ pub enum SessionError {
     /// number and accept it ([`IdentityStore::save_identity`](crate::store::IdentityStore)) first.
     #[error("peer identity key changed")]
     UntrustedIdentity,
+    /// A first (prekey) message whose handshake was accepted before, while its session is gone:
+    /// a replay, refused so that it cannot make a second session (PROTOCOL.md §3.3).
+    #[error("replayed first message")]
+    ReplayedFirstMessage,
 }
 
 /// Starts a session with `peer` from its `bundle`, stores it and returns the first message
@@ -117,6 +121,10 @@ fn decrypt_prekey<S: ProtocolStore, R: CryptoRng + ?Sized>(
         store.store_session(peer, &record)?;
         return Ok(plaintext);
     }
+    let base_key = m.base_key.to_bytes();
+    if store.base_key_seen(m.signed_prekey_id, &base_key)? {
+        return Err(SessionError::ReplayedFirstMessage);
+    }
     let own = store.identity_key_pair()?;
     let signed_prekey =
         store
@@ -146,6 +154,7 @@ fn decrypt_prekey<S: ProtocolStore, R: CryptoRng + ?Sized>(
     let plaintext = session.decrypt(&m.message, rng)?;
     // Only now, after the first message authenticated, are the one-time keys deleted.
     store.consume_prekeys(m.one_time_prekey_id, m.kem_prekey_id)?;
+    store.remember_base_key(m.signed_prekey_id, &base_key)?;
     store.save_identity(peer, &m.identity_key)?;
     record.promote(session);
     store.store_session(peer, &record)?;

@@ -117,7 +117,8 @@ impl RejectReason {
     fn from_session(e: &SessionError) -> Self {
         use haven_sdk::ratchet::RatchetError;
         match e {
-            SessionError::Ratchet(RatchetError::DuplicateMessage { .. }) => Self::Replayed,
+            SessionError::Ratchet(RatchetError::DuplicateMessage { .. })
+            | SessionError::ReplayedFirstMessage => Self::Replayed,
             SessionError::Ratchet(RatchetError::DecryptionFailed) => Self::Tampered,
             SessionError::NoSession => Self::UnknownSession,
             other => Self::Session(other.to_string()),

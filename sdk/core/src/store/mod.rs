@@ -147,6 +147,9 @@ impl Space {
     pub const SENDER_KEY: Self = Self(7);
     /// Own group sending sessions by group.
     pub const OWN_SENDER_SESSION: Self = Self(8);
+    /// Base keys of accepted first messages, per signed prekey (key `u32be(spk id) || base key`,
+    /// value `0x01`), so a replayed first message cannot make a session (PROTOCOL.md §3.3).
+    pub const SEEN_BASE_KEY: Self = Self(9);
     /// The first space free for applications.
     pub const FIRST_APP: u16 = 0x0100;
 

@@ -109,8 +109,38 @@ impl<B: Backend> PreKeyStore for EncryptedStore<B> {
     }
 
     fn remove_signed_prekey(&mut self, id: u32) -> Result<(), StoreError> {
-        self.delete(Space::SIGNED_PREKEY, &id.to_be_bytes())?;
-        Ok(())
+        let prefix = id.to_be_bytes();
+        let seen: Vec<Vec<u8>> = self
+            .entries(Space::SEEN_BASE_KEY)?
+            .into_iter()
+            .map(|(key, _)| key)
+            .filter(|key| key.starts_with(&prefix))
+            .collect();
+        self.atomically_mut(|s| {
+            s.delete(Space::SIGNED_PREKEY, &prefix)?;
+            for key in &seen {
+                s.delete(Space::SEEN_BASE_KEY, key)?;
+            }
+            Ok::<_, StoreError>(())
+        })
+    }
+
+    fn base_key_seen(&self, signed_prekey: u32, base_key: &[u8; 32]) -> Result<bool, StoreError> {
+        Ok(self
+            .get(Space::SEEN_BASE_KEY, &seen_key(signed_prekey, base_key))?
+            .is_some())
+    }
+
+    fn remember_base_key(
+        &mut self,
+        signed_prekey: u32,
+        base_key: &[u8; 32],
+    ) -> Result<(), StoreError> {
+        Ok(self.put(
+            Space::SEEN_BASE_KEY,
+            &seen_key(signed_prekey, base_key),
+            &[1],
+        )?)
     }
 
     fn signed_prekey_ages(&self) -> Result<Vec<(u32, u64)>, StoreError> {
@@ -237,4 +267,12 @@ impl<B: Backend> SenderKeyStore for EncryptedStore<B> {
             &session.to_bytes(),
         )
     }
+}
+
+/// The key of a remembered base key: `u32be(signed prekey id) || base key`.
+fn seen_key(signed_prekey: u32, base_key: &[u8; 32]) -> [u8; 36] {
+    let mut key = [0u8; 36];
+    key[..4].copy_from_slice(&signed_prekey.to_be_bytes());
+    key[4..].copy_from_slice(base_key);
+    key
 }

@@ -117,6 +117,16 @@ impl PreKeyStore for InMemoryProtocolStore {
     fn remove_signed_prekey(&mut self, id: u32) -> Result<(), StoreError> {
         self.prekeys.remove_signed_prekey(id)
     }
+    fn base_key_seen(&self, signed_prekey: u32, base_key: &[u8; 32]) -> Result<bool, StoreError> {
+        self.prekeys.base_key_seen(signed_prekey, base_key)
+    }
+    fn remember_base_key(
+        &mut self,
+        signed_prekey: u32,
+        base_key: &[u8; 32],
+    ) -> Result<(), StoreError> {
+        self.prekeys.remember_base_key(signed_prekey, base_key)
+    }
     fn signed_prekey_ages(&self) -> Result<Vec<(u32, u64)>, StoreError> {
         self.prekeys.signed_prekey_ages()
     }
@@ -222,6 +232,26 @@ macro_rules! store_conformance_tests {
                     s.peer_identity(&DeviceAddress::new([1; 16], 2)).unwrap(),
                     None
                 );
+            }
+
+            #[test]
+            fn base_keys_are_remembered_until_their_signed_prekey_goes() {
+                let (mut s, id) = fresh();
+                let mut r = rng();
+                s.save_signed_prekey(SignedPreKey::generate(&id, 1, 100, &mut r))
+                    .unwrap();
+                s.save_signed_prekey(SignedPreKey::generate(&id, 2, 200, &mut r))
+                    .unwrap();
+                assert!(!s.base_key_seen(1, &[7; 32]).unwrap());
+                s.remember_base_key(1, &[7; 32]).unwrap();
+                s.remember_base_key(2, &[8; 32]).unwrap();
+                s.remember_base_key(1, &[7; 32]).unwrap();
+                assert!(s.base_key_seen(1, &[7; 32]).unwrap());
+                assert!(!s.base_key_seen(2, &[7; 32]).unwrap());
+                assert!(!s.base_key_seen(1, &[8; 32]).unwrap());
+                s.remove_signed_prekey(1).unwrap();
+                assert!(!s.base_key_seen(1, &[7; 32]).unwrap());
+                assert!(s.base_key_seen(2, &[8; 32]).unwrap());
             }
 
             #[test]

@@ -1,6 +1,6 @@
 //! Own prekeys (private halves).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::StoreError;
 use crate::prekeys::{KemPreKey, KemPreKeyKind, OneTimePreKey, SignedPreKey};
@@ -61,6 +61,22 @@ pub trait PreKeyStore {
     /// [`StoreError::OneTimePreKeyNotFound`], [`StoreError::KemPreKeyNotFound`],
     /// [`StoreError::Backend`].
     fn consume_prekeys(&mut self, one_time: Option<u32>, kem: u32) -> Result<(), StoreError>;
+    /// Whether a first message with this base key under signed prekey `signed_prekey` was
+    /// accepted already (PROTOCOL.md §3.3: a replayed first message must not make a session).
+    ///
+    /// # Errors
+    /// [`StoreError::Backend`].
+    fn base_key_seen(&self, signed_prekey: u32, base_key: &[u8; 32]) -> Result<bool, StoreError>;
+    /// Remembers the base key of an accepted first message, until signed prekey
+    /// `signed_prekey` is removed ([`PreKeyStore::remove_signed_prekey`] forgets them too).
+    ///
+    /// # Errors
+    /// [`StoreError::Backend`].
+    fn remember_base_key(
+        &mut self,
+        signed_prekey: u32,
+        base_key: &[u8; 32],
+    ) -> Result<(), StoreError>;
 }
 
 /// In-memory [`PreKeyStore`].
@@ -69,6 +85,7 @@ pub struct InMemoryPreKeyStore {
     signed: BTreeMap<u32, SignedPreKey>,
     one_time: BTreeMap<u32, OneTimePreKey>,
     kem: BTreeMap<u32, KemPreKey>,
+    seen_base_keys: BTreeSet<(u32, [u8; 32])>,
 }
 
 impl PreKeyStore for InMemoryPreKeyStore {
@@ -81,6 +98,18 @@ impl PreKeyStore for InMemoryPreKeyStore {
     }
     fn remove_signed_prekey(&mut self, id: u32) -> Result<(), StoreError> {
         self.signed.remove(&id);
+        self.seen_base_keys.retain(|(spk, _)| *spk != id);
+        Ok(())
+    }
+    fn base_key_seen(&self, signed_prekey: u32, base_key: &[u8; 32]) -> Result<bool, StoreError> {
+        Ok(self.seen_base_keys.contains(&(signed_prekey, *base_key)))
+    }
+    fn remember_base_key(
+        &mut self,
+        signed_prekey: u32,
+        base_key: &[u8; 32],
+    ) -> Result<(), StoreError> {
+        self.seen_base_keys.insert((signed_prekey, *base_key));
         Ok(())
     }
     fn signed_prekey_ages(&self) -> Result<Vec<(u32, u64)>, StoreError> {

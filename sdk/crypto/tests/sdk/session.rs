@@ -628,3 +628,51 @@ fn exhausted_sending_chain_is_typed() {
         RatchetError::ChainExhausted
     );
 }
+
+/// A first message sent without a one-time prekey cannot be replayed into a new session once
+/// the session it made is gone (evicted, or the record lost): its base key is remembered for
+/// the signed prekey's lifetime. Before, the replay made a second session and decrypted again.
+#[test]
+fn a_first_message_is_not_accepted_twice() {
+    for kind in [KemPreKeyKind::LastResort, KemPreKeyKind::OneTime] {
+        let mut rng = ChaCha20Rng::from_seed([77; 32]);
+        let mut a = party(&mut rng, 5);
+        let mut b = party(&mut rng, 9);
+        let bundle = publish(&mut b, &mut rng, false, kind);
+        let m = initiate(&mut a.store, &BOB, &bundle, b"once", &mut rng).unwrap();
+        assert_eq!(
+            &*decrypt(&mut b.store, &ALICE, &m, &mut rng).unwrap(),
+            b"once"
+        );
+        // While the session exists, a repeat is the same session's message (a duplicate).
+        assert!(decrypt(&mut b.store, &ALICE, &m, &mut rng).is_err());
+        // The session is gone; the replay must not make a new one.
+        b.store
+            .store_session(&ALICE, &SessionRecord::new())
+            .unwrap();
+        let replay = decrypt(&mut b.store, &ALICE, &m, &mut rng);
+        assert!(
+            replay.is_err(),
+            "{kind:?}: a replayed first message was accepted"
+        );
+        assert!(
+            b.store
+                .load_session(&ALICE)
+                .unwrap()
+                .unwrap()
+                .current()
+                .is_none()
+        );
+        // A fresh first message from Alice under the same signed prekey still works.
+        let bundle = publish(&mut b, &mut rng, false, KemPreKeyKind::LastResort);
+        let mut a2 = party(&mut rng, 6);
+        b.store
+            .save_identity(&ALICE, a2.store.identity_key_pair().unwrap().public())
+            .unwrap();
+        let fresh = initiate(&mut a2.store, &BOB, &bundle, b"again", &mut rng).unwrap();
+        assert_eq!(
+            &*decrypt(&mut b.store, &ALICE, &fresh, &mut rng).unwrap(),
+            b"again"
+        );
+    }
+}
