@@ -1,5 +1,5 @@
 //! Server-wide secrets: the username pepper, the JWT key, the OPAQUE server setup and the
-//! sender-certificate signing key.
+//! sender-certificate signing key, and the client-address key derived from the pepper.
 //!
 //! Each comes from the settings if given; otherwise a fresh random value is offered to the
 //! `server_secrets` table with insert-if-absent and the stored value read back, so N instances
@@ -107,6 +107,10 @@ pub struct ServerSecrets {
     /// The moderation secrets (PROTOCOL.md §16.1, §11.20), from which
     /// `moderation::keys::ModerationKeys` is built.
     pub moderation: ModerationSecrets,
+    /// Key of the keyed hashes of client address prefixes (`client_addr::ClientKey`):
+    /// `HMAC-SHA256(username_pepper, "haven/client-addr-key/v1" || 0x00)`, so every instance
+    /// sharing the pepper hashes an address alike and the shared limiter counts it once.
+    pub addr_key: Key32,
 }
 
 /// The moderation secrets as loaded: the franking X25519 secret and earlier ones, the stamp
@@ -222,7 +226,9 @@ impl ServerSecrets {
         let certificate_key = ed25519_dalek::SigningKey::from_bytes(certificate_seed.expose());
         let moderation = ModerationSecrets::load(settings, store).await?;
         let franking_stamp = StampKey::from_bytes(*moderation.stamp.expose());
+        let addr_key = Key32::from_bytes(username_pepper.hmac(b"haven/client-addr-key/v1", b""));
         Ok(Self {
+            addr_key,
             username_pepper,
             jwt_key,
             opaque_setup,

@@ -17,6 +17,7 @@ mod logs;
 mod messaging;
 mod moderation;
 mod multi_instance;
+mod proxy;
 mod send_throughput;
 mod store_conformance;
 mod vault;
