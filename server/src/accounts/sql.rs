@@ -180,6 +180,49 @@ macro_rules! impl_account_sql {
                 sqlx::query(sql).bind(&id.as_bytes()[..]).execute(&self.pool).await?;
                 Ok(())
             }
+
+            async fn replace_totp_secret(
+                &self,
+                id: &$crate::ids::Id,
+                old: &[u8],
+                new: &[u8],
+            ) -> $crate::db::error::StoreResult<bool> {
+                let done = sqlx::query(
+                    "UPDATE accounts SET totp_secret = $3 WHERE id = $1 AND totp_secret = $2",
+                )
+                .bind(&id.as_bytes()[..])
+                .bind(old)
+                .bind(new)
+                .execute(&self.pool)
+                .await?;
+                Ok(done.rows_affected() > 0)
+            }
+
+            async fn totp_secrets_page(
+                &self,
+                after: Option<&$crate::ids::Id>,
+                limit: u32,
+            ) -> $crate::db::error::StoreResult<Vec<($crate::ids::Id, $crate::db::error::SecretBytes)>> {
+                use sqlx::Row as _;
+                let after: &[u8] = after.map_or(&[], |id| &id.as_bytes()[..]);
+                let rows = sqlx::query(
+                    "SELECT id, totp_secret FROM accounts \
+                     WHERE totp_secret IS NOT NULL AND id > $1 ORDER BY id LIMIT $2",
+                )
+                .bind(after)
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter()
+                    .map(|row| {
+                        let secret: Vec<u8> = row.try_get("totp_secret")?;
+                        Ok((
+                            row_id(row, "id", "accounts")?,
+                            $crate::db::error::SecretBytes::new(secret),
+                        ))
+                    })
+                    .collect()
+            }
         }
 
 

@@ -181,6 +181,21 @@ pub trait AccountStore {
         id: &Id,
         enabled: bool,
     ) -> impl Future<Output = StoreResult<()>> + Send;
+    /// Replaces the stored TOTP secret of `id` with `new` if it is still exactly `old` (sealing
+    /// it again under another key); returns whether it was replaced.
+    fn replace_totp_secret(
+        &self,
+        id: &Id,
+        old: &[u8],
+        new: &[u8],
+    ) -> impl Future<Output = StoreResult<bool>> + Send;
+    /// Up to `limit` accounts with a stored TOTP secret (pending or enabled), with it, in
+    /// ascending id order after `after`.
+    fn totp_secrets_page(
+        &self,
+        after: Option<&Id>,
+        limit: u32,
+    ) -> impl Future<Output = StoreResult<Vec<(Id, SecretBytes)>>> + Send;
 }
 
 /// Devices.

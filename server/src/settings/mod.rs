@@ -74,6 +74,16 @@ pub struct Settings {
     pub addr_prefix_v4: u8,
     /// Bits of an IPv6 address the per-address limits count (`HAVEN_ADDR_PREFIX_V6`, 1..=128).
     pub addr_prefix_v6: u8,
+    /// Key sealing TOTP secrets at rest, base64 of 32 bytes (`HAVEN_TOTP_KEY`). Absent: read
+    /// from (or created in) `totp_key_file`. See `accounts::totp`.
+    pub totp_key: Option<SecretSetting>,
+    /// Earlier TOTP sealing keys, comma-separated base64, still accepted for reading; rows
+    /// sealed under them are sealed again under the current key (`HAVEN_TOTP_PREVIOUS_KEYS`).
+    pub totp_previous_keys: Option<SecretSetting>,
+    /// File holding the TOTP sealing key (base64), created with mode 0600 and a random key if
+    /// absent, when `totp_key` is unset (`HAVEN_TOTP_KEY_FILE`). Unset: `totp.key` next to an
+    /// SQLite database file; required (or `totp_key`) with Postgres.
+    pub totp_key_file: Option<std::path::PathBuf>,
     /// Failed logins allowed per account per window (`HAVEN_LOGIN_MAX_FAILURES`).
     pub login_max_failures: u32,
     /// Failed logins allowed per client address per window (`HAVEN_ADDR_LOGIN_MAX_FAILURES`).
@@ -509,6 +519,9 @@ impl Default for Settings {
             trusted_proxy_hops: 0,
             addr_prefix_v4: 32,
             addr_prefix_v6: 64,
+            totp_key: None,
+            totp_previous_keys: None,
+            totp_key_file: None,
             login_max_failures: 5,
             addr_login_max_failures: 20,
             login_failure_window_secs: 15 * 60,
@@ -1197,10 +1210,13 @@ mod tests {
         ("HAVEN_OPAQUE_SERVER_SETUP", "opaque_server_setup"),
         ("HAVEN_REDIS_URL", "redis_url"),
         ("HAVEN_TRUSTED_PROXY", "trusted_proxy"),
-        // Added with the proxy hops and address prefixes (not renamed).
+        // Added with the proxy hops, address prefixes and TOTP sealing keys (not renamed).
         ("HAVEN_TRUSTED_PROXY_HOPS", "trusted_proxy_hops"),
         ("HAVEN_ADDR_PREFIX_V4", "addr_prefix_v4"),
         ("HAVEN_ADDR_PREFIX_V6", "addr_prefix_v6"),
+        ("HAVEN_TOTP_KEY", "totp_key"),
+        ("HAVEN_TOTP_PREVIOUS_KEYS", "totp_previous_keys"),
+        ("HAVEN_TOTP_KEY_FILE", "totp_key_file"),
         ("HAVEN_USERNAME_PEPPER", "username_pepper"),
         ("HAVEN_WS_ALLOWED_ORIGINS", "ws.allowed_origins"),
         ("REDIS_URL", "redis_url"),
@@ -1342,7 +1358,7 @@ mod tests {
 
     #[test]
     fn old_env_names_still_land_in_their_fields() {
-        assert_eq!(OLD_ENV_NAMES.len(), 111);
+        assert_eq!(OLD_ENV_NAMES.len(), 114);
         for (i, (name, path)) in OLD_ENV_NAMES.iter().enumerate() {
             assert_lands(name, path, i);
         }

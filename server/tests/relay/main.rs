@@ -20,5 +20,6 @@ mod multi_instance;
 mod proxy;
 mod send_throughput;
 mod store_conformance;
+mod totp_at_rest;
 mod vault;
 mod websocket;
