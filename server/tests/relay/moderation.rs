@@ -766,7 +766,9 @@ async fn address_bans<S: Store + Dump>(h: Harness<S>) {
     h.raw(from("203.0.113.77", "/v1/franking/key", None))
         .await
         .expect_error(StatusCode::FORBIDDEN, "address_banned");
-    h.raw(from("203.0.113.77, 10.0.0.1", "/v1/login/start", None))
+    // Behind the one trusted proxy the right-most entry is the client: one it made up to the
+    // left does not get it past the ban.
+    h.raw(from("198.51.100.1, 203.0.113.77", "/v1/login/start", None))
         .await
         .expect_error(StatusCode::FORBIDDEN, "address_banned");
     h.raw(from("203.0.114.77", "/v1/franking/key", None))
