@@ -11,7 +11,7 @@
 use haven_protocol::api::vault::{ItemBody, ItemWriteRequest, ItemWritten};
 use haven_protocol::padding::padded_len;
 use haven_protocol::vault::{ITEM_OVERHEAD, MIN_ITEM_LEN};
-use haven_sdk::diary::WrappedKeyBundle;
+use haven_sdk::diary::{DiaryKeys, WrappedKeyBundle};
 
 use super::{HttpMethod, LocalDiaryError, VaultAnswer, VaultCall, b64, b64_encode, item_path};
 
@@ -127,6 +127,8 @@ pub struct BundleUpload {
     bundle: WrappedKeyBundle,
     collection: [u8; 16],
     expected_revision: u64,
+    /// The keys of the epoch this upload starts (a password change or new codes).
+    keys: Option<DiaryKeys>,
 }
 
 impl std::fmt::Debug for BundleUpload {
@@ -147,7 +149,19 @@ impl BundleUpload {
             bundle,
             collection,
             expected_revision,
+            keys: None,
         }
+    }
+
+    /// The upload starts the key epoch of `keys`, used once it is stored.
+    pub(crate) fn with_keys(mut self, keys: DiaryKeys) -> Self {
+        self.keys = Some(keys);
+        self
+    }
+
+    /// The keys of the epoch this upload starts, if any.
+    pub(crate) fn keys(&self) -> Option<&DiaryKeys> {
+        self.keys.as_ref()
     }
 
     /// The `PUT` of the reserved item.
