@@ -15,8 +15,9 @@ use haven_sdk::diary::{DiaryKeys, WrappedKeyBundle};
 
 use super::{HttpMethod, LocalDiaryError, VaultAnswer, VaultCall, b64, b64_encode, item_path};
 
-/// Collection id of the reserved key-bundle item.
-pub const BUNDLE_COLLECTION: [u8; 16] = [0; 16];
+/// Collection id of the reserved key-bundle item: the collection the relay keeps no history
+/// for (PROTOCOL §11.16), so a replaced bundle is not kept.
+pub const BUNDLE_COLLECTION: [u8; 16] = haven_protocol::vault::UNVERSIONED_COLLECTION;
 /// Item id of the reserved key-bundle item.
 pub const BUNDLE_ITEM: [u8; 16] = [0; 16];
 /// Format byte of the reserved bundle item's body.
