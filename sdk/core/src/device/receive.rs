@@ -334,7 +334,7 @@ impl LocalDevice {
         let franking_key = self.franking_key(store).ok().flatten();
         let me = self.address();
         let result = store.atomically_mut(|s| -> Result<_, Refusal<E>> {
-            let plaintext = session_cipher::decrypt(s, &sender, &opened.content, rng)
+            let plaintext = session_cipher::decrypt(s, &sender, &opened.content, now, rng)
                 .map_err(|e| Refusal::Reject(RejectReason::from_session(&e)))?;
             // A first message (PreKeyMessage) names its sender's identity key: it must be the
             // certificate's (and so, for a listed account, the listed key).
