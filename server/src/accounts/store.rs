@@ -240,12 +240,23 @@ pub trait DeviceStore {
         device: &Id,
         name_blob: Option<&[u8]>,
     ) -> impl Future<Output = StoreResult<bool>> + Send;
-    /// Deletes a device (and by cascade its sessions). Returns whether it existed.
+    /// Deletes a device (and by cascade its sessions), keeping its number and identity key as
+    /// retired at `now` (for attributing abuse reports within the report window). Returns
+    /// whether it existed.
     fn delete_device(
         &self,
         account: &Id,
         device: &Id,
+        now: i64,
     ) -> impl Future<Output = StoreResult<bool>> + Send;
+    /// The identity key a since unlinked device of the account had under `number`, if it was
+    /// unlinked at or after `since` (and not reaped yet).
+    fn retired_identity_key(
+        &self,
+        account: &Id,
+        number: u32,
+        since: i64,
+    ) -> impl Future<Output = StoreResult<Option<Vec<u8>>>> + Send;
 }
 
 /// Sessions: refresh-token families and their tokens.
