@@ -873,7 +873,7 @@ mod migration {
                 .len(),
             3
         );
-        sqlx::raw_sql(include_str!("../../../migrations/sqlite/0012_sdkhard.sql"))
+        sqlx::raw_sql(include_str!("../../../migrations/sqlite/0014_vault_bundle_history.sql"))
             .execute(&pool)
             .await
             .unwrap();
@@ -919,7 +919,7 @@ mod migration {
             3
         );
         sqlx::raw_sql(include_str!(
-            "../../../migrations/postgres/0012_sdkhard.sql"
+            "../../../migrations/postgres/0014_vault_bundle_history.sql"
         ))
         .execute(&pool)
         .await
