@@ -26,7 +26,7 @@ use super::messages::{
 };
 use super::records::{GROUP_PENDING, GROUP_PENDING_FRANKING};
 use super::reports::keep_material;
-use super::tasks::{Task, add_task};
+use super::tasks::queue_delivered;
 use super::types::{Applied, Event, GroupChangeRefusal, MessageRecord, StateError};
 use crate::device::franking::{Unwrapped, open_delivered, stored_key};
 use crate::device::state::{set_contact_access_key, set_own_access_key};
@@ -316,15 +316,9 @@ fn apply_message_body<B: Backend, R: rand_core::CryptoRng + ?Sized>(
             }
             // Delivery receipts are for 1:1 messages from others.
             if !outgoing && matches!(conversation, Conversation::Direct(_)) {
-                add_task(
-                    store,
-                    &Task::Delivered {
-                        account: from,
-                        message_id,
-                    },
-                    rng,
-                )?;
-                applied.tasks_added = true;
+                if queue_delivered(store, &from, &message_id, incoming.now_ms, rng)? {
+                    applied.tasks_added = true;
+                }
             }
             applied.events.push(Event::Message(record));
         }

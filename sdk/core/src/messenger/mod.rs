@@ -15,8 +15,10 @@
 //!   run).
 //! - **Sending.** [`outgoing`] builds the content of every user action and the local change
 //!   that goes with it; group posts are sealed with [`outgoing::group_entry`].
-//! - **Follow-ups.** [`queued_tasks`] lists the durable tasks (sender-key distribution,
-//!   delivery receipts); [`follow_up`] says what each sends now; [`task_done`] removes one.
+//! - **Follow-ups.** [`due_follow_ups`] lists the durable tasks due now (sender-key
+//!   distribution, delivery receipts batched per account by the [`ReceiptPolicy`]);
+//!   [`follow_up`] says what each sends; [`follow_up_done`] removes it; [`next_due`] says when
+//!   a driver's timer should look again.
 //! - **Queries.** [`contacts`], [`history`] (deleting disappeared messages), [`conversations`],
 //!   [`groups`].
 //! - **Reports.** [`report_request`] builds the abuse report of a received franked message
@@ -56,7 +58,11 @@ pub use outgoing::{MemberChange, Outgoing};
 pub use reports::{
     prune_report_material, report_needs_key, report_request, report_window, reportable,
 };
-pub use tasks::{DirectSend, QueuedTask, Task, follow_up, queued_tasks, task_done};
+pub use tasks::{
+    DirectSend, FollowUp, MAX_RECEIPT_DELAY_SECS, QueuedTask, ReceiptPolicy, Task, due_follow_ups,
+    follow_up, follow_up_done, next_due, queued_tasks, receipt_policy, set_receipt_policy,
+    task_done,
+};
 pub use types::{
     Applied, ConnectionState, Contact, Event, GroupChangeRefusal, GroupInfo, MessageRecord,
     ReactionRecord, StateError, parse_id,

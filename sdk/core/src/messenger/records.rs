@@ -27,6 +27,9 @@ pub(super) const REPORTS: Space = Space::app(0xE7);
 /// The franking of a [`GROUP_PENDING`] entry that was franked (§16.4), under the same key:
 /// `commitment [32] · stamp [32] · u64be(created_at)`.
 pub(super) const GROUP_PENDING_FRANKING: Space = Space::app(0xE8);
+/// Delivery receipts (§13.4.1): `"policy"` → the receipt policy (JSON); `"batch:" · account`
+/// → `u64be(due_ms)` of the last batch of receipts drawn for that account.
+pub(super) const RECEIPTS: Space = Space::app(0xE9);
 
 /// The record under `key`, decoded; `what` names it in the error when it does not decode.
 pub(super) fn get_json<T: for<'de> Deserialize<'de>, B: Backend>(

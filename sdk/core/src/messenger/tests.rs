@@ -31,7 +31,16 @@ struct Dev {
 }
 
 impl Dev {
+    /// A device whose delivery receipts are immediate (most tests are about what a receipt
+    /// does, not when it goes out).
     fn new(account: [u8; 16], device: u32) -> Self {
+        let dev = Self::with_default_policy(account, device);
+        set_receipt_policy(&dev.store, ReceiptPolicy::Immediate).unwrap();
+        dev
+    }
+
+    /// A device with the default receipt policy.
+    fn with_default_policy(account: [u8; 16], device: u32) -> Self {
         let mut seed = [0u8; 32];
         seed[..16].copy_from_slice(&account);
         seed[16..20].copy_from_slice(&device.to_be_bytes());
@@ -98,18 +107,24 @@ impl Dev {
     /// Runs this device's follow-ups as the driver would: each content goes to every device
     /// (of `devices`) of its recipient account, and the task is done.
     fn run_tasks(&mut self, devices: &mut [&mut Dev]) {
-        for queued in queued_tasks(&self.store).unwrap() {
-            if let Some(send) =
-                follow_up(&mut self.store, queued.task(), NOW, &mut self.rng).unwrap()
-            {
+        self.run_tasks_at(NOW, devices);
+    }
+
+    /// Runs the follow-ups due at `now`; returns what was sent.
+    fn run_tasks_at(&mut self, now: u64, devices: &mut [&mut Dev]) -> Vec<DirectSend> {
+        let mut sent = Vec::new();
+        for due in due_follow_ups(&self.store, now).unwrap() {
+            if let Some(send) = follow_up(&mut self.store, &due, now, &mut self.rng).unwrap() {
                 for d in devices.iter_mut().filter(|d| d.account() == send.to) {
                     let mut applied = d.receive(&self.me, &send.content);
                     d.retry(&mut applied);
                     assert!(!has_rejection(&applied), "{applied:?}");
                 }
+                sent.push(send);
             }
-            task_done(&self.store, &queued).unwrap();
+            follow_up_done(&self.store, &due).unwrap();
         }
+        sent
     }
 }
 
@@ -1029,7 +1044,7 @@ fn removing_a_member_starts_an_epoch_the_removed_member_never_sees() {
     );
     // Tasks for an epoch that is no longer current are dropped as done.
     assert_eq!(
-        follow_up(
+        super::tasks::task_send(
             &mut g.bob.store,
             &Task::SenderKey {
                 group: g.id,
@@ -2228,4 +2243,225 @@ fn a_franked_entry_waiting_for_its_sender_key_keeps_its_franking() {
     assert_eq!(only_message(&applied).text, "early");
     assert!(bob.store.entries(GROUP_PENDING).unwrap().is_empty());
     assert!(reportable(&bob.store, &conversation, &[5; 16], NOW / 1000).unwrap());
+}
+
+// ------------------------------------------------------------------------ receipt policy
+
+/// A text from `from` to `to` with id `[n; 16]`.
+fn text_to(to: [u8; 16], n: u8) -> Content {
+    Content {
+        sent_at: NOW,
+        conversation: Conversation::Direct(to),
+        body: Body::Text {
+            message_id: [n; 16],
+            expire_secs: 0,
+            text: format!("text {n}"),
+            attachment: Vec::new(),
+        },
+    }
+}
+
+impl Dev {
+    /// Applies `content` from `from` received at `now`.
+    fn receive_at(&mut self, from: &DeviceAddress, content: &Content, now: u64) -> Applied {
+        let (me, rng) = (self.me, &mut self.rng);
+        let plain = content.to_bytes().unwrap();
+        self.store
+            .atomically_mut(|s| apply_direct(s, &me, from, &plain, None, false, now, rng))
+            .unwrap()
+    }
+}
+
+/// The receipt contents among `sent`: (recipient, message ids).
+fn receipts(sent: &[DirectSend]) -> Vec<([u8; 16], Vec<[u8; 16]>)> {
+    sent.iter()
+        .filter_map(|s| match &s.content.body {
+            Body::Receipt {
+                kind: ReceiptKind::Delivered,
+                message_ids,
+            } => Some((s.to, message_ids.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn the_default_policy_delays_delivery_receipts_and_batches_them_per_account() {
+    let mut bob = Dev::with_default_policy(BOB, 1);
+    assert_eq!(receipt_policy(&bob.store).unwrap(), ReceiptPolicy::DEFAULT);
+    let (mut alice, mut carol) = (Dev::new(ALICE, 1), Dev::new(CAROL, 1));
+    // Three texts from Alice within a few seconds, one from Carol.
+    for (n, at) in [(1u8, 0u64), (2, 1000), (3, 2500)] {
+        let applied = bob.receive_at(&alice.me, &text_to(BOB, n), NOW + at);
+        assert!(applied.tasks_added);
+    }
+    bob.receive_at(&carol.me, &text_to(BOB, 9), NOW + 3000);
+    let queued = queued_tasks(&bob.store).unwrap();
+    assert_eq!(queued.len(), 4);
+    // Alice's receipts share one due time (her batch), drawn in [5 s, 60 s] after the first.
+    let alice_due: Vec<u64> = queued
+        .iter()
+        .filter(|t| matches!(t.task(), Task::Delivered { account, .. } if *account == ALICE))
+        .map(QueuedTask::due_ms)
+        .collect();
+    assert_eq!(alice_due.len(), 3);
+    assert!(alice_due.iter().all(|d| *d == alice_due[0]));
+    assert!(
+        (NOW + 5000..=NOW + 60_000).contains(&alice_due[0]),
+        "{alice_due:?}"
+    );
+    let carol_due = queued
+        .iter()
+        .find(|t| matches!(t.task(), Task::Delivered { account, .. } if *account == CAROL))
+        .unwrap()
+        .due_ms();
+    assert!((NOW + 8000..=NOW + 63_000).contains(&carol_due));
+
+    // Nothing goes out before it is due; the driver's timer is told when to look again.
+    let first = alice_due[0].min(carol_due);
+    assert!(
+        bob.run_tasks_at(NOW + 3000, &mut [&mut alice, &mut carol])
+            .is_empty()
+    );
+    assert!(
+        bob.run_tasks_at(first - 1, &mut [&mut alice, &mut carol])
+            .is_empty()
+    );
+    assert_eq!(next_due(&bob.store, NOW + 3000).unwrap(), Some(first));
+    assert_eq!(queued_tasks(&bob.store).unwrap().len(), 4);
+
+    // Once both are due: one receipt to Alice listing her three messages, one to Carol.
+    let last = alice_due[0].max(carol_due);
+    let mut sent = receipts(&bob.run_tasks_at(last, &mut [&mut alice, &mut carol]));
+    sent.sort();
+    assert_eq!(
+        sent,
+        vec![
+            (ALICE, vec![[1; 16], [2; 16], [3; 16]]),
+            (CAROL, vec![[9; 16]])
+        ]
+    );
+    assert!(queued_tasks(&bob.store).unwrap().is_empty());
+    assert_eq!(next_due(&bob.store, last).unwrap(), None);
+
+    // A text after the batch went out starts a new batch with a new random delay.
+    bob.receive_at(&alice.me, &text_to(BOB, 4), last + 1);
+    let due = queued_tasks(&bob.store).unwrap()[0].due_ms();
+    assert!((last + 1 + 5000..=last + 1 + 60_000).contains(&due));
+}
+
+#[test]
+fn a_batch_of_receipts_is_split_at_the_content_limit() {
+    let mut bob = Dev::with_default_policy(BOB, 1);
+    let alice = Dev::new(ALICE, 1);
+    let count = haven_protocol::content::MAX_RECEIPT_IDS + 3;
+    for i in 0..count {
+        let mut content = text_to(BOB, 0);
+        if let Body::Text { message_id, .. } = &mut content.body {
+            message_id[..8].copy_from_slice(&(i as u64).to_be_bytes());
+        }
+        bob.receive_at(&alice.me, &content, NOW);
+    }
+    let due = due_follow_ups(&bob.store, NOW + 61_000).unwrap();
+    let mut sizes: Vec<usize> = due.iter().map(|f| f.tasks().len()).collect();
+    sizes.sort_unstable();
+    assert_eq!(sizes, vec![3, haven_protocol::content::MAX_RECEIPT_IDS]);
+    let sent = bob.run_tasks_at(NOW + 61_000, &mut []);
+    assert_eq!(sent.len(), 2);
+    // Each encodes (the decoder's limit holds).
+    for s in &sent {
+        Content::from_bytes(&s.content.to_bytes().unwrap()).unwrap();
+    }
+}
+
+#[test]
+fn receipts_off_sends_none_and_drops_those_owed() {
+    let mut bob = Dev::with_default_policy(BOB, 1);
+    let mut alice = Dev::new(ALICE, 1);
+    bob.receive_at(&alice.me, &text_to(BOB, 1), NOW);
+    set_receipt_policy(&bob.store, ReceiptPolicy::Off).unwrap();
+    assert_eq!(receipt_policy(&bob.store).unwrap(), ReceiptPolicy::Off);
+    // A new text queues nothing.
+    let applied = bob.receive_at(&alice.me, &text_to(BOB, 2), NOW);
+    assert!(!applied.tasks_added);
+    assert_eq!(queued_tasks(&bob.store).unwrap().len(), 1);
+    // The receipt owed from before is dropped without a send, at once.
+    assert_eq!(next_due(&bob.store, NOW).unwrap(), None);
+    assert!(bob.run_tasks_at(NOW, &mut [&mut alice]).is_empty());
+    assert!(queued_tasks(&bob.store).unwrap().is_empty());
+}
+
+#[test]
+fn immediate_receipts_go_out_at_once_one_per_processed_message() {
+    let mut bob = Dev::new(BOB, 1);
+    let mut alice = Dev::new(ALICE, 1);
+    bob.receive_at(&alice.me, &text_to(BOB, 1), NOW);
+    assert_eq!(queued_tasks(&bob.store).unwrap()[0].due_ms(), 0);
+    assert_eq!(next_due(&bob.store, NOW).unwrap(), None);
+    let sent = receipts(&bob.run_tasks_at(NOW, &mut [&mut alice]));
+    assert_eq!(sent, vec![(ALICE, vec![[1; 16]])]);
+    bob.receive_at(&alice.me, &text_to(BOB, 2), NOW);
+    let sent = receipts(&bob.run_tasks_at(NOW, &mut [&mut alice]));
+    assert_eq!(sent, vec![(ALICE, vec![[2; 16]])]);
+
+    // Switching to immediate makes receipts delayed before due at once.
+    let mut carol = Dev::with_default_policy(CAROL, 1);
+    carol.receive_at(&alice.me, &text_to(CAROL, 3), NOW);
+    assert!(carol.run_tasks_at(NOW, &mut []).is_empty());
+    set_receipt_policy(&carol.store, ReceiptPolicy::Immediate).unwrap();
+    assert_eq!(
+        receipts(&carol.run_tasks_at(NOW, &mut [])),
+        vec![(ALICE, vec![[3; 16]])]
+    );
+}
+
+#[test]
+fn tasks_stored_before_delayed_receipts_still_run_at_once() {
+    let mut bob = Dev::with_default_policy(BOB, 1);
+    let mut alice = Dev::new(ALICE, 1);
+    // A record as earlier versions wrote it: no due time.
+    let old = format!(
+        r#"{{"task":"Delivered","account":"{}","message_id":"{}"}}"#,
+        hex::encode(ALICE),
+        hex::encode([7u8; 16])
+    );
+    bob.store
+        .put(super::records::TASKS, &[1; 16], old.as_bytes())
+        .unwrap();
+    let queued = queued_tasks(&bob.store).unwrap();
+    assert_eq!(queued.len(), 1);
+    assert_eq!(queued[0].due_ms(), 0);
+    let sent = receipts(&bob.run_tasks_at(NOW, &mut [&mut alice]));
+    assert_eq!(sent, vec![(ALICE, vec![[7; 16]])]);
+    // A delayed task's record carries its due time; an immediate one's is as before.
+    bob.receive_at(&alice.me, &text_to(BOB, 8), NOW);
+    let (_, value) = bob.store.entries(super::records::TASKS).unwrap().remove(0);
+    let json: serde_json::Value = serde_json::from_slice(&value).unwrap();
+    assert_eq!(json["task"], "Delivered");
+    assert!(json["due_ms"].as_u64().unwrap() >= NOW + 5000);
+}
+
+#[test]
+fn a_receipt_policy_outside_its_limits_is_refused_and_changes_nothing() {
+    let bob = Dev::with_default_policy(BOB, 1);
+    for bad in [
+        ReceiptPolicy::Delayed {
+            min_secs: 10,
+            max_secs: 9,
+        },
+        ReceiptPolicy::Delayed {
+            min_secs: 0,
+            max_secs: MAX_RECEIPT_DELAY_SECS + 1,
+        },
+    ] {
+        assert!(matches!(
+            set_receipt_policy(&bob.store, bad),
+            Err(StateError::Invalid(_))
+        ));
+    }
+    assert_eq!(receipt_policy(&bob.store).unwrap(), ReceiptPolicy::DEFAULT);
+    assert_eq!(
+        serde_json::to_string(&ReceiptPolicy::DEFAULT).unwrap(),
+        r#"{"mode":"delayed","min_secs":5,"max_secs":60}"#
+    );
 }
