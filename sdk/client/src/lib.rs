@@ -32,6 +32,8 @@ pub use device::{Device, DeviceError, PendingLink, Received, RejectReason, Repor
 pub use diary::{Diary, DiaryClientError};
 pub use haven_client_core::device::Verification;
 pub use haven_protocol::content::{Conversation, ReceiptKind};
-pub use messenger::{ConnectionState, Event, MessageRecord, Messenger, MessengerError};
+pub use messenger::{
+    ConnectionState, Event, MessageRecord, Messenger, MessengerError, ReceiptPolicy,
+};
 pub use relay::{RelayClient, RelayError, Session};
 pub use store::{ClientStore, ClientStoreError, Space};

@@ -18,6 +18,8 @@
 //!   group state, follow-up tasks) and its seen-marker commit in one store transaction before
 //!   the relay is told to delete it; events are emitted after the commit. Follow-up network
 //!   work (distributing sender keys, delivery receipts) is a durable task, retried until done.
+//!   Delivery receipts follow the [`ReceiptPolicy`] (by default delayed a random time and
+//!   batched per account, §13.4.1): [`Messenger::run`] sleeps until the next one is due.
 //! - **Connection.** [`Messenger::run`] keeps the WebSocket open with jittered exponential
 //!   backoff and processes queued and live envelopes and group channel entries;
 //!   [`Messenger::sync`] does the same once over REST.
@@ -56,8 +58,8 @@ use haven_protocol::frames::{ClientFrame, EnvelopeFrame, ServerFrame};
 
 pub use haven_client_core::messenger::{
     Applied, ConnectionState, Contact, Event, GroupInfo, MAX_PENDING_PER_GROUP,
-    MAX_PENDING_SENDER_KEYS, MessageRecord, ReactionRecord, RejectReason, SafetyNumber,
-    distribution_id,
+    MAX_PENDING_SENDER_KEYS, MAX_RECEIPT_DELAY_SECS, MessageRecord, ReactionRecord, ReceiptPolicy,
+    RejectReason, SafetyNumber, distribution_id,
 };
 
 /// Capacity of the event channel; a subscriber that falls further behind misses events
@@ -131,6 +133,19 @@ fn now_ms() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
         .unwrap_or(0)
+}
+
+/// Sleeps until `at` (Unix ms; at once when past), forever when `None`.
+async fn sleep_until_ms(at: Option<u64>) {
+    match at {
+        Some(at) => {
+            tokio::time::sleep(std::time::Duration::from_millis(
+                at.saturating_sub(now_ms()),
+            ))
+            .await;
+        }
+        None => std::future::pending().await,
+    }
 }
 
 /// A relay message id for a send (client-chosen, making the send idempotent).
@@ -1194,18 +1209,47 @@ impl Messenger {
         Ok(())
     }
 
-    /// Runs the durable follow-up tasks (sender-key distribution, delivery receipts). A task
-    /// that fails stays queued for the next run.
+    /// When this device sends the delivery receipts it owes (PROTOCOL §13.4.1; kept in the
+    /// store, [`ReceiptPolicy::DEFAULT`] until set).
+    ///
+    /// # Errors
+    /// Store errors.
+    pub fn receipt_policy(&self) -> Result<ReceiptPolicy, MessengerError> {
+        Ok(core::receipt_policy(&self.device.lock())?)
+    }
+
+    /// Sets the receipt policy; receipts already owed follow it when they run.
+    ///
+    /// # Errors
+    /// [`MessengerError::Invalid`] for a delay outside the limits
+    /// ([`ReceiptPolicy::check`]); store errors.
+    pub fn set_receipt_policy(&self, policy: ReceiptPolicy) -> Result<(), MessengerError> {
+        Ok(core::set_receipt_policy(&self.device.lock(), policy)?)
+    }
+
+    /// When (Unix ms) the next queued follow-up that is not due yet becomes due (a delayed
+    /// delivery receipt), if any. [`Messenger::run`] sends it then by itself; a caller that only
+    /// uses [`Messenger::sync`] calls [`Messenger::run_tasks`] at that time.
+    ///
+    /// # Errors
+    /// Store errors.
+    pub fn next_task_due(&self) -> Result<Option<u64>, MessengerError> {
+        Ok(core::next_due(&self.device.lock(), now_ms())?)
+    }
+
+    /// Runs the durable follow-up tasks that are due (sender-key distribution, delivery
+    /// receipts: those owed to one account go out as one receipt). A task that fails stays
+    /// queued for the next run; one not due yet waits ([`Messenger::next_task_due`]).
     ///
     /// # Errors
     /// Store errors (network failures leave the task queued and are not errors).
     pub async fn run_tasks(&self) -> Result<usize, MessengerError> {
-        let tasks = core::queued_tasks(&self.device.lock())?;
+        let due = core::due_follow_ups(&self.device.lock(), now_ms())?;
         let mut done = 0;
-        for queued in tasks {
+        for follow_up in due {
             let send = core::follow_up(
                 &mut self.device.lock(),
-                queued.task(),
+                &follow_up,
                 now_ms(),
                 &mut rand::rng(),
             )?;
@@ -1215,13 +1259,13 @@ impl Messenger {
             };
             match result {
                 Ok(()) => {
-                    core::task_done(&self.device.lock(), &queued)?;
-                    done += 1;
+                    core::follow_up_done(&self.device.lock(), &follow_up)?;
+                    done += follow_up.tasks().len();
                 }
                 // A changed identity needs the user: drop the task and say so (the next
                 // message after accepting the key starts a new session).
                 Err(MessengerError::Device(DeviceError::IdentityChanged { account, device })) => {
-                    core::task_done(&self.device.lock(), &queued)?;
+                    core::follow_up_done(&self.device.lock(), &follow_up)?;
                     if let Ok(account) = core::parse_id(&account) {
                         self.emit([Event::IdentityChanged { account, device }]);
                     }
@@ -1230,7 +1274,7 @@ impl Messenger {
                 Err(MessengerError::Device(DeviceError::Relay(e)))
                     if e.code() == Some("account_not_found") =>
                 {
-                    core::task_done(&self.device.lock(), &queued)?;
+                    core::follow_up_done(&self.device.lock(), &follow_up)?;
                 }
                 Err(_) => {}
             }
@@ -1392,8 +1436,24 @@ impl Messenger {
         }
         // Channel id → (group, epoch), refreshed when an entry of an unknown channel arrives.
         let mut channels: HashMap<[u8; 16], ([u8; 16], u32)> = HashMap::new();
+        // When the next delayed follow-up (a delivery receipt) becomes due: looked up again
+        // after anything that may have queued or run tasks.
+        let mut wake: Option<u64> = None;
+        let mut recheck = true;
         let outcome = loop {
-            let Some(frame) = stream.next().await else {
+            if recheck {
+                wake = core::next_due(&self.device.lock(), now_ms())?;
+                recheck = false;
+            }
+            let next = tokio::select! {
+                frame = stream.next() => frame,
+                () = sleep_until_ms(wake) => {
+                    self.run_tasks().await?;
+                    recheck = true;
+                    continue;
+                }
+            };
+            let Some(frame) = next else {
                 break Ok(None);
             };
             let bytes = match frame {
@@ -1445,6 +1505,7 @@ impl Messenger {
                     // frame (each retry may cost the contact a one-time prekey).
                     if queued {
                         self.run_tasks().await?;
+                        recheck = true;
                     }
                 }
                 ServerFrame::Ephemeral {
@@ -1461,6 +1522,7 @@ impl Messenger {
                     backoff.reset();
                     self.emit([Event::Connection(ConnectionState::CaughtUp)]);
                     self.run_tasks().await?;
+                    recheck = true;
                     self.maintain_keys().await;
                     self.device.persist_session().await?;
                 }
@@ -1481,6 +1543,7 @@ impl Messenger {
                         self.finish(applied)?;
                         if queued {
                             self.run_tasks().await?;
+                            recheck = true;
                         }
                     }
                 }

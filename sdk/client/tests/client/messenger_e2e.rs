@@ -14,7 +14,9 @@ use base64::engine::general_purpose::STANDARD;
 use haven_client::device::DeliveredFranking;
 use haven_client::messenger::{Event, Messenger};
 use haven_client::relay::RelayClient;
-use haven_client::{ClientStore, ConnectionState, Conversation, Device, ReceiptKind, RejectReason};
+use haven_client::{
+    ClientStore, ConnectionState, Conversation, Device, ReceiptKind, ReceiptPolicy, RejectReason,
+};
 use haven_protocol::api::messages::FetchResponse;
 use haven_sdk::identity::IdentityKeyPair;
 use haven_sdk::sealed_sender::{SenderCertificate, seal_sender};
@@ -107,7 +109,17 @@ struct Party {
 }
 
 impl Party {
+    /// A party whose delivery receipts are immediate (the tests here wait for them).
     fn new(device: Device) -> Self {
+        let party = Self::with_default_receipts(device);
+        party
+            .messenger
+            .set_receipt_policy(ReceiptPolicy::Immediate)
+            .unwrap();
+        party
+    }
+
+    fn with_default_receipts(device: Device) -> Self {
         let messenger = Arc::new(Messenger::new(Arc::new(device)));
         let events = messenger.subscribe();
         Self {
@@ -657,4 +669,103 @@ async fn two_people_a_group_and_bad_input_through_a_relay() {
             "relay files or logs contain {needle:?}"
         );
     }
+}
+
+/// Delayed receipts (PROTOCOL §13.4.1) through a relay: Bob's device sends nothing for the
+/// messages it receives until the drawn delay has passed (with no other traffic to wake it),
+/// then one receipt listing all of them; the policy survives reopening the store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delayed_receipts_go_out_after_the_delay_batched() {
+    const MIN: u64 = 2;
+    const MAX: u64 = 3;
+    let dir = tempfile::tempdir().unwrap();
+    let relay = start_relay();
+    let url = relay.url();
+    let client = || RelayClient::new(&url).unwrap();
+    let a = Device::register(client(), store(dir.path(), "a.db"), Some(USERNAMES[0]), PW)
+        .await
+        .unwrap();
+    let b = Device::register(client(), store(dir.path(), "b.db"), Some(USERNAMES[1]), PW)
+        .await
+        .unwrap();
+    let mut alice = Party::new(a);
+    let mut bob = Party::with_default_receipts(b);
+    assert_eq!(
+        bob.messenger.receipt_policy().unwrap(),
+        ReceiptPolicy::DEFAULT
+    );
+    let window = ReceiptPolicy::Delayed {
+        min_secs: MIN as u32,
+        max_secs: MAX as u32,
+    };
+    bob.messenger.set_receipt_policy(window).unwrap();
+    alice.online().await;
+    bob.online().await;
+    let bob_id = bob.account();
+    alice
+        .messenger
+        .add_contact(&hex::encode(bob_id))
+        .await
+        .unwrap();
+    let mut sent = Vec::new();
+    for text in &SECRETS[2..5] {
+        sent.push(
+            alice
+                .messenger
+                .send_text(Conversation::Direct(bob_id), text)
+                .await
+                .unwrap(),
+        );
+    }
+    expect_text(&mut bob.events, SECRETS[2]).await;
+    let first_seen = tokio::time::Instant::now();
+    expect_text(&mut bob.events, SECRETS[4]).await;
+    assert!(bob.messenger.next_task_due().unwrap().is_some());
+
+    let mut receipts = Vec::new();
+    let deadline = first_seen + Duration::from_millis(MAX * 1000 + 2500);
+    while let Ok(Ok(e)) = tokio::time::timeout_at(deadline, alice.events.recv()).await {
+        if let Event::Receipt {
+            kind: ReceiptKind::Delivered,
+            message_ids,
+            from,
+            ..
+        } = e
+            && from == bob_id
+        {
+            receipts.push((first_seen.elapsed(), message_ids));
+        }
+    }
+    assert_eq!(
+        receipts.len(),
+        1,
+        "one receipt for three messages: {receipts:?}"
+    );
+    let (after, ids) = &receipts[0];
+    eprintln!("delivery receipt after {after:?} (window {MIN}-{MAX} s)");
+    // Bob drew the delay when he stored the first text, just before the test saw it.
+    assert!(
+        *after >= Duration::from_millis(MIN * 1000 - 200),
+        "{after:?}"
+    );
+    let (mut ids, mut sent) = (ids.clone(), sent);
+    ids.sort_unstable();
+    sent.sort_unstable();
+    assert_eq!(ids, sent);
+    assert_eq!(bob.messenger.next_task_due().unwrap(), None);
+    let history = alice
+        .messenger
+        .history(Conversation::Direct(bob_id))
+        .unwrap();
+    assert!(history.iter().all(|m| m.delivered_to == vec![bob_id]));
+    bob.offline().await;
+    drop(bob);
+    // The setting is kept in the (encrypted) store.
+    let reopened = Device::open(client(), store(dir.path(), "b.db"))
+        .await
+        .unwrap();
+    assert_eq!(
+        Messenger::new(Arc::new(reopened)).receipt_policy().unwrap(),
+        window
+    );
 }
