@@ -40,7 +40,7 @@ pub use messenger::{EventListener, LinkRequest, Messenger};
 pub use types::{
     AttachmentInfo, ConnectionState, Contact, Conversation, DiaryEntry, DiaryEntryItem, DiaryQuery,
     DiaryRevision, DiarySyncReport, Event, GroupInfo, KdfSettings, Message, Reaction, ReceiptKind,
-    SafetyNumber,
+    ReceiptPolicy, SafetyNumber,
 };
 pub use vectors::{compute_test_vector, test_vector_names};
 

@@ -16,7 +16,8 @@ use crate::error::HavenError;
 use crate::key::StorageKey;
 use crate::runtime;
 use crate::types::{
-    Contact, Conversation, Event, GroupInfo, Message, ReportReceipt, SafetyNumber, parse_id,
+    Contact, Conversation, Event, GroupInfo, Message, ReceiptPolicy, ReportReceipt, SafetyNumber,
+    parse_id,
 };
 
 /// Receives the messenger's events once [`Messenger::start`] was called with it.
@@ -881,8 +882,27 @@ impl Messenger {
         runtime::run(async move { Ok(core.remove_member(&group, &account).await?) }).await
     }
 
+    /// When this device sends the delivery receipts it owes (kept in the store; by default
+    /// delayed 5 to 60 seconds and batched per contact).
+    ///
+    /// # Errors
+    /// `Closed`, `Storage`.
+    pub fn receipt_policy(&self) -> Result<ReceiptPolicy, HavenError> {
+        Ok(self.core()?.receipt_policy()?.into())
+    }
+
+    /// Sets when this device sends delivery receipts; receipts already owed follow it.
+    ///
+    /// # Errors
+    /// `InvalidInput` (a delay over 3600 seconds, or `min_secs > max_secs`), `Closed`,
+    /// `Storage`.
+    pub fn set_receipt_policy(&self, policy: ReceiptPolicy) -> Result<(), HavenError> {
+        Ok(self.core()?.set_receipt_policy(policy.into())?)
+    }
+
     /// Fetches and processes everything waiting once (over REST); returns the number of
-    /// envelopes processed. Their events are delivered as usual.
+    /// envelopes processed. Their events are delivered as usual. Delayed delivery receipts
+    /// that are due go out; those not due yet wait for a later `sync` or for `start`.
     ///
     /// # Errors
     /// `Network`, `SessionRevoked`, `Closed`.

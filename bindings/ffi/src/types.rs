@@ -248,6 +248,47 @@ pub enum ReceiptKind {
     Read,
 }
 
+/// When the device sends the delivery receipts it owes (PROTOCOL §13.4.1). Read receipts are
+/// sent when the user marks messages read, whatever this says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Enum)]
+pub enum ReceiptPolicy {
+    /// As soon as a message is processed.
+    Immediate,
+    /// A random delay, uniform in `min_secs..=max_secs` (at most 3600), after the first
+    /// message of a batch; the receipts owed to one account then go out as one.
+    Delayed {
+        /// Shortest delay (seconds).
+        min_secs: u32,
+        /// Longest delay (seconds).
+        max_secs: u32,
+    },
+    /// None.
+    Off,
+}
+
+impl From<haven_client::ReceiptPolicy> for ReceiptPolicy {
+    fn from(p: haven_client::ReceiptPolicy) -> Self {
+        match p {
+            haven_client::ReceiptPolicy::Immediate => Self::Immediate,
+            haven_client::ReceiptPolicy::Delayed { min_secs, max_secs } => {
+                Self::Delayed { min_secs, max_secs }
+            }
+            // `Off`, and any mode a later core adds, reads as no receipts.
+            _ => Self::Off,
+        }
+    }
+}
+
+impl From<ReceiptPolicy> for haven_client::ReceiptPolicy {
+    fn from(p: ReceiptPolicy) -> Self {
+        match p {
+            ReceiptPolicy::Immediate => Self::Immediate,
+            ReceiptPolicy::Delayed { min_secs, max_secs } => Self::Delayed { min_secs, max_secs },
+            ReceiptPolicy::Off => Self::Off,
+        }
+    }
+}
+
 /// The connection's state.
 #[derive(Debug, Clone, PartialEq, Eq, uniffi::Enum)]
 pub enum ConnectionState {

@@ -79,6 +79,12 @@ def test_messages_both_ways_safety_numbers_and_files(relay, tmp_path):
         # Alice finds Bob by username and writes; Bob fetches once over REST.
         contact = await alice.add_contact_by_username(f"bob_{RUN}")
         assert contact.account_id == bob.account_id()
+        # Delivery receipts are delayed and batched by default; the setting is checked.
+        assert bob.receipt_policy() == haven.ReceiptPolicy.DELAYED(min_secs=5, max_secs=60)
+        with pytest.raises(haven.HavenError.InvalidInput):
+            bob.set_receipt_policy(haven.ReceiptPolicy.DELAYED(min_secs=9, max_secs=8))
+        bob.set_receipt_policy(haven.ReceiptPolicy.IMMEDIATE())
+        assert bob.receipt_policy() == haven.ReceiptPolicy.IMMEDIATE()
         hello = "hello bob from python, periwinkle"
         msg_id = await alice.send_text(direct(bob.account_id()), hello)
         assert len(msg_id) == 32

@@ -315,10 +315,11 @@ fn apply_message_body<B: Backend, R: rand_core::CryptoRng + ?Sized>(
                 keep_material(store, &conversation, &message_id, material)?;
             }
             // Delivery receipts are for 1:1 messages from others.
-            if !outgoing && matches!(conversation, Conversation::Direct(_)) {
-                if queue_delivered(store, &from, &message_id, incoming.now_ms, rng)? {
-                    applied.tasks_added = true;
-                }
+            if !outgoing
+                && matches!(conversation, Conversation::Direct(_))
+                && queue_delivered(store, &from, &message_id, incoming.now_ms, rng)?
+            {
+                applied.tasks_added = true;
             }
             applied.events.push(Event::Message(record));
         }
