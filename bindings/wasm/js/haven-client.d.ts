@@ -2,7 +2,7 @@
 // package that `wasm-bindgen` generates (haven_wasm.d.ts).
 import type {
   WebDevice, WebMessenger, Action, Contact, Conversation, Delivery, Group, GroupInvites,
-  GroupSend, HavenEvent, Message, Received, SafetyNumber,
+  GroupSend, HavenEvent, Message, ReceiptPolicy, Received, SafetyNumber,
 } from "./pkg/haven_wasm.js";
 
 export declare class RelayError extends Error {
@@ -149,6 +149,12 @@ export declare class HavenMessenger {
   addMember(groupId: string, account: string): Promise<void>;
   removeMember(groupId: string, account: string): Promise<void>;
   subscribe(groupId?: string): void;
+  /** When delivery receipts go out (PROTOCOL §13.4.1); default delayed 5–60 s, batched. */
+  receiptPolicy(): ReceiptPolicy;
+  setReceiptPolicy(policy: ReceiptPolicy): Promise<ReceiptPolicy>;
+  /** When (ms since the epoch) the next delayed follow-up becomes due, or null. */
+  nextTaskDueMs(): number | null;
+  /** Runs the follow-ups that are due and sets a timer for the next delayed one. */
   runTasks(): Promise<number>;
   receiveEnvelope(
     messageId: string,

@@ -568,6 +568,7 @@ export class HavenMessenger {
     this.running = false;
     this.wake = null;
     this.tasks = Promise.resolve(0);
+    this.taskTimer = null;
   }
 
   /** Adds an event listener; returns the function that removes it. */
@@ -832,19 +833,58 @@ export class HavenMessenger {
   }
 
   /**
-   * Runs the durable follow-ups (sender-key distribution, delivery receipts), one run at a
-   * time. A task that fails stays queued for the next run; a changed identity (after an event)
+   * When this device sends the delivery receipts it owes: `{mode: "immediate" | "delayed" |
+   * "off", minSecs?, maxSecs?}` (PROTOCOL §13.4.1; by default delayed 5 to 60 s and batched
+   * per contact).
+   */
+  receiptPolicy() { return this.m.receiptPolicy(); }
+
+  /** Sets the receipt policy (kept in the device's state); receipts owed follow it. */
+  async setReceiptPolicy(policy) {
+    const set = this.m.setReceiptPolicy(policy);
+    await this.persist();
+    await this.runTasks();
+    return set;
+  }
+
+  /** When (ms since the epoch) the next delayed follow-up becomes due, or `null`. */
+  nextTaskDueMs() { return this.m.nextTaskDueMs(Date.now()); }
+
+  /**
+   * Runs the durable follow-ups that are due (sender-key distribution, delivery receipts: those
+   * owed to one contact as one), one run at a time, then sets a timer for the next delayed
+   * one. A task that fails stays queued for the next run; a changed identity (after an event)
    * or an account that no longer exists drops it, as natively.
    */
   runTasks() {
     const run = () => this.runTasksOnce();
-    this.tasks = this.tasks.then(run, run);
+    this.tasks = this.tasks.then(run, run).finally(() => this.scheduleTasks());
     return this.tasks;
+  }
+
+  /** Sets the timer that runs the follow-ups when the next delayed one becomes due. */
+  scheduleTasks() {
+    clearTimeout(this.taskTimer);
+    this.taskTimer = null;
+    let due;
+    try {
+      due = this.m.nextTaskDueMs(Date.now());
+    } catch {
+      return; // closed
+    }
+    if (due == null) return;
+    const delay = Math.min(Math.max(0, due - Date.now()), 2 ** 31 - 1);
+    this.taskTimer = setTimeout(() => {
+      this.taskTimer = null;
+      this.runTasks().catch((e) => console.error("haven follow-ups", e));
+    }, delay);
+    // In Node, a pending receipt does not keep the process alive.
+    this.taskTimer?.unref?.();
   }
 
   async runTasksOnce() {
     let done = 0;
-    for (const taskId of this.m.followUps()) {
+    for (const taskId of this.m.followUps(Date.now())) {
       const delivery = this.m.followUp(taskId, Date.now());
       if (delivery == null) { done++; continue; }
       try {
@@ -1068,6 +1108,8 @@ export class HavenMessenger {
   /** Stops the socket and forgets what is in flight (the device stays open). */
   close() {
     this.stop();
+    clearTimeout(this.taskTimer);
+    this.taskTimer = null;
     this.m.close();
   }
 }

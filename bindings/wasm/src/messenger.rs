@@ -29,7 +29,8 @@
 //!             channel entry frame ─► receiveChannelEntry · channelReads ─► GET ─►
 //!             receiveChannelPage · subscribeFrames(group) on the socket
 //!             each: {events, subscribe: [group ids], tasksAdded}
-//! follow-ups  followUps() ─► followUp(taskId) ─► deliver ─► taskDone(taskId)
+//! follow-ups  followUps(nowMs) ─► followUp(taskId) ─► deliver ─► taskDone(taskId)
+//!             nextTaskDueMs(nowMs) ─► setTimeout ─► followUps(…) (delayed receipts, §13.4.1)
 //! ```
 
 use base64::Engine as _;
@@ -37,7 +38,7 @@ use base64::engine::general_purpose::STANDARD;
 use haven_client_core::device::Opened;
 use haven_client_core::messenger::channels::ChannelItem;
 use haven_client_core::messenger::{
-    self as core, Applied, Channel, GroupState, Outgoing, QueuedTask, RejectReason, channels,
+    self as core, Applied, Channel, FollowUp, GroupState, Outgoing, RejectReason, channels,
     outgoing,
 };
 use haven_protocol::api::channels::{CreateChannelResponse, EntriesPage};
@@ -62,7 +63,7 @@ mod web;
 pub use views::{
     Action, ChannelPage, ChannelPost, ChannelRead, ContactView, ConversationView, Delivery,
     DirectSend, EventView, GroupInvites, GroupSend, GroupView, MemberChange, MessageView,
-    ReactionView, Received, SafetyNumberView, conversation,
+    ReactionView, ReceiptPolicyView, Received, SafetyNumberView, conversation, receipt_policy,
 };
 pub use web::WebMessenger;
 
@@ -82,7 +83,7 @@ enum Pending {
 #[derive(Default)]
 pub struct MessengerCore {
     pending: Vec<(String, Pending)>,
-    tasks: Vec<(String, QueuedTask)>,
+    tasks: Vec<(String, FollowUp)>,
     request_id: u32,
 }
 
@@ -1050,17 +1051,51 @@ impl MessengerCore {
 
     // ---------------------------------------------------------------- follow-ups
 
-    /// The queued follow-ups (sender-key distribution, delivery receipts), as handles to run
-    /// one by one with [`Self::follow_up`].
+    /// The follow-ups due at `now_ms` (sender-key distribution, delivery receipts: those owed
+    /// to one account as one), as handles to run one by one with [`Self::follow_up`].
     ///
     /// # Errors
     /// A corrupt state.
-    pub fn follow_ups(&mut self, dev: &DeviceCore) -> WebResult<Vec<String>> {
-        self.tasks = core::queued_tasks(dev.store())?
+    pub fn follow_ups(&mut self, dev: &DeviceCore, now_ms: u64) -> WebResult<Vec<String>> {
+        self.tasks = core::due_follow_ups(dev.store(), now_ms)?
             .into_iter()
             .map(|t| (handle(), t))
             .collect();
         Ok(self.tasks.iter().map(|(h, _)| h.clone()).collect())
+    }
+
+    /// When (Unix ms) the next follow-up that is not due at `now_ms` becomes due (a delayed
+    /// delivery receipt): run [`Self::follow_ups`] then. `None` when nothing waits.
+    ///
+    /// # Errors
+    /// A corrupt state.
+    pub fn next_task_due(&self, dev: &DeviceCore, now_ms: u64) -> WebResult<Option<u64>> {
+        Ok(core::next_due(dev.store(), now_ms)?)
+    }
+
+    /// When this device sends the delivery receipts it owes (§13.4.1).
+    ///
+    /// # Errors
+    /// A corrupt state.
+    pub fn receipt_policy(&self, dev: &DeviceCore) -> WebResult<ReceiptPolicyView> {
+        Ok(ReceiptPolicyView::of(core::receipt_policy(dev.store())?))
+    }
+
+    /// Sets the receipt policy: `mode` `"immediate"`, `"delayed"` (with both delays, in
+    /// seconds, at most 3600) or `"off"`.
+    ///
+    /// # Errors
+    /// `invalid_argument` for an unknown mode or delays outside the limits.
+    pub fn set_receipt_policy(
+        &mut self,
+        dev: &mut DeviceCore,
+        mode: &str,
+        min_secs: Option<u32>,
+        max_secs: Option<u32>,
+    ) -> WebResult<ReceiptPolicyView> {
+        let policy = receipt_policy(mode, min_secs, max_secs)?;
+        core::set_receipt_policy(dev.store(), policy)?;
+        Ok(ReceiptPolicyView::of(policy))
     }
 
     /// What the follow-up sends now, prepared for delivery to its account only; `None` when
@@ -1083,7 +1118,7 @@ impl MessengerCore {
             .find(|(h, _)| h == task_id)
             .map(|(_, t)| t.clone())
             .ok_or_else(|| WebError::new(ErrorCode::InvalidState, "no such follow-up"))?;
-        match core::follow_up(dev.store_mut(), task.task(), now_ms, &mut rand::rng())? {
+        match core::follow_up(dev.store_mut(), &task, now_ms, &mut rand::rng())? {
             Some(send) => Ok(Some(Delivery {
                 message_id: dev.prepare_content(&send.content, false)?,
                 accounts: vec![hex::encode(send.to)],
@@ -1107,7 +1142,7 @@ impl MessengerCore {
             .position(|(h, _)| h == task_id)
             .ok_or_else(|| WebError::new(ErrorCode::InvalidState, "no such follow-up"))?;
         let (_, task) = self.tasks.remove(at);
-        Ok(core::task_done(dev.store(), &task)?)
+        Ok(core::follow_up_done(dev.store(), &task)?)
     }
 }
 

@@ -12,7 +12,9 @@
 use std::sync::Arc;
 
 use haven_client::relay::RelayClient;
-use haven_client::{ClientStore, Conversation, Device, Event, Messenger, RelayError};
+use haven_client::{
+    ClientStore, Conversation, Device, Event, Messenger, ReceiptPolicy, RelayError,
+};
 use haven_protocol::api::error::{ErrorBody, ErrorDetail};
 use haven_protocol::api::messages::FetchResponse;
 use haven_testkit::RelayConfig;
@@ -284,7 +286,7 @@ impl Page {
     }
 
     async fn run_tasks(&mut self) {
-        for task in self.m.follow_ups(&self.d).unwrap() {
+        for task in self.m.follow_ups(&self.d, now()).unwrap() {
             if let Some(delivery) = self.m.follow_up(&mut self.d, &task, now()).unwrap() {
                 self.deliver_all(&delivery).await;
                 self.m.task_done(&mut self.d, &task).unwrap();
@@ -391,6 +393,8 @@ async fn web_and_native_messengers_talk_one_to_one_and_in_a_group() {
     .await
     .unwrap();
     let bob = Arc::new(Messenger::new(Arc::new(bob_device)));
+    // The delivery receipt is checked below, right after Bob's sync.
+    bob.set_receipt_policy(ReceiptPolicy::Immediate).unwrap();
     let bob_hex = bob.device().account_id().to_owned();
     let (bob_id, web_id) = (id(&bob_hex), id(&web.account));
 

@@ -232,7 +232,11 @@ async fn messenger_bad_input_is_typed() {
     // Queries of an empty state work.
     assert_eq!(js_sys::Array::from(&m.contacts().unwrap()).length(), 0);
     assert_eq!(js_sys::Array::from(&m.groups().unwrap()).length(), 0);
-    assert_eq!(m.follow_ups().unwrap().len(), 0);
+    assert_eq!(m.follow_ups(JsValue::UNDEFINED).unwrap().len(), 0);
+    assert_eq!(m.follow_ups(n(NOW)).unwrap().len(), 0);
+    assert!(m.next_task_due_ms(n(NOW)).unwrap().is_null());
+    assert_eq!(code(m.next_task_due_ms(s("soon"))), "invalid_argument");
+    assert_eq!(code(m.set_receipt_policy(s("delayed"))), "invalid_argument");
     // A closed messenger, and a messenger of a closed device.
     m.close();
     assert_eq!(code(m.contacts()), "closed");

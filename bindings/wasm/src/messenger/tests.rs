@@ -110,6 +110,19 @@ impl Net {
     /// A device of `account`; the account's first device sets its access key, as the page
     /// does at registration.
     fn add(&mut self, account: [u8; 16], number: u32) -> usize {
+        let i = self.add_with_default_receipts(account, number);
+        // Most tests are about what a receipt does, not when it goes out.
+        let dev = &mut self.devs[i];
+        let set = dev
+            .m
+            .set_receipt_policy(&mut dev.d, "immediate", None, None)
+            .unwrap();
+        assert_eq!(set.mode, "immediate");
+        i
+    }
+
+    /// A device with the default receipt policy (delayed, batched).
+    fn add_with_default_receipts(&mut self, account: [u8; 16], number: u32) -> usize {
         let (mut d, upload) = device(&self.key, account, number);
         if let std::collections::hash_map::Entry::Vacant(slot) = self.access.entry(account) {
             let body: AccessKeyBody =
@@ -360,10 +373,15 @@ impl Net {
     }
 
     fn run_tasks(&mut self, i: usize) {
+        self.run_tasks_at(i, NOW_MS);
+    }
+
+    /// Runs device `i`'s follow-ups due at `now`.
+    fn run_tasks_at(&mut self, i: usize, now: u64) {
         let dev = &mut self.devs[i];
-        for task in dev.m.follow_ups(&dev.d).unwrap() {
+        for task in dev.m.follow_ups(&dev.d, now).unwrap() {
             let dev = &mut self.devs[i];
-            if let Some(delivery) = dev.m.follow_up(&mut dev.d, &task, NOW_MS).unwrap() {
+            if let Some(delivery) = dev.m.follow_up(&mut dev.d, &task, now).unwrap() {
                 self.deliver_all(i, &delivery).unwrap();
             }
             let dev = &mut self.devs[i];
@@ -452,7 +470,7 @@ impl Net {
             }
         }
         let dev = &mut self.devs[i];
-        busy |= !dev.m.follow_ups(&dev.d).unwrap().is_empty();
+        busy |= !dev.m.follow_ups(&dev.d, NOW_MS).unwrap().is_empty();
         self.run_tasks(i);
         busy
     }
@@ -1512,4 +1530,97 @@ fn franked_group_texts_are_checked_and_reported() {
         "{:?}",
         got.events
     );
+}
+
+/// Delayed receipts (PROTOCOL §13.4.1) on the web: nothing goes out before the due time the
+/// page is told (`nextTaskDueMs`), then one receipt for every message of the batch.
+#[test]
+fn delayed_receipts_wait_for_their_due_time_and_go_out_batched() {
+    let mut net = Net::new();
+    let a = net.add(ALICE, 1);
+    let b = net.add_with_default_receipts(BOB, 1);
+    let with_bob = Conversation::Direct(BOB);
+    let dev = &mut net.devs[b];
+    let policy = dev.m.receipt_policy(&dev.d).unwrap();
+    assert_eq!(
+        (policy.mode, policy.min_secs, policy.max_secs),
+        ("delayed", Some(5), Some(60))
+    );
+    let dev = &mut net.devs[a];
+    dev.m
+        .add_contact(&mut dev.d, &hex::encode(BOB), None)
+        .unwrap();
+    let first = net.send_text(a, with_bob, "one");
+    let second = net.send_text(a, with_bob, "two");
+    net.settle();
+    // Bob has both; no receipt went out.
+    assert_eq!(
+        net.events(b)
+            .iter()
+            .filter(|e| kind(e) == "message")
+            .count(),
+        2
+    );
+    assert!(
+        net.history(a, with_bob)
+            .iter()
+            .all(|m| m.delivered_to.is_empty())
+    );
+    let dev = &net.devs[b];
+    let due = dev.m.next_task_due(&dev.d, NOW_MS).unwrap().unwrap();
+    assert!((NOW_MS + 5000..=NOW_MS + 60_000).contains(&due), "{due}");
+    net.run_tasks_at(b, due - 1);
+    net.settle();
+    assert!(
+        net.history(a, with_bob)
+            .iter()
+            .all(|m| m.delivered_to.is_empty())
+    );
+
+    // Due: one receipt with both ids.
+    net.run_tasks_at(b, due);
+    net.settle();
+    let receipts: Vec<Vec<String>> = net
+        .events(a)
+        .iter()
+        .filter_map(|e| match e {
+            EventView::Receipt { message_ids, .. } => Some(message_ids.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(receipts.len(), 1, "{receipts:?}");
+    let mut ids = receipts[0].clone();
+    ids.sort();
+    let mut sent = vec![first, second];
+    sent.sort();
+    assert_eq!(ids, sent);
+    let bob_hex = hex::encode(BOB);
+    assert!(
+        net.history(a, with_bob)
+            .iter()
+            .all(|m| m.delivered_to == vec![bob_hex.clone()])
+    );
+    let dev = &net.devs[b];
+    assert_eq!(dev.m.next_task_due(&dev.d, due).unwrap(), None);
+
+    // Bad policies are refused and change nothing.
+    let dev = &mut net.devs[b];
+    for (mode, min, max) in [
+        ("sometimes", None, None),
+        ("delayed", Some(1), None),
+        ("delayed", Some(9), Some(8)),
+        ("delayed", Some(0), Some(3601)),
+    ] {
+        let e = dev
+            .m
+            .set_receipt_policy(&mut dev.d, mode, min, max)
+            .unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidArgument, "{mode} {min:?} {max:?}");
+    }
+    assert_eq!(dev.m.receipt_policy(&dev.d).unwrap().mode, "delayed");
+    let off = dev
+        .m
+        .set_receipt_policy(&mut dev.d, "off", None, None)
+        .unwrap();
+    assert_eq!((off.mode, off.min_secs), ("off", None));
 }

@@ -2,7 +2,7 @@
 //! lowercase hex digits, `{type, …}` / `{kind, …}` tags), converted from the core's types.
 
 use haven_client_core::messenger::{
-    self as core, ConnectionState, Event, GroupInfo, MessageRecord,
+    self as core, ConnectionState, Event, GroupInfo, MessageRecord, ReceiptPolicy,
 };
 use haven_protocol::content::{Conversation, ReceiptKind};
 use serde::Serialize;
@@ -556,7 +556,8 @@ pub struct Received {
     pub events: Vec<EventView>,
     /// Groups joined or moved to a new epoch: send their `subscribeFrames` on an open socket.
     pub subscribe: Vec<String>,
-    /// Follow-ups were queued: run them now (`followUps`).
+    /// Follow-ups were queued: run those due now (`followUps`) and schedule the next
+    /// (`nextTaskDueMs`).
     pub tasks_added: bool,
 }
 
@@ -586,4 +587,70 @@ pub struct ChannelRead {
     pub path: String,
     /// The read capability (base64url).
     pub token: String,
+}
+
+/// The receipt policy (PROTOCOL §13.4.1) as the page sees it:
+/// `{mode: "immediate" | "delayed" | "off", minSecs, maxSecs}` (the seconds only with
+/// `"delayed"`).
+#[derive(Serialize, Debug, Clone, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ReceiptPolicyView {
+    /// `"immediate"`, `"delayed"` or `"off"`.
+    pub mode: &'static str,
+    /// Shortest delay (seconds), with `"delayed"`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min_secs: Option<u32>,
+    /// Longest delay (seconds), with `"delayed"`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_secs: Option<u32>,
+}
+
+impl ReceiptPolicyView {
+    /// The page's view of `policy`.
+    #[must_use]
+    pub fn of(policy: ReceiptPolicy) -> Self {
+        match policy {
+            ReceiptPolicy::Immediate => Self::mode("immediate"),
+            ReceiptPolicy::Delayed { min_secs, max_secs } => Self {
+                mode: "delayed",
+                min_secs: Some(min_secs),
+                max_secs: Some(max_secs),
+            },
+            // `Off`, and any mode a later core adds, reads as no receipts.
+            _ => Self::mode("off"),
+        }
+    }
+
+    fn mode(mode: &'static str) -> Self {
+        Self {
+            mode,
+            min_secs: None,
+            max_secs: None,
+        }
+    }
+}
+
+/// The policy a page names: `mode` with, for `"delayed"`, both delays in seconds.
+///
+/// # Errors
+/// `invalid_argument` for an unknown mode or missing delays; the core's limits
+/// ([`ReceiptPolicy::check`]) are checked when it is set.
+pub fn receipt_policy(
+    mode: &str,
+    min_secs: Option<u32>,
+    max_secs: Option<u32>,
+) -> WebResult<ReceiptPolicy> {
+    match (mode, min_secs, max_secs) {
+        ("immediate", _, _) => Ok(ReceiptPolicy::Immediate),
+        ("off", _, _) => Ok(ReceiptPolicy::Off),
+        ("delayed", Some(min_secs), Some(max_secs)) => {
+            Ok(ReceiptPolicy::Delayed { min_secs, max_secs })
+        }
+        ("delayed", _, _) => Err(invalid(
+            "a delayed receipt policy needs minSecs and maxSecs",
+        )),
+        _ => Err(invalid(
+            "receipt policy mode must be \"immediate\", \"delayed\" or \"off\"",
+        )),
+    }
 }

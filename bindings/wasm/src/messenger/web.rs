@@ -56,6 +56,8 @@ export interface Received {
   status: "accepted" | "duplicate" | "rejected"; events: HavenEvent[]; subscribe: string[]; tasksAdded: boolean;
 }
 export interface ChannelPage extends Received { next: string | null; }
+/** When delivery receipts go out (PROTOCOL §13.4.1); seconds only with "delayed". */
+export interface ReceiptPolicy { mode: "immediate" | "delayed" | "off"; minSecs?: number; maxSecs?: number; }
 export interface ChannelRead { groupId: string; epoch: number; channelId: string; path: string; token: string; }
 "#;
 
@@ -76,6 +78,36 @@ fn conversation_arg(v: &JsValue) -> WebResult<Conversation> {
             .and_then(|f| string_arg(&f, &format!("conversation.{name}")))
     };
     super::conversation(&field("kind")?, &field("id")?)
+}
+
+/// `nowMs`, or the page's clock when it is left out.
+fn now_or_clock(v: &JsValue) -> WebResult<u64> {
+    if v.is_undefined() {
+        return number_arg(&JsValue::from_f64(js_sys::Date::now()), "nowMs");
+    }
+    number_arg(v, "nowMs")
+}
+
+/// A receipt policy argument: `{mode, minSecs?, maxSecs?}`.
+fn receipt_policy_arg(v: &JsValue) -> WebResult<(String, Option<u32>, Option<u32>)> {
+    if !v.is_object() {
+        return Err(invalid(
+            "receipt policy must be an object {mode, minSecs?, maxSecs?}",
+        ));
+    }
+    let field = |name: &str| {
+        Reflect::get(v, &name.into()).map_err(|_| invalid("receipt policy is not readable"))
+    };
+    let mode = string_arg(&field("mode")?, "policy.mode")?;
+    let secs = |name: &str| -> WebResult<Option<u32>> {
+        let f = field(name)?;
+        if f.is_undefined() || f.is_null() {
+            Ok(None)
+        } else {
+            u32_arg(&f, &format!("policy.{name}")).map(Some)
+        }
+    };
+    Ok((mode, secs("minSecs")?, secs("maxSecs")?))
 }
 
 /// A boolean argument.
@@ -619,10 +651,44 @@ impl WebMessenger {
 
     // ---- follow-ups
 
-    /// The queued follow-ups (sender keys, delivery receipts), as task ids.
+    /// The follow-ups due at `nowMs` (sender keys, delivery receipts: those owed to one
+    /// account as one), as task ids; `nowMs` left out: now.
     #[wasm_bindgen(js_name = followUps)]
-    pub fn follow_ups(&self) -> JsResult<Vec<String>> {
-        self.with(|m, d| m.follow_ups(d))
+    pub fn follow_ups(
+        &self,
+        #[wasm_bindgen(js_name = nowMs, unchecked_param_type = "number | undefined")]
+        now_ms: JsValue,
+    ) -> JsResult<Vec<String>> {
+        let now = lift(now_or_clock(&now_ms))?;
+        self.with(|m, d| m.follow_ups(d, now))
+    }
+
+    /// When (Unix ms) the next follow-up not due at `nowMs` becomes due (a delayed delivery
+    /// receipt): call `followUps` then. `null` when nothing waits.
+    #[wasm_bindgen(js_name = nextTaskDueMs, unchecked_return_type = "number | null")]
+    pub fn next_task_due_ms(
+        &self,
+        #[wasm_bindgen(js_name = nowMs, unchecked_param_type = "number")] now_ms: JsValue,
+    ) -> JsResult<JsValue> {
+        let now = lift(number_arg(&now_ms, "nowMs"))?;
+        self.json(|m, d| m.next_task_due(d, now))
+    }
+
+    /// When this device sends the delivery receipts it owes.
+    #[wasm_bindgen(js_name = receiptPolicy, unchecked_return_type = "ReceiptPolicy")]
+    pub fn receipt_policy(&self) -> JsResult<JsValue> {
+        self.json(|m, d| m.receipt_policy(d))
+    }
+
+    /// Sets the receipt policy (kept in the device's state): `{mode: "immediate"}`,
+    /// `{mode: "delayed", minSecs, maxSecs}` (at most 3600 seconds) or `{mode: "off"}`.
+    #[wasm_bindgen(js_name = setReceiptPolicy, unchecked_return_type = "ReceiptPolicy")]
+    pub fn set_receipt_policy(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "ReceiptPolicy")] policy: JsValue,
+    ) -> JsResult<JsValue> {
+        let (mode, min, max) = lift(receipt_policy_arg(&policy))?;
+        self.json(|m, d| m.set_receipt_policy(d, &mode, min, max))
     }
 
     /// What follow-up `taskId` sends now, prepared for delivery to its one account; `null`

@@ -106,6 +106,7 @@ test("messenger: conversations, ids, wrong types, handles, relay answers, closed
   assert.deepEqual(m.contacts(), []);
   assert.deepEqual(m.groups(), []);
   assert.deepEqual(m.followUps(), []);
+  assert.equal(m.nextTaskDueMs(Date.now()), null);
   assert.deepEqual(m.channelReads(), []);
   assert.deepEqual(m.subscribeFrames(), []);
   m.close();
