@@ -14,7 +14,9 @@ use std::time::Duration;
 use haven_cli_common::{Args, Cli, Failure, account, progress_bar, secret};
 use haven_client::messenger::{ConnectionState, Event, GroupInfo, MessageRecord, Messenger};
 use haven_client::storage_key;
-use haven_client::{ClientStore, Conversation, Device, DeviceError, RelayClient, Space};
+use haven_client::{
+    ClientStore, Conversation, Device, DeviceError, ReceiptPolicy, RelayClient, Space,
+};
 
 const USAGE: &str = "\
 usage: haven-chat [--state DIR] [--relay URL] COMMAND [ARGS]
@@ -38,6 +40,10 @@ commands:
                                     and send it nothing 1:1; the relay is not told
   unblock CONTACT                   undo `block`
   send CONTACT TEXT...              send a message
+  receipts [immediate|off|delayed MIN MAX]
+                                    when delivery receipts go out (default: delayed a random
+                                    5 to 60 s, batched per contact; sent by `listen`, or by
+                                    the first command after they fall due); prints the policy
   sync                              fetch what is waiting and print new messages
   history CONTACT|GROUP             the conversation so far
   report CONTACT|GROUP MESSAGE|last report a message received from CONTACT (or in GROUP) as
@@ -486,6 +492,37 @@ async fn command(args: &Args, m: &Arc<Messenger>) -> Result<(), Failure> {
                 hex::encode(who),
                 if blocked { "blocked" } else { "unblocked" }
             );
+        }
+        "receipts" => {
+            let secs = |i: usize, what: &str| -> Result<u32, Failure> {
+                args.word(i, what)?
+                    .parse()
+                    .map_err(|_| Failure::usage(format!("{what} is a number of seconds")))
+            };
+            let policy = match args.words.first().map(String::as_str) {
+                None => None,
+                Some("immediate") => Some(ReceiptPolicy::Immediate),
+                Some("off") => Some(ReceiptPolicy::Off),
+                Some("delayed") => Some(ReceiptPolicy::Delayed {
+                    min_secs: secs(1, "MIN")?,
+                    max_secs: secs(2, "MAX")?,
+                }),
+                Some(other) => {
+                    return Err(Failure::usage(format!(
+                        "receipts takes immediate, off or delayed MIN MAX, not {other}"
+                    )));
+                }
+            };
+            if let Some(policy) = policy {
+                m.set_receipt_policy(policy)?;
+            }
+            match m.receipt_policy()? {
+                ReceiptPolicy::Delayed { min_secs, max_secs } => {
+                    println!("receipts delayed {min_secs}-{max_secs} s");
+                }
+                ReceiptPolicy::Immediate => println!("receipts immediate"),
+                _ => println!("receipts off"),
+            }
         }
         "send" => {
             let to = resolve_contact(m, args.word(0, "CONTACT")?).await?;

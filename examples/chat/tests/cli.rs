@@ -142,6 +142,13 @@ fn chat_scenario_through_the_binary() {
     link_by_approval(&alice2, &alice);
     bob.run(&["register", "--username", USERNAMES[1]]);
     carol.run(&["register", "--username", USERNAMES[2]]);
+    // Bob's delivery receipts go out with his next command (checked in Alice's history below).
+    assert_eq!(bob.run(&["receipts"]).trim(), "receipts delayed 5-60 s");
+    assert_eq!(bob.fails(&["receipts", "delayed", "9", "8"]).0, 2);
+    assert_eq!(
+        bob.run(&["receipts", "immediate"]).trim(),
+        "receipts immediate"
+    );
     assert_eq!(alice.fails(&["frobnicate"]).0, 2);
     let wrong_key = User {
         state: alice.state.clone(),
