@@ -873,10 +873,12 @@ mod migration {
                 .len(),
             3
         );
-        sqlx::raw_sql(include_str!("../../../migrations/sqlite/0014_vault_bundle_history.sql"))
-            .execute(&pool)
-            .await
-            .unwrap();
+        sqlx::raw_sql(include_str!(
+            "../../../migrations/sqlite/0014_vault_bundle_history.sql"
+        ))
+        .execute(&pool)
+        .await
+        .unwrap();
         check(&store, account, bundle, other).await;
     }
 
