@@ -22,6 +22,8 @@ pub const T_QUEUE_EMPTY: u8 = 0x02;
 pub const T_CHANNEL_ENTRY: u8 = 0x03;
 /// Server → client: an ephemeral signal.
 pub const T_EPHEMERAL: u8 = 0x04;
+/// Server → client: an entry of a subscribed channel with its franking (§16.4).
+pub const T_FRANKED_CHANNEL_ENTRY: u8 = 0x07;
 /// Server → client: the result of a client request.
 pub const T_RESULT: u8 = 0x05;
 /// Server → client: a frame could not be processed (no request it can be attributed to).
@@ -151,7 +153,10 @@ pub enum ServerFrame<'a> {
     Envelope(EnvelopeFrame<'a>),
     /// `01 02`: everything queued when the socket opened has been sent.
     QueueEmpty,
-    /// `01 03 | channel id [16] | seq u64 | created_at u64 | entry: rest`.
+    /// `01 03 | channel id [16] | seq u64 | created_at u64 | entry: rest`, or for an entry
+    /// whose writer sent a franking commitment
+    /// `01 07 | channel id [16] | seq u64 | created_at u64 | commitment [32] | stamp [32]
+    /// | entry: rest`.
     ChannelEntry {
         /// The channel.
         channel: Id16,
@@ -161,6 +166,8 @@ pub enum ServerFrame<'a> {
         created_at: u64,
         /// The opaque entry.
         entry: &'a [u8],
+        /// The franking commitment and the relay's stamp (§16.4), when the writer sent one.
+        franking: Option<Franking>,
     },
     /// `01 04 | message_id [16] | flags u8 | [source account [16] | source device u32]
     /// (flags & 0x01) | content: rest`: an ephemeral (never stored) signal.
@@ -302,12 +309,22 @@ impl ServerFrame<'_> {
                 seq,
                 created_at,
                 entry,
+                franking,
             } => {
-                let mut out = Vec::with_capacity(34 + entry.len());
-                out.extend_from_slice(&[VERSION, T_CHANNEL_ENTRY]);
+                let mut out = Vec::with_capacity(98 + entry.len());
+                let kind = if franking.is_some() {
+                    T_FRANKED_CHANNEL_ENTRY
+                } else {
+                    T_CHANNEL_ENTRY
+                };
+                out.extend_from_slice(&[VERSION, kind]);
                 out.extend_from_slice(channel);
                 out.extend_from_slice(&seq.to_be_bytes());
                 out.extend_from_slice(&created_at.to_be_bytes());
+                if let Some(franking) = franking {
+                    out.extend_from_slice(&franking.commitment);
+                    out.extend_from_slice(&franking.stamp);
+                }
                 out.extend_from_slice(entry);
                 out
             }
@@ -401,6 +418,17 @@ impl ServerFrame<'_> {
                 channel: r.id()?,
                 seq: r.u64()?,
                 created_at: r.u64()?,
+                franking: None,
+                entry: r.rest(),
+            },
+            T_FRANKED_CHANNEL_ENTRY => ServerFrame::ChannelEntry {
+                channel: r.id()?,
+                seq: r.u64()?,
+                created_at: r.u64()?,
+                franking: Some(Franking {
+                    commitment: r.array()?,
+                    stamp: r.array()?,
+                }),
                 entry: r.rest(),
             },
             T_EPHEMERAL => {
@@ -758,6 +786,17 @@ mod tests {
                 seq: 9,
                 created_at: 10,
                 entry: b"entry",
+                franking: None,
+            },
+            ServerFrame::ChannelEntry {
+                channel: [4; 16],
+                seq: 10,
+                created_at: 11,
+                entry: b"",
+                franking: Some(Franking {
+                    commitment: [12; 32],
+                    stamp: [13; 32],
+                }),
             },
             ServerFrame::Ephemeral {
                 message_id: [5; 16],
@@ -880,7 +919,23 @@ mod tests {
 
         let mut expected = vec![1, 0x05, 0, 0, 0, 11, 0, 200];
         expected.extend_from_slice(b"{}");
-        assert_eq!(server_frames()[6].encode(), expected);
+        assert_eq!(server_frames()[7].encode(), expected);
+
+        // A franked channel entry: `01 07`, the channel, seq, created_at, commitment, stamp,
+        // then the entry (here empty); an unfranked one keeps the `01 03` layout.
+        let mut expected = vec![1, 0x07];
+        expected.extend_from_slice(&[4; 16]);
+        expected.extend_from_slice(&10u64.to_be_bytes());
+        expected.extend_from_slice(&11u64.to_be_bytes());
+        expected.extend_from_slice(&[12; 32]);
+        expected.extend_from_slice(&[13; 32]);
+        assert_eq!(server_frames()[4].encode(), expected);
+        let mut expected = vec![1, 0x03];
+        expected.extend_from_slice(&[4; 16]);
+        expected.extend_from_slice(&9u64.to_be_bytes());
+        expected.extend_from_slice(&10u64.to_be_bytes());
+        expected.extend_from_slice(b"entry");
+        assert_eq!(server_frames()[3].encode(), expected);
     }
 
     #[test]

@@ -11,6 +11,11 @@ use crate::padding::is_bucket_size;
 /// nonce, 16-byte Poly1305 tag.
 pub const ITEM_OVERHEAD: u64 = 1 + 24 + 16;
 
+/// Collection id whose items keep no history: each write replaces the item's previous revisions
+/// (`docs/PROTOCOL.md` §11.16). The diary's key bundle lives there (§11.16.1), so the relay does
+/// not keep a replaced password's or recovery code's wrap.
+pub const UNVERSIONED_COLLECTION: [u8; 16] = [0; 16];
+
 /// Smallest possible item ciphertext (a 256-byte bucket plus the overhead).
 pub const MIN_ITEM_LEN: u64 = crate::padding::MIN_BUCKET + ITEM_OVERHEAD;
 

@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Independent re-implementation of docs/PROTOCOL.md §7-§10 checked against sdk/vectors/*.json.
+"""Independent re-implementation of docs/PROTOCOL.md §7-§10 checked against sdk/vectors/*.json
+(the diary's key epochs of §9.3 included).
 
 Uses only the Python standard library and `cryptography` (>= 44, for Argon2id). Run from the
 repository root: python3 sdk/vectors/check_vectors.py
@@ -13,6 +14,8 @@ import sys
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
@@ -156,6 +159,75 @@ def check_diary():
     assert ct == b("item_ciphertext")
 
 
+def x25519_pub(secret):
+    return X25519PrivateKey.from_private_bytes(secret).public_key().public_bytes(
+        Encoding.Raw, PublicFormat.Raw)
+
+
+def diary_seal(tag, epoch, auth, public, eph, master):
+    """§9.3 seal(X, e, MK) with the ephemeral secret `eph`: (eph_pub, sealed)."""
+    eph_pub = x25519_pub(eph)
+    shared = X25519PrivateKey.from_private_bytes(eph).exchange(
+        X25519PublicKey.from_public_bytes(public))
+    e = struct.pack(">I", epoch)
+    okm = hkdf(auth, shared, b"Haven_DiarySeal_v1" + bytes([tag]) + e + eph_pub + public, 56)
+    ad = b"Haven_DiarySeal_v1\x02" + bytes([tag]) + e
+    return eph_pub, xaead_encrypt(okm[:32], okm[32:], master, ad)
+
+
+def check_diary_epochs():
+    v = load("diary_epochs")
+    b = lambda k: bytes.fromhex(v[k])  # noqa: E731
+    p, epoch = v["kdf_params"], v["epoch"]
+    masters = {m["epoch"]: bytes.fromhex(m["key"]) for m in v["master_keys"]}
+    fp, fr = v["password_factor"], v["recovery_factor"]
+    s_p, a_p = bytes.fromhex(fp["secret"]), bytes.fromhex(fp["auth"])
+    s_r, a_r = bytes.fromhex(fr["secret"]), bytes.fromhex(fr["auth"])
+    p_pub, r_pub = x25519_pub(s_p), x25519_pub(s_r)
+    assert p_pub.hex() == fp["public"] and r_pub.hex() == fr["public"]
+    kek = Argon2id(salt=b("password_salt"), length=32, iterations=p["t_cost"], lanes=p["p_cost"],
+                   memory_cost=p["m_cost_kib"]).derive(b("password"))
+    assert kek == b("password_kek")
+    params = struct.pack(">III", p["m_cost_kib"], p["t_cost"], p["p_cost"])
+    ad_pw = b"Haven_DiaryPasswordWrap_v1\x02" + params + b("password_salt")
+    mk = masters[epoch]
+    out = b"\x02\x05" + struct.pack(">I", epoch) + params + b("password_salt") + b("password_nonce")
+    out += xaead_encrypt(kek, b("password_nonce"), s_p + a_p, ad_pw)
+    out += b"".join(diary_seal(0x50, epoch, a_p, p_pub, b("password_ephemeral"), mk))
+    rsalt = b("recovery_salt")
+    out += rsalt + b"".join(diary_seal(0x52, epoch, a_r, r_pub, b("recovery_ephemeral"), mk))
+    out += bytes([len(v["recovery_codes"])])
+    for j, c in enumerate(v["recovery_codes"]):
+        e, n = bytes.fromhex(c["entropy"]), bytes.fromhex(c["nonce"])
+        assert recovery_text(e) == c["text"]
+        k = hkdf(rsalt, e, b"Haven_DiaryRecoveryWrap_v1", 32)
+        assert k.hex() == c["kek"]
+        ad = b"Haven_DiaryRecoveryWrap_v1\x02" + bytes([j]) + rsalt
+        out += n + xaead_encrypt(k, n, s_r + a_r, ad)
+    old = sorted(e for e in masters if e != epoch)
+    ring = a_p + p_pub + a_r + r_pub + b"".join(struct.pack(">I", e) + masters[e] for e in old)
+    e32 = struct.pack(">I", epoch)
+    k_ring = hkdf(None, mk, b"Haven_DiaryKeyring_v1" + e32, 32)
+    ad_ring = b"Haven_DiaryKeyring_v1\x02" + e32 + struct.pack(">H", len(old))
+    out += b("keyring_nonce") + struct.pack(">H", len(old))
+    out += xaead_encrypt(k_ring, b("keyring_nonce"), ring, ad_ring)
+    assert out == b("bundle")
+    coll, item = b("collection_id"), b("item_id")
+    for it in v["items"]:
+        e, rev, nonce = it["epoch"], it["revision"], bytes.fromhex(it["nonce"])
+        ck = hkdf(None, masters[e], b"Haven_DiaryCollectionKey_v1" + coll, 32)
+        ik = hkdf(None, ck, b"Haven_DiaryItemKey_v1" + item, 32)
+        if e == 0:
+            ad, head = b"\x01" + coll + item + struct.pack(">Q", rev), b"\x01"
+        else:
+            nonce = struct.pack(">I", e) + nonce[4:]
+            ad = b"\x02" + struct.pack(">I", e) + coll + item + struct.pack(">Q", rev)
+            head = b"\x02"
+        ct = head + nonce + xaead_encrypt(ik, nonce, pad(bytes.fromhex(it["plaintext"])), ad)
+        assert ct.hex() == it["ciphertext"], e
+        assert is_bucket(len(ct) - 41)
+
+
 def check_diary_entry():
     v = load("diary_entry")
     b = lambda k: bytes.fromhex(v[k])  # noqa: E731
@@ -208,8 +280,8 @@ def check_attachment():
 
 
 if __name__ == "__main__":
-    for f in (check_padding, check_sender_keys, check_diary, check_diary_entry,
-              check_attachment):
+    for f in (check_padding, check_sender_keys, check_diary, check_diary_epochs,
+              check_diary_entry, check_attachment):
         f()
         print("ok", f.__name__)
     sys.exit(0)

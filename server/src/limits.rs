@@ -3,9 +3,12 @@
 //! - Login failures (wrong password, wrong TOTP code) per account: key
 //!   `login:acct:<hex HMAC(pepper, account id or unknown identifier)>` on the *shared* limiter
 //!   (Redis when `REDIS_URL` is set, so every instance sees the same count).
-//! - Login failures per client address and per-route request limits per client address: always
-//!   on a separate in-process limiter, keyed by an HMAC of the address under a per-process random
-//!   key (the address is ephemeral and never leaves the process).
+//! - Login failures per client address and per-route request limits per client address: keyed
+//!   by `ClientKey`, an HMAC of the address prefix under a key derived from the server secret
+//!   (`ServerSecrets::addr_key`), so every instance hashes an address alike. On the shared
+//!   limiter too when Redis is configured (keys `addr:…`), so N instances behind a load balancer
+//!   count one address together; in process memory otherwise. The address itself never leaves
+//!   the process.
 //!
 //! Limiter errors (Redis unreachable) fail closed: the request gets a 500 and the cause is logged.
 
@@ -42,7 +45,7 @@ pub trait LimitContext: Send + Sync {
     }
 }
 
-/// The two limiters of a relay process.
+/// The two limiters of a relay process (one and the same on Redis).
 #[derive(Clone)]
 pub struct Limits {
     shared: RateLimiter,
@@ -63,13 +66,20 @@ impl Limits {
     /// The shared limiter on Redis if `redis_url` is set, else in memory.
     pub async fn from_settings(settings: &Settings) -> Result<Self, RateLimitError> {
         match &settings.redis_url {
-            Some(url) => Ok(Self {
-                shared: RateLimiter::redis(url.expose(), REDIS_KEY_PREFIX).await?,
-                per_addr: RateLimiter::in_memory(),
-                redis: true,
-            }),
+            Some(url) => Self::redis(url.expose()).await,
             None => Ok(Self::in_memory()),
         }
+    }
+
+    /// Both limiters on the Redis at `url`: instances sharing it count accounts and client
+    /// addresses together.
+    pub async fn redis(url: &str) -> Result<Self, RateLimitError> {
+        let shared = RateLimiter::redis(url, REDIS_KEY_PREFIX).await?;
+        Ok(Self {
+            per_addr: shared.clone(),
+            shared,
+            redis: true,
+        })
     }
 
     /// Whether the shared limiter answers (always true in memory).
@@ -132,7 +142,7 @@ pub(crate) async fn check_client<C: LimitContext>(
 ) -> Result<(), AppError> {
     let Some(addr) = &client.0 else { return Ok(()) };
     let (_, per_addr) = failure_quotas(state.settings());
-    let key = format!("login:addr:{addr}");
+    let key = addr_key("login", addr);
     let decision = state
         .limits()
         .per_addr
@@ -158,7 +168,7 @@ pub(crate) async fn record_failure<C: LimitContext>(
     if let Some(addr) = &client.0 {
         limits
             .per_addr
-            .hit(&format!("login:addr:{addr}"), per_addr)
+            .hit(&addr_key("login", addr), per_addr)
             .await
             .map_err(limiter_error)?;
     }
@@ -194,7 +204,7 @@ pub(crate) async fn record_address_failure<C: LimitContext>(
         state
             .limits()
             .per_addr
-            .hit(&format!("login:addr:{addr}"), per_addr)
+            .hit(&addr_key("login", addr), per_addr)
             .await
             .map_err(limiter_error)?;
     }
@@ -227,7 +237,7 @@ pub(crate) async fn per_client<C: LimitContext + ClientAddrSource + Clone>(
         let settings = state.settings();
         let minute = Duration::from_secs(60);
         let mut checks = vec![(
-            format!("req:{addr}"),
+            addr_key("req", addr),
             Quota::new(settings.rate_limit_per_minute, minute),
         )];
         let route = req
@@ -241,7 +251,7 @@ pub(crate) async fn per_client<C: LimitContext + ClientAddrSource + Clone>(
             || route.starts_with("/v1/account/reauth/")
         {
             checks.push((
-                format!("auth:{addr}"),
+                addr_key("auth", addr),
                 Quota::new(settings.auth_rate_limit_per_minute, minute),
             ));
         }
@@ -292,7 +302,12 @@ pub(crate) fn keyed<C: LimitContext>(state: &C, prefix: &str, id: &crate::ids::I
 }
 
 fn admin_failure_key(addr: &str) -> String {
-    format!("admin:addr:{addr}")
+    addr_key("admin", addr)
+}
+
+/// `addr:<what>:<addr>`: a per-address limiter key (`addr` is a `ClientKey` hash).
+fn addr_key(what: &str, addr: &str) -> String {
+    format!("addr:{what}:{addr}")
 }
 
 /// Refuses (429) when the client address `addr` (a keyed hash, see `ClientKey`) has too many

@@ -1,9 +1,16 @@
 //! Server-wide secrets: the username pepper, the JWT key, the OPAQUE server setup and the
-//! sender-certificate signing key.
+//! sender-certificate signing key, the client-address key derived from the pepper, and the TOTP
+//! sealing keys.
 //!
 //! Each comes from the settings if given; otherwise a fresh random value is offered to the
 //! `server_secrets` table with insert-if-absent and the stored value read back, so N instances
 //! sharing one database converge on the same secrets whichever starts first.
+//!
+//! The TOTP sealing key is the exception: it protects TOTP secrets *in* the database, so it is
+//! never stored there. It comes from `totp_key`, or from a key file (`totp_key_file`, by default
+//! `totp.key` next to an SQLite database file) created with mode 0600 and a random key on first
+//! start; with Postgres one of the two settings is required, so that every instance has the same
+//! key ([`TotpKeyring::load`]).
 
 use std::future::Future;
 
@@ -42,6 +49,15 @@ pub enum SecretsError {
     /// The stored OPAQUE server setup could not be decoded.
     #[error("stored OPAQUE server setup is corrupt")]
     CorruptSetup,
+    /// No TOTP sealing key is configured and none can be kept next to the database (Postgres):
+    /// `totp_key` or `totp_key_file` must be set, the same on every instance.
+    #[error(
+        "set HAVEN_TOTP_KEY or HAVEN_TOTP_KEY_FILE (the same key on every instance): TOTP secrets are sealed under a key kept out of the database"
+    )]
+    TotpKeyRequired,
+    /// The TOTP key file could not be read or created; carries the I/O error.
+    #[error("TOTP key file: {0}")]
+    KeyFile(std::io::Error),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -107,6 +123,127 @@ pub struct ServerSecrets {
     /// The moderation secrets (PROTOCOL.md §16.1, §11.20), from which
     /// `moderation::keys::ModerationKeys` is built.
     pub moderation: ModerationSecrets,
+    /// Key of the keyed hashes of client address prefixes (`client_addr::ClientKey`):
+    /// `HMAC-SHA256(username_pepper, "haven/client-addr-key/v1" || 0x00)`, so every instance
+    /// sharing the pepper hashes an address alike and the shared limiter counts it once.
+    pub addr_key: Key32,
+    /// The keys sealing TOTP secrets at rest (`accounts::totp`).
+    pub totp: TotpKeyring,
+}
+
+/// The TOTP sealing keys: the current one, which seals, and earlier ones still accepted for
+/// opening (rows sealed under them are sealed again under the current key).
+pub struct TotpKeyring {
+    /// The current key.
+    pub current: Key32,
+    /// Earlier keys (`totp_previous_keys`).
+    pub previous: Vec<Key32>,
+}
+
+/// Name of the default TOTP key file, next to the SQLite database file.
+pub const TOTP_KEY_FILE: &str = "totp.key";
+
+impl TotpKeyring {
+    /// The keys from the settings: `totp_key`, else the key file `totp_key_file`, else
+    /// `totp.key` in the directory of an SQLite database file (a key file is created, mode
+    /// 0600, with a random key when absent). With Postgres and neither setting:
+    /// [`SecretsError::TotpKeyRequired`].
+    pub fn load(settings: &Settings) -> Result<Self, SecretsError> {
+        let current = match (&settings.totp_key, &settings.totp_key_file) {
+            (Some(key), _) => decode_key("totp_key", key)?,
+            (None, Some(path)) => key_file(path)?,
+            (None, None) => {
+                key_file(&default_key_file(settings).ok_or(SecretsError::TotpKeyRequired)?)?
+            }
+        };
+        let previous = match &settings.totp_previous_keys {
+            Some(list) => decode_key_list("totp_previous_keys", list)?,
+            None => Vec::new(),
+        };
+        Ok(Self { current, previous })
+    }
+}
+
+/// `totp.key` next to the SQLite database file of `settings`, `None` for other databases.
+fn default_key_file(settings: &Settings) -> Option<std::path::PathBuf> {
+    use std::str::FromStr as _;
+    let url = settings.database_url.expose();
+    if !url.starts_with("sqlite:") {
+        return None;
+    }
+    let options = sqlx::sqlite::SqliteConnectOptions::from_str(url).ok()?;
+    let db = options.get_filename();
+    Some(
+        db.parent()
+            .map_or_else(|| TOTP_KEY_FILE.into(), |dir| dir.join(TOTP_KEY_FILE)),
+    )
+}
+
+/// The key (base64 of 32 bytes) in the file at `path`, creating the file (and its directory)
+/// with a random key, readable by the owner only, when it does not exist. Instances racing to
+/// create it all end up with the first one's key: the file is written in full under a temporary
+/// name, then hard-linked into place, which fails if another got there first.
+fn key_file(path: &std::path::Path) -> Result<Key32, SecretsError> {
+    use std::io::Write as _;
+    let malformed = || SecretsError::Malformed("totp_key_file");
+    if !path.exists() {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(SecretsError::KeyFile)?;
+        }
+        let fresh = Key32::random();
+        let mut text = zeroize::Zeroizing::new(STANDARD.encode(fresh.expose()));
+        text.push('\n');
+        let mut tmp_name = path.as_os_str().to_owned();
+        tmp_name.push(format!(
+            ".{}.tmp",
+            hex::encode(&Key32::random().expose()[..8])
+        ));
+        let tmp = std::path::PathBuf::from(tmp_name);
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let written = options.open(&tmp).and_then(|mut file| {
+            file.write_all(text.as_bytes())?;
+            file.sync_all()
+        });
+        let linked = written.and_then(|()| match std::fs::hard_link(&tmp, path) {
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+            other => other,
+        });
+        let _ = std::fs::remove_file(&tmp);
+        linked.map_err(SecretsError::KeyFile)?;
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+            && let Ok(dir) = std::fs::File::open(dir)
+        {
+            let _ = dir.sync_all();
+        }
+    }
+    let text =
+        zeroize::Zeroizing::new(std::fs::read_to_string(path).map_err(SecretsError::KeyFile)?);
+    let mut bytes = STANDARD.decode(text.trim()).map_err(|_| malformed())?;
+    let key = Key32::from_slice(&bytes).ok_or_else(malformed);
+    bytes.zeroize();
+    key
+}
+
+/// A comma-separated list of base64 keys (empty items skipped).
+fn decode_key_list(name: &'static str, list: &SecretSetting) -> Result<Vec<Key32>, SecretsError> {
+    let mut keys = Vec::new();
+    for item in list
+        .expose()
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
+        let mut bytes = STANDARD
+            .decode(item)
+            .map_err(|_| SecretsError::Malformed(name))?;
+        let key = Key32::from_slice(&bytes).ok_or(SecretsError::Malformed(name));
+        bytes.zeroize();
+        keys.push(key?);
+    }
+    Ok(keys)
 }
 
 /// The moderation secrets as loaded: the franking X25519 secret and earlier ones, the stamp
@@ -138,24 +275,10 @@ impl ModerationSecrets {
             Some(s) => decode_key("moderation.secret", s)?,
             None => stored_key(store, "moderation_key").await?,
         };
-        let mut previous_franking = Vec::new();
-        if let Some(list) = &m.previous_franking_secrets {
-            for item in list
-                .expose()
-                .split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-            {
-                let mut bytes = STANDARD
-                    .decode(item)
-                    .map_err(|_| SecretsError::Malformed("moderation.previous_franking_secrets"))?;
-                let key = Key32::from_slice(&bytes).ok_or(SecretsError::Malformed(
-                    "moderation.previous_franking_secrets",
-                ));
-                bytes.zeroize();
-                previous_franking.push(key?);
-            }
-        }
+        let previous_franking = match &m.previous_franking_secrets {
+            Some(list) => decode_key_list("moderation.previous_franking_secrets", list)?,
+            None => Vec::new(),
+        };
         Ok(Self {
             franking,
             previous_franking,
@@ -186,6 +309,8 @@ impl ServerSecrets {
         settings: &Settings,
         store: &S,
     ) -> Result<Self, SecretsError> {
+        // First: a relay that lacks its TOTP key stops before writing anything.
+        let totp = TotpKeyring::load(settings)?;
         let username_pepper = match &settings.username_pepper {
             Some(s) => decode_key("username_pepper", s)?,
             None => stored_key(store, "username_pepper").await?,
@@ -222,7 +347,10 @@ impl ServerSecrets {
         let certificate_key = ed25519_dalek::SigningKey::from_bytes(certificate_seed.expose());
         let moderation = ModerationSecrets::load(settings, store).await?;
         let franking_stamp = StampKey::from_bytes(*moderation.stamp.expose());
+        let addr_key = Key32::from_bytes(username_pepper.hmac(b"haven/client-addr-key/v1", b""));
         Ok(Self {
+            addr_key,
+            totp,
             username_pepper,
             jwt_key,
             opaque_setup,
@@ -230,5 +358,102 @@ impl ServerSecrets {
             franking_stamp,
             moderation,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::settings::ConnectionUrl;
+
+    fn sqlite_at(dir: &std::path::Path) -> Settings {
+        Settings {
+            database_url: ConnectionUrl::new(format!(
+                "sqlite://{}?mode=rwc",
+                dir.join("db/haven.db").display()
+            )),
+            ..Settings::default()
+        }
+    }
+
+    #[test]
+    fn the_default_key_file_is_created_once_next_to_the_sqlite_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = sqlite_at(dir.path());
+        let first = TotpKeyring::load(&settings).unwrap();
+        let path = dir.path().join("db").join(TOTP_KEY_FILE);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        let again = TotpKeyring::load(&settings).unwrap();
+        assert_eq!(first.current.expose(), again.current.expose());
+        // No temporary file is left behind.
+        assert_eq!(std::fs::read_dir(dir.path().join("db")).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn configured_keys_win_and_postgres_needs_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = STANDARD.encode([9u8; 32]);
+        let mut settings = sqlite_at(dir.path());
+        settings.totp_key = Some(SecretSetting::new(key.clone()));
+        settings.totp_previous_keys = Some(SecretSetting::new(format!(
+            "{}, {}",
+            STANDARD.encode([1u8; 32]),
+            STANDARD.encode([2u8; 32])
+        )));
+        let keys = TotpKeyring::load(&settings).unwrap();
+        assert_eq!(keys.current.expose(), &[9u8; 32]);
+        assert_eq!(keys.previous.len(), 2);
+        assert!(
+            !dir.path().join("db").exists(),
+            "no key file with a key set"
+        );
+
+        let mut pg = Settings {
+            database_url: ConnectionUrl::new("postgres://db/haven"),
+            ..Settings::default()
+        };
+        assert!(matches!(
+            TotpKeyring::load(&pg),
+            Err(SecretsError::TotpKeyRequired)
+        ));
+        let file = dir.path().join("keys/totp.key");
+        pg.totp_key_file = Some(file.clone());
+        let from_file = TotpKeyring::load(&pg).unwrap();
+        assert!(file.exists());
+        assert_eq!(
+            TotpKeyring::load(&pg).unwrap().current.expose(),
+            from_file.current.expose()
+        );
+    }
+
+    #[test]
+    fn malformed_keys_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut settings = sqlite_at(dir.path());
+        settings.totp_key = Some(SecretSetting::new("not base64!".to_owned()));
+        assert!(matches!(
+            TotpKeyring::load(&settings),
+            Err(SecretsError::Malformed("totp_key"))
+        ));
+        settings.totp_key = None;
+        settings.totp_previous_keys = Some(SecretSetting::new(STANDARD.encode([1u8; 16])));
+        assert!(matches!(
+            TotpKeyring::load(&settings),
+            Err(SecretsError::Malformed("totp_previous_keys"))
+        ));
+        let file = dir.path().join("short.key");
+        std::fs::write(&file, STANDARD.encode([1u8; 31])).unwrap();
+        settings.totp_previous_keys = None;
+        settings.totp_key_file = Some(file);
+        assert!(matches!(
+            TotpKeyring::load(&settings),
+            Err(SecretsError::Malformed("totp_key_file"))
+        ));
     }
 }

@@ -76,6 +76,7 @@ pub async fn pg_store() -> Option<(PgStore, Guard)> {
 pub fn test_settings() -> Settings {
     let mut s = Settings {
         jwt_secret: Some(SecretSetting::new(STANDARD.encode(TEST_JWT_KEY))),
+        totp_key: Some(SecretSetting::new(crate::relay::TEST_TOTP_KEY.to_owned())),
         max_devices: 3,
         login_max_failures: 3,
         addr_login_max_failures: 50,

@@ -7,6 +7,7 @@
 //! - [`relay`]: relays from one table of settings, in process or as the binary.
 //! - [`harness`]: the relay's router driven in process, and the same API over HTTP.
 //! - [`s3`]: an `s3s-fs` S3 server checking signatures, on an ephemeral port.
+//! - [`proxy`]: a real reverse proxy (`haproxy`) in front of a relay.
 //! - [`blindness`]: the forms of a sender that must not appear in what the relay keeps, and
 //!   the checks that its logs were searched whole.
 
@@ -16,11 +17,13 @@ pub mod blindness;
 pub mod harness;
 pub mod launcher;
 pub mod postgres;
+pub mod proxy;
 pub mod relay;
 pub mod s3;
 pub mod services;
 
 pub use postgres::TestDatabase;
+pub use proxy::ReverseProxy;
 #[cfg(feature = "in-process")]
 pub use relay::InProcessRelay;
 pub use relay::{RelayConfig, RelayProcess};

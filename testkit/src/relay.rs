@@ -14,6 +14,11 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+/// The TOTP sealing key (`HAVEN_TOTP_KEY`, base64 of 32 bytes 0x07) of every test relay and
+/// harness, so relays and in-process harnesses sharing a Postgres database open each other's
+/// TOTP secrets. A test of the key file unsets it.
+pub const TEST_TOTP_KEY: &str = "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=";
+
 /// How long a relay may take to start or to stop before the test fails.
 pub const START_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -33,7 +38,8 @@ impl Default for RelayConfig {
 
 impl RelayConfig {
     /// The test defaults: SQLite and blobs in a fresh temporary directory, `127.0.0.1:0`,
-    /// metrics off, `info` logs, rate limits far above what a test sends.
+    /// metrics off, `info` logs, rate limits far above what a test sends, the TOTP key
+    /// [`TEST_TOTP_KEY`].
     ///
     /// # Panics
     /// When no temporary directory can be made.
@@ -61,6 +67,7 @@ impl RelayConfig {
         );
         set("HAVEN_RATE_LIMIT_PER_MINUTE", "100000".into());
         set("HAVEN_AUTH_RATE_LIMIT_PER_MINUTE", "10000".into());
+        set("HAVEN_TOTP_KEY", TEST_TOTP_KEY.into());
         // Tests send and upload far more between two accounts than a person would.
         set("HAVEN_MAIL_PAIR_SENDS_PER_MINUTE", "100000".into());
         set("HAVEN_MAIL_PAIR_SENDS_PER_DAY", "1000000".into());

@@ -2,8 +2,9 @@
 //!
 //! Each service is taken from its `HAVEN_TEST_*` variable when set, and otherwise from the
 //! standard local address (PostgreSQL on 127.0.0.1:5432 as `postgres`, Redis on
-//! 127.0.0.1:6379, the `s3s-fs` binary on `PATH` or in `~/.cargo/bin`). The value `off` turns a
-//! service off. A service is probed once per test process.
+//! 127.0.0.1:6379, the `s3s-fs` binary on `PATH` or in `~/.cargo/bin`, `haproxy` on `PATH` or
+//! in `/usr/sbin`). The value `off` turns a service off. A service is probed once per test
+//! process.
 //!
 //! When a service is absent the test is *skipped by name*, never silently passed:
 //! - a line `SKIPPED <test>: <why>` goes straight to the terminal (past libtest's output capture,
@@ -23,6 +24,8 @@ pub const POSTGRES_VAR: &str = "HAVEN_TEST_POSTGRES_URL";
 pub const REDIS_VAR: &str = "HAVEN_TEST_REDIS_URL";
 /// The `s3s-fs` binary (S3 server) for the blob tests.
 pub const S3S_FS_VAR: &str = "HAVEN_TEST_S3S_FS";
+/// The `haproxy` binary (reverse proxy) for the tests of client addresses behind a proxy.
+pub const HAPROXY_VAR: &str = "HAVEN_TEST_HAPROXY";
 /// When set (to anything but `0` or empty), an absent service fails the test.
 pub const REQUIRE_VAR: &str = "HAVEN_TEST_REQUIRE_SERVICES";
 /// When set, every skip is also appended to this file (one line each).
@@ -90,6 +93,32 @@ pub fn s3s_fs() -> Option<PathBuf> {
                 Ok(v) => Err(format!("{S3S_FS_VAR}={v} is not a file")),
                 Err(_) => find_s3s_fs()
                     .ok_or_else(|| format!("no s3s-fs on PATH or in ~/.cargo/bin ({install})")),
+            }
+        }),
+    )
+}
+
+/// The `haproxy` binary (Debian: `apt-get install haproxy`), from `HAVEN_TEST_HAPROXY`, `PATH`,
+/// `/usr/sbin` or `/usr/local/sbin`; or `None` after reporting the calling test as skipped.
+pub fn haproxy() -> Option<PathBuf> {
+    static FOUND: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    available(
+        "haproxy",
+        FOUND.get_or_init(|| match std::env::var(HAPROXY_VAR) {
+            Ok(v) if v == "off" => Err(format!("{HAPROXY_VAR}=off")),
+            Ok(v) if Path::new(&v).is_file() => Ok(PathBuf::from(v)),
+            Ok(v) => Err(format!("{HAPROXY_VAR}={v} is not a file")),
+            Err(_) => {
+                let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
+                    .map(|p| std::env::split_paths(&p).collect())
+                    .unwrap_or_default();
+                dirs.extend(["/usr/sbin", "/usr/local/sbin"].map(PathBuf::from));
+                dirs.into_iter()
+                    .map(|d| d.join("haproxy"))
+                    .find(|p| p.is_file())
+                    .ok_or_else(|| {
+                        "no haproxy on PATH or in /usr/sbin (apt-get install haproxy)".to_owned()
+                    })
             }
         }),
     )

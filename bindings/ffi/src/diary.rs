@@ -473,8 +473,10 @@ impl Diary {
         .await
     }
 
-    /// Changes the diary password (re-wraps the key only; entries are untouched). Both
-    /// passwords are wiped after use.
+    /// Changes the diary password and starts a new key epoch (entries are untouched and stay
+    /// readable; the old password opens nothing written from now on). Both passwords are wiped
+    /// after use. Returns new recovery codes, to show once, when a diary created before key
+    /// epochs was upgraded (its old codes are replaced); otherwise an empty list.
     ///
     /// # Errors
     /// `InvalidInput` (parameters), `Conflict` (changed on another device first), `Network`.
@@ -482,11 +484,17 @@ impl Diary {
         self: Arc<Self>,
         new_password: String,
         kdf: Option<KdfSettings>,
-    ) -> Result<(), HavenError> {
+    ) -> Result<Vec<String>, HavenError> {
         let new_password = Zeroizing::new(new_password);
         let params = kdf_params(kdf)?;
         self.with_diary(move |d| {
-            Box::pin(async move { Ok(d.change_password(new_password.as_bytes(), params).await?) })
+            Box::pin(async move {
+                let codes = d.change_password(new_password.as_bytes(), params).await?;
+                Ok(codes_text(&codes)
+                    .iter()
+                    .map(|c| c.as_str().to_owned())
+                    .collect())
+            })
         })
         .await
     }

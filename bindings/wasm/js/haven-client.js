@@ -683,8 +683,12 @@ export class HavenMessenger {
     return this.client.call("POST", send.post.path, send.post.body, send.post.token);
   }
 
+  // Group contents are sealed (and franked, §16.3) when the action is prepared, so the relay's
+  // franking key is fetched first when due; 1:1 sends fetch it before encrypting.
+
   /** Sends a text (and an encoded attachment pointer, optionally); returns its message id. */
   async sendText(conversation, text, attachment) {
+    await this.client.ensureFrankingKey();
     const action = this.m.sendText(conversation, text, Date.now(), attachment);
     await this.persist();
     await this.run(action);
@@ -693,6 +697,7 @@ export class HavenMessenger {
 
   /** Marks messages as read and tells their senders. */
   async markRead(conversation, messageIds) {
+    await this.client.ensureFrankingKey();
     const action = this.m.markRead(conversation, messageIds, Date.now());
     if (action) await this.run(action);
   }
@@ -704,11 +709,13 @@ export class HavenMessenger {
 
   /** Reacts to a message (`remove`: takes this account's reaction back). */
   async react(conversation, target, emoji, remove = false) {
+    await this.client.ensureFrankingKey();
     await this.run(this.m.react(conversation, target, emoji, remove, Date.now()));
   }
 
   /** Edits one of this account's messages. */
   async edit(conversation, target, text) {
+    await this.client.ensureFrankingKey();
     await this.run(this.m.edit(conversation, target, text, Date.now()));
   }
 
@@ -723,11 +730,13 @@ export class HavenMessenger {
   }
 
   async deleteMessage(conversation, target) {
+    await this.client.ensureFrankingKey();
     await this.run(this.m.deleteMessage(conversation, target, Date.now()));
   }
 
   /** Sets the conversation's disappearing timer (seconds, 0 = off) for both sides. */
   async setTimer(conversation, expireSecs) {
+    await this.client.ensureFrankingKey();
     await this.run(this.m.setTimer(conversation, expireSecs, Date.now()));
   }
 
@@ -1041,7 +1050,10 @@ export class HavenMessenger {
     } else if (frame.type === "ephemeral") {
       await this.receiveEnvelope(frame.messageId, frame.content, true);
     } else if (frame.type === "channel_entry") {
-      const received = this.m.receiveChannelEntry(frame.channelId, frame.seq, frame.entry, Date.now());
+      const franking = frame.franking
+        ? JSON.stringify({ ...frame.franking, seq: frame.seq, createdAt: frame.createdAt })
+        : undefined;
+      const received = this.m.receiveChannelEntry(frame.channelId, frame.seq, frame.entry, Date.now(), franking);
       await this.persist();
       this.finish(received);
       if (received.tasksAdded) await this.runTasks();

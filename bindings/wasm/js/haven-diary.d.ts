@@ -27,7 +27,7 @@ export declare class HavenDiary {
   delete(itemId: string): Promise<void>;
   history(itemId: string): Promise<DiaryRevision[]>;
   restore(itemId: string): Promise<void>;
-  changePassword(newPassphrase: string, kdf?: DiaryKdf): Promise<void>;
+  changePassword(newPassphrase: string, kdf?: DiaryKdf): Promise<string[]>;
   regenerateRecoveryCodes(): Promise<string[]>;
   show(itemId: string): ListedEntry | null;
   list(query?: DiaryQuery): ListedEntry[];

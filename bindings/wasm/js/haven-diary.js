@@ -118,10 +118,15 @@ export class HavenDiary {
     await this.drive();
   }
 
-  /** Changes the passphrase (entries are untouched); `conflict` if another device changed it first. */
+  /**
+   * Changes the passphrase and starts a new key epoch (entries are untouched; the old passphrase
+   * opens nothing written afterwards); `conflict` if another device changed it first. Returns new
+   * recovery codes, to show once, when a diary created before key epochs was upgraded (its old
+   * codes are replaced); otherwise an empty list.
+   */
   async changePassword(newPassphrase, kdf = DIARY_KDF) {
     this.d.beginChangePassword(newPassphrase, kdf.memoryKib, kdf.passes);
-    await this.drive();
+    return (await this.drive()).recoveryCodes ?? [];
   }
 
   /** Replaces the recovery codes; the new ones, to show once. */

@@ -285,7 +285,8 @@ pub struct QueryJson {
 #[derive(Serialize, Debug, Default, Clone, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct OutcomeView {
-    /// After `create` and `regenerateRecoveryCodes`: the codes, to show once.
+    /// After `create` and `regenerateRecoveryCodes` (and `changePassword` when it upgraded a
+    /// diary created before key epochs, replacing its codes): the codes, to show once.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub recovery_codes: Option<Vec<String>>,
     /// After `sync` and `delete`.
@@ -456,8 +457,10 @@ impl SyncedDiaryCore {
         })
     }
 
-    /// Changes the passphrase (the master key is re-wrapped; entries are untouched): one
-    /// request; `finish` fails with `conflict` if another device changed it first.
+    /// Changes the passphrase and starts a new key epoch (entries are untouched; the old
+    /// passphrase opens nothing written from now on): one request; `finish` fails with
+    /// `conflict` if another device changed it first, and gives new recovery codes only when a
+    /// diary created before key epochs was upgraded.
     ///
     /// # Errors
     /// [`ErrorCode::Limit`] (cost), [`ErrorCode::InvalidState`].

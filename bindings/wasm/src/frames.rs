@@ -47,6 +47,9 @@ pub enum ServerFrame {
         created_at: u64,
         /// The sealed entry, base64.
         entry: String,
+        /// The writer's franking commitment and the relay's stamp (§16.4), base64, when the
+        /// entry is franked: hand them with `seq` and `createdAt` to `receiveChannelEntry`.
+        franking: Option<FrankingView>,
     },
     /// An ephemeral envelope (never stored by the relay).
     Ephemeral {
@@ -109,6 +112,13 @@ pub struct FrankingView {
     pub stamp: String,
 }
 
+fn franking_view(f: frames::Franking) -> FrankingView {
+    FrankingView {
+        commitment: b64(&f.commitment),
+        stamp: b64(&f.stamp),
+    }
+}
+
 /// Decodes one server frame (with the protocol's codec) into its JS view.
 ///
 /// # Errors
@@ -125,10 +135,7 @@ pub fn parse_server_frame(frame: &[u8]) -> WebResult<ServerFrame> {
             source: source(e.source),
             content: b64(e.content),
             has_payload: e.shared_payload.is_some(),
-            franking: e.franking.map(|f| FrankingView {
-                commitment: b64(&f.commitment),
-                stamp: b64(&f.stamp),
-            }),
+            franking: e.franking.map(franking_view),
         },
         frames::ServerFrame::QueueEmpty => ServerFrame::QueueEmpty,
         frames::ServerFrame::ChannelEntry {
@@ -136,11 +143,13 @@ pub fn parse_server_frame(frame: &[u8]) -> WebResult<ServerFrame> {
             seq,
             created_at,
             entry,
+            franking,
         } => ServerFrame::ChannelEntry {
             channel_id: hex::encode(channel),
             seq,
             created_at,
             entry: b64(entry),
+            franking: franking.map(franking_view),
         },
         frames::ServerFrame::Ephemeral {
             message_id,
@@ -252,6 +261,7 @@ mod tests {
             seq: 9,
             created_at: 10,
             entry: b"sealed",
+            franking: None,
         }
         .encode();
         assert_eq!(
@@ -261,10 +271,37 @@ mod tests {
                 seq: 9,
                 created_at: 10,
                 entry: b64(b"sealed"),
+                franking: None,
             }
         );
         for n in 0..frame.len() - "sealed".len() {
             assert!(parse_server_frame(&frame[..n]).is_err());
+        }
+        let franked = frames::ServerFrame::ChannelEntry {
+            channel: [4; 16],
+            seq: 9,
+            created_at: 10,
+            entry: b"sealed",
+            franking: Some(frames::Franking {
+                commitment: [1; 32],
+                stamp: [2; 32],
+            }),
+        }
+        .encode();
+        let ServerFrame::ChannelEntry { franking, .. } = parse_server_frame(&franked).unwrap()
+        else {
+            panic!("not a channel entry")
+        };
+        assert_eq!(
+            franking,
+            Some(FrankingView {
+                commitment: b64(&[1; 32]),
+                stamp: b64(&[2; 32]),
+            })
+        );
+        // Cut inside the stamp: refused, never read as a shorter entry.
+        for n in 0..franked.len() - "sealed".len() {
+            assert!(parse_server_frame(&franked[..n]).is_err());
         }
     }
 

@@ -35,6 +35,7 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use haven_client_core::device::Opened;
+use haven_client_core::messenger::channels::ChannelItem;
 use haven_client_core::messenger::{
     self as core, Applied, Channel, GroupState, Outgoing, QueuedTask, RejectReason, channels,
     outgoing,
@@ -368,7 +369,17 @@ impl MessengerCore {
                 accounts: hexes(state.members()),
             })
         };
-        let entry = outgoing::group_entry(dev.store_mut(), &me, &state, content, &mut rand::rng())?;
+        // Franked for the channel with the relay's key once it offered one (the page asks for
+        // it first, `needsFrankingKey`).
+        let franking_key = dev.franking_key()?;
+        let entry = outgoing::group_entry(
+            dev.store_mut(),
+            &me,
+            &state,
+            content,
+            franking_key.as_ref(),
+            &mut rand::rng(),
+        )?;
         let current = state.current();
         Ok(GroupSend {
             group_id: hex::encode(group),
@@ -377,7 +388,10 @@ impl MessengerCore {
                 channel_id: hex::encode(current.channel_id()),
                 path: current.append_path(),
                 token: current.write_bearer().to_string(),
-                body: request_json(&channels::append_body(&entry))?,
+                body: request_json(&channels::append_body(
+                    &entry.entry,
+                    entry.commitment.as_ref(),
+                ))?,
             },
         })
     }
@@ -949,7 +963,7 @@ impl MessengerCore {
         &mut self,
         dev: &mut DeviceCore,
         channel: &[u8; 16],
-        entries: &[(u64, Vec<u8>)],
+        entries: &[ChannelItem],
         now_ms: u64,
     ) -> WebResult<Received> {
         let index = core::channel_index(dev.store())?;
@@ -971,23 +985,34 @@ impl MessengerCore {
     }
 
     /// Processes one entry of a channel subscription (a `channel_entry` frame: its channel,
-    /// seq and base64 entry). Entries processed before are skipped.
+    /// seq and base64 entry, and `franking_json`, its franking as a [`FrankingArg`] with the
+    /// entry's `createdAt`, when the frame carries one). Entries processed before are skipped.
     ///
     /// # Errors
-    /// [`ErrorCode::InvalidArgument`] for a malformed id or entry.
+    /// [`ErrorCode::InvalidArgument`] for a malformed id, entry or franking.
     pub fn receive_channel_entry(
         &mut self,
         dev: &mut DeviceCore,
         channel_id: &str,
         seq: u64,
         entry_b64: &str,
+        franking_json: Option<&str>,
         now_ms: u64,
     ) -> WebResult<Received> {
         let channel = parse_id(channel_id)?;
         let entry = STANDARD
             .decode(entry_b64)
             .map_err(|_| invalid("a channel entry is base64"))?;
-        self.entries(dev, &channel, &[(seq, entry)], now_ms)
+        let franking = franking_json
+            .map(FrankingArg::parse)
+            .transpose()
+            .map_err(invalid)?;
+        let item = ChannelItem {
+            seq,
+            entry,
+            franking,
+        };
+        self.entries(dev, &channel, &[item], now_ms)
     }
 
     /// Processes a page of `GET /v1/channels/{channel_id}/entries`; `next` is the path of the
@@ -1008,7 +1033,7 @@ impl MessengerCore {
         let entries = channels::page_entries(&page).map_err(|e| bad_response(e.to_string()))?;
         let received = self.entries(dev, &channel, &entries, now_ms)?;
         let next = match entries.last() {
-            Some((last, _)) if page.more => core::group_states(dev.store())?
+            Some(ChannelItem { seq: last, .. }) if page.more => core::group_states(dev.store())?
                 .iter()
                 .flat_map(|g| {
                     g.readable_epochs()
@@ -1098,15 +1123,18 @@ pub fn channel_request() -> WebResult<String> {
 #[cfg(test)]
 mod tests;
 
-/// The franking of a delivered envelope as the page hands it to `receiveEnvelope` (JSON):
+/// The franking of a delivered envelope or channel entry as the page hands it to
+/// `receiveEnvelope` / `receiveChannelEntry` (JSON):
 /// `{"commitment": b64, "stamp": b64, "seq": n, "receivedAt": n}`, from `GET /v1/messages`
-/// (`franking`, `seq`, `received_at`) or an envelope frame (`franking`, `seq`, `receivedAt`).
+/// (`franking`, `seq`, `received_at`) or an envelope frame (`franking`, `seq`, `receivedAt`);
+/// for a channel entry frame the time is its `createdAt` (either name is taken).
 #[derive(serde::Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct FrankingArg {
     commitment: String,
     stamp: String,
     seq: u64,
+    #[serde(alias = "createdAt")]
     received_at: u64,
 }
 

@@ -201,7 +201,7 @@ async fn messenger_bad_input_is_typed() {
         "invalid_argument"
     );
     assert_eq!(
-        code(m.receive_channel_entry(s(&bob), n(-1.0), s("AAAA"), n(NOW))),
+        code(m.receive_channel_entry(s(&bob), n(-1.0), s("AAAA"), n(NOW), JsValue::UNDEFINED)),
         "invalid_argument"
     );
     assert_eq!(

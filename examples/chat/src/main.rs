@@ -40,11 +40,12 @@ commands:
   send CONTACT TEXT...              send a message
   sync                              fetch what is waiting and print new messages
   history CONTACT|GROUP             the conversation so far
-  report CONTACT MESSAGE|last       report a message received from CONTACT as abuse: reveals
-                                    that one message to the relay, which verifies who sent it
-                                    (MESSAGE: the id prefix shown by history; last: the
-                                    contact's latest message); prints the report id and whether
-                                    the relay could attribute it to its sender
+  report CONTACT|GROUP MESSAGE|last report a message received from CONTACT (or in GROUP) as
+                                    abuse: reveals that one message to the relay, which
+                                    verifies who sent it (MESSAGE: the id prefix shown by
+                                    history; last: the latest message received there); prints
+                                    the report id and whether the relay could attribute it to
+                                    its sender
   listen [--seconds N]              stay connected (WebSocket) and print events as they come
   group-create NAME MEMBER...       create a group (members: usernames or account ids)
   group-add GROUP MEMBER            add a member
@@ -560,19 +561,14 @@ async fn command(args: &Args, m: &Arc<Messenger>) -> Result<(), Failure> {
             }
         }
         "history" => {
-            let target = args.word(0, "CONTACT or GROUP")?;
-            let conversation = match resolve_group(m, target) {
-                Ok(g) => Conversation::Group(g.id),
-                Err(_) => Conversation::Direct(resolve_contact(m, target).await?),
-            };
+            let conversation = resolve_conversation(m, args.word(0, "CONTACT or GROUP")?).await?;
             for r in m.history(conversation)? {
                 println!("{}", message_line(m, &r));
             }
         }
         "report" => {
-            let contact = resolve_contact(m, args.word(0, "CONTACT")?).await?;
+            let conversation = resolve_conversation(m, args.word(0, "CONTACT or GROUP")?).await?;
             let which = args.word(1, "MESSAGE or last")?.to_lowercase();
-            let conversation = Conversation::Direct(contact);
             let received: Vec<MessageRecord> = m
                 .history(conversation)?
                 .into_iter()

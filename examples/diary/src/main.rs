@@ -698,8 +698,15 @@ async fn run(args: Args) -> Result<(), Failure> {
             let new_password = secret("HAVEN_DIARY_NEW_PASSWORD", "new diary password")?;
             let result = diary.change_password(new_password.as_bytes(), params).await;
             diary.save_session(SPACE_CLI).await?;
-            result?;
+            let codes = result?;
             println!("diary password changed");
+            if !codes.is_empty() {
+                // A diary created before key epochs was upgraded: its old codes are replaced.
+                println!("new recovery codes (the old ones no longer work; shown only once):");
+                for code in codes_text(&codes) {
+                    println!("  {}", code.as_str());
+                }
+            }
             Ok(())
         }
         "account-recovery-code" => account_command(&args, "recovery-code").await,

@@ -6,6 +6,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use super::Id;
+use super::messages::FrankingBody;
 
 /// Body of `POST /v1/channels`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -48,6 +49,10 @@ impl fmt::Debug for CreateChannelResponse {
 pub struct AppendRequest {
     /// The opaque entry, base64 (1 to `max_entry_bytes` bytes).
     pub entry: String,
+    /// The sender's franking commitment `c` for this entry (PROTOCOL.md §16.3, destination
+    /// `0x02 || channel id || 0`), base64 of 32 bytes; absent from unfranked appends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub franking_commitment: Option<String>,
 }
 
 /// Reply to an append.
@@ -81,6 +86,10 @@ pub struct EntryBody {
     pub entry: String,
     /// When it was appended, Unix seconds.
     pub created_at: i64,
+    /// The entry's franking (§16.4): its commitment and the relay's stamp over the channel
+    /// destination, `seq` and `created_at`; `null` when the writer sent no commitment.
+    #[serde(default)]
+    pub franking: Option<FrankingBody>,
 }
 
 /// A page of history.

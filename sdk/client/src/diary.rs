@@ -289,9 +289,11 @@ impl Diary {
         self.local.kdf_params()
     }
 
-    /// Changes the password: re-wraps the master key only (entries are untouched) and uploads
-    /// the new bundle, failing with [`LocalDiaryError::BundleConflict`] if another device
-    /// changed it first.
+    /// Changes the password and starts a new key epoch (entries are untouched and stay
+    /// readable; the old password opens nothing written from now on), uploading the new
+    /// bundle, failing with [`LocalDiaryError::BundleConflict`] if another device changed it
+    /// first. Returns new recovery codes (to show once) when a diary created before key epochs
+    /// was upgraded, replacing its old codes; otherwise none.
     ///
     /// # Errors
     /// [`LocalDiaryError::BundleConflict`], key and relay errors.
@@ -299,22 +301,23 @@ impl Diary {
         &mut self,
         new_password: &[u8],
         params: KdfParams,
-    ) -> Result<(), DiaryClientError> {
-        let upload = self
+    ) -> Result<Vec<RecoveryCode>, DiaryClientError> {
+        let (upload, codes) = self
             .local
             .change_password(new_password, params, &mut rng())?;
-        self.upload_bundle(&upload).await
+        self.upload_bundle(&upload).await?;
+        Ok(codes)
     }
 
-    /// Replaces every recovery code (the old ones stop working); returns the new ones, to show
-    /// once.
+    /// Replaces every recovery code and starts a new key epoch (the old codes stop working and
+    /// open nothing written from now on); returns the new ones, to show once.
     ///
     /// # Errors
     /// [`LocalDiaryError::BundleConflict`], relay errors.
     pub async fn regenerate_recovery_codes(
         &mut self,
     ) -> Result<Vec<RecoveryCode>, DiaryClientError> {
-        let (upload, codes) = self.local.regenerate_recovery_codes(&mut rng());
+        let (upload, codes) = self.local.regenerate_recovery_codes(&mut rng())?;
         self.upload_bundle(&upload).await?;
         Ok(codes)
     }

@@ -30,6 +30,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use futures_util::{SinkExt, StreamExt};
 use haven_client_core::device::{ListRefusal, LocalDevice};
+use haven_client_core::messenger::channels::ChannelItem;
 use haven_client_core::messenger::{
     self as core, Channel, DirectSend, Epoch, GroupState, Outgoing, StateError, channels, outgoing,
 };
@@ -725,7 +726,7 @@ impl Messenger {
     ///
     /// # Errors
     /// [`MessengerError::Report`]: [`ReportError::UnknownMessage`],
-    /// [`ReportError::NotReportable`] (own, unfranked or group messages), [`ReportError::Expired`],
+    /// [`ReportError::NotReportable`] (own or unfranked messages), [`ReportError::Expired`],
     /// [`ReportError::Unsupported`] (the relay takes no reports), and the relay's refusals
     /// ([`ReportError::Invalid`], [`ReportError::NotRecipient`], [`ReportError::Unverified`]);
     /// relay and store errors.
@@ -903,7 +904,11 @@ impl Messenger {
         Ok(())
     }
 
-    async fn post_entry(&self, epoch: &Epoch, entry: &[u8]) -> Result<u64, MessengerError> {
+    async fn post_entry(
+        &self,
+        epoch: &Epoch,
+        entry: &outgoing::GroupEntry,
+    ) -> Result<u64, MessengerError> {
         let reply: AppendResponse = self
             .device
             .relay()
@@ -911,7 +916,10 @@ impl Messenger {
                 Method::POST,
                 &epoch.append_path(),
                 &epoch.write_bearer(),
-                Some(&channels::append_body(entry)),
+                Some(&channels::append_body(
+                    &entry.entry,
+                    entry.commitment.as_ref(),
+                )),
             )
             .await?;
         Ok(u64::try_from(reply.seq).unwrap_or(0))
@@ -926,11 +934,14 @@ impl Messenger {
             self.distribute_sender_key(group, epoch, state.members())
                 .await?;
         }
+        // Franked for the channel with the relay's key once it offers one (§16.3).
+        let franking_key = self.device.franking_key().await?;
         let entry = outgoing::group_entry(
             &mut self.device.lock(),
             &self.device.address(),
             &state,
             content,
+            franking_key.as_ref(),
             &mut rand::rng(),
         )?;
         self.post_entry(state.current(), &entry).await?;
@@ -1101,7 +1112,7 @@ impl Messenger {
         &self,
         group: &[u8; 16],
         epoch: u32,
-        entries: &[(u64, Vec<u8>)],
+        entries: &[ChannelItem],
     ) -> Result<Applied, MessengerError> {
         Ok(core::apply_entries(
             &mut self.device.lock(),
@@ -1118,7 +1129,7 @@ impl Messenger {
         &self,
         epoch: &Epoch,
         after: u64,
-    ) -> Result<(Vec<(u64, Vec<u8>)>, bool), MessengerError> {
+    ) -> Result<(Vec<ChannelItem>, bool), MessengerError> {
         let page: EntriesPage = self
             .device
             .relay()
@@ -1148,7 +1159,7 @@ impl Messenger {
                         }
                         Err(e) => return Err(e),
                     };
-                    if let Some((seq, _)) = entries.last() {
+                    if let Some(ChannelItem { seq, .. }) = entries.last() {
                         after = *seq;
                     }
                     let applied = self.handle_entries(state.id(), epoch.number(), &entries)?;
@@ -1456,15 +1467,16 @@ impl Messenger {
                 ServerFrame::ChannelEntry {
                     channel: channel_id,
                     seq,
+                    created_at,
                     entry,
-                    ..
+                    franking,
                 } => {
                     if !channels.contains_key(&channel_id) {
                         channels.extend(core::channel_index(&self.device.lock())?);
                     }
                     if let Some((group, epoch)) = channels.get(&channel_id).copied() {
-                        let applied =
-                            self.handle_entries(&group, epoch, &[(seq, entry.to_vec())])?;
+                        let item = ChannelItem::from_frame(seq, created_at, entry, franking);
+                        let applied = self.handle_entries(&group, epoch, &[item])?;
                         let queued = applied.tasks_added;
                         self.finish(applied)?;
                         if queued {

@@ -96,7 +96,7 @@ fn handshake(c: &mut Criterion) {
     c.bench_function("pqxdh/respond (4 DH + decaps + first decrypt)", |bn| {
         bn.iter(|| {
             let mut s = pqxdh::respond(&f.bob, &pm, &keys).unwrap();
-            black_box(s.decrypt(&pm.message, &mut rng).unwrap())
+            black_box(s.decrypt(&pm.message, 1_800_000_000, &mut rng).unwrap())
         })
     });
 }
@@ -114,7 +114,7 @@ fn ratchet(c: &mut Criterion) {
         kem_prekey: &f.kem,
     };
     let mut bob = pqxdh::respond(&f.bob, &pm, &keys).unwrap();
-    bob.decrypt(&pm.message, &mut rng).unwrap();
+    bob.decrypt(&pm.message, 1_800_000_000, &mut rng).unwrap();
     let msg = vec![0x42u8; 1024];
     // Snapshot before the encrypt bench advances Alice's chain far beyond MAX_SKIP_PER_CHAIN.
     let alice0 = alice.clone();
@@ -124,7 +124,7 @@ fn ratchet(c: &mut Criterion) {
     c.bench_function("ratchet/decrypt_1KiB", |bn| {
         bn.iter_batched(
             || (bob.clone(), alice0.clone().ratchet_encrypt(&msg).unwrap()),
-            |(mut b, m)| black_box(b.decrypt(&m, &mut rng).unwrap()),
+            |(mut b, m)| black_box(b.decrypt(&m, 1_800_000_000, &mut rng).unwrap()),
             BatchSize::SmallInput,
         )
     });

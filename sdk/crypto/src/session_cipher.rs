@@ -81,7 +81,9 @@ pub fn encrypt<S: ProtocolStore>(
 }
 
 /// Decrypts a message from `peer`: a prekey message creates (or reuses) a session, a normal
-/// message uses the existing ones.
+/// message uses the existing ones. `now` (Unix seconds) ages the skipped message keys: those
+/// older than [`MAX_SKIPPED_KEY_AGE`](crate::ratchet::session::MAX_SKIPPED_KEY_AGE) are dropped
+/// before the message is tried, and the record is saved without them.
 ///
 /// # Errors
 /// [`SessionError::Ratchet`] (malformed, duplicate, tampered, …), [`SessionError::Handshake`]
@@ -91,16 +93,17 @@ pub fn decrypt<S: ProtocolStore, R: CryptoRng + ?Sized>(
     store: &mut S,
     peer: &DeviceAddress,
     bytes: &[u8],
+    now: u64,
     rng: &mut R,
 ) -> Result<Zeroizing<Vec<u8>>, SessionError> {
     match SessionMessage::from_bytes(bytes)? {
         SessionMessage::Ratchet(m) => {
             let mut record = store.load_session(peer)?.ok_or(SessionError::NoSession)?;
-            let plaintext = record.decrypt(&m, rng)?;
+            let plaintext = record.decrypt(&m, now, rng)?;
             store.store_session(peer, &record)?;
             Ok(plaintext)
         }
-        SessionMessage::PreKey(m) => decrypt_prekey(store, peer, &m, rng),
+        SessionMessage::PreKey(m) => decrypt_prekey(store, peer, &m, now, rng),
     }
 }
 
@@ -108,6 +111,7 @@ fn decrypt_prekey<S: ProtocolStore, R: CryptoRng + ?Sized>(
     store: &mut S,
     peer: &DeviceAddress,
     m: &PreKeyMessage,
+    now: u64,
     rng: &mut R,
 ) -> Result<Zeroizing<Vec<u8>>, SessionError> {
     if !store.is_trusted(peer, &m.identity_key)? {
@@ -117,7 +121,7 @@ fn decrypt_prekey<S: ProtocolStore, R: CryptoRng + ?Sized>(
     // A later message of a handshake we already completed (the initiator repeats the prekey
     // form until we answer): decrypt with that session; the one-time keys are long gone.
     if let Some(i) = record.find_by_base_key(&m.base_key) {
-        let plaintext = record.decrypt_at(Some(i), &m.message, rng)?;
+        let plaintext = record.decrypt_at(Some(i), &m.message, now, rng)?;
         store.store_session(peer, &record)?;
         return Ok(plaintext);
     }
@@ -151,12 +155,13 @@ fn decrypt_prekey<S: ProtocolStore, R: CryptoRng + ?Sized>(
         kem_prekey: &kem_prekey,
     };
     let mut session = pqxdh::respond(&own, m, &keys)?;
-    let plaintext = session.decrypt(&m.message, rng)?;
+    let plaintext = session.decrypt(&m.message, now, rng)?;
     // Only now, after the first message authenticated, are the one-time keys deleted.
     store.consume_prekeys(m.one_time_prekey_id, m.kem_prekey_id)?;
     store.remember_base_key(m.signed_prekey_id, &base_key)?;
     store.save_identity(peer, &m.identity_key)?;
     record.promote(session);
+    record.expire_skipped(now);
     store.store_session(peer, &record)?;
     Ok(plaintext)
 }

@@ -180,6 +180,49 @@ macro_rules! impl_account_sql {
                 sqlx::query(sql).bind(&id.as_bytes()[..]).execute(&self.pool).await?;
                 Ok(())
             }
+
+            async fn replace_totp_secret(
+                &self,
+                id: &$crate::ids::Id,
+                old: &[u8],
+                new: &[u8],
+            ) -> $crate::db::error::StoreResult<bool> {
+                let done = sqlx::query(
+                    "UPDATE accounts SET totp_secret = $3 WHERE id = $1 AND totp_secret = $2",
+                )
+                .bind(&id.as_bytes()[..])
+                .bind(old)
+                .bind(new)
+                .execute(&self.pool)
+                .await?;
+                Ok(done.rows_affected() > 0)
+            }
+
+            async fn totp_secrets_page(
+                &self,
+                after: Option<&$crate::ids::Id>,
+                limit: u32,
+            ) -> $crate::db::error::StoreResult<Vec<($crate::ids::Id, $crate::db::error::SecretBytes)>> {
+                use sqlx::Row as _;
+                let after: &[u8] = after.map_or(&[], |id| &id.as_bytes()[..]);
+                let rows = sqlx::query(
+                    "SELECT id, totp_secret FROM accounts \
+                     WHERE totp_secret IS NOT NULL AND id > $1 ORDER BY id LIMIT $2",
+                )
+                .bind(after)
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter()
+                    .map(|row| {
+                        let secret: Vec<u8> = row.try_get("totp_secret")?;
+                        Ok((
+                            row_id(row, "id", "accounts")?,
+                            $crate::db::error::SecretBytes::new(secret),
+                        ))
+                    })
+                    .collect()
+            }
         }
 
 
@@ -325,13 +368,46 @@ macro_rules! impl_account_sql {
                 &self,
                 account: &$crate::ids::Id,
                 device: &$crate::ids::Id,
+                now: i64,
             ) -> $crate::db::error::StoreResult<bool> {
+                let mut tx = self.pool.begin_with(<$db as $crate::db::sql::TxBegin>::BEGIN).await?;
+                sqlx::query(
+                    "INSERT INTO retired_devices (account_id, device_number, identity_key, retired_at) \
+                     SELECT account_id, device_number, identity_key, $3 FROM devices \
+                     WHERE id = $1 AND account_id = $2 \
+                     ON CONFLICT (account_id, device_number) DO NOTHING",
+                )
+                .bind(&device.as_bytes()[..])
+                .bind(&account.as_bytes()[..])
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
                 let done = sqlx::query("DELETE FROM devices WHERE id = $1 AND account_id = $2")
                     .bind(&device.as_bytes()[..])
                     .bind(&account.as_bytes()[..])
-                    .execute(&self.pool)
+                    .execute(&mut *tx)
                     .await?;
+                tx.commit().await?;
                 Ok(done.rows_affected() > 0)
+            }
+
+            async fn retired_identity_key(
+                &self,
+                account: &$crate::ids::Id,
+                number: u32,
+                since: i64,
+            ) -> $crate::db::error::StoreResult<Option<Vec<u8>>> {
+                use sqlx::Row as _;
+                let row = sqlx::query(
+                    "SELECT identity_key FROM retired_devices \
+                     WHERE account_id = $1 AND device_number = $2 AND retired_at >= $3",
+                )
+                .bind(&account.as_bytes()[..])
+                .bind(i64::from(number))
+                .bind(since)
+                .fetch_optional(&self.pool)
+                .await?;
+                row.map(|r| r.try_get("identity_key")).transpose().map_err(Into::into)
             }
         }
 

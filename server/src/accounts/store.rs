@@ -181,6 +181,21 @@ pub trait AccountStore {
         id: &Id,
         enabled: bool,
     ) -> impl Future<Output = StoreResult<()>> + Send;
+    /// Replaces the stored TOTP secret of `id` with `new` if it is still exactly `old` (sealing
+    /// it again under another key); returns whether it was replaced.
+    fn replace_totp_secret(
+        &self,
+        id: &Id,
+        old: &[u8],
+        new: &[u8],
+    ) -> impl Future<Output = StoreResult<bool>> + Send;
+    /// Up to `limit` accounts with a stored TOTP secret (pending or enabled), with it, in
+    /// ascending id order after `after`.
+    fn totp_secrets_page(
+        &self,
+        after: Option<&Id>,
+        limit: u32,
+    ) -> impl Future<Output = StoreResult<Vec<(Id, SecretBytes)>>> + Send;
 }
 
 /// Devices.
@@ -225,12 +240,23 @@ pub trait DeviceStore {
         device: &Id,
         name_blob: Option<&[u8]>,
     ) -> impl Future<Output = StoreResult<bool>> + Send;
-    /// Deletes a device (and by cascade its sessions). Returns whether it existed.
+    /// Deletes a device (and by cascade its sessions), keeping its number and identity key as
+    /// retired at `now` (for attributing abuse reports within the report window). Returns
+    /// whether it existed.
     fn delete_device(
         &self,
         account: &Id,
         device: &Id,
+        now: i64,
     ) -> impl Future<Output = StoreResult<bool>> + Send;
+    /// The identity key a since unlinked device of the account had under `number`, if it was
+    /// unlinked at or after `since` (and not reaped yet).
+    fn retired_identity_key(
+        &self,
+        account: &Id,
+        number: u32,
+        since: i64,
+    ) -> impl Future<Output = StoreResult<Option<Vec<u8>>>> + Send;
 }
 
 /// Sessions: refresh-token families and their tokens.

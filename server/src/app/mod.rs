@@ -352,6 +352,21 @@ async fn serve<S: Store>(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), LaunchError> {
     let secrets = ServerSecrets::load(&settings, &store).await?;
+    // TOTP secrets stored in the clear by an earlier version, or under an earlier key, are
+    // sealed under the current key before anything is served.
+    let resealed = crate::accounts::totp::reseal_all(&store, &secrets.totp).await?;
+    if resealed.resealed > 0 {
+        tracing::info!(
+            count = resealed.resealed,
+            "TOTP secrets sealed under the current key"
+        );
+    }
+    if resealed.unreadable > 0 {
+        tracing::warn!(
+            count = resealed.unreadable,
+            "TOTP secrets that open under no configured key (HAVEN_TOTP_KEY, HAVEN_TOTP_PREVIOUS_KEYS): their accounts cannot log in"
+        );
+    }
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         shutdown.await;

@@ -25,8 +25,6 @@ struct Inner<S> {
     settings: Settings,
     secrets: ServerSecrets,
     limits: Limits,
-    /// Per-process random key for hashing client addresses (never stored, never shared).
-    addr_key: Key32,
     /// In-process wake-up hints for sockets.
     hub: Hub,
     /// In-process routing of ephemeral (never stored) messages to live sockets.
@@ -67,7 +65,6 @@ impl<S: Store> AppState<S> {
                 settings,
                 secrets,
                 limits,
-                addr_key: Key32::random(),
                 hub: Hub::with_ephemeral(ephemeral.clone()),
                 ephemeral,
                 blobs: std::sync::OnceLock::new(),
@@ -140,12 +137,19 @@ impl<S: Store> crate::accounts::session::SessionCheck for AppState<S> {
 }
 
 impl<S: Store> crate::client_addr::ClientAddrSource for AppState<S> {
-    fn trusted_proxy(&self) -> bool {
-        self.inner.settings.trusted_proxy
+    fn proxy_hops(&self) -> u8 {
+        self.inner.settings.proxy_hops()
+    }
+
+    fn addr_prefixes(&self) -> (u8, u8) {
+        (
+            self.inner.settings.addr_prefix_v4,
+            self.inner.settings.addr_prefix_v6,
+        )
     }
 
     fn addr_key(&self) -> &Key32 {
-        &self.inner.addr_key
+        &self.inner.secrets.addr_key
     }
 }
 

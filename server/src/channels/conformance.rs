@@ -42,24 +42,39 @@ macro_rules! channel_store_conformance_tests {
                     (vec![1; 32], vec![2; 32])
                 );
                 assert_eq!(read.last_seq, 0);
+                // The second entry is franked: its commitment is stored with it.
                 for (i, body) in [&b"abc"[..], b"de", b"fgh"].iter().enumerate() {
-                    let out = store.append_entry(&c.id, body, 30, QUOTA).await.unwrap();
+                    let commitment = (i == 1).then_some([7u8; 32]);
+                    let out = store
+                        .append_entry(&c.id, body, commitment.as_ref(), 30, QUOTA)
+                        .await
+                        .unwrap();
                     assert_eq!(out, AppendOutcome::Appended(i as i64 + 1));
                 }
+                let all = store.entries(&c.id, 0, 10).await.unwrap();
+                assert_eq!(
+                    all.iter()
+                        .map(|e| e.franking_commitment)
+                        .collect::<Vec<_>>(),
+                    vec![None, Some([7; 32]), None]
+                );
                 // Entry count quota, then byte quota on a fresh channel: nothing stored.
                 assert_eq!(
-                    store.append_entry(&c.id, b"x", 30, QUOTA).await.unwrap(),
+                    store
+                        .append_entry(&c.id, b"x", None, 30, QUOTA)
+                        .await
+                        .unwrap(),
                     AppendOutcome::QuotaExceeded
                 );
                 let small = channel(1_000);
                 store.create_channel(&small).await.unwrap();
                 store
-                    .append_entry(&small.id, &[0; 8], 30, QUOTA)
+                    .append_entry(&small.id, &[0; 8], None, 30, QUOTA)
                     .await
                     .unwrap();
                 assert_eq!(
                     store
-                        .append_entry(&small.id, &[0; 3], 30, QUOTA)
+                        .append_entry(&small.id, &[0; 3], None, 30, QUOTA)
                         .await
                         .unwrap(),
                     AppendOutcome::QuotaExceeded
@@ -71,13 +86,19 @@ macro_rules! channel_store_conformance_tests {
                 assert_eq!(store.entries(&c.id, 3, 10).await.unwrap(), vec![]);
                 let unknown = Id::random();
                 assert_eq!(
-                    store.append_entry(&unknown, b"x", 30, QUOTA).await.unwrap(),
+                    store
+                        .append_entry(&unknown, b"x", None, 30, QUOTA)
+                        .await
+                        .unwrap(),
                     AppendOutcome::NotFound
                 );
                 // Expired: invisible, refuses appends, reaped with its entries.
                 assert!(store.channel(&c.id, 1_000).await.unwrap().is_none());
                 assert_eq!(
-                    store.append_entry(&c.id, b"x", 1_000, QUOTA).await.unwrap(),
+                    store
+                        .append_entry(&c.id, b"x", None, 1_000, QUOTA)
+                        .await
+                        .unwrap(),
                     AppendOutcome::NotFound
                 );
                 assert_eq!(store.reap_channels(999).await.unwrap(), 0);
@@ -101,7 +122,7 @@ macro_rules! channel_store_conformance_tests {
                     let store = store.clone();
                     let id = c.id;
                     tasks.push(tokio::spawn(async move {
-                        store.append_entry(&id, &[i], 5, quota).await.unwrap()
+                        store.append_entry(&id, &[i], None, 5, quota).await.unwrap()
                     }));
                 }
                 let mut seqs = Vec::new();

@@ -8,16 +8,18 @@ use haven_protocol::api::channels::{
     AppendRequest, AppendResponse, CreateChannelRequest, CreateChannelResponse, EntriesPage,
     EntriesQuery, EntryBody,
 };
+use haven_protocol::api::messages::FrankingBody;
 
 use crate::accounts::session::Auth;
 use crate::app::state::AppState;
-use crate::channels::service::{Access, ChannelToken, append, authorize, page};
+use crate::channels::service::{Access, ChannelToken, append, authorize, entry_franking, page};
 use crate::channels::store::NewChannel;
 use crate::clock::now_i64;
 use crate::db::Store;
 use crate::error::{ApiJson, AppError, ErrorBody};
 use crate::http::{b64, decode_b64, path_id};
 use crate::ids::Id;
+use crate::moderation::stamp::decode_commitment;
 
 /// The capability token from `Authorization: Bearer <token>`.
 fn bearer_token(headers: &HeaderMap) -> Result<ChannelToken, AppError> {
@@ -83,7 +85,7 @@ pub async fn create<S: Store>(
     params(("channel_id" = String, Path, description = "channel id (32 hex digits)")),
     request_body = AppendRequest,
     responses((status = 201, body = AppendResponse),
-              (status = 400, description = "malformed input", body = ErrorBody),
+              (status = 400, description = "malformed input, `invalid_franking_commitment`", body = ErrorBody),
               (status = 401, description = "`missing_token`, `invalid_channel_token`", body = ErrorBody),
               (status = 404, description = "`channel_not_found`", body = ErrorBody),
               (status = 413, description = "`entry_too_large`", body = ErrorBody),
@@ -105,8 +107,9 @@ pub async fn append_entry<S: Store>(
         ),
         _ => e,
     })?;
+    let commitment = decode_commitment(req.franking_commitment.as_deref())?;
     authorize(&state, &id, &token, Access::Write).await?;
-    let seq = append(&state, &id, &body).await?;
+    let seq = append(&state, &id, &body, commitment.as_ref()).await?;
     Ok((StatusCode::CREATED, Json(AppendResponse { seq })))
 }
 
@@ -146,13 +149,18 @@ pub async fn read_entries<S: Store>(
     authorize(&state, &id, &token, Access::Read).await?;
     let (entries, more) = page(&state, &id, after, limit).await?;
     let next_after = entries.last().map_or(after, |e| e.seq);
+    let stamp_key = &state.secrets().franking_stamp;
     Ok(Json(EntriesPage {
         entries: entries
-            .into_iter()
+            .iter()
             .map(|e| EntryBody {
                 seq: e.seq,
                 entry: b64(&e.body),
                 created_at: e.created_at,
+                franking: entry_franking(stamp_key, &id, e).map(|f| FrankingBody {
+                    commitment: b64(&f.commitment),
+                    stamp: b64(&f.stamp),
+                }),
             })
             .collect(),
         next_after,

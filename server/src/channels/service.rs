@@ -8,6 +8,9 @@
 use axum::http::StatusCode;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use haven_protocol::frames::Franking;
+use haven_protocol::franking::Destination;
+use haven_protocol::franking::verify::StampKey;
 use rand::RngCore as _;
 use rand::rngs::OsRng;
 use sha2::{Digest as _, Sha256};
@@ -21,6 +24,7 @@ use crate::clock::now_i64;
 use crate::db::Store;
 use crate::error::AppError;
 use crate::ids::Id;
+use crate::moderation::stamp::stamped;
 use crate::realtime::hub::{Hub, Topic};
 use crate::settings::ChannelSettings;
 
@@ -114,9 +118,15 @@ pub async fn authorize<C: ChannelContext>(
     }
 }
 
-/// Appends `body` to channel `id` (write token already checked by the caller through
-/// [`authorize`]), then wakes subscribers everywhere. Returns the entry's sequence number.
-pub async fn append<C: ChannelContext>(state: &C, id: &Id, body: &[u8]) -> Result<i64, AppError> {
+/// Appends `body` with its writer's franking `commitment`, if any, to channel `id` (write token
+/// already checked by the caller through [`authorize`]), then wakes subscribers everywhere.
+/// Returns the entry's sequence number.
+pub async fn append<C: ChannelContext>(
+    state: &C,
+    id: &Id,
+    body: &[u8],
+    commitment: Option<&[u8; 32]>,
+) -> Result<i64, AppError> {
     let limits = state.channel_settings();
     if body.is_empty() || body.len() > limits.max_entry_bytes {
         return Err(AppError::client(
@@ -131,7 +141,7 @@ pub async fn append<C: ChannelContext>(state: &C, id: &Id, body: &[u8]) -> Resul
     };
     match state
         .store()
-        .append_entry(id, body, now_i64(), quota)
+        .append_entry(id, body, commitment, now_i64(), quota)
         .await?
     {
         AppendOutcome::Appended(seq) => {
@@ -145,6 +155,22 @@ pub async fn append<C: ChannelContext>(state: &C, id: &Id, body: &[u8]) -> Resul
         )),
         _ => Err(AppError::not_found("channel_not_found", "no such channel")),
     }
+}
+
+/// The franking of `entry` of channel `id` as delivered to a reader (PROTOCOL.md §16.4: the
+/// destination `0x02 || channel id || 0`, the entry's `seq` and `created_at`); `None` for an
+/// entry appended without a commitment.
+#[must_use]
+pub fn entry_franking(key: &StampKey, id: &Id, entry: &ChannelEntry) -> Option<Franking> {
+    stamped(
+        key,
+        entry.franking_commitment.as_ref(),
+        &Destination::Channel {
+            channel_id: *id.as_bytes(),
+        },
+        entry.seq,
+        entry.created_at,
+    )
 }
 
 /// Entries after `after`, at most `limit` (capped by the configured page limit), plus whether

@@ -54,6 +54,8 @@ pub struct ChannelEntry {
     pub body: Vec<u8>,
     /// When it was appended.
     pub created_at: i64,
+    /// The writer's franking commitment (PROTOCOL.md §16.3), if it sent one.
+    pub franking_commitment: Option<[u8; 32]>,
 }
 
 /// Limits an append must respect.
@@ -87,12 +89,14 @@ pub trait ChannelStore {
         id: &Id,
         now: i64,
     ) -> impl Future<Output = StoreResult<Option<ChannelRecord>>> + Send;
-    /// Appends an entry atomically (sequence number and quota checked in one transaction, so
-    /// concurrent appends on any number of instances never share a sequence number).
+    /// Appends an entry with its writer's franking commitment, if any, atomically (sequence
+    /// number and quota checked in one transaction, so concurrent appends on any number of
+    /// instances never share a sequence number).
     fn append_entry(
         &self,
         id: &Id,
         body: &[u8],
+        commitment: Option<&[u8; 32]>,
         now: i64,
         quota: ChannelQuota,
     ) -> impl Future<Output = StoreResult<AppendOutcome>> + Send;
@@ -190,6 +194,7 @@ macro_rules! impl_channel_store {
                 &self,
                 id: &$crate::ids::Id,
                 body: &[u8],
+                commitment: Option<&[u8; 32]>,
                 now: i64,
                 quota: $crate::channels::store::ChannelQuota,
             ) -> $crate::db::error::StoreResult<$crate::channels::store::AppendOutcome> {
@@ -226,13 +231,14 @@ macro_rules! impl_channel_store {
                 };
                 let seq: i64 = row.try_get("last_seq")?;
                 sqlx::query(
-                    "INSERT INTO channel_entries (channel_id, seq, body, created_at) \
-                     VALUES ($1, $2, $3, $4)",
+                    "INSERT INTO channel_entries (channel_id, seq, body, created_at, \
+                     franking_commitment) VALUES ($1, $2, $3, $4, $5)",
                 )
                 .bind(&id.as_bytes()[..])
                 .bind(seq)
                 .bind(body)
                 .bind(now)
+                .bind(commitment.map(|c| &c[..]))
                 .execute(&mut *tx)
                 .await?;
                 tx.commit().await?;
@@ -247,7 +253,7 @@ macro_rules! impl_channel_store {
             ) -> $crate::db::error::StoreResult<Vec<$crate::channels::store::ChannelEntry>> {
                 use sqlx::Row as _;
                 let rows = sqlx::query(
-                    "SELECT seq, body, created_at FROM channel_entries \
+                    "SELECT seq, body, created_at, franking_commitment FROM channel_entries \
                      WHERE channel_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
                 )
                 .bind(&id.as_bytes()[..])
@@ -257,10 +263,17 @@ macro_rules! impl_channel_store {
                 .await?;
                 rows.iter()
                     .map(|row| {
+                        let commitment: Option<Vec<u8>> = row.try_get("franking_commitment")?;
                         Ok($crate::channels::store::ChannelEntry {
                             seq: row.try_get("seq")?,
                             body: row.try_get("body")?,
                             created_at: row.try_get("created_at")?,
+                            franking_commitment: commitment
+                                .map(|c| <[u8; 32]>::try_from(c.as_slice()))
+                                .transpose()
+                                .map_err(|_| $crate::db::error::StoreError::Corrupt {
+                                    table: "channel_entries",
+                                })?,
                         })
                     })
                     .collect()

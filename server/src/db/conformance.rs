@@ -152,10 +152,20 @@ use $crate::db::Store;
                         .await
                         .unwrap()
                 );
-                assert!(!store.delete_device(&b, &second.id).await.unwrap());
-                assert!(store.delete_device(&a, &second.id).await.unwrap());
-                assert!(!store.delete_device(&a, &second.id).await.unwrap());
+                assert!(!store.delete_device(&b, &second.id, 50).await.unwrap());
+                assert_eq!(store.retired_identity_key(&a, 2, 0).await.unwrap(), None);
+                assert!(store.delete_device(&a, &second.id, 50).await.unwrap());
+                assert!(!store.delete_device(&a, &second.id, 50).await.unwrap());
                 assert_eq!(store.devices(&a).await.unwrap(), vec![first]);
+                // The unlinked device's identity key stays on record under its number (for
+                // attributing reports), from the time it was unlinked; not for another account.
+                assert_eq!(
+                    store.retired_identity_key(&a, 2, 50).await.unwrap(),
+                    Some(second.identity_key.clone())
+                );
+                assert_eq!(store.retired_identity_key(&a, 2, 51).await.unwrap(), None);
+                assert_eq!(store.retired_identity_key(&b, 2, 0).await.unwrap(), None);
+                assert_eq!(store.retired_identity_key(&a, 1, 0).await.unwrap(), None);
             }
 
             #[tokio::test]
@@ -214,7 +224,7 @@ use $crate::db::Store;
                 // Another account's ids never validate.
                 assert!(!store.session_valid(&a, &dev_b.id, &fam_b).await.unwrap());
                 assert!(store.session_valid(&b, &dev_b.id, &fam_b).await.unwrap());
-                assert!(store.delete_device(&b, &dev_b.id).await.unwrap());
+                assert!(store.delete_device(&b, &dev_b.id, 50).await.unwrap());
                 assert!(!store.session_valid(&b, &dev_b.id, &fam_b).await.unwrap());
                 assert!(store.families(&b).await.unwrap().is_empty());
             }
@@ -534,7 +544,7 @@ use $crate::db::Store;
                     .upload_keys(&a, second.number, &full_upload(0..4, 0..4), 10, 8)
                     .await
                     .unwrap();
-                assert!(store.delete_device(&a, &second.id).await.unwrap());
+                assert!(store.delete_device(&a, &second.id, 50).await.unwrap());
                 assert_eq!(
                     store.key_counts(&a, second.number).await.unwrap(),
                     Default::default()
@@ -755,7 +765,7 @@ use $crate::db::Store;
                 assert_eq!(store.purge_expired_mail(100).await.unwrap(), 1);
                 assert_eq!(store.queue_stats(&a, 1).await.unwrap().messages, 0);
                 // Unlinking a device purges its queue.
-                assert!(store.delete_device(&a, &second.id).await.unwrap());
+                assert!(store.delete_device(&a, &second.id, 50).await.unwrap());
                 assert_eq!(store.queue_stats(&a, 2).await.unwrap().messages, 0);
                 // New sequence numbers keep growing after deletes.
                 store
@@ -1011,7 +1021,7 @@ use $crate::db::Store;
                     }])
                 );
                 // Device 2 removed, device 3 added: both reported.
-                assert!(store.delete_device(&a, &second.id).await.unwrap());
+                assert!(store.delete_device(&a, &second.id, 50).await.unwrap());
                 let third = device(a, 13);
                 assert_eq!(store.create_device(&third, 5).await.unwrap(), 3);
                 assert_eq!(

@@ -23,6 +23,7 @@ use crate::mail::service::{
     ACCESS_KEY_LEN, DeviceDelivery, DeviceEnvelope, MultiRecipient, MultiSendRequest, SendAuth,
     SendRequest, session_device,
 };
+use crate::moderation::stamp::decode_commitment;
 
 /// Header carrying the recipient's unidentified-access key on a sealed send.
 pub const ACCESS_KEY_HEADER: &str = "unidentified-access-key";
@@ -98,25 +99,10 @@ fn envelopes<S: Store>(
             Ok(DeviceEnvelope {
                 device: e.device_number,
                 content: decode_envelope(&e.content, mail.max_envelope_bytes)?,
-                franking_commitment: commitment(e.franking_commitment.as_deref())?,
+                franking_commitment: decode_commitment(e.franking_commitment.as_deref())?,
             })
         })
         .collect()
-}
-
-/// Decodes an envelope's franking commitment: base64 of exactly 32 bytes.
-fn commitment(field: Option<&str>) -> Result<Option<[u8; 32]>, AppError> {
-    field
-        .map(|text| {
-            let bytes = decode_b64("franking_commitment", text, 32)?;
-            <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| {
-                AppError::bad_request(
-                    "invalid_franking_commitment",
-                    "franking_commitment must be 32 bytes",
-                )
-            })
-        })
-        .transpose()
 }
 
 /// Sends to every device of an account as the logged-in device. The recipient's access key
@@ -288,7 +274,7 @@ pub async fn send_multi<S: Store>(
                     Ok(DeviceEnvelope {
                         device: h.device_number,
                         content: decode_envelope(&h.header, mail.max_header_bytes)?,
-                        franking_commitment: commitment(h.franking_commitment.as_deref())?,
+                        franking_commitment: decode_commitment(h.franking_commitment.as_deref())?,
                     })
                 })
                 .collect::<Result<_, AppError>>()?,

@@ -25,7 +25,7 @@ use std::time::Duration;
 use axum::http::StatusCode;
 use haven_protocol::frames::Franking;
 use haven_protocol::franking::Destination;
-use haven_protocol::franking::verify::{StampKey, delivery_stamp};
+use haven_protocol::franking::verify::StampKey;
 use haven_ratelimit::Quota;
 use sha2::{Digest as _, Sha256};
 use subtle::ConstantTimeEq as _;
@@ -45,6 +45,7 @@ use crate::mail::store::{
     QueuedEnvelope, SharedPayload, StoredEnvelope,
 };
 use crate::mail::store::{DeliveryCommit, PendingWrite};
+use crate::moderation::stamp::stamped;
 use crate::realtime::ephemeral::{EphemeralHub, EphemeralMessage, MailPush, Push};
 use crate::realtime::hub::{DeviceKey, Hub, Topic};
 use crate::settings::MailSettings;
@@ -1070,22 +1071,11 @@ pub fn delivery_franking(
     seq: i64,
     received_at: i64,
 ) -> Option<Franking> {
-    let commitment = commitment?;
     let destination = Destination::Device {
         account: *account.as_bytes(),
         device,
     };
-    let stamp = delivery_stamp(
-        key,
-        commitment,
-        &destination,
-        u64::try_from(seq).unwrap_or(0),
-        u64::try_from(received_at).unwrap_or(0),
-    );
-    Some(Franking {
-        commitment: *commitment,
-        stamp,
-    })
+    stamped(key, commitment, &destination, seq, received_at)
 }
 
 /// Deletes every envelope expired at `now`. Returns how many.

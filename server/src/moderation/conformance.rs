@@ -9,7 +9,7 @@ macro_rules! moderation_store_conformance_tests {
     ($make:path) => {
         mod moderation_store_conformance {
             #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-            use $crate::accounts::store::{AccountStore, DeviceRecord, NewAccount};
+            use $crate::accounts::store::{AccountStore, DeviceRecord, DeviceStore, NewAccount};
             use $crate::audit::store::{AuditQuery, AuditStore, NewAuditEvent};
             use $crate::audit::{AuditDetail, AuditKind};
             use $crate::db::Store;
@@ -173,7 +173,7 @@ macro_rules! moderation_store_conformance_tests {
                 assert_eq!(decided.decided_by, Some(by));
                 assert_eq!(store.reports("decided", start, 10).await.unwrap().len(), 1);
                 // Decided reports are reaped after retention; pending ones stay.
-                assert_eq!(store.reap_moderation(0, 81).await.unwrap(), 1);
+                assert_eq!(store.reap_moderation(0, 81, 0).await.unwrap(), 1);
                 assert!(store.report(&first.id).await.unwrap().is_none());
                 assert_eq!(store.reports("pending", start, 10).await.unwrap().len(), 3);
             }
@@ -232,10 +232,25 @@ macro_rules! moderation_store_conformance_tests {
                 store.put_address_ban(&ban(2, Some(100))).await.unwrap();
                 store.put_address_ban(&ban(2, Some(200))).await.unwrap();
                 assert_eq!(store.address_bans(150).await.unwrap().len(), 2);
-                assert_eq!(store.reap_moderation(250, 0).await.unwrap(), 1);
+                assert_eq!(store.reap_moderation(250, 0, 0).await.unwrap(), 1);
                 assert_eq!(store.address_bans(0).await.unwrap().len(), 1);
                 assert!(store.remove_address_ban(&[1; 32]).await.unwrap());
                 assert!(!store.remove_address_ban(&[1; 32]).await.unwrap());
+
+                // The identity key of an unlinked device is reaped once older than the window.
+                let c = account(&store).await;
+                let device = store.devices(&c).await.unwrap().remove(0);
+                assert!(store.delete_device(&c, &device.id, 300).await.unwrap());
+                assert!(
+                    store
+                        .retired_identity_key(&c, 1, 0)
+                        .await
+                        .unwrap()
+                        .is_some()
+                );
+                assert_eq!(store.reap_moderation(0, 0, 300).await.unwrap(), 0);
+                assert_eq!(store.reap_moderation(0, 0, 301).await.unwrap(), 1);
+                assert_eq!(store.retired_identity_key(&c, 1, 0).await.unwrap(), None);
             }
 
             #[tokio::test]

@@ -116,23 +116,10 @@ impl ModerationKeys {
     /// The keyed hash of `ip`'s prefix (`v4_len` / `v6_len` bits; an IPv4-mapped IPv6 address
     /// counts as IPv4), the only form in which an address ban is stored.
     pub fn prefix_hash(&self, ip: IpAddr, v4_len: u8, v6_len: u8) -> [u8; 32] {
-        let (family, bytes, len): (u8, Vec<u8>, u8) = match ip.to_canonical() {
-            IpAddr::V4(v4) => (4, v4.octets().to_vec(), v4_len.min(32)),
-            IpAddr::V6(v6) => (6, v6.octets().to_vec(), v6_len.min(128)),
-        };
-        let masked: Vec<u8> = bytes
-            .iter()
-            .enumerate()
-            .map(|(i, b)| {
-                let bits = usize::from(len).saturating_sub(i * 8).min(8);
-                // `bits` is 0..=8: keep the top `bits` bits of this byte.
-                let mask = if bits == 0 { 0 } else { 0xFFu8 << (8 - bits) };
-                b & mask
-            })
-            .collect();
-        let mut input = vec![family, len];
-        input.extend_from_slice(&masked);
-        self.address.hmac(b"haven/address-ban/v1", &input)
+        self.address.hmac(
+            b"haven/address-ban/v1",
+            &crate::client_addr::prefix_bytes(ip, v4_len, v6_len),
+        )
     }
 }
 

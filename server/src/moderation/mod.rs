@@ -14,4 +14,5 @@ pub mod keys;
 pub mod routes;
 pub mod service;
 pub mod settings;
+pub mod stamp;
 pub mod store;

@@ -233,7 +233,7 @@ pub(crate) async fn refuse_banned_addresses<S: Store>(
     let exempt = path.starts_with("/v1/admin/") || path == "/health" || path == "/ready";
     if !exempt {
         let (parts, body) = req.into_parts();
-        if let Some(ip) = client_ip(&parts, state.settings().trusted_proxy)
+        if let Some(ip) = client_ip(&parts, state.settings().proxy_hops())
             && state.moderation().address_banned(ip).await
         {
             metrics::counter!("haven_address_ban_refusals_total").increment(1);

@@ -227,11 +227,22 @@ impl<S: Store> Moderation<S> {
         let sender = Id::from(report.sender_account);
         // The identity key on record for the claimed sender device; without one (unknown or
         // not an SDK identity key) the tag cannot be checked and the report is unattributed.
-        let identity: Option<[u8; IDENTITY_KEY_LEN]> = self
+        // A device unlinked since keeps its key on record for the report window (device
+        // numbers are never reused, so the number names that device).
+        let key = match self
             .store
             .device_by_number(&sender, report.sender_device)
             .await?
-            .and_then(|d| d.identity_key.as_slice().try_into().ok());
+        {
+            Some(device) => Some(device.identity_key),
+            None => {
+                self.store
+                    .retired_identity_key(&sender, report.sender_device, now.saturating_sub(window))
+                    .await?
+            }
+        };
+        let identity: Option<[u8; IDENTITY_KEY_LEN]> =
+            key.and_then(|k| k.as_slice().try_into().ok());
         let attributed = match identity {
             Some(ik) => match verify_report(&report, secret, self.keys.stamp_key(), &ik) {
                 Ok(()) => true,
@@ -538,8 +549,9 @@ impl<S: Store> Moderation<S> {
     }
 }
 
-/// Deletes expired sanctions and bans, and reports decided more than
-/// `report_retention_days` ago, every `reap_interval_secs` until `stop` is set.
+/// Deletes expired sanctions and bans, reports decided more than `report_retention_days` ago
+/// and identity keys of devices unlinked more than `report_window_days` ago, every
+/// `reap_interval_secs` until `stop` is set.
 pub async fn reap_task<S: Store>(
     store: S,
     settings: ModerationSettings,
@@ -549,6 +561,8 @@ pub async fn reap_task<S: Store>(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let retention =
         i64::try_from(settings.report_retention_days.saturating_mul(86_400)).unwrap_or(i64::MAX);
+    let window =
+        i64::try_from(settings.report_window_days.saturating_mul(86_400)).unwrap_or(i64::MAX);
     loop {
         tokio::select! {
             _ = stop.wait_for(|s| *s) => return,
@@ -556,7 +570,11 @@ pub async fn reap_task<S: Store>(
         }
         let now = now_i64();
         match store
-            .reap_moderation(now, now.saturating_sub(retention))
+            .reap_moderation(
+                now,
+                now.saturating_sub(retention),
+                now.saturating_sub(window),
+            )
             .await
         {
             Ok(0) => {}

@@ -138,12 +138,14 @@ pub trait ModerationStore {
         account: &Id,
         now: i64,
     ) -> impl Future<Output = StoreResult<MailPurge>> + Send;
-    /// Deletes sanctions and bans expired at `now` and reports decided before
-    /// `reports_before`. Returns how many rows.
+    /// Deletes sanctions and bans expired at `now`, reports decided before `reports_before`
+    /// and the identity keys of devices unlinked before `retired_before`. Returns how many
+    /// rows.
     fn reap_moderation(
         &self,
         now: i64,
         reports_before: i64,
+        retired_before: i64,
     ) -> impl Future<Output = StoreResult<u64>> + Send;
 }
 
@@ -431,6 +433,7 @@ macro_rules! impl_moderation_sql {
                 &self,
                 now: i64,
                 reports_before: i64,
+                retired_before: i64,
             ) -> $crate::db::error::StoreResult<u64> {
                 let mut n = sqlx::query(
                     "DELETE FROM account_sanctions WHERE expires_at IS NOT NULL AND expires_at <= $1",
@@ -453,6 +456,11 @@ macro_rules! impl_moderation_sql {
                 .execute(&self.pool)
                 .await?
                 .rows_affected();
+                n += sqlx::query("DELETE FROM retired_devices WHERE retired_at < $1")
+                    .bind(retired_before)
+                    .execute(&self.pool)
+                    .await?
+                    .rows_affected();
                 Ok(n)
             }
         }

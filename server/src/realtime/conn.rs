@@ -413,6 +413,7 @@ impl<S: Store> Conn<S> {
                     seq: u64::try_from(e.seq).unwrap_or(0),
                     created_at: u64::try_from(e.created_at).unwrap_or(0),
                     entry: &e.body,
+                    franking: channels::entry_franking(&self.state.secrets().franking_stamp, id, e),
                 }
                 .encode()
             })

@@ -31,6 +31,9 @@ pub mod values;
 
 pub use values::{ConnectionUrl, SecretSetting, SettingsError};
 
+/// Most trusted proxies in a chain (`trusted_proxy_hops`).
+pub const MAX_PROXY_HOPS: u8 = 16;
+
 /// All relay settings.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -60,8 +63,27 @@ pub struct Settings {
     pub cors_allowed_origins: Vec<String>,
     /// Send `Strict-Transport-Security` (`HAVEN_HSTS`).
     pub hsts: bool,
-    /// Take the client address from `X-Forwarded-For` (`HAVEN_TRUSTED_PROXY`).
+    /// One trusted reverse proxy in front appends the client address to `X-Forwarded-For`
+    /// (`HAVEN_TRUSTED_PROXY`); the same as `trusted_proxy_hops = 1`.
     pub trusted_proxy: bool,
+    /// How many trusted reverse proxies are chained in front, each appending to
+    /// `X-Forwarded-For` (`HAVEN_TRUSTED_PROXY_HOPS`, 0..=16; 0 defers to `trusted_proxy`).
+    /// See [`Settings::proxy_hops`].
+    pub trusted_proxy_hops: u8,
+    /// Bits of an IPv4 address the per-address limits count (`HAVEN_ADDR_PREFIX_V4`, 1..=32).
+    pub addr_prefix_v4: u8,
+    /// Bits of an IPv6 address the per-address limits count (`HAVEN_ADDR_PREFIX_V6`, 1..=128).
+    pub addr_prefix_v6: u8,
+    /// Key sealing TOTP secrets at rest, base64 of 32 bytes (`HAVEN_TOTP_KEY`). Absent: read
+    /// from (or created in) `totp_key_file`. See `accounts::totp`.
+    pub totp_key: Option<SecretSetting>,
+    /// Earlier TOTP sealing keys, comma-separated base64, still accepted for reading; rows
+    /// sealed under them are sealed again under the current key (`HAVEN_TOTP_PREVIOUS_KEYS`).
+    pub totp_previous_keys: Option<SecretSetting>,
+    /// File holding the TOTP sealing key (base64), created with mode 0600 and a random key if
+    /// absent, when `totp_key` is unset (`HAVEN_TOTP_KEY_FILE`). Unset: `totp.key` next to an
+    /// SQLite database file; required (or `totp_key`) with Postgres.
+    pub totp_key_file: Option<std::path::PathBuf>,
     /// Failed logins allowed per account per window (`HAVEN_LOGIN_MAX_FAILURES`).
     pub login_max_failures: u32,
     /// Failed logins allowed per client address per window (`HAVEN_ADDR_LOGIN_MAX_FAILURES`).
@@ -504,6 +526,12 @@ impl Default for Settings {
             cors_allowed_origins: Vec::new(),
             hsts: false,
             trusted_proxy: false,
+            trusted_proxy_hops: 0,
+            addr_prefix_v4: 32,
+            addr_prefix_v6: 64,
+            totp_key: None,
+            totp_previous_keys: None,
+            totp_key_file: None,
             login_max_failures: 5,
             addr_login_max_failures: 20,
             login_failure_window_secs: 15 * 60,
@@ -591,7 +619,27 @@ impl Settings {
             .collect()
     }
 
+    /// How many trusted proxies append to `X-Forwarded-For`: `trusted_proxy_hops` if set, else
+    /// 1 with `trusted_proxy`, else 0 (the socket peer is the client).
+    pub fn proxy_hops(&self) -> u8 {
+        match (self.trusted_proxy_hops, self.trusted_proxy) {
+            (0, true) => 1,
+            (hops, _) => hops,
+        }
+    }
+
     fn validate(&self) -> Result<(), SettingsError> {
+        let address_checks: [(bool, &'static str); 3] = [
+            (
+                self.trusted_proxy_hops <= MAX_PROXY_HOPS,
+                "trusted_proxy_hops",
+            ),
+            ((1..=32).contains(&self.addr_prefix_v4), "addr_prefix_v4"),
+            ((1..=128).contains(&self.addr_prefix_v6), "addr_prefix_v6"),
+        ];
+        if let Some((_, name)) = address_checks.iter().find(|(ok, _)| !ok) {
+            return Err(SettingsError::Range(name));
+        }
         let checks: [(bool, &'static str); 8] = [
             ((1..=1000).contains(&self.max_devices), "max_devices"),
             (
@@ -1184,6 +1232,13 @@ mod tests {
         ("HAVEN_OPAQUE_SERVER_SETUP", "opaque_server_setup"),
         ("HAVEN_REDIS_URL", "redis_url"),
         ("HAVEN_TRUSTED_PROXY", "trusted_proxy"),
+        // Added with the proxy hops, address prefixes and TOTP sealing keys (not renamed).
+        ("HAVEN_TRUSTED_PROXY_HOPS", "trusted_proxy_hops"),
+        ("HAVEN_ADDR_PREFIX_V4", "addr_prefix_v4"),
+        ("HAVEN_ADDR_PREFIX_V6", "addr_prefix_v6"),
+        ("HAVEN_TOTP_KEY", "totp_key"),
+        ("HAVEN_TOTP_PREVIOUS_KEYS", "totp_previous_keys"),
+        ("HAVEN_TOTP_KEY_FILE", "totp_key_file"),
         ("HAVEN_USERNAME_PEPPER", "username_pepper"),
         ("HAVEN_WS_ALLOWED_ORIGINS", "ws.allowed_origins"),
         ("REDIS_URL", "redis_url"),
@@ -1253,8 +1308,9 @@ mod tests {
     fn sample_value(default: &str, i: usize) -> (String, Vec<String>) {
         let k = 1 + (i % 3) as u64;
         if let Ok(n) = default.parse::<u64>() {
-            // Below the default: every default is comfortably above its minimum.
-            let v = (n - k).to_string();
+            // Below the default: every default is comfortably above its minimum (0, the
+            // least, goes up).
+            let v = n.checked_sub(k).unwrap_or(n + k).to_string();
             return (v.clone(), vec![v]);
         }
         let one = |v: String, shown: String| (v, vec![shown]);
@@ -1324,7 +1380,7 @@ mod tests {
 
     #[test]
     fn old_env_names_still_land_in_their_fields() {
-        assert_eq!(OLD_ENV_NAMES.len(), 111);
+        assert_eq!(OLD_ENV_NAMES.len(), 117);
         for (i, (name, path)) in OLD_ENV_NAMES.iter().enumerate() {
             assert_lands(name, path, i);
         }

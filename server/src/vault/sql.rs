@@ -106,8 +106,25 @@ macro_rules! impl_sql_vault_store {
             let is_new = current.is_none();
             let size = blobs.map_or(0, |b| b.size());
             let size = i64::try_from(size).unwrap_or(i64::MAX);
+            // An item of the unversioned collection keeps no history: its earlier revisions go
+            // in this transaction, and their bytes with them.
+            let unversioned = collection == haven_protocol::vault::UNVERSIONED_COLLECTION.as_slice();
+            let replaced: i64 = if unversioned && !is_new {
+                sqlx::query(
+                    "SELECT CAST(COALESCE(SUM(size_bytes), 0) AS BIGINT) AS bytes FROM vault_revisions \
+                     WHERE account_id = $1 AND collection_id = $2 AND item_id = $3",
+                )
+                .bind(account)
+                .bind(collection)
+                .bind(item)
+                .fetch_one(&mut *tx)
+                .await?
+                .try_get::<i64, _>("bytes")?
+            } else {
+                0
+            };
             let new_items = item_count.saturating_add(i64::from(is_new));
-            let new_bytes = byte_count.saturating_add(size);
+            let new_bytes = byte_count.saturating_add(size).saturating_sub(replaced);
             if u64::try_from(new_items).unwrap_or(u64::MAX) > quota.max_items {
                 return Ok(Out::ItemQuota);
             }
@@ -161,6 +178,18 @@ macro_rules! impl_sql_vault_store {
             .bind(now)
             .execute(&mut *tx)
             .await?;
+            if unversioned {
+                sqlx::query(
+                    "DELETE FROM vault_revisions \
+                     WHERE account_id = $1 AND collection_id = $2 AND item_id = $3 AND revision < $4",
+                )
+                .bind(account)
+                .bind(collection)
+                .bind(item)
+                .bind(revision)
+                .execute(&mut *tx)
+                .await?;
+            }
             sqlx::query(
                 "UPDATE vault_accounts SET item_count = $2, byte_count = $3 WHERE account_id = $1",
             )

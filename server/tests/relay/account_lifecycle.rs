@@ -658,7 +658,15 @@ async fn recovery_needs_the_second_factor<S: Store>(h: Harness<S>) {
     .expect(StatusCode::OK);
     let account: Id = alice.account_id.parse().unwrap();
     let stored = h.store.account(&account).await.unwrap().unwrap();
-    let secret = stored.totp_secret.unwrap().expose().to_vec();
+    // Stored sealed (PROTOCOL.md §11.8): opened with the relay's TOTP key.
+    let secret = totp::open(
+        &h.state.secrets().totp,
+        &account,
+        stored.totp_secret.unwrap().expose(),
+    )
+    .unwrap()
+    .secret
+    .to_vec();
     let t = {
         let t = now();
         if t % 30 > 20 {

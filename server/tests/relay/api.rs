@@ -31,7 +31,7 @@ fn now() -> u64 {
 
 /// Returns a time early in a TOTP step, so codes for `t - 30`, `t` and `t + 30` stay within the
 /// server's ±1-step window for the rest of a short test.
-async fn early_in_step() -> u64 {
+pub(crate) async fn early_in_step() -> u64 {
     let t = now();
     if t % 30 > 20 {
         tokio::time::sleep(std::time::Duration::from_secs(31 - t % 30)).await;
@@ -693,7 +693,7 @@ async fn totp_enable_login_and_replay<S: Store>(h: Harness<S>) {
     h.login_existing(&alice, PASSWORD).await;
 }
 
-fn base32_decode(text: &str) -> Vec<u8> {
+pub(crate) fn base32_decode(text: &str) -> Vec<u8> {
     // RFC 4648 base32 without padding (what authenticator apps get).
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
     let mut bits = 0u64;

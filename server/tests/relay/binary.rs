@@ -54,7 +54,7 @@ fn unconfigured() -> RelayConfig {
 
 #[test]
 fn starts_with_no_configuration_on_sqlite() {
-    let mut relay = unconfigured().spawn(RELAY_BIN);
+    let mut relay = unconfigured().unset("HAVEN_TOTP_KEY").spawn(RELAY_BIN);
     let addr = relay.addr().to_string();
     let (status, body) = get(&addr, "/health");
     assert_eq!(status, 200, "{body}");
@@ -69,7 +69,37 @@ fn starts_with_no_configuration_on_sqlite() {
         relay.config().dir().join("data/haven.db").exists(),
         "default database ./data/haven.db"
     );
+    // The TOTP key is kept next to the database, readable by the owner only.
+    let key = relay.config().dir().join("data/totp.key");
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&key).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{}", key.display());
+    }
     stop(&mut relay);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refuses_to_start_on_postgres_without_a_totp_key() {
+    let Some((url, _guard)) = common::pg_database().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let out = tokio::task::block_in_place(|| {
+        std::process::Command::new(RELAY_BIN)
+            .env_clear()
+            .current_dir(dir.path())
+            .env("HAVEN_DATABASE_URL", &url)
+            .env("HAVEN_LISTEN", "127.0.0.1:0")
+            .env("HAVEN_METRICS_LISTEN", "off")
+            .output()
+            .unwrap()
+    });
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("HAVEN_TOTP_KEY"), "{stderr}");
+    // Nothing was written locally, and no secret was stored.
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

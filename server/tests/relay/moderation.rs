@@ -347,6 +347,46 @@ async fn franking_vectors_postgres() {
     franking_vectors::<PgStore>(harness(a, ga).await, harness(b, gb).await).await;
 }
 
+/// A report of a message that a device sent before it was unlinked is still attributed: its
+/// identity key stays on record, under its never reused number, for the report window.
+async fn unlinked_senders_stay_attributable<S: Store>(h: Harness<S>) {
+    let v = vectors();
+    let (tokens, _) = seed_vector_world(&h, hex_field(&v, "sender_identity_key")).await;
+    let sender = Id::from_slice(&hex_field(&v, "sender_account_id")).unwrap();
+    let number = u32::try_from(v["sender_device_id"].as_u64().unwrap()).unwrap();
+    let device = h
+        .store
+        .device_by_number(&sender, number)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        h.store
+            .delete_device(&sender, &device.id, now_i64())
+            .await
+            .unwrap()
+    );
+    let mailbox = hex_field(&v["cases"][0], "report");
+    let reply = file(&h, &tokens[&[0xB0; 16]], &mailbox, None)
+        .await
+        .expect(StatusCode::ACCEPTED);
+    assert_eq!(reply.body["attributed"], true, "{:?}", reply.body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unlinked_senders_stay_attributable_sqlite() {
+    let (a, ga) = common::sqlite_store().await.unwrap();
+    unlinked_senders_stay_attributable::<SqliteStore>(harness(a, ga).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unlinked_senders_stay_attributable_postgres() {
+    let Some((a, ga)) = common::pg_store().await else {
+        return;
+    };
+    unlinked_senders_stay_attributable::<PgStore>(harness(a, ga).await).await;
+}
+
 /// Every byte of the database, in a form to scan: SQLite's files, or every Postgres row as
 /// text (bytea as hex).
 trait Dump {
@@ -766,7 +806,9 @@ async fn address_bans<S: Store + Dump>(h: Harness<S>) {
     h.raw(from("203.0.113.77", "/v1/franking/key", None))
         .await
         .expect_error(StatusCode::FORBIDDEN, "address_banned");
-    h.raw(from("203.0.113.77, 10.0.0.1", "/v1/login/start", None))
+    // Behind the one trusted proxy the right-most entry is the client: one it made up to the
+    // left does not get it past the ban.
+    h.raw(from("198.51.100.1, 203.0.113.77", "/v1/login/start", None))
         .await
         .expect_error(StatusCode::FORBIDDEN, "address_banned");
     h.raw(from("203.0.114.77", "/v1/franking/key", None))

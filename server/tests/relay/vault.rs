@@ -676,7 +676,70 @@ async fn account_deletion_purges_the_vault<S: Store>(h: Harness<S>) {
     assert_eq!(usage(&h, &other).await.0, 1);
 }
 
+/// The all-zero collection (where the diary keeps its key bundle, §11.16.1) keeps no history:
+/// each write replaces the earlier revisions, so a dump of every vault row holds only the
+/// current bundle, not one a replaced password still opens.
+async fn the_key_bundle_item_keeps_no_history<S: Store>(h: Harness<S>) {
+    let t = h.register(None, PASSWORD).await;
+    let zero = "0".repeat(32);
+    let blobs: Vec<(Vec<u8>, Vec<u8>)> = (1..=3u8).map(|n| (blob(600, n), blob(0, n))).collect();
+    for (expected, (body, meta)) in blobs.iter().enumerate() {
+        let r = put(&h, &t, &zero, &zero, expected as u64, body, meta)
+            .await
+            .expect(StatusCode::OK);
+        assert_eq!(r.body["revision"], expected as u64 + 1);
+    }
+    let hist = get(&h, &t, &format!("{}/history", item_url(&zero, &zero)))
+        .await
+        .expect(StatusCode::OK);
+    let revs = hist.body["revisions"].as_array().unwrap();
+    assert_eq!(revs.len(), 1);
+    assert_eq!(revs[0]["revision"], 3);
+    assert_eq!(revs[0]["body"], b64(&blobs[2].0));
+    // Only the current revision is stored and counted.
+    let account: Id = t.account_id.parse().unwrap();
+    let key = haven_relay::vault::store::VaultKey {
+        account,
+        collection: zero.parse().unwrap(),
+        item: zero.parse().unwrap(),
+    };
+    let stored = h.store.vault_history(&key, 0, 100).await.unwrap().unwrap();
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].body.as_deref(), Some(blobs[2].0.as_slice()));
+    let current = (blobs[2].0.len() + blobs[2].1.len()) as u64;
+    assert_eq!(usage(&h, &t).await, (1, current));
+    // A stale write still conflicts; other items of the collection keep no history either,
+    // while any other collection keeps every revision.
+    put(&h, &t, &zero, &zero, 2, &blobs[0].0, &blobs[0].1)
+        .await
+        .expect_error(StatusCode::CONFLICT, "revision_conflict");
+    let c = hex_id();
+    put(&h, &t, &c, &zero, 0, &blobs[0].0, &blobs[0].1)
+        .await
+        .expect(StatusCode::OK);
+    put(&h, &t, &c, &zero, 1, &blobs[1].0, &blobs[1].1)
+        .await
+        .expect(StatusCode::OK);
+    let hist = get(&h, &t, &format!("{}/history", item_url(&c, &zero)))
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(hist.body["revisions"].as_array().unwrap().len(), 2);
+    // A deletion leaves only its tombstone.
+    h.call(
+        Method::DELETE,
+        &format!("{}?expected_revision=3", item_url(&zero, &zero)),
+        None,
+        Some(&t.access),
+    )
+    .await
+    .expect(StatusCode::OK);
+    let stored = h.store.vault_history(&key, 0, 100).await.unwrap().unwrap();
+    assert_eq!(stored.len(), 1);
+    assert!(stored[0].body.is_none());
+}
+
 common::on_both_backends!(
+    the_key_bundle_item_keeps_no_history,
     create_update_and_stale_revisions,
     delete_restore_and_history,
     changes_sync_paginated_with_deletions,
@@ -688,3 +751,181 @@ common::on_both_backends!(
     account_deletion_purges_the_vault,
     export_lists_the_vault,
 );
+
+/// Databases written before the rule: the migration drops the stored history of the all-zero
+/// collection and recounts the bytes (run again here over rows written the old way).
+mod migration {
+    use super::*;
+    use haven_relay::vault::store::{VaultBlobs, VaultKey, VaultQuota, VaultStore};
+
+    const Q: VaultQuota = VaultQuota {
+        max_items: 100,
+        max_bytes: 1 << 30,
+    };
+
+    /// Writes three revisions of the bundle item and of an ordinary item, then puts back the
+    /// bundle's earlier revisions as a relay without the rule had kept them.
+    async fn old_rows<S: Store>(
+        store: &S,
+        insert: impl AsyncFn(&[u8], &[u8], i64, &[u8]),
+    ) -> (Id, VaultKey, VaultKey) {
+        let account = Id::random();
+        let new = haven_relay::accounts::store::NewAccount {
+            id: account,
+            username_hash: None,
+            opaque_record: vec![9u8; 64],
+            created_at: 10,
+        };
+        let dev = haven_relay::accounts::store::DeviceRecord {
+            id: Id::random(),
+            account_id: account,
+            identity_key: vec![7u8; 32],
+            name_blob: None,
+            created_at: 10,
+            number: 0,
+        };
+        haven_relay::accounts::store::AccountStore::create_account(store, &new, &dev)
+            .await
+            .unwrap();
+        let bundle = VaultKey {
+            account,
+            collection: Id::from_slice(&[0; 16]).unwrap(),
+            item: Id::from_slice(&[0; 16]).unwrap(),
+        };
+        let other = VaultKey {
+            account,
+            collection: Id::random(),
+            item: Id::random(),
+        };
+        for key in [&bundle, &other] {
+            for rev in 0..3u8 {
+                let b = blob(300, rev);
+                let blobs = VaultBlobs { body: &b, meta: &b };
+                store
+                    .vault_put(key, i64::from(rev), blobs, 1, Q)
+                    .await
+                    .unwrap();
+            }
+        }
+        for rev in 1..=2u8 {
+            let b = blob(300, rev - 1);
+            insert(account.as_bytes(), &[0; 16], i64::from(rev), &b).await;
+        }
+        (account, bundle, other)
+    }
+
+    async fn check<S: Store>(store: &S, account: Id, bundle: VaultKey, other: VaultKey) {
+        assert_eq!(
+            store
+                .vault_history(&bundle, 0, 10)
+                .await
+                .unwrap()
+                .unwrap()
+                .len(),
+            1
+        );
+        assert_eq!(
+            store
+                .vault_history(&other, 0, 10)
+                .await
+                .unwrap()
+                .unwrap()
+                .len(),
+            3
+        );
+        let one = 2 * blob(300, 0).len() as i64;
+        assert_eq!(store.vault_usage(&account).await.unwrap().bytes, 4 * one);
+    }
+
+    #[tokio::test]
+    async fn sqlite_drops_the_stored_bundle_history() {
+        let (store, _guard) = common::sqlite_store().await.unwrap();
+        let pool = store.pool().clone();
+        let (account, bundle, other) = old_rows(&store, async |a, c, rev, b| {
+            sqlx::query(
+                "INSERT INTO vault_revisions (account_id, collection_id, item_id, revision, \
+                 body, meta, size_bytes, created_at) VALUES ($1, $2, $2, $3, $4, $4, $5, 1)",
+            )
+            .bind(a)
+            .bind(c)
+            .bind(rev)
+            .bind(b)
+            .bind(2 * b.len() as i64)
+            .execute(&pool)
+            .await
+            .unwrap();
+            sqlx::query(
+                "UPDATE vault_accounts SET byte_count = byte_count + $2 WHERE account_id = $1",
+            )
+            .bind(a)
+            .bind(2 * b.len() as i64)
+            .execute(&pool)
+            .await
+            .unwrap();
+        })
+        .await;
+        assert_eq!(
+            store
+                .vault_history(&bundle, 0, 10)
+                .await
+                .unwrap()
+                .unwrap()
+                .len(),
+            3
+        );
+        sqlx::raw_sql(include_str!(
+            "../../../migrations/sqlite/0014_vault_bundle_history.sql"
+        ))
+        .execute(&pool)
+        .await
+        .unwrap();
+        check(&store, account, bundle, other).await;
+    }
+
+    #[tokio::test]
+    async fn postgres_drops_the_stored_bundle_history() {
+        let Some((store, _guard)) = common::pg_store().await else {
+            return;
+        };
+        let pool = store.pool().clone();
+        let (account, bundle, other) = old_rows(&store, async |a, c, rev, b| {
+            sqlx::query(
+                "INSERT INTO vault_revisions (account_id, collection_id, item_id, revision, \
+                 body, meta, size_bytes, created_at) VALUES ($1, $2, $2, $3, $4, $4, $5, 1)",
+            )
+            .bind(a)
+            .bind(c)
+            .bind(rev)
+            .bind(b)
+            .bind(2 * b.len() as i64)
+            .execute(&pool)
+            .await
+            .unwrap();
+            sqlx::query(
+                "UPDATE vault_accounts SET byte_count = byte_count + $2 WHERE account_id = $1",
+            )
+            .bind(a)
+            .bind(2 * b.len() as i64)
+            .execute(&pool)
+            .await
+            .unwrap();
+        })
+        .await;
+        assert_eq!(
+            store
+                .vault_history(&bundle, 0, 10)
+                .await
+                .unwrap()
+                .unwrap()
+                .len(),
+            3
+        );
+        sqlx::raw_sql(include_str!(
+            "../../../migrations/postgres/0014_vault_bundle_history.sql"
+        ))
+        .execute(&pool)
+        .await
+        .unwrap();
+        check(&store, account, bundle, other).await;
+    }
+}

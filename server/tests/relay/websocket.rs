@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 
 use crate::common::{Guard, Harness, TEST_JWT_KEY, Tokens};
 use base64::Engine as _;
+use haven_protocol::franking::Destination;
+use haven_protocol::franking::verify::{StampKey, delivery_stamp};
 use haven_relay::db::SqliteStore;
 use haven_relay::ids::Id;
 use haven_relay::mail::store::MailboxStore as _;
@@ -20,6 +22,8 @@ use serde_json::{Value, json};
 
 const PASSWORD: &str = "correct horse battery staple";
 const T: Duration = Duration::from_secs(10);
+/// The relay's delivery-stamp key in the channel test (`HAVEN_MODERATION_STAMP_KEY`).
+const STAMP_KEY: [u8; 32] = [0x5C; 32];
 
 struct Env {
     relay: Relay,
@@ -567,7 +571,8 @@ async fn sigterm_closes_every_socket_with_1001() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn channels_history_tokens_and_live_entries() {
-    let env = setup(&[]).await;
+    let stamp_key = b64(&STAMP_KEY);
+    let env = setup(&[("HAVEN_MODERATION_STAMP_KEY", stamp_key.as_str())]).await;
     let addr = env.relay.addr.clone();
     let (status, created) = http(
         &addr,
@@ -685,7 +690,8 @@ async fn channels_history_tokens_and_live_entries() {
             Frame::ChannelEntry {
                 channel: hex16(&channel),
                 seq,
-                entry: vec![seq as u8; 3]
+                entry: vec![seq as u8; 3],
+                franking: None,
             }
         );
     }
@@ -696,9 +702,76 @@ async fn channels_history_tokens_and_live_entries() {
         Frame::ChannelEntry {
             channel: hex16(&channel),
             seq: 6,
-            entry: b"live".to_vec()
+            entry: b"live".to_vec(),
+            franking: None,
         }
     );
+
+    // A franked entry (§16.3, §16.4): the commitment is stored with it and delivered with the
+    // relay's stamp over the channel, seq and created_at, live (`0x07`) and over REST; a
+    // malformed commitment is refused and stores nothing.
+    let franked_append = |commitment: String| {
+        let addr = addr.clone();
+        let write = write.clone();
+        let path = format!("/v1/channels/{channel}/entries");
+        async move {
+            http(
+                &addr,
+                "POST",
+                &path,
+                Some(&write),
+                Some(&json!({"entry": b64(b"franked"), "franking_commitment": commitment})),
+            )
+            .await
+        }
+    };
+    let (status, body) = franked_append(b64(&[7; 31])).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("invalid_franking_commitment"))
+    );
+    let (status, body) = franked_append("not base64!".into()).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("invalid_franking_commitment"))
+    );
+    let (status, body) = franked_append(b64(&[7; 32])).await;
+    assert_eq!((status, body["seq"].as_i64()), (201, Some(7)), "{body}");
+    let Frame::ChannelEntry {
+        seq: 7,
+        entry,
+        franking: Some((commitment, stamp)),
+        ..
+    } = next(&mut bob, T).await
+    else {
+        panic!("not the franked entry")
+    };
+    assert_eq!((entry.as_slice(), commitment), (&b"franked"[..], [7; 32]));
+    let (_, body) = page(6, 10, read.clone()).await;
+    let entries = body["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 1, "the refused appends stored nothing");
+    assert_eq!(entries[0]["seq"], 7);
+    let created_at = entries[0]["created_at"].as_u64().unwrap();
+    assert_eq!(
+        relay::unb64(entries[0]["franking"]["commitment"].as_str().unwrap()),
+        vec![7; 32]
+    );
+    assert_eq!(
+        relay::unb64(entries[0]["franking"]["stamp"].as_str().unwrap()),
+        stamp.to_vec()
+    );
+    let expected = delivery_stamp(
+        &StampKey::from_bytes(STAMP_KEY),
+        &[7; 32],
+        &Destination::Channel {
+            channel_id: hex16(&channel),
+        },
+        7,
+        created_at,
+    );
+    assert_eq!(stamp, expected);
+    let (_, body) = page(4, 1, read.clone()).await;
+    assert_eq!(body["entries"][0]["franking"], Value::Null);
 }
 
 /// Polls are hourly in these tests: a prompt close can only come from the revocation itself.

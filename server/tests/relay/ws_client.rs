@@ -210,6 +210,8 @@ pub enum Frame {
         channel: [u8; 16],
         seq: u64,
         entry: Vec<u8>,
+        /// The commitment and stamp of a franked entry (`0x07` frame).
+        franking: Option<([u8; 32], [u8; 32])>,
     },
     Ephemeral {
         source: Option<([u8; 16], u32)>,
@@ -238,11 +240,13 @@ pub fn parse(bytes: &[u8]) -> Frame {
             channel,
             seq,
             entry,
+            franking,
             ..
         } => Frame::ChannelEntry {
             channel,
             seq,
             entry: entry.to_vec(),
+            franking: franking.map(|f| (f.commitment, f.stamp)),
         },
         ServerFrame::Ephemeral {
             source, content, ..

@@ -46,11 +46,12 @@ impl Dev {
     }
 }
 
-/// A channel: its entries and capabilities.
+/// A channel: its entries (with the writer's franking commitment, if any) and capabilities.
 struct Chan {
     read: String,
     write: String,
     entries: Vec<Vec<u8>>,
+    commitments: Vec<Option<String>>,
 }
 
 /// A queued envelope: relay message id, envelope base64, ephemeral.
@@ -292,6 +293,7 @@ impl Net {
         );
         let body: AppendRequest = serde_json::from_str(&post.body).unwrap();
         chan.entries.push(STANDARD.decode(body.entry).unwrap());
+        chan.commitments.push(body.franking_commitment);
         serde_json::to_string(&AppendResponse {
             seq: chan.entries.len() as i64,
         })
@@ -351,6 +353,7 @@ impl Net {
                 read: reply.read_token.clone(),
                 write: reply.write_token.clone(),
                 entries: Vec::new(),
+                commitments: Vec::new(),
             },
         );
         serde_json::to_string(&reply).unwrap()
@@ -419,7 +422,10 @@ impl Net {
                     .map(|(n, e)| EntryBody {
                         seq: n as i64 + 1,
                         entry: STANDARD.encode(e),
-                        created_at: 0,
+                        created_at: NOW as i64,
+                        franking: chan.commitments[n]
+                            .as_deref()
+                            .map(|c| entry_stamped(c, &read.channel_id, n as u64 + 1)),
                     })
                     .collect();
                 busy |= !entries.is_empty();
@@ -516,6 +522,30 @@ fn stamped(commitment: &str, account: [u8; 16], device: u32) -> String {
         "receivedAt": NOW,
     })
     .to_string()
+}
+
+/// What this test relay delivers with a franked entry of `channel` at `seq` (§16.4; every
+/// entry's `created_at` is `NOW` here).
+fn entry_stamped(
+    commitment: &str,
+    channel: &str,
+    seq: u64,
+) -> haven_protocol::api::messages::FrankingBody {
+    use haven_protocol::franking::Destination;
+    use haven_protocol::franking::verify::{StampKey, delivery_stamp};
+    let c: [u8; 32] = STANDARD.decode(commitment).unwrap().try_into().unwrap();
+    let channel_id: [u8; 16] = hex::decode(channel).unwrap().try_into().unwrap();
+    let stamp = delivery_stamp(
+        &StampKey::from_bytes(STAMP_KEY),
+        &c,
+        &Destination::Channel { channel_id },
+        seq,
+        NOW,
+    );
+    haven_protocol::api::messages::FrankingBody {
+        commitment: commitment.to_owned(),
+        stamp: STANDARD.encode(stamp),
+    }
 }
 
 fn no_rejections(events: &[EventView]) {
@@ -1011,7 +1041,7 @@ fn channel_entries_from_the_socket_are_processed_once() {
     let seq = seq.seq as u64;
     let got = dev
         .m
-        .receive_channel_entry(&mut dev.d, &post.channel_id, seq, &entry, NOW_MS)
+        .receive_channel_entry(&mut dev.d, &post.channel_id, seq, &entry, None, NOW_MS)
         .unwrap();
     assert!(matches!(
         got.events.as_slice(),
@@ -1019,13 +1049,13 @@ fn channel_entries_from_the_socket_are_processed_once() {
     ));
     let again = dev
         .m
-        .receive_channel_entry(&mut dev.d, &post.channel_id, seq, &entry, NOW_MS)
+        .receive_channel_entry(&mut dev.d, &post.channel_id, seq, &entry, None, NOW_MS)
         .unwrap();
     assert!(again.events.is_empty());
     // An unknown channel changes nothing.
     let other = dev
         .m
-        .receive_channel_entry(&mut dev.d, &"ee".repeat(16), 1, &entry, NOW_MS)
+        .receive_channel_entry(&mut dev.d, &"ee".repeat(16), 1, &entry, None, NOW_MS)
         .unwrap();
     assert!(other.events.is_empty());
 }
@@ -1200,7 +1230,7 @@ fn bad_input_is_typed() {
     );
     assert_eq!(
         code(
-            m.receive_channel_entry(d, &"00".repeat(16), 1, "!!", NOW_MS)
+            m.receive_channel_entry(d, &"00".repeat(16), 1, "!!", None, NOW_MS)
                 .unwrap_err()
         ),
         ErrorCode::InvalidArgument
@@ -1355,5 +1385,131 @@ fn franked_texts_are_checked_and_reported() {
             EventView::Rejected { reason } if reason.contains("franking")
         )),
         "{events:?}"
+    );
+}
+
+/// The web messenger franks group entries like the native one (PROTOCOL §16.3 "Groups"): the
+/// append carries the commitment, a reader checks it from a page or a socket frame, and the
+/// report names the channel, carries its read token and verifies as the relay checks it.
+#[test]
+fn franked_group_texts_are_checked_and_reported() {
+    use haven_protocol::franking::verify::{FrankingSecret, StampKey, verify_report};
+    use haven_protocol::franking::{Destination, Report};
+    let mut net = Net::new();
+    let (a, b) = (net.add(ALICE, 1), net.add(BOB, 1));
+    let answer = serde_json::json!({
+        "franking_key": STANDARD.encode(FrankingSecret::from_bytes(FRANKING_SECRET).public().encode()),
+        "previous": [],
+    })
+    .to_string();
+    for i in [a, b] {
+        net.devs[i].d.set_franking_key(Some(&answer), NOW).unwrap();
+    }
+    let channel = net.new_channel();
+    let dev = &mut net.devs[a];
+    let created = dev
+        .m
+        .create_group(&mut dev.d, "g", &[hex::encode(BOB)], &channel, NOW_MS)
+        .unwrap();
+    net.invites(a, &created).unwrap();
+    net.settle();
+    let conv = conversation("group", &created.group_id).unwrap();
+    let id = net.send_text(a, conv, "franked for the group");
+    net.settle();
+    no_rejections(&net.events(b));
+    assert_eq!(net.texts(b, conv), ["franked for the group"]);
+    assert_eq!(net.channels.len(), 1, "the group's one channel");
+    let channel_id = net.channels.keys().next().unwrap().clone();
+    assert!(net.channels[&channel_id].commitments[0].is_some());
+
+    let dev = &net.devs[b];
+    let body = dev.m.report_request(&dev.d, conv, &id, NOW_MS).unwrap();
+    let request: haven_protocol::api::moderation::ReportRequest =
+        serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        request.read_token.as_deref(),
+        Some(net.channels[&channel_id].read.as_str())
+    );
+    let report = Report::decode(&STANDARD.decode(&request.report).unwrap()).unwrap();
+    assert_eq!(
+        report.destination,
+        Destination::Channel {
+            channel_id: hex::decode(&channel_id).unwrap().try_into().unwrap()
+        }
+    );
+    let alice_ik = net.devs[a]
+        .d
+        .store()
+        .identity_key_pair()
+        .unwrap()
+        .public()
+        .to_bytes();
+    verify_report(
+        &report,
+        &FrankingSecret::from_bytes(FRANKING_SECRET),
+        &StampKey::from_bytes(STAMP_KEY),
+        &alice_ik,
+    )
+    .unwrap();
+
+    // Over the socket: the frame's franking goes with the entry; without it, refused.
+    let dev = &mut net.devs[a];
+    let action = dev
+        .m
+        .send_text(&mut dev.d, conv, "socket", Vec::new(), NOW_MS)
+        .unwrap();
+    let post = action.group.clone().unwrap().post;
+    let seq: AppendResponse = serde_json::from_str(&net.post(&post)).unwrap();
+    let chan = &net.channels[&post.channel_id];
+    let entry = STANDARD.encode(chan.entries.last().unwrap());
+    assert!(chan.commitments.last().unwrap().is_some());
+    let seq = seq.seq as u64;
+    let dev = &mut net.devs[b];
+    let stripped = dev
+        .m
+        .receive_channel_entry(&mut dev.d, &post.channel_id, seq, &entry, None, NOW_MS)
+        .unwrap();
+    assert!(
+        stripped.events.iter().any(|e| matches!(
+            e,
+            EventView::Rejected { reason } if reason.contains("franking")
+        )),
+        "{:?}",
+        stripped.events
+    );
+    // A frame with its franking is taken (the next entry; the stripped one's position is
+    // spent).
+    let dev = &mut net.devs[a];
+    let action = dev
+        .m
+        .send_text(&mut dev.d, conv, "socket again", Vec::new(), NOW_MS)
+        .unwrap();
+    let post = action.group.clone().unwrap().post;
+    let next: AppendResponse = serde_json::from_str(&net.post(&post)).unwrap();
+    let chan = &net.channels[&post.channel_id];
+    let entry = STANDARD.encode(chan.entries.last().unwrap());
+    let commitment = chan.commitments.last().unwrap().clone().unwrap();
+    let next = next.seq as u64;
+    let f = entry_stamped(&commitment, &post.channel_id, next);
+    let frame = serde_json::json!({
+        "commitment": f.commitment, "stamp": f.stamp, "seq": next, "createdAt": NOW,
+    })
+    .to_string();
+    let dev = &mut net.devs[b];
+    let got = dev
+        .m
+        .receive_channel_entry(
+            &mut dev.d,
+            &post.channel_id,
+            next,
+            &entry,
+            Some(&frame),
+            NOW_MS,
+        )
+        .unwrap();
+    assert!(
+        matches!(got.events.as_slice(), [EventView::Message { message }] if message.text == "socket again"),
+        "{:?}",
+        got.events
     );
 }

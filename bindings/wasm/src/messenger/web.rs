@@ -581,7 +581,9 @@ impl WebMessenger {
         self.with(|m, d| m.report_request(d, conversation, &id, now))
     }
 
-    /// Processes one entry of a channel subscription (a `channel_entry` frame).
+    /// Processes one entry of a channel subscription (a `channel_entry` frame); `franking`:
+    /// the frame's franking with its `seq` and `createdAt` as JSON
+    /// (`{"commitment", "stamp", "seq", "createdAt"}`) when it carries one.
     #[wasm_bindgen(js_name = receiveChannelEntry, unchecked_return_type = "Received")]
     pub fn receive_channel_entry(
         &self,
@@ -589,12 +591,16 @@ impl WebMessenger {
         #[wasm_bindgen(unchecked_param_type = "number")] seq: JsValue,
         #[wasm_bindgen(unchecked_param_type = "string")] entry: JsValue,
         #[wasm_bindgen(js_name = nowMs, unchecked_param_type = "number")] now_ms: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "string | undefined")] franking: JsValue,
     ) -> JsResult<JsValue> {
         let channel = lift(string_arg(&channel_id, "channelId"))?;
         let seq = lift(number_arg(&seq, "seq"))?;
         let entry = lift(string_arg(&entry, "entry"))?;
         let now = lift(number_arg(&now_ms, "nowMs"))?;
-        self.json(|m, d| m.receive_channel_entry(d, &channel, seq, &entry, now))
+        let franking = franking.as_string();
+        self.json(|m, d| {
+            m.receive_channel_entry(d, &channel, seq, &entry, franking.as_deref(), now)
+        })
     }
 
     /// Processes a page of `GET /v1/channels/{channelId}/entries`.

@@ -306,7 +306,9 @@ async fn scenario(url: &str, username: &str, dir: &Path) {
     let relay = login(url, username).await;
     let mut d = Diary::unlock(store(dir, "d.db"), relay, PW3).await.unwrap();
     c.change_password(PW1, params()).await.unwrap();
-    let err = d.change_password(PW2, params()).await.unwrap_err();
+    let Err(err) = d.change_password(PW2, params()).await else {
+        panic!("a stale bundle must conflict")
+    };
     assert!(
         matches!(
             err,

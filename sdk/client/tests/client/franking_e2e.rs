@@ -201,4 +201,67 @@ async fn alice_franks_bob_and_carol_report_and_the_relay_attributes() {
         bob.report(from_alice, to_carol).await,
         Err(MessengerError::Report(ReportError::UnknownMessage))
     ));
+
+    // --- A group: Alice's entry is franked for the channel; Bob (live, over the socket) and
+    // Carol (REST read) accept it only because it opens the stamped commitment, and either can
+    // report it with the channel's read token; the relay attributes it to Alice.
+    let group = alice
+        .create_group("franked group", &[bob_id, carol_id])
+        .await
+        .unwrap();
+    const GROUP_TEXT: &str = "a group message worth reporting, basalt";
+    tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            if let Event::GroupUpdated { group_id, .. } = bob_events.recv().await.unwrap()
+                && group_id == group
+            {
+                break;
+            }
+        }
+    })
+    .await
+    .unwrap();
+    let in_group = Conversation::Group(group);
+    let group_message = alice.send_text(in_group, GROUP_TEXT).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            match bob_events.recv().await.unwrap() {
+                Event::Message(m) if m.text == GROUP_TEXT => break,
+                Event::Rejected { reason } => panic!("rejected: {reason}"),
+                _ => {}
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert!(bob.reportable(in_group, group_message).unwrap());
+    let s = store(dir.path(), "b.db");
+    let key = FrankingSecret::from_bytes(FRANKING_SECRET).public();
+    let request = core::report_request(&s, &in_group, &group_message, Some(&key), now()).unwrap();
+    drop(s);
+    assert!(request.read_token.is_some());
+    let report = Report::decode(&STANDARD.decode(&request.report).unwrap()).unwrap();
+    assert!(matches!(report.destination, Destination::Channel { .. }));
+    assert_eq!((report.sender_account, report.sender_device), (alice_id, 1));
+    verify_report(
+        &report,
+        &FrankingSecret::from_bytes(FRANKING_SECRET),
+        &StampKey::from_bytes(STAMP_KEY),
+        &alice_ik,
+    )
+    .unwrap();
+    let answer = bob.report(in_group, group_message).await.unwrap();
+    assert!(answer.attributed);
+    // Carol reads the channel over REST: the same entry, reportable by her too (the same
+    // delivered entry, so the same report id: one stamp names one entry).
+    carol.sync().await.unwrap();
+    assert!(carol.reportable(in_group, group_message).unwrap());
+    let carols = carol.report(in_group, group_message).await.unwrap();
+    assert!(carols.attributed);
+    assert_eq!(carols.report_id, answer.report_id);
+    // Alice's own group message is not hers to report.
+    assert!(matches!(
+        alice.report(in_group, group_message).await,
+        Err(MessengerError::Report(ReportError::NotReportable))
+    ));
 }

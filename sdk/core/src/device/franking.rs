@@ -21,7 +21,8 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use haven_protocol::api::messages::QueuedBody;
+use haven_protocol::api::channels::EntryBody;
+use haven_protocol::api::messages::{FrankingBody, QueuedBody};
 use haven_protocol::api::moderation::FrankingKeyResponse;
 use haven_protocol::frames::{EnvelopeFrame, Franking};
 use haven_protocol::franking::{Destination, FrankingKey, OPENING_TYPE, Report, VERSION};
@@ -70,9 +71,29 @@ impl DeliveredFranking {
     /// [`DeviceError::InvalidResponse`] for a commitment or stamp that is not base64 of 32
     /// bytes, or a negative `seq` or time.
     pub fn from_queued(queued: &QueuedBody) -> Result<Option<Self>, DeviceError> {
-        let Some(f) = &queued.franking else {
-            return Ok(None);
-        };
+        queued
+            .franking
+            .as_ref()
+            .map(|f| Self::from_body(f, queued.seq, queued.received_at))
+            .transpose()
+    }
+
+    /// The franking of a channel entry read over REST (`GET /v1/channels/{id}/entries`,
+    /// §11.15); `None` when it carries none.
+    ///
+    /// # Errors
+    /// As [`DeliveredFranking::from_queued`].
+    pub fn from_entry(entry: &EntryBody) -> Result<Option<Self>, DeviceError> {
+        entry
+            .franking
+            .as_ref()
+            .map(|f| Self::from_body(f, entry.seq, entry.created_at))
+            .transpose()
+    }
+
+    /// The franking a REST answer carries (base64 commitment and stamp) with the envelope's or
+    /// entry's `seq` and time.
+    fn from_body(f: &FrankingBody, seq: i64, time: i64) -> Result<Self, DeviceError> {
         let bytes32 = |s: &str| -> Result<[u8; 32], DeviceError> {
             STANDARD
                 .decode(s)
@@ -80,13 +101,59 @@ impl DeliveredFranking {
                 .and_then(|b| <[u8; 32]>::try_from(b.as_slice()).ok())
                 .ok_or_else(|| bad_response("franking is not base64 of 32 bytes"))
         };
-        Ok(Some(Self {
+        Ok(Self {
             commitment: bytes32(&f.commitment)?,
             stamp: bytes32(&f.stamp)?,
-            seq: u64::try_from(queued.seq).map_err(|_| bad_response("negative seq"))?,
-            time: u64::try_from(queued.received_at)
-                .map_err(|_| bad_response("negative received_at"))?,
-        }))
+            seq: u64::try_from(seq).map_err(|_| bad_response("negative seq"))?,
+            time: u64::try_from(time).map_err(|_| bad_response("negative time"))?,
+        })
+    }
+
+    /// The franking of a WebSocket channel entry frame (§11.14 `0x07`): its commitment and
+    /// stamp with the entry's `seq` and `created_at`.
+    #[must_use]
+    pub fn from_channel_frame(
+        franking: Option<Franking>,
+        seq: u64,
+        created_at: u64,
+    ) -> Option<Self> {
+        franking.map(|Franking { commitment, stamp }| Self {
+            commitment,
+            stamp,
+            seq,
+            time: created_at,
+        })
+    }
+
+    /// The 72-byte form kept with a group entry that waits for its sender's key
+    /// (PROTOCOL §13.6): `commitment [32] · stamp [32] · time u64` (the `seq` is the record's
+    /// key).
+    #[must_use]
+    pub fn to_pending(&self) -> [u8; 72] {
+        let mut out = [0u8; 72];
+        out[..32].copy_from_slice(&self.commitment);
+        out[32..64].copy_from_slice(&self.stamp);
+        out[64..].copy_from_slice(&self.time.to_be_bytes());
+        out
+    }
+
+    /// Reads [`DeliveredFranking::to_pending`]'s form back, for the entry at `seq`; `None`
+    /// when it is not 72 bytes.
+    #[must_use]
+    pub fn from_pending(bytes: &[u8], seq: u64) -> Option<Self> {
+        let bytes: &[u8; 72] = bytes.try_into().ok()?;
+        let mut commitment = [0u8; 32];
+        let mut stamp = [0u8; 32];
+        let mut time = [0u8; 8];
+        commitment.copy_from_slice(&bytes[..32]);
+        stamp.copy_from_slice(&bytes[32..64]);
+        time.copy_from_slice(&bytes[64..]);
+        Some(Self {
+            commitment,
+            stamp,
+            seq,
+            time: u64::from_be_bytes(time),
+        })
     }
 
     /// The franking of a WebSocket envelope frame; `None` when it carries none.
@@ -164,16 +231,13 @@ impl ReportMaterial {
         delivered: &DeliveredFranking,
         key: Option<FrankingKey>,
         sender: &DeviceAddress,
-        me: &DeviceAddress,
+        destination: Destination,
     ) -> Self {
         let report = Report {
             franking_key: key.unwrap_or(FrankingKey([0; 32])),
             sender_account: sender.account_id,
             sender_device: sender.device_id,
-            destination: Destination::Device {
-                account: me.account_id,
-                device: me.device_id,
-            },
+            destination,
             seq: delivered.seq,
             time: delivered.time,
             commitment: delivered.commitment,
@@ -209,6 +273,16 @@ impl ReportMaterial {
             .get(83..91)
             .and_then(|b| <[u8; 8]>::try_from(b).ok())
             .map_or(0, u64::from_be_bytes)
+    }
+
+    /// Where the relay delivered the message: this device's mailbox, or a group channel (the
+    /// report then needs the channel's read token, §16.6). `None` for corrupt material.
+    #[must_use]
+    pub fn destination(&self) -> Option<Destination> {
+        let report = Report::decode(&self.0).ok()?;
+        let destination = report.destination;
+        wipe(report);
+        Some(destination)
     }
 
     /// Whether the report window has passed at `now` (Unix seconds).
@@ -269,20 +343,21 @@ pub(crate) enum Unwrapped<'a> {
     Bare(&'a [u8]),
 }
 
-/// The franking check of §16.5 on an unpadded plaintext: with a delivered commitment the
-/// plaintext must be an opening of it; without one it must be a bare content (an opening
-/// without its commitment could not be reported). `None`: refuse the message.
+/// The franking check of §16.5 on an unpadded plaintext that `sender` sent to `destination`
+/// (this device's mailbox, or a group channel): with a delivered commitment the plaintext must
+/// be an opening of it; without one it must be a bare content (an opening without its
+/// commitment could not be reported). `None`: refuse the message.
 pub(crate) fn open_delivered<'a>(
     plaintext: &'a [u8],
     delivered: Option<&DeliveredFranking>,
     key: Option<FrankingKey>,
     sender: &DeviceAddress,
-    me: &DeviceAddress,
+    destination: Destination,
 ) -> Option<Unwrapped<'a>> {
     match delivered {
         Some(d) => {
             let opened = open_franked(plaintext, &d.commitment).ok()?;
-            let material = ReportMaterial::new(&opened, d, key, sender, me);
+            let material = ReportMaterial::new(&opened, d, key, sender, destination);
             Some(Unwrapped::Franked(opened.content, material))
         }
         // §16.9: an opening is told from a bare content by its second byte.
@@ -291,7 +366,11 @@ pub(crate) fn open_delivered<'a>(
     }
 }
 
-fn stored_key<B: Backend>(store: &EncryptedStore<B>) -> Result<Option<FrankingKey>, DeviceError> {
+/// The relay's franking key as last fetched and kept in the store (`None` while it has offered
+/// none): what a device frankes with and names in report material.
+pub(crate) fn stored_key<B: Backend>(
+    store: &EncryptedStore<B>,
+) -> Result<Option<FrankingKey>, DeviceError> {
     store
         .get(META, KEY_NAME)?
         .map(|b| FrankingKey::decode(&b).map_err(|_| protocol("stored franking key malformed")))

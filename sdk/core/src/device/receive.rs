@@ -27,6 +27,7 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use haven_protocol::api::messages::QueuedBody;
+use haven_protocol::franking::Destination;
 use haven_sdk::sealed_sender::{SealedSenderError, open_sealed};
 use haven_sdk::session_cipher::{self, SessionError};
 use haven_sdk::store::{DeviceAddress, IdentityStore};
@@ -39,6 +40,14 @@ use super::space::{INBOX, META, SEEN};
 use super::state::{LocalDevice, contact_devices, save_contact_devices};
 use super::{CONTENT_SESSION, DeviceError};
 use crate::store::{Backend, ClientStoreError, EncryptedStore};
+
+/// This device's mailbox as a franking destination (§16.2).
+fn mailbox(me: &DeviceAddress) -> Destination {
+    Destination::Device {
+        account: me.account_id,
+        device: me.device_id,
+    }
+}
 
 /// Message ids remembered for deduplication (oldest forgotten first), up to
 /// [`SEEN_PRUNE_EVERY`] more between prunings.
@@ -334,7 +343,7 @@ impl LocalDevice {
         let franking_key = self.franking_key(store).ok().flatten();
         let me = self.address();
         let result = store.atomically_mut(|s| -> Result<_, Refusal<E>> {
-            let plaintext = session_cipher::decrypt(s, &sender, &opened.content, rng)
+            let plaintext = session_cipher::decrypt(s, &sender, &opened.content, now, rng)
                 .map_err(|e| Refusal::Reject(RejectReason::from_session(&e)))?;
             // A first message (PreKeyMessage) names its sender's identity key: it must be the
             // certificate's (and so, for a listed account, the listed key).
@@ -349,7 +358,7 @@ impl LocalDevice {
             let unpadded = unpad(&plaintext)
                 .map_err(|_| Refusal::Reject(RejectReason::Malformed("bad padding".into())))?;
             let (content, material) =
-                match open_delivered(unpadded, delivered, franking_key, &sender, &me) {
+                match open_delivered(unpadded, delivered, franking_key, &sender, mailbox(&me)) {
                     Some(Unwrapped::Franked(content, material)) => (content, Some(material)),
                     Some(Unwrapped::Bare(content)) => (content, None),
                     None => return Err(Refusal::Reject(RejectReason::FrankingMismatch)),

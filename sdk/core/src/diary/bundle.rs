@@ -11,12 +11,13 @@
 use haven_protocol::api::vault::{ItemBody, ItemWriteRequest, ItemWritten};
 use haven_protocol::padding::padded_len;
 use haven_protocol::vault::{ITEM_OVERHEAD, MIN_ITEM_LEN};
-use haven_sdk::diary::WrappedKeyBundle;
+use haven_sdk::diary::{DiaryKeys, WrappedKeyBundle};
 
 use super::{HttpMethod, LocalDiaryError, VaultAnswer, VaultCall, b64, b64_encode, item_path};
 
-/// Collection id of the reserved key-bundle item.
-pub const BUNDLE_COLLECTION: [u8; 16] = [0; 16];
+/// Collection id of the reserved key-bundle item: the collection the relay keeps no history
+/// for (PROTOCOL §11.16), so a replaced bundle is not kept.
+pub const BUNDLE_COLLECTION: [u8; 16] = haven_protocol::vault::UNVERSIONED_COLLECTION;
 /// Item id of the reserved key-bundle item.
 pub const BUNDLE_ITEM: [u8; 16] = [0; 16];
 /// Format byte of the reserved bundle item's body.
@@ -127,6 +128,8 @@ pub struct BundleUpload {
     bundle: WrappedKeyBundle,
     collection: [u8; 16],
     expected_revision: u64,
+    /// The keys of the epoch this upload starts (a password change or new codes).
+    keys: Option<DiaryKeys>,
 }
 
 impl std::fmt::Debug for BundleUpload {
@@ -147,7 +150,19 @@ impl BundleUpload {
             bundle,
             collection,
             expected_revision,
+            keys: None,
         }
+    }
+
+    /// The upload starts the key epoch of `keys`, used once it is stored.
+    pub(crate) fn with_keys(mut self, keys: DiaryKeys) -> Self {
+        self.keys = Some(keys);
+        self
+    }
+
+    /// The keys of the epoch this upload starts, if any.
+    pub(crate) fn keys(&self) -> Option<&DiaryKeys> {
+        self.keys.as_ref()
     }
 
     /// The `PUT` of the reserved item.

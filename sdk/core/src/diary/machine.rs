@@ -340,7 +340,8 @@ impl<B: Backend> DiaryMachine<B> {
         Ok(())
     }
 
-    /// Starts a password change (one request).
+    /// Starts a password change (one request): a new key epoch. Ends in [`Outcome::Done`], or in
+    /// [`Outcome::RecoveryCodes`] when a version-1 bundle was upgraded (its codes replaced).
     ///
     /// # Errors
     /// Key errors, [`LocalDiaryError::OutOfOrder`].
@@ -351,26 +352,28 @@ impl<B: Backend> DiaryMachine<B> {
         rng: &mut R,
     ) -> Result<(), LocalDiaryError> {
         self.idle()?;
-        let upload = self
+        let (upload, codes) = self
             .open_ref()?
             .change_password(new_password, params, rng)?;
+        // New codes only when a version-1 bundle was upgraded: then they must be shown.
         self.start(Op::Bundle {
             upload,
-            codes: None,
+            codes: (!codes.is_empty()).then_some(codes),
         });
         Ok(())
     }
 
-    /// Starts replacing the recovery codes (one request; [`Outcome::RecoveryCodes`]).
+    /// Starts replacing the recovery codes (one request; [`Outcome::RecoveryCodes`]): a new
+    /// key epoch.
     ///
     /// # Errors
-    /// [`LocalDiaryError::OutOfOrder`].
+    /// [`LocalDiaryError::OutOfOrder`], key errors (too many epochs).
     pub fn begin_regenerate_codes<R: CryptoRng + ?Sized>(
         &mut self,
         rng: &mut R,
     ) -> Result<(), LocalDiaryError> {
         self.idle()?;
-        let (upload, codes) = self.open_ref()?.regenerate_recovery_codes(rng);
+        let (upload, codes) = self.open_ref()?.regenerate_recovery_codes(rng)?;
         self.start(Op::Bundle {
             upload,
             codes: Some(codes),

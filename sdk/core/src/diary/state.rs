@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 
 use haven_sdk::diary::{
     ChangesPage, DiaryError, DiaryKeys, DiaryQuery, DiarySync, Entry, KdfParams, RecoveryCode,
-    RemoteItem, SealedEntry, SyncError, VaultRequest,
+    RemoteItem, Rotation, SealedEntry, SyncError, VaultRequest,
 };
 use rand_core::CryptoRng;
 
@@ -103,10 +103,13 @@ impl NewDiary {
         ))
     }
 
-    /// Recovery on a device: from the answer to [`bundle::fetch_call`], opens the master key
-    /// with a recovery code and re-wraps it under `new_password`; the bundle write expects the
-    /// revision read, so a concurrent change is reported rather than overwritten. The recovery
-    /// codes stay valid (regenerate them with [`LocalDiary::regenerate_recovery_codes`]).
+    /// Recovery on a device: from the answer to [`bundle::fetch_call`], opens the keys with a
+    /// recovery code and sets `new_password`, starting a new key epoch (the forgotten password
+    /// opens nothing written from now on); the bundle write expects the revision read, so a
+    /// concurrent change is reported rather than overwritten. The recovery codes stay valid
+    /// (regenerate them with [`LocalDiary::regenerate_recovery_codes`]). A version-1 bundle is
+    /// only re-wrapped under the new password (its codes cannot be kept across an upgrade);
+    /// the next password change or code regeneration upgrades it.
     ///
     /// # Errors
     /// [`DiaryError::WrongRecoveryCode`] / [`DiaryError::InvalidRecoveryCode`] (as
@@ -120,7 +123,15 @@ impl NewDiary {
     ) -> Result<NewDiary, LocalDiaryError> {
         let remote = bundle::read_fetched(fetched)?;
         let keys = DiaryKeys::unlock_with_recovery_code(&remote.bundle, code)?;
-        let bundle = keys.change_password(&remote.bundle, new_password, params, rng)?;
+        let (keys, bundle) =
+            match keys.rewrap_legacy_password(&remote.bundle, new_password, params, rng)? {
+                Some(rewrapped) => rewrapped,
+                None => {
+                    let rotation =
+                        keys.change_password(&remote.bundle, new_password, params, rng)?;
+                    (rotation.keys, rotation.bundle)
+                }
+            };
         Ok(NewDiary {
             keys,
             upload: BundleUpload::new(bundle, remote.collection, remote.revision),
@@ -417,42 +428,57 @@ impl<B: Backend> LocalDiary<B> {
         &self.keys
     }
 
-    /// Changes the password: re-wraps the master key only (entries are untouched). Send the
-    /// upload, then hand its answer to [`bundle_uploaded`](Self::bundle_uploaded); a bundle
-    /// changed by another device first fails with [`LocalDiaryError::BundleConflict`].
+    /// Changes the password and starts a new key epoch (entries are untouched and stay
+    /// readable; the old password opens nothing written after the change). Send the upload,
+    /// then hand its answer to [`bundle_uploaded`](Self::bundle_uploaded), which switches to
+    /// the new keys; a bundle changed by another device first fails with
+    /// [`LocalDiaryError::BundleConflict`]. The codes are empty, except when a version-1
+    /// bundle is upgraded: then they replace the old ones (show them once).
     ///
     /// # Errors
-    /// Key errors (parameters out of bounds).
+    /// Key errors (parameters out of bounds, too many epochs).
     pub fn change_password<R: CryptoRng + ?Sized>(
         &self,
         new_password: &[u8],
         params: KdfParams,
         rng: &mut R,
-    ) -> Result<BundleUpload, LocalDiaryError> {
-        let bundle = self
+    ) -> Result<(BundleUpload, Vec<RecoveryCode>), LocalDiaryError> {
+        let rotation = self
             .keys
             .change_password(&self.bundle.bundle, new_password, params, rng)?;
-        Ok(self.bundle_upload(bundle))
+        Ok(self.bundle_upload(rotation))
     }
 
-    /// Replaces every recovery code (the old ones stop working once the upload is stored);
-    /// returns the upload and the new codes, to show once.
-    #[must_use]
+    /// Replaces every recovery code and starts a new key epoch (the old codes stop working
+    /// once the upload is stored, and open nothing written after it); returns the upload and
+    /// the new codes, to show once.
+    ///
+    /// # Errors
+    /// Key errors (too many epochs; a version-1 bundle whose keys were not unlocked by its
+    /// password).
     pub fn regenerate_recovery_codes<R: CryptoRng + ?Sized>(
         &self,
         rng: &mut R,
-    ) -> (BundleUpload, Vec<RecoveryCode>) {
-        let (bundle, codes) = self
+    ) -> Result<(BundleUpload, Vec<RecoveryCode>), LocalDiaryError> {
+        let rotation = self
             .keys
-            .regenerate_recovery_codes(&self.bundle.bundle, rng);
-        (self.bundle_upload(bundle), codes)
+            .regenerate_recovery_codes(&self.bundle.bundle, rng)?;
+        Ok(self.bundle_upload(rotation))
     }
 
-    fn bundle_upload(&self, bundle: haven_sdk::diary::WrappedKeyBundle) -> BundleUpload {
-        BundleUpload::new(bundle, self.bundle.collection, self.bundle.revision)
+    fn bundle_upload(&self, rotation: Rotation) -> (BundleUpload, Vec<RecoveryCode>) {
+        let Rotation {
+            keys,
+            bundle,
+            codes,
+        } = rotation;
+        let upload =
+            BundleUpload::new(bundle, self.bundle.collection, self.bundle.revision).with_keys(keys);
+        (upload, codes)
     }
 
-    /// The answer to a [`BundleUpload`] of this diary: the new bundle is kept.
+    /// The answer to a [`BundleUpload`] of this diary: the new bundle is kept and, when the
+    /// upload started a new key epoch, its keys are used from now on.
     ///
     /// # Errors
     /// [`LocalDiaryError::BundleConflict`], [`LocalDiaryError::Refused`], store errors.
@@ -464,6 +490,9 @@ impl<B: Backend> LocalDiary<B> {
         let stored = upload.read(answer)?;
         save_bundle(&self.store, &stored)?;
         self.bundle = stored;
+        if let Some(keys) = upload.keys() {
+            self.keys = keys.clone();
+        }
         Ok(())
     }
 

@@ -602,12 +602,12 @@ fn unlock_recover_and_password_change() {
 
     // A device still holding the old bundle changes the password: the relay's revision moved.
     let mut old = second_device_with(&mut vault, b"new password");
-    let upload = old
+    let (upload, _) = old
         .change_password(b"third password", KdfParams::MIN, &mut rng())
         .unwrap();
     let answer = vault.handle(&upload.call());
     old.bundle_uploaded(&upload, answer).unwrap();
-    let stale = c
+    let (stale, _) = c
         .change_password(b"other", KdfParams::MIN, &mut rng())
         .unwrap();
     let answer = vault.handle(&stale.call());
@@ -626,7 +626,7 @@ fn unlock_recover_and_password_change() {
     let c = fetch.finish(answer, b"third password", &mut rng()).unwrap();
     assert_eq!(c.search("kept").len(), 1);
     // Regenerated codes replace the old ones.
-    let (upload, fresh) = c.regenerate_recovery_codes(&mut rng());
+    let (upload, fresh) = c.regenerate_recovery_codes(&mut rng()).unwrap();
     assert_eq!(fresh.len(), 10);
     assert_eq!(codes_text(&fresh).len(), 10);
     drop(upload);
@@ -637,6 +637,125 @@ fn unlock_recover_and_password_change() {
         bundle::read_fetched(empty),
         Err(LocalDiaryError::NotInitialised)
     ));
+}
+
+/// The keys an attacker gets from every bundle revision the vault ever held (the fake keeps
+/// them all, as a series of dumps of the relay would) with `unlock`.
+fn dumped_keys(
+    vault: &FakeVault,
+    unlock: impl Fn(&haven_sdk::diary::WrappedKeyBundle) -> Result<haven_sdk::DiaryKeys, DiaryError>,
+) -> Vec<haven_sdk::DiaryKeys> {
+    let key = (hex::encode(BUNDLE_COLLECTION), hex::encode(BUNDLE_ITEM));
+    vault.items[&key]
+        .revisions
+        .iter()
+        .filter_map(|r| {
+            let (bundle, _) = decode_bundle_item(&b64(r.body.as_ref()?).ok()?).ok()?;
+            unlock(&bundle).ok()
+        })
+        .collect()
+}
+
+/// Whether any of `keys` opens any stored revision of entry `item`.
+fn opens_any(
+    vault: &FakeVault,
+    collection: &[u8; 16],
+    item: &[u8; 16],
+    keys: &[haven_sdk::DiaryKeys],
+) -> bool {
+    let it = &vault.items[&(hex::encode(collection), hex::encode(item))];
+    it.revisions.iter().any(|r| {
+        let (Some(body), Some(meta)) = (&r.body, &r.meta) else {
+            return false;
+        };
+        let sealed = haven_sdk::diary::SealedEntry {
+            body: b64(body).unwrap(),
+            meta: b64(meta).unwrap(),
+        };
+        keys.iter()
+            .any(|k| Entry::open(k, collection, item, r.revision, &sealed).is_ok())
+    })
+}
+
+#[test]
+fn an_old_password_or_code_with_every_vault_row_opens_nothing_written_after_the_change() {
+    let mut vault = FakeVault::new();
+    let (mut a, codes) = create(&mut vault);
+    let before = a
+        .write(entry("before", "written first", 1), &mut rng())
+        .unwrap();
+    sync(&mut a, &mut vault).unwrap();
+
+    let (upload, new_codes) = a
+        .change_password(b"new password", KdfParams::MIN, &mut rng())
+        .unwrap();
+    assert!(new_codes.is_empty(), "a version-2 diary keeps its codes");
+    let answer = vault.handle(&upload.call());
+    a.bundle_uploaded(&upload, answer).unwrap();
+    let after = a
+        .write(entry("after", "password changed", 2), &mut rng())
+        .unwrap();
+    sync(&mut a, &mut vault).unwrap();
+    let c = *a.collection();
+    let stolen = dumped_keys(&vault, |b| {
+        haven_sdk::DiaryKeys::unlock_with_password(b, PASSWORD)
+    });
+    assert_eq!(
+        stolen.len(),
+        1,
+        "the old password opens the first bundle revision"
+    );
+    assert!(opens_any(&vault, &c, &before, &stolen));
+    assert!(!opens_any(&vault, &c, &after, &stolen));
+
+    let (upload, fresh) = a.regenerate_recovery_codes(&mut rng()).unwrap();
+    assert_eq!(fresh.len(), 10);
+    let answer = vault.handle(&upload.call());
+    a.bundle_uploaded(&upload, answer).unwrap();
+    let last = a.write(entry("last", "new codes", 3), &mut rng()).unwrap();
+    sync(&mut a, &mut vault).unwrap();
+    for code in &codes {
+        let stolen = dumped_keys(&vault, |b| {
+            haven_sdk::DiaryKeys::unlock_with_recovery_code(b, &code.to_text())
+        });
+        assert_eq!(
+            stolen.len(),
+            2,
+            "the old code opened the first two revisions"
+        );
+        assert!(!opens_any(&vault, &c, &last, &stolen));
+    }
+    let stolen = dumped_keys(&vault, |b| {
+        haven_sdk::DiaryKeys::unlock_with_password(b, PASSWORD)
+    });
+    assert!(!opens_any(&vault, &c, &last, &stolen));
+
+    // The new password reads everything, on another device and after a restart.
+    let mut b = second_device_with(&mut vault, b"new password");
+    sync(&mut b, &mut vault).unwrap();
+    let a = match Diary::unlock(a.into_store(), b"new password", &mut rng()).unwrap() {
+        Unlocked::Open(d) => d,
+        Unlocked::NeedsBundle(_) => panic!("the local bundle should open"),
+    };
+    for d in [&a, &b] {
+        for (id, title) in [(before, "before"), (after, "after"), (last, "last")] {
+            assert_eq!(d.show(&id).unwrap().title, title);
+        }
+    }
+    // The new codes recover it all.
+    let fetched = vault.handle(&bundle::fetch_call());
+    let new = NewDiary::recover(
+        fetched,
+        &fresh[2].to_text(),
+        b"third",
+        KdfParams::MIN,
+        &mut rng(),
+    )
+    .unwrap();
+    let answer = vault.handle(&new.call());
+    let mut r = new.finish(store(), answer, &mut rng()).unwrap();
+    sync(&mut r, &mut vault).unwrap();
+    assert_eq!(r.list(&haven_sdk::diary::DiaryQuery::default()).len(), 3);
 }
 
 fn second_device_with(vault: &mut FakeVault, password: &[u8]) -> Diary {

@@ -7,12 +7,14 @@
 //! Events are the caller's to emit once that transaction committed.
 
 use haven_protocol::content::{Body, Content, Conversation, ReceiptKind};
+use haven_protocol::franking::Destination;
 use haven_sdk::groups::GroupError;
 use haven_sdk::store::DeviceAddress;
 use haven_sdk::store::sender_keys::{SenderKeyName, group_decrypt};
 use haven_sdk::unpad;
 use zeroize::Zeroizing;
 
+use super::channels::ChannelItem;
 use super::contacts::card_received;
 use super::groups::{
     GroupState, MAX_PENDING_PER_GROUP, Verdict, accept_invite, change_refused, check_change,
@@ -22,12 +24,13 @@ use super::groups::{
 use super::messages::{
     apply_reaction, expires_at, has_message, put_message, set_timer, update_message,
 };
-use super::records::GROUP_PENDING;
+use super::records::{GROUP_PENDING, GROUP_PENDING_FRANKING};
 use super::reports::keep_material;
 use super::tasks::{Task, add_task};
 use super::types::{Applied, Event, GroupChangeRefusal, MessageRecord, StateError};
+use crate::device::franking::{Unwrapped, open_delivered, stored_key};
 use crate::device::state::{set_contact_access_key, set_own_access_key};
-use crate::device::{RejectReason, ReportMaterial};
+use crate::device::{DeliveredFranking, RejectReason, ReportMaterial};
 use crate::store::{Backend, ClientStoreError, EncryptedStore};
 
 /// Applies the plaintext of a 1:1 envelope `sender` sealed to this device (`me`), received at
@@ -130,9 +133,11 @@ pub fn apply_direct<B: Backend, R: rand_core::CryptoRng + ?Sized>(
     Ok(applied)
 }
 
-/// Processes channel entries `(seq, entry)` of one epoch of `group`, in order, each in its own
-/// transaction with the epoch's advanced cursor. Entries at or before the cursor were
-/// processed already and are skipped; entries of an unknown group or epoch are ignored.
+/// Processes channel entries of one epoch of `group`, in order, each in its own transaction
+/// with the epoch's advanced cursor. Entries at or before the cursor were processed already
+/// and are skipped; entries of an unknown group or epoch are ignored. A franked entry must open
+/// its delivered commitment (§16.5, else it is refused as
+/// [`RejectReason::FrankingMismatch`]) and leaves report material with its text.
 ///
 /// # Errors
 /// Store errors (the failing entry's transaction rolled back; earlier entries stay applied).
@@ -141,12 +146,13 @@ pub fn apply_entries<B: Backend, R: rand_core::CryptoRng + ?Sized>(
     me: &DeviceAddress,
     group_id: &[u8; 16],
     epoch: u32,
-    entries: &[(u64, Vec<u8>)],
+    entries: &[ChannelItem],
     now_ms: u64,
     rng: &mut R,
 ) -> Result<Applied, StateError> {
     let mut applied = Applied::default();
-    for (seq, entry) in entries {
+    for item in entries {
+        let seq = &item.seq;
         let result = store.atomically_mut(|s| -> Result<Applied, StateError> {
             let Some(mut state) = group(s, group_id)? else {
                 return Ok(Applied::default());
@@ -158,7 +164,13 @@ pub fn apply_entries<B: Backend, R: rand_core::CryptoRng + ?Sized>(
                 return Ok(Applied::default());
             }
             position.set_cursor(*seq);
-            let out = apply_entry(s, &mut state, epoch, *seq, entry, me, now_ms, rng)?;
+            let entry = Received {
+                epoch,
+                seq: *seq,
+                entry: &item.entry,
+                franking: item.franking.as_ref(),
+            };
+            let out = apply_entry(s, &mut state, &entry, me, now_ms, rng)?;
             save_group(s, &state)?;
             Ok(out)
         })?;
@@ -191,24 +203,38 @@ pub fn retry_pending<B: Backend, R: rand_core::CryptoRng + ?Sized>(
     let mut events = Vec::new();
     for ((epoch, seq), (key, entry)) in pending {
         let out = store.atomically_mut(|s| -> Result<Option<Applied>, StateError> {
-            let Some(mut state) = group(s, group_id)? else {
+            let forget = |s: &EncryptedStore<B>| -> Result<(), StateError> {
                 s.delete(GROUP_PENDING, &key)?;
+                s.delete(GROUP_PENDING_FRANKING, &key)?;
+                Ok(())
+            };
+            let Some(mut state) = group(s, group_id)? else {
+                forget(s)?;
                 return Ok(None);
             };
             let Some(keys) = state.epoch_mut(epoch).map(|e| e.clone()) else {
-                s.delete(GROUP_PENDING, &key)?;
+                forget(s)?;
                 return Ok(None);
             };
             let Some((sender, _)) = open_entry(group_id, &keys, &entry) else {
-                s.delete(GROUP_PENDING, &key)?;
+                forget(s)?;
                 return Ok(None);
             };
             if !has_sender_key(s, group_id, epoch, &sender) {
                 // Still waiting for this sender's key.
                 return Ok(None);
             }
-            s.delete(GROUP_PENDING, &key)?;
-            let out = apply_entry(s, &mut state, epoch, seq, &entry, me, now_ms, rng)?;
+            let franking = s
+                .get(GROUP_PENDING_FRANKING, &key)?
+                .and_then(|b| DeliveredFranking::from_pending(&b, seq));
+            forget(s)?;
+            let received = Received {
+                epoch,
+                seq,
+                entry: &entry,
+                franking: franking.as_ref(),
+            };
+            let out = apply_entry(s, &mut state, &received, me, now_ms, rng)?;
             save_group(s, &state)?;
             Ok(Some(out))
         })?;
@@ -227,8 +253,17 @@ struct Incoming<'a> {
     outgoing: bool,
     sent_at: u64,
     now_ms: u64,
-    /// The report material of a franked 1:1 envelope.
+    /// The report material of a franked envelope or channel entry.
     franking: Option<&'a ReportMaterial>,
+}
+
+/// A channel entry of one epoch as the relay delivered it.
+struct Received<'a> {
+    epoch: u32,
+    seq: u64,
+    entry: &'a [u8],
+    /// Its commitment and stamp, when franked.
+    franking: Option<&'a DeliveredFranking>,
 }
 
 /// Applies the content kinds 1:1 and group conversations share (texts, receipts, reactions,
@@ -381,19 +416,22 @@ fn apply_message_body<B: Backend, R: rand_core::CryptoRng + ?Sized>(
     Ok(None)
 }
 
-/// Applies one channel entry of `epoch` inside its transaction (the caller advanced the
-/// cursor and stores `state` afterwards).
-#[allow(clippy::too_many_arguments)] // Each is one fact about the entry; a struct would only rename them.
+/// Applies one channel entry inside its transaction (the caller advanced the cursor and stores
+/// `state` afterwards).
 fn apply_entry<B: Backend, R: rand_core::CryptoRng + ?Sized>(
     store: &mut EncryptedStore<B>,
     state: &mut GroupState,
-    epoch: u32,
-    seq: u64,
-    entry: &[u8],
+    received: &Received<'_>,
     me: &DeviceAddress,
     now_ms: u64,
     rng: &mut R,
 ) -> Result<Applied, StateError> {
+    let Received {
+        epoch,
+        seq,
+        entry,
+        franking,
+    } = *received;
     let group = state.id;
     let Some(keys) = state.epoch_mut(epoch).map(|e| e.clone()) else {
         return Ok(Applied::default());
@@ -414,7 +452,11 @@ fn apply_entry<B: Backend, R: rand_core::CryptoRng + ?Sized>(
         Err(ClientStoreError::Group(GroupError::UnknownChain(_))) => {
             // The sender's key has not arrived yet: keep the entry (bounded) for a retry.
             if pending_count(store, &group)? < MAX_PENDING_PER_GROUP {
-                store.put(GROUP_PENDING, &pending_key(&group, epoch, seq), entry)?;
+                let key = pending_key(&group, epoch, seq);
+                store.put(GROUP_PENDING, &key, entry)?;
+                if let Some(f) = franking {
+                    store.put(GROUP_PENDING_FRANKING, &key, &f.to_pending())?;
+                }
             }
             return Ok(Applied::default());
         }
@@ -429,6 +471,16 @@ fn apply_entry<B: Backend, R: rand_core::CryptoRng + ?Sized>(
     let Ok(plain) = unpad(&padded) else {
         return Ok(Applied::malformed("bad padding"));
     };
+    // §16.5: a franked entry must open its commitment; the destination is the channel.
+    let destination = Destination::Channel {
+        channel_id: *keys.channel_id(),
+    };
+    let (plain, material) =
+        match open_delivered(plain, franking, stored_key(store)?, &sender, destination) {
+            Some(Unwrapped::Franked(content, material)) => (content, Some(material)),
+            Some(Unwrapped::Bare(content)) => (content, None),
+            None => return Ok(Applied::rejected(RejectReason::FrankingMismatch)),
+        };
     let content = match Content::from_bytes(plain) {
         Ok(c) => c,
         Err(e) => return Ok(Applied::malformed(e)),
@@ -447,8 +499,7 @@ fn apply_entry<B: Backend, R: rand_core::CryptoRng + ?Sized>(
         outgoing: sender.account_id == own,
         sent_at: content.sent_at,
         now_ms,
-        // Channel entries are not franked yet (PROTOCOL §16.9).
-        franking: None,
+        franking: material.as_ref(),
     };
     let Some(body) = apply_message_body(store, &incoming, content.body, &mut applied, rng)? else {
         return Ok(applied);

@@ -6,8 +6,10 @@
 //!
 //! ```text
 //! create     POST /v1/channels  create_request()          ─► Channel::from_reply(answer)
-//! append     POST epoch.append_path()   bearer write token  append_body(entry) ─► {"seq"}
-//! read       GET  epoch.entries_path(after)  bearer read token ─► page_entries(answer)
+//! append     POST epoch.append_path()   bearer write token  append_body(entry, c) ─► {"seq"}
+//! read       GET  epoch.entries_path(after)  bearer read token ─► page_entries(answer):
+//!            ChannelItem { seq, entry, franking }
+//! live       channel entry frame ─► ChannelItem::from_frame
 //! live       WebSocket subscribe frame (epoch.subscribe_frame(request id), after = cursor)
 //! ```
 
@@ -16,11 +18,12 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use haven_protocol::api::channels::{
     AppendRequest, CreateChannelRequest, CreateChannelResponse, EntriesPage,
 };
-use haven_protocol::frames::ClientFrame;
+use haven_protocol::frames::{ClientFrame, Franking};
 use zeroize::Zeroizing;
 
 use super::groups::{Channel, Epoch};
 use super::types::{StateError, invalid};
+use crate::device::DeliveredFranking;
 
 /// Lifetime requested for a group channel (the relay caps it at its maximum; a relay whose
 /// maximum is lower refuses it with `invalid_ttl`: then ask for its default,
@@ -102,27 +105,60 @@ impl Epoch {
     }
 }
 
-/// The body appending `entry` (a sealed channel entry) to a channel.
+/// The body appending `entry` (a sealed channel entry) to a channel, with its franking
+/// commitment when the entry is franked (§16.3, §16.9).
 #[must_use]
-pub fn append_body(entry: &[u8]) -> AppendRequest {
+pub fn append_body(entry: &[u8], commitment: Option<&[u8; 32]>) -> AppendRequest {
     AppendRequest {
         entry: STANDARD.encode(entry),
+        franking_commitment: commitment.map(|c| STANDARD.encode(c)),
     }
 }
 
-/// The entries of a page of `GET /v1/channels/{id}/entries`, in order, as `(seq, entry)`.
+/// One channel entry as the relay delivered it: its position, the sealed entry, and its
+/// franking (commitment and stamp, §16.4) when the writer franked it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChannelItem {
+    /// The entry's `seq` in its channel.
+    pub seq: u64,
+    /// The sealed entry (§13.3).
+    pub entry: Vec<u8>,
+    /// The relay's commitment and stamp with `seq` and `created_at`, if franked.
+    pub franking: Option<DeliveredFranking>,
+}
+
+impl ChannelItem {
+    /// An entry of a WebSocket channel entry frame (§11.14 `0x03` / `0x07`).
+    #[must_use]
+    pub fn from_frame(seq: u64, created_at: u64, entry: &[u8], franking: Option<Franking>) -> Self {
+        Self {
+            seq,
+            entry: entry.to_vec(),
+            franking: DeliveredFranking::from_channel_frame(franking, seq, created_at),
+        }
+    }
+}
+
+/// The entries of a page of `GET /v1/channels/{id}/entries`, in order.
 ///
 /// # Errors
-/// [`StateError::Invalid`] for a negative seq or an entry that is not base64.
-pub fn page_entries(page: &EntriesPage) -> Result<Vec<(u64, Vec<u8>)>, StateError> {
+/// [`StateError::Invalid`] for a negative seq, an entry that is not base64 or a malformed
+/// franking.
+pub fn page_entries(page: &EntriesPage) -> Result<Vec<ChannelItem>, StateError> {
     page.entries
         .iter()
         .map(|item| {
             let seq = u64::try_from(item.seq).map_err(|_| invalid("malformed channel page"))?;
-            let bytes = STANDARD
+            let entry = STANDARD
                 .decode(&item.entry)
                 .map_err(|_| invalid("malformed channel entry"))?;
-            Ok((seq, bytes))
+            let franking = DeliveredFranking::from_entry(item)
+                .map_err(|_| invalid("malformed channel entry franking"))?;
+            Ok(ChannelItem {
+                seq,
+                entry,
+                franking,
+            })
         })
         .collect()
 }

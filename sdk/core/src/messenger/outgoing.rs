@@ -7,9 +7,13 @@
 //! (a channel for a new epoch) are split at that point.
 
 use haven_protocol::content::{Body, Content, Conversation, ReceiptKind};
+use haven_protocol::franking::{Destination, FrankingKey};
+use haven_sdk::franking::frank;
 use haven_sdk::pad;
 use haven_sdk::store::DeviceAddress;
+use haven_sdk::store::IdentityStore as _;
 use haven_sdk::store::sender_keys::SenderKeyStore;
+use zeroize::Zeroizing;
 
 use super::groups::{
     Channel, GroupState, active_group, distribution_id, own_distribution, save_group, seal_entry,
@@ -411,29 +415,58 @@ pub fn sender_key<B: Backend, R: rand_core::CryptoRng + ?Sized>(
     })
 }
 
-/// `content` as a channel entry of `state`'s current epoch from this device (`me`): padded,
-/// encrypted with this device's sender key (the driver distributes it first when
+/// A sealed channel entry and, when franked, the commitment to append beside it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupEntry {
+    /// The sealed entry (§13.3).
+    pub entry: Vec<u8>,
+    /// The franking commitment `c` (§16.3), sent with the append; `None` when unfranked.
+    pub commitment: Option<[u8; 32]>,
+}
+
+/// `content` as a channel entry of `state`'s current epoch from this device (`me`): franked
+/// for the channel when the relay offers a franking key (`franking_key`, §16.3: the opening
+/// replaces the content, with the destination `0x02 || channel id || 0`), padded, encrypted
+/// with this device's sender key (the driver distributes it first when
 /// [`has_own_sender_session`](super::has_own_sender_session) says there is none) and sealed
-/// under the group key. Post it to the epoch's channel.
+/// under the group key. Post it to the epoch's channel with its commitment.
 ///
 /// # Errors
-/// [`StateError::Invalid`] without a sending session or for content beyond the padding
-/// limit; [`StateError::Content`], [`StateError::Group`], store errors.
+/// [`StateError::Invalid`] without a sending session, for content beyond the padding or
+/// franking limit, or a franking key that is not a valid X25519 key; [`StateError::Content`],
+/// [`StateError::Group`], store errors.
 pub fn group_entry<B: Backend, R: rand_core::CryptoRng + ?Sized>(
     store: &mut EncryptedStore<B>,
     me: &DeviceAddress,
     state: &GroupState,
     content: &Content,
+    franking_key: Option<&FrankingKey>,
     rng: &mut R,
-) -> Result<Vec<u8>, StateError> {
-    let padded = pad(&content.to_bytes()?).map_err(|e| invalid(e.to_string()))?;
+) -> Result<GroupEntry, StateError> {
+    let bytes = Zeroizing::new(content.to_bytes()?);
+    let (plaintext, commitment) = match franking_key {
+        None => (bytes, None),
+        Some(key) => {
+            let identity = store
+                .identity_key_pair()
+                .map_err(|e| invalid(format!("no identity key to frank with: {e}")))?;
+            let destination = Destination::Channel {
+                channel_id: *state.current().channel_id(),
+            };
+            let franked = frank(rng, &identity, key, &destination, &bytes)
+                .map_err(|e| invalid(e.to_string()))?;
+            (franked.plaintext, Some(franked.commitment))
+        }
+    };
+    let padded = Zeroizing::new(pad(&plaintext).map_err(|e| invalid(e.to_string()))?);
     let dist = distribution_id(state.id(), state.current().number());
     let mut session = store
         .load_own_sender_session(&dist)?
         .ok_or_else(|| invalid("no sending session"))?;
     let message = session.encrypt(&padded)?;
     store.store_own_sender_session(&session)?;
-    seal_entry(state.id(), state.current(), me, &message, rng)
+    let entry = seal_entry(state.id(), state.current(), me, &message, rng)?;
+    Ok(GroupEntry { entry, commitment })
 }
 
 /// A change of members of an active group, signed with its admin key: the state with the new

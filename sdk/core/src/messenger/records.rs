@@ -24,6 +24,9 @@ pub(super) const CONV_SETTINGS: Space = Space::app(0xE5);
 pub(super) const PENDING_SENDER_KEYS: Space = Space::app(0xE6);
 /// Report material of received franked messages (§16.5), by the message's key.
 pub(super) const REPORTS: Space = Space::app(0xE7);
+/// The franking of a [`GROUP_PENDING`] entry that was franked (§16.4), under the same key:
+/// `commitment [32] · stamp [32] · u64be(created_at)`.
+pub(super) const GROUP_PENDING_FRANKING: Space = Space::app(0xE8);
 
 /// The record under `key`, decoded; `what` names it in the error when it does not decode.
 pub(super) fn get_json<T: for<'de> Deserialize<'de>, B: Backend>(

@@ -1,20 +1,22 @@
 //! Report material of received messages and the abuse report built from it (PROTOCOL §13.6,
 //! §16.5, §16.9).
 //!
-//! A text received 1:1 from another account in a franked envelope keeps its report material
-//! (the §16.2 report body, [`ReportMaterial`]) in the space `0x01E7` under the message's key
-//! (`conv_kind · conv_id · message_id`, as the message). It is deleted with the message (its
-//! timer ran out) and once the report window ([`REPORT_WINDOW`]) has passed. A delete for
-//! everyone by the sender keeps it: the sender must not be able to withdraw a message from a
-//! report. Own messages, sync copies, unfranked envelopes (§16.9 transition) and group
-//! messages (channels are not franked yet) have none and cannot be reported.
+//! A text received from another account in a franked envelope (1:1) or franked channel entry
+//! (group) keeps its report material (the §16.2 report body, [`ReportMaterial`]) in the space
+//! `0x01E7` under the message's key (`conv_kind · conv_id · message_id`, as the message). It is
+//! deleted with the message (its timer ran out) and once the report window
+//! ([`REPORT_WINDOW`]) has passed. A delete for everyone by the sender keeps it: the sender
+//! must not be able to withdraw a message from a report. Own messages, sync copies and
+//! unfranked envelopes or entries (§16.9 transition) have none and cannot be reported. A group
+//! message's report carries the read token of the channel it came through.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use haven_protocol::api::moderation::ReportRequest;
 use haven_protocol::content::Conversation;
-use haven_protocol::franking::FrankingKey;
+use haven_protocol::franking::{Destination, FrankingKey};
 
+use super::groups::group;
 use super::messages::{has_message, message_key};
 use super::records::REPORTS;
 use super::types::StateError;
@@ -99,9 +101,26 @@ pub fn report_request<B: Backend>(
         .and_then(|v| ReportMaterial::from_bytes(&v).ok())
         .ok_or(ReportError::NotReportable)?;
     let body = material.report_body(current, now)?;
+    // A group message was delivered through its epoch's channel: the relay takes the report
+    // from whoever holds the channel's read token (§16.6), which this device still has while
+    // it reads that epoch.
+    let read_token = match (material.destination(), conversation) {
+        (Some(Destination::Channel { channel_id }), Conversation::Group(group_id)) => {
+            let state = group(store, group_id)?.ok_or(ReportError::NotReportable)?;
+            let epoch = state
+                .old
+                .iter()
+                .chain(std::iter::once(&state.current))
+                .find(|e| *e.channel_id() == channel_id)
+                .ok_or(ReportError::NotReportable)?;
+            Some(epoch.read_bearer().to_string())
+        }
+        (Some(Destination::Device { .. }), Conversation::Direct(_)) => None,
+        _ => return Err(ReportError::NotReportable.into()),
+    };
     Ok(ReportRequest {
         report: STANDARD.encode(body.as_slice()),
-        read_token: None,
+        read_token,
     })
 }
 

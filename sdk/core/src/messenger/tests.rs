@@ -9,10 +9,11 @@ use haven_sdk::store::DeviceAddress;
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 
+use super::channels::ChannelItem;
 use super::records::{GROUP_PENDING, PENDING_SENDER_KEYS};
 use super::*;
-use crate::device::ReportMaterial;
 use crate::device::state::{contact_access_key, own_access_key};
+use crate::device::{DeliveredFranking, ReportError, ReportMaterial};
 use crate::store::MemoryStore;
 
 const ALICE: [u8; 16] = [0xA1; 16];
@@ -60,7 +61,7 @@ impl Dev {
 
     /// Applies channel entries of a group epoch, then retries pending entries as a driver
     /// does for every group a sender key arrived for.
-    fn read(&mut self, group: &[u8; 16], epoch: u32, entries: &[(u64, Vec<u8>)]) -> Applied {
+    fn read(&mut self, group: &[u8; 16], epoch: u32, entries: &[ChannelItem]) -> Applied {
         let mut applied = apply_entries(
             &mut self.store,
             &self.me,
@@ -112,19 +113,36 @@ impl Dev {
     }
 }
 
-/// A relay channel: entries in order, `seq` from 1.
+/// A relay channel: entries in order, `seq` from 1, with the commitment of franked ones.
 #[derive(Default)]
-struct ChannelLog(Vec<Vec<u8>>);
+struct ChannelLog(Vec<Vec<u8>>, Vec<Option<[u8; 32]>>);
+
+/// The stamp the test relay puts on franked entries (the client cannot check it).
+const STAMP: [u8; 32] = [0x5a; 32];
 
 impl ChannelLog {
     fn post(&mut self, entry: Vec<u8>) -> u64 {
+        self.post_with(entry, None)
+    }
+
+    fn post_with(&mut self, entry: Vec<u8>, commitment: Option<[u8; 32]>) -> u64 {
         self.0.push(entry);
+        self.1.push(commitment);
         self.0.len() as u64
     }
 
-    fn after(&self, seq: u64) -> Vec<(u64, Vec<u8>)> {
+    fn after(&self, seq: u64) -> Vec<ChannelItem> {
         (seq..self.0.len() as u64)
-            .map(|i| (i + 1, self.0[i as usize].clone()))
+            .map(|i| ChannelItem {
+                seq: i + 1,
+                entry: self.0[i as usize].clone(),
+                franking: self.1[i as usize].map(|commitment| DeliveredFranking {
+                    commitment,
+                    stamp: STAMP,
+                    seq: i + 1,
+                    time: NOW / 1000,
+                }),
+            })
             .collect()
     }
 }
@@ -755,9 +773,17 @@ impl Group {
             conversation: Conversation::Group(*id),
             body,
         };
-        let entry =
-            outgoing::group_entry(&mut dev.store, &dev.me, &state, &content, &mut dev.rng).unwrap();
-        channel.post(entry)
+        let entry = outgoing::group_entry(
+            &mut dev.store,
+            &dev.me,
+            &state,
+            &content,
+            None,
+            &mut dev.rng,
+        )
+        .unwrap();
+        assert_eq!(entry.commitment, None);
+        channel.post(entry.entry)
     }
 }
 
@@ -862,7 +888,7 @@ fn the_same_channel_entry_is_processed_once() {
     // The same position again: skipped by the cursor.
     assert!(g.bob.read(&g.id, 1, &entries).events.is_empty());
     // The same entry at a new position (a relay replaying it): the sender-key chain refuses.
-    g.channel.post(entries[0].1.clone());
+    g.channel.post(entries[0].entry.clone());
     let replayed = g.bob.read(&g.id, 1, &g.channel.after(1));
     assert_eq!(
         replayed.events,
@@ -871,7 +897,7 @@ fn the_same_channel_entry_is_processed_once() {
         }]
     );
     // A tampered entry is refused as such and advances the cursor.
-    let mut tampered = entries[0].1.clone();
+    let mut tampered = entries[0].entry.clone();
     let last = tampered.len() - 1;
     tampered[last] ^= 1;
     let seq = g.channel.post(tampered);
@@ -1852,6 +1878,7 @@ fn stored_records_keep_their_json_layout() {
 fn channel_requests_and_answers() {
     use haven_protocol::api::Id;
     use haven_protocol::api::channels::{CreateChannelResponse, EntriesPage, EntryBody};
+    use haven_protocol::api::messages::FrankingBody;
     use haven_protocol::frames::ClientFrame;
 
     use base64::Engine as _;
@@ -1912,23 +1939,53 @@ fn channel_requests_and_answers() {
             after: 0,
         }
     );
-    assert_eq!(channels::append_body(b"xy").entry, STANDARD.encode(b"xy"));
+    let body = channels::append_body(b"xy", None);
+    assert_eq!(
+        (body.entry, body.franking_commitment),
+        (STANDARD.encode(b"xy"), None)
+    );
+    let body = channels::append_body(b"xy", Some(&[7; 32]));
+    assert_eq!(body.franking_commitment, Some(STANDARD.encode([7; 32])));
 
-    let page = |seq: i64, entry: &str| EntriesPage {
+    let page = |seq: i64, entry: &str, franking: Option<FrankingBody>| EntriesPage {
         entries: vec![EntryBody {
             seq,
             entry: entry.to_owned(),
-            created_at: 0,
+            created_at: 1_700,
+            franking,
         }],
         next_after: seq,
         more: false,
     };
     assert_eq!(
-        channels::page_entries(&page(4, &STANDARD.encode(b"e"))).unwrap(),
-        vec![(4, b"e".to_vec())]
+        channels::page_entries(&page(4, &STANDARD.encode(b"e"), None)).unwrap(),
+        vec![ChannelItem {
+            seq: 4,
+            entry: b"e".to_vec(),
+            franking: None
+        }]
     );
-    assert!(channels::page_entries(&page(-1, "ZQ==")).is_err());
-    assert!(channels::page_entries(&page(1, "!!")).is_err());
+    let franked = FrankingBody {
+        commitment: STANDARD.encode([1; 32]),
+        stamp: STANDARD.encode([2; 32]),
+    };
+    assert_eq!(
+        channels::page_entries(&page(4, &STANDARD.encode(b"e"), Some(franked))).unwrap()[0]
+            .franking,
+        Some(DeliveredFranking {
+            commitment: [1; 32],
+            stamp: [2; 32],
+            seq: 4,
+            time: 1_700,
+        })
+    );
+    let short = FrankingBody {
+        commitment: STANDARD.encode([1; 31]),
+        stamp: STANDARD.encode([2; 32]),
+    };
+    assert!(channels::page_entries(&page(4, "ZQ==", Some(short))).is_err());
+    assert!(channels::page_entries(&page(-1, "ZQ==", None)).is_err());
+    assert!(channels::page_entries(&page(1, "!!", None)).is_err());
 }
 
 /// Report material as the device makes it for a franked envelope from `from` to `me`.
@@ -2031,4 +2088,194 @@ fn received_franked_texts_keep_report_material_until_deleted_or_expired() {
     assert_eq!(prune_report_material(&bob.store, late - 1).unwrap(), 0);
     assert_eq!(prune_report_material(&bob.store, late).unwrap(), 1);
     assert_eq!(report_err(&bob, [0x11; 16]), ReportError::NotReportable);
+}
+
+/// Group messages are franked per channel entry (PROTOCOL §16.3 "Groups"): the writer's opening
+/// travels inside the sender-key message, the commitment beside the entry; a reader accepts the
+/// entry only if the opening matches the delivered commitment, keeps report material naming the
+/// channel, and its report carries the channel's read token and verifies as the relay checks it.
+#[test]
+fn group_messages_are_franked_checked_and_reportable() {
+    use base64::Engine as _;
+    use haven_protocol::franking::verify::{
+        FrankingSecret, StampKey, delivery_stamp, verify_report,
+    };
+    use haven_protocol::franking::{Destination, Report};
+    use haven_sdk::identity::IdentityKeyPair;
+    use haven_sdk::store::IdentityStore as _;
+
+    let mut g = Group::new();
+    let identity = IdentityKeyPair::generate(&mut g.alice.rng);
+    g.alice.store.set_identity(&identity, 7).unwrap();
+    let secret = FrankingSecret::from_bytes([0xF0; 32]);
+    let key = secret.public();
+    let stamp_key = StampKey::from_bytes([0x57; 32]);
+    let conversation = Conversation::Group(g.id);
+    let state = active_group(&g.alice.store, &g.id).unwrap();
+    let channel_id = *state.current().channel_id();
+    own_distribution(&mut g.alice.store, &g.id, 1, &mut g.alice.rng).unwrap();
+    let content = |id: [u8; 16], text: &str| Content {
+        sent_at: NOW,
+        conversation,
+        body: text_body(id, text),
+    };
+    // The relay: stores the commitment, stamps it for the channel with the entry's seq and time.
+    let deliver = |seq: u64, entry: &outgoing::GroupEntry, commitment: Option<[u8; 32]>| {
+        let time = NOW / 1000;
+        ChannelItem {
+            seq,
+            entry: entry.entry.clone(),
+            franking: commitment.map(|c| DeliveredFranking {
+                commitment: c,
+                stamp: delivery_stamp(
+                    &stamp_key,
+                    &c,
+                    &Destination::Channel { channel_id },
+                    seq,
+                    time,
+                ),
+                seq,
+                time,
+            }),
+        }
+    };
+    let post = |alice: &mut Dev, id: [u8; 16], text: &str| {
+        outgoing::group_entry(
+            &mut alice.store,
+            &alice.me,
+            &state,
+            &content(id, text),
+            Some(&key),
+            &mut alice.rng,
+        )
+        .unwrap()
+    };
+
+    // Franked, delivered as sent: accepted and reportable.
+    let first = post(&mut g.alice, [1; 16], "franked hello");
+    let c = first.commitment.expect("franked with the relay's key");
+    let applied = g.bob.read(&g.id, 1, &[deliver(1, &first, Some(c))]);
+    assert_eq!(only_message(&applied).text, "franked hello");
+    let now = NOW / 1000;
+    assert!(reportable(&g.bob.store, &conversation, &[1; 16], now).unwrap());
+    let request = report_request(&g.bob.store, &conversation, &[1; 16], Some(&key), now).unwrap();
+    let token = request
+        .read_token
+        .clone()
+        .expect("a group report names its channel");
+    assert_eq!(token, *state.current().read_bearer());
+    let body = base64::engine::general_purpose::STANDARD
+        .decode(&request.report)
+        .unwrap();
+    let report = Report::decode(&body).unwrap();
+    assert_eq!(report.destination, Destination::Channel { channel_id });
+    assert_eq!((report.sender_account, report.sender_device), (ALICE, 1));
+    assert_eq!(
+        report.content,
+        content([1; 16], "franked hello").to_bytes().unwrap()
+    );
+    let ik = g
+        .alice
+        .store
+        .identity_key_pair()
+        .unwrap()
+        .public()
+        .to_bytes();
+    verify_report(&report, &secret, &stamp_key, &ik).unwrap();
+    // Carol, another member, got the same entry: she can report it too.
+    g.carol.read(&g.id, 1, &[deliver(1, &first, Some(c))]);
+    assert!(reportable(&g.carol.store, &conversation, &[1; 16], now).unwrap());
+
+    // A relay that swaps the commitment (another entry's), or drops it: refused, no message.
+    let second = post(&mut g.alice, [2; 16], "second");
+    let other = post(&mut g.alice, [3; 16], "third");
+    let swapped = g
+        .bob
+        .read(&g.id, 1, &[deliver(2, &second, other.commitment)]);
+    assert_eq!(
+        swapped.events,
+        vec![Event::Rejected {
+            reason: RejectReason::FrankingMismatch
+        }]
+    );
+    let dropped = g.bob.read(&g.id, 1, &[deliver(3, &other, None)]);
+    assert_eq!(
+        dropped.events,
+        vec![Event::Rejected {
+            reason: RejectReason::FrankingMismatch
+        }]
+    );
+    assert!(!super::messages::has_message(&g.bob.store, &conversation, &[2; 16]).unwrap());
+    assert!(!super::messages::has_message(&g.bob.store, &conversation, &[3; 16]).unwrap());
+
+    // An unfranked entry (a writer before franking, or a relay offering no key) is accepted,
+    // and cannot be reported.
+    let bare = outgoing::group_entry(
+        &mut g.alice.store,
+        &g.alice.me,
+        &state,
+        &content([4; 16], "bare"),
+        None,
+        &mut g.alice.rng,
+    )
+    .unwrap();
+    assert_eq!(bare.commitment, None);
+    let applied = g.bob.read(&g.id, 1, &[deliver(4, &bare, None)]);
+    assert_eq!(only_message(&applied).text, "bare");
+    assert!(!reportable(&g.bob.store, &conversation, &[4; 16], now).unwrap());
+    assert!(matches!(
+        report_request(&g.bob.store, &conversation, &[4; 16], Some(&key), now),
+        Err(StateError::Report(ReportError::NotReportable))
+    ));
+}
+
+/// A franked entry that arrives before its writer's sender key waits with its franking, and is
+/// checked and made reportable when the key arrives.
+#[test]
+fn a_franked_entry_waiting_for_its_sender_key_keeps_its_franking() {
+    use haven_protocol::franking::verify::FrankingSecret;
+    use haven_sdk::identity::IdentityKeyPair;
+
+    let mut alice = Dev::new(ALICE, 1);
+    let mut bob = Dev::new(BOB, 1);
+    let identity = IdentityKeyPair::generate(&mut alice.rng);
+    alice.store.set_identity(&identity, 7).unwrap();
+    let franking_key = FrankingSecret::from_bytes([0xF0; 32]).public();
+    let state = outgoing::create_group(
+        &alice.store,
+        &ALICE,
+        "early",
+        &[BOB],
+        &channel(1),
+        &mut alice.rng,
+    )
+    .unwrap();
+    let id = *state.id();
+    let conversation = Conversation::Group(id);
+    bob.receive(&alice.me, &outgoing::group_invite(&state, 0, NOW));
+    let key = outgoing::sender_key(&mut alice.store, &id, 1, NOW, &mut alice.rng).unwrap();
+    let entry = outgoing::group_entry(
+        &mut alice.store,
+        &alice.me,
+        &state,
+        &Content {
+            sent_at: NOW,
+            conversation,
+            body: text_body([5; 16], "early"),
+        },
+        Some(&franking_key),
+        &mut alice.rng,
+    )
+    .unwrap();
+    let mut log = ChannelLog::default();
+    log.post_with(entry.entry, entry.commitment);
+    let waiting = bob.read(&id, 1, &log.after(0));
+    assert!(waiting.events.is_empty(), "{waiting:?}");
+    assert_eq!(bob.store.entries(GROUP_PENDING).unwrap().len(), 1);
+    // The key arrives: the entry is applied with its franking and can be reported.
+    let mut applied = bob.receive(&alice.me, &key);
+    bob.retry(&mut applied);
+    assert_eq!(only_message(&applied).text, "early");
+    assert!(bob.store.entries(GROUP_PENDING).unwrap().is_empty());
+    assert!(reportable(&bob.store, &conversation, &[5; 16], NOW / 1000).unwrap());
 }

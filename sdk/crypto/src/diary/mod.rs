@@ -10,11 +10,15 @@
 //!                                              │                 item, revision)──▶ item
 //! ```
 //!
-//! Collection and item keys are *derived*, not stored: nothing but the wrapped master key has to
-//! be kept, and a password change re-wraps only the master key. A collection key can still be
-//! shared alone because HKDF is one-way.
+//! Collection and item keys are *derived*, not stored: nothing but the bundle has to be kept. A
+//! collection key can still be shared alone because HKDF is one-way.
+//!
+//! A password change or new recovery codes start a new key *epoch* ([`epoch`]): a fresh master
+//! key for everything written from then on, the older epochs' keys kept in a keyring under it,
+//! so a replaced password or code opens nothing new even with every bundle the relay stored.
 
 pub mod entry;
+pub mod epoch;
 pub mod index;
 pub mod merge;
 mod recovery;
@@ -30,7 +34,13 @@ use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use hkdf::Hkdf;
 use rand_core::CryptoRng;
 use sha2::Sha256;
+use subtle::ConstantTimeEq;
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
+
+use epoch::{
+    EPOCH_VERSION, EpochBundle, FACTOR_PASSWORD, FACTOR_RECOVERY, FactorSealing, FactorSecret,
+    Keyring, MAX_OLD_EPOCHS, PasswordFactor, RecoveryFactor, RecoveryFactorSlot,
+};
 
 pub use entry::{AttachmentRef, Entry, EntryError, EntryMeta, SealedEntry};
 pub use index::{DiaryIndex, DiaryQuery};
@@ -40,7 +50,7 @@ pub use sync::{ChangesPage, DiarySync, RemoteItem, SyncError, VaultRequest};
 
 use crate::padding;
 
-/// Version byte of the bundle and of item ciphertexts.
+/// Version byte of the version-1 bundle and of item ciphertexts of epoch 0.
 pub const DIARY_VERSION: u8 = 0x01;
 /// Type byte of a [`WrappedKeyBundle`].
 pub const TYPE_BUNDLE: u8 = 0x05;
@@ -49,9 +59,9 @@ pub const MAX_ITEM_PLAINTEXT_LEN: usize = 16 << 20;
 /// Most recovery slots a bundle may hold.
 pub const MAX_RECOVERY_SLOTS: usize = 16;
 
-const SALT_LEN: usize = 16;
-const XNONCE_LEN: usize = 24;
-const WRAPPED_LEN: usize = 32 + 16;
+pub(crate) const SALT_LEN: usize = 16;
+pub(crate) const XNONCE_LEN: usize = 24;
+pub(crate) const WRAPPED_LEN: usize = 32 + 16;
 const PASSWORD_WRAP_LABEL: &[u8] = b"Haven_DiaryPasswordWrap_v1";
 pub(crate) const RECOVERY_WRAP_LABEL: &[u8] = b"Haven_DiaryRecoveryWrap_v1";
 pub(crate) const COLLECTION_INFO: &[u8] = b"Haven_DiaryCollectionKey_v1";
@@ -105,6 +115,18 @@ pub enum DiaryError {
     /// The item does not decrypt under this key, collection, item id and revision.
     #[error("item decryption failed")]
     ItemDecryptionFailed,
+    /// The item was written under a key epoch these keys do not hold (a newer one: the
+    /// password or codes changed on another device; fetch the bundle and unlock again).
+    #[error("item written under unknown key epoch {0}")]
+    UnknownEpoch(u32),
+    /// The keyring holds [`epoch::MAX_OLD_EPOCHS`] older epochs, or the epoch counter is
+    /// exhausted: no further password change or code regeneration is possible.
+    #[error("too many key epochs")]
+    TooManyEpochs,
+    /// Upgrading a version-1 bundle with new recovery codes needs keys unlocked by its password
+    /// (change the password instead, which upgrades it too).
+    #[error("unlock with the password first")]
+    PasswordRequired,
 }
 
 /// Argon2id cost parameters, stored in clear in the bundle.
@@ -199,9 +221,23 @@ impl Default for KdfParams {
     }
 }
 
-/// The account master key. Never leaves the device unwrapped.
-#[derive(Zeroize, ZeroizeOnDrop)]
-struct MasterKey(Box<[u8; 32]>);
+/// A master key (one epoch's). Never leaves the device unwrapped.
+#[derive(Clone, Zeroize, ZeroizeOnDrop)]
+pub(crate) struct MasterKey(Box<[u8; 32]>);
+
+impl MasterKey {
+    fn random<R: CryptoRng + ?Sized>(rng: &mut R) -> Self {
+        let mut key = Box::new([0u8; 32]);
+        rng.fill_bytes(key.as_mut_slice());
+        Self(key)
+    }
+
+    pub(crate) fn from_slice(bytes: &[u8]) -> Option<Self> {
+        let mut key = Box::new([0u8; 32]);
+        key.copy_from_slice(bytes.get(..32)?);
+        (bytes.len() == 32).then_some(Self(key))
+    }
+}
 
 /// Argon2id(password, salt) → 32-byte key-encryption key.
 pub(crate) fn password_kek(
@@ -226,10 +262,10 @@ pub(crate) fn hkdf32(salt: Option<&[u8]>, ikm: &[u8], info: &[&[u8]]) -> Zeroizi
     out
 }
 
-fn password_ad(params: &KdfParams, salt: &[u8; SALT_LEN]) -> Vec<u8> {
+fn password_ad_v(version: u8, params: &KdfParams, salt: &[u8; SALT_LEN]) -> Vec<u8> {
     let mut ad = Vec::with_capacity(64);
     ad.extend_from_slice(PASSWORD_WRAP_LABEL);
-    ad.push(DIARY_VERSION);
+    ad.push(version);
     ad.extend_from_slice(&params.m_cost_kib.to_be_bytes());
     ad.extend_from_slice(&params.t_cost.to_be_bytes());
     ad.extend_from_slice(&params.p_cost.to_be_bytes());
@@ -237,20 +273,19 @@ fn password_ad(params: &KdfParams, salt: &[u8; SALT_LEN]) -> Vec<u8> {
     ad
 }
 
-fn recovery_ad(index: u8, salt: &[u8; SALT_LEN]) -> Vec<u8> {
+fn recovery_ad_v(version: u8, index: u8, salt: &[u8; SALT_LEN]) -> Vec<u8> {
     let mut ad = Vec::with_capacity(48);
     ad.extend_from_slice(RECOVERY_WRAP_LABEL);
-    ad.push(DIARY_VERSION);
+    ad.push(version);
     ad.push(index);
     ad.extend_from_slice(salt);
     ad
 }
 
 fn wrap(kek: &[u8; 32], nonce: &[u8; XNONCE_LEN], ad: &[u8], key: &[u8; 32]) -> [u8; WRAPPED_LEN] {
-    let cipher = XChaCha20Poly1305::new(&(*kek).into());
     let mut out = [0u8; WRAPPED_LEN];
-    // A 32-byte message cannot exceed the AEAD's limits.
-    if let Ok(ct) = cipher.encrypt(&XNonce::from(*nonce), Payload { msg: key, aad: ad }) {
+    let ct = epoch::xaead_seal(kek, nonce, ad, key);
+    if ct.len() == WRAPPED_LEN {
         out.copy_from_slice(&ct);
     }
     out
@@ -262,21 +297,7 @@ fn unwrap_key(
     ad: &[u8],
     wrapped: &[u8; WRAPPED_LEN],
 ) -> Option<MasterKey> {
-    let cipher = XChaCha20Poly1305::new(&(*kek).into());
-    let pt = Zeroizing::new(
-        cipher
-            .decrypt(
-                &XNonce::from(*nonce),
-                Payload {
-                    msg: wrapped,
-                    aad: ad,
-                },
-            )
-            .ok()?,
-    );
-    let mut key = Box::new([0u8; 32]);
-    key.copy_from_slice(pt.get(..32)?);
-    Some(MasterKey(key))
+    MasterKey::from_slice(&epoch::xaead_open(kek, nonce, ad, wrapped)?)
 }
 
 fn random<const N: usize, R: CryptoRng + ?Sized>(rng: &mut R) -> [u8; N] {
@@ -285,7 +306,7 @@ fn random<const N: usize, R: CryptoRng + ?Sized>(rng: &mut R) -> [u8; N] {
     a
 }
 
-/// The password slot of a bundle.
+/// The password slot of a version-1 bundle (wraps the master key itself).
 #[derive(Clone, PartialEq, Eq)]
 pub(crate) struct PasswordSlot {
     params: KdfParams,
@@ -294,104 +315,164 @@ pub(crate) struct PasswordSlot {
     wrapped: [u8; WRAPPED_LEN],
 }
 
-/// One recovery slot.
+/// One recovery slot of a version-1 bundle.
 #[derive(Clone, PartialEq, Eq)]
 pub(crate) struct RecoverySlot {
     nonce: [u8; XNONCE_LEN],
     wrapped: [u8; WRAPPED_LEN],
 }
 
-/// The wrapped master key as stored (opaquely) in the relay's vault: the password slot and the
-/// recovery slots. Contains no secret in clear.
+/// A version-1 bundle: one master key wrapped under the password and under each code. Still
+/// opened; replaced by a version-2 bundle at the first password change or code regeneration.
 #[derive(Clone, PartialEq, Eq)]
-pub struct WrappedKeyBundle {
+pub(crate) struct LegacyBundle {
     pub(crate) password: PasswordSlot,
     pub(crate) recovery_salt: [u8; SALT_LEN],
     pub(crate) recovery: Vec<RecoverySlot>,
 }
 
+#[derive(Clone, PartialEq, Eq)]
+enum BundleFormat {
+    Legacy(LegacyBundle),
+    Epochs(Box<EpochBundle>),
+}
+
+/// The wrapped keys as stored (opaquely) in the relay's vault. Contains no secret in clear.
+///
+/// Version 2 (written): the current epoch's master key sealed to the password factor and to the
+/// recovery factor, and the keyring of older epochs; version 1 (read, and upgraded at the first
+/// change): one master key wrapped under the password and each code.
+#[derive(Clone, PartialEq, Eq)]
+pub struct WrappedKeyBundle {
+    format: BundleFormat,
+}
+
 impl core::fmt::Debug for WrappedKeyBundle {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("WrappedKeyBundle")
-            .field("params", &self.password.params)
-            .field("recovery_slots", &self.recovery.len())
+            .field("params", &self.kdf_params())
+            .field("epoch", &self.epoch())
+            .field("recovery_slots", &self.recovery_slot_count())
             .finish_non_exhaustive()
     }
 }
 
 impl WrappedKeyBundle {
+    pub(crate) fn legacy(bundle: LegacyBundle) -> Self {
+        Self {
+            format: BundleFormat::Legacy(bundle),
+        }
+    }
+
     /// The Argon2 parameters of the password slot.
     #[must_use]
     pub fn kdf_params(&self) -> KdfParams {
-        self.password.params
+        match &self.format {
+            BundleFormat::Legacy(b) => b.password.params,
+            BundleFormat::Epochs(b) => b.password.params,
+        }
     }
 
     /// Number of recovery slots.
     #[must_use]
     pub fn recovery_slot_count(&self) -> usize {
-        self.recovery.len()
+        match &self.format {
+            BundleFormat::Legacy(b) => b.recovery.len(),
+            BundleFormat::Epochs(b) => b.recovery.slots.len(),
+        }
     }
 
-    /// Encodes the bundle (layout in `docs/PROTOCOL.md` §9).
+    /// The current key epoch (0 for a version-1 bundle).
+    #[must_use]
+    pub fn epoch(&self) -> u32 {
+        match &self.format {
+            BundleFormat::Legacy(_) => 0,
+            BundleFormat::Epochs(b) => b.epoch,
+        }
+    }
+
+    /// Whether this is a version-1 bundle (no key epochs yet).
+    #[must_use]
+    pub fn is_legacy(&self) -> bool {
+        matches!(self.format, BundleFormat::Legacy(_))
+    }
+
+    /// Encodes the bundle (layouts in `docs/PROTOCOL.md` §9.3).
     #[must_use]
     pub fn to_bytes(&self) -> Vec<u8> {
-        let p = &self.password;
         let mut out = Vec::new();
-        out.extend_from_slice(&[DIARY_VERSION, TYPE_BUNDLE]);
-        out.extend_from_slice(&p.params.m_cost_kib.to_be_bytes());
-        out.extend_from_slice(&p.params.t_cost.to_be_bytes());
-        out.extend_from_slice(&p.params.p_cost.to_be_bytes());
-        out.extend_from_slice(&p.salt);
-        out.extend_from_slice(&p.nonce);
-        out.extend_from_slice(&p.wrapped);
-        out.extend_from_slice(&self.recovery_salt);
-        out.push(self.recovery.len() as u8); // <= MAX_RECOVERY_SLOTS
-        for s in &self.recovery {
-            out.extend_from_slice(&s.nonce);
-            out.extend_from_slice(&s.wrapped);
+        match &self.format {
+            BundleFormat::Legacy(b) => {
+                let p = &b.password;
+                out.extend_from_slice(&[DIARY_VERSION, TYPE_BUNDLE]);
+                out.extend_from_slice(&p.params.m_cost_kib.to_be_bytes());
+                out.extend_from_slice(&p.params.t_cost.to_be_bytes());
+                out.extend_from_slice(&p.params.p_cost.to_be_bytes());
+                out.extend_from_slice(&p.salt);
+                out.extend_from_slice(&p.nonce);
+                out.extend_from_slice(&p.wrapped);
+                out.extend_from_slice(&b.recovery_salt);
+                out.push(b.recovery.len() as u8); // <= MAX_RECOVERY_SLOTS
+                for s in &b.recovery {
+                    out.extend_from_slice(&s.nonce);
+                    out.extend_from_slice(&s.wrapped);
+                }
+            }
+            BundleFormat::Epochs(b) => b.encode(&mut out),
         }
         out
     }
 
-    /// Decodes a bundle. Parameters are range-checked when unlocking, not here, so a bundle
-    /// with weak parameters can still be inspected and replaced.
+    /// Decodes a bundle of either version. Parameters are range-checked when unlocking, not
+    /// here, so a bundle with weak parameters can still be inspected and replaced.
     ///
     /// # Errors
     /// [`DiaryError::Malformed`] or [`DiaryError::UnsupportedVersion`].
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, DiaryError> {
         let mut r = Reader::new(bytes);
-        let version = r.array::<1>().ok_or(DiaryError::Malformed)?[0];
-        if version != DIARY_VERSION {
+        let version = r.u8().ok_or(DiaryError::Malformed)?;
+        if version != DIARY_VERSION && version != EPOCH_VERSION {
             return Err(DiaryError::UnsupportedVersion(version));
         }
-        if r.array::<1>().ok_or(DiaryError::Malformed)?[0] != TYPE_BUNDLE {
+        if r.u8().ok_or(DiaryError::Malformed)? != TYPE_BUNDLE {
             return Err(DiaryError::Malformed);
         }
+        let format = if version == EPOCH_VERSION {
+            BundleFormat::Epochs(Box::new(
+                EpochBundle::decode(&mut r).ok_or(DiaryError::Malformed)?,
+            ))
+        } else {
+            BundleFormat::Legacy(Self::decode_legacy(&mut r).ok_or(DiaryError::Malformed)?)
+        };
+        r.finish().ok_or(DiaryError::Malformed)?;
+        Ok(Self { format })
+    }
+
+    fn decode_legacy(r: &mut Reader<'_>) -> Option<LegacyBundle> {
         let params = KdfParams {
-            m_cost_kib: u32::from_be_bytes(r.array().ok_or(DiaryError::Malformed)?),
-            t_cost: u32::from_be_bytes(r.array().ok_or(DiaryError::Malformed)?),
-            p_cost: u32::from_be_bytes(r.array().ok_or(DiaryError::Malformed)?),
+            m_cost_kib: r.u32()?,
+            t_cost: r.u32()?,
+            p_cost: r.u32()?,
         };
         let password = PasswordSlot {
             params,
-            salt: r.array().ok_or(DiaryError::Malformed)?,
-            nonce: r.array().ok_or(DiaryError::Malformed)?,
-            wrapped: r.array().ok_or(DiaryError::Malformed)?,
+            salt: r.array()?,
+            nonce: r.array()?,
+            wrapped: r.array()?,
         };
-        let recovery_salt = r.array().ok_or(DiaryError::Malformed)?;
-        let n = usize::from(r.array::<1>().ok_or(DiaryError::Malformed)?[0]);
+        let recovery_salt = r.array()?;
+        let n = usize::from(r.u8()?);
         if n > MAX_RECOVERY_SLOTS {
-            return Err(DiaryError::Malformed);
+            return None;
         }
         let mut recovery = Vec::with_capacity(n);
         for _ in 0..n {
             recovery.push(RecoverySlot {
-                nonce: r.array().ok_or(DiaryError::Malformed)?,
-                wrapped: r.array().ok_or(DiaryError::Malformed)?,
+                nonce: r.array()?,
+                wrapped: r.array()?,
             });
         }
-        r.finish().ok_or(DiaryError::Malformed)?;
-        Ok(Self {
+        Some(LegacyBundle {
             password,
             recovery_salt,
             recovery,
@@ -399,20 +480,98 @@ impl WrappedKeyBundle {
     }
 }
 
-/// Explicit random values for building a bundle (deterministic vectors).
+/// Explicit random values for building a password slot (deterministic vectors).
 pub(crate) struct PasswordSlotInputs {
     pub(crate) salt: [u8; SALT_LEN],
     pub(crate) nonce: [u8; XNONCE_LEN],
 }
 
-/// The unlocked diary keys of an account.
+/// Explicit random values of one epoch's seals and keyring (deterministic vectors).
+pub(crate) struct EpochInputs {
+    pub(crate) password_ephemeral: [u8; 32],
+    pub(crate) recovery_ephemeral: [u8; 32],
+    pub(crate) keyring_nonce: [u8; XNONCE_LEN],
+}
+
+impl EpochInputs {
+    fn random<R: CryptoRng + ?Sized>(rng: &mut R) -> Self {
+        Self {
+            password_ephemeral: random(rng),
+            recovery_ephemeral: random(rng),
+            keyring_nonce: random(rng),
+        }
+    }
+}
+
+/// The password key-encryption key of a version-1 bundle, kept after a password unlock so that
+/// new recovery codes can upgrade the bundle without asking for the password again.
+#[derive(Clone)]
+struct LegacyPassword {
+    kek: Zeroizing<[u8; 32]>,
+    params: KdfParams,
+    salt: [u8; SALT_LEN],
+}
+
+/// What the keys know about the unlock factors.
+#[derive(Clone)]
+enum Factors {
+    /// From a version-2 bundle: enough to seal a new master key to both factors.
+    Epochs {
+        password: FactorSealing,
+        recovery: FactorSealing,
+    },
+    /// From a version-1 bundle (or built from a bare master key).
+    Legacy { password: Option<LegacyPassword> },
+}
+
+/// A new key epoch: the keys to use from now on, the bundle to upload, and new recovery codes
+/// when they were replaced (to show to the user once; empty when the codes stay).
+pub struct Rotation {
+    /// The keys of the new epoch (older epochs stay readable).
+    pub keys: DiaryKeys,
+    /// The bundle to store.
+    pub bundle: WrappedKeyBundle,
+    /// New recovery codes (regeneration, or the upgrade of a version-1 bundle), else empty.
+    pub codes: Vec<RecoveryCode>,
+}
+
+impl core::fmt::Debug for Rotation {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Rotation")
+            .field("bundle", &self.bundle)
+            .field("codes", &self.codes.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The unlocked diary keys of an account: the current epoch's master key and every older
+/// epoch's, so that entries written before a password change stay readable.
+#[derive(Clone)]
 pub struct DiaryKeys {
+    epoch: u32,
     master: MasterKey,
+    /// Older epochs, ascending.
+    old: Vec<(u32, MasterKey)>,
+    factors: Factors,
+}
+
+/// A new recovery factor: its secret, the slots wrapping it under each code, and the codes.
+struct NewRecovery {
+    secret: FactorSecret,
+    part: RecoveryFactor,
+    codes: Vec<RecoveryCode>,
+}
+
+/// A new password factor: its secret and its slot.
+struct NewPassword {
+    secret: FactorSecret,
+    part: PasswordFactor,
 }
 
 impl DiaryKeys {
-    /// Creates a new master key, wraps it under `password` (Argon2id with `params`) and under
-    /// [`RECOVERY_CODE_COUNT`] fresh recovery codes. Show the codes to the user once.
+    /// Creates a new master key (epoch 0) and a version-2 bundle that seals it to `password`
+    /// (Argon2id with `params`) and to [`RECOVERY_CODE_COUNT`] fresh recovery codes. Show the
+    /// codes to the user once.
     ///
     /// # Errors
     /// Parameter bounds or Argon2 failures.
@@ -421,109 +580,217 @@ impl DiaryKeys {
         params: KdfParams,
         rng: &mut R,
     ) -> Result<(Self, WrappedKeyBundle, Vec<RecoveryCode>), DiaryError> {
-        let keys = Self {
-            master: MasterKey(Box::new(random(rng))),
-        };
-        let password_slot = keys.password_slot(
+        let new_password = new_password_factor(
             password,
             params,
             &PasswordSlotInputs {
                 salt: random(rng),
                 nonce: random(rng),
             },
+            random_factor(rng),
         )?;
-        let (recovery_salt, recovery, codes) = keys.recovery_slots(rng);
-        Ok((
-            keys,
-            WrappedKeyBundle {
-                password: password_slot,
-                recovery_salt,
-                recovery,
+        let recovery = new_recovery_factor(rng);
+        let keys = Self {
+            epoch: 0,
+            master: MasterKey::random(rng),
+            old: Vec::new(),
+            factors: Factors::Epochs {
+                password: new_password.secret.sealing(),
+                recovery: recovery.secret.sealing(),
             },
-            codes,
-        ))
+        };
+        let bundle = keys.assemble(new_password.part, recovery.part, &EpochInputs::random(rng))?;
+        Ok((keys, bundle, recovery.codes))
     }
 
-    /// Builds keys from a known master key (deterministic tests and vectors only).
+    /// Builds keys from a known master key, epoch 0 (deterministic tests and vectors only).
     #[cfg(any(test, feature = "test-vectors"))]
     pub(crate) fn from_master(master: [u8; 32]) -> Self {
         let mut master = Zeroizing::new(master);
         Self {
+            epoch: 0,
             master: MasterKey(Box::new(core::mem::take(&mut *master))),
+            old: Vec::new(),
+            factors: Factors::Legacy { password: None },
         }
     }
 
-    pub(crate) fn password_slot(
+    /// Keys at epoch `masters.len() - 1` with the given factors (deterministic vectors only).
+    #[cfg(any(test, feature = "test-vectors"))]
+    pub(crate) fn from_epochs(
+        masters: &[[u8; 32]],
+        password: &FactorSecret,
+        recovery: &FactorSecret,
+    ) -> Self {
+        let mut old: Vec<(u32, MasterKey)> = masters
+            .iter()
+            .enumerate()
+            .map(|(e, k)| (e as u32, MasterKey(Box::new(*k))))
+            .collect();
+        let (epoch, master) = old.pop().unwrap_or((0, MasterKey(Box::new([0; 32]))));
+        Self {
+            epoch,
+            master,
+            old,
+            factors: Factors::Epochs {
+                password: password.sealing(),
+                recovery: recovery.sealing(),
+            },
+        }
+    }
+
+    /// The current key epoch (new items are encrypted under it).
+    #[must_use]
+    pub fn epoch(&self) -> u32 {
+        self.epoch
+    }
+
+    /// The version-2 bundle of these keys with the given factor slots.
+    pub(crate) fn assemble(
         &self,
-        password: &[u8],
-        params: KdfParams,
-        inputs: &PasswordSlotInputs,
-    ) -> Result<PasswordSlot, DiaryError> {
-        let kek = password_kek(password, &inputs.salt, &params)?;
-        let wrapped = wrap(
-            &kek,
-            &inputs.nonce,
-            &password_ad(&params, &inputs.salt),
-            &self.master.0,
-        );
-        Ok(PasswordSlot {
-            params,
-            salt: inputs.salt,
-            nonce: inputs.nonce,
-            wrapped,
+        password: PasswordFactor,
+        recovery: RecoveryFactor,
+        inputs: &EpochInputs,
+    ) -> Result<WrappedKeyBundle, DiaryError> {
+        let Factors::Epochs {
+            password: to_password,
+            recovery: to_recovery,
+        } = &self.factors
+        else {
+            return Err(DiaryError::Malformed);
+        };
+        let password_seal = epoch::seal(
+            FACTOR_PASSWORD,
+            self.epoch,
+            to_password,
+            inputs.password_ephemeral,
+            &self.master,
+        )?;
+        let recovery_seal = epoch::seal(
+            FACTOR_RECOVERY,
+            self.epoch,
+            to_recovery,
+            inputs.recovery_ephemeral,
+            &self.master,
+        )?;
+        let keyring = Keyring {
+            password: to_password.clone(),
+            recovery: to_recovery.clone(),
+            old: self.old.clone(),
+        }
+        .seal(&self.master, self.epoch, inputs.keyring_nonce)?;
+        Ok(WrappedKeyBundle {
+            format: BundleFormat::Epochs(Box::new(EpochBundle {
+                epoch: self.epoch,
+                password,
+                password_seal,
+                recovery,
+                recovery_seal,
+                keyring,
+            })),
         })
     }
 
-    pub(crate) fn recovery_slots_from(
+    /// The keys of the next epoch: a fresh master key, this epoch's key moved to the older ones.
+    pub(crate) fn next_epoch(
         &self,
-        salt: [u8; SALT_LEN],
-        entries: &[([u8; recovery::ENTROPY_LEN], [u8; XNONCE_LEN])],
-    ) -> Vec<RecoverySlot> {
-        entries
-            .iter()
-            .enumerate()
-            .map(|(i, (entropy, nonce))| {
-                let kek = hkdf32(Some(&salt), entropy, &[RECOVERY_WRAP_LABEL]);
-                let wrapped = wrap(&kek, nonce, &recovery_ad(i as u8, &salt), &self.master.0);
-                RecoverySlot {
-                    nonce: *nonce,
-                    wrapped,
-                }
-            })
-            .collect()
-    }
-
-    fn recovery_slots<R: CryptoRng + ?Sized>(
-        &self,
-        rng: &mut R,
-    ) -> ([u8; SALT_LEN], Vec<RecoverySlot>, Vec<RecoveryCode>) {
-        let salt = random(rng);
-        let mut entries = Vec::with_capacity(RECOVERY_CODE_COUNT);
-        let mut codes = Vec::with_capacity(RECOVERY_CODE_COUNT);
-        for _ in 0..RECOVERY_CODE_COUNT {
-            let code = RecoveryCode::generate(rng);
-            entries.push((*code.entropy(), random(rng)));
-            codes.push(code);
+        master: MasterKey,
+        password: FactorSealing,
+        recovery: FactorSealing,
+    ) -> Result<Self, DiaryError> {
+        let epoch = self.epoch.checked_add(1).ok_or(DiaryError::TooManyEpochs)?;
+        let mut old = self.old.clone();
+        old.push((self.epoch, self.master.clone()));
+        if old.len() > MAX_OLD_EPOCHS {
+            return Err(DiaryError::TooManyEpochs);
         }
-        let slots = self.recovery_slots_from(salt, &entries);
-        entries.zeroize();
-        (salt, slots, codes)
+        Ok(Self {
+            epoch,
+            master,
+            old,
+            factors: Factors::Epochs { password, recovery },
+        })
     }
 
     /// Unlocks with the password. Parameters outside [`KdfParams::MIN`]..[`KdfParams::MAX`]
     /// are rejected before running Argon2.
     ///
     /// # Errors
-    /// [`DiaryError::WrongPassword`], parameter bounds, Argon2 failures.
+    /// [`DiaryError::WrongPassword`] (also for a bundle whose seals or keyring were tampered
+    /// with), parameter bounds, Argon2 failures.
     pub fn unlock_with_password(
         bundle: &WrappedKeyBundle,
         password: &[u8],
     ) -> Result<Self, DiaryError> {
-        let p = &bundle.password;
-        let kek = password_kek(password, &p.salt, &p.params)?;
-        unwrap_key(&kek, &p.nonce, &password_ad(&p.params, &p.salt), &p.wrapped)
-            .map(|master| Self { master })
-            .ok_or(DiaryError::WrongPassword)
+        match &bundle.format {
+            BundleFormat::Legacy(b) => {
+                let p = &b.password;
+                let kek = password_kek(password, &p.salt, &p.params)?;
+                let master = unwrap_key(
+                    &kek,
+                    &p.nonce,
+                    &password_ad_v(DIARY_VERSION, &p.params, &p.salt),
+                    &p.wrapped,
+                )
+                .ok_or(DiaryError::WrongPassword)?;
+                Ok(Self {
+                    epoch: 0,
+                    master,
+                    old: Vec::new(),
+                    factors: Factors::Legacy {
+                        password: Some(LegacyPassword {
+                            kek,
+                            params: p.params,
+                            salt: p.salt,
+                        }),
+                    },
+                })
+            }
+            BundleFormat::Epochs(b) => {
+                let p = &b.password;
+                let kek = password_kek(password, &p.salt, &p.params)?;
+                let factor = epoch::unwrap_factor(
+                    &kek,
+                    &p.nonce,
+                    &epoch::password_ad(&p.params, &p.salt),
+                    &p.wrapped,
+                )
+                .ok_or(DiaryError::WrongPassword)?;
+                Self::open_epochs(b, FACTOR_PASSWORD, &factor).ok_or(DiaryError::WrongPassword)
+            }
+        }
+    }
+
+    /// Opens the seal to `factor` and the keyring, checking that the keyring names this factor.
+    fn open_epochs(b: &EpochBundle, factor: u8, secret: &FactorSecret) -> Option<Self> {
+        let seal = if factor == FACTOR_PASSWORD {
+            &b.password_seal
+        } else {
+            &b.recovery_seal
+        };
+        let master = epoch::open_seal(factor, b.epoch, secret, seal)?;
+        let ring = Keyring::open(&b.keyring, &master, b.epoch)?;
+        let named = if factor == FACTOR_PASSWORD {
+            &ring.password
+        } else {
+            &ring.recovery
+        };
+        // The sealer took the factor's public and auth key from this keyring: they must be the
+        // factor's own, or a later rotation would seal to a key this factor cannot open.
+        let own = secret.sealing();
+        let same = named.auth.ct_eq(&own.auth) & named.public.ct_eq(&own.public);
+        if !bool::from(same) {
+            return None;
+        }
+        Some(Self {
+            epoch: b.epoch,
+            master,
+            old: ring.old,
+            factors: Factors::Epochs {
+                password: ring.password,
+                recovery: ring.recovery,
+            },
+        })
     }
 
     /// Unlocks with one of the recovery codes (text as shown to the user; case, spaces and
@@ -538,81 +805,270 @@ impl DiaryKeys {
         code: &str,
     ) -> Result<Self, DiaryError> {
         let code = RecoveryCode::parse(code)?;
-        let kek = hkdf32(
-            Some(&bundle.recovery_salt),
-            code.entropy(),
-            &[RECOVERY_WRAP_LABEL],
-        );
-        bundle
-            .recovery
-            .iter()
-            .enumerate()
-            .find_map(|(i, s)| {
-                unwrap_key(
-                    &kek,
-                    &s.nonce,
-                    &recovery_ad(i as u8, &bundle.recovery_salt),
-                    &s.wrapped,
-                )
-            })
-            .map(|master| Self { master })
-            .ok_or(DiaryError::WrongRecoveryCode)
+        match &bundle.format {
+            BundleFormat::Legacy(b) => {
+                let kek = hkdf32(
+                    Some(&b.recovery_salt),
+                    code.entropy(),
+                    &[RECOVERY_WRAP_LABEL],
+                );
+                b.recovery
+                    .iter()
+                    .enumerate()
+                    .find_map(|(i, s)| {
+                        unwrap_key(
+                            &kek,
+                            &s.nonce,
+                            &recovery_ad_v(DIARY_VERSION, i as u8, &b.recovery_salt),
+                            &s.wrapped,
+                        )
+                    })
+                    .map(|master| Self {
+                        epoch: 0,
+                        master,
+                        old: Vec::new(),
+                        factors: Factors::Legacy { password: None },
+                    })
+                    .ok_or(DiaryError::WrongRecoveryCode)
+            }
+            BundleFormat::Epochs(b) => {
+                let salt = &b.recovery.salt;
+                let kek = hkdf32(Some(salt), code.entropy(), &[RECOVERY_WRAP_LABEL]);
+                let factor = b
+                    .recovery
+                    .slots
+                    .iter()
+                    .enumerate()
+                    .find_map(|(i, s)| {
+                        epoch::unwrap_factor(
+                            &kek,
+                            &s.nonce,
+                            &epoch::recovery_ad(i as u8, salt),
+                            &s.wrapped,
+                        )
+                    })
+                    .ok_or(DiaryError::WrongRecoveryCode)?;
+                Self::open_epochs(b, FACTOR_RECOVERY, &factor).ok_or(DiaryError::WrongRecoveryCode)
+            }
+        }
     }
 
-    /// Re-wraps the master key under a new password (fresh salt and nonce); recovery slots and
-    /// every item stay as they are.
+    /// Changes the password and starts a new key epoch: a fresh master key, sealed to the new
+    /// password and to the current recovery codes; the older keys go into the keyring, so every
+    /// entry stays readable, while the old password (even with every bundle the relay ever
+    /// stored) opens nothing written from now on. `bundle` is the bundle these keys were
+    /// unlocked from or last rotated to. A version-1 bundle is upgraded, which also replaces
+    /// the recovery codes ([`Rotation::codes`], to show once): its codes wrap the old master
+    /// key itself, so keeping them would keep the old password's reach.
     ///
     /// # Errors
-    /// Parameter bounds or Argon2 failures.
+    /// Parameter bounds, Argon2 failures, [`DiaryError::TooManyEpochs`].
     pub fn change_password<R: CryptoRng + ?Sized>(
         &self,
         bundle: &WrappedKeyBundle,
         new_password: &[u8],
         params: KdfParams,
         rng: &mut R,
-    ) -> Result<WrappedKeyBundle, DiaryError> {
-        let password = self.password_slot(
+    ) -> Result<Rotation, DiaryError> {
+        let password = new_password_factor(
             new_password,
             params,
             &PasswordSlotInputs {
                 salt: random(rng),
                 nonce: random(rng),
             },
+            random_factor(rng),
         )?;
-        Ok(WrappedKeyBundle {
-            password,
-            ..bundle.clone()
+        let (recovery, to_recovery, codes) = match (&self.factors, &bundle.format) {
+            (Factors::Epochs { recovery, .. }, BundleFormat::Epochs(b)) => {
+                (b.recovery.clone(), recovery.clone(), Vec::new())
+            }
+            _ => {
+                let fresh = new_recovery_factor(rng);
+                (fresh.part, fresh.secret.sealing(), fresh.codes)
+            }
+        };
+        let keys = self.next_epoch(
+            MasterKey::random(rng),
+            password.secret.sealing(),
+            to_recovery,
+        )?;
+        let bundle = keys.assemble(password.part, recovery, &EpochInputs::random(rng))?;
+        Ok(Rotation {
+            keys,
+            bundle,
+            codes,
         })
     }
 
-    /// Replaces all recovery codes (old ones stop working); the password slot is kept.
+    /// Replaces all recovery codes (old ones stop working) and starts a new key epoch, as
+    /// [`change_password`](Self::change_password) does: an old code opens nothing written
+    /// from now on. The password slot is kept; a version-1 bundle is upgraded with the password
+    /// these keys were unlocked with.
+    ///
+    /// # Errors
+    /// [`DiaryError::PasswordRequired`] to upgrade a version-1 bundle with keys not unlocked by
+    /// its password (change the password instead), [`DiaryError::TooManyEpochs`].
     pub fn regenerate_recovery_codes<R: CryptoRng + ?Sized>(
         &self,
         bundle: &WrappedKeyBundle,
         rng: &mut R,
-    ) -> (WrappedKeyBundle, Vec<RecoveryCode>) {
-        let (recovery_salt, recovery, codes) = self.recovery_slots(rng);
-        (
-            WrappedKeyBundle {
-                password: bundle.password.clone(),
-                recovery_salt,
-                recovery,
-            },
-            codes,
-        )
+    ) -> Result<Rotation, DiaryError> {
+        let (password, to_password) = match (&self.factors, &bundle.format) {
+            (Factors::Epochs { password, .. }, BundleFormat::Epochs(b)) => {
+                (b.password.clone(), password.clone())
+            }
+            (
+                Factors::Legacy {
+                    password: Some(legacy),
+                },
+                _,
+            ) => {
+                let secret = random_factor(rng);
+                let nonce = random(rng);
+                let part = PasswordFactor {
+                    params: legacy.params,
+                    salt: legacy.salt,
+                    nonce,
+                    wrapped: epoch::wrap_factor(
+                        &legacy.kek,
+                        &nonce,
+                        &epoch::password_ad(&legacy.params, &legacy.salt),
+                        &secret,
+                    ),
+                };
+                (part, secret.sealing())
+            }
+            _ => return Err(DiaryError::PasswordRequired),
+        };
+        let recovery = new_recovery_factor(rng);
+        let keys = self.next_epoch(
+            MasterKey::random(rng),
+            to_password,
+            recovery.secret.sealing(),
+        )?;
+        let bundle = keys.assemble(password, recovery.part, &EpochInputs::random(rng))?;
+        Ok(Rotation {
+            keys,
+            bundle,
+            codes: recovery.codes,
+        })
     }
 
-    fn item_key(&self, collection_id: &[u8; 16], item_id: &[u8; 16]) -> Zeroizing<[u8; 32]> {
-        let collection = hkdf32(
-            None,
-            self.master.0.as_slice(),
-            &[COLLECTION_INFO, collection_id],
-        );
+    /// Re-wraps a version-1 bundle's master key under a new password, keeping its format and
+    /// recovery slots (a recovery on a version-1 bundle: the codes are not known, so it cannot
+    /// be upgraded without replacing them; the next password change or code regeneration
+    /// does). `None` for a version-2 bundle (use [`change_password`](Self::change_password)).
+    ///
+    /// # Errors
+    /// Parameter bounds or Argon2 failures.
+    pub fn rewrap_legacy_password<R: CryptoRng + ?Sized>(
+        &self,
+        bundle: &WrappedKeyBundle,
+        new_password: &[u8],
+        params: KdfParams,
+        rng: &mut R,
+    ) -> Result<Option<(Self, WrappedKeyBundle)>, DiaryError> {
+        let BundleFormat::Legacy(b) = &bundle.format else {
+            return Ok(None);
+        };
+        let inputs = PasswordSlotInputs {
+            salt: random(rng),
+            nonce: random(rng),
+        };
+        let kek = password_kek(new_password, &inputs.salt, &params)?;
+        let password = self.legacy_password_slot(&kek, params, &inputs);
+        let keys = Self {
+            factors: Factors::Legacy {
+                password: Some(LegacyPassword {
+                    kek,
+                    params,
+                    salt: inputs.salt,
+                }),
+            },
+            ..self.clone()
+        };
+        Ok(Some((
+            keys,
+            WrappedKeyBundle::legacy(LegacyBundle {
+                password,
+                ..b.clone()
+            }),
+        )))
+    }
+
+    /// A version-1 password slot (vectors of the version-1 format, and legacy re-wraps).
+    pub(crate) fn legacy_password_slot(
+        &self,
+        kek: &[u8; 32],
+        params: KdfParams,
+        inputs: &PasswordSlotInputs,
+    ) -> PasswordSlot {
+        PasswordSlot {
+            params,
+            salt: inputs.salt,
+            nonce: inputs.nonce,
+            wrapped: wrap(
+                kek,
+                &inputs.nonce,
+                &password_ad_v(DIARY_VERSION, &params, &inputs.salt),
+                &self.master.0,
+            ),
+        }
+    }
+
+    /// Version-1 recovery slots (vectors of the version-1 format).
+    #[cfg(any(test, feature = "test-vectors"))]
+    pub(crate) fn legacy_recovery_slots(
+        &self,
+        salt: [u8; SALT_LEN],
+        entries: &[([u8; recovery::ENTROPY_LEN], [u8; XNONCE_LEN])],
+    ) -> Vec<RecoverySlot> {
+        entries
+            .iter()
+            .enumerate()
+            .map(|(i, (entropy, nonce))| {
+                let kek = hkdf32(Some(&salt), entropy, &[RECOVERY_WRAP_LABEL]);
+                let wrapped = wrap(
+                    &kek,
+                    nonce,
+                    &recovery_ad_v(DIARY_VERSION, i as u8, &salt),
+                    &self.master.0,
+                );
+                RecoverySlot {
+                    nonce: *nonce,
+                    wrapped,
+                }
+            })
+            .collect()
+    }
+
+    /// The master key of `epoch`, if these keys hold it.
+    fn master_of(&self, epoch: u32) -> Option<&MasterKey> {
+        if epoch == self.epoch {
+            return Some(&self.master);
+        }
+        self.old
+            .binary_search_by_key(&epoch, |(e, _)| *e)
+            .ok()
+            .and_then(|i| self.old.get(i))
+            .map(|(_, k)| k)
+    }
+
+    fn item_key(
+        master: &MasterKey,
+        collection_id: &[u8; 16],
+        item_id: &[u8; 16],
+    ) -> Zeroizing<[u8; 32]> {
+        let collection = hkdf32(None, master.0.as_slice(), &[COLLECTION_INFO, collection_id]);
         hkdf32(None, collection.as_slice(), &[ITEM_INFO, item_id])
     }
 
-    /// Encrypts one revision of an item: `0x01 || nonce(24) || XAEAD(item_key, nonce,
-    /// pad(plaintext), AD = 0x01 || collection_id || item_id || revision u64)`.
+    /// Encrypts one revision of an item under the current epoch. Epoch 0:
+    /// `0x01 || nonce(24) || XAEAD(item_key, nonce, pad(plaintext), AD = 0x01 || collection_id
+    /// || item_id || revision u64)`; epoch `e ≥ 1`: `0x02 || e u32 || random(20) || XAEAD(…)`
+    /// with the 24 bytes after the version byte as nonce and `AD = 0x02 || e u32 ||
+    /// collection_id || item_id || revision u64` (PROTOCOL.md §9.4).
     ///
     /// # Errors
     /// [`DiaryError::ItemTooLarge`].
@@ -627,13 +1083,15 @@ impl DiaryKeys {
         self.encrypt_item_with_nonce(collection_id, item_id, revision, plaintext, random(rng))
     }
 
+    /// As [`Self::encrypt_item`] with 24 given random bytes (from epoch 1 on, the first four
+    /// are replaced by the epoch).
     pub(crate) fn encrypt_item_with_nonce(
         &self,
         collection_id: &[u8; 16],
         item_id: &[u8; 16],
         revision: u64,
         plaintext: &[u8],
-        nonce: [u8; XNONCE_LEN],
+        mut nonce: [u8; XNONCE_LEN],
     ) -> Result<Vec<u8>, DiaryError> {
         if plaintext.len() > MAX_ITEM_PLAINTEXT_LEN {
             return Err(DiaryError::ItemTooLarge(plaintext.len()));
@@ -641,9 +1099,15 @@ impl DiaryKeys {
         let padded = Zeroizing::new(
             padding::pad(plaintext).map_err(|_| DiaryError::ItemTooLarge(plaintext.len()))?,
         );
-        let key = self.item_key(collection_id, item_id);
+        let version = if self.epoch == 0 {
+            DIARY_VERSION
+        } else {
+            nonce[..4].copy_from_slice(&self.epoch.to_be_bytes());
+            EPOCH_VERSION
+        };
+        let key = Self::item_key(&self.master, collection_id, item_id);
         let cipher = XChaCha20Poly1305::new(&(*key).into());
-        let ad = item_ad(collection_id, item_id, revision);
+        let ad = item_ad(version, self.epoch, collection_id, item_id, revision);
         let ct = cipher
             .encrypt(
                 &XNonce::from(nonce),
@@ -654,17 +1118,18 @@ impl DiaryKeys {
             )
             .map_err(|_| DiaryError::ItemTooLarge(plaintext.len()))?;
         let mut out = Vec::with_capacity(1 + XNONCE_LEN + ct.len());
-        out.push(DIARY_VERSION);
+        out.push(version);
         out.extend_from_slice(&nonce);
         out.extend_from_slice(&ct);
         Ok(out)
     }
 
-    /// Decrypts an item revision. Fails if the ciphertext was moved to another collection or
-    /// item id, or served for another revision.
+    /// Decrypts an item revision of any epoch these keys hold. Fails if the ciphertext was
+    /// moved to another collection or item id, or served for another revision.
     ///
     /// # Errors
-    /// [`DiaryError::ItemDecryptionFailed`], [`DiaryError::UnsupportedVersion`],
+    /// [`DiaryError::ItemDecryptionFailed`], [`DiaryError::UnknownEpoch`] (written under a newer
+    /// epoch: fetch the bundle and unlock again), [`DiaryError::UnsupportedVersion`],
     /// [`DiaryError::Malformed`].
     pub fn decrypt_item(
         &self,
@@ -674,15 +1139,26 @@ impl DiaryKeys {
         ciphertext: &[u8],
     ) -> Result<Zeroizing<Vec<u8>>, DiaryError> {
         let (&version, rest) = ciphertext.split_first().ok_or(DiaryError::Malformed)?;
-        if version != DIARY_VERSION {
-            return Err(DiaryError::UnsupportedVersion(version));
-        }
         let (nonce, body) = rest
             .split_first_chunk::<XNONCE_LEN>()
             .ok_or(DiaryError::Malformed)?;
-        let key = self.item_key(collection_id, item_id);
+        let epoch = match version {
+            DIARY_VERSION => 0,
+            EPOCH_VERSION => {
+                let e = u32::from_be_bytes([nonce[0], nonce[1], nonce[2], nonce[3]]);
+                if e == 0 {
+                    return Err(DiaryError::Malformed);
+                }
+                e
+            }
+            other => return Err(DiaryError::UnsupportedVersion(other)),
+        };
+        let master = self
+            .master_of(epoch)
+            .ok_or(DiaryError::UnknownEpoch(epoch))?;
+        let key = Self::item_key(master, collection_id, item_id);
         let cipher = XChaCha20Poly1305::new(&(*key).into());
-        let ad = item_ad(collection_id, item_id, revision);
+        let ad = item_ad(version, epoch, collection_id, item_id, revision);
         let padded = Zeroizing::new(
             cipher
                 .decrypt(
@@ -699,11 +1175,98 @@ impl DiaryKeys {
     }
 }
 
-fn item_ad(collection_id: &[u8; 16], item_id: &[u8; 16], revision: u64) -> [u8; 41] {
-    let mut ad = [0u8; 41];
-    ad[0] = DIARY_VERSION;
-    ad[1..17].copy_from_slice(collection_id);
-    ad[17..33].copy_from_slice(item_id);
-    ad[33..].copy_from_slice(&revision.to_be_bytes());
+/// A fresh factor: a random X25519 secret and auth key.
+fn random_factor<R: CryptoRng + ?Sized>(rng: &mut R) -> FactorSecret {
+    FactorSecret {
+        secret: random(rng),
+        auth: random(rng),
+    }
+}
+
+/// The password factor `factor` wrapped under `password`.
+fn new_password_factor(
+    password: &[u8],
+    params: KdfParams,
+    inputs: &PasswordSlotInputs,
+    factor: FactorSecret,
+) -> Result<NewPassword, DiaryError> {
+    let kek = password_kek(password, &inputs.salt, &params)?;
+    let wrapped = epoch::wrap_factor(
+        &kek,
+        &inputs.nonce,
+        &epoch::password_ad(&params, &inputs.salt),
+        &factor,
+    );
+    Ok(NewPassword {
+        secret: factor,
+        part: PasswordFactor {
+            params,
+            salt: inputs.salt,
+            nonce: inputs.nonce,
+            wrapped,
+        },
+    })
+}
+
+/// The recovery factor `factor` wrapped under each code of `entries` (entropy, slot nonce).
+pub(crate) fn recovery_factor_slots(
+    factor: &FactorSecret,
+    salt: [u8; SALT_LEN],
+    entries: &[([u8; recovery::ENTROPY_LEN], [u8; XNONCE_LEN])],
+) -> RecoveryFactor {
+    let slots = entries
+        .iter()
+        .enumerate()
+        .map(|(i, (entropy, nonce))| {
+            let kek = hkdf32(Some(&salt), entropy, &[RECOVERY_WRAP_LABEL]);
+            RecoveryFactorSlot {
+                nonce: *nonce,
+                wrapped: epoch::wrap_factor(
+                    &kek,
+                    nonce,
+                    &epoch::recovery_ad(i as u8, &salt),
+                    factor,
+                ),
+            }
+        })
+        .collect();
+    RecoveryFactor { salt, slots }
+}
+
+/// A fresh recovery factor wrapped under [`RECOVERY_CODE_COUNT`] fresh codes.
+fn new_recovery_factor<R: CryptoRng + ?Sized>(rng: &mut R) -> NewRecovery {
+    let secret = random_factor(rng);
+    let salt = random(rng);
+    let mut entries = Vec::with_capacity(RECOVERY_CODE_COUNT);
+    let mut codes = Vec::with_capacity(RECOVERY_CODE_COUNT);
+    for _ in 0..RECOVERY_CODE_COUNT {
+        let code = RecoveryCode::generate(rng);
+        entries.push((*code.entropy(), random(rng)));
+        codes.push(code);
+    }
+    let part = recovery_factor_slots(&secret, salt, &entries);
+    entries.zeroize();
+    NewRecovery {
+        secret,
+        part,
+        codes,
+    }
+}
+
+fn item_ad(
+    version: u8,
+    epoch: u32,
+    collection_id: &[u8; 16],
+    item_id: &[u8; 16],
+    revision: u64,
+) -> Vec<u8> {
+    let mut ad = Vec::with_capacity(45);
+    ad.push(version);
+    if version != DIARY_VERSION {
+        ad.extend_from_slice(&epoch.to_be_bytes());
+    }
+    ad.extend_from_slice(collection_id);
+    ad.extend_from_slice(item_id);
+    ad.extend_from_slice(&revision.to_be_bytes());
     ad
 }

@@ -21,6 +21,9 @@ use haven_protocol::encoding::Reader;
 pub const MAX_SKIP_PER_CHAIN: u32 = 1000;
 /// Most skipped message keys stored per session; the oldest is evicted beyond it.
 pub const MAX_SKIPPED_KEYS: usize = 2000;
+/// Longest a skipped message key is kept (seconds, 30 days): a message withheld longer (by the
+/// relay, or lost) no longer decrypts, and its key leaves the device at the next decrypt.
+pub const MAX_SKIPPED_KEY_AGE: u64 = 30 * 24 * 60 * 60;
 /// Most receiving chains kept per session (the current one and a few previous ones).
 pub const MAX_RECEIVER_CHAINS: usize = 5;
 /// Most previous sessions a [`SessionRecord`] keeps besides the current one.
@@ -28,8 +31,15 @@ pub const MAX_ARCHIVED_SESSIONS: usize = 5;
 /// Length of the session associated data `IK_initiator || IK_responder`.
 pub const SESSION_AD_LEN: usize = 2 * IDENTITY_KEY_LEN;
 
-const SESSION_VERSION: u8 = 0x01;
+/// Session pickle version 1: skipped keys without a creation time (still read).
+const SESSION_VERSION_V1: u8 = 0x01;
+/// Session pickle version 2 (written): each skipped key carries its creation time.
+const SESSION_VERSION: u8 = 0x02;
 const SESSION_TYPE: u8 = 0x30;
+const RECORD_VERSION: u8 = 0x01;
+/// Creation time of a skipped key read from a version-1 pickle: unknown until the session's
+/// next decrypt stamps it with that decrypt's `now`.
+const UNKNOWN_TIME: u64 = 0;
 const RECORD_TYPE: u8 = 0x31;
 
 #[derive(Clone)]
@@ -49,6 +59,8 @@ struct ReceiverChain {
 struct SkippedKey {
     ratchet: PublicKey,
     key: MessageKey,
+    /// Unix seconds when the key was skipped ([`UNKNOWN_TIME`] for a key from a v1 pickle).
+    created: u64,
 }
 
 /// What an initiator repeats in every message until the responder answers.
@@ -242,26 +254,44 @@ impl Session {
     }
 
     /// `RatchetDecrypt`. Works on a copy: `self` changes only if authentication succeeds.
-    /// `rng` provides the new ratchet key pair when the peer's ratchet key is new.
+    /// `now` (Unix seconds, from the caller's clock) first drops skipped keys older than
+    /// [`MAX_SKIPPED_KEY_AGE`] and stamps the keys it skips. `rng` provides the new ratchet key
+    /// pair when the peer's ratchet key is new.
     ///
     /// # Errors
-    /// [`RatchetError::DuplicateMessage`], [`RatchetError::TooFarInFuture`],
-    /// [`RatchetError::DecryptionFailed`], [`RatchetError::InvalidRatchetKey`],
-    /// [`RatchetError::ChainExhausted`].
+    /// [`RatchetError::DuplicateMessage`] (also for a message whose skipped key expired),
+    /// [`RatchetError::TooFarInFuture`], [`RatchetError::DecryptionFailed`],
+    /// [`RatchetError::InvalidRatchetKey`], [`RatchetError::ChainExhausted`].
     pub fn decrypt<R: CryptoRng + ?Sized>(
         &mut self,
         message: &RatchetMessage,
+        now: u64,
         rng: &mut R,
     ) -> Result<Zeroizing<Vec<u8>>, RatchetError> {
         let mut next = self.clone();
-        let plaintext = next.decrypt_in_place(message, rng)?;
+        next.expire_skipped(now);
+        let plaintext = next.decrypt_in_place(message, now, rng)?;
         *self = next;
         Ok(plaintext)
+    }
+
+    /// Drops the skipped keys whose age at `now` (Unix seconds) reached
+    /// [`MAX_SKIPPED_KEY_AGE`]; a key of unknown age (read from a version-1 pickle) is stamped
+    /// with `now`, so it lives the full age from the first use after the upgrade. A clock that
+    /// went backwards ages nothing.
+    pub fn expire_skipped(&mut self, now: u64) {
+        self.skipped.retain_mut(|k| {
+            if k.created == UNKNOWN_TIME {
+                k.created = now;
+            }
+            now.saturating_sub(k.created) < MAX_SKIPPED_KEY_AGE
+        });
     }
 
     fn decrypt_in_place<R: CryptoRng + ?Sized>(
         &mut self,
         msg: &RatchetMessage,
+        now: u64,
         rng: &mut R,
     ) -> Result<Zeroizing<Vec<u8>>, RatchetError> {
         let ad = self.full_ad(&msg.header_bytes());
@@ -284,7 +314,7 @@ impl Session {
         {
             Some(idx) => idx,
             None => {
-                self.dh_ratchet(msg, rng)?;
+                self.dh_ratchet(msg, now, rng)?;
                 self.receivers.len().saturating_sub(1)
             }
         };
@@ -297,7 +327,7 @@ impl Session {
             return Err(RatchetError::DuplicateMessage { index: msg.counter });
         }
         check_gap(chain.index(), msg.counter)?;
-        chain = self.skip_until(&msg.ratchet_key, chain, msg.counter)?;
+        chain = self.skip_until(&msg.ratchet_key, chain, msg.counter, now)?;
         let mk = chain.message_key();
         let after = chain.next().ok_or(RatchetError::ChainExhausted)?;
         if let Some(c) = self.receivers.get_mut(idx) {
@@ -313,17 +343,19 @@ impl Session {
         Ok(Zeroizing::new(plaintext))
     }
 
-    /// `SkipMessageKeys` on `chain` up to (excluding) `until`, storing the keys.
+    /// `SkipMessageKeys` on `chain` up to (excluding) `until`, storing the keys stamped `now`.
     fn skip_until(
         &mut self,
         ratchet: &PublicKey,
         mut chain: ChainKey,
         until: u32,
+        now: u64,
     ) -> Result<ChainKey, RatchetError> {
         while chain.index() < until {
             self.skipped.push_back(SkippedKey {
                 ratchet: *ratchet,
                 key: chain.message_key(),
+                created: now,
             });
             if self.skipped.len() > MAX_SKIPPED_KEYS {
                 self.skipped.pop_front();
@@ -338,13 +370,15 @@ impl Session {
     fn dh_ratchet<R: CryptoRng + ?Sized>(
         &mut self,
         msg: &RatchetMessage,
+        now: u64,
         rng: &mut R,
     ) -> Result<(), RatchetError> {
         if let Some(current) = self.receivers.back().cloned()
             && msg.previous_counter > current.chain.index()
         {
             check_gap(current.chain.index(), msg.previous_counter)?;
-            let done = self.skip_until(&current.public, current.chain, msg.previous_counter)?;
+            let done =
+                self.skip_until(&current.public, current.chain, msg.previous_counter, now)?;
             if let Some(c) = self.receivers.back_mut() {
                 c.chain = done;
             }
@@ -376,7 +410,7 @@ impl Session {
     /// Pickle (secret; PROTOCOL.md §4.7).
     #[must_use]
     pub fn to_bytes(&self) -> Zeroizing<Vec<u8>> {
-        let mut o = Zeroizing::new(Vec::with_capacity(512 + self.skipped.len() * 68));
+        let mut o = Zeroizing::new(Vec::with_capacity(512 + self.skipped.len() * 76));
         o.extend_from_slice(&[SESSION_VERSION, SESSION_TYPE]);
         o.extend_from_slice(&self.local_identity.to_bytes());
         o.extend_from_slice(&self.remote_identity.to_bytes());
@@ -408,6 +442,7 @@ impl Session {
             o.extend_from_slice(s.ratchet.as_bytes());
             o.extend_from_slice(&s.key.index().to_be_bytes());
             o.extend_from_slice(s.key.as_bytes());
+            o.extend_from_slice(&s.created.to_be_bytes());
         }
         match &self.pending_prekey {
             None => o.push(0),
@@ -428,23 +463,25 @@ impl Session {
         o
     }
 
-    /// Parses [`Self::to_bytes`], enforcing every limit.
+    /// Parses [`Self::to_bytes`] (version 2) or a version-1 pickle (its skipped keys get an
+    /// unknown creation time, see [`Self::expire_skipped`]), enforcing every limit.
     ///
     /// # Errors
     /// [`RatchetError::Malformed`] / [`RatchetError::UnsupportedVersion`].
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, RatchetError> {
         let mut r = Reader::new(bytes);
-        match (r.u8(), r.u8()) {
-            (Some(SESSION_VERSION), Some(SESSION_TYPE)) => {}
+        let timed = match (r.u8(), r.u8()) {
+            (Some(SESSION_VERSION), Some(SESSION_TYPE)) => true,
+            (Some(SESSION_VERSION_V1), Some(SESSION_TYPE)) => false,
             (Some(_), Some(_)) => return Err(RatchetError::UnsupportedVersion),
             _ => return Err(RatchetError::Malformed),
-        }
-        let s = Self::read(&mut r).ok_or(RatchetError::Malformed)?;
+        };
+        let s = Self::read(&mut r, timed).ok_or(RatchetError::Malformed)?;
         r.finish().ok_or(RatchetError::Malformed)?;
         Ok(s)
     }
 
-    fn read(r: &mut Reader<'_>) -> Option<Self> {
+    fn read(r: &mut Reader<'_>, timed: bool) -> Option<Self> {
         let local_identity = IdentityKey::from_bytes(r.take(IDENTITY_KEY_LEN)?).ok()?;
         let remote_identity = IdentityKey::from_bytes(r.take(IDENTITY_KEY_LEN)?).ok()?;
         let ad = r.array()?;
@@ -482,9 +519,11 @@ impl Session {
             let ratchet = PublicKey::from(r.array::<32>()?);
             let index = r.u32()?;
             let seed = Zeroizing::new(r.array::<32>()?);
+            let created = if timed { r.u64()? } else { UNKNOWN_TIME };
             skipped.push_back(SkippedKey {
                 ratchet,
                 key: MessageKey::new(*seed, index),
+                created,
             });
         }
         let pending_prekey = match r.u8()? {
@@ -598,16 +637,19 @@ impl SessionRecord {
     pub fn decrypt<R: CryptoRng + ?Sized>(
         &mut self,
         message: &RatchetMessage,
+        now: u64,
         rng: &mut R,
     ) -> Result<Zeroizing<Vec<u8>>, RatchetError> {
-        self.decrypt_at(None, message, rng)
+        self.decrypt_at(None, message, now, rng)
     }
 
-    /// As [`Self::decrypt`], but only with the session at `only` when given.
+    /// As [`Self::decrypt`], but only with the session at `only` when given. On success every
+    /// session of the record drops its expired skipped keys ([`Session::expire_skipped`]).
     pub(crate) fn decrypt_at<R: CryptoRng + ?Sized>(
         &mut self,
         only: Option<usize>,
         message: &RatchetMessage,
+        now: u64,
         rng: &mut R,
     ) -> Result<Zeroizing<Vec<u8>>, RatchetError> {
         let mut first_err = None;
@@ -619,9 +661,10 @@ impl SessionRecord {
             let Some(mut s) = self.session_at(i).cloned() else {
                 continue;
             };
-            match s.decrypt(message, rng) {
+            match s.decrypt(message, now, rng) {
                 Ok(pt) => {
                     self.replace_and_promote(i, s);
+                    self.expire_skipped(now);
                     return Ok(pt);
                 }
                 Err(e) => {
@@ -630,6 +673,13 @@ impl SessionRecord {
             }
         }
         Err(first_err.unwrap_or(RatchetError::DecryptionFailed))
+    }
+
+    /// Drops expired skipped keys in every session of the record ([`Session::expire_skipped`]).
+    pub fn expire_skipped(&mut self, now: u64) {
+        for s in self.current.iter_mut().chain(self.previous.iter_mut()) {
+            s.expire_skipped(now);
+        }
     }
 
     fn session_at(&self, i: usize) -> Option<&Session> {
@@ -648,10 +698,11 @@ impl SessionRecord {
         }
     }
 
-    /// Pickle: `0x01 || 0x31 || count u8 || (len u32 || session)*`, current first.
+    /// Pickle: `0x01 || 0x31 || has_current u8 || n_previous u8 || (len u32 || session)*`,
+    /// current first.
     #[must_use]
     pub fn to_bytes(&self) -> Zeroizing<Vec<u8>> {
-        let mut o = Zeroizing::new(vec![SESSION_VERSION, RECORD_TYPE]);
+        let mut o = Zeroizing::new(vec![RECORD_VERSION, RECORD_TYPE]);
         o.push(u8::from(self.current.is_some()));
         o.push(u8::try_from(self.previous.len()).unwrap_or(u8::MAX));
         for s in self.sessions() {
@@ -668,7 +719,7 @@ impl SessionRecord {
         let m = RatchetError::Malformed;
         let mut r = Reader::new(bytes);
         match (r.u8(), r.u8()) {
-            (Some(SESSION_VERSION), Some(RECORD_TYPE)) => {}
+            (Some(RECORD_VERSION), Some(RECORD_TYPE)) => {}
             (Some(_), Some(_)) => return Err(RatchetError::UnsupportedVersion),
             _ => return Err(m),
         }

@@ -4,9 +4,10 @@
 use serde_json::{Value, json};
 
 use crate::attachment::{AttachmentEncryptor, AttachmentKey, StreamKeys};
+use crate::diary::epoch::FactorSecret;
 use crate::diary::{
-    self, COLLECTION_INFO, DiaryKeys, ITEM_INFO, KdfParams, PasswordSlotInputs,
-    RECOVERY_WRAP_LABEL, RecoveryCode, WrappedKeyBundle,
+    self, COLLECTION_INFO, DiaryKeys, EpochInputs, ITEM_INFO, KdfParams, LegacyBundle,
+    PasswordSlotInputs, RECOVERY_WRAP_LABEL, RecoveryCode, WrappedKeyBundle,
 };
 use crate::groups::{DistributionId, GroupSenderSession, chain_step, message_key_and_nonce};
 use crate::padding;
@@ -172,22 +173,20 @@ pub(super) fn diary_vectors() -> Value {
         (arr::<16>(0x90), arr::<24>(0xa0)),
     ];
     let keys = DiaryKeys::from_master(master);
-    let password_slot = keys
-        .password_slot(
-            password,
-            params,
-            &PasswordSlotInputs {
-                salt: pw_salt,
-                nonce: pw_nonce,
-            },
-        )
-        .unwrap();
-    let bundle = WrappedKeyBundle {
+    let kek = diary::password_kek(password, &pw_salt, &params).unwrap();
+    let password_slot = keys.legacy_password_slot(
+        &kek,
+        params,
+        &PasswordSlotInputs {
+            salt: pw_salt,
+            nonce: pw_nonce,
+        },
+    );
+    let bundle = WrappedKeyBundle::legacy(LegacyBundle {
         password: password_slot,
         recovery_salt: rec_salt,
-        recovery: keys.recovery_slots_from(rec_salt, &entries),
-    };
-    let kek = diary::password_kek(password, &pw_salt, &params).unwrap();
+        recovery: keys.legacy_recovery_slots(rec_salt, &entries),
+    });
     let codes: Vec<Value> = entries
         .iter()
         .map(|(e, n)| {
@@ -205,7 +204,8 @@ pub(super) fn diary_vectors() -> Value {
     let ct = keys
         .encrypt_item_with_nonce(&collection, &item, 42, plaintext, item_nonce)
         .unwrap();
-    json!({"description": "Diary key hierarchy (PROTOCOL.md §9)", "master_key": h(&master),
+    json!({"description": "Diary key hierarchy, version-1 bundle (PROTOCOL.md §9; still read)",
+        "master_key": h(&master),
         "password": h(password), "kdf_params": {"m_cost_kib": params.m_cost_kib,
         "t_cost": params.t_cost, "p_cost": params.p_cost}, "password_salt": h(&pw_salt),
         "password_nonce": h(&pw_nonce), "password_kek": h(kek.as_slice()),
@@ -213,6 +213,119 @@ pub(super) fn diary_vectors() -> Value {
         "collection_id": h(&collection), "collection_key": h(ck.as_slice()), "item_id": h(&item),
         "item_key": h(ik.as_slice()), "revision": 42, "item_nonce": h(&item_nonce),
         "item_plaintext": h(plaintext), "item_ciphertext": h(&ct)})
+}
+
+/// A version-2 bundle at epoch 2 (two changes after creation) and items of epochs 0 and 2.
+pub(super) fn diary_epoch_vectors() -> Value {
+    let password = b"correct horse battery staple";
+    let params = KdfParams::MIN;
+    let pw_salt = arr::<16>(0x20);
+    let pw_nonce = arr::<24>(0x30);
+    let password_factor = FactorSecret {
+        secret: arr::<32>(0x01),
+        auth: arr::<32>(0x21),
+    };
+    let recovery_factor = FactorSecret {
+        secret: arr::<32>(0x41),
+        auth: arr::<32>(0x61),
+    };
+    let rec_salt = arr::<16>(0x50);
+    let entries = [
+        (arr::<16>(0x60), arr::<24>(0x70)),
+        (arr::<16>(0x90), arr::<24>(0xa0)),
+    ];
+    let masters = [arr::<32>(0x00), arr::<32>(0x80), arr::<32>(0xc0)];
+    let inputs = EpochInputs {
+        password_ephemeral: arr::<32>(0x81),
+        recovery_ephemeral: arr::<32>(0xa1),
+        keyring_nonce: arr::<24>(0xc1),
+    };
+    let keys = DiaryKeys::from_epochs(&masters, &password_factor, &recovery_factor);
+    let kek = diary::password_kek(password, &pw_salt, &params).unwrap();
+    let password_part = diary::epoch::PasswordFactor {
+        params,
+        salt: pw_salt,
+        nonce: pw_nonce,
+        wrapped: diary::epoch::wrap_factor(
+            &kek,
+            &pw_nonce,
+            &diary::epoch::password_ad(&params, &pw_salt),
+            &password_factor,
+        ),
+    };
+    let recovery_part = diary::recovery_factor_slots(&recovery_factor, rec_salt, &entries);
+    let bundle = keys
+        .assemble(password_part, recovery_part, &inputs)
+        .unwrap();
+    // Both factors open it, and every epoch's key with it.
+    let collection = arr::<16>(0xc0);
+    let item = arr::<16>(0xe0);
+    let old_item = DiaryKeys::from_master(masters[0])
+        .encrypt_item_with_nonce(
+            &collection,
+            &item,
+            3,
+            b"written at epoch 0",
+            arr::<24>(0xd0),
+        )
+        .unwrap();
+    let new_item = keys
+        .encrypt_item_with_nonce(
+            &collection,
+            &item,
+            4,
+            b"written at epoch 2",
+            arr::<24>(0xf0),
+        )
+        .unwrap();
+    for unlocked in [
+        DiaryKeys::unlock_with_password(&bundle, password).unwrap(),
+        DiaryKeys::unlock_with_recovery_code(
+            &bundle,
+            &RecoveryCode::from_entropy(entries[1].0).to_text(),
+        )
+        .unwrap(),
+    ] {
+        assert_eq!(unlocked.epoch(), 2);
+        let pt = unlocked
+            .decrypt_item(&collection, &item, 3, &old_item)
+            .unwrap();
+        assert_eq!(&*pt, b"written at epoch 0");
+        let pt = unlocked
+            .decrypt_item(&collection, &item, 4, &new_item)
+            .unwrap();
+        assert_eq!(&*pt, b"written at epoch 2");
+    }
+    let codes: Vec<Value> = entries
+        .iter()
+        .map(|(e, n)| {
+            json!({"entropy": h(e), "nonce": h(n),
+                "text": RecoveryCode::from_entropy(*e).to_text().as_str(),
+                "kek": h(diary::hkdf32(Some(&rec_salt), e, &[RECOVERY_WRAP_LABEL]).as_slice())})
+        })
+        .collect();
+    let factor = |f: &FactorSecret| json!({"secret": h(&f.secret), "auth": h(&f.auth), "public": h(&f.public())});
+    json!({"description": "Diary key epochs, version-2 bundle (PROTOCOL.md §9.3)",
+    "epoch": 2,
+    "master_keys": masters.iter().enumerate()
+        .map(|(e, k)| json!({"epoch": e, "key": h(k)})).collect::<Vec<_>>(),
+    "password": h(password), "kdf_params": {"m_cost_kib": params.m_cost_kib,
+    "t_cost": params.t_cost, "p_cost": params.p_cost}, "password_salt": h(&pw_salt),
+    "password_nonce": h(&pw_nonce), "password_kek": h(kek.as_slice()),
+    "password_factor": factor(&password_factor),
+    "recovery_factor": factor(&recovery_factor),
+    "recovery_salt": h(&rec_salt), "recovery_codes": codes,
+    "password_ephemeral": h(&inputs.password_ephemeral),
+    "recovery_ephemeral": h(&inputs.recovery_ephemeral),
+    "keyring_nonce": h(&inputs.keyring_nonce),
+    "bundle": h(&bundle.to_bytes()),
+    "collection_id": h(&collection), "item_id": h(&item),
+    "items": [
+        {"epoch": 0, "revision": 3, "nonce": h(&arr::<24>(0xd0)),
+         "plaintext": h(b"written at epoch 0"), "ciphertext": h(&old_item)},
+        {"epoch": 2, "revision": 4, "nonce": h(&arr::<24>(0xf0)),
+         "plaintext": h(b"written at epoch 2"), "ciphertext": h(&new_item)},
+    ]})
 }
 
 pub(super) fn entry_fixture() -> diary::Entry {

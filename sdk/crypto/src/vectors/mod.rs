@@ -19,11 +19,12 @@ use alloc::string::String;
 use serde_json::Value;
 
 /// Names of the vector sets, each the stem of a file in `sdk/vectors/`.
-pub const NAMES: [&str; 12] = [
+pub const NAMES: [&str; 13] = [
     "padding",
     "sender_keys",
     "group_change",
     "diary",
+    "diary_epochs",
     "attachment",
     "diary_entry",
     "pqxdh",
@@ -41,6 +42,7 @@ pub fn build(name: &str) -> Option<Value> {
         "sender_keys" => data::sender_key_vectors(),
         "group_change" => data::group_change_vectors(),
         "diary" => data::diary_vectors(),
+        "diary_epochs" => data::diary_epoch_vectors(),
         "attachment" => data::attachment_vectors(),
         "diary_entry" => data::diary_entry_vectors(),
         "pqxdh" => session::pqxdh_vectors(),

@@ -98,6 +98,9 @@ fn randomness() -> InitiatorRandomness {
     }
 }
 
+/// The clock of the vector sessions (skipped keys are stamped with it; none expires).
+const VECTOR_NOW: u64 = 1_800_000_000;
+
 pub(super) fn pqxdh_vectors() -> Value {
     let mut cases = Vec::new();
     for with_otpk in [true, false] {
@@ -120,7 +123,9 @@ pub(super) fn pqxdh_vectors() -> Value {
         let mut bob_session = pqxdh::respond(&hs.bob, &pm, &keys).unwrap();
         let mut rng = ScriptedRng(VecDeque::from([b32(0xB0, 7)]));
         assert_eq!(
-            &*bob_session.decrypt(&pm.message, &mut rng).unwrap(),
+            &*bob_session
+                .decrypt(&pm.message, VECTOR_NOW, &mut rng)
+                .unwrap(),
             plaintext
         );
         cases.push(json!({
@@ -192,18 +197,23 @@ pub(super) fn ratchet_vectors() -> Value {
             let out = match parsed {
                 SessionMessage::PreKey(pm) => {
                     let b = bob.get_or_insert_with(|| pqxdh::respond(&hs.bob, &pm, &keys).unwrap());
-                    b.decrypt(&pm.message, &mut bob_rng).unwrap()
+                    b.decrypt(&pm.message, VECTOR_NOW, &mut bob_rng).unwrap()
                 }
-                SessionMessage::Ratchet(m) => {
-                    bob.as_mut().unwrap().decrypt(&m, &mut bob_rng).unwrap()
-                }
+                SessionMessage::Ratchet(m) => bob
+                    .as_mut()
+                    .unwrap()
+                    .decrypt(&m, VECTOR_NOW, &mut bob_rng)
+                    .unwrap(),
             };
             assert_eq!(&*out, *pt);
         } else {
             let SessionMessage::Ratchet(m) = SessionMessage::from_bytes(&msg).unwrap() else {
                 panic!()
             };
-            assert_eq!(&*alice.decrypt(&m, &mut alice_rng).unwrap(), *pt);
+            assert_eq!(
+                &*alice.decrypt(&m, VECTOR_NOW, &mut alice_rng).unwrap(),
+                *pt
+            );
             if i == 3 {
                 let SessionMessage::PreKey(pm) =
                     SessionMessage::from_bytes(pending_a1.as_ref().unwrap()).unwrap()
@@ -214,7 +224,7 @@ pub(super) fn ratchet_vectors() -> Value {
                     &*bob
                         .as_mut()
                         .unwrap()
-                        .decrypt(&pm.message, &mut bob_rng)
+                        .decrypt(&pm.message, VECTOR_NOW, &mut bob_rng)
                         .unwrap(),
                     b"a1"
                 );

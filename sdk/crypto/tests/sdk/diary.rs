@@ -61,10 +61,13 @@ fn full_lifecycle() {
         Some(DiaryError::InvalidRecoveryCode)
     );
 
-    // Password change re-wraps only: old items still decrypt, old password stops working.
-    let new_bundle = k2
+    // Password change starts a new epoch: old items still decrypt, old password stops working.
+    let rotation = k2
         .change_password(&bundle, b"new pw", FAST, &mut r)
         .unwrap();
+    assert!(rotation.codes.is_empty());
+    assert_eq!(rotation.keys.epoch(), 1);
+    let new_bundle = rotation.bundle;
     assert_eq!(
         DiaryKeys::unlock_with_password(&new_bundle, b"correct horse").err(),
         Some(DiaryError::WrongPassword)
@@ -74,7 +77,9 @@ fn full_lifecycle() {
     assert!(DiaryKeys::unlock_with_recovery_code(&new_bundle, &codes[3].to_text()).is_ok());
 
     // Regenerating codes invalidates the old ones, keeps the password.
-    let (b5, new_codes) = k4.regenerate_recovery_codes(&new_bundle, &mut r);
+    let rotation = k4.regenerate_recovery_codes(&new_bundle, &mut r).unwrap();
+    let (b5, new_codes) = (rotation.bundle, rotation.codes);
+    assert_eq!(b5.epoch(), 2);
     assert_eq!(
         DiaryKeys::unlock_with_recovery_code(&b5, &codes[0].to_text()).err(),
         Some(DiaryError::WrongRecoveryCode)
@@ -138,23 +143,23 @@ fn downgraded_or_inflated_params_rejected_before_argon2() {
     let mut r = rng(3);
     let (_, bundle, _) = DiaryKeys::create(b"pw", FAST, &mut r).unwrap();
     let bytes = bundle.to_bytes();
-    // m_cost at offset 2, t_cost at 6, p_cost at 10.
+    // m_cost at offset 6, t_cost at 10, p_cost at 14 (after the epoch).
     let mut weak = bytes.clone();
-    weak[2..6].copy_from_slice(&8u32.to_be_bytes());
+    weak[6..10].copy_from_slice(&8u32.to_be_bytes());
     let weak = WrappedKeyBundle::from_bytes(&weak).unwrap();
     assert!(matches!(
         DiaryKeys::unlock_with_password(&weak, b"pw"),
         Err(DiaryError::KdfParamsTooWeak { m_cost_kib: 8, .. })
     ));
     let mut weak_t = bytes.clone();
-    weak_t[6..10].copy_from_slice(&1u32.to_be_bytes());
+    weak_t[10..14].copy_from_slice(&1u32.to_be_bytes());
     let weak_t = WrappedKeyBundle::from_bytes(&weak_t).unwrap();
     assert!(matches!(
         DiaryKeys::unlock_with_password(&weak_t, b"pw"),
         Err(DiaryError::KdfParamsTooWeak { t_cost: 1, .. })
     ));
     let mut huge = bytes.clone();
-    huge[2..6].copy_from_slice(&u32::MAX.to_be_bytes());
+    huge[6..10].copy_from_slice(&u32::MAX.to_be_bytes());
     let huge = WrappedKeyBundle::from_bytes(&huge).unwrap();
     assert!(matches!(
         DiaryKeys::unlock_with_password(&huge, b"pw"),
@@ -162,7 +167,7 @@ fn downgraded_or_inflated_params_rejected_before_argon2() {
     ));
     // Raising the params (valid range) changes the KEK and the AD: wrong password, not success.
     let mut raised = bytes.clone();
-    raised[6..10].copy_from_slice(&3u32.to_be_bytes());
+    raised[10..14].copy_from_slice(&3u32.to_be_bytes());
     let raised = WrappedKeyBundle::from_bytes(&raised).unwrap();
     assert_eq!(
         DiaryKeys::unlock_with_password(&raised, b"pw").err(),
@@ -185,8 +190,25 @@ fn bundle_tampering_detected() {
     let mut r = rng(4);
     let (_, bundle, codes) = DiaryKeys::create(b"pw", FAST, &mut r).unwrap();
     let bytes = bundle.to_bytes();
-    // Flip bytes in the salt, nonce and wrapped key of the password slot (offsets 14..102).
-    for i in [14usize, 29, 30, 53, 54, 101] {
+    let last = bytes.len() - 1;
+    // Flip bytes of the epoch, the password slot (18..138), its seal (138..218) and the keyring.
+    for i in [
+        2usize,
+        5,
+        18,
+        33,
+        34,
+        57,
+        58,
+        137,
+        138,
+        169,
+        170,
+        217,
+        last - 169,
+        last - 143,
+        last,
+    ] {
         let mut t = bytes.clone();
         t[i] ^= 1;
         let b = WrappedKeyBundle::from_bytes(&t).unwrap();
@@ -196,8 +218,21 @@ fn bundle_tampering_detected() {
             "byte {i}"
         );
     }
-    // Recovery slot bytes (after salt 102..118 and count at 118).
-    for i in [102usize, 117, 119, 150, 190] {
+    // The recovery salt (218..234), seal (234..314), slots (315..) and the keyring.
+    for i in [
+        218usize,
+        233,
+        234,
+        265,
+        266,
+        313,
+        315,
+        338,
+        339,
+        418,
+        last - 100,
+        last,
+    ] {
         let mut t = bytes.clone();
         t[i] ^= 1;
         let b = WrappedKeyBundle::from_bytes(&t).unwrap();
@@ -213,8 +248,12 @@ fn bundle_tampering_detected() {
         Some(DiaryError::Malformed)
     );
     assert_eq!(
+        WrappedKeyBundle::from_bytes(&[3]).err(),
+        Some(DiaryError::UnsupportedVersion(3))
+    );
+    assert_eq!(
         WrappedKeyBundle::from_bytes(&[2]).err(),
-        Some(DiaryError::UnsupportedVersion(2))
+        Some(DiaryError::Malformed)
     );
     assert_eq!(
         WrappedKeyBundle::from_bytes(&[]).err(),
@@ -318,4 +357,198 @@ fn bundle_debug_shows_no_key_material() {
             )
         );
     }
+}
+
+/// Every key an attacker gets from `secret` and every bundle the relay ever stored (a dump of
+/// all vault rows, history included): the keys each bundle revision opens.
+fn keys_from_dump(
+    dump: &[WrappedKeyBundle],
+    unlock: impl Fn(&WrappedKeyBundle) -> Result<DiaryKeys, DiaryError>,
+) -> Vec<DiaryKeys> {
+    dump.iter().filter_map(|b| unlock(b).ok()).collect()
+}
+
+#[test]
+fn a_replaced_password_or_code_with_every_stored_bundle_opens_nothing_written_after() {
+    let mut r = rng(20);
+    let (keys, b0, codes) = DiaryKeys::create(b"old password", FAST, &mut r).unwrap();
+    let before = keys.encrypt_item(&C1, &I1, 1, b"before", &mut r).unwrap();
+
+    let changed = keys
+        .change_password(&b0, b"new password", FAST, &mut r)
+        .unwrap();
+    let after_pw = changed
+        .keys
+        .encrypt_item(&C1, &I2, 1, b"after the password change", &mut r)
+        .unwrap();
+    let dump = [b0.clone(), changed.bundle.clone()];
+    let stolen = keys_from_dump(&dump, |b| {
+        DiaryKeys::unlock_with_password(b, b"old password")
+    });
+    assert_eq!(stolen.len(), 1, "the old password opens the old bundle");
+    for k in &stolen {
+        assert_eq!(&*k.decrypt_item(&C1, &I1, 1, &before).unwrap(), b"before");
+        assert!(k.decrypt_item(&C1, &I2, 1, &after_pw).is_err());
+    }
+
+    // New codes: an old code (still valid until now) opens nothing written after.
+    let regenerated = changed
+        .keys
+        .regenerate_recovery_codes(&changed.bundle, &mut r)
+        .unwrap();
+    let after_codes = regenerated
+        .keys
+        .encrypt_item(&C2, &I1, 1, b"after new codes", &mut r)
+        .unwrap();
+    let dump = [b0, changed.bundle, regenerated.bundle.clone()];
+    for code in &codes {
+        let stolen = keys_from_dump(&dump, |b| {
+            DiaryKeys::unlock_with_recovery_code(b, &code.to_text())
+        });
+        assert_eq!(stolen.len(), 2, "the old code opened the first two bundles");
+        for k in &stolen {
+            assert!(k.decrypt_item(&C2, &I1, 1, &after_codes).is_err());
+        }
+    }
+    let stolen = keys_from_dump(&dump, |b| {
+        DiaryKeys::unlock_with_password(b, b"old password")
+    });
+    for k in &stolen {
+        assert!(k.decrypt_item(&C2, &I1, 1, &after_codes).is_err());
+    }
+
+    // The current password and the new codes read everything, from every epoch.
+    let current = regenerated.bundle;
+    for k in [
+        DiaryKeys::unlock_with_password(&current, b"new password").unwrap(),
+        DiaryKeys::unlock_with_recovery_code(&current, &regenerated.codes[4].to_text()).unwrap(),
+    ] {
+        assert_eq!(k.epoch(), 2);
+        assert_eq!(&*k.decrypt_item(&C1, &I1, 1, &before).unwrap(), b"before");
+        assert_eq!(
+            &*k.decrypt_item(&C1, &I2, 1, &after_pw).unwrap(),
+            b"after the password change"
+        );
+        assert_eq!(
+            &*k.decrypt_item(&C2, &I1, 1, &after_codes).unwrap(),
+            b"after new codes"
+        );
+    }
+    assert_eq!(
+        DiaryKeys::unlock_with_password(&current, b"old password").err(),
+        Some(DiaryError::WrongPassword)
+    );
+}
+
+#[test]
+fn an_item_of_a_newer_epoch_names_it() {
+    let mut r = rng(21);
+    let (keys, b0, _) = DiaryKeys::create(b"pw", FAST, &mut r).unwrap();
+    let next = keys.change_password(&b0, b"pw2", FAST, &mut r).unwrap();
+    let ct = next.keys.encrypt_item(&C1, &I1, 3, b"x", &mut r).unwrap();
+    assert_eq!(ct[0], 2);
+    assert_eq!(ct[1..5], 1u32.to_be_bytes());
+    assert_eq!(
+        keys.decrypt_item(&C1, &I1, 3, &ct).err(),
+        Some(DiaryError::UnknownEpoch(1))
+    );
+    // Epoch 0 in the version-2 form is not a valid item; item sizes keep their overhead.
+    let mut zero = ct.clone();
+    zero[1..5].copy_from_slice(&[0; 4]);
+    assert_eq!(
+        next.keys.decrypt_item(&C1, &I1, 3, &zero).err(),
+        Some(DiaryError::Malformed)
+    );
+    let old = keys.encrypt_item(&C1, &I1, 3, b"x", &mut r).unwrap();
+    assert_eq!(old.len(), ct.len());
+}
+
+fn legacy_vector() -> serde_json::Value {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../vectors/diary.json");
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+#[test]
+fn a_version_1_bundle_opens_and_its_first_change_upgrades_it() {
+    let v = legacy_vector();
+    let hex = |k: &str| hex::decode(v[k].as_str().unwrap()).unwrap();
+    let legacy = WrappedKeyBundle::from_bytes(&hex("bundle")).unwrap();
+    assert!(legacy.is_legacy());
+    let coll: [u8; 16] = hex("collection_id").try_into().unwrap();
+    let item: [u8; 16] = hex("item_id").try_into().unwrap();
+    let old_item = hex("item_ciphertext");
+    let password = hex("password");
+    let old_codes: Vec<String> = v["recovery_codes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["text"].as_str().unwrap().to_owned())
+        .collect();
+    let keys = DiaryKeys::unlock_with_password(&legacy, &password).unwrap();
+    assert_eq!(keys.epoch(), 0);
+    let mut r = rng(22);
+
+    // The first password change upgrades, replacing the codes (they wrap the old key itself).
+    let up = keys
+        .change_password(&legacy, b"new password", FAST, &mut r)
+        .unwrap();
+    assert!(!up.bundle.is_legacy());
+    assert_eq!(up.codes.len(), haven_sdk::diary::RECOVERY_CODE_COUNT);
+    let upgraded = WrappedKeyBundle::from_bytes(&up.bundle.to_bytes()).unwrap();
+    let new_item = up
+        .keys
+        .encrypt_item(&coll, &item, 43, b"new", &mut r)
+        .unwrap();
+    for code in &old_codes {
+        assert_eq!(
+            DiaryKeys::unlock_with_recovery_code(&upgraded, code).err(),
+            Some(DiaryError::WrongRecoveryCode)
+        );
+        // The old code with the old bundle: the old key only.
+        let k = DiaryKeys::unlock_with_recovery_code(&legacy, code).unwrap();
+        assert!(k.decrypt_item(&coll, &item, 43, &new_item).is_err());
+    }
+    for k in [
+        DiaryKeys::unlock_with_password(&upgraded, b"new password").unwrap(),
+        DiaryKeys::unlock_with_recovery_code(&upgraded, &up.codes[0].to_text()).unwrap(),
+    ] {
+        assert_eq!(
+            &*k.decrypt_item(&coll, &item, 42, &old_item).unwrap(),
+            &hex("item_plaintext")[..]
+        );
+        assert_eq!(
+            &*k.decrypt_item(&coll, &item, 43, &new_item).unwrap(),
+            b"new"
+        );
+    }
+
+    // New codes upgrade too, keeping the password (the keys were unlocked with it).
+    let regen = keys.regenerate_recovery_codes(&legacy, &mut r).unwrap();
+    assert!(!regen.bundle.is_legacy());
+    let k = DiaryKeys::unlock_with_password(&regen.bundle, &password).unwrap();
+    assert_eq!(k.epoch(), 1);
+    assert!(k.decrypt_item(&coll, &item, 42, &old_item).is_ok());
+    assert!(DiaryKeys::unlock_with_recovery_code(&regen.bundle, &old_codes[0]).is_err());
+    // Keys opened by a code do not know the password: that upgrade must change it.
+    let by_code = DiaryKeys::unlock_with_recovery_code(&legacy, &old_codes[1]).unwrap();
+    assert_eq!(
+        by_code.regenerate_recovery_codes(&legacy, &mut r).err(),
+        Some(DiaryError::PasswordRequired)
+    );
+
+    // A recovery re-wraps a version-1 bundle in place: its codes keep working.
+    let (k, rewrapped) = by_code
+        .rewrap_legacy_password(&legacy, b"recovered", FAST, &mut r)
+        .unwrap()
+        .unwrap();
+    assert!(rewrapped.is_legacy());
+    assert!(DiaryKeys::unlock_with_password(&rewrapped, b"recovered").is_ok());
+    assert!(DiaryKeys::unlock_with_recovery_code(&rewrapped, &old_codes[0]).is_ok());
+    assert!(k.regenerate_recovery_codes(&rewrapped, &mut r).is_ok());
+    assert!(
+        up.keys
+            .rewrap_legacy_password(&upgraded, b"x", FAST, &mut r)
+            .unwrap()
+            .is_none()
+    );
 }

@@ -7,7 +7,7 @@ use haven_sdk::prekeys::{
     KemPreKey, KemPreKeyKind, OneTimePreKey, PreKeyBundle, PreKeyError, SignedPreKey,
 };
 use haven_sdk::ratchet::RatchetError;
-use haven_sdk::ratchet::session::{MAX_SKIP_PER_CHAIN, SessionRecord};
+use haven_sdk::ratchet::session::{MAX_SKIP_PER_CHAIN, MAX_SKIPPED_KEY_AGE, SessionRecord};
 use haven_sdk::session_cipher::{SessionError, decrypt, encrypt, initiate};
 use haven_sdk::store::{
     DeviceAddress, IdentityStore, InMemoryProtocolStore, PreKeyStore, SessionStore,
@@ -15,6 +15,9 @@ use haven_sdk::store::{
 use proptest::prelude::*;
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
+
+/// The receivers' clock (Unix seconds) unless a test moves it.
+const NOW: u64 = 1_800_000_000;
 
 const ALICE: DeviceAddress = DeviceAddress {
     account_id: [0xA1; 16],
@@ -73,12 +76,12 @@ fn established(seed: u8) -> (Party, Party, ChaCha20Rng) {
     let (mut a, mut b, mut rng, bundle) = setup(seed);
     let m = initiate(&mut a.store, &BOB, &bundle, b"hi", &mut rng).unwrap();
     assert_eq!(
-        &*decrypt(&mut b.store, &ALICE, &m, &mut rng).unwrap(),
+        &*decrypt(&mut b.store, &ALICE, &m, NOW, &mut rng).unwrap(),
         b"hi"
     );
     let r = encrypt(&mut b.store, &ALICE, b"hello").unwrap();
     assert_eq!(
-        &*decrypt(&mut a.store, &BOB, &r, &mut rng).unwrap(),
+        &*decrypt(&mut a.store, &BOB, &r, NOW, &mut rng).unwrap(),
         b"hello"
     );
     (a, b, rng)
@@ -99,7 +102,7 @@ fn handshake_and_conversation() {
         let m = initiate(&mut a.store, &BOB, &bundle, b"first", &mut rng).unwrap();
         assert_eq!(m[1], 0x02, "first message is a prekey message");
         assert_eq!(
-            &*decrypt(&mut b.store, &ALICE, &m, &mut rng).unwrap(),
+            &*decrypt(&mut b.store, &ALICE, &m, NOW, &mut rng).unwrap(),
             b"first"
         );
         // One-time keys consumed only as appropriate.
@@ -112,13 +115,13 @@ fn handshake_and_conversation() {
             let r = encrypt(&mut b.store, &ALICE, &[i; 10]).unwrap();
             assert_eq!(r[1], 0x01);
             assert_eq!(
-                &*decrypt(&mut a.store, &BOB, &r, &mut rng).unwrap(),
+                &*decrypt(&mut a.store, &BOB, &r, NOW, &mut rng).unwrap(),
                 &[i; 10]
             );
             let q = encrypt(&mut a.store, &BOB, &[i; 3]).unwrap();
             assert_eq!(q[1], 0x01, "after a reply Alice sends normal messages");
             assert_eq!(
-                &*decrypt(&mut b.store, &ALICE, &q, &mut rng).unwrap(),
+                &*decrypt(&mut b.store, &ALICE, &q, NOW, &mut rng).unwrap(),
                 &[i; 3]
             );
         }
@@ -134,16 +137,16 @@ fn initiator_repeats_prekey_form_until_answered_and_lost_first_message_is_fine()
     assert_eq!((m2[1], m3[1]), (0x02, 0x02));
     // Delivered out of order, first one lost.
     assert_eq!(
-        &*decrypt(&mut b.store, &ALICE, &m3, &mut rng).unwrap(),
+        &*decrypt(&mut b.store, &ALICE, &m3, NOW, &mut rng).unwrap(),
         b"third"
     );
     assert_eq!(
-        &*decrypt(&mut b.store, &ALICE, &m2, &mut rng).unwrap(),
+        &*decrypt(&mut b.store, &ALICE, &m2, NOW, &mut rng).unwrap(),
         b"second"
     );
     // Replay of a prekey message: duplicate, not a new session.
     assert_eq!(
-        decrypt(&mut b.store, &ALICE, &m2, &mut rng),
+        decrypt(&mut b.store, &ALICE, &m2, NOW, &mut rng),
         Err(SessionError::Ratchet(RatchetError::DuplicateMessage {
             index: 1
         }))
@@ -176,14 +179,14 @@ fn bad_bundle_signature_stores_nothing() {
 fn one_time_prekey_reuse_fails_cleanly() {
     let (mut a, mut b, mut rng, bundle) = setup(4);
     let m = initiate(&mut a.store, &BOB, &bundle, b"one", &mut rng).unwrap();
-    decrypt(&mut b.store, &ALICE, &m, &mut rng).unwrap();
+    decrypt(&mut b.store, &ALICE, &m, NOW, &mut rng).unwrap();
     // A second initiator (same bundle, fresh base key) tries the consumed one-time keys.
     let carol_addr = DeviceAddress::new([0xC0; 16], 1);
     let mut carol = party(&mut rng, 6);
     let m = initiate(&mut carol.store, &BOB, &bundle, b"two", &mut rng).unwrap();
     let before = b.store.load_session(&carol_addr).unwrap();
     assert_eq!(
-        decrypt(&mut b.store, &carol_addr, &m, &mut rng),
+        decrypt(&mut b.store, &carol_addr, &m, NOW, &mut rng),
         Err(SessionError::Handshake(PqxdhError::UnknownOneTimePreKey {
             id: 100
         }))
@@ -198,7 +201,7 @@ fn failed_first_message_does_not_consume_prekeys() {
     let last = m.len() - 1;
     m[last] ^= 1;
     assert_eq!(
-        decrypt(&mut b.store, &ALICE, &m, &mut rng),
+        decrypt(&mut b.store, &ALICE, &m, NOW, &mut rng),
         Err(SessionError::Ratchet(RatchetError::DecryptionFailed))
     );
     assert!(b.store.one_time_prekey(100).unwrap().is_some());
@@ -234,7 +237,7 @@ fn every_byte_tampered_is_rejected_and_state_unchanged() {
         let mut t = m.clone();
         t[i] ^= 0x01;
         assert!(
-            decrypt(&mut b.store, &ALICE, &t, &mut rng).is_err(),
+            decrypt(&mut b.store, &ALICE, &t, NOW, &mut rng).is_err(),
             "byte {i}"
         );
         assert_eq!(
@@ -244,7 +247,7 @@ fn every_byte_tampered_is_rejected_and_state_unchanged() {
         );
     }
     assert_eq!(
-        &*decrypt(&mut b.store, &ALICE, &m, &mut rng).unwrap(),
+        &*decrypt(&mut b.store, &ALICE, &m, NOW, &mut rng).unwrap(),
         b"tamper me"
     );
 }
@@ -260,13 +263,13 @@ fn prekey_message_every_byte_tampered() {
         let mut t = m.clone();
         t[i] ^= 0x80;
         assert!(
-            decrypt(&mut b.store, &ALICE, &t, &mut rng).is_err(),
+            decrypt(&mut b.store, &ALICE, &t, NOW, &mut rng).is_err(),
             "byte {i}"
         );
     }
     assert!(b.store.load_session(&ALICE).unwrap().is_none());
     assert_eq!(
-        &*decrypt(&mut b.store, &ALICE, &m, &mut rng).unwrap(),
+        &*decrypt(&mut b.store, &ALICE, &m, NOW, &mut rng).unwrap(),
         b"hello"
     );
 }
@@ -281,7 +284,7 @@ fn skip_limit_is_enforced_and_state_unchanged() {
     let far = msgs.last().unwrap();
     let before = b.store.load_session(&ALICE).unwrap().unwrap().to_bytes();
     assert!(matches!(
-        decrypt(&mut b.store, &ALICE, far, &mut rng),
+        decrypt(&mut b.store, &ALICE, far, NOW, &mut rng),
         Err(SessionError::Ratchet(RatchetError::TooFarInFuture {
             gap: 1001,
             max: 1000
@@ -293,13 +296,13 @@ fn skip_limit_is_enforced_and_state_unchanged() {
     );
     // Exactly MAX_SKIP_PER_CHAIN is fine.
     let ok = &msgs[MAX_SKIP_PER_CHAIN as usize];
-    decrypt(&mut b.store, &ALICE, ok, &mut rng).unwrap();
+    decrypt(&mut b.store, &ALICE, ok, NOW, &mut rng).unwrap();
     let rec: SessionRecord = b.store.load_session(&ALICE).unwrap().unwrap();
     assert_eq!(
         rec.current().unwrap().skipped_key_count(),
         MAX_SKIP_PER_CHAIN as usize
     );
-    decrypt(&mut b.store, &ALICE, &msgs[3], &mut rng).unwrap();
+    decrypt(&mut b.store, &ALICE, &msgs[3], NOW, &mut rng).unwrap();
 }
 
 #[test]
@@ -322,7 +325,7 @@ fn no_session_is_typed() {
     );
     let m = encrypt(&mut a.store, &BOB, b"x").unwrap();
     assert_eq!(
-        decrypt(&mut a.store, &stranger, &m, &mut rng),
+        decrypt(&mut a.store, &stranger, &m, NOW, &mut rng),
         Err(SessionError::NoSession)
     );
 }
@@ -332,7 +335,7 @@ fn message_for_wrong_recipient_fails() {
     let (mut a, _b, mut rng) = established(12);
     let (_, mut c, mut rng2) = established(13);
     let m = encrypt(&mut a.store, &BOB, b"for bob").unwrap();
-    assert!(decrypt(&mut c.store, &ALICE, &m, &mut rng2).is_err());
+    assert!(decrypt(&mut c.store, &ALICE, &m, NOW, &mut rng2).is_err());
     let _ = &mut rng;
 }
 
@@ -380,16 +383,16 @@ proptest! {
                 }
                 Step::DeliverToBob(i) if !to_bob.is_empty() => {
                     let (ct, pt) = to_bob.remove(i % to_bob.len());
-                    prop_assert_eq!(&*decrypt(&mut b.store, &ALICE, &ct, &mut rng).unwrap(), &pt[..]);
+                    prop_assert_eq!(&*decrypt(&mut b.store, &ALICE, &ct, NOW, &mut rng).unwrap(), &pt[..]);
                     delivered_to_bob.push((ct, pt));
                 }
                 Step::DeliverToAlice(i) if !to_alice.is_empty() => {
                     let (ct, pt) = to_alice.remove(i % to_alice.len());
-                    prop_assert_eq!(&*decrypt(&mut a.store, &BOB, &ct, &mut rng).unwrap(), &pt[..]);
+                    prop_assert_eq!(&*decrypt(&mut a.store, &BOB, &ct, NOW, &mut rng).unwrap(), &pt[..]);
                 }
                 Step::ReplayToBob(i) if !delivered_to_bob.is_empty() => {
                     let (ct, _) = &delivered_to_bob[i % delivered_to_bob.len()];
-                    prop_assert!(decrypt(&mut b.store, &ALICE, ct, &mut rng).is_err());
+                    prop_assert!(decrypt(&mut b.store, &ALICE, ct, NOW, &mut rng).is_err());
                 }
                 _ => {}
             }
@@ -400,7 +403,7 @@ proptest! {
     #[test]
     fn decrypt_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..2000)) {
         let (_a, mut b, mut rng) = established(21);
-        let _ = decrypt(&mut b.store, &ALICE, &bytes, &mut rng);
+        let _ = decrypt(&mut b.store, &ALICE, &bytes, NOW, &mut rng);
         let _ = PreKeyBundle::from_bytes(&bytes);
         let _ = SessionRecord::from_bytes(&bytes);
         let _ = haven_sdk::ratchet::session::Session::from_bytes(&bytes);
@@ -417,24 +420,24 @@ fn skipped_key_total_cap_evicts_oldest() {
         for _ in 0..=MAX_SKIP_PER_CHAIN {
             msgs.push(encrypt(&mut a.store, &BOB, b"r").unwrap());
         }
-        decrypt(&mut b.store, &ALICE, msgs.last().unwrap(), &mut rng).unwrap();
+        decrypt(&mut b.store, &ALICE, msgs.last().unwrap(), NOW, &mut rng).unwrap();
         firsts.push(msgs[0].clone());
         // Bob answers so Alice's next round uses a new chain.
         let r = encrypt(&mut b.store, &ALICE, &[round]).unwrap();
-        decrypt(&mut a.store, &BOB, &r, &mut rng).unwrap();
+        decrypt(&mut a.store, &BOB, &r, NOW, &mut rng).unwrap();
     }
     let rec = b.store.load_session(&ALICE).unwrap().unwrap();
     assert_eq!(rec.current().unwrap().skipped_key_count(), MAX_SKIPPED_KEYS);
     // Round 0's keys were evicted: its message is now rejected as a duplicate...
     assert_eq!(
-        decrypt(&mut b.store, &ALICE, &firsts[0], &mut rng),
+        decrypt(&mut b.store, &ALICE, &firsts[0], NOW, &mut rng),
         Err(SessionError::Ratchet(RatchetError::DuplicateMessage {
             index: 0
         }))
     );
     // ...while round 2's are still there.
     assert_eq!(
-        &*decrypt(&mut b.store, &ALICE, &firsts[2], &mut rng).unwrap(),
+        &*decrypt(&mut b.store, &ALICE, &firsts[2], NOW, &mut rng).unwrap(),
         b"r"
     );
 }
@@ -445,7 +448,7 @@ fn session_pickle_roundtrip_keeps_working_and_debug_is_redacted() {
     let (mut a, mut b, mut rng) = established(31);
     let m1 = encrypt(&mut a.store, &BOB, b"one").unwrap();
     let m2 = encrypt(&mut a.store, &BOB, b"two").unwrap();
-    decrypt(&mut b.store, &ALICE, &m2, &mut rng).unwrap();
+    decrypt(&mut b.store, &ALICE, &m2, NOW, &mut rng).unwrap();
     let rec = b.store.load_session(&ALICE).unwrap().unwrap();
     let key = StorageKey::generate(&mut rng);
     let snap = seal(&key, LABEL_SESSION, &rec.to_bytes(), &mut rng);
@@ -456,7 +459,7 @@ fn session_pickle_roundtrip_keeps_working_and_debug_is_redacted() {
     else {
         panic!()
     };
-    assert_eq!(&*back.decrypt(&m1, &mut rng).unwrap(), b"one");
+    assert_eq!(&*back.decrypt(&m1, NOW, &mut rng).unwrap(), b"one");
     let dbg = format!("{back:?} {:?}", back.current().unwrap());
     assert!(!dbg.contains("root") && !dbg.contains("secret"), "{dbg}");
     // Truncations never decode.
@@ -475,14 +478,14 @@ fn receiving_chains_are_bounded() {
     let _ = encrypt(&mut a.store, &BOB, b"pad").unwrap();
     for i in 0..MAX_RECEIVER_CHAINS + 1 {
         let q = encrypt(&mut a.store, &BOB, &[i as u8]).unwrap();
-        decrypt(&mut b.store, &ALICE, &q, &mut rng).unwrap();
+        decrypt(&mut b.store, &ALICE, &q, NOW, &mut rng).unwrap();
         let r = encrypt(&mut b.store, &ALICE, b"r").unwrap();
-        decrypt(&mut a.store, &BOB, &r, &mut rng).unwrap();
+        decrypt(&mut a.store, &BOB, &r, NOW, &mut rng).unwrap();
     }
     // "old" was skipped when its chain moved on, so its key is still stored and decrypts even
     // though its chain has been dropped from the bounded list.
     assert_eq!(
-        &*decrypt(&mut b.store, &ALICE, &old, &mut rng).unwrap(),
+        &*decrypt(&mut b.store, &ALICE, &old, NOW, &mut rng).unwrap(),
         b"old"
     );
 }
@@ -539,7 +542,7 @@ fn responder_refuses_prekey_message_from_changed_identity() {
     let impostor = IdentityKeyPair::generate(&mut rng);
     b.store.save_identity(&ALICE, impostor.public()).unwrap();
     assert_eq!(
-        decrypt(&mut b.store, &ALICE, &m, &mut rng),
+        decrypt(&mut b.store, &ALICE, &m, NOW, &mut rng),
         Err(SessionError::UntrustedIdentity)
     );
     assert!(
@@ -558,19 +561,22 @@ fn simultaneous_initiation_converges() {
     let from_a = initiate(&mut a.store, &BOB, &bundle_b, b"a-first", &mut rng).unwrap();
     let from_b = initiate(&mut b.store, &ALICE, &bundle_a, b"b-first", &mut rng).unwrap();
     assert_eq!(
-        &*decrypt(&mut b.store, &ALICE, &from_a, &mut rng).unwrap(),
+        &*decrypt(&mut b.store, &ALICE, &from_a, NOW, &mut rng).unwrap(),
         b"a-first"
     );
     assert_eq!(
-        &*decrypt(&mut a.store, &BOB, &from_b, &mut rng).unwrap(),
+        &*decrypt(&mut a.store, &BOB, &from_b, NOW, &mut rng).unwrap(),
         b"b-first"
     );
     for i in 0..4u8 {
         let m = encrypt(&mut a.store, &BOB, &[i]).unwrap();
-        assert_eq!(&*decrypt(&mut b.store, &ALICE, &m, &mut rng).unwrap(), &[i]);
+        assert_eq!(
+            &*decrypt(&mut b.store, &ALICE, &m, NOW, &mut rng).unwrap(),
+            &[i]
+        );
         let r = encrypt(&mut b.store, &ALICE, &[i, i]).unwrap();
         assert_eq!(
-            &*decrypt(&mut a.store, &BOB, &r, &mut rng).unwrap(),
+            &*decrypt(&mut a.store, &BOB, &r, NOW, &mut rng).unwrap(),
             &[i, i]
         );
     }
@@ -641,16 +647,16 @@ fn a_first_message_is_not_accepted_twice() {
         let bundle = publish(&mut b, &mut rng, false, kind);
         let m = initiate(&mut a.store, &BOB, &bundle, b"once", &mut rng).unwrap();
         assert_eq!(
-            &*decrypt(&mut b.store, &ALICE, &m, &mut rng).unwrap(),
+            &*decrypt(&mut b.store, &ALICE, &m, NOW, &mut rng).unwrap(),
             b"once"
         );
         // While the session exists, a repeat is the same session's message (a duplicate).
-        assert!(decrypt(&mut b.store, &ALICE, &m, &mut rng).is_err());
+        assert!(decrypt(&mut b.store, &ALICE, &m, NOW, &mut rng).is_err());
         // The session is gone; the replay must not make a new one.
         b.store
             .store_session(&ALICE, &SessionRecord::new())
             .unwrap();
-        let replay = decrypt(&mut b.store, &ALICE, &m, &mut rng);
+        let replay = decrypt(&mut b.store, &ALICE, &m, NOW, &mut rng);
         assert!(
             replay.is_err(),
             "{kind:?}: a replayed first message was accepted"
@@ -671,8 +677,119 @@ fn a_first_message_is_not_accepted_twice() {
             .unwrap();
         let fresh = initiate(&mut a2.store, &BOB, &bundle, b"again", &mut rng).unwrap();
         assert_eq!(
-            &*decrypt(&mut b.store, &ALICE, &fresh, &mut rng).unwrap(),
+            &*decrypt(&mut b.store, &ALICE, &fresh, NOW, &mut rng).unwrap(),
             b"again"
         );
     }
+}
+
+#[test]
+fn skipped_keys_expire_after_the_maximum_age() {
+    let (mut a, mut b, mut rng) = established(40);
+    // The relay withholds `old`; `m1` makes Bob skip (and keep) its key at NOW.
+    let old = encrypt(&mut a.store, &BOB, b"withheld long").unwrap();
+    let m1 = encrypt(&mut a.store, &BOB, b"one").unwrap();
+    decrypt(&mut b.store, &ALICE, &m1, NOW, &mut rng).unwrap();
+    // Thirty days later a second message is withheld and a third skips its key (fresh).
+    let later = NOW + MAX_SKIPPED_KEY_AGE;
+    let fresh = encrypt(&mut a.store, &BOB, b"withheld briefly").unwrap();
+    let m3 = encrypt(&mut a.store, &BOB, b"three").unwrap();
+    decrypt(&mut b.store, &ALICE, &m3, later, &mut rng).unwrap();
+    // The old key left the stored session with that decrypt; the fresh one is kept.
+    let rec = b.store.load_session(&ALICE).unwrap().unwrap();
+    assert_eq!(rec.current().unwrap().skipped_key_count(), 1);
+    assert!(matches!(
+        decrypt(&mut b.store, &ALICE, &old, later, &mut rng),
+        Err(SessionError::Ratchet(RatchetError::DuplicateMessage {
+            index: 0
+        }))
+    ));
+    assert_eq!(
+        &*decrypt(&mut b.store, &ALICE, &fresh, later + 60, &mut rng).unwrap(),
+        b"withheld briefly"
+    );
+}
+
+#[test]
+fn skipped_key_one_second_short_of_the_maximum_age_still_decrypts() {
+    let (mut a, mut b, mut rng) = established(41);
+    let held = encrypt(&mut a.store, &BOB, b"held").unwrap();
+    let m1 = encrypt(&mut a.store, &BOB, b"one").unwrap();
+    decrypt(&mut b.store, &ALICE, &m1, NOW, &mut rng).unwrap();
+    assert_eq!(
+        &*decrypt(
+            &mut b.store,
+            &ALICE,
+            &held,
+            NOW + MAX_SKIPPED_KEY_AGE - 1,
+            &mut rng
+        )
+        .unwrap(),
+        b"held"
+    );
+}
+
+/// Rewrites a version-2 session record (§4.8) into the version-1 session pickles of before
+/// skipped keys had a creation time.
+fn record_to_v1(record: &[u8]) -> Vec<u8> {
+    let mut out = record[..4].to_vec();
+    let mut at = 4;
+    while at < record.len() {
+        let len = u32::from_be_bytes(record[at..at + 4].try_into().unwrap()) as usize;
+        let s = &record[at + 4..at + 4 + len];
+        at += 4 + len;
+        assert_eq!(s[..2], [0x02, 0x30]);
+        let mut v1 = vec![0x01, 0x30];
+        let mut p = 2 + 64 + 64 + 128 + 32 + 32 + 32;
+        p += if s[p] == 1 { 1 + 36 } else { 1 };
+        p += 4;
+        p += 1 + 68 * s[p] as usize;
+        let n = u32::from_be_bytes(s[p..p + 4].try_into().unwrap()) as usize;
+        v1.extend_from_slice(&s[2..p + 4]);
+        p += 4;
+        for _ in 0..n {
+            v1.extend_from_slice(&s[p..p + 68]);
+            p += 76;
+        }
+        v1.extend_from_slice(&s[p..]);
+        out.extend_from_slice(&(v1.len() as u32).to_be_bytes());
+        out.extend_from_slice(&v1);
+    }
+    out
+}
+
+#[test]
+fn version_1_session_pickles_load_and_their_skipped_keys_age_from_first_use() {
+    let (mut a, mut b, mut rng) = established(42);
+    let held = [
+        encrypt(&mut a.store, &BOB, b"held 0").unwrap(),
+        encrypt(&mut a.store, &BOB, b"held 1").unwrap(),
+    ];
+    let m2 = encrypt(&mut a.store, &BOB, b"two").unwrap();
+    decrypt(&mut b.store, &ALICE, &m2, NOW, &mut rng).unwrap();
+    let v2 = b.store.load_session(&ALICE).unwrap().unwrap();
+    let v1 = SessionRecord::from_bytes(&record_to_v1(&v2.to_bytes())).unwrap();
+    assert_eq!(v1.current().unwrap().skipped_key_count(), 2);
+    b.store.store_session(&ALICE, &v1).unwrap();
+    // The first use after the upgrade, long after NOW, stamps the keys of unknown age...
+    let first_use = NOW + 3 * MAX_SKIPPED_KEY_AGE;
+    let m3 = encrypt(&mut a.store, &BOB, b"three").unwrap();
+    decrypt(&mut b.store, &ALICE, &m3, first_use, &mut rng).unwrap();
+    assert_eq!(
+        &*decrypt(&mut b.store, &ALICE, &held[0], first_use + 1, &mut rng).unwrap(),
+        b"held 0"
+    );
+    // ...and they expire the maximum age after it.
+    assert!(matches!(
+        decrypt(
+            &mut b.store,
+            &ALICE,
+            &held[1],
+            first_use + MAX_SKIPPED_KEY_AGE,
+            &mut rng
+        ),
+        Err(SessionError::Ratchet(RatchetError::DuplicateMessage {
+            index: 1
+        }))
+    ));
 }

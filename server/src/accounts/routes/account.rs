@@ -16,7 +16,8 @@ use opaque_ke::ServerRegistration;
 
 use crate::accounts::credentials::CredentialChange;
 use crate::accounts::routes::auth::{
-    FreshAuth, recovery_credential_id, registration_request, registration_upload, totp_invalid,
+    FreshAuth, open_totp_secret, recovery_credential_id, registration_request, registration_upload,
+    totp_invalid,
 };
 use crate::accounts::session::Auth;
 use crate::accounts::store::{AccountRecord, FamilyRecord, RefreshTokenRecord};
@@ -26,7 +27,6 @@ use crate::app::state::AppState;
 use crate::client_addr::ClientKey;
 use crate::clock::{now_i64, now_secs};
 use crate::db::Store;
-use crate::db::error::SecretBytes;
 use crate::error::{ApiJson, AppError, ErrorBody};
 use crate::http::b64;
 use crate::ids::Id;
@@ -57,17 +57,24 @@ async fn check_code<S: Store>(
         account.id.as_bytes(),
     );
     crate::limits::check_login(state, &limit_key).await?;
-    let secret = account
-        .totp_secret
-        .as_ref()
-        .map(SecretBytes::expose)
-        .unwrap_or_default();
+    let opened = open_totp_secret(state, account)?;
+    let secret = opened.as_ref().map_or(&[][..], |o| &o.secret[..]);
     let accepted = match totp::matching_step(secret, code, now_secs()) {
         Some(step) if claim => state.store().claim_totp_step(&account.id, step).await?,
         Some(_) => true,
         None => false,
     };
     if accepted {
+        if let (Some(opened), Some(stored)) = (&opened, &account.totp_secret) {
+            totp::reseal_if_stale(
+                state.store(),
+                &state.secrets().totp,
+                &account.id,
+                stored.expose(),
+                opened,
+            )
+            .await;
+        }
         Ok(())
     } else {
         crate::limits::record_failure(state, &limit_key, client).await?;
@@ -84,10 +91,12 @@ pub async fn totp_setup<S: Store>(
     State(state): State<AppState<S>>,
     Auth(session): Auth,
 ) -> Result<Json<TotpSetupResponse>, AppError> {
-    let secret = totp::generate_secret();
+    let secret = zeroize::Zeroizing::new(totp::generate_secret());
+    let sealed = totp::seal(&state.secrets().totp, &session.account, &secret[..])
+        .map_err(|err| AppError::internal(err.to_string()))?;
     if !state
         .store()
-        .set_totp_pending(&session.account, &secret)
+        .set_totp_pending(&session.account, &sealed)
         .await?
     {
         return Err(AppError::conflict(
@@ -95,7 +104,7 @@ pub async fn totp_setup<S: Store>(
             "TOTP is already enabled",
         ));
     }
-    let (secret, otpauth_uri) = totp::provisioning(&secret, &session.account.to_hex());
+    let (secret, otpauth_uri) = totp::provisioning(&secret[..], &session.account.to_hex());
     Ok(Json(TotpSetupResponse {
         secret,
         otpauth_uri,

@@ -414,15 +414,22 @@ async fn opaque_finish<S: Store>(
     if account.totp_enabled {
         let code = totp_code
             .ok_or_else(|| AppError::unauthorized("totp_required", "a TOTP code is required"))?;
-        let secret = account
-            .totp_secret
-            .as_ref()
-            .map(SecretBytes::expose)
-            .unwrap_or_default();
+        let opened = open_totp_secret(state, &account)?;
+        let secret = opened.as_ref().map_or(&[][..], |o| &o.secret[..]);
         let claimed = match totp::matching_step(secret, code, now_secs()) {
             Some(step) => state.store().claim_totp_step(&account.id, step).await?,
             None => false,
         };
+        if let (true, Some(opened), Some(stored)) = (claimed, &opened, &account.totp_secret) {
+            totp::reseal_if_stale(
+                state.store(),
+                &state.secrets().totp,
+                &account.id,
+                stored.expose(),
+                opened,
+            )
+            .await;
+        }
         if !claimed {
             state
                 .audit()
@@ -860,6 +867,23 @@ pub(crate) async fn add_device<S: Store>(
             ),
             other => other.into(),
         })
+}
+
+/// The account's stored TOTP secret, opened (`accounts::totp::open`); `None` when it has none.
+/// One that does not open (unknown key, corrupt, another account's) is a 500 whose cause is
+/// logged.
+pub(crate) fn open_totp_secret<S: Store>(
+    state: &AppState<S>,
+    account: &AccountRecord,
+) -> Result<Option<totp::Opened>, AppError> {
+    account
+        .totp_secret
+        .as_ref()
+        .map(|stored| {
+            totp::open(&state.secrets().totp, &account.id, stored.expose())
+                .map_err(|err| AppError::internal(err.to_string()))
+        })
+        .transpose()
 }
 
 /// 401 `totp_invalid`.

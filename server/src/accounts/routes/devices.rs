@@ -9,6 +9,7 @@ use crate::accounts::routes::MAX_DEVICE_NAME_LEN;
 use crate::accounts::routes::auth::FreshAuth;
 use crate::accounts::session::Auth;
 use crate::app::state::AppState;
+use crate::clock::now_i64;
 use crate::db::Store;
 use crate::error::{ApiJson, AppError, ErrorBody};
 use crate::http::{b64, decode_b64, path_id};
@@ -97,7 +98,7 @@ pub async fn unlink<S: Store>(
     fresh.spend(&state, &session).await?;
     if state
         .store()
-        .delete_device(&session.account, &device_id)
+        .delete_device(&session.account, &device_id, now_i64())
         .await?
     {
         tracing::info!("device unlinked");
