@@ -24,7 +24,7 @@ pub const START_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The settings a test relay runs with (the relay's own `HAVEN_*` names, see
 /// `docs/SELF_HOSTING.md`), and the directory its files go to.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct RelayConfig {
     env: BTreeMap<String, String>,
     dir: Arc<tempfile::TempDir>,
