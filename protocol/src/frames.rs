@@ -55,6 +55,8 @@ pub const FLAG_FRANKED: u8 = 0x04;
 pub const FLAG_EPHEMERAL: u8 = 0x01;
 /// Send flag: every envelope carries its franking commitment after its device (§16.3).
 pub const FLAG_SEND_FRANKED: u8 = 0x02;
+/// Send flag: the recipient's unidentified-access key (16 bytes) follows the flags.
+pub const FLAG_SEND_ACCESS_KEY: u8 = 0x04;
 
 /// A 16-byte id (account, message, channel).
 pub type Id16 = [u8; 16];
@@ -199,7 +201,8 @@ pub enum ClientFrame<'a> {
     /// `01 10 | count u16 | message_id [16] × count` (1 ≤ count ≤ 1024).
     Ack(Vec<Id16>),
     /// `01 11 | request_id u32 | recipient account [16] | message_id [16] | flags u8
-    /// (0x01 = ephemeral, 0x02 = franked, other bits 0) | count u16 (1..=1024)
+    /// (0x01 = ephemeral, 0x02 = franked, 0x04 = access key, other bits 0)
+    /// | [access_key [16]] (flags & 0x04) | count u16 (1..=1024)
     /// | count × (device u32 | [commitment [32]] (flags & 0x02) | len u32 | content [len])`:
     /// the authenticated send. An ephemeral send is never franked.
     Send {
@@ -211,10 +214,14 @@ pub enum ClientFrame<'a> {
         message_id: Id16,
         /// Ephemeral class (never stored).
         ephemeral: bool,
+        /// The recipient's access key: needed for an ephemeral send to another account and for
+        /// a 409/410 answer naming the recipient's devices.
+        access_key: Option<[u8; 16]>,
         /// The envelopes, one per device.
         envelopes: Vec<SendEnvelope<'a>>,
     },
-    /// `01 12 | request_id u32 | account [16] | device u32 | payload: rest` (payload ≥ 1 byte).
+    /// `01 12 | request_id u32 | account [16] | device u32 | access_key [16] | payload: rest`
+    /// (payload ≥ 1 byte).
     Signal {
         /// Echoed in the result.
         request_id: u32,
@@ -222,6 +229,8 @@ pub enum ClientFrame<'a> {
         account: Id16,
         /// Recipient device number.
         device: u32,
+        /// The recipient's unidentified-access key (ignored on a signal to the own account).
+        access_key: [u8; 16],
         /// The opaque signal.
         payload: &'a [u8],
     },
@@ -474,6 +483,7 @@ impl ClientFrame<'_> {
                 account,
                 message_id,
                 ephemeral,
+                access_key,
                 envelopes,
             } => {
                 let count = counted(envelopes.len(), MAX_SEND_ENVELOPES)?;
@@ -491,7 +501,13 @@ impl ClientFrame<'_> {
                 if franked {
                     flags |= FLAG_SEND_FRANKED;
                 }
+                if access_key.is_some() {
+                    flags |= FLAG_SEND_ACCESS_KEY;
+                }
                 out.push(flags);
+                if let Some(key) = access_key {
+                    out.extend_from_slice(key);
+                }
                 out.extend_from_slice(&count.to_be_bytes());
                 for envelope in envelopes {
                     out.extend_from_slice(&envelope.device.to_be_bytes());
@@ -506,6 +522,7 @@ impl ClientFrame<'_> {
                 request_id,
                 account,
                 device,
+                access_key,
                 payload,
             } => {
                 if payload.is_empty() {
@@ -515,6 +532,7 @@ impl ClientFrame<'_> {
                 out.extend_from_slice(&request_id.to_be_bytes());
                 out.extend_from_slice(account);
                 out.extend_from_slice(&device.to_be_bytes());
+                out.extend_from_slice(access_key);
                 out.extend_from_slice(payload);
             }
             Self::Subscribe {
@@ -563,12 +581,18 @@ impl ClientFrame<'_> {
                 let account = r.id()?;
                 let message_id = r.id()?;
                 let flags = r.u8()?;
-                if flags & !(FLAG_EPHEMERAL | FLAG_SEND_FRANKED) != 0
-                    || flags == FLAG_EPHEMERAL | FLAG_SEND_FRANKED
+                if flags & !(FLAG_EPHEMERAL | FLAG_SEND_FRANKED | FLAG_SEND_ACCESS_KEY) != 0
+                    || flags & (FLAG_EPHEMERAL | FLAG_SEND_FRANKED)
+                        == FLAG_EPHEMERAL | FLAG_SEND_FRANKED
                 {
                     return Err(FrameError::Flags);
                 }
                 let franked = flags & FLAG_SEND_FRANKED != 0;
+                let access_key = if flags & FLAG_SEND_ACCESS_KEY != 0 {
+                    Some(r.array()?)
+                } else {
+                    None
+                };
                 let count = usize::from(r.u16()?);
                 if count == 0 || count > MAX_SEND_ENVELOPES {
                     return Err(FrameError::Count);
@@ -590,6 +614,7 @@ impl ClientFrame<'_> {
                     account,
                     message_id,
                     ephemeral: flags & FLAG_EPHEMERAL != 0,
+                    access_key,
                     envelopes,
                 }
             }
@@ -597,6 +622,7 @@ impl ClientFrame<'_> {
                 let request_id = r.u32()?;
                 let account = r.id()?;
                 let device = r.u32()?;
+                let access_key = r.array()?;
                 let payload = r.rest();
                 if payload.is_empty() {
                     return Err(FrameError::Length);
@@ -605,6 +631,7 @@ impl ClientFrame<'_> {
                     request_id,
                     account,
                     device,
+                    access_key,
                     payload,
                 }
             }
@@ -800,6 +827,7 @@ mod tests {
                 account: [3; 16],
                 message_id: [4; 16],
                 ephemeral: true,
+                access_key: Some([12; 16]),
                 envelopes: vec![
                     SendEnvelope {
                         device: 1,
@@ -817,6 +845,7 @@ mod tests {
                 request_id: 2,
                 account: [5; 16],
                 device: 9,
+                access_key: [13; 16],
                 payload: b"p",
             },
             ClientFrame::Subscribe {
@@ -834,6 +863,7 @@ mod tests {
                 account: [3; 16],
                 message_id: [4; 16],
                 ephemeral: false,
+                access_key: None,
                 envelopes: vec![SendEnvelope {
                     device: 7,
                     content: b"sealed",
@@ -863,7 +893,9 @@ mod tests {
         let mut expected = vec![1, 0x11, 0, 0, 0, 1];
         expected.extend_from_slice(&[3; 16]);
         expected.extend_from_slice(&[4; 16]);
-        expected.extend_from_slice(&[0x01, 0, 2]);
+        expected.push(0x05);
+        expected.extend_from_slice(&[12; 16]);
+        expected.extend_from_slice(&[0, 2]);
         expected.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 1, b'a']);
         expected.extend_from_slice(&[0, 0, 0, 2, 0, 0, 0, 0]);
         assert_eq!(client_frames()[1].encode().unwrap(), expected);
@@ -877,6 +909,13 @@ mod tests {
         expected.extend_from_slice(&[0, 0, 0, 6]);
         expected.extend_from_slice(b"sealed");
         assert_eq!(client_frames()[5].encode().unwrap(), expected);
+
+        let mut expected = vec![1, 0x12, 0, 0, 0, 2];
+        expected.extend_from_slice(&[5; 16]);
+        expected.extend_from_slice(&9u32.to_be_bytes());
+        expected.extend_from_slice(&[13; 16]);
+        expected.push(b'p');
+        assert_eq!(client_frames()[2].encode().unwrap(), expected);
 
         let mut expected = vec![1, 0x05, 0, 0, 0, 11, 0, 200];
         expected.extend_from_slice(b"{}");
@@ -970,6 +1009,7 @@ mod tests {
                 request_id: 0,
                 account: [0; 16],
                 device: 0,
+                access_key: [0; 16],
                 payload: b""
             }
             .encode(),
@@ -1005,6 +1045,7 @@ mod tests {
             account: [3; 16],
             message_id: [4; 16],
             ephemeral: false,
+            access_key: None,
             envelopes: vec![
                 SendEnvelope {
                     device: 1,
@@ -1024,6 +1065,7 @@ mod tests {
             account: [3; 16],
             message_id: [4; 16],
             ephemeral: true,
+            access_key: None,
             envelopes: vec![SendEnvelope {
                 device: 1,
                 content: b"a",
@@ -1037,6 +1079,7 @@ mod tests {
             account: [3; 16],
             message_id: [4; 16],
             ephemeral: false,
+            access_key: None,
             envelopes: vec![SendEnvelope {
                 device: 1,
                 content: b"a",

@@ -37,7 +37,29 @@ pub trait SecretStore {
         name: &str,
         value: &[u8],
     ) -> impl Future<Output = StoreResult<SecretBytes>> + Send;
+    /// Replaces the secret under `name` with `value` and keeps the replaced one under
+    /// `retired_as`, in one transaction. Returns `false` (and changes nothing) when there is no
+    /// secret under `name`.
+    fn rotate_secret(
+        &self,
+        name: &str,
+        value: &[u8],
+        retired_as: &str,
+    ) -> impl Future<Output = StoreResult<bool>> + Send;
+    /// Every secret whose name starts with `prefix`, by name.
+    fn secrets_with_prefix(
+        &self,
+        prefix: &str,
+    ) -> impl Future<Output = StoreResult<Vec<(String, SecretBytes)>>> + Send;
+    /// Deletes the secret under `name`. Returns whether it existed.
+    fn delete_secret(&self, name: &str) -> impl Future<Output = StoreResult<bool>> + Send;
 }
+
+/// Name of the stored franking secret (when `moderation.franking_secret` is not configured).
+pub const FRANKING_SECRET_NAME: &str = "franking_secret";
+/// Prefix of retired franking secrets: `franking_secret.retired.<unix seconds>` (written by
+/// `haven-relay admin rotate-franking-key`; read back for the report window, then erased).
+pub const RETIRED_FRANKING_PREFIX: &str = "franking_secret.retired.";
 
 /// Errors while loading the server secrets.
 #[derive(Debug, thiserror::Error)]
@@ -263,9 +285,28 @@ impl ModerationSecrets {
     /// Loads each from the settings, or generates and stores it.
     async fn load<S: SecretStore>(settings: &Settings, store: &S) -> Result<Self, SecretsError> {
         let m = &settings.moderation;
+        let mut retired = Vec::new();
         let franking = match &m.franking_secret {
             Some(s) => decode_key("moderation.franking_secret", s)?,
-            None => stored_key(store, "franking_secret").await?,
+            None => {
+                // Secrets retired by a rotation stay usable for reports during the window,
+                // and are erased after it (so old report material can no longer be verified).
+                let window =
+                    i64::try_from(m.report_window_days.saturating_mul(86_400)).unwrap_or(i64::MAX);
+                let cutoff = crate::clock::now_i64().saturating_sub(window);
+                for (name, value) in store.secrets_with_prefix(RETIRED_FRANKING_PREFIX).await? {
+                    let retired_at = name
+                        .strip_prefix(RETIRED_FRANKING_PREFIX)
+                        .and_then(|t| t.parse::<i64>().ok());
+                    match (retired_at, Key32::from_slice(value.expose())) {
+                        (Some(at), Some(key)) if at >= cutoff => retired.push(key),
+                        _ => {
+                            store.delete_secret(&name).await?;
+                        }
+                    }
+                }
+                stored_key(store, FRANKING_SECRET_NAME).await?
+            }
         };
         let stamp = match &m.stamp_key {
             Some(s) => decode_key("moderation.stamp_key", s)?,
@@ -275,10 +316,11 @@ impl ModerationSecrets {
             Some(s) => decode_key("moderation.secret", s)?,
             None => stored_key(store, "moderation_key").await?,
         };
-        let previous_franking = match &m.previous_franking_secrets {
+        let mut previous_franking = match &m.previous_franking_secrets {
             Some(list) => decode_key_list("moderation.previous_franking_secrets", list)?,
             None => Vec::new(),
         };
+        previous_franking.extend(retired);
         Ok(Self {
             franking,
             previous_franking,

@@ -74,7 +74,7 @@ pub async fn pg_store() -> Option<(PgStore, Guard)> {
 
 /// The settings every harness starts from.
 pub fn test_settings() -> Settings {
-    Settings {
+    let mut s = Settings {
         jwt_secret: Some(SecretSetting::new(STANDARD.encode(TEST_JWT_KEY))),
         totp_key: Some(SecretSetting::new(crate::relay::TEST_TOTP_KEY.to_owned())),
         max_devices: 3,
@@ -83,7 +83,13 @@ pub fn test_settings() -> Settings {
         metrics_listen: None,
         body_limit_bytes: 8 * 1024,
         ..Settings::default()
-    }
+    };
+    // Tests send and upload far more between two accounts than a person would; the tests of
+    // these limits set them low again.
+    s.mail.pair_sends_per_minute = 100_000;
+    s.mail.pair_sends_per_day = 1_000_000;
+    s.keys.uploads_per_hour = 10_000;
+    s
 }
 
 /// [`test_settings`] with room for the key directory and the mailboxes: four devices, 1 MiB

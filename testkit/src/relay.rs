@@ -24,7 +24,7 @@ pub const START_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The settings a test relay runs with (the relay's own `HAVEN_*` names, see
 /// `docs/SELF_HOSTING.md`), and the directory its files go to.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct RelayConfig {
     env: BTreeMap<String, String>,
     dir: Arc<tempfile::TempDir>,
@@ -68,6 +68,10 @@ impl RelayConfig {
         set("HAVEN_RATE_LIMIT_PER_MINUTE", "100000".into());
         set("HAVEN_AUTH_RATE_LIMIT_PER_MINUTE", "10000".into());
         set("HAVEN_TOTP_KEY", TEST_TOTP_KEY.into());
+        // Tests send and upload far more between two accounts than a person would.
+        set("HAVEN_MAIL_PAIR_SENDS_PER_MINUTE", "100000".into());
+        set("HAVEN_MAIL_PAIR_SENDS_PER_DAY", "1000000".into());
+        set("HAVEN_KEYS_UPLOADS_PER_HOUR", "10000".into());
         Self {
             env,
             dir: Arc::new(dir),

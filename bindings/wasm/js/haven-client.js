@@ -189,7 +189,16 @@ export class HavenClient {
     if (bodyText != null) headers["Content-Type"] = "application/json";
     if (auth === true) headers["Authorization"] = `Bearer ${await this.token()}`;
     else if (typeof auth === "string") headers["Authorization"] = `Bearer ${auth}`;
-    const resp = await fetch(this.relayUrl + path, { method, headers, body: bodyText ?? undefined });
+    const init = { method, headers, body: bodyText ?? undefined };
+    if (auth === false) {
+      // Requests without a credential (sealed sends above all) carry none of the browser's
+      // either, and are never cached: a browser keeps credential-less requests on connections
+      // of their own (Chromium's "privacy mode" socket pools), apart from credentialed ones.
+      init.credentials = "omit";
+      init.cache = "no-store";
+      init.referrerPolicy = "no-referrer";
+    }
+    const resp = await fetch(this.relayUrl + path, init);
     const text = await resp.text();
     const value = text ? JSON.parse(text) : null;
     if (resp.ok) return value;

@@ -1392,8 +1392,15 @@ pub(crate) mod tests {
         let opened = open(&mut alice, &back.message_id, &envelope(&back, 1)).unwrap();
         assert_eq!(text_of(&opened).0, "hi tangerine");
 
-        // An ephemeral content is sent as such, and its id is not kept as seen.
+        // An ephemeral content is sent as such, and its id is not kept as seen; to another
+        // account only with its access key (the relay refuses it otherwise).
         let id = bob.prepare_content(&text(a_acc, "fleeting"), true).unwrap();
+        assert!(
+            bob.encrypt_prepared(&id, &alice_hex, &[], NOW)
+                .unwrap()
+                .is_none()
+        );
+        state::set_contact_access_key(bob.store(), &a_acc, &[7; 16]).unwrap();
         let fleeting = bob
             .encrypt_prepared(&id, &alice_hex, &[], NOW)
             .unwrap()

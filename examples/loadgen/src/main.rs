@@ -250,6 +250,8 @@ async fn start_relay(args: &Args, devices: usize) -> Result<(Server, Vec<(Id, St
         .set("HAVEN_JWT_SECRET", jwt)
         .set("HAVEN_LOG", "warn")
         .set("HAVEN_RATE_LIMIT_PER_MINUTE", "1000000")
+        .set("HAVEN_MAIL_PAIR_SENDS_PER_MINUTE", "100000000")
+        .set("HAVEN_MAIL_PAIR_SENDS_PER_DAY", "1000000000")
         .set("HAVEN_WS_POLL_INTERVAL_SECS", "300");
     // Given last, so they override the defaults above.
     for (k, v) in &args.env {
@@ -335,6 +337,7 @@ fn send_frame(request_id: u32, to: &Id, content: &[u8]) -> Vec<u8> {
         account: *to.as_bytes(),
         message_id: *Id::random().as_bytes(),
         ephemeral: false,
+        access_key: None,
         envelopes: vec![SendEnvelope {
             device: 1,
             content,

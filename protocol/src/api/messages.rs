@@ -46,7 +46,9 @@ pub struct SendBody {
     /// Ephemeral class (never stored; dropped unless the device is connected).
     #[serde(default)]
     pub ephemeral: bool,
-    /// Sealed sends only: the access key, if not given in the `Unidentified-Access-Key` header.
+    /// The recipient's access key, base64 of 16 bytes, if not given in the
+    /// `Unidentified-Access-Key` header: required on a sealed send; on a logged-in send it is
+    /// needed for an ephemeral send to another account and for a 409/410 naming devices.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access_key: Option<String>,
 }
@@ -68,8 +70,8 @@ impl fmt::Debug for SendBody {
 pub struct DeviceResult {
     /// Device number.
     pub device_number: u32,
-    /// `queued`, `delivered` (ephemeral, live here), `relayed` (ephemeral, published to the other
-    /// instances through Redis) or `dropped` (ephemeral, not connected).
+    /// `queued`, or `accepted` (ephemeral: handed on if the device is connected, else dropped;
+    /// the same answer either way).
     pub status: String,
     /// Server sequence number when queued.
     pub seq: Option<i64>,

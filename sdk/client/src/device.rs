@@ -591,11 +591,7 @@ impl Device {
             let path = outgoing.path();
             let result = if outgoing.is_sealed() {
                 self.relay
-                    .request_anonymous_as::<IgnoredAny, _>(
-                        Method::POST,
-                        &path,
-                        Some(outgoing.body()),
-                    )
+                    .request_sealed_as::<IgnoredAny, _>(Method::POST, &path, Some(outgoing.body()))
                     .await
             } else {
                 self.relay

@@ -215,6 +215,10 @@ pub enum LoginDevice<'a> {
 /// A client of one relay. Cheap to share behind an `Arc`; requests may run concurrently.
 pub struct RelayClient {
     http: reqwest::Client,
+    /// Sealed sends only (PROTOCOL §5, THREAT_MODEL): never given a credential, and keeps no
+    /// connection for reuse, so every sealed send opens a connection of its own that no
+    /// authenticated request (nor another sealed send) ever used.
+    sealed: reqwest::Client,
     base: String,
     session: Mutex<Option<Session>>,
 }
@@ -250,8 +254,14 @@ impl RelayClient {
             .timeout(REQUEST_TIMEOUT)
             .user_agent(concat!("haven-client/", env!("CARGO_PKG_VERSION")))
             .build()?;
+        let sealed = reqwest::Client::builder()
+            .timeout(REQUEST_TIMEOUT)
+            .user_agent(concat!("haven-client/", env!("CARGO_PKG_VERSION")))
+            .pool_max_idle_per_host(0)
+            .build()?;
         Ok(Self {
             http,
+            sealed,
             base,
             session: Mutex::new(None),
         })
@@ -302,7 +312,20 @@ impl RelayClient {
         bearer: Option<&str>,
         fresh: Option<&str>,
     ) -> Result<bytes::Bytes, RelayError> {
-        let mut req = self.http.request(method, format!("{}{}", self.base, path));
+        Self::exchange(&self.http, &self.base, method, path, body, bearer, fresh).await
+    }
+
+    /// One request on `client`'s connections.
+    async fn exchange<B: Serialize + ?Sized>(
+        client: &reqwest::Client,
+        base: &str,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+        bearer: Option<&str>,
+        fresh: Option<&str>,
+    ) -> Result<bytes::Bytes, RelayError> {
+        let mut req = client.request(method, format!("{base}{path}"));
         if let Some(token) = bearer {
             req = req.bearer_auth(token);
         }
@@ -586,6 +609,24 @@ impl RelayClient {
         body: Option<&B>,
     ) -> Result<T, RelayError> {
         let bytes = self.send(method, path, body, None).await?;
+        Self::decode(path, &bytes)
+    }
+
+    /// A sealed send (`POST /v1/messages/{account}/sealed`, authorised by the recipient's
+    /// access key in the body): on a connection of its own that never carries a credential and
+    /// is closed afterwards, so the relay cannot tie it to this device's authenticated traffic
+    /// by the connection it came on (THREAT_MODEL, "sealed sender"). Reads the answer as `T`.
+    ///
+    /// # Errors
+    /// As [`RelayClient::request_anonymous_as`].
+    pub async fn request_sealed_as<T: DeserializeOwned, B: Serialize + ?Sized>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+    ) -> Result<T, RelayError> {
+        let bytes =
+            Self::exchange(&self.sealed, &self.base, method, path, body, None, None).await?;
         Self::decode(path, &bytes)
     }
 

@@ -5,20 +5,34 @@
 //! haven-relay [--config PATH] admin create-key --label LABEL [--expires-days N]
 //! haven-relay [--config PATH] admin list-keys
 //! haven-relay [--config PATH] admin revoke-key ID
+//! haven-relay [--config PATH] admin rotate-franking-key
 //! ```
+//!
+//! `rotate-franking-key` replaces the stored franking secret (PROTOCOL.md §16.1, §16.8) with a
+//! fresh one and keeps the old one, retired, for the report window (reports of messages franked
+//! under it still verify; after the window it is erased at the next start). Each instance
+//! publishes and uses the new key from its next start; restart them all. It refuses when the
+//! secret comes from the settings (`moderation.franking_secret`): rotate it there. The audit log
+//! records a `key_rotation` event (no key material).
 //!
 //! `create-key` prints the key alone on stdout (so `KEY=$(haven-relay admin create-key …)`
 //! works) and its id on stderr; the key is never shown again.
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use haven_protocol::franking::verify::FrankingSecret;
+
 use crate::admin::keys;
-use crate::admin::store::AdminStore;
-use crate::db::{PgStore, SqliteStore, StoreError};
+use crate::audit::store::NewAuditEvent;
+use crate::audit::{AuditDetail, AuditKind};
+use crate::db::{PgStore, SqliteStore, Store, StoreError};
 use crate::error::AppError;
 use crate::ids::Id;
+use crate::secrets::{FRANKING_SECRET_NAME, Key32, RETIRED_FRANKING_PREFIX};
 use crate::settings::Settings;
 
 /// Usage of the admin subcommands.
-pub const USAGE: &str = "usage: haven-relay [--config PATH] admin create-key --label LABEL [--expires-days N]\n       haven-relay [--config PATH] admin list-keys\n       haven-relay [--config PATH] admin revoke-key ID";
+pub const USAGE: &str = "usage: haven-relay [--config PATH] admin create-key --label LABEL [--expires-days N]\n       haven-relay [--config PATH] admin list-keys\n       haven-relay [--config PATH] admin revoke-key ID\n       haven-relay [--config PATH] admin rotate-franking-key";
 
 /// One admin subcommand.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,6 +51,8 @@ pub enum AdminCommand {
         /// The key's id (hex).
         id: String,
     },
+    /// Replace the stored franking secret, keeping the old one for the report window.
+    RotateFrankingKey,
 }
 
 /// Errors of the admin subcommands.
@@ -58,6 +74,11 @@ pub enum AdminCliError {
     /// No key has that id.
     #[error("no admin key has id {0}")]
     UnknownKey(String),
+    /// The franking secret comes from the settings, not the database.
+    #[error(
+        "moderation.franking_secret is configured: rotate it in the settings (move the old value to moderation.previous_franking_secrets for the report window)"
+    )]
+    ConfiguredFrankingSecret,
     /// Writing the output failed.
     #[error("cannot write output: {0}")]
     Io(#[from] std::io::Error),
@@ -104,6 +125,7 @@ pub fn parse(args: &[String]) -> Result<AdminCommand, AdminCliError> {
             })
         }
         "list-keys" if rest.is_empty() => Ok(AdminCommand::ListKeys),
+        "rotate-franking-key" if rest.is_empty() => Ok(AdminCommand::RotateFrankingKey),
         "revoke-key" => match rest {
             [id] => Ok(AdminCommand::RevokeKey { id: id.clone() }),
             _ => Err(usage("revoke-key needs exactly one key id")),
@@ -122,6 +144,10 @@ pub async fn run(
     out: &mut impl std::io::Write,
     err: &mut impl std::io::Write,
 ) -> Result<(), AdminCliError> {
+    if *command == AdminCommand::RotateFrankingKey && settings.moderation.franking_secret.is_some()
+    {
+        return Err(AdminCliError::ConfiguredFrankingSecret);
+    }
     let url = settings.database_url.expose();
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         let store = PgStore::connect_with(url, &settings.database).await?;
@@ -139,7 +165,7 @@ pub async fn run(
 }
 
 /// Runs `command` on `store`.
-pub async fn run_on<S: AdminStore>(
+pub async fn run_on<S: Store>(
     store: &S,
     command: &AdminCommand,
     out: &mut impl std::io::Write,
@@ -196,6 +222,37 @@ pub async fn run_on<S: AdminStore>(
                 return Err(AdminCliError::UnknownKey(id.clone()));
             }
             writeln!(err, "revoked admin key {parsed}")?;
+        }
+        AdminCommand::RotateFrankingKey => {
+            // The current secret exists once any relay started on this database; make sure.
+            store
+                .secret_or_insert(FRANKING_SECRET_NAME, Key32::random().expose())
+                .await?;
+            let fresh = Key32::random();
+            let retired_as = format!("{RETIRED_FRANKING_PREFIX}{now}");
+            if !store
+                .rotate_secret(FRANKING_SECRET_NAME, fresh.expose(), &retired_as)
+                .await?
+            {
+                return Err(AdminCliError::Store(StoreError::Corrupt {
+                    table: "server_secrets",
+                }));
+            }
+            store
+                .record_audit(&NewAuditEvent {
+                    kind: AuditKind::KeyRotation,
+                    at: now,
+                    subject: None,
+                    actor: None,
+                    detail: AuditDetail::none().reason("franking_key"),
+                })
+                .await?;
+            let public = FrankingSecret::from_bytes(*fresh.expose()).public();
+            writeln!(out, "{}", STANDARD.encode(public.encode()))?;
+            writeln!(
+                err,
+                "rotated the franking key; the old one is kept for the report window. Restart every relay instance to publish the new key (printed above)."
+            )?;
         }
     }
     out.flush()?;

@@ -403,6 +403,41 @@ use $crate::db::Store;
             }
 
             #[tokio::test]
+            async fn secrets_rotate_keeping_the_old_value_under_a_new_name() {
+                let Some((store, _guard)) = $make().await else {
+                    return;
+                };
+                // Nothing to rotate: nothing changes.
+                assert!(!store.rotate_secret("fs", b"new", "fs.retired.1").await.unwrap());
+                assert!(store.secrets_with_prefix("fs").await.unwrap().is_empty());
+                store.secret_or_insert("fs", b"one").await.unwrap();
+                assert!(store.rotate_secret("fs", b"two", "fs.retired.10").await.unwrap());
+                assert!(store.rotate_secret("fs", b"three", "fs.retired.20").await.unwrap());
+                // A retired name already taken refuses the whole rotation.
+                assert!(store.rotate_secret("fs", b"four", "fs.retired.20").await.is_err());
+                assert_eq!(store.secret_or_insert("fs", b"x").await.unwrap().expose(), b"three");
+                let retired: Vec<(String, Vec<u8>)> = store
+                    .secrets_with_prefix("fs.retired.")
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .map(|(n, v)| (n, v.expose().to_vec()))
+                    .collect();
+                assert_eq!(
+                    retired,
+                    vec![
+                        ("fs.retired.10".to_owned(), b"one".to_vec()),
+                        ("fs.retired.20".to_owned(), b"two".to_vec())
+                    ]
+                );
+                // A prefix is a prefix, not a pattern.
+                assert!(store.secrets_with_prefix("f_").await.unwrap().is_empty());
+                assert!(store.delete_secret("fs.retired.10").await.unwrap());
+                assert!(!store.delete_secret("fs.retired.10").await.unwrap());
+                assert_eq!(store.secrets_with_prefix("fs.").await.unwrap().len(), 1);
+            }
+
+            #[tokio::test]
             async fn deleting_an_account_removes_every_row() {
                 let Some((store, _guard)) = $make().await else {
                     return;

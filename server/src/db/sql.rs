@@ -86,6 +86,65 @@ macro_rules! impl_secret_store {
                     .await?;
                 Ok($crate::db::error::SecretBytes::new(row.try_get("value")?))
             }
+
+            async fn rotate_secret(
+                &self,
+                name: &str,
+                value: &[u8],
+                retired_as: &str,
+            ) -> $crate::db::error::StoreResult<bool> {
+                let mut tx = self.pool.begin_with(<$db as $crate::db::sql::TxBegin>::BEGIN).await?;
+                let kept = sqlx::query(
+                    "INSERT INTO server_secrets (name, value) \
+                     SELECT $2, value FROM server_secrets WHERE name = $1",
+                )
+                .bind(name)
+                .bind(retired_as)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if kept == 0 {
+                    return Ok(false);
+                }
+                sqlx::query("UPDATE server_secrets SET value = $2 WHERE name = $1")
+                    .bind(name)
+                    .bind(value)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(true)
+            }
+
+            async fn secrets_with_prefix(
+                &self,
+                prefix: &str,
+            ) -> $crate::db::error::StoreResult<Vec<(String, $crate::db::error::SecretBytes)>> {
+                use sqlx::Row as _;
+                // A prefix comparison without LIKE, so no metacharacter needs escaping.
+                let rows = sqlx::query(
+                    "SELECT name, value FROM server_secrets \
+                     WHERE substr(name, 1, length($1)) = $1 ORDER BY name",
+                )
+                .bind(prefix)
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter()
+                    .map(|row| {
+                        Ok((
+                            row.try_get("name")?,
+                            $crate::db::error::SecretBytes::new(row.try_get("value")?),
+                        ))
+                    })
+                    .collect()
+            }
+
+            async fn delete_secret(&self, name: &str) -> $crate::db::error::StoreResult<bool> {
+                let done = sqlx::query("DELETE FROM server_secrets WHERE name = $1")
+                    .bind(name)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(done.rows_affected() > 0)
+            }
         }
     };
 }

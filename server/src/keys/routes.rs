@@ -130,7 +130,8 @@ fn validate_upload(req: &KeyUploadRequest, max_per_upload: usize) -> Result<KeyU
     responses((status = 204, description = "stored"),
               (status = 400, description = "malformed input, `missing_base_keys`, `duplicate_key_id`, `too_many_keys`", body = ErrorBody),
               (status = 401, description = "no valid session", body = ErrorBody),
-              (status = 409, description = "`key_id_taken` or `key_limit`", body = ErrorBody)))]
+              (status = 409, description = "`key_id_taken` or `key_limit`", body = ErrorBody),
+              (status = 429, description = "`rate_limited`: over `keys.uploads_per_hour` for this device", body = ErrorBody)))]
 pub async fn upload<S: Store>(
     State(state): State<AppState<S>>,
     Auth(session): Auth,
@@ -139,6 +140,14 @@ pub async fn upload<S: Store>(
     let keys = &state.settings().keys;
     let upload = validate_upload(&req, keys.max_one_time_per_upload)?;
     let device = session_device(&state, &session).await?;
+    // A stolen access token can add at most `max_one_time_per_upload` keys per upload, this
+    // many uploads an hour, and never more than the per-device stock.
+    crate::limits::hit_shared(
+        &state,
+        &crate::limits::keyed(&state, "keys:upload", &session.device),
+        Quota::new(keys.uploads_per_hour, Duration::from_secs(3600)),
+    )
+    .await?;
     let outcome = state
         .store()
         .upload_keys(

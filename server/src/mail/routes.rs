@@ -42,21 +42,9 @@ pub(crate) fn device_results(devices: &[DeviceDelivery]) -> Vec<DeviceResult> {
                 seq: Some(seq),
                 duplicate,
             },
-            DeviceDelivery::Delivered { device } => DeviceResult {
+            DeviceDelivery::Accepted { device } => DeviceResult {
                 device_number: device,
-                status: "delivered".to_owned(),
-                seq: None,
-                duplicate: false,
-            },
-            DeviceDelivery::Relayed { device } => DeviceResult {
-                device_number: device,
-                status: "relayed".to_owned(),
-                seq: None,
-                duplicate: false,
-            },
-            DeviceDelivery::Dropped { device } => DeviceResult {
-                device_number: device,
-                status: "dropped".to_owned(),
+                status: "accepted".to_owned(),
                 seq: None,
                 duplicate: false,
             },
@@ -117,13 +105,16 @@ fn envelopes<S: Store>(
         .collect()
 }
 
-/// Sends to every device of an account as the logged-in device.
+/// Sends to every device of an account as the logged-in device. The recipient's access key
+/// (header or body, optional) is needed for an ephemeral send to another account and for a
+/// 409/410 that names the recipient's devices.
 #[utoipa::path(post, path = "/v1/messages/{account_id}", tag = "messages", security(("bearer" = [])),
-    params(("account_id" = String, Path, description = "recipient account id (32 hex digits)")),
+    params(("account_id" = String, Path, description = "recipient account id (32 hex digits)"),
+           ("Unidentified-Access-Key" = Option<String>, Header, description = "recipient's access key, base64 (16 bytes); optional")),
     request_body = SendBody,
     responses((status = 200, body = SendResponse),
               (status = 400, description = "malformed input", body = ErrorBody),
-              (status = 401, description = "no valid session", body = ErrorBody),
+              (status = 401, description = "no valid session; `missing_access_key` (ephemeral send to another account without the key) or `invalid_access_key`", body = ErrorBody),
               (status = 404, description = "`account_not_found`", body = ErrorBody),
               (status = 409, description = "`mismatched_devices` or `message_id_conflict`", body = ErrorBody),
               (status = 410, description = "`stale_devices`", body = ErrorBody),
@@ -132,16 +123,12 @@ fn envelopes<S: Store>(
 pub async fn send<S: Store>(
     State(state): State<AppState<S>>,
     Auth(session): Auth,
+    headers: HeaderMap,
     Path(account): Path<String>,
     ApiJson(body): ApiJson<SendBody>,
 ) -> Result<Json<SendResponse>, AppError> {
     let recipient = path_id(&account)?;
-    if body.access_key.is_some() {
-        return Err(AppError::bad_request(
-            "invalid_json",
-            "access_key is only accepted on sealed sends",
-        ));
-    }
+    let key = optional_access_key(&headers, body.access_key.as_deref())?;
     crate::moderation::routes::refuse_sanctioned(&state, &session.account).await?;
     let envelopes = envelopes(&state, &body.envelopes)?;
     let device = session_device(&state, &session).await?;
@@ -150,6 +137,7 @@ pub async fn send<S: Store>(
         SendAuth::Session {
             account: session.account,
             device,
+            access_key: key,
         },
         &recipient,
         SendRequest {
@@ -162,6 +150,18 @@ pub async fn send<S: Store>(
     Ok(Json(SendResponse {
         devices: device_results(&receipt.devices),
     }))
+}
+
+/// The recipient's access key as given in the header or the body, if at all (not both: 400
+/// `invalid_access_key_field`).
+fn optional_access_key(
+    headers: &HeaderMap,
+    body: Option<&str>,
+) -> Result<Option<Vec<u8>>, AppError> {
+    if headers.get(ACCESS_KEY_HEADER).is_none() && body.is_none() {
+        return Ok(None);
+    }
+    access_key(headers, body).map(Some)
 }
 
 fn access_key(headers: &HeaderMap, body: Option<&str>) -> Result<Vec<u8>, AppError> {

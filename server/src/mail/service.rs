@@ -47,7 +47,7 @@ use crate::mail::store::{
 use crate::mail::store::{DeliveryCommit, PendingWrite};
 use crate::moderation::stamp::stamped;
 use crate::realtime::ephemeral::{EphemeralHub, EphemeralMessage, MailPush, Push};
-use crate::realtime::hub::{DeviceKey, EphemeralOutcome, Hub, Topic};
+use crate::realtime::hub::{DeviceKey, Hub, Topic};
 use crate::settings::MailSettings;
 
 /// What the mail service uses of the relay. Implemented by the application state; the service
@@ -198,6 +198,10 @@ pub enum SendAuth {
         account: Id,
         /// The sender's device number.
         device: u32,
+        /// The recipient's unidentified-access key, if the sender presented one. Needed for an
+        /// ephemeral send and for the device lists of a 409/410 answer, unless the recipient is
+        /// the sender's own account (PROTOCOL.md §11.12).
+        access_key: Option<Vec<u8>>,
     },
     /// Sealed sender: no login, authorised by the recipient's unidentified-access key as
     /// presented by the sender (checked in constant time). Nothing about the sender is stored.
@@ -207,9 +211,12 @@ pub enum SendAuth {
 impl std::fmt::Debug for SendAuth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::Session { device, .. } => f
+            Self::Session {
+                device, access_key, ..
+            } => f
                 .debug_struct("Session")
                 .field("device", device)
+                .field("access_key", &access_key.as_ref().map(|_| "[redacted]"))
                 .finish_non_exhaustive(),
             Self::AccessKey(_) => f.write_str("AccessKey([redacted])"),
         }
@@ -252,19 +259,10 @@ pub enum DeviceDelivery {
         /// Whether it was already queued before this request.
         duplicate: bool,
     },
-    /// Ephemeral, handed to at least one live subscriber of the device on this instance.
-    Delivered {
-        /// Device number.
-        device: u32,
-    },
-    /// Ephemeral, no live subscriber on this instance: published through Redis to the other
-    /// instances, which hand it to the device's socket if it is connected to one of them.
-    Relayed {
-        /// Device number.
-        device: u32,
-    },
-    /// Ephemeral, and no live subscriber: dropped.
-    Dropped {
+    /// Ephemeral: accepted and handed on to the device if it is connected (to this instance's
+    /// socket, or through Redis to the other instances), else dropped. The answer is the same
+    /// either way, so a sender cannot tell whether the device is online.
+    Accepted {
         /// Device number.
         device: u32,
     },
@@ -274,10 +272,7 @@ impl DeviceDelivery {
     /// The device number.
     pub fn device(&self) -> u32 {
         match self {
-            Self::Queued { device, .. }
-            | Self::Delivered { device }
-            | Self::Relayed { device }
-            | Self::Dropped { device } => *device,
+            Self::Queued { device, .. } | Self::Accepted { device } => *device,
         }
     }
 }
@@ -416,6 +411,39 @@ async fn check_sealed_rate<C: MailContext>(
     Ok(())
 }
 
+/// Counts a logged-in stored send from `sender` into `recipient`'s mailboxes against the
+/// per-pair quotas (`mail.pair_sends_per_minute`, `mail.pair_sends_per_day`) on the shared
+/// limiter; 429 `rate_limited` when over, before anything is stored. The limiter key is a keyed
+/// hash of both account ids, so Redis sees neither.
+async fn check_pair_rate<C: MailContext>(
+    state: &C,
+    sender: &Id,
+    recipient: &Id,
+) -> Result<(), MessagingError> {
+    let mut h = Sha256::new();
+    h.update(b"haven/send-pair/v1");
+    h.update(sender.as_bytes());
+    h.update(recipient.as_bytes());
+    let digest = h.finalize();
+    let pair = Id::from_slice(&digest[..16])
+        .map_err(|_| MessagingError::Http(AppError::internal("pair id")))?;
+    let mail = state.mail_settings();
+    for (prefix, quota) in [
+        (
+            "send:pair:min",
+            Quota::new(mail.pair_sends_per_minute, Duration::from_secs(60)),
+        ),
+        (
+            "send:pair:day",
+            Quota::new(mail.pair_sends_per_day, Duration::from_secs(86_400)),
+        ),
+    ] {
+        let key = crate::limits::keyed(state, prefix, &pair);
+        crate::limits::hit_shared(state, &key, quota).await?;
+    }
+    Ok(())
+}
+
 /// Compares the listed device numbers with the account's devices. `exclude` is the sending
 /// device on a send to one's own account. `Ok(None)` when they match.
 async fn compare_devices<C: MailContext>(
@@ -531,6 +559,8 @@ enum PendingInner {
     Queued {
         pending: PendingWrite<DeliveryCommit>,
         sealed: bool,
+        /// Whether a 409/410 may name the recipient's devices.
+        entitled: bool,
     },
 }
 
@@ -539,15 +569,77 @@ impl<C: MailContext> PendingSend<C> {
     pub async fn wait(self) -> Result<SendReceipt, MessagingError> {
         match self.inner {
             PendingInner::Done(receipt) => Ok(receipt),
-            PendingInner::Queued { pending, sealed } => {
+            PendingInner::Queued {
+                pending,
+                sealed,
+                entitled,
+            } => {
                 let commit = pending.await?;
-                let stored = outcome_to_result(commit.outcome, sealed)?;
+                let stored = outcome_to_result(commit.outcome, sealed)
+                    .map_err(|err| if entitled { err } else { withhold_devices(err) })?;
                 announce(&self.state, &stored, commit.delivery);
                 Ok(SendReceipt {
                     devices: queued(&stored, &self.recipient),
                 })
             }
         }
+    }
+}
+
+/// A 409/410 for a sender that may not learn the recipient's devices (a logged-in sender
+/// without the recipient's access key): the same 409 `mismatched_devices` whatever the
+/// difference, naming no device.
+fn withhold_devices(err: MessagingError) -> MessagingError {
+    match err {
+        MessagingError::Devices { .. } => MessagingError::Devices {
+            stale: false,
+            mismatches: Vec::new(),
+        },
+        other => other,
+    }
+}
+
+fn missing_access_key() -> MessagingError {
+    MessagingError::Http(AppError::unauthorized(
+        "missing_access_key",
+        "an ephemeral send or signal to another account needs the recipient's access key",
+    ))
+}
+
+/// Whether logged-in `sender` may learn about `recipient`'s devices: `recipient` is its own
+/// account, or it presented `recipient`'s access key (checked like a sealed send's: a wrong
+/// one is 401 `invalid_access_key`). No key: `false`.
+pub async fn entitled<C: MailContext>(
+    state: &C,
+    sender: &Id,
+    recipient: &Id,
+    access_key: Option<&[u8]>,
+) -> Result<bool, MessagingError> {
+    if sender == recipient {
+        return Ok(true);
+    }
+    match access_key {
+        Some(key) => {
+            check_access_key(state, recipient, key).await?;
+            Ok(true)
+        }
+        None => Ok(false),
+    }
+}
+
+/// Checks a WebSocket `signal` from logged-in `sender` to `recipient` (PROTOCOL.md §11.14):
+/// allowed to the own account, else only with the recipient's access key (401
+/// `missing_access_key` / `invalid_access_key`).
+pub async fn authorize_signal<C: MailContext>(
+    state: &C,
+    sender: &Id,
+    recipient: &Id,
+    access_key: Option<&[u8]>,
+) -> Result<(), MessagingError> {
+    if entitled(state, sender, recipient, access_key).await? {
+        Ok(())
+    } else {
+        Err(missing_access_key())
     }
 }
 
@@ -653,17 +745,6 @@ pub async fn queue_send<C: MailContext>(
         }
     }
     let listed = listed_devices(&request.envelopes)?;
-    let (source, exclude) = match &auth {
-        SendAuth::Session { account, device } => (
-            Some((*account, *device)),
-            (account == recipient).then_some(*device),
-        ),
-        SendAuth::AccessKey(key) => {
-            check_access_key(state, recipient, key).await?;
-            check_sealed_rate(state, recipient).await?;
-            (None, None)
-        }
-    };
     if request.ephemeral
         && request
             .envelopes
@@ -674,6 +755,36 @@ pub async fn queue_send<C: MailContext>(
             code: "ephemeral_franked",
             message: "an ephemeral send carries no franking commitment".into(),
         });
+    }
+    // `entitled`: the sender may learn about the recipient's devices (the device lists of a
+    // 409/410, an ephemeral send): its own account, or it holds the recipient's access key.
+    let (source, exclude, entitled) = match &auth {
+        SendAuth::Session {
+            account,
+            device,
+            access_key,
+        } => {
+            let entitled = entitled(state, account, recipient, access_key.as_deref()).await?;
+            (
+                Some((*account, *device)),
+                (account == recipient).then_some(*device),
+                entitled,
+            )
+        }
+        SendAuth::AccessKey(key) => {
+            check_access_key(state, recipient, key).await?;
+            check_sealed_rate(state, recipient).await?;
+            (None, None, true)
+        }
+    };
+    if request.ephemeral && !entitled {
+        return Err(missing_access_key());
+    }
+    if let SendAuth::Session { account, .. } = &auth
+        && account != recipient
+        && !request.ephemeral
+    {
+        check_pair_rate(state, account, recipient).await?;
     }
     if request.ephemeral {
         // Nothing is stored, so the device list is checked here; a stored send has it checked
@@ -704,11 +815,9 @@ pub async fn queue_send<C: MailContext>(
                     account: *recipient,
                     device: e.device,
                 };
-                match state.hub().send_ephemeral(&key, message) {
-                    EphemeralOutcome::Delivered => DeviceDelivery::Delivered { device: e.device },
-                    EphemeralOutcome::Relayed => DeviceDelivery::Relayed { device: e.device },
-                    _ => DeviceDelivery::Dropped { device: e.device },
-                }
+                // Whether it reached a socket is not told (no online oracle).
+                let _ = state.hub().send_ephemeral(&key, message);
+                DeviceDelivery::Accepted { device: e.device }
             })
             .collect();
         devices.sort_by_key(DeviceDelivery::device);
@@ -751,6 +860,7 @@ pub async fn queue_send<C: MailContext>(
         inner: PendingInner::Queued {
             pending,
             sealed: source.is_none(),
+            entitled,
         },
     })
 }

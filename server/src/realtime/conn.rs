@@ -45,7 +45,7 @@ use crate::ids::Id;
 use crate::mail::service as messaging;
 use crate::mail::service::{DeviceEnvelope, MessagingError, SendAuth, SendReceipt, SendRequest};
 use crate::realtime::ephemeral::{EphemeralMessage, MailPush, Push};
-use crate::realtime::hub::{DeviceKey, EphemeralOutcome, Subscription, Topic};
+use crate::realtime::hub::{DeviceKey, Subscription, Topic};
 use haven_protocol::frames::{self as frame, ClientFrame, EnvelopeFrame, ServerFrame};
 
 /// Close code: a newer socket of the same device replaced this one.
@@ -636,6 +636,7 @@ impl<S: Store> Conn<S> {
                 account,
                 message_id,
                 ephemeral,
+                access_key,
                 envelopes,
             } => {
                 let request = SendRequest {
@@ -650,15 +651,19 @@ impl<S: Store> Conn<S> {
                         .collect(),
                     ephemeral,
                 };
-                self.send_mail(request_id, account.into(), request).await
+                self.send_mail(request_id, account.into(), access_key, request)
+                    .await
             }
             ClientFrame::Signal {
                 request_id,
                 account,
                 device,
+                access_key,
                 payload,
             } => {
-                let (status, json) = self.signal(account.into(), device, payload).await;
+                let (status, json) = self
+                    .signal(account.into(), device, &access_key, payload)
+                    .await;
                 self.send(
                     ServerFrame::Result {
                         request_id,
@@ -731,11 +736,13 @@ impl<S: Store> Conn<S> {
         &mut self,
         request_id: u32,
         recipient: Id,
+        access_key: Option<[u8; 16]>,
         request: SendRequest,
     ) -> Result<(), Stop> {
         let auth = SendAuth::Session {
             account: self.session.account,
             device: self.device.device,
+            access_key: access_key.map(|k| k.to_vec()),
         };
         let started = Instant::now();
         if let Err(err) =
@@ -839,7 +846,16 @@ impl<S: Store> Conn<S> {
         }
     }
 
-    async fn signal(&mut self, account: Id, device: u32, payload: &[u8]) -> (u16, Vec<u8>) {
+    /// Hands a signal on to the device (PROTOCOL.md §11.14). Only the own account or a holder
+    /// of the recipient's access key may signal, and the answer is `accepted` whether or not
+    /// the device is connected: no online oracle.
+    async fn signal(
+        &mut self,
+        account: Id,
+        device: u32,
+        access_key: &[u8; 16],
+        payload: &[u8],
+    ) -> (u16, Vec<u8>) {
         let max = self.state.settings().ws.max_signal_bytes;
         if payload.len() > max {
             return error_body(AppError::client(
@@ -849,21 +865,27 @@ impl<S: Store> Conn<S> {
             ))
             .await;
         }
+        if let Err(err) = messaging::authorize_signal(
+            &self.state,
+            &self.session.account,
+            &account,
+            Some(access_key.as_slice()),
+        )
+        .await
+        {
+            return error_body(err.into()).await;
+        }
         let message = EphemeralMessage {
             message_id: Id::random(),
             source: Some((self.session.account, self.device.device)),
             content: payload.to_vec(),
         };
-        let outcome = self
+        // Whether it reached a socket is not told.
+        let _ = self
             .state
             .hub()
             .send_ephemeral(&DeviceKey { account, device }, message);
-        let outcome = match outcome {
-            EphemeralOutcome::Delivered => "delivered",
-            EphemeralOutcome::Relayed => "relayed",
-            _ => "dropped",
-        };
-        (200, json(&serde_json::json!({ "outcome": outcome })))
+        (200, json(&serde_json::json!({ "outcome": "accepted" })))
     }
 
     async fn subscribe(&mut self, channel: Id, token: [u8; 32], after: u64) -> (u16, Vec<u8>) {

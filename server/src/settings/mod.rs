@@ -158,6 +158,11 @@ pub struct MailSettings {
     pub max_ack_ids: usize,
     /// Sealed sends accepted per recipient account per minute (shared limiter).
     pub sealed_sends_per_minute: u32,
+    /// Logged-in (not sealed) stored sends accepted per (sender account, recipient account)
+    /// pair per minute (shared limiter); sends to the own account are not counted.
+    pub pair_sends_per_minute: u32,
+    /// The same per day: one sender alone cannot fill another account's queue within the TTL.
+    pub pair_sends_per_day: u32,
 }
 
 impl Default for MailSettings {
@@ -175,6 +180,8 @@ impl Default for MailSettings {
             max_fetch: 100,
             max_ack_ids: 1000,
             sealed_sends_per_minute: 600,
+            pair_sends_per_minute: 30,
+            pair_sends_per_day: 300,
         }
     }
 }
@@ -440,6 +447,8 @@ pub struct KeySettings {
     pub certificate_ttl_secs: u64,
     /// Username lookups (`POST /v1/usernames/lookup`) per requesting account per minute.
     pub username_lookups_per_minute: u32,
+    /// `PUT /v1/keys` uploads per device per hour (shared limiter).
+    pub uploads_per_hour: u32,
 }
 
 impl Default for KeySettings {
@@ -452,6 +461,7 @@ impl Default for KeySettings {
             claims_per_minute_per_target: 600,
             certificate_ttl_secs: 86_400,
             username_lookups_per_minute: 30,
+            uploads_per_hour: 20,
         }
     }
 }
@@ -753,7 +763,7 @@ impl Settings {
             return Err(SettingsError::Range("cors_allowed_origins"));
         }
         let (mail, keys) = (&self.mail, &self.keys);
-        let nested: [(bool, &'static str); 13] = [
+        let nested: [(bool, &'static str); 16] = [
             (
                 (64..=64 << 20).contains(&mail.max_envelope_bytes),
                 "mail.max_envelope_bytes",
@@ -793,6 +803,12 @@ impl Settings {
                 mail.sealed_sends_per_minute >= 1,
                 "mail.sealed_sends_per_minute",
             ),
+            (
+                mail.pair_sends_per_minute >= 1,
+                "mail.pair_sends_per_minute",
+            ),
+            (mail.pair_sends_per_day >= 1, "mail.pair_sends_per_day"),
+            (keys.uploads_per_hour >= 1, "keys.uploads_per_hour"),
             (
                 (1..=10_000).contains(&keys.max_one_time_per_upload)
                     && keys.max_one_time_per_device >= 1,
@@ -1138,6 +1154,11 @@ mod tests {
             "mail.sealed_sends_per_minute",
         ),
         (
+            "HAVEN_MAIL_PAIR_SENDS_PER_MINUTE",
+            "mail.pair_sends_per_minute",
+        ),
+        ("HAVEN_MAIL_PAIR_SENDS_PER_DAY", "mail.pair_sends_per_day"),
+        (
             "HAVEN_KEYS_MAX_ONE_TIME_PER_UPLOAD",
             "keys.max_one_time_per_upload",
         ),
@@ -1158,6 +1179,7 @@ mod tests {
             "HAVEN_KEYS_CERTIFICATE_TTL_SECS",
             "keys.certificate_ttl_secs",
         ),
+        ("HAVEN_KEYS_UPLOADS_PER_HOUR", "keys.uploads_per_hour"),
         (
             "HAVEN_KEYS_USERNAME_LOOKUPS_PER_MINUTE",
             "keys.username_lookups_per_minute",
@@ -1358,7 +1380,7 @@ mod tests {
 
     #[test]
     fn old_env_names_still_land_in_their_fields() {
-        assert_eq!(OLD_ENV_NAMES.len(), 114);
+        assert_eq!(OLD_ENV_NAMES.len(), 117);
         for (i, (name, path)) in OLD_ENV_NAMES.iter().enumerate() {
             assert_lands(name, path, i);
         }

@@ -338,3 +338,89 @@ async fn the_command_line_creates_lists_and_revokes_keys() {
     let logs = relay.stop();
     assert!(!logs.contains(&key[10..]), "the key must never be logged");
 }
+
+/// `haven-relay admin rotate-franking-key`: the next start publishes the new key and still
+/// accepts the old one (for the report window); a retired secret older than the window is erased
+/// at start; the audit log records the rotation; a configured secret is not rotated here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_command_line_rotates_the_franking_key() {
+    use haven_relay::secrets::SecretStore as _;
+
+    let config = RelayConfig::new();
+    let out = relay_admin(&config, &["create-key", "--label", "ops"]);
+    assert!(out.status.success());
+    let admin = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let published = |url: String| async move {
+        RemoteApi::new(url)
+            .call(Method::GET, "/v1/franking/key", None, None)
+            .await
+            .expect(StatusCode::OK)
+            .body
+    };
+    let mut relay = config.clone().spawn(common::RELAY_BIN);
+    let first = published(relay.url()).await;
+    assert_eq!(first["previous"], json!([]));
+    relay.stop();
+
+    let out = relay_admin(&config, &["rotate-franking-key"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    assert_ne!(printed, first["franking_key"].as_str().unwrap());
+    // A secret retired long ago (beyond the 30-day window) is erased at the next start.
+    let db_url = config.get("HAVEN_DATABASE_URL").unwrap().to_owned();
+    let store = haven_relay::db::SqliteStore::connect(&db_url)
+        .await
+        .unwrap();
+    store
+        .secret_or_insert("franking_secret.retired.5", &[9; 32])
+        .await
+        .unwrap();
+    store.close().await;
+
+    let mut relay = config.clone().spawn(common::RELAY_BIN);
+    let second = published(relay.url()).await;
+    assert_eq!(second["franking_key"], printed.as_str());
+    assert_eq!(second["previous"], json!([first["franking_key"]]));
+    let audit = RemoteApi::new(relay.url())
+        .call(
+            Method::GET,
+            "/v1/admin/audit?kind=key_rotation",
+            None,
+            Some(&admin),
+        )
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(
+        audit.body["events"].as_array().unwrap().len(),
+        1,
+        "{}",
+        audit.body
+    );
+    relay.stop();
+    let store = haven_relay::db::SqliteStore::connect(&db_url)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .secrets_with_prefix("franking_secret.retired.")
+            .await
+            .unwrap()
+            .len(),
+        1,
+        "only the secret retired within the window is kept"
+    );
+    store.close().await;
+
+    // With the secret in the settings, the command refuses and changes nothing.
+    let configured = config.clone().set_all(&[(
+        "HAVEN_MODERATION_FRANKING_SECRET",
+        "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
+    )]);
+    let out = relay_admin(&configured, &["rotate-franking-key"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("moderation.franking_secret"));
+}

@@ -7,6 +7,7 @@
 mod common;
 mod ws_client;
 
+mod abuse_limits;
 mod account_lifecycle;
 mod admin;
 mod api;

@@ -50,6 +50,7 @@ common::on_both_backends!(
     multi_recipient_payload_is_stored_once,
     ttl_expiry_by_the_reaper,
     ephemeral_messages_are_never_stored,
+    strangers_learn_neither_devices_nor_presence,
     stored_mail_is_pushed_to_a_live_socket,
     unknown_accounts_get_clear_errors_and_change_nothing,
     franking_commitments_are_stored_and_stamped_on_delivery,
@@ -192,21 +193,48 @@ async fn idempotent_resend_and_id_conflict<S: Store + Rows>(h: Harness<S>) {
     assert_eq!(h.store.rows("acked_envelopes").await, 1);
 }
 
+/// Sets `t`'s access key to `key`.
+async fn set_key<S: Store>(h: &Harness<S>, t: &Tokens, key: &[u8; 16]) {
+    h.put_as("/v1/account/access-key", json!({"access_key": b64(key)}), t)
+        .await
+        .expect(StatusCode::NO_CONTENT);
+}
+
+/// A logged-in send carrying the recipient's access key in the body.
+async fn send_with_key<S: Store>(
+    h: &Harness<S>,
+    from: &Tokens,
+    to: &Tokens,
+    key: &[u8; 16],
+    id: &Id,
+    devices: &[u32],
+    ephemeral: bool,
+) -> common::Reply {
+    h.post_as(
+        &format!("/v1/messages/{}", to.account_id),
+        json!({"message_id": id, "ephemeral": ephemeral, "access_key": b64(key),
+               "envelopes": envelopes(devices, b"x")}),
+        from,
+    )
+    .await
+}
+
 async fn device_list_mismatch_and_removed_devices<S: Store + Rows>(h: Harness<S>) {
     let alice = h.register(None, PASSWORD).await;
     let bob = h.register(None, PASSWORD).await;
     let bob2 = h.add_device(&bob, PASSWORD).await;
+    // The device lists of a 409/410 are named only to a holder of bob's access key.
+    let key = [7u8; 16];
+    set_key(&h, &bob, &key).await;
     let id = Id::random();
-    let r = h
-        .send_as(&alice, &bob.account_id, &id, &[1], b"x")
+    let r = send_with_key(&h, &alice, &bob, &key, &id, &[1], false)
         .await
         .expect_error(StatusCode::CONFLICT, "mismatched_devices");
     let m = &r.body["error"]["mismatches"][0];
     assert_eq!(m["account_id"], json!(bob.account_id));
     assert_eq!(m["missing_devices"], json!([2]));
     assert_eq!(m["extra_devices"], json!([]));
-    let r = h
-        .send_as(&alice, &bob.account_id, &id, &[1, 2, 7], b"x")
+    let r = send_with_key(&h, &alice, &bob, &key, &id, &[1, 2, 7], false)
         .await
         .expect_error(StatusCode::CONFLICT, "mismatched_devices");
     assert_eq!(
@@ -216,8 +244,7 @@ async fn device_list_mismatch_and_removed_devices<S: Store + Rows>(h: Harness<S>
     h.unlink_device(&bob, &bob2.device_id, PASSWORD)
         .await
         .expect(StatusCode::NO_CONTENT);
-    let r = h
-        .send_as(&alice, &bob.account_id, &id, &[1, 2], b"x")
+    let r = send_with_key(&h, &alice, &bob, &key, &id, &[1, 2], false)
         .await
         .expect_error(StatusCode::GONE, "stale_devices");
     assert_eq!(
@@ -274,7 +301,8 @@ async fn limits_and_malformed_bodies_change_nothing<S: Store + Rows>(h: Harness<
         json!({"message_id": id, "envelopes": []}),
         json!({"message_id": id, "envelopes": [{"device_number": -1, "content": "eA=="}]}),
         json!({"message_id": id, "envelopes": envelopes(&[1, 1], b"x")}),
-        json!({"message_id": id, "envelopes": envelopes(&[1], b"x"), "access_key": "AAAA"}),
+        // A logged-in send may carry the recipient's access key, but not a malformed one.
+        json!({"message_id": id, "envelopes": envelopes(&[1], b"x"), "access_key": "***"}),
     ];
     for body in bad {
         let r = h.post_as(&to, body.clone(), &alice).await;
@@ -533,16 +561,22 @@ async fn ephemeral_messages_are_never_stored<S: Store + Rows>(h: Harness<S>) {
     let alice = h.register(None, PASSWORD).await;
     let bob = h.register(None, PASSWORD).await;
     h.add_device(&bob, PASSWORD).await;
+    let key = [8u8; 16];
+    set_key(&h, &bob, &key).await;
     let mut live = h.state.ephemeral().subscribe(id_of(&bob), 1);
     let id = Id::random();
-    let r = h.post_as(&format!("/v1/messages/{}", bob.account_id),
-        json!({"message_id": id, "ephemeral": true, "envelopes": envelopes(&[1, 2], b"typing")}),
-        &alice,
-    )
-    .await
-    .expect(StatusCode::OK);
-    assert_eq!(r.body["devices"][0]["status"], "delivered");
-    assert_eq!(r.body["devices"][1]["status"], "dropped");
+    let r = h
+        .post_as(
+            &format!("/v1/messages/{}", bob.account_id),
+            json!({"message_id": id, "ephemeral": true, "access_key": b64(&key),
+               "envelopes": envelopes(&[1, 2], b"typing")}),
+            &alice,
+        )
+        .await
+        .expect(StatusCode::OK);
+    // Device 1 is live, device 2 is not: the same answer.
+    assert_eq!(r.body["devices"][0]["status"], "accepted");
+    assert_eq!(r.body["devices"][1]["status"], "accepted");
     let got = live.try_recv().unwrap();
     assert_eq!(
         got,
@@ -554,13 +588,98 @@ async fn ephemeral_messages_are_never_stored<S: Store + Rows>(h: Harness<S>) {
     );
     assert_eq!(h.store.rows("envelopes").await, 0);
     drop(live);
-    let r = h.post_as(&format!("/v1/messages/{}", bob.account_id),
-        json!({"message_id": id, "ephemeral": true, "envelopes": envelopes(&[1, 2], b"typing")}),
+    let r = h
+        .post_as(
+            &format!("/v1/messages/{}", bob.account_id),
+            json!({"message_id": id, "ephemeral": true, "access_key": b64(&key),
+               "envelopes": envelopes(&[1, 2], b"typing")}),
+            &alice,
+        )
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(r.body["devices"][0]["status"], "accepted");
+}
+
+/// A logged-in stranger (no access key) learns neither which devices an account has (a
+/// 409/410 names none, and a 410 reads as a 409) nor whether one is online (ephemeral sends
+/// are refused); with the key both work as documented.
+async fn strangers_learn_neither_devices_nor_presence<S: Store + Rows>(h: Harness<S>) {
+    let alice = h.register(None, PASSWORD).await;
+    let bob = h.register(None, PASSWORD).await;
+    let bob2 = h.add_device(&bob, PASSWORD).await;
+    h.add_device(&bob, PASSWORD).await;
+    let key = [9u8; 16];
+    set_key(&h, &bob, &key).await;
+    let mut live = h.state.ephemeral().subscribe(id_of(&bob), 1);
+    // Wrong device list, no key: 409 naming nothing.
+    for devices in [&[1u32][..], &[1, 2, 3, 7]] {
+        let r = h
+            .send_as(&alice, &bob.account_id, &Id::random(), devices, b"x")
+            .await
+            .expect_error(StatusCode::CONFLICT, "mismatched_devices");
+        assert_eq!(r.body["error"]["mismatches"], json!([]), "{devices:?}");
+    }
+    h.unlink_device(&bob, &bob2.device_id, PASSWORD)
+        .await
+        .expect(StatusCode::NO_CONTENT);
+    let r = h
+        .send_as(&alice, &bob.account_id, &Id::random(), &[1, 2, 3], b"x")
+        .await
+        .expect_error(StatusCode::CONFLICT, "mismatched_devices");
+    assert_eq!(r.body["error"]["mismatches"], json!([]));
+    // Ephemeral without the key: refused, nothing handed to the live socket.
+    h.post_as(
+        &format!("/v1/messages/{}", bob.account_id),
+        json!({"message_id": Id::random(), "ephemeral": true,
+               "envelopes": envelopes(&[1, 3], b"typing")}),
         &alice,
     )
     .await
+    .expect_error(StatusCode::UNAUTHORIZED, "missing_access_key");
+    assert!(live.try_recv().is_err());
+    // A wrong key is refused like on a sealed send.
+    send_with_key(&h, &alice, &bob, &[1u8; 16], &Id::random(), &[1, 3], true)
+        .await
+        .expect_error(StatusCode::UNAUTHORIZED, "invalid_access_key");
+    send_with_key(&h, &alice, &bob, &[1u8; 16], &Id::random(), &[1], false)
+        .await
+        .expect_error(StatusCode::UNAUTHORIZED, "invalid_access_key");
+    assert!(live.try_recv().is_err());
+    assert_eq!(h.store.rows("envelopes").await, 0);
+    // With the key: the differences, and `accepted` for the live and the offline device.
+    let r = send_with_key(&h, &alice, &bob, &key, &Id::random(), &[1, 2, 3], false)
+        .await
+        .expect_error(StatusCode::GONE, "stale_devices");
+    assert_eq!(
+        r.body["error"]["mismatches"][0]["removed_devices"],
+        json!([2])
+    );
+    let r = send_with_key(&h, &alice, &bob, &key, &Id::random(), &[1, 3], true)
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(r.body["devices"][0]["status"], "accepted");
+    assert_eq!(r.body["devices"][1]["status"], "accepted");
+    assert!(matches!(live.try_recv(), Ok(Push::Ephemeral(_))));
+    // Without the key a right list is still delivered, and the own account needs no key.
+    h.send_as(&alice, &bob.account_id, &Id::random(), &[1, 3], b"x")
+        .await
+        .expect(StatusCode::OK);
+    let r = h
+        .send_as(&bob, &bob.account_id, &Id::random(), &[1], b"x")
+        .await
+        .expect_error(StatusCode::CONFLICT, "mismatched_devices");
+    assert_eq!(
+        r.body["error"]["mismatches"][0]["missing_devices"],
+        json!([3])
+    );
+    h.post_as(
+        &format!("/v1/messages/{}", bob.account_id),
+        json!({"message_id": Id::random(), "ephemeral": true,
+               "envelopes": envelopes(&[3], b"typing")}),
+        &bob,
+    )
+    .await
     .expect(StatusCode::OK);
-    assert_eq!(r.body["devices"][0]["status"], "dropped");
 }
 
 /// A stored envelope is handed to the recipient device's live subscription after its commit,
@@ -634,7 +753,7 @@ async fn unknown_accounts_get_clear_errors_and_change_nothing<S: Store + Rows>(h
     .expect(StatusCode::NO_CONTENT);
     let nobody = Id::random().to_hex();
     let id = Id::random();
-    // Logged-in sends (stored and ephemeral): 404.
+    // Logged-in stored sends: 404; ephemeral ones need a key, which no unknown account has.
     h.send_as(&alice, &nobody, &id, &[1], b"x")
         .await
         .expect_error(StatusCode::NOT_FOUND, "account_not_found");
@@ -644,7 +763,15 @@ async fn unknown_accounts_get_clear_errors_and_change_nothing<S: Store + Rows>(h
         &alice,
     )
     .await
-    .expect_error(StatusCode::NOT_FOUND, "account_not_found");
+    .expect_error(StatusCode::UNAUTHORIZED, "missing_access_key");
+    h.post_as(
+        &format!("/v1/messages/{nobody}"),
+        json!({"message_id": id, "ephemeral": true, "access_key": b64(&[5u8; 16]),
+               "envelopes": envelopes(&[1], b"typing")}),
+        &alice,
+    )
+    .await
+    .expect_error(StatusCode::UNAUTHORIZED, "invalid_access_key");
     // Sealed sends learn nothing: the same 401 as a wrong key.
     h.post(
         &format!("/v1/messages/{nobody}/sealed"),

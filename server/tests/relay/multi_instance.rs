@@ -178,6 +178,21 @@ async fn expect_envelope(ws: &mut relay::Ws, content: &[u8]) {
     }
 }
 
+/// Sets bob's access key (ephemeral sends and signals to him need it) and returns it.
+async fn set_bob_key(addr: &str, bob: &common::Tokens) -> [u8; 16] {
+    let key = [6u8; 16];
+    let (status, body) = relay::http(
+        addr,
+        "PUT",
+        "/v1/account/access-key",
+        Some(&bob.access),
+        Some(&json!({"access_key": relay::b64(&key)})),
+    )
+    .await;
+    assert_eq!(status, 204, "{body}");
+    key
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn socket_on_one_instance_gets_mail_signals_and_replacement_from_another() {
     let Some(c) = cluster().await else { return };
@@ -200,13 +215,14 @@ async fn socket_on_one_instance_gets_mail_signals_and_replacement_from_another()
         relay::Frame::QueueEmpty
     );
     let bob_account = relay::hex16(&c.bob.account_id);
+    let key = set_bob_key(&b.addr, &c.bob).await;
     relay::send_bin(
         &mut alice,
-        relay::signal_frame(1, &bob_account, 1, b"typing"),
+        relay::signal_frame(1, &bob_account, 1, &key, b"typing"),
     )
     .await;
     match relay::next(&mut alice, WAIT).await {
-        relay::Frame::Result { body, .. } => assert_eq!(body["outcome"], "relayed"),
+        relay::Frame::Result { body, .. } => assert_eq!(body["outcome"], "accepted"),
         other => panic!("{other:?}"),
     }
     assert!(matches!(
@@ -253,6 +269,7 @@ async fn rest_ephemeral_and_revocations_reach_sockets_on_another_instance() {
     let mut bob = relay::connect(&a.addr, &c.bob.access).await;
     assert_eq!(relay::next(&mut bob, WAIT).await, relay::Frame::QueueEmpty);
     // An ephemeral REST send on B: bob has no socket on B, so it is relayed to A.
+    let key = set_bob_key(&b.addr, &c.bob).await;
     let (status, body) = relay::http(
         &b.addr,
         "POST",
@@ -261,12 +278,13 @@ async fn rest_ephemeral_and_revocations_reach_sockets_on_another_instance() {
         Some(&json!({
             "message_id": haven_relay::ids::Id::random().to_hex(),
             "ephemeral": true,
+            "access_key": relay::b64(&key),
             "envelopes": [{"device_number": 1, "content": relay::b64(b"typing")}],
         })),
     )
     .await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(body["devices"][0]["status"], "relayed", "{body}");
+    assert_eq!(body["devices"][0]["status"], "accepted", "{body}");
     assert!(matches!(
         relay::next(&mut bob, WAIT).await,
         relay::Frame::Ephemeral { content, .. } if content == b"typing"

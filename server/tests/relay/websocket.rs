@@ -209,41 +209,50 @@ async fn unacked_mail_is_redelivered_after_reconnect() {
     relay::silent(&mut bob, Duration::from_millis(300)).await;
 }
 
+/// The `outcome` of a signal's result frame (panics on anything else).
+async fn signal_result(ws: &mut Ws, request_id: u32) -> (u16, Value) {
+    match next(ws, T).await {
+        Frame::Result {
+            request_id: id,
+            status,
+            body,
+        } if id == request_id => (status, body),
+        other => panic!("{other:?}"),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ephemeral_signals_are_delivered_live_and_dropped_offline() {
     let env = setup(&[]).await;
+    let key = [4u8; 16];
+    env.h
+        .put_as(
+            "/v1/account/access-key",
+            json!({"access_key": b64(&key)}),
+            &env.bob,
+        )
+        .await
+        .expect(axum::http::StatusCode::NO_CONTENT);
     let mut alice = relay::connect(&env.relay.addr, &env.alice.access).await;
     assert_eq!(next(&mut alice, T).await, Frame::QueueEmpty);
     send_bin(
         &mut alice,
-        relay::signal_frame(1, &account(&env.bob), 1, b"typing"),
+        relay::signal_frame(1, &account(&env.bob), 1, &key, b"typing"),
     )
     .await;
-    match next(&mut alice, T).await {
-        Frame::Result {
-            request_id: 1,
-            status: 200,
-            body,
-        } => assert_eq!(body["outcome"], "dropped"),
-        other => panic!("{other:?}"),
-    }
+    let offline = signal_result(&mut alice, 1).await;
+    assert_eq!(offline, (200, json!({"outcome": "accepted"})));
     let mut bob = relay::connect(&env.relay.addr, &env.bob.access).await;
     assert_eq!(next(&mut bob, T).await, Frame::QueueEmpty);
     // The dropped signal was never stored: bob gets nothing.
     relay::silent(&mut bob, Duration::from_millis(200)).await;
     send_bin(
         &mut alice,
-        relay::signal_frame(2, &account(&env.bob), 1, b"typing"),
+        relay::signal_frame(2, &account(&env.bob), 1, &key, b"typing"),
     )
     .await;
-    match next(&mut alice, T).await {
-        Frame::Result {
-            request_id: 2,
-            status: 200,
-            body,
-        } => assert_eq!(body["outcome"], "delivered"),
-        other => panic!("{other:?}"),
-    }
+    // Online: the same answer as offline.
+    assert_eq!(signal_result(&mut alice, 2).await, offline);
     assert_eq!(
         next(&mut bob, T).await,
         Frame::Ephemeral {
@@ -261,30 +270,97 @@ async fn ephemeral_signals_are_delivered_live_and_dropped_offline() {
             "message_id": Id::random().to_hex(),
             "envelopes": [{"device_number": 1, "content": b64(b"read-receipt")}],
             "ephemeral": true,
+            "access_key": b64(&key),
         })),
     )
     .await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(body["devices"][0]["status"], "delivered");
+    assert_eq!(body["devices"][0]["status"], "accepted");
     assert!(
         matches!(next(&mut bob, T).await, Frame::Ephemeral { content, .. } if content == b"read-receipt")
     );
     // Oversize signal: an error result, nothing delivered.
     send_bin(
         &mut alice,
-        relay::signal_frame(3, &account(&env.bob), 1, &[0u8; 5000]),
+        relay::signal_frame(3, &account(&env.bob), 1, &key, &[0u8; 5000]),
     )
     .await;
-    assert!(matches!(
-        next(&mut alice, T).await,
-        Frame::Result {
-            request_id: 3,
-            status: 413,
-            ..
-        }
-    ));
+    assert_eq!(signal_result(&mut alice, 3).await.0, 413);
     relay::silent(&mut bob, Duration::from_millis(200)).await;
     assert_eq!(queued(&env, &env.bob).await, 0, "ephemeral is never stored");
+}
+
+/// Without bob's access key a logged-in stranger can neither signal bob nor send him an
+/// ephemeral frame: 401, nothing reaches bob's socket, and the answer is the same whether
+/// bob is online or not. A send frame's 409 names no device without the key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strangers_cannot_probe_presence_or_devices_over_the_socket() {
+    let env = setup(&[]).await;
+    let key = [4u8; 16];
+    env.h
+        .put_as(
+            "/v1/account/access-key",
+            json!({"access_key": b64(&key)}),
+            &env.bob,
+        )
+        .await
+        .expect(axum::http::StatusCode::NO_CONTENT);
+    let mut alice = relay::connect(&env.relay.addr, &env.alice.access).await;
+    assert_eq!(next(&mut alice, T).await, Frame::QueueEmpty);
+    let probe = |request_id, key: [u8; 16]| {
+        relay::signal_frame(request_id, &account(&env.bob), 1, &key, b"?")
+    };
+    send_bin(&mut alice, probe(1, [0; 16])).await;
+    let offline = signal_result(&mut alice, 1).await;
+    assert_eq!(offline.0, 401, "{offline:?}");
+    assert_eq!(offline.1["error"]["code"], "invalid_access_key");
+    let mut bob = relay::connect(&env.relay.addr, &env.bob.access).await;
+    assert_eq!(next(&mut bob, T).await, Frame::QueueEmpty);
+    send_bin(&mut alice, probe(2, [0; 16])).await;
+    assert_eq!(signal_result(&mut alice, 2).await, offline);
+    // An ephemeral send frame without the key.
+    send_bin(
+        &mut alice,
+        relay::send_frame(3, &account(&env.bob), &[3; 16], true, &[(1, b"typing")]),
+    )
+    .await;
+    let r = signal_result(&mut alice, 3).await;
+    assert_eq!(
+        (r.0, &r.1["error"]["code"]),
+        (401, &json!("missing_access_key"))
+    );
+    relay::silent(&mut bob, Duration::from_millis(200)).await;
+    // A stored send with a wrong device list: 409 naming nothing; with the key, the details.
+    send_bin(
+        &mut alice,
+        relay::send_frame(4, &account(&env.bob), &[4; 16], false, &[(9, b"x")]),
+    )
+    .await;
+    let r = signal_result(&mut alice, 4).await;
+    assert_eq!(r.0, 409, "{r:?}");
+    assert_eq!(r.1["error"]["mismatches"], json!([]));
+    let with_key = haven_protocol::frames::ClientFrame::Send {
+        request_id: 5,
+        account: account(&env.bob),
+        message_id: [5; 16],
+        ephemeral: false,
+        access_key: Some(key),
+        envelopes: vec![haven_protocol::frames::SendEnvelope {
+            device: 9,
+            content: b"x",
+            commitment: None,
+        }],
+    };
+    send_bin(&mut alice, with_key.encode().unwrap()).await;
+    let r = signal_result(&mut alice, 5).await;
+    assert_eq!(r.0, 409, "{r:?}");
+    assert_eq!(r.1["error"]["mismatches"][0]["missing_devices"], json!([1]));
+    assert_eq!(r.1["error"]["mismatches"][0]["extra_devices"], json!([9]));
+    // With the key the signal goes through.
+    send_bin(&mut alice, probe(6, key)).await;
+    assert_eq!(signal_result(&mut alice, 6).await.0, 200);
+    assert!(matches!(next(&mut bob, T).await, Frame::Ephemeral { .. }));
+    assert_eq!(queued(&env, &env.bob).await, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1062,6 +1138,7 @@ async fn franked_send_frames_are_delivered_with_the_relays_stamp() {
         account: account(&env.bob),
         message_id: *Id::random().as_bytes(),
         ephemeral,
+        access_key: None,
         envelopes: vec![SendEnvelope {
             device: 1,
             content: b"franked",

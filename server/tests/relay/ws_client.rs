@@ -319,6 +319,7 @@ pub fn send_frame(
         account: *account,
         message_id: *message_id,
         ephemeral,
+        access_key: None,
         envelopes: envelopes
             .iter()
             .map(|&(device, content)| SendEnvelope {
@@ -332,11 +333,19 @@ pub fn send_frame(
     .unwrap()
 }
 
-pub fn signal_frame(request_id: u32, account: &[u8; 16], device: u32, payload: &[u8]) -> Vec<u8> {
+/// A signal frame carrying `access_key` (the recipient's; ignored on the own account).
+pub fn signal_frame(
+    request_id: u32,
+    account: &[u8; 16],
+    device: u32,
+    access_key: &[u8; 16],
+    payload: &[u8],
+) -> Vec<u8> {
     ClientFrame::Signal {
         request_id,
         account: *account,
         device,
+        access_key: *access_key,
         payload,
     }
     .encode()

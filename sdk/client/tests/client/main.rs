@@ -13,3 +13,4 @@ mod diary_e2e;
 mod franking_e2e;
 mod messenger_e2e;
 mod relay_auth;
+mod sealed_transport;

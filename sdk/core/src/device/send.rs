@@ -312,7 +312,9 @@ impl LocalDevice {
     /// claimed `bundles`, the answers to [`LocalDevice::claims`]): a Double Ratchet message per
     /// device (a PQXDH handshake from its bundle when there is no session), sealed
     /// under `certificate`. Returns the send (sealed when the account's access key is known),
-    /// or `None` for the own account while no other own device is known. Sessions and the
+    /// or `None` for the own account while no other own device is known, and for an
+    /// `ephemeral` send to another account whose access key is not known (the relay refuses
+    /// those, PROTOCOL.md §11.12). Sessions and the
     /// device list are updated in one transaction; nothing is kept when an error is returned.
     ///
     /// With the relay's `franking_key` every envelope is franked (§16.3): a fresh `fk` per
@@ -340,6 +342,12 @@ impl LocalDevice {
     ) -> Result<Option<OutgoingSend>, DeviceError> {
         let own = *account == self.account();
         self.check_trust(store, account)?;
+        let access_key = contact_access_key(store, account)?;
+        if ephemeral && !own && access_key.is_none() {
+            // The relay takes an ephemeral send to another account only with its access key
+            // (no online oracle for strangers): nothing to send, no ratchet step spent.
+            return Ok(None);
+        }
         let mut claimed = Vec::new();
         for answer in bundles {
             claimed.extend(verify_bundles(answer, account)?);
@@ -425,7 +433,6 @@ impl LocalDevice {
             save_contact_devices(s, account, &devices)?;
             Ok(envelopes)
         })?;
-        let access_key = contact_access_key(store, account)?;
         Ok(Some(OutgoingSend {
             account: *account,
             body: SendBody {
@@ -447,8 +454,13 @@ impl LocalDevice {
     /// [`DeviceError::UnlistedDevice`] after (the relay added it). Devices the relay says are
     /// gone are left out of sends even when listed (the relay can withhold mail anyway).
     ///
+    /// The relay names another account's devices only to a sender holding that account's
+    /// access key (a sealed send, or a logged-in one carrying it). An answer naming no mismatch
+    /// for another account is such a withheld answer: the devices known for it are forgotten,
+    /// so the next [`LocalDevice::claims`] claims all of them again ([`Claim::All`]).
+    ///
     /// # Errors
-    /// [`DeviceError::InvalidResponse`] when the answer names no mismatch for `account`;
+    /// [`DeviceError::InvalidResponse`] when the answer names no mismatch for the own account;
     /// [`DeviceError::NeedDeviceList`], [`DeviceError::UnlistedDevice`]; store errors.
     pub fn repair<B: Backend>(
         &self,
@@ -457,10 +469,17 @@ impl LocalDevice {
         mismatches: &[DeviceMismatch],
         list_fresh: bool,
     ) -> Result<(), DeviceError> {
-        let mismatch = mismatches
+        let Some(mismatch) = mismatches
             .iter()
             .find(|m| m.account_id.as_bytes() == account)
-            .ok_or_else(|| bad_response("device mismatch without details for this account"))?;
+        else {
+            if *account == self.account() {
+                return Err(bad_response(
+                    "device mismatch without details for this account",
+                ));
+            }
+            return save_contact_devices(store, account, &[]);
+        };
         if let Some(list) = self.device_list(store, account)? {
             let own = *account == self.account();
             for &d in &mismatch.missing_devices {

@@ -358,11 +358,6 @@ fn repair_after_a_409_naming_a_new_and_a_removed_device() {
         account_id: Id::from(ALICE),
         ..mismatch.clone()
     };
-    let err = alice
-        .local
-        .repair(&mut alice.store, &BOB, std::slice::from_ref(&other), false)
-        .unwrap_err();
-    assert!(matches!(err, DeviceError::InvalidResponse(_)), "{err}");
     alice
         .local
         .repair(&mut alice.store, &BOB, &[other, mismatch], false)
@@ -385,6 +380,70 @@ fn repair_after_a_409_naming_a_new_and_a_removed_device() {
     assert_eq!(devices_of(&retry), [1, 3]);
     assert_eq!(text(bob1.receive(&retry)), "two");
     assert_eq!(text(bob3.receive(&retry)), "two");
+}
+
+/// Without Bob's access key the relay names none of his devices in a 409 (PROTOCOL §11.12):
+/// Alice forgets the devices she knew and claims all of them again; the own account's answer
+/// always names them, so a bare one there is an invalid response.
+#[test]
+fn a_409_naming_no_device_makes_the_next_send_claim_all_devices() {
+    let mut alice = device(ALICE, 1, 61);
+    let mut bob1 = device(BOB, 1, 62);
+    let mut bob2 = device(BOB, 2, 63);
+    let answer = bundles(BOB, &mut [&mut bob1]);
+    alice.send(BOB, b"one", &[answer]).unwrap().unwrap();
+    assert_eq!(contact_devices(&alice.store, &BOB).unwrap(), [1]);
+    alice
+        .local
+        .repair(&mut alice.store, &BOB, &[], false)
+        .unwrap();
+    assert!(contact_devices(&alice.store, &BOB).unwrap().is_empty());
+    assert_eq!(
+        alice.local.claims(&alice.store, &BOB).unwrap(),
+        [Claim::All]
+    );
+    // The claim of all devices brings device 2; device 1 keeps its session.
+    let answer = bundles(BOB, &mut [&mut bob1, &mut bob2]);
+    let retry = alice.send(BOB, b"two", &[answer]).unwrap().unwrap();
+    assert_eq!(devices_of(&retry), [1, 2]);
+    assert_eq!(text(bob1.receive(&retry)), "two");
+    assert_eq!(text(bob2.receive(&retry)), "two");
+    let err = alice
+        .local
+        .repair(&mut alice.store, &ALICE, &[], false)
+        .unwrap_err();
+    assert!(matches!(err, DeviceError::InvalidResponse(_)), "{err}");
+}
+
+/// A typing indicator (ephemeral) to another account whose access key is not known is not
+/// made at all (the relay refuses it).
+#[test]
+fn no_ephemeral_send_to_a_contact_without_its_access_key() {
+    let mut alice = device(ALICE, 1, 64);
+    let mut bob = device(BOB, 1, 65);
+    let answer = bundles(BOB, &mut [&mut bob]);
+    alice.send(BOB, b"hello", &[answer]).unwrap().unwrap();
+    let cert = alice.local.certificate(&alice.store, NOW).unwrap().unwrap();
+    let typing = |alice: &mut Dev| {
+        alice
+            .local
+            .encrypt(
+                &mut alice.store,
+                &BOB,
+                &super::OutgoingPlaintext::new(b"typing").unwrap(),
+                Id::from([9; 16]),
+                true,
+                None,
+                &[],
+                &cert,
+                &mut alice.rng,
+            )
+            .unwrap()
+    };
+    assert!(typing(&mut alice).is_none());
+    set_contact_access_key(&alice.store, &BOB, &[7; 16]).unwrap();
+    let sent = typing(&mut alice).unwrap();
+    assert!(sent.is_sealed());
 }
 
 #[test]
@@ -1527,7 +1586,8 @@ fn franked_sends_open_their_commitment_and_the_report_verifies() {
     );
     assert!(!format!("{material:?}").contains("franked"));
 
-    // Ephemeral sends are never franked.
+    // Ephemeral sends are never franked (and go to another account only with its access key).
+    set_contact_access_key(&alice.store, &BOB, &[7; 16]).unwrap();
     let cert = alice.local.certificate(&alice.store, NOW).unwrap().unwrap();
     let typing = alice
         .local

@@ -29,6 +29,9 @@ use crate::store::{Backend, EncryptedStore};
 
 /// Most early sender keys kept (all groups together).
 pub const MAX_PENDING_SENDER_KEYS: usize = 1024;
+/// Most early sender keys kept from one contact account (all its devices and groups together),
+/// so one contact cannot take the room of [`MAX_PENDING_SENDER_KEYS`] from the others.
+pub const MAX_PENDING_SENDER_KEYS_PER_CONTACT: usize = 16;
 /// Most channel entries kept per group while their sender's key has not arrived.
 pub const MAX_PENDING_PER_GROUP: usize = 512;
 /// Epochs before the current one whose channels are still read (entries posted before a
@@ -851,14 +854,23 @@ pub(super) fn receive_sender_key<B: Backend>(
         if !later {
             return Ok(Applied::malformed("sender key for an old epoch"));
         }
-        if store.entries(PENDING_SENDER_KEYS)?.len() >= MAX_PENDING_SENDER_KEYS {
+        let key = early_key(&group, epoch, sender);
+        let pending = store.entries(PENDING_SENDER_KEYS)?;
+        // A key replacing one already kept takes no more room.
+        let others = || pending.iter().filter(|(k, _)| *k != key);
+        if others().count() >= MAX_PENDING_SENDER_KEYS {
             return Ok(Applied::malformed("too many early sender keys"));
         }
-        store.put(
-            PENDING_SENDER_KEYS,
-            &early_key(&group, epoch, sender),
-            distribution,
-        )?;
+        if others()
+            .filter(|(k, _)| early_key_sender(k) == Some(sender.account_id))
+            .count()
+            >= MAX_PENDING_SENDER_KEYS_PER_CONTACT
+        {
+            return Ok(Applied::malformed(
+                "too many early sender keys from this contact",
+            ));
+        }
+        store.put(PENDING_SENDER_KEYS, &key, distribution)?;
         return Ok(Applied::default());
     }
     let Some(state) = existing else {
@@ -884,6 +896,11 @@ fn early_key(group: &[u8; 16], epoch: u32, sender: &DeviceAddress) -> Vec<u8> {
     key.extend_from_slice(&sender.account_id);
     key.extend_from_slice(&sender.device_id.to_be_bytes());
     key
+}
+
+/// The sender account of an early key (any group); `None` for a malformed key.
+fn early_key_sender(key: &[u8]) -> Option<[u8; 16]> {
+    key.get(20..36)?.try_into().ok()
 }
 
 /// Applies the sender keys of `state`'s current epoch that arrived before its invite (from

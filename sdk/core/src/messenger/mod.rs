@@ -50,8 +50,9 @@ pub use contacts::{
 };
 pub use groups::{
     Channel, ChannelIndex, Epoch, GroupState, MAX_PENDING_PER_GROUP, MAX_PENDING_SENDER_KEYS,
-    active_group, channel_index, distribution_id, group, group_states, groups,
-    has_own_sender_session, open_entry, own_distribution, save_group, seal_entry,
+    MAX_PENDING_SENDER_KEYS_PER_CONTACT, active_group, channel_index, distribution_id, group,
+    group_states, groups, has_own_sender_session, open_entry, own_distribution, save_group,
+    seal_entry,
 };
 pub use messages::{conversations, history, message, timer};
 pub use outgoing::{MemberChange, Outgoing};

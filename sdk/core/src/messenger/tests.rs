@@ -1582,6 +1582,56 @@ fn early_sender_keys_are_capped() {
     );
 }
 
+/// One contact cannot fill the early sender keys' room: at most
+/// `MAX_PENDING_SENDER_KEYS_PER_CONTACT` are kept from it, and another contact's key is still
+/// kept after it was refused.
+#[test]
+fn early_sender_keys_are_capped_per_contact() {
+    let mut bob = Dev::new(BOB, 1);
+    let kept = |a: &Applied| !a.events.iter().any(|e| matches!(e, Event::Rejected { .. }));
+    let key_for = |group: [u8; 16], rng: &mut _| Content {
+        sent_at: NOW,
+        conversation: Conversation::Group(group),
+        body: Body::SenderKey {
+            epoch: 1,
+            distribution: GroupSenderSession::new(distribution_id(&group, 1), rng)
+                .distribution_message()
+                .to_bytes()
+                .to_vec(),
+        },
+    };
+    let groups: Vec<[u8; 16]> = (0..=MAX_PENDING_SENDER_KEYS_PER_CONTACT as u8)
+        .map(|n| [n + 1; 16])
+        .collect();
+    // Carol's devices 1 and 2 share one contact's room.
+    for (n, group) in groups[..MAX_PENDING_SENDER_KEYS_PER_CONTACT]
+        .iter()
+        .enumerate()
+    {
+        let device = 1 + (n % 2) as u32;
+        let content = key_for(*group, &mut bob.rng);
+        let applied = bob.receive(&DeviceAddress::new(CAROL, device), &content);
+        assert!(kept(&applied), "{n}: {:?}", applied.events);
+    }
+    let content = key_for(groups[MAX_PENDING_SENDER_KEYS_PER_CONTACT], &mut bob.rng);
+    let refused = bob.receive(&DeviceAddress::new(CAROL, 3), &content);
+    assert!(rejection(&refused).contains("from this contact"));
+    assert_eq!(
+        bob.store.entries(PENDING_SENDER_KEYS).unwrap().len(),
+        MAX_PENDING_SENDER_KEYS_PER_CONTACT
+    );
+    // A key Carol already has kept may be replaced.
+    let again = key_for(groups[0], &mut bob.rng);
+    assert!(kept(&bob.receive(&DeviceAddress::new(CAROL, 1), &again)));
+    // Another contact still gets its key kept.
+    let alices = key_for(groups[MAX_PENDING_SENDER_KEYS_PER_CONTACT], &mut bob.rng);
+    assert!(kept(&bob.receive(&DeviceAddress::new(ALICE, 1), &alices)));
+    assert_eq!(
+        bob.store.entries(PENDING_SENDER_KEYS).unwrap().len(),
+        MAX_PENDING_SENDER_KEYS_PER_CONTACT + 1
+    );
+}
+
 #[test]
 fn entries_wait_for_their_senders_key_and_are_released_when_it_arrives() {
     let mut alice = Dev::new(ALICE, 1);
