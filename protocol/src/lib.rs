@@ -28,5 +28,6 @@ pub mod frames;
 pub mod franking;
 pub mod group_change;
 pub mod padding;
+pub mod prekeys;
 pub mod provisioning;
 pub mod vault;

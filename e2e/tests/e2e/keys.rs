@@ -12,7 +12,10 @@ use base64::engine::general_purpose::STANDARD;
 use haven_relay::db::Store;
 use haven_relay::ids::Id;
 use haven_relay::settings::Settings;
-use haven_sdk::prekeys::{KemPreKey, KemPreKeyKind, OneTimePreKey, PreKeyBundle, SignedPreKey};
+use haven_sdk::prekeys::{
+    KEY_TYPE_X25519, KemPreKey, KemPreKeyKind, OneTimePreKey, PreKeyBundle, SignedPreKey,
+    prekey_signature_message,
+};
 use haven_sdk::{IdentityKeyPair, SenderCertificate};
 use haven_testkit::harness::{Api as _, Harness, Rows, Tokens, b64, key_directory_settings};
 use rand_chacha::ChaCha20Rng;
@@ -74,7 +77,9 @@ fn upload_body(k: &DeviceKeys) -> Value {
                           "signature": b64(k.signed.signature())},
         "last_resort_kem_prekey": kem_json(&k.last_resort),
         "one_time_prekeys": k.one_time.iter()
-            .map(|o| json!({"key_id": o.id(), "public_key": b64(o.public().as_bytes())}))
+            .map(|o| json!({"key_id": o.id(), "public_key": b64(o.public().as_bytes()),
+                            "signature": b64(&k.identity.sign(&prekey_signature_message(
+                                k.identity.public(), KEY_TYPE_X25519, o.id(), o.public().as_bytes())))}))
             .collect::<Vec<_>>(),
         "one_time_kem_prekeys": k.kem.iter().map(kem_json).collect::<Vec<_>>(),
     })
@@ -151,13 +156,29 @@ async fn key_directory_upload_claim_digest<S: Store + Rows>(h: Harness<S>) {
             .collect(),
     );
     let mut unknown = upload_body(&k);
-    unknown["one_time_prekeys"][0]["signature"] = json!(b64(&[0u8; 64]));
+    unknown["one_time_prekeys"][0]["expires"] = json!(5);
+    // Keys the device did not sign (a stolen token's junk): refused, nothing stored.
+    let mut junk = upload_body(&k);
+    junk["one_time_prekeys"][0]["signature"] = json!(b64(&[0u8; 64]));
+    let mut unsigned = upload_body(&k);
+    unsigned["one_time_prekeys"][1]
+        .as_object_mut()
+        .unwrap()
+        .remove("signature");
+    let mut swapped = upload_body(&k);
+    swapped["signed_prekey"]["key_id"] = json!(8);
+    let mut foreign = upload_body(&sdk_keys(2, 3, 2));
+    foreign["registration_id"] = json!(4242);
     for (body, code) in [
         (bad_len, "invalid_length"),
         (bad_kem, "invalid_length"),
         (dup, "duplicate_key_id"),
         (many, "too_many_keys"),
         (unknown, "invalid_json"),
+        (junk, "invalid_signature"),
+        (unsigned, "invalid_signature"),
+        (swapped, "invalid_signature"),
+        (foreign, "invalid_signature"),
     ] {
         h.put_as("/v1/keys", body, &bob)
             .await
@@ -459,8 +480,18 @@ async fn unlink_and_account_deletion_purge_keys_and_mail<S: Store + Rows>(h: Har
     let alice = h.register(None, PASSWORD).await;
     let k = sdk_keys(7, 2, 2);
     let bob = register_sdk(&h, &k).await;
-    let bob2 = h.add_device(&bob, PASSWORD).await;
     let k2 = sdk_keys(8, 2, 2);
+    // The second device has its own SDK identity: the relay takes only keys a device signed.
+    let bob2 = Tokens::from_json(
+        &h.try_login(
+            json!({ "account_id": bob.account_id }),
+            PASSWORD,
+            json!({ "device": { "identity_key": b64(&k2.identity.public().to_bytes()) } }),
+        )
+        .await
+        .expect(StatusCode::OK)
+        .body,
+    );
     for t in [&bob, &bob2] {
         let keys = if t.device_number == 1 { &k } else { &k2 };
         h.put_as("/v1/keys", upload_body(keys), t)

@@ -18,7 +18,7 @@ pub struct SignedKeyBody {
     pub signature: String,
 }
 
-/// An unsigned one-time X25519 prekey.
+/// A one-time X25519 prekey.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
@@ -27,6 +27,10 @@ pub struct OneTimeKeyBody {
     pub key_id: u32,
     /// Public key, base64 (32 bytes).
     pub public_key: String,
+    /// Identity signature, base64 (64 bytes, PROTOCOL.md §2.1): required in an upload (the
+    /// relay checks it and keeps no copy); absent from claimed bundles.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<String>,
 }
 
 /// Body of `PUT /v1/keys`.

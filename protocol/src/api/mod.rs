@@ -148,6 +148,7 @@ mod tests {
             one_time_prekeys: vec![OneTimeKeyBody {
                 key_id: 100,
                 public_key: "OPK".into(),
+                signature: Some("OSIG".into()),
             }],
             one_time_kem_prekeys: Vec::new(),
         };
@@ -155,7 +156,7 @@ mod tests {
             serde_json::to_value(&first).unwrap(),
             json!({"registration_id": 4242,
                    "signed_prekey": {"key_id": 7, "public_key": "SPK", "signature": "SIG"},
-                   "one_time_prekeys": [{"key_id": 100, "public_key": "OPK"}]})
+                   "one_time_prekeys": [{"key_id": 100, "public_key": "OPK", "signature": "OSIG"}]})
         );
         assert_eq!(
             serde_json::to_string(&KeyUploadRequest::default()).unwrap(),

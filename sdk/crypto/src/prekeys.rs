@@ -24,12 +24,9 @@ pub const KEM_PUBLIC_KEY_LEN: usize = 1568;
 pub const KEM_CIPHERTEXT_LEN: usize = 1568;
 /// Length of an ML-KEM seed (`d || z`), the stored form of a decapsulation key.
 pub const KEM_SEED_LEN: usize = 64;
-/// Type byte for X25519 public keys inside prekey signatures.
-pub const KEY_TYPE_X25519: u8 = 0x01;
-/// Type byte for ML-KEM-1024 encapsulation keys inside prekey signatures.
-pub const KEY_TYPE_ML_KEM_1024: u8 = 0x02;
-/// Domain-separation prefix of every prekey signature.
-pub const PREKEY_SIGNATURE_CONTEXT: &[u8] = b"Haven_PreKeySignature_v1";
+pub use haven_protocol::prekeys::{
+    KEY_TYPE_ML_KEM_1024, KEY_TYPE_X25519, PREKEY_SIGNATURE_CONTEXT,
+};
 /// Version byte of the bundle encoding.
 const BUNDLE_VERSION: u8 = 0x01;
 /// Type byte of the bundle encoding.
@@ -72,9 +69,8 @@ pub enum PreKeyError {
     },
 }
 
-/// The byte string a prekey signature covers:
-/// `"Haven_PreKeySignature_v1" || IK (64) || type || id || public_key`. Including the whole
-/// identity key binds its X25519 half (which nothing else signs) to the Ed25519 half.
+/// The byte string a prekey signature covers (PROTOCOL §2.1), for `identity`:
+/// [`haven_protocol::prekeys::prekey_signature_message`].
 #[must_use]
 pub fn prekey_signature_message(
     identity: &IdentityKey,
@@ -82,13 +78,12 @@ pub fn prekey_signature_message(
     id: u32,
     public_key: &[u8],
 ) -> Vec<u8> {
-    let mut m = Vec::with_capacity(PREKEY_SIGNATURE_CONTEXT.len() + 69 + public_key.len());
-    m.extend_from_slice(PREKEY_SIGNATURE_CONTEXT);
-    m.extend_from_slice(&identity.to_bytes());
-    m.push(key_type);
-    m.extend_from_slice(&id.to_be_bytes());
-    m.extend_from_slice(public_key);
-    m
+    haven_protocol::prekeys::prekey_signature_message(
+        &identity.to_bytes(),
+        key_type,
+        id,
+        public_key,
+    )
 }
 
 /// A signed X25519 prekey with its private half (kept by the owner).

@@ -6,10 +6,12 @@ use std::time::Duration;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use ed25519_dalek::{Signature, VerifyingKey};
 use haven_protocol::api::keys::{
     BundleBody, BundlesResponse, KeyCountsResponse, KeyDigestResponse, KeyUploadRequest,
     OneTimeKeyBody, SignedKeyBody,
 };
+use haven_protocol::prekeys::{KEY_TYPE_ML_KEM_1024, KEY_TYPE_X25519, prekey_signature_message};
 use haven_ratelimit::Quota;
 use sha2::{Digest as _, Sha256};
 
@@ -124,11 +126,79 @@ fn validate_upload(req: &KeyUploadRequest, max_per_upload: usize) -> Result<KeyU
     })
 }
 
+/// Checks every key of an upload against the uploading device's identity key (PROTOCOL.md
+/// §2.1): the signed prekey, the last-resort and one-time KEM prekeys, and the one-time X25519
+/// prekeys, whose signatures are required in an upload but not kept. 400 `invalid_signature`
+/// for a missing or wrong one; nothing is stored then.
+fn verify_upload(
+    identity: &[u8],
+    req: &KeyUploadRequest,
+    upload: &KeyUpload,
+) -> Result<(), AppError> {
+    let refuse = |field: &str, id: u32| {
+        AppError::bad_request(
+            "invalid_signature",
+            format!("{field}: key {id} is not signed by this device's identity key"),
+        )
+    };
+    let ik: Option<[u8; IDENTITY_KEY_LEN]> = identity.try_into().ok();
+    let verifying = ik.and_then(|ik| {
+        let ed: [u8; 32] = ik[..32].try_into().ok()?;
+        VerifyingKey::from_bytes(&ed).ok().map(|vk| (ik, vk))
+    });
+    let check = |field: &str, key_type: u8, id: u32, public: &[u8], signature: &[u8]| {
+        let (ik, vk) = verifying.as_ref().ok_or_else(|| refuse(field, id))?;
+        let sig = Signature::from_slice(signature).map_err(|_| refuse(field, id))?;
+        vk.verify_strict(&prekey_signature_message(ik, key_type, id, public), &sig)
+            .map_err(|_| refuse(field, id))
+    };
+    for (field, key_type, key) in [
+        (
+            "signed_prekey",
+            KEY_TYPE_X25519,
+            upload.signed_prekey.as_ref(),
+        ),
+        (
+            "last_resort_kem_prekey",
+            KEY_TYPE_ML_KEM_1024,
+            upload.last_resort_kem_prekey.as_ref(),
+        ),
+    ] {
+        if let Some(k) = key {
+            check(field, key_type, k.key_id, &k.public_key, &k.signature)?;
+        }
+    }
+    for k in &upload.one_time_kem_prekeys {
+        check(
+            "one_time_kem_prekeys",
+            KEY_TYPE_ML_KEM_1024,
+            k.key_id,
+            &k.public_key,
+            &k.signature,
+        )?;
+    }
+    for (body, k) in req.one_time_prekeys.iter().zip(&upload.one_time_prekeys) {
+        let signature = body
+            .signature
+            .as_deref()
+            .ok_or_else(|| refuse("one_time_prekeys", k.key_id))?;
+        let signature = exact("one_time_prekeys", signature, SIGNATURE_LEN)?;
+        check(
+            "one_time_prekeys",
+            KEY_TYPE_X25519,
+            k.key_id,
+            &k.public_key,
+            &signature,
+        )?;
+    }
+    Ok(())
+}
+
 /// Uploads or replaces the device's prekeys.
 #[utoipa::path(put, path = "/v1/keys", tag = "keys", security(("bearer" = [])),
     request_body = KeyUploadRequest,
     responses((status = 204, description = "stored"),
-              (status = 400, description = "malformed input, `missing_base_keys`, `duplicate_key_id`, `too_many_keys`", body = ErrorBody),
+              (status = 400, description = "malformed input, `missing_base_keys`, `duplicate_key_id`, `too_many_keys`, `invalid_signature`", body = ErrorBody),
               (status = 401, description = "no valid session", body = ErrorBody),
               (status = 409, description = "`key_id_taken` or `key_limit`", body = ErrorBody),
               (status = 429, description = "`rate_limited`: over `keys.uploads_per_hour` for this device", body = ErrorBody)))]
@@ -139,7 +209,16 @@ pub async fn upload<S: Store>(
 ) -> Result<StatusCode, AppError> {
     let keys = &state.settings().keys;
     let upload = validate_upload(&req, keys.max_one_time_per_upload)?;
-    let device = session_device(&state, &session).await?;
+    let record = state
+        .store()
+        .device(&session.account, &session.device)
+        .await?
+        .ok_or_else(|| {
+            AppError::unauthorized("session_revoked", "this session is no longer valid")
+        })?;
+    // Only keys this device signed are stored: a stolen access token cannot add junk.
+    verify_upload(&record.identity_key, &req, &upload)?;
+    let device = record.number;
     // A stolen access token can add at most `max_one_time_per_upload` keys per upload, this
     // many uploads an hour, and never more than the per-device stock.
     crate::limits::hit_shared(
@@ -303,6 +382,7 @@ fn bundle_body(identity_key: &[u8], device: u32, c: &ClaimedKeys) -> BundleBody 
         one_time_prekey: c.one_time_prekey.as_ref().map(|k| OneTimeKeyBody {
             key_id: k.key_id,
             public_key: b64(&k.public_key),
+            signature: None,
         }),
         kem_prekey: signed_body(kem),
         kem_prekey_last_resort: c.one_time_kem_prekey.is_none(),

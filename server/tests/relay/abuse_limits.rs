@@ -8,6 +8,8 @@ use crate::common::Api as _;
 use crate::common::{Harness, Rows, Tokens, b64};
 
 use axum::http::StatusCode;
+use ed25519_dalek::{Signer as _, SigningKey};
+use haven_protocol::prekeys::{KEY_TYPE_ML_KEM_1024, KEY_TYPE_X25519, prekey_signature_message};
 use haven_relay::db::Store;
 use haven_relay::ids::Id;
 use haven_relay::settings::Settings;
@@ -28,6 +30,7 @@ common::on_both_backends!(
     settings = super::settings;
     one_sender_cannot_flood_another_accounts_mailbox,
     prekey_uploads_are_rate_limited_per_device,
+    junk_prekeys_are_refused,
 );
 
 async fn one_sender_cannot_flood_another_accounts_mailbox<S: Store + Rows>(h: Harness<S>) {
@@ -74,12 +77,31 @@ async fn one_sender_cannot_flood_another_accounts_mailbox<S: Store + Rows>(h: Ha
     assert_eq!(h.store.rows("envelopes").await, 6);
 }
 
-fn upload(first_id: u32, n: u32) -> Value {
+/// A device identity as the SDK makes it (Ed25519 || X25519), with its signing half.
+fn identity(seed: u8) -> (SigningKey, [u8; 64]) {
+    let signing = SigningKey::from_bytes(&[seed; 32]);
+    let mut ik = [seed; 64];
+    ik[..32].copy_from_slice(signing.verifying_key().as_bytes());
+    (signing, ik)
+}
+
+/// An upload whose every key is signed by `id` (PROTOCOL.md §2.1), as a device makes it.
+fn upload(id: &(SigningKey, [u8; 64]), first_id: u32, n: u32) -> Value {
+    let (signing, ik) = id;
+    let sign = |kind: u8, key_id: u32, public: &[u8]| {
+        b64(&signing
+            .sign(&prekey_signature_message(ik, kind, key_id, public))
+            .to_bytes())
+    };
     json!({
         "registration_id": 7,
-        "signed_prekey": {"key_id": first_id, "public_key": b64(&[1u8; 32]), "signature": b64(&[2u8; 64])},
-        "last_resort_kem_prekey": {"key_id": first_id, "public_key": b64(&[3u8; 1568]), "signature": b64(&[4u8; 64])},
-        "one_time_prekeys": (0..n).map(|i| json!({"key_id": first_id + i, "public_key": b64(&[5u8; 32])})).collect::<Vec<_>>(),
+        "signed_prekey": {"key_id": first_id, "public_key": b64(&[1u8; 32]),
+                          "signature": sign(KEY_TYPE_X25519, first_id, &[1u8; 32])},
+        "last_resort_kem_prekey": {"key_id": first_id, "public_key": b64(&[3u8; 1568]),
+                                   "signature": sign(KEY_TYPE_ML_KEM_1024, first_id, &[3u8; 1568])},
+        "one_time_prekeys": (0..n).map(|i| json!({"key_id": first_id + i, "public_key": b64(&[5u8; 32]),
+                                                  "signature": sign(KEY_TYPE_X25519, first_id + i, &[5u8; 32])}))
+            .collect::<Vec<_>>(),
     })
 }
 
@@ -91,26 +113,84 @@ async fn counts<S: Store>(h: &Harness<S>, t: &Tokens) -> Value {
 }
 
 async fn prekey_uploads_are_rate_limited_per_device<S: Store + Rows>(h: Harness<S>) {
-    let alice = h.register(None, PASSWORD).await;
-    let alice2 = h.add_device(&alice, PASSWORD).await;
+    let (a1, a2) = (identity(11), identity(12));
+    let alice = Tokens::from_json(
+        &h.try_register_with_key(None, PASSWORD, &a1.1)
+            .await
+            .expect(StatusCode::CREATED)
+            .body,
+    );
+    let alice2 = Tokens::from_json(
+        &h.try_login(
+            json!({ "account_id": alice.account_id }),
+            PASSWORD,
+            json!({ "device": { "identity_key": b64(&a2.1) } }),
+        )
+        .await
+        .expect(StatusCode::OK)
+        .body,
+    );
     for i in 0..3u32 {
-        h.put_as("/v1/keys", upload(100 * (i + 1), 2), &alice)
+        h.put_as("/v1/keys", upload(&a1, 100 * (i + 1), 2), &alice)
             .await
             .expect(StatusCode::NO_CONTENT);
     }
     assert_eq!(counts(&h, &alice).await["one_time_prekeys"], 6);
     // A fourth upload within the hour: 429, nothing of it stored.
-    h.put_as("/v1/keys", upload(900, 5), &alice)
+    h.put_as("/v1/keys", upload(&a1, 900, 5), &alice)
         .await
         .expect_error(StatusCode::TOO_MANY_REQUESTS, "rate_limited");
     assert_eq!(counts(&h, &alice).await["one_time_prekeys"], 6);
     // Per device: the account's other device still uploads.
-    h.put_as("/v1/keys", upload(100, 2), &alice2)
+    h.put_as("/v1/keys", upload(&a2, 100, 2), &alice2)
         .await
         .expect(StatusCode::NO_CONTENT);
     assert_eq!(counts(&h, &alice2).await["one_time_prekeys"], 2);
     // An upload over the per-upload bound (20 in these settings) is refused before it counts.
-    h.put_as("/v1/keys", upload(500, 21), &alice2)
+    h.put_as("/v1/keys", upload(&a2, 500, 21), &alice2)
         .await
         .expect_error(StatusCode::BAD_REQUEST, "too_many_keys");
+}
+
+/// A thief of a device's access token cannot store keys the device did not sign: keys signed by
+/// another identity, or junk, are refused and nothing of the upload is stored (PROTOCOL.md
+/// §11.11).
+async fn junk_prekeys_are_refused<S: Store + Rows>(h: Harness<S>) {
+    let (mine, other) = (identity(21), identity(22));
+    let t = Tokens::from_json(
+        &h.try_register_with_key(None, PASSWORD, &mine.1)
+            .await
+            .expect(StatusCode::CREATED)
+            .body,
+    );
+    // Signed by another identity (every key well formed).
+    h.put_as("/v1/keys", upload(&other, 100, 3), &t)
+        .await
+        .expect_error(StatusCode::BAD_REQUEST, "invalid_signature");
+    // The device's own upload with one junk one-time key, or one without its signature.
+    let mut junk = upload(&mine, 100, 3);
+    junk["one_time_prekeys"][2]["public_key"] = json!(b64(&[6u8; 32]));
+    h.put_as("/v1/keys", junk, &t)
+        .await
+        .expect_error(StatusCode::BAD_REQUEST, "invalid_signature");
+    let mut unsigned = upload(&mine, 100, 3);
+    unsigned["one_time_prekeys"][0]
+        .as_object_mut()
+        .unwrap()
+        .remove("signature");
+    h.put_as("/v1/keys", unsigned, &t)
+        .await
+        .expect_error(StatusCode::BAD_REQUEST, "invalid_signature");
+    let mut kem = upload(&mine, 100, 3);
+    kem["last_resort_kem_prekey"]["public_key"] = json!(b64(&[7u8; 1568]));
+    h.put_as("/v1/keys", kem, &t)
+        .await
+        .expect_error(StatusCode::BAD_REQUEST, "invalid_signature");
+    assert_eq!(h.store.rows("one_time_prekeys").await, 0);
+    assert_eq!(h.store.rows("device_keys").await, 0);
+    // The device's own keys are stored.
+    h.put_as("/v1/keys", upload(&mine, 100, 3), &t)
+        .await
+        .expect(StatusCode::NO_CONTENT);
+    assert_eq!(counts(&h, &t).await["one_time_prekeys"], 3);
 }

@@ -21,7 +21,8 @@ use haven_protocol::api::keys::{
 };
 use haven_sdk::identity::IdentityKeyPair;
 use haven_sdk::prekeys::{
-    KemPreKey, KemPreKeyKind, OneTimePreKey, SignedPreKey, SignedPreKeyPolicy,
+    KEY_TYPE_X25519, KemPreKey, KemPreKeyKind, OneTimePreKey, SignedPreKey, SignedPreKeyPolicy,
+    prekey_signature_message,
 };
 use haven_sdk::store::{IdentityStore, PreKeyStore};
 use rand_core::CryptoRng;
@@ -78,9 +79,18 @@ fn one_time_batch<B: Backend, R: CryptoRng + ?Sized>(
     let mut kems = Vec::new();
     for i in 0..PREKEY_BATCH {
         let k = OneTimePreKey::generate(first.wrapping_add(i), rng);
+        // Signed, so the relay stores only keys this device made (a stolen access token cannot
+        // fill the pool with junk, PROTOCOL §11.11); the signature is not kept or served.
+        let signature = identity.sign(&prekey_signature_message(
+            identity.public(),
+            KEY_TYPE_X25519,
+            k.id(),
+            k.public().as_bytes(),
+        ));
         otpks.push(OneTimeKeyBody {
             key_id: k.id(),
             public_key: STANDARD.encode(k.public().as_bytes()),
+            signature: Some(STANDARD.encode(signature)),
         });
         store.save_one_time_prekey(k)?;
         let q = KemPreKey::generate(
