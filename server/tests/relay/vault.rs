@@ -837,49 +837,60 @@ mod migration {
         assert_eq!(store.vault_usage(&account).await.unwrap().bytes, 4 * one);
     }
 
+    /// Old rows written straight into an engine's tables (three revisions of the bundle, as
+    /// before the migration), then that engine's migration run on them: `$store` is the store
+    /// (its `pool()` is the engine's pool), `$migration` the migration file.
+    macro_rules! drops_the_stored_bundle_history {
+        ($store:expr, $migration:literal) => {{
+            let store = $store;
+            let pool = store.pool().clone();
+            let (account, bundle, other) = old_rows(&store, async |a, c, rev, b| {
+                sqlx::query(
+                    "INSERT INTO vault_revisions (account_id, collection_id, item_id, revision, \
+                     body, meta, size_bytes, created_at) VALUES ($1, $2, $2, $3, $4, $4, $5, 1)",
+                )
+                .bind(a)
+                .bind(c)
+                .bind(rev)
+                .bind(b)
+                .bind(2 * b.len() as i64)
+                .execute(&pool)
+                .await
+                .unwrap();
+                sqlx::query(
+                    "UPDATE vault_accounts SET byte_count = byte_count + $2 WHERE account_id = $1",
+                )
+                .bind(a)
+                .bind(2 * b.len() as i64)
+                .execute(&pool)
+                .await
+                .unwrap();
+            })
+            .await;
+            assert_eq!(
+                store
+                    .vault_history(&bundle, 0, 10)
+                    .await
+                    .unwrap()
+                    .unwrap()
+                    .len(),
+                3
+            );
+            sqlx::raw_sql(include_str!($migration))
+                .execute(&pool)
+                .await
+                .unwrap();
+            check(&store, account, bundle, other).await;
+        }};
+    }
+
     #[tokio::test]
     async fn sqlite_drops_the_stored_bundle_history() {
         let (store, _guard) = common::sqlite_store().await.unwrap();
-        let pool = store.pool().clone();
-        let (account, bundle, other) = old_rows(&store, async |a, c, rev, b| {
-            sqlx::query(
-                "INSERT INTO vault_revisions (account_id, collection_id, item_id, revision, \
-                 body, meta, size_bytes, created_at) VALUES ($1, $2, $2, $3, $4, $4, $5, 1)",
-            )
-            .bind(a)
-            .bind(c)
-            .bind(rev)
-            .bind(b)
-            .bind(2 * b.len() as i64)
-            .execute(&pool)
-            .await
-            .unwrap();
-            sqlx::query(
-                "UPDATE vault_accounts SET byte_count = byte_count + $2 WHERE account_id = $1",
-            )
-            .bind(a)
-            .bind(2 * b.len() as i64)
-            .execute(&pool)
-            .await
-            .unwrap();
-        })
-        .await;
-        assert_eq!(
-            store
-                .vault_history(&bundle, 0, 10)
-                .await
-                .unwrap()
-                .unwrap()
-                .len(),
-            3
-        );
-        sqlx::raw_sql(include_str!(
+        drops_the_stored_bundle_history!(
+            store,
             "../../../migrations/sqlite/0014_vault_bundle_history.sql"
-        ))
-        .execute(&pool)
-        .await
-        .unwrap();
-        check(&store, account, bundle, other).await;
+        );
     }
 
     #[tokio::test]
@@ -887,45 +898,9 @@ mod migration {
         let Some((store, _guard)) = common::pg_store().await else {
             return;
         };
-        let pool = store.pool().clone();
-        let (account, bundle, other) = old_rows(&store, async |a, c, rev, b| {
-            sqlx::query(
-                "INSERT INTO vault_revisions (account_id, collection_id, item_id, revision, \
-                 body, meta, size_bytes, created_at) VALUES ($1, $2, $2, $3, $4, $4, $5, 1)",
-            )
-            .bind(a)
-            .bind(c)
-            .bind(rev)
-            .bind(b)
-            .bind(2 * b.len() as i64)
-            .execute(&pool)
-            .await
-            .unwrap();
-            sqlx::query(
-                "UPDATE vault_accounts SET byte_count = byte_count + $2 WHERE account_id = $1",
-            )
-            .bind(a)
-            .bind(2 * b.len() as i64)
-            .execute(&pool)
-            .await
-            .unwrap();
-        })
-        .await;
-        assert_eq!(
-            store
-                .vault_history(&bundle, 0, 10)
-                .await
-                .unwrap()
-                .unwrap()
-                .len(),
-            3
-        );
-        sqlx::raw_sql(include_str!(
+        drops_the_stored_bundle_history!(
+            store,
             "../../../migrations/postgres/0014_vault_bundle_history.sql"
-        ))
-        .execute(&pool)
-        .await
-        .unwrap();
-        check(&store, account, bundle, other).await;
+        );
     }
 }
