@@ -6,6 +6,7 @@ import init, * as wasm from "/pkg/haven_wasm.js";
 import { HavenClient, HavenMessenger, direct, group } from "/js/haven-client.js";
 import { idbGet, idbPut } from "./idb.js";
 import { attachmentView, wireAttachForm } from "./attach.js";
+import { describeWake, enablePush, onWake, pushSupported } from "./push.js";
 
 const $ = (id) => document.getElementById(id);
 const el = (tag, props = {}, ...children) => {
@@ -221,8 +222,23 @@ async function start(c) {
   renderLists();
   messenger.start();
   $("account-tools").hidden = false;
+  if (pushSupported()) {
+    // Wake-ups the service worker passes on: catch up now, show what came (no content).
+    onWake(client, messenger, (summary, e) => {
+      $("push-status").textContent = summary ? describeWake(summary) : `wake-up failed: ${e.message}`;
+      if (summary) { renderLists(); render(); }
+    });
+  } else {
+    $("enable-push").disabled = true;
+  }
   document.body.dataset.state = "ready";
 }
+
+$("enable-push").onclick = () => guard(async () => {
+  const { id } = await enablePush(client);
+  const listed = await client.pushEndpoints();
+  $("push-status").textContent = `push endpoint ${id.slice(0, 8)} registered (${listed.length} on the relay)`;
+});
 
 async function register() {
   showError(null);

@@ -118,7 +118,9 @@ impl From<RelayError> for HavenError {
             RelayError::NotLoggedIn => Self::SessionRevoked("not logged in".into()),
             RelayError::Transport(t) => Self::Network(t.to_string()),
             RelayError::InvalidResponse(r) => Self::Protocol(format!("relay answer: {r}")),
-            RelayError::InvalidId(_) => Self::InvalidInput(e.to_string()),
+            RelayError::InvalidId(_) | RelayError::InvalidPushEndpoint(_) => {
+                Self::InvalidInput(e.to_string())
+            }
             RelayError::Refused { code, message, .. } => match code.as_str() {
                 "invalid_credentials" => Self::WrongPassword,
                 "totp_required" => Self::TotpRequired,

@@ -16,8 +16,8 @@ use crate::error::HavenError;
 use crate::key::StorageKey;
 use crate::runtime;
 use crate::types::{
-    Contact, Conversation, Event, GroupInfo, Message, ReceiptPolicy, ReportReceipt, SafetyNumber,
-    parse_id,
+    Contact, Conversation, Event, GroupInfo, Message, PushEndpoint, ReceiptPolicy, ReportReceipt,
+    SafetyNumber, WakeSummary, parse_id,
 };
 
 /// Receives the messenger's events once [`Messenger::start`] was called with it.
@@ -911,6 +911,112 @@ impl Messenger {
         runtime::run(async move {
             let n = core.sync().await?;
             Ok(u32::try_from(n).unwrap_or(u32::MAX))
+        })
+        .await
+    }
+
+    /// The relay's VAPID public key (base64url, no padding): the `applicationServerKey` a
+    /// browser subscribes with.
+    ///
+    /// # Errors
+    /// `Refused` (the relay sends no Web Push), `Network`, `Closed`.
+    pub async fn push_vapid_key(self: Arc<Self>) -> Result<String, HavenError> {
+        let core = self.core()?;
+        runtime::run(async move { Ok(core.device().relay().push_vapid_key().await?) }).await
+    }
+
+    /// Registers a Web Push subscription (its endpoint URL and its `p256dh` and `auth` keys,
+    /// base64url) for this device; returns the endpoint's id (the same one when registered
+    /// again).
+    ///
+    /// # Errors
+    /// `InvalidInput` (checked before anything is sent), `Refused`
+    /// (`too_many_push_endpoints`: at most 5 per device), `Network`, `Closed`.
+    pub async fn register_web_push(
+        self: Arc<Self>,
+        endpoint: String,
+        p256dh: String,
+        auth: String,
+    ) -> Result<String, HavenError> {
+        let core = self.core()?;
+        runtime::run(async move {
+            let relay = core.device().relay();
+            let id = relay.register_web_push(&endpoint, &p256dh, &auth).await?;
+            core.device().persist_session().await?;
+            Ok(id)
+        })
+        .await
+    }
+
+    /// Registers this device's key at a push gateway: `app_id` is the app's id at the relay's
+    /// gateway, `pushkey` the APNs device token or FCM registration token. Returns the
+    /// endpoint's id (the same one when registered again).
+    ///
+    /// # Errors
+    /// `InvalidInput`, `Refused` (`too_many_push_endpoints`, `push_gateway_not_configured`),
+    /// `Network`, `Closed`.
+    pub async fn register_gateway_push(
+        self: Arc<Self>,
+        app_id: String,
+        pushkey: String,
+    ) -> Result<String, HavenError> {
+        let core = self.core()?;
+        runtime::run(async move {
+            let id = core
+                .device()
+                .relay()
+                .register_gateway_push(&app_id, &pushkey)
+                .await?;
+            core.device().persist_session().await?;
+            Ok(id)
+        })
+        .await
+    }
+
+    /// This device's push endpoints.
+    ///
+    /// # Errors
+    /// `Network`, `SessionRevoked`, `Closed`.
+    pub async fn push_endpoints(self: Arc<Self>) -> Result<Vec<PushEndpoint>, HavenError> {
+        let core = self.core()?;
+        runtime::run(async move {
+            let list = core.device().relay().push_endpoints().await?;
+            Ok(list.into_iter().map(PushEndpoint::from).collect())
+        })
+        .await
+    }
+
+    /// Removes one of this device's push endpoints.
+    ///
+    /// # Errors
+    /// `InvalidInput` (not an id), `Refused` (not found), `Network`, `Closed`.
+    pub async fn remove_push_endpoint(self: Arc<Self>, id: String) -> Result<(), HavenError> {
+        let core = self.core()?;
+        runtime::run(async move { Ok(core.device().relay().remove_push_endpoint(&id).await?) })
+            .await
+    }
+
+    /// Handles a push wake-up, from the app's push handler: fetches what is waiting, processes
+    /// it (decrypt, store, delivery receipts per the policy), acknowledges it and returns what
+    /// it found, for a local notification, within `budget_ms` (0: the default, 25 s; iOS gives
+    /// a handler about 30 s). Safe while [`Messenger::start`] is connected and when called
+    /// twice: each message is processed once. Events are delivered as usual.
+    ///
+    /// # Errors
+    /// `Network`, `SessionRevoked`, `Closed`.
+    pub async fn handle_wake_up(
+        self: Arc<Self>,
+        budget_ms: u64,
+    ) -> Result<WakeSummary, HavenError> {
+        let core = self.core()?;
+        let budget = if budget_ms == 0 {
+            haven_client::messenger::WAKE_BUDGET_MS
+        } else {
+            budget_ms
+        };
+        runtime::run(async move {
+            let summary = core.handle_wake_up(Duration::from_millis(budget)).await?;
+            Ok(WakeSummary::from(summary))
         })
         .await
     }

@@ -740,3 +740,52 @@ mod tests {
         assert_eq!(Conversation::from(c.parse().unwrap()), c);
     }
 }
+
+/// One of this device's push endpoints on the relay (nothing of its address is given back).
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct PushEndpoint {
+    /// Its id (base64url), for [`crate::Messenger::remove_push_endpoint`].
+    pub id: String,
+    /// `web_push` or `gateway`.
+    pub kind: String,
+    /// When it was registered, Unix seconds.
+    pub created_at: i64,
+}
+
+impl From<haven_client::push::PushEndpointBody> for PushEndpoint {
+    fn from(e: haven_client::push::PushEndpointBody) -> Self {
+        Self {
+            id: e.id,
+            kind: e.kind,
+            created_at: e.created_at,
+        }
+    }
+}
+
+/// What [`crate::Messenger::handle_wake_up`] processed: for a local notification ("3 new
+/// messages in 2 conversations"); the relay learns nothing of it.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct WakeSummary {
+    /// Envelopes fetched and processed.
+    pub envelopes: u32,
+    /// New messages from other accounts.
+    pub messages: u32,
+    /// Their conversations, each once.
+    pub conversations: Vec<Conversation>,
+    /// Whether everything waiting was fetched within the budget (the rest waits on the relay).
+    pub complete: bool,
+    /// When (Unix ms) the next delayed delivery receipt is due, if one is still queued.
+    pub next_task_due_ms: Option<u64>,
+}
+
+impl From<haven_client::WakeSummary> for WakeSummary {
+    fn from(s: haven_client::WakeSummary) -> Self {
+        Self {
+            envelopes: s.envelopes,
+            messages: s.messages,
+            conversations: s.conversations.into_iter().map(Conversation::from).collect(),
+            complete: s.complete,
+            next_task_due_ms: s.next_task_due_ms,
+        }
+    }
+}

@@ -2,7 +2,7 @@
 // package that `wasm-bindgen` generates (haven_wasm.d.ts).
 import type {
   WebDevice, WebMessenger, Action, Contact, Conversation, Delivery, Group, GroupInvites,
-  GroupSend, HavenEvent, Message, ReceiptPolicy, Received, SafetyNumber,
+  GroupSend, HavenEvent, Message, ReceiptPolicy, Received, SafetyNumber, WakeSummary,
 } from "./pkg/haven_wasm.js";
 
 export declare class RelayError extends Error {
@@ -66,6 +66,16 @@ export declare class HavenClient {
   logout(): Promise<void>;
   logoutEverywhere(): Promise<void>;
   /** The account's devices on the relay (`current` marks this one). */
+  /** The relay's VAPID public key (base64url): `pushManager.subscribe`'s applicationServerKey. */
+  pushVapidKey(): Promise<string>;
+  /** Registers a Web Push subscription (checked first); resolves to the endpoint id. */
+  registerWebPush(subscription: PushSubscription | { endpoint: string; keys: { p256dh: string; auth: string } }): Promise<string>;
+  /** Registers this device's key at the relay's push gateway; resolves to the endpoint id. */
+  registerGatewayPush(appId: string, pushkey: string): Promise<string>;
+  /** This device's push endpoints. */
+  pushEndpoints(): Promise<{ id: string; kind: "web_push" | "gateway"; created_at: number }[]>;
+  /** Removes one of this device's push endpoints. */
+  removePushEndpoint(id: string): Promise<void>;
   devices(): Promise<{ device_id: string; device_number: number; identity_key: string; name?: string | null; created_at: number; current: boolean }[]>;
   /** Sets a device's name blob as given (the app encrypts it), or clears it with `null`. */
   renameDevice(deviceId: string, nameBytes: Uint8Array | null): Promise<void>;
@@ -165,6 +175,11 @@ export declare class HavenMessenger {
   pollGroups(): Promise<void>;
   /** Everything waiting, once over REST; the number of envelopes processed. */
   sync(): Promise<number>;
+  /**
+   * Handles a push wake-up: fetches, processes and acknowledges what is waiting within
+   * `budgetMs` (default 25 000) and resolves to what it found, for a local notification.
+   */
+  handleWakeUp(options?: { budgetMs?: number }): Promise<WakeSummary>;
   /** Keeps the WebSocket open (reconnecting) until `stop()`; returns at once. */
   start(): void;
   stop(): void;
@@ -172,6 +187,8 @@ export declare class HavenMessenger {
 }
 
 export declare function base64ToBytes(b64: string): Uint8Array;
+/** Bytes of a base64url text (with or without padding), e.g. the VAPID key. */
+export declare function base64UrlToBytes(text: string): Uint8Array;
 
 export { HavenDiary, DIARY_KDF } from "./haven-diary.js";
 export type { DiaryKdf } from "./haven-diary.js";

@@ -343,6 +343,43 @@ export class HavenClient {
     this.accessToken = null;
   }
 
+  // ---- push endpoints (PROTOCOL §18)
+
+  /**
+   * The relay's VAPID public key (base64url): the `applicationServerKey` for
+   * `pushManager.subscribe` (convert it with `base64UrlToBytes`).
+   */
+  async pushVapidKey() {
+    return (await this.call("GET", "/v1/push/vapid", null, false)).public_key;
+  }
+
+  /**
+   * Registers a Web Push subscription for this device: a `PushSubscription` or its `toJSON()`
+   * (`{endpoint, keys: {p256dh, auth}}`). Checked before anything is sent (`invalid_argument`);
+   * the same subscription again gets the same id. Resolves to the endpoint's id.
+   */
+  async registerWebPush(subscription) {
+    const json = typeof subscription?.toJSON === "function" ? subscription.toJSON() : subscription;
+    const body = this.wasm.pushWebPushRequest(json?.endpoint, json?.keys?.p256dh, json?.keys?.auth);
+    return (await this.call("POST", "/v1/push/endpoints", body)).id;
+  }
+
+  /** Registers this device's key at the relay's push gateway (`appId` there); resolves to its id. */
+  async registerGatewayPush(appId, pushkey) {
+    const body = this.wasm.pushGatewayRequest(appId, pushkey);
+    return (await this.call("POST", "/v1/push/endpoints", body)).id;
+  }
+
+  /** This device's push endpoints: `[{id, kind, created_at}]`. */
+  async pushEndpoints() {
+    return (await this.call("GET", "/v1/push/endpoints", null)).endpoints;
+  }
+
+  /** Removes one of this device's push endpoints. */
+  async removePushEndpoint(id) {
+    await this.call("DELETE", this.wasm.pushEndpointPath(id), null);
+  }
+
   /** The account's devices on the relay, oldest first (`current` marks this one). */
   async devices() {
     return (await this.call("GET", "/v1/devices", null)).devices;
@@ -557,6 +594,12 @@ export class HavenClient {
 }
 
 /** Reconnect delays: exponential from 250 ms to 30 s, each uniform in [0, ceiling] (full jitter). */
+/** Bytes of a base64url text (with or without padding): e.g. the VAPID key for `subscribe`. */
+export function base64UrlToBytes(text) {
+  const b64 = text.replace(/-/g, "+").replace(/_/g, "/");
+  return base64ToBytes(b64 + "=".repeat((4 - (b64.length % 4)) % 4));
+}
+
 const backoff = (attempt) => Math.random() * Math.min(30_000, 250 * 2 ** Math.min(attempt, 20));
 
 export class HavenMessenger {
@@ -578,6 +621,7 @@ export class HavenMessenger {
     this.wake = null;
     this.tasks = Promise.resolve(0);
     this.taskTimer = null;
+    this.waking = null;
   }
 
   /** Adds an event listener; returns the function that removes it. */
@@ -965,13 +1009,52 @@ export class HavenMessenger {
    * envelopes processed.
    */
   async sync() {
+    return (await this.catchUp(Infinity)).count;
+  }
+
+  /**
+   * Handles a push wake-up (PROTOCOL §13.4.2), e.g. when the service worker tells the page a
+   * push arrived: fetches what is waiting, processes it (decrypt, store, receipts per the
+   * policy), acknowledges it and resolves to a `WakeSummary` for a local notification
+   * (`{envelopes, messages, conversations, complete, nextTaskDueMs}`; the relay learns nothing
+   * of it). Stops at `budgetMs` (`complete: false`: the rest waits on the relay). Safe while
+   * `start()` is connected, and when called again before the last one ended (calls run one
+   * after the other): each message is processed once.
+   */
+  handleWakeUp({ budgetMs = this.wasm.wakeBudgetMs() } = {}) {
+    const run = () => this.wakeOnce(budgetMs);
+    this.waking = (this.waking ?? Promise.resolve()).then(run, run);
+    return this.waking;
+  }
+
+  async wakeOnce(budgetMs) {
+    const deadline = Date.now() + budgetMs;
+    this.m.beginWake();
+    let complete = false;
+    let timer;
+    try {
+      // The deadline is checked between envelopes; the timer is the hard stop for a request
+      // that hangs (what it processes later is still processed once).
+      const cutoff = new Promise((resolve) => { timer = setTimeout(() => resolve({ complete: false }), budgetMs + 1000); });
+      ({ complete } = await Promise.race([this.catchUp(deadline), cutoff]));
+    } finally {
+      clearTimeout(timer);
+    }
+    return this.m.endWake(complete, Date.now());
+  }
+
+  /** `sync`'s work until `deadline` (ms since the epoch): `{count, complete}`. */
+  async catchUp(deadline) {
     await this.runTasks();
     let after = 0;
     let count = 0;
+    let complete = true;
     for (;;) {
+      if (Date.now() >= deadline) { complete = false; break; }
       const page = await this.client.call("GET", `/v1/messages?after=${after}&limit=100`, null);
       const ids = [];
       for (const env of page.envelopes) {
+        if (Date.now() >= deadline) { complete = false; break; }
         after = Math.max(after, env.seq);
         const franking = env.franking
           ? { commitment: env.franking.commitment, stamp: env.franking.stamp, seq: env.seq, receivedAt: env.received_at }
@@ -981,12 +1064,12 @@ export class HavenMessenger {
         count++;
       }
       if (ids.length) await this.client.call("POST", "/v1/messages/ack", JSON.stringify({ message_ids: ids }));
-      if (!page.more || page.envelopes.length === 0) break;
+      if (!complete || !page.more || page.envelopes.length === 0) break;
     }
-    await this.pollGroups();
+    if (complete) await this.pollGroups();
     await this.runTasks();
-    await this.client.maintainKeys();
-    return count;
+    if (complete) await this.client.maintainKeys();
+    return { count, complete };
   }
 
   /**

@@ -175,6 +175,62 @@ pub fn ack_frame(
     lift(crate::frames::ack_frame(&ids))
 }
 
+/// The body of `POST /v1/push/endpoints` registering a browser's Web Push subscription
+/// (PROTOCOL §18): its `endpoint` and `keys.p256dh` / `keys.auth` as
+/// `PushSubscription.toJSON()` gives them (base64url). Checked first: a bad one throws
+/// `invalid_argument` naming the field, and nothing is sent.
+#[wasm_bindgen(js_name = pushWebPushRequest)]
+pub fn push_web_push_request(
+    #[wasm_bindgen(unchecked_param_type = "string")] endpoint: JsValue,
+    #[wasm_bindgen(unchecked_param_type = "string")] p256dh: JsValue,
+    #[wasm_bindgen(unchecked_param_type = "string")] auth: JsValue,
+) -> JsResult<String> {
+    let endpoint = lift(string_arg(&endpoint, "endpoint"))?;
+    let p256dh = lift(string_arg(&p256dh, "p256dh"))?;
+    let auth = lift(string_arg(&auth, "auth"))?;
+    let body = haven_client_core::push::web_push(&endpoint, &p256dh, &auth)
+        .map_err(|e| js_error(invalid(e.to_string())))?;
+    push_body(&body)
+}
+
+/// The body of `POST /v1/push/endpoints` registering a push gateway's key (`appId` at the
+/// relay's gateway, the device's `pushkey` there). Checked first, as `pushWebPushRequest`.
+#[wasm_bindgen(js_name = pushGatewayRequest)]
+pub fn push_gateway_request(
+    #[wasm_bindgen(js_name = appId, unchecked_param_type = "string")] app_id: JsValue,
+    #[wasm_bindgen(unchecked_param_type = "string")] pushkey: JsValue,
+) -> JsResult<String> {
+    let app_id = lift(string_arg(&app_id, "appId"))?;
+    let pushkey = lift(string_arg(&pushkey, "pushkey"))?;
+    let body = haven_client_core::push::gateway(&app_id, &pushkey)
+        .map_err(|e| js_error(invalid(e.to_string())))?;
+    push_body(&body)
+}
+
+fn push_body(body: &haven_client_core::push::PushEndpointRequest) -> JsResult<String> {
+    serde_json::to_string(body).map_err(|e| js_error(WebError::new(ErrorCode::Malformed, e.to_string())))
+}
+
+/// The default time budget of a push wake-up, ms (iOS gives a push handler about 30 s).
+#[wasm_bindgen(js_name = wakeBudgetMs)]
+#[must_use]
+pub fn wake_budget_ms() -> f64 {
+    // 25 000 is exact as a JS number.
+    #[allow(clippy::cast_precision_loss)]
+    let ms = haven_client_core::messenger::WAKE_BUDGET_MS as f64;
+    ms
+}
+
+/// The path that `DELETE` removes a push endpoint at, for its id (base64url of 16 bytes, as the
+/// relay gave it; anything else throws `invalid_argument` and is never put in a path).
+#[wasm_bindgen(js_name = pushEndpointPath)]
+pub fn push_endpoint_path(
+    #[wasm_bindgen(unchecked_param_type = "string")] id: JsValue,
+) -> JsResult<String> {
+    let id = lift(string_arg(&id, "id"))?;
+    haven_client_core::push::endpoint_path(&id).map_err(|e| js_error(invalid(e.to_string())))
+}
+
 /// The names of the SDK's published test vectors (`sdk/vectors/<name>.json`).
 #[cfg(feature = "test-vectors")]
 #[wasm_bindgen(js_name = testVectorNames)]

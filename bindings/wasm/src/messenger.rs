@@ -38,8 +38,8 @@ use base64::engine::general_purpose::STANDARD;
 use haven_client_core::device::Opened;
 use haven_client_core::messenger::channels::ChannelItem;
 use haven_client_core::messenger::{
-    self as core, Applied, Channel, FollowUp, GroupState, Outgoing, RejectReason, channels,
-    outgoing,
+    self as core, Applied, Channel, FollowUp, GroupState, Outgoing, RejectReason, WakeSummary,
+    channels, outgoing,
 };
 use haven_protocol::api::channels::{CreateChannelResponse, EntriesPage};
 use haven_protocol::content::{Content, Conversation};
@@ -63,7 +63,8 @@ mod web;
 pub use views::{
     Action, ChannelPage, ChannelPost, ChannelRead, ContactView, ConversationView, Delivery,
     DirectSend, EventView, GroupInvites, GroupSend, GroupView, MemberChange, MessageView,
-    ReactionView, ReceiptPolicyView, Received, SafetyNumberView, conversation, receipt_policy,
+    ReactionView, ReceiptPolicyView, Received, SafetyNumberView, WakeSummaryView, conversation,
+    receipt_policy,
 };
 pub use web::WebMessenger;
 
@@ -85,6 +86,8 @@ pub struct MessengerCore {
     pending: Vec<(String, Pending)>,
     tasks: Vec<(String, FollowUp)>,
     request_id: u32,
+    /// What a wake-up in progress processed ([`Self::begin_wake`]).
+    wake: Option<WakeSummary>,
 }
 
 impl std::fmt::Debug for MessengerCore {
@@ -873,6 +876,9 @@ impl MessengerCore {
                 )?);
             }
         }
+        if let Some(wake) = &mut self.wake {
+            wake.add_events(&events);
+        }
         let mut subscribe: Vec<String> = Vec::new();
         for g in &applied.subscribe {
             let g = hex::encode(g);
@@ -957,7 +963,34 @@ impl MessengerCore {
             Opened::Rejected(reason) => ("rejected", Applied::envelope_rejected(reason)),
             Opened::Accepted { value, .. } => ("accepted", value),
         };
+        if !ephemeral && let Some(wake) = &mut self.wake {
+            wake.add_envelope();
+        }
         self.finish(dev, status, applied, now_ms)
+    }
+
+    /// Starts counting what is processed for a push wake-up (PROTOCOL §13.4.2): every envelope
+    /// and channel entry received until [`Self::end_wake`], by whichever path (each is
+    /// processed once, so counted once).
+    pub fn begin_wake(&mut self) {
+        self.wake = Some(WakeSummary::default());
+    }
+
+    /// Ends the wake-up's count: what it processed, `complete` when everything waiting was
+    /// fetched within its budget, and when the next delayed follow-up is due.
+    ///
+    /// # Errors
+    /// A corrupt state.
+    pub fn end_wake(
+        &mut self,
+        dev: &DeviceCore,
+        complete: bool,
+        now_ms: u64,
+    ) -> WebResult<WakeSummaryView> {
+        let mut summary = self.wake.take().unwrap_or_default();
+        summary.complete = complete;
+        summary.next_task_due_ms = core::next_due(dev.store(), now_ms)?;
+        Ok(WakeSummaryView::from(&summary))
     }
 
     fn entries(

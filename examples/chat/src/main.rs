@@ -45,6 +45,18 @@ commands:
                                     5 to 60 s, batched per contact; sent by `listen`, or by
                                     the first command after they fall due); prints the policy
   sync                              fetch what is waiting and print new messages
+  push register-gateway APP_ID PUSHKEY
+                                    wake this device through the relay's push gateway
+                                    (APP_ID: the app's id there; PUSHKEY: the device's APNs
+                                    or FCM token); prints the endpoint id
+  push register-web ENDPOINT P256DH AUTH
+                                    the same for a Web Push subscription (keys base64url)
+  push list                         this device's push endpoints (id, kind, registered)
+  push remove ID                    stop wake-ups to one endpoint
+  push vapid                        the relay's VAPID key (a browser's applicationServerKey)
+  push wake [--seconds N]           what a push handler does on a wake-up: fetch, process
+                                    and acknowledge what is waiting within N s (default
+                                    25); prints new messages and a summary line
   history CONTACT|GROUP             the conversation so far
   report CONTACT|GROUP MESSAGE|last report a message received from CONTACT (or in GROUP) as
                                     abuse: reveals that one message to the relay, which
@@ -597,6 +609,7 @@ async fn command(args: &Args, m: &Arc<Messenger>) -> Result<(), Failure> {
                 }
             }
         }
+        "push" => push_command(args, m).await?,
         "history" => {
             let conversation = resolve_conversation(m, args.word(0, "CONTACT or GROUP")?).await?;
             for r in m.history(conversation)? {
@@ -755,6 +768,75 @@ async fn command(args: &Args, m: &Arc<Messenger>) -> Result<(), Failure> {
 
 /// The account's commands (PROTOCOL.md §11.6.1–§11.9): unlinking here (it signs a new device
 /// list), the rest shared with haven-diary.
+/// `push …`: this device's push endpoints, and a wake-up as a push handler does it.
+async fn push_command(args: &Args, m: &Arc<Messenger>) -> Result<(), Failure> {
+    let relay = m.device().relay();
+    match args.word(0, "push command")? {
+        "register-gateway" => {
+            let id = relay
+                .register_gateway_push(args.word(1, "APP_ID")?, args.word(2, "PUSHKEY")?)
+                .await?;
+            println!("push endpoint {id}");
+        }
+        "register-web" => {
+            let id = relay
+                .register_web_push(
+                    args.word(1, "ENDPOINT")?,
+                    args.word(2, "P256DH")?,
+                    args.word(3, "AUTH")?,
+                )
+                .await?;
+            println!("push endpoint {id}");
+        }
+        "list" => {
+            for e in relay.push_endpoints().await? {
+                println!("{} {} {}", e.id.to_hex(), e.kind, e.created_at);
+            }
+        }
+        "remove" => {
+            let id = args.word(1, "ID")?;
+            relay.remove_push_endpoint(id).await?;
+            println!("removed {id}");
+        }
+        "vapid" => println!("{}", relay.push_vapid_key().await?),
+        "wake" => {
+            let secs = match args.flag("--seconds") {
+                Some(s) => s
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|s| (1..=600).contains(s))
+                    .ok_or_else(|| Failure::usage("--seconds is 1 to 600"))?,
+                None => haven_client::messenger::WAKE_BUDGET_MS / 1000,
+            };
+            let mut events = m.subscribe();
+            let summary = m.handle_wake_up(Duration::from_secs(secs)).await?;
+            while let Ok(e) = events.try_recv() {
+                if let Some(line) = event_line(m, &e) {
+                    println!("{line}");
+                }
+            }
+            println!(
+                "wake: {} new message(s) in {} conversation(s), {} envelope(s){}",
+                summary.messages,
+                summary.conversations.len(),
+                summary.envelopes,
+                if summary.complete {
+                    ""
+                } else {
+                    ", more waiting (budget ran out)"
+                }
+            );
+        }
+        other => {
+            return Err(Failure::usage(format!(
+                "push takes register-gateway, register-web, list, remove, vapid or wake, not {other}"
+            )));
+        }
+    }
+    m.device().persist_session().await?;
+    Ok(())
+}
+
 async fn account_command(args: &Args, m: &Arc<Messenger>, command: &str) -> Result<(), Failure> {
     let relay = m.device().relay();
     if command == "unlink" {

@@ -507,3 +507,60 @@ fn account_lifecycle_through_the_binary() {
     assert!(out.contains("account deleted"), "{out}");
     assert!(!with(&dave, &["relogin"], &third).status.success());
 }
+
+#[test]
+fn push_commands_through_the_binary() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = start_relay();
+    let erin = User::new(dir.path(), "erin", &relay);
+    let finn = User::new(dir.path(), "finn", &relay);
+    erin.run(&["register", "--username", "erin_cli"]);
+    finn.run(&["register", "--username", "finn_cli"]);
+    finn.run(&["receipts", "immediate"]);
+
+    // Mail while Finn's app is not running; his push handler's one call brings it in.
+    erin.run(&["add", "finn_cli"]);
+    erin.run(&["send", "finn_cli", "woken by a push, capybara"]);
+    erin.run(&["send", "finn_cli", "and a second one, tapir"]);
+    let woke = finn.run(&["push", "wake", "--seconds", "20"]);
+    position(&woke, "woken by a push, capybara");
+    position(&woke, "and a second one, tapir");
+    assert!(
+        woke.contains("wake: 2 new message(s) in 1 conversation(s)"),
+        "{woke}"
+    );
+    // A duplicate push finds nothing new.
+    let again = finn.run(&["push", "wake"]);
+    assert!(again.contains("wake: 0 new message(s) in 0 conversation(s), 0 envelope(s)"), "{again}");
+    let history = finn.run(&["history", "erin_cli"]);
+    assert_eq!(history.matches("capybara").count(), 1, "{history}");
+
+    // Endpoints: a malformed gateway key or id is refused before anything is sent (usage, 2);
+    // a Web Push subscription is registered, listed and removed.
+    assert_eq!(finn.fails(&["push", "register-gateway", "bad app", "token"]).0, 2);
+    assert_eq!(finn.fails(&["push", "remove", "../../v1/account"]).0, 2);
+    assert_eq!(finn.fails(&["push", "frobnicate"]).0, 2);
+    let mut point = [7u8; 65];
+    point[0] = 4;
+    let p256dh = base64_url(&point);
+    let auth = base64_url(&[3u8; 16]);
+    let out = finn.run(&[
+        "push",
+        "register-web",
+        "https://push.example.test/cli",
+        &p256dh,
+        &auth,
+    ]);
+    let id = out.trim().strip_prefix("push endpoint ").unwrap().to_owned();
+    assert_eq!(id.len(), 22, "{out}");
+    let listed = finn.run(&["push", "list"]);
+    assert!(listed.starts_with(&format!("{id} web_push ")), "{listed}");
+    finn.run(&["push", "remove", &id]);
+    assert_eq!(finn.run(&["push", "list"]), "");
+}
+
+/// Base64url without padding (what a browser's subscription keys look like).
+fn base64_url(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}

@@ -75,10 +75,10 @@ impl From<DeviceError> for Failure {
 
 /// A wrong password is the user's to fix; anything else the relay did is 7.
 fn relay_code(err: &RelayError) -> u8 {
-    if matches!(err, RelayError::InvalidCredentials) {
-        3
-    } else {
-        7
+    match err {
+        RelayError::InvalidCredentials => 3,
+        RelayError::InvalidPushEndpoint(_) => 2,
+        _ => 7,
     }
 }
 

@@ -10,6 +10,8 @@
 //!   the I/O driver of the client core's messenger (`haven_client_core::messenger`, which holds
 //!   its state and types); its encrypted content format is `haven_protocol::content`, [`ws`] the
 //!   WebSocket connection.
+//! - [`push`]: this device's push endpoints on the relay; a push handler then calls
+//!   [`Messenger::handle_wake_up`].
 //! - [`storage_key`]: the store's key from a passphrase and a state directory's salt file.
 //! - [`attachments`]: encrypted, padded, resumable blob transfers; [`thumbnail`] makes the
 //!   previews image attachments carry.
@@ -22,6 +24,7 @@ pub mod attachments;
 pub mod device;
 pub mod diary;
 pub mod messenger;
+pub mod push;
 pub mod relay;
 pub mod storage_key;
 pub mod store;
@@ -33,7 +36,7 @@ pub use diary::{Diary, DiaryClientError};
 pub use haven_client_core::device::Verification;
 pub use haven_protocol::content::{Conversation, ReceiptKind};
 pub use messenger::{
-    ConnectionState, Event, MessageRecord, Messenger, MessengerError, ReceiptPolicy,
+    ConnectionState, Event, MessageRecord, Messenger, MessengerError, ReceiptPolicy, WakeSummary,
 };
 pub use relay::{RelayClient, RelayError, Session};
 pub use store::{ClientStore, ClientStoreError, Space};

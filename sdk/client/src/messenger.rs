@@ -22,7 +22,8 @@
 //!   batched per account, §13.4.1): [`Messenger::run`] sleeps until the next one is due.
 //! - **Connection.** [`Messenger::run`] keeps the WebSocket open with jittered exponential
 //!   backoff and processes queued and live envelopes and group channel entries;
-//!   [`Messenger::sync`] does the same once over REST.
+//!   [`Messenger::sync`] does the same once over REST, and [`Messenger::handle_wake_up`] too,
+//!   within a time budget, for a push handler, returning what it found (§13.4.2).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -59,7 +60,7 @@ use haven_protocol::frames::{ClientFrame, EnvelopeFrame, ServerFrame};
 pub use haven_client_core::messenger::{
     Applied, ConnectionState, Contact, Event, GroupInfo, MAX_PENDING_PER_GROUP,
     MAX_PENDING_SENDER_KEYS, MAX_RECEIPT_DELAY_SECS, MessageRecord, ReactionRecord, ReceiptPolicy,
-    RejectReason, SafetyNumber, distribution_id,
+    RejectReason, SafetyNumber, WAKE_BUDGET_MS, WakeSummary, distribution_id,
 };
 
 /// Capacity of the event channel; a subscriber that falls further behind misses events
@@ -179,6 +180,10 @@ pub struct Messenger {
     /// Frames to the open socket, if any (channel subscriptions made while connected).
     socket: Mutex<Option<mpsc::UnboundedSender<WsMessage>>>,
     request_ids: AtomicU32,
+    /// Held by a REST catch-up ([`Messenger::sync`], [`Messenger::handle_wake_up`]).
+    catching_up: tokio::sync::Mutex<()>,
+    /// Held while follow-up tasks run.
+    running_tasks: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Messenger {
@@ -199,6 +204,8 @@ impl Messenger {
             events,
             socket: Mutex::new(None),
             request_ids: AtomicU32::new(1),
+            catching_up: tokio::sync::Mutex::new(()),
+            running_tasks: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -1158,8 +1165,8 @@ impl Messenger {
         Ok((channels::page_entries(&page)?, page.more))
     }
 
-    /// Reads every group channel after its cursor over REST.
-    async fn poll_groups(&self) -> Result<(), MessengerError> {
+    /// Reads every group channel after its cursor over REST; counts what it finds in `tally`.
+    async fn poll_groups(&self, tally: &mut WakeSummary) -> Result<(), MessengerError> {
         for state in self.groups_state()? {
             for epoch in state.readable_epochs() {
                 let mut after = epoch.cursor();
@@ -1178,7 +1185,7 @@ impl Messenger {
                         after = *seq;
                     }
                     let applied = self.handle_entries(state.id(), epoch.number(), &entries)?;
-                    self.finish(applied)?;
+                    self.finish_counted(applied, tally)?;
                     if !more || entries.is_empty() {
                         break;
                     }
@@ -1190,6 +1197,12 @@ impl Messenger {
 
     /// Emits events and runs the follow-ups of an applied batch.
     fn finish(&self, applied: Applied) -> Result<(), MessengerError> {
+        self.finish_counted(applied, &mut WakeSummary::default())
+    }
+
+    /// [`Self::finish`], counting the events (those of entries retried too) in `tally`.
+    fn finish_counted(&self, applied: Applied, tally: &mut WakeSummary) -> Result<(), MessengerError> {
+        tally.add_events(&applied.events);
         self.emit(applied.events);
         for g in applied.retry_groups {
             let events = core::retry_pending(
@@ -1199,6 +1212,7 @@ impl Messenger {
                 now_ms(),
                 &mut rand::rng(),
             )?;
+            tally.add_events(&events);
             self.emit(events);
         }
         for g in applied.subscribe {
@@ -1244,6 +1258,9 @@ impl Messenger {
     /// # Errors
     /// Store errors (network failures leave the task queued and are not errors).
     pub async fn run_tasks(&self) -> Result<usize, MessengerError> {
+        // One run at a time (the run loop and a wake-up may both get here): a task is sent
+        // once, not by each of them.
+        let _one_at_a_time = self.running_tasks.lock().await;
         let due = core::due_follow_ups(&self.device.lock(), now_ms())?;
         let mut done = 0;
         for follow_up in due {
@@ -1293,9 +1310,50 @@ impl Messenger {
     /// # Errors
     /// Relay and store errors.
     pub async fn sync(&self) -> Result<usize, MessengerError> {
+        let mut tally = WakeSummary::default();
+        self.catch_up(&mut tally).await?;
+        Ok(usize::try_from(tally.envelopes).unwrap_or(usize::MAX))
+    }
+
+    /// Handles a push wake-up (PROTOCOL §13.4.2), for the host application's push handler:
+    /// fetches what is waiting over REST, processes it (decrypts, stores, queues delivery
+    /// receipts per the [`ReceiptPolicy`]), acknowledges it, reads the group channels, runs the
+    /// follow-ups that are due, and returns a [`WakeSummary`] the application can show locally
+    /// (new messages and their conversations; the relay learns nothing of it).
+    ///
+    /// It stops at `budget` (e.g. [`WAKE_BUDGET_MS`]; iOS gives a handler about 30 s): the
+    /// summary then says `complete: false`, whatever was processed stays processed, and what was
+    /// processed but not yet acknowledged is acknowledged, without being delivered again, by
+    /// the next wake-up or connection. Safe to call at any time, also twice at once or while
+    /// [`Messenger::run`] is connected: every envelope and channel entry is processed exactly
+    /// once (§13.4), whichever path gets it first, and counted only by that one. Events are
+    /// emitted as usual.
+    ///
+    /// # Errors
+    /// Relay errors (e.g. no network; a revoked session is [`MessengerError::Device`] with the
+    /// relay's 401), store errors.
+    pub async fn handle_wake_up(
+        &self,
+        budget: std::time::Duration,
+    ) -> Result<WakeSummary, MessengerError> {
+        let mut summary = WakeSummary::default();
+        let outcome = tokio::time::timeout(budget, self.catch_up(&mut summary)).await;
+        match outcome {
+            Ok(Ok(())) => summary.complete = true,
+            Ok(Err(e)) => return Err(e),
+            // Cut off between two steps: each envelope's effects were committed atomically.
+            Err(_elapsed) => self.device.persist_session().await?,
+        }
+        summary.next_task_due_ms = self.next_task_due()?;
+        Ok(summary)
+    }
+
+    /// [`Messenger::sync`]'s work, one catch-up at a time (a second one waits, then finds
+    /// nothing left), counting what it processed in `tally`.
+    async fn catch_up(&self, tally: &mut WakeSummary) -> Result<(), MessengerError> {
+        let _one_at_a_time = self.catching_up.lock().await;
         self.run_tasks().await?;
         let mut after = 0i64;
-        let mut count = 0;
         loop {
             let page = self.device.fetch_page(after).await?;
             let mut acks = Vec::new();
@@ -1317,20 +1375,20 @@ impl Messenger {
                     }
                     (_, Err(e)) => Applied::rejected(RejectReason::Malformed(e.to_string())),
                 };
-                self.finish(applied)?;
+                tally.add_envelope();
+                self.finish_counted(applied, tally)?;
                 acks.push(q.message_id);
-                count += 1;
             }
             self.device.ack(&acks).await?;
             if !page.more || page.envelopes.is_empty() {
                 break;
             }
         }
-        self.poll_groups().await?;
+        self.poll_groups(tally).await?;
         self.run_tasks().await?;
         self.maintain_keys().await;
         self.device.persist_session().await?;
-        Ok(count)
+        Ok(())
     }
 
     /// Replenishes one-time prekeys and rotates the signed prekey (weekly, Signal's cadence).

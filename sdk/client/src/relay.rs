@@ -75,6 +75,9 @@ pub enum RelayError {
     /// An id given for a request is not 32 lowercase hex digits (nothing was sent).
     #[error("invalid {0}: ids are 32 lowercase hex digits")]
     InvalidId(&'static str),
+    /// A push endpoint to register was refused before anything was sent.
+    #[error("invalid push endpoint: {0}")]
+    InvalidPushEndpoint(#[from] haven_client_core::push::PushEndpointError),
 }
 
 impl RelayError {

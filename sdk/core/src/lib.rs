@@ -23,12 +23,15 @@
 //! - [`diary`]: the diary over the store (PROTOCOL §9, §11.16.1): key bundle, local index,
 //!   pending edits, and the vault requests of sync, conflicts, delete, restore, history,
 //!   recovery and password change as steps over the SDK's `DiarySync`.
+//! - [`push`]: push endpoints (PROTOCOL §18): the checked body registering a browser's Web
+//!   Push subscription or a push gateway's key; a wake-up's summary is the messenger's.
 
 pub mod attachments;
 pub mod auth;
 pub mod device;
 pub mod diary;
 pub mod messenger;
+pub mod push;
 pub mod store;
 
 pub use store::{

@@ -2,7 +2,8 @@
 // `cargo xtask test`): two users exchange messages both ways (sync and a listener), a diary
 // entry is written and read back (and a wrong password refused), the account's lifecycle
 // (devices, rename, password change, logout everywhere, deletion), and bad input comes back as a
-// typed HavenException. Prints "kotlin: N passed, M failed" and exits non-zero on a failure.
+// typed HavenException; push: endpoints registered, listed and removed within the limits, and a
+// wake-up fetching, processing and acknowledging offline mail once. Prints "kotlin: N passed, M failed" and exits non-zero on a failure.
 
 import haven.*
 import java.io.File
@@ -157,6 +158,41 @@ suspend fun accountLifecycle(relay: Relay, dir: File) {
     tablet.shutdown()
 }
 
+fun b64url(raw: ByteArray): String =
+    java.util.Base64.getUrlEncoder().withoutPadding().encodeToString(raw)
+
+suspend fun pushAndWakeUp(relay: Relay, dir: File) {
+    val alice = register(relay, dir, "alice_push")
+    val bob = register(relay, dir, "bob_push")
+    bob.setReceiptPolicy(ReceiptPolicy.Immediate)
+    alice.addContact(bob.accountId())
+    val texts = listOf("kotlin wake one", "kotlin wake two")
+    for (t in texts) alice.sendText(direct(bob.accountId()), t)
+
+    // The push handler: one call fetches, processes and acknowledges.
+    val summary = bob.handleWakeUp(0uL)
+    check(summary.complete, "wake-up completed: $summary")
+    check(summary.messages == 2u, "two new messages: $summary")
+    check(summary.conversations == listOf(direct(alice.accountId())), "one conversation: $summary")
+    check(bob.history(direct(alice.accountId())).map { it.text } == texts, "stored once, in order")
+    val again = bob.handleWakeUp(10_000uL)
+    check(again.messages == 0u && again.envelopes == 0u, "a duplicate push finds nothing: $again")
+
+    // Endpoints: a gateway key is refused on the device when malformed; a Web Push
+    // subscription is registered (idempotently), listed and removed.
+    expectThrows<HavenException.InvalidInput>("bad app id") { bob.registerGatewayPush("bad app", "t") }
+    val p256dh = b64url(byteArrayOf(4) + ByteArray(64) { 7 })
+    val auth = b64url(ByteArray(16) { 3 })
+    val endpoint = "https://push.example.test/kotlin/$RUN"
+    val id = bob.registerWebPush(endpoint, p256dh, auth)
+    check(bob.registerWebPush(endpoint, p256dh, auth) == id, "registering again is idempotent")
+    check(bob.pushEndpoints().map { it.id to it.kind } == listOf(id to "web_push"), "listed")
+    bob.removePushEndpoint(id)
+    check(bob.pushEndpoints().isEmpty(), "removed")
+    alice.shutdown()
+    bob.shutdown()
+}
+
 suspend fun badInput(relay: Relay, dir: File) {
     expectThrows<HavenException.InvalidInput>("hex key") { StorageKey.fromHex("zz") }
     expectThrows<HavenException.InvalidInput>("key length") { StorageKey.fromBytes(ByteArray(31)) }
@@ -194,6 +230,7 @@ fun main() {
             "diary round trip" to { diaryRoundTrip(relay, dir) },
             "account lifecycle" to { accountLifecycle(relay, dir) },
             "bad input" to { badInput(relay, dir) },
+            "push and wake-up" to { pushAndWakeUp(relay, dir) },
         )
         for ((name, test) in tests) {
             try {

@@ -654,3 +654,32 @@ pub fn receipt_policy(
         )),
     }
 }
+
+/// What a push wake-up processed (PROTOCOL §13.4.2), for a local notification:
+/// `{envelopes, messages, conversations, complete, nextTaskDueMs}`.
+#[derive(Serialize, Debug, Clone, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct WakeSummaryView {
+    /// Envelopes processed.
+    pub envelopes: u32,
+    /// New messages from other accounts.
+    pub messages: u32,
+    /// Their conversations, each once.
+    pub conversations: Vec<ConversationView>,
+    /// Whether everything waiting was fetched within the budget.
+    pub complete: bool,
+    /// When (ms since the epoch) the next delayed follow-up is due, if one is queued.
+    pub next_task_due_ms: Option<u64>,
+}
+
+impl From<&core::WakeSummary> for WakeSummaryView {
+    fn from(s: &core::WakeSummary) -> Self {
+        Self {
+            envelopes: s.envelopes,
+            messages: s.messages,
+            conversations: s.conversations.iter().map(Into::into).collect(),
+            complete: s.complete,
+            next_task_due_ms: s.next_task_due_ms,
+        }
+    }
+}

@@ -56,6 +56,11 @@ export interface Received {
   status: "accepted" | "duplicate" | "rejected"; events: HavenEvent[]; subscribe: string[]; tasksAdded: boolean;
 }
 export interface ChannelPage extends Received { next: string | null; }
+/** What a push wake-up processed (PROTOCOL §13.4.2), for a local notification. */
+export interface WakeSummary {
+  envelopes: number; messages: number; conversations: Conversation[]; complete: boolean;
+  nextTaskDueMs: number | null;
+}
 /** When delivery receipts go out (PROTOCOL §13.4.1); seconds only with "delayed". */
 export interface ReceiptPolicy { mode: "immediate" | "delayed" | "off"; minSecs?: number; maxSecs?: number; }
 export interface ChannelRead { groupId: string; epoch: number; channelId: string; path: string; token: string; }
@@ -702,6 +707,31 @@ impl WebMessenger {
         let id = lift(string_arg(&task_id, "taskId"))?;
         let now = lift(number_arg(&now_ms, "nowMs"))?;
         self.json(|m, d| m.follow_up(d, &id, now))
+    }
+
+    // ---- push wake-ups (PROTOCOL §13.4.2)
+
+    /// Starts counting what is processed for a push wake-up: every envelope and channel entry
+    /// received until `endWake`.
+    #[wasm_bindgen(js_name = beginWake)]
+    pub fn begin_wake(&self) -> JsResult<()> {
+        self.with(|m, _| {
+            m.begin_wake();
+            Ok(())
+        })
+    }
+
+    /// Ends the wake-up's count: what it processed (new messages from other accounts and their
+    /// conversations), whether it was `complete` (everything waiting fetched within the
+    /// budget), and when the next delayed receipt is due.
+    #[wasm_bindgen(js_name = endWake, unchecked_return_type = "WakeSummary")]
+    pub fn end_wake(
+        &self,
+        complete: bool,
+        #[wasm_bindgen(js_name = nowMs, unchecked_param_type = "number")] now_ms: JsValue,
+    ) -> JsResult<JsValue> {
+        let now = lift(number_arg(&now_ms, "nowMs"))?;
+        self.json(|m, d| m.end_wake(d, complete, now))
     }
 
     /// Follow-up `taskId` is done (or dropped for good).

@@ -12,5 +12,6 @@ mod device_messaging;
 mod diary_e2e;
 mod franking_e2e;
 mod messenger_e2e;
+mod push;
 mod relay_auth;
 mod sealed_transport;

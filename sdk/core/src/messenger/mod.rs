@@ -19,6 +19,8 @@
 //!   distribution, delivery receipts batched per account by the [`ReceiptPolicy`]);
 //!   [`follow_up`] says what each sends; [`follow_up_done`] removes it; [`next_due`] says when
 //!   a driver's timer should look again.
+//! - **Wake-ups.** [`WakeSummary`] counts what a push wake-up's catch-up processed, from the
+//!   events it emitted (§13.4.2).
 //! - **Queries.** [`contacts`], [`history`] (deleting disappeared messages), [`conversations`],
 //!   [`groups`].
 //! - **Reports.** [`report_request`] builds the abuse report of a received franked message
@@ -40,6 +42,7 @@ mod records;
 mod reports;
 mod tasks;
 mod types;
+mod wake;
 
 #[cfg(test)]
 mod tests;
@@ -68,6 +71,7 @@ pub use types::{
     Applied, ConnectionState, Contact, Event, GroupChangeRefusal, GroupInfo, MessageRecord,
     ReactionRecord, StateError, parse_id,
 };
+pub use wake::{WAKE_BUDGET_MS, WakeSummary};
 // The device's: an envelope refused by the device or a content refused here is one event, and
 // safety numbers are the device's identities.
 pub use crate::device::{RejectReason, ReportError, SafetyNumber};
