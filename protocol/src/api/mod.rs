@@ -25,6 +25,7 @@ pub mod identity;
 pub mod keys;
 pub mod messages;
 pub mod moderation;
+pub mod push;
 pub mod usernames;
 pub mod vault;
 pub mod websocket;
