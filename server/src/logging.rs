@@ -6,8 +6,13 @@
 use tracing_subscriber::EnvFilter;
 
 /// Targets capped below the level at which they log connection addresses: axum's server logs
-/// each accepted connection's peer address at `TRACE`.
-const ADDRESS_LOGGING_TARGETS: &[&str] = &["axum::serve=debug"];
+/// each accepted connection's peer address at `TRACE`; the push worker's HTTP client (reqwest,
+/// hyper-util's connector) logs the push service URL and address it connects to at `DEBUG`.
+const ADDRESS_LOGGING_TARGETS: &[&str] = &[
+    "axum::serve=debug",
+    "reqwest=info",
+    "hyper_util::client=info",
+];
 
 /// The filter for `HAVEN_LOG` (an `EnvFilter` directive string; `info` when it does not parse),
 /// with [`ADDRESS_LOGGING_TARGETS`] capped whatever it asks for.

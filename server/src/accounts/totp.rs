@@ -5,8 +5,8 @@
 //!
 //! # At rest
 //!
-//! A TOTP secret is stored sealed under a key kept out of the database (`secrets::TotpKeyring`),
-//! bound to its account, so a dump of the database does not hold the secrets, and a row copied
+//! A TOTP secret is stored sealed (`crate::sealing`) under a key kept out of the database
+//! (`secrets::TotpKeyring`), bound to its account, so a dump of the database does not hold the secrets, and a row copied
 //! to another account does not open:
 //!
 //! ```text
@@ -21,8 +21,6 @@
 //! ([`reseal_all`]) or its next use ([`reseal_if_stale`]); so is one sealed under an earlier
 //! key (`totp_previous_keys`).
 
-use chacha20poly1305::aead::{Aead, Payload};
-use chacha20poly1305::{KeyInit, XChaCha20Poly1305};
 use rand::RngCore;
 use rand::rngs::OsRng;
 use subtle::ConstantTimeEq;
@@ -32,7 +30,7 @@ use zeroize::Zeroizing;
 use crate::accounts::store::AccountStore;
 use crate::db::error::StoreResult;
 use crate::ids::Id;
-use crate::secrets::{Key32, TotpKeyring};
+use crate::secrets::TotpKeyring;
 
 /// Bytes of a TOTP secret (160 bits, the RFC 4226 recommendation).
 pub const SECRET_LEN: usize = 20;
@@ -99,63 +97,16 @@ pub fn matching_step(secret: &[u8], code: &str, now: u64) -> Option<i64> {
     found
 }
 
-/// Version byte of a sealed TOTP secret.
-const SEALED_VERSION: u8 = 0x01;
-/// Bytes of the key id.
-const KEY_ID_LEN: usize = 8;
-/// XChaCha20-Poly1305 nonce length.
-const NONCE_LEN: usize = 24;
-/// Poly1305 tag length.
-const TAG_LEN: usize = 16;
-/// Domain label of the associated data.
-const AAD_LABEL: &[u8] = b"haven/totp-secret/v1";
+/// The TOTP use of the at-rest sealing (`crate::sealing`); the context is the account id.
+const PURPOSE: crate::sealing::Purpose = crate::sealing::Purpose {
+    seal_label: b"haven/totp/seal/v1",
+    key_id_label: b"haven/totp/key-id/v1",
+    aad_label: b"haven/totp-secret/v1",
+};
 /// Accounts read per page by [`reseal_all`].
 const RESEAL_PAGE: u32 = 500;
 
-/// One sealing key, derived from a configured key.
-struct SealKey {
-    id: [u8; KEY_ID_LEN],
-    cipher: XChaCha20Poly1305,
-}
-
-impl SealKey {
-    fn derive(key: &Key32) -> Self {
-        let seal = Zeroizing::new(key.hmac(b"haven/totp/seal/v1", b""));
-        let mut id = [0u8; KEY_ID_LEN];
-        id.copy_from_slice(&key.hmac(b"haven/totp/key-id/v1", b"")[..KEY_ID_LEN]);
-        Self {
-            id,
-            cipher: XChaCha20Poly1305::new(&(*seal).into()),
-        }
-    }
-
-    fn aad(&self, account: &Id) -> Vec<u8> {
-        let mut aad = Vec::with_capacity(AAD_LABEL.len() + 1 + KEY_ID_LEN + 16);
-        aad.extend_from_slice(AAD_LABEL);
-        aad.push(SEALED_VERSION);
-        aad.extend_from_slice(&self.id);
-        aad.extend_from_slice(account.as_bytes());
-        aad
-    }
-}
-
-/// Why a stored TOTP secret does not open.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum SealError {
-    /// Not a sealed secret of a known version, nor a plaintext one.
-    #[error("stored TOTP secret is malformed")]
-    Malformed,
-    /// Sealed under a key this relay does not hold (neither `totp_key` nor an earlier one).
-    #[error("stored TOTP secret is sealed under an unknown key")]
-    UnknownKey,
-    /// The AEAD does not verify: corrupt, or sealed for another account.
-    #[error("stored TOTP secret does not verify")]
-    Forged,
-    /// The AEAD refused to seal (does not happen for a 20-byte secret).
-    #[error("sealing a TOTP secret failed")]
-    Seal,
-}
+pub use crate::sealing::SealError;
 
 /// A stored secret, opened.
 pub struct Opened {
@@ -167,26 +118,7 @@ pub struct Opened {
 
 /// Seals `secret` for `account` under the current key.
 pub fn seal(keys: &TotpKeyring, account: &Id, secret: &[u8]) -> Result<Vec<u8>, SealError> {
-    let key = SealKey::derive(&keys.current);
-    let mut nonce = [0u8; NONCE_LEN];
-    OsRng.fill_bytes(&mut nonce);
-    let aad = key.aad(account);
-    let sealed = key
-        .cipher
-        .encrypt(
-            &nonce.into(),
-            Payload {
-                msg: secret,
-                aad: &aad,
-            },
-        )
-        .map_err(|_| SealError::Seal)?;
-    let mut out = Vec::with_capacity(1 + KEY_ID_LEN + NONCE_LEN + sealed.len());
-    out.push(SEALED_VERSION);
-    out.extend_from_slice(&key.id);
-    out.extend_from_slice(&nonce);
-    out.extend_from_slice(&sealed);
-    Ok(out)
+    crate::sealing::seal(keys, &PURPOSE, account.as_bytes(), secret)
 }
 
 /// Opens what [`seal`] sealed for `account` under the current or an earlier key, or a secret
@@ -198,45 +130,10 @@ pub fn open(keys: &TotpKeyring, account: &Id, stored: &[u8]) -> Result<Opened, S
             current: false,
         });
     }
-    let (version, rest) = stored.split_first().ok_or(SealError::Malformed)?;
-    if *version != SEALED_VERSION || rest.len() < KEY_ID_LEN + NONCE_LEN + TAG_LEN {
-        return Err(SealError::Malformed);
-    }
-    let (id, rest) = rest
-        .split_at_checked(KEY_ID_LEN)
-        .ok_or(SealError::Malformed)?;
-    let (nonce, ciphertext) = rest
-        .split_at_checked(NONCE_LEN)
-        .ok_or(SealError::Malformed)?;
-    let nonce: [u8; NONCE_LEN] = nonce.try_into().map_err(|_| SealError::Malformed)?;
-    let mut known = false;
-    for (i, raw) in std::iter::once(&keys.current)
-        .chain(&keys.previous)
-        .enumerate()
-    {
-        let key = SealKey::derive(raw);
-        if !bool::from(key.id.ct_eq(id)) {
-            continue;
-        }
-        known = true;
-        let aad = key.aad(account);
-        if let Ok(secret) = key.cipher.decrypt(
-            &nonce.into(),
-            Payload {
-                msg: ciphertext,
-                aad: &aad,
-            },
-        ) {
-            return Ok(Opened {
-                secret: Zeroizing::new(secret),
-                current: i == 0,
-            });
-        }
-    }
-    Err(if known {
-        SealError::Forged
-    } else {
-        SealError::UnknownKey
+    let opened = crate::sealing::open(keys, &PURPOSE, account.as_bytes(), stored)?;
+    Ok(Opened {
+        secret: opened.value,
+        current: opened.current,
     })
 }
 

@@ -55,6 +55,15 @@ pub enum LaunchError {
     /// Opening the blob store failed.
     #[error(transparent)]
     Blobs(#[from] crate::blobs::BlobSetupError),
+    /// Loading the VAPID key failed.
+    #[error(transparent)]
+    Vapid(#[from] crate::push::service::VapidLoadError),
+    /// Connecting the push presence to Redis failed.
+    #[error(transparent)]
+    Presence(#[from] crate::push::presence::PresenceError),
+    /// Building the push worker's HTTP client failed.
+    #[error("push http client: {0}")]
+    PushClient(#[from] reqwest::Error),
     /// Binding or serving failed.
     #[error("i/o error: {0}")]
     Io(#[from] std::io::Error),
@@ -189,6 +198,15 @@ pub fn app<S: Store>(state: AppState<S>) -> Router {
         .merge(crate::admin::routes::api_routes::<AppState<S>>())
         .merge(crate::moderation::routes::admin_routes::<S>())
         .merge(crate::audit::routes::admin_routes::<S>())
+        .route("/v1/push/vapid", get(crate::push::routes::vapid::<S>))
+        .route(
+            "/v1/push/endpoints",
+            post(crate::push::routes::register::<S>).get(crate::push::routes::list::<S>),
+        )
+        .route(
+            "/v1/push/endpoints/{id}",
+            delete(crate::push::routes::remove::<S>),
+        )
         .route("/v1/ws", get(crate::realtime::ws::upgrade::<S>))
         .route("/v1/ws/ticket", post(crate::realtime::ws::ticket::<S>))
         .route("/v1/channels", post(crate::channels::routes::create::<S>))
@@ -410,6 +428,9 @@ async fn serve<S: Store>(
     if let Some(url) = &state.settings().redis_url {
         state.hub().attach_redis(url.expose()).await?;
     }
+    if state.settings().push.enabled {
+        start_push(&state, stop_rx.clone()).await?;
+    }
     tokio::spawn(reap_channels(state.clone(), stop_rx.clone()));
     tokio::spawn(crate::audit::reap_task(
         state.store().clone(),
@@ -456,6 +477,32 @@ async fn serve<S: Store>(
         );
     }
     tracing::info!("relay stopped");
+    Ok(())
+}
+
+/// Builds the push service (VAPID key, presence), installs it and starts its worker.
+async fn start_push<S: Store>(
+    state: &AppState<S>,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<(), LaunchError> {
+    let settings = state.settings().push.clone();
+    let vapid = crate::push::service::load_vapid_key(&settings, state.store()).await?;
+    let presence = match &state.settings().redis_url {
+        Some(url) => {
+            crate::push::presence::Presence::shared(state.hub().clone(), url.expose(), stop.clone())
+                .await?
+        }
+        None => crate::push::presence::Presence::local(state.hub().clone()),
+    };
+    let service = std::sync::Arc::new(crate::push::service::PushService::new(
+        settings,
+        vapid,
+        &state.secrets().totp,
+        &state.secrets().username_pepper,
+        presence,
+    ));
+    crate::push::worker::spawn(state.store().clone(), std::sync::Arc::clone(&service), stop)?;
+    state.set_push(service);
     Ok(())
 }
 

@@ -112,6 +112,10 @@ use crate::vault::routes as vault;
         crate::admin::page::html,
         crate::admin::page::script,
         crate::admin::page::style,
+        crate::push::routes::vapid,
+        crate::push::routes::register,
+        crate::push::routes::list,
+        crate::push::routes::remove,
     )
 )]
 struct ApiDoc;

@@ -35,6 +35,8 @@ struct Inner<S> {
     moderation: crate::moderation::service::Moderation<S>,
     /// The blob store, installed once at launch (absent in tests that build state directly).
     blobs: std::sync::OnceLock<Arc<crate::blobs::BlobService>>,
+    /// The push service, installed once at launch when push is enabled.
+    push: std::sync::OnceLock<Arc<crate::push::service::PushService>>,
 }
 
 impl<S: Store> Clone for AppState<S> {
@@ -68,6 +70,7 @@ impl<S: Store> AppState<S> {
                 hub: Hub::with_ephemeral(ephemeral.clone()),
                 ephemeral,
                 blobs: std::sync::OnceLock::new(),
+                push: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -110,6 +113,16 @@ impl<S: Store> AppState<S> {
     /// Installs the blob service (once; later calls are ignored).
     pub fn set_blobs(&self, service: Arc<crate::blobs::BlobService>) {
         let _ = self.inner.blobs.set(service);
+    }
+
+    /// The push service, if push is enabled (installed at launch).
+    pub fn push(&self) -> Option<&crate::push::service::PushService> {
+        self.inner.push.get().map(Arc::as_ref)
+    }
+
+    /// Installs the push service (once; later calls are ignored).
+    pub fn set_push(&self, service: Arc<crate::push::service::PushService>) {
+        let _ = self.inner.push.set(service);
     }
 
     /// The security audit log.
@@ -188,6 +201,12 @@ impl<S: Store> crate::mail::service::MailContext for AppState<S> {
 
     fn ephemeral(&self) -> &EphemeralHub {
         &self.inner.ephemeral
+    }
+
+    fn mail_queued_offline(&self, account: Id, device: u32) {
+        if let Some(push) = self.inner.push.get() {
+            push.mail_queued(crate::realtime::hub::DeviceKey { account, device });
+        }
     }
 }
 

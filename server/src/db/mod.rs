@@ -19,6 +19,7 @@ use crate::channels::store::{ChannelStore, TicketStore};
 use crate::keys::store::KeyStore;
 use crate::mail::store::MailboxStore;
 use crate::moderation::store::ModerationStore;
+use crate::push::store::PushStore;
 use crate::secrets::SecretStore;
 use crate::vault::store::VaultStore;
 
@@ -51,6 +52,7 @@ pub trait Store:
     + AuditStore
     + ModerationStore
     + AdminStore
+    + PushStore
     + Clone
     + Send
     + Sync

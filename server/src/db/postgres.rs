@@ -64,6 +64,7 @@ crate::channels::store::impl_channel_store!(PgStore, sqlx::Postgres);
 crate::audit::store::impl_audit_sql!(PgStore, sqlx::Postgres);
 crate::moderation::store::impl_moderation_sql!(PgStore, sqlx::Postgres);
 crate::admin::sql::impl_admin_sql!(PgStore, sqlx::Postgres);
+crate::push::store::impl_push_sql!(PgStore, sqlx::Postgres, " FOR UPDATE SKIP LOCKED");
 
 impl super::Store for PgStore {
     async fn ping(&self) -> StoreResult<()> {

@@ -96,6 +96,7 @@ crate::channels::store::impl_channel_store!(SqliteStore, sqlx::Sqlite);
 crate::audit::store::impl_audit_sql!(SqliteStore, sqlx::Sqlite);
 crate::moderation::store::impl_moderation_sql!(SqliteStore, sqlx::Sqlite);
 crate::admin::sql::impl_admin_sql!(SqliteStore, sqlx::Sqlite);
+crate::push::store::impl_push_sql!(SqliteStore, sqlx::Sqlite, "");
 
 impl super::Store for SqliteStore {
     async fn ping(&self) -> StoreResult<()> {

@@ -63,6 +63,9 @@ pub trait MailContext: LimitContext + Clone + Send + Sync + 'static {
     fn hub(&self) -> &Hub;
     /// The router of pushes to live sockets on this instance.
     fn ephemeral(&self) -> &EphemeralHub;
+    /// Mail was stored for a device with no socket on this instance: the push service's hook
+    /// (`crate::push`), which wakes it if it has no socket anywhere. Does nothing by default.
+    fn mail_queued_offline(&self, _account: Id, _device: u32) {}
 }
 
 /// Length of an unidentified-access key in bytes.
@@ -317,6 +320,7 @@ pub struct MultiReceipt {
 /// the messaging service announces new mail, so a cross-instance publisher can hook in here.
 pub fn notify_mailbox<C: MailContext>(state: &C, account: Id, device: u32) {
     state.hub().publish(&Topic::Mailbox { account, device });
+    state.mail_queued_offline(account, device);
 }
 
 /// `SHA-256("haven/access-key/v1" || 0x00 || key)`: what the relay stores of an

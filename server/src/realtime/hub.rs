@@ -49,7 +49,13 @@ struct Inner {
     shutdown: watch::Sender<bool>,
     remote: OnceLock<RedisHints>,
     ephemeral: EphemeralHub,
+    /// Told when a device's socket registers (`true`) or its last one here goes (`false`): the
+    /// push presence (`crate::push::presence`).
+    presence: OnceLock<PresenceObserver>,
 }
+
+/// Called with a device and whether it now has a socket on this instance.
+pub type PresenceObserver = Arc<dyn Fn(DeviceKey, bool) + Send + Sync>;
 
 /// The hub of one relay process. Cheap to clone.
 #[derive(Clone)]
@@ -90,6 +96,7 @@ impl Hub {
                 shutdown: watch::channel(false).0,
                 remote: OnceLock::new(),
                 ephemeral,
+                presence: OnceLock::new(),
             }),
         }
     }
@@ -103,6 +110,31 @@ impl Hub {
         let remote = RedisHints::connect(url, self.clone()).await?;
         let _ = self.inner.remote.set(remote);
         Ok(())
+    }
+
+    /// Installs the observer of socket registrations (once; later calls are ignored).
+    pub fn set_presence_observer(&self, observer: PresenceObserver) {
+        let _ = self.inner.presence.set(observer);
+    }
+
+    /// Whether `device` has a socket on this instance.
+    pub fn has_local_socket(&self, device: &DeviceKey) -> bool {
+        self.inner
+            .sockets
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains_key(device)
+    }
+
+    /// The devices with a socket on this instance.
+    pub fn local_devices(&self) -> Vec<DeviceKey> {
+        self.inner
+            .sockets
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .keys()
+            .copied()
+            .collect()
     }
 
     /// Whether hints are shared through Redis.
@@ -218,6 +250,9 @@ impl Hub {
         if let Some(remote) = self.inner.remote.get() {
             remote.send(Remote::Connected(device));
         }
+        if let Some(observer) = self.inner.presence.get() {
+            observer(device, true);
+        }
         self.inner.live.fetch_add(1, Ordering::AcqRel);
         SocketRegistration {
             hub: self.clone(),
@@ -306,15 +341,16 @@ impl Hub {
     }
 
     fn unregister(&self, device: &DeviceKey, id: u64) {
-        {
+        let removed = {
             let mut sockets = self
                 .inner
                 .sockets
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
-            if sockets.get(device).is_some_and(|e| e.id == id) {
-                sockets.remove(device);
-            }
+            sockets.get(device).is_some_and(|e| e.id == id) && sockets.remove(device).is_some()
+        };
+        if removed && let Some(observer) = self.inner.presence.get() {
+            observer(*device, false);
         }
         if self.inner.live.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.inner.drained.notify_waiters();

@@ -126,6 +126,8 @@ pub struct Settings {
     pub moderation: crate::moderation::settings::ModerationSettings,
     /// The security audit log (`[audit]`).
     pub audit: crate::moderation::settings::AuditSettings,
+    /// Content-free wake-ups of devices without a socket (`[push]`).
+    pub push: crate::push::settings::PushSettings,
 }
 
 /// The `[mail]` section: mailbox limits and expiry. Environment: `HAVEN_MAIL_<FIELD>` in upper
@@ -551,6 +553,7 @@ impl Default for Settings {
             blobs: crate::blobs::settings::BlobSettings::default(),
             moderation: crate::moderation::settings::ModerationSettings::default(),
             audit: crate::moderation::settings::AuditSettings::default(),
+            push: crate::push::settings::PushSettings::default(),
         }
     }
 }
@@ -831,6 +834,7 @@ impl Settings {
         self.blobs.validate()?;
         self.moderation.validate()?;
         self.audit.validate()?;
+        self.push.validate()?;
         match checks.iter().find(|(ok, _)| !ok) {
             Some((_, name)) => Err(SettingsError::Range(name)),
             None => Ok(()),
@@ -851,7 +855,7 @@ fn address_or_off<'de, D: Deserializer<'de>>(
 
 /// A list of origins: a TOML array, or one comma-separated string (as an environment variable
 /// gives it), whose items are trimmed and empty ones dropped.
-fn list_or_commas<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+pub(crate) fn list_or_commas<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum List {
@@ -873,7 +877,7 @@ fn list_or_commas<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<Stri
 /// (`HAVEN_<PREFIX>_<FIELD>`), and their field names. The prefix is the section's name in upper
 /// case except for `channels`, whose variables have always been `HAVEN_CHANNEL_*`.
 type FieldNames = fn() -> &'static [&'static str];
-const SECTIONS: [(&str, &str, FieldNames); 9] = [
+const SECTIONS: [(&str, &str, FieldNames); 10] = [
     ("ws", "WS", field_names::<WsSettings>),
     ("channels", "CHANNEL", field_names::<ChannelSettings>),
     ("mail", "MAIL", field_names::<MailSettings>),
@@ -894,6 +898,11 @@ const SECTIONS: [(&str, &str, FieldNames); 9] = [
         "audit",
         "AUDIT",
         field_names::<crate::moderation::settings::AuditSettings>,
+    ),
+    (
+        "push",
+        "PUSH",
+        field_names::<crate::push::settings::PushSettings>,
     ),
 ];
 

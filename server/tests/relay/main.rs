@@ -19,6 +19,7 @@ mod messaging;
 mod moderation;
 mod multi_instance;
 mod proxy;
+mod push;
 mod send_throughput;
 mod store_conformance;
 mod totp_at_rest;
