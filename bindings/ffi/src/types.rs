@@ -783,7 +783,11 @@ impl From<haven_client::WakeSummary> for WakeSummary {
         Self {
             envelopes: s.envelopes,
             messages: s.messages,
-            conversations: s.conversations.into_iter().map(Conversation::from).collect(),
+            conversations: s
+                .conversations
+                .into_iter()
+                .map(Conversation::from)
+                .collect(),
             complete: s.complete,
             next_task_due_ms: s.next_task_due_ms,
         }

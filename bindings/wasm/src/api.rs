@@ -208,7 +208,8 @@ pub fn push_gateway_request(
 }
 
 fn push_body(body: &haven_client_core::push::PushEndpointRequest) -> JsResult<String> {
-    serde_json::to_string(body).map_err(|e| js_error(WebError::new(ErrorCode::Malformed, e.to_string())))
+    serde_json::to_string(body)
+        .map_err(|e| js_error(WebError::new(ErrorCode::Malformed, e.to_string())))
 }
 
 /// The default time budget of a push wake-up, ms (iOS gives a push handler about 30 s).

@@ -531,17 +531,24 @@ fn push_commands_through_the_binary() {
     );
     // A duplicate push finds nothing new.
     let again = finn.run(&["push", "wake"]);
-    assert!(again.contains("wake: 0 new message(s) in 0 conversation(s), 0 envelope(s)"), "{again}");
+    assert!(
+        again.contains("wake: 0 new message(s) in 0 conversation(s), 0 envelope(s)"),
+        "{again}"
+    );
     let history = finn.run(&["history", "erin_cli"]);
     assert_eq!(history.matches("capybara").count(), 1, "{history}");
 
     // Endpoints: a malformed gateway key or id is refused before anything is sent (usage, 2);
     // a Web Push subscription is registered, listed and removed.
-    assert_eq!(finn.fails(&["push", "register-gateway", "bad app", "token"]).0, 2);
+    assert_eq!(
+        finn.fails(&["push", "register-gateway", "bad app", "token"])
+            .0,
+        2
+    );
     assert_eq!(finn.fails(&["push", "remove", "../../v1/account"]).0, 2);
     assert_eq!(finn.fails(&["push", "frobnicate"]).0, 2);
-    let mut point = [7u8; 65];
-    point[0] = 4;
+    // The P-256 base point, uncompressed: a valid subscription key (the relay checks the curve).
+    let point = hex::decode("046b17d1f2e12c4247f8bce6e563a440f277037d812deb33a0f4a13945d898c2964fe342e2fe1a7f9b8ee7eb4a7c0f9e162bce33576b315ececbb6406837bf51f5").unwrap();
     let p256dh = base64_url(&point);
     let auth = base64_url(&[3u8; 16]);
     let out = finn.run(&[
@@ -551,7 +558,11 @@ fn push_commands_through_the_binary() {
         &p256dh,
         &auth,
     ]);
-    let id = out.trim().strip_prefix("push endpoint ").unwrap().to_owned();
+    let id = out
+        .trim()
+        .strip_prefix("push endpoint ")
+        .unwrap()
+        .to_owned();
     assert_eq!(id.len(), 22, "{out}");
     let listed = finn.run(&["push", "list"]);
     assert!(listed.starts_with(&format!("{id} web_push ")), "{listed}");

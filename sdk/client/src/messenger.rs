@@ -1201,7 +1201,11 @@ impl Messenger {
     }
 
     /// [`Self::finish`], counting the events (those of entries retried too) in `tally`.
-    fn finish_counted(&self, applied: Applied, tally: &mut WakeSummary) -> Result<(), MessengerError> {
+    fn finish_counted(
+        &self,
+        applied: Applied,
+        tally: &mut WakeSummary,
+    ) -> Result<(), MessengerError> {
         tally.add_events(&applied.events);
         self.emit(applied.events);
         for g in applied.retry_groups {

@@ -63,7 +63,9 @@ pub fn web_push(
     if !endpoint.starts_with("https://")
         || endpoint.len() <= "https://".len()
         || endpoint.len() > MAX_ENDPOINT_URL_LEN
-        || endpoint.chars().any(|c| c.is_control() || c.is_whitespace())
+        || endpoint
+            .chars()
+            .any(|c| c.is_control() || c.is_whitespace())
     {
         return Err(PushEndpointError::Endpoint);
     }
@@ -112,7 +114,9 @@ pub fn gateway(app_id: &str, pushkey: &str) -> Result<PushEndpointRequest, PushE
 /// [`PushEndpointError::Id`] for text that is not an id (base64url without padding of 16
 /// bytes): it is never put in a path.
 pub fn endpoint_path(id: &str) -> Result<String, PushEndpointError> {
-    let bytes = URL_SAFE_NO_PAD.decode(id).map_err(|_| PushEndpointError::Id)?;
+    let bytes = URL_SAFE_NO_PAD
+        .decode(id)
+        .map_err(|_| PushEndpointError::Id)?;
     // Decoding accepts non-canonical trailing bits; only the canonical text is an id.
     if bytes.len() != ENDPOINT_ID_LEN || URL_SAFE_NO_PAD.encode(&bytes) != id {
         return Err(PushEndpointError::Id);
@@ -143,14 +147,29 @@ mod tests {
         assert_eq!(again, ok);
 
         let bad = |e: &str, k: &str, a: &str| web_push(e, k, a).unwrap_err();
-        assert_eq!(bad("http://push.example/x", &point(), &auth), PushEndpointError::Endpoint);
-        assert_eq!(bad("https://", &point(), &auth), PushEndpointError::Endpoint);
-        assert_eq!(bad("https://a b", &point(), &auth), PushEndpointError::Endpoint);
+        assert_eq!(
+            bad("http://push.example/x", &point(), &auth),
+            PushEndpointError::Endpoint
+        );
+        assert_eq!(
+            bad("https://", &point(), &auth),
+            PushEndpointError::Endpoint
+        );
+        assert_eq!(
+            bad("https://a b", &point(), &auth),
+            PushEndpointError::Endpoint
+        );
         let long = format!("https://{}", "a".repeat(MAX_ENDPOINT_URL_LEN));
         assert_eq!(bad(&long, &point(), &auth), PushEndpointError::Endpoint);
         let compressed = URL_SAFE_NO_PAD.encode([2u8; P256DH_LEN]);
-        assert_eq!(bad("https://p", &compressed, &auth), PushEndpointError::P256dh);
-        assert_eq!(bad("https://p", "not base64!", &auth), PushEndpointError::P256dh);
+        assert_eq!(
+            bad("https://p", &compressed, &auth),
+            PushEndpointError::P256dh
+        );
+        assert_eq!(
+            bad("https://p", "not base64!", &auth),
+            PushEndpointError::P256dh
+        );
         let short = URL_SAFE_NO_PAD.encode([1u8; 15]);
         assert_eq!(bad("https://p", &point(), &short), PushEndpointError::Auth);
     }
@@ -159,15 +178,24 @@ mod tests {
     fn gateway_checks_app_id_and_pushkey() {
         let ok = gateway("com.example.chat", "token-1").unwrap();
         let json = serde_json::to_value(&ok).unwrap();
-        assert_eq!(json, serde_json::json!({"kind": "gateway", "app_id": "com.example.chat", "pushkey": "token-1"}));
+        assert_eq!(
+            json,
+            serde_json::json!({"kind": "gateway", "app_id": "com.example.chat", "pushkey": "token-1"})
+        );
         assert_eq!(gateway("", "k"), Err(PushEndpointError::AppId));
         assert_eq!(gateway("a/b", "k"), Err(PushEndpointError::AppId));
         assert_eq!(gateway(&"a".repeat(65), "k"), Err(PushEndpointError::AppId));
         assert!(gateway(&"a".repeat(64), "k").is_ok());
         assert_eq!(gateway("app", ""), Err(PushEndpointError::Pushkey));
         assert_eq!(gateway("app", "a\nb"), Err(PushEndpointError::Pushkey));
-        assert_eq!(gateway("app", &"k".repeat(513)), Err(PushEndpointError::Pushkey));
-        assert_eq!(gateway("app", &"é".repeat(257)), Err(PushEndpointError::Pushkey));
+        assert_eq!(
+            gateway("app", &"k".repeat(513)),
+            Err(PushEndpointError::Pushkey)
+        );
+        assert_eq!(
+            gateway("app", &"é".repeat(257)),
+            Err(PushEndpointError::Pushkey)
+        );
         assert!(gateway("app", &"k".repeat(512)).is_ok());
     }
 
@@ -175,7 +203,12 @@ mod tests {
     fn endpoint_paths_only_for_plain_ids() {
         let id = URL_SAFE_NO_PAD.encode([0xfb; ENDPOINT_ID_LEN]);
         assert_eq!(endpoint_path(&id), Ok(format!("/v1/push/endpoints/{id}")));
-        for bad in ["../x".to_owned(), String::new(), format!("{id}=="), URL_SAFE_NO_PAD.encode([1; 15])] {
+        for bad in [
+            "../x".to_owned(),
+            String::new(),
+            format!("{id}=="),
+            URL_SAFE_NO_PAD.encode([1; 15]),
+        ] {
             assert_eq!(endpoint_path(&bad), Err(PushEndpointError::Id), "{bad}");
         }
     }

@@ -173,10 +173,7 @@ async fn worker<S: Store>(
         }
         loop {
             let now = now_i64();
-            let claimed = match store
-                .claim_pushes(now, now + LEASE_SECS, CLAIM_BATCH)
-                .await
-            {
+            let claimed = match store.claim_pushes(now, now + LEASE_SECS, CLAIM_BATCH).await {
                 Ok(c) => c,
                 Err(err) => {
                     tracing::warn!(%err, "claiming pushes failed");
@@ -376,7 +373,8 @@ async fn send_web_push(
             let status = r.status();
             if status.is_success() {
                 Delivery::Delivered
-            } else if status == reqwest::StatusCode::NOT_FOUND || status == reqwest::StatusCode::GONE
+            } else if status == reqwest::StatusCode::NOT_FOUND
+                || status == reqwest::StatusCode::GONE
             {
                 Delivery::Gone
             } else if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {

@@ -855,7 +855,9 @@ fn address_or_off<'de, D: Deserializer<'de>>(
 
 /// A list of origins: a TOML array, or one comma-separated string (as an environment variable
 /// gives it), whose items are trimmed and empty ones dropped.
-pub(crate) fn list_or_commas<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+pub(crate) fn list_or_commas<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Vec<String>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum List {

@@ -181,7 +181,8 @@ suspend fun pushAndWakeUp(relay: Relay, dir: File) {
     // Endpoints: a gateway key is refused on the device when malformed; a Web Push
     // subscription is registered (idempotently), listed and removed.
     expectThrows<HavenException.InvalidInput>("bad app id") { bob.registerGatewayPush("bad app", "t") }
-    val p256dh = b64url(byteArrayOf(4) + ByteArray(64) { 7 })
+    // The P-256 base point, uncompressed: a valid subscription key (the relay checks the curve).
+    val p256dh = b64url("046b17d1f2e12c4247f8bce6e563a440f277037d812deb33a0f4a13945d898c2964fe342e2fe1a7f9b8ee7eb4a7c0f9e162bce33576b315ececbb6406837bf51f5".chunked(2).map { it.toInt(16).toByte() }.toByteArray())
     val auth = b64url(ByteArray(16) { 3 })
     val endpoint = "https://push.example.test/kotlin/$RUN"
     val id = bob.registerWebPush(endpoint, p256dh, auth)

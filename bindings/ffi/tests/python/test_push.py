@@ -19,11 +19,15 @@ def b64url(raw: bytes) -> str:
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
 
 
+# The P-256 base point, uncompressed: a valid subscription key (the relay checks the curve).
+P256_G = bytes.fromhex("046b17d1f2e12c4247f8bce6e563a440f277037d812deb33a0f4a13945d898c2964fe342e2fe1a7f9b8ee7eb4a7c0f9e162bce33576b315ececbb6406837bf51f5")
+
+
 def subscription(n: int):
     """A browser subscription's endpoint and keys (a 65-byte uncompressed point, 16 bytes)."""
     return (
         f"https://push.example.test/send/{RUN}/{n}",
-        b64url(b"\x04" + bytes([n]) * 64),
+        b64url(P256_G),
         b64url(bytes([n]) * 16),
     )
 

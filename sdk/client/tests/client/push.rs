@@ -61,12 +61,7 @@ async fn queued(m: &Messenger) -> usize {
 async fn send_all(alice: &Messenger, bob: [u8; 16], texts: &[String]) -> Vec<[u8; 16]> {
     let mut ids = Vec::new();
     for t in texts {
-        ids.push(
-            alice
-                .send_text(Conversation::Direct(bob), t)
-                .await
-                .unwrap(),
-        );
+        ids.push(alice.send_text(Conversation::Direct(bob), t).await.unwrap());
     }
     ids
 }
@@ -103,7 +98,9 @@ async fn a_wake_up_fetches_processes_and_acknowledges_offline_mail_once() {
     assert!(queued(&bob).await >= 3, "the texts wait on the relay");
 
     let summary = bob
-        .handle_wake_up(Duration::from_millis(haven_client::messenger::WAKE_BUDGET_MS))
+        .handle_wake_up(Duration::from_millis(
+            haven_client::messenger::WAKE_BUDGET_MS,
+        ))
         .await
         .unwrap();
     assert!(summary.complete, "{summary:?}");
@@ -159,7 +156,10 @@ async fn a_wake_up_fetches_processes_and_acknowledges_offline_mail_once() {
             ..WakeSummary::default()
         }
     );
-    assert_eq!(bob.history(Conversation::Direct(alice_id)).unwrap().len(), 3);
+    assert_eq!(
+        bob.history(Conversation::Direct(alice_id)).unwrap().len(),
+        3
+    );
     assert!(drain_messages(&mut bob_events).is_empty());
 }
 
@@ -264,14 +264,15 @@ async fn wake_ups_racing_the_live_connection_process_each_message_once() {
     assert_eq!(queued(&bob).await, 0);
 }
 
-/// A browser subscription's keys for endpoint number `n` (a valid point prefix and lengths; the
-/// relay only stores them here).
+/// The P-256 base point, uncompressed: a valid subscription key (the relay checks the curve).
+const P256_G: &str = "046b17d1f2e12c4247f8bce6e563a440f277037d812deb33a0f4a13945d898c2964fe342e2fe1a7f9b8ee7eb4a7c0f9e162bce33576b315ececbb6406837bf51f5";
+
+/// A browser subscription's endpoint and keys for endpoint number `n` (the relay only stores them
+/// here: no push service is reached).
 fn subscription(n: u8) -> (String, String, String) {
-    let mut p256dh = [n; 65];
-    p256dh[0] = 4;
     (
         format!("https://push.example.test/send/{n}"),
-        URL_SAFE_NO_PAD.encode(p256dh),
+        URL_SAFE_NO_PAD.encode(hex::decode(P256_G).unwrap()),
         URL_SAFE_NO_PAD.encode([n; 16]),
     )
 }
@@ -285,7 +286,11 @@ async fn push_endpoints_are_registered_listed_and_removed_within_the_limits() {
     let client = alice.device().relay();
 
     // The VAPID key a browser subscribes with: 65 bytes, uncompressed point, no login needed.
-    let vapid = RelayClient::new(&url).unwrap().push_vapid_key().await.unwrap();
+    let vapid = RelayClient::new(&url)
+        .unwrap()
+        .push_vapid_key()
+        .await
+        .unwrap();
     let key = URL_SAFE_NO_PAD.decode(&vapid).unwrap();
     assert_eq!((key.len(), key[0]), (65, 4));
 
@@ -297,9 +302,19 @@ async fn push_endpoints_are_registered_listed_and_removed_within_the_limits() {
     assert_eq!(again, id1, "registering again is idempotent");
     let list = client.push_endpoints().await.unwrap();
     assert_eq!(list.len(), 1);
-    assert_eq!((list[0].id.as_str(), list[0].kind.as_str()), (id1.as_str(), "web_push"));
+    assert_eq!(
+        (list[0].id.as_str(), list[0].kind.as_str()),
+        (id1.as_str(), "web_push")
+    );
     // Another device's list is its own.
-    assert!(bob.device().relay().push_endpoints().await.unwrap().is_empty());
+    assert!(
+        bob.device()
+            .relay()
+            .push_endpoints()
+            .await
+            .unwrap()
+            .is_empty()
+    );
 
     // Up to five per device; the sixth is refused and changes nothing.
     let mut ids = vec![id1.clone()];
@@ -316,7 +331,9 @@ async fn push_endpoints_are_registered_listed_and_removed_within_the_limits() {
     assert_eq!(client.push_endpoints().await.unwrap().len(), 5);
 
     // Bad input is refused on the device, before anything is sent.
-    let bad = client.register_web_push("http://plain.example/x", &k6, &a6).await;
+    let bad = client
+        .register_web_push("http://plain.example/x", &k6, &a6)
+        .await;
     assert!(matches!(
         bad,
         Err(RelayError::InvalidPushEndpoint(PushEndpointError::Endpoint))
@@ -347,7 +364,11 @@ async fn push_endpoints_are_registered_listed_and_removed_within_the_limits() {
     assert_eq!(err.status(), Some(404));
     client.remove_push_endpoint(&ids[1]).await.unwrap();
     assert_eq!(
-        client.remove_push_endpoint(&ids[1]).await.unwrap_err().status(),
+        client
+            .remove_push_endpoint(&ids[1])
+            .await
+            .unwrap_err()
+            .status(),
         Some(404)
     );
     let listed: HashSet<String> = client
