@@ -790,7 +790,7 @@ async fn push_command(args: &Args, m: &Arc<Messenger>) -> Result<(), Failure> {
         }
         "list" => {
             for e in relay.push_endpoints().await? {
-                println!("{} {} {}", e.id.to_hex(), e.kind, e.created_at);
+                println!("{} {} {}", e.id, e.kind, e.created_at);
             }
         }
         "remove" => {
