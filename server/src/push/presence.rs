@@ -25,8 +25,7 @@ pub const PRESENCE_TTL_SECS: i64 = 60;
 pub const REFRESH_SECS: u64 = 20;
 
 /// Deletes the key only if it holds this instance's id.
-const DELETE_IF_MINE: &str =
-    "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end";
+const DELETE_IF_MINE: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end";
 
 /// Errors connecting to Redis.
 #[derive(Debug, thiserror::Error)]

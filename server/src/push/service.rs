@@ -15,8 +15,8 @@ use crate::push::store::{PushStore, PutOutcome, StoredEndpoint};
 use crate::push::target::{PushTarget, TargetError};
 use crate::push::web_push::VapidKey;
 use crate::realtime::hub::DeviceKey;
-use crate::secrets::{Key32, SecretStore, TotpKeyring};
 use crate::sealing::Purpose;
+use crate::secrets::{Key32, SecretStore, TotpKeyring};
 
 /// Name of the VAPID private key in the server secrets table.
 pub const VAPID_SECRET_NAME: &str = "vapid_key";
@@ -195,7 +195,8 @@ impl PushService {
             &Self::context(&stored.id, account, device),
             &stored.target,
         )?;
-        PushTarget::decode(&opened.value).ok_or(PushError::Seal(crate::sealing::SealError::Malformed))
+        PushTarget::decode(&opened.value)
+            .ok_or(PushError::Seal(crate::sealing::SealError::Malformed))
     }
 
     /// Registers (or updates) an endpoint of the device; returns its id.
@@ -212,7 +213,10 @@ impl PushService {
         let encoded = Zeroizing::new(target.encode());
         // Twice at most: a concurrent registration of the same endpoint may win the row.
         for _ in 0..2 {
-            let id = match store.push_endpoint_by_lookup(account, device, &lookup).await? {
+            let id = match store
+                .push_endpoint_by_lookup(account, device, &lookup)
+                .await?
+            {
                 Some(id) => id,
                 None => Id::random(),
             };

@@ -81,11 +81,12 @@ impl PushTarget {
                 auth,
             } => {
                 check_endpoint_url(endpoint, settings)?;
-                let p256dh = b64url(p256dh)
-                    .filter(|k| valid_public_key(k))
-                    .ok_or(TargetError::Invalid(
-                        "p256dh must be a 65-byte uncompressed P-256 point, base64url",
-                    ))?;
+                let p256dh =
+                    b64url(p256dh)
+                        .filter(|k| valid_public_key(k))
+                        .ok_or(TargetError::Invalid(
+                            "p256dh must be a 65-byte uncompressed P-256 point, base64url",
+                        ))?;
                 let auth: [u8; AUTH_LEN] = b64url(auth)
                     .and_then(|a| a.try_into().ok())
                     .ok_or(TargetError::Invalid("auth must be 16 bytes, base64url"))?;
@@ -212,7 +213,10 @@ impl PushTarget {
 /// with `allow_insecure`), a host, no credentials; not `localhost` nor an IP literal in a
 /// private, loopback, link-local, shared or reserved range (unless `allow_insecure`); and, when
 /// `allowed_hosts` is set, one of those hosts.
-pub fn check_endpoint_url(endpoint: &str, settings: &PushSettings) -> Result<url::Url, TargetError> {
+pub fn check_endpoint_url(
+    endpoint: &str,
+    settings: &PushSettings,
+) -> Result<url::Url, TargetError> {
     if endpoint.len() > MAX_ENDPOINT_URL_LEN {
         return Err(TargetError::Invalid("endpoint is longer than 1024 bytes"));
     }
@@ -334,7 +338,9 @@ mod tests {
             assert!(check_endpoint_url(bad, &s).is_err(), "{bad}");
         }
         assert!(check_endpoint_url("https://user:pw@push.example/x", &s).is_err());
-        assert!(check_endpoint_url(&format!("https://p.example/{}", "a".repeat(1100)), &s).is_err());
+        assert!(
+            check_endpoint_url(&format!("https://p.example/{}", "a".repeat(1100)), &s).is_err()
+        );
         assert!(check_endpoint_url("https://push.example/x", &s).is_ok());
         assert!(check_endpoint_url("https://8.8.8.8/x", &s).is_ok());
         let allow = PushSettings {
@@ -365,7 +371,10 @@ mod tests {
             app_id: "com.example".into(),
             pushkey: "tok".into(),
         };
-        assert_eq!(PushTarget::decode(&g.encode()).unwrap().encode(), g.encode());
+        assert_eq!(
+            PushTarget::decode(&g.encode()).unwrap().encode(),
+            g.encode()
+        );
         for cut in 0..bytes.len() {
             assert!(PushTarget::decode(&bytes[..cut]).is_none());
         }

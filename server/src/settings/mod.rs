@@ -855,7 +855,9 @@ fn address_or_off<'de, D: Deserializer<'de>>(
 
 /// A list of origins: a TOML array, or one comma-separated string (as an environment variable
 /// gives it), whose items are trimmed and empty ones dropped.
-pub(crate) fn list_or_commas<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+pub(crate) fn list_or_commas<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Vec<String>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum List {
@@ -1048,6 +1050,25 @@ mod tests {
     /// Today's environment names and the setting each sets, copied once from the hand-written
     /// mapping that the derived one replaced: every one of them must keep working.
     const OLD_ENV_NAMES: &[(&str, &str)] = &[
+        // Push (added with the settings).
+        ("HAVEN_PUSH_ENABLED", "push.enabled"),
+        ("HAVEN_PUSH_COALESCE_SECS", "push.coalesce_secs"),
+        ("HAVEN_PUSH_MAX_ATTEMPTS", "push.max_attempts"),
+        ("HAVEN_PUSH_BACKOFF_BASE_MS", "push.backoff_base_ms"),
+        ("HAVEN_PUSH_BACKOFF_MAX_SECS", "push.backoff_max_secs"),
+        ("HAVEN_PUSH_PER_DEVICE_PER_HOUR", "push.per_device_per_hour"),
+        ("HAVEN_PUSH_WORKER_CONCURRENCY", "push.worker_concurrency"),
+        ("HAVEN_PUSH_POLL_INTERVAL_MS", "push.poll_interval_ms"),
+        (
+            "HAVEN_PUSH_REQUEST_TIMEOUT_SECS",
+            "push.request_timeout_secs",
+        ),
+        ("HAVEN_PUSH_TTL_SECS", "push.ttl_secs"),
+        ("HAVEN_PUSH_GATEWAY_URL", "push.gateway_url"),
+        ("HAVEN_PUSH_VAPID_SUBJECT", "push.vapid_subject"),
+        ("HAVEN_PUSH_VAPID_KEY", "push.vapid_key"),
+        ("HAVEN_PUSH_ALLOW_INSECURE", "push.allow_insecure"),
+        ("HAVEN_PUSH_ALLOWED_HOSTS", "push.allowed_hosts"),
         // Moderation and audit (added with the settings, not renamed).
         (
             "HAVEN_MODERATION_FRANKING_SECRET",
@@ -1389,7 +1410,7 @@ mod tests {
 
     #[test]
     fn old_env_names_still_land_in_their_fields() {
-        assert_eq!(OLD_ENV_NAMES.len(), 117);
+        assert_eq!(OLD_ENV_NAMES.len(), 132);
         for (i, (name, path)) in OLD_ENV_NAMES.iter().enumerate() {
             assert_lands(name, path, i);
         }
