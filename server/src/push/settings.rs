@@ -48,7 +48,7 @@ pub struct PushSettings {
     pub allow_insecure: bool,
     /// When not empty, the only push-service hosts endpoints may name (exact host names, or
     /// `.example.com` for every subdomain), comma-separated (`HAVEN_PUSH_ALLOWED_HOSTS`).
-    #[serde(deserialize_with = "crate::settings::list_or_commas")]
+    #[serde(deserialize_with = "crate::settings::values::list_or_commas")]
     pub allowed_hosts: Vec<String>,
 }
 

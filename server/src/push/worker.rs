@@ -17,6 +17,7 @@ use haven_protocol::api::push::WAKE_PAYLOAD;
 
 use crate::clock::now_millis;
 use crate::db::Store;
+use crate::push::delivery::Delivery;
 use crate::push::service::PushService;
 use crate::push::store::{ClaimedPush, Finish};
 use crate::push::target::{PushTarget, check_endpoint_url, forbidden_ip};
@@ -33,19 +34,6 @@ const CLAIM_BATCH: u32 = 256;
 const ENQUEUE_BATCH: usize = 256;
 /// Entries of the enqueuer's cache of known due times before it is pruned.
 const DUE_CACHE: usize = 100_000;
-
-/// What became of one endpoint's delivery.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Delivery {
-    /// Accepted (2xx).
-    Delivered,
-    /// Gone for good (404, 410, rejected by the gateway, or no longer allowed): delete it.
-    Gone,
-    /// Try again later (timeout, connection error, 429, 5xx).
-    Retry,
-    /// Refused otherwise (other 4xx): not retried, not deleted.
-    Failed,
-}
 
 /// Starts the enqueuer and the worker of `service` on the current runtime, until `stop`.
 pub fn spawn<S: Store>(

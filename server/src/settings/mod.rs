@@ -59,7 +59,7 @@ pub struct Settings {
     pub request_timeout_secs: u64,
     /// Origins allowed by CORS; empty means no CORS headers (`HAVEN_CORS_ALLOWED_ORIGINS`,
     /// comma-separated).
-    #[serde(deserialize_with = "list_or_commas")]
+    #[serde(deserialize_with = "values::list_or_commas")]
     pub cors_allowed_origins: Vec<String>,
     /// Send `Strict-Transport-Security` (`HAVEN_HSTS`).
     pub hsts: bool,
@@ -341,7 +341,7 @@ impl Default for VaultSettings {
 pub struct WsSettings {
     /// Browser origins allowed to open a socket; a request without `Origin` (native clients) is
     /// always allowed, one with any other origin is refused (`HAVEN_WS_ALLOWED_ORIGINS`).
-    #[serde(deserialize_with = "list_or_commas")]
+    #[serde(deserialize_with = "values::list_or_commas")]
     pub allowed_origins: Vec<String>,
     /// Lifetime of a ticket from `POST /v1/ws/ticket` (`HAVEN_WS_TICKET_TTL_SECS`).
     pub ticket_ttl_secs: u64,
@@ -851,28 +851,6 @@ fn address_or_off<'de, D: Deserializer<'de>>(
         "off" => Ok(None),
         addr => addr.parse().map(Some).map_err(serde::de::Error::custom),
     }
-}
-
-/// A list of origins: a TOML array, or one comma-separated string (as an environment variable
-/// gives it), whose items are trimmed and empty ones dropped.
-pub(crate) fn list_or_commas<'de, D: Deserializer<'de>>(
-    deserializer: D,
-) -> Result<Vec<String>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum List {
-        Commas(String),
-        Items(Vec<String>),
-    }
-    Ok(match List::deserialize(deserializer)? {
-        List::Items(items) => items,
-        List::Commas(text) => text
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(str::to_owned)
-            .collect(),
-    })
 }
 
 /// The sections (TOML tables) of [`Settings`], the prefix of their environment variables
