@@ -18,7 +18,7 @@ CREATE TABLE push_endpoints (
 );
 CREATE UNIQUE INDEX push_endpoints_lookup ON push_endpoints(account_id, device_number, lookup);
 
--- One row per device that has (or had) a wake-up to send. pending = 1: a wake-up is owed, due
+-- One row per device that has (or had) a wake-up to send; its times are Unix milliseconds. pending = 1: a wake-up is owed, due
 -- at due_at; claimed_until: a worker holds it until then (a crashed worker's claim expires).
 -- rearm = 1: mail arrived while a wake-up was being sent, so another is owed after it.
 -- last_sent_at and the hourly counter enforce the coalescing window and the per-device limit.

@@ -55,6 +55,9 @@ pub enum LaunchError {
     /// Opening the blob store failed.
     #[error(transparent)]
     Blobs(#[from] crate::blobs::BlobSetupError),
+    /// A push setting is invalid (`push.gateway_url`, `push.vapid_subject`).
+    #[error("push settings: {0}")]
+    PushSettings(String),
     /// Loading the VAPID key failed.
     #[error(transparent)]
     Vapid(#[from] crate::push::service::VapidLoadError),
@@ -486,6 +489,9 @@ async fn start_push<S: Store>(
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), LaunchError> {
     let settings = state.settings().push.clone();
+    settings
+        .check_addresses()
+        .map_err(|e| LaunchError::PushSettings(e.to_string()))?;
     let vapid = crate::push::service::load_vapid_key(&settings, state.store()).await?;
     let presence = match &state.settings().redis_url {
         Some(url) => {

@@ -6,7 +6,7 @@ use haven_protocol::api::push::{
     GatewayDevice, GatewayNotification, GatewayRequest, GatewayResponse,
 };
 
-use crate::push::worker::Delivery;
+use crate::push::delivery::Delivery;
 
 /// Largest gateway reply read, bytes.
 const MAX_REPLY_BYTES: usize = 64 * 1024;

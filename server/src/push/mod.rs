@@ -13,6 +13,7 @@
 //!   backoff, dropping dead endpoints.
 //! - [`web_push`], [`gateway`]: the two deliveries; [`target`]: what may be registered.
 
+pub(crate) mod delivery;
 pub mod gateway;
 pub mod presence;
 pub mod routes;

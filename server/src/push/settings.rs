@@ -48,7 +48,7 @@ pub struct PushSettings {
     pub allow_insecure: bool,
     /// When not empty, the only push-service hosts endpoints may name (exact host names, or
     /// `.example.com` for every subdomain), comma-separated (`HAVEN_PUSH_ALLOWED_HOSTS`).
-    #[serde(deserialize_with = "crate::settings::list_or_commas")]
+    #[serde(deserialize_with = "crate::settings::values::list_or_commas")]
     pub allowed_hosts: Vec<String>,
 }
 
@@ -77,12 +77,7 @@ impl Default for PushSettings {
 impl PushSettings {
     /// Checks every value is in range.
     pub(crate) fn validate(&self) -> Result<(), SettingsError> {
-        let gateway_ok = self.gateway_url.as_deref().is_none_or(|u| {
-            url::Url::parse(u).is_ok_and(|u| {
-                u.scheme() == "https" || (self.allow_insecure && u.scheme() == "http")
-            })
-        });
-        let checks: [(bool, &'static str); 11] = [
+        let checks: [(bool, &'static str); 9] = [
             (self.coalesce_secs <= 86_400, "push.coalesce_secs"),
             ((1..=20).contains(&self.max_attempts), "push.max_attempts"),
             (
@@ -107,16 +102,28 @@ impl PushSettings {
                 "push.request_timeout_secs",
             ),
             ((1..=2_419_200).contains(&self.ttl_secs), "push.ttl_secs"),
-            (gateway_ok, "push.gateway_url"),
-            (
-                self.vapid_subject.starts_with("mailto:")
-                    || self.vapid_subject.starts_with("https://"),
-                "push.vapid_subject",
-            ),
         ];
         match checks.iter().find(|(ok, _)| !ok) {
             Some((_, name)) => Err(SettingsError::Range(name)),
             None => Ok(()),
         }
+    }
+
+    /// The checks of the gateway URL (`https://`, or `http://` with `allow_insecure`) and the
+    /// VAPID subject (`mailto:` or `https:`), made when push starts (only when it is enabled).
+    pub(crate) fn check_addresses(&self) -> Result<(), SettingsError> {
+        let gateway_ok = self.gateway_url.as_deref().is_none_or(|u| {
+            url::Url::parse(u).is_ok_and(|u| {
+                u.scheme() == "https" || (self.allow_insecure && u.scheme() == "http")
+            })
+        });
+        if !gateway_ok {
+            return Err(SettingsError::Range("push.gateway_url"));
+        }
+        if !(self.vapid_subject.starts_with("mailto:") || self.vapid_subject.starts_with("https:"))
+        {
+            return Err(SettingsError::Range("push.vapid_subject"));
+        }
+        Ok(())
     }
 }

@@ -6,6 +6,10 @@
 //! ([`PushStore::claim_pushes`]: `FOR UPDATE SKIP LOCKED` on Postgres, one write lock on
 //! SQLite, plus a lease so a crashed worker's rows come back), sends, and records the outcome
 //! ([`PushStore::finish_push`]). A restart loses nothing: pending rows stay until sent.
+//!
+//! Every time in `push_queue` (and every `now`, `window` and due time here) is in Unix
+//! **milliseconds**, so backoff and coalescing are exact; `push_endpoints.created_at` is in
+//! seconds like every other creation time.
 
 use std::future::Future;
 

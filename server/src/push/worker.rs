@@ -15,35 +15,25 @@ use std::time::Duration;
 use futures_util::StreamExt as _;
 use haven_protocol::api::push::WAKE_PAYLOAD;
 
-use crate::clock::now_i64;
+use crate::clock::now_millis;
 use crate::db::Store;
+use crate::push::delivery::Delivery;
 use crate::push::service::PushService;
 use crate::push::store::{ClaimedPush, Finish};
 use crate::push::target::{PushTarget, check_endpoint_url, forbidden_ip};
 use crate::realtime::hub::DeviceKey;
 
-/// How long a claim holds a row, seconds: past it another worker may take the row (its worker
-/// crashed).
-const LEASE_SECS: i64 = 120;
+/// How long a claim holds a row, milliseconds: past it another worker may take the row (its
+/// worker crashed).
+const LEASE_MS: i64 = 120_000;
+/// One hour in milliseconds (the per-device limit's period).
+const HOUR_MS: i64 = 3_600_000;
 /// Rows claimed per round.
 const CLAIM_BATCH: u32 = 256;
 /// Wake-up requests handled by the enqueuer per round.
 const ENQUEUE_BATCH: usize = 256;
 /// Entries of the enqueuer's cache of known due times before it is pruned.
 const DUE_CACHE: usize = 100_000;
-
-/// What became of one endpoint's delivery.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Delivery {
-    /// Accepted (2xx).
-    Delivered,
-    /// Gone for good (404, 410, rejected by the gateway, or no longer allowed): delete it.
-    Gone,
-    /// Try again later (timeout, connection error, 429, 5xx).
-    Retry,
-    /// Refused otherwise (other 4xx): not retried, not deleted.
-    Failed,
-}
 
 /// Starts the enqueuer and the worker of `service` on the current runtime, until `stop`.
 pub fn spawn<S: Store>(
@@ -100,7 +90,7 @@ async fn enqueuer<S: Store>(
     let Some(mut rx) = service.take_wake_receiver() else {
         return;
     };
-    let window = i64::try_from(service.settings().coalesce_secs).unwrap_or(i64::MAX);
+    let window = window_ms(service.settings());
     // Due times this instance queued: mail for a device whose wake-up is due later is covered
     // by that wake-up, so it needs no database write.
     let mut known_due: HashMap<DeviceKey, i64> = HashMap::new();
@@ -111,7 +101,7 @@ async fn enqueuer<S: Store>(
             _ = stop.wait_for(|s| *s) => return,
             n = rx.recv_many(&mut batch, ENQUEUE_BATCH) => if n == 0 { return },
         }
-        let now = now_i64();
+        let now = now_millis();
         if known_due.len() > DUE_CACHE {
             known_due.retain(|_, due| *due > now);
         }
@@ -172,8 +162,8 @@ async fn worker<S: Store>(
             _ = service.nudged() => {}
         }
         loop {
-            let now = now_i64();
-            let claimed = match store.claim_pushes(now, now + LEASE_SECS, CLAIM_BATCH).await {
+            let now = now_millis();
+            let claimed = match store.claim_pushes(now, now + LEASE_MS, CLAIM_BATCH).await {
                 Ok(c) => c,
                 Err(err) => {
                     tracing::warn!(%err, "claiming pushes failed");
@@ -212,7 +202,7 @@ async fn deliver<S: Store>(
     c: &ClaimedPush,
 ) -> Finish {
     let settings = service.settings();
-    let now = now_i64();
+    let now = now_millis();
     let device = DeviceKey {
         account: c.account,
         device: c.device,
@@ -222,10 +212,10 @@ async fn deliver<S: Store>(
         return Finish::Done { now };
     }
     let limit = settings.per_device_per_hour;
-    if c.hour_count >= limit && now - c.hour_start < 3600 {
+    if c.hour_count >= limit && now - c.hour_start < HOUR_MS {
         metrics::counter!("haven_push_total", "outcome" => "deferred").increment(1);
         return Finish::Defer {
-            due_at: c.hour_start + 3600,
+            due_at: c.hour_start + HOUR_MS,
         };
     }
     let endpoints = match store.push_endpoints(&c.account, c.device).await {
@@ -295,14 +285,14 @@ async fn deliver<S: Store>(
     if delivered > 0 {
         metrics::counter!("haven_push_total", "outcome" => "sent").increment(1);
         tracing::debug!(endpoints = delivered, "push sent");
-        let (hour_start, hour_count) = if now - c.hour_start >= 3600 {
+        let (hour_start, hour_count) = if now - c.hour_start >= HOUR_MS {
             (now, 1)
         } else {
             (c.hour_start, c.hour_count.saturating_add(1))
         };
         return Finish::Sent {
             now,
-            window: i64::try_from(settings.coalesce_secs).unwrap_or(i64::MAX),
+            window: window_ms(settings),
             hour_start,
             hour_count,
         };
@@ -327,12 +317,15 @@ fn retry(settings: &crate::push::settings::PushSettings, c: &ClaimedPush, now: i
         .backoff_base_ms
         .saturating_mul(1u64 << c.attempts.min(30))
         .min(settings.backoff_max_secs.saturating_mul(1000));
-    // Whole seconds (the queue's clock), at least one.
-    let delay = i64::try_from(delay_ms.div_ceil(1000).max(1)).unwrap_or(i64::MAX);
     Finish::Retry {
-        due_at: now.saturating_add(delay),
+        due_at: now.saturating_add(i64::try_from(delay_ms).unwrap_or(i64::MAX)),
         attempts,
     }
+}
+
+/// The coalescing window in milliseconds.
+fn window_ms(settings: &crate::push::settings::PushSettings) -> i64 {
+    i64::try_from(settings.coalesce_secs.saturating_mul(1000)).unwrap_or(i64::MAX)
 }
 
 /// One RFC 8030 push of the wake-up payload, encrypted per RFC 8291 and authorised per RFC 8292.
@@ -356,7 +349,7 @@ async fn send_web_push(
     let authorization = service.vapid().authorization(
         &origin,
         &settings.vapid_subject,
-        u64::try_from(now).unwrap_or(0),
+        u64::try_from(now / 1000).unwrap_or(0),
     );
     let response = client
         .post(url)

@@ -50,7 +50,7 @@ struct Inner {
     remote: OnceLock<RedisHints>,
     ephemeral: EphemeralHub,
     /// Told when a device's socket registers (`true`) or its last one here goes (`false`): the
-    /// push presence (`crate::push::presence`).
+    /// push service's presence tracking.
     presence: OnceLock<PresenceObserver>,
 }
 

@@ -59,7 +59,7 @@ pub struct Settings {
     pub request_timeout_secs: u64,
     /// Origins allowed by CORS; empty means no CORS headers (`HAVEN_CORS_ALLOWED_ORIGINS`,
     /// comma-separated).
-    #[serde(deserialize_with = "list_or_commas")]
+    #[serde(deserialize_with = "values::list_or_commas")]
     pub cors_allowed_origins: Vec<String>,
     /// Send `Strict-Transport-Security` (`HAVEN_HSTS`).
     pub hsts: bool,
@@ -341,7 +341,7 @@ impl Default for VaultSettings {
 pub struct WsSettings {
     /// Browser origins allowed to open a socket; a request without `Origin` (native clients) is
     /// always allowed, one with any other origin is refused (`HAVEN_WS_ALLOWED_ORIGINS`).
-    #[serde(deserialize_with = "list_or_commas")]
+    #[serde(deserialize_with = "values::list_or_commas")]
     pub allowed_origins: Vec<String>,
     /// Lifetime of a ticket from `POST /v1/ws/ticket` (`HAVEN_WS_TICKET_TTL_SECS`).
     pub ticket_ttl_secs: u64,
@@ -853,28 +853,6 @@ fn address_or_off<'de, D: Deserializer<'de>>(
     }
 }
 
-/// A list of origins: a TOML array, or one comma-separated string (as an environment variable
-/// gives it), whose items are trimmed and empty ones dropped.
-pub(crate) fn list_or_commas<'de, D: Deserializer<'de>>(
-    deserializer: D,
-) -> Result<Vec<String>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum List {
-        Commas(String),
-        Items(Vec<String>),
-    }
-    Ok(match List::deserialize(deserializer)? {
-        List::Items(items) => items,
-        List::Commas(text) => text
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(str::to_owned)
-            .collect(),
-    })
-}
-
 /// The sections (TOML tables) of [`Settings`], the prefix of their environment variables
 /// (`HAVEN_<PREFIX>_<FIELD>`), and their field names. The prefix is the section's name in upper
 /// case except for `channels`, whose variables have always been `HAVEN_CHANNEL_*`.
@@ -1050,6 +1028,25 @@ mod tests {
     /// Today's environment names and the setting each sets, copied once from the hand-written
     /// mapping that the derived one replaced: every one of them must keep working.
     const OLD_ENV_NAMES: &[(&str, &str)] = &[
+        // Push (added with the settings).
+        ("HAVEN_PUSH_ENABLED", "push.enabled"),
+        ("HAVEN_PUSH_COALESCE_SECS", "push.coalesce_secs"),
+        ("HAVEN_PUSH_MAX_ATTEMPTS", "push.max_attempts"),
+        ("HAVEN_PUSH_BACKOFF_BASE_MS", "push.backoff_base_ms"),
+        ("HAVEN_PUSH_BACKOFF_MAX_SECS", "push.backoff_max_secs"),
+        ("HAVEN_PUSH_PER_DEVICE_PER_HOUR", "push.per_device_per_hour"),
+        ("HAVEN_PUSH_WORKER_CONCURRENCY", "push.worker_concurrency"),
+        ("HAVEN_PUSH_POLL_INTERVAL_MS", "push.poll_interval_ms"),
+        (
+            "HAVEN_PUSH_REQUEST_TIMEOUT_SECS",
+            "push.request_timeout_secs",
+        ),
+        ("HAVEN_PUSH_TTL_SECS", "push.ttl_secs"),
+        ("HAVEN_PUSH_GATEWAY_URL", "push.gateway_url"),
+        ("HAVEN_PUSH_VAPID_SUBJECT", "push.vapid_subject"),
+        ("HAVEN_PUSH_VAPID_KEY", "push.vapid_key"),
+        ("HAVEN_PUSH_ALLOW_INSECURE", "push.allow_insecure"),
+        ("HAVEN_PUSH_ALLOWED_HOSTS", "push.allowed_hosts"),
         // Moderation and audit (added with the settings, not renamed).
         (
             "HAVEN_MODERATION_FRANKING_SECRET",
@@ -1391,7 +1388,7 @@ mod tests {
 
     #[test]
     fn old_env_names_still_land_in_their_fields() {
-        assert_eq!(OLD_ENV_NAMES.len(), 117);
+        assert_eq!(OLD_ENV_NAMES.len(), 132);
         for (i, (name, path)) in OLD_ENV_NAMES.iter().enumerate() {
             assert_lands(name, path, i);
         }

@@ -71,3 +71,25 @@ impl fmt::Debug for ConnectionUrl {
         write!(f, "{scheme}:[redacted]")
     }
 }
+
+/// A list (origins, hosts): a TOML array, or one comma-separated string (as an environment variable
+/// gives it), whose items are trimmed and empty ones dropped.
+pub(crate) fn list_or_commas<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum List {
+        Commas(String),
+        Items(Vec<String>),
+    }
+    Ok(match List::deserialize(deserializer)? {
+        List::Items(items) => items,
+        List::Commas(text) => text
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect(),
+    })
+}

@@ -854,6 +854,7 @@ async fn health_ready_headers_and_openapi<S: Store>(h: Harness<S>) {
             "{report_id}",
             "{prefix}",
             "{key_id}",
+            "{id}",
         ] {
             path = path.replace(param, &Id::random().to_hex());
         }
@@ -1038,6 +1039,10 @@ const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/devices"),
     ("PUT", "/v1/devices/{device_id}/name"),
     ("DELETE", "/v1/devices/{device_id}"),
+    ("GET", "/v1/push/vapid"),
+    ("POST", "/v1/push/endpoints"),
+    ("GET", "/v1/push/endpoints"),
+    ("DELETE", "/v1/push/endpoints/{id}"),
     ("DELETE", "/v1/account"),
     ("GET", "/v1/account/export"),
     ("POST", "/v1/account/totp/setup"),

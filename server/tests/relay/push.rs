@@ -248,8 +248,8 @@ async fn an_offline_device_gets_one_content_free_wake_up_per_window() {
     assert_wake(&both[1], &vapid);
     let gap = both[1]["received_at"].as_f64().unwrap() - both[0]["received_at"].as_f64().unwrap();
     assert!(
-        gap >= 1.0,
-        "the second wake-up waited for the window: {gap}s"
+        gap >= 1.95,
+        "the second wake-up waited for the 2 s window: {gap}s"
     );
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(
@@ -351,10 +351,10 @@ async fn endpoints_answering_410_or_404_are_dropped_and_500_is_retried_with_back
         .map(|r| r["received_at"].as_f64().unwrap())
         .collect();
     let (first, second) = (at[1] - at[0], at[2] - at[1]);
-    // Backoff base 1 s, doubled: about 1 s, then about 2 s (whole seconds on the queue clock).
-    assert!(first >= 0.5, "first retry after {first}s");
+    // Backoff base 1 s, doubled: 1 s, then 2 s.
+    assert!(first >= 0.95, "first retry after {first}s");
     assert!(
-        second >= 1.5 && second > first,
+        second >= 1.95 && second > first,
         "second retry after {second}s"
     );
     assert_eq!(
@@ -619,8 +619,7 @@ async fn endpoints_are_deleted_with_their_account() {
 
 /// Device deletion removes the device's endpoints and pending wake-up (both engines).
 async fn device_deletion_removes_endpoints<S: haven_relay::db::Store>(h: common::Harness<S>) {
-    use haven_relay::accounts::store::AccountStore as _;
-    use haven_relay::push::store::{EndpointKind, PushStore as _};
+    use haven_relay::push::store::EndpointKind;
     let bob = h.register(None, PASSWORD).await;
     let account: Id = bob.account_id.parse().unwrap();
     let device: Id = bob.device_id.parse().unwrap();
@@ -833,7 +832,7 @@ async fn a_pending_wake_up_survives_a_restart() {
     send(&api, &alice, &bob, b"x").await;
     sink.wait_for("restart", 1, Duration::from_secs(10)).await;
     tokio::task::block_in_place(|| relay.restart());
-    let seen = sink.wait_for("restart", 2, Duration::from_secs(15)).await;
+    let seen = sink.wait_for("restart", 2, Duration::from_secs(30)).await;
     assert_eq!(seen[1]["status"], 201);
     assert_eq!(
         URL_SAFE_NO_PAD
