@@ -13,8 +13,10 @@ pub struct SignedKeyBody {
     /// Key id chosen by the owner.
     pub key_id: u32,
     /// Public key, base64 (32 bytes for X25519, 1568 for ML-KEM-1024).
+    #[cfg_attr(feature = "openapi", schema(schema_with = super::schema::base64_nonempty))]
     pub public_key: String,
     /// Identity signature, base64 (64 bytes).
+    #[cfg_attr(feature = "openapi", schema(schema_with = super::schema::bytes_64))]
     pub signature: String,
 }
 
@@ -26,10 +28,12 @@ pub struct OneTimeKeyBody {
     /// Key id chosen by the owner.
     pub key_id: u32,
     /// Public key, base64 (32 bytes).
+    #[cfg_attr(feature = "openapi", schema(schema_with = super::schema::bytes_32))]
     pub public_key: String,
     /// Identity signature, base64 (64 bytes, PROTOCOL.md §2.1): required in an upload (the
     /// relay checks it and keeps no copy); absent from claimed bundles.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(schema_with = super::schema::bytes_64))]
     pub signature: Option<String>,
 }
 
