@@ -7,7 +7,10 @@
 //! test (`server/tests/relay/contract.rs`) checks every pattern against the relay's decoder.
 
 use utoipa::openapi::RefOr;
-use utoipa::openapi::schema::{ObjectBuilder, Schema, SchemaType, Type};
+use utoipa::openapi::schema::{
+    AdditionalProperties, ArrayBuilder, KnownFormat, ObjectBuilder, Schema, SchemaFormat,
+    SchemaType, Type,
+};
 
 /// Characters of standard base64.
 const B64: &str = "[A-Za-z0-9+/]";
@@ -161,4 +164,71 @@ pub(crate) fn access_key_or_null() -> RefOr<Schema> {
 /// An encrypted device name (1 to 1024 bytes), or `null` to clear it.
 pub(crate) fn device_name_or_null() -> RefOr<Schema> {
     or_null(base64_up_to(1024))
+}
+
+/// Public-key sizes of the key directory (§2): X25519 and ML-KEM-1024.
+const X25519_LEN: usize = 32;
+const KEM_LEN: usize = 1568;
+
+/// Standard base64 of exactly one of `sizes` bytes.
+fn base64_one_of(sizes: &[usize]) -> RefOr<Schema> {
+    let mut patterns = Vec::new();
+    let mut lengths = Vec::new();
+    for n in sizes {
+        if let RefOr::T(Schema::Object(o)) = base64_exact(*n)
+            && let Some(p) = o.pattern
+        {
+            patterns.push(p.trim_start_matches('^').trim_end_matches('$').to_owned());
+            lengths.push(n.div_ceil(3) * 4);
+        }
+    }
+    let list: Vec<String> = sizes.iter().map(ToString::to_string).collect();
+    string(
+        format!("^(?:{})$", patterns.join("|")),
+        lengths.iter().copied().min().unwrap_or(0),
+        lengths.iter().copied().max().unwrap_or(0),
+        format!("standard base64 of {} bytes", list.join(" or ")),
+    )
+}
+
+/// A public key of the key directory as served: 32 (X25519) or 1568 (ML-KEM-1024) bytes.
+pub(crate) fn directory_key() -> RefOr<Schema> {
+    base64_one_of(&[X25519_LEN, KEM_LEN])
+}
+
+/// A `SignedKeyBody` whose public key has `len` bytes (the upload states which key is which).
+fn signed_key(len: usize, what: &str) -> ObjectBuilder {
+    ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .description(Some(format!("a signed {what} public key")))
+        .property(
+            "key_id",
+            ObjectBuilder::new()
+                .schema_type(Type::Integer)
+                .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int32)))
+                .minimum(Some(0)),
+        )
+        .required("key_id")
+        .property("public_key", base64_exact(len))
+        .required("public_key")
+        .property("signature", base64_exact(64))
+        .required("signature")
+        .additional_properties(Some(AdditionalProperties::FreeForm(false)))
+}
+
+/// The signed X25519 prekey of an upload.
+pub(crate) fn signed_x25519_key() -> RefOr<Schema> {
+    signed_key(X25519_LEN, "X25519").into()
+}
+
+/// A signed ML-KEM-1024 prekey of an upload.
+pub(crate) fn signed_kem_key() -> RefOr<Schema> {
+    signed_key(KEM_LEN, "ML-KEM-1024").into()
+}
+
+/// The one-time ML-KEM-1024 prekeys of an upload.
+pub(crate) fn signed_kem_keys() -> RefOr<Schema> {
+    ArrayBuilder::new()
+        .items(signed_key(KEM_LEN, "ML-KEM-1024"))
+        .into()
 }
