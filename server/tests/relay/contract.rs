@@ -507,6 +507,9 @@ async fn websocket_rejections_check_credentials_first_and_spend_nothing() {
     assert!(session.is_some(), "the refused request spent the ticket");
 }
 
+/// An encoding of bytes as text (a `base64` engine).
+type Encoder<'a> = &'a dyn Fn(&[u8]) -> String;
+
 /// Every encoded string of a request or reply schema: its pattern admits exactly what the
 /// relay's decoder (the `base64` crate's strict engines) accepts, within the lengths it states.
 #[test]
@@ -542,7 +545,7 @@ fn schema_patterns_match_the_relays_decoders() {
             let max = prop["maxLength"].as_u64().map(|n| n as usize);
             let words: Vec<&str> = description.split(' ').collect();
             let number = |w: &str| w.parse::<usize>().ok();
-            let (engine, lengths): (&dyn Fn(&[u8]) -> String, Vec<usize>) = match words.as_slice() {
+            let (engine, lengths): (Encoder<'_>, Vec<usize>) = match words.as_slice() {
                 ["standard", "base64", "of", "1", "to", n, "bytes"] => {
                     let n = number(n).unwrap();
                     let top = max.unwrap() / 4 * 3;
