@@ -12,6 +12,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod data;
+mod ed25519;
 mod franking;
 mod session;
 
@@ -19,7 +20,7 @@ use alloc::string::String;
 use serde_json::Value;
 
 /// Names of the vector sets, each the stem of a file in `sdk/vectors/`.
-pub const NAMES: [&str; 13] = [
+pub const NAMES: [&str; 14] = [
     "padding",
     "sender_keys",
     "group_change",
@@ -33,6 +34,7 @@ pub const NAMES: [&str; 13] = [
     "safety_number",
     "account",
     "franking",
+    "ed25519",
 ];
 
 /// Recomputes the vector set `name` as a JSON value; `None` for an unknown name.
@@ -51,6 +53,7 @@ pub fn build(name: &str) -> Option<Value> {
         "safety_number" => session::safety_number_vectors(),
         "account" => session::account_vectors(),
         "franking" => franking::franking_vectors(),
+        "ed25519" => ed25519::ed25519_vectors(),
         _ => return None,
     })
 }
