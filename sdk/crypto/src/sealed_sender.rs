@@ -42,6 +42,10 @@ pub const CERTIFICATE_LEN: usize = certificate::CERTIFICATE_LEN;
 pub const MAX_SEALED_CONTENT_LEN: usize = 256 * 1024;
 const TAG_LEN: usize = 16;
 const STATIC_CT_LEN: usize = IDENTITY_KEY_LEN + TAG_LEN;
+/// The shortest envelope (§5.3): header 34, `static_ct` 80, and `message_ct` sealing an inner
+/// message with empty content (`1 + 1 + 4 + 158 + 4` bytes) plus its tag: 298 bytes. Shorter
+/// input is refused as [`SealedSenderError::Malformed`] before any key agreement.
+pub const MIN_ENVELOPE_LEN: usize = 2 + 32 + STATIC_CT_LEN + (10 + CERTIFICATE_LEN) + TAG_LEN;
 
 /// Errors of sealed sender.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -308,6 +312,9 @@ pub fn open_sealed(
         (Some(_), Some(_)) => return Err(SealedSenderError::UnsupportedVersion),
         _ => return Err(m),
     }
+    if envelope.len() < MIN_ENVELOPE_LEN {
+        return Err(m);
+    }
     let e_pub = x25519_public(r.array().ok_or(m.clone())?).ok_or(m.clone())?;
     let static_ct = r.take(STATIC_CT_LEN).ok_or(m.clone())?;
     let message_ct = r.rest();
@@ -503,6 +510,23 @@ mod tests {
             );
         }
         assert!(open_sealed(&f.bob, &f.relay.verifying_key(), &env[..env.len() - 1], 0).is_err());
+    }
+
+    #[test]
+    fn envelopes_shorter_than_the_minimum_are_malformed() {
+        let mut f = fx();
+        let env = seal_sender(&f.alice, &f.cert, f.bob.public(), 1, b"", &mut f.rng).unwrap();
+        assert_eq!(env.len(), MIN_ENVELOPE_LEN);
+        assert_eq!(MIN_ENVELOPE_LEN, 298);
+        let o = open_sealed(&f.bob, &f.relay.verifying_key(), &env, 0).unwrap();
+        assert!(o.content.is_empty());
+        for len in [2, 34, 114, 115, MIN_ENVELOPE_LEN - 1] {
+            assert_eq!(
+                open_sealed(&f.bob, &f.relay.verifying_key(), &env[..len], 0),
+                Err(SealedSenderError::Malformed),
+                "{len} bytes"
+            );
+        }
     }
 
     #[test]
