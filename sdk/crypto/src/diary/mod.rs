@@ -1406,5 +1406,52 @@ fn item_ad(
     ad
 }
 
+/// hazmat: diaries as versions before password normalisation (§9.1.1) wrote them, for tests of
+/// the migration (test builds and the `test-vectors` feature only).
+#[cfg(any(test, feature = "test-vectors"))]
+pub mod hazmat {
+    use super::*;
+
+    /// hazmat: [`DiaryKeys::create`] as it was before §9.1.1: the password factor wrapped under
+    /// the Argon2id of `password` exactly as given, not normalised. Only for tests of the
+    /// migration; no diary may be created this way.
+    ///
+    /// # Errors
+    /// As [`DiaryKeys::create`].
+    pub fn create_unnormalised<R: CryptoRng + ?Sized>(
+        password: &[u8],
+        params: KdfParams,
+        rng: &mut R,
+    ) -> Result<(DiaryKeys, WrappedKeyBundle, Vec<RecoveryCode>), DiaryError> {
+        let factor = random_factor(rng);
+        let inputs = PasswordSlotInputs {
+            salt: random(rng),
+            nonce: random(rng),
+        };
+        let kek = argon2_kek(password, &inputs.salt, &params)?;
+        let ad = epoch::password_ad(&params, &inputs.salt);
+        let wrapped = epoch::wrap_factor(&kek, &inputs.nonce, &ad, &factor);
+        let recovery = new_recovery_factor(rng);
+        let keys = DiaryKeys {
+            epoch: 0,
+            master: MasterKey::random(rng),
+            old: Vec::new(),
+            factors: Factors::Epochs {
+                password: factor.sealing(),
+                recovery: recovery.secret.sealing(),
+            },
+            unnormalised_password: false,
+        };
+        let part = PasswordFactor {
+            params,
+            salt: inputs.salt,
+            nonce: inputs.nonce,
+            wrapped,
+        };
+        let bundle = keys.assemble(part, recovery.part, &EpochInputs::random(rng))?;
+        Ok((keys, bundle, recovery.codes))
+    }
+}
+
 #[cfg(test)]
 mod password_tests;

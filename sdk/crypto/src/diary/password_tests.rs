@@ -19,33 +19,9 @@ fn rng(seed: u8) -> ChaCha20Rng {
 /// A version-2 bundle as `DiaryKeys::create` wrote it before normalisation: the password
 /// factor wrapped under the Argon2id of the bytes as typed.
 fn create_unnormalised_v2(password: &str, r: &mut ChaCha20Rng) -> (WrappedKeyBundle, String) {
-    let factor = random_factor(r);
-    let (salt, nonce): ([u8; SALT_LEN], [u8; XNONCE_LEN]) = (random(r), random(r));
-    let params = KdfParams::MIN;
-    let kek = argon2_kek(password.as_bytes(), &salt, &params).unwrap();
-    let wrapped = epoch::wrap_factor(&kek, &nonce, &epoch::password_ad(&params, &salt), &factor);
-    let recovery = new_recovery_factor(r);
-    let keys = DiaryKeys {
-        epoch: 0,
-        master: MasterKey::random(r),
-        old: Vec::new(),
-        factors: Factors::Epochs {
-            password: factor.sealing(),
-            recovery: recovery.secret.sealing(),
-        },
-        unnormalised_password: false,
-    };
-    let part = PasswordFactor {
-        params,
-        salt,
-        nonce,
-        wrapped,
-    };
-    let bundle = keys
-        .assemble(part, recovery.part, &EpochInputs::random(r))
-        .unwrap();
-    let code = recovery.codes[3].to_text().as_str().to_owned();
-    (bundle, code)
+    let (_, bundle, codes) =
+        hazmat::create_unnormalised(password.as_bytes(), KdfParams::MIN, r).unwrap();
+    (bundle, codes[3].to_text().as_str().to_owned())
 }
 
 /// A version-1 bundle wrapped under the bytes as typed.
