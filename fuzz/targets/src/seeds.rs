@@ -57,7 +57,7 @@ fn collect_hex(value: &serde_json::Value, field: &str, out: &mut Vec<Vec<u8>>) {
 }
 
 fn from_hex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     (0..s.len())

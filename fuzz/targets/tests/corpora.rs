@@ -1,6 +1,7 @@
 //! Replays every committed corpus and regression input (`fuzz/corpus/<target>/`,
 //! `fuzz/regressions/<target>/`) through its target, and every seed the encoders and vectors
 //! give: a crash found once stays fixed.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::{Path, PathBuf};
 
