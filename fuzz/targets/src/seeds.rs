@@ -16,6 +16,8 @@ const FROM_VECTORS: &[(&str, &str, &str)] = &[
     ("account", "account_key", "device_list"),
     ("account", "identity_key", "prekeys"),
     ("account", "plaintext", "provisioning"),
+    ("account", "sealed", "provisioning"),
+    ("padding", "padded", "content"),
     ("diary", "bundle", "diary"),
     ("diary", "item_ciphertext", "diary"),
     ("diary", "item_plaintext", "diary"),

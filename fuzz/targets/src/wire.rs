@@ -2,6 +2,7 @@
 //! refuses the input or returns a value that encodes back to exactly the input (every format
 //! has one encoding), and never panics.
 
+use crate::fixture::rng;
 use haven_protocol::{
     account::DeviceListBody,
     attachment,
@@ -36,6 +37,11 @@ pub fn content(data: &[u8]) {
     if let Ok(content) = Content::from_bytes(data) {
         let again = content.to_bytes();
         assert_eq!(again.as_deref(), Ok(data), "content round trip");
+    }
+    // Padded plaintexts (§7): what the receiver strips before decoding the content.
+    if let Ok(unpadded) = haven_sdk::unpad(data) {
+        assert!(unpadded.len() < data.len(), "unpadding did not shorten");
+        let _ = Content::from_bytes(unpadded);
     }
 }
 
@@ -92,6 +98,9 @@ pub fn group_change(data: &[u8]) {
     if let Ok((body, signature)) = GroupChangeBody::decode(data) {
         assert_eq!(body.with_signature(&signature).as_deref(), Ok(data));
     }
+    if let Ok(change) = haven_sdk::groups::SignedGroupChange::verify(data) {
+        assert_eq!(change.to_bytes(), data, "signed group change round trip");
+    }
 }
 
 /// Franking keys, openings and abuse reports (§16).
@@ -108,6 +117,8 @@ pub fn franking(data: &[u8]) {
     if let Ok(material) = haven_client_core::device::ReportMaterial::from_bytes(data) {
         assert_eq!(material.as_bytes(), data);
     }
+    // A recipient reading a franked plaintext against a delivered commitment.
+    let _ = haven_sdk::open_franked(data, &[0x11; 32]);
 }
 
 /// Device-linking codes (text) and provisioning plaintexts (§6).
@@ -118,7 +129,14 @@ pub fn provisioning(data: &[u8]) {
         let again = LinkCode::parse(&code.encode());
         assert_eq!(again.as_ref(), Ok(&code), "link code round trip");
     }
+    let keys = haven_sdk::provisioning::ProvisioningKeys::generate([0x1B; 16], &mut rng());
+    // A sealed message as the relay's provisioning box hands it to the new device.
+    let _ = keys.open(data);
     if let Ok(plain) = ProvisioningPlaintext::decode(data) {
         assert_eq!(plain.encode(), data, "provisioning plaintext round trip");
+        let sealed = haven_sdk::provisioning::seal(&keys.code(), &plain, &mut rng());
+        if let Ok(sealed) = sealed {
+            assert_eq!(keys.open(&sealed).as_ref(), Ok(&plain), "sealed round trip");
+        }
     }
 }
