@@ -341,7 +341,23 @@ pub fn open_sealed(
         dh(recipient.dh_secret(), sender.dh_public()).ok_or(SealedSenderError::DecryptionFailed)?;
     let stat = layer(&static_salt(&chain, static_ct), &dh_s, STATIC_INFO, None);
     let inner = Zeroizing::new(open_layer(&stat, message_ct, &header)?);
-    let mut ir = Reader::new(&inner);
+    let (content_type, certificate, content) = decode_inner(&inner)?;
+    certificate.validate(trusted_relay_key, now)?;
+    if certificate.identity_key != sender {
+        return Err(SealedSenderError::IdentityMismatch);
+    }
+    Ok(OpenedEnvelope {
+        certificate,
+        content_type,
+        content,
+    })
+}
+
+/// The inner plaintext `version || content_type || u32 len || certificate || u32 len || content`
+/// (what [`inner_content`] writes), the certificate parsed but not yet validated.
+fn decode_inner(inner: &[u8]) -> Result<(u8, SenderCertificate, Vec<u8>), SealedSenderError> {
+    let m = SealedSenderError::Malformed;
+    let mut ir = Reader::new(inner);
     match ir.u8() {
         Some(SEALED_SENDER_VERSION) => {}
         Some(_) => return Err(SealedSenderError::UnsupportedVersion),
@@ -355,20 +371,23 @@ pub fn open_sealed(
         .ok_or(m.clone())?
         .to_vec();
     ir.finish().ok_or(m)?;
-    certificate.validate(trusted_relay_key, now)?;
-    if certificate.identity_key != sender {
-        return Err(SealedSenderError::IdentityMismatch);
-    }
-    Ok(OpenedEnvelope {
-        certificate,
-        content_type,
-        content,
-    })
+    Ok((content_type, certificate, content))
 }
 
 /// hazmat: sealing with caller-chosen randomness (test vectors only).
 pub mod hazmat {
     use super::*;
+
+    /// hazmat: the decoder of the plaintext behind an envelope's second layer (content type,
+    /// certificate, content; the certificate is not validated), for fuzzing it without keys.
+    ///
+    /// # Errors
+    /// [`SealedSenderError::Malformed`], [`SealedSenderError::UnsupportedVersion`].
+    pub fn decode_inner_content(
+        inner: &[u8],
+    ) -> Result<(u8, SenderCertificate, Vec<u8>), SealedSenderError> {
+        decode_inner(inner)
+    }
 
     /// hazmat: [`seal_sender`] with an explicit ephemeral secret (test vectors only).
     ///

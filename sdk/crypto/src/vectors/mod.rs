@@ -15,12 +15,16 @@ mod data;
 mod ed25519;
 mod franking;
 mod session;
+mod state;
+mod wire;
+
+pub use state::{FixedBytesRng, refusal};
 
 use alloc::string::String;
 use serde_json::Value;
 
 /// Names of the vector sets, each the stem of a file in `sdk/vectors/`.
-pub const NAMES: [&str; 14] = [
+pub const NAMES: [&str; 21] = [
     "padding",
     "sender_keys",
     "group_change",
@@ -35,6 +39,13 @@ pub const NAMES: [&str; 14] = [
     "account",
     "franking",
     "ed25519",
+    "ratchet_out_of_order",
+    "sender_keys_out_of_order",
+    "pickles",
+    "diary_index",
+    "frames",
+    "content",
+    "attachment_pointer",
 ];
 
 /// Recomputes the vector set `name` as a JSON value; `None` for an unknown name.
@@ -54,6 +65,13 @@ pub fn build(name: &str) -> Option<Value> {
         "account" => session::account_vectors(),
         "franking" => franking::franking_vectors(),
         "ed25519" => ed25519::ed25519_vectors(),
+        "ratchet_out_of_order" => state::ratchet_out_of_order_vectors(),
+        "sender_keys_out_of_order" => state::sender_keys_out_of_order_vectors(),
+        "pickles" => state::pickle_vectors(),
+        "diary_index" => state::diary_index_vectors(),
+        "frames" => wire::frame_vectors(),
+        "content" => wire::content_vectors(),
+        "attachment_pointer" => wire::attachment_pointer_vectors(),
         _ => return None,
     })
 }
