@@ -26,6 +26,8 @@ pub mod keys;
 pub mod messages;
 pub mod moderation;
 pub mod push;
+#[cfg(feature = "openapi")]
+mod schema;
 pub mod usernames;
 pub mod vault;
 pub mod websocket;

@@ -33,6 +33,8 @@ pub mod diary;
 pub mod messenger;
 pub mod push;
 pub mod store;
+#[cfg(any(test, feature = "test-vectors"))]
+pub mod vectors;
 
 pub use store::{
     Backend, ClientStoreError, EncryptedStore, Entry, MemoryBackend, MemoryStore, RowKey, Space,

@@ -2,7 +2,7 @@
 //! endpoints. Authenticated routes act on the calling device only.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use haven_protocol::api::push::{
     PushEndpointBody, PushEndpointCreated, PushEndpointList, PushEndpointRequest, VapidKeyBody,
@@ -12,7 +12,7 @@ use crate::accounts::session::Auth;
 use crate::app::state::AppState;
 use crate::clock::now_i64;
 use crate::db::Store;
-use crate::error::{ApiJson, AppError, ErrorBody};
+use crate::error::{ApiJson, ApiPath, AppError, ErrorBody};
 use crate::push::service::{PushError, PushService, endpoint_id_text, parse_endpoint_id};
 
 fn service<S: Store>(state: &AppState<S>) -> Result<&PushService, AppError> {
@@ -117,14 +117,14 @@ pub async fn list<S: Store>(
 
 /// Removes one of the calling device's push endpoints.
 #[utoipa::path(delete, path = "/v1/push/endpoints/{id}", tag = "push", security(("bearer" = [])),
-    params(("id" = String, Path, description = "endpoint id (base64url, 16 bytes)")),
+    params(("id" = String, Path, pattern = "^[A-Za-z0-9_-]{22}$", description = "endpoint id (base64url, 16 bytes)")),
     responses((status = 204, description = "removed"),
               (status = 401, description = "no valid session", body = ErrorBody),
               (status = 404, description = "`push_endpoint_not_found`, `push_disabled`", body = ErrorBody)))]
 pub async fn remove<S: Store>(
     State(state): State<AppState<S>>,
     auth: Auth,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<StatusCode, AppError> {
     service(&state)?;
     let device = device_number(&state, &auth).await?;
