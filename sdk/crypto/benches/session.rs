@@ -75,8 +75,12 @@ fn handshake(c: &mut Criterion) {
 fn ratchet(c: &mut Criterion) {
     let mut g = c.benchmark_group("same_direction_1KiB_encrypt_decrypt");
     let mut op = Conversation::new();
-    g.bench_function("haven", |bn| bn.iter(|| black_box(op.haven_same_direction())));
-    g.bench_function("vodozemac", |bn| bn.iter(|| black_box(op.olm_same_direction())));
+    g.bench_function("haven", |bn| {
+        bn.iter(|| black_box(op.haven_same_direction()))
+    });
+    g.bench_function("vodozemac", |bn| {
+        bn.iter(|| black_box(op.olm_same_direction()))
+    });
     g.finish();
 
     let mut g = c.benchmark_group("ping_pong_1KiB_dh_step_each_message");

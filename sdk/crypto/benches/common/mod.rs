@@ -125,7 +125,11 @@ impl Inbound {
         olm_bob.generate_fallback_key();
         let fallback = olm_bob.fallback_key().into_values().next().unwrap();
         let mut s = alice
-            .create_outbound_session(SessionConfig::version_1(), olm_bob.curve25519_key(), fallback)
+            .create_outbound_session(
+                SessionConfig::version_1(),
+                olm_bob.curve25519_key(),
+                fallback,
+            )
             .unwrap();
         let OlmMessage::PreKey(olm_message) = s.encrypt([0x42; 64]).unwrap() else {
             unreachable!("a new session sends a pre-key message")
@@ -142,7 +146,8 @@ impl Inbound {
 
     pub(crate) fn haven(&mut self) -> Zeroizing<Vec<u8>> {
         let mut s = pqxdh::respond(&self.f.bob, &self.message, &self.f.responder_keys()).unwrap();
-        s.decrypt(&self.message.message, NOW, &mut self.rng).unwrap()
+        s.decrypt(&self.message.message, NOW, &mut self.rng)
+            .unwrap()
     }
 
     pub(crate) fn olm(&mut self) -> olm::InboundCreationResult {
