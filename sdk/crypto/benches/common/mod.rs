@@ -2,6 +2,9 @@
 //! `SessionConfig::version_1`, what Matrix clients use), shared by the criterion bench
 //! (`session.rs`) and the instruction-count driver (`ops.rs`) so both measure the same code.
 
+use std::time::Instant;
+
+use criterion::measurement::{Measurement, ValueFormatter, WallTime};
 use haven_sdk::identity::IdentityKeyPair;
 use haven_sdk::pqxdh::{self, ResponderKeys};
 use haven_sdk::prekeys::{KemPreKey, KemPreKeyKind, OneTimePreKey, PreKeyBundle, SignedPreKey};
@@ -12,6 +15,60 @@ use rand_core::SeedableRng;
 use vodozemac::Curve25519PublicKey;
 use vodozemac::olm::{self, Account, OlmMessage, SessionConfig};
 use zeroize::Zeroizing;
+
+/// On-CPU time of the calling thread in nanoseconds (`CLOCK_THREAD_CPUTIME_ID`), `None` where
+/// there is no such clock. Time the thread spends waiting for a core (other processes' builds on
+/// a shared machine) is not counted, so a comparison run while the load comes and goes is not
+/// skewed towards whichever side ran during a quiet moment.
+pub(crate) fn thread_cpu_ns() -> Option<u64> {
+    #[cfg(unix)]
+    {
+        let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+        let secs = u64::try_from(t.tv_sec).ok()?;
+        let nanos = u64::try_from(t.tv_nsec).ok()?;
+        Some(secs * 1_000_000_000 + nanos)
+    }
+    #[cfg(not(unix))]
+    None
+}
+
+/// A criterion measurement of the benchmarking thread's CPU time ([`thread_cpu_ns`]), wall time
+/// where that clock is missing. Reported in the usual time units.
+#[allow(dead_code)] // used by session.rs; ops.rs, which shares this module, times blocks itself
+pub(crate) struct ThreadCpuTime(pub(crate) WallTime);
+
+impl Measurement for ThreadCpuTime {
+    type Intermediate = (Option<u64>, Instant);
+    type Value = u64;
+
+    fn start(&self) -> Self::Intermediate {
+        (thread_cpu_ns(), Instant::now())
+    }
+
+    fn end(&self, (cpu, wall): Self::Intermediate) -> u64 {
+        match (cpu, thread_cpu_ns()) {
+            (Some(a), Some(b)) => b.saturating_sub(a),
+            _ => u64::try_from(wall.elapsed().as_nanos()).unwrap_or(u64::MAX),
+        }
+    }
+
+    fn add(&self, a: &u64, b: &u64) -> u64 {
+        a.saturating_add(*b)
+    }
+
+    fn zero(&self) -> u64 {
+        0
+    }
+
+    #[allow(clippy::cast_precision_loss)] // nanoseconds far below 2^53
+    fn to_f64(&self, v: &u64) -> f64 {
+        *v as f64
+    }
+
+    fn formatter(&self) -> &dyn ValueFormatter {
+        self.0.formatter()
+    }
+}
 
 /// The `now` (Unix seconds) every decrypt is given.
 pub(crate) const NOW: u64 = 1_800_000_000;
