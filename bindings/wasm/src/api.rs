@@ -175,14 +175,15 @@ pub fn ack_frame(
     lift(crate::frames::ack_frame(&ids))
 }
 
-/// The names of the SDK's published test vectors (`sdk/vectors/<name>.json`).
+/// The names of the published test vectors (`sdk/vectors/<name>.json`): the SDK's and the
+/// client core's.
 #[cfg(feature = "test-vectors")]
 #[wasm_bindgen(js_name = testVectorNames)]
 #[must_use]
 pub fn test_vector_names() -> Vec<String> {
-    haven_sdk::vectors::NAMES
-        .iter()
-        .map(|n| (*n).to_owned())
+    haven_client_core::vectors::all_names()
+        .into_iter()
+        .map(str::to_owned)
         .collect()
 }
 
@@ -194,7 +195,7 @@ pub fn compute_test_vector(
     #[wasm_bindgen(unchecked_param_type = "string")] name: JsValue,
 ) -> JsResult<String> {
     let name = lift(string_arg(&name, "name"))?;
-    haven_sdk::vectors::build_json(&name)
+    haven_client_core::vectors::build_any_json(&name)
         .ok_or_else(|| js_error(invalid(format!("unknown test vector {name}"))))
 }
 

@@ -30,6 +30,8 @@ pub mod device;
 pub mod diary;
 pub mod messenger;
 pub mod store;
+#[cfg(any(test, feature = "test-vectors"))]
+pub mod vectors;
 
 pub use store::{
     Backend, ClientStoreError, EncryptedStore, Entry, MemoryBackend, MemoryStore, RowKey, Space,

@@ -89,6 +89,25 @@ impl Drop for Epoch {
 }
 
 impl Epoch {
+    /// An epoch from its parts, cursor 0 (the published vectors seal entries under one).
+    #[cfg(any(test, feature = "test-vectors"))]
+    pub(crate) fn from_parts(
+        epoch: u32,
+        channel_id: [u8; 16],
+        read_token: [u8; 32],
+        write_token: [u8; 32],
+        group_key: [u8; 32],
+    ) -> Self {
+        Self {
+            epoch,
+            channel_id,
+            read_token,
+            write_token,
+            group_key,
+            cursor: 0,
+        }
+    }
+
     /// The epoch number (1 at creation, +1 per member change).
     #[must_use]
     pub fn number(&self) -> u32 {

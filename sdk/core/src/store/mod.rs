@@ -51,11 +51,11 @@ use zeroize::Zeroizing;
 
 /// Version of the layout, stored as the meta value `"schema"` (big-endian i64).
 pub const SCHEMA_VERSION: i64 = 1;
-const VALUE_KEY_INFO: &[u8] = b"Haven_ClientStore_ValueKey_v1";
-const INDEX_KEY_INFO: &[u8] = b"Haven_ClientStore_IndexKey_v1";
+pub(crate) const VALUE_KEY_INFO: &[u8] = b"Haven_ClientStore_ValueKey_v1";
+pub(crate) const INDEX_KEY_INFO: &[u8] = b"Haven_ClientStore_IndexKey_v1";
 const ROW_LABEL: &[u8] = b"Haven_ClientStore_Row_v1";
-const CHECK_LABEL: &[u8] = b"Haven_ClientStore_Check_v1";
-const CHECK_PLAINTEXT: &[u8] = b"haven-client-store";
+pub(crate) const CHECK_LABEL: &[u8] = b"Haven_ClientStore_Check_v1";
+pub(crate) const CHECK_PLAINTEXT: &[u8] = b"haven-client-store";
 const META_SCHEMA: &str = "schema";
 const META_CHECK: &str = "check";
 /// Largest natural key accepted by the key-value API.
@@ -200,7 +200,10 @@ impl<B: Clone> Clone for EncryptedStore<B> {
     }
 }
 
-fn derive(storage_key: &[u8; 32], info: &[u8]) -> Result<Zeroizing<[u8; 32]>, ClientStoreError> {
+pub(crate) fn derive(
+    storage_key: &[u8; 32],
+    info: &[u8],
+) -> Result<Zeroizing<[u8; 32]>, ClientStoreError> {
     let mut out = Zeroizing::new([0u8; 32]);
     Hkdf::<Sha256>::new(None, storage_key)
         .expand(info, out.as_mut())
@@ -312,18 +315,24 @@ impl<B: Backend> EncryptedStore<B> {
     }
 
     fn seal_row(&self, space: Space, key: &[u8], value: &[u8]) -> (RowKey, Vec<u8>) {
+        self.seal_row_with(space, key, value, &mut rng())
+    }
+
+    /// [`Self::seal_row`] with the caller's RNG for the nonce (the published vectors fix it).
+    pub(crate) fn seal_row_with<R: rand_core::CryptoRng + ?Sized>(
+        &self,
+        space: Space,
+        key: &[u8],
+        value: &[u8],
+        rng: &mut R,
+    ) -> (RowKey, Vec<u8>) {
         let row = self.row_key(space, key);
         let mut plain = Zeroizing::new(Vec::with_capacity(4 + key.len() + value.len()));
         // Keys are bounded by MAX_KEY_LEN, far below u32::MAX.
         plain.extend_from_slice(&u32::try_from(key.len()).unwrap_or(u32::MAX).to_be_bytes());
         plain.extend_from_slice(key);
         plain.extend_from_slice(value);
-        let sealed = snapshot::seal(
-            &self.value_key,
-            &Self::label(space, &row),
-            &plain,
-            &mut rng(),
-        );
+        let sealed = snapshot::seal(&self.value_key, &Self::label(space, &row), &plain, rng);
         (row, sealed)
     }
 

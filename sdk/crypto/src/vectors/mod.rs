@@ -14,12 +14,16 @@
 mod data;
 mod franking;
 mod session;
+mod state;
+mod wire;
+
+pub use state::{FixedBytesRng, refusal};
 
 use alloc::string::String;
 use serde_json::Value;
 
 /// Names of the vector sets, each the stem of a file in `sdk/vectors/`.
-pub const NAMES: [&str; 13] = [
+pub const NAMES: [&str; 20] = [
     "padding",
     "sender_keys",
     "group_change",
@@ -33,6 +37,13 @@ pub const NAMES: [&str; 13] = [
     "safety_number",
     "account",
     "franking",
+    "ratchet_out_of_order",
+    "sender_keys_out_of_order",
+    "pickles",
+    "diary_index",
+    "frames",
+    "content",
+    "attachment_pointer",
 ];
 
 /// Recomputes the vector set `name` as a JSON value; `None` for an unknown name.
@@ -51,6 +62,13 @@ pub fn build(name: &str) -> Option<Value> {
         "safety_number" => session::safety_number_vectors(),
         "account" => session::account_vectors(),
         "franking" => franking::franking_vectors(),
+        "ratchet_out_of_order" => state::ratchet_out_of_order_vectors(),
+        "sender_keys_out_of_order" => state::sender_keys_out_of_order_vectors(),
+        "pickles" => state::pickle_vectors(),
+        "diary_index" => state::diary_index_vectors(),
+        "frames" => wire::frame_vectors(),
+        "content" => wire::content_vectors(),
+        "attachment_pointer" => wire::attachment_pointer_vectors(),
         _ => return None,
     })
 }

@@ -24,7 +24,7 @@ use zeroize::Zeroizing;
 
 /// An "RNG" that hands out listed 32-byte values in order: the ratchet draws exactly one
 /// 32-byte X25519 secret per DH ratchet step, so vectors can list them as inputs.
-struct ScriptedRng(VecDeque<[u8; 32]>);
+pub(super) struct ScriptedRng(pub(super) VecDeque<[u8; 32]>);
 
 impl TryRng for ScriptedRng {
     type Error = Infallible;
@@ -42,28 +42,28 @@ impl TryRng for ScriptedRng {
 }
 impl TryCryptoRng for ScriptedRng {}
 
-fn b32(tag: u8, i: u8) -> [u8; 32] {
+pub(super) fn b32(tag: u8, i: u8) -> [u8; 32] {
     let mut b = [tag; 32];
     b[1] = i; // not b[0]: X25519 clamping clears its low bits
     b
 }
-fn h(b: &[u8]) -> Value {
+pub(super) fn h(b: &[u8]) -> Value {
     Value::String(hex::encode(b))
 }
-fn ident(ed: [u8; 32], x: [u8; 32]) -> IdentityKeyPair {
+pub(super) fn ident(ed: [u8; 32], x: [u8; 32]) -> IdentityKeyPair {
     IdentityKeyPair::from_secret_bytes(&ed, &x)
 }
 
-struct Handshake {
-    alice: IdentityKeyPair,
-    bob: IdentityKeyPair,
-    spk: SignedPreKey,
-    otpk: OneTimePreKey,
-    kem: KemPreKey,
-    bundle: PreKeyBundle,
+pub(super) struct Handshake {
+    pub(super) alice: IdentityKeyPair,
+    pub(super) bob: IdentityKeyPair,
+    pub(super) spk: SignedPreKey,
+    pub(super) otpk: OneTimePreKey,
+    pub(super) kem: KemPreKey,
+    pub(super) bundle: PreKeyBundle,
 }
 
-fn handshake(with_otpk: bool) -> Handshake {
+pub(super) fn handshake(with_otpk: bool) -> Handshake {
     let alice = ident(b32(0xA1, 1), b32(0xA1, 2));
     let bob = ident(b32(0xB0, 1), b32(0xB0, 2));
     let spk = SignedPreKey::from_secret(&bob, 1, 1_700_000_000, StaticSecret::from(b32(0xB0, 3)));
@@ -90,7 +90,7 @@ fn handshake(with_otpk: bool) -> Handshake {
     }
 }
 
-fn randomness() -> InitiatorRandomness {
+pub(super) fn randomness() -> InitiatorRandomness {
     InitiatorRandomness {
         ephemeral: StaticSecret::from(b32(0xA1, 3)),
         kem_m: Zeroizing::new(b32(0xA1, 4)),
@@ -99,7 +99,7 @@ fn randomness() -> InitiatorRandomness {
 }
 
 /// The clock of the vector sessions (skipped keys are stamped with it; none expires).
-const VECTOR_NOW: u64 = 1_800_000_000;
+pub(super) const VECTOR_NOW: u64 = 1_800_000_000;
 
 pub(super) fn pqxdh_vectors() -> Value {
     let mut cases = Vec::new();
