@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Independent re-implementation of docs/PROTOCOL.md §7-§10 checked against sdk/vectors/*.json
-(the diary's key epochs of §9.3 included).
+(the diary's key epochs of §9.3 and the password normalisation of §9.1.1 included).
 
 Uses only the Python standard library and `cryptography` (>= 44, for Argon2id). Run from the
 repository root: python3 sdk/vectors/check_vectors.py
@@ -11,6 +11,7 @@ import json
 import os
 import struct
 import sys
+import unicodedata
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -129,6 +130,15 @@ def recovery_text(entropy):
     return "-".join("".join(chars[i:i + 4]) for i in range(0, 32, 4))
 
 
+# §9.1.1: the non-ASCII space characters, mapped to U+0020 before NFC.
+NON_ASCII_SPACES = {0xA0, 0x1680, *range(0x2000, 0x200B), 0x202F, 0x205F, 0x3000}
+
+
+def normalise_password(text):
+    mapped = "".join(" " if ord(c) in NON_ASCII_SPACES else c for c in text)
+    return unicodedata.normalize("NFC", mapped).encode("utf-8")
+
+
 def check_diary():
     v = load("diary")
     b = lambda k: bytes.fromhex(v[k])  # noqa: E731
@@ -136,6 +146,16 @@ def check_diary():
     kek = Argon2id(salt=b("password_salt"), length=32, iterations=p["t_cost"], lanes=p["p_cost"],
                    memory_cost=p["m_cost_kib"]).derive(b("password"))
     assert kek == b("password_kek")
+    # The list in the text is exactly Unicode's Zs category minus U+0020 (this Python's version).
+    zs = {c for c in range(0x110000) if unicodedata.category(chr(c)) == "Zs"} - {0x20}
+    assert zs == NON_ASCII_SPACES, sorted(zs ^ NON_ASCII_SPACES)
+    u = v["unicode_password"]
+    assert u["typed"].encode("utf-8").hex() == u["typed_utf8"]
+    norm = normalise_password(u["typed"])
+    assert norm.hex() == u["normalised_utf8"] and norm != u["typed"].encode("utf-8")
+    kek_u = Argon2id(salt=b("password_salt"), length=32, iterations=p["t_cost"],
+                     lanes=p["p_cost"], memory_cost=p["m_cost_kib"]).derive(norm)
+    assert kek_u.hex() == u["password_kek"]
     params = struct.pack(">III", p["m_cost_kib"], p["t_cost"], p["p_cost"])
     ad_pw = b"Haven_DiaryPasswordWrap_v1\x01" + params + b("password_salt")
     bundle = b"\x01\x05" + params + b("password_salt") + b("password_nonce")

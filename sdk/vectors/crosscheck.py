@@ -2,8 +2,9 @@
 """Independent re-implementation (from docs/PROTOCOL.md only) of the parts of the session vectors
 that do not need ML-KEM: bundle encoding and signatures, the ratchet part of the PQXDH first
 message (given SK), ratchet KDFs, sealed sender, safety numbers, account device lists and
-account safety numbers, signed group changes and the group invite, and message franking (§16).
-Needs `cryptography`. Run: python3 sdk/vectors/crosscheck.py"""
+account safety numbers, signed group changes and the group invite, message franking (§16), and
+the Ed25519 acceptance rules of §1.1.1 (with its own small Edwards25519 arithmetic, not a
+library that may follow other rules). Needs `cryptography`. Run: python3 sdk/vectors/crosscheck.py"""
 import hashlib, hmac, json, os
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -336,6 +337,99 @@ def check_franking():
           % (len(v["cases"]), len(v["negative"])))
 
 
+# §1.1.1: Ed25519 acceptance, from the text, in plain integer arithmetic --------------------------
+P = 2**255 - 19
+L = 2**252 + 27742317777372353535851937790883648493
+ED_D = -121665 * pow(121666, P - 2, P) % P
+SQRT_M1 = pow(2, (P - 1) // 4, P)
+NEUTRAL = (0, 1)
+
+
+def ed_add(p1, p2):
+    (x1, y1), (x2, y2) = p1, p2
+    t = ED_D * x1 * x2 * y1 * y2 % P
+    x3 = (x1 * y2 + x2 * y1) * pow(1 + t, P - 2, P) % P
+    y3 = (y1 * y2 + x1 * x2) * pow(1 - t, P - 2, P) % P  # a = -1: y1y2 - a x1x2
+    return x3, y3
+
+
+def ed_mul(n, pt):
+    acc = NEUTRAL
+    while n:
+        if n & 1:
+            acc = ed_add(acc, pt)
+        pt = ed_add(pt, pt)
+        n >>= 1
+    return acc
+
+
+def ed_decode(b):
+    """§1.1.1 decoding: y = bits 0..254 reduced mod p; x from the curve equation; bit 255 picks
+    the sign of x (x = 0 with bit 255 set is accepted). None if x does not exist."""
+    y = (int.from_bytes(b, "little") & ((1 << 255) - 1)) % P
+    x2 = (y * y - 1) * pow(ED_D * y * y + 1, P - 2, P) % P
+    x = pow(x2, (P + 3) // 8, P)
+    if (x * x - x2) % P:
+        x = x * SQRT_M1 % P
+    if (x * x - x2) % P:
+        return None
+    if x & 1 != b[31] >> 7:
+        x = (P - x) % P
+    return x, y
+
+
+def ed_encode(pt):
+    x, y = pt
+    return (y | (x & 1) << 255).to_bytes(32, "little")
+
+
+ED_B = ed_decode((4 * pow(5, P - 2, P) % P).to_bytes(32, "little"))
+
+
+def ed_first_failure(a_bytes, msg, sig):
+    """The first §1.1.1 check the signature fails, or None when it is accepted."""
+    a = ed_decode(a_bytes)
+    if a is None:
+        return "a_not_a_point"
+    if ed_mul(8, a) == NEUTRAL:
+        return "a_small_order"
+    s = int.from_bytes(sig[32:], "little")
+    if s >= L:
+        return "s_out_of_range"
+    r = ed_decode(sig[:32])
+    if r is None:
+        return "r_not_a_point"
+    if ed_mul(8, r) == NEUTRAL:
+        return "r_small_order"
+    k = int.from_bytes(hashlib.sha512(sig[:32] + a_bytes + msg).digest(), "little") % L
+    x, y = ed_mul(k, a)
+    if ed_encode(ed_add(ed_mul(s, ED_B), ((P - x) % P, y))) != sig[:32]:
+        return "equation"
+    return None
+
+
+def check_ed25519():
+    v = load("ed25519")
+    assert ed_encode(ED_B).hex() == "58" + "66" * 31
+    for c in v["cases"]:
+        a, m, sig = H(c["public_key"]), H(c["message"]), H(c["signature"])
+        got = ed_first_failure(a, m, sig)
+        assert got == c["rule"] and (got is None) == c["valid"], (c["name"], got)
+        if "cofactored" in c["reason"] and "holds" in c["reason"]:
+            # The reason claims a cofactored verifier would accept: check it, so the case
+            # really tells cofactorless from cofactored verification.
+            r, ap = ed_decode(sig[:32]), ed_decode(a)
+            k = int.from_bytes(hashlib.sha512(sig[:32] + a + m).digest(), "little") % L
+            lhs = ed_mul(int.from_bytes(sig[32:], "little"), ED_B)
+            rhs = ed_add(r, ed_mul(k, ap))
+            assert ed_mul(8, lhs) == ed_mul(8, rhs) and lhs != rhs, c["name"]
+        if c["valid"]:  # an independent verifier (OpenSSL) agrees on the accepted ones
+            from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+            Ed25519PublicKey.from_public_bytes(a).verify(sig, m)
+    print("ed25519 acceptance rules ok (%d cases, %d refused)"
+          % (len(v["cases"]), sum(not c["valid"] for c in v["cases"])))
+
+
 check_pqxdh()
 check_ratchet_kdfs()
 check_ratchet_conversation()
@@ -344,3 +438,4 @@ check_safety_number()
 check_account()
 check_group_change()
 check_franking()
+check_ed25519()

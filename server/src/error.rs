@@ -3,15 +3,24 @@
 //! Every error response is `{"error":{"code":"snake_case_code","message":"..."}}`. Client errors
 //! (4xx) carry a stable machine-readable code and a human message; server errors (5xx) always say
 //! `internal` and the cause is logged, never sent.
+//!
+//! The handlers take their inputs through [`ApiJson`], [`ApiPath`] and [`ApiQuery`], whose
+//! rejections are [`AppError`]s; [`json_errors`] rewrites whatever error still leaves the router
+//! in another shape (a timeout, a body limit on a raw body, a 405 of a merged router) into the
+//! same format, so no response of the relay has any other error body.
 
 use std::borrow::Cow;
 use std::time::Duration;
 
-use axum::extract::rejection::JsonRejection;
-use axum::extract::{FromRequest, Request};
+use axum::body::Body;
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 use crate::db::error::StoreError;
 
@@ -205,4 +214,136 @@ impl<T: Serialize> IntoResponse for ApiJson<T> {
     fn into_response(self) -> Response {
         axum::Json(self.0).into_response()
     }
+}
+
+/// `axum::extract::Path` whose rejections are reported as [`AppError`]s (400 `invalid_path`:
+/// a segment that is not valid UTF-8 or does not parse as the parameter's type).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ApiPath<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for ApiPath<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(value)) => Ok(Self(value)),
+            Err(rejection) => Err(path_rejection(&rejection)),
+        }
+    }
+}
+
+fn path_rejection(rejection: &PathRejection) -> AppError {
+    // A 5xx path rejection is a route declared without the parameter its handler reads: a bug.
+    if rejection.status().is_server_error() {
+        AppError::internal(rejection.body_text())
+    } else {
+        AppError::bad_request("invalid_path", rejection.body_text())
+    }
+}
+
+/// `axum::extract::Query` whose rejections are reported as [`AppError`]s (400 `invalid_query`:
+/// a missing, unknown or malformed query parameter).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ApiQuery<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for ApiQuery<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(value)) => Ok(Self(value)),
+            Err(rejection) => Err(query_rejection(&rejection)),
+        }
+    }
+}
+
+fn query_rejection(rejection: &QueryRejection) -> AppError {
+    AppError::bad_request("invalid_query", rejection.body_text())
+}
+
+/// The stable code of an error response that did not come from an [`AppError`] (a rejection of
+/// a layer: timeout, body limit, method not allowed), by status.
+fn status_code_name(status: StatusCode) -> &'static str {
+    match status {
+        StatusCode::BAD_REQUEST => "bad_request",
+        StatusCode::UNAUTHORIZED => "unauthorized",
+        StatusCode::FORBIDDEN => "forbidden",
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::REQUEST_TIMEOUT => "request_timeout",
+        StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        StatusCode::UPGRADE_REQUIRED => "upgrade_required",
+        StatusCode::TOO_MANY_REQUESTS => "rate_limited",
+        s if s.is_server_error() => "internal",
+        _ => "client_error",
+    }
+}
+
+/// The longest plain-text rejection message kept as the JSON error's message.
+const MAX_REJECTION_TEXT: usize = 1024;
+
+/// Middleware (outermost but for the security headers): an error response (4xx/5xx) whose body is
+/// not JSON is rewritten into the JSON error format with a code chosen by its status. A
+/// plain-text 4xx body (axum's rejection text) becomes the message; 5xx bodies are never passed
+/// on. Status and headers (`Allow`, `Retry-After`, ...) are kept.
+pub async fn json_errors(req: Request, next: Next) -> Response {
+    let response = next.run(req).await;
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if is_json {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let is_text = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/plain"));
+    let text = if is_text && status.is_client_error() {
+        axum::body::to_bytes(body, MAX_REJECTION_TEXT)
+            .await
+            .ok()
+            .and_then(|b| String::from_utf8(b.to_vec()).ok())
+            .filter(|t| !t.trim().is_empty())
+    } else {
+        None
+    };
+    let message = text.unwrap_or_else(|| {
+        status
+            .canonical_reason()
+            .unwrap_or("request refused")
+            .to_lowercase()
+    });
+    let body = ErrorBody {
+        error: ErrorDetail {
+            code: status_code_name(status).to_owned(),
+            message,
+            mismatches: None,
+        },
+    };
+    let Ok(bytes) = serde_json::to_vec(&body) else {
+        return Response::from_parts(parts, Body::empty());
+    };
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    Response::from_parts(parts, Body::from(bytes))
 }

@@ -29,6 +29,7 @@ impl fmt::Debug for TotpSetupResponse {
 #[serde(deny_unknown_fields)]
 pub struct TotpCodeRequest {
     /// The 6-digit code.
+    #[cfg_attr(feature = "openapi", schema(schema_with = super::schema::totp_code))]
     pub code: String,
 }
 

@@ -16,9 +16,11 @@ use super::Id;
 #[serde(deny_unknown_fields)]
 pub struct NewDeviceBody {
     /// The device's public identity key, base64 (1–2048 bytes, opaque to the relay).
+    #[cfg_attr(feature = "openapi", schema(schema_with = super::schema::identity_key))]
     pub identity_key: String,
     /// The device's encrypted name, base64 (1–1024 bytes, opaque), optional.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(schema_with = super::schema::device_name))]
     pub name: Option<String>,
 }
 
@@ -35,6 +37,7 @@ pub struct TokenResponse {
     /// JWT access token (HS256), sent as `Authorization: Bearer …`.
     pub access_token: String,
     /// Single-use refresh token (base64url of 32 bytes, no padding).
+    #[cfg_attr(feature = "openapi", schema(schema_with = super::schema::token_32))]
     pub refresh_token: String,
     /// Always `Bearer`.
     pub token_type: String,
@@ -61,6 +64,7 @@ impl fmt::Debug for TokenResponse {
 #[serde(deny_unknown_fields)]
 pub struct RegisterStartRequest {
     /// OPAQUE `RegistrationRequest`, base64 (32 bytes).
+    #[cfg_attr(feature = "openapi", schema(schema_with = super::schema::opaque_registration_request))]
     pub registration_request: String,
 }
 
@@ -84,10 +88,12 @@ pub struct RegisterFinishRequest {
     /// From `register/start`.
     pub registration_id: Id,
     /// OPAQUE `RegistrationUpload`, base64 (192 bytes).
+    #[cfg_attr(feature = "openapi", schema(schema_with = super::schema::opaque_registration_upload))]
     pub registration_upload: String,
     /// Optional username (3–32 of `a-z 0-9 . _ -`, ASCII case-insensitive); only its keyed hash
     /// is stored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(schema_with = super::schema::username))]
     pub username: Option<String>,
     /// The first device.
     pub device: NewDeviceBody,
@@ -100,11 +106,13 @@ pub struct RegisterFinishRequest {
 pub struct LoginStartRequest {
     /// Log in by username.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(schema_with = super::schema::username))]
     pub username: Option<String>,
     /// Log in by account id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub account_id: Option<Id>,
     /// OPAQUE `CredentialRequest` (KE1), base64 (96 bytes).
+    #[cfg_attr(feature = "openapi", schema(schema_with = super::schema::opaque_credential_request))]
     pub credential_request: String,
 }
 
@@ -126,9 +134,11 @@ pub struct LoginFinishRequest {
     /// From `login/start`.
     pub login_id: Id,
     /// OPAQUE `CredentialFinalization` (KE3), base64 (64 bytes).
+    #[cfg_attr(feature = "openapi", schema(schema_with = super::schema::opaque_credential_finalization))]
     pub credential_finalization: String,
     /// Current TOTP code, required when TOTP is enabled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(schema_with = super::schema::totp_code))]
     pub totp_code: Option<String>,
     /// Log in as this existing device of the account.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -144,6 +154,7 @@ pub struct LoginFinishRequest {
 #[serde(deny_unknown_fields)]
 pub struct RefreshRequest {
     /// The current refresh token.
+    #[cfg_attr(feature = "openapi", schema(schema_with = super::schema::token_32))]
     pub refresh_token: String,
 }
 
@@ -169,6 +180,7 @@ pub const FRESH_AUTH_TTL_SECS: u64 = 300;
 #[serde(deny_unknown_fields)]
 pub struct ReauthStartRequest {
     /// OPAQUE `CredentialRequest` (KE1), base64 (96 bytes).
+    #[cfg_attr(feature = "openapi", schema(schema_with = super::schema::opaque_credential_request))]
     pub credential_request: String,
 }
 
@@ -180,9 +192,11 @@ pub struct ReauthFinishRequest {
     /// From `reauth/start`.
     pub login_id: Id,
     /// OPAQUE `CredentialFinalization` (KE3), base64 (64 bytes).
+    #[cfg_attr(feature = "openapi", schema(schema_with = super::schema::opaque_credential_finalization))]
     pub credential_finalization: String,
     /// Current TOTP code, required when TOTP is enabled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(schema_with = super::schema::totp_code))]
     pub totp_code: Option<String>,
 }
 
@@ -192,6 +206,7 @@ pub struct ReauthFinishRequest {
 pub struct FreshAuthResponse {
     /// The proof (base64url of 32 bytes, no padding), sent in the `Haven-Fresh-Auth` header
     /// together with the same session's access token.
+    #[cfg_attr(feature = "openapi", schema(schema_with = super::schema::token_32))]
     pub fresh_auth: String,
     /// Seconds the proof stays valid.
     pub expires_in: u64,
@@ -213,6 +228,7 @@ impl fmt::Debug for FreshAuthResponse {
 #[serde(deny_unknown_fields)]
 pub struct CredentialStartRequest {
     /// OPAQUE `RegistrationRequest`, base64 (32 bytes).
+    #[cfg_attr(feature = "openapi", schema(schema_with = super::schema::opaque_registration_request))]
     pub registration_request: String,
 }
 
@@ -231,6 +247,7 @@ pub struct CredentialStartResponse {
 #[serde(deny_unknown_fields)]
 pub struct CredentialFinishRequest {
     /// OPAQUE `RegistrationUpload`, base64 (192 bytes).
+    #[cfg_attr(feature = "openapi", schema(schema_with = super::schema::opaque_registration_upload))]
     pub registration_upload: String,
 }
 
@@ -242,13 +259,16 @@ pub struct CredentialFinishRequest {
 pub struct RecoverStartRequest {
     /// Recover by username.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(schema_with = super::schema::username))]
     pub username: Option<String>,
     /// Recover by account id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub account_id: Option<Id>,
     /// OPAQUE `CredentialRequest` (KE1) made with the recovery code, base64 (96 bytes).
+    #[cfg_attr(feature = "openapi", schema(schema_with = super::schema::opaque_credential_request))]
     pub credential_request: String,
     /// OPAQUE `RegistrationRequest` made with the new password, base64 (32 bytes).
+    #[cfg_attr(feature = "openapi", schema(schema_with = super::schema::opaque_registration_request))]
     pub registration_request: String,
 }
 
@@ -272,10 +292,13 @@ pub struct RecoverFinishRequest {
     /// From `recover/start`.
     pub login_id: Id,
     /// OPAQUE `CredentialFinalization` (KE3) of the recovery login, base64 (64 bytes).
+    #[cfg_attr(feature = "openapi", schema(schema_with = super::schema::opaque_credential_finalization))]
     pub credential_finalization: String,
     /// OPAQUE `RegistrationUpload` of the new password, base64 (192 bytes).
+    #[cfg_attr(feature = "openapi", schema(schema_with = super::schema::opaque_registration_upload))]
     pub registration_upload: String,
     /// Current TOTP code, required when TOTP is enabled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(schema_with = super::schema::totp_code))]
     pub totp_code: Option<String>,
 }

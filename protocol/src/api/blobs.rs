@@ -124,6 +124,7 @@ pub struct PartStored {
 /// `?token=` of the transfer routes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
+#[cfg_attr(feature = "openapi", into_params(parameter_in = Query))]
 #[serde(deny_unknown_fields)]
 pub struct TokenQuery {
     /// The transfer token.

@@ -52,6 +52,7 @@ pub struct AppendRequest {
     /// The sender's franking commitment `c` for this entry (PROTOCOL.md §16.3, destination
     /// `0x02 || channel id || 0`), base64 of 32 bytes; absent from unfranked appends.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(schema_with = super::schema::bytes_32))]
     pub franking_commitment: Option<String>,
 }
 
@@ -66,6 +67,7 @@ pub struct AppendResponse {
 /// Query of `GET /v1/channels/{channel_id}/entries`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
+#[cfg_attr(feature = "openapi", into_params(parameter_in = Query))]
 #[serde(deny_unknown_fields)]
 pub struct EntriesQuery {
     /// Return entries with a sequence number greater than this (default 0: from the start).
@@ -73,6 +75,7 @@ pub struct EntriesQuery {
     pub after: u64,
     /// Page size, 1 to `page_limit` (default 100).
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", param(minimum = 1))]
     pub limit: Option<u32>,
 }
 

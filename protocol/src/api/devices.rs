@@ -36,5 +36,6 @@ pub struct DeviceList {
 #[serde(deny_unknown_fields)]
 pub struct RenameRequest {
     /// New encrypted name, base64 (1–1024 bytes), or `null` to clear it.
+    #[cfg_attr(feature = "openapi", schema(schema_with = super::schema::device_name_or_null))]
     pub name: Option<String>,
 }

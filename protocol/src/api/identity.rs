@@ -14,6 +14,7 @@ use super::auth::NewDeviceBody;
 #[serde(deny_unknown_fields)]
 pub struct DeviceListUpload {
     /// The signed device list (§15.2), base64.
+    #[cfg_attr(feature = "openapi", schema(schema_with = super::schema::base64_nonempty))]
     pub list: String,
     /// Accept a list signed by another account key than the stored list's (an account
     /// identity change, which every contact will see).
@@ -36,6 +37,7 @@ pub struct DeviceListReply {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LinkTokenReply {
     /// 32 random bytes, base64: lets one new device join this account, once.
+    #[cfg_attr(feature = "openapi", schema(schema_with = super::schema::bytes_32))]
     pub link_token: String,
     /// Expiry, Unix seconds.
     pub expires: u64,
@@ -56,6 +58,7 @@ impl fmt::Debug for LinkTokenReply {
 #[serde(deny_unknown_fields)]
 pub struct LinkDeviceRequest {
     /// The link token an existing device made (it reached this device end to end encrypted).
+    #[cfg_attr(feature = "openapi", schema(schema_with = super::schema::bytes_32))]
     pub link_token: String,
     /// The new device.
     pub device: NewDeviceBody,
@@ -85,5 +88,6 @@ pub struct ProvisioningCreated {
 #[serde(deny_unknown_fields)]
 pub struct ProvisioningMessage {
     /// The provisioning ciphertext (§15.3), base64 (at most 16 KiB of bytes).
+    #[cfg_attr(feature = "openapi", schema(schema_with = super::schema::base64_nonempty))]
     pub message: String,
 }

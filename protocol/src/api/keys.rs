@@ -13,8 +13,10 @@ pub struct SignedKeyBody {
     /// Key id chosen by the owner.
     pub key_id: u32,
     /// Public key, base64 (32 bytes for X25519, 1568 for ML-KEM-1024).
+    #[cfg_attr(feature = "openapi", schema(schema_with = super::schema::directory_key))]
     pub public_key: String,
     /// Identity signature, base64 (64 bytes).
+    #[cfg_attr(feature = "openapi", schema(schema_with = super::schema::bytes_64))]
     pub signature: String,
 }
 
@@ -26,10 +28,12 @@ pub struct OneTimeKeyBody {
     /// Key id chosen by the owner.
     pub key_id: u32,
     /// Public key, base64 (32 bytes).
+    #[cfg_attr(feature = "openapi", schema(schema_with = super::schema::bytes_32))]
     pub public_key: String,
     /// Identity signature, base64 (64 bytes, PROTOCOL.md §2.1): required in an upload (the
     /// relay checks it and keeps no copy); absent from claimed bundles.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(schema_with = super::schema::bytes_64))]
     pub signature: Option<String>,
 }
 
@@ -43,15 +47,18 @@ pub struct KeyUploadRequest {
     pub registration_id: Option<u32>,
     /// Signed X25519 prekey (replaces the stored one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(schema_with = super::schema::signed_x25519_key))]
     pub signed_prekey: Option<SignedKeyBody>,
     /// Signed last-resort ML-KEM-1024 prekey (replaces the stored one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(schema_with = super::schema::signed_kem_key))]
     pub last_resort_kem_prekey: Option<SignedKeyBody>,
     /// One-time X25519 prekeys to append.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub one_time_prekeys: Vec<OneTimeKeyBody>,
     /// Signed one-time ML-KEM-1024 prekeys to append.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[cfg_attr(feature = "openapi", schema(schema_with = super::schema::signed_kem_keys))]
     pub one_time_kem_prekeys: Vec<SignedKeyBody>,
 }
 

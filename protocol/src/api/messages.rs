@@ -15,10 +15,12 @@ pub struct EnvelopeBody {
     /// Recipient device number.
     pub device_number: u32,
     /// The opaque envelope, base64.
+    #[cfg_attr(feature = "openapi", schema(schema_with = super::schema::base64_nonempty))]
     pub content: String,
     /// The sender's franking commitment `c` for this envelope (PROTOCOL.md §16.3), base64 of
     /// 32 bytes; absent for ephemeral sends and for clients from before franking.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(schema_with = super::schema::bytes_32))]
     pub franking_commitment: Option<String>,
 }
 
@@ -50,6 +52,7 @@ pub struct SendBody {
     /// `Unidentified-Access-Key` header: required on a sealed send; on a logged-in send it is
     /// needed for an ephemeral send to another account and for a 409/410 naming devices.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(schema_with = super::schema::access_key))]
     pub access_key: Option<String>,
 }
 
@@ -95,10 +98,12 @@ pub struct HeaderBody {
     /// Recipient device number.
     pub device_number: u32,
     /// The per-device header, base64.
+    #[cfg_attr(feature = "openapi", schema(schema_with = super::schema::base64_nonempty))]
     pub header: String,
     /// The sender's franking commitment for this device's envelope (PROTOCOL.md §16.3, §16.9),
     /// base64 of 32 bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(schema_with = super::schema::bytes_32))]
     pub franking_commitment: Option<String>,
 }
 
@@ -110,6 +115,7 @@ pub struct RecipientBody {
     /// Recipient account.
     pub account_id: Id,
     /// The recipient's unidentified-access key, base64 (16 bytes).
+    #[cfg_attr(feature = "openapi", schema(schema_with = super::schema::access_key))]
     pub access_key: String,
     /// One header per device of the recipient.
     pub devices: Vec<HeaderBody>,
@@ -133,6 +139,7 @@ pub struct MultiSendBody {
     /// Client-chosen id (32 hex digits), used for every recipient device.
     pub message_id: Id,
     /// The shared payload, base64, stored once.
+    #[cfg_attr(feature = "openapi", schema(schema_with = super::schema::base64_nonempty))]
     pub payload: String,
     /// The recipients.
     pub recipients: Vec<RecipientBody>,
@@ -159,6 +166,7 @@ pub struct MultiSendResponse {
 /// Query of `GET /v1/messages`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
+#[cfg_attr(feature = "openapi", into_params(parameter_in = Query))]
 #[serde(deny_unknown_fields)]
 pub struct FetchQuery {
     /// Only envelopes with a larger sequence number (default 0: from the start).
@@ -166,6 +174,7 @@ pub struct FetchQuery {
     pub after: i64,
     /// Page size (default and maximum `mail.max_fetch`).
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", param(minimum = 1))]
     pub limit: Option<u32>,
 }
 
@@ -240,6 +249,7 @@ pub struct AckResponse {
 pub struct AccessKeyBody {
     /// The unidentified-access key, base64 of exactly 16 bytes, or `null` to remove it (then
     /// no sealed send reaches the account).
+    #[cfg_attr(feature = "openapi", schema(schema_with = super::schema::access_key_or_null))]
     pub access_key: Option<String>,
 }
 

@@ -25,6 +25,8 @@ pub mod identity;
 pub mod keys;
 pub mod messages;
 pub mod moderation;
+#[cfg(feature = "openapi")]
+mod schema;
 pub mod usernames;
 pub mod vault;
 pub mod websocket;

@@ -21,9 +21,11 @@ pub struct FrankingKeyResponse {
 #[serde(deny_unknown_fields)]
 pub struct ReportRequest {
     /// The report body (§16.2), base64.
+    #[cfg_attr(feature = "openapi", schema(schema_with = super::schema::base64_nonempty))]
     pub report: String,
     /// The channel's read token, for a channel destination.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(schema_with = super::schema::token_32))]
     pub read_token: Option<String>,
 }
 

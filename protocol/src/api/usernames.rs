@@ -10,6 +10,7 @@ use super::Id;
 #[serde(deny_unknown_fields)]
 pub struct LookupRequest {
     /// The username as typed (normalised by the relay as at registration).
+    #[cfg_attr(feature = "openapi", schema(schema_with = super::schema::username))]
     pub username: String,
 }
 

@@ -35,8 +35,10 @@ pub struct ItemWriteRequest {
     /// The revision the client last saw: 0 to create, else the current revision.
     pub expected_revision: u64,
     /// Encrypted body, base64: a padding bucket plus 41 bytes, at most `max_body_bytes`.
+    #[cfg_attr(feature = "openapi", schema(schema_with = super::schema::base64_nonempty))]
     pub body: String,
     /// Encrypted metadata, base64: a padding bucket plus 41 bytes, at most `max_meta_bytes`.
+    #[cfg_attr(feature = "openapi", schema(schema_with = super::schema::base64_nonempty))]
     pub meta: String,
 }
 
@@ -135,6 +137,7 @@ pub struct UsageReply {
 /// Query of `DELETE …/items/{item_id}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
+#[cfg_attr(feature = "openapi", into_params(parameter_in = Query))]
 #[serde(deny_unknown_fields)]
 pub struct DeleteQuery {
     /// The current revision.
@@ -144,21 +147,25 @@ pub struct DeleteQuery {
 /// Query of `GET …/history`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
+#[cfg_attr(feature = "openapi", into_params(parameter_in = Query))]
 #[serde(deny_unknown_fields)]
 pub struct HistoryQuery {
     /// Only revisions above this one (default 0).
     pub after: Option<u64>,
     /// Page size (1..=`max_page`, default `max_page`).
+    #[cfg_attr(feature = "openapi", param(minimum = 1))]
     pub limit: Option<u32>,
 }
 
 /// Query of `GET …/changes`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
+#[cfg_attr(feature = "openapi", into_params(parameter_in = Query))]
 #[serde(deny_unknown_fields)]
 pub struct ChangesQuery {
     /// Sync token from the previous reply (0 or absent: from the beginning).
     pub since: Option<u64>,
     /// Page size (1..=`max_page`, default `max_page`).
+    #[cfg_attr(feature = "openapi", param(minimum = 1))]
     pub limit: Option<u32>,
 }

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TicketResponse {
     /// Single-use ticket: base64url of 32 random bytes, no padding (43 characters).
+    #[cfg_attr(feature = "openapi", schema(schema_with = super::schema::token_32))]
     pub ticket: String,
     /// Seconds until it expires.
     pub expires_in: u64,
@@ -27,6 +28,7 @@ impl fmt::Debug for TicketResponse {
 /// Query of `GET /v1/ws`.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
+#[cfg_attr(feature = "openapi", into_params(parameter_in = Query))]
 #[serde(deny_unknown_fields)]
 pub struct WsQuery {
     /// A ticket from `POST /v1/ws/ticket` (instead of `Authorization`).

@@ -213,7 +213,7 @@ impl Diary {
         password: &[u8],
     ) -> Result<Self, DiaryClientError> {
         let fetch = match LocalDiary::unlock(store, password, &mut rng())? {
-            Unlocked::Open(local) => return Ok(Self { local, relay }),
+            Unlocked::Open(local) => return Ok(Self::rewrapped(local, relay, password).await),
             Unlocked::NeedsBundle(fetch) => fetch,
         };
         let mut exchanged = match exchange(&relay, &fetch.call()).await {
@@ -225,7 +225,25 @@ impl Diary {
         let local = fetch
             .finish(exchanged.take(), password, &mut rng())
             .map_err(|e| exchanged.fail(e))?;
-        Ok(Self { local, relay })
+        Ok(Self::rewrapped(local, relay, password).await)
+    }
+
+    /// The unlocked diary; if its bundle opened only with the password's bytes as typed
+    /// (wrapped before passwords were normalised, PROTOCOL §9.1.1), its password slot is first
+    /// re-wrapped under the normalised password and uploaded, so every form of the password
+    /// opens it on every device. Best effort: the unlock stands if the upload fails (offline,
+    /// or another device changed the bundle meanwhile), and the next unlock tries again.
+    async fn rewrapped(
+        local: LocalDiary<SqliteBackend>,
+        relay: RelayClient,
+        password: &[u8],
+    ) -> Self {
+        let mut diary = Self { local, relay };
+        if let Ok(Some(upload)) = diary.local.password_rewrap(password, &mut rng()) {
+            // Ignored on purpose (see above): the diary is open either way.
+            let _ = diary.upload_bundle(&upload).await;
+        }
+        diary
     }
 
     /// Recovers the diary on a device with a recovery code and sets `new_password` (Argon2id

@@ -136,6 +136,12 @@ impl Session {
         }
     }
 
+    /// The current access token (a short-lived bearer credential, §11.7), for handing to
+    /// another HTTP tool of the same user (e.g. the API fuzz run of CI). Keep it secret.
+    pub fn access_token(&self) -> &str {
+        &self.access_token
+    }
+
     /// The refresh token, for persisting the session in the encrypted store.
     #[must_use]
     pub fn refresh_token(&self) -> &str {

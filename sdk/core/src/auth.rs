@@ -14,6 +14,11 @@
 //! open), so nothing is sent for it. The native client's `RelayClient` and the web bindings'
 //! `WebDevice` both drive these steps; neither has OPAQUE code of its own. The RNG is an
 //! argument (opaque-ke 3 takes `rand_core` 0.6 RNGs).
+//!
+//! Every password and recovery code given here is normalised first (PROTOCOL §9.1.1:
+//! non-ASCII spaces to U+0020, then NFC), so the forms different keyboards produce of the same
+//! password log in to the same account. A recovery code's canonical text is ASCII, which
+//! normalisation leaves unchanged.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
@@ -22,6 +27,7 @@ use haven_protocol::opaque::opaque_ke::{
     ClientRegistrationFinishParameters, CredentialResponse, Identifiers, RegistrationResponse,
 };
 use haven_protocol::opaque::{HavenCipherSuite, OPAQUE_CONTEXT};
+use haven_sdk::password::normalize_password;
 use rand_core_06::{CryptoRng, RngCore};
 
 /// Why an OPAQUE step failed.
@@ -64,7 +70,7 @@ impl Login {
         password: &[u8],
         rng: &mut R,
     ) -> Result<(Self, String), AuthError> {
-        let start = ClientLogin::<HavenCipherSuite>::start(rng, password)
+        let start = ClientLogin::<HavenCipherSuite>::start(rng, &normalize_password(password))
             .map_err(|_| AuthError::InvalidCredentials)?;
         Ok((
             Self { state: start.state },
@@ -85,7 +91,7 @@ impl Login {
             ClientLoginFinishParameters::new(Some(OPAQUE_CONTEXT), Identifiers::default(), None);
         let finish = self
             .state
-            .finish(password, ke2, params)
+            .finish(&normalize_password(password), ke2, params)
             .map_err(|_| AuthError::InvalidCredentials)?;
         Ok(STANDARD.encode(finish.message.serialize()))
     }
@@ -112,7 +118,7 @@ impl Registration {
         secret: &[u8],
         rng: &mut R,
     ) -> Result<(Self, String), AuthError> {
-        let start = ClientRegistration::<HavenCipherSuite>::start(rng, secret)
+        let start = ClientRegistration::<HavenCipherSuite>::start(rng, &normalize_password(secret))
             .map_err(|_| AuthError::InvalidCredentials)?;
         Ok((
             Self { state: start.state },
@@ -137,7 +143,7 @@ impl Registration {
             .state
             .finish(
                 rng,
-                secret,
+                &normalize_password(secret),
                 response,
                 ClientRegistrationFinishParameters::default(),
             )
@@ -159,18 +165,22 @@ mod tests {
         STANDARD.decode(text).unwrap()
     }
 
+    /// `é` as U+0065 U+0301 and as U+00E9 (PROTOCOL §9.1.1).
+    const DECOMPOSED: &str = "pw cafe\u{0301}";
+    const PRECOMPOSED: &str = "pw caf\u{00E9}";
+
     /// A registration and logins against opaque-ke's server side, as the relay runs it.
     #[test]
     fn register_then_log_in_and_a_wrong_password_is_found_on_the_device() {
         let setup = ServerSetup::<HavenCipherSuite>::new(&mut OsRng);
-        let (reg, request) = Registration::start(b"pw one", &mut OsRng).unwrap();
+        let (reg, request) = Registration::start(DECOMPOSED.as_bytes(), &mut OsRng).unwrap();
         let request = RegistrationRequest::deserialize(&b(&request)).unwrap();
         let response = ServerRegistration::<HavenCipherSuite>::start(&setup, request, b"acct")
             .unwrap()
             .message;
         let upload = reg
             .finish(
-                b"pw one",
+                DECOMPOSED.as_bytes(),
                 &STANDARD.encode(response.serialize()),
                 &mut OsRng,
             )
@@ -199,7 +209,10 @@ mod tests {
                 .unwrap();
             Ok::<_, AuthError>(())
         };
-        log_in(b"pw one").unwrap();
+        log_in(DECOMPOSED.as_bytes()).unwrap();
+        // The other form of the same password logs in too: both are normalised to NFC.
+        log_in(PRECOMPOSED.as_bytes()).unwrap();
+        assert_eq!(log_in(b"pw cafe"), Err(AuthError::InvalidCredentials));
         assert_eq!(log_in(b"pw two"), Err(AuthError::InvalidCredentials));
 
         let (login, _) = Login::start(b"pw", &mut OsRng).unwrap();

@@ -9,7 +9,8 @@
 //! safety numbers), [`provisioning`] (linking a device by approval).
 //! Session crypto (§§1–6): [`identity`], [`prekeys`], [`pqxdh`], [`ratchet`],
 //! [`session_cipher`] (the high-level API), [`sealed_sender`], [`safety_number`](mod@safety_number), [`store`],
-//! [`snapshot`]. Abuse reports (§16): [`franking`]. Data crypto (§§7–10): [`padding`], [`groups`], [`diary`], [`attachment`].
+//! [`snapshot`]. Abuse reports (§16): [`franking`]. Data crypto (§§7–10): [`padding`], [`groups`], [`diary`], [`attachment`];
+//! [`password`] (the byte encoding of every password, §9.1.1).
 //! Low-level functions whose docs start with "hazmat:" exist for test vectors; [`vectors`]
 //! (feature `test-vectors`) recomputes the published vector files.
 #![cfg_attr(not(feature = "std"), no_std)]
@@ -23,6 +24,7 @@ pub mod franking;
 pub mod groups;
 pub mod identity;
 pub mod padding;
+pub mod password;
 pub mod pqxdh;
 pub mod prekeys;
 pub mod provisioning;
@@ -49,6 +51,7 @@ pub use groups::{
 };
 pub use identity::{IdentityKey, IdentityKeyPair};
 pub use padding::{PaddingError, pad, unpad};
+pub use password::normalize_password;
 pub use prekeys::{
     KemPreKey, KemPreKeyKind, OneTimePreKey, OneTimePreKeyPolicy, PreKeyBundle, SignedPreKey,
     SignedPreKeyPolicy,

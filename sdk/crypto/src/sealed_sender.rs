@@ -42,6 +42,10 @@ pub const CERTIFICATE_LEN: usize = certificate::CERTIFICATE_LEN;
 pub const MAX_SEALED_CONTENT_LEN: usize = 256 * 1024;
 const TAG_LEN: usize = 16;
 const STATIC_CT_LEN: usize = IDENTITY_KEY_LEN + TAG_LEN;
+/// The shortest envelope (§5.3): header 34, `static_ct` 80, and `message_ct` sealing an inner
+/// message with empty content (`1 + 1 + 4 + 158 + 4` bytes) plus its tag: 298 bytes. Shorter
+/// input is refused as [`SealedSenderError::Malformed`] before any key agreement.
+pub const MIN_ENVELOPE_LEN: usize = 2 + 32 + STATIC_CT_LEN + (10 + CERTIFICATE_LEN) + TAG_LEN;
 
 /// Errors of sealed sender.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -308,6 +312,9 @@ pub fn open_sealed(
         (Some(_), Some(_)) => return Err(SealedSenderError::UnsupportedVersion),
         _ => return Err(m),
     }
+    if envelope.len() < MIN_ENVELOPE_LEN {
+        return Err(m);
+    }
     let e_pub = x25519_public(r.array().ok_or(m.clone())?).ok_or(m.clone())?;
     let static_ct = r.take(STATIC_CT_LEN).ok_or(m.clone())?;
     let message_ct = r.rest();
@@ -334,7 +341,23 @@ pub fn open_sealed(
         dh(recipient.dh_secret(), sender.dh_public()).ok_or(SealedSenderError::DecryptionFailed)?;
     let stat = layer(&static_salt(&chain, static_ct), &dh_s, STATIC_INFO, None);
     let inner = Zeroizing::new(open_layer(&stat, message_ct, &header)?);
-    let mut ir = Reader::new(&inner);
+    let (content_type, certificate, content) = decode_inner(&inner)?;
+    certificate.validate(trusted_relay_key, now)?;
+    if certificate.identity_key != sender {
+        return Err(SealedSenderError::IdentityMismatch);
+    }
+    Ok(OpenedEnvelope {
+        certificate,
+        content_type,
+        content,
+    })
+}
+
+/// The inner plaintext `version || content_type || u32 len || certificate || u32 len || content`
+/// (what [`inner_content`] writes), the certificate parsed but not yet validated.
+fn decode_inner(inner: &[u8]) -> Result<(u8, SenderCertificate, Vec<u8>), SealedSenderError> {
+    let m = SealedSenderError::Malformed;
+    let mut ir = Reader::new(inner);
     match ir.u8() {
         Some(SEALED_SENDER_VERSION) => {}
         Some(_) => return Err(SealedSenderError::UnsupportedVersion),
@@ -348,20 +371,23 @@ pub fn open_sealed(
         .ok_or(m.clone())?
         .to_vec();
     ir.finish().ok_or(m)?;
-    certificate.validate(trusted_relay_key, now)?;
-    if certificate.identity_key != sender {
-        return Err(SealedSenderError::IdentityMismatch);
-    }
-    Ok(OpenedEnvelope {
-        certificate,
-        content_type,
-        content,
-    })
+    Ok((content_type, certificate, content))
 }
 
 /// hazmat: sealing with caller-chosen randomness (test vectors only).
 pub mod hazmat {
     use super::*;
+
+    /// hazmat: the decoder of the plaintext behind an envelope's second layer (content type,
+    /// certificate, content; the certificate is not validated), for fuzzing it without keys.
+    ///
+    /// # Errors
+    /// [`SealedSenderError::Malformed`], [`SealedSenderError::UnsupportedVersion`].
+    pub fn decode_inner_content(
+        inner: &[u8],
+    ) -> Result<(u8, SenderCertificate, Vec<u8>), SealedSenderError> {
+        decode_inner(inner)
+    }
 
     /// hazmat: [`seal_sender`] with an explicit ephemeral secret (test vectors only).
     ///
@@ -503,6 +529,23 @@ mod tests {
             );
         }
         assert!(open_sealed(&f.bob, &f.relay.verifying_key(), &env[..env.len() - 1], 0).is_err());
+    }
+
+    #[test]
+    fn envelopes_shorter_than_the_minimum_are_malformed() {
+        let mut f = fx();
+        let env = seal_sender(&f.alice, &f.cert, f.bob.public(), 1, b"", &mut f.rng).unwrap();
+        assert_eq!(env.len(), MIN_ENVELOPE_LEN);
+        assert_eq!(MIN_ENVELOPE_LEN, 298);
+        let o = open_sealed(&f.bob, &f.relay.verifying_key(), &env, 0).unwrap();
+        assert!(o.content.is_empty());
+        for len in [2, 34, 114, 115, MIN_ENVELOPE_LEN - 1] {
+            assert_eq!(
+                open_sealed(&f.bob, &f.relay.verifying_key(), &env[..len], 0),
+                Err(SealedSenderError::Malformed),
+                "{len} bytes"
+            );
+        }
     }
 
     #[test]

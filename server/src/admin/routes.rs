@@ -2,7 +2,7 @@
 //! `POST /v1/admin/keys`, `GET /v1/admin/keys`, `DELETE /v1/admin/keys/{id}`.
 
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{delete, get};
@@ -13,7 +13,7 @@ use haven_protocol::api::admin::{
 use crate::admin::AdminContext;
 use crate::admin::keys::{self, AdminAuth};
 use crate::admin::store::{AdminKeyRecord, AdminStore as _};
-use crate::error::{ApiJson, AppError, ErrorBody};
+use crate::error::{ApiJson, ApiPath, AppError, ErrorBody};
 use crate::ids::Id;
 
 /// The admin API routes and the admin page.
@@ -88,7 +88,7 @@ pub async fn list<C: AdminContext>(
 /// itself; the request that does so still succeeds.
 #[utoipa::path(delete, path = "/v1/admin/keys/{key_id}", tag = "admin",
     security(("admin_key" = [])),
-    params(("key_id" = String, Path, description = "admin key id (32 hex digits)")),
+    params(("key_id" = String, Path, pattern = "^[0-9a-f]{32}$", description = "admin key id (32 hex digits)")),
     responses((status = 204, description = "revoked (or already revoked)"),
               (status = 401, description = "`missing_admin_key`, `invalid_admin_key`", body = ErrorBody),
               (status = 404, description = "`unknown_admin_key`", body = ErrorBody),
@@ -96,7 +96,7 @@ pub async fn list<C: AdminContext>(
 pub async fn revoke<C: AdminContext>(
     admin: AdminAuth,
     State(ctx): State<C>,
-    Path(key_id): Path<String>,
+    ApiPath(key_id): ApiPath<String>,
 ) -> Result<StatusCode, AppError> {
     let id: Id = key_id
         .parse()

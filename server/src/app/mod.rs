@@ -218,6 +218,8 @@ pub fn app<S: Store>(state: AppState<S>) -> Router {
         ))
         .merge(crate::blobs::routes::transfer_routes(state))
         .layer(cors_layer(&settings.cors_allowed_origins))
+        // Every error leaves in the JSON error format (PROTOCOL.md §11.2), whoever produced it.
+        .layer(middleware::from_fn(crate::error::json_errors))
         // Outermost, so every response (errors, timeouts, CORS preflights) gets the headers.
         .layer(middleware::from_fn_with_state(
             settings.hsts,

@@ -5,8 +5,13 @@ use std::sync::OnceLock;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use utoipa::OpenApi as _;
-use utoipa::openapi::OpenApi;
+use utoipa::openapi::content::Content;
+use utoipa::openapi::header::Header;
+use utoipa::openapi::path::{Operation, ParameterIn};
+use utoipa::openapi::response::Response as ApiResponse;
+use utoipa::openapi::schema::{ObjectBuilder, Ref, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{OpenApi, RefOr};
 
 use crate::accounts::routes::{account, auth, certificate, devices, identity, usernames};
 use crate::app::health;
@@ -139,7 +144,198 @@ pub fn document() -> OpenApi {
                 .build(),
         ),
     );
+    add_layer_responses(&mut doc);
     doc
+}
+
+/// The error schema every error response has (PROTOCOL.md §11.2).
+const ERROR_SCHEMA: &str = "ErrorBody";
+
+/// The streaming blob routes: outside the address-ban layer (their transfer token is the
+/// capability), inside the rate limit and a timeout of their own (`blobs::routes`).
+const TRANSFER_PREFIX: &str = "/v1/blob-data/";
+
+/// Adds to every operation the errors that the layers and extractors around its handler can
+/// answer, so that the document lists every status a route can return, from the route's shape:
+///
+/// - 400 (`invalid_path`, `invalid_query`, `invalid_json`) when it has path or query
+///   parameters or a body; 413 and 415 when that body is JSON;
+/// - 401 when it names a security scheme;
+/// - 403 `address_banned` unless it is exempt from address bans;
+/// - 408 `request_timeout`, 429 `rate_limited` (with `Retry-After`) and 500 `internal` on every
+///   operation (every route is timed out and rate limited per address, and the limiter fails
+///   closed).
+///
+/// A status a route documents itself keeps its description (the generic code is appended).
+/// Every 4xx/5xx response is then given the one error schema: no error leaves the relay in
+/// another shape (`error::json_errors`).
+fn add_layer_responses(doc: &mut OpenApi) {
+    for (path, item) in &mut doc.paths.paths {
+        let operations = [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.patch,
+            &mut item.head,
+            &mut item.options,
+            &mut item.trace,
+        ];
+        for op in operations.into_iter().flatten() {
+            add_operation_responses(path, op);
+        }
+    }
+}
+
+fn add_operation_responses(path: &str, op: &mut Operation) {
+    let params = op.parameters.as_deref().unwrap_or_default();
+    let has_path = params
+        .iter()
+        .any(|p| matches!(p.parameter_in, ParameterIn::Path));
+    let has_query = params
+        .iter()
+        .any(|p| matches!(p.parameter_in, ParameterIn::Query));
+    let json_body = op
+        .request_body
+        .as_ref()
+        .is_some_and(|b| b.content.contains_key("application/json"));
+    let any_body = op.request_body.is_some();
+    let schemes: Vec<String> = op
+        .security
+        .iter()
+        .flatten()
+        .filter_map(|r| serde_json::to_value(r).ok())
+        .filter_map(|v| v.as_object().map(|o| o.keys().cloned().collect::<Vec<_>>()))
+        .flatten()
+        .collect();
+    let mut malformed = Vec::new();
+    if has_path {
+        malformed.push("`invalid_path`");
+    }
+    if has_query {
+        malformed.push("`invalid_query`");
+    }
+    if json_body {
+        malformed.push("`invalid_json`");
+    }
+    if !malformed.is_empty() || any_body {
+        let text = if malformed.is_empty() {
+            "malformed request".to_owned()
+        } else {
+            format!("malformed request: {}", malformed.join(", "))
+        };
+        ensure(op, "400", &text, &malformed);
+    }
+    if json_body {
+        ensure(
+            op,
+            "413",
+            "`payload_too_large`: the body exceeds the route's limit",
+            &["`payload_too_large`"],
+        );
+        ensure(
+            op,
+            "415",
+            "`unsupported_media_type`: the body must be `Content-Type: application/json`",
+            &["`unsupported_media_type`"],
+        );
+    }
+    if schemes.iter().any(|s| s == "bearer") {
+        ensure(
+            op,
+            "401",
+            "`missing_token`, `invalid_token`, `token_expired`, `session_revoked`: no valid session",
+            &["`missing_token`"],
+        );
+    }
+    if schemes.iter().any(|s| s == "admin_key") {
+        ensure(
+            op,
+            "401",
+            "`missing_admin_key`, `invalid_admin_key`: no valid admin key",
+            &["`missing_admin_key`"],
+        );
+    }
+    if !crate::moderation::routes::ban_exempt(path) && !path.starts_with(TRANSFER_PREFIX) {
+        ensure(
+            op,
+            "403",
+            "`address_banned`: requests from this network are refused",
+            &["`address_banned`"],
+        );
+    }
+    ensure(
+        op,
+        "408",
+        "`request_timeout`: the request took longer than the configured timeout",
+        &["`request_timeout`"],
+    );
+    ensure(
+        op,
+        "429",
+        "`rate_limited`: too many requests from this address; retry after `Retry-After` seconds",
+        &["`rate_limited`"],
+    );
+    if let Some(RefOr::T(response)) = op.responses.responses.get_mut("429") {
+        let mut retry_after = Header::new(
+            ObjectBuilder::new()
+                .schema_type(Type::Integer)
+                .minimum(Some(1)),
+        );
+        retry_after.description = Some("seconds to wait before retrying".to_owned());
+        response
+            .headers
+            .entry("Retry-After".to_owned())
+            .or_insert(retry_after);
+    }
+    ensure(
+        op,
+        "500",
+        "`internal`: the cause is logged, never sent",
+        &["`internal`"],
+    );
+    for (status, response) in &mut op.responses.responses {
+        let is_error = status.starts_with('4') || status.starts_with('5');
+        if let (true, RefOr::T(response)) = (is_error, response)
+            && response.content.is_empty()
+        {
+            response
+                .content
+                .insert("application/json".to_owned(), error_content());
+        }
+    }
+}
+
+fn error_content() -> Content {
+    Content::new(Some(RefOr::Ref(Ref::from_schema_name(ERROR_SCHEMA))))
+}
+
+/// Adds a `status` response described by `text` unless the operation has one; when it has,
+/// appends the `codes` its description does not name yet.
+fn ensure(op: &mut Operation, status: &str, text: &str, codes: &[&str]) {
+    match op.responses.responses.get_mut(status) {
+        Some(RefOr::T(response)) => {
+            let missing: Vec<&str> = codes
+                .iter()
+                .copied()
+                .filter(|c| !response.description.contains(c))
+                .collect();
+            if !missing.is_empty() {
+                response.description =
+                    format!("{}; also {}", response.description, missing.join(", "));
+            }
+        }
+        Some(RefOr::Ref(_)) => {}
+        None => {
+            let mut response = ApiResponse::new(text);
+            response
+                .content
+                .insert("application/json".to_owned(), error_content());
+            op.responses
+                .responses
+                .insert(status.to_owned(), RefOr::T(response));
+        }
+    }
 }
 
 /// The OpenAPI document of this API (generated from the code).

@@ -3,7 +3,7 @@
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -13,7 +13,7 @@ use crate::app::state::AppState;
 use crate::audit::store::{AuditEvent, AuditQuery};
 use crate::audit::{AuditDetail, AuditKind};
 use crate::db::Store;
-use crate::error::{AppError, ErrorBody};
+use crate::error::{ApiQuery, AppError, ErrorBody};
 use crate::ids::Id;
 
 /// One audit event (a page's item, one line of the export).
@@ -48,6 +48,7 @@ pub struct AuditPage {
 
 /// Query of the audit routes.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct AuditParams {
     /// Only events at or after this Unix time (default: all kept).
@@ -57,6 +58,7 @@ pub struct AuditParams {
     /// The previous page's `next` (page route only).
     pub after: Option<i64>,
     /// Page size, 1–1000 (default 100; page route only).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
 }
 
@@ -101,7 +103,7 @@ fn query(p: &AuditParams, page: bool) -> Result<AuditQuery, AppError> {
 pub async fn page<S: Store>(
     _admin: AdminAuth,
     State(state): State<AppState<S>>,
-    Query(params): Query<AuditParams>,
+    ApiQuery(params): ApiQuery<AuditParams>,
 ) -> Result<Json<AuditPage>, AppError> {
     let q = query(&params, true)?;
     let events = state.store().audit_events(&q).await?;
@@ -125,7 +127,7 @@ pub async fn page<S: Store>(
 pub async fn export<S: Store>(
     admin: AdminAuth,
     State(state): State<AppState<S>>,
-    Query(params): Query<AuditParams>,
+    ApiQuery(params): ApiQuery<AuditParams>,
 ) -> Result<Response, AppError> {
     let mut q = query(&params, false)?;
     q.limit = 1000;

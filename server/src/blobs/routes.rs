@@ -7,7 +7,7 @@ use std::time::Duration;
 use axum::Json;
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
@@ -28,7 +28,7 @@ use crate::blobs::token::{BlobToken, TokenError, TokenPurpose};
 use crate::blobs::{BackendError, BlobService};
 use crate::clock::{now_i64, now_secs};
 use crate::db::Store;
-use crate::error::{ApiJson, AppError, ErrorBody};
+use crate::error::{ApiJson, ApiPath, ApiQuery, AppError, ErrorBody};
 use crate::http::path_id;
 use crate::ids::Id;
 
@@ -227,14 +227,14 @@ pub async fn list<S: Store>(
 
 /// `GET /v1/blobs/{id}`: the owner's view, with the parts received (to resume an upload).
 #[utoipa::path(get, path = "/v1/blobs/{blob_id}", tag = "blobs", security(("bearer" = [])),
-    params(("blob_id" = String, Path, description = "blob id (32 hex digits)")),
+    params(("blob_id" = String, Path, pattern = "^[0-9a-f]{32}$", description = "blob id (32 hex digits)")),
     responses((status = 200, body = BlobInfo), (status = 401, description = "no valid session", body = ErrorBody),
               (status = 404, description = "`blob_not_found` (also for another account's blob)", body = ErrorBody),
               (status = 503, description = "`blobs_unavailable`: no blob store configured", body = ErrorBody)))]
 pub async fn status<S: Store>(
     State(state): State<AppState<S>>,
     Auth(session): Auth,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<BlobInfo>, AppError> {
     service(&state)?;
     let blob = owned(&state, &session.account, &id).await?;
@@ -254,7 +254,7 @@ pub async fn status<S: Store>(
 
 /// `POST /v1/blobs/{id}/parts`: upload URLs for some parts.
 #[utoipa::path(post, path = "/v1/blobs/{blob_id}/parts", tag = "blobs", security(("bearer" = [])),
-    params(("blob_id" = String, Path, description = "blob id (32 hex digits)")),
+    params(("blob_id" = String, Path, pattern = "^[0-9a-f]{32}$", description = "blob id (32 hex digits)")),
     request_body = PartUrlsRequest,
     responses((status = 200, body = PartUrls),
               (status = 400, description = "`invalid_parts`", body = ErrorBody), (status = 401, description = "no valid session", body = ErrorBody),
@@ -263,7 +263,7 @@ pub async fn status<S: Store>(
 pub async fn part_urls<S: Store>(
     State(state): State<AppState<S>>,
     Auth(session): Auth,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(req): ApiJson<PartUrlsRequest>,
 ) -> Result<Json<PartUrls>, AppError> {
     let svc = service(&state)?;
@@ -319,7 +319,7 @@ pub async fn part_urls<S: Store>(
 
 /// `PUT /v1/blobs/{id}/parts/{n}`: records the ETag of a part uploaded to S3.
 #[utoipa::path(put, path = "/v1/blobs/{blob_id}/parts/{part}", tag = "blobs", security(("bearer" = [])),
-    params(("blob_id" = String, Path, description = "blob id (32 hex digits)"),
+    params(("blob_id" = String, Path, pattern = "^[0-9a-f]{32}$", description = "blob id (32 hex digits)"),
            ("part" = u64, Path, description = "part number (0-based)")),
     request_body = PartReport,
     responses((status = 204, description = "recorded"),
@@ -329,7 +329,7 @@ pub async fn part_urls<S: Store>(
 pub async fn report_part<S: Store>(
     State(state): State<AppState<S>>,
     Auth(session): Auth,
-    Path((id, part)): Path<(String, u64)>,
+    ApiPath((id, part)): ApiPath<(String, u64)>,
     ApiJson(req): ApiJson<PartReport>,
 ) -> Result<StatusCode, AppError> {
     let svc = service(&state)?;
@@ -366,7 +366,7 @@ pub async fn report_part<S: Store>(
 
 /// `POST /v1/blobs/{id}/complete`: seals the blob once every part is there.
 #[utoipa::path(post, path = "/v1/blobs/{blob_id}/complete", tag = "blobs", security(("bearer" = [])),
-    params(("blob_id" = String, Path, description = "blob id (32 hex digits)")),
+    params(("blob_id" = String, Path, pattern = "^[0-9a-f]{32}$", description = "blob id (32 hex digits)")),
     responses((status = 200, body = BlobInfo),
               (status = 400, description = "`wrong_size`: the object is not the announced size (the blob is deleted)", body = ErrorBody),
               (status = 401, description = "no valid session", body = ErrorBody), (status = 404, description = "`blob_not_found`", body = ErrorBody),
@@ -374,7 +374,7 @@ pub async fn report_part<S: Store>(
 pub async fn complete<S: Store>(
     State(state): State<AppState<S>>,
     Auth(session): Auth,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<BlobInfo>, AppError> {
     let svc = service(&state)?;
     let mut blob = owned(&state, &session.account, &id).await?;
@@ -411,13 +411,13 @@ pub async fn complete<S: Store>(
 /// `GET /v1/blobs/{id}/download`: a download URL. Any account that knows the id may download:
 /// the id travels inside encrypted messages, and the bytes are ciphertext.
 #[utoipa::path(get, path = "/v1/blobs/{blob_id}/download", tag = "blobs", security(("bearer" = [])),
-    params(("blob_id" = String, Path, description = "blob id (32 hex digits)")),
+    params(("blob_id" = String, Path, pattern = "^[0-9a-f]{32}$", description = "blob id (32 hex digits)")),
     responses((status = 200, body = DownloadUrl), (status = 401, description = "no valid session", body = ErrorBody),
               (status = 404, description = "`blob_not_found`: unknown, pending or expired", body = ErrorBody), (status = 503, description = "`blobs_unavailable`: no blob store configured", body = ErrorBody)))]
 pub async fn download<S: Store>(
     State(state): State<AppState<S>>,
     Auth(_session): Auth,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<DownloadUrl>, AppError> {
     let svc = service(&state)?;
     let id = path_id(&id)?;
@@ -457,13 +457,13 @@ pub async fn download<S: Store>(
 
 /// `DELETE /v1/blobs/{id}`: deletes a blob (owner only) and refunds its quota.
 #[utoipa::path(delete, path = "/v1/blobs/{blob_id}", tag = "blobs", security(("bearer" = [])),
-    params(("blob_id" = String, Path, description = "blob id (32 hex digits)")),
+    params(("blob_id" = String, Path, pattern = "^[0-9a-f]{32}$", description = "blob id (32 hex digits)")),
     responses((status = 204, description = "deleted, quota refunded"), (status = 401, description = "no valid session", body = ErrorBody),
               (status = 404, description = "`blob_not_found`", body = ErrorBody), (status = 503, description = "`blobs_unavailable`: no blob store configured", body = ErrorBody)))]
 pub async fn delete<S: Store>(
     State(state): State<AppState<S>>,
     Auth(session): Auth,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<StatusCode, AppError> {
     let svc = service(&state)?;
     let id = path_id(&id)?;
@@ -494,7 +494,7 @@ fn token_error(err: TokenError) -> AppError {
 
 /// `PUT /v1/blob-data/{id}/{part}?token=…` (local backend): streams one part to disk.
 #[utoipa::path(put, path = "/v1/blob-data/{blob_id}/{part}", tag = "blobs",
-    params(("blob_id" = String, Path, description = "blob id (32 hex digits)"),
+    params(("blob_id" = String, Path, pattern = "^[0-9a-f]{32}$", description = "blob id (32 hex digits)"),
            ("part" = u64, Path, description = "part number (0-based)"), TokenQuery),
     request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "exactly the part's length"),
     responses((status = 200, body = PartStored),
@@ -504,8 +504,8 @@ fn token_error(err: TokenError) -> AppError {
               (status = 409, description = "`blob_not_pending`", body = ErrorBody), (status = 503, description = "`blobs_unavailable`: no blob store configured", body = ErrorBody)))]
 pub async fn put_part<S: Store>(
     State(state): State<AppState<S>>,
-    Path((id, part)): Path<(String, u64)>,
-    Query(q): Query<TokenQuery>,
+    ApiPath((id, part)): ApiPath<(String, u64)>,
+    ApiQuery(q): ApiQuery<TokenQuery>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<PartStored>, AppError> {
@@ -599,7 +599,7 @@ fn range_start(headers: &HeaderMap, size: u64) -> Result<u64, AppError> {
 /// `GET /v1/blob-data/{id}?token=…` (local backend): streams a complete blob, from the offset
 /// of a `Range: bytes=N-` header if given (to resume a download).
 #[utoipa::path(get, path = "/v1/blob-data/{blob_id}", tag = "blobs",
-    params(("blob_id" = String, Path, description = "blob id (32 hex digits)"), TokenQuery,
+    params(("blob_id" = String, Path, pattern = "^[0-9a-f]{32}$", description = "blob id (32 hex digits)"), TokenQuery,
            ("Range" = Option<String>, Header, description = "`bytes=N-` to resume")),
     responses((status = 200, description = "the blob", content_type = "application/octet-stream", body = Vec<u8>),
               (status = 206, description = "the blob from offset N", content_type = "application/octet-stream", body = Vec<u8>),
@@ -608,8 +608,8 @@ fn range_start(headers: &HeaderMap, size: u64) -> Result<u64, AppError> {
               (status = 416, description = "`invalid_range`", body = ErrorBody), (status = 503, description = "`blobs_unavailable`: no blob store configured", body = ErrorBody)))]
 pub async fn get_blob<S: Store>(
     State(state): State<AppState<S>>,
-    Path(id): Path<String>,
-    Query(q): Query<TokenQuery>,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(q): ApiQuery<TokenQuery>,
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
     let svc = service(&state)?;

@@ -1,7 +1,7 @@
 //! The channels' HTTP handlers (PROTOCOL.md §11.15).
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::header::AUTHORIZATION;
 use axum::http::{HeaderMap, StatusCode};
 use haven_protocol::api::channels::{
@@ -16,7 +16,7 @@ use crate::channels::service::{Access, ChannelToken, append, authorize, entry_fr
 use crate::channels::store::NewChannel;
 use crate::clock::now_i64;
 use crate::db::Store;
-use crate::error::{ApiJson, AppError, ErrorBody};
+use crate::error::{ApiJson, ApiPath, AppError, ErrorBody};
 use crate::http::{b64, decode_b64, path_id};
 use crate::ids::Id;
 use crate::moderation::stamp::decode_commitment;
@@ -82,7 +82,7 @@ pub async fn create<S: Store>(
 
 /// Appends an entry (write token in `Authorization: Bearer`).
 #[utoipa::path(post, path = "/v1/channels/{channel_id}/entries", tag = "channels",
-    params(("channel_id" = String, Path, description = "channel id (32 hex digits)")),
+    params(("channel_id" = String, Path, pattern = "^[0-9a-f]{32}$", description = "channel id (32 hex digits)")),
     request_body = AppendRequest,
     responses((status = 201, body = AppendResponse),
               (status = 400, description = "malformed input, `invalid_franking_commitment`", body = ErrorBody),
@@ -92,7 +92,7 @@ pub async fn create<S: Store>(
               (status = 507, description = "`channel_full`", body = ErrorBody)))]
 pub async fn append_entry<S: Store>(
     State(state): State<AppState<S>>,
-    Path(channel_id): Path<String>,
+    ApiPath(channel_id): ApiPath<String>,
     headers: HeaderMap,
     ApiJson(req): ApiJson<AppendRequest>,
 ) -> Result<(StatusCode, Json<AppendResponse>), AppError> {
@@ -115,14 +115,14 @@ pub async fn append_entry<S: Store>(
 
 /// Reads history (read token in `Authorization: Bearer`).
 #[utoipa::path(get, path = "/v1/channels/{channel_id}/entries", tag = "channels",
-    params(("channel_id" = String, Path, description = "channel id (32 hex digits)"), EntriesQuery),
+    params(("channel_id" = String, Path, pattern = "^[0-9a-f]{32}$", description = "channel id (32 hex digits)"), EntriesQuery),
     responses((status = 200, body = EntriesPage),
               (status = 400, description = "malformed input", body = ErrorBody),
               (status = 401, description = "`missing_token`, `invalid_channel_token`", body = ErrorBody),
               (status = 404, description = "`channel_not_found`", body = ErrorBody)))]
 pub async fn read_entries<S: Store>(
     State(state): State<AppState<S>>,
-    Path(channel_id): Path<String>,
+    ApiPath(channel_id): ApiPath<String>,
     query: Result<Query<EntriesQuery>, axum::extract::rejection::QueryRejection>,
     headers: HeaderMap,
 ) -> Result<Json<EntriesPage>, AppError> {

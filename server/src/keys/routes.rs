@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use ed25519_dalek::{Signature, VerifyingKey};
 use haven_protocol::api::keys::{
@@ -20,7 +20,7 @@ use crate::app::state::AppState;
 use crate::clock::now_i64;
 use crate::db::Store;
 use crate::db::error::StoreError;
-use crate::error::{ApiJson, AppError, ErrorBody};
+use crate::error::{ApiJson, ApiPath, AppError, ErrorBody};
 use crate::http::{b64, decode_b64, path_id};
 use crate::ids::Id;
 use crate::keys::store::{ClaimedKeys, DeviceKeySet, KeyUpload, PublicPreKey, UploadOutcome};
@@ -451,7 +451,7 @@ async fn claim<S: Store>(
 
 /// Claims a bundle for every device of an account (one one-time key of each kind per device).
 #[utoipa::path(get, path = "/v1/keys/{account_id}", tag = "keys", security(("bearer" = [])),
-    params(("account_id" = String, Path, description = "account id (32 hex digits)")),
+    params(("account_id" = String, Path, pattern = "^[0-9a-f]{32}$", description = "account id (32 hex digits)")),
     responses((status = 200, body = BundlesResponse),
               (status = 400, description = "malformed id", body = ErrorBody),
               (status = 401, description = "no valid session", body = ErrorBody),
@@ -460,7 +460,7 @@ async fn claim<S: Store>(
 pub async fn bundles<S: Store>(
     State(state): State<AppState<S>>,
     Auth(session): Auth,
-    Path(account): Path<String>,
+    ApiPath(account): ApiPath<String>,
 ) -> Result<Json<BundlesResponse>, AppError> {
     let account = path_id(&account)?;
     claim(&state, &session.account, account, None).await
@@ -468,7 +468,7 @@ pub async fn bundles<S: Store>(
 
 /// Claims the bundle of one device.
 #[utoipa::path(get, path = "/v1/keys/{account_id}/{device_number}", tag = "keys", security(("bearer" = [])),
-    params(("account_id" = String, Path, description = "account id (32 hex digits)"),
+    params(("account_id" = String, Path, pattern = "^[0-9a-f]{32}$", description = "account id (32 hex digits)"),
            ("device_number" = u32, Path, description = "device number")),
     responses((status = 200, body = BundlesResponse),
               (status = 400, description = "malformed id", body = ErrorBody),
@@ -478,7 +478,7 @@ pub async fn bundles<S: Store>(
 pub async fn device_bundle<S: Store>(
     State(state): State<AppState<S>>,
     Auth(session): Auth,
-    Path((account, device)): Path<(String, String)>,
+    ApiPath((account, device)): ApiPath<(String, String)>,
 ) -> Result<Json<BundlesResponse>, AppError> {
     let account = path_id(&account)?;
     let device: u32 = device.parse().map_err(|_| {

@@ -3,7 +3,7 @@
 //! [`crate::mail::service`]; these handlers only translate JSON.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
@@ -16,7 +16,7 @@ use haven_protocol::api::messages::{
 use crate::accounts::session::Auth;
 use crate::app::state::AppState;
 use crate::db::Store;
-use crate::error::{ApiJson, AppError, ErrorBody};
+use crate::error::{ApiJson, ApiPath, AppError, ErrorBody};
 use crate::http::{b64, decode_b64, path_id};
 use crate::mail::service as messaging;
 use crate::mail::service::{
@@ -109,8 +109,8 @@ fn envelopes<S: Store>(
 /// (header or body, optional) is needed for an ephemeral send to another account and for a
 /// 409/410 that names the recipient's devices.
 #[utoipa::path(post, path = "/v1/messages/{account_id}", tag = "messages", security(("bearer" = [])),
-    params(("account_id" = String, Path, description = "recipient account id (32 hex digits)"),
-           ("Unidentified-Access-Key" = Option<String>, Header, description = "recipient's access key, base64 (16 bytes); optional")),
+    params(("account_id" = String, Path, pattern = "^[0-9a-f]{32}$", description = "recipient account id (32 hex digits)"),
+           ("Unidentified-Access-Key" = Option<String>, Header, pattern = "^[A-Za-z0-9+/]{21}[AQgw]==$", description = "recipient's access key, base64 (16 bytes); optional")),
     request_body = SendBody,
     responses((status = 200, body = SendResponse),
               (status = 400, description = "malformed input", body = ErrorBody),
@@ -124,7 +124,7 @@ pub async fn send<S: Store>(
     State(state): State<AppState<S>>,
     Auth(session): Auth,
     headers: HeaderMap,
-    Path(account): Path<String>,
+    ApiPath(account): ApiPath<String>,
     ApiJson(body): ApiJson<SendBody>,
 ) -> Result<Json<SendResponse>, AppError> {
     let recipient = path_id(&account)?;
@@ -194,8 +194,8 @@ fn access_key(headers: &HeaderMap, body: Option<&str>) -> Result<Vec<u8>, AppErr
 
 /// Sends without logging in (sealed sender), authorised by the recipient's access key.
 #[utoipa::path(post, path = "/v1/messages/{account_id}/sealed", tag = "messages",
-    params(("account_id" = String, Path, description = "recipient account id (32 hex digits)"),
-           ("Unidentified-Access-Key" = Option<String>, Header, description = "recipient's access key, base64 (16 bytes)")),
+    params(("account_id" = String, Path, pattern = "^[0-9a-f]{32}$", description = "recipient account id (32 hex digits)"),
+           ("Unidentified-Access-Key" = Option<String>, Header, pattern = "^[A-Za-z0-9+/]{21}[AQgw]==$", description = "recipient's access key, base64 (16 bytes)")),
     request_body = SendBody,
     responses((status = 200, body = SendResponse),
               (status = 400, description = "malformed input", body = ErrorBody),
@@ -208,7 +208,7 @@ fn access_key(headers: &HeaderMap, body: Option<&str>) -> Result<Vec<u8>, AppErr
 pub async fn send_sealed<S: Store>(
     State(state): State<AppState<S>>,
     headers: HeaderMap,
-    Path(account): Path<String>,
+    ApiPath(account): ApiPath<String>,
     ApiJson(body): ApiJson<SendBody>,
 ) -> Result<Json<SendResponse>, AppError> {
     let recipient = path_id(&account)?;

@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -24,7 +24,7 @@ use crate::audit::{AuditDetail, AuditKind};
 use crate::channels::service::ChannelToken;
 use crate::client_addr::client_ip;
 use crate::db::Store;
-use crate::error::{ApiJson, AppError, ErrorBody};
+use crate::error::{ApiJson, ApiPath, ApiQuery, AppError, ErrorBody};
 use crate::http::{b64, decode_b64, path_id};
 use crate::ids::Id;
 use crate::moderation::service::{Applied, Decision, DecisionError, ReportError, Sanctioned};
@@ -220,6 +220,12 @@ pub async fn file_report<S: Store>(
     ))
 }
 
+/// Whether requests to `path` are served to banned addresses: the admin API and the health
+/// checks, so an operator cannot lock themselves out (the OpenAPI document reads this too).
+pub(crate) fn ban_exempt(path: &str) -> bool {
+    path.starts_with("/v1/admin/") || path == "/health" || path == "/ready"
+}
+
 /// Middleware: requests from a banned address prefix get 403 `address_banned` before anything
 /// else runs. The address is the one `client_addr::client_ip` derives (the rate limits'
 /// too); it is hashed, never kept. The admin API and the health checks are exempt, so an
@@ -229,9 +235,7 @@ pub(crate) async fn refuse_banned_addresses<S: Store>(
     req: Request,
     next: Next,
 ) -> Response {
-    let path = req.uri().path();
-    let exempt = path.starts_with("/v1/admin/") || path == "/health" || path == "/ready";
-    if !exempt {
+    if !ban_exempt(req.uri().path()) {
         let (parts, body) = req.into_parts();
         if let Some(ip) = client_ip(&parts, state.settings().proxy_hops())
             && state.moderation().address_banned(ip).await
@@ -255,13 +259,16 @@ pub(crate) async fn refuse_banned_addresses<S: Store>(
 
 /// Query of `GET /v1/admin/reports`.
 #[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ReportQuery {
     /// `pending` (default) or `decided`.
+    #[param(pattern = "^(pending|decided)$")]
     pub status: Option<String>,
     /// The previous page's `next` cursor.
     pub after: Option<String>,
     /// Page size, 1–500 (default 100).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<u32>,
 }
 
@@ -301,7 +308,7 @@ fn page_limit(limit: Option<u32>) -> Result<u32, AppError> {
 pub async fn list_reports<S: Store>(
     admin: AdminAuth,
     State(state): State<AppState<S>>,
-    Query(q): Query<ReportQuery>,
+    ApiQuery(q): ApiQuery<ReportQuery>,
 ) -> Result<Json<ReportPage>, AppError> {
     let status = match q.status.as_deref().unwrap_or("pending") {
         "pending" => "pending",
@@ -347,14 +354,14 @@ pub async fn list_reports<S: Store>(
 
 /// One report, its sealed content opened for the reviewer (recorded in the audit log).
 #[utoipa::path(get, path = "/v1/admin/reports/{report_id}", tag = "admin", security(("admin_key" = [])),
-    params(("report_id" = String, Path, description = "report id (32 hex digits)")),
+    params(("report_id" = String, Path, pattern = "^[0-9a-f]{32}$", description = "report id (32 hex digits)")),
     responses((status = 200, body = ReportDetail),
               (status = 401, description = "`missing_admin_key`, `invalid_admin_key`", body = ErrorBody),
               (status = 404, description = "`report_not_found`", body = ErrorBody)))]
 pub async fn get_report<S: Store>(
     admin: AdminAuth,
     State(state): State<AppState<S>>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<ReportDetail>, AppError> {
     let id = path_id(&id)?;
     let (record, opened) = state
@@ -503,7 +510,7 @@ fn decision_response(
 /// Decides a pending report.
 #[utoipa::path(post, path = "/v1/admin/reports/{report_id}/decision", tag = "admin",
     security(("admin_key" = [])),
-    params(("report_id" = String, Path, description = "report id (32 hex digits)")),
+    params(("report_id" = String, Path, pattern = "^[0-9a-f]{32}$", description = "report id (32 hex digits)")),
     request_body = DecisionRequest,
     responses((status = 200, body = DecisionResponse),
               (status = 400, description = "`invalid_decision`", body = ErrorBody),
@@ -513,7 +520,7 @@ fn decision_response(
 pub async fn decide_report<S: Store>(
     admin: AdminAuth,
     State(state): State<AppState<S>>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<DecisionRequest>,
 ) -> Result<Json<DecisionResponse>, AppError> {
     let id = path_id(&id)?;
@@ -587,14 +594,14 @@ pub async fn ban_account<S: Store>(
 /// Lifts an account's suspension or ban.
 #[utoipa::path(delete, path = "/v1/admin/bans/accounts/{account_id}", tag = "admin",
     security(("admin_key" = [])),
-    params(("account_id" = String, Path, description = "account id (32 hex digits)")),
+    params(("account_id" = String, Path, pattern = "^[0-9a-f]{32}$", description = "account id (32 hex digits)")),
     responses((status = 204, description = "lifted"),
               (status = 401, description = "`missing_admin_key`, `invalid_admin_key`", body = ErrorBody),
               (status = 404, description = "`sanction_not_found`", body = ErrorBody)))]
 pub async fn unban_account<S: Store>(
     admin: AdminAuth,
     State(state): State<AppState<S>>,
-    Path(account): Path<String>,
+    ApiPath(account): ApiPath<String>,
 ) -> Result<StatusCode, AppError> {
     let account = path_id(&account)?;
     if !state.moderation().lift(&account).await? {
@@ -712,7 +719,7 @@ pub async fn ban_address<S: Store>(
 /// Lifts an address ban, named by its prefix hash (64 hex digits) or by an address in it.
 #[utoipa::path(delete, path = "/v1/admin/bans/addresses/{prefix}", tag = "admin",
     security(("admin_key" = [])),
-    params(("prefix" = String, Path, description = "prefix hash (64 hex digits) or an address")),
+    params(("prefix" = String, Path, pattern = "^([0-9a-f]{64}|[0-9A-Fa-f:.]{2,45})$", description = "prefix hash (64 hex digits) or an address")),
     responses((status = 204, description = "lifted"),
               (status = 400, description = "`invalid_address`", body = ErrorBody),
               (status = 401, description = "`missing_admin_key`, `invalid_admin_key`", body = ErrorBody),
@@ -720,7 +727,7 @@ pub async fn ban_address<S: Store>(
 pub async fn unban_address<S: Store>(
     admin: AdminAuth,
     State(state): State<AppState<S>>,
-    Path(prefix): Path<String>,
+    ApiPath(prefix): ApiPath<String>,
 ) -> Result<StatusCode, AppError> {
     let hash = match hex::decode(&prefix)
         .ok()

@@ -61,16 +61,25 @@ fn invalid_ticket() -> AppError {
     AppError::unauthorized("invalid_ticket", "the ticket is unknown, used or expired")
 }
 
-async fn ticket_session<S: Store>(state: &AppState<S>, text: &str) -> Result<Session, AppError> {
+/// SHA-256 of a well-formed ticket (43 base64url characters); 401 `invalid_ticket` otherwise.
+fn ticket_hash(text: &str) -> Result<[u8; 32], AppError> {
     if text.len() != 43 {
         return Err(invalid_ticket());
     }
     let mut bytes = URL_SAFE_NO_PAD.decode(text).map_err(|_| invalid_ticket())?;
     let hash: [u8; 32] = Sha256::digest(&bytes).into();
     bytes.zeroize();
+    Ok(hash)
+}
+
+/// Spends the ticket whose hash is `hash` and returns its session.
+async fn ticket_session<S: Store>(
+    state: &AppState<S>,
+    hash: &[u8; 32],
+) -> Result<Session, AppError> {
     let session = state
         .store()
-        .take_ticket(&hash, now_i64())
+        .take_ticket(hash, now_i64())
         .await?
         .ok_or_else(invalid_ticket)?;
     // The session may have ended since the ticket was issued.
@@ -119,6 +128,13 @@ pub async fn upgrade<S: Store>(
     }
 }
 
+/// What a socket request authenticates with: an access token (already checked) or a ticket
+/// (checked when spent).
+enum Credential {
+    Session(Session),
+    Ticket([u8; 32]),
+}
+
 async fn authorize<S: Store>(
     state: &AppState<S>,
     headers: &HeaderMap,
@@ -141,15 +157,21 @@ async fn authorize<S: Store>(
     let Query(query) = query.map_err(|_| {
         AppError::bad_request("invalid_query", "the only query parameter is ticket")
     })?;
+    // Credentials are checked before the upgrade itself (401 before 400), but a ticket is only
+    // spent once the request is a valid upgrade: a refused request changes nothing.
+    let credential = match &query.ticket {
+        Some(ticket) => Credential::Ticket(ticket_hash(ticket)?),
+        None => Credential::Session(auth?.0),
+    };
     let ws = ws.map_err(|_| {
         AppError::bad_request(
             "not_websocket",
             "expected a WebSocket upgrade request (HTTP/1.1 GET with Upgrade: websocket)",
         )
     })?;
-    let session = match query.ticket {
-        Some(ticket) => ticket_session(state, &ticket).await?,
-        None => auth?.0,
+    let session = match credential {
+        Credential::Session(session) => session,
+        Credential::Ticket(hash) => ticket_session(state, &hash).await?,
     };
     let device = state
         .store()

@@ -7,7 +7,7 @@
 
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
@@ -23,7 +23,7 @@ use crate::app::state::AppState;
 use crate::clock::now_i64;
 use crate::db::Store;
 use crate::db::error::StoreResult;
-use crate::error::{ApiJson, AppError, ErrorBody};
+use crate::error::{ApiJson, ApiPath, AppError, ErrorBody};
 use crate::http::{b64, path_id};
 use crate::ids::Id;
 use crate::settings::VaultSettings;
@@ -244,8 +244,8 @@ fn blobs(req: &ItemWriteRequest, settings: &VaultSettings) -> Result<(Vec<u8>, V
 /// Creates (`expected_revision` 0) or updates an item.
 #[utoipa::path(put, path = "/v1/vault/{collection_id}/items/{item_id}", tag = "vault",
     security(("bearer" = [])),
-    params(("collection_id" = String, Path, description = "collection id (32 hex digits)"),
-           ("item_id" = String, Path, description = "item id (32 hex digits)")),
+    params(("collection_id" = String, Path, pattern = "^[0-9a-f]{32}$", description = "collection id (32 hex digits)"),
+           ("item_id" = String, Path, pattern = "^[0-9a-f]{32}$", description = "item id (32 hex digits)")),
     request_body = ItemWriteRequest,
     responses((status = 200, body = ItemWritten),
               (status = 400, description = "malformed input, `invalid_item_size`", body = ErrorBody),
@@ -256,7 +256,7 @@ fn blobs(req: &ItemWriteRequest, settings: &VaultSettings) -> Result<(Vec<u8>, V
 pub async fn put<S: Store>(
     State(state): State<AppState<S>>,
     Auth(session): Auth,
-    Path((collection, item)): Path<(String, String)>,
+    ApiPath((collection, item)): ApiPath<(String, String)>,
     ApiJson(req): ApiJson<ItemWriteRequest>,
 ) -> Result<Json<ItemWritten>, VaultError> {
     let settings = &state.settings().vault;
@@ -282,8 +282,8 @@ pub async fn put<S: Store>(
 /// Reads an item's current revision.
 #[utoipa::path(get, path = "/v1/vault/{collection_id}/items/{item_id}", tag = "vault",
     security(("bearer" = [])),
-    params(("collection_id" = String, Path, description = "collection id (32 hex digits)"),
-           ("item_id" = String, Path, description = "item id (32 hex digits)")),
+    params(("collection_id" = String, Path, pattern = "^[0-9a-f]{32}$", description = "collection id (32 hex digits)"),
+           ("item_id" = String, Path, pattern = "^[0-9a-f]{32}$", description = "item id (32 hex digits)")),
     responses((status = 200, body = ItemBody),
               (status = 400, description = "`invalid_id`", body = ErrorBody),
               (status = 401, description = "no valid session", body = ErrorBody),
@@ -291,7 +291,7 @@ pub async fn put<S: Store>(
 pub async fn get<S: Store>(
     State(state): State<AppState<S>>,
     Auth(session): Auth,
-    Path((collection, item)): Path<(String, String)>,
+    ApiPath((collection, item)): ApiPath<(String, String)>,
 ) -> Result<Json<ItemBody>, VaultError> {
     let key = ids(session.account, &collection, &item)?;
     let found = state.store().vault_item(&key).await?;
@@ -301,8 +301,8 @@ pub async fn get<S: Store>(
 /// Soft-deletes an item (a tombstone revision; purged after the retention period).
 #[utoipa::path(delete, path = "/v1/vault/{collection_id}/items/{item_id}", tag = "vault",
     security(("bearer" = [])),
-    params(("collection_id" = String, Path, description = "collection id (32 hex digits)"),
-           ("item_id" = String, Path, description = "item id (32 hex digits)"),
+    params(("collection_id" = String, Path, pattern = "^[0-9a-f]{32}$", description = "collection id (32 hex digits)"),
+           ("item_id" = String, Path, pattern = "^[0-9a-f]{32}$", description = "item id (32 hex digits)"),
            DeleteQuery),
     responses((status = 200, body = ItemWritten),
               (status = 400, description = "malformed input", body = ErrorBody),
@@ -312,7 +312,7 @@ pub async fn get<S: Store>(
 pub async fn delete<S: Store>(
     State(state): State<AppState<S>>,
     Auth(session): Auth,
-    Path((collection, item)): Path<(String, String)>,
+    ApiPath((collection, item)): ApiPath<(String, String)>,
     q: Result<Query<DeleteQuery>, QueryRejection>,
 ) -> Result<Json<ItemWritten>, VaultError> {
     let settings = &state.settings().vault;
@@ -328,8 +328,8 @@ pub async fn delete<S: Store>(
 /// Restores a soft-deleted item with blobs encrypted for revision `expected_revision + 1`.
 #[utoipa::path(post, path = "/v1/vault/{collection_id}/items/{item_id}/restore", tag = "vault",
     security(("bearer" = [])),
-    params(("collection_id" = String, Path, description = "collection id (32 hex digits)"),
-           ("item_id" = String, Path, description = "item id (32 hex digits)")),
+    params(("collection_id" = String, Path, pattern = "^[0-9a-f]{32}$", description = "collection id (32 hex digits)"),
+           ("item_id" = String, Path, pattern = "^[0-9a-f]{32}$", description = "item id (32 hex digits)")),
     request_body = ItemWriteRequest,
     responses((status = 200, body = ItemWritten),
               (status = 400, description = "malformed input, `invalid_item_size`", body = ErrorBody),
@@ -341,7 +341,7 @@ pub async fn delete<S: Store>(
 pub async fn restore<S: Store>(
     State(state): State<AppState<S>>,
     Auth(session): Auth,
-    Path((collection, item)): Path<(String, String)>,
+    ApiPath((collection, item)): ApiPath<(String, String)>,
     ApiJson(req): ApiJson<ItemWriteRequest>,
 ) -> Result<Json<ItemWritten>, VaultError> {
     let settings = &state.settings().vault;
@@ -367,8 +367,8 @@ pub async fn restore<S: Store>(
 /// Lists an item's revisions, oldest first, paginated.
 #[utoipa::path(get, path = "/v1/vault/{collection_id}/items/{item_id}/history", tag = "vault",
     security(("bearer" = [])),
-    params(("collection_id" = String, Path, description = "collection id (32 hex digits)"),
-           ("item_id" = String, Path, description = "item id (32 hex digits)"),
+    params(("collection_id" = String, Path, pattern = "^[0-9a-f]{32}$", description = "collection id (32 hex digits)"),
+           ("item_id" = String, Path, pattern = "^[0-9a-f]{32}$", description = "item id (32 hex digits)"),
            HistoryQuery),
     responses((status = 200, body = HistoryReply),
               (status = 400, description = "malformed input", body = ErrorBody),
@@ -377,7 +377,7 @@ pub async fn restore<S: Store>(
 pub async fn history<S: Store>(
     State(state): State<AppState<S>>,
     Auth(session): Auth,
-    Path((collection, item)): Path<(String, String)>,
+    ApiPath((collection, item)): ApiPath<(String, String)>,
     q: Result<Query<HistoryQuery>, QueryRejection>,
 ) -> Result<Json<HistoryReply>, VaultError> {
     let settings = &state.settings().vault;
@@ -446,7 +446,7 @@ fn within_page<T>(
 /// Incremental sync: items of a collection changed after `since`, with their current blobs.
 #[utoipa::path(get, path = "/v1/vault/{collection_id}/changes", tag = "vault",
     security(("bearer" = [])),
-    params(("collection_id" = String, Path, description = "collection id (32 hex digits)"),
+    params(("collection_id" = String, Path, pattern = "^[0-9a-f]{32}$", description = "collection id (32 hex digits)"),
            ChangesQuery),
     responses((status = 200, body = ChangesReply),
               (status = 400, description = "malformed input", body = ErrorBody),
@@ -455,7 +455,7 @@ fn within_page<T>(
 pub async fn changes<S: Store>(
     State(state): State<AppState<S>>,
     Auth(session): Auth,
-    Path(collection): Path<String>,
+    ApiPath(collection): ApiPath<String>,
     q: Result<Query<ChangesQuery>, QueryRejection>,
 ) -> Result<Json<ChangesReply>, VaultError> {
     let settings = &state.settings().vault;

@@ -12,6 +12,7 @@ mod account_lifecycle;
 mod admin;
 mod api;
 mod binary;
+mod contract;
 mod identity;
 mod login_latency;
 mod logs;

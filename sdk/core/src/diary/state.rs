@@ -449,6 +449,34 @@ impl<B: Backend> LocalDiary<B> {
         Ok(self.bundle_upload(rotation))
     }
 
+    /// Whether the password opened this diary's bundle only in the bytes as typed (a bundle
+    /// wrapped before passwords were normalised, PROTOCOL §9.1.1): then
+    /// [`password_rewrap`](Self::password_rewrap) has an upload to store.
+    #[must_use]
+    pub fn password_needs_rewrap(&self) -> bool {
+        self.keys.password_needs_rewrap()
+    }
+
+    /// For a bundle that opened only with the password's bytes as typed (§9.1.1): the upload
+    /// that re-wraps its password slot under the normalised password (nothing else changes, no
+    /// new epoch), stored like a password change ([`bundle_uploaded`](Self::bundle_uploaded));
+    /// `None` when no re-wrap is needed. `password` is the one the diary was unlocked with.
+    ///
+    /// # Errors
+    /// Key errors ([`DiaryError::WrongPassword`] for another password).
+    pub fn password_rewrap<R: CryptoRng + ?Sized>(
+        &self,
+        password: &[u8],
+        rng: &mut R,
+    ) -> Result<Option<BundleUpload>, LocalDiaryError> {
+        let rewrapped = self
+            .keys
+            .rewrap_normalised_password(&self.bundle.bundle, password, rng)?;
+        Ok(rewrapped.map(|(keys, bundle)| {
+            BundleUpload::new(bundle, self.bundle.collection, self.bundle.revision).with_keys(keys)
+        }))
+    }
+
     /// Replaces every recovery code and starts a new key epoch (the old codes stop working
     /// once the upload is stored, and open nothing written after it); returns the upload and
     /// the new codes, to show once.

@@ -639,6 +639,63 @@ fn unlock_recover_and_password_change() {
     ));
 }
 
+/// PROTOCOL §9.1.1: a diary created before passwords were normalised, under a password typed
+/// with a decomposed `é`, still opens with those bytes; the re-wrap upload then lets the
+/// precomposed form (another keyboard) open it too, on a device that fetches the bundle.
+#[test]
+fn a_bundle_wrapped_before_normalisation_is_rewrapped_on_unlock() {
+    const DECOMPOSED: &[u8] = "cafe\u{0301} au lait".as_bytes();
+    const PRECOMPOSED: &[u8] = "caf\u{00E9} au lait".as_bytes();
+    let mut vault = FakeVault::new();
+    let (keys, old, _) =
+        haven_sdk::diary::hazmat::create_unnormalised(DECOMPOSED, KdfParams::MIN, &mut rng())
+            .unwrap();
+    let new = NewDiary {
+        keys,
+        upload: BundleUpload::new(old, [9; 16], 0),
+    };
+    let answer = vault.handle(&new.call());
+    let mut a = new.finish(store(), answer, &mut rng()).unwrap();
+    a.write(entry("x", "written before the re-wrap", 1), &mut rng())
+        .unwrap();
+    sync(&mut a, &mut vault).unwrap();
+
+    // Before the re-wrap, the other form of the password does not open it.
+    let fetch = match Diary::unlock(store(), PRECOMPOSED, &mut rng()).unwrap() {
+        Unlocked::NeedsBundle(f) => f,
+        Unlocked::Open(_) => panic!("no local bundle expected"),
+    };
+    let answer = vault.handle(&fetch.call());
+    assert!(matches!(
+        fetch.finish(answer, PRECOMPOSED, &mut rng()),
+        Err(LocalDiaryError::Keys(DiaryError::WrongPassword))
+    ));
+
+    // The bytes it was wrapped under open it (nobody is locked out) and ask for the re-wrap.
+    let mut a = match Diary::unlock(a.into_store(), DECOMPOSED, &mut rng()).unwrap() {
+        Unlocked::Open(d) => d,
+        Unlocked::NeedsBundle(_) => panic!("the local bundle should open"),
+    };
+    assert!(a.password_needs_rewrap());
+    let upload = a.password_rewrap(DECOMPOSED, &mut rng()).unwrap().unwrap();
+    let answer = vault.handle(&upload.call());
+    a.bundle_uploaded(&upload, answer).unwrap();
+    assert!(!a.password_needs_rewrap());
+    assert!(a.password_rewrap(DECOMPOSED, &mut rng()).unwrap().is_none());
+
+    // Now both forms open it, locally and on a new device through the relay's bundle.
+    for pw in [DECOMPOSED, PRECOMPOSED] {
+        let mut b = second_device_with(&mut vault, pw);
+        assert!(!b.password_needs_rewrap());
+        sync(&mut b, &mut vault).unwrap();
+        assert_eq!(b.search("written").len(), 1);
+    }
+    match Diary::unlock(a.into_store(), PRECOMPOSED, &mut rng()).unwrap() {
+        Unlocked::Open(d) => assert!(!d.password_needs_rewrap()),
+        Unlocked::NeedsBundle(_) => panic!("the re-wrapped local bundle should open"),
+    }
+}
+
 /// The keys an attacker gets from every bundle revision the vault ever held (the fake keeps
 /// them all, as a series of dumps of the relay would) with `unlock`.
 fn dumped_keys(

@@ -49,6 +49,7 @@ pub use recovery::{RECOVERY_CODE_COUNT, RecoveryCode};
 pub use sync::{ChangesPage, DiarySync, RemoteItem, SyncError, VaultRequest};
 
 use crate::padding;
+use crate::password::normalize_password;
 
 /// Version byte of the version-1 bundle and of item ciphertexts of epoch 0.
 pub const DIARY_VERSION: u8 = 0x01;
@@ -239,8 +240,18 @@ impl MasterKey {
     }
 }
 
-/// Argon2id(password, salt) → 32-byte key-encryption key.
+/// Argon2id(normalised password, salt) → 32-byte key-encryption key (§9.1, §9.1.1).
 pub(crate) fn password_kek(
+    password: &[u8],
+    salt: &[u8; SALT_LEN],
+    params: &KdfParams,
+) -> Result<Zeroizing<[u8; 32]>, DiaryError> {
+    argon2_kek(&normalize_password(password), salt, params)
+}
+
+/// Argon2id(bytes, salt) → 32-byte key-encryption key, the bytes used as given (bundles wrapped
+/// before passwords were normalised are opened this way, §9.1.1).
+fn argon2_kek(
     password: &[u8],
     salt: &[u8; SALT_LEN],
     params: &KdfParams,
@@ -553,6 +564,8 @@ pub struct DiaryKeys {
     /// Older epochs, ascending.
     old: Vec<(u32, MasterKey)>,
     factors: Factors,
+    /// The password opened the bundle only in the bytes as typed, not normalised (§9.1.1).
+    unnormalised_password: bool,
 }
 
 /// A new recovery factor: its secret, the slots wrapping it under each code, and the codes.
@@ -598,6 +611,7 @@ impl DiaryKeys {
                 password: new_password.secret.sealing(),
                 recovery: recovery.secret.sealing(),
             },
+            unnormalised_password: false,
         };
         let bundle = keys.assemble(new_password.part, recovery.part, &EpochInputs::random(rng))?;
         Ok((keys, bundle, recovery.codes))
@@ -612,6 +626,7 @@ impl DiaryKeys {
             master: MasterKey(Box::new(core::mem::take(&mut *master))),
             old: Vec::new(),
             factors: Factors::Legacy { password: None },
+            unnormalised_password: false,
         }
     }
 
@@ -636,6 +651,7 @@ impl DiaryKeys {
                 password: password.sealing(),
                 recovery: recovery.sealing(),
             },
+            unnormalised_password: false,
         }
     }
 
@@ -709,11 +725,18 @@ impl DiaryKeys {
             master,
             old,
             factors: Factors::Epochs { password, recovery },
+            unnormalised_password: false,
         })
     }
 
-    /// Unlocks with the password. Parameters outside [`KdfParams::MIN`]..[`KdfParams::MAX`]
-    /// are rejected before running Argon2.
+    /// Unlocks with the password, in its normalised form (§9.1.1). Parameters outside
+    /// [`KdfParams::MIN`]..[`KdfParams::MAX`] are rejected before running Argon2.
+    ///
+    /// A bundle wrapped before passwords were normalised still opens: when the normalised form
+    /// differs from the bytes given and does not open the bundle, the bytes as given are tried
+    /// (a second Argon2 run), and [`password_needs_rewrap`](Self::password_needs_rewrap) then
+    /// asks the caller to store [`rewrap_normalised_password`](Self::rewrap_normalised_password)'s
+    /// bundle.
     ///
     /// # Errors
     /// [`DiaryError::WrongPassword`] (also for a bundle whose seals or keyring were tampered
@@ -722,10 +745,118 @@ impl DiaryKeys {
         bundle: &WrappedKeyBundle,
         password: &[u8],
     ) -> Result<Self, DiaryError> {
+        let normalised = normalize_password(password);
+        match Self::unlock_with_password_bytes(bundle, &normalised) {
+            Err(DiaryError::WrongPassword) if normalised.as_slice() != password => {
+                let mut keys = Self::unlock_with_password_bytes(bundle, password)?;
+                keys.unnormalised_password = true;
+                Ok(keys)
+            }
+            result => result,
+        }
+    }
+
+    /// Whether the password opened the bundle only in the bytes as typed, not in their
+    /// normalised form (§9.1.1): the bundle was wrapped before passwords were normalised, and a
+    /// device whose keyboard produces another form of the same password (a decomposed `é`, a
+    /// no-break space) cannot open it until
+    /// [`rewrap_normalised_password`](Self::rewrap_normalised_password)'s bundle is stored.
+    #[must_use]
+    pub fn password_needs_rewrap(&self) -> bool {
+        self.unnormalised_password
+    }
+
+    /// `bundle` with its password slot re-wrapped under the normalised form of `password` (the
+    /// password these keys were unlocked with), and the keys that go with it; `None` when
+    /// [`password_needs_rewrap`](Self::password_needs_rewrap) is false. Only the password slot
+    /// changes (new salt and nonce, the same Argon2 parameters): the epoch, the seals, the
+    /// keyring and the recovery slots are kept, so nothing else needs re-encrypting. Store it
+    /// like a password change (expecting the bundle's revision).
+    ///
+    /// # Errors
+    /// [`DiaryError::WrongPassword`] if `password` does not open `bundle` as typed, parameter
+    /// bounds, Argon2 failures.
+    pub fn rewrap_normalised_password<R: CryptoRng + ?Sized>(
+        &self,
+        bundle: &WrappedKeyBundle,
+        password: &[u8],
+        rng: &mut R,
+    ) -> Result<Option<(Self, WrappedKeyBundle)>, DiaryError> {
+        if !self.unnormalised_password {
+            return Ok(None);
+        }
+        let inputs = PasswordSlotInputs {
+            salt: random(rng),
+            nonce: random(rng),
+        };
         match &bundle.format {
             BundleFormat::Legacy(b) => {
                 let p = &b.password;
-                let kek = password_kek(password, &p.salt, &p.params)?;
+                let old = argon2_kek(password, &p.salt, &p.params)?;
+                let master = unwrap_key(
+                    &old,
+                    &p.nonce,
+                    &password_ad_v(DIARY_VERSION, &p.params, &p.salt),
+                    &p.wrapped,
+                )
+                .ok_or(DiaryError::WrongPassword)?;
+                if !bool::from(master.0.as_slice().ct_eq(self.master.0.as_slice())) {
+                    return Err(DiaryError::WrongPassword);
+                }
+                let kek = password_kek(password, &inputs.salt, &p.params)?;
+                let slot = self.legacy_password_slot(&kek, p.params, &inputs);
+                let keys = Self {
+                    factors: Factors::Legacy {
+                        password: Some(LegacyPassword {
+                            kek,
+                            params: p.params,
+                            salt: inputs.salt,
+                        }),
+                    },
+                    unnormalised_password: false,
+                    ..self.clone()
+                };
+                let bundle = WrappedKeyBundle::legacy(LegacyBundle {
+                    password: slot,
+                    ..b.clone()
+                });
+                Ok(Some((keys, bundle)))
+            }
+            BundleFormat::Epochs(b) => {
+                let p = &b.password;
+                let old = argon2_kek(password, &p.salt, &p.params)?;
+                let factor = epoch::unwrap_factor(
+                    &old,
+                    &p.nonce,
+                    &epoch::password_ad(&p.params, &p.salt),
+                    &p.wrapped,
+                )
+                .ok_or(DiaryError::WrongPassword)?;
+                let rewrapped = new_password_factor(password, p.params, &inputs, factor)?;
+                let keys = Self {
+                    unnormalised_password: false,
+                    ..self.clone()
+                };
+                let bundle = WrappedKeyBundle {
+                    format: BundleFormat::Epochs(Box::new(EpochBundle {
+                        password: rewrapped.part,
+                        ..(**b).clone()
+                    })),
+                };
+                Ok(Some((keys, bundle)))
+            }
+        }
+    }
+
+    /// Unlocks with the password bytes as given (no normalisation).
+    fn unlock_with_password_bytes(
+        bundle: &WrappedKeyBundle,
+        password: &[u8],
+    ) -> Result<Self, DiaryError> {
+        match &bundle.format {
+            BundleFormat::Legacy(b) => {
+                let p = &b.password;
+                let kek = argon2_kek(password, &p.salt, &p.params)?;
                 let master = unwrap_key(
                     &kek,
                     &p.nonce,
@@ -744,11 +875,12 @@ impl DiaryKeys {
                             salt: p.salt,
                         }),
                     },
+                    unnormalised_password: false,
                 })
             }
             BundleFormat::Epochs(b) => {
                 let p = &b.password;
-                let kek = password_kek(password, &p.salt, &p.params)?;
+                let kek = argon2_kek(password, &p.salt, &p.params)?;
                 let factor = epoch::unwrap_factor(
                     &kek,
                     &p.nonce,
@@ -790,6 +922,7 @@ impl DiaryKeys {
                 password: ring.password,
                 recovery: ring.recovery,
             },
+            unnormalised_password: false,
         })
     }
 
@@ -828,6 +961,7 @@ impl DiaryKeys {
                         master,
                         old: Vec::new(),
                         factors: Factors::Legacy { password: None },
+                        unnormalised_password: false,
                     })
                     .ok_or(DiaryError::WrongRecoveryCode)
             }
@@ -986,6 +1120,7 @@ impl DiaryKeys {
                     salt: inputs.salt,
                 }),
             },
+            unnormalised_password: false,
             ..self.clone()
         };
         Ok(Some((
@@ -1270,3 +1405,53 @@ fn item_ad(
     ad.extend_from_slice(&revision.to_be_bytes());
     ad
 }
+
+/// hazmat: diaries as versions before password normalisation (§9.1.1) wrote them, for tests of
+/// the migration (test builds and the `test-vectors` feature only).
+#[cfg(any(test, feature = "test-vectors"))]
+pub mod hazmat {
+    use super::*;
+
+    /// hazmat: [`DiaryKeys::create`] as it was before §9.1.1: the password factor wrapped under
+    /// the Argon2id of `password` exactly as given, not normalised. Only for tests of the
+    /// migration; no diary may be created this way.
+    ///
+    /// # Errors
+    /// As [`DiaryKeys::create`].
+    pub fn create_unnormalised<R: CryptoRng + ?Sized>(
+        password: &[u8],
+        params: KdfParams,
+        rng: &mut R,
+    ) -> Result<(DiaryKeys, WrappedKeyBundle, Vec<RecoveryCode>), DiaryError> {
+        let factor = random_factor(rng);
+        let inputs = PasswordSlotInputs {
+            salt: random(rng),
+            nonce: random(rng),
+        };
+        let kek = argon2_kek(password, &inputs.salt, &params)?;
+        let ad = epoch::password_ad(&params, &inputs.salt);
+        let wrapped = epoch::wrap_factor(&kek, &inputs.nonce, &ad, &factor);
+        let recovery = new_recovery_factor(rng);
+        let keys = DiaryKeys {
+            epoch: 0,
+            master: MasterKey::random(rng),
+            old: Vec::new(),
+            factors: Factors::Epochs {
+                password: factor.sealing(),
+                recovery: recovery.secret.sealing(),
+            },
+            unnormalised_password: false,
+        };
+        let part = PasswordFactor {
+            params,
+            salt: inputs.salt,
+            nonce: inputs.nonce,
+            wrapped,
+        };
+        let bundle = keys.assemble(part, recovery.part, &EpochInputs::random(rng))?;
+        Ok((keys, bundle, recovery.codes))
+    }
+}
+
+#[cfg(test)]
+mod password_tests;

@@ -195,6 +195,16 @@ pub(super) fn diary_vectors() -> Value {
                 "kek": h(diary::hkdf32(Some(&rec_salt), e, &[RECOVERY_WRAP_LABEL]).as_slice())})
         })
         .collect();
+    // §9.1.1: a password typed with a decomposed é (U+0065 U+0301), a decomposed ï, a no-break
+    // space, an ideographic space and conjoining Hangul jamo; the fullwidth Ａ stays (NFC, not
+    // NFKC).
+    let typed = "cafe\u{0301}\u{00A0}nai\u{0308}ve\u{3000}\u{1100}\u{1161} \u{FF21}";
+    let normalised = crate::password::normalize_password(typed.as_bytes());
+    assert_eq!(
+        normalised.as_slice(),
+        "caf\u{00E9} na\u{00EF}ve \u{AC00} \u{FF21}".as_bytes()
+    );
+    let unicode_kek = diary::password_kek(typed.as_bytes(), &pw_salt, &params).unwrap();
     let collection = arr::<16>(0xc0);
     let item = arr::<16>(0xe0);
     let item_nonce = arr::<24>(0xf0);
@@ -209,6 +219,8 @@ pub(super) fn diary_vectors() -> Value {
         "password": h(password), "kdf_params": {"m_cost_kib": params.m_cost_kib,
         "t_cost": params.t_cost, "p_cost": params.p_cost}, "password_salt": h(&pw_salt),
         "password_nonce": h(&pw_nonce), "password_kek": h(kek.as_slice()),
+        "unicode_password": {"typed": typed, "typed_utf8": h(typed.as_bytes()),
+            "normalised_utf8": h(&normalised), "password_kek": h(unicode_kek.as_slice())},
         "recovery_salt": h(&rec_salt), "recovery_codes": codes, "bundle": h(&bundle.to_bytes()),
         "collection_id": h(&collection), "collection_key": h(ck.as_slice()), "item_id": h(&item),
         "item_key": h(ik.as_slice()), "revision": 42, "item_nonce": h(&item_nonce),

@@ -12,6 +12,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod data;
+mod ed25519;
 mod franking;
 mod session;
 mod state;
@@ -23,7 +24,7 @@ use alloc::string::String;
 use serde_json::Value;
 
 /// Names of the vector sets, each the stem of a file in `sdk/vectors/`.
-pub const NAMES: [&str; 20] = [
+pub const NAMES: [&str; 21] = [
     "padding",
     "sender_keys",
     "group_change",
@@ -37,6 +38,7 @@ pub const NAMES: [&str; 20] = [
     "safety_number",
     "account",
     "franking",
+    "ed25519",
     "ratchet_out_of_order",
     "sender_keys_out_of_order",
     "pickles",
@@ -62,6 +64,7 @@ pub fn build(name: &str) -> Option<Value> {
         "safety_number" => session::safety_number_vectors(),
         "account" => session::account_vectors(),
         "franking" => franking::franking_vectors(),
+        "ed25519" => ed25519::ed25519_vectors(),
         "ratchet_out_of_order" => state::ratchet_out_of_order_vectors(),
         "sender_keys_out_of_order" => state::sender_keys_out_of_order_vectors(),
         "pickles" => state::pickle_vectors(),

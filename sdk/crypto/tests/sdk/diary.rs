@@ -552,3 +552,37 @@ fn a_version_1_bundle_opens_and_its_first_change_upgrades_it() {
             .is_none()
     );
 }
+
+/// §9.1.1: a password is normalised (NFC, non-ASCII spaces mapped to U+0020) before Argon2id,
+/// so the forms in which different keyboards produce the same password open the same diary.
+#[test]
+fn composed_and_decomposed_passwords_open_the_same_diary() {
+    let decomposed = "cafe\u{0301}\u{00A0}au lait"; // U+0065 U+0301, no-break space
+    let precomposed = "caf\u{00E9} au lait"; // U+00E9, U+0020
+    let mut r = rng(40);
+    let (keys, bundle, _) = DiaryKeys::create(decomposed.as_bytes(), FAST, &mut r).unwrap();
+    let ct = keys.encrypt_item(&C1, &I1, 1, b"bica", &mut r).unwrap();
+    for pw in [decomposed, precomposed] {
+        let k = DiaryKeys::unlock_with_password(&bundle, pw.as_bytes()).unwrap();
+        assert!(!k.password_needs_rewrap());
+        assert_eq!(&*k.decrypt_item(&C1, &I1, 1, &ct).unwrap(), b"bica");
+    }
+    // Normalisation is not case- or accent-folding.
+    for wrong in [
+        "cafe au lait",
+        "CAF\u{00C9} au lait",
+        "caf\u{00E9}  au lait",
+    ] {
+        assert_eq!(
+            DiaryKeys::unlock_with_password(&bundle, wrong.as_bytes()).err(),
+            Some(DiaryError::WrongPassword),
+            "{wrong:?}"
+        );
+    }
+    // A password change normalises the new password too.
+    let next = keys
+        .change_password(&bundle, precomposed.as_bytes(), FAST, &mut r)
+        .unwrap();
+    let k = DiaryKeys::unlock_with_password(&next.bundle, decomposed.as_bytes()).unwrap();
+    assert_eq!(&*k.decrypt_item(&C1, &I1, 1, &ct).unwrap(), b"bica");
+}

@@ -1,7 +1,7 @@
 //! Listing, renaming and unlinking devices.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use haven_protocol::api::devices::{DeviceBody, DeviceList, RenameRequest};
 
@@ -11,7 +11,7 @@ use crate::accounts::session::Auth;
 use crate::app::state::AppState;
 use crate::clock::now_i64;
 use crate::db::Store;
-use crate::error::{ApiJson, AppError, ErrorBody};
+use crate::error::{ApiJson, ApiPath, AppError, ErrorBody};
 use crate::http::{b64, decode_b64, path_id};
 
 /// Lists the account's devices.
@@ -40,7 +40,7 @@ pub async fn list<S: Store>(
 
 /// Replaces a device's encrypted name.
 #[utoipa::path(put, path = "/v1/devices/{device_id}/name", tag = "devices", security(("bearer" = [])),
-    params(("device_id" = String, Path, description = "device id (32 hex digits)")),
+    params(("device_id" = String, Path, pattern = "^[0-9a-f]{32}$", description = "device id (32 hex digits)")),
     request_body = RenameRequest,
     responses((status = 204, description = "renamed"),
               (status = 400, description = "malformed input", body = ErrorBody),
@@ -49,7 +49,7 @@ pub async fn list<S: Store>(
 pub async fn rename<S: Store>(
     State(state): State<AppState<S>>,
     Auth(session): Auth,
-    Path(device_id): Path<String>,
+    ApiPath(device_id): ApiPath<String>,
     ApiJson(req): ApiJson<RenameRequest>,
 ) -> Result<StatusCode, AppError> {
     let device_id = path_id(&device_id)?;
@@ -71,7 +71,7 @@ pub async fn rename<S: Store>(
 
 /// Unlinks a device (requires a fresh authentication); its sessions end at once.
 #[utoipa::path(delete, path = "/v1/devices/{device_id}", tag = "devices", security(("bearer" = [])),
-    params(("device_id" = String, Path, description = "device id (32 hex digits)"),
+    params(("device_id" = String, Path, pattern = "^[0-9a-f]{32}$", description = "device id (32 hex digits)"),
            ("haven-fresh-auth" = String, Header, description = "fresh-authentication proof")),
     responses((status = 204, description = "unlinked"),
               (status = 400, description = "malformed id", body = ErrorBody),
@@ -82,7 +82,7 @@ pub async fn unlink<S: Store>(
     State(state): State<AppState<S>>,
     Auth(session): Auth,
     headers: HeaderMap,
-    Path(device_id): Path<String>,
+    ApiPath(device_id): ApiPath<String>,
 ) -> Result<StatusCode, AppError> {
     let fresh = FreshAuth::from_headers(&headers)?;
     let device_id = path_id(&device_id)?;

@@ -10,7 +10,7 @@
 //! relay says.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use ed25519_dalek::{Signature, VerifyingKey};
 use haven_protocol::account::DeviceListBody;
@@ -30,7 +30,7 @@ use crate::accounts::store::DeviceRecord;
 use crate::app::state::AppState;
 use crate::clock::now_i64;
 use crate::db::Store;
-use crate::error::{ApiJson, AppError};
+use crate::error::{ApiJson, ApiPath, AppError};
 use crate::http::{b64, decode_b64, path_id};
 use crate::ids::Id;
 
@@ -116,14 +116,14 @@ pub async fn put_device_list<S: Store>(
 
 /// An account's signed device list, as it uploaded it.
 #[utoipa::path(get, path = "/v1/accounts/{account_id}/device-list", tag = "identity", security(("bearer" = [])),
-    params(("account_id" = String, Path, description = "Account id (hex)")),
+    params(("account_id" = String, Path, pattern = "^[0-9a-f]{32}$", description = "Account id (32 hex digits)")),
     responses((status = 200, body = DeviceListReply),
               (status = 401, description = "no valid session", body = ErrorBody),
               (status = 404, description = "`device_list_not_found`", body = ErrorBody)))]
 pub async fn device_list<S: Store>(
     State(state): State<AppState<S>>,
     Auth(_session): Auth,
-    Path(account): Path<String>,
+    ApiPath(account): ApiPath<String>,
 ) -> Result<Json<DeviceListReply>, AppError> {
     let account = path_id(&account)?;
     let stored = state.store().device_list(&account).await?.ok_or_else(|| {
@@ -230,7 +230,7 @@ pub async fn create_box<S: Store>(
 
 /// Puts the approving device's provisioning message into a box (once).
 #[utoipa::path(put, path = "/v1/provisioning/{id}", tag = "identity", security(("bearer" = [])),
-    params(("id" = String, Path, description = "Box id (hex)")),
+    params(("id" = String, Path, pattern = "^[0-9a-f]{32}$", description = "Box id (32 hex digits)")),
     request_body = ProvisioningMessage,
     responses((status = 204, description = "delivered"),
               (status = 400, description = "malformed input", body = ErrorBody),
@@ -240,7 +240,7 @@ pub async fn create_box<S: Store>(
 pub async fn fill_box<S: Store>(
     State(state): State<AppState<S>>,
     Auth(_session): Auth,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(req): ApiJson<ProvisioningMessage>,
 ) -> Result<StatusCode, AppError> {
     let id = path_id(&id)?;
@@ -261,13 +261,13 @@ fn provisioning_not_found() -> AppError {
 
 /// Reads a provisioning box: 204 while it is empty; its message once (the box is then gone).
 #[utoipa::path(get, path = "/v1/provisioning/{id}", tag = "identity",
-    params(("id" = String, Path, description = "Box id (hex)")),
+    params(("id" = String, Path, pattern = "^[0-9a-f]{32}$", description = "Box id (32 hex digits)")),
     responses((status = 200, body = ProvisioningMessage),
               (status = 204, description = "empty: ask again later"),
               (status = 404, description = "`provisioning_not_found`", body = ErrorBody)))]
 pub async fn take_box<S: Store>(
     State(state): State<AppState<S>>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<axum::response::Response, AppError> {
     use axum::response::IntoResponse as _;
     let id = path_id(&id)?;
