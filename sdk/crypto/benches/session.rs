@@ -1,18 +1,23 @@
-//! Session crypto benches: PQXDH (both sides), ratchet encrypt/decrypt of 1 KiB, sealed sender
-//! seal/open, against bare X25519 / ML-KEM-1024 / ChaCha20-Poly1305 baselines measured in the
-//! same run. `cargo bench -p haven-sdk --bench session -- --warm-up-time 1 --measurement-time 3`
+//! Session crypto benches: session setup on both sides, same-direction and ping-pong messages,
+//! each next to vodozemac (Matrix's Olm) in the same criterion group so one run reports both;
+//! sealed sender seal/open; bare X25519 / ML-KEM-1024 / ChaCha20-Poly1305 baselines. The
+//! comparisons with vodozemac measure the thread's CPU time (`common::ThreadCpuTime`), the rest
+//! wall time.
+//! `cargo bench -p haven-sdk --bench session -- --warm-up-time 1 --measurement-time 3`
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+mod common;
 
 use std::hint::black_box;
 
+use common::{Conversation, Inbound, Outbound, ThreadCpuTime};
+
 use chacha20poly1305::aead::{Aead, Payload};
 use chacha20poly1305::{ChaCha20Poly1305, KeyInit};
-use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
+use criterion::measurement::WallTime;
+use criterion::{Criterion, criterion_group, criterion_main};
 use ed25519_dalek::SigningKey;
 use haven_sdk::identity::IdentityKeyPair;
-use haven_sdk::pqxdh::{self, ResponderKeys};
-use haven_sdk::prekeys::{KemPreKey, KemPreKeyKind, OneTimePreKey, PreKeyBundle, SignedPreKey};
-use haven_sdk::ratchet::message::SessionMessage;
 use haven_sdk::sealed_sender::{SenderCertificate, open_sealed, seal_sender};
 use haven_sdk::store::DeviceAddress;
 use ml_kem::ml_kem_1024::{DecapsulationKey, EncapsulationKey};
@@ -52,82 +57,40 @@ fn baselines(c: &mut Criterion) {
     });
 }
 
-struct Fx {
-    alice: IdentityKeyPair,
-    bob: IdentityKeyPair,
-    spk: SignedPreKey,
-    otpk: OneTimePreKey,
-    kem: KemPreKey,
-    bundle: PreKeyBundle,
+/// Session setup on each side, Haven next to vodozemac (Olm) in the same group, so one run gives
+/// both and their ratio (see `common::Outbound` / `common::Inbound` for what each does).
+fn handshake(c: &mut Criterion<ThreadCpuTime>) {
+    let mut g = c.benchmark_group("setup_outbound");
+    let mut op = Outbound::new();
+    g.bench_function("haven", |bn| bn.iter(|| black_box(op.haven())));
+    g.bench_function("vodozemac", |bn| bn.iter(|| black_box(op.olm())));
+    g.finish();
+
+    let mut g = c.benchmark_group("setup_inbound_with_first_decrypt");
+    let mut op = Inbound::new();
+    g.bench_function("haven", |bn| bn.iter(|| black_box(op.haven())));
+    g.bench_function("vodozemac", |bn| bn.iter(|| black_box(op.olm())));
+    g.finish();
 }
 
-fn fx(rng: &mut ChaCha20Rng) -> Fx {
-    let alice = IdentityKeyPair::generate(rng);
-    let bob = IdentityKeyPair::generate(rng);
-    let spk = SignedPreKey::generate(&bob, 1, 0, rng);
-    let otpk = OneTimePreKey::generate(2, rng);
-    let kem = KemPreKey::generate(&bob, 3, KemPreKeyKind::OneTime, 0, rng);
-    let bundle = PreKeyBundle::new(*bob.public(), 1, 1, &spk, Some(&otpk), &kem);
-    Fx {
-        alice,
-        bob,
-        spk,
-        otpk,
-        kem,
-        bundle,
-    }
-}
+/// Per-message costs, Haven next to vodozemac: a 1 KiB message encrypted and decrypted in the same
+/// direction (symmetric ratchet only), and ping-pong (every message a DH ratchet step).
+fn ratchet(c: &mut Criterion<ThreadCpuTime>) {
+    let mut g = c.benchmark_group("same_direction_1KiB_encrypt_decrypt");
+    let mut op = Conversation::new();
+    g.bench_function("haven", |bn| {
+        bn.iter(|| black_box(op.haven_same_direction()))
+    });
+    g.bench_function("vodozemac", |bn| {
+        bn.iter(|| black_box(op.olm_same_direction()))
+    });
+    g.finish();
 
-fn handshake(c: &mut Criterion) {
-    let mut rng = ChaCha20Rng::from_seed([2; 32]);
-    let f = fx(&mut rng);
-    c.bench_function("pqxdh/initiate (verify bundle + 4 DH + encaps)", |bn| {
-        bn.iter(|| black_box(pqxdh::initiate(&f.alice, &f.bundle, &mut rng).unwrap()))
-    });
-    let mut s = pqxdh::initiate(&f.alice, &f.bundle, &mut rng).unwrap();
-    let SessionMessage::PreKey(pm) = s.encrypt(b"hi").unwrap() else {
-        unreachable!()
-    };
-    let keys = ResponderKeys {
-        signed_prekey: &f.spk,
-        one_time_prekey: Some(&f.otpk),
-        kem_prekey: &f.kem,
-    };
-    c.bench_function("pqxdh/respond (4 DH + decaps + first decrypt)", |bn| {
-        bn.iter(|| {
-            let mut s = pqxdh::respond(&f.bob, &pm, &keys).unwrap();
-            black_box(s.decrypt(&pm.message, 1_800_000_000, &mut rng).unwrap())
-        })
-    });
-}
-
-fn ratchet(c: &mut Criterion) {
-    let mut rng = ChaCha20Rng::from_seed([3; 32]);
-    let f = fx(&mut rng);
-    let mut alice = pqxdh::initiate(&f.alice, &f.bundle, &mut rng).unwrap();
-    let SessionMessage::PreKey(pm) = alice.encrypt(b"hi").unwrap() else {
-        unreachable!()
-    };
-    let keys = ResponderKeys {
-        signed_prekey: &f.spk,
-        one_time_prekey: Some(&f.otpk),
-        kem_prekey: &f.kem,
-    };
-    let mut bob = pqxdh::respond(&f.bob, &pm, &keys).unwrap();
-    bob.decrypt(&pm.message, 1_800_000_000, &mut rng).unwrap();
-    let msg = vec![0x42u8; 1024];
-    // Snapshot before the encrypt bench advances Alice's chain far beyond MAX_SKIP_PER_CHAIN.
-    let alice0 = alice.clone();
-    c.bench_function("ratchet/encrypt_1KiB", |bn| {
-        bn.iter(|| black_box(alice.ratchet_encrypt(&msg).unwrap()))
-    });
-    c.bench_function("ratchet/decrypt_1KiB", |bn| {
-        bn.iter_batched(
-            || (bob.clone(), alice0.clone().ratchet_encrypt(&msg).unwrap()),
-            |(mut b, m)| black_box(b.decrypt(&m, 1_800_000_000, &mut rng).unwrap()),
-            BatchSize::SmallInput,
-        )
-    });
+    let mut g = c.benchmark_group("ping_pong_1KiB_dh_step_each_message");
+    let mut op = Conversation::new();
+    g.bench_function("haven", |bn| bn.iter(|| black_box(op.haven_ping_pong())));
+    g.bench_function("vodozemac", |bn| bn.iter(|| black_box(op.olm_ping_pong())));
+    g.finish();
 }
 
 fn sealed(c: &mut Criterion) {
@@ -152,5 +115,10 @@ fn sealed(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, baselines, handshake, ratchet, sealed);
-criterion_main!(benches);
+criterion_group!(benches, baselines, sealed);
+criterion_group! {
+    name = versus_olm;
+    config = Criterion::default().with_measurement(ThreadCpuTime(WallTime));
+    targets = handshake, ratchet
+}
+criterion_main!(benches, versus_olm);

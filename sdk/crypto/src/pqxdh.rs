@@ -15,7 +15,7 @@ use sha2::Sha256;
 use x25519_dalek::{PublicKey, StaticSecret};
 use zeroize::Zeroizing;
 
-use crate::identity::{IdentityKey, IdentityKeyPair, dh};
+use crate::identity::{DhPublic, IdentityKey, IdentityKeyPair, dh, dh_with};
 use crate::prekeys::{
     KEM_CIPHERTEXT_LEN, KemPreKey, OneTimePreKey, PreKeyBundle, PreKeyError, SignedPreKey,
     kem_encapsulate,
@@ -116,6 +116,7 @@ pub fn respond(
         message.identity_key,
         &sk,
         keys.signed_prekey.secret().clone(),
+        *keys.signed_prekey.public(),
         message.base_key,
     ))
 }
@@ -167,7 +168,10 @@ pub mod hazmat {
         randomness: InitiatorRandomness,
     ) -> Result<Session, PqxdhError> {
         bundle.verify()?;
-        let (sk, kem_ciphertext) = initiator_secret(own, bundle, &randomness)?;
+        // The signed prekey takes part in three key agreements (DH1, DH3, the first ratchet
+        // step): prepared once.
+        let spk = DhPublic::new(&bundle.signed_prekey);
+        let (sk, kem_ciphertext) = initiator_secret_with(own, bundle, &randomness, &spk)?;
         let pending = PendingPreKey {
             signed_prekey_id: bundle.signed_prekey_id,
             one_time_prekey_id: bundle.one_time_prekey.map(|(id, _)| id),
@@ -178,7 +182,7 @@ pub mod hazmat {
             *own.public(),
             bundle.identity_key,
             &sk,
-            &bundle.signed_prekey,
+            &spk,
             PublicKey::from(&randomness.ephemeral),
             randomness.ratchet,
             pending,
@@ -195,11 +199,22 @@ pub mod hazmat {
         bundle: &PreKeyBundle,
         randomness: &InitiatorRandomness,
     ) -> Result<(SharedKey, KemCiphertext), PqxdhError> {
+        let spk = DhPublic::new(&bundle.signed_prekey);
+        initiator_secret_with(own, bundle, randomness, &spk)
+    }
+
+    /// [`initiator_secret`] with the bundle's signed prekey already prepared.
+    fn initiator_secret_with(
+        own: &IdentityKeyPair,
+        bundle: &PreKeyBundle,
+        randomness: &InitiatorRandomness,
+        spk: &DhPublic,
+    ) -> Result<(SharedKey, KemCiphertext), PqxdhError> {
         let bad = || PqxdhError::InvalidPublicKey;
         let ek = &randomness.ephemeral;
-        let dh1 = dh(own.dh_secret(), &bundle.signed_prekey).ok_or_else(bad)?;
+        let dh1 = dh_with(own.dh_secret(), spk).ok_or_else(bad)?;
         let dh2 = dh(ek, bundle.identity_key.dh_public()).ok_or_else(bad)?;
-        let dh3 = dh(ek, &bundle.signed_prekey).ok_or_else(bad)?;
+        let dh3 = dh_with(ek, spk).ok_or_else(bad)?;
         let dh4 = match &bundle.one_time_prekey {
             Some((_, opk)) => Some(dh(ek, opk).ok_or_else(bad)?),
             None => None,
@@ -223,11 +238,13 @@ pub mod hazmat {
     ) -> Result<Zeroizing<[u8; 32]>, PqxdhError> {
         let bad = || PqxdhError::InvalidPublicKey;
         let spk = keys.signed_prekey.secret();
+        // The base key takes part in up to three key agreements: prepared once.
+        let base_key = DhPublic::new(&message.base_key);
         let dh1 = dh(spk, message.identity_key.dh_public()).ok_or_else(bad)?;
-        let dh2 = dh(own.dh_secret(), &message.base_key).ok_or_else(bad)?;
-        let dh3 = dh(spk, &message.base_key).ok_or_else(bad)?;
+        let dh2 = dh_with(own.dh_secret(), &base_key).ok_or_else(bad)?;
+        let dh3 = dh_with(spk, &base_key).ok_or_else(bad)?;
         let dh4 = match keys.one_time_prekey {
-            Some(k) => Some(dh(k.secret(), &message.base_key).ok_or_else(bad)?),
+            Some(k) => Some(dh_with(k.secret(), &base_key).ok_or_else(bad)?),
             None => None,
         };
         let ss = keys.kem_prekey.decapsulate(&message.kem_ciphertext);

@@ -287,12 +287,17 @@ pub enum KemPreKeyKind {
 }
 
 /// A signed ML-KEM-1024 prekey with its private seed.
+///
+/// The decapsulation key expanded from the seed (FIPS 203 `KeyGen_internal`, as costly as an
+/// encapsulation) is kept next to it, built once when the record is created or loaded, so a
+/// handshake only decapsulates. It is zeroized on drop (`ml-kem`'s `zeroize` feature).
 #[derive(Clone)]
 pub struct KemPreKey {
     id: u32,
     kind: KemPreKeyKind,
     created_at: u64,
     seed: Zeroizing<[u8; KEM_SEED_LEN]>,
+    decapsulation_key: Box<DecapsulationKey>,
     public: Box<[u8; KEM_PUBLIC_KEY_LEN]>,
     signature: [u8; SIGNATURE_LEN],
 }
@@ -320,7 +325,7 @@ impl KemPreKey {
         now: u64,
         seed: Zeroizing<[u8; KEM_SEED_LEN]>,
     ) -> Self {
-        let public = kem_public_from_seed(&seed);
+        let (decapsulation_key, public) = kem_expand_seed(&seed);
         let signature = identity.sign(&prekey_signature_message(
             identity.public(),
             KEY_TYPE_ML_KEM_1024,
@@ -332,6 +337,7 @@ impl KemPreKey {
             kind,
             created_at: now,
             seed,
+            decapsulation_key,
             public,
             signature,
         }
@@ -366,9 +372,8 @@ impl KemPreKey {
     /// Decapsulates a ciphertext. ML-KEM uses implicit rejection: a wrong ciphertext yields an
     /// unrelated secret, which then fails the first AEAD check.
     pub(crate) fn decapsulate(&self, ciphertext: &[u8; KEM_CIPHERTEXT_LEN]) -> Zeroizing<[u8; 32]> {
-        let dk = DecapsulationKey::from_seed((*self.seed).into());
         let ct: Ciphertext = (*ciphertext).into();
-        let ss = dk.decapsulate(&ct);
+        let ss = self.decapsulation_key.decapsulate(&ct);
         Zeroizing::new(ss.into())
     }
 
@@ -406,12 +411,13 @@ impl KemPreKey {
         let seed = Zeroizing::new(r.array::<KEM_SEED_LEN>().ok_or(PreKeyError::Malformed)?);
         let signature = r.array().ok_or(PreKeyError::Malformed)?;
         r.finish().ok_or(PreKeyError::Malformed)?;
-        let public = kem_public_from_seed(&seed);
+        let (decapsulation_key, public) = kem_expand_seed(&seed);
         Ok(Self {
             id,
             kind,
             created_at,
             seed,
+            decapsulation_key,
             public,
             signature,
         })
@@ -427,10 +433,13 @@ impl fmt::Debug for KemPreKey {
     }
 }
 
-fn kem_public_from_seed(seed: &[u8; KEM_SEED_LEN]) -> Box<[u8; KEM_PUBLIC_KEY_LEN]> {
-    let dk = DecapsulationKey::from_seed((*seed).into());
+/// The decapsulation key expanded from `seed` and its encoded encapsulation key.
+fn kem_expand_seed(
+    seed: &[u8; KEM_SEED_LEN],
+) -> (Box<DecapsulationKey>, Box<[u8; KEM_PUBLIC_KEY_LEN]>) {
+    let dk = Box::new(DecapsulationKey::from_seed((*seed).into()));
     let ek = dk.encapsulation_key().to_bytes();
-    Box::new(ek.into())
+    (dk, Box::new(ek.into()))
 }
 
 /// A KEM ciphertext and the shared secret it encapsulates.
@@ -810,6 +819,14 @@ mod tests {
         let (_, _, _, kem) = fixture();
         let (ct, ss) = kem_encapsulate(kem.public(), &[5; 32]).unwrap();
         assert_eq!(*kem.decapsulate(&ct), *ss);
+        // The expanded key a record holds after loading from its pickle (and in a clone)
+        // decapsulates as the one it was created with; a tampered ciphertext gets an unrelated
+        // secret (implicit rejection).
+        let loaded = KemPreKey::from_bytes(&kem.to_bytes()).unwrap();
+        assert_eq!(*loaded.clone().decapsulate(&ct), *ss);
+        let mut tampered = ct.clone();
+        tampered[0] ^= 1;
+        assert_ne!(*loaded.decapsulate(&tampered), *ss);
     }
 
     #[test]

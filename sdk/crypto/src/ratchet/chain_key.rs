@@ -31,29 +31,35 @@ impl ChainKey {
         &self.key
     }
 
-    /// Index of the message key [`Self::message_key`] returns.
+    /// Index of the message key [`Self::step`] returns.
     pub(crate) fn index(&self) -> u32 {
         self.index
     }
 
-    fn hmac(&self, byte: u8) -> [u8; 32] {
+    /// `HMAC(ck, ·)` keyed once; both outputs of `KDF_CK` are finished from a copy of it.
+    fn keyed(&self) -> Hmac<Sha256> {
         // HMAC zero-pads keys shorter than the 64-byte block (RFC 2104), so padding here gives
-        // exactly HMAC(ck, byte) while using the infallible fixed-size constructor.
+        // exactly HMAC(ck, ·) while using the infallible fixed-size constructor.
         let mut block = zeroize::Zeroizing::new([0u8; 64]);
         block[..32].copy_from_slice(self.key.as_slice());
-        let mut mac = <Hmac<Sha256> as KeyInit>::new(&(*block).into());
+        <Hmac<Sha256> as KeyInit>::new(&(*block).into())
+    }
+
+    fn finish(mut mac: Hmac<Sha256>, byte: u8) -> [u8; 32] {
         mac.update(&[byte]);
         mac.finalize().into_bytes().into()
     }
 
-    /// `HMAC(ck, 0x01)`: the message key for [`Self::index`].
-    pub(crate) fn message_key(&self) -> MessageKey {
-        MessageKey::new(self.hmac(MESSAGE_KEY_SEED), self.index)
-    }
-
-    /// `HMAC(ck, 0x02)`: the chain key for `index + 1`, or `None` when the counter is exhausted.
-    pub(crate) fn next(&self) -> Option<ChainKey> {
-        let index = self.index.checked_add(1)?;
-        Some(ChainKey::new(self.hmac(CHAIN_KEY_SEED), index))
+    /// `KDF_CK`: the message key `HMAC(ck, 0x01)` for [`Self::index`] and the next chain key
+    /// `HMAC(ck, 0x02)`, or `None` for it when the counter is exhausted. Keying HMAC costs two
+    /// SHA-256 blocks; doing it once for both outputs saves them on every message.
+    pub(crate) fn step(&self) -> (MessageKey, Option<ChainKey>) {
+        let mac = self.keyed();
+        let message_key = MessageKey::new(Self::finish(mac.clone(), MESSAGE_KEY_SEED), self.index);
+        let next = self
+            .index
+            .checked_add(1)
+            .map(|index| ChainKey::new(Self::finish(mac, CHAIN_KEY_SEED), index));
+        (message_key, next)
     }
 }

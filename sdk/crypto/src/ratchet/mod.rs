@@ -77,9 +77,8 @@ pub mod hazmat {
     /// `KDF_CK(ck)` → `(message key seed, next chain key)`.
     #[must_use]
     pub fn kdf_ck(ck: &[u8; 32]) -> (Zeroizing<[u8; 32]>, Zeroizing<[u8; 32]>) {
-        let chain = super::chain_key::ChainKey::new(*ck, 0);
-        let mk = chain.message_key();
-        let next = chain.next().map_or([0u8; 32], |c| *c.as_bytes());
+        let (mk, next) = super::chain_key::ChainKey::new(*ck, 0).step();
+        let next = next.map_or([0u8; 32], |c| *c.as_bytes());
         (Zeroizing::new(*mk.as_bytes()), Zeroizing::new(next))
     }
 }

@@ -13,7 +13,7 @@ use super::message::{
 };
 use super::message_key::MessageKey;
 use super::root_key::RootKey;
-use crate::identity::{IDENTITY_KEY_LEN, IdentityKey, dh};
+use crate::identity::{DhPublic, IDENTITY_KEY_LEN, IdentityKey, dh_with};
 use crate::prekeys::KEM_CIPHERTEXT_LEN;
 use haven_protocol::encoding::Reader;
 
@@ -113,13 +113,13 @@ impl Session {
         local_identity: IdentityKey,
         remote_identity: IdentityKey,
         sk: &[u8; 32],
-        their_signed_prekey: &PublicKey,
+        their_signed_prekey: &DhPublic,
         base_key: PublicKey,
         ratchet_secret: StaticSecret,
         pending: PendingPreKey,
     ) -> Result<Self, RatchetError> {
         let dh_out =
-            dh(&ratchet_secret, their_signed_prekey).ok_or(RatchetError::InvalidRatchetKey)?;
+            dh_with(&ratchet_secret, their_signed_prekey).ok_or(RatchetError::InvalidRatchetKey)?;
         let (root_key, chain) = RootKey::new(*sk).kdf(&dh_out);
         Ok(Self {
             local_identity,
@@ -140,12 +140,14 @@ impl Session {
     }
 
     /// Responder ("Bob") state: `RK = SK`, ratchet key pair = the signed prekey, no sending chain
-    /// until the first message is received.
+    /// until the first message is received. The prekey's public half is passed in (the record
+    /// holds it) rather than recomputed: a scalar multiplication per handshake.
     pub(crate) fn responder(
         local_identity: IdentityKey,
         remote_identity: IdentityKey,
         sk: &[u8; 32],
         signed_prekey: StaticSecret,
+        signed_prekey_public: PublicKey,
         base_key: PublicKey,
     ) -> Self {
         Self {
@@ -155,7 +157,7 @@ impl Session {
             base_key,
             root_key: RootKey::new(*sk),
             sender: SenderChain {
-                public: PublicKey::from(&signed_prekey),
+                public: signed_prekey_public,
                 secret: signed_prekey,
                 chain: None,
             },
@@ -228,8 +230,8 @@ impl Session {
             .chain
             .as_ref()
             .ok_or(RatchetError::NoSendingChain)?;
-        let mk = chain.message_key();
-        let next = chain.next().ok_or(RatchetError::ChainExhausted)?;
+        let (mk, next) = chain.step();
+        let next = next.ok_or(RatchetError::ChainExhausted)?;
         let header = encode_header(&self.sender.public, self.previous_counter, mk.index());
         let ciphertext =
             mk.encrypt(plaintext, &self.full_ad(&header))
@@ -328,8 +330,8 @@ impl Session {
         }
         check_gap(chain.index(), msg.counter)?;
         chain = self.skip_until(&msg.ratchet_key, chain, msg.counter, now)?;
-        let mk = chain.message_key();
-        let after = chain.next().ok_or(RatchetError::ChainExhausted)?;
+        let (mk, after) = chain.step();
+        let after = after.ok_or(RatchetError::ChainExhausted)?;
         if let Some(c) = self.receivers.get_mut(idx) {
             c.chain = after;
         }
@@ -352,15 +354,16 @@ impl Session {
         now: u64,
     ) -> Result<ChainKey, RatchetError> {
         while chain.index() < until {
+            let (key, next) = chain.step();
             self.skipped.push_back(SkippedKey {
                 ratchet: *ratchet,
-                key: chain.message_key(),
+                key,
                 created: now,
             });
             if self.skipped.len() > MAX_SKIPPED_KEYS {
                 self.skipped.pop_front();
             }
-            chain = chain.next().ok_or(RatchetError::ChainExhausted)?;
+            chain = next.ok_or(RatchetError::ChainExhausted)?;
         }
         Ok(chain)
     }
@@ -384,11 +387,13 @@ impl Session {
             }
         }
         check_gap(0, msg.counter)?;
+        // The peer's new ratchet key takes part in both key agreements: prepared once.
+        let their = DhPublic::new(&msg.ratchet_key);
         let dh_recv =
-            dh(&self.sender.secret, &msg.ratchet_key).ok_or(RatchetError::InvalidRatchetKey)?;
+            dh_with(&self.sender.secret, &their).ok_or(RatchetError::InvalidRatchetKey)?;
         let (root, receiving) = self.root_key.kdf(&dh_recv);
         let secret = StaticSecret::random_from_rng(rng);
-        let dh_send = dh(&secret, &msg.ratchet_key).ok_or(RatchetError::InvalidRatchetKey)?;
+        let dh_send = dh_with(&secret, &their).ok_or(RatchetError::InvalidRatchetKey)?;
         let (root, sending) = root.kdf(&dh_send);
         self.previous_counter = self.sender.chain.as_ref().map_or(0, ChainKey::index);
         self.sender = SenderChain {
