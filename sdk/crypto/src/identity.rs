@@ -7,11 +7,8 @@
 
 use core::fmt;
 
-#[cfg(all(feature = "std", target_arch = "x86_64"))]
-use curve25519_dalek::{edwards::EdwardsPoint, montgomery::MontgomeryPoint};
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use rand_core::CryptoRng;
-use subtle::ConstantTimeEq;
 use x25519_dalek::{PublicKey, StaticSecret};
 use zeroize::Zeroizing;
 
@@ -233,79 +230,21 @@ pub(crate) fn x25519_public(bytes: [u8; 32]) -> Option<PublicKey> {
     (top_bit_clear && !at_least_p).then(|| PublicKey::from(bytes))
 }
 
-/// X25519 that refuses non-contributory results (a low-order peer key gives an all-zero output,
-/// which would make the derived secret predictable).
+/// X25519 (x25519-dalek's Montgomery ladder) that refuses non-contributory results (a
+/// low-order peer key gives an all-zero output, which would make the derived secret
+/// predictable).
 pub(crate) fn dh(secret: &StaticSecret, public: &PublicKey) -> Option<Zeroizing<[u8; 32]>> {
-    dh_with(secret, &DhPublic::new(public))
-}
-
-/// [`dh`] with a peer key prepared once for several key agreements (a handshake uses the same
-/// peer key up to three times).
-pub(crate) fn dh_with(secret: &StaticSecret, public: &DhPublic) -> Option<Zeroizing<[u8; 32]>> {
-    let shared = x25519(secret, public);
-    let all_zero = shared.ct_eq(&[0u8; 32]);
-    (!bool::from(all_zero)).then_some(shared)
-}
-
-/// A peer's X25519 public key, ready for [`dh_with`].
-///
-/// X25519 gives the same 32 bytes as x25519-dalek's Montgomery ladder for every input, but where
-/// curve25519-dalek multiplies with AVX2 (x86-64) the product is computed on the birationally
-/// equivalent twisted Edwards curve (RFC 7748 §4.1), about a quarter faster: the key's `u` is
-/// mapped to an Edwards point here, once (`edwards_point`), and `x25519_edwards` multiplies
-/// it. A `u` on the quadratic twist has no Edwards point and takes the ladder; that choice
-/// depends only on the public key. Elsewhere (ARM, wasm) the serial Edwards multiplication is no
-/// faster than the ladder, so the ladder is used.
-#[derive(Clone, Copy)]
-pub(crate) struct DhPublic {
-    public: PublicKey,
-    #[cfg(all(feature = "std", target_arch = "x86_64"))]
-    edwards: Option<EdwardsPoint>,
-}
-
-impl DhPublic {
-    pub(crate) fn new(public: &PublicKey) -> Self {
-        Self {
-            public: *public,
-            #[cfg(all(feature = "std", target_arch = "x86_64"))]
-            edwards: if std::is_x86_feature_detected!("avx2") {
-                edwards_point(public)
-            } else {
-                None
-            },
-        }
-    }
-}
-
-fn x25519(secret: &StaticSecret, public: &DhPublic) -> Zeroizing<[u8; 32]> {
-    #[cfg(all(feature = "std", target_arch = "x86_64"))]
-    if let Some(point) = &public.edwards {
-        return x25519_edwards(secret, point);
-    }
-    Zeroizing::new(secret.diffie_hellman(&public.public).to_bytes())
-}
-
-/// The Edwards point whose Montgomery `u` is `public` (either sign: a point and its negation
-/// share `u`), or `None` for a `u` on the twist.
-#[cfg(all(feature = "std", target_arch = "x86_64"))]
-fn edwards_point(public: &PublicKey) -> Option<EdwardsPoint> {
-    MontgomeryPoint(public.to_bytes()).to_edwards(0)
-}
-
-/// `u([clamp(k)] P)`: the clamped, unreduced scalar times `P` with curve25519-dalek's
-/// constant-time `mul_clamped`, mapped back to `u`. The identity and the low-order points come
-/// back as `u = 0`, as from the ladder.
-#[cfg(all(feature = "std", target_arch = "x86_64"))]
-fn x25519_edwards(secret: &StaticSecret, point: &EdwardsPoint) -> Zeroizing<[u8; 32]> {
-    let scalar = Zeroizing::new(secret.to_bytes());
-    Zeroizing::new(point.mul_clamped(*scalar).to_montgomery().to_bytes())
+    let shared = secret.diffie_hellman(public);
+    shared
+        .was_contributory()
+        .then(|| Zeroizing::new(shared.to_bytes()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use rand_chacha::ChaCha20Rng;
-    use rand_core::{Rng, SeedableRng};
+    use rand_core::SeedableRng;
 
     #[test]
     fn public_key_roundtrip_and_signature() {
@@ -391,63 +330,6 @@ mod tests {
             *dh(&alice, &bob).unwrap(),
             unhex("4a5d9d5ba4ce2de1728e3bf480350f25e07e21c947d19e3376f09b3c1e161742")
         );
-    }
-
-    /// The Edwards-form X25519 gives the ladder's bytes for curve points, low-order points and
-    /// non-canonical encodings, and declines (`None`) exactly the twist points, which `dh` then
-    /// sends to the ladder.
-    #[cfg(all(feature = "std", target_arch = "x86_64"))]
-    #[test]
-    fn x25519_edwards_equals_the_ladder() {
-        let mut rng = ChaCha20Rng::from_seed([9; 32]);
-        let mut on_curve = 0;
-        let mut on_twist = 0;
-        for _ in 0..300 {
-            let k = StaticSecret::random_from_rng(&mut rng);
-            // A real public key (always on the curve), and 32 random bytes (half on the twist).
-            let peer = PublicKey::from(&StaticSecret::random_from_rng(&mut rng));
-            let mut raw = [0u8; 32];
-            rng.fill_bytes(&mut raw);
-            for p in [peer, PublicKey::from(raw)] {
-                let ladder = k.diffie_hellman(&p).to_bytes();
-                match edwards_point(&p) {
-                    Some(point) => {
-                        on_curve += 1;
-                        assert_eq!(*x25519_edwards(&k, &point), ladder);
-                    }
-                    None => on_twist += 1,
-                }
-                assert_eq!(*x25519(&k, &DhPublic::new(&p)), ladder);
-            }
-            assert!(edwards_point(&peer).is_some());
-        }
-        assert!(on_curve > 300 && on_twist > 100, "{on_curve} / {on_twist}");
-        // The low-order points of the curve and the twist (0, 1, the two of order 8, p - 1) and
-        // the non-canonical p and p + 1: X25519 gives zero for all of them, on either path, so
-        // `dh` refuses them.
-        let mut p = [0xffu8; 32];
-        p[31] = 0x7f;
-        p[0] = 0xed;
-        let low_order = [
-            [0u8; 32],
-            unhex("0100000000000000000000000000000000000000000000000000000000000000"),
-            unhex("e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800"),
-            unhex("5f9c95bca3508c24b1d0b1559c83ef5b04445cc4581c8e86d8224eddd09f1157"),
-            unhex("ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f"),
-            p,
-            unhex("eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f"),
-        ];
-        for _ in 0..20 {
-            let k = StaticSecret::random_from_rng(&mut rng);
-            for u in &low_order {
-                let u = PublicKey::from(*u);
-                assert_eq!(
-                    *x25519(&k, &DhPublic::new(&u)),
-                    k.diffie_hellman(&u).to_bytes()
-                );
-                assert!(dh(&k, &u).is_none());
-            }
-        }
     }
 
     #[test]

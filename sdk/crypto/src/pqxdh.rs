@@ -15,7 +15,7 @@ use sha2::Sha256;
 use x25519_dalek::{PublicKey, StaticSecret};
 use zeroize::Zeroizing;
 
-use crate::identity::{DhPublic, IdentityKey, IdentityKeyPair, dh, dh_with};
+use crate::identity::{IdentityKey, IdentityKeyPair, dh};
 use crate::prekeys::{
     KEM_CIPHERTEXT_LEN, KemPreKey, OneTimePreKey, PreKeyBundle, PreKeyError, SignedPreKey,
     kem_encapsulate,
@@ -170,7 +170,7 @@ pub mod hazmat {
         bundle.verify()?;
         // The signed prekey takes part in three key agreements (DH1, DH3, the first ratchet
         // step): prepared once.
-        let spk = DhPublic::new(&bundle.signed_prekey);
+        let spk = bundle.signed_prekey;
         let (sk, kem_ciphertext) = initiator_secret_with(own, bundle, &randomness, &spk)?;
         let pending = PendingPreKey {
             signed_prekey_id: bundle.signed_prekey_id,
@@ -199,7 +199,7 @@ pub mod hazmat {
         bundle: &PreKeyBundle,
         randomness: &InitiatorRandomness,
     ) -> Result<(SharedKey, KemCiphertext), PqxdhError> {
-        let spk = DhPublic::new(&bundle.signed_prekey);
+        let spk = bundle.signed_prekey;
         initiator_secret_with(own, bundle, randomness, &spk)
     }
 
@@ -208,13 +208,13 @@ pub mod hazmat {
         own: &IdentityKeyPair,
         bundle: &PreKeyBundle,
         randomness: &InitiatorRandomness,
-        spk: &DhPublic,
+        spk: &PublicKey,
     ) -> Result<(SharedKey, KemCiphertext), PqxdhError> {
         let bad = || PqxdhError::InvalidPublicKey;
         let ek = &randomness.ephemeral;
-        let dh1 = dh_with(own.dh_secret(), spk).ok_or_else(bad)?;
+        let dh1 = dh(own.dh_secret(), spk).ok_or_else(bad)?;
         let dh2 = dh(ek, bundle.identity_key.dh_public()).ok_or_else(bad)?;
-        let dh3 = dh_with(ek, spk).ok_or_else(bad)?;
+        let dh3 = dh(ek, spk).ok_or_else(bad)?;
         let dh4 = match &bundle.one_time_prekey {
             Some((_, opk)) => Some(dh(ek, opk).ok_or_else(bad)?),
             None => None,
@@ -239,12 +239,12 @@ pub mod hazmat {
         let bad = || PqxdhError::InvalidPublicKey;
         let spk = keys.signed_prekey.secret();
         // The base key takes part in up to three key agreements: prepared once.
-        let base_key = DhPublic::new(&message.base_key);
+        let base_key = message.base_key;
         let dh1 = dh(spk, message.identity_key.dh_public()).ok_or_else(bad)?;
-        let dh2 = dh_with(own.dh_secret(), &base_key).ok_or_else(bad)?;
-        let dh3 = dh_with(spk, &base_key).ok_or_else(bad)?;
+        let dh2 = dh(own.dh_secret(), &base_key).ok_or_else(bad)?;
+        let dh3 = dh(spk, &base_key).ok_or_else(bad)?;
         let dh4 = match keys.one_time_prekey {
-            Some(k) => Some(dh_with(k.secret(), &base_key).ok_or_else(bad)?),
+            Some(k) => Some(dh(k.secret(), &base_key).ok_or_else(bad)?),
             None => None,
         };
         let ss = keys.kem_prekey.decapsulate(&message.kem_ciphertext);

@@ -13,7 +13,7 @@ use super::message::{
 };
 use super::message_key::MessageKey;
 use super::root_key::RootKey;
-use crate::identity::{DhPublic, IDENTITY_KEY_LEN, IdentityKey, dh_with};
+use crate::identity::{IDENTITY_KEY_LEN, IdentityKey, dh};
 use crate::prekeys::KEM_CIPHERTEXT_LEN;
 use haven_protocol::encoding::Reader;
 
@@ -113,13 +113,13 @@ impl Session {
         local_identity: IdentityKey,
         remote_identity: IdentityKey,
         sk: &[u8; 32],
-        their_signed_prekey: &DhPublic,
+        their_signed_prekey: &PublicKey,
         base_key: PublicKey,
         ratchet_secret: StaticSecret,
         pending: PendingPreKey,
     ) -> Result<Self, RatchetError> {
         let dh_out =
-            dh_with(&ratchet_secret, their_signed_prekey).ok_or(RatchetError::InvalidRatchetKey)?;
+            dh(&ratchet_secret, their_signed_prekey).ok_or(RatchetError::InvalidRatchetKey)?;
         let (root_key, chain) = RootKey::new(*sk).kdf(&dh_out);
         Ok(Self {
             local_identity,
@@ -388,12 +388,11 @@ impl Session {
         }
         check_gap(0, msg.counter)?;
         // The peer's new ratchet key takes part in both key agreements: prepared once.
-        let their = DhPublic::new(&msg.ratchet_key);
-        let dh_recv =
-            dh_with(&self.sender.secret, &their).ok_or(RatchetError::InvalidRatchetKey)?;
+        let their = msg.ratchet_key;
+        let dh_recv = dh(&self.sender.secret, &their).ok_or(RatchetError::InvalidRatchetKey)?;
         let (root, receiving) = self.root_key.kdf(&dh_recv);
         let secret = StaticSecret::random_from_rng(rng);
-        let dh_send = dh_with(&secret, &their).ok_or(RatchetError::InvalidRatchetKey)?;
+        let dh_send = dh(&secret, &their).ok_or(RatchetError::InvalidRatchetKey)?;
         let (root, sending) = root.kdf(&dh_send);
         self.previous_counter = self.sender.chain.as_ref().map_or(0, ChainKey::index);
         self.sender = SenderChain {
