@@ -37,17 +37,28 @@ pub enum PushEndpointRequest {
     /// A Web Push subscription (RFC 8030 / RFC 8291), as a browser's `PushSubscription` gives it.
     WebPush {
         /// The push service URL (`https://`, at most 1024 bytes).
+        #[cfg_attr(feature = "openapi", schema(pattern = "^https?://", max_length = 1024))]
         endpoint: String,
         /// The subscription's P-256 public key, 65 bytes uncompressed, base64url (no padding).
+        #[cfg_attr(
+            feature = "openapi",
+            schema(pattern = "^[A-Za-z0-9_-]{86}[AEIMQUYcgkosw048]=?$")
+        )]
         p256dh: String,
         /// The subscription's authentication secret, 16 bytes, base64url (no padding).
+        #[cfg_attr(
+            feature = "openapi",
+            schema(pattern = "^[A-Za-z0-9_-]{21}[AQgw](==)?$")
+        )]
         auth: String,
     },
     /// A device token relayed through the operator's push gateway (APNs, FCM, …).
     Gateway {
         /// The app the token belongs to, 1..=64 characters of `[A-Za-z0-9._-]`.
+        #[cfg_attr(feature = "openapi", schema(pattern = "^[A-Za-z0-9._-]{1,64}$"))]
         app_id: String,
-        /// The platform's device token, 1..=512 bytes.
+        /// The platform's device token, 1..=512 bytes without control characters.
+        #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 512))]
         pushkey: String,
     },
 }

@@ -9,7 +9,7 @@ use utoipa::openapi::content::Content;
 use utoipa::openapi::header::Header;
 use utoipa::openapi::path::{Operation, ParameterIn};
 use utoipa::openapi::response::Response as ApiResponse;
-use utoipa::openapi::schema::{ObjectBuilder, Ref, Type};
+use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, Ref, Schema, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{OpenApi, RefOr};
 
@@ -148,8 +148,28 @@ pub fn document() -> OpenApi {
                 .build(),
         ),
     );
+    close_tagged_variants(components);
     add_layer_responses(&mut doc);
     doc
+}
+
+/// Request bodies that are internally tagged enums with `deny_unknown_fields` (serde refuses a
+/// field no variant names); utoipa leaves their variants open, so the document says
+/// `additionalProperties: false` on each variant itself.
+const CLOSED_TAGGED_BODIES: [&str; 1] = ["PushEndpointRequest"];
+
+fn close_tagged_variants(components: &mut utoipa::openapi::Components) {
+    for name in CLOSED_TAGGED_BODIES {
+        let Some(RefOr::T(Schema::OneOf(one_of))) = components.schemas.get_mut(name) else {
+            continue;
+        };
+        for variant in &mut one_of.items {
+            if let RefOr::T(Schema::Object(object)) = variant {
+                object.additional_properties =
+                    Some(Box::new(AdditionalProperties::FreeForm(false)));
+            }
+        }
+    }
 }
 
 /// The error schema every error response has (PROTOCOL.md §11.2).

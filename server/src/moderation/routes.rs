@@ -265,7 +265,8 @@ pub struct ReportQuery {
     /// `pending` (default) or `decided`.
     #[param(pattern = "^(pending|decided)$")]
     pub status: Option<String>,
-    /// The previous page's `next` cursor.
+    /// The previous page's `next` cursor (`created_at:report_id`).
+    #[param(pattern = "^-?[0-9]{1,18}:[0-9a-f]{32}$")]
     pub after: Option<String>,
     /// Page size, 1–500 (default 100).
     #[param(minimum = 1, maximum = 500)]
