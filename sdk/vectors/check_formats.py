@@ -2,11 +2,12 @@
 """Independent re-implementation, from docs/PROTOCOL.md's text only, of the formats whose vectors
 are listed in PROTOCOL.md §17: out-of-order Double Ratchet delivery with skipped keys (§4.4) and
 the session pickle (§4.7), out-of-order sender keys and their pickles (§8), the identity, prekey
-and session-record pickles and their snapshots (§1.2, §1.4, §2.2, §4.8), the diary index (§9.6),
-the WebSocket frames (§11.14), messenger content (§13.1), attachment pointers (§14) and the upload
-resume state (§14), the client store's rows (§12) and the web's memory-store snapshot (§12.1), group distribution ids and channel entries (§13.3) and the diary's key-bundle
-item (§11.16.1). Every output is recomputed from the vector's inputs; every refusal is checked
-with a small decoder written here. ML-KEM is not re-implemented (the KEM prekey's public key is
+and session-record pickles and their snapshots (§1.2, §1.4, §2.2, §4.8), the version-1 session
+pickle and what it reads as (§4.7), the diary index (§9.6), the WebSocket frames (§11.14),
+messenger content (§13.1), attachment pointers and the upload resume state (§14), the client
+store's rows (§12) and the web's memory-store snapshot (§12.1), group distribution ids and
+channel entries (§13.3) and the diary's key-bundle item (§11.16.1). Every output is recomputed
+from the vector's inputs; every refusal is checked with a small decoder written here. ML-KEM is not re-implemented (the KEM prekey's public key is
 taken from the vector and only its signature is checked).
 
 Needs `cryptography`. Run: python3 sdk/vectors/check_formats.py"""
@@ -487,6 +488,46 @@ def decode_session(b):
             r.u32()
         r.take(4 + 1568)
     r.finish()
+
+
+def skipped_keys_reader(b):
+    """A reader of a session pickle (§4.7) positioned at `n_skipped`."""
+    r = Reader(b)
+    r.take(2 + 64 + 64 + 128 + 32 + 32 + 32)
+    if r.u8():
+        r.take(36)
+    r.u32()
+    r.take(68 * r.u8())
+    return r
+
+
+def session_v1_reads_as(b):
+    """A version-1 session pickle (§4.7) as the version-2 pickle a reader makes of it."""
+    decode_session(b)
+    if b[0] != 1:
+        raise Refused("UnsupportedVersion")
+    r = skipped_keys_reader(b)
+    head = b"\x02" + b[1:r.i]
+    n = r.u32()
+    body = u32(n) + b"".join(r.take(68) + u64(0) for _ in range(n))
+    return head + body + r.rest()
+
+
+def check_session_pickle_v1():
+    v = load("session_pickle_v1")
+    v2 = H(v["v2"])
+    assert v["v2"] == load("ratchet_out_of_order")["bob_session_after_a4"]
+    decode_session(v2)
+    # v1: the same state without `created`; the reader gives every skipped key created = 0.
+    r = skipped_keys_reader(v2)
+    at, n = r.i, r.u32()
+    assert n == 3
+    entries = [r.take(76)[:68] for _ in range(n)]
+    v1 = b"\x01" + v2[1:at] + u32(n) + b"".join(entries) + r.rest()
+    assert v1.hex() == v["v1"]
+    assert session_v1_reads_as(v1).hex() == v["reads_as"]
+    for x in v["refusals"]:
+        expect_refused(decode_session, H(x["bytes"]), x["refusal"])
 
 
 def decode_session_record(b):
@@ -1164,8 +1205,9 @@ def check_diary_bundle_item():
 
 if __name__ == "__main__":
     for f in (check_ratchet_out_of_order, check_sender_keys_out_of_order, check_pickles,
-              check_diary_index, check_frames, check_content, check_attachment_pointer,
-              check_client_store, check_memory_store_snapshot, check_upload_resume, check_group_entries,
+              check_session_pickle_v1, check_diary_index, check_frames, check_content,
+              check_attachment_pointer, check_client_store, check_memory_store_snapshot,
+              check_upload_resume, check_group_entries,
               check_diary_bundle_item):
         f()
         print("ok", f.__name__)
