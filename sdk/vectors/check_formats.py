@@ -2,11 +2,12 @@
 """Independent re-implementation, from docs/PROTOCOL.md's text only, of the formats whose vectors
 are listed in PROTOCOL.md §17: out-of-order Double Ratchet delivery with skipped keys (§4.4) and
 the session pickle (§4.7), out-of-order sender keys and their pickles (§8), the identity, prekey
-and session-record pickles and their snapshots (§1.2, §1.4, §2.2, §4.8), the diary index (§9.6),
-the WebSocket frames (§11.14), messenger content (§13.1), attachment pointers (§14), the client
-store's rows (§12), group distribution ids and channel entries (§13.3) and the diary's key-bundle
-item (§11.16.1). Every output is recomputed from the vector's inputs; every refusal is checked
-with a small decoder written here. ML-KEM is not re-implemented (the KEM prekey's public key is
+and session-record pickles and their snapshots (§1.2, §1.4, §2.2, §4.8), the version-1 session
+pickle and what it reads as (§4.7), the diary index (§9.6), the WebSocket frames (§11.14),
+messenger content (§13.1), attachment pointers and the upload resume state (§14), the client
+store's rows (§12) and the web's memory-store snapshot (§12.1), group distribution ids and
+channel entries (§13.3) and the diary's key-bundle item (§11.16.1). Every output is recomputed
+from the vector's inputs; every refusal is checked with a small decoder written here. ML-KEM is not re-implemented (the KEM prekey's public key is
 taken from the vector and only its signature is checked).
 
 Needs `cryptography`. Run: python3 sdk/vectors/check_formats.py"""
@@ -487,6 +488,46 @@ def decode_session(b):
             r.u32()
         r.take(4 + 1568)
     r.finish()
+
+
+def skipped_keys_reader(b):
+    """A reader of a session pickle (§4.7) positioned at `n_skipped`."""
+    r = Reader(b)
+    r.take(2 + 64 + 64 + 128 + 32 + 32 + 32)
+    if r.u8():
+        r.take(36)
+    r.u32()
+    r.take(68 * r.u8())
+    return r
+
+
+def session_v1_reads_as(b):
+    """A version-1 session pickle (§4.7) as the version-2 pickle a reader makes of it."""
+    decode_session(b)
+    if b[0] != 1:
+        raise Refused("UnsupportedVersion")
+    r = skipped_keys_reader(b)
+    head = b"\x02" + b[1:r.i]
+    n = r.u32()
+    body = u32(n) + b"".join(r.take(68) + u64(0) for _ in range(n))
+    return head + body + r.rest()
+
+
+def check_session_pickle_v1():
+    v = load("session_pickle_v1")
+    v2 = H(v["v2"])
+    assert v["v2"] == load("ratchet_out_of_order")["bob_session_after_a4"]
+    decode_session(v2)
+    # v1: the same state without `created`; the reader gives every skipped key created = 0.
+    r = skipped_keys_reader(v2)
+    at, n = r.i, r.u32()
+    assert n == 3
+    entries = [r.take(76)[:68] for _ in range(n)]
+    v1 = b"\x01" + v2[1:at] + u32(n) + b"".join(entries) + r.rest()
+    assert v1.hex() == v["v1"]
+    assert session_v1_reads_as(v1).hex() == v["reads_as"]
+    for x in v["refusals"]:
+        expect_refused(decode_session, H(x["bytes"]), x["refusal"])
 
 
 def decode_session_record(b):
@@ -1000,6 +1041,106 @@ def check_client_store():
         expect_refused(lambda b: open_row(vk, ik, r["space"], H(r["natural_key"]), row, b), H(r["value"]), r["refusal"])
 
 
+# §12.1 Memory store snapshot --------------------------------------------------------------------
+SNAPSHOT_LABEL = b"Haven_ClientStore_Snapshot_v1"
+
+
+def encode_memory_snapshot(storage_key, meta, rows):
+    o = b"\x01" + storage_key + u32(len(meta))
+    for name, value in meta:
+        o += u32(len(name)) + name + u32(len(value)) + value
+    o += u32(len(rows))
+    for space, row, value in rows:
+        o += u16(space) + row + u32(len(value)) + value
+    return o
+
+
+def import_memory_snapshot(page_key, b):
+    """What an importer does: open under the page key, decode the tables, check the store."""
+    if len(b) > 64 << 20:
+        raise Refused("TooLarge")
+    try:
+        plain = snapshot_open(page_key, SNAPSHOT_LABEL, b)
+    except Refused as e:
+        raise Refused("WrongKey" if e.args[0] == "DecryptionFailed" else "MalformedSnapshot")
+    r = Reader(plain, "MalformedSnapshot")
+    if r.u8() != 1:
+        raise Refused("MalformedSnapshot")
+    storage_key, meta, rows = r.take(32), {}, {}
+    for _ in range(r.u32()):
+        n = r.u32()
+        if n > 64:
+            raise Refused("MalformedSnapshot")
+        try:
+            name = r.take(n).decode("utf-8")
+        except UnicodeDecodeError:
+            raise Refused("MalformedSnapshot")
+        if name in meta:
+            raise Refused("MalformedSnapshot")
+        meta[name] = r.take(r.u32())
+    for _ in range(r.u32()):
+        key = (r.u16(), r.take(32))
+        if key in rows:
+            raise Refused("MalformedSnapshot")
+        rows[key] = r.take(r.u32())
+    r.finish()
+    # Then the store opens as any other (§12): schema 1, and the check value under value_key.
+    if meta.get("schema") != u64(1):
+        raise Refused("UnsupportedSchema")
+    vk = hkdf(None, storage_key, b"Haven_ClientStore_ValueKey_v1", 32)
+    try:
+        if snapshot_open(vk, b"Haven_ClientStore_Check_v1", meta["check"]) != b"haven-client-store":
+            raise Refused("WrongKey")
+    except Refused:
+        raise Refused("WrongKey")
+    return storage_key, meta, rows
+
+
+def check_memory_store_snapshot():
+    v, cs = load("memory_store_snapshot"), load("client_store")
+    page_key, storage_key = H(v["page_key"]), H(v["storage_key"])
+    assert v["storage_key"] == cs["storage_key"]
+    assert {m["name"]: m["value"] for m in v["meta"]} == {"schema": cs["meta"]["schema"], "check": cs["meta"]["check"]}
+    assert sorted((r["space"], r["row"], r["value"]) for r in v["rows"]) == sorted(
+        (r["space"], r["row"], r["value"]) for r in cs["rows"][:2])
+    meta = sorted((m["name"].encode(), H(m["value"])) for m in v["meta"])
+    rows = sorted((r["space"], H(r["row"]), H(r["value"])) for r in v["rows"])
+    plain = encode_memory_snapshot(storage_key, meta, rows)
+    assert plain.hex() == v["plaintext"]
+    sealed = snapshot_seal(page_key, SNAPSHOT_LABEL, H(v["nonce"]), plain)
+    assert sealed.hex() == v["snapshot"]
+    sk, m, rs = import_memory_snapshot(page_key, sealed)
+    assert (sk, len(m), len(rs)) == (storage_key, 2, 2)
+    for r in v["refusals"]:
+        key = H(r["page_key"])
+        if "plaintext" in r:
+            sealed = snapshot_seal(key, SNAPSHOT_LABEL, H(r["nonce"]), H(r["plaintext"]))
+            assert sealed.hex() == r["snapshot"], r["case"]
+        expect_refused(lambda b: import_memory_snapshot(key, b), H(r["snapshot"]), r["refusal"])
+
+
+# §14 Upload resume state -------------------------------------------------------------------------
+def decode_upload_state(b):
+    r = Reader(b)
+    if r.u8() != 1:
+        raise Refused("Malformed")
+    blob_id, key, size = r.take(16), r.take(32), r.u64()
+    r.finish()
+    if attachment_padded_len(size) is None:
+        raise Refused("Malformed")
+    return blob_id, key, size
+
+
+def check_upload_resume():
+    v = load("upload_resume")
+    for c in v["cases"]:
+        b = b"\x01" + H(c["blob_id"]) + H(c["key"]) + u64(c["size"])
+        assert b.hex() == c["state"]
+        assert decode_upload_state(b) == (H(c["blob_id"]), H(c["key"]), c["size"])
+    for r in v["refusals"]:
+        expect_refused(decode_upload_state, H(r["state"]), r["refusal"])
+
+
 # §13.3 Groups ---------------------------------------------------------------------------------------
 def entry_aad(group, epoch, channel):
     return b"haven/group-entry/v1" + group + u32(epoch) + channel
@@ -1064,8 +1205,10 @@ def check_diary_bundle_item():
 
 if __name__ == "__main__":
     for f in (check_ratchet_out_of_order, check_sender_keys_out_of_order, check_pickles,
-              check_diary_index, check_frames, check_content, check_attachment_pointer,
-              check_client_store, check_group_entries, check_diary_bundle_item):
+              check_session_pickle_v1, check_diary_index, check_frames, check_content,
+              check_attachment_pointer, check_client_store, check_memory_store_snapshot,
+              check_upload_resume, check_group_entries,
+              check_diary_bundle_item):
         f()
         print("ok", f.__name__)
     sys.exit(0)

@@ -1,6 +1,7 @@
 //! Deterministic test vectors of the client core's formats (`sdk/vectors/*.json`, beside the
 //! SDK's): the encrypted client store's rows (PROTOCOL §12), group distribution ids and channel
-//! entries (§13.3) and the diary's key-bundle item (§11.16.1).
+//! entries (§13.3), the diary's key-bundle item (§11.16.1), the web's memory-store snapshot
+//! (§12.1) and the upload resume state (§14).
 //!
 //! As [`haven_sdk::vectors`]: [`build_json`] recomputes a file from its fixed inputs, this
 //! crate's tests compare the result with the committed files, and the bindings call the same
@@ -18,15 +19,22 @@ use haven_sdk::store::DeviceAddress;
 use haven_sdk::vectors::{FixedBytesRng, refusal};
 use serde_json::{Value, json};
 
+use crate::attachments::PendingUpload;
 use crate::diary::bundle::{decode_bundle_item, encode_bundle_item};
 use crate::messenger::{Epoch, distribution_id, open_entry, seal_entry};
 use crate::store::{
-    Backend, CHECK_LABEL, CHECK_PLAINTEXT, INDEX_KEY_INFO, MemoryBackend, MemoryStore, Space,
-    VALUE_KEY_INFO, derive,
+    Backend, CHECK_LABEL, CHECK_PLAINTEXT, INDEX_KEY_INFO, MemoryBackend, MemoryStore,
+    SNAPSHOT_LABEL, Space, VALUE_KEY_INFO, derive,
 };
 
 /// Names of the client core's vector sets, each the stem of a file in `sdk/vectors/`.
-pub const NAMES: [&str; 3] = ["client_store", "group_entries", "diary_bundle_item"];
+pub const NAMES: [&str; 5] = [
+    "client_store",
+    "group_entries",
+    "diary_bundle_item",
+    "memory_store_snapshot",
+    "upload_resume",
+];
 
 /// Recomputes the client core's vector set `name`; `None` for another name.
 #[must_use]
@@ -35,6 +43,8 @@ pub fn build(name: &str) -> Option<Value> {
         "client_store" => client_store_vectors(),
         "group_entries" => group_entry_vectors(),
         "diary_bundle_item" => diary_bundle_item_vectors(),
+        "memory_store_snapshot" => memory_store_snapshot_vectors(),
+        "upload_resume" => upload_resume_vectors(),
         _ => return None,
     })
 }
@@ -269,6 +279,193 @@ fn diary_bundle_item_vectors() -> Value {
         "bundle": h(&bundle_bytes),
         "body": h(&body),
         "meta": h(&meta),
+        "refusals": refusals,
+    })
+}
+
+/// The web's memory-store snapshot (§12.1): the tables of `client_store.json` (its meta and
+/// first two rows) exported under a page key, and snapshots an import refuses.
+fn memory_store_snapshot_vectors() -> Value {
+    let cs = client_store_vectors();
+    let storage_key = unhex(&cs["storage_key"]);
+    let storage_key: [u8; 32] = storage_key.try_into().unwrap();
+    let meta = [
+        ("check", unhex(&cs["meta"]["check"])),
+        ("schema", unhex(&cs["meta"]["schema"])),
+    ];
+    let mut rows: Vec<(u16, Vec<u8>, Vec<u8>)> = cs["rows"].as_array().unwrap()[..2]
+        .iter()
+        .map(|r| {
+            let space = u16::try_from(r["space"].as_u64().unwrap()).unwrap();
+            (space, unhex(&r["row"]), unhex(&r["value"]))
+        })
+        .collect();
+    rows.sort();
+    let backend = MemoryBackend::in_memory().unwrap();
+    for (name, value) in &meta {
+        backend.set_meta(name, value).unwrap();
+    }
+    for (space, row, value) in &rows {
+        let row: [u8; 32] = row.clone().try_into().unwrap();
+        let space = [Space::OWN_IDENTITY, Space::PEER_IDENTITY]
+            .into_iter()
+            .find(|s| s.value() == *space)
+            .unwrap();
+        backend.put(space, &row, value).unwrap();
+    }
+    let store = MemoryStore::with_backend(backend, &storage_key).unwrap();
+    let page_key = [0x7A; 32];
+    let page = StorageKey::from_bytes(page_key);
+    let n = nonce(0xA0);
+    let sealed = store
+        .export_with(&page, &mut FixedBytesRng::new(&n))
+        .unwrap();
+    let plaintext = snapshot::open(&page, SNAPSHOT_LABEL, &sealed).unwrap();
+    let back = MemoryStore::import(&page, &sealed).unwrap();
+    assert_eq!(
+        back.get(Space::OWN_IDENTITY, b"own")
+            .unwrap()
+            .unwrap()
+            .as_slice(),
+        unhex(&cs["rows"][0]["record"]).as_slice()
+    );
+    // Refusals: plaintexts sealed under the page key with the listed nonce, and two sealed
+    // snapshots that do not open.
+    let plain = |version: u8,
+                 key: &[u8; 32],
+                 meta: &[(&str, Vec<u8>)],
+                 rows: &[(u16, Vec<u8>, Vec<u8>)],
+                 tail: &[u8]| {
+        let mut p = vec![version];
+        p.extend_from_slice(key);
+        p.extend_from_slice(&u32::try_from(meta.len()).unwrap().to_be_bytes());
+        for (name, value) in meta {
+            haven_protocol::encoding::put_bytes_u32(&mut p, name.as_bytes());
+            haven_protocol::encoding::put_bytes_u32(&mut p, value);
+        }
+        p.extend_from_slice(&u32::try_from(rows.len()).unwrap().to_be_bytes());
+        for (space, row, value) in rows {
+            p.extend_from_slice(&space.to_be_bytes());
+            p.extend_from_slice(row);
+            haven_protocol::encoding::put_bytes_u32(&mut p, value);
+        }
+        p.extend_from_slice(tail);
+        p
+    };
+    assert_eq!(
+        plain(0x01, &storage_key, &meta, &rows, &[]).as_slice(),
+        plaintext.as_slice()
+    );
+    let long_name = "n".repeat(65);
+    let mut long_meta = meta.to_vec();
+    long_meta.push((long_name.as_str(), vec![0x00]));
+    let dup_meta = [meta[0].clone(), meta[0].clone(), meta[1].clone()];
+    let dup_rows = [rows[0].clone(), rows[0].clone(), rows[1].clone()];
+    let bad: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "version byte 0x02",
+            plain(0x02, &storage_key, &meta, &rows, &[]),
+        ),
+        (
+            "duplicate meta name",
+            plain(0x01, &storage_key, &dup_meta, &rows, &[]),
+        ),
+        (
+            "duplicate row",
+            plain(0x01, &storage_key, &meta, &dup_rows, &[]),
+        ),
+        (
+            "trailing byte",
+            plain(0x01, &storage_key, &meta, &rows, &[0x00]),
+        ),
+        (
+            "meta name of 65 bytes",
+            plain(0x01, &storage_key, &long_meta, &rows, &[]),
+        ),
+        (
+            "another storage key inside (the check value does not open)",
+            plain(0x01, &[0x5C; 32], &meta, &rows, &[]),
+        ),
+    ];
+    let mut refusals = Vec::new();
+    for (i, (case, p)) in bad.into_iter().enumerate() {
+        let rn = nonce(0xC0 + u8::try_from(i).unwrap());
+        let s = snapshot::seal(&page, SNAPSHOT_LABEL, &p, &mut FixedBytesRng::new(&rn));
+        let e = MemoryStore::import(&page, &s).err().unwrap();
+        refusals.push(
+            json!({"case": case, "page_key": h(&page_key), "plaintext": h(&p), "nonce": h(&rn),
+            "snapshot": h(&s), "refusal": refusal(e)}),
+        );
+    }
+    let other = [0x7B; 32];
+    let e = MemoryStore::import(&StorageKey::from_bytes(other), &sealed)
+        .err()
+        .unwrap();
+    refusals.push(json!({"case": "opened with another page key", "page_key": h(&other), "snapshot": h(&sealed), "refusal": refusal(e)}));
+    let mut flipped = sealed.clone();
+    *flipped.last_mut().unwrap() ^= 1;
+    let e = MemoryStore::import(&page, &flipped).err().unwrap();
+    refusals.push(json!({"case": "flipped tag bit", "page_key": h(&page_key), "snapshot": h(&flipped), "refusal": refusal(e)}));
+    json!({
+        "description": "The web's memory-store snapshot (PROTOCOL.md §12.1): the store of client_store.json (its storage key, both meta values and its first two rows, in the order a writer lists them: meta by name, rows by space then row) exported under `page_key` with the listed nonce. `refusals` are snapshots an import refuses: plaintexts sealed under their `page_key` with their nonce (`MalformedSnapshot`, or `WrongKey` when the storage key inside does not open the check value), and a snapshot opened with another page key or with a flipped bit (`WrongKey`).",
+        "page_key": h(&page_key),
+        "storage_key": h(&storage_key),
+        "meta": meta.iter().map(|(n, v)| json!({"name": n, "value": h(v)})).collect::<Vec<_>>(),
+        "rows": rows.iter().map(|(s, r, v)| json!({"space": s, "row": h(r), "value": h(v)})).collect::<Vec<_>>(),
+        "plaintext": h(&plaintext),
+        "nonce": h(&n),
+        "snapshot": h(&sealed),
+        "refusals": refusals,
+    })
+}
+
+/// The upload resume state (§14, `PendingUpload`).
+fn upload_resume_vectors() -> Value {
+    let inputs: [([u8; 16], [u8; 32], u64); 3] = [
+        ([0x3D; 16], [0x4E; 32], 0),
+        ([0x3E; 16], [0x4F; 32], 1_234_567),
+        ([0x3F; 16], [0x50; 32], (1 << 36) - 9),
+    ];
+    let mut cases = Vec::new();
+    for (blob_id, key, size) in inputs {
+        let up = PendingUpload {
+            blob_id,
+            key: haven_sdk::attachment::AttachmentKey::from_bytes(key),
+            size,
+        };
+        let bytes = up.to_bytes();
+        let back = PendingUpload::from_bytes(&bytes).unwrap();
+        assert_eq!(
+            (back.blob_id, back.key.as_bytes(), back.size),
+            (blob_id, &key, size)
+        );
+        cases.push(
+            json!({"blob_id": h(&blob_id), "key": h(&key), "size": size, "state": h(&bytes)}),
+        );
+    }
+    let good = unhex(&cases[1]["state"]);
+    let with = |i: usize, v: u8| {
+        let mut b = good.clone();
+        b[i] = v;
+        b
+    };
+    let mut too_big = good.clone();
+    too_big[49..57].copy_from_slice(&((1u64 << 36) - 8).to_be_bytes());
+    let bad: Vec<(&str, Vec<u8>)> = vec![
+        ("version byte 0x02", with(0, 0x02)),
+        ("one byte short", good[..56].to_vec()),
+        ("trailing byte", [good.as_slice(), &[0x00]].concat()),
+        ("size 2^36 - 8 (no attachment_padded_len)", too_big),
+        ("empty", Vec::new()),
+    ];
+    let mut refusals = Vec::new();
+    for (case, b) in bad {
+        let e = PendingUpload::from_bytes(&b).err().unwrap();
+        refusals.push(json!({"case": case, "state": h(&b), "refusal": refusal(e)}));
+    }
+    json!({
+        "description": "The upload resume state (PROTOCOL.md §14, `PendingUpload`): blob id, attachment key and plaintext size encoded. `refusals` are states a reader refuses.",
+        "cases": cases,
         "refusals": refusals,
     })
 }

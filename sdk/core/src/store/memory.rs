@@ -191,6 +191,15 @@ impl EncryptedStore<MemoryBackend> {
     /// [`ClientStoreError::Backend`] inside [`atomically`](Self::atomically) (the writes of an
     /// unfinished transaction are not exported).
     pub fn export(&self, page_key: &StorageKey) -> Result<Vec<u8>, ClientStoreError> {
+        self.export_with(page_key, &mut rand::rng())
+    }
+
+    /// [`Self::export`] with the caller's RNG for the nonce (the published vectors fix it).
+    pub(crate) fn export_with<R: CryptoRng + ?Sized>(
+        &self,
+        page_key: &StorageKey,
+        rng: &mut R,
+    ) -> Result<Vec<u8>, ClientStoreError> {
         let state = self.backend.state()?;
         if !state.saved.is_empty() {
             return Err(ClientStoreError::backend(
@@ -206,12 +215,7 @@ impl EncryptedStore<MemoryBackend> {
                 max: MAX_SNAPSHOT_LEN,
             });
         }
-        Ok(snapshot::seal(
-            page_key,
-            SNAPSHOT_LABEL,
-            &plain,
-            &mut rand::rng(),
-        ))
+        Ok(snapshot::seal(page_key, SNAPSHOT_LABEL, &plain, rng))
     }
 
     /// A store from [`export`](Self::export)'s output.

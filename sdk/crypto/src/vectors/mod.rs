@@ -24,7 +24,7 @@ use alloc::string::String;
 use serde_json::Value;
 
 /// Names of the vector sets, each the stem of a file in `sdk/vectors/`.
-pub const NAMES: [&str; 21] = [
+pub const NAMES: [&str; 22] = [
     "padding",
     "sender_keys",
     "group_change",
@@ -46,6 +46,7 @@ pub const NAMES: [&str; 21] = [
     "frames",
     "content",
     "attachment_pointer",
+    "session_pickle_v1",
 ];
 
 /// Recomputes the vector set `name` as a JSON value; `None` for an unknown name.
@@ -72,6 +73,7 @@ pub fn build(name: &str) -> Option<Value> {
         "frames" => wire::frame_vectors(),
         "content" => wire::content_vectors(),
         "attachment_pointer" => wire::attachment_pointer_vectors(),
+        "session_pickle_v1" => state::session_pickle_v1_vectors(),
         _ => return None,
     })
 }

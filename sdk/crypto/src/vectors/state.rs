@@ -1,5 +1,6 @@
 //! State vectors: out-of-order delivery with skipped keys (Double Ratchet §4.4, sender keys §8),
-//! the secret pickles (§1.2, §2.2, §4.7, §4.8, §8) and their encrypted snapshots (§1.4), and the
+//! the secret pickles (§1.2, §2.2, §4.7, §4.8, §8) and their encrypted snapshots (§1.4), the
+//! version-1 session pickle a reader still upgrades (§4.7), and the
 //! diary's local index serialisation (§9.6). Each builder also runs the reverse direction and
 //! the refusals it lists, and asserts them.
 
@@ -268,6 +269,73 @@ pub(super) fn sender_keys_out_of_order_vectors() -> Value {
         "far_sender_chain_key": h(&b32(0x5C, 3)),
         "far_sender_iteration": 2006,
         "pickle_refusals": pickle_refusals,
+    })
+}
+
+/// A version-2 session pickle (§4.7) as version 1 wrote it (no `created` per skipped key), and
+/// as it reads back (every `created` 0).
+fn session_v1_of(v2: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    let mut i = 2 + 64 + 64 + 128 + 32 + 32 + 32;
+    i += 1 + if v2[i] == 1 { 36 } else { 0 };
+    i += 4;
+    i += 1 + 68 * usize::from(v2[i]);
+    let n = u32::from_be_bytes(v2[i..i + 4].try_into().unwrap()) as usize;
+    i += 4;
+    let (mut v1, mut read_as) = (v2[..i].to_vec(), v2[..i].to_vec());
+    v1[0] = 0x01;
+    for k in 0..n {
+        let entry = &v2[i + 76 * k..i + 76 * k + 68];
+        v1.extend_from_slice(entry);
+        read_as.extend_from_slice(entry);
+        read_as.extend_from_slice(&0u64.to_be_bytes());
+    }
+    v1.extend_from_slice(&v2[i + 76 * n..]);
+    read_as.extend_from_slice(&v2[i + 76 * n..]);
+    (v1, read_as)
+}
+
+/// A version-1 session pickle (§4.7) and the version-2 pickle it reads as.
+pub(super) fn session_pickle_v1_vectors() -> Value {
+    let ooo = out_of_order().value;
+    let v2 = hex::decode(ooo["bob_session_after_a4"].as_str().unwrap()).unwrap();
+    let (v1, read_as) = session_v1_of(&v2);
+    let mut session = Session::from_bytes(&v1).unwrap();
+    assert_eq!(*session.to_bytes(), read_as);
+    assert_eq!(session.skipped_key_count(), 3);
+    // The upgraded session still reads a2 from its stored key.
+    let a2 = ooo["sent"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "a2")
+        .unwrap();
+    let a2 = hex::decode(a2["message"].as_str().unwrap()).unwrap();
+    let out = session
+        .decrypt(
+            &ratchet_part(&a2),
+            VECTOR_NOW,
+            &mut ScriptedRng(VecDeque::new()),
+        )
+        .unwrap();
+    assert_eq!(&*out, b"a2");
+    let mut refusals = Vec::new();
+    let mut push = |case: &str, bytes: Vec<u8>| {
+        let e = refusal(Session::from_bytes(&bytes).err().unwrap());
+        refusals.push(json!({"case": case, "bytes": h(&bytes), "refusal": e}));
+    };
+    let mut v = v1.clone();
+    v[0] = 0x00;
+    push("version 0x00", v);
+    let mut v = v2.clone();
+    v[0] = 0x01;
+    push("a version-2 body under version byte 0x01", v);
+    push("version 1, truncated", v1[..v1.len() - 1].to_vec());
+    json!({
+        "description": "The version-1 session pickle (PROTOCOL.md §4.7): `v2` is Bob's session of ratchet_out_of_order.json after a4 (three skipped keys); `v1` is the same state as version 1 wrote it (no `created`); `reads_as` is the version-2 pickle a reader makes of `v1` (every `created` 0). `refusals` are pickles a reader refuses.",
+        "v2": h(&v2),
+        "v1": h(&v1),
+        "reads_as": h(&read_as),
+        "refusals": refusals,
     })
 }
 
