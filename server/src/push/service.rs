@@ -152,6 +152,8 @@ impl PushService {
     /// (the device still gets its mail when it next connects).
     pub fn mail_queued(&self, device: DeviceKey) {
         if self.wake_tx.try_send(device).is_err() {
+            // Per envelope under overload: counted for the operator, not logged at warn.
+            metrics::counter!("haven_push_wakeups_dropped_total").increment(1);
             tracing::debug!("push wake-up queue full: dropped");
         }
     }
