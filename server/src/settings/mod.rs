@@ -670,7 +670,8 @@ impl Settings {
                 "login_failure_window_secs",
             ),
             (
-                self.rate_limit_per_minute >= 1 && self.auth_rate_limit_per_minute >= 1,
+                per_minute(self.rate_limit_per_minute)
+                    && per_minute(self.auth_rate_limit_per_minute),
                 "rate_limit_per_minute",
             ),
         ];
@@ -766,7 +767,7 @@ impl Settings {
             return Err(SettingsError::Range("cors_allowed_origins"));
         }
         let (mail, keys) = (&self.mail, &self.keys);
-        let nested: [(bool, &'static str); 16] = [
+        let nested: [(bool, &'static str); 17] = [
             (
                 (64..=64 << 20).contains(&mail.max_envelope_bytes),
                 "mail.max_envelope_bytes",
@@ -803,11 +804,11 @@ impl Settings {
                 "mail.max_recipients_per_send",
             ),
             (
-                mail.sealed_sends_per_minute >= 1,
+                per_minute(mail.sealed_sends_per_minute),
                 "mail.sealed_sends_per_minute",
             ),
             (
-                mail.pair_sends_per_minute >= 1,
+                per_minute(mail.pair_sends_per_minute),
                 "mail.pair_sends_per_minute",
             ),
             (mail.pair_sends_per_day >= 1, "mail.pair_sends_per_day"),
@@ -818,8 +819,13 @@ impl Settings {
                 "keys.max_one_time_per_upload",
             ),
             (
-                keys.claims_per_minute_per_requester >= 1 && keys.claims_per_minute_per_target >= 1,
+                per_minute(keys.claims_per_minute_per_requester)
+                    && per_minute(keys.claims_per_minute_per_target),
                 "keys.claims_per_minute_per_requester",
+            ),
+            (
+                per_minute(keys.username_lookups_per_minute),
+                "keys.username_lookups_per_minute",
             ),
             (
                 (60..=30 * 86_400).contains(&keys.certificate_ttl_secs),
@@ -888,6 +894,16 @@ const SECTIONS: [(&str, &str, FieldNames); 10] = [
 
 /// Top-level settings also read from a conventional name, when their `HAVEN_` name is unset
 /// or empty.
+/// The most hits a per-minute quota can allow: the rate limiter spends at least one
+/// microsecond per hit (`haven_ratelimit::Quota`), and a setting above this would be accepted
+/// at startup and then fail every request it applies to.
+pub const MAX_PER_MINUTE: u32 = 60_000_000;
+
+/// A per-minute quota the rate limiter can enforce: 1 to [`MAX_PER_MINUTE`].
+fn per_minute(quota: u32) -> bool {
+    (1..=MAX_PER_MINUTE).contains(&quota)
+}
+
 const FALLBACKS: [(&str, &str); 2] = [("database_url", "DATABASE_URL"), ("redis_url", "REDIS_URL")];
 
 /// One setting as the environment sets it.
@@ -1757,6 +1773,48 @@ mod tests {
             Settings::from_toml("[vault]\nunknown = 1"),
             Err(SettingsError::Toml(_))
         ));
+    }
+
+    /// A per-minute quota the rate limiter cannot enforce is refused at startup; it used to be
+    /// accepted and then fail every request it applied to with a 500.
+    #[test]
+    fn per_minute_quotas_the_limiter_cannot_enforce_are_rejected() {
+        for (var, name) in [
+            (
+                "HAVEN_MAIL_PAIR_SENDS_PER_MINUTE",
+                "mail.pair_sends_per_minute",
+            ),
+            (
+                "HAVEN_MAIL_SEALED_SENDS_PER_MINUTE",
+                "mail.sealed_sends_per_minute",
+            ),
+            ("HAVEN_RATE_LIMIT_PER_MINUTE", "rate_limit_per_minute"),
+            (
+                "HAVEN_KEYS_USERNAME_LOOKUPS_PER_MINUTE",
+                "keys.username_lookups_per_minute",
+            ),
+        ] {
+            let over = (MAX_PER_MINUTE + 1).to_string();
+            assert!(
+                matches!(
+                    Settings::load(None, env_of(&[(var, over.as_str())])),
+                    Err(SettingsError::Range(n)) if n == name
+                ),
+                "{var}"
+            );
+            let most = MAX_PER_MINUTE.to_string();
+            assert!(
+                Settings::load(None, env_of(&[(var, most.as_str())])).is_ok(),
+                "{var}"
+            );
+        }
+        // The largest accepted value is one the limiter takes.
+        let quota = haven_ratelimit::Quota::new(MAX_PER_MINUTE, std::time::Duration::from_secs(60));
+        assert!(
+            haven_ratelimit::MemoryLimiter::new()
+                .hit("k", quota)
+                .is_ok()
+        );
     }
 
     #[test]
