@@ -56,8 +56,9 @@ crate::mail::sql::impl_mailbox_sql!(PgStore, sqlx::Postgres);
 crate::mail::pg_writer::impl_sql_mail_writer!(
     sqlx::Postgres,
     // Row locks taken in (account, device) order, so concurrent batches cannot deadlock.
-    "SELECT account_id, device_number FROM devices WHERE (account_id, device_number) IN (",
-    ") ORDER BY account_id, device_number FOR NO KEY UPDATE"
+    "SELECT account_id, device_number FROM devices WHERE (account_id, device_number) IN \
+     (SELECT * FROM UNNEST($1::bytea[], $2::int8[])) \
+     ORDER BY account_id, device_number FOR NO KEY UPDATE"
 );
 crate::vault::sql::impl_sql_vault_store!(PgStore, sqlx::Postgres);
 crate::channels::store::impl_channel_store!(PgStore, sqlx::Postgres);

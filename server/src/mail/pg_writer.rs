@@ -2,10 +2,14 @@
 //! SQLite has its own writer on a dedicated thread (`store/sqlite_mail.rs`).
 
 /// Expands, inside a store module that also expands [`impl_sql_store!`](crate::db::sql), to
-/// the writer tasks (`spawn_mail_writers`). `$lock_head`/`$lock_tail` wrap the `VALUES` list of
-/// the statement that locks a batch's recipient devices and returns those that exist.
+/// the writer tasks (`spawn_mail_writers`). `$lock_devices` locks a batch's recipient devices
+/// (column arrays `$1` of accounts, `$2` of device numbers) and returns those that exist.
+///
+/// Every set statement binds column arrays (`UNNEST`) rather than a list of values: its text is
+/// the same for any number of rows, so each connection prepares it once (a `VALUES` list of a
+/// new length was a new statement to parse and plan, and evicted others from the cache).
 macro_rules! impl_sql_mail_writer {
-    ($db:ty, $lock_head:literal, $lock_tail:literal) => {
+    ($db:ty, $lock_devices:literal) => {
         /// Counts deleted envelope rows and collects the shared payloads they referred to.
         fn collect_payloads(
             rows: &[<$db as sqlx::Database>::Row],
@@ -61,17 +65,20 @@ macro_rules! impl_sql_mail_writer {
             accounts.sort_unstable();
             accounts.dedup();
             let mut lists = DeviceLists::new();
-            for chunk in accounts.chunks(SET_CHUNK) {
-                let mut qb = sqlx::QueryBuilder::<$db>::new(
+            if accounts.is_empty() {
+                return Ok(lists);
+            }
+            let ids: Vec<&[u8]> = accounts.iter().map(|a| &a.as_bytes()[..]).collect();
+            {
+                let rows = sqlx::query(
                     "SELECT a.id AS account_id, a.next_device_number, d.device_number \
-                     FROM accounts a LEFT JOIN devices d ON d.account_id = a.id WHERE a.id IN (",
-                );
-                let mut list = qb.separated(", ");
-                for account in chunk {
-                    list.push_bind(account.as_bytes().to_vec());
-                }
-                qb.push(")");
-                for row in qb.build().fetch_all(&mut **tx).await? {
+                     FROM accounts a LEFT JOIN devices d ON d.account_id = a.id \
+                     WHERE a.id = ANY($1::bytea[])",
+                )
+                .bind(&ids)
+                .fetch_all(&mut **tx)
+                .await?;
+                for row in rows {
                     let account = row_id(&row, "account_id", "accounts")?;
                     let next = row_u32(&row, "next_device_number", "accounts")?;
                     let entry = lists.entry(account).or_insert_with(|| (next, Vec::new()));
@@ -280,36 +287,6 @@ macro_rules! impl_sql_mail_writer {
             UpTo(i64),
         }
 
-        /// Appends ` AND <selection>` to a query over `envelopes`.
-        fn push_ack_filter<'a>(
-            qb: &mut sqlx::QueryBuilder<'a, $db>,
-            account: &$crate::ids::Id,
-            device: u32,
-            selection: &AckSelection<'_>,
-        ) {
-            qb.push(" WHERE account_id = ");
-            qb.push_bind(account.as_bytes().to_vec());
-            qb.push(" AND device_number = ");
-            qb.push_bind(i64::from(device));
-            match selection {
-                AckSelection::Ids(ids) => {
-                    qb.push(" AND message_id IN (");
-                    let mut list = qb.separated(", ");
-                    for id in *ids {
-                        list.push_bind(id.as_bytes().to_vec());
-                    }
-                    qb.push(")");
-                }
-                AckSelection::UpTo(seq) => {
-                    qb.push(" AND seq <= ");
-                    qb.push_bind(*seq);
-                }
-            }
-        }
-
-        /// Ids bound per statement of an ack (well under both engines' parameter limits).
-        const ACK_CHUNK: usize = 500;
-
         /// One ack inside a batch transaction: records a tombstone of each acked envelope (until
         /// the envelope would have expired) and deletes it, then drops orphaned shared payloads.
         async fn ack_in(
@@ -318,33 +295,50 @@ macro_rules! impl_sql_mail_writer {
             device: u32,
             selection: AckSelection<'_>,
         ) -> $crate::db::error::StoreResult<u64> {
-            let selections: Vec<AckSelection<'_>> = match selection {
-                AckSelection::Ids(ids) => ids.chunks(ACK_CHUNK).map(AckSelection::Ids).collect(),
-                up_to @ AckSelection::UpTo(_) => vec![up_to],
-            };
-            let mut deleted = 0u64;
-            let mut payloads: Vec<Vec<u8>> = Vec::new();
-            for selection in &selections {
-                if matches!(selection, AckSelection::Ids(ids) if ids.is_empty()) {
-                    continue;
+            const TOMBSTONE: &str = "INSERT INTO acked_envelopes (account_id, device_number, \
+                message_id, seq, digest, expires_at) SELECT account_id, device_number, message_id, \
+                seq, digest, expires_at FROM envelopes WHERE account_id = $1 AND device_number = $2";
+            const CONFLICT: &str = " ON CONFLICT (account_id, device_number, message_id) DO UPDATE \
+                SET seq = excluded.seq, digest = excluded.digest, expires_at = excluded.expires_at";
+            const DELETE: &str = "DELETE FROM envelopes WHERE account_id = $1 AND device_number = $2";
+            let acct = &account.as_bytes()[..];
+            let dev = i64::from(device);
+            let rows = match selection {
+                AckSelection::Ids([]) => return Ok(0),
+                AckSelection::Ids(ids) => {
+                    let ids: Vec<&[u8]> = ids.iter().map(|id| &id.as_bytes()[..]).collect();
+                    sqlx::query(&format!("{TOMBSTONE} AND message_id = ANY($3::bytea[]){CONFLICT}"))
+                        .bind(acct)
+                        .bind(dev)
+                        .bind(&ids)
+                        .execute(&mut **tx)
+                        .await?;
+                    sqlx::query(&format!(
+                        "{DELETE} AND message_id = ANY($3::bytea[]) RETURNING payload_id"
+                    ))
+                    .bind(acct)
+                    .bind(dev)
+                    .bind(&ids)
+                    .fetch_all(&mut **tx)
+                    .await?
                 }
-                let mut qb = sqlx::QueryBuilder::<$db>::new(
-                    "INSERT INTO acked_envelopes (account_id, device_number, message_id, seq, \
-                     digest, expires_at) SELECT account_id, device_number, message_id, seq, \
-                     digest, expires_at FROM envelopes",
-                );
-                push_ack_filter(&mut qb, account, device, selection);
-                qb.push(
-                    " ON CONFLICT (account_id, device_number, message_id) DO UPDATE SET \
-                     seq = excluded.seq, digest = excluded.digest, expires_at = excluded.expires_at",
-                );
-                qb.build().execute(&mut **tx).await?;
-                let mut qb = sqlx::QueryBuilder::<$db>::new("DELETE FROM envelopes");
-                push_ack_filter(&mut qb, account, device, selection);
-                qb.push(" RETURNING payload_id");
-                let rows = qb.build().fetch_all(&mut **tx).await?;
-                deleted += collect_payloads(&rows, &mut payloads)?;
-            }
+                AckSelection::UpTo(up_to) => {
+                    sqlx::query(&format!("{TOMBSTONE} AND seq <= $3{CONFLICT}"))
+                        .bind(acct)
+                        .bind(dev)
+                        .bind(up_to)
+                        .execute(&mut **tx)
+                        .await?;
+                    sqlx::query(&format!("{DELETE} AND seq <= $3 RETURNING payload_id"))
+                        .bind(acct)
+                        .bind(dev)
+                        .bind(up_to)
+                        .fetch_all(&mut **tx)
+                        .await?
+                }
+            };
+            let mut payloads: Vec<Vec<u8>> = Vec::new();
+            let deleted = collect_payloads(&rows, &mut payloads)?;
             drop_orphan_payloads(tx, payloads).await?;
             Ok(deleted)
         }
@@ -352,38 +346,25 @@ macro_rules! impl_sql_mail_writer {
         /// A queued envelope's identity: recipient account, device number, message id.
         type EnvelopeKey = ($crate::ids::Id, u32, $crate::ids::Id);
 
-        /// Rows per set statement (at most 11 values each: well under both engines' limits).
-        const SET_CHUNK: usize = 400;
-
-        /// Appends `VALUES (a, d), …` for device pairs.
-        fn push_device_values(
-            qb: &mut sqlx::QueryBuilder<'_, $db>,
-            devices: &[($crate::ids::Id, u32)],
-        ) {
-            qb.push("VALUES ");
-            let mut list = qb.separated(", ");
-            for (account, device) in devices {
-                list.push("(");
-                list.push_bind_unseparated(account.as_bytes().to_vec());
-                list.push_unseparated(", ");
-                list.push_bind_unseparated(i64::from(*device));
-                list.push_unseparated(")");
+        /// Column arrays of envelope keys, bound as `bytea[]`, `int8[]`, `bytea[]`.
+        fn key_arrays(keys: &[EnvelopeKey]) -> (Vec<&[u8]>, Vec<i64>, Vec<&[u8]>) {
+            let mut accounts = Vec::with_capacity(keys.len());
+            let mut devices = Vec::with_capacity(keys.len());
+            let mut ids = Vec::with_capacity(keys.len());
+            for (account, device, id) in keys {
+                accounts.push(&account.as_bytes()[..]);
+                devices.push(i64::from(*device));
+                ids.push(&id.as_bytes()[..]);
             }
+            (accounts, devices, ids)
         }
 
-        /// Appends `VALUES (a, d, m), …` for envelope keys.
-        fn push_key_values(qb: &mut sqlx::QueryBuilder<'_, $db>, keys: &[EnvelopeKey]) {
-            qb.push("VALUES ");
-            let mut list = qb.separated(", ");
-            for (account, device, id) in keys {
-                list.push("(");
-                list.push_bind_unseparated(account.as_bytes().to_vec());
-                list.push_unseparated(", ");
-                list.push_bind_unseparated(i64::from(*device));
-                list.push_unseparated(", ");
-                list.push_bind_unseparated(id.as_bytes().to_vec());
-                list.push_unseparated(")");
-            }
+        /// Column arrays of devices, bound as `bytea[]`, `int8[]`.
+        fn device_arrays(devices: &[($crate::ids::Id, u32)]) -> (Vec<&[u8]>, Vec<i64>) {
+            devices
+                .iter()
+                .map(|(account, device)| (&account.as_bytes()[..], i64::from(*device)))
+                .unzip()
         }
 
         fn key_from_row(row: &<$db as sqlx::Database>::Row, table: &'static str) -> $crate::db::error::StoreResult<EnvelopeKey> {
@@ -401,13 +382,17 @@ macro_rules! impl_sql_mail_writer {
             devices: &[($crate::ids::Id, u32)],
         ) -> $crate::db::error::StoreResult<std::collections::HashSet<($crate::ids::Id, u32)>> {
             let mut present = std::collections::HashSet::new();
-            for chunk in devices.chunks(SET_CHUNK) {
-                let mut qb = sqlx::QueryBuilder::<$db>::new($lock_head);
-                push_device_values(&mut qb, chunk);
-                qb.push($lock_tail);
-                for row in qb.build().fetch_all(&mut **tx).await? {
-                    present.insert((row_id(&row, "account_id", "devices")?, row_u32(&row, "device_number", "devices")?));
-                }
+            if devices.is_empty() {
+                return Ok(present);
+            }
+            let (accounts, numbers) = device_arrays(devices);
+            let rows = sqlx::query($lock_devices)
+                .bind(&accounts)
+                .bind(&numbers)
+                .fetch_all(&mut **tx)
+                .await?;
+            for row in rows {
+                present.insert((row_id(&row, "account_id", "devices")?, row_u32(&row, "device_number", "devices")?));
             }
             Ok(present)
         }
@@ -449,25 +434,32 @@ macro_rules! impl_sql_mail_writer {
                 }
             }
             let mut payloads: Vec<Vec<u8>> = Vec::new();
-            for chunk in ack_keys.chunks(SET_CHUNK) {
-                let mut qb = sqlx::QueryBuilder::<$db>::new(
+            if !ack_keys.is_empty() {
+                let (accounts, devices, ids) = key_arrays(&ack_keys);
+                sqlx::query(
                     "INSERT INTO acked_envelopes (account_id, device_number, message_id, seq, \
                      digest, expires_at) SELECT account_id, device_number, message_id, seq, \
                      digest, expires_at FROM envelopes \
-                     WHERE (account_id, device_number, message_id) IN (",
-                );
-                push_key_values(&mut qb, chunk);
-                qb.push(
-                    ") ON CONFLICT (account_id, device_number, message_id) DO UPDATE SET \
+                     WHERE (account_id, device_number, message_id) IN \
+                     (SELECT * FROM UNNEST($1::bytea[], $2::int8[], $3::bytea[])) \
+                     ON CONFLICT (account_id, device_number, message_id) DO UPDATE SET \
                      seq = excluded.seq, digest = excluded.digest, expires_at = excluded.expires_at",
-                );
-                qb.build().execute(&mut **tx).await?;
-                let mut qb = sqlx::QueryBuilder::<$db>::new(
-                    "DELETE FROM envelopes WHERE (account_id, device_number, message_id) IN (",
-                );
-                push_key_values(&mut qb, chunk);
-                qb.push(") RETURNING account_id, device_number, message_id, payload_id");
-                let rows = qb.build().fetch_all(&mut **tx).await?;
+                )
+                .bind(&accounts)
+                .bind(&devices)
+                .bind(&ids)
+                .execute(&mut **tx)
+                .await?;
+                let rows = sqlx::query(
+                    "DELETE FROM envelopes WHERE (account_id, device_number, message_id) IN \
+                     (SELECT * FROM UNNEST($1::bytea[], $2::int8[], $3::bytea[])) \
+                     RETURNING account_id, device_number, message_id, payload_id",
+                )
+                .bind(&accounts)
+                .bind(&devices)
+                .bind(&ids)
+                .fetch_all(&mut **tx)
+                .await?;
                 collect_payloads(&rows, &mut payloads)?;
                 for row in &rows {
                     let key = key_from_row(row, "envelopes")?;
@@ -509,19 +501,22 @@ macro_rules! impl_sql_mail_writer {
                 .into_iter()
                 .collect();
             let mut existing: HashMap<EnvelopeKey, (i64, Vec<u8>)> = HashMap::new();
-            for chunk in keys.chunks(SET_CHUNK) {
-                let mut qb = sqlx::QueryBuilder::<$db>::new(
+            if !keys.is_empty() {
+                let (accounts, devices, ids) = key_arrays(&keys);
+                let rows = sqlx::query(
                     "SELECT account_id, device_number, message_id, seq, digest FROM envelopes \
-                     WHERE (account_id, device_number, message_id) IN (",
-                );
-                push_key_values(&mut qb, chunk);
-                qb.push(
-                    ") UNION ALL SELECT account_id, device_number, message_id, seq, digest \
-                     FROM acked_envelopes WHERE (account_id, device_number, message_id) IN (",
-                );
-                push_key_values(&mut qb, chunk);
-                qb.push(")");
-                for row in qb.build().fetch_all(&mut **tx).await? {
+                     WHERE (account_id, device_number, message_id) IN \
+                     (SELECT * FROM UNNEST($1::bytea[], $2::int8[], $3::bytea[])) \
+                     UNION ALL SELECT account_id, device_number, message_id, seq, digest \
+                     FROM acked_envelopes WHERE (account_id, device_number, message_id) IN \
+                     (SELECT * FROM UNNEST($1::bytea[], $2::int8[], $3::bytea[]))",
+                )
+                .bind(&accounts)
+                .bind(&devices)
+                .bind(&ids)
+                .fetch_all(&mut **tx)
+                .await?;
+                for row in rows {
                     let key = key_from_row(&row, "envelopes")?;
                     let seq: i64 = row.try_get("seq")?;
                     let digest: Vec<u8> = row.try_get("digest")?;
@@ -531,15 +526,20 @@ macro_rules! impl_sql_mail_writer {
             let live: Vec<($crate::ids::Id, u32)> =
                 targets.iter().copied().filter(|t| present.contains(t)).collect();
             let mut usage: QueueUsage = live.iter().map(|t| (*t, (0, 0, None))).collect();
-            for chunk in live.chunks(SET_CHUNK) {
-                let mut qb = sqlx::QueryBuilder::<$db>::new(
+            if !live.is_empty() {
+                let (accounts, devices) = device_arrays(&live);
+                let rows = sqlx::query(
                     "SELECT account_id, device_number, COUNT(*) AS n, \
                      CAST(COALESCE(SUM(size), 0) AS BIGINT) AS bytes, MAX(seq) AS max_seq \
-                     FROM envelopes WHERE (account_id, device_number) IN (",
-                );
-                push_device_values(&mut qb, chunk);
-                qb.push(") GROUP BY account_id, device_number");
-                for row in qb.build().fetch_all(&mut **tx).await? {
+                     FROM envelopes WHERE (account_id, device_number) IN \
+                     (SELECT * FROM UNNEST($1::bytea[], $2::int8[])) \
+                     GROUP BY account_id, device_number",
+                )
+                .bind(&accounts)
+                .bind(&devices)
+                .fetch_all(&mut **tx)
+                .await?;
+                for row in rows {
                     let device = (row_id(&row, "account_id", "envelopes")?, row_u32(&row, "device_number", "envelopes")?);
                     usage.insert(device, (
                         row_u64(&row, "n", "envelopes")?,
@@ -643,29 +643,61 @@ macro_rules! impl_sql_mail_writer {
                 .await?;
             }
             let mut inserted: HashMap<EnvelopeKey, i64> = HashMap::new();
-            for chunk in new_rows.chunks(SET_CHUNK) {
-                let mut qb = sqlx::QueryBuilder::<$db>::new(
+            if !new_rows.is_empty() {
+                // One statement of column arrays, whatever the number of rows: its text never
+                // changes, so each connection prepares it once.
+                let n = new_rows.len();
+                let mut accounts = Vec::with_capacity(n);
+                let mut devices = Vec::with_capacity(n);
+                let mut ids = Vec::with_capacity(n);
+                let mut source_accounts = Vec::with_capacity(n);
+                let mut source_devices = Vec::with_capacity(n);
+                let mut contents = Vec::with_capacity(n);
+                let mut payload_ids = Vec::with_capacity(n);
+                let mut digests = Vec::with_capacity(n);
+                let mut sizes = Vec::with_capacity(n);
+                let mut received = Vec::with_capacity(n);
+                let mut expires = Vec::with_capacity(n);
+                let mut commitments = Vec::with_capacity(n);
+                for row in &new_rows {
+                    let d = row.delivery;
+                    accounts.push(&row.envelope.account.as_bytes()[..]);
+                    devices.push(i64::from(row.envelope.device));
+                    ids.push(&row.envelope.message_id.as_bytes()[..]);
+                    source_accounts.push(d.source.as_ref().map(|(a, _)| &a.as_bytes()[..]));
+                    source_devices.push(d.source.as_ref().map(|(_, n)| i64::from(*n)));
+                    contents.push(row.envelope.content.as_slice());
+                    payload_ids.push(d.shared_payload.as_ref().map(|p| &p.id.as_bytes()[..]));
+                    digests.push(row.digest.as_slice());
+                    sizes.push(i64::try_from(row.size).unwrap_or(i64::MAX));
+                    received.push(d.received_at);
+                    expires.push(d.expires_at);
+                    commitments.push(row.envelope.franking_commitment.as_ref().map(|c| &c[..]));
+                }
+                let rows = sqlx::query(
                     "INSERT INTO envelopes (account_id, device_number, message_id, source_account, \
                      source_device, content, payload_id, digest, size, received_at, expires_at, \
-                     franking_commitment) ",
-                );
-                qb.push_values(chunk, |mut b, row| {
-                    let d = row.delivery;
-                    b.push_bind(row.envelope.account.as_bytes().to_vec())
-                        .push_bind(i64::from(row.envelope.device))
-                        .push_bind(row.envelope.message_id.as_bytes().to_vec())
-                        .push_bind(d.source.as_ref().map(|(a, _)| a.as_bytes().to_vec()))
-                        .push_bind(d.source.as_ref().map(|(_, n)| i64::from(*n)))
-                        .push_bind(row.envelope.content.as_slice())
-                        .push_bind(d.shared_payload.as_ref().map(|p| p.id.as_bytes().to_vec()))
-                        .push_bind(row.digest.as_slice())
-                        .push_bind(i64::try_from(row.size).unwrap_or(i64::MAX))
-                        .push_bind(d.received_at)
-                        .push_bind(d.expires_at)
-                        .push_bind(row.envelope.franking_commitment.map(|c| c.to_vec()));
-                });
-                qb.push(" RETURNING account_id, device_number, message_id, seq");
-                for row in qb.build().fetch_all(&mut **tx).await? {
+                     franking_commitment) \
+                     SELECT * FROM UNNEST($1::bytea[], $2::int8[], $3::bytea[], $4::bytea[], \
+                     $5::int8[], $6::bytea[], $7::bytea[], $8::bytea[], $9::int8[], $10::int8[], \
+                     $11::int8[], $12::bytea[]) \
+                     RETURNING account_id, device_number, message_id, seq",
+                )
+                .bind(&accounts)
+                .bind(&devices)
+                .bind(&ids)
+                .bind(&source_accounts)
+                .bind(&source_devices)
+                .bind(&contents)
+                .bind(&payload_ids)
+                .bind(&digests)
+                .bind(&sizes)
+                .bind(&received)
+                .bind(&expires)
+                .bind(&commitments)
+                .fetch_all(&mut **tx)
+                .await?;
+                for row in rows {
                     inserted.insert(key_from_row(&row, "envelopes")?, row.try_get("seq")?);
                 }
             }
