@@ -4,12 +4,23 @@
 //!
 //! ```text
 //! haven-loadgen throughput [--devices N] [--rate R] [--seconds S] [--size B] [--baseline]
+//!                          [--instances N --redis URL] [--kill-after S]
 //! haven-loadgen idle [--connections K] [--baseline]
 //! common: [--relay PATH] (default: haven-relay next to this binary)
 //!         [--postgres URL] (default: a fresh SQLite database in a temporary directory)
 //!         [--set NAME=VALUE]… (extra environment for the relay, e.g.
 //!          HAVEN_DATABASE_SQLITE_SYNCHRONOUS=normal)
+//!         [--relay-cpus LIST] (pins every relay thread with `taskset -a -c LIST`)
 //! ```
+//!
+//! `--instances N` starts N relays on one Postgres database (`--postgres`) and one Redis
+//! (`--redis`) behind Debian's HAProxy (`haproxy` on the `PATH`, in `/usr/sbin`, or
+//! `HAVEN_TEST_HAPROXY`), round robin with health checks; the clients connect through it.
+//! `--kill-after S` kills the first relay with SIGKILL S seconds into the run: its clients
+//! reconnect through the balancer and go on. In every relay run the load generator then reads
+//! each device's queue to the end and reports every envelope the relay acknowledged to its
+//! sender (a `result` with status 200) that was never delivered as lost, and fails if there is
+//! one.
 //!
 //! The relay is started by the load generator on a fresh SQLite database in a temporary
 //! directory (or on the given Postgres database, where the provisioned accounts are new random
@@ -22,6 +33,7 @@
 //! envelope frame arrives and acknowledges it (which deletes it), so each envelope is persisted,
 //! delivered and deleted.
 
+use std::collections::HashSet;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -36,6 +48,7 @@ use haven_relay::accounts::tokens::sign_access;
 use haven_relay::db::{PgStore, SqliteStore};
 use haven_relay::ids::Id;
 use haven_relay::secrets::Key32;
+use haven_testkit::proxy::ReverseProxy;
 use haven_testkit::{RelayConfig, RelayProcess};
 use tokio::io::AsyncBufReadExt as _;
 use tokio::net::{TcpListener, TcpStream};
@@ -56,6 +69,10 @@ struct Args {
     baseline: bool,
     relay: Option<String>,
     postgres: Option<String>,
+    redis: Option<String>,
+    instances: usize,
+    kill_after: Option<u64>,
+    relay_cpus: Option<String>,
     env: Vec<(String, String)>,
 }
 
@@ -72,6 +89,10 @@ fn parse_args() -> Result<Args, String> {
         baseline: false,
         relay: None,
         postgres: None,
+        redis: None,
+        instances: 1,
+        kill_after: None,
+        relay_cpus: None,
         env: Vec::new(),
     };
     while let Some(arg) = args.next() {
@@ -94,6 +115,13 @@ fn parse_args() -> Result<Args, String> {
             "--baseline" => out.baseline = true,
             "--relay" => out.relay = Some(value("--relay")?),
             "--postgres" => out.postgres = Some(value("--postgres")?),
+            "--redis" => out.redis = Some(value("--redis")?),
+            "--instances" => {
+                out.instances =
+                    usize::try_from(num(value("--instances")?)?).map_err(|e| e.to_string())?;
+            }
+            "--kill-after" => out.kill_after = Some(num(value("--kill-after")?)?),
+            "--relay-cpus" => out.relay_cpus = Some(value("--relay-cpus")?),
             "--set" => {
                 let v = value("--set")?;
                 let (k, v) = v.split_once('=').ok_or("--set needs NAME=VALUE")?;
@@ -105,12 +133,23 @@ fn parse_args() -> Result<Args, String> {
     if out.size < 16 || out.devices < 2 {
         return Err("--size must be ≥ 16 and --devices ≥ 2".into());
     }
+    if out.instances == 0 || out.instances > 16 {
+        return Err("--instances must be 1 to 16".into());
+    }
+    if out.instances > 1 && (out.postgres.is_none() || out.redis.is_none()) {
+        return Err(
+            "--instances above 1 needs --postgres and --redis (shared by the relays)".into(),
+        );
+    }
+    if out.kill_after.is_some() && (out.instances < 2 || out.baseline) {
+        return Err("--kill-after needs --instances 2 or more".into());
+    }
     Ok(out)
 }
 
 const USAGE: &str = "usage: haven-loadgen (throughput|idle|echo-server) [--devices N] [--rate R] \
 [--seconds S] [--size B] [--connections K] [--baseline] [--relay PATH] [--postgres URL] \
-[--set NAME=VALUE]";
+[--redis URL] [--instances N] [--kill-after S] [--relay-cpus LIST] [--set NAME=VALUE]";
 
 fn main() -> std::process::ExitCode {
     let args = match parse_args() {
@@ -157,28 +196,44 @@ fn rss_kib(pid: u32) -> Result<u64, BoxError> {
     Ok(line.split_whitespace().nth(1).ok_or("bad VmRSS")?.parse()?)
 }
 
-/// A running server process (relay or echo baseline) and its address.
-/// A server under load: the relay (started from the workspace's one table of test-relay
-/// settings, `haven-testkit`) or the echo baseline. Killed when dropped.
+/// What the load runs against: the echo baseline, one relay, or several relays behind a
+/// balancer. Every process is killed when this is dropped.
 struct Server {
-    process: ServerProcess,
+    relays: Vec<RelayProcess>,
+    echo: Option<tokio::process::Child>,
+    proxy: Option<ReverseProxy>,
+    /// Where the clients connect (the balancer's address when there is one).
     addr: String,
-    pid: u32,
 }
 
-enum ServerProcess {
-    Relay(RelayProcess),
-    Echo(tokio::process::Child),
+impl Server {
+    /// Process ids of the server processes still running.
+    fn pids(&self) -> Vec<u32> {
+        self.relays
+            .iter()
+            .filter_map(RelayProcess::pid)
+            .chain(self.echo.as_ref().and_then(tokio::process::Child::id))
+            .collect()
+    }
+
+    /// Resident memory of every server process still running, summed, in KiB.
+    fn rss_kib(&self) -> u64 {
+        self.pids()
+            .into_iter()
+            .filter_map(|p| rss_kib(p).ok())
+            .sum()
+    }
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
-        match &mut self.process {
-            ServerProcess::Relay(relay) => relay.kill(),
-            ServerProcess::Echo(child) => {
-                let _ = child.start_kill();
-            }
+        for relay in &mut self.relays {
+            relay.kill();
         }
+        if let Some(child) = &mut self.echo {
+            let _ = child.start_kill();
+        }
+        drop(self.proxy.take());
     }
 }
 
@@ -234,11 +289,15 @@ fn relay_path(args: &Args) -> Result<String, BoxError> {
 }
 
 /// Starts the relay on a fresh SQLite database (or the given Postgres one) with `devices`
-/// provisioned devices.
+/// provisioned devices; `--instances N` starts N of them on the same Postgres and Redis behind
+/// HAProxy.
 async fn start_relay(args: &Args, devices: usize) -> Result<(Server, Vec<(Id, String)>), BoxError> {
     let mut config = RelayConfig::new();
     if let Some(url) = &args.postgres {
         config = config.database(url);
+    }
+    if let Some(url) = &args.redis {
+        config = config.set("HAVEN_REDIS_URL", url.as_str());
     }
     let db = config
         .get("HAVEN_DATABASE_URL")
@@ -250,7 +309,7 @@ async fn start_relay(args: &Args, devices: usize) -> Result<(Server, Vec<(Id, St
         .set("HAVEN_JWT_SECRET", jwt)
         .set("HAVEN_LOG", "warn")
         .set("HAVEN_RATE_LIMIT_PER_MINUTE", "1000000")
-        .set("HAVEN_MAIL_PAIR_SENDS_PER_MINUTE", "100000000")
+        .set("HAVEN_MAIL_PAIR_SENDS_PER_MINUTE", "60000000")
         .set("HAVEN_MAIL_PAIR_SENDS_PER_DAY", "1000000000")
         .set("HAVEN_WS_POLL_INTERVAL_SECS", "300");
     // Given last, so they override the defaults above.
@@ -258,17 +317,51 @@ async fn start_relay(args: &Args, devices: usize) -> Result<(Server, Vec<(Id, St
         config = config.set(k, v.as_str());
     }
     let binary = relay_path(args)?;
-    let relay = tokio::task::spawn_blocking(move || config.spawn(binary)).await?;
-    let addr = relay.addr().to_string();
-    let pid = relay.pid().ok_or("no pid")?;
+    let mut relays = Vec::with_capacity(args.instances);
+    for _ in 0..args.instances {
+        // One after the other: the first one migrates the database.
+        let (config, binary) = (config.clone(), binary.clone());
+        relays.push(tokio::task::spawn_blocking(move || config.spawn(binary)).await?);
+    }
+    if let Some(cpus) = &args.relay_cpus {
+        for pid in relays.iter().filter_map(RelayProcess::pid) {
+            pin(pid, cpus)?;
+        }
+    }
+    let (proxy, addr) = if relays.len() > 1 {
+        let backends: Vec<_> = relays.iter().map(RelayProcess::addr).collect();
+        let proxy = tokio::task::spawn_blocking(move || ReverseProxy::balancer(&backends))
+            .await?
+            .ok_or(
+                "--instances needs haproxy (on the PATH, in /usr/sbin, or HAVEN_TEST_HAPROXY)",
+            )?;
+        let addr = proxy.addr().to_string();
+        (Some(proxy), addr)
+    } else {
+        let addr = relays.first().ok_or("no relay")?.addr().to_string();
+        (None, addr)
+    };
     Ok((
         Server {
-            process: ServerProcess::Relay(relay),
+            relays,
+            echo: None,
+            proxy,
             addr,
-            pid,
         },
         provisioned,
     ))
+}
+
+/// Pins every thread of `pid` (and the threads it starts later) to `cpus` (`taskset` syntax).
+fn pin(pid: u32, cpus: &str) -> Result<(), BoxError> {
+    let status = std::process::Command::new("taskset")
+        .args(["-a", "-p", "-c", cpus, &pid.to_string()])
+        .stdout(Stdio::null())
+        .status()?;
+    if !status.success() {
+        return Err(format!("taskset -a -p -c {cpus} {pid} failed").into());
+    }
+    Ok(())
 }
 
 /// Starts `haven-loadgen echo-server` (this binary) as a child process.
@@ -283,11 +376,11 @@ async fn start_echo() -> Result<Server, BoxError> {
         .strip_prefix("echo listening on ")
         .ok_or("bad echo output")?
         .to_owned();
-    let pid = child.id().ok_or("no pid")?;
     Ok(Server {
-        process: ServerProcess::Echo(child),
+        relays: Vec::new(),
+        echo: Some(child),
+        proxy: None,
         addr,
-        pid,
     })
 }
 
@@ -331,11 +424,13 @@ async fn open(addr: &str, token: Option<&str>) -> Result<Ws, BoxError> {
     Ok(ws)
 }
 
-fn send_frame(request_id: u32, to: &Id, content: &[u8]) -> Vec<u8> {
-    ClientFrame::Send {
+/// A `send` frame of one envelope to device 1 of `to`, and its message id.
+fn send_frame(request_id: u32, to: &Id, content: &[u8]) -> (Vec<u8>, [u8; 16]) {
+    let message_id = *Id::random().as_bytes();
+    let frame = ClientFrame::Send {
         request_id,
         account: *to.as_bytes(),
-        message_id: *Id::random().as_bytes(),
+        message_id,
         ephemeral: false,
         access_key: None,
         envelopes: vec![SendEnvelope {
@@ -345,7 +440,8 @@ fn send_frame(request_id: u32, to: &Id, content: &[u8]) -> Vec<u8> {
         }],
     }
     .encode()
-    .unwrap_or_default()
+    .unwrap_or_default();
+    (frame, message_id)
 }
 
 fn is_queue_empty(message: &Message) -> bool {
@@ -371,6 +467,10 @@ fn percentile(sorted: &[u64], p: f64) -> f64 {
 struct Totals {
     sent: AtomicU64,
     errors: AtomicU64,
+    /// Sends whose socket closed before their result came back (neither acknowledged nor
+    /// refused: the relay may or may not have stored them).
+    in_doubt: AtomicU64,
+    reconnects: AtomicU64,
 }
 
 /// When one client sends.
@@ -383,32 +483,69 @@ struct Schedule {
     epoch: Instant,
     /// When it stops sending.
     until: Instant,
+    /// When it stops receiving.
+    drain_until: Instant,
+}
+
+/// Where a client connects, and again after its socket is lost.
+struct Dial {
+    addr: String,
+    token: Option<String>,
+    /// Reconnect (every 50 ms until the drain ends) when the socket is lost.
+    reconnect: bool,
+}
+
+/// What one client saw.
+#[derive(Default)]
+struct Seen {
+    /// Send-to-delivery latencies in microseconds, one per envelope delivered the first time.
+    latencies: Vec<u64>,
+    /// Message ids the relay acknowledged to this client as the sender.
+    acked: Vec<[u8; 16]>,
+    /// Message ids delivered to this client as the recipient.
+    received: HashSet<[u8; 16]>,
+}
+
+/// Reopens a lost socket; `None` once the drain deadline has passed.
+async fn redial(dial: &Dial, deadline: Instant) -> Option<Ws> {
+    while Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        if let Ok(ws) = open(&dial.addr, dial.token.as_deref()).await {
+            return Some(ws);
+        }
+    }
+    None
 }
 
 /// One client socket: sends at `rate_per_sec` to `to` (relay) or to itself (echo), receives,
-/// acks, records latencies in microseconds. `phase` (0..1) offsets its ticks within the tick
-/// period and its send credit, so that many clients together send at an even pace.
+/// acks, records latencies in microseconds and which of its sends the relay acknowledged.
+/// `phase` (0..1) offsets its ticks within the tick period and its send credit, so that many
+/// clients together send at an even pace. A lost socket is reopened if `dial` says so; the
+/// sends whose results it had not answered are counted as in doubt.
 async fn client_loop(
     mut ws: Ws,
+    dial: Dial,
     to: Option<Id>,
     schedule: Schedule,
     size: usize,
     totals: Arc<Totals>,
-) -> Vec<u64> {
+) -> Seen {
     let Schedule {
         rate_per_sec,
         phase,
         epoch,
         until,
+        drain_until,
     } = schedule;
-    let mut latencies = Vec::new();
+    let mut seen = Seen::default();
     let tick = Duration::from_millis(10);
     let per_tick = rate_per_sec * tick.as_secs_f64();
     let mut credit = phase;
     let mut timer =
         tokio::time::interval_at(tokio::time::Instant::now() + tick.mul_f64(phase), tick);
     let mut request_id = 0u32;
-    let drain_until = until + Duration::from_secs(2);
+    // Sends waiting for their result: request id → message id.
+    let mut pending: std::collections::HashMap<u32, [u8; 16]> = std::collections::HashMap::new();
     // Acks are batched per 10 ms tick, as a real client acks what one read burst delivered.
     let mut acks: Vec<[u8; 16]> = Vec::new();
     loop {
@@ -416,11 +553,11 @@ async fn client_loop(
         if now > drain_until {
             break;
         }
-        tokio::select! {
-            _ = timer.tick() => {
+        let lost = tokio::select! {
+            _ = timer.tick() => 'tick: {
                 for frame in frames::ack_frames(&std::mem::take(&mut acks)) {
                     if ws.feed(Message::Binary(frame.into())).await.is_err() {
-                        return latencies;
+                        break 'tick true;
                     }
                 }
                 credit += if now < until { per_tick } else { 0.0 };
@@ -429,23 +566,26 @@ async fn client_loop(
                     request_id = request_id.wrapping_add(1);
                     let payload = stamp(epoch, size);
                     let frame = match &to {
-                        Some(to) => send_frame(request_id, to, &payload),
+                        Some(to) => {
+                            let (frame, message_id) = send_frame(request_id, to, &payload);
+                            pending.insert(request_id, message_id);
+                            frame
+                        }
                         None => payload,
                     };
                     if ws.feed(Message::Binary(frame.into())).await.is_err() {
-                        return latencies;
+                        break 'tick true;
                     }
                     totals.sent.fetch_add(1, Ordering::Relaxed);
                 }
-                if ws.flush().await.is_err() {
-                    return latencies;
-                }
-            }
+                ws.flush().await.is_err()
+            },
             _ = tokio::time::sleep_until((drain_until).into()) => break,
-            msg = ws.next() => {
-                let Some(Ok(Message::Binary(b))) = msg else {
-                    if matches!(msg, Some(Ok(_))) { continue; }
-                    return latencies;
+            msg = ws.next() => 'msg: {
+                let b = match msg {
+                    Some(Ok(Message::Binary(b))) => b,
+                    Some(Ok(_)) => break 'msg false,
+                    _ => break 'msg true,
                 };
                 let now_ns = u64::try_from(epoch.elapsed().as_nanos()).unwrap_or(0);
                 let sent_at = |payload: &[u8]| {
@@ -454,26 +594,81 @@ async fn client_loop(
                 if to.is_none() {
                     // Echo baseline: the payload itself comes back.
                     if let Some(t) = sent_at(&b) {
-                        latencies.push(now_ns.saturating_sub(t) / 1000);
+                        seen.latencies.push(now_ns.saturating_sub(t) / 1000);
                     }
-                    continue;
+                    break 'msg false;
                 }
                 match ServerFrame::decode(&b) {
                     Ok(ServerFrame::Envelope(e)) => {
-                        if let Some(t) = sent_at(e.content) {
-                            latencies.push(now_ns.saturating_sub(t) / 1000);
+                        // A redelivery after a reconnect is acked again but not measured again.
+                        if seen.received.insert(e.message_id)
+                            && let Some(t) = sent_at(e.content)
+                        {
+                            seen.latencies.push(now_ns.saturating_sub(t) / 1000);
                         }
                         acks.push(e.message_id);
                     }
-                    Ok(ServerFrame::Result { status, .. }) if status != 200 => {
-                        totals.errors.fetch_add(1, Ordering::Relaxed);
+                    Ok(ServerFrame::Result { request_id, status, .. }) => {
+                        let message_id = pending.remove(&request_id);
+                        if status == 200 {
+                            seen.acked.extend(message_id);
+                        } else {
+                            totals.errors.fetch_add(1, Ordering::Relaxed);
+                        }
                     }
                     _ => {}
                 }
+                false
+            },
+        };
+        if lost {
+            totals
+                .in_doubt
+                .fetch_add(pending.len() as u64, Ordering::Relaxed);
+            pending.clear();
+            // Deliveries not yet acked come again on the new socket.
+            acks.clear();
+            if !dial.reconnect {
+                break;
+            }
+            match redial(&dial, drain_until).await {
+                Some(new) => {
+                    ws = new;
+                    totals.reconnects.fetch_add(1, Ordering::Relaxed);
+                }
+                None => break,
             }
         }
     }
-    latencies
+    seen
+}
+
+/// Reads a device's queue to the end (`queue_empty`) on a new socket and returns the message
+/// ids of everything delivered, acking each.
+async fn sweep(addr: &str, token: &str) -> Result<HashSet<[u8; 16]>, BoxError> {
+    let mut ws = open(addr, Some(token)).await?;
+    let mut got = HashSet::new();
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(30), ws.next())
+            .await
+            .map_err(|_| "no queue_empty within 30 s")?;
+        let Some(Ok(Message::Binary(b))) = msg else {
+            if matches!(msg, Some(Ok(_))) {
+                continue;
+            }
+            return Err("socket closed during the sweep".into());
+        };
+        match ServerFrame::decode(&b) {
+            Ok(ServerFrame::Envelope(e)) => {
+                got.insert(e.message_id);
+                for frame in frames::ack_frames(&[e.message_id]) {
+                    ws.send(Message::Binary(frame.into())).await?;
+                }
+            }
+            Ok(ServerFrame::QueueEmpty) => return Ok(got),
+            _ => {}
+        }
+    }
 }
 
 async fn throughput(args: &Args) -> Result<(), BoxError> {
@@ -483,7 +678,7 @@ async fn throughput(args: &Args) -> Result<(), BoxError> {
     } else {
         start_relay(args, n).await?
     };
-    let rss_before = rss_kib(server.pid)?;
+    let rss_before = server.rss_kib();
     let mut sockets = Vec::with_capacity(n);
     for i in 0..n {
         let token = devices.get(i).map(|d| d.1.as_str());
@@ -500,17 +695,28 @@ async fn throughput(args: &Args) -> Result<(), BoxError> {
     }
     let epoch = Instant::now();
     let until = epoch + Duration::from_secs(args.seconds);
+    // After a kill, the clients of the killed relay need time to reconnect and be served.
+    let drain = if args.kill_after.is_some() { 10 } else { 2 };
+    let drain_until = until + Duration::from_secs(drain);
     let totals = Arc::new(Totals {
         sent: AtomicU64::new(0),
         errors: AtomicU64::new(0),
+        in_doubt: AtomicU64::new(0),
+        reconnects: AtomicU64::new(0),
     });
     let per_socket = args.rate as f64 / n as f64;
     let mut tasks = Vec::with_capacity(n);
     for (i, ws) in sockets.into_iter().enumerate() {
         let to = devices.get((i + 1) % n.max(1)).map(|d| d.0);
         let to = if args.baseline { None } else { to };
+        let dial = Dial {
+            addr: server.addr.clone(),
+            token: devices.get(i).map(|d| d.1.clone()),
+            reconnect: args.kill_after.is_some(),
+        };
         tasks.push(tokio::spawn(client_loop(
             ws,
+            dial,
             to,
             Schedule {
                 rate_per_sec: per_socket,
@@ -519,25 +725,35 @@ async fn throughput(args: &Args) -> Result<(), BoxError> {
                 phase: i as f64 / n as f64,
                 epoch,
                 until,
+                drain_until,
             },
             args.size,
             totals.clone(),
         )));
     }
     let mut peak_rss = 0;
-    let mut lat = Vec::new();
+    let mut seen = Seen::default();
+    let mut killed = None;
     let sampler = async {
         loop {
-            if let Ok(r) = rss_kib(server.pid) {
-                peak_rss = peak_rss.max(r);
+            peak_rss = peak_rss.max(server.rss_kib());
+            if let Some(after) = args.kill_after
+                && killed.is_none()
+                && epoch.elapsed() >= Duration::from_secs(after)
+                && let Some(relay) = server.relays.first()
+            {
+                relay.sigkill();
+                killed = Some(epoch.elapsed());
             }
-            tokio::time::sleep(Duration::from_millis(250)).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     };
     let joined = async {
         for t in tasks {
-            if let Ok(mut l) = t.await {
-                lat.append(&mut l);
+            if let Ok(s) = t.await {
+                seen.latencies.extend(s.latencies);
+                seen.acked.extend(s.acked);
+                seen.received.extend(s.received);
             }
         }
     };
@@ -545,12 +761,14 @@ async fn throughput(args: &Args) -> Result<(), BoxError> {
         () = joined => {},
         () = sampler => {},
     }
+    let mut lat = seen.latencies;
     lat.sort_unstable();
     let sent = totals.sent.load(Ordering::Relaxed);
     let secs = args.seconds as f64;
     println!(
-        "mode=throughput target={} devices={n} size={}B seconds={} baseline={}",
+        "mode=throughput target={} instances={} devices={n} size={}B seconds={} baseline={}",
         if args.baseline { "echo" } else { "relay" },
+        if args.baseline { 1 } else { args.instances },
         args.size,
         args.seconds,
         args.baseline
@@ -574,7 +792,60 @@ async fn throughput(args: &Args) -> Result<(), BoxError> {
         rss_before,
         peak_rss.max(rss_before)
     );
+    if args.baseline {
+        return Ok(());
+    }
+    if totals.errors.load(Ordering::Relaxed) > 0 {
+        // What the relays said about the refusals (warnings and errors only).
+        for (i, relay) in server.relays.iter().enumerate() {
+            let logs = relay.logs();
+            for line in logs.lines().rev().take(5) {
+                eprintln!("relay {i}: {line}");
+            }
+        }
+    }
+    // Everything acknowledged must be delivered: read every queue to the end, again and again
+    // (acking everything) until every queue is empty: right after a saturated run the relay is
+    // still committing the last sends and acks.
+    let mut late = 0usize;
+    let mut rounds = 0;
+    loop {
+        rounds += 1;
+        let mut total = 0usize;
+        for (_, token) in &devices {
+            for id in sweep(&server.addr, token).await? {
+                total += 1;
+                if seen.received.insert(id) {
+                    late += 1;
+                }
+            }
+        }
+        if total == 0 {
+            break;
+        }
+        if rounds >= 60 {
+            return Err("the queues were still not empty after 60 sweeps".into());
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let acked: HashSet<[u8; 16]> = seen.acked.into_iter().collect();
+    let lost = acked.difference(&seen.received).count();
+    if let Some(at) = killed {
+        println!(
+            "killed relay 0 (SIGKILL) at {:.1}s; reconnects={} in_doubt={} (sent, socket lost before the result)",
+            at.as_secs_f64(),
+            totals.reconnects.load(Ordering::Relaxed),
+            totals.in_doubt.load(Ordering::Relaxed)
+        );
+    }
+    println!(
+        "acknowledged={} delivered after the run={late} (queues read {rounds} times until empty) lost={lost}",
+        acked.len()
+    );
     drop(server);
+    if lost > 0 {
+        return Err(format!("{lost} acknowledged envelopes were never delivered").into());
+    }
     Ok(())
 }
 
@@ -586,7 +857,7 @@ async fn idle(args: &Args) -> Result<(), BoxError> {
         start_relay(args, k).await?
     };
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let rss_before = rss_kib(server.pid)?;
+    let rss_before = server.rss_kib();
     let started = Instant::now();
     let mut sockets = Vec::with_capacity(k);
     for i in 0..k {
@@ -604,7 +875,7 @@ async fn idle(args: &Args) -> Result<(), BoxError> {
     }
     let open_secs = started.elapsed().as_secs_f64();
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let rss_after = rss_kib(server.pid)?;
+    let rss_after = server.rss_kib();
     let per_conn = (rss_after.saturating_sub(rss_before)) as f64 * 1024.0 / k as f64;
     println!(
         "mode=idle target={} connections={k} opened in {open_secs:.1}s",

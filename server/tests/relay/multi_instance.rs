@@ -302,3 +302,208 @@ async fn rest_ephemeral_and_revocations_reach_sockets_on_another_instance() {
     assert!(latency < std::time::Duration::from_secs(3), "{latency:?}");
     println!("logout on B -> socket on A closed: {latency:?}");
 }
+
+/// One client of the SIGKILL test: sends to `to` over a socket through the balancer, acks what
+/// it receives, and reconnects through the balancer when its socket is lost. Returns the
+/// message ids it sent, those the relay acknowledged to it, those delivered to it, and its
+/// reconnections.
+async fn cluster_client(
+    proxy: String,
+    token: String,
+    to: [u8; 16],
+    stop_sending: tokio::sync::watch::Receiver<bool>,
+    stop: tokio::sync::watch::Receiver<bool>,
+    acked_total: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) -> (
+    Vec<[u8; 16]>,
+    Vec<[u8; 16]>,
+    std::collections::HashSet<[u8; 16]>,
+    usize,
+) {
+    use futures_util::{SinkExt as _, StreamExt as _};
+    use tokio_tungstenite::tungstenite::Message;
+    let mut ws = relay::connect(&proxy, &token).await;
+    let (mut sent, mut acked, mut received, mut reconnects) =
+        (Vec::new(), Vec::new(), std::collections::HashSet::new(), 0);
+    let mut pending = std::collections::HashMap::new();
+    let mut request_id = 0u32;
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(4));
+    while !*stop.borrow() {
+        let lost = tokio::select! {
+            _ = tick.tick() => {
+                if *stop_sending.borrow() {
+                    false
+                } else {
+                    request_id += 1;
+                    let id = *haven_relay::ids::Id::random().as_bytes();
+                    pending.insert(request_id, id);
+                    sent.push(id);
+                    let frame = relay::send_frame(request_id, &to, &id, false, &[(1, &id[..])]);
+                    ws.send(Message::Binary(frame.into())).await.is_err()
+                }
+            }
+            msg = ws.next() => match msg {
+                Some(Ok(Message::Binary(b))) => {
+                    match relay::parse(&b) {
+                        relay::Frame::Envelope { message_id, content, .. } => {
+                            assert_eq!(content, message_id, "an envelope's content is its id");
+                            received.insert(message_id);
+                            ws.send(Message::Binary(relay::ack_frame(&[message_id]).into()))
+                                .await
+                                .is_err()
+                        }
+                        relay::Frame::Result { request_id, status, .. } => {
+                            let id = pending.remove(&request_id);
+                            if status == 200 {
+                                acked.extend(id);
+                                acked_total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            }
+                            false
+                        }
+                        _ => false,
+                    }
+                }
+                Some(Ok(_)) => false,
+                Some(Err(_)) | None => true,
+            },
+        };
+        if lost {
+            // Sends without a result are in doubt: neither counted as acknowledged nor lost.
+            pending.clear();
+            reconnects += 1;
+            let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+            ws = loop {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                if let Ok(ws) = relay::try_connect(&proxy, Some(&token), None, None).await {
+                    break ws;
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "no reconnection through the balancer"
+                );
+            };
+        }
+    }
+    (sent, acked, received, reconnects)
+}
+
+/// Three relays on one Postgres and Redis behind HAProxy; one is killed with SIGKILL in the
+/// middle of a burst of sends over the sockets. Its clients reconnect through the balancer, the
+/// other relays go on serving, and every envelope the relays acknowledged to a sender is
+/// delivered to its recipient.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_instances_behind_haproxy_lose_no_acknowledged_envelope_to_a_sigkill() {
+    use std::sync::atomic::Ordering;
+    const CLIENTS: usize = 9;
+    let Some(c) = cluster().await else { return };
+    let key = haven_relay::secrets::Key32::from_bytes(common::TEST_JWT_KEY);
+    let store = haven_relay::db::PgStore::connect(&c.url).await.unwrap();
+    let mut devices = Vec::new();
+    for _ in 0..CLIENTS {
+        let session =
+            haven_relay::accounts::seed::seed_session(&store, haven_relay::clock::now_i64(), 3600)
+                .await
+                .unwrap();
+        let token = haven_relay::accounts::tokens::sign_access(
+            &key,
+            &session,
+            haven_relay::clock::now_secs(),
+            3600,
+        )
+        .unwrap();
+        devices.push((*session.account.as_bytes(), token));
+    }
+    store.close().await;
+    // Polls are hourly: deliveries across instances travel as Redis hints.
+    let relays: Vec<relay::Relay> = (0..3).map(|_| c.spawn(true, "3600")).collect();
+    let backends: Vec<std::net::SocketAddr> = relays.iter().map(|r| r.process.addr()).collect();
+    let Some(proxy) =
+        tokio::task::block_in_place(|| haven_testkit::ReverseProxy::balancer(&backends))
+    else {
+        return;
+    };
+    let proxy = proxy.addr().to_string();
+    let (stop_sending_tx, stop_sending) = tokio::sync::watch::channel(false);
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let acked_total = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|i| {
+            tokio::spawn(cluster_client(
+                proxy.clone(),
+                devices[i].1.clone(),
+                devices[(i + 1) % CLIENTS].0,
+                stop_sending.clone(),
+                stop.clone(),
+                acked_total.clone(),
+            ))
+        })
+        .collect();
+    // Let the burst build up, then kill one relay in the middle of it.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    while acked_total.load(Ordering::Relaxed) < 600 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "too few sends acknowledged"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    relays[0].process.sigkill();
+    let at_kill = acked_total.load(Ordering::Relaxed);
+    // The survivors go on acknowledging sends, from the reconnected clients too.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    while acked_total.load(Ordering::Relaxed) < at_kill + 600 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "sends stopped after the kill"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    stop_sending_tx.send(true).unwrap();
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    stop_tx.send(true).unwrap();
+    let (mut sent, mut acked, mut received, mut reconnects) = (
+        std::collections::HashSet::new(),
+        Vec::new(),
+        std::collections::HashSet::new(),
+        0,
+    );
+    for client in clients {
+        let (s, a, r, n) = client.await.unwrap();
+        sent.extend(s);
+        acked.extend(a);
+        received.extend(r);
+        reconnects += n;
+    }
+    // Whatever was still queued is read to the end on a fresh socket.
+    for (_, token) in &devices {
+        let mut ws = relay::connect(&proxy, token).await;
+        loop {
+            match relay::next(&mut ws, WAIT).await {
+                relay::Frame::Envelope { message_id, .. } => {
+                    received.insert(message_id);
+                    relay::send_bin(&mut ws, relay::ack_frame(&[message_id])).await;
+                }
+                relay::Frame::QueueEmpty => break,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+    let lost: Vec<_> = acked.iter().filter(|id| !received.contains(*id)).collect();
+    println!(
+        "acknowledged {} ({at_kill} before the kill), delivered {}, reconnections {reconnects}, lost {}",
+        acked.len(),
+        received.len(),
+        lost.len()
+    );
+    assert!(reconnects >= 1, "no client was on the killed relay");
+    assert!(
+        lost.is_empty(),
+        "{} acknowledged envelopes lost",
+        lost.len()
+    );
+    // Nothing delivered that nobody sent (sends in doubt may or may not have arrived).
+    assert!(
+        received.is_subset(&sent),
+        "the relays delivered envelopes nobody sent"
+    );
+}
