@@ -151,13 +151,26 @@ pub async fn run<S: Store>(
     let mut reg = hub.register_socket(device);
     let mut pushes = hub.subscribe_pushes(&device);
     metrics::gauge!("haven_ws_connections").increment(1.0);
-    let cfg = state.settings().ws.clone();
+    // Only the numbers the loop uses are kept (not a clone of the settings, which would stay
+    // in every socket's state).
+    let cfg = &state.settings().ws;
+    let (max_pending, poll_every, ping_every, idle, window) = (
+        cfg.max_pending_writes,
+        Duration::from_secs(cfg.poll_interval_secs),
+        Duration::from_secs(cfg.ping_interval_secs),
+        Duration::from_secs(cfg.idle_timeout_secs),
+        cfg.delivery_window,
+    );
+    let (send_timeout, max_frames_per_sec) = (
+        Duration::from_secs(cfg.send_timeout_secs),
+        cfg.max_frames_per_sec,
+    );
     let mut conn = Conn {
         state,
         session,
         device,
         socket,
-        send_timeout: Duration::from_secs(cfg.send_timeout_secs),
+        send_timeout,
         last_seq: 0,
         in_flight: HashSet::new(),
         mail_dirty: true,
@@ -166,13 +179,9 @@ pub async fn run<S: Store>(
         last_heard: Instant::now(),
         window_start: Instant::now(),
         frames_in_window: 0,
-        max_frames_per_sec: cfg.max_frames_per_sec,
+        max_frames_per_sec,
         pending: FuturesUnordered::new(),
     };
-    let max_pending = cfg.max_pending_writes;
-    let poll_every = Duration::from_secs(cfg.poll_interval_secs);
-    let ping_every = Duration::from_secs(cfg.ping_interval_secs);
-    let idle = Duration::from_secs(cfg.idle_timeout_secs);
     // Spread the polls of many sockets over the interval.
     let jitter = Duration::from_millis(
         u64::from(rand::random::<u16>()) % (poll_every.as_millis().max(1) as u64),
@@ -181,7 +190,6 @@ pub async fn run<S: Store>(
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let window = cfg.delivery_window;
 
     // The state of this loop is what an idle socket costs, so the work it does after waking
     // (reading the store, answering frames: futures of several KiB) is boxed and lives only

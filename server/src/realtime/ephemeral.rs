@@ -199,3 +199,57 @@ impl EphemeralHub {
         delivered
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(n: u8) -> EphemeralMessage {
+        EphemeralMessage {
+            message_id: Id::random(),
+            source: None,
+            content: vec![n],
+        }
+    }
+
+    #[tokio::test]
+    async fn queue_is_bounded_in_order_and_gives_its_storage_back() {
+        let hub = EphemeralHub::new();
+        let account = Id::random();
+        let mut rx = hub.subscribe(account, 1);
+        assert_eq!(rx.queue.items.lock().unwrap().capacity(), 0);
+        let sent: Vec<EphemeralMessage> = (0..=u8::try_from(EPHEMERAL_QUEUE).unwrap())
+            .map(message)
+            .collect();
+        for (i, m) in sent.iter().enumerate() {
+            // The one past the bound is dropped.
+            assert_eq!(hub.deliver(account, 1, m), i < EPHEMERAL_QUEUE, "{i}");
+        }
+        assert!(
+            !hub.deliver(account, 2, &sent[0]),
+            "another device has no route"
+        );
+        assert_eq!(rx.recv().await, Push::Ephemeral(sent[0].clone()));
+        for m in &sent[1..EPHEMERAL_QUEUE] {
+            assert_eq!(rx.try_recv(), Ok(Push::Ephemeral(m.clone())));
+        }
+        assert_eq!(rx.try_recv(), Err(QueueEmpty));
+        assert!(rx.queue.items.lock().unwrap().capacity() <= KEEP_SLOTS);
+        // A push while the receiver waits wakes it.
+        let waiter = tokio::spawn(async move {
+            let got = rx.recv().await;
+            (rx, got)
+        });
+        tokio::task::yield_now().await;
+        assert!(hub.deliver(account, 1, &sent[1]));
+        let (rx, got) = tokio::time::timeout(std::time::Duration::from_secs(5), waiter)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(got, Push::Ephemeral(sent[1].clone()));
+        // Dropping the receiver removes its route.
+        drop(rx);
+        assert!(hub.routes.lock().unwrap().is_empty());
+        assert!(!hub.deliver(account, 1, &sent[2]));
+    }
+}
