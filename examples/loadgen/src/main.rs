@@ -5,7 +5,7 @@
 //! ```text
 //! haven-loadgen throughput [--devices N] [--rate R] [--seconds S] [--size B] [--baseline]
 //!                          [--instances N --redis URL] [--kill-after S]
-//! haven-loadgen idle [--connections K] [--baseline]
+//! haven-loadgen idle [--connections K] [--settle S] [--baseline]
 //! common: [--relay PATH] (default: haven-relay next to this binary)
 //!         [--postgres URL] (default: a fresh SQLite database in a temporary directory)
 //!         [--set NAME=VALUE]… (extra environment for the relay, e.g.
@@ -66,6 +66,8 @@ struct Args {
     seconds: u64,
     size: usize,
     connections: usize,
+    /// Idle mode: seconds between the last socket's `queue_empty` and the RSS reading.
+    settle: u64,
     baseline: bool,
     relay: Option<String>,
     postgres: Option<String>,
@@ -86,6 +88,7 @@ fn parse_args() -> Result<Args, String> {
         seconds: 10,
         size: 256,
         connections: 10_000,
+        settle: 5,
         baseline: false,
         relay: None,
         postgres: None,
@@ -112,6 +115,7 @@ fn parse_args() -> Result<Args, String> {
                 out.connections =
                     usize::try_from(num(value("--connections")?)?).map_err(|e| e.to_string())?;
             }
+            "--settle" => out.settle = num(value("--settle")?)?,
             "--baseline" => out.baseline = true,
             "--relay" => out.relay = Some(value("--relay")?),
             "--postgres" => out.postgres = Some(value("--postgres")?),
@@ -148,8 +152,9 @@ fn parse_args() -> Result<Args, String> {
 }
 
 const USAGE: &str = "usage: haven-loadgen (throughput|idle|echo-server) [--devices N] [--rate R] \
-[--seconds S] [--size B] [--connections K] [--baseline] [--relay PATH] [--postgres URL] \
-[--redis URL] [--instances N] [--kill-after S] [--relay-cpus LIST] [--set NAME=VALUE]";
+[--seconds S] [--size B] [--connections K] [--settle S] [--baseline] [--relay PATH] \
+[--postgres URL] [--redis URL] [--instances N] [--kill-after S] [--relay-cpus LIST] \
+[--set NAME=VALUE]";
 
 fn main() -> std::process::ExitCode {
     let args = match parse_args() {
@@ -849,8 +854,33 @@ async fn throughput(args: &Args) -> Result<(), BoxError> {
     Ok(())
 }
 
+/// Raises this process's soft limit on open files to `need` (the relay, a child, inherits it):
+/// up to the hard limit, and past it when privileged. Returns the limit now in force.
+fn raise_nofile(need: u64) -> Result<u64, BoxError> {
+    let (soft, hard) = rlimit::getrlimit(rlimit::Resource::NOFILE)?;
+    if soft >= need {
+        return Ok(soft);
+    }
+    if hard < need && rlimit::setrlimit(rlimit::Resource::NOFILE, need, need).is_ok() {
+        return Ok(need);
+    }
+    Ok(rlimit::increase_nofile_limit(need)?)
+}
+
 async fn idle(args: &Args) -> Result<(), BoxError> {
     let k = args.connections;
+    // One descriptor per socket on each side, plus the relay's database, log and listener.
+    let need = u64::try_from(k)?.saturating_add(256);
+    let before = rlimit::getrlimit(rlimit::Resource::NOFILE)?.0;
+    let limit = raise_nofile(need)?;
+    if limit < need {
+        println!(
+            "warning: the open-file limit is {limit} (hard limit reached), {need} are needed \
+             for {k} connections: the run will fail once it runs out"
+        );
+    } else if limit != before {
+        println!("open-file limit raised from {before} to {limit}");
+    }
     let (server, devices) = if args.baseline {
         (start_echo().await?, Vec::new())
     } else {
@@ -874,15 +904,18 @@ async fn idle(args: &Args) -> Result<(), BoxError> {
         }
     }
     let open_secs = started.elapsed().as_secs_f64();
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    let rss_open = server.rss_kib();
+    // Let the server finish what the handshakes left (freed buffers, timers) before reading.
+    tokio::time::sleep(Duration::from_secs(args.settle)).await;
     let rss_after = server.rss_kib();
     let per_conn = (rss_after.saturating_sub(rss_before)) as f64 * 1024.0 / k as f64;
     println!(
-        "mode=idle target={} connections={k} opened in {open_secs:.1}s",
-        if args.baseline { "echo" } else { "relay" }
+        "mode=idle target={} connections={k} opened in {open_secs:.1}s, settled {}s",
+        if args.baseline { "echo" } else { "relay" },
+        args.settle
     );
     println!(
-        "server rss: before={rss_before} KiB after={rss_after} KiB => {:.0} bytes/connection => {:.0} connections/GiB",
+        "server rss: before={rss_before} KiB all-open={rss_open} KiB after={rss_after} KiB => {:.0} bytes/connection => {:.0} connections/GiB",
         per_conn,
         (1u64 << 30) as f64 / per_conn
     );

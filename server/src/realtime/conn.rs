@@ -106,7 +106,7 @@ enum Event {
     Sessions,
     Mail,
     Channel(Id),
-    Push(Option<Push>),
+    Push(Push),
     Poll,
     Ping,
     Replaced,
@@ -151,13 +151,26 @@ pub async fn run<S: Store>(
     let mut reg = hub.register_socket(device);
     let mut pushes = hub.subscribe_pushes(&device);
     metrics::gauge!("haven_ws_connections").increment(1.0);
-    let cfg = state.settings().ws.clone();
+    // Only the numbers the loop uses are kept (not a clone of the settings, which would stay
+    // in every socket's state).
+    let cfg = &state.settings().ws;
+    let (max_pending, poll_every, ping_every, idle, window) = (
+        cfg.max_pending_writes,
+        Duration::from_secs(cfg.poll_interval_secs),
+        Duration::from_secs(cfg.ping_interval_secs),
+        Duration::from_secs(cfg.idle_timeout_secs),
+        cfg.delivery_window,
+    );
+    let (send_timeout, max_frames_per_sec) = (
+        Duration::from_secs(cfg.send_timeout_secs),
+        cfg.max_frames_per_sec,
+    );
     let mut conn = Conn {
         state,
         session,
         device,
         socket,
-        send_timeout: Duration::from_secs(cfg.send_timeout_secs),
+        send_timeout,
         last_seq: 0,
         in_flight: HashSet::new(),
         mail_dirty: true,
@@ -166,13 +179,9 @@ pub async fn run<S: Store>(
         last_heard: Instant::now(),
         window_start: Instant::now(),
         frames_in_window: 0,
-        max_frames_per_sec: cfg.max_frames_per_sec,
+        max_frames_per_sec,
         pending: FuturesUnordered::new(),
     };
-    let max_pending = cfg.max_pending_writes;
-    let poll_every = Duration::from_secs(cfg.poll_interval_secs);
-    let ping_every = Duration::from_secs(cfg.ping_interval_secs);
-    let idle = Duration::from_secs(cfg.idle_timeout_secs);
     // Spread the polls of many sockets over the interval.
     let jitter = Duration::from_millis(
         u64::from(rand::random::<u16>()) % (poll_every.as_millis().max(1) as u64),
@@ -181,10 +190,14 @@ pub async fn run<S: Store>(
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let window = cfg.delivery_window;
 
+    // The state of this loop is what an idle socket costs, so the work it does after waking
+    // (reading the store, answering frames: futures of several KiB) is boxed and lives only
+    // while it runs.
     let stop = loop {
-        if let Err(stop) = conn.pump(window).await {
+        if conn.has_work(window)
+            && let Err(stop) = Box::pin(conn.pump(window)).await
+        {
             break stop;
         }
         let event = {
@@ -223,9 +236,9 @@ pub async fn run<S: Store>(
             )),
             Event::Incoming(None) => Err(Stop::Gone),
             Event::Incoming(Some(Err(err))) => Err(read_error(err)),
-            Event::Incoming(Some(Ok(msg))) => conn.incoming(msg).await,
-            Event::Committed(done) => conn.committed(done).await,
-            Event::Sessions => conn.check_session().await,
+            Event::Incoming(Some(Ok(msg))) => Box::pin(conn.incoming(msg)).await,
+            Event::Committed(done) => Box::pin(conn.committed(done)).await,
+            Event::Sessions => Box::pin(conn.check_session()).await,
             Event::Mail => {
                 conn.mail_dirty = true;
                 Ok(())
@@ -236,7 +249,7 @@ pub async fn run<S: Store>(
                 }
                 Ok(())
             }
-            Event::Push(Some(first)) => {
+            Event::Push(first) => {
                 let mut frames = Vec::new();
                 conn.pushed(first, window, &mut frames);
                 while frames.len() < PUSH_BATCH {
@@ -247,15 +260,7 @@ pub async fn run<S: Store>(
                 }
                 conn.send_batch(frames).await
             }
-            Event::Push(None) => {
-                // The router dropped this subscription (cannot happen while it is open, but a
-                // closed receiver would otherwise wake the loop forever): subscribe again, and
-                // read the queue in case a push was lost.
-                pushes = hub.subscribe_pushes(&device);
-                conn.mail_dirty = true;
-                Ok(())
-            }
-            Event::Poll => conn.poll().await,
+            Event::Poll => Box::pin(conn.poll()).await,
             Event::Ping => {
                 if conn.last_heard.elapsed() > idle {
                     Err(Stop::Close(CLOSE_IDLE, "idle timeout"))
@@ -269,9 +274,9 @@ pub async fn run<S: Store>(
         }
     };
     if matches!(stop, Stop::Close(..)) {
-        conn.drain_pending().await;
+        Box::pin(conn.drain_pending()).await;
     }
-    conn.close(stop).await;
+    Box::pin(conn.close(stop)).await;
     drop(sessions);
     drop(mailbox);
     drop(reg);
@@ -363,6 +368,12 @@ impl<S: Store> Conn<S> {
             }
         })
         .await;
+    }
+
+    /// Whether [`Self::pump`] has anything to deliver.
+    fn has_work(&self, window: usize) -> bool {
+        (self.mail_dirty && self.in_flight.len() < window)
+            || self.channels.values().any(|c| c.dirty)
     }
 
     /// Delivers whatever is due: mail (within the window) and channel entries.

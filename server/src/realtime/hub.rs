@@ -3,7 +3,8 @@
 //!
 //! A hint carries no data. Whoever receives one reads the database, which is the only source of
 //! truth, so a lost or duplicated hint delays or repeats a read but never loses an envelope.
-//! Each topic is a `watch` channel holding a counter: a subscriber that was busy when several
+//! Each topic is a counter with a [`Notify`] (a [`TopicCell`], far smaller than a `watch`
+//! channel, since every socket holds two of them): a subscriber that was busy when several
 //! hints arrived sees one change, never a missed one.
 //!
 //! With Redis ([`Hub::attach_redis`], module [`crate::realtime::redis`]) hints, ephemeral signals and
@@ -18,7 +19,7 @@ use std::time::Duration;
 use tokio::sync::{Notify, oneshot, watch};
 
 use crate::ids::Id;
-use crate::realtime::ephemeral::{EphemeralHub, EphemeralMessage, Push};
+use crate::realtime::ephemeral::{EphemeralHub, EphemeralMessage, PushReceiver};
 use crate::realtime::redis::{LocalSink, RedisHints, Remote};
 pub use crate::realtime::topic::{DeviceKey, Topic};
 
@@ -41,7 +42,7 @@ struct SocketEntry {
 }
 
 struct Inner {
-    topics: Mutex<HashMap<Topic, watch::Sender<u64>>>,
+    topics: Mutex<HashMap<Topic, Arc<TopicCell>>>,
     sockets: Mutex<HashMap<DeviceKey, SocketEntry>>,
     next_socket: AtomicU64,
     live: AtomicUsize,
@@ -150,18 +151,18 @@ impl Hub {
             .topics
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        let rx = match topics.get(&topic) {
-            Some(tx) => tx.subscribe(),
-            None => {
-                let (tx, rx) = watch::channel(0);
-                topics.insert(topic, tx);
-                rx
-            }
-        };
+        let cell = Arc::clone(topics.entry(topic).or_insert_with(|| {
+            Arc::new(TopicCell {
+                version: AtomicU64::new(0),
+                notify: Notify::new(),
+            })
+        }));
+        let seen = cell.version.load(Ordering::Acquire);
         Subscription {
             hub: self.clone(),
             topic,
-            rx,
+            cell,
+            seen,
         }
     }
 
@@ -183,8 +184,8 @@ impl Hub {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         match topics.get(topic) {
-            Some(tx) => {
-                tx.send_modify(|n| *n = n.wrapping_add(1));
+            Some(cell) => {
+                cell.bump();
                 true
             }
             None => false,
@@ -199,8 +200,8 @@ impl Hub {
             .topics
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        for tx in topics.values() {
-            tx.send_modify(|n| *n = n.wrapping_add(1));
+        for cell in topics.values() {
+            cell.bump();
         }
     }
 
@@ -219,8 +220,12 @@ impl Hub {
             .topics
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        // Called from `Drop` while the dropping receiver still exists: 1 means "only me".
-        if topics.get(topic).is_some_and(|tx| tx.receiver_count() <= 1) {
+        // Called from `Drop` while the dropping subscription still holds its reference: the
+        // map's and that one (2) mean "only me". References are only taken under this lock.
+        if topics
+            .get(topic)
+            .is_some_and(|cell| Arc::strong_count(cell) <= 2)
+        {
             topics.remove(topic);
         }
     }
@@ -310,7 +315,7 @@ impl Hub {
 
     /// Subscribes a socket to what is handed to `device` directly: ephemeral messages and
     /// newly stored envelopes.
-    pub fn subscribe_pushes(&self, device: &DeviceKey) -> tokio::sync::mpsc::Receiver<Push> {
+    pub fn subscribe_pushes(&self, device: &DeviceKey) -> PushReceiver {
         self.inner
             .ephemeral
             .subscribe(device.account, device.device)
@@ -358,11 +363,26 @@ impl Hub {
     }
 }
 
+/// A topic's state: how many hints were published, and the subscribers waiting for the next.
+struct TopicCell {
+    version: AtomicU64,
+    notify: Notify,
+}
+
+impl TopicCell {
+    fn bump(&self) {
+        self.version.fetch_add(1, Ordering::AcqRel);
+        self.notify.notify_waiters();
+    }
+}
+
 /// One subscriber's handle on a topic.
 pub struct Subscription {
     hub: Hub,
     topic: Topic,
-    rx: watch::Receiver<u64>,
+    cell: Arc<TopicCell>,
+    /// The topic's counter when this subscription last returned from [`Self::changed`].
+    seen: u64,
 }
 
 impl Subscription {
@@ -373,10 +393,17 @@ impl Subscription {
 
     /// Waits for the next hint published after the last one this subscription saw.
     pub async fn changed(&mut self) {
-        // The sender lives in the hub map while any receiver exists, so this only errors if the
-        // entry was removed, which `release` does only when no other receiver is left.
-        if self.rx.changed().await.is_err() {
-            std::future::pending::<()>().await;
+        loop {
+            let notified = self.cell.notify.notified();
+            let mut notified = std::pin::pin!(notified);
+            // Registered before the counter is read, so a hint in between still wakes it.
+            notified.as_mut().enable();
+            let now = self.cell.version.load(Ordering::Acquire);
+            if now != self.seen {
+                self.seen = now;
+                return;
+            }
+            notified.await;
         }
     }
 }
@@ -426,6 +453,7 @@ impl LocalSink for Hub {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::realtime::ephemeral::Push;
     use std::time::Duration;
 
     fn mailbox(device: u32) -> Topic {
@@ -494,7 +522,7 @@ mod tests {
             hub.send_ephemeral(&dev, msg.clone()),
             EphemeralOutcome::Delivered
         );
-        assert_eq!(rx.recv().await.unwrap(), Push::Ephemeral(msg));
+        assert_eq!(rx.recv().await, Push::Ephemeral(msg));
         // The old socket going away does not unregister the new one.
         drop(first);
         assert_eq!(hub.live_sockets(), 1);

@@ -384,7 +384,7 @@ impl Default for WsSettings {
             allowed_origins: Vec::new(),
             ticket_ttl_secs: 30,
             max_message_bytes: 512 * 1024,
-            read_buffer_bytes: 4096,
+            read_buffer_bytes: 2048,
             max_signal_bytes: 4096,
             send_timeout_secs: 10,
             ping_interval_secs: 30,

@@ -959,6 +959,40 @@ async fn pipelined_sends_are_all_answered_and_stored_in_order() {
     }
 }
 
+/// With the smallest read buffer (`ws.read_buffer_bytes`, which keeps idle sockets cheap), a
+/// frame many times its size is still read whole, delivered whole, and the socket goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frames_larger_than_the_read_buffer_are_read_whole() {
+    let env = setup(&[("HAVEN_WS_READ_BUFFER_BYTES", "256")]).await;
+    let mut alice = relay::connect(&env.relay.addr, &env.alice.access).await;
+    assert_eq!(next(&mut alice, T).await, Frame::QueueEmpty);
+    let mut bob = relay::connect(&env.relay.addr, &env.bob.access).await;
+    assert_eq!(next(&mut bob, T).await, Frame::QueueEmpty);
+    let big: Vec<u8> = (0..40_000u32).map(|i| (i % 251) as u8).collect();
+    for (request_id, content) in [(1, big.as_slice()), (2, b"small after big".as_slice())] {
+        send_bin(
+            &mut alice,
+            relay::send_frame(
+                request_id,
+                &account(&env.bob),
+                Id::random().as_bytes(),
+                false,
+                &[(1, content)],
+            ),
+        )
+        .await;
+        match next(&mut alice, T).await {
+            Frame::Result {
+                request_id: got,
+                status: 200,
+                ..
+            } => assert_eq!(got, request_id),
+            other => panic!("{other:?}"),
+        }
+        expect_envelope(&mut bob, content).await;
+    }
+}
+
 /// Envelopes stored while the recipient's socket is live are handed to it directly, or read
 /// from its queue when it cannot take them (delivery window full, a gap before them): with
 /// both happening at once, every envelope still arrives exactly once and in sequence order.
