@@ -378,8 +378,12 @@ impl<S: Store> Conn<S> {
 
     /// Delivers whatever is due: mail (within the window) and channel entries.
     async fn pump(&mut self, window: usize) -> Result<(), Stop> {
+        // A read returns at most `mail.max_fetch` envelopes: a batch above that would end
+        // short of its room with more queued, which reads as the end of the queue.
+        let batch = MAIL_BATCH
+            .min(usize::try_from(self.state.settings().mail.max_fetch).unwrap_or(MAIL_BATCH));
         while self.mail_dirty && self.in_flight.len() < window {
-            let room = (window - self.in_flight.len()).min(MAIL_BATCH);
+            let room = (window - self.in_flight.len()).min(batch);
             let frames = self.read_mail(room).await?;
             let got = frames.len();
             self.send_batch(frames).await?;

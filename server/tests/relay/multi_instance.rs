@@ -474,7 +474,7 @@ async fn three_instances_behind_haproxy_lose_no_acknowledged_envelope_to_a_sigki
         received.extend(r);
         reconnects += n;
     }
-    // Whatever was still queued is read to the end on a fresh socket.
+    // Whatever is still queued is read to the end (`queue_empty`) on a fresh socket.
     for (_, token) in &devices {
         let mut ws = relay::connect(&proxy, token).await;
         loop {

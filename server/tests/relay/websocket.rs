@@ -103,6 +103,33 @@ async fn expect_envelope(ws: &mut Ws, content: &[u8]) -> ([u8; 16], u64) {
     }
 }
 
+/// A queue longer than one read (`mail.max_fetch`, 100 by default) is delivered whole before
+/// `queue_empty`. The socket used to read batches of 128 through reads capped at 100, took the
+/// short read for the end of the queue, said `queue_empty` after 100 envelopes and left the
+/// rest until the next wake-up or poll.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_longer_than_one_read_is_delivered_whole_before_queue_empty() {
+    let env = setup(&[("HAVEN_WS_POLL_INTERVAL_SECS", "3600")]).await;
+    let mut sent = Vec::new();
+    for i in 0..150u8 {
+        sent.push(rest_send(&env, &env.alice, &env.bob, &[b'q', i]).await);
+    }
+    let mut bob = relay::connect(&env.relay.addr, &env.bob.access).await;
+    let mut got = Vec::new();
+    loop {
+        match next(&mut bob, T).await {
+            Frame::Envelope { message_id, .. } => {
+                got.push(message_id);
+                send_bin(&mut bob, relay::ack_frame(&[message_id])).await;
+            }
+            Frame::QueueEmpty => break,
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(got.len(), sent.len(), "envelopes before queue_empty");
+    assert_eq!(got, sent);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queued_then_queue_empty_then_live_in_order_and_acks_delete() {
     let env = setup(&[]).await;
