@@ -800,18 +800,26 @@ async fn throughput(args: &Args) -> Result<(), BoxError> {
     if args.baseline {
         return Ok(());
     }
-    if totals.errors.load(Ordering::Relaxed) > 0 {
-        // What the relays said about the refusals (warnings and errors only).
-        for (i, relay) in server.relays.iter().enumerate() {
-            let logs = relay.logs();
-            for line in logs.lines().rev().take(5) {
-                eprintln!("relay {i}: {line}");
+    // What the relays warned about (they log warnings and errors only here).
+    for (i, relay) in server.relays.iter().enumerate() {
+        let logs = relay.logs();
+        let warnings: Vec<&str> = logs
+            .lines()
+            .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
+            .collect();
+        if !warnings.is_empty() {
+            eprintln!(
+                "relay {i} logged {} warnings and errors, the last:",
+                warnings.len()
+            );
+            for line in warnings.iter().rev().take(3) {
+                eprintln!("  {line}");
             }
         }
     }
-    // Everything acknowledged must be delivered: read every queue to the end, again and again
-    // (acking everything) until every queue is empty: right after a saturated run the relay is
-    // still committing the last sends and acks.
+    // Everything acknowledged must be delivered: read every queue to the end (`queue_empty`),
+    // acking everything, and again until a round finds every queue empty (right after a
+    // saturated run the relay is still committing sends nobody was answered for).
     let mut late = 0usize;
     let mut rounds = 0;
     loop {
