@@ -384,6 +384,19 @@ macro_rules! impl_push_sql {
                 lease_until: i64,
                 limit: u32,
             ) -> $crate::db::error::StoreResult<Vec<$crate::push::store::ClaimedPush>> {
+                // A read first: the claim is a write, and on SQLite even one that changes no
+                // row waits for the write lock the mail writer holds almost all the time under
+                // load (it waited 5 s and failed), then stalls the writer while it holds it.
+                let due = sqlx::query(
+                    "SELECT 1 FROM push_queue \
+                     WHERE pending = 1 AND due_at <= $1 AND claimed_until <= $1 LIMIT 1",
+                )
+                .bind(now)
+                .fetch_optional(&self.pool)
+                .await?;
+                if due.is_none() {
+                    return Ok(Vec::new());
+                }
                 let rows = sqlx::query(concat!(
                     "UPDATE push_queue SET claimed_until = $2 \
                      WHERE (account_id, device_number) IN ( \
